@@ -64,6 +64,8 @@ export interface Setup {
   data?: Uint8Array;
   /** Other memory to load: [address, bytes]. */
   mem?: Array<[number, Uint8Array]>;
+  /** CSR values to set from the host before the run. */
+  csrs?: Record<number, number>;
 }
 
 /** Code to load: an {@link Asm} (based at RAM), raw 32-bit words, or bytes. */
@@ -84,6 +86,7 @@ export function load(code: Code, setup: Setup = {}): Machine {
   if (setup.data) m.writeMemory(DATA, setup.data);
   for (const [addr, bytes] of setup.mem ?? []) m.writeMemory(addr, bytes);
   for (const [r, v] of Object.entries(setup.regs ?? {})) m.setRegister(Number(r), v >>> 0);
+  for (const [c, v] of Object.entries(setup.csrs ?? {})) m.setCsr(Number(c), v >>> 0);
   m.pc = RAM;
   return m;
 }
