@@ -2,7 +2,7 @@
 // rules, read-only and non-existent CSRs, and the machine's identification and WARL registers.
 import { describe, expect, it } from 'vitest';
 import { rv } from '../helpers/asm.js';
-import { CAUSE, CSR, RAM, csrr, csrw, expectRegs, load, runToEbreak, type Regs } from './harness.js';
+import { CAUSE, CSR, RAM, csrr, csrw, expectRegs, load, runToEbreak, type Regs, csrOf } from './harness.js';
 
 const MSCRATCH = CSR.mscratch;
 
@@ -30,7 +30,7 @@ describe('CSR instructions', () => {
   it.each(rows)('%s: %j with mscratch 0x%s gives %j and mscratch 0x%s', async (_asm, code, regs, before, want, after) => {
     const { m } = await runToEbreak([code], { regs, csrs: { [MSCRATCH]: before } });
     expectRegs(m, want);
-    expect(m.getCsr(MSCRATCH) >>> 0).toBe(after >>> 0);
+    expect(csrOf(m, MSCRATCH) >>> 0).toBe(after >>> 0);
   });
 
   it('a write is visible to the next CSR instruction', async () => {
@@ -47,7 +47,7 @@ describe('CSR instructions', () => {
   it('a CSR written from the host reads back from the guest and vice versa', async () => {
     const { m } = await runToEbreak([csrr(5, MSCRATCH), rv.csrrwi(0, CSR.mepc, 0)], { csrs: { [MSCRATCH]: 0xfeedface } });
     expectRegs(m, { 5: 0xfeedface });
-    expect(m.getCsr(CSR.mepc)).toBe(0);
+    expect(csrOf(m, CSR.mepc)).toBe(0);
   });
 });
 
@@ -55,7 +55,7 @@ describe('identification CSRs', () => {
   it('misa reads 0x40101105: RV32 with A, C, I, M and U', async () => {
     const { m } = await runToEbreak([csrr(5, CSR.misa)]);
     expectRegs(m, { 5: 0x40101105 });
-    expect(m.getCsr(CSR.misa)).toBe(0x40101105);
+    expect(csrOf(m, CSR.misa)).toBe(0x40101105);
   });
 
   it('mhartid reads 0', async () => {

@@ -163,3 +163,10 @@ export async function runToHandler(m: Machine, handlerAddr: number, maxInstructi
     .toEqual({ kind: 'budget', pc: hex(handlerAddr) });
   return r;
 }
+
+/** A CSR read from the host that must exist (getCsr returns undefined for a CSR the hart lacks). */
+export function csrOf(m: Machine, csr: number): number {
+  const v = m.getCsr(csr);
+  expect(v, `CSR 0x${csr.toString(16)} exists`).not.toBeUndefined();
+  return v! >>> 0;
+}

@@ -2,7 +2,7 @@
 // transparently by this machine), and access faults on unmapped addresses for loads, stores and fetches.
 import { describe, expect, it } from 'vitest';
 import { Asm, rv } from '../helpers/asm.js';
-import { CAUSE, DATA, RAM, RAM_END, UNMAPPED, expectRegs, le32, load, runToEbreak } from './harness.js';
+import { CAUSE, DATA, RAM, RAM_END, UNMAPPED, expectRegs, le32, load, runToEbreak, csrOf } from './harness.js';
 
 // DATA holds: 80 81 7f 01 | 00 80 ff 7f | 78 56 34 12 | ef be ad de
 const data = Uint8Array.from([0x80, 0x81, 0x7f, 0x01, 0x00, 0x80, 0xff, 0x7f, 0x78, 0x56, 0x34, 0x12, 0xef, 0xbe, 0xad, 0xde]);
@@ -144,7 +144,7 @@ describe('access faults', () => {
     const r = await m.run({ maxInstructions: 100 });
     expect(r).toMatchObject({ kind: 'trap', cause: CAUSE.breakpoint });
     expectRegs(m, { 10: a.addr('fault'), 11: CAUSE.storeAccess, 12: UNMAPPED + 8 });
-    expect(m.getCsr(0x342)).toBe(CAUSE.storeAccess); // the final ebreak did not go through mtvec = 0
+    expect(csrOf(m, 0x342)).toBe(CAUSE.storeAccess); // the final ebreak did not go through mtvec = 0
   });
 });
 
@@ -175,8 +175,8 @@ describe('instruction fetch faults', () => {
     const m = load(a);
     const r = await m.run({ maxInstructions: 200 });
     expect(r).toMatchObject({ kind: 'budget', pc: a.addr('handler') });
-    expect(m.getCsr(0x341)).toBe(UNMAPPED);
-    expect(m.getCsr(0x342)).toBe(CAUSE.fetchAccess);
-    expect(m.getCsr(0x343)).toBe(UNMAPPED);
+    expect(csrOf(m, 0x341)).toBe(UNMAPPED);
+    expect(csrOf(m, 0x342)).toBe(CAUSE.fetchAccess);
+    expect(csrOf(m, 0x343)).toBe(UNMAPPED);
   });
 });

@@ -2,7 +2,7 @@
 // ebreak, trap entry and mret updating mstatus/mepc, U-mode entry via MPP, and U-mode privilege violations.
 import { describe, expect, it } from 'vitest';
 import { Asm, rv } from '../helpers/asm.js';
-import { CAUSE, CSR, MSTATUS, RAM, csrr, expectRegs, load, runToHandler } from './harness.js';
+import { CAUSE, CSR, MSTATUS, RAM, csrr, expectRegs, load, runToHandler, csrOf } from './harness.js';
 
 const PMPCFG0 = 0x3a0;
 const PMPADDR0 = 0x3b0;
@@ -73,9 +73,9 @@ describe('illegal instructions', () => {
     a.align(4).label('handler').j('handler');
     const m = load(a);
     await runToHandler(m, a.addr('handler'));
-    expect(m.getCsr(CSR.mepc)).toBe(a.addr('bad'));
-    expect(m.getCsr(CSR.mcause)).toBe(CAUSE.illegal);
-    expect(m.getCsr(CSR.mtval)).toBe(0x0000000b);
+    expect(csrOf(m, CSR.mepc)).toBe(a.addr('bad'));
+    expect(csrOf(m, CSR.mcause)).toBe(CAUSE.illegal);
+    expect(csrOf(m, CSR.mtval)).toBe(0x0000000b);
   });
 });
 
@@ -103,9 +103,9 @@ describe('ecall and ebreak', () => {
     a.align(4).label('handler').j('handler');
     const m = load(a);
     await runToHandler(m, a.addr('handler'));
-    expect(m.getCsr(CSR.mepc)).toBe(a.addr('call'));
-    expect(m.getCsr(CSR.mcause)).toBe(CAUSE.ecallM);
-    const st = m.getCsr(CSR.mstatus);
+    expect(csrOf(m, CSR.mepc)).toBe(a.addr('call'));
+    expect(csrOf(m, CSR.mcause)).toBe(CAUSE.ecallM);
+    const st = csrOf(m, CSR.mstatus);
     expect({ MIE: st & MSTATUS.MIE, MPIE: st & MSTATUS.MPIE, MPP: st & MSTATUS.MPP })
       .toEqual({ MIE: 0, MPIE: MSTATUS.MPIE, MPP: MSTATUS.MPP });
     expect(m.privilege).toBe('M');
@@ -144,7 +144,7 @@ describe('U-mode', () => {
     expect(r).toMatchObject({ kind: 'budget', pc: a.addr('spin') });
     expect(m.privilege).toBe('U');
     expectRegs(m, { 7: 42 });
-    const st = m.getCsr(CSR.mstatus);
+    const st = csrOf(m, CSR.mstatus);
     expect({ MIE: st & MSTATUS.MIE, MPIE: st & MSTATUS.MPIE, MPP: st & MSTATUS.MPP })
       .toEqual({ MIE: 0, MPIE: MSTATUS.MPIE, MPP: 0 });
   });
@@ -166,9 +166,9 @@ describe('U-mode', () => {
     const m = load(a);
     await runToHandler(m, a.addr('handler'));
     expect(m.privilege).toBe('M');
-    expect(m.getCsr(CSR.mcause)).toBe(CAUSE.ecallU);
-    expect(m.getCsr(CSR.mepc)).toBe(a.addr('call'));
-    expect(m.getCsr(CSR.mstatus) & MSTATUS.MPP).toBe(0);
+    expect(csrOf(m, CSR.mcause)).toBe(CAUSE.ecallU);
+    expect(csrOf(m, CSR.mepc)).toBe(a.addr('call'));
+    expect(csrOf(m, CSR.mstatus) & MSTATUS.MPP).toBe(0);
   });
 
   it('an M-mode handler can return to U-mode with mret and U-mode continues', async () => {
@@ -206,12 +206,12 @@ describe('U-mode', () => {
     a.align(4).label('handler').j('handler');
     const m = load(a, { regs: { 6: 0x77 } });
     await runToHandler(m, a.addr('handler'));
-    expect(m.getCsr(CSR.mcause)).toBe(CAUSE.illegal);
-    expect(m.getCsr(CSR.mepc)).toBe(a.addr('bad'));
-    expect(m.getCsr(CSR.mtval)).toBe(word);
-    expect(m.getCsr(CSR.mstatus) & MSTATUS.MPP).toBe(0);
+    expect(csrOf(m, CSR.mcause)).toBe(CAUSE.illegal);
+    expect(csrOf(m, CSR.mepc)).toBe(a.addr('bad'));
+    expect(csrOf(m, CSR.mtval)).toBe(word);
+    expect(csrOf(m, CSR.mstatus) & MSTATUS.MPP).toBe(0);
     expectRegs(m, { 6: 0x77 });
-    expect(m.getCsr(CSR.mtvec)).toBe(a.addr('handler'));
+    expect(csrOf(m, CSR.mtvec)).toBe(a.addr('handler'));
   });
 
   it('U-mode reading cycle with mcounteren = 0 is an illegal instruction', async () => {
@@ -222,8 +222,8 @@ describe('U-mode', () => {
     a.align(4).label('handler').j('handler');
     const m = load(a);
     await runToHandler(m, a.addr('handler'));
-    expect(m.getCsr(CSR.mcause)).toBe(CAUSE.illegal);
-    expect(m.getCsr(CSR.mepc)).toBe(a.addr('bad'));
+    expect(csrOf(m, CSR.mcause)).toBe(CAUSE.illegal);
+    expect(csrOf(m, CSR.mepc)).toBe(a.addr('bad'));
   });
 
   it('U-mode loads, stores and computes normally', async () => {
@@ -234,7 +234,7 @@ describe('U-mode', () => {
     a.align(4).label('handler').j('handler');
     const m = load(a);
     await runToHandler(m, a.addr('handler'));
-    expect(m.getCsr(CSR.mcause)).toBe(CAUSE.ecallU);
+    expect(csrOf(m, CSR.mcause)).toBe(CAUSE.ecallU);
     expectRegs(m, { 10: 0x2468 });
   });
 });
