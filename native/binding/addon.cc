@@ -1,0 +1,308 @@
+// The only file that includes <napi.h>: the NativeMachine class (argument checks and conversion
+// only), the doorbell, and the environment cleanup hook. No machine logic lives here.
+#include <napi.h>
+
+#include <memory>
+#include <unordered_set>
+
+#include "runner/vcpu_thread.h"
+
+namespace lockstep {
+namespace {
+
+struct AddonData {
+  std::unordered_set<class NativeMachine*> machines;
+};
+
+class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "NativeMachine",
+                       {
+                           InstanceMethod<&NativeMachine::JsWriteMemory>("writeMemory"),
+                           InstanceMethod<&NativeMachine::JsReadMemory>("readMemory"),
+                           InstanceMethod<&NativeMachine::JsGetPc>("getPc"),
+                           InstanceMethod<&NativeMachine::JsSetPc>("setPc"),
+                           InstanceMethod<&NativeMachine::JsGetRegisters>("getRegisters"),
+                           InstanceMethod<&NativeMachine::JsSetRegister>("setRegister"),
+                           InstanceMethod<&NativeMachine::JsGetCsr>("getCsr"),
+                           InstanceMethod<&NativeMachine::JsSetCsr>("setCsr"),
+                           InstanceMethod<&NativeMachine::JsGetPrivilege>("getPrivilege"),
+                           InstanceMethod<&NativeMachine::JsGetCounters>("getCounters"),
+                           InstanceMethod<&NativeMachine::JsSetTohost>("setTohost"),
+                           InstanceMethod<&NativeMachine::JsRun>("run"),
+                           InstanceMethod<&NativeMachine::JsStop>("stop"),
+                           InstanceMethod<&NativeMachine::JsInput>("input"),
+                           InstanceMethod<&NativeMachine::JsConsoleDrained>("consoleDrained"),
+                           InstanceMethod<&NativeMachine::JsTakeReport>("takeReport"),
+                           InstanceMethod<&NativeMachine::JsBusy>("busy"),
+                           InstanceMethod<&NativeMachine::JsClose>("close"),
+                       });
+  }
+
+  // new NativeMachine({ ramSize, realClock }, consoleRing: Uint8Array over a SharedArrayBuffer, doorbell: () => void)
+  // (Node-API 8 has no SharedArrayBuffer type check; a typed array over one gives its data pointer.)
+  explicit NativeMachine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeMachine>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[0].IsObject() || !info[1].IsTypedArray() || !info[2].IsFunction()) {
+      Napi::TypeError::New(env, "NativeMachine(options, consoleRing: Uint8Array, doorbell: Function)")
+          .ThrowAsJavaScriptException();
+      return;
+    }
+    Napi::Object opts = info[0].As<Napi::Object>();
+    MachineConfig config;
+    Napi::Value ram = opts.Get("ramSize");
+    if (!ram.IsNumber()) {
+      Napi::TypeError::New(env, "options.ramSize must be a number").ThrowAsJavaScriptException();
+      return;
+    }
+    const double ram_size = ram.As<Napi::Number>().DoubleValue();
+    if (!(ram_size >= kPageSize && ram_size <= 0x7ffff000 && static_cast<uint64_t>(ram_size) % kPageSize == 0)) {
+      Napi::RangeError::New(env, "options.ramSize must be a multiple of 4096 between 4 KiB and 2 GiB - 4 KiB")
+          .ThrowAsJavaScriptException();
+      return;
+    }
+    config.ram_size = static_cast<uint32_t>(ram_size);
+    config.real_clock = opts.Get("realClock").ToBoolean().Value();
+
+    // The ring memory belongs to a JS SharedArrayBuffer; the reference keeps it alive until the
+    // vCPU thread is joined (see Shutdown()).
+    Napi::Uint8Array ab = info[1].As<Napi::Uint8Array>();
+    const size_t bytes = ab.ByteLength();
+    if (bytes <= RingLayout::kData || !ByteRingProducer::valid_capacity(bytes - RingLayout::kData)) {
+      Napi::RangeError::New(env, "consoleRing must be 128 + 2^k bytes (k >= 6)").ThrowAsJavaScriptException();
+      return;
+    }
+    ring_ref_ = Napi::Persistent(ab);
+
+    doorbell_ = Napi::ThreadSafeFunction::New(env, info[2].As<Napi::Function>(), "lockstep-doorbell", 0, 1);
+    doorbell_.Unref(env);  // an idle machine does not keep the process alive
+    auto* pending = &bell_pending_;
+    auto tsfn = doorbell_;
+    vcpu_ = std::make_unique<VcpuThread>(
+        config, static_cast<uint8_t*>(ab.Data()), static_cast<uint32_t>(bytes - RingLayout::kData), [pending, tsfn]() mutable {
+          // Coalesce: at most one doorbell call is queued; the JS side drains everything each time.
+          if (!pending->exchange(true, std::memory_order_acq_rel)) {
+            tsfn.NonBlockingCall([pending](Napi::Env, Napi::Function fn) {
+              // release: the next ring on the vCPU thread queues a fresh call; pairs with exchange above.
+              pending->store(false, std::memory_order_release);
+              fn.Call({});
+            });
+          }
+        });
+    data_ = env.GetInstanceData<AddonData>();
+    data_->machines.insert(this);
+  }
+
+  ~NativeMachine() override { Shutdown(); }
+
+  /// Stop the thread, then release what it used. Called by close(), the destructor and env teardown.
+  void Shutdown() {
+    if (closed_) return;
+    closed_ = true;
+    if (vcpu_) vcpu_->shutdown();
+    if (doorbell_) doorbell_.Release();
+    vcpu_.reset();
+    if (!ring_ref_.IsEmpty()) ring_ref_.Reset();
+    if (data_) data_->machines.erase(this);
+  }
+
+ private:
+  bool Usable(const Napi::CallbackInfo& info) {
+    if (closed_ || !vcpu_) {
+      Napi::Error::New(info.Env(), "machine is closed").ThrowAsJavaScriptException();
+      return false;
+    }
+    if (vcpu_->busy()) {
+      Napi::Error::New(info.Env(), "machine is running").ThrowAsJavaScriptException();
+      return false;
+    }
+    return true;
+  }
+  static bool U32(const Napi::CallbackInfo& info, size_t i, uint32_t* out) {
+    if (i >= info.Length() || !info[i].IsNumber()) {
+      Napi::TypeError::New(info.Env(), "argument " + std::to_string(i) + " must be a number").ThrowAsJavaScriptException();
+      return false;
+    }
+    const double d = info[i].As<Napi::Number>().DoubleValue();
+    if (!(d >= 0 && d <= 4294967295.0) || d != static_cast<double>(static_cast<uint64_t>(d))) {
+      Napi::RangeError::New(info.Env(), "argument " + std::to_string(i) + " must be a u32").ThrowAsJavaScriptException();
+      return false;
+    }
+    *out = static_cast<uint32_t>(d);
+    return true;
+  }
+
+  Napi::Value JsWriteMemory(const Napi::CallbackInfo& info) {
+    uint32_t addr;
+    if (!Usable(info) || !U32(info, 0, &addr)) return info.Env().Undefined();
+    if (info.Length() < 2 || !info[1].IsTypedArray()) {
+      Napi::TypeError::New(info.Env(), "writeMemory(addr, data: Uint8Array)").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    Napi::Uint8Array data = info[1].As<Napi::Uint8Array>();
+    if (!vcpu_->machine().write_ram(addr, data.Data(), static_cast<uint32_t>(data.ByteLength()))) {
+      Napi::RangeError::New(info.Env(), "range is not inside guest RAM").ThrowAsJavaScriptException();
+    }
+    return info.Env().Undefined();
+  }
+
+  Napi::Value JsReadMemory(const Napi::CallbackInfo& info) {
+    uint32_t addr, len;
+    if (!Usable(info) || !U32(info, 0, &addr) || !U32(info, 1, &len)) return info.Env().Undefined();
+    Napi::Uint8Array out = Napi::Uint8Array::New(info.Env(), len);
+    if (!vcpu_->machine().read_ram(addr, out.Data(), len)) {
+      Napi::RangeError::New(info.Env(), "range is not inside guest RAM").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    return out;
+  }
+
+  Napi::Value JsGetPc(const Napi::CallbackInfo& info) {
+    if (!Usable(info)) return info.Env().Undefined();
+    return Napi::Number::New(info.Env(), vcpu_->machine().cpu().pc);
+  }
+  Napi::Value JsSetPc(const Napi::CallbackInfo& info) {
+    uint32_t pc;
+    if (!Usable(info) || !U32(info, 0, &pc)) return info.Env().Undefined();
+    Cpu& cpu = vcpu_->machine().cpu();
+    cpu.pc = pc & ~1u;
+    cpu.wfi = false;
+    return info.Env().Undefined();
+  }
+  Napi::Value JsGetRegisters(const Napi::CallbackInfo& info) {
+    if (!Usable(info)) return info.Env().Undefined();
+    Napi::Uint32Array out = Napi::Uint32Array::New(info.Env(), 32);
+    const Cpu& cpu = vcpu_->machine().cpu();
+    for (int i = 0; i < 32; i++) out[i] = cpu.x[i];
+    out[0] = 0;
+    return out;
+  }
+  Napi::Value JsSetRegister(const Napi::CallbackInfo& info) {
+    uint32_t i, v;
+    if (!Usable(info) || !U32(info, 0, &i) || !U32(info, 1, &v)) return info.Env().Undefined();
+    if (i > 31) {
+      Napi::RangeError::New(info.Env(), "register index must be 0..31").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    if (i != 0) vcpu_->machine().cpu().x[i] = v;
+    return info.Env().Undefined();
+  }
+  Napi::Value JsGetCsr(const Napi::CallbackInfo& info) {
+    uint32_t csr, v;
+    if (!Usable(info) || !U32(info, 0, &csr)) return info.Env().Undefined();
+    if (!vcpu_->machine().cpu().host_read_csr(csr, &v)) return info.Env().Undefined();
+    return Napi::Number::New(info.Env(), v);
+  }
+  Napi::Value JsSetCsr(const Napi::CallbackInfo& info) {
+    uint32_t csr, v;
+    if (!Usable(info) || !U32(info, 0, &csr) || !U32(info, 1, &v)) return info.Env().Undefined();
+    return Napi::Boolean::New(info.Env(), vcpu_->machine().cpu().host_write_csr(csr, v));
+  }
+  Napi::Value JsGetPrivilege(const Napi::CallbackInfo& info) {
+    if (!Usable(info)) return info.Env().Undefined();
+    return Napi::Number::New(info.Env(), static_cast<int>(vcpu_->machine().cpu().priv));
+  }
+  Napi::Value JsGetCounters(const Napi::CallbackInfo& info) {
+    if (!Usable(info)) return info.Env().Undefined();
+    const Cpu& cpu = vcpu_->machine().cpu();
+    Napi::Array out = Napi::Array::New(info.Env(), 2);
+    out.Set(0u, Napi::BigInt::New(info.Env(), static_cast<uint64_t>(cpu.instret)));
+    out.Set(1u, Napi::BigInt::New(info.Env(), static_cast<uint64_t>(cpu.branches)));
+    return out;
+  }
+  Napi::Value JsSetTohost(const Napi::CallbackInfo& info) {
+    uint32_t addr;
+    if (!Usable(info) || !U32(info, 0, &addr)) return info.Env().Undefined();
+    vcpu_->machine().set_tohost(addr);
+    return info.Env().Undefined();
+  }
+
+  // run(targetInstret: bigint): starts the vCPU; completion is signalled through the doorbell.
+  Napi::Value JsRun(const Napi::CallbackInfo& info) {
+    if (!Usable(info)) return info.Env().Undefined();
+    if (info.Length() < 1 || !info[0].IsBigInt()) {
+      Napi::TypeError::New(info.Env(), "run(targetInstret: bigint)").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    bool lossless;
+    const uint64_t target = info[0].As<Napi::BigInt>().Uint64Value(&lossless);
+    if (!lossless) {
+      Napi::RangeError::New(info.Env(), "targetInstret must fit in 64 bits").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    doorbell_.Ref(info.Env());  // a running guest keeps the process alive until its run settles
+    if (!vcpu_->start(target)) {
+      doorbell_.Unref(info.Env());
+      Napi::Error::New(info.Env(), "machine is running").ThrowAsJavaScriptException();
+    }
+    return info.Env().Undefined();
+  }
+  Napi::Value JsStop(const Napi::CallbackInfo& info) {
+    if (vcpu_) vcpu_->request_stop();
+    return info.Env().Undefined();
+  }
+  Napi::Value JsInput(const Napi::CallbackInfo& info) {
+    if (!vcpu_ || info.Length() < 1 || !info[0].IsTypedArray()) return info.Env().Undefined();
+    Napi::Uint8Array data = info[0].As<Napi::Uint8Array>();
+    vcpu_->input(data.Data(), data.ByteLength());
+    return info.Env().Undefined();
+  }
+  Napi::Value JsConsoleDrained(const Napi::CallbackInfo& info) {
+    if (vcpu_) vcpu_->console_drained();
+    return info.Env().Undefined();
+  }
+  Napi::Value JsBusy(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), vcpu_ && vcpu_->busy());
+  }
+  // takeReport(): null, or the finished run's report { kind, code, via, cause, pc, tval, reason }.
+  Napi::Value JsTakeReport(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    RunReport r;
+    if (!vcpu_ || !vcpu_->take_report(&r)) return env.Null();
+    doorbell_.Unref(env);
+    Napi::Object o = Napi::Object::New(env);
+    static const char* const kKinds[] = {"budget", "exit", "trap", "halted", "stopped"};
+    static const char* const kVia[] = {"none", "finisher", "semihosting", "htif"};
+    o.Set("kind", kKinds[static_cast<int>(r.kind)]);
+    o.Set("code", Napi::Number::New(env, r.exit_code));
+    o.Set("via", kVia[static_cast<int>(r.via)]);
+    o.Set("cause", Napi::Number::New(env, r.cause));
+    o.Set("pc", Napi::Number::New(env, r.trap_pc));
+    o.Set("tval", Napi::Number::New(env, r.tval));
+    o.Set("reason", r.halt_reason);
+    return o;
+  }
+  Napi::Value JsClose(const Napi::CallbackInfo& info) {
+    Shutdown();
+    return info.Env().Undefined();
+  }
+
+  std::unique_ptr<VcpuThread> vcpu_;
+  Napi::ThreadSafeFunction doorbell_;
+  std::atomic<bool> bell_pending_{false};
+  Napi::Reference<Napi::Uint8Array> ring_ref_;
+  AddonData* data_ = nullptr;
+  bool closed_ = false;
+};
+
+}  // namespace
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  env.SetInstanceData<AddonData>(data);
+  // On environment teardown (process exit, worker end): stop and join every vCPU thread first.
+  env.AddCleanupHook([data]() {
+    auto copy = data->machines;
+    for (NativeMachine* m : copy) m->Shutdown();
+  });
+  exports.Set("NativeMachine", NativeMachine::Init(env));
+  exports.Set("abiVersion", Napi::Number::New(env, 1));
+  return exports;
+}
+
+}  // namespace lockstep
+
+static Napi::Object InitLockstep(Napi::Env env, Napi::Object exports) { return lockstep::Init(env, exports); }
+
+NODE_API_MODULE(lockstep, InitLockstep)

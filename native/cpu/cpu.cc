@@ -1,0 +1,693 @@
+// The hart's run loop (threaded dispatch over the decoder cache), traps, interrupts and CSRs.
+// Never throws and never calls into the host except through Platform on slow paths.
+#include "cpu/cpu.h"
+
+#include <algorithm>
+#include <cstring>
+
+#define LOCKSTEP_LIKELY(x) __builtin_expect(!!(x), 1)
+#define LOCKSTEP_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+namespace lockstep {
+namespace {
+
+inline uint16_t rd16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+inline uint32_t rd32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// Semihosting is an ebreak between these two no-ops (RISC-V semihosting spec, 'semihosting trap').
+constexpr uint32_t kSemihostPre = 0x01f01013;   // slli x0, x0, 0x1f
+constexpr uint32_t kSemihostPost = 0x40705013;  // srai x0, x0, 7
+
+}  // namespace
+
+Cpu::Cpu(uint8_t* ram, uint32_t ram_size, Platform* platform)
+    : ram_(ram), ram_size_(ram_size), platform_(platform) {
+  const uint32_t npages = ram_size / kPageSize;
+  pages_.resize(npages);
+  live_.assign(npages, nullptr);
+  flags_.assign(npages + 1, 0);  // +1: a store's last byte may index one past the end; always 0
+}
+
+void Cpu::set_flag(uint32_t addr, uint8_t flag) {
+  const uint32_t off = addr - kRamBase;
+  if (off < ram_size_) flags_[off >> kPageShift] |= flag;
+}
+
+void Cpu::drop_page(uint32_t pi) {
+  live_[pi] = nullptr;
+  flags_[pi] &= static_cast<uint8_t>(~kPageDecoded);
+}
+
+void Cpu::invalidate_range(uint32_t addr, uint32_t len) {
+  if (len == 0) return;
+  const uint64_t off = static_cast<uint64_t>(addr) - kRamBase;
+  if (off >= ram_size_) return;
+  const uint64_t end = std::min<uint64_t>(off + len, ram_size_);
+  // The page before may hold a 32-bit instruction reaching into the first page.
+  uint64_t first = off >> kPageShift;
+  if (first > 0 && (off & (kPageSize - 1)) < 2) first--;
+  for (uint64_t pi = first; pi <= (end - 1) >> kPageShift; pi++) drop_page(static_cast<uint32_t>(pi));
+}
+
+void Cpu::invalidate_all() {
+  for (uint32_t pi = 0; pi < live_.size(); pi++) drop_page(pi);
+}
+
+void Cpu::decode_slot(DecodedPage* p, uint32_t pi, uint32_t s) {
+  const uint8_t* src = ram_ + (static_cast<size_t>(pi) << kPageShift) + s * 2;
+  const bool last = s == kSlotsPerPage - 1;
+  const bool next_in_ram = (static_cast<uint64_t>(pi) + 1) * kPageSize < ram_size_;
+  const uint16_t lo = rd16(src);
+  const uint16_t hi = !last ? rd16(src + 2) : (next_in_ram ? rd16(src + 2) : 0);
+  DecodedOp d = decode(lo, hi);
+  if (last && d.len == 2) {
+    if (!next_in_ram) d = DecodedOp{kOpFETCH_FAULT, 0, 32, 0, 0, 2};
+    else flags_[pi + 1] |= kPageStraddled;
+  }
+  p->e[s] = Decoded{labels_[d.op], d.imm, d.rd, d.rs1, d.rs2, d.len};
+  p->op[s] = d.op;
+}
+
+void Cpu::fix_to_end(DecodedPage* p, uint32_t from) {
+  // Walk down from `from`; below it, stop once two consecutive slots keep their value (a slot's
+  // count depends only on the slot one or two halfwords above it).
+  int unchanged = 0;
+  for (int64_t s = from; s >= 0; s--) {
+    const Op op = static_cast<Op>(p->op[s]);
+    const uint16_t v = ends_block(op) ? 1 : static_cast<uint16_t>(1 + p->to_end[s + p->e[s].len]);
+    if (p->to_end[s] == v && s < static_cast<int64_t>(from) - 1) {
+      if (++unchanged >= 2) break;
+    } else {
+      unchanged = 0;
+    }
+    p->to_end[s] = v;
+  }
+}
+
+DecodedPage* Cpu::page_for(uint32_t pi) {
+  if (!pages_[pi]) pages_[pi] = std::make_unique<DecodedPage>();
+  DecodedPage* p = pages_[pi].get();
+  for (uint32_t s = 0; s < kSlotsPerPage; s++) decode_slot(p, pi, s);
+  for (uint32_t s = kSlotsPerPage; s < kSlotsPerPage + 2; s++) {
+    p->e[s] = Decoded{labels_[kOpPAGE_END], 0, 32, 0, 0, 1};
+    p->op[s] = kOpPAGE_END;
+    p->to_end[s] = 0;
+  }
+  for (int64_t s = kSlotsPerPage - 1; s >= 0; s--) {
+    p->to_end[s] = ends_block(static_cast<Op>(p->op[s])) ? 1 : static_cast<uint16_t>(1 + p->to_end[s + p->e[s].len]);
+  }
+  flags_[pi] |= kPageDecoded;
+  live_[pi] = p;
+  return p;
+}
+
+bool Cpu::redecode(uint32_t off, uint32_t len, uint32_t cur_page) {
+  bool hit_current = false;
+  // Slots whose instruction bytes overlap [off, off+len): a 32-bit one may start 2 bytes earlier.
+  const uint32_t first = off >= 2 ? (off - 2) / 2 : 0;
+  const uint32_t last = (off + len - 1) / 2;
+  uint32_t pi_done = UINT32_MAX, hi_slot = 0;
+  DecodedPage* pending = nullptr;
+  for (uint32_t g = first; g <= last; g++) {
+    const uint32_t pi = g / kSlotsPerPage, s = g % kSlotsPerPage;
+    if (pi >= live_.size()) break;
+    DecodedPage* p = live_[pi];
+    if (!p) continue;
+    if (pi != pi_done) {
+      if (pending) fix_to_end(pending, hi_slot);
+      pending = p;
+      pi_done = pi;
+    }
+    decode_slot(p, pi, s);
+    hi_slot = s;
+    if (pi == cur_page) hit_current = true;
+  }
+  if (pending) fix_to_end(pending, hi_slot);
+  return hit_current;
+}
+
+Cpu::StoreOutcome Cpu::slow_store(uint32_t addr, unsigned size, uint32_t value, uint32_t cur_pc) {
+  const uint32_t off = addr - kRamBase;
+  if (off < ram_size_) {
+    if (off > ram_size_ - size) return StoreOutcome::kFault;  // straddles the end of RAM
+    uint8_t* dst = ram_ + off;
+    const bool changed = std::memcmp(dst, &value, size) != 0;
+    std::memcpy(dst, &value, size);
+    StoreOutcome out = StoreOutcome::kOk;
+    if (changed) {
+      const uint8_t f = flags_[off >> kPageShift] | flags_[(off + size - 1) >> kPageShift];
+      if (f & (kPageDecoded | kPageStraddled)) {
+        if (redecode(off, size, (cur_pc - kRamBase) >> kPageShift)) out = StoreOutcome::kOkLeaveBlock;
+      }
+    }
+    if (flags_[off >> kPageShift] & kPagePlatform) {
+      const Mmio r = platform_->store(addr, size, value);
+      if (r == Mmio::kExit) return StoreOutcome::kExit;
+    }
+    return out;
+  }
+  switch (platform_->store(addr, size, value)) {
+    case Mmio::kOk: return StoreOutcome::kOkLeaveBlock;  // a device may have raised an interrupt
+    case Mmio::kExit: return StoreOutcome::kExit;
+    case Mmio::kFault: break;
+  }
+  return StoreOutcome::kFault;
+}
+
+Mmio Cpu::slow_load(uint32_t addr, unsigned size, uint32_t* value) {
+  const uint32_t off = addr - kRamBase;
+  if (off < ram_size_) {
+    if (off > ram_size_ - size) return Mmio::kFault;
+    uint32_t v = 0;
+    std::memcpy(&v, ram_ + off, size);
+    *value = v;
+    return Mmio::kOk;
+  }
+  return platform_->load(addr, size, value);
+}
+
+bool Cpu::take_trap(uint32_t cause, uint32_t tval, uint32_t epc) {
+  uint32_t target = mtvec & ~3u;
+  if ((mtvec & 3u) == 1 && (cause & 0x80000000u)) target += 4 * (cause & 0x7fffffffu);
+  if (!executable(target)) {
+    fatal_cause = cause;
+    fatal_pc = epc;
+    fatal_tval = tval;
+    return false;
+  }
+  mepc = epc & ~1u;
+  mcause = cause;
+  mtval = tval;
+  uint32_t s = mstatus;
+  s = (s & kMstatusMIE) ? (s | kMstatusMPIE) : (s & ~kMstatusMPIE);
+  s &= ~kMstatusMIE;
+  s = (s & ~kMstatusMPP) | (static_cast<uint32_t>(priv) << 11);
+  mstatus = s;
+  priv = Priv::kMachine;
+  pc = target;
+  wfi = false;
+  reservation_valid = false;
+  return true;
+}
+
+bool Cpu::check_interrupts(bool* fatal) {
+  const uint32_t pending = mip() & mie;
+  if (!pending) return false;
+  if (priv == Priv::kMachine && !(mstatus & kMstatusMIE)) return false;
+  // Priority among M-mode interrupts: external, software, timer (privileged spec 3.1.9).
+  uint32_t irq = kIrqMTimer;
+  if (pending & (1u << kIrqMExt)) irq = kIrqMExt;
+  else if (pending & (1u << kIrqMSoft)) irq = kIrqMSoft;
+  if (!take_trap(0x80000000u | irq, 0, pc)) *fatal = true;
+  return true;
+}
+
+Stop Cpu::run(uint64_t target) {
+  for (;;) {
+    // acquire: pairs with the release store in VcpuThread::raise(); what the host queued is visible.
+    if (host_flag && host_flag->load(std::memory_order_acquire)) return Stop::kHost;
+    bool fatal = false;
+    check_interrupts(&fatal);
+    if (fatal) return Stop::kFatalTrap;
+    if (wfi) {
+      if (mip() & mie) wfi = false;  // wakes even with interrupts globally disabled
+      else return Stop::kWfi;
+    }
+    if (instret >= target) return Stop::kLimit;
+    uint64_t limit = std::min(target, instret + slice);
+    if (timer_deadline > instret) limit = std::min(limit, timer_deadline);
+    switch (run_inner(limit)) {
+      case Inner::kLimit:
+      case Inner::kRecheck:
+      case Inner::kWfi:
+        break;
+      case Inner::kExit:
+        return Stop::kExit;
+      case Inner::kFatal:
+        return Stop::kFatalTrap;
+    }
+  }
+}
+
+Cpu::Inner Cpu::run_inner(uint64_t limit) {
+  static const void* const kLabels[kOpCount] = {
+#define LOCKSTEP_OP_LABEL(name) &&op_##name,
+      LOCKSTEP_OPS(LOCKSTEP_OP_LABEL)
+#undef LOCKSTEP_OP_LABEL
+  };
+  labels_ = kLabels;
+
+  uint32_t* const x = this->x;
+  uint8_t* const ram = ram_;
+  const uint8_t* const flags = flags_.data();
+  const uint32_t ram_size = ram_size_;
+  uint64_t ic = instret;  // instret plus the not-yet-retired rest of the current block
+  uint64_t br = branches;
+  const Decoded* e = nullptr;
+  const Decoded* base = nullptr;
+  const uint16_t* te = nullptr;
+  uint32_t page_pc = 0;
+  uint32_t span = 0;  // bytes of the current page reachable without a lookup (0 while single-stepping)
+  uint32_t target = pc;
+  uint32_t maddr = 0;     // slow-path memory operand
+  uint32_t mval = 0;
+  uint8_t msize = 0;
+  uint8_t mkind = 0;      // slow loads: 0 signed byte, 1 signed half, 2 word, 3 byte, 4 half
+  Inner result;
+
+#define SLOT(p) static_cast<uint32_t>((p) - base)
+#define PC_OF(p) (page_pc + (SLOT(p) << 1))
+#define NEXT_PC(p) (PC_OF(p) + (static_cast<uint32_t>((p)->len) << 1))
+// Straight-line successor inside the current block: already counted.
+#define NEXT()     \
+  do {             \
+    e += e->len;   \
+    goto* e->h;    \
+  } while (0)
+// Control transfer: a new block starts, so count it (fast when it stays on the current page).
+#define JUMP(t)                                  \
+  do {                                           \
+    target = (t);                                \
+    const uint32_t d_ = target - page_pc;        \
+    if (d_ < span) {                             \
+      const uint32_t s_ = d_ >> 1;               \
+      const uint64_t n_ = te[s_];                \
+      if (LOCKSTEP_LIKELY(ic + n_ <= limit)) {   \
+        ic += n_;                                \
+        e = base + s_;                           \
+        goto* e->h;                              \
+      }                                          \
+    }                                            \
+    goto dispatch;                               \
+  } while (0)
+// A block-ending instruction that did not transfer control: the successor starts a new block.
+#define FALLTHROUGH()                            \
+  do {                                           \
+    e += e->len;                                 \
+    const uint64_t n_ = te[SLOT(e)];             \
+    if (LOCKSTEP_LIKELY(ic + n_ <= limit)) {     \
+      ic += n_;                                  \
+      goto* e->h;                                \
+    }                                            \
+    target = PC_OF(e);                           \
+    goto dispatch;                               \
+  } while (0)
+// Leave before `e` retires / after `e` retired; instret and pc become exact.
+#define SYNC_BEFORE()               \
+  do {                              \
+    ic -= te[SLOT(e)];              \
+    pc = PC_OF(e);                  \
+  } while (0)
+#define SYNC_AFTER()                \
+  do {                              \
+    ic -= te[SLOT(e)] - 1u;         \
+    pc = NEXT_PC(e);                \
+  } while (0)
+#define TRAP(cause, tval)                                  \
+  do {                                                     \
+    SYNC_BEFORE();                                         \
+    instret = ic;                                          \
+    if (!take_trap((cause), (tval), pc)) goto fatal;       \
+    target = pc;                                           \
+    goto dispatch;                                         \
+  } while (0)
+#define LOAD(type, kind, sz)                                             \
+  do {                                                                   \
+    const uint32_t a_ = x[e->rs1] + static_cast<uint32_t>(e->imm);       \
+    const uint32_t o_ = a_ - kRamBase;                                   \
+    if (LOCKSTEP_LIKELY(o_ <= ram_size - (sz))) {                        \
+      type v_;                                                           \
+      std::memcpy(&v_, ram + o_, sz);                                    \
+      x[e->rd] = static_cast<uint32_t>(static_cast<int32_t>(v_));        \
+      NEXT();                                                            \
+    }                                                                    \
+    maddr = a_;                                                          \
+    msize = sz;                                                          \
+    mkind = kind;                                                        \
+    goto load_slow;                                                      \
+  } while (0)
+#define STORE(type, sz)                                                              \
+  do {                                                                               \
+    const uint32_t a_ = x[e->rs1] + static_cast<uint32_t>(e->imm);                   \
+    const uint32_t o_ = a_ - kRamBase;                                               \
+    const type v_ = static_cast<type>(x[e->rd]);                                     \
+    if (LOCKSTEP_LIKELY(o_ <= ram_size - (sz)) &&                                    \
+        LOCKSTEP_LIKELY((flags[o_ >> kPageShift] | flags[(o_ + (sz)-1) >> kPageShift]) == 0)) { \
+      std::memcpy(ram + o_, &v_, sz);                                                \
+      NEXT();                                                                        \
+    }                                                                                \
+    maddr = a_;                                                                      \
+    msize = sz;                                                                      \
+    mval = v_;                                                                       \
+    goto store_slow;                                                                 \
+  } while (0)
+#define BRANCH(cond)                         \
+  do {                                       \
+    br++;                                    \
+    if (cond) JUMP(PC_OF(e) + e->imm);       \
+    FALLTHROUGH();                           \
+  } while (0)
+#define ALU(expr)          \
+  do {                     \
+    x[e->rd] = (expr);     \
+    NEXT();                \
+  } while (0)
+#define RS1 x[e->rs1]
+#define RS2 x[e->rs2]
+#define IMM static_cast<uint32_t>(e->imm)
+
+dispatch: {
+  const uint32_t off = target - kRamBase;
+  if (LOCKSTEP_UNLIKELY(off >= ram_size)) {
+    pc = target;
+    instret = ic;
+    if (!take_trap(kInstrAccessFault, target, target)) goto fatal;
+    target = pc;
+    goto dispatch;
+  }
+  const uint32_t pi = off >> kPageShift;
+  DecodedPage* p = live_[pi];
+  if (LOCKSTEP_UNLIKELY(!p)) p = page_for(pi);
+  const uint32_t s = (off & (kPageSize - 1)) >> 1;
+  const uint64_t n = p->to_end[s];
+  if (LOCKSTEP_UNLIKELY(ic + n > limit)) {
+    if (ic >= limit) {
+      pc = target;
+      result = Inner::kLimit;
+      goto out;
+    }
+    // Near the limit: run the one instruction from a private copy followed by sentinels, so the
+    // same handlers execute it and control comes straight back here.
+    step_[0] = p->e[s];
+    step_[1] = step_[2] = p->e[kSlotsPerPage];
+    base = step_;
+    te = step_to_end_;
+    page_pc = target;
+    span = 0;
+    ic += 1;
+    e = step_;
+    goto* e->h;
+  }
+  base = p->e;
+  te = p->to_end;
+  page_pc = target & ~(kPageSize - 1);
+  span = kPageSize;
+  ic += n;
+  e = base + s;
+  goto* e->h;
+}
+
+op_PAGE_END:
+  target = PC_OF(e);
+  goto dispatch;
+op_FETCH_FAULT:
+  TRAP(kInstrAccessFault, PC_OF(e) + 2);
+op_ILLEGAL:
+  TRAP(kIllegalInstr, static_cast<uint32_t>(e->imm));
+
+op_NOP:
+op_FENCE:
+  NEXT();
+op_FENCE_I:
+  // Stores keep the decoder cache exact, so there is nothing to flush.
+  FALLTHROUGH();
+op_LI: ALU(IMM);
+op_MV: ALU(RS1);
+op_LUI: ALU(IMM);
+op_AUIPC: ALU(PC_OF(e) + IMM);
+op_JAL: {
+  const uint32_t here = PC_OF(e);
+  x[e->rd] = here + (static_cast<uint32_t>(e->len) << 1);
+  br++;
+  JUMP(here + IMM);
+}
+op_J:
+  br++;
+  JUMP(PC_OF(e) + IMM);
+op_JALR: {
+  const uint32_t t = (RS1 + IMM) & ~1u;
+  x[e->rd] = NEXT_PC(e);
+  br++;
+  JUMP(t);
+}
+op_BEQ: BRANCH(RS1 == x[e->rd]);
+op_BNE: BRANCH(RS1 != x[e->rd]);
+op_BLT: BRANCH(static_cast<int32_t>(RS1) < static_cast<int32_t>(x[e->rd]));
+op_BGE: BRANCH(static_cast<int32_t>(RS1) >= static_cast<int32_t>(x[e->rd]));
+op_BLTU: BRANCH(RS1 < x[e->rd]);
+op_BGEU: BRANCH(RS1 >= x[e->rd]);
+
+op_LB: LOAD(int8_t, 0, 1);
+op_LH: LOAD(int16_t, 1, 2);
+op_LW: LOAD(int32_t, 2, 4);
+op_LBU: LOAD(uint8_t, 3, 1);
+op_LHU: LOAD(uint16_t, 4, 2);
+op_SB: STORE(uint8_t, 1);
+op_SH: STORE(uint16_t, 2);
+op_SW: STORE(uint32_t, 4);
+
+op_ADDI: ALU(RS1 + IMM);
+op_SLTI: ALU(static_cast<int32_t>(RS1) < e->imm ? 1u : 0u);
+op_SLTIU: ALU(RS1 < IMM ? 1u : 0u);
+op_XORI: ALU(RS1 ^ IMM);
+op_ORI: ALU(RS1 | IMM);
+op_ANDI: ALU(RS1 & IMM);
+op_SLLI: ALU(RS1 << e->imm);
+op_SRLI: ALU(RS1 >> e->imm);
+op_SRAI: ALU(static_cast<uint32_t>(static_cast<int32_t>(RS1) >> e->imm));
+op_ADD: ALU(RS1 + RS2);
+op_SUB: ALU(RS1 - RS2);
+op_SLL: ALU(RS1 << (RS2 & 31));
+op_SLT: ALU(static_cast<int32_t>(RS1) < static_cast<int32_t>(RS2) ? 1u : 0u);
+op_SLTU: ALU(RS1 < RS2 ? 1u : 0u);
+op_XOR: ALU(RS1 ^ RS2);
+op_SRL: ALU(RS1 >> (RS2 & 31));
+op_SRA: ALU(static_cast<uint32_t>(static_cast<int32_t>(RS1) >> (RS2 & 31)));
+op_OR: ALU(RS1 | RS2);
+op_AND: ALU(RS1 & RS2);
+
+op_MUL: ALU(RS1 * RS2);
+op_MULH:
+  ALU(static_cast<uint32_t>((static_cast<int64_t>(static_cast<int32_t>(RS1)) * static_cast<int32_t>(RS2)) >> 32));
+op_MULHSU:
+  ALU(static_cast<uint32_t>((static_cast<int64_t>(static_cast<int32_t>(RS1)) * static_cast<int64_t>(RS2)) >> 32));
+op_MULHU: ALU(static_cast<uint32_t>((static_cast<uint64_t>(RS1) * RS2) >> 32));
+op_DIV: {
+  const int32_t a = static_cast<int32_t>(RS1), b = static_cast<int32_t>(RS2);
+  ALU(b == 0 ? 0xffffffffu : (a == INT32_MIN && b == -1) ? static_cast<uint32_t>(a) : static_cast<uint32_t>(a / b));
+}
+op_DIVU: ALU(RS2 == 0 ? 0xffffffffu : RS1 / RS2);
+op_REM: {
+  const int32_t a = static_cast<int32_t>(RS1), b = static_cast<int32_t>(RS2);
+  ALU(b == 0 ? static_cast<uint32_t>(a) : (a == INT32_MIN && b == -1) ? 0u : static_cast<uint32_t>(a % b));
+}
+op_REMU: ALU(RS2 == 0 ? RS1 : RS1 % RS2);
+
+op_LR_W: {
+  const uint32_t a = RS1, o = a - kRamBase;
+  if (a & 3u) TRAP(kLoadMisaligned, a);
+  if (o > ram_size - 4) TRAP(kLoadAccessFault, a);
+  x[e->rd] = rd32(ram + o);
+  reservation = a;
+  reservation_valid = true;
+  NEXT();
+}
+op_SC_W: {
+  const uint32_t a = RS1, o = a - kRamBase;
+  if (a & 3u) TRAP(kStoreMisaligned, a);
+  if (o > ram_size - 4) TRAP(kStoreAccessFault, a);
+  const bool ok = reservation_valid && reservation == a;
+  reservation_valid = false;
+  if (!ok) {
+    x[e->rd] = 1;
+    NEXT();
+  }
+  mval = RS2;
+  x[e->rd] = 0;
+  maddr = a;
+  msize = 4;
+  if (flags[o >> kPageShift] == 0) {
+    std::memcpy(ram + o, &mval, 4);
+    NEXT();
+  }
+  goto store_slow;
+}
+#define AMO(expr)                                                  \
+  do {                                                             \
+    const uint32_t a = RS1, o = a - kRamBase;                      \
+    if (a & 3u) TRAP(kStoreMisaligned, a);                         \
+    if (o > ram_size - 4) TRAP(kStoreAccessFault, a);              \
+    const uint32_t old = rd32(ram + o), src = RS2;                 \
+    (void)src;                                                     \
+    const uint32_t val = (expr);                                   \
+    x[e->rd] = old;                                                \
+    if (flags[o >> kPageShift] == 0) {                             \
+      std::memcpy(ram + o, &val, 4);                               \
+      NEXT();                                                      \
+    }                                                              \
+    maddr = a;                                                     \
+    msize = 4;                                                     \
+    mval = val;                                                    \
+    goto store_slow;                                               \
+  } while (0)
+op_AMOSWAP: AMO(src);
+op_AMOADD: AMO(old + src);
+op_AMOXOR: AMO(old ^ src);
+op_AMOAND: AMO(old & src);
+op_AMOOR: AMO(old | src);
+op_AMOMIN: AMO(static_cast<int32_t>(old) < static_cast<int32_t>(src) ? old : src);
+op_AMOMAX: AMO(static_cast<int32_t>(old) > static_cast<int32_t>(src) ? old : src);
+op_AMOMINU: AMO(old < src ? old : src);
+op_AMOMAXU: AMO(old > src ? old : src);
+
+op_CSRRW:
+op_CSRRS:
+op_CSRRC:
+op_CSRRWI:
+op_CSRRSI:
+op_CSRRCI: {
+  // Which of the six: recovered from the raw instruction (funct3), which the decoder cache
+  // guarantees is still what RAM holds at this pc.
+  const uint32_t here = PC_OF(e);
+  const uint32_t raw = rd32(ram + (here - kRamBase));
+  const uint32_t f3 = (raw >> 12) & 7;
+  const uint32_t src = (f3 & 4) ? e->rs1 : x[e->rs1];
+  const bool write = (f3 & 3) == 1 || e->rs1 != 0;
+  instret = ic - te[SLOT(e)];
+  pc = here;
+  uint32_t old = 0;
+  const CsrResult r = csr_op(static_cast<uint32_t>(e->imm), f3 & 3, src, write, &old);
+  if (r == CsrResult::kIllegal) TRAP(kIllegalInstr, raw);
+  x[e->rd] = old;
+  if (r == CsrResult::kOkRecheck) {
+    SYNC_AFTER();
+    result = Inner::kRecheck;
+    goto out;
+  }
+  NEXT();
+}
+
+op_ECALL:
+  TRAP(priv == Priv::kUser ? kEcallFromU : kEcallFromM, 0);
+op_EBREAK: {
+  const uint32_t here = PC_OF(e), o = here - kRamBase;
+  if (e->len == 2 && o >= 4 && o <= ram_size - 8 && rd32(ram + o - 4) == kSemihostPre &&
+      rd32(ram + o + 4) == kSemihostPost) {
+    SYNC_AFTER();
+    instret = ic;
+    if (platform_->semihost() == Mmio::kExit) {
+      result = Inner::kExit;
+      goto out;
+    }
+    result = Inner::kRecheck;
+    goto out;
+  }
+  TRAP(kBreakpoint, here);
+}
+op_MRET: {
+  if (priv != Priv::kMachine) TRAP(kIllegalInstr, 0x30200073u);
+  SYNC_AFTER();
+  uint32_t s = mstatus;
+  const Priv to = ((s & kMstatusMPP) >> 11) == 3 ? Priv::kMachine : Priv::kUser;
+  s = (s & kMstatusMPIE) ? (s | kMstatusMIE) : (s & ~kMstatusMIE);
+  s |= kMstatusMPIE;
+  s &= ~kMstatusMPP;  // MPP becomes the least-privileged mode: U
+  if (to != Priv::kMachine) s &= ~kMstatusMPRV;
+  mstatus = s;
+  priv = to;
+  pc = mepc;
+  result = Inner::kRecheck;
+  goto out;
+}
+op_WFI:
+  if (priv == Priv::kUser && (mstatus & kMstatusTW)) TRAP(kIllegalInstr, 0x10500073u);
+  SYNC_AFTER();
+  wfi = true;
+  result = Inner::kWfi;
+  goto out;
+
+load_slow: {
+  instret = ic - te[SLOT(e)];
+  pc = PC_OF(e);
+  uint32_t v = 0;
+  const Mmio r = slow_load(maddr, msize, &v);
+  if (r == Mmio::kFault) TRAP(kLoadAccessFault, maddr);
+  switch (mkind) {
+    case 0: v = static_cast<uint32_t>(static_cast<int32_t>(static_cast<int8_t>(v))); break;
+    case 1: v = static_cast<uint32_t>(static_cast<int32_t>(static_cast<int16_t>(v))); break;
+    default: break;
+  }
+  x[e->rd] = v;
+  if (r == Mmio::kExit) {
+    SYNC_AFTER();
+    result = Inner::kExit;
+    goto out;
+  }
+  if (maddr - kRamBase < ram_size) NEXT();  // RAM straddling nothing: just a misaligned fast-path miss
+  // A device read can change interrupt state (a PLIC claim, a UART RX pop): re-check outside.
+  SYNC_AFTER();
+  result = Inner::kRecheck;
+  goto out;
+}
+store_slow: {
+  // Computed before the store: a self-modifying store may rewrite this block's counts.
+  const uint64_t retired = ic - te[SLOT(e)] + 1u;
+  const uint32_t here = PC_OF(e), next = NEXT_PC(e);
+  instret = retired - 1;
+  pc = here;
+  switch (slow_store(maddr, msize, mval, here)) {
+    case StoreOutcome::kOk:
+      NEXT();
+    case StoreOutcome::kFault:
+      TRAP(kStoreAccessFault, maddr);
+    case StoreOutcome::kExit:
+      ic = retired;
+      pc = next;
+      result = Inner::kExit;
+      goto out;
+    case StoreOutcome::kOkLeaveBlock:
+      ic = retired;
+      pc = next;
+      result = Inner::kRecheck;
+      goto out;
+  }
+  goto fatal;  // unreachable
+}
+
+fatal:
+  result = Inner::kFatal;
+  goto out_synced;
+out:
+  instret = ic;
+out_synced:
+  branches = br;
+  return result;
+
+#undef SLOT
+#undef PC_OF
+#undef NEXT_PC
+#undef NEXT
+#undef JUMP
+#undef FALLTHROUGH
+#undef SYNC_BEFORE
+#undef SYNC_AFTER
+#undef TRAP
+#undef LOAD
+#undef STORE
+#undef BRANCH
+#undef ALU
+#undef AMO
+#undef RS1
+#undef RS2
+#undef IMM
+}
+
+}  // namespace lockstep

@@ -1,0 +1,65 @@
+// Instruction decoding: raw RV32IMAC (+Zicsr, Zifencei) bits to a pre-decoded slot.
+// Pure functions of the instruction bits; compressed forms decode to their base-ISA expansions.
+#pragma once
+
+#include <cstdint>
+
+namespace lockstep {
+
+// X-macro: every operation the dispatch loop implements, in one place (labels, names, block ends).
+#define LOCKSTEP_OPS(X)                                                                         \
+  X(ILLEGAL) X(LUI) X(AUIPC) X(JAL) X(JALR) X(BEQ) X(BNE) X(BLT) X(BGE) X(BLTU) X(BGEU)         \
+  X(LB) X(LH) X(LW) X(LBU) X(LHU) X(SB) X(SH) X(SW)                                            \
+  X(ADDI) X(SLTI) X(SLTIU) X(XORI) X(ORI) X(ANDI) X(SLLI) X(SRLI) X(SRAI)                     \
+  X(ADD) X(SUB) X(SLL) X(SLT) X(SLTU) X(XOR) X(SRL) X(SRA) X(OR) X(AND)                       \
+  X(FENCE) X(FENCE_I) X(ECALL) X(EBREAK) X(MRET) X(WFI)                                        \
+  X(CSRRW) X(CSRRS) X(CSRRC) X(CSRRWI) X(CSRRSI) X(CSRRCI)                                     \
+  X(MUL) X(MULH) X(MULHSU) X(MULHU) X(DIV) X(DIVU) X(REM) X(REMU)                              \
+  X(LR_W) X(SC_W) X(AMOSWAP) X(AMOADD) X(AMOXOR) X(AMOAND) X(AMOOR)                            \
+  X(AMOMIN) X(AMOMAX) X(AMOMINU) X(AMOMAXU)                                                    \
+  X(LI) X(MV) X(NOP) X(J)                                                                       \
+  X(FETCH_FAULT) X(PAGE_END)
+
+enum Op : uint8_t {
+#define LOCKSTEP_OP_ENUM(name) kOp##name,
+  LOCKSTEP_OPS(LOCKSTEP_OP_ENUM)
+#undef LOCKSTEP_OP_ENUM
+  kOpCount
+};
+
+/// One pre-decoded instruction slot (16 bytes: four fit a cache line).
+///
+///   0        8        12   13    14    15
+///   +--------+--------+----+-----+-----+-----+
+///   | h      | imm    | rd | rs1 | rs2 | len |
+///   +--------+--------+----+-----+-----+-----+
+///
+/// h: handler label of the dispatch loop (computed goto). rd is 32 (the sink) when the instruction
+/// names x0 as destination, so handlers write without a check. len is in halfwords (1 or 2).
+/// ILLEGAL keeps the raw bits in imm (for mtval); CSR ops keep the CSR number in imm and, for the
+/// immediate forms, the 5-bit zimm in rs1. AMOs keep aq/rl nowhere (one hart: no effect).
+struct Decoded {
+  const void* h;
+  int32_t imm;
+  uint8_t rd, rs1, rs2, len;
+};
+static_assert(sizeof(Decoded) == 16, "a decoded slot is 16 bytes");
+
+/// The decoder's output before the handler address is known.
+struct DecodedOp {
+  Op op;
+  int32_t imm;
+  uint8_t rd, rs1, rs2, len;
+};
+
+/// Decodes the instruction whose low halfword is `lo` and (for 32-bit forms) high halfword `hi`.
+DecodedOp decode(uint16_t lo, uint16_t hi);
+
+/// True for operations that end a block: control flow and traps-by-design. Every other operation
+/// falls through to the next slot.
+bool ends_block(Op op);
+
+/// Mnemonic for diagnostics and tests.
+const char* op_name(Op op);
+
+}  // namespace lockstep

@@ -1,0 +1,47 @@
+// Error classes with stable codes (ERR_LOCKSTEP_<NOUN>_<PROBLEM>). Every error a user can meet says
+// what was wrong, where, and what to do; callers branch on `code`, never on the message.
+
+/** Base class of every error lockstep throws on purpose. */
+export class LockstepError extends Error {
+  /** Stable machine-readable code. */
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** The native addon could not be found or loaded. */
+export class AddonLoadError extends LockstepError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_LOCKSTEP_ADDON_LOAD', message, options);
+  }
+}
+
+/** An ELF file is malformed or not a RISC-V 32-bit executable this machine can load. */
+export class ElfError extends LockstepError {
+  /** Byte offset in the file where the problem is, when there is one. */
+  readonly offset: number | undefined;
+  constructor(message: string, offset?: number) {
+    super('ERR_LOCKSTEP_ELF_INVALID', offset === undefined ? message : `${message} (at file offset 0x${offset.toString(16)})`);
+    this.offset = offset;
+  }
+}
+
+/** An option or argument has a value outside what is accepted. */
+export class OptionError extends LockstepError {
+  /** The option's name, e.g. `memory`. */
+  readonly field: string;
+  constructor(field: string, message: string) {
+    super('ERR_LOCKSTEP_OPTION_INVALID', `${field}: ${message}`);
+    this.field = field;
+  }
+}
+
+/** The machine is running (or closed) and cannot do what was asked. */
+export class MachineStateError extends LockstepError {
+  constructor(code: 'ERR_LOCKSTEP_MACHINE_BUSY' | 'ERR_LOCKSTEP_MACHINE_CLOSED', message: string) {
+    super(code, message);
+  }
+}

@@ -1,0 +1,7 @@
+// Public API of lockstep: re-exports only.
+export { Machine, RAM_BASE, DEFAULT_MEMORY, MAX_MEMORY, VIRTUAL_INSTRUCTIONS_PER_TICK } from './machine/machine.js';
+export type { LoadInfo, RunOptions, MachineEvents } from './machine/machine.js';
+export type { ClockMode, Counters, ExitReason, MachineOptions, RunResult } from './machine/types.js';
+export { parseElf } from './machine/elf.js';
+export type { ElfImage, ElfSegment, ElfBounds } from './machine/elf.js';
+export { LockstepError, AddonLoadError, ElfError, OptionError, MachineStateError } from './errors.js';

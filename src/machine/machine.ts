@@ -1,0 +1,256 @@
+// The Machine façade: one RISC-V virt board whose hart runs on a native thread. Owns the addon
+// object, the console ring and the one run in flight; never blocks the event loop.
+import { EventEmitter } from 'node:events';
+import { MachineStateError, OptionError } from '../errors.js';
+import { addon, type NativeMachine, type NativeReport } from '../native/addon.js';
+import { ByteRingReader, allocateRing } from '../native/ring.js';
+import { parseElf, type ElfImage } from './elf.js';
+import type { ClockMode, Counters, MachineOptions, RunResult } from './types.js';
+
+/** Guest RAM starts here (QEMU virt). */
+export const RAM_BASE = 0x8000_0000;
+/** Default guest RAM size: 64 MiB. */
+export const DEFAULT_MEMORY = 64 * 1024 * 1024;
+/** Largest guest RAM: up to the top of the 32-bit address space. */
+export const MAX_MEMORY = 0x8000_0000 - 4096;
+/** Virtual clock: instructions per 10 MHz mtime tick (a nominal 1000 MIPS hart). */
+export const VIRTUAL_INSTRUCTIONS_PER_TICK = 100;
+const CONSOLE_RING_BYTES = 64 * 1024;
+const U64_MAX = (1n << 64n) - 1n;
+
+/** What {@link Machine.load} put where. */
+export interface LoadInfo {
+  entry: number;
+  segments: { addr: number; size: number }[];
+  /** Address of the HTIF `tohost` symbol, when the ELF has one. */
+  tohost?: number;
+}
+
+/** Options of {@link Machine.run}. */
+export interface RunOptions {
+  /** Retire at most this many more instructions. */
+  maxInstructions?: number | bigint;
+  /** Stop when instret reaches exactly this value. */
+  untilInstret?: bigint;
+}
+
+export interface MachineEvents {
+  /** Guest console output (UART TX and semihosting writes), in order. */
+  console: [chunk: Uint8Array];
+}
+
+/**
+ * A RISC-V RV32IMAC machine on the QEMU `virt` memory map.
+ *
+ * ```ts
+ * const m = new Machine({ memory: 64 << 20 });
+ * m.load(await readFile('guest/bin/hello.elf'));
+ * m.on('console', (b) => process.stdout.write(b));
+ * const r = await m.run();          // { kind: 'exit', code: 0, ... }
+ * m.close();
+ * ```
+ */
+export class Machine extends EventEmitter<MachineEvents> {
+  /** Guest RAM size in bytes. */
+  readonly memory: number;
+  /** Clock mode fixed at creation. */
+  readonly clock: ClockMode;
+  readonly #native: NativeMachine;
+  readonly #ring: ByteRingReader;
+  #pending: { resolve: (r: RunResult) => void; reject: (e: unknown) => void } | undefined;
+  #closed = false;
+
+  constructor(options: MachineOptions = {}) {
+    super();
+    const memory = options.memory ?? DEFAULT_MEMORY;
+    if (!Number.isInteger(memory) || memory < 4096 || memory > MAX_MEMORY || memory % 4096 !== 0) {
+      throw new OptionError('memory', `must be a whole number of 4 KiB pages between 4 KiB and ${MAX_MEMORY} bytes, got ${String(memory)}`);
+    }
+    const clock = options.clock ?? 'virtual';
+    if (clock !== 'virtual' && clock !== 'real') throw new OptionError('clock', `must be 'virtual' or 'real', got ${String(clock)}`);
+    this.memory = memory;
+    this.clock = clock;
+    const ring = allocateRing(CONSOLE_RING_BYTES);
+    this.#ring = new ByteRingReader(ring);
+    const { NativeMachine } = addon();
+    this.#native = new NativeMachine({ ramSize: memory, realClock: clock === 'real' }, new Uint8Array(ring), () => this.#onDoorbell());
+  }
+
+  /** Validates an ELF executable and loads it: segments into RAM, pc at its entry, HTIF if it has `tohost`. */
+  load(elf: Uint8Array): LoadInfo {
+    this.#idle('load');
+    const image: ElfImage = parseElf(elf, { base: RAM_BASE, size: this.memory });
+    for (const s of image.segments) {
+      this.#native.writeMemory(s.addr, s.data);
+      if (s.memsz > s.data.length) this.#native.writeMemory(s.addr + s.data.length, new Uint8Array(s.memsz - s.data.length));
+    }
+    this.#native.setPc(image.entry);
+    const tohost = image.symbols.get('tohost');
+    if (tohost !== undefined) this.#native.setTohost(tohost);
+    const info: LoadInfo = { entry: image.entry, segments: image.segments.map((s) => ({ addr: s.addr, size: s.memsz })) };
+    if (tohost !== undefined) info.tohost = tohost;
+    return info;
+  }
+
+  /** Copies bytes into guest RAM (throws RangeError outside RAM). */
+  writeMemory(addr: number, data: Uint8Array): void {
+    this.#idle('writeMemory');
+    this.#native.writeMemory(addr >>> 0, data);
+  }
+
+  /** Copies bytes out of guest RAM (throws RangeError outside RAM). */
+  readMemory(addr: number, length: number): Uint8Array {
+    this.#idle('readMemory');
+    return this.#native.readMemory(addr >>> 0, length);
+  }
+
+  /** The program counter. */
+  get pc(): number {
+    this.#idle('pc');
+    return this.#native.getPc();
+  }
+  set pc(value: number) {
+    this.#idle('pc');
+    this.#native.setPc(value >>> 0);
+  }
+
+  /** x0..x31 as unsigned 32-bit values. */
+  registers(): Uint32Array {
+    this.#idle('registers');
+    return this.#native.getRegisters();
+  }
+  getRegister(index: number): number {
+    const regs = this.registers();
+    if (!Number.isInteger(index) || index < 0 || index > 31) throw new RangeError(`register index must be 0..31, got ${index}`);
+    return regs[index]!;
+  }
+  setRegister(index: number, value: number): void {
+    this.#idle('setRegister');
+    this.#native.setRegister(index, value >>> 0);
+  }
+
+  /** Host-side read of a CSR (no privilege checks); undefined if the CSR does not exist. */
+  getCsr(csr: number): number | undefined {
+    this.#idle('getCsr');
+    return this.#native.getCsr(csr);
+  }
+  /** Host-side write of a CSR; false if it does not exist or is a counter. */
+  setCsr(csr: number, value: number): boolean {
+    this.#idle('setCsr');
+    return this.#native.setCsr(csr, value >>> 0);
+  }
+
+  /** Current privilege mode. */
+  get privilege(): 'M' | 'U' {
+    this.#idle('privilege');
+    return this.#native.getPrivilege() === 3 ? 'M' : 'U';
+  }
+
+  /** Exact instructions and branches retired since reset. */
+  get counters(): Counters {
+    this.#idle('counters');
+    const [instret, branches] = this.#native.getCounters();
+    return { instret, branches };
+  }
+
+  /** True while a run is in progress. */
+  get running(): boolean {
+    return this.#pending !== undefined;
+  }
+
+  /**
+   * Runs the guest on the vCPU thread until it exits, traps fatally, halts, is stopped, or reaches
+   * the instruction budget (exactly). The event loop stays free meanwhile.
+   */
+  run(options: RunOptions = {}): Promise<RunResult> {
+    this.#idle('run');
+    const { instret } = this.counters;
+    let target = U64_MAX;
+    if (options.untilInstret !== undefined) {
+      if (typeof options.untilInstret !== 'bigint' || options.untilInstret < 0n) throw new OptionError('untilInstret', 'must be a non-negative bigint');
+      target = options.untilInstret;
+    }
+    if (options.maxInstructions !== undefined) {
+      const max = BigInt(options.maxInstructions);
+      if (max < 0n) throw new OptionError('maxInstructions', `must not be negative, got ${String(options.maxInstructions)}`);
+      const t = instret + max;
+      if (t < target) target = t > U64_MAX ? U64_MAX : t;
+    }
+    return new Promise<RunResult>((resolve, reject) => {
+      this.#pending = { resolve, reject };
+      try {
+        this.#native.run(target);
+      } catch (err) {
+        this.#pending = undefined;
+        reject(err);
+      }
+    });
+  }
+
+  /** Asks a run in progress to stop soon (within about a millisecond); it resolves with `kind: 'stopped'`. */
+  stop(): void {
+    if (!this.#closed) this.#native.stop();
+  }
+
+  /** Queues bytes for the guest's UART receiver (delivered at an instruction boundary). */
+  input(data: Uint8Array | string): void {
+    if (this.#closed) throw new MachineStateError('ERR_LOCKSTEP_MACHINE_CLOSED', 'input: the machine is closed');
+    this.#native.input(typeof data === 'string' ? new TextEncoder().encode(data) : data);
+  }
+
+  /** Stops the vCPU thread and frees the machine. A pending run resolves as stopped first. */
+  close(): void {
+    if (this.#closed) return;
+    if (this.#pending) {
+      this.#native.stop();
+    }
+    this.#closed = true;
+    this.#native.close();
+    this.#drainConsole();
+    const pending = this.#pending;
+    this.#pending = undefined;
+    pending?.reject(new MachineStateError('ERR_LOCKSTEP_MACHINE_CLOSED', 'the machine was closed during a run'));
+  }
+
+  #idle(what: string): void {
+    if (this.#closed) throw new MachineStateError('ERR_LOCKSTEP_MACHINE_CLOSED', `${what}: the machine is closed`);
+    if (this.#pending) throw new MachineStateError('ERR_LOCKSTEP_MACHINE_BUSY', `${what}: the machine is running; await run() or call stop() first`);
+  }
+
+  #drainConsole(): void {
+    const bytes = this.#ring.read();
+    if (bytes.length > 0) {
+      if (!this.#closed) this.#native.consoleDrained();
+      this.emit('console', bytes);
+    }
+  }
+
+  #onDoorbell(): void {
+    if (this.#closed) return;
+    this.#drainConsole();
+    const report = this.#native.takeReport();
+    if (report && this.#pending) {
+      const pending = this.#pending;
+      this.#pending = undefined;
+      pending.resolve(this.#result(report));
+    }
+  }
+
+  #result(r: NativeReport): RunResult {
+    const [instret, branches] = this.#native.getCounters();
+    const pc = this.#native.getPc();
+    const base = { instret, branches, pc };
+    switch (r.kind) {
+      case 'exit':
+        return { kind: 'exit', code: r.code, via: r.via === 'none' ? 'finisher' : r.via, ...base };
+      case 'trap':
+        return { kind: 'trap', cause: r.cause, pc: r.pc, tval: r.tval, instret, branches };
+      case 'halted':
+        return { kind: 'halted', reason: r.reason, ...base };
+      case 'stopped':
+        return { kind: 'stopped', ...base };
+      default:
+        return { kind: 'budget', ...base };
+    }
+  }
+}

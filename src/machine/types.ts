@@ -1,0 +1,40 @@
+// Public value types of the machine API: options, exit reasons, counters. No behaviour here.
+
+/** How the guest's `mtime`/`time` advances. */
+export type ClockMode = 'virtual' | 'real';
+
+/** Options for {@link Machine}. */
+export interface MachineOptions {
+  /** Guest RAM in bytes at 0x8000_0000 (default 64 MiB; a multiple of 4 KiB, at most 2 GiB - 4 KiB... see docs). */
+  memory?: number;
+  /**
+   * `virtual` (default): mtime is derived from instret (10 MHz timebase, one tick per
+   * {@link VIRTUAL_INSTRUCTIONS_PER_TICK} instructions, plus time skipped in WFI): fully deterministic.
+   * `real`: mtime follows the host's monotonic clock at 10 MHz.
+   */
+  clock?: ClockMode;
+}
+
+/** Instruction and branch counters; both are exact 64-bit counts since reset. */
+export interface Counters {
+  /** Instructions retired (what the guest reads as minstret/instret/mcycle/cycle). */
+  instret: bigint;
+  /** Branches retired: every retired conditional branch, jal and jalr. */
+  branches: bigint;
+}
+
+/** Why a call to {@link Machine.run} returned. */
+export type ExitReason =
+  /** The guest ended itself: test finisher, semihosting exit, or HTIF tohost. */
+  | { kind: 'exit'; code: number; via: 'finisher' | 'semihosting' | 'htif' }
+  /** A trap the guest cannot handle (mtvec does not point at executable RAM). */
+  | { kind: 'trap'; cause: number; pc: number; tval: number }
+  /** The instruction budget (or `untilInstret`) was reached exactly. */
+  | { kind: 'budget' }
+  /** The guest can never make progress again (WFI with no interrupt able to wake it, or a reset/halt request). */
+  | { kind: 'halted'; reason: string }
+  /** {@link Machine.stop} was called. */
+  | { kind: 'stopped' };
+
+/** What {@link Machine.run} resolves to: the reason plus the counters and pc at the stop. */
+export type RunResult = ExitReason & Counters & { pc: number };

@@ -1,0 +1,91 @@
+// Loads the C++ addon (node-gyp-build through createRequire: ESM cannot import .node files) and
+// types its surface. Nothing else in src/ touches the addon object directly.
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { AddonLoadError } from '../errors.js';
+
+/** A finished run as the vCPU thread reports it. */
+export interface NativeReport {
+  kind: 'budget' | 'exit' | 'trap' | 'halted' | 'stopped';
+  code: number;
+  via: 'none' | 'finisher' | 'semihosting' | 'htif';
+  cause: number;
+  pc: number;
+  tval: number;
+  reason: string;
+}
+
+/** The addon's NativeMachine (native/binding/addon.cc). All methods but stop/input/busy/close throw while running. */
+export interface NativeMachine {
+  writeMemory(addr: number, data: Uint8Array): void;
+  readMemory(addr: number, length: number): Uint8Array;
+  getPc(): number;
+  setPc(pc: number): void;
+  getRegisters(): Uint32Array;
+  setRegister(index: number, value: number): void;
+  getCsr(csr: number): number | undefined;
+  setCsr(csr: number, value: number): boolean;
+  getPrivilege(): number;
+  getCounters(): [bigint, bigint];
+  setTohost(addr: number): void;
+  run(targetInstret: bigint): void;
+  stop(): void;
+  input(data: Uint8Array): void;
+  consoleDrained(): void;
+  takeReport(): NativeReport | null;
+  busy(): boolean;
+  close(): void;
+}
+
+export interface NativeMachineConstructor {
+  new (options: { ramSize: number; realClock: boolean }, consoleRing: Uint8Array, doorbell: () => void): NativeMachine;
+}
+
+export interface Addon {
+  NativeMachine: NativeMachineConstructor;
+  abiVersion: number;
+}
+
+/** The package root: the nearest folder above this file holding binding.gyp. */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    if (existsSync(join(dir, 'binding.gyp'))) return dir;
+    dir = dirname(dir);
+  }
+  throw new AddonLoadError(`cannot find the lockstep package root (binding.gyp) above ${fileURLToPath(import.meta.url)}`);
+}
+
+let cached: Addon | undefined;
+
+/** The loaded addon (loaded once). `LOCKSTEP_ADDON_PATH` overrides the search (sanitizer builds). */
+export function addon(): Addon {
+  if (cached) return cached;
+  const require = createRequire(import.meta.url);
+  const override = process.env['LOCKSTEP_ADDON_PATH'];
+  let root = '';
+  try {
+    if (override) {
+      cached = require(override) as Addon;
+    } else {
+      root = packageRoot();
+      const load = require('node-gyp-build') as (dir: string) => unknown;
+      cached = load(root) as Addon;
+    }
+  } catch (err) {
+    const where = override ? override : join(root, 'build', 'Release', 'lockstep.node');
+    throw new AddonLoadError(
+      `the lockstep native addon could not be loaded from ${where}: ${(err as Error).message}. ` +
+        'Build it with `npm install` (or `npx node-gyp rebuild`) in the package folder; it needs python3, make and a C++20 compiler.',
+      { cause: err },
+    );
+  }
+  if (cached.abiVersion !== 1) {
+    const v = cached.abiVersion;
+    cached = undefined;
+    throw new AddonLoadError(`the lockstep addon has ABI version ${v}, this code expects 1: rebuild it with \`npx node-gyp rebuild\``);
+  }
+  return cached;
+}
