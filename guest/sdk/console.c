@@ -21,12 +21,15 @@ void ls_puts(const char *s) {
   while (*s) ls_putc(*s++);
 }
 
-void ls_puthex(uint32_t v) {
-  static const char digits[] = "0123456789abcdef";
+static void put_hex_digits(uint64_t v, int digits) {
+  static const char hex[] = "0123456789abcdef";
   ls_putc('0');
   ls_putc('x');
-  for (int shift = 28; shift >= 0; shift -= 4) ls_putc(digits[(v >> shift) & 0xf]);
+  for (int shift = 4 * (digits - 1); shift >= 0; shift -= 4) ls_putc(hex[(v >> shift) & 0xf]);
 }
+
+void ls_puthex(uint32_t v) { put_hex_digits(v, 8); }
+void ls_puthex64(uint64_t v) { put_hex_digits(v, 16); }
 
 void ls_putdec64(uint64_t v) {
   char buf[20];

@@ -48,6 +48,7 @@ void ls_putc(char c);
 void ls_write(const char *s, size_t n);
 void ls_puts(const char *s); /* no newline added */
 void ls_puthex(uint32_t v);  /* "0x" and 8 lowercase digits */
+void ls_puthex64(uint64_t v); /* "0x" and 16 lowercase digits */
 void ls_putdec(uint32_t v);
 void ls_putdec64(uint64_t v);
 

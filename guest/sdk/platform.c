@@ -3,6 +3,11 @@
 #include "lockstep.h"
 
 __attribute__((noreturn)) void ls_exit(int code) {
+#ifdef LS_REPORT_INSTRET
+  ls_puts("[instret ");
+  ls_putdec64(ls_instret());
+  ls_puts("]\n");
+#endif
   volatile uint32_t *finisher = (volatile uint32_t *)LS_TEST_BASE;
   /* 0x3333 with code 0 would still read as "fail" to some tools; 0x5555 is the unambiguous pass. */
   *finisher = code == 0 ? 0x5555u : (((uint32_t)code & 0xffffu) << 16) | 0x3333u;
