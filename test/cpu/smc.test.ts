@@ -1,0 +1,99 @@
+// Self-modifying code: a store over an instruction that already ran (so may sit in the decoded cache) takes
+// effect after fence.i, and also, on this machine, without fence.i once control reaches it in a later block.
+import { describe, expect, it } from 'vitest';
+import { Asm, rv, rvc } from '../helpers/asm.js';
+import { CAUSE, RAM, expectRegs, le32, load, runToEbreak } from './harness.js';
+
+/**
+ * Runs `target: addi x5, x0, 1` once, then overwrites it with `addi x5, x0, 2` (sw from x8), optionally
+ * executes fence.i, and jumps back to it.
+ */
+function patchAndRerun(withFence: boolean): Asm {
+  const a = new Asm();
+  a.li(6, 0); //                                   pass = 0
+  a.label('target').addi(5, 0, 1); //             addi x5, x0, 1   (to be replaced)
+  a.bne(6, 0, 'done'); //                          second pass: stop
+  a.li(6, 1);
+  a.la(7, 'target').li(8, rv.addi(5, 0, 2)); //    x8 = encoding of addi x5, x0, 2
+  a.sw(8, 0, 7); //                                sw x8, 0(x7)
+  if (withFence) a.fence_i();
+  a.j('target');
+  a.label('done');
+  return a;
+}
+
+describe('self-modifying code', () => {
+  it('a store over an executed instruction followed by fence.i runs the new instruction', async () => {
+    const { m } = await runToEbreak(patchAndRerun(true));
+    expectRegs(m, { 5: 2, 6: 1 });
+  });
+
+  it('a store over an executed instruction runs the new one in a later block even without fence.i', async () => {
+    const { m } = await runToEbreak(patchAndRerun(false));
+    expectRegs(m, { 5: 2, 6: 1 });
+  });
+
+  it('fence.i makes a store to the very next instruction visible within the same straight-line code', async () => {
+    const a = new Asm();
+    a.la(7, 'next').li(8, rv.addi(5, 0, 7)); //     x8 = addi x5, x0, 7
+    a.sw(8, 0, 7).fence_i(); //                      sw x8, 0(x7); fence.i
+    a.label('next').addi(5, 0, 3); //                addi x5, x0, 3  (replaced before it runs)
+    const { m } = await runToEbreak(a);
+    expectRegs(m, { 5: 7 });
+  });
+
+  it('patching the body of a hot loop changes what later iterations compute', async () => {
+    // Two passes of 100 iterations; between them, body := addi x5, x5, 2. x6 counts the passes.
+    const a = new Asm();
+    a.li(6, 0).li(1, 100);
+    a.label('loop').label('body').addi(5, 5, 1).addi(1, 1, -1).bne(1, 0, 'loop');
+    a.bne(6, 0, 'done').li(6, 1);
+    a.la(7, 'body').li(8, rv.addi(5, 5, 2)).sw(8, 0, 7).fence_i();
+    a.li(1, 100).j('loop');
+    a.label('done');
+    const { m } = await runToEbreak(a, {}, 10_000);
+    expectRegs(m, { 5: 100 + 2 * 100 });
+  });
+
+  it('a halfword store replaces a compressed instruction', async () => {
+    const a = new Asm();
+    a.li(6, 0);
+    a.label('target').c_li(5, 1); //               c.li x5, 1  (to be replaced by c.li x5, 9)
+    a.bne(6, 0, 'done').li(6, 1);
+    a.la(7, 'target').li(8, rvc.c_li(5, 9)).sh(8, 0, 7).fence_i().j('target');
+    a.label('done');
+    const { m } = await runToEbreak(a);
+    expectRegs(m, { 5: 9 });
+  });
+
+  it('a byte store that turns a 32-bit instruction into a different one takes effect', async () => {
+    const a = new Asm();
+    a.li(6, 0);
+    a.label('target').addi(5, 0, 1); //             addi x5, x0, 1 (its low byte is rewritten below)
+    a.bne(6, 0, 'done').li(6, 1);
+    // addi x5, x0, 1 = 0x00100293; its low byte 0x93 holds rd[0] in bit 7. Writing 0x13 makes rd = x4.
+    a.la(7, 'target').li(8, 0x13).sb(8, 0, 7).fence_i().j('target');
+    a.label('done');
+    expect(rv.addi(5, 0, 1) & 0xff).toBe(0x93);
+    expect((rv.addi(5, 0, 1) & ~0xff) | 0x13).toBe(rv.addi(4, 0, 1));
+    const { m } = await runToEbreak(a, { regs: { 4: 0 } });
+    expectRegs(m, { 4: 1, 5: 1 });
+  });
+
+  it('memory written by the host between runs replaces code that already ran', async () => {
+    const a = new Asm();
+    a.label('loop').addi(5, 5, 1).j('loop'); //      loop: addi x5, x5, 1; j loop
+    const m = load(a);
+    let r = await m.run({ maxInstructions: 100 });
+    expect(r.kind).toBe('budget');
+    expectRegs(m, { 5: 50 });
+    m.writeMemory(RAM, le32(rv.addi(5, 5, 3))); //      loop: addi x5, x5, 3
+    r = await m.run({ maxInstructions: 100 });
+    expect(r.kind).toBe('budget');
+    expectRegs(m, { 5: 50 + 150 });
+    m.writeMemory(RAM + 4, le32(rv.ebreak()));
+    r = await m.run({ maxInstructions: 100 });
+    expect(r).toMatchObject({ kind: 'trap', cause: CAUSE.breakpoint, pc: RAM + 4 });
+    expectRegs(m, { 5: 50 + 150 + 3 });
+  });
+});
