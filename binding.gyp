@@ -23,7 +23,7 @@
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17", "-std=c++17"],
-      "cflags_cc": ["-std=c++20", "-O3", "-fno-exceptions", "-fno-plt", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "cflags_cc": ["-std=c++20", "-O3", "-fno-exceptions", "-fno-plt", "-fomit-frame-pointer", "-fno-gcse", "-fno-crossjumping", "-Wall", "-Wextra", "-Wno-unused-parameter"],
       "conditions": [
         ["lockstep_sanitize==1", {
           "cflags_cc": ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"],

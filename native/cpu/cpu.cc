@@ -72,7 +72,7 @@ void Cpu::decode_slot(DecodedPage* p, uint32_t pi, uint32_t s) {
     if (!next_in_ram) d = DecodedOp{kOpFETCH_FAULT, 0, 32, 0, 0, 2};
     else flags_[pi + 1] |= kPageStraddled;
   }
-  p->e[s] = Decoded{labels_[d.op], d.imm, d.rd, d.rs1, d.rs2, d.len};
+  p->e[s] = Decoded{labels_[d.op * 2 + d.len - 1], d.imm, d.rd, d.rs1, d.rs2, d.len};
   p->op[s] = d.op;
 }
 
@@ -97,7 +97,7 @@ DecodedPage* Cpu::page_for(uint32_t pi) {
   DecodedPage* p = pages_[pi].get();
   for (uint32_t s = 0; s < kSlotsPerPage; s++) decode_slot(p, pi, s);
   for (uint32_t s = kSlotsPerPage; s < kSlotsPerPage + 2; s++) {
-    p->e[s] = Decoded{labels_[kOpPAGE_END], 0, 32, 0, 0, 1};
+    p->e[s] = Decoded{labels_[kOpPAGE_END * 2], 0, 32, 0, 0, 1};
     p->op[s] = kOpPAGE_END;
     p->to_end[s] = 0;
   }
@@ -238,8 +238,10 @@ Stop Cpu::run(uint64_t target) {
 }
 
 Cpu::Inner Cpu::run_inner(uint64_t limit) {
-  static const void* const kLabels[kOpCount] = {
-#define LOCKSTEP_OP_LABEL(name) &&op_##name,
+  // Two handlers per operation, for 16-bit (L = 1 halfword) and 32-bit (L = 2) encodings: the
+  // successor slot is then a constant offset, so the dispatch chain never waits on a load of len.
+  static const void* const kLabels[kOpCount * 2] = {
+#define LOCKSTEP_OP_LABEL(name) &&op_##name##_1, &&op_##name##_2,
       LOCKSTEP_OPS(LOCKSTEP_OP_LABEL)
 #undef LOCKSTEP_OP_LABEL
   };
@@ -269,9 +271,25 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
 // Straight-line successor inside the current block: already counted.
 #define NEXT()     \
   do {             \
-    e += e->len;   \
+    e += L;        \
     goto* e->h;    \
   } while (0)
+// The shared slow paths serve both lengths, so they read it from the slot.
+#define NEXT_DYN()   \
+  do {               \
+    e += e->len;     \
+    goto* e->h;      \
+  } while (0)
+// Every handler exists twice (see kLabels); L is the instruction length in halfwords.
+#define DEFINE(name, ...)                 \
+  op_##name##_1 : {                       \
+    [[maybe_unused]] constexpr uint32_t L = 1;  \
+    __VA_ARGS__                           \
+  }                                       \
+  op_##name##_2 : {                       \
+    [[maybe_unused]] constexpr uint32_t L = 2;  \
+    __VA_ARGS__                           \
+  }
 // Control transfer: a new block starts, so count it (fast when it stays on the current page).
 #define JUMP(t)                                  \
   do {                                           \
@@ -291,7 +309,7 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
 // A block-ending instruction that did not transfer control: the successor starts a new block.
 #define FALLTHROUGH()                            \
   do {                                           \
-    e += e->len;                                 \
+    e += L;                                      \
     const uint64_t n_ = te[SLOT(e)];             \
     if (LOCKSTEP_LIKELY(ic + n_ <= limit)) {     \
       ic += n_;                                  \
@@ -405,93 +423,189 @@ dispatch: {
   goto* e->h;
 }
 
-op_PAGE_END:
+DEFINE(PAGE_END,
   target = PC_OF(e);
   goto dispatch;
-op_FETCH_FAULT:
+)
+DEFINE(FETCH_FAULT,
   TRAP(kInstrAccessFault, PC_OF(e) + 2);
-op_ILLEGAL:
+)
+DEFINE(ILLEGAL,
   TRAP(kIllegalInstr, static_cast<uint32_t>(e->imm));
-
-op_NOP:
-op_FENCE:
+)
+DEFINE(NOP,
   NEXT();
-op_FENCE_I:
+)
+DEFINE(FENCE,
+  NEXT();
+)
+DEFINE(FENCE_I,
   // Stores keep the decoder cache exact, so there is nothing to flush.
   FALLTHROUGH();
-op_LI: ALU(IMM);
-op_MV: ALU(RS1);
-op_LUI: ALU(IMM);
-op_AUIPC: ALU(PC_OF(e) + IMM);
-op_JAL: {
+)
+DEFINE(LI,
+ALU(IMM);
+)
+DEFINE(MV,
+ALU(RS1);
+)
+DEFINE(LUI,
+ALU(IMM);
+)
+DEFINE(AUIPC,
+ALU(PC_OF(e) + IMM);
+)
+DEFINE(JAL,
+{
   const uint32_t here = PC_OF(e);
-  x[e->rd] = here + (static_cast<uint32_t>(e->len) << 1);
+  x[e->rd] = here + (L << 1);
   br++;
   JUMP(here + IMM);
 }
-op_J:
+)
+DEFINE(J,
   br++;
   JUMP(PC_OF(e) + IMM);
-op_JALR: {
+)
+DEFINE(JALR,
+{
   const uint32_t t = (RS1 + IMM) & ~1u;
-  x[e->rd] = NEXT_PC(e);
+  x[e->rd] = (PC_OF(e) + (L << 1));
   br++;
   JUMP(t);
 }
-op_BEQ: BRANCH(RS1 == x[e->rd]);
-op_BNE: BRANCH(RS1 != x[e->rd]);
-op_BLT: BRANCH(static_cast<int32_t>(RS1) < static_cast<int32_t>(x[e->rd]));
-op_BGE: BRANCH(static_cast<int32_t>(RS1) >= static_cast<int32_t>(x[e->rd]));
-op_BLTU: BRANCH(RS1 < x[e->rd]);
-op_BGEU: BRANCH(RS1 >= x[e->rd]);
-
-op_LB: LOAD(int8_t, 0, 1);
-op_LH: LOAD(int16_t, 1, 2);
-op_LW: LOAD(int32_t, 2, 4);
-op_LBU: LOAD(uint8_t, 3, 1);
-op_LHU: LOAD(uint16_t, 4, 2);
-op_SB: STORE(uint8_t, 1);
-op_SH: STORE(uint16_t, 2);
-op_SW: STORE(uint32_t, 4);
-
-op_ADDI: ALU(RS1 + IMM);
-op_SLTI: ALU(static_cast<int32_t>(RS1) < e->imm ? 1u : 0u);
-op_SLTIU: ALU(RS1 < IMM ? 1u : 0u);
-op_XORI: ALU(RS1 ^ IMM);
-op_ORI: ALU(RS1 | IMM);
-op_ANDI: ALU(RS1 & IMM);
-op_SLLI: ALU(RS1 << e->imm);
-op_SRLI: ALU(RS1 >> e->imm);
-op_SRAI: ALU(static_cast<uint32_t>(static_cast<int32_t>(RS1) >> e->imm));
-op_ADD: ALU(RS1 + RS2);
-op_SUB: ALU(RS1 - RS2);
-op_SLL: ALU(RS1 << (RS2 & 31));
-op_SLT: ALU(static_cast<int32_t>(RS1) < static_cast<int32_t>(RS2) ? 1u : 0u);
-op_SLTU: ALU(RS1 < RS2 ? 1u : 0u);
-op_XOR: ALU(RS1 ^ RS2);
-op_SRL: ALU(RS1 >> (RS2 & 31));
-op_SRA: ALU(static_cast<uint32_t>(static_cast<int32_t>(RS1) >> (RS2 & 31)));
-op_OR: ALU(RS1 | RS2);
-op_AND: ALU(RS1 & RS2);
-
-op_MUL: ALU(RS1 * RS2);
-op_MULH:
+)
+DEFINE(BEQ,
+BRANCH(RS1 == x[e->rd]);
+)
+DEFINE(BNE,
+BRANCH(RS1 != x[e->rd]);
+)
+DEFINE(BLT,
+BRANCH(static_cast<int32_t>(RS1) < static_cast<int32_t>(x[e->rd]));
+)
+DEFINE(BGE,
+BRANCH(static_cast<int32_t>(RS1) >= static_cast<int32_t>(x[e->rd]));
+)
+DEFINE(BLTU,
+BRANCH(RS1 < x[e->rd]);
+)
+DEFINE(BGEU,
+BRANCH(RS1 >= x[e->rd]);
+)
+DEFINE(LB,
+LOAD(int8_t, 0, 1);
+)
+DEFINE(LH,
+LOAD(int16_t, 1, 2);
+)
+DEFINE(LW,
+LOAD(int32_t, 2, 4);
+)
+DEFINE(LBU,
+LOAD(uint8_t, 3, 1);
+)
+DEFINE(LHU,
+LOAD(uint16_t, 4, 2);
+)
+DEFINE(SB,
+STORE(uint8_t, 1);
+)
+DEFINE(SH,
+STORE(uint16_t, 2);
+)
+DEFINE(SW,
+STORE(uint32_t, 4);
+)
+DEFINE(ADDI,
+ALU(RS1 + IMM);
+)
+DEFINE(SLTI,
+ALU(static_cast<int32_t>(RS1) < e->imm ? 1u : 0u);
+)
+DEFINE(SLTIU,
+ALU(RS1 < IMM ? 1u : 0u);
+)
+DEFINE(XORI,
+ALU(RS1 ^ IMM);
+)
+DEFINE(ORI,
+ALU(RS1 | IMM);
+)
+DEFINE(ANDI,
+ALU(RS1 & IMM);
+)
+DEFINE(SLLI,
+ALU(RS1 << e->imm);
+)
+DEFINE(SRLI,
+ALU(RS1 >> e->imm);
+)
+DEFINE(SRAI,
+ALU(static_cast<uint32_t>(static_cast<int32_t>(RS1) >> e->imm));
+)
+DEFINE(ADD,
+ALU(RS1 + RS2);
+)
+DEFINE(SUB,
+ALU(RS1 - RS2);
+)
+DEFINE(SLL,
+ALU(RS1 << (RS2 & 31));
+)
+DEFINE(SLT,
+ALU(static_cast<int32_t>(RS1) < static_cast<int32_t>(RS2) ? 1u : 0u);
+)
+DEFINE(SLTU,
+ALU(RS1 < RS2 ? 1u : 0u);
+)
+DEFINE(XOR,
+ALU(RS1 ^ RS2);
+)
+DEFINE(SRL,
+ALU(RS1 >> (RS2 & 31));
+)
+DEFINE(SRA,
+ALU(static_cast<uint32_t>(static_cast<int32_t>(RS1) >> (RS2 & 31)));
+)
+DEFINE(OR,
+ALU(RS1 | RS2);
+)
+DEFINE(AND,
+ALU(RS1 & RS2);
+)
+DEFINE(MUL,
+ALU(RS1 * RS2);
+)
+DEFINE(MULH,
   ALU(static_cast<uint32_t>((static_cast<int64_t>(static_cast<int32_t>(RS1)) * static_cast<int32_t>(RS2)) >> 32));
-op_MULHSU:
+)
+DEFINE(MULHSU,
   ALU(static_cast<uint32_t>((static_cast<int64_t>(static_cast<int32_t>(RS1)) * static_cast<int64_t>(RS2)) >> 32));
-op_MULHU: ALU(static_cast<uint32_t>((static_cast<uint64_t>(RS1) * RS2) >> 32));
-op_DIV: {
+)
+DEFINE(MULHU,
+ALU(static_cast<uint32_t>((static_cast<uint64_t>(RS1) * RS2) >> 32));
+)
+DEFINE(DIV,
+{
   const int32_t a = static_cast<int32_t>(RS1), b = static_cast<int32_t>(RS2);
   ALU(b == 0 ? 0xffffffffu : (a == INT32_MIN && b == -1) ? static_cast<uint32_t>(a) : static_cast<uint32_t>(a / b));
 }
-op_DIVU: ALU(RS2 == 0 ? 0xffffffffu : RS1 / RS2);
-op_REM: {
+)
+DEFINE(DIVU,
+ALU(RS2 == 0 ? 0xffffffffu : RS1 / RS2);
+)
+DEFINE(REM,
+{
   const int32_t a = static_cast<int32_t>(RS1), b = static_cast<int32_t>(RS2);
   ALU(b == 0 ? static_cast<uint32_t>(a) : (a == INT32_MIN && b == -1) ? 0u : static_cast<uint32_t>(a % b));
 }
-op_REMU: ALU(RS2 == 0 ? RS1 : RS1 % RS2);
-
-op_LR_W: {
+)
+DEFINE(REMU,
+ALU(RS2 == 0 ? RS1 : RS1 % RS2);
+)
+DEFINE(LR_W,
+{
   const uint32_t a = RS1, o = a - kRamBase;
   if (a & 3u) TRAP(kLoadMisaligned, a);
   if (o > ram_size - 4) TRAP(kLoadAccessFault, a);
@@ -500,7 +614,9 @@ op_LR_W: {
   reservation_valid = true;
   NEXT();
 }
-op_SC_W: {
+)
+DEFINE(SC_W,
+{
   const uint32_t a = RS1, o = a - kRamBase;
   if (a & 3u) TRAP(kStoreMisaligned, a);
   if (o > ram_size - 4) TRAP(kStoreAccessFault, a);
@@ -520,6 +636,7 @@ op_SC_W: {
   }
   goto store_slow;
 }
+)
 #define AMO(expr)                                                  \
   do {                                                             \
     const uint32_t a = RS1, o = a - kRamBase;                      \
@@ -538,22 +655,35 @@ op_SC_W: {
     mval = val;                                                    \
     goto store_slow;                                               \
   } while (0)
-op_AMOSWAP: AMO(src);
-op_AMOADD: AMO(old + src);
-op_AMOXOR: AMO(old ^ src);
-op_AMOAND: AMO(old & src);
-op_AMOOR: AMO(old | src);
-op_AMOMIN: AMO(static_cast<int32_t>(old) < static_cast<int32_t>(src) ? old : src);
-op_AMOMAX: AMO(static_cast<int32_t>(old) > static_cast<int32_t>(src) ? old : src);
-op_AMOMINU: AMO(old < src ? old : src);
-op_AMOMAXU: AMO(old > src ? old : src);
-
-op_CSRRW:
-op_CSRRS:
-op_CSRRC:
-op_CSRRWI:
-op_CSRRSI:
-op_CSRRCI: {
+DEFINE(AMOSWAP,
+AMO(src);
+)
+DEFINE(AMOADD,
+AMO(old + src);
+)
+DEFINE(AMOXOR,
+AMO(old ^ src);
+)
+DEFINE(AMOAND,
+AMO(old & src);
+)
+DEFINE(AMOOR,
+AMO(old | src);
+)
+DEFINE(AMOMIN,
+AMO(static_cast<int32_t>(old) < static_cast<int32_t>(src) ? old : src);
+)
+DEFINE(AMOMAX,
+AMO(static_cast<int32_t>(old) > static_cast<int32_t>(src) ? old : src);
+)
+DEFINE(AMOMINU,
+AMO(old < src ? old : src);
+)
+DEFINE(AMOMAXU,
+AMO(old > src ? old : src);
+)
+DEFINE(CSRRW,
+{
   // Which of the six: recovered from the raw instruction (funct3), which the decoder cache
   // guarantees is still what RAM holds at this pc.
   const uint32_t here = PC_OF(e);
@@ -574,12 +704,129 @@ op_CSRRCI: {
   }
   NEXT();
 }
-
-op_ECALL:
+)
+DEFINE(CSRRS,
+{
+  // Which of the six: recovered from the raw instruction (funct3), which the decoder cache
+  // guarantees is still what RAM holds at this pc.
+  const uint32_t here = PC_OF(e);
+  const uint32_t raw = rd32(ram + (here - kRamBase));
+  const uint32_t f3 = (raw >> 12) & 7;
+  const uint32_t src = (f3 & 4) ? e->rs1 : x[e->rs1];
+  const bool write = (f3 & 3) == 1 || e->rs1 != 0;
+  instret = ic - te[SLOT(e)];
+  pc = here;
+  uint32_t old = 0;
+  const CsrResult r = csr_op(static_cast<uint32_t>(e->imm), f3 & 3, src, write, &old);
+  if (r == CsrResult::kIllegal) TRAP(kIllegalInstr, raw);
+  x[e->rd] = old;
+  if (r == CsrResult::kOkRecheck) {
+    SYNC_AFTER();
+    result = Inner::kRecheck;
+    goto out;
+  }
+  NEXT();
+}
+)
+DEFINE(CSRRC,
+{
+  // Which of the six: recovered from the raw instruction (funct3), which the decoder cache
+  // guarantees is still what RAM holds at this pc.
+  const uint32_t here = PC_OF(e);
+  const uint32_t raw = rd32(ram + (here - kRamBase));
+  const uint32_t f3 = (raw >> 12) & 7;
+  const uint32_t src = (f3 & 4) ? e->rs1 : x[e->rs1];
+  const bool write = (f3 & 3) == 1 || e->rs1 != 0;
+  instret = ic - te[SLOT(e)];
+  pc = here;
+  uint32_t old = 0;
+  const CsrResult r = csr_op(static_cast<uint32_t>(e->imm), f3 & 3, src, write, &old);
+  if (r == CsrResult::kIllegal) TRAP(kIllegalInstr, raw);
+  x[e->rd] = old;
+  if (r == CsrResult::kOkRecheck) {
+    SYNC_AFTER();
+    result = Inner::kRecheck;
+    goto out;
+  }
+  NEXT();
+}
+)
+DEFINE(CSRRWI,
+{
+  // Which of the six: recovered from the raw instruction (funct3), which the decoder cache
+  // guarantees is still what RAM holds at this pc.
+  const uint32_t here = PC_OF(e);
+  const uint32_t raw = rd32(ram + (here - kRamBase));
+  const uint32_t f3 = (raw >> 12) & 7;
+  const uint32_t src = (f3 & 4) ? e->rs1 : x[e->rs1];
+  const bool write = (f3 & 3) == 1 || e->rs1 != 0;
+  instret = ic - te[SLOT(e)];
+  pc = here;
+  uint32_t old = 0;
+  const CsrResult r = csr_op(static_cast<uint32_t>(e->imm), f3 & 3, src, write, &old);
+  if (r == CsrResult::kIllegal) TRAP(kIllegalInstr, raw);
+  x[e->rd] = old;
+  if (r == CsrResult::kOkRecheck) {
+    SYNC_AFTER();
+    result = Inner::kRecheck;
+    goto out;
+  }
+  NEXT();
+}
+)
+DEFINE(CSRRSI,
+{
+  // Which of the six: recovered from the raw instruction (funct3), which the decoder cache
+  // guarantees is still what RAM holds at this pc.
+  const uint32_t here = PC_OF(e);
+  const uint32_t raw = rd32(ram + (here - kRamBase));
+  const uint32_t f3 = (raw >> 12) & 7;
+  const uint32_t src = (f3 & 4) ? e->rs1 : x[e->rs1];
+  const bool write = (f3 & 3) == 1 || e->rs1 != 0;
+  instret = ic - te[SLOT(e)];
+  pc = here;
+  uint32_t old = 0;
+  const CsrResult r = csr_op(static_cast<uint32_t>(e->imm), f3 & 3, src, write, &old);
+  if (r == CsrResult::kIllegal) TRAP(kIllegalInstr, raw);
+  x[e->rd] = old;
+  if (r == CsrResult::kOkRecheck) {
+    SYNC_AFTER();
+    result = Inner::kRecheck;
+    goto out;
+  }
+  NEXT();
+}
+)
+DEFINE(CSRRCI,
+{
+  // Which of the six: recovered from the raw instruction (funct3), which the decoder cache
+  // guarantees is still what RAM holds at this pc.
+  const uint32_t here = PC_OF(e);
+  const uint32_t raw = rd32(ram + (here - kRamBase));
+  const uint32_t f3 = (raw >> 12) & 7;
+  const uint32_t src = (f3 & 4) ? e->rs1 : x[e->rs1];
+  const bool write = (f3 & 3) == 1 || e->rs1 != 0;
+  instret = ic - te[SLOT(e)];
+  pc = here;
+  uint32_t old = 0;
+  const CsrResult r = csr_op(static_cast<uint32_t>(e->imm), f3 & 3, src, write, &old);
+  if (r == CsrResult::kIllegal) TRAP(kIllegalInstr, raw);
+  x[e->rd] = old;
+  if (r == CsrResult::kOkRecheck) {
+    SYNC_AFTER();
+    result = Inner::kRecheck;
+    goto out;
+  }
+  NEXT();
+}
+)
+DEFINE(ECALL,
   TRAP(priv == Priv::kUser ? kEcallFromU : kEcallFromM, 0);
-op_EBREAK: {
+)
+DEFINE(EBREAK,
+{
   const uint32_t here = PC_OF(e), o = here - kRamBase;
-  if (e->len == 2 && o >= 4 && o <= ram_size - 8 && rd32(ram + o - 4) == kSemihostPre &&
+  if (L == 2 && o >= 4 && o <= ram_size - 8 && rd32(ram + o - 4) == kSemihostPre &&
       rd32(ram + o + 4) == kSemihostPost) {
     SYNC_AFTER();
     instret = ic;
@@ -592,7 +839,9 @@ op_EBREAK: {
   }
   TRAP(kBreakpoint, here);
 }
-op_MRET: {
+)
+DEFINE(MRET,
+{
   if (priv != Priv::kMachine) TRAP(kIllegalInstr, 0x30200073u);
   SYNC_AFTER();
   uint32_t s = mstatus;
@@ -607,12 +856,14 @@ op_MRET: {
   result = Inner::kRecheck;
   goto out;
 }
-op_WFI:
+)
+DEFINE(WFI,
   if (priv == Priv::kUser && (mstatus & kMstatusTW)) TRAP(kIllegalInstr, 0x10500073u);
   SYNC_AFTER();
   wfi = true;
   result = Inner::kWfi;
   goto out;
+)
 
 load_slow: {
   instret = ic - te[SLOT(e)];
@@ -631,7 +882,7 @@ load_slow: {
     result = Inner::kExit;
     goto out;
   }
-  if (maddr - kRamBase < ram_size) NEXT();  // RAM straddling nothing: just a misaligned fast-path miss
+  if (maddr - kRamBase < ram_size) NEXT_DYN();  // RAM: nothing a device could have changed
   // A device read can change interrupt state (a PLIC claim, a UART RX pop): re-check outside.
   SYNC_AFTER();
   result = Inner::kRecheck;
@@ -645,7 +896,7 @@ store_slow: {
   pc = here;
   switch (slow_store(maddr, msize, mval, here)) {
     case StoreOutcome::kOk:
-      NEXT();
+      NEXT_DYN();
     case StoreOutcome::kFault:
       TRAP(kStoreAccessFault, maddr);
     case StoreOutcome::kExit:
@@ -675,6 +926,8 @@ out_synced:
 #undef PC_OF
 #undef NEXT_PC
 #undef NEXT
+#undef NEXT_DYN
+#undef DEFINE
 #undef JUMP
 #undef FALLTHROUGH
 #undef SYNC_BEFORE

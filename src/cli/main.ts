@@ -1,0 +1,82 @@
+#!/usr/bin/env node
+// The `lockstep` executable: dispatches to one file per verb and maps errors to exit statuses.
+import { readFileSync } from 'node:fs';
+import { AddonLoadError, ElfError, LockstepError } from '../index.js';
+import { UsageError } from './args.js';
+import { EXIT, type CommandIo } from './io.js';
+import { RUN_HELP, runCommand } from './run.js';
+
+const HELP = `Usage: lockstep <command> [options]
+
+lockstep keeps a virtual machine alive through the loss of its host: a RISC-V guest runs on an
+interpreted CPU whose every non-deterministic input can be logged and replayed.
+
+Commands:
+  run <guest.elf>     run a guest; its console on stdout, its exit code as the exit status
+
+Run 'lockstep <command> --help' for the options of a command.
+`;
+
+const commands: Record<string, { run: (argv: string[], io: CommandIo) => Promise<number>; help: string }> = {
+  run: { run: runCommand, help: RUN_HELP },
+};
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+/** Runs the CLI with `argv` (without node and script) and returns the exit status. */
+export async function main(argv: string[], io: CommandIo = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+  const [verb, ...rest] = argv;
+  if (verb === undefined || verb === '--help' || verb === '-h' || verb === 'help') {
+    io.stdout.write(HELP);
+    return verb === undefined ? EXIT.usage : EXIT.ok;
+  }
+  if (verb === '--version' || verb === '-v') {
+    io.stdout.write(`${version()}\n`);
+    return EXIT.ok;
+  }
+  const cmd = commands[verb];
+  if (!cmd) {
+    io.stderr.write(`lockstep: unknown command '${verb}'\n\n${HELP}`);
+    return EXIT.usage;
+  }
+  try {
+    return await cmd.run(rest, io);
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (err instanceof UsageError || code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
+      io.stderr.write(`lockstep ${verb}: ${(err as Error).message}\nRun 'lockstep ${verb} --help' for usage.\n`);
+      return EXIT.usage;
+    }
+    if (code === 'ENOENT' || code === 'EISDIR' || code === 'EACCES') {
+      io.stderr.write(`lockstep ${verb}: ${(err as Error).message}\n`);
+      return EXIT.noInput;
+    }
+    if (err instanceof ElfError) {
+      io.stderr.write(`lockstep ${verb}: invalid ELF: ${err.message}\n`);
+      return EXIT.dataErr;
+    }
+    if (err instanceof AddonLoadError || err instanceof LockstepError) {
+      io.stderr.write(`lockstep ${verb}: ${err.message}\n`);
+      return err instanceof AddonLoadError ? EXIT.software : EXIT.usage;
+    }
+    io.stderr.write(`lockstep ${verb}: internal error: ${(err as Error).stack ?? String(err)}\n`);
+    return EXIT.software;
+  }
+}
+
+// Run only as the executable, not when imported (tests import main()).
+const invokedAs = process.argv[1] ?? '';
+if (/[\\/](main\.(js|ts)|lockstep)$/.test(invokedAs)) {
+  main(process.argv.slice(2)).then(
+    (status) => {
+      process.exitCode = status;
+    },
+    (err: unknown) => {
+      process.stderr.write(`lockstep: ${String(err)}\n`);
+      process.exitCode = EXIT.software;
+    },
+  );
+}

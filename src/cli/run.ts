@@ -1,0 +1,100 @@
+// `lockstep run`: run a guest ELF with its console on stdout; the exit status is the guest's.
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { Machine, type RunResult } from '../index.js';
+import { EXIT, type CommandIo } from './io.js';
+import { UsageError, parseCount, parseSize } from './args.js';
+
+export const RUN_HELP = `Usage: lockstep run <guest.elf> [options]
+
+Runs a RISC-V (RV32IMAC) guest on the QEMU virt board. The guest's console (UART and
+semihosting) goes to stdout; lockstep's own messages go to stderr.
+
+Options:
+  --memory <size>            guest RAM (default 64M; e.g. 1M, 256M)
+  --max-instructions <n>     stop after exactly n instructions (exit status 75)
+  --clock <virtual|real>     virtual: time derived from instructions, fully deterministic (default)
+                             real: the host's monotonic clock
+  --input <file>             bytes fed to the guest's UART receiver
+  --stats                    print instructions, branches, seconds and MIPS to stderr
+  -h, --help                 this help
+
+Exit status: the guest's exit code (finisher, semihosting or HTIF); 64 usage error;
+65 invalid ELF; 66 file not found; 70 internal error; 75 instruction budget reached;
+76 guest halted (WFI with nothing to wake it); 77 unhandled guest trap; 130 interrupted.
+`;
+
+export async function runCommand(argv: string[], io: CommandIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      memory: { type: 'string' },
+      'max-instructions': { type: 'string' },
+      clock: { type: 'string' },
+      input: { type: 'string' },
+      stats: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    io.stdout.write(RUN_HELP);
+    return EXIT.ok;
+  }
+  if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'missing <guest.elf>' : `expected one ELF file, got ${positionals.length}`);
+  const clock = values.clock ?? 'virtual';
+  if (clock !== 'virtual' && clock !== 'real') throw new UsageError(`--clock: '${clock}' must be 'virtual' or 'real'`);
+  const memory = values.memory === undefined ? undefined : parseSize('memory', values.memory);
+  const max = values['max-instructions'] === undefined ? undefined : parseCount('max-instructions', values['max-instructions']);
+  const elf = readFileSync(positionals[0]!);
+  const input = values.input === undefined ? undefined : readFileSync(values.input);
+
+  const machine = new Machine({ ...(memory === undefined ? {} : { memory }), clock });
+  try {
+    machine.load(elf);
+    machine.on('console', (chunk) => io.stdout.write(chunk));
+    if (input) machine.input(input);
+    const onSigint = () => machine.stop();
+    process.once('SIGINT', onSigint);
+    const started = process.hrtime.bigint();
+    let result: RunResult;
+    try {
+      result = await machine.run(max === undefined ? {} : { maxInstructions: max });
+    } finally {
+      process.removeListener('SIGINT', onSigint);
+    }
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    if (values.stats) {
+      const mips = Number(result.instret) / seconds / 1e6;
+      io.stderr.write(
+        `lockstep: ${result.instret} instructions, ${result.branches} branches, ${seconds.toFixed(3)} s, ${mips.toFixed(1)} MIPS\n`,
+      );
+    }
+    return exitStatus(result, io);
+  } finally {
+    machine.close();
+  }
+}
+
+function hex(n: number): string {
+  return `0x${(n >>> 0).toString(16).padStart(8, '0')}`;
+}
+
+function exitStatus(r: RunResult, io: CommandIo): number {
+  switch (r.kind) {
+    case 'exit':
+      return r.code & 0xff;
+    case 'trap':
+      io.stderr.write(`lockstep: guest trap with no handler: mcause ${r.cause} at pc ${hex(r.pc)}, mtval ${hex(r.tval)}\n`);
+      return EXIT.trap;
+    case 'budget':
+      io.stderr.write(`lockstep: instruction budget reached at pc ${hex(r.pc)} (${r.instret} instructions)\n`);
+      return EXIT.budget;
+    case 'halted':
+      io.stderr.write(`lockstep: guest halted: ${r.reason} (pc ${hex(r.pc)})\n`);
+      return EXIT.halted;
+    case 'stopped':
+      io.stderr.write(`lockstep: interrupted at pc ${hex(r.pc)} after ${r.instret} instructions\n`);
+      return EXIT.interrupted;
+  }
+}
