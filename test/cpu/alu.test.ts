@@ -1,9 +1,8 @@
 // Integer computation instructions of RV32I and M: register and immediate forms, shifts, lui/auipc, x0,
 // multiply/divide edge cases from the unprivileged spec, and a seeded sweep against a BigInt reference model.
-import { describe, it } from 'vitest';
-import { expect } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Asm, rv } from '../helpers/asm.js';
-import { DATA, RAM, expectRegs, readU32, runToEbreak, type Regs } from './harness.js';
+import { DATA, RAM, expectRegs, fmtRegs, readU32, runToEbreak, type Regs } from './harness.js';
 import { prng, u32 } from './prng.js';
 
 const INT_MIN = 0x80000000;
@@ -125,17 +124,21 @@ const writesToX0: Row[] = [
 ];
 
 describe('RV32I register-register operations', () => {
-  it.each(registerOps)('%s with %j gives %j', async (_asm, code, regs, want) => {
-    const { m } = await runToEbreak([code], { regs });
-    expectRegs(m, want);
-  });
+  for (const [asm, code, regs, want] of registerOps) {
+    it(`${asm} with ${fmtRegs(regs)} gives ${fmtRegs(want)}`, async () => {
+      const { m } = await runToEbreak([code], { regs });
+      expectRegs(m, want);
+    });
+  }
 });
 
 describe('RV32I register-immediate operations, lui and auipc', () => {
-  it.each(immediateOps)('%s with %j gives %j', async (_asm, code, regs, want) => {
-    const { m } = await runToEbreak([code], { regs });
-    expectRegs(m, want);
-  });
+  for (const [asm, code, regs, want] of immediateOps) {
+    it(`${asm} with ${fmtRegs(regs)} gives ${fmtRegs(want)}`, async () => {
+      const { m } = await runToEbreak([code], { regs });
+      expectRegs(m, want);
+    });
+  }
 
   it('auipc adds to its own address, not to the start of the program', async () => {
     const { m } = await runToEbreak([
@@ -148,10 +151,12 @@ describe('RV32I register-immediate operations, lui and auipc', () => {
 });
 
 describe('M extension', () => {
-  it.each(mulDiv)('%s with %j gives %j', async (_asm, code, regs, want) => {
-    const { m } = await runToEbreak([code], { regs });
-    expectRegs(m, want);
-  });
+  for (const [asm, code, regs, want] of mulDiv) {
+    it(`${asm} with ${fmtRegs(regs)} gives ${fmtRegs(want)}`, async () => {
+      const { m } = await runToEbreak([code], { regs });
+      expectRegs(m, want);
+    });
+  }
 });
 
 describe('x0', () => {

@@ -2,7 +2,7 @@
 // the aq/rl bits, misaligned AMO/LR/SC traps (6 for AMO and SC, 4 for LR) and access faults on unmapped memory.
 import { describe, expect, it } from 'vitest';
 import { rv, type Order } from '../helpers/asm.js';
-import { CAUSE, DATA, RAM, UNMAPPED, expectRegs, le32, load, readU32, runToEbreak } from './harness.js';
+import { CAUSE, DATA, RAM, UNMAPPED, expectRegs, hex, le32, load, readU32, runToEbreak } from './harness.js';
 
 type AmoName = 'amoswap_w' | 'amoadd_w' | 'amoxor_w' | 'amoand_w' | 'amoor_w' | 'amomin_w' | 'amomax_w' |
   'amominu_w' | 'amomaxu_w';
@@ -29,12 +29,14 @@ const amos: Array<[string, AmoName, number, number, number]> = [
 const orders: Array<[string, Order]> = [['', {}], ['.aq', { aq: true }], ['.rl', { rl: true }], ['.aqrl', { aq: true, rl: true }]];
 
 describe('AMOs', () => {
-  it.each(amos)('%s: memory 0x%s, x6 0x%s -> memory 0x%s', async (_asm, op, old, src, after) => {
-    const { m } = await runToEbreak([rv[op](5, 6, 7)], { regs: { 6: src, 7: DATA }, data: le32(old, 0x5a5a5a5a) });
-    expectRegs(m, { 5: old, 6: src, 7: DATA });
-    expect(readU32(m, DATA)).toBe(after >>> 0);
-    expect(readU32(m, DATA + 4)).toBe(0x5a5a5a5a); // the neighbouring word is untouched
-  });
+  for (const [asm, op, old, src, after] of amos) {
+    it(`${asm}: memory ${hex(old)}, x6 ${hex(src)} -> memory ${hex(after)}, x5 = old memory`, async () => {
+      const { m } = await runToEbreak([rv[op](5, 6, 7)], { regs: { 6: src, 7: DATA }, data: le32(old, 0x5a5a5a5a) });
+      expectRegs(m, { 5: old, 6: src, 7: DATA });
+      expect(readU32(m, DATA)).toBe(after >>> 0);
+      expect(readU32(m, DATA + 4)).toBe(0x5a5a5a5a); // the neighbouring word is untouched
+    });
+  }
 
   it.each(orders)('amoadd.w%s behaves the same whatever the aq/rl bits', async (_sfx, o) => {
     const { m } = await runToEbreak([rv.amoadd_w(5, 6, 7, o)], { regs: { 6: 3, 7: DATA }, data: le32(4) });
@@ -126,7 +128,7 @@ describe('misaligned and faulting atomics', () => {
   ];
 
   for (const off of [1, 2, 3]) {
-    it.each(misaligned)(`%s at DATA+${off} traps with cause %d and mtval = the address`, async (_asm, code, cause) => {
+    it.each(misaligned)(`%s at DATA+${off} (0x%x) traps with cause %i and mtval = the address`, async (_asm, code, cause) => {
       const m = load([code, rv.ebreak()], { regs: { 5: 0x1234, 6: 0x99, 7: DATA + off }, data: le32(0x01020304, 0x05060708) });
       const r = await m.run({ maxInstructions: 10 });
       expect(r).toMatchObject({ kind: 'trap', cause, pc: RAM, tval: DATA + off });

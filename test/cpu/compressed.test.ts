@@ -2,7 +2,7 @@
 // instructions mix at 2-byte alignment, and reserved compressed encodings are illegal instructions.
 import { describe, expect, it } from 'vitest';
 import { Asm, rvc } from '../helpers/asm.js';
-import { CAUSE, DATA, RAM, expectRegs, le32, load, readU32, runToEbreak, type Regs } from './harness.js';
+import { CAUSE, DATA, RAM, expectRegs, fmtRegs, le32, load, readU32, runToEbreak, type Regs } from './harness.js';
 
 // [disassembly, halfword, initial registers, expected registers]
 type Row = [string, number, Regs, Regs];
@@ -44,11 +44,13 @@ const rows: Row[] = [
 ];
 
 describe('compressed computational forms', () => {
-  it.each(rows)('%s with %j gives %j', async (_asm, code, regs, want) => {
-    const a = new Asm().half(code);
-    const { m } = await runToEbreak(a, { regs });
-    expectRegs(m, want);
-  });
+  for (const [asm, code, regs, want] of rows) {
+    it(`${asm} with ${fmtRegs(regs)} gives ${fmtRegs(want)}`, async () => {
+      const a = new Asm().half(code);
+      const { m } = await runToEbreak(a, { regs });
+      expectRegs(m, want);
+    });
+  }
 });
 
 describe('compressed loads and stores', () => {
@@ -153,7 +155,7 @@ describe('compressed control transfer', () => {
     ['c_beqz', 0, true], ['c_beqz', 1, false], ['c_beqz', 0x80000000, false],
     ['c_bnez', 0, false], ['c_bnez', 0xffffffff, true], ['c_bnez', 0x80000000, true],
   ];
-  it.each(cb)('%s x8 with x8 = %d: taken = %s', async (op, v, taken) => {
+  it.each(cb)('%s x8 with x8 = %i: taken = %s', async (op, v, taken) => {
     const a = new Asm();
     a[op](8, 'taken'); //         c.beqz/c.bnez x8, taken
     a.c_li(5, 1).ebreak(); //     fall-through marker
@@ -217,7 +219,7 @@ describe('reserved compressed encodings', () => {
     ['c.addi16sp sp, 0', 0x6101],
     ['c.lui x1, 0', 0x6081],
   ];
-  it.each(reserved)('%s is an illegal instruction with mtval = its 16 bits', async (_asm, half) => {
+  it.each(reserved)('%s is an illegal instruction with mtval = its 16 bits (0x%x)', async (_asm, half) => {
     const a = new Asm().c_nop().half(half).c_nop();
     const m = load(a);
     const r = await m.run({ maxInstructions: 10 });

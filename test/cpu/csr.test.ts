@@ -2,7 +2,7 @@
 // rules, read-only and non-existent CSRs, and the machine's identification and WARL registers.
 import { describe, expect, it } from 'vitest';
 import { rv } from '../helpers/asm.js';
-import { CAUSE, CSR, RAM, csrr, csrw, expectRegs, load, runToEbreak, type Regs, csrOf } from './harness.js';
+import { CAUSE, CSR, RAM, csrr, csrw, expectRegs, fmtRegs, hex, load, runToEbreak, type Regs, csrOf } from './harness.js';
 
 const MSCRATCH = CSR.mscratch;
 
@@ -27,11 +27,13 @@ const rows: Row[] = [
 ];
 
 describe('CSR instructions', () => {
-  it.each(rows)('%s: %j with mscratch 0x%s gives %j and mscratch 0x%s', async (_asm, code, regs, before, want, after) => {
-    const { m } = await runToEbreak([code], { regs, csrs: { [MSCRATCH]: before } });
-    expectRegs(m, want);
-    expect(csrOf(m, MSCRATCH) >>> 0).toBe(after >>> 0);
-  });
+  for (const [asm, code, regs, before, want, after] of rows) {
+    it(`${asm} with ${fmtRegs(regs)}, mscratch = ${hex(before)} gives ${fmtRegs(want)}, mscratch = ${hex(after)}`, async () => {
+      const { m } = await runToEbreak([code], { regs, csrs: { [MSCRATCH]: before } });
+      expectRegs(m, want);
+      expect(csrOf(m, MSCRATCH)).toBe(after >>> 0);
+    });
+  }
 
   it('a write is visible to the next CSR instruction', async () => {
     const { m } = await runToEbreak([
@@ -100,7 +102,7 @@ describe('illegal CSR accesses', () => {
     ['csrrs x5, hstatus, x0', rv.csrrs(5, CSR.hstatus, 0), {}],
     ['csrrw x5, hstatus, x6', rv.csrrw(5, CSR.hstatus, 6), {}],
   ];
-  it.each(illegal)('%s is an illegal instruction with mtval = the instruction', async (_asm, code, regs) => {
+  it.each(illegal)('%s (0x%x) is an illegal instruction with mtval = the instruction', async (_asm, code, regs) => {
     const m = load([code, rv.ebreak()], { regs: { ...regs, 5: 0x5555 } });
     const r = await m.run({ maxInstructions: 10 });
     expect(r).toMatchObject({ kind: 'trap', cause: CAUSE.illegal, pc: RAM, tval: code });

@@ -177,3 +177,9 @@ export function csrOf(m: Machine, csr: number): number {
   expect(v, `CSR 0x${csr.toString(16)} exists`).not.toBeUndefined();
   return v! >>> 0;
 }
+
+/** `x1=0x00000005 x2=0x00000007`, for test titles. */
+export function fmtRegs(regs: Regs): string {
+  const parts = Object.entries(regs).map(([r, v]) => `x${r}=${hex(v)}`);
+  return parts.length > 0 ? parts.join(' ') : '(reset registers)';
+}

@@ -200,7 +200,6 @@ describe('WFI', () => {
     expect(csrOf(m, CSR.mepc)).toBe(a.addr('after')); // mepc = wfi + 4
     expect(m.getRegister(10)).toBeLessThan(100); //      few instructions ran...
     expect(m.getRegister(11)).toBeGreaterThanOrEqual(1000); // ...yet mtime reached mtimecmp
-    expect(m.counters.instret).toBeLessThan(1000n);
   });
 
   it('with mstatus.MIE = 0 wakes on the pending timer and continues after the wfi without trapping', async () => {

@@ -2,7 +2,7 @@
 // transparently by this machine), and access faults on unmapped addresses for loads, stores and fetches.
 import { describe, expect, it } from 'vitest';
 import { Asm, rv } from '../helpers/asm.js';
-import { CAUSE, DATA, RAM, RAM_END, UNMAPPED, expectRegs, le32, load, runToEbreak, csrOf } from './harness.js';
+import { CAUSE, DATA, RAM, RAM_END, UNMAPPED, expectRegs, hex, le32, load, runToEbreak, csrOf } from './harness.js';
 
 // DATA holds: 80 81 7f 01 | 00 80 ff 7f | 78 56 34 12 | ef be ad de
 const data = Uint8Array.from([0x80, 0x81, 0x7f, 0x01, 0x00, 0x80, 0xff, 0x7f, 0x78, 0x56, 0x34, 0x12, 0xef, 0xbe, 0xad, 0xde]);
@@ -33,10 +33,12 @@ const loads: Array<[string, number, number]> = [
 ];
 
 describe('loads', () => {
-  it.each(loads)('%s gives x3 = %d', async (_asm, code, want) => {
-    const { m } = await runToEbreak([code], { data, regs: { 1: DATA + 4 } });
-    expectRegs(m, { 3: want, 1: DATA + 4 });
-  });
+  for (const [asm, code, want] of loads) {
+    it(`${asm} gives x3 = ${hex(want)}`, async () => {
+      const { m } = await runToEbreak([code], { data, regs: { 1: DATA + 4 } });
+      expectRegs(m, { 3: want, 1: DATA + 4 });
+    });
+  }
 
   it('a load into x0 is performed but discarded', async () => {
     const { m } = await runToEbreak([rv.lw(0, 0, 1), rv.add(5, 0, 0)], { data, regs: { 1: DATA, 5: 7 } });
@@ -67,7 +69,7 @@ const stores: Array<[string, number, number, number, number[]]> = [
 ];
 
 describe('stores', () => {
-  it.each(stores)('%s of x2=%d writes only its bytes', async (_asm, code, value, at, want) => {
+  it.each(stores)('%s (0x%x) with x2 = 0x%x writes only its bytes at +%i: %j', async (_asm, code, value, at, want) => {
     const fill = new Uint8Array(4096 + 64).fill(0xaa);
     const base = DATA + 2048;
     const { m } = await runToEbreak([code], { regs: { 1: base, 2: value }, mem: [[base - 2048 - 16, fill]] });
@@ -150,7 +152,7 @@ describe('access faults', () => {
 
 describe('instruction fetch faults', () => {
   it.each([UNMAPPED, RAM_END, 0x00000000, 0x10000000 /* UART: MMIO is not executable */])(
-    'jumping to 0x%s raises an instruction access fault (cause 1) at the target', async (target) => {
+    'jumping to 0x%x raises an instruction access fault (cause 1) at the target', async (target) => {
       const m = load([rv.jalr(1, 5, 0), rv.ebreak()], { regs: { 5: target } }); // jalr x1, 0(x5)
       const r = await m.run({ maxInstructions: 10 });
       expect(r).toMatchObject({ kind: 'trap', cause: CAUSE.fetchAccess, pc: target, tval: target });

@@ -54,7 +54,7 @@ describe('illegal instructions', () => {
     ['AMO with funct5 = 0b00110', 0x3000202f],
   ];
 
-  it.each(illegal)('%s (0x%s) traps with cause 2 and mtval = the instruction', async (_what, word) => {
+  it.each(illegal)('%s (0x%x) traps with cause 2 and mtval = the instruction', async (_what, word) => {
     const m = load([rv.addi(0, 0, 0), word, rv.ebreak()]); // nop; <word>; ebreak
     const r = await m.run({ maxInstructions: 10 });
     expect(r).toMatchObject({ kind: 'trap', cause: CAUSE.illegal, pc: RAM + 4, tval: word });
