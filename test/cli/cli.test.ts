@@ -1,0 +1,112 @@
+// The `lockstep` executable as a user meets it: help, exit statuses, stats, and clear usage errors.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const bin = join(root, 'dist', 'cli', 'main.js');
+const tmp = mkdtempSync(join(tmpdir(), 'lockstep-cli-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+function lockstep(...args: string[]) {
+  const r = spawnSync(process.execPath, [bin, ...args], { cwd: root, encoding: 'utf8', timeout: 60_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('lockstep CLI', () => {
+  it('prints general help naming the run command', () => {
+    const r = lockstep('--help');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/Usage: lockstep <command>/);
+    expect(r.stdout).toMatch(/run <guest\.elf>/);
+  });
+
+  it('prints per-command help', () => {
+    const r = lockstep('run', '--help');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/--max-instructions/);
+    expect(r.stdout).toMatch(/--clock <virtual\|real>/);
+  });
+
+  it('runs hello: console on stdout, exit status 0', () => {
+    const r = lockstep('run', 'guest/bin/hello.elf');
+    expect(r.stdout).toBe('Hello from lockstep!\n');
+    expect(r.status).toBe(0);
+  });
+
+  it('prints instructions, branches, seconds and MIPS with --stats', () => {
+    const r = lockstep('run', 'guest/bin/hello.elf', '--stats');
+    expect(r.status).toBe(0);
+    expect(r.stderr).toMatch(/^lockstep: \d+ instructions, \d+ branches, [\d.]+ s, [\d.]+ MIPS$/m);
+  });
+
+  it('exits 75 when the instruction budget runs out', () => {
+    const r = lockstep('run', 'guest/bin/hash.elf', '--max-instructions', '1000');
+    expect(r.status).toBe(75);
+    expect(r.stderr).toMatch(/budget reached .*\(1000 instructions\)/);
+  });
+
+  it('passes the guest exit code through as the exit status', () => {
+    // A guest that writes (7 << 16) | 0x3333 to the test finisher: exit code 7.
+    // lui a0, 0x100; lui a1, 0x73; addi a1, a1, 0x333; sw a1, 0(a0)
+    const code = [0x00100537, 0x000735b7, 0x33358593, 0x00b52023];
+    const elf = minimalElf(code);
+    const path = join(tmp, 'exit7.elf');
+    writeFileSync(path, elf);
+    const r = lockstep('run', path);
+    expect(r.status).toBe(7);
+  });
+
+  it('exits 65 with the reason for an invalid ELF', () => {
+    const path = join(tmp, 'bad.elf');
+    writeFileSync(path, 'not an elf, just some text that is long enough to have a header');
+    const r = lockstep('run', path);
+    expect(r.status).toBe(65);
+    expect(r.stderr).toMatch(/invalid ELF: not an ELF file/);
+  });
+
+  it('exits 66 for a missing file and 64 for bad options', () => {
+    expect(lockstep('run', join(tmp, 'missing.elf')).status).toBe(66);
+    const bad = lockstep('run', 'guest/bin/hello.elf', '--memory', 'lots');
+    expect(bad.status).toBe(64);
+    expect(bad.stderr).toMatch(/--memory: 'lots' is not a size/);
+    expect(lockstep('run', 'guest/bin/hello.elf', '--clock', 'wall').stderr).toMatch(/--clock/);
+    expect(lockstep('frobnicate').status).toBe(64);
+  });
+
+  it('accepts sizes with units for --memory', () => {
+    expect(lockstep('run', 'guest/bin/hello.elf', '--memory', '2M').status).toBe(0);
+    const tooSmall = lockstep('run', 'guest/bin/hello.elf', '--memory', '4K');
+    expect(tooSmall.status).toBe(65);
+    expect(tooSmall.stderr).toMatch(/outside guest RAM/);
+  });
+});
+
+/** A minimal RV32 ELF executable with `words` at 0x80000000 (one PT_LOAD, no sections). */
+function minimalElf(words: number[]): Buffer {
+  const code = Buffer.alloc(words.length * 4);
+  words.forEach((w, i) => code.writeUInt32LE(w >>> 0, i * 4));
+  const eh = Buffer.alloc(52);
+  eh.set([0x7f, 0x45, 0x4c, 0x46, 1, 1, 1]);
+  eh.writeUInt16LE(2, 16); // ET_EXEC
+  eh.writeUInt16LE(243, 18); // EM_RISCV
+  eh.writeUInt32LE(1, 20);
+  eh.writeUInt32LE(0x80000000, 24); // entry
+  eh.writeUInt32LE(52, 28); // phoff
+  eh.writeUInt16LE(52, 40);
+  eh.writeUInt16LE(32, 42);
+  eh.writeUInt16LE(1, 44);
+  eh.writeUInt16LE(40, 46);
+  const ph = Buffer.alloc(32);
+  ph.writeUInt32LE(1, 0); // PT_LOAD
+  ph.writeUInt32LE(84, 4); // offset
+  ph.writeUInt32LE(0x80000000, 8);
+  ph.writeUInt32LE(0x80000000, 12);
+  ph.writeUInt32LE(code.length, 16);
+  ph.writeUInt32LE(code.length, 20);
+  ph.writeUInt32LE(5, 24); // R+X
+  return Buffer.concat([eh, ph, code]);
+}
