@@ -209,6 +209,28 @@ describe('mixing 16- and 32-bit instructions', () => {
   });
 });
 
+describe('compressed HINTs', () => {
+  // Unprivileged spec, RVC "HINT instructions": these encodings are HINTs, which execute as no-ops.
+  const hints: Array<[string, number]> = [
+    ['c.nop 1 (c.addi x0, 1)', 0x0005],
+    ['c.addi x5, 0', 0x0281],
+    ['c.li x0, 5', 0x4015],
+    ['c.lui x0, 1', 0x6005],
+    ['c.mv x0, x5', 0x8016],
+    ['c.add x0, x5', 0x9016],
+    ['c.slli x0, 1', 0x0006],
+    ['c.slli x5, 0 (c.slli64)', 0x0282],
+    ['c.srli x8, 0 (c.srli64)', 0x8001],
+    ['c.srai x8, 0 (c.srai64)', 0x8401],
+  ];
+  it.each(hints)('%s (0x%x) retires as a no-op', async (_asm, half) => {
+    const a = new Asm().half(half);
+    const { m, r } = await runToEbreak(a, { regs: { 5: 0x55, 8: 0x88 } });
+    expectRegs(m, { 0: 0, 5: 0x55, 8: 0x88 });
+    expect(r.instret).toBe(1n);
+  });
+});
+
 describe('reserved compressed encodings', () => {
   // Unprivileged spec, RVC opcode map: these encodings are reserved and so illegal here.
   const reserved: Array<[string, number]> = [

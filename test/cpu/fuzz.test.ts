@@ -68,19 +68,21 @@ describe('fuzz', () => {
   it('random 32-bit words as code always end in a defined RunResult', async () => {
     const rnd = prng(0xf022);
     const kinds = new Map<string, number>();
-    for (let i = 0; i < 60; i++) {
+    for (let i = 0; i < 200; i++) {
       const code = new Uint8Array(4096);
       const dv = new DataView(code.buffer);
       for (let o = 0; o < code.length; o += 4) dv.setUint32(o, u32(rnd), true);
       const r = await runRandom(code, rnd, i % 4 === 0);
       kinds.set(r.kind, (kinds.get(r.kind) ?? 0) + 1);
     }
-    expect([...kinds.values()].reduce((x, y) => x + y)).toBe(60);
+    // Both ways of ending occur: a trap with mtvec = 0, and the budget while the skip handler keeps going.
+    expect(kinds.get('trap')).toBeGreaterThan(0);
+    expect(kinds.get('budget')).toBeGreaterThan(0);
   });
 
   it('random 16-bit words as code always end in a defined RunResult', async () => {
     const rnd = prng(0xc0de16);
-    for (let i = 0; i < 60; i++) {
+    for (let i = 0; i < 200; i++) {
       const code = new Uint8Array(4096);
       const dv = new DataView(code.buffer);
       // Mostly compressed encodings (low bits != 11), so the decoder sees many RVC forms.
@@ -117,7 +119,7 @@ describe('fuzz', () => {
       if (x < 0.6) return RAM + (1 << 20) - 8 + Math.floor(r() * 16);
       return (devices[Math.floor(r() * devices.length)]! + Math.floor(r() * 0x100)) >>> 0;
     };
-    for (let i = 0; i < 40; i++) {
+    for (let i = 0; i < 100; i++) {
       const a = new Asm();
       for (let k = 0; k < 100; k++) {
         // Stores avoid the finisher's magic values most of the time, so most programs run to their end.

@@ -2,7 +2,7 @@
 // timer and software interrupts, global and per-source enables, vectored mtvec, and WFI wake-up and halt.
 import { describe, expect, it } from 'vitest';
 import { Asm } from '../helpers/asm.js';
-import { CAUSE, CLINT, CSR, MIE, MSTATUS, RAM, csrr, expectRegs, load, runToHandler, csrOf } from './harness.js';
+import { CAUSE, CLINT, CSR, MIE, MSTATUS, RAM, csrOf, csrr, expectRegs, load, runToHandler } from './harness.js';
 
 const PMPCFG0 = 0x3a0;
 const PMPADDR0 = 0x3b0;
@@ -138,6 +138,47 @@ describe('software interrupt', () => {
     const r = await m.run({ maxInstructions: 100 });
     expect(r).toMatchObject({ kind: 'trap', cause: CAUSE.breakpoint });
     expectRegs(m, { 8: 1, 9: 0 });
+  });
+});
+
+describe('interrupt priority and mip', () => {
+  it('with software and timer interrupts both pending, the software interrupt is taken first', async () => {
+    // Privileged spec: M-mode interrupts are taken in the order MEI, MSI, MTI.
+    const a = installHandler(new Asm());
+    armTimer(a, 0); //                             timer pending at once
+    a.li(6, CLINT.msip).li(7, 1).sw(7, 0, 6); //   software pending
+    a.li(5, MIE.MTIE | MIE.MSIE).csrrw(0, CSR.mie, 5);
+    a.csrrsi(0, CSR.mstatus, 8);
+    a.label('spin').j('spin');
+    recordingHandler(a);
+    const m = load(a);
+    await runToHandler(m, a.addr('hspin'));
+    expect(csrOf(m, CSR.mcause)).toBe(CAUSE.softwareInterrupt);
+    expect(m.getRegister(12) & (MIE.MTIE | MIE.MSIE)).toBe(MIE.MTIE | MIE.MSIE);
+  });
+
+  it('an interrupt writes mtval = 0', async () => {
+    const a = installHandler(new Asm());
+    a.li(6, 0x1234).csrrw(0, CSR.mtval, 6);
+    armTimer(a, 1);
+    a.li(5, MIE.MTIE).csrrw(0, CSR.mie, 5).csrrsi(0, CSR.mstatus, 8);
+    a.label('spin').j('spin');
+    recordingHandler(a);
+    const m = load(a);
+    await runToHandler(m, a.addr('hspin'));
+    expect(csrOf(m, CSR.mcause)).toBe(CAUSE.timerInterrupt);
+    expect(csrOf(m, CSR.mtval)).toBe(0);
+  });
+
+  it('software cannot set mip.MTIP or mip.MSIP: they follow the CLINT', async () => {
+    const a = new Asm();
+    armTimer(a, 0x7fffffff); //                    timer far away
+    a.li(6, MIE.MTIE | MIE.MSIE).csrrs(0, CSR.mip, 6); // csrs mip, MTIP | MSIP
+    a.word(csrr(8, CSR.mip)).ebreak();
+    const m = load(a);
+    const r = await m.run({ maxInstructions: 100 });
+    expect(r).toMatchObject({ kind: 'trap', cause: CAUSE.breakpoint });
+    expect(m.getRegister(8) & (MIE.MTIE | MIE.MSIE)).toBe(0);
   });
 });
 

@@ -126,6 +126,36 @@ describe('access faults', () => {
     expect(r).toMatchObject({ kind: 'trap', cause: CAUSE.loadAccess, tval: UNMAPPED + 0x10 });
   });
 
+  it('a misaligned load running past the end of RAM raises a load access fault', async () => {
+    const m = load([rv.lw(3, 0, 1), rv.ebreak()], { regs: { 1: RAM_END - 2, 3: 0x1234 } });
+    const r = await m.run({ maxInstructions: 10 });
+    expect(r).toMatchObject({ kind: 'trap', cause: CAUSE.loadAccess, pc: RAM });
+    // Privileged spec: mtval holds the address of the access or of the portion that faulted.
+    expect([RAM_END - 2, RAM_END]).toContain(r.kind === 'trap' ? r.tval : -1);
+    expectRegs(m, { 3: 0x1234 });
+  });
+
+  it('a misaligned store running past the end of RAM faults without writing the part inside RAM', async () => {
+    const m = load([rv.sw(2, 0, 1), rv.ebreak()], { regs: { 1: RAM_END - 2, 2: 0xffffffff } });
+    const r = await m.run({ maxInstructions: 10 });
+    expect(r).toMatchObject({ kind: 'trap', cause: CAUSE.storeAccess, pc: RAM });
+    expect(Array.from(m.readMemory(RAM_END - 2, 2))).toEqual([0, 0]);
+  });
+
+  it('instructions before a faulting load in the same straight-line code are committed, those after are not', async () => {
+    const m = load([
+      rv.addi(5, 0, 1), //   addi x5, x0, 1
+      rv.sw(5, 0, 2), //     sw x5, 0(x2)       (x2 = DATA)
+      rv.lw(3, 0, 1), //     lw x3, 0(x1)       (x1 unmapped: faults)
+      rv.addi(6, 0, 1), //   addi x6, x0, 1     (never runs)
+      rv.ebreak(),
+    ], { regs: { 1: UNMAPPED, 2: DATA } });
+    const r = await m.run({ maxInstructions: 10 });
+    expect(r).toMatchObject({ kind: 'trap', cause: CAUSE.loadAccess, pc: RAM + 8, instret: 2n });
+    expectRegs(m, { 5: 1, 6: 0 });
+    expect(Array.from(m.readMemory(DATA, 4))).toEqual([1, 0, 0, 0]);
+  });
+
   it('an address computation wraps around 2^32', async () => {
     // lw x3, 4(x1) with x1 = 0xfffffffc reads address 0: unmapped.
     const m = load([rv.lw(3, 4, 1), rv.ebreak()], { regs: { 1: 0xfffffffc } });
@@ -167,6 +197,17 @@ describe('instruction fetch faults', () => {
     const r = await m.run({ maxInstructions: 10 });
     expect(r).toMatchObject({ kind: 'trap', cause: CAUSE.fetchAccess, pc: RAM_END, tval: RAM_END });
     expectRegs(m, { 5: 1, 6: 2 });
+  });
+
+  it('a 32-bit instruction whose upper half lies past the end of RAM faults at its start', async () => {
+    const m = load([]);
+    // c.nop at RAM_END - 4, then the lower half of a 32-bit addi at RAM_END - 2.
+    m.writeMemory(RAM_END - 4, Uint8Array.from([0x01, 0x00, 0x93, 0x02]));
+    m.pc = RAM_END - 4;
+    const r = await m.run({ maxInstructions: 10 });
+    expect(r).toMatchObject({ kind: 'trap', cause: CAUSE.fetchAccess, pc: RAM_END - 2, instret: 1n });
+    // mtval: the instruction's address, or (privileged spec) the address of the portion that faulted.
+    expect([RAM_END - 2, RAM_END]).toContain(r.kind === 'trap' ? r.tval : -1);
   });
 
   it('a fetch fault through mtvec sets mepc = mtval = the target', async () => {

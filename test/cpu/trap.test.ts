@@ -132,6 +132,39 @@ describe('ecall and ebreak', () => {
   });
 });
 
+describe('no-op encodings', () => {
+  // [disassembly, word]: FENCE variants and base-ISA HINTs all retire without effect.
+  const nops: Array<[string, number]> = [
+    ['fence', rv.fence()],
+    ['fence rw, rw', rv.fence('rw', 'rw')],
+    ['fence.tso', 0x8330000f],
+    ['pause (fence w, 0)', 0x0100000f],
+    ['fence.i', rv.fence_i()],
+    ['addi x0, x0, 1 (HINT)', rv.addi(0, 0, 1)],
+    ['slli x0, x5, 3 (HINT)', rv.slli(0, 5, 3)],
+    ['lui x0, 1 (HINT)', rv.lui(0, 1)],
+  ];
+  it.each(nops)('%s (0x%x) retires as a no-op', async (_asm, word) => {
+    const m = load([word, rv.ebreak()], { regs: { 5: 0x55 } });
+    const r = await m.run({ maxInstructions: 10 });
+    expect(r).toMatchObject({ kind: 'trap', cause: CAUSE.breakpoint, pc: RAM + 4, instret: 1n });
+    expectRegs(m, { 0: 0, 5: 0x55 });
+  });
+});
+
+describe('mtval on traps that have no address', () => {
+  it('ecall writes mtval = 0', async () => {
+    const a = installHandler(new Asm());
+    a.li(6, 0x1234).csrrw(0, CSR.mtval, 6); //     mtval = junk
+    a.ecall();
+    a.align(4).label('handler').j('handler');
+    const m = load(a);
+    await runToHandler(m, a.addr('handler'));
+    expect(csrOf(m, CSR.mcause)).toBe(CAUSE.ecallM);
+    expect(csrOf(m, CSR.mtval)).toBe(0);
+  });
+});
+
 describe('U-mode', () => {
   it('mret with MPP = U enters U-mode at mepc, sets MPIE and leaves MPP = U', async () => {
     const a = new Asm();
