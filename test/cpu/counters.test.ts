@@ -186,6 +186,24 @@ describe('exact stops', () => {
     expect(r).toMatchObject({ kind: 'budget', instret: 250n });
   });
 
+  it('stop() ends an endless loop at an instruction boundary consistent with the registers, and it resumes', async () => {
+    const a = new Asm();
+    a.label('loop').addi(5, 5, 1).j('loop'); //       loop: addi x5, x5, 1; j loop
+    const m = load(a);
+    const running = m.run();
+    const timer = setTimeout(() => m.stop(), 20);
+    const r = await running;
+    clearTimeout(timer);
+    expect(r.kind).toBe('stopped');
+    expect(m.counters.instret).toBe(r.instret);
+    const x5 = BigInt(m.getRegister(5));
+    // At the addi, both instructions of every iteration retired; at the j, one more addi did.
+    expect(r.instret).toBe(r.pc === RAM ? 2n * x5 : 2n * x5 - 1n);
+    expect(r.branches).toBe(r.pc === RAM ? x5 : x5 - 1n);
+    const r2 = await m.run({ maxInstructions: 10 });
+    expect(r2).toMatchObject({ kind: 'budget', instret: r.instret + 10n, pc: r.pc });
+  });
+
   it('a run split into random chunks ends in the same state as one straight run', async () => {
     const build = () => {
       const a = new Asm();

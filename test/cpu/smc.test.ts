@@ -8,14 +8,14 @@ import { CAUSE, RAM, expectRegs, le32, load, runToEbreak } from './harness.js';
  * Runs `target: addi x5, x0, 1` once, then overwrites it with `addi x5, x0, 2` (sw from x8), optionally
  * executes fence.i, and jumps back to it.
  */
-function patchAndRerun(withFence: boolean): Asm {
+function patchAndRerun(withFence: boolean, store: (a: Asm) => void = (a) => a.sw(8, 0, 7)): Asm {
   const a = new Asm();
   a.li(6, 0); //                                   pass = 0
   a.label('target').addi(5, 0, 1); //             addi x5, x0, 1   (to be replaced)
   a.bne(6, 0, 'done'); //                          second pass: stop
   a.li(6, 1);
   a.la(7, 'target').li(8, rv.addi(5, 0, 2)); //    x8 = encoding of addi x5, x0, 2
-  a.sw(8, 0, 7); //                                sw x8, 0(x7)
+  store(a); //                                     sw x8, 0(x7) or another store of x8 to (x7)
   if (withFence) a.fence_i();
   a.j('target');
   a.label('done');
@@ -30,6 +30,19 @@ describe('self-modifying code', () => {
 
   it('a store over an executed instruction runs the new one in a later block even without fence.i', async () => {
     const { m } = await runToEbreak(patchAndRerun(false));
+    expectRegs(m, { 5: 2, 6: 1 });
+  });
+
+  // Every kind of store must invalidate decoded code, not only sw.
+  const stores: Array<[string, (a: Asm) => void]> = [
+    ['amoswap.w x0, x8, (x7)', (a) => a.amoswap_w(0, 8, 7)],
+    ['lr.w x9, (x7); sc.w x9, x8, (x7)', (a) => a.lr_w(9, 7).sc_w(9, 8, 7)],
+    ['c.sw x8, 0(x15) (x15 = x7)', (a) => a.addi(15, 7, 0).c_sw(8, 0, 15)],
+    ['c.swsp x8, 0(sp) (sp = x7)', (a) => a.addi(2, 7, 0).c_swsp(8, 0)],
+    ['two sh of the halves', (a) => a.sh(8, 0, 7).srli(9, 8, 16).sh(9, 2, 7)],
+  ];
+  it.each(stores)('%s over an executed instruction, then fence.i, runs the new instruction', async (_asm, store) => {
+    const { m } = await runToEbreak(patchAndRerun(true, store));
     expectRegs(m, { 5: 2, 6: 1 });
   });
 
