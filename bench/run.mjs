@@ -1,0 +1,25 @@
+// `npm run bench` entry point: compiles the TypeScript benchmark (bench/tsconfig.json → bench/build/,
+// and dist/ first if it was never built), then runs it with plain node. Arguments pass through.
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc');
+
+function compile(project) {
+  const r = spawnSync(process.execPath, [tsc, '-p', project], { cwd: root, stdio: 'inherit' });
+  if (r.status !== 0) {
+    process.stderr.write(`bench: tsc -p ${project} failed\n`);
+    process.exit(r.status ?? 1);
+  }
+}
+
+if (!existsSync(join(root, 'dist', 'index.js'))) compile('tsconfig.build.json');
+compile(join('bench', 'tsconfig.json'));
+const r = spawnSync(process.execPath, [join(root, 'bench', 'build', 'bench', 'src', 'main.js'), ...process.argv.slice(2)], {
+  cwd: root,
+  stdio: 'inherit',
+});
+process.exit(r.status ?? 1);
