@@ -154,7 +154,7 @@ class Cpu {
   uint32_t ram_size() const { return ram_size_; }
 
   static constexpr uint32_t kMipMask = (1u << kIrqMSoft) | (1u << kIrqMTimer) | (1u << kIrqMExt);
-  static constexpr uint32_t kMisa = (1u << 30) | (1u << ('A' - 'A')) | (1u << ('C' - 'A')) |
+  static constexpr uint32_t kMisaValue = (1u << 30) | (1u << ('A' - 'A')) | (1u << ('C' - 'A')) |
                                     (1u << ('I' - 'A')) | (1u << ('M' - 'A')) | (1u << ('U' - 'A'));
 
   // mstatus fields

@@ -32,7 +32,7 @@ bool Cpu::csr_read(uint32_t csr, uint32_t* v) {
     case kTimeH: *v = static_cast<uint32_t>(platform_->mtime() >> 32); return true;
     case kMstatus: *v = mstatus; return true;
     case kMstatusH: *v = 0; return true;
-    case kMisa: *v = kMisa; return true;
+    case kMisa: *v = kMisaValue; return true;
     case kMie: *v = mie; return true;
     case kMip: *v = mip(); return true;
     case kMtvec: *v = mtvec; return true;

@@ -27,6 +27,7 @@ Machine::~Machine() { std::free(ram_); }
 bool Machine::write_ram(uint32_t addr, const uint8_t* data, uint32_t len) {
   const uint64_t off = static_cast<uint64_t>(addr) - kRamBase;
   if (addr < kRamBase || off + len > config_.ram_size) return false;
+  if (len == 0) return true;
   std::memcpy(ram_ + off, data, len);
   cpu_.invalidate_range(addr, len);
   return true;
@@ -39,6 +40,7 @@ bool Machine::guest_write(uint32_t addr, const void* data, uint32_t len) {
 bool Machine::read_ram(uint32_t addr, uint8_t* out, uint32_t len) const {
   const uint64_t off = static_cast<uint64_t>(addr) - kRamBase;
   if (addr < kRamBase || off + len > config_.ram_size) return false;
+  if (len == 0) return true;
   std::memcpy(out, ram_ + off, len);
   return true;
 }
