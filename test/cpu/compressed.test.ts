@@ -209,6 +209,29 @@ describe('mixing 16- and 32-bit instructions', () => {
   });
 });
 
+describe('faults in compressed instructions', () => {
+  it('c.lw from unmapped memory faults at its own 2-byte aligned address with mtval = the address', async () => {
+    const a = new Asm().c_nop().c_lw(9, 4, 8).c_nop();
+    const m = load(a, { regs: { 8: 0x90000000 } });
+    const r = await m.run({ maxInstructions: 10 });
+    expect(r).toMatchObject({ kind: 'trap', cause: CAUSE.loadAccess, pc: RAM + 2, tval: 0x90000004, instret: 1n });
+  });
+
+  it('c.swsp to unmapped memory raises a store access fault', async () => {
+    const a = new Asm().c_swsp(5, 8);
+    const m = load(a, { regs: { 2: 0x90000000 } });
+    const r = await m.run({ maxInstructions: 10 });
+    expect(r).toMatchObject({ kind: 'trap', cause: CAUSE.storeAccess, pc: RAM, tval: 0x90000008 });
+  });
+
+  it('c.jr to unmapped memory raises an instruction access fault at the target', async () => {
+    const a = new Asm().c_jr(5);
+    const m = load(a, { regs: { 5: 0x90000000 } });
+    const r = await m.run({ maxInstructions: 10 });
+    expect(r).toMatchObject({ kind: 'trap', cause: CAUSE.fetchAccess, pc: 0x90000000, tval: 0x90000000 });
+  });
+});
+
 describe('compressed HINTs', () => {
   // Unprivileged spec, RVC "HINT instructions": these encodings are HINTs, which execute as no-ops.
   const hints: Array<[string, number]> = [

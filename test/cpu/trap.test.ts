@@ -259,6 +259,40 @@ describe('U-mode', () => {
     expect(csrOf(m, CSR.mepc)).toBe(a.addr('bad'));
   });
 
+  it('wfi in U-mode with mstatus.TW = 1 is an illegal instruction', async () => {
+    const a = installHandler(new Asm());
+    a.li(5, 1 << 21).csrrs(0, CSR.mstatus, 5); //  mstatus.TW = 1
+    enterU(a, 'user');
+    a.align(4).label('user').label('bad').wfi();
+    a.align(4).label('handler').j('handler');
+    const m = load(a);
+    await runToHandler(m, a.addr('handler'));
+    expect(csrOf(m, CSR.mcause)).toBe(CAUSE.illegal);
+    expect(csrOf(m, CSR.mepc)).toBe(a.addr('bad'));
+    expect(csrOf(m, CSR.mtval)).toBe(rv.wfi());
+  });
+
+  it('U-mode without a matching PMP entry cannot fetch, when PMP entries are implemented', async () => {
+    // Privileged spec 3.7.1: if no PMP entry matches a U-mode access but at least one entry is
+    // implemented, the access fails. A hart with no PMP entries (pmpaddr0 reads as zero) lets U through.
+    const probe = load([rv.ebreak()]);
+    probe.setCsr(PMPADDR0, 0x12345);
+    const implemented = probe.getCsr(PMPADDR0) === 0x12345;
+    const a = installHandler(new Asm());
+    a.li(5, MSTATUS.MPP).csrrc(0, CSR.mstatus, 5);
+    a.la(5, 'user').csrrw(0, CSR.mepc, 5).mret(); // no PMP entry configured
+    a.align(4).label('user').li(7, 1).ecall();
+    a.align(4).label('handler').j('handler');
+    const m = load(a);
+    await runToHandler(m, a.addr('handler'));
+    if (implemented) {
+      expect(csrOf(m, CSR.mcause)).toBe(CAUSE.fetchAccess);
+      expect(csrOf(m, CSR.mepc)).toBe(a.addr('user'));
+    } else {
+      expect(csrOf(m, CSR.mcause)).toBe(CAUSE.ecallU);
+    }
+  });
+
   it('U-mode loads, stores and computes normally', async () => {
     const a = installHandler(new Asm());
     enterU(a, 'user');
