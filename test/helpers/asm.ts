@@ -279,7 +279,6 @@ type Chain<T> = { [K in keyof T]: T[K] extends (...a: infer A) => number ? (...a
 type Plain = Omit<Rv, PcRel> & Omit<Rvc, PcRel>;
 
 // Interface merged into the class below: every non-pc-relative encoder becomes a chaining method.
-// eslint-disable-next-line @typescript-eslint/no-empty-object-type, @typescript-eslint/no-unsafe-declaration-merging
 export interface Asm extends Chain<Plain> {}
 
 interface Fixup { at: number; target: string; encode: (off: number) => number; size: 2 | 4 }
@@ -288,7 +287,6 @@ interface Fixup { at: number; target: string; encode: (off: number) => number; s
  * Builds a program: `new Asm(base)`, call instruction methods (same names and operand order as {@link rv}
  * and {@link rvc}; branch and jump targets may be labels), then `bytes()`.
  */
-// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
 export class Asm {
   #out: number[] = [];
   #labels = new Map<string, number>();
