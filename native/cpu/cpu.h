@@ -116,8 +116,6 @@ class Cpu {
   uint32_t mcounteren = 0;
   uint32_t mcountinhibit = 0;
   uint32_t menvcfg = 0;
-  uint32_t pmpcfg[4] = {};
-  uint32_t pmpaddr[16] = {};
   uint64_t minstret_offset = 0;  ///< guest-visible minstret = instret + offset (guest writes move the offset)
   uint64_t mcycle_offset = 0;
   uint32_t reservation = 0;      ///< LR/SC reservation address; valid when reservation_valid

@@ -45,8 +45,12 @@ bool Cpu::csr_read(uint32_t csr, uint32_t* v) {
     case kMtval: *v = mtval; return true;
     case kMvendorid: case kMarchid: case kMimpid: case kMhartid: case kMconfigptr: *v = 0; return true;
   }
-  if (csr >= kPmpcfg0 && csr < kPmpcfg0 + 4) { *v = pmpcfg[csr - kPmpcfg0]; return true; }
-  if (csr >= kPmpaddr0 && csr < kPmpaddr0 + 16) { *v = pmpaddr[csr - kPmpaddr0]; return true; }
+  // No PMP entries are implemented (allowed by the privileged spec, 3.7): the registers read as zero
+  // and ignore writes, so firmware that programs them runs unchanged and U-mode is not restricted.
+  if ((csr >= kPmpcfg0 && csr < kPmpcfg0 + 16) || (csr >= kPmpaddr0 && csr < kPmpaddr0 + 64)) {
+    *v = 0;
+    return true;
+  }
   // Unimplemented hardware performance counters and their event selectors read as zero.
   if ((csr >= 0xB03 && csr <= 0xB1F) || (csr >= 0xB83 && csr <= 0xB9F) || (csr >= 0x323 && csr <= 0x33F) ||
       (csr >= 0xC03 && csr <= 0xC1F) || (csr >= 0xC83 && csr <= 0xC9F)) {
@@ -98,8 +102,6 @@ bool Cpu::csr_write(uint32_t csr, uint32_t v) {
       return true;
     }
   }
-  if (csr >= kPmpcfg0 && csr < kPmpcfg0 + 4) { pmpcfg[csr - kPmpcfg0] = v; return true; }
-  if (csr >= kPmpaddr0 && csr < kPmpaddr0 + 16) { pmpaddr[csr - kPmpaddr0] = v; return true; }
   uint32_t ignored;
   return csr_read(csr, &ignored);  // the read-as-zero counters ignore writes
 }
