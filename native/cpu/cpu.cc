@@ -34,6 +34,10 @@ Cpu::Cpu(uint8_t* ram, uint32_t ram_size, Platform* platform)
   pages_.resize(npages);
   live_.assign(npages, nullptr);
   flags_.assign(npages + 1, 0);  // +1: a store's last byte may index one past the end; always 0
+  step_ = std::make_unique<DecodedPage>();
+  step_->to_end[0] = 1;
+  step_->to_end[1] = step_->to_end[2] = 0;
+  for (uint32_t i = 3; i < kSlotsPerPage + 2; i++) step_->to_end[i] = UINT16_MAX;  // > any block (<= 2048)
 }
 
 void Cpu::set_flag(uint32_t addr, uint8_t flag) {
@@ -72,7 +76,10 @@ void Cpu::decode_slot(DecodedPage* p, uint32_t pi, uint32_t s) {
     if (!next_in_ram) d = DecodedOp{kOpFETCH_FAULT, 0, 32, 0, 0, 2};
     else flags_[pi + 1] |= kPageStraddled;
   }
-  p->e[s] = Decoded{labels_[d.op * 2 + d.len - 1], d.imm, d.rd, d.rs1, d.rs2, d.len};
+  // pc-relative jumps keep their offset in slot bytes (code offset * 8 = slots * sizeof(Decoded)), so
+  // a taken branch finds its target slot with one add; the code offset is imm >> 3 again.
+  const bool rel = d.op == kOpJAL || d.op == kOpJ || (d.op >= kOpBEQ && d.op <= kOpBGEU);
+  p->e[s] = Decoded{labels_[d.op * 2 + d.len - 1], rel ? d.imm * 8 : d.imm, d.rd, d.rs1, d.rs2, d.len};
   p->op[s] = d.op;
 }
 
@@ -155,7 +162,8 @@ Cpu::StoreOutcome Cpu::slow_store(uint32_t addr, unsigned size, uint32_t value, 
     return out;
   }
   switch (platform_->store(addr, size, value)) {
-    case Mmio::kOk: return StoreOutcome::kOkLeaveBlock;  // a device may have raised an interrupt
+    case Mmio::kOk: return StoreOutcome::kOk;
+    case Mmio::kOkRecheck: return StoreOutcome::kOkLeaveBlock;
     case Mmio::kExit: return StoreOutcome::kExit;
     case Mmio::kFault: break;
   }
@@ -251,13 +259,14 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   uint8_t* const ram = ram_;
   const uint8_t* const flags = flags_.data();
   const uint32_t ram_size = ram_size_;
-  uint64_t ic = instret;  // instret plus the not-yet-retired rest of the current block
-  uint64_t br = branches;
+  // Instructions that may still retire before `limit`, less the not-yet-retired rest of the current
+  // block (counted in advance). One register instead of a counter and a bound.
+  uint64_t rem = limit - instret;
+#define IC() (limit - rem)
+  register uint64_t br asm("r15") = branches;  // a register: every branch increments it
   const Decoded* e = nullptr;
   const Decoded* base = nullptr;
-  const uint16_t* te = nullptr;
   uint32_t page_pc = 0;
-  uint32_t span = 0;  // bytes of the current page reachable without a lookup (0 while single-stepping)
   uint32_t target = pc;
   uint32_t maddr = 0;     // slow-path memory operand
   uint32_t mval = 0;
@@ -266,6 +275,8 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   Inner result;
 
 #define SLOT(p) static_cast<uint32_t>((p) - base)
+// The block counts sit at a fixed offset from the slots (DecodedPage layout), so they need no register.
+#define TE(i) (reinterpret_cast<const DecodedPage*>(base)->to_end[i])
 #define PC_OF(p) (page_pc + (SLOT(p) << 1))
 #define NEXT_PC(p) (PC_OF(p) + (static_cast<uint32_t>((p)->len) << 1))
 // Straight-line successor inside the current block: already counted.
@@ -295,24 +306,40 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   do {                                           \
     target = (t);                                \
     const uint32_t d_ = target - page_pc;        \
-    if (d_ < span) {                             \
+    if (d_ < kPageSize) {                        \
       const uint32_t s_ = d_ >> 1;               \
-      const uint64_t n_ = te[s_];                \
-      if (LOCKSTEP_LIKELY(ic + n_ <= limit)) {   \
-        ic += n_;                                \
+      const uint64_t n_ = TE(s_);                \
+      if (LOCKSTEP_LIKELY(n_ <= rem)) {          \
+        rem -= n_;                               \
         e = base + s_;                           \
         goto* e->h;                              \
       }                                          \
     }                                            \
     goto dispatch;                               \
   } while (0)
+// pc-relative control transfer (branches, jal): the target slot is one add away when on this page.
+#define JUMP_REL()                                                                              \
+  do {                                                                                          \
+    const uintptr_t t_ = reinterpret_cast<uintptr_t>(e) + static_cast<intptr_t>(e->imm);       \
+    const uintptr_t o_ = t_ - reinterpret_cast<uintptr_t>(base);                                \
+    if (o_ < kSlotsPerPage * sizeof(Decoded)) {                                                 \
+      const uint64_t n_ = TE(o_ / sizeof(Decoded));                                            \
+      if (LOCKSTEP_LIKELY(n_ <= rem)) {                                                         \
+        rem -= n_;                                                                              \
+        e = reinterpret_cast<const Decoded*>(t_);                                               \
+        goto* e->h;                                                                             \
+      }                                                                                         \
+    }                                                                                           \
+    target = PC_OF(e) + static_cast<uint32_t>(e->imm >> 3);                                    \
+    goto dispatch;                                                                              \
+  } while (0)
 // A block-ending instruction that did not transfer control: the successor starts a new block.
 #define FALLTHROUGH()                            \
   do {                                           \
     e += L;                                      \
-    const uint64_t n_ = te[SLOT(e)];             \
-    if (LOCKSTEP_LIKELY(ic + n_ <= limit)) {     \
-      ic += n_;                                  \
+    const uint64_t n_ = TE(SLOT(e));             \
+    if (LOCKSTEP_LIKELY(n_ <= rem)) {            \
+      rem -= n_;                                 \
       goto* e->h;                                \
     }                                            \
     target = PC_OF(e);                           \
@@ -321,18 +348,18 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
 // Leave before `e` retires / after `e` retired; instret and pc become exact.
 #define SYNC_BEFORE()               \
   do {                              \
-    ic -= te[SLOT(e)];              \
+    rem += TE(SLOT(e));             \
     pc = PC_OF(e);                  \
   } while (0)
 #define SYNC_AFTER()                \
   do {                              \
-    ic -= te[SLOT(e)] - 1u;         \
+    rem += TE(SLOT(e)) - 1u;        \
     pc = NEXT_PC(e);                \
   } while (0)
 #define TRAP(cause, tval)                                  \
   do {                                                     \
     SYNC_BEFORE();                                         \
-    instret = ic;                                          \
+    instret = IC();                                        \
     if (!take_trap((cause), (tval), pc)) goto fatal;       \
     target = pc;                                           \
     goto dispatch;                                         \
@@ -370,7 +397,7 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
 #define BRANCH(cond)                         \
   do {                                       \
     br++;                                    \
-    if (cond) JUMP(PC_OF(e) + e->imm);       \
+    if (cond) JUMP_REL();                    \
     FALLTHROUGH();                           \
   } while (0)
 #define ALU(expr)          \
@@ -386,7 +413,7 @@ dispatch: {
   const uint32_t off = target - kRamBase;
   if (LOCKSTEP_UNLIKELY(off >= ram_size)) {
     pc = target;
-    instret = ic;
+    instret = IC();
     if (!take_trap(kInstrAccessFault, target, target)) goto fatal;
     target = pc;
     goto dispatch;
@@ -396,29 +423,25 @@ dispatch: {
   if (LOCKSTEP_UNLIKELY(!p)) p = page_for(pi);
   const uint32_t s = (off & (kPageSize - 1)) >> 1;
   const uint64_t n = p->to_end[s];
-  if (LOCKSTEP_UNLIKELY(ic + n > limit)) {
-    if (ic >= limit) {
+  if (LOCKSTEP_UNLIKELY(n > rem)) {
+    if (rem == 0) {
       pc = target;
       result = Inner::kLimit;
       goto out;
     }
     // Near the limit: run the one instruction from a private copy followed by sentinels, so the
     // same handlers execute it and control comes straight back here.
-    step_[0] = p->e[s];
-    step_[1] = step_[2] = p->e[kSlotsPerPage];
-    base = step_;
-    te = step_to_end_;
+    step_->e[0] = p->e[s];
+    step_->e[1] = step_->e[2] = p->e[kSlotsPerPage];
+    base = step_->e;
     page_pc = target;
-    span = 0;
-    ic += 1;
-    e = step_;
+    rem -= 1;
+    e = base;
     goto* e->h;
   }
   base = p->e;
-  te = p->to_end;
   page_pc = target & ~(kPageSize - 1);
-  span = kPageSize;
-  ic += n;
+  rem -= n;
   e = base + s;
   goto* e->h;
 }
@@ -460,12 +483,12 @@ DEFINE(JAL,
   const uint32_t here = PC_OF(e);
   x[e->rd] = here + (L << 1);
   br++;
-  JUMP(here + IMM);
+  JUMP_REL();
 }
 )
 DEFINE(J,
   br++;
-  JUMP(PC_OF(e) + IMM);
+  JUMP_REL();
 )
 DEFINE(JALR,
 {
@@ -691,7 +714,7 @@ DEFINE(CSRRW,
   const uint32_t f3 = (raw >> 12) & 7;
   const uint32_t src = (f3 & 4) ? e->rs1 : x[e->rs1];
   const bool write = (f3 & 3) == 1 || e->rs1 != 0;
-  instret = ic - te[SLOT(e)];
+  instret = IC() - TE(SLOT(e));
   pc = here;
   uint32_t old = 0;
   const CsrResult r = csr_op(static_cast<uint32_t>(e->imm), f3 & 3, src, write, &old);
@@ -714,7 +737,7 @@ DEFINE(CSRRS,
   const uint32_t f3 = (raw >> 12) & 7;
   const uint32_t src = (f3 & 4) ? e->rs1 : x[e->rs1];
   const bool write = (f3 & 3) == 1 || e->rs1 != 0;
-  instret = ic - te[SLOT(e)];
+  instret = IC() - TE(SLOT(e));
   pc = here;
   uint32_t old = 0;
   const CsrResult r = csr_op(static_cast<uint32_t>(e->imm), f3 & 3, src, write, &old);
@@ -737,7 +760,7 @@ DEFINE(CSRRC,
   const uint32_t f3 = (raw >> 12) & 7;
   const uint32_t src = (f3 & 4) ? e->rs1 : x[e->rs1];
   const bool write = (f3 & 3) == 1 || e->rs1 != 0;
-  instret = ic - te[SLOT(e)];
+  instret = IC() - TE(SLOT(e));
   pc = here;
   uint32_t old = 0;
   const CsrResult r = csr_op(static_cast<uint32_t>(e->imm), f3 & 3, src, write, &old);
@@ -760,7 +783,7 @@ DEFINE(CSRRWI,
   const uint32_t f3 = (raw >> 12) & 7;
   const uint32_t src = (f3 & 4) ? e->rs1 : x[e->rs1];
   const bool write = (f3 & 3) == 1 || e->rs1 != 0;
-  instret = ic - te[SLOT(e)];
+  instret = IC() - TE(SLOT(e));
   pc = here;
   uint32_t old = 0;
   const CsrResult r = csr_op(static_cast<uint32_t>(e->imm), f3 & 3, src, write, &old);
@@ -783,7 +806,7 @@ DEFINE(CSRRSI,
   const uint32_t f3 = (raw >> 12) & 7;
   const uint32_t src = (f3 & 4) ? e->rs1 : x[e->rs1];
   const bool write = (f3 & 3) == 1 || e->rs1 != 0;
-  instret = ic - te[SLOT(e)];
+  instret = IC() - TE(SLOT(e));
   pc = here;
   uint32_t old = 0;
   const CsrResult r = csr_op(static_cast<uint32_t>(e->imm), f3 & 3, src, write, &old);
@@ -806,7 +829,7 @@ DEFINE(CSRRCI,
   const uint32_t f3 = (raw >> 12) & 7;
   const uint32_t src = (f3 & 4) ? e->rs1 : x[e->rs1];
   const bool write = (f3 & 3) == 1 || e->rs1 != 0;
-  instret = ic - te[SLOT(e)];
+  instret = IC() - TE(SLOT(e));
   pc = here;
   uint32_t old = 0;
   const CsrResult r = csr_op(static_cast<uint32_t>(e->imm), f3 & 3, src, write, &old);
@@ -829,7 +852,7 @@ DEFINE(EBREAK,
   if (L == 2 && o >= 4 && o <= ram_size - 8 && rd32(ram + o - 4) == kSemihostPre &&
       rd32(ram + o + 4) == kSemihostPost) {
     SYNC_AFTER();
-    instret = ic;
+    instret = IC();
     if (platform_->semihost() == Mmio::kExit) {
       result = Inner::kExit;
       goto out;
@@ -866,7 +889,7 @@ DEFINE(WFI,
 )
 
 load_slow: {
-  instret = ic - te[SLOT(e)];
+  instret = IC() - TE(SLOT(e));
   pc = PC_OF(e);
   uint32_t v = 0;
   const Mmio r = slow_load(maddr, msize, &v);
@@ -882,15 +905,15 @@ load_slow: {
     result = Inner::kExit;
     goto out;
   }
-  if (maddr - kRamBase < ram_size) NEXT_DYN();  // RAM: nothing a device could have changed
-  // A device read can change interrupt state (a PLIC claim, a UART RX pop): re-check outside.
+  if (r == Mmio::kOk) NEXT_DYN();
+  // The read changed interrupt state (a PLIC claim, a UART RX pop): re-check outside.
   SYNC_AFTER();
   result = Inner::kRecheck;
   goto out;
 }
 store_slow: {
   // Computed before the store: a self-modifying store may rewrite this block's counts.
-  const uint64_t retired = ic - te[SLOT(e)] + 1u;
+  const uint64_t retired = IC() - TE(SLOT(e)) + 1u;
   const uint32_t here = PC_OF(e), next = NEXT_PC(e);
   instret = retired - 1;
   pc = here;
@@ -900,12 +923,12 @@ store_slow: {
     case StoreOutcome::kFault:
       TRAP(kStoreAccessFault, maddr);
     case StoreOutcome::kExit:
-      ic = retired;
+      rem = limit - retired;
       pc = next;
       result = Inner::kExit;
       goto out;
     case StoreOutcome::kOkLeaveBlock:
-      ic = retired;
+      rem = limit - retired;
       pc = next;
       result = Inner::kRecheck;
       goto out;
@@ -917,18 +940,21 @@ fatal:
   result = Inner::kFatal;
   goto out_synced;
 out:
-  instret = ic;
+  instret = IC();
 out_synced:
   branches = br;
   return result;
 
 #undef SLOT
+#undef TE
 #undef PC_OF
 #undef NEXT_PC
+#undef IC
 #undef NEXT
 #undef NEXT_DYN
 #undef DEFINE
 #undef JUMP
+#undef JUMP_REL
 #undef FALLTHROUGH
 #undef SYNC_BEFORE
 #undef SYNC_AFTER

@@ -52,7 +52,12 @@ enum class Stop : uint8_t {
 };
 
 /// Result of a platform (non-RAM) memory access.
-enum class Mmio : uint8_t { kOk, kFault, kExit };
+enum class Mmio : uint8_t {
+  kOk,         ///< done; nothing the run loop must look at again
+  kOkRecheck,  ///< done; interrupt lines or the timer may have changed: re-check before the next instruction
+  kFault,      ///< access fault
+  kExit,       ///< the platform ends the run after this instruction
+};
 
 /// The machine around the hart: devices, clock, semihosting. Called only on slow paths.
 class Platform {
@@ -193,8 +198,9 @@ class Cpu {
   std::vector<DecodedPage*> live_;                    // pages_[i].get() when valid, else nullptr
   std::vector<uint8_t> flags_;
   const void* const* labels_ = nullptr;
-  Decoded step_[3];
-  uint16_t step_to_end_[3] = {1, 0, 0};
+  // Single-stepping near a stop: slots 0..2 hold the instruction and two PAGE_END sentinels. Its counts
+  // are 1, 0, 0, then a value larger than any remaining budget, so a jump can only land on those three.
+  std::unique_ptr<DecodedPage> step_;
 };
 
 }  // namespace lockstep

@@ -140,9 +140,9 @@ Mmio Machine::load(uint32_t addr, unsigned size, uint32_t* v) {
       // Wider accesses read the byte register zero-extended, as QEMU's serial-mm does.
       if ((addr & (size - 1)) != 0) return Mmio::kFault;
     }
+    const bool irq = uart_.irq();
     const Mmio r = uart_.load(addr - Uart::kBase, v);
-    update_irqs();
-    return r;
+    return r == Mmio::kOk && uart_.irq() != irq ? (update_irqs(), Mmio::kOkRecheck) : r;
   }
   if (addr - kFinisherBase < kFinisherSize) {
     *v = 0;
@@ -167,9 +167,9 @@ Mmio Machine::store(uint32_t addr, unsigned size, uint32_t v) {
   if (addr - Plic::kBase < Plic::kSize) return size == 4 && !(addr & 3) ? plic_.store(addr - Plic::kBase, v) : Mmio::kFault;
   if (addr - Uart::kBase < Uart::kSize) {
     if (size != 1 && (addr & (size - 1)) != 0) return Mmio::kFault;
+    const bool irq = uart_.irq();
     const Mmio r = uart_.store(addr - Uart::kBase, v);
-    update_irqs();
-    return r;
+    return r == Mmio::kOk && uart_.irq() != irq ? (update_irqs(), Mmio::kOkRecheck) : r;
   }
   if (addr - kFinisherBase < kFinisherSize) return addr == kFinisherBase && size == 4 ? finisher_store(v) : Mmio::kOk;
   if (addr - kVirtioBase < kVirtioSlots * kVirtioStride) return size == 4 && !(addr & 3) ? Mmio::kOk : Mmio::kFault;
@@ -208,7 +208,7 @@ Mmio Machine::clint_store(uint32_t off, uint32_t v) {
     default: break;
   }
   update_timer_deadline();
-  return Mmio::kOk;
+  return Mmio::kOkRecheck;  // the timer deadline or MSIP moved
 }
 
 Mmio Machine::finisher_store(uint32_t v) {

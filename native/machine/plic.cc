@@ -46,6 +46,7 @@ Mmio Plic::load(uint32_t off, uint32_t* v) {
         put(s.claimed, id, true);
       }
       *v = id;
+      return Mmio::kOkRecheck;  // the claim changed what is pending
     }
   }
   return Mmio::kOk;
@@ -66,7 +67,7 @@ Mmio Plic::store(uint32_t off, uint32_t v) {
       if (get(s.level, v)) put(s.pending, v, true);
     }
   }
-  return Mmio::kOk;
+  return Mmio::kOkRecheck;  // enables, priorities, threshold and completions all move MEIP
 }
 
 }  // namespace lockstep

@@ -7,6 +7,7 @@ namespace lockstep {
 namespace {
 // Between slices the thread looks at host input; a slice is ~4 ms at 1000 MIPS.
 constexpr uint64_t kSlice = 1u << 22;
+constexpr size_t kConsoleFlushBytes = 16 * 1024;
 }  // namespace
 
 VcpuThread::VcpuThread(const MachineConfig& config, uint8_t* console_mem, uint32_t console_capacity,
@@ -81,17 +82,26 @@ void VcpuThread::shutdown() {
 }
 
 void VcpuThread::write(const uint8_t* data, size_t n) {
+  console_buf_.insert(console_buf_.end(), data, data + n);
+  if (console_buf_.size() >= kConsoleFlushBytes) flush_console();
+}
+
+void VcpuThread::flush_console() {
+  const uint8_t* data = console_buf_.data();
+  size_t n = console_buf_.size();
+  if (n == 0) return;
   for (;;) {
     const size_t m = console_.push(data, n);
     data += m;
     n -= m;
     if (m) doorbell_();
-    if (n == 0) return;
+    if (n == 0) break;
     // Ring full: wait for the host to drain it. Output is never dropped, except on teardown.
     std::unique_lock<std::mutex> lock(mu_);
-    if (quit_) return;
+    if (quit_) break;
     space_cv_.wait_for(lock, std::chrono::milliseconds(50));
   }
+  console_buf_.clear();
 }
 
 RunReport VcpuThread::run_to(uint64_t target) {
@@ -116,7 +126,9 @@ RunReport VcpuThread::run_to(uint64_t target) {
       raise();
     }
     const uint64_t slice_end = std::min(target, cpu.instret + kSlice);
-    switch (m.run(slice_end)) {
+    const RunStop stop = m.run(slice_end);
+    flush_console();
+    switch (stop) {
       case RunStop::kLimit:
         if (cpu.instret >= target) {
           r.kind = RunReport::Kind::kBudget;

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "log/ring.h"
 #include "machine/machine.h"
@@ -51,16 +52,20 @@ class VcpuThread final : public ConsoleSink {
   /// Stops any run and joins the thread. Idempotent.
   void shutdown();
 
-  void write(const uint8_t* data, size_t n) override;  // ConsoleSink, vCPU thread only
+  /// ConsoleSink (vCPU thread only): buffers, so a guest printing byte by byte does not ring the
+  /// doorbell per byte; the buffer is flushed at every slice end, before sleeping and at the end of a run.
+  void write(const uint8_t* data, size_t n) override;
 
  private:
   void thread_main();
   RunReport run_to(uint64_t target);
   void raise();  // recompute the attention flag; caller holds mu_
+  void flush_console();  // vCPU thread: push buffered output into the ring, waiting for space if needed
 
   std::unique_ptr<Machine> machine_;
   ByteRingProducer console_;
   std::function<void()> doorbell_;
+  std::vector<uint8_t> console_buf_;  // vCPU thread only
 
   std::mutex mu_;
   std::condition_variable cv_;       // commands, input, stop: wakes the vCPU thread
