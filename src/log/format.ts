@@ -1,0 +1,806 @@
+// The event log's file format and batch codec in TypeScript: validates every byte it reads and never
+// hands out a damaged batch. Records and batches follow native/log/event.h exactly; the file header
+// below is defined here. Replay itself decodes in native code; this decoder is for checking and tools.
+//
+// File (little-endian):
+//
+//   0          8            12             16              16+M
+//   +----------+------------+--------------+---------------+---------+---------+-----
+//   | magic    | version    | metadata     | metadata      | batch 0 | batch 1 | ... until end of file
+//   | LKSTPLOG | u32 (= 1)  | length M u32 | UTF-8 JSON    |         |         |
+//   +----------+------------+--------------+---------------+---------+---------+-----
+//                                             M <= 64 KiB
+//
+// Batch (event.h BatchLayout; the CRC32C covers bytes [8, 48 + length)):
+//
+//   0        4        8        16             24              32       36       40          48
+//   +--------+--------+--------+--------------+---------------+--------+--------+-----------+-----------+
+//   | length | crc32c | lsn    | base instret | base branches | base pc| count  | base clock| records   |
+//   | u32    | u32    | u64    | u64          | u64           | u32    | u32    | u64       | length B  |
+//   +--------+--------+--------+--------------+---------------+--------+--------+-----------+-----------+
+//
+// Record: kind u8, varint d_instret, varint d_branches, zigzag d_pc, payload by kind (see EventKind).
+// Deltas are from the previous record of the batch, or from the header's bases for the first one.
+import { closeSync, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
+import { LockstepError } from '../errors.js';
+import type { ClockMode } from '../machine/types.js';
+import { crc32c } from './crc32c.js';
+import { ByteReader, ByteReadError, ByteWriter } from './varint.js';
+
+/** The first 8 bytes of every log file. */
+export const LOG_MAGIC = 'LKSTPLOG';
+/** Version of the file header and of the record and batch encoding (kLogFormatVersion in event.h). */
+export const LOG_FORMAT_VERSION = 1;
+
+/** File header offsets. */
+export const LOG_HEADER_MAGIC = 0;
+export const LOG_HEADER_VERSION = 8;
+export const LOG_HEADER_METADATA_LENGTH = 12;
+export const LOG_HEADER_METADATA = 16;
+/** Largest metadata JSON accepted; anything larger is a damaged length field, not a real header. */
+export const LOG_MAX_METADATA_LENGTH = 64 * 1024;
+
+/** Batch header offsets; must match BatchLayout in native/log/event.h. */
+export const BATCH_LENGTH = 0;
+export const BATCH_CRC = 4;
+export const BATCH_LSN = 8;
+export const BATCH_BASE_INSTRET = 16;
+export const BATCH_BASE_BRANCHES = 24;
+export const BATCH_BASE_PC = 32;
+export const BATCH_COUNT = 36;
+export const BATCH_BASE_CLOCK = 40;
+export const BATCH_HEADER = 48;
+/** Largest record payload of one batch (BatchLayout::kMaxLength). */
+export const BATCH_MAX_LENGTH = 1 << 20;
+/** The CRC covers from here to the end of the records: the length and the CRC itself are outside. */
+export const BATCH_CRC_START = BATCH_LSN;
+/** Bounds of a kUartRx payload. */
+export const UART_RX_MAX = 4096;
+
+/**
+ * What an event is (EventKind in event.h). Synchronous events answer a read the guest made at exactly
+ * their position; asynchronous ones are applied by the replayer at exactly the recorded boundary.
+ */
+export const EventKind = {
+  /** sync: the guest read mtime (CLINT, `time` CSR, semihosting clock); `value` = clock. */
+  ClockRead: 1,
+  /** async: the recorder advanced the clock so a timer interrupt became due; `value` = clock. */
+  ClockSample: 2,
+  /** async: bytes entered the UART receiver; `data` = 1..4096 bytes. */
+  UartRx: 3,
+  /** sync: semihosting SYS_TIME; `value` = seconds since the epoch. */
+  WallTime: 4,
+  /** async check: the state hash (registers + RAM) here; `value` = hash. */
+  StateHash: 5,
+  /** async: the recording ended here; `reason` and `code`. */
+  End: 6,
+} as const;
+/** One of the {@link EventKind} values. */
+export type EventKind = (typeof EventKind)[keyof typeof EventKind];
+
+/** Why a recording ended (EndReason in event.h). */
+export const EndReason = { Exit: 0, Trap: 1, Halted: 2, Budget: 3, Stopped: 4 } as const;
+/** One of the {@link EndReason} values. */
+export type EndReason = (typeof EndReason)[keyof typeof EndReason];
+
+const KIND_NAMES = new Map<number, string>(Object.entries(EventKind).map(([k, v]) => [v, k]));
+const END_REASONS = new Set<number>(Object.values(EndReason));
+const U64_MAX = (1n << 64n) - 1n;
+const I64_MIN = -(1n << 63n);
+const I64_MAX = (1n << 63n) - 1n;
+const PC_SPAN = 1n << 32n;
+const MAGIC_BYTES = new TextEncoder().encode(LOG_MAGIC);
+
+/** Stable codes a {@link LogFormatError} carries. */
+export type LogErrorCode =
+  /** The bytes are not a valid log (bad magic, bad CRC, impossible record, bad metadata). */
+  | 'ERR_LOCKSTEP_LOG_CORRUPT'
+  /** The log ends inside the header or a batch: the recorder stopped mid-write or the copy is short. */
+  | 'ERR_LOCKSTEP_LOG_TRUNCATED'
+  /** The log was written in a format version this build does not read. */
+  | 'ERR_LOCKSTEP_LOG_VERSION';
+
+/** A log (file or stream) is damaged, truncated or of another version; says which batch and where. */
+export class LogFormatError extends LockstepError {
+  /** The batch's lsn (its index from the first batch of the file), when the problem is in a batch. */
+  readonly batch: number | undefined;
+  /** Byte offset in the file (or in the bytes given) of the damaged structure or byte. */
+  readonly offset: number | undefined;
+  /** Path of the log file, when it was read from one. */
+  readonly file: string | undefined;
+  constructor(code: LogErrorCode, message: string, where: { batch?: number | bigint; offset?: number; file?: string } = {}) {
+    super(code, where.file === undefined ? message : `${where.file}: ${message}`);
+    this.batch = where.batch === undefined ? undefined : Number(where.batch);
+    this.offset = where.offset;
+    this.file = where.file;
+  }
+}
+
+/** What a log file says about the run that produced it (the header's JSON). */
+export interface LogMetadata {
+  /** Version of the lockstep package that recorded the log. */
+  lockstep: string;
+  /** Guest RAM size in bytes. */
+  memory: number;
+  /** Clock mode of the recording; a `virtual` log holds no clock events. */
+  clock: ClockMode;
+  /** SHA-256 (lowercase hex) of the guest ELF file, so replay refuses a different program. */
+  elfSha256: string;
+  /** Instructions between StateHash events; 0 when the recording logged none. */
+  hashInterval: number;
+  /** SHA-256 (lowercase hex) of the snapshot the recording started from, when it did not start at reset. */
+  snapshot?: string;
+}
+
+/** A batch whose framing, CRC and lsn have been checked; records are not decoded yet. */
+export interface BatchView {
+  readonly lsn: bigint;
+  /** Offset of the batch's first byte in the file (or in the bytes parsed). */
+  readonly offset: number;
+  /** Record bytes after the 48-byte header. */
+  readonly length: number;
+  readonly crc: number;
+  readonly baseInstret: bigint;
+  readonly baseBranches: bigint;
+  readonly basePc: number;
+  /** Number of records the header declares. */
+  readonly count: number;
+  readonly baseClock: bigint;
+  /** The whole batch, header included: a view, to be handed to native replay unchanged. */
+  readonly bytes: Uint8Array;
+}
+
+/**
+ * One decoded record with its position resolved to absolute counters. Payload fields by kind:
+ * ClockRead/ClockSample/WallTime/StateHash → `value`; UartRx → `data`; End → `reason`, `code`.
+ */
+export interface LogEvent {
+  kind: EventKind;
+  /** Position: instructions retired before the event takes effect. */
+  instret: bigint;
+  /** Cross-check: branches retired at that position. */
+  branches: bigint;
+  /** Cross-check: pc at that position. */
+  pc: number;
+  value?: bigint;
+  /** UartRx bytes; when decoded, a view into the batch. */
+  data?: Uint8Array;
+  reason?: EndReason;
+  /** End: the exit code (signed 64-bit). */
+  code?: bigint;
+}
+
+/** The starting point a batch's deltas are taken from. */
+export interface BatchBase {
+  instret: bigint;
+  branches: bigint;
+  pc: number;
+  /** The clock value the first ClockRead/ClockSample delta is from. */
+  clock: bigint;
+}
+
+const hex32 = (v: number): string => `0x${(v >>> 0).toString(16).padStart(8, '0')}`;
+
+function view(bytes: Uint8Array): DataView {
+  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+// ---------------------------------------------------------------------------------------------
+// File header
+
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+
+/** Checks a metadata object field by field; `fail` names the first bad field. */
+function checkMetadata(value: unknown, fail: (field: string, problem: string) => never): LogMetadata {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) fail('(root)', 'must be a JSON object');
+  const o = value as Record<string, unknown>;
+  const show = (v: unknown): string => (v === undefined ? 'missing' : `found ${JSON.stringify(v)}`);
+  if (typeof o.lockstep !== 'string' || o.lockstep === '') fail('lockstep', `must be a non-empty string (package version), ${show(o.lockstep)}`);
+  if (typeof o.memory !== 'number' || !Number.isSafeInteger(o.memory) || o.memory <= 0) fail('memory', `must be a positive integer (bytes), ${show(o.memory)}`);
+  if (o.clock !== 'virtual' && o.clock !== 'real') fail('clock', `must be "virtual" or "real", ${show(o.clock)}`);
+  if (typeof o.elfSha256 !== 'string' || !SHA256_HEX.test(o.elfSha256)) fail('elfSha256', `must be 64 lowercase hex digits, ${show(o.elfSha256)}`);
+  if (typeof o.hashInterval !== 'number' || !Number.isSafeInteger(o.hashInterval) || o.hashInterval < 0) {
+    fail('hashInterval', `must be a non-negative integer (instructions), ${show(o.hashInterval)}`);
+  }
+  if (o.snapshot !== undefined && (typeof o.snapshot !== 'string' || !SHA256_HEX.test(o.snapshot))) fail('snapshot', `must be 64 lowercase hex digits when present, ${show(o.snapshot)}`);
+  // Only known fields, in a fixed order, so equal metadata always encodes to equal bytes.
+  const meta: LogMetadata = {
+    lockstep: o.lockstep as string,
+    memory: o.memory as number,
+    clock: o.clock as ClockMode,
+    elfSha256: o.elfSha256 as string,
+    hashInterval: o.hashInterval as number,
+  };
+  if (o.snapshot !== undefined) meta.snapshot = o.snapshot as string;
+  return meta;
+}
+
+/**
+ * Encodes the file header (magic, version, metadata). Throws TypeError for metadata that
+ * {@link decodeLogHeader} would refuse, so no writer can produce an unreadable file.
+ */
+export function encodeLogHeader(meta: LogMetadata): Uint8Array {
+  const checked = checkMetadata(meta, (field, problem) => {
+    throw new TypeError(`log metadata: ${field} ${problem}`);
+  });
+  const json = new TextEncoder().encode(JSON.stringify(checked));
+  if (json.length > LOG_MAX_METADATA_LENGTH) throw new RangeError(`log metadata is ${json.length} bytes; at most ${LOG_MAX_METADATA_LENGTH} fit in the header`);
+  const out = new Uint8Array(LOG_HEADER_METADATA + json.length);
+  out.set(MAGIC_BYTES, LOG_HEADER_MAGIC);
+  const dv = view(out);
+  dv.setUint32(LOG_HEADER_VERSION, LOG_FORMAT_VERSION, true);
+  dv.setUint32(LOG_HEADER_METADATA_LENGTH, json.length, true);
+  out.set(json, LOG_HEADER_METADATA);
+  return out;
+}
+
+/**
+ * Decodes and validates the file header at the start of `bytes` (which may hold more: the batches).
+ * @returns the metadata and the header's length, i.e. the offset of batch 0.
+ * @throws LogFormatError — bad magic, metadata too large, invalid UTF-8/JSON or a bad field
+ *   (`ERR_LOCKSTEP_LOG_CORRUPT`), another format version (`ERR_LOCKSTEP_LOG_VERSION`), or fewer bytes than
+ *   the header needs (`ERR_LOCKSTEP_LOG_TRUNCATED`).
+ */
+export function decodeLogHeader(bytes: Uint8Array): { meta: LogMetadata; headerLength: number } {
+  const magicSeen = Math.min(bytes.length, MAGIC_BYTES.length);
+  for (let i = 0; i < magicSeen; i++) {
+    if (bytes[i] !== MAGIC_BYTES[i]) {
+      throw new LogFormatError('ERR_LOCKSTEP_LOG_CORRUPT', `not a lockstep log: bad magic at offset ${i} (expected "${LOG_MAGIC}" at offset 0)`, { offset: i });
+    }
+  }
+  if (bytes.length < LOG_HEADER_METADATA) {
+    throw new LogFormatError('ERR_LOCKSTEP_LOG_TRUNCATED', `truncated log header at offset 0: needs ${LOG_HEADER_METADATA} bytes, file has ${bytes.length}`, { offset: 0 });
+  }
+  const dv = view(bytes);
+  const version = dv.getUint32(LOG_HEADER_VERSION, true);
+  const length = dv.getUint32(LOG_HEADER_METADATA_LENGTH, true);
+  if (version !== LOG_FORMAT_VERSION) {
+    const recordedBy = peekRecorder(bytes, length);
+    throw new LogFormatError(
+      'ERR_LOCKSTEP_LOG_VERSION',
+      `log format version ${version} (at offset ${LOG_HEADER_VERSION}); this build of lockstep reads version ${LOG_FORMAT_VERSION}. ` +
+        `Replay it with the lockstep version that recorded it${recordedBy === undefined ? '' : ` (${recordedBy})`}.`,
+      { offset: LOG_HEADER_VERSION },
+    );
+  }
+  if (length > LOG_MAX_METADATA_LENGTH) {
+    throw new LogFormatError(
+      'ERR_LOCKSTEP_LOG_CORRUPT',
+      `log metadata length ${length} (at offset ${LOG_HEADER_METADATA_LENGTH}) exceeds the ${LOG_MAX_METADATA_LENGTH}-byte limit; the header is damaged`,
+      { offset: LOG_HEADER_METADATA_LENGTH },
+    );
+  }
+  const headerLength = LOG_HEADER_METADATA + length;
+  if (bytes.length < headerLength) {
+    throw new LogFormatError(
+      'ERR_LOCKSTEP_LOG_TRUNCATED',
+      `truncated log metadata at offset ${LOG_HEADER_METADATA}: needs ${length} bytes, file has ${bytes.length - LOG_HEADER_METADATA}`,
+      { offset: LOG_HEADER_METADATA },
+    );
+  }
+  const corrupt = (problem: string): never => {
+    throw new LogFormatError('ERR_LOCKSTEP_LOG_CORRUPT', `log metadata at offset ${LOG_HEADER_METADATA}: ${problem}`, { offset: LOG_HEADER_METADATA });
+  };
+  let parsed: unknown;
+  try {
+    const text = new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(LOG_HEADER_METADATA, headerLength));
+    parsed = JSON.parse(text);
+  } catch (e) {
+    corrupt(`not valid UTF-8 JSON (${(e as Error).message})`);
+  }
+  const meta = checkMetadata(parsed, (field, problem) => corrupt(`field ${field} ${problem}`));
+  return { meta, headerLength };
+}
+
+/** Best effort, for the version error only: which lockstep wrote a header we cannot otherwise read. */
+function peekRecorder(bytes: Uint8Array, length: number): string | undefined {
+  if (length > LOG_MAX_METADATA_LENGTH || bytes.length < LOG_HEADER_METADATA + length) return undefined;
+  try {
+    const o: unknown = JSON.parse(new TextDecoder().decode(bytes.subarray(LOG_HEADER_METADATA, LOG_HEADER_METADATA + length)));
+    const v = (o as { lockstep?: unknown } | null)?.lockstep;
+    return typeof v === 'string' ? `the header says lockstep ${v}` : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batches
+
+/**
+ * Checks the batch starting at `bytes[at]`: framing, CRC (unless `checkCrc` is false) and lsn.
+ * `origin` is the file offset of `bytes[0]`, so that errors name file offsets even when the caller
+ * holds only part of the file.
+ */
+function parseBatchAt(bytes: Uint8Array, at: number, expectedLsn: bigint, origin: number, checkCrc: boolean): { batch: BatchView; next: number } {
+  const offset = origin + at;
+  const have = bytes.length - at;
+  if (have < BATCH_HEADER) {
+    throw new LogFormatError(
+      'ERR_LOCKSTEP_LOG_TRUNCATED',
+      `truncated batch header at offset ${offset} (batch ${expectedLsn}): needs ${BATCH_HEADER} bytes, file has ${have}`,
+      { batch: expectedLsn, offset },
+    );
+  }
+  const dv = new DataView(bytes.buffer, bytes.byteOffset + at, BATCH_HEADER);
+  const length = dv.getUint32(BATCH_LENGTH, true);
+  if (length > BATCH_MAX_LENGTH) {
+    throw new LogFormatError(
+      'ERR_LOCKSTEP_LOG_CORRUPT',
+      `batch ${expectedLsn} at offset ${offset}: length ${length} exceeds the ${BATCH_MAX_LENGTH}-byte limit; the length field is damaged`,
+      { batch: expectedLsn, offset },
+    );
+  }
+  const total = BATCH_HEADER + length;
+  if (have < total) {
+    throw new LogFormatError('ERR_LOCKSTEP_LOG_TRUNCATED', `truncated batch ${expectedLsn} at offset ${offset}: needs ${total} bytes, file has ${have}`, {
+      batch: expectedLsn,
+      offset,
+    });
+  }
+  const whole = bytes.subarray(at, at + total);
+  const stored = dv.getUint32(BATCH_CRC, true);
+  if (checkCrc) {
+    const computed = crc32c(whole.subarray(BATCH_CRC_START));
+    if (computed !== stored) {
+      throw new LogFormatError(
+        'ERR_LOCKSTEP_LOG_CORRUPT',
+        `batch ${expectedLsn} at offset ${offset}: CRC32C mismatch (stored ${hex32(stored)}, computed ${hex32(computed)})`,
+        { batch: expectedLsn, offset },
+      );
+    }
+  }
+  const lsn = dv.getBigUint64(BATCH_LSN, true);
+  if (lsn !== expectedLsn) {
+    throw new LogFormatError('ERR_LOCKSTEP_LOG_CORRUPT', `batch ${expectedLsn} at offset ${offset}: lsn out of sequence (expected ${expectedLsn}, found ${lsn})`, {
+      batch: expectedLsn,
+      offset,
+    });
+  }
+  const batch: BatchView = {
+    lsn,
+    offset,
+    length,
+    crc: stored,
+    baseInstret: dv.getBigUint64(BATCH_BASE_INSTRET, true),
+    baseBranches: dv.getBigUint64(BATCH_BASE_BRANCHES, true),
+    basePc: dv.getUint32(BATCH_BASE_PC, true),
+    count: dv.getUint32(BATCH_COUNT, true),
+    baseClock: dv.getBigUint64(BATCH_BASE_CLOCK, true),
+    bytes: whole,
+  };
+  return { batch, next: at + total };
+}
+
+/**
+ * Validates the batch at `bytes[offset]`: a whole header, length within the 1 MiB limit, the whole
+ * payload present, the CRC32C, and `lsn === expectedLsn`. Records are not decoded (see
+ * {@link decodeRecords}); a batch that passes is safe to hand to native replay as `batch.bytes`.
+ * @returns the batch and the offset just past it.
+ * @throws LogFormatError naming the batch and offset (`ERR_LOCKSTEP_LOG_TRUNCATED` when bytes run out,
+ *   `ERR_LOCKSTEP_LOG_CORRUPT` otherwise).
+ */
+export function parseBatch(bytes: Uint8Array, offset: number, expectedLsn: bigint): { batch: BatchView; next: number } {
+  return parseBatchAt(bytes, offset, expectedLsn, 0, true);
+}
+
+/** Recomputes and stores the CRC of a whole batch in place, e.g. after deliberately altering records. */
+export function sealBatch(batch: Uint8Array): Uint8Array {
+  view(batch).setUint32(BATCH_CRC, crc32c(batch.subarray(BATCH_CRC_START)), true);
+  return batch;
+}
+
+/**
+ * Decodes every record of a validated batch into events with absolute positions.
+ * @throws LogFormatError (`ERR_LOCKSTEP_LOG_CORRUPT`) at the first impossible record — unknown kind,
+ *   varint over 10 bytes or 64 bits, a record running past the batch, a position overflowing 64 bits,
+ *   an odd pc, a UartRx length outside 1..4096, an unknown end reason, or a record count that differs
+ *   from the header's — naming the batch, the record and the byte offset.
+ */
+export function decodeRecords(batch: BatchView): LogEvent[] {
+  const bytes = batch.bytes;
+  const r = new ByteReader(bytes, BATCH_HEADER, BATCH_HEADER + batch.length);
+  const events: LogEvent[] = [];
+  let index = 0;
+  let recordStart = BATCH_HEADER;
+  const fail = (problem: string, at: number): never => {
+    const where = at === recordStart ? '' : ` (byte at offset ${batch.offset + at})`;
+    throw new LogFormatError('ERR_LOCKSTEP_LOG_CORRUPT', `batch ${batch.lsn} at offset ${batch.offset}: record ${index} at offset ${batch.offset + recordStart}: ${problem}${where}`, {
+      batch: batch.lsn,
+      offset: batch.offset + at,
+    });
+  };
+  if (batch.basePc & 1) fail(`header base pc ${hex32(batch.basePc)} is odd, which no RISC-V pc can be`, BATCH_BASE_PC);
+  let instret = batch.baseInstret;
+  let branches = batch.baseBranches;
+  let pc = batch.basePc;
+  let clock = batch.baseClock;
+  try {
+    while (r.remaining > 0) {
+      recordStart = r.pos;
+      if (index >= batch.count) fail(`${r.remaining} bytes follow the last of the ${batch.count} records the header declares`, recordStart);
+      const kind = r.u8();
+      if (!KIND_NAMES.has(kind)) fail(`unknown event kind ${kind}`, recordStart);
+      let at = r.pos;
+      const dInstret = r.varint();
+      instret += dInstret;
+      if (instret > U64_MAX) fail(`instret overflows 64 bits (delta ${dInstret})`, at);
+      at = r.pos;
+      const dBranches = r.varint();
+      branches += dBranches;
+      if (branches > U64_MAX) fail(`branches overflows 64 bits (delta ${dBranches})`, at);
+      at = r.pos;
+      const dPc = r.zigzag();
+      if (dPc <= -PC_SPAN || dPc >= PC_SPAN) fail(`pc delta ${dPc} is larger than the 32-bit address space`, at);
+      pc = (pc + Number(dPc)) >>> 0;
+      if (pc & 1) fail(`pc ${hex32(pc)} is odd, which no RISC-V pc can be`, at);
+      const event: LogEvent = { kind: kind as EventKind, instret, branches, pc };
+      switch (kind) {
+        case EventKind.ClockRead:
+        case EventKind.ClockSample:
+          clock = BigInt.asUintN(64, clock + r.zigzag());
+          event.value = clock;
+          break;
+        case EventKind.UartRx: {
+          at = r.pos;
+          const n = r.varint();
+          if (n < 1n || n > BigInt(UART_RX_MAX)) fail(`UART RX length ${n} is outside 1..${UART_RX_MAX}`, at);
+          event.data = r.bytes(Number(n));
+          break;
+        }
+        case EventKind.WallTime:
+          event.value = r.varint();
+          break;
+        case EventKind.StateHash:
+          event.value = r.u64le();
+          break;
+        case EventKind.End: {
+          at = r.pos;
+          const reason = r.varint();
+          if (reason > 255n || !END_REASONS.has(Number(reason))) fail(`unknown end reason ${reason}`, at);
+          event.reason = Number(reason) as EndReason;
+          event.code = r.zigzag();
+          break;
+        }
+      }
+      events.push(event);
+      index++;
+    }
+  } catch (e) {
+    if (e instanceof ByteReadError) fail(e.message, e.at);
+    throw e;
+  }
+  if (index !== batch.count) fail(`the header declares ${batch.count} records but the payload ends after ${index}`, BATCH_HEADER + batch.length);
+  return events;
+}
+
+function checkU64(name: string, v: bigint): void {
+  if (typeof v !== 'bigint' || v < 0n || v > U64_MAX) throw new RangeError(`${name} must be a bigint in [0, 2^64), got ${String(v)}`);
+}
+
+/**
+ * Encodes events into one whole batch (header, records, CRC): the inverse of {@link decodeRecords},
+ * byte for byte what the native recorder writes for the same events. Positions must not go backwards
+ * (deltas are unsigned). For tests and for crafting logs; recording itself happens in native code.
+ * @throws RangeError / TypeError for events that cannot be encoded.
+ */
+export function encodeBatch(lsn: bigint, base: BatchBase, events: readonly LogEvent[]): Uint8Array {
+  checkU64('lsn', lsn);
+  checkU64('base.instret', base.instret);
+  checkU64('base.branches', base.branches);
+  checkU64('base.clock', base.clock);
+  if (!Number.isInteger(base.pc) || base.pc < 0 || base.pc > 0xffffffff) throw new RangeError(`base.pc must be a u32, got ${base.pc}`);
+  const w = new ByteWriter(BATCH_HEADER + events.length * 8);
+  for (let i = 0; i < BATCH_HEADER; i++) w.u8(0);
+  let { instret, branches, pc, clock } = base;
+  events.forEach((e, i) => {
+    const what = `event ${i}`;
+    if (!KIND_NAMES.has(e.kind)) throw new RangeError(`${what}: unknown kind ${String(e.kind)}`);
+    checkU64(`${what}: instret`, e.instret);
+    checkU64(`${what}: branches`, e.branches);
+    if (e.instret < instret) throw new RangeError(`${what}: instret ${e.instret} is before the previous position ${instret}`);
+    if (e.branches < branches) throw new RangeError(`${what}: branches ${e.branches} is before the previous count ${branches}`);
+    if (!Number.isInteger(e.pc) || e.pc < 0 || e.pc > 0xffffffff) throw new RangeError(`${what}: pc must be a u32, got ${e.pc}`);
+    w.u8(e.kind);
+    w.varint(e.instret - instret);
+    w.varint(e.branches - branches);
+    // The 32-bit wrapped difference: never more than 5 bytes, and the decoder resolves it mod 2^32.
+    w.zigzag(BigInt((e.pc - pc) | 0));
+    instret = e.instret;
+    branches = e.branches;
+    pc = e.pc;
+    const value = (): bigint => {
+      if (e.value === undefined) throw new TypeError(`${what}: ${KIND_NAMES.get(e.kind)} needs a value`);
+      checkU64(`${what}: value`, e.value);
+      return e.value;
+    };
+    switch (e.kind) {
+      case EventKind.ClockRead:
+      case EventKind.ClockSample: {
+        const v = value();
+        w.zigzag(BigInt.asIntN(64, v - clock));
+        clock = v;
+        break;
+      }
+      case EventKind.UartRx: {
+        const data = e.data;
+        if (!(data instanceof Uint8Array) || data.length < 1 || data.length > UART_RX_MAX) {
+          throw new RangeError(`${what}: UartRx needs 1..${UART_RX_MAX} data bytes, got ${data instanceof Uint8Array ? data.length : String(data)}`);
+        }
+        w.varint(BigInt(data.length));
+        w.bytes(data);
+        break;
+      }
+      case EventKind.WallTime:
+        w.varint(value());
+        break;
+      case EventKind.StateHash:
+        w.u64le(value());
+        break;
+      case EventKind.End: {
+        if (e.reason === undefined || !END_REASONS.has(e.reason)) throw new RangeError(`${what}: End needs a known reason, got ${String(e.reason)}`);
+        const code = e.code ?? 0n;
+        if (typeof code !== 'bigint' || code < I64_MIN || code > I64_MAX) throw new RangeError(`${what}: code must be a signed 64-bit bigint, got ${String(code)}`);
+        w.varint(BigInt(e.reason));
+        w.zigzag(code);
+        break;
+      }
+    }
+  });
+  const out = w.finish();
+  const length = out.length - BATCH_HEADER;
+  if (length > BATCH_MAX_LENGTH) throw new RangeError(`batch records take ${length} bytes; a batch holds at most ${BATCH_MAX_LENGTH}`);
+  const dv = view(out);
+  dv.setUint32(BATCH_LENGTH, length, true);
+  dv.setBigUint64(BATCH_LSN, lsn, true);
+  dv.setBigUint64(BATCH_BASE_INSTRET, base.instret, true);
+  dv.setBigUint64(BATCH_BASE_BRANCHES, base.branches, true);
+  dv.setUint32(BATCH_BASE_PC, base.pc, true);
+  dv.setUint32(BATCH_COUNT, events.length, true);
+  dv.setBigUint64(BATCH_BASE_CLOCK, base.clock, true);
+  return sealBatch(out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files
+
+/** Options of {@link LogWriter.create}. */
+export interface LogWriterOptions {
+  /** Refuse to replace an existing file (default false: an existing file is truncated). */
+  exclusive?: boolean;
+  /** lsn of the first batch to be written (default 0). */
+  firstLsn?: bigint;
+}
+
+/**
+ * Appends whole batches, as the native recorder produced them, to a log file.
+ *
+ * Writes are synchronous (`fs.writeSync`): batches arrive on the JS thread from the log ring, a write of
+ * at most ~1 MiB into the page cache takes microseconds, and doing it inline keeps batches in order
+ * without a queue and makes an I/O error surface at the call that caused it. `close()` fsyncs, so a
+ * recording is durable once closed; after a crash the file ends at a batch boundary or with a truncated
+ * batch, which {@link LogReader} reports as truncation at that batch's offset.
+ */
+export class LogWriter {
+  /** Path of the file being written. */
+  readonly path: string;
+  #fd: number | undefined;
+  #position: number;
+  #nextLsn: bigint;
+
+  private constructor(path: string, fd: number, position: number, firstLsn: bigint) {
+    this.path = path;
+    this.#fd = fd;
+    this.#position = position;
+    this.#nextLsn = firstLsn;
+  }
+
+  /** Creates (or replaces) the file at `path` and writes the header for `meta`. */
+  static create(path: string, meta: LogMetadata, options: LogWriterOptions = {}): LogWriter {
+    const header = encodeLogHeader(meta);
+    const fd = openSync(path, options.exclusive ? 'wx' : 'w');
+    try {
+      writeAll(fd, header, 0);
+    } catch (e) {
+      closeSync(fd);
+      throw e;
+    }
+    return new LogWriter(path, fd, header.length, options.firstLsn ?? 0n);
+  }
+
+  /** The lsn the next batch written must carry. */
+  get nextLsn(): bigint {
+    return this.#nextLsn;
+  }
+
+  /** Bytes in the file so far (header included). */
+  get size(): number {
+    return this.#position;
+  }
+
+  /**
+   * Appends one or more whole batches lying back to back in `batches`. Their framing and lsn sequence
+   * are checked first (the CRC is not recomputed: native just wrote it), and nothing is written unless
+   * all of them pass.
+   * @throws LogFormatError if a batch is incomplete or out of sequence; the file is unchanged.
+   */
+  write(batches: Uint8Array): void {
+    const fd = this.#fd;
+    if (fd === undefined) throw new LockstepError('ERR_LOCKSTEP_LOG_CLOSED', `log ${this.path} is closed; create a new LogWriter to record again`);
+    let at = 0;
+    let lsn = this.#nextLsn;
+    while (at < batches.length) {
+      at = parseBatchAt(batches, at, lsn, this.#position, false).next;
+      lsn++;
+    }
+    writeAll(fd, batches, this.#position);
+    this.#position += batches.length;
+    this.#nextLsn = lsn;
+  }
+
+  /** Flushes the file to stable storage and closes it. Idempotent. */
+  close(): void {
+    const fd = this.#fd;
+    if (fd === undefined) return;
+    this.#fd = undefined;
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  }
+}
+
+function writeAll(fd: number, bytes: Uint8Array, position: number): void {
+  let done = 0;
+  while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done, position + done);
+}
+
+/** Reads until `buf` is full or the file ends; returns the number of bytes read. */
+function readFully(fd: number, buf: Uint8Array, position: number): number {
+  let done = 0;
+  while (done < buf.length) {
+    const n = readSync(fd, buf, done, buf.length - done, position + done);
+    if (n === 0) break;
+    done += n;
+  }
+  return done;
+}
+
+/** Options of {@link LogReader}. */
+export interface LogReaderOptions {
+  /** lsn the first batch must carry (default 0). */
+  firstLsn?: bigint;
+}
+
+/** Where a reader's bytes come from. */
+type Source = { kind: 'bytes'; bytes: Uint8Array } | { kind: 'file'; fd: number | undefined; path: string };
+
+/**
+ * Reads a log: the header at once, then validated batches in order. Iteration stops with a
+ * {@link LogFormatError} at the first damaged batch and never yields it or anything after it; a log
+ * that ends exactly at a batch boundary ends the iteration cleanly, one that ends inside a batch throws
+ * `ERR_LOCKSTEP_LOG_TRUNCATED` naming that batch's offset.
+ *
+ * A file is read batch by batch with positional reads (memory stays at one batch, and a file still
+ * being appended to can be read up to what it holds); each yielded batch owns its bytes.
+ */
+export class LogReader implements Iterable<BatchView> {
+  /** The header's metadata. */
+  readonly meta: LogMetadata;
+  /** Offset of batch 0. */
+  readonly headerLength: number;
+  readonly #source: Source;
+  readonly #firstLsn: bigint;
+
+  private constructor(source: Source, meta: LogMetadata, headerLength: number, firstLsn: bigint) {
+    this.#source = source;
+    this.meta = meta;
+    this.headerLength = headerLength;
+    this.#firstLsn = firstLsn;
+  }
+
+  /** Reads a log held in memory (a whole file, or a prefix of one). Yielded batches are views of `bytes`. */
+  static fromBytes(bytes: Uint8Array, options: LogReaderOptions = {}): LogReader {
+    const { meta, headerLength } = decodeLogHeader(bytes);
+    return new LogReader({ kind: 'bytes', bytes }, meta, headerLength, options.firstLsn ?? 0n);
+  }
+
+  /** Opens a log file and reads its header. Close it with {@link LogReader.close}. */
+  static open(path: string, options: LogReaderOptions = {}): LogReader {
+    const fd = openSync(path, 'r');
+    try {
+      const fixed = new Uint8Array(LOG_HEADER_METADATA);
+      const got = readFully(fd, fixed, 0);
+      let header = fixed.subarray(0, got);
+      if (got === LOG_HEADER_METADATA) {
+        const length = view(fixed).getUint32(LOG_HEADER_METADATA_LENGTH, true);
+        if (length <= LOG_MAX_METADATA_LENGTH) {
+          header = new Uint8Array(LOG_HEADER_METADATA + length);
+          header.set(fixed);
+          header = header.subarray(0, LOG_HEADER_METADATA + readFully(fd, header.subarray(LOG_HEADER_METADATA), LOG_HEADER_METADATA));
+        }
+      }
+      const { meta, headerLength } = withFile(path, () => decodeLogHeader(header));
+      return new LogReader({ kind: 'file', fd, path }, meta, headerLength, options.firstLsn ?? 0n);
+    } catch (e) {
+      closeSync(fd);
+      throw e;
+    }
+  }
+
+  /** The validated batches, in order. Each call starts again from batch 0. */
+  *batches(): Generator<BatchView, void, undefined> {
+    const source = this.#source;
+    let lsn = this.#firstLsn;
+    let offset = this.headerLength;
+    if (source.kind === 'bytes') {
+      while (offset < source.bytes.length) {
+        const { batch, next } = parseBatchAt(source.bytes, offset, lsn, 0, true);
+        yield batch;
+        offset = next;
+        lsn++;
+      }
+      return;
+    }
+    const head = new Uint8Array(BATCH_HEADER);
+    for (;;) {
+      const fd = this.#openFd(source);
+      const got = readFully(fd, head, offset);
+      if (got === 0) return;
+      let buf = head.subarray(0, got);
+      if (got === BATCH_HEADER) {
+        const length = view(head).getUint32(BATCH_LENGTH, true);
+        if (length <= BATCH_MAX_LENGTH) {
+          buf = new Uint8Array(BATCH_HEADER + length);
+          buf.set(head);
+          buf = buf.subarray(0, BATCH_HEADER + readFully(fd, buf.subarray(BATCH_HEADER), offset + BATCH_HEADER));
+        }
+      }
+      const { batch } = withFile(source.path, () => parseBatchAt(buf, 0, lsn, offset, true));
+      yield batch;
+      offset += batch.bytes.length;
+      lsn++;
+    }
+  }
+
+  [Symbol.iterator](): Generator<BatchView, void, undefined> {
+    return this.batches();
+  }
+
+  /** Every event of every batch, decoded; stops with a LogFormatError at the first damaged batch or record. */
+  *events(): Generator<LogEvent, void, undefined> {
+    for (const batch of this.batches()) {
+      const decoded = this.#source.kind === 'file' ? withFile(this.#source.path, () => decodeRecords(batch)) : decodeRecords(batch);
+      yield* decoded;
+    }
+  }
+
+  /** Releases the file (a no-op for a reader over bytes). Idempotent. */
+  close(): void {
+    if (this.#source.kind === 'file' && this.#source.fd !== undefined) {
+      closeSync(this.#source.fd);
+      this.#source.fd = undefined;
+    }
+  }
+
+  #openFd(source: { fd: number | undefined; path: string }): number {
+    if (source.fd === undefined) throw new LockstepError('ERR_LOCKSTEP_LOG_CLOSED', `log ${source.path} is closed; open it again to read`);
+    return source.fd;
+  }
+}
+
+/** Runs `fn`, naming `path` in any LogFormatError it throws. */
+function withFile<T>(path: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof LogFormatError && e.file === undefined) {
+      const where: { batch?: number; offset?: number; file: string } = { file: path };
+      if (e.batch !== undefined) where.batch = e.batch;
+      if (e.offset !== undefined) where.offset = e.offset;
+      throw new LogFormatError(e.code as LogErrorCode, e.message, where);
+    }
+    throw e;
+  }
+}
