@@ -10,10 +10,12 @@
         "native/cpu/cpu.cc",
         "native/cpu/csr.cc",
         "native/cpu/decode.cc",
+        "native/log/codec.cc",
         "native/machine/machine.cc",
         "native/machine/plic.cc",
         "native/machine/semihost.cc",
         "native/machine/uart.cc",
+        "native/runner/replay_feed.cc",
         "native/runner/vcpu_thread.cc"
       ],
       "include_dirs": [

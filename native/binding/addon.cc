@@ -37,6 +37,12 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
                            InstanceMethod<&NativeMachine::JsTakeReport>("takeReport"),
                            InstanceMethod<&NativeMachine::JsBusy>("busy"),
                            InstanceMethod<&NativeMachine::JsClose>("close"),
+                           InstanceMethod<&NativeMachine::JsStartRecording>("startRecording"),
+                           InstanceMethod<&NativeMachine::JsFinishRecording>("finishRecording"),
+                           InstanceMethod<&NativeMachine::JsStartReplay>("startReplay"),
+                           InstanceMethod<&NativeMachine::JsFeed>("feed"),
+                           InstanceMethod<&NativeMachine::JsEndOfLog>("endOfLog"),
+                           InstanceMethod<&NativeMachine::JsStateHash>("stateHash"),
                        });
   }
 
@@ -104,6 +110,7 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     if (doorbell_) doorbell_.Release();
     vcpu_.reset();
     if (!ring_ref_.IsEmpty()) ring_ref_.Reset();
+    if (!log_ref_.IsEmpty()) log_ref_.Reset();
     if (data_) data_->machines.erase(this);
   }
 
@@ -262,7 +269,7 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     if (!vcpu_ || !vcpu_->take_report(&r)) return env.Null();
     doorbell_.Unref(env);
     Napi::Object o = Napi::Object::New(env);
-    static const char* const kKinds[] = {"budget", "exit", "trap", "halted", "stopped"};
+    static const char* const kKinds[] = {"budget", "exit", "trap", "halted", "stopped", "divergence", "end-of-log"};
     static const char* const kVia[] = {"none", "finisher", "semihosting", "htif"};
     o.Set("kind", kKinds[static_cast<int>(r.kind)]);
     o.Set("code", Napi::Number::New(env, r.exit_code));
@@ -271,7 +278,67 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     o.Set("pc", Napi::Number::New(env, r.trap_pc));
     o.Set("tval", Napi::Number::New(env, r.tval));
     o.Set("reason", r.halt_reason);
+    o.Set("divergence", r.divergence);
+    o.Set("endReason", Napi::Number::New(env, r.end_reason));
+    o.Set("endCode", Napi::Number::New(env, static_cast<double>(r.end_code)));
     return o;
+  }
+
+  // startRecording(logRing: Uint8Array over a SharedArrayBuffer, hashInterval: number): boolean
+  Napi::Value JsStartRecording(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Usable(info)) return env.Undefined();
+    if (info.Length() < 2 || !info[0].IsTypedArray() || !info[1].IsNumber()) {
+      Napi::TypeError::New(env, "startRecording(logRing: Uint8Array, hashInterval: number)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::Uint8Array ring = info[0].As<Napi::Uint8Array>();
+    const size_t bytes = ring.ByteLength();
+    if (bytes <= RingLayout::kData || !ByteRingProducer::valid_capacity(bytes - RingLayout::kData)) {
+      Napi::RangeError::New(env, "logRing must be 128 + 2^k bytes (k >= 6)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    const double interval = info[1].As<Napi::Number>().DoubleValue();
+    if (!(interval >= 0 && interval <= 9007199254740991.0)) {
+      Napi::RangeError::New(env, "hashInterval must be a non-negative integer").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    log_ref_ = Napi::Persistent(ring);  // the vCPU thread writes into it until the machine is closed
+    return Napi::Boolean::New(env, vcpu_->start_recording(static_cast<uint8_t*>(ring.Data()),
+                                                          static_cast<uint32_t>(bytes - RingLayout::kData),
+                                                          static_cast<uint64_t>(interval)));
+  }
+  // finishRecording(reason: number, code: number): boolean — the host drains the log ring first.
+  Napi::Value JsFinishRecording(const Napi::CallbackInfo& info) {
+    uint32_t reason;
+    if (!Usable(info) || !U32(info, 0, &reason)) return info.Env().Undefined();
+    if (reason > static_cast<uint32_t>(EndReason::kStopped) || info.Length() < 2 || !info[1].IsNumber()) {
+      Napi::RangeError::New(info.Env(), "finishRecording(reason: 0..4, code: number)").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    const int64_t code = info[1].As<Napi::Number>().Int64Value();
+    return Napi::Boolean::New(info.Env(), vcpu_->finish_recording(static_cast<EndReason>(reason), code));
+  }
+  Napi::Value JsStartReplay(const Napi::CallbackInfo& info) {
+    if (!Usable(info)) return info.Env().Undefined();
+    return Napi::Boolean::New(info.Env(), vcpu_->start_replay());
+  }
+  Napi::Value JsFeed(const Napi::CallbackInfo& info) {
+    if (!vcpu_ || info.Length() < 1 || !info[0].IsTypedArray()) {
+      Napi::TypeError::New(info.Env(), "feed(batch: Uint8Array)").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    Napi::Uint8Array data = info[0].As<Napi::Uint8Array>();
+    vcpu_->feed(data.Data(), data.ByteLength());
+    return info.Env().Undefined();
+  }
+  Napi::Value JsEndOfLog(const Napi::CallbackInfo& info) {
+    if (vcpu_) vcpu_->end_of_log();
+    return info.Env().Undefined();
+  }
+  Napi::Value JsStateHash(const Napi::CallbackInfo& info) {
+    if (!Usable(info)) return info.Env().Undefined();
+    return Napi::BigInt::New(info.Env(), static_cast<uint64_t>(vcpu_->machine().state_hash()));
   }
   Napi::Value JsClose(const Napi::CallbackInfo& info) {
     Shutdown();
@@ -282,6 +349,7 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
   Napi::ThreadSafeFunction doorbell_;
   std::atomic<bool> bell_pending_{false};
   Napi::Reference<Napi::Uint8Array> ring_ref_;
+  Napi::Reference<Napi::Uint8Array> log_ref_;
   AddonData* data_ = nullptr;
   bool closed_ = false;
 };

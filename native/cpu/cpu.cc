@@ -33,7 +33,11 @@ Cpu::Cpu(uint8_t* ram, uint32_t ram_size, Platform* platform)
   const uint32_t npages = ram_size / kPageSize;
   pages_.resize(npages);
   live_.assign(npages, nullptr);
-  flags_.assign(npages + 1, 0);  // +1: a store's last byte may index one past the end; always 0
+  // +1: a store's last byte may index one past the end; that entry stays 0. Every page starts armed
+  // for dirty tracking, so the first store to each takes the slow path once.
+  flags_.assign(npages + 1, 0);
+  for (uint32_t i = 0; i < npages; i++) flags_[i] = kPageClean;
+  dirty_.assign(npages, 0);
   step_ = std::make_unique<DecodedPage>();
   step_->to_end[0] = 1;
   step_->to_end[1] = step_->to_end[2] = 0;
@@ -50,11 +54,15 @@ void Cpu::drop_page(uint32_t pi) {
   flags_[pi] &= static_cast<uint8_t>(~kPageDecoded);
 }
 
-void Cpu::invalidate_range(uint32_t addr, uint32_t len) {
+void Cpu::host_wrote(uint32_t addr, uint32_t len) {
   if (len == 0) return;
   const uint64_t off = static_cast<uint64_t>(addr) - kRamBase;
   if (off >= ram_size_) return;
   const uint64_t end = std::min<uint64_t>(off + len, ram_size_);
+  for (uint64_t pi = off >> kPageShift; pi <= (end - 1) >> kPageShift; pi++) {
+    dirty_[pi] = kDirtyAll;
+    flags_[pi] &= static_cast<uint8_t>(~kPageClean);
+  }
   // The page before may hold a 32-bit instruction reaching into the first page.
   uint64_t first = off >> kPageShift;
   if (first > 0 && (off & (kPageSize - 1)) < 2) first--;
@@ -146,6 +154,12 @@ Cpu::StoreOutcome Cpu::slow_store(uint32_t addr, unsigned size, uint32_t value, 
   if (off < ram_size_) {
     if (off > ram_size_ - size) return StoreOutcome::kFault;  // straddles the end of RAM
     uint8_t* dst = ram_ + off;
+    for (uint32_t pi = off >> kPageShift; pi <= (off + size - 1) >> kPageShift; pi++) {
+      if (flags_[pi] & kPageClean) {
+        flags_[pi] &= static_cast<uint8_t>(~kPageClean);
+        dirty_[pi] = kDirtyAll;
+      }
+    }
     const bool changed = std::memcmp(dst, &value, size) != 0;
     std::memcpy(dst, &value, size);
     StoreOutcome out = StoreOutcome::kOk;
@@ -222,6 +236,11 @@ Stop Cpu::run(uint64_t target) {
   for (;;) {
     // acquire: pairs with the release store in VcpuThread::raise(); what the host queued is visible.
     if (host_flag && host_flag->load(std::memory_order_acquire)) return Stop::kHost;
+    if (stop_now) return Stop::kExit;
+    // The target check comes before the boundary's work: a run stopped at X leaves boundary X
+    // untouched, so whatever the host delivers at X (or a replayer applies at X) comes first.
+    if (instret >= target) return Stop::kLimit;
+    platform_->boundary();
     bool fatal = false;
     check_interrupts(&fatal);
     if (fatal) return Stop::kFatalTrap;
@@ -229,7 +248,6 @@ Stop Cpu::run(uint64_t target) {
       if (mip() & mie) wfi = false;  // wakes even with interrupts globally disabled
       else return Stop::kWfi;
     }
-    if (instret >= target) return Stop::kLimit;
     uint64_t limit = std::min(target, instret + slice);
     if (timer_deadline > instret) limit = std::min(limit, timer_deadline);
     switch (run_inner(limit)) {
@@ -715,6 +733,7 @@ DEFINE(CSRRW,
   const uint32_t src = (f3 & 4) ? e->rs1 : x[e->rs1];
   const bool write = (f3 & 3) == 1 || e->rs1 != 0;
   instret = IC() - TE(SLOT(e));
+  branches = br;  // a time read is logged with its position
   pc = here;
   uint32_t old = 0;
   const CsrResult r = csr_op(static_cast<uint32_t>(e->imm), f3 & 3, src, write, &old);
@@ -738,6 +757,7 @@ DEFINE(CSRRS,
   const uint32_t src = (f3 & 4) ? e->rs1 : x[e->rs1];
   const bool write = (f3 & 3) == 1 || e->rs1 != 0;
   instret = IC() - TE(SLOT(e));
+  branches = br;  // a time read is logged with its position
   pc = here;
   uint32_t old = 0;
   const CsrResult r = csr_op(static_cast<uint32_t>(e->imm), f3 & 3, src, write, &old);
@@ -761,6 +781,7 @@ DEFINE(CSRRC,
   const uint32_t src = (f3 & 4) ? e->rs1 : x[e->rs1];
   const bool write = (f3 & 3) == 1 || e->rs1 != 0;
   instret = IC() - TE(SLOT(e));
+  branches = br;  // a time read is logged with its position
   pc = here;
   uint32_t old = 0;
   const CsrResult r = csr_op(static_cast<uint32_t>(e->imm), f3 & 3, src, write, &old);
@@ -784,6 +805,7 @@ DEFINE(CSRRWI,
   const uint32_t src = (f3 & 4) ? e->rs1 : x[e->rs1];
   const bool write = (f3 & 3) == 1 || e->rs1 != 0;
   instret = IC() - TE(SLOT(e));
+  branches = br;  // a time read is logged with its position
   pc = here;
   uint32_t old = 0;
   const CsrResult r = csr_op(static_cast<uint32_t>(e->imm), f3 & 3, src, write, &old);
@@ -807,6 +829,7 @@ DEFINE(CSRRSI,
   const uint32_t src = (f3 & 4) ? e->rs1 : x[e->rs1];
   const bool write = (f3 & 3) == 1 || e->rs1 != 0;
   instret = IC() - TE(SLOT(e));
+  branches = br;  // a time read is logged with its position
   pc = here;
   uint32_t old = 0;
   const CsrResult r = csr_op(static_cast<uint32_t>(e->imm), f3 & 3, src, write, &old);
@@ -830,6 +853,7 @@ DEFINE(CSRRCI,
   const uint32_t src = (f3 & 4) ? e->rs1 : x[e->rs1];
   const bool write = (f3 & 3) == 1 || e->rs1 != 0;
   instret = IC() - TE(SLOT(e));
+  branches = br;  // a time read is logged with its position
   pc = here;
   uint32_t old = 0;
   const CsrResult r = csr_op(static_cast<uint32_t>(e->imm), f3 & 3, src, write, &old);
@@ -853,6 +877,7 @@ DEFINE(EBREAK,
       rd32(ram + o + 4) == kSemihostPost) {
     SYNC_AFTER();
     instret = IC();
+    branches = br;
     if (platform_->semihost() == Mmio::kExit) {
       result = Inner::kExit;
       goto out;
@@ -890,6 +915,7 @@ DEFINE(WFI,
 
 load_slow: {
   instret = IC() - TE(SLOT(e));
+  branches = br;  // a device read may be logged with its position
   pc = PC_OF(e);
   uint32_t v = 0;
   const Mmio r = slow_load(maddr, msize, &v);

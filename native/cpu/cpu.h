@@ -67,8 +67,12 @@ class Platform {
   virtual Mmio load(uint32_t addr, unsigned size, uint32_t* value) = 0;
   /// Store to a non-RAM address (or a RAM page flagged for the platform, e.g. HTIF tohost).
   virtual Mmio store(uint32_t addr, unsigned size, uint32_t value) = 0;
-  /// Current mtime (10 MHz ticks).
+  /// Current mtime (10 MHz ticks), for the timer comparison.
   virtual uint64_t mtime() = 0;
+  /// mtime as the guest reads it (`time` CSR): a non-deterministic input, logged or replayed.
+  virtual uint64_t guest_time() = 0;
+  /// An instruction boundary before the interrupt check: a recorder may log a clock sample here.
+  virtual void boundary() = 0;
   /// mip bits driven by devices: MSIP, MTIP, MEIP.
   virtual uint32_t device_irqs() = 0;
   /// A semihosting call (a0 = operation, a1 = parameter). Returns kExit to end the run.
@@ -92,7 +96,11 @@ enum PageFlag : uint8_t {
   kPageDecoded = 1,     ///< the decoder cache holds this page: stores must invalidate it
   kPageStraddled = 2,   ///< the previous page's last slot decoded a 32-bit instruction reaching here
   kPagePlatform = 4,    ///< the platform watches stores here (HTIF tohost)
+  kPageClean = 8,       ///< a dirty-page consumer wants to hear of the next store here
 };
+
+/// Consumers of the dirty-page bitmap (bits of Cpu::dirty()).
+enum DirtyConsumer : uint8_t { kDirtyHash = 1, kDirtyCopy = 2, kDirtyAll = 3 };
 
 class Cpu {
  public:
@@ -146,8 +154,17 @@ class Cpu {
   /// Set by the host thread to make run() return Stop::kHost at the next slice boundary.
   const std::atomic<bool>* host_flag = nullptr;
 
-  /// Invalidate decoded pages overlapping [addr, addr+len) (host writes to RAM).
-  void invalidate_range(uint32_t addr, uint32_t len);
+  /// The host wrote [addr, addr+len) of RAM: drop decoded pages there and mark them dirty.
+  void host_wrote(uint32_t addr, uint32_t len);
+  /// Dirty-page bitmap, one byte per page (DirtyConsumer bits). A consumer that has dealt with page p
+  /// calls clean(p, its bit), which re-arms the notification for the next store.
+  const std::vector<uint8_t>& dirty() const { return dirty_; }
+  void clean(uint32_t page, uint8_t consumer) {
+    dirty_[page] &= static_cast<uint8_t>(~consumer);
+    flags_[page] |= kPageClean;
+  }
+  /// Set by the platform to end run() at the next instruction boundary (e.g. a replay divergence).
+  bool stop_now = false;
   /// Drop all decoded pages (after a restore).
   void invalidate_all();
   /// Mark a RAM page for platform store notification.
@@ -197,6 +214,7 @@ class Cpu {
   std::vector<std::unique_ptr<DecodedPage>> pages_;  // owned storage, reused after invalidation
   std::vector<DecodedPage*> live_;                    // pages_[i].get() when valid, else nullptr
   std::vector<uint8_t> flags_;
+  std::vector<uint8_t> dirty_;
   const void* const* labels_ = nullptr;
   // Single-stepping near a stop: slots 0..2 hold the instruction and two PAGE_END sentinels. Its counts
   // are 1, 0, 0, then a value larger than any remaining budget, so a jump can only land on those three.

@@ -28,8 +28,8 @@ bool Cpu::csr_read(uint32_t csr, uint32_t* v) {
     case kCycleH: case kMcycleH: *v = static_cast<uint32_t>(cycle >> 32); return true;
     case kInstret: case kMinstret: *v = static_cast<uint32_t>(minstret); return true;
     case kInstretH: case kMinstretH: *v = static_cast<uint32_t>(minstret >> 32); return true;
-    case kTime: *v = static_cast<uint32_t>(platform_->mtime()); return true;
-    case kTimeH: *v = static_cast<uint32_t>(platform_->mtime() >> 32); return true;
+    case kTime: *v = static_cast<uint32_t>(platform_->guest_time()); return true;
+    case kTimeH: *v = static_cast<uint32_t>(platform_->guest_time() >> 32); return true;
     case kMstatus: *v = mstatus; return true;
     case kMstatusH: *v = 0; return true;
     case kMisa: *v = kMisaValue; return true;
@@ -116,11 +116,12 @@ Cpu::CsrResult Cpu::csr_op(uint32_t csr, uint32_t op, uint32_t src, bool write, 
   uint32_t v;
   if (!csr_read(csr, &v)) return CsrResult::kIllegal;
   *old = v;
-  if (!write) return CsrResult::kOk;
+  if (!write) return stop_now ? CsrResult::kOkRecheck : CsrResult::kOk;
   const uint32_t nv = op == 1 ? src : op == 2 ? (v | src) : (v & ~src);
   if (!csr_write(csr, nv)) return CsrResult::kIllegal;
   // These can enable a pending interrupt: the run loop must look again before the next instruction.
   if (csr == kMstatus || csr == kMie || csr == kMip) return CsrResult::kOkRecheck;
+  if (stop_now) return CsrResult::kOkRecheck;  // a replayed time read diverged
   return CsrResult::kOk;
 }
 

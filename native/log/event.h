@@ -21,6 +21,8 @@ enum class EventKind : uint8_t {
   kWallTime = 4,      ///< sync: semihosting SYS_TIME (seconds since the epoch); payload: varint seconds
   kStateHash = 5,     ///< async check: the state hash (registers + RAM) here; payload: u64 little-endian
   kEnd = 6,           ///< async: the recording ended here; payload: varint reason, zigzag varint code
+  kMark = 7,          ///< async: the recording reached this position (no payload); sent at each flush so a
+                      ///< live replayer knows it may run this far: nothing else happens before it
 };
 
 /// Why a recording ended (kEnd payload).
@@ -53,6 +55,7 @@ struct Event {
 //             kWallTime                 varint seconds
 //             kStateHash                u64 little-endian
 //             kEnd                      varint reason, zigzag varint code
+//             kMark                     (none)
 //
 // A timer interrupt or a clock read therefore costs about 4-8 bytes.
 

@@ -2,7 +2,12 @@
 #include "machine/machine.h"
 
 #include <cstdlib>
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
+#include <ctime>
+
+#include "log/codec.h"
 
 namespace lockstep {
 namespace {
@@ -29,7 +34,7 @@ bool Machine::write_ram(uint32_t addr, const uint8_t* data, uint32_t len) {
   if (addr < kRamBase || off + len > config_.ram_size) return false;
   if (len == 0) return true;
   std::memcpy(ram_ + off, data, len);
-  cpu_.invalidate_range(addr, len);
+  cpu_.host_wrote(addr, len);
   return true;
 }
 
@@ -54,7 +59,14 @@ void Machine::set_tohost(uint32_t addr) {
 }
 
 size_t Machine::uart_input(const uint8_t* data, size_t n) {
+  if (log_mode_ == LogMode::kReplay) return 0;  // a replaying machine takes input only from its log
   const size_t took = uart_.receive(data, n);
+  if (took && log_mode_ == LogMode::kRecord) {
+    Event e = position(EventKind::kUartRx);
+    e.data = data;
+    e.size = static_cast<uint32_t>(took);
+    sink_->event(e);
+  }
   update_irqs();
   return took;
 }
@@ -65,8 +77,144 @@ uint64_t Machine::host_now_ticks() const {
 }
 
 uint64_t Machine::mtime() {
-  const uint64_t base = config_.real_clock ? host_now_ticks() : cpu_.instret / kVirtualInstructionsPerTick + wfi_skipped_;
+  uint64_t base;
+  if (!config_.real_clock) base = cpu_.instret / kVirtualInstructionsPerTick + wfi_skipped_;
+  else if (log_mode_ == LogMode::kOff) base = host_now_ticks();
+  else base = clock_raw_;  // record/replay: the clock moves only through logged values
   return base + static_cast<uint64_t>(mtime_offset_);
+}
+
+Event Machine::position(EventKind kind) const {
+  Event e{};
+  e.kind = kind;
+  e.instret = cpu_.instret;
+  e.branches = cpu_.branches;
+  e.pc = cpu_.pc;
+  return e;
+}
+
+void Machine::set_log_mode(LogMode mode, EventSink* sink, ReplaySource* source) {
+  log_mode_ = mode;
+  sink_ = sink;
+  source_ = source;
+  divergence_.clear();
+  cpu_.stop_now = false;
+  if (mode == LogMode::kRecord && config_.real_clock) clock_raw_ = std::max(clock_raw_, host_now_ticks());
+}
+
+void Machine::diverge(const std::string& what) {
+  if (divergence_.empty()) divergence_ = what;
+  cpu_.stop_now = true;
+}
+
+bool Machine::consume_sync(EventKind kind, uint64_t* value) {
+  const Event* e = source_ ? source_->peek() : nullptr;
+  const Event here = position(kind);
+  auto where = [](const Event& x) {
+    return std::string(event_kind_name(x.kind)) + " at instret " + std::to_string(x.instret) + " (branches " +
+           std::to_string(x.branches) + ", pc 0x" + [&] {
+             char b[9];
+             std::snprintf(b, sizeof b, "%08x", x.pc);
+             return std::string(b);
+           }() + ")";
+  };
+  if (!e) {
+    diverge("the guest made a " + where(here) + " but the log has no more events");
+    return false;
+  }
+  if (e->kind != kind || e->instret != here.instret || e->branches != here.branches || e->pc != here.pc) {
+    diverge("the log has " + where(*e) + " but the guest made a " + where(here));
+    return false;
+  }
+  *value = e->value;
+  source_->pop();
+  return true;
+}
+
+uint64_t Machine::guest_time() {
+  if (!config_.real_clock || log_mode_ == LogMode::kOff) return mtime();
+  if (log_mode_ == LogMode::kRecord) {
+    clock_raw_ = std::max(clock_raw_, host_now_ticks());  // never backwards, whatever the host does
+    Event e = position(EventKind::kClockRead);
+    e.value = clock_raw_;
+    sink_->event(e);
+  } else {
+    uint64_t v;
+    if (consume_sync(EventKind::kClockRead, &v)) clock_raw_ = v;
+  }
+  return clock_raw_ + static_cast<uint64_t>(mtime_offset_);
+}
+
+uint64_t Machine::wall_time() {
+  const uint64_t now = static_cast<uint64_t>(std::time(nullptr));
+  if (!config_.real_clock) return mtime() / kTimebaseHz;  // the virtual clock starts at the epoch
+  if (log_mode_ == LogMode::kOff) return now;
+  if (log_mode_ == LogMode::kRecord) {
+    Event e = position(EventKind::kWallTime);
+    e.value = now;
+    sink_->event(e);
+    return now;
+  }
+  uint64_t v = 0;
+  consume_sync(EventKind::kWallTime, &v);
+  return v;
+}
+
+void Machine::boundary() {
+  // Recording with the real clock: if the host clock has reached mtimecmp, log the sample here, at a
+  // boundary before the interrupt check, so the replayer makes the timer due at the same instruction.
+  if (log_mode_ != LogMode::kRecord || !config_.real_clock || !timecmp_armed_) return;
+  const uint64_t off = static_cast<uint64_t>(mtime_offset_);
+  if (clock_raw_ + off >= mtimecmp_) return;
+  const uint64_t raw = host_now_ticks();
+  if (raw + off < mtimecmp_ || raw <= clock_raw_) return;
+  clock_raw_ = raw;
+  Event e = position(EventKind::kClockSample);
+  e.value = raw;
+  sink_->event(e);
+}
+
+bool Machine::apply(const Event& e) {
+  const Event here = position(e.kind);
+  if (e.instret != here.instret || e.branches != here.branches || e.pc != here.pc) {
+    char b[200];
+    std::snprintf(b, sizeof b, "the log has %s at instret %llu (branches %llu, pc 0x%08x) but the machine is at instret %llu (branches %llu, pc 0x%08x)",
+                  event_kind_name(e.kind), static_cast<unsigned long long>(e.instret), static_cast<unsigned long long>(e.branches), e.pc,
+                  static_cast<unsigned long long>(here.instret), static_cast<unsigned long long>(here.branches), here.pc);
+    diverge(b);
+    return false;
+  }
+  switch (e.kind) {
+    case EventKind::kClockSample:
+      clock_raw_ = e.value;
+      return true;
+    case EventKind::kUartRx:
+      if (uart_.receive(e.data, e.size) != e.size) {
+        diverge("uart-rx at instret " + std::to_string(e.instret) + ": the receive FIFO had no room for " + std::to_string(e.size) + " bytes");
+        return false;
+      }
+      update_irqs();
+      return true;
+    case EventKind::kStateHash: {
+      const uint64_t h = state_hash();
+      if (h != e.value) {
+        char b[160];
+        std::snprintf(b, sizeof b, "state hash at instret %llu: the log has 0x%016llx, the machine has 0x%016llx",
+                      static_cast<unsigned long long>(e.instret), static_cast<unsigned long long>(e.value), static_cast<unsigned long long>(h));
+        diverge(b);
+        return false;
+      }
+      return true;
+    }
+    case EventKind::kMark:
+    case EventKind::kEnd:
+      return true;
+    case EventKind::kClockRead:
+    case EventKind::kWallTime:
+      break;
+  }
+  diverge(std::string("a ") + event_kind_name(e.kind) + " event at instret " + std::to_string(e.instret) + " is not an asynchronous event");
+  return false;
 }
 
 void Machine::update_timer_deadline() {
@@ -88,7 +236,7 @@ void Machine::update_timer_deadline() {
 
 int64_t Machine::ns_until_timer() {
   if (!timecmp_armed_) return -1;
-  const uint64_t now = mtime();
+  const uint64_t now = host_now_ticks() + static_cast<uint64_t>(mtime_offset_);
   if (mtimecmp_ <= now) return 0;
   const uint64_t d = mtimecmp_ - now;
   return d > static_cast<uint64_t>(INT64_MAX / 100) ? INT64_MAX : static_cast<int64_t>(d * 100);
@@ -109,7 +257,9 @@ RunStop Machine::run(uint64_t target) {
     update_timer_deadline();
     switch (cpu_.run(target)) {
       case Stop::kLimit: return RunStop::kLimit;
-      case Stop::kExit: return halt_requested_ ? RunStop::kHalted : RunStop::kExit;
+      case Stop::kExit:
+        if (!divergence_.empty()) return RunStop::kDivergence;
+        return halt_requested_ ? RunStop::kHalted : RunStop::kExit;
       case Stop::kFatalTrap: return RunStop::kFatalTrap;
       case Stop::kHost: return RunStop::kHost;
       case Stop::kHalted: return RunStop::kHalted;
@@ -181,8 +331,8 @@ Mmio Machine::clint_load(uint32_t off, uint32_t* v) {
     case 0x0000: *v = msip_ ? 1 : 0; return Mmio::kOk;
     case 0x4000: *v = static_cast<uint32_t>(mtimecmp_); return Mmio::kOk;
     case 0x4004: *v = static_cast<uint32_t>(mtimecmp_ >> 32); return Mmio::kOk;
-    case 0xBFF8: *v = static_cast<uint32_t>(mtime()); return Mmio::kOk;
-    case 0xBFFC: *v = static_cast<uint32_t>(mtime() >> 32); return Mmio::kOk;
+    case 0xBFF8: *v = static_cast<uint32_t>(guest_time()); return cpu_.stop_now ? Mmio::kExit : Mmio::kOk;
+    case 0xBFFC: *v = static_cast<uint32_t>(guest_time() >> 32); return cpu_.stop_now ? Mmio::kExit : Mmio::kOk;
   }
   *v = 0;  // other harts' registers: no such hart
   return Mmio::kOk;
@@ -235,6 +385,85 @@ Mmio Machine::virtio_load(uint32_t off, uint32_t* v) {
     default: *v = 0; break;
   }
   return Mmio::kOk;
+}
+
+}  // namespace lockstep
+
+namespace lockstep {
+namespace {
+
+// A fast 64-bit hash with four independent lanes (so the multiplies overlap). Not cryptographic: it
+// detects divergence, it does not defend against an adversary who controls both sides.
+constexpr uint64_t kMul = 0x9E3779B97F4A7C15ull;
+inline uint64_t mix(uint64_t h) {
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ull;
+  h ^= h >> 33;
+  return h;
+}
+uint64_t hash_page(const uint8_t* p) {
+  uint64_t a = 1, b = 2, c = 3, d = 4;
+  for (uint32_t i = 0; i < kPageSize; i += 32) {
+    uint64_t w[4];
+    std::memcpy(w, p + i, 32);
+    a = (a ^ w[0]) * kMul;
+    b = (b ^ w[1]) * kMul;
+    c = (c ^ w[2]) * kMul;
+    d = (d ^ w[3]) * kMul;
+  }
+  return mix(a ^ mix(b ^ mix(c ^ mix(d))));
+}
+struct Folder {
+  uint64_t h = 0x6c6f636b73746570ull;  // "lockstep"
+  void add(uint64_t v) { h = mix(h ^ v) + kMul; }
+};
+
+}  // namespace
+
+uint64_t Machine::state_hash() {
+  const uint32_t npages = config_.ram_size / kPageSize;
+  if (page_hash_.size() != npages) {
+    page_hash_.assign(npages, 0);
+    for (uint32_t p = 0; p < npages; p++) {
+      page_hash_[p] = hash_page(ram_ + static_cast<size_t>(p) * kPageSize);
+      cpu_.clean(p, kDirtyHash);
+    }
+  } else {
+    const std::vector<uint8_t>& dirty = cpu_.dirty();
+    for (uint32_t p = 0; p < npages; p++) {
+      if (dirty[p] & kDirtyHash) {
+        page_hash_[p] = hash_page(ram_ + static_cast<size_t>(p) * kPageSize);
+        cpu_.clean(p, kDirtyHash);
+      }
+    }
+  }
+  Folder f;
+  const Cpu& c = cpu_;
+  for (int i = 1; i < 32; i++) f.add(c.x[i]);
+  f.add(c.pc);
+  f.add(static_cast<uint64_t>(c.priv) | (static_cast<uint64_t>(c.wfi) << 8) | (static_cast<uint64_t>(c.reservation_valid) << 9));
+  f.add(c.instret);
+  f.add(c.branches);
+  for (uint32_t v : {c.mstatus, c.mtvec, c.mepc, c.mcause, c.mtval, c.mscratch, c.mie, c.mcounteren, c.reservation}) f.add(v);
+  f.add(c.minstret_offset);
+  f.add(c.mcycle_offset);
+  // Devices and clock.
+  f.add(static_cast<uint64_t>(msip_) | (static_cast<uint64_t>(timecmp_armed_) << 1));
+  f.add(mtimecmp_);
+  f.add(static_cast<uint64_t>(mtime_offset_));
+  f.add(wfi_skipped_);
+  f.add(clock_raw_);
+  const Uart::State& u = uart_.s;
+  f.add(u.ier | (u.lcr << 8) | (u.mcr << 16) | (static_cast<uint64_t>(u.scr) << 24) | (static_cast<uint64_t>(u.fcr) << 32) |
+        (static_cast<uint64_t>(u.dll) << 40) | (static_cast<uint64_t>(u.dlm) << 48) | (static_cast<uint64_t>(u.thre_ip) << 56));
+  f.add(uart_.rx_.size());
+  for (uint8_t b : uart_.rx_) f.add(b);
+  const uint32_t* plic = reinterpret_cast<const uint32_t*>(&plic_.s);
+  for (size_t i = 0; i < sizeof(plic_.s) / 4; i++) f.add(plic[i]);
+  for (uint32_t p = 0; p < npages; p++) f.add(page_hash_[p] + p);
+  return f.h;
 }
 
 }  // namespace lockstep

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cpu/cpu.h"
+#include "log/event.h"
 #include "machine/plic.h"
 #include "machine/uart.h"
 
@@ -22,13 +23,33 @@ class ConsoleSink {
   virtual void write(const uint8_t* data, size_t n) = 0;
 };
 
+/// Where a recording machine sends its events (the vCPU thread's batch encoder).
+class EventSink {
+ public:
+  virtual ~EventSink() = default;
+  virtual void event(const Event& e) = 0;
+};
+
+/// Where a replaying machine takes its events from.
+class ReplaySource {
+ public:
+  virtual ~ReplaySource() = default;
+  /// The next event, or nullptr when none is available (yet). Valid until pop().
+  virtual const Event* peek() = 0;
+  virtual void pop() = 0;
+};
+
+/// Plain (inputs from the host, nothing logged), record (inputs from the host, logged) or replay
+/// (inputs from the log, host input refused).
+enum class LogMode : uint8_t { kOff, kRecord, kReplay };
+
 struct MachineConfig {
   uint32_t ram_size = 64u << 20;
   bool real_clock = false;
 };
 
 /// Why Machine::run() returned.
-enum class RunStop : uint8_t { kLimit, kExit, kFatalTrap, kHalted, kWaitWfi, kHost };
+enum class RunStop : uint8_t { kLimit, kExit, kFatalTrap, kHalted, kWaitWfi, kHost, kDivergence };
 
 enum class ExitVia : uint8_t { kNone, kFinisher, kSemihosting, kHtif };
 
@@ -64,6 +85,24 @@ class Machine final : public Platform {
   /// Real-clock mode: nanoseconds until the armed timer fires (0 if already due, -1 if none).
   int64_t ns_until_timer();
 
+  /// Switches logging; only between runs. In record and replay mode with the real clock, the clock
+  /// the guest sees only moves through logged values.
+  void set_log_mode(LogMode mode, EventSink* sink, ReplaySource* source);
+  LogMode log_mode() const { return log_mode_; }
+  /// Replay: applies an asynchronous event at the current position; false on divergence.
+  bool apply(const Event& e);
+  /// Replay: the machine stopped where the log says something else happens; the report text.
+  void diverge(const std::string& what);
+  const std::string& divergence() const { return divergence_; }
+  /// Sets the raw clock (a replay's starting value from its first batch).
+  void set_clock_raw(uint64_t raw) { clock_raw_ = raw; }
+  uint64_t clock_raw() const { return clock_raw_; }
+  /// Hash of the whole machine state: registers, CSRs, counters, devices and RAM. Pages unchanged
+  /// since the last call are not read again (dirty-page tracking).
+  uint64_t state_hash();
+  /// The current position as an event would carry it.
+  Event position(EventKind kind) const;
+
   // Stop details.
   int32_t exit_code() const { return exit_code_; }
   ExitVia exit_via() const { return exit_via_; }
@@ -73,6 +112,8 @@ class Machine final : public Platform {
   Mmio load(uint32_t addr, unsigned size, uint32_t* value) override;
   Mmio store(uint32_t addr, unsigned size, uint32_t value) override;
   uint64_t mtime() override;
+  uint64_t guest_time() override;
+  void boundary() override;
   uint32_t device_irqs() override;
   Mmio semihost() override;
 
@@ -108,6 +149,15 @@ class Machine final : public Platform {
   int32_t exit_code_ = 0;
   ExitVia exit_via_ = ExitVia::kNone;
   std::string halt_reason_;
+  uint64_t wall_time();  // semihosting SYS_TIME, logged or replayed
+  bool consume_sync(EventKind kind, uint64_t* value);
+
+  LogMode log_mode_ = LogMode::kOff;
+  EventSink* sink_ = nullptr;
+  ReplaySource* source_ = nullptr;
+  uint64_t clock_raw_ = 0;        // record/replay with the real clock: the last logged host clock
+  std::string divergence_;
+  std::vector<uint64_t> page_hash_;
   int32_t semihost_errno_ = 0;
   uint32_t semihost_feature_pos_ = 0;  // read position in the one feature-file handle
   bool halt_requested_ = false;

@@ -133,11 +133,11 @@ Mmio Machine::semihost() {
       ret = -1;
       break;
     case kClock:
-      ret = static_cast<int64_t>(mtime() / (kTimebaseHz / 100));  // centiseconds
+      ret = static_cast<int64_t>(guest_time() / (kTimebaseHz / 100));  // centiseconds
       break;
     case kTime:
       // Seconds since the epoch. The virtual clock starts at 0; the real one follows the host.
-      ret = config_.real_clock ? static_cast<int64_t>(std::time(nullptr)) : static_cast<int64_t>(mtime() / kTimebaseHz);
+      ret = static_cast<int64_t>(wall_time());
       break;
     case kErrno:
       ret = semihost_errno_;
@@ -166,7 +166,7 @@ Mmio Machine::semihost() {
       exit_via_ = ExitVia::kSemihosting;
       return Mmio::kExit;
     case kElapsed: {
-      const uint64_t t = mtime();
+      const uint64_t t = guest_time();
       if (guest_write(arg, &t, 8)) ret = 0;
       break;
     }

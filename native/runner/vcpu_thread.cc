@@ -24,7 +24,9 @@ VcpuThread::~VcpuThread() { shutdown(); }
 
 void VcpuThread::raise() {
   // release: pairs with the acquire load in Cpu::run(); the queued input/stop flag is visible first.
-  attention_.store(stop_requested_ || !input_.empty() || quit_, std::memory_order_release);
+  // A replaying machine ignores host input, so queued input does not interrupt it.
+  const bool input = !input_.empty() && machine_->log_mode() != LogMode::kReplay;
+  attention_.store(stop_requested_ || input || quit_, std::memory_order_release);
 }
 
 bool VcpuThread::start(uint64_t target) {
@@ -86,29 +88,130 @@ void VcpuThread::write(const uint8_t* data, size_t n) {
   if (console_buf_.size() >= kConsoleFlushBytes) flush_console();
 }
 
-void VcpuThread::flush_console() {
-  const uint8_t* data = console_buf_.data();
-  size_t n = console_buf_.size();
-  if (n == 0) return;
+void VcpuThread::push_blocking(ByteRingProducer& ring, const uint8_t* data, size_t n) {
   for (;;) {
-    const size_t m = console_.push(data, n);
+    const size_t m = ring.push(data, n);
     data += m;
     n -= m;
     if (m) doorbell_();
-    if (n == 0) break;
-    // Ring full: wait for the host to drain it. Output is never dropped, except on teardown.
+    if (n == 0) return;
+    // Ring full: wait for the host to drain it (it calls console_drained()). Nothing is ever dropped,
+    // except on teardown; the timeout only bounds a missed wake-up.
     std::unique_lock<std::mutex> lock(mu_);
-    if (quit_) break;
+    if (quit_) return;
     space_cv_.wait_for(lock, std::chrono::milliseconds(50));
   }
+}
+
+void VcpuThread::flush_console() {
+  if (console_buf_.empty()) return;
+  push_blocking(console_, console_buf_.data(), console_buf_.size());
   console_buf_.clear();
 }
 
+void VcpuThread::event(const Event& e) {
+  encoder_.add(e);
+  if (encoder_.size() >= 64 * 1024) flush_log();
+}
+
+void VcpuThread::flush_log() {
+  if (!log_) return;
+  Machine& m = *machine_;
+  const LogCursor& cur = encoder_.cursor();
+  // The mark tells a live replayer it may run up to here: nothing else was logged before this point.
+  if (encoder_.empty() && cur.instret == m.cpu().instret) return;
+  if (cur.instret != m.cpu().instret || encoder_.empty()) encoder_.add(m.position(EventKind::kMark));
+  const std::vector<uint8_t>& batch = encoder_.finish();
+  push_blocking(*log_, batch.data(), batch.size());
+}
+
+bool VcpuThread::start_recording(uint8_t* log_mem, uint32_t log_capacity, uint64_t hash_interval) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (busy_.load(std::memory_order_relaxed) || quit_) return false;
+  Machine& m = *machine_;
+  log_ = std::make_unique<ByteRingProducer>(log_mem, log_capacity);
+  log_->init();
+  m.set_log_mode(LogMode::kRecord, this, nullptr);
+  const Cpu& c = m.cpu();
+  encoder_.reset(0, LogCursor{c.instret, c.branches, c.pc, m.clock_raw()});
+  hash_interval_ = hash_interval;
+  last_hash_at_ = UINT64_MAX;
+  return true;
+}
+
+bool VcpuThread::finish_recording(EndReason reason, int64_t code) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (busy_.load(std::memory_order_relaxed) || !log_) return false;
+  lock.unlock();  // flushing may wait for ring space, which the host thread frees... not this one
+  Machine& m = *machine_;
+  Event h = m.position(EventKind::kStateHash);
+  h.value = m.state_hash();
+  encoder_.add(h);
+  Event end = m.position(EventKind::kEnd);
+  end.value = static_cast<uint64_t>(reason);
+  end.code = code;
+  encoder_.add(end);
+  const std::vector<uint8_t>& batch = encoder_.finish();
+  // The host thread is the caller and also the ring's consumer: it cannot wait for itself, so the
+  // binding gives the ring room for a final batch (see JsFinishRecording) and we push what fits.
+  const size_t pushed = log_->push(batch.data(), batch.size());
+  m.set_log_mode(LogMode::kOff, nullptr, nullptr);
+  log_.reset();
+  return pushed == batch.size();
+}
+
+bool VcpuThread::start_replay() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (busy_.load(std::memory_order_relaxed) || quit_) return false;
+  feed_.reset();
+  fed_.clear();
+  log_complete_ = false;
+  replay_began_ = false;
+  machine_->set_log_mode(LogMode::kReplay, nullptr, &feed_);
+  return true;
+}
+
+void VcpuThread::feed(const uint8_t* data, size_t n) {
+  std::lock_guard<std::mutex> lock(mu_);
+  fed_.emplace_back(data, data + n);
+  cv_.notify_all();
+}
+
+void VcpuThread::end_of_log() {
+  std::lock_guard<std::mutex> lock(mu_);
+  log_complete_ = true;
+  cv_.notify_all();
+}
+
+bool VcpuThread::take_fed(std::unique_lock<std::mutex>&) {
+  bool any = false;
+  while (!fed_.empty()) {
+    std::vector<uint8_t> b = std::move(fed_.front());
+    fed_.pop_front();
+    if (!feed_.add(std::move(b))) return false;
+    any = true;
+  }
+  (void)any;
+  return true;
+}
+
 RunReport VcpuThread::run_to(uint64_t target) {
+  if (machine_->log_mode() == LogMode::kReplay) return replay_to(target);
   Machine& m = *machine_;
   Cpu& cpu = m.cpu();
+  const bool recording = machine_->log_mode() == LogMode::kRecord;
   RunReport r;
+  struct Flush {
+    VcpuThread* t;
+    ~Flush() { t->flush_log(); }
+  } flush_at_end{this};
   for (;;) {
+    if (recording && hash_interval_ && cpu.instret % hash_interval_ == 0 && last_hash_at_ != cpu.instret) {
+      Event h = m.position(EventKind::kStateHash);
+      h.value = m.state_hash();
+      event(h);
+      last_hash_at_ = cpu.instret;
+    }
     {
       std::unique_lock<std::mutex> lock(mu_);
       if (quit_ || stop_requested_) {
@@ -125,9 +228,11 @@ RunReport VcpuThread::run_to(uint64_t target) {
       }
       raise();
     }
-    const uint64_t slice_end = std::min(target, cpu.instret + kSlice);
+    uint64_t slice_end = std::min(target, cpu.instret + kSlice);
+    if (recording && hash_interval_) slice_end = std::min(slice_end, (cpu.instret / hash_interval_ + 1) * hash_interval_);
     const RunStop stop = m.run(slice_end);
     flush_console();
+    if (recording) flush_log();
     switch (stop) {
       case RunStop::kLimit:
         if (cpu.instret >= target) {
@@ -152,6 +257,10 @@ RunReport VcpuThread::run_to(uint64_t target) {
         r.kind = RunReport::Kind::kHalted;
         r.halt_reason = m.halt_reason();
         return r;
+      case RunStop::kDivergence:  // only a replaying machine diverges
+        r.kind = RunReport::Kind::kDivergence;
+        r.divergence = m.divergence();
+        return r;
       case RunStop::kWaitWfi: {
         // Sleep (never spin) until input, a stop, or (real clock) the timer's deadline.
         std::unique_lock<std::mutex> lock(mu_);
@@ -160,6 +269,125 @@ RunReport VcpuThread::run_to(uint64_t target) {
         if (ns < 0) cv_.wait(lock, ready);
         else if (ns > 0) cv_.wait_for(lock, std::chrono::nanoseconds(ns), ready);
         break;
+      }
+    }
+  }
+}
+
+RunReport VcpuThread::replay_to(uint64_t target) {
+  Machine& m = *machine_;
+  Cpu& cpu = m.cpu();
+  RunReport r;
+  auto diverged = [&](const std::string& what) {
+    r.kind = RunReport::Kind::kDivergence;
+    r.divergence = what;
+    return r;
+  };
+  bool exited = false;
+  RunReport exit_report;
+  for (;;) {
+    bool complete;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (quit_ || stop_requested_) {
+        r.kind = RunReport::Kind::kStopped;
+        return r;
+      }
+      if (!take_fed(lock)) return diverged("the log is damaged: " + feed_.error());
+      complete = log_complete_;
+    }
+    if (!replay_began_ && feed_.started()) {
+      const LogCursor& s = feed_.start();
+      if (s.instret != cpu.instret || s.branches != cpu.branches || s.pc != cpu.pc) {
+        return diverged("the log starts at instret " + std::to_string(s.instret) + " (branches " + std::to_string(s.branches) +
+                        ") but the machine is at instret " + std::to_string(cpu.instret) + " (branches " +
+                        std::to_string(cpu.branches) + "): replay needs the state the recording started from");
+      }
+      m.set_clock_raw(s.clock);  // the recorder's clock when it began
+      replay_began_ = true;
+    }
+    // Apply every asynchronous event due at this boundary, before the interrupt check.
+    const Event* e;
+    while ((e = feed_.peek()) != nullptr && e->instret == cpu.instret && is_async(e->kind)) {
+      if (e->kind == EventKind::kEnd) {
+        if (e->branches != cpu.branches || e->pc != cpu.pc) {
+          m.apply(*e);  // reports the position mismatch
+          return diverged(m.divergence());
+        }
+        r.kind = RunReport::Kind::kEndOfLog;
+        r.end_reason = static_cast<int32_t>(e->value);
+        r.end_code = e->code;
+        feed_.pop();
+        return exited ? exit_report : r;
+      }
+      if (!m.apply(*e)) return diverged(m.divergence());
+      feed_.pop();
+    }
+    if (e && e->instret < cpu.instret) {
+      return diverged(std::string("the log has ") + event_kind_name(e->kind) + " at instret " + std::to_string(e->instret) +
+                      " but the machine already passed it (instret " + std::to_string(cpu.instret) + ")");
+    }
+    if (exited) {
+      if (e) return diverged("the guest exited at instret " + std::to_string(cpu.instret) + " but the log goes on to instret " + std::to_string(e->instret));
+      return exit_report;  // a log that ends without an end record (e.g. copied mid-run)
+    }
+    uint64_t stop_at = target;
+    if (e) {
+      stop_at = std::min(stop_at, is_async(e->kind) ? e->instret : e->instret + 1);
+    } else if (!complete) {
+      if (cpu.instret >= feed_.covered() || !feed_.started()) {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return quit_ || stop_requested_ || !fed_.empty() || log_complete_; });
+        continue;
+      }
+      stop_at = std::min(stop_at, feed_.covered());
+    } else {
+      r.kind = RunReport::Kind::kEndOfLog;  // the log ended without an end record
+      return r;
+    }
+    if (cpu.instret >= target) {
+      r.kind = RunReport::Kind::kBudget;
+      return r;
+    }
+    const RunStop stop = m.run(std::min(stop_at, cpu.instret + kSlice));
+    flush_console();
+    switch (stop) {
+      case RunStop::kLimit:
+      case RunStop::kHost:
+        break;
+      case RunStop::kDivergence:
+        return diverged(m.divergence());
+      case RunStop::kExit:
+        // The guest ended itself; the log should say so here (a final hash and the end record).
+        exited = true;
+        exit_report.kind = RunReport::Kind::kExit;
+        exit_report.exit_code = m.exit_code();
+        exit_report.via = m.exit_via();
+        break;
+      case RunStop::kFatalTrap:
+        r.kind = RunReport::Kind::kTrap;
+        r.cause = cpu.fatal_cause;
+        r.trap_pc = cpu.fatal_pc;
+        r.tval = cpu.fatal_tval;
+        return r;
+      case RunStop::kHalted:
+        r.kind = RunReport::Kind::kHalted;
+        r.halt_reason = m.halt_reason();
+        return r;
+      case RunStop::kWaitWfi: {
+        const Event* next = feed_.peek();
+        if (next && next->instret == cpu.instret) break;  // the event that woke the recorder
+        if (!next) {
+          std::unique_lock<std::mutex> lock(mu_);
+          if (log_complete_ && fed_.empty()) {
+            r.kind = RunReport::Kind::kEndOfLog;
+            return r;
+          }
+          cv_.wait(lock, [&] { return quit_ || stop_requested_ || !fed_.empty() || log_complete_; });
+          break;
+        }
+        return diverged("the guest waits for an interrupt at instret " + std::to_string(cpu.instret) + " but the log's next event (" +
+                        event_kind_name(next->kind) + ") is at instret " + std::to_string(next->instret));
       }
     }
   }

@@ -8,6 +8,8 @@ export interface CommandIo {
 /** Exit statuses other than a guest's own exit code. */
 export const EXIT = {
   ok: 0,
+  /** Replay: the machine diverged from its log. */
+  divergence: 1,
   usage: 64,
   dataErr: 65,
   noInput: 66,

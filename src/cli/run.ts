@@ -96,5 +96,11 @@ function exitStatus(r: RunResult, io: CommandIo): number {
     case 'stopped':
       io.stderr.write(`lockstep: interrupted at pc ${hex(r.pc)} after ${r.instret} instructions\n`);
       return EXIT.interrupted;
+    case 'divergence':
+      io.stderr.write(`lockstep: divergence: ${r.message}\n`);
+      return EXIT.divergence;
+    case 'end-of-log':
+      io.stderr.write(`lockstep: end of log at pc ${hex(r.pc)} after ${r.instret} instructions\n`);
+      return EXIT.ok;
   }
 }

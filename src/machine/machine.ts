@@ -16,6 +16,19 @@ export const MAX_MEMORY = 0x8000_0000 - 4096;
 /** Virtual clock: instructions per 10 MHz mtime tick (a nominal 1000 MIPS hart). */
 export const VIRTUAL_INSTRUCTIONS_PER_TICK = 100;
 const CONSOLE_RING_BYTES = 64 * 1024;
+
+/**
+ * Access for the log module (Recorder, Replayer) to a machine's addon object and doorbell. Not part of
+ * the public API: the symbol is not exported from the package index.
+ */
+export const internal = Symbol('lockstep.machine.internal');
+
+export interface MachineInternals {
+  native: NativeMachine;
+  /** Called on every doorbell, after the console is drained and before a finished run settles. */
+  addDrain(fn: () => void): void;
+  removeDrain(fn: () => void): void;
+}
 const U64_MAX = (1n << 64n) - 1n;
 
 /** What {@link Machine.load} put where. */
@@ -59,6 +72,7 @@ export class Machine extends EventEmitter<MachineEvents> {
   readonly #ring: ByteRingReader;
   #pending: { resolve: (r: RunResult) => void; reject: (e: unknown) => void } | undefined;
   #closed = false;
+  readonly #drains = new Set<() => void>();
 
   constructor(options: MachineOptions = {}) {
     super();
@@ -212,6 +226,24 @@ export class Machine extends EventEmitter<MachineEvents> {
     pending?.reject(new MachineStateError('ERR_LOCKSTEP_MACHINE_CLOSED', 'the machine was closed during a run'));
   }
 
+  /** See {@link internal}. */
+  get [internal](): MachineInternals {
+    return {
+      native: this.#native,
+      addDrain: (fn) => this.#drains.add(fn),
+      removeDrain: (fn) => this.#drains.delete(fn),
+    };
+  }
+
+  /**
+   * 64-bit hash of the whole machine state (registers, CSRs, counters, devices, RAM), as the recorder
+   * logs it: two machines with equal hashes are, for all practical purposes, in the same state.
+   */
+  stateHash(): bigint {
+    this.#idle('stateHash');
+    return this.#native.stateHash();
+  }
+
   #idle(what: string): void {
     if (this.#closed) throw new MachineStateError('ERR_LOCKSTEP_MACHINE_CLOSED', `${what}: the machine is closed`);
     if (this.#pending) throw new MachineStateError('ERR_LOCKSTEP_MACHINE_BUSY', `${what}: the machine is running; await run() or call stop() first`);
@@ -228,6 +260,7 @@ export class Machine extends EventEmitter<MachineEvents> {
   #onDoorbell(): void {
     if (this.#closed) return;
     this.#drainConsole();
+    for (const fn of this.#drains) fn();
     const report = this.#native.takeReport();
     if (report && this.#pending) {
       const pending = this.#pending;
@@ -249,6 +282,12 @@ export class Machine extends EventEmitter<MachineEvents> {
         return { kind: 'halted', reason: r.reason, ...base };
       case 'stopped':
         return { kind: 'stopped', ...base };
+      case 'divergence':
+        return { kind: 'divergence', message: r.divergence, ...base };
+      case 'end-of-log': {
+        const reasons = ['exit', 'trap', 'halted', 'budget', 'stopped'] as const;
+        return { kind: 'end-of-log', recorded: reasons[r.endReason], code: r.endCode, ...base };
+      }
       default:
         return { kind: 'budget', ...base };
     }

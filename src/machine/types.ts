@@ -5,7 +5,7 @@ export type ClockMode = 'virtual' | 'real';
 
 /** Options for {@link Machine}. */
 export interface MachineOptions {
-  /** Guest RAM in bytes at 0x8000_0000 (default 64 MiB; a multiple of 4 KiB, at most 2 GiB - 4 KiB... see docs). */
+  /** Guest RAM in bytes at 0x8000_0000 (default 64 MiB; a whole number of 4 KiB pages, at most 2 GiB - 4 KiB). */
   memory?: number;
   /**
    * `virtual` (default): mtime is derived from instret (10 MHz timebase, one tick per
@@ -34,7 +34,14 @@ export type ExitReason =
   /** The guest can never make progress again (WFI with no interrupt able to wake it, or a reset/halt request). */
   | { kind: 'halted'; reason: string }
   /** {@link Machine.stop} was called. */
-  | { kind: 'stopped' };
+  | { kind: 'stopped' }
+  /** Replay only: the machine did something other than what the log recorded; `message` says what and where. */
+  | { kind: 'divergence'; message: string }
+  /**
+   * Replay only: the log ended. `recorded` is how the recording ended (its end record), or `undefined`
+   * when the log stops without one (a recording still in progress, or cut short).
+   */
+  | { kind: 'end-of-log'; recorded: 'exit' | 'trap' | 'halted' | 'budget' | 'stopped' | undefined; code: number };
 
 /** What {@link Machine.run} resolves to: the reason plus the counters and pc at the stop. */
 export type RunResult = ExitReason & Counters & { pc: number };

@@ -8,13 +8,18 @@ import { AddonLoadError } from '../errors.js';
 
 /** A finished run as the vCPU thread reports it. */
 export interface NativeReport {
-  kind: 'budget' | 'exit' | 'trap' | 'halted' | 'stopped';
+  kind: 'budget' | 'exit' | 'trap' | 'halted' | 'stopped' | 'divergence' | 'end-of-log';
   code: number;
   via: 'none' | 'finisher' | 'semihosting' | 'htif';
   cause: number;
   pc: number;
   tval: number;
   reason: string;
+  /** kind 'divergence': what differed. */
+  divergence: string;
+  /** kind 'end-of-log': the recorded end reason (EndReason), or -1 without an end record. */
+  endReason: number;
+  endCode: number;
 }
 
 /** The addon's NativeMachine (native/binding/addon.cc). All methods but stop/input/busy/close throw while running. */
@@ -37,6 +42,12 @@ export interface NativeMachine {
   takeReport(): NativeReport | null;
   busy(): boolean;
   close(): void;
+  startRecording(logRing: Uint8Array, hashInterval: number): boolean;
+  finishRecording(reason: number, code: number): boolean;
+  startReplay(): boolean;
+  feed(batch: Uint8Array): void;
+  endOfLog(): void;
+  stateHash(): bigint;
 }
 
 export interface NativeMachineConstructor {

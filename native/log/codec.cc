@@ -1,0 +1,274 @@
+// Batch codec and CRC32C. The decoder is written for hostile input: every length is checked before
+// use, varints are bounded, and errors name the byte offset inside the batch.
+#include "log/codec.h"
+
+#include <cstring>
+
+namespace lockstep {
+namespace {
+
+struct Crc32cTable {
+  uint32_t t[8][256];
+  Crc32cTable() {
+    for (uint32_t i = 0; i < 256; i++) {
+      uint32_t c = i;
+      for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
+      t[0][i] = c;
+    }
+    for (uint32_t i = 0; i < 256; i++) {
+      for (int s = 1; s < 8; s++) t[s][i] = (t[s - 1][i] >> 8) ^ t[0][t[s - 1][i] & 0xff];
+    }
+  }
+};
+const Crc32cTable kCrc;
+
+void put_u32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
+void put_u64(uint8_t* p, uint64_t v) { std::memcpy(p, &v, 8); }
+uint32_t get_u32(const uint8_t* p) { uint32_t v; std::memcpy(&v, p, 4); return v; }
+uint64_t get_u64(const uint8_t* p) { uint64_t v; std::memcpy(&v, p, 8); return v; }
+
+void put_varint(std::vector<uint8_t>& b, uint64_t v) {
+  while (v >= 0x80) {
+    b.push_back(static_cast<uint8_t>(v | 0x80));
+    v >>= 7;
+  }
+  b.push_back(static_cast<uint8_t>(v));
+}
+uint64_t zigzag(int64_t v) { return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63); }
+int64_t unzigzag(uint64_t v) { return static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1); }
+
+}  // namespace
+
+uint32_t crc32c(const uint8_t* p, size_t n, uint32_t crc) {
+  uint32_t c = ~crc;
+  while (n >= 8) {
+    const uint32_t lo = get_u32(p) ^ c, hi = get_u32(p + 4);
+    c = kCrc.t[7][lo & 0xff] ^ kCrc.t[6][(lo >> 8) & 0xff] ^ kCrc.t[5][(lo >> 16) & 0xff] ^ kCrc.t[4][lo >> 24] ^
+        kCrc.t[3][hi & 0xff] ^ kCrc.t[2][(hi >> 8) & 0xff] ^ kCrc.t[1][(hi >> 16) & 0xff] ^ kCrc.t[0][hi >> 24];
+    p += 8;
+    n -= 8;
+  }
+  while (n--) c = (c >> 8) ^ kCrc.t[0][(c ^ *p++) & 0xff];
+  return ~c;
+}
+
+const char* event_kind_name(EventKind k) {
+  switch (k) {
+    case EventKind::kClockRead: return "clock-read";
+    case EventKind::kClockSample: return "clock-sample";
+    case EventKind::kUartRx: return "uart-rx";
+    case EventKind::kWallTime: return "wall-time";
+    case EventKind::kStateHash: return "state-hash";
+    case EventKind::kEnd: return "end";
+    case EventKind::kMark: return "mark";
+  }
+  return "unknown";
+}
+
+void BatchEncoder::reset(uint64_t lsn, const LogCursor& base) {
+  lsn_ = lsn;
+  cur_ = base;
+  open_ = false;
+  count_ = 0;
+  buf_.clear();
+}
+
+void BatchEncoder::begin() {
+  buf_.assign(BatchLayout::kHeader, 0);
+  base_ = cur_;
+  count_ = 0;
+  open_ = true;
+}
+
+void BatchEncoder::add(const Event& e) {
+  if (!open_) begin();
+  buf_.push_back(static_cast<uint8_t>(e.kind));
+  put_varint(buf_, e.instret - cur_.instret);
+  put_varint(buf_, e.branches - cur_.branches);
+  put_varint(buf_, zigzag(static_cast<int64_t>(static_cast<int32_t>(e.pc - cur_.pc))));
+  switch (e.kind) {
+    case EventKind::kClockRead:
+    case EventKind::kClockSample:
+      put_varint(buf_, zigzag(static_cast<int64_t>(e.value - cur_.clock)));
+      cur_.clock = e.value;
+      break;
+    case EventKind::kUartRx:
+      put_varint(buf_, e.size);
+      buf_.insert(buf_.end(), e.data, e.data + e.size);
+      break;
+    case EventKind::kWallTime:
+      put_varint(buf_, e.value);
+      break;
+    case EventKind::kStateHash: {
+      uint8_t h[8];
+      put_u64(h, e.value);
+      buf_.insert(buf_.end(), h, h + 8);
+      break;
+    }
+    case EventKind::kEnd:
+      put_varint(buf_, e.value);
+      put_varint(buf_, zigzag(e.code));
+      break;
+    case EventKind::kMark:
+      break;
+  }
+  cur_.instret = e.instret;
+  cur_.branches = e.branches;
+  cur_.pc = e.pc;
+  count_++;
+}
+
+const std::vector<uint8_t>& BatchEncoder::finish() {
+  if (!open_) begin();
+  uint8_t* h = buf_.data();
+  put_u32(h + BatchLayout::kLength, static_cast<uint32_t>(buf_.size() - BatchLayout::kHeader));
+  put_u64(h + BatchLayout::kLsn, lsn_);
+  put_u64(h + BatchLayout::kBaseInstret, base_.instret);
+  put_u64(h + BatchLayout::kBaseBranches, base_.branches);
+  put_u32(h + BatchLayout::kBasePc, base_.pc);
+  put_u32(h + BatchLayout::kCount, count_);
+  put_u64(h + BatchLayout::kBaseClock, base_.clock);
+  put_u32(h + BatchLayout::kCrc, crc32c(h + BatchLayout::kLsn, buf_.size() - BatchLayout::kLsn));
+  lsn_++;
+  open_ = false;
+  return buf_;
+}
+
+bool BatchDecoder::batch_size(const uint8_t* data, size_t n, size_t* size) {
+  if (n < BatchLayout::kHeader) return false;
+  *size = BatchLayout::kHeader + get_u32(data + BatchLayout::kLength);
+  return true;
+}
+
+bool BatchDecoder::fail(size_t offset, const std::string& what) {
+  error_ = "batch " + std::to_string(lsn_) + ", byte " + std::to_string(offset) + ": " + what;
+  return false;
+}
+
+bool BatchDecoder::open(const uint8_t* data, size_t n, uint64_t expected_lsn) {
+  data_ = data;
+  size_ = n;
+  pos_ = BatchLayout::kHeader;
+  seen_ = 0;
+  lsn_ = expected_lsn;
+  error_.clear();
+  if (n < BatchLayout::kHeader) return fail(0, "truncated header (" + std::to_string(n) + " of 48 bytes)");
+  const uint32_t len = get_u32(data + BatchLayout::kLength);
+  if (len > BatchLayout::kMaxLength) return fail(0, "record length " + std::to_string(len) + " exceeds the 1 MiB limit");
+  if (n != BatchLayout::kHeader + len) {
+    return fail(0, "size " + std::to_string(n) + " does not match its header (" + std::to_string(BatchLayout::kHeader + len) + ")");
+  }
+  const uint32_t stored = get_u32(data + BatchLayout::kCrc);
+  const uint32_t computed = crc32c(data + BatchLayout::kLsn, n - BatchLayout::kLsn);
+  if (stored != computed) return fail(BatchLayout::kCrc, "CRC32C mismatch: the batch is damaged");
+  const uint64_t lsn = get_u64(data + BatchLayout::kLsn);
+  if (lsn != expected_lsn) {
+    return fail(BatchLayout::kLsn, "sequence number " + std::to_string(lsn) + ", expected " + std::to_string(expected_lsn));
+  }
+  count_ = get_u32(data + BatchLayout::kCount);
+  base_.instret = get_u64(data + BatchLayout::kBaseInstret);
+  base_.branches = get_u64(data + BatchLayout::kBaseBranches);
+  base_.pc = get_u32(data + BatchLayout::kBasePc);
+  base_.clock = get_u64(data + BatchLayout::kBaseClock);
+  cur_ = base_;
+  return true;
+}
+
+int BatchDecoder::next(Event* e) {
+  auto varint = [&](uint64_t* out) -> bool {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 70; shift += 7) {
+      if (pos_ >= size_) return fail(pos_, "record runs past the end of the batch");
+      const uint8_t b = data_[pos_++];
+      if (shift == 63 && (b & 0x7e)) return fail(pos_ - 1, "varint overflows 64 bits");
+      v |= static_cast<uint64_t>(b & 0x7f) << shift;
+      if (!(b & 0x80)) {
+        *out = v;
+        return true;
+      }
+    }
+    return fail(pos_, "varint longer than 10 bytes");
+  };
+  if (pos_ == size_) {
+    if (seen_ != count_) {
+      fail(pos_, "header says " + std::to_string(count_) + " records, found " + std::to_string(seen_));
+      return -1;
+    }
+    return 0;
+  }
+  const size_t at = pos_;
+  const uint8_t kind = data_[pos_++];
+  if (kind < 1 || kind > 7) {
+    fail(at, "unknown event kind " + std::to_string(kind));
+    return -1;
+  }
+  uint64_t di, db, dpc;
+  if (!varint(&di) || !varint(&db) || !varint(&dpc)) return -1;
+  if (cur_.instret + di < cur_.instret || cur_.branches + db < cur_.branches) {
+    fail(at, "position overflows 64 bits");
+    return -1;
+  }
+  *e = Event{};
+  e->kind = static_cast<EventKind>(kind);
+  e->instret = cur_.instret + di;
+  e->branches = cur_.branches + db;
+  e->pc = cur_.pc + static_cast<uint32_t>(unzigzag(dpc));
+  if (e->branches > e->instret) {
+    fail(at, "more branches than instructions");
+    return -1;
+  }
+  uint64_t v;
+  switch (e->kind) {
+    case EventKind::kClockRead:
+    case EventKind::kClockSample:
+      if (!varint(&v)) return -1;
+      e->value = cur_.clock + static_cast<uint64_t>(unzigzag(v));
+      cur_.clock = e->value;
+      break;
+    case EventKind::kUartRx:
+      if (!varint(&v)) return -1;
+      if (v == 0 || v > 4096) {
+        fail(at, "uart-rx length " + std::to_string(v) + " outside 1..4096");
+        return -1;
+      }
+      if (size_ - pos_ < v) {
+        fail(pos_, "uart-rx data runs past the end of the batch");
+        return -1;
+      }
+      e->data = data_ + pos_;
+      e->size = static_cast<uint32_t>(v);
+      pos_ += v;
+      break;
+    case EventKind::kWallTime:
+      if (!varint(&e->value)) return -1;
+      break;
+    case EventKind::kStateHash:
+      if (size_ - pos_ < 8) {
+        fail(pos_, "state hash runs past the end of the batch");
+        return -1;
+      }
+      e->value = get_u64(data_ + pos_);
+      pos_ += 8;
+      break;
+    case EventKind::kEnd:
+      if (!varint(&e->value) || !varint(&v)) return -1;
+      if (e->value > static_cast<uint64_t>(EndReason::kStopped)) {
+        fail(at, "unknown end reason " + std::to_string(e->value));
+        return -1;
+      }
+      e->code = unzigzag(v);
+      break;
+    case EventKind::kMark:
+      break;
+  }
+  cur_.instret = e->instret;
+  cur_.branches = e->branches;
+  cur_.pc = e->pc;
+  if (++seen_ > count_) {
+    fail(at, "more records than the header's count " + std::to_string(count_));
+    return -1;
+  }
+  return 1;
+}
+
+}  // namespace lockstep

@@ -1,0 +1,40 @@
+// Replay: puts a machine in replay mode and feeds it batches. Mirrors recorder.ts. The vCPU thread
+// validates every batch (CRC, sequence, records) before any event of it is applied.
+import { OptionError } from '../errors.js';
+import { internal, type Machine } from '../machine/machine.js';
+
+/**
+ * Replays a recorded log on `machine`, which must be in the state the recording started from (the same
+ * ELF freshly loaded, or the same snapshot restored). Its runs then take every input from the log and
+ * resolve with `kind: 'divergence'` at the first difference.
+ *
+ * ```ts
+ * const rep = new Replayer(machine);
+ * for (const batch of batches) rep.feed(batch);
+ * rep.end();
+ * const r = await machine.run();      // the recorded outcome, or a divergence report
+ * ```
+ */
+export class Replayer {
+  readonly #machine: Machine;
+  #ended = false;
+
+  constructor(machine: Machine) {
+    this.#machine = machine;
+    if (!machine[internal].native.startReplay()) {
+      throw new OptionError('machine', 'cannot start replaying: the machine is running or closed');
+    }
+  }
+
+  /** Hands over one batch (copied). Batches may arrive while the machine runs (live replay). */
+  feed(batch: Uint8Array): void {
+    if (this.#ended) throw new OptionError('batch', 'feed() after end()');
+    this.#machine[internal].native.feed(batch);
+  }
+
+  /** No more batches: a run that reaches the end of the log resolves with `kind: 'end-of-log'`. */
+  end(): void {
+    this.#ended = true;
+    this.#machine[internal].native.endOfLog();
+  }
+}
