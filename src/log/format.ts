@@ -74,6 +74,11 @@ export const EventKind = {
   StateHash: 5,
   /** async: the recording ended here; `reason` and `code`. */
   End: 6,
+  /**
+   * async: the recording reached this position (no payload); sent at each flush so a live replayer
+   * knows it may run this far: nothing else happens before it.
+   */
+  Mark: 7,
 } as const;
 /** One of the {@link EventKind} values. */
 export type EventKind = (typeof EventKind)[keyof typeof EventKind];
@@ -152,7 +157,7 @@ export interface BatchView {
 
 /**
  * One decoded record with its position resolved to absolute counters. Payload fields by kind:
- * ClockRead/ClockSample/WallTime/StateHash → `value`; UartRx → `data`; End → `reason`, `code`.
+ * ClockRead/ClockSample/WallTime/StateHash → `value`; UartRx → `data`; End → `reason`, `code`; Mark → none.
  */
 export interface LogEvent {
   kind: EventKind;
@@ -394,7 +399,7 @@ export function sealBatch(batch: Uint8Array): Uint8Array {
  * Decodes every record of a validated batch into events with absolute positions.
  * @throws LogFormatError (`ERR_LOCKSTEP_LOG_CORRUPT`) at the first impossible record — unknown kind,
  *   varint over 10 bytes or 64 bits, a record running past the batch, a position overflowing 64 bits,
- *   an odd pc, a UartRx length outside 1..4096, an unknown end reason, or a record count that differs
+ *   more branches than instructions, an odd pc, a UartRx length outside 1..4096, an unknown end reason, or a record count that differs
  *   from the header's — naming the batch, the record and the byte offset.
  */
 export function decodeRecords(batch: BatchView): LogEvent[] {
@@ -434,6 +439,8 @@ export function decodeRecords(batch: BatchView): LogEvent[] {
       if (dPc <= -PC_SPAN || dPc >= PC_SPAN) fail(`pc delta ${dPc} is larger than the 32-bit address space`, at);
       pc = (pc + Number(dPc)) >>> 0;
       if (pc & 1) fail(`pc ${hex32(pc)} is odd, which no RISC-V pc can be`, at);
+      // Every branch is an instruction, so this is an impossible position (native rejects it too).
+      if (branches > instret) fail(`more branches (${branches}) than instructions (${instret})`, recordStart);
       const event: LogEvent = { kind: kind as EventKind, instret, branches, pc };
       switch (kind) {
         case EventKind.ClockRead:
@@ -453,6 +460,8 @@ export function decodeRecords(batch: BatchView): LogEvent[] {
           break;
         case EventKind.StateHash:
           event.value = r.u64le();
+          break;
+        case EventKind.Mark:
           break;
         case EventKind.End: {
           at = r.pos;
@@ -500,6 +509,7 @@ export function encodeBatch(lsn: bigint, base: BatchBase, events: readonly LogEv
     checkU64(`${what}: branches`, e.branches);
     if (e.instret < instret) throw new RangeError(`${what}: instret ${e.instret} is before the previous position ${instret}`);
     if (e.branches < branches) throw new RangeError(`${what}: branches ${e.branches} is before the previous count ${branches}`);
+    if (e.branches > e.instret) throw new RangeError(`${what}: branches ${e.branches} exceeds instret ${e.instret}`);
     if (!Number.isInteger(e.pc) || e.pc < 0 || e.pc > 0xffffffff) throw new RangeError(`${what}: pc must be a u32, got ${e.pc}`);
     w.u8(e.kind);
     w.varint(e.instret - instret);
@@ -545,6 +555,8 @@ export function encodeBatch(lsn: bigint, base: BatchBase, events: readonly LogEv
         w.zigzag(code);
         break;
       }
+      case EventKind.Mark:
+        break;
     }
   });
   const out = w.finish();

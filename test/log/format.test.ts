@@ -75,7 +75,7 @@ function randomEvents(rng: Rng, start: BatchBase, n: number): { events: LogEvent
     instret += dI;
     branches += dI === 0n ? 0n : BigInt(rng.int(Number(dI > 1000000n ? 1000000n : dI) + 1));
     pc = rng.int(4) === 0 ? rng.int(0x80000000) * 2 : (pc + (rng.int(512) - 256) * 2) >>> 0;
-    const kind = (1 + rng.int(6)) as EventKind;
+    const kind = (1 + rng.int(7)) as EventKind;
     const e: LogEvent = { kind, instret, branches, pc };
     switch (kind) {
       case EventKind.ClockRead:
@@ -174,7 +174,7 @@ describe('record codec', () => {
   it('round-trips random events of every kind through many batches', () => {
     const log = buildLog(1, 200);
     const kinds = new Set(log.events.flat().map((e) => e.kind));
-    expect(kinds.size).toBe(6);
+    expect(kinds.size).toBe(Object.keys(EventKind).length);
     const reader = LogReader.fromBytes(log.file);
     expect(reader.meta).toEqual(meta);
     let i = 0;
@@ -199,7 +199,8 @@ describe('record codec', () => {
     const base: BatchBase = { instret: U64_MAX - 10n, branches: 0n, pc: 0xfffffffe, clock: U64_MAX };
     const events: LogEvent[] = [
       { kind: EventKind.ClockRead, instret: U64_MAX - 10n, branches: 0n, pc: 0, value: 0n },
-      { kind: EventKind.ClockSample, instret: U64_MAX - 5n, branches: U64_MAX, pc: 0xfffffffe, value: U64_MAX },
+      { kind: EventKind.ClockSample, instret: U64_MAX - 5n, branches: U64_MAX - 6n, pc: 0xfffffffe, value: U64_MAX },
+      { kind: EventKind.Mark, instret: U64_MAX - 5n, branches: U64_MAX - 5n, pc: 0xfffffffe },
       { kind: EventKind.WallTime, instret: U64_MAX, branches: U64_MAX, pc: 0x80000000, value: U64_MAX },
       { kind: EventKind.StateHash, instret: U64_MAX, branches: U64_MAX, pc: 0x2, value: U64_MAX },
       { kind: EventKind.UartRx, instret: U64_MAX, branches: U64_MAX, pc: 0x2, data: new Uint8Array(UART_RX_MAX).fill(0xa5) },
@@ -227,7 +228,8 @@ describe('record codec', () => {
     expect(() => encodeBatch(0n, base, [{ kind: EventKind.UartRx, ...at, data: new Uint8Array(0) }])).toThrow(RangeError);
     expect(() => encodeBatch(0n, base, [{ kind: EventKind.UartRx, ...at, data: new Uint8Array(UART_RX_MAX + 1) }])).toThrow(RangeError);
     expect(() => encodeBatch(0n, base, [{ kind: EventKind.End, ...at, reason: 9 as EndReason }])).toThrow(RangeError);
-    expect(() => encodeBatch(0n, base, [{ kind: 7 as EventKind, ...at }])).toThrow(RangeError);
+    expect(() => encodeBatch(0n, base, [{ kind: 8 as EventKind, ...at }])).toThrow(RangeError);
+    expect(() => encodeBatch(0n, base, [{ kind: EventKind.Mark, ...at, branches: 101n }])).toThrow(RangeError);
     expect(() => encodeBatch(0n, base, [{ kind: EventKind.WallTime, ...at, value: -1n }])).toThrow(RangeError);
   });
 });
@@ -460,7 +462,7 @@ describe('impossible records in a batch with a valid CRC', () => {
   const clockRead = [EventKind.ClockRead, 1, 1, 0, 2];
 
   it.each([
-    ['an unknown kind', [...clockRead, 7, 0, 0, 0, 0], 2, clockRead.length, /record 1 at offset \d+: unknown event kind 7$/],
+    ['an unknown kind', [...clockRead, 8, 0, 0, 0, 0], 2, clockRead.length, /record 1 at offset \d+: unknown event kind 8$/],
     ['kind 0', [0, 0, 0, 0], 1, 0, /unknown event kind 0/],
     ['a varint longer than 10 bytes', [EventKind.ClockRead, ...Array(10).fill(0xff), 0, 0, 0, 0], 1, 10, /longer than 10 bytes/],
     ['a varint over 64 bits', [EventKind.ClockRead, ...Array(9).fill(0xff), 0x02, 0, 0, 0], 1, 10, /exceeds 64 bits/],
@@ -469,6 +471,7 @@ describe('impossible records in a batch with a valid CRC', () => {
     ['UART data running past the batch', [EventKind.UartRx, 0, 0, 0, 5, 1, 2], 1, 7, /5 payload bytes run past the end of the batch/],
     ['a UART length of 0', [EventKind.UartRx, 0, 0, 0, 0], 1, 4, /UART RX length 0 is outside 1\.\.4096/],
     ['a UART length of 4097', [EventKind.UartRx, 0, 0, 0, 0x81, 0x20, ...Array(4097).fill(0)], 1, 4, /UART RX length 4097/],
+    ['more branches than instructions', [...clockRead, EventKind.Mark, 0, 0x85, 0x07, 0], 2, clockRead.length, /more branches \(1002\) than instructions \(1001\)/],
     ['an unknown end reason', [EventKind.End, 0, 0, 0, 5, 0], 1, 4, /unknown end reason 5/],
     ['an odd pc', [EventKind.ClockRead, 0, 0, 2, 0], 1, 3, /pc 0x80000001 is odd/],
     ['more records than declared', [...clockRead, ...clockRead], 1, clockRead.length, /5 bytes follow the last of the 1 records/],
