@@ -213,6 +213,15 @@ describe('record codec', () => {
     expect(plain(decodeRecords(batch))).toEqual(plain(events));
   });
 
+  it('reads from a view that does not start at the beginning of its buffer', () => {
+    const log = buildLog(11, 3, 3);
+    // Odd start: also catches any reliance on aligned typed-array views.
+    const holder = new Uint8Array(log.file.length + 3);
+    holder.set(log.file, 3);
+    const batches = [...LogReader.fromBytes(holder.subarray(3))];
+    expect(plain(batches.flatMap(decodeRecords))).toEqual(plain(log.events.flat()));
+  });
+
   it('decodes an empty batch to no events', () => {
     const bytes = encodeBatch(0n, { instret: 5n, branches: 1n, pc: 0x80000000, clock: 9n }, []);
     expect(bytes.length).toBe(BATCH_HEADER);
