@@ -45,3 +45,10 @@ export class MachineStateError extends LockstepError {
     super(code, message);
   }
 }
+
+/** A snapshot is damaged, of another version, or taken of a differently configured machine. */
+export class SnapshotError extends LockstepError {
+  constructor(message: string) {
+    super('ERR_LOCKSTEP_SNAPSHOT_INVALID', message);
+  }
+}

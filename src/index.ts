@@ -4,4 +4,19 @@ export type { LoadInfo, RunOptions, MachineEvents } from './machine/machine.js';
 export type { ClockMode, Counters, ExitReason, MachineOptions, RunResult } from './machine/types.js';
 export { parseElf } from './machine/elf.js';
 export type { ElfImage, ElfSegment, ElfBounds } from './machine/elf.js';
-export { LockstepError, AddonLoadError, ElfError, OptionError, MachineStateError } from './errors.js';
+export { LockstepError, AddonLoadError, ElfError, OptionError, MachineStateError, SnapshotError } from './errors.js';
+export { Recorder, DEFAULT_HASH_INTERVAL } from './log/recorder.js';
+export type { RecorderOptions, RecorderEvents } from './log/recorder.js';
+export { Replayer } from './log/replayer.js';
+export {
+  LogReader,
+  LogWriter,
+  LogFormatError,
+  EventKind,
+  EndReason,
+  LOG_FORMAT_VERSION,
+  parseBatch,
+  decodeRecords,
+  encodeBatch,
+} from './log/format.js';
+export type { LogMetadata, BatchView, LogEvent, BatchBase, LogWriterOptions, LogReaderOptions } from './log/format.js';

@@ -43,6 +43,9 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
                            InstanceMethod<&NativeMachine::JsFeed>("feed"),
                            InstanceMethod<&NativeMachine::JsEndOfLog>("endOfLog"),
                            InstanceMethod<&NativeMachine::JsStateHash>("stateHash"),
+                           InstanceMethod<&NativeMachine::JsSnapshot>("snapshot"),
+                           InstanceMethod<&NativeMachine::JsRestore>("restore"),
+                           InstanceMethod<&NativeMachine::JsTakeDirtyPages>("takeDirtyPages"),
                        });
   }
 
@@ -335,6 +338,37 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
   Napi::Value JsEndOfLog(const Napi::CallbackInfo& info) {
     if (vcpu_) vcpu_->end_of_log();
     return info.Env().Undefined();
+  }
+  Napi::Value JsSnapshot(const Napi::CallbackInfo& info) {
+    if (!Usable(info)) return info.Env().Undefined();
+    const std::vector<uint8_t> bytes = vcpu_->machine().save();
+    return Napi::Buffer<uint8_t>::Copy(info.Env(), bytes.data(), bytes.size());
+  }
+  // restore(snapshot: Uint8Array): string | null — null on success, else what is wrong (machine unchanged).
+  Napi::Value JsRestore(const Napi::CallbackInfo& info) {
+    if (!Usable(info)) return info.Env().Undefined();
+    if (info.Length() < 1 || !info[0].IsTypedArray()) {
+      Napi::TypeError::New(info.Env(), "restore(snapshot: Uint8Array)").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    Napi::Uint8Array data = info[0].As<Napi::Uint8Array>();
+    std::string error;
+    if (!vcpu_->machine().restore(data.Data(), data.ByteLength(), &error)) return Napi::String::New(info.Env(), error);
+    return info.Env().Null();
+  }
+  // takeDirtyPages(): Uint32Array of RAM page indices written since the previous call (pre-copy).
+  Napi::Value JsTakeDirtyPages(const Napi::CallbackInfo& info) {
+    if (!Usable(info)) return info.Env().Undefined();
+    Cpu& cpu = vcpu_->machine().cpu();
+    const std::vector<uint8_t>& dirty = cpu.dirty();
+    std::vector<uint32_t> pages;
+    for (uint32_t p = 0; p < dirty.size(); p++) {
+      if (dirty[p] & kDirtyCopy) pages.push_back(p);
+    }
+    for (uint32_t p : pages) cpu.clean(p, kDirtyCopy);
+    Napi::Uint32Array out = Napi::Uint32Array::New(info.Env(), pages.size());
+    for (size_t i = 0; i < pages.size(); i++) out[i] = pages[i];
+    return out;
   }
   Napi::Value JsStateHash(const Napi::CallbackInfo& info) {
     if (!Usable(info)) return info.Env().Undefined();

@@ -170,6 +170,7 @@ bool BatchDecoder::open(const uint8_t* data, size_t n, uint64_t expected_lsn) {
   base_.branches = get_u64(data + BatchLayout::kBaseBranches);
   base_.pc = get_u32(data + BatchLayout::kBasePc);
   base_.clock = get_u64(data + BatchLayout::kBaseClock);
+  if (base_.pc & 1u) return fail(BatchLayout::kBasePc, "odd base pc");
   cur_ = base_;
   return true;
 }
@@ -208,11 +209,19 @@ int BatchDecoder::next(Event* e) {
     fail(at, "position overflows 64 bits");
     return -1;
   }
+  if (dpc >= (1ull << 32)) {  // the encoder writes 32-bit pc deltas only
+    fail(at, "pc delta out of range");
+    return -1;
+  }
   *e = Event{};
   e->kind = static_cast<EventKind>(kind);
   e->instret = cur_.instret + di;
   e->branches = cur_.branches + db;
   e->pc = cur_.pc + static_cast<uint32_t>(unzigzag(dpc));
+  if (e->pc & 1u) {
+    fail(at, "odd pc");
+    return -1;
+  }
   if (e->branches > e->instret) {
     fail(at, "more branches than instructions");
     return -1;

@@ -103,6 +103,12 @@ class Machine final : public Platform {
   /// The current position as an event would carry it.
   Event position(EventKind kind) const;
 
+  /// Snapshot of the whole machine (versioned binary; zero pages omitted). Only between runs.
+  std::vector<uint8_t> save() const;
+  /// Restores a snapshot taken of a machine with the same RAM size and clock mode. On failure returns
+  /// false with the reason in *error and leaves the machine unchanged.
+  bool restore(const uint8_t* data, size_t n, std::string* error);
+
   // Stop details.
   int32_t exit_code() const { return exit_code_; }
   ExitVia exit_via() const { return exit_via_; }

@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { AddonLoadError, ElfError, LockstepError } from '../index.js';
 import { UsageError } from './args.js';
 import { EXIT, type CommandIo } from './io.js';
+import { RECORD_HELP, REPLAY_HELP, recordCommand, replayCommand } from './record.js';
 import { RUN_HELP, runCommand } from './run.js';
 
 const HELP = `Usage: lockstep <command> [options]
@@ -12,13 +13,17 @@ lockstep keeps a virtual machine alive through the loss of its host: a RISC-V gu
 interpreted CPU whose every non-deterministic input can be logged and replayed.
 
 Commands:
-  run <guest.elf>     run a guest; its console on stdout, its exit code as the exit status
+  run <guest.elf>                 run a guest; its console on stdout, its exit code as the exit status
+  record <guest.elf> -o <log>     run a guest and log every non-deterministic input
+  replay <log> <guest.elf>        replay a log to the bit-identical final state (exit 1 on divergence)
 
 Run 'lockstep <command> --help' for the options of a command.
 `;
 
 const commands: Record<string, { run: (argv: string[], io: CommandIo) => Promise<number>; help: string }> = {
   run: { run: runCommand, help: RUN_HELP },
+  record: { run: recordCommand, help: RECORD_HELP },
+  replay: { run: replayCommand, help: REPLAY_HELP },
 };
 
 function version(): string {
@@ -53,6 +58,10 @@ export async function main(argv: string[], io: CommandIo = { stdout: process.std
     if (code === 'ENOENT' || code === 'EISDIR' || code === 'EACCES') {
       io.stderr.write(`lockstep ${verb}: ${(err as Error).message}\n`);
       return EXIT.noInput;
+    }
+    if (code?.startsWith('ERR_LOCKSTEP_LOG_') || code === 'ERR_LOCKSTEP_SNAPSHOT_INVALID') {
+      io.stderr.write(`lockstep ${verb}: ${(err as Error).message}\n`);
+      return EXIT.dataErr;
     }
     if (err instanceof ElfError) {
       io.stderr.write(`lockstep ${verb}: invalid ELF: ${err.message}\n`);

@@ -76,11 +76,11 @@ export async function runCommand(argv: string[], io: CommandIo): Promise<number>
   }
 }
 
-function hex(n: number): string {
+export function hex(n: number): string {
   return `0x${(n >>> 0).toString(16).padStart(8, '0')}`;
 }
 
-function exitStatus(r: RunResult, io: CommandIo): number {
+export function exitStatus(r: RunResult, io: CommandIo): number {
   switch (r.kind) {
     case 'exit':
       return r.code & 0xff;

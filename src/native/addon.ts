@@ -48,6 +48,10 @@ export interface NativeMachine {
   feed(batch: Uint8Array): void;
   endOfLog(): void;
   stateHash(): bigint;
+  snapshot(): Uint8Array;
+  /** null on success, else the reason (the machine is unchanged). */
+  restore(snapshot: Uint8Array): string | null;
+  takeDirtyPages(): Uint32Array;
 }
 
 export interface NativeMachineConstructor {

@@ -1,0 +1,249 @@
+// Machine snapshots: everything that defines the machine's future (hart, CSRs, counters, devices,
+// clock, RAM) in a versioned little-endian format. Restore validates all of it before changing anything.
+#include <cstring>
+
+#include "machine/machine.h"
+
+namespace lockstep {
+namespace {
+
+// Layout (version 1):
+//   "LKSTSNAP" | u32 version | u32 ram size | u32 flags (bit 0: real clock) | u32 reserved
+//   cpu      : 31 x u32 (x1..x31), pc, priv u8, wfi u8, reservation_valid u8, pad u8, instret u64,
+//              branches u64, mstatus, mtvec, mepc, mcause, mtval, mscratch, mie, mcounteren, reservation
+//              (u32 each), minstret_offset u64, mcycle_offset u64
+//   machine  : msip u8, timecmp_armed u8, halt_requested u8, pad u8, mtimecmp u64, mtime_offset i64,
+//              wfi_skipped u64, clock_raw u64, tohost u32, semihost errno i32, semihost feature pos u32
+//   uart     : ier lcr mcr scr fcr dll dlm thre_ip (u8 each), rx count u32, rx bytes
+//   plic     : sizeof(Plic::State) bytes
+//   ram      : page count u32, then per non-zero page: index u32, 4096 bytes
+//   trailer  : "SNAPEND!"
+constexpr char kMagic[8] = {'L', 'K', 'S', 'T', 'S', 'N', 'A', 'P'};
+constexpr char kTrailer[8] = {'S', 'N', 'A', 'P', 'E', 'N', 'D', '!'};
+constexpr uint32_t kVersion = 1;
+
+class Writer {
+ public:
+  explicit Writer(std::vector<uint8_t>& out) : out_(out) {}
+  template <typename T>
+  void put(T v) {
+    const size_t at = out_.size();
+    out_.resize(at + sizeof(T));
+    std::memcpy(out_.data() + at, &v, sizeof(T));
+  }
+  void bytes(const void* p, size_t n) { out_.insert(out_.end(), static_cast<const uint8_t*>(p), static_cast<const uint8_t*>(p) + n); }
+
+ private:
+  std::vector<uint8_t>& out_;
+};
+
+class Reader {
+ public:
+  Reader(const uint8_t* p, size_t n) : p_(p), n_(n) {}
+  template <typename T>
+  bool get(T* v) {
+    if (n_ - pos_ < sizeof(T)) return false;
+    std::memcpy(v, p_ + pos_, sizeof(T));
+    pos_ += sizeof(T);
+    return true;
+  }
+  const uint8_t* take(size_t n) {
+    if (n_ - pos_ < n) return nullptr;
+    const uint8_t* r = p_ + pos_;
+    pos_ += n;
+    return r;
+  }
+  size_t pos() const { return pos_; }
+  size_t left() const { return n_ - pos_; }
+
+ private:
+  const uint8_t* p_;
+  size_t n_, pos_ = 0;
+};
+
+bool zero_page(const uint8_t* p) {
+  uint64_t acc = 0;
+  for (uint32_t i = 0; i < kPageSize; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    acc |= w;
+  }
+  return acc == 0;
+}
+
+}  // namespace
+
+std::vector<uint8_t> Machine::save() const {
+  std::vector<uint8_t> out;
+  Writer w(out);
+  w.bytes(kMagic, 8);
+  w.put<uint32_t>(kVersion);
+  w.put<uint32_t>(config_.ram_size);
+  w.put<uint32_t>(config_.real_clock ? 1u : 0u);
+  w.put<uint32_t>(0);
+  const Cpu& c = cpu_;
+  for (int i = 1; i < 32; i++) w.put<uint32_t>(c.x[i]);
+  w.put<uint32_t>(c.pc);
+  w.put<uint8_t>(static_cast<uint8_t>(c.priv));
+  w.put<uint8_t>(c.wfi);
+  w.put<uint8_t>(c.reservation_valid);
+  w.put<uint8_t>(0);
+  w.put<uint64_t>(c.instret);
+  w.put<uint64_t>(c.branches);
+  for (uint32_t v : {c.mstatus, c.mtvec, c.mepc, c.mcause, c.mtval, c.mscratch, c.mie, c.mcounteren, c.reservation}) w.put<uint32_t>(v);
+  w.put<uint64_t>(c.minstret_offset);
+  w.put<uint64_t>(c.mcycle_offset);
+  w.put<uint8_t>(msip_);
+  w.put<uint8_t>(timecmp_armed_);
+  w.put<uint8_t>(halt_requested_);
+  w.put<uint8_t>(0);
+  w.put<uint64_t>(mtimecmp_);
+  w.put<int64_t>(mtime_offset_);
+  w.put<uint64_t>(wfi_skipped_);
+  w.put<uint64_t>(clock_raw_);
+  w.put<uint32_t>(tohost_);
+  w.put<int32_t>(semihost_errno_);
+  w.put<uint32_t>(semihost_feature_pos_);
+  const Uart::State& u = uart_.s;
+  for (uint8_t b : {u.ier, u.lcr, u.mcr, u.scr, u.fcr, u.dll, u.dlm, static_cast<uint8_t>(u.thre_ip)}) w.put<uint8_t>(b);
+  w.put<uint32_t>(static_cast<uint32_t>(uart_.rx_.size()));
+  for (uint8_t b : uart_.rx_) w.put<uint8_t>(b);
+  w.bytes(&plic_.s, sizeof(plic_.s));
+  const uint32_t npages = config_.ram_size / kPageSize;
+  uint32_t nonzero = 0;
+  for (uint32_t p = 0; p < npages; p++) nonzero += zero_page(ram_ + static_cast<size_t>(p) * kPageSize) ? 0 : 1;
+  w.put<uint32_t>(nonzero);
+  for (uint32_t p = 0; p < npages; p++) {
+    const uint8_t* page = ram_ + static_cast<size_t>(p) * kPageSize;
+    if (zero_page(page)) continue;
+    w.put<uint32_t>(p);
+    w.bytes(page, kPageSize);
+  }
+  w.bytes(kTrailer, 8);
+  return out;
+}
+
+bool Machine::restore(const uint8_t* data, size_t n, std::string* error) {
+  Reader r(data, n);
+  auto fail = [&](const std::string& what) {
+    *error = "snapshot byte " + std::to_string(r.pos()) + ": " + what;
+    return false;
+  };
+  const uint8_t* magic = r.take(8);
+  if (!magic || std::memcmp(magic, kMagic, 8) != 0) return fail("not a lockstep snapshot (bad magic)");
+  uint32_t version, ram_size, flags, reserved;
+  if (!r.get(&version) || !r.get(&ram_size) || !r.get(&flags) || !r.get(&reserved)) return fail("truncated header");
+  if (version != kVersion) return fail("snapshot version " + std::to_string(version) + ", this build reads version " + std::to_string(kVersion));
+  if (ram_size != config_.ram_size) {
+    return fail("the snapshot has " + std::to_string(ram_size) + " bytes of RAM, this machine " + std::to_string(config_.ram_size));
+  }
+  if (((flags & 1) != 0) != config_.real_clock) return fail(std::string("the snapshot was taken with the ") + ((flags & 1) ? "real" : "virtual") + " clock");
+  // Parse everything into temporaries first: a bad snapshot must leave the machine untouched.
+  struct CpuFields {
+    uint32_t x[32] = {};
+    uint32_t pc = 0;
+    uint8_t priv = 0, wfi = 0, rv = 0, pad = 0;
+    uint64_t instret = 0, branches = 0;
+    uint32_t csr[9] = {};
+    uint64_t minstret_offset = 0, mcycle_offset = 0;
+  } cf;
+  for (int i = 1; i < 32; i++) if (!r.get(&cf.x[i])) return fail("truncated registers");
+  if (!r.get(&cf.pc) || !r.get(&cf.priv) || !r.get(&cf.wfi) || !r.get(&cf.rv) || !r.get(&cf.pad) || !r.get(&cf.instret) ||
+      !r.get(&cf.branches)) {
+    return fail("truncated hart state");
+  }
+  for (uint32_t& v : cf.csr) if (!r.get(&v)) return fail("truncated CSRs");
+  if (!r.get(&cf.minstret_offset) || !r.get(&cf.mcycle_offset)) return fail("truncated counters");
+  if (cf.priv != 0 && cf.priv != 3) return fail("privilege mode " + std::to_string(cf.priv) + " does not exist");
+  if (cf.branches > cf.instret) return fail("more branches than instructions retired");
+  uint8_t msip, armed, halt, pad;
+  uint64_t mtimecmp, wfi_skipped, clock_raw;
+  int64_t mtime_offset;
+  uint32_t tohost, feature_pos;
+  int32_t sh_errno;
+  if (!r.get(&msip) || !r.get(&armed) || !r.get(&halt) || !r.get(&pad) || !r.get(&mtimecmp) || !r.get(&mtime_offset) ||
+      !r.get(&wfi_skipped) || !r.get(&clock_raw) || !r.get(&tohost) || !r.get(&sh_errno) || !r.get(&feature_pos)) {
+    return fail("truncated device state");
+  }
+  uint8_t ub[8];
+  for (uint8_t& b : ub) if (!r.get(&b)) return fail("truncated UART state");
+  uint32_t rx_count;
+  if (!r.get(&rx_count)) return fail("truncated UART state");
+  if (rx_count > Uart::kRxFifo) return fail("UART receive FIFO holds " + std::to_string(rx_count) + " bytes, more than 16");
+  const uint8_t* rx = r.take(rx_count);
+  if (!rx) return fail("truncated UART FIFO");
+  Plic::State plic;
+  const uint8_t* pb = r.take(sizeof(plic));
+  if (!pb) return fail("truncated PLIC state");
+  std::memcpy(&plic, pb, sizeof(plic));
+  uint32_t pages;
+  if (!r.get(&pages)) return fail("truncated RAM section");
+  const uint32_t npages = config_.ram_size / kPageSize;
+  if (pages > npages) return fail(std::to_string(pages) + " RAM pages listed, the machine has " + std::to_string(npages));
+  const size_t ram_at = r.pos();
+  uint32_t prev = 0;
+  for (uint32_t i = 0; i < pages; i++) {
+    uint32_t index;
+    if (!r.get(&index)) return fail("truncated RAM page index");
+    if (index >= npages || (i > 0 && index <= prev)) return fail("RAM page index " + std::to_string(index) + " out of order or range");
+    prev = index;
+    if (!r.take(kPageSize)) return fail("truncated RAM page " + std::to_string(index));
+  }
+  const uint8_t* trailer = r.take(8);
+  if (!trailer || std::memcmp(trailer, kTrailer, 8) != 0) return fail("missing end marker (truncated or damaged snapshot)");
+  if (r.left() != 0) return fail(std::to_string(r.left()) + " unexpected bytes after the end marker");
+
+  // Valid: apply.
+  Cpu& c = cpu_;
+  for (int i = 1; i < 32; i++) c.x[i] = cf.x[i];
+  c.x[0] = 0;
+  c.pc = cf.pc & ~1u;
+  c.priv = static_cast<Priv>(cf.priv);
+  c.wfi = cf.wfi != 0;
+  c.reservation_valid = cf.rv != 0;
+  c.instret = cf.instret;
+  c.branches = cf.branches;
+  c.mstatus = cf.csr[0];
+  c.mtvec = cf.csr[1];
+  c.mepc = cf.csr[2];
+  c.mcause = cf.csr[3];
+  c.mtval = cf.csr[4];
+  c.mscratch = cf.csr[5];
+  c.mie = cf.csr[6] & Cpu::kMipMask;
+  c.mcounteren = cf.csr[7];
+  c.reservation = cf.csr[8];
+  c.minstret_offset = cf.minstret_offset;
+  c.mcycle_offset = cf.mcycle_offset;
+  c.stop_now = false;
+  msip_ = msip != 0;
+  timecmp_armed_ = armed != 0;
+  halt_requested_ = halt != 0;
+  mtimecmp_ = mtimecmp;
+  mtime_offset_ = mtime_offset;
+  wfi_skipped_ = wfi_skipped;
+  clock_raw_ = clock_raw;
+  // The real clock continues from the snapshot's time rather than jumping to this host's uptime.
+  start_ = std::chrono::steady_clock::now() - std::chrono::nanoseconds(clock_raw * (1'000'000'000 / kTimebaseHz));
+  set_tohost(tohost);
+  semihost_errno_ = sh_errno;
+  semihost_feature_pos_ = feature_pos;
+  Uart::State& u = uart_.s;
+  u.ier = ub[0]; u.lcr = ub[1]; u.mcr = ub[2]; u.scr = ub[3]; u.fcr = ub[4]; u.dll = ub[5]; u.dlm = ub[6]; u.thre_ip = ub[7] != 0;
+  uart_.rx_.assign(rx, rx + rx_count);
+  plic_.s = plic;
+  std::memset(ram_, 0, config_.ram_size);
+  Reader pr(data + ram_at, n - ram_at);
+  for (uint32_t i = 0; i < pages; i++) {
+    uint32_t index = 0;
+    pr.get(&index);
+    std::memcpy(ram_ + static_cast<size_t>(index) * kPageSize, pr.take(kPageSize), kPageSize);
+  }
+  cpu_.host_wrote(kRamBase, config_.ram_size);
+  exit_code_ = 0;
+  exit_via_ = ExitVia::kNone;
+  divergence_.clear();
+  update_irqs();
+  return true;
+}
+
+}  // namespace lockstep

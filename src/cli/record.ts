@@ -1,0 +1,178 @@
+// `lockstep record` and `lockstep replay`: a run recorded to a log file, and the log replayed offline to
+// a bit-identical final state. The two halves mirror each other as recorder.ts and replayer.ts do.
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { Machine, Recorder, Replayer, type RunResult } from '../index.js';
+import { DEFAULT_HASH_INTERVAL } from '../log/recorder.js';
+import { LogReader, LogWriter, type BatchView } from '../log/format.js';
+import { UsageError, parseCount, parseSize } from './args.js';
+import { EXIT, type CommandIo } from './io.js';
+import { exitStatus, hex } from './run.js';
+
+const BUDGET_BYTES_PER_SECOND = 125_000_000; // the 1 Gbit/s logging budget
+
+export const RECORD_HELP = `Usage: lockstep record <guest.elf> -o <run.log> [options]
+
+Runs a guest like 'lockstep run' while logging every non-deterministic input (clock reads, timer
+interrupts, UART input) at its exact instruction position, so that 'lockstep replay' can reproduce the
+run bit for bit.
+
+Options:
+  -o, --output <file>        the log file to write (required)
+  --memory <size>            guest RAM (default 64M)
+  --clock <real|virtual>     real (default): the host clock, logged; virtual: derived from instructions
+  --input <file>             bytes fed to the guest's UART receiver (logged where they arrive)
+  --max-instructions <n>     stop after exactly n instructions
+  --hash-interval <n>        log a state hash every n instructions (default ${DEFAULT_HASH_INTERVAL}; 0: only at the end)
+  --stats                    print counters, seconds, MIPS and log bandwidth (vs the 1 Gbit/s budget) to stderr
+  -h, --help                 this help
+
+Exit status: as 'lockstep run' (the guest's exit code, 75 budget, 77 trap, ...).
+`;
+
+export const REPLAY_HELP = `Usage: lockstep replay <run.log> <guest.elf> [options]
+
+Replays a log written by 'lockstep record' on the same guest ELF. The guest's console output is
+reproduced on stdout; the final state hash and counters go to stderr.
+
+Options:
+  --stats                    also print seconds and MIPS
+  -h, --help                 this help
+
+Exit status: 0 the replay reproduced the recording (same events at the same positions, same state
+hashes); 1 divergence (a report names the first differing event); 65 damaged or mismatched log;
+66 file not found.
+`;
+
+function sha256(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+export async function recordCommand(argv: string[], io: CommandIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      output: { type: 'string', short: 'o' },
+      memory: { type: 'string' },
+      clock: { type: 'string' },
+      input: { type: 'string' },
+      'max-instructions': { type: 'string' },
+      'hash-interval': { type: 'string' },
+      stats: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    io.stdout.write(RECORD_HELP);
+    return EXIT.ok;
+  }
+  if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'missing <guest.elf>' : `expected one ELF file, got ${positionals.length}`);
+  if (!values.output) throw new UsageError('missing -o <run.log>');
+  const clock = values.clock ?? 'real';
+  if (clock !== 'virtual' && clock !== 'real') throw new UsageError(`--clock: '${clock}' must be 'real' or 'virtual'`);
+  const memory = values.memory === undefined ? 64 * 1024 * 1024 : parseSize('memory', values.memory);
+  const max = values['max-instructions'] === undefined ? undefined : parseCount('max-instructions', values['max-instructions']);
+  const hashInterval = values['hash-interval'] === undefined ? DEFAULT_HASH_INTERVAL : Number(parseCount('hash-interval', values['hash-interval']));
+  const elf = readFileSync(positionals[0]!);
+  const input = values.input === undefined ? undefined : readFileSync(values.input);
+
+  const machine = new Machine({ memory, clock });
+  let writer: LogWriter | undefined;
+  try {
+    machine.load(elf);
+    machine.on('console', (chunk) => io.stdout.write(chunk));
+    writer = LogWriter.create(values.output, { lockstep: packageVersion(), memory, clock, elfSha256: sha256(elf), hashInterval });
+    const recorder = new Recorder(machine, { hashInterval });
+    const w = writer;
+    recorder.on('batch', (batch) => w.write(batch));
+    if (input) machine.input(input);
+    const onSigint = () => machine.stop();
+    process.once('SIGINT', onSigint);
+    const started = process.hrtime.bigint();
+    let result: RunResult;
+    try {
+      result = await machine.run(max === undefined ? {} : { maxInstructions: max });
+    } finally {
+      process.removeListener('SIGINT', onSigint);
+    }
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    recorder.finish(result);
+    writer.close();
+    if (values.stats) {
+      const bps = recorder.bytes / seconds;
+      io.stderr.write(
+        `lockstep: ${result.instret} instructions, ${result.branches} branches, ${seconds.toFixed(3)} s, ` +
+          `${(Number(result.instret) / seconds / 1e6).toFixed(1)} MIPS\n` +
+          `lockstep: log ${recorder.bytes} bytes in ${recorder.batches} batches, ${(bps / 1e3).toFixed(1)} kB/s = ` +
+          `${((bps * 8) / 1e6).toFixed(3)} Mbit/s (${((bps / BUDGET_BYTES_PER_SECOND) * 100).toFixed(4)} % of the 1 Gbit/s budget)\n`,
+      );
+    }
+    return exitStatus(result, io);
+  } finally {
+    writer?.close();
+    machine.close();
+  }
+}
+
+export async function replayCommand(argv: string[], io: CommandIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { stats: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+  });
+  if (values.help) {
+    io.stdout.write(REPLAY_HELP);
+    return EXIT.ok;
+  }
+  if (positionals.length !== 2) throw new UsageError('expected <run.log> <guest.elf>');
+  const [logPath, elfPath] = positionals as [string, string];
+  const elf = readFileSync(elfPath);
+  const reader = LogReader.open(logPath);
+  let batches: BatchView[];
+  try {
+    // Validate the whole log first: replay never applies a damaged batch, and a damaged log is
+    // reported before anything runs.
+    batches = [...reader.batches()];
+  } finally {
+    reader.close();
+  }
+  const meta = reader.meta;
+  if (meta.elfSha256 !== sha256(elf)) {
+    io.stderr.write(`lockstep replay: ${elfPath} is not the program ${logPath} was recorded from (SHA-256 differs)\n`);
+    return EXIT.dataErr;
+  }
+  const machine = new Machine({ memory: meta.memory, clock: meta.clock });
+  try {
+    machine.load(elf);
+    machine.on('console', (chunk) => io.stdout.write(chunk));
+    const replayer = new Replayer(machine);
+    for (const b of batches) replayer.feed(b.bytes);
+    replayer.end();
+    const started = process.hrtime.bigint();
+    const result = await machine.run();
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    if (result.kind === 'divergence') {
+      io.stderr.write(`lockstep replay: DIVERGENCE: ${result.message}\n`);
+      io.stderr.write(`lockstep replay: stopped at instret ${result.instret}, branches ${result.branches}, pc ${hex(result.pc)}\n`);
+      return EXIT.divergence;
+    }
+    const hash = machine.stateHash();
+    const outcome =
+      result.kind === 'exit' ? `guest exit ${result.code}` : result.kind === 'end-of-log' ? `end of log (recording ended: ${result.recorded ?? 'without an end record'})` : result.kind;
+    io.stderr.write(
+      `lockstep replay: ${outcome}; ${result.instret} instructions, ${result.branches} branches, state hash 0x${hash.toString(16).padStart(16, '0')}\n`,
+    );
+    if (values.stats) io.stderr.write(`lockstep replay: ${seconds.toFixed(3)} s, ${(Number(result.instret) / seconds / 1e6).toFixed(1)} MIPS\n`);
+    if (result.kind === 'trap' || result.kind === 'halted' || result.kind === 'stopped') return exitStatus(result, io);
+    return EXIT.ok;
+  } finally {
+    machine.close();
+  }
+}
