@@ -24,8 +24,10 @@ VcpuThread::~VcpuThread() { shutdown(); }
 
 void VcpuThread::raise() {
   // release: pairs with the acquire load in Cpu::run(); the queued input/stop flag is visible first.
-  // A replaying machine ignores host input, so queued input does not interrupt it.
-  const bool input = !input_.empty() && machine_->log_mode() != LogMode::kReplay;
+  // Only new input interrupts a run: input the UART FIFO cannot take yet waits for the next slice
+  // boundary (else a guest that is slow to read would be interrupted forever). A replaying machine
+  // ignores host input altogether.
+  const bool input = new_input_ && machine_->log_mode() != LogMode::kReplay;
   attention_.store(stop_requested_ || input || quit_, std::memory_order_release);
 }
 
@@ -54,6 +56,7 @@ void VcpuThread::request_stop() {
 void VcpuThread::input(const uint8_t* data, size_t n) {
   std::lock_guard<std::mutex> lock(mu_);
   input_.insert(input_.end(), data, data + n);
+  new_input_ = true;
   raise();
   cv_.notify_all();
 }
@@ -226,6 +229,7 @@ RunReport VcpuThread::run_to(uint64_t target) {
         input_.erase(input_.begin(), input_.begin() + static_cast<long>(took));
         if (took < n) break;  // FIFO full: the rest waits for the guest to read
       }
+      new_input_ = false;
       raise();
     }
     uint64_t slice_end = std::min(target, cpu.instret + kSlice);
@@ -265,7 +269,7 @@ RunReport VcpuThread::run_to(uint64_t target) {
         // Sleep (never spin) until input, a stop, or (real clock) the timer's deadline.
         std::unique_lock<std::mutex> lock(mu_);
         const int64_t ns = m.config().real_clock ? m.ns_until_timer() : -1;
-        auto ready = [&] { return quit_ || stop_requested_ || !input_.empty(); };
+        auto ready = [&] { return quit_ || stop_requested_ || new_input_; };
         if (ns < 0) cv_.wait(lock, ready);
         else if (ns > 0) cv_.wait_for(lock, std::chrono::nanoseconds(ns), ready);
         break;

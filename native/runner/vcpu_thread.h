@@ -112,6 +112,7 @@ class VcpuThread final : public ConsoleSink, public EventSink {
   bool stop_requested_ = false;
   uint64_t target_ = 0;
   std::deque<uint8_t> input_;
+  bool new_input_ = false;  // input arrived since the vCPU last looked
   bool report_ready_ = false;
   RunReport report_;
   std::atomic<bool> busy_{false};

@@ -1,0 +1,224 @@
+// Record then replay, rr's way: for many guests and random schedules of asynchronous inputs, the
+// replay reproduces console output, counters and the final state hash; altered logs are caught.
+import { describe, expect, it } from 'vitest';
+import { Machine, Recorder, Replayer, decodeRecords, encodeBatch, parseBatch, EventKind, type LogEvent } from '../../src/index.js';
+import { prng } from '../cpu/prng.js';
+import { guestElf, record, replay, type Schedule } from '../helpers/replay.js';
+
+const REAL = { memory: 1 << 20, clock: 'real' as const };
+const VIRTUAL = { memory: 1 << 20, clock: 'virtual' as const };
+
+/** A random schedule of UART input: up to `n` chunks of printable text at random times in [0, spanMs). */
+function randomSchedule(seed: number, n: number, spanMs: number): Schedule {
+  const rnd = prng(seed);
+  const input: { atMs: number; bytes: string }[] = [];
+  const count = 1 + Math.floor(rnd() * n);
+  for (let i = 0; i < count; i++) {
+    let s = '';
+    const len = 1 + Math.floor(rnd() * 12);
+    for (let j = 0; j < len; j++) s += rnd() < 0.15 ? '\n' : String.fromCharCode(97 + Math.floor(rnd() * 26));
+    input.push({ atMs: Math.floor(rnd() * spanMs), bytes: s });
+  }
+  return { input };
+}
+
+/** The lsn a batch claims (parseBatch checks it against the expected one). */
+function lsnOf(b: Uint8Array): bigint {
+  return new DataView(b.buffer, b.byteOffset, b.byteLength).getBigUint64(8, true);
+}
+
+function events(batches: Uint8Array[]): LogEvent[] {
+  return batches.flatMap((b) => decodeRecords(parseBatch(b, 0, lsnOf(b)).batch));
+}
+
+async function roundTrip(guest: string, options: typeof REAL | typeof VIRTUAL, schedule: Schedule, hashInterval?: number) {
+  const elf = guestElf(guest);
+  const a = await record(elf, options, schedule, hashInterval === undefined ? {} : { hashInterval });
+  const b = await replay(elf, options, a.batches);
+  return { a, b };
+}
+
+describe('record and replay', () => {
+  for (let seed = 1; seed <= 6; seed++) {
+    it(`echo with the real clock and random UART input (seed ${seed}) replays to the same console, counters and state hash`, async () => {
+      const { a, b } = await roundTrip('echo', REAL, randomSchedule(seed, 6, 150), 2000);
+      expect(a.result.kind).toBe('exit');
+      expect(b.result).toMatchObject({ kind: 'exit', code: a.result.kind === 'exit' ? a.result.code : -1 });
+      expect(b.console).toBe(a.console);
+      expect(b.result.instret).toBe(a.result.instret);
+      expect(b.result.branches).toBe(a.result.branches);
+      expect(b.hash).toBe(a.hash);
+      const kinds = new Set(events(a.batches).map((e) => e.kind));
+      expect(kinds.has(EventKind.ClockRead)).toBe(true); // echo reads mtime
+      expect(kinds.has(EventKind.StateHash)).toBe(true);
+    });
+  }
+
+  it('echo with the virtual clock and input logs no clock events and replays identically', async () => {
+    const { a, b } = await roundTrip('echo', VIRTUAL, randomSchedule(42, 4, 20));
+    expect(b.console).toBe(a.console);
+    expect(b.hash).toBe(a.hash);
+    const kinds = events(a.batches).map((e) => e.kind);
+    expect(kinds).not.toContain(EventKind.ClockRead);
+    expect(kinds).not.toContain(EventKind.ClockSample);
+  });
+
+  it('timer interrupts at real-time points replay at the same instructions', async () => {
+    const { a, b } = await roundTrip('timer', REAL, {});
+    expect(a.result.kind).toBe('exit');
+    expect(events(a.batches).some((e) => e.kind === EventKind.ClockSample)).toBe(true);
+    expect(b.console).toBe(a.console);
+    expect(b.result.instret).toBe(a.result.instret);
+    expect(b.hash).toBe(a.hash);
+  });
+
+  for (const guest of ['hello', 'semihost', 'umode', 'mixed', 'sort']) {
+    it(`${guest} replays to the same state with periodic state hashes checked`, async () => {
+      const { a, b } = await roundTrip(guest, REAL, { maxInstructions: 3_000_000 }, 250_000);
+      expect(b.console).toBe(a.console);
+      expect(b.result.instret).toBe(a.result.instret);
+      expect(b.hash).toBe(a.hash);
+      if (a.result.kind === 'budget') expect(b.result).toMatchObject({ kind: 'end-of-log', recorded: 'budget' });
+    });
+  }
+
+  it('a snapshot taken mid-run plus the log recorded after it replays to the same final state', async () => {
+    const elf = guestElf('echo');
+    const m = new Machine(REAL);
+    let snap: Uint8Array;
+    let batches: Uint8Array[] = [];
+    let consoleAfter = '';
+    let hash: bigint;
+    try {
+      m.load(elf);
+      expect((await m.run({ maxInstructions: 5_000 })).kind).toBe('budget');
+      snap = m.snapshot();
+      const rec = new Recorder(m, { hashInterval: 1000 });
+      rec.on('batch', (b) => batches.push(b.slice()));
+      const out: Buffer[] = [];
+      m.on('console', (c) => out.push(Buffer.from(c)));
+      setTimeout(() => m.input('after the snapshot\nq'), 30);
+      const r = await m.run();
+      rec.finish(r);
+      consoleAfter = Buffer.concat(out).toString('latin1');
+      hash = m.stateHash();
+    } finally {
+      m.close();
+    }
+    const m2 = new Machine(REAL);
+    try {
+      m2.restore(snap);
+      const out: Buffer[] = [];
+      m2.on('console', (c) => out.push(Buffer.from(c)));
+      const rep = new Replayer(m2);
+      for (const b of batches) rep.feed(b);
+      rep.end();
+      const r = await m2.run();
+      expect(r.kind).toBe('exit');
+      expect(Buffer.concat(out).toString('latin1')).toBe(consoleAfter);
+      expect(m2.stateHash()).toBe(hash);
+    } finally {
+      m2.close();
+    }
+    batches = [];
+  });
+
+  it('batches fed while the replayer runs (live replay) give the same result', async () => {
+    const elf = guestElf('echo');
+    const a = await record(elf, REAL, randomSchedule(7, 5, 120), { hashInterval: 5000 });
+    const m = new Machine(REAL);
+    try {
+      m.load(elf);
+      const out: Buffer[] = [];
+      m.on('console', (c) => out.push(Buffer.from(c)));
+      const rep = new Replayer(m);
+      const running = m.run();
+      let i = 0;
+      await new Promise<void>((resolve) => {
+        const t = setInterval(() => {
+          for (let k = 0; k < 10 && i < a.batches.length; k++) rep.feed(a.batches[i++]!);
+          if (i >= a.batches.length) {
+            clearInterval(t);
+            rep.end();
+            resolve();
+          }
+        }, 1);
+      });
+      const r = await running;
+      expect(r.kind).toBe('exit');
+      expect(Buffer.concat(out).toString('latin1')).toBe(a.console);
+      expect(m.stateHash()).toBe(a.hash);
+    } finally {
+      m.close();
+    }
+  });
+});
+
+describe('divergence detection', () => {
+  /** Rewrites the batches with `edit` applied to the decoded events (CRCs recomputed: only content changes). */
+  function rewrite(batches: Uint8Array[], edit: (e: LogEvent, index: number) => LogEvent): Uint8Array[] {
+    let index = 0;
+    return batches.map((b) => {
+      const { batch } = parseBatch(b, 0, lsnOf(b));
+      const evs = decodeRecords(batch).map((e) => edit(e, index++));
+      return encodeBatch(batch.lsn, { instret: batch.baseInstret, branches: batch.baseBranches, pc: batch.basePc, clock: batch.baseClock }, evs);
+    });
+  }
+
+  it('a changed UART byte is caught by the next check after it, not before', async () => {
+    const elf = guestElf('echo');
+    const a = await record(elf, REAL, { input: [{ atMs: 10, bytes: 'abc\n' }] }, { hashInterval: 500 });
+    const all = events(a.batches);
+    const rx = all.findIndex((e) => e.kind === EventKind.UartRx);
+    expect(rx).toBeGreaterThanOrEqual(0);
+    const altered = rewrite(a.batches, (e, i) => (i === rx ? { ...e, data: Uint8Array.from(e.data!, (x, j) => (j === 0 ? x ^ 0x20 : x)) } : e));
+    const b = await replay(elf, REAL, altered);
+    expect(b.result.kind).toBe('divergence');
+    if (b.result.kind !== 'divergence') return;
+    const at = BigInt(/instret (\d+)/.exec(b.result.message)![1]!);
+    expect(at).toBeGreaterThanOrEqual(all[rx]!.instret);
+  });
+
+  it('a moved event is reported at that event, naming the expected and found positions', async () => {
+    const elf = guestElf('echo');
+    const a = await record(elf, REAL, { input: [{ atMs: 10, bytes: 'xyz\n' }] });
+    const all = events(a.batches);
+    const target = all.findIndex((e) => e.kind === EventKind.ClockRead && e.instret > 100n);
+    const moved = rewrite(a.batches, (e, i) => (i === target ? { ...e, instret: e.instret + 1n } : e));
+    const b = await replay(elf, REAL, moved);
+    expect(b.result.kind).toBe('divergence');
+    if (b.result.kind === 'divergence') {
+      expect(b.result.message).toContain(`clock-read at instret ${all[target]!.instret + 1n}`);
+      expect(b.result.message).toContain(`clock-read at instret ${all[target]!.instret}`);
+    }
+  });
+
+  it('a damaged batch is refused whole, with its sequence number', async () => {
+    const elf = guestElf('echo');
+    const a = await record(elf, REAL, {});
+    const bad = a.batches.map((b) => b.slice());
+    const victim = Math.floor(bad.length / 2);
+    bad[victim]![bad[victim]!.length - 1]! ^= 0xff;
+    const b = await replay(elf, REAL, bad);
+    expect(b.result.kind).toBe('divergence');
+    if (b.result.kind === 'divergence') expect(b.result.message).toMatch(new RegExp(`damaged: batch ${victim}, .*CRC32C`));
+  });
+
+  it('replay from the wrong starting state is refused before anything runs', async () => {
+    const elf = guestElf('echo');
+    const a = await record(elf, REAL, {});
+    const m = new Machine(REAL);
+    try {
+      m.load(guestElf('hello'));
+      const rep = new Replayer(m);
+      for (const b of a.batches) rep.feed(b);
+      rep.end();
+      const r = await m.run();
+      expect(r.kind).toBe('divergence');
+      expect(r.instret).toBe(0n);
+      if (r.kind === 'divergence') expect(r.message).toMatch(/starts at instret 0 .*replay needs the state the recording started from|log has|machine/);
+    } finally {
+      m.close();
+    }
+  });
+});
