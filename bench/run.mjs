@@ -18,7 +18,11 @@ function compile(project) {
 
 if (!existsSync(join(root, 'dist', 'index.js'))) compile('tsconfig.build.json');
 compile(join('bench', 'tsconfig.json'));
-const r = spawnSync(process.execPath, [join(root, 'bench', 'build', 'bench', 'src', 'main.js'), ...process.argv.slice(2)], {
+// `npm run bench -- record [...]` runs the record/replay benchmark instead of the interpreter one.
+const [first, ...rest] = process.argv.slice(2);
+const entry = first === 'record' ? 'record.js' : 'main.js';
+const args = first === 'record' ? rest : process.argv.slice(2);
+const r = spawnSync(process.execPath, [join(root, 'bench', 'build', 'bench', 'src', entry), ...args], {
   cwd: root,
   stdio: 'inherit',
 });

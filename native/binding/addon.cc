@@ -93,8 +93,10 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
           // Coalesce: at most one doorbell call is queued; the JS side drains everything each time.
           if (!pending->exchange(true, std::memory_order_acq_rel)) {
             tsfn.NonBlockingCall([pending](Napi::Env, Napi::Function fn) {
-              // release: the next ring on the vCPU thread queues a fresh call; pairs with exchange above.
-              pending->store(false, std::memory_order_release);
+              // acq_rel: reads the `true` the vCPU's exchange wrote, so everything it pushed before is
+              // visible to the reads below (a plain release store would not synchronize); and the next
+              // ring on the vCPU thread then queues a fresh call. Pairs with the exchange above.
+              pending->exchange(false, std::memory_order_acq_rel);
               fn.Call({});
             });
           }

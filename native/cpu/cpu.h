@@ -100,7 +100,8 @@ enum PageFlag : uint8_t {
 };
 
 /// Consumers of the dirty-page bitmap (bits of Cpu::dirty()).
-enum DirtyConsumer : uint8_t { kDirtyHash = 1, kDirtyCopy = 2, kDirtyAll = 3 };
+/// kDirtyEver is never cleared: a page without it still holds the zeros it started with.
+enum DirtyConsumer : uint8_t { kDirtyHash = 1, kDirtyCopy = 2, kDirtyEver = 4, kDirtyAll = 7 };
 
 class Cpu {
  public:

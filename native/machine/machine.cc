@@ -425,9 +425,15 @@ struct Folder {
 uint64_t Machine::state_hash() {
   const uint32_t npages = config_.ram_size / kPageSize;
   if (page_hash_.size() != npages) {
-    page_hash_.assign(npages, 0);
+    // First call: pages never written are still zero (RAM starts zeroed), so they need no reading.
+    static const uint64_t zero_hash = [] {
+      static const uint8_t zero[kPageSize] = {};
+      return hash_page(zero);
+    }();
+    page_hash_.assign(npages, zero_hash);
+    const std::vector<uint8_t>& dirty = cpu_.dirty();
     for (uint32_t p = 0; p < npages; p++) {
-      page_hash_[p] = hash_page(ram_ + static_cast<size_t>(p) * kPageSize);
+      if (dirty[p] & kDirtyEver) page_hash_[p] = hash_page(ram_ + static_cast<size_t>(p) * kPageSize);
       cpu_.clean(p, kDirtyHash);
     }
   } else {
