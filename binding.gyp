@@ -14,6 +14,7 @@
         "native/machine/machine.cc",
         "native/machine/plic.cc",
         "native/machine/semihost.cc",
+        "native/machine/snapshot.cc",
         "native/machine/uart.cc",
         "native/runner/replay_feed.cc",
         "native/runner/vcpu_thread.cc"
