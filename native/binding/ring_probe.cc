@@ -240,11 +240,16 @@ class RingProbe : public Napi::ObjectWrap<RingProbe> {
 
   ~RingProbe() override {
     Close();
-    if (!cleanup_.IsEmpty()) cleanup_.Remove(env_);
+    // Not after the hook fired: that is environment teardown, where removing a hook finds the wrong
+    // (or no) environment through the isolate and corrupts the heap (seen with worker.terminate()).
+    if (!hook_fired_ && !cleanup_.IsEmpty()) cleanup_.Remove(env_);
   }
 
  private:
-  static void OnEnvCleanup(RingProbe* self) { self->Close(); }
+  static void OnEnvCleanup(RingProbe* self) {
+    self->hook_fired_ = true;
+    self->Close();
+  }
 
   /// Stops and joins the threads, then releases what they used. Idempotent.
   void Close() {
@@ -528,6 +533,7 @@ class RingProbe : public Napi::ObjectWrap<RingProbe> {
   ProbeResult result_;
   bool refed_ = false;
   bool closed_ = false;
+  bool hook_fired_ = false;
 };
 
 }  // namespace
