@@ -317,19 +317,60 @@ class RingProbe : public Napi::ObjectWrap<RingProbe> {
     *out = d;
     return true;
   }
-  /// (totalBytes, seed, maxChunk[, startIndex]) shared by produce/consume/pipe.
-  bool RunArgs(const Napi::CallbackInfo& info, bool with_start, uint64_t* total, uint32_t* seed, uint32_t* max_chunk, uint32_t* start) {
-    double t, s, c, st = 0;
+  /// One run's parameters: (totalBytes, seed, maxChunk, options?) of produce/consume/pipe.
+  struct RunSpec {
+    uint64_t total = 0;
+    uint32_t seed = 0;
+    uint32_t max_chunk = 1;
+    uint32_t start = 0;      // options.startIndex: where head and tail begin (produce, pipe)
+    bool fixed = false;      // options.fixedChunk: every push/pop asks for maxChunk bytes, not 1..maxChunk
+    bool check = true;       // options.check: hash (and, consuming, verify) the bytes; off for throughput
+    bool native_peer = false;
+  };
+  static bool Flag(const Napi::CallbackInfo& info, Napi::Object opts, const char* name, bool* out) {
+    Napi::Value v = opts.Get(name);
+    if (v.IsUndefined()) return true;
+    if (!v.IsBoolean()) {
+      Napi::TypeError::New(info.Env(), std::string("options.") + name + " must be a boolean").ThrowAsJavaScriptException();
+      return false;
+    }
+    *out = v.As<Napi::Boolean>().Value();
+    return true;
+  }
+  bool RunArgs(const Napi::CallbackInfo& info, bool with_start, RunSpec* spec) {
+    double t, s, c;
     if (!Integer(info, 0, "totalBytes", 0, 9007199254740991.0, &t) || !Integer(info, 1, "seed", 0, 4294967295.0, &s) ||
         !Integer(info, 2, "maxChunk", 1, kMaxChunk, &c)) {
       return false;
     }
-    if (with_start && info.Length() > 3 && !info[3].IsUndefined() && !Integer(info, 3, "startIndex", 0, 4294967295.0, &st)) return false;
-    *total = static_cast<uint64_t>(t);
-    *seed = static_cast<uint32_t>(s);
-    *max_chunk = static_cast<uint32_t>(c);
-    *start = static_cast<uint32_t>(st);
-    return true;
+    spec->total = static_cast<uint64_t>(t);
+    spec->seed = static_cast<uint32_t>(s);
+    spec->max_chunk = static_cast<uint32_t>(c);
+    if (info.Length() <= 3 || info[3].IsUndefined()) return true;
+    if (!info[3].IsObject()) {
+      Napi::TypeError::New(info.Env(), "options must be an object").ThrowAsJavaScriptException();
+      return false;
+    }
+    Napi::Object opts = info[3].As<Napi::Object>();
+    Napi::Value start = opts.Get("startIndex");
+    if (!start.IsUndefined()) {
+      if (!with_start) {
+        Napi::TypeError::New(info.Env(), "consume() takes no startIndex: the ByteRingWriter sets it").ThrowAsJavaScriptException();
+        return false;
+      }
+      double st;
+      if (!start.IsNumber()) {
+        Napi::TypeError::New(info.Env(), "options.startIndex must be a number").ThrowAsJavaScriptException();
+        return false;
+      }
+      st = start.As<Napi::Number>().DoubleValue();
+      if (!(st >= 0 && st <= 4294967295.0) || st != static_cast<double>(static_cast<int64_t>(st))) {
+        Napi::RangeError::New(info.Env(), "options.startIndex must be an integer from 0 to 4294967295").ThrowAsJavaScriptException();
+        return false;
+      }
+      spec->start = static_cast<uint32_t>(st);
+    }
+    return Flag(info, opts, "fixedChunk", &spec->fixed) && Flag(info, opts, "check", &spec->check);
   }
 
   void Begin(Napi::Env env, Mode mode, int threads) {
@@ -346,43 +387,43 @@ class RingProbe : public Napi::ObjectWrap<RingProbe> {
     }
   }
 
-  // produce(totalBytes, seed, maxChunk, startIndex = 0): initialises the ring (head = tail =
-  // startIndex) and starts a native producer; the consumer is JS (ByteRingReader).
+  // produce(totalBytes, seed, maxChunk, { startIndex, fixedChunk, check }?): initialises the ring
+  // (head = tail = startIndex) and starts a native producer; the consumer is JS (ByteRingReader).
   Napi::Value JsProduce(const Napi::CallbackInfo& info) {
-    uint64_t total;
-    uint32_t seed, max_chunk, start;
-    if (!Startable(info) || !RunArgs(info, true, &total, &seed, &max_chunk, &start)) return info.Env().Undefined();
-    ByteRingProducer(mem_, capacity_).init(start);  // before the thread starts: the start orders it
+    RunSpec spec;
+    if (!Startable(info) || !RunArgs(info, true, &spec)) return info.Env().Undefined();
+    ByteRingProducer(mem_, capacity_).init(spec.start);  // before the thread starts: the start orders it
     Begin(info.Env(), Mode::kProduce, 1);
-    producer_ = std::thread([this, total, seed, max_chunk] { ProducerMain(total, seed, max_chunk, false); });
+    producer_ = std::thread([this, spec] { ProducerMain(spec); });
     return info.Env().Undefined();
   }
 
-  // consume(totalBytes, seed, maxChunk): starts a native consumer of a ring that JS produces into
-  // (ByteRingWriter, which initialised the header); it verifies the bytes against the seed's stream.
+  // consume(totalBytes, seed, maxChunk, { fixedChunk, check }?): starts a native consumer of a ring
+  // that JS produces into (ByteRingWriter, which initialised the header); unless check is false it
+  // verifies the bytes against the seed's stream.
   Napi::Value JsConsume(const Napi::CallbackInfo& info) {
-    uint64_t total;
-    uint32_t seed, max_chunk, start;
-    if (!Startable(info) || !RunArgs(info, false, &total, &seed, &max_chunk, &start)) return info.Env().Undefined();
+    RunSpec spec;
+    if (!Startable(info) || !RunArgs(info, false, &spec)) return info.Env().Undefined();
     if (!ByteRingConsumer(mem_, capacity_).header_matches()) {
       Napi::Error::New(info.Env(), "ring header is not initialised for this capacity: create the ByteRingWriter first")
           .ThrowAsJavaScriptException();
       return info.Env().Undefined();
     }
     Begin(info.Env(), Mode::kConsume, 1);
-    consumer_ = std::thread([this, total, seed, max_chunk] { ConsumerMain(total, seed, max_chunk, false); });
+    consumer_ = std::thread([this, spec] { ConsumerMain(spec); });
     return info.Env().Undefined();
   }
 
-  // pipe(totalBytes, seed, maxChunk, startIndex = 0): both ends native, on two threads.
+  // pipe(totalBytes, seed, maxChunk, { startIndex, fixedChunk, check }?): both ends native, on two
+  // threads (the shape of the FT logging path).
   Napi::Value JsPipe(const Napi::CallbackInfo& info) {
-    uint64_t total;
-    uint32_t seed, max_chunk, start;
-    if (!Startable(info) || !RunArgs(info, true, &total, &seed, &max_chunk, &start)) return info.Env().Undefined();
-    ByteRingProducer(mem_, capacity_).init(start);
+    RunSpec spec;
+    if (!Startable(info) || !RunArgs(info, true, &spec)) return info.Env().Undefined();
+    spec.native_peer = true;
+    ByteRingProducer(mem_, capacity_).init(spec.start);
     Begin(info.Env(), Mode::kPipe, 2);
-    consumer_ = std::thread([this, total, seed, max_chunk] { ConsumerMain(total, seed, max_chunk, true); });
-    producer_ = std::thread([this, total, seed, max_chunk] { ProducerMain(total, seed, max_chunk, true); });
+    consumer_ = std::thread([this, spec] { ConsumerMain(spec); });
+    producer_ = std::thread([this, spec] { ProducerMain(spec); });
     return info.Env().Undefined();
   }
 
@@ -446,14 +487,21 @@ class RingProbe : public Napi::ObjectWrap<RingProbe> {
     RingDoorbell();
   }
 
-  void ProducerMain(uint64_t total, uint32_t seed, uint32_t max_chunk, bool native_peer) {
-    const std::vector<uint8_t> pattern = make_pattern(seed);
+  static size_t NextChunk(const RunSpec& spec, uint32_t* rng, uint64_t left) {
+    const uint64_t c = spec.fixed ? spec.max_chunk : 1 + xorshift32(rng) % spec.max_chunk;
+    return static_cast<size_t>(std::min(c, left));
+  }
+
+  void ProducerMain(const RunSpec spec) {
+    const std::vector<uint8_t> pattern = make_pattern(spec.seed);
     ByteRingProducer ring(mem_, capacity_);
     LaneHash hash;
-    uint32_t rng = prng_state(seed, kProducerChunkSalt);
+    uint32_t rng = prng_state(spec.seed, kProducerChunkSalt);
     uint64_t pos = 0, waits = 0;
+    const uint64_t total = spec.total;
+    const bool native_peer = spec.native_peer;
     while (pos < total && !stop_.load(std::memory_order_relaxed)) {
-      const size_t c = static_cast<size_t>(std::min<uint64_t>(1 + xorshift32(&rng) % max_chunk, total - pos));
+      const size_t c = NextChunk(spec, &rng, total - pos);
       const uint8_t* src = pattern.data() + pos % kPatternBytes;
       size_t sent = 0;
       while (sent < c) {
@@ -468,7 +516,7 @@ class RingProbe : public Napi::ObjectWrap<RingProbe> {
         space_waker_.wait([&] { return ring.free_space() > 0; }, stop_);
         if (stop_.load(std::memory_order_relaxed)) break;
       }
-      hash.update(src, sent);
+      if (spec.check) hash.update(src, sent);
       pos += sent;
     }
     result_.producer_seconds = Elapsed();
@@ -478,16 +526,18 @@ class RingProbe : public Napi::ObjectWrap<RingProbe> {
     Finish();
   }
 
-  void ConsumerMain(uint64_t total, uint32_t seed, uint32_t max_chunk, bool native_peer) {
-    const std::vector<uint8_t> pattern = make_pattern(seed);
-    std::vector<uint8_t> buf(max_chunk);
+  void ConsumerMain(const RunSpec spec) {
+    const std::vector<uint8_t> pattern = make_pattern(spec.seed);
+    std::vector<uint8_t> buf(spec.max_chunk);
     ByteRingConsumer ring(mem_, capacity_);
     LaneHash hash;
-    uint32_t rng = prng_state(seed, kConsumerChunkSalt);
+    uint32_t rng = prng_state(spec.seed, kConsumerChunkSalt);
     uint64_t pos = 0, waits = 0;
     int64_t mismatch = -1;
+    const uint64_t total = spec.total;
+    const bool native_peer = spec.native_peer;
     while (pos < total && !stop_.load(std::memory_order_relaxed)) {
-      const size_t want = static_cast<size_t>(std::min<uint64_t>(1 + xorshift32(&rng) % max_chunk, total - pos));
+      const size_t want = NextChunk(spec, &rng, total - pos);
       const size_t n = ring.pop(buf.data(), want);
       if (n == 0) {
         waits++;
@@ -496,13 +546,15 @@ class RingProbe : public Napi::ObjectWrap<RingProbe> {
       }
       space_waker_.kick();
       if (!native_peer) RingDoorbell();
-      const uint8_t* expect = pattern.data() + pos % kPatternBytes;
-      if (mismatch < 0 && std::memcmp(buf.data(), expect, n) != 0) {
-        size_t i = 0;
-        while (buf[i] == expect[i]) i++;
-        mismatch = static_cast<int64_t>(pos + i);
+      if (spec.check) {
+        const uint8_t* expect = pattern.data() + pos % kPatternBytes;
+        if (mismatch < 0 && std::memcmp(buf.data(), expect, n) != 0) {
+          size_t i = 0;
+          while (buf[i] == expect[i]) i++;
+          mismatch = static_cast<int64_t>(pos + i);
+        }
+        hash.update(buf.data(), n);
       }
-      hash.update(buf.data(), n);
       pos += n;
     }
     result_.consumer_seconds = Elapsed();

@@ -144,7 +144,7 @@ export class ByteRingWriter {
 export interface RingProbeResult {
   /** Bytes the native end moved: produced (produce) or consumed (consume, pipe). */
   bytes: number;
-  /** Lane hash of those bytes (test/helpers/ring-stream.ts computes the same). */
+  /** Lane hash of those bytes (test/helpers/ring-stream.ts computes the same); 0 when not checking. */
   checksum: number;
   /** Times a native end found the ring full (producer) or empty (consumer) and slept. */
   waits: number;
@@ -158,6 +158,16 @@ export interface RingProbeResult {
   seconds: number;
 }
 
+/** Options of a {@link RingProbe} run. */
+export interface RingProbeRunOptions {
+  /** Where head and tail start (produce, pipe; default 0). For consume the ByteRingWriter sets it. */
+  startIndex?: number;
+  /** Every push/pop asks for maxChunk bytes instead of a random 1..maxChunk (default false). */
+  fixedChunk?: boolean;
+  /** Hash the bytes and, consuming, verify them against the stream (default true; off for throughput). */
+  check?: boolean;
+}
+
 /**
  * Test-and-benchmark-only driver of a ring from native threads. The doorbell is called (coalesced,
  * on the JS thread) after the native end makes progress and when the run finishes; JS calls kick()
@@ -165,11 +175,11 @@ export interface RingProbeResult {
  */
 export interface RingProbe {
   /** Initialises the ring (head = tail = startIndex) and produces the seed's stream natively in chunks of 1..maxChunk. */
-  produce(totalBytes: number, seed: number, maxChunk: number, startIndex?: number): void;
+  produce(totalBytes: number, seed: number, maxChunk: number, options?: RingProbeRunOptions): void;
   /** Consumes natively (pops of 1..maxChunk) from a ring a ByteRingWriter initialised, verifying the seed's stream. */
-  consume(totalBytes: number, seed: number, maxChunk: number): void;
+  consume(totalBytes: number, seed: number, maxChunk: number, options?: Omit<RingProbeRunOptions, 'startIndex'>): void;
   /** Both ends native, on two threads (the FT logging path's shape). */
-  pipe(totalBytes: number, seed: number, maxChunk: number, startIndex?: number): void;
+  pipe(totalBytes: number, seed: number, maxChunk: number, options?: RingProbeRunOptions): void;
   kick(): void;
   done(): boolean;
   /** null while running. */

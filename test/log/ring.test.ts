@@ -47,7 +47,7 @@ const u32 = (sab: SharedArrayBuffer, offset: number): number => new Uint32Array(
 
 async function nativeToJs(capacity: number, total: number, seed: number, maxChunk: number, maxRead: number, startIndex = 0) {
   const { ring, bell, probe } = setup(capacity);
-  probe.produce(total, seed, maxChunk, startIndex);
+  probe.produce(total, seed, maxChunk, { startIndex });
   const js = await readFromProbe(probe, new ByteRingReader(ring), bell, total, { seed, max: maxRead });
   await probeFinished(probe, bell);
   const native = probe.join();
@@ -212,7 +212,7 @@ describe('u32 wrap-around of head and tail', () => {
 
   it('native to native through a 64-byte ring starting just below 2^32', async () => {
     const { bell, probe, ring } = setup(64);
-    probe.pipe(total, 5, 100, start);
+    probe.pipe(total, 5, 100, { startIndex: start });
     await probeFinished(probe, bell);
     const r = probe.join();
     expect(r.bytes).toBe(total);
@@ -253,7 +253,12 @@ describe('RingProbe argument and state checks', () => {
     bad(() => p.produce(1, 2 ** 32, 1)).toThrow(RangeError);
     bad(() => p.produce(1, 1, 0)).toThrow(RangeError);
     bad(() => p.produce(1, 1, 2 ** 20 + 1)).toThrow(RangeError);
-    bad(() => p.produce(1, 1, 1, 2 ** 32)).toThrow(RangeError);
+    bad(() => p.produce(1, 1, 1, { startIndex: 2 ** 32 })).toThrow(RangeError);
+    bad(() => p.produce(1, 1, 1, { startIndex: '0' })).toThrow(TypeError);
+    bad(() => p.produce(1, 1, 1, 5)).toThrow(TypeError);
+    bad(() => p.pipe(1, 1, 1, { check: 1 })).toThrow(TypeError);
+    bad(() => p.pipe(1, 1, 1, { fixedChunk: 'yes' })).toThrow(TypeError);
+    bad(() => p.consume(1, 1, 1, { startIndex: 0 })).toThrow(TypeError);
     bad(() => p.pipe(1, 1, NaN)).toThrow(RangeError);
     bad(() => p.consume(1, 1, 1)).toThrow(/not initialised/); // no ByteRingWriter yet
     expect(probe.result()).toBeNull();
