@@ -144,6 +144,7 @@ class Waker {
   template <typename Ready>
   void wait(Ready ready, const std::atomic<bool>& stop) {
     std::unique_lock<std::mutex> lock(mu_);
+    // relaxed: ordered by the fence below (pairs with kick()'s fence and load of sleepers_).
     sleepers_.fetch_add(1, std::memory_order_relaxed);
     // seq_cst fence: pairs with the fence in kick(). Either the kicker's publish (head or tail store,
     // made before its fence) is visible to ready() below, or its load of sleepers_ sees our increment
@@ -154,6 +155,7 @@ class Waker {
       cv_.wait(lock, [&] { return gen_ != gen; });
       gen = gen_;
     }
+    // relaxed: a kicker that still sees us counted only takes the mutex and notifies for nothing.
     sleepers_.fetch_sub(1, std::memory_order_relaxed);
   }
 
@@ -255,6 +257,8 @@ class RingProbe : public Napi::ObjectWrap<RingProbe> {
   void Close() {
     if (closed_) return;
     closed_ = true;
+    // release: pairs with the loads of stop_ in the threads' loops and in Waker::wait (which reads
+    // it under the waker's fence protocol, so the kicks below cannot be missed).
     stop_.store(true, std::memory_order_release);
     data_waker_.kick();
     space_waker_.kick();
@@ -377,6 +381,7 @@ class RingProbe : public Napi::ObjectWrap<RingProbe> {
     JoinThreads();  // the previous run's threads have finished (Done()); reap them
     mode_ = mode;
     result_ = ProbeResult{};
+    // relaxed: no thread of this probe runs now; starting the new ones orders these stores first.
     stop_.store(false, std::memory_order_relaxed);
     finished_.store(0, std::memory_order_relaxed);
     started_ = threads;
@@ -500,6 +505,7 @@ class RingProbe : public Napi::ObjectWrap<RingProbe> {
     uint64_t pos = 0, waits = 0;
     const uint64_t total = spec.total;
     const bool native_peer = spec.native_peer;
+    // relaxed loads of stop_: only a hint to give up early; the data itself is ordered by the ring.
     while (pos < total && !stop_.load(std::memory_order_relaxed)) {
       const size_t c = NextChunk(spec, &rng, total - pos);
       const uint8_t* src = pattern.data() + pos % kPatternBytes;
@@ -536,6 +542,7 @@ class RingProbe : public Napi::ObjectWrap<RingProbe> {
     int64_t mismatch = -1;
     const uint64_t total = spec.total;
     const bool native_peer = spec.native_peer;
+    // relaxed: as in ProducerMain.
     while (pos < total && !stop_.load(std::memory_order_relaxed)) {
       const size_t want = NextChunk(spec, &rng, total - pos);
       const size_t n = ring.pop(buf.data(), want);
