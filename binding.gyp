@@ -7,6 +7,7 @@
       "target_name": "lockstep",
       "sources": [
         "native/binding/addon.cc",
+        "native/binding/ring_probe.cc",
         "native/cpu/cpu.cc",
         "native/cpu/csr.cc",
         "native/cpu/decode.cc",

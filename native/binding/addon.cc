@@ -392,6 +392,8 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
 
 }  // namespace
 
+void RegisterRingProbe(Napi::Env env, Napi::Object exports);  // native/binding/ring_probe.cc
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   env.SetInstanceData<AddonData>(data);
@@ -401,6 +403,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     for (NativeMachine* m : copy) m->Shutdown();
   });
   exports.Set("NativeMachine", NativeMachine::Init(env));
+  RegisterRingProbe(env, exports);  // test-and-bench-only ring driver (ring_probe.cc)
   exports.Set("abiVersion", Napi::Number::New(env, 1));
   return exports;
 }

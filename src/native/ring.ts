@@ -1,10 +1,17 @@
-// The JS (consumer) side of the SPSC byte ring in native/log/ring.h: same offsets, same version.
+// The JS ends of the SPSC byte ring in native/log/ring.h (same offsets, same version): a reader for
+// rings a native thread produces into, a writer for rings a native thread consumes. Neither blocks.
 //
 //   0          4                      64         68                    128                 128+cap
 //   +----------+----------------------+----------+---------------------+-------------------+
 //   | head u32 | version u32, cap u32 | tail u32 |      (padding)      |  data[cap]        |
 //   +----------+----------------------+----------+---------------------+-------------------+
 //     producer   written once at init   consumer                          cap = 2^k
+//
+// head and tail are free-running u32 counters (byte i of the stream is data[i & (cap - 1)]); the
+// producer initialises the header before the consumer sees the buffer, then writes only head, and the
+// consumer writes only tail.
+
+import { addon } from './addon.js';
 
 /** Byte offsets of the ring header; must match RingLayout in native/log/ring.h. */
 export const RING_HEAD = 0;
@@ -34,22 +41,161 @@ export class ByteRingReader {
     this.#mask = this.#data.length - 1;
   }
 
-  /** Copies out everything published so far (empty array if nothing). */
-  read(): Uint8Array {
+  /** Bytes published and not yet read. */
+  available(): number {
+    // Atomics.load (seq_cst): pairs with the producer's release store of head in ByteRingProducer::push().
+    const head = Atomics.load(this.#words, RING_HEAD / 4) >>> 0;
+    const tail = Atomics.load(this.#words, RING_TAIL / 4) >>> 0;
+    return (head - tail) >>> 0;
+  }
+
+  /** Copies out what was published so far, at most `max` bytes (empty array if nothing). */
+  read(max: number = Infinity): Uint8Array {
+    const n = Math.min(this.available(), max);
+    const out = new Uint8Array(n);
+    if (n > 0) this.readInto(out);
+    return out;
+  }
+
+  /** Copies up to `dst.length` published bytes into `dst`; returns the count (0 if the ring is empty). */
+  readInto(dst: Uint8Array): number {
     // Atomics.load is seq_cst: pairs with the producer's release store of head in ByteRingProducer::push(),
     // so the bytes before head are visible.
     const head = Atomics.load(this.#words, RING_HEAD / 4) >>> 0;
     const tail = Atomics.load(this.#words, RING_TAIL / 4) >>> 0;
-    const n = (head - tail) >>> 0;
-    if (n === 0) return new Uint8Array(0);
-    const out = new Uint8Array(n);
+    const n = Math.min((head - tail) >>> 0, dst.length);
+    if (n === 0) return 0;
     const start = tail & this.#mask;
     const first = Math.min(n, this.#data.length - start);
-    out.set(this.#data.subarray(start, start + first), 0);
-    if (first < n) out.set(this.#data.subarray(0, n - first), first);
+    dst.set(this.#data.subarray(start, start + first), 0);
+    if (first < n) dst.set(this.#data.subarray(0, n - first), first);
     // Atomics.store (seq_cst, so at least release): we are done reading these bytes; pairs with the
-    // producer's acquire load of tail, after which it may overwrite them.
+    // producer's acquire load of tail in ByteRingProducer::push(), after which it may overwrite them.
     Atomics.store(this.#words, RING_TAIL / 4, (tail + n) | 0);
-    return out;
+    return n;
   }
+}
+
+/** Options of {@link ByteRingWriter}. */
+export interface ByteRingWriterOptions {
+  /** Where the u32 head and tail counters start (default 0); tests start near 2^32 to cross the wrap. */
+  startIndex?: number;
+}
+
+/**
+ * Produces into a ring that a native thread consumes (ByteRingConsumer in native/log/ring.h). One
+ * writer per ring. The constructor initialises the header, so create the writer before handing the
+ * buffer to the native consumer.
+ */
+export class ByteRingWriter {
+  readonly #words: Int32Array;
+  readonly #data: Uint8Array;
+  readonly #mask: number;
+
+  constructor(buffer: SharedArrayBuffer, options: ByteRingWriterOptions = {}) {
+    const capacity = buffer.byteLength - RING_DATA;
+    if (capacity < 64 || (capacity & (capacity - 1)) !== 0) {
+      throw new RangeError(`ring buffer must be ${RING_DATA} + 2^k bytes (k >= 6), got ${buffer.byteLength}`);
+    }
+    const start = options.startIndex ?? 0;
+    if (!Number.isInteger(start) || start < 0 || start > 0xffffffff) {
+      throw new RangeError(`startIndex must be an integer from 0 to 2^32 - 1, got ${String(start)}`);
+    }
+    this.#words = new Int32Array(buffer, 0, RING_DATA / 4);
+    this.#data = new Uint8Array(buffer, RING_DATA);
+    this.#mask = capacity - 1;
+    // The consumer is not running yet: starting it (a native call that starts its thread) orders
+    // these stores before its first read, whatever their memory order.
+    Atomics.store(this.#words, RING_HEAD / 4, start | 0);
+    Atomics.store(this.#words, RING_TAIL / 4, start | 0);
+    Atomics.store(this.#words, RING_VERSION / 4, RING_VERSION_VALUE);
+    Atomics.store(this.#words, RING_CAPACITY / 4, capacity);
+  }
+
+  /** Bytes a write() would accept now (a lower bound: the consumer may free more meanwhile). */
+  free(): number {
+    const head = Atomics.load(this.#words, RING_HEAD / 4) >>> 0;
+    // Atomics.load (seq_cst, so at least acquire): pairs with the consumer's release store of tail in
+    // ByteRingConsumer::consume(): the bytes it released are no longer read, so we may overwrite them.
+    const tail = Atomics.load(this.#words, RING_TAIL / 4) >>> 0;
+    return this.#data.length - ((head - tail) >>> 0);
+  }
+
+  /** Copies as much of `bytes` as fits; returns the count (0 when the ring is full). */
+  write(bytes: Uint8Array): number {
+    const head = Atomics.load(this.#words, RING_HEAD / 4) >>> 0;  // only this writer stores head
+    // Atomics.load (seq_cst, so at least acquire): pairs with the release store of tail in
+    // ByteRingConsumer::consume(), as in free().
+    const tail = Atomics.load(this.#words, RING_TAIL / 4) >>> 0;
+    const n = Math.min(bytes.length, this.#data.length - ((head - tail) >>> 0));
+    if (n === 0) return 0;
+    const start = head & this.#mask;
+    const first = Math.min(n, this.#data.length - start);
+    this.#data.set(first === bytes.length ? bytes : bytes.subarray(0, first), start);
+    if (first < n) this.#data.set(bytes.subarray(first, n), 0);
+    // Atomics.store (seq_cst, so at least release): publishes the bytes copied above; pairs with the
+    // acquire load of head in ByteRingConsumer::peek() / available().
+    Atomics.store(this.#words, RING_HEAD / 4, (head + n) | 0);
+    return n;
+  }
+}
+
+/** What a {@link RingProbe} run measured (native/binding/ring_probe.cc). */
+export interface RingProbeResult {
+  /** Bytes the native end moved: produced (produce) or consumed (consume, pipe). */
+  bytes: number;
+  /** Lane hash of those bytes (test/helpers/ring-stream.ts computes the same); 0 when not checking. */
+  checksum: number;
+  /** Times a native end found the ring full (producer) or empty (consumer) and slept. */
+  waits: number;
+  producerWaits: number;
+  consumerWaits: number;
+  producerChecksum: number;
+  consumerChecksum: number;
+  /** First stream offset where consumed bytes differed from the seed's stream, or -1. */
+  mismatchAt: number;
+  /** From the start of the run to the last native end's last byte. */
+  seconds: number;
+}
+
+/** Options of a {@link RingProbe} run. */
+export interface RingProbeRunOptions {
+  /** Where head and tail start (produce, pipe; default 0). For consume the ByteRingWriter sets it. */
+  startIndex?: number;
+  /** Every push/pop asks for maxChunk bytes instead of a random 1..maxChunk (default false). */
+  fixedChunk?: boolean;
+  /** Hash the bytes and, consuming, verify them against the stream (default true; off for throughput). */
+  check?: boolean;
+}
+
+/**
+ * Test-and-benchmark-only driver of a ring from native threads. The doorbell is called (coalesced,
+ * on the JS thread) after the native end makes progress and when the run finishes; JS calls kick()
+ * after it reads or writes the ring, which wakes a native end sleeping for data or space.
+ */
+export interface RingProbe {
+  /** Initialises the ring (head = tail = startIndex) and produces the seed's stream natively in chunks of 1..maxChunk. */
+  produce(totalBytes: number, seed: number, maxChunk: number, options?: RingProbeRunOptions): void;
+  /** Consumes natively (pops of 1..maxChunk) from a ring a ByteRingWriter initialised, verifying the seed's stream. */
+  consume(totalBytes: number, seed: number, maxChunk: number, options?: Omit<RingProbeRunOptions, 'startIndex'>): void;
+  /** Both ends native, on two threads (the FT logging path's shape). */
+  pipe(totalBytes: number, seed: number, maxChunk: number, options?: RingProbeRunOptions): void;
+  kick(): void;
+  done(): boolean;
+  /** null while running. */
+  result(): RingProbeResult | null;
+  /** Reaps a finished run (throws while running) and returns its result. */
+  join(): RingProbeResult;
+  /** Stops a run early, joins, and releases the ring and the doorbell. */
+  close(): void;
+}
+
+/** The addon's RingProbe class. */
+export interface RingProbeConstructor {
+  new (ring: Uint8Array, doorbell: () => void): RingProbe;
+}
+
+/** The RingProbe class of the loaded addon (tests and benchmarks only). */
+export function ringProbeClass(): RingProbeConstructor {
+  return (addon() as unknown as { RingProbe: RingProbeConstructor }).RingProbe;
 }
