@@ -198,6 +198,35 @@ bool VcpuThread::take_fed(std::unique_lock<std::mutex>&) {
   return true;
 }
 
+RunReport VcpuThread::final_report(RunStop stop) {
+  const Machine& m = *machine_;
+  RunReport r;
+  switch (stop) {
+    case RunStop::kExit:
+      r.kind = RunReport::Kind::kExit;
+      r.exit_code = m.exit_code();
+      r.via = m.exit_via();
+      break;
+    case RunStop::kFatalTrap: {
+      const Cpu& cpu = machine_->cpu();
+      r.kind = RunReport::Kind::kTrap;
+      r.cause = cpu.fatal_cause;
+      r.trap_pc = cpu.fatal_pc;
+      r.tval = cpu.fatal_tval;
+      break;
+    }
+    case RunStop::kHalted:
+      r.kind = RunReport::Kind::kHalted;
+      r.halt_reason = m.halt_reason();
+      break;
+    default:
+      r.kind = RunReport::Kind::kDivergence;
+      r.divergence = m.divergence();
+      break;
+  }
+  return r;
+}
+
 RunReport VcpuThread::run_to(uint64_t target) {
   if (machine_->log_mode() == LogMode::kReplay) return replay_to(target);
   Machine& m = *machine_;
@@ -247,24 +276,10 @@ RunReport VcpuThread::run_to(uint64_t target) {
       case RunStop::kHost:
         break;  // the top of the loop handles stop and input
       case RunStop::kExit:
-        r.kind = RunReport::Kind::kExit;
-        r.exit_code = m.exit_code();
-        r.via = m.exit_via();
-        return r;
       case RunStop::kFatalTrap:
-        r.kind = RunReport::Kind::kTrap;
-        r.cause = cpu.fatal_cause;
-        r.trap_pc = cpu.fatal_pc;
-        r.tval = cpu.fatal_tval;
-        return r;
       case RunStop::kHalted:
-        r.kind = RunReport::Kind::kHalted;
-        r.halt_reason = m.halt_reason();
-        return r;
       case RunStop::kDivergence:  // only a replaying machine diverges
-        r.kind = RunReport::Kind::kDivergence;
-        r.divergence = m.divergence();
-        return r;
+        return final_report(stop);
       case RunStop::kWaitWfi: {
         // Sleep (never spin) until input, a stop, or (real clock) the timer's deadline.
         std::unique_lock<std::mutex> lock(mu_);
@@ -364,20 +379,11 @@ RunReport VcpuThread::replay_to(uint64_t target) {
       case RunStop::kExit:
         // The guest ended itself; the log should say so here (a final hash and the end record).
         exited = true;
-        exit_report.kind = RunReport::Kind::kExit;
-        exit_report.exit_code = m.exit_code();
-        exit_report.via = m.exit_via();
+        exit_report = final_report(stop);
         break;
       case RunStop::kFatalTrap:
-        r.kind = RunReport::Kind::kTrap;
-        r.cause = cpu.fatal_cause;
-        r.trap_pc = cpu.fatal_pc;
-        r.tval = cpu.fatal_tval;
-        return r;
       case RunStop::kHalted:
-        r.kind = RunReport::Kind::kHalted;
-        r.halt_reason = m.halt_reason();
-        return r;
+        return final_report(stop);
       case RunStop::kWaitWfi: {
         const Event* next = feed_.peek();
         if (next && next->instret == cpu.instret) break;  // the event that woke the recorder

@@ -86,6 +86,7 @@ class VcpuThread final : public ConsoleSink, public EventSink {
   void push_blocking(ByteRingProducer& ring, const uint8_t* data, size_t n);
   void flush_log();      // vCPU thread (or idle host): seal the open batch with a mark and ship it
   RunReport replay_to(uint64_t target);
+  RunReport final_report(RunStop stop);  // the report of a run that ended (exit, trap, halt, divergence)
   bool take_fed(std::unique_lock<std::mutex>& lock);  // move fed batches into the feed; caller holds mu_
 
   std::unique_ptr<Machine> machine_;

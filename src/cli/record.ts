@@ -3,12 +3,12 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { Machine, Recorder, Replayer, type RunResult } from '../index.js';
+import { Machine, Recorder, Replayer } from '../index.js';
 import { DEFAULT_HASH_INTERVAL } from '../log/recorder.js';
 import { LogReader, LogWriter, type BatchView } from '../log/format.js';
 import { UsageError, parseCount, parseSize } from './args.js';
 import { EXIT, type CommandIo } from './io.js';
-import { exitStatus, hex } from './run.js';
+import { exitStatus, hex, runTimed } from './run.js';
 
 const BUDGET_BYTES_PER_SECOND = 125_000_000; // the 1 Gbit/s logging budget
 
@@ -93,16 +93,7 @@ export async function recordCommand(argv: string[], io: CommandIo): Promise<numb
     const w = writer;
     recorder.on('batch', (batch) => w.write(batch));
     if (input) machine.input(input);
-    const onSigint = () => machine.stop();
-    process.once('SIGINT', onSigint);
-    const started = process.hrtime.bigint();
-    let result: RunResult;
-    try {
-      result = await machine.run(max === undefined ? {} : { maxInstructions: max });
-    } finally {
-      process.removeListener('SIGINT', onSigint);
-    }
-    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    const { result, seconds } = await runTimed(machine, max);
     recorder.finish(result);
     writer.close();
     if (values.stats) {

@@ -54,16 +54,7 @@ export async function runCommand(argv: string[], io: CommandIo): Promise<number>
     machine.load(elf);
     machine.on('console', (chunk) => io.stdout.write(chunk));
     if (input) machine.input(input);
-    const onSigint = () => machine.stop();
-    process.once('SIGINT', onSigint);
-    const started = process.hrtime.bigint();
-    let result: RunResult;
-    try {
-      result = await machine.run(max === undefined ? {} : { maxInstructions: max });
-    } finally {
-      process.removeListener('SIGINT', onSigint);
-    }
-    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    const { result, seconds } = await runTimed(machine, max);
     if (values.stats) {
       const mips = Number(result.instret) / seconds / 1e6;
       io.stderr.write(
@@ -73,6 +64,19 @@ export async function runCommand(argv: string[], io: CommandIo): Promise<number>
     return exitStatus(result, io);
   } finally {
     machine.close();
+  }
+}
+
+/** Runs the machine with Ctrl-C mapped to stop(); returns the result and the run's wall seconds. */
+export async function runTimed(machine: Machine, max: bigint | undefined): Promise<{ result: RunResult; seconds: number }> {
+  const onSigint = () => machine.stop();
+  process.once('SIGINT', onSigint);
+  const started = process.hrtime.bigint();
+  try {
+    const result = await machine.run(max === undefined ? {} : { maxInstructions: max });
+    return { result, seconds: Number(process.hrtime.bigint() - started) / 1e9 };
+  } finally {
+    process.removeListener('SIGINT', onSigint);
   }
 }
 
