@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { Machine, type RunResult } from '../../src/index.js';
 import { qemuAvailable, QEMU, runUnderQemu } from '../helpers/qemu.js';
-import { elfPath, guestNames, QEMU_OPTIONS } from './guests.js';
+import { elfPath, plainGuestNames, QEMU_OPTIONS } from './guests.js';
 
 /** Far above the largest workload (~480 M instructions), so only a runaway guest reaches it. */
 const MAX_INSTRUCTIONS = 5_000_000_000;
@@ -55,7 +55,7 @@ if (skipReason !== undefined) {
   it.skip(`lockstep against QEMU: ${skipReason}`, () => {});
 } else {
   describe('lockstep against QEMU', () => {
-    for (const name of guestNames()) {
+    for (const name of plainGuestNames()) {
       it(`${name}: same console output and exit code as QEMU`, async () => {
         const path = elfPath(name);
         // Run both at once: QEMU is a separate process and lockstep runs on its own vCPU thread.
