@@ -1,0 +1,345 @@
+// Load generator for a memcached-UDP server: N logical clients (one socket each) run a set/get mix,
+// every answer is verified against the write history, acknowledged writes are listed, latency goes
+// into a histogram. It reads the clock only to measure latency and to stop a timed run.
+import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
+import { OptionError } from '../errors.js';
+import { ClientError } from './errors.js';
+import { LatencyHistogram, type LatencySummary } from './histogram.js';
+import { RegisterHistory, type ReadViolation } from './history.js';
+import { KvClient, type BackoffOptions, type Endpoint, type KvClientCounters } from './memcached-udp.js';
+import { MAX_DATAGRAM_SIZE, UDP_HEADER_SIZE, keyProblem } from './protocol.js';
+
+/** Options of {@link LoadGenerator}. */
+export interface LoadOptions {
+  /** Servers, in fail-over order (every logical client gets the whole list). */
+  endpoints: readonly Endpoint[];
+  /** Logical clients running at once, each with its own socket and one request outstanding. Default 4. */
+  clients?: number;
+  /** Fraction of requests that are sets (the rest are gets), 0 … 1. Default 0.5. */
+  setRatio?: number;
+  /** Number of distinct keys. Default 100. */
+  keys?: number;
+  /** Prefix of every key (`<prefix><n>`). Default `lockstep:`. */
+  keyPrefix?: string;
+  /** Value size in bytes, fixed or uniform in [min, max]. At least 24. Default 32. */
+  valueSize?: number | { min: number; max: number };
+  /** Stop after this long. At least one of `durationMs` and `requests` is required; the first reached ends the run. */
+  durationMs?: number;
+  /** Stop after this many requests in total (over all clients). */
+  requests?: number;
+  /** Seed of the operation and key choices (same seed, same sequence per logical client). Default 1. */
+  seed?: number;
+  /** Interval of `progress` events. Default 1000. */
+  progressIntervalMs?: number;
+  /** Per-request options of every logical client. */
+  timeoutMs?: number;
+  retries?: number;
+  backoff?: Partial<BackoffOptions>;
+  /** Violation details kept in the result (all are counted). Default 100. */
+  maxViolations?: number;
+  /** Tag in every value, making values unique across runs against the same store. Default: random. */
+  runTag?: string;
+}
+
+/** A snapshot of a run in progress. */
+export interface LoadProgress {
+  elapsedMs: number;
+  sent: number;
+  acknowledged: number;
+  failed: number;
+  retries: number;
+  violations: number;
+  /** Acknowledged requests per second since the start. */
+  rate: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+/** A write the server acknowledged. */
+export interface AcknowledgedWrite {
+  key: string;
+  value: string;
+}
+
+/** The outcome of a run. */
+export interface LoadResult {
+  elapsedMs: number;
+  /** Requests started. */
+  sent: number;
+  /** Requests that got a valid answer (STORED for a set; a hit or miss for a get). */
+  acknowledged: number;
+  /** Requests that ended in an error (time-out, protocol, server error, unexpected status). */
+  failed: number;
+  /** Attempts after the first, over all requests. */
+  retries: number;
+  sets: number;
+  gets: number;
+  hits: number;
+  misses: number;
+  /** Reads whose answer the history rules out. */
+  violationCount: number;
+  /** The first `maxViolations` of them. */
+  violations: ReadViolation[];
+  /** Failed requests by error code. */
+  errors: Record<string, number>;
+  /** Every acknowledged set, in acknowledgement order. */
+  acknowledgedWrites: AcknowledgedWrite[];
+  /** Latency of every completed request (acknowledged or failed), retries included. */
+  latency: LatencySummary;
+  histogram: LatencyHistogram;
+  /** Sum of the logical clients' counters (datagrams, malformed and unexpected replies, …). */
+  clientCounters: KvClientCounters;
+  /** The write history, for {@link verifyStore} after the run. */
+  history: RegisterHistory;
+}
+
+/** Events of {@link LoadGenerator}. */
+export interface LoadEvents {
+  progress: [LoadProgress];
+  violation: [ReadViolation];
+}
+
+const MIN_VALUE_SIZE = 24;
+
+/** mulberry32: small, fast, seedable; the same seed gives the same operation sequence. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function integer(field: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    throw new OptionError(field, `must be an integer from ${min} to ${max}, got ${String(v)}`);
+  }
+  return v;
+}
+
+function zeroCounters(): KvClientCounters {
+  return { requests: 0, datagramsSent: 0, retries: 0, timeouts: 0, failovers: 0, replies: 0, malformed: 0, unexpected: 0, sendErrors: 0, socketErrors: 0 };
+}
+
+/**
+ * Runs a set/get load against memcached-UDP endpoints and verifies every answer.
+ *
+ * Values are unique per write (`<runTag>-<write number>.` padded with filler), so each get names the
+ * write it saw and {@link RegisterHistory} decides whether that write could be current. Emits
+ * `progress` every `progressIntervalMs` and `violation` for every read the history rules out.
+ */
+export class LoadGenerator extends EventEmitter<LoadEvents> {
+  readonly #o: Required<Omit<LoadOptions, 'durationMs' | 'requests' | 'backoff' | 'valueSize'>> & {
+    durationMs: number | undefined;
+    requests: number | undefined;
+    backoff: Partial<BackoffOptions> | undefined;
+    valueMin: number;
+    valueMax: number;
+  };
+  #stopped = false;
+  #running = false;
+
+  constructor(options: LoadOptions) {
+    super();
+    if (options === null || typeof options !== 'object') throw new OptionError('options', 'must be an object');
+    const clients = integer('clients', options.clients ?? 4, 1, 10_000);
+    const setRatio = options.setRatio ?? 0.5;
+    if (typeof setRatio !== 'number' || !(setRatio >= 0 && setRatio <= 1)) throw new OptionError('setRatio', `must be a number from 0 to 1, got ${String(setRatio)}`);
+    const keys = integer('keys', options.keys ?? 100, 1);
+    const keyPrefix = options.keyPrefix ?? 'lockstep:';
+    const longestKey = `${keyPrefix}${keys - 1}`;
+    const kp = keyProblem(longestKey);
+    if (kp !== undefined) throw new OptionError('keyPrefix', `makes key ${JSON.stringify(longestKey)}, which ${kp}`);
+    const vs = options.valueSize ?? 32;
+    const [valueMin, valueMax] = typeof vs === 'number' ? [vs, vs] : [vs?.min, vs?.max];
+    integer('valueSize.min', valueMin, MIN_VALUE_SIZE);
+    integer('valueSize.max', valueMax, valueMin as number);
+    const overhead = UDP_HEADER_SIZE + Buffer.byteLength(`set ${longestKey} 0 0 ${valueMax}\r\n\r\n`);
+    if ((valueMax as number) + overhead > MAX_DATAGRAM_SIZE) {
+      throw new OptionError('valueSize', `max ${valueMax} does not fit one datagram with key ${JSON.stringify(longestKey)}; at most ${MAX_DATAGRAM_SIZE - overhead} bytes do`);
+    }
+    const durationMs = options.durationMs === undefined ? undefined : integer('durationMs', options.durationMs, 1);
+    const requests = options.requests === undefined ? undefined : integer('requests', options.requests, 1);
+    if (durationMs === undefined && requests === undefined) throw new OptionError('durationMs', 'or requests must be given: a run needs an end');
+    const runTag = options.runTag ?? Math.floor(Math.random() * 36 ** 4).toString(36).padStart(4, '0');
+    if (!/^[0-9a-z]{1,8}$/.test(runTag)) throw new OptionError('runTag', `must be 1 to 8 characters of [0-9a-z], got ${JSON.stringify(runTag)}`);
+    this.#o = {
+      endpoints: options.endpoints,
+      clients,
+      setRatio,
+      keys,
+      keyPrefix,
+      valueMin: valueMin as number,
+      valueMax: valueMax as number,
+      durationMs,
+      requests,
+      seed: integer('seed', options.seed ?? 1, 0, 0xffff_ffff),
+      progressIntervalMs: integer('progressIntervalMs', options.progressIntervalMs ?? 1000, 1),
+      timeoutMs: options.timeoutMs ?? 250,
+      retries: options.retries ?? 3,
+      backoff: options.backoff,
+      maxViolations: integer('maxViolations', options.maxViolations ?? 100, 0),
+      runTag,
+    };
+    // Fail on bad endpoints or client options now, not in the middle of a run.
+    void new KvClient(this.#clientOptions()).close();
+  }
+
+  #clientOptions(): ConstructorParameters<typeof KvClient>[0] {
+    const o = this.#o;
+    return { endpoints: o.endpoints, timeoutMs: o.timeoutMs, retries: o.retries, ...(o.backoff === undefined ? {} : { backoff: o.backoff }) };
+  }
+
+  /** Ends a run early: every logical client finishes its current request, then `run()` resolves. */
+  stop(): void {
+    this.#stopped = true;
+  }
+
+  /** Runs the load to its end (duration, request count or `stop()`). One run per generator at a time. */
+  async run(): Promise<LoadResult> {
+    if (this.#running) throw new ClientError('ERR_LOCKSTEP_CLIENT_REQUEST_INVALID', 'a run is already in progress on this generator', { field: 'run' });
+    this.#running = true;
+    this.#stopped = false;
+    const o = this.#o;
+    const history = new RegisterHistory();
+    const histogram = new LatencyHistogram();
+    const acknowledgedWrites: AcknowledgedWrite[] = [];
+    const violations: ReadViolation[] = [];
+    const errors: Record<string, number> = {};
+    const r = { sent: 0, acknowledged: 0, failed: 0, sets: 0, gets: 0, hits: 0, misses: 0, violationCount: 0 };
+    let writeNumber = 0;
+    const clients = Array.from({ length: o.clients }, () => new KvClient(this.#clientOptions()));
+    const start = performance.now();
+    const deadline = o.durationMs === undefined ? Infinity : start + o.durationMs;
+    const retriesNow = (): number => clients.reduce((n, c) => n + c.counters.retries, 0);
+    const progress = (): LoadProgress => {
+      const elapsedMs = performance.now() - start;
+      return {
+        elapsedMs,
+        sent: r.sent,
+        acknowledged: r.acknowledged,
+        failed: r.failed,
+        retries: retriesNow(),
+        violations: r.violationCount,
+        rate: elapsedMs > 0 ? (r.acknowledged * 1000) / elapsedMs : 0,
+        p50Ms: histogram.percentile(50),
+        p99Ms: histogram.percentile(99),
+      };
+    };
+    const ticker = setInterval(() => this.emit('progress', progress()), o.progressIntervalMs);
+    ticker.unref();
+
+    const claim = (): boolean => {
+      if (this.#stopped || performance.now() >= deadline) return false;
+      if (o.requests !== undefined && r.sent >= o.requests) return false;
+      r.sent++;
+      return true;
+    };
+    const makeValue = (random: () => number): string => {
+      const size = o.valueMin + Math.floor(random() * (o.valueMax - o.valueMin + 1));
+      const tag = `${o.runTag}-${(writeNumber++).toString(36)}.`;
+      // Filler repeats the tag so a value cut or shifted by a server bug does not look like another value.
+      return tag.repeat(Math.ceil(size / tag.length)).slice(0, size);
+    };
+    const failedWith = (err: unknown): void => {
+      r.failed++;
+      const code = err instanceof ClientError ? err.code : err instanceof Error ? err.name : 'unknown';
+      errors[code] = (errors[code] ?? 0) + 1;
+    };
+
+    const logical = async (index: number, client: KvClient): Promise<void> => {
+      const random = prng((o.seed + Math.imul(index + 1, 0x9e3779b1)) >>> 0);
+      while (claim()) {
+        const key = `${o.keyPrefix}${Math.floor(random() * o.keys)}`;
+        const isSet = random() < o.setRatio;
+        const t0 = performance.now();
+        if (isSet) {
+          r.sets++;
+          const value = makeValue(random);
+          const w = history.beginWrite(key, value);
+          try {
+            const status = await client.set(key, value);
+            if (status === 'stored') {
+              history.acknowledge(w);
+              r.acknowledged++;
+              acknowledgedWrites.push({ key, value });
+            } else {
+              history.fail(w);
+              failedWith(new ClientError('ERR_LOCKSTEP_CLIENT_PROTOCOL', `set ${key} answered ${status}`));
+            }
+          } catch (err) {
+            history.fail(w);
+            failedWith(err);
+          }
+        } else {
+          r.gets++;
+          const read = history.beginRead(key);
+          try {
+            const item = await client.get(key);
+            r.acknowledged++;
+            if (item === null) r.misses++;
+            else r.hits++;
+            const violation = history.checkRead(read, item === null ? null : item.value.toString('latin1'));
+            if (violation !== undefined) {
+              r.violationCount++;
+              if (violations.length < o.maxViolations) violations.push(violation);
+              this.emit('violation', violation);
+            }
+          } catch (err) {
+            failedWith(err);
+          }
+        }
+        histogram.record(performance.now() - t0);
+      }
+    };
+
+    try {
+      await Promise.all(clients.map((c, i) => logical(i, c)));
+    } finally {
+      clearInterval(ticker);
+      this.#running = false;
+    }
+    const last = progress();
+    this.emit('progress', last);
+    const clientCounters = zeroCounters();
+    for (const c of clients) {
+      const k = c.counters;
+      for (const name of Object.keys(clientCounters) as (keyof KvClientCounters)[]) clientCounters[name] += k[name];
+    }
+    await Promise.all(clients.map((c) => c.close()));
+    return {
+      elapsedMs: last.elapsedMs,
+      ...r,
+      retries: clientCounters.retries,
+      violations,
+      errors,
+      acknowledgedWrites,
+      latency: histogram.summary(),
+      histogram,
+      clientCounters,
+      history,
+    };
+  }
+}
+
+/**
+ * Reads every key of `history` through `client` and checks each answer as a read sent now: after a
+ * run (or a server restart) every acknowledged write must still be visible unless a later write
+ * replaced it. Returns the violations (empty when the store is consistent) and the number of keys read.
+ */
+export async function verifyStore(client: KvClient, history: RegisterHistory): Promise<{ keys: number; violations: ReadViolation[] }> {
+  const violations: ReadViolation[] = [];
+  let keys = 0;
+  for (const key of [...history.keys()]) {
+    const read = history.beginRead(key);
+    const item = await client.get(key);
+    keys++;
+    const v = history.checkRead(read, item === null ? null : item.value.toString('latin1'));
+    if (v !== undefined) violations.push(v);
+  }
+  return { keys, violations };
+}
