@@ -82,12 +82,13 @@ export class LatencyHistogram {
   percentile(p: number): number {
     if (this.#count === 0) return 0;
     const rank = Math.max(1, Math.ceil((Math.min(100, Math.max(0, p)) / 100) * this.#count));
+    if (rank >= this.#count) return this.#maxMs;
     let seen = 0;
-    for (let i = 0; i < BUCKET_COUNT; i++) {
+    for (let i = 0; i < BUCKET_COUNT - 1; i++) {
       seen += this.#counts[i]!;
       if (seen >= rank) return Math.min(this.#maxMs, Math.max(this.#minMs, upperOf(i) / UNITS_PER_MS));
     }
-    return this.#maxMs;
+    return this.#maxMs; // the last bucket also holds every clamped value
   }
 
   /** Count, min, mean, p50, p90, p99, p99.9 and max. */

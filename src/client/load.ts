@@ -20,7 +20,10 @@ export interface LoadOptions {
   setRatio?: number;
   /** Number of distinct keys. Default 100. */
   keys?: number;
-  /** Prefix of every key (`<prefix><n>`). Default `lockstep:`. */
+  /**
+   * Prefix of every key (`<prefix><n>`). Default `lockstep:<runTag>:`, so runs against the same store
+   * do not see each other's values (which the history would rightly flag as never written).
+   */
   keyPrefix?: string;
   /** Value size in bytes, fixed or uniform in [min, max]. At least 24. Default 32. */
   valueSize?: number | { min: number; max: number };
@@ -90,7 +93,7 @@ export interface LoadResult {
   histogram: LatencyHistogram;
   /** Sum of the logical clients' counters (datagrams, malformed and unexpected replies, …). */
   clientCounters: KvClientCounters;
-  /** The write history, for {@link verifyStore} after the run. */
+  /** The generator's write history (shared by its runs), for {@link verifyStore} after the run. */
   history: RegisterHistory;
 }
 
@@ -142,6 +145,9 @@ export class LoadGenerator extends EventEmitter<LoadEvents> {
   };
   #stopped = false;
   #running = false;
+  /** Kept across runs: a later run of the same generator continues verifying the same keys. */
+  readonly #history = new RegisterHistory();
+  #writeNumber = 0;
 
   constructor(options: LoadOptions) {
     super();
@@ -150,7 +156,9 @@ export class LoadGenerator extends EventEmitter<LoadEvents> {
     const setRatio = options.setRatio ?? 0.5;
     if (typeof setRatio !== 'number' || !(setRatio >= 0 && setRatio <= 1)) throw new OptionError('setRatio', `must be a number from 0 to 1, got ${String(setRatio)}`);
     const keys = integer('keys', options.keys ?? 100, 1);
-    const keyPrefix = options.keyPrefix ?? 'lockstep:';
+    const runTag = options.runTag ?? Math.floor(Math.random() * 36 ** 4).toString(36).padStart(4, '0');
+    if (typeof runTag !== 'string' || !/^[0-9a-z]{1,8}$/.test(runTag)) throw new OptionError('runTag', `must be 1 to 8 characters of [0-9a-z], got ${JSON.stringify(runTag)}`);
+    const keyPrefix = options.keyPrefix ?? `lockstep:${runTag}:`;
     const longestKey = `${keyPrefix}${keys - 1}`;
     const kp = keyProblem(longestKey);
     if (kp !== undefined) throw new OptionError('keyPrefix', `makes key ${JSON.stringify(longestKey)}, which ${kp}`);
@@ -165,8 +173,6 @@ export class LoadGenerator extends EventEmitter<LoadEvents> {
     const durationMs = options.durationMs === undefined ? undefined : integer('durationMs', options.durationMs, 1);
     const requests = options.requests === undefined ? undefined : integer('requests', options.requests, 1);
     if (durationMs === undefined && requests === undefined) throw new OptionError('durationMs', 'or requests must be given: a run needs an end');
-    const runTag = options.runTag ?? Math.floor(Math.random() * 36 ** 4).toString(36).padStart(4, '0');
-    if (!/^[0-9a-z]{1,8}$/.test(runTag)) throw new OptionError('runTag', `must be 1 to 8 characters of [0-9a-z], got ${JSON.stringify(runTag)}`);
     this.#o = {
       endpoints: options.endpoints,
       clients,
@@ -199,19 +205,21 @@ export class LoadGenerator extends EventEmitter<LoadEvents> {
     this.#stopped = true;
   }
 
-  /** Runs the load to its end (duration, request count or `stop()`). One run per generator at a time. */
+  /**
+   * Runs the load to its end (duration, request count or `stop()`). One run per generator at a time;
+   * a later run continues the same write history (counters and acknowledged writes are per run).
+   */
   async run(): Promise<LoadResult> {
     if (this.#running) throw new ClientError('ERR_LOCKSTEP_CLIENT_REQUEST_INVALID', 'a run is already in progress on this generator', { field: 'run' });
     this.#running = true;
     this.#stopped = false;
     const o = this.#o;
-    const history = new RegisterHistory();
+    const history = this.#history;
     const histogram = new LatencyHistogram();
     const acknowledgedWrites: AcknowledgedWrite[] = [];
     const violations: ReadViolation[] = [];
     const errors: Record<string, number> = {};
     const r = { sent: 0, acknowledged: 0, failed: 0, sets: 0, gets: 0, hits: 0, misses: 0, violationCount: 0 };
-    let writeNumber = 0;
     const clients = Array.from({ length: o.clients }, () => new KvClient(this.#clientOptions()));
     const start = performance.now();
     const deadline = o.durationMs === undefined ? Infinity : start + o.durationMs;
@@ -241,7 +249,7 @@ export class LoadGenerator extends EventEmitter<LoadEvents> {
     };
     const makeValue = (random: () => number): string => {
       const size = o.valueMin + Math.floor(random() * (o.valueMax - o.valueMin + 1));
-      const tag = `${o.runTag}-${(writeNumber++).toString(36)}.`;
+      const tag = `${o.runTag}-${(this.#writeNumber++).toString(36)}.`;
       // Filler repeats the tag so a value cut or shifted by a server bug does not look like another value.
       return tag.repeat(Math.ceil(size / tag.length)).slice(0, size);
     };
