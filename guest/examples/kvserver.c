@@ -15,7 +15,8 @@
 
    Write-ahead log (all integers little-endian; 512-byte sectors):
      sectors 0 and 1: superblock slots; generation g lives in slot g&1:
-       "LSKVWAL1" | u32 version=1 | u32 gen | u32 half_len | u32 crc32(bytes 0..19)
+       "LSKVWAL1" | u32 version=1 | u32 gen | u32 half_len | u64 next_cas | u32 crc32(bytes 0..27)
+     (next_cas keeps CAS values unique across a compaction that drops deleted items' records)
      the rest, [2, 2+2*half_len): two halves; generation g appends to half g&1 from its start.
      record (starts on a sector boundary, zero-padded to one):
        u32 magic "KVR1" (0x3152564b) | u32 gen | u32 seq | u8 type (1 set, 2 delete, 3 clear) |
@@ -230,8 +231,9 @@ static int write_superblock(uint32_t g) {
   memcpy(sb, SB_MAGIC, 8);
   uint32_t f[3] = {SB_VERSION, g, half_len};
   memcpy(sb + 8, f, 12);
-  uint32_t crc = crc32_update(0, sb, 20);
-  memcpy(sb + 20, &crc, 4);
+  memcpy(sb + 20, &next_cas, 8);
+  uint32_t crc = crc32_update(0, sb, 28);
+  memcpy(sb + 28, &crc, 4);
   int r = blk_write(g & 1u, sb, 1);
   if (r == 0) r = blk_flush();
   return r;
@@ -299,14 +301,15 @@ static int wal_append(uint32_t type, const char *k, size_t klen, uint32_t flags,
   return 0;
 }
 
-static int read_superblock(uint32_t slot, uint32_t *g) {
+static int read_superblock(uint32_t slot, uint32_t *g, uint64_t *cas_floor) {
   uint8_t *sb = stage;
   if (blk_read(slot, sb, 1) != 0) return 0;
   if (memcmp(sb, SB_MAGIC, 8) != 0) return 0;
   uint32_t f[3], crc;
   memcpy(f, sb + 8, 12);
-  memcpy(&crc, sb + 20, 4);
-  if (crc != crc32_update(0, sb, 20) || f[0] != SB_VERSION || (f[1] & 1u) != slot) return 0;
+  memcpy(cas_floor, sb + 20, 8);
+  memcpy(&crc, sb + 28, 4);
+  if (crc != crc32_update(0, sb, 28) || f[0] != SB_VERSION || (f[1] & 1u) != slot) return 0;
   if (f[2] == 0 || 2u + 2u * (uint64_t)f[2] > capacity) return 0;
   *g = f[1];
   half_len = f[2];
@@ -350,18 +353,22 @@ static int wal_open(void) {
   capacity = blk_capacity();
   if (capacity < 2u + 2u * (2u * REC_MAX_SECTORS)) return VIO_ERR_IO; /* too small to be useful */
   uint32_t g0 = 0, g1 = 0, h0 = 0, h1 = 0;
-  int ok0 = read_superblock(0, &g0);
+  uint64_t c0 = 0, c1 = 0;
+  int ok0 = read_superblock(0, &g0, &c0);
   h0 = half_len;
-  int ok1 = read_superblock(1, &g1);
+  int ok1 = read_superblock(1, &g1, &c1);
   h1 = half_len;
   if (ok0 || ok1) {
     if (ok0 && (!ok1 || g0 > g1)) {
       gen = g0;
       half_len = h0;
+      next_cas = c0;
     } else {
       gen = g1;
       half_len = h1;
+      next_cas = c1;
     }
+    if (next_cas == 0) next_cas = 1;
     persistent = 1;
     replay();
     return 0;
