@@ -12,6 +12,9 @@
    would depend on the clock. incr/decr store the plain decimal result (memcached pads a shorter
    result with spaces in place). Limits: keys 1..250 bytes, values up to 1024 bytes, 256 items; a
    reply that would not fit one datagram becomes "SERVER_ERROR object too large for cache".
+   Reply cache: the last 16 replies, keyed by source IP, source port, request id and a hash of the
+   request text (a reused id carrying another request is a new request). It lives in memory only, so
+   a retry that arrives after a restart is applied again.
 
    Write-ahead log (all integers little-endian; 512-byte sectors):
      sectors 0 and 1: superblock slots; generation g lives in slot g&1:
