@@ -17,6 +17,9 @@
         "native/machine/semihost.cc",
         "native/machine/snapshot.cc",
         "native/machine/uart.cc",
+        "native/machine/virtio.cc",
+        "native/machine/virtio_devices.cc",
+        "native/machine/block_file.cc",
         "native/runner/replay_feed.cc",
         "native/runner/vcpu_thread.cc"
       ],

@@ -20,3 +20,5 @@ export {
   encodeBatch,
 } from './log/format.js';
 export type { LogMetadata, BatchView, LogEvent, BatchBase, LogWriterOptions, LogReaderOptions } from './log/format.js';
+export { UdpForwarder, GUEST_IP, GATEWAY_IP, GATEWAY_MAC } from './machine/net/udp-forward.js';
+export type { UdpForward } from './machine/net/udp-forward.js';

@@ -2,6 +2,7 @@
 // only), the doorbell, and the environment cleanup hook. No machine logic lives here.
 #include <napi.h>
 
+#include <cstring>
 #include <memory>
 #include <unordered_set>
 
@@ -46,6 +47,9 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
                            InstanceMethod<&NativeMachine::JsSnapshot>("snapshot"),
                            InstanceMethod<&NativeMachine::JsRestore>("restore"),
                            InstanceMethod<&NativeMachine::JsTakeDirtyPages>("takeDirtyPages"),
+                           InstanceMethod<&NativeMachine::JsTakeFrames>("takeFrames"),
+                           InstanceMethod<&NativeMachine::JsNetInput>("netInput"),
+                           InstanceMethod<&NativeMachine::JsSuppressed>("suppressedOutputs"),
                        });
   }
 
@@ -73,6 +77,19 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     }
     config.ram_size = static_cast<uint32_t>(ram_size);
     config.real_clock = opts.Get("realClock").ToBoolean().Value();
+    config.rng = opts.Get("rng").ToBoolean().Value();
+    config.net = opts.Get("net").ToBoolean().Value();
+    Napi::Value mac = opts.Get("mac");
+    if (mac.IsTypedArray()) {
+      Napi::Uint8Array m = mac.As<Napi::Uint8Array>();
+      if (m.ByteLength() != 6) {
+        Napi::RangeError::New(env, "options.mac must be 6 bytes").ThrowAsJavaScriptException();
+        return;
+      }
+      std::memcpy(config.mac, m.Data(), 6);
+    }
+    Napi::Value disk = opts.Get("disk");
+    if (disk.IsString()) config.disk = disk.As<Napi::String>().Utf8Value();
 
     // The ring memory belongs to a JS SharedArrayBuffer; the reference keeps it alive until the
     // vCPU thread is joined (see Shutdown()).
@@ -103,6 +120,11 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
         });
     data_ = env.GetInstanceData<AddonData>();
     data_->machines.insert(this);
+    if (!vcpu_->machine().error().empty()) {
+      const std::string why = vcpu_->machine().error();
+      Shutdown();
+      Napi::Error::New(env, why).ThrowAsJavaScriptException();
+    }
   }
 
   ~NativeMachine() override { Shutdown(); }
@@ -371,6 +393,32 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     Napi::Uint32Array out = Napi::Uint32Array::New(info.Env(), pages.size());
     for (size_t i = 0; i < pages.size(); i++) out[i] = pages[i];
     return out;
+  }
+  // takeFrames(): Uint8Array[] — frames the guest transmitted since the last call.
+  Napi::Value JsTakeFrames(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!vcpu_) return Napi::Array::New(env, 0);
+    const auto frames = vcpu_->take_frames();
+    Napi::Array out = Napi::Array::New(env, frames.size());
+    for (size_t i = 0; i < frames.size(); i++) out.Set(static_cast<uint32_t>(i), Napi::Buffer<uint8_t>::Copy(env, frames[i].data(), frames[i].size()));
+    return out;
+  }
+  Napi::Value JsNetInput(const Napi::CallbackInfo& info) {
+    if (!vcpu_ || info.Length() < 1 || !info[0].IsTypedArray()) {
+      Napi::TypeError::New(info.Env(), "netInput(frame: Uint8Array)").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    Napi::Uint8Array f = info[0].As<Napi::Uint8Array>();
+    if (f.ByteLength() < 14 || f.ByteLength() > 1518) {
+      Napi::RangeError::New(info.Env(), "a frame is 14..1518 bytes").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    vcpu_->net_input(f.Data(), f.ByteLength());
+    return info.Env().Undefined();
+  }
+  Napi::Value JsSuppressed(const Napi::CallbackInfo& info) {
+    if (!Usable(info)) return info.Env().Undefined();
+    return Napi::Number::New(info.Env(), static_cast<double>(vcpu_->machine().suppressed_outputs()));
   }
   Napi::Value JsStateHash(const Napi::CallbackInfo& info) {
     if (!Usable(info)) return info.Env().Undefined();

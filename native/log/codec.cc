@@ -61,6 +61,9 @@ const char* event_kind_name(EventKind k) {
     case EventKind::kStateHash: return "state-hash";
     case EventKind::kEnd: return "end";
     case EventKind::kMark: return "mark";
+    case EventKind::kEntropy: return "entropy";
+    case EventKind::kBlockDone: return "block-done";
+    case EventKind::kNetRx: return "net-rx";
   }
   return "unknown";
 }
@@ -110,6 +113,17 @@ void BatchEncoder::add(const Event& e) {
       put_varint(buf_, zigzag(e.code));
       break;
     case EventKind::kMark:
+      break;
+    case EventKind::kEntropy:
+    case EventKind::kNetRx:
+      put_varint(buf_, e.size);
+      buf_.insert(buf_.end(), e.data, e.data + e.size);
+      break;
+    case EventKind::kBlockDone:
+      put_varint(buf_, e.value & 0xffff);
+      buf_.push_back(static_cast<uint8_t>(e.value >> 16));
+      put_varint(buf_, e.size);
+      buf_.insert(buf_.end(), e.data, e.data + e.size);
       break;
   }
   cur_.instret = e.instret;
@@ -199,7 +213,7 @@ int BatchDecoder::next(Event* e) {
   }
   const size_t at = pos_;
   const uint8_t kind = data_[pos_++];
-  if (kind < 1 || kind > 7) {
+  if (kind < 1 || kind > 10) {
     fail(at, "unknown event kind " + std::to_string(kind));
     return -1;
   }
@@ -269,6 +283,33 @@ int BatchDecoder::next(Event* e) {
       break;
     case EventKind::kMark:
       break;
+    case EventKind::kEntropy:
+    case EventKind::kNetRx:
+    case EventKind::kBlockDone: {
+      if (e->kind == EventKind::kBlockDone) {
+        uint64_t head;
+        if (!varint(&head)) return -1;
+        if (head > 0xffff || pos_ >= size_) {
+          fail(at, "block-done head out of range or record truncated");
+          return -1;
+        }
+        e->value = head | (static_cast<uint64_t>(data_[pos_++]) << 16);
+      }
+      if (!varint(&v)) return -1;
+      const uint64_t min = e->kind == EventKind::kBlockDone ? 0 : 1;
+      if (v < min || v > kMaxEventData) {
+        fail(at, std::string(event_kind_name(e->kind)) + " length " + std::to_string(v) + " out of range");
+        return -1;
+      }
+      if (size_ - pos_ < v) {
+        fail(pos_, std::string(event_kind_name(e->kind)) + " data runs past the end of the batch");
+        return -1;
+      }
+      e->data = data_ + pos_;
+      e->size = static_cast<uint32_t>(v);
+      pos_ += v;
+      break;
+    }
   }
   cur_.instret = e->instret;
   cur_.branches = e->branches;

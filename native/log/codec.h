@@ -70,7 +70,9 @@ class BatchDecoder {
 };
 
 /// True for kinds the replayer applies at a boundary (as opposed to answering a read).
-inline bool is_async(EventKind k) { return k != EventKind::kClockRead && k != EventKind::kWallTime; }
+inline bool is_async(EventKind k) {
+  return k != EventKind::kClockRead && k != EventKind::kWallTime && k != EventKind::kEntropy;
+}
 
 const char* event_kind_name(EventKind k);
 

@@ -23,7 +23,14 @@ enum class EventKind : uint8_t {
   kEnd = 6,           ///< async: the recording ended here; payload: varint reason, zigzag varint code
   kMark = 7,          ///< async: the recording reached this position (no payload); sent at each flush so a
                       ///< live replayer knows it may run this far: nothing else happens before it
+  kEntropy = 8,       ///< sync: bytes virtio-rng handed the guest at a queue notify; payload: varint n, n bytes
+  kBlockDone = 9,     ///< async: a virtio-blk request completed; payload: varint head, u8 status, varint n,
+                      ///< n bytes (the data of a read; 0 for writes, flushes and errors)
+  kNetRx = 10,        ///< async: a frame entered virtio-net's receive queue; payload: varint n, n bytes
 };
+
+/// Largest data payload of kEntropy, kBlockDone and kNetRx (a record must fit a 1 MiB batch).
+constexpr uint32_t kMaxEventData = 64 * 1024;
 
 /// Why a recording ended (kEnd payload).
 enum class EndReason : uint8_t { kExit = 0, kTrap = 1, kHalted = 2, kBudget = 3, kStopped = 4 };
@@ -34,7 +41,7 @@ struct Event {
   uint64_t instret;   ///< position: instructions retired before the event takes effect
   uint64_t branches;  ///< cross-check: branches retired at that position
   uint32_t pc;        ///< cross-check: pc at that position
-  uint64_t value;     ///< clock value, seconds, hash, or (kEnd) reason
+  uint64_t value;     ///< clock value, seconds, hash, (kEnd) reason, (kBlockDone) head | status << 16
   int64_t code;       ///< kEnd: exit code
   const uint8_t* data;
   uint32_t size;
@@ -56,6 +63,8 @@ struct Event {
 //             kStateHash                u64 little-endian
 //             kEnd                      varint reason, zigzag varint code
 //             kMark                     (none)
+//             kEntropy, kNetRx          varint n (1..65536), n bytes
+//             kBlockDone                varint head, u8 status, varint n (0..65536), n bytes
 //
 // A timer interrupt or a clock read therefore costs about 4-8 bytes.
 

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <random>
 
 #include "log/codec.h"
 
@@ -24,7 +25,25 @@ Machine::Machine(const MachineConfig& config, ConsoleSink* console)
       cpu_(ram_, config.ram_size, this),
       uart_([this](uint8_t b) { this->console(&b, 1); }),
       start_(std::chrono::steady_clock::now()) {
+  prng_ = config.entropy_seed | 1;  // xorshift must not start at 0
   if (config_.real_clock) cpu_.slice = 1u << 17;  // the timer is polled: keep its latency ~0.1 ms
+  virtio_.reserve(kVirtioSlots);
+  for (uint32_t i = 0; i < kVirtioSlots; i++) virtio_.emplace_back(this, 1 + i);
+  if (config_.net) {
+    net_ = std::make_unique<VirtioNet>(this, &virtio_[0], config_.mac);
+    virtio_[0].attach(net_.get());
+  }
+  if (!config_.disk.empty()) {
+    block_ = BlockFile::open(config_.disk, &error_);
+    if (block_) {
+      blk_ = std::make_unique<VirtioBlk>(this, &virtio_[1], block_->size_bytes());
+      virtio_[1].attach(blk_.get());
+    }
+  }
+  if (config_.rng) {
+    rng_ = std::make_unique<VirtioRng>(this, &virtio_[2]);
+    virtio_[2].attach(rng_.get());
+  }
 }
 
 Machine::~Machine() { std::free(ram_); }
@@ -209,8 +228,23 @@ bool Machine::apply(const Event& e) {
     case EventKind::kMark:
     case EventKind::kEnd:
       return true;
+    case EventKind::kNetRx:
+      if (!net_ || !net_->deliver(e.data, e.size)) {
+        diverge("net-rx at instret " + std::to_string(e.instret) + ": the guest had no receive buffer ready");
+        return false;
+      }
+      update_irqs();
+      return true;
+    case EventKind::kBlockDone:
+      if (!blk_ || !blk_->complete(static_cast<uint16_t>(e.value & 0xffff), static_cast<uint8_t>(e.value >> 16), e.data, e.size)) {
+        diverge("block-done at instret " + std::to_string(e.instret) + ": no such request is in flight");
+        return false;
+      }
+      update_irqs();
+      return true;
     case EventKind::kClockRead:
     case EventKind::kWallTime:
+    case EventKind::kEntropy:
       break;
   }
   diverge(std::string("a ") + event_kind_name(e.kind) + " event at instret " + std::to_string(e.instret) + " is not an asynchronous event");
@@ -298,7 +332,10 @@ Mmio Machine::load(uint32_t addr, unsigned size, uint32_t* v) {
     *v = 0;
     return Mmio::kOk;
   }
-  if (addr - kVirtioBase < kVirtioSlots * kVirtioStride) return size == 4 && !(addr & 3) ? virtio_load((addr - kVirtioBase) % kVirtioStride, v) : Mmio::kFault;
+  if (addr - kVirtioBase < kVirtioSlots * kVirtioStride) {
+    const uint32_t off = addr - kVirtioBase;
+    return virtio_[off / kVirtioStride].load(off % kVirtioStride, size, v);
+  }
   return Mmio::kFault;
 }
 
@@ -322,8 +359,104 @@ Mmio Machine::store(uint32_t addr, unsigned size, uint32_t v) {
     return r == Mmio::kOk && uart_.irq() != irq ? (update_irqs(), Mmio::kOkRecheck) : r;
   }
   if (addr - kFinisherBase < kFinisherSize) return addr == kFinisherBase && size == 4 ? finisher_store(v) : Mmio::kOk;
-  if (addr - kVirtioBase < kVirtioSlots * kVirtioStride) return size == 4 && !(addr & 3) ? Mmio::kOk : Mmio::kFault;
+  if (addr - kVirtioBase < kVirtioSlots * kVirtioStride) {
+    const uint32_t off = addr - kVirtioBase;
+    const Mmio r = virtio_[off / kVirtioStride].store(off % kVirtioStride, size, v);
+    update_irqs();
+    return cpu_.stop_now ? Mmio::kExit : r;
+  }
   return Mmio::kFault;
+}
+
+bool Machine::entropy(uint8_t* out, uint32_t n) {
+  if (!config_.real_clock) {
+    // Virtual clock: reproducible runs, so entropy is a seeded xorshift stream and nothing is logged.
+    for (uint32_t i = 0; i < n; i++) {
+      prng_ ^= prng_ << 13;
+      prng_ ^= prng_ >> 7;
+      prng_ ^= prng_ << 17;
+      out[i] = static_cast<uint8_t>(prng_ >> 24);
+    }
+    return true;
+  }
+  if (log_mode_ == LogMode::kReplay) {
+    const Event* e = source_ ? source_->peek() : nullptr;
+    const Event here = position(EventKind::kEntropy);
+    if (!e || e->kind != EventKind::kEntropy || e->instret != here.instret || e->branches != here.branches || e->pc != here.pc || e->size != n) {
+      diverge("the guest asked virtio-rng for " + std::to_string(n) + " bytes at instret " + std::to_string(here.instret) +
+              (e ? std::string(" but the log has ") + event_kind_name(e->kind) + " at instret " + std::to_string(e->instret)
+                 : std::string(" but the log has no more events")));
+      return false;
+    }
+    std::memcpy(out, e->data, n);
+    source_->pop();
+    return true;
+  }
+  std::random_device rd;  // the host's entropy source (getrandom on Linux)
+  for (uint32_t i = 0; i < n; i += 4) {
+    const uint32_t w = rd();
+    std::memcpy(out + i, &w, std::min<uint32_t>(4, n - i));
+  }
+  if (log_mode_ == LogMode::kRecord) {
+    Event e = position(EventKind::kEntropy);
+    e.data = out;
+    e.size = n;
+    sink_->event(e);
+  }
+  return true;
+}
+
+void Machine::block_submit(uint16_t head, BlockFile::Op op, uint64_t offset, std::vector<uint8_t>&& data, uint32_t length) {
+  if (log_mode_ == LogMode::kReplay) {
+    if (op == BlockFile::Op::kWrite) suppressed_++;  // shared disk: only the primary writes
+    return;
+  }
+  if (!block_) return;
+  BlockFile::Request r;
+  r.head = head;
+  r.op = op;
+  r.offset = offset;
+  r.data = std::move(data);
+  r.length = length;
+  block_->submit(std::move(r));
+}
+
+void Machine::block_poll() {
+  if (!block_ || !blk_ || log_mode_ == LogMode::kReplay) return;
+  BlockFile::Request r;
+  while (block_->take(&r)) {
+    const uint32_t n = r.op == BlockFile::Op::kRead && r.status == 0 ? static_cast<uint32_t>(r.data.size()) : 0;
+    if (!blk_->complete(r.head, r.status, r.data.data(), n)) continue;  // the driver reset the device meanwhile
+    if (log_mode_ == LogMode::kRecord) {
+      Event e = position(EventKind::kBlockDone);
+      e.value = r.head | (static_cast<uint64_t>(r.status) << 16);
+      e.data = r.data.data();
+      e.size = n;
+      sink_->event(e);
+    }
+  }
+  update_irqs();
+}
+
+void Machine::net_transmit(const uint8_t* frame, uint32_t n) {
+  if (log_mode_ == LogMode::kReplay || !host_io_) {
+    suppressed_++;
+    return;
+  }
+  host_io_->net_transmit(frame, n);
+}
+
+bool Machine::net_receive(const uint8_t* frame, uint32_t n) {
+  if (!net_ || log_mode_ == LogMode::kReplay || n == 0 || n > VirtioNet::kMaxFrame) return false;
+  if (!net_->deliver(frame, n)) return false;
+  if (log_mode_ == LogMode::kRecord) {
+    Event e = position(EventKind::kNetRx);
+    e.data = frame;
+    e.size = n;
+    sink_->event(e);
+  }
+  update_irqs();
+  return true;
 }
 
 Mmio Machine::clint_load(uint32_t off, uint32_t* v) {
@@ -376,16 +509,6 @@ Mmio Machine::finisher_store(uint32_t v) {
   return Mmio::kOk;
 }
 
-Mmio Machine::virtio_load(uint32_t off, uint32_t* v) {
-  // An empty virtio-mmio slot, as QEMU shows one: right magic and version, device id 0.
-  switch (off) {
-    case 0x000: *v = 0x74726976; break;  // "virt"
-    case 0x004: *v = 2; break;
-    case 0x00c: *v = 0x554d4551; break;  // "QEMU"
-    default: *v = 0; break;
-  }
-  return Mmio::kOk;
-}
 
 }  // namespace lockstep
 
@@ -468,6 +591,12 @@ uint64_t Machine::state_hash() {
   for (uint8_t b : uart_.rx_) f.add(b);
   const uint32_t* plic = reinterpret_cast<const uint32_t*>(&plic_.s);
   for (size_t i = 0; i < sizeof(plic_.s) / 4; i++) f.add(plic[i]);
+  for (const VirtioMmio& t : virtio_) f.add(t.digest());
+  if (blk_) {
+    std::vector<uint8_t> b;
+    blk_->save(&b);
+    for (uint8_t x : b) f.add(x);
+  }
   for (uint32_t p = 0; p < npages; p++) f.add(page_hash_[p] + p);
   return f.h;
 }

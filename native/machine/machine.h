@@ -13,6 +13,8 @@
 #include "log/event.h"
 #include "machine/plic.h"
 #include "machine/uart.h"
+#include "machine/virtio.h"
+#include "machine/virtio_devices.h"
 
 namespace lockstep {
 
@@ -43,9 +45,21 @@ class ReplaySource {
 /// (inputs from the log, host input refused).
 enum class LogMode : uint8_t { kOff, kRecord, kReplay };
 
+/// Where device outputs leave the machine (the vCPU thread's host side).
+class HostIo {
+ public:
+  virtual ~HostIo() = default;
+  virtual void net_transmit(const uint8_t* frame, size_t n) = 0;
+};
+
 struct MachineConfig {
   uint32_t ram_size = 64u << 20;
   bool real_clock = false;
+  bool rng = false;              ///< virtio-rng in slot 2 (IRQ 3)
+  bool net = false;              ///< virtio-net in slot 0 (IRQ 1)
+  uint8_t mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
+  std::string disk;              ///< raw image for virtio-blk in slot 1 (IRQ 2); empty: none
+  uint64_t entropy_seed = 0x6c6f636b;  ///< virtual clock: entropy is this seeded PRNG's, so runs repeat
 };
 
 /// Why Machine::run() returned.
@@ -60,7 +74,9 @@ class Machine final : public Platform {
   static constexpr uint32_t kVirtioBase = 0x10001000, kVirtioSlots = 8, kVirtioStride = 0x1000;
   static constexpr uint64_t kTimebaseHz = 10'000'000;
 
+  /// Throws nothing: a disk image that cannot be opened leaves error() set and no disk attached.
   Machine(const MachineConfig& config, ConsoleSink* console);
+  const std::string& error() const { return error_; }
   ~Machine() override;
   Machine(const Machine&) = delete;
   Machine& operator=(const Machine&) = delete;
@@ -100,6 +116,21 @@ class Machine final : public Platform {
   /// Hash of the whole machine state: registers, CSRs, counters, devices and RAM. Pages unchanged
   /// since the last call are not read again (dirty-page tracking).
   uint64_t state_hash();
+  // Devices (vCPU thread).
+  void set_host_io(HostIo* io) { host_io_ = io; }
+  BlockFile* block_file() { return block_.get(); }
+  /// virtio-rng: fills `out`; false on a replay divergence.
+  bool entropy(uint8_t* out, uint32_t n);
+  /// virtio-blk: hands a request to the disk (not when replaying: the log brings completions).
+  void block_submit(uint16_t head, BlockFile::Op op, uint64_t offset, std::vector<uint8_t>&& data, uint32_t length);
+  /// Recording or plain: completes the requests the disk has finished, at this boundary.
+  void block_poll();
+  /// virtio-net: a frame the guest sent (suppressed and counted when replaying).
+  void net_transmit(const uint8_t* frame, uint32_t n);
+  /// A frame from the host for the guest (plain/record); false when dropped for lack of buffers.
+  bool net_receive(const uint8_t* frame, uint32_t n);
+  uint64_t suppressed_outputs() const { return suppressed_; }
+
   /// The current position as an event would carry it.
   Event position(EventKind kind) const;
 
@@ -125,11 +156,13 @@ class Machine final : public Platform {
 
  private:
   void update_timer_deadline();
-  void update_irqs() { plic_.set_level(Uart::kIrq, uart_.irq()); }
+  void update_irqs() {
+    plic_.set_level(Uart::kIrq, uart_.irq());
+    for (const VirtioMmio& t : virtio_) plic_.set_level(t.irq(), t.irq_line());
+  }
   Mmio clint_load(uint32_t off, uint32_t* v);
   Mmio clint_store(uint32_t off, uint32_t v);
   Mmio finisher_store(uint32_t v);
-  Mmio virtio_load(uint32_t off, uint32_t* v);
   void console(const uint8_t* data, size_t n) { console_->write(data, n); }
   bool guest_read(uint32_t addr, void* out, uint32_t len) const { return read_ram(addr, static_cast<uint8_t*>(out), len); }
   bool guest_write(uint32_t addr, const void* data, uint32_t len);
@@ -142,6 +175,15 @@ class Machine final : public Platform {
   Cpu cpu_;
   Plic plic_;
   Uart uart_;
+  std::vector<VirtioMmio> virtio_;  // the 8 slots; empty ones answer as QEMU's do
+  std::unique_ptr<VirtioRng> rng_;
+  std::unique_ptr<VirtioBlk> blk_;
+  std::unique_ptr<VirtioNet> net_;
+  std::unique_ptr<BlockFile> block_;
+  HostIo* host_io_ = nullptr;
+  uint64_t prng_;                   // virtual-clock entropy
+  uint64_t suppressed_ = 0;         // outputs a replaying machine did not emit
+  std::string error_;
 
   // CLINT
   bool msip_ = false;

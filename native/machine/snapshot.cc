@@ -109,6 +109,9 @@ std::vector<uint8_t> Machine::save() const {
   w.put<uint32_t>(static_cast<uint32_t>(uart_.rx_.size()));
   for (uint8_t b : uart_.rx_) w.put<uint8_t>(b);
   w.bytes(&plic_.s, sizeof(plic_.s));
+  for (const VirtioMmio& t : virtio_) t.save(&out);
+  w.put<uint8_t>(blk_ ? 1 : 0);
+  if (blk_) blk_->save(&out);
   const uint32_t npages = config_.ram_size / kPageSize;
   uint32_t nonzero = 0;
   for (uint32_t p = 0; p < npages; p++) nonzero += zero_page(ram_ + static_cast<size_t>(p) * kPageSize) ? 0 : 1;
@@ -176,6 +179,23 @@ bool Machine::restore(const uint8_t* data, size_t n, std::string* error) {
   const uint8_t* pb = r.take(sizeof(plic));
   if (!pb) return fail("truncated PLIC state");
   std::memcpy(&plic, pb, sizeof(plic));
+  std::vector<VirtioMmio> virtio = virtio_;
+  {
+    const uint8_t* p = data + r.pos();
+    for (VirtioMmio& t : virtio) {
+      if (!t.restore(&p, data + n)) return fail("damaged virtio transport state");
+    }
+    r.take(static_cast<size_t>(p - (data + r.pos())));
+  }
+  uint8_t has_blk;
+  if (!r.get(&has_blk) || has_blk > 1) return fail("damaged device list");
+  if ((has_blk != 0) != (blk_ != nullptr)) return fail(has_blk ? "the snapshot has a disk, this machine none" : "this machine has a disk, the snapshot none");
+  VirtioBlk blk_tmp(this, &virtio_[1], 0);
+  if (has_blk) {
+    const uint8_t* p = data + r.pos();
+    if (!blk_tmp.restore(&p, data + n)) return fail("damaged virtio-blk state");
+    r.take(static_cast<size_t>(p - (data + r.pos())));
+  }
   uint32_t pages;
   if (!r.get(&pages)) return fail("truncated RAM section");
   const uint32_t npages = config_.ram_size / kPageSize;
@@ -231,6 +251,13 @@ bool Machine::restore(const uint8_t* data, size_t n, std::string* error) {
   u.ier = ub[0]; u.lcr = ub[1]; u.mcr = ub[2]; u.scr = ub[3]; u.fcr = ub[4]; u.dll = ub[5]; u.dlm = ub[6]; u.thre_ip = ub[7] != 0;
   uart_.rx_.assign(rx, rx + rx_count);
   plic_.s = plic;
+  virtio_ = virtio;
+  if (blk_) {
+    std::vector<uint8_t> tmp;
+    blk_tmp.save(&tmp);
+    const uint8_t* p = tmp.data();
+    blk_->restore(&p, tmp.data() + tmp.size());
+  }
   std::memset(ram_, 0, config_.ram_size);
   Reader pr(data + ram_at, n - ram_at);
   for (uint32_t i = 0; i < pages; i++) {

@@ -17,6 +17,15 @@ VcpuThread::VcpuThread(const MachineConfig& config, uint8_t* console_mem, uint32
       doorbell_(std::move(doorbell)) {
   console_.init();
   machine_->cpu().host_flag = &attention_;
+  machine_->set_host_io(this);
+  if (BlockFile* b = machine_->block_file()) {
+    b->set_wake([this] {
+      std::lock_guard<std::mutex> lock(mu_);
+      disk_done_ = true;
+      raise();
+      cv_.notify_all();
+    });
+  }
   thread_ = std::thread([this] { thread_main(); });
 }
 
@@ -27,7 +36,7 @@ void VcpuThread::raise() {
   // Only new input interrupts a run: input the UART FIFO cannot take yet waits for the next slice
   // boundary (else a guest that is slow to read would be interrupted forever). A replaying machine
   // ignores host input altogether.
-  const bool input = new_input_ && machine_->log_mode() != LogMode::kReplay;
+  const bool input = (new_input_ || disk_done_) && machine_->log_mode() != LogMode::kReplay;
   attention_.store(stop_requested_ || input || quit_, std::memory_order_release);
 }
 
@@ -56,6 +65,29 @@ void VcpuThread::request_stop() {
 void VcpuThread::input(const uint8_t* data, size_t n) {
   std::lock_guard<std::mutex> lock(mu_);
   input_.insert(input_.end(), data, data + n);
+  new_input_ = true;
+  raise();
+  cv_.notify_all();
+}
+
+void VcpuThread::net_transmit(const uint8_t* frame, size_t n) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    net_out_.emplace_back(frame, frame + n);
+  }
+  doorbell_();
+}
+
+std::vector<std::vector<uint8_t>> VcpuThread::take_frames() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::vector<uint8_t>> out;
+  out.swap(net_out_);
+  return out;
+}
+
+void VcpuThread::net_input(const uint8_t* frame, size_t n) {
+  std::lock_guard<std::mutex> lock(mu_);
+  net_in_.emplace_back(frame, frame + n);
   new_input_ = true;
   raise();
   cv_.notify_all();
@@ -244,23 +276,30 @@ RunReport VcpuThread::run_to(uint64_t target) {
       event(h);
       last_hash_at_ = cpu.instret;
     }
+    // Host input, taken under the lock and delivered outside it (delivering logs events, and a log
+    // flush may wait for ring space, which must not happen while holding mu_).
+    std::vector<uint8_t> uart;
+    std::deque<std::vector<uint8_t>> frames;
     {
       std::unique_lock<std::mutex> lock(mu_);
       if (quit_ || stop_requested_) {
         r.kind = RunReport::Kind::kStopped;
         return r;
       }
-      while (!input_.empty()) {
-        uint8_t buf[64];
-        size_t n = 0;
-        while (n < sizeof(buf) && n < input_.size()) buf[n] = input_[n], n++;
-        const size_t took = m.uart_input(buf, n);
-        input_.erase(input_.begin(), input_.begin() + static_cast<long>(took));
-        if (took < n) break;  // FIFO full: the rest waits for the guest to read
-      }
+      uart.assign(input_.begin(), input_.begin() + static_cast<long>(std::min<size_t>(input_.size(), Uart::kRxFifo)));
+      frames.swap(net_in_);
+      disk_done_ = false;
       new_input_ = false;
       raise();
     }
+    if (!uart.empty()) {
+      const size_t took = m.uart_input(uart.data(), uart.size());  // the FIFO takes what fits; the rest waits
+      std::lock_guard<std::mutex> lock(mu_);
+      input_.erase(input_.begin(), input_.begin() + static_cast<long>(took));
+    }
+    // A frame the guest has no receive buffer for is dropped, as a NIC drops it (nothing is logged).
+    for (const std::vector<uint8_t>& f : frames) m.net_receive(f.data(), static_cast<uint32_t>(f.size()));
+    m.block_poll();  // completions the disk finished, delivered (and logged) at this boundary
     uint64_t slice_end = std::min(target, cpu.instret + kSlice);
     if (recording && hash_interval_) slice_end = std::min(slice_end, (cpu.instret / hash_interval_ + 1) * hash_interval_);
     const RunStop stop = m.run(slice_end);
@@ -284,7 +323,7 @@ RunReport VcpuThread::run_to(uint64_t target) {
         // Sleep (never spin) until input, a stop, or (real clock) the timer's deadline.
         std::unique_lock<std::mutex> lock(mu_);
         const int64_t ns = m.config().real_clock ? m.ns_until_timer() : -1;
-        auto ready = [&] { return quit_ || stop_requested_ || new_input_; };
+        auto ready = [&] { return quit_ || stop_requested_ || new_input_ || disk_done_; };
         if (ns < 0) cv_.wait(lock, ready);
         else if (ns > 0) cv_.wait_for(lock, std::chrono::nanoseconds(ns), ready);
         break;

@@ -34,7 +34,7 @@ struct RunReport {
   int64_t end_code = 0;
 };
 
-class VcpuThread final : public ConsoleSink, public EventSink {
+class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
  public:
   /// `doorbell` is called on the vCPU thread whenever the host has something to look at (console
   /// bytes, a finished run). It must not block; the binding coalesces it into one pending JS call.
@@ -73,6 +73,13 @@ class VcpuThread final : public ConsoleSink, public EventSink {
   void end_of_log();
 
   void event(const Event& e) override;  // EventSink, vCPU thread only
+
+  // Network (the `js` back-end): frames the guest sent, and frames for the guest.
+  void net_transmit(const uint8_t* frame, size_t n) override;  // HostIo, vCPU thread
+  /// Frames sent by the guest since the last call (any thread).
+  std::vector<std::vector<uint8_t>> take_frames();
+  /// Queues a frame for the guest; delivered at a boundary (dropped if the guest has no buffer).
+  void net_input(const uint8_t* frame, size_t n);
 
   /// ConsoleSink (vCPU thread only): buffers, so a guest printing byte by byte does not ring the
   /// doorbell per byte; the buffer is flushed at every slice end, before sleeping and at the end of a run.
@@ -113,6 +120,9 @@ class VcpuThread final : public ConsoleSink, public EventSink {
   bool stop_requested_ = false;
   uint64_t target_ = 0;
   std::deque<uint8_t> input_;
+  std::deque<std::vector<uint8_t>> net_in_;   // under mu_
+  std::vector<std::vector<uint8_t>> net_out_; // under mu_
+  bool disk_done_ = false;                    // under mu_: the disk finished something
   bool new_input_ = false;  // input arrived since the vCPU last looked
   bool report_ready_ = false;
   RunReport report_;

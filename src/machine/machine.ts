@@ -50,6 +50,8 @@ export interface RunOptions {
 export interface MachineEvents {
   /** Guest console output (UART TX and semihosting writes), in order. */
   console: [chunk: Uint8Array];
+  /** An Ethernet frame the guest transmitted on virtio-net (never emitted while replaying). */
+  frame: [frame: Uint8Array];
 }
 
 /**
@@ -87,7 +89,27 @@ export class Machine extends EventEmitter<MachineEvents> {
     const ring = allocateRing(CONSOLE_RING_BYTES);
     this.#ring = new ByteRingReader(ring);
     const { NativeMachine } = addon();
-    this.#native = new NativeMachine({ ramSize: memory, realClock: clock === 'real' }, new Uint8Array(ring), () => this.#onDoorbell());
+    const d = options.devices ?? {};
+    const native: ConstructorParameters<typeof NativeMachine>[0] = { ramSize: memory, realClock: clock === 'real' };
+    if (d.rng) native.rng = true;
+    if (d.net) {
+      native.net = true;
+      const mac = typeof d.net === 'object' ? d.net.mac : undefined;
+      if (mac !== undefined) {
+        if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(mac)) throw new OptionError('devices.net.mac', `must look like 52:54:00:12:34:56, got ${mac}`);
+        native.mac = Uint8Array.from(mac.split(':').map((x) => parseInt(x, 16)));
+      }
+    }
+    if (d.disk) {
+      if (typeof d.disk.path !== 'string' || d.disk.path === '') throw new OptionError('devices.disk.path', 'must be the path of a raw image file');
+      native.disk = d.disk.path;
+    }
+    try {
+      this.#native = new NativeMachine(native, new Uint8Array(ring), () => this.#onDoorbell());
+    } catch (err) {
+      if (err instanceof TypeError || err instanceof RangeError) throw err;
+      throw new OptionError('devices.disk.path', (err as Error).message);
+    }
   }
 
   /** Validates an ELF executable and loads it: segments into RAM, pc at its entry, HTIF if it has `tohost`. */
@@ -212,6 +234,18 @@ export class Machine extends EventEmitter<MachineEvents> {
     this.#native.input(typeof data === 'string' ? new TextEncoder().encode(data) : data);
   }
 
+  /** Queues an Ethernet frame for the guest's virtio-net (dropped, as by a NIC, if it has no buffer ready). */
+  sendFrame(frame: Uint8Array): void {
+    if (this.#closed) throw new MachineStateError('ERR_LOCKSTEP_MACHINE_CLOSED', 'sendFrame: the machine is closed');
+    this.#native.netInput(frame);
+  }
+
+  /** Outputs (frames, disk writes) a replaying machine produced and suppressed. */
+  get suppressedOutputs(): number {
+    this.#idle('suppressedOutputs');
+    return this.#native.suppressedOutputs();
+  }
+
   /** Stops the vCPU thread and frees the machine. A pending run resolves as stopped first. */
   close(): void {
     if (this.#closed) return;
@@ -288,6 +322,7 @@ export class Machine extends EventEmitter<MachineEvents> {
   #onDoorbell(): void {
     if (this.#closed) return;
     this.#drainConsole();
+    for (const f of this.#native.takeFrames()) this.emit('frame', f);
     for (const fn of this.#drains) fn();
     const report = this.#native.takeReport();
     if (report && this.#pending) {

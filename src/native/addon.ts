@@ -52,10 +52,13 @@ export interface NativeMachine {
   /** null on success, else the reason (the machine is unchanged). */
   restore(snapshot: Uint8Array): string | null;
   takeDirtyPages(): Uint32Array;
+  takeFrames(): Uint8Array[];
+  netInput(frame: Uint8Array): void;
+  suppressedOutputs(): number;
 }
 
 export interface NativeMachineConstructor {
-  new (options: { ramSize: number; realClock: boolean }, consoleRing: Uint8Array, doorbell: () => void): NativeMachine;
+  new (options: { ramSize: number; realClock: boolean; rng?: boolean; net?: boolean; mac?: Uint8Array; disk?: string }, consoleRing: Uint8Array, doorbell: () => void): NativeMachine;
 }
 
 export interface Addon {

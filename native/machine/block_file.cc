@@ -1,0 +1,112 @@
+// BlockFile: one I/O thread per image; requests complete in submission order.
+#include "machine/block_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+
+namespace lockstep {
+
+std::unique_ptr<BlockFile> BlockFile::open(const std::string& path, std::string* error) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    *error = "cannot open disk image " + path + ": " + std::strerror(errno);
+    return nullptr;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    *error = "disk image " + path + " is not a regular file";
+    ::close(fd);
+    return nullptr;
+  }
+  if (st.st_size < 512 || st.st_size % 512 != 0) {
+    *error = "disk image " + path + " is " + std::to_string(st.st_size) + " bytes; it must be a non-zero multiple of 512";
+    ::close(fd);
+    return nullptr;
+  }
+  return std::unique_ptr<BlockFile>(new BlockFile(fd, static_cast<uint64_t>(st.st_size)));
+}
+
+BlockFile::BlockFile(int fd, uint64_t size) : fd_(fd), size_(size) { thread_ = std::thread([this] { loop(); }); }
+
+BlockFile::~BlockFile() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    quit_ = true;
+    cv_.notify_all();
+  }
+  thread_.join();
+  ::close(fd_);
+}
+
+void BlockFile::submit(Request&& r) {
+  std::lock_guard<std::mutex> lock(mu_);
+  todo_.push_back(std::move(r));
+  busy_++;
+  cv_.notify_all();
+}
+
+bool BlockFile::take(Request* out) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (done_.empty()) return false;
+  *out = std::move(done_.front());
+  done_.pop_front();
+  return true;
+}
+
+bool BlockFile::idle() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return busy_ == 0 && done_.empty();
+}
+
+void BlockFile::loop() {
+  for (;;) {
+    Request r;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return quit_ || !todo_.empty(); });
+      if (todo_.empty()) return;
+      r = std::move(todo_.front());
+      todo_.pop_front();
+    }
+    bool ok = true;
+    switch (r.op) {
+      case Op::kRead: {
+        r.data.assign(r.length, 0);
+        size_t done = 0;
+        while (ok && done < r.length) {
+          const ssize_t n = pread(fd_, r.data.data() + done, r.length - done, static_cast<off_t>(r.offset + done));
+          if (n <= 0 && !(n < 0 && errno == EINTR)) ok = false;
+          if (n > 0) done += static_cast<size_t>(n);
+        }
+        break;
+      }
+      case Op::kWrite: {
+        size_t done = 0;
+        while (ok && done < r.data.size()) {
+          const ssize_t n = pwrite(fd_, r.data.data() + done, r.data.size() - done, static_cast<off_t>(r.offset + done));
+          if (n <= 0 && !(n < 0 && errno == EINTR)) ok = false;
+          if (n > 0) done += static_cast<size_t>(n);
+        }
+        r.data.clear();
+        break;
+      }
+      case Op::kFlush:
+        ok = fdatasync(fd_) == 0;
+        break;
+    }
+    r.status = ok ? 0 : 1;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_.push_back(std::move(r));
+      busy_--;
+    }
+    if (wake_) wake_();
+  }
+}
+
+}  // namespace lockstep

@@ -1,0 +1,54 @@
+// A raw disk image served by an I/O thread: the vCPU thread submits requests and collects completions,
+// never waiting on the disk. Reads are plain preads (no read-ahead of our own), flush is fdatasync.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace lockstep {
+
+class BlockFile {
+ public:
+  enum class Op : uint8_t { kRead, kWrite, kFlush };
+  struct Request {
+    uint16_t head;     // the virtqueue chain this completes
+    Op op;
+    uint64_t offset;   // bytes
+    std::vector<uint8_t> data;  // write: what to write; read: filled in
+    uint32_t length;   // read: how much
+    uint8_t status = 0;  // VIRTIO_BLK_S_OK 0, IOERR 1
+  };
+
+  /// Opens `path` read-write. On failure returns nullptr with the reason in *error.
+  static std::unique_ptr<BlockFile> open(const std::string& path, std::string* error);
+  ~BlockFile();
+
+  uint64_t size_bytes() const { return size_; }
+  /// `wake` is called on the I/O thread after a completion is queued.
+  void set_wake(std::function<void()> wake) { wake_ = std::move(wake); }
+  void submit(Request&& r);
+  /// Completed requests, oldest first (vCPU thread).
+  bool take(Request* out);
+  bool idle();
+
+ private:
+  BlockFile(int fd, uint64_t size);
+  void loop();
+  int fd_;
+  uint64_t size_;
+  std::function<void()> wake_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Request> todo_, done_;
+  bool quit_ = false;
+  uint32_t busy_ = 0;
+  std::thread thread_;
+};
+
+}  // namespace lockstep
