@@ -152,7 +152,8 @@ function checkCount(field: string, value: unknown, min: number, max = Number.MAX
  * retried after back-off with the same id: the first retry to the same endpoint, later ones to the
  * next endpoints in turn. Replies are matched by request id; datagrams that do not match an
  * outstanding request or are not valid protocol for it are counted and ignored. After a request
- * succeeds on an endpoint, later requests start there.
+ * succeeds on an endpoint, later requests start there. The open socket keeps the process alive:
+ * call {@link KvClient.close} when done.
  */
 export class KvClient {
   readonly #socket: dgram.Socket;
