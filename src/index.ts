@@ -22,3 +22,18 @@ export {
 export type { LogMetadata, BatchView, LogEvent, BatchBase, LogWriterOptions, LogReaderOptions } from './log/format.js';
 export { UdpForwarder, GUEST_IP, GATEWAY_IP, GATEWAY_MAC } from './machine/net/udp-forward.js';
 export type { UdpForward } from './machine/net/udp-forward.js';
+export { KvClient, LoadGenerator, verifyStore, RegisterHistory, LatencyHistogram, ClientError, CLIENT_CHANNELS } from './client/index.js';
+export type {
+  Endpoint,
+  KvClientOptions,
+  KvItem,
+  KvCasItem,
+  StoreOptions,
+  StoreResult,
+  DeleteResult,
+  KvClientCounters,
+  LoadOptions,
+  LoadResult,
+  LoadProgress,
+  ReadViolation,
+} from './client/index.js';

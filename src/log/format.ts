@@ -79,7 +79,16 @@ export const EventKind = {
    * knows it may run this far: nothing else happens before it.
    */
   Mark: 7,
+  /** sync: bytes virtio-rng handed the guest at a queue notify; `data` = 1..65536 bytes. */
+  Entropy: 8,
+  /** async: a virtio-blk request completed; `head` (chain), `status`, `data` = read data (0..65536 bytes). */
+  BlockDone: 9,
+  /** async: a frame entered virtio-net's receive queue; `data` = 1..65536 bytes. */
+  NetRx: 10,
 } as const;
+
+/** Largest data payload of Entropy, BlockDone and NetRx (kMaxEventData in event.h). */
+export const EVENT_DATA_MAX = 64 * 1024;
 /** One of the {@link EventKind} values. */
 export type EventKind = (typeof EventKind)[keyof typeof EventKind];
 
@@ -173,6 +182,9 @@ export interface LogEvent {
   reason?: EndReason;
   /** End: the exit code (signed 64-bit). */
   code?: bigint;
+  /** BlockDone: the virtqueue chain head and the virtio-blk status byte. */
+  head?: number;
+  status?: number;
 }
 
 /** The starting point a batch's deltas are taken from. */
@@ -463,6 +475,23 @@ export function decodeRecords(batch: BatchView): LogEvent[] {
           break;
         case EventKind.Mark:
           break;
+        case EventKind.Entropy:
+        case EventKind.NetRx:
+        case EventKind.BlockDone: {
+          if (kind === EventKind.BlockDone) {
+            at = r.pos;
+            const head = r.varint();
+            if (head > 0xffffn) fail(`block-done head ${head} is out of range`, at);
+            event.head = Number(head);
+            event.status = r.u8();
+          }
+          at = r.pos;
+          const n = r.varint();
+          const min = kind === EventKind.BlockDone ? 0n : 1n;
+          if (n < min || n > BigInt(EVENT_DATA_MAX)) fail(`${KIND_NAMES.get(kind)} length ${n} is outside ${min}..${EVENT_DATA_MAX}`, at);
+          event.data = r.bytes(Number(n));
+          break;
+        }
         case EventKind.End: {
           at = r.pos;
           const reason = r.varint();
@@ -557,6 +586,26 @@ export function encodeBatch(lsn: bigint, base: BatchBase, events: readonly LogEv
       }
       case EventKind.Mark:
         break;
+      case EventKind.Entropy:
+      case EventKind.NetRx:
+      case EventKind.BlockDone: {
+        const data = e.data ?? new Uint8Array(0);
+        const min = e.kind === EventKind.BlockDone ? 0 : 1;
+        if (!(data instanceof Uint8Array) || data.length < min || data.length > EVENT_DATA_MAX) {
+          throw new RangeError(`${what}: ${KIND_NAMES.get(e.kind)} needs ${min}..${EVENT_DATA_MAX} data bytes`);
+        }
+        if (e.kind === EventKind.BlockDone) {
+          const head = e.head ?? -1;
+          const status = e.status ?? -1;
+          if (!Number.isInteger(head) || head < 0 || head > 0xffff) throw new RangeError(`${what}: BlockDone head must be a u16, got ${head}`);
+          if (!Number.isInteger(status) || status < 0 || status > 255) throw new RangeError(`${what}: BlockDone status must be a u8, got ${status}`);
+          w.varint(BigInt(head));
+          w.u8(status);
+        }
+        w.varint(BigInt(data.length));
+        w.bytes(data);
+        break;
+      }
     }
   });
   const out = w.finish();

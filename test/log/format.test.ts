@@ -75,7 +75,7 @@ function randomEvents(rng: Rng, start: BatchBase, n: number): { events: LogEvent
     instret += dI;
     branches += dI === 0n ? 0n : BigInt(rng.int(Number(dI > 1000000n ? 1000000n : dI) + 1));
     pc = rng.int(4) === 0 ? rng.int(0x80000000) * 2 : (pc + (rng.int(512) - 256) * 2) >>> 0;
-    const kind = (1 + rng.int(7)) as EventKind;
+    const kind = (1 + rng.int(10)) as EventKind;
     const e: LogEvent = { kind, instret, branches, pc };
     switch (kind) {
       case EventKind.ClockRead:
@@ -97,6 +97,15 @@ function randomEvents(rng: Rng, start: BatchBase, n: number): { events: LogEvent
       case EventKind.End:
         e.reason = rng.int(5) as EndReason;
         e.code = [0n, 1n, -1n, I64_MIN, I64_MAX, BigInt(rng.int(2 ** 31) - 2 ** 30)][rng.int(6)]!;
+        break;
+      case EventKind.Entropy:
+      case EventKind.NetRx:
+        e.data = Uint8Array.from({ length: 1 + rng.int(rng.int(8) === 0 ? 1514 : 64) }, () => rng.int(256));
+        break;
+      case EventKind.BlockDone:
+        e.head = rng.int(256);
+        e.status = rng.int(3);
+        e.data = Uint8Array.from({ length: rng.int(2) === 0 ? 0 : 512 * (1 + rng.int(4)) }, () => rng.int(256));
         break;
     }
     events.push(e);
@@ -471,7 +480,7 @@ describe('impossible records in a batch with a valid CRC', () => {
   const clockRead = [EventKind.ClockRead, 1, 1, 0, 2];
 
   it.each([
-    ['an unknown kind', [...clockRead, 8, 0, 0, 0, 0], 2, clockRead.length, /record 1 at offset \d+: unknown event kind 8$/],
+    ['an unknown kind', [...clockRead, 11, 0, 0, 0, 0], 2, clockRead.length, /record 1 at offset \d+: unknown event kind 11$/],
     ['kind 0', [0, 0, 0, 0], 1, 0, /unknown event kind 0/],
     ['a varint longer than 10 bytes', [EventKind.ClockRead, ...Array(10).fill(0xff), 0, 0, 0, 0], 1, 10, /longer than 10 bytes/],
     ['a varint over 64 bits', [EventKind.ClockRead, ...Array(9).fill(0xff), 0x02, 0, 0, 0], 1, 10, /exceeds 64 bits/],

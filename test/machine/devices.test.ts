@@ -4,7 +4,7 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { Machine, Recorder, Replayer, UdpForwarder, type MachineOptions } from '../../src/index.js';
+import { Machine, Recorder, Replayer, UdpForwarder, EventKind, decodeRecords, encodeBatch, parseBatch, type MachineOptions } from '../../src/index.js';
 import { bootLine, KV_SCRIPT, KvUdpClient, runKvSteps } from '../guest/kv-script.js';
 
 const elf = (name: string) => readFileSync(new URL(`../../guest/bin/${name}.elf`, import.meta.url));
@@ -104,6 +104,18 @@ describe('virtio devices', () => {
     const r = await running;
     rec.finish(r);
     const hash = m.stateHash();
+    // The TypeScript codec reads the native batches (device events included) and re-encodes them exactly.
+    const kinds = new Set<number>();
+    for (const b of batches) {
+      const lsn = new DataView(b.buffer, b.byteOffset).getBigUint64(8, true);
+      const { batch } = parseBatch(b, 0, lsn);
+      const events = decodeRecords(batch);
+      for (const e of events) kinds.add(e.kind);
+      const base = { instret: batch.baseInstret, branches: batch.baseBranches, pc: batch.basePc, clock: batch.baseClock };
+      expect(encodeBatch(lsn, base, events)).toEqual(b);
+    }
+    expect(kinds.has(EventKind.NetRx)).toBe(true);
+    expect(kinds.has(EventKind.BlockDone)).toBe(true);
 
     const { m: s, out: sout } = machine({ memory: 64 << 20, clock: 'real', devices: { net: true, disk: { path: pristine } } });
     s.load(elf('kvserver'));
