@@ -549,6 +549,53 @@ if (skipReason !== undefined) {
         await wire.expectSilence(200);
       });
 
+      it('survives malformed frames and still answers', async () => {
+        const good = udp(HOST_IP, GUEST_IP, 4002, 11211, mcFrame(9, 'version\r\n'), 'ok');
+        // (No empty frame: QEMU's socket netdev takes a 0-byte datagram for end of connection.)
+        const bad: Buffer[] = [
+          Buffer.from([1, 2, 3]),
+          eth(GUEST_MAC, HOST_MAC, 0x0800, Buffer.alloc(0)), // no IP header
+          eth(GUEST_MAC, HOST_MAC, 0x0806, Buffer.alloc(10)), // truncated ARP
+          eth(GUEST_MAC, HOST_MAC, 0x0800, ipv4(HOST_IP, GUEST_IP, 17, good).subarray(0, 30)), // truncated datagram
+          eth(GUEST_MAC, HOST_MAC, 0x0800, ipv4(HOST_IP, GUEST_IP, 17, udp(HOST_IP, GUEST_IP, 4002, 11211, Buffer.alloc(0), 'none').subarray(0, 4))),
+          eth(GUEST_MAC, HOST_MAC, 0x0800, ipv4(HOST_IP, GUEST_IP, 99, Buffer.alloc(8))), // unknown protocol
+          eth(GUEST_MAC, HOST_MAC, 0x86dd, Buffer.alloc(60)), // IPv6
+        ];
+        // An IP header whose total length exceeds the frame, one with IHL 4, one with a bad header checksum.
+        const long = ipv4(HOST_IP, GUEST_IP, 17, good);
+        long.writeUInt16BE(1400, 2);
+        long.writeUInt16BE(0, 10);
+        long.writeUInt16BE(checksum(long.subarray(0, 20)), 10);
+        const ihl4 = ipv4(HOST_IP, GUEST_IP, 17, good);
+        ihl4[0] = 0x44;
+        const badsum = ipv4(HOST_IP, GUEST_IP, 17, good);
+        badsum[10] ^= 0xff;
+        // A UDP length above the IP payload.
+        const ulen = udp(HOST_IP, GUEST_IP, 4002, 11211, mcFrame(10, 'version\r\n'), 'none');
+        ulen.writeUInt16BE(900, 4);
+        bad.push(...[long, ihl4, badsum, ipv4(HOST_IP, GUEST_IP, 17, ulen)].map((p) => eth(GUEST_MAC, HOST_MAC, 0x0800, p)));
+        // Random bytes behind a valid Ethernet header, deterministic.
+        let x = 0x12345678;
+        for (let i = 0; i < 200; i++) {
+          const b = Buffer.alloc(14 + ((i * 37) % 1500));
+          for (let k = 0; k < b.length; k++) {
+            x ^= x << 13;
+            x ^= x >>> 17;
+            x ^= x << 5;
+            b[k] = x & 0xff;
+          }
+          GUEST_MAC.copy(b, 0);
+          b.writeUInt16BE(i & 1 ? 0x0800 : 0x0806, 12);
+          if (i & 1) b[14] = 0x45;
+          bad.push(b);
+        }
+        for (const f of bad) wire.send(f);
+        await wire.expectSilence(300);
+        wire.send(eth(GUEST_MAC, HOST_MAC, 0x0800, ipv4(HOST_IP, GUEST_IP, 17, good)));
+        const f = await wire.next((f) => f.readUInt16BE(12) === 0x0800 && f[23] === 17);
+        expect(parseIpv4(f).payload.subarray(8).toString('latin1')).toBe(mcFrame(9, 'VERSION 1.6.0-lockstep\r\n').toString('latin1'));
+      });
+
       it('gleans the MAC of an on-link sender from its IPv4 frame (no ARP request)', async () => {
         const mac = Buffer.from([0x02, 0, 0, 0, 0, 0x77]);
         const ip = ip4(10, 0, 2, 77);
