@@ -569,7 +569,7 @@ if (skipReason !== undefined) {
         const ihl4 = ipv4(HOST_IP, GUEST_IP, 17, good);
         ihl4[0] = 0x44;
         const badsum = ipv4(HOST_IP, GUEST_IP, 17, good);
-        badsum[10] ^= 0xff;
+        badsum[10] = badsum[10]! ^ 0xff;
         // A UDP length above the IP payload.
         const ulen = udp(HOST_IP, GUEST_IP, 4002, 11211, mcFrame(10, 'version\r\n'), 'none');
         ulen.writeUInt16BE(900, 4);
