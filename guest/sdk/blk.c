@@ -5,7 +5,7 @@
 #include "virtio.h"
 
 /* Sectors per request: any transfer is split into requests of at most this many. */
-#define BLK_MAX_PER_REQUEST 256u
+#define BLK_MAX_PER_REQUEST 128u  /* 64 KiB: lockstep advertises SIZE_MAX 64 KiB (a logged read must fit one event) */
 
 typedef struct blk_req_hdr {
   uint32_t type;
