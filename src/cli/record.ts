@@ -7,6 +7,7 @@ import { Machine, Recorder, Replayer } from '../index.js';
 import { DEFAULT_HASH_INTERVAL } from '../log/recorder.js';
 import { LogReader, LogWriter, type BatchView } from '../log/format.js';
 import { UsageError, parseCount, parseSize } from './args.js';
+import { DEVICE_HELP, DEVICE_OPTIONS, parseDevices, startForwards } from './devices.js';
 import { EXIT, type CommandIo } from './io.js';
 import { exitStatus, hex, runTimed } from './run.js';
 
@@ -26,7 +27,7 @@ Options:
   --max-instructions <n>     stop after exactly n instructions
   --hash-interval <n>        log a state hash every n instructions (default ${DEFAULT_HASH_INTERVAL}; 0: only at the end)
   --stats                    print counters, seconds, MIPS and log bandwidth (vs the 1 Gbit/s budget) to stderr
-  -h, --help                 this help
+${DEVICE_HELP}  -h, --help                 this help
 
 Exit status: as 'lockstep run' (the guest's exit code, 75 budget, 77 trap, ...).
 `;
@@ -38,6 +39,9 @@ reproduced on stdout; the final state hash and counters go to stderr.
 
 Options:
   --stats                    also print seconds and MIPS
+  --disk <image>             the recording had a disk: an image of the same size (only read for its
+                             size; the log carries every read, and a replay never writes)
+  --net, --rng               the recording had virtio-net / virtio-rng (the device set must match)
   -h, --help                 this help
 
 Exit status: 0 the replay reproduced the recording (same events at the same positions, same state
@@ -67,6 +71,7 @@ export async function recordCommand(argv: string[], io: CommandIo): Promise<numb
       'hash-interval': { type: 'string' },
       stats: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
+      ...DEVICE_OPTIONS,
     },
   });
   if (values.help) {
@@ -83,11 +88,14 @@ export async function recordCommand(argv: string[], io: CommandIo): Promise<numb
   const elf = readFileSync(positionals[0]!);
   const input = values.input === undefined ? undefined : readFileSync(values.input);
 
-  const machine = new Machine({ memory, clock });
+  const { devices, forwards } = parseDevices(values);
+  const machine = new Machine({ memory, clock, devices });
   let writer: LogWriter | undefined;
+  let stopForwards = () => {};
   try {
     machine.load(elf);
     machine.on('console', (chunk) => io.stdout.write(chunk));
+    stopForwards = await startForwards(machine, forwards, (l) => io.stderr.write(l));
     writer = LogWriter.create(values.output, { lockstep: packageVersion(), memory, clock, elfSha256: sha256(elf), hashInterval });
     const recorder = new Recorder(machine, { hashInterval });
     const w = writer;
@@ -107,6 +115,7 @@ export async function recordCommand(argv: string[], io: CommandIo): Promise<numb
     }
     return exitStatus(result, io);
   } finally {
+    stopForwards();
     writer?.close();
     machine.close();
   }
@@ -116,7 +125,13 @@ export async function replayCommand(argv: string[], io: CommandIo): Promise<numb
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { stats: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    options: {
+      stats: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+      disk: { type: 'string' },
+      net: { type: 'boolean' },
+      rng: { type: 'boolean' },
+    },
   });
   if (values.help) {
     io.stdout.write(REPLAY_HELP);
@@ -139,7 +154,12 @@ export async function replayCommand(argv: string[], io: CommandIo): Promise<numb
     io.stderr.write(`lockstep replay: ${elfPath} is not the program ${logPath} was recorded from (SHA-256 differs)\n`);
     return EXIT.dataErr;
   }
-  const machine = new Machine({ memory: meta.memory, clock: meta.clock });
+  const devices = {
+    ...(values.disk === undefined ? {} : { disk: { path: values.disk } }),
+    ...(values.net ? { net: true } : {}),
+    ...(values.rng ? { rng: true } : {}),
+  };
+  const machine = new Machine({ memory: meta.memory, clock: meta.clock, devices });
   try {
     machine.load(elf);
     machine.on('console', (chunk) => io.stdout.write(chunk));

@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { Machine, type RunResult } from '../index.js';
 import { EXIT, type CommandIo } from './io.js';
 import { UsageError, parseCount, parseSize } from './args.js';
+import { DEVICE_HELP, DEVICE_OPTIONS, parseDevices, startForwards } from './devices.js';
 
 export const RUN_HELP = `Usage: lockstep run <guest.elf> [options]
 
@@ -17,7 +18,7 @@ Options:
                              real: the host's monotonic clock
   --input <file>             bytes fed to the guest's UART receiver
   --stats                    print instructions, branches, seconds and MIPS to stderr
-  -h, --help                 this help
+${DEVICE_HELP}  -h, --help                 this help
 
 Exit status: the guest's exit code (finisher, semihosting or HTIF); 64 usage error;
 65 invalid ELF; 66 file not found; 70 internal error; 75 instruction budget reached;
@@ -35,6 +36,7 @@ export async function runCommand(argv: string[], io: CommandIo): Promise<number>
       input: { type: 'string' },
       stats: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
+      ...DEVICE_OPTIONS,
     },
   });
   if (values.help) {
@@ -49,10 +51,13 @@ export async function runCommand(argv: string[], io: CommandIo): Promise<number>
   const elf = readFileSync(positionals[0]!);
   const input = values.input === undefined ? undefined : readFileSync(values.input);
 
-  const machine = new Machine({ ...(memory === undefined ? {} : { memory }), clock });
+  const { devices, forwards } = parseDevices(values);
+  const machine = new Machine({ ...(memory === undefined ? {} : { memory }), clock, devices });
+  let stopForwards = () => {};
   try {
     machine.load(elf);
     machine.on('console', (chunk) => io.stdout.write(chunk));
+    stopForwards = await startForwards(machine, forwards, (l) => io.stderr.write(l));
     if (input) machine.input(input);
     const { result, seconds } = await runTimed(machine, max);
     if (values.stats) {
@@ -63,6 +68,7 @@ export async function runCommand(argv: string[], io: CommandIo): Promise<number>
     }
     return exitStatus(result, io);
   } finally {
+    stopForwards();
     machine.close();
   }
 }

@@ -1,0 +1,48 @@
+// Device options shared by `run` and `record`: --disk, --net udp:HOSTPORT:GUESTPORT, --rng.
+import type { Machine, MachineOptions } from '../index.js';
+import { UdpForwarder, type UdpForward } from '../machine/net/udp-forward.js';
+import { UsageError } from './args.js';
+
+export const DEVICE_OPTIONS = {
+  disk: { type: 'string' },
+  net: { type: 'string', multiple: true },
+  rng: { type: 'boolean' },
+} as const;
+
+export const DEVICE_HELP = `  --disk <image>             a raw disk image for virtio-blk (a multiple of 512 bytes)
+  --net udp:<host-port>:<guest-port>
+                             virtio-net with host UDP port forwarding (guest 10.0.2.15, as QEMU's user
+                             network); repeatable; host port 0 picks a free one (printed on stderr)
+  --rng                      virtio-rng
+`;
+
+export interface DeviceValues {
+  disk?: string | undefined;
+  net?: string[] | undefined;
+  rng?: boolean | undefined;
+}
+
+/** The Machine's `devices` option and the UDP forwards the values ask for. */
+export function parseDevices(v: DeviceValues): { devices: NonNullable<MachineOptions['devices']>; forwards: UdpForward[] } {
+  const devices: NonNullable<MachineOptions['devices']> = {};
+  const forwards: UdpForward[] = [];
+  if (v.disk !== undefined) devices.disk = { path: v.disk };
+  if (v.rng) devices.rng = true;
+  for (const spec of v.net ?? []) {
+    const m = /^udp:(\d{1,5}):(\d{1,5})$/.exec(spec);
+    if (!m || Number(m[1]) > 65535 || Number(m[2]) > 65535 || Number(m[2]) === 0) {
+      throw new UsageError(`--net: '${spec}' must be udp:<host-port>:<guest-port>, e.g. udp:11211:11211`);
+    }
+    devices.net = true;
+    forwards.push({ hostPort: Number(m[1]), guestPort: Number(m[2]) });
+  }
+  return { devices, forwards };
+}
+
+/** Starts the forwards (if any); returns a function that stops them. */
+export async function startForwards(machine: Machine, forwards: UdpForward[], log: (line: string) => void): Promise<() => void> {
+  if (forwards.length === 0) return () => {};
+  const { forwarder, ports } = await UdpForwarder.create(machine, forwards);
+  forwards.forEach((f, i) => log(`lockstep: udp 127.0.0.1:${ports[i]} -> guest 10.0.2.15:${f.guestPort}\n`));
+  return () => forwarder.close();
+}

@@ -1,0 +1,88 @@
+// Durability through a crash: `lockstep run` serving kvserver on a disk image is killed with SIGKILL
+// in the middle of a write load; restarted on the same image, every acknowledged write is there.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { KvClient } from '../../src/index.js';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const bin = join(root, 'dist', 'cli', 'main.js');
+const tmp = mkdtempSync(join(tmpdir(), 'lockstep-durability-'));
+const children: ChildProcess[] = [];
+afterEach(() => {
+  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+});
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+/** Starts kvserver under `lockstep run`; resolves with the process and its host UDP port once it listens. */
+function serve(image: string): Promise<{ child: ChildProcess; port: number }> {
+  const child = spawn(process.execPath, [bin, 'run', 'guest/bin/kvserver.elf', '--clock', 'real', '--disk', image, '--net', 'udp:0:11211'], {
+    cwd: root,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  return new Promise((resolve, reject) => {
+    let out = '';
+    let err = '';
+    let port = 0;
+    const timer = setTimeout(() => reject(new Error(`kvserver did not start: ${out} ${err}`)), 20_000);
+    const check = () => {
+      if (port && out.includes('listening')) {
+        clearTimeout(timer);
+        resolve({ child, port });
+      }
+    };
+    child.stdout!.on('data', (d: Buffer) => ((out += d.toString()), check()));
+    child.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+      const m = /udp 127\.0\.0\.1:(\d+) ->/.exec(err);
+      if (m) port = Number(m[1]);
+      check();
+    });
+    child.on('exit', (code) => reject(new Error(`lockstep exited ${code}: ${err}`)));
+  });
+}
+
+describe('durability', () => {
+  it('every acknowledged write survives SIGKILL of the process running kvserver', async () => {
+    const image = join(tmp, 'kv.img');
+    writeFileSync(image, Buffer.alloc(4 << 20));
+    const first = await serve(image);
+    const client = new KvClient({ endpoints: [{ host: '127.0.0.1', port: first.port }], timeoutMs: 300, retries: 2 });
+    const acked = new Map<string, string>();
+    let next = 0;
+    const writers = Array.from({ length: 4 }, async () => {
+      while (next < 180) {
+        const i = next++;
+        const key = `key-${i}`;
+        const value = `value-${i}-${'x'.repeat(i % 50)}`;
+        try {
+          if ((await client.set(key, value)) === 'stored') acked.set(key, value);
+        } catch {
+          return; // the server is gone
+        }
+      }
+    });
+    // Kill mid-load: once some writes are acknowledged, with more in flight.
+    const deadline = Date.now() + 15_000;
+    while (acked.size < 40 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+    first.child.kill('SIGKILL');
+    await Promise.all(writers);
+    await client.close();
+    expect(acked.size).toBeGreaterThanOrEqual(40);
+
+    const second = await serve(image);
+    const check = new KvClient({ endpoints: [{ host: '127.0.0.1', port: second.port }], timeoutMs: 500, retries: 4 });
+    try {
+      for (const [key, value] of acked) {
+        const item = await check.get(key);
+        expect(item?.value.toString(), key).toBe(value);
+      }
+    } finally {
+      await check.close();
+    }
+  });
+});
