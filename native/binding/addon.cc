@@ -120,8 +120,10 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
         });
     data_ = env.GetInstanceData<AddonData>();
     data_->machines.insert(this);
-    if (!vcpu_->machine().error().empty()) {
-      const std::string why = vcpu_->machine().error();
+    std::string why = vcpu_->machine().error();
+    Napi::Value tap = opts.Get("tap");
+    if (why.empty() && tap.IsString()) vcpu_->attach_tap(tap.As<Napi::String>().Utf8Value(), &why);
+    if (!why.empty()) {
       Shutdown();
       Napi::Error::New(env, why).ThrowAsJavaScriptException();
     }

@@ -2,6 +2,16 @@
 #include "runner/vcpu_thread.h"
 
 #include <chrono>
+#include <cstring>
+
+#ifdef __linux__
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+#endif
 
 namespace lockstep {
 namespace {
@@ -70,7 +80,51 @@ void VcpuThread::input(const uint8_t* data, size_t n) {
   cv_.notify_all();
 }
 
+bool VcpuThread::attach_tap(const std::string& name, std::string* error) {
+#ifdef __linux__
+  if (name.empty() || name.size() >= IFNAMSIZ) {
+    *error = "tap device name must be 1.." + std::to_string(IFNAMSIZ - 1) + " characters";
+    return false;
+  }
+  const int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    *error = std::string("cannot open /dev/net/tun: ") + std::strerror(errno) + " (the tap back-end needs CAP_NET_ADMIN)";
+    return false;
+  }
+  struct ifreq ifr;
+  std::memset(&ifr, 0, sizeof ifr);
+  ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+  std::strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
+  if (ioctl(fd, TUNSETIFF, &ifr) != 0) {
+    *error = "cannot create tap device " + name + ": " + std::strerror(errno);
+    close(fd);
+    return false;
+  }
+  tap_fd_ = fd;
+  tap_reader_ = std::thread([this] {
+    uint8_t buf[2048];
+    while (!tap_quit_.load(std::memory_order_acquire)) {
+      struct pollfd p = {tap_fd_, POLLIN, 0};
+      if (poll(&p, 1, 100) <= 0) continue;  // the timeout only bounds how long shutdown waits
+      const ssize_t n = ::read(tap_fd_, buf, sizeof buf);
+      if (n >= 14 && n <= 1518) net_input(buf, static_cast<size_t>(n));
+    }
+  });
+  return true;
+#else
+  (void)name;
+  *error = "the tap back-end exists on Linux only";
+  return false;
+#endif
+}
+
 void VcpuThread::net_transmit(const uint8_t* frame, size_t n) {
+#ifdef __linux__
+  if (tap_fd_ >= 0) {
+    (void)!::write(tap_fd_, frame, n);  // a full or down link drops the frame, as a wire would
+    return;
+  }
+#endif
   {
     std::lock_guard<std::mutex> lock(mu_);
     net_out_.emplace_back(frame, frame + n);
@@ -116,6 +170,12 @@ void VcpuThread::shutdown() {
     space_cv_.notify_all();
   }
   if (thread_.joinable()) thread_.join();
+  tap_quit_.store(true, std::memory_order_release);
+  if (tap_reader_.joinable()) tap_reader_.join();
+#ifdef __linux__
+  if (tap_fd_ >= 0) close(tap_fd_);
+  tap_fd_ = -1;
+#endif
 }
 
 void VcpuThread::write(const uint8_t* data, size_t n) {

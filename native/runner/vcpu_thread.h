@@ -80,6 +80,9 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   std::vector<std::vector<uint8_t>> take_frames();
   /// Queues a frame for the guest; delivered at a boundary (dropped if the guest has no buffer).
   void net_input(const uint8_t* frame, size_t n);
+  /// The `tap` back-end: creates (or attaches to) Linux TAP device `name`; frames then flow between it
+  /// and virtio-net natively, without JavaScript. False with the reason in *error.
+  bool attach_tap(const std::string& name, std::string* error);
 
   /// ConsoleSink (vCPU thread only): buffers, so a guest printing byte by byte does not ring the
   /// doorbell per byte; the buffer is flushed at every slice end, before sleeping and at the end of a run.
@@ -123,6 +126,9 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   std::deque<std::vector<uint8_t>> net_in_;   // under mu_
   std::vector<std::vector<uint8_t>> net_out_; // under mu_
   bool disk_done_ = false;                    // under mu_: the disk finished something
+  int tap_fd_ = -1;
+  std::atomic<bool> tap_quit_{false};
+  std::thread tap_reader_;
   bool new_input_ = false;  // input arrived since the vCPU last looked
   bool report_ready_ = false;
   RunReport report_;

@@ -13,6 +13,7 @@ export const DEVICE_HELP = `  --disk <image>             a raw disk image for vi
   --net udp:<host-port>:<guest-port>
                              virtio-net with host UDP port forwarding (guest 10.0.2.15, as QEMU's user
                              network); repeatable; host port 0 picks a free one (printed on stderr)
+  --net tap:<name>           virtio-net on Linux TAP device <name> (real layer 2; needs CAP_NET_ADMIN)
   --rng                      virtio-rng
 `;
 
@@ -29,10 +30,16 @@ export function parseDevices(v: DeviceValues): { devices: NonNullable<MachineOpt
   if (v.disk !== undefined) devices.disk = { path: v.disk };
   if (v.rng) devices.rng = true;
   for (const spec of v.net ?? []) {
+    const tap = /^tap:([\w.-]{1,15})$/.exec(spec);
+    if (tap) {
+      devices.net = { tap: tap[1]! };
+      continue;
+    }
     const m = /^udp:(\d{1,5}):(\d{1,5})$/.exec(spec);
     if (!m || Number(m[1]) > 65535 || Number(m[2]) > 65535 || Number(m[2]) === 0) {
-      throw new UsageError(`--net: '${spec}' must be udp:<host-port>:<guest-port>, e.g. udp:11211:11211`);
+      throw new UsageError(`--net: '${spec}' must be udp:<host-port>:<guest-port> (e.g. udp:11211:11211) or tap:<name>`);
     }
+    if (typeof devices.net === 'object') throw new UsageError('--net: a tap device and udp forwarding cannot be combined');
     devices.net = true;
     forwards.push({ hostPort: Number(m[1]), guestPort: Number(m[2]) });
   }

@@ -95,6 +95,11 @@ export class Machine extends EventEmitter<MachineEvents> {
     if (d.net) {
       native.net = true;
       const mac = typeof d.net === 'object' ? d.net.mac : undefined;
+      const tap = typeof d.net === 'object' ? d.net.tap : undefined;
+      if (tap !== undefined) {
+        if (!/^[\w.-]{1,15}$/.test(tap)) throw new OptionError('devices.net.tap', `must be an interface name of 1..15 characters, got ${tap}`);
+        native.tap = tap;
+      }
       if (mac !== undefined) {
         if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(mac)) throw new OptionError('devices.net.mac', `must look like 52:54:00:12:34:56, got ${mac}`);
         native.mac = Uint8Array.from(mac.split(':').map((x) => parseInt(x, 16)));
@@ -108,7 +113,8 @@ export class Machine extends EventEmitter<MachineEvents> {
       this.#native = new NativeMachine(native, new Uint8Array(ring), () => this.#onDoorbell());
     } catch (err) {
       if (err instanceof TypeError || err instanceof RangeError) throw err;
-      throw new OptionError('devices.disk.path', (err as Error).message);
+      const message = (err as Error).message;
+      throw new OptionError(/tap/.test(message) ? 'devices.net.tap' : 'devices.disk.path', message);
     }
   }
 

@@ -15,11 +15,13 @@ export interface MachineOptions {
   clock?: ClockMode;
   /**
    * virtio-mmio devices, placed as on QEMU `virt` (drivers find them by scanning the slots):
-   * `net` in slot 0 (IRQ 1) with the `js` back-end (`'frame'` events and {@link Machine.sendFrame});
+   * `net` in slot 0 (IRQ 1) with the `js` back-end (`'frame'` events and {@link Machine.sendFrame}), or
+   * with `net.tap` the Linux TAP device of that name (created if absent; needs CAP_NET_ADMIN), whose
+   * frames flow natively;
    * `disk` (a raw image file, `disk.path`) in slot 1 (IRQ 2); `rng` in slot 2 (IRQ 3). With the virtual
    * clock, entropy is a seeded stream so runs stay reproducible; with the real clock it is the host's.
    */
-  devices?: { net?: boolean | { mac?: string }; disk?: { path: string }; rng?: boolean };
+  devices?: { net?: boolean | { mac?: string; tap?: string }; disk?: { path: string }; rng?: boolean };
 }
 
 /** Instruction and branch counters; both are exact 64-bit counts since reset. */

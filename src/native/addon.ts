@@ -58,7 +58,7 @@ export interface NativeMachine {
 }
 
 export interface NativeMachineConstructor {
-  new (options: { ramSize: number; realClock: boolean; rng?: boolean; net?: boolean; mac?: Uint8Array; disk?: string }, consoleRing: Uint8Array, doorbell: () => void): NativeMachine;
+  new (options: { ramSize: number; realClock: boolean; rng?: boolean; net?: boolean; mac?: Uint8Array; disk?: string; tap?: string }, consoleRing: Uint8Array, doorbell: () => void): NativeMachine;
 }
 
 export interface Addon {
