@@ -84,6 +84,30 @@ describe('virtio devices', () => {
     expect((await running).kind).toBe('stopped');
   });
 
+  it('malformed and random frames reach the guest without harm: it still answers afterwards', async () => {
+    const { m, out } = machine({ memory: 64 << 20, clock: 'real', devices: { net: true } });
+    m.load(elf('kvserver'));
+    const { forwarder, ports } = await UdpForwarder.create(m, [{ hostPort: 0, guestPort: 11211 }]);
+    cleanup.push(() => forwarder.close());
+    const running = m.run();
+    await until(() => out().includes('listening'), 10_000);
+    let seed = 12345;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) & 0xff;
+    for (let i = 0; i < 300; i++) {
+      const len = 14 + (rnd() * 6) % 1500;
+      const f = Uint8Array.from({ length: len }, rnd);
+      if (i % 3 === 0) f.set([0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x52, 0x55, 0x0a, 0x00, 0x02, 0x02, 0x08, i % 2 ? 0x00 : 0x06]); // to us, IPv4 or ARP garbage
+      m.sendFrame(f);
+    }
+    expect(() => m.sendFrame(new Uint8Array(10))).toThrow(RangeError); // not even an Ethernet header
+    const client = new KvUdpClient(ports[0]!, '127.0.0.1', { timeoutMs: 1000, attempts: 5 });
+    cleanup.push(() => client.close());
+    const r = await client.request('version\r\n', { expectReply: true });
+    expect(r.text).toBe('VERSION 1.6.0-lockstep\r\n');
+    m.stop();
+    expect((await running).kind).toBe('stopped');
+  });
+
   it('a kvserver session under real UDP load, recorded, replays to the identical state hash', async () => {
     const image = disk('kv-rec.img');
     const pristine = join(tmp, 'kv-pristine.img');
