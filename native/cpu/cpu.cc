@@ -723,150 +723,12 @@ AMO(old < src ? old : src);
 DEFINE(AMOMAXU,
 AMO(old > src ? old : src);
 )
-DEFINE(CSRRW,
-{
-  // Which of the six: recovered from the raw instruction (funct3), which the decoder cache
-  // guarantees is still what RAM holds at this pc.
-  const uint32_t here = PC_OF(e);
-  const uint32_t raw = rd32(ram + (here - kRamBase));
-  const uint32_t f3 = (raw >> 12) & 7;
-  const uint32_t src = (f3 & 4) ? e->rs1 : x[e->rs1];
-  const bool write = (f3 & 3) == 1 || e->rs1 != 0;
-  instret = IC() - TE(SLOT(e));
-  branches = br;  // a time read is logged with its position
-  pc = here;
-  uint32_t old = 0;
-  const CsrResult r = csr_op(static_cast<uint32_t>(e->imm), f3 & 3, src, write, &old);
-  if (r == CsrResult::kIllegal) TRAP(kIllegalInstr, raw);
-  x[e->rd] = old;
-  if (r == CsrResult::kOkRecheck) {
-    SYNC_AFTER();
-    result = Inner::kRecheck;
-    goto out;
-  }
-  NEXT();
-}
-)
-DEFINE(CSRRS,
-{
-  // Which of the six: recovered from the raw instruction (funct3), which the decoder cache
-  // guarantees is still what RAM holds at this pc.
-  const uint32_t here = PC_OF(e);
-  const uint32_t raw = rd32(ram + (here - kRamBase));
-  const uint32_t f3 = (raw >> 12) & 7;
-  const uint32_t src = (f3 & 4) ? e->rs1 : x[e->rs1];
-  const bool write = (f3 & 3) == 1 || e->rs1 != 0;
-  instret = IC() - TE(SLOT(e));
-  branches = br;  // a time read is logged with its position
-  pc = here;
-  uint32_t old = 0;
-  const CsrResult r = csr_op(static_cast<uint32_t>(e->imm), f3 & 3, src, write, &old);
-  if (r == CsrResult::kIllegal) TRAP(kIllegalInstr, raw);
-  x[e->rd] = old;
-  if (r == CsrResult::kOkRecheck) {
-    SYNC_AFTER();
-    result = Inner::kRecheck;
-    goto out;
-  }
-  NEXT();
-}
-)
-DEFINE(CSRRC,
-{
-  // Which of the six: recovered from the raw instruction (funct3), which the decoder cache
-  // guarantees is still what RAM holds at this pc.
-  const uint32_t here = PC_OF(e);
-  const uint32_t raw = rd32(ram + (here - kRamBase));
-  const uint32_t f3 = (raw >> 12) & 7;
-  const uint32_t src = (f3 & 4) ? e->rs1 : x[e->rs1];
-  const bool write = (f3 & 3) == 1 || e->rs1 != 0;
-  instret = IC() - TE(SLOT(e));
-  branches = br;  // a time read is logged with its position
-  pc = here;
-  uint32_t old = 0;
-  const CsrResult r = csr_op(static_cast<uint32_t>(e->imm), f3 & 3, src, write, &old);
-  if (r == CsrResult::kIllegal) TRAP(kIllegalInstr, raw);
-  x[e->rd] = old;
-  if (r == CsrResult::kOkRecheck) {
-    SYNC_AFTER();
-    result = Inner::kRecheck;
-    goto out;
-  }
-  NEXT();
-}
-)
-DEFINE(CSRRWI,
-{
-  // Which of the six: recovered from the raw instruction (funct3), which the decoder cache
-  // guarantees is still what RAM holds at this pc.
-  const uint32_t here = PC_OF(e);
-  const uint32_t raw = rd32(ram + (here - kRamBase));
-  const uint32_t f3 = (raw >> 12) & 7;
-  const uint32_t src = (f3 & 4) ? e->rs1 : x[e->rs1];
-  const bool write = (f3 & 3) == 1 || e->rs1 != 0;
-  instret = IC() - TE(SLOT(e));
-  branches = br;  // a time read is logged with its position
-  pc = here;
-  uint32_t old = 0;
-  const CsrResult r = csr_op(static_cast<uint32_t>(e->imm), f3 & 3, src, write, &old);
-  if (r == CsrResult::kIllegal) TRAP(kIllegalInstr, raw);
-  x[e->rd] = old;
-  if (r == CsrResult::kOkRecheck) {
-    SYNC_AFTER();
-    result = Inner::kRecheck;
-    goto out;
-  }
-  NEXT();
-}
-)
-DEFINE(CSRRSI,
-{
-  // Which of the six: recovered from the raw instruction (funct3), which the decoder cache
-  // guarantees is still what RAM holds at this pc.
-  const uint32_t here = PC_OF(e);
-  const uint32_t raw = rd32(ram + (here - kRamBase));
-  const uint32_t f3 = (raw >> 12) & 7;
-  const uint32_t src = (f3 & 4) ? e->rs1 : x[e->rs1];
-  const bool write = (f3 & 3) == 1 || e->rs1 != 0;
-  instret = IC() - TE(SLOT(e));
-  branches = br;  // a time read is logged with its position
-  pc = here;
-  uint32_t old = 0;
-  const CsrResult r = csr_op(static_cast<uint32_t>(e->imm), f3 & 3, src, write, &old);
-  if (r == CsrResult::kIllegal) TRAP(kIllegalInstr, raw);
-  x[e->rd] = old;
-  if (r == CsrResult::kOkRecheck) {
-    SYNC_AFTER();
-    result = Inner::kRecheck;
-    goto out;
-  }
-  NEXT();
-}
-)
-DEFINE(CSRRCI,
-{
-  // Which of the six: recovered from the raw instruction (funct3), which the decoder cache
-  // guarantees is still what RAM holds at this pc.
-  const uint32_t here = PC_OF(e);
-  const uint32_t raw = rd32(ram + (here - kRamBase));
-  const uint32_t f3 = (raw >> 12) & 7;
-  const uint32_t src = (f3 & 4) ? e->rs1 : x[e->rs1];
-  const bool write = (f3 & 3) == 1 || e->rs1 != 0;
-  instret = IC() - TE(SLOT(e));
-  branches = br;  // a time read is logged with its position
-  pc = here;
-  uint32_t old = 0;
-  const CsrResult r = csr_op(static_cast<uint32_t>(e->imm), f3 & 3, src, write, &old);
-  if (r == CsrResult::kIllegal) TRAP(kIllegalInstr, raw);
-  x[e->rd] = old;
-  if (r == CsrResult::kOkRecheck) {
-    SYNC_AFTER();
-    result = Inner::kRecheck;
-    goto out;
-  }
-  NEXT();
-}
-)
+DEFINE(CSRRW, goto csr;)
+DEFINE(CSRRS, goto csr;)
+DEFINE(CSRRC, goto csr;)
+DEFINE(CSRRWI, goto csr;)
+DEFINE(CSRRSI, goto csr;)
+DEFINE(CSRRCI, goto csr;)
 DEFINE(ECALL,
   TRAP(priv == Priv::kUser ? kEcallFromU : kEcallFromM, 0);
 )
@@ -912,6 +774,31 @@ DEFINE(WFI,
   result = Inner::kWfi;
   goto out;
 )
+
+// The six CSR instructions share one body: it is not hot, and funct3 tells them apart.
+csr:
+{
+  // Which of the six: recovered from the raw instruction (funct3), which the decoder cache
+  // guarantees is still what RAM holds at this pc.
+  const uint32_t here = PC_OF(e);
+  const uint32_t raw = rd32(ram + (here - kRamBase));
+  const uint32_t f3 = (raw >> 12) & 7;
+  const uint32_t src = (f3 & 4) ? e->rs1 : x[e->rs1];
+  const bool write = (f3 & 3) == 1 || e->rs1 != 0;
+  instret = IC() - TE(SLOT(e));
+  branches = br;  // a time read is logged with its position
+  pc = here;
+  uint32_t old = 0;
+  const CsrResult r = csr_op(static_cast<uint32_t>(e->imm), f3 & 3, src, write, &old);
+  if (r == CsrResult::kIllegal) TRAP(kIllegalInstr, raw);
+  x[e->rd] = old;
+  if (r == CsrResult::kOkRecheck) {
+    SYNC_AFTER();
+    result = Inner::kRecheck;
+    goto out;
+  }
+  NEXT_DYN();
+}
 
 load_slow: {
   instret = IC() - TE(SLOT(e));
