@@ -126,10 +126,7 @@ class Cpu {
   uint32_t mtval = 0;
   uint32_t mscratch = 0;
   uint32_t mie = 0;
-  uint32_t mip_sw = 0;      ///< software-writable mip bits (none writable in M/U-only harts; kept for state)
   uint32_t mcounteren = 0;
-  uint32_t mcountinhibit = 0;
-  uint32_t menvcfg = 0;
   uint64_t minstret_offset = 0;  ///< guest-visible minstret = instret + offset (guest writes move the offset)
   uint64_t mcycle_offset = 0;
   uint32_t reservation = 0;      ///< LR/SC reservation address; valid when reservation_valid
@@ -144,7 +141,7 @@ class Cpu {
 
   /// Host: the platform changed something that may raise an interrupt or end a WFI.
   /// (Only meaningful between runs; inside run() the loop re-checks after every device access.)
-  uint32_t mip() { return (platform_->device_irqs() | mip_sw) & kMipMask; }
+  uint32_t mip() { return platform_->device_irqs() & kMipMask; }
 
   /// Instret at which the virtual-clock timer fires, or UINT64_MAX; set by the platform.
   uint64_t timer_deadline = UINT64_MAX;

@@ -18,6 +18,7 @@ class BlockFile {
   enum class Op : uint8_t { kRead, kWrite, kFlush };
   struct Request {
     uint16_t head;     // the virtqueue chain this completes
+    uint32_t generation = 0;  // the device's reset count when submitted
     Op op;
     uint64_t offset;   // bytes
     std::vector<uint8_t> data;  // write: what to write; read: filled in

@@ -414,6 +414,7 @@ void Machine::block_submit(uint16_t head, BlockFile::Op op, uint64_t offset, std
   if (!block_) return;
   BlockFile::Request r;
   r.head = head;
+  r.generation = blk_ ? blk_->generation() : 0;
   r.op = op;
   r.offset = offset;
   r.data = std::move(data);
@@ -426,7 +427,8 @@ void Machine::block_poll() {
   BlockFile::Request r;
   while (block_->take(&r)) {
     const uint32_t n = r.op == BlockFile::Op::kRead && r.status == 0 ? static_cast<uint32_t>(r.data.size()) : 0;
-    if (!blk_->complete(r.head, r.status, r.data.data(), n)) continue;  // the driver reset the device meanwhile
+    // A request from before a device reset completes nothing (its head may name a newer request).
+    if (r.generation != blk_->generation() || !blk_->complete(r.head, r.status, r.data.data(), n)) continue;
     if (log_mode_ == LogMode::kRecord) {
       Event e = position(EventKind::kBlockDone);
       e.value = r.head | (static_cast<uint64_t>(r.status) << 16);
@@ -584,6 +586,7 @@ uint64_t Machine::state_hash() {
   f.add(static_cast<uint64_t>(mtime_offset_));
   f.add(wfi_skipped_);
   f.add(clock_raw_);
+  f.add(prng_);
   const Uart::State& u = uart_.s;
   f.add(u.ier | (u.lcr << 8) | (u.mcr << 16) | (static_cast<uint64_t>(u.scr) << 24) | (static_cast<uint64_t>(u.fcr) << 32) |
         (static_cast<uint64_t>(u.dll) << 40) | (static_cast<uint64_t>(u.dlm) << 48) | (static_cast<uint64_t>(u.thre_ip) << 56));

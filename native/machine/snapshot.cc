@@ -13,7 +13,8 @@ namespace {
 //              branches u64, mstatus, mtvec, mepc, mcause, mtval, mscratch, mie, mcounteren, reservation
 //              (u32 each), minstret_offset u64, mcycle_offset u64
 //   machine  : msip u8, timecmp_armed u8, halt_requested u8, pad u8, mtimecmp u64, mtime_offset i64,
-//              wfi_skipped u64, clock_raw u64, tohost u32, semihost errno i32, semihost feature pos u32
+//              wfi_skipped u64, clock_raw u64, tohost u32, semihost errno i32, semihost feature pos u32,
+//              entropy PRNG state u64
 //   uart     : ier lcr mcr scr fcr dll dlm thre_ip (u8 each), rx count u32, rx bytes
 //   plic     : sizeof(Plic::State) bytes
 //   ram      : page count u32, then per non-zero page: index u32, 4096 bytes
@@ -104,6 +105,7 @@ std::vector<uint8_t> Machine::save() const {
   w.put<uint32_t>(tohost_);
   w.put<int32_t>(semihost_errno_);
   w.put<uint32_t>(semihost_feature_pos_);
+  w.put<uint64_t>(prng_);
   const Uart::State& u = uart_.s;
   for (uint8_t b : {u.ier, u.lcr, u.mcr, u.scr, u.fcr, u.dll, u.dlm, static_cast<uint8_t>(u.thre_ip)}) w.put<uint8_t>(b);
   w.put<uint32_t>(static_cast<uint32_t>(uart_.rx_.size()));
@@ -163,9 +165,11 @@ bool Machine::restore(const uint8_t* data, size_t n, std::string* error) {
   uint64_t mtimecmp, wfi_skipped, clock_raw;
   int64_t mtime_offset;
   uint32_t tohost, feature_pos;
+  uint64_t prng;
   int32_t sh_errno;
   if (!r.get(&msip) || !r.get(&armed) || !r.get(&halt) || !r.get(&pad) || !r.get(&mtimecmp) || !r.get(&mtime_offset) ||
-      !r.get(&wfi_skipped) || !r.get(&clock_raw) || !r.get(&tohost) || !r.get(&sh_errno) || !r.get(&feature_pos)) {
+      !r.get(&wfi_skipped) || !r.get(&clock_raw) || !r.get(&tohost) || !r.get(&sh_errno) || !r.get(&feature_pos) ||
+      !r.get(&prng)) {
     return fail("truncated device state");
   }
   uint8_t ub[8];
@@ -247,6 +251,7 @@ bool Machine::restore(const uint8_t* data, size_t n, std::string* error) {
   set_tohost(tohost);
   semihost_errno_ = sh_errno;
   semihost_feature_pos_ = feature_pos;
+  prng_ = prng;
   Uart::State& u = uart_.s;
   u.ier = ub[0]; u.lcr = ub[1]; u.mcr = ub[2]; u.scr = ub[3]; u.fcr = ub[4]; u.dll = ub[5]; u.dlm = ub[6]; u.thre_ip = ub[7] != 0;
   uart_.rx_.assign(rx, rx + rx_count);

@@ -40,7 +40,11 @@ class VirtioBlk final : public VirtioDevice {
   uint32_t num_queues() const override { return 1; }
   uint32_t config_read(uint32_t off, unsigned size) const override;
   void notify(uint32_t q) override;
-  void reset() override { pending_.clear(); }
+  void reset() override {
+    pending_.clear();
+    generation_++;  // completions of requests from before the reset are stale
+  }
+  uint32_t generation() const { return generation_; }
   /// A request finished (from the I/O thread on the recording side, from the log when replaying).
   /// False if no such request is pending (a replay divergence).
   bool complete(uint16_t head, uint8_t status, const uint8_t* data, uint32_t n);
@@ -61,6 +65,7 @@ class VirtioBlk final : public VirtioDevice {
   VirtioMmio* t_;
   uint64_t sectors_;
   std::map<uint16_t, Pending> pending_;  // by chain head: ordered, so snapshots and hashes are stable
+  uint32_t generation_ = 0;
 };
 
 class VirtioNet final : public VirtioDevice {
