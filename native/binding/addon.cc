@@ -50,6 +50,19 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
                            InstanceMethod<&NativeMachine::JsTakeFrames>("takeFrames"),
                            InstanceMethod<&NativeMachine::JsNetInput>("netInput"),
                            InstanceMethod<&NativeMachine::JsSuppressed>("suppressedOutputs"),
+                           InstanceMethod<&NativeMachine::JsSetGate>("setGate"),
+                           InstanceMethod<&NativeMachine::JsRelease>("release"),
+                           InstanceMethod<&NativeMachine::JsSetShadow>("setShadow"),
+                           InstanceMethod<&NativeMachine::JsShadowRelease>("shadowRelease"),
+                           InstanceMethod<&NativeMachine::JsGoLive>("goLive"),
+                           InstanceMethod<&NativeMachine::JsHeld>("held"),
+                           InstanceMethod<&NativeMachine::JsProgress>("progress"),
+                           InstanceMethod<&NativeMachine::JsSetThrottle>("setThrottle"),
+                           InstanceMethod<&NativeMachine::JsPrecopyStart>("precopyStart"),
+                           InstanceMethod<&NativeMachine::JsTakePrecopy>("takePrecopy"),
+                           InstanceMethod<&NativeMachine::JsCopyPages>("copyPages"),
+                           InstanceMethod<&NativeMachine::JsWritePages>("writePages"),
+                           InstanceMethod<&NativeMachine::JsAnnounce>("announce"),
                        });
   }
 
@@ -365,9 +378,11 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     if (vcpu_) vcpu_->end_of_log();
     return info.Env().Undefined();
   }
+  // snapshot(includeRam = true): without RAM, the final state of a clone whose pages went ahead.
   Napi::Value JsSnapshot(const Napi::CallbackInfo& info) {
     if (!Usable(info)) return info.Env().Undefined();
-    const std::vector<uint8_t> bytes = vcpu_->machine().save();
+    const bool ram = info.Length() < 1 || !info[0].IsBoolean() || info[0].As<Napi::Boolean>().Value();
+    const std::vector<uint8_t> bytes = vcpu_->machine().save(ram);
     return Napi::Buffer<uint8_t>::Copy(info.Env(), bytes.data(), bytes.size());
   }
   // restore(snapshot: Uint8Array): string | null — null on success, else what is wrong (machine unchanged).
@@ -395,6 +410,138 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     Napi::Uint32Array out = Napi::Uint32Array::New(info.Env(), pages.size());
     for (size_t i = 0; i < pages.size(); i++) out[i] = pages[i];
     return out;
+  }
+  // ---- fault tolerance ----------------------------------------------------------------------------
+  static bool Lsn(const Napi::CallbackInfo& info, size_t i, uint64_t* out) {
+    if (i >= info.Length() || !info[i].IsBigInt()) {
+      Napi::TypeError::New(info.Env(), "argument " + std::to_string(i) + " must be a bigint lsn").ThrowAsJavaScriptException();
+      return false;
+    }
+    bool lossless;
+    *out = info[i].As<Napi::BigInt>().Uint64Value(&lossless);
+    if (!lossless) {
+      Napi::RangeError::New(info.Env(), "lsn must be 0..2^64-1").ThrowAsJavaScriptException();
+      return false;
+    }
+    return true;
+  }
+  // { console: Uint8Array, frames: Uint8Array[], blocks: number }
+  static Napi::Object OutputsToJs(Napi::Env env, const VcpuThread::Outputs& o) {
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("console", Napi::Buffer<uint8_t>::Copy(env, o.console.data(), o.console.size()));
+    Napi::Array frames = Napi::Array::New(env, o.frames.size());
+    for (size_t i = 0; i < o.frames.size(); i++) frames.Set(static_cast<uint32_t>(i), Napi::Buffer<uint8_t>::Copy(env, o.frames[i].data(), o.frames[i].size()));
+    r.Set("frames", frames);
+    r.Set("blocks", Napi::Number::New(env, o.blocks));
+    return r;
+  }
+  bool Open(const Napi::CallbackInfo& info) {
+    if (closed_ || !vcpu_) {
+      Napi::Error::New(info.Env(), "machine is closed").ThrowAsJavaScriptException();
+      return false;
+    }
+    return true;
+  }
+  // setGate(closed: boolean): Outputs — opening releases everything held.
+  Napi::Value JsSetGate(const Napi::CallbackInfo& info) {
+    if (!Open(info)) return info.Env().Undefined();
+    const bool closed = info.Length() > 0 && info[0].ToBoolean().Value();
+    return OutputsToJs(info.Env(), vcpu_->set_gate(closed));
+  }
+  // release(lsn: bigint): Outputs held behind batches up to lsn.
+  Napi::Value JsRelease(const Napi::CallbackInfo& info) {
+    uint64_t lsn;
+    if (!Open(info) || !Lsn(info, 0, &lsn)) return info.Env().Undefined();
+    return OutputsToJs(info.Env(), vcpu_->release(lsn));
+  }
+  Napi::Value JsSetShadow(const Napi::CallbackInfo& info) {
+    if (!Open(info)) return info.Env().Undefined();
+    vcpu_->set_shadow(info.Length() > 0 && info[0].ToBoolean().Value());
+    return info.Env().Undefined();
+  }
+  Napi::Value JsShadowRelease(const Napi::CallbackInfo& info) {
+    uint64_t lsn;
+    if (!Open(info) || !Lsn(info, 0, &lsn)) return info.Env().Undefined();
+    vcpu_->shadow_release(lsn);
+    return info.Env().Undefined();
+  }
+  // goLive(released: bigint): Outputs to re-emit, or null (not replaying, running, or log not replayed).
+  Napi::Value JsGoLive(const Napi::CallbackInfo& info) {
+    uint64_t lsn;
+    if (!Open(info) || !Lsn(info, 0, &lsn)) return info.Env().Undefined();
+    VcpuThread::Outputs out;
+    if (!vcpu_->go_live(lsn, &out)) return info.Env().Null();
+    return OutputsToJs(info.Env(), out);
+  }
+  Napi::Value JsHeld(const Napi::CallbackInfo& info) {
+    if (!Open(info)) return info.Env().Undefined();
+    return Napi::Number::New(info.Env(), static_cast<double>(vcpu_->held()));
+  }
+  // progress(): bigint instret (at the last slice end while running; exact when idle).
+  Napi::Value JsProgress(const Napi::CallbackInfo& info) {
+    if (!Open(info)) return info.Env().Undefined();
+    const uint64_t v = vcpu_->busy() ? vcpu_->progress() : vcpu_->machine().cpu().instret;
+    return Napi::BigInt::New(info.Env(), v);
+  }
+  Napi::Value JsSetThrottle(const Napi::CallbackInfo& info) {
+    if (!Open(info)) return info.Env().Undefined();
+    if (info.Length() < 1 || !info[0].IsNumber()) {
+      Napi::TypeError::New(info.Env(), "setThrottle(ratio: number)").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    vcpu_->set_throttle(info[0].As<Napi::Number>().DoubleValue());
+    return info.Env().Undefined();
+  }
+  // precopyStart(first: boolean): boolean — a round on the running vCPU thread (false: one is going).
+  Napi::Value JsPrecopyStart(const Napi::CallbackInfo& info) {
+    if (!Open(info)) return info.Env().Undefined();
+    return Napi::Boolean::New(info.Env(), vcpu_->precopy_start(info.Length() > 0 && info[0].ToBoolean().Value()));
+  }
+  // takePrecopy(): { pages: Uint8Array ([u32 index][4096 bytes]…), done: boolean }
+  Napi::Value JsTakePrecopy(const Napi::CallbackInfo& info) {
+    if (!Open(info)) return info.Env().Undefined();
+    bool done = false;
+    const std::vector<uint8_t> pages = vcpu_->take_precopy(&done);
+    Napi::Object r = Napi::Object::New(info.Env());
+    r.Set("pages", Napi::Buffer<uint8_t>::Copy(info.Env(), pages.data(), pages.size()));
+    r.Set("done", Napi::Boolean::New(info.Env(), done));
+    return r;
+  }
+  // copyPages(first: boolean): Uint8Array — idle: a whole round at once (the final stop-and-copy).
+  Napi::Value JsCopyPages(const Napi::CallbackInfo& info) {
+    if (!Usable(info)) return info.Env().Undefined();
+    const std::vector<uint8_t> pages = vcpu_->copy_pages(info.Length() > 0 && info[0].ToBoolean().Value());
+    return Napi::Buffer<uint8_t>::Copy(info.Env(), pages.data(), pages.size());
+  }
+  // writePages(pages: Uint8Array): string | null — applies [u32 index][4096 bytes]… (idle); validated
+  // completely before any page is written.
+  Napi::Value JsWritePages(const Napi::CallbackInfo& info) {
+    if (!Usable(info)) return info.Env().Undefined();
+    if (info.Length() < 1 || !info[0].IsTypedArray()) {
+      Napi::TypeError::New(info.Env(), "writePages(pages: Uint8Array)").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    Napi::Uint8Array data = info[0].As<Napi::Uint8Array>();
+    constexpr size_t kRec = 4 + 4096;
+    Machine& m = vcpu_->machine();
+    const uint32_t npages = m.ram_size() / 4096;
+    if (data.ByteLength() % kRec != 0) return Napi::String::New(info.Env(), "page data is " + std::to_string(data.ByteLength()) + " bytes, not a whole number of 4100-byte records");
+    for (size_t at = 0; at < data.ByteLength(); at += kRec) {
+      uint32_t index;
+      std::memcpy(&index, data.Data() + at, 4);
+      if (index >= npages) return Napi::String::New(info.Env(), "page index " + std::to_string(index) + " at byte " + std::to_string(at) + " is outside RAM (" + std::to_string(npages) + " pages)");
+    }
+    for (size_t at = 0; at < data.ByteLength(); at += kRec) {
+      uint32_t index;
+      std::memcpy(&index, data.Data() + at, 4);
+      m.write_ram(kRamBase + index * 4096u, data.Data() + at + 4, 4096);
+    }
+    return info.Env().Null();
+  }
+  Napi::Value JsAnnounce(const Napi::CallbackInfo& info) {
+    if (!Open(info)) return info.Env().Undefined();
+    vcpu_->announce();
+    return info.Env().Undefined();
   }
   // takeFrames(): Uint8Array[] — frames the guest transmitted since the last call.
   Napi::Value JsTakeFrames(const Napi::CallbackInfo& info) {

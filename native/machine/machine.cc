@@ -419,7 +419,16 @@ void Machine::block_submit(uint16_t head, BlockFile::Op op, uint64_t offset, std
   r.offset = offset;
   r.data = std::move(data);
   r.length = length;
+  if (host_io_ && host_io_->hold_block(r)) return;
   block_->submit(std::move(r));
+}
+
+void Machine::go_live() {
+  if (log_mode_ != LogMode::kReplay) return;
+  set_log_mode(LogMode::kOff, nullptr, nullptr);
+  // The real clock goes on from the last value the log gave the guest, not from this host's uptime.
+  if (config_.real_clock) start_ = std::chrono::steady_clock::now() - std::chrono::nanoseconds(clock_raw_ * (1'000'000'000 / kTimebaseHz));
+  if (blk_ && block_) blk_->reissue();
 }
 
 void Machine::block_poll() {
@@ -443,6 +452,7 @@ void Machine::block_poll() {
 void Machine::net_transmit(const uint8_t* frame, uint32_t n) {
   if (log_mode_ == LogMode::kReplay || !host_io_) {
     suppressed_++;
+    if (host_io_) host_io_->net_suppressed(frame, n);
     return;
   }
   host_io_->net_transmit(frame, n);

@@ -11,6 +11,7 @@
 
 #include "cpu/cpu.h"
 #include "log/event.h"
+#include "machine/block_file.h"
 #include "machine/plic.h"
 #include "machine/uart.h"
 #include "machine/virtio.h"
@@ -50,6 +51,11 @@ class HostIo {
  public:
   virtual ~HostIo() = default;
   virtual void net_transmit(const uint8_t* frame, size_t n) = 0;
+  /// A replaying machine's transmit, suppressed: the host may keep it for a go-live re-emission.
+  virtual void net_suppressed(const uint8_t* frame, size_t n) = 0;
+  /// The output rule: true if the host took the request to hand to the disk later (once the log
+  /// behind it is acknowledged); false to submit it now.
+  virtual bool hold_block(BlockFile::Request& r) = 0;
 };
 
 struct MachineConfig {
@@ -130,12 +136,16 @@ class Machine final : public Platform {
   /// A frame from the host for the guest (plain/record); false when dropped for lack of buffers.
   bool net_receive(const uint8_t* frame, uint32_t n);
   uint64_t suppressed_outputs() const { return suppressed_; }
+  /// Go-live of a secondary (only between runs, in replay mode): inputs come from the host from here
+  /// on, the real clock continues from the last logged value, and every disk request still in flight
+  /// is handed to the disk again.
+  void go_live();
 
   /// The current position as an event would carry it.
   Event position(EventKind kind) const;
 
   /// Snapshot of the whole machine (versioned binary; zero pages omitted). Only between runs.
-  std::vector<uint8_t> save() const;
+  std::vector<uint8_t> save(bool include_ram = true) const;
   /// Restores a snapshot taken of a machine with the same RAM size and clock mode. On failure returns
   /// false with the reason in *error and leaves the machine unchanged.
   bool restore(const uint8_t* data, size_t n, std::string* error);

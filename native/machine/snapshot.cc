@@ -7,8 +7,8 @@
 namespace lockstep {
 namespace {
 
-// Layout (version 1):
-//   "LKSTSNAP" | u32 version | u32 ram size | u32 flags (bit 0: real clock) | u32 reserved
+// Layout (version 2; version 1 lacked the write segments of pending disk requests):
+//   "LKSTSNAP" | u32 version | u32 ram size | u32 flags (bit 0: real clock, bit 1: RAM omitted) | u32 reserved
 //   cpu      : 31 x u32 (x1..x31), pc, priv u8, wfi u8, reservation_valid u8, pad u8, instret u64,
 //              branches u64, mstatus, mtvec, mepc, mcause, mtval, mscratch, mie, mcounteren, reservation
 //              (u32 each), minstret_offset u64, mcycle_offset u64
@@ -17,11 +17,13 @@ namespace {
 //              entropy PRNG state u64
 //   uart     : ier lcr mcr scr fcr dll dlm thre_ip (u8 each), rx count u32, rx bytes
 //   plic     : sizeof(Plic::State) bytes
-//   ram      : page count u32, then per non-zero page: index u32, 4096 bytes
+//   ram      : page count u32, then per non-zero page: index u32, 4096 bytes (absent when RAM is
+//              omitted: a clone's final state, whose RAM travelled page by page beforehand)
 //   trailer  : "SNAPEND!"
 constexpr char kMagic[8] = {'L', 'K', 'S', 'T', 'S', 'N', 'A', 'P'};
 constexpr char kTrailer[8] = {'S', 'N', 'A', 'P', 'E', 'N', 'D', '!'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;
+constexpr uint32_t kFlagRealClock = 1, kFlagNoRam = 2;
 
 class Writer {
  public:
@@ -74,13 +76,13 @@ bool zero_page(const uint8_t* p) {
 
 }  // namespace
 
-std::vector<uint8_t> Machine::save() const {
+std::vector<uint8_t> Machine::save(bool include_ram) const {
   std::vector<uint8_t> out;
   Writer w(out);
   w.bytes(kMagic, 8);
   w.put<uint32_t>(kVersion);
   w.put<uint32_t>(config_.ram_size);
-  w.put<uint32_t>(config_.real_clock ? 1u : 0u);
+  w.put<uint32_t>((config_.real_clock ? kFlagRealClock : 0u) | (include_ram ? 0u : kFlagNoRam));
   w.put<uint32_t>(0);
   const Cpu& c = cpu_;
   for (int i = 1; i < 32; i++) w.put<uint32_t>(c.x[i]);
@@ -114,6 +116,10 @@ std::vector<uint8_t> Machine::save() const {
   for (const VirtioMmio& t : virtio_) t.save(&out);
   w.put<uint8_t>(blk_ ? 1 : 0);
   if (blk_) blk_->save(&out);
+  if (!include_ram) {
+    w.bytes(kTrailer, 8);
+    return out;
+  }
   const uint32_t npages = config_.ram_size / kPageSize;
   uint32_t nonzero = 0;
   for (uint32_t p = 0; p < npages; p++) nonzero += zero_page(ram_ + static_cast<size_t>(p) * kPageSize) ? 0 : 1;
@@ -142,6 +148,8 @@ bool Machine::restore(const uint8_t* data, size_t n, std::string* error) {
   if (ram_size != config_.ram_size) {
     return fail("the snapshot has " + std::to_string(ram_size) + " bytes of RAM, this machine " + std::to_string(config_.ram_size));
   }
+  if ((flags & ~(kFlagRealClock | kFlagNoRam)) != 0) return fail("unknown flags " + std::to_string(flags));
+  const bool with_ram = (flags & kFlagNoRam) == 0;
   if (((flags & 1) != 0) != config_.real_clock) return fail(std::string("the snapshot was taken with the ") + ((flags & 1) ? "real" : "virtual") + " clock");
   // Parse everything into temporaries first: a bad snapshot must leave the machine untouched.
   struct CpuFields {
@@ -200,8 +208,8 @@ bool Machine::restore(const uint8_t* data, size_t n, std::string* error) {
     if (!blk_tmp.restore(&p, data + n)) return fail("damaged virtio-blk state");
     r.take(static_cast<size_t>(p - (data + r.pos())));
   }
-  uint32_t pages;
-  if (!r.get(&pages)) return fail("truncated RAM section");
+  uint32_t pages = 0;
+  if (with_ram && !r.get(&pages)) return fail("truncated RAM section");
   const uint32_t npages = config_.ram_size / kPageSize;
   if (pages > npages) return fail(std::to_string(pages) + " RAM pages listed, the machine has " + std::to_string(npages));
   const size_t ram_at = r.pos();
@@ -263,14 +271,17 @@ bool Machine::restore(const uint8_t* data, size_t n, std::string* error) {
     const uint8_t* p = tmp.data();
     blk_->restore(&p, tmp.data() + tmp.size());
   }
-  std::memset(ram_, 0, config_.ram_size);
-  Reader pr(data + ram_at, n - ram_at);
-  for (uint32_t i = 0; i < pages; i++) {
-    uint32_t index = 0;
-    pr.get(&index);
-    std::memcpy(ram_ + static_cast<size_t>(index) * kPageSize, pr.take(kPageSize), kPageSize);
+  if (with_ram) {
+    std::memset(ram_, 0, config_.ram_size);
+    Reader pr(data + ram_at, n - ram_at);
+    for (uint32_t i = 0; i < pages; i++) {
+      uint32_t index = 0;
+      pr.get(&index);
+      std::memcpy(ram_ + static_cast<size_t>(index) * kPageSize, pr.take(kPageSize), kPageSize);
+    }
+    cpu_.host_wrote(kRamBase, config_.ram_size);
   }
-  cpu_.host_wrote(kRamBase, config_.ram_size);
+  cpu_.invalidate_all();  // the hart's registers changed under any decoded block it was in
   exit_code_ = 0;
   exit_via_ = ExitVia::kNone;
   divergence_.clear();

@@ -33,8 +33,26 @@ std::vector<uint8_t> gather(Machine* m, const std::vector<Chain::Segment>& segs,
     len -= skip;
     skip = 0;
     len = std::min<uint32_t>(len, limit - static_cast<uint32_t>(out.size()));
+    // Segments were checked against RAM when the chain was read; a restored snapshot's may not have been.
+    if (static_cast<uint64_t>(off) + len > m->ram_size()) break;
     out.insert(out.end(), m->ram() + off, m->ram() + off + len);
     if (out.size() >= limit) break;
+  }
+  return out;
+}
+
+/// The readable segments after the first `skip` bytes (a write's data after its header).
+std::vector<Chain::Segment> data_segments(const std::vector<Chain::Segment>& segs, uint32_t skip) {
+  std::vector<Chain::Segment> out;
+  for (Chain::Segment s : segs) {
+    if (skip >= s.len) {
+      skip -= s.len;
+      continue;
+    }
+    s.offset += skip;
+    s.len -= skip;
+    skip = 0;
+    out.push_back(s);
   }
   return out;
 }
@@ -110,13 +128,18 @@ void VirtioBlk::notify(uint32_t q) {
           finish_now(kIoErr, 0);
           break;
         }
-        pending_[c.head] = Pending{static_cast<uint8_t>(type), sector, in, in_bytes, status_offset};
+        pending_[c.head] = Pending{static_cast<uint8_t>(type), sector, in, in_bytes, status_offset, {}, 0};
+        if (type == kOut) {
+          Pending& q = pending_[c.head];
+          q.out = data_segments(c.readable, 16);
+          q.out_bytes = bytes;
+        }
         if (type == kOut) m_->block_submit(c.head, BlockFile::Op::kWrite, sector * 512, gather(m_, c.readable, 16, bytes), 0);
         else m_->block_submit(c.head, BlockFile::Op::kRead, sector * 512, {}, bytes);
         break;
       }
       case kFlush:
-        pending_[c.head] = Pending{static_cast<uint8_t>(type), 0, {}, 0, status_offset};
+        pending_[c.head] = Pending{static_cast<uint8_t>(type), 0, {}, 0, status_offset, {}, 0};
         m_->block_submit(c.head, BlockFile::Op::kFlush, 0, {}, 0);
         break;
       case kGetId: {
@@ -146,6 +169,16 @@ bool VirtioBlk::complete(uint16_t head, uint8_t status, const uint8_t* data, uin
   return true;
 }
 
+void VirtioBlk::reissue() {
+  for (const auto& [head, p] : pending_) {
+    switch (p.type) {
+      case kIn: m_->block_submit(head, BlockFile::Op::kRead, p.sector * 512, {}, p.in_bytes); break;
+      case kOut: m_->block_submit(head, BlockFile::Op::kWrite, p.sector * 512, gather(m_, p.out, 0, p.out_bytes), 0); break;
+      default: m_->block_submit(head, BlockFile::Op::kFlush, 0, {}, 0); break;
+    }
+  }
+}
+
 void VirtioBlk::save(std::vector<uint8_t>* out) const {
   auto put = [&](const void* p, size_t n) { out->insert(out->end(), static_cast<const uint8_t*>(p), static_cast<const uint8_t*>(p) + n); };
   const uint32_t count = static_cast<uint32_t>(pending_.size());
@@ -154,6 +187,9 @@ void VirtioBlk::save(std::vector<uint8_t>* out) const {
     const uint32_t segs = static_cast<uint32_t>(p.in.size());
     put(&head, 2); put(&p.type, 1); put(&p.sector, 8); put(&p.in_bytes, 4); put(&p.status_offset, 4); put(&segs, 4);
     for (const Chain::Segment& s : p.in) { put(&s.offset, 4); put(&s.len, 4); }
+    const uint32_t osegs = static_cast<uint32_t>(p.out.size());
+    put(&p.out_bytes, 4); put(&osegs, 4);
+    for (const Chain::Segment& s : p.out) { put(&s.offset, 4); put(&s.len, 4); }
   }
 }
 
@@ -179,6 +215,13 @@ bool VirtioBlk::restore(const uint8_t** p, const uint8_t* end) {
       Chain::Segment s;
       if (!get(&s.offset, 4) || !get(&s.len, 4)) return false;
       q.in.push_back(s);
+    }
+    uint32_t osegs;
+    if (!get(&q.out_bytes, 4) || !get(&osegs, 4) || osegs > Virtqueue::kMaxSize || q.out_bytes > kSizeMax) return false;
+    for (uint32_t k = 0; k < osegs; k++) {
+      Chain::Segment s;
+      if (!get(&s.offset, 4) || !get(&s.len, 4)) return false;
+      q.out.push_back(s);
     }
     pending[head] = q;
   }

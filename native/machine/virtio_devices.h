@@ -55,8 +55,13 @@ class VirtioBlk final : public VirtioDevice {
     std::vector<Chain::Segment> in;  // where read data goes
     uint32_t in_bytes;
     uint32_t status_offset;
+    std::vector<Chain::Segment> out;  // write: the data segments (after the 16-byte header)
+    uint32_t out_bytes = 0;
   };
   const std::map<uint16_t, Pending>& pending() const { return pending_; }
+  /// Hands every pending request to the disk again (go-live: the old primary may or may not have
+  /// performed them; reads, writes of the same bytes and flushes are idempotent).
+  void reissue();
   void save(std::vector<uint8_t>* out) const;
   bool restore(const uint8_t** p, const uint8_t* end);
 

@@ -24,6 +24,9 @@ class ReplayFeed final : public ReplaySource {
   const LogCursor& start() const { return start_; }
   /// Position of the last event received: a live replayer may run this far.
   uint64_t covered() const { return covered_; }
+  /// The lsn of the batch holding the next unconsumed event (the next batch expected, if none is
+  /// pending). An output the guest produces now was tagged with this lsn or a lower one by the recorder.
+  uint64_t next_event_lsn() const { return events_.empty() ? next_lsn_ : events_.front().batch; }
   const std::string& error() const { return error_; }
   void reset();
 

@@ -18,6 +18,9 @@ namespace {
 // Between slices the thread looks at host input; a slice is ~4 ms at 1000 MIPS.
 constexpr uint64_t kSlice = 1u << 22;
 constexpr size_t kConsoleFlushBytes = 16 * 1024;
+// A pre-copy round copies at most this many pages between two slices (2 MiB: well under a millisecond).
+constexpr uint32_t kPrecopyChunkPages = 512;
+constexpr size_t kPage = 4096;
 }  // namespace
 
 VcpuThread::VcpuThread(const MachineConfig& config, uint8_t* console_mem, uint32_t console_capacity,
@@ -47,7 +50,7 @@ void VcpuThread::raise() {
   // boundary (else a guest that is slow to read would be interrupted forever). A replaying machine
   // ignores host input altogether.
   const bool input = (new_input_ || disk_done_) && machine_->log_mode() != LogMode::kReplay;
-  attention_.store(stop_requested_ || input || quit_, std::memory_order_release);
+  attention_.store(stop_requested_ || input || quit_ || flush_soon_, std::memory_order_release);
 }
 
 bool VcpuThread::start(uint64_t target) {
@@ -119,6 +122,10 @@ bool VcpuThread::attach_tap(const std::string& name, std::string* error) {
 }
 
 void VcpuThread::net_transmit(const uint8_t* frame, size_t n) {
+  if (gate_hint_.load(std::memory_order_acquire)) {
+    Held h{0, Held::Kind::kFrame, std::vector<uint8_t>(frame, frame + n), {}};
+    if (hold_output(std::move(h))) return;
+  }
 #ifdef __linux__
   if (tap_fd_ >= 0) {
     (void)!::write(tap_fd_, frame, n);  // a full or down link drops the frame, as a wire would
@@ -140,6 +147,7 @@ std::vector<std::vector<uint8_t>> VcpuThread::take_frames() {
 }
 
 void VcpuThread::net_input(const uint8_t* frame, size_t n) {
+  if (replaying_.load(std::memory_order_acquire)) return;  // a secondary's link is not live yet
   std::lock_guard<std::mutex> lock(mu_);
   net_in_.emplace_back(frame, frame + n);
   new_input_ = true;
@@ -179,6 +187,10 @@ void VcpuThread::shutdown() {
 }
 
 void VcpuThread::write(const uint8_t* data, size_t n) {
+  if (gate_hint_.load(std::memory_order_acquire)) {
+    Held h{0, Held::Kind::kConsole, std::vector<uint8_t>(data, data + n), {}};
+    if (hold_output(std::move(h))) return;
+  }
   console_buf_.insert(console_buf_.end(), data, data + n);
   if (console_buf_.size() >= kConsoleFlushBytes) flush_console();
 }
@@ -214,8 +226,10 @@ void VcpuThread::flush_log() {
   Machine& m = *machine_;
   const LogCursor& cur = encoder_.cursor();
   // The mark tells a live replayer it may run up to here: nothing else was logged before this point.
-  if (encoder_.empty() && cur.instret == m.cpu().instret) return;
+  // A held output names the batch being built: seal it even if nothing else was logged since the last.
+  if (encoder_.empty() && cur.instret == m.cpu().instret && !tagged_since_flush_) return;
   if (cur.instret != m.cpu().instret || encoder_.empty()) encoder_.add(m.position(EventKind::kMark));
+  tagged_since_flush_ = false;
   const std::vector<uint8_t>& batch = encoder_.finish();
   push_blocking(*log_, batch.data(), batch.size());
 }
@@ -263,6 +277,7 @@ bool VcpuThread::start_replay() {
   log_complete_ = false;
   replay_began_ = false;
   machine_->set_log_mode(LogMode::kReplay, nullptr, &feed_);
+  replaying_.store(true, std::memory_order_release);
   return true;
 }
 
@@ -340,6 +355,7 @@ RunReport VcpuThread::run_to(uint64_t target) {
     // flush may wait for ring space, which must not happen while holding mu_).
     std::vector<uint8_t> uart;
     std::deque<std::vector<uint8_t>> frames;
+    bool do_copy;
     {
       std::unique_lock<std::mutex> lock(mu_);
       if (quit_ || stop_requested_) {
@@ -350,8 +366,11 @@ RunReport VcpuThread::run_to(uint64_t target) {
       frames.swap(net_in_);
       disk_done_ = false;
       new_input_ = false;
+      flush_soon_ = false;
+      do_copy = precopy_active_;
       raise();
     }
+    if (do_copy) copy_dirty(kPrecopyChunkPages);
     if (!uart.empty()) {
       const size_t took = m.uart_input(uart.data(), uart.size());  // the FIFO takes what fits; the rest waits
       std::lock_guard<std::mutex> lock(mu_);
@@ -362,9 +381,14 @@ RunReport VcpuThread::run_to(uint64_t target) {
     m.block_poll();  // completions the disk finished, delivered (and logged) at this boundary
     uint64_t slice_end = std::min(target, cpu.instret + kSlice);
     if (recording && hash_interval_) slice_end = std::min(slice_end, (cpu.instret / hash_interval_ + 1) * hash_interval_);
+    const auto slice_began = std::chrono::steady_clock::now();
     const RunStop stop = m.run(slice_end);
+    progress_.store(cpu.instret, std::memory_order_relaxed);
     flush_console();
-    if (recording) flush_log();
+    if (recording) {
+      flush_log();
+      pace(slice_began);
+    }
     switch (stop) {
       case RunStop::kLimit:
         if (cpu.instret >= target) {
@@ -383,7 +407,7 @@ RunReport VcpuThread::run_to(uint64_t target) {
         // Sleep (never spin) until input, a stop, or (real clock) the timer's deadline.
         std::unique_lock<std::mutex> lock(mu_);
         const int64_t ns = m.config().real_clock ? m.ns_until_timer() : -1;
-        auto ready = [&] { return quit_ || stop_requested_ || new_input_ || disk_done_; };
+        auto ready = [&] { return quit_ || stop_requested_ || new_input_ || disk_done_ || precopy_active_; };
         if (ns < 0) cv_.wait(lock, ready);
         else if (ns > 0) cv_.wait_for(lock, std::chrono::nanoseconds(ns), ready);
         break;
@@ -468,6 +492,7 @@ RunReport VcpuThread::replay_to(uint64_t target) {
       return r;
     }
     const RunStop stop = m.run(std::min(stop_at, cpu.instret + kSlice));
+    progress_.store(cpu.instret, std::memory_order_relaxed);
     flush_console();
     switch (stop) {
       case RunStop::kLimit:
@@ -500,6 +525,262 @@ RunReport VcpuThread::replay_to(uint64_t target) {
       }
     }
   }
+}
+
+// ---- fault tolerance: output rule, shadow outputs, go-live, lag control, pre-copy --------------------
+
+uint64_t VcpuThread::output_tag() {
+  if (machine_->log_mode() == LogMode::kReplay) return feed_.next_event_lsn();
+  if (!tagged_since_flush_) {
+    tagged_since_flush_ = true;
+    // End the slice soon, so the batch this output waits for is sealed and shipped without delay.
+    std::lock_guard<std::mutex> lock(mu_);
+    flush_soon_ = true;
+    raise();
+  }
+  return encoder_.next_lsn();
+}
+
+bool VcpuThread::hold_output(Held&& h) {
+  const bool replay = machine_->log_mode() == LogMode::kReplay;
+  const uint64_t tag = (replay || machine_->log_mode() == LogMode::kRecord) ? output_tag() : 0;
+  std::lock_guard<std::mutex> lock(gate_mu_);
+  // gate_ and shadow_ are the truth (gate_hint_ only a fast peek): an output that raced with the gate
+  // opening goes out at once instead of waiting for a release that will not come.
+  if (replay ? !shadow_ : !gate_) return false;
+  if (replay && tag < shadow_released_) return true;  // the primary released it: nothing to re-emit
+  h.lsn = tag;
+  if (h.kind == Held::Kind::kConsole && !held_.empty() && held_.back().kind == Held::Kind::kConsole && held_.back().lsn == tag) {
+    held_.back().bytes.insert(held_.back().bytes.end(), h.bytes.begin(), h.bytes.end());
+    return true;
+  }
+  if (h.kind == Held::Kind::kBlock) held_blocks_++;
+  held_.push_back(std::move(h));
+  return true;
+}
+
+void VcpuThread::net_suppressed(const uint8_t* frame, size_t n) {
+  if (!gate_hint_.load(std::memory_order_acquire)) return;
+  hold_output(Held{0, Held::Kind::kFrame, std::vector<uint8_t>(frame, frame + n), {}});
+}
+
+bool VcpuThread::hold_block(BlockFile::Request& r) {
+  {
+    std::lock_guard<std::mutex> lock(gate_mu_);
+    // A read may pass only when no write is held: it must see every write the guest issued before it.
+    if (!gate_ || (r.op == BlockFile::Op::kRead && held_blocks_ == 0)) return false;
+  }
+  Held h{0, Held::Kind::kBlock, {}, std::move(r)};
+  if (hold_output(std::move(h))) return true;
+  r = std::move(h.block);  // the gate opened meanwhile: hold_output left h alone; submit it now
+  return false;
+}
+
+void VcpuThread::release_locked(uint64_t lsn, Outputs* out) {
+  while (!held_.empty() && held_.front().lsn <= lsn) {
+    Held& h = held_.front();
+    switch (h.kind) {
+      case Held::Kind::kConsole:
+        out->console.insert(out->console.end(), h.bytes.begin(), h.bytes.end());
+        break;
+      case Held::Kind::kFrame:
+#ifdef __linux__
+        if (tap_fd_ >= 0) {
+          (void)!::write(tap_fd_, h.bytes.data(), h.bytes.size());
+          break;
+        }
+#endif
+        out->frames.push_back(std::move(h.bytes));
+        break;
+      case Held::Kind::kBlock:
+        held_blocks_--;
+        out->blocks++;
+        if (BlockFile* b = machine_->block_file()) b->submit(std::move(h.block));
+        break;
+    }
+    held_.pop_front();
+  }
+}
+
+VcpuThread::Outputs VcpuThread::set_gate(bool closed) {
+  Outputs out;
+  std::lock_guard<std::mutex> lock(gate_mu_);
+  gate_ = closed;
+  shadow_ = false;
+  // release: the flag is seen after gate_ changed; pairs with the acquire loads in write()/net_transmit().
+  gate_hint_.store(closed, std::memory_order_release);
+  if (!closed) release_locked(UINT64_MAX, &out);
+  return out;
+}
+
+VcpuThread::Outputs VcpuThread::release(uint64_t lsn) {
+  Outputs out;
+  std::lock_guard<std::mutex> lock(gate_mu_);
+  if (gate_) release_locked(lsn, &out);
+  return out;
+}
+
+void VcpuThread::set_shadow(bool on) {
+  std::lock_guard<std::mutex> lock(gate_mu_);
+  shadow_ = on;
+  gate_ = false;
+  shadow_released_ = 0;
+  held_.clear();
+  held_blocks_ = 0;
+  gate_hint_.store(on, std::memory_order_release);
+}
+
+void VcpuThread::shadow_release(uint64_t lsn) {
+  std::lock_guard<std::mutex> lock(gate_mu_);
+  if (lsn == UINT64_MAX || lsn + 1 <= shadow_released_) return;
+  shadow_released_ = lsn + 1;
+  while (!held_.empty() && held_.front().lsn <= lsn) held_.pop_front();
+}
+
+size_t VcpuThread::held() {
+  std::lock_guard<std::mutex> lock(gate_mu_);
+  return held_.size();
+}
+
+bool VcpuThread::go_live(uint64_t released, Outputs* out) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (busy_.load(std::memory_order_relaxed) || quit_ || machine_->log_mode() != LogMode::kReplay) return false;
+  if (feed_.peek() != nullptr || !fed_.empty()) return false;  // the log has not been replayed to its end
+  {
+    std::lock_guard<std::mutex> g(gate_mu_);
+    for (Held& h : held_) {
+      if (h.lsn <= released && released != UINT64_MAX) continue;
+      if (h.kind == Held::Kind::kConsole) {
+        out->console.insert(out->console.end(), h.bytes.begin(), h.bytes.end());
+      } else if (h.kind == Held::Kind::kFrame) {
+#ifdef __linux__
+        if (tap_fd_ >= 0) {
+          (void)!::write(tap_fd_, h.bytes.data(), h.bytes.size());
+          continue;
+        }
+#endif
+        out->frames.push_back(std::move(h.bytes));
+      }
+    }
+    held_.clear();
+    held_blocks_ = 0;
+    shadow_ = false;
+    gate_ = false;
+    gate_hint_.store(false, std::memory_order_release);
+  }
+  feed_.reset();
+  machine_->go_live();  // re-issues in-flight disk requests through block_submit (gate open: at once)
+  replaying_.store(false, std::memory_order_release);
+  announce();
+  return true;
+}
+
+void VcpuThread::announce() {
+#ifdef __linux__
+  if (tap_fd_ < 0) return;
+  // RARP "reverse request" from the guest's MAC (what VMware FT and QEMU send after a move): no IP
+  // needed, and every switch on the segment learns the MAC's new port.
+  uint8_t f[60] = {};
+  const uint8_t* mac = machine_->config().mac;
+  std::memset(f, 0xff, 6);
+  std::memcpy(f + 6, mac, 6);
+  f[12] = 0x80; f[13] = 0x35;            // ethertype RARP
+  f[14] = 0; f[15] = 1;                  // htype Ethernet
+  f[16] = 0x08; f[17] = 0x00;            // ptype IPv4
+  f[18] = 6; f[19] = 4;                  // hlen, plen
+  f[20] = 0; f[21] = 3;                  // op: reverse request
+  std::memcpy(f + 22, mac, 6);           // sender MAC (IP 0.0.0.0)
+  std::memcpy(f + 32, mac, 6);           // target MAC (IP 0.0.0.0)
+  for (int i = 0; i < 3; i++) (void)!::write(tap_fd_, f, sizeof f);
+#endif
+}
+
+void VcpuThread::set_throttle(double ratio) {
+  if (!(ratio > 0)) ratio = 0;
+  if (ratio > 0.95) ratio = 0.95;
+  throttle_ppm_.store(static_cast<uint32_t>(ratio * 1e6), std::memory_order_relaxed);
+}
+
+void VcpuThread::pace(std::chrono::steady_clock::time_point slice_began) {
+  const uint32_t ppm = throttle_ppm_.load(std::memory_order_relaxed);
+  if (ppm == 0) return;
+  const auto ran = std::chrono::steady_clock::now() - slice_began;
+  // Sleep so that running is (1 - ratio) of the time: sleep = ran * ratio / (1 - ratio), at most 50 ms.
+  auto sleep = std::chrono::duration_cast<std::chrono::nanoseconds>(ran) * ppm / (1'000'000 - ppm);
+  if (sleep > std::chrono::milliseconds(50)) sleep = std::chrono::milliseconds(50);
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait_for(lock, sleep, [&] { return quit_ || stop_requested_; });
+}
+
+bool VcpuThread::precopy_start(bool first) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (precopy_active_ || quit_) return false;
+  precopy_active_ = true;
+  precopy_first_ = first;
+  precopy_cursor_ = 0;
+  {
+    std::lock_guard<std::mutex> p(precopy_mu_);
+    precopy_done_ = false;
+  }
+  cv_.notify_all();
+  return true;
+}
+
+void VcpuThread::copy_dirty(uint32_t max_pages) {
+  Cpu& cpu = machine_->cpu();
+  const std::vector<uint8_t>& dirty = cpu.dirty();
+  const uint32_t npages = static_cast<uint32_t>(dirty.size());
+  bool first;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    first = precopy_first_;
+  }
+  std::vector<uint8_t> chunk;
+  uint32_t copied = 0;
+  uint32_t p = precopy_cursor_;
+  const uint8_t want = first ? kDirtyEver : kDirtyCopy;
+  for (; p < npages && copied < max_pages; p++) {
+    if (!(dirty[p] & want)) continue;
+    const size_t at = chunk.size();
+    chunk.resize(at + 4 + kPage);
+    std::memcpy(chunk.data() + at, &p, 4);
+    std::memcpy(chunk.data() + at + 4, machine_->ram() + static_cast<size_t>(p) * kPage, kPage);
+    cpu.clean(p, kDirtyCopy);
+    copied++;
+  }
+  precopy_cursor_ = p;
+  const bool done = p >= npages;
+  if (done) {
+    std::lock_guard<std::mutex> lock(mu_);
+    precopy_active_ = false;
+  }
+  {
+    std::lock_guard<std::mutex> lock(precopy_mu_);
+    precopy_out_.insert(precopy_out_.end(), chunk.begin(), chunk.end());
+    if (done) precopy_done_ = true;
+  }
+  if (copied || done) doorbell_();
+}
+
+std::vector<uint8_t> VcpuThread::take_precopy(bool* done) {
+  std::lock_guard<std::mutex> lock(precopy_mu_);
+  std::vector<uint8_t> out;
+  out.swap(precopy_out_);
+  *done = precopy_done_;
+  if (precopy_done_) precopy_done_ = false;
+  return out;
+}
+
+std::vector<uint8_t> VcpuThread::copy_pages(bool first) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    precopy_first_ = first;
+    precopy_active_ = true;
+  }
+  precopy_cursor_ = 0;
+  copy_dirty(UINT32_MAX);
+  bool done;
+  return take_precopy(&done);
 }
 
 void VcpuThread::thread_main() {

@@ -76,6 +76,8 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
 
   // Network (the `js` back-end): frames the guest sent, and frames for the guest.
   void net_transmit(const uint8_t* frame, size_t n) override;  // HostIo, vCPU thread
+  void net_suppressed(const uint8_t* frame, size_t n) override;  // HostIo, vCPU thread
+  bool hold_block(BlockFile::Request& r) override;             // HostIo, vCPU thread
   /// Frames sent by the guest since the last call (any thread).
   std::vector<std::vector<uint8_t>> take_frames();
   /// Queues a frame for the guest; delivered at a boundary (dropped if the guest has no buffer).
@@ -88,6 +90,48 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   /// doorbell per byte; the buffer is flushed at every slice end, before sleeping and at the end of a run.
   void write(const uint8_t* data, size_t n) override;
 
+  // Fault tolerance (DESIGN §3). The output rule, on the primary: while the gate is closed, every output
+  // the guest produces (console bytes, transmitted frames, disk requests) is held, tagged with the lsn of
+  // the log batch that must be acknowledged before it may leave:
+  //
+  //   guest ──output──▶ held_ [(lsn 7, frame) (lsn 7, console) (lsn 8, disk write) …] ──release(ack)──▶ world
+  //                       ▲ tag = the next batch the encoder seals (it holds the log up to the output)
+  //
+  // On the secondary (shadow mode) the same queue keeps the outputs a replay suppressed, tagged with the
+  // lsn of the batch it was replaying, so that go-live can re-emit those the primary may not have released.
+  struct Outputs {
+    std::vector<uint8_t> console;
+    std::vector<std::vector<uint8_t>> frames;  // for the host (js/udp back-ends); tap frames are written here
+    uint32_t blocks = 0;                       // disk requests handed to the disk
+  };
+  /// Closes (true) or opens (false) the gate. Opening releases everything held.
+  Outputs set_gate(bool closed);
+  /// Releases held outputs whose lsn <= `lsn` (any thread).
+  Outputs release(uint64_t lsn);
+  /// Secondary: keep suppressed outputs for go-live (true) or drop them (false, the default).
+  void set_shadow(bool on);
+  /// Secondary: the primary released its outputs through `lsn`; shadow outputs up to it are dropped.
+  void shadow_release(uint64_t lsn);
+  /// Secondary go-live (idle, replay mode): devices live, in-flight disk requests re-issued, and the
+  /// shadow outputs tagged above `released` returned for re-emission. False if not replaying or busy.
+  bool go_live(uint64_t released, Outputs* out);
+  /// Outputs held (primary) or kept (secondary shadow) right now.
+  size_t held();
+  /// instret at the end of the last slice (any thread; for acks and lag).
+  uint64_t progress() const { return progress_.load(std::memory_order_relaxed); }
+  /// Lag control: the vCPU sleeps `ratio` of each slice's duration (0 = full speed, at most 0.95).
+  void set_throttle(double ratio);
+  /// Pre-copy (clone of a running machine): starts a round that copies every page written since the
+  /// last round (the first round: every page ever written). The vCPU thread copies a bounded chunk per
+  /// slice; take_precopy() collects them. Only one round at a time.
+  bool precopy_start(bool first);
+  /// Pages copied so far ([u32 index][4096 bytes]…), and whether the round finished.
+  std::vector<uint8_t> take_precopy(bool* done);
+  /// Idle: copies the pages of a round at once (the final stop-and-copy, or a machine not running).
+  std::vector<uint8_t> copy_pages(bool first);
+  /// Sends a RARP broadcast from the guest's MAC on the tap device so switches learn its new port.
+  void announce();
+
  private:
   void thread_main();
   RunReport run_to(uint64_t target);
@@ -98,6 +142,18 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   RunReport replay_to(uint64_t target);
   RunReport final_report(RunStop stop);  // the report of a run that ended (exit, trap, halt, divergence)
   bool take_fed(std::unique_lock<std::mutex>& lock);  // move fed batches into the feed; caller holds mu_
+
+  struct Held {
+    uint64_t lsn;
+    enum class Kind : uint8_t { kConsole, kFrame, kBlock } kind;
+    std::vector<uint8_t> bytes;
+    BlockFile::Request block;
+  };
+  uint64_t output_tag();            // vCPU thread: the lsn an output produced now depends on
+  bool hold_output(Held&& h);       // vCPU thread: false if the gate (or shadow) is open: emit it now
+  void release_locked(uint64_t lsn, Outputs* out);  // caller holds gate_mu_
+  void copy_dirty(uint32_t max_pages);  // vCPU thread or idle host: one chunk of a pre-copy round
+  void pace(std::chrono::steady_clock::time_point slice_began);  // lag control
 
   std::unique_ptr<Machine> machine_;
   ByteRingProducer console_;
@@ -133,6 +189,26 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   bool report_ready_ = false;
   RunReport report_;
   std::atomic<bool> busy_{false};
+  // Output rule and shadow outputs.
+  std::mutex gate_mu_;                  // held_, gate_, shadow_, shadow_released_, held_blocks_
+  std::deque<Held> held_;
+  bool gate_ = false;
+  bool shadow_ = false;
+  std::atomic<bool> gate_hint_{false};    // lock-free peek at gate_ || shadow_ for the per-byte console path
+  uint64_t shadow_released_ = 0;        // shadow outputs with lsn < this are dropped (released + 1)
+  size_t held_blocks_ = 0;
+  bool flush_soon_ = false;             // under mu_: an output waits for the open batch to be sealed
+  bool tagged_since_flush_ = false;     // vCPU thread: seal a batch even if nothing else was logged
+  std::atomic<uint64_t> progress_{0};
+  std::atomic<uint32_t> throttle_ppm_{0};  // sleep per slice, parts per million of the slice's run time
+  std::atomic<bool> replaying_{false};  // host input is dropped while replaying (tap reader thread)
+  // Pre-copy.
+  bool precopy_active_ = false;         // under mu_
+  bool precopy_first_ = false;          // under mu_
+  uint32_t precopy_cursor_ = 0;         // vCPU thread while active
+  std::mutex precopy_mu_;
+  std::vector<uint8_t> precopy_out_;    // under precopy_mu_
+  bool precopy_done_ = false;           // under precopy_mu_
   std::atomic<bool> attention_{false};  // the Cpu's host flag: stop requested or input queued
   std::thread thread_;
 };

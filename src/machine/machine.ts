@@ -28,6 +28,8 @@ export interface MachineInternals {
   /** Called on every doorbell, after the console is drained and before a finished run settles. */
   addDrain(fn: () => void): void;
   removeDrain(fn: () => void): void;
+  /** Emits outputs the output rule released (or a go-live re-emits) as 'console' and 'frame' events. */
+  emitOutputs(o: { console: Uint8Array; frames: Uint8Array[] }): void;
 }
 const U64_MAX = (1n << 64n) - 1n;
 
@@ -272,6 +274,10 @@ export class Machine extends EventEmitter<MachineEvents> {
       native: this.#native,
       addDrain: (fn) => this.#drains.add(fn),
       removeDrain: (fn) => this.#drains.delete(fn),
+      emitOutputs: (o) => {
+        if (o.console.length > 0) this.emit('console', o.console);
+        for (const f of o.frames) this.emit('frame', f);
+      },
     };
   }
 

@@ -23,6 +23,14 @@ export interface NativeReport {
 }
 
 /** The addon's NativeMachine (native/binding/addon.cc). All methods but stop/input/busy/close throw while running. */
+/** Outputs released by the output rule (or re-emitted at go-live). */
+export interface NativeOutputs {
+  console: Uint8Array;
+  frames: Uint8Array[];
+  /** Disk requests handed to the disk. */
+  blocks: number;
+}
+
 export interface NativeMachine {
   writeMemory(addr: number, data: Uint8Array): void;
   readMemory(addr: number, length: number): Uint8Array;
@@ -48,13 +56,27 @@ export interface NativeMachine {
   feed(batch: Uint8Array): void;
   endOfLog(): void;
   stateHash(): bigint;
-  snapshot(): Uint8Array;
+  snapshot(includeRam?: boolean): Uint8Array;
   /** null on success, else the reason (the machine is unchanged). */
   restore(snapshot: Uint8Array): string | null;
   takeDirtyPages(): Uint32Array;
   takeFrames(): Uint8Array[];
   netInput(frame: Uint8Array): void;
   suppressedOutputs(): number;
+  // Fault tolerance (native/runner/vcpu_thread.h).
+  setGate(closed: boolean): NativeOutputs;
+  release(lsn: bigint): NativeOutputs;
+  setShadow(on: boolean): void;
+  shadowRelease(lsn: bigint): void;
+  goLive(released: bigint): NativeOutputs | null;
+  held(): number;
+  progress(): bigint;
+  setThrottle(ratio: number): void;
+  precopyStart(first: boolean): boolean;
+  takePrecopy(): { pages: Uint8Array; done: boolean };
+  copyPages(first: boolean): Uint8Array;
+  writePages(pages: Uint8Array): string | null;
+  announce(): void;
 }
 
 export interface NativeMachineConstructor {
