@@ -39,6 +39,7 @@ export class Recorder extends EventEmitter<RecorderEvents> {
   readonly #ring: ByteRingReader;
   #pending: Uint8Array = new Uint8Array(0);
   #finished = false;
+  #paused = false;
   #bytes = 0;
   #batches = 0;
   readonly #drain = () => this.#read();
@@ -59,6 +60,22 @@ export class Recorder extends EventEmitter<RecorderEvents> {
     m.addDrain(this.#drain);
   }
 
+  /**
+   * Stops taking batches out of the ring (a logging channel that cannot keep up): once the ring is full
+   * the vCPU thread waits for space, so the guest stalls and nothing is dropped. {@link resume} undoes it.
+   */
+  pause(): void {
+    this.#paused = true;
+  }
+  resume(): void {
+    if (!this.#paused) return;
+    this.#paused = false;
+    this.#read();
+  }
+  get paused(): boolean {
+    return this.#paused;
+  }
+
   /** Log bytes emitted so far. */
   get bytes(): number {
     return this.#bytes;
@@ -75,6 +92,7 @@ export class Recorder extends EventEmitter<RecorderEvents> {
   finish(result?: RunResult): void {
     if (this.#finished) return;
     const m = this.#machine[internal];
+    this.#paused = false;
     this.#read();
     const reason = result ? (END_REASONS[result.kind as keyof typeof END_REASONS] ?? END_REASONS.stopped) : END_REASONS.stopped;
     const code = result?.kind === 'exit' ? result.code : 0;
@@ -86,6 +104,7 @@ export class Recorder extends EventEmitter<RecorderEvents> {
   }
 
   #read(): void {
+    if (this.#paused && !this.#finished) return;
     const bytes = this.#ring.read();
     if (bytes.length === 0) return;
     this.#machine[internal].native.consoleDrained(); // wakes a vCPU waiting for ring space

@@ -63,6 +63,15 @@ export class UdpForwarder {
     return { forwarder: f, ports };
   }
 
+  #freePort(): number {
+    for (let i = 0; i < 25536; i++) {
+      const p = this.#nextPort++;
+      if (this.#nextPort > 65535) this.#nextPort = 40000;
+      if (!this.#clients.has(p)) return p;
+    }
+    return this.#nextPort;
+  }
+
   close(): void {
     this.#machine.off('frame', this.#onFrame);
     for (const { socket } of this.#sockets) socket.close();
@@ -73,8 +82,10 @@ export class UdpForwarder {
     const key = `${rinfo.address}:${rinfo.port}`;
     let gwPort = this.#ports.get(key);
     if (gwPort === undefined) {
-      gwPort = this.#nextPort++;
-      if (this.#nextPort > 65535) this.#nextPort = 40000;
+      // The client's own port when it is free: a forwarder on another host (a new primary after a
+      // failover) then gives the same client the same gateway port, so the guest recognises a retried
+      // request (kvserver's reply cache is keyed by source address and port).
+      gwPort = rinfo.port !== 0 && !this.#clients.has(rinfo.port) ? rinfo.port : this.#freePort();
       this.#ports.set(key, gwPort);
     }
     this.#clients.set(gwPort, { socket, rinfo });

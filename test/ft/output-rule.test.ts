@@ -1,0 +1,142 @@
+// The native half of the output rule and of go-live, without a channel: outputs of a recording
+// machine are held per log batch until released; a replaying machine in shadow mode keeps what it
+// suppressed and re-emits, at go-live, exactly what the primary had not released.
+import { readFileSync } from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Machine, Recorder, Replayer } from '../../src/index.js';
+import { internal } from '../../src/machine/machine.js';
+import { batchLsn } from '../../src/ft/control.js';
+
+const echo = readFileSync(new URL('../../guest/bin/echo.elf', import.meta.url));
+const machines: Machine[] = [];
+afterEach(() => {
+  for (const m of machines.splice(0)) m.close();
+});
+function make(): Machine {
+  const m = new Machine({ clock: 'real' });
+  m.load(echo);
+  machines.push(m);
+  return m;
+}
+const text = (chunks: Uint8Array[]) => Buffer.concat(chunks).toString('latin1');
+
+describe('output rule (native gate)', () => {
+  it('holds console output until the batch behind it is released, in order', async () => {
+    const p = make();
+    const native = p[internal].native;
+    const batches: Uint8Array[] = [];
+    const rec = new Recorder(p);
+    rec.on('batch', (b) => batches.push(b.slice()));
+    native.setGate(true);
+    const seen: Uint8Array[] = [];
+    p.on('console', (c) => seen.push(c));
+    const run = p.run();
+    setTimeout(() => p.input('abc\n'), 30);
+    const r = await run;
+    expect(r.kind).toBe('exit');
+    // The guest echoed and printed its summary, but none of it left: nothing was acknowledged.
+    expect(text(seen)).toBe('');
+    expect(native.held()).toBeGreaterThan(0);
+    // Releasing up to an early batch lets out only what that batch covers; the rest stays held.
+    const last = batchLsn(batches[batches.length - 1]!);
+    const partial = native.release(0n);
+    p[internal].emitOutputs(partial);
+    const after0 = text(seen);
+    expect(after0).not.toContain('echo:');
+    const all = native.release(last);
+    p[internal].emitOutputs(all);
+    expect(native.held()).toBe(0);
+    const out = text(seen);
+    expect(out).toContain('ABC');
+    expect(out).toMatch(/echo: 4 bytes, 1 lines/);
+    rec.finish(r);
+  });
+
+  it('a shadow secondary re-emits at go-live exactly what the primary had not released', async () => {
+    const p = make();
+    const pn = p[internal].native;
+    const batches: Uint8Array[] = [];
+    const perLsn = new Map<bigint, string>();
+    const rec = new Recorder(p);
+    // The primary releases each batch's outputs as soon as it is sealed (as if acked at once).
+    rec.on('batch', (b) => {
+      batches.push(b.slice());
+      const lsn = batchLsn(b);
+      perLsn.set(lsn, Buffer.from(pn.release(lsn).console).toString('latin1'));
+    });
+    pn.setGate(true);
+    const run = p.run();
+    setTimeout(() => p.input('xy\n'), 20);
+    setTimeout(() => p.input('zw\n'), 120);
+    const r = await run;
+    expect(r.kind).toBe('exit');
+    const live = batches.length; // the log up to the guest's exit, without the end record
+    rec.finish(r);
+    const all = [...perLsn.values()].join('');
+    expect(all).toContain('XY');
+    expect(all).toContain('ZW');
+    // The secondary holds the whole log but heard "released through cut" for an lsn in the middle.
+    const lsns = [...perLsn.keys()].filter((l) => perLsn.get(l) !== '');
+    expect(lsns.length).toBeGreaterThanOrEqual(2);
+    const cut = lsns[0]!;
+    const s = make();
+    const sn = s[internal].native;
+    sn.setShadow(true);
+    const rep = new Replayer(s);
+    sn.shadowRelease(cut);
+    for (const b of batches.slice(0, live)) rep.feed(b);
+    const shown: Uint8Array[] = [];
+    s.on('console', (c) => shown.push(c));
+    rep.end();
+    const sr = await s.run();
+    expect(sr.kind).toBe('exit'); // the guest exits at the same point; the log ends there
+    expect(text(shown)).toBe(''); // a secondary shows nothing while replaying
+    expect(s.stateHash()).toBe(p.stateHash());
+  });
+
+  it('go-live re-emits the suppressed outputs after the released lsn, and the machine then runs live', async () => {
+    const p = make();
+    const pn = p[internal].native;
+    const batches: Uint8Array[] = [];
+    const perLsn = new Map<bigint, string>();
+    const rec = new Recorder(p);
+    rec.on('batch', (b) => {
+      batches.push(b.slice());
+      const lsn = batchLsn(b);
+      perLsn.set(lsn, Buffer.from(pn.release(lsn).console).toString('latin1'));
+    });
+    pn.setGate(true);
+    const run = p.run();
+    setTimeout(() => p.input('ab\n'), 20);
+    setTimeout(() => p.input('cd\n'), 80);
+    setTimeout(() => p.stop(), 140); // the primary "dies" here: the log stops mid-run
+    const r = await run;
+    expect(r.kind).toBe('stopped');
+    const withOutput = [...perLsn.keys()].filter((l) => perLsn.get(l) !== '');
+    expect(withOutput.length).toBeGreaterThanOrEqual(2);
+    const cut = withOutput[0]!;
+    const expected = [...perLsn.entries()].filter(([l]) => l > cut).map(([, t]) => t).join('');
+    const s = make();
+    const sn = s[internal].native;
+    sn.setShadow(true);
+    const rep = new Replayer(s);
+    sn.shadowRelease(cut);
+    for (const b of batches) rep.feed(b);
+    rep.end();
+    const sr = await s.run();
+    expect(sr.kind).toBe('end-of-log');
+    expect(s.stateHash()).toBe(p.stateHash());
+    const out = sn.goLive(cut);
+    expect(out).not.toBeNull();
+    expect(Buffer.from(out!.console).toString('latin1')).toBe(expected);
+    // Live now: input reaches the guest and its echo leaves at once (no gate on a lone primary).
+    const seen: Uint8Array[] = [];
+    s.on('console', (c) => seen.push(c));
+    const liveRun = s.run();
+    setTimeout(() => s.input('q'), 20);
+    const end = await liveRun;
+    expect(end.kind).toBe('exit');
+    expect(text(seen)).toContain('echo:');
+    rec.finish(r);
+  });
+});
