@@ -1,0 +1,97 @@
+// Configuration text to a validated configuration: JSON or YAML parsed with positions, so syntax errors
+// and bad fields are reported by line and column. No file system access here.
+import { LineCounter, isMap, isScalar, isSeq, parseDocument, type Node as YamlNode } from 'yaml';
+import { ConfigError } from './errors.js';
+import { JsonSyntaxError, lineColumn, parseJson, pathKey } from './json.js';
+import type { ValidatedConfig } from './types.js';
+import { validateWithPositions, type FieldPath, type Locate } from './validate.js';
+
+/** The two formats a configuration can be written in. */
+export type ConfigFormat = 'json' | 'yaml';
+
+/** The format a file name implies: `.json`, or `.yaml`/`.yml` (any case); undefined otherwise. */
+export function formatFromPath(path: string): ConfigFormat | undefined {
+  const m = /\.(json|ya?ml)$/i.exec(path);
+  if (!m) return undefined;
+  return m[1]!.toLowerCase() === 'json' ? 'json' : 'yaml';
+}
+
+/** `line L, column C: <what>` followed by the line itself and a caret under the column. */
+function syntaxError(sourceName: string, text: string, offset: number, what: string, cause?: unknown): ConfigError {
+  const { line, column } = lineColumn(text, offset);
+  const lineText = text.split('\n')[line - 1]?.replace(/\r$/, '') ?? '';
+  const gutter = String(line);
+  let frame = '';
+  if (lineText.length <= 200) {
+    const pad = lineText.slice(0, column - 1).replace(/[^\t]/g, ' ');
+    frame = `\n  ${gutter} | ${lineText}\n  ${' '.repeat(gutter.length)} | ${pad}^`;
+  }
+  return new ConfigError(sourceName, [{ field: '', message: `line ${line}, column ${column}: ${what}${frame}`, line, column }], { cause });
+}
+
+function parseJsonText(text: string, sourceName: string): { value: unknown; locate: Locate } {
+  try {
+    const { value, positions } = parseJson(text);
+    return {
+      value,
+      locate: (path) => {
+        const at = positions.get(pathKey(path));
+        return at === undefined ? undefined : lineColumn(text, at);
+      },
+    };
+  } catch (err) {
+    if (err instanceof JsonSyntaxError) throw syntaxError(sourceName, text, err.offset, `invalid JSON: ${err.message}`, err);
+    throw err;
+  }
+}
+
+function parseYamlText(text: string, sourceName: string): { value: unknown; locate: Locate } {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  // Warnings (an unresolved tag, say) would change what a value means: refuse them as well.
+  const first = doc.errors[0] ?? doc.warnings[0];
+  if (first) {
+    const what = first.code === 'DUPLICATE_KEY' ? `the field ${JSON.stringify(text.slice(first.pos[0], first.pos[1]))} is given twice` : first.message;
+    throw syntaxError(sourceName, text, first.pos[0], `invalid YAML: ${what}`, first);
+  }
+  let value: unknown;
+  try {
+    value = doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    throw new ConfigError(sourceName, [{ field: '', message: `invalid YAML: ${(err as Error).message}` }], { cause: err });
+  }
+  const locate: Locate = (path: FieldPath) => {
+    let node: unknown = doc.contents;
+    let offset: number | undefined;
+    for (const seg of path) {
+      if (isMap(node)) {
+        const pair = node.items.find((p) => (isScalar(p.key) ? String(p.key.value) : String(p.key)) === String(seg));
+        if (!pair) return undefined;
+        offset = (pair.key as YamlNode | null)?.range?.[0];
+        node = pair.value;
+      } else if (isSeq(node) && typeof seg === 'number') {
+        const item = node.items[seg] as YamlNode | undefined;
+        offset = item?.range?.[0];
+        node = item;
+      } else {
+        return undefined;
+      }
+    }
+    if (offset === undefined) return undefined;
+    const { line, col } = lineCounter.linePos(offset);
+    return { line, column: col };
+  };
+  return { value, locate };
+}
+
+/**
+ * Parses and validates configuration text. Syntax errors name the line and column; a field given
+ * twice is an error in both formats. Relative paths are resolved against `baseDir` (the directory of
+ * the file the text came from). Files and environment variables are not looked at (see `loadConfig`).
+ *
+ * @throws {ConfigError} naming `sourceName`, the line and column or the field's path, and what is wrong
+ */
+export function parseConfig(text: string, format: ConfigFormat, sourceName: string, baseDir: string): ValidatedConfig {
+  const { value, locate } = format === 'json' ? parseJsonText(text, sourceName) : parseYamlText(text, sourceName);
+  return validateWithPositions(value, sourceName, baseDir, locate);
+}
