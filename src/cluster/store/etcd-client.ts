@@ -1,0 +1,85 @@
+// Connecting to etcd with the etcd3 client, shared by the etcd store and the etcd arbiter: option
+// checks, auth/TLS pass-through, and sorting the client's errors into "denied" and "unavailable".
+import {
+  Etcd3,
+  EtcdAuthenticationFailedError,
+  EtcdInvalidAuthTokenError,
+  EtcdPermissionDeniedError,
+  EtcdRoleNotGrantedError,
+  GRPCUnauthenticatedError,
+  type IOptions,
+} from 'etcd3';
+import { OptionError } from '../../errors.js';
+
+/** How to reach an etcd cluster. */
+export interface EtcdConnectionOptions {
+  /** Client URLs, `http://host:port` or `https://host:port`; at least one. */
+  endpoints: readonly string[];
+  /** Password authentication, when the cluster has auth enabled. */
+  auth?: { username: string; password: string };
+  /** TLS: the CA that signed the servers' certificates, and a client certificate and key for mutual TLS. */
+  tls?: { ca: Buffer; cert?: Buffer; key?: Buffer };
+  /** How long to wait for a connection, ms (default 5000). */
+  dialTimeoutMs?: number;
+  /** Anything else for the etcd3 client (`grpcOptions`, `faultHandling`, …); merged last. */
+  etcd3?: Partial<IOptions>;
+}
+
+/**
+ * Make an etcd3 client from checked options.
+ * @throws OptionError naming the bad field.
+ */
+export function createEtcdClient(options: EtcdConnectionOptions): Etcd3 {
+  const endpoints = options.endpoints;
+  if (!Array.isArray(endpoints) || endpoints.length === 0) {
+    throw new OptionError('endpoints', 'give at least one etcd client URL, e.g. http://127.0.0.1:2379');
+  }
+  endpoints.forEach((e, i) => {
+    if (typeof e !== 'string' || !/^https?:\/\/[^/\s]+\/?$/.test(e)) {
+      throw new OptionError(`endpoints[${i}]`, `${JSON.stringify(e)} is not an etcd client URL (http://host:port or https://host:port)`);
+    }
+  });
+  if (options.tls !== undefined && !Buffer.isBuffer(options.tls.ca)) {
+    throw new OptionError('tls.ca', 'must be the PEM contents (a Buffer) of the CA certificate');
+  }
+  const dialTimeout = options.dialTimeoutMs ?? 5_000;
+  if (!Number.isFinite(dialTimeout) || dialTimeout <= 0) throw new OptionError('dialTimeoutMs', 'must be a positive number of milliseconds');
+  const o: IOptions = { hosts: [...endpoints], dialTimeout };
+  if (options.auth !== undefined) o.auth = { username: options.auth.username, password: options.auth.password };
+  if (options.tls !== undefined) {
+    o.credentials = {
+      rootCertificate: options.tls.ca,
+      ...(options.tls.key === undefined ? {} : { privateKey: options.tls.key }),
+      ...(options.tls.cert === undefined ? {} : { certChain: options.tls.cert }),
+    };
+  }
+  // No circuit breaker per host (etcd3's default opens for 5 s after three failures): callers here
+  // carry their own deadlines, and an arbiter or store must use etcd the moment it is back.
+  o.faultHandling = { host: () => PASS_THROUGH };
+  return new Etcd3({ ...o, ...options.etcd3 });
+}
+
+type HostPolicy = ReturnType<NonNullable<NonNullable<IOptions['faultHandling']>['host']>>;
+
+/** A cockatiel-compatible policy that just runs the call (cockatiel's `noop`, without importing it). */
+const PASS_THROUGH = {
+  execute: <T>(fn: (context: { signal: AbortSignal }) => PromiseLike<T> | T, signal?: AbortSignal): Promise<T> =>
+    Promise.resolve().then(() => fn({ signal: signal ?? new AbortController().signal })),
+} as unknown as HostPolicy;
+
+/** Whether an etcd3 error means "not allowed" (auth or permissions) rather than "not reachable". */
+export function isEtcdDenied(err: unknown): boolean {
+  return (
+    err instanceof EtcdPermissionDeniedError ||
+    err instanceof EtcdAuthenticationFailedError ||
+    err instanceof EtcdInvalidAuthTokenError ||
+    err instanceof EtcdRoleNotGrantedError ||
+    err instanceof GRPCUnauthenticatedError
+  );
+}
+
+/** A short description of an etcd3 error for messages. */
+export function describeEtcdError(err: unknown): string {
+  if (err instanceof Error) return `${err.constructor.name}: ${err.message}`;
+  return String(err);
+}
