@@ -1,0 +1,126 @@
+// Runs TypeScript sources of this repo in a child Node process without a build: a module hook
+// transpiles `.ts` with the project's TypeScript (types erased, nothing checked) and maps `.js` imports to `.ts`.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+/** The repository root. */
+export const REPO = resolve(fileURLToPath(new URL('../../..', import.meta.url)));
+
+const HOOKS = `
+import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+const ts = createRequire(${JSON.stringify(pathToFileURL(join(REPO, 'package.json')).href)})('typescript');
+export async function resolve(specifier, context, next) {
+  try {
+    return await next(specifier, context);
+  } catch (err) {
+    if (err?.code === 'ERR_MODULE_NOT_FOUND' && specifier.endsWith('.js') && context.parentURL?.endsWith('.ts')) {
+      return next(specifier.slice(0, -3) + '.ts', context);
+    }
+    throw err;
+  }
+}
+export async function load(url, context, next) {
+  if (url.startsWith('file:') && url.endsWith('.ts')) {
+    const source = await readFile(new URL(url), 'utf8');
+    const out = ts.transpileModule(source, {
+      fileName: url,
+      compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022, sourceMap: false },
+    });
+    return { format: 'module', source: out.outputText, shortCircuit: true };
+  }
+  return next(url, context);
+}
+`;
+
+let registerUrl: string | undefined;
+let hookDir: string | undefined;
+
+/** Node arguments that make the child able to import `.ts` files of this repo. */
+export function tsNodeArgs(): string[] {
+  if (registerUrl === undefined) {
+    hookDir = mkdtempSync(join(tmpdir(), 'lockstep-ts-child-'));
+    const hooks = join(hookDir, 'hooks.mjs');
+    writeFileSync(hooks, HOOKS);
+    const register = join(hookDir, 'register.mjs');
+    writeFileSync(register, `import { register } from 'node:module';\nregister(${JSON.stringify(pathToFileURL(hooks).href)});\n`);
+    registerUrl = pathToFileURL(register).href;
+    process.once('exit', () => rmSync(hookDir!, { recursive: true, force: true }));
+  }
+  return ['--import', registerUrl];
+}
+
+/** Messages a child sends over IPC. */
+export type ChildMessage = { event: string } & Record<string, unknown>;
+
+/** A child process running a script under {@link tsNodeArgs}, with its IPC messages queued. */
+export class TsChild {
+  readonly process: ChildProcess;
+  readonly #queue: ChildMessage[] = [];
+  readonly #waiters: Array<() => void> = [];
+  #stderr = '';
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+
+  constructor(script: string, args: string[] = []) {
+    this.process = spawn(process.execPath, [...tsNodeArgs(), script, ...args], {
+      stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
+      cwd: REPO,
+    });
+    this.process.stderr!.on('data', (c: Buffer) => {
+      this.#stderr = (this.#stderr + c.toString('utf8')).slice(-8_000);
+    });
+    this.process.on('message', (m) => {
+      this.#queue.push(m as ChildMessage);
+      for (const w of this.#waiters.splice(0)) w();
+    });
+    this.exited = new Promise((resolve) =>
+      this.process.once('exit', (code, signal) => {
+        for (const w of this.#waiters.splice(0)) w();
+        resolve({ code, signal });
+      }),
+    );
+  }
+
+  /** What the child wrote to stderr (last 8 KB). */
+  get stderr(): string {
+    return this.#stderr;
+  }
+
+  /** Send a message to the child. */
+  send(message: unknown): void {
+    this.process.send(message as never);
+  }
+
+  /** The next message satisfying `match` (earlier non-matching ones are dropped), within `timeoutMs`. */
+  async next(match: (m: ChildMessage) => boolean, timeoutMs: number): Promise<ChildMessage> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      while (this.#queue.length > 0) {
+        const m = this.#queue.shift()!;
+        if (m.event === 'error') throw new Error(`child reported: ${String(m.message)}\n${this.#stderr}`);
+        if (match(m)) return m;
+      }
+      if (this.process.exitCode !== null || this.process.signalCode !== null) {
+        throw new Error(`child exited (${this.process.exitCode ?? this.process.signalCode}) before the expected message\n${this.#stderr}`);
+      }
+      const left = end - Date.now();
+      if (left <= 0) throw new Error(`no expected message from the child within ${timeoutMs} ms\n${this.#stderr}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.#waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** SIGKILL the child and wait for it to be gone. */
+  async kill(): Promise<void> {
+    if (this.process.exitCode === null && this.process.signalCode === null) this.process.kill('SIGKILL');
+    await this.exited;
+  }
+}
