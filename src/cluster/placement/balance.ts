@@ -189,6 +189,15 @@ interface Cand {
   dSoft: number;
 }
 
+/**
+ * Whether a candidate with net benefit `net` should replace the best so far: a larger net wins; on an
+ * exact tie a secondary move or migration wins over a switch (which also fails the primary over).
+ */
+function improves(net: number, bestNet: number, best: Cand | undefined, isSwitch: boolean): boolean {
+  if (net !== bestNet) return net > bestNet;
+  return best !== undefined && best.kind === 'switch-primary' && !isSwitch;
+}
+
 /** Whether the balancer may move this half at all. */
 function movable(c: Cluster, s: State, vm: number, secondary: boolean): boolean {
   if (!s.running(vm, secondary)) return false;
@@ -298,7 +307,9 @@ export function balance(c: Cluster, options: BalanceOptions = {}): BalanceResult
     const move = toMove(c, s, m);
     applyCand(s, m);
     const before = Math.sqrt(imbalance / Math.max(1, s.n));
-    imbalance = Math.max(0, imbalance + m.dI);
+    imbalance += m.dI;
+    // The running sum drifts by rounding; below this it is a perfectly even cluster, not a figure.
+    if (imbalance < 1e-12) imbalance = 0;
     const after = Math.sqrt(imbalance / Math.max(1, s.n));
     const source: HostLoadChange = { host: c.hostIds[m.from]!, cpuBefore: fromBefore.cpu, memoryBefore: fromBefore.memory, cpuAfter: s.cpu(m.from), memoryAfter: s.memory(m.from) };
     const destination: HostLoadChange = { host: c.hostIds[m.to]!, cpuBefore: toBefore.cpu, memoryBefore: toBefore.memory, cpuAfter: s.cpu(m.to), memoryAfter: s.memory(m.to) };
@@ -362,7 +373,7 @@ export function balance(c: Cluster, options: BalanceOptions = {}): BalanceResult
             if (b === a) continue;
             const dI = s.deltaImbalance(vm, a, b);
             const net = -dI - cost;
-            if (dI >= 0 || net <= bestNet) continue;
+            if (dI >= 0 || !improves(net, bestNet, best, false)) continue;
             if (!valid(c, s, spec, b, null)) continue;
             if (softHere < 0) softHere = softScore(c, s, vm, secondary, a);
             const dSoft = softScore(c, s, vm, secondary, b) - softHere;
@@ -378,7 +389,7 @@ export function balance(c: Cluster, options: BalanceOptions = {}): BalanceResult
             if (t === a || t === sHost) continue;
             const dI = s.deltaImbalance(vm, a, t);
             const net = -dI - cost;
-            if (dI >= 0 || net <= bestNet) continue;
+            if (dI >= 0 || !improves(net, bestNet, best, true)) continue;
             primaryOk ??= s.isTarget(sHost) && checkRules(c, s, vm, false, sHost, -1, -1, null);
             if (!primaryOk) break;
             if (!valid(c, s, spec, t, null)) continue;

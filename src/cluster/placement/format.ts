@@ -33,7 +33,7 @@ export function formatLoad(x: number): string {
 export function formatFigure(x: number): string {
   if (x === 0) return '0';
   const a = Math.abs(x);
-  return a >= 0.01 ? x.toFixed(4) : x.toExponential(2);
+  return a >= 1e-4 ? x.toFixed(4) : x.toExponential(2);
 }
 
 /** Bytes to GiB as a number (migration cost is priced per GiB). */

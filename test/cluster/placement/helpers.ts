@@ -15,7 +15,7 @@ export function host(id: string, over: Partial<HostSpec> & { mips?: number; memG
 /** A VM; override anything. */
 export function vm(id: string, over: Partial<VmSpec> & { mips?: number; memGiB?: number; logMB?: number } = {}): VmSpec {
   const { mips = 1000, memGiB = 4, logMB = 0, ...rest } = over;
-  return { id, demand: { mips, memoryBytes: memGiB * GiB, logBandwidth: logMB * MB }, ...rest };
+  return { id, demand: { mips, memoryBytes: Math.round(memGiB * GiB), logBandwidth: Math.round(logMB * MB) }, ...rest };
 }
 
 /** An FT VM (10 MB/s of log by default). */
