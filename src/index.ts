@@ -37,3 +37,17 @@ export type {
   LoadProgress,
   ReadViolation,
 } from './client/index.js';
+// Fault tolerance (DESIGN §3).
+export { FtPrimary, FtError } from './ft/primary.js';
+export type { FtPrimaryOptions, FtPrimaryStats, FtPrimaryEvents, FtCommonOptions, CloneReport } from './ft/primary.js';
+export { FtSecondary } from './ft/secondary.js';
+export type { FtSecondaryOptions, FtSecondaryEvents, GoLiveReport } from './ft/secondary.js';
+export { FT_DEFAULTS, FailureDetector, LagController, describeStatus } from './ft/control.js';
+export type { ProtectionStatus, NotProtectedReason } from './ft/control.js';
+export { FileArbiter } from './ft/arbiter-file.js';
+export { EtcdArbiter } from './ft/arbiter-etcd.js';
+export { ArbiterError, INITIAL_EPOCH } from './ft/arbiter.js';
+export type { Arbiter, ClaimResult, EpochHolder } from './ft/arbiter.js';
+export { createVmMachine, loadVm, attachVmNetwork } from './ft/vm.js';
+export type { VmSpec } from './ft/vm.js';
+export { loadConfig, parseConfig, validateConfig, ConfigError } from './config/index.js';

@@ -4,6 +4,8 @@ import { readFileSync } from 'node:fs';
 import { AddonLoadError, ElfError, LockstepError } from '../index.js';
 import { UsageError } from './args.js';
 import { EXIT, type CommandIo } from './io.js';
+import { DEMO_HELP, demoCommand } from './demo.js';
+import { PRIMARY_HELP, SECONDARY_HELP, primaryCommand, secondaryCommand } from './ft.js';
 import { RECORD_HELP, REPLAY_HELP, recordCommand, replayCommand } from './record.js';
 import { RUN_HELP, runCommand } from './run.js';
 
@@ -16,6 +18,9 @@ Commands:
   run <guest.elf>                 run a guest; its console on stdout, its exit code as the exit status
   record <guest.elf> -o <log>     run a guest and log every non-deterministic input
   replay <log> <guest.elf>        replay a log to the bit-identical final state (exit 1 on divergence)
+  primary <vm.json>               run a VM as the primary of a fault-tolerant pair
+  secondary <vm.json> --join H:P  join a primary as its secondary; go live if it is lost
+  demo                            a fault-tolerant kvserver, a client load, SIGKILL of the primary
 
 Run 'lockstep <command> --help' for the options of a command.
 `;
@@ -24,6 +29,9 @@ const commands: Record<string, { run: (argv: string[], io: CommandIo) => Promise
   run: { run: runCommand, help: RUN_HELP },
   record: { run: recordCommand, help: RECORD_HELP },
   replay: { run: replayCommand, help: REPLAY_HELP },
+  primary: { run: primaryCommand, help: PRIMARY_HELP },
+  secondary: { run: secondaryCommand, help: SECONDARY_HELP },
+  demo: { run: demoCommand, help: DEMO_HELP },
 };
 
 function version(): string {

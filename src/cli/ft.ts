@@ -1,0 +1,313 @@
+// `lockstep primary` and `lockstep secondary`: one half of a fault-tolerant pair each, built from one
+// configuration file. Status on stderr (a live line on a TTY, or JSON lines with --events).
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { loadConfig, type LoadedConfig } from '../config/index.js';
+import { FileArbiter } from '../ft/arbiter-file.js';
+import { EtcdArbiter } from '../ft/arbiter-etcd.js';
+import type { Arbiter } from '../ft/arbiter.js';
+import { describeStatus } from '../ft/control.js';
+import { FtPrimary } from '../ft/primary.js';
+import { FtSecondary } from '../ft/secondary.js';
+import { attachVmNetwork, createVmMachine, loadVm, type VmSpec } from '../ft/vm.js';
+import type { Machine } from '../machine/machine.js';
+import type { RunResult } from '../machine/types.js';
+import { UsageError } from './args.js';
+import { EXIT, type CommandIo } from './io.js';
+
+const BUDGET_BYTES_PER_SECOND = 125_000_000;
+
+export const PRIMARY_HELP = `Usage: lockstep primary <vm.json|vm.yaml> [options]
+
+Runs the VM of the configuration as the primary of a fault-tolerant pair: claims the next epoch from
+the arbiter, starts the guest, and waits for a secondary (lockstep secondary --join) to clone itself.
+
+Options:
+  --listen <host:port>   logging-channel address (default: ft.listen of the config)
+  --console              copy the guest's console to stdout
+  --events               status as JSON lines on stderr (for programs), instead of text
+  -h, --help
+`;
+
+export const SECONDARY_HELP = `Usage: lockstep secondary <vm.json|vm.yaml> --join <host:port> [options]
+
+Joins the primary at <host:port>: is cloned, replays its log with every output suppressed, and goes
+live if the primary is lost (then waits for a new secondary at --listen).
+
+Options:
+  --join <host:port>     the primary's logging channel (required)
+  --listen <host:port>   where to listen for a new secondary once live (default 127.0.0.1:0)
+  --log-dir <dir>        keep the clone state and the log received (to verify a failover offline)
+  --console              copy the guest's console to stdout once live
+  --events               status as JSON lines on stderr, instead of text
+  -h, --help
+`;
+
+function hostPort(name: string, text: string): { host: string; port: number } {
+  const m = /^(.+):(\d{1,5})$/.exec(text);
+  if (!m || Number(m[2]) > 65535) throw new UsageError(`${name}: '${text}' must be <host>:<port>`);
+  return { host: m[1]!, port: Number(m[2]) };
+}
+
+/** The VM and FT settings of a loaded configuration, as the library takes them. */
+export function ftSettings(loaded: LoadedConfig) {
+  const { vm, ft } = loaded.config;
+  const spec: VmSpec = { id: vm.id, guest: vm.guest, memory: vm.ramMiB * 1024 * 1024, clock: vm.clock };
+  if (vm.devices.rng) spec.rng = true;
+  if (vm.devices.disk) spec.disk = { path: vm.devices.disk.path };
+  const net = vm.devices.net;
+  if (net) {
+    spec.net =
+      net.backend === 'tap'
+        ? { backend: 'tap', name: net.name, ...(net.mac ? { mac: net.mac } : {}) }
+        : { backend: 'udp', host: net.host, hostPort: net.hostPort, guestPort: net.guestPort, ...(net.mac ? { mac: net.mac } : {}) };
+  }
+  const a = ft.arbiter;
+  const key = loaded.key;
+  if (!a || !key) throw new UsageError(`${loaded.source}: ft.arbiter and a key are needed to run a fault-tolerant pair`);
+  const arbiter: Arbiter =
+    a.backend === 'file' ? new FileArbiter({ dir: a.dir }) : new EtcdArbiter({ endpoints: [...a.endpoints], prefix: a.prefix, timeoutMs: a.timeoutMs });
+  const tls = ft.tls ? { cert: readFileSync(ft.tls.cert), key: readFileSync(ft.tls.key), ca: readFileSync(ft.tls.ca) } : undefined;
+  return { spec, ft, arbiter, key, tls };
+}
+
+/** Prints FT events: JSON lines, or text (with a live status line on a TTY). */
+class Reporter {
+  readonly #io: CommandIo;
+  readonly #json: boolean;
+  readonly #tty: boolean;
+  #live = false;
+  constructor(io: CommandIo, json: boolean) {
+    this.#io = io;
+    this.#json = json;
+    this.#tty = !json && (io.stderr as NodeJS.WriteStream).isTTY === true;
+  }
+  event(name: string, fields: Record<string, unknown>, text: string): void {
+    if (this.#json) {
+      this.#io.stderr.write(`${JSON.stringify({ event: name, t: Date.now(), ...fields }, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}\n`);
+      return;
+    }
+    if (this.#live) this.#io.stderr.write('\r\x1b[2K');
+    this.#live = false;
+    this.#io.stderr.write(`lockstep: ${text}\n`);
+  }
+  /** A JSON-only event (periodic figures); nothing in text mode. */
+  data(name: string, fields: Record<string, unknown>): void {
+    if (this.#json) this.event(name, fields, '');
+  }
+  /** The live status line (TTY only). */
+  status(line: string): void {
+    if (!this.#tty) return;
+    this.#io.stderr.write(`\r\x1b[2K${line}`);
+    this.#live = true;
+  }
+  end(): void {
+    if (this.#live) this.#io.stderr.write('\n');
+    this.#live = false;
+  }
+}
+
+function mb(n: number): string {
+  return `${(n / 1e6).toFixed(2)} MB/s`;
+}
+
+/** Wires a primary's events to the reporter; resolves with the exit status when it is over. */
+function supervisePrimary(p: FtPrimary, r: Reporter, io: CommandIo, console: boolean): Promise<number> {
+  if (console) p.machine.on('console', (b) => io.stdout.write(b));
+  return new Promise<number>((resolve) => {
+    p.on('status', (s) => r.event('status', { protected: s.protected, text: describeStatus(s) }, describeStatus(s)));
+    p.on('warning', (w) => r.event('warning', { message: w }, `warning: ${w}`));
+    p.on('cloned', (c) => r.event('cloned', { ...c }, `secondary cloned: ${c.pages} pages in ${c.rounds} rounds, pause ${c.pauseMs.toFixed(1)} ms, ${c.totalMs.toFixed(0)} ms in all`));
+    p.on('secondary-lost', (why) => r.event('secondary-lost', { reason: why, epoch: p.epoch }, `secondary lost (${why}); running alone at epoch ${p.epoch}`));
+    p.on('handed-over', (h) => {
+      r.event('handed-over', { ...h }, `handed over to the secondary (epoch ${h.epoch})`);
+      resolve(EXIT.ok);
+    });
+    p.on('halted', (why) => {
+      r.event('halted', { reason: why }, `halted: ${why}`);
+      resolve(EXIT.halted);
+    });
+    p.on('ended', (res: RunResult) => {
+      r.event('ended', { result: res.kind, code: res.kind === 'exit' ? res.code : undefined }, `the guest ended (${res.kind})`);
+      resolve(res.kind === 'exit' ? res.code & 0xff : EXIT.halted);
+    });
+    let ticks = 0;
+    const timer = setInterval(() => {
+      const s = p.stats();
+      if (++ticks % 2 === 0) r.data('stats', { ...s, status: describeStatus(s.status) });
+      r.status(
+        `${describeStatus(s.status)} · epoch ${s.epoch} · lag ${(s.lagSeconds * 1000).toFixed(1)} ms · log ${mb(s.logBandwidth)} (${((100 * s.logBandwidth) / BUDGET_BYTES_PER_SECOND).toFixed(2)} % of 1 Gbit/s) · ${s.mips.toFixed(0)} MIPS${s.throttle > 0 ? ` · throttle ${(s.throttle * 100).toFixed(0)} %` : ''}`,
+      );
+    }, 500);
+    timer.unref();
+  });
+}
+
+function onSignals(stop: () => Promise<void>): void {
+  const handler = () => void stop().finally(() => process.exit(EXIT.interrupted));
+  process.once('SIGINT', handler);
+  process.once('SIGTERM', handler);
+}
+
+export async function primaryCommand(argv: string[], io: CommandIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { listen: { type: 'string' }, console: { type: 'boolean' }, events: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+  });
+  if (values.help) {
+    io.stdout.write(PRIMARY_HELP);
+    return EXIT.ok;
+  }
+  if (positionals.length !== 1) throw new UsageError('expected one configuration file');
+  const loaded = await loadConfig(positionals[0]!);
+  const r = new Reporter(io, values.events === true);
+  for (const w of loaded.warnings) r.event('warning', { message: w }, `WARNING: ${w}`);
+  const { spec, ft, arbiter, key, tls } = ftSettings(loaded);
+  const listen = values.listen !== undefined ? hostPort('--listen', values.listen) : ft.listen;
+  const machine = loadVm(spec);
+  let net: { close: () => void; port?: number } = { close: () => {} };
+  try {
+    return await runPrimary();
+  } finally {
+    net.close();
+    machine.close();
+    await arbiter.close().catch(() => undefined);
+  }
+  async function runPrimary(): Promise<number> {
+  net = await attachVmNetwork(machine, spec, 0);
+  if (net.port !== undefined) r.event('net', { port: net.port }, `udp 127.0.0.1:${net.port} -> guest 10.0.2.15:${spec.net?.backend === 'udp' ? spec.net.guestPort : 0}`);
+  const primary = new FtPrimary({
+    machine,
+    vmId: spec.id,
+    key,
+    arbiter,
+    listen,
+    heartbeatMs: ft.heartbeatMs,
+    timeoutMs: ft.timeoutMs,
+    lagTargetMs: ft.lagTargetMs,
+    maxLagMs: ft.maxLagMs,
+    maxUnackedBytes: ft.maxUnackedBytes,
+    outputRule: ft.outputRule,
+    hashInterval: ft.hashIntervalInstructions,
+    disabled: !ft.enabled,
+    meta: { vm: spec.id },
+    ...(tls ? { tls } : {}),
+  });
+  const done = supervisePrimary(primary, r, io, values.console === true);
+  const addr = await primary.start();
+  r.event('listening', { host: addr.host, port: addr.port, epoch: primary.epoch }, `primary of ${spec.id} at epoch ${primary.epoch}; secondaries join at ${addr.host}:${addr.port}`);
+  onSignals(() => primary.stop());
+  // Operations from outside (no control API yet): SIGUSR1 = test failover, SIGUSR2 = test restart secondary.
+  const op = (name: string, f: () => unknown) => () => {
+    Promise.resolve()
+      .then(f)
+      .catch((err: unknown) => r.event('warning', { message: `${name}: ${(err as Error).message}` }, `${name} refused: ${(err as Error).message}`));
+  };
+  process.on('SIGUSR1', op('test failover', () => primary.testFailover()));
+  process.on('SIGUSR2', op('test restart secondary', () => primary.restartSecondary()));
+  const status = await done;
+  r.end();
+  await primary.stop().catch(() => undefined);
+  return status;
+  }
+}
+
+export async function secondaryCommand(argv: string[], io: CommandIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      join: { type: 'string' },
+      listen: { type: 'string' },
+      'log-dir': { type: 'string' },
+      console: { type: 'boolean' },
+      events: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    io.stdout.write(SECONDARY_HELP);
+    return EXIT.ok;
+  }
+  if (positionals.length !== 1) throw new UsageError('expected one configuration file');
+  if (values.join === undefined) throw new UsageError('--join <host:port> is required');
+  const join = hostPort('--join', values.join);
+  const listen = hostPort('--listen', values.listen ?? '127.0.0.1:0');
+  const loaded = await loadConfig(positionals[0]!);
+  const r = new Reporter(io, values.events === true);
+  const { spec, ft, arbiter, key, tls } = ftSettings(loaded);
+  let net: { close: () => void } = { close: () => {} };
+  let machine: Machine | undefined;
+  const secondary = new FtSecondary({
+    vmId: spec.id,
+    key,
+    arbiter,
+    join,
+    listen,
+    heartbeatMs: ft.heartbeatMs,
+    timeoutMs: ft.timeoutMs,
+    createMachine: () => (machine = createVmMachine(spec)),
+    beforeLive: async (m) => {
+      const n = await attachVmNetwork(m, spec);
+      net = n;
+      if (n.port !== undefined) r.event('net', { port: n.port }, `udp 127.0.0.1:${n.port} -> guest 10.0.2.15`);
+      if (values.console) m.on('console', (b) => io.stdout.write(b));
+    },
+    promote: {
+      lagTargetMs: ft.lagTargetMs,
+      maxLagMs: ft.maxLagMs,
+      maxUnackedBytes: ft.maxUnackedBytes,
+      outputRule: ft.outputRule,
+      hashInterval: ft.hashIntervalInstructions,
+      meta: { vm: spec.id },
+    },
+    ...(values['log-dir'] ? { logDir: values['log-dir'] } : {}),
+    ...(tls ? { tls } : {}),
+  });
+  try {
+    return await runSecondary();
+  } finally {
+    net.close();
+    await secondary.primary?.stop().catch(() => undefined);
+    await secondary.stop().catch(() => undefined);
+    (secondary.machine ?? machine)?.close();
+    await arbiter.close().catch(() => undefined);
+  }
+  async function runSecondary(): Promise<number> {
+  const status = await new Promise<number>((resolve, reject) => {
+    secondary.on('warning', (w) => r.event('warning', { message: w }, `warning: ${w}`));
+    secondary.on('cloned', (c) => r.event('cloned', { ...c }, `cloned from the primary (${c.pages} pages, ${c.ms.toFixed(0)} ms); replaying`));
+    secondary.on('lockstep', () => r.event('status', { protected: true, text: 'Protected' }, 'in lockstep with the primary'));
+    secondary.on('left', (why) => {
+      r.event('left', { reason: why }, `left the pair: ${why}`);
+      resolve(EXIT.ok);
+    });
+    secondary.on('halted', (why) => {
+      r.event('halted', { reason: why }, `halted: ${why}`);
+      resolve(EXIT.halted);
+    });
+    secondary.on('ended', (res) => {
+      r.event('ended', { result: res.kind }, 'the guest ended');
+      resolve(EXIT.ok);
+    });
+    secondary.on('restart', () => r.event('restart', {}, 'restarting (asked by the primary); a fresh clone follows'));
+    secondary.on('go-live', (g) => r.event('go-live', { ...g }, `LIVE at epoch ${g.epoch} after ${g.ms.toFixed(1)} ms (${g.reason}); re-emitted ${g.reemittedFrames} frames`));
+    secondary.on('promoted', (p) => {
+      const a = p.address;
+      r.event('listening', { host: a?.host, port: a?.port, epoch: p.epoch }, `now the primary at epoch ${p.epoch}; a new secondary joins at ${a?.host}:${a?.port}`);
+      void supervisePrimary(p, r, io, false).then(resolve);
+    });
+    secondary.start().then(
+      () => r.event('joined', { host: join.host, port: join.port }, `joined the primary at ${join.host}:${join.port}`),
+      reject,
+    );
+    onSignals(async () => {
+      if (secondary.primary) await secondary.primary.stop();
+      else await secondary.stop();
+    });
+  });
+  r.end();
+  return status;
+  }
+}

@@ -1,0 +1,435 @@
+// The secondary half of a fault-tolerant pair: is cloned from the primary, replays its log with every
+// output suppressed, acknowledges as it receives, and goes live when the primary is lost (after
+// replaying all it holds and winning the arbiter). Mirrors primary.ts.
+import { EventEmitter } from 'node:events';
+import { createWriteStream, mkdirSync, writeFileSync, type WriteStream } from 'node:fs';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { internal, type Machine } from '../machine/machine.js';
+import type { RunResult } from '../machine/types.js';
+import { connectChannel, type Channel, type Message } from '../protocol/channel.js';
+import { FT_DEFAULTS, FailureDetector, batchLsn, pagesToNative } from './control.js';
+import { FtError, FtPrimary, type FtCommonOptions, type FtPrimaryOptions } from './primary.js';
+
+const U64_MAX = (1n << 64n) - 1n;
+
+export interface FtSecondaryOptions extends FtCommonOptions {
+  /** The primary's logging-channel address. */
+  join: { host: string; port: number };
+  /** Makes a fresh machine (same memory, clock and devices as the primary's) for a clone. */
+  createMachine(meta: Record<string, unknown>): Machine;
+  /** Where this side listens for a new secondary once it is the primary (told to the primary). */
+  listen?: { host?: string; port?: number };
+  /** Options of the primary this side becomes at go-live. */
+  promote?: Partial<Omit<FtPrimaryOptions, 'machine' | 'vmId' | 'key' | 'arbiter' | 'epoch' | 'listen' | 'tls'>>;
+  /** Called after the arbiter was won and before any output leaves (e.g. bind the UDP forwarder). */
+  beforeLive?: (machine: Machine) => Promise<void> | void;
+  /** Keeps the clone's state and every batch received here (offline verification of a failover). */
+  logDir?: string;
+}
+
+/** What a go-live did. */
+export interface GoLiveReport {
+  epoch: number;
+  reason: string;
+  /** From noticing the loss to serving, ms. */
+  ms: number;
+  /** Console bytes and frames re-emitted because their release could not be ruled out. */
+  reemittedConsole: number;
+  reemittedFrames: number;
+  /** Position where this side took over. */
+  instret: bigint;
+  stateHash: bigint;
+}
+
+export interface FtSecondaryEvents {
+  /** The clone arrived; replay runs. */
+  cloned: [info: { pages: number; ms: number }];
+  /** The first batch after the clone was acknowledged: the pair is in lockstep. */
+  lockstep: [];
+  /** This side is live. */
+  'go-live': [report: GoLiveReport];
+  /** …and is now the primary of its own pair (waiting for a new secondary). */
+  promoted: [primary: FtPrimary];
+  /** The primary dismissed this secondary (FT off, suspended, replaced, primary stopped). */
+  left: [reason: string];
+  /** The guest ended on the primary, and here at the same point. */
+  ended: [result: RunResult];
+  /** This side stopped for good: lost the arbiter, diverged, or had nothing to go live with. */
+  halted: [reason: string];
+  /** The primary asked for a restart (test restart secondary); a fresh clone follows. */
+  restart: [];
+  warning: [message: string];
+}
+
+type Phase = 'connecting' | 'cloning' | 'replaying' | 'going-live' | 'live' | 'left' | 'ended' | 'halted';
+
+/**
+ * The secondary VM of a fault-tolerant pair.
+ *
+ * ```ts
+ * const s = new FtSecondary({ vmId: 'kv1', key, arbiter, join: { host, port }, createMachine: () => new Machine(opts) });
+ * s.on('promoted', (p) => console.log('now primary at epoch', p.epoch));
+ * await s.start();
+ * ```
+ */
+export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
+  readonly vmId: string;
+  readonly #o: FtSecondaryOptions;
+  readonly #heartbeatMs: number;
+  readonly #timeoutMs: number;
+  #phase: Phase = 'connecting';
+  #channel: Channel | undefined;
+  #machine: Machine | undefined;
+  #run: Promise<RunResult> | undefined;
+  #epoch = 0;
+  #detector: FailureDetector | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #expectLsn = 0n;
+  #receivedBytes = 0;
+  #released = -1n;
+  #ackScheduled = false;
+  #acked = false;
+  #pages = 0;
+  #cloneStart = 0;
+  #log: WriteStream | undefined;
+  #primary: FtPrimary | undefined;
+
+  constructor(options: FtSecondaryOptions) {
+    super();
+    this.vmId = options.vmId;
+    this.#o = options;
+    this.#heartbeatMs = options.heartbeatMs ?? FT_DEFAULTS.heartbeatMs;
+    this.#timeoutMs = options.timeoutMs ?? FT_DEFAULTS.timeoutMs;
+  }
+
+  /** The machine being replayed (after the clone), or the live one after go-live. */
+  get machine(): Machine | undefined {
+    return this.#machine;
+  }
+  /** The epoch of the pair this secondary belongs to. */
+  get epoch(): number {
+    return this.#epoch;
+  }
+  get phase(): Phase {
+    return this.#phase;
+  }
+  /** The primary this side became, after a go-live. */
+  get primary(): FtPrimary | undefined {
+    return this.#primary;
+  }
+
+  /** Connects to the primary and starts the clone. Resolves once connected and authenticated. */
+  async start(): Promise<void> {
+    const ch = await connectChannel({
+      host: this.#o.join.host,
+      port: this.#o.join.port,
+      key: this.#o.key,
+      vmId: this.vmId,
+      role: 'secondary',
+      ...(this.#o.tls ? { tls: this.#o.tls } : {}),
+    });
+    this.#attach(ch);
+  }
+
+  /** Leaves the pair without going live (the primary goes on alone). */
+  async stop(): Promise<void> {
+    this.#halt('stopped', 'left');
+    if (this.#run) await this.#run.catch(() => undefined);
+    this.#machine?.close();
+  }
+
+  #attach(ch: Channel): void {
+    this.#channel = ch;
+    this.#phase = 'cloning';
+    this.#cloneStart = performance.now();
+    this.#expectLsn = 0n;
+    this.#receivedBytes = 0;
+    this.#released = -1n;
+    this.#acked = false;
+    this.#pages = 0;
+    this.#detector = new FailureDetector(this.#timeoutMs, performance.now());
+    ch.on('message', (m: Message) => this.#onMessage(ch, m));
+    ch.on('close', (reason: string) => {
+      if (ch === this.#channel) void this.#lost(`the logging channel closed: ${reason}`);
+    });
+    if (this.#o.listen?.port !== undefined) {
+      ch.send({ type: 'control', op: 'hello', listen: `${this.#o.listen.host ?? '127.0.0.1'}:${this.#o.listen.port}` });
+    }
+    this.#timer = setInterval(() => this.#tick(), this.#heartbeatMs);
+    this.#timer.unref();
+  }
+
+  #violation(ch: Channel, why: string): void {
+    this.emit('warning', `protocol violation by the primary: ${why}`);
+    ch.close(why);
+  }
+
+  #onMessage(ch: Channel, m: Message): void {
+    if (ch !== this.#channel) return;
+    this.#detector?.heard(performance.now());
+    switch (m.type) {
+      case 'clone-begin':
+        return this.#cloneBegin(ch, m.meta);
+      case 'clone-pages': {
+        if (this.#phase !== 'cloning' || !this.#machine) return this.#violation(ch, 'pages outside a clone');
+        if (m.pageSize !== 4096) return this.#violation(ch, `page size ${m.pageSize}, this machine has 4096-byte pages`);
+        const err = this.#machine[internal].native.writePages(pagesToNative(m.pages));
+        if (err !== null) return this.#violation(ch, `clone pages: ${err}`);
+        this.#pages += m.pages.length;
+        return;
+      }
+      case 'clone-final':
+        return this.#cloneFinal(ch, m.state, m.meta);
+      case 'clone-done':
+        return;
+      case 'log': {
+        if (this.#phase !== 'replaying' || !this.#machine) return this.#violation(ch, 'log before the clone finished');
+        const b = m.batches;
+        if (b.length < 48) return this.#violation(ch, `log batch of ${b.length} bytes`);
+        const lsn = batchLsn(b);
+        if (lsn !== this.#expectLsn) return this.#violation(ch, `log batch lsn ${lsn}, expected ${this.#expectLsn}`);
+        this.#expectLsn++;
+        this.#receivedBytes += b.length;
+        this.#machine[internal].native.feed(b);
+        this.#log?.write(b.slice());
+        this.#scheduleAck();
+        return;
+      }
+      case 'release':
+        if (m.lsn > this.#released) {
+          this.#released = m.lsn;
+          this.#machine?.[internal].native.shadowRelease(m.lsn);
+        }
+        return;
+      case 'heartbeat':
+        return;
+      case 'go-live':
+        return void this.#lost(`the primary handed over: ${m.reason}`);
+      case 'control':
+        if (m.op === 'restart') return void this.#restart();
+        return;
+      case 'bye':
+        return this.#halt(`dismissed by the primary: ${m.reason}`, 'left');
+      default:
+        return this.#violation(ch, `unexpected ${m.type} message from the primary`);
+    }
+  }
+
+  #cloneBegin(ch: Channel, meta: Record<string, unknown>): void {
+    if (this.#phase !== 'cloning' || this.#machine) return this.#violation(ch, 'a second clone-begin');
+    const epoch = meta.epoch;
+    if (typeof epoch !== 'number' || !Number.isSafeInteger(epoch) || epoch < 1) return this.#violation(ch, `clone-begin without a valid epoch (${String(epoch)})`);
+    try {
+      this.#machine = this.#o.createMachine(meta);
+    } catch (err) {
+      return this.#violation(ch, `cannot make the machine for this clone: ${(err as Error).message}`);
+    }
+    if (meta.memory !== this.#machine.memory || meta.clock !== this.#machine.clock) {
+      const m = this.#machine;
+      this.#machine = undefined;
+      m.close();
+      return this.#violation(ch, `the primary's machine has ${String(meta.memory)} bytes and the ${String(meta.clock)} clock; this side's config says ${m.memory} and ${m.clock}`);
+    }
+    this.#epoch = epoch;
+    if (this.#o.logDir) {
+      mkdirSync(this.#o.logDir, { recursive: true });
+      this.#log = createWriteStream(join(this.#o.logDir, 'log.bin'));
+    }
+  }
+
+  #cloneFinal(ch: Channel, state: Uint8Array, _meta: Record<string, unknown>): void {
+    const machine = this.#machine;
+    if (this.#phase !== 'cloning' || !machine) return this.#violation(ch, 'clone-final outside a clone');
+    try {
+      machine.restore(state);
+    } catch (err) {
+      return this.#violation(ch, `clone state: ${(err as Error).message}`);
+    }
+    if (this.#o.logDir) writeFileSync(join(this.#o.logDir, 'clone.snap'), machine.snapshot());
+    const native = machine[internal].native;
+    native.setShadow(true);
+    if (!native.startReplay()) return this.#violation(ch, 'cannot start replaying');
+    this.#phase = 'replaying';
+    this.#run = machine.run();
+    void this.#run.then((r) => this.#onRunEnd(r), (err: unknown) => this.#halt(`the machine failed: ${(err as Error).message}`));
+    ch.send({ type: 'control', op: 'cloned' }); // the primary counts the VM protected from here
+    this.emit('cloned', { pages: this.#pages, ms: performance.now() - this.#cloneStart });
+  }
+
+  #onRunEnd(r: RunResult): void {
+    if (this.#phase === 'going-live' || this.#phase === 'left' || this.#phase === 'halted') return; // handled there
+    if (r.kind === 'end-of-log' && r.recorded !== undefined) {
+      this.#phase = 'ended';
+      this.#stopTimer();
+      this.#channel?.close('the guest ended');
+      this.emit('ended', r);
+      return;
+    }
+    if (r.kind === 'divergence') {
+      this.#channel?.send({ type: 'bye', reason: `the secondary diverged: ${r.message}` });
+      this.#halt(`diverged from the primary: ${r.message}`);
+      return;
+    }
+    if (r.kind === 'stopped') return;
+    this.#channel?.send({ type: 'bye', reason: `the secondary's replay ended: ${r.kind}` });
+    this.#halt(`the replay ended unexpectedly (${r.kind})`);
+  }
+
+  #scheduleAck(): void {
+    if (this.#ackScheduled) return;
+    this.#ackScheduled = true;
+    // One ack per turn of the event loop covers every batch that arrived in it.
+    setImmediate(() => {
+      this.#ackScheduled = false;
+      this.#sendAck();
+    });
+  }
+
+  #sendAck(): void {
+    const ch = this.#channel;
+    if (!ch || ch.closed || this.#expectLsn === 0n || !this.#machine) return;
+    const instret = this.#machine[internal].native.progress();
+    ch.send({ type: 'ack', lsn: this.#expectLsn - 1n, instret, bytes: BigInt(this.#receivedBytes) });
+    if (!this.#acked) {
+      this.#acked = true;
+      this.emit('lockstep');
+    }
+  }
+
+  #tick(): void {
+    const ch = this.#channel;
+    if (!ch || ch.closed) return;
+    const now = performance.now();
+    const instret = this.#machine ? this.#machine[internal].native.progress() : 0n;
+    ch.send({ type: 'heartbeat', sentAtMs: now, instret, releasedLsn: 0n });
+    if (this.#phase === 'replaying') this.#sendAck(); // also reports replay progress for lag control
+    if (this.#detector?.expired(now)) void this.#lost(`no word from the primary for ${Math.round(this.#detector.silence(now))} ms (timeout ${this.#timeoutMs} ms)`);
+  }
+
+  #stopTimer(): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /**
+   * The primary is gone (or handed over): replay everything received, win the next epoch, switch the
+   * devices live, re-emit the outputs the primary may not have released, and serve as the new primary.
+   */
+  async #lost(reason: string): Promise<void> {
+    if (this.#phase !== 'replaying') {
+      if (this.#phase === 'cloning') this.#halt(`the primary was lost before the clone finished (${reason}): nothing to go live with`);
+      return;
+    }
+    const t0 = performance.now();
+    this.#phase = 'going-live';
+    this.#stopTimer();
+    const ch = this.#channel;
+    this.#channel = undefined;
+    ch?.close(reason);
+    this.#log?.end();
+    const machine = this.#machine!;
+    const native = machine[internal].native;
+    native.endOfLog();
+    const want = this.#epoch + 1;
+    const owner = this.#o.owner ?? `secondary@${process.pid}`;
+    const claim = (async () => {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          return await this.#o.arbiter.claim(this.vmId, want, owner);
+        } catch (err) {
+          this.emit('warning', `arbiter unreachable (${(err as Error).message}); retrying`);
+          await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** attempt)));
+        }
+      }
+    })();
+    const r = await this.#run!;
+    if (r.kind === 'divergence') return this.#halt(`diverged from the primary while draining the log: ${r.message}`);
+    if (r.kind === 'end-of-log' && r.recorded !== undefined) {
+      this.#phase = 'ended';
+      this.emit('ended', r);
+      return;
+    }
+    if (r.kind !== 'end-of-log') return this.#halt(`the replay ended with ${r.kind} while draining the log`);
+    const c = await claim;
+    if (!c.won) return this.#halt(`the primary is still live: epoch ${want} belongs to ${c.holder.owner ?? 'another side'}`);
+    const stateHash = machine.stateHash();
+    const { instret } = machine.counters;
+    if (this.#o.logDir) writeFileSync(join(this.#o.logDir, 'golive.json'), JSON.stringify({ stateHash: stateHash.toString(), instret: instret.toString(), epoch: want }));
+    await this.#o.beforeLive?.(machine);
+    const out = native.goLive(this.#released < 0n ? U64_MAX : this.#released);
+    if (out === null) return this.#halt('go-live refused: the log was not replayed to its end');
+    machine[internal].emitOutputs(out);
+    this.#phase = 'live';
+    const report: GoLiveReport = {
+      epoch: want,
+      reason,
+      ms: performance.now() - t0,
+      reemittedConsole: out.console.length,
+      reemittedFrames: out.frames.length,
+      instret,
+      stateHash,
+    };
+    this.emit('go-live', report);
+    const primary = new FtPrimary({
+      ...(this.#o.promote ?? {}),
+      machine,
+      vmId: this.vmId,
+      key: this.#o.key,
+      arbiter: this.#o.arbiter,
+      epoch: want,
+      owner,
+      ...(this.#o.heartbeatMs !== undefined ? { heartbeatMs: this.#o.heartbeatMs } : {}),
+      ...(this.#o.timeoutMs !== undefined ? { timeoutMs: this.#o.timeoutMs } : {}),
+      ...(this.#o.listen ? { listen: this.#o.listen } : {}),
+      ...(this.#o.tls ? { tls: this.#o.tls } : {}),
+    });
+    this.#primary = primary;
+    await primary.start();
+    this.emit('promoted', primary);
+  }
+
+  async #restart(): Promise<void> {
+    if (this.#phase !== 'replaying' && this.#phase !== 'cloning') return;
+    const ch = this.#channel;
+    this.#channel = undefined;
+    this.#stopTimer();
+    this.#phase = 'left';
+    ch?.send({ type: 'bye', reason: 'restarting (test restart secondary)' });
+    ch?.close('restart');
+    const m = this.#machine;
+    this.#machine = undefined;
+    if (m) {
+      m.stop();
+      await this.#run?.catch(() => undefined);
+      m.close();
+    }
+    this.#run = undefined;
+    this.emit('restart');
+    this.#phase = 'connecting';
+    // The primary needs a moment to win the next epoch and listen for a secondary again.
+    for (let attempt = 0; attempt < 50; attempt++) {
+      try {
+        await this.start();
+        return;
+      } catch (err) {
+        if (attempt === 49) this.#halt(`restart: cannot rejoin the primary: ${(err as Error).message}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  }
+
+  #halt(reason: string, phase: 'halted' | 'left' = 'halted'): void {
+    if (this.#phase === 'halted' || this.#phase === 'left' || this.#phase === 'live') return;
+    this.#phase = phase;
+    this.#stopTimer();
+    const ch = this.#channel;
+    this.#channel = undefined;
+    ch?.close(reason);
+    this.#log?.end();
+    this.#machine?.stop();
+    this.emit(phase === 'left' ? 'left' : 'halted', reason);
+  }
+}
+
+export { FtError };

@@ -1,0 +1,90 @@
+// Fixtures for fault-tolerance tests: a kvserver VM config in a temp dir, primary/secondary processes
+// of the built CLI, and the offline check that a survivor's state equals a replay of the log it got.
+import { randomBytes } from 'node:crypto';
+import { createSocket } from 'node:dgram';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Machine, Replayer } from '../../src/index.js';
+import { launch, type Proc } from '../../src/cli/demo.js';
+
+export { launch, type Proc };
+
+export const root = fileURLToPath(new URL('../..', import.meta.url));
+export const KVSERVER = join(root, 'guest', 'bin', 'kvserver.elf');
+
+export function freeUdpPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createSocket('udp4');
+    s.once('error', reject);
+    s.bind(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export interface PairConfig {
+  path: string;
+  udpPort: number;
+  image: string;
+  ramMiB: number;
+}
+
+/** Writes a kvserver FT config (fresh disk image and arbiter directory) into `dir`. */
+export async function kvConfig(dir: string, options: { timeoutMs?: number; heartbeatMs?: number; ramMiB?: number; udpPort?: number; name?: string; key?: string } = {}): Promise<PairConfig> {
+  const udpPort = options.udpPort ?? (await freeUdpPort());
+  const image = join(dir, 'kv.img');
+  writeFileSync(image, Buffer.alloc(4 << 20), { flag: 'a' });
+  const ramMiB = options.ramMiB ?? 16;
+  const config = {
+    vm: { id: 'kv-test', guest: KVSERVER, ramMiB, clock: 'real', devices: { disk: { path: image }, net: { backend: 'udp', hostPort: udpPort, guestPort: 11211 } } },
+    ft: {
+      listen: '127.0.0.1:0',
+      keyHex: options.key ?? randomBytes(32).toString('hex'),
+      arbiter: { backend: 'file', dir: join(dir, 'arbiter') },
+      timeoutMs: options.timeoutMs ?? 600,
+      heartbeatMs: options.heartbeatMs ?? 100,
+    },
+  };
+  mkdirSync(join(dir, 'arbiter'), { recursive: true }); // the shared directory must exist
+  const path = join(dir, options.name ?? 'vm.json');
+  writeFileSync(path, JSON.stringify(config, null, 2));
+  return { path, udpPort, image, ramMiB };
+}
+
+/** Stops every process of a test. */
+export function killAll(procs: Proc[]): void {
+  for (const p of procs) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
+}
+
+/** Resolves with the exit code once `p` exits. */
+export function exited(p: Proc): Promise<number | null> {
+  if (p.child.exitCode !== null || p.child.signalCode !== null) return Promise.resolve(p.child.exitCode);
+  return new Promise((r) => p.child.once('exit', (code) => r(code)));
+}
+
+/**
+ * rr's habit: replays the log a secondary received (from the clone's state) on a fresh machine and
+ * returns its state hash at the end of the log, and the hash the survivor recorded at go-live.
+ */
+export async function replayReceived(logDir: string, ramMiB: number, image: string): Promise<{ replayed: bigint; survivor: bigint }> {
+  const golive = JSON.parse(readFileSync(join(logDir, 'golive.json'), 'utf8')) as { stateHash: string };
+  const m = new Machine({ memory: ramMiB << 20, clock: 'real', devices: { disk: { path: image }, net: true } });
+  try {
+    m.restore(readFileSync(join(logDir, 'clone.snap')));
+    const rep = new Replayer(m);
+    const log = readFileSync(join(logDir, 'log.bin'));
+    for (let at = 0; at + 48 <= log.length; ) {
+      const size = 48 + log.readUInt32LE(at);
+      rep.feed(log.subarray(at, at + size));
+      at += size;
+    }
+    rep.end();
+    const r = await m.run();
+    if (r.kind !== 'end-of-log') throw new Error(`offline replay ended with ${r.kind}: ${JSON.stringify(r, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}`);
+    return { replayed: m.stateHash(), survivor: BigInt(golive.stateHash) };
+  } finally {
+    m.close();
+  }
+}
