@@ -170,7 +170,7 @@ export async function demoCommand(argv: string[], io: CommandIo): Promise<number
     say(`  host B: secondary cloned (${String(cloned.pages)} pages, pause ${Number(cloned.pauseMs).toFixed(1)} ms) — Protected`);
 
     // Client load, verified: every get must return a value the write history allows.
-    load = new LoadGenerator({ durationMs: 600_000, endpoints: [{ host: '127.0.0.1', port: udpPort }], clients, setRatio: 0.5, keys: 200, timeoutMs: 200, retries: 40, progressIntervalMs: 100 });
+    load = new LoadGenerator({ durationMs: 600_000, endpoints: [{ host: '127.0.0.1', port: udpPort }], clients, setRatio: 0.5, keys: 200, timeoutMs: 40, retries: 200, backoff: { initialMs: 0, maxMs: 0 }, progressIntervalMs: 5 });
     let lastAck = 0;
     let lastAckAt = performance.now();
     let killAt = 0;
@@ -198,7 +198,7 @@ export async function demoCommand(argv: string[], io: CommandIo): Promise<number
     const listenB = await b.wait('listening');
     const c = launch('host C', ['secondary', cfgPath, '--join', `127.0.0.1:${String(listenB.port)}`], onEvent);
     procs.push(c);
-    const cloned2 = await b.wait('cloned');
+    const cloned2 = await b.wait('cloned', (e) => e.pauseMs !== undefined); // B as the primary, not its own clone
     await b.wait('status', (e) => e.protected === true);
     phase = 'Protected';
     say(`  host C: new secondary cloned from the running primary (${String(cloned2.pages)} pages in ${String(cloned2.rounds)} rounds, pause ${Number(cloned2.pauseMs).toFixed(1)} ms) — Protected again`);
