@@ -51,7 +51,13 @@ function parseYamlText(text: string, sourceName: string): { value: unknown; loca
   // Warnings (an unresolved tag, say) would change what a value means: refuse them as well.
   const first = doc.errors[0] ?? doc.warnings[0];
   if (first) {
-    const what = first.code === 'DUPLICATE_KEY' ? `the field ${JSON.stringify(text.slice(first.pos[0], first.pos[1]))} is given twice` : first.message;
+    let what = first.message;
+    if (first.code === 'DUPLICATE_KEY') {
+      const KEY = /"(?:[^"\\]|\\.)*"|'[^']*'|[^\s:,{}[\]]+/y;
+      KEY.lastIndex = first.pos[0];
+      const key = KEY.exec(text)?.[0].replace(/^["']|["']$/g, '');
+      what = key === undefined ? 'a field is given twice' : `the field ${JSON.stringify(key)} is given twice`;
+    }
     throw syntaxError(sourceName, text, first.pos[0], `invalid YAML: ${what}`, first);
   }
   let value: unknown;

@@ -272,7 +272,8 @@ function checkVm(c: Checker, raw: unknown): VmConfig | undefined {
 }
 
 function checkKey(c: Checker, s: Section, enabled: boolean): FtKeyConfig | undefined {
-  const given = (['keyFile', 'keyHex', 'keyEnv'] as const).filter((k) => get(s, k) !== undefined);
+  // In the order the file gives them, so that the second one is the one reported.
+  const given = Object.keys(s.fields).filter((k): k is 'keyFile' | 'keyHex' | 'keyEnv' => ['keyFile', 'keyHex', 'keyEnv'].includes(k));
   if (given.length === 0) {
     if (enabled) c.fail(s.path, 'needs one of keyFile, keyHex or keyEnv (the logging channel\'s pre-shared key) when ft.enabled is true');
     return undefined;

@@ -1,0 +1,518 @@
+// Configuration files: valid JSON and YAML, every default, every bad field named by its path, syntax
+// errors by line and column, path resolution, and the checks loadConfig makes on the files named.
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import {
+  CONFIG_DEFAULTS,
+  ConfigError,
+  loadConfig,
+  parseConfig,
+  readFtKey,
+  validateConfig,
+  type LockstepConfig,
+} from '../../src/config/index.js';
+import { LockstepError } from '../../src/errors.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'lockstep-config-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+/** A minimal ELF header is all loadConfig looks at. */
+const ELF = Uint8Array.from([0x7f, 0x45, 0x4c, 0x46, 1, 1, 1, 0]);
+const KEY_HEX = '00112233445566778899aabbccddeeff';
+
+function base(): Record<string, any> {
+  return {
+    vm: { id: 'kv1', guest: 'guest.elf' },
+    ft: { keyHex: KEY_HEX, arbiter: { backend: 'file', dir: 'arbiter' } },
+  };
+}
+
+function expectConfigError(fn: () => unknown): ConfigError {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err).toBeInstanceOf(LockstepError);
+    expect((err as ConfigError).code).toBe('ERR_LOCKSTEP_CONFIG_INVALID');
+    return err as ConfigError;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+async function expectConfigErrorAsync(p: Promise<unknown>): Promise<ConfigError> {
+  try {
+    await p;
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return err as ConfigError;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('validateConfig: defaults', () => {
+  it('fills every default of a minimal configuration', () => {
+    const { config, warnings } = validateConfig(base(), 'vm.json', '/etc/lockstep');
+    expect(warnings).toEqual([]);
+    expect(config.vm).toEqual({
+      id: 'kv1',
+      guest: '/etc/lockstep/guest.elf',
+      ramMiB: 64,
+      clock: 'real',
+      devices: { rng: false, disk: undefined, net: undefined },
+    });
+    expect(config.ft).toEqual({
+      enabled: true,
+      listen: { host: '127.0.0.1', port: 7400 },
+      key: { source: 'hex', hex: KEY_HEX },
+      tls: undefined,
+      heartbeatMs: 100,
+      timeoutMs: 600,
+      lagTargetMs: 100,
+      maxLagMs: 1000,
+      maxUnackedBytes: 64 * 1024 * 1024,
+      outputRule: true,
+      arbiter: { backend: 'file', dir: '/etc/lockstep/arbiter' },
+      hashIntervalInstructions: 67108864,
+    });
+    expect(config.metrics).toBeUndefined();
+  });
+
+  it('fills the defaults of devices, the etcd arbiter and metrics', () => {
+    const c = base();
+    c['vm'].devices = { disk: { path: 'disk.img' }, net: { backend: 'udp', hostPort: 0 } };
+    c['ft'].arbiter = { backend: 'etcd', endpoints: ['http://127.0.0.1:2379', 'https://[::1]:2379'] };
+    c['metrics'] = {};
+    const { config } = validateConfig(c, 'vm.json', '/srv');
+    expect(config.vm.devices).toEqual({
+      rng: false,
+      disk: { path: '/srv/disk.img', mode: 'shared' },
+      net: { backend: 'udp', host: '127.0.0.1', hostPort: 0, guestPort: 11211, mac: undefined },
+    });
+    expect(config.ft.arbiter).toEqual({
+      backend: 'etcd',
+      endpoints: ['http://127.0.0.1:2379', 'https://[::1]:2379'],
+      prefix: CONFIG_DEFAULTS.ft.etcdPrefix,
+      timeoutMs: 2000,
+    });
+    expect(config.metrics).toEqual({ listen: { host: '127.0.0.1', port: 9464 } });
+  });
+
+  it('takes every field as given when all are set', () => {
+    const c = {
+      vm: {
+        id: 'db-2.prod_x',
+        guest: '/abs/guest.elf',
+        ramMiB: 2047,
+        clock: 'virtual',
+        devices: { rng: true, disk: { path: 'd.img', mode: 'separate' }, net: { backend: 'tap', name: 'tap-lockstep0', mac: '52:54:00:AA:BB:CC' } },
+      },
+      ft: {
+        enabled: true,
+        listen: '[::1]:7401',
+        keyEnv: 'LOCKSTEP_KEY',
+        tls: { cert: 'c.pem', key: 'k.pem', ca: '/pki/ca.pem' },
+        heartbeatMs: 50,
+        timeoutMs: 150,
+        lagTargetMs: 20,
+        maxLagMs: 20,
+        maxUnackedBytes: 65536,
+        outputRule: true,
+        arbiter: { backend: 'etcd', endpoints: ['http://etcd-1:2379'], prefix: '/ft/', timeoutMs: 500 },
+        hashIntervalInstructions: 0,
+      },
+      metrics: { listen: '0.0.0.0:9100' },
+    };
+    const { config } = validateConfig(c, 'vm.json', '/cfg');
+    expect(config.vm.ramMiB).toBe(2047);
+    expect(config.vm.clock).toBe('virtual');
+    expect(config.vm.devices.net).toEqual({ backend: 'tap', name: 'tap-lockstep0', mac: '52:54:00:aa:bb:cc' });
+    expect(config.vm.devices.disk).toEqual({ path: '/cfg/d.img', mode: 'separate' });
+    expect(config.ft.listen).toEqual({ host: '::1', port: 7401 });
+    expect(config.ft.key).toEqual({ source: 'env', name: 'LOCKSTEP_KEY' });
+    expect(config.ft.tls).toEqual({ cert: '/cfg/c.pem', key: '/cfg/k.pem', ca: '/pki/ca.pem' });
+    expect([config.ft.heartbeatMs, config.ft.timeoutMs, config.ft.lagTargetMs, config.ft.maxLagMs]).toEqual([50, 150, 20, 20]);
+    expect(config.ft.hashIntervalInstructions).toBe(0);
+    expect(config.ft.arbiter).toEqual({ backend: 'etcd', endpoints: ['http://etcd-1:2379'], prefix: '/ft/', timeoutMs: 500 });
+    expect(config.metrics?.listen).toEqual({ host: '0.0.0.0', port: 9100 });
+  });
+
+  it('needs neither key nor arbiter when ft is disabled', () => {
+    const { config } = validateConfig({ vm: { id: 'solo', guest: 'g.elf' }, ft: { enabled: false } }, 'vm.json', '/');
+    expect(config.ft.enabled).toBe(false);
+    expect(config.ft.key).toBeUndefined();
+    expect(config.ft.arbiter).toBeUndefined();
+  });
+
+  it('returns a deeply frozen configuration', () => {
+    const c = base();
+    c['ft'].arbiter = { backend: 'etcd', endpoints: ['http://127.0.0.1:2379'] };
+    const loaded = validateConfig(c, 'vm.json', '/');
+    const config: LockstepConfig = loaded.config;
+    expect(Object.isFrozen(loaded)).toBe(true);
+    expect(Object.isFrozen(loaded.warnings)).toBe(true);
+    expect(Object.isFrozen(config.vm.devices)).toBe(true);
+    expect(Object.isFrozen(config.ft.listen)).toBe(true);
+    expect(config.ft.arbiter?.backend === 'etcd' && Object.isFrozen(config.ft.arbiter.endpoints)).toBe(true);
+    expect(() => {
+      (config.ft as { timeoutMs: number }).timeoutMs = 1;
+    }).toThrow(TypeError);
+  });
+
+  it('warns loudly when the output rule is off', () => {
+    const c = base();
+    c['ft'].outputRule = false;
+    const { config, warnings } = validateConfig(c, 'vm.json', '/');
+    expect(config.ft.outputRule).toBe(false);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(/^vm\.json: ft\.outputRule is false: .*failover can lose or contradict/);
+  });
+});
+
+/** [what the test says, the mutation, the field named, a fragment of the message after the field]. */
+const BAD: [string, (c: Record<string, any>) => void, string, string | RegExp][] = [
+  ['vm missing', (c) => delete c['vm'], 'vm', 'is required'],
+  ['vm not an object', (c) => (c['vm'] = 'kv1'), 'vm', 'must be an object with the fields id, guest, ramMiB, clock, devices, got "kv1"'],
+  ['vm.id missing', (c) => delete c['vm'].id, 'vm.id', 'is required'],
+  ['vm.id with capitals', (c) => (c['vm'].id = 'KV1'), 'vm.id', 'got "KV1"'],
+  ['vm.id too long', (c) => (c['vm'].id = 'a'.repeat(64)), 'vm.id', '1 to 63 lowercase'],
+  ['vm.id starting with a dash', (c) => (c['vm'].id = '-kv'), 'vm.id', 'starting with a letter or digit'],
+  ['vm.guest missing', (c) => delete c['vm'].guest, 'vm.guest', 'is required (the path of the guest ELF file)'],
+  ['vm.guest a number', (c) => (c['vm'].guest = 42), 'vm.guest', 'got 42'],
+  ['vm.ramMiB zero', (c) => (c['vm'].ramMiB = 0), 'vm.ramMiB', 'must be an integer between 1 and 2047 (MiB), got 0'],
+  ['vm.ramMiB 2 GiB', (c) => (c['vm'].ramMiB = 2048), 'vm.ramMiB', 'got 2048'],
+  ['vm.ramMiB fractional', (c) => (c['vm'].ramMiB = 1.5), 'vm.ramMiB', 'got 1.5'],
+  ['vm.ramMiB a string', (c) => (c['vm'].ramMiB = '64'), 'vm.ramMiB', 'got "64"'],
+  ['vm.clock unknown', (c) => (c['vm'].clock = 'wall'), 'vm.clock', 'must be "real" or "virtual", got "wall"'],
+  ['devices a list', (c) => (c['vm'].devices = []), 'vm.devices', 'got a list'],
+  ['rng a string', (c) => (c['vm'].devices = { rng: 'yes' }), 'vm.devices.rng', 'must be true or false, got "yes"'],
+  ['disk without path', (c) => (c['vm'].devices = { disk: { mode: 'shared' } }), 'vm.devices.disk.path', 'is required'],
+  ['disk mode unknown', (c) => (c['vm'].devices = { disk: { path: 'd', mode: 'mirrored' } }), 'vm.devices.disk.mode', 'must be "shared" or "separate", got "mirrored"'],
+  ['net backend unknown', (c) => (c['vm'].devices = { net: { backend: 'vde' } }), 'vm.devices.net.backend', 'must be "udp" or "tap", got "vde"'],
+  ['net backend missing', (c) => (c['vm'].devices = { net: { hostPort: 1 } }), 'vm.devices.net.backend', 'is required'],
+  ['udp hostPort missing', (c) => (c['vm'].devices = { net: { backend: 'udp' } }), 'vm.devices.net.hostPort', 'is required'],
+  ['udp hostPort too big', (c) => (c['vm'].devices = { net: { backend: 'udp', hostPort: 70000 } }), 'vm.devices.net.hostPort', 'between 0 and 65535, got 70000'],
+  ['udp guestPort zero', (c) => (c['vm'].devices = { net: { backend: 'udp', hostPort: 1, guestPort: 0 } }), 'vm.devices.net.guestPort', 'between 1 and 65535, got 0'],
+  ['udp host empty', (c) => (c['vm'].devices = { net: { backend: 'udp', hostPort: 1, host: '' } }), 'vm.devices.net.host', 'got ""'],
+  ['mac malformed', (c) => (c['vm'].devices = { net: { backend: 'udp', hostPort: 1, mac: '52:54:00:12:34' } }), 'vm.devices.net.mac', 'xx:xx:xx:xx:xx:xx'],
+  ['mac multicast', (c) => (c['vm'].devices = { net: { backend: 'tap', name: 't', mac: '01:00:5e:00:00:01' } }), 'vm.devices.net.mac', 'must be a unicast address'],
+  ['tap name missing', (c) => (c['vm'].devices = { net: { backend: 'tap' } }), 'vm.devices.net.name', 'is required'],
+  ['tap name too long', (c) => (c['vm'].devices = { net: { backend: 'tap', name: 'a-long-interface-name' } }), 'vm.devices.net.name', '1 to 15'],
+  ['tap with a udp field', (c) => (c['vm'].devices = { net: { backend: 'tap', name: 't', guestPort: 1 } }), 'vm.devices.net.guestPort', /unknown field vm\.devices\.net\.guestPort \(vm\.devices\.net accepts backend, name, mac\)/],
+  ['ft not an object', (c) => (c['ft'] = 'on'), 'ft', 'must be an object'],
+  ['ft.enabled a string', (c) => (c['ft'].enabled = 'true'), 'ft.enabled', 'must be true or false, got "true"'],
+  ['ft.listen without a port', (c) => (c['ft'].listen = 'localhost'), 'ft.listen', 'must be an address as host:port'],
+  ['ft.listen port too big', (c) => (c['ft'].listen = '127.0.0.1:99999'), 'ft.listen', 'got "127.0.0.1:99999"'],
+  ['ft.listen a number', (c) => (c['ft'].listen = 7400), 'ft.listen', 'got 7400'],
+  ['no key', (c) => delete c['ft'].keyHex, 'ft', 'needs one of keyFile, keyHex or keyEnv'],
+  ['two keys', (c) => (c['ft'].keyFile = 'key'), 'ft.keyFile', 'only one of keyFile, keyHex or keyEnv may be given'],
+  ['keyHex too short', (c) => (c['ft'].keyHex = 'abcd'), 'ft.keyHex', 'at least 32 (16 bytes), got 4 characters'],
+  ['keyHex not hex', (c) => (c['ft'].keyHex = 'zz'.repeat(16)), 'ft.keyHex', 'not all hex digits'],
+  ['keyHex odd length', (c) => (c['ft'].keyHex = KEY_HEX + 'a'), 'ft.keyHex', 'even number of hex digits'],
+  ['keyEnv malformed', (c) => ((c['ft'].keyEnv = '1KEY'), delete c['ft'].keyHex), 'ft.keyEnv', 'the name of an environment variable'],
+  ['keyFile empty', (c) => ((c['ft'].keyFile = ''), delete c['ft'].keyHex), 'ft.keyFile', 'got ""'],
+  ['tls without ca', (c) => (c['ft'].tls = { cert: 'c', key: 'k' }), 'ft.tls.ca', 'is required'],
+  ['tls.cert a number', (c) => (c['ft'].tls = { cert: 5, key: 'k', ca: 'a' }), 'ft.tls.cert', 'got 5'],
+  ['heartbeatMs too small', (c) => (c['ft'].heartbeatMs = 5), 'ft.heartbeatMs', 'between 10 and 10000 (ms), got 5'],
+  ['timeoutMs not a number', (c) => (c['ft'].timeoutMs = 'abc'), 'ft.timeoutMs', 'must be an integer between 50 and 60000 (ms), got "abc"'],
+  ['timeoutMs under 3 heartbeats', (c) => (c['ft'].timeoutMs = 200), 'ft.timeoutMs', 'must be at least 3 × ft.heartbeatMs = 300, got 200'],
+  ['default timeout under 3 heartbeats', (c) => (c['ft'].heartbeatMs = 250), 'ft.timeoutMs', 'got 600 (the default)'],
+  ['lagTargetMs zero', (c) => (c['ft'].lagTargetMs = 0), 'ft.lagTargetMs', 'got 0'],
+  ['maxLagMs under lagTargetMs', (c) => (c['ft'].maxLagMs = 50), 'ft.maxLagMs', 'must be at least ft.lagTargetMs = 100, got 50'],
+  ['maxUnackedBytes too small', (c) => (c['ft'].maxUnackedBytes = 1000), 'ft.maxUnackedBytes', 'got 1000'],
+  ['outputRule a number', (c) => (c['ft'].outputRule = 0), 'ft.outputRule', 'must be true or false, got 0'],
+  ['arbiter missing', (c) => delete c['ft'].arbiter, 'ft.arbiter', 'is required when ft.enabled is true'],
+  ['arbiter backend unknown', (c) => (c['ft'].arbiter = { backend: 'zookeeper' }), 'ft.arbiter.backend', 'must be "file" or "etcd", got "zookeeper"'],
+  ['file arbiter without dir', (c) => (c['ft'].arbiter = { backend: 'file' }), 'ft.arbiter.dir', 'is required'],
+  ['etcd endpoints empty', (c) => (c['ft'].arbiter = { backend: 'etcd', endpoints: [] }), 'ft.arbiter.endpoints', 'got an empty list'],
+  ['etcd endpoints a string', (c) => (c['ft'].arbiter = { backend: 'etcd', endpoints: 'http://e:2379' }), 'ft.arbiter.endpoints', 'must be a non-empty list'],
+  ['etcd endpoint without scheme', (c) => (c['ft'].arbiter = { backend: 'etcd', endpoints: ['http://e:2379', 'e:2379'] }), 'ft.arbiter.endpoints[1]', 'got "e:2379"'],
+  ['etcd endpoint without port', (c) => (c['ft'].arbiter = { backend: 'etcd', endpoints: ['http://e'] }), 'ft.arbiter.endpoints[0]', 'http(s)://host:port'],
+  ['etcd prefix with a space', (c) => (c['ft'].arbiter = { backend: 'etcd', endpoints: ['http://e:1'], prefix: 'a b' }), 'ft.arbiter.prefix', 'got "a b"'],
+  ['etcd timeout too small', (c) => (c['ft'].arbiter = { backend: 'etcd', endpoints: ['http://e:1'], timeoutMs: 10 }), 'ft.arbiter.timeoutMs', 'got 10'],
+  ['file arbiter with an etcd field', (c) => (c['ft'].arbiter = { backend: 'file', dir: 'd', endpoints: [] }), 'ft.arbiter.endpoints', 'unknown field ft.arbiter.endpoints'],
+  ['hash interval negative', (c) => (c['ft'].hashIntervalInstructions = -1), 'ft.hashIntervalInstructions', 'got -1'],
+  ['metrics not an object', (c) => (c['metrics'] = 9464), 'metrics', 'got 9464'],
+  ['metrics.listen malformed', (c) => (c['metrics'] = { listen: 'http://x:1' }), 'metrics.listen', 'got "http://x:1"'],
+  ['unknown top-level field', (c) => (c['vms'] = {}), 'vms', 'unknown field vms — did you mean vm?'],
+  ['prototype key', (c) => (c['vm'] = Object.assign(Object.create(null), c['vm'], { ['__proto__']: {} })), 'vm.__proto__', 'unknown field vm.__proto__'],
+];
+
+describe('validateConfig: bad fields', () => {
+  it.each(BAD)('%s names the field', (_name, mutate, field, fragment) => {
+    const c = base();
+    mutate(c);
+    const err = expectConfigError(() => validateConfig(c, 'vm.json', '/cfg'));
+    expect(err.field).toBe(field);
+    expect(err.source).toBe('vm.json');
+    const first = err.message.split('\n')[0]!;
+    expect(first.startsWith(`vm.json: ${field}: `) || first.startsWith(`vm.json: unknown field ${field}`)).toBe(true);
+    if (typeof fragment === 'string') expect(first).toContain(fragment);
+    else expect(first).toMatch(fragment);
+  });
+
+  it('says exactly what the design asks of a bad timeout', () => {
+    const c = base();
+    c['ft'].timeoutMs = 'abc';
+    const err = expectConfigError(() => validateConfig(c, 'vm.json', '/'));
+    expect(err.message).toBe('vm.json: ft.timeoutMs: must be an integer between 50 and 60000 (ms), got "abc"');
+  });
+
+  it('suggests the field that was probably meant', () => {
+    const c = base();
+    c['ft'].timout = 900;
+    c['vm'].ramMB = 64;
+    c['vm'].devices = { disc: {} };
+    const err = expectConfigError(() => validateConfig(c, 'vm.json', '/'));
+    expect(err.message.split('\n')).toEqual([
+      'vm.json: unknown field vm.ramMB — did you mean vm.ramMiB?',
+      'vm.json: unknown field vm.devices.disc — did you mean vm.devices.disk?',
+      'vm.json: unknown field ft.timout — did you mean ft.timeoutMs?',
+    ]);
+    expect(err.issues.map((i) => i.field)).toEqual(['vm.ramMB', 'vm.devices.disc', 'ft.timout']);
+  });
+
+  it('lists the accepted fields when nothing is close', () => {
+    const c = base();
+    c['ft'].quorum = 3;
+    const err = expectConfigError(() => validateConfig(c, 'vm.json', '/'));
+    expect(err.message).toMatch(/^vm\.json: unknown field ft\.quorum \(ft accepts enabled, listen, keyFile, .*hashIntervalInstructions\)$/);
+  });
+
+  it('reports every problem at once', () => {
+    const c = base();
+    c['vm'].ramMiB = 0;
+    c['ft'].heartbeatMs = 'fast';
+    delete c['ft'].arbiter;
+    const err = expectConfigError(() => validateConfig(c, 'vm.json', '/'));
+    expect(err.issues.map((i) => i.field)).toEqual(['vm.ramMiB', 'ft.heartbeatMs', 'ft.arbiter']);
+    expect(err.message.split('\n')).toHaveLength(3);
+  });
+
+  it('never repeats a key in a message', () => {
+    const c = base();
+    c['ft'].keyHex = 'secret-secret-secret-secret-secret';
+    const err = expectConfigError(() => validateConfig(c, 'vm.json', '/'));
+    expect(err.message).not.toContain('secret');
+  });
+
+  it('refuses an empty configuration and a top-level list', () => {
+    expect(expectConfigError(() => validateConfig(null, 'vm.yaml', '/')).message).toMatch(/^vm\.yaml: the configuration is empty/);
+    expect(expectConfigError(() => validateConfig([], 'vm.yaml', '/')).message).toMatch(/^vm\.yaml: : must be an object|^vm\.yaml: .*got a list/);
+  });
+});
+
+describe('parseConfig: JSON and YAML text', () => {
+  const yaml = `# a VM
+vm:
+  id: kv1
+  guest: ./bin/kv.elf
+  ramMiB: 128
+  devices:
+    rng: true
+    net: { backend: udp, hostPort: 11211 }
+ft:
+  listen: 10.0.0.1:7400
+  keyHex: ${KEY_HEX}
+  arbiter:
+    backend: etcd
+    endpoints:
+      - http://10.0.0.5:2379
+`;
+
+  it('reads YAML with paths resolved against the base directory', () => {
+    const { config } = parseConfig(yaml, 'yaml', 'vm.yaml', '/etc/lockstep');
+    expect(config.vm.guest).toBe('/etc/lockstep/bin/kv.elf');
+    expect(config.vm.ramMiB).toBe(128);
+    expect(config.vm.devices.net).toMatchObject({ backend: 'udp', hostPort: 11211, guestPort: 11211 });
+    expect(config.ft.listen).toEqual({ host: '10.0.0.1', port: 7400 });
+    expect(config.ft.arbiter).toMatchObject({ backend: 'etcd', endpoints: ['http://10.0.0.5:2379'] });
+  });
+
+  it('reads the same configuration written as JSON', () => {
+    const json = JSON.stringify({
+      vm: { id: 'kv1', guest: './bin/kv.elf', ramMiB: 128, devices: { rng: true, net: { backend: 'udp', hostPort: 11211 } } },
+      ft: { listen: '10.0.0.1:7400', keyHex: KEY_HEX, arbiter: { backend: 'etcd', endpoints: ['http://10.0.0.5:2379'] } },
+    });
+    expect(parseConfig(json, 'json', 'vm.json', '/etc/lockstep').config).toEqual(parseConfig(yaml, 'yaml', 'vm.yaml', '/etc/lockstep').config);
+  });
+
+  it('names the line and column of a bad field in YAML', () => {
+    const err = expectConfigError(() => parseConfig(yaml.replace('ramMiB: 128', 'ramMiB: lots'), 'yaml', 'vm.yaml', '/'));
+    expect(err.message).toBe('vm.yaml: vm.ramMiB: must be an integer between 1 and 2047 (MiB), got "lots" (line 5, column 3)');
+    expect([err.issues[0]!.line, err.issues[0]!.column]).toEqual([5, 3]);
+  });
+
+  it('names the line and column of an unknown field and of a list element', () => {
+    const err = expectConfigError(() =>
+      parseConfig(yaml.replace('  listen:', '  listn:').replace('http://10.0.0.5:2379', '10.0.0.5:2379'), 'yaml', 'vm.yaml', '/'),
+    );
+    expect(err.message.split('\n')).toEqual([
+      'vm.yaml: unknown field ft.listn — did you mean ft.listen? (line 10, column 3)',
+      'vm.yaml: ft.arbiter.endpoints[0]: must be an etcd URL as http(s)://host:port (e.g. http://127.0.0.1:2379), got "10.0.0.5:2379" (line 15, column 9)',
+    ]);
+  });
+
+  it('names the line and column of a bad field in JSON', () => {
+    const text = '{\n  "vm": { "id": "kv1", "guest": "g.elf" },\n  "ft": {\n    "keyHex": "' + KEY_HEX + '",\n    "timeoutMs": "abc",\n    "arbiter": { "backend": "file", "dir": "/a" }\n  }\n}\n';
+    const err = expectConfigError(() => parseConfig(text, 'json', 'vm.json', '/'));
+    expect(err.message).toBe('vm.json: ft.timeoutMs: must be an integer between 50 and 60000 (ms), got "abc" (line 5, column 5)');
+  });
+
+  it('reports a YAML syntax error with line and column', () => {
+    const err = expectConfigError(() => parseConfig('vm:\n  id: kv1\n  guest: [a, b\nft: {}\n', 'yaml', 'vm.yaml', '/'));
+    expect(err.field).toBe('');
+    expect(err.message).toMatch(/^vm\.yaml: line \d+, column \d+: invalid YAML: /);
+    expect(err.issues[0]!.line).toBeGreaterThanOrEqual(3);
+  });
+
+  it('reports a YAML field given twice', () => {
+    const err = expectConfigError(() => parseConfig('vm:\n  id: a\n  id: b\n', 'yaml', 'vm.yaml', '/'));
+    expect(err.message.split('\n')[0]).toBe('vm.yaml: line 3, column 3: invalid YAML: the field "id" is given twice');
+  });
+
+  it('reports a JSON syntax error with line, column and a caret', () => {
+    const err = expectConfigError(() => parseConfig('{\n  "vm": {\n    "id": "kv1",\n  }\n}', 'json', 'vm.json', '/'));
+    expect(err.message).toBe('vm.json: line 4, column 3: invalid JSON: trailing comma before "}"\n  4 |   }\n    |   ^');
+    expect([err.issues[0]!.line, err.issues[0]!.column]).toEqual([4, 3]);
+  });
+
+  it.each([
+    ['{"vm": {"id": "a", "id": "b"}}', 1, 20, 'duplicate field "id"'],
+    ["{'vm': 1}", 1, 2, 'expected a field name in double quotes'],
+    ['{"vm": tru}', 1, 8, 'expected a value'],
+    ['{"vm": 01}', 1, 9, 'malformed number'],
+    ['{"vm": "a\tb"}', 1, 10, 'control character'],
+    ['{"vm": {}} x', 1, 12, 'expected the end of the file'],
+    ['\n\n{"vm": [1, 2,]}', 3, 14, 'trailing comma before "]"'],
+    ['{"vm": "\\x"}', 1, 9, 'invalid escape'],
+    ['{"vm": "abc', 1, 8, 'unterminated string'],
+    ['', 1, 1, 'the file is empty'],
+  ])('JSON syntax %j: line %i, column %i', (text, line, column, what) => {
+    const err = expectConfigError(() => parseConfig(text, 'json', 'x.json', '/'));
+    expect(err.message.split('\n')[0]).toMatch(new RegExp(`^x\\.json: line ${line}, column ${column}: invalid JSON: .*${what.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
+  });
+
+  it('decodes JSON strings and numbers as JSON.parse does (BOM allowed)', () => {
+    const guest = 'g\u00e9\u{1f600}"\\/\b\f\n\r\t\u0001.elf';
+    const good = JSON.stringify({ vm: { id: 'a', guest, ramMiB: 1e3 }, ft: { enabled: false, heartbeatMs: 1.5e2 } }, null, '\t');
+    const { config } = parseConfig('\ufeff' + good, 'json', 'x.json', '/');
+    expect(config.vm.guest).toBe('/' + guest);
+    expect(config.vm.ramMiB).toBe(1000);
+    expect(config.ft.heartbeatMs).toBe(150);
+  });
+
+  it('treats a __proto__ key as an unknown field, not as a prototype', () => {
+    const text = `{"vm": {"id": "a", "guest": "g", "__proto__": {"polluted": true}}, "ft": {"enabled": false}}`;
+    const err = expectConfigError(() => parseConfig(text, 'json', 'x.json', '/'));
+    expect(err.field).toBe('vm.__proto__');
+    expect(({} as Record<string, unknown>)['polluted']).toBeUndefined();
+    const y = expectConfigError(() => parseConfig('vm: {id: a, guest: g, __proto__: {polluted: true}}\nft: {enabled: false}\n', 'yaml', 'x.yaml', '/'));
+    expect(y.field).toBe('vm.__proto__');
+  });
+
+  it('refuses YAML that would change meaning: unresolved tags, multiple documents', () => {
+    expect(expectConfigError(() => parseConfig('vm: !weird {}\n', 'yaml', 'x.yaml', '/')).message).toMatch(/line 1, column \d+: invalid YAML: .*tag/i);
+    expect(expectConfigError(() => parseConfig('vm: {}\n---\nvm: {}\n', 'yaml', 'x.yaml', '/')).message).toMatch(/line \d+, column \d+: invalid YAML: .*multiple documents/);
+  });
+
+  it('takes YAML 1.2 literally: "yes" is a string, not true', () => {
+    const err = expectConfigError(() => parseConfig('vm: {id: a, guest: g, devices: {rng: yes}}\nft: {enabled: false}\n', 'yaml', 'x.yaml', '/'));
+    expect(err.message).toBe('x.yaml: vm.devices.rng: must be true or false, got "yes" (line 1, column 33)');
+  });
+});
+
+describe('loadConfig: files', () => {
+  const dir = join(tmp, 'conf');
+  mkdirSync(join(dir, 'bin'), { recursive: true });
+  writeFileSync(join(dir, 'bin', 'kv.elf'), ELF);
+  writeFileSync(join(dir, 'not-elf.bin'), 'hello');
+  writeFileSync(join(dir, 'disk.img'), new Uint8Array(512));
+  writeFileSync(join(dir, 'key'), 'sixteen-byte-key\n');
+  writeFileSync(join(dir, 'short-key'), 'fifteen-bytes!!\n');
+
+  const write = (name: string, text: string) => {
+    writeFileSync(join(dir, name), text);
+    return join(dir, name);
+  };
+
+  it('loads YAML, resolving paths against the file, not the working directory', async () => {
+    const path = write(
+      'vm.yaml',
+      'vm:\n  id: kv1\n  guest: bin/kv.elf\n  devices: { disk: { path: disk.img, mode: separate } }\nft:\n  keyFile: key\n  arbiter: { backend: file, dir: ../arbiter }\n',
+    );
+    const loaded = await loadConfig(path);
+    expect(loaded.source).toBe(path);
+    expect(loaded.warnings).toEqual([]);
+    expect(loaded.config.vm.guest).toBe(join(dir, 'bin', 'kv.elf'));
+    expect(loaded.config.vm.devices.disk).toEqual({ path: join(dir, 'disk.img'), mode: 'separate' });
+    expect(loaded.config.ft.key).toEqual({ source: 'file', path: join(dir, 'key') });
+    expect(loaded.config.ft.arbiter).toEqual({ backend: 'file', dir: join(tmp, 'arbiter') });
+    // The trailing newline is not part of the key.
+    expect(Buffer.from(loaded.key!).toString()).toBe('sixteen-byte-key');
+    expect(Object.keys(loaded)).not.toContain('key');
+    expect(JSON.stringify(loaded)).not.toContain('sixteen');
+  });
+
+  it('loads JSON (.json) and YAML (.yml), and a relative path to the file itself', async () => {
+    const json = write('vm.json', JSON.stringify({ vm: { id: 'kv1', guest: 'bin/kv.elf' }, ft: { keyHex: KEY_HEX, arbiter: { backend: 'file', dir: '/a' } } }));
+    const yml = write('vm.yml', `vm: {id: kv1, guest: bin/kv.elf}\nft: {keyHex: "${KEY_HEX}", arbiter: {backend: file, dir: /a}}\n`);
+    const a = await loadConfig(json);
+    const b = await loadConfig(yml);
+    expect(a.config).toEqual(b.config);
+    expect(Buffer.from(a.key!).toString('hex')).toBe(KEY_HEX);
+    const rel = await loadConfig(relative(process.cwd(), json));
+    expect(rel.config.vm.guest).toBe(join(dir, 'bin', 'kv.elf'));
+  });
+
+  it('returns the output-rule warning for the caller to print', async () => {
+    const path = write('norule.yaml', `vm: {id: kv1, guest: bin/kv.elf}\nft: {keyHex: "${KEY_HEX}", outputRule: false, arbiter: {backend: file, dir: /a}}\n`);
+    const { warnings } = await loadConfig(path);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain('norule.yaml: ft.outputRule is false');
+  });
+
+  it('names a guest that is missing or not an ELF file', async () => {
+    const missing = write('missing.yaml', `vm: {id: kv1, guest: bin/nope.elf}\nft: {enabled: false}\n`);
+    const e1 = await expectConfigErrorAsync(loadConfig(missing));
+    expect(e1.field).toBe('vm.guest');
+    expect(e1.message).toBe(`${missing}: vm.guest: cannot read ${join(dir, 'bin', 'nope.elf')}: no such file (ENOENT)`);
+    const notElf = write('notelf.yaml', `vm: {id: kv1, guest: not-elf.bin}\nft: {enabled: false}\n`);
+    expect((await expectConfigErrorAsync(loadConfig(notElf))).message).toContain('vm.guest: ' + join(dir, 'not-elf.bin') + ' is not an ELF file');
+    const isDir = write('dir.yaml', `vm: {id: kv1, guest: bin}\nft: {enabled: false}\n`);
+    expect((await expectConfigErrorAsync(loadConfig(isDir))).message).toContain('is not a regular file');
+  });
+
+  it('names a missing disk image and missing TLS files, all at once', async () => {
+    const path = write(
+      'tls.yaml',
+      `vm: {id: kv1, guest: bin/kv.elf, devices: {disk: {path: none.img}}}\nft: {keyHex: "${KEY_HEX}", tls: {cert: c.pem, key: k.pem, ca: key}, arbiter: {backend: file, dir: /a}}\n`,
+    );
+    const err = await expectConfigErrorAsync(loadConfig(path));
+    expect(err.issues.map((i) => i.field)).toEqual(['vm.devices.disk.path', 'ft.tls.cert', 'ft.tls.key']);
+  });
+
+  it('checks the key file, the key variable and its length', async () => {
+    const short = write('short.yaml', `vm: {id: kv1, guest: bin/kv.elf}\nft: {keyFile: short-key, arbiter: {backend: file, dir: /a}}\n`);
+    expect((await expectConfigErrorAsync(loadConfig(short))).message).toMatch(/ft\.keyFile: .*short-key holds 15 bytes of key; at least 16 are needed/);
+    const env = write('env.yaml', `vm: {id: kv1, guest: bin/kv.elf}\nft: {keyEnv: LOCKSTEP_TEST_KEY, arbiter: {backend: file, dir: /a}}\n`);
+    const unset = await expectConfigErrorAsync(loadConfig(env, { env: {} }));
+    expect(unset.message).toContain('ft.keyEnv: the environment variable LOCKSTEP_TEST_KEY is not set');
+    const bad = await expectConfigErrorAsync(loadConfig(env, { env: { LOCKSTEP_TEST_KEY: 'abcd' } }));
+    expect(bad.message).toContain('ft.keyEnv: the environment variable LOCKSTEP_TEST_KEY must hold an even number of hex digits');
+    expect(bad.message).not.toContain('abcd');
+    const ok = await loadConfig(env, { env: { LOCKSTEP_TEST_KEY: KEY_HEX.toUpperCase() + '\n' } });
+    expect(Buffer.from(ok.key!).toString('hex')).toBe(KEY_HEX);
+    expect(Buffer.from(await readFtKey({ source: 'env', name: 'K' }, 'x', { K: KEY_HEX })).toString('hex')).toBe(KEY_HEX);
+  });
+
+  it('refuses an unknown extension, a missing file, and a syntax error with line and column', async () => {
+    expect((await expectConfigErrorAsync(loadConfig(join(dir, 'vm.toml')))).message).toContain('must end in .json, .yaml or .yml');
+    const missing = join(dir, 'absent.yaml');
+    expect((await expectConfigErrorAsync(loadConfig(missing))).message).toBe(`${missing}: cannot read the configuration file: no such file (ENOENT)`);
+    const broken = write('broken.json', '{\n  "vm": {\n    "id": "kv1"\n    "guest": "g"\n  }\n}\n');
+    const err = await expectConfigErrorAsync(loadConfig(broken));
+    expect(err.message.split('\n')[0]).toBe(`${broken}: line 4, column 5: invalid JSON: expected "," or "}", found "\\""`);
+  });
+});
