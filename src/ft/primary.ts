@@ -734,7 +734,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
         await sleep(Math.min(1000, 50 * 2 ** attempt));
       }
     }
-    if (!won) return;
+    if (!won || (this.#phase as Phase) === 'halted') return; // stopped meanwhile
     this.#epoch = want;
     if (wasProtected) this.#failovers++;
     // This side owns the VM: everything held may leave, and the log goes nowhere until a new secondary.

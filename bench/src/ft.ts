@@ -1,0 +1,213 @@
+// Fault-tolerance benchmark: FT (record + ship + ack + output rule) against a plain run of the same guest
+// in the same run — CPU workloads and kvserver under load — plus log bandwidth against the 1 Gbit/s
+// budget, output-rule delay and secondary lag percentiles, failover outage over repeated SIGKILLs of the
+// primary process, and the clone pause for 64 and 256 MiB guests.
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { FileArbiter, FtPrimary, FtSecondary, KvClient, LoadGenerator, Machine, attachVmNetwork, createVmMachine, type VmSpec } from 'lockstep';
+import { ROOT as root } from './paths.js';
+
+// The CLI's process launcher, from the built package (the benchmark drives real `lockstep` processes).
+const { launch } = (await import(pathToFileURL(join(root, 'dist', 'cli', 'demo.js')).href)) as typeof import('../../src/cli/demo.js');
+const guest = (n: string) => join(root, 'guest', 'bin', `${n}.elf`);
+const BUDGET = 125e6;
+const tmp = mkdtempSync(join(tmpdir(), 'lockstep-bench-ft-'));
+const key = randomBytes(32);
+const pct = (xs: number[], p: number) => {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+};
+let pairs = 0;
+
+/** An in-process pair around `spec` (the secondary in this process too: two vCPU threads). */
+async function pair(spec: VmSpec, onPrimary: (p: FtPrimary) => void = () => {}) {
+  const dir = join(tmp, `arb-${pairs++}`);
+  mkdirSync(dir);
+  const machine = createVmMachine(spec);
+  machine.load(readFileSync(spec.guest));
+  const arbiter = new FileArbiter({ dir });
+  const primary = new FtPrimary({ machine, vmId: 'bench', key, arbiter, hashInterval: 2 ** 26 });
+  onPrimary(primary);
+  const cloned = new Promise<void>((r) => primary.once('cloned', () => r()));
+  const addr = await primary.start();
+  const secondary = new FtSecondary({ vmId: 'bench', key, arbiter: new FileArbiter({ dir }), join: addr, createMachine: () => createVmMachine(spec) });
+  await secondary.start();
+  await cloned;
+  return { primary, secondary, machine };
+}
+
+async function cpu(name: string) {
+  const spec: VmSpec = { id: 'bench', guest: guest(name), memory: 64 << 20, clock: 'real' };
+  const plain = createVmMachine(spec);
+  plain.load(readFileSync(spec.guest));
+  let t = performance.now();
+  const r0 = await plain.run();
+  const plainMs = performance.now() - t;
+  const instret = Number(r0.kind === 'exit' ? r0.instret : 0n);
+  plain.close();
+  // FT: the pair is formed before the guest has run far (the clone happens at start), then timed to the end.
+  t = performance.now();
+  const { primary, secondary, machine } = await pair(spec);
+  const ended = new Promise<void>((r) => primary.once('ended', () => r()));
+  await ended;
+  const ftMs = performance.now() - t;
+  const bytes = primary.stats().logBytes;
+  await primary.stop();
+  await secondary.stop();
+  machine.close();
+  secondary.machine?.close();
+  return { name, instret, plainMips: instret / plainMs / 1000, ftMips: instret / ftMs / 1000, ratio: plainMs / ftMs, logBytesPerSecond: (bytes / ftMs) * 1000 };
+}
+
+async function kv(ft: boolean, seconds: number) {
+  const spec: VmSpec = { id: 'bench', guest: guest('kvserver'), memory: 16 << 20, clock: 'real', net: { backend: 'udp', hostPort: 0, guestPort: 11211 } };
+  const releases: number[] = [];
+  const acks: number[] = [];
+  const lags: number[] = [];
+  let close: () => Promise<void>;
+  let port: number;
+  let stats = () => ({ logBytes: 0 });
+  if (ft) {
+    const { primary, secondary, machine } = await pair(spec, (p) => {
+      p.on('release', (ms) => releases.push(ms));
+      p.on('ack', (ms) => acks.push(ms));
+    });
+    const net = await attachVmNetwork(machine, spec);
+    port = net.port!;
+    const timer = setInterval(() => lags.push(primary.stats().lagSeconds * 1000), 50);
+    stats = () => primary.stats();
+    close = async () => {
+      clearInterval(timer);
+      net.close();
+      await primary.stop();
+      await secondary.stop();
+      machine.close();
+      secondary.machine?.close();
+    };
+  } else {
+    const machine = createVmMachine(spec);
+    machine.load(readFileSync(spec.guest));
+    const net = await attachVmNetwork(machine, spec);
+    port = net.port!;
+    const run = machine.run();
+    close = async () => {
+      net.close();
+      machine.stop();
+      await run;
+      machine.close();
+    };
+  }
+  const load = new LoadGenerator({ endpoints: [{ host: '127.0.0.1', port }], clients: 4, setRatio: 0.5, keys: 100, durationMs: seconds * 1000, timeoutMs: 500, retries: 5 });
+  const before = stats().logBytes;
+  const res = await load.run();
+  const logBytes = stats().logBytes - before;
+  await close();
+  return { rate: res.acknowledged / (res.elapsedMs / 1000), p50: res.latency.p50Ms, p99: res.latency.p99Ms, logBytesPerSecond: logBytes / (res.elapsedMs / 1000), releases, acks, lags };
+}
+
+async function outages(n: number) {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const dir = join(tmp, `kill-${i}`);
+    mkdirSync(join(dir, 'arbiter'), { recursive: true });
+    const image = join(dir, 'kv.img');
+    writeFileSync(image, Buffer.alloc(4 << 20));
+    const s = await import('node:dgram').then(({ createSocket }) => new Promise<number>((r) => {
+      const sock = createSocket('udp4');
+      sock.bind(0, '127.0.0.1', () => {
+        const p = sock.address().port;
+        sock.close(() => r(p));
+      });
+    }));
+    const cfg = join(dir, 'vm.json');
+    writeFileSync(cfg, JSON.stringify({ vm: { id: 'kv', guest: guest('kvserver'), ramMiB: 16, clock: 'real', devices: { disk: { path: image }, net: { backend: 'udp', hostPort: s, guestPort: 11211 } } }, ft: { listen: '127.0.0.1:0', keyHex: key.toString('hex'), arbiter: { backend: 'file', dir: join(dir, 'arbiter') } } }));
+    const a = launch('a', ['primary', cfg]);
+    const l = await a.wait('listening');
+    const b = launch('b', ['secondary', cfg, '--join', `127.0.0.1:${String(l.port)}`]);
+    await a.wait('status', (e) => e.protected === true);
+    const c = new KvClient({ endpoints: [{ host: '127.0.0.1', port: s }], timeoutMs: 20, retries: 500, backoff: { initialMs: 0, maxMs: 0 } });
+    let stop = false;
+    let killAt = 0;
+    let outage = 0;
+    const loop = (async () => {
+      while (!stop) {
+        await c.set('k', 'v');
+        if (killAt > 0 && outage === 0) outage = performance.now() - killAt;
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 300 + Math.random() * 300));
+    killAt = performance.now();
+    a.child.kill('SIGKILL');
+    await b.wait('go-live');
+    while (outage === 0) await new Promise((r) => setTimeout(r, 5));
+    stop = true;
+    await loop;
+    await c.close();
+    b.child.kill('SIGKILL');
+    out.push(outage);
+    process.stderr.write(`\r  failover ${i + 1}/${n}: ${outage.toFixed(1)} ms   `);
+  }
+  process.stderr.write('\n');
+  return out;
+}
+
+async function clonePause(mib: number) {
+  // A guest that keeps writing memory (mixed) while the clone runs: the pause covers its last dirty pages.
+  const spec: VmSpec = { id: 'bench', guest: guest('mixed'), memory: mib << 20, clock: 'real' };
+  let report: { pauseMs: number; pages: number; rounds: number } | undefined;
+  const { primary, secondary, machine } = await pair(spec, (p) => p.once('cloned', (r) => (report = r)));
+  await primary.stop();
+  await secondary.stop();
+  machine.close();
+  secondary.machine?.close();
+  return report!;
+}
+
+const results: Record<string, unknown> = { date: new Date().toISOString() };
+console.log('FT overhead, CPU-bound (one trial each; primary and secondary on this 2-core machine)');
+const cpuRows = [];
+for (const w of ['hash', 'sort', 'crc32', 'mixed']) {
+  const r = await cpu(w);
+  cpuRows.push(r);
+  console.log(`  ${w.padEnd(8)} plain ${r.plainMips.toFixed(0)} MIPS  FT ${r.ftMips.toFixed(0)} MIPS  ratio ${r.ratio.toFixed(3)}  log ${(r.logBytesPerSecond / 1e3).toFixed(1)} kB/s = ${((100 * r.logBytesPerSecond) / BUDGET).toFixed(4)} % of budget`);
+}
+results.cpu = cpuRows;
+console.log('kvserver under load (4 clients, 50 % sets, 3 s)');
+const plainKv = await kv(false, 3);
+const ftKv = await kv(true, 3);
+results.kvserver = {
+  plainRate: plainKv.rate,
+  ftRate: ftKv.rate,
+  ratio: ftKv.rate / plainKv.rate,
+  plainP50Ms: plainKv.p50,
+  ftP50Ms: ftKv.p50,
+  ftP99Ms: ftKv.p99,
+  logBytesPerSecond: ftKv.logBytesPerSecond,
+  outputRuleDelayMs: { p50: pct(ftKv.releases, 50), p99: pct(ftKv.releases, 99), n: ftKv.releases.length },
+  ackLatencyMs: { p50: pct(ftKv.acks, 50), p99: pct(ftKv.acks, 99) },
+  lagMs: { p50: pct(ftKv.lags, 50), p99: pct(ftKv.lags, 99) },
+};
+console.log(
+  `  plain ${plainKv.rate.toFixed(0)} req/s  FT ${ftKv.rate.toFixed(0)} req/s  ratio ${(ftKv.rate / plainKv.rate).toFixed(3)}  log ${(ftKv.logBytesPerSecond / 1e6).toFixed(2)} MB/s = ${((100 * ftKv.logBytesPerSecond) / BUDGET).toFixed(2)} % of budget`,
+);
+console.log(`  output-rule delay p50 ${pct(ftKv.releases, 50).toFixed(3)} ms p99 ${pct(ftKv.releases, 99).toFixed(3)} ms; secondary lag p50 ${pct(ftKv.lags, 50).toFixed(2)} ms p99 ${pct(ftKv.lags, 99).toFixed(2)} ms`);
+const n = Number(process.env.LOCKSTEP_BENCH_KILLS ?? 10);
+console.log(`failover outage over ${n} SIGKILLs of the primary process (default 600 ms detection timeout; a killed process closes its socket)`);
+const o = await outages(n);
+results.failover = { n, p50Ms: pct(o, 50), p99Ms: pct(o, 99), samples: o };
+console.log(`  outage p50 ${pct(o, 50).toFixed(1)} ms  p99 ${pct(o, 99).toFixed(1)} ms`);
+console.log('clone of a running guest (mixed), iterative pre-copy');
+const clones = [];
+for (const mib of [64, 256]) {
+  const r = await clonePause(mib);
+  clones.push({ mib, ...r });
+  console.log(`  ${mib} MiB: pause ${r.pauseMs.toFixed(2)} ms, ${r.pages} pages in ${r.rounds} rounds`);
+}
+results.clone = clones;
+writeFileSync(join(root, 'bench', 'results', 'ft.json'), `${JSON.stringify(results, null, 2)}\n`);
+rmSync(tmp, { recursive: true, force: true });
+process.exit(0);
