@@ -59,7 +59,8 @@ export type ChildMessage = { event: string } & Record<string, unknown>;
 /** A child process running a script under {@link tsNodeArgs}, with its IPC messages queued. */
 export class TsChild {
   readonly process: ChildProcess;
-  readonly #queue: ChildMessage[] = [];
+  readonly #history: ChildMessage[] = [];
+  #cursor = 0;
   readonly #waiters: Array<() => void> = [];
   #stderr = '';
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -73,7 +74,7 @@ export class TsChild {
       this.#stderr = (this.#stderr + c.toString('utf8')).slice(-8_000);
     });
     this.process.on('message', (m) => {
-      this.#queue.push(m as ChildMessage);
+      this.#history.push(m as ChildMessage);
       for (const w of this.#waiters.splice(0)) w();
     });
     this.exited = new Promise((resolve) =>
@@ -94,15 +95,37 @@ export class TsChild {
     this.process.send(message as never);
   }
 
-  /** The next message satisfying `match` (earlier non-matching ones are dropped), within `timeoutMs`. */
+  /**
+   * The next message satisfying `match`, within `timeoutMs`; messages before it are consumed.
+   * Use one `next` at a time per child (a pending one would consume what a later one waits for).
+   */
   async next(match: (m: ChildMessage) => boolean, timeoutMs: number): Promise<ChildMessage> {
-    const end = Date.now() + timeoutMs;
-    for (;;) {
-      while (this.#queue.length > 0) {
-        const m = this.#queue.shift()!;
-        if (m.event === 'error') throw new Error(`child reported: ${String(m.message)}\n${this.#stderr}`);
+    return this.#wait(timeoutMs, () => {
+      while (this.#cursor < this.#history.length) {
+        const m = this.#history[this.#cursor++]!;
         if (match(m)) return m;
       }
+      return undefined;
+    });
+  }
+
+  /** The first message ever received that satisfies `match`, without consuming anything. */
+  seen(match: (m: ChildMessage) => boolean): ChildMessage | undefined {
+    return this.#history.find(match);
+  }
+
+  /** Wait until {@link TsChild.seen} finds a message; any number of these may be pending at once. */
+  async waitSeen(match: (m: ChildMessage) => boolean, timeoutMs: number): Promise<ChildMessage> {
+    return this.#wait(timeoutMs, () => this.seen(match));
+  }
+
+  async #wait(timeoutMs: number, look: () => ChildMessage | undefined): Promise<ChildMessage> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const failed = this.#history.find((m) => m.event === 'error');
+      if (failed !== undefined) throw new Error(`child reported: ${String(failed.message)}\n${this.#stderr}`);
+      const m = look();
+      if (m !== undefined) return m;
       if (this.process.exitCode !== null || this.process.signalCode !== null) {
         throw new Error(`child exited (${this.process.exitCode ?? this.process.signalCode}) before the expected message\n${this.#stderr}`);
       }
