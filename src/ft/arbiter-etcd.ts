@@ -7,6 +7,7 @@ import {
   ArbiterError,
   DEFAULT_ARBITER_TIMEOUT_MS,
   parseClaimRecord,
+  publishClaim,
   validateEpoch,
   validateOwnerId,
   validateTimeout,
@@ -92,7 +93,7 @@ export class EtcdArbiter implements Arbiter {
     validateVmId(vmId);
     validateEpoch(epoch);
     validateOwnerId(ownerId);
-    return this.#run(vmId, options, 'claim an epoch of', (deadline) => this.#claim(vmId, epoch, ownerId, deadline));
+    return publishClaim({ kind: this.kind, vmId, epoch, ownerId }, this.#run(vmId, options, 'claim an epoch of', (deadline) => this.#claim(vmId, epoch, ownerId, deadline)));
   }
 
   /** {@inheritDoc Arbiter.current} */

@@ -8,6 +8,7 @@ import {
   ArbiterError,
   DEFAULT_ARBITER_TIMEOUT_MS,
   parseClaimRecord,
+  publishClaim,
   validateEpoch,
   validateOwnerId,
   validateTimeout,
@@ -125,7 +126,7 @@ export class FileArbiter implements Arbiter {
     validateVmId(vmId);
     validateEpoch(epoch);
     validateOwnerId(ownerId);
-    return this.#run(vmId, options, 'claim', (signal) => this.#claim(vmId, epoch, ownerId, signal));
+    return publishClaim({ kind: this.kind, vmId, epoch, ownerId }, this.#run(vmId, options, 'claim', (signal) => this.#claim(vmId, epoch, ownerId, signal)));
   }
 
   /** {@inheritDoc Arbiter.current} */

@@ -1,6 +1,34 @@
 // The split-brain arbiter's contract: an atomic test-and-set on a per-VM epoch (the fencing token).
 // Back-ends (arbiter-file.ts, arbiter-etcd.ts) implement it; this file holds no I/O.
+import { channel } from 'node:diagnostics_channel';
 import { LockstepError, OptionError } from '../errors.js';
+
+/** Message of {@link claimChannel}: one finished claim, won, lost or failed. */
+export interface ClaimDiagnostic {
+  kind: 'file' | 'etcd';
+  vmId: string;
+  epoch: number;
+  ownerId: string;
+  /** The outcome, when the storage answered. */
+  result?: ClaimResult;
+  /** The failure, when it did not. */
+  error?: ArbiterError;
+}
+
+/** `lockstep:arbiter:claim`: every claim's outcome ({@link ClaimDiagnostic}), for logs and metrics. */
+export const claimChannel = channel('lockstep:arbiter:claim');
+
+/** @internal Publish a claim's outcome on {@link claimChannel} and pass it through. */
+export async function publishClaim(d: Omit<ClaimDiagnostic, 'result' | 'error'>, claim: Promise<ClaimResult>): Promise<ClaimResult> {
+  try {
+    const result = await claim;
+    if (claimChannel.hasSubscribers) claimChannel.publish({ ...d, result } satisfies ClaimDiagnostic);
+    return result;
+  } catch (err) {
+    if (claimChannel.hasSubscribers && err instanceof ArbiterError) claimChannel.publish({ ...d, error: err } satisfies ClaimDiagnostic);
+    throw err;
+  }
+}
 
 /** The epoch a VM's first pair claims when it starts for the first time. */
 export const INITIAL_EPOCH = 1;

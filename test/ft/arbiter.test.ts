@@ -1,6 +1,7 @@
 // The split-brain arbiter: both back-ends (file on a directory, etcd on a real etcd) keep one winner
 // per (VM, epoch) under races, reject stale claims, persist, and fail closed when storage is gone.
 import { spawnSync } from 'node:child_process';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { chmod, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { openSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -8,7 +9,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { Etcd3 } from 'etcd3';
-import { ArbiterError, claimInitialEpoch, type Arbiter } from '../../src/ft/arbiter.js';
+import { ArbiterError, claimInitialEpoch, type Arbiter, type ClaimDiagnostic } from '../../src/ft/arbiter.js';
 import { FILE_ARBITER_MARKER, FileArbiter } from '../../src/ft/arbiter-file.js';
 import { EtcdArbiter } from '../../src/ft/arbiter-etcd.js';
 import { OptionError } from '../../src/errors.js';
@@ -131,6 +132,27 @@ describe('FileArbiter', () => {
     await a.claim('kv1', 1, 'primary@1');
     await a.claim('kv1', 2, 'secondary@2');
     expect((await readdir(join(dir, 'kv1'))).sort()).toEqual(['epoch-1', 'epoch-2']);
+  });
+
+  it('publishes every claim outcome on the lockstep:arbiter:claim channel', async () => {
+    const dir = join(root, `d${n++}`);
+    await mkdir(dir);
+    const seen: ClaimDiagnostic[] = [];
+    const listener = (m: unknown) => seen.push(m as ClaimDiagnostic);
+    subscribe('lockstep:arbiter:claim', listener);
+    try {
+      const a = new FileArbiter({ dir });
+      await a.claim('kv1', 1, 'p');
+      await a.claim('kv1', 1, 's');
+      await new FileArbiter({ dir: join(dir, 'missing') }).claim('kv1', 2, 's').catch(() => undefined);
+    } finally {
+      unsubscribe('lockstep:arbiter:claim', listener);
+    }
+    expect(seen.map((d) => [d.kind, d.vmId, d.epoch, d.ownerId, d.result?.won, d.error?.code])).toEqual([
+      ['file', 'kv1', 1, 'p', true, undefined],
+      ['file', 'kv1', 1, 's', false, undefined],
+      ['file', 'kv1', 2, 's', undefined, 'ERR_LOCKSTEP_ARBITER_UNAVAILABLE'],
+    ]);
   });
 
   it('a claim file left empty by a claimer that died before writing still holds its epoch', async () => {
