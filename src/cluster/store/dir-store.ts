@@ -323,7 +323,6 @@ export class DirStore implements ClusterStore {
       timer = setTimeout(() => {
         running = poll().catch(report).finally(schedule);
       }, this.#pollMs);
-      timer.unref?.();
     };
     schedule();
     const unsubscribe = async () => {

@@ -128,6 +128,8 @@ export function storeContract(target: () => ContractTarget): void {
     const errors: Error[] = [];
     await store.put(`${p}before`, 'old');
     const stop = await other.watch(p, (e) => events.push(e), { onError: (e) => errors.push(e) });
+    const everything: WatchEvent[] = [];
+    const stopEverything = await store.watch('', (e) => everything.push(e), { onError: (e) => errors.push(e) });
     const writes: Array<() => Promise<unknown>> = [
       () => store.put(`${p}a`, 1),
       () => store.put(`${p}b`, 2),
@@ -140,6 +142,9 @@ export function storeContract(target: () => ContractTarget): void {
     for (const w of writes) await w();
     const finalRev = await store.put(`${p}z`, 'last');
     await eventually('the last write is seen by the watch', 10_000, () => (events.some((e) => e.revision === finalRev) ? true : undefined));
+    await eventually('the last write is seen by the watch of all keys', 10_000, () => (everything.some((e) => e.revision === finalRev) ? true : undefined));
+    await stopEverything();
+    expect(everything.some((e) => e.key === `x${p}` && e.type === 'put')).toBe(true);
     expect(errors).toEqual([]);
     for (let i = 1; i < events.length; i++) expect(events[i]!.revision).toBeGreaterThanOrEqual(events[i - 1]!.revision);
     expect(events.every((e) => e.key.startsWith(p))).toBe(true);
