@@ -113,7 +113,7 @@ export interface FtCommonConfig {
   readonly timeoutMs: number;
   /** Execution lag (the "lockstep interval") the primary keeps under by slowing down, ms. */
   readonly lagTargetMs: number;
-  /** Lag at which the primary runs at its slowest, ms (at least lagTargetMs). */
+  /** Lag at which the primary runs at its slowest, ms (greater than lagTargetMs). */
   readonly maxLagMs: number;
   /** Log sent but not acknowledged beyond which the primary stalls, bytes. */
   readonly maxUnackedBytes: number;

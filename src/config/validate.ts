@@ -367,9 +367,10 @@ function checkFt(c: Checker, raw: unknown): FtConfig | undefined {
   }
   const lagTargetMs = c.int(s, 'lagTargetMs', L.lagTargetMs, D.ft.lagTargetMs, ' (ms)');
   const maxLagMs = c.int(s, 'maxLagMs', L.maxLagMs, D.ft.maxLagMs, ' (ms)');
-  if (lagTargetMs !== undefined && maxLagMs !== undefined && maxLagMs < lagTargetMs) {
+  if (lagTargetMs !== undefined && maxLagMs !== undefined && maxLagMs <= lagTargetMs) {
     const given = get(s, 'maxLagMs') !== undefined ? '' : ' (the default)';
-    c.fail(['ft', 'maxLagMs'], `must be at least ft.lagTargetMs = ${lagTargetMs}, got ${maxLagMs}${given}`);
+    // The throttle rises from 0 at the target to its maximum at maxLagMs, so the two cannot meet.
+    c.fail(['ft', 'maxLagMs'], `must be greater than ft.lagTargetMs = ${lagTargetMs}, got ${maxLagMs}${given}`);
   }
   const maxUnackedBytes = c.int(s, 'maxUnackedBytes', L.maxUnackedBytes, D.ft.maxUnackedBytes, ' (bytes)');
   const outputRule = c.bool(s, 'outputRule', D.ft.outputRule);

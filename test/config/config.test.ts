@@ -116,7 +116,7 @@ describe('validateConfig: defaults', () => {
         heartbeatMs: 50,
         timeoutMs: 150,
         lagTargetMs: 20,
-        maxLagMs: 20,
+        maxLagMs: 40,
         maxUnackedBytes: 65536,
         outputRule: true,
         arbiter: { backend: 'etcd', endpoints: ['http://etcd-1:2379'], prefix: '/ft/', timeoutMs: 500 },
@@ -132,7 +132,7 @@ describe('validateConfig: defaults', () => {
     expect(config.ft.listen).toEqual({ host: '::1', port: 7401 });
     expect(config.ft.key).toEqual({ source: 'env', name: 'LOCKSTEP_KEY' });
     expect(config.ft.tls).toEqual({ cert: '/cfg/c.pem', key: '/cfg/k.pem', ca: '/pki/ca.pem' });
-    expect([config.ft.heartbeatMs, config.ft.timeoutMs, config.ft.lagTargetMs, config.ft.maxLagMs]).toEqual([50, 150, 20, 20]);
+    expect([config.ft.heartbeatMs, config.ft.timeoutMs, config.ft.lagTargetMs, config.ft.maxLagMs]).toEqual([50, 150, 20, 40]);
     expect(config.ft.hashIntervalInstructions).toBe(0);
     expect(config.ft.arbiter).toEqual({ backend: 'etcd', endpoints: ['http://etcd-1:2379'], prefix: '/ft/', timeoutMs: 500 });
     expect(config.metrics?.listen).toEqual({ host: '0.0.0.0', port: 9100 });
@@ -219,7 +219,9 @@ const BAD: [string, (c: Record<string, any>) => void, string, string | RegExp][]
   ['timeoutMs under 3 heartbeats', (c) => (c['ft'].timeoutMs = 200), 'ft.timeoutMs', 'must be at least 3 × ft.heartbeatMs = 300, got 200'],
   ['default timeout under 3 heartbeats', (c) => (c['ft'].heartbeatMs = 250), 'ft.timeoutMs', 'got 600 (the default)'],
   ['lagTargetMs zero', (c) => (c['ft'].lagTargetMs = 0), 'ft.lagTargetMs', 'got 0'],
-  ['maxLagMs under lagTargetMs', (c) => (c['ft'].maxLagMs = 50), 'ft.maxLagMs', 'must be at least ft.lagTargetMs = 100, got 50'],
+  ['maxLagMs under lagTargetMs', (c) => (c['ft'].maxLagMs = 50), 'ft.maxLagMs', 'must be greater than ft.lagTargetMs = 100, got 50'],
+  ['maxLagMs equal to lagTargetMs', (c) => (c['ft'].maxLagMs = 100), 'ft.maxLagMs', 'must be greater than ft.lagTargetMs = 100, got 100'],
+  ['default maxLagMs under lagTargetMs', (c) => (c['ft'].lagTargetMs = 2000), 'ft.maxLagMs', 'got 1000 (the default)'],
   ['maxUnackedBytes too small', (c) => (c['ft'].maxUnackedBytes = 1000), 'ft.maxUnackedBytes', 'got 1000'],
   ['outputRule a number', (c) => (c['ft'].outputRule = 0), 'ft.outputRule', 'must be true or false, got 0'],
   ['arbiter missing', (c) => delete c['ft'].arbiter, 'ft.arbiter', 'is required when ft.enabled is true'],

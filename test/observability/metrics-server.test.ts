@@ -1,0 +1,96 @@
+// The metrics endpoint over real HTTP on 127.0.0.1, port 0: /metrics answers, anything else is 404,
+// and close() ends keep-alive connections too.
+import { request } from 'node:http';
+import { createServer } from 'node:net';
+import { describe, expect, it } from 'vitest';
+import { LockstepError } from '../../src/errors.js';
+import { PROMETHEUS_CONTENT_TYPE, Registry, startMetricsServer } from '../../src/observability/index.js';
+
+function get(url: string, method = 'GET', agent?: import('node:http').Agent): Promise<{ status: number; type: string | undefined; body: string; headers: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method, agent: agent ?? false, timeout: 5000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode!, type: res.headers['content-type'], body, headers: res.headers }));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('startMetricsServer', () => {
+  it('serves the registry at GET /metrics and 404 elsewhere, then closes', async () => {
+    const r = new Registry();
+    r.counter({ name: 'scrapes_total', help: 'S.' }).inc(7);
+    const server = await startMetricsServer(r, { port: 0 });
+    try {
+      expect(server.host).toBe('127.0.0.1');
+      expect(server.port).toBeGreaterThan(0);
+      expect(server.url).toBe(`http://127.0.0.1:${server.port}/metrics`);
+      const ok = await get(server.url);
+      expect(ok.status).toBe(200);
+      expect(ok.type).toBe(PROMETHEUS_CONTENT_TYPE);
+      expect(ok.body).toBe(r.metrics());
+      expect(ok.body).toContain('scrapes_total 7\n');
+      expect((await get(`${server.url}?name[]=x`)).status).toBe(200);
+      const head = await get(server.url, 'HEAD');
+      expect([head.status, head.body]).toEqual([200, '']);
+      expect((await get(`http://127.0.0.1:${server.port}/`)).status).toBe(404);
+      expect((await get(`http://127.0.0.1:${server.port}/metricsx`)).status).toBe(404);
+      const post = await get(server.url, 'POST');
+      expect(post.status).toBe(405);
+      expect(post.headers['allow']).toBe('GET, HEAD');
+    } finally {
+      await server.close();
+    }
+    await expect(get(server.url)).rejects.toThrow(/ECONNREFUSED/);
+  });
+
+  it('closes promptly with a keep-alive connection open', async () => {
+    const { Agent } = await import('node:http');
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const server = await startMetricsServer(new Registry(), { port: 0 });
+    try {
+      expect((await get(server.url, 'GET', agent)).status).toBe(200);
+      const t0 = performance.now();
+      await server.close();
+      expect(performance.now() - t0).toBeLessThan(2000);
+      await server.close(); // a second close is harmless
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  it('answers 500 when a collector throws, and keeps serving', async () => {
+    const r = new Registry();
+    let fail = true;
+    r.addCollector(() => {
+      if (fail) throw new Error('machine gone');
+    });
+    const server = await startMetricsServer(r, { port: 0 });
+    try {
+      const bad = await get(server.url);
+      expect([bad.status, bad.body]).toEqual([500, 'collecting metrics failed: machine gone\n']);
+      fail = false;
+      expect((await get(server.url)).status).toBe(200);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('names the address when the port is taken', async () => {
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    const port = (blocker.address() as import('node:net').AddressInfo).port;
+    try {
+      const err = await startMetricsServer(new Registry(), { port }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(LockstepError);
+      expect((err as LockstepError).code).toBe('ERR_LOCKSTEP_METRICS_LISTEN');
+      expect((err as Error).message).toBe(`metrics: cannot listen on 127.0.0.1:${port}: EADDRINUSE (the port is taken: choose another metrics.listen)`);
+    } finally {
+      await new Promise((resolve) => blocker.close(resolve));
+    }
+  });
+});
