@@ -214,7 +214,8 @@ export const CONFIG_DEFAULTS = {
     maxLagMs: 1000,
     maxUnackedBytes: 64 * 1024 * 1024,
     outputRule: true,
-    etcdPrefix: '/lockstep/',
+    /** The etcd arbiter's own default: its epoch key is `<prefix>arbiter/<vm.id>/epoch`. */
+    etcdPrefix: 'lockstep/',
     etcdTimeoutMs: 2000,
     hashIntervalInstructions: 2 ** 26,
   },
