@@ -51,3 +51,6 @@ export type { Arbiter, ClaimResult, EpochHolder } from './ft/arbiter.js';
 export { createVmMachine, loadVm, attachVmNetwork } from './ft/vm.js';
 export type { VmSpec } from './ft/vm.js';
 export { loadConfig, parseConfig, validateConfig, ConfigError } from './config/index.js';
+export { bindFtMetrics } from './ft/metrics.js';
+export { Registry, createFtMetrics, startMetricsServer } from './observability/index.js';
+export type { FtMetrics, FtVmMetrics, MetricsServer } from './observability/index.js';

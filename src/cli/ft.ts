@@ -7,7 +7,9 @@ import { FileArbiter } from '../ft/arbiter-file.js';
 import { EtcdArbiter } from '../ft/arbiter-etcd.js';
 import type { Arbiter } from '../ft/arbiter.js';
 import { describeStatus } from '../ft/control.js';
+import { bindFtMetrics } from '../ft/metrics.js';
 import { FtPrimary } from '../ft/primary.js';
+import { Registry, createFtMetrics, startMetricsServer, type MetricsServer } from '../observability/index.js';
 import { FtSecondary } from '../ft/secondary.js';
 import { attachVmNetwork, createVmMachine, loadVm, type VmSpec } from '../ft/vm.js';
 import type { Machine } from '../machine/machine.js';
@@ -195,6 +197,14 @@ export async function primaryCommand(argv: string[], io: CommandIo): Promise<num
     ...(tls ? { tls } : {}),
   });
   const done = supervisePrimary(primary, r, io, values.console === true);
+  let metrics: MetricsServer | undefined;
+  let unbind = () => {};
+  if (loaded.config.metrics) {
+    const registry = new Registry();
+    unbind = bindFtMetrics(primary, createFtMetrics(registry).forVm(spec.id));
+    metrics = await startMetricsServer(registry, { host: loaded.config.metrics.listen.host, port: loaded.config.metrics.listen.port });
+    r.event('metrics', { url: metrics.url }, `Prometheus metrics at ${metrics.url}`);
+  }
   const addr = await primary.start();
   r.event('listening', { host: addr.host, port: addr.port, epoch: primary.epoch }, `primary of ${spec.id} at epoch ${primary.epoch}; secondaries join at ${addr.host}:${addr.port}`);
   onSignals(() => primary.stop());
@@ -208,6 +218,8 @@ export async function primaryCommand(argv: string[], io: CommandIo): Promise<num
   process.on('SIGUSR2', op('test restart secondary', () => primary.restartSecondary()));
   const status = await done;
   r.end();
+  unbind();
+  await metrics?.close();
   await primary.stop().catch(() => undefined);
   return status;
   }

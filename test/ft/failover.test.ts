@@ -94,7 +94,11 @@ describe('fault-tolerant pair (processes)', () => {
   it('SIGKILL of the secondary: the primary goes on alone, then a new secondary joins and lockstep resumes', async () => {
     const dir = join(tmp, 'secondary-kill');
     mkdirSync(dir);
-    const { cfg, primary, secondary, port } = await pair(dir);
+    const { cfg, primary, secondary, port } = await pair(dir, { metrics: true });
+    const metricsUrl = String((await primary.wait('metrics')).url);
+    const scrape = async () => (await fetch(metricsUrl)).text();
+    await new Promise((r) => setTimeout(r, 1100));
+    expect(await scrape()).toMatch(/lockstep_protected\{vm="kv-test"\} 1/);
     const load = new LoadGenerator({ durationMs: 600_000, endpoints: [{ host: '127.0.0.1', port: cfg.udpPort }], clients: 2, setRatio: 0.5, keys: 50, timeoutMs: 150, retries: 40 });
     const running = load.run();
     await new Promise((r) => setTimeout(r, 300));
@@ -112,6 +116,9 @@ describe('fault-tolerant pair (processes)', () => {
     expect(result.violationCount).toBe(0);
     expect(result.failed).toBe(0);
     expect(again.child.exitCode).toBeNull();
+    const text = await scrape();
+    expect(text).toMatch(/lockstep_failovers_total\{vm="kv-test"\} 1/);
+    expect(text).toMatch(/lockstep_ack_latency_seconds_count\{vm="kv-test"\} [1-9]/);
   }, 120_000);
 
   it('a partition of the logging channel leaves exactly one side live; the loser halts', async () => {

@@ -32,12 +32,12 @@ export interface PairConfig {
 }
 
 /** Writes a kvserver FT config (fresh disk image and arbiter directory) into `dir`. */
-export async function kvConfig(dir: string, options: { timeoutMs?: number; heartbeatMs?: number; ramMiB?: number; udpPort?: number; name?: string; key?: string } = {}): Promise<PairConfig> {
+export async function kvConfig(dir: string, options: { timeoutMs?: number; heartbeatMs?: number; ramMiB?: number; udpPort?: number; name?: string; key?: string; metrics?: boolean } = {}): Promise<PairConfig> {
   const udpPort = options.udpPort ?? (await freeUdpPort());
   const image = join(dir, 'kv.img');
   writeFileSync(image, Buffer.alloc(4 << 20), { flag: 'a' });
   const ramMiB = options.ramMiB ?? 16;
-  const config = {
+  const config: Record<string, unknown> = {
     vm: { id: 'kv-test', guest: KVSERVER, ramMiB, clock: 'real', devices: { disk: { path: image }, net: { backend: 'udp', hostPort: udpPort, guestPort: 11211 } } },
     ft: {
       listen: '127.0.0.1:0',
@@ -47,6 +47,7 @@ export async function kvConfig(dir: string, options: { timeoutMs?: number; heart
       heartbeatMs: options.heartbeatMs ?? 100,
     },
   };
+  if (options.metrics) config.metrics = { listen: '127.0.0.1:0' };
   mkdirSync(join(dir, 'arbiter'), { recursive: true }); // the shared directory must exist
   const path = join(dir, options.name ?? 'vm.json');
   writeFileSync(path, JSON.stringify(config, null, 2));
