@@ -250,7 +250,7 @@ function checkVm(c: Checker, raw: unknown): VmConfig | undefined {
   if (!s) return undefined;
   const id = c.string(s, 'id', VM_ID, 'a VM name: 1 to 63 lowercase letters, digits, ".", "_" or "-", starting with a letter or digit');
   const guest = c.path(s, 'guest', 'the path of the guest ELF file', true);
-  const ramMiB = c.int(s, 'ramMiB', L.ramMiB, D.vm.ramMiB, ' (MiB)');
+  const ramMiB = c.int(s, 'ramMiB', L.ramMiB, D.vm.ramMiB);
   const clock = c.choice(s, 'clock', ['real', 'virtual'] as const, D.vm.clock);
   let devices: DevicesConfig = { rng: D.vm.devices.rng, disk: undefined, net: undefined };
   const rawDevices = get(s, 'devices');
@@ -343,7 +343,7 @@ function checkArbiter(c: Checker, s: Section, enabled: boolean): ArbiterConfig |
     });
   }
   const prefix = c.string(a, 'prefix', /^[\x21-\x7e]{1,256}$/, 'a key prefix of 1 to 256 printable characters without spaces', D.ft.etcdPrefix);
-  const timeoutMs = c.int(a, 'timeoutMs', L.etcdTimeoutMs, D.ft.etcdTimeoutMs, ' (ms)');
+  const timeoutMs = c.int(a, 'timeoutMs', L.etcdTimeoutMs, D.ft.etcdTimeoutMs);
   return { backend, endpoints, prefix: prefix ?? '', timeoutMs: timeoutMs ?? 0 };
 }
 
@@ -355,8 +355,8 @@ function checkFt(c: Checker, raw: unknown): FtConfig | undefined {
   const listen = c.hostPort(s, 'listen', D.ft.listen);
   const key = checkKey(c, s, on);
   const tls = checkTls(c, s);
-  const heartbeatMs = c.int(s, 'heartbeatMs', L.heartbeatMs, D.ft.heartbeatMs, ' (ms)');
-  const timeoutMs = c.int(s, 'timeoutMs', L.timeoutMs, D.ft.timeoutMs, ' (ms)');
+  const heartbeatMs = c.int(s, 'heartbeatMs', L.heartbeatMs, D.ft.heartbeatMs);
+  const timeoutMs = c.int(s, 'timeoutMs', L.timeoutMs, D.ft.timeoutMs);
   if (heartbeatMs !== undefined && timeoutMs !== undefined && timeoutMs < L.timeoutHeartbeats * heartbeatMs) {
     const given = get(s, 'timeoutMs') !== undefined ? '' : ' (the default)';
     c.fail(
@@ -365,14 +365,14 @@ function checkFt(c: Checker, raw: unknown): FtConfig | undefined {
         'with fewer than three heartbeats per timeout, one late heartbeat is a false failover; raise ft.timeoutMs or lower ft.heartbeatMs',
     );
   }
-  const lagTargetMs = c.int(s, 'lagTargetMs', L.lagTargetMs, D.ft.lagTargetMs, ' (ms)');
-  const maxLagMs = c.int(s, 'maxLagMs', L.maxLagMs, D.ft.maxLagMs, ' (ms)');
+  const lagTargetMs = c.int(s, 'lagTargetMs', L.lagTargetMs, D.ft.lagTargetMs);
+  const maxLagMs = c.int(s, 'maxLagMs', L.maxLagMs, D.ft.maxLagMs);
   if (lagTargetMs !== undefined && maxLagMs !== undefined && maxLagMs <= lagTargetMs) {
     const given = get(s, 'maxLagMs') !== undefined ? '' : ' (the default)';
     // The throttle rises from 0 at the target to its maximum at maxLagMs, so the two cannot meet.
     c.fail(['ft', 'maxLagMs'], `must be greater than ft.lagTargetMs = ${lagTargetMs}, got ${maxLagMs}${given}`);
   }
-  const maxUnackedBytes = c.int(s, 'maxUnackedBytes', L.maxUnackedBytes, D.ft.maxUnackedBytes, ' (bytes)');
+  const maxUnackedBytes = c.int(s, 'maxUnackedBytes', L.maxUnackedBytes, D.ft.maxUnackedBytes);
   const outputRule = c.bool(s, 'outputRule', D.ft.outputRule);
   const arbiter = checkArbiter(c, s, on);
   const hashIntervalInstructions = c.int(s, 'hashIntervalInstructions', L.hashIntervalInstructions, D.ft.hashIntervalInstructions, ' (0: no hashes)');
