@@ -25,7 +25,7 @@ describe('DirStore contract', () => {
     open: () => DirStore.open({ dir: join(root, 'contract'), pollIntervalMs: 50 }),
     child: () => ({ kind: 'dir', dir: join(root, 'contract') }),
     exactWatch: false,
-    ttlMs: 1_000,
+    ttlMs: 2_000,
   }));
 });
 

@@ -24,7 +24,7 @@ describe.skipIf(!etcd.ok)('EtcdStore (real etcd)', () => {
       open: () => EtcdStore.open({ endpoints: [server.endpoint] }),
       child: () => ({ kind: 'etcd', endpoint: server.endpoint }),
       exactWatch: true,
-      ttlMs: 1_000,
+      ttlMs: 2_000,
     }));
   });
 
