@@ -131,13 +131,16 @@ export interface BalanceResult {
 export interface BalanceOptions {
   /** Net imbalance reduction (benefit − cost) a balancing move must reach. Default 0.001. */
   minBenefit?: number;
-  /** Migration cost per GiB of the VM's memory, in imbalance units. Default 0.001. */
+  /** Migration cost per GiB of the VM's memory, in imbalance units. Default 0.0002. */
   costPerGiB?: number;
   /** Most moves recommended in one answer (repairs included). Default 1000. */
   maxMoves?: number;
-  /** Hosts examined at each end of the load order per round (doubling up to maxWindow). Default 8. */
+  /**
+   * Destination hosts: this many least loaded by CPU and as many by memory (for FT halves in integrated
+   * mode, among the hosts of the baseline id). Default 16.
+   */
   window?: number;
-  /** Widest window before giving up. Default 64. */
+  /** When no move is worth it, the window doubles up to this before the balancer stops. Default 64. */
   maxWindow?: number;
   /** Recommend moves that repair broken hard VM-VM/VM-host/compat rules and soft rules. Default true. */
   fixRules?: boolean;
@@ -146,9 +149,9 @@ export interface BalanceOptions {
 /** Defaults of {@link BalanceOptions}. */
 export const DEFAULT_BALANCE_OPTIONS: Readonly<Required<BalanceOptions>> = Object.freeze({
   minBenefit: 0.001,
-  costPerGiB: 0.001,
+  costPerGiB: 0.0002,
   maxMoves: 1000,
-  window: 8,
+  window: 16,
   maxWindow: 64,
   fixRules: true,
 });
@@ -247,7 +250,7 @@ function repairOf(c: Cluster, s: State, vm: number, secondary: boolean, mode: 'h
   const cost = costPerGiB * gib(c.mem[vm]!);
   if (!c.ft[vm] || secondary) {
     const spec: HalfSpec = { vm, secondary, freed: a, partner: partnerOf(s, vm, secondary), ignore: -1 };
-    const sc = scan(c, s, spec, false);
+    const sc = scan(c, s, spec);
     if (sc.best < 0 || sc.best === a) return undefined;
     const before = softScore(c, s, vm, secondary, a);
     const sco: HostScore = sc.score!;
@@ -276,12 +279,13 @@ function repairOf(c: Cluster, s: State, vm: number, secondary: boolean, mode: 'h
 /**
  * Load-balancing recommendations for the snapshot, in the order to apply them. First repairs: halves
  * that break a hard rule (e.g. after a failover the new primary sits beside a VM it must avoid) move to
- * a valid host, then halves that break soft rules move where they break fewer. Then balancing: each
- * round looks at the most and least loaded hosts (by CPU and by memory), scores every allowed move of a
- * half from the first to the second by the reduction of the imbalance I = Σ((cpu − mean)² +
- * (mem − mean)²)/2, and takes the best one if its benefit exceeds its cost (costPerGiB × memory) by
- * minBenefit; otherwise it widens the window, and stops at maxWindow. Moves never break a hard rule,
- * a capacity or FT cap, and never raise the number of broken soft rules. In legacy mode FT VMs stay
+ * a valid host, then halves that break soft rules move where they break fewer. Then balancing, one
+ * move at a time: every allowed move of a half to one of the least loaded hosts (by CPU and by memory)
+ * is scored by the reduction of the imbalance I = Σ((cpu − mean)² + (mem − mean)²)/2, and the best
+ * one is taken if that benefit exceeds its cost (costPerGiB × memory) by minBenefit. Each host's best
+ * move is cached (a lazy greedy), so a move re-prices a few hosts, not all; before stopping every host
+ * is re-priced and the destination window widened up to maxWindow. Moves never break a hard rule, a
+ * capacity or FT cap, and never raise the number of broken soft rules. In legacy mode FT VMs stay
  * where they are.
  */
 export function balance(c: Cluster, options: BalanceOptions = {}): BalanceResult {
@@ -341,91 +345,194 @@ export function balance(c: Cluster, options: BalanceOptions = {}): BalanceResult
     }
   }
 
-  // Balancing.
+  // Balancing: a lazy greedy. Every host's best move (its halves priced against the destination
+  // window) is cached in a max-heap. The top entry is recomputed if anything moved since it was
+  // priced; if it is still on top and worth its cost it is applied. Other moves only fill the
+  // destinations, so a cached figure is (nearly always) an upper bound and most hosts are never
+  // re-priced. Before stopping, every host is priced afresh (and the window widened) to be sure.
   let stop: BalanceStop | undefined;
   const byCpu = new LoadIndex(s, (h) => s.cpu(h));
   const byMem = new LoadIndex(s, (h) => s.memory(h));
-  let k = opts.window;
-  const union = (a: number[], b: number[]): number[] => [...new Set([...a, ...b])].sort((x, y) => x - y);
+  const ftOnly = c.mode === 'integrated' && c.baseline !== undefined;
+  const ftCpu = ftOnly ? new LoadIndex(s, (h) => s.cpu(h), (h) => c.compat[h] === c.baseline) : undefined;
+  const ftMem = ftOnly ? new LoadIndex(s, (h) => s.memory(h), (h) => c.compat[h] === c.baseline) : undefined;
+  let width = opts.window;
+  const windowOf = (a: LoadIndex, b: LoadIndex): number[] => [...new Set([...a.lowest(width), ...b.lowest(width)])].sort((x, y) => x - y);
+  let dests = windowOf(byCpu, byMem);
+  let ftDests = ftCpu && ftMem ? windowOf(ftCpu, ftMem) : dests;
+  const terms = new Float64Array(4);
+
+  /** The best move of the halves on host a into the destination windows, or undefined. */
+  const priceHost = (a: number): { cand: Cand; net: number } | undefined => {
+    let best: Cand | undefined;
+    let bestNet = -Infinity;
+    for (const half of s.onHost[a]!) {
+      const vm = half >> 1;
+      const secondary = (half & 1) === 1;
+      if (!movable(c, s, vm, secondary)) continue;
+      const cost = opts.costPerGiB * gib(c.mem[vm]!);
+      const targets = c.ft[vm] ? ftDests : dests;
+      s.leaveTerms(vm, a, terms);
+      if (!c.ft[vm] || secondary) {
+        const spec: HalfSpec = { vm, secondary, freed: a, partner: partnerOf(s, vm, secondary), ignore: -1 };
+        let softHere = -1;
+        for (const b of targets) {
+          if (b === a) continue;
+          const dI = s.deltaTo(vm, b, terms);
+          const net = -dI - cost;
+          if (dI >= 0 || !improves(net, bestNet, best, false)) continue;
+          if (!valid(c, s, spec, b, null)) continue;
+          if (softHere < 0) softHere = softScore(c, s, vm, secondary, a);
+          const dSoft = softScore(c, s, vm, secondary, b) - softHere;
+          if (dSoft > 0) continue;
+          best = { kind: secondary ? 'move-secondary' : 'migrate', vm, from: a, to: b, via: -1, dI, cost, dSoft };
+          bestNet = net;
+        }
+      } else {
+        const sHost = s.sec[vm]!;
+        let primaryOk: boolean | undefined;
+        const spec: HalfSpec = { vm, secondary: true, freed: a, partner: sHost, ignore: -1 };
+        for (const t of targets) {
+          if (t === a || t === sHost) continue;
+          const dI = s.deltaTo(vm, t, terms);
+          const net = -dI - cost;
+          if (dI >= 0 || !improves(net, bestNet, best, true)) continue;
+          primaryOk ??= s.isTarget(sHost) && checkRules(c, s, vm, false, sHost, -1, -1, null);
+          if (!primaryOk) break;
+          if (!valid(c, s, spec, t, null)) continue;
+          const dSoft = softVmScore(c, s, vm, sHost) - softVmScore(c, s, vm, a) + softHostScore(c, vm, t) - softHostScore(c, vm, a);
+          if (dSoft > 0) continue;
+          best = { kind: 'switch-primary', vm, from: a, to: t, via: sHost, dI, cost, dSoft };
+          bestNet = net;
+        }
+      }
+    }
+    return best ? { cand: best, net: bestNet } : undefined;
+  };
+
+  // Max-heap of hosts by cached net benefit (ties: smaller host index first).
+  const H = c.hostIds.length;
+  const cachedNet = new Float64Array(H).fill(-Infinity);
+  const cachedCand: (Cand | undefined)[] = new Array<Cand | undefined>(H);
+  const pricedAt = new Int32Array(H).fill(-1);
+  let version = 0;
+  const heap: number[] = [];
+  const inHeap = new Uint8Array(H);
+  const isSwitch = (h: number): number => (cachedCand[h]?.kind === 'switch-primary' ? 1 : 0);
+  // Larger net first; on a tie a host whose move is not a switch, then the smaller host index.
+  const above = (x: number, y: number): boolean =>
+    cachedNet[x]! > cachedNet[y]! || (cachedNet[x] === cachedNet[y] && (isSwitch(x) - isSwitch(y) || x - y) < 0);
+  const push = (h: number): void => {
+    inHeap[h] = 1;
+    heap.push(h);
+    for (let i = heap.length - 1; i > 0; ) {
+      const p = (i - 1) >> 1;
+      if (!above(heap[i]!, heap[p]!)) break;
+      [heap[i], heap[p]] = [heap[p]!, heap[i]!];
+      i = p;
+    }
+  };
+  const pop = (): number => {
+    const top = heap[0]!;
+    inHeap[top] = 0;
+    const last = heap.pop()!;
+    if (heap.length > 0) {
+      heap[0] = last;
+      for (let i = 0; ; ) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < heap.length && above(heap[l]!, heap[m]!)) m = l;
+        if (r < heap.length && above(heap[r]!, heap[m]!)) m = r;
+        if (m === i) break;
+        [heap[i], heap[m]] = [heap[m]!, heap[i]!];
+        i = m;
+      }
+    }
+    return top;
+  };
+  const price = (h: number): void => {
+    const p = priceHost(h);
+    cachedNet[h] = p ? p.net : -Infinity;
+    cachedCand[h] = p?.cand;
+    pricedAt[h] = version;
+  };
+  /** Prices every host afresh and rebuilds the heap. */
+  const priceAll = (): void => {
+    heap.length = 0;
+    inHeap.fill(0);
+    for (let h = 0; h < H; h++) {
+      if (!s.pop[h] || s.onHost[h]!.length === 0) continue;
+      price(h);
+      if (cachedNet[h]! > -Infinity) push(h);
+    }
+  };
+  priceAll();
+  let freshAt = version;
   while (!stop) {
     if (recs.length >= opts.maxMoves) {
       stop = { code: 'max-moves', maxMoves: opts.maxMoves, message: `stopped after ${opts.maxMoves} moves (maxMoves); balancing again may find more` };
       break;
     }
-    if (s.n < 2) {
-      stop = { code: 'no-beneficial-move', message: `fewer than two hosts take part in balancing` };
-      break;
+    const top = heap.length > 0 ? heap[0]! : -1;
+    if (top >= 0 && pricedAt[top] !== version) {
+      pop();
+      price(top);
+      if (cachedNet[top]! > -Infinity) push(top);
+      continue;
     }
-    const sources = union(byCpu.highest(k), byMem.highest(k));
-    const dests = union(byCpu.lowest(k), byMem.lowest(k));
-    let best: Cand | undefined;
-    let bestNet = -Infinity;
-    for (const a of sources) {
-      for (const half of s.onHost[a]!) {
-        const vm = half >> 1;
-        const secondary = (half & 1) === 1;
-        if (!movable(c, s, vm, secondary)) continue;
-        const cost = opts.costPerGiB * gib(c.mem[vm]!);
-        if (!c.ft[vm] || secondary) {
-          const spec: HalfSpec = { vm, secondary, freed: a, partner: partnerOf(s, vm, secondary), ignore: -1 };
-          let softHere = -1;
-          for (const b of dests) {
-            if (b === a) continue;
-            const dI = s.deltaImbalance(vm, a, b);
-            const net = -dI - cost;
-            if (dI >= 0 || !improves(net, bestNet, best, false)) continue;
-            if (!valid(c, s, spec, b, null)) continue;
-            if (softHere < 0) softHere = softScore(c, s, vm, secondary, a);
-            const dSoft = softScore(c, s, vm, secondary, b) - softHere;
-            if (dSoft > 0) continue;
-            best = { kind: secondary ? 'move-secondary' : 'migrate', vm, from: a, to: b, via: -1, dI, cost, dSoft };
-            bestNet = net;
-          }
-        } else {
-          const sHost = s.sec[vm]!;
-          let primaryOk: boolean | undefined;
-          const spec: HalfSpec = { vm, secondary: true, freed: a, partner: sHost, ignore: -1 };
-          for (const t of dests) {
-            if (t === a || t === sHost) continue;
-            const dI = s.deltaImbalance(vm, a, t);
-            const net = -dI - cost;
-            if (dI >= 0 || !improves(net, bestNet, best, true)) continue;
-            primaryOk ??= s.isTarget(sHost) && checkRules(c, s, vm, false, sHost, -1, -1, null);
-            if (!primaryOk) break;
-            if (!valid(c, s, spec, t, null)) continue;
-            const dSoft = softVmScore(c, s, vm, sHost) - softVmScore(c, s, vm, a) + softHostScore(c, vm, t) - softHostScore(c, vm, a);
-            if (dSoft > 0) continue;
-            best = { kind: 'switch-primary', vm, from: a, to: t, via: sHost, dI, cost, dSoft };
-            bestNet = net;
-          }
-        }
-      }
-    }
-    if (best && bestNet >= opts.minBenefit) {
+    if (top >= 0 && cachedNet[top]! >= opts.minBenefit) {
+      const best = cachedCand[top]!;
       record(best, { code: 'balance', benefit: -best.dI, cost: best.cost, required: opts.minBenefit + best.cost });
+      version++;
       for (const h of [best.from, best.to, best.via]) {
-        if (h >= 0 && s.pop[h]) {
-          byCpu.update(h);
-          byMem.update(h);
+        if (h < 0 || !s.pop[h]) continue;
+        byCpu.update(h);
+        byMem.update(h);
+        if (ftCpu && ftMem && c.compat[h] === c.baseline) {
+          ftCpu.update(h);
+          ftMem.update(h);
         }
       }
-      k = opts.window;
+      dests = windowOf(byCpu, byMem);
+      ftDests = ftCpu && ftMem ? windowOf(ftCpu, ftMem) : dests;
+      // A host that was not in the heap (nothing to move) may have gained a half: have it priced soon.
+      for (const h of [best.to, best.via]) {
+        if (h < 0 || !s.pop[h] || inHeap[h]) continue;
+        cachedNet[h] = Infinity;
+        push(h);
+      }
       continue;
     }
-    if (k < opts.maxWindow && k < s.n) {
-      k = Math.min(opts.maxWindow, k * 2);
+    // The top is exact and not worth its cost. Make sure: price every host afresh, then widen.
+    if (freshAt !== version) {
+      priceAll();
+      freshAt = version;
       continue;
     }
-    if (best) {
-      const move = toMove(c, s, best);
-      const required = opts.minBenefit + best.cost;
+    if (width < opts.maxWindow && width < s.n) {
+      width = Math.min(opts.maxWindow, width * 2);
+      dests = windowOf(byCpu, byMem);
+      ftDests = ftCpu && ftMem ? windowOf(ftCpu, ftMem) : dests;
+      version++;
+      priceAll();
+      freshAt = version;
+      continue;
+    }
+    if (top >= 0) {
+      const b = cachedCand[top]!;
+      const move = toMove(c, s, b);
+      const required = opts.minBenefit + b.cost;
       stop = {
         code: 'below-threshold',
-        best: { move, benefit: -best.dI, cost: best.cost, required },
-        message: `best remaining move (${describeMove(move)}) reduces the imbalance by ${formatFigure(-best.dI)}, less than its cost ${formatFigure(best.cost)} (${formatBytes(c.mem[best.vm]!)}) + threshold ${formatFigure(opts.minBenefit)}`,
+        best: { move, benefit: -b.dI, cost: b.cost, required },
+        message: `best remaining move (${describeMove(move)}) reduces the imbalance by ${formatFigure(-b.dI)}, less than its cost ${formatFigure(b.cost)} (${formatBytes(c.mem[b.vm]!)}) + threshold ${formatFigure(opts.minBenefit)}`,
       };
     } else {
-      stop = { code: 'no-beneficial-move', message: `no allowed move among the ${Math.min(k, s.n)} most and least loaded hosts reduces the imbalance` };
+      stop = {
+        code: 'no-beneficial-move',
+        message: s.n < 2 ? 'fewer than two hosts take part in balancing' : `no allowed move to the ${Math.min(width, s.n)} least loaded hosts reduces the imbalance`,
+      };
     }
   }
 

@@ -193,9 +193,9 @@ function evacuateHalf(c: Cluster, s: State, x: number, item: Item): EvacuationSt
 
   if (role === 'vm' || (role === 'primary' && !s.running(vm, true))) {
     const spec: HalfSpec = { vm, secondary: false, freed: x, partner: -1, ignore: x };
-    const sc = scan(c, s, spec, false);
+    const sc = scan(c, s, spec);
     if (sc.best < 0) {
-      const full = scan(c, s, spec, true);
+      const full = scan(c, s, spec, { report: true });
       return blockedHalf(`no host can take ${halfName(c, vm, false)}: all ${H.length - 1} other hosts rejected`, full.candidates.filter((k) => k.host !== H[x]));
     }
     s.move(vm, false, sc.best);
@@ -209,9 +209,9 @@ function evacuateHalf(c: Cluster, s: State, x: number, item: Item): EvacuationSt
       return blockedHalf(`the primary's host ${H[p] ?? '(none)'} is not connected: ${id} must fail over to this secondary first (placeSecondary)`, []);
     }
     const spec: HalfSpec = { vm, secondary: true, freed: x, partner: p, ignore: -1 };
-    const sc = scan(c, s, spec, false);
+    const sc = scan(c, s, spec);
     if (sc.best < 0) {
-      const full = scan(c, s, spec, true);
+      const full = scan(c, s, spec, { report: true });
       return blockedHalf(`no host can take the secondary of ${id} (primary on ${H[p]!})`, full.candidates.filter((k) => k.host !== H[x]));
     }
     s.move(vm, true, sc.best);
@@ -225,7 +225,7 @@ function evacuateHalf(c: Cluster, s: State, x: number, item: Item): EvacuationSt
   if (!s.isTarget(sHost)) primaryAtS.push({ code: 'host-maintenance', host: H[sHost]!, message: `${H[sHost]!} is in maintenance mode` });
   const tSpec: HalfSpec = { vm, secondary: true, freed: x, partner: sHost, ignore: -1 };
   if (sOk) {
-    const sc = scan(c, s, tSpec, false);
+    const sc = scan(c, s, tSpec);
     if (sc.best >= 0) {
       s.switchPrimary(vm, sc.best);
       return [step(c, { kind: 'switch-primary', vm: id, from: H[x]!, newPrimaryHost: H[sHost]!, newSecondaryHost: H[sc.best]! }, role, sc.score!, vm)];
@@ -247,12 +247,12 @@ function evacuateHalf(c: Cluster, s: State, x: number, item: Item): EvacuationSt
       return checkRules(c, s, vm, false, h, -1, x, out);
     },
   };
-  const s2 = scan(c, s, s2Spec, false);
+  const s2 = scan(c, s, s2Spec, { collectValid: true });
   const order = [...s2.valid].sort((a, b) => a.score.soft - b.score.soft || a.score.imbalanceDelta - b.score.imbalanceDelta || a.h - b.h);
   // Each try is a full scan for T; the best MAX_RELAY_TRIES hosts for S2 are tried, not all of them.
   for (const cand of order.slice(0, MAX_RELAY_TRIES)) {
     s.move(vm, true, cand.h);
-    const t = scan(c, s, { vm, secondary: true, freed: x, partner: cand.h, ignore: -1 }, false);
+    const t = scan(c, s, { vm, secondary: true, freed: x, partner: cand.h, ignore: -1 });
     if (t.best < 0) {
       s.move(vm, true, sHost);
       continue;
@@ -265,13 +265,13 @@ function evacuateHalf(c: Cluster, s: State, x: number, item: Item): EvacuationSt
   }
   const tried = order.length > MAX_RELAY_TRIES ? ` (tried the best ${MAX_RELAY_TRIES} of ${order.length} hosts that could relay)` : '';
   if (!sOk) {
-    const full = scan(c, s, { ...s2Spec }, true);
+    const full = scan(c, s, s2Spec, { report: true });
     return blockedHalf(
       `the secondary's host ${H[sHost]!} cannot take the primary role (${primaryAtS.map((r) => r.message).join('; ')}), and no other host can take the secondary and then the primary role${tried}`,
       full.candidates.filter((k) => k.host !== H[x]),
     );
   }
-  const full = scan(c, s, tSpec, true);
+  const full = scan(c, s, tSpec, { report: true });
   return blockedHalf(
     `${id} can switch to its secondary on ${H[sHost]!}, but no host can take the new secondary beside it (and no other host can take both roles in turn${tried})`,
     full.candidates.filter((k) => k.host !== H[x]),

@@ -160,20 +160,38 @@ export interface HalfSpec {
 
 /** Result of a scan: the best valid host (-1 if none) and, when asked for, every candidate. */
 export interface Scan {
+  /** Best valid host that the scan's `accept` filter also takes, -1 when none. */
   best: number;
   score: HostScore | undefined;
+  /** Best valid host ignoring `accept`, -1 when none. */
+  bestValid: number;
+  /** Number of valid hosts (ignoring `accept`). */
+  validCount: number;
+  /** Every host with its reasons or score (only when a report was asked for). */
   candidates: Candidate[];
-  /** Valid hosts with their scores, in host order. */
+  /** Valid hosts with their scores, in host order (only when asked for). */
   valid: { h: number; score: HostScore }[];
 }
 
-/** Score of a valid host. */
-export function scoreHost(c: Cluster, s: State, spec: HalfSpec, h: number): HostScore {
+/** Options of {@link scan}. */
+export interface ScanOptions {
+  /** Also list every host with its rejection reasons or score. */
+  report?: boolean;
+  /** Only these hosts (all hosts in id order when absent). */
+  hosts?: readonly number[];
+  /** A further filter for the best host (not a rejection: the host stays valid in the report). */
+  accept?: (h: number) => boolean;
+  /** Also collect every valid host with its score. */
+  collectValid?: boolean;
+}
+
+/** Score of a valid host, given its soft weight and imbalance change. */
+function scoreOf(c: Cluster, s: State, spec: HalfSpec, h: number, soft: number, imbalanceDelta: number): HostScore {
   const own = h === spec.freed;
   return {
     host: c.hostIds[h]!,
-    soft: softScore(c, s, spec.vm, spec.secondary, h, spec.ignore),
-    imbalanceDelta: own ? 0 : s.deltaImbalance(spec.vm, spec.freed, h),
+    soft,
+    imbalanceDelta,
     cpuAfter: (s.usedMips[h]! + (own ? 0 : c.mips[spec.vm]!)) / c.capMips[h]!,
     memoryAfter: (s.usedMem[h]! + (own ? 0 : c.mem[spec.vm]!)) / c.capMem[h]!,
   };
@@ -206,13 +224,19 @@ export function valid(c: Cluster, s: State, spec: HalfSpec, h: number, out: Reje
 
 /**
  * Scores hosts for a half (all hosts in id order, or the given ones) and picks the best valid one;
- * with `report`, also every rejection reason of every host.
+ * with `report`, also every rejection reason of every host. Allocates a score object only for a host
+ * that is reported, collected, or better than the best so far.
  */
-export function scan(c: Cluster, s: State, spec: HalfSpec, report: boolean, hosts?: readonly number[]): Scan {
+export function scan(c: Cluster, s: State, spec: HalfSpec, options: ScanOptions = {}): Scan {
+  const { report = false, hosts, accept, collectValid = false } = options;
   const candidates: Candidate[] = [];
   const validHosts: { h: number; score: HostScore }[] = [];
   let best = -1;
   let bestScore: HostScore | undefined;
+  let bestValid = -1;
+  let bestValidSoft = 0;
+  let bestValidDelta = 0;
+  let validCount = 0;
   const n = hosts ? hosts.length : c.hostIds.length;
   for (let i = 0; i < n; i++) {
     const h = hosts ? hosts[i]! : i;
@@ -223,15 +247,27 @@ export function scan(c: Cluster, s: State, spec: HalfSpec, report: boolean, host
         continue;
       }
     } else if (!valid(c, s, spec, h, null)) continue;
-    const score = scoreHost(c, s, spec, h);
+    validCount++;
+    const soft = softScore(c, s, spec.vm, spec.secondary, h, spec.ignore);
+    const delta = h === spec.freed ? 0 : s.deltaImbalance(spec.vm, spec.freed, h);
+    const beatsValid = bestValid < 0 || soft < bestValidSoft || (soft === bestValidSoft && delta < bestValidDelta);
+    if (beatsValid) {
+      bestValid = h;
+      bestValidSoft = soft;
+      bestValidDelta = delta;
+    }
+    const accepted = accept === undefined || accept(h);
+    const beats = accepted && (bestScore === undefined || soft < bestScore.soft || (soft === bestScore.soft && delta < bestScore.imbalanceDelta));
+    if (!report && !collectValid && !beats) continue;
+    const score = scoreOf(c, s, spec, h, soft, delta);
     if (report) candidates.push({ host: c.hostIds[h]!, ok: true, score });
-    validHosts.push({ h, score });
-    if (better(score, bestScore)) {
+    if (collectValid) validHosts.push({ h, score });
+    if (beats) {
       best = h;
       bestScore = score;
     }
   }
-  return { best, score: bestScore, candidates, valid: validHosts };
+  return { best, score: bestScore, bestValid, validCount, candidates, valid: validHosts };
 }
 
 function legacyPrimaryCheck(c: Cluster, vm: number): (h: number, out: Rejection[] | null) => boolean {
@@ -259,17 +295,12 @@ function freshSpec(c: Cluster, vm: number): HalfSpec {
   return spec;
 }
 
-function sortValid(v: { h: number; score: HostScore }[]): { h: number; score: HostScore }[] {
-  return [...v].sort((a, b) => (better(a.score, b.score) ? -1 : better(b.score, a.score) ? 1 : a.h - b.h));
-}
-
 /**
- * Picks a primary (best first) that leaves at least one valid secondary host with the same compat id,
- * among `hosts` (all when undefined). Returns -1 when none does.
+ * Filter for primary hosts that leave at least one valid secondary host with the same compat id
+ * (among `hosts`, all when undefined). A secondary's validity depends on the primary only through
+ * "not the same host" and "same compat id", so one pass counts the secondary-capable hosts per id.
  */
-function pickPrimary(c: Cluster, s: State, vm: number, primaries: { h: number; score: HostScore }[], hosts?: readonly number[]): number {
-  // A secondary's validity depends on the primary only through "not the same host" and "same compat
-  // id", so one pass over the hosts counts the secondary-capable hosts per compat id.
+function secondaryFilter(c: Cluster, s: State, vm: number, hosts?: readonly number[]): (h: number) => boolean {
   const secSpec: HalfSpec = { vm, secondary: true, freed: -1, partner: -1, ignore: -1 };
   const perCompat = new Map<string, number>();
   const capable = new Set<number>();
@@ -280,11 +311,7 @@ function pickPrimary(c: Cluster, s: State, vm: number, primaries: { h: number; s
     capable.add(h);
     perCompat.set(c.compat[h]!, (perCompat.get(c.compat[h]!) ?? 0) + 1);
   }
-  for (const p of sortValid(primaries)) {
-    const k = (perCompat.get(c.compat[p.h]!) ?? 0) - (capable.has(p.h) ? 1 : 0);
-    if (k > 0) return p.h;
-  }
-  return -1;
+  return (h) => (perCompat.get(c.compat[h]!) ?? 0) - (capable.has(h) ? 1 : 0) > 0;
 }
 
 function notRunningGuard(c: Cluster, s: State, vm: number): void {
@@ -315,38 +342,39 @@ export function place(c: Cluster, vmId: string): PlaceResult {
 function placeIn(c: Cluster, s: State, vm: number): PlaceResult {
   const id = c.vmIds[vm]!;
   const pspec = freshSpec(c, vm);
-  const ps = scan(c, s, pspec, true);
   if (!c.ft[vm]) {
+    const ps = scan(c, s, pspec, { report: true });
     if (ps.best < 0) return unplaceable(c, vm, 'vm', `no host can run ${id}: all ${c.hostIds.length} rejected`, ps.candidates);
     const soft = softDetails(c, s, vm, false, ps.best);
     s.add(vm, false, ps.best);
     return { kind: 'placed', vm: id, mode: c.mode, host: c.hostIds[ps.best]!, score: ps.score!, soft, candidates: ps.candidates, spreadAfter: s.spread() };
   }
-  if (ps.best < 0) return unplaceable(c, vm, 'primary', `no host can run the primary of ${id}: all ${c.hostIds.length} rejected`, ps.candidates);
-  const p = pickPrimary(c, s, vm, ps.valid);
-  if (p < 0) {
+  const ps = scan(c, s, pspec, { report: true, accept: secondaryFilter(c, s, vm) });
+  if (ps.validCount === 0) return unplaceable(c, vm, 'primary', `no host can run the primary of ${id}: all ${c.hostIds.length} rejected`, ps.candidates);
+  if (ps.best < 0) {
     // Report the secondary's rejections against the best primary host.
-    const sspec: HalfSpec = { vm, secondary: true, freed: -1, partner: ps.best, ignore: -1 };
-    s.add(vm, false, ps.best);
-    const ss = scan(c, s, sspec, true);
+    const sspec: HalfSpec = { vm, secondary: true, freed: -1, partner: ps.bestValid, ignore: -1 };
+    s.add(vm, false, ps.bestValid);
+    const ss = scan(c, s, sspec, { report: true });
     s.remove(vm, false);
     const r = unplaceable(
       c,
       vm,
       'secondary',
-      `${ps.valid.length} host(s) can run the primary of ${id}, but none leaves another host with the same compat id for the secondary`,
+      `${ps.validCount} host(s) can run the primary of ${id}, but none leaves another host with the same compat id for the secondary`,
       ss.candidates,
     );
-    r.primaryHost = c.hostIds[ps.best]!;
+    r.primaryHost = c.hostIds[ps.bestValid]!;
     return r;
   }
-  const pScore = ps.valid.find((x) => x.h === p)!.score;
+  const p = ps.best;
+  const pScore = ps.score!;
   const pSoft = softDetails(c, s, vm, false, p);
   s.add(vm, false, p);
   const sspec: HalfSpec = { vm, secondary: true, freed: -1, partner: p, ignore: -1 };
-  const ss = scan(c, s, sspec, true);
+  const ss = scan(c, s, sspec, { report: true });
   if (ss.best < 0) {
-    // pickPrimary guarantees a secondary host; reaching here would be an engine bug, reported plainly.
+    // secondaryFilter guarantees a secondary host; reaching here would be an engine bug, reported plainly.
     s.remove(vm, false);
     const r = unplaceable(c, vm, 'secondary', `no host can run the secondary of ${id} beside its primary on ${c.hostIds[p]!}`, ss.candidates);
     r.primaryHost = c.hostIds[p]!;
@@ -402,7 +430,7 @@ export function placeSecondary(c: Cluster, vmId: string): SecondaryResult {
   }
   const p = s.pri[vm]!;
   const spec: HalfSpec = { vm, secondary: true, freed: -1, partner: p, ignore: -1 };
-  const sc = scan(c, s, spec, true);
+  const sc = scan(c, s, spec, { report: true });
   if (sc.best < 0) {
     const r = unplaceable(c, vm, 'secondary', `no host can run a new secondary of ${id} beside its primary on ${c.hostIds[p]!}`, sc.candidates);
     r.primaryHost = c.hostIds[p]!;
@@ -434,7 +462,8 @@ function hasSoftRules(c: Cluster, vm: number): boolean {
 /**
  * Powers on every VM that runs nowhere (FT pairs first, then by memory, largest first), each placed
  * as {@link place} would given the ones placed before it. To scale, a VM without soft rules is scored
- * against a window of the least loaded hosts; when nothing in the window fits, against every host.
+ * against a window of the least loaded hosts it could use (those of its compat id, for FT halves);
+ * when nothing in the window fits, against every host.
  */
 export function placeAll(c: Cluster, options: PlaceAllOptions = {}): PlacementPlan {
   const window = options.window ?? 32;
@@ -449,29 +478,53 @@ export function placeAll(c: Cluster, options: PlaceAllOptions = {}): PlacementPl
     todo.push(vm);
   }
   todo.sort((a, b) => c.ft[b]! - c.ft[a]! || c.mem[b]! - c.mem[a]! || a - b);
-  const byCpu = new LoadIndex(s, (h) => s.cpu(h));
-  const byMem = new LoadIndex(s, (h) => s.memory(h));
+
+  // Least-loaded orders over all hosts (key '') and per compat id, built on first use: an FT half can
+  // only use hosts of one id, and a window full of hosts it cannot use would send it to a full scan.
+  const indexes = new Map<string, { cpu: LoadIndex; mem: LoadIndex }>();
+  const indexFor = (key: string): { cpu: LoadIndex; mem: LoadIndex } => {
+    let ix = indexes.get(key);
+    if (!ix) {
+      const filter = key === '' ? undefined : (h: number): boolean => c.compat[h] === key;
+      ix = { cpu: new LoadIndex(s, (h) => s.cpu(h), filter), mem: new LoadIndex(s, (h) => s.memory(h), filter) };
+      indexes.set(key, ix);
+    }
+    return ix;
+  };
   const touch = (h: number): void => {
     if (!s.pop[h]) return;
-    byCpu.update(h);
-    byMem.update(h);
+    for (const key of ['', c.compat[h]!]) {
+      const ix = indexes.get(key);
+      if (!ix) continue;
+      ix.cpu.update(h);
+      ix.mem.update(h);
+    }
   };
-  const windowHosts = (): number[] => {
-    const set = new Set<number>([...byCpu.lowest(window), ...byMem.lowest(window)]);
+  const windowHosts = (key: string): number[] => {
+    const ix = indexFor(key);
+    const set = new Set<number>([...ix.cpu.lowest(window), ...ix.mem.lowest(window)]);
     return [...set].sort((a, b) => a - b);
   };
+  /** The compat id whose hosts an FT VM's halves may use, or '' when it is not fixed in advance. */
+  const ftKey = (vm: number): string => {
+    const req = c.required[vm];
+    if (req !== undefined) return req;
+    if (c.baseline !== undefined) return c.baseline;
+    const reg = c.registered[vm]!;
+    return reg >= 0 ? c.compat[reg]! : '';
+  };
+
   const placements: PlanEntry[] = [];
   const failed: Unplaceable[] = [];
-
   for (const vm of todo) {
     const id = c.vmIds[vm]!;
     const tryWindow = window > 0 && !hasSoftRules(c, vm);
     const pspec = freshSpec(c, vm);
     if (!c.ft[vm]) {
-      let sc = tryWindow ? scan(c, s, pspec, false, windowHosts()) : undefined;
+      let sc = tryWindow ? scan(c, s, pspec, { hosts: windowHosts(c.required[vm] ?? '') }) : undefined;
       let searched: PlanEntry['searched'] = 'window';
       if (!sc || sc.best < 0) {
-        sc = scan(c, s, pspec, false);
+        sc = scan(c, s, pspec);
         searched = 'all';
       }
       if (sc.best < 0) {
@@ -487,21 +540,19 @@ export function placeAll(c: Cluster, options: PlaceAllOptions = {}): PlacementPl
     let chosen: { p: number; sec: number; pScore: HostScore; sScore: HostScore; searched: PlanEntry['searched'] } | undefined;
     const attempt = (hosts: readonly number[] | undefined, searched: PlanEntry['searched']): void => {
       const primaryHosts = hosts && c.mode === 'legacy' ? (c.registered[vm]! >= 0 ? [c.registered[vm]!] : []) : hosts;
-      const ps = scan(c, s, pspec, false, primaryHosts);
+      const ps = scan(c, s, pspec, { hosts: primaryHosts, accept: secondaryFilter(c, s, vm, hosts) });
       if (ps.best < 0) return;
-      const p = pickPrimary(c, s, vm, ps.valid, hosts);
-      if (p < 0) return;
-      const pScore = ps.valid.find((x) => x.h === p)!.score;
+      const p = ps.best;
       s.add(vm, false, p);
-      const ss = scan(c, s, { vm, secondary: true, freed: -1, partner: p, ignore: -1 }, false, hosts);
+      const ss = scan(c, s, { vm, secondary: true, freed: -1, partner: p, ignore: -1 }, { hosts });
       if (ss.best < 0) {
         s.remove(vm, false);
         return;
       }
       s.add(vm, true, ss.best);
-      chosen = { p, sec: ss.best, pScore, sScore: ss.score!, searched };
+      chosen = { p, sec: ss.best, pScore: ps.score!, sScore: ss.score!, searched };
     };
-    if (tryWindow) attempt(windowHosts(), 'window');
+    if (tryWindow) attempt(windowHosts(ftKey(vm)), 'window');
     if (!chosen) attempt(undefined, 'all');
     if (!chosen) {
       failed.push(placeIn(c, s.clone(), vm) as Unplaceable);

@@ -44,6 +44,7 @@ export class State {
   n: number;
   s1c: number;
   s1m: number;
+  readonly #scratch = new Float64Array(4);
 
   private constructor(c: Cluster, excluded: number, src?: State) {
     this.c = c;
@@ -206,33 +207,47 @@ export class State {
    * O(1): ΔI = ΔΣx² − (2·Σx·ΔΣx + (ΔΣx)²) / n per dimension.
    */
   deltaImbalance(vm: number, from: number, to: number): number {
+    this.leaveTerms(vm, from, this.#scratch);
+    return this.deltaTo(vm, to, this.#scratch);
+  }
+
+  /**
+   * The part of {@link deltaImbalance} that depends on the host left: t = [ΔΣx², ΔΣx] for CPU then
+   * memory. Lets the balancer price one VM against many destinations without recomputing it.
+   */
+  leaveTerms(vm: number, from: number, t: Float64Array): void {
     const c = this.c;
-    if (this.n === 0) return 0;
-    let dc2 = 0;
-    let dc1 = 0;
-    let dm2 = 0;
-    let dm1 = 0;
-    if (from >= 0 && this.pop[from]) {
-      const x = this.cpu(from);
-      const d = -c.mips[vm]! / c.capMips[from]!;
-      dc2 += 2 * x * d + d * d;
-      dc1 += d;
-      const y = this.memory(from);
-      const e = -c.mem[vm]! / c.capMem[from]!;
-      dm2 += 2 * y * e + e * e;
-      dm1 += e;
-    }
+    t.fill(0);
+    if (from < 0 || !this.pop[from]) return;
+    const x = this.cpu(from);
+    const d = -c.mips[vm]! / c.capMips[from]!;
+    t[0] = 2 * x * d + d * d;
+    t[1] = d;
+    const y = this.memory(from);
+    const e = -c.mem[vm]! / c.capMem[from]!;
+    t[2] = 2 * y * e + e * e;
+    t[3] = e;
+  }
+
+  /** {@link deltaImbalance} from precomputed {@link leaveTerms} and the host arrived on. */
+  deltaTo(vm: number, to: number, t: Float64Array): number {
+    const c = this.c;
+    const n = this.n;
+    if (n === 0) return 0;
+    let dc2 = t[0]!;
+    let dc1 = t[1]!;
+    let dm2 = t[2]!;
+    let dm1 = t[3]!;
     if (to >= 0 && this.pop[to]) {
-      const x = this.cpu(to);
+      const x = this.usedMips[to]! / c.capMips[to]!;
       const d = c.mips[vm]! / c.capMips[to]!;
       dc2 += 2 * x * d + d * d;
       dc1 += d;
-      const y = this.memory(to);
+      const y = this.usedMem[to]! / c.capMem[to]!;
       const e = c.mem[vm]! / c.capMem[to]!;
       dm2 += 2 * y * e + e * e;
       dm1 += e;
     }
-    const n = this.n;
     const di = dc2 - (2 * this.s1c * dc1 + dc1 * dc1) / n + (dm2 - (2 * this.s1m * dm1 + dm1 * dm1) / n);
     return di / 2;
   }
@@ -304,13 +319,14 @@ export class LoadIndex {
   readonly key: Float64Array;
   private readonly keyOf: (h: number) => number;
 
-  constructor(s: State, keyOf: (h: number) => number) {
+  /** Files the population hosts (those `filter` accepts, when given) under `keyOf`. */
+  constructor(s: State, keyOf: (h: number) => number, filter?: (h: number) => boolean) {
     const H = s.c.hostIds.length;
     this.keyOf = keyOf;
     this.key = new Float64Array(H);
     const hosts: number[] = [];
     for (let h = 0; h < H; h++) {
-      if (!s.pop[h]) continue;
+      if (!s.pop[h] || (filter && !filter(h))) continue;
       hosts.push(h);
       this.key[h] = keyOf(h);
     }

@@ -27,10 +27,10 @@ describe('balance', () => {
     expect(first.reason.code).toBe('balance');
     if (first.reason.code !== 'balance') return;
     expect(first.reason.benefit).toBeGreaterThan(first.reason.required);
-    expect(first.reason.required).toBeCloseTo(0.001 + 0.001 * 8, 12);
+    expect(first.reason.required).toBeCloseTo(0.001 + 0.0002 * 8, 12);
     expect(first.source).toMatchObject({ host: 'hot', cpuBefore: 0.8, cpuAfter: 0.6 });
     expect(first.destination).toMatchObject({ host: 'cold', cpuBefore: 0, cpuAfter: 0.2 });
-    expect(first.message).toMatch(/^migrate v1 hot → cold — balance: imbalance −0\.\d+ ≥ cost 0\.0080 \(8\.0 GiB\) \+ threshold 0\.0010/);
+    expect(first.message).toMatch(/^migrate v1 hot → cold — balance: imbalance −0\.\d+ ≥ cost 0\.0016 \(8\.0 GiB\) \+ threshold 0\.0010/);
     expect(r.spreadBefore.combined).toBeGreaterThan(0.3);
     expect(r.spreadAfter.combined).toBeLessThan(1e-12);
     expect(r.spreadAfter.combined).toBeCloseTo(oracleSpread(applyAnswer(snap, r)), 12);
