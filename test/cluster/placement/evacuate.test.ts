@@ -101,6 +101,17 @@ describe('evacuate', () => {
     expect(no.blocked.find((b) => b.vm === 'a')!.reason).toMatch(/held by its hard affinity group a, b: b cannot leave h1/);
   });
 
+  it('gives the room a stuck affinity group would have taken to the VMs planned after it', () => {
+    const snap: ClusterSnapshot = {
+      hosts: [host('h1'), host('h2', { memGiB: 10 }), host('h3', { memGiB: 4 })],
+      vms: [vm('a', { host: 'h1', memGiB: 6 }), vm('b', { host: 'h1', memGiB: 6 }), vm('c', { host: 'h1', memGiB: 5 })],
+      rules: [{ kind: 'vm-vm', id: 'pair', type: 'affinity', hard: true, vms: ['a', 'b'] }],
+    };
+    const plan = new Placement(snap).evacuate('h1');
+    expect(plan.blocked.map((b) => b.vm).sort()).toEqual(['a', 'b']);
+    expect(plan.steps.map((st) => st.move)).toEqual([{ kind: 'migrate', vm: 'c', from: 'h1', to: 'h2' }]);
+  });
+
   it('evacuates FT VMs in legacy mode too: maintenance is an order, not load balancing', () => {
     const snap: ClusterSnapshot = { hosts: four(), vms: [ftVm('p', { host: 'h1', secondaryHost: 'h2', registeredHost: 'h1' })] };
     const plan = new Placement(snap).evacuate('h1');

@@ -160,6 +160,18 @@ describe('placeAll', () => {
     expect(plan.placements.every((e) => e.searched === 'window')).toBe(true);
   });
 
+  it('draws the window of an FT pair from the hosts of its compat id, not from hosts it cannot use', () => {
+    // The emptiest hosts (a0…a9) have another compat id and stay empty: FT VMs must not fall back to a full scan.
+    const hosts = [
+      ...Array.from({ length: 10 }, (_, i) => host(`a${i}`, { ftCompatId: 'old' })),
+      ...Array.from({ length: 10 }, (_, i) => host(`b${i}`)),
+    ];
+    const vms = Array.from({ length: 8 }, (_, i) => ftVm(`f${i}`, { mips: 100, memGiB: 1 }));
+    const plan = new Placement({ hosts, vms, compatBaseline: BASE }).placeAll({ window: 2 });
+    expect(plan.placements).toHaveLength(8);
+    expect(plan.placements.every((e) => e.searched === 'window' && e.host.startsWith('b') && e.secondaryHost!.startsWith('b'))).toBe(true);
+  });
+
   it('uses every host for a VM with soft rules, and the window for the others', () => {
     const hosts = Array.from({ length: 8 }, (_, i) => host(`h${i}`, i === 7 ? { groups: ['far'] } : {}));
     const vms = [vm('a'), vm('b', { memGiB: 1 })];
