@@ -47,6 +47,11 @@ function candidates(title: string, list: readonly Candidate[], maxHosts: number,
   out.push(`  … ${rest.length} more hosts: ${ok} valid${parts.length ? `; rejections: ${parts.join(', ')}` : ''}`);
 }
 
+/** `1 step`, `3 steps`. */
+function count(n: number, noun: string, plural = `${noun}s`): string {
+  return `${n} ${n === 1 ? noun : plural}`;
+}
+
 function items<T>(list: readonly T[], max: number, line: (x: T, i: number) => string, out: string[]): void {
   list.slice(0, max).forEach((x, i) => out.push(line(x, i)));
   if (list.length > max) out.push(`  … and ${list.length - max} more`);
@@ -97,7 +102,7 @@ export function explain(answer: PlacementAnswer, options: ExplainOptions = {}): 
       break;
     case 'placement-plan':
       out.push(
-        `power-on plan (${answer.mode} mode): ${answer.placements.length} VMs placed, ${answer.unplaceable.length} unplaceable; spread ${spread(answer.spreadBefore)} → ${spread(answer.spreadAfter)}`,
+        `power-on plan (${answer.mode} mode): ${count(answer.placements.length, 'VM')} placed, ${answer.unplaceable.length} unplaceable; spread ${spread(answer.spreadBefore)} → ${spread(answer.spreadAfter)}`,
       );
       items(
         answer.placements,
@@ -109,7 +114,7 @@ export function explain(answer: PlacementAnswer, options: ExplainOptions = {}): 
       for (const u of answer.unplaceable) out.push(explain(u, options).replace(/^/gm, '  '));
       break;
     case 'balance': {
-      out.push(`load balancing (${answer.mode} mode): ${answer.recommendations.length} moves; spread ${spread(answer.spreadBefore)} → ${spread(answer.spreadAfter)}`);
+      out.push(`load balancing (${answer.mode} mode): ${count(answer.recommendations.length, 'move')}; spread ${spread(answer.spreadBefore)} → ${spread(answer.spreadAfter)}`);
       const o = answer.options;
       out.push(`  threshold: net benefit ≥ ${formatFigure(o.minBenefit)}, migration cost ${formatFigure(o.costPerGiB)} per GiB; at most ${o.maxMoves} moves`);
       items(answer.recommendations, maxItems, (r, i) => `  ${i + 1}. ${r.message}`, out);
@@ -129,7 +134,7 @@ export function explain(answer: PlacementAnswer, options: ExplainOptions = {}): 
     }
     case 'evacuation':
       out.push(
-        `evacuation of ${answer.host} (${answer.mode} mode): ${answer.steps.length} steps, ${answer.blocked.length} halves cannot leave${answer.complete ? ' — complete' : ' — INCOMPLETE'}; spread ${spread(answer.spreadBefore)} → ${spread(answer.spreadAfter)}`,
+        `evacuation of ${answer.host} (${answer.mode} mode): ${count(answer.steps.length, 'step')}, ${count(answer.blocked.length, 'half', 'halves')} cannot leave${answer.complete ? ' — complete' : ' — INCOMPLETE'}; spread ${spread(answer.spreadBefore)} → ${spread(answer.spreadAfter)}`,
       );
       items(answer.steps, maxItems, (s, i) => `  ${i + 1}. ${s.message}`, out);
       for (const b of answer.blocked) {
