@@ -121,10 +121,12 @@ export class State {
     return this.c.alive[h] === 1 && this.c.maintenance[h] === 0 && h !== this.excluded;
   }
 
+  /** CPU load of host h: MIPS demand of its running halves / MIPS capacity. */
   cpu(h: number): number {
     return this.usedMips[h]! / this.c.capMips[h]!;
   }
 
+  /** Memory load of host h: memory of its running halves / memory capacity. */
   memory(h: number): number {
     return this.usedMem[h]! / this.c.capMem[h]!;
   }
@@ -250,12 +252,6 @@ export class State {
     }
     const di = dc2 - (2 * this.s1c * dc1 + dc1 * dc1) / n + (dm2 - (2 * this.s1m * dm1 + dm1 * dm1) / n);
     return di / 2;
-  }
-
-  /** The imbalance I (see {@link deltaImbalance}), recomputed from usage. */
-  imbalance(): number {
-    const sp = this.spread();
-    return (sp.combined * sp.combined) * sp.hosts;
   }
 
   /** Spread of load over the population, recomputed from usage (no incremental drift). */
