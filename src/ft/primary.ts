@@ -538,9 +538,19 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     const base = new DataView(b.buffer, b.byteOffset, b.byteLength).getBigUint64(16, true);
     this.#positions.push({ instret: base, at: performance.now() });
     if (this.#positions.length > 512) this.#positions.splice(0, 256);
-    ch.sendLog(b);
+    // Batches read in one go (one doorbell) leave in one LOG frame: one HMAC and one write for all.
+    this.#outbox.push(b);
+    if (this.#outbox.length === 1) {
+      queueMicrotask(() => {
+        const group = this.#outbox;
+        this.#outbox = [];
+        if (ch.closed || group.length === 0) return;
+        ch.sendLog(group.length === 1 ? group[0]! : Buffer.concat(group));
+      });
+    }
     if (this.#sentBytes - this.#ackedBytes > this.#o.maxUnackedBytes) this.#recorder?.pause(); // the ring fills, the guest stalls
   }
+  #outbox: Uint8Array[] = [];
 
   #resetStream(): void {
     this.#sentLsn = -1n;

@@ -185,14 +185,22 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
         return;
       case 'log': {
         if (this.#phase !== 'replaying' || !this.#machine) return this.#violation(ch, 'log before the clone finished');
-        const b = m.batches;
-        if (b.length < 48) return this.#violation(ch, `log batch of ${b.length} bytes`);
-        const lsn = batchLsn(b);
-        if (lsn !== this.#expectLsn) return this.#violation(ch, `log batch lsn ${lsn}, expected ${this.#expectLsn}`);
-        this.#expectLsn++;
-        this.#receivedBytes += b.length;
-        this.#machine[internal].native.feed(b);
-        this.#log?.write(b.slice());
+        // One or more whole batches; each is checked again (CRC, records) by the replayer before use.
+        const all = m.batches;
+        const dv = new DataView(all.buffer, all.byteOffset, all.byteLength);
+        for (let at = 0; at < all.length; ) {
+          if (all.length - at < 48) return this.#violation(ch, `a log frame ends with ${all.length - at} bytes of a batch header`);
+          const size = 48 + dv.getUint32(at, true);
+          if (size > 48 + (1 << 20) || at + size > all.length) return this.#violation(ch, `a log batch of ${size} bytes overruns its frame`);
+          const b = all.subarray(at, at + size);
+          at += size;
+          const lsn = batchLsn(b);
+          if (lsn !== this.#expectLsn) return this.#violation(ch, `log batch lsn ${lsn}, expected ${this.#expectLsn}`);
+          this.#expectLsn++;
+          this.#receivedBytes += b.length;
+          this.#machine[internal].native.feed(b);
+          this.#log?.write(b.slice());
+        }
         this.#scheduleAck();
         return;
       }

@@ -2,11 +2,14 @@
 // real sockets, kvserver under a verifying client load. SIGKILL of the primary at random moments (every
 // acknowledged write readable, none applied twice, the survivor equals a replay of its log), SIGKILL of
 // the secondary, a partition of the logging channel, test failover and test restart secondary.
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { KvClient, LoadGenerator, verifyStore } from '../../src/index.js';
+import { connect } from 'node:net';
+import { connectChannel } from '../../src/protocol/channel.js';
+import { FRAME_MAGIC } from '../../src/protocol/frame.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { exited, killAll, kvConfig, launch, replayReceived, type Proc } from '../helpers/ft-pair.js';
 
@@ -120,6 +123,48 @@ describe('fault-tolerant pair (processes)', () => {
     expect(text).toMatch(/lockstep_failovers_total\{vm="kv-test"\} 1/);
     expect(text).toMatch(/lockstep_ack_latency_seconds_count\{vm="kv-test"\} [1-9]/);
   }, 120_000);
+
+  it('a hostile peer on the logging channel (wrong key, garbage, an oversized frame, a second secondary) is rejected and the protected pair goes on', async () => {
+    const dir = join(tmp, 'hostile');
+    mkdirSync(dir);
+    const { cfg, primary, port } = await pair(dir);
+    const c = new KvClient({ endpoints: [{ host: '127.0.0.1', port: cfg.udpPort }], timeoutMs: 200, retries: 20 });
+    expect(await c.set('a', '1')).toBe('stored');
+    // Wrong key: the handshake fails on the attacker's side, the primary logs a rejection.
+    await expect(connectChannel({ host: '127.0.0.1', port, key: Buffer.alloc(32, 7), vmId: 'kv-test', role: 'secondary' })).rejects.toThrow();
+    // Garbage, then an oversized frame header (the payload never comes).
+    const raw = async (bytes: Uint8Array) =>
+      new Promise<void>((resolve) => {
+        const s = connect(port, '127.0.0.1', () => s.write(bytes));
+        s.on('close', () => resolve());
+        s.on('error', () => resolve());
+        setTimeout(() => s.destroy(), 3000);
+      });
+    await raw(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+    const huge = Buffer.alloc(20);
+    huge.writeUInt32BE(FRAME_MAGIC, 0);
+    huge[4] = 1;
+    huge.writeUInt32BE(0x7fffffff, 8);
+    await raw(huge);
+    // A second secondary with the right key is turned away: the VM has one.
+    const keyHex = (JSON.parse(readFileSync(cfg.path, 'utf8')) as { ft: { keyHex: string } }).ft.keyHex;
+    const second = await connectChannel({ host: '127.0.0.1', port, key: Buffer.from(keyHex, 'hex'), vmId: 'kv-test', role: 'secondary' });
+    const bye = await new Promise<string>((resolve) => {
+      second.on('message', (m) => m.type === 'bye' && resolve(m.reason));
+      second.on('close', (reason) => resolve(`closed: ${reason}`));
+    });
+    expect(bye).toMatch(/already has a secondary/);
+    const rejected = () => primary.events.filter((e) => e.event === 'warning' && /rejected/.test(String(e.message))).length;
+    for (let i = 0; i < 100 && rejected() < 3; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(rejected()).toBeGreaterThanOrEqual(3);
+    // Still protected, never lost its secondary, still serving.
+    expect(primary.events.some((e) => e.event === 'secondary-lost')).toBe(false);
+    const last = primary.events.filter((e) => e.event === 'status').at(-1);
+    expect(last?.protected).toBe(true);
+    expect(await c.set('b', '2')).toBe('stored');
+    expect((await c.get('a'))?.value.toString()).toBe('1');
+    await c.close();
+  }, 60_000);
 
   it('a partition of the logging channel leaves exactly one side live; the loser halts', async () => {
     const dir = join(tmp, 'partition');
