@@ -9,6 +9,7 @@ import { internal, type Machine } from '../machine/machine.js';
 import type { RunResult } from '../machine/types.js';
 import { ChannelServer, type Channel, type ChannelOptions, type Message } from '../protocol/channel.js';
 import type { Arbiter } from './arbiter.js';
+import { publishPrimary } from './diagnostics.js';
 import { FT_DEFAULTS, FailureDetector, LagController, batchLsn, describeStatus, pagesFromNative, type ProtectionStatus } from './control.js';
 
 /** A pre-copy round with fewer dirty pages than this ends the pre-copy: the rest goes in the pause. */
@@ -183,6 +184,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     };
     this.#owner = options.owner ?? `primary@${process.pid}`;
     this.#lag = new LagController(this.#o.lagTargetMs, this.#o.maxLagMs);
+    publishPrimary(this);
   }
 
   #address: { host: string; port: number } | undefined;

@@ -8,6 +8,7 @@ import { performance } from 'node:perf_hooks';
 import { internal, type Machine } from '../machine/machine.js';
 import type { RunResult } from '../machine/types.js';
 import { connectChannel, type Channel, type Message } from '../protocol/channel.js';
+import { publishSecondary } from './diagnostics.js';
 import { FT_DEFAULTS, FailureDetector, batchLsn, pagesToNative } from './control.js';
 import { FtError, FtPrimary, type FtCommonOptions, type FtPrimaryOptions } from './primary.js';
 
@@ -101,6 +102,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     this.#o = options;
     this.#heartbeatMs = options.heartbeatMs ?? FT_DEFAULTS.heartbeatMs;
     this.#timeoutMs = options.timeoutMs ?? FT_DEFAULTS.timeoutMs;
+    publishSecondary(this);
   }
 
   /** The machine being replayed (after the clone), or the live one after go-live. */

@@ -1,0 +1,61 @@
+// The library classes in one process: FtPrimary and FtSecondary over a real loopback channel, the
+// output rule as seen by an embedder ('console' only once acknowledged), losing the secondary, and the
+// lockstep:ft:* diagnostics channels.
+import diagnosticsChannel from 'node:diagnostics_channel';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { FileArbiter, FtPrimary, FtSecondary, Machine, describeStatus, type RunResult } from '../../src/index.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'lockstep-pair-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+const echo = readFileSync(new URL('../../guest/bin/echo.elf', import.meta.url));
+
+describe('FtPrimary / FtSecondary in one process', () => {
+  it('clones, keeps the console behind acknowledgements, survives the loss of the secondary, and publishes diagnostics', async () => {
+    const seen: Record<string, unknown[]> = { state: [], clone: [], failover: [] };
+    const subs = (['state', 'clone', 'failover'] as const).map((k) => {
+      const fn = (m: unknown) => seen[k]!.push(m);
+      diagnosticsChannel.subscribe(`lockstep:ft:${k}`, fn);
+      return () => diagnosticsChannel.unsubscribe(`lockstep:ft:${k}`, fn);
+    });
+    const key = randomBytes(32);
+    const machine = new Machine({ clock: 'real' });
+    machine.load(echo);
+    const primary = new FtPrimary({ machine, vmId: 'echo', key, arbiter: new FileArbiter({ dir: tmp }) });
+    const statuses: string[] = [];
+    primary.on('status', (s) => statuses.push(describeStatus(s)));
+    const cloned = new Promise((r) => primary.once('cloned', r));
+    const addr = await primary.start();
+    expect(primary.epoch).toBe(1);
+    const secondary = new FtSecondary({ vmId: 'echo', key, arbiter: new FileArbiter({ dir: tmp }), join: addr, createMachine: () => new Machine({ clock: 'real' }) });
+    await secondary.start();
+    await cloned;
+    expect(primary.status).toEqual({ protected: true });
+    const out: string[] = [];
+    machine.on('console', (b) => out.push(Buffer.from(b).toString('latin1')));
+    machine.input('ab\n');
+    for (let i = 0; i < 200 && !out.join('').includes('AB'); i++) await new Promise((r) => setTimeout(r, 5));
+    expect(out.join('')).toContain('AB'); // released once the secondary acknowledged it
+    // The secondary leaves without a word: the primary wins epoch 2 and goes on alone.
+    const lost = new Promise<string>((r) => primary.once('secondary-lost', r));
+    await secondary.stop();
+    await lost;
+    expect(primary.epoch).toBe(2);
+    expect(primary.status).toEqual({ protected: false, reason: 'needs-secondary' });
+    const ended = await new Promise<RunResult>((r) => primary.once('ended', r));
+    expect(ended.kind).toBe('exit');
+    expect(out.join('')).toMatch(/echo: 3 bytes, 1 lines/);
+    expect(statuses).toContain('Protected');
+    expect(statuses).toContain('Not Protected (need secondary VM)');
+    expect(seen.clone!.length).toBe(1);
+    expect(seen.failover).toEqual([expect.objectContaining({ vm: 'echo', epoch: 2 })]);
+    expect(seen.state!.length).toBeGreaterThanOrEqual(2);
+    for (const u of subs) u();
+    await primary.stop();
+    machine.close();
+    secondary.machine?.close();
+  }, 30_000);
+});
