@@ -110,7 +110,7 @@ async function kv(ft: boolean, seconds: number, clients: number) {
 }
 
 /** A kvserver VM config (disk image, free UDP port, file arbiter) in a fresh directory. */
-async function kvConfig(name: string): Promise<{ cfg: string; image: string; port: number }> {
+async function kvConfig(name: string, disk = true): Promise<{ cfg: string; image: string; port: number }> {
   const dir = join(tmp, name);
   mkdirSync(join(dir, 'arbiter'), { recursive: true });
   const image = join(dir, 'kv.img');
@@ -126,13 +126,13 @@ async function kvConfig(name: string): Promise<{ cfg: string; image: string; por
       }),
   );
   const cfg = join(dir, 'vm.json');
-  writeFileSync(cfg, JSON.stringify({ vm: { id: 'kv', guest: guest('kvserver'), ramMiB: 16, clock: 'real', devices: { disk: { path: image }, net: { backend: 'udp', hostPort: port, guestPort: 11211 } } }, ft: { listen: '127.0.0.1:0', keyHex: key.toString('hex'), arbiter: { backend: 'file', dir: join(dir, 'arbiter') } } }));
+  writeFileSync(cfg, JSON.stringify({ vm: { id: 'kv', guest: guest('kvserver'), ramMiB: 16, clock: 'real', devices: { ...(disk ? { disk: { path: image } } : {}), net: { backend: 'udp', hostPort: port, guestPort: 11211 } } }, ft: { listen: '127.0.0.1:0', keyHex: key.toString('hex'), arbiter: { backend: 'file', dir: join(dir, 'arbiter') } } }));
   return { cfg, image, port };
 }
 
 /** kvserver throughput with each side in its own process (as on separate hosts), the load in this one. */
-async function kvProcesses(ft: boolean, seconds: number, clients: number) {
-  const { cfg, image, port } = await kvConfig(`kvp-${ft}-${clients}`);
+async function kvProcesses(ft: boolean, seconds: number, clients: number, disk: boolean) {
+  const { cfg, image, port } = await kvConfig(`kvp-${ft}-${clients}-${disk}`, disk);
   const procs = [];
   if (ft) {
     const a = launch('a', ['primary', cfg]);
@@ -142,7 +142,7 @@ async function kvProcesses(ft: boolean, seconds: number, clients: number) {
     await a.wait('status', (e) => e.protected === true);
   } else {
     const { spawn } = await import('node:child_process');
-    const child = spawn(process.execPath, [join(root, 'dist', 'cli', 'main.js'), 'run', guest('kvserver'), '--clock', 'real', '--disk', image, '--net', `udp:${port}:11211`], { stdio: 'ignore' });
+    const child = spawn(process.execPath, [join(root, 'dist', 'cli', 'main.js'), 'run', guest('kvserver'), '--clock', 'real', ...(disk ? ['--disk', image] : []), '--net', `udp:${port}:11211`], { stdio: 'ignore' });
     procs.push({ child });
     const c = new KvClient({ endpoints: [{ host: '127.0.0.1', port }], timeoutMs: 100, retries: 100 });
     await c.version();
@@ -201,7 +201,10 @@ async function clonePause(mib: number) {
 }
 
 const results: Record<string, unknown> = { date: new Date().toISOString() };
-console.log('FT overhead, CPU-bound (one trial each; primary and secondary on this 2-core machine)');
+// LOCKSTEP_BENCH_SECTIONS=cpu,kv,kvp,failover,clone runs a subset (results.json then holds only those).
+const sections = new Set((process.env.LOCKSTEP_BENCH_SECTIONS ?? 'cpu,kv,kvp,failover,clone').split(','));
+if (sections.has('cpu')) {
+console.log('FT overhead, CPU-bound (primary and secondary on this 2-core machine)');
 const cpuRows = [];
 const TRIALS = Number(process.env.LOCKSTEP_BENCH_TRIALS ?? 5);
 for (const w of ['hash', 'sort', 'crc32', 'mixed']) {
@@ -217,6 +220,8 @@ for (const w of ['hash', 'sort', 'crc32', 'mixed']) {
   );
 }
 results.cpu = cpuRows;
+}
+if (sections.has('kv')) {
 const kvRuns: Record<string, unknown>[] = [];
 for (const clients of [4, 32]) {
 console.log(`kvserver under load (${clients} closed-loop clients, 50 % sets, 3 s)`);
@@ -241,21 +246,27 @@ console.log(
 console.log(`  latency p50 plain ${plainKv.p50.toFixed(3)} ms, FT ${ftKv.p50.toFixed(3)} ms; output-rule delay p50 ${pct(ftKv.releases, 50).toFixed(3)} ms p99 ${pct(ftKv.releases, 99).toFixed(3)} ms; secondary lag p50 ${pct(ftKv.lags, 50).toFixed(2)} ms p99 ${pct(ftKv.lags, 99).toFixed(2)} ms`);
 }
 results.kvserver = kvRuns;
+}
+if (sections.has('kvp')) {
 const procRuns: Record<string, unknown>[] = [];
-for (const clients of [4, 32]) {
-  const plain = await kvProcesses(false, 3, clients);
-  const withFt = await kvProcesses(true, 3, clients);
-  procRuns.push({ clients, plainRate: plain.rate, ftRate: withFt.rate, ratio: withFt.rate / plain.rate, plainP50Ms: plain.p50, ftP50Ms: withFt.p50, ftP99Ms: withFt.p99 });
+for (const [clients, disk] of [[4, true], [32, true], [4, false], [32, false]] as const) {
+  const plain = await kvProcesses(false, 3, clients, disk);
+  const withFt = await kvProcesses(true, 3, clients, disk);
+  procRuns.push({ clients, disk, plainRate: plain.rate, ftRate: withFt.rate, ratio: withFt.rate / plain.rate, plainP50Ms: plain.p50, ftP50Ms: withFt.p50, ftP99Ms: withFt.p99 });
   console.log(
-    `kvserver, primary and secondary in their own processes, ${clients} clients: plain ${plain.rate.toFixed(0)} req/s, FT ${withFt.rate.toFixed(0)} req/s, ratio ${(withFt.rate / plain.rate).toFixed(3)}; p50 ${plain.p50.toFixed(3)} → ${withFt.p50.toFixed(3)} ms`,
+    `kvserver ${disk ? 'with its WAL on disk (sync writes)' : 'in memory'}, each side its own process, ${clients} clients: plain ${plain.rate.toFixed(0)} req/s, FT ${withFt.rate.toFixed(0)} req/s, ratio ${(withFt.rate / plain.rate).toFixed(3)}; p50 ${plain.p50.toFixed(3)} → ${withFt.p50.toFixed(3)} ms`,
   );
 }
 results.kvserverProcesses = procRuns;
+}
+if (sections.has('failover')) {
 const n = Number(process.env.LOCKSTEP_BENCH_KILLS ?? 10);
 console.log(`failover outage over ${n} SIGKILLs of the primary process (default 600 ms detection timeout; a killed process closes its socket)`);
 const o = await outages(n);
 results.failover = { n, p50Ms: pct(o, 50), p99Ms: pct(o, 99), samples: o };
 console.log(`  outage p50 ${pct(o, 50).toFixed(1)} ms  p99 ${pct(o, 99).toFixed(1)} ms`);
+}
+if (sections.has('clone')) {
 console.log('clone of a running guest (mixed), iterative pre-copy');
 const clones = [];
 for (const mib of [64, 256]) {
@@ -264,6 +275,7 @@ for (const mib of [64, 256]) {
   console.log(`  ${mib} MiB: pause ${r.pauseMs.toFixed(2)} ms, ${r.pages} pages in ${r.rounds} rounds`);
 }
 results.clone = clones;
-writeFileSync(join(root, 'bench', 'results', 'ft.json'), `${JSON.stringify(results, null, 2)}\n`);
+}
+writeFileSync(join(root, 'bench', 'results', sections.size === 5 ? 'ft.json' : 'ft-partial.json'), `${JSON.stringify(results, null, 2)}\n`);
 rmSync(tmp, { recursive: true, force: true });
 process.exit(0);

@@ -567,8 +567,10 @@ void VcpuThread::net_suppressed(const uint8_t* frame, size_t n) {
 bool VcpuThread::hold_block(BlockFile::Request& r) {
   {
     std::lock_guard<std::mutex> lock(gate_mu_);
-    // A read may pass only when no write is held: it must see every write the guest issued before it.
-    if (!gate_ || (r.op == BlockFile::Op::kRead && held_blocks_ == 0)) return false;
+    // Only writes change what the disk holds, so only writes are outputs. A read or a flush may pass
+    // when no write is held (a read must see every earlier write; a flush covers only writes that
+    // already completed, which were released before they could complete); behind a held write they wait.
+    if (!gate_ || (r.op != BlockFile::Op::kWrite && held_blocks_ == 0)) return false;
   }
   Held h{0, Held::Kind::kBlock, {}, std::move(r)};
   if (hold_output(std::move(h))) return true;
