@@ -2,7 +2,7 @@
 // real sockets, kvserver under a verifying client load. SIGKILL of the primary at random moments (every
 // acknowledged write readable, none applied twice, the survivor equals a replay of its log), SIGKILL of
 // the secondary, a partition of the logging channel, test failover and test restart secondary.
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -10,6 +10,7 @@ import { KvClient, LoadGenerator, verifyStore } from '../../src/index.js';
 import { connect } from 'node:net';
 import { connectChannel } from '../../src/protocol/channel.js';
 import { FRAME_MAGIC } from '../../src/protocol/frame.js';
+import { makeCerts, opensslMissing } from '../protocol/helpers.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { exited, killAll, kvConfig, launch, replayReceived, type Proc } from '../helpers/ft-pair.js';
 
@@ -163,6 +164,31 @@ describe('fault-tolerant pair (processes)', () => {
     expect(last?.protected).toBe(true);
     expect(await c.set('b', '2')).toBe('stored');
     expect((await c.get('a'))?.value.toString()).toBe('1');
+    await c.close();
+  }, 60_000);
+
+  const noTls = opensslMissing();
+  if (noTls) console.log(`test/ft/failover.test.ts: the TLS pair is skipped: ${noTls}`);
+  it.skipIf(noTls !== undefined)('a pair over TLS with client certificates (and the key) fails over like any other', async () => {
+    const dir = join(tmp, 'tls');
+    mkdirSync(dir);
+    const cfg = await kvConfig(dir);
+    const certs = makeCerts();
+    writeFileSync(join(dir, 'ca.pem'), certs.ca);
+    writeFileSync(join(dir, 'cert.pem'), certs.serverCert);
+    writeFileSync(join(dir, 'key.pem'), certs.serverKey);
+    const json = JSON.parse(readFileSync(cfg.path, 'utf8')) as { ft: Record<string, unknown> };
+    json.ft.tls = { cert: join(dir, 'cert.pem'), key: join(dir, 'key.pem'), ca: join(dir, 'ca.pem') };
+    writeFileSync(cfg.path, JSON.stringify(json));
+    const primary = start('primary', ['primary', cfg.path]);
+    const l = await primary.wait('listening');
+    const secondary = start('secondary', ['secondary', cfg.path, '--join', `127.0.0.1:${String(l.port)}`]);
+    await primary.wait('status', (e) => e.protected === true);
+    const c = new KvClient({ endpoints: [{ host: '127.0.0.1', port: cfg.udpPort }], timeoutMs: 100, retries: 100 });
+    expect(await c.set('over', 'tls')).toBe('stored');
+    primary.child.kill('SIGKILL');
+    await secondary.wait('go-live');
+    expect((await c.get('over'))?.value.toString()).toBe('tls');
     await c.close();
   }, 60_000);
 
