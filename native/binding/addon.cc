@@ -63,6 +63,7 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
                            InstanceMethod<&NativeMachine::JsCopyPages>("copyPages"),
                            InstanceMethod<&NativeMachine::JsWritePages>("writePages"),
                            InstanceMethod<&NativeMachine::JsAnnounce>("announce"),
+                           InstanceMethod<&NativeMachine::JsTakeDiskDirty>("takeDiskDirty"),
                        });
   }
 
@@ -103,6 +104,8 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     }
     Napi::Value disk = opts.Get("disk");
     if (disk.IsString()) config.disk = disk.As<Napi::String>().Utf8Value();
+    Napi::Value separate = opts.Get("diskSeparate");
+    if (separate.IsBoolean()) config.disk_separate = separate.As<Napi::Boolean>().Value();
 
     // The ring memory belongs to a JS SharedArrayBuffer; the reference keeps it alive until the
     // vCPU thread is joined (see Shutdown()).
@@ -537,6 +540,16 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
       m.write_ram(kRamBase + index * 4096u, data.Data() + at + 4, 4096);
     }
     return info.Env().Null();
+  }
+  // takeDiskDirty(first: boolean): Uint32Array — 64 KiB disk chunks written since the last call (first:
+  // all of them, and tracking starts). Empty without a disk. Any time (the disk has its own lock).
+  Napi::Value JsTakeDiskDirty(const Napi::CallbackInfo& info) {
+    if (!Open(info)) return info.Env().Undefined();
+    BlockFile* b = vcpu_->machine().block_file();
+    const std::vector<uint32_t> chunks = b ? b->take_dirty(info.Length() > 0 && info[0].ToBoolean().Value()) : std::vector<uint32_t>{};
+    Napi::Uint32Array out = Napi::Uint32Array::New(info.Env(), chunks.size());
+    for (size_t i = 0; i < chunks.size(); i++) out[i] = chunks[i];
+    return out;
   }
   Napi::Value JsAnnounce(const Napi::CallbackInfo& info) {
     if (!Open(info)) return info.Env().Undefined();

@@ -63,6 +63,63 @@ bool BlockFile::idle() {
   return busy_ == 0 && done_.empty();
 }
 
+void BlockFile::perform(Request& r) {
+  bool ok = true;
+  const uint64_t span = r.op == Op::kWrite ? r.data.size() : 0;
+  switch (r.op) {
+    case Op::kRead: {
+      r.data.assign(r.length, 0);
+      size_t done = 0;
+      while (ok && done < r.length) {
+        const ssize_t n = pread(fd_, r.data.data() + done, r.length - done, static_cast<off_t>(r.offset + done));
+        if (n <= 0 && !(n < 0 && errno == EINTR)) ok = false;
+        if (n > 0) done += static_cast<size_t>(n);
+      }
+      break;
+    }
+    case Op::kWrite: {
+      size_t done = 0;
+      while (ok && done < r.data.size()) {
+        const ssize_t n = pwrite(fd_, r.data.data() + done, r.data.size() - done, static_cast<off_t>(r.offset + done));
+        if (n <= 0 && !(n < 0 && errno == EINTR)) ok = false;
+        if (n > 0) done += static_cast<size_t>(n);
+      }
+      r.data.clear();
+      break;
+    }
+    case Op::kFlush:
+      ok = fdatasync(fd_) == 0;
+      break;
+  }
+  r.status = ok ? 0 : 1;
+  if (r.op == Op::kWrite && ok) {
+    // The write reached the file: a disk pre-copy must send these chunks (again).
+    std::lock_guard<std::mutex> lock(mu_);
+    if (tracking_ && !dirty_.empty()) {
+      for (uint64_t c = r.offset / kChunk; span > 0 && c <= (r.offset + span - 1) / kChunk && c < dirty_.size(); c++) dirty_[c] = 1;
+    }
+  }
+}
+
+std::vector<uint32_t> BlockFile::take_dirty(bool first) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<uint32_t> out;
+  const uint32_t n = static_cast<uint32_t>((size_ + kChunk - 1) / kChunk);
+  if (first || !tracking_) {
+    tracking_ = true;
+    dirty_.assign(n, 0);
+    for (uint32_t c = 0; c < n; c++) out.push_back(c);
+    return out;
+  }
+  for (uint32_t c = 0; c < n; c++) {
+    if (dirty_[c]) {
+      out.push_back(c);
+      dirty_[c] = 0;
+    }
+  }
+  return out;
+}
+
 void BlockFile::loop() {
   for (;;) {
     Request r;
@@ -73,33 +130,7 @@ void BlockFile::loop() {
       r = std::move(todo_.front());
       todo_.pop_front();
     }
-    bool ok = true;
-    switch (r.op) {
-      case Op::kRead: {
-        r.data.assign(r.length, 0);
-        size_t done = 0;
-        while (ok && done < r.length) {
-          const ssize_t n = pread(fd_, r.data.data() + done, r.length - done, static_cast<off_t>(r.offset + done));
-          if (n <= 0 && !(n < 0 && errno == EINTR)) ok = false;
-          if (n > 0) done += static_cast<size_t>(n);
-        }
-        break;
-      }
-      case Op::kWrite: {
-        size_t done = 0;
-        while (ok && done < r.data.size()) {
-          const ssize_t n = pwrite(fd_, r.data.data() + done, r.data.size() - done, static_cast<off_t>(r.offset + done));
-          if (n <= 0 && !(n < 0 && errno == EINTR)) ok = false;
-          if (n > 0) done += static_cast<size_t>(n);
-        }
-        r.data.clear();
-        break;
-      }
-      case Op::kFlush:
-        ok = fdatasync(fd_) == 0;
-        break;
-    }
-    r.status = ok ? 0 : 1;
+    perform(r);
     {
       std::lock_guard<std::mutex> lock(mu_);
       done_.push_back(std::move(r));

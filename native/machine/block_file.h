@@ -34,6 +34,13 @@ class BlockFile {
   /// `wake` is called on the I/O thread after a completion is queued.
   void set_wake(std::function<void()> wake) { wake_ = std::move(wake); }
   void submit(Request&& r);
+  /// Performs `r` on the caller's thread (a replaying secondary with a disk of its own); sets r.status.
+  /// Never while requests are in flight on the I/O thread.
+  void perform(Request& r);
+  /// Disk pre-copy: chunks of kChunk bytes written since the last call (the first call turns tracking on
+  /// and returns every chunk). Any thread.
+  static constexpr uint64_t kChunk = 64 * 1024;
+  std::vector<uint32_t> take_dirty(bool first);
   /// Completed requests, oldest first (vCPU thread).
   bool take(Request* out);
   bool idle();
@@ -49,6 +56,8 @@ class BlockFile {
   std::deque<Request> todo_, done_;
   bool quit_ = false;
   uint32_t busy_ = 0;
+  bool tracking_ = false;            // under mu_
+  std::vector<uint8_t> dirty_;       // under mu_: one byte per chunk
   std::thread thread_;
 };
 

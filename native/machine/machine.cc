@@ -236,6 +236,32 @@ bool Machine::apply(const Event& e) {
       update_irqs();
       return true;
     case EventKind::kBlockDone:
+      if (config_.disk_separate && blk_ && block_) {
+        // This side's own disk: do what the primary's did, here and now (completions arrive in the
+        // order the primary's disk performed them, so a read sees every earlier write).
+        const uint16_t head = static_cast<uint16_t>(e.value & 0xffff);
+        const uint8_t status = static_cast<uint8_t>(e.value >> 16);
+        if (e.size != 0) {
+          diverge("block-done at instret " + std::to_string(e.instret) + " carries read data: the primary's disk is shared, this machine's separate");
+          return false;
+        }
+        BlockFile::Request r;
+        if (!blk_->request_for(head, &r)) {
+          diverge("block-done at instret " + std::to_string(e.instret) + ": no such request is in flight");
+          return false;
+        }
+        if (status == 0) {
+          block_->perform(r);
+          if (r.status != 0) {
+            diverge("block-done at instret " + std::to_string(e.instret) + ": the primary's disk succeeded, this machine's own disk failed");
+            return false;
+          }
+        }
+        const bool read = r.op == BlockFile::Op::kRead && status == 0;
+        blk_->complete(head, status, read ? r.data.data() : nullptr, read ? static_cast<uint32_t>(r.data.size()) : 0);
+        update_irqs();
+        return true;
+      }
       if (!blk_ || !blk_->complete(static_cast<uint16_t>(e.value & 0xffff), static_cast<uint8_t>(e.value >> 16), e.data, e.size)) {
         diverge("block-done at instret " + std::to_string(e.instret) + ": no such request is in flight");
         return false;
@@ -442,7 +468,7 @@ void Machine::block_poll() {
       Event e = position(EventKind::kBlockDone);
       e.value = r.head | (static_cast<uint64_t>(r.status) << 16);
       e.data = r.data.data();
-      e.size = n;
+      e.size = config_.disk_separate ? 0 : n;  // separate disks: the secondary reads its own
       sink_->event(e);
     }
   }

@@ -65,6 +65,9 @@ struct MachineConfig {
   bool net = false;              ///< virtio-net in slot 0 (IRQ 1)
   uint8_t mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
   std::string disk;              ///< raw image for virtio-blk in slot 1 (IRQ 2); empty: none
+  /// `separate` disk mode: each half of a pair has its own identical image. The log then carries no read
+  /// data, and a replaying machine performs reads and writes on its own image at the logged completions.
+  bool disk_separate = false;
   uint64_t entropy_seed = 0x6c6f636b;  ///< virtual clock: entropy is this seeded PRNG's, so runs repeat
 };
 

@@ -169,13 +169,29 @@ bool VirtioBlk::complete(uint16_t head, uint8_t status, const uint8_t* data, uin
   return true;
 }
 
+bool VirtioBlk::request_for(uint16_t head, BlockFile::Request* out) const {
+  auto it = pending_.find(head);
+  if (it == pending_.end()) return false;
+  const Pending& p = it->second;
+  BlockFile::Request r;
+  r.head = head;
+  r.generation = generation_;
+  r.offset = p.sector * 512;
+  r.length = 0;
+  switch (p.type) {
+    case kIn: r.op = BlockFile::Op::kRead; r.length = p.in_bytes; break;
+    case kOut: r.op = BlockFile::Op::kWrite; r.data = gather(m_, p.out, 0, p.out_bytes); break;
+    default: r.op = BlockFile::Op::kFlush; r.offset = 0; break;
+  }
+  *out = std::move(r);
+  return true;
+}
+
 void VirtioBlk::reissue() {
   for (const auto& [head, p] : pending_) {
-    switch (p.type) {
-      case kIn: m_->block_submit(head, BlockFile::Op::kRead, p.sector * 512, {}, p.in_bytes); break;
-      case kOut: m_->block_submit(head, BlockFile::Op::kWrite, p.sector * 512, gather(m_, p.out, 0, p.out_bytes), 0); break;
-      default: m_->block_submit(head, BlockFile::Op::kFlush, 0, {}, 0); break;
-    }
+    BlockFile::Request r;
+    request_for(head, &r);
+    m_->block_submit(head, r.op, r.offset, std::move(r.data), r.length);
   }
 }
 

@@ -62,6 +62,9 @@ class VirtioBlk final : public VirtioDevice {
   /// Hands every pending request to the disk again (go-live: the old primary may or may not have
   /// performed them; reads, writes of the same bytes and flushes are idempotent).
   void reissue();
+  /// The disk operation of pending request `head` (a write's data gathered from guest RAM). False if
+  /// no such request is pending.
+  bool request_for(uint16_t head, BlockFile::Request* out) const;
   void save(std::vector<uint8_t>* out) const;
   bool restore(const uint8_t** p, const uint8_t* end);
 

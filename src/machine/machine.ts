@@ -110,6 +110,8 @@ export class Machine extends EventEmitter<MachineEvents> {
     if (d.disk) {
       if (typeof d.disk.path !== 'string' || d.disk.path === '') throw new OptionError('devices.disk.path', 'must be the path of a raw image file');
       native.disk = d.disk.path;
+      if (d.disk.mode !== undefined && d.disk.mode !== 'shared' && d.disk.mode !== 'separate') throw new OptionError('devices.disk.mode', `must be 'shared' or 'separate', got ${String(d.disk.mode)}`);
+      if (d.disk.mode === 'separate') native.diskSeparate = true;
     }
     try {
       this.#native = new NativeMachine(native, new Uint8Array(ring), () => this.#onDoorbell());

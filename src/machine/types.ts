@@ -18,10 +18,11 @@ export interface MachineOptions {
    * `net` in slot 0 (IRQ 1) with the `js` back-end (`'frame'` events and {@link Machine.sendFrame}), or
    * with `net.tap` the Linux TAP device of that name (created if absent; needs CAP_NET_ADMIN), whose
    * frames flow natively;
-   * `disk` (a raw image file, `disk.path`) in slot 1 (IRQ 2); `rng` in slot 2 (IRQ 3). With the virtual
+   * `disk` (a raw image file, `disk.path`; `mode: 'separate'` when each half of a pair has its own identical
+   * image, so the log carries no read data and a replaying machine uses its own image) in slot 1 (IRQ 2); `rng` in slot 2 (IRQ 3). With the virtual
    * clock, entropy is a seeded stream so runs stay reproducible; with the real clock it is the host's.
    */
-  devices?: { net?: boolean | { mac?: string; tap?: string }; disk?: { path: string }; rng?: boolean };
+  devices?: { net?: boolean | { mac?: string; tap?: string }; disk?: { path: string; mode?: 'shared' | 'separate' }; rng?: boolean };
 }
 
 /** Instruction and branch counters; both are exact 64-bit counts since reset. */

@@ -77,10 +77,11 @@ export interface NativeMachine {
   copyPages(first: boolean): Uint8Array;
   writePages(pages: Uint8Array): string | null;
   announce(): void;
+  takeDiskDirty(first: boolean): Uint32Array;
 }
 
 export interface NativeMachineConstructor {
-  new (options: { ramSize: number; realClock: boolean; rng?: boolean; net?: boolean; mac?: Uint8Array; disk?: string; tap?: string }, consoleRing: Uint8Array, doorbell: () => void): NativeMachine;
+  new (options: { ramSize: number; realClock: boolean; rng?: boolean; net?: boolean; mac?: Uint8Array; disk?: string; diskSeparate?: boolean; tap?: string }, consoleRing: Uint8Array, doorbell: () => void): NativeMachine;
 }
 
 export interface Addon {
