@@ -64,6 +64,7 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
                            InstanceMethod<&NativeMachine::JsWritePages>("writePages"),
                            InstanceMethod<&NativeMachine::JsAnnounce>("announce"),
                            InstanceMethod<&NativeMachine::JsTakeDiskDirty>("takeDiskDirty"),
+                           InstanceMethod<&NativeMachine::JsDiskInFlight>("diskInFlight"),
                        });
   }
 
@@ -550,6 +551,11 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     Napi::Uint32Array out = Napi::Uint32Array::New(info.Env(), chunks.size());
     for (size_t i = 0; i < chunks.size(); i++) out[i] = chunks[i];
     return out;
+  }
+  // diskInFlight(): number — virtio-blk requests not yet completed (idle only).
+  Napi::Value JsDiskInFlight(const Napi::CallbackInfo& info) {
+    if (!Usable(info)) return info.Env().Undefined();
+    return Napi::Number::New(info.Env(), static_cast<double>(vcpu_->machine().disk_in_flight()));
   }
   Napi::Value JsAnnounce(const Napi::CallbackInfo& info) {
     if (!Open(info)) return info.Env().Undefined();

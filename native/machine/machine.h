@@ -139,6 +139,8 @@ class Machine final : public Platform {
   /// A frame from the host for the guest (plain/record); false when dropped for lack of buffers.
   bool net_receive(const uint8_t* frame, uint32_t n);
   uint64_t suppressed_outputs() const { return suppressed_; }
+  /// virtio-blk requests submitted and not yet completed (the guest's view).
+  size_t disk_in_flight() const { return blk_ ? blk_->pending().size() : 0; }
   /// Go-live of a secondary (only between runs, in replay mode): inputs come from the host from here
   /// on, the real clock continues from the last logged value, and every disk request still in flight
   /// is handed to the disk again.

@@ -40,6 +40,7 @@ Options:
   --join <host:port>     the primary's logging channel (required)
   --listen <host:port>   where to listen for a new secondary once live (default 127.0.0.1:0)
   --log-dir <dir>        keep the clone state and the log received (to verify a failover offline)
+  --disk <image>         this side's own disk image (disk.mode "separate": brought up to date by the clone)
   --console              copy the guest's console to stdout once live
   --events               status as JSON lines on stderr, instead of text
   -h, --help
@@ -56,7 +57,7 @@ export function ftSettings(loaded: LoadedConfig) {
   const { vm, ft } = loaded.config;
   const spec: VmSpec = { id: vm.id, guest: vm.guest, memory: vm.ramMiB * 1024 * 1024, clock: vm.clock };
   if (vm.devices.rng) spec.rng = true;
-  if (vm.devices.disk) spec.disk = { path: vm.devices.disk.path };
+  if (vm.devices.disk) spec.disk = { path: vm.devices.disk.path, mode: vm.devices.disk.mode };
   const net = vm.devices.net;
   if (net) {
     spec.net =
@@ -194,6 +195,7 @@ export async function primaryCommand(argv: string[], io: CommandIo): Promise<num
     hashInterval: ft.hashIntervalInstructions,
     disabled: !ft.enabled,
     meta: { vm: spec.id },
+    ...(spec.disk?.mode === 'separate' ? { separateDisk: spec.disk.path } : {}),
     ...(tls ? { tls } : {}),
   });
   const done = supervisePrimary(primary, r, io, values.console === true);
@@ -233,6 +235,7 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
       join: { type: 'string' },
       listen: { type: 'string' },
       'log-dir': { type: 'string' },
+      disk: { type: 'string' },
       console: { type: 'boolean' },
       events: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
@@ -249,6 +252,10 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
   const loaded = await loadConfig(positionals[0]!);
   const r = new Reporter(io, values.events === true);
   const { spec, ft, arbiter, key, tls } = ftSettings(loaded);
+  if (values.disk !== undefined) {
+    if (!spec.disk) throw new UsageError('--disk: the configuration has no disk');
+    spec.disk = { ...spec.disk, path: values.disk };
+  }
   let net: { close: () => void } = { close: () => {} };
   let machine: Machine | undefined;
   const secondary = new FtSecondary({
@@ -275,6 +282,7 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
       meta: { vm: spec.id },
     },
     ...(values['log-dir'] ? { logDir: values['log-dir'] } : {}),
+    ...(spec.disk?.mode === 'separate' ? { separateDisk: spec.disk.path } : {}),
     ...(tls ? { tls } : {}),
   });
   try {

@@ -2,6 +2,7 @@
 // secondary, releases outputs only behind acknowledged log (the output rule), slows down when the
 // secondary lags, and clones a new secondary by pre-copy. Mirrors secondary.ts.
 import { EventEmitter } from 'node:events';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { LockstepError } from '../errors.js';
 import { Recorder } from '../log/recorder.js';
@@ -17,6 +18,9 @@ const PRECOPY_CONVERGED_PAGES = 256;
 const PRECOPY_MAX_ROUNDS = 8;
 /** Pages per CLONE_PAGES message (1 MiB). */
 const PAGES_PER_MESSAGE = 256;
+/** Disk pre-copy: chunks are 64 KiB (the addon's tracking unit); a round with this few ends it. */
+const DISK_CHUNK = 64 * 1024;
+const DISK_CONVERGED_CHUNKS = 16;
 
 /** Options shared by both halves of a pair. */
 export interface FtCommonOptions {
@@ -55,6 +59,11 @@ export interface FtPrimaryOptions extends FtCommonOptions {
   meta?: Record<string, unknown>;
   /** Start without FT (status "disabled") until {@link FtPrimary.enable}. */
   disabled?: boolean;
+  /**
+   * The primary's own disk image when disks are `separate` (each half has its own): a joining secondary's
+   * image is then brought up to date by a disk pre-copy before the memory pre-copy.
+   */
+  separateDisk?: string;
 }
 
 /** Figures of a running pair. */
@@ -130,7 +139,7 @@ type Phase = 'idle' | 'alone' | 'cloning' | 'protected' | 'recovering' | 'disabl
 export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   readonly machine: Machine;
   readonly vmId: string;
-  readonly #o: Required<Omit<FtPrimaryOptions, 'tls' | 'epoch' | 'meta' | 'listen' | 'disabled' | 'owner'>> & FtPrimaryOptions;
+  readonly #o: Required<Omit<FtPrimaryOptions, 'tls' | 'epoch' | 'meta' | 'listen' | 'disabled' | 'owner' | 'separateDisk'>> & FtPrimaryOptions;
   readonly #owner: string;
   #epoch = 0;
   #phase: Phase = 'idle';
@@ -433,12 +442,53 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     ch.on('close', (reason: string) => {
       if (this.#channel === ch) void this.#recover(`the logging channel closed: ${reason}`);
     });
-    ch.send({ type: 'clone-begin', meta: { vmId: this.vmId, memory: this.machine.memory, clock: this.machine.clock, epoch: this.#epoch, ...(this.#o.meta ?? {}) } });
-    // Iterative pre-copy while the guest runs.
+    const diskPath = this.#o.separateDisk;
+    ch.send({
+      type: 'clone-begin',
+      meta: { vmId: this.vmId, memory: this.machine.memory, clock: this.machine.clock, epoch: this.#epoch, disk: diskPath ? 'separate' : 'shared', ...(this.#o.meta ?? {}) },
+    });
     let rounds = 0;
     let pages = 0;
     let bytes = 0;
     let first = true;
+    // Separate disks: iterative pre-copy of the image first (the disk tracks the chunks it writes).
+    const diskFd = diskPath ? openSync(diskPath, 'r') : undefined;
+    const diskBytes = diskFd === undefined ? 0 : fstatSync(diskFd).size;
+    const sendChunks = (chunks: Uint32Array): number => {
+      if (diskFd === undefined) return 0;
+      let sent = 0;
+      for (const c of chunks) {
+        const offset = c * DISK_CHUNK;
+        const len = Math.min(DISK_CHUNK, diskBytes - offset) & ~511;
+        if (len <= 0) continue;
+        const buf = Buffer.allocUnsafe(len);
+        readSync(diskFd, buf, 0, len, offset);
+        ch.send({ type: 'clone-disk', offset: BigInt(offset), data: buf });
+        sent += len;
+      }
+      return sent;
+    };
+    try {
+      if (diskFd !== undefined) {
+        for (let r = 0, firstDisk = true; r < PRECOPY_MAX_ROUNDS; r++, firstDisk = false) {
+          const chunks = native.takeDiskDirty(firstDisk);
+          bytes += sendChunks(chunks);
+          await new Promise((resolve) => setImmediate(resolve)); // let the guest and the socket breathe
+          if (this.#channel !== ch) return;
+          if (!firstDisk && chunks.length <= DISK_CONVERGED_CHUNKS) break;
+        }
+      }
+      await this.#cloneMemory(ch, { rounds, pages, bytes, first }, sendChunks);
+    } finally {
+      if (diskFd !== undefined) closeSync(diskFd);
+    }
+  }
+
+  async #cloneMemory(ch: Channel, c: { rounds: number; pages: number; bytes: number; first: boolean }, sendChunks: (chunks: Uint32Array) => number): Promise<void> {
+    const native = this.machine[internal].native;
+    let { rounds, pages, bytes, first } = c;
+    const separate = this.#o.separateDisk !== undefined;
+    // Iterative pre-copy while the guest runs.
     for (;;) {
       const n = await this.#precopyRound(ch, first);
       if (this.#channel !== ch) return;
@@ -452,13 +502,26 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     // the log; sending happens after the guest runs again.
     let finalPages: Uint8Array = new Uint8Array(0);
     let state: Uint8Array = new Uint8Array(0);
-    const t0 = performance.now();
-    await this.#pauseFor(() => {
-      finalPages = native.copyPages(first);
-      state = native.snapshot(false);
-      this.#startRecording();
-    });
-    const pauseMs = performance.now() - t0;
+    let pauseMs = 0;
+    for (let attempt = 0; ; attempt++) {
+      let done = false;
+      const t0 = performance.now();
+      await this.#pauseFor(() => {
+        // Separate disks: stop where no disk request is in flight, so no completion delivered after the
+        // copy can refer to an image state the copy did not capture (bounded: then go ahead anyway; the
+        // state hash would expose a difference).
+        if (separate && attempt < 200 && native.diskInFlight() > 0) return;
+        finalPages = native.copyPages(first);
+        bytes += sendChunks(native.takeDiskDirty(false));
+        state = native.snapshot(false);
+        this.#startRecording();
+        done = true;
+      });
+      pauseMs = performance.now() - t0;
+      if (done) break;
+      await sleep(1);
+      if (this.#channel !== ch) return;
+    }
     if (this.#channel !== ch) return;
     pages += finalPages.length / 4100;
     bytes += finalPages.length + state.length;

@@ -2,7 +2,7 @@
 // output suppressed, acknowledges as it receives, and goes live when the primary is lost (after
 // replaying all it holds and winning the arbiter). Mirrors primary.ts.
 import { EventEmitter } from 'node:events';
-import { createWriteStream, mkdirSync, writeFileSync, type WriteStream } from 'node:fs';
+import { closeSync, createWriteStream, fstatSync, fsyncSync, mkdirSync, openSync, writeFileSync, writeSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { internal, type Machine } from '../machine/machine.js';
@@ -27,6 +27,8 @@ export interface FtSecondaryOptions extends FtCommonOptions {
   beforeLive?: (machine: Machine) => Promise<void> | void;
   /** Keeps the clone's state and every batch received here (offline verification of a failover). */
   logDir?: string;
+  /** This side's own disk image when disks are `separate` (the clone brings it up to date). */
+  separateDisk?: string;
 }
 
 /** What a go-live did. */
@@ -95,6 +97,8 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
   #cloneStart = 0;
   #log: WriteStream | undefined;
   #primary: FtPrimary | undefined;
+  #diskFd: number | undefined;
+  #diskBytes = 0;
 
   constructor(options: FtSecondaryOptions) {
     super();
@@ -181,7 +185,19 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
         this.#pages += m.pages.length;
         return;
       }
+      case 'clone-disk': {
+        if (this.#phase !== 'cloning' || this.#diskFd === undefined) return this.#violation(ch, 'disk data outside a separate-disk clone');
+        const end = m.offset + BigInt(m.data.length);
+        if (end > BigInt(this.#diskBytes)) return this.#violation(ch, `disk data up to byte ${end} of a ${this.#diskBytes}-byte image`);
+        writeSync(this.#diskFd, m.data, 0, m.data.length, Number(m.offset));
+        return;
+      }
       case 'clone-final':
+        if (this.#diskFd !== undefined) {
+          fsyncSync(this.#diskFd);
+          closeSync(this.#diskFd);
+          this.#diskFd = undefined;
+        }
         return this.#cloneFinal(ch, m.state, m.meta);
       case 'clone-done':
         return;
@@ -242,6 +258,14 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       return this.#violation(ch, `the primary's machine has ${String(meta.memory)} bytes and the ${String(meta.clock)} clock; this side's config says ${m.memory} and ${m.clock}`);
     }
     this.#epoch = epoch;
+    const disk = meta.disk ?? 'shared';
+    if (disk === 'separate') {
+      if (!this.#o.separateDisk) return this.#violation(ch, "the primary's disks are separate but this side has no image of its own (separateDisk)");
+      this.#diskFd = openSync(this.#o.separateDisk, 'r+');
+      this.#diskBytes = fstatSync(this.#diskFd).size;
+    } else if (this.#o.separateDisk) {
+      return this.#violation(ch, "this side's disk is separate but the primary's is shared");
+    }
     if (this.#o.logDir) {
       mkdirSync(this.#o.logDir, { recursive: true });
       this.#log = createWriteStream(join(this.#o.logDir, 'log.bin'));
@@ -393,6 +417,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       ...(this.#o.timeoutMs !== undefined ? { timeoutMs: this.#o.timeoutMs } : {}),
       ...(this.#o.listen ? { listen: this.#o.listen } : {}),
       ...(this.#o.tls ? { tls: this.#o.tls } : {}),
+      ...(this.#o.separateDisk ? { separateDisk: this.#o.separateDisk } : {}),
     });
     this.#primary = primary;
     await primary.start();

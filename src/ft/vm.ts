@@ -14,7 +14,7 @@ export interface VmSpec {
   memory: number;
   clock: 'real' | 'virtual';
   rng?: boolean;
-  disk?: { path: string };
+  disk?: { path: string; mode?: 'shared' | 'separate' };
   net?: { backend: 'udp'; host?: string; hostPort: number; guestPort: number; mac?: string } | { backend: 'tap'; name: string; mac?: string };
 }
 
@@ -22,7 +22,7 @@ export interface VmSpec {
 export function createVmMachine(spec: VmSpec): Machine {
   const devices: NonNullable<MachineOptions['devices']> = {};
   if (spec.rng) devices.rng = true;
-  if (spec.disk) devices.disk = { path: spec.disk.path };
+  if (spec.disk) devices.disk = { path: spec.disk.path, ...(spec.disk.mode ? { mode: spec.disk.mode } : {}) };
   if (spec.net) {
     const net: { mac?: string; tap?: string } = {};
     if (spec.net.mac) net.mac = spec.net.mac;

@@ -78,6 +78,7 @@ export interface NativeMachine {
   writePages(pages: Uint8Array): string | null;
   announce(): void;
   takeDiskDirty(first: boolean): Uint32Array;
+  diskInFlight(): number;
 }
 
 export interface NativeMachineConstructor {

@@ -19,6 +19,7 @@ import { ProtocolError } from './errors.js';
  *   0x21  CLONE_PAGES   u32 pageSize, u32 count, count × (u32 index, pageSize B)     8 + count·(4+pageSize)
  *   0x22  CLONE_FINAL   u32 metaLength, meta JSON object, state (opaque, the rest)   ≥ 6
  *   0x23  CLONE_DONE    (empty)                                                      0
+ *   0x24  CLONE_DISK    u64 offset (a multiple of 512), data (a multiple of 512 B)   8 + 512 … 8 + 1 MiB
  *   0x30  CONTROL       JSON object with a string "op" and no "type"                ≤ 64 KiB
  *   0x31  GO_LIVE       u64 epoch, reason (UTF-8, the rest)                          8 … 8 + 1 KiB
  *   0x3F  BYE           reason (UTF-8)                                               0 … 1 KiB
@@ -36,10 +37,14 @@ export const MessageType = Object.freeze({
   CLONE_PAGES: 0x21,
   CLONE_FINAL: 0x22,
   CLONE_DONE: 0x23,
+  CLONE_DISK: 0x24,
   CONTROL: 0x30,
   GO_LIVE: 0x31,
   BYE: 0x3f,
 } as const);
+
+/** Largest CLONE_DISK data. */
+export const MAX_DISK_CHUNK = 1 << 20;
 
 /** Size of a HELLO nonce. */
 export const NONCE_BYTES = 32;
@@ -96,6 +101,8 @@ export type Message =
   | { type: 'clone-final'; state: Uint8Array; meta: JsonObject }
   /** The clone is complete. */
   | { type: 'clone-done' }
+  /** Disk pre-copy (separate disks): `data` belongs at byte `offset` of the receiver's image. */
+  | { type: 'clone-disk'; offset: bigint; data: Uint8Array }
   /**
    * An application-defined control operation: `op` and any other JSON fields, flat beside `type`
    * (`{ type: 'control', op: 'hello', listen: '10.0.0.2:7000' }`). A field named `type` cannot be sent.
@@ -432,6 +439,28 @@ const CODECS: CodecTable = {
     decode(payload) {
       expectLength('CLONE_DONE', payload, 0);
       return { type: 'clone-done' };
+    },
+  },
+  'clone-disk': {
+    code: MessageType.CLONE_DISK,
+    wire: 'CLONE_DISK',
+    encode(m) {
+      const offset = checkU64('CLONE_DISK', 'offset', m.offset);
+      if (offset % 512n !== 0n) throw malformed(`cannot encode CLONE_DISK: offset ${offset} is not a multiple of 512`);
+      if (!(m.data instanceof Uint8Array) || m.data.length === 0 || m.data.length % 512 !== 0 || m.data.length > MAX_DISK_CHUNK) {
+        throw malformed(`cannot encode CLONE_DISK: ${m.data?.length} bytes of data, not a multiple of 512 from 512 to ${MAX_DISK_CHUNK}`);
+      }
+      const out = Buffer.allocUnsafe(8 + m.data.length);
+      out.writeBigUInt64BE(offset, 0);
+      out.set(m.data, 8);
+      return out;
+    },
+    decode(payload) {
+      const n = payload.length - 8;
+      if (n < 512 || n % 512 !== 0 || n > MAX_DISK_CHUNK) throw malformed(`CLONE_DISK carries ${n} bytes of data, not a multiple of 512 from 512 to ${MAX_DISK_CHUNK}`);
+      const offset = view(payload).readBigUInt64BE(0);
+      if (offset % 512n !== 0n) throw malformed(`CLONE_DISK offset ${offset} is not a multiple of 512`);
+      return { type: 'clone-disk', offset, data: payload.subarray(8) };
     },
   },
   control: {

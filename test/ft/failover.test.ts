@@ -192,6 +192,44 @@ describe('fault-tolerant pair (processes)', () => {
     await c.close();
   }, 60_000);
 
+  it('separate disks: the secondary is cloned onto an empty image of its own, takes over with it, and a new secondary gets a copy', async () => {
+    const dir = join(tmp, 'separate');
+    mkdirSync(dir);
+    const cfg = await kvConfig(dir);
+    const json = JSON.parse(readFileSync(cfg.path, 'utf8')) as { vm: { devices: { disk: Record<string, unknown> } } };
+    json.vm.devices.disk.mode = 'separate';
+    writeFileSync(cfg.path, JSON.stringify(json));
+    const imageB = join(dir, 'b.img');
+    const imageC = join(dir, 'c.img');
+    writeFileSync(imageB, Buffer.alloc(4 << 20)); // empty: the clone must fill it
+    writeFileSync(imageC, Buffer.alloc(4 << 20));
+    const primary = start('primary', ['primary', cfg.path]);
+    const l = await primary.wait('listening');
+    const c = new KvClient({ endpoints: [{ host: '127.0.0.1', port: cfg.udpPort }], timeoutMs: 100, retries: 100 });
+    for (let i = 0; i < 30; i++) expect(await c.set(`before-${i}`, `v${i}`)).toBe('stored'); // on disk A only
+    const secondary = start('secondary', ['secondary', cfg.path, '--join', `127.0.0.1:${String(l.port)}`, '--disk', imageB]);
+    await primary.wait('status', (e) => e.protected === true);
+    for (let i = 0; i < 30; i++) expect(await c.set(`during-${i}`, `w${i}`)).toBe('stored');
+    primary.child.kill('SIGKILL');
+    await secondary.wait('go-live');
+    for (let i = 0; i < 30; i++) {
+      expect((await c.get(`before-${i}`))?.value.toString()).toBe(`v${i}`);
+      expect((await c.get(`during-${i}`))?.value.toString()).toBe(`w${i}`);
+    }
+    // A new secondary, cloned from B onto C; once in lockstep and quiet, C holds what B holds.
+    const l2 = await secondary.wait('listening', (e) => Number(e.epoch) === 2);
+    start('secondary 2', ['secondary', cfg.path, '--join', `127.0.0.1:${String(l2.port)}`, '--disk', imageC]);
+    await secondary.wait('cloned', (e) => e.pauseMs !== undefined);
+    for (let i = 0; i < 20; i++) expect(await c.set(`after-${i}`, `x${i}`)).toBe('stored');
+    let same = false;
+    for (let i = 0; i < 100 && !same; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      same = readFileSync(imageB).equals(readFileSync(imageC));
+    }
+    expect(same).toBe(true);
+    await c.close();
+  }, 60_000);
+
   it('a partition of the logging channel leaves exactly one side live; the loser halts', async () => {
     const dir = join(tmp, 'partition');
     mkdirSync(dir);

@@ -49,6 +49,7 @@ const samples: Message[] = [
   { type: 'clone-pages', pageSize: 16, pages: [{ index: 0, data: page(1) }, { index: 5, data: page(2) }, { index: 0xffffffff, data: page(3) }] },
   { type: 'clone-final', state: Uint8Array.of(9, 8, 7), meta: { instret: '123' } },
   { type: 'clone-done' },
+  { type: 'clone-disk', offset: 65536n, data: page(5, 1024) },
   { type: 'control', op: 'hello', listen: '127.0.0.1:7000', n: 3 },
   { type: 'go-live', epoch: 42n, reason: 'primary lost: heartbeat timeout — ünïcode' },
   { type: 'bye', reason: 'done' },
@@ -105,6 +106,11 @@ describe('message codecs', () => {
     // Shorter than the meta it announces (the state part may legitimately shrink).
     const metaEnd = 4 + Buffer.from(final.payload).readUInt32BE(0);
     for (let n = 0; n < metaEnd; n++) malformed(() => decodeMessage(final.code, final.payload.subarray(0, n)));
+    const disk = encodeMessage(samples.find((s) => s.type === 'clone-disk')!);
+    for (const n of [0, 7, 8, 9, 8 + 511, 8 + 513, disk.payload.length - 1]) malformed(() => decodeMessage(disk.code, disk.payload.subarray(0, n)));
+    const oddOffset = Buffer.from(disk.payload);
+    oddOffset.writeBigUInt64BE(100n, 0);
+    expect(malformed(() => decodeMessage(disk.code, oddOffset)).message).toMatch(/multiple of 512/);
     const goLive = encodeMessage(samples.find((s) => s.type === 'go-live')!);
     for (let n = 0; n < 8; n++) malformed(() => decodeMessage(goLive.code, goLive.payload.subarray(0, n)));
   });
