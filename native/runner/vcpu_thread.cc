@@ -491,9 +491,11 @@ RunReport VcpuThread::replay_to(uint64_t target) {
       r.kind = RunReport::Kind::kBudget;
       return r;
     }
+    const auto slice_began = std::chrono::steady_clock::now();
     const RunStop stop = m.run(std::min(stop_at, cpu.instret + kSlice));
     progress_.store(cpu.instret, std::memory_order_relaxed);
     flush_console();
+    pace(slice_began);  // a throttled replay (tests of lag control: a secondary on a slow host)
     switch (stop) {
       case RunStop::kLimit:
       case RunStop::kHost:

@@ -119,7 +119,8 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   size_t held();
   /// instret at the end of the last slice (any thread; for acks and lag).
   uint64_t progress() const { return progress_.load(std::memory_order_relaxed); }
-  /// Lag control: the vCPU sleeps `ratio` of each slice's duration (0 = full speed, at most 0.95).
+  /// Lag control: the vCPU sleeps `ratio` of each slice's duration (0 = full speed, at most 0.95). Also
+  /// applies to a replay (a secondary made slow on purpose, as on a loaded host).
   void set_throttle(double ratio);
   /// Pre-copy (clone of a running machine): starts a round that copies every page written since the
   /// last round (the first round: every page ever written). The vCPU thread copies a bounded chunk per

@@ -64,6 +64,8 @@ export interface FtPrimaryOptions extends FtCommonOptions {
    * image is then brought up to date by a disk pre-copy before the memory pre-copy.
    */
   separateDisk?: string;
+  /** Bytes of the log ring between the vCPU thread and JavaScript (default 4 MiB; a power of two). */
+  ringBytes?: number;
 }
 
 /** Figures of a running pair. */
@@ -139,7 +141,7 @@ type Phase = 'idle' | 'alone' | 'cloning' | 'protected' | 'recovering' | 'disabl
 export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   readonly machine: Machine;
   readonly vmId: string;
-  readonly #o: Required<Omit<FtPrimaryOptions, 'tls' | 'epoch' | 'meta' | 'listen' | 'disabled' | 'owner' | 'separateDisk'>> & FtPrimaryOptions;
+  readonly #o: Required<Omit<FtPrimaryOptions, 'tls' | 'epoch' | 'meta' | 'listen' | 'disabled' | 'owner' | 'separateDisk' | 'ringBytes'>> & FtPrimaryOptions;
   readonly #owner: string;
   #epoch = 0;
   #phase: Phase = 'idle';
@@ -578,7 +580,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
 
   #startRecording(): void {
     const native = this.machine[internal].native;
-    this.#recorder = new Recorder(this.machine, { hashInterval: this.#o.hashInterval });
+    this.#recorder = new Recorder(this.machine, { hashInterval: this.#o.hashInterval, ...(this.#o.ringBytes ? { ringBytes: this.#o.ringBytes } : {}) });
     this.#recorder.on('batch', (b) => this.#onBatch(b));
     if (this.#o.outputRule) native.setGate(true);
   }
@@ -599,10 +601,6 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     this.#sentAt.set(lsn, performance.now());
     this.#sentBytes += b.length;
     this.#totalLogBytes += b.length;
-    // Where the guest was when this batch was sealed (its last record's position is at most this).
-    const base = new DataView(b.buffer, b.byteOffset, b.byteLength).getBigUint64(16, true);
-    this.#positions.push({ instret: base, at: performance.now() });
-    if (this.#positions.length > 512) this.#positions.splice(0, 256);
     // Batches read in one go (one doorbell) leave in one LOG frame: one HMAC and one write for all.
     this.#outbox.push(b);
     if (this.#outbox.length === 1) {
@@ -628,7 +626,8 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     this.#queued = [];
     this.#cloneSent = false;
     this.#secondaryInstret = 0n;
-    this.#positions.length = 0;
+    this.#replayRate = 0;
+    this.#rateSample = { at: 0, instret: 0n, busy: false };
   }
 
   // ---- messages from the secondary -------------------------------------------------------------------
@@ -677,6 +676,17 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       this.#ackedLsn = lsn;
       this.#ackedBytes = Math.max(this.#ackedBytes, bytes);
       this.#secondaryInstret = instret;
+      const rs = this.#rateSample;
+      if (now - rs.at >= 20) {
+        const dt = (now - rs.at) / 1000;
+        const di = Number(instret - rs.instret);
+        if (rs.at > 0 && rs.busy && di > 0) {
+          const r = di / dt;
+          this.#replayRate = this.#replayRate === 0 ? r : 0.7 * this.#replayRate + 0.3 * r;
+        }
+        // Busy: more than a slice behind, so it was replaying flat out rather than waiting for log.
+        this.#rateSample = { at: now, instret, busy: Number(this.machine[internal].native.progress() - instret) > 2 ** 22 };
+      }
       const native = this.machine[internal].native;
       const held = native.held();
       const out = native.release(lsn);
@@ -748,29 +758,24 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     }
     if (this.#phase === 'protected') {
       this.#lagInstr = Math.max(0, Number(instret - this.#secondaryInstret));
-      this.#lagSec = this.#lagAt(now) / 1000;
+      this.#lagSec = this.#lagMs(this.#lagInstr) / 1000;
       native.setThrottle(this.#lag.update(this.#lagSec * 1000));
     }
   }
 
   /**
-   * The lockstep interval: how long ago this side was where the secondary is now. Interpolated between
-   * (instret, time) samples taken as batches are sent; zero once the secondary reached the last one.
+   * The lockstep interval: how long the secondary needs to replay what it is behind by (its backlog of
+   * instructions over the speed it replays at when it has a backlog). This is what a failover would add
+   * to the outage, and what lag control keeps near its target.
    */
-  #lagAt(now: number): number {
-    const s = this.#positions;
-    const at = this.#secondaryInstret;
-    if (s.length === 0 || at >= s[s.length - 1]!.instret) return 0;
-    let i = s.length - 1;
-    while (i > 0 && s[i - 1]!.instret > at) i--;
-    const after = s[i]!;
-    if (i === 0) return now - after.at;
-    const before = s[i - 1]!;
-    const span = Number(after.instret - before.instret);
-    const t = span > 0 ? before.at + ((after.at - before.at) * Number(at - before.instret)) / span : after.at;
-    return Math.max(0, now - t);
+  #lagMs(backlog: number): number {
+    if (backlog <= 0) return 0;
+    const rate = this.#replayRate > 0 ? this.#replayRate : Math.max(this.#mips.rate, 1) * 1e6;
+    return (1000 * backlog) / rate;
   }
-  readonly #positions: { instret: bigint; at: number }[] = [];
+  /** Replay speed of the secondary while it had a backlog (instructions/s), from its acks. */
+  #replayRate = 0;
+  #rateSample = { at: 0, instret: 0n, busy: false };
 
   // ---- losing the secondary --------------------------------------------------------------------------
 

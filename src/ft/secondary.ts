@@ -29,6 +29,11 @@ export interface FtSecondaryOptions extends FtCommonOptions {
   logDir?: string;
   /** This side's own disk image when disks are `separate` (the clone brings it up to date). */
   separateDisk?: string;
+  /**
+   * Slows this side's replay: it sleeps this share of each slice (0..0.95). For tests and demos of lag
+   * control — a secondary on a slower or loaded host.
+   */
+  replayThrottle?: number;
 }
 
 /** What a go-live did. */
@@ -283,6 +288,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     if (this.#o.logDir) writeFileSync(join(this.#o.logDir, 'clone.snap'), machine.snapshot());
     const native = machine[internal].native;
     native.setShadow(true);
+    if (this.#o.replayThrottle) native.setThrottle(this.#o.replayThrottle);
     if (!native.startReplay()) return this.#violation(ch, 'cannot start replaying');
     this.#phase = 'replaying';
     this.#run = machine.run();
@@ -293,7 +299,9 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
 
   #onRunEnd(r: RunResult): void {
     if (this.#phase === 'going-live' || this.#phase === 'left' || this.#phase === 'halted') return; // handled there
-    if (r.kind === 'end-of-log' && r.recorded !== undefined) {
+    // The guest ended as the log says it did (a replay reports the guest's own exit, trap or halt, or the
+    // recorded end): the pair is over.
+    if ((r.kind === 'end-of-log' && r.recorded !== undefined) || r.kind === 'exit' || r.kind === 'trap' || r.kind === 'halted') {
       this.#phase = 'ended';
       this.#stopTimer();
       this.#channel?.close('the guest ended');
@@ -379,7 +387,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     })();
     const r = await this.#run!;
     if (r.kind === 'divergence') return this.#halt(`diverged from the primary while draining the log: ${r.message}`);
-    if (r.kind === 'end-of-log' && r.recorded !== undefined) {
+    if ((r.kind === 'end-of-log' && r.recorded !== undefined) || r.kind === 'exit' || r.kind === 'trap' || r.kind === 'halted') {
       this.#phase = 'ended';
       this.emit('ended', r);
       return;
@@ -391,6 +399,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     const { instret } = machine.counters;
     if (this.#o.logDir) writeFileSync(join(this.#o.logDir, 'golive.json'), JSON.stringify({ stateHash: stateHash.toString(), instret: instret.toString(), epoch: want }));
     await this.#o.beforeLive?.(machine);
+    native.setThrottle(0);
     const out = native.goLive(this.#released < 0n ? U64_MAX : this.#released);
     if (out === null) return this.#halt('go-live refused: the log was not replayed to its end');
     machine[internal].emitOutputs(out);

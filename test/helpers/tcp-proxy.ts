@@ -49,6 +49,19 @@ export class TcpProxy {
   heal(): void {
     this.#partitioned = false;
   }
+  /** Stops reading in both directions (nothing is lost: TCP back-pressure builds up) until {@link flow}. */
+  stall(): void {
+    for (const { a, b } of this.#pairs) {
+      a.pause();
+      b.pause();
+    }
+  }
+  flow(): void {
+    for (const { a, b } of this.#pairs) {
+      a.resume();
+      b.resume();
+    }
+  }
   /** Resets every proxied connection. */
   reset(): void {
     for (const { a, b } of this.#pairs) {
