@@ -7,6 +7,7 @@ import { FileArbiter } from '../ft/arbiter-file.js';
 import { EtcdArbiter } from '../ft/arbiter-etcd.js';
 import type { Arbiter } from '../ft/arbiter.js';
 import { describeStatus } from '../ft/control.js';
+import { FT_OPERATIONS, controlToken, startControlServer, type ControlServer } from '../ft/control-server.js';
 import { bindFtMetrics } from '../ft/metrics.js';
 import { FtPrimary } from '../ft/primary.js';
 import { Registry, createFtMetrics, startMetricsServer, type MetricsServer } from '../observability/index.js';
@@ -26,6 +27,7 @@ the arbiter, starts the guest, and waits for a secondary (lockstep secondary --j
 
 Options:
   --listen <host:port>   logging-channel address (default: ft.listen of the config)
+  --control <host:port>  serve the operations API (lockstep ft <operation>) there
   --console              copy the guest's console to stdout
   --events               status as JSON lines on stderr (for programs), instead of text
   -h, --help
@@ -40,6 +42,7 @@ Options:
   --join <host:port>     the primary's logging channel (required)
   --listen <host:port>   where to listen for a new secondary once live (default 127.0.0.1:0)
   --log-dir <dir>        keep the clone state and the log received (to verify a failover offline)
+  --control <host:port>  serve the operations API there once this side is the primary
   --disk <image>         this side's own disk image (disk.mode "separate": brought up to date by the clone)
   --console              copy the guest's console to stdout once live
   --events               status as JSON lines on stderr, instead of text
@@ -156,7 +159,7 @@ export async function primaryCommand(argv: string[], io: CommandIo): Promise<num
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { listen: { type: 'string' }, console: { type: 'boolean' }, events: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    options: { listen: { type: 'string' }, control: { type: 'string' }, console: { type: 'boolean' }, events: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help) {
     io.stdout.write(PRIMARY_HELP);
@@ -207,6 +210,11 @@ export async function primaryCommand(argv: string[], io: CommandIo): Promise<num
     metrics = await startMetricsServer(registry, { host: loaded.config.metrics.listen.host, port: loaded.config.metrics.listen.port });
     r.event('metrics', { url: metrics.url }, `Prometheus metrics at ${metrics.url}`);
   }
+  let control: ControlServer | undefined;
+  if (values.control !== undefined) {
+    control = await startControlServer(() => primary, key, hostPort('--control', values.control));
+    r.event('control', { url: control.url }, `operations API at ${control.url}`);
+  }
   const addr = await primary.start();
   r.event('listening', { host: addr.host, port: addr.port, epoch: primary.epoch }, `primary of ${spec.id} at epoch ${primary.epoch}; secondaries join at ${addr.host}:${addr.port}`);
   onSignals(() => primary.stop());
@@ -222,6 +230,7 @@ export async function primaryCommand(argv: string[], io: CommandIo): Promise<num
   r.end();
   unbind();
   await metrics?.close();
+  await control?.close();
   await primary.stop().catch(() => undefined);
   return status;
   }
@@ -236,6 +245,7 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
       listen: { type: 'string' },
       'log-dir': { type: 'string' },
       disk: { type: 'string' },
+      control: { type: 'string' },
       console: { type: 'boolean' },
       events: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
@@ -258,6 +268,7 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
   }
   let net: { close: () => void } = { close: () => {} };
   let machine: Machine | undefined;
+  let controlServer: ControlServer | undefined;
   const secondary = new FtSecondary({
     vmId: spec.id,
     key,
@@ -289,6 +300,7 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
     return await runSecondary();
   } finally {
     net.close();
+    await controlServer?.close();
     await secondary.primary?.stop().catch(() => undefined);
     await secondary.stop().catch(() => undefined);
     (secondary.machine ?? machine)?.close();
@@ -314,6 +326,12 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
     secondary.on('restart', () => r.event('restart', {}, 'restarting (asked by the primary); a fresh clone follows'));
     secondary.on('go-live', (g) => r.event('go-live', { ...g }, `LIVE at epoch ${g.epoch} after ${g.ms.toFixed(1)} ms (${g.reason}); re-emitted ${g.reemittedFrames} frames`));
     secondary.on('promoted', (p) => {
+      if (values.control !== undefined) {
+        void startControlServer(() => p, key, hostPort('--control', values.control)).then((c) => {
+          controlServer = c;
+          r.event('control', { url: c.url }, `operations API at ${c.url}`);
+        });
+      }
       const a = p.address;
       r.event('listening', { host: a?.host, port: a?.port, epoch: p.epoch }, `now the primary at epoch ${p.epoch}; a new secondary joins at ${a?.host}:${a?.port}`);
       void supervisePrimary(p, r, io, false).then(resolve);
@@ -330,4 +348,40 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
   r.end();
   return status;
   }
+}
+
+export const FT_HELP = `Usage: lockstep ft <operation> <vm.json|vm.yaml> --control <host:port>
+
+Runs an operation on the primary of a fault-tolerant pair through its operations API (started with
+lockstep primary --control). Authenticated with a token derived from the pair's key in the config.
+
+Operations:
+  status              protection status, lockstep interval, log bandwidth, epoch (JSON)
+  test-failover       hand over to the secondary without losing anything
+  restart-secondary   the secondary discards its VM and is cloned again
+  disable | enable    turn FT off (the secondary is dismissed) or back on
+  suspend             suspend FT (as disable, shown as suspended)
+  migrate-secondary   the next secondary to join replaces the current one
+`;
+
+export async function ftCommand(argv: string[], io: CommandIo): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { control: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+  if (values.help) {
+    io.stdout.write(FT_HELP);
+    return EXIT.ok;
+  }
+  const [op, file] = positionals;
+  if (op === undefined || file === undefined || positionals.length !== 2) throw new UsageError('expected an operation and a configuration file');
+  if (op !== 'status' && !(FT_OPERATIONS as readonly string[]).includes(op)) throw new UsageError(`unknown operation '${op}'`);
+  if (values.control === undefined) throw new UsageError('--control <host:port> is required');
+  const addr = hostPort('--control', values.control);
+  const loaded = await loadConfig(file);
+  if (!loaded.key) throw new UsageError(`${loaded.source}: no key configured`);
+  const res = await fetch(`http://${addr.host}:${addr.port}/ft/${op}`, {
+    method: op === 'status' ? 'GET' : 'POST',
+    headers: { authorization: `Bearer ${controlToken(loaded.key)}` },
+  });
+  const body = await res.text();
+  (res.ok ? io.stdout : io.stderr).write(body);
+  return res.ok ? EXIT.ok : res.status === 409 ? EXIT.halted : EXIT.software;
 }

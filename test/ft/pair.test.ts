@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FileArbiter, FtPrimary, FtSecondary, Machine, describeStatus, type RunResult } from '../../src/index.js';
+import { controlToken, startControlServer } from '../../src/ft/control-server.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'lockstep-pair-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -57,5 +58,61 @@ describe('FtPrimary / FtSecondary in one process', () => {
     await primary.stop();
     machine.close();
     secondary.machine?.close();
+  }, 30_000);
+
+  it('operations through the control API: disable and enable FT, suspend, migrate the secondary; a wrong token is refused', async () => {
+    const key = randomBytes(32);
+    const dir = mkdtempSync(join(tmp, 'ops-'));
+    const kv = readFileSync(new URL('../../guest/bin/kvserver.elf', import.meta.url));
+    const machine = new Machine({ clock: 'real', devices: { net: true } });
+    machine.load(kv);
+    const primary = new FtPrimary({ machine, vmId: 'ops', key, arbiter: new FileArbiter({ dir }) });
+    const addr = await primary.start();
+    const control = await startControlServer(() => primary, key);
+    const call = async (op: string, token = controlToken(key)) => {
+      const res = await fetch(`${control.url}/ft/${op}`, { method: op === 'status' ? 'GET' : 'POST', headers: { authorization: `Bearer ${token}` } });
+      return { code: res.status, body: (await res.json()) as Record<string, unknown> };
+    };
+    const joinAs = (name: string) => {
+      const s = new FtSecondary({ vmId: 'ops', key, arbiter: new FileArbiter({ dir }), join: addr, createMachine: () => new Machine({ clock: 'real', devices: { net: true } }) });
+      s.on('warning', () => {});
+      return { name, s, left: new Promise<string>((r) => s.once('left', r)) };
+    };
+    const protectedAgain = () => new Promise((r) => primary.once('cloned', r));
+    // Wrong token: 401, nothing happens.
+    expect((await call('disable', 'ab'.repeat(32))).code).toBe(401);
+    let a = joinAs('a');
+    let cloned = protectedAgain();
+    await a.s.start();
+    await cloned;
+    expect((await call('status')).body.status).toBe('Protected');
+    // FT off: the secondary is dismissed (it does not go live), joins are refused, status says disabled.
+    expect((await call('disable')).body.status).toBe('Not Protected (disabled)');
+    expect(await a.left).toMatch(/FT turned off/);
+    const refused = joinAs('refused');
+    await refused.s.start();
+    expect(await refused.left).toMatch(/disabled/);
+    // FT on again: a secondary joins and the VM is protected.
+    expect((await call('enable')).body.status).toBe('Not Protected (need secondary VM)');
+    a = joinAs('a2');
+    cloned = protectedAgain();
+    await a.s.start();
+    await cloned;
+    // Migrate: the next secondary replaces this one, which is dismissed; the newcomer is cloned.
+    expect((await call('migrate-secondary')).code).toBe(200);
+    const b = joinAs('b');
+    cloned = protectedAgain();
+    await b.s.start();
+    expect(await a.left).toMatch(/replaced/);
+    await cloned;
+    expect(primary.status).toEqual({ protected: true });
+    // Suspend: like off, shown as suspended. An operation that does not fit the state is a 409.
+    expect((await call('suspend')).body.status).toBe('Not Protected (FT suspended)');
+    expect((await call('test-failover')).code).toBe(409);
+    expect(primary.epoch).toBeGreaterThanOrEqual(4); // every dismissal fenced the old secondary out
+    await control.close();
+    await primary.stop();
+    machine.close();
+    for (const x of [a, b, refused]) x.s.machine?.close();
   }, 30_000);
 });
