@@ -154,6 +154,59 @@ async function kvProcesses(ft: boolean, seconds: number, clients: number, disk: 
   return { rate: res.acknowledged / (res.elapsedMs / 1000), p50: res.latency.p50Ms, p99: res.latency.p99Ms };
 }
 
+/**
+ * Host loss: the primary process is frozen (SIGSTOP: no heartbeat, no closed socket, as a dead host or a
+ * cut cable), so only the detection timeout notices. Each side serves its own UDP port (the frozen one
+ * keeps its port); the client fails over between the two.
+ */
+async function hostLossOutages(n: number, timeoutMs: number) {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const { cfg, port: pPort } = await kvConfig(`stop-${timeoutMs}-${i}`);
+    const json = JSON.parse(readFileSync(cfg, 'utf8')) as { vm: { devices: { net: { hostPort: number } } }; ft: Record<string, unknown> };
+    json.ft.timeoutMs = timeoutMs;
+    json.ft.heartbeatMs = Math.max(10, Math.floor(timeoutMs / 6));
+    writeFileSync(cfg, JSON.stringify(json));
+    const { port: sPort } = await kvConfig(`stop-${timeoutMs}-${i}-port`);
+    json.vm.devices.net.hostPort = sPort;
+    const cfgB = cfg.replace(/vm\.json$/, 'vm-b.json');
+    writeFileSync(cfgB, JSON.stringify(json));
+    const a = launch('a', ['primary', cfg]);
+    const l = await a.wait('listening');
+    const b = launch('b', ['secondary', cfgB, '--join', `127.0.0.1:${String(l.port)}`]);
+    await a.wait('status', (e) => e.protected === true);
+    const c = new KvClient({ endpoints: [{ host: '127.0.0.1', port: pPort }, { host: '127.0.0.1', port: sPort }], timeoutMs: 20, retries: 1000, backoff: { initialMs: 0, maxMs: 0 } });
+    let stop = false;
+    let at = 0;
+    let outage = 0;
+    let last = performance.now();
+    // The outage is the longest silence between two answers once the fault was injected (a request in
+    // flight at that moment may still be answered by the old primary).
+    const loop = (async () => {
+      while (!stop) {
+        await c.set('k', 'v');
+        const now = performance.now();
+        if (at > 0 && now - last > outage && now > at) outage = now - last;
+        last = now;
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 300 + Math.random() * 300));
+    at = performance.now();
+    a.child.kill('SIGSTOP');
+    await b.wait('go-live', undefined, 30_000);
+    await new Promise((r) => setTimeout(r, 200)); // answers from the new primary
+    stop = true;
+    await loop;
+    await c.close();
+    a.child.kill('SIGKILL');
+    b.child.kill('SIGKILL');
+    out.push(outage);
+    process.stderr.write(`\r  host loss (timeout ${timeoutMs} ms) ${i + 1}/${n}: ${outage.toFixed(1)} ms   `);
+  }
+  process.stderr.write('\n');
+  return out;
+}
+
 async function outages(n: number) {
   const out: number[] = [];
   for (let i = 0; i < n; i++) {
@@ -166,17 +219,22 @@ async function outages(n: number) {
     let stop = false;
     let killAt = 0;
     let outage = 0;
+    let last = performance.now();
+    // The outage is the longest silence between two answers once the fault was injected (a request in
+    // flight at that moment may still be answered by the old primary).
     const loop = (async () => {
       while (!stop) {
         await c.set('k', 'v');
-        if (killAt > 0 && outage === 0) outage = performance.now() - killAt;
+        const now = performance.now();
+        if (killAt > 0 && now - last > outage && now > killAt) outage = now - last;
+        last = now;
       }
     })();
     await new Promise((r) => setTimeout(r, 300 + Math.random() * 300));
     killAt = performance.now();
     a.child.kill('SIGKILL');
     await b.wait('go-live');
-    while (outage === 0) await new Promise((r) => setTimeout(r, 5));
+    await new Promise((r) => setTimeout(r, 200)); // answers from the new primary
     stop = true;
     await loop;
     await c.close();
@@ -202,7 +260,7 @@ async function clonePause(mib: number) {
 
 const results: Record<string, unknown> = { date: new Date().toISOString() };
 // LOCKSTEP_BENCH_SECTIONS=cpu,kv,kvp,failover,clone runs a subset (results.json then holds only those).
-const sections = new Set((process.env.LOCKSTEP_BENCH_SECTIONS ?? 'cpu,kv,kvp,failover,clone').split(','));
+const sections = new Set((process.env.LOCKSTEP_BENCH_SECTIONS ?? 'cpu,kv,kvp,failover,hostloss,clone').split(','));
 if (sections.has('cpu')) {
 console.log('FT overhead, CPU-bound (primary and secondary on this 2-core machine)');
 const cpuRows = [];
@@ -266,6 +324,15 @@ const o = await outages(n);
 results.failover = { n, p50Ms: pct(o, 50), p99Ms: pct(o, 99), samples: o };
 console.log(`  outage p50 ${pct(o, 50).toFixed(1)} ms  p99 ${pct(o, 99).toFixed(1)} ms`);
 }
+if (sections.has('hostloss')) {
+  const rows: Record<string, unknown>[] = [];
+  for (const timeoutMs of [600, 150]) {
+    const o = await hostLossOutages(Number(process.env.LOCKSTEP_BENCH_KILLS ?? 10), timeoutMs);
+    rows.push({ timeoutMs, p50Ms: pct(o, 50), p99Ms: pct(o, 99), samples: o });
+    console.log(`host loss (primary frozen), detection timeout ${timeoutMs} ms: outage p50 ${pct(o, 50).toFixed(1)} ms  p99 ${pct(o, 99).toFixed(1)} ms`);
+  }
+  results.hostLoss = rows;
+}
 if (sections.has('clone')) {
 console.log('clone of a running guest (mixed), iterative pre-copy');
 const clones = [];
@@ -276,6 +343,6 @@ for (const mib of [64, 256]) {
 }
 results.clone = clones;
 }
-writeFileSync(join(root, 'bench', 'results', sections.size === 5 ? 'ft.json' : 'ft-partial.json'), `${JSON.stringify(results, null, 2)}\n`);
+writeFileSync(join(root, 'bench', 'results', sections.size === 6 ? 'ft.json' : 'ft-partial.json'), `${JSON.stringify(results, null, 2)}\n`);
 rmSync(tmp, { recursive: true, force: true });
 process.exit(0);
