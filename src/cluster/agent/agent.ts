@@ -1,0 +1,434 @@
+// The host agent (`lockstep agent`): registers its host in the cluster store, runs VM halves as child
+// processes of the CLI, publishes each one's state, and serves the authenticated control API. It makes
+// no placement decision of its own: it does what the (fenced) manager asks.
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { mkdir, open, stat, writeFile } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ConfigError, validateConfig } from '../../config/index.js';
+import { OptionError } from '../../errors.js';
+import type { ClusterStore, JsonValue } from '../store/store.js';
+import { DEFAULT_MAX_FT_VMS, type HostCapacity } from '../placement/index.js';
+import {
+  HOST_ID,
+  HOST_TTL_MS,
+  INSTANCE_TTL_MS,
+  KEYS,
+  defaultCompatId,
+  packageVersion,
+  type HostRecord,
+} from '../manager/layout.js';
+import { API_PREFIX, FENCE_HEADER, MANAGER_HEADER, type AgentApiCode, type HostInfo, type StartRequest } from './client.js';
+import { RecordPublisher } from './publisher.js';
+import { VmProcess, type InstanceView } from './vm-process.js';
+
+/** Options of {@link Agent.start}. */
+export interface AgentOptions {
+  /** The host's id (`[A-Za-z0-9][A-Za-z0-9._-]{0,63}`). */
+  id: string;
+  store: ClusterStore;
+  /** The bearer token of the control API (at least 16 characters). */
+  token: string;
+  /** Where the API listens (default 127.0.0.1, port 0: any). */
+  listen?: { host: string; port: number };
+  /** Address FT logging channels listen on (default: the API's host). */
+  ftHost?: string;
+  /** Working directory: VM configurations are written under `<dir>/vms/<vm>/`. */
+  dir: string;
+  capacity: HostCapacity;
+  /** FT VMs (halves) this host takes at most (default 4). */
+  maxFtVms?: number;
+  groups?: string[];
+  /** FT compatibility id (default {@link defaultCompatId}). */
+  compatId?: string;
+  /** How to run the CLI (default: this node and the built `dist/cli/main.js`). */
+  command?: string[];
+  /** TTLs of the host and instance records, ms (defaults 3000 and 1000; instances must expire first). */
+  hostTtlMs?: number;
+  instanceTtlMs?: number;
+  /** How long a stopped half gets between SIGTERM and SIGKILL, ms (default 5000). */
+  stopGraceMs?: number;
+}
+
+/** The agent's events (for `lockstep agent --events` and embedders). */
+export interface AgentEvents {
+  /** A half was started or ended, or a store write failed. */
+  'vm-started': [view: InstanceView];
+  'vm-exited': [view: InstanceView];
+  /** Something went wrong that the agent survives (a store write failed, say). */
+  warning: [message: string];
+}
+
+/** Built CLI, from src/cluster/agent (tests) and dist/cluster/agent alike. */
+const CLI = fileURLToPath(new URL('../../../dist/cli/main.js', import.meta.url));
+/** Ended instances kept for the API. */
+const KEEP_EXITED = 20;
+/** Largest request body, bytes. */
+const MAX_BODY = 2 << 20;
+/** Figures alone are published at most this often, ms. */
+const STATS_EVERY_MS = 5_000;
+
+/** Constant-time comparison of a presented token with the expected one (digests: equal lengths). */
+function tokenMatches(presented: string, expected: string): boolean {
+  const a = createHash('sha256').update(presented).digest();
+  const b = createHash('sha256').update(expected).digest();
+  return timingSafeEqual(a, b);
+}
+
+/** An API error answer. */
+class Refusal extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: AgentApiCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * A host agent. `Agent.start()` registers the host (`hosts/<id>`, a liveness key) and serves the
+ * control API; `close()` stops every half it runs and removes its records.
+ *
+ * ```ts
+ * const agent = await Agent.start({ id: 'h1', store, token, dir: '/var/lib/lockstep', capacity });
+ * console.log(agent.url); // http://127.0.0.1:41234
+ * ```
+ */
+export class Agent extends EventEmitter<AgentEvents> {
+  readonly id: string;
+  readonly #o: Required<Omit<AgentOptions, 'listen' | 'ftHost' | 'groups' | 'compatId' | 'command' | 'maxFtVms'>> & {
+    groups: string[];
+    compatId: string;
+    command: string[];
+    maxFtVms: number;
+  };
+  readonly #server: Server;
+  readonly #vms = new Map<string, VmProcess>();
+  readonly #publishers = new Map<VmProcess, RecordPublisher>();
+  readonly #exited: VmProcess[] = [];
+  #host!: RecordPublisher;
+  #address!: AddressInfo;
+  #ftHost = '127.0.0.1';
+  #fence = { token: 0, manager: null as string | null };
+  #closing = false;
+  readonly #startedAt = Date.now();
+  /** Starts in flight, by VM (a second start of the same VM is refused until the first settles). */
+  readonly #starting = new Set<string>();
+
+  private constructor(o: AgentOptions) {
+    super();
+    if (typeof o.id !== 'string' || !HOST_ID.test(o.id)) throw new OptionError('id', `${JSON.stringify(o.id)} is not a host id: use 1-64 characters of A-Z a-z 0-9 . _ - starting with a letter or digit`);
+    if (typeof o.token !== 'string' || o.token.length < 16) throw new OptionError('token', 'the API token must be at least 16 characters');
+    const hostTtlMs = o.hostTtlMs ?? HOST_TTL_MS;
+    const instanceTtlMs = o.instanceTtlMs ?? INSTANCE_TTL_MS;
+    if (!(instanceTtlMs < hostTtlMs)) throw new OptionError('instanceTtlMs', `must be shorter than hostTtlMs (${hostTtlMs}), so a dead agent's instances vanish before its host`);
+    this.id = o.id;
+    this.#o = {
+      id: o.id,
+      store: o.store,
+      token: o.token,
+      dir: resolve(o.dir),
+      capacity: o.capacity,
+      maxFtVms: o.maxFtVms ?? DEFAULT_MAX_FT_VMS,
+      groups: [...(o.groups ?? [])],
+      compatId: o.compatId ?? defaultCompatId(),
+      command: o.command ?? [process.execPath, CLI],
+      hostTtlMs,
+      instanceTtlMs,
+      stopGraceMs: o.stopGraceMs ?? 5_000,
+    };
+    this.#server = createServer((req, res) => void this.#handle(req, res));
+  }
+
+  /** Listen, register the host, and serve. */
+  static async start(o: AgentOptions): Promise<Agent> {
+    const a = new Agent(o);
+    await mkdir(join(a.#o.dir, 'vms'), { recursive: true });
+    const listen = o.listen ?? { host: '127.0.0.1', port: 0 };
+    await new Promise<void>((resolve, reject) => {
+      a.#server.once('error', reject);
+      a.#server.listen(listen.port, listen.host, () => {
+        a.#server.off('error', reject);
+        resolve();
+      });
+    });
+    a.#address = a.#server.address() as AddressInfo;
+    a.#ftHost = o.ftHost ?? a.#address.address;
+    a.#host = new RecordPublisher(o.store, KEYS.host(a.id), a.#o.hostTtlMs, (err) => a.#warn(`host record: ${err.message}`));
+    a.#host.update(a.hostRecord() as unknown as JsonValue);
+    await a.#host.flush();
+    if (a.#host.publishedAt === 0) {
+      await a.close();
+      throw new OptionError('store', `could not register host ${a.id} in the store`);
+    }
+    return a;
+  }
+
+  /** The API's URL, `http://host:port`. */
+  get url(): string {
+    const h = this.#address.family === 'IPv6' ? `[${this.#address.address}]` : this.#address.address;
+    return `http://${h}:${this.#address.port}`;
+  }
+
+  /** The API's address. */
+  get address(): { host: string; port: number } {
+    return { host: this.#address.address, port: this.#address.port };
+  }
+
+  /** What `hosts/<id>` holds. */
+  hostRecord(): HostRecord {
+    return {
+      id: this.id,
+      api: this.url,
+      ftHost: this.#ftHost,
+      capacity: { ...this.#o.capacity },
+      groups: [...this.#o.groups],
+      compatId: this.#o.compatId,
+      maxFtVms: this.#o.maxFtVms,
+      pid: process.pid,
+      startedAt: this.#startedAt,
+      version: packageVersion(),
+    };
+  }
+
+  /** Every instance: running ones, then recently ended ones (newest first). */
+  list(): InstanceView[] {
+    return [...[...this.#vms.values()].map((p) => p.view()), ...[...this.#exited].reverse().map((p) => p.view())];
+  }
+
+  /** Stop every half (SIGTERM, SIGKILL after the grace time), delete the records, stop serving. */
+  async close(): Promise<void> {
+    if (this.#closing) return;
+    this.#closing = true;
+    await Promise.all([...this.#vms.values()].map((p) => p.stop(this.#o.stopGraceMs)));
+    await Promise.all([...this.#publishers.values()].map((p) => p.close()));
+    await this.#host?.close();
+    this.#server.closeAllConnections();
+    await new Promise<void>((r) => this.#server.close(() => r()));
+  }
+
+  #warn(message: string): void {
+    if (this.listenerCount('warning') > 0) this.emit('warning', message);
+  }
+
+  // ---- operations ----------------------------------------------------------------------------------
+
+  async #start(body: unknown): Promise<InstanceView> {
+    const req = body as Partial<StartRequest>;
+    if (typeof req !== 'object' || req === null) throw new Refusal(400, 'bad-request', 'the body must be a JSON object');
+    if (typeof req.vmId !== 'string' || !/^[a-z0-9][a-z0-9._-]{0,62}$/.test(req.vmId)) throw new Refusal(400, 'bad-request', 'vmId: must be a VM id ([a-z0-9][a-z0-9._-]{0,62})');
+    if (req.role !== 'primary' && req.role !== 'secondary') throw new Refusal(400, 'bad-request', `role: must be "primary" or "secondary", got ${JSON.stringify(req.role)}`);
+    if (req.role === 'secondary' && (typeof req.join !== 'string' || !/^.+:\d{1,5}$/.test(req.join))) throw new Refusal(400, 'bad-request', 'join: a secondary needs the primary\'s logging channel as "host:port"');
+    const waitMs = req.waitMs ?? 0;
+    if (typeof waitMs !== 'number' || !Number.isFinite(waitMs) || waitMs < 0 || waitMs > 120_000) throw new Refusal(400, 'bad-request', 'waitMs: must be a number of milliseconds from 0 to 120000');
+    const vmId = req.vmId;
+    const dir = join(this.#o.dir, 'vms', vmId);
+    let disk: { path: string; mode: 'shared' | 'separate' } | undefined;
+    try {
+      const cfg = validateConfig(req.config, `${vmId}.json`, dir);
+      if (cfg.config.vm.id !== vmId) throw new Refusal(400, 'bad-request', `config: vm.id is "${cfg.config.vm.id}", not "${vmId}"`);
+      disk = cfg.config.vm.devices.disk;
+    } catch (err) {
+      if (err instanceof ConfigError) throw new Refusal(400, 'bad-request', `config: ${err.message}`);
+      throw err;
+    }
+    if (this.#vms.has(vmId) || this.#starting.has(vmId)) throw new Refusal(409, 'already-running', `VM ${vmId} already runs on host ${this.id} (as ${this.#vms.get(vmId)?.role ?? 'a half being started'})`);
+    this.#starting.add(vmId);
+    let p: VmProcess;
+    try {
+      await mkdir(dir, { recursive: true });
+      const configPath = join(dir, 'vm.json');
+      await writeFile(configPath, `${JSON.stringify(req.config, null, 2)}\n`, { mode: 0o600 });
+      // Separate disks: a secondary gets an image of its own in this host's directory (the clone fills it).
+      const ownDisk = req.role === 'secondary' && disk?.mode === 'separate' ? await this.#ownImage(dir, disk.path) : undefined;
+      p = new VmProcess({
+        vmId,
+        host: this.id,
+        role: req.role,
+        configPath,
+        ftHost: this.#ftHost,
+        command: this.#o.command,
+        cwd: dir,
+        ...(req.join !== undefined ? { join: req.join } : {}),
+        ...(ownDisk !== undefined ? { disk: ownDisk } : {}),
+      });
+      this.#track(p);
+    } finally {
+      this.#starting.delete(vmId);
+    }
+    this.emit('vm-started', p.view());
+    if (waitMs > 0) {
+      try {
+        await p.ready(waitMs);
+      } catch (err) {
+        throw new Refusal(p.running ? 504 : 500, 'not-ready', (err as Error).message);
+      }
+    }
+    // Answer with the record as published, so the caller's next look at the store agrees.
+    await this.#publishers.get(p)?.flush();
+    return p.view();
+  }
+
+  /** `<dir>/disk.img`, created empty with the size of the configured image if missing. */
+  async #ownImage(dir: string, configured: string): Promise<string> {
+    const path = join(dir, 'disk.img');
+    try {
+      await stat(path);
+      return path;
+    } catch {
+      // not there yet: create it below
+    }
+    let size: number;
+    try {
+      size = (await stat(configured)).size;
+    } catch (err) {
+      throw new Refusal(400, 'bad-request', `separate disks: cannot read the size of ${configured} to make this host's own image (${(err as Error).message})`);
+    }
+    const f = await open(path, 'wx', 0o600);
+    try {
+      await f.truncate(size);
+    } finally {
+      await f.close();
+    }
+    return path;
+  }
+
+  #track(p: VmProcess): void {
+    this.#vms.set(p.vmId, p);
+    const pub = new RecordPublisher(this.#o.store, KEYS.instance(p.vmId, this.id), this.#o.instanceTtlMs, (err) => this.#warn(`record of ${p.vmId}: ${err.message}`));
+    this.#publishers.set(p, pub);
+    pub.update(p.record() as unknown as JsonValue);
+    let statsTimer: NodeJS.Timeout | undefined;
+    p.on('change', (significant: boolean) => {
+      if (!p.running) return;
+      if (significant) {
+        clearTimeout(statsTimer);
+        statsTimer = undefined;
+        pub.update(p.record() as unknown as JsonValue);
+      } else if (statsTimer === undefined) {
+        const due = Math.max(0, STATS_EVERY_MS - (performance.now() - pub.publishedAt));
+        statsTimer = setTimeout(() => {
+          statsTimer = undefined;
+          if (p.running) pub.update(p.record() as unknown as JsonValue);
+        }, due);
+        statsTimer.unref();
+      }
+    });
+    p.once('exit', () => {
+      clearTimeout(statsTimer);
+      if (this.#vms.get(p.vmId) === p) this.#vms.delete(p.vmId);
+      this.#exited.push(p);
+      if (this.#exited.length > KEEP_EXITED) this.#exited.shift();
+      void pub.close().finally(() => this.#publishers.delete(p));
+      this.emit('vm-exited', p.view());
+    });
+  }
+
+  #find(vmId: string): VmProcess {
+    const p = this.#vms.get(vmId);
+    if (p === undefined) throw new Refusal(404, 'not-running', `VM ${vmId} does not run on host ${this.id}`);
+    return p;
+  }
+
+  // ---- HTTP ----------------------------------------------------------------------------------------
+
+  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const send = (status: number, body: unknown) => {
+      const text = JSON.stringify(body);
+      res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+      res.end(text);
+    };
+    try {
+      // Authenticate before anything else is read or done.
+      const auth = req.headers.authorization ?? '';
+      const m = /^Bearer (.+)$/.exec(auth);
+      if (m === null || !tokenMatches(m[1]!, this.#o.token)) {
+        res.setHeader('www-authenticate', 'Bearer realm="lockstep-agent"');
+        req.resume();
+        throw new Refusal(401, 'unauthorized', m === null ? 'a bearer token is required (Authorization: Bearer <token>)' : 'wrong token');
+      }
+      const url = new URL(req.url ?? '/', 'http://agent');
+      if (!url.pathname.startsWith(`${API_PREFIX}/`)) throw new Refusal(404, 'not-found', `no such path ${url.pathname}`);
+      const parts = url.pathname.slice(API_PREFIX.length + 1).split('/').map(decodeURIComponent);
+      const method = req.method ?? 'GET';
+      const mutating = method !== 'GET' && method !== 'HEAD';
+      if (mutating) this.#checkFence(req);
+      if (mutating && this.#closing) throw new Refusal(503, 'shutting-down', `agent ${this.id} is shutting down`);
+      const body = mutating ? await readJson(req) : undefined;
+      const [a, b, c] = parts;
+      if (parts.length === 1 && a === 'host' && method === 'GET') return send(200, this.#hostInfo());
+      if (parts.length === 1 && a === 'vms' && method === 'GET') return send(200, { vms: this.list() });
+      if (parts.length === 1 && a === 'vms' && method === 'POST') return send(201, await this.#start(body));
+      if (parts.length === 2 && a === 'vms' && method === 'GET') {
+        const p = this.#vms.get(b!) ?? [...this.#exited].reverse().find((x) => x.vmId === b);
+        if (p === undefined) throw new Refusal(404, 'not-found', `no instance of VM ${b} on host ${this.id}`);
+        return send(200, p.view());
+      }
+      if (parts.length === 2 && a === 'vms' && method === 'DELETE') {
+        const p = this.#find(b!);
+        await p.stop(this.#o.stopGraceMs);
+        return send(200, p.view());
+      }
+      if (parts.length === 3 && a === 'vms' && method === 'POST' && (c === 'failover' || c === 'restart-secondary')) {
+        const p = this.#find(b!);
+        if (p.role !== 'primary') throw new Refusal(409, 'wrong-role', `VM ${b} runs here as the ${p.role}; ${c} is an operation of the primary`);
+        if (p.state !== 'running') throw new Refusal(409, 'not-ready', `the primary of ${b} is ${p.state} (${p.status})`);
+        if (p.startedAs === 'primary') {
+          // The CLI's operations from outside: SIGUSR1 = test failover, SIGUSR2 = test restart secondary.
+          p.signal(c === 'failover' ? 'SIGUSR1' : 'SIGUSR2');
+          return send(202, { ...p.view(), operation: c === 'failover' ? 'test-failover' : 'restart-secondary' });
+        }
+        // A secondary that went live runs `lockstep secondary`, which has no handler for these signals
+        // (SIGUSR1 would open Node's inspector, SIGUSR2 would end it). A failover is still possible the
+        // hard way: the process dies and its secondary goes live, losing nothing acknowledged (the output
+        // rule); a restart of its secondary is not.
+        if (c === 'restart-secondary') throw new Refusal(409, 'unsupported', `the primary of ${b} on ${this.id} is a promoted secondary: lockstep secondary has no test-restart-secondary operation`);
+        p.signal('SIGKILL');
+        return send(202, { ...p.view(), operation: 'kill' });
+      }
+      throw new Refusal(404, 'not-found', `no such operation: ${method} ${url.pathname}`);
+    } catch (err) {
+      if (err instanceof Refusal) return send(err.status, { error: { code: err.code, message: err.message } });
+      this.#warn(`API: ${(err as Error).stack ?? String(err)}`);
+      return send(500, { error: { code: 'internal', message: (err as Error).message } });
+    }
+  }
+
+  /** Reject a request carrying a lower fencing token than one already accepted (a deposed manager). */
+  #checkFence(req: IncomingMessage): void {
+    const raw = req.headers[FENCE_HEADER];
+    if (raw === undefined) return;
+    const token = Number(raw);
+    if (!Number.isSafeInteger(token) || token < 0) throw new Refusal(400, 'bad-request', `${FENCE_HEADER}: not a fencing token: ${String(raw)}`);
+    if (token < this.#fence.token) {
+      throw new Refusal(409, 'stale-fence', `fencing token ${token} is older than ${this.#fence.token} (manager ${this.#fence.manager ?? '?'}): ${String(req.headers[MANAGER_HEADER] ?? 'the sender')} no longer leads`);
+    }
+    const manager = req.headers[MANAGER_HEADER];
+    this.#fence = { token, manager: typeof manager === 'string' ? manager : null };
+  }
+
+  #hostInfo(): HostInfo {
+    const r = this.hostRecord();
+    return { id: r.id, api: r.api, ftHost: r.ftHost, capacity: r.capacity, groups: r.groups, compatId: r.compatId, maxFtVms: r.maxFtVms, pid: r.pid, running: this.#vms.size, fence: { ...this.#fence } };
+  }
+}
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_BODY) throw new Refusal(413 as number, 'bad-request', `the body is larger than ${MAX_BODY} bytes`);
+    chunks.push(chunk as Buffer);
+  }
+  if (size === 0) return {};
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+  } catch {
+    throw new Refusal(400, 'bad-request', 'the body is not JSON');
+  }
+}

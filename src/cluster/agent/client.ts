@@ -1,0 +1,178 @@
+// Client of an agent's control API (HTTP + JSON, bearer token): what the manager and `lockstep cluster`
+// use to start, stop and signal VM halves. The wire shapes are defined here, once, for both ends.
+import { LockstepError } from '../../errors.js';
+import type { JsonValue } from '../store/store.js';
+import type { HostCapacity } from '../placement/index.js';
+import type { InstanceRole } from '../manager/layout.js';
+import type { InstanceView } from './vm-process.js';
+
+/** Version prefix of every API path. */
+export const API_PREFIX = '/v1';
+
+/** Header carrying the manager's fencing token (a decimal integer). */
+export const FENCE_HEADER = 'x-lockstep-fence';
+/** Header naming the manager that sends a request. */
+export const MANAGER_HEADER = 'x-lockstep-manager';
+
+/** Body of `POST /v1/vms`: start one half of a VM. */
+export interface StartRequest {
+  vmId: string;
+  role: InstanceRole;
+  /** The VM's configuration (the JSON form of a configuration file, absolute paths). */
+  config: JsonValue;
+  /** Secondary: the primary's logging channel, `host:port`. */
+  join?: string;
+  /** Answer only once the half is ready (a primary listening, a secondary joined), waiting at most this long. Default 0: at once. */
+  waitMs?: number;
+}
+
+/** `GET /v1/host`. */
+export interface HostInfo {
+  id: string;
+  api: string;
+  ftHost: string;
+  capacity: HostCapacity;
+  groups: string[];
+  compatId: string;
+  maxFtVms: number;
+  pid: number;
+  /** VMs running on the host now. */
+  running: number;
+  /** The highest fencing token the agent has accepted, and from whom. */
+  fence: { token: number; manager: string | null };
+}
+
+/** Error codes of {@link AgentApiError} (`apiCode`), as the API sends them. */
+export type AgentApiCode =
+  | 'unauthorized'
+  | 'not-found'
+  | 'bad-request'
+  | 'already-running'
+  | 'not-running'
+  | 'wrong-role'
+  | 'stale-fence'
+  | 'not-ready'
+  | 'unsupported'
+  | 'shutting-down'
+  | 'internal'
+  | 'unreachable';
+
+/** A request to an agent failed: refused (with the API's code) or the agent could not be reached. */
+export class AgentApiError extends LockstepError {
+  /** HTTP status (0 when unreachable). */
+  readonly status: number;
+  readonly apiCode: AgentApiCode;
+  /** The agent's URL. */
+  readonly agent: string;
+  constructor(agent: string, status: number, apiCode: AgentApiCode, message: string, options?: { cause?: unknown }) {
+    super(status === 0 ? 'ERR_LOCKSTEP_AGENT_UNREACHABLE' : 'ERR_LOCKSTEP_AGENT_REFUSED', `agent ${agent}: ${message}`, options);
+    this.status = status;
+    this.apiCode = apiCode;
+    this.agent = agent;
+  }
+}
+
+/** Options of {@link AgentClient}. */
+export interface AgentClientOptions {
+  /** The agent's API, `http://host:port`. */
+  url: string;
+  /** The bearer token. */
+  token: string;
+  /** The fencing token and manager id to send with every request (a manager's). */
+  fence?: () => { token: number; manager: string } | undefined;
+  /** Time limit of a request without a `waitMs`, ms (default 10 000). */
+  timeoutMs?: number;
+}
+
+/** A client of one agent's control API. */
+export class AgentClient {
+  readonly url: string;
+  readonly #token: string;
+  readonly #fence: AgentClientOptions['fence'];
+  readonly #timeoutMs: number;
+
+  constructor(o: AgentClientOptions) {
+    this.url = o.url.replace(/\/+$/, '');
+    this.#token = o.token;
+    this.#fence = o.fence;
+    this.#timeoutMs = o.timeoutMs ?? 10_000;
+  }
+
+  /** The host: capacity, groups, compat id, VMs running, the fence. */
+  host(): Promise<HostInfo> {
+    return this.#call('GET', '/host');
+  }
+
+  /** Every instance, running or recently ended. */
+  async list(): Promise<InstanceView[]> {
+    return (await this.#call<{ vms: InstanceView[] }>('GET', '/vms')).vms;
+  }
+
+  /** One VM's instance on this host. */
+  get(vmId: string): Promise<InstanceView> {
+    return this.#call('GET', `/vms/${encodeURIComponent(vmId)}`);
+  }
+
+  /** Start a half; with `waitMs`, resolves once it is ready. */
+  start(req: StartRequest): Promise<InstanceView> {
+    return this.#call('POST', '/vms', req, (req.waitMs ?? 0) + this.#timeoutMs);
+  }
+
+  /** Stop a VM's instance (SIGTERM, then SIGKILL); resolves once it has exited. */
+  stop(vmId: string): Promise<InstanceView> {
+    return this.#call('DELETE', `/vms/${encodeURIComponent(vmId)}`, undefined, this.#timeoutMs + 10_000);
+  }
+
+  /**
+   * Test failover of a primary: it hands over to its secondary (`operation: 'test-failover'`). A primary
+   * that was started as a secondary (and went live) cannot be asked to: it is killed instead, and its
+   * secondary goes live by itself (`operation: 'kill'`).
+   */
+  failover(vmId: string): Promise<InstanceView & { operation: 'test-failover' | 'kill' }> {
+    return this.#call('POST', `/vms/${encodeURIComponent(vmId)}/failover`, {});
+  }
+
+  /** Test restart secondary: the primary's secondary is cloned again. */
+  restartSecondary(vmId: string): Promise<InstanceView & { operation: 'restart-secondary' }> {
+    return this.#call('POST', `/vms/${encodeURIComponent(vmId)}/restart-secondary`, {});
+  }
+
+  async #call<T>(method: string, path: string, body?: unknown, timeoutMs = this.#timeoutMs): Promise<T> {
+    const headers: Record<string, string> = { authorization: `Bearer ${this.#token}` };
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    const fence = this.#fence?.();
+    if (fence !== undefined) {
+      headers[FENCE_HEADER] = String(fence.token);
+      headers[MANAGER_HEADER] = fence.manager;
+    }
+    let res: Response;
+    try {
+      res = await fetch(`${this.url}${API_PREFIX}${path}`, {
+        method,
+        headers,
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+    } catch (err) {
+      const why = (err as Error).name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : describeFetchError(err);
+      throw new AgentApiError(this.url, 0, 'unreachable', `${method} ${path}: ${why}`, { cause: err });
+    }
+    const text = await res.text();
+    let json: unknown;
+    try {
+      json = text === '' ? {} : JSON.parse(text);
+    } catch {
+      throw new AgentApiError(this.url, res.status, 'internal', `${method} ${path}: the answer is not JSON (HTTP ${res.status})`);
+    }
+    if (!res.ok) {
+      const e = (json as { error?: { code?: AgentApiCode; message?: string } }).error;
+      throw new AgentApiError(this.url, res.status, e?.code ?? 'internal', `${method} ${path}: ${e?.message ?? `HTTP ${res.status}`}`);
+    }
+    return json as T;
+  }
+}
+
+function describeFetchError(err: unknown): string {
+  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+  return cause?.code ?? cause?.message ?? (err as Error).message;
+}

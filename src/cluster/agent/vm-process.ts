@@ -1,0 +1,291 @@
+// One half of an FT pair run by an agent: a child process of the built CLI (`lockstep primary|secondary
+// --events`), its JSON event lines folded into the instance record the agent publishes. Never detaches
+// the child: it stays in the agent's process group, so killing the group kills it too.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { InstanceRecord, InstanceRole, InstanceState } from '../manager/layout.js';
+
+/** How to run one instance. */
+export interface VmProcessOptions {
+  vmId: string;
+  /** The agent's host id. */
+  host: string;
+  role: InstanceRole;
+  /** The configuration file written for it. */
+  configPath: string;
+  /** Secondary: the primary's logging channel, `host:port`. */
+  join?: string;
+  /** Secondary with separate disks: its own image (`--disk`). */
+  disk?: string;
+  /** Address the logging channel listens on (port 0: any). */
+  ftHost: string;
+  /** The lockstep CLI: `[node, dist/cli/main.js]`. */
+  command: readonly string[];
+  cwd: string;
+}
+
+/** One event line of the child, as printed (`{event, t, …}`). */
+export type VmEvent = { event: string; t: number } & Record<string, unknown>;
+
+/** How the process ended. */
+export interface VmExit {
+  code: number | null;
+  signal: string | null;
+  /** Wall-clock ms. */
+  at: number;
+}
+
+/** The API's view of an instance: the published record, plus how it ended and its recent events. */
+export interface InstanceView extends InstanceRecord {
+  running: boolean;
+  exit: VmExit | null;
+  events: VmEvent[];
+  /** Lines of the child's stderr that were not events (errors before the first event, say). */
+  log: string[];
+}
+
+const KEEP_EVENTS = 50;
+const KEEP_LOG = 20;
+
+/**
+ * A running (or ended) instance. Events: `change (significant: boolean)` whenever the record changes
+ * (`false` for figures only), `exit (VmExit)`.
+ */
+export class VmProcess extends EventEmitter {
+  readonly vmId: string;
+  readonly host: string;
+  readonly incarnation = randomBytes(6).toString('hex');
+  readonly startedAt = Date.now();
+  readonly child: ChildProcess;
+  role: InstanceRole;
+  readonly startedAs: InstanceRole;
+  state: InstanceState = 'starting';
+  epoch: number | null = null;
+  listen: { host: string; port: number } | null = null;
+  readonly join: string | null;
+  protected = false;
+  status = 'starting';
+  lastEvent = 'spawned';
+  updatedAt = Date.now();
+  stats: InstanceRecord['stats'] = null;
+  exit: VmExit | null = null;
+  readonly events: VmEvent[] = [];
+  readonly log: string[] = [];
+  readonly #exited: Promise<VmExit>;
+
+  constructor(o: VmProcessOptions) {
+    super();
+    this.vmId = o.vmId;
+    this.host = o.host;
+    this.role = o.role;
+    this.startedAs = o.role;
+    this.join = o.join ?? null;
+    const [cmd, ...pre] = o.command;
+    const args =
+      o.role === 'primary'
+        ? ['primary', o.configPath, '--listen', `${o.ftHost}:0`, '--events']
+        : ['secondary', o.configPath, '--join', o.join!, '--listen', `${o.ftHost}:0`, ...(o.disk !== undefined ? ['--disk', o.disk] : []), '--events'];
+    // Not detached: the child shares the agent's process group (see the file comment).
+    this.child = spawn(cmd!, [...pre, ...args], { cwd: o.cwd, stdio: ['ignore', 'ignore', 'pipe'] });
+    this.#exited = new Promise((resolve) => {
+      this.child.once('exit', (code, signal) => {
+        this.exit = { code, signal, at: Date.now() };
+        this.state = 'stopping';
+        this.protected = false;
+        this.status = signal !== null ? `exited (${signal})` : `exited (${code})`;
+        this.emit('exit', this.exit);
+        resolve(this.exit);
+      });
+    });
+    // A spawn failure (no such executable) arrives as 'error' and then 'exit' may never come.
+    this.child.once('error', (err) => {
+      this.#keepLog(`spawn failed: ${err.message}`);
+      if (this.exit === null) this.child.emit('exit', null, null);
+    });
+    let buf = '';
+    this.child.stderr!.setEncoding('utf8');
+    this.child.stderr!.on('data', (d: string) => {
+      buf += d;
+      for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        this.#line(line);
+      }
+    });
+  }
+
+  /** Whether the process still runs. */
+  get running(): boolean {
+    return this.exit === null;
+  }
+
+  /** Resolves when the process has exited. */
+  exited(): Promise<VmExit> {
+    return this.#exited;
+  }
+
+  /** The record the agent publishes for this instance. */
+  record(): InstanceRecord {
+    return {
+      vmId: this.vmId,
+      host: this.host,
+      role: this.role,
+      startedAs: this.startedAs,
+      state: this.state,
+      pid: this.child.pid ?? -1,
+      incarnation: this.incarnation,
+      epoch: this.epoch,
+      listen: this.listen,
+      join: this.join,
+      protected: this.protected,
+      status: this.status,
+      lastEvent: this.lastEvent,
+      startedAt: this.startedAt,
+      updatedAt: this.updatedAt,
+      stats: this.stats,
+    };
+  }
+
+  /** The API's view. */
+  view(): InstanceView {
+    return { ...this.record(), running: this.running, exit: this.exit, events: [...this.events], log: [...this.log] };
+  }
+
+  /**
+   * Resolves once the instance is usable — a primary listening for secondaries, a secondary joined —
+   * and rejects if it exits first or `timeoutMs` passes.
+   */
+  ready(timeoutMs: number): Promise<void> {
+    const isReady = () => (this.role === 'primary' ? this.state === 'running' && this.listen !== null : this.state === 'joined' || this.protected);
+    if (isReady()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const done = (err?: Error) => {
+        clearTimeout(timer);
+        this.off('change', onChange);
+        this.off('exit', onExit);
+        if (err) reject(err);
+        else resolve();
+      };
+      const onChange = () => {
+        if (isReady()) done();
+      };
+      const onExit = (e: VmExit) => done(new Error(`the ${this.role} of ${this.vmId} exited (${e.signal ?? e.code}) before it was ready${this.#lastWords()}`));
+      const timer = setTimeout(() => done(new Error(`the ${this.role} of ${this.vmId} was not ready within ${timeoutMs} ms (last event: ${this.lastEvent})`)), timeoutMs);
+      this.on('change', onChange);
+      this.on('exit', onExit);
+    });
+  }
+
+  /** Send a signal, if the process still runs; whether it was sent. */
+  signal(sig: NodeJS.Signals): boolean {
+    if (!this.running) return false;
+    return this.child.kill(sig);
+  }
+
+  /** SIGTERM, then SIGKILL after `graceMs`; resolves with how it ended. */
+  async stop(graceMs: number): Promise<VmExit> {
+    if (this.running) {
+      this.state = 'stopping';
+      this.#changed(true);
+      this.child.kill('SIGTERM');
+      const timer = setTimeout(() => this.child.kill('SIGKILL'), graceMs);
+      timer.unref();
+      await this.#exited;
+      clearTimeout(timer);
+    }
+    return this.exit!;
+  }
+
+  #lastWords(): string {
+    const why = [...this.events].reverse().find((e) => e.event === 'halted' || e.event === 'warning');
+    const text = why !== undefined ? String(why.reason ?? why.message) : this.log[this.log.length - 1];
+    return text === undefined ? '' : `: ${text}`;
+  }
+
+  #keepLog(line: string): void {
+    this.log.push(line.slice(0, 500));
+    if (this.log.length > KEEP_LOG) this.log.shift();
+  }
+
+  #line(line: string): void {
+    let e: VmEvent;
+    try {
+      const v = JSON.parse(line) as unknown;
+      if (typeof v !== 'object' || v === null || typeof (v as { event?: unknown }).event !== 'string') throw new Error('not an event');
+      e = v as VmEvent;
+    } catch {
+      if (line.trim() !== '') this.#keepLog(line);
+      return;
+    }
+    if (e.event !== 'stats') {
+      this.events.push(e);
+      if (this.events.length > KEEP_EVENTS) this.events.shift();
+    }
+    this.#apply(e);
+  }
+
+  /** Folds one event into the record (what each event means: src/cli/ft.ts and docs/fault-tolerance.md). */
+  #apply(e: VmEvent): void {
+    const num = (x: unknown) => (typeof x === 'number' && Number.isFinite(x) ? x : null);
+    if (e.event === 'stats') {
+      this.stats = { mips: num(e.mips) ?? 0, lagMs: (num(e.lagSeconds) ?? 0) * 1000, logBandwidth: num(e.logBandwidth) ?? 0, failovers: num(e.failovers) ?? 0 };
+      return this.#changed(false);
+    }
+    this.lastEvent = e.event;
+    switch (e.event) {
+      case 'listening': {
+        const port = num(e.port);
+        if (typeof e.host === 'string' && port !== null) this.listen = { host: e.host, port };
+        this.epoch = num(e.epoch) ?? this.epoch;
+        // A secondary that went live listens as the new primary.
+        this.role = 'primary';
+        this.state = 'running';
+        break;
+      }
+      case 'joined':
+        this.state = 'joined';
+        this.status = 'joined the primary; being cloned';
+        break;
+      case 'cloned':
+        if (this.role === 'secondary') this.status = 'cloned; replaying';
+        break;
+      case 'status':
+        this.protected = e.protected === true;
+        if (typeof e.text === 'string') this.status = this.role === 'secondary' && this.protected ? 'Protected (in lockstep with the primary)' : e.text;
+        break;
+      case 'restart':
+        this.protected = false;
+        this.status = 'restarting (asked by the primary)';
+        break;
+      case 'go-live':
+        this.role = 'primary';
+        this.state = 'starting';
+        this.listen = null;
+        this.protected = false;
+        this.epoch = num(e.epoch) ?? this.epoch;
+        this.status = 'went live; Not Protected (need secondary VM)';
+        break;
+      case 'secondary-lost':
+        this.protected = false;
+        this.epoch = num(e.epoch) ?? this.epoch;
+        break;
+      case 'handed-over':
+      case 'halted':
+      case 'left':
+      case 'ended':
+        this.state = 'stopping';
+        this.protected = false;
+        this.status = `${e.event}${e.reason !== undefined ? `: ${String(e.reason)}` : ''}`;
+        break;
+      default:
+        break;
+    }
+    this.#changed(true);
+  }
+
+  #changed(significant: boolean): void {
+    this.updatedAt = Date.now();
+    this.emit('change', significant);
+  }
+}

@@ -1,0 +1,201 @@
+// The cluster's store layout: every key the agents, the manager and `lockstep cluster` read or write,
+// and the JSON records under them. Names and shapes only; no I/O here.
+//
+//   hosts/<host>                         HostRecord        agent; liveness key (gone ~3 s after it dies)
+//   vms/<vm>/instances/<host>            InstanceRecord    agent; liveness key (gone ~1 s after it dies)
+//   desired/<vm>                         DesiredVm         `lockstep cluster create-vm`
+//   rules/<id>                           PlacementRule     operator (VM-VM and VM-host rules)
+//   requests/maintenance/<host>          MaintenanceRequest  `lockstep cluster maintenance`
+//   maintenance/<host>                   MaintenanceState  the leading manager (fenced)
+//   manager/epoch                        ManagerEpoch      the leading manager (compare-and-set, fenced)
+//   events/<ms>-<seq>-<writer>           ClusterEvent      managers and the CLI; bounded
+//
+// Instance records live shorter than host records, so a dead agent's instances vanish before its host
+// does: an instance is never seen on a host the store already reports dead.
+import { readFileSync } from 'node:fs';
+import { LOG_FORMAT_VERSION } from '../../log/format.js';
+import { PROTOCOL_VERSION } from '../../protocol/auth.js';
+import type { JsonValue } from '../store/store.js';
+import type { HostCapacity, PlacementRule, VmHostRuleType } from '../placement/index.js';
+
+/** Store keys of the cluster (relative to the store's own prefix). */
+export const KEYS = {
+  hostsPrefix: 'hosts/',
+  host: (host: string) => `hosts/${host}`,
+  vmsPrefix: 'vms/',
+  instancesPrefix: (vm: string) => `vms/${vm}/instances/`,
+  instance: (vm: string, host: string) => `vms/${vm}/instances/${host}`,
+  desiredPrefix: 'desired/',
+  desired: (vm: string) => `desired/${vm}`,
+  rulesPrefix: 'rules/',
+  requestsPrefix: 'requests/maintenance/',
+  maintenanceRequest: (host: string) => `requests/maintenance/${host}`,
+  maintenancePrefix: 'maintenance/',
+  maintenance: (host: string) => `maintenance/${host}`,
+  managerEpoch: 'manager/epoch',
+  eventsPrefix: 'events/',
+} as const;
+
+/** The election the managers campaign in. */
+export const MANAGER_ELECTION = 'lockstep-manager';
+
+/** TTL of a host record, ms: how long a dead agent's host stays listed. */
+export const HOST_TTL_MS = 3_000;
+/** TTL of an instance record, ms: shorter than {@link HOST_TTL_MS} (see the layout above). */
+export const INSTANCE_TTL_MS = 1_000;
+
+/** Host ids: 1–64 characters of `[A-Za-z0-9._-]`, starting with a letter or digit. */
+export const HOST_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+/** What an agent registers under `hosts/<id>` (a liveness key). */
+export interface HostRecord {
+  id: string;
+  /** The control API, `http://host:port`. */
+  api: string;
+  /** Address the host's FT logging channels listen on. */
+  ftHost: string;
+  capacity: HostCapacity;
+  groups: string[];
+  /** FT compatibility id: both halves of a pair need hosts with the same one. */
+  compatId: string;
+  maxFtVms: number;
+  pid: number;
+  /** Wall-clock ms when the agent started. */
+  startedAt: number;
+  version: string;
+}
+
+/** Role of an instance: the side of the FT pair the process plays now. */
+export type InstanceRole = 'primary' | 'secondary';
+
+/** Life of an instance process as its agent saw it. */
+export type InstanceState =
+  /** Spawned; a primary has not claimed its epoch and listened yet, a secondary not joined yet. */
+  | 'starting'
+  /** A secondary connected to its primary (being cloned, or replaying). */
+  | 'joined'
+  /** A primary listening for secondaries (alone or protected). */
+  | 'running'
+  /** Asked to stop, handed over, halted or left: on its way out. */
+  | 'stopping';
+
+/** What an agent publishes under `vms/<vm>/instances/<host>` while the process runs. */
+export interface InstanceRecord {
+  vmId: string;
+  host: string;
+  role: InstanceRole;
+  /** The role it was started as (a secondary that went live is a primary now). */
+  startedAs: InstanceRole;
+  state: InstanceState;
+  pid: number;
+  /** Random id of this process incarnation. */
+  incarnation: string;
+  /** The FT epoch the process runs under (null until known). */
+  epoch: number | null;
+  /** A primary's logging channel, where secondaries join. */
+  listen: { host: string; port: number } | null;
+  /** A secondary's primary (`host:port`). */
+  join: string | null;
+  /** Primary: its status says Protected. Secondary: in lockstep with its primary. */
+  protected: boolean;
+  /** Last status text (`Protected`, `Not Protected (need secondary VM)`, …). */
+  status: string;
+  /** The last event the process reported. */
+  lastEvent: string;
+  /** Wall-clock ms. */
+  startedAt: number;
+  updatedAt: number;
+  /** The latest periodic figures of a primary (MIPS, lag, log bandwidth), if any. */
+  stats: { mips: number; lagMs: number; logBandwidth: number; failovers: number } | null;
+}
+
+/** A VM-host rule on one VM, as `create-vm --rule must:group` writes it. */
+export interface VmHostRuleSpec {
+  type: VmHostRuleType;
+  hostGroup: string;
+}
+
+/** A VM the cluster should run: `desired/<vm>`. */
+export interface DesiredVm {
+  id: string;
+  /** The VM's configuration file (JSON form, absolute paths), written to the agent that runs a half. */
+  config: JsonValue;
+  ft: boolean;
+  demand: { mips: number; memoryBytes: number; logBandwidth: number };
+  vcpus: number;
+  rules: VmHostRuleSpec[];
+  /** Legacy mode: the host the primary powers on on. */
+  registeredHost?: string;
+  createdAt: number;
+}
+
+/** `requests/maintenance/<host>`: what an operator asked for. */
+export interface MaintenanceRequest {
+  on: boolean;
+  at: number;
+  by: string;
+}
+
+/** `maintenance/<host>`: the manager's record of the host's maintenance mode. */
+export interface MaintenanceState {
+  on: boolean;
+  /** `entering`: being drained; `in`: nothing runs there; `off`: back in service. */
+  state: 'entering' | 'in' | 'off';
+  since: number;
+  manager: string;
+  token: number;
+}
+
+/** `manager/epoch`: the leading manager and its fencing token. */
+export interface ManagerEpoch {
+  manager: string;
+  token: number;
+  since: number;
+}
+
+/** Kinds of cluster event. `action: true` marks the ones that changed something running. */
+export interface ClusterEvent {
+  /** Wall-clock ms. */
+  t: number;
+  kind: string;
+  /** Who wrote it: a manager id, or `cli`. */
+  by: string;
+  /** The writer's fencing token (managers). */
+  token?: number;
+  /** The event started, stopped or signalled a process. */
+  action?: boolean;
+  vm?: string;
+  host?: string;
+  message: string;
+}
+
+/**
+ * The default FT compatibility id of this build: package version, ISA, log format and channel
+ * protocol — what must match for a secondary to replay its primary exactly.
+ */
+export function defaultCompatId(): string {
+  return `lockstep-${packageVersion()}.rv32imac.log${LOG_FORMAT_VERSION}.proto${PROTOCOL_VERSION}`;
+}
+
+let version: string | undefined;
+/** The version of the lockstep package. */
+export function packageVersion(): string {
+  if (version === undefined) {
+    // From src/cluster/manager and dist/cluster/manager alike.
+    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+    version = pkg.version;
+  }
+  return version;
+}
+
+/** Parse a stored value as a record, or undefined if it is not an object. */
+export function asRecord<T>(value: JsonValue | null | undefined): T | undefined {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as unknown as T) : undefined;
+}
+
+/** A rule from `rules/<id>`, minimally checked (the placement engine validates the rest). */
+export function asRule(value: JsonValue): PlacementRule | undefined {
+  const r = asRecord<PlacementRule>(value);
+  if (r === undefined || (r.kind !== 'vm-host' && r.kind !== 'vm-vm') || typeof r.id !== 'string' || !Array.isArray(r.vms)) return undefined;
+  return r;
+}
