@@ -1,0 +1,55 @@
+// The cluster (DESIGN §4): host agents, the manager, the state store and the placement engine.
+// Re-exports only.
+export * from './placement/index.js';
+export { DirStore } from './store/dir-store.js';
+export type { DirStoreOptions } from './store/dir-store.js';
+export { EtcdStore } from './store/etcd-store.js';
+export type { EtcdStoreOptions } from './store/etcd-store.js';
+export { StoreError } from './store/store.js';
+export type {
+  ClusterStore,
+  StoreEntry,
+  StoreErrorCode,
+  JsonValue,
+  WatchEvent,
+  WatchOptions,
+  Unsubscribe,
+  LivenessHandle,
+  Leadership,
+  LeaderInfo,
+  CampaignOptions,
+} from './store/store.js';
+export { Agent } from './agent/agent.js';
+export type { AgentOptions, AgentEvents } from './agent/agent.js';
+export { AgentClient, AgentApiError, API_PREFIX, FENCE_HEADER, MANAGER_HEADER } from './agent/client.js';
+export type { AgentClientOptions, AgentApiCode, StartRequest, HostInfo } from './agent/client.js';
+export type { InstanceView, VmEvent, VmExit } from './agent/vm-process.js';
+export { Manager } from './manager/manager.js';
+export type { ManagerOptions, ManagerEvents, ManagerMode, Automation } from './manager/manager.js';
+export {
+  KEYS,
+  MANAGER_ELECTION,
+  HOST_TTL_MS,
+  INSTANCE_TTL_MS,
+  HOST_ID,
+  defaultCompatId,
+} from './manager/layout.js';
+export type {
+  HostRecord,
+  InstanceRecord,
+  InstanceRole,
+  InstanceState,
+  DesiredVm,
+  VmHostRuleSpec,
+  MaintenanceRequest,
+  MaintenanceState,
+  ManagerEpoch,
+  ClusterEvent,
+} from './manager/layout.js';
+export { readInventory, parseInventory, pairView, pairViews, buildSnapshot, closeHosts, hostLoads, maintenanceOf, channelOf } from './manager/inventory.js';
+export type { Inventory, PairView, PairStatus, SnapshotOptions, BuiltSnapshot } from './manager/inventory.js';
+export { EventWriter, readEvents, trimEvents, DEFAULT_EVENT_LIMIT } from './manager/events.js';
+export { desiredVm, configToJson, parseHostRule, DEFAULT_VM_MIPS, DEFAULT_VM_LOG_BANDWIDTH } from './manager/desired.js';
+export type { DesiredVmOptions } from './manager/desired.js';
+export { parseStoreSpec, openStore } from './manager/store-spec.js';
+export type { StoreSpec } from './manager/store-spec.js';

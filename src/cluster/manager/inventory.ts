@@ -1,0 +1,288 @@
+// The cluster as the store shows it: one consistent read of every key, the pairs it implies (which
+// instance is a VM's primary, which its secondary, which are left-overs), and the placement snapshot
+// built from it. Reading aside, pure functions: `lockstep cluster status`, the manager and the tests'
+// checker all judge the state through the same code.
+import type { ClusterSnapshot, HostSpec, PlacementRule, VmSpec } from '../placement/index.js';
+import type { ClusterStore, StoreEntry } from '../store/store.js';
+import {
+  KEYS,
+  asRecord,
+  asRule,
+  type ClusterEvent,
+  type DesiredVm,
+  type HostRecord,
+  type InstanceRecord,
+  type MaintenanceRequest,
+  type MaintenanceState,
+  type ManagerEpoch,
+} from './layout.js';
+
+/** Everything the store holds about the cluster, read at once. */
+export interface Inventory {
+  /** Live hosts (their liveness key is present), by id. */
+  hosts: Map<string, HostRecord>;
+  desired: Map<string, DesiredVm>;
+  /** Every instance record by VM (including VMs no longer desired), live host or not. */
+  instances: Map<string, InstanceRecord[]>;
+  rules: PlacementRule[];
+  requests: Map<string, MaintenanceRequest>;
+  maintenance: Map<string, { state: MaintenanceState; revision: number }>;
+  epoch: { value: ManagerEpoch; revision: number } | null;
+  events: ClusterEvent[];
+  /** Wall-clock ms of the read. */
+  at: number;
+}
+
+/**
+ * One read of the whole store (`list('')`: a single range read, so one etcd revision — an instance and
+ * the host it runs on are seen as of the same moment).
+ */
+export async function readInventory(store: ClusterStore): Promise<Inventory> {
+  return parseInventory(await store.list(''));
+}
+
+/** The inventory held by a list of entries (see {@link readInventory}). */
+export function parseInventory(entries: StoreEntry[]): Inventory {
+  const inv: Inventory = { hosts: new Map(), desired: new Map(), instances: new Map(), rules: [], requests: new Map(), maintenance: new Map(), epoch: null, events: [], at: Date.now() };
+  for (const e of entries) {
+    const k = e.key;
+    if (k.startsWith(KEYS.hostsPrefix)) {
+      const h = asRecord<HostRecord>(e.value);
+      if (h !== undefined && typeof h.id === 'string') inv.hosts.set(h.id, h);
+    } else if (k.startsWith(KEYS.vmsPrefix)) {
+      const r = asRecord<InstanceRecord>(e.value);
+      if (r === undefined || typeof r.vmId !== 'string' || typeof r.host !== 'string') continue;
+      let list = inv.instances.get(r.vmId);
+      if (list === undefined) inv.instances.set(r.vmId, (list = []));
+      list.push(r);
+    } else if (k.startsWith(KEYS.desiredPrefix)) {
+      const d = asRecord<DesiredVm>(e.value);
+      if (d !== undefined && typeof d.id === 'string') inv.desired.set(d.id, d);
+    } else if (k.startsWith(KEYS.rulesPrefix)) {
+      const r = asRule(e.value);
+      if (r !== undefined) inv.rules.push(r);
+    } else if (k.startsWith(KEYS.requestsPrefix)) {
+      const r = asRecord<MaintenanceRequest>(e.value);
+      if (r !== undefined) inv.requests.set(k.slice(KEYS.requestsPrefix.length), r);
+    } else if (k.startsWith(KEYS.maintenancePrefix)) {
+      const s = asRecord<MaintenanceState>(e.value);
+      if (s !== undefined) inv.maintenance.set(k.slice(KEYS.maintenancePrefix.length), { state: s, revision: e.revision });
+    } else if (k === KEYS.managerEpoch) {
+      const v = asRecord<ManagerEpoch>(e.value);
+      if (v !== undefined) inv.epoch = { value: v, revision: e.revision };
+    } else if (k.startsWith(KEYS.eventsPrefix)) {
+      const ev = asRecord<ClusterEvent>(e.value);
+      if (ev !== undefined) inv.events.push(ev);
+    }
+  }
+  return inv;
+}
+
+/** Protection of a VM as `cluster status` reports it. */
+export type PairStatus = 'protected' | 'not-protected' | 'starting' | 'going-live' | 'down' | 'not-desired';
+
+/** A VM and its instances, sorted out. */
+export interface PairView {
+  vm: string;
+  desired: DesiredVm | undefined;
+  /** The primary: the highest-epoch primary on a live host that is not on its way out. */
+  primary: InstanceRecord | undefined;
+  /** The secondary joined to that primary, on a live host. */
+  secondary: InstanceRecord | undefined;
+  /**
+   * Every other record of the VM: an old primary that handed over or lost its host, a secondary of an
+   * older primary, anything on its way out, records of hosts the store already reports dead.
+   */
+  others: InstanceRecord[];
+  /**
+   * Of `others`, the records believed dead though their host is live in the store: a secondary claiming
+   * lockstep with a primary that runs alone, a primary superseded by a higher epoch. Their hosts have
+   * probably failed; the manager places nothing there for a while.
+   */
+  lost: InstanceRecord[];
+  /** True only when the primary says Protected and its secondary's record is on another live host. */
+  protected: boolean;
+  status: PairStatus;
+  /** The primary's own status text, or what the view concluded. */
+  text: string;
+  epoch: number | null;
+}
+
+/** The `host:port` a secondary of this primary joins. */
+export function channelOf(r: InstanceRecord): string | null {
+  return r.listen === null ? null : `${r.listen.host.includes(':') ? `[${r.listen.host}]` : r.listen.host}:${r.listen.port}`;
+}
+
+/** Sort out one VM's instances (see {@link PairView}). */
+export function pairView(vm: string, inv: Inventory): PairView {
+  const desired = inv.desired.get(vm);
+  const all = inv.instances.get(vm) ?? [];
+  const live = all.filter((r) => inv.hosts.has(r.host) && r.state !== 'stopping');
+  let primary: InstanceRecord | undefined;
+  for (const r of live) {
+    if (r.role !== 'primary') continue;
+    if (primary === undefined || (r.epoch ?? -1) > (primary.epoch ?? -1) || ((r.epoch ?? -1) === (primary.epoch ?? -1) && r.startedAt > primary.startedAt)) primary = r;
+  }
+  let secondary: InstanceRecord | undefined;
+  const lost: InstanceRecord[] = [];
+  const channel = primary === undefined ? null : channelOf(primary);
+  // The primary runs alone (it lost its secondary, or never had one): a secondary still claiming lockstep
+  // with it is one it lost — dead, or about to notice. A new secondary claims lockstep only after the
+  // primary has left that state (its clone starts first).
+  const alone = primary !== undefined && primary.state === 'running' && !primary.protected && /need secondary/i.test(primary.status);
+  if (channel !== null) {
+    for (const r of live) {
+      if (r.role !== 'secondary' || r.join !== channel || r.host === primary!.host) continue;
+      if (alone && r.protected) {
+        lost.push(r);
+        continue;
+      }
+      if (secondary === undefined || (r.protected && !secondary.protected) || (r.protected === secondary.protected && r.startedAt > secondary.startedAt)) secondary = r;
+    }
+  }
+  // A primary superseded by a higher epoch lost the arbiter, or its host is gone.
+  for (const r of live) if (r.role === 'primary' && r !== primary && (r.epoch ?? -1) < (primary?.epoch ?? -1)) lost.push(r);
+  const others = all.filter((r) => r !== primary && r !== secondary);
+  const isProtected = primary !== undefined && primary.protected && secondary !== undefined;
+  let status: PairStatus;
+  let text: string;
+  if (primary !== undefined) {
+    if (primary.state !== 'running') {
+      status = 'starting';
+      text = primary.status;
+    } else if (isProtected) {
+      status = 'protected';
+      text = 'Protected';
+    } else {
+      status = 'not-protected';
+      text = secondary !== undefined ? `${primary.status}; secondary on ${secondary.host}: ${secondary.status}` : primary.status;
+    }
+  } else if (live.some((r) => r.role === 'secondary')) {
+    status = 'going-live';
+    text = 'Not Protected (the primary is gone; its secondary is going live)';
+  } else if (desired === undefined) {
+    status = 'not-desired';
+    text = all.length > 0 ? 'being removed' : 'unknown';
+  } else {
+    status = 'down';
+    text = all.length > 0 ? 'Down (its last instances are on their way out)' : 'Down (not running)';
+  }
+  return { vm, desired, primary, secondary, others, lost, protected: isProtected, status, text, epoch: primary?.epoch ?? null };
+}
+
+/** Every VM that is desired or has instances, in id order. */
+export function pairViews(inv: Inventory): PairView[] {
+  const ids = new Set([...inv.desired.keys(), ...inv.instances.keys()]);
+  return [...ids].sort().map((vm) => pairView(vm, inv));
+}
+
+/** The maintenance mode of a host as the manager recorded it (`off` when never set). */
+export function maintenanceOf(inv: Inventory, host: string): MaintenanceState['state'] {
+  const m = inv.maintenance.get(host)?.state;
+  return m === undefined || !m.on ? 'off' : m.state;
+}
+
+/** Options of {@link buildSnapshot}. */
+export interface SnapshotOptions {
+  /** The FT compatibility baseline (integrated mode); absent: legacy mode. */
+  baseline?: string;
+  /** Hosts that take no new half (reported unreachable, say): shown to placement as in maintenance. */
+  closed?: ReadonlySet<string>;
+  /** Per-host cap on FT halves, for hosts that do not say. */
+  placementOptions?: ClusterSnapshot['options'];
+}
+
+/** A placement snapshot and what could not go into it. */
+export interface BuiltSnapshot {
+  snapshot: ClusterSnapshot;
+  /** VMs that cannot be placed at all now, and why (a `must` rule's group has no live host). */
+  blocked: Map<string, string>;
+  /** Rules left out, and why. */
+  dropped: string[];
+}
+
+/**
+ * The placement snapshot of the inventory: live hosts (maintenance as the manager recorded it, or
+ * requested), desired VMs where their primary and secondary run, their VM-host rules and the store's
+ * rules (members that are not desired VMs dropped; a rule whose group has no live host dropped, and for
+ * `must` its VMs reported blocked).
+ */
+export function buildSnapshot(inv: Inventory, views: ReadonlyMap<string, PairView>, o: SnapshotOptions = {}): BuiltSnapshot {
+  const hosts: HostSpec[] = [...inv.hosts.values()].map((h) => ({
+    id: h.id,
+    capacity: { ...h.capacity },
+    groups: [...h.groups],
+    ftCompatId: h.compatId,
+    maintenance: maintenanceOf(inv, h.id) !== 'off' || inv.requests.get(h.id)?.on === true || o.closed?.has(h.id) === true,
+    maxFtVms: h.maxFtVms,
+  }));
+  const groups = new Set(hosts.flatMap((h) => h.groups ?? []));
+  const vms: VmSpec[] = [];
+  for (const d of [...inv.desired.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))) {
+    const v = views.get(d.id);
+    const spec: VmSpec = { id: d.id, demand: { ...d.demand }, vcpus: d.vcpus, ft: d.ft };
+    if (v?.primary !== undefined) spec.host = v.primary.host;
+    if (v?.secondary !== undefined && d.ft) spec.secondaryHost = v.secondary.host;
+    if (d.registeredHost !== undefined && inv.hosts.has(d.registeredHost)) spec.registeredHost = d.registeredHost;
+    vms.push(spec);
+  }
+  const known = new Set(vms.map((v) => v.id));
+  const blocked = new Map<string, string>();
+  const dropped: string[] = [];
+  const rules: PlacementRule[] = [];
+  const candidates: PlacementRule[] = [
+    ...[...inv.desired.values()].flatMap((d) => d.rules.map((r, i): PlacementRule => ({ kind: 'vm-host', id: `${d.id}#${i}`, type: r.type, vms: [d.id], hostGroup: r.hostGroup }))),
+    ...inv.rules,
+  ];
+  const ids = new Set<string>();
+  for (const r of candidates) {
+    if (ids.has(r.id)) {
+      dropped.push(`rule ${r.id}: the id is used twice`);
+      continue;
+    }
+    ids.add(r.id);
+    const members = r.vms.filter((vm) => known.has(vm));
+    if (r.kind === 'vm-host') {
+      if (members.length === 0) continue;
+      if (!groups.has(r.hostGroup)) {
+        if (r.type === 'must') for (const vm of members) blocked.set(vm, `rule ${r.id}: must run in host group ${r.hostGroup}, and no live host is in it`);
+        else dropped.push(`rule ${r.id}: no live host is in group ${r.hostGroup}`);
+        continue;
+      }
+      rules.push({ ...r, vms: members });
+    } else {
+      if (members.length < 2) continue;
+      rules.push({ ...r, vms: members });
+    }
+  }
+  const snapshot: ClusterSnapshot = { hosts, vms, rules };
+  if (o.baseline !== undefined) snapshot.compatBaseline = o.baseline;
+  if (o.placementOptions !== undefined) snapshot.options = o.placementOptions;
+  return { snapshot, blocked, dropped };
+}
+
+/** A copy of the snapshot in which `hosts` take no new half (shown as in maintenance). */
+export function closeHosts(snapshot: ClusterSnapshot, hosts: ReadonlySet<string>): ClusterSnapshot {
+  if (hosts.size === 0) return snapshot;
+  return { ...snapshot, hosts: snapshot.hosts.map((h) => (hosts.has(h.id) ? { ...h, maintenance: true } : h)) };
+}
+
+/** Declared load of each host: the demand of the halves on it over its capacity. */
+export function hostLoads(inv: Inventory, views: readonly PairView[]): Map<string, { cpu: number; memory: number; halves: string[] }> {
+  const out = new Map<string, { cpu: number; memory: number; halves: string[] }>();
+  for (const h of inv.hosts.values()) out.set(h.id, { cpu: 0, memory: 0, halves: [] });
+  for (const v of views) {
+    for (const r of inv.instances.get(v.vm) ?? []) {
+      const l = out.get(r.host);
+      const h = inv.hosts.get(r.host);
+      if (l === undefined || h === undefined) continue;
+      const tag = r === v.primary ? 'P' : r === v.secondary ? 'S' : r.role === 'primary' ? 'p?' : 's?';
+      l.halves.push(`${v.vm}(${tag})`);
+      if (v.desired !== undefined) {
+        l.cpu += v.desired.demand.mips / h.capacity.mips;
+        l.memory += v.desired.demand.memoryBytes / h.capacity.memoryBytes;
+      }
+    }
+  }
+  return out;
+}

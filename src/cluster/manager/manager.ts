@@ -1,0 +1,614 @@
+// The cluster manager (`lockstep manager`): campaigns for leadership; the leader alone reconciles the
+// store's desired VMs with what the agents run — places pairs, gives every FT VM that lost a half a new
+// secondary, drains hosts entering maintenance, applies or records load-balancing moves. Every start goes
+// through a placement answer computed on the current state, so no hard rule is broken by what it starts.
+import { EventEmitter } from 'node:events';
+import { OptionError } from '../../errors.js';
+import { Placement, explain, type ClusterSnapshot, type PlacementOptions } from '../placement/index.js';
+import type { ClusterStore, JsonValue, Leadership, Unsubscribe } from '../store/store.js';
+import { validateName } from '../store/store.js';
+import { AgentApiError, AgentClient } from '../agent/client.js';
+import { DEFAULT_EVENT_LIMIT, EventWriter, trimEvents } from './events.js';
+import {
+  buildSnapshot,
+  channelOf,
+  closeHosts,
+  maintenanceOf,
+  pairViews,
+  readInventory,
+  type Inventory,
+  type PairView,
+} from './inventory.js';
+import { KEYS, MANAGER_ELECTION, asRecord, defaultCompatId, type ClusterEvent, type ManagerEpoch, type MaintenanceState } from './layout.js';
+
+/** `integrated`: FT-aware placement and balancing of both halves; `legacy`: FT pairs placed once, never balanced. */
+export type ManagerMode = 'integrated' | 'legacy';
+/** `manual`: balancing moves are only recorded; `automatic`: the leader applies them. */
+export type Automation = 'manual' | 'automatic';
+
+/** Options of {@link Manager.start}. */
+export interface ManagerOptions {
+  store: ClusterStore;
+  /** This manager's id (1–128 of `[A-Za-z0-9._:@-]`); candidates in one election must differ. */
+  id: string;
+  /** The agents' API token. */
+  token: string;
+  /** Default `integrated`. */
+  mode?: ManagerMode;
+  /** FT compatibility baseline in integrated mode (default: this build's {@link defaultCompatId}). */
+  baseline?: string;
+  /** Default `manual`. */
+  automation?: Automation;
+  /** A reconcile pass at least this often, ms (default 500); store changes trigger one sooner. */
+  intervalMs?: number;
+  /** How long the leadership outlives a dead leader, ms (default 2000). */
+  electionTtlMs?: number;
+  /** Events kept in the store (default 500). */
+  eventLimit?: number;
+  /** How long a half gets to become ready when started, ms (default 20 000). */
+  startTimeoutMs?: number;
+  /** A secondary not in lockstep after this long is stopped and placed again, ms (default 60 000). */
+  cloneTimeoutMs?: number;
+  /** A VM seen running and then down is restarted (from its disk) after this long, ms (default 2000). */
+  restartGraceMs?: number;
+  /** At most one balancing move this often, ms (default 10 000). */
+  balanceIntervalMs?: number;
+  /** A host whose agent could not be reached takes no new half for this long, ms (default 5000). */
+  suspectMs?: number;
+  placementOptions?: PlacementOptions;
+}
+
+/** Events of a {@link Manager}. */
+export interface ManagerEvents {
+  /** This manager leads (and has fenced the store's manager epoch with `token`). */
+  elected: [token: number];
+  /** This manager no longer leads. */
+  deposed: [reason: string];
+  /** An event it wrote to the cluster's log. */
+  event: [event: ClusterEvent];
+  /** A pass or a store operation failed; it is retried. */
+  warning: [message: string];
+}
+
+/** One thing a pass does for one VM. */
+interface Action {
+  vm: string;
+  run: () => Promise<void>;
+}
+
+/**
+ * The cluster manager. Several may run; they campaign in the store's election and only the leader,
+ * once it has fenced `manager/epoch` with its token, acts. Every agent request carries that token, and
+ * agents refuse tokens older than one they have seen.
+ */
+export class Manager extends EventEmitter<ManagerEvents> {
+  readonly id: string;
+  readonly mode: ManagerMode;
+  readonly automation: Automation;
+  readonly baseline: string | undefined;
+  readonly #store: ClusterStore;
+  readonly #o: Required<Omit<ManagerOptions, 'baseline' | 'placementOptions' | 'mode' | 'automation'>> & { placementOptions: PlacementOptions | undefined };
+  readonly #log: EventWriter;
+  #leadership!: Leadership;
+  #unwatch: Unsubscribe | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #kickTimer: NodeJS.Timeout | undefined;
+  #passing: Promise<void> | undefined;
+  #again = false;
+  #stopped = false;
+  /** The token this manager acts under (null: not acting). */
+  #acting: number | null = null;
+  readonly #suspect = new Map<string, number>();
+  readonly #hints = new Map<string, { host: string; until: number }>();
+  readonly #said = new Map<string, string>();
+  readonly #downSince = new Map<string, number>();
+  readonly #seenRunning = new Set<string>();
+  /** VMs a maintenance or balancing operation was just issued for: not again until then (wall-clock ms). */
+  readonly #cooldown = new Map<string, number>();
+  #lastBalance = 0;
+  #passes = 0;
+
+  private constructor(o: ManagerOptions) {
+    super();
+    validateName(o.id, 'id');
+    if (typeof o.token !== 'string' || o.token.length < 16) throw new OptionError('token', 'the agents\' API token must be at least 16 characters');
+    const mode = o.mode ?? 'integrated';
+    if (mode !== 'integrated' && mode !== 'legacy') throw new OptionError('mode', `must be integrated or legacy, got ${JSON.stringify(mode)}`);
+    const automation = o.automation ?? 'manual';
+    if (automation !== 'manual' && automation !== 'automatic') throw new OptionError('automation', `must be manual or automatic, got ${JSON.stringify(automation)}`);
+    if (mode === 'legacy' && o.baseline !== undefined) throw new OptionError('baseline', 'legacy mode has no compatibility baseline (a baseline is what integrates FT with placement)');
+    this.id = o.id;
+    this.mode = mode;
+    this.automation = automation;
+    this.baseline = mode === 'integrated' ? (o.baseline ?? defaultCompatId()) : undefined;
+    this.#store = o.store;
+    this.#o = {
+      store: o.store,
+      id: o.id,
+      token: o.token,
+      intervalMs: o.intervalMs ?? 500,
+      electionTtlMs: o.electionTtlMs ?? 2_000,
+      eventLimit: o.eventLimit ?? DEFAULT_EVENT_LIMIT,
+      startTimeoutMs: o.startTimeoutMs ?? 20_000,
+      cloneTimeoutMs: o.cloneTimeoutMs ?? 60_000,
+      restartGraceMs: o.restartGraceMs ?? 2_000,
+      balanceIntervalMs: o.balanceIntervalMs ?? 10_000,
+      suspectMs: o.suspectMs ?? 5_000,
+      placementOptions: o.placementOptions,
+    };
+    this.#log = new EventWriter(o.store, o.id);
+  }
+
+  /** Enter the election and start reconciling (as soon as elected). */
+  static async start(o: ManagerOptions): Promise<Manager> {
+    const m = new Manager(o);
+    m.#unwatch = await m.#store.watch(
+      '',
+      (e) => {
+        // Our own log writes are no reason to look again.
+        if (!e.key.startsWith(KEYS.eventsPrefix)) m.#kick(50);
+      },
+      { onError: (err) => m.#warn(`watch: ${err.message}`) },
+    );
+    m.#leadership = await m.#store.campaign(MANAGER_ELECTION, m.id, { ttlMs: m.#o.electionTtlMs });
+    m.#leadership.on('elected', (token) => void m.#assume(token));
+    m.#leadership.on('lost', (err) => m.#depose(`leadership lost: ${err.message}`));
+    m.#leadership.on('error', (err: Error) => m.#warn(`campaign: ${err.message}`));
+    if (m.#leadership.isLeader) void m.#assume(m.#leadership.token!);
+    m.#timer = setInterval(() => m.#kick(0), m.#o.intervalMs);
+    return m;
+  }
+
+  /** Whether this manager leads and acts now. */
+  get isLeader(): boolean {
+    return this.#acting !== null && this.#leadership.isLeader;
+  }
+
+  /** The fencing token it acts under, or null. */
+  get token(): number | null {
+    return this.isLeader ? this.#acting : null;
+  }
+
+  /** Reconcile passes run so far (as leader). */
+  get passes(): number {
+    return this.#passes;
+  }
+
+  /** Run a reconcile pass now (if leading) and resolve when it is done. */
+  async reconcile(): Promise<void> {
+    this.#kick(0);
+    await new Promise((r) => setTimeout(r, 1));
+    while (this.#passing !== undefined) await this.#passing;
+  }
+
+  /** Stop reconciling and resign (another manager takes over at once). Leaves the VMs running. */
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    clearInterval(this.#timer);
+    clearTimeout(this.#kickTimer);
+    this.#acting = null;
+    while (this.#passing !== undefined) await this.#passing;
+    await this.#unwatch?.();
+    await this.#leadership?.resign();
+  }
+
+  // ---- leadership --------------------------------------------------------------------------------------
+
+  /** Elected with `token`: fence `manager/epoch` (compare-and-set, never lowering it), then act. */
+  async #assume(token: number): Promise<void> {
+    for (let attempt = 0; attempt < 20 && !this.#stopped; attempt++) {
+      if (this.#leadership.token !== token) return;
+      try {
+        const cur = await this.#store.get(KEYS.managerEpoch);
+        const v = asRecord<ManagerEpoch>(cur?.value);
+        if (v !== undefined && v.token > token) return this.#depose(`manager/epoch holds a newer token ${v.token} (${v.manager})`);
+        const mine: ManagerEpoch = { manager: this.id, token, since: Date.now() };
+        if ((v !== undefined && v.token === token && v.manager === this.id) || (await this.#store.compareAndSet(KEYS.managerEpoch, cur?.revision ?? null, mine as unknown as JsonValue))) {
+          this.#acting = token;
+          this.emit('elected', token);
+          await this.#event({ kind: 'leader', message: `${this.id} leads (fencing token ${token}, ${this.mode} mode, automation ${this.automation})` });
+          this.#kick(0);
+          return;
+        }
+      } catch (err) {
+        this.#warn(`fencing manager/epoch: ${(err as Error).message}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  }
+
+  #depose(reason: string): void {
+    if (this.#acting === null) return;
+    this.#acting = null;
+    this.emit('deposed', reason);
+  }
+
+  #warn(message: string): void {
+    if (this.listenerCount('warning') > 0) this.emit('warning', message);
+  }
+
+  async #event(e: Omit<ClusterEvent, 't' | 'by' | 'token'>): Promise<void> {
+    try {
+      const ev = await this.#log.write({ ...e, ...(this.#acting !== null ? { token: this.#acting } : {}) });
+      this.emit('event', ev);
+    } catch (err) {
+      this.#warn(`event log: ${(err as Error).message}`);
+    }
+  }
+
+  /** Write an event only when `message` differs from the last one said under `key` (no repeats every pass). */
+  async #say(key: string, e: Omit<ClusterEvent, 't' | 'by' | 'token'>): Promise<void> {
+    if (this.#said.get(key) === e.message) return;
+    this.#said.set(key, e.message);
+    await this.#event(e);
+  }
+
+  // ---- the loop -------------------------------------------------------------------------------------
+
+  #kick(delayMs: number): void {
+    if (this.#stopped || this.#kickTimer !== undefined) return;
+    this.#kickTimer = setTimeout(() => {
+      this.#kickTimer = undefined;
+      if (this.#passing !== undefined) {
+        this.#again = true;
+        return;
+      }
+      this.#passing = (async () => {
+        do {
+          this.#again = false;
+          try {
+            await this.#pass();
+          } catch (err) {
+            this.#warn(`reconcile: ${(err as Error).stack ?? String(err)}`);
+          }
+        } while (this.#again && !this.#stopped);
+      })().finally(() => (this.#passing = undefined));
+    }, delayMs);
+  }
+
+  #agent(inv: Inventory, host: string): AgentClient {
+    const h = inv.hosts.get(host);
+    if (h === undefined) throw new AgentApiError(host, 0, 'unreachable', `host ${host} is not live`);
+    const token = this.#acting;
+    return new AgentClient({ url: h.api, token: this.#o.token, fence: () => (token === null ? undefined : { token, manager: this.id }) });
+  }
+
+  /** One reconcile pass: read everything, decide per VM and per host, carry the actions out. */
+  async #pass(): Promise<void> {
+    const token = this.#acting;
+    if (token === null || this.#stopped) return;
+    if (!this.#leadership.isLeader) return this.#depose('leadership expired (local deadline)');
+    const inv = await readInventory(this.#store);
+    const ep = inv.epoch?.value;
+    if (ep === undefined || ep.token !== token || ep.manager !== this.id) return this.#depose(`manager/epoch is ${ep === undefined ? 'missing' : `${ep.manager}@${ep.token}`}, not ${this.id}@${token}`);
+    this.#passes++;
+    const now = Date.now();
+    for (const [h, until] of this.#suspect) if (until <= now) this.#suspect.delete(h);
+    for (const [vm, hint] of this.#hints) if (hint.until <= now) this.#hints.delete(vm);
+    for (const [vm, until] of this.#cooldown) if (until <= now) this.#cooldown.delete(vm);
+    // Maintenance and balancing leave a VM alone for a while after operating on it (the switch or the
+    // stop takes effect through the store a little later); re-protection never waits for that.
+    const cooling = (vm: string) => this.#cooldown.has(vm);
+
+    await this.#syncMaintenance(inv, token);
+    const views = pairViews(inv);
+    // Halves believed dead on hosts the store still lists: those hosts have probably failed (their records
+    // expire in a moment); place nothing there meanwhile.
+    for (const v of views) for (const r of v.lost) if (!this.#suspect.has(r.host)) this.#suspect.set(r.host, now + this.#o.suspectMs);
+    const byVm = new Map(views.map((v) => [v.vm, v]));
+    const built = buildSnapshot(inv, byVm, {
+      ...(this.baseline !== undefined ? { baseline: this.baseline } : {}),
+      closed: new Set(this.#suspect.keys()),
+      ...(this.#o.placementOptions !== undefined ? { placementOptions: this.#o.placementOptions } : {}),
+    });
+    for (const d of built.dropped) await this.#say(`dropped:${d}`, { kind: 'rule-ignored', message: d });
+    // The working snapshot: updated as decisions are made, so each sees the ones before it.
+    let snap: ClusterSnapshot = built.snapshot;
+    const setHalves = (vm: string, primary: string | undefined, secondary: string | undefined) => {
+      snap = {
+        ...snap,
+        vms: snap.vms.map((v) => {
+          if (v.id !== vm) return v;
+          const { host: _h, secondaryHost: _s, ...rest } = v;
+          return { ...rest, ...(primary !== undefined ? { host: primary } : {}), ...(secondary !== undefined ? { secondaryHost: secondary } : {}) };
+        }),
+      };
+    };
+    const actions: Action[] = [];
+    const busy = new Set<string>();
+    const add = (a: Action | undefined) => {
+      if (a === undefined) return;
+      busy.add(a.vm);
+      actions.push(a);
+    };
+
+    for (const v of views) {
+      if (busy.has(v.vm)) continue;
+      add(await this.#decideVm(v, inv, () => snap, setHalves, built.blocked, now));
+    }
+    const draining = [...inv.hosts.keys(), ...inv.maintenance.keys()].filter((h, i, a) => a.indexOf(h) === i && maintenanceOf(inv, h) === 'entering');
+    for (const h of draining) {
+      for (const a of await this.#drain(h, inv, views, snap, busy, cooling)) add(a);
+    }
+    if (actions.length === 0 && draining.length === 0 && this.#cooldown.size === 0) add(await this.#balance(inv, views, snap, now));
+
+    if (actions.length > 0) {
+      if (!this.#leadership.isLeader || this.#acting !== token) return this.#depose('leadership expired before acting');
+      await Promise.all(actions.map((a) => a.run()));
+    }
+    if (inv.events.length > this.#o.eventLimit + 50) await trimEvents(this.#store, this.#o.eventLimit).catch((err: unknown) => this.#warn(`trimming events: ${(err as Error).message}`));
+  }
+
+  // ---- per VM ---------------------------------------------------------------------------------------
+
+  async #decideVm(
+    v: PairView,
+    inv: Inventory,
+    snap: () => ClusterSnapshot,
+    setHalves: (vm: string, primary: string | undefined, secondary: string | undefined) => void,
+    blocked: Map<string, string>,
+    now: number,
+  ): Promise<Action | undefined> {
+    const all = inv.instances.get(v.vm) ?? [];
+    const liveRecords = all.filter((r) => inv.hosts.has(r.host));
+    if (v.desired === undefined) {
+      // Removed from the desired state: stop what still runs, primaries first (their BYE dismisses the secondary).
+      const running = liveRecords.filter((r) => r.state !== 'stopping').sort((a, b) => (a.role === b.role ? 0 : a.role === 'primary' ? -1 : 1));
+      if (running.length === 0) return undefined;
+      return this.#action(v.vm, async () => {
+        for (const r of running) {
+          await this.#event({ kind: 'stop', action: true, vm: v.vm, host: r.host, message: `stopping the ${r.role} of ${v.vm} on ${r.host}: the VM was deleted` });
+          await this.#call(inv, r.host, (c) => c.stop(v.vm));
+        }
+      });
+    }
+    if (liveRecords.length > 0) {
+      this.#seenRunning.add(v.vm);
+      this.#downSince.delete(v.vm);
+    }
+    const why = blocked.get(v.vm);
+    if (why !== undefined && v.primary === undefined) {
+      await this.#say(`unplaceable:${v.vm}`, { kind: 'unplaceable', vm: v.vm, message: `${v.vm} cannot be placed: ${why}` });
+      return undefined;
+    }
+    switch (v.status) {
+      case 'starting':
+      case 'going-live':
+        return undefined; // the FT pair is mid-way (a secondary going live, a primary claiming its epoch)
+      case 'down': {
+        // Left-overs (records of a dead host, a half on its way out) go first.
+        if (all.length > 0) return undefined;
+        if (this.#seenRunning.has(v.vm)) {
+          const since = this.#downSince.get(v.vm) ?? now;
+          this.#downSince.set(v.vm, since);
+          if (now - since < this.#o.restartGraceMs) return undefined;
+        }
+        const p = new Placement(snap());
+        const r = p.place(v.vm);
+        if (r.kind === 'unplaceable') {
+          await this.#say(`unplaceable:${v.vm}`, { kind: 'unplaceable', vm: v.vm, message: `${v.vm} cannot be placed: ${r.reason}\n${explain(r)}` });
+          return undefined;
+        }
+        this.#said.delete(`unplaceable:${v.vm}`);
+        const restart = this.#seenRunning.has(v.vm);
+        if (r.kind === 'placed-pair') {
+          setHalves(v.vm, r.primary.host, r.secondary.host);
+          return this.#action(v.vm, () => this.#startPair(inv, v, r.primary.host, r.secondary.host, restart, explain(r, { maxHosts: 0 })));
+        }
+        if (r.kind === 'placed') {
+          setHalves(v.vm, r.host, undefined);
+          return this.#action(v.vm, () => this.#startPair(inv, v, r.host, undefined, restart, explain(r, { maxHosts: 0 })));
+        }
+        return undefined;
+      }
+      case 'not-protected': {
+        if (!v.desired.ft) return undefined;
+        const primary = v.primary!;
+        if (v.secondary !== undefined) {
+          // Being cloned; one that never gets into lockstep is replaced.
+          if (now - v.secondary.startedAt < this.#o.cloneTimeoutMs) return undefined;
+          const s = v.secondary;
+          return this.#action(v.vm, async () => {
+            await this.#event({ kind: 'stop-secondary', action: true, vm: v.vm, host: s.host, message: `stopping the secondary of ${v.vm} on ${s.host}: not in lockstep after ${this.#o.cloneTimeoutMs} ms (${s.status})` });
+            await this.#call(inv, s.host, (c) => c.stop(v.vm));
+          });
+        }
+        // No secondary: place one. Hosts still holding a record of the VM take nothing of it.
+        const exclude = new Set(v.others.map((r) => r.host));
+        const p = new Placement(closeHosts(snap(), exclude));
+        const r = p.placeSecondary(v.vm);
+        if (r.kind === 'unplaceable') {
+          await this.#say(`unplaceable:${v.vm}`, { kind: 'unplaceable', vm: v.vm, message: `no host for a new secondary of ${v.vm}: ${r.reason}\n${explain(r)}` });
+          return undefined;
+        }
+        if (r.kind !== 'secondary-placed') return undefined;
+        this.#said.delete(`unplaceable:${v.vm}`);
+        let host = r.host;
+        const hint = this.#hints.get(v.vm);
+        if (hint !== undefined && hint.host !== host && r.candidates.some((c) => c.host === hint.host && c.ok)) host = hint.host;
+        this.#hints.delete(v.vm);
+        setHalves(v.vm, primary.host, host);
+        const join = channelOf(primary)!;
+        const reason = `${explain(r, { maxHosts: 0 })}${host !== r.host ? ` (the planned host ${host} is valid too and was chosen by the operation that freed it)` : ''}`;
+        return this.#action(v.vm, async () => {
+          await this.#event({ kind: 'start-secondary', action: true, vm: v.vm, host, message: `starting a secondary of ${v.vm} on ${host}, joining the primary on ${primary.host} (epoch ${primary.epoch ?? '?'}): ${reason}` });
+          await this.#call(inv, host, (c) => c.start({ vmId: v.vm, role: 'secondary', config: v.desired!.config, join, waitMs: this.#o.startTimeoutMs }));
+        });
+      }
+      default:
+        return undefined;
+    }
+  }
+
+  async #startPair(inv: Inventory, v: PairView, primaryHost: string, secondaryHost: string | undefined, restart: boolean, reason: string): Promise<void> {
+    const d = v.desired!;
+    await this.#event({ kind: 'start-primary', action: true, vm: v.vm, host: primaryHost, message: `${restart ? 'restarting' : 'starting'} ${v.vm}: primary on ${primaryHost}${secondaryHost !== undefined ? `, secondary on ${secondaryHost}` : ''}: ${reason}` });
+    const started = await this.#call(inv, primaryHost, (c) => c.start({ vmId: v.vm, role: 'primary', config: d.config, waitMs: this.#o.startTimeoutMs }));
+    if (started === undefined || secondaryHost === undefined || started.listen === null) return;
+    const join = channelOf(started)!;
+    await this.#event({ kind: 'start-secondary', action: true, vm: v.vm, host: secondaryHost, message: `starting the secondary of ${v.vm} on ${secondaryHost}, joining ${join}` });
+    await this.#call(inv, secondaryHost, (c) => c.start({ vmId: v.vm, role: 'secondary', config: d.config, join, waitMs: this.#o.startTimeoutMs }));
+  }
+
+  /** Call an agent; an unreachable agent makes its host take no new half for a while. */
+  async #call<T>(inv: Inventory, host: string, f: (c: AgentClient) => Promise<T>): Promise<T | undefined> {
+    try {
+      return await f(this.#agent(inv, host));
+    } catch (err) {
+      if (err instanceof AgentApiError && err.apiCode === 'stale-fence') this.#depose(err.message);
+      if (err instanceof AgentApiError && err.status === 0) this.#suspect.set(host, Date.now() + this.#o.suspectMs);
+      await this.#event({ kind: 'action-failed', host, message: (err as Error).message });
+      this.#kick(100);
+      return undefined;
+    }
+  }
+
+  #action(vm: string, run: () => Promise<void>): Action {
+    return { vm, run };
+  }
+
+  /**
+   * Stop the secondary of `vm` on `from`; the VM pass then places a new one (on `to` if that is still a
+   * valid host then).
+   */
+  async #moveSecondary(inv: Inventory, vm: string, from: string, to: string | undefined, message: string): Promise<void> {
+    this.#cooldown.set(vm, Date.now() + 5_000);
+    if (to !== undefined) this.#hints.set(vm, { host: to, until: Date.now() + 30_000 });
+    await this.#event({ kind: 'move-secondary', action: true, vm, host: from, message });
+    await this.#call(inv, from, (c) => c.stop(vm));
+  }
+
+  /** Controlled switch: the primary of `vm` on `from` hands over to its secondary; a new secondary follows. */
+  async #switch(inv: Inventory, vm: string, from: string, newSecondaryHost: string, message: string): Promise<void> {
+    this.#cooldown.set(vm, Date.now() + 10_000);
+    this.#hints.set(vm, { host: newSecondaryHost, until: Date.now() + 30_000 });
+    await this.#event({ kind: 'switch-primary', action: true, vm, host: from, message });
+    const r = await this.#call(inv, from, (c) => c.failover(vm));
+    if (r?.operation === 'kill') {
+      await this.#event({
+        kind: 'switch-by-kill',
+        vm,
+        host: from,
+        message: `the primary of ${vm} on ${from} went live from a secondary and has no test-failover operation; it was killed and its secondary goes live by itself (nothing acknowledged is lost)`,
+      });
+    }
+  }
+
+  // ---- maintenance ----------------------------------------------------------------------------------
+
+  /** Turn maintenance requests into the manager's records (fenced), and `entering` into `in` once drained. */
+  async #syncMaintenance(inv: Inventory, token: number): Promise<void> {
+    const hosts = new Set([...inv.requests.keys(), ...inv.maintenance.keys()]);
+    for (const h of hosts) {
+      const want = inv.requests.get(h)?.on === true;
+      const cur = inv.maintenance.get(h);
+      if (cur !== undefined && cur.state.token > token) return this.#depose(`maintenance/${h} was written with a newer token ${cur.state.token}`);
+      let next: MaintenanceState['state'] | undefined;
+      if (want && (cur === undefined || !cur.state.on)) next = 'entering';
+      else if (!want && cur !== undefined && cur.state.on) next = 'off';
+      else if (want && cur?.state.state === 'entering' && ![...inv.instances.values()].some((rs) => rs.some((r) => r.host === h))) next = 'in';
+      if (next === undefined) continue;
+      const value: MaintenanceState = { on: next !== 'off', state: next, since: Date.now(), manager: this.id, token };
+      const ok = await this.#store.compareAndSet(KEYS.maintenance(h), cur?.revision ?? null, value as unknown as JsonValue);
+      if (!ok) continue; // changed meanwhile: the next pass sees it
+      inv.maintenance.set(h, { state: value, revision: -1 });
+      const message =
+        next === 'entering'
+          ? `host ${h} is entering maintenance mode: moving its secondaries off, then switching its primaries`
+          : next === 'in'
+            ? `host ${h} is in maintenance mode: no VM instance is left on it`
+            : `host ${h} left maintenance mode`;
+      await this.#event({ kind: `maintenance-${next}`, host: h, message });
+    }
+  }
+
+  /** Actions that empty host `h`: its secondaries leave first, then its primaries switch to their secondaries. */
+  async #drain(h: string, inv: Inventory, views: PairView[], snap: ClusterSnapshot, busy: Set<string>, cooling: (vm: string) => boolean): Promise<Action[]> {
+    const out: Action[] = [];
+    if (!inv.hosts.has(h)) return out;
+    let plan;
+    try {
+      plan = new Placement(snap).evacuate(h);
+    } catch (err) {
+      await this.#say(`evacuate:${h}`, { kind: 'maintenance-blocked', host: h, message: `cannot plan the evacuation of ${h}: ${(err as Error).message}` });
+      return out;
+    }
+    for (const b of plan.blocked) await this.#say(`blocked:${h}:${b.vm}:${b.role}`, { kind: 'maintenance-blocked', host: h, vm: b.vm, message: `the ${b.role} of ${b.vm} cannot leave ${h}: ${b.reason}` });
+    // Secondaries first: stopping one leaves its primary alone, and the VM pass places a new one elsewhere
+    // (this host takes nothing new while in maintenance).
+    const secondariesHere = views.filter((v) => v.secondary?.host === h);
+    for (const v of secondariesHere) {
+      if (busy.has(v.vm) || cooling(v.vm)) continue;
+      const s = v.secondary!;
+      const blockedHalf = plan.blocked.some((b) => b.vm === v.vm && b.role === 'secondary');
+      if (blockedHalf && v.protected) continue; // nowhere to go: keep the VM protected where it is
+      out.push(
+        this.#action(v.vm, () => this.#moveSecondary(inv, v.vm, h, undefined, `maintenance of ${h}: stopping the secondary of ${v.vm} there; a new one is placed elsewhere`)),
+      );
+    }
+    if (secondariesHere.length > 0) return out;
+    for (const v of views) {
+      if (v.primary?.host !== h || busy.has(v.vm) || cooling(v.vm) || !v.protected) continue; // an unprotected one first gets a secondary elsewhere
+      const step = plan.steps.find((s) => s.move.vm === v.vm);
+      if (step === undefined) continue;
+      const mv = step.move;
+      if (mv.kind === 'switch-primary' && mv.from === h && mv.newPrimaryHost === v.secondary!.host) {
+        out.push(
+          this.#action(v.vm, () =>
+            this.#switch(inv, v.vm, h, mv.newSecondaryHost, `maintenance of ${h}: controlled switch of ${v.vm} — the secondary on ${mv.newPrimaryHost} goes live, a new secondary follows (planned on ${mv.newSecondaryHost}): ${step.message}`),
+          ),
+        );
+      } else if (mv.kind === 'move-secondary' && mv.from === v.secondary!.host) {
+        // A relay: the secondary's host cannot take the primary role; move the secondary first.
+        out.push(
+          this.#action(v.vm, () =>
+            this.#moveSecondary(inv, v.vm, mv.from, mv.to, `maintenance of ${h}: moving the secondary of ${v.vm} from ${mv.from} to ${mv.to} first, so that the primary can switch there: ${step.message}`),
+          ),
+        );
+      }
+    }
+    return out;
+  }
+
+  // ---- balancing ------------------------------------------------------------------------------------
+
+  /** Load-balancing recommendations: recorded; in integrated mode with automatic automation, the first applied. */
+  async #balance(inv: Inventory, views: PairView[], snap: ClusterSnapshot, now: number): Promise<Action | undefined> {
+    if (now - this.#lastBalance < this.#o.balanceIntervalMs) return undefined;
+    // Only a settled cluster is balanced: every desired FT VM protected, every other VM running.
+    if (views.some((v) => v.desired !== undefined && (v.desired.ft ? v.status !== 'protected' : v.primary?.state !== 'running'))) return undefined;
+    if (views.some((v) => v.others.length > 0)) return undefined;
+    this.#lastBalance = now;
+    let r;
+    try {
+      r = new Placement(snap).balance({ maxMoves: 8 });
+    } catch (err) {
+      this.#warn(`balance: ${(err as Error).message}`);
+      return undefined;
+    }
+    const first = r.recommendations[0];
+    if (first === undefined) {
+      this.#said.delete('balance');
+      return undefined;
+    }
+    const apply = this.mode === 'integrated' && this.automation === 'automatic';
+    await this.#say('balance', {
+      kind: 'recommendation',
+      message: `${r.recommendations.length} load-balancing recommendation(s)${apply ? '; applying the first' : ' (automation manual: not applied)'}: ${r.recommendations.map((x) => x.message).join(' | ')}`,
+    });
+    if (!apply) return undefined;
+    const mv = first.move;
+    const v = views.find((x) => x.vm === mv.vm);
+    if (v === undefined) return undefined;
+    this.#said.delete('balance');
+    if (mv.kind === 'move-secondary' && v.secondary?.host === mv.from) {
+      return this.#action(v.vm, () => this.#moveSecondary(inv, v.vm, mv.from, mv.to, `balancing: ${first.message}`));
+    }
+    if (mv.kind === 'switch-primary' && v.primary?.host === mv.from && v.secondary?.host === mv.newPrimaryHost) {
+      return this.#action(v.vm, () => this.#switch(inv, v.vm, mv.from, mv.newSecondaryHost, `balancing: ${first.message}`));
+    }
+    await this.#say(`balance-skip:${mv.vm}`, { kind: 'recommendation-skipped', vm: mv.vm, message: `not applied: ${first.message} (a ${mv.kind} of a VM without a secondary needs a live migration, which lockstep does not do)` });
+    return undefined;
+  }
+}
