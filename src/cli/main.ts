@@ -4,8 +4,11 @@ import { readFileSync } from 'node:fs';
 import { AddonLoadError, ElfError, LockstepError } from '../index.js';
 import { UsageError } from './args.js';
 import { EXIT, type CommandIo } from './io.js';
+import { AGENT_HELP, agentCommand } from './agent.js';
+import { CLUSTER_HELP, clusterCommand } from './cluster.js';
 import { DEMO_HELP, demoCommand } from './demo.js';
-import { PRIMARY_HELP, SECONDARY_HELP, primaryCommand, secondaryCommand } from './ft.js';
+import { MANAGER_HELP, managerCommand } from './manager.js';
+import { FT_HELP, PRIMARY_HELP, SECONDARY_HELP, ftCommand, primaryCommand, secondaryCommand } from './ft.js';
 import { RECORD_HELP, REPLAY_HELP, recordCommand, replayCommand } from './record.js';
 import { RUN_HELP, runCommand } from './run.js';
 
@@ -20,6 +23,10 @@ Commands:
   replay <log> <guest.elf>        replay a log to the bit-identical final state (exit 1 on divergence)
   primary <vm.json>               run a VM as the primary of a fault-tolerant pair
   secondary <vm.json> --join H:P  join a primary as its secondary; go live if it is lost
+  ft <operation> <vm.json>        status, test-failover, restart-secondary, disable, enable, suspend…
+  agent --id <host> --store <s>   run a host's agent: starts and reports the VM halves the manager asks for
+  manager --store <s>             lead the cluster: place VMs, re-protect them after failures, drain hosts
+  cluster <command> --store <s>   the cluster's status, create-vm, delete-vm, maintenance, events
   demo                            a fault-tolerant kvserver, a client load, SIGKILL of the primary
 
 Run 'lockstep <command> --help' for the options of a command.
@@ -31,6 +38,10 @@ const commands: Record<string, { run: (argv: string[], io: CommandIo) => Promise
   replay: { run: replayCommand, help: REPLAY_HELP },
   primary: { run: primaryCommand, help: PRIMARY_HELP },
   secondary: { run: secondaryCommand, help: SECONDARY_HELP },
+  ft: { run: ftCommand, help: FT_HELP },
+  agent: { run: agentCommand, help: AGENT_HELP },
+  manager: { run: managerCommand, help: MANAGER_HELP },
+  cluster: { run: clusterCommand, help: CLUSTER_HELP },
   demo: { run: demoCommand, help: DEMO_HELP },
 };
 

@@ -1,0 +1,133 @@
+// `lockstep agent`: the daemon of one host — registers it in the cluster store and runs the VM halves
+// the manager asks for. Messages on stderr (JSON lines with --events).
+import { readFileSync } from 'node:fs';
+import { hostname, totalmem } from 'node:os';
+import { parseArgs } from 'node:util';
+import { Agent, defaultCompatId, openStore } from '../cluster/index.js';
+import { UsageError } from './args.js';
+import { EXIT, type CommandIo } from './io.js';
+
+export const AGENT_HELP = `Usage: lockstep agent --id <host> --store dir:<path>|etcd:<url>[,<url>...] [options]
+
+Runs the agent of one host: registers the host in the cluster store (a liveness key, so the manager
+sees it die), serves an authenticated HTTP+JSON control API, and runs the primaries and secondaries
+the manager starts there as child processes. SIGTERM stops them and leaves the cluster cleanly.
+
+Options:
+  --id <host>            this host's id (A-Z a-z 0-9 . _ -), default: the machine's host name
+  --store <spec>         the cluster store: dir:<path> (one machine) or etcd:<url>[,<url>...]
+  --listen <host:port>   the control API (default 127.0.0.1:0)
+  --ft-host <address>    address the VMs' logging channels listen on (default: the --listen host)
+  --token-file <file>    the API's bearer token (at least 16 characters; default: $LOCKSTEP_TOKEN)
+  --dir <path>           working directory for VM configurations (default ./lockstep-agent-<id>)
+  --mips <n>             CPU capacity offered to VMs, MIPS (default 1000)
+  --memory-mib <n>       memory offered to VMs, MiB (default 3/4 of this machine's)
+  --ft-bandwidth <B>     FT logging bandwidth, bytes/s (default 125000000 = 1 Gbit/s)
+  --max-ft-vms <n>       FT halves this host runs at most (default 4)
+  --groups <a,b>         host groups, for VM-host rules
+  --compat <id>          FT compatibility id (default ${defaultCompatId()})
+  --events               messages as JSON lines on stderr
+  -h, --help
+`;
+
+/** `host:port`, with `[v6]:port`. */
+export function parseHostPort(name: string, text: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text);
+  if (!m || Number(m[3]) > 65535) throw new UsageError(`${name}: '${text}' must be <host>:<port>`);
+  return { host: (m[1] ?? m[2])!, port: Number(m[3]) };
+}
+
+/** A positive number option. */
+export function positive(name: string, text: string | undefined, dflt: number, integer = true): number {
+  if (text === undefined) return dflt;
+  const n = Number(text);
+  if (!Number.isFinite(n) || n <= 0 || (integer && !Number.isSafeInteger(n))) throw new UsageError(`--${name}: must be a positive ${integer ? 'integer' : 'number'}, got '${text}'`);
+  return n;
+}
+
+/** The control API's token: from a file (one trailing newline removed) or $LOCKSTEP_TOKEN. */
+export function readToken(file: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  const token = file !== undefined ? readFileSync(file, 'utf8').replace(/\r?\n$/, '') : env.LOCKSTEP_TOKEN;
+  if (token === undefined || token === '') throw new UsageError('a token is needed: --token-file <file> or $LOCKSTEP_TOKEN (the agents\' API is never open)');
+  if (token.length < 16) throw new UsageError(`the token${file !== undefined ? ` in ${file}` : ''} is ${token.length} characters; use at least 16 (e.g. head -c 24 /dev/urandom | base64)`);
+  return token;
+}
+
+/** Prints `{event, t, ...}` lines with --events, text otherwise. */
+export function reporter(io: CommandIo, json: boolean, verb: string) {
+  return (event: string, fields: Record<string, unknown>, text: string) => {
+    if (json) io.stderr.write(`${JSON.stringify({ event, t: Date.now(), ...fields })}\n`);
+    else io.stderr.write(`lockstep ${verb}: ${text}\n`);
+  };
+}
+
+export async function agentCommand(argv: string[], io: CommandIo): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      id: { type: 'string' },
+      store: { type: 'string' },
+      listen: { type: 'string' },
+      'ft-host': { type: 'string' },
+      'token-file': { type: 'string' },
+      dir: { type: 'string' },
+      mips: { type: 'string' },
+      'memory-mib': { type: 'string' },
+      'ft-bandwidth': { type: 'string' },
+      'max-ft-vms': { type: 'string' },
+      groups: { type: 'string' },
+      compat: { type: 'string' },
+      events: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    io.stdout.write(AGENT_HELP);
+    return EXIT.ok;
+  }
+  if (values.store === undefined) throw new UsageError('--store dir:<path> or --store etcd:<url> is required');
+  const id = values.id ?? hostname().replace(/[^A-Za-z0-9._-]/g, '-');
+  const token = readToken(values['token-file']);
+  const listen = parseHostPort('--listen', values.listen ?? '127.0.0.1:0');
+  const capacity = {
+    mips: positive('mips', values.mips, 1000, false),
+    memoryBytes: positive('memory-mib', values['memory-mib'], Math.floor((totalmem() * 0.75) / 2 ** 20)) * 2 ** 20,
+    logBandwidth: positive('ft-bandwidth', values['ft-bandwidth'], 125_000_000),
+  };
+  const maxFtVms = positive('max-ft-vms', values['max-ft-vms'], 4);
+  const groups = values.groups === undefined ? [] : values.groups.split(',').map((g) => g.trim()).filter((g) => g !== '');
+  const say = reporter(io, values.events === true, 'agent');
+  const store = await openStore(values.store);
+  let agent: Agent;
+  try {
+    agent = await Agent.start({
+      id,
+      store,
+      token,
+      listen,
+      dir: values.dir ?? `lockstep-agent-${id}`,
+      capacity,
+      maxFtVms,
+      groups,
+      ...(values['ft-host'] !== undefined ? { ftHost: values['ft-host'] } : {}),
+      ...(values.compat !== undefined ? { compatId: values.compat } : {}),
+    });
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  agent.on('warning', (m) => say('warning', { message: m }, `warning: ${m}`));
+  agent.on('vm-started', (v) => say('vm-started', { vm: v.vmId, role: v.role, pid: v.pid }, `started the ${v.role} of ${v.vmId} (pid ${v.pid})`));
+  agent.on('vm-exited', (v) => say('vm-exited', { vm: v.vmId, role: v.role, exit: v.exit }, `the ${v.role} of ${v.vmId} exited (${v.exit?.signal ?? v.exit?.code}): ${v.status}`));
+  const rec = agent.hostRecord();
+  say('listening', { id, url: agent.url, host: agent.address.host, port: agent.address.port, compatId: rec.compatId }, `host ${id}: control API at ${agent.url}, FT compat id ${rec.compatId}`);
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+  say('stopping', { signal }, `${signal}: stopping the VM halves of ${id} and leaving the cluster`);
+  await agent.close();
+  await store.close();
+  say('stopped', {}, 'stopped');
+  return EXIT.ok;
+}

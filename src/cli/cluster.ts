@@ -1,0 +1,305 @@
+// `lockstep cluster`: the operator's view of and orders to the cluster, through the store only (the
+// manager carries the orders out): status, create-vm, delete-vm, maintenance, events.
+import { parseArgs } from 'node:util';
+import {
+  EventWriter,
+  KEYS,
+  MANAGER_ELECTION,
+  Placement,
+  buildSnapshot,
+  desiredVm,
+  hostLoads,
+  maintenanceOf,
+  openStore,
+  pairViews,
+  parseHostRule,
+  readEvents,
+  readInventory,
+  type ClusterEvent,
+  type ClusterStore,
+  type JsonValue,
+  type MaintenanceRequest,
+} from '../cluster/index.js';
+import { loadConfig } from '../config/index.js';
+import { positive } from './agent.js';
+import { UsageError } from './args.js';
+import { EXIT, type CommandIo } from './io.js';
+
+export const CLUSTER_HELP = `Usage: lockstep cluster <command> --store dir:<path>|etcd:<url>[,<url>...] [options]
+
+Commands:
+  status [--json]                          hosts (live, maintenance, load, VM halves), VMs and their pairs
+                                           (primary, secondary, epoch, protection), rules, recent events
+  create-vm <vm.json|vm.yaml> [options]    add a VM to the desired state; the manager places and starts it
+      --mips <n>                 CPU demand, MIPS (default 100)
+      --memory-mib <n>           memory demand, MiB (default: the guest's RAM)
+      --log-bandwidth <B>        FT logging bandwidth, bytes/s (default 1000000)
+      --vcpus <n>                virtual CPUs (default 1)
+      --rule <type>:<group>      VM-host rule (must, must-not, should, should-not); repeatable
+      --registered-host <host>   legacy mode: the host its primary powers on on
+      --replace                  replace an existing VM of the same id
+  delete-vm <vm>                           remove a VM from the desired state; the manager stops it
+  maintenance <host> on|off [--wait] [--timeout <s>]
+                                           ask the manager to drain the host (secondaries moved off, then
+                                           primaries switched to their secondaries) or to take it back;
+                                           --wait returns once it is done (default timeout 120 s)
+  events [--limit <n>] [--json]            the cluster's recent events (default 20)
+
+Every command takes --store. Exit status 75 when --wait runs out of time.
+`;
+
+function pct(x: number): string {
+  return `${(x * 100).toFixed(1)}%`;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n') + '\n';
+}
+
+function time(t: number): string {
+  return new Date(t).toISOString().replace('T', ' ').replace('Z', '');
+}
+
+function eventLine(e: ClusterEvent): string {
+  return `${time(e.t)}  ${e.by}${e.token !== undefined ? `@${e.token}` : ''}  ${e.kind}${e.vm !== undefined ? ` ${e.vm}` : ''}${e.host !== undefined ? ` [${e.host}]` : ''}: ${e.message.replace(/\n/g, ' | ')}`;
+}
+
+/** Everything `status` shows, as plain data. */
+export async function clusterStatus(store: ClusterStore, eventLimit = 10) {
+  const inv = await readInventory(store);
+  const leader = await store.leader(MANAGER_ELECTION).catch(() => null);
+  const views = pairViews(inv);
+  const loads = hostLoads(inv, views);
+  const hostIds = [...new Set([...inv.hosts.keys(), ...inv.maintenance.keys(), ...inv.requests.keys()])].sort();
+  const hosts = hostIds.map((id) => {
+    const h = inv.hosts.get(id);
+    const l = loads.get(id);
+    return {
+      id,
+      live: h !== undefined,
+      maintenance: maintenanceOf(inv, id),
+      maintenanceRequested: inv.requests.get(id)?.on ?? false,
+      compatId: h?.compatId ?? null,
+      api: h?.api ?? null,
+      capacity: h?.capacity ?? null,
+      groups: h?.groups ?? [],
+      load: l !== undefined ? { cpu: l.cpu, memory: l.memory } : null,
+      halves: l?.halves ?? [],
+    };
+  });
+  const half = (r: (typeof views)[number]['primary']) =>
+    r === undefined ? null : { host: r.host, epoch: r.epoch, state: r.state, protected: r.protected, status: r.status, pid: r.pid, listen: r.listen };
+  const vms = views.map((v) => ({
+    id: v.vm,
+    desired: v.desired !== undefined,
+    ft: v.desired?.ft ?? null,
+    status: v.status,
+    protected: v.protected,
+    text: v.text,
+    epoch: v.epoch,
+    primary: half(v.primary),
+    secondary: half(v.secondary),
+    others: v.others.map((r) => ({ host: r.host, role: r.role, state: r.state, epoch: r.epoch, hostLive: inv.hosts.has(r.host) })),
+    demand: v.desired?.demand ?? null,
+    rules: v.desired?.rules ?? [],
+  }));
+  let audit: { hard: string[]; soft: string[] } | null = null;
+  try {
+    const built = buildSnapshot(inv, new Map(views.map((v) => [v.vm, v])));
+    const a = new Placement(built.snapshot).audit();
+    audit = { hard: a.hard.map((x) => `${x.role} of ${x.vm} on ${x.host}: ${x.rejection.message}`), soft: a.soft.map((x) => `${x.role} of ${x.vm}: ${x.violation.message}`) };
+  } catch (err) {
+    audit = { hard: [`cannot audit: ${(err as Error).message}`], soft: [] };
+  }
+  return {
+    leader: leader === null ? null : { manager: leader.candidateId, token: leader.token },
+    fencedBy: inv.epoch?.value ?? null,
+    hosts,
+    vms,
+    rules: inv.rules,
+    audit,
+    events: inv.events.slice(-eventLimit),
+  };
+}
+
+async function status(store: ClusterStore, json: boolean, io: CommandIo): Promise<number> {
+  const s = await clusterStatus(store);
+  if (json) {
+    io.stdout.write(`${JSON.stringify(s, null, 2)}\n`);
+    return EXIT.ok;
+  }
+  const live = s.hosts.filter((h) => h.live).length;
+  const prot = s.vms.filter((v) => v.protected).length;
+  io.stdout.write(
+    `cluster: ${live} of ${s.hosts.length} hosts live, ${s.vms.length} VMs (${prot} protected); leader ${s.leader === null ? 'none' : `${s.leader.manager} (token ${s.leader.token})`}\n\n`,
+  );
+  io.stdout.write(
+    table([
+      ['HOST', 'LIVE', 'MAINTENANCE', 'CPU', 'MEM', 'GROUPS', 'COMPAT', 'HALVES'],
+      ...s.hosts.map((h) => [
+        h.id,
+        h.live ? 'yes' : 'no',
+        h.maintenance === 'off' && h.maintenanceRequested ? 'requested' : h.maintenance,
+        h.load !== null ? pct(h.load.cpu) : '-',
+        h.load !== null ? pct(h.load.memory) : '-',
+        h.groups.join(',') || '-',
+        h.compatId ?? '-',
+        h.halves.join(' ') || '-',
+      ]),
+    ]),
+  );
+  io.stdout.write('\n');
+  io.stdout.write(
+    table([
+      ['VM', 'PRIMARY', 'SECONDARY', 'EPOCH', 'RULES', 'STATUS'],
+      ...s.vms.map((v) => [
+        v.id,
+        v.primary?.host ?? '-',
+        v.secondary?.host ?? '-',
+        v.epoch === null ? '-' : String(v.epoch),
+        v.rules.map((r) => `${r.type}:${r.hostGroup}`).join(',') || '-',
+        `${v.text}${v.others.length > 0 ? ` (also: ${v.others.map((o) => `${o.role}@${o.host}${o.hostLive ? '' : ' (dead host)'}`).join(', ')})` : ''}`,
+      ]),
+    ]),
+  );
+  if (s.rules.length > 0) {
+    io.stdout.write('\nrules:\n');
+    for (const r of s.rules) io.stdout.write(`  ${r.id}: ${r.kind === 'vm-host' ? `${r.vms.join(',')} ${r.type} ${r.hostGroup}` : `${r.vms.join(',')} ${r.type}${r.hard ? ' (hard)' : ''}`}\n`);
+  }
+  if (s.audit !== null && s.audit.hard.length > 0) {
+    io.stdout.write('\nhard rules broken:\n');
+    for (const m of s.audit.hard) io.stdout.write(`  ${m}\n`);
+  }
+  if (s.events.length > 0) {
+    io.stdout.write('\nrecent events:\n');
+    for (const e of s.events) io.stdout.write(`  ${eventLine(e)}\n`);
+  }
+  return EXIT.ok;
+}
+
+async function createVm(store: ClusterStore, args: string[], io: CommandIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      mips: { type: 'string' },
+      'memory-mib': { type: 'string' },
+      'log-bandwidth': { type: 'string' },
+      vcpus: { type: 'string' },
+      rule: { type: 'string', multiple: true },
+      'registered-host': { type: 'string' },
+      replace: { type: 'boolean' },
+    },
+  });
+  if (positionals.length !== 1) throw new UsageError('create-vm: expected one configuration file');
+  const loaded = await loadConfig(positionals[0]!);
+  for (const w of loaded.warnings) io.stderr.write(`WARNING: ${w}\n`);
+  const d = desiredVm(loaded.config, {
+    ...(values.mips !== undefined ? { mips: positive('mips', values.mips, 100, false) } : {}),
+    ...(values['memory-mib'] !== undefined ? { memoryBytes: positive('memory-mib', values['memory-mib'], 1) * 2 ** 20 } : {}),
+    ...(values['log-bandwidth'] !== undefined ? { logBandwidth: positive('log-bandwidth', values['log-bandwidth'], 1) } : {}),
+    ...(values.vcpus !== undefined ? { vcpus: positive('vcpus', values.vcpus, 1) } : {}),
+    rules: (values.rule ?? []).map(parseHostRule),
+    ...(values['registered-host'] !== undefined ? { registeredHost: values['registered-host'] } : {}),
+  });
+  const key = KEYS.desired(d.id);
+  if (values.replace) await store.put(key, d as unknown as JsonValue);
+  else if (!(await store.compareAndSet(key, null, d as unknown as JsonValue))) {
+    io.stderr.write(`lockstep cluster create-vm: VM ${d.id} already exists; use --replace to replace it\n`);
+    return EXIT.dataErr;
+  }
+  await new EventWriter(store, 'cli').write({ kind: 'vm-created', vm: d.id, message: `VM ${d.id} ${values.replace ? 'replaced' : 'created'} (${d.ft ? 'FT' : 'not FT'}, ${d.demand.mips} MIPS, ${d.demand.memoryBytes / 2 ** 20} MiB${d.rules.length > 0 ? `, rules ${d.rules.map((r) => `${r.type}:${r.hostGroup}`).join(',')}` : ''})` });
+  io.stdout.write(`VM ${d.id} ${values.replace ? 'replaced' : 'created'}; the manager places and starts it\n`);
+  return EXIT.ok;
+}
+
+async function deleteVm(store: ClusterStore, args: string[], io: CommandIo): Promise<number> {
+  const { positionals } = parseArgs({ args, allowPositionals: true, options: {} });
+  if (positionals.length !== 1) throw new UsageError('delete-vm: expected a VM id');
+  const vm = positionals[0]!;
+  if (!(await store.delete(KEYS.desired(vm)))) {
+    io.stderr.write(`lockstep cluster delete-vm: no VM ${vm}\n`);
+    return EXIT.dataErr;
+  }
+  await new EventWriter(store, 'cli').write({ kind: 'vm-deleted', vm, message: `VM ${vm} deleted from the desired state` });
+  io.stdout.write(`VM ${vm} deleted; the manager stops its halves\n`);
+  return EXIT.ok;
+}
+
+async function maintenance(store: ClusterStore, args: string[], io: CommandIo): Promise<number> {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { wait: { type: 'boolean' }, timeout: { type: 'string' } } });
+  if (positionals.length !== 2 || (positionals[1] !== 'on' && positionals[1] !== 'off')) throw new UsageError('maintenance: expected <host> on|off');
+  const [host, state] = positionals as [string, 'on' | 'off'];
+  const on = state === 'on';
+  const req: MaintenanceRequest = { on, at: Date.now(), by: 'cli' };
+  await store.put(KEYS.maintenanceRequest(host), req as unknown as JsonValue);
+  await new EventWriter(store, 'cli').write({ kind: 'maintenance-requested', host, message: `maintenance mode ${state} requested for ${host}` });
+  io.stdout.write(`maintenance mode ${state} requested for ${host}\n`);
+  if (!values.wait) return EXIT.ok;
+  const timeoutMs = positive('timeout', values.timeout, 120, false) * 1000;
+  const deadline = performance.now() + timeoutMs;
+  // Bounded: one look every 200 ms until the deadline.
+  while (performance.now() < deadline) {
+    const inv = await readInventory(store);
+    const m = maintenanceOf(inv, host);
+    const vms = pairViews(inv).filter((v) => v.desired !== undefined);
+    const settled = vms.every((v) => v.status === 'protected' || !v.desired!.ft);
+    if (on ? m === 'in' && settled : m === 'off') {
+      io.stdout.write(on ? `${host} is in maintenance mode; ${vms.length} VM(s) ${settled ? 'protected elsewhere' : ''}\n` : `${host} is back in service\n`);
+      return EXIT.ok;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  io.stderr.write(`lockstep cluster maintenance: ${host} did not ${on ? 'enter' : 'leave'} maintenance mode within ${timeoutMs / 1000} s (is a manager running? see lockstep cluster status)\n`);
+  return EXIT.budget;
+}
+
+async function events(store: ClusterStore, args: string[], io: CommandIo): Promise<number> {
+  const { values } = parseArgs({ args, options: { limit: { type: 'string' }, json: { type: 'boolean' } } });
+  const list = await readEvents(store, positive('limit', values.limit, 20));
+  if (values.json) io.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
+  else for (const e of list) io.stdout.write(`${eventLine(e)}\n`);
+  return EXIT.ok;
+}
+
+export async function clusterCommand(argv: string[], io: CommandIo): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
+    io.stdout.write(CLUSTER_HELP);
+    return sub === undefined ? EXIT.usage : EXIT.ok;
+  }
+  // --store and --json are common to every subcommand; the rest is the subcommand's.
+  const common = parseArgs({ args: rest, allowPositionals: true, strict: false, options: { store: { type: 'string' }, json: { type: 'boolean' } } });
+  const storeSpec = common.values.store;
+  if (typeof storeSpec !== 'string') throw new UsageError('--store dir:<path> or --store etcd:<url> is required');
+  const own: string[] = [];
+  for (let i = 0; i < rest.length; i++) {
+    const a = rest[i]!;
+    if (a === '--store') i++;
+    else if (a.startsWith('--store=')) continue;
+    else if (a === '--json' && sub !== 'events' && sub !== 'status') continue;
+    else own.push(a);
+  }
+  const store = await openStore(storeSpec);
+  try {
+    switch (sub) {
+      case 'status': {
+        const { values } = parseArgs({ args: own, options: { json: { type: 'boolean' } } });
+        return await status(store, values.json === true, io);
+      }
+      case 'create-vm':
+        return await createVm(store, own, io);
+      case 'delete-vm':
+        return await deleteVm(store, own, io);
+      case 'maintenance':
+        return await maintenance(store, own, io);
+      case 'events':
+        return await events(store, own, io);
+      default:
+        throw new UsageError(`unknown cluster command '${sub}' (status, create-vm, delete-vm, maintenance, events)`);
+    }
+  } finally {
+    await store.close();
+  }
+}

@@ -1,0 +1,87 @@
+// `lockstep manager`: campaigns to lead the cluster and, while it leads, keeps every FT VM placed and
+// protected. Several may run; only the leader acts. Messages on stderr (JSON lines with --events).
+import { hostname } from 'node:os';
+import { parseArgs } from 'node:util';
+import { Manager, defaultCompatId, openStore, type Automation, type ManagerMode } from '../cluster/index.js';
+import { positive, readToken, reporter } from './agent.js';
+import { UsageError } from './args.js';
+import { EXIT, type CommandIo } from './io.js';
+
+export const MANAGER_HELP = `Usage: lockstep manager --store dir:<path>|etcd:<url>[,<url>...] [options]
+
+Campaigns for the cluster's leadership; the leader places new VMs (both halves of an FT pair), gives
+every FT VM that lost a half a new secondary, drains hosts put into maintenance mode, and applies or
+records load-balancing moves. Run two for availability: only the leader acts, and every request it
+makes carries its fencing token.
+
+Options:
+  --store <spec>             the cluster store: dir:<path> or etcd:<url>[,<url>...]
+  --id <name>                this manager's id (default: host name and pid)
+  --mode integrated|legacy   integrated (default): FT-aware placement and balancing of both halves;
+                             legacy: FT pairs placed once (primary on its registered host), never balanced
+  --baseline <compat id>     FT compatibility baseline in integrated mode (default ${defaultCompatId()})
+  --automation manual|automatic
+                             apply load-balancing moves (automatic) or only record them (manual, default)
+  --token-file <file>        the agents' API token (default: $LOCKSTEP_TOKEN)
+  --events                   messages as JSON lines on stderr
+  -h, --help
+`;
+
+export async function managerCommand(argv: string[], io: CommandIo): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      store: { type: 'string' },
+      id: { type: 'string' },
+      mode: { type: 'string' },
+      baseline: { type: 'string' },
+      automation: { type: 'string' },
+      'token-file': { type: 'string' },
+      'interval-ms': { type: 'string' },
+      events: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    io.stdout.write(MANAGER_HELP);
+    return EXIT.ok;
+  }
+  if (values.store === undefined) throw new UsageError('--store dir:<path> or --store etcd:<url> is required');
+  const mode = (values.mode ?? 'integrated') as ManagerMode;
+  if (mode !== 'integrated' && mode !== 'legacy') throw new UsageError(`--mode: must be integrated or legacy, got '${values.mode}'`);
+  const automation = (values.automation ?? 'manual') as Automation;
+  if (automation !== 'manual' && automation !== 'automatic') throw new UsageError(`--automation: must be manual or automatic, got '${values.automation}'`);
+  if (mode === 'legacy' && values.baseline !== undefined) throw new UsageError('--baseline: legacy mode has no compatibility baseline');
+  const id = values.id ?? `${hostname().replace(/[^A-Za-z0-9._-]/g, '-')}-${process.pid}`;
+  const token = readToken(values['token-file']);
+  const say = reporter(io, values.events === true, 'manager');
+  const store = await openStore(values.store);
+  let m: Manager;
+  try {
+    m = await Manager.start({
+      store,
+      id,
+      token,
+      mode,
+      automation,
+      ...(values.baseline !== undefined ? { baseline: values.baseline } : {}),
+      ...(values['interval-ms'] !== undefined ? { intervalMs: positive('interval-ms', values['interval-ms'], 500) } : {}),
+    });
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  m.on('elected', (t) => say('elected', { id, token: t }, `${id} leads the cluster (fencing token ${t})`));
+  m.on('deposed', (why) => say('deposed', { id, reason: why }, `${id} no longer leads: ${why}`));
+  m.on('event', (e) => say('cluster-event', { ...e }, `${e.kind}${e.vm !== undefined ? ` ${e.vm}` : ''}${e.host !== undefined ? ` @${e.host}` : ''}: ${e.message}`));
+  m.on('warning', (w) => say('warning', { message: w }, `warning: ${w}`));
+  say('started', { id, mode, automation, baseline: m.baseline ?? null }, `${id} campaigning (${mode} mode${m.baseline !== undefined ? `, baseline ${m.baseline}` : ''}, automation ${automation})`);
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+  say('stopping', { signal }, `${signal}: resigning`);
+  await m.stop();
+  await store.close();
+  return EXIT.ok;
+}
