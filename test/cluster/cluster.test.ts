@@ -1,0 +1,224 @@
+// The cluster end to end: four agents as separate processes (each its own process group: a "host"),
+// one manager, a real etcd on loopback, two FT kvserver VMs under a client load. A host is SIGKILLed with
+// everything on it; maintenance mode drains another; a checker samples the store every 100 ms throughout.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KvClient } from '../../src/index.js';
+import { Placement } from '../../src/cluster/placement/index.js';
+import { buildSnapshot } from '../../src/cluster/manager/inventory.js';
+import type { EtcdStore } from '../../src/cluster/store/etcd-store.js';
+import { etcdAvailability, startEtcd, type EtcdServer } from '../helpers/etcd.js';
+import {
+  StoreChecker,
+  allProtected,
+  killGroups,
+  kvVmConfig,
+  look,
+  openEtcd,
+  runCli,
+  startAgent,
+  startManager,
+  tokenFile,
+  until,
+  type GroupProc,
+} from '../helpers/cluster.js';
+
+const etcdOk = etcdAvailability();
+if (!etcdOk.ok) console.warn(`skipping the cluster tests: ${etcdOk.why}`);
+
+/**
+ * Writes `v<n>` to key `<prefix>-<n mod 100>` one write after another (each retried by the client) until
+ * stopped (kvserver holds a few hundred keys); keeps, per key, the last acknowledged and the last sent n.
+ */
+function writer(port: number, prefix: string) {
+  const KEYS = 100;
+  const client = new KvClient({ endpoints: [{ host: '127.0.0.1', port }], timeoutMs: 150, retries: 80 });
+  const lastAcked = new Map<string, number>();
+  const lastSent = new Map<string, number>();
+  const errors: string[] = [];
+  let acks = 0;
+  let failed = 0;
+  let stopped = false;
+  const done = (async () => {
+    // Bounded: stops when told to (the test always does), at most 100 000 writes.
+    for (let n = 0; !stopped && n < 100_000; n++) {
+      const key = `${prefix}-${n % KEYS}`;
+      lastSent.set(key, n);
+      try {
+        if ((await client.set(key, `v${n}`)) === 'stored') {
+          lastAcked.set(key, n);
+          acks++;
+        }
+      } catch (err) {
+        failed++;
+        if (errors.length < 5) errors.push(`${key}: ${(err as Error).message}`);
+      }
+    }
+  })();
+  return {
+    get acks() {
+      return acks;
+    },
+    get failed() {
+      return failed;
+    },
+    errors,
+    async stop() {
+      stopped = true;
+      await done;
+    },
+    /** Every key reads back its last acknowledged value or a later one that was sent: nothing acknowledged is lost. */
+    async verify(): Promise<string[]> {
+      const wrong: string[] = [];
+      for (const [key, acked] of lastAcked) {
+        const got = await client.get(key);
+        const m = got === null ? -1 : Number(got.value.toString().slice(1));
+        if (!(m >= acked && m <= lastSent.get(key)!)) wrong.push(`${key}: read ${got === null ? 'nothing' : got.value.toString()}, acknowledged v${acked}`);
+      }
+      return wrong;
+    },
+    close: () => client.close(),
+  };
+}
+
+describe.skipIf(!etcdOk.ok)('cluster: agents and a manager as processes on a real etcd', () => {
+  let etcd: EtcdServer;
+  let store: EtcdStore;
+  let tmp: string;
+  const procs: GroupProc[] = [];
+
+  beforeAll(async () => {
+    tmp = mkdtempSync(join(tmpdir(), 'lockstep-cluster-'));
+    etcd = await startEtcd();
+    store = await openEtcd(etcd.endpoint);
+  }, 60_000);
+
+  afterAll(async () => {
+    await killGroups(procs);
+    await store?.close();
+    await etcd?.dispose();
+    rmSync(tmp, { recursive: true, force: true });
+  }, 30_000);
+
+  it('keeps two FT VMs answering and protected through the maintenance of one host and the SIGKILL of another; the checker never sees a rule broken', async () => {
+    const spec = `etcd:${etcd.endpoint}`;
+    const tok = tokenFile(tmp);
+    const agents = new Map<string, GroupProc>();
+    // h1 is four times the others, so placement puts halves of both VMs there: its death hits both.
+    await Promise.all(
+      ['h1', 'h2', 'h3', 'h4'].map(async (id) => {
+        const size = id === 'h1' ? 4 : 1;
+        const p = await startAgent({ id, store: spec, tokenFile: tok.path, dir: join(tmp, id), mips: 1000 * size, memoryMiB: 1024 * size });
+        procs.push(p);
+        agents.set(id, p);
+      }),
+    );
+    procs.push(await startManager('m1', spec, tok.path));
+    const checker = new StoreChecker(store);
+    const writers: Array<ReturnType<typeof writer>> = [];
+    try {
+      const vms = await Promise.all(['kv1', 'kv2'].map((id) => kvVmConfig(tmp, id, etcd.endpoint)));
+      for (const v of vms) {
+        const r = await runCli(['cluster', 'create-vm', v.path, '--store', spec]);
+        expect(r.stderr).toBe('');
+        expect(r.code).toBe(0);
+      }
+      await until('both VMs protected', 30_000, async () => {
+        const { inv, views } = await look(store);
+        return views.length === 2 && allProtected(inv, views) ? true : undefined;
+      });
+      for (const [i, v] of vms.entries()) writers.push(writer(v.udpPort, `w${i}`));
+      await new Promise((r) => setTimeout(r, 500));
+
+      const first = await look(store);
+      const where = (views: typeof first.views) => views.map((v) => `${v.vm} ${v.primary?.host}/${v.secondary?.host}`).join(', ');
+      // h1 is four times the others: placement put both primaries there.
+      expect(first.views.map((v) => v.primary?.host)).toEqual(['h1', 'h1']);
+
+      // Maintenance of h1: both primaries switch to their secondaries (controlled: test failover), each
+      // VM gets a new secondary elsewhere, nothing is left on h1.
+      const acks0 = writers.map((w) => w.acks);
+      const drainedAt = performance.now();
+      const m = await runCli(['cluster', 'maintenance', 'h1', 'on', '--wait', '--timeout', '60', '--store', spec], 70_000);
+      expect(m.stderr).toBe('');
+      expect(m.code).toBe(0);
+      const drained = await look(store);
+      console.log(`${where(first.views)}: h1 drained in ${(performance.now() - drainedAt).toFixed(0)} ms; now ${where(drained.views)}`);
+      for (const records of drained.inv.instances.values()) expect(records.filter((x) => x.host === 'h1')).toEqual([]);
+      expect(allProtected(drained.inv, drained.views, new Set(['h1']))).toBe(true);
+      const switches = drained.inv.events.filter((e) => e.kind === 'switch-primary' || e.kind === 'switch-by-kill');
+      expect(switches.map((e) => `${e.kind} ${e.vm}`).sort()).toEqual(['switch-primary kv1', 'switch-primary kv2']);
+      writers.forEach((w, i) => expect(w.acks).toBeGreaterThan(acks0[i]!));
+
+      // The host with the most halves (a primary among them, if there is one) dies with all it runs.
+      const before = drained;
+      const count = (h: string) => before.views.filter((v) => v.primary?.host === h || v.secondary?.host === h).length;
+      const hasPrimary = (h: string) => before.views.some((v) => v.primary?.host === h);
+      const victim = [...before.inv.hosts.keys()].sort((a, b) => count(b) - count(a) || Number(hasPrimary(b)) - Number(hasPrimary(a)))[0]!;
+      const affected = before.views.filter((v) => v.primary?.host === victim || v.secondary?.host === victim).map((v) => v.vm);
+      expect(affected.length).toBeGreaterThan(0);
+      const acks1 = writers.map((w) => w.acks);
+      const killedAt = performance.now();
+      agents.get(victim)!.killGroup('SIGKILL');
+      checker.killed(victim);
+      await until(`${affected.join(', ')} protected again off ${victim}`, 30_000, async () => {
+        const { inv, views } = await look(store);
+        return allProtected(inv, views, new Set(['h1', victim])) ? true : undefined;
+      });
+      const reprotectMs = performance.now() - killedAt;
+      const after = await look(store);
+      console.log(`${where(before.views)}: host ${victim} SIGKILLed, ${affected.join(' and ')} protected again after ${reprotectMs.toFixed(0)} ms; now ${where(after.views)}`);
+      await new Promise((r) => setTimeout(r, 300));
+      // Every VM kept answering: writes were acknowledged after the kill, on each VM.
+      writers.forEach((w, i) => expect(w.acks).toBeGreaterThan(acks1[i]!));
+
+      // The dead host's record expires (its lease: 3 s), after its instances' (1 s).
+      await until(`the host record of ${victim} expires`, 10_000, async () => ((await look(store)).inv.hosts.has(victim) ? undefined : true));
+
+      // h1 back in service.
+      const off = await runCli(['cluster', 'maintenance', 'h1', 'off', '--wait', '--timeout', '30', '--store', spec], 40_000);
+      expect(off.code).toBe(0);
+
+      // Acknowledged writes are all readable, on every VM, after a drain and a host loss.
+      await new Promise((r) => setTimeout(r, 300));
+      for (const w of writers) await w.stop();
+      for (const w of writers) expect(await w.verify()).toEqual([]);
+      for (const w of writers) expect({ failed: w.failed, errors: w.errors }).toEqual({ failed: 0, errors: [] });
+
+      // The placement audit of the final state: no hard rule broken.
+      const views = new Map(after.views.map((v) => [v.vm, v]));
+      const audit = new Placement(buildSnapshot(after.inv, views).snapshot).audit();
+      expect(audit.hard).toEqual([]);
+      expect(audit.unprotected).toEqual([]);
+
+      // What the operator sees.
+      const status = JSON.parse((await runCli(['cluster', 'status', '--json', '--store', spec])).stdout) as {
+        hosts: Array<{ id: string; live: boolean; maintenance: string }>;
+        vms: Array<{ id: string; protected: boolean; primary: { host: string } | null; secondary: { host: string } | null }>;
+        events: Array<{ kind: string }>;
+      };
+      expect(status.hosts.find((h) => h.id === 'h1')?.maintenance).toBe('off');
+      expect(status.hosts.find((h) => h.id === victim)).toBeUndefined();
+      expect(status.vms.map((v) => v.protected)).toEqual([true, true]);
+      const text = await runCli(['cluster', 'status', '--store', spec]);
+      expect(text.stdout).toMatch(/kv1 +h\d +h\d +\d+ +- +Protected/);
+      const events = await runCli(['cluster', 'events', '--limit', '200', '--json', '--store', spec]);
+      const kinds = (JSON.parse(events.stdout) as Array<{ kind: string }>).map((e) => e.kind);
+      if (process.env.LOCKSTEP_DEBUG) console.log((JSON.parse(events.stdout) as Array<{ kind: string; message: string; vm?: string; host?: string }>).map((e) => `${e.kind} ${e.vm ?? ""} ${e.host ?? ""} ${e.message.slice(0, 150)}`).join("\n"));
+      expect(kinds).toEqual(expect.arrayContaining(['leader', 'vm-created', 'start-primary', 'start-secondary', 'maintenance-entering', 'maintenance-in', 'switch-primary', 'maintenance-off']));
+
+      checker.stop();
+      console.log(`checker: ${checker.samples} samples, ${checker.errors} failed reads`);
+      expect(checker.violations).toEqual([]);
+      expect(checker.samples).toBeGreaterThan(30);
+    } finally {
+      checker.stop();
+      for (const w of writers) {
+        await w.stop();
+        await w.close();
+      }
+    }
+  }, 150_000);
+});

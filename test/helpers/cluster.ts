@@ -1,0 +1,311 @@
+// Fixtures for cluster tests and the cluster benchmark: agents and managers as processes of the built CLI
+// (each agent its own process group, so a test can SIGKILL a "host" with everything on it), kvserver VM
+// configurations with an etcd arbiter, `lockstep cluster` runs, and a checker that samples the store.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createSocket } from 'node:dgram';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { EtcdStore } from '../../src/cluster/store/etcd-store.js';
+import type { ClusterStore } from '../../src/cluster/store/store.js';
+import { pairViews, parseInventory, type Inventory, type PairView } from '../../src/cluster/manager/inventory.js';
+
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+export const CLI = join(ROOT, 'dist', 'cli', 'main.js');
+export const KVSERVER = join(ROOT, 'guest', 'bin', 'kvserver.elf');
+
+/** A process of the CLI in its own process group, with its `--events` lines collected. */
+export interface GroupProc {
+  name: string;
+  child: ChildProcess;
+  events: Array<Record<string, unknown>>;
+  /** Lines of stderr that were not JSON (for failure messages). */
+  log: string[];
+  wait(event: string, pred?: (e: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
+  /** Signal the whole process group (the process and every child it started). */
+  killGroup(signal: NodeJS.Signals): void;
+  exited(): Promise<void>;
+  alive(): boolean;
+}
+
+/** Start `lockstep <args> --events` as the leader of a new process group. */
+export function launchGroup(name: string, args: string[], env: NodeJS.ProcessEnv = {}): GroupProc {
+  const child = spawn(process.execPath, [CLI, ...args, '--events'], { stdio: ['ignore', 'ignore', 'pipe'], detached: true, env: { ...process.env, ...env } });
+  const exit = new Promise<void>((r) => child.once('exit', () => r()));
+  const waiters: Array<{ event: string; pred: (e: Record<string, unknown>) => boolean; resolve: (e: Record<string, unknown>) => void }> = [];
+  const p: GroupProc = {
+    name,
+    child,
+    events: [],
+    log: [],
+    wait(event, pred = () => true, timeoutMs = 30_000) {
+      const seen = p.events.find((e) => e.event === event && pred(e));
+      if (seen) return Promise.resolve(seen);
+      if (!p.alive()) return Promise.reject(new Error(`${name} exited without '${event}': ${p.log.slice(-5).join(' / ')}`));
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`${name}: no '${event}' within ${timeoutMs} ms; last: ${JSON.stringify(p.events.slice(-3))} ${p.log.slice(-3).join(' / ')}`)), timeoutMs);
+        waiters.push({
+          event,
+          pred,
+          resolve: (e) => {
+            clearTimeout(timer);
+            resolve(e);
+          },
+        });
+      });
+    },
+    killGroup(signal) {
+      try {
+        process.kill(-child.pid!, signal);
+      } catch {
+        // already gone
+      }
+    },
+    exited: () => exit,
+    alive: () => child.exitCode === null && child.signalCode === null,
+  };
+  let buf = '';
+  child.stderr!.setEncoding('utf8');
+  child.stderr!.on('data', (d: string) => {
+    buf += d;
+    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      let e: Record<string, unknown>;
+      try {
+        e = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        p.log.push(line);
+        if (p.log.length > 50) p.log.shift();
+        continue;
+      }
+      p.events.push(e);
+      if (p.events.length > 2000) p.events.splice(0, 1000);
+      for (let i = waiters.length - 1; i >= 0; i--) {
+        const w = waiters[i]!;
+        if (w.event === e.event && w.pred(e)) {
+          waiters.splice(i, 1);
+          w.resolve(e);
+        }
+      }
+    }
+  });
+  return p;
+}
+
+/** Kill every process group (SIGKILL) and wait for the leaders to exit (bounded: 5 s). */
+export async function killGroups(procs: GroupProc[]): Promise<void> {
+  for (const p of procs) p.killGroup('SIGKILL');
+  await Promise.race([Promise.all(procs.map((p) => p.exited())), new Promise((r) => setTimeout(r, 5_000))]);
+}
+
+/** A token file for the agents' API. */
+export function tokenFile(dir: string): { path: string; token: string } {
+  const token = randomBytes(24).toString('base64url');
+  const path = join(dir, 'agent.token');
+  writeFileSync(path, `${token}\n`, { mode: 0o600 });
+  return { path, token };
+}
+
+/** Options of {@link startAgent}. */
+export interface AgentProcOptions {
+  id: string;
+  store: string;
+  tokenFile: string;
+  dir: string;
+  mips?: number;
+  memoryMiB?: number;
+  maxFtVms?: number;
+  groups?: string[];
+}
+
+/** An agent process; resolves once it listens. */
+export async function startAgent(o: AgentProcOptions): Promise<GroupProc> {
+  const args = ['agent', '--id', o.id, '--store', o.store, '--token-file', o.tokenFile, '--dir', o.dir, '--mips', String(o.mips ?? 1000), '--memory-mib', String(o.memoryMiB ?? 1024)];
+  if (o.maxFtVms !== undefined) args.push('--max-ft-vms', String(o.maxFtVms));
+  if (o.groups !== undefined && o.groups.length > 0) args.push('--groups', o.groups.join(','));
+  const p = launchGroup(`agent ${o.id}`, args);
+  await p.wait('listening', undefined, 20_000);
+  return p;
+}
+
+/** A manager process; resolves once it campaigns. */
+export async function startManager(id: string, store: string, tokenFilePath: string, extra: string[] = []): Promise<GroupProc> {
+  const p = launchGroup(`manager ${id}`, ['manager', '--id', id, '--store', store, '--token-file', tokenFilePath, ...extra]);
+  await p.wait('started', undefined, 20_000);
+  return p;
+}
+
+/** Runs `lockstep <args>` to completion: exit status, stdout, stderr. */
+export function runCli(args: string[], timeoutMs = 60_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`lockstep ${args.join(' ')}: no exit within ${timeoutMs} ms`));
+    }, timeoutMs);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+export function freeUdpPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createSocket('udp4');
+    s.once('error', reject);
+    s.bind(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** A kvserver FT VM (own UDP port and disk image) whose arbiter is the cluster's etcd. */
+export async function kvVmConfig(dir: string, id: string, etcdEndpoint: string, options: { ramMiB?: number; timeoutMs?: number } = {}): Promise<{ path: string; udpPort: number }> {
+  const vmDir = join(dir, id);
+  mkdirSync(vmDir, { recursive: true });
+  const udpPort = await freeUdpPort();
+  const image = join(vmDir, 'kv.img');
+  writeFileSync(image, Buffer.alloc(4 << 20));
+  const config = {
+    vm: { id, guest: KVSERVER, ramMiB: options.ramMiB ?? 16, clock: 'real', devices: { disk: { path: image }, net: { backend: 'udp', hostPort: udpPort, guestPort: 11211 } } },
+    ft: {
+      listen: '127.0.0.1:0',
+      keyHex: randomBytes(32).toString('hex'),
+      arbiter: { backend: 'etcd', endpoints: [etcdEndpoint] },
+      timeoutMs: options.timeoutMs ?? 600,
+      heartbeatMs: 100,
+    },
+  };
+  const path = join(vmDir, `${id}.json`);
+  writeFileSync(path, JSON.stringify(config, null, 2));
+  return { path, udpPort };
+}
+
+/** Open the cluster's etcd store (for looking, and for the checker). */
+export function openEtcd(endpoint: string): Promise<EtcdStore> {
+  return EtcdStore.open({ endpoints: [endpoint], timeoutMs: 3_000 });
+}
+
+/** Poll `look` every `everyMs` until it returns a value (not undefined), at most `timeoutMs`. */
+export async function until<T>(what: string, timeoutMs: number, look: () => Promise<T | undefined>, everyMs = 100): Promise<T> {
+  const deadline = performance.now() + timeoutMs;
+  let last: unknown;
+  // Bounded by the deadline.
+  while (performance.now() < deadline) {
+    try {
+      const v = await look();
+      if (v !== undefined) return v;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+  throw new Error(`${what}: not within ${timeoutMs} ms${last !== undefined ? ` (last error: ${(last as Error).message})` : ''}`);
+}
+
+/** One consistent look at the cluster: the inventory and its pairs. */
+export async function look(store: ClusterStore): Promise<{ inv: Inventory; views: PairView[] }> {
+  const inv = parseInventory(await store.list(''));
+  return { inv, views: pairViews(inv) };
+}
+
+/** Every desired VM protected, each pair on two different live hosts, none on `avoid`. */
+export function allProtected(inv: Inventory, views: PairView[], avoid: ReadonlySet<string> = new Set()): boolean {
+  const desired = views.filter((v) => v.desired !== undefined);
+  return (
+    desired.length === inv.desired.size &&
+    desired.every(
+      (v) =>
+        v.protected &&
+        v.primary !== undefined &&
+        v.secondary !== undefined &&
+        v.primary.host !== v.secondary.host &&
+        inv.hosts.has(v.primary.host) &&
+        inv.hosts.has(v.secondary.host) &&
+        !avoid.has(v.primary.host) &&
+        !avoid.has(v.secondary.host),
+    )
+  );
+}
+
+/**
+ * Samples the store every `everyMs` and records every rule violation it sees:
+ *
+ * - two records of one VM claim the same host, or a pair's primary and secondary share a host;
+ * - an instance reported protected on a host the store reports dead (no host record);
+ * - a VM reported protected while a half's host is dead, or was killed by the test more than
+ *   `deadGraceMs` ago (its records must have expired by then);
+ * - any record of a killed host still present `deadGraceMs` after the kill.
+ */
+export class StoreChecker {
+  readonly violations: string[] = [];
+  samples = 0;
+  errors = 0;
+  readonly #store: ClusterStore;
+  readonly #killed = new Map<string, number>();
+  readonly #deadGraceMs: number;
+  #timer: NodeJS.Timeout | undefined;
+  #busy = false;
+
+  constructor(store: ClusterStore, options: { everyMs?: number; deadGraceMs?: number } = {}) {
+    this.#store = store;
+    this.#deadGraceMs = options.deadGraceMs ?? 3_000;
+    this.#timer = setInterval(() => void this.#sample(), options.everyMs ?? 100);
+  }
+
+  /** The test killed `host` now. */
+  killed(host: string): void {
+    this.#killed.set(host, performance.now());
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+
+  async #sample(): Promise<void> {
+    if (this.#busy) return;
+    this.#busy = true;
+    const at = performance.now();
+    try {
+      const { inv, views } = await look(this.#store);
+      this.samples++;
+      const v = (m: string) => {
+        if (this.violations.length < 50) this.violations.push(`${new Date().toISOString()} ${m}`);
+      };
+      const overdue = (host: string) => {
+        const k = this.#killed.get(host);
+        return k !== undefined && at - k > this.#deadGraceMs;
+      };
+      for (const [vm, records] of inv.instances) {
+        const hosts = records.map((r) => r.host);
+        if (new Set(hosts).size !== hosts.length) v(`${vm}: two records on one host (${hosts.join(', ')})`);
+        for (const r of records) {
+          if (r.protected && !inv.hosts.has(r.host)) v(`${vm}: the ${r.role} on ${r.host} is reported protected, but host ${r.host} is dead in the store`);
+          if (overdue(r.host)) v(`${vm}: a record of the ${r.role} on killed host ${r.host} is still there ${Math.round(at - this.#killed.get(r.host)!)} ms after the kill`);
+        }
+      }
+      for (const view of views) {
+        if (view.primary !== undefined && view.secondary !== undefined && view.primary.host === view.secondary.host) v(`${view.vm}: primary and secondary both on ${view.primary.host}`);
+        if (view.protected) {
+          for (const r of [view.primary!, view.secondary!]) {
+            if (!inv.hosts.has(r.host)) v(`${view.vm}: reported protected with its ${r.role} on dead host ${r.host}`);
+            if (overdue(r.host)) v(`${view.vm}: reported protected with its ${r.role} on killed host ${r.host}`);
+          }
+        }
+      }
+      for (const h of inv.hosts.keys()) if (overdue(h) && at - this.#killed.get(h)! > this.#deadGraceMs + 3_000) v(`host ${h} still live ${Math.round(at - this.#killed.get(h)!)} ms after it was killed`);
+    } catch {
+      this.errors++;
+    } finally {
+      this.#busy = false;
+    }
+  }
+}
