@@ -377,6 +377,8 @@ export class Agent extends EventEmitter<AgentEvents> {
         const p = this.#find(b!);
         if (p.role !== 'primary') throw new Refusal(409, 'wrong-role', `VM ${b} runs here as the ${p.role}; ${c} is an operation of the primary`);
         if (p.state !== 'running') throw new Refusal(409, 'not-ready', `the primary of ${b} is ${p.state} (${p.status})`);
+        // Only a protected primary can hand over: nobody would take over from one that runs alone.
+        if (c === 'failover' && !p.protected) throw new Refusal(409, 'not-ready', `the primary of ${b} is not protected (${p.status}): a failover needs a secondary in lockstep`);
         if (p.startedAs === 'primary') {
           // The CLI's operations from outside: SIGUSR1 = test failover, SIGUSR2 = test restart secondary.
           p.signal(c === 'failover' ? 'SIGUSR1' : 'SIGUSR2');
