@@ -72,6 +72,7 @@ const everyMessage: Message[] = [
   { type: 'clone-pages', pageSize: 4096, pages: [{ index: 3, data: randomBytes(4096) }, { index: 9, data: randomBytes(4096) }] },
   { type: 'clone-final', state: randomBytes(300), meta: { instret: '77' } },
   { type: 'clone-done' },
+  { type: 'clone-disk', offset: 1n << 40n, data: randomBytes(4096) },
   { type: 'control', op: 'hello', listen: '127.0.0.1:9' },
   { type: 'go-live', epoch: 3n, reason: 'primary lost' },
 ];

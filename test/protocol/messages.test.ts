@@ -275,7 +275,7 @@ function randomMessage(rand: () => number): Message {
       return { type: 'clone-pages', pageSize, pages };
     }
     case 6: return { type: 'clone-final', state: bytes(int(100)), meta: json() };
-    case 7: return { type: 'clone-done' };
+    case 7: return rand() < 0.5 ? { type: 'clone-done' } : { type: 'clone-disk', offset: BigInt(int(1 << 20)) * 512n, data: bytes(512 * (1 + int(4))) };
     case 8: return { type: 'control', op: text(1 + int(8)), arg: json() };
     case 9: return { type: 'go-live', epoch: u64(), reason: text(int(50)) };
     default: return { type: 'bye', reason: text(int(50)) };
