@@ -23,6 +23,8 @@ Options:
   --automation manual|automatic
                              apply load-balancing moves (automatic) or only record them (manual, default)
   --token-file <file>        the agents' API token (default: $LOCKSTEP_TOKEN)
+  --interval-ms <n>          a reconcile pass at least this often (default 500; store changes trigger one sooner)
+  --balance-interval-ms <n>  at most one balancing move this often (default 10000)
   --events                   messages as JSON lines on stderr
   -h, --help
 `;
@@ -38,6 +40,7 @@ export async function managerCommand(argv: string[], io: CommandIo): Promise<num
       automation: { type: 'string' },
       'token-file': { type: 'string' },
       'interval-ms': { type: 'string' },
+      'balance-interval-ms': { type: 'string' },
       events: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -66,6 +69,7 @@ export async function managerCommand(argv: string[], io: CommandIo): Promise<num
       automation,
       ...(values.baseline !== undefined ? { baseline: values.baseline } : {}),
       ...(values['interval-ms'] !== undefined ? { intervalMs: positive('interval-ms', values['interval-ms'], 500) } : {}),
+      ...(values['balance-interval-ms'] !== undefined ? { balanceIntervalMs: positive('balance-interval-ms', values['balance-interval-ms'], 10_000) } : {}),
     });
   } catch (err) {
     await store.close();
