@@ -57,3 +57,7 @@ export type { FtMetrics, FtVmMetrics, MetricsServer } from './observability/inde
 // Cluster placement (DESIGN §4): pure and deterministic.
 export { Placement, PlacementInputError, explain as explainPlacement, applyAnswer, applyMoves, describeMove, DEFAULT_BALANCE_OPTIONS, DEFAULT_MAX_FT_VMS, DEFAULT_MAX_FT_VCPUS } from './cluster/placement/index.js';
 export type { ClusterSnapshot, HostSpec, VmSpec as PlacementVmSpec, PlacementRule, PlacementOptions, PlacementMode, Rejection, PlaceResult, SecondaryResult, PlacementPlan, BalanceOptions, BalanceResult, Move, Recommendation, EvacuationPlan, AuditResult, PlacementAnswer, Spread } from './cluster/placement/index.js';
+// The logging channel (DESIGN §3).
+export { Channel, ChannelServer, connectChannel, protocolDiagnostics, ProtocolError, PROTOCOL_VERSION, MIN_KEY_BYTES, MessageType } from './protocol/index.js';
+export type { ChannelOptions, ChannelTlsOptions, ChannelPeer, Message as ChannelMessage, Role as ChannelRole } from './protocol/index.js';
+export { startControlServer, controlToken, FT_OPERATIONS } from './ft/control-server.js';
