@@ -4,14 +4,21 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EtcdStore } from '../../src/cluster/store/etcd-store.js';
 import type { ClusterStore } from '../../src/cluster/store/store.js';
 import { pairViews, parseInventory, type Inventory, type PairView } from '../../src/cluster/manager/inventory.js';
 
-export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+/** The repository root: the directory of the package named lockstep above this file (tests run it from test/helpers, the benchmark from bench/build/test/helpers). */
+export const ROOT = ((): string => {
+  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'lockstep') return dir;
+    if (dirname(dir) === dir) throw new Error('cannot find the lockstep package root');
+  }
+})();
 export const CLI = join(ROOT, 'dist', 'cli', 'main.js');
 export const KVSERVER = join(ROOT, 'guest', 'bin', 'kvserver.elf');
 
