@@ -48,6 +48,7 @@ export type {
 } from './manager/layout.js';
 export { readInventory, parseInventory, pairView, pairViews, buildSnapshot, closeHosts, hostLoads, maintenanceOf, channelOf } from './manager/inventory.js';
 export type { Inventory, PairView, PairStatus, SnapshotOptions, BuiltSnapshot } from './manager/inventory.js';
+export { CLUSTER_CHANNELS } from './manager/diagnostics.js';
 export { EventWriter, readEvents, trimEvents, DEFAULT_EVENT_LIMIT } from './manager/events.js';
 export { desiredVm, configToJson, parseHostRule, DEFAULT_VM_MIPS, DEFAULT_VM_LOG_BANDWIDTH } from './manager/desired.js';
 export type { DesiredVmOptions } from './manager/desired.js';

@@ -2,6 +2,7 @@
 // written); with it, a half is started as a child process, published in the store, fenced against a
 // deposed manager's token, and stopped. An in-process Agent on a directory store; the half is a real
 // `lockstep primary` process.
+import diagnostics from 'node:diagnostics_channel';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -41,6 +42,9 @@ describe('agent control API', () => {
 
   it('answers 401 to a missing, malformed or wrong token on every operation, and starts or writes nothing', async () => {
     const start = { vmId: 'kv-test', role: 'primary', config, waitMs: 0 };
+    const seen: Array<{ status: number; code?: string }> = [];
+    const onApi = (m: unknown) => seen.push(m as { status: number; code?: string });
+    diagnostics.subscribe('lockstep:cluster:api', onApi);
     const wrongs: Record<string, string>[] = [
       {},
       { authorization: TOKEN },
@@ -66,6 +70,10 @@ describe('agent control API', () => {
         expect(((await res.json()) as { error: { code: string } }).error.code).toBe('unauthorized');
       }
     }
+    diagnostics.unsubscribe('lockstep:cluster:api', onApi);
+    // Every refusal was published on the diagnostics channel (for an alert on bad tokens).
+    expect(seen.length).toBe(wrongs.length * 6);
+    expect(seen.every((m) => m.status === 401 && m.code === 'unauthorized')).toBe(true);
     expect(agent.list()).toEqual([]);
     expect(await store.list(KEYS.vmsPrefix)).toEqual([]);
     expect(readdirSync(join(tmp, 'a1', 'vms'))).toEqual([]);

@@ -22,6 +22,7 @@ import {
   type HostRecord,
 } from '../manager/layout.js';
 import { API_PREFIX, FENCE_HEADER, MANAGER_HEADER, type AgentApiCode, type HostInfo, type StartRequest } from './client.js';
+import { CLUSTER_CHANNELS } from '../manager/diagnostics.js';
 import { RecordPublisher } from './publisher.js';
 import { VmProcess, type InstanceView } from './vm-process.js';
 
@@ -261,6 +262,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.#starting.delete(vmId);
     }
     this.emit('vm-started', p.view());
+    if (CLUSTER_CHANNELS.vm.hasSubscribers) CLUSTER_CHANNELS.vm.publish({ host: this.id, vm: vmId, role: req.role, what: 'started', view: p.view() });
     if (waitMs > 0) {
       try {
         await p.ready(waitMs);
@@ -324,6 +326,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.#exited.push(p);
       if (this.#exited.length > KEEP_EXITED) this.#exited.shift();
       void pub.close().finally(() => this.#publishers.delete(p));
+      if (CLUSTER_CHANNELS.vm.hasSubscribers) CLUSTER_CHANNELS.vm.publish({ host: this.id, vm: p.vmId, role: p.role, what: 'exited', view: p.view() });
       this.emit('vm-exited', p.view());
     });
   }
@@ -338,6 +341,11 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const send = (status: number, body: unknown) => {
+      if (CLUSTER_CHANNELS.api.hasSubscribers) {
+        const manager = req.headers[MANAGER_HEADER];
+        const code = (body as { error?: { code?: string } }).error?.code;
+        CLUSTER_CHANNELS.api.publish({ host: this.id, method: req.method, path: req.url, status, ...(code !== undefined ? { code } : {}), ...(typeof manager === 'string' ? { manager } : {}) });
+      }
       const text = JSON.stringify(body);
       res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
       res.end(text);

@@ -8,6 +8,7 @@ import { Placement, explain, type ClusterSnapshot, type PlacementOptions } from 
 import type { ClusterStore, JsonValue, Leadership, Unsubscribe } from '../store/store.js';
 import { validateName } from '../store/store.js';
 import { AgentApiError, AgentClient } from '../agent/client.js';
+import { CLUSTER_CHANNELS } from './diagnostics.js';
 import { DEFAULT_EVENT_LIMIT, EventWriter, trimEvents } from './events.js';
 import {
   buildSnapshot,
@@ -206,6 +207,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
         const mine: ManagerEpoch = { manager: this.id, token, since: Date.now() };
         if ((v !== undefined && v.token === token && v.manager === this.id) || (await this.#store.compareAndSet(KEYS.managerEpoch, cur?.revision ?? null, mine as unknown as JsonValue))) {
           this.#acting = token;
+          if (CLUSTER_CHANNELS.leader.hasSubscribers) CLUSTER_CHANNELS.leader.publish({ manager: this.id, token, leads: true });
           this.emit('elected', token);
           await this.#event({ kind: 'leader', message: `${this.id} leads (fencing token ${token}, ${this.mode} mode, automation ${this.automation})` });
           this.#kick(0);
@@ -220,7 +222,9 @@ export class Manager extends EventEmitter<ManagerEvents> {
 
   #depose(reason: string): void {
     if (this.#acting === null) return;
+    const token = this.#acting;
     this.#acting = null;
+    if (CLUSTER_CHANNELS.leader.hasSubscribers) CLUSTER_CHANNELS.leader.publish({ manager: this.id, token, leads: false, reason });
     this.emit('deposed', reason);
   }
 
@@ -231,6 +235,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
   async #event(e: Omit<ClusterEvent, 't' | 'by' | 'token'>): Promise<void> {
     try {
       const ev = await this.#log.write({ ...e, ...(this.#acting !== null ? { token: this.#acting } : {}) });
+      if (CLUSTER_CHANNELS.event.hasSubscribers) CLUSTER_CHANNELS.event.publish(ev);
       this.emit('event', ev);
     } catch (err) {
       this.#warn(`event log: ${(err as Error).message}`);
