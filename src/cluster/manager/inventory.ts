@@ -155,7 +155,12 @@ export function pairView(vm: string, inv: Inventory): PairView {
       text = 'Protected';
     } else {
       status = 'not-protected';
-      text = secondary !== undefined ? `${primary.status}; secondary on ${secondary.host}: ${secondary.status}` : primary.status;
+      text =
+        secondary !== undefined
+          ? `${primary.status}; secondary on ${secondary.host}: ${secondary.status}`
+          : primary.protected
+            ? 'Not Protected in the store: the primary reports a secondary in lockstep, but no record of it is visible'
+            : primary.status;
     }
   } else if (live.some((r) => r.role === 'secondary')) {
     status = 'going-live';

@@ -419,6 +419,14 @@ export class Manager extends EventEmitter<ManagerEvents> {
             await this.#call(inv, s.host, (c) => c.stop(v.vm));
           });
         }
+        // The primary says it is protected, but no record of its secondary is visible (that agent is cut
+        // off from the store, or the record is being rewritten): the primary knows best; a second
+        // secondary would only be refused.
+        if (primary.protected) {
+          await this.#say(`invisible:${v.vm}`, { kind: 'secondary-invisible', vm: v.vm, message: `${v.vm}: the primary on ${primary.host} reports a secondary in lockstep that has no record in the store; waiting` });
+          return undefined;
+        }
+        this.#said.delete(`invisible:${v.vm}`);
         // No secondary: place one. Hosts still holding a record of the VM take nothing of it.
         const exclude = new Set(v.others.map((r) => r.host));
         const p = new Placement(closeHosts(snap(), exclude));
