@@ -553,7 +553,6 @@ export class Manager extends EventEmitter<ManagerEvents> {
     const secondariesHere = views.filter((v) => v.secondary?.host === h);
     for (const v of secondariesHere) {
       if (busy.has(v.vm) || cooling(v.vm)) continue;
-      const s = v.secondary!;
       const blockedHalf = plan.blocked.some((b) => b.vm === v.vm && b.role === 'secondary');
       if (blockedHalf && v.protected) continue; // nowhere to go: keep the VM protected where it is
       out.push(
