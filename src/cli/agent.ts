@@ -17,7 +17,8 @@ Options:
   --id <host>            this host's id (A-Z a-z 0-9 . _ -), default: the machine's host name
   --store <spec>         the cluster store: dir:<path> (one machine) or etcd:<url>[,<url>...]
   --listen <host:port>   the control API (default 127.0.0.1:0)
-  --ft-host <address>    address the VMs' logging channels listen on (default: the --listen host)
+  --ft-host <address>    this host's address for the VMs' logging channels, and for the API when
+                         --listen is a wildcard (0.0.0.0); default: the --listen host
   --token-file <file>    the API's bearer token (at least 16 characters; default: $LOCKSTEP_TOKEN)
   --dir <path>           working directory for VM configurations (default ./lockstep-agent-<id>)
   --mips <n>             CPU capacity offered to VMs, MIPS (default 1000)

@@ -35,7 +35,10 @@ export interface AgentOptions {
   token: string;
   /** Where the API listens (default 127.0.0.1, port 0: any). */
   listen?: { host: string; port: number };
-  /** Address FT logging channels listen on (default: the API's host). */
+  /**
+   * Address FT logging channels listen on and the API is advertised at (default: the API's listen
+   * host; required when that is a wildcard such as 0.0.0.0, which nobody can connect to).
+   */
   ftHost?: string;
   /** Working directory: VM configurations are written under `<dir>/vms/<vm>/`. */
   dir: string;
@@ -158,6 +161,11 @@ export class Agent extends EventEmitter<AgentEvents> {
       });
     });
     a.#address = a.#server.address() as AddressInfo;
+    const wildcard = a.#address.address === '0.0.0.0' || a.#address.address === '::';
+    if (wildcard && o.ftHost === undefined) {
+      a.#server.close();
+      throw new OptionError('ftHost', `the API listens on ${a.#address.address}, which is not an address to connect to: give the host's address (ftHost, --ft-host)`);
+    }
     a.#ftHost = o.ftHost ?? a.#address.address;
     a.#host = new RecordPublisher(o.store, KEYS.host(a.id), a.#o.hostTtlMs, (err) => a.#warn(`host record: ${err.message}`));
     a.#host.update(a.hostRecord() as unknown as JsonValue);
@@ -171,7 +179,9 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   /** The API's URL, `http://host:port`. */
   get url(): string {
-    const h = this.#address.family === 'IPv6' ? `[${this.#address.address}]` : this.#address.address;
+    const wildcard = this.#address.address === '0.0.0.0' || this.#address.address === '::';
+    const host = wildcard ? this.#ftHost : this.#address.address;
+    const h = host.includes(':') ? `[${host}]` : host;
     return `http://${h}:${this.#address.port}`;
   }
 
