@@ -308,6 +308,14 @@ export class Manager extends EventEmitter<ManagerEvents> {
       ...(this.#o.placementOptions !== undefined ? { placementOptions: this.#o.placementOptions } : {}),
     });
     for (const d of built.dropped) await this.#say(`dropped:${d}`, { kind: 'rule-ignored', message: d });
+    try {
+      new Placement(built.snapshot);
+    } catch (err) {
+      // A record the engine refuses (a hand-written desired VM or rule, say): nothing can be decided safely.
+      await this.#say('snapshot', { kind: 'inventory-invalid', message: `the cluster's state is not a valid placement snapshot, nothing is done until it is fixed: ${(err as Error).message}` });
+      return;
+    }
+    this.#said.delete('snapshot');
     // The working snapshot: updated as decisions are made, so each sees the ones before it.
     let snap: ClusterSnapshot = built.snapshot;
     const setHalves = (vm: string, primary: string | undefined, secondary: string | undefined) => {
