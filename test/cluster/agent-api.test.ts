@@ -109,6 +109,10 @@ describe('agent control API', () => {
     expect(await refused(m3.failover('kv-test'))).toBe('409 stale-fence');
     expect((await m5.get('kv-test')).running).toBe(true);
     expect(await refused(m5.failover('kv-test'))).toBe('409 not-ready'); // not protected: no secondary
+    // Passed to the primary's own operations API, which refuses it: there is no secondary to restart.
+    const restart = await m5.restartSecondary('kv-test').catch((e: AgentApiError) => e);
+    expect(restart).toBeInstanceOf(AgentApiError);
+    expect((restart as AgentApiError).message).toMatch(/restart-secondary refused by the primary of kv-test/);
 
     const stopped = await m5.stop('kv-test');
     expect([stopped.running, stopped.exit?.code]).toEqual([false, 130]);

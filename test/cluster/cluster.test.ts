@@ -102,7 +102,7 @@ describe.skipIf(!etcdOk.ok)('cluster: agents and a manager as processes on a rea
     rmSync(tmp, { recursive: true, force: true });
   }, 30_000);
 
-  it('keeps two FT VMs answering and protected through the maintenance of one host and the SIGKILL of another; the checker never sees a rule broken', async () => {
+  it('keeps two FT VMs answering and protected through the maintenance of a host, the SIGKILL of another and the maintenance of a third; the checker never sees a rule broken', async () => {
     const spec = `etcd:${etcd.endpoint}`;
     const tok = tokenFile(tmp);
     const agents = new Map<string, GroupProc>();
@@ -181,6 +181,19 @@ describe.skipIf(!etcdOk.ok)('cluster: agents and a manager as processes on a rea
       const off = await runCli(['cluster', 'maintenance', 'h1', 'off', '--wait', '--timeout', '30', '--store', spec], 40_000);
       expect(off.code).toBe(0);
 
+      // Every primary now is a secondary that went live; draining the host of one switches it through
+      // its operations API too (a handover, not a kill).
+      const promoted = after.views.find((v) => v.primary?.startedAs === 'secondary')!;
+      const second = promoted.primary!.host;
+      const m2 = await runCli(['cluster', 'maintenance', second, 'on', '--wait', '--timeout', '60', '--store', spec], 70_000);
+      expect(m2.code).toBe(0);
+      const drained2 = await look(store);
+      console.log(`${where(after.views)}: ${second} drained; now ${where(drained2.views)}`);
+      expect(allProtected(drained2.inv, drained2.views, new Set([victim, second]))).toBe(true);
+      const switched = drained2.inv.events.filter((e) => (e.kind === 'switch-primary' || e.kind === 'switch-by-kill') && e.host === second);
+      expect(switched.map((e) => `${e.kind} ${e.vm}`)).toEqual([`switch-primary ${promoted.vm}`]);
+      expect(drained2.inv.events.filter((e) => e.kind === 'switch-by-kill')).toEqual([]);
+
       // Acknowledged writes are all readable, on every VM, after a drain and a host loss.
       await new Promise((r) => setTimeout(r, 300));
       for (const w of writers) await w.stop();
@@ -188,8 +201,9 @@ describe.skipIf(!etcdOk.ok)('cluster: agents and a manager as processes on a rea
       for (const w of writers) expect({ failed: w.failed, errors: w.errors }).toEqual({ failed: 0, errors: [] });
 
       // The placement audit of the final state: no hard rule broken.
-      const views = new Map(after.views.map((v) => [v.vm, v]));
-      const audit = new Placement(buildSnapshot(after.inv, views).snapshot).audit();
+      const final = await look(store);
+      const views = new Map(final.views.map((v) => [v.vm, v]));
+      const audit = new Placement(buildSnapshot(final.inv, views).snapshot).audit();
       expect(audit.hard).toEqual([]);
       expect(audit.unprotected).toEqual([]);
 
@@ -200,6 +214,7 @@ describe.skipIf(!etcdOk.ok)('cluster: agents and a manager as processes on a rea
         events: Array<{ kind: string }>;
       };
       expect(status.hosts.find((h) => h.id === 'h1')?.maintenance).toBe('off');
+      expect(status.hosts.find((h) => h.id === second)?.maintenance).toBe('in');
       expect(status.hosts.find((h) => h.id === victim)).toBeUndefined();
       expect(status.vms.map((v) => v.protected)).toEqual([true, true]);
       const text = await runCli(['cluster', 'status', '--store', spec]);

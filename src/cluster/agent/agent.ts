@@ -8,7 +8,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ConfigError, validateConfig } from '../../config/index.js';
+import { ConfigError, readFtKey, validateConfig } from '../../config/index.js';
+import { controlToken } from '../../ft/control-server.js';
 import { OptionError } from '../../errors.js';
 import type { ClusterStore, JsonValue } from '../store/store.js';
 import { DEFAULT_MAX_FT_VMS, type HostCapacity } from '../placement/index.js';
@@ -114,6 +115,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   readonly #vms = new Map<string, VmProcess>();
   readonly #publishers = new Map<VmProcess, RecordPublisher>();
   readonly #exited: VmProcess[] = [];
+  /** Bearer tokens of the halves' operations APIs (derived from their pair keys; never published). */
+  readonly #opsTokens = new WeakMap<VmProcess, string>();
   #host!: RecordPublisher;
   #address!: AddressInfo;
   #ftHost = '127.0.0.1';
@@ -239,10 +242,13 @@ export class Agent extends EventEmitter<AgentEvents> {
     const vmId = req.vmId;
     const dir = join(this.#o.dir, 'vms', vmId);
     let disk: { path: string; mode: 'shared' | 'separate' } | undefined;
+    let opsToken: string | undefined;
     try {
       const cfg = validateConfig(req.config, `${vmId}.json`, dir);
       if (cfg.config.vm.id !== vmId) throw new Refusal(400, 'bad-request', `config: vm.id is "${cfg.config.vm.id}", not "${vmId}"`);
       disk = cfg.config.vm.devices.disk;
+      // The half's operations API takes a token derived from the pair key (src/ft/control-server.ts).
+      if (cfg.config.ft.key !== undefined) opsToken = controlToken(await readFtKey(cfg.config.ft.key, `${vmId}.json`));
     } catch (err) {
       if (err instanceof ConfigError) throw new Refusal(400, 'bad-request', `config: ${err.message}`);
       throw err;
@@ -268,6 +274,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         ...(ownDisk !== undefined ? { disk: ownDisk } : {}),
       });
       this.#track(p);
+      if (opsToken !== undefined) this.#opsTokens.set(p, opsToken);
     } finally {
       this.#starting.delete(vmId);
     }
@@ -283,6 +290,37 @@ export class Agent extends EventEmitter<AgentEvents> {
     // Answer with the record as published, so the caller's next look at the store agrees.
     await this.#publishers.get(p)?.flush();
     return p.view();
+  }
+
+  /**
+   * Carry out an FT operation on a primary through its operations API (`lockstep ft`), or, when it
+   * serves none, through the CLI's signals — which only `lockstep primary` handles: a secondary that
+   * went live would take SIGUSR1 as "open the inspector". For such a one a failover is done the hard
+   * way (SIGKILL: its secondary goes live by itself, nothing acknowledged lost) and a restart refused.
+   */
+  async #operate(p: VmProcess, op: 'test-failover' | 'restart-secondary'): Promise<'test-failover' | 'restart-secondary' | 'kill'> {
+    const token = this.#opsTokens.get(p);
+    if (p.controlUrl !== null && token !== undefined) {
+      let res: Response;
+      try {
+        res = await fetch(`${p.controlUrl}/ft/${op}`, { method: 'POST', headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(15_000) });
+      } catch (err) {
+        // A handover ends the process, which may close the connection before the answer: look at what it said.
+        if (op === 'test-failover' && p.events.some((e) => e.event === 'handed-over')) return op;
+        throw new Refusal(502, 'internal', `the operations API of ${p.vmId} did not answer: ${(err as Error).message}`);
+      }
+      const body = (await res.json().catch(() => ({}))) as { error?: string };
+      if (!res.ok) throw new Refusal(409, 'not-ready', `${op} refused by the primary of ${p.vmId}: ${body.error ?? `HTTP ${res.status}`}`);
+      return op;
+    }
+    if (p.startedAs === 'primary') {
+      // The CLI's operations from outside: SIGUSR1 = test failover, SIGUSR2 = test restart secondary.
+      p.signal(op === 'test-failover' ? 'SIGUSR1' : 'SIGUSR2');
+      return op;
+    }
+    if (op === 'restart-secondary') throw new Refusal(409, 'unsupported', `the primary of ${p.vmId} on ${this.id} is a promoted secondary without an operations API`);
+    p.signal('SIGKILL');
+    return 'kill';
   }
 
   /** `<dir>/disk.img`, created empty with the size of the configured image if missing. */
@@ -397,18 +435,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         if (p.state !== 'running') throw new Refusal(409, 'not-ready', `the primary of ${b} is ${p.state} (${p.status})`);
         // Only a protected primary can hand over: nobody would take over from one that runs alone.
         if (c === 'failover' && !p.protected) throw new Refusal(409, 'not-ready', `the primary of ${b} is not protected (${p.status}): a failover needs a secondary in lockstep`);
-        if (p.startedAs === 'primary') {
-          // The CLI's operations from outside: SIGUSR1 = test failover, SIGUSR2 = test restart secondary.
-          p.signal(c === 'failover' ? 'SIGUSR1' : 'SIGUSR2');
-          return send(202, { ...p.view(), operation: c === 'failover' ? 'test-failover' : 'restart-secondary' });
-        }
-        // A secondary that went live runs `lockstep secondary`, which has no handler for these signals
-        // (SIGUSR1 would open Node's inspector, SIGUSR2 would end it). A failover is still possible the
-        // hard way: the process dies and its secondary goes live, losing nothing acknowledged (the output
-        // rule); a restart of its secondary is not.
-        if (c === 'restart-secondary') throw new Refusal(409, 'unsupported', `the primary of ${b} on ${this.id} is a promoted secondary: lockstep secondary has no test-restart-secondary operation`);
-        p.signal('SIGKILL');
-        return send(202, { ...p.view(), operation: 'kill' });
+        return send(200, { ...p.view(), operation: await this.#operate(p, c === 'failover' ? 'test-failover' : 'restart-secondary') });
       }
       throw new Refusal(404, 'not-found', `no such operation: ${method} ${url.pathname}`);
     } catch (err) {

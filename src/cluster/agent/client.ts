@@ -124,9 +124,9 @@ export class AgentClient {
   }
 
   /**
-   * Test failover of a primary: it hands over to its secondary (`operation: 'test-failover'`). A primary
-   * that was started as a secondary (and went live) cannot be asked to: it is killed instead, and its
-   * secondary goes live by itself (`operation: 'kill'`).
+   * Test failover of a protected primary: it hands over to its secondary (`operation: 'test-failover'`);
+   * resolves once it did. Only if the primary serves no operations API and was started as a secondary
+   * is it killed instead, its secondary going live by itself (`operation: 'kill'`).
    */
   failover(vmId: string): Promise<InstanceView & { operation: 'test-failover' | 'kill' }> {
     return this.#call('POST', `/vms/${encodeURIComponent(vmId)}/failover`, {});

@@ -69,6 +69,8 @@ export class VmProcess extends EventEmitter {
   lastEvent = 'spawned';
   updatedAt = Date.now();
   stats: InstanceRecord['stats'] = null;
+  /** The process's operations API (`lockstep ft`), once it serves one (a primary, or a promoted secondary). */
+  controlUrl: string | null = null;
   exit: VmExit | null = null;
   readonly events: VmEvent[] = [];
   readonly log: string[] = [];
@@ -82,10 +84,12 @@ export class VmProcess extends EventEmitter {
     this.startedAs = o.role;
     this.join = o.join ?? null;
     const [cmd, ...pre] = o.command;
+    // The operations API (test failover, restart secondary) on loopback: only this agent talks to it.
+    const control = ['--control', '127.0.0.1:0'];
     const args =
       o.role === 'primary'
-        ? ['primary', o.configPath, '--listen', `${o.ftHost}:0`, '--events']
-        : ['secondary', o.configPath, '--join', o.join!, '--listen', `${o.ftHost}:0`, ...(o.disk !== undefined ? ['--disk', o.disk] : []), '--events'];
+        ? ['primary', o.configPath, '--listen', `${o.ftHost}:0`, ...control, '--events']
+        : ['secondary', o.configPath, '--join', o.join!, '--listen', `${o.ftHost}:0`, ...control, ...(o.disk !== undefined ? ['--disk', o.disk] : []), '--events'];
     // Not detached: the child shares the agent's process group (see the file comment).
     this.child = spawn(cmd!, [...pre, ...args], { cwd: o.cwd, stdio: ['ignore', 'ignore', 'pipe'] });
     this.#exited = new Promise((resolve) => {
@@ -243,6 +247,9 @@ export class VmProcess extends EventEmitter {
         this.state = 'running';
         break;
       }
+      case 'control':
+        if (typeof e.url === 'string') this.controlUrl = e.url;
+        return; // not part of the record
       case 'joined':
         this.state = 'joined';
         this.status = 'joined the primary; being cloned';
