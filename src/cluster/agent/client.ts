@@ -129,12 +129,13 @@ export class AgentClient {
    * is it killed instead, its secondary going live by itself (`operation: 'kill'`).
    */
   failover(vmId: string): Promise<InstanceView & { operation: 'test-failover' | 'kill' }> {
-    return this.#call('POST', `/vms/${encodeURIComponent(vmId)}/failover`, {});
+    // The agent answers once the handover is done (the primary waits up to 10 s for the last acks).
+    return this.#call('POST', `/vms/${encodeURIComponent(vmId)}/failover`, {}, this.#timeoutMs + 15_000);
   }
 
   /** Test restart secondary: the primary's secondary is cloned again. */
   restartSecondary(vmId: string): Promise<InstanceView & { operation: 'restart-secondary' }> {
-    return this.#call('POST', `/vms/${encodeURIComponent(vmId)}/restart-secondary`, {});
+    return this.#call('POST', `/vms/${encodeURIComponent(vmId)}/restart-secondary`, {}, this.#timeoutMs + 15_000);
   }
 
   async #call<T>(method: string, path: string, body?: unknown, timeoutMs = this.#timeoutMs): Promise<T> {
