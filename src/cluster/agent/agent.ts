@@ -115,6 +115,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   readonly #vms = new Map<string, VmProcess>();
   readonly #publishers = new Map<VmProcess, RecordPublisher>();
   readonly #exited: VmProcess[] = [];
+  /** Resolves when an ended half's record is deleted from the store. */
+  readonly #gone = new WeakMap<VmProcess, Promise<void>>();
   /** Bearer tokens of the halves' operations APIs (derived from their pair keys; never published). */
   readonly #opsTokens = new WeakMap<VmProcess, string>();
   #host!: RecordPublisher;
@@ -373,7 +375,10 @@ export class Agent extends EventEmitter<AgentEvents> {
       if (this.#vms.get(p.vmId) === p) this.#vms.delete(p.vmId);
       this.#exited.push(p);
       if (this.#exited.length > KEEP_EXITED) this.#exited.shift();
-      void pub.close().finally(() => this.#publishers.delete(p));
+      this.#gone.set(
+        p,
+        pub.close().finally(() => this.#publishers.delete(p)),
+      );
       if (CLUSTER_CHANNELS.vm.hasSubscribers) CLUSTER_CHANNELS.vm.publish({ host: this.id, vm: p.vmId, role: p.role, what: 'exited', view: p.view() });
       this.emit('vm-exited', p.view());
     });
@@ -427,6 +432,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       if (parts.length === 2 && a === 'vms' && method === 'DELETE') {
         const p = this.#find(b!);
         await p.stop(this.#o.stopGraceMs);
+        // Answer once the record is gone too, so the caller's next look at the store agrees.
+        await this.#gone.get(p);
         return send(200, p.view());
       }
       if (parts.length === 3 && a === 'vms' && method === 'POST' && (c === 'failover' || c === 'restart-secondary')) {

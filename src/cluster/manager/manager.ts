@@ -108,6 +108,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
   readonly #cooldown = new Map<string, number>();
   #lastBalance = 0;
   #passes = 0;
+  /** Actions under way, by VM, with the halves they start (as decided) for later passes' snapshots. */
+  readonly #inflight = new Map<string, { halves: { primary: string | undefined; secondary: string | undefined } | undefined; done: Promise<void> }>();
 
   private constructor(o: ManagerOptions) {
     super();
@@ -175,11 +177,12 @@ export class Manager extends EventEmitter<ManagerEvents> {
     return this.#passes;
   }
 
-  /** Run a reconcile pass now (if leading) and resolve when it is done. */
+  /** Run a reconcile pass now (if leading) and resolve when it and the actions it started are done. */
   async reconcile(): Promise<void> {
     this.#kick(0);
     await new Promise((r) => setTimeout(r, 1));
     while (this.#passing !== undefined) await this.#passing;
+    await Promise.all([...this.#inflight.values()].map((f) => f.done));
   }
 
   /** Stop reconciling and resign (another manager takes over at once). Leaves the VMs running. */
@@ -190,6 +193,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
     clearTimeout(this.#kickTimer);
     this.#acting = null;
     while (this.#passing !== undefined) await this.#passing;
+    await Promise.all([...this.#inflight.values()].map((f) => f.done));
     await this.#unwatch?.();
     await this.#leadership?.resign();
   }
@@ -284,6 +288,10 @@ export class Manager extends EventEmitter<ManagerEvents> {
     const token = this.#acting;
     if (token === null || this.#stopped) return;
     if (!this.#leadership.isLeader) return this.#depose('leadership expired (local deadline)');
+    // Actions in flight when the store is read: what they start may not be in this read, so their VMs
+    // are left alone in this pass even if they finish meanwhile (one finished before the read is in it:
+    // an agent answers a start only once the record is written).
+    const inflight = new Map(this.#inflight);
     const inv = await readInventory(this.#store);
     const ep = inv.epoch?.value;
     if (ep === undefined || ep.token !== token || ep.manager !== this.id) return this.#depose(`manager/epoch is ${ep === undefined ? 'missing' : `${ep.manager}@${ep.token}`}, not ${this.id}@${token}`);
@@ -318,7 +326,9 @@ export class Manager extends EventEmitter<ManagerEvents> {
     this.#said.delete('snapshot');
     // The working snapshot: updated as decisions are made, so each sees the ones before it.
     let snap: ClusterSnapshot = built.snapshot;
+    const decided = new Map<string, { primary: string | undefined; secondary: string | undefined }>();
     const setHalves = (vm: string, primary: string | undefined, secondary: string | undefined) => {
+      decided.set(vm, { primary, secondary });
       snap = {
         ...snap,
         vms: snap.vms.map((v) => {
@@ -328,8 +338,18 @@ export class Manager extends EventEmitter<ManagerEvents> {
         }),
       };
     };
+    // Starts still in flight from earlier passes: their halves may not be in the store yet, so they are
+    // put into the snapshot as decided (capacity and caps count them), and their VMs are left alone.
+    const hostIds = new Set(snap.hosts.map((h) => h.id));
+    for (const [vm, f] of inflight) {
+      const h = f.halves;
+      if (h === undefined || !snap.vms.some((v) => v.id === vm)) continue;
+      if (h.primary === undefined || !hostIds.has(h.primary) || (h.secondary !== undefined && (!hostIds.has(h.secondary) || h.secondary === h.primary))) continue;
+      setHalves(vm, h.primary, h.secondary);
+    }
+    decided.clear();
     const actions: Action[] = [];
-    const busy = new Set<string>();
+    const busy = new Set<string>(inflight.keys());
     const add = (a: Action | undefined) => {
       if (a === undefined) return;
       busy.add(a.vm);
@@ -344,11 +364,19 @@ export class Manager extends EventEmitter<ManagerEvents> {
     for (const h of draining) {
       for (const a of await this.#drain(h, inv, views, snap, busy, cooling)) add(a);
     }
-    if (actions.length === 0 && draining.length === 0 && this.#cooldown.size === 0) add(await this.#balance(inv, views, snap, now));
+    if (actions.length === 0 && draining.length === 0 && this.#cooldown.size === 0 && inflight.size === 0 && this.#inflight.size === 0) add(await this.#balance(inv, views, snap, now));
 
     if (actions.length > 0) {
       if (!this.#leadership.isLeader || this.#acting !== token) return this.#depose('leadership expired before acting');
-      await Promise.all(actions.map((a) => a.run()));
+      // Carried out in the background: a slow start (a process booting, a clone) never holds up the
+      // decisions for other VMs. Each VM has at most one action in flight.
+      for (const a of actions) {
+        const done = a.run().catch((err: unknown) => this.#warn(`${a.vm}: ${(err as Error).message}`)).finally(() => {
+          this.#inflight.delete(a.vm);
+          this.#kick(0);
+        });
+        this.#inflight.set(a.vm, { halves: decided.get(a.vm), done });
+      }
     }
     if (inv.events.length > this.#o.eventLimit + 50) await trimEvents(this.#store, this.#o.eventLimit).catch((err: unknown) => this.#warn(`trimming events: ${(err as Error).message}`));
   }
