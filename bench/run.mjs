@@ -21,7 +21,7 @@ compile(join('bench', 'tsconfig.json'));
 // `npm run bench -- record [...]` runs the record/replay benchmark instead of the interpreter one,
 // `npm run bench -- io [...]` the I/O one (kvserver, network receive, block).
 const [first, ...rest] = process.argv.slice(2);
-const entries = { record: 'record.js', io: 'io.js', ft: 'ft.js', placement: 'placement.js' };
+const entries = { record: 'record.js', io: 'io.js', ft: 'ft.js', placement: 'placement.js', cluster: 'cluster.js' };
 const entry = entries[first] ?? 'main.js';
 const args = first in entries ? rest : process.argv.slice(2);
 const r = spawnSync(process.execPath, [join(root, 'bench', 'build', 'bench', 'src', entry), ...args], {
