@@ -3,8 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { loadConfig, type LoadedConfig } from '../config/index.js';
-import { FileArbiter } from '../ft/arbiter-file.js';
-import { EtcdArbiter } from '../ft/arbiter-etcd.js';
+import { arbiterFor } from '../ft/arbiter-config.js';
 import type { Arbiter } from '../ft/arbiter.js';
 import { describeStatus } from '../ft/control.js';
 import { FT_OPERATIONS, controlToken, startControlServer, type ControlServer } from '../ft/control-server.js';
@@ -71,8 +70,7 @@ export function ftSettings(loaded: LoadedConfig) {
   const a = ft.arbiter;
   const key = loaded.key;
   if (!a || !key) throw new UsageError(`${loaded.source}: ft.arbiter and a key are needed to run a fault-tolerant pair`);
-  const arbiter: Arbiter =
-    a.backend === 'file' ? new FileArbiter({ dir: a.dir }) : new EtcdArbiter({ endpoints: [...a.endpoints], prefix: a.prefix, timeoutMs: a.timeoutMs });
+  const arbiter: Arbiter = arbiterFor(a);
   const tls = ft.tls ? { cert: readFileSync(ft.tls.cert), key: readFileSync(ft.tls.key), ca: readFileSync(ft.tls.ca) } : undefined;
   return { spec, ft, arbiter, key, tls };
 }

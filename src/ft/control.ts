@@ -17,6 +17,11 @@ export const FT_DEFAULTS = {
   maxLagMs: 1000,
   /** Log sent but not acknowledged beyond which the primary stops draining its ring (and so stalls). */
   maxUnackedBytes: 64 * 1024 * 1024,
+  /**
+   * How often a primary reads its VM's epoch from the arbiter: one that finds a newer epoch than its own
+   * (claimed by a secondary that went live, or by a manager fencing a VM it is about to restart) halts.
+   */
+  epochCheckMs: 1000,
 } as const;
 
 /**

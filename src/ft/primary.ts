@@ -66,6 +66,8 @@ export interface FtPrimaryOptions extends FtCommonOptions {
   separateDisk?: string;
   /** Bytes of the log ring between the vCPU thread and JavaScript (default 4 MiB; a power of two). */
   ringBytes?: number;
+  /** How often to check that no newer epoch was claimed (default 1000 ms; 0 = never). */
+  epochCheckMs?: number;
 }
 
 /** Figures of a running pair. */
@@ -141,7 +143,7 @@ type Phase = 'idle' | 'alone' | 'cloning' | 'protected' | 'recovering' | 'disabl
 export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   readonly machine: Machine;
   readonly vmId: string;
-  readonly #o: Required<Omit<FtPrimaryOptions, 'tls' | 'epoch' | 'meta' | 'listen' | 'disabled' | 'owner' | 'separateDisk' | 'ringBytes'>> & FtPrimaryOptions;
+  readonly #o: Required<Omit<FtPrimaryOptions, 'tls' | 'epoch' | 'meta' | 'listen' | 'disabled' | 'owner' | 'separateDisk' | 'ringBytes' | 'epochCheckMs'>> & FtPrimaryOptions;
   readonly #owner: string;
   #epoch = 0;
   #phase: Phase = 'idle';
@@ -254,7 +256,36 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     this.#runLoop = this.#run();
     this.#timer = setInterval(() => this.#tick(), this.#o.heartbeatMs);
     this.#timer.unref();
+    const every = this.#o.epochCheckMs ?? FT_DEFAULTS.epochCheckMs;
+    if (every > 0) {
+      this.#epochTimer = setInterval(() => void this.#checkEpoch(), every);
+      this.#epochTimer.unref();
+    }
     return addr;
+  }
+
+  #epochTimer: NodeJS.Timeout | undefined;
+  #epochChecking = false;
+
+  /**
+   * Fencing from outside: a newer epoch than this primary's means someone else owns the VM now (a
+   * secondary that went live without our noticing, or a manager about to restart the VM elsewhere). Then
+   * halt, whatever is held stays held. An unreachable arbiter proves nothing and changes nothing.
+   */
+  async #checkEpoch(): Promise<void> {
+    if (this.#epochChecking || this.#phase === 'recovering' || this.#phase === 'halted' || this.#phase === 'ended') return;
+    this.#epochChecking = true;
+    try {
+      const mine = this.#epoch;
+      const cur = await this.#o.arbiter.current(this.vmId);
+      if (cur && cur.epoch > mine && this.#epoch === mine && (this.#phase as Phase) !== 'recovering') {
+        this.#halt(`epoch ${cur.epoch} of VM ${this.vmId} was claimed by ${cur.owner ?? 'another side'}; this primary holds ${mine}`, false);
+      }
+    } catch {
+      // unavailable: keep running (the arbiter is consulted again on the next tick and on any loss)
+    } finally {
+      this.#epochChecking = false;
+    }
   }
 
   /** Live figures (log bandwidth, lag, throttle…). */
@@ -846,6 +877,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     this.#setPhase('halted');
     this.#hold = true;
     if (this.#timer) clearInterval(this.#timer);
+    if (this.#epochTimer) clearInterval(this.#epochTimer);
     const ch = this.#channel;
     this.#dropSecondary();
     ch?.close(reason);

@@ -6,7 +6,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { KvClient, LoadGenerator, verifyStore } from '../../src/index.js';
+import { FileArbiter, KvClient, LoadGenerator, verifyStore } from '../../src/index.js';
 import { connect } from 'node:net';
 import { connectChannel } from '../../src/protocol/channel.js';
 import { FRAME_MAGIC } from '../../src/protocol/frame.js';
@@ -227,6 +227,28 @@ describe('fault-tolerant pair (processes)', () => {
       same = readFileSync(imageB).equals(readFileSync(imageC));
     }
     expect(same).toBe(true);
+    await c.close();
+  }, 60_000);
+
+  it('a newer epoch claimed from outside (a manager fencing a VM it will restart) halts the running pair', async () => {
+    const dir = join(tmp, 'fenced');
+    mkdirSync(dir);
+    const { cfg, primary, secondary } = await pair(dir);
+    const c = new KvClient({ endpoints: [{ host: '127.0.0.1', port: cfg.udpPort }], timeoutMs: 100, retries: 5 });
+    expect(await c.set('x', '1')).toBe('stored');
+    const arbiter = new FileArbiter({ dir: join(dir, 'arbiter') });
+    const cur = await arbiter.current('kv-test');
+    expect(cur?.epoch).toBe(1);
+    expect((await arbiter.claim('kv-test', 2, 'manager:test')).won).toBe(true);
+    await arbiter.close();
+    const halted = await primary.wait('halted', undefined, 10_000);
+    expect(String(halted.reason)).toMatch(/epoch 2 .* claimed by manager:test/);
+    expect(await exited(primary)).toBe(76);
+    // The secondary does not take over either: dismissed by the halting primary (or, had it missed that,
+    // it would lose epoch 2 to the manager).
+    await Promise.race([secondary.wait('left', undefined, 10_000), secondary.wait('halted', undefined, 10_000)]);
+    expect(secondary.events.some((e) => e.event === 'go-live')).toBe(false);
+    await expect(c.set('y', '2')).rejects.toThrow();
     await c.close();
   }, 60_000);
 

@@ -8,6 +8,8 @@ import { Placement, explain, type ClusterSnapshot, type PlacementOptions } from 
 import type { ClusterStore, JsonValue, Leadership, Unsubscribe } from '../store/store.js';
 import { validateName } from '../store/store.js';
 import { AgentApiError, AgentClient } from '../agent/client.js';
+import { arbiterOfConfigJson } from '../../ft/arbiter-config.js';
+import { FT_DEFAULTS } from '../../ft/control.js';
 import { CLUSTER_CHANNELS } from './diagnostics.js';
 import { DEFAULT_EVENT_LIMIT, EventWriter, trimEvents } from './events.js';
 import {
@@ -492,12 +494,38 @@ export class Manager extends EventEmitter<ManagerEvents> {
 
   async #startPair(inv: Inventory, v: PairView, primaryHost: string, secondaryHost: string | undefined, restart: boolean, reason: string): Promise<void> {
     const d = v.desired!;
+    if (restart && !(await this.#fence(v.vm, d.config))) return;
     await this.#event({ kind: 'start-primary', action: true, vm: v.vm, host: primaryHost, message: `${restart ? 'restarting' : 'starting'} ${v.vm}: primary on ${primaryHost}${secondaryHost !== undefined ? `, secondary on ${secondaryHost}` : ''}: ${reason}` });
     const started = await this.#call(inv, primaryHost, (c) => c.start({ vmId: v.vm, role: 'primary', config: d.config, waitMs: this.#o.startTimeoutMs }));
     if (started === undefined || secondaryHost === undefined || started.listen === null) return;
     const join = channelOf(started)!;
     await this.#event({ kind: 'start-secondary', action: true, vm: v.vm, host: secondaryHost, message: `starting the secondary of ${v.vm} on ${secondaryHost}, joining ${join}` });
     await this.#call(inv, secondaryHost, (c) => c.start({ vmId: v.vm, role: 'secondary', config: d.config, join, waitMs: this.#o.startTimeoutMs }));
+  }
+
+  /**
+   * Before a VM that vanished is restarted from its disk: claim the next epoch of its arbiter, then wait
+   * for longer than a primary takes to notice (FT_DEFAULTS.epochCheckMs). A primary still running unseen
+   * (its host cut off from the store, not dead) halts on seeing the newer epoch instead of serving beside
+   * the restarted one. False (no restart this pass) when the arbiter cannot be reached: going ahead
+   * could give the VM two primaries.
+   */
+  async #fence(vm: string, config: JsonValue): Promise<boolean> {
+    const arbiter = arbiterOfConfigJson(config);
+    if (!arbiter) return true; // FT off: the VM has no arbiter and no pair that could still be running
+    try {
+      const cur = await arbiter.current(vm);
+      const r = await arbiter.claim(vm, (cur?.epoch ?? 0) + 1, `manager:${this.#o.id}`);
+      await this.#event({ kind: 'fence', action: true, vm, message: `claimed epoch ${r.epoch} of ${vm} before restarting it: a primary still running unseen halts within ${FT_DEFAULTS.epochCheckMs} ms` });
+      await new Promise((res) => setTimeout(res, FT_DEFAULTS.epochCheckMs + 500));
+      return true;
+    } catch (err) {
+      await this.#event({ kind: 'action-failed', vm, message: `cannot fence ${vm} before a restart: ${(err as Error).message}` });
+      this.#kick(1000);
+      return false;
+    } finally {
+      await arbiter.close().catch(() => undefined);
+    }
   }
 
   /** Call an agent; an unreachable agent makes its host take no new half for a while. */
