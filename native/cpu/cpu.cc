@@ -240,6 +240,10 @@ Stop Cpu::run(uint64_t target) {
     // The target check comes before the boundary's work: a run stopped at X leaves boundary X
     // untouched, so whatever the host delivers at X (or a replayer applies at X) comes first.
     if (instret >= target) return Stop::kLimit;
+    if (instret >= soft_target) {
+      soft_target = UINT64_MAX;
+      return Stop::kLimit;
+    }
     platform_->boundary();
     bool fatal = false;
     check_interrupts(&fatal);
@@ -248,7 +252,7 @@ Stop Cpu::run(uint64_t target) {
       if (mip() & mie) wfi = false;  // wakes even with interrupts globally disabled
       else return Stop::kWfi;
     }
-    uint64_t limit = std::min(target, instret + slice);
+    uint64_t limit = std::min({target, instret + slice, soft_target});
     if (timer_deadline > instret) limit = std::min(limit, timer_deadline);
     switch (run_inner(limit)) {
       case Inner::kLimit:

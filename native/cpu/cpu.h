@@ -149,6 +149,11 @@ class Cpu {
   /// Upper bound of instructions per inner-loop slice, so host requests are seen promptly.
   uint64_t slice = 1u << 20;
 
+  /// A second, lowerable run target (vCPU thread only; the platform may set it during a run): run()
+  /// returns kLimit on reaching it and resets it. The output rule uses it to seal a batch shortly
+  /// after an output, so outputs produced close together share one batch and one acknowledgement.
+  uint64_t soft_target = UINT64_MAX;
+
   /// Set by the host thread to make run() return Stop::kHost at the next slice boundary.
   const std::atomic<bool>* host_flag = nullptr;
 

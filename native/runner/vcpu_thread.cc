@@ -20,6 +20,9 @@ constexpr uint64_t kSlice = 1u << 22;
 constexpr size_t kConsoleFlushBytes = 16 * 1024;
 // A pre-copy round copies at most this many pages between two slices (2 MiB: well under a millisecond).
 constexpr uint32_t kPrecopyChunkPages = 512;
+// The output rule's coalescing window: a held output's batch is sealed at most this many instructions
+// later (about 30 µs at 1000 MIPS), or when the guest waits.
+constexpr uint64_t kOutputWindow = 1u << 15;
 constexpr size_t kPage = 4096;
 }  // namespace
 
@@ -50,7 +53,7 @@ void VcpuThread::raise() {
   // boundary (else a guest that is slow to read would be interrupted forever). A replaying machine
   // ignores host input altogether.
   const bool input = (new_input_ || disk_done_) && machine_->log_mode() != LogMode::kReplay;
-  attention_.store(stop_requested_ || input || quit_ || flush_soon_, std::memory_order_release);
+  attention_.store(stop_requested_ || input || quit_, std::memory_order_release);
 }
 
 bool VcpuThread::start(uint64_t target) {
@@ -230,6 +233,7 @@ void VcpuThread::flush_log() {
   if (encoder_.empty() && cur.instret == m.cpu().instret && !tagged_since_flush_) return;
   if (cur.instret != m.cpu().instret || encoder_.empty()) encoder_.add(m.position(EventKind::kMark));
   tagged_since_flush_ = false;
+  m.cpu().soft_target = UINT64_MAX;
   const std::vector<uint8_t>& batch = encoder_.finish();
   push_blocking(*log_, batch.data(), batch.size());
 }
@@ -366,7 +370,6 @@ RunReport VcpuThread::run_to(uint64_t target) {
       frames.swap(net_in_);
       disk_done_ = false;
       new_input_ = false;
-      flush_soon_ = false;
       do_copy = precopy_active_;
       raise();
     }
@@ -535,10 +538,10 @@ uint64_t VcpuThread::output_tag() {
   if (machine_->log_mode() == LogMode::kReplay) return feed_.next_event_lsn();
   if (!tagged_since_flush_) {
     tagged_since_flush_ = true;
-    // End the slice soon, so the batch this output waits for is sealed and shipped without delay.
-    std::lock_guard<std::mutex> lock(mu_);
-    flush_soon_ = true;
-    raise();
+    // Seal the batch this output waits for soon: after a short window of guest execution (outputs in it
+    // share the batch and its acknowledgement) or as soon as the guest waits, whichever comes first.
+    Cpu& c = machine_->cpu();
+    c.soft_target = std::min(c.soft_target, c.instret + kOutputWindow);
   }
   return encoder_.next_lsn();
 }

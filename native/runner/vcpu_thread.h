@@ -198,7 +198,6 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   std::atomic<bool> gate_hint_{false};    // lock-free peek at gate_ || shadow_ for the per-byte console path
   uint64_t shadow_released_ = 0;        // shadow outputs with lsn < this are dropped (released + 1)
   size_t held_blocks_ = 0;
-  bool flush_soon_ = false;             // under mu_: an output waits for the open batch to be sealed
   bool tagged_since_flush_ = false;     // vCPU thread: seal a batch even if nothing else was logged
   std::atomic<uint64_t> progress_{0};
   std::atomic<uint32_t> throttle_ppm_{0};  // sleep per slice, parts per million of the slice's run time
