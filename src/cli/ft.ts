@@ -27,6 +27,7 @@ the arbiter, starts the guest, and waits for a secondary (lockstep secondary --j
 Options:
   --listen <host:port>   logging-channel address (default: ft.listen of the config)
   --control <host:port>  serve the operations API (lockstep ft <operation>) there
+  --exit-with-parent     die with the process that started this one (a host agent): as the host would
   --console              copy the guest's console to stdout
   --events               status as JSON lines on stderr (for programs), instead of text
   -h, --help
@@ -42,6 +43,7 @@ Options:
   --listen <host:port>   where to listen for a new secondary once live (default 127.0.0.1:0)
   --log-dir <dir>        keep the clone state and the log received (to verify a failover offline)
   --control <host:port>  serve the operations API there once this side is the primary
+  --exit-with-parent     die with the process that started this one (a host agent): as the host would
   --disk <image>         this side's own disk image (disk.mode "separate": brought up to date by the clone)
   --console              copy the guest's console to stdout once live
   --events               status as JSON lines on stderr, instead of text
@@ -147,6 +149,19 @@ function supervisePrimary(p: FtPrimary, r: Reporter, io: CommandIo, console: boo
   });
 }
 
+/**
+ * `--exit-with-parent`: a VM half started by a host agent goes when the agent goes (SIGKILL included),
+ * as it would with its host, instead of running on unseen. Linux re-parents an orphan, so a changed
+ * parent pid is the sign; checked every 100 ms.
+ */
+function exitWithParent(): void {
+  const parent = process.ppid;
+  const t = setInterval(() => {
+    if (process.ppid !== parent) process.kill(process.pid, 'SIGKILL');
+  }, 100);
+  t.unref();
+}
+
 function onSignals(stop: () => Promise<void>): void {
   const handler = () => void stop().finally(() => process.exit(EXIT.interrupted));
   process.once('SIGINT', handler);
@@ -157,13 +172,14 @@ export async function primaryCommand(argv: string[], io: CommandIo): Promise<num
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { listen: { type: 'string' }, control: { type: 'string' }, console: { type: 'boolean' }, events: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    options: { listen: { type: 'string' }, control: { type: 'string' }, 'exit-with-parent': { type: 'boolean' }, console: { type: 'boolean' }, events: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help) {
     io.stdout.write(PRIMARY_HELP);
     return EXIT.ok;
   }
   if (positionals.length !== 1) throw new UsageError('expected one configuration file');
+  if (values['exit-with-parent']) exitWithParent();
   const loaded = await loadConfig(positionals[0]!);
   const r = new Reporter(io, values.events === true);
   for (const w of loaded.warnings) r.event('warning', { message: w }, `WARNING: ${w}`);
@@ -244,6 +260,7 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
       'log-dir': { type: 'string' },
       disk: { type: 'string' },
       control: { type: 'string' },
+      'exit-with-parent': { type: 'boolean' },
       console: { type: 'boolean' },
       events: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
@@ -255,6 +272,7 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
   }
   if (positionals.length !== 1) throw new UsageError('expected one configuration file');
   if (values.join === undefined) throw new UsageError('--join <host:port> is required');
+  if (values['exit-with-parent']) exitWithParent();
   const join = hostPort('--join', values.join);
   const listen = hostPort('--listen', values.listen ?? '127.0.0.1:0');
   const loaded = await loadConfig(positionals[0]!);

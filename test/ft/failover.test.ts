@@ -7,12 +7,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { FileArbiter, KvClient, LoadGenerator, verifyStore } from '../../src/index.js';
+import { spawn as spawnProcess } from 'node:child_process';
 import { connect } from 'node:net';
 import { connectChannel } from '../../src/protocol/channel.js';
 import { FRAME_MAGIC } from '../../src/protocol/frame.js';
 import { makeCerts, opensslMissing } from '../protocol/helpers.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
-import { exited, killAll, kvConfig, launch, replayReceived, type Proc } from '../helpers/ft-pair.js';
+import { exited, killAll, kvConfig, launch, replayReceived, root, type Proc } from '../helpers/ft-pair.js';
 
 const KILLS = Number(process.env.LOCKSTEP_FT_KILLS ?? 20);
 const tmp = mkdtempSync(join(tmpdir(), 'lockstep-ft-'));
@@ -250,6 +251,34 @@ describe('fault-tolerant pair (processes)', () => {
     expect(secondary.events.some((e) => e.event === 'go-live')).toBe(false);
     await expect(c.set('y', '2')).rejects.toThrow();
     await c.close();
+  }, 60_000);
+
+  it('--exit-with-parent: a VM half whose agent is SIGKILLed goes too, as it would with its host', async () => {
+    const dir = join(tmp, 'orphan');
+    mkdirSync(dir);
+    const cfg = await kvConfig(dir);
+    // A stand-in agent: starts the primary and reports its pid.
+    const script = `const { spawn } = require('node:child_process');
+      const c = spawn(process.execPath, [${JSON.stringify(join(root, 'dist', 'cli', 'main.js'))}, 'primary', ${JSON.stringify(cfg.path)}, '--exit-with-parent', '--events'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      c.stderr.on('data', (d) => { if (String(d).includes('"listening"')) console.log(c.pid); });
+      setInterval(() => {}, 1000);`;
+    const agent = spawnProcess(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const pid = await new Promise<number>((resolve, reject) => {
+      agent.stdout!.once('data', (d: Buffer) => resolve(Number(String(d).trim())));
+      setTimeout(() => reject(new Error('the primary did not start')), 20_000);
+    });
+    const alive = () => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    expect(alive()).toBe(true);
+    agent.kill('SIGKILL');
+    for (let i = 0; i < 100 && alive(); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(alive()).toBe(false);
   }, 60_000);
 
   it('a partition of the logging channel leaves exactly one side live; the loser halts', async () => {

@@ -85,7 +85,7 @@ export class VmProcess extends EventEmitter {
     this.join = o.join ?? null;
     const [cmd, ...pre] = o.command;
     // The operations API (test failover, restart secondary) on loopback: only this agent talks to it.
-    const control = ['--control', '127.0.0.1:0'];
+    const control = ['--control', '127.0.0.1:0', '--exit-with-parent'];
     const args =
       o.role === 'primary'
         ? ['primary', o.configPath, '--listen', `${o.ftHost}:0`, ...control, '--events']
