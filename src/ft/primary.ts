@@ -21,6 +21,11 @@ const PAGES_PER_MESSAGE = 256;
 /** Disk pre-copy: chunks are 64 KiB (the addon's tracking unit); a round with this few ends it. */
 const DISK_CHUNK = 64 * 1024;
 const DISK_CONVERGED_CHUNKS = 16;
+/**
+ * RELEASE notices go out at most this often: one per acknowledgement would double the channel's small
+ * writes. Outputs released in the last few milliseconds before a failover may then be emitted twice.
+ */
+const RELEASE_NOTICE_MS = 5;
 
 /** Options shared by both halves of a pair. */
 export interface FtCommonOptions {
@@ -724,14 +729,14 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       this.machine[internal].emitOutputs(out);
       this.#releasedLsn = lsn;
       if (held > 0 && oldest !== undefined) this.emit('release', now - oldest);
-      // Tell the secondary soon (coalesced per event-loop turn): what it knows was released, it need not
-      // re-emit at a go-live.
+      // Tell the secondary soon (at most every RELEASE_NOTICE_MS): what it knows was released it need not
+      // re-emit at a go-live. Less often costs duplicates after a failover, never losses.
       if (!this.#releaseScheduled) {
         this.#releaseScheduled = true;
-        setImmediate(() => {
+        setTimeout(() => {
           this.#releaseScheduled = false;
           this.#sendRelease();
-        });
+        }, RELEASE_NOTICE_MS).unref();
       }
       if (this.#recorder?.paused && this.#sentBytes - this.#ackedBytes < this.#o.maxUnackedBytes / 2) this.#recorder.resume();
       if (this.#phase === 'cloning' && this.#cloneSent) this.#inLockstep();
