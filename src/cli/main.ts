@@ -98,6 +98,13 @@ export async function main(argv: string[], io: CommandIo = { stdout: process.std
 // Run only as the executable, not when imported (tests import main()).
 const invokedAs = process.argv[1] ?? '';
 if (/[\\/](main\.(js|ts)|lockstep)$/.test(invokedAs)) {
+  // A reader that went away (`lockstep cluster status | head`) ends the output, not the process with a stack.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+      throw err;
+    });
+  }
   main(process.argv.slice(2)).then(
     (status) => {
       process.exitCode = status;
