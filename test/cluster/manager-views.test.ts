@@ -119,3 +119,19 @@ describe('placement snapshot from the store', () => {
     expect(new Placement(snapshot).audit().hard).toEqual([]);
   });
 });
+
+describe('snapshot demand', () => {
+  it('uses what a primary measurably uses when it is more than declared (MIPS, log bandwidth), else the declaration', () => {
+    const busy = { mips: 640, lagMs: 1, logBandwidth: 5e6, failovers: 0 };
+    const idle = { mips: 3, lagMs: 0, logBandwidth: 100, failovers: 0 };
+    const inv = inventory([host('h1'), host('h2')], [desired('a'), desired('b')], [
+      inst('a', 'h1', { listen: P1, stats: busy }),
+      inst('b', 'h2', { listen: P2, stats: idle }),
+    ]);
+    const views = new Map(['a', 'b'].map((id) => [id, pairView(id, inv)]));
+    const { snapshot } = buildSnapshot(inv, views);
+    const demand = Object.fromEntries(snapshot.vms.map((v) => [v.id, v.demand]));
+    expect(demand.a).toMatchObject({ mips: 640, logBandwidth: 5e6, memoryBytes: 2 ** 24 });
+    expect(demand.b).toMatchObject({ mips: 100, logBandwidth: 1e6 });
+  });
+});

@@ -225,7 +225,18 @@ export function buildSnapshot(inv: Inventory, views: ReadonlyMap<string, PairVie
   const vms: VmSpec[] = [];
   for (const d of [...inv.desired.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))) {
     const v = views.get(d.id);
-    const spec: VmSpec = { id: d.id, demand: { ...d.demand }, vcpus: d.vcpus, ft: d.ft };
+    // Demand as DRS sees it: what the VM was declared to need, or what its primary measurably uses if
+    // more (MIPS and FT logging bandwidth from the instance's stats); memory stays as declared.
+    const measured = v?.primary?.stats;
+    const spec: VmSpec = {
+      id: d.id,
+      demand: {
+        ...d.demand,
+        ...(measured ? { mips: Math.max(d.demand.mips, measured.mips), logBandwidth: Math.max(d.demand.logBandwidth, measured.logBandwidth) } : {}),
+      },
+      vcpus: d.vcpus,
+      ft: d.ft,
+    };
     if (v?.primary !== undefined) spec.host = v.primary.host;
     if (v?.secondary !== undefined && d.ft) spec.secondaryHost = v.secondary.host;
     if (d.registeredHost !== undefined && inv.hosts.has(d.registeredHost)) spec.registeredHost = d.registeredHost;
