@@ -1,0 +1,70 @@
+// Legacy mode (no compatibility baseline, as vSphere before 5): an FT VM's primary powers on only on its
+// registered host, its secondary is placed automatically, and the pair is never moved by load balancing,
+// even by an automatic manager and with empty hosts next to a loaded one.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { EtcdStore } from '../../src/cluster/store/etcd-store.js';
+import { etcdAvailability, startEtcd, type EtcdServer } from '../helpers/etcd.js';
+import { StoreChecker, allProtected, killGroups, kvVmConfig, look, openEtcd, runCli, startAgent, startManager, tokenFile, until, type GroupProc } from '../helpers/cluster.js';
+
+const etcdOk = etcdAvailability();
+if (!etcdOk.ok) console.warn(`skipping the legacy-mode test: ${etcdOk.why}`);
+
+describe.skipIf(!etcdOk.ok)('manager in legacy mode', () => {
+  let etcd: EtcdServer;
+  let store: EtcdStore;
+  let tmp: string;
+  const procs: GroupProc[] = [];
+
+  beforeAll(async () => {
+    tmp = mkdtempSync(join(tmpdir(), 'lockstep-legacy-'));
+    etcd = await startEtcd();
+    store = await openEtcd(etcd.endpoint);
+  }, 60_000);
+
+  afterAll(async () => {
+    await killGroups(procs);
+    await store?.close();
+    await etcd?.dispose();
+    rmSync(tmp, { recursive: true, force: true });
+  }, 30_000);
+
+  it('powers primaries on their registered host only and never balances FT pairs', async () => {
+    const spec = `etcd:${etcd.endpoint}`;
+    const tok = tokenFile(tmp);
+    const agent = async (id: string) => procs.push(await startAgent({ id, store: spec, tokenFile: tok.path, dir: join(tmp, id) }));
+    await Promise.all(['h1', 'h2'].map(agent));
+    procs.push(await startManager('m-legacy', spec, tok.path, ['--mode', 'legacy', '--automation', 'automatic', '--balance-interval-ms', '300']));
+    const checker = new StoreChecker(store);
+    try {
+      for (const id of ['kv1', 'kv2']) {
+        const vm = await kvVmConfig(tmp, id, etcd.endpoint);
+        expect((await runCli(['cluster', 'create-vm', vm.path, '--store', spec, '--registered-host', 'h2', '--mips', '400'])).code).toBe(0);
+      }
+      const views = await until('both VMs protected', 30_000, async () => {
+        const { inv, views } = await look(store);
+        return views.length === 2 && allProtected(inv, views) ? views : undefined;
+      });
+      // Both primaries on their registered host; the secondaries wherever the rules allow (h1).
+      expect(views.map((v) => [v.vm, v.primary?.host, v.secondary?.host])).toEqual([
+        ['kv1', 'h2', 'h1'],
+        ['kv2', 'h2', 'h1'],
+      ]);
+      // Empty hosts join; an automatic manager in integrated mode would spread the halves now.
+      await Promise.all(['h3', 'h4'].map(agent));
+      await new Promise((r) => setTimeout(r, 3_000));
+      const l = await look(store);
+      expect(l.inv.events.filter((e) => e.action === true && (e.kind === 'move-secondary' || e.kind === 'switch-primary'))).toEqual([]);
+      expect(l.views.map((v) => [v.vm, v.primary?.host, v.secondary?.host])).toEqual([
+        ['kv1', 'h2', 'h1'],
+        ['kv2', 'h2', 'h1'],
+      ]);
+      checker.stop();
+      expect(checker.violations).toEqual([]);
+    } finally {
+      checker.stop();
+    }
+  }, 120_000);
+});
