@@ -7,7 +7,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { FileArbiter, FtPrimary, FtSecondary, KvClient, LoadGenerator, Machine, attachVmNetwork, createVmMachine, type VmSpec } from 'lockstep';
+import { FileArbiter, FtPrimary, FtSecondary, KvClient, LoadGenerator, Machine, attachVmNetwork, createVmMachine, parseElf, type VmSpec } from 'lockstep';
 import { ROOT as root } from './paths.js';
 
 // The CLI's process launcher, from the built package (the benchmark drives real `lockstep` processes).
@@ -24,11 +24,12 @@ const pct = (xs: number[], p: number) => {
 let pairs = 0;
 
 /** An in-process pair around `spec` (the secondary in this process too: two vCPU threads). */
-async function pair(spec: VmSpec, onPrimary: (p: FtPrimary) => void = () => {}) {
+async function pair(spec: VmSpec, onPrimary: (p: FtPrimary) => void = () => {}, prepare: (m: Machine) => void = () => {}) {
   const dir = join(tmp, `arb-${pairs++}`);
   mkdirSync(dir);
   const machine = createVmMachine(spec);
   machine.load(readFileSync(spec.guest));
+  prepare(machine);
   const arbiter = new FileArbiter({ dir });
   const primary = new FtPrimary({ machine, vmId: 'bench', key, arbiter, hashInterval: 2 ** 26 });
   onPrimary(primary);
@@ -246,11 +247,17 @@ async function outages(n: number) {
   return out;
 }
 
-async function clonePause(mib: number) {
-  // A guest that keeps writing memory (mixed) while the clone runs: the pause covers its last dirty pages.
-  const spec: VmSpec = { id: 'bench', guest: guest('mixed'), memory: mib << 20, clock: 'real' };
-  let report: { pauseMs: number; pages: number; rounds: number } | undefined;
-  const { primary, secondary, machine } = await pair(spec, (p) => p.once('cloned', (r) => (report = r)));
+async function clonePause(mib: number, workload: string) {
+  // A guest that keeps writing memory while the clone runs: the pause covers its last dirty pages.
+  // `mixed` dirties a few pages; `memtouch` a word of every page of 48 MiB, over and over (the worst case).
+  const spec: VmSpec = { id: 'bench', guest: guest(workload), memory: mib << 20, clock: 'real' };
+  let report: { pauseMs: number; pages: number; rounds: number; totalMs: number } | undefined;
+  // memtouch runs until stopped here (its round count is a patchable variable).
+  const endless = (m: Machine) => {
+    const sym = parseElf(readFileSync(spec.guest), { base: 0x8000_0000, size: spec.memory }).symbols.get('memtouch_rounds');
+    if (sym !== undefined) m.writeMemory(sym, Uint8Array.of(0xff, 0xff, 0xff, 0x7f));
+  };
+  const { primary, secondary, machine } = await pair(spec, (p) => p.once('cloned', (r) => (report = r)), endless);
   await primary.stop();
   await secondary.stop();
   machine.close();
@@ -334,12 +341,14 @@ if (sections.has('hostloss')) {
   results.hostLoss = rows;
 }
 if (sections.has('clone')) {
-console.log('clone of a running guest (mixed), iterative pre-copy');
+console.log('clone of a running guest, iterative pre-copy');
 const clones = [];
-for (const mib of [64, 256]) {
-  const r = await clonePause(mib);
-  clones.push({ mib, ...r });
-  console.log(`  ${mib} MiB: pause ${r.pauseMs.toFixed(2)} ms, ${r.pages} pages in ${r.rounds} rounds`);
+for (const workload of ['mixed', 'memtouch']) {
+  for (const mib of [64, 256]) {
+    const r = await clonePause(mib, workload);
+    clones.push({ mib, workload, ...r });
+    console.log(`  ${workload.padEnd(8)} ${String(mib).padStart(3)} MiB: pause ${r.pauseMs.toFixed(2)} ms, ${r.pages} pages in ${r.rounds} rounds, clone ${r.totalMs.toFixed(0)} ms`);
+  }
 }
 results.clone = clones;
 }

@@ -514,8 +514,13 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
   // copyPages(first: boolean): Uint8Array — idle: a whole round at once (the final stop-and-copy).
   Napi::Value JsCopyPages(const Napi::CallbackInfo& info) {
     if (!Usable(info)) return info.Env().Undefined();
-    const std::vector<uint8_t> pages = vcpu_->copy_pages(info.Length() > 0 && info[0].ToBoolean().Value());
-    return Napi::Buffer<uint8_t>::Copy(info.Env(), pages.data(), pages.size());
+    // Handed to JS without a copy (the stop-and-copy pause is the time this takes): the Buffer owns it.
+    auto* pages = new std::vector<uint8_t>(vcpu_->copy_pages(info.Length() > 0 && info[0].ToBoolean().Value()));
+    if (pages->empty()) {
+      delete pages;
+      return Napi::Buffer<uint8_t>::New(info.Env(), 0);
+    }
+    return Napi::Buffer<uint8_t>::New(info.Env(), pages->data(), pages->size(), [](Napi::Env, uint8_t*, std::vector<uint8_t>* v) { delete v; }, pages);
   }
   // writePages(pages: Uint8Array): string | null — applies [u32 index][4096 bytes]… (idle); validated
   // completely before any page is written.

@@ -20,6 +20,7 @@ constexpr uint64_t kSlice = 1u << 22;
 constexpr size_t kConsoleFlushBytes = 16 * 1024;
 // A pre-copy round copies at most this many pages between two slices (2 MiB: well under a millisecond).
 constexpr uint32_t kPrecopyChunkPages = 512;
+constexpr uint64_t kPrecopySlice = 1u << 18;
 // The output rule's coalescing window: a held output's batch is sealed at most this many instructions
 // later (about 30 µs at 1000 MIPS), or when the guest waits.
 constexpr uint64_t kOutputWindow = 1u << 15;
@@ -384,6 +385,9 @@ RunReport VcpuThread::run_to(uint64_t target) {
     m.block_poll();  // completions the disk finished, delivered (and logged) at this boundary
     uint64_t slice_end = std::min(target, cpu.instret + kSlice);
     if (recording && hash_interval_) slice_end = std::min(slice_end, (cpu.instret / hash_interval_ + 1) * hash_interval_);
+    // A pre-copy round copies a chunk per slice boundary: shorter slices while it lasts, so a round over
+    // a large memory takes milliseconds of guest time, not seconds.
+    if (do_copy) slice_end = std::min(slice_end, cpu.instret + kPrecopySlice);
     const auto slice_began = std::chrono::steady_clock::now();
     const RunStop stop = m.run(slice_end);
     progress_.store(cpu.instret, std::memory_order_relaxed);
@@ -742,29 +746,33 @@ void VcpuThread::copy_dirty(uint32_t max_pages) {
     std::lock_guard<std::mutex> lock(mu_);
     first = precopy_first_;
   }
-  std::vector<uint8_t> chunk;
-  uint32_t copied = 0;
-  uint32_t p = precopy_cursor_;
   const uint8_t want = first ? kDirtyEver : kDirtyCopy;
-  for (; p < npages && copied < max_pages; p++) {
+  // Count first, then copy once into place: a stop-and-copy of tens of MiB must not reallocate as it goes.
+  uint32_t p = precopy_cursor_;
+  uint32_t count = 0;
+  for (uint32_t q = p; q < npages && count < max_pages; q++) count += (dirty[q] & want) ? 1 : 0;
+  std::unique_lock<std::mutex> out_lock(precopy_mu_);
+  const size_t base = precopy_out_.size();
+  precopy_out_.resize(base + static_cast<size_t>(count) * (4 + kPage));
+  uint8_t* dst = precopy_out_.data() + base;
+  uint32_t copied = 0;
+  for (; p < npages && copied < count; p++) {
     if (!(dirty[p] & want)) continue;
-    const size_t at = chunk.size();
-    chunk.resize(at + 4 + kPage);
-    std::memcpy(chunk.data() + at, &p, 4);
-    std::memcpy(chunk.data() + at + 4, machine_->ram() + static_cast<size_t>(p) * kPage, kPage);
+    std::memcpy(dst, &p, 4);
+    std::memcpy(dst + 4, machine_->ram() + static_cast<size_t>(p) * kPage, kPage);
+    dst += 4 + kPage;
     cpu.clean(p, kDirtyCopy);
     copied++;
   }
+  // Past the last copied page, skip clean pages up to the next dirty one (or the end).
+  while (p < npages && !(dirty[p] & want)) p++;
   precopy_cursor_ = p;
   const bool done = p >= npages;
+  if (done) precopy_done_ = true;
+  out_lock.unlock();
   if (done) {
     std::lock_guard<std::mutex> lock(mu_);
     precopy_active_ = false;
-  }
-  {
-    std::lock_guard<std::mutex> lock(precopy_mu_);
-    precopy_out_.insert(precopy_out_.end(), chunk.begin(), chunk.end());
-    if (done) precopy_done_ = true;
   }
   if (copied || done) doorbell_();
 }

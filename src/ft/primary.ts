@@ -527,6 +527,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     let { rounds, pages, bytes, first } = c;
     const separate = this.#o.separateDisk !== undefined;
     // Iterative pre-copy while the guest runs.
+    let previous = Infinity;
     for (;;) {
       const n = await this.#precopyRound(ch, first);
       if (this.#channel !== ch) return;
@@ -534,10 +535,17 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       pages += n;
       bytes += n * 4100;
       first = false;
+      if (this.#phase === 'ended' || this.#phase === 'halted') return this.#abandonClone(ch);
       if (n <= PRECOPY_CONVERGED_PAGES || rounds >= PRECOPY_MAX_ROUNDS) break;
+      // Not converging (the guest dirties pages about as fast as they are sent): slow the guest down,
+      // more each round, so the last dirty set — what the pause copies — shrinks (VMware's "stun during
+      // page send"). Lifted after the stop-and-copy.
+      if (rounds >= 2 && n > previous / 2) native.setThrottle(Math.min(0.95, 0.3 * (rounds - 1)));
+      previous = n;
     }
     // Stop-and-copy: the pause covers copying the last dirty pages and the hart and devices, and starting
     // the log; sending happens after the guest runs again.
+    if ((this.#phase as Phase) === 'ended' || (this.#phase as Phase) === 'halted') return this.#abandonClone(ch);
     let finalPages: Uint8Array = new Uint8Array(0);
     let state: Uint8Array = new Uint8Array(0);
     let pauseMs = 0;
@@ -556,7 +564,10 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
         done = true;
       });
       pauseMs = performance.now() - t0;
-      if (done) break;
+      if (done) {
+        native.setThrottle(0); // lag control takes over from here
+        break;
+      }
       await sleep(1);
       if (this.#channel !== ch) return;
     }
@@ -572,6 +583,14 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     this.#queued = [];
     this.#lastPause = pauseMs;
     this.#cloneReport = { rounds: rounds + 1, pages, bytes, pauseMs };
+  }
+
+  /** The guest ended (or this side halted) during a clone: nothing to protect; the joiner is dismissed. */
+  #abandonClone(ch: Channel): void {
+    this.machine[internal].native.setThrottle(0);
+    ch.send({ type: 'bye', reason: 'the guest ended during the clone' });
+    if (this.#channel === ch) this.#dropSecondary();
+    ch.close('the guest ended during the clone');
   }
 
   #sendPages(ch: Channel, buf: Uint8Array): void {
