@@ -127,8 +127,7 @@ bool VcpuThread::attach_tap(const std::string& name, std::string* error) {
 
 void VcpuThread::net_transmit(const uint8_t* frame, size_t n) {
   if (gate_hint_.load(std::memory_order_acquire)) {
-    Held h{0, Held::Kind::kFrame, std::vector<uint8_t>(frame, frame + n), {}};
-    if (hold_output(std::move(h))) return;
+    if (hold_output(Held::Kind::kFrame, frame, n, nullptr)) return;
   }
 #ifdef __linux__
   if (tap_fd_ >= 0) {
@@ -192,8 +191,7 @@ void VcpuThread::shutdown() {
 
 void VcpuThread::write(const uint8_t* data, size_t n) {
   if (gate_hint_.load(std::memory_order_acquire)) {
-    Held h{0, Held::Kind::kConsole, std::vector<uint8_t>(data, data + n), {}};
-    if (hold_output(std::move(h))) return;
+    if (hold_output(Held::Kind::kConsole, data, n, nullptr)) return;
   }
   console_buf_.insert(console_buf_.end(), data, data + n);
   if (console_buf_.size() >= kConsoleFlushBytes) flush_console();
@@ -550,41 +548,39 @@ uint64_t VcpuThread::output_tag() {
   return encoder_.next_lsn();
 }
 
-bool VcpuThread::hold_output(Held&& h) {
-  const bool replay = machine_->log_mode() == LogMode::kReplay;
-  const uint64_t tag = (replay || machine_->log_mode() == LogMode::kRecord) ? output_tag() : 0;
+bool VcpuThread::hold_output(Held::Kind kind, const uint8_t* data, size_t n, BlockFile::Request* block) {
+  const LogMode mode = machine_->log_mode();
+  const bool replay = mode == LogMode::kReplay;
+  const uint64_t tag = (replay || mode == LogMode::kRecord) ? output_tag() : 0;
   std::lock_guard<std::mutex> lock(gate_mu_);
   // gate_ and shadow_ are the truth (gate_hint_ only a fast peek): an output that raced with the gate
   // opening goes out at once instead of waiting for a release that will not come.
   if (replay ? !shadow_ : !gate_) return false;
+  // Only writes change what the disk holds, so only writes are outputs. A read or a flush may pass when
+  // no write is held (a read must see every earlier write; a flush covers only writes that already
+  // completed, which were released before they could complete); behind a held write they wait.
+  if (block && block->op != BlockFile::Op::kWrite && held_blocks_ == 0) return false;
   if (replay && tag < shadow_released_) return true;  // the primary released it: nothing to re-emit
-  h.lsn = tag;
-  if (h.kind == Held::Kind::kConsole && !held_.empty() && held_.back().kind == Held::Kind::kConsole && held_.back().lsn == tag) {
-    held_.back().bytes.insert(held_.back().bytes.end(), h.bytes.begin(), h.bytes.end());
+  // Console bytes arrive one at a time: they extend the entry of their batch without a new allocation.
+  if (kind == Held::Kind::kConsole && !held_.empty() && held_.back().kind == Held::Kind::kConsole && held_.back().lsn == tag) {
+    held_.back().bytes.insert(held_.back().bytes.end(), data, data + n);
     return true;
   }
-  if (h.kind == Held::Kind::kBlock) held_blocks_++;
+  Held h{tag, kind, std::vector<uint8_t>(data, data + n), {}};
+  if (block) {
+    h.block = std::move(*block);
+    held_blocks_++;
+  }
   held_.push_back(std::move(h));
   return true;
 }
 
 void VcpuThread::net_suppressed(const uint8_t* frame, size_t n) {
-  if (!gate_hint_.load(std::memory_order_acquire)) return;
-  hold_output(Held{0, Held::Kind::kFrame, std::vector<uint8_t>(frame, frame + n), {}});
+  if (gate_hint_.load(std::memory_order_acquire)) hold_output(Held::Kind::kFrame, frame, n, nullptr);
 }
 
 bool VcpuThread::hold_block(BlockFile::Request& r) {
-  {
-    std::lock_guard<std::mutex> lock(gate_mu_);
-    // Only writes change what the disk holds, so only writes are outputs. A read or a flush may pass
-    // when no write is held (a read must see every earlier write; a flush covers only writes that
-    // already completed, which were released before they could complete); behind a held write they wait.
-    if (!gate_ || (r.op != BlockFile::Op::kWrite && held_blocks_ == 0)) return false;
-  }
-  Held h{0, Held::Kind::kBlock, {}, std::move(r)};
-  if (hold_output(std::move(h))) return true;
-  r = std::move(h.block);  // the gate opened meanwhile: hold_output left h alone; submit it now
-  return false;
+  return gate_hint_.load(std::memory_order_acquire) && hold_output(Held::Kind::kBlock, nullptr, 0, &r);
 }
 
 void VcpuThread::release_locked(uint64_t lsn, Outputs* out) {

@@ -151,7 +151,9 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
     BlockFile::Request block;
   };
   uint64_t output_tag();            // vCPU thread: the lsn an output produced now depends on
-  bool hold_output(Held&& h);       // vCPU thread: false if the gate (or shadow) is open: emit it now
+  /// vCPU thread: holds an output (bytes, or *block, moved in only when held). False: emit it now (the
+  /// gate or shadow is open, or a disk read/flush that no held write must precede).
+  bool hold_output(Held::Kind kind, const uint8_t* data, size_t n, BlockFile::Request* block);
   void release_locked(uint64_t lsn, Outputs* out);  // caller holds gate_mu_
   void copy_dirty(uint32_t max_pages);  // vCPU thread or idle host: one chunk of a pre-copy round
   void pace(std::chrono::steady_clock::time_point slice_began);  // lag control
