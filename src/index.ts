@@ -16,6 +16,8 @@ export {
   EndReason,
   LOG_FORMAT_VERSION,
   parseBatch,
+  batchSizeAt,
+  batchLsn,
   decodeRecords,
   encodeBatch,
 } from './log/format.js';

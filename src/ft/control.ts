@@ -97,11 +97,6 @@ export function describeStatus(s: ProtectionStatus): string {
   return s.detail ? `${text[s.reason]}: ${s.detail}` : text[s.reason];
 }
 
-/** Reads the lsn of a sealed log batch (u64 little-endian at byte 8). */
-export function batchLsn(batch: Uint8Array): bigint {
-  return new DataView(batch.buffer, batch.byteOffset, batch.byteLength).getBigUint64(8, true);
-}
-
 /** A page list as the addon writes it ([u32 index][4096 bytes]…) → the protocol's page records. */
 export function pagesFromNative(buf: Uint8Array): { index: number; data: Uint8Array }[] {
   const out: { index: number; data: Uint8Array }[] = [];

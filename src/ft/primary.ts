@@ -11,7 +11,8 @@ import type { RunResult } from '../machine/types.js';
 import { ChannelServer, type Channel, type ChannelOptions, type Message } from '../protocol/channel.js';
 import type { Arbiter } from './arbiter.js';
 import { publishPrimary } from './diagnostics.js';
-import { FT_DEFAULTS, FailureDetector, LagController, batchLsn, describeStatus, pagesFromNative, type ProtectionStatus } from './control.js';
+import { batchLsn } from '../log/format.js';
+import { FT_DEFAULTS, FailureDetector, LagController, describeStatus, pagesFromNative, type ProtectionStatus } from './control.js';
 
 /** A pre-copy round with fewer dirty pages than this ends the pre-copy: the rest goes in the pause. */
 const PRECOPY_CONVERGED_PAGES = 256;
@@ -284,7 +285,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       const mine = this.#epoch;
       const cur = await this.#o.arbiter.current(this.vmId);
       if (cur && cur.epoch > mine && this.#epoch === mine && (this.#phase as Phase) !== 'recovering') {
-        this.#halt(`epoch ${cur.epoch} of VM ${this.vmId} was claimed by ${cur.owner ?? 'another side'}; this primary holds ${mine}`, false);
+        this.#halt(`epoch ${cur.epoch} of VM ${this.vmId} was claimed by ${cur.owner ?? 'another side'}; this primary holds ${mine}`);
       }
     } catch {
       // unavailable: keep running (the arbiter is consulted again on the next tick and on any loss)
@@ -340,7 +341,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     ch.send({ type: 'go-live', epoch: BigInt(this.#epoch + 1), reason: 'test failover' });
     const listen = this.#secondaryListen;
     this.emit('handed-over', listen === undefined ? { epoch: this.#epoch + 1 } : { epoch: this.#epoch + 1, listen });
-    this.#halt('handed over to the secondary (test failover)', false);
+    this.#halt('handed over to the secondary (test failover)');
   }
 
   /**
@@ -380,7 +381,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   /** Stops everything: the guest, the channel, the listener. The secondary is dismissed (it will not go live). */
   async stop(): Promise<void> {
     if (this.#channel && !this.#channel.closed) this.#channel.send({ type: 'bye', reason: 'primary stopped' });
-    this.#halt('stopped', false);
+    this.#halt('stopped');
     await this.#runLoop;
     await this.#server?.close();
   }
@@ -397,7 +398,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       try {
         r = await this.machine.run();
       } catch (err) {
-        this.#halt(`the machine failed: ${(err as Error).message}`, false);
+        this.#halt(`the machine failed: ${(err as Error).message}`);
         return;
       }
       if (r.kind === 'stopped') {
@@ -717,17 +718,20 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     }
     const now = performance.now();
     if (lsn > this.#ackedLsn) {
-      const sent = this.#sentAt.get(lsn);
+      // The batches this ack covers, oldest first (the map is in send order): the latest gives the round
+      // trip, the oldest how long the oldest output released now was held at least.
+      let oldest: number | undefined;
+      let sent: number | undefined;
+      for (const [k, t] of this.#sentAt) {
+        if (k > lsn) break;
+        oldest ??= t;
+        if (k === lsn) sent = t;
+        this.#sentAt.delete(k);
+      }
       if (sent !== undefined) {
         this.#lastAckLatency = now - sent;
         this.emit('ack', this.#lastAckLatency);
       }
-      for (const k of this.#sentAt.keys()) {
-        if (k > lsn) break;
-        if (k < lsn) this.#sentAt.delete(k);
-      }
-      const oldest = this.#sentAt.get(lsn);
-      this.#sentAt.delete(lsn);
       this.#ackedLsn = lsn;
       this.#ackedBytes = Math.max(this.#ackedBytes, bytes);
       this.#secondaryInstret = instret;
@@ -858,7 +862,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       try {
         const r = await this.#o.arbiter.claim(this.vmId, want, this.#owner);
         if (!r.won) {
-          this.#halt(`the secondary went live: epoch ${want} belongs to ${r.holder.owner ?? 'another side'}`, false);
+          this.#halt(`the secondary went live: epoch ${want} belongs to ${r.holder.owner ?? 'another side'}`);
           return;
         }
         won = true;
@@ -896,7 +900,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     if (this.#phase === 'alone') this.#setPhase(phase);
   }
 
-  #halt(reason: string, _emitOutputs: boolean): void {
+  #halt(reason: string): void {
     if (this.#phase === 'halted') return;
     this.#setPhase('halted');
     this.#hold = true;

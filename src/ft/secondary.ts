@@ -9,10 +9,19 @@ import { internal, type Machine } from '../machine/machine.js';
 import type { RunResult } from '../machine/types.js';
 import { connectChannel, type Channel, type Message } from '../protocol/channel.js';
 import { publishSecondary } from './diagnostics.js';
-import { FT_DEFAULTS, FailureDetector, batchLsn, pagesToNative } from './control.js';
-import { FtError, FtPrimary, type FtCommonOptions, type FtPrimaryOptions } from './primary.js';
+import { BATCH_MAX_LENGTH, BATCH_HEADER, batchLsn, batchSizeAt } from '../log/format.js';
+import { FT_DEFAULTS, FailureDetector, pagesToNative } from './control.js';
+import { FtPrimary, type FtCommonOptions, type FtPrimaryOptions } from './primary.js';
 
 const U64_MAX = (1n << 64n) - 1n;
+
+/**
+ * The replay reached the guest's own end (an exit, trap or halt, or the end record the primary logged):
+ * the pair is over, there is nothing to go live for.
+ */
+function guestEnded(r: RunResult): boolean {
+  return (r.kind === 'end-of-log' && r.recorded !== undefined) || r.kind === 'exit' || r.kind === 'trap' || r.kind === 'halted';
+}
 
 export interface FtSecondaryOptions extends FtCommonOptions {
   /** The primary's logging-channel address. */
@@ -203,18 +212,17 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
           closeSync(this.#diskFd);
           this.#diskFd = undefined;
         }
-        return this.#cloneFinal(ch, m.state, m.meta);
+        return this.#cloneFinal(ch, m.state);
       case 'clone-done':
         return;
       case 'log': {
         if (this.#phase !== 'replaying' || !this.#machine) return this.#violation(ch, 'log before the clone finished');
         // One or more whole batches; each is checked again (CRC, records) by the replayer before use.
         const all = m.batches;
-        const dv = new DataView(all.buffer, all.byteOffset, all.byteLength);
         for (let at = 0; at < all.length; ) {
-          if (all.length - at < 48) return this.#violation(ch, `a log frame ends with ${all.length - at} bytes of a batch header`);
-          const size = 48 + dv.getUint32(at, true);
-          if (size > 48 + (1 << 20) || at + size > all.length) return this.#violation(ch, `a log batch of ${size} bytes overruns its frame`);
+          const size = batchSizeAt(all, at);
+          if (size === undefined) return this.#violation(ch, `a log frame ends with ${all.length - at} bytes of a batch header`);
+          if (size > BATCH_HEADER + BATCH_MAX_LENGTH || at + size > all.length) return this.#violation(ch, `a log batch of ${size} bytes overruns its frame`);
           const b = all.subarray(at, at + size);
           at += size;
           const lsn = batchLsn(b);
@@ -277,7 +285,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     }
   }
 
-  #cloneFinal(ch: Channel, state: Uint8Array, _meta: Record<string, unknown>): void {
+  #cloneFinal(ch: Channel, state: Uint8Array): void {
     const machine = this.#machine;
     if (this.#phase !== 'cloning' || !machine) return this.#violation(ch, 'clone-final outside a clone');
     try {
@@ -301,7 +309,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     if (this.#phase === 'going-live' || this.#phase === 'left' || this.#phase === 'halted') return; // handled there
     // The guest ended as the log says it did (a replay reports the guest's own exit, trap or halt, or the
     // recorded end): the pair is over.
-    if ((r.kind === 'end-of-log' && r.recorded !== undefined) || r.kind === 'exit' || r.kind === 'trap' || r.kind === 'halted') {
+    if (guestEnded(r)) {
       this.#phase = 'ended';
       this.#stopTimer();
       this.#channel?.close('the guest ended');
@@ -387,7 +395,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     })();
     const r = await this.#run!;
     if (r.kind === 'divergence') return this.#halt(`diverged from the primary while draining the log: ${r.message}`);
-    if ((r.kind === 'end-of-log' && r.recorded !== undefined) || r.kind === 'exit' || r.kind === 'trap' || r.kind === 'halted') {
+    if (guestEnded(r)) {
       this.#phase = 'ended';
       this.emit('ended', r);
       return;
@@ -476,4 +484,3 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
   }
 }
 
-export { FtError };

@@ -401,6 +401,20 @@ export function parseBatch(bytes: Uint8Array, offset: number, expectedLsn: bigin
   return parseBatchAt(bytes, offset, expectedLsn, 0, true);
 }
 
+/**
+ * Byte length of the batch (header and records) that starts at `offset` in a stream of batches, once its
+ * header is there (undefined before). It only delimits: parseBatch, or the native replayer, validates.
+ */
+export function batchSizeAt(bytes: Uint8Array, offset: number): number | undefined {
+  if (bytes.length - offset < BATCH_HEADER) return undefined;
+  return BATCH_HEADER + new DataView(bytes.buffer, bytes.byteOffset + offset, BATCH_HEADER).getUint32(BATCH_LENGTH, true);
+}
+
+/** The lsn in a batch's header. */
+export function batchLsn(batch: Uint8Array): bigint {
+  return new DataView(batch.buffer, batch.byteOffset, BATCH_HEADER).getBigUint64(BATCH_LSN, true);
+}
+
 /** Recomputes and stores the CRC of a whole batch in place, e.g. after deliberately altering records. */
 export function sealBatch(batch: Uint8Array): Uint8Array {
   view(batch).setUint32(BATCH_CRC, crc32c(batch.subarray(BATCH_CRC_START)), true);

@@ -5,10 +5,10 @@ import { OptionError } from '../errors.js';
 import { internal, type Machine } from '../machine/machine.js';
 import type { RunResult } from '../machine/types.js';
 import { ByteRingReader, allocateRing } from '../native/ring.js';
+import { batchSizeAt } from './format.js';
 
 /** Default state-hash interval: every 2^26 instructions (about 65 ms of guest time at 1000 MIPS). */
 export const DEFAULT_HASH_INTERVAL = 2 ** 26;
-const BATCH_HEADER = 48;
 const END_REASONS = { exit: 0, trap: 1, halted: 2, budget: 3, stopped: 4 } as const;
 
 export interface RecorderOptions {
@@ -111,10 +111,8 @@ export class Recorder extends EventEmitter<RecorderEvents> {
     let buf = this.#pending.length === 0 ? bytes : concat(this.#pending, bytes);
     let at = 0;
     for (;;) {
-      if (buf.length - at < BATCH_HEADER) break;
-      const len = new DataView(buf.buffer, buf.byteOffset + at, 4).getUint32(0, true);
-      const size = BATCH_HEADER + len;
-      if (buf.length - at < size) break;
+      const size = batchSizeAt(buf, at);
+      if (size === undefined || buf.length - at < size) break;
       const batch = buf.subarray(at, at + size);
       at += size;
       this.#bytes += size;

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Machine, Recorder, Replayer } from '../../src/index.js';
 import { internal } from '../../src/machine/machine.js';
-import { batchLsn } from '../../src/ft/control.js';
+import { batchLsn } from '../../src/log/format.js';
 
 const echo = readFileSync(new URL('../../guest/bin/echo.elf', import.meta.url));
 const machines: Machine[] = [];
@@ -19,6 +19,25 @@ function make(): Machine {
   return m;
 }
 const text = (chunks: Uint8Array[]) => Buffer.concat(chunks).toString('latin1');
+
+/**
+ * A recording primary with the gate closed that releases each batch's outputs as soon as the batch is
+ * sealed (as if acknowledged at once), keeping the batches and what each released.
+ */
+function gatedPrimary() {
+  const p = make();
+  const pn = p[internal].native;
+  const batches: Uint8Array[] = [];
+  const perLsn = new Map<bigint, string>();
+  const rec = new Recorder(p);
+  rec.on('batch', (b) => {
+    batches.push(b.slice());
+    const lsn = batchLsn(b);
+    perLsn.set(lsn, Buffer.from(pn.release(lsn).console).toString('latin1'));
+  });
+  pn.setGate(true);
+  return { p, pn, batches, perLsn, rec };
+}
 
 describe('output rule (native gate)', () => {
   it('holds console output until the batch behind it is released, in order', async () => {
@@ -53,18 +72,7 @@ describe('output rule (native gate)', () => {
   });
 
   it('a shadow secondary re-emits at go-live exactly what the primary had not released', async () => {
-    const p = make();
-    const pn = p[internal].native;
-    const batches: Uint8Array[] = [];
-    const perLsn = new Map<bigint, string>();
-    const rec = new Recorder(p);
-    // The primary releases each batch's outputs as soon as it is sealed (as if acked at once).
-    rec.on('batch', (b) => {
-      batches.push(b.slice());
-      const lsn = batchLsn(b);
-      perLsn.set(lsn, Buffer.from(pn.release(lsn).console).toString('latin1'));
-    });
-    pn.setGate(true);
+    const { p, batches, perLsn, rec } = gatedPrimary();
     const run = p.run();
     setTimeout(() => p.input('xy\n'), 20);
     setTimeout(() => p.input('zw\n'), 120);
@@ -95,17 +103,7 @@ describe('output rule (native gate)', () => {
   });
 
   it('go-live re-emits the suppressed outputs after the released lsn, and the machine then runs live', async () => {
-    const p = make();
-    const pn = p[internal].native;
-    const batches: Uint8Array[] = [];
-    const perLsn = new Map<bigint, string>();
-    const rec = new Recorder(p);
-    rec.on('batch', (b) => {
-      batches.push(b.slice());
-      const lsn = batchLsn(b);
-      perLsn.set(lsn, Buffer.from(pn.release(lsn).console).toString('latin1'));
-    });
-    pn.setGate(true);
+    const { p, batches, perLsn, rec } = gatedPrimary();
     const run = p.run();
     setTimeout(() => p.input('ab\n'), 20);
     setTimeout(() => p.input('cd\n'), 80);

@@ -1,28 +1,18 @@
 // Fixtures for fault-tolerance tests: a kvserver VM config in a temp dir, primary/secondary processes
 // of the built CLI, and the offline check that a survivor's state equals a replay of the log it got.
 import { randomBytes } from 'node:crypto';
-import { createSocket } from 'node:dgram';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Machine, Replayer } from '../../src/index.js';
-import { launch, type Proc } from '../../src/cli/demo.js';
+import { batchSizeAt } from '../../src/log/format.js';
+import { freeUdpPort, launch, type Proc } from '../../src/cli/demo.js';
 
-export { launch, type Proc };
+export { freeUdpPort, launch, type Proc };
 
 export const root = fileURLToPath(new URL('../..', import.meta.url));
 export const KVSERVER = join(root, 'guest', 'bin', 'kvserver.elf');
 
-export function freeUdpPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createSocket('udp4');
-    s.once('error', reject);
-    s.bind(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 export interface PairConfig {
   path: string;
@@ -76,10 +66,8 @@ export async function replayReceived(logDir: string, ramMiB: number, image: stri
     m.restore(readFileSync(join(logDir, 'clone.snap')));
     const rep = new Replayer(m);
     const log = readFileSync(join(logDir, 'log.bin'));
-    for (let at = 0; at + 48 <= log.length; ) {
-      const size = 48 + log.readUInt32LE(at);
+    for (let at = 0, size = batchSizeAt(log, 0); size !== undefined && at + size <= log.length; at += size, size = batchSizeAt(log, at)) {
       rep.feed(log.subarray(at, at + size));
-      at += size;
     }
     rep.end();
     const r = await m.run();
