@@ -2,7 +2,7 @@
 // compare-and-swap transaction on the key's mod revision. Never writes without a compare.
 import type { Etcd3, IKeyValue } from 'etcd3';
 import { OptionError } from '../errors.js';
-import { createEtcdClient, describeEtcdError, isEtcdDenied, type EtcdConnectionOptions } from '../cluster/store/etcd-client.js';
+import { etcdClientFor, describeEtcdError, isEtcdDenied, type EtcdConnectionOptions } from '../cluster/store/etcd-client.js';
 import {
   ArbiterError,
   DEFAULT_ARBITER_TIMEOUT_MS,
@@ -73,13 +73,9 @@ export class EtcdArbiter implements Arbiter {
     this.#prefix = prefix;
     this.#timeoutMs = timeoutMs;
     this.#maxAttempts = maxAttempts;
-    if (options.client !== undefined) {
-      this.#client = options.client;
-      this.#ownsClient = false;
-    } else {
-      this.#client = createEtcdClient({ ...options, endpoints: options.endpoints ?? [], dialTimeoutMs: options.dialTimeoutMs ?? timeoutMs });
-      this.#ownsClient = true;
-    }
+    const { client, owned } = etcdClientFor(options, timeoutMs);
+    this.#client = client;
+    this.#ownsClient = owned;
   }
 
   /** The etcd key that holds the epoch of `vmId`. */

@@ -26,6 +26,16 @@ export interface EtcdConnectionOptions {
 }
 
 /**
+ * The client a store or an arbiter uses: the caller's own (`client`, not closed by us), or one made from
+ * the connection options, dialling for at most `timeoutMs` unless `dialTimeoutMs` says otherwise.
+ * @throws OptionError naming the bad field.
+ */
+export function etcdClientFor(options: Partial<EtcdConnectionOptions> & { client?: Etcd3 | undefined }, timeoutMs: number): { client: Etcd3; owned: boolean } {
+  if (options.client !== undefined) return { client: options.client, owned: false };
+  return { client: createEtcdClient({ ...options, endpoints: options.endpoints ?? [], dialTimeoutMs: options.dialTimeoutMs ?? timeoutMs }), owned: true };
+}
+
+/**
  * Make an etcd3 client from checked options.
  * @throws OptionError naming the bad field.
  */

@@ -4,7 +4,7 @@ import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import type { Etcd3, IKeyValue, Lease, Namespace, Watcher } from 'etcd3';
 import { OptionError } from '../../errors.js';
-import { createEtcdClient, describeEtcdError, isEtcdDenied, type EtcdConnectionOptions } from './etcd-client.js';
+import { describeEtcdError, etcdClientFor, isEtcdDenied, type EtcdConnectionOptions } from './etcd-client.js';
 import { LeadershipBase, LocalDeadline } from './handles.js';
 import {
   DEFAULT_STORE_TIMEOUT_MS,
@@ -83,13 +83,9 @@ export class EtcdStore implements ClusterStore {
     if (typeof prefix !== 'string') throw new OptionError('prefix', 'must be a string such as "lockstep/"');
     this.#timeoutMs = timeoutMs;
     this.#prefix = prefix;
-    if (options.client !== undefined) {
-      this.#client = options.client;
-      this.#ownsClient = false;
-    } else {
-      this.#client = createEtcdClient({ ...options, endpoints: options.endpoints ?? [], dialTimeoutMs: options.dialTimeoutMs ?? timeoutMs });
-      this.#ownsClient = true;
-    }
+    const { client, owned } = etcdClientFor(options, timeoutMs);
+    this.#client = client;
+    this.#ownsClient = owned;
     this.#kv = this.#client.namespace(`${prefix}kv/`);
     this.#elections = this.#client.namespace(`${prefix}election/`);
   }
