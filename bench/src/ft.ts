@@ -11,7 +11,7 @@ import { FileArbiter, FtPrimary, FtSecondary, KvClient, LoadGenerator, Machine, 
 import { ROOT as root } from './paths.js';
 
 // The CLI's process launcher, from the built package (the benchmark drives real `lockstep` processes).
-const { launch } = (await import(pathToFileURL(join(root, 'dist', 'cli', 'demo.js')).href)) as typeof import('../../src/cli/demo.js');
+const { launch, freeUdpPort } = (await import(pathToFileURL(join(root, 'dist', 'cli', 'demo.js')).href)) as typeof import('../../src/cli/demo.js');
 const guest = (n: string) => join(root, 'guest', 'bin', `${n}.elf`);
 const BUDGET = 125e6;
 const tmp = mkdtempSync(join(tmpdir(), 'lockstep-bench-ft-'));
@@ -116,16 +116,7 @@ async function kvConfig(name: string, disk = true): Promise<{ cfg: string; image
   mkdirSync(join(dir, 'arbiter'), { recursive: true });
   const image = join(dir, 'kv.img');
   writeFileSync(image, Buffer.alloc(4 << 20));
-  const port = await import('node:dgram').then(
-    ({ createSocket }) =>
-      new Promise<number>((r) => {
-        const sock = createSocket('udp4');
-        sock.bind(0, '127.0.0.1', () => {
-          const p = sock.address().port;
-          sock.close(() => r(p));
-        });
-      }),
-  );
+  const port = await freeUdpPort();
   const cfg = join(dir, 'vm.json');
   writeFileSync(cfg, JSON.stringify({ vm: { id: 'kv', guest: guest('kvserver'), ramMiB: 16, clock: 'real', devices: { ...(disk ? { disk: { path: image } } : {}), net: { backend: 'udp', hostPort: port, guestPort: 11211 } } }, ft: { listen: '127.0.0.1:0', keyHex: key.toString('hex'), arbiter: { backend: 'file', dir: join(dir, 'arbiter') } } }));
   return { cfg, image, port };
@@ -156,6 +147,36 @@ async function kvProcesses(ft: boolean, seconds: number, clients: number, disk: 
 }
 
 /**
+ * Client-visible outage of a fault: a client sets one key in a loop; `inject` is called after a short
+ * random while, `recovered` resolves when the new primary is live. The outage is the longest silence
+ * between two answers after the injection (a request in flight then may still be answered by the old
+ * primary). Closes the client.
+ */
+async function measureOutage(c: KvClient, inject: () => void, recovered: () => Promise<unknown>): Promise<number> {
+  let stop = false;
+  let at = 0;
+  let outage = 0;
+  let last = performance.now();
+  const loop = (async () => {
+    while (!stop) {
+      await c.set('k', 'v');
+      const now = performance.now();
+      if (at > 0 && now > at && now - last > outage) outage = now - last;
+      last = now;
+    }
+  })();
+  await new Promise((r) => setTimeout(r, 300 + Math.random() * 300));
+  at = performance.now();
+  inject();
+  await recovered();
+  await new Promise((r) => setTimeout(r, 200)); // answers from the new primary
+  stop = true;
+  await loop;
+  await c.close();
+  return outage;
+}
+
+/**
  * Host loss: the primary process is frozen (SIGSTOP: no heartbeat, no closed socket, as a dead host or a
  * cut cable), so only the detection timeout notices. Each side serves its own UDP port (the frozen one
  * keeps its port); the client fails over between the two.
@@ -177,28 +198,7 @@ async function hostLossOutages(n: number, timeoutMs: number) {
     const b = launch('b', ['secondary', cfgB, '--join', `127.0.0.1:${String(l.port)}`]);
     await a.wait('status', (e) => e.protected === true);
     const c = new KvClient({ endpoints: [{ host: '127.0.0.1', port: pPort }, { host: '127.0.0.1', port: sPort }], timeoutMs: 20, retries: 1000, backoff: { initialMs: 0, maxMs: 0 } });
-    let stop = false;
-    let at = 0;
-    let outage = 0;
-    let last = performance.now();
-    // The outage is the longest silence between two answers once the fault was injected (a request in
-    // flight at that moment may still be answered by the old primary).
-    const loop = (async () => {
-      while (!stop) {
-        await c.set('k', 'v');
-        const now = performance.now();
-        if (at > 0 && now - last > outage && now > at) outage = now - last;
-        last = now;
-      }
-    })();
-    await new Promise((r) => setTimeout(r, 300 + Math.random() * 300));
-    at = performance.now();
-    a.child.kill('SIGSTOP');
-    await b.wait('go-live', undefined, 30_000);
-    await new Promise((r) => setTimeout(r, 200)); // answers from the new primary
-    stop = true;
-    await loop;
-    await c.close();
+    const outage = await measureOutage(c, () => a.child.kill('SIGSTOP'), () => b.wait('go-live', undefined, 30_000));
     a.child.kill('SIGKILL');
     b.child.kill('SIGKILL');
     out.push(outage);
@@ -217,28 +217,7 @@ async function outages(n: number) {
     const b = launch('b', ['secondary', cfg, '--join', `127.0.0.1:${String(l.port)}`]);
     await a.wait('status', (e) => e.protected === true);
     const c = new KvClient({ endpoints: [{ host: '127.0.0.1', port: s }], timeoutMs: 20, retries: 500, backoff: { initialMs: 0, maxMs: 0 } });
-    let stop = false;
-    let killAt = 0;
-    let outage = 0;
-    let last = performance.now();
-    // The outage is the longest silence between two answers once the fault was injected (a request in
-    // flight at that moment may still be answered by the old primary).
-    const loop = (async () => {
-      while (!stop) {
-        await c.set('k', 'v');
-        const now = performance.now();
-        if (killAt > 0 && now - last > outage && now > killAt) outage = now - last;
-        last = now;
-      }
-    })();
-    await new Promise((r) => setTimeout(r, 300 + Math.random() * 300));
-    killAt = performance.now();
-    a.child.kill('SIGKILL');
-    await b.wait('go-live');
-    await new Promise((r) => setTimeout(r, 200)); // answers from the new primary
-    stop = true;
-    await loop;
-    await c.close();
+    const outage = await measureOutage(c, () => a.child.kill('SIGKILL'), () => b.wait('go-live'));
     b.child.kill('SIGKILL');
     out.push(outage);
     process.stderr.write(`\r  failover ${i + 1}/${n}: ${outage.toFixed(1)} ms   `);

@@ -29,14 +29,20 @@ Options:
 
 const BUDGET = 125_000_000;
 
+/** A `lockstep` process started with `--events`, and the event lines it printed. */
 export interface Proc {
   name: string;
   child: ChildProcess;
+  /** Its event lines, parsed (the latest 1 000 to 2 000). */
   events: Array<Record<string, unknown>>;
+  /** Lines of stderr that were not JSON (the latest 50, for failure messages). */
+  log: string[];
+  /** The first event named `event` (and matching `pred`), already printed or still to come. */
   wait(event: string, pred?: (e: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
 }
 
-function freeUdpPort(): Promise<number> {
+/** A UDP port on 127.0.0.1 that was free a moment ago (for a VM's forwarded port). */
+export function freeUdpPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createSocket('udp4');
     s.once('error', reject);
@@ -47,26 +53,42 @@ function freeUdpPort(): Promise<number> {
   });
 }
 
-/** Starts `lockstep <args> --events` (the built CLI) and collects its JSON event lines. */
-export function launch(name: string, args: string[], onEvent: (p: Proc, e: Record<string, unknown>) => void = () => {}, options: { prefix?: string[] } = {}): Proc {
+/**
+ * Starts `lockstep <args> --events` (the built CLI) and collects its JSON event lines. `prefix` runs it
+ * through another command (`ip netns exec NS`); `detached` makes it the leader of a new process group.
+ */
+export function launch(
+  name: string,
+  args: string[],
+  onEvent: (p: Proc, e: Record<string, unknown>) => void = () => {},
+  options: { prefix?: string[]; detached?: boolean; env?: NodeJS.ProcessEnv } = {},
+): Proc {
   // From src/cli (tests) and from dist/cli alike.
   const bin = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
   const pre = options.prefix ?? [];
   const cmd = pre.length > 0 ? pre[0]! : process.execPath;
-  const child = spawn(cmd, [...pre.slice(1), ...(pre.length > 0 ? [process.execPath] : []), bin, ...args, '--events'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(cmd, [...pre.slice(1), ...(pre.length > 0 ? [process.execPath] : []), bin, ...args, '--events'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    detached: options.detached === true,
+    env: { ...process.env, ...options.env },
+  });
   const waiters: Array<{ event: string; pred: (e: Record<string, unknown>) => boolean; resolve: (e: Record<string, unknown>) => void }> = [];
   const proc: Proc = {
     name,
     child,
     events: [],
+    log: [],
     wait(event, pred = () => true, timeoutMs = 30_000) {
-      if (child.exitCode !== null && !proc.events.some((e) => e.event === event && pred(e))) {
-        return Promise.reject(new Error(`${name} exited (${child.exitCode}) without '${event}'`));
-      }
       const seen = proc.events.find((e) => e.event === event && pred(e));
       if (seen) return Promise.resolve(seen);
+      if (child.exitCode !== null || child.signalCode !== null) {
+        return Promise.reject(new Error(`${name} exited (${child.exitCode ?? child.signalCode}) without '${event}': ${proc.log.slice(-5).join(' / ')}`));
+      }
       return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`${name}: no '${event}' within ${timeoutMs} ms`)), timeoutMs);
+        const timer = setTimeout(
+          () => reject(new Error(`${name}: no '${event}' within ${timeoutMs} ms; last: ${JSON.stringify(proc.events.slice(-3))} ${proc.log.slice(-3).join(' / ')}`)),
+          timeoutMs,
+        );
         waiters.push({
           event,
           pred,
@@ -79,19 +101,22 @@ export function launch(name: string, args: string[], onEvent: (p: Proc, e: Recor
     },
   };
   let buf = '';
-  child.stderr!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    let nl;
-    while ((nl = buf.indexOf('\n')) >= 0) {
+  child.stderr!.setEncoding('utf8');
+  child.stderr!.on('data', (d: string) => {
+    buf += d;
+    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
       const line = buf.slice(0, nl);
       buf = buf.slice(nl + 1);
       let e: Record<string, unknown>;
       try {
         e = JSON.parse(line) as Record<string, unknown>;
       } catch {
+        proc.log.push(line);
+        if (proc.log.length > 50) proc.log.shift();
         continue;
       }
       proc.events.push(e);
+      if (proc.events.length > 2000) proc.events.splice(0, 1000);
       onEvent(proc, e);
       for (let i = waiters.length - 1; i >= 0; i--) {
         const w = waiters[i]!;

@@ -1,38 +1,22 @@
 // Separate disks in a cluster: each half has an image of its own (the agent makes the secondary's, the
 // clone fills it). SIGKILL of the primary's host: the VM keeps every acknowledged write — now served from
 // the former secondary's own image — and regains a secondary, cloned onto a fresh image elsewhere.
-import { readFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { KvClient } from '../../src/index.js';
-import type { EtcdStore } from '../../src/cluster/store/etcd-store.js';
-import { etcdAvailability, startEtcd, type EtcdServer } from '../helpers/etcd.js';
-import { StoreChecker, allProtected, killGroups, kvVmConfig, look, openEtcd, runCli, startAgent, startManager, tokenFile, until, type GroupProc } from '../helpers/cluster.js';
+import { etcdAvailability } from '../helpers/etcd.js';
+import { StoreChecker, allProtected, kvVmConfig, look, runCli, startAgent, startManager, tokenFile, until, type GroupProc } from '../helpers/cluster.js';
+import { etcdCluster } from '../helpers/etcd-cluster.js';
 
 const etcdOk = etcdAvailability();
 if (!etcdOk.ok) console.warn(`skipping the separate-disk cluster test: ${etcdOk.why}`);
 
 describe.skipIf(!etcdOk.ok)('cluster with separate disks', () => {
-  let etcd: EtcdServer;
-  let store: EtcdStore;
-  let tmp: string;
-  const procs: GroupProc[] = [];
-
-  beforeAll(async () => {
-    tmp = mkdtempSync(join(tmpdir(), 'lockstep-sepcluster-'));
-    etcd = await startEtcd();
-    store = await openEtcd(etcd.endpoint);
-  }, 60_000);
-
-  afterAll(async () => {
-    await killGroups(procs);
-    await store?.close();
-    await etcd?.dispose();
-    rmSync(tmp, { recursive: true, force: true });
-  }, 30_000);
+  const fixture = etcdCluster('lockstep-sepcluster-');
 
   it('a host death loses no acknowledged write and the VM is protected again with its own disks', async () => {
+    const { etcd, store, tmp, procs } = fixture;
     const spec = `etcd:${etcd.endpoint}`;
     const tok = tokenFile(tmp);
     const agents = new Map<string, GroupProc>();

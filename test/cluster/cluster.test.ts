@@ -1,29 +1,14 @@
 // The cluster end to end: four agents as separate processes (each its own process group: a "host"),
 // one manager, a real etcd on loopback, two FT kvserver VMs under a client load. A host is SIGKILLed with
 // everything on it; maintenance mode drains another; a checker samples the store every 100 ms throughout.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { KvClient } from '../../src/index.js';
 import { Placement } from '../../src/cluster/placement/index.js';
 import { buildSnapshot } from '../../src/cluster/manager/inventory.js';
-import type { EtcdStore } from '../../src/cluster/store/etcd-store.js';
-import { etcdAvailability, startEtcd, type EtcdServer } from '../helpers/etcd.js';
-import {
-  StoreChecker,
-  allProtected,
-  killGroups,
-  kvVmConfig,
-  look,
-  openEtcd,
-  runCli,
-  startAgent,
-  startManager,
-  tokenFile,
-  until,
-  type GroupProc,
-} from '../helpers/cluster.js';
+import { etcdAvailability } from '../helpers/etcd.js';
+import { StoreChecker, allProtected, kvVmConfig, look, runCli, startAgent, startManager, tokenFile, until, type GroupProc } from '../helpers/cluster.js';
+import { etcdCluster } from '../helpers/etcd-cluster.js';
 
 const etcdOk = etcdAvailability();
 if (!etcdOk.ok) console.warn(`skipping the cluster tests: ${etcdOk.why}`);
@@ -84,25 +69,10 @@ function writer(port: number, prefix: string) {
 }
 
 describe.skipIf(!etcdOk.ok)('cluster: agents and a manager as processes on a real etcd', () => {
-  let etcd: EtcdServer;
-  let store: EtcdStore;
-  let tmp: string;
-  const procs: GroupProc[] = [];
-
-  beforeAll(async () => {
-    tmp = mkdtempSync(join(tmpdir(), 'lockstep-cluster-'));
-    etcd = await startEtcd();
-    store = await openEtcd(etcd.endpoint);
-  }, 60_000);
-
-  afterAll(async () => {
-    await killGroups(procs);
-    await store?.close();
-    await etcd?.dispose();
-    rmSync(tmp, { recursive: true, force: true });
-  }, 30_000);
+  const fixture = etcdCluster('lockstep-cluster-');
 
   it('keeps two FT VMs answering and protected through the maintenance of a host, the SIGKILL of another and the maintenance of a third; the checker never sees a rule broken', async () => {
+    const { etcd, store, tmp, procs } = fixture;
     const spec = `etcd:${etcd.endpoint}`;
     const tok = tokenFile(tmp);
     const agents = new Map<string, GroupProc>();

@@ -2,37 +2,20 @@
 // join. With automation manual the balancer's recommendations are only recorded; with automatic (in
 // integrated mode) the leader applies them — secondaries moved, primaries switched — until the load is
 // spread, every VM protected throughout the moves' end states, and no rule broken.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { EtcdStore } from '../../src/cluster/store/etcd-store.js';
-import { etcdAvailability, startEtcd, type EtcdServer } from '../helpers/etcd.js';
-import { StoreChecker, allProtected, killGroups, kvVmConfig, look, openEtcd, runCli, startAgent, startManager, tokenFile, until, type GroupProc } from '../helpers/cluster.js';
+import { describe, expect, it } from 'vitest';
+import { etcdAvailability } from '../helpers/etcd.js';
+import { StoreChecker, allProtected, kvVmConfig, look, runCli, startAgent, startManager, tokenFile, until } from '../helpers/cluster.js';
+import { etcdCluster } from '../helpers/etcd-cluster.js';
 
 const etcdOk = etcdAvailability();
 if (!etcdOk.ok) console.warn(`skipping the balancing test: ${etcdOk.why}`);
 
 describe.skipIf(!etcdOk.ok)('manager load balancing', () => {
-  let etcd: EtcdServer;
-  let store: EtcdStore;
-  let tmp: string;
-  const procs: GroupProc[] = [];
-
-  beforeAll(async () => {
-    tmp = mkdtempSync(join(tmpdir(), 'lockstep-balance-'));
-    etcd = await startEtcd();
-    store = await openEtcd(etcd.endpoint);
-  }, 60_000);
-
-  afterAll(async () => {
-    await killGroups(procs);
-    await store?.close();
-    await etcd?.dispose();
-    rmSync(tmp, { recursive: true, force: true });
-  }, 30_000);
+  const fixture = etcdCluster('lockstep-balance-');
 
   it('manual automation records recommendations; automatic applies them until the halves are spread', async () => {
+    const { etcd, store, tmp, procs } = fixture;
     const spec = `etcd:${etcd.endpoint}`;
     const tok = tokenFile(tmp);
     const agent = async (id: string) => procs.push(await startAgent({ id, store: spec, tokenFile: tok.path, dir: join(tmp, id) }));

@@ -1,37 +1,20 @@
 // Legacy mode (no compatibility baseline, as vSphere before 5): an FT VM's primary powers on only on its
 // registered host, its secondary is placed automatically, and the pair is never moved by load balancing,
 // even by an automatic manager and with empty hosts next to a loaded one.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { EtcdStore } from '../../src/cluster/store/etcd-store.js';
-import { etcdAvailability, startEtcd, type EtcdServer } from '../helpers/etcd.js';
-import { StoreChecker, allProtected, killGroups, kvVmConfig, look, openEtcd, runCli, startAgent, startManager, tokenFile, until, type GroupProc } from '../helpers/cluster.js';
+import { describe, expect, it } from 'vitest';
+import { etcdAvailability } from '../helpers/etcd.js';
+import { StoreChecker, allProtected, kvVmConfig, look, runCli, startAgent, startManager, tokenFile, until } from '../helpers/cluster.js';
+import { etcdCluster } from '../helpers/etcd-cluster.js';
 
 const etcdOk = etcdAvailability();
 if (!etcdOk.ok) console.warn(`skipping the legacy-mode test: ${etcdOk.why}`);
 
 describe.skipIf(!etcdOk.ok)('manager in legacy mode', () => {
-  let etcd: EtcdServer;
-  let store: EtcdStore;
-  let tmp: string;
-  const procs: GroupProc[] = [];
-
-  beforeAll(async () => {
-    tmp = mkdtempSync(join(tmpdir(), 'lockstep-legacy-'));
-    etcd = await startEtcd();
-    store = await openEtcd(etcd.endpoint);
-  }, 60_000);
-
-  afterAll(async () => {
-    await killGroups(procs);
-    await store?.close();
-    await etcd?.dispose();
-    rmSync(tmp, { recursive: true, force: true });
-  }, 30_000);
+  const fixture = etcdCluster('lockstep-legacy-');
 
   it('powers primaries on their registered host only and never balances FT pairs', async () => {
+    const { etcd, store, tmp, procs } = fixture;
     const spec = `etcd:${etcd.endpoint}`;
     const tok = tokenFile(tmp);
     const agent = async (id: string) => procs.push(await startAgent({ id, store: spec, tokenFile: tok.path, dir: join(tmp, id) }));

@@ -1,39 +1,22 @@
 // Two managers racing on one cluster (processes, real etcd): only the leader acts — every action in the
 // event log is the leader's; when the leader is SIGKILLed the other takes over with a higher fencing
 // token, re-protects a VM after a host loss, and agents refuse the old leader's token.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { AgentClient } from '../../src/cluster/agent/client.js';
 import { KEYS, MANAGER_ELECTION, type ManagerEpoch } from '../../src/cluster/manager/layout.js';
-import type { EtcdStore } from '../../src/cluster/store/etcd-store.js';
-import { etcdAvailability, startEtcd, type EtcdServer } from '../helpers/etcd.js';
-import { StoreChecker, allProtected, killGroups, kvVmConfig, look, openEtcd, runCli, startAgent, startManager, tokenFile, until, type GroupProc } from '../helpers/cluster.js';
+import { etcdAvailability } from '../helpers/etcd.js';
+import { StoreChecker, allProtected, kvVmConfig, look, runCli, startAgent, startManager, tokenFile, until, type GroupProc } from '../helpers/cluster.js';
+import { etcdCluster } from '../helpers/etcd-cluster.js';
 
 const etcdOk = etcdAvailability();
 if (!etcdOk.ok) console.warn(`skipping the manager race test: ${etcdOk.why}`);
 
 describe.skipIf(!etcdOk.ok)('two managers', () => {
-  let etcd: EtcdServer;
-  let store: EtcdStore;
-  let tmp: string;
-  const procs: GroupProc[] = [];
-
-  beforeAll(async () => {
-    tmp = mkdtempSync(join(tmpdir(), 'lockstep-managers-'));
-    etcd = await startEtcd();
-    store = await openEtcd(etcd.endpoint);
-  }, 60_000);
-
-  afterAll(async () => {
-    await killGroups(procs);
-    await store?.close();
-    await etcd?.dispose();
-    rmSync(tmp, { recursive: true, force: true });
-  }, 30_000);
+  const fixture = etcdCluster('lockstep-managers-');
 
   it('race: only the leader acts; the other takes over when it is SIGKILLed, with a higher token the agents enforce', async () => {
+    const { etcd, store, tmp, procs } = fixture;
     const spec = `etcd:${etcd.endpoint}`;
     const tok = tokenFile(tmp);
     const agents = new Map<string, GroupProc>();

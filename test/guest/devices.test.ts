@@ -7,6 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { freeUdpPort } from '../helpers/ft-pair.js';
 import { qemuArgs, qemuAvailable, QEMU } from '../helpers/qemu.js';
 import { elfPath, expectedOutput, QEMU_TIMEOUT_MS } from './guests.js';
 import { bootLine, KV_AFTER_FLUSH, KV_AFTER_RESTART, KV_RECOVERED, KV_SCRIPT, KvUdpClient, runKvSteps, type KvStep } from './kv-script.js';
@@ -97,17 +98,6 @@ function diskPattern(sector: number): Buffer {
   return b;
 }
 
-/** A UDP port that was free a moment ago on 127.0.0.1 (QEMU binds it for hostfwd). */
-function freeUdpPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createSocket('udp4');
-    s.on('error', reject);
-    s.bind(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** How long kvserver may take to boot and answer (QEMU boots it in well under a second). */
 const KV_BOOT_MS = 20_000;

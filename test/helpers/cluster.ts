@@ -1,13 +1,13 @@
 // Fixtures for cluster tests and the cluster benchmark: agents and managers as processes of the built CLI
 // (each agent its own process group, so a test can SIGKILL a "host" with everything on it), kvserver VM
 // configurations with an etcd arbiter, `lockstep cluster` runs, and a checker that samples the store.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createSocket } from 'node:dgram';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EtcdStore } from '../../src/cluster/store/etcd-store.js';
+import { freeUdpPort, launch, type Proc } from './ft-pair.js';
 import type { ClusterStore } from '../../src/cluster/store/store.js';
 import { pairViews, parseInventory, type Inventory, type PairView } from '../../src/cluster/manager/inventory.js';
 
@@ -23,13 +23,7 @@ export const CLI = join(ROOT, 'dist', 'cli', 'main.js');
 export const KVSERVER = join(ROOT, 'guest', 'bin', 'kvserver.elf');
 
 /** A process of the CLI in its own process group, with its `--events` lines collected. */
-export interface GroupProc {
-  name: string;
-  child: ChildProcess;
-  events: Array<Record<string, unknown>>;
-  /** Lines of stderr that were not JSON (for failure messages). */
-  log: string[];
-  wait(event: string, pred?: (e: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
+export interface GroupProc extends Proc {
   /** Signal the whole process group (the process and every child it started). */
   killGroup(signal: NodeJS.Signals): void;
   exited(): Promise<void>;
@@ -38,67 +32,19 @@ export interface GroupProc {
 
 /** Start `lockstep <args> --events` as the leader of a new process group. */
 export function launchGroup(name: string, args: string[], env: NodeJS.ProcessEnv = {}): GroupProc {
-  const child = spawn(process.execPath, [CLI, ...args, '--events'], { stdio: ['ignore', 'ignore', 'pipe'], detached: true, env: { ...process.env, ...env } });
-  const exit = new Promise<void>((r) => child.once('exit', () => r()));
-  const waiters: Array<{ event: string; pred: (e: Record<string, unknown>) => boolean; resolve: (e: Record<string, unknown>) => void }> = [];
-  const p: GroupProc = {
-    name,
-    child,
-    events: [],
-    log: [],
-    wait(event, pred = () => true, timeoutMs = 30_000) {
-      const seen = p.events.find((e) => e.event === event && pred(e));
-      if (seen) return Promise.resolve(seen);
-      if (!p.alive()) return Promise.reject(new Error(`${name} exited without '${event}': ${p.log.slice(-5).join(' / ')}`));
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`${name}: no '${event}' within ${timeoutMs} ms; last: ${JSON.stringify(p.events.slice(-3))} ${p.log.slice(-3).join(' / ')}`)), timeoutMs);
-        waiters.push({
-          event,
-          pred,
-          resolve: (e) => {
-            clearTimeout(timer);
-            resolve(e);
-          },
-        });
-      });
-    },
-    killGroup(signal) {
+  const p = launch(name, args, undefined, { detached: true, env });
+  const exit = new Promise<void>((r) => p.child.once('exit', () => r()));
+  return Object.assign(p, {
+    killGroup(signal: NodeJS.Signals) {
       try {
-        process.kill(-child.pid!, signal);
+        process.kill(-p.child.pid!, signal);
       } catch {
         // already gone
       }
     },
     exited: () => exit,
-    alive: () => child.exitCode === null && child.signalCode === null,
-  };
-  let buf = '';
-  child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (d: string) => {
-    buf += d;
-    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      let e: Record<string, unknown>;
-      try {
-        e = JSON.parse(line) as Record<string, unknown>;
-      } catch {
-        p.log.push(line);
-        if (p.log.length > 50) p.log.shift();
-        continue;
-      }
-      p.events.push(e);
-      if (p.events.length > 2000) p.events.splice(0, 1000);
-      for (let i = waiters.length - 1; i >= 0; i--) {
-        const w = waiters[i]!;
-        if (w.event === e.event && w.pred(e)) {
-          waiters.splice(i, 1);
-          w.resolve(e);
-        }
-      }
-    }
+    alive: () => p.child.exitCode === null && p.child.signalCode === null,
   });
-  return p;
 }
 
 /** Kill every process group (SIGKILL) and wait for the leaders to exit (bounded: 5 s). */
@@ -163,16 +109,7 @@ export function runCli(args: string[], timeoutMs = 60_000): Promise<{ code: numb
   });
 }
 
-export function freeUdpPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createSocket('udp4');
-    s.once('error', reject);
-    s.bind(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
+export { freeUdpPort };
 
 /** A kvserver FT VM (own UDP port and disk image) whose arbiter is the cluster's etcd. */
 export async function kvVmConfig(dir: string, id: string, etcdEndpoint: string, options: { ramMiB?: number; timeoutMs?: number } = {}): Promise<{ path: string; udpPort: number }> {
