@@ -2,6 +2,7 @@
 // with ERR_LOCKSTEP_PROTOCOL_MALFORMED; a seeded property test over random messages.
 import { createSecretKey } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { prng } from '../cpu/prng.js';
 import { FrameDecoder, FrameEncoder } from '../../src/protocol/frame.js';
 import { ProtocolError } from '../../src/protocol/errors.js';
 import {
@@ -244,17 +245,6 @@ describe('handshake codecs', () => {
   });
 });
 
-/** Mulberry32: a small seeded PRNG, so a failure names the seed that reproduces it. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randomMessage(rand: () => number): Message {
   const int = (n: number) => Math.floor(rand() * n);

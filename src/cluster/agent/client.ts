@@ -2,8 +2,7 @@
 // use to start, stop and signal VM halves. The wire shapes are defined here, once, for both ends.
 import { LockstepError } from '../../errors.js';
 import type { JsonValue } from '../store/store.js';
-import type { HostCapacity } from '../placement/index.js';
-import type { InstanceRole } from '../manager/layout.js';
+import type { HostRecord, InstanceRole } from '../manager/layout.js';
 import type { InstanceView } from './vm-process.js';
 
 /** Version prefix of every API path. */
@@ -26,21 +25,13 @@ export interface StartRequest {
   waitMs?: number;
 }
 
-/** `GET /v1/host`. */
-export interface HostInfo {
-  id: string;
-  api: string;
-  ftHost: string;
-  capacity: HostCapacity;
-  groups: string[];
-  compatId: string;
-  maxFtVms: number;
-  pid: number;
+/** `GET /v1/host`: the host's registration (as in `hosts/<id>`), what runs on it, and its fence. */
+export type HostInfo = Pick<HostRecord, 'id' | 'api' | 'ftHost' | 'capacity' | 'groups' | 'compatId' | 'maxFtVms' | 'pid'> & {
   /** VMs running on the host now. */
   running: number;
   /** The highest fencing token the agent has accepted, and from whom. */
   fence: { token: number; manager: string | null };
-}
+};
 
 /** Error codes of {@link AgentApiError} (`apiCode`), as the API sends them. */
 export type AgentApiCode =
