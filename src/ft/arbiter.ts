@@ -213,7 +213,7 @@ export function validateEpoch(epoch: unknown): asserts epoch is number {
 export function validateOwnerId(ownerId: unknown): asserts ownerId is string {
   // eslint-disable-next-line no-control-regex
   if (typeof ownerId !== 'string' || ownerId.length === 0 || ownerId.length > 256 || /[\u0000-\u001f\u007f]/.test(ownerId)) {
-    throw new OptionError('ownerId', 'must be 1-256 characters without control characters (e.g. "<host>:<pid>:<random>")');
+    throw new OptionError('ownerId', 'must be 1-256 characters without control characters, unique to one process incarnation (newOwnerId makes one)');
   }
 }
 
