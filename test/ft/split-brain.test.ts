@@ -60,9 +60,10 @@ async function gatedPair(vmId: string) {
   // What each side did, for failure messages.
   const seen: string[] = [];
   for (const [side, e] of [['primary', primary as EventEmitter], ['secondary', secondary as EventEmitter]] as const) {
-    for (const name of ['warning', 'halted', 'left', 'secondary-lost', 'go-live', 'promoted', 'cloned']) {
+    for (const name of ['warning', 'halted', 'left', 'secondary-lost', 'go-live', 'cloned']) {
       e.on(name, (x: unknown) => seen.push(`${side} ${name}: ${typeof x === 'string' ? x : JSON.stringify(x, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v))?.slice(0, 120)}`));
     }
+    e.on('promoted', () => seen.push(`${side} promoted`));
   }
   const story = () => seen.slice(-8).join(' | ');
   const cloned = next(primary, 'cloned', story);
