@@ -1,6 +1,6 @@
 // Split brain (issue 10 §1): at most one side of a pair is ever live. In one process, with the arbiter
 // behind a gate the test controls: a secondary claims only after its drain reached the end of the log
-// soundly, a halted secondary makes no further claim, a promoted secondary keeps its own owner token.
+// soundly, a halted side makes no further claim, a promoted secondary keeps its own owner token.
 // As processes: two secondaries that are both pid 1 (separate PID namespaces) through a partition.
 import { randomBytes } from 'node:crypto';
 import { EventEmitter, once } from 'node:events';
@@ -128,6 +128,30 @@ describe('split brain: the claim paths of one pair (in process)', () => {
       expect(primary.epoch).toBe(2);
       expect(await pGate.current('halt')).toMatchObject({ epoch: 2, owner: primary.owner });
       expect(sGate.calls.length).toBe(s0);
+    } finally {
+      await dispose();
+    }
+  }, 60_000);
+
+  it('a primary stopped while it retries an unreachable arbiter makes no further claim; the secondary takes the VM', async () => {
+    const { primary, secondary, pGate, sGate, proxy, dispose, story } = await gatedPair('stop');
+    try {
+      pGate.mode = 'fail';
+      sGate.mode = 'fail';
+      proxy.reset();
+      await poll('the primary to retry its claim', () => pGate.calls.length >= 2, story);
+      await primary.stop();
+      const p0 = pGate.calls.length;
+      const s0 = sGate.calls.length;
+      await poll('four more attempts by the secondary', () => sGate.calls.length >= s0 + 4, story);
+      expect(pGate.calls.length).toBe(p0);
+      const promoted = next<[FtPrimary]>(secondary, 'promoted', story);
+      pGate.mode = 'pass';
+      sGate.mode = 'pass';
+      const [p2] = await promoted;
+      expect(p2.epoch).toBe(2);
+      expect(await sGate.current('stop')).toMatchObject({ epoch: 2, owner: secondary.owner });
+      expect(pGate.calls.length).toBe(p0);
     } finally {
       await dispose();
     }
