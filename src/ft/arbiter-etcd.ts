@@ -4,6 +4,7 @@ import type { Etcd3, IKeyValue } from 'etcd3';
 import { OptionError } from '../errors.js';
 import { etcdClientFor, describeEtcdError, isEtcdDenied, type EtcdConnectionOptions } from '../cluster/store/etcd-client.js';
 import {
+  abortedError,
   ArbiterError,
   DEFAULT_ARBITER_TIMEOUT_MS,
   parseClaimRecord,
@@ -89,7 +90,7 @@ export class EtcdArbiter implements Arbiter {
     validateVmId(vmId);
     validateEpoch(epoch);
     validateOwnerId(ownerId);
-    return publishClaim({ kind: this.kind, vmId, epoch, ownerId }, this.#run(vmId, options, 'claim an epoch of', (deadline) => this.#claim(vmId, epoch, ownerId, deadline)));
+    return publishClaim({ kind: this.kind, vmId, epoch, ownerId }, this.#run(vmId, options, 'claim an epoch of', (deadline, signal) => this.#claim(vmId, epoch, ownerId, deadline, signal)));
   }
 
   /** {@inheritDoc Arbiter.current} */
@@ -109,7 +110,7 @@ export class EtcdArbiter implements Arbiter {
     if (this.#ownsClient) this.#client.close();
   }
 
-  async #run<T>(vmId: string, options: ArbiterCallOptions | undefined, what: string, work: (deadline: Date) => Promise<T>): Promise<T> {
+  async #run<T>(vmId: string, options: ArbiterCallOptions | undefined, what: string, work: (deadline: Date, signal: AbortSignal) => Promise<T>): Promise<T> {
     if (this.#closed) throw new ArbiterError('ERR_LOCKSTEP_ARBITER_CLOSED', 'the etcd arbiter is closed', { vmId });
     const timeoutMs = options?.timeoutMs ?? this.#timeoutMs;
     validateTimeout('timeoutMs', timeoutMs);
@@ -123,7 +124,8 @@ export class EtcdArbiter implements Arbiter {
             `could not ${what} VM ${vmId} on etcd within ${timeoutMs} ms: etcd is not answering; treat as not won`,
             { vmId },
           ),
-        () => work(deadline),
+        (signal) => work(deadline, signal),
+        { signal: options?.signal, onAbort: () => abortedError(vmId, what) },
       );
     } catch (err) {
       if (err instanceof ArbiterError || err instanceof OptionError) throw err;
@@ -138,7 +140,7 @@ export class EtcdArbiter implements Arbiter {
     }
   }
 
-  async #claim(vmId: string, epoch: number, owner: string, deadline: Date): Promise<ClaimResult> {
+  async #claim(vmId: string, epoch: number, owner: string, deadline: Date, signal: AbortSignal): Promise<ClaimResult> {
     const key = this.keyOf(vmId);
     let seen: IKeyValue | undefined = (await this.#client.get(key).options({ deadline }).exec()).kvs[0];
     for (let attempt = 0; attempt < this.#maxAttempts; attempt++) {
@@ -154,6 +156,9 @@ export class EtcdArbiter implements Arbiter {
       } else {
         guard = this.#client.if(key, 'Create', '==', 0);
       }
+      // The commit is the irrevocable step: a caller that gave up (halted) or a call past its time limit
+      // must not take the epoch after it was told "not won".
+      if (signal.aborted) throw abortedError(vmId, 'claim an epoch of');
       const record: ClaimRecord = { vmId, epoch, owner, claimedAt: new Date().toISOString() };
       const res = await guard
         .then(this.#client.put(key).value(JSON.stringify(record)))

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { mkdir, open, readdir, readFile, stat } from 'node:fs/promises';
 import { OptionError } from '../errors.js';
 import {
+  abortedError,
   ArbiterError,
   DEFAULT_ARBITER_TIMEOUT_MS,
   parseClaimRecord,
@@ -162,6 +163,7 @@ export class FileArbiter implements Arbiter {
             { vmId },
           ),
         work,
+        { signal: options?.signal, onAbort: () => abortedError(vmId, what) },
       );
     } catch (err) {
       if (err instanceof ArbiterError) throw err;
@@ -207,6 +209,9 @@ export class FileArbiter implements Arbiter {
     let reason: 'claimed' | 'reclaimed';
     let mine: EpochHolder;
     let fh;
+    // The create is the irrevocable step: a caller that gave up (halted) or a call past its time limit
+    // must not take the epoch after it was told "not won".
+    if (signal.aborted) throw abortedError(vmId, 'claim an epoch of');
     try {
       fh = await open(path, 'wx', 0o644);
     } catch (err) {

@@ -47,14 +47,19 @@ export type ArbiterErrorCode =
   /** A stored epoch record cannot be parsed, so epochs cannot be compared. */
   | 'ERR_LOCKSTEP_ARBITER_CORRUPT'
   /** The arbiter was closed. */
-  | 'ERR_LOCKSTEP_ARBITER_CLOSED';
+  | 'ERR_LOCKSTEP_ARBITER_CLOSED'
+  /**
+   * The caller gave the call up through its `signal` (a side that halts stops claiming). A claim call
+   * checks the signal right before its irrevocable step, so one aborted before that step took nothing.
+   */
+  | 'ERR_LOCKSTEP_ARBITER_ABORTED';
 
 /**
  * An arbiter operation could not be completed. The outcome of a claim that fails this way is
  * unknown to the caller (it may have reached the storage before the failure), and the caller must
  * treat it as **not won**: a secondary does not go live, a primary halts. Retrying the same claim
  * with the same `ownerId` is safe and reports `won: true, reason: 'reclaimed'` if the first
- * attempt did reach the storage.
+ * attempt did reach the storage (`claimEpoch` in claim.ts does exactly that).
  */
 export class ArbiterError extends LockstepError {
   declare readonly code: ArbiterErrorCode;
@@ -86,7 +91,10 @@ export interface EpochHolder {
 export type ClaimReason =
   /** This call took the epoch. */
   | 'claimed'
-  /** The epoch was already held by this same `ownerId` (an earlier attempt of this owner reached the storage). */
+  /**
+   * The epoch was already held by exactly this `ownerId` (an earlier attempt of this owner reached the
+   * storage). Only the identical token counts: owner ids are compared as whole strings, never by part.
+   */
   | 'reclaimed'
   /** Another owner holds exactly this epoch. */
   | 'taken'
@@ -118,6 +126,13 @@ export interface ArbiterCallOptions {
    * complete afterwards, which is why a timed-out claim counts as "not won, outcome unknown".
    */
   timeoutMs?: number;
+  /**
+   * Gives the call up: it rejects with `ERR_LOCKSTEP_ARBITER_ABORTED` as soon as the signal fires. A
+   * claim checks the signal once more right before its irrevocable step (the exclusive create, the
+   * compare-and-swap commit) and does not take that step once it has fired; after that step the
+   * storage holds the claim whatever the caller is told.
+   */
+  signal?: AbortSignal;
 }
 
 /**
@@ -131,8 +146,10 @@ export interface ArbiterCallOptions {
  * it); a claim for an epoch lower than or equal to an already claimed one loses and learns the
  * holder. Whoever loses halts.
  *
- * `ownerId` names one incarnation of one side (e.g. host + pid + a random suffix): two processes
- * must never share it, since a repeated claim by the same owner counts as a win (`reclaimed`).
+ * `ownerId` names one incarnation of one side: two processes must never share it, since a repeated
+ * claim by the same owner counts as a win (`reclaimed`). Host name and pid are not enough (PID
+ * namespaces, containers, hosts with equal pids): make it with `newOwnerId` (claim.ts), which adds the
+ * boot id and 128 random bits.
  */
 export interface Arbiter {
   /** The back-end: `'file'` or `'etcd'`. */
@@ -196,7 +213,7 @@ export function validateEpoch(epoch: unknown): asserts epoch is number {
 export function validateOwnerId(ownerId: unknown): asserts ownerId is string {
   // eslint-disable-next-line no-control-regex
   if (typeof ownerId !== 'string' || ownerId.length === 0 || ownerId.length > 256 || /[\u0000-\u001f\u007f]/.test(ownerId)) {
-    throw new OptionError('ownerId', 'must be 1-256 characters without control characters (e.g. "<host>:<pid>:<random>")');
+    throw new OptionError('ownerId', 'must be 1-256 characters without control characters, unique to one process incarnation (newOwnerId makes one)');
   }
 }
 
@@ -211,25 +228,47 @@ export function validateTimeout(field: string, ms: unknown): asserts ms is numbe
 }
 
 /**
- * Run `work` with a time limit: rejects with `onTimeout()` when it passes. `work` receives an
- * AbortSignal that fires at the limit so it can stop early; work that cannot be aborted (a file
+ * Run `work` with a time limit: rejects with `onTimeout()` when it passes, or with `onAbort()` when the
+ * caller's `abort` signal fires first. `work` receives an AbortSignal that fires in either case so it
+ * can stop early (and must check it before any irrevocable step); work that cannot be aborted (a file
  * system call) keeps running in the background and its outcome is dropped.
  * @internal
  */
-export async function withDeadline<T>(ms: number, onTimeout: () => Error, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+export async function withDeadline<T>(
+  ms: number,
+  onTimeout: () => Error,
+  work: (signal: AbortSignal) => Promise<T>,
+  abort?: { signal: AbortSignal | undefined; onAbort: () => Error },
+): Promise<T> {
+  const caller = abort?.signal;
+  if (caller?.aborted) throw abort!.onAbort();
   const controller = new AbortController();
   let timer: NodeJS.Timeout | undefined;
+  let onCallerAbort: (() => void) | undefined;
   const expired = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
       controller.abort();
       reject(onTimeout());
     }, ms);
+    if (caller) {
+      onCallerAbort = () => {
+        controller.abort();
+        reject(abort!.onAbort());
+      };
+      caller.addEventListener('abort', onCallerAbort, { once: true });
+    }
   });
   try {
     return await Promise.race([work(controller.signal), expired]);
   } finally {
     clearTimeout(timer);
+    if (onCallerAbort) caller!.removeEventListener('abort', onCallerAbort);
   }
+}
+
+/** @internal The error of a call given up through its signal. */
+export function abortedError(vmId: string, what: string): ArbiterError {
+  return new ArbiterError('ERR_LOCKSTEP_ARBITER_ABORTED', `gave up trying to ${what} VM ${vmId}: the caller aborted; not won`, { vmId });
 }
 
 /** @internal The wire/record form of a claim, shared by the back-ends. */

@@ -9,7 +9,8 @@ import { Recorder } from '../log/recorder.js';
 import { internal, type Machine } from '../machine/machine.js';
 import type { RunResult } from '../machine/types.js';
 import { ChannelServer, type Channel, type ChannelOptions, type Message } from '../protocol/channel.js';
-import type { Arbiter } from './arbiter.js';
+import { ArbiterError, validateOwnerId, type Arbiter } from './arbiter.js';
+import { claimEpoch, newOwnerId } from './claim.js';
 import { publishPrimary } from './diagnostics.js';
 import { batchLsn } from '../log/format.js';
 import { FT_DEFAULTS, FailureDetector, LagController, describeStatus, pagesFromNative, type ProtectionStatus } from './control.js';
@@ -38,7 +39,11 @@ export interface FtCommonOptions {
   tls?: ChannelOptions['tls'];
   /** The split-brain arbiter (both halves must use the same storage). */
   arbiter: Arbiter;
-  /** Who this process is, as the arbiter records it (default `<role>@<pid>`). */
+  /**
+   * This side's owner token at the arbiter (default: a new one per instance from `newOwnerId`,
+   * `<role>@<host>/<pid>#<boot id>.<random>`). Never give two processes the same token: the arbiter
+   * counts a repeated claim by one token as that claimer's win.
+   */
   owner?: string;
   heartbeatMs?: number;
   timeoutMs?: number;
@@ -150,7 +155,10 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   readonly machine: Machine;
   readonly vmId: string;
   readonly #o: Required<Omit<FtPrimaryOptions, 'tls' | 'epoch' | 'meta' | 'listen' | 'disabled' | 'owner' | 'separateDisk' | 'ringBytes' | 'epochCheckMs'>> & FtPrimaryOptions;
-  readonly #owner: string;
+  /** This incarnation's owner token at the arbiter (a promoted secondary's own). */
+  readonly owner: string;
+  /** Aborted by {@link #halt}: a halted side makes no further claim. */
+  readonly #claimAbort = new AbortController();
   #epoch = 0;
   #phase: Phase = 'idle';
   #server: ChannelServer | undefined;
@@ -187,8 +195,10 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   #lagInstr = 0;
   #lagSec = 0;
 
+  /** @throws OptionError when `owner` is given but not a valid owner id. */
   constructor(options: FtPrimaryOptions) {
     super();
+    if (options.owner !== undefined) validateOwnerId(options.owner);
     this.machine = options.machine;
     this.vmId = options.vmId;
     this.#o = {
@@ -201,7 +211,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       hashInterval: 2 ** 26,
       ...stripUndefined(options),
     };
-    this.#owner = options.owner ?? `primary@${process.pid}`;
+    this.owner = options.owner ?? newOwnerId('primary');
     this.#lag = new LagController(this.#o.lagTargetMs, this.#o.maxLagMs);
     publishPrimary(this);
   }
@@ -248,7 +258,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     } else {
       const cur = await this.#o.arbiter.current(this.vmId);
       const want = (cur?.epoch ?? 0) + 1;
-      const r = await this.#o.arbiter.claim(this.vmId, want, this.#owner);
+      const r = await this.#o.arbiter.claim(this.vmId, want, this.owner);
       if (!r.won) throw new FtError('ERR_LOCKSTEP_FT_ARBITER', `epoch ${want} of VM ${this.vmId} is held by ${r.holder.owner ?? 'someone else'}: another primary runs this VM`);
       this.#epoch = want;
     }
@@ -857,23 +867,21 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     this.#setPhase('recovering');
     this.emit('warning', `secondary lost: ${reason}`);
     const want = this.#epoch + 1;
-    let won = false;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const r = await this.#o.arbiter.claim(this.vmId, want, this.#owner);
-        if (!r.won) {
-          this.#halt(`the secondary went live: epoch ${want} belongs to ${r.holder.owner ?? 'another side'}`);
-          return;
-        }
-        won = true;
-        break;
-      } catch (err) {
-        if ((this.#phase as Phase) === 'halted') return;
-        this.emit('warning', `arbiter unreachable (${(err as Error).message}); outputs stay held, retrying`);
-        await sleep(Math.min(1000, 50 * 2 ** attempt));
+    try {
+      const r = await claimEpoch(this.#o.arbiter, this.vmId, want, this.owner, {
+        signal: this.#claimAbort.signal,
+        onRetry: (err) => this.emit('warning', `arbiter unreachable (${err.message}); outputs stay held, retrying`),
+      });
+      if (!r.won) {
+        this.#halt(`the secondary went live: epoch ${want} belongs to ${r.holder.owner ?? 'another side'}`);
+        return;
       }
+    } catch (err) {
+      if (err instanceof ArbiterError && err.code === 'ERR_LOCKSTEP_ARBITER_ABORTED') return; // halted meanwhile
+      this.#halt(`cannot claim epoch ${want}: ${(err as Error).message}`);
+      return;
     }
-    if (!won || (this.#phase as Phase) === 'halted') return; // stopped meanwhile
+    if ((this.#phase as Phase) === 'halted') return; // stopped meanwhile
     this.#epoch = want;
     if (wasProtected) this.#failovers++;
     // This side owns the VM: everything held may leave, and the log goes nowhere until a new secondary.
@@ -903,6 +911,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   #halt(reason: string): void {
     if (this.#phase === 'halted') return;
     this.#setPhase('halted');
+    this.#claimAbort.abort(new Error(reason));
     this.#hold = true;
     if (this.#timer) clearInterval(this.#timer);
     if (this.#epochTimer) clearInterval(this.#epochTimer);

@@ -10,6 +10,8 @@ import type { RunResult } from '../machine/types.js';
 import { connectChannel, type Channel, type Message } from '../protocol/channel.js';
 import { publishSecondary } from './diagnostics.js';
 import { BATCH_MAX_LENGTH, BATCH_HEADER, batchLsn, batchSizeAt } from '../log/format.js';
+import { ArbiterError, validateOwnerId } from './arbiter.js';
+import { claimEpoch, newOwnerId } from './claim.js';
 import { FT_DEFAULTS, FailureDetector, pagesToNative } from './control.js';
 import { FtPrimary, type FtCommonOptions, type FtPrimaryOptions } from './primary.js';
 
@@ -92,6 +94,8 @@ type Phase = 'connecting' | 'cloning' | 'replaying' | 'going-live' | 'live' | 'l
  */
 export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
   readonly vmId: string;
+  /** This incarnation's owner token at the arbiter (kept when it is promoted to primary). */
+  readonly owner: string;
   readonly #o: FtSecondaryOptions;
   readonly #heartbeatMs: number;
   readonly #timeoutMs: number;
@@ -113,10 +117,16 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
   #primary: FtPrimary | undefined;
   #diskFd: number | undefined;
   #diskBytes = 0;
+  /** Aborted by {@link #halt}: a side that stopped must not go on claiming (and then fence the primary). */
+  readonly #claimAbort = new AbortController();
+  #goingLive: Promise<void> | undefined;
 
+  /** @throws OptionError when `owner` is given but not a valid owner id. */
   constructor(options: FtSecondaryOptions) {
     super();
+    if (options.owner !== undefined) validateOwnerId(options.owner);
     this.vmId = options.vmId;
+    this.owner = options.owner ?? newOwnerId('secondary');
     this.#o = options;
     this.#heartbeatMs = options.heartbeatMs ?? FT_DEFAULTS.heartbeatMs;
     this.#timeoutMs = options.timeoutMs ?? FT_DEFAULTS.timeoutMs;
@@ -152,10 +162,14 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     this.#attach(ch);
   }
 
-  /** Leaves the pair without going live (the primary goes on alone). */
+  /**
+   * Leaves the pair without going live (the primary goes on alone). During a go-live, stops claiming:
+   * once this resolves no claim of this side is made any more.
+   */
   async stop(): Promise<void> {
     this.#halt('stopped', 'left');
     if (this.#run) await this.#run.catch(() => undefined);
+    if (this.#goingLive) await this.#goingLive.catch(() => undefined);
     this.#machine?.close();
   }
 
@@ -363,14 +377,18 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
   }
 
   /**
-   * The primary is gone (or handed over): replay everything received, win the next epoch, switch the
-   * devices live, re-emit the outputs the primary may not have released, and serve as the new primary.
+   * The primary is gone (or handed over): replay everything received, and only once that replay reached
+   * the end of the log soundly win the next epoch (DESIGN §3: replay all received log, then the
+   * test-and-set), switch the devices live, re-emit the outputs the primary may not have released, and
+   * serve as the new primary.
    */
-  async #lost(reason: string): Promise<void> {
-    if (this.#phase !== 'replaying') {
-      if (this.#phase === 'cloning') this.#halt(`the primary was lost before the clone finished (${reason}): nothing to go live with`);
-      return;
-    }
+  #lost(reason: string): Promise<void> {
+    if (this.#goingLive === undefined && this.#phase === 'replaying') this.#goingLive = this.#goLive(reason);
+    else if (this.#phase === 'cloning') this.#halt(`the primary was lost before the clone finished (${reason}): nothing to go live with`);
+    return this.#goingLive ?? Promise.resolve();
+  }
+
+  async #goLive(reason: string): Promise<void> {
     const t0 = performance.now();
     this.#phase = 'going-live';
     this.#stopTimer();
@@ -382,17 +400,8 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     const native = machine[internal].native;
     native.endOfLog();
     const want = this.#epoch + 1;
-    const owner = this.#o.owner ?? `secondary@${process.pid}`;
-    const claim = (async () => {
-      for (let attempt = 0; ; attempt++) {
-        try {
-          return await this.#o.arbiter.claim(this.vmId, want, owner);
-        } catch (err) {
-          this.emit('warning', `arbiter unreachable (${(err as Error).message}); retrying`);
-          await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** attempt)));
-        }
-      }
-    })();
+    // A claim made before the drain has shown the replay sound could win for a side that then halts
+    // (diverged): it would fence out a live primary and leave nothing live.
     const r = await this.#run!;
     if (r.kind === 'divergence') return this.#halt(`diverged from the primary while draining the log: ${r.message}`);
     if (guestEnded(r)) {
@@ -401,12 +410,23 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       return;
     }
     if (r.kind !== 'end-of-log') return this.#halt(`the replay ended with ${r.kind} while draining the log`);
-    const c = await claim;
+    if (this.#phase !== 'going-live') return; // stopped meanwhile
+    let c;
+    try {
+      c = await claimEpoch(this.#o.arbiter, this.vmId, want, this.owner, {
+        signal: this.#claimAbort.signal,
+        onRetry: (err) => this.emit('warning', `arbiter unreachable (${err.message}); retrying`),
+      });
+    } catch (err) {
+      if (err instanceof ArbiterError && err.code === 'ERR_LOCKSTEP_ARBITER_ABORTED') return; // halted meanwhile
+      return this.#halt(`cannot claim epoch ${want}: ${(err as Error).message}`);
+    }
     if (!c.won) return this.#halt(`the primary is still live: epoch ${want} belongs to ${c.holder.owner ?? 'another side'}`);
     const stateHash = machine.stateHash();
     const { instret } = machine.counters;
     if (this.#o.logDir) writeFileSync(join(this.#o.logDir, 'golive.json'), JSON.stringify({ stateHash: stateHash.toString(), instret: instret.toString(), epoch: want }));
     await this.#o.beforeLive?.(machine);
+    if ((this.#phase as Phase) !== 'going-live') return; // stopped meanwhile: the epoch is won, but nothing goes live
     native.setThrottle(0);
     const out = native.goLive(this.#released < 0n ? U64_MAX : this.#released);
     if (out === null) return this.#halt('go-live refused: the log was not replayed to its end');
@@ -429,7 +449,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       key: this.#o.key,
       arbiter: this.#o.arbiter,
       epoch: want,
-      owner,
+      owner: this.owner,
       ...(this.#o.heartbeatMs !== undefined ? { heartbeatMs: this.#o.heartbeatMs } : {}),
       ...(this.#o.timeoutMs !== undefined ? { timeoutMs: this.#o.timeoutMs } : {}),
       ...(this.#o.listen ? { listen: this.#o.listen } : {}),
@@ -474,6 +494,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
   #halt(reason: string, phase: 'halted' | 'left' = 'halted'): void {
     if (this.#phase === 'halted' || this.#phase === 'left' || this.#phase === 'live') return;
     this.#phase = phase;
+    this.#claimAbort.abort(new Error(reason));
     this.#stopTimer();
     const ch = this.#channel;
     this.#channel = undefined;
