@@ -25,7 +25,7 @@ export {
 export type { LogMetadata, BatchView, LogEvent, BatchBase, LogWriterOptions, LogReaderOptions } from './log/format.js';
 export { UdpForwarder, GUEST_IP, GATEWAY_IP, GATEWAY_MAC } from './machine/net/udp-forward.js';
 export type { UdpForward, UdpForwarderStats } from './machine/net/udp-forward.js';
-export { KvClient, LoadGenerator, verifyStore, RegisterHistory, LatencyHistogram, ClientError, CLIENT_CHANNELS } from './client/index.js';
+export { KvClient, LoadGenerator, verifyStore, RegisterHistory, LatencyHistogram, ClientError, CLIENT_CHANNELS, EXACTLY_ONCE_MARK, REPLY_CACHE_WINDOW_MS, MAX_RETRY_WINDOW_MS } from './client/index.js';
 export type {
   Endpoint,
   KvClientOptions,
@@ -38,6 +38,7 @@ export type {
   LoadOptions,
   LoadResult,
   LoadProgress,
+  CounterSummary,
   ReadViolation,
 } from './client/index.js';
 // Fault tolerance (DESIGN §3).
