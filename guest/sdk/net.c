@@ -481,6 +481,11 @@ int net_init(void) {
   for (unsigned i = 0; i < n_rx; i++) rx_give(i);
   vio_notify(&rxq);
   ready = 1;
+  /* Resolve the gateway now, as a host bringing its interface up does: every reply to an off-link
+     client goes through it, and a first burst of such requests would otherwise park more replies
+     (behind an ARP request whose answer queues behind the burst) than PARKED_MAX holds. */
+  static const uint8_t zero[6] = {0};
+  if (my_gw != 0 && on_link(my_gw)) arp_send(1, BROADCAST, zero, my_gw);
   return 0;
 }
 

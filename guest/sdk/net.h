@@ -27,8 +27,8 @@
 /* Sets the static configuration used by net_init(); optional (the defaults above otherwise). */
 void net_configure(uint32_t ip, uint32_t netmask, uint32_t gateway);
 
-/* Finds and initialises the first virtio-net device (RX queue 0 with 64 buffers, TX queue 1 with 16)
-   and fills the RX queue. Returns 0 or a VIO_ERR_* code. */
+/* Finds and initialises the first virtio-net device (RX queue 0 with 64 buffers, TX queue 1 with 16),
+   fills the RX queue and sends an ARP request for the gateway. Returns 0 or a VIO_ERR_* code. */
 int net_init(void);
 
 const uint8_t *net_mac(void); /* 6 bytes */

@@ -597,7 +597,10 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     return Napi::Number::New(info.Env(), static_cast<double>(vcpu_->machine().suppressed_outputs()));
   }
   Napi::Value JsNetStats(const Napi::CallbackInfo& info) {
-    if (!Usable(info)) return info.Env().Undefined();
+    if (closed_ || !vcpu_) {
+      Napi::Error::New(info.Env(), "machine is closed").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
     const VcpuThread::NetStats s = vcpu_->net_stats();  // thread-safe: readable while a run is in progress
     Napi::Object o = Napi::Object::New(info.Env());
     o.Set("queued", Napi::Number::New(info.Env(), static_cast<double>(s.queued)));

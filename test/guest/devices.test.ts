@@ -469,6 +469,10 @@ if (skipReason !== undefined) {
         await q.waitFor(/items recovered\n/, KV_BOOT_MS);
         // No disk: the server says so, and that it will refuse writes.
         expect(q.output()).toBe('kvserver: no usable disk (no disk device): every write will be refused; boot with kvserver.storage=memory to serve from memory only\n' + bootLine(0));
+        // It asks for its gateway as its interface comes up (nobody answers here).
+        const ask = await wire.next(() => true);
+        expect(hex(ask.subarray(0, 6))).toBe('ffffffffffff');
+        expect(hex(ask.subarray(14, 42))).toBe(hex(arp(1, GUEST_MAC, GUEST_IP, ZERO_MAC, GATEWAY_IP)));
       });
       afterAll(async () => {
         wire?.close();
