@@ -384,6 +384,17 @@ if (skipReason !== undefined) {
       expect(q.output()).toBe(bootLine(KV_RECOVERED[2]));
     }, 120_000);
 
+    it('kvserver reads kvserver.storage=memory from -append through semihosting (and, without semihosting, finds no command line)', async () => {
+      const q = startQemu('kvserver', [
+        '-semihosting-config', 'enable=on,target=native',
+        '-append', 'kvserver.storage=memory',
+        '-netdev', 'user,id=n0',
+        '-device', 'virtio-net-device,netdev=n0',
+      ]);
+      await q.waitFor(/items recovered\n/, KV_BOOT_MS);
+      expect(q.output()).toBe('kvserver: memory-only (kvserver.storage=memory): writes are acknowledged without a disk and lost at a restart\n' + bootLine(0));
+    });
+
     it('kvserver compacts its log when a half fills, and recovers the compacted log', async () => {
       // 64 KiB: 128 sectors, two halves of 63; every small write takes one sector.
       const img = join(dir, 'kv-small.img');
