@@ -65,7 +65,8 @@ async function cpu(name: string) {
 }
 
 async function kv(ft: boolean, seconds: number, clients: number) {
-  const spec: VmSpec = { id: 'bench', guest: guest('kvserver'), memory: 16 << 20, clock: 'real', net: { backend: 'udp', hostPort: 0, guestPort: 11211 } };
+  // No disk: kvserver serves from memory only when told so.
+  const spec: VmSpec = { id: 'bench', guest: guest('kvserver'), memory: 16 << 20, clock: 'real', append: 'kvserver.storage=memory', net: { backend: 'udp', hostPort: 0, guestPort: 11211 } };
   const releases: number[] = [];
   const acks: number[] = [];
   const lags: number[] = [];
@@ -118,7 +119,7 @@ async function kvConfig(name: string, disk = true): Promise<{ cfg: string; image
   writeFileSync(image, Buffer.alloc(4 << 20));
   const port = await freeUdpPort();
   const cfg = join(dir, 'vm.json');
-  writeFileSync(cfg, JSON.stringify({ vm: { id: 'kv', guest: guest('kvserver'), ramMiB: 16, clock: 'real', devices: { ...(disk ? { disk: { path: image } } : {}), net: { backend: 'udp', hostPort: port, guestPort: 11211 } } }, ft: { listen: '127.0.0.1:0', keyHex: key.toString('hex'), arbiter: { backend: 'file', dir: join(dir, 'arbiter') } } }));
+  writeFileSync(cfg, JSON.stringify({ vm: { id: 'kv', guest: guest('kvserver'), ramMiB: 16, clock: 'real', ...(disk ? {} : { append: 'kvserver.storage=memory' }), devices: { ...(disk ? { disk: { path: image } } : {}), net: { backend: 'udp', hostPort: port, guestPort: 11211 } } }, ft: { listen: '127.0.0.1:0', keyHex: key.toString('hex'), arbiter: { backend: 'file', dir: join(dir, 'arbiter') } } }));
   return { cfg, image, port };
 }
 
@@ -134,7 +135,7 @@ async function kvProcesses(ft: boolean, seconds: number, clients: number, disk: 
     await a.wait('status', (e) => e.protected === true);
   } else {
     const { spawn } = await import('node:child_process');
-    const child = spawn(process.execPath, [join(root, 'dist', 'cli', 'main.js'), 'run', guest('kvserver'), '--clock', 'real', ...(disk ? ['--disk', image] : []), '--net', `udp:${port}:11211`], { stdio: 'ignore' });
+    const child = spawn(process.execPath, [join(root, 'dist', 'cli', 'main.js'), 'run', guest('kvserver'), '--clock', 'real', ...(disk ? ['--disk', image] : ['--append', 'kvserver.storage=memory']), '--net', `udp:${port}:11211`], { stdio: 'ignore' });
     procs.push({ child });
     const c = new KvClient({ endpoints: [{ host: '127.0.0.1', port }], timeoutMs: 100, retries: 100 });
     await c.version();

@@ -45,24 +45,28 @@ const [scenario, ...rest] = process.argv.slice(2) as [IoTrial['scenario'], ...st
 const SECTOR = 512;
 const KV = readFileSync(`${GUEST_BIN}/kvserver.elf`);
 
-/** Builds a kvserver WAL image: generation 1 (half 1), `records` set records of 1 KiB values over 256 keys. */
+/** Builds a kvserver WAL image (format 2): generation 1 (half 1), `records` set records of 1 KiB values over 256 keys. */
 function buildWal(path: string, records: number): number {
-  const recSectors = Math.ceil((40 + 8 + 1024) / SECTOR); // 3
+  const HDR = 48;
+  const recSectors = Math.ceil((HDR + 8 + 1024) / SECTOR); // 3
   const halfLen = 2 + records * recSectors + 16;
+  if (halfLen > 4096) throw new RangeError(`${records} records do not fit kvserver's 4096-sector log half`);
   const img = Buffer.alloc((2 + 2 * halfLen) * SECTOR);
   const sb = img.subarray(SECTOR, 2 * SECTOR); // generation 1 lives in slot 1
   sb.write('LSKVWAL1', 0, 'latin1');
-  sb.writeUInt32LE(1, 8);
+  sb.writeUInt32LE(2, 8); // format version
   sb.writeUInt32LE(1, 12);
   sb.writeUInt32LE(halfLen, 16);
   sb.writeBigUInt64LE(BigInt(records + 1), 20);
-  sb.writeUInt32LE(crc32(sb.subarray(0, 28)), 28);
+  sb.writeUInt32LE(0, 28); // flags
+  sb.writeUInt32LE(crc32(sb.subarray(0, 32)), 32);
   let pos = (2 + halfLen) * SECTOR;
+  let prev = 0;
   for (let i = 0; i < records; i++) {
     const rec = img.subarray(pos, pos + recSectors * SECTOR);
     const key = Buffer.from(`k${String(i % 256).padStart(7, '0')}`, 'latin1');
     const val = Buffer.alloc(1024, 0x61 + (i % 26));
-    rec.writeUInt32LE(0x3152564b, 0);
+    rec.writeUInt32LE(0x3252564b, 0);
     rec.writeUInt32LE(1, 4);
     rec.writeUInt32LE(i, 8);
     rec.writeUInt8(1, 12);
@@ -72,9 +76,11 @@ function buildWal(path: string, records: number): number {
     rec.writeUInt32LE(val.length, 20);
     rec.writeBigUInt64LE(BigInt(i + 1), 24);
     rec.writeUInt32LE(recSectors, 32);
-    key.copy(rec, 40);
-    val.copy(rec, 40 + key.length);
-    rec.writeUInt32LE(crc32(rec.subarray(0, 40 + key.length + val.length)), 36);
+    rec.writeUInt32LE(prev, 36); // the chain: the previous record's crc
+    key.copy(rec, HDR);
+    val.copy(rec, HDR + key.length);
+    prev = crc32(rec.subarray(0, HDR + key.length + val.length));
+    rec.writeUInt32LE(prev, 44);
     pos += recSectors * SECTOR;
   }
   writeFileSync(path, img);

@@ -15,7 +15,7 @@ import { median } from './stats.js';
 
 const BUDGET = 125_000_000; // bytes/s: the 1 Gbit/s logging budget
 const DISK_BYTES = 4 << 20;
-const RECOVER_RECORDS = 5000; // 3 sectors each: 7.68 MB of WAL
+const RECOVER_RECORDS = 1300; // 3 sectors each: 2.0 MB of WAL, about all one log half holds (4096 sectors)
 
 const { values: opts } = parseArgs({
   args: process.argv.slice(2),

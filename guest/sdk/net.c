@@ -20,17 +20,20 @@
 #define IPPROTO_ICMP 1u
 #define IPPROTO_UDP 17u
 
-#define NBUF 16u        /* RX and TX buffers each */
+/* Receive buffers absorb a burst while the guest is busy (a kvserver write waits for the disk); the
+   host side queues what does not fit (see the machine's net counters). */
+#define NRX 64u
+#define NTX 16u
 #define ARP_ENTRIES 8u
 #define PARKED_MAX 4u
 #define UDP_PORTS 8u
 
 static vio_dev dev;
 static vio_queue rxq, txq;
-static uint8_t rx_buf[NBUF][BUF_SIZE] __attribute__((aligned(16)));
-static uint8_t tx_buf[NBUF][BUF_SIZE] __attribute__((aligned(16)));
-static uint8_t tx_busy[NBUF]; /* 0 free, 1 in the TX queue, 2 parked waiting for ARP */
-static unsigned n_rx, n_tx;   /* buffers actually used: min(NBUF, queue size) */
+static uint8_t rx_buf[NRX][BUF_SIZE] __attribute__((aligned(16)));
+static uint8_t tx_buf[NTX][BUF_SIZE] __attribute__((aligned(16)));
+static uint8_t tx_busy[NTX]; /* 0 free, 1 in the TX queue, 2 parked waiting for ARP */
+static unsigned n_rx, n_tx;   /* buffers actually used: at most NRX / NTX and the queue size */
 
 static uint8_t mac[6] = NET_DEFAULT_MAC;
 static uint32_t my_ip = NET_DEFAULT_IP, my_mask = NET_DEFAULT_NETMASK, my_gw = NET_DEFAULT_GATEWAY;
@@ -367,19 +370,26 @@ int udp_sendto(uint16_t src_port, uint32_t dst_ip, uint16_t dst_port, const void
   return 0;
 }
 
-static void udp_input(uint32_t src, uint32_t dst, const uint8_t *ip, uint32_t ip_len, const uint8_t *u, uint32_t len) {
-  if (len < UDP_HDR || get16(u + 4) < UDP_HDR || get16(u + 4) > len) goto drop;
-  len = get16(u + 4);
-  if (get16(u + 6) != 0 &&
+/* `truncated`: u is the first fragment of a datagram too large for one frame; only its start is here
+   (fragments are never reassembled), so its checksum cannot be checked and the handler sees both
+   lengths. */
+static void udp_input(uint32_t src, uint32_t dst, const uint8_t *ip, uint32_t ip_len, const uint8_t *u, uint32_t len,
+                      int truncated) {
+  if (len < UDP_HDR || get16(u + 4) < UDP_HDR) goto drop;
+  uint32_t full = get16(u + 4);
+  if (truncated ? full <= len : full > len) goto drop;
+  if (!truncated) len = full;
+  if (!truncated && get16(u + 6) != 0 &&
       net_csum_fold(net_csum_add(pseudo_sum(src, dst, IPPROTO_UDP, len), u, len)) != 0) {
     stats.rx_bad_checksum++;
     goto drop;
   }
   stats.udp_rx++;
+  if (truncated) stats.udp_rx_truncated++;
   uint16_t dport = get16(u + 2);
   for (unsigned i = 0; i < UDP_PORTS; i++) {
     if (ports[i].port == dport) {
-      ports[i].handler(src, get16(u), dport, u + UDP_HDR, len - UDP_HDR);
+      ports[i].handler(src, get16(u), dport, u + UDP_HDR, len - UDP_HDR, full - UDP_HDR);
       return;
     }
   }
@@ -405,7 +415,12 @@ static void ip_input(const uint8_t *f, uint32_t len) {
   uint32_t src = get32(ip + 12), dst = get32(ip + 16);
   int bcast = dst == 0xffffffffu || dst == (my_ip | ~my_mask);
   if (dst != my_ip && !bcast) goto drop;
-  if ((get16(ip + 6) & 0x3fffu) != 0) goto drop; /* a fragment (MF set or an offset): unsupported */
+  /* Fragments are not reassembled. The first fragment of a UDP datagram still reaches its handler,
+     marked truncated, so a server can answer that the request was too large instead of staying
+     silent; later fragments (an offset) are dropped. */
+  uint32_t frag = get16(ip + 6);
+  int more_fragments = (frag & 0x2000u) != 0;
+  if ((frag & 0x1fffu) != 0 || (more_fragments && (ip[9] != IPPROTO_UDP || bcast))) goto drop;
   /* Glean: the sender (if on-link) is reachable at the frame's source MAC. */
   if (!bcast && on_link(src) && src != my_ip) arp_learn(src, f + 6);
   const uint8_t *payload = ip + ihl;
@@ -415,7 +430,7 @@ static void ip_input(const uint8_t *f, uint32_t len) {
       if (!bcast) icmp_input(src, payload, plen);
       return;
     case IPPROTO_UDP:
-      udp_input(src, dst, ip, total, payload, plen);
+      udp_input(src, dst, ip, total, payload, plen, more_fragments);
       return;
     default:
       goto drop;
@@ -452,8 +467,8 @@ static void rx_give(unsigned i) {
 int net_init(void) {
   int r = vio_find(VIO_ID_NET, 0, &dev);
   if (r == 0) r = vio_begin(&dev, 0, 1ull << VIRTIO_NET_F_MAC);
-  if (r == 0) r = vio_queue_init(&dev, &rxq, 0, NBUF);
-  if (r == 0) r = vio_queue_init(&dev, &txq, 1, NBUF);
+  if (r == 0) r = vio_queue_init(&dev, &rxq, 0, NRX);
+  if (r == 0) r = vio_queue_init(&dev, &txq, 1, NTX);
   if (r != 0) {
     if (r != VIO_ERR_NOT_FOUND && r != VIO_ERR_LEGACY) vio_fail(&dev);
     return r;
@@ -466,6 +481,11 @@ int net_init(void) {
   for (unsigned i = 0; i < n_rx; i++) rx_give(i);
   vio_notify(&rxq);
   ready = 1;
+  /* Resolve the gateway now, as a host bringing its interface up does: every reply to an off-link
+     client goes through it, and a first burst of such requests would otherwise park more replies
+     (behind an ARP request whose answer queues behind the burst) than PARKED_MAX holds. */
+  static const uint8_t zero[6] = {0};
+  if (my_gw != 0 && on_link(my_gw)) arp_send(1, BROADCAST, zero, my_gw);
   return 0;
 }
 

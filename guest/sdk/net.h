@@ -17,8 +17,8 @@
 /* Used when the device does not offer VIRTIO_NET_F_MAC: QEMU's default guest MAC. */
 #define NET_DEFAULT_MAC {0x52, 0x54, 0x00, 0x12, 0x34, 0x56}
 
-/* Largest UDP payload in one unfragmented datagram on a 1500-byte MTU (no IP fragmentation here:
-   fragments are dropped on receive and never produced on send). */
+/* Largest UDP payload in one unfragmented datagram on a 1500-byte MTU (no IP reassembly here: of a
+   fragmented datagram only the first fragment reaches a handler, marked truncated; none is ever sent). */
 #define UDP_MAX_PAYLOAD 1472u
 
 /* virtio-net feature bits the driver takes when offered */
@@ -27,8 +27,8 @@
 /* Sets the static configuration used by net_init(); optional (the defaults above otherwise). */
 void net_configure(uint32_t ip, uint32_t netmask, uint32_t gateway);
 
-/* Finds and initialises the first virtio-net device (RX queue 0 and TX queue 1, 16 buffers each)
-   and fills the RX queue. Returns 0 or a VIO_ERR_* code. */
+/* Finds and initialises the first virtio-net device (RX queue 0 with 64 buffers, TX queue 1 with 16),
+   fills the RX queue and sends an ARP request for the gateway. Returns 0 or a VIO_ERR_* code. */
 int net_init(void);
 
 const uint8_t *net_mac(void); /* 6 bytes */
@@ -44,8 +44,12 @@ void net_poll(void);
 __attribute__((noreturn)) void net_run(void);
 
 /* A UDP receive callback. `data` (len bytes) is valid only during the call; src_ip/src_port are the
-   sender, dst_port the local port it was bound to. The handler may call udp_sendto(). */
-typedef void (*udp_handler)(uint32_t src_ip, uint16_t src_port, uint16_t dst_port, const uint8_t *data, size_t len);
+   sender, dst_port the local port it was bound to. `full_len` is the datagram's payload length by its
+   UDP header: equal to len, except for a datagram too large for one frame, of which only the first
+   fragment arrives (fragments are never reassembled): then len < full_len, the bytes are the start
+   of the payload and its checksum could not be verified. The handler may call udp_sendto(). */
+typedef void (*udp_handler)(uint32_t src_ip, uint16_t src_port, uint16_t dst_port, const uint8_t *data, size_t len,
+                            size_t full_len);
 
 /* Binds a local port to a handler (up to 8 ports). Returns 0, or -1 if the port is taken or the
    table is full. Datagrams to unbound ports get an ICMP port unreachable. */
@@ -61,11 +65,12 @@ int udp_sendto(uint16_t src_port, uint32_t dst_ip, uint16_t dst_port, const void
 /* Counters (all monotonic). */
 typedef struct net_stats {
   uint32_t rx_frames, tx_frames;
-  uint32_t rx_dropped;       /* not for us, malformed, bad checksum, fragments, unknown protocol */
+  uint32_t rx_dropped;       /* not for us, malformed, bad checksum, later fragments, unknown protocol */
   uint32_t rx_bad_checksum;  /* IPv4 header, ICMP or UDP checksum wrong (also counted as dropped) */
   uint32_t arp_requests_sent, arp_replies_sent;
   uint32_t icmp_echo_replies;
   uint32_t udp_rx, udp_tx, udp_no_port;
+  uint32_t udp_rx_truncated;  /* first fragments of datagrams too large for one frame (also in udp_rx) */
   uint32_t tx_parked_dropped; /* parked frames dropped for lack of an ARP answer */
 } net_stats;
 

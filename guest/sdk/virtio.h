@@ -62,7 +62,7 @@
 #define VIO_F_VERSION_1 32u
 
 /* ---- Split virtqueue layout, virtio 1.1 §2.6 ---- */
-#define VIO_QSZ 16u /* ring entries per queue the SDK allocates; a queue uses min(this, QueueNumMax) */
+#define VIO_QSZ 64u /* ring entries per queue the SDK allocates; a queue uses min(this, QueueNumMax) */
 
 #define VIO_DESC_F_NEXT  1u
 #define VIO_DESC_F_WRITE 2u /* the device writes this buffer */

@@ -50,6 +50,7 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
                            InstanceMethod<&NativeMachine::JsTakeFrames>("takeFrames"),
                            InstanceMethod<&NativeMachine::JsNetInput>("netInput"),
                            InstanceMethod<&NativeMachine::JsSuppressed>("suppressedOutputs"),
+                           InstanceMethod<&NativeMachine::JsNetStats>("netStats"),
                            InstanceMethod<&NativeMachine::JsSetGate>("setGate"),
                            InstanceMethod<&NativeMachine::JsRelease>("release"),
                            InstanceMethod<&NativeMachine::JsSetShadow>("setShadow"),
@@ -107,6 +108,8 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     if (disk.IsString()) config.disk = disk.As<Napi::String>().Utf8Value();
     Napi::Value separate = opts.Get("diskSeparate");
     if (separate.IsBoolean()) config.disk_separate = separate.As<Napi::Boolean>().Value();
+    Napi::Value cmdline = opts.Get("cmdline");
+    if (cmdline.IsString()) config.cmdline = cmdline.As<Napi::String>().Utf8Value();
 
     // The ring memory belongs to a JS SharedArrayBuffer; the reference keeps it alive until the
     // vCPU thread is joined (see Shutdown()).
@@ -592,6 +595,18 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
   Napi::Value JsSuppressed(const Napi::CallbackInfo& info) {
     if (!Usable(info)) return info.Env().Undefined();
     return Napi::Number::New(info.Env(), static_cast<double>(vcpu_->machine().suppressed_outputs()));
+  }
+  Napi::Value JsNetStats(const Napi::CallbackInfo& info) {
+    if (closed_ || !vcpu_) {
+      Napi::Error::New(info.Env(), "machine is closed").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    const VcpuThread::NetStats s = vcpu_->net_stats();  // thread-safe: readable while a run is in progress
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("queued", Napi::Number::New(info.Env(), static_cast<double>(s.queued)));
+    o.Set("delivered", Napi::Number::New(info.Env(), static_cast<double>(s.delivered)));
+    o.Set("dropped", Napi::Number::New(info.Env(), static_cast<double>(s.dropped)));
+    return o;
   }
   Napi::Value JsStateHash(const Napi::CallbackInfo& info) {
     if (!Usable(info)) return info.Env().Undefined();

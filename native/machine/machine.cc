@@ -484,6 +484,11 @@ void Machine::net_transmit(const uint8_t* frame, uint32_t n) {
   host_io_->net_transmit(frame, n);
 }
 
+VirtioNet::Rx Machine::net_rx_state() const {
+  if (!net_ || log_mode_ == LogMode::kReplay) return VirtioNet::Rx::kClosed;
+  return net_->rx_state();
+}
+
 bool Machine::net_receive(const uint8_t* frame, uint32_t n) {
   if (!net_ || log_mode_ == LogMode::kReplay || n == 0 || n > VirtioNet::kMaxFrame) return false;
   if (!net_->deliver(frame, n)) return false;

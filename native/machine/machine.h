@@ -69,6 +69,9 @@ struct MachineConfig {
   /// data, and a replaying machine performs reads and writes on its own image at the logged completions.
   bool disk_separate = false;
   uint64_t entropy_seed = 0x6c6f636b;  ///< virtual clock: entropy is this seeded PRNG's, so runs repeat
+  /// The guest's command line (semihosting SYS_GET_CMDLINE): configuration, the same on both halves of
+  /// a pair, so nothing is logged.
+  std::string cmdline;
 };
 
 /// Why Machine::run() returned.
@@ -138,6 +141,8 @@ class Machine final : public Platform {
   void net_transmit(const uint8_t* frame, uint32_t n);
   /// A frame from the host for the guest (plain/record); false when dropped for lack of buffers.
   bool net_receive(const uint8_t* frame, uint32_t n);
+  /// Whether net_receive() could deliver a frame now (kClosed also without virtio-net or when replaying).
+  VirtioNet::Rx net_rx_state() const;
   uint64_t suppressed_outputs() const { return suppressed_; }
   /// virtio-blk requests submitted and not yet completed (the guest's view).
   size_t disk_in_flight() const { return blk_ ? blk_->pending().size() : 0; }

@@ -142,13 +142,14 @@ Mmio Machine::semihost() {
     case kErrno:
       ret = semihost_errno_;
       break;
-    case kGetCmdline:
-      if (args(2) && a[1] > 0) {
-        const uint8_t zero = 0;
-        const uint32_t len0 = 0;
-        if (guest_write(a[0], &zero, 1) && guest_write(arg + 4, &len0, 4)) ret = 0;
-      }
+    case kGetCmdline: {
+      // The block is {buffer, size}; on success the text (NUL-terminated) is in the buffer and its
+      // length in the block's second word. A buffer too small fails the call, as the spec says.
+      const std::string& text = config_.cmdline;
+      const uint32_t len = static_cast<uint32_t>(text.size());
+      if (args(2) && a[1] > len && guest_write(a[0], text.c_str(), len + 1) && guest_write(arg + 4, &len, 4)) ret = 0;
       break;
+    }
     case kHeapInfo: {
       uint32_t block = 0;
       const uint32_t zeros[4] = {};

@@ -135,6 +135,13 @@ Mmio VirtioMmio::store(uint32_t off, unsigned size, uint32_t v) {
   return Mmio::kOkRecheck;  // the interrupt line may have changed
 }
 
+bool VirtioMmio::has_available(uint32_t qi) const {
+  const Virtqueue& q = queues_[qi];
+  uint32_t avail_off;
+  if (!q.ready || (status_ & kDeviceNeedsReset) || !guest_range(q.driver, 4, &avail_off)) return false;
+  return rd16(machine_->ram() + avail_off + 2) != q.last_avail;
+}
+
 int VirtioMmio::pop(uint32_t qi, Chain* out) {
   Virtqueue& q = queues_[qi];
   if (!q.ready || (status_ & kDeviceNeedsReset)) return 0;

@@ -73,6 +73,8 @@ class VirtioMmio {
   bool driver_ok() const { return (status_ & kStatusDriverOk) && !(status_ & kDeviceNeedsReset); }
   /// Takes the next available chain of queue q. 1: got one; 0: none; -1: malformed (device now broken).
   int pop(uint32_t q, Chain* out);
+  /// Whether queue q has an available chain to pop, without taking it or judging it (no side effects).
+  bool has_available(uint32_t q) const;
   /// Returns a chain to the driver with `written` bytes written, and raises the used-buffer interrupt.
   void push(uint32_t q, uint16_t head, uint32_t written);
   /// Puts the device into DEVICE_NEEDS_RESET and tells the driver (config-change interrupt).

@@ -269,6 +269,11 @@ void VirtioNet::notify(uint32_t q) {
   }
 }
 
+VirtioNet::Rx VirtioNet::rx_state() const {
+  if (!t_->driver_ok()) return Rx::kClosed;
+  return t_->has_available(0) ? Rx::kReady : Rx::kFull;
+}
+
 bool VirtioNet::deliver(const uint8_t* frame, uint32_t n) {
   if (!t_->driver_ok()) {
     dropped_++;

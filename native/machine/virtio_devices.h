@@ -87,6 +87,10 @@ class VirtioNet final : public VirtioDevice {
   uint32_t config_read(uint32_t off, unsigned size) const override;
   void notify(uint32_t q) override;
   void reset() override {}
+  /// Whether a frame could be delivered now: kClosed (the driver is not running: a frame would be
+  /// dropped), kFull (no receive buffer posted: a frame should wait) or kReady.
+  enum class Rx : uint8_t { kClosed, kFull, kReady };
+  Rx rx_state() const;
   /// Puts a frame into the next receive buffer. False (frame dropped) when the guest has none ready.
   bool deliver(const uint8_t* frame, uint32_t n);
   uint64_t dropped() const { return dropped_; }

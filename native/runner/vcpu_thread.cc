@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <iterator>
 
 #ifdef __linux__
 #include <fcntl.h>
@@ -152,10 +153,26 @@ std::vector<std::vector<uint8_t>> VcpuThread::take_frames() {
 void VcpuThread::net_input(const uint8_t* frame, size_t n) {
   if (replaying_.load(std::memory_order_acquire)) return;  // a secondary's link is not live yet
   std::lock_guard<std::mutex> lock(mu_);
+  if (net_in_.size() + net_taken_ >= kNetQueueFrames) {
+    // relaxed: a statistic; readers need no ordering with the queue.
+    net_dropped_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
   net_in_.emplace_back(frame, frame + n);
   new_input_ = true;
   raise();
   cv_.notify_all();
+}
+
+VcpuThread::NetStats VcpuThread::net_stats() {
+  NetStats s;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    s.queued = net_in_.size() + net_taken_;
+  }
+  s.delivered = net_delivered_.load(std::memory_order_relaxed);
+  s.dropped = net_dropped_.load(std::memory_order_relaxed);
+  return s;
 }
 
 void VcpuThread::console_drained() {
@@ -367,6 +384,7 @@ RunReport VcpuThread::run_to(uint64_t target) {
       }
       uart.assign(input_.begin(), input_.begin() + static_cast<long>(std::min<size_t>(input_.size(), Uart::kRxFifo)));
       frames.swap(net_in_);
+      net_taken_ = frames.size();
       disk_done_ = false;
       new_input_ = false;
       do_copy = precopy_active_;
@@ -378,8 +396,24 @@ RunReport VcpuThread::run_to(uint64_t target) {
       std::lock_guard<std::mutex> lock(mu_);
       input_.erase(input_.begin(), input_.begin() + static_cast<long>(took));
     }
-    // A frame the guest has no receive buffer for is dropped, as a NIC drops it (nothing is logged).
-    for (const std::vector<uint8_t>& f : frames) m.net_receive(f.data(), static_cast<uint32_t>(f.size()));
+    // Frames for the guest, oldest first, each into a receive buffer the guest posted (its delivery is
+    // logged there). Without a free buffer the rest wait, in order, on the host; a NIC would drop them,
+    // but a burst from many clients would then be lost while the guest waits for its disk. A driver
+    // that is not running (or a buffer too small) drops a frame (not logged: it never reached the guest).
+    size_t taken = 0;
+    for (; taken < frames.size(); taken++) {
+      const VirtioNet::Rx rx = m.net_rx_state();
+      if (rx == VirtioNet::Rx::kFull) break;
+      const std::vector<uint8_t>& f = frames[taken];
+      // relaxed: statistics; readers need no ordering with the frames.
+      if (rx == VirtioNet::Rx::kReady && m.net_receive(f.data(), static_cast<uint32_t>(f.size()))) net_delivered_.fetch_add(1, std::memory_order_relaxed);
+      else net_dropped_.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (!frames.empty()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      net_in_.insert(net_in_.begin(), std::make_move_iterator(frames.begin() + static_cast<long>(taken)), std::make_move_iterator(frames.end()));
+      net_taken_ = 0;
+    }
     m.block_poll();  // completions the disk finished, delivered (and logged) at this boundary
     uint64_t slice_end = std::min(target, cpu.instret + kSlice);
     if (recording && hash_interval_) slice_end = std::min(slice_end, (cpu.instret / hash_interval_ + 1) * hash_interval_);
@@ -412,7 +446,11 @@ RunReport VcpuThread::run_to(uint64_t target) {
         // Sleep (never spin) until input, a stop, or (real clock) the timer's deadline.
         std::unique_lock<std::mutex> lock(mu_);
         const int64_t ns = m.config().real_clock ? m.ns_until_timer() : -1;
-        auto ready = [&] { return quit_ || stop_requested_ || new_input_ || disk_done_ || precopy_active_; };
+        // Frames waiting on the host and a receive buffer posted since: deliver them instead of sleeping.
+        auto ready = [&] {
+          return quit_ || stop_requested_ || new_input_ || disk_done_ || precopy_active_ ||
+                 (!net_in_.empty() && m.net_rx_state() == VirtioNet::Rx::kReady);
+        };
         if (ns < 0) cv_.wait(lock, ready);
         else if (ns > 0) cv_.wait_for(lock, std::chrono::nanoseconds(ns), ready);
         break;

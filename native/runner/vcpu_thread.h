@@ -80,8 +80,18 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   bool hold_block(BlockFile::Request& r) override;             // HostIo, vCPU thread
   /// Frames sent by the guest since the last call (any thread).
   std::vector<std::vector<uint8_t>> take_frames();
-  /// Queues a frame for the guest; delivered at a boundary (dropped if the guest has no buffer).
+  /// Queues a frame for the guest (any thread). It is delivered at a boundary once the guest has a
+  /// receive buffer posted, oldest first; it waits on the host meanwhile, up to kNetQueueFrames frames.
+  /// Beyond that, or while the guest's driver is not running, a frame is dropped and counted.
   void net_input(const uint8_t* frame, size_t n);
+  static constexpr size_t kNetQueueFrames = 1024;
+  /// Host-side receive counters (any thread).
+  struct NetStats {
+    uint64_t queued = 0;     // frames waiting for a guest receive buffer now
+    uint64_t delivered = 0;  // frames put into guest receive buffers
+    uint64_t dropped = 0;    // frames dropped: the queue was full, the driver not running, or the frame too large for the buffer
+  };
+  NetStats net_stats();
   /// The `tap` back-end: creates (or attaches to) Linux TAP device `name`; frames then flow between it
   /// and virtio-net natively, without JavaScript. False with the reason in *error.
   bool attach_tap(const std::string& name, std::string* error);
@@ -182,7 +192,10 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   bool stop_requested_ = false;
   uint64_t target_ = 0;
   std::deque<uint8_t> input_;
-  std::deque<std::vector<uint8_t>> net_in_;   // under mu_
+  std::deque<std::vector<uint8_t>> net_in_;   // under mu_: frames for the guest, oldest first
+  size_t net_taken_ = 0;                      // under mu_: frames the vCPU took out of net_in_ to deliver
+  std::atomic<uint64_t> net_delivered_{0};
+  std::atomic<uint64_t> net_dropped_{0};
   std::vector<std::vector<uint8_t>> net_out_; // under mu_
   bool disk_done_ = false;                    // under mu_: the disk finished something
   int tap_fd_ = -1;

@@ -60,6 +60,7 @@ function hostPort(name: string, text: string): { host: string; port: number } {
 export function ftSettings(loaded: LoadedConfig) {
   const { vm, ft } = loaded.config;
   const spec: VmSpec = { id: vm.id, guest: vm.guest, memory: vm.ramMiB * 1024 * 1024, clock: vm.clock };
+  if (vm.append !== '') spec.append = vm.append;
   if (vm.devices.rng) spec.rng = true;
   if (vm.devices.disk) spec.disk = { path: vm.devices.disk.path, mode: vm.devices.disk.mode };
   const net = vm.devices.net;

@@ -24,6 +24,7 @@ Options:
   --memory <size>            guest RAM (default 64M)
   --clock <real|virtual>     real (default): the host clock, logged; virtual: derived from instructions
   --input <file>             bytes fed to the guest's UART receiver (logged where they arrive)
+  --append <text>            the guest's command line (as QEMU's -append; kept in the log for replay)
   --max-instructions <n>     stop after exactly n instructions
   --hash-interval <n>        log a state hash every n instructions (default ${DEFAULT_HASH_INTERVAL}; 0: only at the end)
   --stats                    print counters, seconds, MIPS and log bandwidth (vs the 1 Gbit/s budget) to stderr
@@ -67,6 +68,7 @@ export async function recordCommand(argv: string[], io: CommandIo): Promise<numb
       memory: { type: 'string' },
       clock: { type: 'string' },
       input: { type: 'string' },
+      append: { type: 'string' },
       'max-instructions': { type: 'string' },
       'hash-interval': { type: 'string' },
       stats: { type: 'boolean' },
@@ -89,14 +91,15 @@ export async function recordCommand(argv: string[], io: CommandIo): Promise<numb
   const input = values.input === undefined ? undefined : readFileSync(values.input);
 
   const { devices, forwards } = parseDevices(values);
-  const machine = new Machine({ memory, clock, devices });
+  const cmdline = values.append ?? '';
+  const machine = new Machine({ memory, clock, devices, ...(cmdline === '' ? {} : { cmdline }) });
   let writer: LogWriter | undefined;
   let stopForwards = () => {};
   try {
     machine.load(elf);
     machine.on('console', (chunk) => io.stdout.write(chunk));
     stopForwards = await startForwards(machine, forwards, (l) => io.stderr.write(l));
-    writer = LogWriter.create(values.output, { lockstep: packageVersion(), memory, clock, elfSha256: sha256(elf), hashInterval });
+    writer = LogWriter.create(values.output, { lockstep: packageVersion(), memory, clock, elfSha256: sha256(elf), hashInterval, ...(cmdline === '' ? {} : { cmdline }) });
     const recorder = new Recorder(machine, { hashInterval });
     const w = writer;
     recorder.on('batch', (batch) => w.write(batch));
@@ -159,7 +162,7 @@ export async function replayCommand(argv: string[], io: CommandIo): Promise<numb
     ...(values.net ? { net: true } : {}),
     ...(values.rng ? { rng: true } : {}),
   };
-  const machine = new Machine({ memory: meta.memory, clock: meta.clock, devices });
+  const machine = new Machine({ memory: meta.memory, clock: meta.clock, devices, ...(meta.cmdline === undefined ? {} : { cmdline: meta.cmdline }) });
   try {
     machine.load(elf);
     machine.on('console', (chunk) => io.stdout.write(chunk));

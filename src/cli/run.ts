@@ -17,7 +17,9 @@ Options:
   --clock <virtual|real>     virtual: time derived from instructions, fully deterministic (default)
                              real: the host's monotonic clock
   --input <file>             bytes fed to the guest's UART receiver
-  --stats                    print instructions, branches, seconds and MIPS to stderr
+  --append <text>            the guest's command line (as QEMU's -append; read through semihosting)
+  --stats                    print instructions, branches, seconds and MIPS to stderr (and the
+                             virtio-net frames delivered to the guest and dropped on the host)
 ${DEVICE_HELP}  -h, --help                 this help
 
 Exit status: the guest's exit code (finisher, semihosting or HTIF); 64 usage error;
@@ -34,6 +36,7 @@ export async function runCommand(argv: string[], io: CommandIo): Promise<number>
       'max-instructions': { type: 'string' },
       clock: { type: 'string' },
       input: { type: 'string' },
+      append: { type: 'string' },
       stats: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
       ...DEVICE_OPTIONS,
@@ -52,7 +55,7 @@ export async function runCommand(argv: string[], io: CommandIo): Promise<number>
   const input = values.input === undefined ? undefined : readFileSync(values.input);
 
   const { devices, forwards } = parseDevices(values);
-  const machine = new Machine({ ...(memory === undefined ? {} : { memory }), clock, devices });
+  const machine = new Machine({ ...(memory === undefined ? {} : { memory }), clock, devices, ...(values.append === undefined ? {} : { cmdline: values.append }) });
   let stopForwards = () => {};
   try {
     machine.load(elf);
@@ -65,6 +68,7 @@ export async function runCommand(argv: string[], io: CommandIo): Promise<number>
       io.stderr.write(
         `lockstep: ${result.instret} instructions, ${result.branches} branches, ${seconds.toFixed(3)} s, ${mips.toFixed(1)} MIPS\n`,
       );
+      if (devices.net) io.stderr.write(netStatsLine(machine));
     }
     return exitStatus(result, io);
   } finally {
@@ -84,6 +88,12 @@ export async function runTimed(machine: Machine, max: bigint | undefined): Promi
   } finally {
     process.removeListener('SIGINT', onSigint);
   }
+}
+
+/** The host side of virtio-net, for --stats. */
+export function netStatsLine(machine: Machine): string {
+  const n = machine.netStats;
+  return `lockstep: virtio-net: ${n.delivered} frames delivered to the guest, ${n.dropped} dropped on the host\n`;
 }
 
 export function hex(n: number): string {

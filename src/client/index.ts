@@ -14,7 +14,7 @@ export type {
 export { ClientError } from './errors.js';
 export type { ClientErrorCode } from './errors.js';
 export { LoadGenerator, verifyStore } from './load.js';
-export type { LoadOptions, LoadProgress, LoadResult, LoadEvents, AcknowledgedWrite } from './load.js';
+export type { LoadOptions, LoadProgress, LoadResult, LoadEvents, AcknowledgedWrite, CounterSummary } from './load.js';
 export { RegisterHistory } from './history.js';
 export type { WriteRecord, ReadRecord, ReadViolation } from './history.js';
 export { LatencyHistogram } from './histogram.js';
@@ -24,6 +24,9 @@ export {
   MAX_DATAGRAM_SIZE,
   MAX_KEY_LENGTH,
   MEMCACHED_PORT,
+  EXACTLY_ONCE_MARK,
+  REPLY_CACHE_WINDOW_MS,
+  MAX_RETRY_WINDOW_MS,
   encodeFrame,
   decodeFrameHeader,
   parseReply,

@@ -1,6 +1,7 @@
-// Load generator for a memcached-UDP server: N logical clients (one socket each) run a set/get mix,
-// every answer is verified against the write history, acknowledged writes are listed, latency goes
-// into a histogram. It reads the clock only to measure latency and to stop a timed run.
+// Load generator for a memcached-UDP server: N logical clients (one socket each) run a set/get/incr
+// mix, every answer is verified against the write history and every increment against its counter
+// (exactly once), acknowledged writes are listed, latency goes into a histogram. It reads the clock
+// only to measure latency and to stop a timed run.
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { OptionError } from '../errors.js';
@@ -18,6 +19,12 @@ export interface LoadOptions {
   clients?: number;
   /** Fraction of requests that are sets (the rest are gets), 0 … 1. Default 0.5. */
   setRatio?: number;
+  /**
+   * Fraction of requests that are `incr` of the logical client's own counter (`<prefix>ctr<n>`), taken
+   * before the set/get choice, 0 … 1. Default 0. Every answer is checked: an increment applied twice
+   * or lost shows at once (see {@link CounterSummary}).
+   */
+  incrRatio?: number;
   /** Number of distinct keys. Default 100. */
   keys?: number;
   /**
@@ -41,6 +48,8 @@ export interface LoadOptions {
   backoff?: Partial<BackoffOptions>;
   /** Violation details kept in the result (all are counted). Default 100. */
   maxViolations?: number;
+  /** Passed to every logical client ({@link KvClientOptions.retryWindowMs}). */
+  retryWindowMs?: number;
   /** Tag in every value, making values unique across runs against the same store. Default: random. */
   runTag?: string;
 }
@@ -57,6 +66,24 @@ export interface LoadProgress {
   rate: number;
   p50Ms: number;
   p99Ms: number;
+}
+
+/**
+ * Exactly-once accounting of the `incr` requests. Each logical client increments its own counter by 1,
+ * so each answer must be the previous value plus one, plus at most the increments whose outcome is
+ * unknown (no reply after every retry: applied once or not at all) since the last answer.
+ */
+export interface CounterSummary {
+  /** Increments answered with the new value. */
+  acknowledged: number;
+  /** Increments that failed (no valid answer): each may have been applied once, or not at all. */
+  failed: number;
+  /** Increments applied more than once: the amount by which a counter exceeded every allowed value. */
+  appliedTwice: number;
+  /** Acknowledged increments missing: the amount by which a counter fell below the allowed values. */
+  lost: number;
+  /** Counters whose final value could not be read at the end of the run. */
+  unverified: number;
 }
 
 /** A write the server acknowledged. */
@@ -93,6 +120,8 @@ export interface LoadResult {
   histogram: LatencyHistogram;
   /** Sum of the logical clients' counters (datagrams, malformed and unexpected replies, …). */
   clientCounters: KvClientCounters;
+  /** The `incr` requests and their exactly-once check (all zero without `incrRatio`). */
+  increments: CounterSummary;
   /** The generator's write history (shared by its runs), for {@link verifyStore} after the run. */
   history: RegisterHistory;
 }
@@ -136,10 +165,11 @@ function zeroCounters(): KvClientCounters {
  * `progress` every `progressIntervalMs` and `violation` for every read the history rules out.
  */
 export class LoadGenerator extends EventEmitter<LoadEvents> {
-  readonly #o: Required<Omit<LoadOptions, 'durationMs' | 'requests' | 'backoff' | 'valueSize'>> & {
+  readonly #o: Required<Omit<LoadOptions, 'durationMs' | 'requests' | 'backoff' | 'valueSize' | 'retryWindowMs'>> & {
     durationMs: number | undefined;
     requests: number | undefined;
     backoff: Partial<BackoffOptions> | undefined;
+    retryWindowMs: number | undefined;
     valueMin: number;
     valueMax: number;
   };
@@ -155,13 +185,17 @@ export class LoadGenerator extends EventEmitter<LoadEvents> {
     const clients = integer('clients', options.clients ?? 4, 1, 10_000);
     const setRatio = options.setRatio ?? 0.5;
     if (typeof setRatio !== 'number' || !(setRatio >= 0 && setRatio <= 1)) throw new OptionError('setRatio', `must be a number from 0 to 1, got ${String(setRatio)}`);
+    const incrRatio = options.incrRatio ?? 0;
+    if (typeof incrRatio !== 'number' || !(incrRatio >= 0 && incrRatio <= 1)) throw new OptionError('incrRatio', `must be a number from 0 to 1, got ${String(incrRatio)}`);
     const keys = integer('keys', options.keys ?? 100, 1);
     const runTag = options.runTag ?? Math.floor(Math.random() * 36 ** 4).toString(36).padStart(4, '0');
     if (typeof runTag !== 'string' || !/^[0-9a-z]{1,8}$/.test(runTag)) throw new OptionError('runTag', `must be 1 to 8 characters of [0-9a-z], got ${JSON.stringify(runTag)}`);
     const keyPrefix = options.keyPrefix ?? `lockstep:${runTag}:`;
     const longestKey = `${keyPrefix}${keys - 1}`;
-    const kp = keyProblem(longestKey);
-    if (kp !== undefined) throw new OptionError('keyPrefix', `makes key ${JSON.stringify(longestKey)}, which ${kp}`);
+    for (const k of [longestKey, `${keyPrefix}ctr${clients - 1}`]) {
+      const kp = keyProblem(k);
+      if (kp !== undefined) throw new OptionError('keyPrefix', `makes key ${JSON.stringify(k)}, which ${kp}`);
+    }
     const vs = options.valueSize ?? 32;
     const [valueMin, valueMax] = typeof vs === 'number' ? [vs, vs] : [vs?.min, vs?.max];
     integer('valueSize.min', valueMin, MIN_VALUE_SIZE);
@@ -177,6 +211,7 @@ export class LoadGenerator extends EventEmitter<LoadEvents> {
       endpoints: options.endpoints,
       clients,
       setRatio,
+      incrRatio,
       keys,
       keyPrefix,
       valueMin: valueMin as number,
@@ -188,6 +223,7 @@ export class LoadGenerator extends EventEmitter<LoadEvents> {
       timeoutMs: options.timeoutMs ?? 250,
       retries: options.retries ?? 3,
       backoff: options.backoff,
+      retryWindowMs: options.retryWindowMs,
       maxViolations: integer('maxViolations', options.maxViolations ?? 100, 0),
       runTag,
     };
@@ -197,7 +233,13 @@ export class LoadGenerator extends EventEmitter<LoadEvents> {
 
   #clientOptions(): ConstructorParameters<typeof KvClient>[0] {
     const o = this.#o;
-    return { endpoints: o.endpoints, timeoutMs: o.timeoutMs, retries: o.retries, ...(o.backoff === undefined ? {} : { backoff: o.backoff }) };
+    return {
+      endpoints: o.endpoints,
+      timeoutMs: o.timeoutMs,
+      retries: o.retries,
+      ...(o.backoff === undefined ? {} : { backoff: o.backoff }),
+      ...(o.retryWindowMs === undefined ? {} : { retryWindowMs: o.retryWindowMs }),
+    };
   }
 
   /** Ends a run early: every logical client finishes its current request, then `run()` resolves. */
@@ -259,9 +301,53 @@ export class LoadGenerator extends EventEmitter<LoadEvents> {
       errors[code] = (errors[code] ?? 0) + 1;
     };
 
+    const increments: CounterSummary = { acknowledged: 0, failed: 0, appliedTwice: 0, lost: 0, unverified: 0 };
+    /** Judges a counter's value against [expected + step, expected + step + uncertain], then trusts it. */
+    const judge = (c: { expected: bigint; uncertain: bigint }, value: bigint, step: bigint): void => {
+      const lo = c.expected + step;
+      const hi = lo + c.uncertain;
+      if (value < lo) increments.lost += Number(lo - value);
+      if (value > hi) increments.appliedTwice += Number(value - hi);
+      c.expected = value;
+      c.uncertain = 0n;
+    };
+
     const logical = async (index: number, client: KvClient): Promise<void> => {
       const random = prng((o.seed + Math.imul(index + 1, 0x9e3779b1)) >>> 0);
+      const counterKey = `${o.keyPrefix}ctr${index}`;
+      // The counter's last known value and the increments since whose outcome is unknown; undefined
+      // until a set to 0 was acknowledged.
+      let counter: { expected: bigint; uncertain: bigint } | undefined;
       while (claim()) {
+        if (o.incrRatio > 0 && random() < o.incrRatio) {
+          const t0 = performance.now();
+          try {
+            if (counter === undefined) {
+              const status = await client.set(counterKey, '0');
+              if (status !== 'stored') throw new ClientError('ERR_LOCKSTEP_CLIENT_PROTOCOL', `set ${counterKey} answered ${status}`);
+              counter = { expected: 0n, uncertain: 0n };
+              r.acknowledged++;
+            } else {
+              const value = await client.incr(counterKey, 1);
+              increments.acknowledged++;
+              r.acknowledged++;
+              if (value === null) {
+                increments.lost += Number(counter.expected); // the counter itself is gone
+                counter = undefined;
+              } else {
+                judge(counter, value, 1n);
+              }
+            }
+          } catch (err) {
+            if (counter !== undefined) {
+              increments.failed++;
+              counter.uncertain++;
+            }
+            failedWith(err);
+          }
+          histogram.record(performance.now() - t0);
+          continue;
+        }
         const key = `${o.keyPrefix}${Math.floor(random() * o.keys)}`;
         const isSet = random() < o.setRatio;
         const t0 = performance.now();
@@ -303,6 +389,16 @@ export class LoadGenerator extends EventEmitter<LoadEvents> {
         }
         histogram.record(performance.now() - t0);
       }
+      if (counter !== undefined) {
+        try {
+          const item = await client.get(counterKey);
+          const text = item?.value.toString('latin1');
+          if (text === undefined || !/^[0-9]{1,20}$/.test(text)) increments.lost += Number(counter.expected);
+          else judge(counter, BigInt(text), 0n);
+        } catch {
+          increments.unverified++;
+        }
+      }
     };
 
     try {
@@ -329,6 +425,7 @@ export class LoadGenerator extends EventEmitter<LoadEvents> {
       latency: histogram.summary(),
       histogram,
       clientCounters,
+      increments,
       history,
     };
   }

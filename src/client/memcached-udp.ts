@@ -3,11 +3,14 @@
 import dgram from 'node:dgram';
 import diagnostics from 'node:diagnostics_channel';
 import { isIPv6 } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { OptionError } from '../errors.js';
 import { ClientError } from './errors.js';
 import {
+  EXACTLY_ONCE_MARK,
   MAX_DATAGRAM_SIZE,
   MAX_REPLY_DATAGRAMS,
+  MAX_RETRY_WINDOW_MS,
   UDP_HEADER_SIZE,
   decodeFrameHeader,
   encodeFrame,
@@ -43,6 +46,18 @@ export interface KvClientOptions {
   backoff?: Partial<BackoffOptions>;
   /** Local address and port to bind the socket to. Default: any address, a port the OS picks. */
   bind?: { address?: string; port?: number };
+  /**
+   * Mark every request for kvserver's exactly-once reply cache (default true): 31-bit request ids
+   * (the high bits in the reserved header field), never reused by this client, and no retry later
+   * than `retryWindowMs` after the first send, so a retried write is answered from the cache rather
+   * than applied twice. memcached ignores the mark. `false` sends exactly what a stock client sends.
+   */
+  exactlyOnce?: boolean;
+  /**
+   * No attempt of a request is sent later than this after its first send; the request then fails as
+   * timed out. Default (and, with `exactlyOnce`, maximum) {@link MAX_RETRY_WINDOW_MS}: 10 000.
+   */
+  retryWindowMs?: number;
 }
 
 /** One stored value. */
@@ -109,7 +124,12 @@ export const CLIENT_CHANNELS = {
 } as const;
 
 interface Pending {
+  /** The 16-bit request id of the header (the key of #pending). */
   id: number;
+  /** The whole request id: 31 bits when marked, else equal to `id`. */
+  xid: number;
+  /** performance.now() of the first attempt, for the retry window. */
+  firstSentAt: number;
   frame: Buffer;
   command: string;
   expect: ReplyExpectation;
@@ -148,9 +168,11 @@ function checkCount(field: string, value: unknown, min: number, max = Number.MAX
  * A memcached ASCII-protocol client over UDP (one socket, so a retry comes from the same source port
  * and a server that deduplicates by source address and request id applies it once).
  *
- * Every request gets a fresh request id. An attempt that gets no valid reply within `timeoutMs` is
- * retried after back-off with the same id: the first retry to the same endpoint, later ones to the
- * next endpoints in turn. Replies are matched by request id; datagrams that do not match an
+ * Every request gets a fresh request id; by default it is a 31-bit id marked for kvserver's
+ * exactly-once reply cache (see {@link KvClientOptions.exactlyOnce}), which memcached ignores. An
+ * attempt that gets no valid reply within `timeoutMs` is retried after back-off with the same id,
+ * within the retry window: the first retry to the same endpoint, later ones to the next endpoints in
+ * turn. Replies are matched by request id (all 31 bits when the server echoes the mark); datagrams that do not match an
  * outstanding request or are not valid protocol for it are counted and ignored. After a request
  * succeeds on an endpoint, later requests start there. The open socket keeps the process alive:
  * call {@link KvClient.close} when done.
@@ -162,6 +184,8 @@ export class KvClient {
   readonly #retries: number;
   readonly #backoff: BackoffOptions;
   readonly #bindOptions: { address?: string; port?: number };
+  readonly #exactlyOnce: boolean;
+  readonly #retryWindowMs: number;
   readonly #pending = new Map<number, Pending>();
   readonly #counters: KvClientCounters = {
     requests: 0,
@@ -208,9 +232,17 @@ export class KvClient {
       factor: checkCount('backoff.factor', b.factor, 1, 1000),
     };
     this.#bindOptions = { ...options.bind };
-    // Start ids at a random point so a restarted client does not meet its predecessor's ids in a
-    // server's reply cache (when it happens to get the same source port back).
-    this.#nextId = Math.floor(Math.random() * 0x10000);
+    const exactlyOnce = options.exactlyOnce ?? true;
+    if (typeof exactlyOnce !== 'boolean') throw new OptionError('exactlyOnce', `must be a boolean, got ${String(exactlyOnce)}`);
+    this.#exactlyOnce = exactlyOnce;
+    this.#retryWindowMs =
+      options.retryWindowMs === undefined
+        ? exactlyOnce ? MAX_RETRY_WINDOW_MS : Infinity
+        : checkCount('retryWindowMs', options.retryWindowMs, 1, exactlyOnce ? MAX_RETRY_WINDOW_MS : 2 ** 31 - 1);
+    // Start ids at a random point of the 31-bit space so a restarted client that gets the same source
+    // port back is unlikely to meet its predecessor's recent ids in a server's reply cache (a chance of
+    // about n / 2^31 for its predecessor's last n writes within the cache's window).
+    this.#nextId = Math.floor(Math.random() * (exactlyOnce ? 0x8000_0000 : 0x10000));
     this.#socket = dgram.createSocket(v6[0] === true ? 'udp6' : 'udp4');
     this.#socket.on('message', (msg, rinfo) => this.#onMessage(msg, rinfo));
     // Receive errors (ICMP reports on some platforms) must not take the process down.
@@ -447,20 +479,26 @@ export class KvClient {
     return this.#bound;
   }
 
+  /** A whole request id (31 bits when marked) whose low 16 bits no outstanding request uses. */
   #allocateId(): number {
+    const span = this.#exactlyOnce ? 0x8000_0000 : 0x10000;
     for (let i = 0; i < 0x10000; i++) {
       const id = this.#nextId;
-      this.#nextId = (this.#nextId + 1) & 0xffff;
-      if (!this.#pending.has(id)) return id;
+      this.#nextId = (this.#nextId + 1) % span;
+      if (!this.#pending.has(id & 0xffff)) return id;
     }
     throw new ClientError('ERR_LOCKSTEP_CLIENT_REQUEST_INVALID', 'all 65536 request ids are outstanding; wait for replies before sending more', { field: 'requestId' });
+  }
+
+  #frame(xid: number, body: Buffer): Buffer {
+    return encodeFrame(xid & 0xffff, body, 0, 1, this.#exactlyOnce ? EXACTLY_ONCE_MARK | (xid >>> 16) : 0);
   }
 
   /** Sends a `noreply` request once. */
   async #sendOnly(body: Buffer): Promise<void> {
     this.#counters.requests++;
     await this.#ensureBound();
-    const frame = encodeFrame(this.#allocateId(), body);
+    const frame = this.#frame(this.#allocateId(), body);
     const e = this.#endpoints[this.#preferred]!;
     this.#counters.datagramsSent++;
     await new Promise<void>((resolve, reject) => {
@@ -479,11 +517,14 @@ export class KvClient {
     }
     await this.#ensureBound();
     if (this.#closed !== undefined) throw new ClientError('ERR_LOCKSTEP_CLIENT_CLOSED', 'the client is closed; make a new KvClient');
-    const id = this.#allocateId();
+    const xid = this.#allocateId();
+    const id = xid & 0xffff;
     const reply = await new Promise<Reply>((resolve, reject) => {
       const p: Pending = {
         id,
-        frame: encodeFrame(id, body),
+        xid,
+        firstSentAt: performance.now(),
+        frame: this.#frame(xid, body),
         command,
         expect,
         attempt: 0,
@@ -536,7 +577,10 @@ export class KvClient {
 
   #onTimeout(p: Pending): void {
     this.#counters.timeouts++;
-    if (p.attempt >= this.#retries) {
+    const b = this.#backoff;
+    const delay = Math.min(b.maxMs, b.initialMs * b.factor ** p.attempt);
+    const outOfWindow = performance.now() + delay - p.firstSentAt > this.#retryWindowMs;
+    if (p.attempt >= this.#retries || outOfWindow) {
       this.#pending.delete(p.id);
       const tried = [...new Set(Array.from({ length: p.attempt + 1 }, (_, n) => (p.start + Math.max(0, n - 1)) % this.#endpoints.length))]
         .map((i) => `${this.#endpoints[i]!.host}:${this.#endpoints[i]!.port}`)
@@ -546,12 +590,11 @@ export class KvClient {
         p.reject(new ClientError('ERR_LOCKSTEP_CLIENT_PROTOCOL', `${p.command}: no valid reply after ${attempts}; last invalid reply: ${p.lastProblem}`));
       } else {
         const send = p.lastSendError === undefined ? '' : `; last send error: ${p.lastSendError.message}`;
-        p.reject(new ClientError('ERR_LOCKSTEP_CLIENT_TIMEOUT', `${p.command}: no reply within ${this.#timeoutMs} ms after each of ${attempts}${send}; check that the server is up and reachable, or raise timeoutMs/retries`, { cause: p.lastSendError }));
+        const within = outOfWindow && p.attempt < this.#retries ? ` (no retry later than the ${this.#retryWindowMs} ms retry window)` : '';
+        p.reject(new ClientError('ERR_LOCKSTEP_CLIENT_TIMEOUT', `${p.command}: no reply within ${this.#timeoutMs} ms after each of ${attempts}${within}${send}; check that the server is up and reachable, or raise timeoutMs/retries`, { cause: p.lastSendError }));
       }
       return;
     }
-    const b = this.#backoff;
-    const delay = Math.min(b.maxMs, b.initialMs * b.factor ** p.attempt);
     p.attempt++;
     this.#counters.retries++;
     // The request stays in #pending through the back-off: a late reply still completes it.
@@ -576,6 +619,11 @@ export class KvClient {
     if (header === undefined) return this.#ignore('malformed', rinfo, undefined, `${msg.length}-byte datagram is shorter than the frame header`);
     const p = this.#pending.get(header.requestId);
     if (p === undefined) return this.#ignore('unexpected', rinfo, header.requestId);
+    // A server that echoes the mark (kvserver) lets all 31 bits be matched: a late reply to an old
+    // request whose low 16 bits repeat is not taken for this one's.
+    if (header.reserved & EXACTLY_ONCE_MARK && ((header.reserved & 0x7fff) << 16) + header.requestId !== p.xid) {
+      return this.#ignore('unexpected', rinfo, header.requestId);
+    }
     if (header.total === 0 || header.total > MAX_REPLY_DATAGRAMS || header.sequence >= header.total) {
       const problem = `frame header says datagram ${header.sequence} of ${header.total}`;
       p.lastProblem = problem;

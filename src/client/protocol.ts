@@ -7,11 +7,23 @@
  * ```
  *  0        2        4        6        8
  *  +--------+--------+--------+--------+---------------------------------
- *  | req id | seq no | total  | rsvd 0 | ASCII command or reply bytes …
+ *  | req id | seq no | total  | rsvd   | ASCII command or reply bytes …
  *  +--------+--------+--------+--------+---------------------------------
  *  every field u16 big-endian; a request is always seq 0 of total 1; a reply
  *  of `total` datagrams numbers them 0 … total-1 and repeats the request id
  * ```
+ *
+ * The reserved field is 0 for memcached (which ignores it in requests and sends 0). kvserver reads
+ * it as the exactly-once mark:
+ *
+ * ```
+ *  rsvd = 1 | id bits 30..16  (15 bits)      request id 31 bits = rsvd & 0x7fff : req id
+ * ```
+ *
+ * A marked request promises kvserver that its 31-bit id is never reused from the same source address
+ * and port within {@link REPLY_CACHE_WINDOW_MS}, and that it is retried only within
+ * {@link MAX_RETRY_WINDOW_MS} of its first send; kvserver then answers a retry from its reply cache
+ * instead of applying it again, and echoes the field in its reply.
  */
 export const UDP_HEADER_SIZE = 8;
 /** Byte offsets of the header fields. */
@@ -27,6 +39,12 @@ export const MAX_KEY_LENGTH = 250;
 export const MEMCACHED_PORT = 11211;
 /** Most datagrams one reply may span before the client calls it malformed. */
 export const MAX_REPLY_DATAGRAMS = 64;
+/** The exactly-once mark in the reserved header field (see the header diagram). */
+export const EXACTLY_ONCE_MARK = 0x8000;
+/** How long kvserver keeps the reply of a marked write, on its own clock. */
+export const REPLY_CACHE_WINDOW_MS = 20_000;
+/** The longest a marked request may be retried after its first send: half the cache's window. */
+export const MAX_RETRY_WINDOW_MS = REPLY_CACHE_WINDOW_MS / 2;
 
 const CRLF = Buffer.from('\r\n');
 const MAX_U32 = 0xffff_ffff;
@@ -41,12 +59,12 @@ export interface FrameHeader {
 }
 
 /** One datagram: the header followed by `body`. */
-export function encodeFrame(requestId: number, body: Uint8Array, sequence = 0, total = 1): Buffer {
+export function encodeFrame(requestId: number, body: Uint8Array, sequence = 0, total = 1, reserved = 0): Buffer {
   const frame = Buffer.allocUnsafe(UDP_HEADER_SIZE + body.length);
   frame.writeUInt16BE(requestId, HEADER_REQUEST_ID);
   frame.writeUInt16BE(sequence, HEADER_SEQUENCE);
   frame.writeUInt16BE(total, HEADER_TOTAL);
-  frame.writeUInt16BE(0, HEADER_RESERVED);
+  frame.writeUInt16BE(reserved, HEADER_RESERVED);
   frame.set(body, UDP_HEADER_SIZE);
   return frame;
 }

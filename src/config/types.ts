@@ -60,6 +60,8 @@ export interface VmConfig {
   readonly ramMiB: number;
   /** `real`: mtime follows the host clock and is logged. `virtual`: derived from instret, deterministic. */
   readonly clock: 'real' | 'virtual';
+  /** The guest's command line (as QEMU's `-append`; the guest reads it through semihosting); '' for none. */
+  readonly append: string;
   readonly devices: DevicesConfig;
 }
 

@@ -42,7 +42,7 @@ const HOST = /^(?:\[([0-9a-fA-F:.]+(?:%[\w.-]+)?)\]|([A-Za-z0-9](?:[A-Za-z0-9.-]
 const ETCD_ENDPOINT = /^https?:\/\/(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})\/?$/;
 
 const TOP_FIELDS = ['vm', 'ft', 'metrics'] as const;
-const VM_FIELDS = ['id', 'guest', 'ramMiB', 'clock', 'devices'] as const;
+const VM_FIELDS = ['id', 'guest', 'ramMiB', 'clock', 'append', 'devices'] as const;
 const DEVICE_FIELDS = ['rng', 'disk', 'net'] as const;
 const DISK_FIELDS = ['path', 'mode'] as const;
 const UDP_FIELDS = ['backend', 'host', 'hostPort', 'guestPort', 'mac'] as const;
@@ -252,6 +252,7 @@ function checkVm(c: Checker, raw: unknown): VmConfig | undefined {
   const guest = c.path(s, 'guest', 'the path of the guest ELF file', true);
   const ramMiB = c.int(s, 'ramMiB', L.ramMiB, D.vm.ramMiB);
   const clock = c.choice(s, 'clock', ['real', 'virtual'] as const, D.vm.clock);
+  const append = c.string(s, 'append', /^[^\0]{0,4096}$/, 'the guest command line: at most 4096 characters, no NUL', '');
   let devices: DevicesConfig = { rng: D.vm.devices.rng, disk: undefined, net: undefined };
   const rawDevices = get(s, 'devices');
   if (rawDevices !== undefined && rawDevices !== null) {
@@ -268,7 +269,7 @@ function checkVm(c: Checker, raw: unknown): VmConfig | undefined {
       devices = { rng: rng ?? false, disk, net: checkNet(c, ds) };
     }
   }
-  return { id: id ?? '', guest: guest ?? '', ramMiB: ramMiB ?? 0, clock: clock ?? 'real', devices };
+  return { id: id ?? '', guest: guest ?? '', ramMiB: ramMiB ?? 0, clock: clock ?? 'real', append: append ?? '', devices };
 }
 
 function checkKey(c: Checker, s: Section, enabled: boolean): FtKeyConfig | undefined {

@@ -13,6 +13,8 @@ export interface VmSpec {
   /** Bytes of RAM. */
   memory: number;
   clock: 'real' | 'virtual';
+  /** The guest's command line (Machine's `cmdline`). */
+  append?: string;
   rng?: boolean;
   disk?: { path: string; mode?: 'shared' | 'separate' };
   net?: { backend: 'udp'; host?: string; hostPort: number; guestPort: number; mac?: string } | { backend: 'tap'; name: string; mac?: string };
@@ -29,7 +31,7 @@ export function createVmMachine(spec: VmSpec): Machine {
     if (spec.net.backend === 'tap') net.tap = spec.net.name;
     devices.net = Object.keys(net).length > 0 ? net : true;
   }
-  return new Machine({ memory: spec.memory, clock: spec.clock, devices });
+  return new Machine({ memory: spec.memory, clock: spec.clock, devices, ...(spec.append ? { cmdline: spec.append } : {}) });
 }
 
 /** A machine for `spec` with its guest loaded (a primary's first start). */
@@ -55,7 +57,7 @@ export async function attachVmNetwork(machine: Machine, spec: VmSpec, retryMs = 
   const end = Date.now() + retryMs;
   for (;;) {
     try {
-      const { forwarder, ports } = await UdpForwarder.create(machine, [{ host: net.host ?? '127.0.0.1', hostPort: net.hostPort, guestPort: net.guestPort }]);
+      const { forwarder, ports } = await UdpForwarder.create(machine, [{ host: net.host ?? '127.0.0.1', hostPort: net.hostPort, guestPort: net.guestPort }], net.mac ? { guestMac: net.mac } : {});
       return { close: () => forwarder.close(), port: ports[0]! };
     } catch (err) {
       if ((err as { code?: string }).code !== 'EADDRINUSE' || Date.now() > end) throw err;

@@ -144,6 +144,8 @@ export interface LogMetadata {
   hashInterval: number;
   /** SHA-256 (lowercase hex) of the snapshot the recording started from, when it did not start at reset. */
   snapshot?: string;
+  /** The guest's command line of the recording (Machine's `cmdline`), when it had one: a replay needs the same. */
+  cmdline?: string;
 }
 
 /** A batch whose framing, CRC and lsn have been checked; records are not decoded yet. */
@@ -220,6 +222,9 @@ function checkMetadata(value: unknown, fail: (field: string, problem: string) =>
     fail('hashInterval', `must be a non-negative integer (instructions), ${show(o.hashInterval)}`);
   }
   if (o.snapshot !== undefined && (typeof o.snapshot !== 'string' || !SHA256_HEX.test(o.snapshot))) fail('snapshot', `must be 64 lowercase hex digits when present, ${show(o.snapshot)}`);
+  if (o.cmdline !== undefined && (typeof o.cmdline !== 'string' || o.cmdline === '' || o.cmdline.includes('\0') || o.cmdline.length > 4096)) {
+    fail('cmdline', `must be a non-empty string of at most 4096 characters without NUL when present, ${show(o.cmdline)}`);
+  }
   // Only known fields, in a fixed order, so equal metadata always encodes to equal bytes.
   const meta: LogMetadata = {
     lockstep: o.lockstep as string,
@@ -229,6 +234,7 @@ function checkMetadata(value: unknown, fail: (field: string, problem: string) =>
     hashInterval: o.hashInterval as number,
   };
   if (o.snapshot !== undefined) meta.snapshot = o.snapshot as string;
+  if (o.cmdline !== undefined) meta.cmdline = o.cmdline as string;
   return meta;
 }
 

@@ -5,7 +5,7 @@ import { MachineStateError, OptionError, SnapshotError } from '../errors.js';
 import { addon, type NativeMachine, type NativeReport } from '../native/addon.js';
 import { ByteRingReader, allocateRing } from '../native/ring.js';
 import { parseElf, type ElfImage } from './elf.js';
-import type { ClockMode, Counters, MachineOptions, RunResult } from './types.js';
+import { MAX_CMDLINE_BYTES, type ClockMode, type Counters, type MachineOptions, type NetStats, type RunResult } from './types.js';
 
 /** Guest RAM starts here (QEMU virt). */
 export const RAM_BASE = 0x8000_0000;
@@ -112,6 +112,13 @@ export class Machine extends EventEmitter<MachineEvents> {
       native.disk = d.disk.path;
       if (d.disk.mode !== undefined && d.disk.mode !== 'shared' && d.disk.mode !== 'separate') throw new OptionError('devices.disk.mode', `must be 'shared' or 'separate', got ${String(d.disk.mode)}`);
       if (d.disk.mode === 'separate') native.diskSeparate = true;
+    }
+    if (options.cmdline !== undefined) {
+      const c: unknown = options.cmdline;
+      if (typeof c !== 'string' || c.includes('\0') || Buffer.byteLength(c) > MAX_CMDLINE_BYTES) {
+        throw new OptionError('cmdline', `must be a string of at most ${MAX_CMDLINE_BYTES} bytes without NUL`);
+      }
+      if (c !== '') native.cmdline = c;
     }
     try {
       this.#native = new NativeMachine(native, new Uint8Array(ring), () => this.#onDoorbell());
@@ -244,10 +251,20 @@ export class Machine extends EventEmitter<MachineEvents> {
     this.#native.input(typeof data === 'string' ? new TextEncoder().encode(data) : data);
   }
 
-  /** Queues an Ethernet frame for the guest's virtio-net (dropped, as by a NIC, if it has no buffer ready). */
+  /**
+   * Queues an Ethernet frame for the guest's virtio-net. It waits on the host until the guest has a
+   * receive buffer posted (oldest first, at most 1024 frames); beyond that, or while the guest's driver
+   * is not running, it is dropped and counted in {@link Machine.netStats}.
+   */
   sendFrame(frame: Uint8Array): void {
     if (this.#closed) throw new MachineStateError('ERR_LOCKSTEP_MACHINE_CLOSED', 'sendFrame: the machine is closed');
     this.#native.netInput(frame);
+  }
+
+  /** Host-side receive counters of virtio-net (readable while running): queued, delivered and dropped frames. */
+  get netStats(): NetStats {
+    if (this.#closed) throw new MachineStateError('ERR_LOCKSTEP_MACHINE_CLOSED', 'netStats: the machine is closed');
+    return this.#native.netStats();
   }
 
   /** Outputs (frames, disk writes) a replaying machine produced and suppressed. */

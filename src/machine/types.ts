@@ -23,6 +23,25 @@ export interface MachineOptions {
    * clock, entropy is a seeded stream so runs stay reproducible; with the real clock it is the host's.
    */
   devices?: { net?: boolean | { mac?: string; tap?: string }; disk?: { path: string; mode?: 'shared' | 'separate' }; rng?: boolean };
+  /**
+   * The guest's command line, as QEMU's `-append` (at most {@link MAX_CMDLINE_BYTES} bytes, no NUL):
+   * a guest reads it through semihosting `SYS_GET_CMDLINE` (the SDK's `ls_cmdline()`). It is
+   * configuration, not input: both halves of a pair and a replay must be given the same.
+   */
+  cmdline?: string;
+}
+
+/** Longest {@link MachineOptions.cmdline}, in UTF-8 bytes. */
+export const MAX_CMDLINE_BYTES = 4096;
+
+/** Host-side receive counters of a machine's virtio-net (see {@link Machine.netStats}). */
+export interface NetStats {
+  /** Frames waiting on the host for a guest receive buffer now (at most 1024). */
+  queued: number;
+  /** Frames put into guest receive buffers. */
+  delivered: number;
+  /** Frames dropped: the host queue was full, the guest's driver was not running, or its buffer too small. */
+  dropped: number;
 }
 
 /** Instruction and branch counters; both are exact 64-bit counts since reset. */

@@ -63,6 +63,8 @@ export interface NativeMachine {
   takeFrames(): Uint8Array[];
   netInput(frame: Uint8Array): void;
   suppressedOutputs(): number;
+  /** Host-side virtio-net receive counters; callable while a run is in progress. */
+  netStats(): { queued: number; delivered: number; dropped: number };
   // Fault tolerance (native/runner/vcpu_thread.h).
   setGate(closed: boolean): NativeOutputs;
   release(lsn: bigint): NativeOutputs;
@@ -82,7 +84,7 @@ export interface NativeMachine {
 }
 
 export interface NativeMachineConstructor {
-  new (options: { ramSize: number; realClock: boolean; rng?: boolean; net?: boolean; mac?: Uint8Array; disk?: string; diskSeparate?: boolean; tap?: string }, consoleRing: Uint8Array, doorbell: () => void): NativeMachine;
+  new (options: { ramSize: number; realClock: boolean; rng?: boolean; net?: boolean; mac?: Uint8Array; disk?: string; diskSeparate?: boolean; tap?: string; cmdline?: string }, consoleRing: Uint8Array, doorbell: () => void): NativeMachine;
 }
 
 export interface Addon {

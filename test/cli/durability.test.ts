@@ -18,8 +18,8 @@ afterEach(() => {
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 /** Starts kvserver under `lockstep run`; resolves with the process and its host UDP port once it listens. */
-function serve(image: string): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawn(process.execPath, [bin, 'run', 'guest/bin/kvserver.elf', '--clock', 'real', '--disk', image, '--net', 'udp:0:11211'], {
+function serve(image: string, extra: string[] = []): Promise<{ child: ChildProcess; port: number; out: () => string }> {
+  const child = spawn(process.execPath, [bin, 'run', 'guest/bin/kvserver.elf', '--clock', 'real', '--disk', image, '--net', 'udp:0:11211', ...extra], {
     cwd: root,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -32,7 +32,7 @@ function serve(image: string): Promise<{ child: ChildProcess; port: number }> {
     const check = () => {
       if (port && out.includes('listening')) {
         clearTimeout(timer);
-        resolve({ child, port });
+        resolve({ child, port, out: () => out });
       }
     };
     child.stdout!.on('data', (d: Buffer) => ((out += d.toString()), check()));
@@ -84,5 +84,21 @@ describe('durability', () => {
     } finally {
       await check.close();
     }
+  });
+
+  it('a disk too small for a log refuses writes; --append kvserver.storage=memory is the operator asking for memory only', async () => {
+    const image = join(tmp, 'tiny.img');
+    writeFileSync(image, Buffer.alloc(4096));
+    const refusing = await serve(image);
+    expect(refusing.out()).toMatch(/no usable disk \(the disk is too small/);
+    const c1 = new KvClient({ endpoints: [{ host: '127.0.0.1', port: refusing.port }], timeoutMs: 500, retries: 4 });
+    await expect(c1.set('k', 'v')).rejects.toMatchObject({ code: 'ERR_LOCKSTEP_CLIENT_SERVER', serverReply: 'SERVER_ERROR writes refused: no usable disk' });
+    await c1.close();
+    refusing.child.kill('SIGKILL');
+    const memory = await serve(image, ['--append', 'kvserver.storage=memory']);
+    expect(memory.out()).toMatch(/^kvserver: memory-only \(kvserver.storage=memory\)/);
+    const c2 = new KvClient({ endpoints: [{ host: '127.0.0.1', port: memory.port }], timeoutMs: 500, retries: 4 });
+    expect(await c2.set('k', 'v')).toBe('stored');
+    await c2.close();
   });
 });

@@ -300,3 +300,75 @@ describe('close', () => {
     await c.close();
   });
 });
+
+describe('exactly-once marking', () => {
+  /** A server that records every request header and answers through `answer` (undefined: silence). */
+  async function recorder(answer: (id: number, reserved: number, n: number) => Buffer[] | undefined) {
+    const s = dgram.createSocket('udp4');
+    const seen: { id: number; reserved: number; from: number }[] = [];
+    s.on('message', (m, r) => {
+      const id = m.readUInt16BE(0);
+      const reserved = m.readUInt16BE(6);
+      seen.push({ id, reserved, from: r.port });
+      for (const d of answer(id, reserved, seen.length - 1) ?? []) s.send(d, r.port, r.address);
+    });
+    await new Promise<void>((resolve) => s.bind(0, '127.0.0.1', () => resolve()));
+    cleanups.push(() => new Promise((resolve) => s.close(() => resolve())));
+    return { endpoint: { host: '127.0.0.1', port: s.address().port }, seen };
+  }
+  const xid = (h: { id: number; reserved: number }) => ((h.reserved & 0x7fff) << 16) + h.id;
+
+  it('marks every request (bit 15 of the reserved field) with a 31-bit id it never reuses; a retry repeats both', async () => {
+    // Every first datagram of an id is lost; the retry is answered, echoing the reserved field.
+    const firsts = new Set<number>();
+    const srv = await recorder((id, reserved) => {
+      const key = (reserved << 16) | id;
+      if (!firsts.has(key)) return void firsts.add(key);
+      return [encodeFrame(id, Buffer.from('VERSION 1\r\n'), 0, 1, reserved)];
+    });
+    const c = client([srv.endpoint]);
+    for (let i = 0; i < 3; i++) expect(await c.version()).toBe('1');
+    expect(srv.seen).toHaveLength(6);
+    for (const h of srv.seen) expect(h.reserved & 0x8000).toBe(0x8000);
+    for (let i = 0; i < 6; i += 2) expect(srv.seen[i + 1]).toEqual(srv.seen[i]); // a retry is the same datagram
+    const ids = [xid(srv.seen[0]!), xid(srv.seen[2]!), xid(srv.seen[4]!)];
+    expect(ids[1]).toBe((ids[0]! + 1) % 2 ** 31);
+    expect(ids[2]).toBe((ids[1]! + 1) % 2 ** 31);
+  });
+
+  it('sends what a stock memcached client sends with exactlyOnce: false', async () => {
+    const srv = await recorder((id) => [encodeFrame(id, Buffer.from('VERSION 1\r\n'))]);
+    const c = client([srv.endpoint], { exactlyOnce: false });
+    await c.version();
+    await c.version();
+    expect(srv.seen.map((h) => h.reserved)).toEqual([0, 0]);
+  });
+
+  it('ignores a reply that echoes the mark of another request with the same 16-bit id', async () => {
+    const srv = await recorder((id, reserved, n) =>
+      n === 0
+        ? [encodeFrame(id, Buffer.from('VERSION stale\r\n'), 0, 1, 0x8000 | ((reserved + 1) & 0x7fff)), encodeFrame(id, Buffer.from('VERSION right\r\n'), 0, 1, reserved)]
+        : undefined,
+    );
+    const c = client([srv.endpoint]);
+    expect(await c.version()).toBe('right');
+    expect(c.counters.unexpected).toBe(1);
+  });
+
+  it('never sends an attempt later than the retry window after the first, with retries left', async () => {
+    const srv = await recorder(() => undefined);
+    const c = client([srv.endpoint], { timeoutMs: 50, retries: 1000, backoff: { initialMs: 0, maxMs: 0 }, retryWindowMs: 300 });
+    const err = await rejection(c.incr('k'));
+    expect(err.code).toBe('ERR_LOCKSTEP_CLIENT_TIMEOUT');
+    expect(err.message).toMatch(/300 ms retry window/);
+    // Attempts start at 0, 50, 100, ... ms at the earliest (timers only fire late): at most 7 fit.
+    expect(srv.seen.length).toBeGreaterThanOrEqual(1);
+    expect(srv.seen.length).toBeLessThanOrEqual(7);
+    expect(new Set(srv.seen.map(xid)).size).toBe(1);
+  });
+
+  it('refuses a retry window longer than half the reply cache\'s window when marking', () => {
+    expect(() => new KvClient({ endpoints: [{ host: '127.0.0.1', port: 1 }], retryWindowMs: 10_001 })).toThrow(/retryWindowMs: must be a number from 1 to 10000/);
+    expect(() => new KvClient({ endpoints: [{ host: '127.0.0.1', port: 1 }], exactlyOnce: false, retryWindowMs: 60_000 })).not.toThrow();
+  });
+});

@@ -114,6 +114,28 @@ describe('LoadGenerator', () => {
     expectAcknowledgedWritesPresent(s, result);
   });
 
+  it('checks every increment exactly once: none applied twice through a deduplicating server under reply loss', async () => {
+    const s = await fake({ dropReply: (n) => n % 5 === 2 });
+    const result = await new LoadGenerator({ endpoints: [s.endpoint], clients: 4, requests: 400, incrRatio: 1, seed: 3, ...fast }).run();
+    expect(result.increments).toEqual({ acknowledged: 396, failed: 0, appliedTwice: 0, lost: 0, unverified: 0 }); // 4 requests set the counters
+    expect(result.retries).toBeGreaterThan(40);
+    const counters = [...s.store.entries()].filter(([k]) => /ctr\d$/.test(k)).map(([, e]) => Number(e.value.toString()));
+    expect(counters).toHaveLength(4);
+    expect(counters.reduce((x, y) => x + y, 0)).toBe(396);
+  });
+
+  it('counts increments a server applies twice, and increments it loses', async () => {
+    const twice = await fake({ dedup: false, dropReply: (n) => n % 5 === 2 });
+    const a = await new LoadGenerator({ endpoints: [twice.endpoint], clients: 2, requests: 100, incrRatio: 1, seed: 3, ...fast }).run();
+    expect(a.increments.appliedTwice).toBeGreaterThan(0);
+    expect(a.increments.lost).toBe(0);
+    // A server that forgets: every 10th increment answers one less than it should.
+    let incrs = 0;
+    const forgets = await fake({ rewrite: (_id, command, reply) => (command.startsWith('incr') && ++incrs % 10 === 0 ? Buffer.from(`${BigInt(reply.toString().trim()) - 1n}\r\n`) : reply) });
+    const b = await new LoadGenerator({ endpoints: [forgets.endpoint], clients: 1, requests: 50, incrRatio: 1, seed: 3, ...fast }).run();
+    expect(b.increments.lost).toBeGreaterThan(0);
+  });
+
   it('fails over to a live endpoint when the first one is dead', async () => {
     const dead = dgram.createSocket('udp4');
     await new Promise<void>((resolve) => dead.bind(0, '127.0.0.1', () => resolve()));

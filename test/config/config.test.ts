@@ -60,6 +60,7 @@ describe('validateConfig: defaults', () => {
       guest: '/etc/lockstep/guest.elf',
       ramMiB: 64,
       clock: 'real',
+      append: '',
       devices: { rng: false, disk: undefined, net: undefined },
     });
     expect(config.ft).toEqual({
@@ -173,7 +174,7 @@ describe('validateConfig: defaults', () => {
 /** [what the test says, the mutation, the field named, a fragment of the message after the field]. */
 const BAD: [string, (c: Record<string, any>) => void, string, string | RegExp][] = [
   ['vm missing', (c) => delete c['vm'], 'vm', 'is required'],
-  ['vm not an object', (c) => (c['vm'] = 'kv1'), 'vm', 'must be an object with the fields id, guest, ramMiB, clock, devices, got "kv1"'],
+  ['vm not an object', (c) => (c['vm'] = 'kv1'), 'vm', 'must be an object with the fields id, guest, ramMiB, clock, append, devices, got "kv1"'],
   ['vm.id missing', (c) => delete c['vm'].id, 'vm.id', 'is required'],
   ['vm.id with capitals', (c) => (c['vm'].id = 'KV1'), 'vm.id', 'got "KV1"'],
   ['vm.id too long', (c) => (c['vm'].id = 'a'.repeat(64)), 'vm.id', '1 to 63 lowercase'],

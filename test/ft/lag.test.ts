@@ -56,12 +56,14 @@ describe('lag control', () => {
     const key = randomBytes(32);
     const dir = arbiterDir();
     const spec = { net: true as const };
-    const machine = new Machine({ clock: 'real', devices: spec });
+    // No disk: kvserver serves from memory when told so (both halves get the same command line).
+    const cmdline = 'kvserver.storage=memory';
+    const machine = new Machine({ clock: 'real', devices: spec, cmdline });
     machine.load(elf('kvserver'));
     const primary = new FtPrimary({ machine, vmId: 'stall', key, arbiter: new FileArbiter({ dir }), maxUnackedBytes: 16 * 1024, ringBytes: 64 * 1024, heartbeatMs: 50, timeoutMs: 20_000 });
     const addr = await primary.start();
     const proxy = await TcpProxy.start('127.0.0.1', addr.port);
-    const secondary = new FtSecondary({ vmId: 'stall', key, arbiter: new FileArbiter({ dir }), join: { host: '127.0.0.1', port: proxy.port }, heartbeatMs: 50, timeoutMs: 20_000, createMachine: () => new Machine({ clock: 'real', devices: spec }) });
+    const secondary = new FtSecondary({ vmId: 'stall', key, arbiter: new FileArbiter({ dir }), join: { host: '127.0.0.1', port: proxy.port }, heartbeatMs: 50, timeoutMs: 20_000, createMachine: () => new Machine({ clock: 'real', devices: spec, cmdline }) });
     const cloned = new Promise((r) => primary.once('cloned', r));
     await secondary.start();
     await cloned;

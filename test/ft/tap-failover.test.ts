@@ -3,62 +3,24 @@
 // a client in a fourth pings the guest's IP. The primary is killed with SIGKILL; the secondary goes live,
 // announces the guest's MAC (RARP), and the same IP keeps answering: ping loses only the outage's packets.
 // Skips, saying why, without root or iproute2/ping (CI has them).
-import { spawnSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { killAll, kvConfig, launch, type Proc } from '../helpers/ft-pair.js';
+import { setUpL2Hosts } from '../helpers/l2-hosts.js';
 
-const tag = `${process.pid % 100000}`;
-const ns = { a: `lsA${tag}`, b: `lsB${tag}`, c: `lsC${tag}`, s: `lsS${tag}` };
-const sh = (cmd: string, args: string[]) => spawnSync(cmd, args, { encoding: 'utf8', timeout: 20_000 });
-const inNs = (n: string, ...args: string[]) => sh('ip', ['netns', 'exec', n, ...args]);
-
-function setUp(): string | undefined {
-  if (process.platform !== 'linux') return 'TAP devices are Linux only';
-  if (process.getuid?.() !== 0) return 'creating network namespaces needs root';
-  if (sh('ip', ['-V']).status !== 0) return "'ip' (iproute2) is not installed";
-  if (sh('ping', ['-V']).status !== 0) return "'ping' (iputils-ping) is not installed";
-  for (const n of Object.values(ns)) {
-    const r = sh('ip', ['netns', 'add', n]);
-    if (r.status !== 0) return `cannot create a network namespace: ${r.stderr.trim()}`;
-  }
-  const steps: string[][] = [
-    ['ip', 'netns', 'exec', ns.s, 'ip', 'link', 'add', 'br0', 'type', 'bridge'],
-    ['ip', 'netns', 'exec', ns.s, 'ip', 'link', 'set', 'br0', 'up'],
-  ];
-  for (const [host, name] of [[ns.a, 'A'], [ns.b, 'B'], [ns.c, 'C']] as const) {
-    steps.push(['ip', 'link', 'add', `v${name}${tag}`, 'netns', host, 'type', 'veth', 'peer', 'name', `s${name}${tag}`, 'netns', ns.s]);
-    steps.push(['ip', 'netns', 'exec', ns.s, 'ip', 'link', 'set', `s${name}${tag}`, 'master', 'br0', 'up']);
-    steps.push(['ip', 'netns', 'exec', host, 'ip', 'link', 'set', 'lo', 'up']);
-  }
-  steps.push(['ip', 'netns', 'exec', ns.c, 'ip', 'addr', 'add', '10.0.2.2/24', 'dev', `vC${tag}`]);
-  steps.push(['ip', 'netns', 'exec', ns.c, 'ip', 'link', 'set', `vC${tag}`, 'up']);
-  // Each host: a bridge joining its uplink and its TAP device; the bridge also carries the host's own
-  // address for the logging channel.
-  for (const [host, name, ip] of [[ns.a, 'A', '192.168.77.1/24'], [ns.b, 'B', '192.168.77.2/24']] as const) {
-    steps.push(['ip', 'netns', 'exec', host, 'ip', 'link', 'add', 'brh', 'type', 'bridge']);
-    steps.push(['ip', 'netns', 'exec', host, 'ip', 'link', 'set', `v${name}${tag}`, 'master', 'brh', 'up']);
-    steps.push(['ip', 'netns', 'exec', host, 'ip', 'tuntap', 'add', 'dev', 'tap0', 'mode', 'tap']);
-    steps.push(['ip', 'netns', 'exec', host, 'ip', 'link', 'set', 'tap0', 'master', 'brh', 'up']);
-    steps.push(['ip', 'netns', 'exec', host, 'ip', 'addr', 'add', ip, 'dev', 'brh']);
-    steps.push(['ip', 'netns', 'exec', host, 'ip', 'link', 'set', 'brh', 'up']);
-  }
-  for (const s of steps) {
-    const r = sh(s[0]!, s.slice(1));
-    if (r.status !== 0) return `network set-up failed at '${s.join(' ')}': ${r.stderr.trim()}`;
-  }
-  return undefined;
-}
-
-const reason = setUp();
+const hosts = setUpL2Hosts(`${process.pid % 100000}`, ['ping']);
+const reason = typeof hosts === 'string' ? hosts : undefined;
 if (reason) console.log(`test/ft/tap-failover.test.ts skipped: ${reason}`);
+const ns = typeof hosts === 'string' ? { a: '', b: '', c: '', s: '' } : hosts.ns;
+const inNs = (n: string, ...args: string[]) => (hosts as Exclude<typeof hosts, string>).inNs(n, ...args);
 const procs: Proc[] = [];
 const tmp = mkdtempSync(join(tmpdir(), 'lockstep-tapft-'));
 afterAll(() => {
   killAll(procs);
-  for (const n of Object.values(ns)) sh('ip', ['netns', 'del', n]);
+  if (typeof hosts !== 'string') hosts.remove();
   rmSync(tmp, { recursive: true, force: true });
 });
 

@@ -384,6 +384,17 @@ if (skipReason !== undefined) {
       expect(q.output()).toBe(bootLine(KV_RECOVERED[2]));
     }, 120_000);
 
+    it('kvserver reads kvserver.storage=memory from -append through semihosting (and, without semihosting, finds no command line)', async () => {
+      const q = startQemu('kvserver', [
+        '-semihosting-config', 'enable=on,target=native',
+        '-append', 'kvserver.storage=memory',
+        '-netdev', 'user,id=n0',
+        '-device', 'virtio-net-device,netdev=n0',
+      ]);
+      await q.waitFor(/items recovered\n/, KV_BOOT_MS);
+      expect(q.output()).toBe('kvserver: memory-only (kvserver.storage=memory): writes are acknowledged without a disk and lost at a restart\n' + bootLine(0));
+    });
+
     it('kvserver compacts its log when a half fills, and recovers the compacted log', async () => {
       // 64 KiB: 128 sectors, two halves of 63; every small write takes one sector.
       const img = join(dir, 'kv-small.img');
@@ -467,8 +478,12 @@ if (skipReason !== undefined) {
           '-device', 'virtio-net-device,netdev=n0',
         ], false);
         await q.waitFor(/items recovered\n/, KV_BOOT_MS);
-        // No disk: the server says so and serves from memory.
-        expect(q.output()).toBe('kvserver: no usable disk (no such device), not persistent\n' + bootLine(0));
+        // No disk: the server says so, and that it will refuse writes.
+        expect(q.output()).toBe('kvserver: no usable disk (no disk device): every write will be refused; boot with kvserver.storage=memory to serve from memory only\n' + bootLine(0));
+        // It asks for its gateway as its interface comes up (nobody answers here).
+        const ask = await wire.next(() => true);
+        expect(hex(ask.subarray(0, 6))).toBe('ffffffffffff');
+        expect(hex(ask.subarray(14, 42))).toBe(hex(arp(1, GUEST_MAC, GUEST_IP, ZERO_MAC, GATEWAY_IP)));
       });
       afterAll(async () => {
         wire?.close();
@@ -532,11 +547,20 @@ if (skipReason !== undefined) {
       });
 
       it('drops IPv4 fragments and frames for another MAC', async () => {
+        // A "first fragment" whose UDP length says it is whole is malformed; a later fragment is dropped.
         const frag = ipv4(HOST_IP, GUEST_IP, 17, udp(HOST_IP, GUEST_IP, 4000, 11211, mcFrame(4, 'version\r\n'), 'ok'), 0x2000);
         wire.send(eth(GUEST_MAC, HOST_MAC, 0x0800, frag));
+        wire.send(eth(GUEST_MAC, HOST_MAC, 0x0800, ipv4(HOST_IP, GUEST_IP, 17, Buffer.from('the rest of a datagram'), 0x2000 | 185)));
         wire.send(eth(Buffer.from([0x52, 0x54, 0, 0x12, 0x34, 0x57]), HOST_MAC, 0x0800,
           ipv4(HOST_IP, GUEST_IP, 17, udp(HOST_IP, GUEST_IP, 4000, 11211, mcFrame(5, 'version\r\n'), 'ok'))));
         await wire.expectSilence(200);
+      });
+
+      it('answers the first fragment of a request too large for one frame instead of staying silent', async () => {
+        const whole = udp(HOST_IP, GUEST_IP, 4003, 11211, mcFrame(6, `set big 0 0 2000\r\n${'b'.repeat(2000)}\r\n`), 'ok');
+        wire.send(eth(GUEST_MAC, HOST_MAC, 0x0800, ipv4(HOST_IP, GUEST_IP, 17, whole.subarray(0, 1480), 0x2000)));
+        const f = await wire.next((f) => f.readUInt16BE(12) === 0x0800 && f[23] === 17);
+        expect(parseIpv4(f).payload.subarray(8).toString('latin1')).toBe(mcFrame(6, 'SERVER_ERROR object too large for cache\r\n').toString('latin1'));
       });
 
       it('survives malformed frames and still answers', async () => {

@@ -3,6 +3,9 @@
 // each step is one datagram and the exact reply text a correct kvserver sends on a fresh disk.
 import { createSocket, type Socket } from 'node:dgram';
 
+/** Bit 15 of the frame header's reserved field: kvserver's exactly-once mark (see kvserver.c). */
+export const KV_MARK = 0x8000;
+
 /** One request datagram and its expected reply. */
 export interface KvStep {
   /** What the step checks, for failure messages. */
@@ -16,6 +19,13 @@ export interface KvStep {
    * which must be answered again from the reply cache (the same reply) and not applied twice.
    */
   retryOf?: string;
+  /**
+   * Send it as a stock memcached client does: the reserved header field 0 (no exactly-once mark),
+   * so the server must execute it whatever came before, exactly as memcached.
+   */
+  stock?: boolean;
+  /** Use this 16-bit request id (default: a fresh one). */
+  requestId?: number;
   /**
    * The reply is a `stats` answer whose `reply_cache_hits` may exceed the scripted value by the
    * number of datagrams this client resent after a timeout (each resend that reaches the server
@@ -34,10 +44,11 @@ export function statsReply(c: Record<string, number>): string {
     'pid', 'version', 'pointer_size', 'curr_items', 'total_items', 'bytes', 'cmd_get', 'cmd_set', 'cmd_flush',
     'cmd_touch', 'get_hits', 'get_misses', 'delete_hits', 'delete_misses', 'incr_hits', 'incr_misses',
     'decr_hits', 'decr_misses', 'cas_hits', 'cas_misses', 'cas_badval', 'touch_hits', 'touch_misses',
-    'evictions', 'limit_maxbytes', 'limit_items', 'reply_cache_hits', 'wal_records', 'wal_compactions', 'wal_errors',
+    'evictions', 'limit_maxbytes', 'limit_items', 'reply_cache_hits', 'reply_cache_full', 'reply_cache_mismatch',
+    'requests_too_large', 'storage', 'wal_records', 'wal_compactions', 'wal_errors', 'wal_refused', 'wal_lost_records',
   ];
   const fixed: Record<string, number | string> = {
-    pid: 1, version: '1.6.0-lockstep', pointer_size: 32, evictions: 0, limit_maxbytes: 262144, limit_items: 256,
+    pid: 1, version: '1.6.0-lockstep', pointer_size: 32, evictions: 0, limit_maxbytes: 262144, limit_items: 256, storage: 'disk',
   };
   return order.map((k) => `STAT ${k} ${String(fixed[k] ?? c[k] ?? 0)}\r\n`).join('') + 'END\r\n';
 }
@@ -104,27 +115,44 @@ export const KV_SCRIPT: readonly KvStep[] = [
   { name: 'touch', request: 'touch ctr 100\r\n', reply: 'TOUCHED\r\n' },
   { name: 'touch of a missing key', request: 'touch nothere 100\r\n', reply: 'NOT_FOUND\r\n' },
   { name: 'verbosity', request: 'verbosity 1\r\n', reply: 'OK\r\n' },
+  // A stock client (no exactly-once mark) reusing one request id gets memcached's semantics: every
+  // datagram runs, however much it looks like an earlier one.
+  { name: 'set a counter for a stock client', request: 'set n 0 0 1\r\n5\r\n', reply: 'STORED\r\n' }, // cas 21
+  { name: 'stock incr with request id 0', request: 'incr n 1\r\n', reply: '6\r\n', stock: true, requestId: 0 }, // cas 22
+  { name: 'the same stock incr again is a new request', request: 'incr n 1\r\n', reply: '7\r\n', stock: true, requestId: 0 }, // cas 23
+  { name: 'and again', request: 'incr n 1\r\n', reply: '8\r\n', stock: true, requestId: 0 }, // cas 24
+  { name: 'set a key to delete', request: 'set d 0 0 1\r\nx\r\n', reply: 'STORED\r\n' }, // cas 25
+  { name: 'stock delete with request id 0', request: 'delete d\r\n', reply: 'DELETED\r\n', stock: true, requestId: 0 },
+  { name: 'set it again', request: 'set d 0 0 1\r\nx\r\n', reply: 'STORED\r\n' }, // cas 26
+  { name: 'the same stock delete deletes it again', request: 'delete d\r\n', reply: 'DELETED\r\n', stock: true, requestId: 0 },
+  { name: 'the key is gone', request: 'get d\r\n', reply: 'END\r\n' },
+  // A marked id reused with other text breaks the client's promise: it runs as a new request.
+  { name: 'a marked id reused with other text runs', request: 'incr n 1\r\n', reply: '9\r\n', retryOf: 'incr to be retried' }, // cas 27
+  // Too large for one frame: only the first fragment reaches the guest, which answers instead of
+  // leaving the client to retry forever.
+  { name: 'a storage request too large for one datagram', request: `set big2 0 0 1500\r\n${'z'.repeat(1500)}\r\n`, reply: 'SERVER_ERROR object too large for cache\r\n' },
+  { name: 'a command line too long for one datagram', request: `get ${Array.from({ length: 8 }, (_, i) => `${i}`.repeat(200)).join(' ')}\r\n`, reply: 'CLIENT_ERROR line too long\r\n' },
   {
     name: 'stats',
     request: 'stats\r\n',
     stats: true,
     reply: statsReply({
-      // live: newkey, ctr, nr, once, m1, m2, v1, v2
-      curr_items: 8,
+      // live: newkey, ctr, nr, once, m1, m2, v1, v2, n
+      curr_items: 9,
       // every STORED (including the noreply set; not the retried one)
-      total_items: 14,
-      bytes: 1 + 2 + 2 + 1 + 1 + 1 + 1000 + 1000,
+      total_items: 17,
+      bytes: 1 + 2 + 2 + 1 + 1 + 1 + 1000 + 1000 + 1,
       // one per key looked up by get/gets
-      cmd_get: 20,
+      cmd_get: 21,
       // every storage command with a well-formed data block (the retried one not again)
-      cmd_set: 18,
+      cmd_set: 21,
       cmd_flush: 0,
       cmd_touch: 2,
       get_hits: 16,
-      get_misses: 4,
-      delete_hits: 2,
+      get_misses: 5,
+      delete_hits: 4,
       delete_misses: 1,
-      incr_hits: 5,
+      incr_hits: 9,
       incr_misses: 1,
       decr_hits: 1,
       decr_misses: 1,
@@ -134,8 +162,10 @@ export const KV_SCRIPT: readonly KvStep[] = [
       touch_hits: 1,
       touch_misses: 1,
       reply_cache_hits: 2,
-      // one per applied modification: 14 stores and 6 incr/decr (cas 1..20), 2 deletes
-      wal_records: 22,
+      reply_cache_mismatch: 1,
+      requests_too_large: 2,
+      // one per applied modification: 17 stores and 10 incr/decr (cas 1..27), 4 deletes
+      wal_records: 31,
       wal_compactions: 0,
       wal_errors: 0,
     }),
@@ -151,17 +181,18 @@ export const KV_AFTER_RESTART: readonly KvStep[] = [
       'VALUE newkey 1 1 3\r\nx\r\nVALUE ctr 0 2 15\r\n12\r\nVALUE nr 3 2 13\r\nok\r\nVALUE once 0 1 16\r\na\r\n' +
       'VALUE m1 0 1 17\r\na\r\nVALUE m2 5 1 18\r\nb\r\nEND\r\n',
   },
+  { name: 'the stock client\'s counter survives a restart', request: 'gets n d\r\n', reply: 'VALUE n 0 1 27\r\n9\r\nEND\r\n' },
   { name: 'large values survive a restart', request: 'gets v2\r\n', reply: `VALUE v2 0 1000 20\r\n${V1000}\r\nEND\r\n` },
-  { name: 'CAS numbering continues after a restart', request: 'incr ctr 1\r\n', reply: '13\r\n' }, // cas 21
-  { name: 'gets after the restart', request: 'gets ctr\r\n', reply: 'VALUE ctr 0 2 21\r\n13\r\nEND\r\n' },
+  { name: 'CAS numbering continues after a restart', request: 'incr ctr 1\r\n', reply: '13\r\n' }, // cas 28
+  { name: 'gets after the restart', request: 'gets ctr\r\n', reply: 'VALUE ctr 0 2 28\r\n13\r\nEND\r\n' },
   { name: 'flush_all', request: 'flush_all\r\n', reply: 'OK\r\n' },
   { name: 'flush_all empties the store', request: 'get ctr v1 m1\r\n', reply: 'END\r\n' },
-  { name: 'set after flush_all', request: 'set after 0 0 5\r\nflush\r\n', reply: 'STORED\r\n' }, // cas 22
+  { name: 'set after flush_all', request: 'set after 0 0 5\r\nflush\r\n', reply: 'STORED\r\n' }, // cas 29
 ];
 
 /** After a second restart: flush_all was logged too. */
 export const KV_AFTER_FLUSH: readonly KvStep[] = [
-  { name: 'flush_all survives a restart', request: 'gets ctr v1 after\r\n', reply: 'VALUE after 0 5 22\r\nflush\r\nEND\r\n' },
+  { name: 'flush_all survives a restart', request: 'gets ctr v1 after\r\n', reply: 'VALUE after 0 5 29\r\nflush\r\nEND\r\n' },
 ];
 
 /** The boot line kvserver prints once it serves, with the number of items its log replay rebuilt. */
@@ -170,7 +201,7 @@ export function bootLine(itemsRecovered: number): string {
 }
 
 /** Items recovered at each boot of the scripted sequence: blank disk, after KV_SCRIPT, after KV_AFTER_RESTART. */
-export const KV_RECOVERED = [0, 8, 1] as const;
+export const KV_RECOVERED = [0, 9, 1] as const;
 
 export interface KvClientOptions {
   /** Wait this long for a reply before resending (the same request id). */
@@ -187,7 +218,11 @@ export interface KvReply {
   sends: number;
 }
 
-/** A memcached UDP client: 8-byte frame header, one datagram each way, bounded retries with the same id. */
+/**
+ * A memcached UDP client: 8-byte frame header, one datagram each way, bounded retries with the same id.
+ * Requests carry kvserver's exactly-once mark (bit 15 of the reserved header field, the 31-bit id's
+ * high bits 0) unless sent as `stock`, as a plain memcached client sends them.
+ */
 export class KvUdpClient {
   private readonly socket: Socket;
   private nextId = 1;
@@ -219,12 +254,12 @@ export class KvUdpClient {
     return id;
   }
 
-  private datagram(id: number, text: string): Buffer {
+  private datagram(id: number, text: string, stock = false): Buffer {
     const h = Buffer.alloc(8);
     h.writeUInt16BE(id, 0); // request id
     h.writeUInt16BE(0, 2); // sequence number
     h.writeUInt16BE(1, 4); // total datagrams
-    h.writeUInt16BE(0, 6); // reserved
+    h.writeUInt16BE(stock ? 0 : KV_MARK, 6); // reserved: the exactly-once mark
     return Buffer.concat([h, Buffer.from(text, 'latin1')]);
   }
 
@@ -234,12 +269,13 @@ export class KvUdpClient {
 
   /**
    * Sends `text` and waits for the reply, resending the same datagram (same id) after each timeout.
-   * With expectReply false, sends once and resolves with text null after `quietMs` of silence
-   * (rejecting if a reply does come).
+   * A `stock` request is sent once and waited for over all the attempts' time: resending it would
+   * (rightly) run it again. With expectReply false, sends once and resolves with text null after
+   * `quietMs` of silence (rejecting if a reply does come).
    */
-  async request(text: string, opts: { requestId?: number; expectReply?: boolean; quietMs?: number } = {}): Promise<KvReply> {
+  async request(text: string, opts: { requestId?: number; expectReply?: boolean; quietMs?: number; stock?: boolean } = {}): Promise<KvReply> {
     const id = opts.requestId ?? this.newId();
-    const buf = this.datagram(id, text);
+    const buf = this.datagram(id, text, opts.stock);
     if (opts.expectReply === false) {
       const got = new Promise<string>((resolve) => this.waiting.set(id, resolve));
       await this.sendOnce(buf);
@@ -248,8 +284,9 @@ export class KvUdpClient {
       this.waiting.delete(id);
       return { text: r, requestId: id, sends: 1 };
     }
-    const timeoutMs = this.options.timeoutMs ?? 1000;
-    const attempts = this.options.attempts ?? 5;
+    const stock = opts.stock === true;
+    const timeoutMs = (this.options.timeoutMs ?? 1000) * (stock ? (this.options.attempts ?? 5) : 1);
+    const attempts = stock ? 1 : (this.options.attempts ?? 5);
     const got = new Promise<string>((resolve) => this.waiting.set(id, resolve));
     for (let sends = 1; sends <= attempts; sends++) {
       await this.sendOnce(buf);
@@ -300,10 +337,10 @@ export async function runKvSteps(client: KvUdpClient, steps: readonly KvStep[]):
   const ids = new Map<string, number>();
   const outcomes: KvOutcome[] = [];
   for (const step of steps) {
-    const requestId = step.retryOf !== undefined ? ids.get(step.retryOf) : undefined;
+    const requestId = step.retryOf !== undefined ? ids.get(step.retryOf) : step.requestId;
     if (step.retryOf !== undefined && requestId === undefined) throw new Error(`step '${step.name}' retries unknown step '${step.retryOf}'`);
     const resendsBefore = client.resends;
-    const r = await client.request(step.request, { requestId, expectReply: step.reply !== null });
+    const r = await client.request(step.request, { requestId, expectReply: step.reply !== null, stock: step.stock === true });
     ids.set(step.name, r.requestId);
     let want = step.reply;
     if (step.stats && want !== null && r.text !== null) {

@@ -281,6 +281,8 @@ describe('file header', () => {
     expect(decodeLogHeader(concat([h, new Uint8Array(100)])).meta).toEqual(withSnap);
     expect(new TextDecoder().decode(h.subarray(0, 8))).toBe('LKSTPLOG');
     expect(new DataView(h.buffer).getUint32(8, true)).toBe(LOG_FORMAT_VERSION);
+    const withCmdline = { ...meta, cmdline: 'kvserver.storage=memory' };
+    expect(decodeLogHeader(encodeLogHeader(withCmdline)).meta).toEqual(withCmdline);
   });
 
   it('rejects a file that is not a log', () => {
@@ -357,6 +359,8 @@ describe('file header', () => {
     ['hashInterval', { ...meta, hashInterval: -1 }],
     ['hashInterval', { ...meta, hashInterval: undefined }],
     ['snapshot', { ...meta, snapshot: 42 }],
+    ['cmdline', { ...meta, cmdline: '' }],
+    ['cmdline', { ...meta, cmdline: 'a\u0000b' }],
   ])('names the bad metadata field %s', (field, value) => {
     const e = catchLog(() => decodeLogHeader(withMetadata(JSON.stringify(value))));
     expect([e.code, e.offset]).toEqual(['ERR_LOCKSTEP_LOG_CORRUPT', 16]);
