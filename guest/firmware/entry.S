@@ -165,7 +165,7 @@ fw_trap_entry:
 	.option norvc
 	.globl	fw_guard_begin, fw_guard_end
 	.globl	fw_guard_lbu, fw_guard_lw, fw_guard_sb, fw_guard_lw_s, fw_guard_lhu_x
-	.globl	fw_guard_set_menvcfgh, fw_guard_set_pmp, fw_guard_read_id
+	.globl	fw_guard_set_menvcfgh, fw_guard_read_stimecmp, fw_guard_set_pmp, fw_guard_read_id
 	.p2align 2
 fw_guard_begin:
 fw_guard_lbu:
@@ -191,6 +191,9 @@ fw_guard_lhu_x:
 	ret
 fw_guard_set_menvcfgh:
 	csrs	0x31a, a0		/* menvcfgh (priv 1.12); absent on older harts */
+	ret
+fw_guard_read_stimecmp:
+	csrr	a0, 0x14d		/* stimecmp: present only with Sstc */
 	ret
 fw_guard_set_pmp:
 	csrw	pmpaddr0, a0

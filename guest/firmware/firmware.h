@@ -103,6 +103,7 @@ void fw_guard_sb(uint32_t addr, uint32_t v);
 uint32_t fw_guard_lw_s(uint32_t addr);
 uint32_t fw_guard_lhu_x(uint32_t addr);
 void fw_guard_set_menvcfgh(uint32_t bits);
+uint32_t fw_guard_read_stimecmp(void);
 void fw_guard_set_pmp(uint32_t addr0, uint32_t addr1, uint32_t cfg0);
 uint32_t fw_guard_read_id(uint32_t which);
 

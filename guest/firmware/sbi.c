@@ -30,6 +30,8 @@
 #define FW_DYNAMIC_OPTION_NO_BANNER 1u
 
 uint32_t fw_ram_end;
+/* The hart has Sstc and STCE is on: STIP then follows stimecmp, which set_timer writes directly. */
+static bool have_sstc;
 /* HSM: hart 0 runs from the hand-off on; hart_stop is the only way it stops. */
 static const uint32_t hart0_id = 0;
 
@@ -42,8 +44,9 @@ static const uint32_t hart0_id = 0;
 #define LSR_THRE 0x20
 
 void console_putc(char c) {
-  /* Bounded: a UART that never drains (none here does) loses a byte instead of wedging M-mode. */
-  for (int i = 0; i < 100000 && !(mmio_read8(UART_BASE + UART_LSR) & LSR_THRE); i++) {
+  /* Unbounded, as in any 16550 driver: QEMU holds THRE low while its host side is backed up, and
+     a byte written before THRE rises is lost. */
+  while (!(mmio_read8(UART_BASE + UART_LSR) & LSR_THRE)) {
   }
   mmio_write8(UART_BASE + UART_THR, (uint8_t)c);
 }
@@ -96,6 +99,12 @@ static uint64_t read_mtime(void) {
 /* The kernel's timer: M owns mtimecmp and turns its interrupt into STIP (see fw_trap). Writing the
    high half first to all-ones keeps the comparator from matching a half-written value. */
 static void set_timer(uint64_t when) {
+  if (have_sstc) {
+    __asm__ volatile("csrw 0x15d, %0" ::"r"(0xffffffffu)); /* stimecmph */
+    __asm__ volatile("csrw 0x14d, %0" ::"r"((uint32_t)when)); /* stimecmp */
+    __asm__ volatile("csrw 0x15d, %0" ::"r"((uint32_t)(when >> 32)));
+    return;
+  }
   mmio_write32(CLINT_MTIMECMP + 4, 0xffffffffu);
   mmio_write32(CLINT_MTIMECMP, (uint32_t)when);
   mmio_write32(CLINT_MTIMECMP + 4, (uint32_t)(when >> 32));
@@ -456,8 +465,12 @@ void fw_boot(uint32_t hartid, uint32_t dtb, uint32_t dyn) {
   fw_guard_faulted = 0;
   fw_guard_set_pmp(pmp0, 0xffffffffu, 0x18u | (0x1fu << 8));
   const bool have_pmp = !fw_guard_faulted;
-  /* A hart with Sstc (QEMU's default CPU advertises it) needs STCE for the kernel to use it. */
-  fw_guard_set_menvcfgh(1u << 31);
+  /* A hart with Sstc (QEMU's default CPU advertises it) needs STCE for the kernel to use it; and
+     with STCE on, STIP follows stimecmp, so set_timer must write that instead of mtimecmp. */
+  fw_guard_faulted = 0;
+  (void)fw_guard_read_stimecmp();
+  have_sstc = !fw_guard_faulted;
+  if (have_sstc) fw_guard_set_menvcfgh(1u << 31);
 
   mmio_write32(CLINT_MTIMECMP + 4, 0xffffffffu);
   mmio_write32(CLINT_MTIMECMP, 0xffffffffu);
