@@ -88,11 +88,15 @@ export function linuxQemuArgs(o: LinuxQemuOptions): string[] {
   return args;
 }
 
-/** A running QEMU with the guest's console on its stdio. */
+/**
+ * A running QEMU with the guest's console on its stdio. The tty and the kernel's console write line
+ * ends as CR LF; `output` and `waitFor` see them as LF.
+ */
 export class QemuConsole {
   readonly args: string[];
   readonly started = performance.now();
   #child: ChildProcessWithoutNullStreams;
+  #raw = '';
   #out = '';
   #waiters: { check: () => boolean }[] = [];
   #exit: Promise<number | null>;
@@ -101,13 +105,13 @@ export class QemuConsole {
   constructor(o: LinuxQemuOptions) {
     this.args = linuxQemuArgs(o);
     this.#child = spawn(QEMU, this.args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    this.#child.stdout.on('data', (b: Buffer) => {
-      this.#out += b.toString('latin1');
+    const take = (b: Buffer): void => {
+      this.#raw += b.toString('latin1');
+      this.#out = this.#raw.replaceAll('\r\n', '\n');
       this.#poke();
-    });
-    this.#child.stderr.on('data', (b: Buffer) => {
-      this.#out += b.toString('latin1');
-    });
+    };
+    this.#child.stdout.on('data', take);
+    this.#child.stderr.on('data', take);
     this.#exit = new Promise((resolve) => {
       this.#child.on('close', (code) => {
         this.#exited = true;
