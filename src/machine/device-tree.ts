@@ -350,27 +350,32 @@ export interface BootLayout {
   kernel: number;
   /** `-initrd`: kernel + min(RAM / 2, 128 MiB); `undefined` without an initrd. */
   initrd: { start: number; end: number } | undefined;
-  /** The DTB: the last 2 MiB boundary that leaves room for it below min(RAM end, 3 GiB). */
+  /** The DTB: the last 2 MiB boundary at least `dtbSize` below min(RAM end, 3 GiB). */
   dtb: number;
 }
 
 const MIB = 1 << 20;
+/**
+ * The size QEMU 7.2 places the DTB by: the buffer it builds the tree in (1 MiB), not the packed
+ * tree. It writes that much at the DTB address, so the packed tree has free bytes after it.
+ */
+export const QEMU_FDT_BUFFER = MIB;
 
 /**
  * Computes QEMU 7.2's placement (hw/riscv/boot.c for an rv32 hart) so a loader can do the same:
  * `firmwareEnd` is the end of the firmware ELF's highest loaded segment, `initrdSize` the initrd's
- * length (or undefined), `dtbSize` the device tree's total size.
+ * length (or undefined); `dtbSize` defaults to {@link QEMU_FDT_BUFFER}, as QEMU computes it.
  */
 export function virtBootLayout(
   memory: number,
   firmwareEntry: number,
   firmwareEnd: number,
   initrdSize: number | undefined,
-  dtbSize: number,
+  dtbSize: number = QEMU_FDT_BUFFER,
 ): BootLayout {
   const kernel = Math.ceil(firmwareEnd / (4 * MIB)) * 4 * MIB;
-  const initrd =
-    initrdSize === undefined ? undefined : { start: kernel + Math.min(memory / 2, 128 * MIB), end: kernel + Math.min(memory / 2, 128 * MIB) + initrdSize };
+  const initrdStart = kernel + Math.min(memory / 2, 128 * MIB);
+  const initrd = initrdSize === undefined ? undefined : { start: initrdStart, end: initrdStart + initrdSize };
   const top = Math.min(DT_RAM_BASE + memory, 3072 * MIB);
   const dtb = Math.floor((top - dtbSize) / (2 * MIB)) * 2 * MIB;
   return { firmwareEntry, kernel, initrd, dtb };

@@ -96,7 +96,7 @@ describe.skipIf(noQemu)('Linux guest under QEMU', () => {
     async () => {
       const append = 'console=ttyS0 lockstep.run=crc32';
       const initrdSize = readFileSync(art.initrd).length;
-      const layout = virtBootLayout(64 << 20, 0x8000_0000, 0x8000_3000, initrdSize, 4096);
+      const layout = virtBootLayout(64 << 20, 0x8000_0000, 0x8000_3000, initrdSize);
       const dtb = join(art.dir, 'lockstep.dtb');
       // Slot 0 only: the test puts virtio-net there, as lockstep does.
       writeFileSync(dtb, buildDeviceTree({ memory: 64 << 20, bootargs: append, initrd: layout.initrd, virtioSlots: [0] }));

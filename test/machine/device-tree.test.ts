@@ -11,6 +11,7 @@ import { buildDeviceTree, DEFAULT_PLIC_SOURCES, virtBootLayout } from '../../src
 import { qemuAvailable, QEMU } from '../helpers/qemu.js';
 
 const FIRMWARE = new URL('../../guest/firmware/bin/firmware.elf', import.meta.url).pathname;
+const SBITEST = new URL('../../guest/firmware/bin/sbitest.elf', import.meta.url).pathname;
 /** QEMU's CPU trimmed to lockstep's hart (rv32imac_zicsr_zifencei), as the Linux tests run it. */
 const QEMU_CPU = 'rv32,f=off,d=off,h=off,zba=off,zbb=off,zbc=off,zbs=off,sstc=off,Zihintpause=off';
 
@@ -239,7 +240,7 @@ describe.skipIf(qemuMissing)('device tree against QEMU 7.2', () => {
     }
   });
 
-  it('places the initrd where virtBootLayout says, for small and large RAM', () => {
+  it('places the initrd and the DTB where virtBootLayout says, for small and large RAM', () => {
     const elf = readFileSync(FIRMWARE);
     // End of the firmware's highest PT_LOAD segment (what QEMU's ELF loader reports).
     const phoff = elf.readUInt32LE(28);
@@ -250,12 +251,25 @@ describe.skipIf(qemuMissing)('device tree against QEMU 7.2', () => {
     }
     for (const memoryMib of [64, 256, 1024]) {
       const qemu = qemuDtb(memoryMib, 'x', 5000);
-      const layout = virtBootLayout(memoryMib * MIB, 0x8000_0000, end, 5000, 4096);
+      const layout = virtBootLayout(memoryMib * MIB, 0x8000_0000, end, 5000);
       expect(layout.kernel).toBe(0x8040_0000);
       expect(cells(prop(qemu, '/chosen', 'linux,initrd-start'))).toEqual([layout.initrd!.start]);
       expect(cells(prop(qemu, '/chosen', 'linux,initrd-end'))).toEqual([layout.initrd!.end]);
     }
-    expect(virtBootLayout(64 * MIB, 0x8000_0000, end, undefined, 4096).dtb).toBe(0x83e0_0000);
-    expect(virtBootLayout(2047 * MIB, 0x8000_0000, end, undefined, 4096).dtb).toBe(0xbfe0_0000);
-  });
+    // QEMU's DTB address, as the firmware's banner reports the a1 it was given.
+    for (const kib of [64 * 1024, 64 * 1024 + 512, 65 * 1024, 1024 * 1024]) {
+      const r = spawnSync(QEMU, ['-M', 'virt', '-cpu', QEMU_CPU, '-m', `${kib}K`, '-nographic', '-monitor', 'none', '-serial', 'stdio', '-bios', FIRMWARE, '-kernel', SBITEST], {
+        encoding: 'latin1',
+        timeout: 60_000,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      const banner = /device tree 0x([0-9a-f]{8})/.exec(r.stdout);
+      expect(banner, r.stdout.slice(0, 300)).not.toBeNull();
+      expect(parseInt(banner![1]!, 16), `${kib} KiB`).toBe(virtBootLayout(kib * 1024, 0x8000_0000, end, undefined).dtb);
+    }
+    expect(virtBootLayout(64 * MIB, 0x8000_0000, end, undefined).dtb).toBe(0x83e0_0000);
+    // RAM that does not end on 2 MiB: QEMU's 1 MiB buffer size matters, not the packed tree's.
+    expect(virtBootLayout(64 * MIB + 512 * 1024, 0x8000_0000, end, undefined).dtb).toBe(0x83e0_0000);
+    expect(virtBootLayout(2047 * MIB, 0x8000_0000, end, undefined).dtb).toBe(0xbfe0_0000);
+  }, 300_000);
 });
