@@ -27,19 +27,41 @@ _start:
 	mv	a1, s1
 	mv	a2, s2
 	call	fw_boot
-	/* fw_boot set mepc and mstatus.MPP for the next stage; it gets a0 = hart id, a1 = dtb. */
+	/* fw_boot set mepc and mstatus.MPP for the next stage; it gets a0 = hart id, a1 = dtb and
+	   every other register zero, so its starting state is the same whatever fw_boot computed. */
 	la	t0, fw_stack_top
 	csrw	mscratch, t0
 	csrr	a0, mhartid
 	mv	a1, s1
-	li	a2, 0
-	li	s0, 0
-	li	s1, 0
-	li	s2, 0
-	li	t0, 0
-	li	t1, 0
-	li	sp, 0
-	li	ra, 0
+	li	x1, 0
+	li	x2, 0
+	li	x3, 0
+	li	x4, 0
+	li	x5, 0
+	li	x6, 0
+	li	x7, 0
+	li	x8, 0
+	li	x9, 0
+	li	x12, 0
+	li	x13, 0
+	li	x14, 0
+	li	x15, 0
+	li	x16, 0
+	li	x17, 0
+	li	x18, 0
+	li	x19, 0
+	li	x20, 0
+	li	x21, 0
+	li	x22, 0
+	li	x23, 0
+	li	x24, 0
+	li	x25, 0
+	li	x26, 0
+	li	x27, 0
+	li	x28, 0
+	li	x29, 0
+	li	x30, 0
+	li	x31, 0
 	mret
 
 .Lpark:
