@@ -74,6 +74,10 @@ export interface LinuxQemuOptions {
   dtb?: string;
   /** virtio-net on QEMU's user network in slot 0 (IRQ 1), as lockstep places it. */
   net?: boolean;
+  /** virtio-blk on this raw image in slot 1 (IRQ 2), as lockstep places it. */
+  disk?: string;
+  /** virtio-rng in slot 2 (IRQ 3), as lockstep places it. */
+  rng?: boolean;
 }
 
 /** The command line, exported so a failure can show exactly what ran. */
@@ -81,10 +85,11 @@ export function linuxQemuArgs(o: LinuxQemuOptions): string[] {
   const args = ['-M', 'virt', '-cpu', QEMU_CPU, '-m', `${o.memoryMib ?? 64}M`, '-nographic', '-monitor', 'none', '-serial', 'stdio'];
   args.push('-bios', FIRMWARE_ELF, '-kernel', o.image, '-initrd', o.initrd, '-append', o.append);
   if (o.dtb !== undefined) args.push('-dtb', o.dtb);
-  if (o.net) {
-    // lockstep's virtio-mmio is version 2 only; QEMU 7.2 defaults to the legacy version 1.
-    args.push('-global', 'virtio-mmio.force-legacy=false', '-netdev', 'user,id=n0', '-device', 'virtio-net-device,netdev=n0,bus=virtio-mmio-bus.0');
-  }
+  // lockstep's virtio-mmio is version 2 only; QEMU 7.2 defaults to the legacy version 1.
+  if (o.net || o.disk !== undefined || o.rng) args.push('-global', 'virtio-mmio.force-legacy=false');
+  if (o.net) args.push('-netdev', 'user,id=n0', '-device', 'virtio-net-device,netdev=n0,bus=virtio-mmio-bus.0');
+  if (o.disk !== undefined) args.push('-drive', `file=${o.disk},if=none,format=raw,id=d0`, '-device', 'virtio-blk-device,drive=d0,bus=virtio-mmio-bus.1');
+  if (o.rng) args.push('-device', 'virtio-rng-device,bus=virtio-mmio-bus.2');
   return args;
 }
 
