@@ -1,6 +1,7 @@
 // The committed Linux guest on the oracle: QEMU 7.2 boots our firmware, the Image and the initramfs
-// to the user-space marker, runs the CPU workloads as Linux processes (their output must be the
-// bare-metal examples' .expected, byte for byte), takes shell commands on the console, and powers off
+// to the user-space marker, checks the rv32 system-call stand-ins (lsystest), runs the CPU workloads
+// as Linux processes (their output must be the bare-metal examples' .expected, byte for byte), takes
+// shell commands on the console, and powers off
 // through reboot(2) → SBI SRST → the test finisher, so QEMU exits 0. Also boots with the device tree
 // from src/machine/device-tree.ts instead of QEMU's. Waits are event-based and bounded; the time to
 // the marker is printed, never asserted.
@@ -10,12 +11,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildDeviceTree, virtBootLayout } from '../../src/machine/device-tree.js';
 import { qemuAvailable, QEMU } from '../helpers/qemu.js';
 import { expectedOutput } from './guests.js';
-import { MARKER, QemuConsole, unpackArtifacts, type LinuxArtifacts } from './linux.js';
+import { LINUX_DIR, MARKER, QemuConsole, unpackArtifacts, type LinuxArtifacts } from './linux.js';
 
 /** Bounds for a loaded two-core machine (QEMU reaches the marker in well under a second when idle). */
 const BOOT_MS = 120_000;
 const STEP_MS = 60_000;
 const WORKLOADS = ['hash', 'sort', 'crc32', 'recurse', 'mixed'];
+/** lsystest checks guest/linux/user/lsys.h's stand-ins for the calls rv32 Linux lacks. */
+const LSYSTEST_EXPECTED = readFileSync(join(LINUX_DIR, 'user', 'lsystest.expected'), 'latin1');
 
 const noQemu = !qemuAvailable();
 if (noQemu) console.warn(`test/guest/linux-boot.test.ts skipped: ${QEMU} not found`);
@@ -40,17 +43,17 @@ describe.skipIf(noQemu)('Linux guest under QEMU', () => {
   it(
     'boots to the marker, runs the workloads as processes with the bare-metal output, and powers off',
     async () => {
-      const qemu = start({ append: `console=ttyS0 lockstep.run=${WORKLOADS.join(',')}`, net: true });
+      const qemu = start({ append: `console=ttyS0 lockstep.run=lsystest,${WORKLOADS.join(',')}`, net: true });
       const marker = await qemu.waitFor(`${MARKER}\n`, BOOT_MS);
       console.log(`linux-boot: user-space marker after ${marker.ms.toFixed(0)} ms (QEMU ${qemu.args.join(' ')})`);
       expect(qemu.output).toContain('lockstep-sbi: SBI 2.0, hart 0, next 0x80400000 (S-mode), device tree 0x83e00000\n');
       expect(qemu.output).toContain('lockstep-linux: eth0 10.0.2.15/24 via 10.0.2.2\n');
       let from = marker.end;
-      for (const name of WORKLOADS) {
+      for (const name of ['lsystest', ...WORKLOADS]) {
         const begin = await qemu.waitFor(`lockstep-linux: run ${name}\n`, STEP_MS, from);
         const done = await qemu.waitFor(`lockstep-linux: ${name} exited 0\n`, STEP_MS, begin.end);
         const printed = qemu.output.slice(begin.end, done.end - `lockstep-linux: ${name} exited 0\n`.length);
-        expect(printed, name).toBe(expectedOutput(name));
+        expect(printed, name).toBe(name === 'lsystest' ? LSYSTEST_EXPECTED : expectedOutput(name));
         from = done.end;
       }
       await qemu.waitFor('lockstep-linux: powering off\n', STEP_MS, from);
@@ -76,7 +79,7 @@ describe.skipIf(noQemu)('Linux guest under QEMU', () => {
       };
       await command('echo hello lockstep', /^hello lockstep\n$/);
       await command('cat /proc/cmdline', /^console=ttyS0\n$/);
-      await command('ls /bin', /^crc32\nhash\nmixed\nrecurse\nsort\n$/);
+      await command('ls /bin', /^crc32\nhash\nlsystest\nmixed\nrecurse\nsort\n$/);
       await command('mounts', /proc \/proc proc[\s\S]*sysfs \/sys sysfs[\s\S]*devtmpfs \/dev devtmpfs/);
       await command('ps', /^ {2}PID {2}PPID S COMMAND\n {4}1 {5}0 [RS] init\n/);
       await command('net', /^lo: up inet 127\.0\.0\.1\neth0: up inet 10\.0\.2\.15\n$/);

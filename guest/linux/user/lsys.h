@@ -69,6 +69,18 @@
 #undef wait4
 #undef waitpid
 
+/* wait status macros nolibc 6.1 lacks (it has WIFEXITED and WEXITSTATUS). */
+#ifndef WIFSIGNALED
+#define WIFSIGNALED(status) (((status) & 0x7f) != 0 && ((status) & 0x7f) != 0x7f)
+#endif
+#ifndef WTERMSIG
+#define WTERMSIG(status) ((status) & 0x7f)
+#endif
+
+/* nolibc 6.1's minor() has one parenthesis too many open. */
+#undef minor
+#define minor(dev) ((unsigned int)((dev) & 0xff))
+
 #define LS_SET_ERRNO(ret)   \
   do {                      \
     if ((ret) < 0) {        \
@@ -115,7 +127,7 @@ static __attribute__((unused)) int gettimeofday(struct timeval *tv, struct timez
 }
 
 static __attribute__((unused)) time_t time(time_t *tptr) {
-  struct timeval tv;
+  struct timeval tv = {0, 0};
   sys_gettimeofday(&tv, NULL);
   if (tptr) *tptr = tv.tv_sec;
   return tv.tv_sec;
