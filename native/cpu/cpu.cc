@@ -76,11 +76,12 @@ void Cpu::invalidate_all() {
   flush_tlb();
 }
 
-Decoded Cpu::slot_of(const DecodedOp& d) const {
+Decoded Cpu::slot_of(const DecodedOp& d, bool translated) const {
   // pc-relative jumps keep their offset in slot bytes (code offset * 8 = slots * sizeof(Decoded)), so
   // a taken branch finds its target slot with one add; the code offset is imm >> 3 again.
   const bool rel = d.op == kOpJAL || d.op == kOpJ || (d.op >= kOpBEQ && d.op <= kOpBGEU);
-  return Decoded{labels_[d.op * 2 + d.len - 1], rel ? d.imm * 8 : d.imm, d.rd, d.rs1, d.rs2, d.len};
+  const void* const* labels = translated ? labels_translated_ : labels_;
+  return Decoded{labels[d.op * 2 + d.len - 1], rel ? d.imm * 8 : d.imm, d.rd, d.rs1, d.rs2, d.len};
 }
 
 void Cpu::decode_slot(DecodedPage* p, uint32_t pi, uint32_t s) {
@@ -90,7 +91,7 @@ void Cpu::decode_slot(DecodedPage* p, uint32_t pi, uint32_t s) {
   DecodedOp d = decode(lo, last ? 0 : rd16(src + 2));
   // The second half of a 32-bit instruction in the last slot is on whatever page follows virtually.
   if (last && d.len == 2) d = DecodedOp{kOpSTRADDLE, lo, 32, 0, 0, 2};
-  p->e[s] = slot_of(d);
+  p->e[s] = slot_of(d, p->translated);
   p->op[s] = d.op;
 }
 
@@ -113,6 +114,7 @@ void Cpu::fix_to_end(DecodedPage* p, uint32_t from) {
 DecodedPage* Cpu::page_for(uint32_t pi) {
   if (!pages_[pi]) pages_[pi] = std::make_unique<DecodedPage>();
   DecodedPage* p = pages_[pi].get();
+  p->translated = data_limit_ == 0;
   for (uint32_t s = 0; s < kSlotsPerPage; s++) decode_slot(p, pi, s);
   for (uint32_t s = kSlotsPerPage; s < kSlotsPerPage + 2; s++) {
     p->e[s] = Decoded{labels_[kOpPAGE_END * 2], 0, 32, 0, 0, 1};
@@ -306,7 +308,16 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
       LOCKSTEP_OPS(LOCKSTEP_OP_LABEL)
 #undef LOCKSTEP_OP_LABEL
   };
-  labels_ = kLabels;
+  if (labels_ != kLabels) {
+    labels_ = kLabels;
+    std::copy(kLabels, kLabels + kOpCount * 2, labels_translated_);
+#define LOCKSTEP_TRANSLATED(name)                    \
+  labels_translated_[kOp##name * 2] = &&op_##name##_T_1; \
+  labels_translated_[kOp##name * 2 + 1] = &&op_##name##_T_2;
+    LOCKSTEP_TRANSLATED(LB) LOCKSTEP_TRANSLATED(LH) LOCKSTEP_TRANSLATED(LW) LOCKSTEP_TRANSLATED(LBU)
+    LOCKSTEP_TRANSLATED(LHU) LOCKSTEP_TRANSLATED(SB) LOCKSTEP_TRANSLATED(SH) LOCKSTEP_TRANSLATED(SW)
+#undef LOCKSTEP_TRANSLATED
+  }
   // The single-step page: an instruction in slot 0 (see dispatch and STRADDLE), then the way back.
   step_->e[1] = step_->e[2] = Decoded{kLabels[kOpPAGE_END * 2], 0, 32, 0, 0, 1};
 
@@ -425,7 +436,9 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   } while (0)
 // The translation cache is indexed by the page of the first byte and tagged with the page of the last:
 // an access that crosses a page boundary never hits, so a hit covers every byte.
-#define TLB_AT(a_) (dtlb + (((a_) >> kPageShift) & (kTlbSize - 1)))
+#define TLB_AT(a_)                                                      \
+  reinterpret_cast<const TlbEntry*>(reinterpret_cast<const char*>(dtlb) + \
+                                    (((a_) >> (kPageShift - 5)) & ((kTlbSize - 1) << 5)))
 #define TLB_TAG(a_, sz) (((a_) + (sz)-1) & ~(kPageSize - 1))
 #define LOAD(type, kind, sz)                                             \
   do {                                                                   \
@@ -469,6 +482,56 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
     mval = v_;                                                                       \
     goto store_slow;                                                                 \
   } while (0)
+// The translation-first forms, for pages decoded while translating (see DecodedPage).
+#define LOAD_T(type, kind, sz)                                           \
+  do {                                                                   \
+    const uint32_t a_ = x[e->rs1] + static_cast<uint32_t>(e->imm);       \
+    const TlbEntry* t_ = TLB_AT(a_);                                     \
+    type v_;                                                             \
+    if (LOCKSTEP_LIKELY(t_->r == TLB_TAG(a_, sz))) {                     \
+      std::memcpy(&v_, reinterpret_cast<const uint8_t*>(t_->addend + a_), sz); \
+    } else {                                                             \
+      const uint32_t o_ = a_ - kRamBase;                                 \
+      if (LOCKSTEP_UNLIKELY(static_cast<uint64_t>(o_) + (sz) > dlim)) {  \
+        maddr = a_;                                                      \
+        msize = sz;                                                      \
+        mkind = kind;                                                    \
+        goto load_slow;                                                  \
+      }                                                                  \
+      std::memcpy(&v_, ram + o_, sz);                                    \
+    }                                                                    \
+    x[e->rd] = static_cast<uint32_t>(static_cast<int32_t>(v_));          \
+    NEXT();                                                              \
+  } while (0)
+#define STORE_T(type, sz)                                                            \
+  do {                                                                               \
+    const uint32_t a_ = x[e->rs1] + static_cast<uint32_t>(e->imm);                   \
+    const type v_ = static_cast<type>(x[e->rd]);                                     \
+    const TlbEntry* t_ = TLB_AT(a_);                                                 \
+    if (LOCKSTEP_LIKELY(t_->w == TLB_TAG(a_, sz))) {                                 \
+      std::memcpy(reinterpret_cast<uint8_t*>(t_->addend + a_), &v_, sz);             \
+      NEXT();                                                                        \
+    }                                                                                \
+    const uint32_t o_ = a_ - kRamBase;                                               \
+    if (static_cast<uint64_t>(o_) + (sz) <= dlim &&                                  \
+        (flags[o_ >> kPageShift] | flags[(o_ + (sz)-1) >> kPageShift]) == 0) {       \
+      std::memcpy(ram + o_, &v_, sz);                                                \
+      NEXT();                                                                        \
+    }                                                                                \
+    maddr = a_;                                                                      \
+    msize = sz;                                                                      \
+    mval = v_;                                                                       \
+    goto store_slow;                                                                 \
+  } while (0)
+#define DEFINE_T(name, ...)               \
+  op_##name##_T_1 : {                     \
+    [[maybe_unused]] constexpr uint32_t L = 1;  \
+    __VA_ARGS__                           \
+  }                                       \
+  op_##name##_T_2 : {                     \
+    [[maybe_unused]] constexpr uint32_t L = 2;  \
+    __VA_ARGS__                           \
+  }
 #define BRANCH(cond)                         \
   do {                                       \
     br++;                                    \
@@ -549,7 +612,7 @@ DEFINE(STRADDLE,
   const uint32_t cause = fetch_offset(here + 2, &hi_off);
   leave_block_ = false;
   if (cause) TRAP(cause, here + 2);
-  step_->e[0] = slot_of(decode(static_cast<uint16_t>(e->imm), rd16(ram + hi_off)));
+  step_->e[0] = slot_of(decode(static_cast<uint16_t>(e->imm), rd16(ram + hi_off)), dlim == 0);
   base = step_->e;
   page_pc = here;
   e = base;
@@ -643,6 +706,14 @@ STORE(uint16_t, 2);
 DEFINE(SW,
 STORE(uint32_t, 4);
 )
+DEFINE_T(LB, LOAD_T(int8_t, 0, 1);)
+DEFINE_T(LH, LOAD_T(int16_t, 1, 2);)
+DEFINE_T(LW, LOAD_T(int32_t, 2, 4);)
+DEFINE_T(LBU, LOAD_T(uint8_t, 3, 1);)
+DEFINE_T(LHU, LOAD_T(uint16_t, 4, 2);)
+DEFINE_T(SB, STORE_T(uint8_t, 1);)
+DEFINE_T(SH, STORE_T(uint16_t, 2);)
+DEFINE_T(SW, STORE_T(uint32_t, 4);)
 DEFINE(ADDI,
 ALU(RS1 + IMM);
 )
@@ -1021,6 +1092,9 @@ out_synced:
 #undef TRAP
 #undef LOAD
 #undef STORE
+#undef LOAD_T
+#undef STORE_T
+#undef DEFINE_T
 #undef TLB_AT
 #undef TLB_TAG
 #undef ATOMIC_AT

@@ -112,10 +112,15 @@ class Platform {
 /// block: the next control-flow instruction, or the page end) to instret at once; leaving a block
 /// early (trap, device access, self-modifying store) subtracts what did not retire. So the hot
 /// loop touches the counter once per block, and instret is still exact at every stop.
+///
+/// Loads and stores have two handlers: one that tries the physical (M-mode) path first and one that
+/// tries the translation cache first. Either is right in any mode; a page gets the one that suits the
+/// mode it is first decoded in (`translated`), so M-mode code and user code each run their fast one.
 struct DecodedPage {
   Decoded e[kSlotsPerPage + 2];          // +2 PAGE_END sentinels reached by straight-line flow off the page
   uint16_t to_end[kSlotsPerPage + 2];    // sentinels: 0 (they are not instructions)
   uint8_t op[kSlotsPerPage + 2];         // the Op of each slot, for re-decoding after a store
+  bool translated;                       // memory operations use the translation-first handlers
 };
 
 /// Flags per RAM page that route stores to the slow path.
@@ -264,7 +269,7 @@ class Cpu {
   bool redecode(uint32_t off, uint32_t len, uint32_t cur_page);
   void decode_slot(DecodedPage* p, uint32_t page_index, uint32_t slot);
   /// A decoded slot for the dispatch loop (handler label of the current run_inner).
-  Decoded slot_of(const DecodedOp& d) const;
+  Decoded slot_of(const DecodedOp& d, bool translated) const;
   void fix_to_end(DecodedPage* p, uint32_t from_slot);
   void drop_page(uint32_t page_index);
   Mmio slow_load(uint32_t addr, unsigned size, uint32_t* value);
@@ -322,6 +327,7 @@ class Cpu {
   std::vector<uint8_t> flags_;
   std::vector<uint8_t> dirty_;
   const void* const* labels_ = nullptr;
+  const void* labels_translated_[kOpCount * 2] = {};  // labels_ with the translation-first memory handlers
   // Single-stepping near a stop: slots 0..2 hold the instruction and two PAGE_END sentinels. Its counts
   // are 1, 0, 0, then a value larger than any remaining budget, so a jump can only land on those three.
   std::unique_ptr<DecodedPage> step_;

@@ -318,6 +318,14 @@ uint32_t Cpu::store_virtual(uint32_t va, unsigned size, uint32_t value, StoreOut
 uint32_t Cpu::amo_pointer(uint32_t va, Access access, uint8_t** host, uint32_t* page) {
   uint64_t pa = va;
   if (data_limit_ == 0) {
+    // An aligned word never crosses a page. A store tag implies the page is readable too (W without R
+    // is reserved in PTEs and ignored in PMP), so it serves read-modify-writes.
+    const TlbEntry& t = dtlb_[(va >> kPageShift) & (kTlbSize - 1)];
+    if ((access == Access::kLoad ? t.r : t.w) == (va & kPageMask)) {
+      *host = reinterpret_cast<uint8_t*>(t.addend + va);
+      *page = t.page;
+      return 0;
+    }
     if (const uint32_t cause = translate(va, access, data_context(), &pa)) return cause;
     if (!pmp_allows(pa, 4, data_context().priv, access)) return fault(access, false);
   }
