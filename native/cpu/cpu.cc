@@ -65,15 +65,14 @@ void Cpu::host_wrote(uint32_t addr, uint32_t len) {
     page_table |= (flags_[pi] & kPagePageTable) != 0;
   }
   if (page_table) flush_tlb();  // e.g. a device wrote a page table by DMA
-  // The page before may hold a 32-bit instruction reaching into the first page.
-  uint64_t first = off >> kPageShift;
-  if (first > 0 && (off & (kPageSize - 1)) < 2) first--;
-  for (uint64_t pi = first; pi <= (end - 1) >> kPageShift; pi++) drop_page(static_cast<uint32_t>(pi));
+  // (A 32-bit instruction reaching into the first page from the one before decodes as STRADDLE, which
+  // reads its second half at each execution: the page before needs no re-decoding.)
+  for (uint64_t pi = off >> kPageShift; pi <= (end - 1) >> kPageShift; pi++) drop_page(static_cast<uint32_t>(pi));
 }
 
 void Cpu::invalidate_all() {
   for (uint32_t pi = 0; pi < live_.size(); pi++) drop_page(pi);
-  flush_tlb();
+  pmp_changed();  // a restore may have brought other PMP entries; this also drops cached translations
 }
 
 Decoded Cpu::slot_of(const DecodedOp& d, bool translated) const {
@@ -326,8 +325,9 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   const uint8_t* const flags = flags_.data();
   const uint32_t ram_size = ram_size_;
   // Loads and stores: physical when (uint64) offset + size <= dlim (dlim is 0 while translating, so
-  // that test costs M-mode nothing and fails at once otherwise), else the translation cache's bank.
-  const TlbEntry* dtlb = dtlb_;
+  // that test costs M-mode nothing and fails at once otherwise), else the translation cache's bank,
+  // kept in a register of its own (as br) because every translated load and store reads it.
+  register const TlbEntry* dtlb asm("r14") = dtlb_;
   uint64_t dlim = data_limit_;
   // Instructions that may still retire before `limit`, less the not-yet-retired rest of the current
   // block (counted in advance). One register instead of a counter and a bound.

@@ -216,7 +216,7 @@ class Cpu {
   }
   /// Set by the platform to end run() at the next instruction boundary (e.g. a replay divergence).
   bool stop_now = false;
-  /// Drop all decoded pages and cached translations (after a restore).
+  /// Drop all decoded pages and cached translations, and re-read the PMP entries (after a restore).
   void invalidate_all();
   /// Mark a RAM page for platform store notification.
   void watch_page(uint32_t addr) {
@@ -297,6 +297,8 @@ class Cpu {
   void update_mode();
   /// Drops every cached translation (satp or PMP written, a page table stored to, a restore).
   void flush_tlb();
+  /// PMP entries changed: whether M-mode is bound by a locked entry, and a flush.
+  void pmp_changed();
   /// Translates `va` for an access in context `c` (page walk with A/D updates, PMP), caching the
   /// page when it can. Returns 0 and the physical address, or the exception cause.
   uint32_t translate(uint32_t va, Access access, Context c, uint64_t* pa);

@@ -160,7 +160,7 @@ bool Cpu::csr_write(uint32_t csr, uint32_t v) {
   }
   if (csr >= kPmpcfg0 && csr < kPmpcfg0 + 4) {
     for (uint32_t b = 0; b < 4; b++) pmp_cfg_write((csr - kPmpcfg0) * 4 + b, static_cast<uint8_t>(v >> (8 * b)));
-    flush_tlb();
+    pmp_changed();
     return true;
   }
   if (csr >= kPmpaddr0 && csr < kPmpaddr0 + kPmpEntries) {
@@ -169,7 +169,7 @@ bool Cpu::csr_write(uint32_t csr, uint32_t v) {
     const bool locked = (pmpcfg[i] & kPmpL) || (i + 1 < kPmpEntries && (pmpcfg[i + 1] & kPmpL) &&
                                                 (pmpcfg[i + 1] & kPmpA) == kPmpTor);
     if (!locked) pmpaddr[i] = v;
-    flush_tlb();
+    pmp_changed();
     return true;
   }
   uint32_t ignored;

@@ -68,10 +68,6 @@ TlbEntry* Cpu::bank(Context c) const {
 }
 
 void Cpu::update_mode() {
-  pmp_locked_ = false;
-  for (uint32_t i = 0; i < kPmpEntries; i++) {
-    if ((pmpcfg[i] & kPmpL) && (pmpcfg[i] & 0x18)) pmp_locked_ = true;
-  }
   TlbEntry* const empty = tlb_.get() + kBanks * kTlbSize;
   // M-mode fetches and loads/stores go straight to RAM unless a locked PMP entry constrains M-mode;
   // everything else goes through a bank of the translation cache (identity-mapped when satp is bare).
@@ -82,6 +78,14 @@ void Cpu::update_mode() {
   const bool data_bare = d.priv == Priv::kMachine && !pmp_locked_;
   data_limit_ = data_bare ? ram_size_ : 0;
   dtlb_ = data_bare ? empty : bank(d);
+}
+
+void Cpu::pmp_changed() {
+  pmp_locked_ = false;
+  for (uint32_t i = 0; i < kPmpEntries; i++) {
+    if ((pmpcfg[i] & kPmpL) && (pmpcfg[i] & 0x18)) pmp_locked_ = true;
+  }
+  flush_tlb();
 }
 
 void Cpu::flush_tlb() {

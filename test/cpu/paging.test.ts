@@ -547,6 +547,41 @@ describe('the decoder cache under paging', () => {
     }
   });
 
+  it('a store to the second half of a page-straddling instruction changes it at its next run (physical and paged)', async () => {
+    const routine = (c: Asm) => c.word(rv.addi(12, 12, 1)).word(rv.jalr(0, 1, 0)); //  addi a2, a2, 1; ret
+    const patch = rv.addi(12, 12, 16) >>> 16; //                                       its upper half: imm = 16
+    // Physical, M-mode: the routine at RAM + 0xffe, straddling into RAM + 0x1000.
+    const a = asm();
+    a.li(10, RAM + 0xffe).jalr(1, 10, 0);
+    a.li(11, RAM + 0x1000).li(13, patch).sh(13, 0, 11);
+    a.jalr(1, 10, 0).ebreak();
+    const bytes = a.bytes();
+    expect(bytes.length).toBeLessThan(0xffe);
+    const m = load(a);
+    const r = asm();
+    routine(r);
+    m.writeMemory(RAM + 0xffe, r.bytes());
+    expect(await m.run({ maxInstructions: 100 })).toMatchObject({ kind: 'trap', cause: CAUSE.breakpoint });
+    expectRegs(m, { 12: 17 });
+    // Paged: the halves on scattered physical pages, the patch through a third virtual alias.
+    const [PA1, PA2] = [RAM + 0x43000, RAM + 0x41000];
+    const x = await run((b) => {
+      b.li(10, VA + 0xffe).jalr(1, 10, 0);
+      b.li(11, 0x60000000).li(13, patch).sh(13, 0, 11);
+      b.jalr(1, 10, 0);
+    }, {
+      map: (pt) => {
+        pt.map(VA, PA1, P.RX).map(VA + 0x1000, PA2, P.RX).map(0x60000000, PA2, P.RW);
+        const w = asm();
+        routine(w);
+        pt.m.writeMemory(PA1 + 0xffe, w.bytes().subarray(0, 2));
+        pt.m.writeMemory(PA2, w.bytes().subarray(2));
+      },
+    });
+    completed(x);
+    expectRegs(x.m, { 12: 17 });
+  });
+
   it('a compressed instruction in the last halfword of a page does not reach into the next page', async () => {
     const CODE_PA = RAM + 0x40000;
     const x = await run((a) => {
