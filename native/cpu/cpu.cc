@@ -43,9 +43,7 @@ Cpu::Cpu(uint8_t* ram, uint32_t ram_size, Platform* platform)
   std::memset(static_cast<void*>(tlb_.get()), 0xff, sizeof(TlbEntry) * (kBanks + 1) * kTlbSize);
   update_mode();
   step_ = std::make_unique<DecodedPage>();
-  step_->to_end[0] = 1;
-  step_->to_end[1] = step_->to_end[2] = 0;
-  for (uint32_t i = 3; i < kSlotsPerPage + 2; i++) step_->to_end[i] = UINT16_MAX;  // > any block (<= 2048)
+  step_->to_end[0] = 1;  // every other slot: 0 (a PAGE_END sentinel, filled in by run_inner)
 }
 
 void Cpu::drop_page(uint32_t pi) {
@@ -316,9 +314,11 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
     LOCKSTEP_TRANSLATED(LB) LOCKSTEP_TRANSLATED(LH) LOCKSTEP_TRANSLATED(LW) LOCKSTEP_TRANSLATED(LBU)
     LOCKSTEP_TRANSLATED(LHU) LOCKSTEP_TRANSLATED(SB) LOCKSTEP_TRANSLATED(SH) LOCKSTEP_TRANSLATED(SW)
 #undef LOCKSTEP_TRANSLATED
+    // The single-step page (see dispatch and STRADDLE) runs one instruction in slot 0; every other slot
+    // is a PAGE_END sentinel counting 0, so falling through or jumping anywhere else on that page leads
+    // back to dispatch at the right pc, whatever the budget left.
+    for (uint32_t i = 1; i < kSlotsPerPage + 2; i++) step_->e[i] = Decoded{kLabels[kOpPAGE_END * 2], 0, 32, 0, 0, 1};
   }
-  // The single-step page: an instruction in slot 0 (see dispatch and STRADDLE), then the way back.
-  step_->e[1] = step_->e[2] = Decoded{kLabels[kOpPAGE_END * 2], 0, 32, 0, 0, 1};
 
   uint32_t* const x = this->x;
   uint8_t* const ram = ram_;

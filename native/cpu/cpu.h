@@ -330,8 +330,9 @@ class Cpu {
   std::vector<uint8_t> dirty_;
   const void* const* labels_ = nullptr;
   const void* labels_translated_[kOpCount * 2] = {};  // labels_ with the translation-first memory handlers
-  // Single-stepping near a stop: slots 0..2 hold the instruction and two PAGE_END sentinels. Its counts
-  // are 1, 0, 0, then a value larger than any remaining budget, so a jump can only land on those three.
+  // Single-stepping (near a stop, and every STRADDLE): slot 0 holds the instruction and counts 1; every
+  // other slot is a PAGE_END sentinel counting 0, so wherever a fall-through or a jump within the
+  // "page" lands, it goes back to dispatch with the right target.
   std::unique_ptr<DecodedPage> step_;
 
   // Translation cache: one direct-mapped bank per context (U, U+MXR, S, S+MXR, S+SUM, S+SUM+MXR, M with

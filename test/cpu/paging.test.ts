@@ -582,6 +582,22 @@ describe('the decoder cache under paging', () => {
     expectRegs(x.m, { 12: 17 });
   });
 
+  // Regression: a straddling jump landing within 4 KiB ahead, with more than 65535 instructions left in
+  // the slice, was taken into the single-step page's unused slots (a jump to address 0 of the host).
+  for (const [name, jump] of [['jal', rv.jal(0, 8)], ['beq', rv.beq(0, 0, 12)], ['jalr', rv.jalr(0, 1, 0)]] as const) {
+    it(`a ${name} straddling two pages jumps to its target with a large budget left`, async () => {
+      const a = asm();
+      a.li(1, RAM + 0x1006).li(10, RAM + 0xffe).jalr(0, 10, 0);
+      const m = load(a);
+      const tail = asm();
+      tail.word(jump).word(rv.addi(12, 0, 1)).word(rv.addi(12, 0, 2)).ebreak(); // targets: +8 / +12 / ra
+      m.writeMemory(RAM + 0xffe, tail.bytes());
+      const r = await m.run({ maxInstructions: 1_000_000 });
+      expect(r).toMatchObject({ kind: 'trap', cause: CAUSE.breakpoint, pc: RAM + 0xffe + 12 });
+      expectRegs(m, { 12: name === 'beq' ? 0 : 2 });
+    });
+  }
+
   it('a compressed instruction in the last halfword of a page does not reach into the next page', async () => {
     const CODE_PA = RAM + 0x40000;
     const x = await run((a) => {
