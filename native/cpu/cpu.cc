@@ -112,6 +112,7 @@ DecodedPage* Cpu::page_for(uint32_t pi) {
   if (!pages_[pi]) pages_[pi] = std::make_unique<DecodedPage>();
   DecodedPage* p = pages_[pi].get();
   p->translated = data_limit_ == 0;
+  p->data_stores = 0;
   for (uint32_t s = 0; s < kSlotsPerPage; s++) decode_slot(p, pi, s);
   for (uint32_t s = kSlotsPerPage; s < kSlotsPerPage + 2; s++) {
     p->e[s] = Decoded{labels_[kOpPAGE_END * 2], 0, 32, 0, 0, 1};
@@ -151,6 +152,14 @@ bool Cpu::redecode(uint32_t off, uint32_t len, uint32_t cur_page) {
   return hit_current;
 }
 
+bool Cpu::code_store(uint32_t off, uint32_t len, uint32_t cur_page, bool changed) {
+  for (uint32_t pi = off >> kPageShift; pi <= (off + len - 1) >> kPageShift; pi++) {
+    DecodedPage* p = live_[pi];
+    if (p && pi != cur_page && ++p->data_stores >= kDataStoresBeforeDrop) drop_page(pi);
+  }
+  return changed && redecode(off, len, cur_page);
+}
+
 Cpu::StoreOutcome Cpu::slow_store(uint32_t addr, unsigned size, uint32_t value, uint32_t cur_page) {
   const uint32_t off = addr - kRamBase;
   if (off < ram_size_) {
@@ -165,15 +174,13 @@ Cpu::StoreOutcome Cpu::slow_store(uint32_t addr, unsigned size, uint32_t value, 
     const bool changed = std::memcmp(dst, &value, size) != 0;
     std::memcpy(dst, &value, size);
     StoreOutcome out = StoreOutcome::kOk;
-    if (changed) {
-      const uint8_t f = flags_[off >> kPageShift] | flags_[(off + size - 1) >> kPageShift];
-      if ((f & kPageDecoded) && redecode(off, size, cur_page)) out = StoreOutcome::kOkLeaveBlock;
-      if (f & kPagePageTable) {
-        // A cached translation came through this page table: drop them all, and leave the block in
-        // case the running code's own mapping changed.
-        flush_tlb();
-        out = StoreOutcome::kOkLeaveBlock;
-      }
+    const uint8_t f = flags_[off >> kPageShift] | flags_[(off + size - 1) >> kPageShift];
+    if ((f & kPageDecoded) && code_store(off, size, cur_page, changed)) out = StoreOutcome::kOkLeaveBlock;
+    if (changed && (f & kPagePageTable)) {
+      // A cached translation came through this page table: drop them all, and leave the block in case
+      // the running code's own mapping changed.
+      flush_tlb();
+      out = StoreOutcome::kOkLeaveBlock;
     }
     if (flags_[off >> kPageShift] & kPagePlatform) {
       const Mmio r = platform_->store(addr, size, value);

@@ -121,7 +121,14 @@ struct DecodedPage {
   uint16_t to_end[kSlotsPerPage + 2];    // sentinels: 0 (they are not instructions)
   uint8_t op[kSlotsPerPage + 2];         // the Op of each slot, for re-decoding after a store
   bool translated;                       // memory operations use the translation-first handlers
+  uint32_t data_stores;                  // stores while other pages ran, since it was decoded
 };
+
+/// A decoded page that takes this many stores while code elsewhere runs is treated as data that once
+/// held code (an OS reuses pages): its decode is dropped, so stores to it stop taking the slow path; it
+/// is decoded afresh if it runs again. (A page that is both run and written costs at most one decode
+/// per this many stores.)
+constexpr uint32_t kDataStoresBeforeDrop = 1024;
 
 /// Flags per RAM page that route stores to the slow path.
 enum PageFlag : uint8_t {
@@ -267,6 +274,9 @@ class Cpu {
   StoreOutcome slow_store(uint32_t addr, unsigned size, uint32_t value, uint32_t cur_page);
   /// Re-decodes the slots overlapping RAM offsets [off, off+len); true if `cur_page` changed.
   bool redecode(uint32_t off, uint32_t len, uint32_t cur_page);
+  /// A store (or a page-walk update) to RAM offsets [off, off+len) of decoded pages: counts it against
+  /// pages not running (kDataStoresBeforeDrop) and re-decodes what `changed`; true if `cur_page` changed.
+  bool code_store(uint32_t off, uint32_t len, uint32_t cur_page, bool changed);
   void decode_slot(DecodedPage* p, uint32_t page_index, uint32_t slot);
   /// A decoded slot for the dispatch loop (handler label of the current run_inner).
   Decoded slot_of(const DecodedOp& d, bool translated) const;

@@ -153,7 +153,7 @@ void Cpu::walker_store(uint32_t off, uint32_t value) {
     dirty_[page] = kDirtyAll;
   }
   std::memcpy(ram_ + off, &value, 4);
-  if ((flags_[page] & kPageDecoded) && redecode(off, 4, cur_page_)) leave_block_ = true;
+  if ((flags_[page] & kPageDecoded) && code_store(off, 4, cur_page_, true)) leave_block_ = true;
 }
 
 uint32_t Cpu::walk(uint32_t va, Access access, Context c, uint64_t* pa, uint32_t* pte_out, uint32_t pt_pages[2]) {

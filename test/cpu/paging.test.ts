@@ -22,6 +22,8 @@ interface Case {
   satp?: number;
   /** Code after the body's label (data loads etc.), appended after the closing ebreak. */
   tail?: (a: Asm) => void;
+  /** Instruction budget (default 10 000). */
+  budget?: number;
 }
 
 /**
@@ -40,7 +42,7 @@ async function run(body: (a: Asm) => void, c: Case = {}): Promise<{ m: Machine; 
   const pt = new PageTables(m);
   pt.mapSuper(RAM, RAM, P.RWX | (mode === 'U' ? PTE.U : 0));
   c.map?.(pt);
-  const r = await m.run({ maxInstructions: 10_000 });
+  const r = await m.run({ maxInstructions: c.budget ?? 10_000 });
   return { m, r, pt, a };
 }
 
@@ -613,5 +615,45 @@ describe('the decoder cache under paging', () => {
     });
     completed(x);
     expectRegs(x.m, { 12: 9 });
+  });
+});
+
+describe('decoded pages that become data', () => {
+  // A page that keeps taking stores while code elsewhere runs loses its decode after
+  // kDataStoresBeforeDrop (1024) of them and is decoded afresh when it runs again: what runs must stay
+  // exactly what memory holds across those transitions.
+  const body = (a: Asm, fn: number, data: number) => {
+    a.li(8, 1500).li(9, 0).li(18, fn).li(19, data);
+    a.label('loop');
+    a.sw(8, 0, 19); //                          sw s0, 0(s3)      a data store to f's page
+    a.jalr(1, 18, 0); //                        call f
+    a.add(9, 9, 10); //                         sum += a0
+    a.li(5, 300).bne(8, 5, 'skip');
+    a.li(6, rv.addi(10, 0, 2)).sw(6, 0, 18); //  at s0 = 300: patch f to return 2
+    a.label('skip').addi(8, 8, -1).bne(8, 0, 'loop');
+  };
+  const f = le32(rv.addi(10, 0, 1), rv.jalr(0, 1, 0)); // f: li a0, 1; ret
+  const want = 1201 * 1 + 299 * 2;
+
+  it('physical (M-mode): 1500 calls of a function whose page also takes the stores, patched after 1201', async () => {
+    const a = asm();
+    body(a, RAM + 0x4000, RAM + 0x4800);
+    a.ebreak();
+    const m = load(a);
+    m.writeMemory(RAM + 0x4000, f);
+    expect(await m.run({ maxInstructions: 1_000_000 })).toMatchObject({ kind: 'trap', cause: CAUSE.breakpoint });
+    expectRegs(m, { 9: want });
+  });
+
+  it('paged (S-mode): the same through a mapping, the data stores through a second alias', async () => {
+    const x = await run((a) => body(a, VA, 0x60000800), {
+      budget: 1_000_000,
+      map: (pt) => {
+        pt.map(VA, RAM + 0x44000, P.RWX).map(0x60000000, RAM + 0x44000, P.RW);
+        pt.m.writeMemory(RAM + 0x44000, f);
+      },
+    });
+    completed(x);
+    expectRegs(x.m, { 9: want });
   });
 });
