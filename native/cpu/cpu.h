@@ -300,7 +300,10 @@ class Cpu {
     Priv priv;
     bool sum, mxr;
   };
-  Context fetch_context() const { return Context{priv, false, false}; }
+  /// Fetches use the current privilege; SUM and MXR do not matter to them but pick the same bank as
+  /// loads and stores below M, so one fill serves both.
+  Context fetch_context() const { return Context{priv, (mstatus & kMstatusSUM) != 0, (mstatus & kMstatusMXR) != 0}; }
+  /// Loads and stores: MPRV in M-mode makes them MPP's.
   Context data_context() const;
   /// Recomputes the hot loop's view (bare or translated fetch and data, the active TLB banks) after
   /// priv, mstatus, satp or PMP changed; cheap, called before every inner run.
@@ -329,7 +332,8 @@ class Cpu {
   uint32_t fetch_offset(uint32_t va, uint32_t* ram_offset);
   /// A store the page walker makes (A/D bits): dirty tracking and decoder cache, as for a guest store.
   void walker_store(uint32_t off, uint32_t value);
-  TlbEntry* bank(Context c) const;
+  /// The TLB bank of a context, cleared first if a flush left it stale.
+  TlbEntry* bank(Context c);
 
   uint8_t* ram_;
   uint32_t ram_size_;

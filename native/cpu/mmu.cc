@@ -55,14 +55,14 @@ Cpu::Context Cpu::data_context() const {
   return Context{p, (mstatus & kMstatusSUM) != 0, (mstatus & kMstatusMXR) != 0};
 }
 
-TlbEntry* Cpu::bank(Context c) const {
+TlbEntry* Cpu::bank(Context c) {
   uint32_t b = 6;  // M-mode with locked PMP entries: identity translation, checked
   if (c.priv == Priv::kUser) b = c.mxr ? 1 : 0;
   else if (c.priv == Priv::kSupervisor) b = 2 + (c.mxr ? 1 : 0) + (c.sum ? 2 : 0);
   TlbEntry* t = tlb_.get() + b * kTlbSize;
   if (bank_stale_ & (1u << b)) {
     std::memset(static_cast<void*>(t), 0xff, sizeof(TlbEntry) * kTlbSize);  // every tag kTlbInvalid
-    const_cast<Cpu*>(this)->bank_stale_ &= ~(1u << b);
+    bank_stale_ &= ~(1u << b);
   }
   return t;
 }
@@ -71,9 +71,8 @@ void Cpu::update_mode() {
   TlbEntry* const empty = tlb_.get() + kBanks * kTlbSize;
   // M-mode fetches and loads/stores go straight to RAM unless a locked PMP entry constrains M-mode;
   // everything else goes through a bank of the translation cache (identity-mapped when satp is bare).
-  const Context f{priv, (mstatus & kMstatusSUM) != 0, (mstatus & kMstatusMXR) != 0};
   fetch_bare_ = priv == Priv::kMachine && !pmp_locked_;
-  itlb_ = fetch_bare_ ? empty : bank(f);
+  itlb_ = fetch_bare_ ? empty : bank(fetch_context());
   const Context d = data_context();
   const bool data_bare = d.priv == Priv::kMachine && !pmp_locked_;
   data_limit_ = data_bare ? ram_size_ : 0;
@@ -238,9 +237,8 @@ uint32_t Cpu::fetch_offset(uint32_t va, uint32_t* ram_offset) {
     *ram_offset = (t.page << kPageShift) | (va & (kPageSize - 1));
     return 0;
   }
-  const Context c{priv, (mstatus & kMstatusSUM) != 0, (mstatus & kMstatusMXR) != 0};
   uint64_t pa;
-  if (const uint32_t cause = translate(va, Access::kFetch, c, &pa)) return cause;
+  if (const uint32_t cause = translate(va, Access::kFetch, fetch_context(), &pa)) return cause;
   const uint64_t off = pa - kRamBase;
   if (off >= ram_size_ || !pmp_allows(pa, 2, priv, Access::kFetch)) return kInstrAccessFault;
   *ram_offset = static_cast<uint32_t>(off);
