@@ -10,6 +10,7 @@
         "native/binding/ring_probe.cc",
         "native/cpu/cpu.cc",
         "native/cpu/csr.cc",
+        "native/cpu/mmu.cc",
         "native/cpu/decode.cc",
         "native/log/codec.cc",
         "native/machine/machine.cc",

@@ -38,15 +38,12 @@ Cpu::Cpu(uint8_t* ram, uint32_t ram_size, Platform* platform)
   flags_.assign(npages + 1, 0);
   for (uint32_t i = 0; i < npages; i++) flags_[i] = kPageClean;
   dirty_.assign(npages, 0);
+  tlb_writable_.assign(npages + 1, 0);
+  tlb_.reset(new TlbEntry[(kBanks + 1) * kTlbSize]);
+  std::memset(static_cast<void*>(tlb_.get()), 0xff, sizeof(TlbEntry) * (kBanks + 1) * kTlbSize);
+  update_mode();
   step_ = std::make_unique<DecodedPage>();
-  step_->to_end[0] = 1;
-  step_->to_end[1] = step_->to_end[2] = 0;
-  for (uint32_t i = 3; i < kSlotsPerPage + 2; i++) step_->to_end[i] = UINT16_MAX;  // > any block (<= 2048)
-}
-
-void Cpu::set_flag(uint32_t addr, uint8_t flag) {
-  const uint32_t off = addr - kRamBase;
-  if (off < ram_size_) flags_[off >> kPageShift] |= flag;
+  step_->to_end[0] = 1;  // every other slot: 0 (a PAGE_END sentinel, filled in by run_inner)
 }
 
 void Cpu::drop_page(uint32_t pi) {
@@ -59,35 +56,39 @@ void Cpu::host_wrote(uint32_t addr, uint32_t len) {
   const uint64_t off = static_cast<uint64_t>(addr) - kRamBase;
   if (off >= ram_size_) return;
   const uint64_t end = std::min<uint64_t>(off + len, ram_size_);
+  bool page_table = false;
   for (uint64_t pi = off >> kPageShift; pi <= (end - 1) >> kPageShift; pi++) {
     dirty_[pi] = kDirtyAll;
     flags_[pi] &= static_cast<uint8_t>(~kPageClean);
+    page_table |= (flags_[pi] & kPagePageTable) != 0;
   }
-  // The page before may hold a 32-bit instruction reaching into the first page.
-  uint64_t first = off >> kPageShift;
-  if (first > 0 && (off & (kPageSize - 1)) < 2) first--;
-  for (uint64_t pi = first; pi <= (end - 1) >> kPageShift; pi++) drop_page(static_cast<uint32_t>(pi));
+  if (page_table) flush_tlb();  // e.g. a device wrote a page table by DMA
+  // (A 32-bit instruction reaching into the first page from the one before decodes as STRADDLE, which
+  // reads its second half at each execution: the page before needs no re-decoding.)
+  for (uint64_t pi = off >> kPageShift; pi <= (end - 1) >> kPageShift; pi++) drop_page(static_cast<uint32_t>(pi));
 }
 
 void Cpu::invalidate_all() {
   for (uint32_t pi = 0; pi < live_.size(); pi++) drop_page(pi);
+  pmp_changed();  // a restore may have brought other PMP entries; this also drops cached translations
+}
+
+Decoded Cpu::slot_of(const DecodedOp& d, bool translated) const {
+  // pc-relative jumps keep their offset in slot bytes (code offset * 8 = slots * sizeof(Decoded)), so
+  // a taken branch finds its target slot with one add; the code offset is imm >> 3 again.
+  const bool rel = d.op == kOpJAL || d.op == kOpJ || (d.op >= kOpBEQ && d.op <= kOpBGEU);
+  const void* const* labels = translated ? labels_translated_ : labels_;
+  return Decoded{labels[d.op * 2 + d.len - 1], rel ? d.imm * 8 : d.imm, d.rd, d.rs1, d.rs2, d.len};
 }
 
 void Cpu::decode_slot(DecodedPage* p, uint32_t pi, uint32_t s) {
   const uint8_t* src = ram_ + (static_cast<size_t>(pi) << kPageShift) + s * 2;
   const bool last = s == kSlotsPerPage - 1;
-  const bool next_in_ram = (static_cast<uint64_t>(pi) + 1) * kPageSize < ram_size_;
   const uint16_t lo = rd16(src);
-  const uint16_t hi = !last ? rd16(src + 2) : (next_in_ram ? rd16(src + 2) : 0);
-  DecodedOp d = decode(lo, hi);
-  if (last && d.len == 2) {
-    if (!next_in_ram) d = DecodedOp{kOpFETCH_FAULT, 0, 32, 0, 0, 2};
-    else flags_[pi + 1] |= kPageStraddled;
-  }
-  // pc-relative jumps keep their offset in slot bytes (code offset * 8 = slots * sizeof(Decoded)), so
-  // a taken branch finds its target slot with one add; the code offset is imm >> 3 again.
-  const bool rel = d.op == kOpJAL || d.op == kOpJ || (d.op >= kOpBEQ && d.op <= kOpBGEU);
-  p->e[s] = Decoded{labels_[d.op * 2 + d.len - 1], rel ? d.imm * 8 : d.imm, d.rd, d.rs1, d.rs2, d.len};
+  DecodedOp d = decode(lo, last ? 0 : rd16(src + 2));
+  // The second half of a 32-bit instruction in the last slot is on whatever page follows virtually.
+  if (last && d.len == 2) d = DecodedOp{kOpSTRADDLE, lo, 32, 0, 0, 2};
+  p->e[s] = slot_of(d, p->translated);
   p->op[s] = d.op;
 }
 
@@ -110,6 +111,8 @@ void Cpu::fix_to_end(DecodedPage* p, uint32_t from) {
 DecodedPage* Cpu::page_for(uint32_t pi) {
   if (!pages_[pi]) pages_[pi] = std::make_unique<DecodedPage>();
   DecodedPage* p = pages_[pi].get();
+  p->translated = data_limit_ == 0;
+  p->data_stores = 0;
   for (uint32_t s = 0; s < kSlotsPerPage; s++) decode_slot(p, pi, s);
   for (uint32_t s = kSlotsPerPage; s < kSlotsPerPage + 2; s++) {
     p->e[s] = Decoded{labels_[kOpPAGE_END * 2], 0, 32, 0, 0, 1};
@@ -119,7 +122,7 @@ DecodedPage* Cpu::page_for(uint32_t pi) {
   for (int64_t s = kSlotsPerPage - 1; s >= 0; s--) {
     p->to_end[s] = ends_block(static_cast<Op>(p->op[s])) ? 1 : static_cast<uint16_t>(1 + p->to_end[s + p->e[s].len]);
   }
-  flags_[pi] |= kPageDecoded;
+  set_page_flag(pi, kPageDecoded);
   live_[pi] = p;
   return p;
 }
@@ -149,7 +152,15 @@ bool Cpu::redecode(uint32_t off, uint32_t len, uint32_t cur_page) {
   return hit_current;
 }
 
-Cpu::StoreOutcome Cpu::slow_store(uint32_t addr, unsigned size, uint32_t value, uint32_t cur_pc) {
+bool Cpu::code_store(uint32_t off, uint32_t len, uint32_t cur_page, bool changed) {
+  for (uint32_t pi = off >> kPageShift; pi <= (off + len - 1) >> kPageShift; pi++) {
+    DecodedPage* p = live_[pi];
+    if (p && pi != cur_page && ++p->data_stores >= kDataStoresBeforeDrop) drop_page(pi);
+  }
+  return changed && redecode(off, len, cur_page);
+}
+
+Cpu::StoreOutcome Cpu::slow_store(uint32_t addr, unsigned size, uint32_t value, uint32_t cur_page) {
   const uint32_t off = addr - kRamBase;
   if (off < ram_size_) {
     if (off > ram_size_ - size) return StoreOutcome::kFault;  // straddles the end of RAM
@@ -163,11 +174,13 @@ Cpu::StoreOutcome Cpu::slow_store(uint32_t addr, unsigned size, uint32_t value, 
     const bool changed = std::memcmp(dst, &value, size) != 0;
     std::memcpy(dst, &value, size);
     StoreOutcome out = StoreOutcome::kOk;
-    if (changed) {
-      const uint8_t f = flags_[off >> kPageShift] | flags_[(off + size - 1) >> kPageShift];
-      if (f & (kPageDecoded | kPageStraddled)) {
-        if (redecode(off, size, (cur_pc - kRamBase) >> kPageShift)) out = StoreOutcome::kOkLeaveBlock;
-      }
+    const uint8_t f = flags_[off >> kPageShift] | flags_[(off + size - 1) >> kPageShift];
+    if ((f & kPageDecoded) && code_store(off, size, cur_page, changed)) out = StoreOutcome::kOkLeaveBlock;
+    if (changed && (f & kPagePageTable)) {
+      // A cached translation came through this page table: drop them all, and leave the block in case
+      // the running code's own mapping changed.
+      flush_tlb();
+      out = StoreOutcome::kOkLeaveBlock;
     }
     if (flags_[off >> kPageShift] & kPagePlatform) {
       const Mmio r = platform_->store(addr, size, value);
@@ -197,23 +210,40 @@ Mmio Cpu::slow_load(uint32_t addr, unsigned size, uint32_t* value) {
 }
 
 bool Cpu::take_trap(uint32_t cause, uint32_t tval, uint32_t epc) {
-  uint32_t target = mtvec & ~3u;
-  if ((mtvec & 3u) == 1 && (cause & 0x80000000u)) target += 4 * (cause & 0x7fffffffu);
-  if (!executable(target)) {
+  const bool interrupt = (cause >> 31) != 0;
+  const uint32_t code = cause & 0x7fffffffu;
+  // Delegated traps taken below M go to S-mode (privileged spec 3.1.8); M-mode traps never go down.
+  const bool to_s = priv != Priv::kMachine && code < 32 && (((interrupt ? mideleg : medeleg) >> code) & 1u);
+  const uint32_t tvec = to_s ? stvec : mtvec;
+  uint32_t target = tvec & ~3u;
+  if ((tvec & 3u) == 1 && interrupt) target += 4 * code;
+  // A handler address outside RAM can never run: the trap goes to the host instead. (A virtual stvec
+  // under Sv32 cannot be judged here; if it is bad, its fetch faults like any other.)
+  if (!(to_s && (satp >> 31)) && !executable(target)) {
     fatal_cause = cause;
     fatal_pc = epc;
     fatal_tval = tval;
     return false;
   }
-  mepc = epc & ~1u;
-  mcause = cause;
-  mtval = tval;
   uint32_t s = mstatus;
-  s = (s & kMstatusMIE) ? (s | kMstatusMPIE) : (s & ~kMstatusMPIE);
-  s &= ~kMstatusMIE;
-  s = (s & ~kMstatusMPP) | (static_cast<uint32_t>(priv) << 11);
+  if (to_s) {
+    sepc = epc & ~1u;
+    scause = cause;
+    stval = tval;
+    s = (s & kMstatusSIE) ? (s | kMstatusSPIE) : (s & ~kMstatusSPIE);
+    s &= ~kMstatusSIE;
+    s = priv == Priv::kSupervisor ? (s | kMstatusSPP) : (s & ~kMstatusSPP);
+    priv = Priv::kSupervisor;
+  } else {
+    mepc = epc & ~1u;
+    mcause = cause;
+    mtval = tval;
+    s = (s & kMstatusMIE) ? (s | kMstatusMPIE) : (s & ~kMstatusMPIE);
+    s &= ~kMstatusMIE;
+    s = (s & ~kMstatusMPP) | (static_cast<uint32_t>(priv) << 11);
+    priv = Priv::kMachine;
+  }
   mstatus = s;
-  priv = Priv::kMachine;
   pc = target;
   wfi = false;
   reservation_valid = false;
@@ -223,13 +253,19 @@ bool Cpu::take_trap(uint32_t cause, uint32_t tval, uint32_t epc) {
 bool Cpu::check_interrupts(bool* fatal) {
   const uint32_t pending = mip() & mie;
   if (!pending) return false;
-  if (priv == Priv::kMachine && !(mstatus & kMstatusMIE)) return false;
-  // Priority among M-mode interrupts: external, software, timer (privileged spec 3.1.9).
-  uint32_t irq = kIrqMTimer;
-  if (pending & (1u << kIrqMExt)) irq = kIrqMExt;
-  else if (pending & (1u << kIrqMSoft)) irq = kIrqMSoft;
-  if (!take_trap(0x80000000u | irq, 0, pc)) *fatal = true;
-  return true;
+  // Interrupts for M (not delegated) are enabled below M, and in M with MIE; delegated ones below S,
+  // and in S with SIE, never in M. Those for M come first (privileged spec 3.1.9).
+  uint32_t take = 0;
+  if (priv != Priv::kMachine || (mstatus & kMstatusMIE)) take = pending & ~mideleg;
+  if (!take && (priv == Priv::kUser || (priv == Priv::kSupervisor && (mstatus & kMstatusSIE)))) take = pending & mideleg;
+  if (!take) return false;
+  static constexpr Irq kPriority[] = {kIrqMExt, kIrqMSoft, kIrqMTimer, kIrqSExt, kIrqSSoft, kIrqSTimer};
+  for (Irq i : kPriority) {
+    if (!(take & (1u << i))) continue;
+    if (!take_trap(0x80000000u | i, 0, pc)) *fatal = true;
+    return true;
+  }
+  return false;
 }
 
 Stop Cpu::run(uint64_t target) {
@@ -254,6 +290,7 @@ Stop Cpu::run(uint64_t target) {
     }
     uint64_t limit = std::min({target, instret + slice, soft_target});
     if (timer_deadline > instret) limit = std::min(limit, timer_deadline);
+    update_mode();
     switch (run_inner(limit)) {
       case Inner::kLimit:
       case Inner::kRecheck:
@@ -275,12 +312,30 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
       LOCKSTEP_OPS(LOCKSTEP_OP_LABEL)
 #undef LOCKSTEP_OP_LABEL
   };
-  labels_ = kLabels;
+  if (labels_ != kLabels) {
+    labels_ = kLabels;
+    std::copy(kLabels, kLabels + kOpCount * 2, labels_translated_);
+#define LOCKSTEP_TRANSLATED(name)                    \
+  labels_translated_[kOp##name * 2] = &&op_##name##_T_1; \
+  labels_translated_[kOp##name * 2 + 1] = &&op_##name##_T_2;
+    LOCKSTEP_TRANSLATED(LB) LOCKSTEP_TRANSLATED(LH) LOCKSTEP_TRANSLATED(LW) LOCKSTEP_TRANSLATED(LBU)
+    LOCKSTEP_TRANSLATED(LHU) LOCKSTEP_TRANSLATED(SB) LOCKSTEP_TRANSLATED(SH) LOCKSTEP_TRANSLATED(SW)
+#undef LOCKSTEP_TRANSLATED
+    // The single-step page (see dispatch and STRADDLE) runs one instruction in slot 0; every other slot
+    // is a PAGE_END sentinel counting 0, so falling through or jumping anywhere else on that page leads
+    // back to dispatch at the right pc, whatever the budget left.
+    for (uint32_t i = 1; i < kSlotsPerPage + 2; i++) step_->e[i] = Decoded{kLabels[kOpPAGE_END * 2], 0, 32, 0, 0, 1};
+  }
 
   uint32_t* const x = this->x;
   uint8_t* const ram = ram_;
   const uint8_t* const flags = flags_.data();
   const uint32_t ram_size = ram_size_;
+  // Loads and stores: physical when (uint64) offset + size <= dlim (dlim is 0 while translating, so
+  // that test costs M-mode nothing and fails at once otherwise), else the translation cache's bank,
+  // kept in a register of its own (as br) because every translated load and store reads it.
+  register const TlbEntry* dtlb asm("r14") = dtlb_;
+  uint64_t dlim = data_limit_;
   // Instructions that may still retire before `limit`, less the not-yet-retired rest of the current
   // block (counted in advance). One register instead of a counter and a bound.
   uint64_t rem = limit - instret;
@@ -380,34 +435,93 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   } while (0)
 #define TRAP(cause, tval)                                  \
   do {                                                     \
+    const uint32_t trap_cause_ = (cause), trap_tval_ = (tval); \
     SYNC_BEFORE();                                         \
-    instret = IC();                                        \
-    if (!take_trap((cause), (tval), pc)) goto fatal;       \
-    target = pc;                                           \
-    goto dispatch;                                         \
+    mval = trap_cause_;                                    \
+    maddr = trap_tval_;                                    \
+    goto trap;                                             \
   } while (0)
+// The translation cache is indexed by the page of the first byte and tagged with the page of the last:
+// an access that crosses a page boundary never hits, so a hit covers every byte.
+#define TLB_AT(a_)                                                      \
+  reinterpret_cast<const TlbEntry*>(reinterpret_cast<const char*>(dtlb) + \
+                                    (((a_) >> (kPageShift - 5)) & ((kTlbSize - 1) << 5)))
+#define TLB_TAG(a_, sz) (((a_) + (sz)-1) & ~(kPageSize - 1))
 #define LOAD(type, kind, sz)                                             \
   do {                                                                   \
     const uint32_t a_ = x[e->rs1] + static_cast<uint32_t>(e->imm);       \
     const uint32_t o_ = a_ - kRamBase;                                   \
-    if (LOCKSTEP_LIKELY(o_ <= ram_size - (sz))) {                        \
-      type v_;                                                           \
+    type v_;                                                             \
+    if (LOCKSTEP_LIKELY(static_cast<uint64_t>(o_) + (sz) <= dlim)) {     \
       std::memcpy(&v_, ram + o_, sz);                                    \
-      x[e->rd] = static_cast<uint32_t>(static_cast<int32_t>(v_));        \
-      NEXT();                                                            \
+    } else {                                                             \
+      const TlbEntry* t_ = TLB_AT(a_);                                   \
+      if (LOCKSTEP_UNLIKELY(t_->r != TLB_TAG(a_, sz))) {                 \
+        maddr = a_;                                                      \
+        msize = sz;                                                      \
+        mkind = kind;                                                    \
+        goto load_slow;                                                  \
+      }                                                                  \
+      std::memcpy(&v_, reinterpret_cast<const uint8_t*>(t_->addend + a_), sz); \
     }                                                                    \
-    maddr = a_;                                                          \
-    msize = sz;                                                          \
-    mkind = kind;                                                        \
-    goto load_slow;                                                      \
+    x[e->rd] = static_cast<uint32_t>(static_cast<int32_t>(v_));          \
+    NEXT();                                                              \
   } while (0)
 #define STORE(type, sz)                                                              \
   do {                                                                               \
     const uint32_t a_ = x[e->rs1] + static_cast<uint32_t>(e->imm);                   \
     const uint32_t o_ = a_ - kRamBase;                                               \
     const type v_ = static_cast<type>(x[e->rd]);                                     \
-    if (LOCKSTEP_LIKELY(o_ <= ram_size - (sz)) &&                                    \
+    if (LOCKSTEP_LIKELY(static_cast<uint64_t>(o_) + (sz) <= dlim) &&                 \
         LOCKSTEP_LIKELY((flags[o_ >> kPageShift] | flags[(o_ + (sz)-1) >> kPageShift]) == 0)) { \
+      std::memcpy(ram + o_, &v_, sz);                                                \
+      NEXT();                                                                        \
+    }                                                                                \
+    {                                                                                \
+      const TlbEntry* t_ = TLB_AT(a_);                                               \
+      if (LOCKSTEP_LIKELY(t_->w == TLB_TAG(a_, sz))) {                               \
+        std::memcpy(reinterpret_cast<uint8_t*>(t_->addend + a_), &v_, sz);           \
+        NEXT();                                                                      \
+      }                                                                              \
+    }                                                                                \
+    maddr = a_;                                                                      \
+    msize = sz;                                                                      \
+    mval = v_;                                                                       \
+    goto store_slow;                                                                 \
+  } while (0)
+// The translation-first forms, for pages decoded while translating (see DecodedPage).
+#define LOAD_T(type, kind, sz)                                           \
+  do {                                                                   \
+    const uint32_t a_ = x[e->rs1] + static_cast<uint32_t>(e->imm);       \
+    const TlbEntry* t_ = TLB_AT(a_);                                     \
+    type v_;                                                             \
+    if (LOCKSTEP_LIKELY(t_->r == TLB_TAG(a_, sz))) {                     \
+      std::memcpy(&v_, reinterpret_cast<const uint8_t*>(t_->addend + a_), sz); \
+    } else {                                                             \
+      const uint32_t o_ = a_ - kRamBase;                                 \
+      if (LOCKSTEP_UNLIKELY(static_cast<uint64_t>(o_) + (sz) > dlim)) {  \
+        maddr = a_;                                                      \
+        msize = sz;                                                      \
+        mkind = kind;                                                    \
+        goto load_slow;                                                  \
+      }                                                                  \
+      std::memcpy(&v_, ram + o_, sz);                                    \
+    }                                                                    \
+    x[e->rd] = static_cast<uint32_t>(static_cast<int32_t>(v_));          \
+    NEXT();                                                              \
+  } while (0)
+#define STORE_T(type, sz)                                                            \
+  do {                                                                               \
+    const uint32_t a_ = x[e->rs1] + static_cast<uint32_t>(e->imm);                   \
+    const type v_ = static_cast<type>(x[e->rd]);                                     \
+    const TlbEntry* t_ = TLB_AT(a_);                                                 \
+    if (LOCKSTEP_LIKELY(t_->w == TLB_TAG(a_, sz))) {                                 \
+      std::memcpy(reinterpret_cast<uint8_t*>(t_->addend + a_), &v_, sz);             \
+      NEXT();                                                                        \
+    }                                                                                \
+    const uint32_t o_ = a_ - kRamBase;                                               \
+    if (static_cast<uint64_t>(o_) + (sz) <= dlim &&                                  \
+        (flags[o_ >> kPageShift] | flags[(o_ + (sz)-1) >> kPageShift]) == 0) {       \
       std::memcpy(ram + o_, &v_, sz);                                                \
       NEXT();                                                                        \
     }                                                                                \
@@ -416,6 +530,15 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
     mval = v_;                                                                       \
     goto store_slow;                                                                 \
   } while (0)
+#define DEFINE_T(name, ...)               \
+  op_##name##_T_1 : {                     \
+    [[maybe_unused]] constexpr uint32_t L = 1;  \
+    __VA_ARGS__                           \
+  }                                       \
+  op_##name##_T_2 : {                     \
+    [[maybe_unused]] constexpr uint32_t L = 2;  \
+    __VA_ARGS__                           \
+  }
 #define BRANCH(cond)                         \
   do {                                       \
     br++;                                    \
@@ -432,15 +555,31 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
 #define IMM static_cast<uint32_t>(e->imm)
 
 dispatch: {
-  const uint32_t off = target - kRamBase;
-  if (LOCKSTEP_UNLIKELY(off >= ram_size)) {
-    pc = target;
-    instret = IC();
-    if (!take_trap(kInstrAccessFault, target, target)) goto fatal;
-    target = pc;
-    goto dispatch;
+  uint32_t off = target - kRamBase;
+  if (LOCKSTEP_LIKELY(fetch_bare_)) {
+    if (LOCKSTEP_UNLIKELY(off >= ram_size)) {
+      mval = kInstrAccessFault;
+      maddr = target;
+      pc = target;
+      goto trap;
+    }
+  } else {
+    const TlbEntry* t = itlb_ + ((target >> kPageShift) & (kTlbSize - 1));
+    if (LOCKSTEP_LIKELY(t->x == (target & ~(kPageSize - 1)))) {
+      off = (t->page << kPageShift) | (target & (kPageSize - 1));
+    } else {
+      const uint32_t cause = fetch_offset(target, &off);
+      leave_block_ = false;  // the walk may have re-decoded a page, but no block is running
+      if (cause) {
+        mval = cause;
+        maddr = target;
+        pc = target;
+        goto trap;
+      }
+    }
   }
   const uint32_t pi = off >> kPageShift;
+  cur_page_ = pi;
   DecodedPage* p = live_[pi];
   if (LOCKSTEP_UNLIKELY(!p)) p = page_for(pi);
   const uint32_t s = (off & (kPageSize - 1)) >> 1;
@@ -454,7 +593,6 @@ dispatch: {
     // Near the limit: run the one instruction from a private copy followed by sentinels, so the
     // same handlers execute it and control comes straight back here.
     step_->e[0] = p->e[s];
-    step_->e[1] = step_->e[2] = p->e[kSlotsPerPage];
     base = step_->e;
     page_pc = target;
     rem -= 1;
@@ -472,8 +610,21 @@ DEFINE(PAGE_END,
   target = PC_OF(e);
   goto dispatch;
 )
-DEFINE(FETCH_FAULT,
-  TRAP(kInstrAccessFault, PC_OF(e) + 2);
+DEFINE(STRADDLE,
+{
+  // The second half is fetched through the translation of the next page at every execution; the whole
+  // instruction then runs from the single-step page (its count, 1, is already in rem).
+  const uint32_t here = PC_OF(e);
+  uint32_t hi_off = 0;
+  const uint32_t cause = fetch_offset(here + 2, &hi_off);
+  leave_block_ = false;
+  if (cause) TRAP(cause, here + 2);
+  step_->e[0] = slot_of(decode(static_cast<uint16_t>(e->imm), rd16(ram + hi_off)), dlim == 0);
+  base = step_->e;
+  page_pc = here;
+  e = base;
+  goto* e->h;
+}
 )
 DEFINE(ILLEGAL,
   TRAP(kIllegalInstr, static_cast<uint32_t>(e->imm));
@@ -562,6 +713,14 @@ STORE(uint16_t, 2);
 DEFINE(SW,
 STORE(uint32_t, 4);
 )
+DEFINE_T(LB, LOAD_T(int8_t, 0, 1);)
+DEFINE_T(LH, LOAD_T(int16_t, 1, 2);)
+DEFINE_T(LW, LOAD_T(int32_t, 2, 4);)
+DEFINE_T(LBU, LOAD_T(uint8_t, 3, 1);)
+DEFINE_T(LHU, LOAD_T(uint16_t, 4, 2);)
+DEFINE_T(SB, STORE_T(uint8_t, 1);)
+DEFINE_T(SH, STORE_T(uint16_t, 2);)
+DEFINE_T(SW, STORE_T(uint32_t, 4);)
 DEFINE(ADDI,
 ALU(RS1 + IMM);
 )
@@ -649,12 +808,26 @@ DEFINE(REM,
 DEFINE(REMU,
 ALU(RS2 == 0 ? RS1 : RS1 % RS2);
 )
+// LR/SC/AMO operands (aligned words in RAM only): a host pointer and the RAM page, or a trap.
+#define ATOMIC_AT(a, access, h, pg)                                                  \
+  do {                                                                               \
+    const uint32_t o_ = (a) - kRamBase;                                              \
+    if (LOCKSTEP_LIKELY(static_cast<uint64_t>(o_) + 4 <= dlim)) {                    \
+      h = ram + o_;                                                                  \
+      pg = o_ >> kPageShift;                                                         \
+    } else {                                                                         \
+      const uint32_t cause_ = amo_pointer((a), (access), &h, &pg);                   \
+      if (cause_) TRAP(cause_, (a));                                                 \
+    }                                                                                \
+  } while (0)
 DEFINE(LR_W,
 {
-  const uint32_t a = RS1, o = a - kRamBase;
+  const uint32_t a = RS1;
   if (a & 3u) TRAP(kLoadMisaligned, a);
-  if (o > ram_size - 4) TRAP(kLoadAccessFault, a);
-  x[e->rd] = rd32(ram + o);
+  uint8_t* h;
+  uint32_t pg;
+  ATOMIC_AT(a, Access::kLoad, h, pg);
+  x[e->rd] = rd32(h);
   reservation = a;
   reservation_valid = true;
   NEXT();
@@ -662,9 +835,11 @@ DEFINE(LR_W,
 )
 DEFINE(SC_W,
 {
-  const uint32_t a = RS1, o = a - kRamBase;
+  const uint32_t a = RS1;
   if (a & 3u) TRAP(kStoreMisaligned, a);
-  if (o > ram_size - 4) TRAP(kStoreAccessFault, a);
+  uint8_t* h;
+  uint32_t pg;
+  ATOMIC_AT(a, Access::kStore, h, pg);
   const bool ok = reservation_valid && reservation == a;
   reservation_valid = false;
   if (!ok) {
@@ -675,8 +850,8 @@ DEFINE(SC_W,
   x[e->rd] = 0;
   maddr = a;
   msize = 4;
-  if (flags[o >> kPageShift] == 0) {
-    std::memcpy(ram + o, &mval, 4);
+  if (flags[pg] == 0) {
+    std::memcpy(h, &mval, 4);
     NEXT();
   }
   goto store_slow;
@@ -684,15 +859,17 @@ DEFINE(SC_W,
 )
 #define AMO(expr)                                                  \
   do {                                                             \
-    const uint32_t a = RS1, o = a - kRamBase;                      \
+    const uint32_t a = RS1;                                        \
     if (a & 3u) TRAP(kStoreMisaligned, a);                         \
-    if (o > ram_size - 4) TRAP(kStoreAccessFault, a);              \
-    const uint32_t old = rd32(ram + o), src = RS2;                 \
+    uint8_t* h;                                                    \
+    uint32_t pg;                                                   \
+    ATOMIC_AT(a, Access::kStore, h, pg);                           \
+    const uint32_t old = rd32(h), src = RS2;                       \
     (void)src;                                                     \
     const uint32_t val = (expr);                                   \
     x[e->rd] = old;                                                \
-    if (flags[o >> kPageShift] == 0) {                             \
-      std::memcpy(ram + o, &val, 4);                               \
+    if (flags[pg] == 0) {                                          \
+      std::memcpy(h, &val, 4);                                     \
       NEXT();                                                      \
     }                                                              \
     maddr = a;                                                     \
@@ -727,19 +904,21 @@ AMO(old < src ? old : src);
 DEFINE(AMOMAXU,
 AMO(old > src ? old : src);
 )
-DEFINE(CSRRW, goto csr;)
-DEFINE(CSRRS, goto csr;)
-DEFINE(CSRRC, goto csr;)
-DEFINE(CSRRWI, goto csr;)
-DEFINE(CSRRSI, goto csr;)
-DEFINE(CSRRCI, goto csr;)
+// funct3 of each CSR instruction, carried to the shared body in mval.
+DEFINE(CSRRW, mval = 1; goto csr;)
+DEFINE(CSRRS, mval = 2; goto csr;)
+DEFINE(CSRRC, mval = 3; goto csr;)
+DEFINE(CSRRWI, mval = 5; goto csr;)
+DEFINE(CSRRSI, mval = 6; goto csr;)
+DEFINE(CSRRCI, mval = 7; goto csr;)
 DEFINE(ECALL,
-  TRAP(priv == Priv::kUser ? kEcallFromU : kEcallFromM, 0);
+  TRAP(kEcallFromU + static_cast<uint32_t>(priv), 0);  // 8, 9 or 11 for U, S or M
 )
 DEFINE(EBREAK,
 {
+  // Semihosting is an M-mode service (M-mode fetches are physical, so the neighbours are in RAM there).
   const uint32_t here = PC_OF(e), o = here - kRamBase;
-  if (L == 2 && o >= 4 && o <= ram_size - 8 && rd32(ram + o - 4) == kSemihostPre &&
+  if (L == 2 && priv == Priv::kMachine && o >= 4 && o <= ram_size - 8 && rd32(ram + o - 4) == kSemihostPre &&
       rd32(ram + o + 4) == kSemihostPost) {
     SYNC_AFTER();
     instret = IC();
@@ -759,7 +938,7 @@ DEFINE(MRET,
   if (priv != Priv::kMachine) TRAP(kIllegalInstr, 0x30200073u);
   SYNC_AFTER();
   uint32_t s = mstatus;
-  const Priv to = ((s & kMstatusMPP) >> 11) == 3 ? Priv::kMachine : Priv::kUser;
+  const Priv to = static_cast<Priv>((s & kMstatusMPP) >> 11);  // 0, 1 or 3: MPP never holds 2
   s = (s & kMstatusMPIE) ? (s | kMstatusMIE) : (s & ~kMstatusMIE);
   s |= kMstatusMPIE;
   s &= ~kMstatusMPP;  // MPP becomes the least-privileged mode: U
@@ -771,8 +950,34 @@ DEFINE(MRET,
   goto out;
 }
 )
+DEFINE(SRET,
+{
+  if (priv == Priv::kUser || (priv == Priv::kSupervisor && (mstatus & kMstatusTSR))) TRAP(kIllegalInstr, 0x10200073u);
+  SYNC_AFTER();
+  uint32_t s = mstatus;
+  const Priv to = (s & kMstatusSPP) ? Priv::kSupervisor : Priv::kUser;
+  s = (s & kMstatusSPIE) ? (s | kMstatusSIE) : (s & ~kMstatusSIE);
+  s |= kMstatusSPIE;
+  s &= ~(kMstatusSPP | kMstatusMPRV);  // SPP becomes U; leaving for a mode below M clears MPRV
+  mstatus = s;
+  priv = to;
+  pc = sepc;
+  result = Inner::kRecheck;
+  goto out;
+}
+)
+DEFINE(SFENCE_VMA,
+  if (priv == Priv::kUser || (priv == Priv::kSupervisor && (mstatus & kMstatusTVM))) {
+    TRAP(kIllegalInstr, static_cast<uint32_t>(e->imm));
+  }
+  // The translation cache already follows every page-table store; dropping it here (whatever the
+  // address and ASID operands) only makes sure of that. The running block's mapping is unchanged.
+  flush_tlb();
+  NEXT();
+)
 DEFINE(WFI,
-  if (priv == Priv::kUser && (mstatus & kMstatusTW)) TRAP(kIllegalInstr, 0x10500073u);
+  // With S-mode present, U-mode may never wait (as QEMU does); S-mode may not when mstatus.TW is set.
+  if (priv == Priv::kUser || (priv == Priv::kSupervisor && (mstatus & kMstatusTW))) TRAP(kIllegalInstr, 0x10500073u);
   SYNC_AFTER();
   wfi = true;
   result = Inner::kWfi;
@@ -782,11 +987,12 @@ DEFINE(WFI,
 // The six CSR instructions share one body: it is not hot, and funct3 tells them apart.
 csr:
 {
-  // Which of the six: recovered from the raw instruction (funct3), which the decoder cache
-  // guarantees is still what RAM holds at this pc.
+  // Which of the six: funct3 in mval. The raw instruction (mtval of an illegal access) is rebuilt from
+  // the slot: rs2 keeps the instruction's rd field (see decode.cc).
   const uint32_t here = PC_OF(e);
-  const uint32_t raw = rd32(ram + (here - kRamBase));
-  const uint32_t f3 = (raw >> 12) & 7;
+  const uint32_t f3 = mval;
+  const uint32_t raw = (static_cast<uint32_t>(e->imm) << 20) | (static_cast<uint32_t>(e->rs1) << 15) | (f3 << 12) |
+                       (static_cast<uint32_t>(e->rs2) << 7) | 0x73u;
   const uint32_t src = (f3 & 4) ? e->rs1 : x[e->rs1];
   const bool write = (f3 & 3) == 1 || e->rs1 != 0;
   instret = IC() - TE(SLOT(e));
@@ -804,54 +1010,69 @@ csr:
   NEXT_DYN();
 }
 
+// The slow paths take their counts before the access: a page walk may set an A or D bit inside the
+// running block's own page, and a self-modifying store may rewrite it; either re-decodes the block.
+#define SLOW_TRAP(cause, tval)   \
+  do {                           \
+    const uint32_t slow_cause_ = (cause); \
+    rem = limit - (retired - 1); \
+    pc = here;                   \
+    mval = slow_cause_;          \
+    maddr = (tval);              \
+    goto trap;                   \
+  } while (0)
 load_slow: {
-  instret = IC() - TE(SLOT(e));
+  const uint64_t retired = IC() - TE(SLOT(e)) + 1u;
+  const uint32_t here = PC_OF(e), next = NEXT_PC(e);
+  const uint8_t rd = e->rd;
+  instret = retired - 1;
   branches = br;  // a device read may be logged with its position
-  pc = PC_OF(e);
-  uint32_t v = 0;
-  const Mmio r = slow_load(maddr, msize, &v);
-  if (r == Mmio::kFault) TRAP(kLoadAccessFault, maddr);
+  pc = here;
+  uint32_t v = 0, tval = maddr;
+  Mmio r = Mmio::kOk;
+  if (const uint32_t cause = load_virtual(maddr, msize, &v, &r, &tval)) SLOW_TRAP(cause, tval);
   switch (mkind) {
     case 0: v = static_cast<uint32_t>(static_cast<int32_t>(static_cast<int8_t>(v))); break;
     case 1: v = static_cast<uint32_t>(static_cast<int32_t>(static_cast<int16_t>(v))); break;
     default: break;
   }
-  x[e->rd] = v;
-  if (r == Mmio::kExit) {
-    SYNC_AFTER();
-    result = Inner::kExit;
-    goto out;
-  }
-  if (r == Mmio::kOk) NEXT_DYN();
-  // The read changed interrupt state (a PLIC claim, a UART RX pop): re-check outside.
-  SYNC_AFTER();
-  result = Inner::kRecheck;
+  x[rd] = v;
+  if (LOCKSTEP_LIKELY(r == Mmio::kOk && !leave_block_)) NEXT_DYN();
+  leave_block_ = false;
+  // The read ended the run, changed interrupt state (a PLIC claim, a UART RX pop) or re-decoded this
+  // block: re-check outside.
+  rem = limit - retired;
+  pc = next;
+  result = r == Mmio::kExit ? Inner::kExit : Inner::kRecheck;
   goto out;
 }
 store_slow: {
-  // Computed before the store: a self-modifying store may rewrite this block's counts.
   const uint64_t retired = IC() - TE(SLOT(e)) + 1u;
   const uint32_t here = PC_OF(e), next = NEXT_PC(e);
   instret = retired - 1;
   pc = here;
-  switch (slow_store(maddr, msize, mval, here)) {
-    case StoreOutcome::kOk:
-      NEXT_DYN();
-    case StoreOutcome::kFault:
-      TRAP(kStoreAccessFault, maddr);
-    case StoreOutcome::kExit:
-      rem = limit - retired;
-      pc = next;
-      result = Inner::kExit;
-      goto out;
-    case StoreOutcome::kOkLeaveBlock:
-      rem = limit - retired;
-      pc = next;
-      result = Inner::kRecheck;
-      goto out;
-  }
-  goto fatal;  // unreachable
+  StoreOutcome so = StoreOutcome::kOk;
+  uint32_t tval = maddr;
+  const uint32_t cause = store_virtual(maddr, msize, mval, &so, &tval);
+  leave_block_ = false;  // store_virtual folded it into the outcome
+  if (cause) SLOW_TRAP(cause, tval);
+  if (LOCKSTEP_LIKELY(so == StoreOutcome::kOk)) NEXT_DYN();
+  rem = limit - retired;
+  pc = next;
+  result = so == StoreOutcome::kExit ? Inner::kExit : Inner::kRecheck;
+  goto out;
 }
+#undef SLOW_TRAP
+
+trap:
+  // mval = cause, maddr = tval, pc = the trapping instruction; rem excludes it.
+  instret = IC();
+  if (!take_trap(mval, maddr, pc)) goto fatal;
+  update_mode();  // the privilege changed: other banks of the translation cache, or none
+  dtlb = dtlb_;
+  dlim = data_limit_;
+  target = pc;
+  goto dispatch;
 
 fatal:
   result = Inner::kFatal;
@@ -878,6 +1099,12 @@ out_synced:
 #undef TRAP
 #undef LOAD
 #undef STORE
+#undef LOAD_T
+#undef STORE_T
+#undef DEFINE_T
+#undef TLB_AT
+#undef TLB_TAG
+#undef ATOMIC_AT
 #undef BRANCH
 #undef ALU
 #undef AMO

@@ -1,4 +1,5 @@
-// The RV32IMAC hart: architectural state, the pre-decoded instruction cache and the run loop.
+// The RV32IMAC hart (M, S and U modes, Sv32, PMP): architectural state, the pre-decoded instruction
+// cache, the translation cache and the run loop.
 // Pure interpreter core: no napi, no locks, no allocation inside run() except first decode of a page.
 #pragma once
 
@@ -22,7 +23,7 @@ constexpr uint32_t kSlotsPerPage = kPageSize / 2;
 /// Virtual clock: one 10 MHz mtime tick per this many instructions (a nominal 1000 MIPS hart).
 constexpr uint64_t kVirtualInstructionsPerTick = 100;
 
-enum class Priv : uint8_t { kUser = 0, kMachine = 3 };
+enum class Priv : uint8_t { kUser = 0, kSupervisor = 1, kMachine = 3 };
 
 /// Exception causes (mcause with the interrupt bit clear), privileged spec table 3.6.
 enum Cause : uint32_t {
@@ -35,11 +36,34 @@ enum Cause : uint32_t {
   kStoreMisaligned = 6,
   kStoreAccessFault = 7,
   kEcallFromU = 8,
+  kEcallFromS = 9,
   kEcallFromM = 11,
+  kInstrPageFault = 12,
+  kLoadPageFault = 13,
+  kStorePageFault = 15,
 };
 
 /// Interrupt numbers (bit positions in mip/mie).
-enum Irq : uint32_t { kIrqMSoft = 3, kIrqMTimer = 7, kIrqMExt = 11 };
+enum Irq : uint32_t {
+  kIrqSSoft = 1, kIrqMSoft = 3, kIrqSTimer = 5, kIrqMTimer = 7, kIrqSExt = 9, kIrqMExt = 11,
+};
+
+/// The three kinds of memory access, as translation and PMP tell them apart.
+enum class Access : uint8_t { kFetch, kLoad, kStore };
+
+/// One entry of the translation cache: a virtual page and what it may be used for in one context
+/// (privilege, SUM, MXR). A tag holds the virtual page base when that access type may use the entry
+/// and kTlbInvalid (never page-aligned) otherwise, so the hot loop checks permission and hit in one
+/// compare. Host address = addend + virtual address.
+struct TlbEntry {
+  uint32_t r, w, x;   ///< tags for loads, stores, fetches
+  uint32_t page;      ///< RAM page index of the physical page
+  uintptr_t addend;
+  uintptr_t pad;
+};
+static_assert(sizeof(TlbEntry) == 32, "a TLB entry is 32 bytes (index by shift)");
+constexpr uint32_t kTlbInvalid = 0xffffffffu;
+constexpr uint32_t kTlbSize = 256;  ///< entries per context, direct-mapped by virtual page number
 
 /// What ended a call to Cpu::run().
 enum class Stop : uint8_t {
@@ -73,28 +97,43 @@ class Platform {
   virtual uint64_t guest_time() = 0;
   /// An instruction boundary before the interrupt check: a recorder may log a clock sample here.
   virtual void boundary() = 0;
-  /// mip bits driven by devices: MSIP, MTIP, MEIP.
+  /// mip bits driven by devices: MSIP, MTIP, MEIP (CLINT, PLIC context 0) and SEIP (PLIC context 1).
   virtual uint32_t device_irqs() = 0;
   /// A semihosting call (a0 = operation, a1 = parameter). Returns kExit to end the run.
   virtual Mmio semihost() = 0;
 };
 
-/// The decoder cache for one 4 KiB page of RAM.
+/// The decoder cache for one 4 KiB page of RAM. Decoding is per physical page, whatever virtual
+/// addresses the page is executed through, so a store through any alias finds the decoded code.
+/// A 32-bit instruction in the last slot continues on another page (which, under paging, need not be
+/// the next physical one): it decodes as STRADDLE, which fetches its second half at each execution.
 ///
 /// Block accounting: entering slot s adds to_end[s] (instructions from s through the end of its
 /// block: the next control-flow instruction, or the page end) to instret at once; leaving a block
 /// early (trap, device access, self-modifying store) subtracts what did not retire. So the hot
 /// loop touches the counter once per block, and instret is still exact at every stop.
+///
+/// Loads and stores have two handlers: one that tries the physical (M-mode) path first and one that
+/// tries the translation cache first. Either is right in any mode; a page gets the one that suits the
+/// mode it is first decoded in (`translated`), so M-mode code and user code each run their fast one.
 struct DecodedPage {
   Decoded e[kSlotsPerPage + 2];          // +2 PAGE_END sentinels reached by straight-line flow off the page
   uint16_t to_end[kSlotsPerPage + 2];    // sentinels: 0 (they are not instructions)
   uint8_t op[kSlotsPerPage + 2];         // the Op of each slot, for re-decoding after a store
+  bool translated;                       // memory operations use the translation-first handlers
+  uint32_t data_stores;                  // stores while other pages ran, since it was decoded
 };
+
+/// A decoded page that takes this many stores while code elsewhere runs is treated as data that once
+/// held code (an OS reuses pages): its decode is dropped, so stores to it stop taking the slow path; it
+/// is decoded afresh if it runs again. (A page that is both run and written costs at most one decode
+/// per this many stores.)
+constexpr uint32_t kDataStoresBeforeDrop = 1024;
 
 /// Flags per RAM page that route stores to the slow path.
 enum PageFlag : uint8_t {
   kPageDecoded = 1,     ///< the decoder cache holds this page: stores must invalidate it
-  kPageStraddled = 2,   ///< the previous page's last slot decoded a 32-bit instruction reaching here
+  kPagePageTable = 2,   ///< a cached translation was walked through this page: stores flush the TLB
   kPagePlatform = 4,    ///< the platform watches stores here (HTIF tohost)
   kPageClean = 8,       ///< a dirty-page consumer wants to hear of the next store here
 };
@@ -126,11 +165,28 @@ class Cpu {
   uint32_t mtval = 0;
   uint32_t mscratch = 0;
   uint32_t mie = 0;
+  uint32_t mip_sw = 0;     ///< the software-writable mip bits: SSIP, STIP and SEIP (ORed with the PLIC's)
+  uint32_t medeleg = 0;
+  uint32_t mideleg = 0;
   uint32_t mcounteren = 0;
   uint64_t minstret_offset = 0;  ///< guest-visible minstret = instret + offset (guest writes move the offset)
   uint64_t mcycle_offset = 0;
   uint32_t reservation = 0;      ///< LR/SC reservation address; valid when reservation_valid
   bool reservation_valid = false;
+
+  // Supervisor-mode CSRs (sstatus, sie and sip are views of mstatus, mie and mip).
+  uint32_t stvec = 0;
+  uint32_t sscratch = 0;
+  uint32_t sepc = 0;
+  uint32_t scause = 0;
+  uint32_t stval = 0;
+  uint32_t satp = 0;
+  uint32_t scounteren = 0;
+
+  // Physical memory protection: 16 entries.
+  static constexpr uint32_t kPmpEntries = 16;
+  uint8_t pmpcfg[kPmpEntries] = {};
+  uint32_t pmpaddr[kPmpEntries] = {};
 
   // Fatal trap report (Stop::kFatalTrap).
   uint32_t fatal_cause = 0, fatal_pc = 0, fatal_tval = 0;
@@ -139,9 +195,8 @@ class Cpu {
   bool host_read_csr(uint32_t csr, uint32_t* value);
   bool host_write_csr(uint32_t csr, uint32_t value);
 
-  /// Host: the platform changed something that may raise an interrupt or end a WFI.
-  /// (Only meaningful between runs; inside run() the loop re-checks after every device access.)
-  uint32_t mip() { return platform_->device_irqs() & kMipMask; }
+  /// mip as the guest reads it: the device lines ORed with the software-writable bits.
+  uint32_t mip() { return (platform_->device_irqs() | mip_sw) & kMipMask; }
 
   /// Instret at which the virtual-clock timer fires, or UINT64_MAX; set by the platform.
   uint64_t timer_deadline = UINT64_MAX;
@@ -164,40 +219,67 @@ class Cpu {
   const std::vector<uint8_t>& dirty() const { return dirty_; }
   void clean(uint32_t page, uint8_t consumer) {
     dirty_[page] &= static_cast<uint8_t>(~consumer);
-    flags_[page] |= kPageClean;
+    set_page_flag(page, kPageClean);
   }
   /// Set by the platform to end run() at the next instruction boundary (e.g. a replay divergence).
   bool stop_now = false;
-  /// Drop all decoded pages (after a restore).
+  /// Drop all decoded pages and cached translations, and re-read the PMP entries (after a restore).
   void invalidate_all();
   /// Mark a RAM page for platform store notification.
-  void watch_page(uint32_t addr) { set_flag(addr, kPagePlatform); }
+  void watch_page(uint32_t addr) {
+    const uint32_t off = addr - kRamBase;
+    if (off < ram_size_) set_page_flag(off >> kPageShift, kPagePlatform);
+  }
 
   uint8_t* ram() { return ram_; }
   uint32_t ram_size() const { return ram_size_; }
 
-  static constexpr uint32_t kMipMask = (1u << kIrqMSoft) | (1u << kIrqMTimer) | (1u << kIrqMExt);
+  /// Interrupts that exist: all of mip's standard M and S bits.
+  static constexpr uint32_t kMipMask = (1u << kIrqSSoft) | (1u << kIrqMSoft) | (1u << kIrqSTimer) |
+                                       (1u << kIrqMTimer) | (1u << kIrqSExt) | (1u << kIrqMExt);
+  /// The mip bits software writes (M-mode: all three; S-mode through sip: SSIP only).
+  static constexpr uint32_t kMipSoftware = (1u << kIrqSSoft) | (1u << kIrqSTimer) | (1u << kIrqSExt);
+  /// Interrupts that can be delegated to S-mode.
+  static constexpr uint32_t kMidelegMask = kMipSoftware;
+  /// Exceptions that can be delegated (ecall from M cannot: medeleg[11] is read-only zero).
+  static constexpr uint32_t kMedelegMask = 0xb3ffu;
   static constexpr uint32_t kMisaValue = (1u << 30) | (1u << ('A' - 'A')) | (1u << ('C' - 'A')) |
-                                    (1u << ('I' - 'A')) | (1u << ('M' - 'A')) | (1u << ('U' - 'A'));
+                                    (1u << ('I' - 'A')) | (1u << ('M' - 'A')) | (1u << ('S' - 'A')) |
+                                    (1u << ('U' - 'A'));
 
   // mstatus fields
+  static constexpr uint32_t kMstatusSIE = 1u << 1;
   static constexpr uint32_t kMstatusMIE = 1u << 3;
+  static constexpr uint32_t kMstatusSPIE = 1u << 5;
   static constexpr uint32_t kMstatusMPIE = 1u << 7;
+  static constexpr uint32_t kMstatusSPP = 1u << 8;
   static constexpr uint32_t kMstatusMPP = 3u << 11;
   static constexpr uint32_t kMstatusMPRV = 1u << 17;
+  static constexpr uint32_t kMstatusSUM = 1u << 18;
+  static constexpr uint32_t kMstatusMXR = 1u << 19;
+  static constexpr uint32_t kMstatusTVM = 1u << 20;
   static constexpr uint32_t kMstatusTW = 1u << 21;
+  static constexpr uint32_t kMstatusTSR = 1u << 22;
+  /// The mstatus bits sstatus shows (SD, MXR, SUM, XS, FS, VS, SPP, UBE, SPIE, SIE).
+  static constexpr uint32_t kSstatusMask = 0x800de762u;
 
  private:
   enum class Inner : uint8_t { kLimit, kExit, kFatal, kWfi, kRecheck };
   Inner run_inner(uint64_t limit);
   DecodedPage* page_for(uint32_t page_index);
-  void set_flag(uint32_t addr, uint8_t flag);
-  /// Slow store: device, watched page or self-modifying code. Returns how to continue.
+  void set_page_flag(uint32_t page, uint8_t flag);
+  /// Slow store to a physical address: device, watched page or self-modifying code. `cur_page` is the
+  /// RAM page the current block was decoded from (UINT32_MAX: none).
   enum class StoreOutcome : uint8_t { kOk, kOkLeaveBlock, kFault, kExit };
-  StoreOutcome slow_store(uint32_t addr, unsigned size, uint32_t value, uint32_t cur_pc);
+  StoreOutcome slow_store(uint32_t addr, unsigned size, uint32_t value, uint32_t cur_page);
   /// Re-decodes the slots overlapping RAM offsets [off, off+len); true if `cur_page` changed.
   bool redecode(uint32_t off, uint32_t len, uint32_t cur_page);
+  /// A store (or a page-walk update) to RAM offsets [off, off+len) of decoded pages: counts it against
+  /// pages not running (kDataStoresBeforeDrop) and re-decodes what `changed`; true if `cur_page` changed.
+  bool code_store(uint32_t off, uint32_t len, uint32_t cur_page, bool changed);
   void decode_slot(DecodedPage* p, uint32_t page_index, uint32_t slot);
+  /// A decoded slot for the dispatch loop (handler label of the current run_inner).
+  Decoded slot_of(const DecodedOp& d, bool translated) const;
   void fix_to_end(DecodedPage* p, uint32_t from_slot);
   void drop_page(uint32_t page_index);
   Mmio slow_load(uint32_t addr, unsigned size, uint32_t* value);
@@ -209,7 +291,49 @@ class Cpu {
   CsrResult csr_op(uint32_t csr, uint32_t op, uint32_t src, bool write, uint32_t* old);
   bool csr_read(uint32_t csr, uint32_t* value);
   bool csr_write(uint32_t csr, uint32_t value);
+  void pmp_cfg_write(uint32_t index, uint8_t value);
   bool executable(uint32_t addr) const { return addr - kRamBase < ram_size_; }
+
+  // --- translation and protection (mmu.cc) ---
+  /// A translation context: the privilege an access is made with and the mstatus bits that matter.
+  struct Context {
+    Priv priv;
+    bool sum, mxr;
+  };
+  /// Fetches use the current privilege; SUM and MXR do not matter to them but pick the same bank as
+  /// loads and stores below M, so one fill serves both.
+  Context fetch_context() const { return Context{priv, (mstatus & kMstatusSUM) != 0, (mstatus & kMstatusMXR) != 0}; }
+  /// Loads and stores: MPRV in M-mode makes them MPP's.
+  Context data_context() const;
+  /// Recomputes the hot loop's view (bare or translated fetch and data, the active TLB banks) after
+  /// priv, mstatus, satp or PMP changed; cheap, called before every inner run.
+  void update_mode();
+  /// Drops every cached translation (satp or PMP written, a page table stored to, a restore).
+  void flush_tlb();
+  /// PMP entries changed: whether M-mode is bound by a locked entry, and a flush.
+  void pmp_changed();
+  /// Translates `va` for an access in context `c` (page walk with A/D updates, PMP), caching the
+  /// page when it can. Returns 0 and the physical address, or the exception cause.
+  uint32_t translate(uint32_t va, Access access, Context c, uint64_t* pa);
+  uint32_t walk(uint32_t va, Access access, Context c, uint64_t* pa, uint32_t* pte, uint32_t pt_pages[2]);
+  /// PMP: whether [pa, pa+len) may be accessed this way at privilege p.
+  bool pmp_allows(uint64_t pa, uint32_t len, Priv p, Access access) const;
+  /// PMP permissions (bit 0 R, 1 W, 2 X) that hold for the whole 4 KiB page at `base` (a type allowed
+  /// only for part of the page is left out: such accesses are never cached and always checked exactly).
+  uint32_t pmp_page(uint64_t base, Priv p) const;
+  /// Data access slow paths through translation: the hot loop's misses land here.
+  /// Each returns 0 or the exception cause; *tval is then the faulting address when it is not `va`
+  /// (the second page of an access that crosses pages).
+  uint32_t load_virtual(uint32_t va, unsigned size, uint32_t* value, Mmio* result, uint32_t* tval);
+  uint32_t store_virtual(uint32_t va, unsigned size, uint32_t value, StoreOutcome* out, uint32_t* tval);
+  /// LR/SC/AMO: host pointer to the aligned word at `va` (0 and the cause on a fault).
+  uint32_t amo_pointer(uint32_t va, Access access, uint8_t** host, uint32_t* page);
+  /// Instruction fetch translation: RAM offset of `va`, or the exception cause.
+  uint32_t fetch_offset(uint32_t va, uint32_t* ram_offset);
+  /// A store the page walker makes (A/D bits): dirty tracking and decoder cache, as for a guest store.
+  void walker_store(uint32_t off, uint32_t value);
+  /// The TLB bank of a context, cleared first if a flush left it stale.
+  TlbEntry* bank(Context c);
 
   uint8_t* ram_;
   uint32_t ram_size_;
@@ -219,9 +343,30 @@ class Cpu {
   std::vector<uint8_t> flags_;
   std::vector<uint8_t> dirty_;
   const void* const* labels_ = nullptr;
-  // Single-stepping near a stop: slots 0..2 hold the instruction and two PAGE_END sentinels. Its counts
-  // are 1, 0, 0, then a value larger than any remaining budget, so a jump can only land on those three.
+  const void* labels_translated_[kOpCount * 2] = {};  // labels_ with the translation-first memory handlers
+  // Single-stepping (near a stop, and every STRADDLE): slot 0 holds the instruction and counts 1; every
+  // other slot is a PAGE_END sentinel counting 0, so wherever a fall-through or a jump within the
+  // "page" lands, it goes back to dispatch with the right target.
   std::unique_ptr<DecodedPage> step_;
+
+  // Translation cache: one direct-mapped bank per context (U, U+MXR, S, S+MXR, S+SUM, S+SUM+MXR, M with
+  // locked PMP entries) plus one that always misses. It only ever holds what a fresh page walk would
+  // return: stores to the page tables it was filled from flush it (kPagePageTable), so it is not
+  // architectural state and is neither hashed nor saved.
+  static constexpr uint32_t kBanks = 7;
+  std::unique_ptr<TlbEntry[]> tlb_;       // (kBanks + 1) * kTlbSize; the last bank stays empty
+  uint32_t bank_stale_ = 0;               // banks to clear before their next use
+  std::vector<uint8_t> tlb_writable_;     // per RAM page: some entry may let stores through to it
+  std::vector<uint32_t> tlb_writable_list_;
+  std::vector<uint32_t> page_table_list_;  // pages flagged kPagePageTable
+  // The hot loop's view, set by update_mode().
+  bool fetch_bare_ = true;                // fetches are physical and unchecked
+  uint64_t data_limit_ = 0;               // RAM size when loads and stores are physical and unchecked, else 0
+  TlbEntry* dtlb_ = nullptr;
+  TlbEntry* itlb_ = nullptr;
+  bool pmp_locked_ = false;               // some locked entry: M-mode accesses are checked too
+  bool leave_block_ = false;              // a walker store re-decoded the running block
+  uint32_t cur_page_ = UINT32_MAX;        // RAM page the running block was decoded from
 };
 
 }  // namespace lockstep

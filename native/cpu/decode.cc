@@ -92,10 +92,15 @@ DecodedOp decode32(uint32_t w) {
     case 0x73: {
       const uint32_t csr = bits(w, 31, 20);
       if (f3 == 0) {
+        if (f7 == 0x09 && rd == 0) {  // sfence.vma rs1, rs2
+          return DecodedOp{kOpSFENCE_VMA, static_cast<int32_t>(w), kSink, static_cast<uint8_t>(rs1),
+                           static_cast<uint8_t>(rs2), 2};
+        }
         if (rd != 0 || rs1 != 0) return illegal(w, 2);
         if (w == 0x00000073) return DecodedOp{kOpECALL, 0, kSink, 0, 0, 2};
         if (w == 0x00100073) return DecodedOp{kOpEBREAK, 0, kSink, 0, 0, 2};
         if (w == 0x30200073) return DecodedOp{kOpMRET, 0, kSink, 0, 0, 2};
+        if (w == 0x10200073) return DecodedOp{kOpSRET, 0, kSink, 0, 0, 2};
         if (w == 0x10500073) return DecodedOp{kOpWFI, 0, kSink, 0, 0, 2};
         return illegal(w, 2);
       }
@@ -217,8 +222,8 @@ DecodedOp decode(uint16_t lo, uint16_t hi) {
 bool ends_block(Op op) {
   switch (op) {
     case kOpJAL: case kOpJ: case kOpJALR: case kOpBEQ: case kOpBNE: case kOpBLT: case kOpBGE: case kOpBLTU:
-    case kOpBGEU: case kOpECALL: case kOpEBREAK: case kOpMRET: case kOpWFI: case kOpFENCE_I: case kOpILLEGAL:
-    case kOpFETCH_FAULT: case kOpPAGE_END:
+    case kOpBGEU: case kOpECALL: case kOpEBREAK: case kOpMRET: case kOpSRET: case kOpWFI: case kOpFENCE_I:
+    case kOpILLEGAL: case kOpSTRADDLE: case kOpPAGE_END:
       return true;
     default:
       return false;

@@ -12,13 +12,13 @@ namespace lockstep {
   X(LB) X(LH) X(LW) X(LBU) X(LHU) X(SB) X(SH) X(SW)                                            \
   X(ADDI) X(SLTI) X(SLTIU) X(XORI) X(ORI) X(ANDI) X(SLLI) X(SRLI) X(SRAI)                     \
   X(ADD) X(SUB) X(SLL) X(SLT) X(SLTU) X(XOR) X(SRL) X(SRA) X(OR) X(AND)                       \
-  X(FENCE) X(FENCE_I) X(ECALL) X(EBREAK) X(MRET) X(WFI)                                        \
+  X(FENCE) X(FENCE_I) X(ECALL) X(EBREAK) X(MRET) X(SRET) X(WFI) X(SFENCE_VMA)                  \
   X(CSRRW) X(CSRRS) X(CSRRC) X(CSRRWI) X(CSRRSI) X(CSRRCI)                                     \
   X(MUL) X(MULH) X(MULHSU) X(MULHU) X(DIV) X(DIVU) X(REM) X(REMU)                              \
   X(LR_W) X(SC_W) X(AMOSWAP) X(AMOADD) X(AMOXOR) X(AMOAND) X(AMOOR)                            \
   X(AMOMIN) X(AMOMAX) X(AMOMINU) X(AMOMAXU)                                                    \
   X(LI) X(MV) X(NOP) X(J)                                                                       \
-  X(FETCH_FAULT) X(PAGE_END)
+  X(STRADDLE) X(PAGE_END)
 
 enum Op : uint8_t {
 #define LOCKSTEP_OP_ENUM(name) kOp##name,
@@ -37,7 +37,8 @@ enum Op : uint8_t {
 /// h: handler label of the dispatch loop (computed goto). rd is 32 (the sink) when the instruction
 /// names x0 as destination, so handlers write without a check. len is in halfwords (1 or 2).
 /// ILLEGAL keeps the raw bits in imm (for mtval); CSR ops keep the CSR number in imm and, for the
-/// immediate forms, the 5-bit zimm in rs1. AMOs keep aq/rl nowhere (one hart: no effect).
+/// immediate forms, the 5-bit zimm in rs1. AMOs keep aq/rl nowhere (one hart: no effect). STRADDLE (a
+/// 32-bit instruction in a page's last halfword) keeps its low halfword in imm; SFENCE_VMA its raw bits.
 struct Decoded {
   const void* h;
   int32_t imm;

@@ -13,6 +13,7 @@
 namespace lockstep {
 namespace {
 constexpr uint32_t kMipMSip = 1u << kIrqMSoft, kMipMTip = 1u << kIrqMTimer, kMipMEip = 1u << kIrqMExt;
+constexpr uint32_t kMipSEip = 1u << kIrqSExt;
 constexpr uint32_t kFinisherFail = 0x3333, kFinisherPass = 0x5555, kFinisherReset = 0x7777;
 }  // namespace
 
@@ -308,6 +309,7 @@ uint32_t Machine::device_irqs() {
   if (msip_) m |= kMipMSip;
   if (timecmp_armed_ && mtime() >= mtimecmp_) m |= kMipMTip;
   if (plic_.meip()) m |= kMipMEip;
+  if (plic_.seip()) m |= kMipSEip;
   return m;
 }
 
@@ -333,9 +335,11 @@ RunStop Machine::run(uint64_t target) {
       if (mtimecmp_ > now) wfi_skipped_ += mtimecmp_ - now;
       continue;
     }
-    if (!timer_can_wake && !(mie & kMipMEip)) {
-      halt_reason_ = (mie & (kMipMTip | kMipMEip)) ? "wfi waiting for a timer interrupt that is never armed"
-                                                     : "wfi with no timer or external interrupt enabled";
+    // Only the timer and the PLIC's two contexts can wake a sleeping hart: the other mip bits change
+    // by software alone, and software does not run during WFI.
+    if (!timer_can_wake && !(mie & (kMipMEip | kMipSEip))) {
+      halt_reason_ = (mie & kMipMTip) ? "wfi waiting for a timer interrupt that is never armed"
+                                      : "wfi with no timer or external interrupt enabled";
       return RunStop::kHalted;
     }
     return RunStop::kWaitWfi;
@@ -621,6 +625,9 @@ uint64_t Machine::state_hash() {
   for (uint32_t v : {c.mstatus, c.mtvec, c.mepc, c.mcause, c.mtval, c.mscratch, c.mie, c.mcounteren, c.reservation}) f.add(v);
   f.add(c.minstret_offset);
   f.add(c.mcycle_offset);
+  // S-mode, delegation and PMP state.
+  for (uint32_t v : {c.mip_sw, c.medeleg, c.mideleg, c.stvec, c.sscratch, c.sepc, c.scause, c.stval, c.satp, c.scounteren}) f.add(v);
+  for (uint32_t i = 0; i < Cpu::kPmpEntries; i++) f.add(c.pmpcfg[i] | (static_cast<uint64_t>(c.pmpaddr[i]) << 8));
   // Devices and clock.
   f.add(static_cast<uint64_t>(msip_) | (static_cast<uint64_t>(timecmp_armed_) << 1));
   f.add(mtimecmp_);

@@ -1,5 +1,6 @@
 // Platform-Level Interrupt Controller as on QEMU virt: level-triggered sources, contexts 0 (hart 0
-// M-mode) and 1 (hart 0 S-mode, present for address compatibility; it never interrupts this hart).
+// M-mode: MEIP) and 1 (hart 0 S-mode: SEIP), at QEMU's addresses (enables 0x2000 + 0x80 * context,
+// threshold and claim/complete 0x200000 + 0x1000 * context).
 #pragma once
 
 #include <cstdint>
@@ -18,6 +19,8 @@ class Plic {
   void set_level(uint32_t source, bool high);
   /// MEIP for hart 0: an enabled pending source above context 0's threshold.
   bool meip() const { return best(0) != 0; }
+  /// SEIP for hart 0: the same for context 1.
+  bool seip() const { return best(1) != 0; }
 
   Mmio load(uint32_t off, uint32_t* v);
   Mmio store(uint32_t off, uint32_t v);

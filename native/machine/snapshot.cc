@@ -7,11 +7,14 @@
 namespace lockstep {
 namespace {
 
-// Layout (version 2; version 1 lacked the write segments of pending disk requests):
+// Layout (version 3; version 2 lacked the supervisor section, version 1 also the write segments of
+// pending disk requests):
 //   "LKSTSNAP" | u32 version | u32 ram size | u32 flags (bit 0: real clock, bit 1: RAM omitted) | u32 reserved
 //   cpu      : 31 x u32 (x1..x31), pc, priv u8, wfi u8, reservation_valid u8, pad u8, instret u64,
 //              branches u64, mstatus, mtvec, mepc, mcause, mtval, mscratch, mie, mcounteren, reservation
 //              (u32 each), minstret_offset u64, mcycle_offset u64
+//   supervisor: mip_sw, medeleg, mideleg, stvec, sscratch, sepc, scause, stval, satp, scounteren (u32
+//              each), pmpcfg 16 x u8, pmpaddr 16 x u32
 //   machine  : msip u8, timecmp_armed u8, halt_requested u8, pad u8, mtimecmp u64, mtime_offset i64,
 //              wfi_skipped u64, clock_raw u64, tohost u32, semihost errno i32, semihost feature pos u32,
 //              entropy PRNG state u64
@@ -22,7 +25,7 @@ namespace {
 //   trailer  : "SNAPEND!"
 constexpr char kMagic[8] = {'L', 'K', 'S', 'T', 'S', 'N', 'A', 'P'};
 constexpr char kTrailer[8] = {'S', 'N', 'A', 'P', 'E', 'N', 'D', '!'};
-constexpr uint32_t kVersion = 2;
+constexpr uint32_t kVersion = 3;
 constexpr uint32_t kFlagRealClock = 1, kFlagNoRam = 2;
 
 class Writer {
@@ -96,6 +99,12 @@ std::vector<uint8_t> Machine::save(bool include_ram) const {
   for (uint32_t v : {c.mstatus, c.mtvec, c.mepc, c.mcause, c.mtval, c.mscratch, c.mie, c.mcounteren, c.reservation}) w.put<uint32_t>(v);
   w.put<uint64_t>(c.minstret_offset);
   w.put<uint64_t>(c.mcycle_offset);
+  // supervisor (version 3)
+  for (uint32_t v : {c.mip_sw, c.medeleg, c.mideleg, c.stvec, c.sscratch, c.sepc, c.scause, c.stval, c.satp, c.scounteren}) {
+    w.put<uint32_t>(v);
+  }
+  w.bytes(c.pmpcfg, sizeof(c.pmpcfg));
+  for (uint32_t v : c.pmpaddr) w.put<uint32_t>(v);
   w.put<uint8_t>(msip_);
   w.put<uint8_t>(timecmp_armed_);
   w.put<uint8_t>(halt_requested_);
@@ -167,7 +176,15 @@ bool Machine::restore(const uint8_t* data, size_t n, std::string* error) {
   }
   for (uint32_t& v : cf.csr) if (!r.get(&v)) return fail("truncated CSRs");
   if (!r.get(&cf.minstret_offset) || !r.get(&cf.mcycle_offset)) return fail("truncated counters");
-  if (cf.priv != 0 && cf.priv != 3) return fail("privilege mode " + std::to_string(cf.priv) + " does not exist");
+  if (cf.priv == 2 || cf.priv > 3) return fail("privilege mode " + std::to_string(cf.priv) + " does not exist");
+  if (((cf.csr[0] & Cpu::kMstatusMPP) >> 11) == 2) return fail("mstatus.MPP holds the reserved privilege mode 2");
+  // supervisor (version 3)
+  uint32_t sv[10];
+  for (uint32_t& v : sv) if (!r.get(&v)) return fail("truncated supervisor CSRs");
+  uint8_t pmpcfg[Cpu::kPmpEntries];
+  uint32_t pmpaddr[Cpu::kPmpEntries];
+  for (uint8_t& v : pmpcfg) if (!r.get(&v)) return fail("truncated PMP configuration");
+  for (uint32_t& v : pmpaddr) if (!r.get(&v)) return fail("truncated PMP addresses");
   if (cf.branches > cf.instret) return fail("more branches than instructions retired");
   uint8_t msip, armed, halt, pad;
   uint64_t mtimecmp, wfi_skipped, clock_raw;
@@ -246,6 +263,21 @@ bool Machine::restore(const uint8_t* data, size_t n, std::string* error) {
   c.reservation = cf.csr[8];
   c.minstret_offset = cf.minstret_offset;
   c.mcycle_offset = cf.mcycle_offset;
+  // Masked as the CSR writes mask them, so a snapshot cannot create state a guest could not.
+  c.mip_sw = sv[0] & Cpu::kMipSoftware;
+  c.medeleg = sv[1] & Cpu::kMedelegMask;
+  c.mideleg = sv[2] & Cpu::kMidelegMask;
+  c.stvec = sv[3];
+  c.sscratch = sv[4];
+  c.sepc = sv[5];
+  c.scause = sv[6];
+  c.stval = sv[7];
+  c.satp = sv[8];
+  c.scounteren = sv[9] & 7u;
+  for (uint32_t i = 0; i < Cpu::kPmpEntries; i++) {
+    c.pmpcfg[i] = pmpcfg[i] & 0x9f;
+    c.pmpaddr[i] = pmpaddr[i];
+  }
   c.stop_now = false;
   msip_ = msip != 0;
   timecmp_armed_ = armed != 0;

@@ -194,9 +194,10 @@ export class Machine extends EventEmitter<MachineEvents> {
   }
 
   /** Current privilege mode. */
-  get privilege(): 'M' | 'U' {
+  get privilege(): 'M' | 'S' | 'U' {
     this.#idle('privilege');
-    return this.#native.getPrivilege() === 3 ? 'M' : 'U';
+    const p = this.#native.getPrivilege();
+    return p === 3 ? 'M' : p === 1 ? 'S' : 'U';
   }
 
   /** Exact instructions and branches retired since reset. */

@@ -102,7 +102,13 @@ function buildCases(): Case[] {
   w('ecall', rv.ecall());
   w('ebreak', rv.ebreak());
   w('mret', rv.mret());
+  w('sret', rv.sret());
   w('wfi', rv.wfi());
+  w('sfence.vma', rv.sfence_vma());
+  for (let k = 0; k < 3; k++) {
+    const [a, b] = [any(), any()];
+    w(`sfence.vma ${x(a)}, ${x(b)}`, rv.sfence_vma(a, b));
+  }
 
   const orders = [[{}, ''], [{ aq: true }, '.aq'], [{ rl: true }, '.rl'], [{ aq: true, rl: true }, '.aqrl']] as const;
   for (const [o, sfx] of orders) {

@@ -54,10 +54,10 @@ describe('CSR instructions', () => {
 });
 
 describe('identification CSRs', () => {
-  it('misa reads 0x40101105: RV32 with A, C, I, M and U', async () => {
+  it('misa reads 0x40141105: RV32 with A, C, I, M, S and U', async () => {
     const { m } = await runToEbreak([csrr(5, CSR.misa)]);
-    expectRegs(m, { 5: 0x40101105 });
-    expect(csrOf(m, CSR.misa)).toBe(0x40101105);
+    expectRegs(m, { 5: 0x40141105 });
+    expect(csrOf(m, CSR.misa)).toBe(0x40141105);
   });
 
   it('mhartid reads 0', async () => {
@@ -80,7 +80,7 @@ describe('identification CSRs', () => {
 
   it('writing misa is ignored (WARL, fixed ISA)', async () => {
     const { m } = await runToEbreak([csrw(CSR.misa, 6), csrr(5, CSR.misa)], { regs: { 6: 0x40001101 } });
-    expectRegs(m, { 5: 0x40101105 });
+    expectRegs(m, { 5: 0x40141105 });
   });
 });
 
@@ -126,25 +126,25 @@ describe('WARL fields of machine CSRs', () => {
     expectRegs(m, { 5: RAM + 0x100, 8: RAM + 0x201 });
   });
 
-  it('mstatus.MIE and MPIE are writable and MPP only holds M (3) or U (0)', async () => {
+  it('mstatus.MIE and MPIE are writable and MPP holds M (3), S (1) or U (0), never the reserved 2', async () => {
     const { m } = await runToEbreak([
       rv.csrrsi(0, CSR.mstatus, 8), //     csrsi mstatus, MIE
       csrr(5, CSR.mstatus), //             csrr x5, mstatus
       rv.csrrc(0, CSR.mstatus, 6), //      csrc mstatus, x6     (x6 = MPP | MIE)
-      rv.csrrs(0, CSR.mstatus, 7), //      csrs mstatus, x7     (x7 = MPP = 01: S, which does not exist)
+      rv.csrrs(0, CSR.mstatus, 7), //      csrs mstatus, x7     (x7 = MPP = 10: reserved)
       csrr(8, CSR.mstatus), //             csrr x8, mstatus
-      rv.csrrs(0, CSR.mstatus, 9), //      csrs mstatus, x9     (x9 = MPIE)
+      rv.csrrs(0, CSR.mstatus, 9), //      csrs mstatus, x9     (x9 = MPIE | MPP = 01: S)
       csrr(10, CSR.mstatus), //            csrr x10, mstatus
-    ], { regs: { 6: 0x1808, 7: 0x800, 9: 0x80 } });
+    ], { regs: { 6: 0x1808, 7: 0x1000, 9: 0x880 } });
     expect(m.getRegister(5) & 0x8).toBe(0x8);
-    expect([0, 0x1800]).toContain(m.getRegister(8) & 0x1800);
+    expect(m.getRegister(8) & 0x1800).toBe(0);
     expect(m.getRegister(8) & 0x8).toBe(0);
-    expect(m.getRegister(10) & 0x80).toBe(0x80);
+    expect(m.getRegister(10) & 0x1880).toBe(0x880);
   });
 
-  it('mie implements MSIE, MTIE and MEIE; the supervisor bits read zero', async () => {
+  it('mie implements MSIE, MTIE, MEIE and the supervisor SSIE, STIE, SEIE; nothing else', async () => {
     const { m } = await runToEbreak([csrw(CSR.mie, 6), csrr(5, CSR.mie), csrw(CSR.mie, 0)], { regs: { 6: 0xffffffff } });
-    expect(m.getRegister(5) & 0xffff).toBe(0x888);
+    expectRegs(m, { 5: 0xaaa });
   });
 
   it('mcause and mtval are fully writable by M-mode software', async () => {

@@ -48,7 +48,6 @@ describe('illegal instructions', () => {
     ['branch funct3 = 3', 0x00003063],
     ['jalr funct3 = 1', 0x00001067],
     ['SYSTEM funct3 = 4', 0x00004073],
-    ['sret (no S-mode)', 0x10200073],
     ['dret outside debug mode', 0x7b200073],
     ['amoadd.d (AMO funct3 = 3, RV64 only)', 0x0000302f],
     ['AMO with funct5 = 0b00110', 0x3000202f],

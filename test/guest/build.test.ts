@@ -47,7 +47,7 @@ if (reason !== undefined) {
 
     it('builds exactly the set of ELFs committed in guest/bin', () => {
       const built = readdirSync(out).filter((f) => f.endsWith('.elf')).sort();
-      expect(built).toEqual(guestNames().map((n) => `${n}.elf`));
+      expect(built).toEqual(guestNames().map((n) => `${n}.elf`).sort()); // file names sort 'a-b.elf' before 'a.elf'
     });
 
     for (const name of guestNames()) {

@@ -1,5 +1,5 @@
-// A tiny RV32IMAC + Zicsr + Zifencei assembler for tests: one encoder per instruction returning the raw
-// word (or halfword for RV32C), and a builder with labels. Checked byte for byte against GNU as in
+// A tiny RV32IMAC + Zicsr + Zifencei (and privileged) assembler for tests: one encoder per instruction
+// returning the raw word (or halfword for RV32C), and a builder with labels. Checked byte for byte against GNU as in
 // test/cpu/asm.test.ts; it validates operand ranges and throws, it never silently truncates.
 
 /** A register number 0..31 (x0..x31). */
@@ -138,7 +138,10 @@ export const rv = {
   ecall: () => 0x00000073,
   ebreak: () => 0x00100073,
   mret: () => 0x30200073,
+  sret: () => 0x10200073,
   wfi: () => 0x10500073,
+  /** `sfence.vma rs1, rs2` (x0 operands: all addresses / all ASIDs) */
+  sfence_vma: (rs1: Reg = 0, rs2: Reg = 0) => rType(0x73, 0, 0x09, 0, rs1, rs2),
 
   mul: (rd: Reg, rs1: Reg, rs2: Reg) => rType(0x33, 0, 0x01, rd, rs1, rs2),
   mulh: (rd: Reg, rs1: Reg, rs2: Reg) => rType(0x33, 1, 0x01, rd, rs1, rs2),
