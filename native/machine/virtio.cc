@@ -103,7 +103,7 @@ Mmio VirtioMmio::store(uint32_t off, unsigned size, uint32_t v) {
       break;
     case kQueueReady:
       if (q) {
-        if ((v & 1) && (q->num == 0 || q->num > Virtqueue::kMaxSize || (q->num & (q->num - 1)))) {
+        if ((v & 1) && !Virtqueue::valid_size(q->num)) {
           fail("queue " + std::to_string(queue_sel_) + ": size " + std::to_string(q->num) + " is not a power of two up to 256");
         } else {
           q->ready = v & 1;
@@ -137,7 +137,7 @@ Mmio VirtioMmio::store(uint32_t off, unsigned size, uint32_t v) {
 
 int VirtioMmio::pop(uint32_t qi, Chain* out) {
   Virtqueue& q = queues_[qi];
-  if (!q.ready || (status_ & kDeviceNeedsReset)) return 0;
+  if (!q.usable() || (status_ & kDeviceNeedsReset)) return 0;
   const uint8_t* ram = machine_->ram();
   uint32_t avail_off, desc_off;
   if (!guest_range(q.driver, 4 + 2ull * q.num + 2, &avail_off) || !guest_range(q.desc, 16ull * q.num, &desc_off)) {
@@ -196,6 +196,12 @@ int VirtioMmio::pop(uint32_t qi, Chain* out) {
 
 void VirtioMmio::push(uint32_t qi, uint16_t head, uint32_t written) {
   Virtqueue& q = queues_[qi];
+  if (!q.usable()) {
+    // The driver disabled (or reset and resized) the queue while the request was in flight: there is no
+    // used ring to return it to. A driver error, so the device says so rather than guess.
+    fail("queue " + std::to_string(qi) + ": a request completed after the driver disabled the queue");
+    return;
+  }
   uint32_t used_off;
   if (!guest_range(q.device, 4 + 8ull * q.num + 2, &used_off)) {
     fail("queue " + std::to_string(qi) + ": used ring is not inside guest RAM");
@@ -235,7 +241,8 @@ bool VirtioMmio::restore(const uint8_t** p, const uint8_t* end) {
     ok = ok && get(&q.num, 4) && get(&ready, 1) && get(&q.desc, 8) && get(&q.driver, 8) && get(&q.device, 8) && get(&q.last_avail, 2) &&
          get(&q.used_idx, 2);
     q.ready = ready != 0;
-    if (q.num > Virtqueue::kMaxSize) return false;
+    // The same rule the registers enforce: a ready queue has a size the rings can be walked with.
+    if (q.num > Virtqueue::kMaxSize || (q.ready && !Virtqueue::valid_size(q.num))) return false;
   }
   return ok;
 }
