@@ -22,6 +22,9 @@ inline uint32_t rd32(const uint8_t* p) {
   return v;
 }
 
+// run_inner returns to run() after this many traps that retired nothing in between (see `trapped`).
+constexpr uint32_t kTrapBurst = 64;
+
 // Semihosting is an ebreak between these two no-ops (RISC-V semihosting spec, 'semihosting trap').
 constexpr uint32_t kSemihostPre = 0x01f01013;   // slli x0, x0, 0x1f
 constexpr uint32_t kSemihostPost = 0x40705013;  // srai x0, x0, 7
@@ -203,15 +206,27 @@ bool Cpu::take_trap(uint32_t cause, uint32_t tval, uint32_t epc) {
     fatal_cause = cause;
     fatal_pc = epc;
     fatal_tval = tval;
+    fatal_loop = false;
+    return false;
+  }
+  uint32_t s = mstatus;
+  s = (s & kMstatusMIE) ? (s | kMstatusMPIE) : (s & ~kMstatusMPIE);
+  s &= ~kMstatusMIE;
+  s = (s & ~kMstatusMPP) | (static_cast<uint32_t>(priv) << 11);
+  // A fault at the handler's first instruction that would leave every register, CSR and counter as it
+  // is: the hart would fault there again forever without retiring anything (a deterministic fixed
+  // point, e.g. mtvec pointing at an illegal instruction). Report it instead of spinning.
+  if (epc == target && priv == Priv::kMachine && mepc == (epc & ~1u) && mcause == cause && mtval == tval && mstatus == s &&
+      !wfi && !reservation_valid) {
+    fatal_cause = cause;
+    fatal_pc = epc;
+    fatal_tval = tval;
+    fatal_loop = true;
     return false;
   }
   mepc = epc & ~1u;
   mcause = cause;
   mtval = tval;
-  uint32_t s = mstatus;
-  s = (s & kMstatusMIE) ? (s | kMstatusMPIE) : (s & ~kMstatusMPIE);
-  s &= ~kMstatusMIE;
-  s = (s & ~kMstatusMPP) | (static_cast<uint32_t>(priv) << 11);
   mstatus = s;
   priv = Priv::kMachine;
   pc = target;
@@ -294,6 +309,10 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   uint32_t mval = 0;
   uint8_t msize = 0;
   uint8_t mkind = 0;      // slow loads: 0 signed byte, 1 signed half, 2 word, 3 byte, 4 half
+  // Traps taken in a row without an instruction retiring between them: a guest must not keep the loop
+  // from returning to run(), where the host's stop flag is looked at, however its handlers misbehave.
+  uint64_t trap_at = UINT64_MAX;
+  uint32_t traps_here = 0;
   Inner result;
 
 #define SLOT(p) static_cast<uint32_t>((p) - base)
@@ -384,7 +403,7 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
     instret = IC();                                        \
     if (!take_trap((cause), (tval), pc)) goto fatal;       \
     target = pc;                                           \
-    goto dispatch;                                         \
+    goto trapped;                                          \
   } while (0)
 #define LOAD(type, kind, sz)                                             \
   do {                                                                   \
@@ -438,7 +457,7 @@ dispatch: {
     instret = IC();
     if (!take_trap(kInstrAccessFault, target, target)) goto fatal;
     target = pc;
-    goto dispatch;
+    goto trapped;
   }
   const uint32_t pi = off >> kPageShift;
   DecodedPage* p = live_[pi];
@@ -467,6 +486,17 @@ dispatch: {
   e = base + s;
   goto* e->h;
 }
+
+trapped:
+  if (instret != trap_at) {
+    trap_at = instret;
+    traps_here = 0;
+  } else if (++traps_here >= kTrapBurst) {
+    pc = target;
+    result = Inner::kRecheck;
+    goto out;
+  }
+  goto dispatch;
 
 DEFINE(PAGE_END,
   target = PC_OF(e);
