@@ -1,7 +1,7 @@
 // Public API of lockstep: re-exports only.
 export { Machine, RAM_BASE, DEFAULT_MEMORY, MAX_MEMORY, VIRTUAL_INSTRUCTIONS_PER_TICK } from './machine/machine.js';
 export type { LoadInfo, RunOptions, MachineEvents } from './machine/machine.js';
-export type { ClockMode, Counters, ExitReason, MachineOptions, RunResult } from './machine/types.js';
+export type { ClockMode, Counters, ExitReason, MachineOptions, ReplayCheck, RunResult } from './machine/types.js';
 export { parseElf } from './machine/elf.js';
 export type { ElfImage, ElfSegment, ElfBounds } from './machine/elf.js';
 export { LockstepError, AddonLoadError, ElfError, OptionError, MachineStateError, SnapshotError } from './errors.js';
@@ -22,6 +22,8 @@ export {
   encodeBatch,
 } from './log/format.js';
 export type { LogMetadata, BatchView, LogEvent, BatchBase, LogWriterOptions, LogReaderOptions } from './log/format.js';
+export { checkLog } from './log/check.js';
+export type { LogSummary } from './log/check.js';
 export { UdpForwarder, GUEST_IP, GATEWAY_IP, GATEWAY_MAC } from './machine/net/udp-forward.js';
 export type { UdpForward } from './machine/net/udp-forward.js';
 export { KvClient, LoadGenerator, verifyStore, RegisterHistory, LatencyHistogram, ClientError, CLIENT_CHANNELS } from './client/index.js';

@@ -327,6 +327,9 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     o.Set("divergence", r.divergence);
     o.Set("endReason", Napi::Number::New(env, r.end_reason));
     o.Set("endCode", Napi::Number::New(env, static_cast<double>(r.end_code)));
+    o.Set("replayed", Napi::Boolean::New(env, r.replayed));
+    o.Set("logEnded", Napi::Boolean::New(env, r.log_ended));
+    o.Set("finalHash", Napi::Boolean::New(env, r.final_hash));
     return o;
   }
 

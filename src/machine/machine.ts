@@ -347,6 +347,12 @@ export class Machine extends EventEmitter<MachineEvents> {
   }
 
   #result(r: NativeReport): RunResult {
+    const result = this.#reason(r);
+    if (r.replayed) result.replay = { ended: r.logEnded, finalHash: r.finalHash };
+    return result;
+  }
+
+  #reason(r: NativeReport): RunResult {
     const [instret, branches] = this.#native.getCounters();
     const pc = this.#native.getPc();
     const base = { instret, branches, pc };

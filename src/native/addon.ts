@@ -20,6 +20,10 @@ export interface NativeReport {
   /** kind 'end-of-log': the recorded end reason (EndReason), or -1 without an end record. */
   endReason: number;
   endCode: number;
+  /** A replay run: logEnded and finalHash say how much of the log it verified (see ReplayCheck). */
+  replayed: boolean;
+  logEnded: boolean;
+  finalHash: boolean;
 }
 
 /** The addon's NativeMachine (native/binding/addon.cc). All methods but stop/input/busy/close throw while running. */
