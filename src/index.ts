@@ -5,6 +5,7 @@ export type { ClockMode, Counters, ExitReason, MachineOptions, ReplayCheck, RunR
 export { parseElf } from './machine/elf.js';
 export type { ElfImage, ElfSegment, ElfBounds } from './machine/elf.js';
 export { LockstepError, AddonLoadError, ElfError, OptionError, MachineStateError, SnapshotError } from './errors.js';
+export type { SnapshotErrorCode } from './errors.js';
 export { Recorder, DEFAULT_HASH_INTERVAL } from './log/recorder.js';
 export type { RecorderOptions, RecorderEvents } from './log/recorder.js';
 export { Replayer } from './log/replayer.js';

@@ -154,6 +154,7 @@ int VirtioMmio::pop(uint32_t qi, Chain* out) {
   q.last_avail++;
   *out = Chain{};
   out->head = head;
+  uint64_t readable = 0, writable = 0;  // summed wide: 256 descriptors of up to 2 GiB each
   uint16_t i = head;
   for (uint32_t n = 0;; n++) {
     if (i >= q.num) {
@@ -179,15 +180,21 @@ int VirtioMmio::pop(uint32_t qi, Chain* out) {
     }
     if (flags & kDescWrite) {
       out->writable.push_back({off, len});
-      out->writable_bytes += len;
+      writable += len;
     } else {
       if (!out->writable.empty()) {
         fail("queue " + std::to_string(qi) + ": readable descriptor after a writable one");
         return -1;
       }
       out->readable.push_back({off, len});
-      out->readable_bytes += len;
+      readable += len;
     }
+    if (readable > UINT32_MAX || writable > UINT32_MAX) {
+      fail("queue " + std::to_string(qi) + ": descriptor chain of more than 4 GiB");
+      return -1;
+    }
+    out->readable_bytes = static_cast<uint32_t>(readable);
+    out->writable_bytes = static_cast<uint32_t>(writable);
     if (!(flags & kDescNext)) break;
     i = rd16(d + 14);
   }

@@ -32,6 +32,11 @@ export interface MachineInternals {
   emitOutputs(o: { console: Uint8Array; frames: Uint8Array[] }): void;
 }
 const U64_MAX = (1n << 64n) - 1n;
+const SNAPSHOT_CODES = {
+  corrupt: 'ERR_LOCKSTEP_SNAPSHOT_CORRUPT',
+  version: 'ERR_LOCKSTEP_SNAPSHOT_VERSION',
+  mismatch: 'ERR_LOCKSTEP_SNAPSHOT_MISMATCH',
+} as const;
 
 /** What {@link Machine.load} put where. */
 export interface LoadInfo {
@@ -302,13 +307,15 @@ export class Machine extends EventEmitter<MachineEvents> {
   }
 
   /**
-   * Restores a snapshot taken of a machine with the same memory size and clock mode. A damaged or
-   * mismatched snapshot throws a {@link SnapshotError} naming the problem and leaves the machine unchanged.
+   * Restores a snapshot taken of a machine with the same memory size, clock mode and devices. The whole
+   * snapshot is checked (a CRC32C over every byte, then every field) before anything changes: a damaged,
+   * old or mismatched snapshot throws a {@link SnapshotError} (`ERR_LOCKSTEP_SNAPSHOT_CORRUPT`, `_VERSION`
+   * or `_MISMATCH`) naming the problem and leaves the machine unchanged.
    */
   restore(snapshot: Uint8Array): void {
     this.#idle('restore');
     const error = this.#native.restore(snapshot);
-    if (error !== null) throw new SnapshotError(error);
+    if (error !== null) throw new SnapshotError(SNAPSHOT_CODES[error.problem], error.message);
   }
 
   /**

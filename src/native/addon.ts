@@ -61,8 +61,8 @@ export interface NativeMachine {
   endOfLog(): void;
   stateHash(): bigint;
   snapshot(includeRam?: boolean): Uint8Array;
-  /** null on success, else the reason (the machine is unchanged). */
-  restore(snapshot: Uint8Array): string | null;
+  /** null on success, else the kind of problem and the reason (the machine is unchanged). */
+  restore(snapshot: Uint8Array): { problem: 'corrupt' | 'version' | 'mismatch'; message: string } | null;
   takeDirtyPages(): Uint32Array;
   takeFrames(): Uint8Array[];
   netInput(frame: Uint8Array): void;
