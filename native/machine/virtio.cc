@@ -248,8 +248,9 @@ bool VirtioMmio::restore(const uint8_t** p, const uint8_t* end) {
     ok = ok && get(&q.num, 4) && get(&ready, 1) && get(&q.desc, 8) && get(&q.driver, 8) && get(&q.device, 8) && get(&q.last_avail, 2) &&
          get(&q.used_idx, 2);
     q.ready = ready != 0;
-    // The same rule the registers enforce: a ready queue has a size the rings can be walked with.
-    if (q.num > Virtqueue::kMaxSize || (q.ready && !Virtqueue::valid_size(q.num))) return false;
+    // The rule the registers enforce: a ready queue has a size the rings can be walked with. A queue
+    // that is not ready may hold any size the driver wrote (QueueReady refuses a bad one later).
+    if (q.ready && !Virtqueue::valid_size(q.num)) return false;
   }
   return ok;
 }

@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Machine, SnapshotError } from '../../src/index.js';
 import { prng } from '../cpu/prng.js';
+import { Asm } from '../helpers/asm.js';
 import { SNAP, SNAPSHOT_CHECKSUM, resealSnapshot, virtioQueueOffset } from '../helpers/snapshot.js';
 
 const elf = (name: string) => readFileSync(new URL(`../../guest/bin/${name}.elf`, import.meta.url));
@@ -142,6 +143,16 @@ describe('snapshot and restore', () => {
     }
     expect(accepted).toEqual([]);
     expect(b.stateHash()).toBe(before);
+  });
+
+  it('restores a machine whose driver wrote a queue size over the maximum to a queue not yet ready (found by the device fuzzer)', async () => {
+    // QueueNum is only a register until QueueReady: any value may sit there, and the machine must still snapshot.
+    const a = make({ devices: { rng: true } });
+    a.writeMemory(0x80000000, new Asm().li(5, 0x10003000).li(6, 512).sw(6, 0x38, 5).ebreak().bytes());
+    expect(await a.run({ maxInstructions: 100 })).toMatchObject({ kind: 'trap', cause: 3 });
+    const b = make({ devices: { rng: true } });
+    b.restore(a.snapshot());
+    expect(b.stateHash()).toBe(a.stateHash());
   });
 
   it('refuses a snapshot whose ready virtqueue has size 0 (the rule QueueReady enforces), even with a valid checksum', async () => {
