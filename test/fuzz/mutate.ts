@@ -31,7 +31,7 @@ export function iterationSeed(seed: number, target: string, iteration: number): 
 
 /** Applies 1..maxOps random byte-level mutations to a copy of `input`. */
 export function havoc(input: Uint8Array, rnd: Rnd, maxOps = 4): Uint8Array {
-  let b = Uint8Array.from(input);
+  let b: Uint8Array = Uint8Array.from(input);
   const ops = 1 + int(rnd, maxOps);
   for (let k = 0; k < ops; k++) {
     const n = b.length;

@@ -1,6 +1,8 @@
 // `npm run fuzz`: runs the fuzz targets of test/fuzz/ (through vitest, which compiles them) for a count
 // or a time budget. A finding exits non-zero and prints the seed and the command that repeats it.
 import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -76,5 +78,16 @@ set('LOCKSTEP_FUZZ_START', count('start'));
 if (values['write-seeds']) env.LOCKSTEP_FUZZ_WRITE_SEEDS = '1';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const progress = join(tmpdir(), `lockstep-fuzz-progress-${process.pid}.json`);
+env.LOCKSTEP_FUZZ_PROGRESS = progress;
 const r = spawnSync(process.execPath, [join(root, 'node_modules', 'vitest', 'vitest.mjs'), 'run', 'test/fuzz/fuzz.test.ts'], { cwd: root, env, stdio: 'inherit' });
+if (r.status !== 0 && existsSync(progress)) {
+  // A finding that took the test process down (a crash, out of memory) could not report itself.
+  const last = JSON.parse(readFileSync(progress, 'utf8'));
+  process.stderr.write(
+    `fuzz: the last iteration started was target '${last.target}', seed ${last.seed}, iteration ${last.iteration}; if the run died there, ` +
+      `repeat it with: npm run fuzz -- --target ${last.target} --seed ${last.seed} --start ${last.iteration} --iterations 1\n`,
+  );
+}
+rmSync(progress, { force: true });
 process.exit(r.status ?? 1);

@@ -8,6 +8,7 @@ import { check, type FuzzTarget } from '../harness.js';
 import { havoc, int, pick, type Rnd } from '../mutate.js';
 
 const corpus = new URL('../corpus/config/', import.meta.url);
+const PROTOTYPE_NAMES = Object.getOwnPropertyNames(Object.prototype).length;
 let seeds: { text: string; format: ConfigFormat }[] = [];
 
 /** Values that have broken configuration loaders: wrong types, boundaries, huge and odd strings. */
@@ -28,14 +29,14 @@ function nest(rnd: Rnd, depth: number): unknown {
   return v;
 }
 
-/** A copy of `obj` with the value at a random path (existing or new) replaced by `value`. */
-function setRandomPath(obj: unknown, rnd: Rnd, value: unknown): unknown {
-  const root = structuredClone(obj) as Record<string, unknown>;
+/** Sets the value at a random path (existing or new) of `root`, in place, to `value`. */
+function setRandomPath(root: Record<string, unknown>, rnd: Rnd, value: unknown): void {
   let node: Record<string, unknown> = root;
   for (let depth = 0; depth < 6; depth++) {
     const keys = Object.keys(node);
     const key = keys.length === 0 || rnd() < 0.15 ? pick(rnd, ['id', 'guest', 'extra', 'disk', 'net', 'arbiter', 'listen', 'tls', '__proto__', '0']) : pick(rnd, keys);
-    const child = node[key];
+    // Own properties only: `node['__proto__']` would walk into Object.prototype and pollute it.
+    const child = Object.hasOwn(node, key) ? node[key] : undefined;
     if (child !== null && typeof child === 'object' && !Array.isArray(child) && rnd() < 0.7) {
       node = child as Record<string, unknown>;
       continue;
@@ -43,7 +44,6 @@ function setRandomPath(obj: unknown, rnd: Rnd, value: unknown): unknown {
     Object.defineProperty(node, key, { value, enumerable: true, writable: true, configurable: true });
     break;
   }
-  return root;
 }
 
 /** parseConfig or validateConfig: the result, or the ConfigError's message; any other error is a finding. */
@@ -75,12 +75,12 @@ export const configTarget: FuzzTarget = {
       check(isDeepStrictEqual(a, b), 'parsing the same text twice gives the same answer');
       return;
     }
-    let mutated: unknown = JSON.parse(seed.text);
+    const mutated = JSON.parse(seed.text) as Record<string, unknown>;
     const edits = 1 + int(rnd, 3);
-    for (let k = 0; k < edits; k++) mutated = setRandomPath(mutated, rnd, hostile(rnd));
+    for (let k = 0; k < edits; k++) setRandomPath(mutated, rnd, hostile(rnd));
     const a = attempt(() => validateConfig(mutated, 'fuzz.json', '/fuzz'));
     const b = attempt(() => validateConfig(mutated, 'fuzz.json', '/fuzz'));
     check(isDeepStrictEqual(a, b), 'validating the same object twice gives the same answer');
-    check(({} as Record<string, unknown>).polluted === undefined, 'Object.prototype is not polluted');
+    check(Object.getOwnPropertyNames(Object.prototype).length === PROTOTYPE_NAMES, 'Object.prototype is not polluted');
   },
 };

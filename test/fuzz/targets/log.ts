@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EventKind, LogFormatError, LogReader, Machine, Replayer, checkLog, decodeRecords, encodeBatch, type BatchView, type LogEvent, type MachineOptions } from '../../../src/index.js';
 import { encodeLogHeader, sealBatch, BATCH_HEADER } from '../../../src/log/format.js';
-import { check, type FuzzTarget } from '../harness.js';
+import { check, runWithPatience, type FuzzTarget } from '../harness.js';
 import { concat, havoc, int, interesting32, pick, type Rnd } from '../mutate.js';
 
 /** A corpus log and what is needed to replay it (corpus/log/manifest.json). */
@@ -22,6 +22,8 @@ export interface LogSeed {
 }
 
 const corpus = new URL('../corpus/log/', import.meta.url);
+/** A replay of at most a few million instructions ends in milliseconds; this only catches one that never does. */
+const HANG_MS = 60_000;
 const guests = new URL('../../../guest/bin/', import.meta.url);
 let seeds: { seed: LogSeed; bytes: Uint8Array; elf: Uint8Array }[] = [];
 let scratch = '';
@@ -196,9 +198,10 @@ export const logTarget: FuzzTarget = {
       if (views.length > 0) for (const b of views) replayer.feed(b.bytes);
       else for (const b of split(log, Math.min(log.length, original.headerLength)).batches) replayer.feed(b);
       replayer.end();
-      // Bounded: a damaged position may lie far ahead; the budget ends such a replay.
-      const r = await m.run({ maxInstructions: BigInt(seed.finalInstret) * 4n + 1_000_000n });
-      check(r.kind !== 'stopped', 'the replay ends by itself');
+      // Bounded: a damaged position may lie far ahead; the budget ends such a replay. A replay never
+      // waits for anything once end() was called, so one still running after a generous while is a hang.
+      const r = await runWithPatience(m, { maxInstructions: BigInt(seed.finalInstret) * 4n + 1_000_000n }, HANG_MS);
+      check(r.kind !== 'stopped', `the replay ends by itself (it was still running after ${HANG_MS / 1000} s: a wait or a spin)`);
       if (r.replay?.ended && r.replay.finalHash) {
         check(r.kind !== 'divergence', 'a verified replay did not diverge');
         check(`0x${m.stateHash().toString(16).padStart(16, '0')}` === seed.finalHash, 'a replay that verified its log ends in the recorded state');
