@@ -12,7 +12,7 @@ import { logTarget } from './targets/log.js';
 import { snapshotTarget } from './targets/snapshot.js';
 
 /** Iterations of each target in the smoke run (count-bounded: the same work on any machine). */
-const SMOKE: Record<string, number> = { elf: 400, log: 120, snapshot: 300, frame: 600, config: 600, device: 40 };
+const SMOKE: Record<string, number> = { elf: 1000, log: 300, snapshot: 800, frame: 2000, config: 1500, device: 150 };
 const TARGETS: FuzzTarget[] = [elfTarget, logTarget, snapshotTarget, frameTarget, configTarget, deviceTarget];
 
 const env = process.env;

@@ -92,8 +92,81 @@ function setup(g: Gen, slot: number, q: number): void {
   g.queues.set(slot * 2 + q, { num, desc, avail, used, idx: 0 });
 }
 
+/** Writes descriptor `i` of queue `q`. */
+function descriptor(g: Gen, q: { desc: number; num: number }, i: number, addr: number, len: number, flags: number, next: number): void {
+  const d = q.desc + 16 * (i % Math.max(1, q.num));
+  store(g, d, addr);
+  store(g, d + 4, 0);
+  store(g, d + 8, len);
+  store(g, d + 12, (flags & 0xffff) | ((next & 0xffff) << 16));
+}
+
+/** Makes chain `head` available on queue `key` (ring[idx % num] = head, idx + 1) and usually notifies. */
+function publish(g: Gen, key: number, head: number): void {
+  const q = g.queues.get(key)!;
+  const n = Math.max(1, q.num);
+  store(g, q.avail + 4 + 2 * (q.idx % n), head, 2);
+  q.idx = g.rnd() < 0.95 ? (q.idx + 1) & 0xffff : int(g.rnd, 0x10000);
+  store(g, q.avail + 2, q.idx, 2);
+  if (g.rnd() < 0.9) store(g, VIRTIO + Math.floor(key / 2) * 0x1000 + 0x050, key % 2);
+}
+
+/**
+ * A well-formed request for the device in the slot (so the device does real work: disk reads, writes
+ * and flushes in flight, entropy, receive buffers for the host's frames), on a queue set up before.
+ */
+function wellFormed(g: Gen): void {
+  const slot = pick(g.rnd, [1, 1, 1, 0, 2]);
+  const key = slot * 2 + (slot === 0 && g.rnd() < 0.3 ? 1 : 0);
+  if (!g.queues.has(key) || !Virtqueue(g.queues.get(key)!.num)) return setup(g, slot, key % 2);
+  const q = g.queues.get(key)!;
+  const head = int(g.rnd, q.num);
+  const buf = DATA + 0x20000 + 0x1000 * int(g.rnd, 24);
+  if (slot === 1) {
+    const type = pick(g.rnd, [0, 0, 1, 4, 8]);
+    const sectors = 1 + int(g.rnd, 8);
+    store(g, buf, type);
+    store(g, buf + 8, int(g.rnd, (DEVICE_DISK_BYTES >> 9) - sectors + 2)); // now and then past the end
+    store(g, buf + 12, 0);
+    descriptor(g, q, head, buf, 16, 1, (head + 1) % q.num);
+    if (type === 4) {
+      descriptor(g, q, head + 1, buf + 0x800, 1, 2, 0);
+    } else {
+      descriptor(g, q, head + 1, buf + 0x200, 512 * sectors, 1 | (type === 1 ? 0 : 2), (head + 2) % q.num);
+      descriptor(g, q, head + 2, buf + 0x800 + 512 * sectors, 1, 2, 0);
+    }
+  } else if (key === 0) {
+    descriptor(g, q, head, buf, 1526, 2, 0); // a receive buffer
+  } else if (key === 1) {
+    descriptor(g, q, head, buf, 12 + 60 + int(g.rnd, 1400), 0, 0); // a frame to send
+  } else {
+    descriptor(g, q, head, buf, 1 + int(g.rnd, 256), 2, 0); // entropy
+  }
+  publish(g, key, head);
+  // Often, at once, pull the rug: reset the device or disable and resize the queue while the request is
+  // in flight (a disk request completes on the disk's own thread, a few instructions later at the earliest).
+  if (g.rnd() < 0.3) disrupt(g, slot, key % 2);
+}
+
+/** Resets `slot`, or disables its queue `q` and gives it another size (0 among them), maybe re-enabling it. */
+function disrupt(g: Gen, slot: number, q: number): void {
+  const base = VIRTIO + slot * 0x1000;
+  if (g.rnd() < 0.3) return store(g, base + 0x070, 0);
+  store(g, base + 0x030, q);
+  store(g, base + 0x044, 0);
+  store(g, base + 0x038, pick(g.rnd, [0, 0, 1, 8, 3, 256, 1024]));
+  if (g.rnd() < 0.4) store(g, base + 0x080, dataAddr(g.rnd));
+  if (g.rnd() < 0.4) store(g, base + 0x044, 1);
+}
+
+/** True for a queue size the device accepts (a power of two up to 256). */
+function Virtqueue(num: number): boolean {
+  return num > 0 && num <= 256 && (num & (num - 1)) === 0;
+}
+
 /** A descriptor chain of 1..4 entries (valid-looking or hostile) made available on a set-up queue. */
 function request(g: Gen): void {
+  if (g.rnd() < 0.5) return wellFormed(g);
   const keys = [...g.queues.keys()];
   if (keys.length === 0) return setup(g, int(g.rnd, 3), 0);
   const key = pick(g.rnd, keys);
@@ -121,11 +194,7 @@ function request(g: Gen): void {
       store(g, buf + 12, g.rnd() < 0.95 ? 0 : 1);
     }
   }
-  // Publish: ring[idx % num] = head, then idx + 1 (sometimes a wild idx).
-  store(g, q.avail + 4 + 2 * (q.idx % n), head, 2);
-  q.idx = g.rnd() < 0.95 ? (q.idx + 1) & 0xffff : int(g.rnd, 0x10000);
-  store(g, q.avail + 2, q.idx, 2);
-  if (g.rnd() < 0.8) store(g, VIRTIO + Math.floor(key / 2) * 0x1000 + 0x050, key % 2);
+  publish(g, key, head);
 }
 
 /** One random operation of the program. */
@@ -143,15 +212,7 @@ function op(g: Gen): void {
   }
   if (r < 0.62) {
     // Reset mid-request, or disable/resize a queue that may have requests in flight.
-    const slot = pick(rnd, [0, 1, 2]);
-    const base = VIRTIO + slot * 0x1000;
-    if (rnd() < 0.5) return store(g, base + 0x070, 0);
-    store(g, base + 0x030, int(rnd, 2));
-    store(g, base + 0x044, 0);
-    store(g, base + 0x038, pick(rnd, [0, 1, 8, 3, 256]));
-    if (rnd() < 0.5) store(g, base + 0x080, dataAddr(rnd));
-    if (rnd() < 0.6) store(g, base + 0x044, 1);
-    return;
+    return disrupt(g, pick(rnd, [0, 1, 2]), int(rnd, 2));
   }
   if (r < 0.7) {
     const addr = UART + (rnd() < 0.9 ? int(rnd, 8) : int(rnd, 0x100));
@@ -194,6 +255,8 @@ export function deviceProgram(rnd: Rnd, ops: number): Uint8Array {
   a.csrrs(5, 0x341, 0).addi(5, 5, 4).csrrw(0, 0x341, 5).mret();
   a.label('main');
   for (let i = 0; i < ops; i++) op(g);
+  // A last wait, so that requests still in flight complete (or meet whatever the program left behind).
+  a.li(28, 200_000).label('drain').addi(28, 28, -1).bne(28, 0, 'drain');
   store(g, FINISHER, 0x5555);
   a.label('end').j('end');
   return a.bytes();

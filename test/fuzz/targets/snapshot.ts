@@ -18,7 +18,7 @@ export interface SnapshotSeed {
 }
 
 const corpus = new URL('../corpus/snapshot/', import.meta.url);
-const PATIENCE_MS = 5_000;
+const PATIENCE_MS = 2_000;
 let seeds: { seed: SnapshotSeed; bytes: Uint8Array }[] = [];
 let scratch = '';
 let n = 0;
