@@ -347,6 +347,9 @@ export class Machine extends EventEmitter<MachineEvents> {
     for (const fn of this.#drains) fn();
     const report = this.#native.takeReport();
     if (report && this.#pending) {
+      // The vCPU pushed its last console bytes before it posted the report, possibly after the drain above
+      // (their doorbell then queued behind this call): take them now, so none arrives after the run settles.
+      this.#drainConsole();
       const pending = this.#pending;
       this.#pending = undefined;
       pending.resolve(this.#result(report));
