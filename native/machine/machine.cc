@@ -14,6 +14,7 @@ namespace lockstep {
 namespace {
 constexpr uint32_t kMipMSip = 1u << kIrqMSoft, kMipMTip = 1u << kIrqMTimer, kMipMEip = 1u << kIrqMExt;
 constexpr uint32_t kFinisherFail = 0x3333, kFinisherPass = 0x5555, kFinisherReset = 0x7777;
+
 const char* cause_name(uint32_t cause) {
   switch (cause) {
     case kInstrMisaligned: return "instruction address misaligned";

@@ -279,6 +279,7 @@ bool VcpuThread::start_replay() {
   fed_.clear();
   log_complete_ = false;
   replay_began_ = false;
+  hash_here_ = false;
   machine_->set_log_mode(LogMode::kReplay, nullptr, &feed_);
   replaying_.store(true, std::memory_order_release);
   return true;
@@ -435,8 +436,6 @@ RunReport VcpuThread::replay_to(uint64_t target) {
   // (a final state hash and the end record), and the report is the guest's own.
   bool ended = false;
   RunReport end_report;
-  // The last event applied was a state hash that matched, and nothing ran or changed since.
-  bool hash_here = false;
   // A trap chain (traps that retire nothing) was already run at this instret; see below.
   uint64_t chain_at = UINT64_MAX;
   for (;;) {
@@ -481,12 +480,12 @@ RunReport VcpuThread::replay_to(uint64_t target) {
         done.end_reason = static_cast<int32_t>(e->value);
         done.end_code = e->code;
         done.log_ended = true;
-        done.final_hash = hash_here;
+        done.final_hash = hash_here_;
         feed_.pop();
         return done;
       }
       if (!m.apply(*e)) return diverged(m.divergence());
-      hash_here = e->kind == EventKind::kStateHash;
+      hash_here_ = e->kind == EventKind::kStateHash;
       feed_.pop();
     }
     if (e && e->instret < cpu.instret) {
@@ -524,7 +523,7 @@ RunReport VcpuThread::replay_to(uint64_t target) {
     }
     const auto slice_began = std::chrono::steady_clock::now();
     const RunStop stop = m.run(std::min(stop_at, cpu.instret + kSlice));
-    hash_here = false;
+    hash_here_ = false;
     progress_.store(cpu.instret, std::memory_order_relaxed);
     flush_console();
     pace(slice_began);  // a throttled replay (tests of lag control: a secondary on a slow host)

@@ -177,6 +177,8 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   // Replay.
   ReplayFeed feed_;                        // vCPU thread
   bool replay_began_ = false;              // vCPU thread: the first batch's start was checked
+  bool hash_here_ = false;                 // vCPU thread: the last event applied was a matching state
+                                           // hash, and the machine has not run since (across runs)
   std::deque<std::vector<uint8_t>> fed_;   // under mu_: batches not yet taken by the vCPU thread
   bool log_complete_ = false;              // under mu_
 
