@@ -46,9 +46,18 @@ export class MachineStateError extends LockstepError {
   }
 }
 
+/** Stable codes a {@link SnapshotError} carries. */
+export type SnapshotErrorCode =
+  /** Not a snapshot, a checksum mismatch (damaged or truncated), or a field no machine could be in. */
+  | 'ERR_LOCKSTEP_SNAPSHOT_CORRUPT'
+  /** Written in a snapshot format version this build does not read (older ones carry no checksum). */
+  | 'ERR_LOCKSTEP_SNAPSHOT_VERSION'
+  /** A valid snapshot of a differently configured machine (memory size, clock mode, devices). */
+  | 'ERR_LOCKSTEP_SNAPSHOT_MISMATCH';
+
 /** A snapshot is damaged, of another version, or taken of a differently configured machine. */
 export class SnapshotError extends LockstepError {
-  constructor(message: string) {
-    super('ERR_LOCKSTEP_SNAPSHOT_INVALID', message);
+  constructor(code: SnapshotErrorCode, message: string) {
+    super(code, message);
   }
 }

@@ -1,11 +1,12 @@
 // Public API of lockstep: re-exports only.
 export { Machine, RAM_BASE, DEFAULT_MEMORY, MAX_MEMORY, VIRTUAL_INSTRUCTIONS_PER_TICK } from './machine/machine.js';
 export type { LoadInfo, RunOptions, MachineEvents } from './machine/machine.js';
-export type { ClockMode, Counters, ExitReason, MachineOptions, NetStats, RunResult } from './machine/types.js';
+export type { ClockMode, Counters, ExitReason, MachineOptions, NetStats, ReplayCheck, RunResult } from './machine/types.js';
 export { MAX_CMDLINE_BYTES } from './machine/types.js';
 export { parseElf } from './machine/elf.js';
 export type { ElfImage, ElfSegment, ElfBounds } from './machine/elf.js';
 export { LockstepError, AddonLoadError, ElfError, OptionError, MachineStateError, SnapshotError } from './errors.js';
+export type { SnapshotErrorCode } from './errors.js';
 export { Recorder, DEFAULT_HASH_INTERVAL } from './log/recorder.js';
 export type { RecorderOptions, RecorderEvents } from './log/recorder.js';
 export { Replayer } from './log/replayer.js';
@@ -23,6 +24,8 @@ export {
   encodeBatch,
 } from './log/format.js';
 export type { LogMetadata, BatchView, LogEvent, BatchBase, LogWriterOptions, LogReaderOptions } from './log/format.js';
+export { checkLog } from './log/check.js';
+export type { LogSummary } from './log/check.js';
 export { UdpForwarder, GUEST_IP, GATEWAY_IP, GATEWAY_MAC } from './machine/net/udp-forward.js';
 export type { UdpForward, UdpForwarderStats } from './machine/net/udp-forward.js';
 export { KvClient, LoadGenerator, verifyStore, RegisterHistory, LatencyHistogram, ClientError, CLIENT_CHANNELS, EXACTLY_ONCE_MARK, REPLY_CACHE_WINDOW_MS, MAX_RETRY_WINDOW_MS } from './client/index.js';

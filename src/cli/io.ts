@@ -10,6 +10,8 @@ export const EXIT = {
   ok: 0,
   /** Replay: the machine diverged from its log. */
   divergence: 1,
+  /** Replay: the log has no end record or no final state hash, so the replay cannot prove it reproduced the run. */
+  unverifiable: 3,
   usage: 64,
   dataErr: 65,
   noInput: 66,

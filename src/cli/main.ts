@@ -78,7 +78,7 @@ export async function main(argv: string[], io: CommandIo = { stdout: process.std
       io.stderr.write(`lockstep ${verb}: ${(err as Error).message}\n`);
       return EXIT.noInput;
     }
-    if (code?.startsWith('ERR_LOCKSTEP_LOG_') || code === 'ERR_LOCKSTEP_SNAPSHOT_INVALID') {
+    if (code?.startsWith('ERR_LOCKSTEP_LOG_') || code?.startsWith('ERR_LOCKSTEP_SNAPSHOT_')) {
       io.stderr.write(`lockstep ${verb}: ${(err as Error).message}\n`);
       return EXIT.dataErr;
     }
