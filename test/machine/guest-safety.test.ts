@@ -186,6 +186,23 @@ function trapLoop(): Uint8Array {
   return a.bytes();
 }
 
+/** The same loop one level down: illegal instructions are delegated to S-mode, whose stvec points at one. */
+function supervisorTrapLoop(): Uint8Array {
+  const a = new Asm();
+  a.li(5, -1).csrrw(0, 0x3b0, 5); // pmpaddr0 = everything
+  a.li(5, 0x1f).csrrw(0, 0x3a0, 5); // pmpcfg0: NAPOT, RWX (S-mode may touch nothing without an entry)
+  a.li(5, 1 << 2).csrrw(0, 0x302, 5); // medeleg: illegal instruction
+  a.la(5, 'handler').csrrw(0, 0x105, 5); // stvec
+  a.la(5, 'smode').csrrw(0, 0x341, 5); // mepc
+  a.li(5, 1 << 11).csrrw(0, 0x300, 5); // mstatus.MPP = S
+  a.word(0x30200073); // mret
+  a.align(4).label('smode');
+  a.li(6, 3).addi(6, 6, 4);
+  a.word(0); // illegal in S: delegated to the S handler ...
+  a.align(4).label('handler').word(0); // ... which is illegal itself
+  return a.bytes();
+}
+
 describe('a trap handler that traps itself', () => {
   it('halts the run with a reason naming the handler and the cause, instead of spinning forever', async () => {
     const m = make({ memory: 1 << 20 });
@@ -198,6 +215,18 @@ describe('a trap handler that traps itself', () => {
     expect(r.reason).toBe(`trap loop: the handler at 0x${handler.toString(16).padStart(8, "0")} raises cause 2 (illegal instruction) itself; the hart can never retire another instruction`);
     // Running again does not spin either: the same fixed point is reported at once.
     expect(await m.run()).toMatchObject({ kind: 'halted', instret: 5n });
+  });
+
+  it('halts a loop of traps delegated to S-mode the same way', async () => {
+    const m = make({ memory: 1 << 20 });
+    const code = supervisorTrapLoop();
+    m.writeMemory(0x80000000, code);
+    const r = await m.run({ maxInstructions: 1_000_000 });
+    const handler = 0x80000000 + code.length - 4;
+    expect(r).toMatchObject({ kind: 'halted', pc: handler });
+    if (r.kind !== 'halted') throw new Error('unreachable');
+    expect(r.reason).toMatch(/^trap loop: the handler at 0x[0-9a-f]{8} raises cause 2 \(illegal instruction\) itself/);
+    expect(m.privilege).toBe('S');
   });
 
   it('is recorded as halted and replays to the same state', async () => {
