@@ -54,8 +54,8 @@ export { createVmMachine, loadVm, attachVmNetwork } from './ft/vm.js';
 export type { VmSpec } from './ft/vm.js';
 export { loadConfig, parseConfig, validateConfig, ConfigError } from './config/index.js';
 export { bindFtMetrics } from './ft/metrics.js';
-export { Registry, createFtMetrics, startMetricsServer } from './observability/index.js';
-export type { FtMetrics, FtVmMetrics, MetricsServer } from './observability/index.js';
+export { Registry, createFtMetrics, startMetricsServer, RefusalLog, createLimitedServer, HTTP_LIMITS } from './observability/index.js';
+export type { FtMetrics, FtVmMetrics, MetricsServer, RefusalLogOptions, HttpLimits } from './observability/index.js';
 // Cluster placement (DESIGN §4): pure and deterministic.
 export { Placement, PlacementInputError, explain as explainPlacement, applyAnswer, applyMoves, describeMove, DEFAULT_BALANCE_OPTIONS, DEFAULT_MAX_FT_VMS, DEFAULT_MAX_FT_VCPUS } from './cluster/placement/index.js';
 export type { ClusterSnapshot, HostSpec, VmSpec as PlacementVmSpec, PlacementRule, PlacementOptions, PlacementMode, Rejection, PlaceResult, SecondaryResult, PlacementPlan, BalanceOptions, BalanceResult, Move, Recommendation, EvacuationPlan, AuditResult, PlacementAnswer, Spread } from './cluster/placement/index.js';
