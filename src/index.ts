@@ -4,7 +4,7 @@ export type { LoadInfo, RunOptions, MachineEvents } from './machine/machine.js';
 export type { ClockMode, Counters, ExitReason, MachineOptions, RunResult } from './machine/types.js';
 export { parseElf } from './machine/elf.js';
 export type { ElfImage, ElfSegment, ElfBounds } from './machine/elf.js';
-export { LockstepError, AddonLoadError, ElfError, OptionError, MachineStateError, SnapshotError } from './errors.js';
+export { LockstepError, AddonLoadError, ElfError, OptionError, MachineStateError, SnapshotError, ListenError } from './errors.js';
 export { Recorder, DEFAULT_HASH_INTERVAL } from './log/recorder.js';
 export type { RecorderOptions, RecorderEvents } from './log/recorder.js';
 export { Replayer } from './log/replayer.js';
@@ -62,7 +62,12 @@ export type { ClusterSnapshot, HostSpec, VmSpec as PlacementVmSpec, PlacementRul
 // The logging channel (DESIGN §3).
 export { Channel, ChannelServer, connectChannel, protocolDiagnostics, ProtocolError, PROTOCOL_VERSION, MIN_KEY_BYTES, MessageType } from './protocol/index.js';
 export type { ChannelOptions, ChannelTlsOptions, ChannelPeer, Message as ChannelMessage, Role as ChannelRole } from './protocol/index.js';
-export { startControlServer, controlToken, FT_OPERATIONS } from './ft/control-server.js';
+export { startControlServer, FT_OPERATIONS } from './ft/control-server.js';
+export type { ControlServer, ControlServerOptions, FtOperation } from './ft/control-server.js';
+export { signControlRequest, controlSigningKey, ControlAuthenticator, ControlAuthError, CONTROL_AUTH_SCHEME, CONTROL_AUTH_WINDOW_MS } from './ft/control-auth.js';
+export type { ControlRequest, ControlAuthProblem } from './ft/control-auth.js';
+export { callControl, ControlUnreachableError } from './ft/control-client.js';
+export type { ControlAnswer } from './ft/control-client.js';
 // The cluster (DESIGN §4): host agents, the manager, the cluster store.
 export { Agent, Manager, AgentClient, AgentApiError, DirStore, EtcdStore, StoreError, openStore, parseStoreSpec, readInventory, pairView, pairViews, buildSnapshot, desiredVm, configToJson, parseHostRule, defaultCompatId, readEvents, KEYS, MANAGER_ELECTION, CLUSTER_CHANNELS } from './cluster/index.js';
 export type { AgentOptions, AgentClientOptions, StartRequest, HostInfo, InstanceView, ManagerOptions, ManagerEvents, ManagerMode, Automation, ClusterStore, StoreEntry, HostRecord, InstanceRecord, DesiredVm, ClusterEvent, MaintenanceState, PairView, PairStatus, Inventory } from './cluster/index.js';

@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FileArbiter, FtPrimary, FtSecondary, Machine, describeStatus, type RunResult } from '../../src/index.js';
-import { controlToken, startControlServer } from '../../src/ft/control-server.js';
+import { startControlServer } from '../../src/ft/control-server.js';
+import { callControl } from '../../src/ft/control-client.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'lockstep-pair-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -60,7 +61,7 @@ describe('FtPrimary / FtSecondary in one process', () => {
     secondary.machine?.close();
   }, 30_000);
 
-  it('operations through the control API: disable and enable FT, suspend, migrate the secondary; a wrong token is refused', async () => {
+  it('operations through the control API: disable and enable FT, suspend, migrate the secondary; a request signed with another key is refused', async () => {
     const key = randomBytes(32);
     const dir = mkdtempSync(join(tmp, 'ops-'));
     const kv = readFileSync(new URL('../../guest/bin/kvserver.elf', import.meta.url));
@@ -69,9 +70,9 @@ describe('FtPrimary / FtSecondary in one process', () => {
     const primary = new FtPrimary({ machine, vmId: 'ops', key, arbiter: new FileArbiter({ dir }) });
     const addr = await primary.start();
     const control = await startControlServer(() => primary, key);
-    const call = async (op: string, token = controlToken(key)) => {
-      const res = await fetch(`${control.url}/ft/${op}`, { method: op === 'status' ? 'GET' : 'POST', headers: { authorization: `Bearer ${token}` } });
-      return { code: res.status, body: (await res.json()) as Record<string, unknown> };
+    const call = async (op: string, pairKey: Uint8Array = key) => {
+      const res = await callControl(control.url, pairKey, op === 'status' ? 'GET' : 'POST', `/ft/${op}`);
+      return { code: res.status, body: res.body };
     };
     const joinAs = (name: string) => {
       const s = new FtSecondary({ vmId: 'ops', key, arbiter: new FileArbiter({ dir }), join: addr, createMachine: () => new Machine({ clock: 'real', devices: { net: true } }) });
@@ -79,8 +80,8 @@ describe('FtPrimary / FtSecondary in one process', () => {
       return { name, s, left: new Promise<string>((r) => s.once('left', r)) };
     };
     const protectedAgain = () => new Promise((r) => primary.once('cloned', r));
-    // Wrong token: 401, nothing happens.
-    expect((await call('disable', 'ab'.repeat(32))).code).toBe(401);
+    // Signed with another key: 401, nothing happens.
+    expect((await call('disable', randomBytes(32))).code).toBe(401);
     let a = joinAs('a');
     let cloned = protectedAgain();
     await a.s.start();

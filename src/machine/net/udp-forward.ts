@@ -52,10 +52,17 @@ export class UdpForwarder {
     const ports: number[] = [];
     for (const fw of forwards) {
       const socket = createSocket('udp4');
-      await new Promise<void>((resolve, reject) => {
-        socket.once('error', reject);
-        socket.bind(fw.hostPort, fw.host ?? '127.0.0.1', () => resolve());
-      });
+      try {
+        await new Promise<void>((resolve, reject) => {
+          socket.once('error', reject);
+          socket.bind(fw.hostPort, fw.host ?? '127.0.0.1', () => resolve());
+        });
+      } catch (err) {
+        // A port in use: undo what was set up, or every retry would leave a socket and a listener behind.
+        socket.close();
+        f.close();
+        throw err;
+      }
       socket.on('message', (msg, rinfo) => f.#toGuest(socket, fw.guestPort, msg, rinfo));
       f.#sockets.push({ socket, guestPort: fw.guestPort });
       ports.push(socket.address().port);
