@@ -100,7 +100,7 @@ describe.skipIf(!etcdOk.ok)('cluster: agents and a manager as processes on a rea
         return views.length === 2 && allProtected(inv, views) ? true : undefined;
       });
       for (const [i, v] of vms.entries()) writers.push(writer(v.udpPort, `w${i}`));
-      await new Promise((r) => setTimeout(r, 500));
+      await until('every VM to acknowledge writes', 30_000, async () => (writers.every((w) => w.acks > 0) ? true : undefined));
 
       const first = await look(store);
       const where = (views: typeof first.views) => views.map((v) => `${v.vm} ${v.primary?.host}/${v.secondary?.host}`).join(', ');
@@ -140,9 +140,8 @@ describe.skipIf(!etcdOk.ok)('cluster: agents and a manager as processes on a rea
       const reprotectMs = performance.now() - killedAt;
       const after = await look(store);
       console.log(`${where(before.views)}: host ${victim} SIGKILLed, ${affected.join(' and ')} protected again after ${reprotectMs.toFixed(0)} ms; now ${where(after.views)}`);
-      await new Promise((r) => setTimeout(r, 300));
       // Every VM kept answering: writes were acknowledged after the kill, on each VM.
-      writers.forEach((w, i) => expect(w.acks).toBeGreaterThan(acks1[i]!));
+      await until('writes acknowledged on every VM after the kill', 30_000, async () => (writers.every((w, i) => w.acks > acks1[i]!) ? true : undefined));
 
       // The dead host's record expires (its lease: 3 s), after its instances' (1 s).
       await until(`the host record of ${victim} expires`, 10_000, async () => ((await look(store)).inv.hosts.has(victim) ? undefined : true));
@@ -165,7 +164,8 @@ describe.skipIf(!etcdOk.ok)('cluster: agents and a manager as processes on a rea
       expect(drained2.inv.events.filter((e) => e.kind === 'switch-by-kill')).toEqual([]);
 
       // Acknowledged writes are all readable, on every VM, after a drain and a host loss.
-      await new Promise((r) => setTimeout(r, 300));
+      const acks2 = writers.map((w) => w.acks);
+      await until('writes acknowledged on every VM after the second drain', 30_000, async () => (writers.every((w, i) => w.acks > acks2[i]!) ? true : undefined));
       for (const w of writers) await w.stop();
       for (const w of writers) expect(await w.verify()).toEqual([]);
       for (const w of writers) expect({ failed: w.failed, errors: w.errors }).toEqual({ failed: 0, errors: [] });

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FileArbiter, FtError, FtPrimary, FtSecondary, Machine } from '../../src/index.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
+import { until } from '../helpers/wait.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'lockstep-closed-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -27,15 +28,6 @@ async function pair(name: string) {
   await secondary.start();
   await cloned;
   return { machine, primary, secondary, proxy };
-}
-
-/** Resolves once `cond()` holds; fails naming `what` after `timeoutMs`. */
-async function until(what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const end = performance.now() + timeoutMs;
-  while (!cond()) {
-    if (performance.now() > end) throw new Error(`not within ${timeoutMs} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
 }
 
 function halted(emitter: FtPrimary | FtSecondary): Promise<[string, FtError | undefined]> {

@@ -6,25 +6,22 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { FileArbiter, FtPrimary, FtSecondary, LagController, LoadGenerator, Machine, attachVmNetwork, type GoLiveReport } from '../../src/index.js';
 import { internal } from '../../src/machine/machine.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
+import { until } from '../helpers/wait.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'lockstep-lag-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 const elf = (n: string) => readFileSync(new URL(`../../guest/bin/${n}.elf`, import.meta.url));
 let dirs = 0;
 const arbiterDir = () => mkdtempSync(join(tmp, `arb-${dirs++}-`));
-
-/** Resolves once `cond()` holds, polling every `everyMs`; fails naming `what` after `timeoutMs`. */
-async function until(what: string, cond: () => boolean, timeoutMs = 30_000, everyMs = 10): Promise<void> {
-  const end = performance.now() + timeoutMs;
-  while (!cond()) {
-    if (performance.now() > end) throw new Error(`not within ${timeoutMs} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
+// Stop what a test started even when it fails: a machine left running would outlive it.
+const cleanups: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
 
 describe('lag control', () => {
   it('the throttle follows the measured lag: zero at or below the target, rising with it, 0.95 at the maximum, braking faster than it releases', () => {
@@ -53,9 +50,11 @@ describe('lag control', () => {
     const machine = new Machine({ clock: 'real' });
     machine.load(elf('mixed'));
     const primary = new FtPrimary({ machine, vmId: 'lag', key, arbiter: new FileArbiter({ dir }), lagTargetMs: 50, maxLagMs: 300, heartbeatMs: 20, timeoutMs: 30_000 });
+    cleanups.push(() => machine.close(), () => primary.stop());
     const addr = await primary.start();
     // The secondary replays at a fifth of full speed, as on a host with four times the load.
     const secondary = new FtSecondary({ vmId: 'lag', key, arbiter: new FileArbiter({ dir }), join: addr, heartbeatMs: 20, timeoutMs: 30_000, replayThrottle: 0.8, createMachine: () => new Machine({ clock: 'real' }) });
+    cleanups.push(() => secondary.machine?.close(), () => secondary.stop());
     const cloned = new Promise((r) => primary.once('cloned', r));
     await secondary.start();
     await cloned;
@@ -68,6 +67,7 @@ describe('lag control', () => {
       if (s.status.protected) samples.push({ lagMs: s.lagSeconds * 1000, lagInstr: s.lagInstructions, throttle: s.throttle, since: Number(native.progress() - clonedAt) });
     };
     const sampler = setInterval(sample, 20);
+    cleanups.push(() => clearInterval(sampler));
     const [pEnd, sEnd] = await Promise.all([new Promise((r) => primary.once('ended', r)), new Promise((r) => secondary.once('ended', r))]);
     clearInterval(sampler);
     expect(pEnd).toMatchObject({ kind: 'exit' });
@@ -86,10 +86,6 @@ describe('lag control', () => {
     const late = samples.filter((x) => x.since >= samples.at(-1)!.since / 2);
     const worst = Math.max(...late.map((x) => x.lagInstr / x.since));
     expect(worst).toBeLessThan(0.5);
-    await primary.stop();
-    await secondary.stop();
-    machine.close();
-    secondary.machine!.close();
   }, 120_000);
 
   it('a logging channel that stops moving stalls the guest once the ring is full; nothing is dropped', async () => {
@@ -99,17 +95,22 @@ describe('lag control', () => {
     const machine = new Machine({ clock: 'real', devices: spec });
     machine.load(elf('kvserver'));
     const primary = new FtPrimary({ machine, vmId: 'stall', key, arbiter: new FileArbiter({ dir }), maxUnackedBytes: 16 * 1024, ringBytes: 64 * 1024, heartbeatMs: 50, timeoutMs: 20_000 });
+    cleanups.push(() => machine.close(), () => primary.stop());
     const addr = await primary.start();
     const proxy = await TcpProxy.start('127.0.0.1', addr.port);
+    cleanups.push(() => proxy.close());
     const secondary = new FtSecondary({ vmId: 'stall', key, arbiter: new FileArbiter({ dir }), join: { host: '127.0.0.1', port: proxy.port }, heartbeatMs: 50, timeoutMs: 20_000, createMachine: () => new Machine({ clock: 'real', devices: spec }) });
+    cleanups.push(() => secondary.machine?.close(), () => secondary.stop(), () => secondary.primary?.stop());
     const cloned = new Promise((r) => primary.once('cloned', r));
     await secondary.start();
     await cloned;
     const net = await attachVmNetwork(machine, { id: 'stall', guest: '', memory: machine.memory, clock: 'real', net: { backend: 'udp', hostPort: 0, guestPort: 11211 } });
+    cleanups.push(() => net.close());
     const load = new LoadGenerator({ endpoints: [{ host: '127.0.0.1', port: net.port! }], clients: 8, setRatio: 1, keys: 50, durationMs: 120_000, timeoutMs: 100, retries: 200, progressIntervalMs: 20 });
     let acknowledged = 0;
     load.on('progress', (p) => (acknowledged = p.acknowledged));
     const running = load.run();
+    cleanups.push(() => load.stop());
     await until('the load to get answers', () => acknowledged >= 20);
     proxy.stall();
     // Unacknowledged log passes 16 KiB, the recorder stops draining, the 64 KiB ring fills: the vCPU waits.
@@ -136,10 +137,5 @@ describe('lag control', () => {
     await primary.testFailover();
     const report = await live;
     expect(report.stateHash).toBe(machine.stateHash());
-    net.close();
-    await secondary.primary?.stop();
-    await proxy.close();
-    machine.close();
-    secondary.machine!.close();
-  }, 60_000);
+  }, 120_000);
 });

@@ -11,6 +11,7 @@ import { FileArbiter, FtPrimary, Machine } from '../../src/index.js';
 import { CONTROL_AUTH_WINDOW_MS, ControlAuthError, ControlAuthenticator, signControlRequest } from '../../src/ft/control-auth.js';
 import { ControlUnreachableError, callControl } from '../../src/ft/control-client.js';
 import { startControlServer, type ControlServer } from '../../src/ft/control-server.js';
+import { until } from '../helpers/wait.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'lockstep-ops-api-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -41,15 +42,6 @@ async function primaryWithApi(limits?: Parameters<typeof startControlServer>[2])
 async function send(control: ControlServer, method: string, path: string, authorization: string | undefined) {
   const res = await fetch(`${control.url}${path}`, { method, headers: authorization === undefined ? {} : { authorization } });
   return { status: res.status, body: (await res.json()) as { problem?: string; error?: string; status?: string } };
-}
-
-/** Resolves once `cond()` holds; fails naming `what` after `timeoutMs`. */
-async function until(what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const end = performance.now() + timeoutMs;
-  while (!cond()) {
-    if (performance.now() > end) throw new Error(`not within ${timeoutMs} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 describe('operations API authentication', () => {

@@ -10,6 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { FileArbiter, FtPrimary, FtSecondary, Machine, describeStatus, type RunResult } from '../../src/index.js';
 import { startControlServer } from '../../src/ft/control-server.js';
 import { callControl } from '../../src/ft/control-client.js';
+import { until } from '../helpers/wait.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'lockstep-pair-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -39,8 +40,7 @@ describe('FtPrimary / FtSecondary in one process', () => {
     const out: string[] = [];
     machine.on('console', (b) => out.push(Buffer.from(b).toString('latin1')));
     machine.input('ab\n');
-    for (let i = 0; i < 200 && !out.join('').includes('AB'); i++) await new Promise((r) => setTimeout(r, 5));
-    expect(out.join('')).toContain('AB'); // released once the secondary acknowledged it
+    await until("the guest's answer to be released once the secondary acknowledged it", () => out.join('').includes('AB'));
     // The secondary leaves without a word: the primary wins epoch 2 and goes on alone.
     const lost = new Promise<string>((r) => primary.once('secondary-lost', r));
     await secondary.stop();

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { killAll, kvConfig, launch, type Proc } from '../helpers/ft-pair.js';
+import { until } from '../helpers/wait.js';
 
 const tag = `${process.pid % 100000}`;
 const ns = { a: `lsA${tag}`, b: `lsB${tag}`, c: `lsC${tag}`, s: `lsS${tag}` };
@@ -84,7 +85,7 @@ describe.skipIf(reason !== undefined)('failover on a layer-2 network', () => {
     let out = '';
     ping.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     const pinged = new Promise<void>((r) => ping.on('exit', () => r()));
-    await new Promise((r) => setTimeout(r, 1000));
+    await until('a steady ping to be answered', () => (out.match(/bytes from 10\.0\.2\.15/g) ?? []).length >= 10);
     const killAt = Date.now();
     primary.child.kill('SIGKILL');
     const live = await secondary.wait('go-live', undefined, 20_000);
