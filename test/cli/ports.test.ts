@@ -63,6 +63,19 @@ describe('taken and dead addresses', () => {
     expect(existsSync(join(dir, 'arbiter', 'kv-test'))).toBe(false);
   }, 30_000);
 
+  it('run --net with a taken host port: exit 69 naming it, no stack', async () => {
+    const blocker = createSocket('udp4');
+    await new Promise<void>((r) => blocker.bind(0, '127.0.0.1', () => r()));
+    cleanups.push(() => blocker.close());
+    const port = blocker.address().port;
+    const child = spawn(process.execPath, [join(root, 'dist', 'cli', 'main.js'), 'run', 'guest/bin/kvserver.elf', '--net', `udp:${port}:11211`], { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const status = await new Promise((r) => child.once('close', (code) => r(code)));
+    expect(status).toBe(69);
+    expect(stderr).toBe(`lockstep run: --net udp (host port ${port}): 127.0.0.1:${port} is in use by another process: stop it, or choose another port\n`);
+  }, 30_000);
+
   it('primary: the logging-channel port in use — exit 69 naming it, and no epoch burned', async () => {
     const dir = join(tmp, 'listen-busy');
     mkdirSync(dir);
