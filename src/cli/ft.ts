@@ -404,11 +404,11 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
     heartbeatMs: ft.heartbeatMs,
     timeoutMs: ft.timeoutMs,
     createMachine: () => (machine = createVmMachine(spec)),
-    beforeLive: (m) => {
+    beforeLive: async (m) => {
       // Never fails: a port still held (the old primary frozen on this host) is retried until free,
       // and the VM goes live meanwhile — serving what it can beats nothing being live at all.
       let reported = -Infinity;
-      net = keepAttachingVmNetwork(m, spec, {
+      const attaching = keepAttachingVmNetwork(m, spec, {
         onBound: (port) => {
           vmMetrics?.setNetworkAttached(true);
           r.event('net', { port }, `udp 127.0.0.1:${port} -> guest 10.0.2.15`);
@@ -424,7 +424,10 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
           );
         },
       });
+      net = attaching;
       if (values.console) m.on('console', (b) => io.stdout.write(b));
+      // A free port is bound before the re-emitted outputs leave, as it always was.
+      await attaching.firstAttempt;
     },
     promote: {
       lagTargetMs: ft.lagTargetMs,

@@ -106,10 +106,19 @@ export interface KeepAttachingEvents {
  * bind is retried with backoff (50 ms doubling to 2 s) until it succeeds or the handle is closed. For a
  * secondary that went live while its old primary — frozen, not dead — still holds the port on the same
  * host: the VM serves everything else meanwhile, and its network comes up when the port is free.
+ * `firstAttempt` settles after the first try (bound or not): await it so that, when the port is free,
+ * the network is up before the go-live's re-emitted outputs leave.
  */
-export function keepAttachingVmNetwork(machine: Machine, spec: VmSpec, events: KeepAttachingEvents = {}, backoff: { firstMs?: number; maxMs?: number } = {}): VmNetwork {
+export function keepAttachingVmNetwork(
+  machine: Machine,
+  spec: VmSpec,
+  events: KeepAttachingEvents = {},
+  backoff: { firstMs?: number; maxMs?: number } = {},
+): VmNetwork & { readonly firstAttempt: Promise<void> } {
   const net = spec.net;
-  if (!net || net.backend !== 'udp') return { port: undefined, bound: true, close: () => {} };
+  if (!net || net.backend !== 'udp') return { port: undefined, bound: true, close: () => {}, firstAttempt: Promise.resolve() };
+  let firstDone: () => void = () => {};
+  const firstAttempt = new Promise<void>((r) => (firstDone = r));
   const firstMs = backoff.firstMs ?? 50;
   const maxMs = backoff.maxMs ?? 2000;
   let closed = false;
@@ -118,11 +127,13 @@ export function keepAttachingVmNetwork(machine: Machine, spec: VmSpec, events: K
   const attempt = (n: number): void => {
     bindOnce(machine, spec).then(
       (b) => {
+        firstDone();
         if (closed) return b.close();
         bound = b;
         events.onBound?.(b.port);
       },
       (err: unknown) => {
+        firstDone();
         if (closed) return;
         const delay = Math.min(maxMs, firstMs * 2 ** Math.min(n, 20));
         const e = err instanceof ListenError ? err : ListenError.from(err, what(spec), net.host ?? '127.0.0.1', net.hostPort);
@@ -134,6 +145,7 @@ export function keepAttachingVmNetwork(machine: Machine, spec: VmSpec, events: K
   };
   attempt(0);
   return {
+    firstAttempt,
     get port() {
       return bound?.port;
     },

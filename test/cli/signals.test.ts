@@ -78,5 +78,5 @@ describe('user signals', () => {
     expect(secondary.child.exitCode).toBeNull();
     secondary.child.kill('SIGTERM');
     expect(await exited(secondary)).toBe(130);
-  }, 60_000);
+  });
 });

@@ -107,7 +107,7 @@ describe('fault-tolerant pair (processes)', () => {
       killAll([secondary]);
       await exited(secondary);
     }
-  }, 600_000);
+  }, 1_800_000);
 
   it('SIGKILL of the secondary: the primary goes on alone, then a new secondary joins and lockstep resumes', async () => {
     const dir = join(tmp, 'secondary-kill');
@@ -137,7 +137,7 @@ describe('fault-tolerant pair (processes)', () => {
     expect(again.child.exitCode).toBeNull();
     await until('the metrics to count the failover', async () => /lockstep_failovers_total\{vm="kv-test"\} 1/.test(await scrape()), { everyMs: 100 });
     expect(await scrape()).toMatch(/lockstep_ack_latency_seconds_count\{vm="kv-test"\} [1-9]/);
-  }, 240_000);
+  }, 600_000);
 
   it('a hostile peer on the logging channel (wrong key, garbage, an oversized frame, a second secondary) is rejected and the protected pair goes on', async () => {
     const dir = join(tmp, 'hostile');
@@ -178,7 +178,7 @@ describe('fault-tolerant pair (processes)', () => {
     expect(await c.set('b', '2')).toBe('stored');
     expect((await c.get('a'))?.value.toString()).toBe('1');
     await c.close();
-  }, 180_000);
+  }, 600_000);
 
   const noTls = opensslMissing();
   if (noTls) console.log(`test/ft/failover.test.ts: the TLS pair is skipped: ${noTls}`);
@@ -203,7 +203,7 @@ describe('fault-tolerant pair (processes)', () => {
     await secondary.wait('go-live');
     expect((await c.get('over'))?.value.toString()).toBe('tls');
     await c.close();
-  }, 180_000);
+  }, 600_000);
 
   it('separate disks: the secondary is cloned onto an empty image of its own, takes over with it, and a new secondary gets a copy', async () => {
     const dir = join(tmp, 'separate');
@@ -236,7 +236,7 @@ describe('fault-tolerant pair (processes)', () => {
     for (let i = 0; i < 20; i++) expect(await c.set(`after-${i}`, `x${i}`)).toBe('stored');
     await until('image C to hold what image B holds', () => readFileSync(imageB).equals(readFileSync(imageC)), { everyMs: 50 });
     await c.close();
-  }, 180_000);
+  }, 600_000);
 
   it('a newer epoch claimed from outside (a manager fencing a VM it will restart) halts the running pair', async () => {
     const dir = join(tmp, 'fenced');
@@ -249,16 +249,16 @@ describe('fault-tolerant pair (processes)', () => {
     expect(cur?.epoch).toBe(1);
     expect((await arbiter.claim('kv-test', 2, 'manager:test')).won).toBe(true);
     await arbiter.close();
-    const halted = await primary.wait('halted', undefined, 10_000);
+    const halted = await primary.wait('halted', undefined, 60_000);
     expect(String(halted.reason)).toMatch(/epoch 2 .* claimed by manager:test/);
     expect(await exited(primary)).toBe(76);
     // The secondary does not take over either: dismissed by the halting primary (or, had it missed that,
     // it would lose epoch 2 to the manager).
-    await Promise.race([secondary.wait('left', undefined, 10_000), secondary.wait('halted', undefined, 10_000)]);
+    await Promise.race([secondary.wait('left', undefined, 60_000), secondary.wait('halted', undefined, 60_000)]);
     expect(secondary.events.some((e) => e.event === 'go-live')).toBe(false);
     await expect(c.set('y', '2')).rejects.toThrow();
     await c.close();
-  }, 180_000);
+  }, 600_000);
 
   it('--exit-with-parent: a VM half whose agent is SIGKILLed goes too, as it would with its host', async () => {
     const dir = join(tmp, 'orphan');
@@ -285,7 +285,7 @@ describe('fault-tolerant pair (processes)', () => {
     expect(alive()).toBe(true);
     agent.kill('SIGKILL');
     await until(`the orphaned primary (pid ${pid}) to go`, () => !alive());
-  }, 180_000);
+  }, 600_000);
 
   it('a partition of the logging channel leaves exactly one side live; the loser halts', async () => {
     const dir = join(tmp, 'partition');
@@ -301,8 +301,8 @@ describe('fault-tolerant pair (processes)', () => {
       expect(await c.set('before', 'partition')).toBe('stored');
       proxy.partition();
       const outcome = await Promise.race([
-        primary.wait('halted', undefined, 20_000).then(() => 'primary halted'),
-        secondary.wait('halted', undefined, 20_000).then(() => 'secondary halted'),
+        primary.wait('halted', undefined, 120_000).then(() => 'primary halted'),
+        secondary.wait('halted', undefined, 120_000).then(() => 'secondary halted'),
       ]);
       // The other side is live at epoch 2 (and stays so).
       if (outcome === 'primary halted') {
@@ -322,7 +322,7 @@ describe('fault-tolerant pair (processes)', () => {
     } finally {
       await proxy.close();
     }
-  }, 180_000);
+  }, 600_000);
 
   it('test failover hands over without losing anything; test restart secondary re-clones', async () => {
     const dir = join(tmp, 'operations');
@@ -350,5 +350,5 @@ describe('fault-tolerant pair (processes)', () => {
     const check = new KvClient({ endpoints: [{ host: '127.0.0.1', port: cfg.udpPort }], timeoutMs: 200, retries: 20 });
     expect((await verifyStore(check, result.history)).violations).toEqual([]);
     await check.close();
-  }, 240_000);
+  }, 600_000);
 });

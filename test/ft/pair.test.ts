@@ -15,6 +15,8 @@ import { until } from '../helpers/wait.js';
 const tmp = mkdtempSync(join(tmpdir(), 'lockstep-pair-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 const echo = readFileSync(new URL('../../guest/bin/echo.elf', import.meta.url));
+/** Halves here part by closing the channel; a loaded machine must not make them fail over on a pause. */
+const SLOW_HOST_TIMEOUT_MS = 30_000;
 
 describe('FtPrimary / FtSecondary in one process', () => {
   it('clones, keeps the console behind acknowledgements, survives the loss of the secondary, and publishes diagnostics', async () => {
@@ -27,13 +29,13 @@ describe('FtPrimary / FtSecondary in one process', () => {
     const key = randomBytes(32);
     const machine = new Machine({ clock: 'real' });
     machine.load(echo);
-    const primary = new FtPrimary({ machine, vmId: 'echo', key, arbiter: new FileArbiter({ dir: tmp }) });
+    const primary = new FtPrimary({ machine, vmId: 'echo', key, arbiter: new FileArbiter({ dir: tmp }), timeoutMs: SLOW_HOST_TIMEOUT_MS });
     const statuses: string[] = [];
     primary.on('status', (s) => statuses.push(describeStatus(s)));
     const cloned = new Promise((r) => primary.once('cloned', r));
     const addr = await primary.start();
     expect(primary.epoch).toBe(1);
-    const secondary = new FtSecondary({ vmId: 'echo', key, arbiter: new FileArbiter({ dir: tmp }), join: addr, createMachine: () => new Machine({ clock: 'real' }) });
+    const secondary = new FtSecondary({ vmId: 'echo', key, arbiter: new FileArbiter({ dir: tmp }), join: addr, timeoutMs: SLOW_HOST_TIMEOUT_MS, createMachine: () => new Machine({ clock: 'real' }) });
     await secondary.start();
     await cloned;
     expect(primary.status).toEqual({ protected: true });
@@ -59,7 +61,7 @@ describe('FtPrimary / FtSecondary in one process', () => {
     await primary.stop();
     machine.close();
     secondary.machine?.close();
-  }, 30_000);
+  });
 
   it('operations through the control API: disable and enable FT, suspend, migrate the secondary; a request signed with another key is refused', async () => {
     const key = randomBytes(32);
@@ -67,7 +69,7 @@ describe('FtPrimary / FtSecondary in one process', () => {
     const kv = readFileSync(new URL('../../guest/bin/kvserver.elf', import.meta.url));
     const machine = new Machine({ clock: 'real', devices: { net: true } });
     machine.load(kv);
-    const primary = new FtPrimary({ machine, vmId: 'ops', key, arbiter: new FileArbiter({ dir }) });
+    const primary = new FtPrimary({ machine, vmId: 'ops', key, arbiter: new FileArbiter({ dir }), timeoutMs: SLOW_HOST_TIMEOUT_MS });
     const addr = await primary.start();
     const control = await startControlServer(() => primary, key);
     const call = async (op: string, pairKey: Uint8Array = key) => {
@@ -75,7 +77,7 @@ describe('FtPrimary / FtSecondary in one process', () => {
       return { code: res.status, body: res.body };
     };
     const joinAs = (name: string) => {
-      const s = new FtSecondary({ vmId: 'ops', key, arbiter: new FileArbiter({ dir }), join: addr, createMachine: () => new Machine({ clock: 'real', devices: { net: true } }) });
+      const s = new FtSecondary({ vmId: 'ops', key, arbiter: new FileArbiter({ dir }), join: addr, timeoutMs: SLOW_HOST_TIMEOUT_MS, createMachine: () => new Machine({ clock: 'real', devices: { net: true } }) });
       s.on('warning', () => {});
       return { name, s, left: new Promise<string>((r) => s.once('left', r)) };
     };
@@ -115,5 +117,5 @@ describe('FtPrimary / FtSecondary in one process', () => {
     await primary.stop();
     machine.close();
     for (const x of [a, b, refused]) x.s.machine?.close();
-  }, 30_000);
+  });
 });
