@@ -137,7 +137,7 @@ const ticker = setInterval(() => {
     lastCycle = s.cycle;
     progress.step(`cycle ${s.cycle}: ${s.phase}`);
   }
-  progress.update(`cycle ${s.cycle}: ${s.phase} · live ${s.live} · ${s.requests} requests, ${s.acknowledged} acknowledged${s.splitBrainCycles > 0 ? ` · SPLIT BRAIN in ${s.splitBrainCycles} cycles` : ''}`);
+  progress.update(`${s.cycle > 0 ? `cycle ${s.cycle}: ` : ''}${s.phase} · live ${s.live} · ${s.requests} requests, ${s.acknowledged} acknowledged${s.splitBrainCycles > 0 ? ` · SPLIT BRAIN in ${s.splitBrainCycles} cycles` : ''}`);
 }, 250);
 const loadStart = loadavg();
 const started = new Date();
