@@ -828,15 +828,7 @@ export class ChaosRun {
     this.#report = report;
     this.#phase = `load (${fault} next)`;
     await sleep(waitMs);
-    // The pair may have changed on its own meanwhile (a loaded machine can miss a deadline).
-    let pair = this.#settled(0);
-    if (!pair?.s) {
-      this.#anomaly(`the pair was not protected before the fault: ${this.#describe()}`);
-      pair = await this.#settle(0);
-      if (!pair.s) await this.#join(report);
-      pair = await this.#settle(0);
-    }
-    const { p, s } = pair as { p: Half; s: Half };
+    const { p, s } = await this.#protectedPair(report);
     report.primary = p.name;
     report.secondary = s.name;
     report.epochBefore = p.epoch;
@@ -874,6 +866,22 @@ export class ChaosRun {
     report.outageMs = this.#clock.close();
     report.ms = performance.now() - t0;
     return report;
+  }
+
+  /**
+   * The pair the next fault meets. It may have changed on its own since the last cycle (a loaded machine
+   * can miss a deadline): then it is settled and given a secondary first, which is noted.
+   */
+  async #protectedPair(report: CycleReport): Promise<{ p: Half; s: Half }> {
+    for (let attempt = 1; ; attempt++) {
+      const pair = this.#settled(0);
+      if (pair?.s) return { p: pair.p, s: pair.s };
+      if (attempt === 1) this.#anomaly(`the pair was not protected before the fault: ${this.#describe()}`);
+      if (attempt === 4) throw new ChaosAbort(`the pair could not be protected again: ${this.#describe()}`);
+      const state = await this.#settle(0);
+      if (!state.s) await this.#join(report);
+      await this.#settle(0);
+    }
   }
 
   /** The epochs claimed in the arbiter's directory, with their owners (the file back-end's records). */
