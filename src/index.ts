@@ -5,7 +5,7 @@ export type { ClockMode, Counters, ExitReason, MachineOptions, NetStats, ReplayC
 export { MAX_CMDLINE_BYTES } from './machine/types.js';
 export { parseElf } from './machine/elf.js';
 export type { ElfImage, ElfSegment, ElfBounds } from './machine/elf.js';
-export { LockstepError, AddonLoadError, ElfError, OptionError, MachineStateError, SnapshotError } from './errors.js';
+export { LockstepError, AddonLoadError, ElfError, OptionError, MachineStateError, SnapshotError, ListenError } from './errors.js';
 export type { SnapshotErrorCode } from './errors.js';
 export { Recorder, DEFAULT_HASH_INTERVAL } from './log/recorder.js';
 export type { RecorderOptions, RecorderEvents } from './log/recorder.js';
@@ -61,15 +61,20 @@ export { createVmMachine, loadVm, attachVmNetwork } from './ft/vm.js';
 export type { VmSpec } from './ft/vm.js';
 export { loadConfig, parseConfig, validateConfig, ConfigError } from './config/index.js';
 export { bindFtMetrics } from './ft/metrics.js';
-export { Registry, createFtMetrics, startMetricsServer } from './observability/index.js';
-export type { FtMetrics, FtVmMetrics, MetricsServer } from './observability/index.js';
+export { Registry, createFtMetrics, startMetricsServer, RefusalLog, createLimitedServer, HTTP_LIMITS } from './observability/index.js';
+export type { FtMetrics, FtVmMetrics, MetricsServer, RefusalLogOptions, HttpLimits } from './observability/index.js';
 // Cluster placement (DESIGN §4): pure and deterministic.
 export { Placement, PlacementInputError, explain as explainPlacement, applyAnswer, applyMoves, describeMove, DEFAULT_BALANCE_OPTIONS, DEFAULT_MAX_FT_VMS, DEFAULT_MAX_FT_VCPUS } from './cluster/placement/index.js';
 export type { ClusterSnapshot, HostSpec, VmSpec as PlacementVmSpec, PlacementRule, PlacementOptions, PlacementMode, Rejection, PlaceResult, SecondaryResult, PlacementPlan, BalanceOptions, BalanceResult, Move, Recommendation, EvacuationPlan, AuditResult, PlacementAnswer, Spread } from './cluster/placement/index.js';
 // The logging channel (DESIGN §3).
 export { Channel, ChannelServer, connectChannel, protocolDiagnostics, ProtocolError, PROTOCOL_VERSION, MIN_KEY_BYTES, MessageType } from './protocol/index.js';
 export type { ChannelOptions, ChannelTlsOptions, ChannelPeer, Message as ChannelMessage, Role as ChannelRole } from './protocol/index.js';
-export { startControlServer, controlToken, FT_OPERATIONS } from './ft/control-server.js';
+export { startControlServer, FT_OPERATIONS } from './ft/control-server.js';
+export type { ControlServer, ControlServerOptions, FtOperation } from './ft/control-server.js';
+export { signControlRequest, controlSigningKey, ControlAuthenticator, ControlAuthError, CONTROL_AUTH_SCHEME, CONTROL_AUTH_WINDOW_MS } from './ft/control-auth.js';
+export type { ControlRequest, ControlAuthProblem } from './ft/control-auth.js';
+export { callControl, ControlUnreachableError } from './ft/control-client.js';
+export type { ControlAnswer } from './ft/control-client.js';
 // The cluster (DESIGN §4): host agents, the manager, the cluster store.
 export { Agent, Manager, AgentClient, AgentApiError, DirStore, EtcdStore, StoreError, openStore, parseStoreSpec, readInventory, pairView, pairViews, buildSnapshot, desiredVm, configToJson, parseHostRule, defaultCompatId, readEvents, KEYS, MANAGER_ELECTION, CLUSTER_CHANNELS } from './cluster/index.js';
 export type { AgentOptions, AgentClientOptions, StartRequest, HostInfo, InstanceView, ManagerOptions, ManagerEvents, ManagerMode, Automation, ClusterStore, StoreEntry, HostRecord, InstanceRecord, DesiredVm, ClusterEvent, MaintenanceState, PairView, PairStatus, Inventory } from './cluster/index.js';

@@ -15,9 +15,13 @@ export const EXIT = {
   usage: 64,
   dataErr: 65,
   noInput: 66,
+  /** An address is taken, or nothing answers at the address given (EX_UNAVAILABLE). */
+  unavailable: 69,
   software: 70,
   budget: 75,
   halted: 76,
   trap: 77,
+  /** `lockstep ft`: the operations API refused the request's signature (EX_NOPERM; `run` uses 77 for a trap). */
+  denied: 77,
   interrupted: 130,
 } as const;

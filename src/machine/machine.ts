@@ -59,6 +59,8 @@ export interface MachineEvents {
   console: [chunk: Uint8Array];
   /** An Ethernet frame the guest transmitted on virtio-net (never emitted while replaying). */
   frame: [frame: Uint8Array];
+  /** {@link Machine.close} ran: whatever drives the machine (an FT half, a recorder) must let go of it. */
+  close: [];
 }
 
 /**
@@ -212,6 +214,11 @@ export class Machine extends EventEmitter<MachineEvents> {
     return { instret, branches };
   }
 
+  /** True once {@link close} ran: nothing can be done with the machine any more. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
   /** True while a run is in progress. */
   get running(): boolean {
     return this.#pending !== undefined;
@@ -291,6 +298,7 @@ export class Machine extends EventEmitter<MachineEvents> {
     const pending = this.#pending;
     this.#pending = undefined;
     pending?.reject(new MachineStateError('ERR_LOCKSTEP_MACHINE_CLOSED', 'the machine was closed during a run'));
+    this.emit('close');
   }
 
   /** See {@link internal}. */

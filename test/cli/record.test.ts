@@ -15,7 +15,7 @@ const tmp = mkdtempSync(join(tmpdir(), 'lockstep-record-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 function lockstep(...args: string[]) {
-  const r = spawnSync(process.execPath, [bin, ...args], { cwd: root, encoding: 'latin1', timeout: 60_000 });
+  const r = spawnSync(process.execPath, [bin, ...args], { cwd: root, encoding: 'latin1', timeout: 240_000 });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
