@@ -44,6 +44,20 @@ bool reason_ok(const char* name, const uint8_t* p, size_t n, std::string* why) {
 
 }  // namespace
 
+const char* channel_error_name(ChannelError e) {
+  switch (e) {
+    case ChannelError::kNone: return "NONE";
+    case ChannelError::kMalformed: return "MALFORMED";
+    case ChannelError::kAuth: return "AUTH";
+    case ChannelError::kOversized: return "OVERSIZED";
+    case ChannelError::kSequence: return "SEQUENCE";
+    case ChannelError::kClosed: return "CLOSED";
+    case ChannelError::kTruncated: return "TRUNCATED";
+    case ChannelError::kLocal: return "LOCAL";
+  }
+  return "UNKNOWN";
+}
+
 bool is_application_type(uint8_t type) {
   switch (type) {
     case msg::kLog:

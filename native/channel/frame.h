@@ -63,8 +63,12 @@ enum class ChannelError : uint8_t {
   kAuth = 2,       ///< a frame whose HMAC does not verify
   kOversized = 3,  ///< a header announcing more than the maximum payload (or a log batch too large to send)
   kSequence = 4,   ///< a sequence number other than previous + 1
-  kClosed = 5,     ///< reset, or closed by the peer without BYE
+  kClosed = 5,     ///< reset, or closed by the peer without BYE (between frames)
+  kTruncated = 6,  ///< the stream ended inside a frame (a short frame)
+  kLocal = 7,      ///< this side's own fault: a damaged batch in the log ring, a socket error, no memory
 };
+
+const char* channel_error_name(ChannelError e);
 
 /// True for an application message type (everything but HELLO and AUTH).
 bool is_application_type(uint8_t type);
