@@ -496,6 +496,52 @@ bool WriteAll(int fd, const uint8_t* p, size_t n) {
   return true;
 }
 
+// rawLoopback({ bytes, tcp, chunk }) → { bytes, ns, cpuSeconds }
+// The same kind of connection with no channel: one thread writes `chunk`-byte pieces, another reads
+// them. The ceiling the machine puts on any channel (kernel copies only, no framing, no HMAC).
+Napi::Value RawLoopback(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) return Fail(env, "rawLoopback(options)"), env.Undefined();
+  Napi::Object o = info[0].As<Napi::Object>();
+  double total, chunk;
+  if (!Opt(o, "bytes", 1, 1e13, 1 << 30, &total) || !Opt(o, "chunk", 1, 64 << 20, 1 << 20, &chunk)) return env.Undefined();
+  const bool tcp = o.Has("tcp") && o.Get("tcp").ToBoolean().Value();
+  int fds[2];
+  std::string why;
+  if (!Connect(tcp, fds, &why)) {
+    Napi::Error::New(env, why).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const uint64_t n = static_cast<uint64_t>(total);
+  std::vector<uint8_t> out(static_cast<size_t>(chunk), 0x5a);
+  uint64_t got = 0;
+  const double cpu0 = CpuSeconds();
+  const auto t0 = std::chrono::steady_clock::now();
+  std::thread writer([&] {
+    for (uint64_t sent = 0; sent < n;) {
+      if (!WriteAll(fds[0], out.data(), static_cast<size_t>(std::min<uint64_t>(out.size(), n - sent)))) break;
+      sent += std::min<uint64_t>(out.size(), n - sent);
+    }
+    shutdown(fds[0], SHUT_WR);
+  });
+  std::vector<uint8_t> in(1 << 20);
+  for (;;) {
+    const ssize_t k = read(fds[1], in.data(), in.size());
+    if (k <= 0) break;
+    got += static_cast<uint64_t>(k);
+  }
+  writer.join();
+  const auto t1 = std::chrono::steady_clock::now();
+  const double cpu1 = CpuSeconds();
+  close(fds[0]);
+  close(fds[1]);
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("bytes", static_cast<double>(got));
+  r.Set("ns", static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count()));
+  r.Set("cpuSeconds", cpu1 - cpu0);
+  return r;
+}
+
 // receiverFeed({ wire, close, impl, firstLsn, timeoutMs }) → { end, sink, reply, stats }
 // A native receiver on one end of a socketpair; `wire` (frames made by the test, e.g. with
 // src/protocol/frame.ts) goes in at the other end, which then closes if `close`. Returns what the
@@ -623,6 +669,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("encodeFrame", Napi::Function::New(env, EncodeFrame));
   exports.Set("decodeFrames", Napi::Function::New(env, DecodeFrames));
   exports.Set("loopback", Napi::Function::New(env, Loopback));
+  exports.Set("rawLoopback", Napi::Function::New(env, RawLoopback));
   exports.Set("receiverFeed", Napi::Function::New(env, ReceiverFeed));
   // The direction keys every harness uses (a test seals or checks frames with them in TypeScript).
   exports.Set("primaryKey", Buf(env, kKeyP2S.data(), kKeyP2S.size()));

@@ -33,6 +33,7 @@ export interface ChannelTestAddon {
     { frames: { type: number; sequence: number; payload: Buffer }[]; consumed: number; need?: number; error?: ChannelEnd };
   loopback(options: { batches?: number; minRecords?: number; maxRecords?: number; tcp?: boolean; impl?: number;
     maxLogFrame?: number; sinkBytes?: number; seed?: number; timeoutMs?: number }): LoopbackResult;
+  rawLoopback(options: { bytes?: number; tcp?: boolean; chunk?: number }): { bytes: number; ns: number; cpuSeconds: number };
   receiverFeed(options: { wire: Uint8Array; close?: boolean; impl?: number; firstLsn?: number; timeoutMs?: number }):
     { ended: boolean; end: ChannelEnd; sink: Buffer; reply: Buffer; logLsn1: number; stats: ChannelStats };
   senderFeed(options: { batches: Uint8Array; reply: Uint8Array; close?: boolean; impl?: number; maxLogFrame?: number;
