@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
@@ -130,6 +131,35 @@ Napi::Value HmacJs(const Napi::CallbackInfo& info) {
   uint8_t out[Sha256::kDigest];
   mac.finish(out);
   return Buf(info.Env(), out, sizeof out);
+}
+
+// hmacPair(impl, key, a, b, cutA, cutB) → [mac(a), mac(b)]: a's first cutA bytes and b's first cutB
+// alone, then as much as both have left through HmacKey::Mac::update2, then the rest alone.
+Napi::Value HmacPair(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Sha256Impl impl;
+  std::vector<uint8_t> key, a, b;
+  double ca, cb;
+  if (!Impl(env, info[0], &impl) || !Bytes(info, 1, "key", &key) || !Bytes(info, 2, "a", &a) || !Bytes(info, 3, "b", &b)) return env.Undefined();
+  if (!Num(env, info[4], "cutA", 0, static_cast<double>(a.size()), &ca) || !Num(env, info[5], "cutB", 0, static_cast<double>(b.size()), &cb)) {
+    return env.Undefined();
+  }
+  HmacKey k(key.data(), key.size(), impl);
+  HmacKey::Mac ma(k), mb(k);
+  const size_t cut_a = static_cast<size_t>(ca), cut_b = static_cast<size_t>(cb);
+  ma.update(a.data(), cut_a);
+  mb.update(b.data(), cut_b);
+  const size_t both = std::min(a.size() - cut_a, b.size() - cut_b);
+  HmacKey::Mac::update2(ma, a.data() + cut_a, mb, b.data() + cut_b, both);
+  ma.update(a.data() + cut_a + both, a.size() - cut_a - both);
+  mb.update(b.data() + cut_b + both, b.size() - cut_b - both);
+  uint8_t da[Sha256::kDigest], db[Sha256::kDigest];
+  ma.finish(da);
+  mb.finish(db);
+  Napi::Array r = Napi::Array::New(env, 2);
+  r.Set(0u, Buf(env, da, sizeof da));
+  r.Set(1u, Buf(env, db, sizeof db));
+  return r;
 }
 
 // encodeFrame(key, type, sequence, payload) → header + payload + HMAC trailer
@@ -666,6 +696,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("defaultImpl", Napi::Function::New(env, DefaultImpl));
   exports.Set("sha256", Napi::Function::New(env, Sha256Js));
   exports.Set("hmac", Napi::Function::New(env, HmacJs));
+  exports.Set("hmacPair", Napi::Function::New(env, HmacPair));
   exports.Set("encodeFrame", Napi::Function::New(env, EncodeFrame));
   exports.Set("decodeFrames", Napi::Function::New(env, DecodeFrames));
   exports.Set("loopback", Napi::Function::New(env, Loopback));

@@ -438,12 +438,16 @@ bool LogChannel::fill_out() {
     }
     break;
   }
+  seal_pending();
   return any;
 }
 
 bool LogChannel::frame_log(uint32_t limit) {
   log_head_seen_ = ring_head(ring_.mem);
   const size_t avail = std::min<size_t>(log_->available() - log_framed_, limit);
+  // The first of a pair of frames takes about half of what there is, so that the two MACs can be
+  // computed together (seal_pending); the second takes the rest.
+  const size_t cap = unsealed_ % 2 == 0 && avail < 2 * size_t{max_log_frame_} ? avail / 2 : max_log_frame_;
   size_t len = 0;
   uint64_t lsn = next_lsn_;
   uint8_t hdr[BatchLayout::kHeader];
@@ -461,7 +465,7 @@ bool LogChannel::frame_log(uint32_t limit) {
     if (len > 0 && len + size > max_log_frame_) break;
     len += size;
     lsn++;
-    if (len >= max_log_frame_) break;
+    if (len >= cap) break;
   }
   if (len == 0) return false;
   if (len > max_payload_) {
@@ -478,7 +482,7 @@ bool LogChannel::frame_log(uint32_t limit) {
   log_framed_ += static_cast<uint32_t>(len);
   next_lsn_ = lsn;
   seal(f, msg::kLog, static_cast<uint32_t>(len));
-  // After seal: an ACK may name it only once it is sealed (and so on its way).
+  // An ACK may name it from here on (its MAC is computed before anything is written: seal_pending()).
   log_lsn1_.store(lsn, std::memory_order_release);
   return !ended();
 }
@@ -498,15 +502,65 @@ void LogChannel::seal(OutFrame& f, uint8_t type, uint32_t length) {
     return;
   }
   encode_frame_header(f.header, type, length, send_seq_++);
-  HmacKey::Mac mac(send_key_);
-  mac.update(f.header, sizeof f.header);
-  for (int i = 0; i < 2; i++) {
-    if (f.piece_len[i]) mac.update(f.piece[i], f.piece_len[i]);
-  }
-  mac.finish(f.trailer);
   f.total = FrameLayout::kHeader + length + FrameLayout::kTrailer;
   out_bytes_ += f.total;
+  unsealed_++;
   c_.frames_sent.fetch_add(1, std::memory_order_relaxed);
+}
+
+namespace {
+
+/// The bytes a frame's MAC covers (header, then at most two payload pieces), walked in steps.
+struct MacInput {
+  template <typename Frame>
+  explicit MacInput(const Frame& f)
+      : seg{f.header, f.piece[0], f.piece[1]}, len{FrameLayout::kHeader, f.piece_len[0], f.piece_len[1]} {}
+  const uint8_t* seg[3];
+  size_t len[3];
+  int i = 0;
+  size_t off = 0;
+  bool done() {
+    for (; i < 3; i++, off = 0) {
+      if (off < len[i]) return false;
+    }
+    return true;
+  }
+  size_t run() const { return len[i] - off; }
+  const uint8_t* at() const { return seg[i] + off; }
+};
+
+}  // namespace
+
+void LogChannel::seal_pending() {
+  // The MACs of the frames sealed last, two at a time where there are two (see Sha256::update2).
+  for (size_t at = out_.size() - unsealed_; at < out_.size();) {
+    OutFrame& a = out_[at];
+    MacInput ia(a);
+    HmacKey::Mac ma(send_key_);
+    if (at + 1 < out_.size()) {
+      OutFrame& b = out_[at + 1];
+      MacInput ib(b);
+      HmacKey::Mac mb(send_key_);
+      while (!ia.done() && !ib.done()) {
+        const size_t n = std::min(ia.run(), ib.run());
+        HmacKey::Mac::update2(ma, ia.at(), mb, ib.at(), n);
+        ia.off += n;
+        ib.off += n;
+      }
+      while (!ib.done()) {
+        mb.update(ib.at(), ib.run());
+        ib.off = ib.len[ib.i];
+      }
+      mb.finish(b.trailer);
+    }
+    while (!ia.done()) {
+      ma.update(ia.at(), ia.run());
+      ia.off = ia.len[ia.i];
+    }
+    ma.finish(a.trailer);
+    at += 2;
+  }
+  unsealed_ = 0;
 }
 
 bool LogChannel::pump_send() {

@@ -148,7 +148,9 @@ class LogChannel {
   bool fill_out();
   bool frame_log(uint32_t limit);
   void frame_owned(uint8_t type, std::vector<uint8_t> payload);
+  /// Numbers a frame just added to out_; its MAC follows in seal_pending(), before it is written.
   void seal(OutFrame& f, uint8_t type, uint32_t length);
+  void seal_pending();
   bool pump_send();
   bool has_work();
   void sleep();
@@ -189,6 +191,7 @@ class LogChannel {
   uint32_t log_head_seen_ = 0;  // kSender: the ring head frame_log() looked at last
   std::deque<OutFrame> out_;
   size_t out_bytes_ = 0;        // unwritten bytes in out_
+  size_t unsealed_ = 0;         // frames at the back of out_ still without their MAC
   uint32_t log_framed_ = 0;     // log ring bytes past its tail already in frames
   uint64_t next_lsn_;           // the lsn the next batch must carry
   uint64_t acked_sent_ = 0;     // kReceiver: lsn1 of the last ACK sent

@@ -3,6 +3,7 @@
 // picked only when cpuid says the CPU has them.
 #include "channel/sha256.h"
 
+#include <algorithm>
 #include <cstring>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -72,41 +73,69 @@ void compress_portable(uint32_t state[8], const uint8_t* p, size_t count) {
 // The SHA extensions keep the state as two vectors, ABEF and CDGH, and run two rounds per
 // sha256rnds2; sha256msg1/msg2 compute the message schedule four words at a time. Sixteen groups of
 // four rounds per block; group i consumes schedule vector w[i % 4] and prepares the ones after it.
-__attribute__((target("sha,sse4.1,ssse3"))) void compress_shani(uint32_t state[8], const uint8_t* p, size_t count) {
+// kLanes independent streams go through the same loop: sha256rnds2 waits for the one before it, so
+// one stream leaves the unit idle most of the time, and a second one fills those cycles.
+template <int kLanes>
+__attribute__((target("sha,sse4.1,ssse3"), always_inline)) inline void shani_lanes(uint32_t* const state[kLanes], const uint8_t* p[kLanes],
+                                                                                    size_t count) {
   const __m128i kByteSwap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
-  __m128i tmp = _mm_loadu_si128(reinterpret_cast<const __m128i*>(&state[0]));
-  __m128i state1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(&state[4]));
-  tmp = _mm_shuffle_epi32(tmp, 0xB1);                // CDAB
-  state1 = _mm_shuffle_epi32(state1, 0x1B);          // EFGH
-  __m128i state0 = _mm_alignr_epi8(tmp, state1, 8);  // ABEF
-  state1 = _mm_blend_epi16(state1, tmp, 0xF0);       // CDGH
-  for (; count > 0; count--, p += Sha256::kBlock) {
-    const __m128i abef = state0, cdgh = state1;
-    __m128i w[4];
+  __m128i state0[kLanes], state1[kLanes];
+  for (int l = 0; l < kLanes; l++) {
+    __m128i tmp = _mm_loadu_si128(reinterpret_cast<const __m128i*>(&state[l][0]));
+    __m128i s1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(&state[l][4]));
+    tmp = _mm_shuffle_epi32(tmp, 0xB1);               // CDAB
+    s1 = _mm_shuffle_epi32(s1, 0x1B);                 // EFGH
+    state0[l] = _mm_alignr_epi8(tmp, s1, 8);          // ABEF
+    state1[l] = _mm_blend_epi16(s1, tmp, 0xF0);       // CDGH
+  }
+  for (size_t b = 0; b < count; b++) {
+    __m128i abef[kLanes], cdgh[kLanes], w[kLanes][4];
+    for (int l = 0; l < kLanes; l++) {
+      abef[l] = state0[l];
+      cdgh[l] = state1[l];
+    }
 #pragma GCC unroll 16
     for (int i = 0; i < 16; i++) {
-      if (i < 4) w[i] = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * i)), kByteSwap);
-      __m128i msg = _mm_add_epi32(w[i % 4], _mm_load_si128(reinterpret_cast<const __m128i*>(&kK[4 * i])));
-      state1 = _mm_sha256rnds2_epu32(state1, state0, msg);
-      if (i >= 3 && i <= 14) {
-        // Finishes the schedule vector of group i + 1 (it shares its slot with group i - 3).
-        const __m128i t = _mm_alignr_epi8(w[i % 4], w[(i + 3) % 4], 4);
-        w[(i + 1) % 4] = _mm_sha256msg2_epu32(_mm_add_epi32(w[(i + 1) % 4], t), w[i % 4]);
+      const __m128i k = _mm_load_si128(reinterpret_cast<const __m128i*>(&kK[4 * i]));
+#pragma GCC unroll 2
+      for (int l = 0; l < kLanes; l++) {
+        if (i < 4) w[l][i] = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p[l] + 64 * b + 16 * i)), kByteSwap);
+        __m128i msg = _mm_add_epi32(w[l][i % 4], k);
+        state1[l] = _mm_sha256rnds2_epu32(state1[l], state0[l], msg);
+        if (i >= 3 && i <= 14) {
+          // Finishes the schedule vector of group i + 1 (it shares its slot with group i - 3).
+          const __m128i t = _mm_alignr_epi8(w[l][i % 4], w[l][(i + 3) % 4], 4);
+          w[l][(i + 1) % 4] = _mm_sha256msg2_epu32(_mm_add_epi32(w[l][(i + 1) % 4], t), w[l][i % 4]);
+        }
+        msg = _mm_shuffle_epi32(msg, 0x0E);
+        state0[l] = _mm_sha256rnds2_epu32(state0[l], state1[l], msg);
+        // Starts the schedule vector of group i + 3.
+        if (i >= 1 && i <= 12) w[l][(i + 3) % 4] = _mm_sha256msg1_epu32(w[l][(i + 3) % 4], w[l][i % 4]);
       }
-      msg = _mm_shuffle_epi32(msg, 0x0E);
-      state0 = _mm_sha256rnds2_epu32(state0, state1, msg);
-      // Starts the schedule vector of group i + 3.
-      if (i >= 1 && i <= 12) w[(i + 3) % 4] = _mm_sha256msg1_epu32(w[(i + 3) % 4], w[i % 4]);
     }
-    state0 = _mm_add_epi32(state0, abef);
-    state1 = _mm_add_epi32(state1, cdgh);
+    for (int l = 0; l < kLanes; l++) {
+      state0[l] = _mm_add_epi32(state0[l], abef[l]);
+      state1[l] = _mm_add_epi32(state1[l], cdgh[l]);
+    }
   }
-  tmp = _mm_shuffle_epi32(state0, 0x1B);        // FEBA
-  state1 = _mm_shuffle_epi32(state1, 0xB1);     // DCHG
-  state0 = _mm_blend_epi16(tmp, state1, 0xF0);  // DCBA
-  state1 = _mm_alignr_epi8(state1, tmp, 8);     // ABEF
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(&state[0]), state0);
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(&state[4]), state1);
+  for (int l = 0; l < kLanes; l++) {
+    const __m128i tmp = _mm_shuffle_epi32(state0[l], 0x1B);  // FEBA
+    const __m128i s1 = _mm_shuffle_epi32(state1[l], 0xB1);   // DCHG
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(&state[l][0]), _mm_blend_epi16(tmp, s1, 0xF0));  // h[0..3]
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(&state[l][4]), _mm_alignr_epi8(s1, tmp, 8));     // h[4..7]
+  }
+}
+
+__attribute__((target("sha,sse4.1,ssse3"))) void compress_shani(uint32_t state[8], const uint8_t* p, size_t count) {
+  uint32_t* const st[1] = {state};
+  const uint8_t* ps[1] = {p};
+  shani_lanes<1>(st, ps, count);
+}
+
+__attribute__((target("sha,sse4.1,ssse3"))) void compress_shani_x2(uint32_t a[8], const uint8_t* pa, uint32_t b[8], const uint8_t* pb, size_t count) {
+  uint32_t* const st[2] = {a, b};
+  const uint8_t* ps[2] = {pa, pb};
+  shani_lanes<2>(st, ps, count);
 }
 
 bool cpu_has_shani() {
@@ -179,6 +208,35 @@ void Sha256::update(const uint8_t* data, size_t n) {
     std::memcpy(buf_, data, n);
     fill_ = n;
   }
+}
+
+void Sha256::update2(Sha256& a, const uint8_t* pa, Sha256& b, const uint8_t* pb, size_t n) {
+#ifdef LOCKSTEP_SHA_NI
+  if (a.compress_ == compress_shani && b.compress_ == compress_shani) {
+    // Each to a block boundary on its own, then the whole blocks both have, together.
+    const size_t ha = a.fill_ ? std::min(n, kBlock - a.fill_) : 0, hb = b.fill_ ? std::min(n, kBlock - b.fill_) : 0;
+    a.update(pa, ha);
+    b.update(pb, hb);
+    pa += ha;
+    pb += hb;
+    size_t na = n - ha, nb = n - hb;
+    if (a.fill_ == 0 && b.fill_ == 0) {
+      const size_t blocks = std::min(na, nb) / kBlock;
+      compress_shani_x2(a.h_, pa, b.h_, pb, blocks);
+      a.total_ += blocks * kBlock;
+      b.total_ += blocks * kBlock;
+      pa += blocks * kBlock;
+      pb += blocks * kBlock;
+      na -= blocks * kBlock;
+      nb -= blocks * kBlock;
+    }
+    a.update(pa, na);
+    b.update(pb, nb);
+    return;
+  }
+#endif
+  a.update(pa, n);
+  b.update(pb, n);
 }
 
 void Sha256::finish(uint8_t out[kDigest]) {

@@ -32,6 +32,9 @@ class Sha256 {
   /// HMAC's precomputed inner and outer pads.
   void resume(const uint32_t state[8], uint64_t absorbed, Sha256Impl impl);
   void update(const uint8_t* data, size_t n);
+  /// a.update(pa, n) and b.update(pb, n), with SHA-NI nearly in the time of one: the two streams'
+  /// blocks are compressed together. Same result as the two calls, for any states and any n.
+  static void update2(Sha256& a, const uint8_t* pa, Sha256& b, const uint8_t* pb, size_t n);
   void finish(uint8_t out[kDigest]);
   /// The chaining state; meaningful only at a block boundary (after resume, or updates of whole blocks).
   const uint32_t* state() const { return h_; }
@@ -61,6 +64,8 @@ class HmacKey {
    public:
     explicit Mac(const HmacKey& key) : key_(&key), inner_() { inner_.resume(key.inner_, Sha256::kBlock, key.impl_); }
     void update(const uint8_t* data, size_t n) { inner_.update(data, n); }
+    /// a.update(pa, n) and b.update(pb, n) together (Sha256::update2).
+    static void update2(Mac& a, const uint8_t* pa, Mac& b, const uint8_t* pb, size_t n) { Sha256::update2(a.inner_, pa, b.inner_, pb, n); }
     void finish(uint8_t out[Sha256::kDigest]);
 
    private:

@@ -87,6 +87,20 @@ describe('SHA-256 and HMAC-SHA-256', () => {
       }
     });
   }
+  for (const impl of [PORTABLE, SHA_NI]) {
+    it.skipIf(!native.implAvailable(impl))(`${impl === SHA_NI ? 'SHA-NI' : 'portable'}: two MACs computed together equal node:crypto's`, () => {
+      const rnd = prng(0x2a + impl);
+      for (let i = 0; i < 300; i++) {
+        const key = bytes(rnd, 32);
+        const a = bytes(rnd, Math.floor(rnd() * 2000)), b = bytes(rnd, i % 10 === 0 ? a.length : Math.floor(rnd() * 2000));
+        const cutA = Math.floor(rnd() * Math.min(a.length + 1, 130)), cutB = Math.floor(rnd() * Math.min(b.length + 1, 130));
+        const [ma, mb] = native.hmacPair(impl, key, a, b, cutA, cutB);
+        const what = `${a.length} and ${b.length} bytes, cut at ${cutA} and ${cutB}`;
+        expect(ma.toString('hex'), what).toBe(createHmac('sha256', key).update(a).digest('hex'));
+        expect(mb.toString('hex'), what).toBe(createHmac('sha256', key).update(b).digest('hex'));
+      }
+    });
+  }
 });
 
 describe('frames between the native codec and src/protocol/frame.ts', () => {

@@ -28,6 +28,7 @@ export interface ChannelTestAddon {
   defaultImpl(): number;
   sha256(impl: number, data: Uint8Array, cuts?: number[]): Buffer;
   hmac(impl: number, key: Uint8Array, data: Uint8Array, cuts?: number[]): Buffer;
+  hmacPair(impl: number, key: Uint8Array, a: Uint8Array, b: Uint8Array, cutA: number, cutB: number): [Buffer, Buffer];
   encodeFrame(key: Uint8Array, type: number, sequence: number, payload: Uint8Array): Buffer;
   decodeFrames(key: Uint8Array, firstSequence: number, maxPayload: number, bytes: Uint8Array):
     { frames: { type: number; sequence: number; payload: Buffer }[]; consumed: number; need?: number; error?: ChannelEnd };
