@@ -191,7 +191,7 @@ void LogChannel::run() {
     bool moved = false;
     if (sink_active_) moved |= push_sink();
     if (!sink_active_) moved |= process_frames();
-    if (!sink_active_ && !eof_ && peer_bye_.empty() && !ended()) moved |= pump_receive();
+    if (!sink_active_ && ahead_ == ahead_count_ && !eof_ && peer_bye_.empty() && !ended()) moved |= pump_receive();
     if (role_ == Role::kReceiver && !ended()) {
       const uint64_t lsn1 = log_lsn1_.load(std::memory_order_relaxed);
       if (lsn1 > acked_sent_) {
@@ -276,18 +276,23 @@ bool LogChannel::pump_receive() {
 bool LogChannel::process_frames() {
   bool any = false;
   while (!sink_active_ && peer_bye_.empty() && !ended()) {
-    FrameView f;
-    size_t need = 0;
-    switch (reader_.next(rbuf_.data() + rstart_, rend_ - rstart_, &f, &need)) {
-      case FrameReader::Status::kNeedMore:
-        need_ = need;
-        return any;
-      case FrameReader::Status::kError:
-        end(reader_.error(), reader_.message());
-        return any;
-      case FrameReader::Status::kFrame:
-        break;
+    if (ahead_ == ahead_count_) {
+      ahead_ = ahead_count_ = 0;
+      size_t need = 0;
+      switch (reader_.next2(rbuf_.data() + rstart_, rend_ - rstart_, verified_, &ahead_count_, &need)) {
+        case FrameReader::Status::kNeedMore:
+          need_ = need;
+          return any;
+        case FrameReader::Status::kError:
+          end(reader_.error(), reader_.message());
+          return any;
+        case FrameReader::Status::kFrame:
+          break;
+      }
     }
+    // A second verified frame waits here while the first one's LOG payload fills the ring; rbuf_
+    // does not move meanwhile (pump_receive() waits for both).
+    const FrameView f = verified_[ahead_++];
     any = true;
     need_ = FrameLayout::kHeader;
     c_.frames_received.fetch_add(1, std::memory_order_relaxed);

@@ -186,6 +186,8 @@ class LogChannel {
   FrameReader reader_;
   std::vector<uint8_t> rbuf_;
   size_t rstart_ = 0, rend_ = 0, need_ = FrameLayout::kHeader;
+  FrameView verified_[2];               // frames whose MACs were checked together (FrameReader::next2)
+  size_t ahead_ = 0, ahead_count_ = 0;  // verified_[ahead_, ahead_count_) are not dispatched yet
   bool eof_ = false, shut_wr_ = false;
   std::string peer_bye_;  // the peer's BYE, once it came (nothing after it is read)
   uint32_t log_head_seen_ = 0;  // kSender: the ring head frame_log() looked at last

@@ -5,6 +5,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 
 namespace lockstep {
@@ -97,17 +98,21 @@ FrameReader::Status FrameReader::fail(ChannelError code, std::string message) {
   return Status::kError;
 }
 
-FrameReader::Status FrameReader::next(const uint8_t* data, size_t n, FrameView* frame, size_t* need) {
-  if (error_ != ChannelError::kNone) return Status::kError;
+FrameReader::Status FrameReader::judge(const uint8_t* data, size_t n, uint64_t expected, FrameView* frame, size_t* need, ChannelError* code,
+                                       std::string* why) const {
+  auto bad = [&](ChannelError c, std::string w) {
+    *code = c;
+    *why = std::move(w);
+    return Status::kError;
+  };
   if (n < FrameLayout::kHeader) {
     *need = FrameLayout::kHeader;
     return Status::kNeedMore;
   }
-  const std::string at = std::to_string(expected_);
   const uint32_t magic = load_be32u(data + FrameLayout::kOffMagic);
   if (magic != FrameLayout::kMagic) {
-    return fail(ChannelError::kMalformed, "bad frame magic 0x" + hex(magic, 8) + " (expected 0x" + hex(FrameLayout::kMagic) + ", \"LKSP\") in frame " +
-                                              at + ": not a lockstep peer, or the stream is out of step");
+    return bad(ChannelError::kMalformed, "bad frame magic 0x" + hex(magic, 8) + " (expected 0x" + hex(FrameLayout::kMagic) + ", \"LKSP\") in frame " +
+                                             std::to_string(expected) + ": not a lockstep peer, or the stream is out of step");
   }
   const uint8_t type = data[FrameLayout::kOffType];
   const uint8_t flags = data[FrameLayout::kOffFlags];
@@ -115,41 +120,88 @@ FrameReader::Status FrameReader::next(const uint8_t* data, size_t n, FrameView* 
   const uint32_t length = load_be32u(data + FrameLayout::kOffLength);
   const uint64_t sequence = load_be64(data + FrameLayout::kOffSequence);
   if (flags != 0 || reserved != 0) {
-    return fail(ChannelError::kMalformed, "frame " + at + " (type 0x" + hex(type) + ") has flags 0x" + hex(flags) + " and reserved 0x" + hex(reserved) +
-                                              "; version 1 defines neither");
+    return bad(ChannelError::kMalformed, "frame " + std::to_string(expected) + " (type 0x" + hex(type) + ") has flags 0x" + hex(flags) +
+                                             " and reserved 0x" + hex(reserved) + "; version 1 defines neither");
   }
   if (!is_application_type(type)) {
     if (type == msg::kHello || type == msg::kAuth) {
-      return fail(ChannelError::kMalformed, std::string(type == msg::kHello ? "HELLO" : "AUTH") + " frame after the handshake completed");
+      return bad(ChannelError::kMalformed, std::string(type == msg::kHello ? "HELLO" : "AUTH") + " frame after the handshake completed");
     }
-    return fail(ChannelError::kMalformed, "unknown message type 0x" + hex(type));
+    return bad(ChannelError::kMalformed, "unknown message type 0x" + hex(type));
   }
   if (length > max_payload_) {
-    return fail(ChannelError::kOversized, "frame " + at + " (type 0x" + hex(type) + ") announces a " + std::to_string(length) +
-                                              "-byte payload, over the limit of " + std::to_string(max_payload_) + " bytes; closed before reading it");
+    return bad(ChannelError::kOversized, "frame " + std::to_string(expected) + " (type 0x" + hex(type) + ") announces a " + std::to_string(length) +
+                                             "-byte payload, over the limit of " + std::to_string(max_payload_) + " bytes; closed before reading it");
   }
-  if (sequence != expected_) {
-    return fail(ChannelError::kSequence,
-                "frame sequence " + std::to_string(sequence) + " where " + at + " was expected: a replayed, dropped or reordered frame");
+  if (sequence != expected) {
+    return bad(ChannelError::kSequence, "frame sequence " + std::to_string(sequence) + " where " + std::to_string(expected) +
+                                            " was expected: a replayed, dropped or reordered frame");
   }
   const size_t total = FrameLayout::kHeader + size_t{length} + FrameLayout::kTrailer;
   if (n < total) {
     *need = total;
     return Status::kNeedMore;
   }
-  HmacKey::Mac mac(*key_);
-  mac.update(data, FrameLayout::kHeader + length);
-  uint8_t digest[Sha256::kDigest];
-  mac.finish(digest);
-  if (!digest_equal(digest, data + FrameLayout::kHeader + length)) {
-    return fail(ChannelError::kAuth, "frame " + at + " (type 0x" + hex(type) + ", " + std::to_string(length) +
-                                         " bytes) fails its HMAC: forged, corrupted, or sealed with another session's key");
-  }
   frame->type = type;
   frame->length = length;
   frame->sequence = sequence;
   frame->payload = data + FrameLayout::kHeader;
   frame->total = total;
+  return Status::kFrame;
+}
+
+FrameReader::Status FrameReader::fail_mac(const FrameView& f) {
+  return fail(ChannelError::kAuth, "frame " + std::to_string(f.sequence) + " (type 0x" + hex(f.type) + ", " + std::to_string(f.length) +
+                                       " bytes) fails its HMAC: forged, corrupted, or sealed with another session's key");
+}
+
+namespace {
+bool mac_matches(HmacKey::Mac& mac, const FrameView& f) {
+  uint8_t digest[Sha256::kDigest];
+  mac.finish(digest);
+  return digest_equal(digest, f.payload + f.length);
+}
+}  // namespace
+
+FrameReader::Status FrameReader::next(const uint8_t* data, size_t n, FrameView* frame, size_t* need) {
+  if (error_ != ChannelError::kNone) return Status::kError;
+  ChannelError code;
+  std::string why;
+  const Status s = judge(data, n, expected_, frame, need, &code, &why);
+  if (s == Status::kError) return fail(code, std::move(why));
+  if (s == Status::kNeedMore) return s;
+  HmacKey::Mac mac(*key_);
+  mac.update(data, FrameLayout::kHeader + frame->length);
+  return mac_matches(mac, *frame) ? Status::kFrame : fail_mac(*frame);
+}
+
+FrameReader::Status FrameReader::next2(const uint8_t* data, size_t n, FrameView frames[2], size_t* count, size_t* need) {
+  if (error_ != ChannelError::kNone) return Status::kError;
+  ChannelError code;
+  std::string why;
+  FrameView& a = frames[0];
+  const Status s = judge(data, n, expected_, &a, need, &code, &why);
+  if (s == Status::kError) return fail(code, std::move(why));
+  if (s == Status::kNeedMore) return s;
+  *count = 1;
+  FrameView& b = frames[1];
+  size_t need_b;
+  // The second frame's header is judged only to see whether it is complete; a fault in it is
+  // reported by the call that reaches it, after the first frame has been taken.
+  if (judge(data + a.total, n - a.total, expected_ + 1, &b, &need_b, &code, &why) != Status::kFrame) {
+    HmacKey::Mac mac(*key_);
+    mac.update(data, FrameLayout::kHeader + a.length);
+    return mac_matches(mac, a) ? Status::kFrame : fail_mac(a);
+  }
+  const uint8_t* pb = data + a.total;
+  const size_t la = FrameLayout::kHeader + a.length, lb = FrameLayout::kHeader + b.length, both = std::min(la, lb);
+  HmacKey::Mac ma(*key_), mb(*key_);
+  HmacKey::Mac::update2(ma, data, mb, pb, both);
+  ma.update(data + both, la - both);
+  mb.update(pb + both, lb - both);
+  if (!mac_matches(ma, a)) return fail_mac(a);
+  // A bad second frame is left to the next call, which checks it again alone and fails on it.
+  if (mac_matches(mb, b)) *count = 2;
   return Status::kFrame;
 }
 

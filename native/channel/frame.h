@@ -101,6 +101,9 @@ class FrameReader {
   /// the front needs in all (header only, until the header is in). kFrame: `*frame` points into
   /// `data`; call accept() before asking for the next one. kError: see error() and message().
   Status next(const uint8_t* data, size_t n, FrameView* frame, size_t* need);
+  /// next(), and when a second whole frame follows the first, that one too with both MACs computed
+  /// together (Sha256::update2): kFrame returns `*count` (1 or 2) frames; accept() each in turn.
+  Status next2(const uint8_t* data, size_t n, FrameView frames[2], size_t* count, size_t* need);
   /// The frame returned last is consumed: the next one must carry the following sequence number.
   void accept() { expected_++; }
   uint64_t expected_sequence() const { return expected_; }
@@ -109,6 +112,10 @@ class FrameReader {
 
  private:
   Status fail(ChannelError code, std::string message);
+  Status fail_mac(const FrameView& f);
+  /// The header checks of next() for the frame numbered `expected`, and whether it is all there; the
+  /// MAC is not looked at and nothing is recorded (a fault comes back in *code and *why).
+  Status judge(const uint8_t* data, size_t n, uint64_t expected, FrameView* frame, size_t* need, ChannelError* code, std::string* why) const;
   const HmacKey* key_;
   uint64_t expected_;
   uint32_t max_payload_;
