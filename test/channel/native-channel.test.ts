@@ -264,6 +264,54 @@ describe('the native receiver with a TypeScript sender', () => {
   }
 });
 
+describe('the native receiver with a randomly damaged stream', () => {
+  it('ends with a code, publishes only whole frames before the damage, and agrees with the TypeScript decoder', () => {
+    const rnd = prng(0xbad);
+    const bs = batches(rnd, 12, 700);
+    const frames = bs.map((b, i) => tsFrame(MessageType.LOG, FIRST + i, b));
+    const clean = Buffer.concat([...frames, bye(FIRST + frames.length)]);
+    // Where each frame starts, the BYE's included.
+    const starts = [...frames, null].map((_, i) => frames.slice(0, i).reduce((n, f) => n + f.length, 0));
+    for (let round = 0; round < 120; round++) {
+      const wire = Buffer.from(clean);
+      const at = Math.floor(rnd() * wire.length);
+      let damaged: Buffer;
+      const kind = round % 3;
+      if (kind === 0) {
+        wire[at]! ^= 1 << Math.floor(rnd() * 8);
+        damaged = wire;
+      } else if (kind === 1) {
+        damaged = wire.subarray(0, at);
+      } else {
+        damaged = Buffer.concat([wire.subarray(0, at), bytes(rnd, 1 + Math.floor(rnd() * 40)), wire.subarray(at)]);
+      }
+      const what = `round ${round}: ${['flip', 'cut', 'insert'][kind]} at byte ${at}`;
+      const r = native.receiverFeed({ wire: damaged, close: true });
+      expect(r.ended, what).toBe(true);
+      // The frame the damage is in, and every later one, never reach the ring.
+      const hit = starts.filter((s) => s <= at).length - 1;
+      const published = Math.round(r.logLsn1);
+      expect(published, what).toBeLessThanOrEqual(Math.max(0, hit));
+      expect(r.sink.equals(Buffer.concat(bs.slice(0, published))), what).toBe(true);
+      if (r.end.name === 'NONE') {
+        // Only damage to the BYE's reason text can leave the stream whole, and then its HMAC fails: so never.
+        throw new Error(`${what}: a damaged stream ended orderly (${r.end.message})`);
+      }
+      expect(['AUTH', 'MALFORMED', 'SEQUENCE', 'OVERSIZED', 'TRUNCATED', 'CLOSED'], what).toContain(r.end.name);
+      const dec = new FrameDecoder({ trailer: toSecondary });
+      for (let q = 0; q < FIRST; q++) dec.push(encodeFrame(MessageType.HEARTBEAT, q, new Uint8Array(24), toSecondary));
+      dec.push(damaged);
+      let tsCode = 'NONE';
+      try {
+        while (dec.next());
+      } catch (err) {
+        tsCode = (err as ProtocolError).code.replace('ERR_LOCKSTEP_PROTOCOL_', '');
+      }
+      if (tsCode !== 'NONE') expect(r.end.name, what).toBe(tsCode);
+    }
+  });
+});
+
 describe('the native sender with a TypeScript receiver', () => {
   const rnd = prng(11);
   const bs = batches(rnd, 30, 40_000);

@@ -52,7 +52,8 @@ function root(): string {
 
 let cached: ChannelTestAddon | undefined;
 export function channelAddon(): ChannelTestAddon {
-  const path = join(root(), 'build', 'Release', 'lockstep_channel_test.node');
+  // LOCKSTEP_CHANNEL_ADDON_PATH: the sanitizer build (test/sanitize/run.mjs).
+  const path = process.env['LOCKSTEP_CHANNEL_ADDON_PATH'] || join(root(), 'build', 'Release', 'lockstep_channel_test.node');
   if (!existsSync(path)) throw new Error(`${path} is missing: build every binding.gyp target with \`npx node-gyp rebuild\``);
   cached ??= createRequire(import.meta.url)(path) as ChannelTestAddon;
   return cached;
