@@ -173,7 +173,7 @@ Napi::Value EncodeFrame(const Napi::CallbackInfo& info) {
   HmacKey k(key.data(), key.size());
   std::vector<uint8_t> out(FrameLayout::kHeader + payload.size() + FrameLayout::kTrailer);
   encode_frame_header(out.data(), static_cast<uint8_t>(type), static_cast<uint32_t>(payload.size()), static_cast<uint64_t>(seq));
-  std::memcpy(out.data() + FrameLayout::kHeader, payload.data(), payload.size());
+  if (!payload.empty()) std::memcpy(out.data() + FrameLayout::kHeader, payload.data(), payload.size());
   HmacKey::Mac mac(k);
   mac.update(out.data(), FrameLayout::kHeader + payload.size());
   mac.finish(out.data() + FrameLayout::kHeader + payload.size());

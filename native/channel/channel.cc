@@ -56,7 +56,7 @@ LogChannel::LogChannel(Role role, ChannelConfig config, Ring ring, Hooks hooks)
   send_key_.set(config.send_key.data(), config.send_key.size(), config.impl);
   recv_key_.set(config.recv_key.data(), config.recv_key.size(), config.impl);
   rbuf_.resize(std::max(kReadBuffer, config.leftover.size()));
-  std::memcpy(rbuf_.data(), config.leftover.data(), config.leftover.size());
+  if (!config.leftover.empty()) std::memcpy(rbuf_.data(), config.leftover.data(), config.leftover.size());
   rend_ = config.leftover.size();
   // Wiped at once: the pads above are all the channel keeps.
   std::fill(config.send_key.begin(), config.send_key.end(), 0);
@@ -121,6 +121,8 @@ void LogChannel::finish() {
     std::lock_guard<std::mutex> lock(mu_);
     finish_fence_ = role_ == Role::kSender && ring_.mem ? ring_head(ring_.mem) : 0;
   }
+  // release: finish_fence_ (set above, under mu_ as well) before the flag; pairs with the acquire
+  // loads in run() and has_work().
   finishing_.store(true, std::memory_order_release);
   notify();
 }
@@ -131,6 +133,7 @@ void LogChannel::stop() {
     if (stopped_) return;
     stopped_ = true;
   }
+  // release: pairs with the acquire load at the top of run(); the eventfd below wakes it to see it.
   quit_.store(true, std::memory_order_release);
   if (wake_ >= 0) {
     const uint64_t one = 1;
@@ -180,6 +183,7 @@ void LogChannel::end(ChannelError code, std::string message) {
     if (ended_.load(std::memory_order_relaxed)) return;
     error_ = code;
     message_ = std::move(message);
+    // release: error_ and message_ before the flag; pairs with the acquire in ended() (any thread).
     ended_.store(true, std::memory_order_release);
     quit_.store(true, std::memory_order_release);
   }
@@ -402,6 +406,7 @@ bool LogChannel::push_sink() {
   if (sink_done_ == sink_len_) {
     sink_active_ = false;
     rstart_ += sink_frame_total_;
+    // release: the ring bytes are published (push() above) before the position; pairs with log_lsn1().
     log_lsn1_.store(sink_lsn1_, std::memory_order_release);
   }
   if (pushed && hooks_.on_ring) hooks_.on_ring();
@@ -488,6 +493,7 @@ bool LogChannel::frame_log(uint32_t limit) {
   next_lsn_ = lsn;
   seal(f, msg::kLog, static_cast<uint32_t>(len));
   // An ACK may name it from here on (its MAC is computed before anything is written: seal_pending()).
+  // release (pairs with log_lsn1()): only a counter for other threads; this thread checks ACKs against it.
   log_lsn1_.store(lsn, std::memory_order_release);
   return !ended();
 }

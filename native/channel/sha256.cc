@@ -188,6 +188,7 @@ void Sha256::resume(const uint32_t state[8], uint64_t absorbed, Sha256Impl impl)
 }
 
 void Sha256::update(const uint8_t* data, size_t n) {
+  if (n == 0) return;  // `data` may then be null (an empty vector's), which memcpy may not be given
   total_ += n;
   if (fill_) {
     const size_t take = n < kBlock - fill_ ? n : kBlock - fill_;
