@@ -360,21 +360,24 @@ ChannelConfig Config(int fd, const std::vector<uint8_t>& send_key, const std::ve
 
 const std::vector<uint8_t> kKeyP2S(32, 0x11), kKeyS2P(32, 0x22);
 
-// loopback({ batches, minRecords, maxRecords, tcp, impl, maxLogFrame, sinkBytes, seed, timeoutMs })
+// loopback({ batches, minRecords, maxRecords, tcp, impl, maxLogFrame, sinkBytes, seed, timeoutMs, releaseEvery })
 // A native sender and a native receiver on one connection; a producer thread fills the log ring with
 // synthetic batches, a consumer thread checks every byte that comes out of the replay ring. When all
-// are acknowledged the sender says BYE and both ends close. Returns counts, ends, time and CPU.
+// are acknowledged the sender says BYE and both ends close. With releaseEvery k, a RELEASE message
+// (send()) follows every k-th batch. Returns counts, ends, time and CPU.
 Napi::Value Loopback(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) return Fail(env, "loopback(options)"), env.Undefined();
   Napi::Object o = info[0].As<Napi::Object>();
-  double batches, minr, maxr, maxframe, sinkbytes, seed, timeout, implv;
+  double batches, minr, maxr, maxframe, sinkbytes, seed, timeout, implv, every_d;
   if (!Opt(o, "batches", 0, 1e12, 1000, &batches) || !Opt(o, "minRecords", 0, BatchLayout::kMaxLength, 0, &minr) ||
       !Opt(o, "maxRecords", 0, BatchLayout::kMaxLength, 4096, &maxr) || !Opt(o, "maxLogFrame", 1, 16 << 20, 1 << 20, &maxframe) ||
       !Opt(o, "sinkBytes", 64, 1 << 30, 4 << 20, &sinkbytes) || !Opt(o, "seed", 0, 4294967295.0, 1, &seed) ||
-      !Opt(o, "timeoutMs", 1, 1e9, 120000, &timeout) || !Opt(o, "impl", 0, 1, static_cast<int>(sha256_default()), &implv)) {
+      !Opt(o, "timeoutMs", 1, 1e9, 120000, &timeout) || !Opt(o, "impl", 0, 1, static_cast<int>(sha256_default()), &implv) ||
+      !Opt(o, "releaseEvery", 0, 1e12, 0, &every_d)) {
     return env.Undefined();
   }
+  const uint64_t every = static_cast<uint64_t>(every_d);
   if (minr > maxr) return Fail(env, "minRecords must be at most maxRecords"), env.Undefined();
   const Sha256Impl impl = static_cast<Sha256Impl>(static_cast<int>(implv));
   if (!sha256_available(impl)) return Fail(env, "impl is not available on this CPU"), env.Undefined();
@@ -405,8 +408,18 @@ Napi::Value Loopback(const Napi::CallbackInfo& info) {
   rh.on_ring = [&] { data.ring(); };
   rh.on_end = [&] { data.ring(); };
   rh.progress = [&] { return consumed_lsn.load(std::memory_order_relaxed); };
+  // RELEASE messages sent after batch lsn must arrive after it, in order (send() fences them).
+  uint64_t releases = 0, release_faults = 0, last_release = 0;
+  LogChannel* rx = nullptr;
+  rh.on_message = [&](uint8_t type, const uint8_t* p, size_t len) {
+    const uint64_t lsn = type == msg::kRelease && len == 8 ? load_be64(p) : UINT64_MAX;
+    if (lsn == UINT64_MAX || rx->log_lsn1() < lsn + 1 || (releases && lsn <= last_release)) release_faults++;
+    last_release = lsn;
+    releases++;
+  };
   LogChannel receiver(LogChannel::Role::kReceiver, Config(fds[1], kKeyS2P, kKeyP2S, impl, static_cast<uint32_t>(maxframe)),
                       {sink.mem, sink.capacity, 0}, std::move(rh));
+  rx = &receiver;
 
   const double cpu0 = CpuSeconds();
   const auto t0 = std::chrono::steady_clock::now();
@@ -429,6 +442,11 @@ Napi::Value Loopback(const Napi::CallbackInfo& info) {
       }
       log_producer.push(b.data(), b.size());
       sender.notify();
+      if (every && (lsn + 1) % every == 0) {
+        std::vector<uint8_t> release(8);
+        store_be64(release.data(), lsn);
+        sender.send(msg::kRelease, std::move(release));
+      }
     }
   });
   std::thread consumer([&] {
@@ -488,6 +506,8 @@ Napi::Value Loopback(const Napi::CallbackInfo& info) {
   r.Set("batches", static_cast<double>(got));
   r.Set("bytes", static_cast<double>(got_bytes));
   r.Set("ackedLsn1", static_cast<double>(acked_lsn1));
+  r.Set("releases", static_cast<double>(releases));
+  r.Set("releaseFaults", static_cast<double>(release_faults));
   r.Set("ns", static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count()));
   r.Set("cpuSeconds", cpu1 - cpu0);
   r.Set("impl", sha256_impl_name(impl));

@@ -66,8 +66,9 @@ class LogChannel {
  public:
   enum class Role : uint8_t { kSender, kReceiver };
 
-  /// kSender: the ring the sealed batches arrive in (its producer initialised it). kReceiver: the ring
-  /// verified batches go to (this channel is its producer and initialises it in start()).
+  /// kSender: the ring the sealed batches arrive in (its producer initialised it; at least 2 MiB, so
+  /// that the largest batch fits). kReceiver: the ring verified batches go to (this channel is its
+  /// producer and initialises it in start(); a batch may be published in pieces).
   struct Ring {
     uint8_t* mem = nullptr;
     uint32_t capacity = 0;

@@ -203,6 +203,11 @@ describe('native sender to native receiver over a socket', () => {
     });
   }
 
+  it('messages queued with send() arrive after the log published before them, in order', () => {
+    const r = native.loopback({ batches: 2000, maxRecords: 3000, releaseEvery: 7, maxLogFrame: 32 << 10, sinkBytes: 128 << 10 });
+    expect(r).toMatchObject({ batches: 2000, ackedLsn1: 2000, timedOut: false, releases: Math.floor(2000 / 7), releaseFaults: 0 });
+  });
+
   it('batches as large as a batch may be (1 MiB of records) go one to a frame', () => {
     const r = native.loopback({ batches: 12, minRecords: (1 << 20) - 5, maxRecords: 1 << 20, sinkBytes: 4 << 20 });
     expect(r).toMatchObject({ batches: 12, ackedLsn1: 12, timedOut: false });
