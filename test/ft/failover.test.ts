@@ -290,7 +290,8 @@ describe('fault-tolerant pair (processes)', () => {
   it('a partition of the logging channel leaves exactly one side live; the loser halts', async () => {
     const dir = join(tmp, 'partition');
     mkdirSync(dir);
-    const cfg = await kvConfig(dir, { timeoutMs: 400, heartbeatMs: 50 });
+    // 1.5 s: a short timeout dismissed the secondary during its clone on a starved machine.
+    const cfg = await kvConfig(dir, { timeoutMs: 1500, heartbeatMs: 100 });
     const primary = start('primary', ['primary', cfg.path]);
     const l = await primary.wait('listening');
     const proxy = await TcpProxy.start('127.0.0.1', Number(l.port));
