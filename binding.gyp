@@ -45,6 +45,36 @@
           }
         }]
       ]
+    },
+    {
+      "target_name": "lockstep_channel_test",
+      "sources": [
+        "native/binding/channel_binding.cc",
+        "native/channel/channel.cc",
+        "native/channel/frame.cc",
+        "native/channel/sha256.cc"
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "native"
+      ],
+      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++17", "-std=c++17"],
+      "cflags_cc": ["-std=c++20", "-O3", "-fno-exceptions", "-fno-plt", "-fomit-frame-pointer", "-fno-gcse", "-fno-crossjumping", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "conditions": [
+        ["lockstep_sanitize==1", {
+          "cflags_cc": ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"],
+          "ldflags": ["-fsanitize=address,undefined"]
+        }],
+        ["OS=='mac'", {
+          "xcode_settings": {
+            "CLANG_CXX_LANGUAGE_STANDARD": "c++20",
+            "GCC_ENABLE_CPP_EXCEPTIONS": "NO",
+            "OTHER_CPLUSPLUSFLAGS": ["-O3"]
+          }
+        }]
+      ]
     }
   ]
 }

@@ -40,6 +40,13 @@ static_assert(RingLayout::kTail + 4 <= RingLayout::kData, "tail fits before the 
 static_assert(std::atomic_ref<uint32_t>::is_always_lock_free, "JS Atomics on the same words need lock-free u32");
 static_assert(std::atomic_ref<uint32_t>::required_alignment <= 4, "head and tail are only 4-byte aligned");
 
+/// The producer's head counter of a ring, read from any thread. acquire: pairs with the producer's
+/// release store in push() (or Atomics.store in ByteRingWriter.write), so the bytes below it are
+/// published. A consumer uses it to mark a point of the stream (the logging channel's message fences).
+inline uint32_t ring_head(uint8_t* mem) {
+  return std::atomic_ref<uint32_t>(*reinterpret_cast<uint32_t*>(mem + RingLayout::kHead)).load(std::memory_order_acquire);
+}
+
 class ByteRingProducer {
  public:
   /// `mem` spans kData + capacity bytes; capacity is a power of two. The memory must outlive this.
@@ -150,6 +157,31 @@ class ByteRingConsumer {
     if (m) consume(m);
     return m;
   }
+
+  /// The published bytes [tail + offset, tail + offset + n) in place, as at most two pieces (`b` is
+  /// empty unless the range wraps): a consumer that hands them to writev() copies nothing. They stay
+  /// valid until consume() passes them. offset + n must be at most available().
+  void pieces(size_t offset, size_t n, const uint8_t** a, size_t* an, const uint8_t** b, size_t* bn) const {
+    const uint32_t at = (tail().load(std::memory_order_relaxed) + static_cast<uint32_t>(offset)) & mask_;  // only this thread writes tail
+    const size_t first = std::min<size_t>(n, capacity_ - at);
+    *a = data_ + at;
+    *an = first;
+    *b = data_;
+    *bn = n - first;
+  }
+
+  /// Copies the published bytes [tail + offset, tail + offset + n) to `out` (offset + n <= available()).
+  void copy_at(size_t offset, uint8_t* out, size_t n) const {
+    const uint8_t *a, *b;
+    size_t an, bn;
+    pieces(offset, n, &a, &an, &b, &bn);
+    std::memcpy(out, a, an);
+    if (bn) std::memcpy(out + an, b, bn);
+  }
+
+  uint32_t capacity() const { return capacity_; }
+  /// The stream position of the next byte to consume (free-running, like ring_head()).
+  uint32_t tail_index() const { return tail().load(std::memory_order_relaxed); }  // only this thread writes tail
 
  private:
   std::atomic_ref<uint32_t> head() const { return std::atomic_ref<uint32_t>(*reinterpret_cast<uint32_t*>(mem_ + RingLayout::kHead)); }

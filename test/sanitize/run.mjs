@@ -37,14 +37,16 @@ const libubsan = spawnSync('g++', ['-print-file-name=libubsan.so'], { encoding: 
 const env = {
   ...process.env,
   LOCKSTEP_ADDON_PATH: addonPath,
+  LOCKSTEP_CHANNEL_ADDON_PATH: join(work, 'build', 'Release', 'lockstep_channel_test.node'),
   LD_PRELOAD: [libasan, libubsan].join(' '),
   ASAN_OPTIONS: 'detect_leaks=0:abort_on_error=1:halt_on_error=1',
   UBSAN_OPTIONS: 'halt_on_error=1:print_stacktrace=1',
 };
 const suites = process.argv.slice(2);
-// The fuzz smoke drives the devices, snapshot restore and replay with hostile input: under ASan/UBSan
-// any memory error or undefined behaviour it provokes is a failure.
-run(process.execPath, [join(root, 'node_modules', 'vitest', 'vitest.mjs'), 'run', ...(suites.length ? suites : ['test/cpu', 'test/machine', 'test/fuzz'])], {
+// The fuzz smoke drives the devices, snapshot restore and replay with hostile input, the channel tests
+// the native data path with hostile streams: under ASan/UBSan any memory error or undefined behaviour
+// they provoke is a failure.
+run(process.execPath, [join(root, 'node_modules', 'vitest', 'vitest.mjs'), 'run', ...(suites.length ? suites : ['test/cpu', 'test/machine', 'test/fuzz', 'test/channel'])], {
   cwd: root,
   env,
 });
