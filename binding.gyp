@@ -7,7 +7,6 @@
       "target_name": "lockstep",
       "sources": [
         "native/binding/addon.cc",
-        "native/binding/ring_probe.cc",
         "native/cpu/cpu.cc",
         "native/cpu/csr.cc",
         "native/cpu/mmu.cc",
@@ -42,6 +41,33 @@
             "CLANG_CXX_LANGUAGE_STANDARD": "c++20",
             "GCC_ENABLE_CPP_EXCEPTIONS": "NO",
             "OTHER_CPLUSPLUSFLAGS": ["-O3"]
+          }
+        }]
+      ]
+    },
+    {
+      "target_name": "lockstep_test",
+      "product_dir": "<(PRODUCT_DIR)/test",
+      "sources": [
+        "native/binding/ring_probe.cc"
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "native"
+      ],
+      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++17", "-std=c++17"],
+      "cflags_cc": ["-std=c++20", "-O2", "-fno-exceptions", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "conditions": [
+        ["lockstep_sanitize==1", {
+          "cflags_cc": ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"],
+          "ldflags": ["-fsanitize=address,undefined"]
+        }],
+        ["OS=='mac'", {
+          "xcode_settings": {
+            "CLANG_CXX_LANGUAGE_STANDARD": "c++20",
+            "GCC_ENABLE_CPP_EXCEPTIONS": "NO"
           }
         }]
       ]
