@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { parseArgs } from 'node:util';
-import { loadConfig, type LoadedConfig } from '../config/index.js';
+import { formatHostPort, loadConfig, type LoadedConfig } from '../config/index.js';
 import { ListenError } from '../errors.js';
 import { arbiterFor } from '../ft/arbiter-config.js';
 import type { Arbiter } from '../ft/arbiter.js';
@@ -17,7 +17,7 @@ import { FtSecondary } from '../ft/secondary.js';
 import { attachVmNetwork, createVmMachine, keepAttachingVmNetwork, loadVm, type VmNetwork, type VmSpec } from '../ft/vm.js';
 import type { Machine } from '../machine/machine.js';
 import type { RunResult } from '../machine/types.js';
-import { UsageError } from './args.js';
+import { UsageError, hostPortOption } from './args.js';
 import { EXIT, type CommandIo } from './io.js';
 import { setUserSignalTarget, type UserSignal } from './signals.js';
 
@@ -65,15 +65,6 @@ primary's (test failover, test restart secondary). A survivor whose UDP port is 
 primary frozen on this host) goes live all the same and keeps retrying the port, reporting it.
 `;
 
-function hostPort(name: string, text: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^\s\[\]]+)):(\d{1,5})$/.exec(text);
-  if (!m || Number(m[3]) > 65535) throw new UsageError(`${name}: '${text}' must be <host>:<port> ([v6]:<port> for IPv6)`);
-  return { host: (m[1] ?? m[2])!, port: Number(m[3]) };
-}
-
-function showAddress(a: { host: string; port: number }): string {
-  return `${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
-}
 
 /**
  * Fails with a {@link ListenError} when `address` cannot be listened on now: checked before the epoch
@@ -282,11 +273,11 @@ export async function primaryCommand(argv: string[], io: CommandIo): Promise<num
   if (values['exit-with-parent']) exitWithParent();
   const r = new Reporter(io, values.events === true);
   setUserSignalTarget({ role: 'a primary that is still starting', log: r.signal });
-  const control = values.control !== undefined ? hostPort('--control', values.control) : undefined;
+  const control = values.control !== undefined ? hostPortOption('--control', values.control) : undefined;
   const loaded = await loadConfig(positionals[0]!);
   for (const w of loaded.warnings) r.event('warning', { message: w }, `WARNING: ${w}`);
   const { spec, ft, arbiter, key, tls } = ftSettings(loaded);
-  const listen = values.listen !== undefined ? hostPort('--listen', values.listen) : ft.listen;
+  const listen = values.listen !== undefined ? hostPortOption('--listen', values.listen) : ft.listen;
   const machine = loadVm(spec);
   let net: VmNetwork | undefined;
   try {
@@ -338,7 +329,7 @@ export async function primaryCommand(argv: string[], io: CommandIo): Promise<num
     }
     await checkListenable(listen, 'the logging channel (ft.listen, --listen)');
     const addr = await primary.start();
-    r.event('listening', { host: addr.host, port: addr.port, epoch: primary.epoch }, `primary of ${spec.id} at epoch ${primary.epoch}; secondaries join at ${addr.host}:${addr.port}`);
+    r.event('listening', { host: addr.host, port: addr.port, epoch: primary.epoch }, `primary of ${spec.id} at epoch ${primary.epoch}; secondaries join at ${formatHostPort(addr)}`);
     onSignals(() => primary.stop());
     primarySignals(primary, r);
     const status = await done;
@@ -378,9 +369,9 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
   if (values['exit-with-parent']) exitWithParent();
   const r = new Reporter(io, values.events === true);
   setUserSignalTarget({ role: 'a secondary (operations go to the primary)', log: r.signal });
-  const join = hostPort('--join', values.join);
-  const listen = hostPort('--listen', values.listen ?? '127.0.0.1:0');
-  const control = values.control !== undefined ? hostPort('--control', values.control) : undefined;
+  const join = hostPortOption('--join', values.join);
+  const listen = hostPortOption('--listen', values.listen ?? '127.0.0.1:0');
+  const control = values.control !== undefined ? hostPortOption('--control', values.control) : undefined;
   const loaded = await loadConfig(positionals[0]!);
   const { spec, ft, arbiter, key, tls } = ftSettings(loaded);
   if (values.disk !== undefined) {
@@ -499,7 +490,7 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
       void supervisePrimary(p, r, io, false).then(resolve);
     });
     secondary.start().then(
-      () => r.event('joined', { host: join.host, port: join.port }, `joined the primary at ${join.host}:${join.port}`),
+      () => r.event('joined', { host: join.host, port: join.port }, `joined the primary at ${formatHostPort(join)}`),
       reject,
     );
     onSignals(async () => {
@@ -541,15 +532,15 @@ export async function ftCommand(argv: string[], io: CommandIo): Promise<number> 
   if (op === undefined || file === undefined || positionals.length !== 2) throw new UsageError('expected an operation and a configuration file');
   if (op !== 'status' && !(FT_OPERATIONS as readonly string[]).includes(op)) throw new UsageError(`unknown operation '${op}'`);
   if (values.control === undefined) throw new UsageError('--control <host:port> is required');
-  const addr = hostPort('--control', values.control);
+  const addr = hostPortOption('--control', values.control);
   const loaded = await loadConfig(file);
   if (!loaded.key) throw new UsageError(`${loaded.source}: no key configured`);
   let answer: Awaited<ReturnType<typeof callControl>>;
   try {
-    answer = await callControl(`http://${showAddress(addr)}`, loaded.key, op === 'status' ? 'GET' : 'POST', `/ft/${op}`);
+    answer = await callControl(`http://${formatHostPort(addr)}`, loaded.key, op === 'status' ? 'GET' : 'POST', `/ft/${op}`);
   } catch (err) {
     if (!(err instanceof ControlUnreachableError)) throw err;
-    io.stderr.write(`lockstep ft: ${err.message}; is a primary running with --control ${showAddress(addr)}?\n`);
+    io.stderr.write(`lockstep ft: ${err.message}; is a primary running with --control ${formatHostPort(addr)}?\n`);
     return EXIT.unavailable;
   }
   const ok = answer.status >= 200 && answer.status < 300;

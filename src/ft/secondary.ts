@@ -11,6 +11,7 @@ import type { RunResult } from '../machine/types.js';
 import { connectChannel, type Channel, type Message } from '../protocol/channel.js';
 import { publishSecondary } from './diagnostics.js';
 import { ReplicationError } from '../errors.js';
+import { formatHostPort } from '../config/address.js';
 import { BATCH_MAX_LENGTH, BATCH_HEADER, batchLsn, batchSizeAt } from '../log/format.js';
 import { ArbiterError, validateOwnerId } from './arbiter.js';
 import { claimEpoch, newOwnerId } from './claim.js';
@@ -193,7 +194,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       if (ch === this.#channel) this.#lose(`the logging channel closed: ${reason}`);
     });
     if (this.#o.listen?.port !== undefined) {
-      ch.send({ type: 'control', op: 'hello', listen: `${this.#o.listen.host ?? '127.0.0.1'}:${this.#o.listen.port}` });
+      ch.send({ type: 'control', op: 'hello', listen: formatHostPort({ host: this.#o.listen.host ?? '127.0.0.1', port: this.#o.listen.port }) });
     }
     this.#timer = setInterval(() => this.#tick(), this.#heartbeatMs);
     this.#timer.unref();

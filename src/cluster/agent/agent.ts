@@ -8,7 +8,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ConfigError, readFtKey, validateConfig } from '../../config/index.js';
+import { ConfigError, parseHostPort, readFtKey, validateConfig } from '../../config/index.js';
 import { ControlUnreachableError, callControl } from '../../ft/control-client.js';
 import { createLimitedServer } from '../../observability/http-server.js';
 import { OptionError } from '../../errors.js';
@@ -240,7 +240,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (typeof req !== 'object' || req === null) throw new Refusal(400, 'bad-request', 'the body must be a JSON object');
     if (typeof req.vmId !== 'string' || !/^[a-z0-9][a-z0-9._-]{0,62}$/.test(req.vmId)) throw new Refusal(400, 'bad-request', 'vmId: must be a VM id ([a-z0-9][a-z0-9._-]{0,62})');
     if (req.role !== 'primary' && req.role !== 'secondary') throw new Refusal(400, 'bad-request', `role: must be "primary" or "secondary", got ${JSON.stringify(req.role)}`);
-    if (req.role === 'secondary' && (typeof req.join !== 'string' || !/^.+:\d{1,5}$/.test(req.join))) throw new Refusal(400, 'bad-request', 'join: a secondary needs the primary\'s logging channel as "host:port"');
+    if (req.role === 'secondary' && (typeof req.join !== 'string' || parseHostPort(req.join) === undefined)) throw new Refusal(400, 'bad-request', 'join: a secondary needs the primary\'s logging channel as "host:port"');
     const waitMs = req.waitMs ?? 0;
     if (typeof waitMs !== 'number' || !Number.isFinite(waitMs) || waitMs < 0 || waitMs > 120_000) throw new Refusal(400, 'bad-request', 'waitMs: must be a number of milliseconds from 0 to 120000');
     const vmId = req.vmId;

@@ -4,6 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { formatHostPort } from '../../config/index.js';
 import type { InstanceRecord, InstanceRole, InstanceState } from '../manager/layout.js';
 
 /** How to run one instance. */
@@ -86,10 +87,11 @@ export class VmProcess extends EventEmitter {
     const [cmd, ...pre] = o.command;
     // The operations API (test failover, restart secondary) on loopback: only this agent talks to it.
     const control = ['--control', '127.0.0.1:0', '--exit-with-parent'];
+    const listen = formatHostPort({ host: o.ftHost, port: 0 });
     const args =
       o.role === 'primary'
-        ? ['primary', o.configPath, '--listen', `${o.ftHost}:0`, ...control, '--events']
-        : ['secondary', o.configPath, '--join', o.join!, '--listen', `${o.ftHost}:0`, ...control, ...(o.disk !== undefined ? ['--disk', o.disk] : []), '--events'];
+        ? ['primary', o.configPath, '--listen', listen, ...control, '--events']
+        : ['secondary', o.configPath, '--join', o.join!, '--listen', listen, ...control, ...(o.disk !== undefined ? ['--disk', o.disk] : []), '--events'];
     // Not detached: the child shares the agent's process group (see the file comment).
     this.child = spawn(cmd!, [...pre, ...args], { cwd: o.cwd, stdio: ['ignore', 'ignore', 'pipe'] });
     this.#exited = new Promise((resolve) => {
