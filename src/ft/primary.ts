@@ -519,7 +519,8 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
           await disk.read(buf, 0, len, c * DISK_CHUNK);
           if (this.#session !== s) return;
           figures.bytes += len;
-          if (!ch.send({ type: 'clone-disk', offset: BigInt(c * DISK_CHUNK), data: buf })) await drained(ch);
+          ch.send({ type: 'clone-disk', offset: BigInt(c * DISK_CHUNK), data: buf });
+          await drained(ch);
         }
       };
       const readChunksPaused = (chunks: Uint32Array): void => {
@@ -560,8 +561,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     // Iterative pre-copy while the guest runs; each round waits for the channel to drain before the next.
     let previous = Infinity;
     for (;;) {
-      let congested = false;
-      const n = await port.precopyRound(first, (pages) => (congested = !this.#sendPages(ch, pages) || congested), () => this.#session !== s);
+      const n = await port.precopyRound(first, (pages) => this.#sendPages(ch, pages), () => this.#session !== s);
       if (this.#session !== s) return;
       figures.rounds++;
       figures.pages += n;
@@ -574,7 +574,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       // page send"). Lifted after the stop-and-copy.
       if (figures.rounds >= 2 && n > previous / 2) port.setThrottle(Math.min(0.95, 0.3 * (figures.rounds - 1)));
       previous = n;
-      if (congested) await drained(ch);
+      await drained(ch);
       if (this.#session !== s) return;
     }
     // Stop-and-copy: the pause covers copying the last dirty pages and the hart and devices, and starting
@@ -626,11 +626,8 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     s.channel.close('the guest ended during the clone');
   }
 
-  /** Sends pages in CLONE_PAGES messages; false when the channel asks to wait for 'drain'. */
-  #sendPages(ch: Channel, pages: PageRecord[]): boolean {
-    let writable = true;
-    for (let i = 0; i < pages.length; i += PAGES_PER_MESSAGE) writable = ch.send({ type: 'clone-pages', pageSize: PAGE_SIZE, pages: pages.slice(i, i + PAGES_PER_MESSAGE) }) && writable;
-    return writable;
+  #sendPages(ch: Channel, pages: PageRecord[]): void {
+    for (let i = 0; i < pages.length; i += PAGES_PER_MESSAGE) ch.send({ type: 'clone-pages', pageSize: PAGE_SIZE, pages: pages.slice(i, i + PAGES_PER_MESSAGE) });
   }
 
   #startRecording(): void {
@@ -912,9 +909,9 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   }
 }
 
-/** Resolves once `ch` drained its write buffer (after a send returned false) or closed. */
+/** Resolves at once unless `ch` is congested; then once it drained its write buffer or closed. */
 function drained(ch: Channel): Promise<void> {
-  if (ch.closed) return Promise.resolve();
+  if (!ch.congested) return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {
       ch.off('drain', done);

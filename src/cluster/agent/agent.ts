@@ -7,7 +7,6 @@ import { mkdir, open, stat, writeFile } from 'node:fs/promises';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { ConfigError, parseHostPort, readFtKey, validateConfig } from '../../config/index.js';
 import { ControlUnreachableError, callControl } from '../../ft/control-client.js';
 import { createLimitedServer } from '../../observability/http-server.js';
@@ -27,6 +26,7 @@ import { API_PREFIX, FENCE_HEADER, MANAGER_HEADER, type AgentApiCode, type HostI
 import { CLUSTER_CHANNELS } from '../manager/diagnostics.js';
 import { RecordPublisher } from './publisher.js';
 import { VmProcess, type InstanceView } from './vm-process.js';
+import { cliEntry } from './cli-process.js';
 
 /** Options of {@link Agent.start}. */
 export interface AgentOptions {
@@ -69,7 +69,7 @@ export interface AgentEvents {
 }
 
 /** Built CLI, from src/cluster/agent (tests) and dist/cluster/agent alike. */
-const CLI = fileURLToPath(new URL('../../../dist/cli/main.js', import.meta.url));
+const CLI = cliEntry();
 /** Ended instances kept for the API. */
 const KEEP_EXITED = 20;
 /** Largest request body, bytes. */

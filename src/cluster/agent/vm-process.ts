@@ -5,6 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { formatHostPort } from '../../config/index.js';
+import { parseEventLine, type FtEventLine } from '../../ft/event-lines.js';
 import type { InstanceRecord, InstanceRole, InstanceState } from '../manager/layout.js';
 
 /** How to run one instance. */
@@ -26,8 +27,8 @@ export interface VmProcessOptions {
   cwd: string;
 }
 
-/** One event line of the child, as printed (`{event, t, …}`). */
-export type VmEvent = { event: string; t: number } & Record<string, unknown>;
+/** One event line of the child, as printed (`{event, t, …}`; src/ft/event-lines.ts). */
+export type VmEvent = FtEventLine & Record<string, unknown>;
 
 /** How the process ended. */
 export interface VmExit {
@@ -215,12 +216,8 @@ export class VmProcess extends EventEmitter {
   }
 
   #line(line: string): void {
-    let e: VmEvent;
-    try {
-      const v = JSON.parse(line) as unknown;
-      if (typeof v !== 'object' || v === null || typeof (v as { event?: unknown }).event !== 'string') throw new Error('not an event');
-      e = v as VmEvent;
-    } catch {
+    const e = parseEventLine(line) as VmEvent | undefined;
+    if (e === undefined) {
       if (line.trim() !== '') this.#keepLog(line);
       return;
     }
