@@ -268,7 +268,15 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       this.emit('rejected', reason, remote);
       this.#refusals.refused(remote, reason);
     });
-    const addr = await this.#server.listen(this.#o.listen?.port ?? 0, this.#o.listen?.host ?? '127.0.0.1');
+    let addr: { host: string; port: number };
+    try {
+      addr = await this.#server.listen(this.#o.listen?.port ?? 0, this.#o.listen?.host ?? '127.0.0.1');
+    } catch (err) {
+      // stop() came while the channel was still binding: nothing runs, start() says so.
+      if ((this.#phase as Phase) === 'halted') throw new FtError('ERR_LOCKSTEP_FT_STATE', `start(): the primary was stopped while starting (${(err as Error).message})`);
+      throw err;
+    }
+    if ((this.#phase as Phase) === 'halted') throw new FtError('ERR_LOCKSTEP_FT_STATE', 'start(): the primary was stopped while starting');
     this.#address = addr;
     if (this.machine.closed) {
       this.#machineClosed();

@@ -685,13 +685,28 @@ export class ChannelServer extends EventEmitter<ChannelServerEvents> {
     });
   }
 
-  /** Starts listening (port 0: any free port; host default: all interfaces). Resolves with the bound address. */
+  /**
+   * Starts listening (port 0: any free port; host default: all interfaces). Resolves with the bound
+   * address; rejects (ERR_LOCKSTEP_PROTOCOL_CLOSED) when the address cannot be bound or the server is
+   * closed before it listens (a listen resolves its host first, so a close can come in between).
+   */
   listen(port = 0, host?: string): Promise<{ port: number; host: string }> {
     return new Promise((resolve, reject) => {
-      const onError = (err: Error) => reject(new ProtocolError('ERR_LOCKSTEP_PROTOCOL_CLOSED', `cannot listen on ${host ?? '*'}:${port}: ${err.message}`, { cause: err }));
+      const where = `${host ?? '*'}:${port}`;
+      if (this.#closing) return reject(new ProtocolError('ERR_LOCKSTEP_PROTOCOL_CLOSED', `cannot listen on ${where}: the server is closed`));
+      const onError = (err: Error) => {
+        this.#server.off('close', onClose);
+        reject(new ProtocolError('ERR_LOCKSTEP_PROTOCOL_CLOSED', `cannot listen on ${where}: ${err.message}`, { cause: err }));
+      };
+      const onClose = () => {
+        this.#server.off('error', onError);
+        reject(new ProtocolError('ERR_LOCKSTEP_PROTOCOL_CLOSED', `cannot listen on ${where}: the server was closed before it listened`));
+      };
       this.#server.once('error', onError);
+      this.#server.once('close', onClose);
       this.#server.listen(port, host, () => {
         this.#server.off('error', onError);
+        this.#server.off('close', onClose);
         const a = this.#server.address() as net.AddressInfo;
         resolve({ port: a.port, host: a.address });
       });
