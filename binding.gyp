@@ -20,6 +20,8 @@
         "native/machine/virtio.cc",
         "native/machine/virtio_devices.cc",
         "native/machine/block_file.cc",
+        "native/machine/net/tap.cc",
+        "native/runner/output_gate.cc",
         "native/runner/replay_feed.cc",
         "native/runner/vcpu_thread.cc"
       ],
