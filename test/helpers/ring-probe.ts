@@ -68,8 +68,11 @@ function packageRoot(): string {
   }
 }
 
-/** Path of the test-only addon (target lockstep_test in binding.gyp; never part of lockstep.node). */
-export const TEST_ADDON_PATH = join(packageRoot(), 'build', 'Release', 'test', 'lockstep_test.node');
+/**
+ * Path of the test-only addon (target lockstep_test in binding.gyp; never part of lockstep.node).
+ * `LOCKSTEP_TEST_ADDON_PATH` overrides it (the sanitizer build, as LOCKSTEP_ADDON_PATH does the main one).
+ */
+export const TEST_ADDON_PATH = process.env['LOCKSTEP_TEST_ADDON_PATH'] || join(packageRoot(), 'build', 'Release', 'test', 'lockstep_test.node');
 
 /** The RingProbe class of the test-only addon (tests and benchmarks only). */
 export function ringProbeClass(): RingProbeConstructor {
