@@ -7,7 +7,6 @@
       "target_name": "lockstep",
       "sources": [
         "native/binding/addon.cc",
-        "native/binding/ring_probe.cc",
         "native/cpu/cpu.cc",
         "native/cpu/csr.cc",
         "native/cpu/mmu.cc",
@@ -21,6 +20,8 @@
         "native/machine/virtio.cc",
         "native/machine/virtio_devices.cc",
         "native/machine/block_file.cc",
+        "native/machine/net/tap.cc",
+        "native/runner/output_gate.cc",
         "native/runner/replay_feed.cc",
         "native/runner/vcpu_thread.cc"
       ],
@@ -28,7 +29,9 @@
         "<!(node -p \"require('node-addon-api').include_dir\")",
         "native"
       ],
-      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      # SWALLOW_UNTHROWABLE: a doorbell (ThreadSafeFunction) call that lands while a worker terminates must
+      # not turn the refused call into a fatal napi_throw; there is nobody to throw to.
+      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17", "-std=c++17"],
       "cflags_cc": ["-std=c++20", "-O3", "-fno-exceptions", "-fno-plt", "-fomit-frame-pointer", "-fno-gcse", "-fno-crossjumping", "-Wall", "-Wextra", "-Wno-unused-parameter"],
@@ -47,6 +50,33 @@
       ]
     },
     {
+      "target_name": "lockstep_test",
+      "product_dir": "<(PRODUCT_DIR)/test",
+      "sources": [
+        "native/binding/ring_probe.cc"
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "native"
+      ],
+      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++17", "-std=c++17"],
+      "cflags_cc": ["-std=c++20", "-O2", "-fno-exceptions", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "conditions": [
+        ["lockstep_sanitize==1", {
+          "cflags_cc": ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"],
+          "ldflags": ["-fsanitize=address,undefined"]
+        }],
+        ["OS=='mac'", {
+          "xcode_settings": {
+            "CLANG_CXX_LANGUAGE_STANDARD": "c++20",
+            "GCC_ENABLE_CPP_EXCEPTIONS": "NO"
+          }
+        }]
+      ]
+    },
+    {
       "target_name": "lockstep_channel_test",
       "sources": [
         "native/binding/channel_binding.cc",
@@ -58,7 +88,7 @@
         "<!(node -p \"require('node-addon-api').include_dir\")",
         "native"
       ],
-      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17", "-std=c++17"],
       "cflags_cc": ["-std=c++20", "-O3", "-fno-exceptions", "-fno-plt", "-fomit-frame-pointer", "-fno-gcse", "-fno-crossjumping", "-Wall", "-Wextra", "-Wno-unused-parameter"],

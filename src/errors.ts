@@ -86,3 +86,40 @@ export class ListenError extends LockstepError {
     return new ListenError('ERR_LOCKSTEP_LISTEN_FAILED', what, address, `${what}: cannot bind ${address}: ${why}`, { cause: err });
   }
 }
+
+/** Stable codes a {@link ReplicationError} carries. */
+export type ReplicationErrorCode =
+  /** Clone page records that are not whole `[u32 index][4096 bytes]` records or name a page outside RAM. */
+  | 'ERR_LOCKSTEP_REPLICATION_PAGES'
+  /** Go-live asked of a machine that is not replaying, or whose log was not replayed to its end. */
+  | 'ERR_LOCKSTEP_REPLICATION_GO_LIVE';
+
+/** The replication port (src/machine/replication-port.ts) refused a request of fault tolerance. */
+export class ReplicationError extends LockstepError {
+  constructor(code: ReplicationErrorCode, message: string) {
+    super(code, message);
+  }
+}
+
+/**
+ * The error a native failure arrives as: the addon builds every error it throws on purpose through this
+ * (handed to it once at load), so each is an instance of the right coded class.
+ */
+export function nativeError(code: string, message: string, field?: string): Error {
+  switch (code) {
+    case 'ERR_LOCKSTEP_MACHINE_BUSY':
+    case 'ERR_LOCKSTEP_MACHINE_CLOSED':
+      return new MachineStateError(code, message);
+    case 'ERR_LOCKSTEP_OPTION_INVALID':
+      return new OptionError(field ?? 'machine', message);
+    case 'ERR_LOCKSTEP_SNAPSHOT_CORRUPT':
+    case 'ERR_LOCKSTEP_SNAPSHOT_VERSION':
+    case 'ERR_LOCKSTEP_SNAPSHOT_MISMATCH':
+      return new SnapshotError(code, message);
+    case 'ERR_LOCKSTEP_REPLICATION_PAGES':
+    case 'ERR_LOCKSTEP_REPLICATION_GO_LIVE':
+      return new ReplicationError(code, message);
+    default:
+      return new LockstepError(code, message);
+  }
+}

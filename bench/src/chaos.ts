@@ -95,7 +95,7 @@ if (pidNamespaces) {
 }
 
 // The CLI launcher from the built package: the halves are the `lockstep` processes users run.
-const { launch } = (await import(pathToFileURL(join(ROOT, 'dist', 'cli', 'demo.js')).href)) as typeof import('../../src/cli/demo.js');
+const { launch } = (await import(pathToFileURL(join(ROOT, 'dist', 'cluster', 'agent', 'cli-process.js')).href)) as typeof import('../../src/cluster/agent/cli-process.js');
 
 const progress = new Progress(cycles);
 const out = (line: string) => process.stdout.write(`${line}\n`);

@@ -11,7 +11,7 @@ import { FileArbiter, FtPrimary, FtSecondary, KvClient, LoadGenerator, Machine, 
 import { ROOT as root } from './paths.js';
 
 // The CLI's process launcher, from the built package (the benchmark drives real `lockstep` processes).
-const { launch, freeUdpPort } = (await import(pathToFileURL(join(root, 'dist', 'cli', 'demo.js')).href)) as typeof import('../../src/cli/demo.js');
+const { launch, freeUdpPort } = (await import(pathToFileURL(join(root, 'dist', 'cluster', 'agent', 'cli-process.js')).href)) as typeof import('../../src/cluster/agent/cli-process.js');
 const guest = (n: string) => join(root, 'guest', 'bin', `${n}.elf`);
 const BUDGET = 125e6;
 const tmp = mkdtempSync(join(tmpdir(), 'lockstep-bench-ft-'));

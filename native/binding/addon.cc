@@ -13,7 +13,28 @@ namespace {
 
 struct AddonData {
   std::unordered_set<class NativeMachine*> machines;
+  /// JS-owned error construction (src/native/addon.ts hands it over once at load, as better-sqlite3 hands
+  /// over SqliteError): makeError(code, message, field?) returns an instance of the coded class.
+  Napi::FunctionReference make_error;
 };
+
+/// Throws the coded error `code` (ERR_LOCKSTEP_*), built by the JS-owned factory; `field` names the
+/// option at fault for ERR_LOCKSTEP_OPTION_INVALID. Without a factory (a bare require of the addon) a
+/// plain Error with a `code` property. Never throws over a pending exception.
+void ThrowCoded(Napi::Env env, const char* code, const std::string& message, const char* field = nullptr) {
+  if (env.IsExceptionPending()) return;
+  AddonData* data = env.GetInstanceData<AddonData>();
+  if (data && !data->make_error.IsEmpty()) {
+    Napi::Value err = field ? data->make_error.Call({Napi::String::New(env, code), Napi::String::New(env, message), Napi::String::New(env, field)})
+                            : data->make_error.Call({Napi::String::New(env, code), Napi::String::New(env, message)});
+    if (env.IsExceptionPending()) return;
+    Napi::Error(env, err).ThrowAsJavaScriptException();
+    return;
+  }
+  Napi::Error e = Napi::Error::New(env, message);
+  e.Set("code", Napi::String::New(env, code));
+  e.ThrowAsJavaScriptException();
+}
 
 class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
  public:
@@ -140,12 +161,17 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
         });
     data_ = env.GetInstanceData<AddonData>();
     data_->machines.insert(this);
+    // Each failure names its own option: the disk image (opened by the machine) or the TAP device.
     std::string why = vcpu_->machine().error();
+    const char* field = "devices.disk.path";
     Napi::Value tap = opts.Get("tap");
-    if (why.empty() && tap.IsString()) vcpu_->attach_tap(tap.As<Napi::String>().Utf8Value(), &why);
+    if (why.empty() && tap.IsString()) {
+      field = "devices.net.tap";
+      vcpu_->attach_tap(tap.As<Napi::String>().Utf8Value(), &why);
+    }
     if (!why.empty()) {
       Shutdown();
-      Napi::Error::New(env, why).ThrowAsJavaScriptException();
+      ThrowCoded(env, "ERR_LOCKSTEP_OPTION_INVALID", why, field);
     }
   }
 
@@ -166,11 +192,11 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
  private:
   bool Usable(const Napi::CallbackInfo& info) {
     if (closed_ || !vcpu_) {
-      Napi::Error::New(info.Env(), "machine is closed").ThrowAsJavaScriptException();
+      ThrowCoded(info.Env(), "ERR_LOCKSTEP_MACHINE_CLOSED", "the machine is closed");
       return false;
     }
     if (vcpu_->busy()) {
-      Napi::Error::New(info.Env(), "machine is running").ThrowAsJavaScriptException();
+      ThrowCoded(info.Env(), "ERR_LOCKSTEP_MACHINE_BUSY", "the machine is running; await run() or call stop() first");
       return false;
     }
     return true;
@@ -247,7 +273,7 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
   Napi::Value JsGetCsr(const Napi::CallbackInfo& info) {
     uint32_t csr, v;
     if (!Usable(info) || !U32(info, 0, &csr)) return info.Env().Undefined();
-    if (!vcpu_->machine().cpu().host_read_csr(csr, &v)) return info.Env().Undefined();
+    if (!vcpu_->machine().cpu().host_read_csr(csr, &v)) return info.Env().Null();  // no such CSR
     return Napi::Number::New(info.Env(), v);
   }
   Napi::Value JsSetCsr(const Napi::CallbackInfo& info) {
@@ -290,7 +316,7 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     doorbell_.Ref(info.Env());  // a running guest keeps the process alive until its run settles
     if (!vcpu_->start(target)) {
       doorbell_.Unref(info.Env());
-      Napi::Error::New(info.Env(), "machine is running").ThrowAsJavaScriptException();
+      ThrowCoded(info.Env(), "ERR_LOCKSTEP_MACHINE_BUSY", "the machine is running");
     }
     return info.Env().Undefined();
   }
@@ -336,7 +362,7 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     return o;
   }
 
-  // startRecording(logRing: Uint8Array over a SharedArrayBuffer, hashInterval: number): boolean
+  // startRecording(logRing: Uint8Array over a SharedArrayBuffer, hashInterval: number): void
   Napi::Value JsStartRecording(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!Usable(info)) return env.Undefined();
@@ -355,10 +381,13 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
       Napi::RangeError::New(env, "hashInterval must be a non-negative integer").ThrowAsJavaScriptException();
       return env.Undefined();
     }
+    if (!vcpu_->start_recording(static_cast<uint8_t*>(ring.Data()), static_cast<uint32_t>(bytes - RingLayout::kData),
+                                static_cast<uint64_t>(interval))) {
+      ThrowCoded(env, "ERR_LOCKSTEP_MACHINE_BUSY", "cannot start recording: the machine is running");
+      return env.Undefined();
+    }
     log_ref_ = Napi::Persistent(ring);  // the vCPU thread writes into it until the machine is closed
-    return Napi::Boolean::New(env, vcpu_->start_recording(static_cast<uint8_t*>(ring.Data()),
-                                                          static_cast<uint32_t>(bytes - RingLayout::kData),
-                                                          static_cast<uint64_t>(interval)));
+    return env.Undefined();
   }
   // finishRecording(reason: number, code: number): boolean — the host drains the log ring first.
   Napi::Value JsFinishRecording(const Napi::CallbackInfo& info) {
@@ -373,7 +402,8 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
   }
   Napi::Value JsStartReplay(const Napi::CallbackInfo& info) {
     if (!Usable(info)) return info.Env().Undefined();
-    return Napi::Boolean::New(info.Env(), vcpu_->start_replay());
+    if (!vcpu_->start_replay()) ThrowCoded(info.Env(), "ERR_LOCKSTEP_MACHINE_BUSY", "cannot start replaying: the machine is running");
+    return info.Env().Undefined();
   }
   Napi::Value JsFeed(const Napi::CallbackInfo& info) {
     if (!vcpu_ || info.Length() < 1 || !info[0].IsTypedArray()) {
@@ -395,8 +425,8 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     const std::vector<uint8_t> bytes = vcpu_->machine().save(ram);
     return Napi::Buffer<uint8_t>::Copy(info.Env(), bytes.data(), bytes.size());
   }
-  // restore(snapshot: Uint8Array): { problem: 'corrupt' | 'version' | 'mismatch', message } | null — null on
-  // success, else what is wrong (the machine is unchanged).
+  // restore(snapshot: Uint8Array): void — throws ERR_LOCKSTEP_SNAPSHOT_{CORRUPT,VERSION,MISMATCH} saying what
+  // is wrong (the machine is then unchanged).
   Napi::Value JsRestore(const Napi::CallbackInfo& info) {
     if (!Usable(info)) return info.Env().Undefined();
     if (info.Length() < 1 || !info[0].IsTypedArray()) {
@@ -406,12 +436,10 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     Napi::Uint8Array data = info[0].As<Napi::Uint8Array>();
     std::string error;
     SnapshotProblem problem = SnapshotProblem::kCorrupt;
-    if (vcpu_->machine().restore(data.Data(), data.ByteLength(), &error, &problem)) return info.Env().Null();
-    static const char* const kProblems[] = {"corrupt", "version", "mismatch"};
-    Napi::Object o = Napi::Object::New(info.Env());
-    o.Set("problem", kProblems[static_cast<int>(problem)]);
-    o.Set("message", error);
-    return o;
+    if (vcpu_->machine().restore(data.Data(), data.ByteLength(), &error, &problem)) return info.Env().Undefined();
+    static const char* const kCodes[] = {"ERR_LOCKSTEP_SNAPSHOT_CORRUPT", "ERR_LOCKSTEP_SNAPSHOT_VERSION", "ERR_LOCKSTEP_SNAPSHOT_MISMATCH"};
+    ThrowCoded(info.Env(), kCodes[static_cast<int>(problem)], error);
+    return info.Env().Undefined();
   }
   // takeDirtyPages(): Uint32Array of RAM page indices written since the previous call (pre-copy).
   Napi::Value JsTakeDirtyPages(const Napi::CallbackInfo& info) {
@@ -453,7 +481,7 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
   }
   bool Open(const Napi::CallbackInfo& info) {
     if (closed_ || !vcpu_) {
-      Napi::Error::New(info.Env(), "machine is closed").ThrowAsJavaScriptException();
+      ThrowCoded(info.Env(), "ERR_LOCKSTEP_MACHINE_CLOSED", "the machine is closed");
       return false;
     }
     return true;
@@ -481,12 +509,16 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     vcpu_->shadow_release(lsn);
     return info.Env().Undefined();
   }
-  // goLive(released: bigint): Outputs to re-emit, or null (not replaying, running, or log not replayed).
+  // goLive(released: bigint): Outputs to re-emit; throws ERR_LOCKSTEP_REPLICATION_GO_LIVE when not replaying
+  // or the log was not replayed to its end.
   Napi::Value JsGoLive(const Napi::CallbackInfo& info) {
     uint64_t lsn;
     if (!Open(info) || !Lsn(info, 0, &lsn)) return info.Env().Undefined();
     VcpuThread::Outputs out;
-    if (!vcpu_->go_live(lsn, &out)) return info.Env().Null();
+    if (!vcpu_->go_live(lsn, &out)) {
+      ThrowCoded(info.Env(), "ERR_LOCKSTEP_REPLICATION_GO_LIVE", "go-live refused: the machine is not replaying, or the log was not replayed to its end");
+      return info.Env().Undefined();
+    }
     return OutputsToJs(info.Env(), out);
   }
   Napi::Value JsHeld(const Napi::CallbackInfo& info) {
@@ -534,8 +566,8 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     }
     return Napi::Buffer<uint8_t>::New(info.Env(), pages->data(), pages->size(), [](Napi::Env, uint8_t*, std::vector<uint8_t>* v) { delete v; }, pages);
   }
-  // writePages(pages: Uint8Array): string | null — applies [u32 index][4096 bytes]… (idle); validated
-  // completely before any page is written.
+  // writePages(pages: Uint8Array): void — applies [u32 index][4096 bytes]… (idle); validated completely
+  // before any page is written (ERR_LOCKSTEP_REPLICATION_PAGES names the first bad record).
   Napi::Value JsWritePages(const Napi::CallbackInfo& info) {
     if (!Usable(info)) return info.Env().Undefined();
     if (info.Length() < 1 || !info[0].IsTypedArray()) {
@@ -546,18 +578,24 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     constexpr size_t kRec = 4 + 4096;
     Machine& m = vcpu_->machine();
     const uint32_t npages = m.ram_size() / 4096;
-    if (data.ByteLength() % kRec != 0) return Napi::String::New(info.Env(), "page data is " + std::to_string(data.ByteLength()) + " bytes, not a whole number of 4100-byte records");
+    if (data.ByteLength() % kRec != 0) {
+      ThrowCoded(info.Env(), "ERR_LOCKSTEP_REPLICATION_PAGES", "page data is " + std::to_string(data.ByteLength()) + " bytes, not a whole number of 4100-byte records");
+      return info.Env().Undefined();
+    }
     for (size_t at = 0; at < data.ByteLength(); at += kRec) {
       uint32_t index;
       std::memcpy(&index, data.Data() + at, 4);
-      if (index >= npages) return Napi::String::New(info.Env(), "page index " + std::to_string(index) + " at byte " + std::to_string(at) + " is outside RAM (" + std::to_string(npages) + " pages)");
+      if (index >= npages) {
+        ThrowCoded(info.Env(), "ERR_LOCKSTEP_REPLICATION_PAGES", "page index " + std::to_string(index) + " at byte " + std::to_string(at) + " is outside RAM (" + std::to_string(npages) + " pages)");
+        return info.Env().Undefined();
+      }
     }
     for (size_t at = 0; at < data.ByteLength(); at += kRec) {
       uint32_t index;
       std::memcpy(&index, data.Data() + at, 4);
       m.write_ram(kRamBase + index * 4096u, data.Data() + at + 4, 4096);
     }
-    return info.Env().Null();
+    return info.Env().Undefined();
   }
   // takeDiskDirty(first: boolean): Uint32Array — 64 KiB disk chunks written since the last call (first:
   // all of them, and tracking starts). Empty without a disk. Any time (the disk has its own lock).
@@ -607,7 +645,7 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
   }
   Napi::Value JsNetStats(const Napi::CallbackInfo& info) {
     if (closed_ || !vcpu_) {
-      Napi::Error::New(info.Env(), "machine is closed").ThrowAsJavaScriptException();
+      ThrowCoded(info.Env(), "ERR_LOCKSTEP_MACHINE_CLOSED", "the machine is closed");
       return info.Env().Undefined();
     }
     const VcpuThread::NetStats s = vcpu_->net_stats();  // thread-safe: readable while a run is in progress
@@ -637,7 +675,15 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
 
 }  // namespace
 
-void RegisterRingProbe(Napi::Env env, Napi::Object exports);  // native/binding/ring_probe.cc
+// setErrorFactory(makeError: (code, message, field?) => Error): called once by src/native/addon.ts at load.
+Napi::Value JsSetErrorFactory(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsFunction()) {
+    Napi::TypeError::New(info.Env(), "setErrorFactory(makeError: Function)").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  info.Env().GetInstanceData<AddonData>()->make_error = Napi::Persistent(info[0].As<Napi::Function>());
+  return info.Env().Undefined();
+}
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
@@ -648,8 +694,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     for (NativeMachine* m : copy) m->Shutdown();
   });
   exports.Set("NativeMachine", NativeMachine::Init(env));
-  RegisterRingProbe(env, exports);  // test-and-bench-only ring driver (ring_probe.cc)
-  exports.Set("abiVersion", Napi::Number::New(env, 1));
+  exports.Set("setErrorFactory", Napi::Function::New<JsSetErrorFactory>(env, "setErrorFactory"));
+  exports.Set("abiVersion", Napi::Number::New(env, 2));  // 2: coded errors through setErrorFactory
   return exports;
 }
 

@@ -1,4 +1,4 @@
-// RingProbe: a test-and-benchmark-only ObjectWrap that drives one end (or both ends) of a byte ring
+// RingProbe (the lockstep_test addon, never shipped in lockstep.node): a test-and-benchmark-only ObjectWrap that drives one end (or both ends) of a byte ring
 // from native threads, so tests can stress the ring and benches can time it. Not part of the public
 // API; no machine logic. Waiting never spins: a native end sleeps on a condition variable until its
 // peer kicks it (the other native thread, or JS through kick()); JS is woken through a doorbell.
@@ -597,7 +597,13 @@ class RingProbe : public Napi::ObjectWrap<RingProbe> {
 
 }  // namespace
 
-/// Adds `RingProbe` to the addon's exports (called from Init in addon.cc).
-void RegisterRingProbe(Napi::Env env, Napi::Object exports) { exports.Set("RingProbe", RingProbe::Init(env)); }
-
 }  // namespace lockstep
+
+// A separate addon (build/Release/test/lockstep_test.node, target lockstep_test in binding.gyp): the
+// shipped addon carries no test code. Loaded only by tests and benchmarks (test/helpers/ring-probe.ts).
+static Napi::Object InitRingProbe(Napi::Env env, Napi::Object exports) {
+  exports.Set("RingProbe", lockstep::RingProbe::Init(env));
+  return exports;
+}
+
+NODE_API_MODULE(lockstep_test, InitRingProbe)

@@ -5,15 +5,6 @@
 #include <cstring>
 #include <iterator>
 
-#ifdef __linux__
-#include <fcntl.h>
-#include <linux/if.h>
-#include <linux/if_tun.h>
-#include <poll.h>
-#include <sys/ioctl.h>
-#include <unistd.h>
-#endif
-
 namespace lockstep {
 namespace {
 // Between slices the thread looks at host input; a slice is ~4 ms at 1000 MIPS.
@@ -32,7 +23,16 @@ VcpuThread::VcpuThread(const MachineConfig& config, uint8_t* console_mem, uint32
                        std::function<void()> doorbell)
     : machine_(std::make_unique<Machine>(config, this)),
       console_(console_mem, console_capacity),
-      doorbell_(std::move(doorbell)) {
+      doorbell_(std::move(doorbell)),
+      gate_(OutputGate::Sinks{
+          [this](const uint8_t* frame, size_t n) {
+            if (!tap_) return false;
+            tap_->send(frame, n);
+            return true;
+          },
+          [this](BlockFile::Request&& r) {
+            if (BlockFile* b = machine_->block_file()) b->submit(std::move(r));
+          }}) {
   console_.init();
   machine_->cpu().host_flag = &attention_;
   machine_->set_host_io(this);
@@ -89,53 +89,16 @@ void VcpuThread::input(const uint8_t* data, size_t n) {
 }
 
 bool VcpuThread::attach_tap(const std::string& name, std::string* error) {
-#ifdef __linux__
-  if (name.empty() || name.size() >= IFNAMSIZ) {
-    *error = "tap device name must be 1.." + std::to_string(IFNAMSIZ - 1) + " characters";
-    return false;
-  }
-  const int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
-  if (fd < 0) {
-    *error = std::string("cannot open /dev/net/tun: ") + std::strerror(errno) + " (the tap back-end needs CAP_NET_ADMIN)";
-    return false;
-  }
-  struct ifreq ifr;
-  std::memset(&ifr, 0, sizeof ifr);
-  ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
-  std::strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
-  if (ioctl(fd, TUNSETIFF, &ifr) != 0) {
-    *error = "cannot create tap device " + name + ": " + std::strerror(errno);
-    close(fd);
-    return false;
-  }
-  tap_fd_ = fd;
-  tap_reader_ = std::thread([this] {
-    uint8_t buf[2048];
-    while (!tap_quit_.load(std::memory_order_acquire)) {
-      struct pollfd p = {tap_fd_, POLLIN, 0};
-      if (poll(&p, 1, 100) <= 0) continue;  // the timeout only bounds how long shutdown waits
-      const ssize_t n = ::read(tap_fd_, buf, sizeof buf);
-      if (n >= 14 && n <= 1518) net_input(buf, static_cast<size_t>(n));
-    }
-  });
-  return true;
-#else
-  (void)name;
-  *error = "the tap back-end exists on Linux only";
-  return false;
-#endif
+  tap_ = TapDevice::open(name, [this](const uint8_t* frame, size_t n) { net_input(frame, n); }, error);
+  return tap_ != nullptr;
 }
 
 void VcpuThread::net_transmit(const uint8_t* frame, size_t n) {
-  if (gate_hint_.load(std::memory_order_acquire)) {
-    if (hold_output(Held::Kind::kFrame, frame, n, nullptr)) return;
-  }
-#ifdef __linux__
-  if (tap_fd_ >= 0) {
-    (void)!::write(tap_fd_, frame, n);  // a full or down link drops the frame, as a wire would
+  if (gate_.engaged() && hold_output(OutputGate::Kind::kFrame, frame, n, nullptr)) return;
+  if (tap_) {
+    tap_->send(frame, n);  // a full or down link drops the frame, as a wire would
     return;
   }
-#endif
   {
     std::lock_guard<std::mutex> lock(mu_);
     net_out_.emplace_back(frame, frame + n);
@@ -198,18 +161,11 @@ void VcpuThread::shutdown() {
     space_cv_.notify_all();
   }
   if (thread_.joinable()) thread_.join();
-  tap_quit_.store(true, std::memory_order_release);
-  if (tap_reader_.joinable()) tap_reader_.join();
-#ifdef __linux__
-  if (tap_fd_ >= 0) close(tap_fd_);
-  tap_fd_ = -1;
-#endif
+  tap_.reset();  // joins the tap reader, which may still hand frames to net_input()
 }
 
 void VcpuThread::write(const uint8_t* data, size_t n) {
-  if (gate_hint_.load(std::memory_order_acquire)) {
-    if (hold_output(Held::Kind::kConsole, data, n, nullptr)) return;
-  }
+  if (gate_.engaged() && hold_output(OutputGate::Kind::kConsole, data, n, nullptr)) return;
   console_buf_.insert(console_buf_.end(), data, data + n);
   if (console_buf_.size() >= kConsoleFlushBytes) flush_console();
 }
@@ -617,133 +573,36 @@ uint64_t VcpuThread::output_tag() {
   return encoder_.next_lsn();
 }
 
-bool VcpuThread::hold_output(Held::Kind kind, const uint8_t* data, size_t n, BlockFile::Request* block) {
+bool VcpuThread::hold_output(OutputGate::Kind kind, const uint8_t* data, size_t n, BlockFile::Request* block) {
   const LogMode mode = machine_->log_mode();
   const bool replay = mode == LogMode::kReplay;
   const uint64_t tag = (replay || mode == LogMode::kRecord) ? output_tag() : 0;
-  std::lock_guard<std::mutex> lock(gate_mu_);
-  // gate_ and shadow_ are the truth (gate_hint_ only a fast peek): an output that raced with the gate
-  // opening goes out at once instead of waiting for a release that will not come.
-  if (replay ? !shadow_ : !gate_) return false;
-  // Only writes change what the disk holds, so only writes are outputs. A read or a flush may pass when
-  // no write is held (a read must see every earlier write; a flush covers only writes that already
-  // completed, which were released before they could complete); behind a held write they wait.
-  if (block && block->op != BlockFile::Op::kWrite && held_blocks_ == 0) return false;
-  if (replay && tag < shadow_released_) return true;  // the primary released it: nothing to re-emit
-  // Console bytes arrive one at a time: they extend the entry of their batch without a new allocation.
-  if (kind == Held::Kind::kConsole && !held_.empty() && held_.back().kind == Held::Kind::kConsole && held_.back().lsn == tag) {
-    held_.back().bytes.insert(held_.back().bytes.end(), data, data + n);
-    return true;
-  }
-  Held h{tag, kind, std::vector<uint8_t>(data, data + n), {}};
-  if (block) {
-    h.block = std::move(*block);
-    held_blocks_++;
-  }
-  held_.push_back(std::move(h));
-  return true;
+  return gate_.hold(kind, replay, tag, data, n, block);
 }
 
 void VcpuThread::net_suppressed(const uint8_t* frame, size_t n) {
-  if (gate_hint_.load(std::memory_order_acquire)) hold_output(Held::Kind::kFrame, frame, n, nullptr);
+  if (gate_.engaged()) hold_output(OutputGate::Kind::kFrame, frame, n, nullptr);
 }
 
 bool VcpuThread::hold_block(BlockFile::Request& r) {
-  return gate_hint_.load(std::memory_order_acquire) && hold_output(Held::Kind::kBlock, nullptr, 0, &r);
+  return gate_.engaged() && hold_output(OutputGate::Kind::kBlock, nullptr, 0, &r);
 }
 
-void VcpuThread::release_locked(uint64_t lsn, Outputs* out) {
-  while (!held_.empty() && held_.front().lsn <= lsn) {
-    Held& h = held_.front();
-    switch (h.kind) {
-      case Held::Kind::kConsole:
-        out->console.insert(out->console.end(), h.bytes.begin(), h.bytes.end());
-        break;
-      case Held::Kind::kFrame:
-#ifdef __linux__
-        if (tap_fd_ >= 0) {
-          (void)!::write(tap_fd_, h.bytes.data(), h.bytes.size());
-          break;
-        }
-#endif
-        out->frames.push_back(std::move(h.bytes));
-        break;
-      case Held::Kind::kBlock:
-        held_blocks_--;
-        out->blocks++;
-        if (BlockFile* b = machine_->block_file()) b->submit(std::move(h.block));
-        break;
-    }
-    held_.pop_front();
-  }
-}
+VcpuThread::Outputs VcpuThread::set_gate(bool closed) { return gate_.set_gate(closed); }
 
-VcpuThread::Outputs VcpuThread::set_gate(bool closed) {
-  Outputs out;
-  std::lock_guard<std::mutex> lock(gate_mu_);
-  gate_ = closed;
-  shadow_ = false;
-  // release: the flag is seen after gate_ changed; pairs with the acquire loads in write()/net_transmit().
-  gate_hint_.store(closed, std::memory_order_release);
-  if (!closed) release_locked(UINT64_MAX, &out);
-  return out;
-}
+VcpuThread::Outputs VcpuThread::release(uint64_t lsn) { return gate_.release(lsn); }
 
-VcpuThread::Outputs VcpuThread::release(uint64_t lsn) {
-  Outputs out;
-  std::lock_guard<std::mutex> lock(gate_mu_);
-  if (gate_) release_locked(lsn, &out);
-  return out;
-}
+void VcpuThread::set_shadow(bool on) { gate_.set_shadow(on); }
 
-void VcpuThread::set_shadow(bool on) {
-  std::lock_guard<std::mutex> lock(gate_mu_);
-  shadow_ = on;
-  gate_ = false;
-  shadow_released_ = 0;
-  held_.clear();
-  held_blocks_ = 0;
-  gate_hint_.store(on, std::memory_order_release);
-}
+void VcpuThread::shadow_release(uint64_t lsn) { gate_.shadow_release(lsn); }
 
-void VcpuThread::shadow_release(uint64_t lsn) {
-  std::lock_guard<std::mutex> lock(gate_mu_);
-  if (lsn == UINT64_MAX || lsn + 1 <= shadow_released_) return;
-  shadow_released_ = lsn + 1;
-  while (!held_.empty() && held_.front().lsn <= lsn) held_.pop_front();
-}
-
-size_t VcpuThread::held() {
-  std::lock_guard<std::mutex> lock(gate_mu_);
-  return held_.size();
-}
+size_t VcpuThread::held() { return gate_.held(); }
 
 bool VcpuThread::go_live(uint64_t released, Outputs* out) {
   std::lock_guard<std::mutex> lock(mu_);
   if (busy_.load(std::memory_order_relaxed) || quit_ || machine_->log_mode() != LogMode::kReplay) return false;
   if (feed_.peek() != nullptr || !fed_.empty()) return false;  // the log has not been replayed to its end
-  {
-    std::lock_guard<std::mutex> g(gate_mu_);
-    for (Held& h : held_) {
-      if (h.lsn <= released && released != UINT64_MAX) continue;
-      if (h.kind == Held::Kind::kConsole) {
-        out->console.insert(out->console.end(), h.bytes.begin(), h.bytes.end());
-      } else if (h.kind == Held::Kind::kFrame) {
-#ifdef __linux__
-        if (tap_fd_ >= 0) {
-          (void)!::write(tap_fd_, h.bytes.data(), h.bytes.size());
-          continue;
-        }
-#endif
-        out->frames.push_back(std::move(h.bytes));
-      }
-    }
-    held_.clear();
-    held_blocks_ = 0;
-    shadow_ = false;
-    gate_ = false;
-    gate_hint_.store(false, std::memory_order_release);
-  }
+  gate_.go_live(released, out);
   feed_.reset();
   machine_->go_live();  // re-issues in-flight disk requests through block_submit (gate open: at once)
   replaying_.store(false, std::memory_order_release);
@@ -752,23 +611,7 @@ bool VcpuThread::go_live(uint64_t released, Outputs* out) {
 }
 
 void VcpuThread::announce() {
-#ifdef __linux__
-  if (tap_fd_ < 0) return;
-  // RARP "reverse request" from the guest's MAC (what VMware FT and QEMU send after a move): no IP
-  // needed, and every switch on the segment learns the MAC's new port.
-  uint8_t f[60] = {};
-  const uint8_t* mac = machine_->config().mac;
-  std::memset(f, 0xff, 6);
-  std::memcpy(f + 6, mac, 6);
-  f[12] = 0x80; f[13] = 0x35;            // ethertype RARP
-  f[14] = 0; f[15] = 1;                  // htype Ethernet
-  f[16] = 0x08; f[17] = 0x00;            // ptype IPv4
-  f[18] = 6; f[19] = 4;                  // hlen, plen
-  f[20] = 0; f[21] = 3;                  // op: reverse request
-  std::memcpy(f + 22, mac, 6);           // sender MAC (IP 0.0.0.0)
-  std::memcpy(f + 32, mac, 6);           // target MAC (IP 0.0.0.0)
-  for (int i = 0; i < 3; i++) (void)!::write(tap_fd_, f, sizeof f);
-#endif
+  if (tap_) tap_->announce(machine_->config().mac);
 }
 
 void VcpuThread::set_throttle(double ratio) {

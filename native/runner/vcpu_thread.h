@@ -16,6 +16,8 @@
 #include "log/codec.h"
 #include "log/ring.h"
 #include "machine/machine.h"
+#include "machine/net/tap.h"
+#include "runner/output_gate.h"
 #include "runner/replay_feed.h"
 
 namespace lockstep {
@@ -106,20 +108,8 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   /// doorbell per byte; the buffer is flushed at every slice end, before sleeping and at the end of a run.
   void write(const uint8_t* data, size_t n) override;
 
-  // Fault tolerance (DESIGN §3). The output rule, on the primary: while the gate is closed, every output
-  // the guest produces (console bytes, transmitted frames, disk requests) is held, tagged with the lsn of
-  // the log batch that must be acknowledged before it may leave:
-  //
-  //   guest ──output──▶ held_ [(lsn 7, frame) (lsn 7, console) (lsn 8, disk write) …] ──release(ack)──▶ world
-  //                       ▲ tag = the next batch the encoder seals (it holds the log up to the output)
-  //
-  // On the secondary (shadow mode) the same queue keeps the outputs a replay suppressed, tagged with the
-  // lsn of the batch it was replaying, so that go-live can re-emit those the primary may not have released.
-  struct Outputs {
-    std::vector<uint8_t> console;
-    std::vector<std::vector<uint8_t>> frames;  // for the host (js/udp back-ends); tap frames are written here
-    uint32_t blocks = 0;                       // disk requests handed to the disk
-  };
+  // Fault tolerance (DESIGN §3): the output rule and shadow outputs live in gate_ (output_gate.h).
+  using Outputs = OutputGate::Outputs;
   /// Closes (true) or opens (false) the gate. Opening releases everything held.
   Outputs set_gate(bool closed);
   /// Releases held outputs whose lsn <= `lsn` (any thread).
@@ -160,17 +150,10 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   RunReport final_report(RunStop stop);  // the report of a run that ended (exit, trap, halt, divergence)
   bool take_fed(std::unique_lock<std::mutex>& lock);  // move fed batches into the feed; caller holds mu_
 
-  struct Held {
-    uint64_t lsn;
-    enum class Kind : uint8_t { kConsole, kFrame, kBlock } kind;
-    std::vector<uint8_t> bytes;
-    BlockFile::Request block;
-  };
   uint64_t output_tag();            // vCPU thread: the lsn an output produced now depends on
-  /// vCPU thread: holds an output (bytes, or *block, moved in only when held). False: emit it now (the
-  /// gate or shadow is open, or a disk read/flush that no held write must precede).
-  bool hold_output(Held::Kind kind, const uint8_t* data, size_t n, BlockFile::Request* block);
-  void release_locked(uint64_t lsn, Outputs* out);  // caller holds gate_mu_
+  /// vCPU thread: holds an output in the gate (bytes, or *block, moved in only when held). False: emit
+  /// it now (the gate or shadow is open, or a disk read/flush that no held write must precede).
+  bool hold_output(OutputGate::Kind kind, const uint8_t* data, size_t n, BlockFile::Request* block);
   void copy_dirty(uint32_t max_pages);  // vCPU thread or idle host: one chunk of a pre-copy round
   void pace(std::chrono::steady_clock::time_point slice_began);  // lag control
 
@@ -206,21 +189,13 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   std::atomic<uint64_t> net_dropped_{0};
   std::vector<std::vector<uint8_t>> net_out_; // under mu_
   bool disk_done_ = false;                    // under mu_: the disk finished something
-  int tap_fd_ = -1;
-  std::atomic<bool> tap_quit_{false};
-  std::thread tap_reader_;
+  std::unique_ptr<TapDevice> tap_;            // the tap back-end (attached while idle, before any run)
   bool new_input_ = false;  // input arrived since the vCPU last looked
   bool report_ready_ = false;
   RunReport report_;
   std::atomic<bool> busy_{false};
-  // Output rule and shadow outputs.
-  std::mutex gate_mu_;                  // held_, gate_, shadow_, shadow_released_, held_blocks_
-  std::deque<Held> held_;
-  bool gate_ = false;
-  bool shadow_ = false;
-  std::atomic<bool> gate_hint_{false};    // lock-free peek at gate_ || shadow_ for the per-byte console path
-  uint64_t shadow_released_ = 0;        // shadow outputs with lsn < this are dropped (released + 1)
-  size_t held_blocks_ = 0;
+  // Output rule and shadow outputs (its own lock; released frames go to tap_, disk requests to the disk).
+  OutputGate gate_;
   bool tagged_since_flush_ = false;     // vCPU thread: seal a batch even if nothing else was logged
   std::atomic<uint64_t> progress_{0};
   std::atomic<uint32_t> throttle_ppm_{0};  // sleep per slice, parts per million of the slice's run time

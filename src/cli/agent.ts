@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { hostname, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Agent, defaultCompatId, openStore } from '../cluster/index.js';
-import { UsageError } from './args.js';
+import { UsageError, hostPortOption } from './args.js';
 import { EXIT, type CommandIo } from './io.js';
 
 export const AGENT_HELP = `Usage: lockstep agent --id <host> --store dir:<path>|etcd:<url>[,<url>...] [options]
@@ -30,13 +30,6 @@ Options:
   --events               messages as JSON lines on stderr
   -h, --help
 `;
-
-/** `host:port`, with `[v6]:port`. */
-export function parseHostPort(name: string, text: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text);
-  if (!m || Number(m[3]) > 65535) throw new UsageError(`${name}: '${text}' must be <host>:<port>`);
-  return { host: (m[1] ?? m[2])!, port: Number(m[3]) };
-}
 
 /** A positive number option. */
 export function positive(name: string, text: string | undefined, dflt: number, integer = true): number {
@@ -89,7 +82,7 @@ export async function agentCommand(argv: string[], io: CommandIo): Promise<numbe
   if (values.store === undefined) throw new UsageError('--store dir:<path> or --store etcd:<url> is required');
   const id = values.id ?? hostname().replace(/[^A-Za-z0-9._-]/g, '-');
   const token = readToken(values['token-file']);
-  const listen = parseHostPort('--listen', values.listen ?? '127.0.0.1:0');
+  const listen = hostPortOption('--listen', values.listen ?? '127.0.0.1:0');
   const capacity = {
     mips: positive('mips', values.mips, 1000, false),
     memoryBytes: positive('memory-mib', values['memory-mib'], Math.floor((totalmem() * 0.75) / 2 ** 20)) * 2 ** 20,

@@ -1,7 +1,15 @@
-// Shared argument parsing for the CLI verbs: sizes, counts and the usage error they throw.
+// Shared argument parsing for the CLI verbs: sizes, counts, addresses and the usage error they throw.
+import { parseHostPort } from '../config/index.js';
 
 /** A command-line usage error: printed with the verb's help hint, exit status 64 (EX_USAGE). */
 export class UsageError extends Error {}
+
+/** `host:port` (`[v6]:port` for IPv6) of option `name`, or a usage error. */
+export function hostPortOption(name: string, text: string): { host: string; port: number } {
+  const a = parseHostPort(text);
+  if (!a) throw new UsageError(`${name}: '${text}' must be <host>:<port> ([v6]:<port> for IPv6)`);
+  return a;
+}
 
 /** Parses a byte size: `65536`, `64K`, `64M`, `1G` (binary units; an optional `iB`/`B` suffix). */
 export function parseSize(name: string, text: string): number {

@@ -1,15 +1,14 @@
 // `lockstep demo`: a fault-tolerant kvserver on this one machine. Starts a primary and a secondary as
 // separate processes, puts a verifying client load on the guest, kills the primary with SIGKILL, and
 // shows the failover, the clone of a new secondary and a summary (nothing acknowledged may be lost).
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createSocket } from 'node:dgram';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { KvClient, LoadGenerator, verifyStore } from '../client/index.js';
+import { freeUdpPort, launch, type CliProcess } from '../cluster/agent/cli-process.js';
 import { UsageError } from './args.js';
 import { EXIT, type CommandIo } from './io.js';
 
@@ -28,107 +27,6 @@ Options:
 `;
 
 const BUDGET = 125_000_000;
-
-/** A `lockstep` process started with `--events`, and the event lines it printed. */
-export interface Proc {
-  name: string;
-  child: ChildProcess;
-  /** Its event lines, parsed (the latest 1 000 to 2 000). */
-  events: Array<Record<string, unknown>>;
-  /** Lines of stderr that were not JSON (the latest 50, for failure messages). */
-  log: string[];
-  /** The first event named `event` (and matching `pred`), already printed or still to come; rejects after `timeoutMs` (default 60 s). */
-  wait(event: string, pred?: (e: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
-}
-
-/** A UDP port on 127.0.0.1 that was free a moment ago (for a VM's forwarded port). */
-export function freeUdpPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createSocket('udp4');
-    s.once('error', reject);
-    s.bind(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/**
- * Starts `lockstep <args> --events` (the built CLI) and collects its JSON event lines. `prefix` runs it
- * through another command (`ip netns exec NS`); `detached` makes it the leader of a new process group.
- */
-export function launch(
-  name: string,
-  args: string[],
-  onEvent: (p: Proc, e: Record<string, unknown>) => void = () => {},
-  options: { prefix?: string[]; detached?: boolean; env?: NodeJS.ProcessEnv } = {},
-): Proc {
-  // From src/cli (tests) and from dist/cli alike.
-  const bin = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
-  const pre = options.prefix ?? [];
-  const cmd = pre.length > 0 ? pre[0]! : process.execPath;
-  const child = spawn(cmd, [...pre.slice(1), ...(pre.length > 0 ? [process.execPath] : []), bin, ...args, '--events'], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    detached: options.detached === true,
-    env: { ...process.env, ...options.env },
-  });
-  const waiters: Array<{ event: string; pred: (e: Record<string, unknown>) => boolean; resolve: (e: Record<string, unknown>) => void }> = [];
-  const proc: Proc = {
-    name,
-    child,
-    events: [],
-    log: [],
-    wait(event, pred = () => true, timeoutMs = 60_000) {
-      const seen = proc.events.find((e) => e.event === event && pred(e));
-      if (seen) return Promise.resolve(seen);
-      if (child.exitCode !== null || child.signalCode !== null) {
-        return Promise.reject(new Error(`${name} exited (${child.exitCode ?? child.signalCode}) without '${event}': ${proc.log.slice(-5).join(' / ')}`));
-      }
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(
-          () => reject(new Error(`${name}: no '${event}' within ${timeoutMs} ms; last: ${JSON.stringify(proc.events.slice(-3))} ${proc.log.slice(-3).join(' / ')}`)),
-          timeoutMs,
-        );
-        waiters.push({
-          event,
-          pred,
-          resolve: (e) => {
-            clearTimeout(timer);
-            resolve(e);
-          },
-        });
-      });
-    },
-  };
-  let buf = '';
-  child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (d: string) => {
-    buf += d;
-    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      let e: Record<string, unknown>;
-      try {
-        e = JSON.parse(line) as Record<string, unknown>;
-      } catch {
-        proc.log.push(line);
-        if (proc.log.length > 50) proc.log.shift();
-        continue;
-      }
-      proc.events.push(e);
-      if (proc.events.length > 2000) proc.events.splice(0, 1000);
-      onEvent(proc, e);
-      for (let i = waiters.length - 1; i >= 0; i--) {
-        const w = waiters[i]!;
-        if (w.event === e.event && w.pred(e)) {
-          waiters.splice(i, 1);
-          w.resolve(e);
-        }
-      }
-    }
-  });
-  return proc;
-}
 
 export async function demoCommand(argv: string[], io: CommandIo): Promise<number> {
   const { values } = parseArgs({
@@ -158,7 +56,7 @@ export async function demoCommand(argv: string[], io: CommandIo): Promise<number
   const tty = (io.stdout as NodeJS.WriteStream).isTTY === true;
   const say = (line: string) => io.stdout.write(`${tty ? '\r\x1b[2K' : ''}${line}\n`);
   const tmp = mkdtempSync(join(tmpdir(), 'lockstep-demo-'));
-  const procs: Proc[] = [];
+  const procs: CliProcess[] = [];
   let load: LoadGenerator | undefined;
   try {
     const udpPort = await freeUdpPort();
@@ -175,7 +73,7 @@ export async function demoCommand(argv: string[], io: CommandIo): Promise<number
     say(`lockstep demo: kvserver (memcached over UDP 127.0.0.1:${udpPort}) as a fault-tolerant pair; files in ${tmp}`);
 
     const stats = { logBytes: 0, bandwidth: 0, lagMs: 0, primaryMips: 0 };
-    const onEvent = (p: Proc, e: Record<string, unknown>) => {
+    const onEvent = (p: CliProcess, e: Record<string, unknown>) => {
       if (e.event === 'stats') {
         stats.bandwidth = Number(e.logBandwidth);
         stats.lagMs = Number(e.lagSeconds) * 1000;

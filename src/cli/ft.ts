@@ -1,23 +1,22 @@
 // `lockstep primary` and `lockstep secondary`: one half of a fault-tolerant pair each, built from one
 // configuration file. Status on stderr (a live line on a TTY, or JSON lines with --events).
-import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { parseArgs } from 'node:util';
-import { loadConfig, type LoadedConfig } from '../config/index.js';
+import { formatHostPort, loadConfig, type HostPort, type LoadedConfig } from '../config/index.js';
 import { ListenError } from '../errors.js';
-import { arbiterFor } from '../ft/arbiter-config.js';
-import type { Arbiter } from '../ft/arbiter.js';
 import { ControlUnreachableError, callControl } from '../ft/control-client.js';
 import { describeStatus } from '../ft/control.js';
-import { FT_OPERATIONS, startControlServer, type ControlServer } from '../ft/control-server.js';
-import { bindFtMetrics } from '../ft/metrics.js';
+import { FT_OPERATIONS } from '../ft/control-server.js';
+import { formatEventLine, type FtEventFields, type FtEventName, type Writable } from '../ft/event-lines.js';
 import { FtPrimary } from '../ft/primary.js';
-import { RefusalLog, Registry, createFtMetrics, startMetricsServer, type FtVmMetrics, type MetricsServer } from '../observability/index.js';
 import { FtSecondary } from '../ft/secondary.js';
-import { attachVmNetwork, createVmMachine, keepAttachingVmNetwork, loadVm, type VmNetwork, type VmSpec } from '../ft/vm.js';
+import { startPrimaryServices, type PrimaryServiceEvent, type PrimaryServices } from '../ft/services.js';
+import { ftSettings, primaryOptions } from '../ft/settings.js';
+import { attachVmNetwork, createVmMachine, keepAttachingVmNetwork, loadVm, type VmNetwork } from '../ft/vm.js';
 import type { Machine } from '../machine/machine.js';
 import type { RunResult } from '../machine/types.js';
-import { UsageError } from './args.js';
+import { Registry, createFtMetrics, type FtVmMetrics } from '../observability/index.js';
+import { UsageError, hostPortOption } from './args.js';
 import { EXIT, type CommandIo } from './io.js';
 import { setUserSignalTarget, type UserSignal } from './signals.js';
 
@@ -65,15 +64,6 @@ primary's (test failover, test restart secondary). A survivor whose UDP port is 
 primary frozen on this host) goes live all the same and keeps retrying the port, reporting it.
 `;
 
-function hostPort(name: string, text: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^\s\[\]]+)):(\d{1,5})$/.exec(text);
-  if (!m || Number(m[3]) > 65535) throw new UsageError(`${name}: '${text}' must be <host>:<port> ([v6]:<port> for IPv6)`);
-  return { host: (m[1] ?? m[2])!, port: Number(m[3]) };
-}
-
-function showAddress(a: { host: string; port: number }): string {
-  return `${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
-}
 
 /**
  * Fails with a {@link ListenError} when `address` cannot be listened on now: checked before the epoch
@@ -88,28 +78,6 @@ async function checkListenable(address: { host: string; port: number }, what: st
   });
 }
 
-/** The VM and FT settings of a loaded configuration, as the library takes them. */
-export function ftSettings(loaded: LoadedConfig) {
-  const { vm, ft } = loaded.config;
-  const spec: VmSpec = { id: vm.id, guest: vm.guest, memory: vm.ramMiB * 1024 * 1024, clock: vm.clock };
-  if (vm.append !== '') spec.append = vm.append;
-  if (vm.devices.rng) spec.rng = true;
-  if (vm.devices.disk) spec.disk = { path: vm.devices.disk.path, mode: vm.devices.disk.mode };
-  const net = vm.devices.net;
-  if (net) {
-    spec.net =
-      net.backend === 'tap'
-        ? { backend: 'tap', name: net.name, ...(net.mac ? { mac: net.mac } : {}) }
-        : { backend: 'udp', host: net.host, hostPort: net.hostPort, guestPort: net.guestPort, ...(net.mac ? { mac: net.mac } : {}) };
-  }
-  const a = ft.arbiter;
-  const key = loaded.key;
-  if (!a || !key) throw new UsageError(`${loaded.source}: ft.arbiter and a key are needed to run a fault-tolerant pair`);
-  const arbiter: Arbiter = arbiterFor(a);
-  const tls = ft.tls ? { cert: readFileSync(ft.tls.cert), key: readFileSync(ft.tls.key), ca: readFileSync(ft.tls.ca) } : undefined;
-  return { spec, ft, arbiter, key, tls };
-}
-
 /** Prints FT events: JSON lines, or text (with a live status line on a TTY). */
 class Reporter {
   readonly #io: CommandIo;
@@ -121,9 +89,9 @@ class Reporter {
     this.#json = json;
     this.#tty = !json && (io.stderr as NodeJS.WriteStream).isTTY === true;
   }
-  event(name: string, fields: Record<string, unknown>, text: string): void {
+  event<N extends FtEventName>(name: N, fields: Writable<FtEventFields[N]>, text: string): void {
     if (this.#json) {
-      this.#io.stderr.write(`${JSON.stringify({ event: name, t: Date.now(), ...fields }, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}\n`);
+      this.#io.stderr.write(`${formatEventLine(name, fields)}\n`);
       return;
     }
     if (this.#live) this.#io.stderr.write('\r\x1b[2K');
@@ -135,7 +103,7 @@ class Reporter {
     this.event('signal', { signal, action }, text);
   };
   /** A JSON-only event (periodic figures); nothing in text mode. */
-  data(name: string, fields: Record<string, unknown>): void {
+  data<N extends FtEventName>(name: N, fields: Writable<FtEventFields[N]>): void {
     if (this.#json) this.event(name, fields, '');
   }
   /** The live status line (TTY only). */
@@ -221,51 +189,28 @@ function primarySignals(p: FtPrimary, r: Reporter): void {
   });
 }
 
-/** Refusals of the operations API: counted in the metrics, summarised on stderr. */
-function controlRefusals(r: Reporter, metrics: () => FtVmMetrics | undefined): (remote: string, reason: string) => void {
-  const log = new RefusalLog({ what: 'operations API', log: (line) => r.event('warning', { message: line }, `warning: ${line}`) });
-  return (remote, reason) => {
-    metrics()?.rejected('control').inc();
-    log.refused(remote, reason);
-  };
+/** The metric set of the VM, when the configuration asks for metrics (its registry and address). */
+function metricsOf(loaded: LoadedConfig, vmId: string): { registry: Registry; vm: FtVmMetrics; listen: HostPort } | undefined {
+  const m = loaded.config.metrics;
+  if (!m) return undefined;
+  const registry = new Registry();
+  return { registry, vm: createFtMetrics(registry).forVm(vmId), listen: m.listen };
 }
 
-/**
- * Starts something that needs an address (the operations API, the metrics endpoint) and, while the
- * address is taken, keeps trying with backoff instead of failing: for a secondary that went live on
- * the host where its frozen old primary still holds the address. Reports the first failure and then
- * one line per 10 s.
- */
-function keepStarting<T>(what: string, start: () => Promise<T>, r: Reporter, up: (v: T) => void): { stop(): void } {
-  let stopped = false;
-  let timer: NodeJS.Timeout | undefined;
-  let reported = -Infinity;
-  const attempt = (n: number): void => {
-    start().then(
-      (v) => {
-        if (stopped) return;
-        if (n > 0) r.event('recovered', { what, attempts: n + 1 }, `${what} is up after ${n + 1} attempts`);
-        up(v);
-      },
-      (err: unknown) => {
-        if (stopped) return;
-        const delay = Math.min(5000, 100 * 2 ** Math.min(n, 10));
-        if (performance.now() - reported >= 10_000) {
-          reported = performance.now();
-          r.event('retrying', { what, attempts: n + 1, message: (err as Error).message }, `warning: ${(err as Error).message}; retrying (${n + 1} attempts so far)`);
-        }
-        timer = setTimeout(() => attempt(n + 1), delay);
-        timer.unref();
-      },
-    );
-  };
-  attempt(0);
-  return {
-    stop() {
-      stopped = true;
-      clearTimeout(timer);
-    },
-  };
+/** Prints what the primary's services did. */
+function reportService(r: Reporter, e: PrimaryServiceEvent): void {
+  switch (e.event) {
+    case 'metrics':
+      return r.event('metrics', { url: e.url }, `Prometheus metrics at ${e.url}`);
+    case 'control':
+      return r.event('control', { url: e.url }, `operations API at ${e.url}`);
+    case 'retrying':
+      return r.event('retrying', { what: e.what, attempts: e.attempts, message: e.message }, `warning: ${e.message}; retrying (${e.attempts} attempts so far)`);
+    case 'recovered':
+      return r.event('recovered', { what: e.what, attempts: e.attempts }, `${e.what} is up after ${e.attempts} attempts`);
+    case 'warning':
+      return r.event('warning', { message: e.message }, `warning: ${e.message}`);
+  }
 }
 
 export async function primaryCommand(argv: string[], io: CommandIo): Promise<number> {
@@ -282,11 +227,12 @@ export async function primaryCommand(argv: string[], io: CommandIo): Promise<num
   if (values['exit-with-parent']) exitWithParent();
   const r = new Reporter(io, values.events === true);
   setUserSignalTarget({ role: 'a primary that is still starting', log: r.signal });
-  const control = values.control !== undefined ? hostPort('--control', values.control) : undefined;
+  const control = values.control !== undefined ? hostPortOption('--control', values.control) : undefined;
   const loaded = await loadConfig(positionals[0]!);
   for (const w of loaded.warnings) r.event('warning', { message: w }, `WARNING: ${w}`);
-  const { spec, ft, arbiter, key, tls } = ftSettings(loaded);
-  const listen = values.listen !== undefined ? hostPort('--listen', values.listen) : ft.listen;
+  const settings = ftSettings(loaded);
+  const { spec, ft, arbiter, key, tls } = settings;
+  const listen = values.listen !== undefined ? hostPortOption('--listen', values.listen) : ft.listen;
   const machine = loadVm(spec);
   let net: VmNetwork | undefined;
   try {
@@ -300,54 +246,23 @@ export async function primaryCommand(argv: string[], io: CommandIo): Promise<num
   // Every address is taken before the epoch is claimed: a port in use fails here and costs no epoch.
   net = await attachVmNetwork(machine, spec, 0);
   if (net.port !== undefined) r.event('net', { port: net.port }, `udp 127.0.0.1:${net.port} -> guest 10.0.2.15:${spec.net?.backend === 'udp' ? spec.net.guestPort : 0}`);
-  const primary = new FtPrimary({
-    machine,
-    vmId: spec.id,
-    key,
-    arbiter,
-    listen,
-    heartbeatMs: ft.heartbeatMs,
-    timeoutMs: ft.timeoutMs,
-    lagTargetMs: ft.lagTargetMs,
-    maxLagMs: ft.maxLagMs,
-    maxUnackedBytes: ft.maxUnackedBytes,
-    outputRule: ft.outputRule,
-    hashInterval: ft.hashIntervalInstructions,
-    disabled: !ft.enabled,
-    meta: { vm: spec.id },
-    ...(spec.disk?.mode === 'separate' ? { separateDisk: spec.disk.path } : {}),
-    ...(tls ? { tls } : {}),
-  });
+  const primary = new FtPrimary({ ...primaryOptions(settings), machine, vmId: spec.id, key, arbiter, listen, ...(tls ? { tls } : {}) });
   const done = supervisePrimary(primary, r, io, values.console === true);
-  let metrics: MetricsServer | undefined;
-  let vmMetrics: FtVmMetrics | undefined;
-  let unbind = () => {};
-  let controlServer: ControlServer | undefined;
+  let services: PrimaryServices | undefined;
   try {
-    if (loaded.config.metrics) {
-      const registry = new Registry();
-      vmMetrics = createFtMetrics(registry).forVm(spec.id);
-      vmMetrics.setNetworkAttached(true);
-      unbind = bindFtMetrics(primary, vmMetrics);
-      metrics = await startMetricsServer(registry, { host: loaded.config.metrics.listen.host, port: loaded.config.metrics.listen.port });
-      r.event('metrics', { url: metrics.url }, `Prometheus metrics at ${metrics.url}`);
-    }
-    if (control !== undefined) {
-      controlServer = await startControlServer(() => primary, key, { ...control, onRefused: controlRefusals(r, () => vmMetrics) });
-      r.event('control', { url: controlServer.url }, `operations API at ${controlServer.url}`);
-    }
+    const vmMetrics = metricsOf(loaded, spec.id);
+    vmMetrics?.vm.setNetworkAttached(true);
+    services = await startPrimaryServices(primary, { key, ...(vmMetrics ? { metrics: vmMetrics } : {}), ...(control ? { control } : {}), onEvent: (e) => reportService(r, e) });
     await checkListenable(listen, 'the logging channel (ft.listen, --listen)');
     const addr = await primary.start();
-    r.event('listening', { host: addr.host, port: addr.port, epoch: primary.epoch }, `primary of ${spec.id} at epoch ${primary.epoch}; secondaries join at ${addr.host}:${addr.port}`);
+    r.event('listening', { host: addr.host, port: addr.port, epoch: primary.epoch }, `primary of ${spec.id} at epoch ${primary.epoch}; secondaries join at ${formatHostPort(addr)}`);
     onSignals(() => primary.stop());
     primarySignals(primary, r);
     const status = await done;
     r.end();
     return status;
   } finally {
-    unbind();
-    await metrics?.close();
-    await controlServer?.close();
+    await services?.close();
     await primary.stop().catch(() => undefined);
   }
   }
@@ -378,24 +293,22 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
   if (values['exit-with-parent']) exitWithParent();
   const r = new Reporter(io, values.events === true);
   setUserSignalTarget({ role: 'a secondary (operations go to the primary)', log: r.signal });
-  const join = hostPort('--join', values.join);
-  const listen = hostPort('--listen', values.listen ?? '127.0.0.1:0');
-  const control = values.control !== undefined ? hostPort('--control', values.control) : undefined;
+  const join = hostPortOption('--join', values.join);
+  const listen = hostPortOption('--listen', values.listen ?? '127.0.0.1:0');
+  const control = values.control !== undefined ? hostPortOption('--control', values.control) : undefined;
   const loaded = await loadConfig(positionals[0]!);
-  const { spec, ft, arbiter, key, tls } = ftSettings(loaded);
+  const settings = ftSettings(loaded);
+  const { spec, ft, arbiter, key, tls } = settings;
   if (values.disk !== undefined) {
     if (!spec.disk) throw new UsageError('--disk: the configuration has no disk');
     spec.disk = { ...spec.disk, path: values.disk };
   }
   // The figures exist from the start (the network's state is one of them); they are served once live.
-  const registry = loaded.config.metrics ? new Registry() : undefined;
-  const vmMetrics = registry ? createFtMetrics(registry).forVm(spec.id) : undefined;
+  const metrics = metricsOf(loaded, spec.id);
+  const vmMetrics = metrics?.vm;
   let net: VmNetwork | undefined;
   let machine: Machine | undefined;
-  let controlServer: ControlServer | undefined;
-  let metricsServer: MetricsServer | undefined;
-  const retries: { stop(): void }[] = [];
-  let unbind = () => {};
+  let services: Promise<PrimaryServices> | undefined;
   const secondary = new FtSecondary({
     vmId: spec.id,
     key,
@@ -430,14 +343,7 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
       // A free port is bound before the re-emitted outputs leave, as it always was.
       await attaching.firstAttempt;
     },
-    promote: {
-      lagTargetMs: ft.lagTargetMs,
-      maxLagMs: ft.maxLagMs,
-      maxUnackedBytes: ft.maxUnackedBytes,
-      outputRule: ft.outputRule,
-      hashInterval: ft.hashIntervalInstructions,
-      meta: { vm: spec.id },
-    },
+    promote: primaryOptions(settings),
     ...(values['log-dir'] ? { logDir: values['log-dir'] } : {}),
     ...(spec.disk?.mode === 'separate' ? { separateDisk: spec.disk.path } : {}),
     ...(tls ? { tls } : {}),
@@ -445,11 +351,8 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
   try {
     return await runSecondary();
   } finally {
-    for (const t of retries) t.stop();
-    unbind();
     net?.close();
-    await controlServer?.close();
-    await metricsServer?.close();
+    await (await services?.catch(() => undefined))?.close();
     await secondary.primary?.stop().catch(() => undefined);
     await secondary.stop().catch(() => undefined);
     (secondary.machine ?? machine)?.close();
@@ -476,30 +379,14 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
     secondary.on('go-live', (g) => r.event('go-live', { ...g }, `LIVE at epoch ${g.epoch} after ${g.ms.toFixed(1)} ms (${g.reason}); re-emitted ${g.reemittedFrames} frames`));
     secondary.on('promoted', (p) => {
       primarySignals(p, r);
-      if (vmMetrics && registry && loaded.config.metrics) {
-        unbind = bindFtMetrics(p, vmMetrics);
-        const at = loaded.config.metrics.listen;
-        retries.push(
-          keepStarting('the metrics endpoint', () => startMetricsServer(registry, { host: at.host, port: at.port }), r, (m) => {
-            metricsServer = m;
-            r.event('metrics', { url: m.url }, `Prometheus metrics at ${m.url}`);
-          }),
-        );
-      }
-      if (control !== undefined) {
-        retries.push(
-          keepStarting('the operations API', () => startControlServer(() => p, key, { ...control, onRefused: controlRefusals(r, () => vmMetrics) }), r, (c) => {
-            controlServer = c;
-            r.event('control', { url: c.url }, `operations API at ${c.url}`);
-          }),
-        );
-      }
+      // Served exactly as a primary's, retrying addresses the frozen old primary may still hold.
+      services = startPrimaryServices(p, { key, ...(metrics ? { metrics } : {}), ...(control ? { control } : {}), retry: true, onEvent: (e) => reportService(r, e) });
       const a = p.address;
-      r.event('listening', { host: a?.host, port: a?.port, epoch: p.epoch }, `now the primary at epoch ${p.epoch}; a new secondary joins at ${a?.host}:${a?.port}`);
+      r.event('listening', { ...(a ? { host: a.host, port: a.port } : {}), epoch: p.epoch }, `now the primary at epoch ${p.epoch}; a new secondary joins at ${a ? formatHostPort(a) : '?'}`);
       void supervisePrimary(p, r, io, false).then(resolve);
     });
     secondary.start().then(
-      () => r.event('joined', { host: join.host, port: join.port }, `joined the primary at ${join.host}:${join.port}`),
+      () => r.event('joined', { host: join.host, port: join.port }, `joined the primary at ${formatHostPort(join)}`),
       reject,
     );
     onSignals(async () => {
@@ -541,15 +428,15 @@ export async function ftCommand(argv: string[], io: CommandIo): Promise<number> 
   if (op === undefined || file === undefined || positionals.length !== 2) throw new UsageError('expected an operation and a configuration file');
   if (op !== 'status' && !(FT_OPERATIONS as readonly string[]).includes(op)) throw new UsageError(`unknown operation '${op}'`);
   if (values.control === undefined) throw new UsageError('--control <host:port> is required');
-  const addr = hostPort('--control', values.control);
+  const addr = hostPortOption('--control', values.control);
   const loaded = await loadConfig(file);
   if (!loaded.key) throw new UsageError(`${loaded.source}: no key configured`);
   let answer: Awaited<ReturnType<typeof callControl>>;
   try {
-    answer = await callControl(`http://${showAddress(addr)}`, loaded.key, op === 'status' ? 'GET' : 'POST', `/ft/${op}`);
+    answer = await callControl(`http://${formatHostPort(addr)}`, loaded.key, op === 'status' ? 'GET' : 'POST', `/ft/${op}`);
   } catch (err) {
     if (!(err instanceof ControlUnreachableError)) throw err;
-    io.stderr.write(`lockstep ft: ${err.message}; is a primary running with --control ${showAddress(addr)}?\n`);
+    io.stderr.write(`lockstep ft: ${err.message}; is a primary running with --control ${formatHostPort(addr)}?\n`);
     return EXIT.unavailable;
   }
   const ok = answer.status >= 200 && answer.status < 300;

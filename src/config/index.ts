@@ -1,5 +1,6 @@
 // The configuration module's public surface: one file (JSON or YAML) describing a fault-tolerant VM,
 // validated with messages that name the bad field. Re-exports only.
+export { formatHostPort, parseHostPort } from './address.js';
 export { ConfigError, type ConfigIssue } from './errors.js';
 export { checkConfigFiles, loadConfig, readFtKey } from './load.js';
 export { formatFromPath, parseConfig, type ConfigFormat } from './parse.js';

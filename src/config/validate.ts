@@ -3,6 +3,7 @@
 // environment (load.ts checks what the paths and variables point at).
 import { isIPv4, isIPv6 } from 'node:net';
 import { isAbsolute, resolve } from 'node:path';
+import { parseHostPort } from './address.js';
 import { ConfigError, type ConfigIssue } from './errors.js';
 import { suggest } from './suggest.js';
 import {
@@ -214,14 +215,14 @@ class Checker {
     const bad = () =>
       this.fail([...s.path, key], `must be an address as host:port (e.g. 127.0.0.1:7400, [::1]:7400), port 0..65535, got ${show(v)}`);
     if (typeof v !== 'string') return bad();
+    const a = parseHostPort(v);
+    if (!a || a.port > L.port.max) return bad();
     const colon = v.lastIndexOf(':');
-    if (colon < 0) return bad();
     const host = HOST.exec(v.slice(0, colon));
-    const portText = v.slice(colon + 1);
-    if (!host || !/^\d{1,5}$/.test(portText) || Number(portText) > L.port.max) return bad();
-    const why = hostProblem(host[1] ?? host[2]!, host[1] !== undefined);
+    if (!host) return bad();
+    const why = hostProblem(a.host, host[1] !== undefined);
     if (why !== undefined) return this.fail([...s.path, key], `${JSON.stringify(v.slice(0, colon))} is ${why}, in ${show(v)}`);
-    return { host: host[1] ?? host[2]!, port: Number(portText) };
+    return a;
   }
 }
 

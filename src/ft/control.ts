@@ -96,22 +96,3 @@ export function describeStatus(s: ProtectionStatus): string {
   };
   return s.detail ? `${text[s.reason]}: ${s.detail}` : text[s.reason];
 }
-
-/** A page list as the addon writes it ([u32 index][4096 bytes]…) → the protocol's page records. */
-export function pagesFromNative(buf: Uint8Array): { index: number; data: Uint8Array }[] {
-  const out: { index: number; data: Uint8Array }[] = [];
-  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  for (let at = 0; at + 4100 <= buf.length; at += 4100) out.push({ index: dv.getUint32(at, true), data: buf.subarray(at + 4, at + 4100) });
-  return out;
-}
-
-/** The protocol's page records → the addon's page list. */
-export function pagesToNative(pages: readonly { index: number; data: Uint8Array }[]): Uint8Array {
-  const out = new Uint8Array(pages.length * 4100);
-  const dv = new DataView(out.buffer);
-  pages.forEach((p, i) => {
-    dv.setUint32(i * 4100, p.index, true);
-    out.set(p.data, i * 4100 + 4);
-  });
-  return out;
-}

@@ -2,11 +2,13 @@
 // secondary, releases outputs only behind acknowledged log (the output rule), slows down when the
 // secondary lags, and clones a new secondary by pre-copy. Mirrors secondary.ts.
 import { EventEmitter } from 'node:events';
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { LockstepError } from '../errors.js';
 import { Recorder } from '../log/recorder.js';
-import { internal, type Machine } from '../machine/machine.js';
+import type { Machine } from '../machine/machine.js';
+import { PAGE_RECORD_BYTES, PAGE_SIZE, replicationPort, type PageRecord, type ReplicationPort } from '../machine/replication-port.js';
 import type { RunResult } from '../machine/types.js';
 import { ChannelServer, type Channel, type ChannelOptions, type Message } from '../protocol/channel.js';
 import { RefusalLog } from '../observability/refusals.js';
@@ -14,7 +16,8 @@ import { ArbiterError, validateOwnerId, type Arbiter } from './arbiter.js';
 import { claimEpoch, newOwnerId } from './claim.js';
 import { publishPrimary } from './diagnostics.js';
 import { batchLsn } from '../log/format.js';
-import { FT_DEFAULTS, FailureDetector, LagController, describeStatus, pagesFromNative, type ProtectionStatus } from './control.js';
+import { FT_DEFAULTS, LagController, describeStatus, type ProtectionStatus } from './control.js';
+import { SecondarySession, type CloneFigures } from './session.js';
 
 /** A pre-copy round with fewer dirty pages than this ends the pre-copy: the rest goes in the pause. */
 const PRECOPY_CONVERGED_PAGES = 256;
@@ -105,12 +108,7 @@ export interface FtPrimaryStats {
   rejectedConnections: number;
 }
 
-export interface CloneReport {
-  rounds: number;
-  pages: number;
-  bytes: number;
-  /** The guest was stopped this long for the final copy, ms. */
-  pauseMs: number;
+export interface CloneReport extends CloneFigures {
   /** Whole clone, from join to the first acknowledged batch, ms. */
   totalMs: number;
 }
@@ -165,6 +163,7 @@ type Phase = 'idle' | 'alone' | 'cloning' | 'protected' | 'recovering' | 'disabl
 export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   readonly machine: Machine;
   readonly vmId: string;
+  readonly #port: ReplicationPort;
   readonly #o: Required<Omit<FtPrimaryOptions, 'tls' | 'epoch' | 'meta' | 'listen' | 'disabled' | 'owner' | 'separateDisk' | 'ringBytes' | 'epochCheckMs'>> & FtPrimaryOptions;
   /** This incarnation's owner token at the arbiter (a promoted secondary's own). */
   readonly owner: string;
@@ -173,30 +172,15 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   #epoch = 0;
   #phase: Phase = 'idle';
   #server: ChannelServer | undefined;
-  #channel: Channel | undefined;
-  #secondaryListen: string | undefined;
+  /** The current secondary, from its join to its loss. */
+  #session: SecondarySession | undefined;
   #recorder: Recorder | undefined;
   #runLoop: Promise<void> | undefined;
   #pause: { fn: () => void; resolve: () => void; reject: (e: unknown) => void } | undefined;
   #hold = false; // the run loop must not restart the guest (hand-over, halt)
-  #detector: FailureDetector | undefined;
   readonly #lag: LagController;
   #timer: NodeJS.Timeout | undefined;
-  // Log stream to the current secondary.
-  #sentLsn = -1n;
-  #ackedLsn = -1n;
-  #sentBytes = 0;
-  #ackedBytes = 0;
   #totalLogBytes = 0;
-  readonly #sentAt = new Map<bigint, number>();
-  #queued: Uint8Array[] = []; // batches recorded before the clone's final state went out
-  #cloneSent = false;
-  #cloneStart = 0;
-  #cloneReport: Omit<CloneReport, 'totalMs'> | undefined;
-  #releasedLsn = -1n;
-  #releaseSent = -1n;
-  #releaseScheduled = false;
-  #secondaryInstret = 0n;
   // Figures.
   #failovers = 0;
   #lastAckLatency = 0;
@@ -213,6 +197,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     super();
     if (options.owner !== undefined) validateOwnerId(options.owner);
     this.machine = options.machine;
+    this.#port = replicationPort(options.machine);
     this.vmId = options.vmId;
     this.#o = {
       heartbeatMs: FT_DEFAULTS.heartbeatMs,
@@ -283,7 +268,15 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       this.emit('rejected', reason, remote);
       this.#refusals.refused(remote, reason);
     });
-    const addr = await this.#server.listen(this.#o.listen?.port ?? 0, this.#o.listen?.host ?? '127.0.0.1');
+    let addr: { host: string; port: number };
+    try {
+      addr = await this.#server.listen(this.#o.listen?.port ?? 0, this.#o.listen?.host ?? '127.0.0.1');
+    } catch (err) {
+      // stop() came while the channel was still binding: nothing runs, start() says so.
+      if ((this.#phase as Phase) === 'halted') throw new FtError('ERR_LOCKSTEP_FT_STATE', `start(): the primary was stopped while starting (${(err as Error).message})`);
+      throw err;
+    }
+    if ((this.#phase as Phase) === 'halted') throw new FtError('ERR_LOCKSTEP_FT_STATE', 'start(): the primary was stopped while starting');
     this.#address = addr;
     if (this.machine.closed) {
       this.#machineClosed();
@@ -335,12 +328,12 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       logBandwidth: this.#bw.rate,
       lagSeconds: this.#lagSec,
       lagInstructions: this.#lagInstr,
-      unackedBytes: Math.max(0, this.#sentBytes - this.#ackedBytes),
+      unackedBytes: this.#session?.unackedBytes ?? 0,
       throttle: this.#lag.ratio,
       mips: this.#mips.rate,
       failovers: this.#failovers,
       lastAckLatencyMs: this.#lastAckLatency,
-      heldOutputs: this.#phase === 'halted' || this.machine.closed ? 0 : this.machine[internal].native.held(),
+      heldOutputs: this.#phase === 'halted' ? 0 : this.#port.held(),
       lastClonePauseMs: this.#lastPause,
       rejectedConnections: this.#refusals.total,
     };
@@ -358,21 +351,22 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
    * releases every output, and hands over. The secondary goes live; this side halts. Nothing is lost.
    */
   async testFailover(): Promise<void> {
-    if (this.#phase !== 'protected' || !this.#channel) throw new FtError('ERR_LOCKSTEP_FT_STATE', `test failover needs a protected VM; it is ${this.describe()}`);
-    const ch = this.#channel;
+    const s = this.#session;
+    if (this.#phase !== 'protected' || !s) throw new FtError('ERR_LOCKSTEP_FT_STATE', `test failover needs a protected VM; it is ${this.describe()}`);
+    const ch = s.channel;
     this.#hold = true;
     await this.#pauseFor(() => {});
     this.#recorder?.resume();
     // Everything the guest did is in batches now (a stopped run seals its last batch).
-    await this.#until(() => this.#ackedLsn >= this.#sentLsn || ch.closed, 10_000);
+    await this.#until(() => s.ackedLsn >= s.sentLsn || ch.closed, 10_000);
     if (ch.closed) {
       this.#hold = false;
       this.#resumeRun();
       throw new FtError('ERR_LOCKSTEP_FT_STATE', 'test failover: the secondary went away before it acknowledged the whole log');
     }
-    this.#sendRelease(true);
+    this.#sendRelease(s, true);
     ch.send({ type: 'go-live', epoch: BigInt(this.#epoch + 1), reason: 'test failover' });
-    const listen = this.#secondaryListen;
+    const listen = s.listen;
     this.emit('handed-over', listen === undefined ? { epoch: this.#epoch + 1 } : { epoch: this.#epoch + 1, listen });
     this.#halt('handed over to the secondary (test failover)');
   }
@@ -382,10 +376,10 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
    * runs alone meanwhile; nothing is lost.
    */
   restartSecondary(): void {
-    if (!this.#channel || (this.#phase !== 'protected' && this.#phase !== 'cloning')) {
+    if (!this.#session || (this.#phase !== 'protected' && this.#phase !== 'cloning')) {
       throw new FtError('ERR_LOCKSTEP_FT_STATE', `restart secondary needs a secondary; the VM is ${this.describe()}`);
     }
-    this.#channel.send({ type: 'control', op: 'restart' });
+    this.#session.channel.send({ type: 'control', op: 'restart' });
   }
 
   /** Turns FT off: the secondary is dismissed and none may join until {@link enable}. */
@@ -413,7 +407,8 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
 
   /** Stops everything: the guest, the channel, the listener. The secondary is dismissed (it will not go live). */
   async stop(): Promise<void> {
-    if (this.#channel && !this.#channel.closed) this.#channel.send({ type: 'bye', reason: 'primary stopped' });
+    const ch = this.#session?.channel;
+    if (ch && !ch.closed) ch.send({ type: 'bye', reason: 'primary stopped' });
     this.#halt('stopped');
     await this.#runLoop;
     await this.#server?.close();
@@ -453,7 +448,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
         this.#recorder.finish(r);
         this.#recorder = undefined;
       }
-      this.machine[internal].emitOutputs(this.machine[internal].native.setGate(false));
+      this.#port.openGate();
       this.#setPhase('ended');
       this.emit('ended', r);
       return;
@@ -480,9 +475,9 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       ch.send({ type: 'bye', reason: why });
       ch.close(why);
     };
-    if (this.#phase === 'protected' && this.#replaceNext && this.#channel) {
+    if (this.#phase === 'protected' && this.#replaceNext && this.#session) {
       this.#replaceNext = false;
-      const old = this.#channel;
+      const old = this.#session.channel;
       old.send({ type: 'bye', reason: 'replaced by a migrated secondary' });
       this.#dropSecondary();
       old.close('replaced');
@@ -497,92 +492,104 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     }
     if (this.#phase === 'disabled' || this.#phase === 'suspended') return refuse(`FT is ${this.#phase} for VM ${this.vmId}`);
     if (this.#phase !== 'alone') return refuse(`VM ${this.vmId} already has a secondary (or is ${this.#phase})`);
-    void this.#clone(ch).catch((err: unknown) => {
+    void this.#clone(new SecondarySession(ch, this.#o.timeoutMs)).catch((err: unknown) => {
       this.emit('warning', `clone failed: ${(err as Error).message}`);
       ch.close('clone failed');
     });
   }
 
-  async #clone(ch: Channel): Promise<void> {
-    const native = this.machine[internal].native;
-    this.#channel = ch;
+  async #clone(s: SecondarySession): Promise<void> {
+    const ch = s.channel;
+    this.#session = s;
     this.#setPhase('cloning');
-    this.#cloneStart = performance.now();
-    this.#resetStream();
-    this.#detector = new FailureDetector(this.#o.timeoutMs, performance.now());
-    ch.on('message', (m: Message) => this.#onMessage(ch, m));
+    ch.on('message', (m: Message) => this.#onMessage(s, m));
     ch.on('close', (reason: string) => {
-      if (this.#channel === ch) void this.#recover(`the logging channel closed: ${reason}`);
+      if (this.#session === s) void this.#recover(`the logging channel closed: ${reason}`);
     });
     const diskPath = this.#o.separateDisk;
     ch.send({
       type: 'clone-begin',
       meta: { vmId: this.vmId, memory: this.machine.memory, clock: this.machine.clock, epoch: this.#epoch, disk: diskPath ? 'separate' : 'shared', ...(this.#o.meta ?? {}) },
     });
-    let rounds = 0;
-    let pages = 0;
-    let bytes = 0;
-    let first = true;
-    // Separate disks: iterative pre-copy of the image first (the disk tracks the chunks it writes).
-    const diskFd = diskPath ? openSync(diskPath, 'r') : undefined;
-    const diskBytes = diskFd === undefined ? 0 : fstatSync(diskFd).size;
-    const sendChunks = (chunks: Uint32Array): number => {
-      if (diskFd === undefined) return 0;
-      let sent = 0;
-      for (const c of chunks) {
-        const offset = c * DISK_CHUNK;
-        const len = Math.min(DISK_CHUNK, diskBytes - offset) & ~511;
-        if (len <= 0) continue;
-        const buf = Buffer.allocUnsafe(len);
-        readSync(diskFd, buf, 0, len, offset);
-        ch.send({ type: 'clone-disk', offset: BigInt(offset), data: buf });
-        sent += len;
-      }
-      return sent;
-    };
+    const figures: CloneFigures = { rounds: 0, pages: 0, bytes: 0, pauseMs: 0 };
+    // Separate disks: iterative pre-copy of the image first (the disk tracks the chunks it writes). The
+    // rounds read asynchronously and wait for the channel's 'drain'; only the last dirty chunks are read
+    // in the stop-and-copy pause, where the image must not move under the read.
+    const disk = diskPath ? await open(diskPath, 'r') : undefined;
     try {
-      if (diskFd !== undefined) {
+      const diskBytes = disk ? (await disk.stat()).size : 0;
+      const chunkLength = (c: number) => Math.min(DISK_CHUNK, diskBytes - c * DISK_CHUNK) & ~511;
+      const readChunks = async (chunks: Uint32Array): Promise<void> => {
+        for (const c of chunks) {
+          const len = chunkLength(c);
+          if (len <= 0 || !disk) continue;
+          const buf = Buffer.allocUnsafe(len);
+          await disk.read(buf, 0, len, c * DISK_CHUNK);
+          if (this.#session !== s) return;
+          figures.bytes += len;
+          ch.send({ type: 'clone-disk', offset: BigInt(c * DISK_CHUNK), data: buf });
+          await drained(ch);
+        }
+      };
+      const readChunksPaused = (chunks: Uint32Array): void => {
+        if (!diskPath) return;
+        const fd = openSync(diskPath, 'r');
+        try {
+          for (const c of chunks) {
+            const len = chunkLength(c);
+            if (len <= 0) continue;
+            const buf = Buffer.allocUnsafe(len);
+            readSync(fd, buf, 0, len, c * DISK_CHUNK);
+            figures.bytes += len;
+            ch.send({ type: 'clone-disk', offset: BigInt(c * DISK_CHUNK), data: buf });
+          }
+        } finally {
+          closeSync(fd);
+        }
+      };
+      if (disk) {
         for (let r = 0, firstDisk = true; r < PRECOPY_MAX_ROUNDS; r++, firstDisk = false) {
-          const chunks = native.takeDiskDirty(firstDisk);
-          bytes += sendChunks(chunks);
-          await new Promise((resolve) => setImmediate(resolve)); // let the guest and the socket breathe
-          if (this.#channel !== ch) return;
+          const chunks = this.#port.takeDiskDirty(firstDisk);
+          await readChunks(chunks);
+          if (this.#session !== s) return;
           if (!firstDisk && chunks.length <= DISK_CONVERGED_CHUNKS) break;
         }
       }
-      await this.#cloneMemory(ch, { rounds, pages, bytes, first }, sendChunks);
+      await this.#cloneMemory(s, figures, readChunksPaused);
     } finally {
-      if (diskFd !== undefined) closeSync(diskFd);
+      await disk?.close();
     }
   }
 
-  async #cloneMemory(ch: Channel, c: { rounds: number; pages: number; bytes: number; first: boolean }, sendChunks: (chunks: Uint32Array) => number): Promise<void> {
-    const native = this.machine[internal].native;
-    let { rounds, pages, bytes, first } = c;
+  async #cloneMemory(s: SecondarySession, figures: CloneFigures, readChunksPaused: (chunks: Uint32Array) => void): Promise<void> {
+    const ch = s.channel;
+    const port = this.#port;
     const separate = this.#o.separateDisk !== undefined;
-    // Iterative pre-copy while the guest runs.
+    let first = true;
+    // Iterative pre-copy while the guest runs; each round waits for the channel to drain before the next.
     let previous = Infinity;
     for (;;) {
-      const n = await this.#precopyRound(ch, first);
-      if (this.#channel !== ch) return;
-      rounds++;
-      pages += n;
-      bytes += n * 4100;
+      const n = await port.precopyRound(first, (pages) => this.#sendPages(ch, pages), () => this.#session !== s);
+      if (this.#session !== s) return;
+      figures.rounds++;
+      figures.pages += n;
+      figures.bytes += n * PAGE_RECORD_BYTES;
       first = false;
-      if (this.#phase === 'ended' || this.#phase === 'halted') return this.#abandonClone(ch);
-      if (n <= PRECOPY_CONVERGED_PAGES || rounds >= PRECOPY_MAX_ROUNDS) break;
+      if (this.#phase === 'ended' || this.#phase === 'halted') return this.#abandonClone(s);
+      if (n <= PRECOPY_CONVERGED_PAGES || figures.rounds >= PRECOPY_MAX_ROUNDS) break;
       // Not converging (the guest dirties pages about as fast as they are sent): slow the guest down,
       // more each round, so the last dirty set — what the pause copies — shrinks (VMware's "stun during
       // page send"). Lifted after the stop-and-copy.
-      if (rounds >= 2 && n > previous / 2) native.setThrottle(Math.min(0.95, 0.3 * (rounds - 1)));
+      if (figures.rounds >= 2 && n > previous / 2) port.setThrottle(Math.min(0.95, 0.3 * (figures.rounds - 1)));
       previous = n;
+      await drained(ch);
+      if (this.#session !== s) return;
     }
     // Stop-and-copy: the pause covers copying the last dirty pages and the hart and devices, and starting
     // the log; sending happens after the guest runs again.
-    if ((this.#phase as Phase) === 'ended' || (this.#phase as Phase) === 'halted') return this.#abandonClone(ch);
-    let finalPages: Uint8Array = new Uint8Array(0);
+    if ((this.#phase as Phase) === 'ended' || (this.#phase as Phase) === 'halted') return this.#abandonClone(s);
+    let finalPages: PageRecord[] = [];
     let state: Uint8Array = new Uint8Array(0);
-    let pauseMs = 0;
     for (let attempt = 0; ; attempt++) {
       let done = false;
       const t0 = performance.now();
@@ -590,149 +597,96 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
         // Separate disks: stop where no disk request is in flight, so no completion delivered after the
         // copy can refer to an image state the copy did not capture (bounded: then go ahead anyway; the
         // state hash would expose a difference).
-        if (separate && attempt < 200 && native.diskInFlight() > 0) return;
-        finalPages = native.copyPages(first);
-        bytes += sendChunks(native.takeDiskDirty(false));
-        state = native.snapshot(false);
+        if (separate && attempt < 200 && port.diskInFlight() > 0) return;
+        finalPages = port.copyPages(first);
+        readChunksPaused(port.takeDiskDirty(false));
+        state = port.cloneState();
         this.#startRecording();
         done = true;
       });
-      pauseMs = performance.now() - t0;
+      figures.pauseMs = performance.now() - t0;
       if (done) {
-        native.setThrottle(0); // lag control takes over from here
+        port.setThrottle(0); // lag control takes over from here
         break;
       }
       await sleep(1);
-      if (this.#channel !== ch) return;
+      if (this.#session !== s) return;
     }
-    if (this.#channel !== ch) return;
-    pages += finalPages.length / 4100;
-    bytes += finalPages.length + state.length;
+    if (this.#session !== s) return;
+    figures.pages += finalPages.length;
+    figures.bytes += finalPages.length * PAGE_RECORD_BYTES + state.length;
     this.#sendPages(ch, finalPages);
-    const instret = native.progress();
+    const instret = port.progress();
     ch.send({ type: 'clone-final', state, meta: { instret: String(instret), epoch: this.#epoch } });
     ch.send({ type: 'clone-done' });
-    this.#cloneSent = true;
-    for (const b of this.#queued) this.#sendBatch(ch, b);
-    this.#queued = [];
-    this.#lastPause = pauseMs;
-    this.#cloneReport = { rounds: rounds + 1, pages, bytes, pauseMs };
+    s.cloneSent = true;
+    for (const b of s.queued) this.#sendBatch(s, b);
+    s.queued = [];
+    this.#lastPause = figures.pauseMs;
+    s.clone = { ...figures, rounds: figures.rounds + 1 };
   }
 
   /** The guest ended (or this side halted) during a clone: nothing to protect; the joiner is dismissed. */
-  #abandonClone(ch: Channel): void {
-    this.machine[internal].native.setThrottle(0);
-    ch.send({ type: 'bye', reason: 'the guest ended during the clone' });
-    if (this.#channel === ch) this.#dropSecondary();
-    ch.close('the guest ended during the clone');
+  #abandonClone(s: SecondarySession): void {
+    this.#port.setThrottle(0);
+    s.channel.send({ type: 'bye', reason: 'the guest ended during the clone' });
+    if (this.#session === s) this.#dropSecondary();
+    s.channel.close('the guest ended during the clone');
   }
 
-  #sendPages(ch: Channel, buf: Uint8Array): void {
-    const all = pagesFromNative(buf);
-    for (let i = 0; i < all.length; i += PAGES_PER_MESSAGE) ch.send({ type: 'clone-pages', pageSize: 4096, pages: all.slice(i, i + PAGES_PER_MESSAGE) });
-  }
-
-  /** One pre-copy round; resolves with the number of pages it sent. */
-  #precopyRound(ch: Channel, first: boolean): Promise<number> {
-    const m = this.machine[internal];
-    if (!this.machine.running) {
-      const buf = m.native.copyPages(first);
-      this.#sendPages(ch, buf);
-      return Promise.resolve(buf.length / 4100);
-    }
-    return new Promise<number>((resolve) => {
-      let n = 0;
-      const take = () => {
-        const { pages, done } = m.native.takePrecopy();
-        if (pages.length > 0) {
-          this.#sendPages(ch, pages);
-          n += pages.length / 4100;
-        }
-        if (done || this.#channel !== ch || !this.machine.running) {
-          m.removeDrain(take);
-          if (!done && !this.machine.running) {
-            // The guest stopped mid-round (it ended or we paused): copy the rest directly.
-            const rest = m.native.copyPages(first);
-            this.#sendPages(ch, rest);
-            n += rest.length / 4100;
-          }
-          resolve(n);
-        }
-      };
-      m.addDrain(take);
-      if (!m.native.precopyStart(first)) {
-        m.removeDrain(take);
-        resolve(0);
-      }
-    });
+  #sendPages(ch: Channel, pages: PageRecord[]): void {
+    for (let i = 0; i < pages.length; i += PAGES_PER_MESSAGE) ch.send({ type: 'clone-pages', pageSize: PAGE_SIZE, pages: pages.slice(i, i + PAGES_PER_MESSAGE) });
   }
 
   #startRecording(): void {
-    const native = this.machine[internal].native;
     this.#recorder = new Recorder(this.machine, { hashInterval: this.#o.hashInterval, ...(this.#o.ringBytes ? { ringBytes: this.#o.ringBytes } : {}) });
     this.#recorder.on('batch', (b) => this.#onBatch(b));
-    if (this.#o.outputRule) native.setGate(true);
+    if (this.#o.outputRule) this.#port.closeGate();
   }
 
   #onBatch(b: Uint8Array): void {
-    const ch = this.#channel;
-    if (!ch || ch.closed) return; // alone, or claiming the arbiter: the log goes nowhere
-    if (!this.#cloneSent) {
-      this.#queued.push(b.slice());
+    const s = this.#session;
+    if (!s || s.channel.closed) return; // alone, or claiming the arbiter: the log goes nowhere
+    if (!s.cloneSent) {
+      s.queued.push(b.slice());
       return;
     }
-    this.#sendBatch(ch, b);
+    this.#sendBatch(s, b);
   }
 
-  #sendBatch(ch: Channel, b: Uint8Array): void {
+  #sendBatch(s: SecondarySession, b: Uint8Array): void {
     const lsn = batchLsn(b);
-    this.#sentLsn = lsn;
-    this.#sentAt.set(lsn, performance.now());
-    this.#sentBytes += b.length;
+    s.sentLsn = lsn;
+    s.sentAt.set(lsn, performance.now());
+    s.sentBytes += b.length;
     this.#totalLogBytes += b.length;
     // Batches read in one go (one doorbell) leave in one LOG frame: one HMAC and one write for all.
-    this.#outbox.push(b);
-    if (this.#outbox.length === 1) {
+    s.outbox.push(b);
+    if (s.outbox.length === 1) {
       queueMicrotask(() => {
-        const group = this.#outbox;
-        this.#outbox = [];
-        if (ch.closed || group.length === 0) return;
-        ch.sendLog(group.length === 1 ? group[0]! : Buffer.concat(group));
+        const group = s.outbox;
+        s.outbox = [];
+        if (s.channel.closed || group.length === 0) return;
+        s.channel.sendLog(group.length === 1 ? group[0]! : Buffer.concat(group));
       });
     }
-    if (this.#sentBytes - this.#ackedBytes > this.#o.maxUnackedBytes) this.#recorder?.pause(); // the ring fills, the guest stalls
-  }
-  #outbox: Uint8Array[] = [];
-
-  #resetStream(): void {
-    this.#sentLsn = -1n;
-    this.#ackedLsn = -1n;
-    this.#releasedLsn = -1n;
-    this.#releaseSent = -1n;
-    this.#sentBytes = 0;
-    this.#ackedBytes = 0;
-    this.#sentAt.clear();
-    this.#queued = [];
-    this.#cloneSent = false;
-    this.#secondaryInstret = 0n;
-    this.#replayRate = 0;
-    this.#rateSample = { at: 0, instret: 0n, busy: false };
+    if (s.unackedBytes > this.#o.maxUnackedBytes) this.#recorder?.pause(); // the ring fills, the guest stalls
   }
 
   // ---- messages from the secondary -------------------------------------------------------------------
 
-  #onMessage(ch: Channel, m: Message): void {
-    if (ch !== this.#channel) return;
-    this.#detector?.heard(performance.now());
+  #onMessage(s: SecondarySession, m: Message): void {
+    if (s !== this.#session) return;
+    s.detector.heard(performance.now());
     switch (m.type) {
       case 'ack':
-        this.#onAck(m.lsn, m.instret, Number(m.bytes));
+        this.#onAck(s, m.lsn, m.instret, Number(m.bytes));
         break;
       case 'heartbeat':
         break;
       case 'control':
-        if (m.op === 'hello' && typeof m.listen === 'string') this.#secondaryListen = m.listen;
-        if (m.op === 'cloned' && this.#phase === 'cloning' && this.#cloneSent) this.#inLockstep();
+        if (m.op === 'hello' && typeof m.listen === 'string') s.listen = m.listen;
+        if (m.op === 'cloned' && this.#phase === 'cloning' && s.cloneSent) this.#inLockstep(s);
         break;
       case 'bye':
         this.emit('warning', `the secondary left: ${m.reason}`);
@@ -740,77 +694,64 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
         break;
       default:
         // Anything else from a secondary is a protocol violation.
-        ch.close(`unexpected ${m.type} message from the secondary`);
+        s.channel.close(`unexpected ${m.type} message from the secondary`);
     }
   }
 
-  #onAck(lsn: bigint, instret: bigint, bytes: number): void {
-    if (lsn > this.#sentLsn) {
-      this.#channel?.close(`the secondary acknowledged lsn ${lsn} but only ${this.#sentLsn} was sent`);
+  #onAck(s: SecondarySession, lsn: bigint, instret: bigint, bytes: number): void {
+    if (lsn > s.sentLsn) {
+      s.channel.close(`the secondary acknowledged lsn ${lsn} but only ${s.sentLsn} was sent`);
       return;
     }
     const now = performance.now();
-    if (lsn > this.#ackedLsn) {
-      // The batches this ack covers, oldest first (the map is in send order): the latest gives the round
-      // trip, the oldest how long the oldest output released now was held at least.
-      let oldest: number | undefined;
-      let sent: number | undefined;
-      for (const [k, t] of this.#sentAt) {
-        if (k > lsn) break;
-        oldest ??= t;
-        if (k === lsn) sent = t;
-        this.#sentAt.delete(k);
-      }
+    if (lsn > s.ackedLsn) {
+      // The batches this ack covers, oldest first: the latest gives the round trip, the oldest how long
+      // the oldest output released now was held at least.
+      const { oldest, sent } = s.acknowledge(lsn, bytes, instret);
       if (sent !== undefined) {
         this.#lastAckLatency = now - sent;
         this.emit('ack', this.#lastAckLatency);
       }
-      this.#ackedLsn = lsn;
-      this.#ackedBytes = Math.max(this.#ackedBytes, bytes);
-      this.#secondaryInstret = instret;
-      const rs = this.#rateSample;
+      const rs = s.rateSample;
       if (now - rs.at >= 20) {
         const dt = (now - rs.at) / 1000;
         const di = Number(instret - rs.instret);
         if (rs.at > 0 && rs.busy && di > 0) {
           const r = di / dt;
-          this.#replayRate = this.#replayRate === 0 ? r : 0.7 * this.#replayRate + 0.3 * r;
+          s.replayRate = s.replayRate === 0 ? r : 0.7 * s.replayRate + 0.3 * r;
         }
         // Busy: more than a slice behind, so it was replaying flat out rather than waiting for log.
-        this.#rateSample = { at: now, instret, busy: Number(this.machine[internal].native.progress() - instret) > 2 ** 22 };
+        s.rateSample = { at: now, instret, busy: Number(this.#port.progress() - instret) > 2 ** 22 };
       }
-      const native = this.machine[internal].native;
-      const held = native.held();
-      const out = native.release(lsn);
-      this.machine[internal].emitOutputs(out);
-      this.#releasedLsn = lsn;
+      const held = this.#port.held();
+      this.#port.release(lsn);
+      s.releasedLsn = lsn;
       if (held > 0 && oldest !== undefined) this.emit('release', now - oldest);
       // Tell the secondary soon (at most every RELEASE_NOTICE_MS): what it knows was released it need not
       // re-emit at a go-live. Less often costs duplicates after a failover, never losses.
-      if (!this.#releaseScheduled) {
-        this.#releaseScheduled = true;
+      if (!s.releaseScheduled) {
+        s.releaseScheduled = true;
         setTimeout(() => {
-          this.#releaseScheduled = false;
-          this.#sendRelease();
+          s.releaseScheduled = false;
+          this.#sendRelease(s);
         }, RELEASE_NOTICE_MS).unref();
       }
-      if (this.#recorder?.paused && this.#sentBytes - this.#ackedBytes < this.#o.maxUnackedBytes / 2) this.#recorder.resume();
-      if (this.#phase === 'cloning' && this.#cloneSent) this.#inLockstep();
+      if (this.#recorder?.paused && s.unackedBytes < this.#o.maxUnackedBytes / 2) this.#recorder.resume();
+      if (this.#phase === 'cloning' && s.cloneSent) this.#inLockstep(s);
     }
   }
 
-  #inLockstep(): void {
+  #inLockstep(s: SecondarySession): void {
     this.#setPhase('protected');
-    const report: CloneReport = { ...(this.#cloneReport ?? { rounds: 0, pages: 0, bytes: 0, pauseMs: 0 }), totalMs: performance.now() - this.#cloneStart };
+    const report: CloneReport = { ...(s.clone ?? { rounds: 0, pages: 0, bytes: 0, pauseMs: 0 }), totalMs: performance.now() - s.joinedAt };
     this.emit('cloned', report);
   }
 
-  #sendRelease(force = false): void {
-    const ch = this.#channel;
-    if (!ch || ch.closed) return;
-    if (force || this.#releasedLsn > this.#releaseSent) {
-      this.#releaseSent = this.#releasedLsn;
-      if (this.#releasedLsn >= 0n) ch.send({ type: 'release', lsn: this.#releasedLsn });
+  #sendRelease(s: SecondarySession, force = false): void {
+    if (s !== this.#session || s.channel.closed) return;
+    if (force || s.releasedLsn > s.releaseSent) {
+      s.releaseSent = s.releasedLsn;
+      if (s.releasedLsn >= 0n) s.channel.send({ type: 'release', lsn: s.releasedLsn });
     }
   }
 
@@ -821,8 +762,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     // Closed without stop(): the 'close' event halts us; this covers a machine closed before start().
     if (this.machine.closed) return this.#machineClosed();
     const now = performance.now();
-    const native = this.machine[internal].native;
-    const instret = native.progress();
+    const instret = this.#port.progress();
     if (this.#mips.at > 0 && now > this.#mips.at) {
       const rate = Number(instret - this.#mips.instret) / ((now - this.#mips.at) * 1000);
       this.#mips.rate = this.#mips.rate === 0 ? rate : 0.7 * this.#mips.rate + 0.3 * rate;
@@ -835,25 +775,25 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       this.#bw.at = now;
       this.#bw.bytes = this.#totalLogBytes;
     }
-    const ch = this.#channel;
-    if (!ch || ch.closed || (this.#phase !== 'protected' && this.#phase !== 'cloning')) {
+    const s = this.#session;
+    if (!s || s.channel.closed || (this.#phase !== 'protected' && this.#phase !== 'cloning')) {
       if (this.#lag.ratio > 0 || this.#lagSec > 0) {
         this.#lagSec = 0;
         this.#lagInstr = 0;
-        native.setThrottle(this.#lag.update(0));
+        this.#port.setThrottle(this.#lag.update(0));
       }
       return;
     }
-    ch.send({ type: 'heartbeat', sentAtMs: now, instret, releasedLsn: this.#releasedLsn < 0n ? 0n : this.#releasedLsn });
-    this.#sendRelease();
-    if (this.#detector?.expired(now)) {
-      void this.#recover(`no word from the secondary for ${Math.round(this.#detector.silence(now))} ms (timeout ${this.#o.timeoutMs} ms)`);
+    s.channel.send({ type: 'heartbeat', sentAtMs: now, instret, releasedLsn: s.releasedLsn < 0n ? 0n : s.releasedLsn });
+    this.#sendRelease(s);
+    if (s.detector.expired(now)) {
+      void this.#recover(`no word from the secondary for ${Math.round(s.detector.silence(now))} ms (timeout ${this.#o.timeoutMs} ms)`);
       return;
     }
     if (this.#phase === 'protected') {
-      this.#lagInstr = Math.max(0, Number(instret - this.#secondaryInstret));
-      this.#lagSec = this.#lagMs(this.#lagInstr) / 1000;
-      native.setThrottle(this.#lag.update(this.#lagSec * 1000));
+      this.#lagInstr = Math.max(0, Number(instret - s.instret));
+      this.#lagSec = this.#lagMs(s, this.#lagInstr) / 1000;
+      this.#port.setThrottle(this.#lag.update(this.#lagSec * 1000));
     }
   }
 
@@ -862,20 +802,16 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
    * instructions over the speed it replays at when it has a backlog). This is what a failover would add
    * to the outage, and what lag control keeps near its target.
    */
-  #lagMs(backlog: number): number {
+  #lagMs(s: SecondarySession, backlog: number): number {
     if (backlog <= 0) return 0;
-    const rate = this.#replayRate > 0 ? this.#replayRate : Math.max(this.#mips.rate, 1) * 1e6;
+    const rate = s.replayRate > 0 ? s.replayRate : Math.max(this.#mips.rate, 1) * 1e6;
     return (1000 * backlog) / rate;
   }
-  /** Replay speed of the secondary while it had a backlog (instructions/s), from its acks. */
-  #replayRate = 0;
-  #rateSample = { at: 0, instret: 0n, busy: false };
 
   // ---- losing the secondary --------------------------------------------------------------------------
 
   #dropSecondary(): void {
-    this.#channel = undefined;
-    this.#detector = undefined;
+    this.#session = undefined;
   }
 
   /**
@@ -886,7 +822,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   async #recover(reason: string, next?: Channel): Promise<void> {
     if (this.#phase === 'recovering' || this.#phase === 'halted' || this.#phase === 'ended') return;
     const wasProtected = this.#phase === 'protected';
-    const ch = this.#channel;
+    const ch = this.#session?.channel;
     this.#dropSecondary();
     ch?.close(reason);
     this.#setPhase('recovering');
@@ -910,9 +846,8 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     this.#epoch = want;
     if (wasProtected) this.#failovers++;
     // This side owns the VM: everything held may leave, and the log goes nowhere until a new secondary.
-    const native = this.machine[internal].native;
-    this.machine[internal].emitOutputs(native.setGate(false));
-    native.setThrottle(0);
+    this.#port.openGate();
+    this.#port.setThrottle(0);
     const rec = this.#recorder;
     this.#recorder = undefined;
     if (rec) await this.#pauseFor(() => rec.finish());
@@ -925,7 +860,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
 
   async #dismiss(phase: 'disabled' | 'suspended', why: string): Promise<void> {
     if (this.#phase === 'halted' || this.#phase === 'ended') throw new FtError('ERR_LOCKSTEP_FT_STATE', `the VM is ${this.describe()}`);
-    const ch = this.#channel;
+    const ch = this.#session?.channel;
     if (ch) {
       ch.send({ type: 'bye', reason: why });
       await this.#recover(why);
@@ -956,7 +891,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     const pause = this.#pause;
     this.#pause = undefined;
     pause?.reject(new FtError('ERR_LOCKSTEP_FT_STATE', `the primary halted: ${reason}`));
-    const ch = this.#channel;
+    const ch = this.#session?.channel;
     this.#dropSecondary();
     ch?.close(reason);
     this.machine.stop();
@@ -980,6 +915,20 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       await sleep(2);
     }
   }
+}
+
+/** Resolves at once unless `ch` is congested; then once it drained its write buffer or closed. */
+function drained(ch: Channel): Promise<void> {
+  if (!ch.congested) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      ch.off('drain', done);
+      ch.off('close', done);
+      resolve();
+    };
+    ch.on('drain', done);
+    ch.on('close', done);
+  });
 }
 
 function sleep(ms: number): Promise<void> {

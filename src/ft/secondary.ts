@@ -5,17 +5,18 @@ import { EventEmitter } from 'node:events';
 import { closeSync, createWriteStream, fstatSync, fsyncSync, mkdirSync, openSync, writeFileSync, writeSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { internal, type Machine } from '../machine/machine.js';
+import type { Machine } from '../machine/machine.js';
+import { PAGE_SIZE, replicationPort, type ReplicationPort } from '../machine/replication-port.js';
 import type { RunResult } from '../machine/types.js';
 import { connectChannel, type Channel, type Message } from '../protocol/channel.js';
 import { publishSecondary } from './diagnostics.js';
+import { ReplicationError } from '../errors.js';
+import { formatHostPort } from '../config/address.js';
 import { BATCH_MAX_LENGTH, BATCH_HEADER, batchLsn, batchSizeAt } from '../log/format.js';
 import { ArbiterError, validateOwnerId } from './arbiter.js';
 import { claimEpoch, newOwnerId } from './claim.js';
-import { FT_DEFAULTS, FailureDetector, pagesToNative } from './control.js';
+import { FT_DEFAULTS, FailureDetector } from './control.js';
 import { FtError, FtPrimary, type FtCommonOptions, type FtPrimaryOptions } from './primary.js';
-
-const U64_MAX = (1n << 64n) - 1n;
 
 /**
  * The replay reached the guest's own end (an exit, trap or halt, or the end record the primary logged):
@@ -105,6 +106,8 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
   #phase: Phase = 'connecting';
   #channel: Channel | undefined;
   #machine: Machine | undefined;
+  /** The replication port of {@link #machine}. */
+  #port: ReplicationPort | undefined;
   #run: Promise<RunResult> | undefined;
   #epoch = 0;
   #detector: FailureDetector | undefined;
@@ -191,7 +194,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       if (ch === this.#channel) this.#lose(`the logging channel closed: ${reason}`);
     });
     if (this.#o.listen?.port !== undefined) {
-      ch.send({ type: 'control', op: 'hello', listen: `${this.#o.listen.host ?? '127.0.0.1'}:${this.#o.listen.port}` });
+      ch.send({ type: 'control', op: 'hello', listen: formatHostPort({ host: this.#o.listen.host ?? '127.0.0.1', port: this.#o.listen.port }) });
     }
     this.#timer = setInterval(() => this.#tick(), this.#heartbeatMs);
     this.#timer.unref();
@@ -209,10 +212,14 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       case 'clone-begin':
         return this.#cloneBegin(ch, m.meta);
       case 'clone-pages': {
-        if (this.#phase !== 'cloning' || !this.#machine) return this.#violation(ch, 'pages outside a clone');
-        if (m.pageSize !== 4096) return this.#violation(ch, `page size ${m.pageSize}, this machine has 4096-byte pages`);
-        const err = this.#machine[internal].native.writePages(pagesToNative(m.pages));
-        if (err !== null) return this.#violation(ch, `clone pages: ${err}`);
+        if (this.#phase !== 'cloning' || !this.#port) return this.#violation(ch, 'pages outside a clone');
+        if (m.pageSize !== PAGE_SIZE) return this.#violation(ch, `page size ${m.pageSize}, this machine has ${PAGE_SIZE}-byte pages`);
+        try {
+          this.#port.writePages(m.pages);
+        } catch (err) {
+          if (err instanceof ReplicationError) return this.#violation(ch, `clone pages: ${err.message}`);
+          throw err;
+        }
         this.#pages += m.pages.length;
         return;
       }
@@ -233,7 +240,8 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       case 'clone-done':
         return;
       case 'log': {
-        if (this.#phase !== 'replaying' || !this.#machine) return this.#violation(ch, 'log before the clone finished');
+        if (this.#phase !== 'replaying' || !this.#port) return this.#violation(ch, 'log before the clone finished');
+        const port = this.#port;
         // One or more whole batches; each is checked again (CRC, records) by the replayer before use.
         const all = m.batches;
         for (let at = 0; at < all.length; ) {
@@ -246,7 +254,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
           if (lsn !== this.#expectLsn) return this.#violation(ch, `log batch lsn ${lsn}, expected ${this.#expectLsn}`);
           this.#expectLsn++;
           this.#receivedBytes += b.length;
-          this.#machine[internal].native.feed(b);
+          port.feed(b);
           this.#log?.write(b.slice());
         }
         this.#scheduleAck();
@@ -255,7 +263,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       case 'release':
         if (m.lsn > this.#released) {
           this.#released = m.lsn;
-          this.#machine?.[internal].native.shadowRelease(m.lsn);
+          this.#port?.shadowRelease(m.lsn);
         }
         return;
       case 'heartbeat':
@@ -289,6 +297,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     }
     this.#epoch = epoch;
     const machine = this.#machine;
+    this.#port = replicationPort(machine);
     machine.once('close', () => {
       if (machine === this.#machine) this.#machineClosed();
     });
@@ -315,10 +324,14 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       return this.#violation(ch, `clone state: ${(err as Error).message}`);
     }
     if (this.#o.logDir) writeFileSync(join(this.#o.logDir, 'clone.snap'), machine.snapshot());
-    const native = machine[internal].native;
-    native.setShadow(true);
-    if (this.#o.replayThrottle) native.setThrottle(this.#o.replayThrottle);
-    if (!native.startReplay()) return this.#violation(ch, 'cannot start replaying');
+    const port = this.#port!;
+    port.setShadow(true);
+    if (this.#o.replayThrottle) port.setThrottle(this.#o.replayThrottle);
+    try {
+      port.startReplay();
+    } catch (err) {
+      return this.#violation(ch, `cannot start replaying: ${(err as Error).message}`);
+    }
     this.#phase = 'replaying';
     this.#run = machine.run();
     void this.#run.then((r) => this.#onRunEnd(r), (err: unknown) => this.#halt(`the machine failed: ${(err as Error).message}`));
@@ -359,8 +372,8 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
 
   #sendAck(): void {
     const ch = this.#channel;
-    if (!ch || ch.closed || this.#expectLsn === 0n || !this.#machine || this.#machine.closed) return;
-    const instret = this.#machine[internal].native.progress();
+    if (!ch || ch.closed || this.#expectLsn === 0n || !this.#port || this.#port.machine.closed) return;
+    const instret = this.#port.progress();
     ch.send({ type: 'ack', lsn: this.#expectLsn - 1n, instret, bytes: BigInt(this.#receivedBytes) });
     if (!this.#acked) {
       this.#acked = true;
@@ -373,7 +386,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     if (!ch || ch.closed) return;
     if (this.#machine?.closed) return this.#machineClosed();
     const now = performance.now();
-    const instret = this.#machine ? this.#machine[internal].native.progress() : 0n;
+    const instret = this.#port ? this.#port.progress() : 0n;
     ch.send({ type: 'heartbeat', sentAtMs: now, instret, releasedLsn: 0n });
     if (this.#phase === 'replaying') this.#sendAck(); // also reports replay progress for lag control
     if (this.#detector?.expired(now)) this.#lose(`no word from the primary for ${Math.round(this.#detector.silence(now))} ms (timeout ${this.#timeoutMs} ms)`);
@@ -414,8 +427,8 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     ch?.close(reason);
     this.#log?.end();
     const machine = this.#machine!;
-    const native = machine[internal].native;
-    native.endOfLog();
+    const port = this.#port!;
+    port.endOfLog();
     const want = this.#epoch + 1;
     // A claim made before the drain has shown the replay sound could win for a side that then halts
     // (diverged): it would fence out a live primary and leave nothing live.
@@ -449,10 +462,14 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       this.emit('warning', `beforeLive failed (${(err as Error).message}); going live regardless`);
     }
     if ((this.#phase as Phase) !== 'going-live') return; // stopped meanwhile: the epoch is won, but nothing goes live
-    native.setThrottle(0);
-    const out = native.goLive(this.#released < 0n ? U64_MAX : this.#released);
-    if (out === null) return this.#halt('go-live refused: the log was not replayed to its end');
-    machine[internal].emitOutputs(out);
+    port.setThrottle(0);
+    let out;
+    try {
+      out = port.goLive(this.#released < 0n ? undefined : this.#released); // re-emits what may not have left
+    } catch (err) {
+      if (err instanceof ReplicationError) return this.#halt(err.message);
+      throw err;
+    }
     this.#phase = 'live';
     const report: GoLiveReport = {
       epoch: want,
@@ -493,6 +510,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     ch?.close('restart');
     const m = this.#machine;
     this.#machine = undefined;
+    this.#port = undefined;
     if (m) {
       m.stop();
       await this.#run?.catch(() => undefined);

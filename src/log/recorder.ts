@@ -2,14 +2,14 @@
 // Mirrors replayer.ts. Per-batch work only: the vCPU thread encodes events; this file slices batches.
 import { EventEmitter } from 'node:events';
 import { OptionError } from '../errors.js';
-import { internal, type Machine } from '../machine/machine.js';
+import type { Machine } from '../machine/machine.js';
+import { END_REASONS, replicationPort, type EndReason, type ReplicationPort } from '../machine/replication-port.js';
 import type { RunResult } from '../machine/types.js';
 import { ByteRingReader, allocateRing } from '../native/ring.js';
 import { batchSizeAt } from './format.js';
 
 /** Default state-hash interval: every 2^26 instructions (about 65 ms of guest time at 1000 MIPS). */
 export const DEFAULT_HASH_INTERVAL = 2 ** 26;
-const END_REASONS = { exit: 0, trap: 1, halted: 2, budget: 3, stopped: 4 } as const;
 
 export interface RecorderOptions {
   /** Log a state hash every this many instructions (0: only at the end). */
@@ -35,7 +35,7 @@ export interface RecorderEvents {
  */
 export class Recorder extends EventEmitter<RecorderEvents> {
   readonly hashInterval: number;
-  readonly #machine: Machine;
+  readonly #port: ReplicationPort;
   readonly #ring: ByteRingReader;
   #pending: Uint8Array = new Uint8Array(0);
   #finished = false;
@@ -51,13 +51,10 @@ export class Recorder extends EventEmitter<RecorderEvents> {
     const ringBytes = options.ringBytes ?? 4 * 1024 * 1024;
     const ring = allocateRing(ringBytes);
     this.hashInterval = hashInterval;
-    this.#machine = machine;
+    this.#port = replicationPort(machine);
     this.#ring = new ByteRingReader(ring);
-    const m = machine[internal];
-    if (!m.native.startRecording(new Uint8Array(ring), hashInterval)) {
-      throw new OptionError('machine', 'cannot start recording: the machine is running or closed');
-    }
-    m.addDrain(this.#drain);
+    this.#port.startRecording(new Uint8Array(ring), hashInterval); // a running or closed machine: MachineStateError
+    this.#port.onDoorbell(this.#drain);
   }
 
   /**
@@ -91,15 +88,14 @@ export class Recorder extends EventEmitter<RecorderEvents> {
    */
   finish(result?: RunResult): void {
     if (this.#finished) return;
-    const m = this.#machine[internal];
     this.#paused = false;
     this.#read();
-    const reason = result ? (END_REASONS[result.kind as keyof typeof END_REASONS] ?? END_REASONS.stopped) : END_REASONS.stopped;
+    const reason: EndReason = result && result.kind in END_REASONS ? (result.kind as EndReason) : 'stopped';
     const code = result?.kind === 'exit' ? result.code : 0;
-    const ok = m.native.finishRecording(reason, code);
+    const ok = this.#port.finishRecording(reason, code);
     this.#read();
     this.#finished = true;
-    m.removeDrain(this.#drain);
+    this.#port.offDoorbell(this.#drain);
     if (!ok) throw new OptionError('machine', 'the final log batch did not fit the ring; nothing was lost before it');
   }
 
@@ -107,7 +103,7 @@ export class Recorder extends EventEmitter<RecorderEvents> {
     if (this.#paused && !this.#finished) return;
     const bytes = this.#ring.read();
     if (bytes.length === 0) return;
-    this.#machine[internal].native.consoleDrained(); // wakes a vCPU waiting for ring space
+    this.#port.ringDrained(); // wakes a vCPU waiting for ring space
     let buf = this.#pending.length === 0 ? bytes : concat(this.#pending, bytes);
     let at = 0;
     for (;;) {

@@ -1,7 +1,8 @@
 // Replay: puts a machine in replay mode and feeds it batches. Mirrors recorder.ts. The vCPU thread
 // validates every batch (CRC, sequence, records) before any event of it is applied.
 import { OptionError } from '../errors.js';
-import { internal, type Machine } from '../machine/machine.js';
+import type { Machine } from '../machine/machine.js';
+import { replicationPort, type ReplicationPort } from '../machine/replication-port.js';
 
 /**
  * Replays a recorded log on `machine`, which must be in the state the recording started from (the same
@@ -16,25 +17,24 @@ import { internal, type Machine } from '../machine/machine.js';
  * ```
  */
 export class Replayer {
-  readonly #machine: Machine;
+  readonly #port: ReplicationPort;
   #ended = false;
 
+  /** @throws MachineStateError when `machine` is running or closed. */
   constructor(machine: Machine) {
-    this.#machine = machine;
-    if (!machine[internal].native.startReplay()) {
-      throw new OptionError('machine', 'cannot start replaying: the machine is running or closed');
-    }
+    this.#port = replicationPort(machine);
+    this.#port.startReplay();
   }
 
   /** Hands over one batch (copied). Batches may arrive while the machine runs (live replay). */
   feed(batch: Uint8Array): void {
     if (this.#ended) throw new OptionError('batch', 'feed() after end()');
-    this.#machine[internal].native.feed(batch);
+    this.#port.feed(batch);
   }
 
   /** No more batches: a run that reaches the end of the log resolves with `kind: 'end-of-log'`. */
   end(): void {
     this.#ended = true;
-    this.#machine[internal].native.endOfLog();
+    this.#port.endOfLog();
   }
 }

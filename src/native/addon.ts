@@ -4,7 +4,7 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AddonLoadError } from '../errors.js';
+import { AddonLoadError, nativeError } from '../errors.js';
 
 /** A finished run as the vCPU thread reports it. */
 export interface NativeReport {
@@ -26,7 +26,6 @@ export interface NativeReport {
   finalHash: boolean;
 }
 
-/** The addon's NativeMachine (native/binding/addon.cc). All methods but stop/input/busy/close throw while running. */
 /** Outputs released by the output rule (or re-emitted at go-live). */
 export interface NativeOutputs {
   console: Uint8Array;
@@ -35,6 +34,10 @@ export interface NativeOutputs {
   blocks: number;
 }
 
+/**
+ * The addon's NativeMachine (native/binding/addon.cc). All methods but stop/input/busy/close throw while
+ * running. Every error it throws on purpose is a coded LockstepError built by {@link nativeError}.
+ */
 export interface NativeMachine {
   writeMemory(addr: number, data: Uint8Array): void;
   readMemory(addr: number, length: number): Uint8Array;
@@ -42,7 +45,8 @@ export interface NativeMachine {
   setPc(pc: number): void;
   getRegisters(): Uint32Array;
   setRegister(index: number, value: number): void;
-  getCsr(csr: number): number | undefined;
+  /** null: no such CSR. */
+  getCsr(csr: number): number | null;
   setCsr(csr: number, value: number): boolean;
   getPrivilege(): number;
   getCounters(): [bigint, bigint];
@@ -54,15 +58,16 @@ export interface NativeMachine {
   takeReport(): NativeReport | null;
   busy(): boolean;
   close(): void;
-  startRecording(logRing: Uint8Array, hashInterval: number): boolean;
+  /** Throws ERR_LOCKSTEP_MACHINE_BUSY/_CLOSED. */
+  startRecording(logRing: Uint8Array, hashInterval: number): void;
   finishRecording(reason: number, code: number): boolean;
-  startReplay(): boolean;
+  startReplay(): void;
   feed(batch: Uint8Array): void;
   endOfLog(): void;
   stateHash(): bigint;
   snapshot(includeRam?: boolean): Uint8Array;
-  /** null on success, else the kind of problem and the reason (the machine is unchanged). */
-  restore(snapshot: Uint8Array): { problem: 'corrupt' | 'version' | 'mismatch'; message: string } | null;
+  /** Throws ERR_LOCKSTEP_SNAPSHOT_CORRUPT/_VERSION/_MISMATCH (the machine is then unchanged). */
+  restore(snapshot: Uint8Array): void;
   takeDirtyPages(): Uint32Array;
   takeFrames(): Uint8Array[];
   netInput(frame: Uint8Array): void;
@@ -74,14 +79,16 @@ export interface NativeMachine {
   release(lsn: bigint): NativeOutputs;
   setShadow(on: boolean): void;
   shadowRelease(lsn: bigint): void;
-  goLive(released: bigint): NativeOutputs | null;
+  /** Throws ERR_LOCKSTEP_REPLICATION_GO_LIVE when not replaying or the log was not replayed to its end. */
+  goLive(released: bigint): NativeOutputs;
   held(): number;
   progress(): bigint;
   setThrottle(ratio: number): void;
   precopyStart(first: boolean): boolean;
   takePrecopy(): { pages: Uint8Array; done: boolean };
   copyPages(first: boolean): Uint8Array;
-  writePages(pages: Uint8Array): string | null;
+  /** Throws ERR_LOCKSTEP_REPLICATION_PAGES naming the first bad record (nothing is written then). */
+  writePages(pages: Uint8Array): void;
   announce(): void;
   takeDiskDirty(first: boolean): Uint32Array;
   diskInFlight(): number;
@@ -93,6 +100,8 @@ export interface NativeMachineConstructor {
 
 export interface Addon {
   NativeMachine: NativeMachineConstructor;
+  /** Hands the addon the JS-owned error factory (once, at load). */
+  setErrorFactory(makeError: (code: string, message: string, field?: string) => Error): void;
   abiVersion: number;
 }
 
@@ -119,8 +128,11 @@ export function addon(): Addon {
       cached = require(override) as Addon;
     } else {
       root = packageRoot();
+      // By name: build/Release also holds the test-only addon (lockstep_test.node), and node-gyp-build
+      // takes whichever .node file it lists first there. Prebuilds still go through node-gyp-build.
+      const local = join(root, 'build', 'Release', 'lockstep.node');
       const load = require('node-gyp-build') as (dir: string) => unknown;
-      cached = load(root) as Addon;
+      cached = (existsSync(local) ? require(local) : load(root)) as Addon;
     }
   } catch (err) {
     const where = override ? override : join(root, 'build', 'Release', 'lockstep.node');
@@ -130,10 +142,11 @@ export function addon(): Addon {
       { cause: err },
     );
   }
-  if (cached.abiVersion !== 1) {
+  if (cached.abiVersion !== 2) {
     const v = cached.abiVersion;
     cached = undefined;
-    throw new AddonLoadError(`the lockstep addon has ABI version ${v}, this code expects 1: rebuild it with \`npx node-gyp rebuild\``);
+    throw new AddonLoadError(`the lockstep addon has ABI version ${v}, this code expects 2: rebuild it with \`npx node-gyp rebuild\``);
   }
+  cached.setErrorFactory(nativeError);
   return cached;
 }

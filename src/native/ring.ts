@@ -11,8 +11,6 @@
 // producer initialises the header before the consumer sees the buffer, then writes only head, and the
 // consumer writes only tail.
 
-import { addon } from './addon.js';
-
 /** Byte offsets of the ring header; must match RingLayout in native/log/ring.h. */
 export const RING_HEAD = 0;
 export const RING_VERSION = 4;
@@ -138,64 +136,4 @@ export class ByteRingWriter {
     Atomics.store(this.#words, RING_HEAD / 4, (head + n) | 0);
     return n;
   }
-}
-
-/** What a {@link RingProbe} run measured (native/binding/ring_probe.cc). */
-export interface RingProbeResult {
-  /** Bytes the native end moved: produced (produce) or consumed (consume, pipe). */
-  bytes: number;
-  /** Lane hash of those bytes (test/helpers/ring-stream.ts computes the same); 0 when not checking. */
-  checksum: number;
-  /** Times a native end found the ring full (producer) or empty (consumer) and slept. */
-  waits: number;
-  producerWaits: number;
-  consumerWaits: number;
-  producerChecksum: number;
-  consumerChecksum: number;
-  /** First stream offset where consumed bytes differed from the seed's stream, or -1. */
-  mismatchAt: number;
-  /** From the start of the run to the last native end's last byte. */
-  seconds: number;
-}
-
-/** Options of a {@link RingProbe} run. */
-export interface RingProbeRunOptions {
-  /** Where head and tail start (produce, pipe; default 0). For consume the ByteRingWriter sets it. */
-  startIndex?: number;
-  /** Every push/pop asks for maxChunk bytes instead of a random 1..maxChunk (default false). */
-  fixedChunk?: boolean;
-  /** Hash the bytes and, consuming, verify them against the stream (default true; off for throughput). */
-  check?: boolean;
-}
-
-/**
- * Test-and-benchmark-only driver of a ring from native threads. The doorbell is called (coalesced,
- * on the JS thread) after the native end makes progress and when the run finishes; JS calls kick()
- * after it reads or writes the ring, which wakes a native end sleeping for data or space.
- */
-export interface RingProbe {
-  /** Initialises the ring (head = tail = startIndex) and produces the seed's stream natively in chunks of 1..maxChunk. */
-  produce(totalBytes: number, seed: number, maxChunk: number, options?: RingProbeRunOptions): void;
-  /** Consumes natively (pops of 1..maxChunk) from a ring a ByteRingWriter initialised, verifying the seed's stream. */
-  consume(totalBytes: number, seed: number, maxChunk: number, options?: Omit<RingProbeRunOptions, 'startIndex'>): void;
-  /** Both ends native, on two threads (the FT logging path's shape). */
-  pipe(totalBytes: number, seed: number, maxChunk: number, options?: RingProbeRunOptions): void;
-  kick(): void;
-  done(): boolean;
-  /** null while running. */
-  result(): RingProbeResult | null;
-  /** Reaps a finished run (throws while running) and returns its result. */
-  join(): RingProbeResult;
-  /** Stops a run early, joins, and releases the ring and the doorbell. */
-  close(): void;
-}
-
-/** The addon's RingProbe class. */
-export interface RingProbeConstructor {
-  new (ring: Uint8Array, doorbell: () => void): RingProbe;
-}
-
-/** The RingProbe class of the loaded addon (tests and benchmarks only). */
-export function ringProbeClass(): RingProbeConstructor {
-  return (addon() as unknown as { RingProbe: RingProbeConstructor }).RingProbe;
 }

@@ -390,6 +390,11 @@ export class Channel extends EventEmitter<ChannelEvents> {
     return this.#bytesReceived;
   }
 
+  /** True while the socket's write buffer is above its high-water mark: wait for 'drain' before sending more. */
+  get congested(): boolean {
+    return !this.#closed && this.#socket.writableNeedDrain;
+  }
+
   /** True once the channel is closed or closing; `send` then does nothing. */
   get closed(): boolean {
     return this.#closed;

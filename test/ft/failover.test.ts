@@ -139,6 +139,28 @@ describe('fault-tolerant pair (processes)', () => {
     expect(await scrape()).toMatch(/lockstep_ack_latency_seconds_count\{vm="kv-test"\} [1-9]/);
   }, 600_000);
 
+  it('a secondary promoted by a SIGKILL of its primary serves /metrics and the operations API as a primary does', async () => {
+    const dir = join(tmp, 'promoted-metrics');
+    mkdirSync(dir);
+    const { cfg, primary, secondary } = await pair(dir, { metrics: true }, ['--control', '127.0.0.1:0']);
+    await primary.wait('metrics');
+    primary.child.kill('SIGKILL');
+    await secondary.wait('go-live');
+    const url = String((await secondary.wait('metrics')).url);
+    const controlUrl = String((await secondary.wait('control')).url);
+    // Fed from the promoted primary: alone now (not protected), its network attached.
+    await until('the promoted side to report itself', async () => {
+      const text = await (await fetch(url)).text();
+      return /lockstep_protected\{vm="kv-test"\} 0/.test(text) && /lockstep_network_attached\{vm="kv-test"\} 1/.test(text);
+    }, { everyMs: 100 });
+    // The operations API answers for the promoted primary (and counts an unsigned request as refused).
+    expect((await fetch(`${controlUrl}/ft/status`)).status).toBe(401);
+    await until('the refusal to be counted', async () => /lockstep_rejected_connections_total\{vm="kv-test",endpoint="control"\} 1/.test(await (await fetch(url)).text()), { everyMs: 100 });
+    const c = new KvClient({ endpoints: [{ host: '127.0.0.1', port: cfg.udpPort }], timeoutMs: 200, retries: 50 });
+    expect(await c.set('after', 'promotion')).toBe('stored');
+    await c.close();
+  }, 600_000);
+
   it('a hostile peer on the logging channel (wrong key, garbage, an oversized frame, a second secondary) is rejected and the protected pair goes on', async () => {
     const dir = join(tmp, 'hostile');
     mkdirSync(dir);

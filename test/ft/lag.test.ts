@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { FileArbiter, FtPrimary, FtSecondary, LagController, LoadGenerator, Machine, attachVmNetwork, type GoLiveReport } from '../../src/index.js';
-import { internal } from '../../src/machine/machine.js';
+import { replicationPort } from '../../src/machine/replication-port.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { until } from '../helpers/wait.js';
 
@@ -58,7 +58,7 @@ describe('lag control', () => {
     const cloned = new Promise((r) => primary.once('cloned', r));
     await secondary.start();
     await cloned;
-    const native = machine[internal].native;
+    const native = replicationPort(machine);
     const clonedAt = native.progress();
     // What the primary itself decides on, sampled on its heartbeat: lag (ms and instructions), throttle.
     const samples: { lagMs: number; lagInstr: number; throttle: number; since: number }[] = [];
@@ -116,7 +116,7 @@ describe('lag control', () => {
     await until('the load to get answers', () => acknowledged >= 20);
     proxy.stall();
     // Unacknowledged log passes 16 KiB, the recorder stops draining, the 64 KiB ring fills: the vCPU waits.
-    const progress = () => machine[internal].native.progress();
+    const progress = () => replicationPort(machine).progress();
     // Clients keep retrying (every 100 ms), so a guest that could run would move; it does not.
     let still = 0;
     let last = progress();

@@ -21,7 +21,7 @@ import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { KvClient, LoadGenerator, verifyStore, type Endpoint, type LoadResult, type ReadViolation } from '../../src/client/index.js';
-import { launch as launchCli, type Proc } from '../../src/cli/demo.js';
+import { launch as launchCli, type CliProcess as Proc } from '../../src/cluster/agent/cli-process.js';
 import { prng } from '../cpu/prng.js';
 import { AckClock, CounterLoad, Prober, type CounterVerdict } from './chaos-load.js';
 import { TcpProxy } from './tcp-proxy.js';
@@ -56,7 +56,7 @@ export interface ChaosOptions {
   pidNamespaces?: boolean;
   /** Keep the working directory (configs, arbiter, disk image) instead of removing it. */
   keep?: boolean;
-  /** The CLI launcher (default: the one of src/cli/demo.ts; the benchmark passes dist's). */
+  /** The CLI launcher (default: src/cluster/agent/cli-process.ts's; the benchmark passes dist's). */
   launch?: typeof launchCli;
   /** Called when a cycle is over. */
   onCycle?: (report: CycleReport) => void;

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Machine, Replayer } from '../../src/index.js';
 import { batchSizeAt } from '../../src/log/format.js';
-import { freeUdpPort, launch, type Proc } from '../../src/cli/demo.js';
+import { freeUdpPort, launch, type CliProcess as Proc } from '../../src/cluster/agent/cli-process.js';
 
 export { freeUdpPort, launch, type Proc };
 

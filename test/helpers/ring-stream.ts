@@ -1,7 +1,8 @@
 // The RingProbe's deterministic test stream and lane hash (mirrors native/binding/ring_probe.cc), and
 // the JS halves of a probe run: reading what a native producer sends, writing what a native consumer
 // verifies. Shared by test/log/ring.test.ts and bench/src/ring.ts. Every loop is bounded in count.
-import type { ByteRingReader, ByteRingWriter, RingProbe } from '../../src/native/ring.js';
+import type { ByteRingReader, ByteRingWriter } from '../../src/native/ring.js';
+import type { RingProbe } from './ring-probe.js';
 
 /** Length of the repeating pattern (prime, just under 1 MiB): byte i of a stream is pattern[i % PATTERN_BYTES]. */
 export const PATTERN_BYTES = 1048573;

@@ -11,9 +11,8 @@ import {
   RING_HEAD,
   RING_TAIL,
   allocateRing,
-  ringProbeClass,
-  type RingProbe,
 } from '../../src/native/ring.js';
+import { TEST_ADDON_PATH, ringProbeClass, type RingProbe } from '../helpers/ring-probe.js';
 import { Doorbell, LaneHash, PATTERN_BYTES, probeFinished, readFromProbe, streamPattern, writeToProbe } from '../helpers/ring-stream.js';
 
 const MiB = 1 << 20;
@@ -284,7 +283,7 @@ describe('RingProbe argument and state checks', () => {
 describe('RingProbe teardown', () => {
   const addonRoot = fileURLToPath(new URL('../..', import.meta.url));
   const script = (exit: string) => `
-    const addon = require('node-gyp-build')(${JSON.stringify(addonRoot)});
+    const addon = require(${JSON.stringify(TEST_ADDON_PATH)});
     const sab = new SharedArrayBuffer(128 + 64);
     const probe = new addon.RingProbe(new Uint8Array(sab), () => {});
     probe.produce(1e6, 1, 100); // nobody reads: the producer sleeps on the full ring
@@ -299,7 +298,7 @@ describe('RingProbe teardown', () => {
 
   it('a probe collected mid-run stops and joins its threads (the process then exits by itself)', () => {
     const gc = `
-      const addon = require('node-gyp-build')(${JSON.stringify(addonRoot)});
+      const addon = require(${JSON.stringify(TEST_ADDON_PATH)});
       for (let i = 0; i < 20; i++) {
         const probe = new addon.RingProbe(new Uint8Array(new SharedArrayBuffer(128 + 64)), () => {});
         if (i % 2) probe.produce(1e6, 1, 100); else probe.pipe(1e4, 1, 10); // never joined

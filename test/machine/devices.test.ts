@@ -69,6 +69,18 @@ describe('virtio devices', () => {
     expect(() => new Machine({ devices: { disk: { path: join(tmp, 'missing.img') } } })).toThrow(/devices\.disk\.path: cannot open disk image .*missing\.img/);
   });
 
+  it('a missing disk image whose path contains "tap" is reported as the disk, not the TAP device', () => {
+    const path = join(tmp, 'tap0', 'laptop-disk.img');
+    let err: unknown;
+    try {
+      new Machine({ devices: { net: true, disk: { path } } });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toMatchObject({ code: 'ERR_LOCKSTEP_OPTION_INVALID', field: 'devices.disk.path' });
+    expect((err as Error).message).toContain('laptop-disk.img');
+  });
+
   it('kvserver on virtio-net and virtio-blk answers the request script exactly as under QEMU', async () => {
     const { m, out } = machine({ memory: 64 << 20, clock: 'real', devices: { net: true, disk: { path: disk('kv.img') } } });
     m.load(elf('kvserver'));

@@ -38,6 +38,7 @@ const env = {
   ...process.env,
   LOCKSTEP_ADDON_PATH: addonPath,
   LOCKSTEP_CHANNEL_ADDON_PATH: join(work, 'build', 'Release', 'lockstep_channel_test.node'),
+  LOCKSTEP_TEST_ADDON_PATH: join(work, 'build', 'Release', 'test', 'lockstep_test.node'),
   LD_PRELOAD: [libasan, libubsan].join(' '),
   ASAN_OPTIONS: 'detect_leaks=0:abort_on_error=1:halt_on_error=1',
   UBSAN_OPTIONS: 'halt_on_error=1:print_stacktrace=1',

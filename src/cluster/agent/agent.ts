@@ -7,8 +7,7 @@ import { mkdir, open, stat, writeFile } from 'node:fs/promises';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { ConfigError, readFtKey, validateConfig } from '../../config/index.js';
+import { ConfigError, parseHostPort, readFtKey, validateConfig } from '../../config/index.js';
 import { ControlUnreachableError, callControl } from '../../ft/control-client.js';
 import { createLimitedServer } from '../../observability/http-server.js';
 import { OptionError } from '../../errors.js';
@@ -27,6 +26,7 @@ import { API_PREFIX, FENCE_HEADER, MANAGER_HEADER, type AgentApiCode, type HostI
 import { CLUSTER_CHANNELS } from '../manager/diagnostics.js';
 import { RecordPublisher } from './publisher.js';
 import { VmProcess, type InstanceView } from './vm-process.js';
+import { cliEntry } from './cli-process.js';
 
 /** Options of {@link Agent.start}. */
 export interface AgentOptions {
@@ -69,7 +69,7 @@ export interface AgentEvents {
 }
 
 /** Built CLI, from src/cluster/agent (tests) and dist/cluster/agent alike. */
-const CLI = fileURLToPath(new URL('../../../dist/cli/main.js', import.meta.url));
+const CLI = cliEntry();
 /** Ended instances kept for the API. */
 const KEEP_EXITED = 20;
 /** Largest request body, bytes. */
@@ -240,7 +240,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (typeof req !== 'object' || req === null) throw new Refusal(400, 'bad-request', 'the body must be a JSON object');
     if (typeof req.vmId !== 'string' || !/^[a-z0-9][a-z0-9._-]{0,62}$/.test(req.vmId)) throw new Refusal(400, 'bad-request', 'vmId: must be a VM id ([a-z0-9][a-z0-9._-]{0,62})');
     if (req.role !== 'primary' && req.role !== 'secondary') throw new Refusal(400, 'bad-request', `role: must be "primary" or "secondary", got ${JSON.stringify(req.role)}`);
-    if (req.role === 'secondary' && (typeof req.join !== 'string' || !/^.+:\d{1,5}$/.test(req.join))) throw new Refusal(400, 'bad-request', 'join: a secondary needs the primary\'s logging channel as "host:port"');
+    if (req.role === 'secondary' && (typeof req.join !== 'string' || parseHostPort(req.join) === undefined)) throw new Refusal(400, 'bad-request', 'join: a secondary needs the primary\'s logging channel as "host:port"');
     const waitMs = req.waitMs ?? 0;
     if (typeof waitMs !== 'number' || !Number.isFinite(waitMs) || waitMs < 0 || waitMs > 120_000) throw new Refusal(400, 'bad-request', 'waitMs: must be a number of milliseconds from 0 to 120000');
     const vmId = req.vmId;

@@ -4,6 +4,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { formatHostPort } from '../../config/index.js';
+import { parseEventLine, type FtEventLine } from '../../ft/event-lines.js';
 import type { InstanceRecord, InstanceRole, InstanceState } from '../manager/layout.js';
 
 /** How to run one instance. */
@@ -25,8 +27,8 @@ export interface VmProcessOptions {
   cwd: string;
 }
 
-/** One event line of the child, as printed (`{event, t, …}`). */
-export type VmEvent = { event: string; t: number } & Record<string, unknown>;
+/** One event line of the child, as printed (`{event, t, …}`; src/ft/event-lines.ts). */
+export type VmEvent = FtEventLine & Record<string, unknown>;
 
 /** How the process ended. */
 export interface VmExit {
@@ -86,10 +88,11 @@ export class VmProcess extends EventEmitter {
     const [cmd, ...pre] = o.command;
     // The operations API (test failover, restart secondary) on loopback: only this agent talks to it.
     const control = ['--control', '127.0.0.1:0', '--exit-with-parent'];
+    const listen = formatHostPort({ host: o.ftHost, port: 0 });
     const args =
       o.role === 'primary'
-        ? ['primary', o.configPath, '--listen', `${o.ftHost}:0`, ...control, '--events']
-        : ['secondary', o.configPath, '--join', o.join!, '--listen', `${o.ftHost}:0`, ...control, ...(o.disk !== undefined ? ['--disk', o.disk] : []), '--events'];
+        ? ['primary', o.configPath, '--listen', listen, ...control, '--events']
+        : ['secondary', o.configPath, '--join', o.join!, '--listen', listen, ...control, ...(o.disk !== undefined ? ['--disk', o.disk] : []), '--events'];
     // Not detached: the child shares the agent's process group (see the file comment).
     this.child = spawn(cmd!, [...pre, ...args], { cwd: o.cwd, stdio: ['ignore', 'ignore', 'pipe'] });
     this.#exited = new Promise((resolve) => {
@@ -213,12 +216,8 @@ export class VmProcess extends EventEmitter {
   }
 
   #line(line: string): void {
-    let e: VmEvent;
-    try {
-      const v = JSON.parse(line) as unknown;
-      if (typeof v !== 'object' || v === null || typeof (v as { event?: unknown }).event !== 'string') throw new Error('not an event');
-      e = v as VmEvent;
-    } catch {
+    const e = parseEventLine(line) as VmEvent | undefined;
+    if (e === undefined) {
       if (line.trim() !== '') this.#keepLog(line);
       return;
     }

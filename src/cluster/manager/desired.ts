@@ -1,7 +1,7 @@
 // A VM's desired-state record (`desired/<vm>`) from its configuration file: the configuration written
 // back in its file form with absolute paths (agents on other hosts write it to their own directory), the
 // demand placement works with, and its VM-host rules.
-import type { LockstepConfig } from '../../config/index.js';
+import { formatHostPort, type LockstepConfig } from '../../config/index.js';
 import { OptionError } from '../../errors.js';
 import type { VmHostRuleType } from '../placement/index.js';
 import type { JsonValue } from '../store/store.js';
@@ -11,10 +11,6 @@ import type { DesiredVm, VmHostRuleSpec } from './layout.js';
 export const DEFAULT_VM_MIPS = 100;
 /** Default FT logging bandwidth of a VM, bytes/s. */
 export const DEFAULT_VM_LOG_BANDWIDTH = 1_000_000;
-
-function hostPort(hp: { host: string; port: number }): string {
-  return `${hp.host.includes(':') ? `[${hp.host}]` : hp.host}:${hp.port}`;
-}
 
 /** The file form (JSON) of a validated configuration: every field explicit, every path absolute. */
 export function configToJson(c: LockstepConfig): JsonValue {
@@ -31,7 +27,7 @@ export function configToJson(c: LockstepConfig): JsonValue {
   const f = c.ft;
   const ft: Record<string, JsonValue> = {
     enabled: f.enabled,
-    listen: hostPort(f.listen),
+    listen: formatHostPort(f.listen),
     heartbeatMs: f.heartbeatMs,
     timeoutMs: f.timeoutMs,
     lagTargetMs: f.lagTargetMs,
@@ -53,7 +49,7 @@ export function configToJson(c: LockstepConfig): JsonValue {
     vm: { id: c.vm.id, guest: c.vm.guest, ramMiB: c.vm.ramMiB, clock: c.vm.clock, devices },
     ft,
   };
-  if (c.metrics !== undefined) out.metrics = { listen: hostPort(c.metrics.listen) };
+  if (c.metrics !== undefined) out.metrics = { listen: formatHostPort(c.metrics.listen) };
   return out;
 }
 

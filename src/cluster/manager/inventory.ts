@@ -2,6 +2,7 @@
 // instance is a VM's primary, which its secondary, which are left-overs), and the placement snapshot
 // built from it. Reading aside, pure functions: `lockstep cluster status`, the manager and the tests'
 // checker all judge the state through the same code.
+import { formatHostPort } from '../../config/index.js';
 import type { ClusterSnapshot, HostSpec, PlacementRule, VmSpec } from '../placement/index.js';
 import type { ClusterStore, StoreEntry } from '../store/store.js';
 import {
@@ -110,7 +111,7 @@ export interface PairView {
 
 /** The `host:port` a secondary of this primary joins. */
 export function channelOf(r: InstanceRecord): string | null {
-  return r.listen === null ? null : `${r.listen.host.includes(':') ? `[${r.listen.host}]` : r.listen.host}:${r.listen.port}`;
+  return r.listen === null ? null : formatHostPort(r.listen);
 }
 
 /** Sort out one VM's instances (see {@link PairView}). */

@@ -1,0 +1,62 @@
+// A loaded configuration as the FT library takes it, mapped once: the VM spec, the arbiter, the key,
+// TLS, and the options of the primary (the same for a primary started as one and a promoted secondary).
+import { readFileSync } from 'node:fs';
+import type { FtConfig, LoadedConfig } from '../config/index.js';
+import { OptionError } from '../errors.js';
+import { arbiterFor } from './arbiter-config.js';
+import type { Arbiter } from './arbiter.js';
+import type { FtPrimaryOptions } from './primary.js';
+import type { VmSpec } from './vm.js';
+
+/** What a fault-tolerant half needs from a configuration. */
+export interface FtSettings {
+  spec: VmSpec;
+  ft: FtConfig;
+  arbiter: Arbiter;
+  key: Uint8Array;
+  tls: { cert: Buffer; key: Buffer; ca: Buffer } | undefined;
+}
+
+/**
+ * The VM and FT settings of a loaded configuration.
+ * @throws OptionError (`ft.arbiter`) when it has no arbiter or no key: no pair can run without them
+ */
+export function ftSettings(loaded: LoadedConfig): FtSettings {
+  const { vm, ft } = loaded.config;
+  const spec: VmSpec = { id: vm.id, guest: vm.guest, memory: vm.ramMiB * 1024 * 1024, clock: vm.clock };
+  if (vm.append !== '') spec.append = vm.append;
+  if (vm.devices.rng) spec.rng = true;
+  if (vm.devices.disk) spec.disk = { path: vm.devices.disk.path, mode: vm.devices.disk.mode };
+  const net = vm.devices.net;
+  if (net) {
+    spec.net =
+      net.backend === 'tap'
+        ? { backend: 'tap', name: net.name, ...(net.mac ? { mac: net.mac } : {}) }
+        : { backend: 'udp', host: net.host, hostPort: net.hostPort, guestPort: net.guestPort, ...(net.mac ? { mac: net.mac } : {}) };
+  }
+  const a = ft.arbiter;
+  const key = loaded.key;
+  if (!a || !key) throw new OptionError('ft.arbiter', `${loaded.source}: ft.arbiter and a key are needed to run a fault-tolerant pair`);
+  const tls = ft.tls ? { cert: readFileSync(ft.tls.cert), key: readFileSync(ft.tls.key), ca: readFileSync(ft.tls.ca) } : undefined;
+  return { spec, ft, arbiter: arbiterFor(a), key, tls };
+}
+
+/**
+ * The primary's options from the settings (timing, lag control, output rule, hash interval, FT on or
+ * off, separate disk): what `lockstep primary` runs with, and what a secondary promotes itself with.
+ */
+export function primaryOptions(s: FtSettings): Omit<FtPrimaryOptions, 'machine' | 'vmId' | 'key' | 'arbiter' | 'listen' | 'tls' | 'epoch'> {
+  const { ft, spec } = s;
+  return {
+    heartbeatMs: ft.heartbeatMs,
+    timeoutMs: ft.timeoutMs,
+    lagTargetMs: ft.lagTargetMs,
+    maxLagMs: ft.maxLagMs,
+    maxUnackedBytes: ft.maxUnackedBytes,
+    outputRule: ft.outputRule,
+    hashInterval: ft.hashIntervalInstructions,
+    disabled: !ft.enabled,
+    meta: { vm: spec.id },
+    ...(spec.disk?.mode === 'separate' ? { separateDisk: spec.disk.path } : {}),
+  };
+}

@@ -1,0 +1,247 @@
+// The replication port: the one typed seam between a Machine and what records, replays and replicates it
+// (src/log, src/ft). Output gate, release, shadow outputs, go-live, pre-copy, throttle, replay feed and
+// the native page-record format live here; nothing outside src/machine/ touches the raw addon.
+import { ReplicationError } from '../errors.js';
+import { type NativeMachine, type NativeOutputs } from '../native/addon.js';
+import { internal, type Machine } from './machine.js';
+
+/** Bytes of a guest RAM page (the unit of dirty tracking and of the clone). */
+export const PAGE_SIZE = 4096;
+/** Bytes of one native page record: `[u32 little-endian page index][PAGE_SIZE bytes]`. */
+export const PAGE_RECORD_BYTES = 4 + PAGE_SIZE;
+
+/** One guest RAM page: its index (4 KiB pages from 0x8000_0000) and contents. */
+export interface PageRecord {
+  index: number;
+  data: Uint8Array;
+}
+
+/** Outputs the output rule released (or a go-live re-emitted); already emitted as machine events. */
+export interface ReleasedOutputs {
+  console: Uint8Array;
+  frames: Uint8Array[];
+  /** Disk requests handed to the disk. */
+  blocks: number;
+}
+
+/** How a recording ended (the log's end record); the values are native/log/event.h's EndReason. */
+export const END_REASONS = { exit: 0, trap: 1, halted: 2, budget: 3, stopped: 4 } as const;
+export type EndReason = keyof typeof END_REASONS;
+
+/**
+ * Replication access to one machine. Every output this port releases is also emitted on the machine
+ * (`console`, `frame`), so callers only decide when, never how.
+ *
+ * ```ts
+ * const port = replicationPort(machine);
+ * port.closeGate();                 // outputs wait for the log behind them
+ * port.release(ackedLsn);           // …and leave once the secondary holds it
+ * ```
+ */
+export class ReplicationPort {
+  readonly machine: Machine;
+  readonly #native: NativeMachine;
+  readonly #m: Machine[typeof internal];
+
+  /** @internal Use {@link replicationPort}. */
+  constructor(machine: Machine) {
+    this.machine = machine;
+    this.#m = machine[internal];
+    this.#native = this.#m.native;
+  }
+
+  // ---- the log ring and the doorbell ---------------------------------------------------------------
+
+  /** Calls `fn` on every doorbell (after the console drained, before a finished run settles). */
+  onDoorbell(fn: () => void): void {
+    this.#m.addDrain(fn);
+  }
+  offDoorbell(fn: () => void): void {
+    this.#m.removeDrain(fn);
+  }
+  /** The host took bytes out of a ring: wakes a vCPU waiting for ring space. */
+  ringDrained(): void {
+    this.#native.consoleDrained();
+  }
+
+  // ---- recording and replay -------------------------------------------------------------------------
+
+  /**
+   * Records from the machine's current state on into `logRing` (a typed array over a SharedArrayBuffer).
+   * @throws MachineStateError (`ERR_LOCKSTEP_MACHINE_BUSY` / `_CLOSED`)
+   */
+  startRecording(logRing: Uint8Array, hashInterval: number): void {
+    this.#native.startRecording(logRing, hashInterval);
+  }
+  /**
+   * Seals the recording with a final state hash and an end record. False: the final batch did not fit the
+   * ring (nothing before it was lost); the machine is back in plain mode either way.
+   */
+  finishRecording(reason: EndReason, code: number): boolean {
+    return this.#native.finishRecording(END_REASONS[reason], code);
+  }
+  /**
+   * Replays from here on: inputs come only from batches given to {@link feed}.
+   * @throws MachineStateError (`ERR_LOCKSTEP_MACHINE_BUSY` / `_CLOSED`)
+   */
+  startReplay(): void {
+    this.#native.startReplay();
+  }
+  /** Hands one batch to the replayer (copied; any time, also while the machine runs). */
+  feed(batch: Uint8Array): void {
+    this.#native.feed(batch);
+  }
+  /** No more batches: running past the last one ends the replay. */
+  endOfLog(): void {
+    this.#native.endOfLog();
+  }
+
+  // ---- the output gate (primary) and shadow outputs (secondary) --------------------------------------
+
+  /** Holds every output from now on, tagged with the lsn of the batch that must be acknowledged first. */
+  closeGate(): void {
+    this.#native.setGate(true);
+  }
+  /** Opens the gate: everything held leaves now. */
+  openGate(): ReleasedOutputs {
+    return this.#emit(this.#native.setGate(false));
+  }
+  /** Lets out the held outputs whose batches up to `lsn` are acknowledged. */
+  release(lsn: bigint): ReleasedOutputs {
+    return this.#emit(this.#native.release(lsn));
+  }
+  /** Outputs held (primary) or kept for a go-live (secondary) right now; 0 once the machine is closed. */
+  held(): number {
+    return this.machine.closed ? 0 : this.#native.held();
+  }
+  /** Secondary: keep what the replay suppresses, for a go-live to re-emit. */
+  setShadow(on: boolean): void {
+    this.#native.setShadow(on);
+  }
+  /** Secondary: the primary released through `lsn`; kept outputs up to it are dropped. */
+  shadowRelease(lsn: bigint): void {
+    this.#native.shadowRelease(lsn);
+  }
+  /**
+   * Secondary go-live (the log replayed to its end, the machine idle): the devices go live and the kept
+   * outputs after `releasedLsn` (all of them without one) are re-emitted.
+   * @throws ReplicationError `ERR_LOCKSTEP_REPLICATION_GO_LIVE` when not replaying or not at the log's end
+   */
+  goLive(releasedLsn: bigint | undefined): ReleasedOutputs {
+    return this.#emit(this.#native.goLive(releasedLsn === undefined || releasedLsn < 0n ? U64_MAX : releasedLsn));
+  }
+  /** Sends a RARP broadcast from the guest's MAC on the tap device so switches learn its new port. */
+  announce(): void {
+    this.#native.announce();
+  }
+
+  // ---- progress and lag control -----------------------------------------------------------------------
+
+  /** Instructions retired (at the last slice end while running; exact when idle). */
+  progress(): bigint {
+    return this.#native.progress();
+  }
+  /** Lag control: the vCPU sleeps `ratio` (0..0.95) of each slice. */
+  setThrottle(ratio: number): void {
+    this.#native.setThrottle(ratio);
+  }
+
+  // ---- the clone ----------------------------------------------------------------------------------------
+
+  /**
+   * One pre-copy round: every page written since the previous round (the first round: every page ever
+   * written). On a running machine the vCPU thread copies a bounded chunk per slice and `send` gets them
+   * as they come; on an idle one the whole round at once. Ends early when `cancelled()` turns true.
+   * Resolves with the number of pages sent.
+   */
+  precopyRound(first: boolean, send: (pages: PageRecord[]) => void, cancelled: () => boolean): Promise<number> {
+    if (!this.machine.running) {
+      const pages = this.copyPages(first);
+      send(pages);
+      return Promise.resolve(pages.length);
+    }
+    return new Promise<number>((resolve) => {
+      let n = 0;
+      const take = () => {
+        const { pages, done } = this.#native.takePrecopy();
+        if (pages.length > 0) {
+          const records = parsePageRecords(pages);
+          send(records);
+          n += records.length;
+        }
+        if (done || cancelled() || !this.machine.running) {
+          this.offDoorbell(take);
+          if (!done && !this.machine.running && !this.machine.closed) {
+            // The guest stopped mid-round (it ended or was paused): copy the rest directly.
+            const rest = this.copyPages(first);
+            send(rest);
+            n += rest.length;
+          }
+          resolve(n);
+        }
+      };
+      this.onDoorbell(take);
+      if (!this.#native.precopyStart(first)) {
+        this.offDoorbell(take);
+        resolve(0);
+      }
+    });
+  }
+  /** Idle: a whole pre-copy round at once (the final stop-and-copy). */
+  copyPages(first: boolean): PageRecord[] {
+    return parsePageRecords(this.#native.copyPages(first));
+  }
+  /**
+   * Idle: writes clone pages into RAM, all or nothing.
+   * @throws ReplicationError `ERR_LOCKSTEP_REPLICATION_PAGES` naming the first bad record
+   */
+  writePages(pages: readonly PageRecord[]): void {
+    this.#native.writePages(encodePageRecords(pages));
+  }
+  /** Idle: the hart, CSRs, counters, devices and clock without RAM (the clone's final state). */
+  cloneState(): Uint8Array {
+    return this.#native.snapshot(false);
+  }
+  /** 64 KiB disk chunks written since the previous call (first: all, and tracking starts). */
+  takeDiskDirty(first: boolean): Uint32Array {
+    return this.#native.takeDiskDirty(first);
+  }
+  /** Idle: virtio-blk requests not yet completed. */
+  diskInFlight(): number {
+    return this.#native.diskInFlight();
+  }
+
+  #emit(o: NativeOutputs): ReleasedOutputs {
+    this.#m.emitOutputs(o);
+    return o;
+  }
+}
+
+const U64_MAX = (1n << 64n) - 1n;
+
+/** The replication port of `machine`. */
+export function replicationPort(machine: Machine): ReplicationPort {
+  return new ReplicationPort(machine);
+}
+
+/** Native page records (`[u32 index][4096 bytes]`…) → page records (views into `buf`, no copy). */
+export function parsePageRecords(buf: Uint8Array): PageRecord[] {
+  const out: PageRecord[] = [];
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  for (let at = 0; at + PAGE_RECORD_BYTES <= buf.length; at += PAGE_RECORD_BYTES) {
+    out.push({ index: dv.getUint32(at, true), data: buf.subarray(at + 4, at + PAGE_RECORD_BYTES) });
+  }
+  return out;
+}
+
+/** Page records → the native layout. A page whose data is not {@link PAGE_SIZE} bytes: `ERR_LOCKSTEP_REPLICATION_PAGES`. */
+export function encodePageRecords(pages: readonly PageRecord[]): Uint8Array {
+  const out = new Uint8Array(pages.length * PAGE_RECORD_BYTES);
+  const dv = new DataView(out.buffer);
+  pages.forEach((p, i) => {
+    if (p.data.length !== PAGE_SIZE) throw new ReplicationError('ERR_LOCKSTEP_REPLICATION_PAGES', `page ${p.index} (record ${i}) has ${p.data.length} bytes, not ${PAGE_SIZE}`);
+    dv.setUint32(i * PAGE_RECORD_BYTES, p.index, true);
+    out.set(p.data, i * PAGE_RECORD_BYTES + 4);
+  });
+  return out;
+}
