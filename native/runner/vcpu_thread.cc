@@ -207,6 +207,8 @@ void VcpuThread::shutdown() {
 }
 
 void VcpuThread::write(const uint8_t* data, size_t n) {
+  // release: the count is complete before anything that reports the stop; pairs with console_position().
+  console_position_.store(console_position_.load(std::memory_order_relaxed) + n, std::memory_order_release);
   if (gate_hint_.load(std::memory_order_acquire)) {
     if (hold_output(Held::Kind::kConsole, data, n, nullptr)) return;
   }

@@ -301,6 +301,24 @@ export class Machine extends EventEmitter<MachineEvents> {
     return this.#native.netStats();
   }
 
+  /**
+   * The console stream's position: bytes the guest has written to its console (UART and semihosting)
+   * since the machine was made, counted from where the numbering was set to start (readable while
+   * running). Held, suppressed and emitted bytes all count, so the halves of a fault-tolerant pair agree
+   * on it: it numbers the console like a sequence number, and a sink that keeps positions can drop what
+   * a failover repeats. Restoring a snapshot does not change it; set it to continue another machine's
+   * numbering (a secondary does, from its clone).
+   */
+  get consolePosition(): bigint {
+    if (this.#closed) throw new MachineStateError('ERR_LOCKSTEP_MACHINE_CLOSED', 'consolePosition: the machine is closed');
+    return this.#native.consolePosition();
+  }
+  set consolePosition(position: bigint) {
+    this.#idle('consolePosition');
+    if (typeof position !== 'bigint' || position < 0n || position >= 1n << 64n) throw new OptionError('consolePosition', 'must be a bigint in 0..2^64-1');
+    this.#native.setConsolePosition(position);
+  }
+
   /** Outputs (frames, disk writes) a replaying machine produced and suppressed. */
   get suppressedOutputs(): number {
     this.#idle('suppressedOutputs');

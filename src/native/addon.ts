@@ -72,6 +72,9 @@ export interface NativeMachine {
   shadowRelease(lsn: bigint): void;
   goLive(released: bigint): NativeOutputs | null;
   held(): number;
+  /** Console bytes the guest wrote, counted from where the numbering was set to start. */
+  consolePosition(): bigint;
+  setConsolePosition(position: bigint): void;
   progress(): bigint;
   setThrottle(ratio: number): void;
   precopyStart(first: boolean): boolean;
