@@ -71,6 +71,11 @@ export interface FtPrimaryOptions extends FtCommonOptions {
   /** Start without FT (status "disabled") until {@link FtPrimary.enable}. */
   disabled?: boolean;
   /**
+   * Power the guest on protected: it starts running only once the first secondary is cloned and in
+   * lockstep (as a VM turned on with FT starts both halves together), so even its boot is protected.
+   */
+  awaitSecondary?: boolean;
+  /**
    * The primary's own disk image when disks are `separate` (each half has its own): a joining secondary's
    * image is then brought up to date by a disk pre-copy before the memory pre-copy.
    */
@@ -154,7 +159,7 @@ type Phase = 'idle' | 'alone' | 'cloning' | 'protected' | 'recovering' | 'disabl
 export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   readonly machine: Machine;
   readonly vmId: string;
-  readonly #o: Required<Omit<FtPrimaryOptions, 'tls' | 'epoch' | 'meta' | 'listen' | 'disabled' | 'owner' | 'separateDisk' | 'ringBytes' | 'epochCheckMs'>> & FtPrimaryOptions;
+  readonly #o: Required<Omit<FtPrimaryOptions, 'tls' | 'epoch' | 'meta' | 'listen' | 'disabled' | 'awaitSecondary' | 'owner' | 'separateDisk' | 'ringBytes' | 'epochCheckMs'>> & FtPrimaryOptions;
   /** This incarnation's owner token at the arbiter (a promoted secondary's own). */
   readonly owner: string;
   /** Aborted by {@link #halt}: a halted side makes no further claim. */
@@ -168,6 +173,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   #runLoop: Promise<void> | undefined;
   #pause: { fn: () => void; resolve: () => void; reject: (e: unknown) => void } | undefined;
   #hold = false; // the run loop must not restart the guest (hand-over, halt)
+  #awaitSecondary = false; // the guest has not started yet: it waits for its first secondary
   #detector: FailureDetector | undefined;
   readonly #lag: LagController;
   #timer: NodeJS.Timeout | undefined;
@@ -269,6 +275,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     const addr = await this.#server.listen(this.#o.listen?.port ?? 0, this.#o.listen?.host ?? '127.0.0.1');
     this.#address = addr;
     this.#setPhase(this.#o.disabled ? 'disabled' : 'alone');
+    this.#awaitSecondary = this.#o.awaitSecondary === true && !this.#o.disabled;
     this.#runLoop = this.#run();
     this.#timer = setInterval(() => this.#tick(), this.#o.heartbeatMs);
     this.#timer.unref();
@@ -400,7 +407,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
 
   async #run(): Promise<void> {
     for (;;) {
-      if (this.#hold) {
+      if (this.#hold || this.#awaitSecondary) {
         await new Promise<void>((r) => (this.#resumeRun = r));
         if (this.#phase === 'halted') return;
       }
@@ -559,6 +566,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     if ((this.#phase as Phase) === 'ended' || (this.#phase as Phase) === 'halted') return this.#abandonClone(ch);
     let finalPages: Uint8Array = new Uint8Array(0);
     let state: Uint8Array = new Uint8Array(0);
+    let consolePosition = 0n;
     let pauseMs = 0;
     for (let attempt = 0; ; attempt++) {
       let done = false;
@@ -571,6 +579,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
         finalPages = native.copyPages(first);
         bytes += sendChunks(native.takeDiskDirty(false));
         state = native.snapshot(false);
+        consolePosition = native.consolePosition(); // the secondary's console numbering continues from here
         this.#startRecording();
         done = true;
       });
@@ -587,7 +596,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     bytes += finalPages.length + state.length;
     this.#sendPages(ch, finalPages);
     const instret = native.progress();
-    ch.send({ type: 'clone-final', state, meta: { instret: String(instret), epoch: this.#epoch } });
+    ch.send({ type: 'clone-final', state, meta: { instret: String(instret), epoch: this.#epoch, consolePosition: String(consolePosition) } });
     ch.send({ type: 'clone-done' });
     this.#cloneSent = true;
     for (const b of this.#queued) this.#sendBatch(ch, b);
@@ -778,6 +787,10 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
 
   #inLockstep(): void {
     this.#setPhase('protected');
+    if (this.#awaitSecondary) {
+      this.#awaitSecondary = false;
+      this.#resumeRun();
+    }
     const report: CloneReport = { ...(this.#cloneReport ?? { rounds: 0, pages: 0, bytes: 0, pauseMs: 0 }), totalMs: performance.now() - this.#cloneStart };
     this.emit('cloned', report);
   }

@@ -59,6 +59,12 @@ export interface GoLiveReport {
   /** Position where this side took over. */
   instret: bigint;
   stateHash: bigint;
+  /**
+   * Console stream position of the first re-emitted console byte (see `Machine.consolePosition`): a
+   * sink holding the primary's console up to position P keeps it up to here and appends the re-emitted
+   * bytes, so it has no gap and no duplicate.
+   */
+  consolePosition: bigint;
 }
 
 export interface FtSecondaryEvents {
@@ -226,7 +232,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
           closeSync(this.#diskFd);
           this.#diskFd = undefined;
         }
-        return this.#cloneFinal(ch, m.state);
+        return this.#cloneFinal(ch, m.state, m.meta);
       case 'clone-done':
         return;
       case 'log': {
@@ -299,14 +305,19 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     }
   }
 
-  #cloneFinal(ch: Channel, state: Uint8Array): void {
+  #cloneFinal(ch: Channel, state: Uint8Array, meta: Record<string, unknown>): void {
     const machine = this.#machine;
     if (this.#phase !== 'cloning' || !machine) return this.#violation(ch, 'clone-final outside a clone');
+    const position = meta.consolePosition;
+    if (position !== undefined && (typeof position !== 'string' || !/^\d{1,20}$/.test(position) || BigInt(position) >= 1n << 64n)) {
+      return this.#violation(ch, `clone-final with a bad consolePosition (${JSON.stringify(position)})`);
+    }
     try {
       machine.restore(state);
     } catch (err) {
       return this.#violation(ch, `clone state: ${(err as Error).message}`);
     }
+    if (position !== undefined) machine.consolePosition = BigInt(position);
     if (this.#o.logDir) writeFileSync(join(this.#o.logDir, 'clone.snap'), machine.snapshot());
     const native = machine[internal].native;
     native.setShadow(true);
@@ -430,6 +441,8 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     native.setThrottle(0);
     const out = native.goLive(this.#released < 0n ? U64_MAX : this.#released);
     if (out === null) return this.#halt('go-live refused: the log was not replayed to its end');
+    // The re-emitted console bytes are the last ones the guest wrote: they end at the stream's position.
+    const consolePosition = machine.consolePosition - BigInt(out.console.length);
     machine[internal].emitOutputs(out);
     this.#phase = 'live';
     const report: GoLiveReport = {
@@ -440,6 +453,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       reemittedFrames: out.frames.length,
       instret,
       stateHash,
+      consolePosition,
     };
     this.emit('go-live', report);
     const primary = new FtPrimary({
