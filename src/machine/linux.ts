@@ -402,3 +402,38 @@ export function committedLinux(): { kernel: Uint8Array; initrd: Uint8Array; bios
   };
   return guestCache;
 }
+
+/**
+ * The files of a Linux boot, named as QEMU's options name them (`-kernel`, `-initrd`, `-bios`, `-dtb`,
+ * `-append`). With `committed`, whatever is not given comes from the committed guest (its kernel,
+ * initramfs and firmware, and {@link COMMITTED_LINUX_APPEND}).
+ */
+export interface LinuxBootFiles {
+  kernel?: string | undefined;
+  initrd?: string | undefined;
+  bios?: string | undefined;
+  dtb?: string | undefined;
+  append?: string | undefined;
+  committed?: boolean | undefined;
+}
+
+/**
+ * Reads the files of a Linux boot into the options {@link Machine.loadLinux} takes.
+ *
+ * @throws {BootError} `ERR_LOCKSTEP_BOOT_KERNEL_INVALID` when neither a kernel nor `committed` is given;
+ *   `ERR_LOCKSTEP_BOOT_IMAGES_MISSING` when the committed guest is missing or damaged
+ * @throws the file system's error (ENOENT …) for a file that cannot be read
+ */
+export function readLinuxBoot(files: LinuxBootFiles): LinuxBootOptions {
+  const committed = files.committed === true ? committedLinux() : undefined;
+  if (files.kernel === undefined && !committed) throw new BootError('ERR_LOCKSTEP_BOOT_KERNEL_INVALID', 'kernel', 'is required (the path of a kernel Image), or boot the committed guest');
+  const options: LinuxBootOptions = { kernel: files.kernel !== undefined ? readFileSync(files.kernel) : committed!.kernel };
+  const initrd = files.initrd !== undefined ? readFileSync(files.initrd) : committed?.initrd;
+  if (initrd) options.initrd = initrd;
+  const bios = files.bios !== undefined ? readFileSync(files.bios) : committed?.bios;
+  if (bios) options.bios = bios;
+  if (files.dtb !== undefined) options.dtb = readFileSync(files.dtb);
+  const append = files.append ?? (committed ? COMMITTED_LINUX_APPEND : undefined);
+  if (append !== undefined && append !== '') options.append = append;
+  return options;
+}
