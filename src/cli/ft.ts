@@ -29,6 +29,7 @@ Options:
   --control <host:port>  serve the operations API (lockstep ft <operation>) there
   --exit-with-parent     die with the process that started this one (a host agent): as the host would
   --console              copy the guest's console to stdout
+  --await-secondary      start the guest only once the first secondary is in lockstep (its boot protected too)
   --events               status as JSON lines on stderr (for programs), instead of text
   -h, --help
 `;
@@ -59,7 +60,12 @@ function hostPort(name: string, text: string): { host: string; port: number } {
 /** The VM and FT settings of a loaded configuration, as the library takes them. */
 export function ftSettings(loaded: LoadedConfig) {
   const { vm, ft } = loaded.config;
-  const spec: VmSpec = { id: vm.id, guest: vm.guest, memory: vm.ramMiB * 1024 * 1024, clock: vm.clock };
+  const spec: VmSpec = { id: vm.id, memory: vm.ramMiB * 1024 * 1024, clock: vm.clock };
+  if (vm.guest !== undefined) spec.guest = vm.guest;
+  if (vm.linux) {
+    const { kernel, initrd, bios, dtb } = vm.linux;
+    spec.linux = { kernel, ...(initrd ? { initrd } : {}), ...(bios ? { bios } : {}), ...(dtb ? { dtb } : {}) };
+  }
   if (vm.append !== '') spec.append = vm.append;
   if (vm.devices.rng) spec.rng = true;
   if (vm.devices.disk) spec.disk = { path: vm.devices.disk.path, mode: vm.devices.disk.mode };
@@ -173,7 +179,7 @@ export async function primaryCommand(argv: string[], io: CommandIo): Promise<num
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { listen: { type: 'string' }, control: { type: 'string' }, 'exit-with-parent': { type: 'boolean' }, console: { type: 'boolean' }, events: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    options: { listen: { type: 'string' }, control: { type: 'string' }, 'exit-with-parent': { type: 'boolean' }, console: { type: 'boolean' }, 'await-secondary': { type: 'boolean' }, events: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help) {
     io.stdout.write(PRIMARY_HELP);
@@ -212,6 +218,7 @@ export async function primaryCommand(argv: string[], io: CommandIo): Promise<num
     outputRule: ft.outputRule,
     hashInterval: ft.hashIntervalInstructions,
     disabled: !ft.enabled,
+    awaitSecondary: values['await-secondary'] === true,
     meta: { vm: spec.id },
     ...(spec.disk?.mode === 'separate' ? { separateDisk: spec.disk.path } : {}),
     ...(tls ? { tls } : {}),
@@ -341,7 +348,7 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
       resolve(EXIT.ok);
     });
     secondary.on('restart', () => r.event('restart', {}, 'restarting (asked by the primary); a fresh clone follows'));
-    secondary.on('go-live', (g) => r.event('go-live', { ...g }, `LIVE at epoch ${g.epoch} after ${g.ms.toFixed(1)} ms (${g.reason}); re-emitted ${g.reemittedFrames} frames`));
+    secondary.on('go-live', (g) => r.event('go-live', { ...g }, `LIVE at epoch ${g.epoch} after ${g.ms.toFixed(1)} ms (${g.reason}); re-emitted ${g.reemittedFrames} frames and ${g.reemittedConsole} console bytes (from console position ${g.consolePosition})`));
     secondary.on('promoted', (p) => {
       if (values.control !== undefined) {
         void startControlServer(() => p, key, hostPort('--control', values.control)).then((c) => {
