@@ -46,10 +46,44 @@ export class MachineStateError extends LockstepError {
   }
 }
 
+/** Stable codes a {@link SnapshotError} carries. */
+export type SnapshotErrorCode =
+  /** Not a snapshot, a checksum mismatch (damaged or truncated), or a field no machine could be in. */
+  | 'ERR_LOCKSTEP_SNAPSHOT_CORRUPT'
+  /** Written in a snapshot format version this build does not read (older ones carry no checksum). */
+  | 'ERR_LOCKSTEP_SNAPSHOT_VERSION'
+  /** A valid snapshot of a differently configured machine (memory size, clock mode, devices). */
+  | 'ERR_LOCKSTEP_SNAPSHOT_MISMATCH';
+
 /** A snapshot is damaged, of another version, or taken of a differently configured machine. */
 export class SnapshotError extends LockstepError {
-  constructor(message: string) {
-    super('ERR_LOCKSTEP_SNAPSHOT_INVALID', message);
+  constructor(code: SnapshotErrorCode, message: string) {
+    super(code, message);
+  }
+}
+
+/** An address could not be bound: in use by another process, or not an address of this host. */
+export class ListenError extends LockstepError {
+  /** `host:port` as asked for. */
+  readonly address: string;
+  /** What wanted it: `the UDP port of vm.devices.net.hostPort`, `the operations API (--control)`. */
+  readonly what: string;
+  constructor(code: 'ERR_LOCKSTEP_LISTEN_IN_USE' | 'ERR_LOCKSTEP_LISTEN_FAILED', what: string, address: string, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+    this.what = what;
+    this.address = address;
+  }
+
+  /** The error of a failed bind or listen, saying what wanted which address and what to do. */
+  static from(err: unknown, what: string, host: string, port: number): ListenError {
+    const code = (err as NodeJS.ErrnoException).code;
+    const address = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+    if (code === 'EADDRINUSE') {
+      return new ListenError('ERR_LOCKSTEP_LISTEN_IN_USE', what, address, `${what}: ${address} is in use by another process: stop it, or choose another port`, { cause: err });
+    }
+    const why =
+      code === 'EADDRNOTAVAIL' ? 'not an address of this host' : code === 'EACCES' ? 'permission denied (ports below 1024 need privileges)' : (code ?? (err as Error).message);
+    return new ListenError('ERR_LOCKSTEP_LISTEN_FAILED', what, address, `${what}: cannot bind ${address}: ${why}`, { cause: err });
   }
 }
 

@@ -1,7 +1,7 @@
 // Public API of lockstep: re-exports only.
 export { Machine, RAM_BASE, DEFAULT_MEMORY, MAX_MEMORY, VIRTUAL_INSTRUCTIONS_PER_TICK } from './machine/machine.js';
 export type { LoadInfo, RunOptions, MachineEvents } from './machine/machine.js';
-export type { ClockMode, Counters, ExitReason, MachineOptions, NetStats, RunResult } from './machine/types.js';
+export type { ClockMode, Counters, ExitReason, MachineOptions, NetStats, ReplayCheck, RunResult } from './machine/types.js';
 export { MAX_CMDLINE_BYTES } from './machine/types.js';
 export { parseElf } from './machine/elf.js';
 export { committedLinux, checkLinuxIdentity, readLinuxBoot, COMMITTED_LINUX, COMMITTED_LINUX_APPEND, MAX_BOOTARGS_BYTES } from './machine/linux.js';
@@ -9,8 +9,8 @@ export type { LinuxBootOptions, LinuxBootFiles, LinuxBootInfo, LinuxIdentity } f
 export { buildDeviceTree, decodeDeviceTree, encodeDeviceTree, virtBootLayout } from './machine/device-tree.js';
 export type { DeviceTreeConfig, DeviceTree, DeviceTreeNode, BootLayout } from './machine/device-tree.js';
 export type { ElfImage, ElfSegment, ElfBounds } from './machine/elf.js';
-export { LockstepError, AddonLoadError, ElfError, OptionError, MachineStateError, SnapshotError, BootError } from './errors.js';
-export type { BootErrorCode } from './errors.js';
+export { LockstepError, AddonLoadError, ElfError, OptionError, MachineStateError, SnapshotError, ListenError, BootError } from './errors.js';
+export type { SnapshotErrorCode, BootErrorCode } from './errors.js';
 export { Recorder, DEFAULT_HASH_INTERVAL } from './log/recorder.js';
 export type { RecorderOptions, RecorderEvents } from './log/recorder.js';
 export { Replayer } from './log/replayer.js';
@@ -28,6 +28,8 @@ export {
   encodeBatch,
 } from './log/format.js';
 export type { LogMetadata, BatchView, LogEvent, BatchBase, LogWriterOptions, LogReaderOptions } from './log/format.js';
+export { checkLog } from './log/check.js';
+export type { LogSummary } from './log/check.js';
 export { UdpForwarder, GUEST_IP, GATEWAY_IP, GATEWAY_MAC } from './machine/net/udp-forward.js';
 export type { UdpForward, UdpForwarderStats } from './machine/net/udp-forward.js';
 export { KvClient, LoadGenerator, verifyStore, RegisterHistory, LatencyHistogram, ClientError, CLIENT_CHANNELS, EXACTLY_ONCE_MARK, REPLY_CACHE_WINDOW_MS, MAX_RETRY_WINDOW_MS } from './client/index.js';
@@ -63,15 +65,20 @@ export { createVmMachine, loadVm, attachVmNetwork } from './ft/vm.js';
 export type { VmSpec } from './ft/vm.js';
 export { loadConfig, parseConfig, validateConfig, ConfigError } from './config/index.js';
 export { bindFtMetrics } from './ft/metrics.js';
-export { Registry, createFtMetrics, startMetricsServer } from './observability/index.js';
-export type { FtMetrics, FtVmMetrics, MetricsServer } from './observability/index.js';
+export { Registry, createFtMetrics, startMetricsServer, RefusalLog, createLimitedServer, HTTP_LIMITS } from './observability/index.js';
+export type { FtMetrics, FtVmMetrics, MetricsServer, RefusalLogOptions, HttpLimits } from './observability/index.js';
 // Cluster placement (DESIGN §4): pure and deterministic.
 export { Placement, PlacementInputError, explain as explainPlacement, applyAnswer, applyMoves, describeMove, DEFAULT_BALANCE_OPTIONS, DEFAULT_MAX_FT_VMS, DEFAULT_MAX_FT_VCPUS } from './cluster/placement/index.js';
 export type { ClusterSnapshot, HostSpec, VmSpec as PlacementVmSpec, PlacementRule, PlacementOptions, PlacementMode, Rejection, PlaceResult, SecondaryResult, PlacementPlan, BalanceOptions, BalanceResult, Move, Recommendation, EvacuationPlan, AuditResult, PlacementAnswer, Spread } from './cluster/placement/index.js';
 // The logging channel (DESIGN §3).
 export { Channel, ChannelServer, connectChannel, protocolDiagnostics, ProtocolError, PROTOCOL_VERSION, MIN_KEY_BYTES, MessageType } from './protocol/index.js';
 export type { ChannelOptions, ChannelTlsOptions, ChannelPeer, Message as ChannelMessage, Role as ChannelRole } from './protocol/index.js';
-export { startControlServer, controlToken, FT_OPERATIONS } from './ft/control-server.js';
+export { startControlServer, FT_OPERATIONS } from './ft/control-server.js';
+export type { ControlServer, ControlServerOptions, FtOperation } from './ft/control-server.js';
+export { signControlRequest, controlSigningKey, ControlAuthenticator, ControlAuthError, CONTROL_AUTH_SCHEME, CONTROL_AUTH_WINDOW_MS } from './ft/control-auth.js';
+export type { ControlRequest, ControlAuthProblem } from './ft/control-auth.js';
+export { callControl, ControlUnreachableError } from './ft/control-client.js';
+export type { ControlAnswer } from './ft/control-client.js';
 // The cluster (DESIGN §4): host agents, the manager, the cluster store.
 export { Agent, Manager, AgentClient, AgentApiError, DirStore, EtcdStore, StoreError, openStore, parseStoreSpec, readInventory, pairView, pairViews, buildSnapshot, desiredVm, configToJson, parseHostRule, defaultCompatId, readEvents, KEYS, MANAGER_ELECTION, CLUSTER_CHANNELS } from './cluster/index.js';
 export type { AgentOptions, AgentClientOptions, StartRequest, HostInfo, InstanceView, ManagerOptions, ManagerEvents, ManagerMode, Automation, ClusterStore, StoreEntry, HostRecord, InstanceRecord, DesiredVm, ClusterEvent, MaintenanceState, PairView, PairStatus, Inventory } from './cluster/index.js';

@@ -21,6 +21,15 @@ export class Progress {
     }
   }
 
+  /** Rewrites the status line without counting a step (TTY only: piped output gets no such noise). */
+  update(what: string): void {
+    if (!this.#tty) return;
+    const text = `[${this.#done}/${this.total}] ${what}`;
+    const width = process.stderr.columns ?? 100;
+    this.#line = text.length >= width ? text.slice(0, width - 1) : text;
+    process.stderr.write(`\r\x1b[2K${this.#line}`);
+  }
+
   /** A message that stays on screen. */
   log(message: string): void {
     if (this.#tty) process.stderr.write(`\r\x1b[2K${message}\n${this.#line}`);

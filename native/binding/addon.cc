@@ -332,6 +332,9 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     o.Set("divergence", r.divergence);
     o.Set("endReason", Napi::Number::New(env, r.end_reason));
     o.Set("endCode", Napi::Number::New(env, static_cast<double>(r.end_code)));
+    o.Set("replayed", Napi::Boolean::New(env, r.replayed));
+    o.Set("logEnded", Napi::Boolean::New(env, r.log_ended));
+    o.Set("finalHash", Napi::Boolean::New(env, r.final_hash));
     return o;
   }
 
@@ -394,7 +397,8 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     const std::vector<uint8_t> bytes = vcpu_->machine().save(ram);
     return Napi::Buffer<uint8_t>::Copy(info.Env(), bytes.data(), bytes.size());
   }
-  // restore(snapshot: Uint8Array): string | null — null on success, else what is wrong (machine unchanged).
+  // restore(snapshot: Uint8Array): { problem: 'corrupt' | 'version' | 'mismatch', message } | null — null on
+  // success, else what is wrong (the machine is unchanged).
   Napi::Value JsRestore(const Napi::CallbackInfo& info) {
     if (!Usable(info)) return info.Env().Undefined();
     if (info.Length() < 1 || !info[0].IsTypedArray()) {
@@ -403,8 +407,13 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     }
     Napi::Uint8Array data = info[0].As<Napi::Uint8Array>();
     std::string error;
-    if (!vcpu_->machine().restore(data.Data(), data.ByteLength(), &error)) return Napi::String::New(info.Env(), error);
-    return info.Env().Null();
+    SnapshotProblem problem = SnapshotProblem::kCorrupt;
+    if (vcpu_->machine().restore(data.Data(), data.ByteLength(), &error, &problem)) return info.Env().Null();
+    static const char* const kProblems[] = {"corrupt", "version", "mismatch"};
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("problem", kProblems[static_cast<int>(problem)]);
+    o.Set("message", error);
+    return o;
   }
   // takeDirtyPages(): Uint32Array of RAM page indices written since the previous call (pre-copy).
   Napi::Value JsTakeDirtyPages(const Napi::CallbackInfo& info) {

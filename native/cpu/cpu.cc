@@ -26,6 +26,9 @@ inline uint32_t rd32(const uint8_t* p) {
 constexpr uint32_t kSemihostPre = 0x01f01013;   // slli x0, x0, 0x1f
 constexpr uint32_t kSemihostPost = 0x40705013;  // srai x0, x0, 7
 
+// run_inner returns to run() after this many traps that retired nothing in between (see `trap:`).
+constexpr uint32_t kTrapBurst = 64;
+
 }  // namespace
 
 Cpu::Cpu(uint8_t* ram, uint32_t ram_size, Platform* platform)
@@ -223,26 +226,44 @@ bool Cpu::take_trap(uint32_t cause, uint32_t tval, uint32_t epc) {
     fatal_cause = cause;
     fatal_pc = epc;
     fatal_tval = tval;
+    fatal_loop = false;
     return false;
   }
   uint32_t s = mstatus;
+  Priv to;
+  if (to_s) {
+    s = (s & kMstatusSIE) ? (s | kMstatusSPIE) : (s & ~kMstatusSPIE);
+    s &= ~kMstatusSIE;
+    s = priv == Priv::kSupervisor ? (s | kMstatusSPP) : (s & ~kMstatusSPP);
+    to = Priv::kSupervisor;
+  } else {
+    s = (s & kMstatusMIE) ? (s | kMstatusMPIE) : (s & ~kMstatusMPIE);
+    s &= ~kMstatusMIE;
+    s = (s & ~kMstatusMPP) | (static_cast<uint32_t>(priv) << 11);
+    to = Priv::kMachine;
+  }
+  // A fault at the handler's first instruction that would leave every register, CSR and counter as it
+  // is: the hart would fault there again forever without retiring anything (a deterministic fixed
+  // point, e.g. a trap vector pointing at an illegal instruction). Report it instead of spinning.
+  const uint32_t old_epc = to_s ? sepc : mepc, old_cause = to_s ? scause : mcause, old_tval = to_s ? stval : mtval;
+  if (epc == target && priv == to && old_epc == (epc & ~1u) && old_cause == cause && old_tval == tval && mstatus == s &&
+      !wfi && !reservation_valid) {
+    fatal_cause = cause;
+    fatal_pc = epc;
+    fatal_tval = tval;
+    fatal_loop = true;
+    return false;
+  }
   if (to_s) {
     sepc = epc & ~1u;
     scause = cause;
     stval = tval;
-    s = (s & kMstatusSIE) ? (s | kMstatusSPIE) : (s & ~kMstatusSPIE);
-    s &= ~kMstatusSIE;
-    s = priv == Priv::kSupervisor ? (s | kMstatusSPP) : (s & ~kMstatusSPP);
-    priv = Priv::kSupervisor;
   } else {
     mepc = epc & ~1u;
     mcause = cause;
     mtval = tval;
-    s = (s & kMstatusMIE) ? (s | kMstatusMPIE) : (s & ~kMstatusMPIE);
-    s &= ~kMstatusMIE;
-    s = (s & ~kMstatusMPP) | (static_cast<uint32_t>(priv) << 11);
-    priv = Priv::kMachine;
   }
+  priv = to;
   mstatus = s;
   pc = target;
   wfi = false;
@@ -349,6 +370,9 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   uint32_t mval = 0;
   uint8_t msize = 0;
   uint8_t mkind = 0;      // slow loads: 0 signed byte, 1 signed half, 2 word, 3 byte, 4 half
+  // Traps taken in a row without an instruction retiring between them (see `trap:`).
+  uint64_t trap_at = UINT64_MAX;
+  uint32_t traps_here = 0;
   Inner result;
 
 #define SLOT(p) static_cast<uint32_t>((p) - base)
@@ -1072,6 +1096,15 @@ trap:
   dtlb = dtlb_;
   dlim = data_limit_;
   target = pc;
+  // A guest must not keep the loop from returning to run(), where the host's stop flag is looked at,
+  // however its handlers misbehave: after a burst of traps that retired nothing, go back out.
+  if (instret != trap_at) {
+    trap_at = instret;
+    traps_here = 0;
+  } else if (++traps_here >= kTrapBurst) {
+    result = Inner::kRecheck;
+    goto out;
+  }
   goto dispatch;
 
 fatal:

@@ -68,7 +68,7 @@ constexpr uint32_t kTlbSize = 256;  ///< entries per context, direct-mapped by v
 /// What ended a call to Cpu::run().
 enum class Stop : uint8_t {
   kLimit,      ///< instret reached the requested target exactly
-  kFatalTrap,  ///< a trap whose handler address is not executable RAM; see fatal_*
+  kFatalTrap,  ///< a trap whose handler address is not executable RAM, or a trap loop; see fatal_*
   kExit,       ///< the platform asked to end the run (finisher, semihosting, HTIF); see exit_code
   kHalted,     ///< WFI with no interrupt enabled that could ever wake the hart, or a halt request
   kWfi,        ///< WFI waiting for the host (real time, or host input); resume with run() again
@@ -190,6 +190,9 @@ class Cpu {
 
   // Fatal trap report (Stop::kFatalTrap).
   uint32_t fatal_cause = 0, fatal_pc = 0, fatal_tval = 0;
+  /// The fatal trap is a trap loop: the handler at fatal_pc raises fatal_cause itself, and taking the
+  /// trap again would change nothing (same pc, CSRs and counters), so the hart is stuck for good.
+  bool fatal_loop = false;
 
   /// Host: read/write any CSR without privilege checks. Returns false if the CSR does not exist.
   bool host_read_csr(uint32_t csr, uint32_t* value);
@@ -287,7 +290,7 @@ class Cpu {
   void fix_to_end(DecodedPage* p, uint32_t from_slot);
   void drop_page(uint32_t page_index);
   Mmio slow_load(uint32_t addr, unsigned size, uint32_t* value);
-  /// Enter a trap; false if the handler address is not executable (fatal).
+  /// Enter a trap; false if the handler address is not executable or the trap is a loop (fatal).
   bool take_trap(uint32_t cause, uint32_t tval, uint32_t epc);
   /// Interrupt check at an instruction boundary; true if one was taken.
   bool check_interrupts(bool* fatal);

@@ -15,6 +15,30 @@ namespace {
 constexpr uint32_t kMipMSip = 1u << kIrqMSoft, kMipMTip = 1u << kIrqMTimer, kMipMEip = 1u << kIrqMExt;
 constexpr uint32_t kMipSEip = 1u << kIrqSExt;
 constexpr uint32_t kFinisherFail = 0x3333, kFinisherPass = 0x5555, kFinisherReset = 0x7777;
+
+const char* cause_name(uint32_t cause) {
+  switch (cause) {
+    case kInstrMisaligned: return "instruction address misaligned";
+    case kInstrAccessFault: return "instruction access fault";
+    case kIllegalInstr: return "illegal instruction";
+    case kBreakpoint: return "breakpoint";
+    case kLoadMisaligned: return "load address misaligned";
+    case kLoadAccessFault: return "load access fault";
+    case kStoreMisaligned: return "store/AMO address misaligned";
+    case kStoreAccessFault: return "store/AMO access fault";
+    case kEcallFromU: return "environment call from U-mode";
+    case kEcallFromM: return "environment call from M-mode";
+    default: return "exception";
+  }
+}
+
+std::string trap_loop_reason(uint32_t handler, uint32_t cause) {
+  char b[200];
+  std::snprintf(b, sizeof b, "trap loop: the handler at 0x%08x raises cause %u (%s) itself; the hart can never retire another instruction",
+                handler, cause, cause_name(cause));
+  return b;
+}
+
 }  // namespace
 
 Machine::Machine(const MachineConfig& config, ConsoleSink* console)
@@ -330,7 +354,10 @@ RunStop Machine::run(uint64_t target) {
       case Stop::kExit:
         if (!divergence_.empty()) return RunStop::kDivergence;
         return halt_requested_ ? RunStop::kHalted : RunStop::kExit;
-      case Stop::kFatalTrap: return RunStop::kFatalTrap;
+      case Stop::kFatalTrap:
+        if (!cpu_.fatal_loop) return RunStop::kFatalTrap;
+        halt_reason_ = trap_loop_reason(cpu_.fatal_pc, cpu_.fatal_cause);
+        return RunStop::kHalted;
       case Stop::kHost: return RunStop::kHost;
       case Stop::kHalted: return RunStop::kHalted;
       case Stop::kWfi: break;

@@ -74,6 +74,13 @@ struct MachineConfig {
   std::string cmdline;
 };
 
+/// Why Machine::restore() refused a snapshot.
+enum class SnapshotProblem : uint8_t {
+  kCorrupt,   ///< not a snapshot, a checksum mismatch, or a field no machine could be in
+  kVersion,   ///< written in a format version this build does not read
+  kMismatch,  ///< a valid snapshot of a differently configured machine (RAM size, clock, devices)
+};
+
 /// Why Machine::run() returned.
 enum class RunStop : uint8_t { kLimit, kExit, kFatalTrap, kHalted, kWaitWfi, kHost, kDivergence };
 
@@ -156,9 +163,10 @@ class Machine final : public Platform {
 
   /// Snapshot of the whole machine (versioned binary; zero pages omitted). Only between runs.
   std::vector<uint8_t> save(bool include_ram = true) const;
-  /// Restores a snapshot taken of a machine with the same RAM size and clock mode. On failure returns
-  /// false with the reason in *error and leaves the machine unchanged.
-  bool restore(const uint8_t* data, size_t n, std::string* error);
+  /// Restores a snapshot taken of a machine with the same RAM size, clock mode and devices. The whole
+  /// snapshot is checksummed and every field validated before anything changes. On failure returns
+  /// false with the reason in *error (and its kind in *problem) and leaves the machine unchanged.
+  bool restore(const uint8_t* data, size_t n, std::string* error, SnapshotProblem* problem = nullptr);
 
   // Stop details.
   int32_t exit_code() const { return exit_code_; }

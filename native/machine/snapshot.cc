@@ -2,13 +2,14 @@
 // clock, RAM) in a versioned little-endian format. Restore validates all of it before changing anything.
 #include <cstring>
 
+#include "log/codec.h"
 #include "machine/machine.h"
 
 namespace lockstep {
 namespace {
 
-// Layout (version 3; version 2 lacked the supervisor section, version 1 also the write segments of
-// pending disk requests):
+// Layout (version 4; version 3 lacked the supervisor section, version 2 also the checksum, version 1
+// also the write segments of pending disk requests):
 //   "LKSTSNAP" | u32 version | u32 ram size | u32 flags (bit 0: real clock, bit 1: RAM omitted) | u32 reserved
 //   cpu      : 31 x u32 (x1..x31), pc, priv u8, wfi u8, reservation_valid u8, pad u8, instret u64,
 //              branches u64, mstatus, mtvec, mepc, mcause, mtval, mscratch, mie, mcounteren, reservation
@@ -20,12 +21,16 @@ namespace {
 //              entropy PRNG state u64
 //   uart     : ier lcr mcr scr fcr dll dlm thre_ip (u8 each), rx count u32, rx bytes
 //   plic     : sizeof(Plic::State) bytes
+//   virtio   : 8 transports (VirtioMmio::save), has-disk u8, then the disk's pending requests
 //   ram      : page count u32, then per non-zero page: index u32, 4096 bytes (absent when RAM is
 //              omitted: a clone's final state, whose RAM travelled page by page beforehand)
 //   trailer  : "SNAPEND!"
+//   checksum : u32 CRC32C of every byte before it, magic to trailer: a snapshot is checked whole before
+//              any field of it is believed.
 constexpr char kMagic[8] = {'L', 'K', 'S', 'T', 'S', 'N', 'A', 'P'};
 constexpr char kTrailer[8] = {'S', 'N', 'A', 'P', 'E', 'N', 'D', '!'};
-constexpr uint32_t kVersion = 3;
+constexpr uint32_t kVersion = 4;
+constexpr size_t kChecksumBytes = 4;
 constexpr uint32_t kFlagRealClock = 1, kFlagNoRam = 2;
 
 class Writer {
@@ -99,7 +104,6 @@ std::vector<uint8_t> Machine::save(bool include_ram) const {
   for (uint32_t v : {c.mstatus, c.mtvec, c.mepc, c.mcause, c.mtval, c.mscratch, c.mie, c.mcounteren, c.reservation}) w.put<uint32_t>(v);
   w.put<uint64_t>(c.minstret_offset);
   w.put<uint64_t>(c.mcycle_offset);
-  // supervisor (version 3)
   for (uint32_t v : {c.mip_sw, c.medeleg, c.mideleg, c.stvec, c.sscratch, c.sepc, c.scause, c.stval, c.satp, c.scounteren}) {
     w.put<uint32_t>(v);
   }
@@ -127,6 +131,7 @@ std::vector<uint8_t> Machine::save(bool include_ram) const {
   if (blk_) blk_->save(&out);
   if (!include_ram) {
     w.bytes(kTrailer, 8);
+    w.put<uint32_t>(crc32c(out.data(), out.size()));
     return out;
   }
   const uint32_t npages = config_.ram_size / kPageSize;
@@ -140,26 +145,53 @@ std::vector<uint8_t> Machine::save(bool include_ram) const {
     w.bytes(page, kPageSize);
   }
   w.bytes(kTrailer, 8);
+  w.put<uint32_t>(crc32c(out.data(), out.size()));
   return out;
 }
 
-bool Machine::restore(const uint8_t* data, size_t n, std::string* error) {
+bool Machine::restore(const uint8_t* data, size_t n, std::string* error, SnapshotProblem* problem) {
   Reader r(data, n);
+  SnapshotProblem kind = SnapshotProblem::kCorrupt;
   auto fail = [&](const std::string& what) {
     *error = "snapshot byte " + std::to_string(r.pos()) + ": " + what;
+    if (problem) *problem = kind;
     return false;
   };
   const uint8_t* magic = r.take(8);
   if (!magic || std::memcmp(magic, kMagic, 8) != 0) return fail("not a lockstep snapshot (bad magic)");
   uint32_t version, ram_size, flags, reserved;
   if (!r.get(&version) || !r.get(&ram_size) || !r.get(&flags) || !r.get(&reserved)) return fail("truncated header");
-  if (version != kVersion) return fail("snapshot version " + std::to_string(version) + ", this build reads version " + std::to_string(kVersion));
+  if (version >= 1 && version < kVersion) {
+    kind = SnapshotProblem::kVersion;
+    return fail("snapshot version " + std::to_string(version) + " was written by an older lockstep; this build reads version " + std::to_string(kVersion) +
+                " (which carries a checksum): take the snapshot again with this version");
+  }
+  // The checksum before anything else is believed: a damaged field must not pass for a strange but valid one.
+  if (n < r.pos() + kChecksumBytes) return fail("truncated snapshot (no room for its checksum)");
+  uint32_t stored;
+  std::memcpy(&stored, data + n - kChecksumBytes, kChecksumBytes);
+  const uint32_t computed = crc32c(data, n - kChecksumBytes);
+  if (stored != computed) {
+    char b[160];
+    std::snprintf(b, sizeof b, "checksum mismatch (stored 0x%08x, computed 0x%08x over %zu bytes): the snapshot is damaged or truncated", stored, computed,
+                  n - kChecksumBytes);
+    return fail(b);
+  }
+  n -= kChecksumBytes;
+  r = Reader(data, n);
+  r.take(8 + 16);
+  if (version != kVersion) {
+    kind = SnapshotProblem::kVersion;
+    return fail("snapshot version " + std::to_string(version) + "; this build reads version " + std::to_string(kVersion) + " (a newer lockstep wrote it?)");
+  }
+  if ((flags & ~(kFlagRealClock | kFlagNoRam)) != 0) return fail("unknown flags " + std::to_string(flags));
+  kind = SnapshotProblem::kMismatch;
   if (ram_size != config_.ram_size) {
     return fail("the snapshot has " + std::to_string(ram_size) + " bytes of RAM, this machine " + std::to_string(config_.ram_size));
   }
-  if ((flags & ~(kFlagRealClock | kFlagNoRam)) != 0) return fail("unknown flags " + std::to_string(flags));
   const bool with_ram = (flags & kFlagNoRam) == 0;
   if (((flags & 1) != 0) != config_.real_clock) return fail(std::string("the snapshot was taken with the ") + ((flags & 1) ? "real" : "virtual") + " clock");
+  kind = SnapshotProblem::kCorrupt;
   // Parse everything into temporaries first: a bad snapshot must leave the machine untouched.
   struct CpuFields {
     uint32_t x[32] = {};
@@ -178,7 +210,6 @@ bool Machine::restore(const uint8_t* data, size_t n, std::string* error) {
   if (!r.get(&cf.minstret_offset) || !r.get(&cf.mcycle_offset)) return fail("truncated counters");
   if (cf.priv == 2 || cf.priv > 3) return fail("privilege mode " + std::to_string(cf.priv) + " does not exist");
   if (((cf.csr[0] & Cpu::kMstatusMPP) >> 11) == 2) return fail("mstatus.MPP holds the reserved privilege mode 2");
-  // supervisor (version 3)
   uint32_t sv[10];
   for (uint32_t& v : sv) if (!r.get(&v)) return fail("truncated supervisor CSRs");
   uint8_t pmpcfg[Cpu::kPmpEntries];
@@ -218,8 +249,11 @@ bool Machine::restore(const uint8_t* data, size_t n, std::string* error) {
   }
   uint8_t has_blk;
   if (!r.get(&has_blk) || has_blk > 1) return fail("damaged device list");
-  if ((has_blk != 0) != (blk_ != nullptr)) return fail(has_blk ? "the snapshot has a disk, this machine none" : "this machine has a disk, the snapshot none");
-  VirtioBlk blk_tmp(this, &virtio_[1], 0);
+  if ((has_blk != 0) != (blk_ != nullptr)) {
+    kind = SnapshotProblem::kMismatch;
+    return fail(has_blk ? "the snapshot has a disk, this machine none" : "this machine has a disk, the snapshot none");
+  }
+  VirtioBlk blk_tmp(this, &virtio_[1], blk_ ? blk_->capacity_bytes() : 0);
   if (has_blk) {
     const uint8_t* p = data + r.pos();
     if (!blk_tmp.restore(&p, data + n)) return fail("damaged virtio-blk state");

@@ -103,7 +103,7 @@ Mmio VirtioMmio::store(uint32_t off, unsigned size, uint32_t v) {
       break;
     case kQueueReady:
       if (q) {
-        if ((v & 1) && (q->num == 0 || q->num > Virtqueue::kMaxSize || (q->num & (q->num - 1)))) {
+        if ((v & 1) && !Virtqueue::valid_size(q->num)) {
           fail("queue " + std::to_string(queue_sel_) + ": size " + std::to_string(q->num) + " is not a power of two up to 256");
         } else {
           q->ready = v & 1;
@@ -144,7 +144,7 @@ bool VirtioMmio::has_available(uint32_t qi) const {
 
 int VirtioMmio::pop(uint32_t qi, Chain* out) {
   Virtqueue& q = queues_[qi];
-  if (!q.ready || (status_ & kDeviceNeedsReset)) return 0;
+  if (!q.usable() || (status_ & kDeviceNeedsReset)) return 0;
   const uint8_t* ram = machine_->ram();
   uint32_t avail_off, desc_off;
   if (!guest_range(q.driver, 4 + 2ull * q.num + 2, &avail_off) || !guest_range(q.desc, 16ull * q.num, &desc_off)) {
@@ -161,6 +161,7 @@ int VirtioMmio::pop(uint32_t qi, Chain* out) {
   q.last_avail++;
   *out = Chain{};
   out->head = head;
+  uint64_t readable = 0, writable = 0;  // summed wide: 256 descriptors of up to 2 GiB each
   uint16_t i = head;
   for (uint32_t n = 0;; n++) {
     if (i >= q.num) {
@@ -186,15 +187,21 @@ int VirtioMmio::pop(uint32_t qi, Chain* out) {
     }
     if (flags & kDescWrite) {
       out->writable.push_back({off, len});
-      out->writable_bytes += len;
+      writable += len;
     } else {
       if (!out->writable.empty()) {
         fail("queue " + std::to_string(qi) + ": readable descriptor after a writable one");
         return -1;
       }
       out->readable.push_back({off, len});
-      out->readable_bytes += len;
+      readable += len;
     }
+    if (readable > UINT32_MAX || writable > UINT32_MAX) {
+      fail("queue " + std::to_string(qi) + ": descriptor chain of more than 4 GiB");
+      return -1;
+    }
+    out->readable_bytes = static_cast<uint32_t>(readable);
+    out->writable_bytes = static_cast<uint32_t>(writable);
     if (!(flags & kDescNext)) break;
     i = rd16(d + 14);
   }
@@ -203,6 +210,12 @@ int VirtioMmio::pop(uint32_t qi, Chain* out) {
 
 void VirtioMmio::push(uint32_t qi, uint16_t head, uint32_t written) {
   Virtqueue& q = queues_[qi];
+  if (!q.usable()) {
+    // The driver disabled (or reset and resized) the queue while the request was in flight: there is no
+    // used ring to return it to. A driver error, so the device says so rather than guess.
+    fail("queue " + std::to_string(qi) + ": a request completed after the driver disabled the queue");
+    return;
+  }
   uint32_t used_off;
   if (!guest_range(q.device, 4 + 8ull * q.num + 2, &used_off)) {
     fail("queue " + std::to_string(qi) + ": used ring is not inside guest RAM");
@@ -242,7 +255,9 @@ bool VirtioMmio::restore(const uint8_t** p, const uint8_t* end) {
     ok = ok && get(&q.num, 4) && get(&ready, 1) && get(&q.desc, 8) && get(&q.driver, 8) && get(&q.device, 8) && get(&q.last_avail, 2) &&
          get(&q.used_idx, 2);
     q.ready = ready != 0;
-    if (q.num > Virtqueue::kMaxSize) return false;
+    // The rule the registers enforce: a ready queue has a size the rings can be walked with. A queue
+    // that is not ready may hold any size the driver wrote (QueueReady refuses a bad one later).
+    if (q.ready && !Virtqueue::valid_size(q.num)) return false;
   }
   return ok;
 }

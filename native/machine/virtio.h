@@ -33,6 +33,11 @@ struct Virtqueue {
   uint64_t desc = 0, driver = 0, device = 0;  // guest physical addresses
   uint16_t last_avail = 0;  // next available-ring entry to take
   uint16_t used_idx = 0;    // our copy of used->idx
+  /// A size the rings can be walked with: a power of two up to kMaxSize (never 0).
+  static bool valid_size(uint32_t n) { return n != 0 && n <= kMaxSize && (n & (n - 1)) == 0; }
+  /// Ready with a valid size. Every ring access checks this, not just `ready`: a request may complete
+  /// after the driver disabled or resized the queue, and a restored snapshot may say anything.
+  bool usable() const { return ready && valid_size(num); }
 };
 
 /// The device-specific half. The transport calls it on the vCPU thread.

@@ -216,30 +216,46 @@ bool VirtioBlk::restore(const uint8_t** p, const uint8_t* end) {
     *p += n;
     return true;
   };
+  // Segments as pop() makes them: inside guest RAM, adding up to the request's byte count.
+  auto segments = [&](std::vector<Chain::Segment>* out, uint32_t bytes) {
+    uint32_t segs;
+    if (!get(&segs, 4) || segs > Virtqueue::kMaxSize) return false;
+    uint64_t total = 0;
+    for (uint32_t k = 0; k < segs; k++) {
+      Chain::Segment s;
+      if (!get(&s.offset, 4) || !get(&s.len, 4) || static_cast<uint64_t>(s.offset) + s.len > m_->ram_size()) return false;
+      total += s.len;
+      out->push_back(s);
+    }
+    return total == bytes;
+  };
   uint32_t count;
   if (!get(&count, 4) || count > Virtqueue::kMaxSize) return false;
   std::map<uint16_t, Pending> pending;  // applied only when all of it parsed
   for (uint32_t i = 0; i < count; i++) {
     uint16_t head;
     Pending q;
-    uint32_t segs;
-    if (!get(&head, 2) || !get(&q.type, 1) || !get(&q.sector, 8) || !get(&q.in_bytes, 4) || !get(&q.status_offset, 4) || !get(&segs, 4) ||
-        segs > Virtqueue::kMaxSize) {
+    if (!get(&head, 2) || head >= Virtqueue::kMaxSize || pending.count(head) || !get(&q.type, 1) || !get(&q.sector, 8) || !get(&q.in_bytes, 4) ||
+        !get(&q.status_offset, 4) || q.status_offset >= m_->ram_size() || !segments(&q.in, q.in_bytes) || !get(&q.out_bytes, 4) ||
+        !segments(&q.out, q.out_bytes)) {
       return false;
     }
-    for (uint32_t k = 0; k < segs; k++) {
-      Chain::Segment s;
-      if (!get(&s.offset, 4) || !get(&s.len, 4)) return false;
-      q.in.push_back(s);
+    // Only a request notify() accepts is ever pending: a read or write of whole sectors inside the disk,
+    // at most kSizeMax bytes, or a flush.
+    const uint32_t bytes = q.type == kIn ? q.in_bytes : q.out_bytes;
+    switch (q.type) {
+      case kIn:
+      case kOut:
+        if (bytes % 512 != 0 || bytes > kSizeMax || q.sector > sectors_ || bytes / 512 > sectors_ - q.sector) return false;
+        if (q.type == kIn && q.out_bytes != 0) return false;
+        break;
+      case kFlush:
+        if (q.sector != 0 || q.in_bytes != 0 || q.out_bytes != 0) return false;
+        break;
+      default:
+        return false;
     }
-    uint32_t osegs;
-    if (!get(&q.out_bytes, 4) || !get(&osegs, 4) || osegs > Virtqueue::kMaxSize || q.out_bytes > kSizeMax) return false;
-    for (uint32_t k = 0; k < osegs; k++) {
-      Chain::Segment s;
-      if (!get(&s.offset, 4) || !get(&s.len, 4)) return false;
-      q.out.push_back(s);
-    }
-    pending[head] = q;
+    pending[head] = std::move(q);
   }
   pending_ = std::move(pending);
   return true;

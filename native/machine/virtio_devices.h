@@ -45,6 +45,7 @@ class VirtioBlk final : public VirtioDevice {
     generation_++;  // completions of requests from before the reset are stale
   }
   uint32_t generation() const { return generation_; }
+  uint64_t capacity_bytes() const { return sectors_ * 512; }
   /// A request finished (from the I/O thread on the recording side, from the log when replaying).
   /// False if no such request is pending (a replay divergence).
   bool complete(uint16_t head, uint8_t status, const uint8_t* data, uint32_t n);

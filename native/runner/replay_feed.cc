@@ -10,6 +10,7 @@ void ReplayFeed::reset() {
   next_lsn_ = 0;
   covered_ = 0;
   started_ = false;
+  ended_ = false;
   error_.clear();
 }
 
@@ -29,21 +30,33 @@ bool ReplayFeed::add(std::vector<uint8_t>&& batch) {
     error_ = d.error();
     return false;
   }
+  // Check the whole batch against what came before, then take it: a refused batch leaves nothing behind.
+  uint64_t covered = covered_;
+  bool ended = ended_;
+  for (const Event& x : decoded) {
+    if (ended) {
+      // A recording ends once: whatever follows an end record was not produced by the recorder.
+      error_ = "batch " + std::to_string(next_lsn_) + ": " + event_kind_name(x.kind) + " at instret " + std::to_string(x.instret) +
+               " follows the log's end record";
+      return false;
+    }
+    if (x.instret < covered) {
+      error_ = "batch " + std::to_string(next_lsn_) + ": event at instret " + std::to_string(x.instret) +
+               " goes back before instret " + std::to_string(covered);
+      return false;
+    }
+    covered = x.instret;
+    ended = x.kind == EventKind::kEnd;
+  }
   if (!started_) {
     started_ = true;
     start_ = d.base();
   }
+  covered_ = covered;
+  ended_ = ended;
   const uint64_t index = first_batch_ + batches_.size();
   batches_.push_back(std::move(batch));  // moving the vector keeps its heap buffer: payload pointers stay valid
-  for (const Event& x : decoded) {
-    if (x.instret < covered_) {
-      error_ = "batch " + std::to_string(next_lsn_) + ": event at instret " + std::to_string(x.instret) +
-               " goes back before instret " + std::to_string(covered_);
-      return false;
-    }
-    covered_ = x.instret;
-    events_.push_back(Pending{x, index});
-  }
+  for (const Event& x : decoded) events_.push_back(Pending{x, index});
   next_lsn_++;
   return true;
 }

@@ -14,8 +14,8 @@ namespace lockstep {
 
 class ReplayFeed final : public ReplaySource {
  public:
-  /// Validates and decodes one batch (vCPU thread). False: the batch is damaged; see error(). Nothing
-  /// of a damaged batch is ever applied.
+  /// Validates and decodes one batch (vCPU thread). False: the batch is damaged, or holds a record
+  /// after the log's end record; see error(). Nothing of a refused batch is ever applied.
   bool add(std::vector<uint8_t>&& batch);
   const Event* peek() override { return events_.empty() ? nullptr : &events_.front().e; }
   void pop() override;
@@ -41,6 +41,7 @@ class ReplayFeed final : public ReplaySource {
   uint64_t next_lsn_ = 0;
   uint64_t covered_ = 0;
   bool started_ = false;
+  bool ended_ = false;  // an end record was added: nothing may follow it
   LogCursor start_{};
   std::string error_;
 };

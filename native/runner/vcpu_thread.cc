@@ -298,6 +298,7 @@ bool VcpuThread::start_replay() {
   fed_.clear();
   log_complete_ = false;
   replay_began_ = false;
+  hash_here_ = false;
   machine_->set_log_mode(LogMode::kReplay, nullptr, &feed_);
   replaying_.store(true, std::memory_order_release);
   return true;
@@ -465,13 +466,18 @@ RunReport VcpuThread::replay_to(uint64_t target) {
   Machine& m = *machine_;
   Cpu& cpu = m.cpu();
   RunReport r;
+  r.replayed = true;
   auto diverged = [&](const std::string& what) {
     r.kind = RunReport::Kind::kDivergence;
     r.divergence = what;
     return r;
   };
-  bool exited = false;
-  RunReport exit_report;
+  // The guest ended itself (exit, fatal trap, halt): what the log still holds must be at this position
+  // (a final state hash and the end record), and the report is the guest's own.
+  bool ended = false;
+  RunReport end_report;
+  // A trap chain (traps that retire nothing) was already run at this instret; see below.
+  uint64_t chain_at = UINT64_MAX;
   for (;;) {
     bool complete;
     {
@@ -495,32 +501,51 @@ RunReport VcpuThread::replay_to(uint64_t target) {
     }
     // Apply every asynchronous event due at this boundary, before the interrupt check.
     const Event* e;
+    bool chain = false;
     while ((e = feed_.peek()) != nullptr && e->instret == cpu.instret && is_async(e->kind)) {
+      if (e->pc != cpu.pc && e->branches == cpu.branches && !ended && chain_at != cpu.instret) {
+        // Same position but another pc: the recording stopped after traps that retired nothing (a trap
+        // loop is detected in the middle of an instruction). Take those traps here too, then compare.
+        chain = true;
+        break;
+      }
       if (e->kind == EventKind::kEnd) {
         if (e->branches != cpu.branches || e->pc != cpu.pc) {
           m.apply(*e);  // reports the position mismatch
           return diverged(m.divergence());
         }
-        r.kind = RunReport::Kind::kEndOfLog;
-        r.end_reason = static_cast<int32_t>(e->value);
-        r.end_code = e->code;
+        RunReport done = ended ? end_report : r;
+        if (!ended) done.kind = RunReport::Kind::kEndOfLog;
+        done.replayed = true;
+        done.end_reason = static_cast<int32_t>(e->value);
+        done.end_code = e->code;
+        done.log_ended = true;
+        done.final_hash = hash_here_;
         feed_.pop();
-        return exited ? exit_report : r;
+        return done;
       }
       if (!m.apply(*e)) return diverged(m.divergence());
+      hash_here_ = e->kind == EventKind::kStateHash;
       feed_.pop();
     }
     if (e && e->instret < cpu.instret) {
       return diverged(std::string("the log has ") + event_kind_name(e->kind) + " at instret " + std::to_string(e->instret) +
                       " but the machine already passed it (instret " + std::to_string(cpu.instret) + ")");
     }
-    if (exited) {
-      if (e) return diverged("the guest exited at instret " + std::to_string(cpu.instret) + " but the log goes on to instret " + std::to_string(e->instret));
-      return exit_report;  // a log that ends without an end record (e.g. copied mid-run)
+    if (ended) {
+      if (e) return diverged("the guest ended at instret " + std::to_string(cpu.instret) + " but the log goes on to instret " + std::to_string(e->instret));
+      return end_report;  // a log that ends without an end record (e.g. copied mid-run): not verified
     }
     uint64_t stop_at = target;
-    if (e) {
-      stop_at = std::min(stop_at, is_async(e->kind) ? e->instret : e->instret + 1);
+    if (chain) {
+      // One more instruction at most: a trap loop ends the run at this same instret; anything else
+      // retires and then diverges from the log, which stays at this position.
+      chain_at = cpu.instret;
+      stop_at = std::min(stop_at, cpu.instret + 1);
+    } else if (e) {
+      // Saturating: a damaged log may put a synchronous event at the very last instret.
+      const uint64_t after = e->instret == UINT64_MAX ? UINT64_MAX : e->instret + 1;
+      stop_at = std::min(stop_at, is_async(e->kind) ? e->instret : after);
     } else if (!complete) {
       if (cpu.instret >= feed_.covered() || !feed_.started()) {
         std::unique_lock<std::mutex> lock(mu_);
@@ -529,7 +554,7 @@ RunReport VcpuThread::replay_to(uint64_t target) {
       }
       stop_at = std::min(stop_at, feed_.covered());
     } else {
-      r.kind = RunReport::Kind::kEndOfLog;  // the log ended without an end record
+      r.kind = RunReport::Kind::kEndOfLog;  // the log ended without an end record: not verified
       return r;
     }
     if (cpu.instret >= target) {
@@ -538,6 +563,7 @@ RunReport VcpuThread::replay_to(uint64_t target) {
     }
     const auto slice_began = std::chrono::steady_clock::now();
     const RunStop stop = m.run(std::min(stop_at, cpu.instret + kSlice));
+    hash_here_ = false;
     progress_.store(cpu.instret, std::memory_order_relaxed);
     flush_console();
     pace(slice_began);  // a throttled replay (tests of lag control: a secondary on a slow host)
@@ -548,16 +574,21 @@ RunReport VcpuThread::replay_to(uint64_t target) {
       case RunStop::kDivergence:
         return diverged(m.divergence());
       case RunStop::kExit:
-        // The guest ended itself; the log should say so here (a final hash and the end record).
-        exited = true;
-        exit_report = final_report(stop);
-        break;
       case RunStop::kFatalTrap:
       case RunStop::kHalted:
-        return final_report(stop);
+        // The guest ended itself; the log should say so here (a final hash and the end record).
+        ended = true;
+        end_report = final_report(stop);
+        end_report.replayed = true;
+        break;
       case RunStop::kWaitWfi: {
         const Event* next = feed_.peek();
-        if (next && next->instret == cpu.instret) break;  // the event that woke the recorder
+        if (next && next->instret == cpu.instret) {
+          // The event that woke the recorder; a synchronous one cannot be due while the hart sleeps.
+          if (is_async(next->kind)) break;
+          return diverged(std::string("the guest waits for an interrupt at instret ") + std::to_string(cpu.instret) + " but the log has " +
+                          event_kind_name(next->kind) + " there, which only an executing instruction can consume");
+        }
         if (!next) {
           std::unique_lock<std::mutex> lock(mu_);
           if (log_complete_ && fed_.empty()) {

@@ -23,8 +23,8 @@ namespace lockstep {
 /// What a finished run reports to the host.
 struct RunReport {
   enum class Kind : uint8_t { kBudget, kExit, kTrap, kHalted, kStopped, kDivergence, kEndOfLog } kind = Kind::kBudget;
-  /// kDivergence: what differed; kEndOfLog: the recorded end reason and code (reason -1: the log
-  /// stopped without an end record).
+  /// kDivergence: what differed. end_reason and end_code: the recorded end reason and code, once the
+  /// end record was applied (reason -1: the log stopped without an end record).
   int32_t exit_code = 0;
   ExitVia via = ExitVia::kNone;
   uint32_t cause = 0, trap_pc = 0, tval = 0;
@@ -32,6 +32,12 @@ struct RunReport {
   std::string divergence;
   int32_t end_reason = -1;
   int64_t end_code = 0;
+  /// Replay runs: the log's end record was reached and applied (so every event of the log was consumed:
+  /// a feed refuses records after an end record), and whether a state hash matched right before it, at
+  /// the same position (the final state is the recorded one). A report of any kind may carry these.
+  bool replayed = false;
+  bool log_ended = false;
+  bool final_hash = false;
 };
 
 class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
@@ -190,6 +196,8 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   // Replay.
   ReplayFeed feed_;                        // vCPU thread
   bool replay_began_ = false;              // vCPU thread: the first batch's start was checked
+  bool hash_here_ = false;                 // vCPU thread: the last event applied was a matching state
+                                           // hash, and the machine has not run since (across runs)
   std::deque<std::vector<uint8_t>> fed_;   // under mu_: batches not yet taken by the vCPU thread
   bool log_complete_ = false;              // under mu_
 

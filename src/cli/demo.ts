@@ -37,7 +37,7 @@ export interface Proc {
   events: Array<Record<string, unknown>>;
   /** Lines of stderr that were not JSON (the latest 50, for failure messages). */
   log: string[];
-  /** The first event named `event` (and matching `pred`), already printed or still to come. */
+  /** The first event named `event` (and matching `pred`), already printed or still to come; rejects after `timeoutMs` (default 60 s). */
   wait(event: string, pred?: (e: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
 }
 
@@ -78,7 +78,7 @@ export function launch(
     child,
     events: [],
     log: [],
-    wait(event, pred = () => true, timeoutMs = 30_000) {
+    wait(event, pred = () => true, timeoutMs = 60_000) {
       const seen = proc.events.find((e) => e.event === event && pred(e));
       if (seen) return Promise.resolve(seen);
       if (child.exitCode !== null || child.signalCode !== null) {

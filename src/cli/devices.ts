@@ -1,5 +1,5 @@
 // Device options shared by `run` and `record`: --disk, --net udp:HOSTPORT:GUESTPORT, --rng.
-import type { Machine, MachineOptions } from '../index.js';
+import { ListenError, type Machine, type MachineOptions } from '../index.js';
 import { UdpForwarder, type UdpForward } from '../machine/net/udp-forward.js';
 import { UsageError } from './args.js';
 
@@ -49,7 +49,15 @@ export function parseDevices(v: DeviceValues): { devices: NonNullable<MachineOpt
 /** Starts the forwards (if any); returns a function that stops them. */
 export async function startForwards(machine: Machine, forwards: UdpForward[], log: (line: string) => void): Promise<() => void> {
   if (forwards.length === 0) return () => {};
-  const { forwarder, ports } = await UdpForwarder.create(machine, forwards);
+  let created: Awaited<ReturnType<typeof UdpForwarder.create>>;
+  try {
+    created = await UdpForwarder.create(machine, forwards);
+  } catch (err) {
+    // Which forward failed is not said; name them all (usually one).
+    const ports = forwards.map((f) => f.hostPort).join(', ');
+    throw ListenError.from(err, `--net udp (host port ${ports})`, '127.0.0.1', forwards.length === 1 ? forwards[0]!.hostPort : 0);
+  }
+  const { forwarder, ports } = created;
   forwards.forEach((f, i) => log(`lockstep: udp 127.0.0.1:${ports[i]} -> guest 10.0.2.15:${f.guestPort}\n`));
   return () => forwarder.close();
 }

@@ -1,21 +1,25 @@
 // `lockstep primary` and `lockstep secondary`: one half of a fault-tolerant pair each, built from one
 // configuration file. Status on stderr (a live line on a TTY, or JSON lines with --events).
 import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { parseArgs } from 'node:util';
 import { loadConfig, type LoadedConfig } from '../config/index.js';
+import { ListenError } from '../errors.js';
 import { arbiterFor } from '../ft/arbiter-config.js';
 import type { Arbiter } from '../ft/arbiter.js';
+import { ControlUnreachableError, callControl } from '../ft/control-client.js';
 import { describeStatus } from '../ft/control.js';
-import { FT_OPERATIONS, controlToken, startControlServer, type ControlServer } from '../ft/control-server.js';
+import { FT_OPERATIONS, startControlServer, type ControlServer } from '../ft/control-server.js';
 import { bindFtMetrics } from '../ft/metrics.js';
 import { FtPrimary } from '../ft/primary.js';
-import { Registry, createFtMetrics, startMetricsServer, type MetricsServer } from '../observability/index.js';
+import { RefusalLog, Registry, createFtMetrics, startMetricsServer, type FtVmMetrics, type MetricsServer } from '../observability/index.js';
 import { FtSecondary } from '../ft/secondary.js';
-import { attachVmNetwork, createVmMachine, loadVm, type VmSpec } from '../ft/vm.js';
+import { attachVmNetwork, createVmMachine, keepAttachingVmNetwork, loadVm, type VmNetwork, type VmSpec } from '../ft/vm.js';
 import type { Machine } from '../machine/machine.js';
 import type { RunResult } from '../machine/types.js';
 import { UsageError } from './args.js';
 import { EXIT, type CommandIo } from './io.js';
+import { setUserSignalTarget, type UserSignal } from './signals.js';
 
 const BUDGET_BYTES_PER_SECOND = 125_000_000;
 
@@ -32,6 +36,13 @@ Options:
   --await-secondary      start the guest only once the first secondary is in lockstep (its boot protected too)
   --events               status as JSON lines on stderr (for programs), instead of text
   -h, --help
+
+Signals: SIGUSR1 runs a test failover, SIGUSR2 a test restart of the secondary; SIGINT and SIGTERM
+stop the primary (its secondary is dismissed, it does not go live).
+
+Exit status: 0 handed over (or the guest's exit code); 64 usage or configuration error; 69 an address
+is taken (the guest's UDP port, --listen, --control, metrics.listen), checked before any epoch is
+claimed; 76 halted (lost the arbiter); 130 interrupted.
 `;
 
 export const SECONDARY_HELP = `Usage: lockstep secondary <vm.json|vm.yaml> --join <host:port> [options]
@@ -49,12 +60,33 @@ Options:
   --console              copy the guest's console to stdout once live
   --events               status as JSON lines on stderr, instead of text
   -h, --help
+
+Signals: SIGUSR1 and SIGUSR2 are ignored (logged) until this side is the primary; then they are the
+primary's (test failover, test restart secondary). A survivor whose UDP port is still held (the old
+primary frozen on this host) goes live all the same and keeps retrying the port, reporting it.
 `;
 
 function hostPort(name: string, text: string): { host: string; port: number } {
-  const m = /^(.+):(\d{1,5})$/.exec(text);
-  if (!m || Number(m[2]) > 65535) throw new UsageError(`${name}: '${text}' must be <host>:<port>`);
-  return { host: m[1]!, port: Number(m[2]) };
+  const m = /^(?:\[([^\]]+)\]|([^\s\[\]]+)):(\d{1,5})$/.exec(text);
+  if (!m || Number(m[3]) > 65535) throw new UsageError(`${name}: '${text}' must be <host>:<port> ([v6]:<port> for IPv6)`);
+  return { host: (m[1] ?? m[2])!, port: Number(m[3]) };
+}
+
+function showAddress(a: { host: string; port: number }): string {
+  return `${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
+}
+
+/**
+ * Fails with a {@link ListenError} when `address` cannot be listened on now: checked before the epoch
+ * is claimed, so a taken port costs no epoch. (A fixed port only; the channel binds it for good later.)
+ */
+async function checkListenable(address: { host: string; port: number }, what: string): Promise<void> {
+  if (address.port === 0) return;
+  const probe = createServer();
+  await new Promise<void>((resolve, reject) => {
+    probe.once('error', (err) => reject(ListenError.from(err, what, address.host, address.port)));
+    probe.listen(address.port, address.host, () => probe.close(() => resolve()));
+  });
 }
 
 /** The VM and FT settings of a loaded configuration, as the library takes them. */
@@ -104,6 +136,10 @@ class Reporter {
     this.#live = false;
     this.#io.stderr.write(`lockstep: ${text}\n`);
   }
+  /** How the user signals are reported (the `signal` event). */
+  readonly signal = (signal: UserSignal, action: string, text: string): void => {
+    this.event('signal', { signal, action }, text);
+  };
   /** A JSON-only event (periodic figures); nothing in text mode. */
   data(name: string, fields: Record<string, unknown>): void {
     if (this.#json) this.event(name, fields, '');
@@ -136,8 +172,8 @@ function supervisePrimary(p: FtPrimary, r: Reporter, io: CommandIo, console: boo
       r.event('handed-over', { ...h }, `handed over to the secondary (epoch ${h.epoch})`);
       resolve(EXIT.ok);
     });
-    p.on('halted', (why) => {
-      r.event('halted', { reason: why }, `halted: ${why}`);
+    p.on('halted', (why, error) => {
+      r.event('halted', { reason: why, ...(error ? { code: error.code } : {}) }, `halted: ${why}`);
       resolve(EXIT.halted);
     });
     p.on('ended', (res: RunResult) => {
@@ -175,6 +211,69 @@ function onSignals(stop: () => Promise<void>): void {
   process.once('SIGTERM', handler);
 }
 
+/** SIGUSR1/SIGUSR2 as a primary's operations (test failover, test restart secondary), from now on. */
+function primarySignals(p: FtPrimary, r: Reporter): void {
+  const op = (signal: UserSignal, name: string, f: () => unknown) => () => {
+    r.signal(signal, name.replace(/ /g, '-'), `${signal}: ${name}`);
+    Promise.resolve()
+      .then(f)
+      .catch((err: unknown) => r.event('warning', { message: `${name}: ${(err as Error).message}` }, `${name} refused: ${(err as Error).message}`));
+  };
+  setUserSignalTarget({
+    role: `the primary of ${p.vmId}`,
+    usr1: op('SIGUSR1', 'test failover', () => p.testFailover()),
+    usr2: op('SIGUSR2', 'test restart secondary', () => p.restartSecondary()),
+    log: r.signal,
+  });
+}
+
+/** Refusals of the operations API: counted in the metrics, summarised on stderr. */
+function controlRefusals(r: Reporter, metrics: () => FtVmMetrics | undefined): (remote: string, reason: string) => void {
+  const log = new RefusalLog({ what: 'operations API', log: (line) => r.event('warning', { message: line }, `warning: ${line}`) });
+  return (remote, reason) => {
+    metrics()?.rejected('control').inc();
+    log.refused(remote, reason);
+  };
+}
+
+/**
+ * Starts something that needs an address (the operations API, the metrics endpoint) and, while the
+ * address is taken, keeps trying with backoff instead of failing: for a secondary that went live on
+ * the host where its frozen old primary still holds the address. Reports the first failure and then
+ * one line per 10 s.
+ */
+function keepStarting<T>(what: string, start: () => Promise<T>, r: Reporter, up: (v: T) => void): { stop(): void } {
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  let reported = -Infinity;
+  const attempt = (n: number): void => {
+    start().then(
+      (v) => {
+        if (stopped) return;
+        if (n > 0) r.event('recovered', { what, attempts: n + 1 }, `${what} is up after ${n + 1} attempts`);
+        up(v);
+      },
+      (err: unknown) => {
+        if (stopped) return;
+        const delay = Math.min(5000, 100 * 2 ** Math.min(n, 10));
+        if (performance.now() - reported >= 10_000) {
+          reported = performance.now();
+          r.event('retrying', { what, attempts: n + 1, message: (err as Error).message }, `warning: ${(err as Error).message}; retrying (${n + 1} attempts so far)`);
+        }
+        timer = setTimeout(() => attempt(n + 1), delay);
+        timer.unref();
+      },
+    );
+  };
+  attempt(0);
+  return {
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+    },
+  };
+}
+
 export async function primaryCommand(argv: string[], io: CommandIo): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -187,21 +286,24 @@ export async function primaryCommand(argv: string[], io: CommandIo): Promise<num
   }
   if (positionals.length !== 1) throw new UsageError('expected one configuration file');
   if (values['exit-with-parent']) exitWithParent();
-  const loaded = await loadConfig(positionals[0]!);
   const r = new Reporter(io, values.events === true);
+  setUserSignalTarget({ role: 'a primary that is still starting', log: r.signal });
+  const control = values.control !== undefined ? hostPort('--control', values.control) : undefined;
+  const loaded = await loadConfig(positionals[0]!);
   for (const w of loaded.warnings) r.event('warning', { message: w }, `WARNING: ${w}`);
   const { spec, ft, arbiter, key, tls } = ftSettings(loaded);
   const listen = values.listen !== undefined ? hostPort('--listen', values.listen) : ft.listen;
   const machine = loadVm(spec);
-  let net: { close: () => void; port?: number } = { close: () => {} };
+  let net: VmNetwork | undefined;
   try {
     return await runPrimary();
   } finally {
-    net.close();
+    net?.close();
     machine.close();
     await arbiter.close().catch(() => undefined);
   }
   async function runPrimary(): Promise<number> {
+  // Every address is taken before the epoch is claimed: a port in use fails here and costs no epoch.
   net = await attachVmNetwork(machine, spec, 0);
   if (net.port !== undefined) r.event('net', { port: net.port }, `udp 127.0.0.1:${net.port} -> guest 10.0.2.15:${spec.net?.backend === 'udp' ? spec.net.guestPort : 0}`);
   const primary = new FtPrimary({
@@ -225,36 +327,36 @@ export async function primaryCommand(argv: string[], io: CommandIo): Promise<num
   });
   const done = supervisePrimary(primary, r, io, values.console === true);
   let metrics: MetricsServer | undefined;
+  let vmMetrics: FtVmMetrics | undefined;
   let unbind = () => {};
-  if (loaded.config.metrics) {
-    const registry = new Registry();
-    unbind = bindFtMetrics(primary, createFtMetrics(registry).forVm(spec.id));
-    metrics = await startMetricsServer(registry, { host: loaded.config.metrics.listen.host, port: loaded.config.metrics.listen.port });
-    r.event('metrics', { url: metrics.url }, `Prometheus metrics at ${metrics.url}`);
+  let controlServer: ControlServer | undefined;
+  try {
+    if (loaded.config.metrics) {
+      const registry = new Registry();
+      vmMetrics = createFtMetrics(registry).forVm(spec.id);
+      vmMetrics.setNetworkAttached(true);
+      unbind = bindFtMetrics(primary, vmMetrics);
+      metrics = await startMetricsServer(registry, { host: loaded.config.metrics.listen.host, port: loaded.config.metrics.listen.port });
+      r.event('metrics', { url: metrics.url }, `Prometheus metrics at ${metrics.url}`);
+    }
+    if (control !== undefined) {
+      controlServer = await startControlServer(() => primary, key, { ...control, onRefused: controlRefusals(r, () => vmMetrics) });
+      r.event('control', { url: controlServer.url }, `operations API at ${controlServer.url}`);
+    }
+    await checkListenable(listen, 'the logging channel (ft.listen, --listen)');
+    const addr = await primary.start();
+    r.event('listening', { host: addr.host, port: addr.port, epoch: primary.epoch }, `primary of ${spec.id} at epoch ${primary.epoch}; secondaries join at ${addr.host}:${addr.port}`);
+    onSignals(() => primary.stop());
+    primarySignals(primary, r);
+    const status = await done;
+    r.end();
+    return status;
+  } finally {
+    unbind();
+    await metrics?.close();
+    await controlServer?.close();
+    await primary.stop().catch(() => undefined);
   }
-  let control: ControlServer | undefined;
-  if (values.control !== undefined) {
-    control = await startControlServer(() => primary, key, hostPort('--control', values.control));
-    r.event('control', { url: control.url }, `operations API at ${control.url}`);
-  }
-  const addr = await primary.start();
-  r.event('listening', { host: addr.host, port: addr.port, epoch: primary.epoch }, `primary of ${spec.id} at epoch ${primary.epoch}; secondaries join at ${addr.host}:${addr.port}`);
-  onSignals(() => primary.stop());
-  // Operations from outside (no control API yet): SIGUSR1 = test failover, SIGUSR2 = test restart secondary.
-  const op = (name: string, f: () => unknown) => () => {
-    Promise.resolve()
-      .then(f)
-      .catch((err: unknown) => r.event('warning', { message: `${name}: ${(err as Error).message}` }, `${name} refused: ${(err as Error).message}`));
-  };
-  process.on('SIGUSR1', op('test failover', () => primary.testFailover()));
-  process.on('SIGUSR2', op('test restart secondary', () => primary.restartSecondary()));
-  const status = await done;
-  r.end();
-  unbind();
-  await metrics?.close();
-  await control?.close();
-  await primary.stop().catch(() => undefined);
-  return status;
   }
 }
 
@@ -281,18 +383,26 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
   if (positionals.length !== 1) throw new UsageError('expected one configuration file');
   if (values.join === undefined) throw new UsageError('--join <host:port> is required');
   if (values['exit-with-parent']) exitWithParent();
+  const r = new Reporter(io, values.events === true);
+  setUserSignalTarget({ role: 'a secondary (operations go to the primary)', log: r.signal });
   const join = hostPort('--join', values.join);
   const listen = hostPort('--listen', values.listen ?? '127.0.0.1:0');
+  const control = values.control !== undefined ? hostPort('--control', values.control) : undefined;
   const loaded = await loadConfig(positionals[0]!);
-  const r = new Reporter(io, values.events === true);
   const { spec, ft, arbiter, key, tls } = ftSettings(loaded);
   if (values.disk !== undefined) {
     if (!spec.disk) throw new UsageError('--disk: the configuration has no disk');
     spec.disk = { ...spec.disk, path: values.disk };
   }
-  let net: { close: () => void } = { close: () => {} };
+  // The figures exist from the start (the network's state is one of them); they are served once live.
+  const registry = loaded.config.metrics ? new Registry() : undefined;
+  const vmMetrics = registry ? createFtMetrics(registry).forVm(spec.id) : undefined;
+  let net: VmNetwork | undefined;
   let machine: Machine | undefined;
   let controlServer: ControlServer | undefined;
+  let metricsServer: MetricsServer | undefined;
+  const retries: { stop(): void }[] = [];
+  let unbind = () => {};
   const secondary = new FtSecondary({
     vmId: spec.id,
     key,
@@ -303,10 +413,29 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
     timeoutMs: ft.timeoutMs,
     createMachine: () => (machine = createVmMachine(spec)),
     beforeLive: async (m) => {
-      const n = await attachVmNetwork(m, spec);
-      net = n;
-      if (n.port !== undefined) r.event('net', { port: n.port }, `udp 127.0.0.1:${n.port} -> guest 10.0.2.15`);
+      // Never fails: a port still held (the old primary frozen on this host) is retried until free,
+      // and the VM goes live meanwhile — serving what it can beats nothing being live at all.
+      let reported = -Infinity;
+      const attaching = keepAttachingVmNetwork(m, spec, {
+        onBound: (port) => {
+          vmMetrics?.setNetworkAttached(true);
+          r.event('net', { port }, `udp 127.0.0.1:${port} -> guest 10.0.2.15`);
+        },
+        onRetry: (err, attempt) => {
+          vmMetrics?.setNetworkAttached(false);
+          if (performance.now() - reported < 10_000) return;
+          reported = performance.now();
+          r.event(
+            'net-unavailable',
+            { address: err.address, attempts: attempt, code: err.code, message: err.message },
+            `warning: ${err.message}; the VM runs without its network meanwhile and keeps trying (${attempt} attempts so far)`,
+          );
+        },
+      });
+      net = attaching;
       if (values.console) m.on('console', (b) => io.stdout.write(b));
+      // A free port is bound before the re-emitted outputs leave, as it always was.
+      await attaching.firstAttempt;
     },
     promote: {
       lagTargetMs: ft.lagTargetMs,
@@ -323,8 +452,11 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
   try {
     return await runSecondary();
   } finally {
-    net.close();
+    for (const t of retries) t.stop();
+    unbind();
+    net?.close();
     await controlServer?.close();
+    await metricsServer?.close();
     await secondary.primary?.stop().catch(() => undefined);
     await secondary.stop().catch(() => undefined);
     (secondary.machine ?? machine)?.close();
@@ -339,8 +471,8 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
       r.event('left', { reason: why }, `left the pair: ${why}`);
       resolve(EXIT.ok);
     });
-    secondary.on('halted', (why) => {
-      r.event('halted', { reason: why }, `halted: ${why}`);
+    secondary.on('halted', (why, error) => {
+      r.event('halted', { reason: why, ...(error ? { code: error.code } : {}) }, `halted: ${why}`);
       resolve(EXIT.halted);
     });
     secondary.on('ended', (res) => {
@@ -350,11 +482,24 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
     secondary.on('restart', () => r.event('restart', {}, 'restarting (asked by the primary); a fresh clone follows'));
     secondary.on('go-live', (g) => r.event('go-live', { ...g }, `LIVE at epoch ${g.epoch} after ${g.ms.toFixed(1)} ms (${g.reason}); re-emitted ${g.reemittedFrames} frames and ${g.reemittedConsole} console bytes (from console position ${g.consolePosition})`));
     secondary.on('promoted', (p) => {
-      if (values.control !== undefined) {
-        void startControlServer(() => p, key, hostPort('--control', values.control)).then((c) => {
-          controlServer = c;
-          r.event('control', { url: c.url }, `operations API at ${c.url}`);
-        });
+      primarySignals(p, r);
+      if (vmMetrics && registry && loaded.config.metrics) {
+        unbind = bindFtMetrics(p, vmMetrics);
+        const at = loaded.config.metrics.listen;
+        retries.push(
+          keepStarting('the metrics endpoint', () => startMetricsServer(registry, { host: at.host, port: at.port }), r, (m) => {
+            metricsServer = m;
+            r.event('metrics', { url: m.url }, `Prometheus metrics at ${m.url}`);
+          }),
+        );
+      }
+      if (control !== undefined) {
+        retries.push(
+          keepStarting('the operations API', () => startControlServer(() => p, key, { ...control, onRefused: controlRefusals(r, () => vmMetrics) }), r, (c) => {
+            controlServer = c;
+            r.event('control', { url: c.url }, `operations API at ${c.url}`);
+          }),
+        );
       }
       const a = p.address;
       r.event('listening', { host: a?.host, port: a?.port, epoch: p.epoch }, `now the primary at epoch ${p.epoch}; a new secondary joins at ${a?.host}:${a?.port}`);
@@ -377,7 +522,8 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
 export const FT_HELP = `Usage: lockstep ft <operation> <vm.json|vm.yaml> --control <host:port>
 
 Runs an operation on the primary of a fault-tolerant pair through its operations API (started with
-lockstep primary --control). Authenticated with a token derived from the pair's key in the config.
+lockstep primary --control). Each request is signed with a key derived from the pair's key in the
+config, with a timestamp and a nonce: it is good once, and only within 30 s of the primary's clock.
 
 Operations:
   status              protection status, lockstep interval, log bandwidth, epoch (JSON)
@@ -386,6 +532,10 @@ Operations:
   disable | enable    turn FT off (the secondary is dismissed) or back on
   suspend             suspend FT (as disable, shown as suspended)
   migrate-secondary   the next secondary to join replaces the current one
+
+Exit status: 0 done (the answer on stdout); 64 usage or configuration error; 69 nothing answers at
+--control, or the process there is not a primary (yet); 70 the API failed; 76 the operation was refused
+in the VM's present state; 77 the request was refused (another pair key, or clocks more than 30 s apart).
 `;
 
 export async function ftCommand(argv: string[], io: CommandIo): Promise<number> {
@@ -401,11 +551,23 @@ export async function ftCommand(argv: string[], io: CommandIo): Promise<number> 
   const addr = hostPort('--control', values.control);
   const loaded = await loadConfig(file);
   if (!loaded.key) throw new UsageError(`${loaded.source}: no key configured`);
-  const res = await fetch(`http://${addr.host}:${addr.port}/ft/${op}`, {
-    method: op === 'status' ? 'GET' : 'POST',
-    headers: { authorization: `Bearer ${controlToken(loaded.key)}` },
-  });
-  const body = await res.text();
-  (res.ok ? io.stdout : io.stderr).write(body);
-  return res.ok ? EXIT.ok : res.status === 409 ? EXIT.halted : EXIT.software;
+  let answer: Awaited<ReturnType<typeof callControl>>;
+  try {
+    answer = await callControl(`http://${showAddress(addr)}`, loaded.key, op === 'status' ? 'GET' : 'POST', `/ft/${op}`);
+  } catch (err) {
+    if (!(err instanceof ControlUnreachableError)) throw err;
+    io.stderr.write(`lockstep ft: ${err.message}; is a primary running with --control ${showAddress(addr)}?\n`);
+    return EXIT.unavailable;
+  }
+  const ok = answer.status >= 200 && answer.status < 300;
+  if (ok) {
+    io.stdout.write(answer.text);
+    return EXIT.ok;
+  }
+  const why = typeof answer.body.error === 'string' ? answer.body.error : answer.text.trim() || `HTTP ${answer.status}`;
+  io.stderr.write(`lockstep ft: ${op}: ${why}\n`);
+  if (answer.status === 401) return EXIT.denied;
+  if (answer.status === 409) return EXIT.halted;
+  if (answer.status === 503) return EXIT.unavailable;
+  return EXIT.software;
 }

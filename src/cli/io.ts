@@ -10,12 +10,18 @@ export const EXIT = {
   ok: 0,
   /** Replay: the machine diverged from its log. */
   divergence: 1,
+  /** Replay: the log has no end record or no final state hash, so the replay cannot prove it reproduced the run. */
+  unverifiable: 3,
   usage: 64,
   dataErr: 65,
   noInput: 66,
+  /** An address is taken, or nothing answers at the address given (EX_UNAVAILABLE). */
+  unavailable: 69,
   software: 70,
   budget: 75,
   halted: 76,
   trap: 77,
+  /** `lockstep ft`: the operations API refused the request's signature (EX_NOPERM; `run` uses 77 for a trap). */
+  denied: 77,
   interrupted: 130,
 } as const;

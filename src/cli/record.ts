@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { Machine, Recorder, Replayer, checkLinuxIdentity } from '../index.js';
 import { DEFAULT_HASH_INTERVAL } from '../log/recorder.js';
+import { checkLog, type LogSummary } from '../log/check.js';
 import { LogReader, LogWriter, type BatchView, type LogMetadata } from '../log/format.js';
 import { UsageError, parseCount, parseSize } from './args.js';
 import { DEVICE_HELP, DEVICE_OPTIONS, parseDevices, startForwards } from './devices.js';
@@ -44,8 +45,9 @@ export const REPLAY_HELP = `Usage: lockstep replay <run.log> <guest.elf> [option
 
 Replays a log written by 'lockstep record' on the same guest ELF, or the same Linux images (the
 command line comes from the log). The guest's console output is reproduced on stdout; the final state
-hash and counters go to stderr. Images that differ from the recording's are refused before anything
-runs, naming which.
+hash and counters go to stderr. Every record is checked before anything runs: nothing may follow the
+end record, and the periodic state hashes the log promises (--hash-interval of the recording) must all
+be there; Linux images that differ from the recording's are refused, naming which.
 
 Options:
   --stats                    also print seconds and MIPS
@@ -57,9 +59,11 @@ Options:
   --append <text>            the recording's command line (default: the one in the log; must match)
   -h, --help                 this help
 
-Exit status: 0 the replay reproduced the recording (same events at the same positions, same state
-hashes); 1 divergence (a report names the first differing event); 65 damaged or mismatched log;
-66 file not found.
+Exit status: 0 the replay reproduced the recording: it consumed the whole log up to its end record,
+every event at its position, and the final state hash matched; 1 divergence (a report names the first
+differing event); 3 unverifiable: the log has no end record (a recording cut short or still being
+written) or no final state hash, so the replay ran as far as the log goes but cannot prove it
+reproduced the run; 65 damaged or mismatched log; 66 file not found; 130 interrupted.
 `;
 
 function sha256(bytes: Uint8Array): string {
@@ -165,10 +169,12 @@ export async function replayCommand(argv: string[], io: CommandIo): Promise<numb
   if (logPath === undefined) throw new UsageError('expected <run.log> and the guest (<guest.elf>, --kernel or --linux)');
   const reader = LogReader.open(logPath);
   let batches: BatchView[];
+  let summary: LogSummary;
   try {
     // Validate the whole log first: replay never applies a damaged batch, and a damaged log is
     // reported before anything runs.
     batches = [...reader.batches()];
+    summary = checkLog(reader.meta, batches);
   } finally {
     reader.close();
   }
@@ -196,23 +202,35 @@ export async function replayCommand(argv: string[], io: CommandIo): Promise<numb
     const replayer = new Replayer(machine);
     for (const b of batches) replayer.feed(b.bytes);
     replayer.end();
-    const started = process.hrtime.bigint();
-    const result = await machine.run();
-    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    const { result, seconds } = await runTimed(machine, undefined);
     if (result.kind === 'divergence') {
       io.stderr.write(`lockstep replay: DIVERGENCE: ${result.message}\n`);
       io.stderr.write(`lockstep replay: stopped at instret ${result.instret}, branches ${result.branches}, pc ${hex(result.pc)}\n`);
       return EXIT.divergence;
     }
+    if (result.kind === 'stopped') return exitStatus(result, io);
     const hash = machine.stateHash();
     const outcome =
-      result.kind === 'exit' ? `guest exit ${result.code}` : result.kind === 'end-of-log' ? `end of log (recording ended: ${result.recorded ?? 'without an end record'})` : result.kind;
+      result.kind === 'exit'
+        ? `guest exit ${result.code}`
+        : result.kind === 'end-of-log'
+          ? `end of log (recording ended: ${result.recorded ?? 'without an end record'})`
+          : result.kind === 'halted'
+            ? `guest halted (${result.reason})`
+            : result.kind;
     io.stderr.write(
       `lockstep replay: ${outcome}; ${result.instret} instructions, ${result.branches} branches, state hash 0x${hash.toString(16).padStart(16, '0')}\n`,
     );
     if (values.stats) io.stderr.write(`lockstep replay: ${seconds.toFixed(3)} s, ${(Number(result.instret) / seconds / 1e6).toFixed(1)} MIPS\n`);
-    if (result.kind === 'trap' || result.kind === 'halted' || result.kind === 'stopped') return exitStatus(result, io);
-    return EXIT.ok;
+    const check = result.replay;
+    if (check?.ended && check.finalHash) return EXIT.ok;
+    const why = !check?.ended
+      ? summary.end === undefined
+        ? `the log ends at instret ${summary.lastInstret} without an end record (a recording cut short or still being written)`
+        : `the replay stopped at instret ${result.instret} (${result.kind}) before the log's end record at instret ${summary.end.instret}`
+      : 'the end record has no state hash before it at its position';
+    io.stderr.write(`lockstep replay: UNVERIFIED: ${why}; the replay cannot prove it reproduced the recording\n`);
+    return EXIT.unverifiable;
   } finally {
     machine.close();
   }

@@ -30,8 +30,9 @@ Options:
 ${DEVICE_HELP}${BOOT_HELP}  -h, --help                 this help
 
 Exit status: the guest's exit code (finisher, semihosting or HTIF); 64 usage error;
-65 invalid ELF or boot image; 66 file not found; 70 internal error; 75 instruction budget reached;
-76 guest halted (WFI with nothing to wake it); 77 unhandled guest trap; 130 interrupted.
+65 invalid ELF or boot image; 66 file not found; 69 a --net host port is taken; 70 internal error;
+75 instruction budget reached; 76 guest halted (WFI with nothing to wake it); 77 unhandled guest
+trap; 130 interrupted. SIGUSR1 and SIGUSR2 are ignored (with a line on stderr).
 `;
 
 export async function runCommand(argv: string[], io: CommandIo): Promise<number> {

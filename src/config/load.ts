@@ -1,5 +1,6 @@
 // Loading a configuration file: read it, parse and validate it, then check what it points at (the guest
 // ELF, the disk image, TLS files, the key) so that a bad path fails here and not halfway through a start.
+import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { constants } from 'node:fs';
 import { access, open, readFile, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
@@ -34,6 +35,73 @@ async function unreadableFile(path: string): Promise<string | undefined> {
   } catch (err) {
     return `cannot read ${path}: ${describeFsError(err)}`;
   }
+}
+
+/** Undefined when `path` is a raw disk image virtio-blk can use: a regular file of whole 512-byte sectors. */
+async function badImage(path: string): Promise<string | undefined> {
+  const why = await unreadableFile(path);
+  if (why) return why;
+  const { size } = await stat(path);
+  if (size === 0) return `${path} is empty: a disk image holds at least one 512-byte sector (e.g. truncate -s 4M ${path})`;
+  if (size % 512 !== 0) {
+    return `${path} is ${size} bytes, not a whole number of 512-byte sectors: virtio-blk could not reach its last ${size % 512} bytes (resize it, e.g. truncate -s ${Math.ceil(size / 512) * 512} ${path})`;
+  }
+  return undefined;
+}
+
+/** Undefined when `dir` is an existing directory; otherwise why not (an arbiter directory is never made here). */
+async function missingDirectory(dir: string): Promise<string | undefined> {
+  try {
+    const st = await stat(dir);
+    if (!st.isDirectory()) return `${dir} is not a directory`;
+    await access(dir, constants.R_OK | constants.W_OK | constants.X_OK);
+    return undefined;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') {
+      return `${dir} does not exist: it must be a directory both halves share (e.g. on NFS), created beforehand — a missing mount must not turn into a local directory each host arbitrates on alone`;
+    }
+    return `cannot use ${dir}: ${describeFsError(err)}`;
+  }
+}
+
+type Pem = { certificate: X509Certificate } | { key: KeyObject } | { problem: string };
+
+/** Reads a PEM certificate or private key, or says why it is not one. */
+async function readPem(path: string, want: 'certificate' | 'key'): Promise<Pem> {
+  const why = await unreadableFile(path);
+  if (why) return { problem: why };
+  let text: string;
+  try {
+    text = await readFile(path, 'latin1');
+  } catch (err) {
+    return { problem: `cannot read ${path}: ${describeFsError(err)}` };
+  }
+  const begin = want === 'certificate' ? /-----BEGIN CERTIFICATE-----/ : /-----BEGIN (?:RSA |EC |ENCRYPTED )?PRIVATE KEY-----/;
+  if (!begin.test(text)) {
+    return { problem: `${path} is not a PEM ${want === 'certificate' ? 'certificate (-----BEGIN CERTIFICATE-----)' : 'private key (-----BEGIN PRIVATE KEY-----)'}` };
+  }
+  try {
+    return want === 'certificate' ? { certificate: new X509Certificate(text) } : { key: createPrivateKey(text) };
+  } catch (err) {
+    const encrypted = /ENCRYPTED/.test(text) || (err as { code?: string }).code === 'ERR_MISSING_PASSPHRASE';
+    return { problem: encrypted ? `${path} is an encrypted private key: lockstep takes unencrypted keys (protect the file instead)` : `${path}: its PEM does not parse: ${(err as Error).message}` };
+  }
+}
+
+/** The TLS files' problems, by field: each a PEM of the right kind, and the key the certificate's. */
+async function tlsProblems(tls: { cert: string; key: string; ca: string }): Promise<{ field: string; why: string }[]> {
+  const out: { field: string; why: string }[] = [];
+  const cert = await readPem(tls.cert, 'certificate');
+  const key = await readPem(tls.key, 'key');
+  const ca = await readPem(tls.ca, 'certificate');
+  if ('problem' in cert) out.push({ field: 'ft.tls.cert', why: cert.problem });
+  if ('problem' in key) out.push({ field: 'ft.tls.key', why: key.problem });
+  if ('problem' in ca) out.push({ field: 'ft.tls.ca', why: ca.problem });
+  if ('certificate' in cert && 'key' in key && !cert.certificate.checkPrivateKey(key.key)) {
+    out.push({ field: 'ft.tls.key', why: `${tls.key} is not the private key of the certificate ${tls.cert}` });
+  }
+  return out;
 }
 
 async function checkGuest(path: string): Promise<string | undefined> {
@@ -106,8 +174,9 @@ export async function readFtKey(key: FtKeyConfig, sourceName: string, env: NodeJ
 
 /**
  * Checks what a validated configuration points at: the guest (or the Linux firmware) is a readable ELF
- * file, the kernel, initrd and device tree readable files, the disk image
- * and TLS files are readable files, and the key can be read. Returns the key (undefined when none is
+ * file, the kernel, initrd and device tree readable files, the disk image a readable file of whole
+ * 512-byte sectors, the TLS files PEM certificates and a private key that belongs to the certificate, a
+ * file arbiter's directory exists, and the key can be read. Returns the key (undefined when none is
  * configured).
  *
  * @throws {ConfigError} listing every problem, each naming its field
@@ -125,13 +194,10 @@ export async function checkConfigFiles(config: LockstepConfig, sourceName: strin
     if (linux.bios !== undefined) problem('vm.bios', await checkGuest(linux.bios));
     if (linux.dtb !== undefined) problem('vm.dtb', await unreadableFile(linux.dtb));
   }
-  if (config.vm.devices.disk) problem('vm.devices.disk.path', await unreadableFile(config.vm.devices.disk.path));
+  if (config.vm.devices.disk) problem('vm.devices.disk.path', await badImage(config.vm.devices.disk.path));
   const tls = config.ft.tls;
-  if (tls) {
-    problem('ft.tls.cert', await unreadableFile(tls.cert));
-    problem('ft.tls.key', await unreadableFile(tls.key));
-    problem('ft.tls.ca', await unreadableFile(tls.ca));
-  }
+  if (tls) for (const { field, why } of await tlsProblems(tls)) problem(field, why);
+  if (config.ft.arbiter?.backend === 'file') problem('ft.arbiter.dir', await missingDirectory(config.ft.arbiter.dir));
   let key: Uint8Array | undefined;
   if (config.ft.key) {
     const { field, result } = await keyBytes(config.ft.key, env);

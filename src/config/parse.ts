@@ -1,10 +1,10 @@
 // Configuration text to a validated configuration: JSON or YAML parsed with positions, so syntax errors
 // and bad fields are reported by line and column. No file system access here.
-import { LineCounter, isMap, isScalar, isSeq, parseDocument, type Node as YamlNode } from 'yaml';
-import { ConfigError } from './errors.js';
+import { LineCounter, isMap, isScalar, isSeq, parseDocument, type Document, type Node as YamlNode } from 'yaml';
+import { ConfigError, type ConfigIssue } from './errors.js';
 import { JsonSyntaxError, lineColumn, parseJson, pathKey } from './json.js';
 import type { ValidatedConfig } from './types.js';
-import { validateWithPositions, type FieldPath, type Locate } from './validate.js';
+import { fieldName, validateWithPositions, type FieldPath, type Locate } from './validate.js';
 
 /** The two formats a configuration can be written in. */
 export type ConfigFormat = 'json' | 'yaml';
@@ -45,9 +45,56 @@ function parseJsonText(text: string, sourceName: string): { value: unknown; loca
   }
 }
 
+/** Plain scalars YAML 1.1 reads as booleans and YAML 1.2 as strings (true/false are booleans in both). */
+const YAML11_BOOLEAN = /^(?:y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF)$/;
+/** Plain integers with a leading zero: octal in YAML 1.1 (017 = 15), decimal in 1.2 (017 = 17). */
+const YAML11_OCTAL = /^[-+]?0[0-9_]+$/;
+
+/**
+ * Values whose meaning depends on the YAML version, written unquoted: refused, so that a file means
+ * one thing to every reader (and to its author, who may think in YAML 1.1, as PyYAML does).
+ */
+function ambiguousScalars(doc: Document, lineCounter: LineCounter): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  const walk = (node: unknown, path: (string | number)[]): void => {
+    if (isMap(node)) {
+      for (const pair of node.items) walk(pair.value, [...path, isScalar(pair.key) ? String(pair.key.value) : String(pair.key)]);
+    } else if (isSeq(node)) {
+      node.items.forEach((item, i) => walk(item, [...path, i]));
+    } else if (isScalar(node) && node.type === 'PLAIN' && typeof node.source === 'string') {
+      const src = node.source;
+      const what = YAML11_BOOLEAN.test(src)
+        ? `the unquoted value ${src} means ${/^[yYoO]/.test(src) && src.toLowerCase() !== 'off' ? 'true' : 'false'} in YAML 1.1 but the string "${src}" in YAML 1.2 (which lockstep reads): write true or false for a boolean, or quote it ("${src}") for a string`
+        : YAML11_OCTAL.test(src)
+          ? `the unquoted number ${src} is octal in YAML 1.1 but decimal in YAML 1.2 (which lockstep reads): write it without the leading zero, or quote it for a string`
+          : undefined;
+      if (what === undefined) return;
+      const field = fieldName(path);
+      const at = node.range ? lineCounter.linePos(node.range[0]) : undefined;
+      issues.push({
+        field,
+        message: `${field === '' ? '' : `${field}: `}${what}${at ? ` (line ${at.line}, column ${at.col})` : ''}`,
+        ...(at ? { line: at.line, column: at.col } : {}),
+      });
+    }
+  };
+  walk(doc.contents, []);
+  return issues;
+}
+
 function parseYamlText(text: string, sourceName: string): { value: unknown; locate: Locate } {
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  // The core schema whatever the file says: a %YAML 1.1 directive must not make yes/on/y true.
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true, schema: 'core' });
+  if (doc.directives?.yaml.explicit && doc.directives.yaml.version !== '1.2') {
+    const m = /^%YAML[ \t]+\S+/m.exec(text);
+    throw syntaxError(
+      sourceName,
+      text,
+      m?.index ?? 0,
+      `%YAML ${doc.directives.yaml.version}: lockstep reads configuration as YAML 1.2 (core schema), where yes/no/on/off are strings and 017 is 17; remove the directive`,
+    );
+  }
   // Warnings (an unresolved tag, say) would change what a value means: refuse them as well.
   const first = doc.errors[0] ?? doc.warnings[0];
   if (first) {
@@ -60,6 +107,8 @@ function parseYamlText(text: string, sourceName: string): { value: unknown; loca
     }
     throw syntaxError(sourceName, text, first.pos[0], `invalid YAML: ${what}`, first);
   }
+  const ambiguous = ambiguousScalars(doc, lineCounter);
+  if (ambiguous.length > 0) throw new ConfigError(sourceName, ambiguous);
   let value: unknown;
   try {
     value = doc.toJS({ maxAliasCount: 100 });

@@ -1,6 +1,7 @@
 // The configuration's schema, checked by hand: every problem is collected with the field's dotted path,
 // defaults are filled in, relative paths resolved, and the result frozen. Reads no files and no
 // environment (load.ts checks what the paths and variables point at).
+import { isIPv4, isIPv6 } from 'node:net';
 import { isAbsolute, resolve } from 'node:path';
 import { ConfigError, type ConfigIssue } from './errors.js';
 import { suggest } from './suggest.js';
@@ -39,7 +40,22 @@ const TAP_NAME = /^[\w.-]{1,15}$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const HEX = /^[0-9a-fA-F]+$/;
 const HOST = /^(?:\[([0-9a-fA-F:.]+(?:%[\w.-]+)?)\]|([A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?))$/;
-const ETCD_ENDPOINT = /^https?:\/\/(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})\/?$/;
+const ETCD_ENDPOINT = /^https?:\/\/(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})\/?$/;
+const HOST_LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+
+/**
+ * Why `host` (as the HOST pattern split it: an IPv6 address without brackets, or anything else) is not
+ * an address or a host name; undefined when it is one. Dotted numbers must be an IPv4 address (no
+ * `999.1.1.1`, no `10.1`), names follow RFC 1123 (labels of 1..63, 253 in all).
+ */
+function hostProblem(host: string, v6: boolean): string | undefined {
+  if (v6) return isIPv6(host.replace(/%.*$/, '')) ? undefined : 'not an IPv6 address';
+  if (/^[\d.]+$/.test(host)) return isIPv4(host) ? undefined : 'not an IPv4 address (four numbers 0..255, as 10.0.0.1)';
+  if (host.length > 253 || !host.split('.').every((l) => HOST_LABEL.test(l))) {
+    return 'not a host name (labels of 1 to 63 letters, digits and "-", separated by dots)';
+  }
+  return undefined;
+}
 
 const TOP_FIELDS = ['vm', 'ft', 'metrics'] as const;
 const VM_FIELDS = ['id', 'guest', 'kernel', 'initrd', 'bios', 'dtb', 'ramMiB', 'clock', 'append', 'devices'] as const;
@@ -203,6 +219,8 @@ class Checker {
     const host = HOST.exec(v.slice(0, colon));
     const portText = v.slice(colon + 1);
     if (!host || !/^\d{1,5}$/.test(portText) || Number(portText) > L.port.max) return bad();
+    const why = hostProblem(host[1] ?? host[2]!, host[1] !== undefined);
+    if (why !== undefined) return this.fail([...s.path, key], `${JSON.stringify(v.slice(0, colon))} is ${why}, in ${show(v)}`);
     return { host: host[1] ?? host[2]!, port: Number(portText) };
   }
 }
@@ -215,7 +233,8 @@ function checkMac(c: Checker, s: Section): string | undefined {
   const v = get(s, 'mac');
   if (v === undefined) return undefined;
   if (typeof v !== 'string' || !MAC.test(v)) return c.fail([...s.path, 'mac'], `must be a MAC address as xx:xx:xx:xx:xx:xx (e.g. 52:54:00:12:34:56), got ${show(v)}`);
-  if (parseInt(v.slice(0, 2), 16) & 1) return c.fail([...s.path, 'mac'], `must be a unicast address (the first byte even), got ${show(v)}`);
+  if (parseInt(v.slice(0, 2), 16) & 1) return c.fail([...s.path, 'mac'], `must be a unicast address (the first byte even; odd is multicast or broadcast), got ${show(v)}`);
+  if (/^0{2}(?::0{2}){5}$/.test(v)) return c.fail([...s.path, 'mac'], 'must not be 00:00:00:00:00:00 (no station has it; e.g. 52:54:00:12:34:56)');
   return v.toLowerCase();
 }
 
@@ -235,7 +254,12 @@ function checkNet(c: Checker, devices: Section): NetConfig | undefined {
         ? c.fail([...path, 'hostPort'], 'is required (the host UDP port forwarded to the guest; 0 for any free port)')
         : c.int(s, 'hostPort', L.port, 0);
     const guestPort = c.int(s, 'guestPort', L.guestPort, D.vm.devices.guestPort);
-    const host = c.string(s, 'host', /^\S+$/, 'a host address without spaces (e.g. 127.0.0.1)', D.vm.devices.udpHost);
+    let host = c.string(s, 'host', /^\S+$/, 'an IPv4 address or a host name (e.g. 127.0.0.1)', D.vm.devices.udpHost);
+    if (host !== undefined) {
+      // The forwarder's sockets are IPv4 (udp4).
+      const why = isIPv6(host) ? 'an IPv6 address; the udp back-end binds IPv4 only' : hostProblem(host, false);
+      if (why !== undefined) host = c.fail([...path, 'host'], `${show(host)} is ${why}`);
+    }
     return { backend, host: host ?? '', hostPort: hostPort ?? 0, guestPort: guestPort ?? 0, mac };
   }
   if (backend === 'tap') {
@@ -350,8 +374,13 @@ function checkArbiter(c: Checker, s: Section, enabled: boolean): ArbiterConfig |
   } else {
     rawEndpoints.forEach((e: unknown, i) => {
       const m = typeof e === 'string' ? ETCD_ENDPOINT.exec(e) : null;
-      if (!m || Number(m[1]) < 1 || Number(m[1]) > 65535) c.fail([...epPath, i], `must be an etcd URL as http(s)://host:port (e.g. http://127.0.0.1:2379), got ${show(e)}`);
-      else endpoints.push(e as string);
+      if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) c.fail([...epPath, i], `must be an etcd URL as http(s)://host:port (e.g. http://127.0.0.1:2379), got ${show(e)}`);
+      else {
+        const h = m[1]!;
+        const why = h.startsWith('[') ? hostProblem(h.slice(1, -1), true) : hostProblem(h, false);
+        if (why !== undefined) c.fail([...epPath, i], `${JSON.stringify(h)} is ${why}, in ${show(e)}`);
+        else endpoints.push(e as string);
+      }
     });
   }
   const prefix = c.string(a, 'prefix', /^[\x21-\x7e]{1,256}$/, 'a key prefix of 1 to 256 printable characters without spaces', D.ft.etcdPrefix);

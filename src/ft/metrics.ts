@@ -10,10 +10,13 @@ export function bindFtMetrics(primary: FtPrimary, m: FtVmMetrics, intervalMs = 1
   const onRelease = (ms: number) => m.outputDelay.observe(ms / 1000);
   const onCloned = (r: { pauseMs: number }) => m.clonePause.observe(r.pauseMs / 1000);
   const onLost = () => m.failovers.inc();
+  const rejected = m.rejected('channel');
+  const onRejected = () => rejected.inc();
   primary.on('ack', onAck);
   primary.on('release', onRelease);
   primary.on('cloned', onCloned);
   primary.on('secondary-lost', onLost);
+  primary.on('rejected', onRejected);
   const sample = () => {
     const s = primary.stats();
     if (s.logBytes > lastBytes) m.logBytes.inc(s.logBytes - lastBytes);
@@ -35,5 +38,6 @@ export function bindFtMetrics(primary: FtPrimary, m: FtVmMetrics, intervalMs = 1
     primary.off('release', onRelease);
     primary.off('cloned', onCloned);
     primary.off('secondary-lost', onLost);
+    primary.off('rejected', onRejected);
   };
 }

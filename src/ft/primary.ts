@@ -9,6 +9,7 @@ import { Recorder } from '../log/recorder.js';
 import { internal, type Machine } from '../machine/machine.js';
 import type { RunResult } from '../machine/types.js';
 import { ChannelServer, type Channel, type ChannelOptions, type Message } from '../protocol/channel.js';
+import { RefusalLog } from '../observability/refusals.js';
 import { ArbiterError, validateOwnerId, type Arbiter } from './arbiter.js';
 import { claimEpoch, newOwnerId } from './claim.js';
 import { publishPrimary } from './diagnostics.js';
@@ -105,6 +106,8 @@ export interface FtPrimaryStats {
   heldOutputs: number;
   /** Pause of the last clone's stop-and-copy, ms. */
   lastClonePauseMs: number | undefined;
+  /** Connections the logging channel refused (failed handshakes, hostile peers). */
+  rejectedConnections: number;
 }
 
 export interface CloneReport {
@@ -126,12 +129,20 @@ export interface FtPrimaryEvents {
   'secondary-lost': [reason: string];
   /** The guest ended (exit, trap, halt); the secondary replays to the same end. */
   ended: [result: RunResult];
-  /** This side lost the arbiter (or handed over) and stopped for good. */
-  halted: [reason: string];
+  /**
+   * This side lost the arbiter (or handed over) and stopped for good. `error` is set when it was a
+   * failure rather than a decision: `ERR_LOCKSTEP_FT_MACHINE_CLOSED` (the machine was closed under it).
+   */
+  halted: [reason: string, error?: FtError];
   /** Test failover finished: the secondary is the primary now, listening at `listen` if it said. */
   'handed-over': [info: { epoch: number; listen?: string }];
-  /** Something an operator should know (e.g. the output rule is off, the arbiter is unreachable). */
+  /**
+   * Something an operator should know (e.g. the output rule is off, the arbiter is unreachable). Refused
+   * connections come here summarised: the first few of a burst, then one line per 10 s.
+   */
   warning: [message: string];
+  /** The logging channel refused a connection (every one; `warning` carries the summary). */
+  rejected: [reason: string, remote: string];
   /** An output-rule release: how long the oldest released output waited, ms. */
   release: [delayMs: number];
   /** One acknowledgement's round trip (batch sent → ack received), ms. */
@@ -140,7 +151,7 @@ export interface FtPrimaryEvents {
 
 /** An FT operation was refused (wrong state) or failed. */
 export class FtError extends LockstepError {
-  constructor(code: 'ERR_LOCKSTEP_FT_STATE' | 'ERR_LOCKSTEP_FT_ARBITER' | 'ERR_LOCKSTEP_FT_CLONE', message: string) {
+  constructor(code: 'ERR_LOCKSTEP_FT_STATE' | 'ERR_LOCKSTEP_FT_ARBITER' | 'ERR_LOCKSTEP_FT_CLONE' | 'ERR_LOCKSTEP_FT_MACHINE_CLOSED', message: string) {
     super(code, message);
   }
 }
@@ -200,6 +211,8 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   #mips = { at: 0, instret: 0n, rate: 0 };
   #lagInstr = 0;
   #lagSec = 0;
+  readonly #refusals = new RefusalLog({ what: 'logging channel', log: (line) => this.emit('warning', line) });
+  readonly #onMachineClose = () => this.#machineClosed();
 
   /** @throws OptionError when `owner` is given but not a valid owner id. */
   constructor(options: FtPrimaryOptions) {
@@ -259,6 +272,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
    */
   async start(): Promise<{ host: string; port: number }> {
     if (this.#phase !== 'idle') throw new FtError('ERR_LOCKSTEP_FT_STATE', 'start(): already started');
+    if (this.machine.closed) throw new FtError('ERR_LOCKSTEP_FT_MACHINE_CLOSED', 'start(): the machine is closed');
     if (this.#o.epoch !== undefined) {
       this.#epoch = this.#o.epoch;
     } else {
@@ -271,9 +285,17 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     if (!this.#o.outputRule) this.emit('warning', 'THE OUTPUT RULE IS OFF: outputs leave before the secondary holds the log behind them; a failover may lose or contradict them. For measurement only.');
     this.#server = new ChannelServer({ key: this.#o.key, vmId: this.vmId, role: 'primary', epoch: this.#epoch, ...(this.#o.tls ? { tls: this.#o.tls } : {}) });
     this.#server.on('channel', (ch: Channel) => this.#onJoin(ch));
-    this.#server.on('rejected', (reason: string, remote: string) => this.emit('warning', `logging channel: rejected ${remote}: ${reason}`));
+    this.#server.on('rejected', (reason: string, remote: string) => {
+      this.emit('rejected', reason, remote);
+      this.#refusals.refused(remote, reason);
+    });
     const addr = await this.#server.listen(this.#o.listen?.port ?? 0, this.#o.listen?.host ?? '127.0.0.1');
     this.#address = addr;
+    if (this.machine.closed) {
+      this.#machineClosed();
+      return addr;
+    }
+    this.machine.once('close', this.#onMachineClose);
     this.#setPhase(this.#o.disabled ? 'disabled' : 'alone');
     this.#awaitSecondary = this.#o.awaitSecondary === true && !this.#o.disabled;
     this.#runLoop = this.#run();
@@ -325,8 +347,9 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       mips: this.#mips.rate,
       failovers: this.#failovers,
       lastAckLatencyMs: this.#lastAckLatency,
-      heldOutputs: this.#phase === 'halted' ? 0 : this.machine[internal].native.held(),
+      heldOutputs: this.#phase === 'halted' || this.machine.closed ? 0 : this.machine[internal].native.held(),
       lastClonePauseMs: this.#lastPause,
+      rejectedConnections: this.#refusals.total,
     };
   }
 
@@ -807,9 +830,11 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   // ---- heartbeats, failure detection, lag control ------------------------------------------------------
 
   #tick(): void {
+    if (this.#phase === 'halted' || this.#phase === 'ended') return;
+    // Closed without stop(): the 'close' event halts us; this covers a machine closed before start().
+    if (this.machine.closed) return this.#machineClosed();
     const now = performance.now();
     const native = this.machine[internal].native;
-    if (this.#phase === 'halted' || this.#phase === 'ended') return;
     const instret = native.progress();
     if (this.#mips.at > 0 && now > this.#mips.at) {
       const rate = Number(instret - this.#mips.instret) / ((now - this.#mips.at) * 1000);
@@ -921,20 +946,37 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     if (this.#phase === 'alone') this.#setPhase(phase);
   }
 
-  #halt(reason: string): void {
+  /**
+   * The machine was closed under this primary (Machine.close() without stop() first): nothing more can
+   * run, be logged or be released. Halt — an event with a coded error, never an exception from a timer.
+   */
+  #machineClosed(): void {
+    if (this.#phase === 'halted') return;
+    const error = new FtError('ERR_LOCKSTEP_FT_MACHINE_CLOSED', `the machine of VM ${this.vmId} was closed while its primary ran (call FtPrimary.stop() before Machine.close())`);
+    this.#halt(error.message, error);
+  }
+
+  #halt(reason: string, error?: FtError): void {
     if (this.#phase === 'halted') return;
     this.#setPhase('halted');
     this.#claimAbort.abort(new Error(reason));
     this.#hold = true;
     if (this.#timer) clearInterval(this.#timer);
     if (this.#epochTimer) clearInterval(this.#epochTimer);
+    this.machine.off('close', this.#onMachineClose);
+    this.#refusals.close();
+    // An operation waiting for the guest to stop (test failover, a clone's pause) would wait forever.
+    const pause = this.#pause;
+    this.#pause = undefined;
+    pause?.reject(new FtError('ERR_LOCKSTEP_FT_STATE', `the primary halted: ${reason}`));
     const ch = this.#channel;
     this.#dropSecondary();
     ch?.close(reason);
     this.machine.stop();
     this.#resumeRun();
     void this.#server?.close();
-    this.emit('halted', reason);
+    if (error) this.emit('halted', reason, error);
+    else this.emit('halted', reason);
   }
 
   #setPhase(p: Phase): void {

@@ -13,7 +13,7 @@ import { BATCH_MAX_LENGTH, BATCH_HEADER, batchLsn, batchSizeAt } from '../log/fo
 import { ArbiterError, validateOwnerId } from './arbiter.js';
 import { claimEpoch, newOwnerId } from './claim.js';
 import { FT_DEFAULTS, FailureDetector, pagesToNative } from './control.js';
-import { FtPrimary, type FtCommonOptions, type FtPrimaryOptions } from './primary.js';
+import { FtError, FtPrimary, type FtCommonOptions, type FtPrimaryOptions } from './primary.js';
 
 const U64_MAX = (1n << 64n) - 1n;
 
@@ -80,8 +80,11 @@ export interface FtSecondaryEvents {
   left: [reason: string];
   /** The guest ended on the primary, and here at the same point. */
   ended: [result: RunResult];
-  /** This side stopped for good: lost the arbiter, diverged, or had nothing to go live with. */
-  halted: [reason: string];
+  /**
+   * This side stopped for good: lost the arbiter, diverged, or had nothing to go live with. `error` is
+   * set for a failure rather than a decision: `ERR_LOCKSTEP_FT_MACHINE_CLOSED` (its machine was closed).
+   */
+  halted: [reason: string, error?: FtError];
   /** The primary asked for a restart (test restart secondary); a fresh clone follows. */
   restart: [];
   warning: [message: string];
@@ -191,7 +194,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     this.#detector = new FailureDetector(this.#timeoutMs, performance.now());
     ch.on('message', (m: Message) => this.#onMessage(ch, m));
     ch.on('close', (reason: string) => {
-      if (ch === this.#channel) void this.#lost(`the logging channel closed: ${reason}`);
+      if (ch === this.#channel) this.#lose(`the logging channel closed: ${reason}`);
     });
     if (this.#o.listen?.port !== undefined) {
       ch.send({ type: 'control', op: 'hello', listen: `${this.#o.listen.host ?? '127.0.0.1'}:${this.#o.listen.port}` });
@@ -264,7 +267,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       case 'heartbeat':
         return;
       case 'go-live':
-        return void this.#lost(`the primary handed over: ${m.reason}`);
+        return this.#lose(`the primary handed over: ${m.reason}`);
       case 'control':
         if (m.op === 'restart') return void this.#restart();
         return;
@@ -291,6 +294,10 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       return this.#violation(ch, `the primary's machine has ${String(meta.memory)} bytes and the ${String(meta.clock)} clock; this side's config says ${m.memory} and ${m.clock}`);
     }
     this.#epoch = epoch;
+    const machine = this.#machine;
+    machine.once('close', () => {
+      if (machine === this.#machine) this.#machineClosed();
+    });
     const disk = meta.disk ?? 'shared';
     if (disk === 'separate') {
       if (!this.#o.separateDisk) return this.#violation(ch, "the primary's disks are separate but this side has no image of its own (separateDisk)");
@@ -363,7 +370,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
 
   #sendAck(): void {
     const ch = this.#channel;
-    if (!ch || ch.closed || this.#expectLsn === 0n || !this.#machine) return;
+    if (!ch || ch.closed || this.#expectLsn === 0n || !this.#machine || this.#machine.closed) return;
     const instret = this.#machine[internal].native.progress();
     ch.send({ type: 'ack', lsn: this.#expectLsn - 1n, instret, bytes: BigInt(this.#receivedBytes) });
     if (!this.#acked) {
@@ -375,16 +382,26 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
   #tick(): void {
     const ch = this.#channel;
     if (!ch || ch.closed) return;
+    if (this.#machine?.closed) return this.#machineClosed();
     const now = performance.now();
     const instret = this.#machine ? this.#machine[internal].native.progress() : 0n;
     ch.send({ type: 'heartbeat', sentAtMs: now, instret, releasedLsn: 0n });
     if (this.#phase === 'replaying') this.#sendAck(); // also reports replay progress for lag control
-    if (this.#detector?.expired(now)) void this.#lost(`no word from the primary for ${Math.round(this.#detector.silence(now))} ms (timeout ${this.#timeoutMs} ms)`);
+    if (this.#detector?.expired(now)) this.#lose(`no word from the primary for ${Math.round(this.#detector.silence(now))} ms (timeout ${this.#timeoutMs} ms)`);
   }
 
   #stopTimer(): void {
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = undefined;
+  }
+
+  /** {@link #lost}, whose failure (its machine closed under it, say) halts this side instead of escaping. */
+  #lose(reason: string): void {
+    this.#lost(reason).catch((err: unknown) => {
+      if (this.#machine?.closed) return this.#machineClosed();
+      if (this.#phase === 'live') this.emit('warning', `going live: ${(err as Error).message}`);
+      else this.#halt(`going live failed: ${(err as Error).message}`);
+    });
   }
 
   /**
@@ -436,7 +453,12 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     const stateHash = machine.stateHash();
     const { instret } = machine.counters;
     if (this.#o.logDir) writeFileSync(join(this.#o.logDir, 'golive.json'), JSON.stringify({ stateHash: stateHash.toString(), instret: instret.toString(), epoch: want }));
-    await this.#o.beforeLive?.(machine);
+    try {
+      await this.#o.beforeLive?.(machine);
+    } catch (err) {
+      // The epoch is ours and the old primary fenced: not going live now would leave nothing live.
+      this.emit('warning', `beforeLive failed (${(err as Error).message}); going live regardless`);
+    }
     if ((this.#phase as Phase) !== 'going-live') return; // stopped meanwhile: the epoch is won, but nothing goes live
     native.setThrottle(0);
     const out = native.goLive(this.#released < 0n ? U64_MAX : this.#released);
@@ -505,7 +527,13 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     }
   }
 
-  #halt(reason: string, phase: 'halted' | 'left' = 'halted'): void {
+  /** Its machine was closed under this secondary (by whoever holds {@link machine}): halt, with a coded error. */
+  #machineClosed(): void {
+    const error = new FtError('ERR_LOCKSTEP_FT_MACHINE_CLOSED', `the machine of VM ${this.vmId} was closed while its secondary ran (call FtSecondary.stop() before closing it)`);
+    this.#halt(error.message, 'halted', error);
+  }
+
+  #halt(reason: string, phase: 'halted' | 'left' = 'halted', error?: FtError): void {
     if (this.#phase === 'halted' || this.#phase === 'left' || this.#phase === 'live') return;
     this.#phase = phase;
     this.#claimAbort.abort(new Error(reason));
@@ -515,7 +543,9 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     ch?.close(reason);
     this.#log?.end();
     this.#machine?.stop();
-    this.emit(phase === 'left' ? 'left' : 'halted', reason);
+    if (phase === 'left') this.emit('left', reason);
+    else if (error) this.emit('halted', reason, error);
+    else this.emit('halted', reason);
   }
 }
 

@@ -1,7 +1,8 @@
 // A VM as the FT commands run it: the machine built from a spec (memory, clock, devices), the guest
 // loaded, and the host side of its network. Both halves of a pair build theirs from the same spec.
 import { readFileSync } from 'node:fs';
-import { OptionError } from '../errors.js';
+import { performance } from 'node:perf_hooks';
+import { ListenError, OptionError } from '../errors.js';
 import { Machine } from '../machine/machine.js';
 import { readLinuxBoot } from '../machine/linux.js';
 import { UdpForwarder } from '../machine/net/udp-forward.js';
@@ -56,22 +57,117 @@ export function loadVm(spec: VmSpec): Machine {
   return machine;
 }
 
+/** The host side of a VM's network. */
+export interface VmNetwork {
+  /** The host UDP port (udp back-end) once bound; undefined before, and for tap or no network. */
+  readonly port: number | undefined;
+  /** False while a bind is still being retried ({@link keepAttachingVmNetwork}). */
+  readonly bound: boolean;
+  /** Disconnects it (and stops retrying). */
+  close(): void;
+}
+
+function what(spec: VmSpec): string {
+  return `the UDP port of VM ${spec.id} (vm.devices.net.hostPort)`;
+}
+
+async function bindOnce(machine: Machine, spec: VmSpec): Promise<{ close: () => void; port: number }> {
+  const net = spec.net as Extract<VmSpec['net'], { backend: 'udp' }>;
+  const host = net.host ?? '127.0.0.1';
+  try {
+    const { forwarder, ports } = await UdpForwarder.create(machine, [{ host, hostPort: net.hostPort, guestPort: net.guestPort }], net.mac ? { guestMac: net.mac } : {});
+    return { close: () => forwarder.close(), port: ports[0]! };
+  } catch (err) {
+    throw ListenError.from(err, what(spec), host, net.hostPort);
+  }
+}
+
 /**
  * Connects the VM's network to the host (the udp back-end binds its port; tap needs nothing here).
- * Binding retries for up to `retryMs`: after a failover on one host, the old primary may still hold
- * the port for a moment. Returns a function that disconnects it.
+ * A port in use is retried for up to `retryMs` (default 5000; 0: not at all).
+ *
+ * @throws {ListenError} when the port cannot be bound in that time (`ERR_LOCKSTEP_LISTEN_IN_USE` when
+ *   another process holds it), naming the VM and the address
  */
-export async function attachVmNetwork(machine: Machine, spec: VmSpec, retryMs = 5000): Promise<{ close: () => void; port?: number }> {
+export async function attachVmNetwork(machine: Machine, spec: VmSpec, retryMs = 5000): Promise<VmNetwork> {
   const net = spec.net;
-  if (!net || net.backend !== 'udp') return { close: () => {} };
-  const end = Date.now() + retryMs;
+  if (!net || net.backend !== 'udp') return { port: undefined, bound: true, close: () => {} };
+  const end = performance.now() + retryMs;
   for (;;) {
     try {
-      const { forwarder, ports } = await UdpForwarder.create(machine, [{ host: net.host ?? '127.0.0.1', hostPort: net.hostPort, guestPort: net.guestPort }], net.mac ? { guestMac: net.mac } : {});
-      return { close: () => forwarder.close(), port: ports[0]! };
+      const b = await bindOnce(machine, spec);
+      return { port: b.port, bound: true, close: b.close };
     } catch (err) {
-      if ((err as { code?: string }).code !== 'EADDRINUSE' || Date.now() > end) throw err;
+      if ((err as ListenError).code !== 'ERR_LOCKSTEP_LISTEN_IN_USE' || performance.now() >= end) throw err;
       await new Promise((r) => setTimeout(r, 20));
     }
   }
+}
+
+/** Callbacks of {@link keepAttachingVmNetwork}. */
+export interface KeepAttachingEvents {
+  /** The port is bound (at last). */
+  onBound?: (port: number) => void;
+  /** A bind failed; the next try comes in `nextDelayMs`. */
+  onRetry?: (err: ListenError, attempt: number, nextDelayMs: number) => void;
+}
+
+/**
+ * Connects the VM's network as {@link attachVmNetwork} does, but never gives up and never throws: the
+ * bind is retried with backoff (50 ms doubling to 2 s) until it succeeds or the handle is closed. For a
+ * secondary that went live while its old primary — frozen, not dead — still holds the port on the same
+ * host: the VM serves everything else meanwhile, and its network comes up when the port is free.
+ * `firstAttempt` settles after the first try (bound or not): await it so that, when the port is free,
+ * the network is up before the go-live's re-emitted outputs leave.
+ */
+export function keepAttachingVmNetwork(
+  machine: Machine,
+  spec: VmSpec,
+  events: KeepAttachingEvents = {},
+  backoff: { firstMs?: number; maxMs?: number } = {},
+): VmNetwork & { readonly firstAttempt: Promise<void> } {
+  const net = spec.net;
+  if (!net || net.backend !== 'udp') return { port: undefined, bound: true, close: () => {}, firstAttempt: Promise.resolve() };
+  let firstDone: () => void = () => {};
+  const firstAttempt = new Promise<void>((r) => (firstDone = r));
+  const firstMs = backoff.firstMs ?? 50;
+  const maxMs = backoff.maxMs ?? 2000;
+  let closed = false;
+  let bound: { close: () => void; port: number } | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const attempt = (n: number): void => {
+    bindOnce(machine, spec).then(
+      (b) => {
+        firstDone();
+        if (closed) return b.close();
+        bound = b;
+        events.onBound?.(b.port);
+      },
+      (err: unknown) => {
+        firstDone();
+        if (closed) return;
+        const delay = Math.min(maxMs, firstMs * 2 ** Math.min(n, 20));
+        const e = err instanceof ListenError ? err : ListenError.from(err, what(spec), net.host ?? '127.0.0.1', net.hostPort);
+        events.onRetry?.(e, n + 1, delay);
+        timer = setTimeout(() => attempt(n + 1), delay);
+        timer.unref();
+      },
+    );
+  };
+  attempt(0);
+  return {
+    firstAttempt,
+    get port() {
+      return bound?.port;
+    },
+    get bound() {
+      return bound !== undefined;
+    },
+    close() {
+      closed = true;
+      clearTimeout(timer);
+      bound?.close();
+      bound = undefined;
+    },
+  };
 }

@@ -22,7 +22,7 @@ export interface ElfSegment {
 export interface ElfImage {
   entry: number;
   segments: ElfSegment[];
-  /** Symbol values by name (function and object symbols of .symtab, when present). */
+  /** Symbol values by name (the symbols of .symtab, when present). */
   symbols: Map<string, number>;
 }
 
@@ -64,6 +64,7 @@ export function parseElf(bytes: Uint8Array, bounds: ElfBounds): ElfImage {
 
   const ramEnd = bounds.base + bounds.size;
   const segments: ElfSegment[] = [];
+  const headers: number[] = []; // program header index of each segment
   for (let i = 0; i < phnum; i++) {
     const at = phoff + i * 32;
     if (dv.getUint32(at, true) !== PT_LOAD) continue;
@@ -82,22 +83,85 @@ export function parseElf(bytes: Uint8Array, bounds: ElfBounds): ElfImage {
         at + 12,
       );
     }
-    for (const s of segments) {
-      if (paddr < s.addr + s.memsz && s.addr < paddr + memsz) throw new ElfError(`segment ${i} overlaps another loadable segment at 0x${s.addr.toString(16)}`, at + 12);
-    }
     segments.push({ addr: paddr, data: bytes.subarray(offset, offset + filesz), memsz, flags: pflags });
+    headers.push(i);
   }
   if (segments.length === 0) throw new ElfError('the executable has no loadable (PT_LOAD) segment', phoff);
+  checkOverlap(segments, headers, phoff);
   if (entry < bounds.base || entry >= ramEnd || entry % 2 !== 0) {
     throw new ElfError(`entry point 0x${entry.toString(16)} is not a valid instruction address in guest RAM`, 24);
   }
   return { entry, segments, symbols: shoff === 0 || shnum === 0 ? new Map() : readSymbols(bytes, dv, shoff, shentsize, shnum) };
 }
 
+/**
+ * Refuses overlapping segments. Sorted by address, any overlap shows between neighbours, so this is
+ * n log n: an ELF may have 65 535 program headers, and a pairwise check of those took half a minute.
+ */
+function checkOverlap(segments: readonly ElfSegment[], headers: readonly number[], phoff: number): void {
+  const order = segments.map((_, k) => k).sort((a, b) => segments[a]!.addr - segments[b]!.addr || a - b);
+  for (let k = 1; k < order.length; k++) {
+    const prev = order[k - 1]!;
+    const cur = order[k]!;
+    if (segments[prev]!.addr + segments[prev]!.memsz > segments[cur]!.addr) {
+      // Name the later header of the pair, as a reader going through the table would meet it.
+      const [later, other] = headers[cur]! > headers[prev]! ? [cur, prev] : [prev, cur];
+      throw new ElfError(`segment ${headers[later]} overlaps another loadable segment at 0x${segments[other]!.addr.toString(16)}`, phoff + headers[later]! * 32 + 12);
+    }
+  }
+}
+
+/** Most bytes of symbol names one file may make the loader decode (a real guest's are a small fraction). */
+const MAX_SYMBOL_NAME_BYTES = 16 * 1024 * 1024;
+
+/**
+ * The names of one string table, each found in O(log n) and decoded once per offset, with a bound on the
+ * bytes decoded in all: symbols pointing into one long unterminated run would otherwise cost time
+ * quadratic in the file's size.
+ */
+class StringTable {
+  readonly #bytes: Uint8Array;
+  readonly #nuls: number[] = [];
+  readonly #names = new Map<number, string>();
+  readonly #decoder = new TextDecoder();
+  #budget: number;
+
+  constructor(bytes: Uint8Array, budget: number) {
+    this.#bytes = bytes;
+    this.#budget = budget;
+    for (let i = bytes.indexOf(0); i >= 0; i = bytes.indexOf(0, i + 1)) this.#nuls.push(i);
+  }
+
+  /** Bytes of the name budget left. */
+  get budget(): number {
+    return this.#budget;
+  }
+
+  /** The name at `offset`: up to the next NUL or the table's end. Undefined once the budget is spent. */
+  name(offset: number): string | undefined {
+    const cached = this.#names.get(offset);
+    if (cached !== undefined) return cached;
+    let lo = 0;
+    let hi = this.#nuls.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.#nuls[mid]! < offset) lo = mid + 1;
+      else hi = mid;
+    }
+    const end = lo < this.#nuls.length ? this.#nuls[lo]! : this.#bytes.length;
+    this.#budget -= end - offset;
+    if (this.#budget < 0) return undefined;
+    const name = this.#decoder.decode(this.#bytes.subarray(offset, end));
+    this.#names.set(offset, name);
+    return name;
+  }
+}
+
 function readSymbols(bytes: Uint8Array, dv: DataView, shoff: number, shentsize: number, shnum: number): Map<string, number> {
   if (shentsize !== 40) throw new ElfError(`section header size is ${shentsize}, expected 40`, 46);
   if (shoff + shnum * 40 > bytes.length) throw new ElfError(`section header table (${shnum} entries at 0x${shoff.toString(16)}) runs past the end of the file`, 32);
   const symbols = new Map<string, number>();
+  let budget = MAX_SYMBOL_NAME_BYTES;
   const section = (i: number) => {
     const at = shoff + i * 40;
     return { type: dv.getUint32(at + 4, true), offset: dv.getUint32(at + 16, true), size: dv.getUint32(at + 20, true), link: dv.getUint32(at + 24, true), at };
@@ -109,17 +173,21 @@ function readSymbols(bytes: Uint8Array, dv: DataView, shoff: number, shentsize: 
     if (sh.link >= shnum) throw new ElfError(`symbol table (section ${i}) links to missing string table ${sh.link}`, sh.at + 24);
     const str = section(sh.link);
     if (str.offset + str.size > bytes.length) throw new ElfError(`string table (section ${sh.link}) runs past the end of the file`, str.at + 16);
-    const decoder = new TextDecoder();
+    const names = new StringTable(bytes.subarray(str.offset, str.offset + str.size), budget);
     for (let s = sh.offset; s + 16 <= sh.offset + sh.size; s += 16) {
       const nameOff = dv.getUint32(s, true);
       if (nameOff === 0) continue;
       if (nameOff >= str.size) throw new ElfError(`symbol name offset 0x${nameOff.toString(16)} is outside the string table`, s);
-      let end = str.offset + nameOff;
-      const limit = str.offset + str.size;
-      while (end < limit && bytes[end] !== 0) end++;
-      const name = decoder.decode(bytes.subarray(str.offset + nameOff, end));
+      const name = names.name(nameOff);
+      if (name === undefined) {
+        throw new ElfError(
+          `the symbol names of section ${i} add up to more than ${MAX_SYMBOL_NAME_BYTES} bytes; strip the symbol table (riscv64-unknown-elf-strip) to load this file`,
+          s,
+        );
+      }
       if (!symbols.has(name)) symbols.set(name, dv.getUint32(s + 4, true));
     }
+    budget = names.budget;
   }
   return symbols;
 }

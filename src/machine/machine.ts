@@ -33,6 +33,11 @@ export interface MachineInternals {
   emitOutputs(o: { console: Uint8Array; frames: Uint8Array[] }): void;
 }
 const U64_MAX = (1n << 64n) - 1n;
+const SNAPSHOT_CODES = {
+  corrupt: 'ERR_LOCKSTEP_SNAPSHOT_CORRUPT',
+  version: 'ERR_LOCKSTEP_SNAPSHOT_VERSION',
+  mismatch: 'ERR_LOCKSTEP_SNAPSHOT_MISMATCH',
+} as const;
 
 /** What {@link Machine.load} put where. */
 export interface LoadInfo {
@@ -55,6 +60,8 @@ export interface MachineEvents {
   console: [chunk: Uint8Array];
   /** An Ethernet frame the guest transmitted on virtio-net (never emitted while replaying). */
   frame: [frame: Uint8Array];
+  /** {@link Machine.close} ran: whatever drives the machine (an FT half, a recorder) must let go of it. */
+  close: [];
 }
 
 /**
@@ -240,6 +247,11 @@ export class Machine extends EventEmitter<MachineEvents> {
     return { instret, branches };
   }
 
+  /** True once {@link close} ran: nothing can be done with the machine any more. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
   /** True while a run is in progress. */
   get running(): boolean {
     return this.#pending !== undefined;
@@ -337,6 +349,7 @@ export class Machine extends EventEmitter<MachineEvents> {
     const pending = this.#pending;
     this.#pending = undefined;
     pending?.reject(new MachineStateError('ERR_LOCKSTEP_MACHINE_CLOSED', 'the machine was closed during a run'));
+    this.emit('close');
   }
 
   /** See {@link internal}. */
@@ -371,13 +384,15 @@ export class Machine extends EventEmitter<MachineEvents> {
   }
 
   /**
-   * Restores a snapshot taken of a machine with the same memory size and clock mode. A damaged or
-   * mismatched snapshot throws a {@link SnapshotError} naming the problem and leaves the machine unchanged.
+   * Restores a snapshot taken of a machine with the same memory size, clock mode and devices. The whole
+   * snapshot is checked (a CRC32C over every byte, then every field) before anything changes: a damaged,
+   * old or mismatched snapshot throws a {@link SnapshotError} (`ERR_LOCKSTEP_SNAPSHOT_CORRUPT`, `_VERSION`
+   * or `_MISMATCH`) naming the problem and leaves the machine unchanged.
    */
   restore(snapshot: Uint8Array): void {
     this.#idle('restore');
     const error = this.#native.restore(snapshot);
-    if (error !== null) throw new SnapshotError(error);
+    if (error !== null) throw new SnapshotError(SNAPSHOT_CODES[error.problem], error.message);
   }
 
   /**
@@ -409,6 +424,9 @@ export class Machine extends EventEmitter<MachineEvents> {
     for (const fn of this.#drains) fn();
     const report = this.#native.takeReport();
     if (report && this.#pending) {
+      // The vCPU pushed its last console bytes before it posted the report, possibly after the drain above
+      // (their doorbell then queued behind this call): take them now, so none arrives after the run settles.
+      this.#drainConsole();
       const pending = this.#pending;
       this.#pending = undefined;
       pending.resolve(this.#result(report));
@@ -416,6 +434,12 @@ export class Machine extends EventEmitter<MachineEvents> {
   }
 
   #result(r: NativeReport): RunResult {
+    const result = this.#reason(r);
+    if (r.replayed) result.replay = { ended: r.logEnded, finalHash: r.finalHash };
+    return result;
+  }
+
+  #reason(r: NativeReport): RunResult {
     const [instret, branches] = this.#native.getCounters();
     const pc = this.#native.getPc();
     const base = { instret, branches, pc };

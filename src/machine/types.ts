@@ -72,5 +72,21 @@ export type ExitReason =
    */
   | { kind: 'end-of-log'; recorded: 'exit' | 'trap' | 'halted' | 'budget' | 'stopped' | undefined; code: number };
 
-/** What {@link Machine.run} resolves to: the reason plus the counters and pc at the stop. */
-export type RunResult = ExitReason & Counters & { pc: number };
+/**
+ * What a replay run verified of its log. A replay reproduced its recording only when both hold: every
+ * event was consumed up to the log's end record (nothing may follow one), and the state hash the
+ * recorder logged with the end record matched. A log cut short, or stripped of its final hash, replays
+ * as far as it goes but proves nothing about the rest of the run.
+ */
+export interface ReplayCheck {
+  /** The end record was reached and applied: the whole log was consumed. */
+  ended: boolean;
+  /** A state hash matched right before the end record, at its position: the final state is the recorded one. */
+  finalHash: boolean;
+}
+
+/**
+ * What {@link Machine.run} resolves to: the reason plus the counters and pc at the stop; a replaying
+ * machine's runs also say what they verified of the log (`replay`).
+ */
+export type RunResult = ExitReason & Counters & { pc: number; replay?: ReplayCheck };

@@ -20,6 +20,10 @@ export interface NativeReport {
   /** kind 'end-of-log': the recorded end reason (EndReason), or -1 without an end record. */
   endReason: number;
   endCode: number;
+  /** A replay run: logEnded and finalHash say how much of the log it verified (see ReplayCheck). */
+  replayed: boolean;
+  logEnded: boolean;
+  finalHash: boolean;
 }
 
 /** The addon's NativeMachine (native/binding/addon.cc). All methods but stop/input/busy/close throw while running. */
@@ -57,8 +61,8 @@ export interface NativeMachine {
   endOfLog(): void;
   stateHash(): bigint;
   snapshot(includeRam?: boolean): Uint8Array;
-  /** null on success, else the reason (the machine is unchanged). */
-  restore(snapshot: Uint8Array): string | null;
+  /** null on success, else the kind of problem and the reason (the machine is unchanged). */
+  restore(snapshot: Uint8Array): { problem: 'corrupt' | 'version' | 'mismatch'; message: string } | null;
   takeDirtyPages(): Uint32Array;
   takeFrames(): Uint8Array[];
   netInput(frame: Uint8Array): void;

@@ -26,6 +26,8 @@ export interface FtMetrics {
   readonly throttleRatio: Gauge;
   readonly unackedBytes: Gauge;
   readonly clonePause: Histogram;
+  readonly rejectedConnections: Counter;
+  readonly networkAttached: Gauge;
   /** The series of one VM, bound to its `vm` label. */
   forVm(vm: string): FtVmMetrics;
 }
@@ -53,6 +55,10 @@ export interface FtVmMetrics {
   readonly unackedBytes: GaugeChild;
   /** Stop-and-copy pause of a clone. */
   readonly clonePause: HistogramChild;
+  /** Connections or requests refused at `endpoint` (`channel`: the logging channel, `control`: the operations API). */
+  rejected(endpoint: 'channel' | 'control'): CounterChild;
+  /** Sets `lockstep_network_attached` to 1 (the host side of the guest's network is up) or 0 (a bind is being retried). */
+  setNetworkAttached(attached: boolean): void;
   /**
    * Drops this VM's series from every metric (the VM left this process). The handles of this object
    * are dead afterwards: call {@link FtMetrics.forVm} again if the VM comes back.
@@ -86,6 +92,12 @@ export function createFtMetrics(registry: Registry): FtMetrics {
     throttleRatio: registry.gauge({ name: 'lockstep_throttle_ratio', help: "Fraction of each time slice the primary's vCPU sleeps to bound the lag (0: full speed).", labelNames }),
     unackedBytes: registry.gauge({ name: 'lockstep_unacked_bytes', help: 'Log bytes sent and not yet acknowledged.', labelNames }),
     clonePause: registry.histogram({ name: 'lockstep_clone_pause_seconds', help: "Guest pause of a clone's final stop-and-copy, seconds.", labelNames, buckets: PAUSE_BUCKETS_SECONDS }),
+    rejectedConnections: registry.counter({
+      name: 'lockstep_rejected_connections_total',
+      help: 'Connections or requests refused (failed handshakes or signatures, over the connection cap), by endpoint.',
+      labelNames: ['vm', 'endpoint'],
+    }),
+    networkAttached: registry.gauge({ name: 'lockstep_network_attached', help: "1 while the host side of the guest's network is up, 0 while its port is being retried.", labelNames }),
   };
   const all = Object.values(m);
   return Object.freeze({
@@ -114,8 +126,15 @@ export function createFtMetrics(registry: Registry): FtMetrics {
         throttleRatio: m.throttleRatio.labels(l),
         unackedBytes: m.unackedBytes.labels(l),
         clonePause: m.clonePause.labels(l),
+        rejected(endpoint: 'channel' | 'control') {
+          return m.rejectedConnections.labels({ vm, endpoint });
+        },
+        setNetworkAttached(attached: boolean) {
+          m.networkAttached.labels(l).set(attached ? 1 : 0);
+        },
         remove() {
-          for (const metric of all) metric.remove(l);
+          for (const metric of all) if (metric !== m.rejectedConnections) metric.remove(l);
+          for (const endpoint of ['channel', 'control']) m.rejectedConnections.remove({ vm, endpoint });
         },
       });
     },

@@ -1,5 +1,6 @@
 // The observability module's public surface: diagnostics channels, the Logger interface, an opt-in
-// Prometheus registry and endpoint, the FT metric set, and a sliding-window rate. Re-exports only.
+// Prometheus registry and endpoint, the FT metric set, a sliding-window rate, refusal counting and the
+// limits every HTTP endpoint gets. Re-exports only.
 export {
   CHANNEL_NAMES,
   ftChannels,
@@ -39,3 +40,5 @@ export {
 } from './metrics.js';
 export { startMetricsServer, type MetricsServer, type MetricsServerOptions } from './metrics-server.js';
 export { Rate } from './rate.js';
+export { RefusalLog, type RefusalLogOptions } from './refusals.js';
+export { HTTP_LIMITS, createLimitedServer, type HttpLimits } from './http-server.js';

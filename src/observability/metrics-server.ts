@@ -1,8 +1,9 @@
 // An HTTP endpoint for Prometheus to scrape: GET /metrics renders a registry, anything else is 404.
 // Opt-in (nothing starts it implicitly) and bound to 127.0.0.1 unless told otherwise.
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { LockstepError } from '../errors.js';
+import { createLimitedServer, type HttpLimits } from './http-server.js';
 import { PROMETHEUS_CONTENT_TYPE, type Registry } from './metrics.js';
 
 /** Where {@link startMetricsServer} listens. */
@@ -11,6 +12,8 @@ export interface MetricsServerOptions {
   host?: string;
   /** TCP port (default 9464; 0 for any free port, then read {@link MetricsServer.port}). */
   port?: number;
+  /** Deadlines and connection cap (defaults: HTTP_LIMITS of http-server.ts): an idle or parked connection is closed. */
+  limits?: Partial<HttpLimits>;
 }
 
 /** A running metrics endpoint. */
@@ -59,7 +62,7 @@ function handle(registry: Registry, req: IncomingMessage, res: ServerResponse): 
 export async function startMetricsServer(registry: Registry, options: MetricsServerOptions = {}): Promise<MetricsServer> {
   const host = options.host ?? '127.0.0.1';
   const port = options.port ?? 9464;
-  const server = createServer((req, res) => handle(registry, req, res));
+  const server = createLimitedServer((req, res) => handle(registry, req, res), options.limits);
   await new Promise<void>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException) => {
       reject(

@@ -12,7 +12,7 @@ const tmp = mkdtempSync(join(tmpdir(), 'lockstep-cli-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 function lockstep(...args: string[]) {
-  const r = spawnSync(process.execPath, [bin, ...args], { cwd: root, encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(process.execPath, [bin, ...args], { cwd: root, encoding: 'utf8', timeout: 240_000 });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 

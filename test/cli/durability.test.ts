@@ -28,7 +28,7 @@ function serve(image: string, extra: string[] = []): Promise<{ child: ChildProce
     let out = '';
     let err = '';
     let port = 0;
-    const timer = setTimeout(() => reject(new Error(`kvserver did not start: ${out} ${err}`)), 20_000);
+    const timer = setTimeout(() => reject(new Error(`kvserver did not start: ${out} ${err}`)), 120_000);
     const check = () => {
       if (port && out.includes('listening')) {
         clearTimeout(timer);
@@ -67,7 +67,7 @@ describe('durability', () => {
       }
     });
     // Kill mid-load: once some writes are acknowledged, with more in flight.
-    const deadline = Date.now() + 15_000;
+    const deadline = Date.now() + 120_000;
     while (acked.size < 40 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
     first.child.kill('SIGKILL');
     await Promise.all(writers);

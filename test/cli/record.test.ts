@@ -6,6 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { EventKind, LogReader, decodeRecords, encodeBatch, type LogEvent } from '../../src/index.js';
+import { encodeLogHeader } from '../../src/log/format.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const bin = join(root, 'dist', 'cli', 'main.js');
@@ -13,7 +15,7 @@ const tmp = mkdtempSync(join(tmpdir(), 'lockstep-record-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 function lockstep(...args: string[]) {
-  const r = spawnSync(process.execPath, [bin, ...args], { cwd: root, encoding: 'latin1', timeout: 60_000 });
+  const r = spawnSync(process.execPath, [bin, ...args], { cwd: root, encoding: 'latin1', timeout: 240_000 });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -63,9 +65,84 @@ describe('lockstep record / replay', () => {
     expect(r.stderr).toMatch(/truncated batch \d+ at offset \d+/);
   });
 
+  /** Writes a copy of `from` whose records went through `edit` (CRCs recomputed: only content changes). */
+  function rewriteLog(from: string, name: string, edit: (events: LogEvent[]) => LogEvent[][] | LogEvent[]): string {
+    const reader = LogReader.fromBytes(readFileSync(from));
+    const views = [...reader.batches()];
+    const perBatch = views.map((b) => decodeRecords(b));
+    const edited = edit(perBatch.flat());
+    // A flat list is split back into the original batches' sizes (as far as it goes); a nested one is used as is.
+    let groups: LogEvent[][];
+    if (edited.length > 0 && Array.isArray(edited[0])) {
+      groups = edited as LogEvent[][];
+    } else {
+      const flat = edited as LogEvent[];
+      groups = [];
+      let at = 0;
+      for (const b of perBatch) {
+        groups.push(flat.slice(at, at + b.length));
+        at += b.length;
+      }
+      if (at < flat.length) groups[groups.length - 1]!.push(...flat.slice(at));
+    }
+    const parts: Uint8Array[] = [encodeLogHeader(reader.meta)];
+    groups.forEach((evs, i) => {
+      const v = views[i]!;
+      parts.push(encodeBatch(BigInt(i), { instret: v.baseInstret, branches: v.baseBranches, pc: v.basePc, clock: v.baseClock }, evs));
+    });
+    const path = join(tmp, name);
+    writeFileSync(path, Buffer.concat(parts));
+    return path;
+  }
+
+  it('refuses, before running, a log with a record after its end record (a valid end record moved into the middle)', () => {
+    const path = rewriteLog(log, 'end-in-middle.log', (evs) => {
+      const end = evs.at(-1)!;
+      const i = Math.floor(evs.length / 3);
+      return [...evs.slice(0, i), { ...evs[i]!, kind: EventKind.End, reason: end.reason!, code: 0n, value: undefined }, ...evs.slice(i)];
+    });
+    const r = lockstep('replay', path, 'guest/bin/echo.elf');
+    expect(r.status).toBe(65);
+    expect(r.stderr).toMatch(/follows the end record .* a recording ends once/);
+    expect(r.stdout).toBe('');
+  });
+
+  it('reports a log without an end record as unverifiable (exit 3), after replaying what it has', () => {
+    const path = rewriteLog(log, 'no-end.log', (evs) => evs.filter((e) => e.kind !== EventKind.End));
+    const r = lockstep('replay', path, 'guest/bin/echo.elf');
+    expect(r.status).toBe(3);
+    expect(r.stderr).toMatch(/UNVERIFIED: the log ends at instret \d+ without an end record/);
+  });
+
+  it('reports a log cut short before the guest ended as unverifiable at once, never waiting for more', () => {
+    const path = rewriteLog(log, 'cut.log', (evs) => [evs.slice(0, Math.floor(evs.length / 2))]);
+    const r = lockstep('replay', path, 'guest/bin/echo.elf');
+    expect(r.status).toBe(3);
+    expect(r.stderr).toMatch(/UNVERIFIED: the log ends at instret \d+ without an end record/);
+  });
+
+  it('reports a log whose final state hash was removed as unverifiable', () => {
+    const path = rewriteLog(log, 'no-final-hash.log', (evs) => evs.filter((e, i) => !(e.kind === EventKind.StateHash && evs[i + 1]?.kind === EventKind.End)));
+    const r = lockstep('replay', path, 'guest/bin/echo.elf');
+    expect(r.status).toBe(3);
+    expect(r.stderr).toMatch(/UNVERIFIED: the end record has no state hash before it/);
+  });
+
+  it('refuses a log stripped of its state hashes, with an input edited', () => {
+    const path = rewriteLog(log, 'stripped.log', (evs) =>
+      evs
+        .filter((e) => e.kind !== EventKind.StateHash)
+        .map((e) => (e.kind === EventKind.UartRx ? { ...e, data: Uint8Array.from(e.data!, (x) => (x === 0x66 ? 0x67 : x)) } : e)),
+    );
+    const r = lockstep('replay', path, 'guest/bin/echo.elf');
+    expect(r.status).toBe(65);
+    expect(r.stderr).toMatch(/no state hash at instret 0, though the log records one every 1000 instructions/);
+  });
+
   it('prints help for both commands', () => {
     expect(lockstep('record', '--help').stdout).toMatch(/--hash-interval/);
     expect(lockstep('replay', '--help').stdout).toMatch(/Exit status: 0 the replay reproduced/);
+    expect(lockstep('replay', '--help').stdout).toMatch(/3 unverifiable/);
     expect(lockstep('record', 'guest/bin/echo.elf').status).toBe(64); // no -o
   });
 });

@@ -42,7 +42,7 @@ describe.skipIf(reason !== undefined)('tap back-end', () => {
     let err = '';
     child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-    const deadline = Date.now() + 20_000;
+    const deadline = Date.now() + 120_000;
     while (!out.includes('listening') && Date.now() < deadline && child.exitCode === null) await new Promise((r) => setTimeout(r, 20));
     expect(out, err).toContain('listening');
     for (const args of [['ip', 'link', 'set', 'lo', 'up'], ['ip', 'addr', 'add', '10.0.2.2/24', 'dev', 'tap0'], ['ip', 'link', 'set', 'tap0', 'up']]) {

@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ClientError, KvClient, encodeFrame, type KvClientOptions } from '../../src/client/index.js';
 import { LockstepError } from '../../src/errors.js';
 import { FakeMemcached, type FakeServerOptions } from './fake-server.js';
+import { until } from '../helpers/wait.js';
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -213,7 +214,7 @@ describe('bad replies', () => {
     const s = await fake({ prelude: (id, _command, reply) => [encodeFrame(id, reply)] });
     const c = client([s.endpoint]);
     expect(await c.version()).toBe('1.6.0-fake');
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await until('the duplicate reply to be counted', () => c.counters.unexpected > 0);
     expect(c.counters.unexpected).toBe(1);
   });
 
@@ -292,8 +293,7 @@ describe('close', () => {
     const hung = await blackhole();
     const c = new KvClient({ endpoints: [hung.endpoint], timeoutMs: 10_000 });
     const pending = c.get('k');
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    expect(c.outstanding).toBe(1);
+    await until('the request to be outstanding', () => c.outstanding === 1);
     await c.close();
     expect((await rejection(pending)).code).toBe('ERR_LOCKSTEP_CLIENT_CLOSED');
     expect((await rejection(c.get('k'))).code).toBe('ERR_LOCKSTEP_CLIENT_CLOSED');

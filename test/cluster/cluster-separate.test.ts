@@ -59,5 +59,5 @@ describe.skipIf(!etcdOk.ok)('cluster with separate disks', () => {
     } finally {
       checker.stop();
     }
-  }, 120_000);
+  }, 600_000);
 });

@@ -95,12 +95,12 @@ describe.skipIf(!etcdOk.ok)('cluster: agents and a manager as processes on a rea
         expect(r.stderr).toBe('');
         expect(r.code).toBe(0);
       }
-      await until('both VMs protected', 30_000, async () => {
+      await until('both VMs protected', 120_000, async () => {
         const { inv, views } = await look(store);
         return views.length === 2 && allProtected(inv, views) ? true : undefined;
       });
       for (const [i, v] of vms.entries()) writers.push(writer(v.udpPort, `w${i}`));
-      await new Promise((r) => setTimeout(r, 500));
+      await until('every VM to acknowledge writes', 120_000, async () => (writers.every((w) => w.acks > 0) ? true : undefined));
 
       const first = await look(store);
       const where = (views: typeof first.views) => views.map((v) => `${v.vm} ${v.primary?.host}/${v.secondary?.host}`).join(', ');
@@ -133,19 +133,18 @@ describe.skipIf(!etcdOk.ok)('cluster: agents and a manager as processes on a rea
       const killedAt = performance.now();
       agents.get(victim)!.killGroup('SIGKILL');
       checker.killed(victim);
-      await until(`${affected.join(', ')} protected again off ${victim}`, 30_000, async () => {
+      await until(`${affected.join(', ')} protected again off ${victim}`, 120_000, async () => {
         const { inv, views } = await look(store);
         return allProtected(inv, views, new Set(['h1', victim])) ? true : undefined;
       });
       const reprotectMs = performance.now() - killedAt;
       const after = await look(store);
       console.log(`${where(before.views)}: host ${victim} SIGKILLed, ${affected.join(' and ')} protected again after ${reprotectMs.toFixed(0)} ms; now ${where(after.views)}`);
-      await new Promise((r) => setTimeout(r, 300));
       // Every VM kept answering: writes were acknowledged after the kill, on each VM.
-      writers.forEach((w, i) => expect(w.acks).toBeGreaterThan(acks1[i]!));
+      await until('writes acknowledged on every VM after the kill', 120_000, async () => (writers.every((w, i) => w.acks > acks1[i]!) ? true : undefined));
 
       // The dead host's record expires (its lease: 3 s), after its instances' (1 s).
-      await until(`the host record of ${victim} expires`, 10_000, async () => ((await look(store)).inv.hosts.has(victim) ? undefined : true));
+      await until(`the host record of ${victim} expires`, 60_000, async () => ((await look(store)).inv.hosts.has(victim) ? undefined : true));
 
       // h1 back in service.
       const off = await runCli(['cluster', 'maintenance', 'h1', 'off', '--wait', '--timeout', '30', '--store', spec], 40_000);
@@ -155,17 +154,22 @@ describe.skipIf(!etcdOk.ok)('cluster: agents and a manager as processes on a rea
       // its operations API too (a handover, not a kill).
       const promoted = after.views.find((v) => v.primary?.startedAs === 'secondary')!;
       const second = promoted.primary!.host;
+      const beforeDrain2 = await look(store);
       const m2 = await runCli(['cluster', 'maintenance', second, 'on', '--wait', '--timeout', '60', '--store', spec], 70_000);
       expect(m2.code).toBe(0);
       const drained2 = await look(store);
       console.log(`${where(after.views)}: ${second} drained; now ${where(drained2.views)}`);
       expect(allProtected(drained2.inv, drained2.views, new Set([victim, second]))).toBe(true);
       const switched = drained2.inv.events.filter((e) => (e.kind === 'switch-primary' || e.kind === 'switch-by-kill') && e.host === second);
-      expect(switched.map((e) => `${e.kind} ${e.vm}`)).toEqual([`switch-primary ${promoted.vm}`]);
+      // Both primaries may have gone live on the same host: the drain switches every primary it finds there.
+      const onSecond = beforeDrain2.views.filter((v) => v.primary?.host === second).map((v) => `switch-primary ${v.vm}`);
+      expect(onSecond).toContain(`switch-primary ${promoted.vm}`);
+      expect(switched.map((e) => `${e.kind} ${e.vm}`).sort()).toEqual(onSecond.sort());
       expect(drained2.inv.events.filter((e) => e.kind === 'switch-by-kill')).toEqual([]);
 
       // Acknowledged writes are all readable, on every VM, after a drain and a host loss.
-      await new Promise((r) => setTimeout(r, 300));
+      const acks2 = writers.map((w) => w.acks);
+      await until('writes acknowledged on every VM after the second drain', 120_000, async () => (writers.every((w, i) => w.acks > acks2[i]!) ? true : undefined));
       for (const w of writers) await w.stop();
       for (const w of writers) expect(await w.verify()).toEqual([]);
       for (const w of writers) expect({ failed: w.failed, errors: w.errors }).toEqual({ failed: 0, errors: [] });
@@ -205,5 +209,5 @@ describe.skipIf(!etcdOk.ok)('cluster: agents and a manager as processes on a rea
         await w.close();
       }
     }
-  }, 150_000);
+  }, 900_000);
 });

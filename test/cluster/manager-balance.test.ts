@@ -59,5 +59,5 @@ describe.skipIf(!etcdOk.ok)('manager load balancing', () => {
     } finally {
       checker.stop();
     }
-  }, 120_000);
+  }, 600_000);
 });

@@ -49,5 +49,5 @@ describe.skipIf(!etcdOk.ok)('manager in legacy mode', () => {
     } finally {
       checker.stop();
     }
-  }, 120_000);
+  }, 600_000);
 });

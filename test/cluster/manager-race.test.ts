@@ -101,5 +101,5 @@ describe.skipIf(!etcdOk.ok)('two managers', () => {
     } finally {
       checker.stop();
     }
-  }, 120_000);
+  }, 600_000);
 });

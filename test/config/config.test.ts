@@ -1,5 +1,6 @@
 // Configuration files: valid JSON and YAML, every default, every bad field named by its path, syntax
 // errors by line and column, path resolution, and the checks loadConfig makes on the files named.
+import { X509Certificate } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
@@ -15,6 +16,7 @@ import {
 } from '../../src/config/index.js';
 import { LockstepError } from '../../src/errors.js';
 import { configToJson } from '../../src/cluster/manager/desired.js';
+import { makeCerts, opensslMissing } from '../protocol/helpers.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'lockstep-config-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -219,6 +221,11 @@ const BAD: [string, (c: Record<string, any>) => void, string, string | RegExp][]
   ['udp host empty', (c) => (c['vm'].devices = { net: { backend: 'udp', hostPort: 1, host: '' } }), 'vm.devices.net.host', 'got ""'],
   ['mac malformed', (c) => (c['vm'].devices = { net: { backend: 'udp', hostPort: 1, mac: '52:54:00:12:34' } }), 'vm.devices.net.mac', 'xx:xx:xx:xx:xx:xx'],
   ['mac multicast', (c) => (c['vm'].devices = { net: { backend: 'tap', name: 't', mac: '01:00:5e:00:00:01' } }), 'vm.devices.net.mac', 'must be a unicast address'],
+  ['mac broadcast', (c) => (c['vm'].devices = { net: { backend: 'tap', name: 't', mac: 'ff:ff:ff:ff:ff:ff' } }), 'vm.devices.net.mac', 'must be a unicast address'],
+  ['mac all zeros', (c) => (c['vm'].devices = { net: { backend: 'udp', hostPort: 1, mac: '00:00:00:00:00:00' } }), 'vm.devices.net.mac', 'must not be 00:00:00:00:00:00'],
+  ['udp host 999.1.1.1', (c) => (c['vm'].devices = { net: { backend: 'udp', hostPort: 1, host: '999.1.1.1' } }), 'vm.devices.net.host', '"999.1.1.1" is not an IPv4 address'],
+  ['udp host IPv6', (c) => (c['vm'].devices = { net: { backend: 'udp', hostPort: 1, host: '::1' } }), 'vm.devices.net.host', 'binds IPv4 only'],
+  ['udp host not a name', (c) => (c['vm'].devices = { net: { backend: 'udp', hostPort: 1, host: 'a..b' } }), 'vm.devices.net.host', 'is not a host name'],
   ['tap name missing', (c) => (c['vm'].devices = { net: { backend: 'tap' } }), 'vm.devices.net.name', 'is required'],
   ['tap name too long', (c) => (c['vm'].devices = { net: { backend: 'tap', name: 'a-long-interface-name' } }), 'vm.devices.net.name', '1 to 15'],
   ['tap with a udp field', (c) => (c['vm'].devices = { net: { backend: 'tap', name: 't', guestPort: 1 } }), 'vm.devices.net.guestPort', /unknown field vm\.devices\.net\.guestPort \(vm\.devices\.net accepts backend, name, mac\)/],
@@ -227,6 +234,10 @@ const BAD: [string, (c: Record<string, any>) => void, string, string | RegExp][]
   ['ft.listen without a port', (c) => (c['ft'].listen = 'localhost'), 'ft.listen', 'must be an address as host:port'],
   ['ft.listen port too big', (c) => (c['ft'].listen = '127.0.0.1:99999'), 'ft.listen', 'got "127.0.0.1:99999"'],
   ['ft.listen a number', (c) => (c['ft'].listen = 7400), 'ft.listen', 'got 7400'],
+  ['ft.listen host 999.1.1.1', (c) => (c['ft'].listen = '999.1.1.1:7400'), 'ft.listen', '"999.1.1.1" is not an IPv4 address (four numbers 0..255, as 10.0.0.1), in "999.1.1.1:7400"'],
+  ['ft.listen host of three numbers', (c) => (c['ft'].listen = '10.1.1:7400'), 'ft.listen', 'is not an IPv4 address'],
+  ['ft.listen a bad IPv6 address', (c) => (c['ft'].listen = '[1::2::3]:7400'), 'ft.listen', 'is not an IPv6 address'],
+  ['ft.listen a host label too long', (c) => (c['ft'].listen = `${'a'.repeat(64)}.example:7400`), 'ft.listen', 'is not a host name'],
   ['no key', (c) => delete c['ft'].keyHex, 'ft', 'needs one of keyFile, keyHex or keyEnv'],
   ['two keys', (c) => (c['ft'].keyFile = 'key'), 'ft.keyFile', 'only one of keyFile, keyHex or keyEnv may be given'],
   ['keyHex too short', (c) => (c['ft'].keyHex = 'abcd'), 'ft.keyHex', 'at least 32 (16 bytes), got 4 characters'],
@@ -253,12 +264,14 @@ const BAD: [string, (c: Record<string, any>) => void, string, string | RegExp][]
   ['etcd endpoints a string', (c) => (c['ft'].arbiter = { backend: 'etcd', endpoints: 'http://e:2379' }), 'ft.arbiter.endpoints', 'must be a non-empty list'],
   ['etcd endpoint without scheme', (c) => (c['ft'].arbiter = { backend: 'etcd', endpoints: ['http://e:2379', 'e:2379'] }), 'ft.arbiter.endpoints[1]', 'got "e:2379"'],
   ['etcd endpoint without port', (c) => (c['ft'].arbiter = { backend: 'etcd', endpoints: ['http://e'] }), 'ft.arbiter.endpoints[0]', 'http(s)://host:port'],
+  ['etcd endpoint host 999.1.1.1', (c) => (c['ft'].arbiter = { backend: 'etcd', endpoints: ['http://999.1.1.1:2379'] }), 'ft.arbiter.endpoints[0]', '"999.1.1.1" is not an IPv4 address'],
   ['etcd prefix with a space', (c) => (c['ft'].arbiter = { backend: 'etcd', endpoints: ['http://e:1'], prefix: 'a b' }), 'ft.arbiter.prefix', 'got "a b"'],
   ['etcd timeout too small', (c) => (c['ft'].arbiter = { backend: 'etcd', endpoints: ['http://e:1'], timeoutMs: 10 }), 'ft.arbiter.timeoutMs', 'got 10'],
   ['file arbiter with an etcd field', (c) => (c['ft'].arbiter = { backend: 'file', dir: 'd', endpoints: [] }), 'ft.arbiter.endpoints', 'unknown field ft.arbiter.endpoints'],
   ['hash interval negative', (c) => (c['ft'].hashIntervalInstructions = -1), 'ft.hashIntervalInstructions', 'got -1'],
   ['metrics not an object', (c) => (c['metrics'] = 9464), 'metrics', 'got 9464'],
   ['metrics.listen malformed', (c) => (c['metrics'] = { listen: 'http://x:1' }), 'metrics.listen', 'got "http://x:1"'],
+  ['metrics.listen host 256.0.0.1', (c) => (c['metrics'] = { listen: '256.0.0.1:9464' }), 'metrics.listen', 'is not an IPv4 address'],
   ['unknown top-level field', (c) => (c['vms'] = {}), 'vms', 'unknown field vms — did you mean vm?'],
   ['prototype key', (c) => (c['vm'] = Object.assign(Object.create(null), c['vm'], { ['__proto__']: {} })), 'vm.__proto__', 'unknown field vm.__proto__'],
 ];
@@ -441,15 +454,40 @@ ft:
     expect(expectConfigError(() => parseConfig('vm: {}\n---\nvm: {}\n', 'yaml', 'x.yaml', '/')).message).toMatch(/line \d+, column \d+: invalid YAML: .*multiple documents/);
   });
 
-  it('takes YAML 1.2 literally: "yes" is a string, not true', () => {
+  it('refuses unquoted yes/no/on/off/y/n (true in YAML 1.1, strings in 1.2) wherever they stand, naming the field', () => {
     const err = expectConfigError(() => parseConfig('vm: {id: a, guest: g, devices: {rng: yes}}\nft: {enabled: false}\n', 'yaml', 'x.yaml', '/'));
-    expect(err.message).toBe('x.yaml: vm.devices.rng: must be true or false, got "yes" (line 1, column 33)');
+    expect(err.field).toBe('vm.devices.rng');
+    expect(err.message).toBe(
+      'x.yaml: vm.devices.rng: the unquoted value yes means true in YAML 1.1 but the string "yes" in YAML 1.2 (which lockstep reads): write true or false for a boolean, or quote it ("yes") for a string (line 1, column 38)',
+    );
+    const off = expectConfigError(() => parseConfig('vm: {id: a, guest: g}\nft: {enabled: Off}\n', 'yaml', 'x.yaml', '/'));
+    expect(off.message).toContain('ft.enabled: the unquoted value Off means false in YAML 1.1');
+    const name = expectConfigError(() => parseConfig('vm: {id: a, guest: g, devices: {net: {backend: tap, name: on}}}\nft: {enabled: false}\n', 'yaml', 'x.yaml', '/'));
+    expect(name.field).toBe('vm.devices.net.name');
+    // Quoted, it is the string, and true/false are booleans in both versions.
+    const { config } = parseConfig('vm: {id: a, guest: g, devices: {rng: true, net: {backend: tap, name: "on"}}}\nft: {enabled: false}\n', 'yaml', 'x.yaml', '/');
+    expect(config.vm.devices.rng).toBe(true);
+    expect(config.vm.devices.net).toMatchObject({ name: 'on' });
+  });
+
+  it('refuses a %YAML 1.1 directive (which made yes true) and unquoted numbers with a leading zero (octal in 1.1)', () => {
+    const err = expectConfigError(() => parseConfig('# vm\n%YAML 1.1\n---\nvm: {id: a, guest: g, devices: {rng: true}}\nft: {enabled: false}\n', 'yaml', 'x.yaml', '/'));
+    expect(err.message.split('\n')[0]).toBe(
+      'x.yaml: line 2, column 1: %YAML 1.1: lockstep reads configuration as YAML 1.2 (core schema), where yes/no/on/off are strings and 017 is 17; remove the directive',
+    );
+    const octal = expectConfigError(() => parseConfig('vm: {id: a, guest: g, ramMiB: 017}\nft: {enabled: false}\n', 'yaml', 'x.yaml', '/'));
+    expect(octal.field).toBe('vm.ramMiB');
+    expect(octal.message).toContain('the unquoted number 017 is octal in YAML 1.1 but decimal in YAML 1.2');
+    // %YAML 1.2 is what it reads anyway.
+    expect(parseConfig('%YAML 1.2\n---\nvm: {id: a, guest: g, ramMiB: 17}\nft: {enabled: false}\n', 'yaml', 'x.yaml', '/').config.vm.ramMiB).toBe(17);
   });
 });
 
 describe('loadConfig: files', () => {
   const dir = join(tmp, 'conf');
   mkdirSync(join(dir, 'bin'), { recursive: true });
+  mkdirSync(join(tmp, 'arbiter'));
+  const arb = join(tmp, 'arbiter');
   writeFileSync(join(dir, 'bin', 'kv.elf'), ELF);
   writeFileSync(join(dir, 'not-elf.bin'), 'hello');
   writeFileSync(join(dir, 'disk.img'), new Uint8Array(512));
@@ -480,8 +518,8 @@ describe('loadConfig: files', () => {
   });
 
   it('loads JSON (.json) and YAML (.yml), and a relative path to the file itself', async () => {
-    const json = write('vm.json', JSON.stringify({ vm: { id: 'kv1', guest: 'bin/kv.elf' }, ft: { keyHex: KEY_HEX, arbiter: { backend: 'file', dir: '/a' } } }));
-    const yml = write('vm.yml', `vm: {id: kv1, guest: bin/kv.elf}\nft: {keyHex: "${KEY_HEX}", arbiter: {backend: file, dir: /a}}\n`);
+    const json = write('vm.json', JSON.stringify({ vm: { id: 'kv1', guest: 'bin/kv.elf' }, ft: { keyHex: KEY_HEX, arbiter: { backend: 'file', dir: arb } } }));
+    const yml = write('vm.yml', `vm: {id: kv1, guest: bin/kv.elf}\nft: {keyHex: "${KEY_HEX}", arbiter: {backend: file, dir: ${arb}}}\n`);
     const a = await loadConfig(json);
     const b = await loadConfig(yml);
     expect(a.config).toEqual(b.config);
@@ -491,7 +529,7 @@ describe('loadConfig: files', () => {
   });
 
   it('returns the output-rule warning for the caller to print', async () => {
-    const path = write('norule.yaml', `vm: {id: kv1, guest: bin/kv.elf}\nft: {keyHex: "${KEY_HEX}", outputRule: false, arbiter: {backend: file, dir: /a}}\n`);
+    const path = write('norule.yaml', `vm: {id: kv1, guest: bin/kv.elf}\nft: {keyHex: "${KEY_HEX}", outputRule: false, arbiter: {backend: file, dir: ${arb}}}\n`);
     const { warnings } = await loadConfig(path);
     expect(warnings).toHaveLength(1);
     expect(warnings[0]).toContain('norule.yaml: ft.outputRule is false');
@@ -508,19 +546,61 @@ describe('loadConfig: files', () => {
     expect((await expectConfigErrorAsync(loadConfig(isDir))).message).toContain('is not a regular file');
   });
 
-  it('names a missing disk image and missing TLS files, all at once', async () => {
+  it('names a missing disk image, missing and non-PEM TLS files, and a missing arbiter directory, all at once', async () => {
     const path = write(
       'tls.yaml',
-      `vm: {id: kv1, guest: bin/kv.elf, devices: {disk: {path: none.img}}}\nft: {keyHex: "${KEY_HEX}", tls: {cert: c.pem, key: k.pem, ca: key}, arbiter: {backend: file, dir: /a}}\n`,
+      `vm: {id: kv1, guest: bin/kv.elf, devices: {disk: {path: none.img}}}\nft: {keyHex: "${KEY_HEX}", tls: {cert: c.pem, key: k.pem, ca: key}, arbiter: {backend: file, dir: no-such-dir}}\n`,
     );
     const err = await expectConfigErrorAsync(loadConfig(path));
-    expect(err.issues.map((i) => i.field)).toEqual(['vm.devices.disk.path', 'ft.tls.cert', 'ft.tls.key']);
+    expect(err.issues.map((i) => i.field)).toEqual(['vm.devices.disk.path', 'ft.tls.cert', 'ft.tls.key', 'ft.tls.ca', 'ft.arbiter.dir']);
+    expect(err.issues[3]!.message).toBe(`ft.tls.ca: ${join(dir, 'key')} is not a PEM certificate (-----BEGIN CERTIFICATE-----)`);
+    expect(err.issues[4]!.message).toMatch(new RegExp(`^ft\\.arbiter\\.dir: ${join(dir, 'no-such-dir').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} does not exist: it must be a directory both halves share`));
+  });
+
+  it('refuses a disk image that is not whole 512-byte sectors, or empty', async () => {
+    writeFileSync(join(dir, 'odd.img'), new Uint8Array(1000));
+    writeFileSync(join(dir, 'empty.img'), new Uint8Array(0));
+    for (const [img, text] of [
+      ['odd.img', `${join(dir, 'odd.img')} is 1000 bytes, not a whole number of 512-byte sectors: virtio-blk could not reach its last 488 bytes (resize it, e.g. truncate -s 1024 ${join(dir, 'odd.img')})`],
+      ['empty.img', `${join(dir, 'empty.img')} is empty`],
+    ] as const) {
+      const path = write(`disk-${img}.yaml`, `vm: {id: kv1, guest: bin/kv.elf, devices: {disk: {path: ${img}}}}\nft: {enabled: false}\n`);
+      const err = await expectConfigErrorAsync(loadConfig(path));
+      expect(err.field).toBe('vm.devices.disk.path');
+      expect(err.message).toContain(`vm.devices.disk.path: ${text}`);
+    }
+  });
+
+  it('refuses an arbiter directory that is a file', async () => {
+    const path = write('arb-file.yaml', `vm: {id: kv1, guest: bin/kv.elf}\nft: {keyHex: "${KEY_HEX}", arbiter: {backend: file, dir: key}}\n`);
+    const err = await expectConfigErrorAsync(loadConfig(path));
+    expect(err.message).toContain(`ft.arbiter.dir: ${join(dir, 'key')} is not a directory`);
+  });
+
+  const noTls = opensslMissing();
+  it.skipIf(noTls !== undefined)('takes PEM TLS files whose key is the certificate\'s; refuses DER, garbage and a key of another certificate', async () => {
+    const certs = makeCerts();
+    writeFileSync(join(dir, 'ca.pem'), certs.ca);
+    writeFileSync(join(dir, 'cert.pem'), certs.serverCert);
+    writeFileSync(join(dir, 'key.pem'), certs.serverKey);
+    writeFileSync(join(dir, 'other-key.pem'), certs.clientKey);
+    writeFileSync(join(dir, 'cert.der'), new X509Certificate(certs.serverCert).raw);
+    const tls = (cert: string, key: string, ca: string) =>
+      write(`tls-${cert}-${key}-${ca}.yaml`, `vm: {id: kv1, guest: bin/kv.elf}\nft: {keyHex: "${KEY_HEX}", tls: {cert: ${cert}, key: ${key}, ca: ${ca}}, arbiter: {backend: file, dir: ${arb}}}\n`);
+    expect((await loadConfig(tls('cert.pem', 'key.pem', 'ca.pem'))).config.ft.tls?.cert).toBe(join(dir, 'cert.pem'));
+    const der = await expectConfigErrorAsync(loadConfig(tls('cert.der', 'key.pem', 'ca.pem')));
+    expect(der.issues.map((i) => i.field)).toEqual(['ft.tls.cert']);
+    expect(der.message).toContain('is not a PEM certificate');
+    const garbage = await expectConfigErrorAsync(loadConfig(tls('cert.pem', 'disk.img', 'ca.pem')));
+    expect(garbage.message).toContain(`ft.tls.key: ${join(dir, 'disk.img')} is not a PEM private key`);
+    const mismatch = await expectConfigErrorAsync(loadConfig(tls('cert.pem', 'other-key.pem', 'ca.pem')));
+    expect(mismatch.message).toContain(`ft.tls.key: ${join(dir, 'other-key.pem')} is not the private key of the certificate ${join(dir, 'cert.pem')}`);
   });
 
   it('checks the key file, the key variable and its length', async () => {
-    const short = write('short.yaml', `vm: {id: kv1, guest: bin/kv.elf}\nft: {keyFile: short-key, arbiter: {backend: file, dir: /a}}\n`);
+    const short = write('short.yaml', `vm: {id: kv1, guest: bin/kv.elf}\nft: {keyFile: short-key, arbiter: {backend: file, dir: ${arb}}}\n`);
     expect((await expectConfigErrorAsync(loadConfig(short))).message).toMatch(/ft\.keyFile: .*short-key holds 15 bytes of key; at least 16 are needed/);
-    const env = write('env.yaml', `vm: {id: kv1, guest: bin/kv.elf}\nft: {keyEnv: LOCKSTEP_TEST_KEY, arbiter: {backend: file, dir: /a}}\n`);
+    const env = write('env.yaml', `vm: {id: kv1, guest: bin/kv.elf}\nft: {keyEnv: LOCKSTEP_TEST_KEY, arbiter: {backend: file, dir: ${arb}}}\n`);
     const unset = await expectConfigErrorAsync(loadConfig(env, { env: {} }));
     expect(unset.message).toContain('ft.keyEnv: the environment variable LOCKSTEP_TEST_KEY is not set');
     const bad = await expectConfigErrorAsync(loadConfig(env, { env: { LOCKSTEP_TEST_KEY: 'abcd' } }));

@@ -3,7 +3,7 @@
 import { spawnSync } from 'node:child_process';
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { chmod, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { openSync, closeSync } from 'node:fs';
+import { closeSync, constants, openSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -109,10 +109,13 @@ function sharedContract(make: () => Arbiter, vm: () => string): void {
 describe('FileArbiter', () => {
   let root: string;
   let n = 0;
+  /** Writer ends of FIFOs, closed at the end: the EOF that frees a thread-pool thread reading one. */
+  const fifoWriters: number[] = [];
   beforeAll(async () => {
     root = await mkdtemp(join(tmpdir(), 'lockstep-arbiter-'));
   });
   afterAll(async () => {
+    for (const fd of fifoWriters.splice(0)) closeSync(fd);
     await rm(root, { recursive: true, force: true });
   });
 
@@ -203,8 +206,11 @@ describe('FileArbiter', () => {
       const err = await expectCode(a.current('kv1', { timeoutMs: 200 }), 'ERR_LOCKSTEP_ARBITER_UNAVAILABLE');
       expect(err.message).toContain('within 200 ms');
     } finally {
-      // Unblock the thread-pool thread still reading the FIFO: a writer that opens and closes it gives it EOF.
-      closeSync(openSync(fifo, 'w'));
+      // Unblock the thread-pool thread reading the FIFO, whether it has opened it yet or not (on a loaded
+      // machine it may not have): a write-only open would block this thread until it did — for ever if
+      // it never does. O_RDWR never blocks on Linux; while it is open, the reader's open succeeds and its
+      // read waits; closing it (afterAll) gives the read its EOF.
+      fifoWriters.push(openSync(fifo, constants.O_RDWR));
     }
   });
 

@@ -14,6 +14,7 @@ import { FRAME_MAGIC } from '../../src/protocol/frame.js';
 import { makeCerts, opensslMissing } from '../protocol/helpers.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { exited, killAll, kvConfig, launch, replayReceived, root, type Proc } from '../helpers/ft-pair.js';
+import { until } from '../helpers/wait.js';
 
 const KILLS = Number(process.env.LOCKSTEP_FT_KILLS ?? 20);
 const tmp = mkdtempSync(join(tmpdir(), 'lockstep-ft-'));
@@ -39,7 +40,7 @@ async function pair(dir: string, options: Parameters<typeof kvConfig>[1] = {}, s
 }
 
 /** A counter that only goes up through `incr` with retried request ids: duplicates would show. */
-async function incrLoad(port: number, stop: { done: boolean }) {
+async function incrLoad(port: number, stop: { done: boolean; acked?: number }) {
   const c = new KvClient({ endpoints: [{ host: '127.0.0.1', port }], timeoutMs: 150, retries: 60 });
   await c.set('counter', '0');
   let acked = 0;
@@ -49,11 +50,20 @@ async function incrLoad(port: number, stop: { done: boolean }) {
     try {
       await c.incr('counter', 1);
       acked++;
+      stop.acked = acked;
     } catch {
       // unanswered: may or may not have been applied (once)
     }
   }
   return { client: c, acked, sent };
+}
+
+/** A verifying load whose acknowledged count can be waited on (progress every 20 ms). */
+function watchedLoad(options: ConstructorParameters<typeof LoadGenerator>[0]) {
+  const load = new LoadGenerator({ ...options, progressIntervalMs: 20 });
+  const seen = { acknowledged: 0 };
+  load.on('progress', (p) => (seen.acknowledged = p.acknowledged));
+  return { load, seen, running: load.run() };
 }
 
 describe('fault-tolerant pair (processes)', () => {
@@ -64,16 +74,19 @@ describe('fault-tolerant pair (processes)', () => {
       const dir = join(tmp, `kill-${i}`);
       mkdirSync(dir);
       const { cfg, primary, secondary, logDir } = await pair(dir);
-      const load = new LoadGenerator({ durationMs: 600_000, endpoints: [{ host: '127.0.0.1', port: cfg.udpPort }], clients: 2, setRatio: 0.6, keys: 50, timeoutMs: 150, retries: 60 });
-      const stop = { done: false };
-      const running = load.run();
+      const { load, seen, running } = watchedLoad({ durationMs: 600_000, endpoints: [{ host: '127.0.0.1', port: cfg.udpPort }], clients: 2, setRatio: 0.6, keys: 50, timeoutMs: 150, retries: 60 });
+      const stop: { done: boolean; acked?: number } = { done: false };
       const counting = incrLoad(cfg.udpPort, stop);
-      await new Promise((r) => setTimeout(r, 150 + Math.floor(rnd() * 900)));
+      // A random moment in the load's progress (not in wall time: a loaded machine makes less of it).
+      const killAfter = 5 + Math.floor(rnd() * 60);
+      await until(`${killAfter} increments and requests acknowledged`, () => (stop.acked ?? 0) >= killAfter && seen.acknowledged >= killAfter, { timeoutMs: 60_000 });
       primary.child.kill('SIGKILL');
-      const live = await secondary.wait('go-live', undefined, 20_000);
+      const live = await secondary.wait('go-live', undefined, 60_000);
       expect(Number(live.epoch)).toBe(2);
-      await secondary.wait('listening', (e) => Number(e.epoch) === 2);
-      await new Promise((r) => setTimeout(r, 200));
+      await secondary.wait('listening', (e) => Number(e.epoch) === 2, 60_000);
+      // The new primary serves both loads before they stop.
+      const atLive = { acked: stop.acked ?? 0, load: seen.acknowledged };
+      await until('both loads answered by the new primary', () => (stop.acked ?? 0) > atLive.acked && seen.acknowledged > atLive.load, { timeoutMs: 60_000 });
       load.stop();
       stop.done = true;
       const result = await running;
@@ -94,7 +107,7 @@ describe('fault-tolerant pair (processes)', () => {
       killAll([secondary]);
       await exited(secondary);
     }
-  }, 600_000);
+  }, 1_800_000);
 
   it('SIGKILL of the secondary: the primary goes on alone, then a new secondary joins and lockstep resumes', async () => {
     const dir = join(tmp, 'secondary-kill');
@@ -102,29 +115,29 @@ describe('fault-tolerant pair (processes)', () => {
     const { cfg, primary, secondary, port } = await pair(dir, { metrics: true });
     const metricsUrl = String((await primary.wait('metrics')).url);
     const scrape = async () => (await fetch(metricsUrl)).text();
-    await new Promise((r) => setTimeout(r, 1100));
-    expect(await scrape()).toMatch(/lockstep_protected\{vm="kv-test"\} 1/);
-    const load = new LoadGenerator({ durationMs: 600_000, endpoints: [{ host: '127.0.0.1', port: cfg.udpPort }], clients: 2, setRatio: 0.5, keys: 50, timeoutMs: 150, retries: 40 });
-    const running = load.run();
-    await new Promise((r) => setTimeout(r, 300));
+    // The figures are sampled once a second: wait for the sample that saw the pair protected.
+    await until('the metrics to show the VM protected', async () => /lockstep_protected\{vm="kv-test"\} 1/.test(await scrape()), { everyMs: 100 });
+    const { load, seen, running } = watchedLoad({ durationMs: 600_000, endpoints: [{ host: '127.0.0.1', port: cfg.udpPort }], clients: 2, setRatio: 0.5, keys: 50, timeoutMs: 150, retries: 40 });
+    await until('the load to get answers', () => seen.acknowledged >= 20);
     secondary.child.kill('SIGKILL');
     const lost = await primary.wait('secondary-lost');
     expect(Number(lost.epoch)).toBe(2);
     await primary.wait('status', (e) => e.protected === false && String(e.text).includes('need secondary'));
-    await new Promise((r) => setTimeout(r, 300));
+    const alone = seen.acknowledged;
+    await until('answers while the primary runs alone', () => seen.acknowledged > alone);
     const again = start('secondary 2', ['secondary', cfg.path, '--join', `127.0.0.1:${port}`]);
-    await primary.wait('cloned', (e) => Number(e.pages) > 0);
-    await primary.wait('status', (e) => e.protected === true && primary.events.filter((x) => x.event === 'status' && x.protected === true).length >= 2);
-    await new Promise((r) => setTimeout(r, 300));
+    await primary.wait('cloned', (e) => Number(e.pages) > 0, 60_000);
+    await primary.wait('status', (e) => e.protected === true && primary.events.filter((x) => x.event === 'status' && x.protected === true).length >= 2, 60_000);
+    const reprotected = seen.acknowledged;
+    await until('answers once protected again', () => seen.acknowledged > reprotected);
     load.stop();
     const result = await running;
     expect(result.violationCount).toBe(0);
     expect(result.failed).toBe(0);
     expect(again.child.exitCode).toBeNull();
-    const text = await scrape();
-    expect(text).toMatch(/lockstep_failovers_total\{vm="kv-test"\} 1/);
-    expect(text).toMatch(/lockstep_ack_latency_seconds_count\{vm="kv-test"\} [1-9]/);
-  }, 120_000);
+    await until('the metrics to count the failover', async () => /lockstep_failovers_total\{vm="kv-test"\} 1/.test(await scrape()), { everyMs: 100 });
+    expect(await scrape()).toMatch(/lockstep_ack_latency_seconds_count\{vm="kv-test"\} [1-9]/);
+  }, 600_000);
 
   it('a hostile peer on the logging channel (wrong key, garbage, an oversized frame, a second secondary) is rejected and the protected pair goes on', async () => {
     const dir = join(tmp, 'hostile');
@@ -156,9 +169,8 @@ describe('fault-tolerant pair (processes)', () => {
       second.on('close', (reason) => resolve(`closed: ${reason}`));
     });
     expect(bye).toMatch(/already has a secondary/);
-    const rejected = () => primary.events.filter((e) => e.event === 'warning' && /rejected/.test(String(e.message))).length;
-    for (let i = 0; i < 100 && rejected() < 3; i++) await new Promise((r) => setTimeout(r, 20));
-    expect(rejected()).toBeGreaterThanOrEqual(3);
+    const rejected = () => primary.events.filter((e) => e.event === 'warning' && /^logging channel: refused /.test(String(e.message))).length;
+    await primary.wait('warning', () => rejected() >= 3);
     // Still protected, never lost its secondary, still serving.
     expect(primary.events.some((e) => e.event === 'secondary-lost')).toBe(false);
     const last = primary.events.filter((e) => e.event === 'status').at(-1);
@@ -166,7 +178,7 @@ describe('fault-tolerant pair (processes)', () => {
     expect(await c.set('b', '2')).toBe('stored');
     expect((await c.get('a'))?.value.toString()).toBe('1');
     await c.close();
-  }, 60_000);
+  }, 600_000);
 
   const noTls = opensslMissing();
   if (noTls) console.log(`test/ft/failover.test.ts: the TLS pair is skipped: ${noTls}`);
@@ -191,7 +203,7 @@ describe('fault-tolerant pair (processes)', () => {
     await secondary.wait('go-live');
     expect((await c.get('over'))?.value.toString()).toBe('tls');
     await c.close();
-  }, 60_000);
+  }, 600_000);
 
   it('separate disks: the secondary is cloned onto an empty image of its own, takes over with it, and a new secondary gets a copy', async () => {
     const dir = join(tmp, 'separate');
@@ -222,14 +234,9 @@ describe('fault-tolerant pair (processes)', () => {
     start('secondary 2', ['secondary', cfg.path, '--join', `127.0.0.1:${String(l2.port)}`, '--disk', imageC]);
     await secondary.wait('cloned', (e) => e.pauseMs !== undefined);
     for (let i = 0; i < 20; i++) expect(await c.set(`after-${i}`, `x${i}`)).toBe('stored');
-    let same = false;
-    for (let i = 0; i < 100 && !same; i++) {
-      await new Promise((r) => setTimeout(r, 20));
-      same = readFileSync(imageB).equals(readFileSync(imageC));
-    }
-    expect(same).toBe(true);
+    await until('image C to hold what image B holds', () => readFileSync(imageB).equals(readFileSync(imageC)), { everyMs: 50 });
     await c.close();
-  }, 60_000);
+  }, 600_000);
 
   it('a newer epoch claimed from outside (a manager fencing a VM it will restart) halts the running pair', async () => {
     const dir = join(tmp, 'fenced');
@@ -242,16 +249,16 @@ describe('fault-tolerant pair (processes)', () => {
     expect(cur?.epoch).toBe(1);
     expect((await arbiter.claim('kv-test', 2, 'manager:test')).won).toBe(true);
     await arbiter.close();
-    const halted = await primary.wait('halted', undefined, 10_000);
+    const halted = await primary.wait('halted', undefined, 60_000);
     expect(String(halted.reason)).toMatch(/epoch 2 .* claimed by manager:test/);
     expect(await exited(primary)).toBe(76);
     // The secondary does not take over either: dismissed by the halting primary (or, had it missed that,
     // it would lose epoch 2 to the manager).
-    await Promise.race([secondary.wait('left', undefined, 10_000), secondary.wait('halted', undefined, 10_000)]);
+    await Promise.race([secondary.wait('left', undefined, 60_000), secondary.wait('halted', undefined, 60_000)]);
     expect(secondary.events.some((e) => e.event === 'go-live')).toBe(false);
     await expect(c.set('y', '2')).rejects.toThrow();
     await c.close();
-  }, 60_000);
+  }, 600_000);
 
   it('--exit-with-parent: a VM half whose agent is SIGKILLed goes too, as it would with its host', async () => {
     const dir = join(tmp, 'orphan');
@@ -265,7 +272,7 @@ describe('fault-tolerant pair (processes)', () => {
     const agent = spawnProcess(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'ignore'] });
     const pid = await new Promise<number>((resolve, reject) => {
       agent.stdout!.once('data', (d: Buffer) => resolve(Number(String(d).trim())));
-      setTimeout(() => reject(new Error('the primary did not start')), 20_000);
+      setTimeout(() => reject(new Error('the primary did not start')), 60_000);
     });
     const alive = () => {
       try {
@@ -277,9 +284,8 @@ describe('fault-tolerant pair (processes)', () => {
     };
     expect(alive()).toBe(true);
     agent.kill('SIGKILL');
-    for (let i = 0; i < 100 && alive(); i++) await new Promise((r) => setTimeout(r, 50));
-    expect(alive()).toBe(false);
-  }, 60_000);
+    await until(`the orphaned primary (pid ${pid}) to go`, () => !alive());
+  }, 600_000);
 
   it('a partition of the logging channel leaves exactly one side live; the loser halts', async () => {
     const dir = join(tmp, 'partition');
@@ -295,8 +301,8 @@ describe('fault-tolerant pair (processes)', () => {
       expect(await c.set('before', 'partition')).toBe('stored');
       proxy.partition();
       const outcome = await Promise.race([
-        primary.wait('halted', undefined, 20_000).then(() => 'primary halted'),
-        secondary.wait('halted', undefined, 20_000).then(() => 'secondary halted'),
+        primary.wait('halted', undefined, 120_000).then(() => 'primary halted'),
+        secondary.wait('halted', undefined, 120_000).then(() => 'secondary halted'),
       ]);
       // The other side is live at epoch 2 (and stays so).
       if (outcome === 'primary halted') {
@@ -306,25 +312,24 @@ describe('fault-tolerant pair (processes)', () => {
         await primary.wait('secondary-lost');
         expect(await exited(secondary)).toBe(76);
       }
-      await new Promise((r) => setTimeout(r, 300));
-      const halted = [primary, secondary].filter((p) => p.events.some((e) => e.event === 'halted')).length;
-      expect(halted).toBe(1);
-      // Whoever is live serves, and holds what was acknowledged before the partition.
+      // Whoever is live serves, and holds what was acknowledged before the partition…
       expect((await c.get('before'))?.value.toString()).toBe('partition');
       expect(await c.set('after', 'partition')).toBe('stored');
+      // …and it is the only one that halted.
+      const halted = [primary, secondary].filter((p) => p.events.some((e) => e.event === 'halted')).length;
+      expect(halted).toBe(1);
       await c.close();
     } finally {
       await proxy.close();
     }
-  }, 60_000);
+  }, 600_000);
 
   it('test failover hands over without losing anything; test restart secondary re-clones', async () => {
     const dir = join(tmp, 'operations');
     mkdirSync(dir);
     const { cfg, primary, secondary, port } = await pair(dir);
-    const load = new LoadGenerator({ durationMs: 600_000, endpoints: [{ host: '127.0.0.1', port: cfg.udpPort }], clients: 2, setRatio: 0.5, keys: 50, timeoutMs: 150, retries: 60 });
-    const running = load.run();
-    await new Promise((r) => setTimeout(r, 300));
+    const { load, seen, running } = watchedLoad({ durationMs: 600_000, endpoints: [{ host: '127.0.0.1', port: cfg.udpPort }], clients: 2, setRatio: 0.5, keys: 50, timeoutMs: 150, retries: 60 });
+    await until('the load to get answers', () => seen.acknowledged >= 20);
     // Test restart secondary: the secondary leaves, rejoins and is cloned again.
     primary.child.kill('SIGUSR2');
     await secondary.wait('restart');
@@ -337,12 +342,13 @@ describe('fault-tolerant pair (processes)', () => {
     const live = await secondary.wait('go-live');
     expect(String(live.reason)).toContain('handed over');
     expect(await exited(primary)).toBe(0);
-    await new Promise((r) => setTimeout(r, 300));
+    const handedOver = seen.acknowledged;
+    await until('answers from the new primary', () => seen.acknowledged > handedOver);
     load.stop();
     const result = await running;
     expect(result.violationCount).toBe(0);
     const check = new KvClient({ endpoints: [{ host: '127.0.0.1', port: cfg.udpPort }], timeoutMs: 200, retries: 20 });
     expect((await verifyStore(check, result.history)).violations).toEqual([]);
     await check.close();
-  }, 120_000);
+  }, 600_000);
 });

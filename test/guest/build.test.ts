@@ -39,7 +39,7 @@ if (reason !== undefined) {
         timeout: 120_000,
       });
       if (r.status !== 0) throw new Error(`make -C guest failed (status ${String(r.status)}):\n${r.stdout}\n${r.stderr}`);
-    }, 150_000);
+    }, 600_000);
 
     afterAll(() => {
       if (dir) rmSync(dir, { recursive: true, force: true });

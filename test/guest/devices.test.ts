@@ -280,7 +280,7 @@ class L2Wire {
   }
 
   /** The next frame from the guest that matches (earlier non-matching ones are dropped). */
-  async next(match: (f: Buffer) => boolean, timeoutMs = 5000): Promise<Buffer> {
+  async next(match: (f: Buffer) => boolean, timeoutMs = 30_000): Promise<Buffer> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       while (this.frames.length > 0) {
@@ -382,7 +382,7 @@ if (skipReason !== undefined) {
       await expectSteps(client, KV_AFTER_FLUSH);
       // Nothing but the boot line on the console, whatever happened on the network.
       expect(q.output()).toBe(bootLine(KV_RECOVERED[2]));
-    }, 120_000);
+    });
 
     it('kvserver reads kvserver.storage=memory from -append through semihosting (and, without semihosting, finds no command line)', async () => {
       const q = startQemu('kvserver', [
@@ -424,7 +424,7 @@ if (skipReason !== undefined) {
 
       ({ q, client } = await startKvserver(img, 9));
       expect((await client.request(getAll)).text).toBe(expected);
-    }, 120_000);
+    });
 
     it('kvserver: every write acknowledged before a crash under load is there after the restart', async () => {
       const img = join(dir, 'kv-crash.img');
@@ -466,7 +466,7 @@ if (skipReason !== undefined) {
         const r = await again.client.request(`get ${key}\r\n`);
         expect(r.text, key).toBe(`VALUE ${key} ${key.slice(1)} ${value.length}\r\n${value}\r\nEND\r\n`);
       }
-    }, 120_000);
+    });
 
     describe('kvserver\'s IPv4 stack at layer 2 (QEMU -netdev socket: Ethernet frames as UDP datagrams)', () => {
       let q: Running;

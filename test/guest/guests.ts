@@ -7,8 +7,11 @@ import { fileURLToPath } from 'node:url';
 export const GUEST_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../guest');
 export const BIN_DIR = join(GUEST_DIR, 'bin');
 
-/** Generous bound for one guest under QEMU (the CPU workloads take well under a second). */
-export const QEMU_TIMEOUT_MS = 30_000;
+/**
+ * Bound for one guest under QEMU (the CPU workloads take well under a second; memtouch a few on a quiet
+ * machine, and over 30 s on a loaded one).
+ */
+export const QEMU_TIMEOUT_MS = 240_000;
 
 /**
  * lockstep always answers semihosting calls, so QEMU runs every guest with semihosting enabled too;

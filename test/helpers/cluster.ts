@@ -124,7 +124,7 @@ export async function kvVmConfig(dir: string, id: string, etcdEndpoint: string, 
       listen: '127.0.0.1:0',
       keyHex: randomBytes(32).toString('hex'),
       arbiter: { backend: 'etcd', endpoints: [etcdEndpoint] },
-      timeoutMs: options.timeoutMs ?? 600,
+      timeoutMs: options.timeoutMs ?? 5_000, // host deaths close sockets; a loaded machine must not fail over falsely
       heartbeatMs: 100,
     },
   };

@@ -27,12 +27,12 @@ export function etcdCluster(tmpPrefix: string): EtcdClusterFixture {
     f.tmp = mkdtempSync(join(tmpdir(), tmpPrefix));
     f.etcd = await startEtcd();
     f.store = await openEtcd(f.etcd.endpoint);
-  }, 60_000);
+  });
   afterAll(async () => {
     await killGroups(f.procs);
     await f.store?.close();
     await f.etcd?.dispose();
     if (f.tmp) rmSync(f.tmp, { recursive: true, force: true });
-  }, 30_000);
+  });
   return f;
 }

@@ -33,7 +33,9 @@ export async function kvConfig(dir: string, options: { timeoutMs?: number; heart
       listen: '127.0.0.1:0',
       keyHex: options.key ?? randomBytes(32).toString('hex'),
       arbiter: { backend: 'file', dir: join(dir, 'arbiter') },
-      timeoutMs: options.timeoutMs ?? 600,
+      // Not the 600 ms default: on a loaded machine a pause that long is a false failover, and these
+      // pairs lose their halves by SIGKILL (a closed socket, noticed at once) unless a test asks for less.
+      timeoutMs: options.timeoutMs ?? 5_000,
       heartbeatMs: options.heartbeatMs ?? 100,
     },
   };

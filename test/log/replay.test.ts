@@ -267,6 +267,33 @@ describe('divergence detection', () => {
     if (b.result.kind === 'divergence') expect(b.result.message).toMatch(new RegExp(`damaged: batch ${victim}, .*CRC32C`));
   });
 
+  it('a synchronous event where the guest sleeps in WFI is a divergence, not an endless loop', async () => {
+    // Input that arrives while echo waits in WFI is logged there; a clock read in its place can only be
+    // consumed by an executing instruction, which a sleeping hart never reaches.
+    const elf = guestElf('echo');
+    const a = await record(elf, REAL, { input: [{ atMs: 30, bytes: 'late\nq' }] });
+    const all = events(a.batches);
+    const rx = all.findIndex((e) => e.kind === EventKind.UartRx);
+    expect(rx).toBeGreaterThanOrEqual(0);
+    const altered = rewrite(a.batches, (e, i) => (i === rx ? { kind: EventKind.ClockRead, instret: e.instret, branches: e.branches, pc: e.pc, value: 1n } : e));
+    const b = await replay(elf, REAL, altered);
+    expect(b.result).toMatchObject({ kind: 'divergence', instret: all[rx]!.instret });
+    if (b.result.kind === 'divergence') expect(b.result.message).toMatch(/waits for an interrupt at instret \d+ but the log has clock-read there/);
+  });
+
+  it('a synchronous event at the last possible instret is a divergence, not an endless loop', async () => {
+    // Its position + 1 wraps to 0: the replayer once ran to 0 over and over.
+    const elf = guestElf('echo');
+    const a = await record(elf, REAL, {});
+    const first = parseBatch(a.batches[0]!, 0, 0n).batch;
+    const base = { instret: first.baseInstret, branches: first.baseBranches, pc: first.basePc, clock: first.baseClock };
+    const last = (1n << 64n) - 1n;
+    const log = [encodeBatch(0n, base, [{ kind: EventKind.ClockRead, instret: last, branches: 0n, pc: first.basePc, value: 5n }])];
+    const b = await replay(elf, REAL, log);
+    expect(b.result.kind).toBe('divergence');
+    if (b.result.kind === 'divergence') expect(b.result.message).toMatch(new RegExp(`clock-read at instret ${last}`));
+  });
+
   it('replay from the wrong starting state is refused before anything runs', async () => {
     const elf = guestElf('echo');
     const a = await record(elf, REAL, {});

@@ -63,6 +63,87 @@ describe('parseElf', () => {
   });
 });
 
+/**
+ * A minimal ELF32 RISC-V executable: `segments` PT_LOAD headers of 16 zero-filled bytes each (bss) at
+ * consecutive addresses from 0x80000000, entry at the first; `overlapLast` moves the last one onto the
+ * first. With `symbols`, a .symtab of that many entries whose names all point into one string table of
+ * `strtabBytes` bytes with no NUL in it (each at its own offset).
+ */
+function synthetic(segments: number, opts: { overlapLast?: boolean; symbols?: number; strtabBytes?: number } = {}): Uint8Array {
+  const phoff = 52;
+  const symbols = opts.symbols ?? 0;
+  const strtab = opts.strtabBytes ?? 0;
+  const symoff = phoff + segments * 32;
+  const stroff = symoff + symbols * 16;
+  const shoff = stroff + strtab;
+  const shnum = symbols > 0 ? 3 : 0; // null, .symtab, .strtab
+  const b = Buffer.alloc(shoff + shnum * 40);
+  b.set([0x7f, 0x45, 0x4c, 0x46, 1, 1, 1], 0);
+  b.writeUInt16LE(2, 16); // ET_EXEC
+  b.writeUInt16LE(243, 18); // EM_RISCV
+  b.writeUInt32LE(1, 20);
+  b.writeUInt32LE(0x80000000, 24); // entry
+  b.writeUInt32LE(phoff, 28);
+  b.writeUInt32LE(shnum > 0 ? shoff : 0, 32);
+  b.writeUInt16LE(52, 40);
+  b.writeUInt16LE(32, 42);
+  b.writeUInt16LE(segments, 44);
+  b.writeUInt16LE(40, 46);
+  b.writeUInt16LE(shnum, 48);
+  for (let i = 0; i < segments; i++) {
+    const at = phoff + i * 32;
+    const addr = opts.overlapLast && i === segments - 1 ? 0x80000008 : 0x80000000 + i * 16;
+    b.writeUInt32LE(1, at); // PT_LOAD
+    b.writeUInt32LE(addr, at + 8);
+    b.writeUInt32LE(addr, at + 12);
+    b.writeUInt32LE(16, at + 20); // memsz (filesz 0)
+    b.writeUInt32LE(6, at + 24); // RW
+  }
+  if (shnum > 0) {
+    for (let k = 0; k < symbols; k++) b.writeUInt32LE(1 + (k % (strtab - 1)), symoff + k * 16); // st_name
+    b.fill(0x61, stroff, stroff + strtab); // 'a' ... and no NUL anywhere
+    const sh = (i: number, type: number, offset: number, size: number, link: number) => {
+      b.writeUInt32LE(type, shoff + i * 40 + 4);
+      b.writeUInt32LE(offset, shoff + i * 40 + 16);
+      b.writeUInt32LE(size, shoff + i * 40 + 20);
+      b.writeUInt32LE(link, shoff + i * 40 + 24);
+    };
+    sh(1, 2, symoff, symbols * 16, 2); // SHT_SYMTAB -> string table 2
+    sh(2, 3, stroff, strtab, 0); // SHT_STRTAB
+  }
+  return b;
+}
+
+describe('parseElf on files built to be slow', () => {
+  it('loads an ELF with 65 535 load segments (the most the header can count)', () => {
+    const img = parseElf(synthetic(65_535), { base: 0x80000000, size: 2 << 20 });
+    expect(img.segments.length).toBe(65_535);
+    expect(img.segments.at(-1)).toMatchObject({ addr: 0x80000000 + 65_534 * 16, memsz: 16 });
+    const m = new Machine({ memory: 2 << 20 });
+    try {
+      expect(m.load(synthetic(65_535)).segments.length).toBe(65_535);
+    } finally {
+      m.close();
+    }
+  });
+
+  it('refuses 65 535 segments whose last overlaps the first, naming the later one', () => {
+    expect(() => parseElf(synthetic(65_535, { overlapLast: true }), { base: 0x80000000, size: 2 << 20 })).toThrow(
+      /segment 65534 overlaps another loadable segment at 0x80000000/,
+    );
+  });
+
+  it('reads a symbol table whose names all point into one long unterminated string without rescanning it per symbol', () => {
+    // 200 000 symbols into 1 MiB without a NUL: rescanning to the end for each is 10^11 steps. Each name
+    // is decoded once, up to a 16 MiB budget of name bytes in all; past it the file is refused.
+    const refused = synthetic(1, { symbols: 200_000, strtabBytes: 1 << 20 });
+    expect(() => parseElf(refused, bounds)).toThrow(/symbol names of section 1 add up to more than 16777216 bytes; strip the symbol table/);
+    const img = parseElf(synthetic(1, { symbols: 200_000, strtabBytes: 4096 }), bounds);
+    expect(img.symbols.size).toBe(4095);
+    expect(img.symbols.get('a'.repeat(4095))).toBe(0);
+  });
+});
+
 describe('Machine.load', () => {
   it('leaves memory untouched when the ELF is refused', () => {
     const m = new Machine({ memory: 1 << 20 });

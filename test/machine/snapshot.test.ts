@@ -3,6 +3,9 @@
 import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Machine, SnapshotError } from '../../src/index.js';
+import { prng } from '../cpu/prng.js';
+import { Asm } from '../helpers/asm.js';
+import { SNAP, SNAPSHOT_CHECKSUM, resealSnapshot, virtioQueueOffset } from '../helpers/snapshot.js';
 
 const elf = (name: string) => readFileSync(new URL(`../../guest/bin/${name}.elf`, import.meta.url));
 const live: Machine[] = [];
@@ -73,16 +76,25 @@ describe('snapshot and restore', () => {
     expect(m.snapshot().length).toBeLessThan(64 * 1024);
   });
 
-  const damage: [string, (s: Uint8Array) => Uint8Array, RegExp][] = [
-    ['a wrong magic number', (s) => { const c = s.slice(); c[0] = 0x58; return c; }, /bad magic/],
-    ['another version', (s) => { const c = s.slice(); c[8] = 99; return c; }, /version 99/],
-    ['a truncated file', (s) => s.subarray(0, s.length - 100), /truncated|end marker/],
-    ['trailing garbage', (s) => { const c = new Uint8Array(s.length + 3); c.set(s); return c; }, /unexpected bytes/],
-    ['an impossible privilege mode', (s) => { const c = s.slice(); c[24 + 31 * 4 + 4] = 2; return c; }, /privilege mode 2/],
-    ['an empty buffer', () => new Uint8Array(0), /bad magic/],
+  // Edits behind a valid checksum (resealed) reach the field checks; the others are caught by the checksum.
+  const damage: [string, (s: Uint8Array) => Uint8Array, RegExp, string][] = [
+    ['a wrong magic number', (s) => { const c = s.slice(); c[0] = 0x58; return c; }, /bad magic/, 'ERR_LOCKSTEP_SNAPSHOT_CORRUPT'],
+    ['another (newer) version', (s) => { const c = s.slice(); c[SNAP.version] = 99; return resealSnapshot(c); }, /version 99/, 'ERR_LOCKSTEP_SNAPSHOT_VERSION'],
+    ['an older version without a checksum', (s) => { const c = s.slice(); c[SNAP.version] = 2; return c; }, /version 2 was written by an older lockstep/, 'ERR_LOCKSTEP_SNAPSHOT_VERSION'],
+    ['a truncated file', (s) => s.subarray(0, s.length - 100), /checksum mismatch/, 'ERR_LOCKSTEP_SNAPSHOT_CORRUPT'],
+    ['one flipped bit', (s) => { const c = s.slice(); c[Math.floor(c.length / 2)]! ^= 0x10; return c; }, /checksum mismatch/, 'ERR_LOCKSTEP_SNAPSHOT_CORRUPT'],
+    ['trailing garbage', (s) => { const c = new Uint8Array(s.length + 3); c.set(s); return c; }, /checksum mismatch/, 'ERR_LOCKSTEP_SNAPSHOT_CORRUPT'],
+    [
+      'garbage after the end marker (resealed)',
+      (s) => { const c = new Uint8Array(s.length + 3); c.set(s.subarray(0, s.length - SNAPSHOT_CHECKSUM)); return resealSnapshot(c); },
+      /3 unexpected bytes after the end marker/,
+      'ERR_LOCKSTEP_SNAPSHOT_CORRUPT',
+    ],
+    ['an impossible privilege mode (resealed)', (s) => { const c = s.slice(); c[SNAP.priv] = 2; return resealSnapshot(c); }, /privilege mode 2/, 'ERR_LOCKSTEP_SNAPSHOT_CORRUPT'],
+    ['an empty buffer', () => new Uint8Array(0), /bad magic/, 'ERR_LOCKSTEP_SNAPSHOT_CORRUPT'],
   ];
-  for (const [what, edit, message] of damage) {
-    it(`refuses ${what} and leaves the machine unchanged`, async () => {
+  for (const [what, edit, message, code] of damage) {
+    it(`refuses ${what} with ${code} and leaves the machine unchanged`, async () => {
       const a = make();
       a.load(elf('hello'));
       await a.run({ maxInstructions: 50 });
@@ -92,15 +104,82 @@ describe('snapshot and restore', () => {
       const before = b.stateHash();
       expect(() => b.restore(bad)).toThrow(SnapshotError);
       expect(() => b.restore(bad)).toThrow(message);
+      expect(() => b.restore(bad)).toThrow(expect.objectContaining({ code }));
       expect(b.stateHash()).toBe(before);
     });
   }
 
-  it('refuses a snapshot of a machine with another memory size or clock mode', () => {
+  it('refuses every one of 2200 randomly corrupted snapshots (bytes changed, bits flipped, cut short)', async () => {
+    const a = make({ devices: { rng: true } });
+    a.load(elf('rng'));
+    await a.run({ maxInstructions: 20_000 });
+    const snap = a.snapshot();
+    const b = make({ devices: { rng: true } });
+    const before = b.stateHash();
+    const rnd = prng(2200);
+    const accepted: string[] = [];
+    for (let i = 0; i < 2200; i++) {
+      let bytes = snap.slice();
+      let what: string;
+      const at = Math.floor(rnd() * bytes.length);
+      if (i % 3 === 0) {
+        const v = 1 + Math.floor(rnd() * 255);
+        bytes[at]! ^= v;
+        what = `byte ${at} ^= ${v}`;
+      } else if (i % 3 === 1) {
+        const bit = Math.floor(rnd() * 8);
+        bytes[at]! ^= 1 << bit;
+        what = `bit ${bit} of byte ${at} flipped`;
+      } else {
+        bytes = bytes.subarray(0, at);
+        what = `cut to ${at} bytes`;
+      }
+      try {
+        b.restore(bytes);
+        accepted.push(what);
+      } catch (e) {
+        expect(e).toBeInstanceOf(SnapshotError);
+      }
+    }
+    expect(accepted).toEqual([]);
+    expect(b.stateHash()).toBe(before);
+  });
+
+  it('restores a machine whose driver wrote a queue size over the maximum to a queue not yet ready (found by the device fuzzer)', async () => {
+    // QueueNum is only a register until QueueReady: any value may sit there, and the machine must still snapshot.
+    const a = make({ devices: { rng: true } });
+    a.writeMemory(0x80000000, new Asm().li(5, 0x10003000).li(6, 512).sw(6, 0x38, 5).ebreak().bytes());
+    expect(await a.run({ maxInstructions: 100 })).toMatchObject({ kind: 'trap', cause: 3 });
+    const b = make({ devices: { rng: true } });
+    b.restore(a.snapshot());
+    expect(b.stateHash()).toBe(a.stateHash());
+  });
+
+  it('refuses a snapshot whose ready virtqueue has size 0 (the rule QueueReady enforces), even with a valid checksum', async () => {
+    const a = make({ devices: { rng: true } });
+    a.load(elf('rng'));
+    await a.run(); // the driver set queue 0 up: ready, size 8 or more
+    const snap = a.snapshot();
+    const q = virtioQueueOffset(snap, 2, 0);
+    const dv = new DataView(snap.buffer, snap.byteOffset);
+    expect(dv.getUint32(q, true)).toBeGreaterThan(0);
+    expect(snap[q + 4]).toBe(1);
+    for (const size of [0, 3, 512]) {
+      const c = snap.slice();
+      new DataView(c.buffer, c.byteOffset).setUint32(q, size, true);
+      const b = make({ devices: { rng: true } });
+      expect(() => b.restore(resealSnapshot(c))).toThrow(/damaged virtio transport state/);
+    }
+  });
+
+  it('refuses a snapshot of a machine with another memory size, clock mode or device set (ERR_LOCKSTEP_SNAPSHOT_MISMATCH)', () => {
     const small = make({ memory: 1 << 20 });
     const snap = small.snapshot();
+    const mismatch = expect.objectContaining({ code: 'ERR_LOCKSTEP_SNAPSHOT_MISMATCH' });
     expect(() => make({ memory: 2 << 20 }).restore(snap)).toThrow(/1048576 bytes of RAM, this machine 2097152/);
+    expect(() => make({ memory: 2 << 20 }).restore(snap)).toThrow(mismatch);
     expect(() => make({ clock: 'real' }).restore(snap)).toThrow(/virtual clock/);
+    expect(() => make({ clock: 'real' }).restore(snap)).toThrow(mismatch);
   });
 });
 

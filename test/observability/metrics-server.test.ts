@@ -1,7 +1,7 @@
 // The metrics endpoint over real HTTP on 127.0.0.1, port 0: /metrics answers, anything else is 404,
-// and close() ends keep-alive connections too.
+// close() ends keep-alive connections too, and idle connections do not stay open.
 import { request } from 'node:http';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { LockstepError } from '../../src/errors.js';
 import { PROMETHEUS_CONTENT_TYPE, Registry, startMetricsServer } from '../../src/observability/index.js';
@@ -54,12 +54,32 @@ describe('startMetricsServer', () => {
     const server = await startMetricsServer(new Registry(), { port: 0 });
     try {
       expect((await get(server.url, 'GET', agent)).status).toBe(200);
-      const t0 = performance.now();
+      const kept = [...Object.values(agent.freeSockets).flat()];
+      expect(kept).toHaveLength(1);
+      const socketClosed = new Promise<void>((r) => kept[0]!.once('close', () => r()));
+      // close() settles (the test's own timeout is the bound) and ends the kept-alive connection.
       await server.close();
-      expect(performance.now() - t0).toBeLessThan(2000);
+      await socketClosed;
       await server.close(); // a second close is harmless
     } finally {
       agent.destroy();
+    }
+  });
+
+  it('closes a connection that sends nothing, and one kept alive after its answer', async () => {
+    const server = await startMetricsServer(new Registry(), { port: 0, limits: { idleTimeoutMs: 200, keepAliveTimeoutMs: 200 } });
+    try {
+      const parked = connect(server.port, '127.0.0.1');
+      // Before the limits, a connection that never sent a byte stayed open for good.
+      await new Promise<void>((r) => parked.once('close', () => r()));
+      const kept = connect(server.port, '127.0.0.1', () => kept.write('GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n'));
+      let answer = '';
+      kept.on('data', (d: Buffer) => (answer += d.toString()));
+      await new Promise<void>((r) => kept.once('close', () => r()));
+      expect(answer).toMatch(/^HTTP\/1\.1 200 /);
+      expect(answer).toMatch(/keep-alive/i);
+    } finally {
+      await server.close();
     }
   });
 

@@ -100,7 +100,7 @@ describe('channel', () => {
       await within(new Promise<void>((resolve) => {
         const tick = () => (got.length >= everyMessage.length ? resolve() : setTimeout(tick, 5));
         tick();
-      }), 5000, 'every message');
+      }), 30_000, 'every message');
       got.forEach((m, i) => same(m, everyMessage[i]!));
       to.removeAllListeners('message');
     }
@@ -127,7 +127,7 @@ describe('channel', () => {
     await within(new Promise<void>((resolve) => {
       const tick = () => (got.length >= 2 ? resolve() : setTimeout(tick, 5));
       tick();
-    }), 5000, 'both messages');
+    }), 30_000, 'both messages');
     expect(got.map((m) => m.type === 'control' && m.op)).toEqual(['first', 'second']);
   });
 
@@ -192,7 +192,7 @@ describe('channel', () => {
     const silent = await rawConnect(t.port);
     await t.server.close();
     expect((await closed(client)).reason).toBe('the peer closed the channel: server closing');
-    await within(silent.closed, 2000, 'the silent socket to close');
+    await within(silent.closed, 30_000, 'the silent socket to close');
   });
 
   it('validates options: short key, bad vmId, role, maxFrameBytes, port', async () => {
@@ -224,7 +224,7 @@ describe('channel', () => {
     const ac = new AbortController();
     const p = connectChannel({ host: HOST, port, key: KEY, vmId: VM, role: 'secondary', signal: ac.signal });
     setTimeout(() => ac.abort(new Error('operator gave up')), 50);
-    await expect(within(p, 5000, 'abort')).rejects.toThrow('operator gave up');
+    await expect(within(p, 30_000, 'abort')).rejects.toThrow('operator gave up');
     await expect(connectChannel({ host: HOST, port, key: KEY, vmId: VM, role: 'secondary', signal: AbortSignal.abort() })).rejects.toThrow();
   });
 
@@ -304,7 +304,7 @@ describe('hostile peers', () => {
       const r = await t.nextRejection();
       expect(r.error.code).toBe('ERR_LOCKSTEP_PROTOCOL_MALFORMED');
       expect(r.reason).toMatch(/bad frame magic/);
-      await within(raw.closed, 2000, 'close');
+      await within(raw.closed, 30_000, 'close');
       expect(raw.received).toEqual([]); // nothing said to a stranger
     }
     await expectServerHealthy(t);
@@ -319,7 +319,7 @@ describe('hostile peers', () => {
     const r = await t.nextRejection();
     expect(r.error.code).toBe('ERR_LOCKSTEP_PROTOCOL_OVERSIZED');
     expect(r.reason).toMatch(/1073741824-byte payload, over the limit of 1024/);
-    await within(raw.closed, 2000, 'the server to close the connection');
+    await within(raw.closed, 30_000, 'the server to close the connection');
     await expectServerHealthy(t);
   });
 
@@ -334,7 +334,7 @@ describe('hostile peers', () => {
     const r = await t.nextRejection();
     expect(r.error.code).toBe('ERR_LOCKSTEP_PROTOCOL_OVERSIZED');
     expect((await closed(server)).error).toBe(r.error);
-    await within(peer.closed, 2000, 'close');
+    await within(peer.closed, 30_000, 'close');
     // The BYE the server sent, sealed for us.
     const bye = peer.frames.map((fr) => decodeMessage(fr.type, fr.payload)).find((m) => m.type === 'bye');
     expect(bye?.type === 'bye' && bye.reason).toMatch(/1048577-byte payload/);
@@ -354,7 +354,7 @@ describe('hostile peers', () => {
     const r = await t.nextRejection();
     expect(r.error.code).toBe('ERR_LOCKSTEP_PROTOCOL_AUTH');
     expect(r.reason).toMatch(/fails its HMAC/);
-    await within(peer.closed, 2000, 'close');
+    await within(peer.closed, 30_000, 'close');
     expect(messages.n).toBe(0);
     await expectServerHealthy(t);
   });
@@ -387,7 +387,7 @@ describe('hostile peers', () => {
     await within(new Promise<void>((resolve) => {
       const tick = () => (t.server.channels.size === 0 ? resolve() : setTimeout(tick, 5));
       tick();
-    }), 5000, 'the first session to end');
+    }), 30_000, 'the first session to end');
     const captured = Buffer.concat(proxy.fromClient[0]!);
     expect(captured.length).toBeGreaterThan(0);
     const messages = countServerMessages(t);
@@ -396,7 +396,7 @@ describe('hostile peers', () => {
     const r = await t.nextRejection();
     expect(r.error.code).toBe('ERR_LOCKSTEP_PROTOCOL_AUTH');
     expect(r.reason).toMatch(/replayed an old handshake/);
-    await within(raw.closed, 2000, 'close');
+    await within(raw.closed, 30_000, 'close');
     expect(messages.n).toBe(0);
     await expectServerHealthy(t);
   });
@@ -426,7 +426,7 @@ describe('hostile peers', () => {
     const r = await t.nextRejection();
     expect(r.error.code).toBe('ERR_LOCKSTEP_PROTOCOL_VERSION');
     expect(r.reason).toMatch(/speaks 2\.\.3, this side speaks 1\.\.1/);
-    await within(raw.closed, 2000, 'close');
+    await within(raw.closed, 30_000, 'close');
     const dec = new FrameDecoder();
     dec.push(Buffer.concat(raw.received));
     const answer = dec.next()!;
@@ -450,7 +450,7 @@ describe('hostile peers', () => {
     const codes = [(await t.nextRejection()).error.code, (await t.nextRejection()).error.code];
     expect(codes).toEqual(['ERR_LOCKSTEP_PROTOCOL_TIMEOUT', 'ERR_LOCKSTEP_PROTOCOL_TIMEOUT']);
     expect(t.rejected[0]!.reason).toMatch(/handshake not complete after 300 ms/);
-    await within(Promise.all([silent.closed, stalled.closed]), 2000, 'both closed');
+    await within(Promise.all([silent.closed, stalled.closed]), 30_000, 'both closed');
     await expectServerHealthy(t);
     // The client side times out the same way against a server that never answers.
     const port = await fakeServer(() => undefined);
@@ -500,7 +500,7 @@ describe('hostile peers', () => {
     await within(new Promise<void>((resolve) => {
       const tick = () => (peer.frames.length > 0 ? resolve() : setTimeout(tick, 5));
       tick();
-    }), 5000, 'the server frame');
+    }), 30_000, 'the server frame');
     // Re-seal nothing: send the server's own bytes back; the sequence (2) is what the server expects next.
     const f = peer.frames[0]!;
     const back = encodeFrame(f.type, f.sequence, f.payload, { kind: 'hmac', key: peer.result.receiveKey });

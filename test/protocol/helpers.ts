@@ -152,7 +152,7 @@ export async function rawConnect(port: number): Promise<RawSocket> {
   await within(new Promise<void>((resolve, reject) => {
     socket.once('connect', () => resolve());
     socket.once('error', reject);
-  }), 5000, 'raw connect');
+  }), 30_000, 'raw connect');
   cleanups.push(() => {
     socket.destroy();
   });
@@ -205,7 +205,7 @@ export async function rawAuthenticated(port: number, local: Partial<LocalIdentit
     });
     raw.socket.once('close', () => reject(new Error('closed during the raw handshake')));
     send(hs.start());
-  }), 5000, 'the raw handshake');
+  }), 30_000, 'the raw handshake');
   return { ...raw, result, encoder, decoder, frames };
 }
 

@@ -42,7 +42,9 @@ const env = {
   UBSAN_OPTIONS: 'halt_on_error=1:print_stacktrace=1',
 };
 const suites = process.argv.slice(2);
-run(process.execPath, [join(root, 'node_modules', 'vitest', 'vitest.mjs'), 'run', ...(suites.length ? suites : ['test/cpu', 'test/machine'])], {
+// The fuzz smoke drives the devices, snapshot restore and replay with hostile input: under ASan/UBSan
+// any memory error or undefined behaviour it provokes is a failure.
+run(process.execPath, [join(root, 'node_modules', 'vitest', 'vitest.mjs'), 'run', ...(suites.length ? suites : ['test/cpu', 'test/machine', 'test/fuzz'])], {
   cwd: root,
   env,
 });

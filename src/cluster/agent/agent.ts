@@ -4,12 +4,13 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { mkdir, open, stat, writeFile } from 'node:fs/promises';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, readFtKey, validateConfig } from '../../config/index.js';
-import { controlToken } from '../../ft/control-server.js';
+import { ControlUnreachableError, callControl } from '../../ft/control-client.js';
+import { createLimitedServer } from '../../observability/http-server.js';
 import { OptionError } from '../../errors.js';
 import type { ClusterStore, JsonValue } from '../store/store.js';
 import { DEFAULT_MAX_FT_VMS, type HostCapacity } from '../placement/index.js';
@@ -117,8 +118,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   readonly #exited: VmProcess[] = [];
   /** Resolves when an ended half's record is deleted from the store. */
   readonly #gone = new WeakMap<VmProcess, Promise<void>>();
-  /** Bearer tokens of the halves' operations APIs (derived from their pair keys; never published). */
-  readonly #opsTokens = new WeakMap<VmProcess, string>();
+  /** Pair keys of the halves, to sign requests to their operations APIs with (never published). */
+  readonly #pairKeys = new WeakMap<VmProcess, Uint8Array>();
   #host!: RecordPublisher;
   #address!: AddressInfo;
   #ftHost = '127.0.0.1';
@@ -150,7 +151,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       instanceTtlMs,
       stopGraceMs: o.stopGraceMs ?? 5_000,
     };
-    this.#server = createServer((req, res) => void this.#handle(req, res));
+    // Managers and `lockstep cluster` are few; a cap and deadlines keep parked connections from piling up.
+    this.#server = createLimitedServer((req, res) => void this.#handle(req, res), { maxConnections: 256, requestTimeoutMs: 60_000 });
   }
 
   /** Listen, register the host, and serve. */
@@ -244,13 +246,13 @@ export class Agent extends EventEmitter<AgentEvents> {
     const vmId = req.vmId;
     const dir = join(this.#o.dir, 'vms', vmId);
     let disk: { path: string; mode: 'shared' | 'separate' } | undefined;
-    let opsToken: string | undefined;
+    let pairKey: Uint8Array | undefined;
     try {
       const cfg = validateConfig(req.config, `${vmId}.json`, dir);
       if (cfg.config.vm.id !== vmId) throw new Refusal(400, 'bad-request', `config: vm.id is "${cfg.config.vm.id}", not "${vmId}"`);
       disk = cfg.config.vm.devices.disk;
-      // The half's operations API takes a token derived from the pair key (src/ft/control-server.ts).
-      if (cfg.config.ft.key !== undefined) opsToken = controlToken(await readFtKey(cfg.config.ft.key, `${vmId}.json`));
+      // The half's operations API takes requests signed with the pair key (src/ft/control-auth.ts).
+      if (cfg.config.ft.key !== undefined) pairKey = await readFtKey(cfg.config.ft.key, `${vmId}.json`);
     } catch (err) {
       if (err instanceof ConfigError) throw new Refusal(400, 'bad-request', `config: ${err.message}`);
       throw err;
@@ -276,7 +278,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         ...(ownDisk !== undefined ? { disk: ownDisk } : {}),
       });
       this.#track(p);
-      if (opsToken !== undefined) this.#opsTokens.set(p, opsToken);
+      if (pairKey !== undefined) this.#pairKeys.set(p, pairKey);
     } finally {
       this.#starting.delete(vmId);
     }
@@ -295,34 +297,31 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   /**
-   * Carry out an FT operation on a primary through its operations API (`lockstep ft`), or, when it
-   * serves none, through the CLI's signals — which only `lockstep primary` handles: a secondary that
-   * went live would take SIGUSR1 as "open the inspector". For such a one a failover is done the hard
-   * way (SIGKILL: its secondary goes live by itself, nothing acknowledged lost) and a restart refused.
+   * Carry out an FT operation on a primary through its operations API (`lockstep ft`, requests signed
+   * with the pair key), or, when it serves none yet, through the CLI's signals: every lockstep process
+   * that is a primary — started as one or promoted — takes SIGUSR1 as test failover and SIGUSR2 as
+   * test restart secondary (src/cli/signals.ts).
    */
-  async #operate(p: VmProcess, op: 'test-failover' | 'restart-secondary'): Promise<'test-failover' | 'restart-secondary' | 'kill'> {
-    const token = this.#opsTokens.get(p);
-    if (p.controlUrl !== null && token !== undefined) {
-      let res: Response;
+  async #operate(p: VmProcess, op: 'test-failover' | 'restart-secondary'): Promise<'test-failover' | 'restart-secondary'> {
+    const key = this.#pairKeys.get(p);
+    if (p.controlUrl !== null && key !== undefined) {
+      let answer: Awaited<ReturnType<typeof callControl>>;
       try {
-        res = await fetch(`${p.controlUrl}/ft/${op}`, { method: 'POST', headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(15_000) });
+        answer = await callControl(p.controlUrl, key, 'POST', `/ft/${op}`, { timeoutMs: 15_000 });
       } catch (err) {
         // A handover ends the process, which may close the connection before the answer: look at what it said.
         if (op === 'test-failover' && p.events.some((e) => e.event === 'handed-over')) return op;
-        throw new Refusal(502, 'internal', `the operations API of ${p.vmId} did not answer: ${(err as Error).message}`);
+        if (err instanceof ControlUnreachableError) throw new Refusal(502, 'internal', `${p.vmId}: ${err.message}`);
+        throw err;
       }
-      const body = (await res.json().catch(() => ({}))) as { error?: string };
-      if (!res.ok) throw new Refusal(409, 'not-ready', `${op} refused by the primary of ${p.vmId}: ${body.error ?? `HTTP ${res.status}`}`);
+      if (answer.status < 200 || answer.status > 299) {
+        const why = typeof answer.body.error === 'string' ? answer.body.error : `HTTP ${answer.status}`;
+        throw new Refusal(409, 'not-ready', `${op} refused by the primary of ${p.vmId}: ${why}`);
+      }
       return op;
     }
-    if (p.startedAs === 'primary') {
-      // The CLI's operations from outside: SIGUSR1 = test failover, SIGUSR2 = test restart secondary.
-      p.signal(op === 'test-failover' ? 'SIGUSR1' : 'SIGUSR2');
-      return op;
-    }
-    if (op === 'restart-secondary') throw new Refusal(409, 'unsupported', `the primary of ${p.vmId} on ${this.id} is a promoted secondary without an operations API`);
-    p.signal('SIGKILL');
-    return 'kill';
+    p.signal(op === 'test-failover' ? 'SIGUSR1' : 'SIGUSR2');
+    return op;
   }
 
   /** `<dir>/disk.img`, created empty with the size of the configured image if missing. */

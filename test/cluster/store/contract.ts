@@ -167,7 +167,7 @@ export function storeContract(target: () => ContractTarget): void {
     const events: WatchEvent[] = [];
     const stop = await store.watch(key, (e) => events.push(e));
     const child = spawnChild('register', key, 'agent-1');
-    await child.next((m) => m.event === 'registered', 30_000);
+    await child.next((m) => m.event === 'registered', 120_000);
     expect((await store.get(key))?.value).toMatchObject({ owner: 'agent-1', pid: child.process.pid });
     // Renewals keep it past its TTL.
     await new Promise((r) => setTimeout(r, target().ttlMs * 1.5));
@@ -196,23 +196,23 @@ export function storeContract(target: () => ContractTarget): void {
     const election = `e${fresh().slice(0, -1)}`;
     const a = spawnChild('campaign', election, 'cand-a');
     const b = spawnChild('campaign', election, 'cand-b');
-    await Promise.all([a.next((m) => m.event === 'campaigning', 30_000), b.next((m) => m.event === 'campaigning', 30_000)]);
+    await Promise.all([a.next((m) => m.event === 'campaigning', 120_000), b.next((m) => m.event === 'campaigning', 120_000)]);
     const elected = (m: { event: string }) => m.event === 'elected';
-    const firstMessage = await Promise.race([a, b].map((c) => c.waitSeen(elected, 15_000)));
+    const firstMessage = await Promise.race([a, b].map((c) => c.waitSeen(elected, 60_000)));
     const leader = a.seen(elected) === firstMessage ? a : b;
     const follower = leader === a ? b : a;
     const leaderId = leader === a ? 'cand-a' : 'cand-b';
     const firstToken = firstMessage.token as number;
-    const info = await eventually('the store names the leader', 5_000, async () => (await store.leader(election)) ?? undefined);
+    const info = await eventually('the store names the leader', 30_000, async () => (await store.leader(election)) ?? undefined);
     expect(info).toEqual({ candidateId: leaderId, token: firstToken });
     // The follower stays a follower while the leader lives (past the TTL).
     await new Promise((r) => setTimeout(r, target().ttlMs * 1.5));
     expect(follower.seen(elected)).toBeUndefined();
     expect(leader.seen((m) => m.event === 'lost')).toBeUndefined();
     await leader.kill();
-    const next = await follower.waitSeen(elected, target().ttlMs + 15_000);
+    const next = await follower.waitSeen(elected, target().ttlMs + 60_000);
     expect(next.token as number).toBeGreaterThan(firstToken);
-    const after = await eventually('the store names the new leader', 5_000, async () => {
+    const after = await eventually('the store names the new leader', 30_000, async () => {
       const l = await store.leader(election);
       return l?.candidateId === (leaderId === 'cand-a' ? 'cand-b' : 'cand-a') ? l : undefined;
     });

@@ -1,0 +1,54 @@
+// The short chaos run: one cycle of each fault (kill -9 and SIGSTOP of either side, a partition of the
+// logging channel) against lockstep processes in separate PID namespaces under a verifying load, a new
+// secondary after every loss. Nothing acknowledged lost, nothing applied twice, never two sides live.
+import { describe, expect, it } from 'vitest';
+import { ChaosRun, FAULT_KINDS, pidNamespacesAvailable, planChaos, type FaultKind } from '../helpers/chaos.js';
+
+// A failover first, so the later races for an epoch are between two secondaries (promoted or not) whose
+// processes are pid 1 of their namespaces alike.
+const SCHEDULE: FaultKind[] = ['kill-primary', 'stop-secondary', 'partition', 'stop-primary', 'kill-secondary'];
+
+const pidns = pidNamespacesAvailable();
+if (!pidns.ok) console.log(`test/ft/chaos.test.ts: ${pidns.why}; the halves share the test's PID namespace`);
+
+describe('chaos (processes, faults from a fixed schedule)', () => {
+  it('the schedule is a function of the seed: the same seed repeats it, another changes it, every kind gets picked', () => {
+    const a = planChaos({ cycles: 200, seed: 42 });
+    expect(planChaos({ cycles: 200, seed: 42 })).toEqual(a);
+    expect(planChaos({ cycles: 200, seed: 43 })).not.toEqual(a);
+    for (const kind of FAULT_KINDS) expect(a.some((p) => p.fault === kind)).toBe(true);
+    // Stops outlast the detection timeout; kills have no duration.
+    for (const p of a) {
+      if (p.fault.startsWith('stop')) expect(p.faultMs).toBeGreaterThan(600);
+      if (p.fault.startsWith('kill')) expect(p.faultMs).toBe(0);
+    }
+    expect(planChaos({ cycles: 7, seed: 1, schedule: SCHEDULE }).map((p) => p.fault)).toEqual([...SCHEDULE, ...SCHEDULE.slice(0, 2)]);
+  });
+
+  it('kill -9, SIGSTOP of each side and a partition, halves in separate PID namespaces: nothing acknowledged lost, nothing applied twice, never two sides live', async () => {
+    const log: string[] = [];
+    const run = new ChaosRun({
+      cycles: SCHEDULE.length,
+      seed: 20261204,
+      schedule: SCHEDULE,
+      timeoutMs: 300,
+      heartbeatMs: 50,
+      counterClients: 4,
+      registerClients: 1,
+      pidNamespaces: pidns.ok,
+      onLog: (line) => log.push(line),
+    });
+    const r = await run.run().finally(() => run.kill());
+    const detail = JSON.stringify({ log, perCycle: r.perCycle, counters: r.counters.verdicts.filter((v) => v.lost + v.appliedTwice > 0), registers: r.registers.examples, epochs: r.epochs }, null, 1);
+    expect(r.aborted, detail).toBeUndefined();
+    expect(r.verified, detail).toBe(true);
+    expect(r.cycles).toBe(SCHEDULE.length);
+    for (const kind of SCHEDULE) expect(r.faults[kind]).toBe(1);
+    expect(r.counters.acknowledged).toBeGreaterThan(0);
+    expect(r.registers.acknowledged).toBeGreaterThan(0);
+    // A lockstep process that crashed (rather than halting or leaving) is a failure too.
+    const crashes = [...r.anomalies, ...r.perCycle.flatMap((c) => c.anomalies)].filter((a) => / exited with /.test(a));
+    expect(crashes, detail).toEqual([]);
+    expect({ lost: r.lost, appliedTwice: r.appliedTwice, splitBrainCycles: r.splitBrain }, detail).toEqual({ lost: 0, appliedTwice: 0, splitBrainCycles: 0 });
+  }, 300_000);
+});
