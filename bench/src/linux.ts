@@ -24,6 +24,7 @@ const QEMU_CPU = 'rv32,f=off,d=off,h=off,zba=off,zbb=off,zbc=off,zbs=off,sstc=of
 /** Boot to the marker, then power off at once (no program to run). */
 const BOOT_APPEND = `${COMMITTED_LINUX_APPEND} lockstep.run=`;
 const IDLE_SECONDS = 5;
+let pairs = 0; // names each clone's arbiter directory
 
 const { values: opts } = parseArgs({
   args: process.argv.slice(2),
@@ -33,7 +34,7 @@ const trials = opts.quick ? 1 : Number(opts.trials);
 if (!Number.isInteger(trials) || trials < 1) throw new Error(`--trials must be a positive integer, got ${opts.trials}`);
 const sections = new Set((opts.sections ?? 'boot,cpu,idle,clone').split(','));
 const tmp = mkdtempSync(join(tmpdir(), 'lockstep-bench-linux-'));
-const progress = new Progress((sections.has('boot') ? 2 * trials : 0) + (sections.has('cpu') ? 2 * trials * WORKLOADS.length : 0) + (sections.has('idle') ? 1 : 0) + (sections.has('clone') ? 4 : 0));
+const progress = new Progress((sections.has('boot') ? 2 * trials : 0) + (sections.has('cpu') ? 2 * trials * WORKLOADS.length : 0) + (sections.has('idle') ? 1 : 0) + (sections.has('clone') ? 4 * trials : 0));
 
 /** Spawns `cmd`, returns the wall seconds from spawn to the first console line containing the marker, and the exit code. */
 function timeToMarker(cmd: string, args: string[]): Promise<{ seconds: number; exitCode: number | null }> {
@@ -123,17 +124,21 @@ try {
     const clones: Record<string, unknown>[] = [];
     for (const busy of [false, true]) {
       for (const mib of [64, 256]) {
-        progress.step(`clone of a ${busy ? 'busy' : 'idle'} ${mib} MiB Linux guest`);
-        const r = await clonePause(mib, busy);
-        clones.push({ mib, busy, ...r });
-        progress.log(`  ${mib} MiB, ${busy ? 'running sort' : 'idle at the shell'}: pause ${r.pauseMs.toFixed(2)} ms, ${r.pages} pages in ${r.rounds} rounds, clone ${r.totalMs.toFixed(0)} ms`);
+        const runs: { pauseMs: number; pages: number; rounds: number; totalMs: number }[] = [];
+        for (let t = 1; t <= trials; t++) {
+          progress.step(`clone of a ${busy ? 'busy' : 'idle'} ${mib} MiB Linux guest ${t}/${trials}`);
+          runs.push(await clonePause(mib, busy));
+        }
+        const pauses = runs.map((r) => r.pauseMs);
+        clones.push({ mib, busy, pauseMs: median(pauses), maxPauseMs: Math.max(...pauses), runs });
+        progress.log(`  ${mib} MiB, ${busy ? 'running sort' : 'idle at the shell'}: pause median ${median(pauses).toFixed(2)} ms, max ${Math.max(...pauses).toFixed(2)} ms (${pauses.map((p) => p.toFixed(1)).join(' ')}), ${runs[0]!.pages} pages in ${runs[0]!.rounds} rounds`);
       }
     }
     results.clone = clones;
     const cell = (mib: number) =>
       clones
         .filter((c) => c.mib === mib)
-        .map((c) => `${(c.pauseMs as number).toFixed(1)} ms ${c.busy ? 'running sort' : 'idle'}`)
+        .map((c) => `${(c.pauseMs as number).toFixed(1)} ms (max ${(c.maxPauseMs as number).toFixed(1)}) ${c.busy ? 'running sort' : 'idle'}`)
         .join(', ');
     rows.push(`| Clone pause of a running Linux guest (goal < 100 ms) | 64 MiB: ${cell(64)} | 256 MiB: ${cell(256)} | |`);
   }
@@ -158,7 +163,7 @@ process.exit(0);
  * pause is reported.
  */
 async function clonePause(mib: number, busy: boolean) {
-  const dir = join(tmp, `arb-${mib}-${String(busy)}`);
+  const dir = join(tmp, `arb-${pairs++}`);
   mkdirSync(dir);
   const append = busy ? `${COMMITTED_LINUX_APPEND} quiet lockstep.run=${Array(20).fill('sort').join(',')}` : COMMITTED_LINUX_APPEND;
   const spec: VmSpec = { id: 'bench', memory: mib << 20, clock: 'real', append };
