@@ -1,6 +1,6 @@
 // What `run`, `record` and `replay` boot: a bare-metal ELF (the positional argument) or Linux with
 // QEMU's flags (--kernel, --initrd, --append, --bios, --dtb) or the committed guest (--linux).
-// Parses only: readLinuxBoot reads the files, Machine.load / Machine.loadLinux load them.
+// Parses the flags and reads the files (readLinuxBoot for Linux); Machine.load / Machine.loadLinux load them.
 import { readFileSync } from 'node:fs';
 import { readLinuxBoot, type LinuxBootOptions } from '../index.js';
 import { UsageError } from './args.js';
