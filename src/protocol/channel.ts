@@ -634,6 +634,8 @@ export class ChannelServer extends EventEmitter<ChannelServerEvents> {
   /** Connection start times by remote address, so the TLS handshake counts against the deadline. */
   #started = new Map<string, number>();
   #closing = false;
+  /** Rejects a listen() still under way (set while one is). */
+  #abortListen: (() => void) | undefined;
 
   /** Validates the options (throws OptionError); does not listen yet. */
   constructor(options: ChannelOptions) {
@@ -680,13 +682,29 @@ export class ChannelServer extends EventEmitter<ChannelServerEvents> {
     });
   }
 
-  /** Starts listening (port 0: any free port; host default: all interfaces). Resolves with the bound address. */
+  /**
+   * Starts listening (port 0: any free port; host default: all interfaces). Resolves with the bound
+   * address; rejects (ERR_LOCKSTEP_PROTOCOL_CLOSED) when the server is closed first — before or while
+   * the listen is under way — so a caller never waits on a server that will not listen.
+   */
   listen(port = 0, host?: string): Promise<{ port: number; host: string }> {
+    const where = `${host ?? '*'}:${port}`;
     return new Promise((resolve, reject) => {
-      const onError = (err: Error) => reject(new ProtocolError('ERR_LOCKSTEP_PROTOCOL_CLOSED', `cannot listen on ${host ?? '*'}:${port}: ${err.message}`, { cause: err }));
+      if (this.#closing) return reject(new ProtocolError('ERR_LOCKSTEP_PROTOCOL_CLOSED', `cannot listen on ${where}: the server is closed`));
+      const onError = (err: Error) => {
+        this.#abortListen = undefined;
+        reject(new ProtocolError('ERR_LOCKSTEP_PROTOCOL_CLOSED', `cannot listen on ${where}: ${err.message}`, { cause: err }));
+      };
       this.#server.once('error', onError);
+      this.#abortListen = () => {
+        this.#server.off('error', onError);
+        reject(new ProtocolError('ERR_LOCKSTEP_PROTOCOL_CLOSED', `cannot listen on ${where}: the server was closed while it started listening`));
+      };
       this.#server.listen(port, host, () => {
         this.#server.off('error', onError);
+        // A close() that came first has rejected already: the port it got now is given back at once.
+        if (this.#closing) return void this.#server.close();
+        this.#abortListen = undefined;
         const a = this.#server.address() as net.AddressInfo;
         resolve({ port: a.port, host: a.address });
       });
@@ -704,6 +722,8 @@ export class ChannelServer extends EventEmitter<ChannelServerEvents> {
    */
   async close(): Promise<void> {
     this.#closing = true;
+    this.#abortListen?.();
+    this.#abortListen = undefined;
     const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
     for (const ch of this.#channels) ch.close('server closing');
     const all = [...this.#sockets];

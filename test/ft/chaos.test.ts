@@ -31,8 +31,10 @@ describe('chaos (processes, faults from a fixed schedule)', () => {
       cycles: SCHEDULE.length,
       seed: 20261204,
       schedule: SCHEDULE,
-      timeoutMs: 300,
-      heartbeatMs: 50,
+      // 1 s: with 300 ms a starved machine (the suite beside stress-ng --cpu 2) dismissed every new
+      // secondary during its clone. Stops and partitions scale with it.
+      timeoutMs: 1000,
+      heartbeatMs: 100,
       counterClients: 4,
       registerClients: 1,
       pidNamespaces: pidns.ok,

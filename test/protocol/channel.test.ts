@@ -86,6 +86,15 @@ function same(a: Message, b: Message): boolean {
 }
 
 describe('channel', () => {
+  it('a server closed while it starts listening rejects listen() (it waited forever: a promoted primary stopped at once never finished starting)', async () => {
+    const server = new ChannelServer({ key: KEY, vmId: VM, role: 'primary', epoch: 1 });
+    const listening = server.listen(0, HOST);
+    const outcome = listening.then(() => 'listened', (err: { code?: string }) => err.code);
+    await server.close();
+    expect(await outcome).toBe('ERR_LOCKSTEP_PROTOCOL_CLOSED');
+    await expect(server.listen(0, HOST)).rejects.toMatchObject({ code: 'ERR_LOCKSTEP_PROTOCOL_CLOSED' });
+  });
+
   it('authenticates both ways, reports the peer, and carries every message type in both directions', async () => {
     const t = await startServer();
     const client = await connect(t.port);
