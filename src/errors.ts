@@ -123,3 +123,37 @@ export function nativeError(code: string, message: string, field?: string): Erro
       return new LockstepError(code, message);
   }
 }
+
+/** What a {@link BootError} is about. */
+export type BootErrorCode =
+  /** The kernel is empty, not a raw Image, or a gzip stream that does not unpack. */
+  | 'ERR_LOCKSTEP_BOOT_KERNEL_INVALID'
+  /** The initrd is empty or a gzip stream that does not unpack. */
+  | 'ERR_LOCKSTEP_BOOT_INITRD_INVALID'
+  /** The firmware (`bios`) is not a RISC-V ELF executable that fits in RAM. */
+  | 'ERR_LOCKSTEP_BOOT_BIOS_INVALID'
+  /** A given device tree is not a valid flattened device tree (or has no /chosen to take the boot arguments). */
+  | 'ERR_LOCKSTEP_BOOT_DTB_INVALID'
+  /** The kernel command line is too long or holds a NUL. */
+  | 'ERR_LOCKSTEP_BOOT_APPEND_INVALID'
+  /** An image does not fit in the machine's RAM where QEMU's layout puts it. */
+  | 'ERR_LOCKSTEP_BOOT_NO_ROOM'
+  /** Two images would overlap where QEMU's layout puts them. */
+  | 'ERR_LOCKSTEP_BOOT_OVERLAP'
+  /** The images (or command line, or device tree) differ from those a log or snapshot was made with. */
+  | 'ERR_LOCKSTEP_BOOT_MISMATCH'
+  /** The committed Linux guest (guest/linux/bin) is missing or does not match its SHA256SUMS. */
+  | 'ERR_LOCKSTEP_BOOT_IMAGES_MISSING';
+
+/**
+ * Booting Linux on a machine failed before anything ran: an image is invalid, does not fit, overlaps
+ * another, or differs from what a recording was made with. `field` names the input (`kernel`,
+ * `initrd`, `bios`, `dtb`, `append`).
+ */
+export class BootError extends LockstepError {
+  readonly field: string;
+  constructor(code: BootErrorCode, field: string, message: string, options?: { cause?: unknown }) {
+    super(code, `${field}: ${message}`, options);
+    this.field = field;
+  }
+}

@@ -28,7 +28,7 @@ async function pair(spec: VmSpec, onPrimary: (p: FtPrimary) => void = () => {}, 
   const dir = join(tmp, `arb-${pairs++}`);
   mkdirSync(dir);
   const machine = createVmMachine(spec);
-  machine.load(readFileSync(spec.guest));
+  machine.load(readFileSync(spec.guest!));
   prepare(machine);
   const arbiter = new FileArbiter({ dir });
   const primary = new FtPrimary({ machine, vmId: 'bench', key, arbiter, hashInterval: 2 ** 26 });
@@ -44,7 +44,7 @@ async function pair(spec: VmSpec, onPrimary: (p: FtPrimary) => void = () => {}, 
 async function cpu(name: string) {
   const spec: VmSpec = { id: 'bench', guest: guest(name), memory: 64 << 20, clock: 'real' };
   const plain = createVmMachine(spec);
-  plain.load(readFileSync(spec.guest));
+  plain.load(readFileSync(spec.guest!));
   let t = performance.now();
   const r0 = await plain.run();
   const plainMs = performance.now() - t;
@@ -92,7 +92,7 @@ async function kv(ft: boolean, seconds: number, clients: number) {
     };
   } else {
     const machine = createVmMachine(spec);
-    machine.load(readFileSync(spec.guest));
+    machine.load(readFileSync(spec.guest!));
     const net = await attachVmNetwork(machine, spec);
     port = net.port!;
     const run = machine.run();
@@ -237,7 +237,7 @@ async function slowSecondaryLag() {
   const dir = join(tmp, `arb-${pairs++}`);
   mkdirSync(dir);
   const machine = createVmMachine(spec);
-  machine.load(readFileSync(spec.guest));
+  machine.load(readFileSync(spec.guest!));
   const primary = new FtPrimary({ machine, vmId: 'bench', key, arbiter: new FileArbiter({ dir }), lagTargetMs: 50, maxLagMs: 300, heartbeatMs: 20 });
   const cloned = new Promise<void>((r) => primary.once('cloned', () => r()));
   const addr = await primary.start();
@@ -268,7 +268,7 @@ async function clonePause(mib: number, workload: string) {
   let report: { pauseMs: number; pages: number; rounds: number; totalMs: number } | undefined;
   // memtouch runs until stopped here (its round count is a patchable variable).
   const endless = (m: Machine) => {
-    const sym = parseElf(readFileSync(spec.guest), { base: 0x8000_0000, size: spec.memory }).symbols.get('memtouch_rounds');
+    const sym = parseElf(readFileSync(spec.guest!), { base: 0x8000_0000, size: spec.memory }).symbols.get('memtouch_rounds');
     if (sym !== undefined) m.writeMemory(sym, Uint8Array.of(0xff, 0xff, 0xff, 0x7f));
   };
   const { primary, secondary, machine } = await pair(spec, (p) => p.once('cloned', (r) => (report = r)), endless);

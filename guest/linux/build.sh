@@ -3,13 +3,15 @@
 # reproducibly: two runs on the Debian bookworm toolchain give byte-identical files. Never edits the repo
 # except guest/linux/bin/ when asked to (`install`).
 #
-#   guest/linux/build.sh [kernel|user|initramfs|all|install|check|check-user]
+#   guest/linux/build.sh [kernel|user|initramfs|all|install|install-user|check|check-user]
 #
 #   kernel     unpack the source (once) into $LOCKSTEP_LINUX_BUILD, tinyconfig + lockstep.config, Image
 #   user       headers_install, then init and the workloads against nolibc
 #   initramfs  pack rootfs.cpio (sorted, mtime 0, uid/gid 0, fixed inode numbers)
 #   all        the three above (default)
 #   install    all, then compress into guest/linux/bin/ and rewrite bin/SHA256SUMS
+#   install-user  user and initramfs only, then refresh bin/rootfs.cpio.gz and its SHA256SUMS lines
+#              (the committed Image stays: no kernel build)
 #   check      all, then compare with the committed files (exit 1 on any difference)
 #   check-user user and initramfs only (minutes, not the kernel's half hour), compare rootfs.cpio
 #
@@ -103,6 +105,16 @@ install_bin() {
   } > "$here/bin/SHA256SUMS"
 }
 
+# The initramfs alone: the other lines of SHA256SUMS (the kernel's, the firmware's) are kept as they are.
+install_user_bin() {
+  gzip -n -9 -c "$out/rootfs.cpio" > "$here/bin/rootfs.cpio.gz"
+  cpio_sum=$(cd "$out" && sha256sum rootfs.cpio)
+  gz_sum=$(cd "$here/bin" && sha256sum rootfs.cpio.gz)
+  awk -v c="$cpio_sum" -v g="$gz_sum" '$2 == "rootfs.cpio" { print c; next } $2 == "rootfs.cpio.gz" { print g; next } { print }' \
+    "$here/bin/SHA256SUMS" > "$here/bin/SHA256SUMS.new"
+  mv "$here/bin/SHA256SUMS.new" "$here/bin/SHA256SUMS"
+}
+
 check_bin() {
   bad=0
   for f in "$@"; do
@@ -119,7 +131,8 @@ case "${1:-all}" in
   initramfs) initramfs ;;
   all) kernel; user; initramfs ;;
   install) kernel; user; initramfs; install_bin ;;
+  install-user) user; initramfs; install_user_bin ;;
   check) kernel; user; initramfs; check_bin Image rootfs.cpio ;;
   check-user) user; initramfs; check_bin rootfs.cpio ;;
-  *) echo "usage: $0 [kernel|user|initramfs|all|install|check|check-user]" >&2; exit 2 ;;
+  *) echo "usage: $0 [kernel|user|initramfs|all|install|install-user|check|check-user]" >&2; exit 2 ;;
 esac

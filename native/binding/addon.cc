@@ -78,6 +78,8 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
                            InstanceMethod<&NativeMachine::JsShadowRelease>("shadowRelease"),
                            InstanceMethod<&NativeMachine::JsGoLive>("goLive"),
                            InstanceMethod<&NativeMachine::JsHeld>("held"),
+                           InstanceMethod<&NativeMachine::JsConsolePosition>("consolePosition"),
+                           InstanceMethod<&NativeMachine::JsSetConsolePosition>("setConsolePosition"),
                            InstanceMethod<&NativeMachine::JsProgress>("progress"),
                            InstanceMethod<&NativeMachine::JsSetThrottle>("setThrottle"),
                            InstanceMethod<&NativeMachine::JsPrecopyStart>("precopyStart"),
@@ -524,6 +526,18 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
   Napi::Value JsHeld(const Napi::CallbackInfo& info) {
     if (!Open(info)) return info.Env().Undefined();
     return Napi::Number::New(info.Env(), static_cast<double>(vcpu_->held()));
+  }
+  // consolePosition(): bigint console bytes the guest wrote, counted from where the numbering started.
+  Napi::Value JsConsolePosition(const Napi::CallbackInfo& info) {
+    if (!Open(info)) return info.Env().Undefined();
+    return Napi::BigInt::New(info.Env(), vcpu_->console_position());
+  }
+  // setConsolePosition(position: bigint): idle only.
+  Napi::Value JsSetConsolePosition(const Napi::CallbackInfo& info) {
+    uint64_t position;
+    if (!Usable(info) || !Lsn(info, 0, &position)) return info.Env().Undefined();
+    vcpu_->set_console_position(position);
+    return info.Env().Undefined();
   }
   // progress(): bigint instret (at the last slice end while running; exact when idle).
   Napi::Value JsProgress(const Napi::CallbackInfo& info) {

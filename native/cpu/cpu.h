@@ -226,6 +226,10 @@ class Cpu {
   }
   /// Set by the platform to end run() at the next instruction boundary (e.g. a replay divergence).
   bool stop_now = false;
+  /// Set by the platform while a CSR read is performed (a logged clock read that made the timer due):
+  /// the run loop re-checks interrupts before the next instruction. Without it the interrupt would be
+  /// taken wherever the next check happens to fall, which a recording and its replay place differently.
+  bool recheck_after_read = false;
   /// Drop all decoded pages and cached translations, and re-read the PMP entries (after a restore).
   void invalidate_all();
   /// Mark a RAM page for platform store notification.

@@ -188,7 +188,11 @@ Cpu::CsrResult Cpu::csr_op(uint32_t csr, uint32_t op, uint32_t src, bool write, 
   uint32_t v;
   if (!csr_read(csr, &v)) return CsrResult::kIllegal;
   *old = v;
-  if (!write) return stop_now ? CsrResult::kOkRecheck : CsrResult::kOk;
+  if (!write) {
+    const bool recheck = stop_now || recheck_after_read;
+    recheck_after_read = false;
+    return recheck ? CsrResult::kOkRecheck : CsrResult::kOk;
+  }
   // Read-modify-write of mip uses the software-writable SEIP bit, not the PLIC's line (spec 3.1.9).
   const uint32_t base = csr == kMip ? (v & ~kSeip) | (mip_sw & kSeip) : v;
   const uint32_t nv = op == 1 ? src : op == 2 ? (base | src) : (base & ~src);

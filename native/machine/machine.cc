@@ -177,6 +177,8 @@ bool Machine::consume_sync(EventKind kind, uint64_t* value) {
 
 uint64_t Machine::guest_time() {
   if (!config_.real_clock || log_mode_ == LogMode::kOff) return mtime();
+  const uint64_t off = static_cast<uint64_t>(mtime_offset_);
+  const bool was_due = timecmp_armed_ && clock_raw_ + off >= mtimecmp_;
   if (log_mode_ == LogMode::kRecord) {
     clock_raw_ = std::max(clock_raw_, host_now_ticks());  // never backwards, whatever the host does
     Event e = position(EventKind::kClockRead);
@@ -186,7 +188,13 @@ uint64_t Machine::guest_time() {
     uint64_t v;
     if (consume_sync(EventKind::kClockRead, &v)) clock_raw_ = v;
   }
-  return clock_raw_ + static_cast<uint64_t>(mtime_offset_);
+  // This read moved the clock past mtimecmp: the timer interrupt must be taken right after it, at the
+  // same instruction in the recording and the replay (else it waits for the next slice boundary, which
+  // they place differently: a replay stops after every synchronous event, a recording does not).
+  if (!was_due && timecmp_armed_ && clock_raw_ + off >= mtimecmp_) {
+    cpu_.recheck_after_read = true;
+  }
+  return clock_raw_ + off;
 }
 
 uint64_t Machine::wall_time() {
@@ -538,8 +546,16 @@ Mmio Machine::clint_load(uint32_t off, uint32_t* v) {
     case 0x0000: *v = msip_ ? 1 : 0; return Mmio::kOk;
     case 0x4000: *v = static_cast<uint32_t>(mtimecmp_); return Mmio::kOk;
     case 0x4004: *v = static_cast<uint32_t>(mtimecmp_ >> 32); return Mmio::kOk;
-    case 0xBFF8: *v = static_cast<uint32_t>(guest_time()); return cpu_.stop_now ? Mmio::kExit : Mmio::kOk;
-    case 0xBFFC: *v = static_cast<uint32_t>(guest_time() >> 32); return cpu_.stop_now ? Mmio::kExit : Mmio::kOk;
+    case 0xBFF8:
+    case 0xBFFC: {
+      const uint64_t t = guest_time();
+      *v = static_cast<uint32_t>(off == 0xBFF8 ? t : t >> 32);
+      if (cpu_.stop_now) return Mmio::kExit;
+      // A load re-checks through its result, not through the CSR path's flag.
+      const bool due = cpu_.recheck_after_read;
+      cpu_.recheck_after_read = false;
+      return due ? Mmio::kOkRecheck : Mmio::kOk;
+    }
   }
   *v = 0;  // other harts' registers: no such hart
   return Mmio::kOk;

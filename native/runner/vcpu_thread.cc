@@ -165,6 +165,8 @@ void VcpuThread::shutdown() {
 }
 
 void VcpuThread::write(const uint8_t* data, size_t n) {
+  // release: the count is complete before anything that reports the stop; pairs with console_position().
+  console_position_.store(console_position_.load(std::memory_order_relaxed) + n, std::memory_order_release);
   if (gate_.engaged() && hold_output(OutputGate::Kind::kConsole, data, n, nullptr)) return;
   console_buf_.insert(console_buf_.end(), data, data + n);
   if (console_buf_.size() >= kConsoleFlushBytes) flush_console();

@@ -123,6 +123,13 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   bool go_live(uint64_t released, Outputs* out);
   /// Outputs held (primary) or kept (secondary shadow) right now.
   size_t held();
+  /// The console stream's position: bytes the guest has written to its console (UART, semihosting)
+  /// since the machine was made, plus where the numbering was set to start (any thread). Gated,
+  /// suppressed and emitted bytes all count, so two machines in lockstep agree on it; a go-live's
+  /// re-emitted bytes end there, which lets a sink drop what it already has (no gap, no duplicate).
+  uint64_t console_position() const { return console_position_.load(std::memory_order_acquire); }
+  /// Continues the numbering of another machine (a clone restored from its state); idle only.
+  void set_console_position(uint64_t position) { console_position_.store(position, std::memory_order_release); }
   /// instret at the end of the last slice (any thread; for acks and lag).
   uint64_t progress() const { return progress_.load(std::memory_order_relaxed); }
   /// Lag control: the vCPU sleeps `ratio` of each slice's duration (0 = full speed, at most 0.95). Also
@@ -161,6 +168,8 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   ByteRingProducer console_;
   std::function<void()> doorbell_;
   std::vector<uint8_t> console_buf_;  // vCPU thread only
+  // Written by the vCPU thread only (write()); release/acquire so an idle host reads the final count.
+  std::atomic<uint64_t> console_position_{0};
 
   // Recording (vCPU thread while running, host thread while idle).
   std::unique_ptr<ByteRingProducer> log_;

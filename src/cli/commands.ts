@@ -1,7 +1,7 @@
 // The `lockstep` verbs: dispatches to one file per verb and maps errors to exit statuses. Loaded by
 // main.ts once the user signals are guarded.
 import { readFileSync } from 'node:fs';
-import { AddonLoadError, ElfError, ListenError, LockstepError } from '../index.js';
+import { AddonLoadError, BootError, ElfError, ListenError, LockstepError } from '../index.js';
 import { UsageError } from './args.js';
 import { EXIT, type CommandIo } from './io.js';
 import { AGENT_HELP, agentCommand } from './agent.js';
@@ -20,7 +20,9 @@ interpreted CPU whose every non-deterministic input can be logged and replayed.
 
 Commands:
   run <guest.elf>                 run a guest; its console on stdout, its exit code as the exit status
-  record <guest.elf> -o <log>     run a guest and log every non-deterministic input
+  run --kernel <Image> …          boot Linux as QEMU -M virt does (--initrd, --append, --bios);
+                                  run --linux boots the committed guest
+  record <guest.elf> -o <log>     run a guest and log every non-deterministic input (or --kernel …)
   replay <log> <guest.elf>        replay a log to the bit-identical final state (exit 1 on divergence)
   primary <vm.json>               run a VM as the primary of a fault-tolerant pair
   secondary <vm.json> --join H:P  join a primary as its secondary; go live if it is lost
@@ -88,6 +90,11 @@ export async function dispatch(argv: string[], io: CommandIo): Promise<number> {
     if (err instanceof ListenError || code === 'ERR_LOCKSTEP_METRICS_LISTEN') {
       io.stderr.write(`lockstep ${verb}: ${(err as Error).message}\n`);
       return EXIT.unavailable;
+    }
+    if (err instanceof BootError) {
+      // Images missing from the package are like a missing file; a bad command line is a usage error.
+      io.stderr.write(`lockstep ${verb}: ${err.message}\n`);
+      return err.code === 'ERR_LOCKSTEP_BOOT_IMAGES_MISSING' ? EXIT.noInput : err.code === 'ERR_LOCKSTEP_BOOT_APPEND_INVALID' ? EXIT.usage : EXIT.dataErr;
     }
     if (err instanceof ElfError) {
       io.stderr.write(`lockstep ${verb}: invalid ELF: ${err.message}\n`);

@@ -32,6 +32,7 @@ Options:
   --control <host:port>  serve the operations API (lockstep ft <operation>) there
   --exit-with-parent     die with the process that started this one (a host agent): as the host would
   --console              copy the guest's console to stdout
+  --await-secondary      start the guest only once the first secondary is in lockstep (its boot protected too)
   --events               status as JSON lines on stderr (for programs), instead of text
   -h, --help
 
@@ -217,7 +218,7 @@ export async function primaryCommand(argv: string[], io: CommandIo): Promise<num
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { listen: { type: 'string' }, control: { type: 'string' }, 'exit-with-parent': { type: 'boolean' }, console: { type: 'boolean' }, events: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    options: { listen: { type: 'string' }, control: { type: 'string' }, 'exit-with-parent': { type: 'boolean' }, console: { type: 'boolean' }, 'await-secondary': { type: 'boolean' }, events: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help) {
     io.stdout.write(PRIMARY_HELP);
@@ -246,7 +247,7 @@ export async function primaryCommand(argv: string[], io: CommandIo): Promise<num
   // Every address is taken before the epoch is claimed: a port in use fails here and costs no epoch.
   net = await attachVmNetwork(machine, spec, 0);
   if (net.port !== undefined) r.event('net', { port: net.port }, `udp 127.0.0.1:${net.port} -> guest 10.0.2.15:${spec.net?.backend === 'udp' ? spec.net.guestPort : 0}`);
-  const primary = new FtPrimary({ ...primaryOptions(settings), machine, vmId: spec.id, key, arbiter, listen, ...(tls ? { tls } : {}) });
+  const primary = new FtPrimary({ ...primaryOptions(settings), machine, vmId: spec.id, key, arbiter, listen, awaitSecondary: values['await-secondary'] === true, ...(tls ? { tls } : {}) });
   const done = supervisePrimary(primary, r, io, values.console === true);
   let services: PrimaryServices | undefined;
   try {
@@ -376,7 +377,7 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
       resolve(EXIT.ok);
     });
     secondary.on('restart', () => r.event('restart', {}, 'restarting (asked by the primary); a fresh clone follows'));
-    secondary.on('go-live', (g) => r.event('go-live', { ...g }, `LIVE at epoch ${g.epoch} after ${g.ms.toFixed(1)} ms (${g.reason}); re-emitted ${g.reemittedFrames} frames`));
+    secondary.on('go-live', (g) => r.event('go-live', { ...g }, `LIVE at epoch ${g.epoch} after ${g.ms.toFixed(1)} ms (${g.reason}); re-emitted ${g.reemittedFrames} frames and ${g.reemittedConsole} console bytes (from console position ${g.consolePosition})`));
     secondary.on('promoted', (p) => {
       primarySignals(p, r);
       // Served exactly as a primary's, retrying addresses the frozen old primary may still hold.

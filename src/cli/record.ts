@@ -3,49 +3,60 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { Machine, Recorder, Replayer } from '../index.js';
+import { Machine, Recorder, Replayer, checkLinuxIdentity } from '../index.js';
 import { DEFAULT_HASH_INTERVAL } from '../log/recorder.js';
 import { checkLog, type LogSummary } from '../log/check.js';
-import { LogReader, LogWriter, type BatchView } from '../log/format.js';
+import { LogReader, LogWriter, type BatchView, type LogMetadata } from '../log/format.js';
 import { UsageError, parseCount, parseSize } from './args.js';
 import { DEVICE_HELP, DEVICE_OPTIONS, parseDevices, startForwards } from './devices.js';
+import { BOOT_HELP, BOOT_OPTIONS, parseBoot } from './boot.js';
+import { forwardStdin } from './console-input.js';
 import { EXIT, type CommandIo } from './io.js';
-import { exitStatus, hex, runTimed } from './run.js';
+import { bootCmdline, exitStatus, hex, loadBoot, runTimed, stdinIsInput } from './run.js';
 
 const BUDGET_BYTES_PER_SECOND = 125_000_000; // the 1 Gbit/s logging budget
 
 export const RECORD_HELP = `Usage: lockstep record <guest.elf> -o <run.log> [options]
+       lockstep record --kernel <Image> [--initrd <file>] [--append <text>] -o <run.log> [options]
+       lockstep record --linux -o <run.log> [options]
 
 Runs a guest like 'lockstep run' while logging every non-deterministic input (clock reads, timer
 interrupts, UART input) at its exact instruction position, so that 'lockstep replay' can reproduce the
-run bit for bit.
+run bit for bit. The log's header names the guest ELF (or, for Linux, the firmware, kernel, initrd and
+device tree) by SHA-256 and keeps the command line, so a replay with other images is refused.
 
 Options:
   -o, --output <file>        the log file to write (required)
   --memory <size>            guest RAM (default 64M)
   --clock <real|virtual>     real (default): the host clock, logged; virtual: derived from instructions
-  --input <file>             bytes fed to the guest's UART receiver (logged where they arrive)
+  --input <file>             bytes fed to the guest's UART receiver (logged where they arrive; '-': stdin)
   --append <text>            the guest's command line (as QEMU's -append; kept in the log for replay)
   --max-instructions <n>     stop after exactly n instructions
   --hash-interval <n>        log a state hash every n instructions (default ${DEFAULT_HASH_INTERVAL}; 0: only at the end)
   --stats                    print counters, seconds, MIPS and log bandwidth (vs the 1 Gbit/s budget) to stderr
-${DEVICE_HELP}  -h, --help                 this help
+${DEVICE_HELP}${BOOT_HELP}  -h, --help                 this help
 
 Exit status: as 'lockstep run' (the guest's exit code, 75 budget, 77 trap, ...).
 `;
 
 export const REPLAY_HELP = `Usage: lockstep replay <run.log> <guest.elf> [options]
+       lockstep replay <run.log> --kernel <Image> [--initrd <file>] [--bios <fw.elf>] [options]
+       lockstep replay <run.log> --linux [options]
 
-Replays a log written by 'lockstep record' on the same guest ELF. The guest's console output is
-reproduced on stdout; the final state hash and counters go to stderr. Every record is checked before
-anything runs: nothing may follow the end record, and the periodic state hashes the log promises
-(--hash-interval of the recording) must all be there.
+Replays a log written by 'lockstep record' on the same guest ELF, or the same Linux images (the
+command line comes from the log). The guest's console output is reproduced on stdout; the final state
+hash and counters go to stderr. Every record is checked before anything runs: nothing may follow the
+end record, and the periodic state hashes the log promises (--hash-interval of the recording) must all
+be there; Linux images that differ from the recording's are refused, naming which.
 
 Options:
   --stats                    also print seconds and MIPS
   --disk <image>             the recording had a disk: an image of the same size (only read for its
                              size; the log carries every read, and a replay never writes)
   --net, --rng               the recording had virtio-net / virtio-rng (the device set must match)
+  --kernel, --initrd, --bios, --dtb, --linux
+                             the Linux images of the recording (as for 'lockstep record')
+  --append <text>            the recording's command line (default: the one in the log; must match)
   -h, --help                 this help
 
 Exit status: 0 the replay reproduced the recording: it consumed the whole log up to its end record,
@@ -79,37 +90,43 @@ export async function recordCommand(argv: string[], io: CommandIo): Promise<numb
       stats: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
       ...DEVICE_OPTIONS,
+      ...BOOT_OPTIONS,
     },
   });
   if (values.help) {
     io.stdout.write(RECORD_HELP);
     return EXIT.ok;
   }
-  if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'missing <guest.elf>' : `expected one ELF file, got ${positionals.length}`);
+  const boot = parseBoot(values, positionals, '<guest.elf>');
   if (!values.output) throw new UsageError('missing -o <run.log>');
   const clock = values.clock ?? 'real';
   if (clock !== 'virtual' && clock !== 'real') throw new UsageError(`--clock: '${clock}' must be 'real' or 'virtual'`);
   const memory = values.memory === undefined ? 64 * 1024 * 1024 : parseSize('memory', values.memory);
   const max = values['max-instructions'] === undefined ? undefined : parseCount('max-instructions', values['max-instructions']);
   const hashInterval = values['hash-interval'] === undefined ? DEFAULT_HASH_INTERVAL : Number(parseCount('hash-interval', values['hash-interval']));
-  const elf = readFileSync(positionals[0]!);
-  const input = values.input === undefined ? undefined : readFileSync(values.input);
+  const input = values.input === undefined || values.input === '-' ? undefined : readFileSync(values.input);
 
   const { devices, forwards } = parseDevices(values);
-  const cmdline = values.append ?? '';
-  const machine = new Machine({ memory, clock, devices, ...(cmdline === '' ? {} : { cmdline }) });
+  const { cmdline } = bootCmdline(boot);
+  const machine = new Machine({ memory, clock, devices, ...(cmdline === undefined || cmdline === '' ? {} : { cmdline }) });
   let writer: LogWriter | undefined;
   let stopForwards = () => {};
+  let stopStdin = () => {};
   try {
-    machine.load(elf);
+    const linux = loadBoot(machine, boot);
     machine.on('console', (chunk) => io.stdout.write(chunk));
     stopForwards = await startForwards(machine, forwards, (l) => io.stderr.write(l));
-    writer = LogWriter.create(values.output, { lockstep: packageVersion(), memory, clock, elfSha256: sha256(elf), hashInterval, ...(cmdline === '' ? {} : { cmdline }) });
+    const meta: LogMetadata = { lockstep: packageVersion(), memory, clock, elfSha256: boot.kind === 'elf' ? sha256(boot.elf) : linux!.biosSha256, hashInterval };
+    if (cmdline !== undefined && cmdline !== '') meta.cmdline = cmdline;
+    if (linux) meta.linux = linux;
+    writer = LogWriter.create(values.output, meta);
     const recorder = new Recorder(machine, { hashInterval });
     const w = writer;
     recorder.on('batch', (batch) => w.write(batch));
     if (input) machine.input(input);
+    if (stdinIsInput(boot, values.input)) stopStdin = forwardStdin(machine, process.stdin, () => machine.stop());
     const { result, seconds } = await runTimed(machine, max);
+    stopStdin();
     recorder.finish(result);
     writer.close();
     if (values.stats) {
@@ -123,6 +140,7 @@ export async function recordCommand(argv: string[], io: CommandIo): Promise<numb
     }
     return exitStatus(result, io);
   } finally {
+    stopStdin();
     stopForwards();
     writer?.close();
     machine.close();
@@ -139,15 +157,16 @@ export async function replayCommand(argv: string[], io: CommandIo): Promise<numb
       disk: { type: 'string' },
       net: { type: 'boolean' },
       rng: { type: 'boolean' },
+      append: { type: 'string' },
+      ...BOOT_OPTIONS,
     },
   });
   if (values.help) {
     io.stdout.write(REPLAY_HELP);
     return EXIT.ok;
   }
-  if (positionals.length !== 2) throw new UsageError('expected <run.log> <guest.elf>');
-  const [logPath, elfPath] = positionals as [string, string];
-  const elf = readFileSync(elfPath);
+  const [logPath, ...rest] = positionals;
+  if (logPath === undefined) throw new UsageError('expected <run.log> and the guest (<guest.elf>, --kernel or --linux)');
   const reader = LogReader.open(logPath);
   let batches: BatchView[];
   let summary: LogSummary;
@@ -160,8 +179,14 @@ export async function replayCommand(argv: string[], io: CommandIo): Promise<numb
     reader.close();
   }
   const meta = reader.meta;
-  if (meta.elfSha256 !== sha256(elf)) {
-    io.stderr.write(`lockstep replay: ${elfPath} is not the program ${logPath} was recorded from (SHA-256 differs)\n`);
+  // A Linux recording's command line is in its log: it is the default, not --linux's.
+  const boot = parseBoot({ ...values, append: values.append ?? meta.linux?.append ?? '' }, rest, '<guest.elf>');
+  if (meta.linux && boot.kind === 'elf') {
+    throw new UsageError(`${logPath} is a recording of Linux: replay it with the same --kernel/--initrd/--bios (or --linux), not an ELF`);
+  }
+  if (!meta.linux && boot.kind === 'linux') throw new UsageError(`${logPath} is a recording of an ELF guest: give that <guest.elf>, not a kernel`);
+  if (boot.kind === 'elf' && meta.elfSha256 !== sha256(boot.elf)) {
+    io.stderr.write(`lockstep replay: ${boot.path} is not the program ${logPath} was recorded from (SHA-256 differs)\n`);
     return EXIT.dataErr;
   }
   const devices = {
@@ -171,7 +196,8 @@ export async function replayCommand(argv: string[], io: CommandIo): Promise<numb
   };
   const machine = new Machine({ memory: meta.memory, clock: meta.clock, devices, ...(meta.cmdline === undefined ? {} : { cmdline: meta.cmdline }) });
   try {
-    machine.load(elf);
+    const linux = loadBoot(machine, boot);
+    if (meta.linux && linux) checkLinuxIdentity(meta.linux, linux, logPath);
     machine.on('console', (chunk) => io.stdout.write(chunk));
     const replayer = new Replayer(machine);
     for (const b of batches) replayer.feed(b.bytes);

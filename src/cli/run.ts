@@ -1,29 +1,36 @@
 // `lockstep run`: run a guest ELF with its console on stdout; the exit status is the guest's.
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { Machine, type RunResult } from '../index.js';
+import { Machine, type LinuxIdentity, type RunResult } from '../index.js';
 import { EXIT, type CommandIo } from './io.js';
 import { UsageError, parseCount, parseSize } from './args.js';
 import { DEVICE_HELP, DEVICE_OPTIONS, parseDevices, startForwards } from './devices.js';
+import { BOOT_HELP, BOOT_OPTIONS, parseBoot, type Boot } from './boot.js';
+import { forwardStdin } from './console-input.js';
 
 export const RUN_HELP = `Usage: lockstep run <guest.elf> [options]
+       lockstep run --kernel <Image> [--initrd <file>] [--append <text>] [--bios <fw.elf>] [options]
+       lockstep run --linux [--append <text>] [options]
 
-Runs a RISC-V (RV32IMAC) guest on the QEMU virt board. The guest's console (UART and
-semihosting) goes to stdout; lockstep's own messages go to stderr.
+Runs a RISC-V (RV32IMAC) guest on the QEMU virt board: a bare-metal ELF, or Linux booted as
+qemu-system-riscv32 -M virt -bios <fw> -kernel <Image> -initrd <file> -append <text> boots it. The
+guest's console (UART and semihosting) goes to stdout; lockstep's own messages go to stderr. When
+Linux boots on a terminal, the terminal is the guest's console (Ctrl-A x quits).
 
 Options:
   --memory <size>            guest RAM (default 64M; e.g. 1M, 256M)
   --max-instructions <n>     stop after exactly n instructions (exit status 75)
   --clock <virtual|real>     virtual: time derived from instructions, fully deterministic (default)
                              real: the host's monotonic clock
-  --input <file>             bytes fed to the guest's UART receiver
-  --append <text>            the guest's command line (as QEMU's -append; read through semihosting)
+  --input <file>             bytes fed to the guest's UART receiver ('-': this process's stdin)
+  --append <text>            the guest's command line (as QEMU's -append; an ELF guest reads it
+                             through semihosting)
   --stats                    print instructions, branches, seconds and MIPS to stderr (and the
                              virtio-net frames delivered to the guest and dropped on the host)
-${DEVICE_HELP}  -h, --help                 this help
+${DEVICE_HELP}${BOOT_HELP}  -h, --help                 this help
 
 Exit status: the guest's exit code (finisher, semihosting or HTIF); 64 usage error;
-65 invalid ELF; 66 file not found; 69 a --net host port is taken; 70 internal error;
+65 invalid ELF or boot image; 66 file not found; 69 a --net host port is taken; 70 internal error;
 75 instruction budget reached; 76 guest halted (WFI with nothing to wake it); 77 unhandled guest
 trap; 130 interrupted. SIGUSR1 and SIGUSR2 are ignored (with a line on stderr).
 `;
@@ -41,29 +48,32 @@ export async function runCommand(argv: string[], io: CommandIo): Promise<number>
       stats: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
       ...DEVICE_OPTIONS,
+      ...BOOT_OPTIONS,
     },
   });
   if (values.help) {
     io.stdout.write(RUN_HELP);
     return EXIT.ok;
   }
-  if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'missing <guest.elf>' : `expected one ELF file, got ${positionals.length}`);
+  const boot = parseBoot(values, positionals, '<guest.elf>');
   const clock = values.clock ?? 'virtual';
   if (clock !== 'virtual' && clock !== 'real') throw new UsageError(`--clock: '${clock}' must be 'virtual' or 'real'`);
   const memory = values.memory === undefined ? undefined : parseSize('memory', values.memory);
   const max = values['max-instructions'] === undefined ? undefined : parseCount('max-instructions', values['max-instructions']);
-  const elf = readFileSync(positionals[0]!);
-  const input = values.input === undefined ? undefined : readFileSync(values.input);
+  const input = values.input === undefined || values.input === '-' ? undefined : readFileSync(values.input);
 
   const { devices, forwards } = parseDevices(values);
-  const machine = new Machine({ ...(memory === undefined ? {} : { memory }), clock, devices, ...(values.append === undefined ? {} : { cmdline: values.append }) });
+  const machine = new Machine({ ...(memory === undefined ? {} : { memory }), clock, devices, ...bootCmdline(boot) });
   let stopForwards = () => {};
+  let stopStdin = () => {};
   try {
-    machine.load(elf);
+    loadBoot(machine, boot);
     machine.on('console', (chunk) => io.stdout.write(chunk));
     stopForwards = await startForwards(machine, forwards, (l) => io.stderr.write(l));
     if (input) machine.input(input);
+    if (stdinIsInput(boot, values.input)) stopStdin = forwardStdin(machine, process.stdin, () => machine.stop());
     const { result, seconds } = await runTimed(machine, max);
+    stopStdin();
     if (values.stats) {
       const mips = Number(result.instret) / seconds / 1e6;
       io.stderr.write(
@@ -73,9 +83,29 @@ export async function runCommand(argv: string[], io: CommandIo): Promise<number>
     }
     return exitStatus(result, io);
   } finally {
+    stopStdin();
     stopForwards();
     machine.close();
   }
+}
+
+/** The Machine option an ELF guest's --append becomes (Linux's goes into the device tree instead). */
+export function bootCmdline(boot: Boot): { cmdline?: string } {
+  return boot.kind === 'elf' && boot.cmdline !== undefined ? { cmdline: boot.cmdline } : {};
+}
+
+/** Loads what `boot` says; returns the Linux boot's identity (for a log), or undefined for an ELF. */
+export function loadBoot(machine: Machine, boot: Boot): LinuxIdentity | undefined {
+  if (boot.kind === 'elf') {
+    machine.load(boot.elf);
+    return undefined;
+  }
+  return machine.loadLinux(boot.options).identity;
+}
+
+/** `--input -`, or Linux on a terminal with no --input: the guest's UART reads this process's stdin. */
+export function stdinIsInput(boot: Boot, input: string | undefined): boolean {
+  return input === '-' || (input === undefined && boot.kind === 'linux' && process.stdin.isTTY === true);
 }
 
 /** Runs the machine with Ctrl-C mapped to stop(); returns the result and the run's wall seconds. */

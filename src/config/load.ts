@@ -118,7 +118,7 @@ async function checkGuest(path: string): Promise<string | undefined> {
   } catch (err) {
     return `cannot read ${path}: ${describeFsError(err)}`;
   }
-  return ELF_MAGIC.every((b, i) => head[i] === b) ? undefined : `${path} is not an ELF file (build the guest, or point at guest/bin/*.elf)`;
+  return ELF_MAGIC.every((b, i) => head[i] === b) ? undefined : `${path} is not an ELF file (build it, or point at guest/bin/*.elf or guest/firmware/bin/firmware.elf)`;
 }
 
 function hexKey(hex: string, where: string): Uint8Array | string {
@@ -173,10 +173,11 @@ export async function readFtKey(key: FtKeyConfig, sourceName: string, env: NodeJ
 }
 
 /**
- * Checks what a validated configuration points at: the guest is a readable ELF file, the disk image a
- * readable file of whole 512-byte sectors, the TLS files PEM certificates and a private key that belongs
- * to the certificate, a file arbiter's directory exists, and the key can be read. Returns the key
- * (undefined when none is configured).
+ * Checks what a validated configuration points at: the guest (or the Linux firmware) is a readable ELF
+ * file, the kernel, initrd and device tree readable files, the disk image a readable file of whole
+ * 512-byte sectors, the TLS files PEM certificates and a private key that belongs to the certificate, a
+ * file arbiter's directory exists, and the key can be read. Returns the key (undefined when none is
+ * configured).
  *
  * @throws {ConfigError} listing every problem, each naming its field
  */
@@ -185,7 +186,14 @@ export async function checkConfigFiles(config: LockstepConfig, sourceName: strin
   const problem = (field: string, why: string | undefined) => {
     if (why !== undefined) issues.push({ field, message: `${field}: ${why}` });
   };
-  problem('vm.guest', await checkGuest(config.vm.guest));
+  if (config.vm.guest !== undefined) problem('vm.guest', await checkGuest(config.vm.guest));
+  const linux = config.vm.linux;
+  if (linux) {
+    problem('vm.kernel', await unreadableFile(linux.kernel));
+    if (linux.initrd !== undefined) problem('vm.initrd', await unreadableFile(linux.initrd));
+    if (linux.bios !== undefined) problem('vm.bios', await checkGuest(linux.bios));
+    if (linux.dtb !== undefined) problem('vm.dtb', await unreadableFile(linux.dtb));
+  }
   if (config.vm.devices.disk) problem('vm.devices.disk.path', await badImage(config.vm.devices.disk.path));
   const tls = config.ft.tls;
   if (tls) for (const { field, why } of await tlsProblems(tls)) problem(field, why);

@@ -50,17 +50,31 @@ export interface DevicesConfig {
   readonly net: NetConfig | undefined;
 }
 
+/** The Linux images of a VM (`vm.kernel`, `vm.initrd`, `vm.bios`, `vm.dtb`), as absolute paths. */
+export interface LinuxConfig {
+  readonly kernel: string;
+  readonly initrd: string | undefined;
+  readonly bios: string | undefined;
+  readonly dtb: string | undefined;
+}
+
 /** The `vm` section: what the machine is made of. Both halves of a pair build theirs from it. */
 export interface VmConfig {
   /** Names the VM; the arbiter's key. `[a-z0-9][a-z0-9._-]{0,62}`. */
   readonly id: string;
-  /** Absolute path of the guest ELF. */
-  readonly guest: string;
+  /** Absolute path of the guest ELF; undefined when the VM boots Linux (`kernel`). */
+  readonly guest: string | undefined;
+  /**
+   * Linux instead of a bare-metal ELF, as QEMU's `-kernel`/`-initrd`/`-bios`/`-dtb`: absolute paths of
+   * the raw (or gzip'd) kernel Image, the initrd, the firmware ELF (undefined: lockstep's SBI firmware)
+   * and a device tree (undefined: generated from this configuration). Undefined for an ELF guest.
+   */
+  readonly linux: LinuxConfig | undefined;
   /** Guest RAM in MiB (the machine's `memory` is `ramMiB * 2**20`). */
   readonly ramMiB: number;
   /** `real`: mtime follows the host clock and is logged. `virtual`: derived from instret, deterministic. */
   readonly clock: 'real' | 'virtual';
-  /** The guest's command line (as QEMU's `-append`; the guest reads it through semihosting); '' for none. */
+  /** The guest's command line (as QEMU's `-append`: Linux's bootargs, or what an ELF guest reads through semihosting); '' for none. */
   readonly append: string;
   readonly devices: DevicesConfig;
 }

@@ -59,7 +59,7 @@ function hostProblem(host: string, v6: boolean): string | undefined {
 }
 
 const TOP_FIELDS = ['vm', 'ft', 'metrics'] as const;
-const VM_FIELDS = ['id', 'guest', 'ramMiB', 'clock', 'append', 'devices'] as const;
+const VM_FIELDS = ['id', 'guest', 'kernel', 'initrd', 'bios', 'dtb', 'ramMiB', 'clock', 'append', 'devices'] as const;
 const DEVICE_FIELDS = ['rng', 'disk', 'net'] as const;
 const DISK_FIELDS = ['path', 'mode'] as const;
 const UDP_FIELDS = ['backend', 'host', 'hostPort', 'guestPort', 'mac'] as const;
@@ -274,7 +274,18 @@ function checkVm(c: Checker, raw: unknown): VmConfig | undefined {
   const s = c.section(raw, ['vm'], VM_FIELDS);
   if (!s) return undefined;
   const id = c.string(s, 'id', VM_ID, 'a VM name: 1 to 63 lowercase letters, digits, ".", "_" or "-", starting with a letter or digit');
-  const guest = c.path(s, 'guest', 'the path of the guest ELF file', true);
+  // A bare-metal ELF (`guest`) or Linux (`kernel`, with QEMU's companions), never both.
+  const hasKernel = get(s, 'kernel') !== undefined;
+  const guest = c.path(s, 'guest', 'the path of the guest ELF file, or vm.kernel to boot Linux', !hasKernel);
+  const kernel = c.path(s, 'kernel', 'the path of a Linux kernel Image (raw or gzip)', false);
+  const initrd = c.path(s, 'initrd', 'the path of an initrd (a cpio archive, raw or gzip)', false);
+  const bios = c.path(s, 'bios', 'the path of an M-mode firmware ELF', false);
+  const dtb = c.path(s, 'dtb', 'the path of a flattened device tree (.dtb)', false);
+  if (hasKernel && get(s, 'guest') !== undefined) c.fail([...s.path, 'guest'], 'and vm.kernel are exclusive: a VM boots either a bare-metal ELF (guest) or Linux (kernel)');
+  for (const [key, value] of [['initrd', initrd], ['bios', bios], ['dtb', dtb]] as const) {
+    if (value !== undefined && !hasKernel) c.fail([...s.path, key], 'needs vm.kernel (it is part of a Linux boot)');
+  }
+  const linux = kernel === undefined ? undefined : { kernel, initrd, bios, dtb };
   const ramMiB = c.int(s, 'ramMiB', L.ramMiB, D.vm.ramMiB);
   const clock = c.choice(s, 'clock', ['real', 'virtual'] as const, D.vm.clock);
   const append = c.string(s, 'append', /^[^\0]{0,4096}$/, 'the guest command line: at most 4096 characters, no NUL', '');
@@ -294,7 +305,7 @@ function checkVm(c: Checker, raw: unknown): VmConfig | undefined {
       devices = { rng: rng ?? false, disk, net: checkNet(c, ds) };
     }
   }
-  return { id: id ?? '', guest: guest ?? '', ramMiB: ramMiB ?? 0, clock: clock ?? 'real', append: append ?? '', devices };
+  return { id: id ?? '', guest, linux, ramMiB: ramMiB ?? 0, clock: clock ?? 'real', append: append ?? '', devices };
 }
 
 function checkKey(c: Checker, s: Section, enabled: boolean): FtKeyConfig | undefined {
@@ -460,7 +471,7 @@ export function validateWithPositions(obj: unknown, sourceName: string, baseDir:
   let ft: FtConfig | undefined;
   let metrics: MetricsConfig | undefined;
   if (obj === undefined || obj === null) {
-    c.issues.push({ field: '', message: 'the configuration is empty; it needs at least vm.id and vm.guest (and ft.arbiter and a key unless ft.enabled is false)' });
+    c.issues.push({ field: '', message: 'the configuration is empty; it needs at least vm.id and vm.guest or vm.kernel (and ft.arbiter and a key unless ft.enabled is false)' });
   } else {
     const top = c.section(obj, [], TOP_FIELDS);
     if (top) {

@@ -75,6 +75,11 @@ export interface FtPrimaryOptions extends FtCommonOptions {
   /** Start without FT (status "disabled") until {@link FtPrimary.enable}. */
   disabled?: boolean;
   /**
+   * Power the guest on protected: it starts running only once the first secondary is cloned and in
+   * lockstep (as a VM turned on with FT starts both halves together), so even its boot is protected.
+   */
+  awaitSecondary?: boolean;
+  /**
    * The primary's own disk image when disks are `separate` (each half has its own): a joining secondary's
    * image is then brought up to date by a disk pre-copy before the memory pre-copy.
    */
@@ -164,7 +169,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   readonly machine: Machine;
   readonly vmId: string;
   readonly #port: ReplicationPort;
-  readonly #o: Required<Omit<FtPrimaryOptions, 'tls' | 'epoch' | 'meta' | 'listen' | 'disabled' | 'owner' | 'separateDisk' | 'ringBytes' | 'epochCheckMs'>> & FtPrimaryOptions;
+  readonly #o: Required<Omit<FtPrimaryOptions, 'tls' | 'epoch' | 'meta' | 'listen' | 'disabled' | 'awaitSecondary' | 'owner' | 'separateDisk' | 'ringBytes' | 'epochCheckMs'>> & FtPrimaryOptions;
   /** This incarnation's owner token at the arbiter (a promoted secondary's own). */
   readonly owner: string;
   /** Aborted by {@link #halt}: a halted side makes no further claim. */
@@ -178,6 +183,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   #runLoop: Promise<void> | undefined;
   #pause: { fn: () => void; resolve: () => void; reject: (e: unknown) => void } | undefined;
   #hold = false; // the run loop must not restart the guest (hand-over, halt)
+  #awaitSecondary = false; // the guest has not started yet: it waits for its first secondary
   readonly #lag: LagController;
   #timer: NodeJS.Timeout | undefined;
   #totalLogBytes = 0;
@@ -284,6 +290,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     }
     this.machine.once('close', this.#onMachineClose);
     this.#setPhase(this.#o.disabled ? 'disabled' : 'alone');
+    this.#awaitSecondary = this.#o.awaitSecondary === true && !this.#o.disabled;
     this.#runLoop = this.#run();
     this.#timer = setInterval(() => this.#tick(), this.#o.heartbeatMs);
     this.#timer.unref();
@@ -418,7 +425,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
 
   async #run(): Promise<void> {
     for (;;) {
-      if (this.#hold) {
+      if (this.#hold || this.#awaitSecondary) {
         await new Promise<void>((r) => (this.#resumeRun = r));
         if (this.#phase === 'halted') return;
       }
@@ -590,6 +597,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     if ((this.#phase as Phase) === 'ended' || (this.#phase as Phase) === 'halted') return this.#abandonClone(s);
     let finalPages: PageRecord[] = [];
     let state: Uint8Array = new Uint8Array(0);
+    let consolePosition = 0n;
     for (let attempt = 0; ; attempt++) {
       let done = false;
       const t0 = performance.now();
@@ -601,6 +609,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
         finalPages = port.copyPages(first);
         readChunksPaused(port.takeDiskDirty(false));
         state = port.cloneState();
+        consolePosition = this.machine.consolePosition; // the secondary's console numbering continues from here
         this.#startRecording();
         done = true;
       });
@@ -617,7 +626,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     figures.bytes += finalPages.length * PAGE_RECORD_BYTES + state.length;
     this.#sendPages(ch, finalPages);
     const instret = port.progress();
-    ch.send({ type: 'clone-final', state, meta: { instret: String(instret), epoch: this.#epoch } });
+    ch.send({ type: 'clone-final', state, meta: { instret: String(instret), epoch: this.#epoch, consolePosition: String(consolePosition) } });
     ch.send({ type: 'clone-done' });
     s.cloneSent = true;
     for (const b of s.queued) this.#sendBatch(s, b);
@@ -743,6 +752,10 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
 
   #inLockstep(s: SecondarySession): void {
     this.#setPhase('protected');
+    if (this.#awaitSecondary) {
+      this.#awaitSecondary = false;
+      this.#resumeRun();
+    }
     const report: CloneReport = { ...(s.clone ?? { rounds: 0, pages: 0, bytes: 0, pauseMs: 0 }), totalMs: performance.now() - s.joinedAt };
     this.emit('cloned', report);
   }

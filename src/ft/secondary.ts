@@ -60,6 +60,12 @@ export interface GoLiveReport {
   /** Position where this side took over. */
   instret: bigint;
   stateHash: bigint;
+  /**
+   * Console stream position of the first re-emitted console byte (see `Machine.consolePosition`): a
+   * sink holding the primary's console up to position P keeps it up to here and appends the re-emitted
+   * bytes, so it has no gap and no duplicate.
+   */
+  consolePosition: bigint;
 }
 
 export interface FtSecondaryEvents {
@@ -236,7 +242,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
           closeSync(this.#diskFd);
           this.#diskFd = undefined;
         }
-        return this.#cloneFinal(ch, m.state);
+        return this.#cloneFinal(ch, m.state, m.meta);
       case 'clone-done':
         return;
       case 'log': {
@@ -315,14 +321,23 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     }
   }
 
-  #cloneFinal(ch: Channel, state: Uint8Array): void {
+  #cloneFinal(ch: Channel, state: Uint8Array, meta: Record<string, unknown>): void {
     const machine = this.#machine;
     if (this.#phase !== 'cloning' || !machine) return this.#violation(ch, 'clone-final outside a clone');
+    const position = meta.consolePosition;
+    if (position !== undefined && (typeof position !== 'string' || !/^\d{1,20}$/.test(position) || BigInt(position) >= 1n << 64n)) {
+      return this.#violation(ch, `clone-final with a bad consolePosition (${JSON.stringify(position)})`);
+    }
     try {
       machine.restore(state);
     } catch (err) {
       return this.#violation(ch, `clone state: ${(err as Error).message}`);
     }
+    // TODO(#12): continue the primary's console numbering here (position). Setting it through
+    // Machine.consolePosition stalled the clone past a 400 ms detection timeout (failover.test.ts's
+    // partition test); until that is understood a secondary numbers from 0, which matches the primary
+    // only when the guest was powered on protected (--await-secondary).
+    void position;
     if (this.#o.logDir) writeFileSync(join(this.#o.logDir, 'clone.snap'), machine.snapshot());
     const port = this.#port!;
     port.setShadow(true);
@@ -470,6 +485,8 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       if (err instanceof ReplicationError) return this.#halt(err.message);
       throw err;
     }
+    // The re-emitted console bytes are the last ones the guest wrote: they end at the stream's position.
+    const consolePosition = machine.consolePosition - BigInt(out.console.length);
     this.#phase = 'live';
     const report: GoLiveReport = {
       epoch: want,
@@ -479,6 +496,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       reemittedFrames: out.frames.length,
       instret,
       stateHash,
+      consolePosition,
     };
     this.emit('go-live', report);
     const primary = new FtPrimary({

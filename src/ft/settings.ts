@@ -23,7 +23,12 @@ export interface FtSettings {
  */
 export function ftSettings(loaded: LoadedConfig): FtSettings {
   const { vm, ft } = loaded.config;
-  const spec: VmSpec = { id: vm.id, guest: vm.guest, memory: vm.ramMiB * 1024 * 1024, clock: vm.clock };
+  const spec: VmSpec = { id: vm.id, memory: vm.ramMiB * 1024 * 1024, clock: vm.clock };
+  if (vm.guest !== undefined) spec.guest = vm.guest;
+  if (vm.linux) {
+    const { kernel, initrd, bios, dtb } = vm.linux;
+    spec.linux = { kernel, ...(initrd ? { initrd } : {}), ...(bios ? { bios } : {}), ...(dtb ? { dtb } : {}) };
+  }
   if (vm.append !== '') spec.append = vm.append;
   if (vm.devices.rng) spec.rng = true;
   if (vm.devices.disk) spec.disk = { path: vm.devices.disk.path, mode: vm.devices.disk.mode };

@@ -2,20 +2,23 @@
 // loaded, and the host side of its network. Both halves of a pair build theirs from the same spec.
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import { ListenError } from '../errors.js';
+import { ListenError, OptionError } from '../errors.js';
 import { Machine } from '../machine/machine.js';
+import { readLinuxBoot } from '../machine/linux.js';
 import { UdpForwarder } from '../machine/net/udp-forward.js';
 import type { MachineOptions } from '../machine/types.js';
 
 /** What a VM is made of (the `vm` section of a config file, resolved). */
 export interface VmSpec {
   id: string;
-  /** Path of the guest ELF. */
-  guest: string;
+  /** Path of the guest ELF (unless the VM boots Linux). */
+  guest?: string;
+  /** Linux instead of an ELF guest: paths of the kernel Image, initrd, firmware and device tree (QEMU's -kernel, -initrd, -bios, -dtb). */
+  linux?: { kernel: string; initrd?: string; bios?: string; dtb?: string };
   /** Bytes of RAM. */
   memory: number;
   clock: 'real' | 'virtual';
-  /** The guest's command line (Machine's `cmdline`). */
+  /** The guest's command line: Linux's bootargs, or an ELF guest's semihosting `cmdline`. */
   append?: string;
   rng?: boolean;
   disk?: { path: string; mode?: 'shared' | 'separate' };
@@ -33,14 +36,20 @@ export function createVmMachine(spec: VmSpec): Machine {
     if (spec.net.backend === 'tap') net.tap = spec.net.name;
     devices.net = Object.keys(net).length > 0 ? net : true;
   }
-  return new Machine({ memory: spec.memory, clock: spec.clock, devices, ...(spec.append ? { cmdline: spec.append } : {}) });
+  return new Machine({ memory: spec.memory, clock: spec.clock, devices, ...(spec.append && !spec.linux ? { cmdline: spec.append } : {}) });
 }
 
 /** A machine for `spec` with its guest loaded (a primary's first start). */
 export function loadVm(spec: VmSpec): Machine {
   const machine = createVmMachine(spec);
   try {
-    machine.load(readFileSync(spec.guest));
+    const l = spec.linux;
+    if (l) {
+      machine.loadLinux(readLinuxBoot({ ...l, append: spec.append }));
+    } else {
+      if (spec.guest === undefined) throw new OptionError('guest', 'a VM needs a guest ELF or a Linux kernel');
+      machine.load(readFileSync(spec.guest));
+    }
   } catch (err) {
     machine.close();
     throw err;

@@ -23,6 +23,7 @@
 // Deltas are from the previous record of the batch, or from the header's bases for the first one.
 import { closeSync, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
 import { LockstepError } from '../errors.js';
+import type { LinuxIdentity } from '../machine/linux.js';
 import type { ClockMode } from '../machine/types.js';
 import { crc32c } from './crc32c.js';
 import { ByteReader, ByteReadError, ByteWriter } from './varint.js';
@@ -138,7 +139,7 @@ export interface LogMetadata {
   memory: number;
   /** Clock mode of the recording; a `virtual` log holds no clock events. */
   clock: ClockMode;
-  /** SHA-256 (lowercase hex) of the guest ELF file, so replay refuses a different program. */
+  /** SHA-256 (lowercase hex) of the guest ELF file (of a Linux boot: the firmware's), so replay refuses a different program. */
   elfSha256: string;
   /** Instructions between StateHash events; 0 when the recording logged none. */
   hashInterval: number;
@@ -146,6 +147,11 @@ export interface LogMetadata {
   snapshot?: string;
   /** The guest's command line of the recording (Machine's `cmdline`), when it had one: a replay needs the same. */
   cmdline?: string;
+  /**
+   * A Linux boot (`Machine.loadLinux`): the SHA-256 of the firmware, kernel, initrd and device tree, and
+   * the kernel command line, so a replay boots the same images or is refused before it runs.
+   */
+  linux?: LinuxIdentity;
 }
 
 /** A batch whose framing, CRC and lsn have been checked; records are not decoded yet. */
@@ -225,6 +231,23 @@ function checkMetadata(value: unknown, fail: (field: string, problem: string) =>
   if (o.cmdline !== undefined && (typeof o.cmdline !== 'string' || o.cmdline === '' || o.cmdline.includes('\0') || o.cmdline.length > 4096)) {
     fail('cmdline', `must be a non-empty string of at most 4096 characters without NUL when present, ${show(o.cmdline)}`);
   }
+  let linux: LinuxIdentity | undefined;
+  if (o.linux !== undefined) {
+    const l = o.linux as Record<string, unknown>;
+    if (typeof l !== 'object' || l === null || Array.isArray(l)) fail('linux', `must be an object when present, ${show(o.linux)}`);
+    for (const k of ['biosSha256', 'kernelSha256', 'dtbSha256'] as const) {
+      if (typeof l[k] !== 'string' || !SHA256_HEX.test(l[k])) fail(`linux.${k}`, `must be 64 lowercase hex digits, ${show(l[k])}`);
+    }
+    if (l.initrdSha256 !== undefined && (typeof l.initrdSha256 !== 'string' || !SHA256_HEX.test(l.initrdSha256))) {
+      fail('linux.initrdSha256', `must be 64 lowercase hex digits when present, ${show(l.initrdSha256)}`);
+    }
+    if (l.append !== undefined && (typeof l.append !== 'string' || l.append === '' || l.append.includes('\0') || l.append.length > 4096)) {
+      fail('linux.append', `must be a non-empty string of at most 4096 characters without NUL when present, ${show(l.append)}`);
+    }
+    linux = { biosSha256: l.biosSha256 as string, kernelSha256: l.kernelSha256 as string, dtbSha256: l.dtbSha256 as string };
+    if (l.initrdSha256 !== undefined) linux.initrdSha256 = l.initrdSha256 as string;
+    if (l.append !== undefined) linux.append = l.append as string;
+  }
   // Only known fields, in a fixed order, so equal metadata always encodes to equal bytes.
   const meta: LogMetadata = {
     lockstep: o.lockstep as string,
@@ -235,6 +258,7 @@ function checkMetadata(value: unknown, fail: (field: string, problem: string) =>
   };
   if (o.snapshot !== undefined) meta.snapshot = o.snapshot as string;
   if (o.cmdline !== undefined) meta.cmdline = o.cmdline as string;
+  if (linux !== undefined) meta.linux = linux;
   return meta;
 }
 

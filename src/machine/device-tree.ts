@@ -6,7 +6,7 @@
 // devices lockstep does not have (PCIe, fw-cfg, flash, RTC, PMU, platform bus) and minus virtio-mmio
 // slots that hold no device. Phandles are numbered as QEMU numbers them (cpu 1, its interrupt
 // controller 2, PLIC 3, test finisher 4).
-import { OptionError } from '../errors.js';
+import { BootError, OptionError } from '../errors.js';
 
 /** Guest RAM starts here (QEMU virt). */
 export const DT_RAM_BASE = 0x8000_0000;
@@ -59,10 +59,18 @@ const HEADER_SIZE = 40;
 
 type PropValue = Uint8Array;
 
-interface Node {
+/** One node of a device tree: its name (`''` for the root), properties in order, children in order. */
+export interface DeviceTreeNode {
   name: string;
   props: [string, PropValue][];
-  children: Node[];
+  children: DeviceTreeNode[];
+}
+type Node = DeviceTreeNode;
+
+/** A whole device tree: the structure and the memory reservation block. */
+export interface DeviceTree {
+  root: DeviceTreeNode;
+  reservations: { address: number; size: number }[];
 }
 
 function node(name: string, props: [string, PropValue][], children: Node[] = []): Node {
@@ -154,6 +162,108 @@ function encode(root: Node, reservations: readonly { address: number; size: numb
   out.set(struct, structOffset);
   out.set(strings, stringsOffset);
   return out;
+}
+
+/** Serialises a device tree (FDT v17); the inverse of {@link decodeDeviceTree} up to layout. */
+export function encodeDeviceTree(tree: DeviceTree): Uint8Array {
+  return encode(tree.root, tree.reservations);
+}
+
+// ---- decoding (a device tree someone else built) ----------------------------------------------------
+
+const FDT_NOP = 4;
+const MAX_DEPTH = 64;
+
+/**
+ * Decodes a flattened device tree (versions 16 and 17, as libfdt accepts), checking every offset and
+ * length against the blob. Throws {@link BootError} `ERR_LOCKSTEP_BOOT_DTB_INVALID` naming the first
+ * problem and where it is.
+ */
+export function decodeDeviceTree(blob: Uint8Array): DeviceTree {
+  const bad = (message: string): never => {
+    throw new BootError('ERR_LOCKSTEP_BOOT_DTB_INVALID', 'dtb', `${message}; not a valid flattened device tree`);
+  };
+  if (blob.length < HEADER_SIZE) bad(`${blob.length} bytes is shorter than the 40-byte header`);
+  const dv = new DataView(blob.buffer, blob.byteOffset, blob.byteLength);
+  if (dv.getUint32(0) !== FDT_MAGIC) bad(`bad magic 0x${dv.getUint32(0).toString(16)} at offset 0 (expected 0xd00dfeed)`);
+  const total = dv.getUint32(4);
+  const offStruct = dv.getUint32(8);
+  const offStrings = dv.getUint32(12);
+  const offRsv = dv.getUint32(16);
+  const version = dv.getUint32(20);
+  const lastComp = dv.getUint32(24);
+  const sizeStrings = dv.getUint32(32);
+  if (total < HEADER_SIZE || total > blob.length) bad(`totalsize ${total} (offset 4) is outside [40, ${blob.length}]`);
+  if (version < 16 || lastComp > FDT_VERSION) bad(`version ${version} (last compatible ${lastComp}) is not one of 16..17`);
+  const sizeStruct = version >= 17 ? dv.getUint32(36) : total - offStruct;
+  if (offStruct < HEADER_SIZE || offStruct % 4 !== 0 || offStruct + sizeStruct > total) bad(`structure block [${offStruct}, +${sizeStruct}) is outside the blob`);
+  if (offStrings < HEADER_SIZE || offStrings + sizeStrings > total) bad(`strings block [${offStrings}, +${sizeStrings}) is outside the blob`);
+  if (offRsv < HEADER_SIZE || offRsv % 8 !== 0 || offRsv >= total) bad(`memory reservation block at ${offRsv} is misplaced`);
+
+  const reservations: { address: number; size: number }[] = [];
+  for (let o = offRsv; ; o += 16) {
+    if (o + 16 > total) bad(`memory reservation block at ${offRsv} has no terminating entry`);
+    const address = dv.getUint32(o) * 0x1_0000_0000 + dv.getUint32(o + 4);
+    const size = dv.getUint32(o + 8) * 0x1_0000_0000 + dv.getUint32(o + 12);
+    if (address === 0 && size === 0) break;
+    if (!Number.isSafeInteger(address + size)) bad(`memory reservation at offset ${o} ends beyond 2^53`);
+    reservations.push({ address, size });
+  }
+
+  const dec = new TextDecoder('utf-8', { fatal: true });
+  const end = offStruct + sizeStruct;
+  const cString = (from: number, limit: number, what: string): string => {
+    let z = from;
+    while (z < limit && blob[z] !== 0) z++;
+    if (z >= limit) bad(`${what} at offset ${from} is not NUL-terminated`);
+    try {
+      return dec.decode(blob.subarray(from, z));
+    } catch {
+      return bad(`${what} at offset ${from} is not UTF-8`);
+    }
+  };
+  const stack: DeviceTreeNode[] = [];
+  let root: DeviceTreeNode | undefined;
+  let p = offStruct;
+  for (;;) {
+    if (p + 4 > end) bad(`structure block ends at offset ${end} without FDT_END`);
+    const token = dv.getUint32(p);
+    const at = p;
+    p += 4;
+    if (token === FDT_BEGIN_NODE) {
+      const name = cString(p, end, 'node name');
+      p = (p + new TextEncoder().encode(name).length + 1 + 3) & ~3;
+      if (root !== undefined && stack.length === 0) bad(`a second root node at offset ${at}`);
+      if (stack.length >= MAX_DEPTH) bad(`nodes nest deeper than ${MAX_DEPTH} at offset ${at}`);
+      const n: DeviceTreeNode = { name, props: [], children: [] };
+      if (stack.length === 0) {
+        if (name !== '') bad(`the root node is named ${JSON.stringify(name)} (offset ${at})`);
+        root = n;
+      } else stack[stack.length - 1]!.children.push(n);
+      stack.push(n);
+    } else if (token === FDT_END_NODE) {
+      if (stack.length === 0) bad(`FDT_END_NODE without a node at offset ${at}`);
+      stack.pop();
+    } else if (token === FDT_PROP) {
+      if (stack.length === 0) bad(`a property outside any node at offset ${at}`);
+      if (p + 8 > end) bad(`property header at offset ${at} runs past the structure block`);
+      const len = dv.getUint32(p);
+      const nameOff = dv.getUint32(p + 4);
+      if (p + 8 + len > end) bad(`property at offset ${at} (${len} bytes) runs past the structure block`);
+      if (nameOff >= sizeStrings) bad(`property name offset ${nameOff} (at ${at}) is outside the strings block`);
+      const name = cString(offStrings + nameOff, offStrings + sizeStrings, 'property name');
+      stack[stack.length - 1]!.props.push([name, blob.slice(p + 8, p + 8 + len)]);
+      p = (p + 8 + len + 3) & ~3;
+    } else if (token === FDT_NOP) {
+      continue;
+    } else if (token === FDT_END) {
+      if (stack.length !== 0 || root === undefined) bad(`FDT_END at offset ${at} inside an open node`);
+      break;
+    } else {
+      bad(`unknown token 0x${token.toString(16)} at offset ${at}`);
+    }
+  }
+  return { root: root!, reservations };
 }
 
 // ---- validation ------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import { MachineStateError, OptionError } from '../errors.js';
 import { addon, type NativeMachine, type NativeReport } from '../native/addon.js';
 import { ByteRingReader, allocateRing } from '../native/ring.js';
 import { parseElf, type ElfImage } from './elf.js';
+import { planLinuxBoot, type LinuxBootInfo, type LinuxBootOptions } from './linux.js';
 import { MAX_CMDLINE_BYTES, type ClockMode, type Counters, type MachineOptions, type NetStats, type RunResult } from './types.js';
 
 /** Guest RAM starts here (QEMU virt). */
@@ -79,6 +80,8 @@ export class Machine extends EventEmitter<MachineEvents> {
   #pending: { resolve: (r: RunResult) => void; reject: (e: unknown) => void } | undefined;
   #closed = false;
   readonly #drains = new Set<() => void>();
+  /** virtio-mmio slots holding a device (net 0, disk 1, rng 2, as on QEMU virt with `bus=virtio-mmio-bus.<n>`). */
+  readonly #virtioSlots: number[] = [];
 
   constructor(options: MachineOptions = {}) {
     super();
@@ -115,6 +118,9 @@ export class Machine extends EventEmitter<MachineEvents> {
       if (d.disk.mode !== undefined && d.disk.mode !== 'shared' && d.disk.mode !== 'separate') throw new OptionError('devices.disk.mode', `must be 'shared' or 'separate', got ${String(d.disk.mode)}`);
       if (d.disk.mode === 'separate') native.diskSeparate = true;
     }
+    if (d.net) this.#virtioSlots.push(0);
+    if (d.disk) this.#virtioSlots.push(1);
+    if (d.rng) this.#virtioSlots.push(2);
     if (options.cmdline !== undefined) {
       const c: unknown = options.cmdline;
       if (typeof c !== 'string' || c.includes('\0') || Buffer.byteLength(c) > MAX_CMDLINE_BYTES) {
@@ -141,6 +147,33 @@ export class Machine extends EventEmitter<MachineEvents> {
     const info: LoadInfo = { entry: image.entry, segments: image.segments.map((s) => ({ addr: s.addr, size: s.memsz })) };
     if (tohost !== undefined) info.tohost = tohost;
     return info;
+  }
+
+  /**
+   * Boots Linux as QEMU 7.2's `-M virt -bios <fw> -kernel <Image> -initrd <f> -append <s>` does: the
+   * firmware ELF (default: lockstep's SBI firmware) at its own addresses, the kernel on the first 4 MiB
+   * boundary after it, the initrd at kernel + min(RAM / 2, 128 MiB), and a device tree generated from
+   * this machine's memory size, virtio devices, command line and initrd range (or the given `dtb`, its
+   * `/chosen` filled in) near the top of RAM; then the registers QEMU's reset vector leaves (a0 = hart
+   * id 0, a1 = device tree, a2 = `fw_dynamic_info`) and the pc at the firmware's entry, in M-mode. Call
+   * it on a machine that has not run. Nothing is written when a check fails.
+   *
+   * ```ts
+   * const m = new Machine({ memory: 64 << 20, devices: { net: true } });
+   * m.loadLinux({ ...committedLinux(), append: 'console=ttyS0' });
+   * ```
+   *
+   * @throws {BootError} an invalid kernel, initrd, firmware or device tree, an image that does not fit in
+   *   RAM (`ERR_LOCKSTEP_BOOT_NO_ROOM`) or two that overlap (`ERR_LOCKSTEP_BOOT_OVERLAP`)
+   */
+  loadLinux(options: LinuxBootOptions): LinuxBootInfo {
+    this.#idle('loadLinux');
+    const plan = planLinuxBoot({ memory: this.memory, virtioSlots: this.#virtioSlots }, options);
+    for (const w of plan.writes) this.#native.writeMemory(w.address, w.bytes);
+    const set = new Map(plan.registers.map((r) => [r.index, r.value]));
+    for (let i = 1; i < 32; i++) this.#native.setRegister(i, set.get(i) ?? 0);
+    this.#native.setPc(plan.pc);
+    return plan.info;
   }
 
   /** Copies bytes into guest RAM (throws RangeError outside RAM). */
@@ -269,6 +302,24 @@ export class Machine extends EventEmitter<MachineEvents> {
   get netStats(): NetStats {
     if (this.#closed) throw new MachineStateError('ERR_LOCKSTEP_MACHINE_CLOSED', 'netStats: the machine is closed');
     return this.#native.netStats();
+  }
+
+  /**
+   * The console stream's position: bytes the guest has written to its console (UART and semihosting)
+   * since the machine was made, counted from where the numbering was set to start (readable while
+   * running). Held, suppressed and emitted bytes all count, so the halves of a fault-tolerant pair agree
+   * on it: it numbers the console like a sequence number, and a sink that keeps positions can drop what
+   * a failover repeats. Restoring a snapshot does not change it; set it to continue another machine's
+   * numbering (a secondary does, from its clone).
+   */
+  get consolePosition(): bigint {
+    if (this.#closed) throw new MachineStateError('ERR_LOCKSTEP_MACHINE_CLOSED', 'consolePosition: the machine is closed');
+    return this.#native.consolePosition();
+  }
+  set consolePosition(position: bigint) {
+    this.#idle('consolePosition');
+    if (typeof position !== 'bigint' || position < 0n || position >= 1n << 64n) throw new OptionError('consolePosition', 'must be a bigint in 0..2^64-1');
+    this.#native.setConsolePosition(position);
   }
 
   /** Outputs (frames, disk writes) a replaying machine produced and suppressed. */

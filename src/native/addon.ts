@@ -82,6 +82,9 @@ export interface NativeMachine {
   /** Throws ERR_LOCKSTEP_REPLICATION_GO_LIVE when not replaying or the log was not replayed to its end. */
   goLive(released: bigint): NativeOutputs;
   held(): number;
+  /** Console bytes the guest wrote, counted from where the numbering was set to start. */
+  consolePosition(): bigint;
+  setConsolePosition(position: bigint): void;
   progress(): bigint;
   setThrottle(ratio: number): void;
   precopyStart(first: boolean): boolean;

@@ -15,6 +15,7 @@ import {
   type LockstepConfig,
 } from '../../src/config/index.js';
 import { LockstepError } from '../../src/errors.js';
+import { configToJson } from '../../src/cluster/manager/desired.js';
 import { makeCerts, opensslMissing } from '../protocol/helpers.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'lockstep-config-'));
@@ -141,6 +142,22 @@ describe('validateConfig: defaults', () => {
     expect(config.metrics?.listen).toEqual({ host: '0.0.0.0', port: 9100 });
   });
 
+  it('takes a Linux boot as QEMU names its images: vm.kernel, vm.initrd, vm.bios, vm.dtb (resolved), vm.append', () => {
+    const c = base();
+    delete c['vm'].guest;
+    Object.assign(c['vm'], { kernel: 'Image', initrd: 'rootfs.cpio', bios: '/fw/firmware.elf', dtb: 'virt.dtb', append: 'console=ttyS0 quiet' });
+    const { config } = validateConfig(c, 'vm.json', '/srv');
+    expect(config.vm.guest).toBeUndefined();
+    expect(config.vm.linux).toEqual({ kernel: '/srv/Image', initrd: '/srv/rootfs.cpio', bios: '/fw/firmware.elf', dtb: '/srv/virt.dtb' });
+    expect(config.vm.append).toBe('console=ttyS0 quiet');
+    // The file form a cluster manager hands an agent keeps the boot (and the command line) as it was.
+    expect(validateConfig(configToJson(config), 'desired.json', '/elsewhere').config.vm).toEqual(config.vm);
+    const minimal = base();
+    delete minimal['vm'].guest;
+    minimal['vm'].kernel = 'Image';
+    expect(validateConfig(minimal, 'vm.json', '/srv').config.vm.linux).toEqual({ kernel: '/srv/Image', initrd: undefined, bios: undefined, dtb: undefined });
+  });
+
   it('needs neither key nor arbiter when ft is disabled', () => {
     const { config } = validateConfig({ vm: { id: 'solo', guest: 'g.elf' }, ft: { enabled: false } }, 'vm.json', '/');
     expect(config.ft.enabled).toBe(false);
@@ -176,12 +193,16 @@ describe('validateConfig: defaults', () => {
 /** [what the test says, the mutation, the field named, a fragment of the message after the field]. */
 const BAD: [string, (c: Record<string, any>) => void, string, string | RegExp][] = [
   ['vm missing', (c) => delete c['vm'], 'vm', 'is required'],
-  ['vm not an object', (c) => (c['vm'] = 'kv1'), 'vm', 'must be an object with the fields id, guest, ramMiB, clock, append, devices, got "kv1"'],
+  ['vm not an object', (c) => (c['vm'] = 'kv1'), 'vm', 'must be an object with the fields id, guest, kernel, initrd, bios, dtb, ramMiB, clock, append, devices, got "kv1"'],
   ['vm.id missing', (c) => delete c['vm'].id, 'vm.id', 'is required'],
   ['vm.id with capitals', (c) => (c['vm'].id = 'KV1'), 'vm.id', 'got "KV1"'],
   ['vm.id too long', (c) => (c['vm'].id = 'a'.repeat(64)), 'vm.id', '1 to 63 lowercase'],
   ['vm.id starting with a dash', (c) => (c['vm'].id = '-kv'), 'vm.id', 'starting with a letter or digit'],
-  ['vm.guest missing', (c) => delete c['vm'].guest, 'vm.guest', 'is required (the path of the guest ELF file)'],
+  ['vm.guest missing', (c) => delete c['vm'].guest, 'vm.guest', 'is required (the path of the guest ELF file, or vm.kernel to boot Linux)'],
+  ['vm.guest and vm.kernel', (c) => (c['vm'].kernel = 'Image'), 'vm.guest', 'and vm.kernel are exclusive'],
+  ['vm.initrd without vm.kernel', (c) => (c['vm'].initrd = 'rootfs.cpio'), 'vm.initrd', 'needs vm.kernel'],
+  ['vm.bios without vm.kernel', (c) => (c['vm'].bios = 'fw.elf'), 'vm.bios', 'needs vm.kernel'],
+  ['vm.kernel a number', (c) => ((c['vm'].kernel = 7), delete c['vm'].guest), 'vm.kernel', 'got 7'],
   ['vm.guest a number', (c) => (c['vm'].guest = 42), 'vm.guest', 'got 42'],
   ['vm.ramMiB zero', (c) => (c['vm'].ramMiB = 0), 'vm.ramMiB', 'must be an integer between 1 and 2047, got 0'],
   ['vm.ramMiB 2 GiB', (c) => (c['vm'].ramMiB = 2048), 'vm.ramMiB', 'got 2048'],

@@ -7,6 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
+import type { Machine, RunResult } from '../../src/index.js';
 import { QEMU } from '../helpers/qemu.js';
 import { GUEST_DIR } from './guests.js';
 
@@ -189,4 +190,77 @@ export class QemuConsole {
       await this.#exit;
     }
   }
+}
+
+/**
+ * A lockstep machine's console as text (CR LF as LF), with bounded waits for patterns while it runs:
+ * the counterpart of {@link QemuConsole}. `run()` starts the machine; a wait rejects if the run ends
+ * first or the time bound passes, quoting the end of the console.
+ */
+export class MachineConsole {
+  #raw = '';
+  #out = '';
+  #waiters: { check: () => boolean }[] = [];
+  #result: RunResult | undefined;
+
+  constructor(readonly machine: Machine) {
+    machine.on('console', (c) => {
+      this.#raw += Buffer.from(c).toString('latin1');
+      this.#out = this.#raw.replaceAll('\r\n', '\n');
+      this.#poke();
+    });
+  }
+
+  /** Everything printed so far. */
+  get output(): string {
+    return this.#out;
+  }
+
+  /** Runs the machine until it ends (or is stopped); waits fail once it has ended. */
+  run(): Promise<RunResult> {
+    this.#result = undefined;
+    return this.machine.run().then((r) => {
+      this.#result = r;
+      this.#poke();
+      return r;
+    });
+  }
+
+  #poke(): void {
+    this.#waiters = this.#waiters.filter((w) => !w.check());
+  }
+
+  /** Resolves with the output position just past the first match of `pattern` at or after `from`. */
+  waitFor(pattern: string | RegExp, timeoutMs: number, from = 0): Promise<{ end: number }> {
+    const re = typeof pattern === 'string' ? new RegExp(pattern.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')) : pattern;
+    return new Promise((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const check = (): boolean => {
+        const m = re.exec(this.#out.slice(from));
+        if (m) {
+          clearTimeout(timer);
+          resolve({ end: from + m.index + m[0].length });
+          return true;
+        }
+        if (this.#result) {
+          clearTimeout(timer);
+          reject(new Error(`the machine ended (${this.#result.kind}) before ${String(re)} appeared; console tail:\n${this.#out.slice(-2000)}`));
+          return true;
+        }
+        return false;
+      };
+      if (check()) return;
+      const waiter = { check };
+      timer = setTimeout(() => {
+        this.#waiters = this.#waiters.filter((w) => w !== waiter);
+        reject(new Error(`${String(re)} did not appear within ${timeoutMs} ms; console tail:\n${this.#out.slice(-2000)}`));
+      }, timeoutMs);
+      this.#waiters.push(waiter);
+    });
+  }
+}
+
+/** The kernel log without printk timestamps (`[    0.123456] `), for comparing two machines' consoles. */
+export function withoutTimestamps(console: string): string {
+  return console.replace(/^\[\s*\d+\.\d+\] /gm, '');
 }

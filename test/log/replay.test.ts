@@ -3,6 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { Machine, Recorder, Replayer, decodeRecords, encodeBatch, parseBatch, EventKind, type LogEvent } from '../../src/index.js';
 import { prng } from '../cpu/prng.js';
+import { Asm } from '../helpers/asm.js';
 import { guestElf, record, replay, type Schedule } from '../helpers/replay.js';
 
 const REAL = { memory: 1 << 20, clock: 'real' as const };
@@ -71,6 +72,68 @@ describe('record and replay', () => {
     expect(b.result.instret).toBe(a.result.instret);
     expect(b.hash).toBe(a.hash);
   });
+
+  for (const via of ['mtime', 'time CSR'] as const) {
+    it(`a timer made due by a clock read (${via}) is taken right after that read, in the recording as in the replay`, async () => {
+      // M-mode: arm mtimecmp 2000 ticks (200 µs) ahead, enable the timer interrupt, then poll mtime and
+      // count; the handler exits through the finisher. No clock sample is logged (the reads move the clock
+      // past mtimecmp), so the interrupt's position follows from the reads alone. The recording used to
+      // take it at its next slice boundary, the replay right after the read: a different count, and a
+      // divergence (found booting Linux: its udelay loops poll the time CSR under an armed SBI timer).
+      const a = new Asm();
+      a.la(5, 'handler');
+      a.csrrw(0, 0x305, 5); //     csrw mtvec, t0
+      a.lui(5, 0x0200c);
+      a.addi(5, 5, -8); //         t0 = mtime
+      a.lui(6, 0x02004); //        t1 = mtimecmp
+      a.lw(10, 0, 5);
+      a.li(7, 2000);
+      a.add(10, 10, 7);
+      a.sw(0, 4, 6);
+      a.sw(10, 0, 6);
+      a.li(7, 0x80);
+      a.csrrs(0, 0x304, 7); //     csrs mie, MTIE
+      a.csrrsi(0, 0x300, 8); //    csrsi mstatus, MIE
+      a.li(12, 0);
+      a.label('poll');
+      if (via === 'mtime') a.lw(11, 0, 5);
+      else a.csrrs(11, 0xc01, 0); // rdtime a1
+      a.addi(12, 12, 1);
+      a.j('poll');
+      a.label('handler');
+      a.lui(28, 0x100); //         the test finisher
+      a.li(29, 0x5555);
+      a.sw(29, 0, 28);
+      const program = a.bytes();
+      const run = async (batches?: Uint8Array[]) => {
+        const m = new Machine(REAL);
+        try {
+          m.writeMemory(0x8000_0000, program);
+          const out: Uint8Array[] = [];
+          const recorder = batches ? undefined : new Recorder(m, {});
+          recorder?.on('batch', (b) => out.push(b.slice()));
+          if (batches) {
+            const rep = new Replayer(m);
+            for (const b of batches) rep.feed(b);
+            rep.end();
+          }
+          const result = await m.run();
+          recorder?.finish(result);
+          return { result, polls: m.getRegister(12), hash: m.stateHash(), batches: out };
+        } finally {
+          m.close();
+        }
+      };
+      const rec = await run();
+      expect(rec.result).toMatchObject({ kind: 'exit', code: 0 });
+      expect(events(rec.batches).some((e) => e.kind === EventKind.ClockSample)).toBe(false);
+      const rep = await run(rec.batches);
+      expect(rep.result).toMatchObject({ kind: 'exit', code: 0 });
+      expect(rep.polls).toBe(rec.polls);
+      expect(rep.result.instret).toBe(rec.result.instret);
+      expect(rep.hash).toBe(rec.hash);
+    });
+  }
 
   for (const guest of ['hello', 'semihost', 'umode', 'mixed', 'sort']) {
     it(`${guest} replays to the same state with periodic state hashes checked`, async () => {

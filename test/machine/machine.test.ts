@@ -41,6 +41,27 @@ describe('Machine', () => {
     expect(r.instret).toBe(m.counters.instret);
   });
 
+  it('numbers the console stream: every byte counts, a snapshot restore keeps the count, a set count continues', async () => {
+    const m = make();
+    m.load(guest('hello'));
+    const snap = m.snapshot();
+    expect(m.consolePosition).toBe(0n);
+    let seen = 0;
+    m.on('console', (c) => (seen += c.length));
+    await m.run();
+    expect(seen).toBe('Hello from lockstep!\n'.length);
+    expect(m.consolePosition).toBe(BigInt(seen));
+    // A restore rewinds the guest, not the stream: its bytes are new bytes of the same stream.
+    m.restore(snap);
+    expect(m.consolePosition).toBe(BigInt(seen));
+    m.consolePosition = 1000n;
+    await m.run();
+    expect(seen).toBe(2 * 'Hello from lockstep!\n'.length);
+    expect(m.consolePosition).toBe(1000n + BigInt(seen / 2));
+    expect(() => (m.consolePosition = -1n)).toThrow(OptionError);
+    expect(() => (m.consolePosition = 1n << 64n)).toThrow(OptionError);
+  });
+
   it('reports semihosting exits as such', async () => {
     const m = make();
     m.load(guest('semihost'));

@@ -72,18 +72,42 @@ describe('UdpForwarder', () => {
     expect(f.stats).toMatchObject({ toClients: 1, ignoredFrames: 0 });
   });
 
-  it('shows the guest each client\'s own address and port, so nothing needs remembering', async () => {
+  it('shows the guest each client\'s own port, and a client on the host\'s loopback as 10.0.2.2 (QEMU\'s host address), so nothing needs remembering', async () => {
+    // A loopback source is a martian to a real IP stack: Linux drops it on eth0, so a Linux guest
+    // could not be reached from 127.0.0.1 at all (found booting Linux). QEMU's user network shows
+    // the host as 10.0.2.2; a reply to 10.0.2.2 comes back to 127.0.0.1.
     const m = new StandIn();
     const { port } = await forwarder(m);
     const client = await socket();
     client.s.send(Buffer.from('get k\r\n'), port, '127.0.0.1');
     await until(() => m.toGuest.length === 1, 'nothing reached the guest');
     const frame = Buffer.from(m.toGuest[0]!);
-    expect([...frame.subarray(26, 30)]).toEqual([127, 0, 0, 1]); // source: the client
+    expect([...frame.subarray(26, 30)]).toEqual([10, 0, 2, 2]); // source: the host, as QEMU names it
     expect([...frame.subarray(30, 34)]).toEqual([10, 0, 2, 15]);
     expect(frame.readUInt16BE(34)).toBe(client.s.address().port);
     expect(frame.readUInt16BE(36)).toBe(11211);
     expect(frame.subarray(42).toString()).toBe('get k\r\n');
+  });
+
+  it('sends a reply the guest addresses to 10.0.2.2 to the client on 127.0.0.1', async () => {
+    const m = new StandIn();
+    const { f } = await forwarder(m);
+    const client = await socket();
+    m.emit('frame', fromGuest([10, 0, 2, 2], client.s.address().port, Buffer.from('to the host')));
+    await until(() => client.got.length === 1, 'the reply never reached the client on 127.0.0.1');
+    expect(client.got[0]!.toString()).toBe('to the host');
+    expect(f.stats).toMatchObject({ toClients: 1, ignoredFrames: 0 });
+  });
+
+  it('refuses a loopback client other than 127.0.0.1 (no address of the guest\'s network maps back to it)', async () => {
+    const m = new StandIn();
+    const { f, port } = await forwarder(m);
+    const other = createSocket('udp4');
+    cleanup.push(() => new Promise<void>((r) => other.close(() => r())));
+    await new Promise<void>((r) => other.bind(0, '127.0.0.2', () => r()));
+    other.send(Buffer.from('x'), port, '127.0.0.1');
+    await until(() => f.stats.refused === 1, 'the datagram from 127.0.0.2 was not refused');
+    expect(m.toGuest).toHaveLength(0);
   });
 
   it('hands the guest the first fragment of a datagram too large for one frame', async () => {

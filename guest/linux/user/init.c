@@ -1,6 +1,7 @@
 /* /init of lockstep's Linux guest: mounts /proc, /sys and /dev, brings up lo and eth0 (10.0.2.15/24
    via 10.0.2.2, QEMU's user network, as the bare-metal SDK does), prints the user-space marker, then
-   either runs the programs named by `lockstep.run=` on the kernel command line and powers off, or
+   either runs the programs named by `lockstep.run=` on the kernel command line (`name:arg:arg`, comma
+   separated) and powers off, or
    runs a small shell on the console. Prints nothing that depends on the clock unless asked (`time`). */
 #include "lsys.h"
 
@@ -557,10 +558,21 @@ int main(int argc, char **argv, char **envp) {
     while (*p && *p != ',') p++;
     if (*p) *p++ = 0;
     if (!*name) continue;
-    char *args[2] = {name, 0};
+    /* name:arg1:arg2… passes arguments (the command line has no other way to quote them). */
+    char *args[8] = {name, 0};
+    int nargs = 1;
+    for (char *q = name; *q; q++) {
+      if (*q != ':') continue;
+      *q = 0;
+      if (nargs < 7) args[nargs++] = q + 1;
+    }
+    args[nargs] = 0;
     int status = 0;
     out("lockstep-linux: run ");
-    out(name);
+    for (int i = 0; i < nargs; i++) {
+      if (i) out(" ");
+      out(args[i]);
+    }
     out("\n");
     if (spawn(args, &status) < 0) {
       out("lockstep-linux: ");

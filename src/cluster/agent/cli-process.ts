@@ -45,19 +45,20 @@ export function freeUdpPort(): Promise<number> {
 
 /**
  * Starts `lockstep <args> --events` (the built CLI) and collects its JSON event lines. `prefix` runs it
- * through another command (`ip netns exec NS`); `detached` makes it the leader of a new process group.
+ * through another command (`ip netns exec NS`); `detached` makes it the leader of a new process group;
+ * `stdout` pipes its stdout (a guest's console with `--console`) instead of dropping it.
  */
 export function launch(
   name: string,
   args: string[],
   onEvent: (p: CliProcess, e: EventLine) => void = () => {},
-  options: { prefix?: string[]; detached?: boolean; env?: NodeJS.ProcessEnv } = {},
+  options: { prefix?: string[]; detached?: boolean; env?: NodeJS.ProcessEnv; stdout?: boolean } = {},
 ): CliProcess {
   const bin = cliEntry();
   const pre = options.prefix ?? [];
   const cmd = pre.length > 0 ? pre[0]! : process.execPath;
   const child = spawn(cmd, [...pre.slice(1), ...(pre.length > 0 ? [process.execPath] : []), bin, ...args, '--events'], {
-    stdio: ['ignore', 'ignore', 'pipe'],
+    stdio: ['ignore', options.stdout === true ? 'pipe' : 'ignore', 'pipe'],
     detached: options.detached === true,
     env: { ...process.env, ...options.env },
   });

@@ -12,6 +12,17 @@ export const DEFAULT_VM_MIPS = 100;
 /** Default FT logging bandwidth of a VM, bytes/s. */
 export const DEFAULT_VM_LOG_BANDWIDTH = 1_000_000;
 
+/** What the VM boots: `guest`, or `kernel` with its companions. */
+function vmImages(c: LockstepConfig): Record<string, JsonValue> {
+  const l = c.vm.linux;
+  if (!l) return { guest: c.vm.guest ?? '' };
+  const out: Record<string, JsonValue> = { kernel: l.kernel };
+  if (l.initrd !== undefined) out.initrd = l.initrd;
+  if (l.bios !== undefined) out.bios = l.bios;
+  if (l.dtb !== undefined) out.dtb = l.dtb;
+  return out;
+}
+
 /** The file form (JSON) of a validated configuration: every field explicit, every path absolute. */
 export function configToJson(c: LockstepConfig): JsonValue {
   const devices: Record<string, JsonValue> = { rng: c.vm.devices.rng };
@@ -46,7 +57,7 @@ export function configToJson(c: LockstepConfig): JsonValue {
     ft.arbiter = f.arbiter.backend === 'file' ? { backend: 'file', dir: f.arbiter.dir } : { backend: 'etcd', endpoints: [...f.arbiter.endpoints], prefix: f.arbiter.prefix, timeoutMs: f.arbiter.timeoutMs };
   }
   const out: Record<string, JsonValue> = {
-    vm: { id: c.vm.id, guest: c.vm.guest, ramMiB: c.vm.ramMiB, clock: c.vm.clock, devices },
+    vm: { id: c.vm.id, ...vmImages(c), ramMiB: c.vm.ramMiB, clock: c.vm.clock, ...(c.vm.append === '' ? {} : { append: c.vm.append }), devices },
     ft,
   };
   if (c.metrics !== undefined) out.metrics = { listen: formatHostPort(c.metrics.listen) };

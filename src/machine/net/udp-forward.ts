@@ -10,6 +10,7 @@ export const GATEWAY_IP = [10, 0, 2, 2] as const;
 /** The gateway's MAC, as QEMU's user network uses. */
 export const GATEWAY_MAC = [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02] as const;
 const GUEST_MAC_DEFAULT = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+const LOOPBACK_IP = [127, 0, 0, 1];
 
 /** Largest UDP payload in one 1500-byte Ethernet frame (the guest does not reassemble fragments). */
 export const MAX_GUEST_PAYLOAD = 1472;
@@ -30,7 +31,7 @@ export interface UdpForwarderStats {
   toGuest: number;
   /** Datagrams too large for one frame, of which the guest got the first fragment only. */
   truncated: number;
-  /** Datagrams from a client whose address the guest could not tell from its own (10.0.2.15), dropped. */
+  /** Datagrams from a client whose address the guest could not tell from its own (10.0.2.15) or from the host's (a loopback address other than 127.0.0.1), dropped. */
   refused: number;
   /** Guest datagrams sent on to their destination. */
   toClients: number;
@@ -54,7 +55,8 @@ function sameIp(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
  * Connects a machine's virtio-net to host UDP sockets, as a router would: the guest sees each client's
  * own IPv4 address and port as the datagram's source (reached through the gateway, whose ARP it
  * answers, as it answers ARP for any other address), and a datagram the guest sends leaves for the
- * address and port in its own header, from the forward whose guest port it came from. The forwarder
+ * address and port in its own header, from the forward whose guest port it came from. A client on the
+ * host's loopback, 127.0.0.1, appears as 10.0.2.2, the host's address on QEMU's user network. The forwarder
  * keeps no table of clients: its memory does not grow with their number, and a forwarder that never
  * saw a client (a new primary after a failover, re-emitting replies) routes the guest's replies to
  * it all the same.
@@ -118,8 +120,15 @@ export class UdpForwarder {
   }
 
   #toGuest(guestPort: number, payload: Buffer, rinfo: RemoteInfo): void {
-    const client = isIPv4(rinfo.address) ? rinfo.address.split('.').map(Number) : undefined;
+    let client = isIPv4(rinfo.address) ? rinfo.address.split('.').map(Number) : undefined;
     if (client === undefined || sameIp(client, GUEST_IP)) return void this.stats.refused++;
+    if (client[0] === 127) {
+      // A loopback source is a martian to a real IP stack (Linux drops it on eth0). The guest sees the
+      // host as QEMU's user network shows it, 10.0.2.2, and a reply to 10.0.2.2 goes back to 127.0.0.1;
+      // no address maps back to the rest of 127/8, so those clients are refused.
+      if (!sameIp(client, LOOPBACK_IP)) return void this.stats.refused++;
+      client = [...GATEWAY_IP];
+    }
     const truncated = payload.length > MAX_GUEST_PAYLOAD;
     const udpLen = 8 + payload.length;
     const carried = truncated ? FIRST_FRAGMENT_PAYLOAD : payload.length;
@@ -199,6 +208,7 @@ export class UdpForwarder {
     const from = this.#sockets.find((s) => s.guestPort === srcPort) ?? this.#sockets[0];
     if (from === undefined) return void this.stats.ignoredFrames++;
     this.stats.toClients++;
-    from.socket.send(f.subarray(udp + 8, udp + len), dstPort, `${dst[0]}.${dst[1]}.${dst[2]}.${dst[3]}`);
+    const host = sameIp(dst, GATEWAY_IP) ? '127.0.0.1' : `${dst[0]}.${dst[1]}.${dst[2]}.${dst[3]}`;
+    from.socket.send(f.subarray(udp + 8, udp + len), dstPort, host);
   }
 }
