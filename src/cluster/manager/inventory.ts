@@ -191,8 +191,11 @@ export function maintenanceOf(inv: Inventory, host: string): MaintenanceState['s
 export interface SnapshotOptions {
   /** The FT compatibility baseline (integrated mode); absent: legacy mode. */
   baseline?: string;
-  /** Hosts that take no new half (reported unreachable, say): shown to placement as in maintenance. */
-  closed?: ReadonlySet<string>;
+  /**
+   * Hosts that take no new half (reported unreachable, say), with the reason placement gives for each
+   * (a set: a generic reason). Not maintenance mode: rejections say the reason.
+   */
+  closed?: ReadonlySet<string> | ReadonlyMap<string, string>;
   /** Per-host cap on FT halves, for hosts that do not say. */
   placementOptions?: ClusterSnapshot['options'];
 }
@@ -218,8 +221,10 @@ export function buildSnapshot(inv: Inventory, views: ReadonlyMap<string, PairVie
     capacity: { ...h.capacity },
     groups: [...h.groups],
     ftCompatId: h.compatId,
-    maintenance: maintenanceOf(inv, h.id) !== 'off' || inv.requests.get(h.id)?.on === true || o.closed?.has(h.id) === true,
+    maintenance: maintenanceOf(inv, h.id) !== 'off' || inv.requests.get(h.id)?.on === true,
+    ...(o.closed?.has(h.id) === true ? { unavailable: closedReason(o.closed, h.id) } : {}),
     maxFtVms: h.maxFtVms,
+    ...(typeof h.maxFtVcpus === 'number' ? { maxFtVcpus: h.maxFtVcpus } : {}),
   }));
   const groups = new Set(hosts.flatMap((h) => h.groups ?? []));
   const vms: VmSpec[] = [];
@@ -277,10 +282,17 @@ export function buildSnapshot(inv: Inventory, views: ReadonlyMap<string, PairVie
   return { snapshot, blocked, dropped };
 }
 
-/** A copy of the snapshot in which `hosts` take no new half (shown as in maintenance). */
-export function closeHosts(snapshot: ClusterSnapshot, hosts: ReadonlySet<string>): ClusterSnapshot {
+function closedReason(closed: ReadonlySet<string> | ReadonlyMap<string, string>, host: string): string {
+  return (closed instanceof Map ? closed.get(host) : undefined) ?? 'closed to new halves for now';
+}
+
+/**
+ * A copy of the snapshot in which `hosts` take no new half, each for the reason given (a set: a
+ * generic reason); placement's rejections say that reason (`host-unavailable`), not maintenance mode.
+ */
+export function closeHosts(snapshot: ClusterSnapshot, hosts: ReadonlySet<string> | ReadonlyMap<string, string>): ClusterSnapshot {
   if (hosts.size === 0) return snapshot;
-  return { ...snapshot, hosts: snapshot.hosts.map((h) => (hosts.has(h.id) ? { ...h, maintenance: true } : h)) };
+  return { ...snapshot, hosts: snapshot.hosts.map((h) => (hosts.has(h.id) && h.maintenance !== true && h.unavailable === undefined ? { ...h, unavailable: closedReason(hosts, h.id) } : h)) };
 }
 
 /** Declared load of each host: the demand of the halves on it over its capacity. */

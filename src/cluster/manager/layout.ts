@@ -58,7 +58,10 @@ export interface HostRecord {
   groups: string[];
   /** FT compatibility id: both halves of a pair need hosts with the same one. */
   compatId: string;
+  /** FT halves the host takes at most (0: no limit). */
   maxFtVms: number;
+  /** vCPUs of FT halves the host takes at most (0: no limit); absent in records of older agents (default 8). */
+  maxFtVcpus?: number;
   pid: number;
   /** Wall-clock ms when the agent started. */
   startedAt: number;

@@ -101,7 +101,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
   #stopped = false;
   /** The token this manager acts under (null: not acting). */
   #acting: number | null = null;
-  readonly #suspect = new Map<string, number>();
+  /** Hosts that take no new half for a while (until, wall-clock ms) and why. */
+  readonly #suspect = new Map<string, { until: number; why: string }>();
   readonly #hints = new Map<string, { host: string; until: number }>();
   readonly #said = new Map<string, string>();
   readonly #downSince = new Map<string, number>();
@@ -299,7 +300,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
     if (ep === undefined || ep.token !== token || ep.manager !== this.id) return this.#depose(`manager/epoch is ${ep === undefined ? 'missing' : `${ep.manager}@${ep.token}`}, not ${this.id}@${token}`);
     this.#passes++;
     const now = Date.now();
-    for (const [h, until] of this.#suspect) if (until <= now) this.#suspect.delete(h);
+    for (const [h, s] of this.#suspect) if (s.until <= now) this.#suspect.delete(h);
     for (const [vm, hint] of this.#hints) if (hint.until <= now) this.#hints.delete(vm);
     for (const [vm, until] of this.#cooldown) if (until <= now) this.#cooldown.delete(vm);
     // Maintenance and balancing leave a VM alone for a while after operating on it (the switch or the
@@ -310,11 +311,17 @@ export class Manager extends EventEmitter<ManagerEvents> {
     const views = pairViews(inv);
     // Halves believed dead on hosts the store still lists: those hosts have probably failed (their records
     // expire in a moment); place nothing there meanwhile.
-    for (const v of views) for (const r of v.lost) if (!this.#suspect.has(r.host)) this.#suspect.set(r.host, now + this.#o.suspectMs);
+    for (const v of views) {
+      for (const r of v.lost) {
+        if (this.#suspect.has(r.host)) continue;
+        const what = r.role === 'primary' ? `a primary of ${v.vm} superseded by epoch ${v.epoch ?? '?'}` : `a secondary of ${v.vm} that its primary lost`;
+        this.#suspect.set(r.host, { until: now + this.#o.suspectMs, why: `it recently failed (${what} is still listed there)` });
+      }
+    }
     const byVm = new Map(views.map((v) => [v.vm, v]));
     const built = buildSnapshot(inv, byVm, {
       ...(this.baseline !== undefined ? { baseline: this.baseline } : {}),
-      closed: new Set(this.#suspect.keys()),
+      closed: new Map([...this.#suspect].map(([h, s]) => [h, s.why])),
       ...(this.#o.placementOptions !== undefined ? { placementOptions: this.#o.placementOptions } : {}),
     });
     for (const d of built.dropped) await this.#say(`dropped:${d}`, { kind: 'rule-ignored', message: d });
@@ -466,7 +473,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
         }
         this.#said.delete(`invisible:${v.vm}`);
         // No secondary: place one. Hosts still holding a record of the VM take nothing of it.
-        const exclude = new Set(v.others.map((r) => r.host));
+        const exclude = new Map(v.others.map((r) => [r.host, `it still holds a record of ${v.vm} (${r.role}, ${r.state})`]));
         const p = new Placement(closeHosts(snap(), exclude));
         const r = p.placeSecondary(v.vm);
         if (r.kind === 'unplaceable') {
@@ -534,7 +541,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
       return await f(this.#agent(inv, host));
     } catch (err) {
       if (err instanceof AgentApiError && err.apiCode === 'stale-fence') this.#depose(err.message);
-      if (err instanceof AgentApiError && err.status === 0) this.#suspect.set(host, Date.now() + this.#o.suspectMs);
+      if (err instanceof AgentApiError && err.status === 0) this.#suspect.set(host, { until: Date.now() + this.#o.suspectMs, why: `its agent could not be reached (${(err as Error).message})` });
       await this.#event({ kind: 'action-failed', host, message: (err as Error).message });
       this.#kick(100);
       return undefined;
