@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
-import { Agent, defaultCompatId, openStore } from '../cluster/index.js';
+import { Agent, DEFAULT_MAX_FT_VCPUS, DEFAULT_MAX_FT_VMS, defaultCompatId, openStore } from '../cluster/index.js';
 import { UsageError } from './args.js';
 import { EXIT, type CommandIo } from './io.js';
 
@@ -24,7 +24,9 @@ Options:
   --mips <n>             CPU capacity offered to VMs, MIPS (default 1000)
   --memory-mib <n>       memory offered to VMs, MiB (default 3/4 of this machine's)
   --ft-bandwidth <B>     FT logging bandwidth, bytes/s (default 125000000 = 1 Gbit/s)
-  --max-ft-vms <n>       FT halves this host runs at most (default 4)
+  --max-ft-vms <n>       FT halves this host runs at most (default 4; 0: no limit, as vSphere's
+                         das.maxftvmsperhost)
+  --max-ft-vcpus <n>     vCPUs of the FT halves this host runs at most (default 8; 0: no limit)
   --groups <a,b>         host groups, for VM-host rules
   --compat <id>          FT compatibility id (default ${defaultCompatId()})
   --events               messages as JSON lines on stderr
@@ -43,6 +45,14 @@ export function positive(name: string, text: string | undefined, dflt: number, i
   if (text === undefined) return dflt;
   const n = Number(text);
   if (!Number.isFinite(n) || n <= 0 || (integer && !Number.isSafeInteger(n))) throw new UsageError(`--${name}: must be a positive ${integer ? 'integer' : 'number'}, got '${text}'`);
+  return n;
+}
+
+/** A non-negative integer option (0 allowed: a cap of 0 means no limit). */
+export function nonNegative(name: string, text: string | undefined, dflt: number): number {
+  if (text === undefined) return dflt;
+  const n = Number(text);
+  if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(n)) throw new UsageError(`--${name}: must be a non-negative integer (0: no limit), got '${text}'`);
   return n;
 }
 
@@ -76,6 +86,7 @@ export async function agentCommand(argv: string[], io: CommandIo): Promise<numbe
       'memory-mib': { type: 'string' },
       'ft-bandwidth': { type: 'string' },
       'max-ft-vms': { type: 'string' },
+      'max-ft-vcpus': { type: 'string' },
       groups: { type: 'string' },
       compat: { type: 'string' },
       events: { type: 'boolean' },
@@ -95,7 +106,8 @@ export async function agentCommand(argv: string[], io: CommandIo): Promise<numbe
     memoryBytes: positive('memory-mib', values['memory-mib'], Math.floor((totalmem() * 0.75) / 2 ** 20)) * 2 ** 20,
     logBandwidth: positive('ft-bandwidth', values['ft-bandwidth'], 125_000_000),
   };
-  const maxFtVms = positive('max-ft-vms', values['max-ft-vms'], 4);
+  const maxFtVms = nonNegative('max-ft-vms', values['max-ft-vms'], DEFAULT_MAX_FT_VMS);
+  const maxFtVcpus = nonNegative('max-ft-vcpus', values['max-ft-vcpus'], DEFAULT_MAX_FT_VCPUS);
   const groups = values.groups === undefined ? [] : values.groups.split(',').map((g) => g.trim()).filter((g) => g !== '');
   const say = reporter(io, values.events === true, 'agent');
   const store = await openStore(values.store);
@@ -109,6 +121,7 @@ export async function agentCommand(argv: string[], io: CommandIo): Promise<numbe
       dir: values.dir ?? `lockstep-agent-${id}`,
       capacity,
       maxFtVms,
+      maxFtVcpus,
       groups,
       ...(values['ft-host'] !== undefined ? { ftHost: values['ft-host'] } : {}),
       ...(values.compat !== undefined ? { compatId: values.compat } : {}),

@@ -53,4 +53,4 @@ export { EventWriter, readEvents, trimEvents, DEFAULT_EVENT_LIMIT } from './mana
 export { desiredVm, configToJson, parseHostRule, DEFAULT_VM_MIPS, DEFAULT_VM_LOG_BANDWIDTH } from './manager/desired.js';
 export type { DesiredVmOptions } from './manager/desired.js';
 export { parseStoreSpec, openStore } from './manager/store-spec.js';
-export type { StoreSpec } from './manager/store-spec.js';
+export type { StoreSpec, OpenStoreOptions } from './manager/store-spec.js';

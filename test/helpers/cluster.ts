@@ -70,6 +70,7 @@ export interface AgentProcOptions {
   mips?: number;
   memoryMiB?: number;
   maxFtVms?: number;
+  maxFtVcpus?: number;
   groups?: string[];
 }
 
@@ -77,6 +78,7 @@ export interface AgentProcOptions {
 export async function startAgent(o: AgentProcOptions): Promise<GroupProc> {
   const args = ['agent', '--id', o.id, '--store', o.store, '--token-file', o.tokenFile, '--dir', o.dir, '--mips', String(o.mips ?? 1000), '--memory-mib', String(o.memoryMiB ?? 1024)];
   if (o.maxFtVms !== undefined) args.push('--max-ft-vms', String(o.maxFtVms));
+  if (o.maxFtVcpus !== undefined) args.push('--max-ft-vcpus', String(o.maxFtVcpus));
   if (o.groups !== undefined && o.groups.length > 0) args.push('--groups', o.groups.join(','));
   const p = launchGroup(`agent ${o.id}`, args);
   await p.wait('listening', undefined, 20_000);

@@ -13,7 +13,7 @@ import { ControlUnreachableError, callControl } from '../../ft/control-client.js
 import { createLimitedServer } from '../../observability/http-server.js';
 import { OptionError } from '../../errors.js';
 import type { ClusterStore, JsonValue } from '../store/store.js';
-import { DEFAULT_MAX_FT_VMS, type HostCapacity } from '../placement/index.js';
+import { DEFAULT_MAX_FT_VCPUS, DEFAULT_MAX_FT_VMS, type HostCapacity } from '../placement/index.js';
 import {
   HOST_ID,
   HOST_TTL_MS,
@@ -45,8 +45,10 @@ export interface AgentOptions {
   /** Working directory: VM configurations are written under `<dir>/vms/<vm>/`. */
   dir: string;
   capacity: HostCapacity;
-  /** FT VMs (halves) this host takes at most (default 4). */
+  /** FT VMs (halves) this host takes at most (default 4; 0: no limit, as vSphere's das.maxftvmsperhost). */
   maxFtVms?: number;
+  /** vCPUs of FT VMs (halves) this host takes at most (default 8; 0: no limit). */
+  maxFtVcpus?: number;
   groups?: string[];
   /** FT compatibility id (default {@link defaultCompatId}). */
   compatId?: string;
@@ -77,6 +79,13 @@ const MAX_BODY = 2 << 20;
 /** Figures alone are published at most this often, ms. */
 const STATS_EVERY_MS = 5_000;
 
+/** An FT cap option: a non-negative integer, 0 meaning no limit. */
+function capOption(field: string, v: number | undefined, dflt: number): number {
+  if (v === undefined) return dflt;
+  if (!Number.isSafeInteger(v) || v < 0) throw new OptionError(field, `must be a non-negative integer (0: no limit), got ${String(v)}`);
+  return v;
+}
+
 /** Constant-time comparison of a presented token with the expected one (digests: equal lengths). */
 function tokenMatches(presented: string, expected: string): boolean {
   const a = createHash('sha256').update(presented).digest();
@@ -106,11 +115,12 @@ class Refusal extends Error {
  */
 export class Agent extends EventEmitter<AgentEvents> {
   readonly id: string;
-  readonly #o: Required<Omit<AgentOptions, 'listen' | 'ftHost' | 'groups' | 'compatId' | 'command' | 'maxFtVms'>> & {
+  readonly #o: Required<Omit<AgentOptions, 'listen' | 'ftHost' | 'groups' | 'compatId' | 'command' | 'maxFtVms' | 'maxFtVcpus'>> & {
     groups: string[];
     compatId: string;
     command: string[];
     maxFtVms: number;
+    maxFtVcpus: number;
   };
   readonly #server: Server;
   readonly #vms = new Map<string, VmProcess>();
@@ -143,7 +153,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       token: o.token,
       dir: resolve(o.dir),
       capacity: o.capacity,
-      maxFtVms: o.maxFtVms ?? DEFAULT_MAX_FT_VMS,
+      maxFtVms: capOption('maxFtVms', o.maxFtVms, DEFAULT_MAX_FT_VMS),
+      maxFtVcpus: capOption('maxFtVcpus', o.maxFtVcpus, DEFAULT_MAX_FT_VCPUS),
       groups: [...(o.groups ?? [])],
       compatId: o.compatId ?? defaultCompatId(),
       command: o.command ?? [process.execPath, CLI],
@@ -207,6 +218,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       groups: [...this.#o.groups],
       compatId: this.#o.compatId,
       maxFtVms: this.#o.maxFtVms,
+      maxFtVcpus: this.#o.maxFtVcpus,
       pid: process.pid,
       startedAt: this.#startedAt,
       version: packageVersion(),
@@ -466,7 +478,7 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   #hostInfo(): HostInfo {
     const r = this.hostRecord();
-    return { id: r.id, api: r.api, ftHost: r.ftHost, capacity: r.capacity, groups: r.groups, compatId: r.compatId, maxFtVms: r.maxFtVms, pid: r.pid, running: this.#vms.size, fence: { ...this.#fence } };
+    return { id: r.id, api: r.api, ftHost: r.ftHost, capacity: r.capacity, groups: r.groups, compatId: r.compatId, maxFtVms: r.maxFtVms, maxFtVcpus: r.maxFtVcpus ?? DEFAULT_MAX_FT_VCPUS, pid: r.pid, running: this.#vms.size, fence: { ...this.#fence } };
   }
 }
 
