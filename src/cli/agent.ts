@@ -3,11 +3,12 @@
 import { readFileSync } from 'node:fs';
 import { hostname, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
-import { Agent, DEFAULT_MAX_FT_VCPUS, DEFAULT_MAX_FT_VMS, defaultCompatId, openStore } from '../cluster/index.js';
+import { Agent, DEFAULT_MAX_FT_VCPUS, DEFAULT_MAX_FT_VMS, defaultCompatId, openStore, startSoloVm, type SoloVm } from '../cluster/index.js';
 import { UsageError } from './args.js';
 import { EXIT, type CommandIo } from './io.js';
 
 export const AGENT_HELP = `Usage: lockstep agent --id <host> --store dir:<path>|etcd:<url>[,<url>...] [options]
+       lockstep agent run-vm <vm.json> [--events] [--exit-with-parent]
 
 Runs the agent of one host: registers the host in the cluster store (a liveness key, so the manager
 sees it die), serves an authenticated HTTP+JSON control API, and runs the primaries and secondaries
@@ -31,6 +32,10 @@ Options:
   --compat <id>          FT compatibility id (default ${defaultCompatId()})
   --events               messages as JSON lines on stderr
   -h, --help
+
+run-vm is how an agent runs a VM whose configuration says ft.enabled: false: the guest with its
+devices and network, alone (no arbiter, no secondary). Its events (--events): net, running, ended,
+halted. Exit status: the guest's exit code; 64 configuration error; 69 the VM's UDP port is taken.
 `;
 
 /** `host:port`, with `[v6]:port`. */
@@ -72,7 +77,46 @@ export function reporter(io: CommandIo, json: boolean, verb: string) {
   };
 }
 
+/**
+ * `--exit-with-parent`: a VM run by an agent ends when the agent does (SIGKILL included), as it would
+ * with its host. Linux re-parents an orphan, so a changed parent pid is the sign; checked every 100 ms.
+ */
+function exitWithParent(): void {
+  const parent = process.ppid;
+  const t = setInterval(() => {
+    if (process.ppid !== parent) process.kill(process.pid, 'SIGKILL');
+  }, 100);
+  t.unref();
+}
+
+/** `lockstep agent run-vm`: a VM without FT, run alone (src/cluster/agent/solo.ts). */
+async function runVmCommand(argv: string[], io: CommandIo): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { events: { type: 'boolean' }, 'exit-with-parent': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
+  if (values.help) {
+    io.stdout.write(AGENT_HELP);
+    return EXIT.ok;
+  }
+  if (positionals.length !== 1) throw new UsageError('run-vm: expected one configuration file');
+  if (values['exit-with-parent']) exitWithParent();
+  const say = reporter(io, values.events === true, 'agent run-vm');
+  let vm: SoloVm;
+  try {
+    vm = await startSoloVm(positionals[0]!, say);
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    say('halted', { reason: (err as Error).message, ...(typeof code === 'string' ? { code } : {}) }, `cannot start: ${(err as Error).message}`);
+    throw err;
+  }
+  const stop = () => vm.stop();
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  const result = await vm.done;
+  say('ended', { kind: result.kind, ...(result.kind === 'exit' ? { code: result.code } : {}) }, `the guest ended (${result.kind})`);
+  return result.kind === 'exit' ? result.code & 0xff : result.kind === 'stopped' ? EXIT.interrupted : EXIT.software;
+}
+
 export async function agentCommand(argv: string[], io: CommandIo): Promise<number> {
+  if (argv[0] === 'run-vm') return runVmCommand(argv.slice(1), io);
   const { values } = parseArgs({
     args: argv,
     options: {

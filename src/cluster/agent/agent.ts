@@ -259,9 +259,13 @@ export class Agent extends EventEmitter<AgentEvents> {
     const dir = join(this.#o.dir, 'vms', vmId);
     let disk: { path: string; mode: 'shared' | 'separate' } | undefined;
     let pairKey: Uint8Array | undefined;
+    let solo = false;
     try {
       const cfg = validateConfig(req.config, `${vmId}.json`, dir);
       if (cfg.config.vm.id !== vmId) throw new Refusal(400, 'bad-request', `config: vm.id is "${cfg.config.vm.id}", not "${vmId}"`);
+      // A VM without FT runs alone, as a primary with no secondary (lockstep agent run-vm).
+      solo = !cfg.config.ft.enabled;
+      if (solo && req.role === 'secondary') throw new Refusal(400, 'bad-request', `config: ft.enabled is false: VM ${vmId} has no secondary`);
       disk = cfg.config.vm.devices.disk;
       // The half's operations API takes requests signed with the pair key (src/ft/control-auth.ts).
       if (cfg.config.ft.key !== undefined) pairKey = await readFtKey(cfg.config.ft.key, `${vmId}.json`);
@@ -286,6 +290,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         ftHost: this.#ftHost,
         command: this.#o.command,
         cwd: dir,
+        solo,
         ...(req.join !== undefined ? { join: req.join } : {}),
         ...(ownDisk !== undefined ? { disk: ownDisk } : {}),
       });

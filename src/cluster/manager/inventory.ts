@@ -15,6 +15,7 @@ import {
   type MaintenanceRequest,
   type MaintenanceState,
   type ManagerEpoch,
+  type StartFailure,
 } from './layout.js';
 
 /** Everything the store holds about the cluster, read at once. */
@@ -27,6 +28,8 @@ export interface Inventory {
   rules: PlacementRule[];
   requests: Map<string, MaintenanceRequest>;
   maintenance: Map<string, { state: MaintenanceState; revision: number }>;
+  /** VMs whose starts keep failing, by VM. */
+  failures: Map<string, StartFailure>;
   epoch: { value: ManagerEpoch; revision: number } | null;
   events: ClusterEvent[];
   /** Wall-clock ms of the read. */
@@ -43,7 +46,7 @@ export async function readInventory(store: ClusterStore): Promise<Inventory> {
 
 /** The inventory held by a list of entries (see {@link readInventory}). */
 export function parseInventory(entries: StoreEntry[]): Inventory {
-  const inv: Inventory = { hosts: new Map(), desired: new Map(), instances: new Map(), rules: [], requests: new Map(), maintenance: new Map(), epoch: null, events: [], at: Date.now() };
+  const inv: Inventory = { hosts: new Map(), desired: new Map(), instances: new Map(), rules: [], requests: new Map(), maintenance: new Map(), failures: new Map(), epoch: null, events: [], at: Date.now() };
   for (const e of entries) {
     const k = e.key;
     if (k.startsWith(KEYS.hostsPrefix)) {
@@ -67,6 +70,9 @@ export function parseInventory(entries: StoreEntry[]): Inventory {
     } else if (k.startsWith(KEYS.maintenancePrefix)) {
       const s = asRecord<MaintenanceState>(e.value);
       if (s !== undefined) inv.maintenance.set(k.slice(KEYS.maintenancePrefix.length), { state: s, revision: e.revision });
+    } else if (k.startsWith(KEYS.failuresPrefix)) {
+      const f = asRecord<StartFailure>(e.value);
+      if (f !== undefined && typeof f.vm === 'string') inv.failures.set(f.vm, f);
     } else if (k === KEYS.managerEpoch) {
       const v = asRecord<ManagerEpoch>(e.value);
       if (v !== undefined) inv.epoch = { value: v, revision: e.revision };
@@ -79,7 +85,11 @@ export function parseInventory(entries: StoreEntry[]): Inventory {
 }
 
 /** Protection of a VM as `cluster status` reports it. */
-export type PairStatus = 'protected' | 'not-protected' | 'starting' | 'going-live' | 'down' | 'not-desired';
+/**
+ * Protection of a VM as `cluster status` reports it. `running`: a VM without FT (`ft.enabled: false`)
+ * runs — there is nothing to protect.
+ */
+export type PairStatus = 'protected' | 'not-protected' | 'running' | 'starting' | 'going-live' | 'down' | 'not-desired';
 
 /** A VM and its instances, sorted out. */
 export interface PairView {
@@ -153,6 +163,9 @@ export function pairView(vm: string, inv: Inventory): PairView {
     } else if (isProtected) {
       status = 'protected';
       text = 'Protected';
+    } else if (desired !== undefined && !desired.ft) {
+      status = 'running';
+      text = primary.status;
     } else {
       status = 'not-protected';
       text =
@@ -170,7 +183,13 @@ export function pairView(vm: string, inv: Inventory): PairView {
     text = all.length > 0 ? 'being removed' : 'unknown';
   } else {
     status = 'down';
-    text = all.length > 0 ? 'Down (its last instances are on their way out)' : 'Down (not running)';
+    const f = inv.failures.get(vm);
+    text =
+      all.length > 0
+        ? 'Down (its last instances are on their way out)'
+        : f !== undefined
+          ? `Down: failed to start ${f.attempts} time(s), last on ${f.host}: ${f.reason}; next attempt at ${new Date(f.retryAt).toISOString()}`
+          : 'Down (not running)';
   }
   return { vm, desired, primary, secondary, others, lost, protected: isProtected, status, text, epoch: primary?.epoch ?? null };
 }

@@ -7,6 +7,7 @@
 //   rules/<id>                           PlacementRule     operator (VM-VM and VM-host rules)
 //   requests/maintenance/<host>          MaintenanceRequest  `lockstep cluster maintenance`
 //   maintenance/<host>                   MaintenanceState  the leading manager (fenced)
+//   failures/<vm>                        StartFailure      the leading manager: a VM whose starts fail
 //   manager/epoch                        ManagerEpoch      the leading manager (compare-and-set, fenced)
 //   events/<ms>-<seq>-<writer>           ClusterEvent      managers and the CLI; bounded
 //
@@ -32,6 +33,8 @@ export const KEYS = {
   maintenanceRequest: (host: string) => `requests/maintenance/${host}`,
   maintenancePrefix: 'maintenance/',
   maintenance: (host: string) => `maintenance/${host}`,
+  failuresPrefix: 'failures/',
+  failure: (vm: string) => `failures/${vm}`,
   managerEpoch: 'manager/epoch',
   eventsPrefix: 'events/',
 } as const;
@@ -145,6 +148,25 @@ export interface MaintenanceState {
   /** `entering`: being drained; `in`: nothing runs there; `off`: back in service. */
   state: 'entering' | 'in' | 'off';
   since: number;
+  manager: string;
+  token: number;
+}
+
+/**
+ * `failures/<vm>`: a VM whose start keeps failing (its process exited before it was ready, its UDP port
+ * is taken, …). The manager waits until `retryAt` before the next attempt, backing off; the record goes
+ * once the VM runs, or is deleted.
+ */
+export interface StartFailure {
+  vm: string;
+  /** Failed attempts in a row. */
+  attempts: number;
+  /** Where the last attempt ran, and why it failed (the agent's answer). */
+  host: string;
+  reason: string;
+  /** Wall-clock ms of the last failure, and of the next attempt. */
+  at: number;
+  retryAt: number;
   manager: string;
   token: number;
 }

@@ -22,7 +22,12 @@ import {
   type Inventory,
   type PairView,
 } from './inventory.js';
-import { KEYS, MANAGER_ELECTION, asRecord, defaultCompatId, type ClusterEvent, type ManagerEpoch, type MaintenanceState } from './layout.js';
+import { KEYS, MANAGER_ELECTION, asRecord, defaultCompatId, type ClusterEvent, type ManagerEpoch, type MaintenanceState, type StartFailure } from './layout.js';
+
+/** The first wait after a failed start of a VM, ms; it doubles per failure in a row, up to {@link START_BACKOFF_MAX_MS}. */
+export const START_BACKOFF_FIRST_MS = 2_000;
+/** The longest wait between attempts to start a VM whose starts keep failing, ms. */
+export const START_BACKOFF_MAX_MS = 60_000;
 
 /** `integrated`: FT-aware placement and balancing of both halves; `legacy`: FT pairs placed once, never balanced. */
 export type ManagerMode = 'integrated' | 'legacy';
@@ -403,6 +408,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
     const all = inv.instances.get(v.vm) ?? [];
     const liveRecords = all.filter((r) => inv.hosts.has(r.host));
     if (v.desired === undefined) {
+      if (inv.failures.has(v.vm)) await this.#forgetFailures(v.vm);
       // Removed from the desired state: stop what still runs, primaries first (their BYE dismisses the secondary).
       const running = liveRecords.filter((r) => r.state !== 'stopping').sort((a, b) => (a.role === b.role ? 0 : a.role === 'primary' ? -1 : 1));
       if (running.length === 0) return undefined;
@@ -417,13 +423,26 @@ export class Manager extends EventEmitter<ManagerEvents> {
       this.#seenRunning.add(v.vm);
       this.#downSince.delete(v.vm);
     }
+    // A VM that runs again (or never needs to) has no start failures to remember.
+    if (inv.failures.has(v.vm) && v.primary?.state === 'running') await this.#forgetFailures(v.vm);
     const why = blocked.get(v.vm);
     if (why !== undefined && v.primary === undefined) {
       await this.#say(`unplaceable:${v.vm}`, { kind: 'unplaceable', vm: v.vm, message: `${v.vm} cannot be placed: ${why}` });
       return undefined;
     }
     switch (v.status) {
-      case 'starting':
+      case 'starting': {
+        // A primary started as one that never gets ready (its agent answered the start with not-ready
+        // and left it running) is stopped, and counts as a failed start.
+        const p = v.primary;
+        if (p === undefined || p.startedAs !== 'primary' || now - p.startedAt < 2 * this.#o.startTimeoutMs) return undefined;
+        return this.#action(v.vm, async () => {
+          const reason = `not ready ${2 * this.#o.startTimeoutMs} ms after it was started (${p.status}; last event ${p.lastEvent})`;
+          await this.#event({ kind: 'stop', action: true, vm: v.vm, host: p.host, message: `stopping the primary of ${v.vm} on ${p.host}: ${reason}` });
+          await this.#call(inv, p.host, (c) => c.stop(v.vm));
+          await this.#startFailed(inv, v.vm, p.host, reason);
+        });
+      }
       case 'going-live':
         return undefined; // the FT pair is mid-way (a secondary going live, a primary claiming its epoch)
       case 'down': {
@@ -434,6 +453,9 @@ export class Manager extends EventEmitter<ManagerEvents> {
           this.#downSince.set(v.vm, since);
           if (now - since < this.#o.restartGraceMs) return undefined;
         }
+        // Starts that keep failing are retried with backoff, never in a tight loop.
+        const failed = inv.failures.get(v.vm);
+        if (failed !== undefined && now < failed.retryAt) return undefined;
         const p = new Placement(snap());
         const r = p.place(v.vm);
         if (r.kind === 'unplaceable') {
@@ -503,7 +525,9 @@ export class Manager extends EventEmitter<ManagerEvents> {
     const d = v.desired!;
     if (restart && !(await this.#fence(v.vm, d.config))) return;
     await this.#event({ kind: 'start-primary', action: true, vm: v.vm, host: primaryHost, message: `${restart ? 'restarting' : 'starting'} ${v.vm}: primary on ${primaryHost}${secondaryHost !== undefined ? `, secondary on ${secondaryHost}` : ''}: ${reason}` });
-    const started = await this.#call(inv, primaryHost, (c) => c.start({ vmId: v.vm, role: 'primary', config: d.config, waitMs: this.#o.startTimeoutMs }));
+    const started = await this.#call(inv, primaryHost, (c) => c.start({ vmId: v.vm, role: 'primary', config: d.config, waitMs: this.#o.startTimeoutMs }), (err) =>
+      err instanceof AgentApiError && err.apiCode === 'stale-fence' ? undefined : this.#startFailed(inv, v.vm, primaryHost, err.message),
+    );
     if (started === undefined || secondaryHost === undefined || started.listen === null) return;
     const join = channelOf(started)!;
     await this.#event({ kind: 'start-secondary', action: true, vm: v.vm, host: secondaryHost, message: `starting the secondary of ${v.vm} on ${secondaryHost}, joining ${join}` });
@@ -536,15 +560,43 @@ export class Manager extends EventEmitter<ManagerEvents> {
   }
 
   /** Call an agent; an unreachable agent makes its host take no new half for a while. */
-  async #call<T>(inv: Inventory, host: string, f: (c: AgentClient) => Promise<T>): Promise<T | undefined> {
+  async #call<T>(inv: Inventory, host: string, f: (c: AgentClient) => Promise<T>, failed?: (err: Error) => Promise<void> | undefined): Promise<T | undefined> {
     try {
       return await f(this.#agent(inv, host));
     } catch (err) {
       if (err instanceof AgentApiError && err.apiCode === 'stale-fence') this.#depose(err.message);
       if (err instanceof AgentApiError && err.status === 0) this.#suspect.set(host, { until: Date.now() + this.#o.suspectMs, why: `its agent could not be reached (${(err as Error).message})` });
       await this.#event({ kind: 'action-failed', host, message: (err as Error).message });
+      await failed?.(err as Error);
       this.#kick(100);
       return undefined;
+    }
+  }
+
+  /**
+   * A start of `vm` failed on `host`: record it (`failures/<vm>`, shown by `cluster status`) and back
+   * off — the next attempt waits 2 s, doubling per failure in a row up to a minute.
+   */
+  async #startFailed(inv: Inventory, vm: string, host: string, reason: string): Promise<void> {
+    const token = this.#acting;
+    if (token === null) return;
+    const attempts = (inv.failures.get(vm)?.attempts ?? 0) + 1;
+    const delay = Math.min(START_BACKOFF_MAX_MS, START_BACKOFF_FIRST_MS * 2 ** Math.min(attempts - 1, 16));
+    const at = Date.now();
+    const f: StartFailure = { vm, attempts, host, reason: reason.slice(0, 2000), at, retryAt: at + delay, manager: this.id, token };
+    try {
+      await this.#store.put(KEYS.failure(vm), f as unknown as JsonValue);
+    } catch (err) {
+      this.#warn(`recording the failed start of ${vm}: ${(err as Error).message}`);
+    }
+    await this.#event({ kind: 'start-failed', vm, host, message: `${vm} failed to start on ${host} (${attempts} time(s) in a row): ${f.reason}; next attempt in ${delay} ms` });
+  }
+
+  async #forgetFailures(vm: string): Promise<void> {
+    try {
+      await this.#store.delete(KEYS.failure(vm));
+    } catch (err) {
+      this.#warn(`forgetting the failed starts of ${vm}: ${(err as Error).message}`);
     }
   }
 
