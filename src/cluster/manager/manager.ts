@@ -22,7 +22,7 @@ import {
   type Inventory,
   type PairView,
 } from './inventory.js';
-import { KEYS, MANAGER_ELECTION, asRecord, defaultCompatId, type ClusterEvent, type ManagerEpoch, type MaintenanceState, type StartFailure } from './layout.js';
+import { KEYS, MANAGER_ELECTION, asRecord, defaultCompatId, type ClusterEvent, type InstanceRecord, type ManagerEpoch, type MaintenanceState, type StartFailure } from './layout.js';
 
 /** The first wait after a failed start of a VM, ms; it doubles per failure in a row, up to {@link START_BACKOFF_MAX_MS}. */
 export const START_BACKOFF_FIRST_MS = 2_000;
@@ -112,6 +112,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
   readonly #said = new Map<string, string>();
   readonly #downSince = new Map<string, number>();
   readonly #seenRunning = new Set<string>();
+  /** The highest epoch seen on a primary record of each VM (records may lag; a lower one is superseded). */
+  readonly #epochSeen = new Map<string, number>();
   /** VMs a maintenance or balancing operation was just issued for: not again until then (wall-clock ms). */
   readonly #cooldown = new Map<string, number>();
   #lastBalance = 0;
@@ -409,6 +411,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
     const liveRecords = all.filter((r) => inv.hosts.has(r.host));
     if (v.desired === undefined) {
       if (inv.failures.has(v.vm)) await this.#forgetFailures(v.vm);
+      this.#epochSeen.delete(v.vm); // created again, it may come with a fresh arbiter
       // Removed from the desired state: stop what still runs, primaries first (their BYE dismisses the secondary).
       const running = liveRecords.filter((r) => r.state !== 'stopping').sort((a, b) => (a.role === b.role ? 0 : a.role === 'primary' ? -1 : 1));
       if (running.length === 0) return undefined;
@@ -419,6 +422,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
         }
       });
     }
+    for (const r of liveRecords) if (r.role === 'primary' && r.state !== 'stopping') this.#noteEpoch(v.vm, r.epoch);
     if (liveRecords.length > 0) {
       this.#seenRunning.add(v.vm);
       this.#downSince.delete(v.vm);
@@ -494,6 +498,15 @@ export class Manager extends EventEmitter<ManagerEvents> {
           return undefined;
         }
         this.#said.delete(`invisible:${v.vm}`);
+        // A primary record below an epoch already seen for this VM is a superseded primary (resumed
+        // after a freeze, its record back before it notices), whatever else is visible this pass: the
+        // current holder's record may be missing for a moment. It gets no secondary.
+        const seen = this.#epochSeen.get(v.vm) ?? -1;
+        if ((primary.epoch ?? -1) < seen) {
+          await this.#say(`superseded:${v.vm}`, { kind: 'join-superseded', vm: v.vm, host: primary.host, message: `${v.vm}: the primary on ${primary.host} runs under epoch ${primary.epoch ?? '?'}, but epoch ${seen} was seen: it is superseded; no secondary joins it` });
+          return undefined;
+        }
+        this.#said.delete(`superseded:${v.vm}`);
         // No secondary: place one. Hosts still holding a record of the VM take nothing of it.
         const exclude = new Map(v.others.map((r) => [r.host, `it still holds a record of ${v.vm} (${r.role}, ${r.state})`]));
         const p = new Placement(closeHosts(snap(), exclude));
@@ -512,6 +525,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
         const join = channelOf(primary)!;
         const reason = `${explain(r, { maxHosts: 0 })}${host !== r.host ? ` (the planned host ${host} is valid too and was chosen by the operation that freed it)` : ''}`;
         return this.#action(v.vm, async () => {
+          // The join target must hold the VM's current epoch: ask the arbiter (the records may lag it).
+          if (!(await this.#holdsEpoch(v.vm, v.desired!.config, primary))) return;
           await this.#event({ kind: 'start-secondary', action: true, vm: v.vm, host, message: `starting a secondary of ${v.vm} on ${host}, joining the primary on ${primary.host} (epoch ${primary.epoch ?? '?'}): ${reason}` });
           await this.#call(inv, host, (c) => c.start({ vmId: v.vm, role: 'secondary', config: v.desired!.config, join, waitMs: this.#o.startTimeoutMs }));
         });
@@ -557,6 +572,34 @@ export class Manager extends EventEmitter<ManagerEvents> {
     } finally {
       await arbiter.close().catch(() => undefined);
     }
+  }
+
+  /**
+   * Whether `primary` holds the current epoch of `vm` by its arbiter. A newer epoch means it is
+   * superseded (an old primary resumed after a freeze, its record back before it halts): no secondary
+   * may join it, and its host takes nothing for a while. An arbiter that cannot be asked: false too
+   * (this pass starts nothing; the next asks again).
+   */
+  async #holdsEpoch(vm: string, config: JsonValue, primary: InstanceRecord): Promise<boolean> {
+    const arbiter = arbiterOfConfigJson(config);
+    if (!arbiter) return true; // no arbiter: no epochs to compare
+    try {
+      const cur = await arbiter.current(vm);
+      if (cur === null || primary.epoch === null || cur.epoch <= primary.epoch) return true;
+      this.#noteEpoch(vm, cur.epoch);
+      this.#suspect.set(primary.host, { until: Date.now() + this.#o.suspectMs, why: `it runs a superseded primary of ${vm} (epoch ${primary.epoch} < ${cur.epoch})` });
+      await this.#event({ kind: 'join-superseded', vm, host: primary.host, message: `not starting a secondary of ${vm}: its primary on ${primary.host} runs under epoch ${primary.epoch}, but the arbiter holds epoch ${cur.epoch} (${cur.owner ?? '?'}): it is superseded` });
+      return false;
+    } catch (err) {
+      await this.#event({ kind: 'action-failed', vm, message: `cannot check the epoch of ${vm} before starting a secondary: ${(err as Error).message}` });
+      return false;
+    } finally {
+      await arbiter.close().catch(() => undefined);
+    }
+  }
+
+  #noteEpoch(vm: string, epoch: number | null): void {
+    if (epoch !== null && epoch > (this.#epochSeen.get(vm) ?? -1)) this.#epochSeen.set(vm, epoch);
   }
 
   /** Call an agent; an unreachable agent makes its host take no new half for a while. */
