@@ -10,6 +10,7 @@ import { EtcdStore } from '../../src/cluster/store/etcd-store.js';
 import { freeUdpPort, launch, type Proc } from './ft-pair.js';
 import type { ClusterStore } from '../../src/cluster/store/store.js';
 import { pairViews, parseInventory, type Inventory, type PairView } from '../../src/cluster/manager/inventory.js';
+import { HOST_TTL_MS, INSTANCE_TTL_MS } from '../../src/cluster/manager/layout.js';
 
 /** The repository root: the directory of the package named lockstep above this file (tests run it from test/helpers, the benchmark from bench/build/test/helpers). */
 export const ROOT = ((): string => {
@@ -203,7 +204,8 @@ export class StoreChecker {
 
   constructor(store: ClusterStore, options: { everyMs?: number; deadGraceMs?: number } = {}) {
     this.#store = store;
-    this.#deadGraceMs = options.deadGraceMs ?? 3_000;
+    // A killed agent's instance records live out their TTL (then a margin for the store's own clock).
+    this.#deadGraceMs = options.deadGraceMs ?? INSTANCE_TTL_MS + 2_000;
     this.#timer = setInterval(() => void this.#sample(), options.everyMs ?? 100);
   }
 
@@ -247,7 +249,7 @@ export class StoreChecker {
           }
         }
       }
-      for (const h of inv.hosts.keys()) if (overdue(h) && at - this.#killed.get(h)! > this.#deadGraceMs + 3_000) v(`host ${h} still live ${Math.round(at - this.#killed.get(h)!)} ms after it was killed`);
+      for (const h of inv.hosts.keys()) if (overdue(h) && at - this.#killed.get(h)! > this.#deadGraceMs + HOST_TTL_MS - INSTANCE_TTL_MS + 3_000) v(`host ${h} still live ${Math.round(at - this.#killed.get(h)!)} ms after it was killed`);
     } catch {
       this.errors++;
     } finally {

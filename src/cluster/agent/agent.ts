@@ -54,7 +54,7 @@ export interface AgentOptions {
   compatId?: string;
   /** How to run the CLI (default: this node and the built `dist/cli/main.js`). */
   command?: string[];
-  /** TTLs of the host and instance records, ms (defaults 3000 and 1000; instances must expire first). */
+  /** TTLs of the host and instance records, ms (defaults 8000 and 5000; instances must expire first). */
   hostTtlMs?: number;
   instanceTtlMs?: number;
   /** How long a stopped half gets between SIGTERM and SIGKILL, ms (default 5000). */

@@ -1,8 +1,8 @@
 // The cluster's store layout: every key the agents, the manager and `lockstep cluster` read or write,
 // and the JSON records under them. Names and shapes only; no I/O here.
 //
-//   hosts/<host>                         HostRecord        agent; liveness key (gone ~3 s after it dies)
-//   vms/<vm>/instances/<host>            InstanceRecord    agent; liveness key (gone ~1 s after it dies)
+//   hosts/<host>                         HostRecord        agent; liveness key (gone ~8 s after it dies)
+//   vms/<vm>/instances/<host>            InstanceRecord    agent; liveness key (gone ~5 s after it dies)
 //   desired/<vm>                         DesiredVm         `lockstep cluster create-vm`
 //   rules/<id>                           PlacementRule     operator (VM-VM and VM-host rules)
 //   requests/maintenance/<host>          MaintenanceRequest  `lockstep cluster maintenance`
@@ -42,10 +42,17 @@ export const KEYS = {
 /** The election the managers campaign in. */
 export const MANAGER_ELECTION = 'lockstep-manager';
 
-/** TTL of a host record, ms: how long a dead agent's host stays listed. */
-export const HOST_TTL_MS = 3_000;
-/** TTL of an instance record, ms: shorter than {@link HOST_TTL_MS} (see the layout above). */
-export const INSTANCE_TTL_MS = 1_000;
+/**
+ * TTL of a host record, ms: how long a dead agent's host stays listed. Long enough that an agent stalled
+ * for seconds on a loaded machine (its renewals run every third of the TTL) does not look dead.
+ */
+export const HOST_TTL_MS = 8_000;
+/**
+ * TTL of an instance record, ms: shorter than {@link HOST_TTL_MS} (see the layout above). It was 1 s,
+ * which a loaded machine's stalls outlived (records flapped: false secondary-invisible and unplaceable
+ * events). Failover does not wait for it: the survivors' own reports reach the store at once.
+ */
+export const INSTANCE_TTL_MS = 5_000;
 
 /** Host ids: 1–64 characters of `[A-Za-z0-9._-]`, starting with a letter or digit. */
 export const HOST_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;

@@ -22,7 +22,7 @@ import {
   type Inventory,
   type PairView,
 } from './inventory.js';
-import { KEYS, MANAGER_ELECTION, asRecord, defaultCompatId, type ClusterEvent, type InstanceRecord, type ManagerEpoch, type MaintenanceState, type StartFailure } from './layout.js';
+import { HOST_TTL_MS, INSTANCE_TTL_MS, KEYS, MANAGER_ELECTION, asRecord, defaultCompatId, type ClusterEvent, type InstanceRecord, type ManagerEpoch, type MaintenanceState, type StartFailure } from './layout.js';
 
 /** The first wait after a failed start of a VM, ms; it doubles per failure in a row, up to {@link START_BACKOFF_MAX_MS}. */
 export const START_BACKOFF_FIRST_MS = 2_000;
@@ -61,8 +61,18 @@ export interface ManagerOptions {
   restartGraceMs?: number;
   /** At most one balancing move this often, ms (default 10 000). */
   balanceIntervalMs?: number;
-  /** A host whose agent could not be reached takes no new half for this long, ms (default 5000). */
+  /**
+   * A host whose agent could not be reached, or that still lists a half believed lost, takes no new half
+   * for this long, ms (default: the host record's TTL and a second, so that a dead host is gone from the
+   * store before it could be chosen again).
+   */
   suspectMs?: number;
+  /**
+   * A finding that may come from a record missing for a moment on a loaded machine — a secondary with no
+   * record, a VM or half with no host, a blocked drain — is reported only once it has held this long
+   * over consecutive passes, ms (default: the instance record's TTL).
+   */
+  flapGraceMs?: number;
   placementOptions?: PlacementOptions;
 }
 
@@ -110,6 +120,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
   readonly #suspect = new Map<string, { until: number; why: string }>();
   readonly #hints = new Map<string, { host: string; until: number }>();
   readonly #said = new Map<string, string>();
+  /** Findings seen but not yet reported ({@link #sayOnceHeld}): since when (wall-clock ms), last pass seen. */
+  readonly #holding = new Map<string, { since: number; pass: number }>();
   readonly #downSince = new Map<string, number>();
   readonly #seenRunning = new Set<string>();
   /** The highest epoch seen on a primary record of each VM (records may lag; a lower one is superseded). */
@@ -146,7 +158,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
       cloneTimeoutMs: o.cloneTimeoutMs ?? 60_000,
       restartGraceMs: o.restartGraceMs ?? 2_000,
       balanceIntervalMs: o.balanceIntervalMs ?? 10_000,
-      suspectMs: o.suspectMs ?? 5_000,
+      suspectMs: o.suspectMs ?? HOST_TTL_MS + 1_000,
+      flapGraceMs: o.flapGraceMs ?? INSTANCE_TTL_MS,
       placementOptions: o.placementOptions,
     };
     this.#log = new EventWriter(o.store, o.id);
@@ -256,6 +269,21 @@ export class Manager extends EventEmitter<ManagerEvents> {
     }
   }
 
+  /**
+   * {@link #say}, once the finding under `key` has held for `flapGraceMs` over consecutive passes: a
+   * record missing for a moment (an agent stalled on a loaded machine) is not a finding. False until then.
+   */
+  async #sayOnceHeld(key: string, e: Omit<ClusterEvent, 't' | 'by' | 'token'>): Promise<boolean> {
+    const now = Date.now();
+    const held = this.#holding.get(key);
+    // Held since the pass before this one: it continues; otherwise it starts now.
+    const since = held !== undefined && held.pass >= this.#passes - 1 ? held.since : now;
+    this.#holding.set(key, { since, pass: this.#passes });
+    if (now - since < this.#o.flapGraceMs) return false;
+    await this.#say(key, e);
+    return true;
+  }
+
   /** Write an event only when `message` differs from the last one said under `key` (no repeats every pass). */
   async #say(key: string, e: Omit<ClusterEvent, 't' | 'by' | 'token'>): Promise<void> {
     if (this.#said.get(key) === e.message) return;
@@ -307,6 +335,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
     if (ep === undefined || ep.token !== token || ep.manager !== this.id) return this.#depose(`manager/epoch is ${ep === undefined ? 'missing' : `${ep.manager}@${ep.token}`}, not ${this.id}@${token}`);
     this.#passes++;
     const now = Date.now();
+    for (const [k, h] of this.#holding) if (h.pass < this.#passes - 1) this.#holding.delete(k); // no longer held
     for (const [h, s] of this.#suspect) if (s.until <= now) this.#suspect.delete(h);
     for (const [vm, hint] of this.#hints) if (hint.until <= now) this.#hints.delete(vm);
     for (const [vm, until] of this.#cooldown) if (until <= now) this.#cooldown.delete(vm);
@@ -431,7 +460,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
     if (inv.failures.has(v.vm) && v.primary?.state === 'running') await this.#forgetFailures(v.vm);
     const why = blocked.get(v.vm);
     if (why !== undefined && v.primary === undefined) {
-      await this.#say(`unplaceable:${v.vm}`, { kind: 'unplaceable', vm: v.vm, message: `${v.vm} cannot be placed: ${why}` });
+      await this.#sayOnceHeld(`unplaceable:${v.vm}`, { kind: 'unplaceable', vm: v.vm, message: `${v.vm} cannot be placed: ${why}` });
       return undefined;
     }
     switch (v.status) {
@@ -463,7 +492,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
         const p = new Placement(snap());
         const r = p.place(v.vm);
         if (r.kind === 'unplaceable') {
-          await this.#say(`unplaceable:${v.vm}`, { kind: 'unplaceable', vm: v.vm, message: `${v.vm} cannot be placed: ${r.reason}\n${explain(r)}` });
+          await this.#sayOnceHeld(`unplaceable:${v.vm}`, { kind: 'unplaceable', vm: v.vm, message: `${v.vm} cannot be placed: ${r.reason}\n${explain(r)}` });
           return undefined;
         }
         this.#said.delete(`unplaceable:${v.vm}`);
@@ -494,7 +523,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
         // off from the store, or the record is being rewritten): the primary knows best; a second
         // secondary would only be refused.
         if (primary.protected) {
-          await this.#say(`invisible:${v.vm}`, { kind: 'secondary-invisible', vm: v.vm, message: `${v.vm}: the primary on ${primary.host} reports a secondary in lockstep that has no record in the store; waiting` });
+          await this.#sayOnceHeld(`invisible:${v.vm}`, { kind: 'secondary-invisible', vm: v.vm, message: `${v.vm}: the primary on ${primary.host} reports a secondary in lockstep that has no record in the store; waiting` });
           return undefined;
         }
         this.#said.delete(`invisible:${v.vm}`);
@@ -512,7 +541,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
         const p = new Placement(closeHosts(snap(), exclude));
         const r = p.placeSecondary(v.vm);
         if (r.kind === 'unplaceable') {
-          await this.#say(`unplaceable:${v.vm}`, { kind: 'unplaceable', vm: v.vm, message: `no host for a new secondary of ${v.vm}: ${r.reason}\n${explain(r)}` });
+          await this.#sayOnceHeld(`unplaceable:${v.vm}`, { kind: 'unplaceable', vm: v.vm, message: `no host for a new secondary of ${v.vm}: ${r.reason}\n${explain(r)}` });
           return undefined;
         }
         if (r.kind !== 'secondary-placed') return undefined;
@@ -710,10 +739,10 @@ export class Manager extends EventEmitter<ManagerEvents> {
     try {
       plan = new Placement(snap).evacuate(h);
     } catch (err) {
-      await this.#say(`evacuate:${h}`, { kind: 'maintenance-blocked', host: h, message: `cannot plan the evacuation of ${h}: ${(err as Error).message}` });
+      await this.#sayOnceHeld(`evacuate:${h}`, { kind: 'maintenance-blocked', host: h, message: `cannot plan the evacuation of ${h}: ${(err as Error).message}` });
       return out;
     }
-    for (const b of plan.blocked) await this.#say(`blocked:${h}:${b.vm}:${b.role}`, { kind: 'maintenance-blocked', host: h, vm: b.vm, message: `the ${b.role} of ${b.vm} cannot leave ${h}: ${b.reason}` });
+    for (const b of plan.blocked) await this.#sayOnceHeld(`blocked:${h}:${b.vm}:${b.role}`, { kind: 'maintenance-blocked', host: h, vm: b.vm, message: `the ${b.role} of ${b.vm} cannot leave ${h}: ${b.reason}` });
     // Secondaries first: stopping one leaves its primary alone, and the VM pass places a new one elsewhere
     // (this host takes nothing new while in maintenance).
     const secondariesHere = views.filter((v) => v.secondary?.host === h);
