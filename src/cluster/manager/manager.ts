@@ -9,6 +9,7 @@ import type { ClusterStore, JsonValue, Leadership, Unsubscribe } from '../store/
 import { validateName } from '../store/store.js';
 import { AgentApiError, AgentClient } from '../agent/client.js';
 import { arbiterOfConfigJson } from '../../ft/arbiter-config.js';
+import type { Arbiter } from '../../ft/arbiter.js';
 import { FT_DEFAULTS } from '../../ft/control.js';
 import { CLUSTER_CHANNELS } from './diagnostics.js';
 import { DEFAULT_EVENT_LIMIT, EventWriter, trimEvents } from './events.js';
@@ -124,6 +125,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
   readonly #holding = new Map<string, { since: number; pass: number }>();
   readonly #downSince = new Map<string, number>();
   readonly #seenRunning = new Set<string>();
+  /** Arbiters of VMs, kept for the epoch check before a secondary start ({@link #arbiterOf}). */
+  readonly #arbiters = new Map<string, { spec: string; arbiter: Arbiter }>();
   /** The highest epoch seen on a primary record of each VM (records may lag; a lower one is superseded). */
   readonly #epochSeen = new Map<string, number>();
   /** VMs a maintenance or balancing operation was just issued for: not again until then (wall-clock ms). */
@@ -219,6 +222,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
     await Promise.all([...this.#inflight.values()].map((f) => f.done));
     await this.#unwatch?.();
     await this.#leadership?.resign();
+    await Promise.all([...this.#arbiters.values()].map((a) => a.arbiter.close().catch(() => undefined)));
+    this.#arbiters.clear();
   }
 
   // ---- leadership --------------------------------------------------------------------------------------
@@ -441,6 +446,9 @@ export class Manager extends EventEmitter<ManagerEvents> {
     if (v.desired === undefined) {
       if (inv.failures.has(v.vm)) await this.#forgetFailures(v.vm);
       this.#epochSeen.delete(v.vm); // created again, it may come with a fresh arbiter
+      const a = this.#arbiters.get(v.vm);
+      this.#arbiters.delete(v.vm);
+      if (a !== undefined) await a.arbiter.close().catch(() => undefined);
       // Removed from the desired state: stop what still runs, primaries first (their BYE dismisses the secondary).
       const running = liveRecords.filter((r) => r.state !== 'stopping').sort((a, b) => (a.role === b.role ? 0 : a.role === 'primary' ? -1 : 1));
       if (running.length === 0) return undefined;
@@ -610,7 +618,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
    * (this pass starts nothing; the next asks again).
    */
   async #holdsEpoch(vm: string, config: JsonValue, primary: InstanceRecord): Promise<boolean> {
-    const arbiter = arbiterOfConfigJson(config);
+    const arbiter = this.#arbiterOf(vm, config);
     if (!arbiter) return true; // no arbiter: no epochs to compare
     try {
       const cur = await arbiter.current(vm);
@@ -622,9 +630,22 @@ export class Manager extends EventEmitter<ManagerEvents> {
     } catch (err) {
       await this.#event({ kind: 'action-failed', vm, message: `cannot check the epoch of ${vm} before starting a secondary: ${(err as Error).message}` });
       return false;
-    } finally {
-      await arbiter.close().catch(() => undefined);
     }
+  }
+
+  /**
+   * The arbiter of `vm`'s configuration, kept open between secondary starts (connecting to etcd anew
+   * would sit on the re-protection path); replaced when the configuration's arbiter changes.
+   */
+  #arbiterOf(vm: string, config: JsonValue): Arbiter | undefined {
+    const spec = JSON.stringify((config as { ft?: { arbiter?: unknown } } | null)?.ft?.arbiter ?? null);
+    const cached = this.#arbiters.get(vm);
+    if (cached !== undefined && cached.spec === spec) return cached.arbiter;
+    if (cached !== undefined) void cached.arbiter.close().catch(() => undefined);
+    const arbiter = arbiterOfConfigJson(config);
+    if (arbiter === undefined) this.#arbiters.delete(vm);
+    else this.#arbiters.set(vm, { spec, arbiter });
+    return arbiter;
   }
 
   #noteEpoch(vm: string, epoch: number | null): void {
