@@ -19,12 +19,12 @@ import { until } from '../helpers/cluster.js';
 const TOKEN = 'tok-0123456789abcdef-0123456789';
 
 /** An agent stand-in: every request is recorded and refused (nothing is started). */
-async function fakeAgent(requests: Array<{ method: string; url: string; body: unknown }>): Promise<{ server: Server; url: string }> {
+async function fakeAgent(requests: Array<{ method: string; url: string; host: string; body: unknown }>): Promise<{ server: Server; url: string }> {
   const server = createServer((req, res) => {
     let text = '';
     req.on('data', (d: Buffer) => (text += d.toString()));
     req.on('end', () => {
-      requests.push({ method: req.method ?? '', url: req.url ?? '', body: text === '' ? undefined : (JSON.parse(text) as unknown) });
+      requests.push({ method: req.method ?? '', url: req.url ?? '', host: req.headers.host ?? '', body: text === '' ? undefined : (JSON.parse(text) as unknown) });
       res.writeHead(409, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ error: { code: 'not-ready', message: 'a stand-in starts nothing' } }));
     });
@@ -46,7 +46,7 @@ describe('the join target of a new secondary', () => {
   let store: DirStore;
   let manager: Manager | undefined;
   let agents: Server[];
-  const requests: Array<{ method: string; url: string; body: unknown }> = [];
+  const requests: Array<{ method: string; url: string; host: string; body: unknown }> = [];
   const events: ClusterEvent[] = [];
 
   beforeEach(async () => {
@@ -99,6 +99,24 @@ describe('the join target of a new secondary', () => {
     await manager.reconcile();
     expect(events.find((e) => e.kind === 'join-superseded')?.message).toMatch(/primary on h1 runs under epoch 1, but the arbiter holds epoch 2 \(promoted-secondary\)/);
     expect(secondaryStarts()).toEqual([]);
+  });
+
+  it('gives a new secondary at once to a primary that lost its secondary under an earlier epoch, while the dead one is still listed', async () => {
+    await store.put(KEYS.desired('v'), desired({} as JsonValue) as unknown as JsonValue);
+    // A protected pair whose secondary's record does not say it is in lockstep (as the agents publish it
+    // when the secondary reports no lockstep event).
+    const secondary = { ...primaryRecord('v', 'h2', 0, 0), role: 'secondary', startedAs: 'secondary', state: 'joined', epoch: null, listen: null, join: '127.0.0.1:7001', protected: false, status: 'cloned; replaying' };
+    await store.put(KEYS.instance('v', 'h1'), primaryRecord('v', 'h1', 2, 7001, { protected: true, status: 'Protected' }) as unknown as JsonValue);
+    await store.put(KEYS.instance('v', 'h2'), secondary as unknown as JsonValue);
+    manager = await startManager();
+    await manager.reconcile();
+    const passes = manager.passes;
+    // h2 dies: the primary claims epoch 3 and runs alone; h2's record lives out its TTL.
+    await store.put(KEYS.instance('v', 'h1'), primaryRecord('v', 'h1', 3, 7001) as unknown as JsonValue);
+    await until('a secondary start, or ten passes without one', 60_000, async () => (secondaryStarts().length > 0 || manager!.passes > passes + 10 ? true : undefined));
+    expect(secondaryStarts().map((r) => (r.body as { join?: string }).join)).toEqual(['127.0.0.1:7001']);
+    const to = requests.find((r) => r.method === 'POST' && (r.body as { role?: string }).role === 'secondary')!;
+    expect(agents.map((a) => `http://127.0.0.1:${(a.address() as AddressInfo).port}`).indexOf(`http://${to.host}`)).toBe(2); // h3, not the dead h2
   });
 
   it('does not join a primary below an epoch it has already seen, even without an arbiter to ask', async () => {

@@ -125,6 +125,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
   readonly #holding = new Map<string, { since: number; pass: number }>();
   readonly #downSince = new Map<string, number>();
   readonly #seenRunning = new Set<string>();
+  /** The primary's epoch when each secondary (by incarnation) was first seen as its VM's secondary. */
+  readonly #joinedUnder = new Map<string, number>();
   /** Arbiters of VMs, kept for the epoch check before a secondary start ({@link #arbiterOf}). */
   readonly #arbiters = new Map<string, { spec: string; arbiter: Arbiter }>();
   /** The highest epoch seen on a primary record of each VM (records may lag; a lower one is superseded). */
@@ -350,6 +352,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
 
     await this.#syncMaintenance(inv, token);
     const views = pairViews(inv);
+    this.#dropLostSecondaries(inv, views);
     // Halves believed dead on hosts the store still lists: those hosts have probably failed (their records
     // expire in a moment); place nothing there meanwhile.
     for (const v of views) {
@@ -429,6 +432,35 @@ export class Manager extends EventEmitter<ManagerEvents> {
       }
     }
     if (inv.events.length > this.#o.eventLimit + 50) await trimEvents(this.#store, this.#o.eventLimit).catch((err: unknown) => this.#warn(`trimming events: ${(err as Error).message}`));
+  }
+
+  /**
+   * A primary that loses its secondary claims the next epoch and runs alone; the dead secondary's record
+   * stays until its TTL runs out, and a secondary's record does not always say whether it was in
+   * lockstep (so pairView cannot always tell it lost). A secondary first seen under epoch e of its
+   * primary, whose primary now runs alone under a later epoch, is lost: it is moved to `lost` (its host
+   * takes nothing for a while) and the VM gets a new secondary now, not once the record expires.
+   */
+  #dropLostSecondaries(inv: Inventory, views: PairView[]): void {
+    const present = new Set<string>();
+    for (const rs of inv.instances.values()) for (const r of rs) present.add(r.incarnation);
+    for (const k of this.#joinedUnder.keys()) if (!present.has(k)) this.#joinedUnder.delete(k);
+    for (const v of views) {
+      const p = v.primary;
+      const s = v.secondary;
+      if (p === undefined || s === undefined || p.epoch === null) continue;
+      const under = this.#joinedUnder.get(s.incarnation);
+      if (under === undefined) {
+        this.#joinedUnder.set(s.incarnation, p.epoch);
+        continue;
+      }
+      if (p.epoch <= under || p.protected || p.state !== 'running') continue;
+      v.lost.push(s);
+      v.others.push(s);
+      v.secondary = undefined;
+      v.protected = false;
+      v.text = p.status;
+    }
   }
 
   // ---- per VM ---------------------------------------------------------------------------------------
