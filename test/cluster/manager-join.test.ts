@@ -119,6 +119,20 @@ describe('the join target of a new secondary', () => {
     expect(agents.map((a) => `http://127.0.0.1:${(a.address() as AddressInfo).port}`).indexOf(`http://${to.host}`)).toBe(2); // h3, not the dead h2
   });
 
+  it('leaves alone a secondary its primary is cloning again under a later epoch', async () => {
+    await store.put(KEYS.desired('v'), desired({} as JsonValue) as unknown as JsonValue);
+    const secondary = { ...primaryRecord('v', 'h2', 0, 0), role: 'secondary', startedAs: 'secondary', state: 'joined', epoch: null, listen: null, join: '127.0.0.1:7001', protected: false, status: 'cloned; replaying' };
+    await store.put(KEYS.instance('v', 'h1'), primaryRecord('v', 'h1', 2, 7001, { protected: true, status: 'Protected' }) as unknown as JsonValue);
+    await store.put(KEYS.instance('v', 'h2'), secondary as unknown as JsonValue);
+    manager = await startManager();
+    await manager.reconcile();
+    const passes = manager.passes;
+    await store.put(KEYS.instance('v', 'h1'), primaryRecord('v', 'h1', 3, 7001, { status: 'Not Protected (starting)' }) as unknown as JsonValue);
+    await until('ten more passes', 60_000, async () => (manager!.passes > passes + 10 ? true : undefined));
+    await manager.reconcile();
+    expect(secondaryStarts()).toEqual([]);
+  });
+
   it('does not join a primary below an epoch it has already seen, even without an arbiter to ask', async () => {
     await store.put(KEYS.desired('v'), desired({} as JsonValue) as unknown as JsonValue);
     // The promoted primary (epoch 2) on h2, protected by a secondary on h3.

@@ -454,7 +454,13 @@ export class Manager extends EventEmitter<ManagerEvents> {
         this.#joinedUnder.set(s.incarnation, p.epoch);
         continue;
       }
-      if (p.epoch <= under || p.protected || p.state !== 'running') continue;
+      // Protected again with it (a restart of the secondary can move the epoch on): it is current.
+      if (p.protected) {
+        this.#joinedUnder.set(s.incarnation, p.epoch);
+        continue;
+      }
+      // Only a primary that says it runs alone has lost it; one cloning it again has not.
+      if (p.epoch <= under || p.state !== 'running' || !/need secondary/i.test(p.status)) continue;
       v.lost.push(s);
       v.others.push(s);
       v.secondary = undefined;
