@@ -3,11 +3,12 @@
 import { readFileSync } from 'node:fs';
 import { hostname, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
-import { Agent, defaultCompatId, openStore } from '../cluster/index.js';
+import { Agent, DEFAULT_MAX_FT_VCPUS, DEFAULT_MAX_FT_VMS, defaultCompatId, openStore, startSoloVm, type SoloVm } from '../cluster/index.js';
 import { UsageError, hostPortOption } from './args.js';
 import { EXIT, type CommandIo } from './io.js';
 
 export const AGENT_HELP = `Usage: lockstep agent --id <host> --store dir:<path>|etcd:<url>[,<url>...] [options]
+       lockstep agent run-vm <vm.json> [--events] [--exit-with-parent]
 
 Runs the agent of one host: registers the host in the cluster store (a liveness key, so the manager
 sees it die), serves an authenticated HTTP+JSON control API, and runs the primaries and secondaries
@@ -24,11 +25,17 @@ Options:
   --mips <n>             CPU capacity offered to VMs, MIPS (default 1000)
   --memory-mib <n>       memory offered to VMs, MiB (default 3/4 of this machine's)
   --ft-bandwidth <B>     FT logging bandwidth, bytes/s (default 125000000 = 1 Gbit/s)
-  --max-ft-vms <n>       FT halves this host runs at most (default 4)
+  --max-ft-vms <n>       FT halves this host runs at most (default 4; 0: no limit, as vSphere's
+                         das.maxftvmsperhost)
+  --max-ft-vcpus <n>     vCPUs of the FT halves this host runs at most (default 8; 0: no limit)
   --groups <a,b>         host groups, for VM-host rules
   --compat <id>          FT compatibility id (default ${defaultCompatId()})
   --events               messages as JSON lines on stderr
   -h, --help
+
+run-vm is how an agent runs a VM whose configuration says ft.enabled: false: the guest with its
+devices and network, alone (no arbiter, no secondary). Its events (--events): net, running, ended,
+halted. Exit status: the guest's exit code; 64 configuration error; 69 the VM's UDP port is taken.
 `;
 
 /** A positive number option. */
@@ -36,6 +43,14 @@ export function positive(name: string, text: string | undefined, dflt: number, i
   if (text === undefined) return dflt;
   const n = Number(text);
   if (!Number.isFinite(n) || n <= 0 || (integer && !Number.isSafeInteger(n))) throw new UsageError(`--${name}: must be a positive ${integer ? 'integer' : 'number'}, got '${text}'`);
+  return n;
+}
+
+/** A non-negative integer option (0 allowed: a cap of 0 means no limit). */
+export function nonNegative(name: string, text: string | undefined, dflt: number): number {
+  if (text === undefined) return dflt;
+  const n = Number(text);
+  if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(n)) throw new UsageError(`--${name}: must be a non-negative integer (0: no limit), got '${text}'`);
   return n;
 }
 
@@ -55,7 +70,46 @@ export function reporter(io: CommandIo, json: boolean, verb: string) {
   };
 }
 
+/**
+ * `--exit-with-parent`: a VM run by an agent ends when the agent does (SIGKILL included), as it would
+ * with its host. Linux re-parents an orphan, so a changed parent pid is the sign; checked every 100 ms.
+ */
+function exitWithParent(): void {
+  const parent = process.ppid;
+  const t = setInterval(() => {
+    if (process.ppid !== parent) process.kill(process.pid, 'SIGKILL');
+  }, 100);
+  t.unref();
+}
+
+/** `lockstep agent run-vm`: a VM without FT, run alone (src/cluster/agent/solo.ts). */
+async function runVmCommand(argv: string[], io: CommandIo): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { events: { type: 'boolean' }, 'exit-with-parent': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
+  if (values.help) {
+    io.stdout.write(AGENT_HELP);
+    return EXIT.ok;
+  }
+  if (positionals.length !== 1) throw new UsageError('run-vm: expected one configuration file');
+  if (values['exit-with-parent']) exitWithParent();
+  const say = reporter(io, values.events === true, 'agent run-vm');
+  let vm: SoloVm;
+  try {
+    vm = await startSoloVm(positionals[0]!, say);
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    say('halted', { reason: (err as Error).message, ...(typeof code === 'string' ? { code } : {}) }, `cannot start: ${(err as Error).message}`);
+    throw err;
+  }
+  const stop = () => vm.stop();
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  const result = await vm.done;
+  say('ended', { kind: result.kind, ...(result.kind === 'exit' ? { code: result.code } : {}) }, `the guest ended (${result.kind})`);
+  return result.kind === 'exit' ? result.code & 0xff : result.kind === 'stopped' ? EXIT.interrupted : EXIT.software;
+}
+
 export async function agentCommand(argv: string[], io: CommandIo): Promise<number> {
+  if (argv[0] === 'run-vm') return runVmCommand(argv.slice(1), io);
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -69,6 +123,7 @@ export async function agentCommand(argv: string[], io: CommandIo): Promise<numbe
       'memory-mib': { type: 'string' },
       'ft-bandwidth': { type: 'string' },
       'max-ft-vms': { type: 'string' },
+      'max-ft-vcpus': { type: 'string' },
       groups: { type: 'string' },
       compat: { type: 'string' },
       events: { type: 'boolean' },
@@ -88,7 +143,8 @@ export async function agentCommand(argv: string[], io: CommandIo): Promise<numbe
     memoryBytes: positive('memory-mib', values['memory-mib'], Math.floor((totalmem() * 0.75) / 2 ** 20)) * 2 ** 20,
     logBandwidth: positive('ft-bandwidth', values['ft-bandwidth'], 125_000_000),
   };
-  const maxFtVms = positive('max-ft-vms', values['max-ft-vms'], 4);
+  const maxFtVms = nonNegative('max-ft-vms', values['max-ft-vms'], DEFAULT_MAX_FT_VMS);
+  const maxFtVcpus = nonNegative('max-ft-vcpus', values['max-ft-vcpus'], DEFAULT_MAX_FT_VCPUS);
   const groups = values.groups === undefined ? [] : values.groups.split(',').map((g) => g.trim()).filter((g) => g !== '');
   const say = reporter(io, values.events === true, 'agent');
   const store = await openStore(values.store);
@@ -102,6 +158,7 @@ export async function agentCommand(argv: string[], io: CommandIo): Promise<numbe
       dir: values.dir ?? `lockstep-agent-${id}`,
       capacity,
       maxFtVms,
+      maxFtVcpus,
       groups,
       ...(values['ft-host'] !== undefined ? { ftHost: values['ft-host'] } : {}),
       ...(values.compat !== undefined ? { compatId: values.compat } : {}),

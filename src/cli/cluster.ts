@@ -1,7 +1,8 @@
 // `lockstep cluster`: the operator's view of and orders to the cluster, through the store only (the
-// manager carries the orders out): status, create-vm, delete-vm, maintenance, events.
+// manager carries the orders out): init, status, create-vm, delete-vm, maintenance, events.
 import { parseArgs } from 'node:util';
 import {
+  DEFAULT_MAX_FT_VCPUS,
   EventWriter,
   KEYS,
   MANAGER_ELECTION,
@@ -28,6 +29,8 @@ import { EXIT, type CommandIo } from './io.js';
 export const CLUSTER_HELP = `Usage: lockstep cluster <command> --store dir:<path>|etcd:<url>[,<url>...] [options]
 
 Commands:
+  init                                     create the store (dir: only; every other command refuses a
+                                           dir: path that is not a lockstep store yet)
   status [--json]                          hosts (live, maintenance, load, VM halves), VMs and their pairs
                                            (primary, secondary, epoch, protection), rules, recent events
   create-vm <vm.json|vm.yaml> [options]    add a VM to the desired state; the manager places and starts it
@@ -37,15 +40,21 @@ Commands:
       --vcpus <n>                virtual CPUs (default 1)
       --rule <type>:<group>      VM-host rule (must, must-not, should, should-not); repeatable
       --registered-host <host>   legacy mode: the host its primary powers on on
-      --replace                  replace an existing VM of the same id
+      --replace                  replace an existing VM of the same id that runs nowhere (refused
+                                   while any instance of it runs: delete-vm it and wait first)
+                                 An FT VM with more --vcpus than every live host's FT vCPU cap
+                                 (agent --max-ft-vcpus, default 8) is refused.
   delete-vm <vm>                           remove a VM from the desired state; the manager stops it
   maintenance <host> on|off [--wait] [--timeout <s>]
                                            ask the manager to drain the host (secondaries moved off, then
                                            primaries switched to their secondaries) or to take it back;
-                                           --wait returns once it is done (default timeout 120 s)
+                                           --wait returns once it is done (default timeout 120 s). A host
+                                           the cluster does not know is refused; off for a host that is no
+                                           longer live removes its row
   events [--limit <n>] [--json]            the cluster's recent events (default 20)
 
-Every command takes --store. Exit status 75 when --wait runs out of time.
+Every command takes --store. Exit status 65 for a refused order (unknown host, a VM that exists or
+runs, too many vCPUs), 75 when --wait runs out of time.
 `;
 
 function pct(x: number): string {
@@ -71,7 +80,11 @@ export async function clusterStatus(store: ClusterStore, eventLimit = 10) {
   const leader = await store.leader(MANAGER_ELECTION).catch(() => null);
   const views = pairViews(inv);
   const loads = hostLoads(inv, views);
-  const hostIds = [...new Set([...inv.hosts.keys(), ...inv.maintenance.keys(), ...inv.requests.keys()])].sort();
+  // A host that is not live is listed while it is (or is asked to be) in maintenance mode; a record of
+  // maintenance `off` for a host that is gone is history, not a host.
+  const hostIds = [...new Set([...inv.hosts.keys(), ...inv.maintenance.keys(), ...inv.requests.keys()])]
+    .filter((id) => inv.hosts.has(id) || maintenanceOf(inv, id) !== 'off' || inv.requests.get(id)?.on === true)
+    .sort();
   const hosts = hostIds.map((id) => {
     const h = inv.hosts.get(id);
     const l = loads.get(id);
@@ -204,9 +217,36 @@ async function createVm(store: ClusterStore, args: string[], io: CommandIo): Pro
     ...(values['registered-host'] !== undefined ? { registeredHost: values['registered-host'] } : {}),
   });
   const key = KEYS.desired(d.id);
-  if (values.replace) await store.put(key, d as unknown as JsonValue);
-  else if (!(await store.compareAndSet(key, null, d as unknown as JsonValue))) {
-    io.stderr.write(`lockstep cluster create-vm: VM ${d.id} already exists; use --replace to replace it\n`);
+  const inv = await readInventory(store);
+  if (d.ft) {
+    // The per-host FT vCPU cap: a VM over every host's cap would be accepted and unplaceable forever.
+    const caps = [...inv.hosts.values()].map((h) => (typeof h.maxFtVcpus === 'number' ? h.maxFtVcpus : DEFAULT_MAX_FT_VCPUS));
+    const fits = caps.length === 0 ? d.vcpus <= DEFAULT_MAX_FT_VCPUS : caps.some((c) => c === 0 || d.vcpus <= c);
+    if (!fits) {
+      const largest = caps.length === 0 ? DEFAULT_MAX_FT_VCPUS : Math.max(...caps);
+      io.stderr.write(
+        `lockstep cluster create-vm: VM ${d.id} is an FT VM with ${d.vcpus} vCPUs, more than the FT vCPU cap of ${caps.length === 0 ? `a host (default ${DEFAULT_MAX_FT_VCPUS}; no host is live)` : `every live host (the largest is ${largest})`}: no host could run either half. Use --vcpus ${largest} or fewer, or raise the cap (lockstep agent --max-ft-vcpus)\n`,
+      );
+      return EXIT.dataErr;
+    }
+  }
+  if (values.replace) {
+    // Replacing the record of a running VM would change nothing that runs (the manager starts from the
+    // desired state, it does not restart what runs): refuse rather than say it was done.
+    const running = (inv.instances.get(d.id) ?? []).filter((r) => inv.hosts.has(r.host));
+    if (running.length > 0) {
+      io.stderr.write(
+        `lockstep cluster create-vm: VM ${d.id} runs (${running.map((r) => `${r.role} on ${r.host}`).join(', ')}); --replace only replaces a VM that runs nowhere. Run lockstep cluster delete-vm ${d.id}, wait until status no longer lists it, then create-vm again\n`,
+      );
+      return EXIT.dataErr;
+    }
+    const cur = await store.get(key);
+    if (!(await store.compareAndSet(key, cur?.revision ?? null, d as unknown as JsonValue))) {
+      io.stderr.write(`lockstep cluster create-vm: VM ${d.id} changed while it was being replaced; try again\n`);
+      return EXIT.dataErr;
+    }
+  } else if (!(await store.compareAndSet(key, null, d as unknown as JsonValue))) {
+    io.stderr.write(`lockstep cluster create-vm: VM ${d.id} already exists; use --replace to replace it (only while it runs nowhere)\n`);
     return EXIT.dataErr;
   }
   await new EventWriter(store, 'cli').write({ kind: 'vm-created', vm: d.id, message: `VM ${d.id} ${values.replace ? 'replaced' : 'created'} (${d.ft ? 'FT' : 'not FT'}, ${d.demand.mips} MIPS, ${d.demand.memoryBytes / 2 ** 20} MiB${d.rules.length > 0 ? `, rules ${d.rules.map((r) => `${r.type}:${r.hostGroup}`).join(',')}` : ''})` });
@@ -232,6 +272,23 @@ async function maintenance(store: ClusterStore, args: string[], io: CommandIo): 
   if (positionals.length !== 2 || (positionals[1] !== 'on' && positionals[1] !== 'off')) throw new UsageError('maintenance: expected <host> on|off');
   const [host, state] = positionals as [string, 'on' | 'off'];
   const on = state === 'on';
+  const inv = await readInventory(store);
+  const live = inv.hosts.has(host);
+  const known = live || inv.maintenance.has(host) || inv.requests.has(host);
+  if (!known) {
+    // A typo must not become a host: nothing is recorded.
+    const hosts = [...inv.hosts.keys()].sort();
+    io.stderr.write(`lockstep cluster maintenance: no host ${host} in the cluster (live hosts: ${hosts.length > 0 ? hosts.join(', ') : 'none'}); nothing recorded\n`);
+    return EXIT.dataErr;
+  }
+  if (!on && !live) {
+    // A host that is gone: taking it out of maintenance forgets it (its request goes; the manager
+    // records off and the row disappears from status).
+    await store.delete(KEYS.maintenanceRequest(host));
+    await new EventWriter(store, 'cli').write({ kind: 'maintenance-requested', host, message: `maintenance mode off requested for ${host}, which is not live: forgotten` });
+    io.stdout.write(`maintenance mode off requested for ${host}; it is not live, so it is no longer listed\n`);
+    return EXIT.ok;
+  }
   const req: MaintenanceRequest = { on, at: Date.now(), by: 'cli' };
   await store.put(KEYS.maintenanceRequest(host), req as unknown as JsonValue);
   await new EventWriter(store, 'cli').write({ kind: 'maintenance-requested', host, message: `maintenance mode ${state} requested for ${host}` });
@@ -281,9 +338,14 @@ export async function clusterCommand(argv: string[], io: CommandIo): Promise<num
     else if (a === '--json' && sub !== 'events' && sub !== 'status') continue;
     else own.push(a);
   }
-  const store = await openStore(storeSpec);
+  const store = await openStore(storeSpec, { create: sub === 'init' });
   try {
     switch (sub) {
+      case 'init': {
+        parseArgs({ args: own, options: {} });
+        io.stdout.write(`store ${storeSpec} is ready\n`);
+        return EXIT.ok;
+      }
       case 'status': {
         const { values } = parseArgs({ args: own, options: { json: { type: 'boolean' } } });
         return await status(store, values.json === true, io);
@@ -297,7 +359,7 @@ export async function clusterCommand(argv: string[], io: CommandIo): Promise<num
       case 'events':
         return await events(store, own, io);
       default:
-        throw new UsageError(`unknown cluster command '${sub}' (status, create-vm, delete-vm, maintenance, events)`);
+        throw new UsageError(`unknown cluster command '${sub}' (init, status, create-vm, delete-vm, maintenance, events)`);
     }
   } finally {
     await store.close();

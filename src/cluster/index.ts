@@ -24,7 +24,9 @@ export type { AgentOptions, AgentEvents } from './agent/agent.js';
 export { AgentClient, AgentApiError, API_PREFIX, FENCE_HEADER, MANAGER_HEADER } from './agent/client.js';
 export type { AgentClientOptions, AgentApiCode, StartRequest, HostInfo } from './agent/client.js';
 export type { InstanceView, VmEvent, VmExit } from './agent/vm-process.js';
-export { Manager } from './manager/manager.js';
+export { startSoloVm, vmSpecOf, SOLO_STATUS } from './agent/solo.js';
+export type { SoloVm, SoloReport } from './agent/solo.js';
+export { Manager, START_BACKOFF_FIRST_MS, START_BACKOFF_MAX_MS } from './manager/manager.js';
 export type { ManagerOptions, ManagerEvents, ManagerMode, Automation } from './manager/manager.js';
 export {
   KEYS,
@@ -45,6 +47,7 @@ export type {
   MaintenanceState,
   ManagerEpoch,
   ClusterEvent,
+  StartFailure,
 } from './manager/layout.js';
 export { readInventory, parseInventory, pairView, pairViews, buildSnapshot, closeHosts, hostLoads, maintenanceOf, channelOf } from './manager/inventory.js';
 export type { Inventory, PairView, PairStatus, SnapshotOptions, BuiltSnapshot } from './manager/inventory.js';
@@ -53,4 +56,4 @@ export { EventWriter, readEvents, trimEvents, DEFAULT_EVENT_LIMIT } from './mana
 export { desiredVm, configToJson, parseHostRule, DEFAULT_VM_MIPS, DEFAULT_VM_LOG_BANDWIDTH } from './manager/desired.js';
 export type { DesiredVmOptions } from './manager/desired.js';
 export { parseStoreSpec, openStore } from './manager/store-spec.js';
-export type { StoreSpec } from './manager/store-spec.js';
+export type { StoreSpec, OpenStoreOptions } from './manager/store-spec.js';

@@ -143,7 +143,7 @@ describe.skipIf(!etcdOk.ok)('cluster: agents and a manager as processes on a rea
       // Every VM kept answering: writes were acknowledged after the kill, on each VM.
       await until('writes acknowledged on every VM after the kill', 120_000, async () => (writers.every((w, i) => w.acks > acks1[i]!) ? true : undefined));
 
-      // The dead host's record expires (its lease: 3 s), after its instances' (1 s).
+      // The dead host's record expires (its lease: HOST_TTL_MS, 8 s), after its instances' (5 s).
       await until(`the host record of ${victim} expires`, 60_000, async () => ((await look(store)).inv.hosts.has(victim) ? undefined : true));
 
       // h1 back in service.

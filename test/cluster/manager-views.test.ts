@@ -109,8 +109,9 @@ describe('placement snapshot from the store', () => {
       ],
     );
     const views = new Map(['v', 'w', 'x'].map((vm) => [vm, pairView(vm, inv)]));
-    const { snapshot, blocked, dropped } = buildSnapshot(inv, views, { baseline: 'c1', closed: new Set(['h2']) });
-    expect(snapshot.hosts.map((h) => [h.id, h.maintenance])).toEqual([['h1', false], ['h2', true], ['h3', true]]);
+    const { snapshot, blocked, dropped } = buildSnapshot(inv, views, { baseline: 'c1', closed: new Map([['h2', 'its agent could not be reached']]) });
+    // A closed host takes nothing, for its own reason: it is not in maintenance mode.
+    expect(snapshot.hosts.map((h) => [h.id, h.maintenance, h.unavailable])).toEqual([['h1', false, undefined], ['h2', false, 'its agent could not be reached'], ['h3', true, undefined]]);
     expect(snapshot.vms.find((v) => v.id === 'v')).toMatchObject({ host: 'h1', secondaryHost: 'h2' });
     expect([...blocked.keys()]).toEqual(['w']);
     expect(dropped).toEqual(['rule x#0: no live host is in group gone']);

@@ -10,6 +10,7 @@ import { EtcdStore } from '../../src/cluster/store/etcd-store.js';
 import { freeUdpPort, launch, type Proc } from './ft-pair.js';
 import type { ClusterStore } from '../../src/cluster/store/store.js';
 import { pairViews, parseInventory, type Inventory, type PairView } from '../../src/cluster/manager/inventory.js';
+import { HOST_TTL_MS, INSTANCE_TTL_MS } from '../../src/cluster/manager/layout.js';
 
 /** The repository root: the directory of the package named lockstep above this file (tests run it from test/helpers, the benchmark from bench/build/test/helpers). */
 export const ROOT = ((): string => {
@@ -70,6 +71,7 @@ export interface AgentProcOptions {
   mips?: number;
   memoryMiB?: number;
   maxFtVms?: number;
+  maxFtVcpus?: number;
   groups?: string[];
 }
 
@@ -77,6 +79,7 @@ export interface AgentProcOptions {
 export async function startAgent(o: AgentProcOptions): Promise<GroupProc> {
   const args = ['agent', '--id', o.id, '--store', o.store, '--token-file', o.tokenFile, '--dir', o.dir, '--mips', String(o.mips ?? 1000), '--memory-mib', String(o.memoryMiB ?? 1024)];
   if (o.maxFtVms !== undefined) args.push('--max-ft-vms', String(o.maxFtVms));
+  if (o.maxFtVcpus !== undefined) args.push('--max-ft-vcpus', String(o.maxFtVcpus));
   if (o.groups !== undefined && o.groups.length > 0) args.push('--groups', o.groups.join(','));
   const p = launchGroup(`agent ${o.id}`, args);
   await p.wait('listening', undefined, 20_000);
@@ -201,7 +204,8 @@ export class StoreChecker {
 
   constructor(store: ClusterStore, options: { everyMs?: number; deadGraceMs?: number } = {}) {
     this.#store = store;
-    this.#deadGraceMs = options.deadGraceMs ?? 3_000;
+    // A killed agent's instance records live out their TTL (then a margin for the store's own clock).
+    this.#deadGraceMs = options.deadGraceMs ?? INSTANCE_TTL_MS + 2_000;
     this.#timer = setInterval(() => void this.#sample(), options.everyMs ?? 100);
   }
 
@@ -245,7 +249,7 @@ export class StoreChecker {
           }
         }
       }
-      for (const h of inv.hosts.keys()) if (overdue(h) && at - this.#killed.get(h)! > this.#deadGraceMs + 3_000) v(`host ${h} still live ${Math.round(at - this.#killed.get(h)!)} ms after it was killed`);
+      for (const h of inv.hosts.keys()) if (overdue(h) && at - this.#killed.get(h)! > this.#deadGraceMs + HOST_TTL_MS - INSTANCE_TTL_MS + 3_000) v(`host ${h} still live ${Math.round(at - this.#killed.get(h)!)} ms after it was killed`);
     } catch {
       this.errors++;
     } finally {

@@ -12,7 +12,7 @@ import { ControlUnreachableError, callControl } from '../../ft/control-client.js
 import { createLimitedServer } from '../../observability/http-server.js';
 import { OptionError } from '../../errors.js';
 import type { ClusterStore, JsonValue } from '../store/store.js';
-import { DEFAULT_MAX_FT_VMS, type HostCapacity } from '../placement/index.js';
+import { DEFAULT_MAX_FT_VCPUS, DEFAULT_MAX_FT_VMS, type HostCapacity } from '../placement/index.js';
 import {
   HOST_ID,
   HOST_TTL_MS,
@@ -45,14 +45,16 @@ export interface AgentOptions {
   /** Working directory: VM configurations are written under `<dir>/vms/<vm>/`. */
   dir: string;
   capacity: HostCapacity;
-  /** FT VMs (halves) this host takes at most (default 4). */
+  /** FT VMs (halves) this host takes at most (default 4; 0: no limit, as vSphere's das.maxftvmsperhost). */
   maxFtVms?: number;
+  /** vCPUs of FT VMs (halves) this host takes at most (default 8; 0: no limit). */
+  maxFtVcpus?: number;
   groups?: string[];
   /** FT compatibility id (default {@link defaultCompatId}). */
   compatId?: string;
   /** How to run the CLI (default: this node and the built `dist/cli/main.js`). */
   command?: string[];
-  /** TTLs of the host and instance records, ms (defaults 3000 and 1000; instances must expire first). */
+  /** TTLs of the host and instance records, ms (defaults 8000 and 5000; instances must expire first). */
   hostTtlMs?: number;
   instanceTtlMs?: number;
   /** How long a stopped half gets between SIGTERM and SIGKILL, ms (default 5000). */
@@ -76,6 +78,13 @@ const KEEP_EXITED = 20;
 const MAX_BODY = 2 << 20;
 /** Figures alone are published at most this often, ms. */
 const STATS_EVERY_MS = 5_000;
+
+/** An FT cap option: a non-negative integer, 0 meaning no limit. */
+function capOption(field: string, v: number | undefined, dflt: number): number {
+  if (v === undefined) return dflt;
+  if (!Number.isSafeInteger(v) || v < 0) throw new OptionError(field, `must be a non-negative integer (0: no limit), got ${String(v)}`);
+  return v;
+}
 
 /** Constant-time comparison of a presented token with the expected one (digests: equal lengths). */
 function tokenMatches(presented: string, expected: string): boolean {
@@ -106,11 +115,12 @@ class Refusal extends Error {
  */
 export class Agent extends EventEmitter<AgentEvents> {
   readonly id: string;
-  readonly #o: Required<Omit<AgentOptions, 'listen' | 'ftHost' | 'groups' | 'compatId' | 'command' | 'maxFtVms'>> & {
+  readonly #o: Required<Omit<AgentOptions, 'listen' | 'ftHost' | 'groups' | 'compatId' | 'command' | 'maxFtVms' | 'maxFtVcpus'>> & {
     groups: string[];
     compatId: string;
     command: string[];
     maxFtVms: number;
+    maxFtVcpus: number;
   };
   readonly #server: Server;
   readonly #vms = new Map<string, VmProcess>();
@@ -143,7 +153,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       token: o.token,
       dir: resolve(o.dir),
       capacity: o.capacity,
-      maxFtVms: o.maxFtVms ?? DEFAULT_MAX_FT_VMS,
+      maxFtVms: capOption('maxFtVms', o.maxFtVms, DEFAULT_MAX_FT_VMS),
+      maxFtVcpus: capOption('maxFtVcpus', o.maxFtVcpus, DEFAULT_MAX_FT_VCPUS),
       groups: [...(o.groups ?? [])],
       compatId: o.compatId ?? defaultCompatId(),
       command: o.command ?? [process.execPath, CLI],
@@ -207,6 +218,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       groups: [...this.#o.groups],
       compatId: this.#o.compatId,
       maxFtVms: this.#o.maxFtVms,
+      maxFtVcpus: this.#o.maxFtVcpus,
       pid: process.pid,
       startedAt: this.#startedAt,
       version: packageVersion(),
@@ -247,9 +259,13 @@ export class Agent extends EventEmitter<AgentEvents> {
     const dir = join(this.#o.dir, 'vms', vmId);
     let disk: { path: string; mode: 'shared' | 'separate' } | undefined;
     let pairKey: Uint8Array | undefined;
+    let solo = false;
     try {
       const cfg = validateConfig(req.config, `${vmId}.json`, dir);
       if (cfg.config.vm.id !== vmId) throw new Refusal(400, 'bad-request', `config: vm.id is "${cfg.config.vm.id}", not "${vmId}"`);
+      // A VM without FT runs alone, as a primary with no secondary (lockstep agent run-vm).
+      solo = !cfg.config.ft.enabled;
+      if (solo && req.role === 'secondary') throw new Refusal(400, 'bad-request', `config: ft.enabled is false: VM ${vmId} has no secondary`);
       disk = cfg.config.vm.devices.disk;
       // The half's operations API takes requests signed with the pair key (src/ft/control-auth.ts).
       if (cfg.config.ft.key !== undefined) pairKey = await readFtKey(cfg.config.ft.key, `${vmId}.json`);
@@ -274,6 +290,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         ftHost: this.#ftHost,
         command: this.#o.command,
         cwd: dir,
+        solo,
         ...(req.join !== undefined ? { join: req.join } : {}),
         ...(ownDisk !== undefined ? { disk: ownDisk } : {}),
       });
@@ -466,7 +483,7 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   #hostInfo(): HostInfo {
     const r = this.hostRecord();
-    return { id: r.id, api: r.api, ftHost: r.ftHost, capacity: r.capacity, groups: r.groups, compatId: r.compatId, maxFtVms: r.maxFtVms, pid: r.pid, running: this.#vms.size, fence: { ...this.#fence } };
+    return { id: r.id, api: r.api, ftHost: r.ftHost, capacity: r.capacity, groups: r.groups, compatId: r.compatId, maxFtVms: r.maxFtVms, maxFtVcpus: r.maxFtVcpus ?? DEFAULT_MAX_FT_VCPUS, pid: r.pid, running: this.#vms.size, fence: { ...this.#fence } };
   }
 }
 

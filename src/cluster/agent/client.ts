@@ -27,6 +27,8 @@ export interface StartRequest {
 
 /** `GET /v1/host`: the host's registration (as in `hosts/<id>`), what runs on it, and its fence. */
 export type HostInfo = Pick<HostRecord, 'id' | 'api' | 'ftHost' | 'capacity' | 'groups' | 'compatId' | 'maxFtVms' | 'pid'> & {
+  /** vCPUs of FT halves the host takes at most (0: no limit). */
+  maxFtVcpus: number;
   /** VMs running on the host now. */
   running: number;
   /** The highest fencing token the agent has accepted, and from whom. */

@@ -1,5 +1,6 @@
-// One half of an FT pair run by an agent: a child process of the built CLI (`lockstep primary|secondary
-// --events`), its JSON event lines folded into the instance record the agent publishes. Never detaches
+// One half of an FT pair run by an agent — or a VM without FT — as a child process of the built CLI
+// (`lockstep primary|secondary|agent run-vm … --events`), its JSON event lines folded into the instance
+// record the agent publishes. Never detaches
 // the child: it stays in the agent's process group, so killing the group kills it too.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -7,6 +8,7 @@ import { EventEmitter } from 'node:events';
 import { formatHostPort } from '../../config/index.js';
 import { parseEventLine, type FtEventLine } from '../../ft/event-lines.js';
 import type { InstanceRecord, InstanceRole, InstanceState } from '../manager/layout.js';
+import { SOLO_STATUS } from './solo.js';
 
 /** How to run one instance. */
 export interface VmProcessOptions {
@@ -14,6 +16,8 @@ export interface VmProcessOptions {
   /** The agent's host id. */
   host: string;
   role: InstanceRole;
+  /** A VM without FT (`ft.enabled: false`): run alone (`lockstep agent run-vm`), published as a primary. */
+  solo?: boolean;
   /** The configuration file written for it. */
   configPath: string;
   /** Secondary: the primary's logging channel, `host:port`. */
@@ -62,6 +66,8 @@ export class VmProcess extends EventEmitter {
   readonly child: ChildProcess;
   role: InstanceRole;
   readonly startedAs: InstanceRole;
+  /** Runs without FT (see {@link VmProcessOptions.solo}). */
+  readonly solo: boolean;
   state: InstanceState = 'starting';
   epoch: number | null = null;
   listen: { host: string; port: number } | null = null;
@@ -85,12 +91,14 @@ export class VmProcess extends EventEmitter {
     this.role = o.role;
     this.startedAs = o.role;
     this.join = o.join ?? null;
+    this.solo = o.solo === true;
     const [cmd, ...pre] = o.command;
     // The operations API (test failover, restart secondary) on loopback: only this agent talks to it.
     const control = ['--control', '127.0.0.1:0', '--exit-with-parent'];
     const listen = formatHostPort({ host: o.ftHost, port: 0 });
-    const args =
-      o.role === 'primary'
+    const args = this.solo
+      ? ['agent', 'run-vm', o.configPath, '--exit-with-parent', '--events']
+      : o.role === 'primary'
         ? ['primary', o.configPath, '--listen', listen, ...control, '--events']
         : ['secondary', o.configPath, '--join', o.join!, '--listen', listen, ...control, ...(o.disk !== undefined ? ['--disk', o.disk] : []), '--events'];
     // Not detached: the child shares the agent's process group (see the file comment).
@@ -164,7 +172,7 @@ export class VmProcess extends EventEmitter {
    * and rejects if it exits first or `timeoutMs` passes.
    */
   ready(timeoutMs: number): Promise<void> {
-    const isReady = () => (this.role === 'primary' ? this.state === 'running' && this.listen !== null : this.state === 'joined' || this.protected);
+    const isReady = () => (this.solo ? this.state === 'running' : this.role === 'primary' ? this.state === 'running' && this.listen !== null : this.state === 'joined' || this.protected);
     if (isReady()) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const done = (err?: Error) => {
@@ -246,6 +254,11 @@ export class VmProcess extends EventEmitter {
         this.state = 'running';
         break;
       }
+      case 'running':
+        // A VM without FT (lockstep agent run-vm): up, and nothing more to wait for.
+        this.state = 'running';
+        this.status = SOLO_STATUS;
+        break;
       case 'control':
         if (typeof e.url === 'string') this.controlUrl = e.url;
         return; // not part of the record

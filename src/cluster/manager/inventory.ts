@@ -16,6 +16,7 @@ import {
   type MaintenanceRequest,
   type MaintenanceState,
   type ManagerEpoch,
+  type StartFailure,
 } from './layout.js';
 
 /** Everything the store holds about the cluster, read at once. */
@@ -28,6 +29,8 @@ export interface Inventory {
   rules: PlacementRule[];
   requests: Map<string, MaintenanceRequest>;
   maintenance: Map<string, { state: MaintenanceState; revision: number }>;
+  /** VMs whose starts keep failing, by VM. */
+  failures: Map<string, StartFailure>;
   epoch: { value: ManagerEpoch; revision: number } | null;
   events: ClusterEvent[];
   /** Wall-clock ms of the read. */
@@ -44,7 +47,7 @@ export async function readInventory(store: ClusterStore): Promise<Inventory> {
 
 /** The inventory held by a list of entries (see {@link readInventory}). */
 export function parseInventory(entries: StoreEntry[]): Inventory {
-  const inv: Inventory = { hosts: new Map(), desired: new Map(), instances: new Map(), rules: [], requests: new Map(), maintenance: new Map(), epoch: null, events: [], at: Date.now() };
+  const inv: Inventory = { hosts: new Map(), desired: new Map(), instances: new Map(), rules: [], requests: new Map(), maintenance: new Map(), failures: new Map(), epoch: null, events: [], at: Date.now() };
   for (const e of entries) {
     const k = e.key;
     if (k.startsWith(KEYS.hostsPrefix)) {
@@ -68,6 +71,9 @@ export function parseInventory(entries: StoreEntry[]): Inventory {
     } else if (k.startsWith(KEYS.maintenancePrefix)) {
       const s = asRecord<MaintenanceState>(e.value);
       if (s !== undefined) inv.maintenance.set(k.slice(KEYS.maintenancePrefix.length), { state: s, revision: e.revision });
+    } else if (k.startsWith(KEYS.failuresPrefix)) {
+      const f = asRecord<StartFailure>(e.value);
+      if (f !== undefined && typeof f.vm === 'string') inv.failures.set(f.vm, f);
     } else if (k === KEYS.managerEpoch) {
       const v = asRecord<ManagerEpoch>(e.value);
       if (v !== undefined) inv.epoch = { value: v, revision: e.revision };
@@ -80,7 +86,11 @@ export function parseInventory(entries: StoreEntry[]): Inventory {
 }
 
 /** Protection of a VM as `cluster status` reports it. */
-export type PairStatus = 'protected' | 'not-protected' | 'starting' | 'going-live' | 'down' | 'not-desired';
+/**
+ * Protection of a VM as `cluster status` reports it. `running`: a VM without FT (`ft.enabled: false`)
+ * runs — there is nothing to protect.
+ */
+export type PairStatus = 'protected' | 'not-protected' | 'running' | 'starting' | 'going-live' | 'down' | 'not-desired';
 
 /** A VM and its instances, sorted out. */
 export interface PairView {
@@ -154,6 +164,9 @@ export function pairView(vm: string, inv: Inventory): PairView {
     } else if (isProtected) {
       status = 'protected';
       text = 'Protected';
+    } else if (desired !== undefined && !desired.ft) {
+      status = 'running';
+      text = primary.status;
     } else {
       status = 'not-protected';
       text =
@@ -171,7 +184,13 @@ export function pairView(vm: string, inv: Inventory): PairView {
     text = all.length > 0 ? 'being removed' : 'unknown';
   } else {
     status = 'down';
-    text = all.length > 0 ? 'Down (its last instances are on their way out)' : 'Down (not running)';
+    const f = inv.failures.get(vm);
+    text =
+      all.length > 0
+        ? 'Down (its last instances are on their way out)'
+        : f !== undefined
+          ? `Down: failed to start ${f.attempts} time(s), last on ${f.host}: ${f.reason}; next attempt at ${new Date(f.retryAt).toISOString()}`
+          : 'Down (not running)';
   }
   return { vm, desired, primary, secondary, others, lost, protected: isProtected, status, text, epoch: primary?.epoch ?? null };
 }
@@ -192,8 +211,11 @@ export function maintenanceOf(inv: Inventory, host: string): MaintenanceState['s
 export interface SnapshotOptions {
   /** The FT compatibility baseline (integrated mode); absent: legacy mode. */
   baseline?: string;
-  /** Hosts that take no new half (reported unreachable, say): shown to placement as in maintenance. */
-  closed?: ReadonlySet<string>;
+  /**
+   * Hosts that take no new half (reported unreachable, say), with the reason placement gives for each
+   * (a set: a generic reason). Not maintenance mode: rejections say the reason.
+   */
+  closed?: ReadonlySet<string> | ReadonlyMap<string, string>;
   /** Per-host cap on FT halves, for hosts that do not say. */
   placementOptions?: ClusterSnapshot['options'];
 }
@@ -219,8 +241,10 @@ export function buildSnapshot(inv: Inventory, views: ReadonlyMap<string, PairVie
     capacity: { ...h.capacity },
     groups: [...h.groups],
     ftCompatId: h.compatId,
-    maintenance: maintenanceOf(inv, h.id) !== 'off' || inv.requests.get(h.id)?.on === true || o.closed?.has(h.id) === true,
+    maintenance: maintenanceOf(inv, h.id) !== 'off' || inv.requests.get(h.id)?.on === true,
+    ...(o.closed?.has(h.id) === true ? { unavailable: closedReason(o.closed, h.id) } : {}),
     maxFtVms: h.maxFtVms,
+    ...(typeof h.maxFtVcpus === 'number' ? { maxFtVcpus: h.maxFtVcpus } : {}),
   }));
   const groups = new Set(hosts.flatMap((h) => h.groups ?? []));
   const vms: VmSpec[] = [];
@@ -278,10 +302,17 @@ export function buildSnapshot(inv: Inventory, views: ReadonlyMap<string, PairVie
   return { snapshot, blocked, dropped };
 }
 
-/** A copy of the snapshot in which `hosts` take no new half (shown as in maintenance). */
-export function closeHosts(snapshot: ClusterSnapshot, hosts: ReadonlySet<string>): ClusterSnapshot {
+function closedReason(closed: ReadonlySet<string> | ReadonlyMap<string, string>, host: string): string {
+  return (closed instanceof Map ? closed.get(host) : undefined) ?? 'closed to new halves for now';
+}
+
+/**
+ * A copy of the snapshot in which `hosts` take no new half, each for the reason given (a set: a
+ * generic reason); placement's rejections say that reason (`host-unavailable`), not maintenance mode.
+ */
+export function closeHosts(snapshot: ClusterSnapshot, hosts: ReadonlySet<string> | ReadonlyMap<string, string>): ClusterSnapshot {
   if (hosts.size === 0) return snapshot;
-  return { ...snapshot, hosts: snapshot.hosts.map((h) => (hosts.has(h.id) ? { ...h, maintenance: true } : h)) };
+  return { ...snapshot, hosts: snapshot.hosts.map((h) => (hosts.has(h.id) && h.maintenance !== true && h.unavailable === undefined ? { ...h, unavailable: closedReason(hosts, h.id) } : h)) };
 }
 
 /** Declared load of each host: the demand of the halves on it over its capacity. */

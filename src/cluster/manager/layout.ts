@@ -1,12 +1,13 @@
 // The cluster's store layout: every key the agents, the manager and `lockstep cluster` read or write,
 // and the JSON records under them. Names and shapes only; no I/O here.
 //
-//   hosts/<host>                         HostRecord        agent; liveness key (gone ~3 s after it dies)
-//   vms/<vm>/instances/<host>            InstanceRecord    agent; liveness key (gone ~1 s after it dies)
+//   hosts/<host>                         HostRecord        agent; liveness key (gone ~8 s after it dies)
+//   vms/<vm>/instances/<host>            InstanceRecord    agent; liveness key (gone ~5 s after it dies)
 //   desired/<vm>                         DesiredVm         `lockstep cluster create-vm`
 //   rules/<id>                           PlacementRule     operator (VM-VM and VM-host rules)
 //   requests/maintenance/<host>          MaintenanceRequest  `lockstep cluster maintenance`
 //   maintenance/<host>                   MaintenanceState  the leading manager (fenced)
+//   failures/<vm>                        StartFailure      the leading manager: a VM whose starts fail
 //   manager/epoch                        ManagerEpoch      the leading manager (compare-and-set, fenced)
 //   events/<ms>-<seq>-<writer>           ClusterEvent      managers and the CLI; bounded
 //
@@ -32,6 +33,8 @@ export const KEYS = {
   maintenanceRequest: (host: string) => `requests/maintenance/${host}`,
   maintenancePrefix: 'maintenance/',
   maintenance: (host: string) => `maintenance/${host}`,
+  failuresPrefix: 'failures/',
+  failure: (vm: string) => `failures/${vm}`,
   managerEpoch: 'manager/epoch',
   eventsPrefix: 'events/',
 } as const;
@@ -39,10 +42,17 @@ export const KEYS = {
 /** The election the managers campaign in. */
 export const MANAGER_ELECTION = 'lockstep-manager';
 
-/** TTL of a host record, ms: how long a dead agent's host stays listed. */
-export const HOST_TTL_MS = 3_000;
-/** TTL of an instance record, ms: shorter than {@link HOST_TTL_MS} (see the layout above). */
-export const INSTANCE_TTL_MS = 1_000;
+/**
+ * TTL of a host record, ms: how long a dead agent's host stays listed. Long enough that an agent stalled
+ * for seconds on a loaded machine (its renewals run every third of the TTL) does not look dead.
+ */
+export const HOST_TTL_MS = 8_000;
+/**
+ * TTL of an instance record, ms: shorter than {@link HOST_TTL_MS} (see the layout above). It was 1 s,
+ * which a loaded machine's stalls outlived (records flapped: false secondary-invisible and unplaceable
+ * events). Failover does not wait for it: the survivors' own reports reach the store at once.
+ */
+export const INSTANCE_TTL_MS = 5_000;
 
 /** Host ids: 1–64 characters of `[A-Za-z0-9._-]`, starting with a letter or digit. */
 export const HOST_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -58,7 +68,10 @@ export interface HostRecord {
   groups: string[];
   /** FT compatibility id: both halves of a pair need hosts with the same one. */
   compatId: string;
+  /** FT halves the host takes at most (0: no limit). */
   maxFtVms: number;
+  /** vCPUs of FT halves the host takes at most (0: no limit); absent in records of older agents (default 8). */
+  maxFtVcpus?: number;
   pid: number;
   /** Wall-clock ms when the agent started. */
   startedAt: number;
@@ -142,6 +155,25 @@ export interface MaintenanceState {
   /** `entering`: being drained; `in`: nothing runs there; `off`: back in service. */
   state: 'entering' | 'in' | 'off';
   since: number;
+  manager: string;
+  token: number;
+}
+
+/**
+ * `failures/<vm>`: a VM whose start keeps failing (its process exited before it was ready, its UDP port
+ * is taken, …). The manager waits until `retryAt` before the next attempt, backing off; the record goes
+ * once the VM runs, or is deleted.
+ */
+export interface StartFailure {
+  vm: string;
+  /** Failed attempts in a row. */
+  attempts: number;
+  /** Where the last attempt ran, and why it failed (the agent's answer). */
+  host: string;
+  reason: string;
+  /** Wall-clock ms of the last failure, and of the next attempt. */
+  at: number;
+  retryAt: number;
   manager: string;
   token: number;
 }

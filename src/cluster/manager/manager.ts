@@ -9,6 +9,7 @@ import type { ClusterStore, JsonValue, Leadership, Unsubscribe } from '../store/
 import { validateName } from '../store/store.js';
 import { AgentApiError, AgentClient } from '../agent/client.js';
 import { arbiterOfConfigJson } from '../../ft/arbiter-config.js';
+import type { Arbiter } from '../../ft/arbiter.js';
 import { FT_DEFAULTS } from '../../ft/control.js';
 import { CLUSTER_CHANNELS } from './diagnostics.js';
 import { DEFAULT_EVENT_LIMIT, EventWriter, trimEvents } from './events.js';
@@ -22,7 +23,12 @@ import {
   type Inventory,
   type PairView,
 } from './inventory.js';
-import { KEYS, MANAGER_ELECTION, asRecord, defaultCompatId, type ClusterEvent, type ManagerEpoch, type MaintenanceState } from './layout.js';
+import { HOST_TTL_MS, INSTANCE_TTL_MS, KEYS, MANAGER_ELECTION, asRecord, defaultCompatId, type ClusterEvent, type InstanceRecord, type ManagerEpoch, type MaintenanceState, type StartFailure } from './layout.js';
+
+/** The first wait after a failed start of a VM, ms; it doubles per failure in a row, up to {@link START_BACKOFF_MAX_MS}. */
+export const START_BACKOFF_FIRST_MS = 2_000;
+/** The longest wait between attempts to start a VM whose starts keep failing, ms. */
+export const START_BACKOFF_MAX_MS = 60_000;
 
 /** `integrated`: FT-aware placement and balancing of both halves; `legacy`: FT pairs placed once, never balanced. */
 export type ManagerMode = 'integrated' | 'legacy';
@@ -56,8 +62,18 @@ export interface ManagerOptions {
   restartGraceMs?: number;
   /** At most one balancing move this often, ms (default 10 000). */
   balanceIntervalMs?: number;
-  /** A host whose agent could not be reached takes no new half for this long, ms (default 5000). */
+  /**
+   * A host whose agent could not be reached, or that still lists a half believed lost, takes no new half
+   * for this long, ms (default: the host record's TTL and a second, so that a dead host is gone from the
+   * store before it could be chosen again).
+   */
   suspectMs?: number;
+  /**
+   * A finding that may come from a record missing for a moment on a loaded machine — a secondary with no
+   * record, a VM or half with no host, a blocked drain — is reported only once it has held this long
+   * over consecutive passes, ms (default: the instance record's TTL).
+   */
+  flapGraceMs?: number;
   placementOptions?: PlacementOptions;
 }
 
@@ -101,11 +117,20 @@ export class Manager extends EventEmitter<ManagerEvents> {
   #stopped = false;
   /** The token this manager acts under (null: not acting). */
   #acting: number | null = null;
-  readonly #suspect = new Map<string, number>();
+  /** Hosts that take no new half for a while (until, wall-clock ms) and why. */
+  readonly #suspect = new Map<string, { until: number; why: string }>();
   readonly #hints = new Map<string, { host: string; until: number }>();
   readonly #said = new Map<string, string>();
+  /** Findings seen but not yet reported ({@link #sayOnceHeld}): since when (wall-clock ms), last pass seen. */
+  readonly #holding = new Map<string, { since: number; pass: number }>();
   readonly #downSince = new Map<string, number>();
   readonly #seenRunning = new Set<string>();
+  /** The primary's epoch when each secondary (by incarnation) was first seen as its VM's secondary. */
+  readonly #joinedUnder = new Map<string, number>();
+  /** Arbiters of VMs, kept for the epoch check before a secondary start ({@link #arbiterOf}). */
+  readonly #arbiters = new Map<string, { spec: string; arbiter: Arbiter }>();
+  /** The highest epoch seen on a primary record of each VM (records may lag; a lower one is superseded). */
+  readonly #epochSeen = new Map<string, number>();
   /** VMs a maintenance or balancing operation was just issued for: not again until then (wall-clock ms). */
   readonly #cooldown = new Map<string, number>();
   #lastBalance = 0;
@@ -138,7 +163,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
       cloneTimeoutMs: o.cloneTimeoutMs ?? 60_000,
       restartGraceMs: o.restartGraceMs ?? 2_000,
       balanceIntervalMs: o.balanceIntervalMs ?? 10_000,
-      suspectMs: o.suspectMs ?? 5_000,
+      suspectMs: o.suspectMs ?? HOST_TTL_MS + 1_000,
+      flapGraceMs: o.flapGraceMs ?? INSTANCE_TTL_MS,
       placementOptions: o.placementOptions,
     };
     this.#log = new EventWriter(o.store, o.id);
@@ -198,6 +224,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
     await Promise.all([...this.#inflight.values()].map((f) => f.done));
     await this.#unwatch?.();
     await this.#leadership?.resign();
+    await Promise.all([...this.#arbiters.values()].map((a) => a.arbiter.close().catch(() => undefined)));
+    this.#arbiters.clear();
   }
 
   // ---- leadership --------------------------------------------------------------------------------------
@@ -246,6 +274,21 @@ export class Manager extends EventEmitter<ManagerEvents> {
     } catch (err) {
       this.#warn(`event log: ${(err as Error).message}`);
     }
+  }
+
+  /**
+   * {@link #say}, once the finding under `key` has held for `flapGraceMs` over consecutive passes: a
+   * record missing for a moment (an agent stalled on a loaded machine) is not a finding. False until then.
+   */
+  async #sayOnceHeld(key: string, e: Omit<ClusterEvent, 't' | 'by' | 'token'>): Promise<boolean> {
+    const now = Date.now();
+    const held = this.#holding.get(key);
+    // Held since the pass before this one: it continues; otherwise it starts now.
+    const since = held !== undefined && held.pass >= this.#passes - 1 ? held.since : now;
+    this.#holding.set(key, { since, pass: this.#passes });
+    if (now - since < this.#o.flapGraceMs) return false;
+    await this.#say(key, e);
+    return true;
   }
 
   /** Write an event only when `message` differs from the last one said under `key` (no repeats every pass). */
@@ -299,7 +342,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
     if (ep === undefined || ep.token !== token || ep.manager !== this.id) return this.#depose(`manager/epoch is ${ep === undefined ? 'missing' : `${ep.manager}@${ep.token}`}, not ${this.id}@${token}`);
     this.#passes++;
     const now = Date.now();
-    for (const [h, until] of this.#suspect) if (until <= now) this.#suspect.delete(h);
+    for (const [k, h] of this.#holding) if (h.pass < this.#passes - 1) this.#holding.delete(k); // no longer held
+    for (const [h, s] of this.#suspect) if (s.until <= now) this.#suspect.delete(h);
     for (const [vm, hint] of this.#hints) if (hint.until <= now) this.#hints.delete(vm);
     for (const [vm, until] of this.#cooldown) if (until <= now) this.#cooldown.delete(vm);
     // Maintenance and balancing leave a VM alone for a while after operating on it (the switch or the
@@ -308,13 +352,20 @@ export class Manager extends EventEmitter<ManagerEvents> {
 
     await this.#syncMaintenance(inv, token);
     const views = pairViews(inv);
+    this.#dropLostSecondaries(inv, views);
     // Halves believed dead on hosts the store still lists: those hosts have probably failed (their records
     // expire in a moment); place nothing there meanwhile.
-    for (const v of views) for (const r of v.lost) if (!this.#suspect.has(r.host)) this.#suspect.set(r.host, now + this.#o.suspectMs);
+    for (const v of views) {
+      for (const r of v.lost) {
+        if (this.#suspect.has(r.host)) continue;
+        const what = r.role === 'primary' ? `a primary of ${v.vm} superseded by epoch ${v.epoch ?? '?'}` : `a secondary of ${v.vm} that its primary lost`;
+        this.#suspect.set(r.host, { until: now + this.#o.suspectMs, why: `it recently failed (${what} is still listed there)` });
+      }
+    }
     const byVm = new Map(views.map((v) => [v.vm, v]));
     const built = buildSnapshot(inv, byVm, {
       ...(this.baseline !== undefined ? { baseline: this.baseline } : {}),
-      closed: new Set(this.#suspect.keys()),
+      closed: new Map([...this.#suspect].map(([h, s]) => [h, s.why])),
       ...(this.#o.placementOptions !== undefined ? { placementOptions: this.#o.placementOptions } : {}),
     });
     for (const d of built.dropped) await this.#say(`dropped:${d}`, { kind: 'rule-ignored', message: d });
@@ -383,6 +434,41 @@ export class Manager extends EventEmitter<ManagerEvents> {
     if (inv.events.length > this.#o.eventLimit + 50) await trimEvents(this.#store, this.#o.eventLimit).catch((err: unknown) => this.#warn(`trimming events: ${(err as Error).message}`));
   }
 
+  /**
+   * A primary that loses its secondary claims the next epoch and runs alone; the dead secondary's record
+   * stays until its TTL runs out, and a secondary's record does not always say whether it was in
+   * lockstep (so pairView cannot always tell it lost). A secondary first seen under epoch e of its
+   * primary, whose primary now runs alone under a later epoch, is lost: it is moved to `lost` (its host
+   * takes nothing for a while) and the VM gets a new secondary now, not once the record expires.
+   */
+  #dropLostSecondaries(inv: Inventory, views: PairView[]): void {
+    const present = new Set<string>();
+    for (const rs of inv.instances.values()) for (const r of rs) present.add(r.incarnation);
+    for (const k of this.#joinedUnder.keys()) if (!present.has(k)) this.#joinedUnder.delete(k);
+    for (const v of views) {
+      const p = v.primary;
+      const s = v.secondary;
+      if (p === undefined || s === undefined || p.epoch === null) continue;
+      const under = this.#joinedUnder.get(s.incarnation);
+      if (under === undefined) {
+        this.#joinedUnder.set(s.incarnation, p.epoch);
+        continue;
+      }
+      // Protected again with it (a restart of the secondary can move the epoch on): it is current.
+      if (p.protected) {
+        this.#joinedUnder.set(s.incarnation, p.epoch);
+        continue;
+      }
+      // Only a primary that says it runs alone has lost it; one cloning it again has not.
+      if (p.epoch <= under || p.state !== 'running' || !/need secondary/i.test(p.status)) continue;
+      v.lost.push(s);
+      v.others.push(s);
+      v.secondary = undefined;
+      v.protected = false;
+      v.text = p.status;
+    }
+  }
+
   // ---- per VM ---------------------------------------------------------------------------------------
 
   async #decideVm(
@@ -396,6 +482,11 @@ export class Manager extends EventEmitter<ManagerEvents> {
     const all = inv.instances.get(v.vm) ?? [];
     const liveRecords = all.filter((r) => inv.hosts.has(r.host));
     if (v.desired === undefined) {
+      if (inv.failures.has(v.vm)) await this.#forgetFailures(v.vm);
+      this.#epochSeen.delete(v.vm); // created again, it may come with a fresh arbiter
+      const a = this.#arbiters.get(v.vm);
+      this.#arbiters.delete(v.vm);
+      if (a !== undefined) await a.arbiter.close().catch(() => undefined);
       // Removed from the desired state: stop what still runs, primaries first (their BYE dismisses the secondary).
       const running = liveRecords.filter((r) => r.state !== 'stopping').sort((a, b) => (a.role === b.role ? 0 : a.role === 'primary' ? -1 : 1));
       if (running.length === 0) return undefined;
@@ -406,17 +497,31 @@ export class Manager extends EventEmitter<ManagerEvents> {
         }
       });
     }
+    for (const r of liveRecords) if (r.role === 'primary' && r.state !== 'stopping') this.#noteEpoch(v.vm, r.epoch);
     if (liveRecords.length > 0) {
       this.#seenRunning.add(v.vm);
       this.#downSince.delete(v.vm);
     }
+    // A VM that runs again (or never needs to) has no start failures to remember.
+    if (inv.failures.has(v.vm) && v.primary?.state === 'running') await this.#forgetFailures(v.vm);
     const why = blocked.get(v.vm);
     if (why !== undefined && v.primary === undefined) {
-      await this.#say(`unplaceable:${v.vm}`, { kind: 'unplaceable', vm: v.vm, message: `${v.vm} cannot be placed: ${why}` });
+      await this.#sayOnceHeld(`unplaceable:${v.vm}`, { kind: 'unplaceable', vm: v.vm, message: `${v.vm} cannot be placed: ${why}` });
       return undefined;
     }
     switch (v.status) {
-      case 'starting':
+      case 'starting': {
+        // A primary started as one that never gets ready (its agent answered the start with not-ready
+        // and left it running) is stopped, and counts as a failed start.
+        const p = v.primary;
+        if (p === undefined || p.startedAs !== 'primary' || now - p.startedAt < 2 * this.#o.startTimeoutMs) return undefined;
+        return this.#action(v.vm, async () => {
+          const reason = `not ready ${2 * this.#o.startTimeoutMs} ms after it was started (${p.status}; last event ${p.lastEvent})`;
+          await this.#event({ kind: 'stop', action: true, vm: v.vm, host: p.host, message: `stopping the primary of ${v.vm} on ${p.host}: ${reason}` });
+          await this.#call(inv, p.host, (c) => c.stop(v.vm));
+          await this.#startFailed(inv, v.vm, p.host, reason);
+        });
+      }
       case 'going-live':
         return undefined; // the FT pair is mid-way (a secondary going live, a primary claiming its epoch)
       case 'down': {
@@ -427,10 +532,13 @@ export class Manager extends EventEmitter<ManagerEvents> {
           this.#downSince.set(v.vm, since);
           if (now - since < this.#o.restartGraceMs) return undefined;
         }
+        // Starts that keep failing are retried with backoff, never in a tight loop.
+        const failed = inv.failures.get(v.vm);
+        if (failed !== undefined && now < failed.retryAt) return undefined;
         const p = new Placement(snap());
         const r = p.place(v.vm);
         if (r.kind === 'unplaceable') {
-          await this.#say(`unplaceable:${v.vm}`, { kind: 'unplaceable', vm: v.vm, message: `${v.vm} cannot be placed: ${r.reason}\n${explain(r)}` });
+          await this.#sayOnceHeld(`unplaceable:${v.vm}`, { kind: 'unplaceable', vm: v.vm, message: `${v.vm} cannot be placed: ${r.reason}\n${explain(r)}` });
           return undefined;
         }
         this.#said.delete(`unplaceable:${v.vm}`);
@@ -461,16 +569,25 @@ export class Manager extends EventEmitter<ManagerEvents> {
         // off from the store, or the record is being rewritten): the primary knows best; a second
         // secondary would only be refused.
         if (primary.protected) {
-          await this.#say(`invisible:${v.vm}`, { kind: 'secondary-invisible', vm: v.vm, message: `${v.vm}: the primary on ${primary.host} reports a secondary in lockstep that has no record in the store; waiting` });
+          await this.#sayOnceHeld(`invisible:${v.vm}`, { kind: 'secondary-invisible', vm: v.vm, message: `${v.vm}: the primary on ${primary.host} reports a secondary in lockstep that has no record in the store; waiting` });
           return undefined;
         }
         this.#said.delete(`invisible:${v.vm}`);
+        // A primary record below an epoch already seen for this VM is a superseded primary (resumed
+        // after a freeze, its record back before it notices), whatever else is visible this pass: the
+        // current holder's record may be missing for a moment. It gets no secondary.
+        const seen = this.#epochSeen.get(v.vm) ?? -1;
+        if ((primary.epoch ?? -1) < seen) {
+          await this.#say(`superseded:${v.vm}`, { kind: 'join-superseded', vm: v.vm, host: primary.host, message: `${v.vm}: the primary on ${primary.host} runs under epoch ${primary.epoch ?? '?'}, but epoch ${seen} was seen: it is superseded; no secondary joins it` });
+          return undefined;
+        }
+        this.#said.delete(`superseded:${v.vm}`);
         // No secondary: place one. Hosts still holding a record of the VM take nothing of it.
-        const exclude = new Set(v.others.map((r) => r.host));
+        const exclude = new Map(v.others.map((r) => [r.host, `it still holds a record of ${v.vm} (${r.role}, ${r.state})`]));
         const p = new Placement(closeHosts(snap(), exclude));
         const r = p.placeSecondary(v.vm);
         if (r.kind === 'unplaceable') {
-          await this.#say(`unplaceable:${v.vm}`, { kind: 'unplaceable', vm: v.vm, message: `no host for a new secondary of ${v.vm}: ${r.reason}\n${explain(r)}` });
+          await this.#sayOnceHeld(`unplaceable:${v.vm}`, { kind: 'unplaceable', vm: v.vm, message: `no host for a new secondary of ${v.vm}: ${r.reason}\n${explain(r)}` });
           return undefined;
         }
         if (r.kind !== 'secondary-placed') return undefined;
@@ -483,6 +600,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
         const join = channelOf(primary)!;
         const reason = `${explain(r, { maxHosts: 0 })}${host !== r.host ? ` (the planned host ${host} is valid too and was chosen by the operation that freed it)` : ''}`;
         return this.#action(v.vm, async () => {
+          // The join target must hold the VM's current epoch: ask the arbiter (the records may lag it).
+          if (!(await this.#holdsEpoch(v.vm, v.desired!.config, primary))) return;
           await this.#event({ kind: 'start-secondary', action: true, vm: v.vm, host, message: `starting a secondary of ${v.vm} on ${host}, joining the primary on ${primary.host} (epoch ${primary.epoch ?? '?'}): ${reason}` });
           await this.#call(inv, host, (c) => c.start({ vmId: v.vm, role: 'secondary', config: v.desired!.config, join, waitMs: this.#o.startTimeoutMs }));
         });
@@ -496,7 +615,9 @@ export class Manager extends EventEmitter<ManagerEvents> {
     const d = v.desired!;
     if (restart && !(await this.#fence(v.vm, d.config))) return;
     await this.#event({ kind: 'start-primary', action: true, vm: v.vm, host: primaryHost, message: `${restart ? 'restarting' : 'starting'} ${v.vm}: primary on ${primaryHost}${secondaryHost !== undefined ? `, secondary on ${secondaryHost}` : ''}: ${reason}` });
-    const started = await this.#call(inv, primaryHost, (c) => c.start({ vmId: v.vm, role: 'primary', config: d.config, waitMs: this.#o.startTimeoutMs }));
+    const started = await this.#call(inv, primaryHost, (c) => c.start({ vmId: v.vm, role: 'primary', config: d.config, waitMs: this.#o.startTimeoutMs }), (err) =>
+      err instanceof AgentApiError && err.apiCode === 'stale-fence' ? undefined : this.#startFailed(inv, v.vm, primaryHost, err.message),
+    );
     if (started === undefined || secondaryHost === undefined || started.listen === null) return;
     const join = channelOf(started)!;
     await this.#event({ kind: 'start-secondary', action: true, vm: v.vm, host: secondaryHost, message: `starting the secondary of ${v.vm} on ${secondaryHost}, joining ${join}` });
@@ -528,16 +649,85 @@ export class Manager extends EventEmitter<ManagerEvents> {
     }
   }
 
+  /**
+   * Whether `primary` holds the current epoch of `vm` by its arbiter. A newer epoch means it is
+   * superseded (an old primary resumed after a freeze, its record back before it halts): no secondary
+   * may join it, and its host takes nothing for a while. An arbiter that cannot be asked: false too
+   * (this pass starts nothing; the next asks again).
+   */
+  async #holdsEpoch(vm: string, config: JsonValue, primary: InstanceRecord): Promise<boolean> {
+    const arbiter = this.#arbiterOf(vm, config);
+    if (!arbiter) return true; // no arbiter: no epochs to compare
+    try {
+      const cur = await arbiter.current(vm);
+      if (cur === null || primary.epoch === null || cur.epoch <= primary.epoch) return true;
+      this.#noteEpoch(vm, cur.epoch);
+      this.#suspect.set(primary.host, { until: Date.now() + this.#o.suspectMs, why: `it runs a superseded primary of ${vm} (epoch ${primary.epoch} < ${cur.epoch})` });
+      await this.#event({ kind: 'join-superseded', vm, host: primary.host, message: `not starting a secondary of ${vm}: its primary on ${primary.host} runs under epoch ${primary.epoch}, but the arbiter holds epoch ${cur.epoch} (${cur.owner ?? '?'}): it is superseded` });
+      return false;
+    } catch (err) {
+      await this.#event({ kind: 'action-failed', vm, message: `cannot check the epoch of ${vm} before starting a secondary: ${(err as Error).message}` });
+      return false;
+    }
+  }
+
+  /**
+   * The arbiter of `vm`'s configuration, kept open between secondary starts (connecting to etcd anew
+   * would sit on the re-protection path); replaced when the configuration's arbiter changes.
+   */
+  #arbiterOf(vm: string, config: JsonValue): Arbiter | undefined {
+    const spec = JSON.stringify((config as { ft?: { arbiter?: unknown } } | null)?.ft?.arbiter ?? null);
+    const cached = this.#arbiters.get(vm);
+    if (cached !== undefined && cached.spec === spec) return cached.arbiter;
+    if (cached !== undefined) void cached.arbiter.close().catch(() => undefined);
+    const arbiter = arbiterOfConfigJson(config);
+    if (arbiter === undefined) this.#arbiters.delete(vm);
+    else this.#arbiters.set(vm, { spec, arbiter });
+    return arbiter;
+  }
+
+  #noteEpoch(vm: string, epoch: number | null): void {
+    if (epoch !== null && epoch > (this.#epochSeen.get(vm) ?? -1)) this.#epochSeen.set(vm, epoch);
+  }
+
   /** Call an agent; an unreachable agent makes its host take no new half for a while. */
-  async #call<T>(inv: Inventory, host: string, f: (c: AgentClient) => Promise<T>): Promise<T | undefined> {
+  async #call<T>(inv: Inventory, host: string, f: (c: AgentClient) => Promise<T>, failed?: (err: Error) => Promise<void> | undefined): Promise<T | undefined> {
     try {
       return await f(this.#agent(inv, host));
     } catch (err) {
       if (err instanceof AgentApiError && err.apiCode === 'stale-fence') this.#depose(err.message);
-      if (err instanceof AgentApiError && err.status === 0) this.#suspect.set(host, Date.now() + this.#o.suspectMs);
+      if (err instanceof AgentApiError && err.status === 0) this.#suspect.set(host, { until: Date.now() + this.#o.suspectMs, why: `its agent could not be reached (${(err as Error).message})` });
       await this.#event({ kind: 'action-failed', host, message: (err as Error).message });
+      await failed?.(err as Error);
       this.#kick(100);
       return undefined;
+    }
+  }
+
+  /**
+   * A start of `vm` failed on `host`: record it (`failures/<vm>`, shown by `cluster status`) and back
+   * off — the next attempt waits 2 s, doubling per failure in a row up to a minute.
+   */
+  async #startFailed(inv: Inventory, vm: string, host: string, reason: string): Promise<void> {
+    const token = this.#acting;
+    if (token === null) return;
+    const attempts = (inv.failures.get(vm)?.attempts ?? 0) + 1;
+    const delay = Math.min(START_BACKOFF_MAX_MS, START_BACKOFF_FIRST_MS * 2 ** Math.min(attempts - 1, 16));
+    const at = Date.now();
+    const f: StartFailure = { vm, attempts, host, reason: reason.slice(0, 2000), at, retryAt: at + delay, manager: this.id, token };
+    try {
+      await this.#store.put(KEYS.failure(vm), f as unknown as JsonValue);
+    } catch (err) {
+      this.#warn(`recording the failed start of ${vm}: ${(err as Error).message}`);
+    }
+    await this.#event({ kind: 'start-failed', vm, host, message: `${vm} failed to start on ${host} (${attempts} time(s) in a row): ${f.reason}; next attempt in ${delay} ms` });
+  }
+
+  async #forgetFailures(vm: string): Promise<void> {
+    try {
+      await this.#store.delete(KEYS.failure(vm));
+    } catch (err) {
+      this.#warn(`forgetting the failed starts of ${vm}: ${(err as Error).message}`);
     }
   }
 
@@ -608,10 +798,10 @@ export class Manager extends EventEmitter<ManagerEvents> {
     try {
       plan = new Placement(snap).evacuate(h);
     } catch (err) {
-      await this.#say(`evacuate:${h}`, { kind: 'maintenance-blocked', host: h, message: `cannot plan the evacuation of ${h}: ${(err as Error).message}` });
+      await this.#sayOnceHeld(`evacuate:${h}`, { kind: 'maintenance-blocked', host: h, message: `cannot plan the evacuation of ${h}: ${(err as Error).message}` });
       return out;
     }
-    for (const b of plan.blocked) await this.#say(`blocked:${h}:${b.vm}:${b.role}`, { kind: 'maintenance-blocked', host: h, vm: b.vm, message: `the ${b.role} of ${b.vm} cannot leave ${h}: ${b.reason}` });
+    for (const b of plan.blocked) await this.#sayOnceHeld(`blocked:${h}:${b.vm}:${b.role}`, { kind: 'maintenance-blocked', host: h, vm: b.vm, message: `the ${b.role} of ${b.vm} cannot leave ${h}: ${b.reason}` });
     // Secondaries first: stopping one leaves its primary alone, and the VM pass places a new one elsewhere
     // (this host takes nothing new while in maintenance).
     const secondariesHere = views.filter((v) => v.secondary?.host === h);

@@ -1,7 +1,9 @@
 // `--store dir:<path>` or `--store etcd:<url>[,<url>…]`: the one way agents, managers and `lockstep
 // cluster` name the cluster's store.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { OptionError } from '../../errors.js';
-import { DirStore } from '../store/dir-store.js';
+import { DIR_STORE_MARKER, DirStore } from '../store/dir-store.js';
 import { EtcdStore } from '../store/etcd-store.js';
 import type { ClusterStore } from '../store/store.js';
 
@@ -24,10 +26,32 @@ export function parseStoreSpec(text: string): StoreSpec {
   return { kind: 'etcd', endpoints };
 }
 
-/** Open the store a specification names (etcd: checks that it answers). */
-export async function openStore(spec: StoreSpec | string, options: { timeoutMs?: number; prefix?: string } = {}): Promise<ClusterStore> {
+/** Options of {@link openStore}. */
+export interface OpenStoreOptions {
+  timeoutMs?: number;
+  /** etcd: the key prefix. */
+  prefix?: string;
+  /**
+   * dir: create the store when the directory is not one yet (`lockstep cluster init`). Without it a
+   * directory that is not already a lockstep store is refused: a mistyped path must not silently
+   * become an empty cluster.
+   */
+  create?: boolean;
+}
+
+/**
+ * Open the store a specification names (etcd: checks that it answers).
+ * @throws OptionError (field `store`) for a `dir:` path that is not a lockstep store, unless `create`.
+ */
+export async function openStore(spec: StoreSpec | string, options: OpenStoreOptions = {}): Promise<ClusterStore> {
   const s = typeof spec === 'string' ? parseStoreSpec(spec) : spec;
-  if (s.kind === 'dir') return DirStore.open({ dir: s.dir, ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}) });
+  if (s.kind === 'dir') {
+    if (options.create !== true && !existsSync(join(s.dir, DIR_STORE_MARKER))) {
+      const why = existsSync(s.dir) ? `${s.dir} is not a lockstep store (no ${DIR_STORE_MARKER} in it)` : `${s.dir} does not exist`;
+      throw new OptionError('store', `dir:${s.dir}: ${why}; check the path, or create the store with: lockstep cluster init --store dir:${s.dir}`);
+    }
+    return DirStore.open({ dir: s.dir, ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}) });
+  }
   return EtcdStore.open({
     endpoints: s.endpoints,
     ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),

@@ -222,7 +222,14 @@ function evacuateHalf(c: Cluster, s: State, x: number, item: Item): EvacuationSt
   const sHost = s.sec[vm]!;
   const primaryAtS: Rejection[] = [];
   const sOk = s.isTarget(sHost) && checkRules(c, s, vm, false, sHost, -1, x, primaryAtS);
-  if (!s.isTarget(sHost)) primaryAtS.push({ code: 'host-maintenance', host: H[sHost]!, message: `${H[sHost]!} is in maintenance mode` });
+  if (!s.isTarget(sHost)) {
+    const why = c.unavailable[sHost];
+    primaryAtS.push(
+      why !== undefined
+        ? { code: 'host-unavailable', host: H[sHost]!, reason: why, message: `${H[sHost]!} takes no new VM half: ${why}` }
+        : { code: 'host-maintenance', host: H[sHost]!, message: `${H[sHost]!} is in maintenance mode` },
+    );
+  }
   const tSpec: HalfSpec = { vm, secondary: true, freed: x, partner: sHost, ignore: -1 };
   if (sOk) {
     const sc = scan(c, s, tSpec);

@@ -21,13 +21,18 @@ export interface HostSpec {
   groups?: readonly string[];
   /** In maintenance mode: receives nothing and is not part of the load spread. Default false. */
   maintenance?: boolean;
+  /**
+   * Receives nothing for the reason given (its agent could not be reached lately, say), like a host in
+   * maintenance mode, but rejections say this reason instead. Absent: available.
+   */
+  unavailable?: string;
   /** FT compatibility id (CPU feature set and FT version), e.g. `rv32imac-v1`. */
   ftCompatId: string;
   /** Connected and alive. A disconnected host runs nothing and receives nothing. Default true. */
   connected?: boolean;
-  /** Overrides {@link PlacementOptions.maxFtVmsPerHost} for this host. */
+  /** Overrides {@link PlacementOptions.maxFtVmsPerHost} for this host (0: no limit). */
   maxFtVms?: number;
-  /** Overrides {@link PlacementOptions.maxFtVcpusPerHost} for this host. */
+  /** Overrides {@link PlacementOptions.maxFtVcpusPerHost} for this host (0: no limit). */
   maxFtVcpus?: number;
 }
 
@@ -89,9 +94,12 @@ export type PlacementRule = VmHostRule | VmVmRule;
 
 /** Cluster-wide limits. */
 export interface PlacementOptions {
-  /** FT VMs (primaries plus secondaries) per host. Default 4, as in vSphere. */
+  /**
+   * FT VMs (primaries plus secondaries) per host. Default 4, as in vSphere; 0 means no limit, as
+   * vSphere's `das.maxftvmsperhost` (0 disables the check).
+   */
   maxFtVmsPerHost?: number;
-  /** vCPUs of FT VMs (primaries plus secondaries) per host. Default 8, as in vSphere. */
+  /** vCPUs of FT VMs (primaries plus secondaries) per host. Default 8, as in vSphere; 0 means no limit. */
   maxFtVcpusPerHost?: number;
   /**
    * How far demand may exceed capacity, as a ratio (1 = no overcommit, the default). A host of
@@ -124,6 +132,13 @@ export type Role = 'vm' | 'primary' | 'secondary';
 export const DEFAULT_MAX_FT_VMS = 4;
 /** Default FT vCPUs per host (vSphere's). */
 export const DEFAULT_MAX_FT_VCPUS = 8;
+/** A cap of 0 (FT VMs or FT vCPUs per host) means no limit, as vSphere's `das.maxftvmsperhost`. */
+export const NO_LIMIT = 0;
+
+/** The cap as the checks use it: {@link NO_LIMIT} becomes the largest Int32 (never reached). */
+function capOf(n: number): number {
+  return n === NO_LIMIT ? 0x7fffffff : n;
+}
 
 /** A VM-host rule resolved to indices. */
 export interface HostRuleIndex {
@@ -164,7 +179,10 @@ export interface Cluster {
   readonly maxFtVms: Int32Array;
   readonly maxFtVcpus: Int32Array;
   readonly alive: Uint8Array;
+  /** In maintenance mode, or unavailable (see {@link Cluster.unavailable}): a target of nothing. */
   readonly maintenance: Uint8Array;
+  /** Why a host that is not in maintenance mode receives nothing (HostSpec.unavailable), per host. */
+  readonly unavailable: ReadonlyArray<string | undefined>;
   readonly compat: readonly string[];
   readonly vmIds: readonly string[];
   readonly vmIndex: ReadonlyMap<string, number>;
@@ -268,6 +286,7 @@ export function buildCluster(snapshot: ClusterSnapshot): Cluster {
       (h.groups as unknown[]).forEach((g, j) => checkId(g, `${f}.groups[${j}]`));
     }
     optionalBool(h.maintenance, `${f}.maintenance`, false);
+    if (h.unavailable !== undefined && (typeof h.unavailable !== 'string' || h.unavailable === '')) fail(`${f}.unavailable`, 'must be a non-empty reason when present');
     optionalBool(h.connected, `${f}.connected`, true);
     if (h.maxFtVms !== undefined) checkNumber(h.maxFtVms, `${f}.maxFtVms`, 'non-negative', true);
     if (h.maxFtVcpus !== undefined) checkNumber(h.maxFtVcpus, `${f}.maxFtVcpus`, 'non-negative', true);
@@ -286,6 +305,7 @@ export function buildCluster(snapshot: ClusterSnapshot): Cluster {
   const maxFtVcpus = new Int32Array(H);
   const alive = new Uint8Array(H);
   const maintenance = new Uint8Array(H);
+  const unavailable: Array<string | undefined> = [];
   const compat: string[] = [];
   const groupHosts = new Map<string, Uint8Array>();
   hosts.forEach((h, i) => {
@@ -295,10 +315,11 @@ export function buildCluster(snapshot: ClusterSnapshot): Cluster {
     limMips[i] = h.capacity.mips * ocMips;
     limMem[i] = h.capacity.memoryBytes * ocMem;
     limLog[i] = h.capacity.logBandwidth * ocLog;
-    maxFtVms[i] = h.maxFtVms ?? defFtVms;
-    maxFtVcpus[i] = h.maxFtVcpus ?? defFtVcpus;
+    maxFtVms[i] = capOf(h.maxFtVms ?? defFtVms);
+    maxFtVcpus[i] = capOf(h.maxFtVcpus ?? defFtVcpus);
     alive[i] = h.connected === false ? 0 : 1;
-    maintenance[i] = h.maintenance === true ? 1 : 0;
+    maintenance[i] = h.maintenance === true || h.unavailable !== undefined ? 1 : 0;
+    unavailable.push(h.maintenance === true ? undefined : h.unavailable);
     compat.push(h.ftCompatId);
     for (const g of h.groups ?? []) {
       let m = groupHosts.get(g);
@@ -428,6 +449,7 @@ export function buildCluster(snapshot: ClusterSnapshot): Cluster {
     maxFtVcpus,
     alive,
     maintenance,
+    unavailable,
     compat,
     vmIds: vms.map((v) => v.id),
     vmIndex,

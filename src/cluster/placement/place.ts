@@ -216,7 +216,7 @@ export function valid(c: Cluster, s: State, spec: HalfSpec, h: number, out: Reje
     if (!out) return false;
     // A disconnected or unavailable host gets one reason; the rules are moot there.
     const last = out[out.length - 1]!;
-    if (last.code === 'host-disconnected' || last.code === 'host-maintenance' || last.code === 'host-evacuating') return false;
+    if (last.code === 'host-disconnected' || last.code === 'host-maintenance' || last.code === 'host-unavailable' || last.code === 'host-evacuating') return false;
   }
   if (!checkRules(c, s, spec.vm, spec.secondary, h, spec.partner, spec.ignore, out)) ok = false;
   return ok;
@@ -361,7 +361,7 @@ function placeIn(c: Cluster, s: State, vm: number): PlaceResult {
       c,
       vm,
       'secondary',
-      `${ps.validCount} host(s) can run the primary of ${id}, but none leaves another host with the same compat id for the secondary`,
+      `${ps.validCount} host(s) can run the primary of ${id}, but no other host can run its secondary (${whyRejected(ss.candidates, c.hostIds[ps.bestValid]!)})`,
       ss.candidates,
     );
     r.primaryHost = c.hostIds[ps.bestValid]!;
@@ -391,6 +391,23 @@ function placeIn(c: Cluster, s: State, vm: number): PlaceResult {
     candidates: { primary: ps.candidates, secondary: ss.candidates },
     spreadAfter: s.spread(),
   };
+}
+
+/** Hosts named one by one in {@link whyRejected}; the rest are counted. */
+const WHY_HOSTS = 4;
+
+/**
+ * The real causes of a rejection list, in one line: each rejected host (the partner's own host left out)
+ * with the first reason it was rejected for (the FT VM cap, a compat id, maintenance, …).
+ */
+function whyRejected(list: readonly Candidate[], partnerHost: string): string {
+  const rejected = list.filter((k): k is Extract<Candidate, { ok: false }> => !k.ok && k.host !== partnerHost);
+  if (rejected.length === 0) return 'there is no other host';
+  const named = rejected.slice(0, WHY_HOSTS).map((k) => {
+    const m = k.rejections[0]!.message;
+    return m.startsWith(`${k.host} `) ? m : `${k.host}: ${m}`;
+  });
+  return `${named.join('; ')}${rejected.length > WHY_HOSTS ? `; and ${rejected.length - WHY_HOSTS} more host(s) rejected` : ''}`;
 }
 
 function unplaceable(c: Cluster, vm: number, role: Role, reason: string, candidates: Candidate[]): Unplaceable {
@@ -432,7 +449,7 @@ export function placeSecondary(c: Cluster, vmId: string): SecondaryResult {
   const spec: HalfSpec = { vm, secondary: true, freed: -1, partner: p, ignore: -1 };
   const sc = scan(c, s, spec, { report: true });
   if (sc.best < 0) {
-    const r = unplaceable(c, vm, 'secondary', `no host can run a new secondary of ${id} beside its primary on ${c.hostIds[p]!}`, sc.candidates);
+    const r = unplaceable(c, vm, 'secondary', `no host can run a new secondary of ${id} beside its primary on ${c.hostIds[p]!} (${whyRejected(sc.candidates, c.hostIds[p]!)})`, sc.candidates);
     r.primaryHost = c.hostIds[p]!;
     return r;
   }

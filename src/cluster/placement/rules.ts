@@ -8,6 +8,8 @@ import type { State } from './state.js';
 export type Rejection =
   | { code: 'host-disconnected'; host: string; message: string }
   | { code: 'host-maintenance'; host: string; message: string }
+  /** Takes nothing new for a reason of the caller's (HostSpec.unavailable), not maintenance mode. */
+  | { code: 'host-unavailable'; host: string; reason: string; message: string }
   | { code: 'host-evacuating'; host: string; message: string }
   | {
       code: 'capacity';
@@ -75,6 +77,11 @@ export function checkHost(c: Cluster, s: State, vm: number, h: number, freed: nu
   }
   if (h === s.excluded) {
     out?.push({ code: 'host-evacuating', host, message: `${host} is being evacuated` });
+    return false;
+  }
+  const why = c.unavailable[h];
+  if (why !== undefined) {
+    out?.push({ code: 'host-unavailable', host, reason: why, message: `${host} takes no new VM half: ${why}` });
     return false;
   }
   if (c.maintenance[h]) {

@@ -46,7 +46,9 @@ export interface DirStoreOptions {
 /** Format of the directory, in its marker file. */
 export const DIR_STORE_FORMAT = 1;
 
-const MARKER = 'lockstep-store.json';
+/** The file that makes a directory a lockstep store (written by the first {@link DirStore.open}). */
+export const DIR_STORE_MARKER = 'lockstep-store.json';
+const MARKER = DIR_STORE_MARKER;
 
 /*
  * Layout of the directory:

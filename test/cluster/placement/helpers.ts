@@ -186,8 +186,11 @@ export function hardProblems(s: ClusterSnapshot): string[] {
     if (u.mips > h.capacity.mips * (oc.mips ?? 1) * (1 + eps)) problems.push(`${id}: CPU overcommitted`);
     if (u.mem > h.capacity.memoryBytes * (oc.memory ?? 1) * (1 + eps)) problems.push(`${id}: memory overcommitted`);
     if (u.log > h.capacity.logBandwidth * (oc.logBandwidth ?? 1) * (1 + eps)) problems.push(`${id}: log bandwidth overcommitted`);
-    if (u.ft > (h.maxFtVms ?? s.options?.maxFtVmsPerHost ?? 4)) problems.push(`${id}: FT VM cap`);
-    if (u.vcpus > (h.maxFtVcpus ?? s.options?.maxFtVcpusPerHost ?? 8)) problems.push(`${id}: FT vCPU cap`);
+    // A cap of 0 is no limit (as vSphere's das.maxftvmsperhost).
+    const vmCap = h.maxFtVms ?? s.options?.maxFtVmsPerHost ?? 4;
+    const cpuCap = h.maxFtVcpus ?? s.options?.maxFtVcpusPerHost ?? 8;
+    if (vmCap !== 0 && u.ft > vmCap) problems.push(`${id}: FT VM cap`);
+    if (cpuCap !== 0 && u.vcpus > cpuCap) problems.push(`${id}: FT vCPU cap`);
   }
   const vms = new Map(s.vms.map((v) => [v.id, v]));
   for (const r of s.rules ?? []) {

@@ -170,7 +170,7 @@ describe('FT compatibility', () => {
     expect(r.kind).toBe('unplaceable');
     if (r.kind !== 'unplaceable') return;
     expect(r.role).toBe('secondary');
-    expect(r.reason).toMatch(/same compat id/);
+    expect(r.reason).toMatch(/b: compat id y ≠ x/);
     expect(rejectionsOf(r.candidates, 'b')[0]!.code).toBe('compat-pair');
   });
 });
