@@ -29,8 +29,6 @@
         "<!(node -p \"require('node-addon-api').include_dir\")",
         "native"
       ],
-      # SWALLOW_UNTHROWABLE: a doorbell (ThreadSafeFunction) call that lands while a worker terminates must
-      # not turn the refused call into a fatal napi_throw; there is nobody to throw to.
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17", "-std=c++17"],

@@ -144,6 +144,8 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     }
     ring_ref_ = Napi::Persistent(ab);
 
+    // binding.gyp defines NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS: a doorbell call that lands while a
+    // worker terminates cannot run JS, and must not turn that refusal into a fatal napi_throw.
     doorbell_ = Napi::ThreadSafeFunction::New(env, info[2].As<Napi::Function>(), "lockstep-doorbell", 0, 1);
     doorbell_.Unref(env);  // an idle machine does not keep the process alive
     auto* pending = &bell_pending_;
