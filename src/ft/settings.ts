@@ -17,12 +17,9 @@ export interface FtSettings {
   tls: { cert: Buffer; key: Buffer; ca: Buffer } | undefined;
 }
 
-/**
- * The VM and FT settings of a loaded configuration.
- * @throws OptionError (`ft.arbiter`) when it has no arbiter or no key: no pair can run without them
- */
-export function ftSettings(loaded: LoadedConfig): FtSettings {
-  const { vm, ft } = loaded.config;
+/** The VM of a loaded configuration as the machine is built from it (with FT or without). */
+export function vmSpecOf(loaded: LoadedConfig): VmSpec {
+  const vm = loaded.config.vm;
   const spec: VmSpec = { id: vm.id, memory: vm.ramMiB * 1024 * 1024, clock: vm.clock };
   if (vm.guest !== undefined) spec.guest = vm.guest;
   if (vm.linux) {
@@ -39,6 +36,16 @@ export function ftSettings(loaded: LoadedConfig): FtSettings {
         ? { backend: 'tap', name: net.name, ...(net.mac ? { mac: net.mac } : {}) }
         : { backend: 'udp', host: net.host, hostPort: net.hostPort, guestPort: net.guestPort, ...(net.mac ? { mac: net.mac } : {}) };
   }
+  return spec;
+}
+
+/**
+ * The VM and FT settings of a loaded configuration.
+ * @throws OptionError (`ft.arbiter`) when it has no arbiter or no key: no pair can run without them
+ */
+export function ftSettings(loaded: LoadedConfig): FtSettings {
+  const { ft } = loaded.config;
+  const spec = vmSpecOf(loaded);
   const a = ft.arbiter;
   const key = loaded.key;
   if (!a || !key) throw new OptionError('ft.arbiter', `${loaded.source}: ft.arbiter and a key are needed to run a fault-tolerant pair`);

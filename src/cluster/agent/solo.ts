@@ -3,7 +3,8 @@
 // `lockstep agent run-vm`; reports what happens through a callback and never prints anything itself.
 import { loadConfig, type LoadedConfig } from '../../config/index.js';
 import { OptionError } from '../../errors.js';
-import { attachVmNetwork, loadVm, type VmNetwork, type VmSpec } from '../../ft/vm.js';
+import { vmSpecOf } from '../../ft/settings.js';
+import { attachVmNetwork, loadVm, type VmNetwork } from '../../ft/vm.js';
 import type { Machine } from '../../machine/machine.js';
 import type { RunResult } from '../../machine/types.js';
 
@@ -12,23 +13,6 @@ export type SoloReport = (event: string, fields: Record<string, unknown>, text: 
 
 /** The status text of a VM that runs without FT (what `cluster status` shows for it). */
 export const SOLO_STATUS = 'Running (FT off)';
-
-/** The VM of a loaded configuration, as the machine is built from it. */
-export function vmSpecOf(loaded: LoadedConfig): VmSpec {
-  const vm = loaded.config.vm;
-  const spec: VmSpec = { id: vm.id, guest: vm.guest, memory: vm.ramMiB * 1024 * 1024, clock: vm.clock };
-  if (vm.append !== '') spec.append = vm.append;
-  if (vm.devices.rng) spec.rng = true;
-  if (vm.devices.disk) spec.disk = { path: vm.devices.disk.path, mode: vm.devices.disk.mode };
-  const net = vm.devices.net;
-  if (net) {
-    spec.net =
-      net.backend === 'tap'
-        ? { backend: 'tap', name: net.name, ...(net.mac ? { mac: net.mac } : {}) }
-        : { backend: 'udp', host: net.host, hostPort: net.hostPort, guestPort: net.guestPort, ...(net.mac ? { mac: net.mac } : {}) };
-  }
-  return spec;
-}
 
 /** A solo VM being run: `stop()` ends it; `done` settles with how it ended. */
 export interface SoloVm {
