@@ -11,6 +11,9 @@
         "native/cpu/csr.cc",
         "native/cpu/mmu.cc",
         "native/cpu/decode.cc",
+        "native/channel/channel.cc",
+        "native/channel/frame.cc",
+        "native/channel/sha256.cc",
         "native/log/codec.cc",
         "native/machine/machine.cc",
         "native/machine/plic.cc",
@@ -23,6 +26,7 @@
         "native/machine/net/tap.cc",
         "native/runner/output_gate.cc",
         "native/runner/replay_feed.cc",
+        "native/runner/replication_link.cc",
         "native/runner/vcpu_thread.cc"
       ],
       "include_dirs": [

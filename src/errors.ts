@@ -92,7 +92,9 @@ export type ReplicationErrorCode =
   /** Clone page records that are not whole `[u32 index][4096 bytes]` records or name a page outside RAM. */
   | 'ERR_LOCKSTEP_REPLICATION_PAGES'
   /** Go-live asked of a machine that is not replaying, or whose log was not replayed to its end. */
-  | 'ERR_LOCKSTEP_REPLICATION_GO_LIVE';
+  | 'ERR_LOCKSTEP_REPLICATION_GO_LIVE'
+  /** The native replication link could not start (no recording, not replaying, a socket that cannot be used). */
+  | 'ERR_LOCKSTEP_REPLICATION_LINK';
 
 /** The replication port (src/machine/replication-port.ts) refused a request of fault tolerance. */
 export class ReplicationError extends LockstepError {
@@ -118,6 +120,7 @@ export function nativeError(code: string, message: string, field?: string): Erro
       return new SnapshotError(code, message);
     case 'ERR_LOCKSTEP_REPLICATION_PAGES':
     case 'ERR_LOCKSTEP_REPLICATION_GO_LIVE':
+    case 'ERR_LOCKSTEP_REPLICATION_LINK':
       return new ReplicationError(code, message);
     default:
       return new LockstepError(code, message);

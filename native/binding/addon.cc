@@ -2,10 +2,17 @@
 // only), the doorbell, and the environment cleanup hook. No machine logic lives here.
 #include <napi.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <unordered_set>
 
+#include "runner/replication_link.h"
 #include "runner/vcpu_thread.h"
 
 namespace lockstep {
@@ -89,6 +96,16 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
                            InstanceMethod<&NativeMachine::JsAnnounce>("announce"),
                            InstanceMethod<&NativeMachine::JsTakeDiskDirty>("takeDiskDirty"),
                            InstanceMethod<&NativeMachine::JsDiskInFlight>("diskInFlight"),
+                           InstanceMethod<&NativeMachine::JsLinkStart>("linkStart"),
+                           InstanceMethod<&NativeMachine::JsLinkSend>("linkSend"),
+                           InstanceMethod<&NativeMachine::JsLinkReport>("linkReport"),
+                           InstanceMethod<&NativeMachine::JsLinkFinish>("linkFinish"),
+                           InstanceMethod<&NativeMachine::JsLinkStop>("linkStop"),
+                           InstanceMethod<&NativeMachine::JsLinkTake>("linkTake"),
+                           InstanceMethod<&NativeMachine::JsLinkFigures>("linkFigures"),
+                           InstanceMethod<&NativeMachine::JsReleaseDelays>("releaseDelays"),
+                           InstanceMethod<&NativeMachine::JsLogFree>("logFree"),
+                           InstanceMethod<&NativeMachine::JsAbandonLog>("abandonLog"),
                        });
   }
 
@@ -150,8 +167,7 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     doorbell_.Unref(env);  // an idle machine does not keep the process alive
     auto* pending = &bell_pending_;
     auto tsfn = doorbell_;
-    vcpu_ = std::make_unique<VcpuThread>(
-        config, static_cast<uint8_t*>(ab.Data()), static_cast<uint32_t>(bytes - RingLayout::kData), [pending, tsfn]() mutable {
+    bell_ = [pending, tsfn]() mutable {
           // Coalesce: at most one doorbell call is queued; the JS side drains everything each time.
           if (!pending->exchange(true, std::memory_order_acq_rel)) {
             tsfn.NonBlockingCall([pending](Napi::Env, Napi::Function fn) {
@@ -162,7 +178,8 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
               fn.Call({});
             });
           }
-        });
+        };
+    vcpu_ = std::make_unique<VcpuThread>(config, static_cast<uint8_t*>(ab.Data()), static_cast<uint32_t>(bytes - RingLayout::kData), bell_);
     data_ = env.GetInstanceData<AddonData>();
     data_->machines.insert(this);
     // Each failure names its own option: the disk image (opened by the machine) or the TAP device.
@@ -185,6 +202,7 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
   void Shutdown() {
     if (closed_) return;
     closed_ = true;
+    link_.reset();  // its channel thread calls into the vCPU thread's object
     if (vcpu_) vcpu_->shutdown();
     if (doorbell_) doorbell_.Release();
     vcpu_.reset();
@@ -390,7 +408,10 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
       ThrowCoded(env, "ERR_LOCKSTEP_MACHINE_BUSY", "cannot start recording: the machine is running");
       return env.Undefined();
     }
+    link_.reset();  // a link of an earlier recording reads nothing of this one
     log_ref_ = Napi::Persistent(ring);  // the vCPU thread writes into it until the machine is closed
+    log_mem_ = static_cast<uint8_t*>(ring.Data());
+    log_capacity_ = static_cast<uint32_t>(bytes - RingLayout::kData);
     return env.Undefined();
   }
   // finishRecording(reason: number, code: number): boolean — the host drains the log ring first.
@@ -680,7 +701,157 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     return info.Env().Undefined();
   }
 
+  // ---- the replication link (the log's data path on a native thread) --------------------------------
+
+  static bool Bytes(const Napi::Value& v, std::vector<uint8_t>* out) {
+    if (!v.IsTypedArray()) return false;
+    Napi::Uint8Array a = v.As<Napi::Uint8Array>();
+    out->assign(a.Data(), a.Data() + a.ByteLength());
+    return true;
+  }
+  static bool BigU64(const Napi::Value& v, uint64_t* out) {
+    if (!v.IsBigInt()) return false;
+    bool lossless = false;
+    *out = v.As<Napi::BigInt>().Uint64Value(&lossless);
+    return lossless;
+  }
+  // linkStart({ role: 'sender'|'receiver', fd, sendKey, recvKey, sendSequence: bigint, recvSequence: bigint,
+  //   maxPayload, leftover: Uint8Array, replayRingBytes? }): the link works on its own duplicate of the
+  //   connected socket `fd` (the caller then closes its descriptor). Throws ERR_LOCKSTEP_REPLICATION_LINK.
+  Napi::Value JsLinkStart(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Open(info)) return env.Undefined();
+    if (info.Length() < 1 || !info[0].IsObject()) {
+      Napi::TypeError::New(env, "linkStart(options: object)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::Object o = info[0].As<Napi::Object>();
+    ChannelConfig c;
+    const std::string role = o.Get("role").ToString().Utf8Value();
+    Napi::Value fd = o.Get("fd");
+    if ((role != "sender" && role != "receiver") || !fd.IsNumber() || !Bytes(o.Get("sendKey"), &c.send_key) || !Bytes(o.Get("recvKey"), &c.recv_key) ||
+        !BigU64(o.Get("sendSequence"), &c.send_sequence) || !BigU64(o.Get("recvSequence"), &c.recv_sequence) || !o.Get("maxPayload").IsNumber() ||
+        !Bytes(o.Get("leftover"), &c.leftover)) {
+      Napi::TypeError::New(env, "linkStart({ role, fd, sendKey, recvKey, sendSequence, recvSequence, maxPayload, leftover })").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    c.fd = fcntl(fd.As<Napi::Number>().Int32Value(), F_DUPFD_CLOEXEC, 0);
+    if (c.fd < 0) {
+      ThrowCoded(env, "ERR_LOCKSTEP_REPLICATION_LINK", std::string("cannot duplicate the socket: ") + std::strerror(errno));
+      return env.Undefined();
+    }
+    c.max_payload = o.Get("maxPayload").As<Napi::Number>().Uint32Value();
+    uint32_t replay_bytes = 8u << 20;
+    if (o.Get("replayRingBytes").IsNumber()) replay_bytes = o.Get("replayRingBytes").As<Napi::Number>().Uint32Value();
+    const bool sender = role == "sender";
+    link_.reset();
+    std::string why;
+    if (sender && !log_mem_) {
+      if (c.fd >= 0) close(c.fd);
+      ThrowCoded(env, "ERR_LOCKSTEP_REPLICATION_LINK", "a sending link needs a recording (startRecording first)");
+      return env.Undefined();
+    }
+    link_ = ReplicationLink::start(sender ? ReplicationLink::Role::kSender : ReplicationLink::Role::kReceiver, *vcpu_, std::move(c), log_mem_,
+                                   log_capacity_, replay_bytes, bell_, &why);
+    if (!link_) ThrowCoded(env, "ERR_LOCKSTEP_REPLICATION_LINK", "cannot start the replication link: " + why);
+    return env.Undefined();
+  }
+  // linkSend(type: number, payload: Uint8Array): boolean — false once the link ended (or there is none).
+  Napi::Value JsLinkSend(const Napi::CallbackInfo& info) {
+    uint32_t type;
+    std::vector<uint8_t> payload;
+    if (!U32(info, 0, &type)) return info.Env().Undefined();
+    if (info.Length() < 2 || !Bytes(info[1], &payload) || type > 255) {
+      Napi::TypeError::New(info.Env(), "linkSend(type: 0..255, payload: Uint8Array)").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    return Napi::Boolean::New(info.Env(), link_ && link_->send(static_cast<uint8_t>(type), std::move(payload)));
+  }
+  Napi::Value JsLinkReport(const Napi::CallbackInfo& info) {
+    if (link_) link_->report();
+    return info.Env().Undefined();
+  }
+  Napi::Value JsLinkFinish(const Napi::CallbackInfo& info) {
+    if (link_) link_->finish();
+    return info.Env().Undefined();
+  }
+  Napi::Value JsLinkStop(const Napi::CallbackInfo& info) {
+    if (link_) link_->stop();
+    return info.Env().Undefined();
+  }
+  // linkTake(): { messages: [{ type, payload }], console, frames, ended?: { error, message, bye, byeReason } } | undefined
+  Napi::Value JsLinkTake(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ReplicationLink::HostEvents ev;
+    if (!link_ || !link_->take(&ev)) return env.Undefined();
+    Napi::Object r = OutputsToJs(env, ev.released).As<Napi::Object>();
+    Napi::Array messages = Napi::Array::New(env, ev.messages.size());
+    for (size_t i = 0; i < ev.messages.size(); i++) {
+      Napi::Object m = Napi::Object::New(env);
+      m.Set("type", Napi::Number::New(env, ev.messages[i].type));
+      m.Set("payload", Napi::Buffer<uint8_t>::Copy(env, ev.messages[i].payload.data(), ev.messages[i].payload.size()));
+      messages.Set(static_cast<uint32_t>(i), m);
+    }
+    r.Set("messages", messages);
+    if (ev.ended) {
+      Napi::Object e = Napi::Object::New(env);
+      e.Set("error", Napi::String::New(env, channel_error_name(ev.error)));
+      e.Set("message", Napi::String::New(env, ev.message));
+      e.Set("bye", Napi::Boolean::New(env, ev.bye));
+      e.Set("byeReason", Napi::String::New(env, ev.bye_reason));
+      r.Set("ended", e);
+    }
+    return r;
+  }
+  // linkFigures(): counters of the link, or undefined without one.
+  Napi::Value JsLinkFigures(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!link_) return env.Undefined();
+    const ReplicationLink::Figures f = link_->figures();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("ackedLsn1", Napi::BigInt::New(env, f.acked_lsn1));
+    o.Set("logLsn1", Napi::BigInt::New(env, f.log_lsn1));
+    o.Set("releasedLsn1", Napi::BigInt::New(env, f.released_lsn1));
+    o.Set("ackInstret", Napi::BigInt::New(env, f.channel.ack_instret));
+    const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    o.Set("heardAgoMs", Napi::Number::New(env, f.heard_ns == 0 ? -1 : static_cast<double>(now - f.heard_ns) / 1e6));
+    o.Set("ackRttMs", Napi::Number::New(env, static_cast<double>(f.ack_rtt_ns) / 1e6));
+    o.Set("bytesSent", Napi::Number::New(env, static_cast<double>(f.channel.bytes_sent)));
+    o.Set("bytesReceived", Napi::Number::New(env, static_cast<double>(f.channel.bytes_received)));
+    o.Set("logBytes", Napi::Number::New(env, static_cast<double>(f.channel.log_bytes)));
+    o.Set("logBatches", Napi::Number::New(env, static_cast<double>(f.channel.log_batches)));
+    o.Set("logFrames", Napi::Number::New(env, static_cast<double>(f.channel.log_frames)));
+    o.Set("acks", Napi::Number::New(env, static_cast<double>(f.channel.acks)));
+    o.Set("ackBytes", Napi::Number::New(env, static_cast<double>(f.channel.ack_bytes)));
+    o.Set("wakeups", Napi::Number::New(env, static_cast<double>(f.channel.wakeups)));
+    o.Set("ended", Napi::Boolean::New(env, link_->ended()));
+    return o;
+  }
+  // releaseDelays(): Float64Array of the output rule's added latencies (ms) since the last call.
+  Napi::Value JsReleaseDelays(const Napi::CallbackInfo& info) {
+    if (!Open(info)) return info.Env().Undefined();
+    const std::vector<uint64_t> d = vcpu_->take_release_delays();
+    Napi::Float64Array out = Napi::Float64Array::New(info.Env(), d.size());
+    for (size_t i = 0; i < d.size(); i++) out[i] = static_cast<double>(d[i]) / 1e6;
+    return out;
+  }
+  // abandonLog(): the recording's log is discarded from now on (nobody reads the ring).
+  Napi::Value JsAbandonLog(const Napi::CallbackInfo& info) {
+    if (!Open(info)) return info.Env().Undefined();
+    vcpu_->abandon_log();
+    return info.Env().Undefined();
+  }
+  // logFree(): bytes the log ring could take now (0 when not recording).
+  Napi::Value JsLogFree(const Napi::CallbackInfo& info) {
+    if (!Open(info)) return info.Env().Undefined();
+    return Napi::Number::New(info.Env(), static_cast<double>(vcpu_->log_free()));
+  }
+
   std::unique_ptr<VcpuThread> vcpu_;
+  std::unique_ptr<ReplicationLink> link_;
+  std::function<void()> bell_;
+  uint8_t* log_mem_ = nullptr;
+  uint32_t log_capacity_ = 0;
   Napi::ThreadSafeFunction doorbell_;
   std::atomic<bool> bell_pending_{false};
   Napi::Reference<Napi::Uint8Array> ring_ref_;

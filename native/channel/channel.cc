@@ -146,6 +146,22 @@ void LogChannel::stop() {
   fd_ = wake_ = -1;
 }
 
+void LogChannel::report() {
+  if (role_ != Role::kReceiver) return;
+  report_.store(true, std::memory_order_relaxed);
+  notify();
+}
+
+bool LogChannel::peer_said_bye() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return bye_;
+}
+
+std::string LogChannel::bye_reason() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return bye_reason_;
+}
+
 bool LogChannel::wait_end(int timeout_ms) {
   std::unique_lock<std::mutex> lock(mu_);
   return end_cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return ended_.load(std::memory_order_acquire); });
@@ -172,6 +188,7 @@ ChannelStats LogChannel::stats() const {
   s.log_batches = c_.log_batches.load(std::memory_order_relaxed);
   s.acks = c_.acks.load(std::memory_order_relaxed);
   s.ack_instret = c_.ack_instret.load(std::memory_order_relaxed);
+  s.ack_bytes = c_.ack_bytes.load(std::memory_order_relaxed);
   s.wakeups = c_.wakeups.load(std::memory_order_relaxed);
   s.cpu_ns = c_.cpu_ns.load(std::memory_order_relaxed);
   return s;
@@ -198,7 +215,8 @@ void LogChannel::run() {
     if (!sink_active_ && ahead_ == ahead_count_ && !eof_ && peer_bye_.empty() && !ended()) moved |= pump_receive();
     if (role_ == Role::kReceiver && !ended()) {
       const uint64_t lsn1 = log_lsn1_.load(std::memory_order_relaxed);
-      if (lsn1 > acked_sent_) {
+      const bool asked = report_.exchange(false, std::memory_order_relaxed);
+      if (lsn1 > acked_sent_ || (lsn1 > 0 && asked)) {
         std::vector<uint8_t> ack(msg::kAckBytes);
         store_be64(ack.data(), lsn1 - 1);
         store_be64(ack.data() + 8, hooks_.progress ? hooks_.progress() : 0);
@@ -335,6 +353,7 @@ bool LogChannel::dispatch(const FrameView& f) {
       }
       c_.acks.fetch_add(1, std::memory_order_relaxed);
       c_.ack_instret.store(instret, std::memory_order_relaxed);
+      c_.ack_bytes.store(load_be64(f.payload + 16), std::memory_order_relaxed);
       if (lsn + 1 > acked_lsn1_.load(std::memory_order_relaxed)) {
         // release: whoever sees the new position (the output gate) sees it after everything before it.
         acked_lsn1_.store(lsn + 1, std::memory_order_release);
@@ -345,6 +364,11 @@ bool LogChannel::dispatch(const FrameView& f) {
     case msg::kBye:
       // Read nothing more; end once what is already sealed (the last ACK) is out.
       peer_bye_ = "the peer said BYE: " + std::string(reinterpret_cast<const char*>(f.payload), f.length);
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        bye_ = true;
+        bye_reason_.assign(reinterpret_cast<const char*>(f.payload), f.length);
+      }
       return false;
     default:
       if (!hooks_.on_message) {
@@ -628,6 +652,7 @@ bool LogChannel::pump_send() {
 
 bool LogChannel::has_work() {
   if (quit_.load(std::memory_order_acquire)) return true;
+  if (report_.load(std::memory_order_relaxed)) return true;
   if (finishing_.load(std::memory_order_acquire) && !shut_wr_ && out_.empty()) return true;
   if (out_bytes_ < kMaxOut) {
     std::lock_guard<std::mutex> lock(mu_);

@@ -58,6 +58,7 @@ struct ChannelStats {
   uint64_t log_bytes = 0, log_frames = 0, log_batches = 0;  ///< batch bytes sent (kSender) or received (kReceiver)
   uint64_t acks = 0;                                         ///< ACKs received (kSender) or sent (kReceiver)
   uint64_t ack_instret = 0;                                  ///< kSender: the replay position the last ACK carried
+  uint64_t ack_bytes = 0;                                    ///< kSender: the log bytes the last ACK said were received
   uint64_t wakeups = 0;                                      ///< times the thread slept in poll()
   uint64_t cpu_ns = 0;                                       ///< the channel thread's CPU time, once it ended
 };
@@ -110,6 +111,9 @@ class LogChannel {
   void finish();
   /// Stops the thread and closes the socket now. Idempotent; joins. Any thread but the channel's.
   void stop();
+  /// kReceiver: sends an ACK with the current position and progress now, even if no new batch came
+  /// (the replay's progress for the sender's lag control). Any thread.
+  void report();
 
   /// kSender: lsn + 1 of the highest acknowledged batch (0: none). acquire: the output gate may release
   /// what this covers.
@@ -122,6 +126,9 @@ class LogChannel {
   /// Valid once ended().
   ChannelError error() const;
   std::string message() const;
+  /// Valid once ended(): whether the peer ended the channel with a BYE, and its reason.
+  bool peer_said_bye() const;
+  std::string bye_reason() const;
   ChannelStats stats() const;
 
  private:
@@ -168,17 +175,19 @@ class LogChannel {
   std::unique_ptr<ByteRingProducer> sink_;   // kReceiver
   std::thread thread_;
 
-  std::atomic<bool> sleeping_{false}, quit_{false}, finishing_{false}, ended_{false};
+  std::atomic<bool> sleeping_{false}, quit_{false}, finishing_{false}, ended_{false}, report_{false};
   std::atomic<uint64_t> acked_lsn1_{0}, log_lsn1_{0};
   struct Counters {
     std::atomic<uint64_t> bytes_sent{0}, bytes_received{0}, frames_sent{0}, frames_received{0};
-    std::atomic<uint64_t> log_bytes{0}, log_frames{0}, log_batches{0}, acks{0}, ack_instret{0}, wakeups{0}, cpu_ns{0};
+    std::atomic<uint64_t> log_bytes{0}, log_frames{0}, log_batches{0}, acks{0}, ack_instret{0}, ack_bytes{0}, wakeups{0}, cpu_ns{0};
   } c_;
   mutable std::mutex mu_;  // pending_, error_, message_, the end
   std::condition_variable end_cv_;
   std::deque<Pending> pending_;
   ChannelError error_ = ChannelError::kNone;
   std::string message_;
+  bool bye_ = false;
+  std::string bye_reason_;
   bool stopped_ = false;
   uint32_t finish_fence_ = 0;  // the log ring's head when finish() was called
 

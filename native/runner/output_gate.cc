@@ -1,7 +1,13 @@
 // The output rule's queue (see output_gate.h): hold, release, shadow outputs and go-live, under one lock.
 #include "runner/output_gate.h"
 
+#include <algorithm>
+#include <chrono>
+
 namespace lockstep {
+namespace {
+int64_t now_ns() { return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+}  // namespace
 
 bool OutputGate::hold(Kind kind, bool replay, uint64_t tag, const uint8_t* data, size_t n, BlockFile::Request* block) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -18,7 +24,7 @@ bool OutputGate::hold(Kind kind, bool replay, uint64_t tag, const uint8_t* data,
     held_.back().bytes.insert(held_.back().bytes.end(), data, data + n);
     return true;
   }
-  Held h{tag, kind, std::vector<uint8_t>(data, data + n), {}};
+  Held h{tag, kind, std::vector<uint8_t>(data, data + n), {}, replay ? 0 : now_ns()};
   if (block) {
     h.block = std::move(*block);
     held_blocks_++;
@@ -33,6 +39,9 @@ void OutputGate::frame_out(std::vector<uint8_t>&& frame, Outputs* out) {
 }
 
 void OutputGate::release_locked(uint64_t lsn, Outputs* out) {
+  if (!held_.empty() && held_.front().lsn <= lsn && delays_.size() < kDelaySamples) {
+    delays_.push_back(static_cast<uint64_t>(std::max<int64_t>(0, now_ns() - held_.front().at_ns)));
+  }
   while (!held_.empty() && held_.front().lsn <= lsn) {
     Held& h = held_.front();
     switch (h.kind) {
@@ -102,6 +111,13 @@ void OutputGate::go_live(uint64_t released, Outputs* out) {
   shadow_ = false;
   gate_ = false;
   hint_.store(false, std::memory_order_release);  // pairs with the acquire load in engaged()
+}
+
+std::vector<uint64_t> OutputGate::take_delays() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<uint64_t> out;
+  out.swap(delays_);
+  return out;
 }
 
 size_t OutputGate::held() {

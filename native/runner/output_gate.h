@@ -60,6 +60,10 @@ class OutputGate {
   void go_live(uint64_t released, Outputs* out);
   /// Outputs held (primary) or kept (secondary) right now.
   size_t held();
+  /// The output rule's added latency: for each release that let something out, how long its oldest
+  /// output was held (ns), oldest release first; at most kDelaySamples are kept between two takes.
+  std::vector<uint64_t> take_delays();
+  static constexpr size_t kDelaySamples = 4096;
 
  private:
   struct Held {
@@ -67,6 +71,7 @@ class OutputGate {
     Kind kind;
     std::vector<uint8_t> bytes;
     BlockFile::Request block;
+    int64_t at_ns;  // steady clock when held
   };
   void release_locked(uint64_t lsn, Outputs* out);  // caller holds mu_
   void frame_out(std::vector<uint8_t>&& frame, Outputs* out);
@@ -78,6 +83,7 @@ class OutputGate {
   bool shadow_ = false;
   uint64_t shadow_released_ = 0;  // shadow outputs with lsn < this are dropped (released + 1)
   size_t held_blocks_ = 0;
+  std::vector<uint64_t> delays_;  // see take_delays()
   std::atomic<bool> hint_{false};  // gate_ || shadow_, for the per-byte console path
 };
 

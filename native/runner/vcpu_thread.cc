@@ -209,7 +209,65 @@ void VcpuThread::flush_log() {
   tagged_since_flush_ = false;
   m.cpu().soft_target = UINT64_MAX;
   const std::vector<uint8_t>& batch = encoder_.finish();
-  push_blocking(*log_, batch.data(), batch.size());
+  push_log(batch.data(), batch.size());
+}
+
+void VcpuThread::push_log(const uint8_t* data, size_t n) {
+  uint64_t lsn;
+  std::memcpy(&lsn, data + BatchLayout::kLsn, 8);
+  for (;;) {
+    // Looked up on every round: a consumer may arrive, or go, while this waits for space.
+    std::shared_ptr<LogConsumer> c;
+    {
+      std::lock_guard<std::mutex> lock(consumer_mu_);
+      c = consumer_;
+    }
+    if (c && c->gone()) discard_log();
+    const size_t m = log_->push(data, n);
+    data += m;
+    n -= m;
+    if (m) {
+      if (c) c->published(lsn);
+      else doorbell_();
+    }
+    if (n == 0) return;
+    // Ring full: the consumer frees space and then calls console_drained(), under mu_; checking the
+    // space under mu_ too means that call cannot slip between the check and the wait.
+    std::unique_lock<std::mutex> lock(mu_);
+    if (quit_) return;
+    if (log_->free_space() > 0) continue;
+    space_cv_.wait_for(lock, std::chrono::milliseconds(50));
+  }
+}
+
+namespace {
+/// Nobody reads the log any more (the link never started, or stopped): the recording goes nowhere.
+class NoConsumer final : public LogConsumer {
+ public:
+  void published(uint64_t) override {}
+  bool gone() const override { return true; }
+};
+}  // namespace
+
+void VcpuThread::abandon_log() {
+  set_log_consumer(std::make_shared<NoConsumer>());
+  console_drained();  // a vCPU waiting for ring space discards instead
+}
+
+void VcpuThread::discard_log() {
+  if (!log_mem_) return;
+  ByteRingConsumer ring(log_mem_, log_capacity_);
+  ring.consume(ring.available());
+}
+
+void VcpuThread::set_log_consumer(std::shared_ptr<LogConsumer> consumer) {
+  std::lock_guard<std::mutex> lock(consumer_mu_);
+  consumer_ = std::move(consumer);
+}
+
+size_t VcpuThread::log_free() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return log_ ? log_->free_space() : 0;
 }
 
 bool VcpuThread::start_recording(uint8_t* log_mem, uint32_t log_capacity, uint64_t hash_interval) {
@@ -218,6 +276,12 @@ bool VcpuThread::start_recording(uint8_t* log_mem, uint32_t log_capacity, uint64
   Machine& m = *machine_;
   log_ = std::make_unique<ByteRingProducer>(log_mem, log_capacity);
   log_->init();
+  log_mem_ = log_mem;
+  log_capacity_ = log_capacity;
+  {
+    std::lock_guard<std::mutex> consumer_lock(consumer_mu_);
+    consumer_.reset();
+  }
   m.set_log_mode(LogMode::kRecord, this, nullptr);
   const Cpu& c = m.cpu();
   encoder_.reset(0, LogCursor{c.instret, c.branches, c.pc, m.clock_raw()});
@@ -240,8 +304,20 @@ bool VcpuThread::finish_recording(EndReason reason, int64_t code) {
   encoder_.add(end);
   const std::vector<uint8_t>& batch = encoder_.finish();
   // The host thread is the caller and also the ring's consumer: it cannot wait for itself, so the
-  // binding gives the ring room for a final batch (see JsFinishRecording) and we push what fits.
-  const size_t pushed = log_->push(batch.data(), batch.size());
+  // binding gives the ring room for a final batch (see JsFinishRecording) and we push what fits. With
+  // a LogConsumer the caller waited for room (log_free()); a consumer that is gone reads nothing.
+  std::shared_ptr<LogConsumer> c;
+  {
+    std::lock_guard<std::mutex> consumer_lock(consumer_mu_);
+    c = consumer_;
+  }
+  if (c && c->gone()) discard_log();
+  const size_t pushed = batch.size() <= log_->free_space() ? log_->push(batch.data(), batch.size()) : 0;
+  if (pushed && c) {
+    uint64_t lsn;
+    std::memcpy(&lsn, batch.data() + BatchLayout::kLsn, 8);
+    c->published(lsn);
+  }
   m.set_log_mode(LogMode::kOff, nullptr, nullptr);
   log_.reset();
   return pushed == batch.size();
@@ -252,6 +328,8 @@ bool VcpuThread::start_replay() {
   if (busy_.load(std::memory_order_relaxed) || quit_) return false;
   feed_.reset();
   fed_.clear();
+  replay_ring_.reset();
+  ring_pending_ = false;
   log_complete_ = false;
   replay_began_ = false;
   hash_here_ = false;
@@ -265,6 +343,26 @@ void VcpuThread::feed(const uint8_t* data, size_t n) {
   fed_.emplace_back(data, data + n);
   cv_.notify_all();
 }
+
+uint8_t* VcpuThread::attach_replay_ring(uint32_t capacity, std::function<void()> consumed) {
+  std::lock_guard<std::mutex> lock(mu_);
+  // Also while running: the vCPU thread looks at replay_ring_ only under mu_ (take_fed()).
+  if (quit_ || machine_->log_mode() != LogMode::kReplay) return nullptr;
+  if (!ByteRingProducer::valid_capacity(capacity)) return nullptr;
+  replay_mem_ = std::make_unique<uint8_t[]>(RingLayout::kData + capacity);  // zeroed: head == tail == 0
+  replay_ring_ = std::make_unique<ByteRingConsumer>(replay_mem_.get(), capacity);
+  replay_consumed_ = std::move(consumed);
+  ring_pending_ = true;
+  return replay_mem_.get();
+}
+
+void VcpuThread::replay_arrived() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ring_pending_ = true;
+  cv_.notify_all();
+}
+
+bool VcpuThread::has_fed() const { return !fed_.empty() || ring_pending_; }
 
 void VcpuThread::end_of_log() {
   std::lock_guard<std::mutex> lock(mu_);
@@ -280,7 +378,27 @@ bool VcpuThread::take_fed(std::unique_lock<std::mutex>&) {
     if (!feed_.add(std::move(b))) return false;
     any = true;
   }
-  (void)any;
+  if (replay_ring_ && ring_pending_) {
+    // Whole batches only; the producer checked each batch's length against BatchLayout::kMaxLength.
+    for (;;) {
+      const size_t avail = replay_ring_->available();
+      if (avail < BatchLayout::kHeader) break;
+      uint8_t len_bytes[4];
+      replay_ring_->copy_at(BatchLayout::kLength, len_bytes, 4);
+      uint32_t len;
+      std::memcpy(&len, len_bytes, 4);
+      const size_t total = BatchLayout::kHeader + static_cast<size_t>(len);
+      if (avail < total) break;
+      std::vector<uint8_t> b(total);
+      replay_ring_->copy_at(0, b.data(), total);
+      replay_ring_->consume(total);
+      any = true;
+      if (!feed_.add(std::move(b))) return false;
+    }
+    // Cleared under mu_: a publish after the reads above calls replay_arrived(), which waits for mu_.
+    ring_pending_ = false;
+    if (any && replay_consumed_) replay_consumed_();
+  }
   return true;
 }
 
@@ -505,7 +623,7 @@ RunReport VcpuThread::replay_to(uint64_t target) {
     } else if (!complete) {
       if (cpu.instret >= feed_.covered() || !feed_.started()) {
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return quit_ || stop_requested_ || !fed_.empty() || log_complete_; });
+        cv_.wait(lock, [&] { return quit_ || stop_requested_ || has_fed() || log_complete_; });
         continue;
       }
       stop_at = std::min(stop_at, feed_.covered());
@@ -547,11 +665,11 @@ RunReport VcpuThread::replay_to(uint64_t target) {
         }
         if (!next) {
           std::unique_lock<std::mutex> lock(mu_);
-          if (log_complete_ && fed_.empty()) {
+          if (log_complete_ && !has_fed()) {
             r.kind = RunReport::Kind::kEndOfLog;
             return r;
           }
-          cv_.wait(lock, [&] { return quit_ || stop_requested_ || !fed_.empty() || log_complete_; });
+          cv_.wait(lock, [&] { return quit_ || stop_requested_ || has_fed() || log_complete_; });
           break;
         }
         return diverged("the guest waits for an interrupt at instret " + std::to_string(cpu.instret) + " but the log's next event (" +
@@ -603,9 +721,11 @@ size_t VcpuThread::held() { return gate_.held(); }
 bool VcpuThread::go_live(uint64_t released, Outputs* out) {
   std::lock_guard<std::mutex> lock(mu_);
   if (busy_.load(std::memory_order_relaxed) || quit_ || machine_->log_mode() != LogMode::kReplay) return false;
-  if (feed_.peek() != nullptr || !fed_.empty()) return false;  // the log has not been replayed to its end
+  // The log has not been replayed to its end.
+  if (feed_.peek() != nullptr || !fed_.empty() || (replay_ring_ && replay_ring_->available() > 0)) return false;
   gate_.go_live(released, out);
   feed_.reset();
+  replay_ring_.reset();
   machine_->go_live();  // re-issues in-flight disk requests through block_submit (gate open: at once)
   replaying_.store(false, std::memory_order_release);
   announce();

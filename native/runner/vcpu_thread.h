@@ -42,6 +42,17 @@ struct RunReport {
   bool final_hash = false;
 };
 
+/// Another thread that takes the sealed batches out of the log ring (the replication link), instead of
+/// the host reading them after a doorbell.
+class LogConsumer {
+ public:
+  virtual ~LogConsumer() = default;
+  /// vCPU thread (or the idle host): batch `lsn` is in the ring.
+  virtual void published(uint64_t lsn) = 0;
+  /// True once the consumer stopped for good: the ring has no reader any more (the log goes nowhere).
+  virtual bool gone() const = 0;
+};
+
 class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
  public:
   /// `doorbell` is called on the vCPU thread whenever the host has something to look at (console
@@ -79,6 +90,22 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   void feed(const uint8_t* data, size_t n);
   /// No more batches will come: running past the last one ends the replay.
   void end_of_log();
+  /// Recording: batches go to `consumer` (a thread of its own) instead of ringing the doorbell; null
+  /// gives them back to the host. Any thread. Once the consumer is gone() the log is discarded.
+  void set_log_consumer(std::shared_ptr<LogConsumer> consumer);
+  /// The recording's log goes nowhere from now on (discarded as it is made) until the next recording.
+  void abandon_log();
+  /// Bytes the log ring could take now (0 when not recording).
+  size_t log_free();
+  /// Replay: batches also arrive through a ring of `capacity` data bytes (2^k) that this returns (zeroed:
+  /// an empty ring), its producer on another thread (the replication link) publishing whole batches,
+  /// possibly in pieces. Replaying (running or not), else null. The memory stays valid until the next attach or
+  /// the end of this object; `consumed` is called (vCPU thread) after bytes were taken out.
+  uint8_t* attach_replay_ring(uint32_t capacity, std::function<void()> consumed);
+  /// The replay ring's producer published bytes (any thread).
+  void replay_arrived();
+  /// The output rule's added latency samples (see OutputGate::take_delays).
+  std::vector<uint64_t> take_release_delays() { return gate_.take_delays(); }
 
   void event(const Event& e) override;  // EventSink, vCPU thread only
 
@@ -156,6 +183,9 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   RunReport replay_to(uint64_t target);
   RunReport final_report(RunStop stop);  // the report of a run that ended (exit, trap, halt, divergence)
   bool take_fed(std::unique_lock<std::mutex>& lock);  // move fed batches into the feed; caller holds mu_
+  bool has_fed() const;  // fed_ or the replay ring has something for the feed; caller holds mu_
+  void push_log(const uint8_t* data, size_t n);  // the log ring, to its consumer (host or LogConsumer)
+  void discard_log();  // the consumer is gone: empty the ring (the producer takes the consumer's part)
 
   uint64_t output_tag();            // vCPU thread: the lsn an output produced now depends on
   /// vCPU thread: holds an output in the gate (bytes, or *block, moved in only when held). False: emit
@@ -173,6 +203,10 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
 
   // Recording (vCPU thread while running, host thread while idle).
   std::unique_ptr<ByteRingProducer> log_;
+  uint8_t* log_mem_ = nullptr;
+  uint32_t log_capacity_ = 0;
+  std::mutex consumer_mu_;
+  std::shared_ptr<LogConsumer> consumer_;  // under consumer_mu_
   BatchEncoder encoder_;
   uint64_t hash_interval_ = 0;
   uint64_t last_hash_at_ = UINT64_MAX;
@@ -183,6 +217,10 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
                                            // hash, and the machine has not run since (across runs)
   std::deque<std::vector<uint8_t>> fed_;   // under mu_: batches not yet taken by the vCPU thread
   bool log_complete_ = false;              // under mu_
+  std::unique_ptr<ByteRingConsumer> replay_ring_;  // vCPU thread (set while idle)
+  std::unique_ptr<uint8_t[]> replay_mem_;          // its memory (kept past a reset: a producer may still write)
+  bool ring_pending_ = false;              // under mu_: the replay ring may hold a whole batch
+  std::function<void()> replay_consumed_;  // set while idle with replay_ring_
 
   std::mutex mu_;
   std::condition_variable cv_;       // commands, input, stop: wakes the vCPU thread

@@ -6,11 +6,13 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { LockstepError } from '../errors.js';
-import { Recorder } from '../log/recorder.js';
+import { Recorder, endReasonOf } from '../log/recorder.js';
 import type { Machine } from '../machine/machine.js';
-import { PAGE_RECORD_BYTES, PAGE_SIZE, replicationPort, type PageRecord, type ReplicationPort } from '../machine/replication-port.js';
+import { PAGE_RECORD_BYTES, PAGE_SIZE, replicationPort, type LinkEnd, type PageRecord, type ReplicationPort } from '../machine/replication-port.js';
+import { allocateRing } from '../native/ring.js';
 import type { RunResult } from '../machine/types.js';
 import { ChannelServer, type Channel, type ChannelOptions, type Message } from '../protocol/channel.js';
+import { decodeMessage } from '../protocol/messages.js';
 import { RefusalLog } from '../observability/refusals.js';
 import { ArbiterError, validateOwnerId, type Arbiter } from './arbiter.js';
 import { claimEpoch, newOwnerId } from './claim.js';
@@ -22,6 +24,8 @@ import { SecondarySession, type CloneFigures } from './session.js';
 /** A pre-copy round with fewer dirty pages than this ends the pre-copy: the rest goes in the pause. */
 const PRECOPY_CONVERGED_PAGES = 256;
 const PRECOPY_MAX_ROUNDS = 8;
+/** The smallest log ring a native link reads: a batch (at most 1 MiB of records) must fit it whole. */
+const NATIVE_MIN_RING_BYTES = 2 * 1024 * 1024;
 /** Pages per CLONE_PAGES message (1 MiB). */
 const PAGES_PER_MESSAGE = 256;
 /** Disk pre-copy: chunks are 64 KiB (the addon's tracking unit); a round with this few ends it. */
@@ -84,10 +88,17 @@ export interface FtPrimaryOptions extends FtCommonOptions {
    * image is then brought up to date by a disk pre-copy before the memory pre-copy.
    */
   separateDisk?: string;
-  /** Bytes of the log ring between the vCPU thread and JavaScript (default 4 MiB; a power of two). */
+  /** Bytes of the log ring between the vCPU thread and JavaScript or the native link (default 4 MiB; a power of two; at least 2 MiB natively). */
   ringBytes?: number;
   /** How often to check that no newer epoch was claimed (default 1000 ms; 0 = never). */
   epochCheckMs?: number;
+  /**
+   * Where the log and its acknowledgements go after the clone (default `native`): a native thread owns
+   * the connection, frames batches straight from the log ring, and releases held outputs on each ACK
+   * without JavaScript. `js` keeps everything on the event loop (as a channel over TLS always does).
+   * `maxUnackedBytes` applies to `js` only; natively the log ring itself holds the guest back.
+   */
+  dataPath?: 'native' | 'js';
 }
 
 /** Figures of a running pair. */
@@ -169,7 +180,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   readonly machine: Machine;
   readonly vmId: string;
   readonly #port: ReplicationPort;
-  readonly #o: Required<Omit<FtPrimaryOptions, 'tls' | 'epoch' | 'meta' | 'listen' | 'disabled' | 'awaitSecondary' | 'owner' | 'separateDisk' | 'ringBytes' | 'epochCheckMs'>> & FtPrimaryOptions;
+  readonly #o: Required<Omit<FtPrimaryOptions, 'tls' | 'epoch' | 'meta' | 'listen' | 'disabled' | 'awaitSecondary' | 'owner' | 'separateDisk' | 'ringBytes' | 'epochCheckMs' | 'dataPath'>> & FtPrimaryOptions;
   /** This incarnation's owner token at the arbiter (a promoted secondary's own). */
   readonly owner: string;
   /** Aborted by {@link #halt}: a halted side makes no further claim. */
@@ -180,6 +191,10 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   /** The current secondary, from its join to its loss. */
   #session: SecondarySession | undefined;
   #recorder: Recorder | undefined;
+  /** A recording whose log ring a native link reads (instead of {@link #recorder}): its ring's data bytes. */
+  #nativeRing: number | undefined;
+  /** Log bytes sent to earlier secondaries (native links count their own). */
+  #logBytesBefore = 0;
   #runLoop: Promise<void> | undefined;
   #pause: { fn: () => void; resolve: () => void; reject: (e: unknown) => void } | undefined;
   #hold = false; // the run loop must not restart the guest (hand-over, halt)
@@ -360,19 +375,27 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   async testFailover(): Promise<void> {
     const s = this.#session;
     if (this.#phase !== 'protected' || !s) throw new FtError('ERR_LOCKSTEP_FT_STATE', `test failover needs a protected VM; it is ${this.describe()}`);
-    const ch = s.channel;
     this.#hold = true;
     await this.#pauseFor(() => {});
     this.#recorder?.resume();
     // Everything the guest did is in batches now (a stopped run seals its last batch).
-    await this.#until(() => s.ackedLsn >= s.sentLsn || ch.closed, 10_000);
-    if (ch.closed) {
+    if (s.native) {
+      const ring = this.#nativeRing ?? 0;
+      await this.#until(() => {
+        this.#pollLink(s);
+        const f = s.link?.figures();
+        return s.closed || (f !== undefined && this.#port.logFree() === ring && f.ackedLsn1 === f.logLsn1);
+      }, 10_000);
+    } else {
+      await this.#until(() => s.ackedLsn >= s.sentLsn || s.closed, 10_000);
+    }
+    if (s.closed) {
       this.#hold = false;
       this.#resumeRun();
       throw new FtError('ERR_LOCKSTEP_FT_STATE', 'test failover: the secondary went away before it acknowledged the whole log');
     }
     this.#sendRelease(s, true);
-    ch.send({ type: 'go-live', epoch: BigInt(this.#epoch + 1), reason: 'test failover' });
+    s.send({ type: 'go-live', epoch: BigInt(this.#epoch + 1), reason: 'test failover' });
     const listen = s.listen;
     this.emit('handed-over', listen === undefined ? { epoch: this.#epoch + 1 } : { epoch: this.#epoch + 1, listen });
     this.#halt('handed over to the secondary (test failover)');
@@ -386,7 +409,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     if (!this.#session || (this.#phase !== 'protected' && this.#phase !== 'cloning')) {
       throw new FtError('ERR_LOCKSTEP_FT_STATE', `restart secondary needs a secondary; the VM is ${this.describe()}`);
     }
-    this.#session.channel.send({ type: 'control', op: 'restart' });
+    this.#session.send({ type: 'control', op: 'restart' });
   }
 
   /** Turns FT off: the secondary is dismissed and none may join until {@link enable}. */
@@ -414,9 +437,10 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
 
   /** Stops everything: the guest, the channel, the listener. The secondary is dismissed (it will not go live). */
   async stop(): Promise<void> {
-    const ch = this.#session?.channel;
-    if (ch && !ch.closed) ch.send({ type: 'bye', reason: 'primary stopped' });
+    const s = this.#session;
+    const closing = s && !s.closed ? s.close('primary stopped') : undefined;
     this.#halt('stopped');
+    await closing;
     await this.#runLoop;
     await this.#server?.close();
   }
@@ -455,6 +479,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
         this.#recorder.finish(r);
         this.#recorder = undefined;
       }
+      if (this.#nativeRing !== undefined) await this.#finishNative(r);
       this.#port.openGate();
       this.#setPhase('ended');
       this.emit('ended', r);
@@ -484,10 +509,9 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     };
     if (this.#phase === 'protected' && this.#replaceNext && this.#session) {
       this.#replaceNext = false;
-      const old = this.#session.channel;
-      old.send({ type: 'bye', reason: 'replaced by a migrated secondary' });
+      const old = this.#session;
       this.#dropSecondary();
-      old.close('replaced');
+      void old.close('replaced by a migrated secondary');
       void this.#recover('secondary migrated', ch);
       return;
     }
@@ -610,7 +634,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
         readChunksPaused(port.takeDiskDirty(false));
         state = port.cloneState();
         consolePosition = this.machine.consolePosition; // the secondary's console numbering continues from here
-        this.#startRecording();
+        this.#startRecording(s);
         done = true;
       });
       figures.pauseMs = performance.now() - t0;
@@ -633,6 +657,79 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     s.queued = [];
     this.#lastPause = figures.pauseMs;
     s.clone = { ...figures, rounds: figures.rounds + 1 };
+    if (s.native) await this.#handOver(s);
+  }
+
+  /**
+   * The connection moves to a native link once the clone has left: from here on the log ring is read,
+   * framed and sent, and ACKs release held outputs, on the link's thread.
+   */
+  async #handOver(s: SecondarySession): Promise<void> {
+    let ok = false;
+    try {
+      ok = await s.channel.handOver((connection) => {
+        s.link = this.#port.startLink('sender', connection, {
+          message: (type, payload) => this.#onLinkMessage(s, type, payload),
+          end: (e) => this.#onLinkEnd(s, e),
+        });
+      });
+    } catch (err) {
+      this.emit('warning', `the native data path did not start: ${(err as Error).message}`);
+    }
+    // Closed meanwhile: its 'close' handler recovers. Otherwise nothing reads the log: recover too.
+    if (!ok && this.#session === s && !s.channel.closed) void this.#recover('the logging channel could not be handed to the native data path');
+  }
+
+  #onLinkMessage(s: SecondarySession, type: number, payload: Uint8Array): void {
+    let m: Message;
+    try {
+      m = decodeMessage(type, payload);
+    } catch (err) {
+      void s.close(`malformed message from the secondary: ${(err as Error).message}`);
+      return;
+    }
+    this.#onMessage(s, m);
+  }
+
+  #onLinkEnd(s: SecondarySession, e: LinkEnd): void {
+    s.linkEnded();
+    if (this.#session !== s) return;
+    if (e.bye) {
+      this.emit('warning', `the secondary left: ${e.byeReason}`);
+      void this.#recover(`the secondary left: ${e.byeReason}`);
+    } else {
+      void this.#recover(`the logging channel closed: ${e.message}`);
+    }
+  }
+
+  /** Native link: what the link counted since the last look (acks, the peer heard from, release delays). */
+  #pollLink(s: SecondarySession): void {
+    const f = s.link?.figures();
+    if (!f) return;
+    const now = performance.now();
+    if (f.heardAgoMs >= 0) s.detector.heard(now - f.heardAgoMs);
+    s.sentLsn = f.logLsn1 - 1n;
+    s.sentBytes = f.logBytes;
+    this.#totalLogBytes = this.#logBytesBefore + f.logBytes;
+    for (const d of this.#port.releaseDelays()) this.emit('release', d);
+    const lsn = f.ackedLsn1 - 1n;
+    if (lsn <= s.ackedLsn) return;
+    s.ackedLsn = lsn;
+    s.ackedBytes = f.ackBytes;
+    s.instret = f.ackInstret;
+    this.#lastAckLatency = f.ackRttMs;
+    this.emit('ack', f.ackRttMs);
+    this.#sampleReplayRate(s, now, f.ackInstret);
+    s.releasedLsn = lsn;
+    if (this.#phase === 'cloning' && s.cloneSent) this.#inLockstep(s);
+  }
+
+  /** Native: the final batch and its end record, once the log ring has room (the link frees it as it sends). */
+  async #finishNative(r?: RunResult): Promise<void> {
+    const { reason, code } = endReasonOf(r);
+    await this.#until(() => this.#port.logFree() >= 64 * 1024 || !this.#session?.link || this.#session.closed, 10_000).catch(() => undefined);
+    this.#nativeRing = undefined;
+    if (!this.#port.finishRecording(reason, code)) this.emit('warning', 'the final log batch did not fit the ring; the secondary replays without the end record');
   }
 
   /** The guest ended (or this side halted) during a clone: nothing to protect; the joiner is dismissed. */
@@ -647,15 +744,23 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     for (let i = 0; i < pages.length; i += PAGES_PER_MESSAGE) ch.send({ type: 'clone-pages', pageSize: PAGE_SIZE, pages: pages.slice(i, i + PAGES_PER_MESSAGE) });
   }
 
-  #startRecording(): void {
-    this.#recorder = new Recorder(this.machine, { hashInterval: this.#o.hashInterval, ...(this.#o.ringBytes ? { ringBytes: this.#o.ringBytes } : {}) });
-    this.#recorder.on('batch', (b) => this.#onBatch(b));
+  #startRecording(s: SecondarySession): void {
+    s.native = this.#o.dataPath !== 'js' && s.channel.canHandOver;
+    if (s.native) {
+      // The link frames whole batches from the ring, so the largest batch must fit it.
+      const ringBytes = Math.max(this.#o.ringBytes ?? 4 * 1024 * 1024, NATIVE_MIN_RING_BYTES);
+      this.#port.startRecording(new Uint8Array(allocateRing(ringBytes)), this.#o.hashInterval);
+      this.#nativeRing = ringBytes;
+    } else {
+      this.#recorder = new Recorder(this.machine, { hashInterval: this.#o.hashInterval, ...(this.#o.ringBytes ? { ringBytes: this.#o.ringBytes } : {}) });
+      this.#recorder.on('batch', (b) => this.#onBatch(b));
+    }
     if (this.#o.outputRule) this.#port.closeGate();
   }
 
   #onBatch(b: Uint8Array): void {
     const s = this.#session;
-    if (!s || s.channel.closed) return; // alone, or claiming the arbiter: the log goes nowhere
+    if (!s || s.closed) return; // alone, or claiming the arbiter: the log goes nowhere
     if (!s.cloneSent) {
       s.queued.push(b.slice());
       return;
@@ -675,7 +780,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       queueMicrotask(() => {
         const group = s.outbox;
         s.outbox = [];
-        if (s.channel.closed || group.length === 0) return;
+        if (s.closed || group.length === 0) return;
         s.channel.sendLog(group.length === 1 ? group[0]! : Buffer.concat(group));
       });
     }
@@ -703,13 +808,13 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
         break;
       default:
         // Anything else from a secondary is a protocol violation.
-        s.channel.close(`unexpected ${m.type} message from the secondary`);
+        void s.close(`unexpected ${m.type} message from the secondary`);
     }
   }
 
   #onAck(s: SecondarySession, lsn: bigint, instret: bigint, bytes: number): void {
     if (lsn > s.sentLsn) {
-      s.channel.close(`the secondary acknowledged lsn ${lsn} but only ${s.sentLsn} was sent`);
+      void s.close(`the secondary acknowledged lsn ${lsn} but only ${s.sentLsn} was sent`);
       return;
     }
     const now = performance.now();
@@ -721,17 +826,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
         this.#lastAckLatency = now - sent;
         this.emit('ack', this.#lastAckLatency);
       }
-      const rs = s.rateSample;
-      if (now - rs.at >= 20) {
-        const dt = (now - rs.at) / 1000;
-        const di = Number(instret - rs.instret);
-        if (rs.at > 0 && rs.busy && di > 0) {
-          const r = di / dt;
-          s.replayRate = s.replayRate === 0 ? r : 0.7 * s.replayRate + 0.3 * r;
-        }
-        // Busy: more than a slice behind, so it was replaying flat out rather than waiting for log.
-        s.rateSample = { at: now, instret, busy: Number(this.#port.progress() - instret) > 2 ** 22 };
-      }
+      this.#sampleReplayRate(s, now, instret);
       const held = this.#port.held();
       this.#port.release(lsn);
       s.releasedLsn = lsn;
@@ -750,6 +845,20 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     }
   }
 
+  /** The secondary's replay speed while it has a backlog, from the positions its acks report. */
+  #sampleReplayRate(s: SecondarySession, now: number, instret: bigint): void {
+    const rs = s.rateSample;
+    if (now - rs.at < 20) return;
+    const dt = (now - rs.at) / 1000;
+    const di = Number(instret - rs.instret);
+    if (rs.at > 0 && rs.busy && di > 0) {
+      const r = di / dt;
+      s.replayRate = s.replayRate === 0 ? r : 0.7 * s.replayRate + 0.3 * r;
+    }
+    // Busy: more than a slice behind, so it was replaying flat out rather than waiting for log.
+    s.rateSample = { at: now, instret, busy: Number(this.#port.progress() - instret) > 2 ** 22 };
+  }
+
   #inLockstep(s: SecondarySession): void {
     this.#setPhase('protected');
     if (this.#awaitSecondary) {
@@ -761,10 +870,10 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   }
 
   #sendRelease(s: SecondarySession, force = false): void {
-    if (s !== this.#session || s.channel.closed) return;
+    if (s !== this.#session || s.closed) return;
     if (force || s.releasedLsn > s.releaseSent) {
       s.releaseSent = s.releasedLsn;
-      if (s.releasedLsn >= 0n) s.channel.send({ type: 'release', lsn: s.releasedLsn });
+      if (s.releasedLsn >= 0n) s.send({ type: 'release', lsn: s.releasedLsn });
     }
   }
 
@@ -789,7 +898,8 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       this.#bw.bytes = this.#totalLogBytes;
     }
     const s = this.#session;
-    if (!s || s.channel.closed || (this.#phase !== 'protected' && this.#phase !== 'cloning')) {
+    if (s?.link) this.#pollLink(s);
+    if (!s || s.closed || (this.#phase !== 'protected' && this.#phase !== 'cloning')) {
       if (this.#lag.ratio > 0 || this.#lagSec > 0) {
         this.#lagSec = 0;
         this.#lagInstr = 0;
@@ -797,7 +907,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       }
       return;
     }
-    s.channel.send({ type: 'heartbeat', sentAtMs: now, instret, releasedLsn: s.releasedLsn < 0n ? 0n : s.releasedLsn });
+    s.send({ type: 'heartbeat', sentAtMs: now, instret, releasedLsn: s.releasedLsn < 0n ? 0n : s.releasedLsn });
     this.#sendRelease(s);
     if (s.detector.expired(now)) {
       void this.#recover(`no word from the secondary for ${Math.round(s.detector.silence(now))} ms (timeout ${this.#o.timeoutMs} ms)`);
@@ -824,6 +934,11 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   // ---- losing the secondary --------------------------------------------------------------------------
 
   #dropSecondary(): void {
+    const s = this.#session;
+    if (s?.link) {
+      const f = s.link.figures();
+      if (f) this.#logBytesBefore += f.logBytes;
+    }
     this.#session = undefined;
   }
 
@@ -835,9 +950,9 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   async #recover(reason: string, next?: Channel): Promise<void> {
     if (this.#phase === 'recovering' || this.#phase === 'halted' || this.#phase === 'ended') return;
     const wasProtected = this.#phase === 'protected';
-    const ch = this.#session?.channel;
+    const s = this.#session;
     this.#dropSecondary();
-    ch?.close(reason);
+    const closing = s?.close(reason);
     this.#setPhase('recovering');
     this.emit('warning', `secondary lost: ${reason}`);
     const want = this.#epoch + 1;
@@ -864,6 +979,13 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     const rec = this.#recorder;
     this.#recorder = undefined;
     if (rec) await this.#pauseFor(() => rec.finish());
+    if (this.#nativeRing !== undefined) {
+      await closing;
+      this.#port.abandonLog(); // nothing reads the ring now: the vCPU discards the log
+      if ((this.#phase as Phase) === 'halted') return;
+      this.#nativeRing = undefined;
+      await this.#pauseFor(() => this.#port.finishRecording('stopped', 0));
+    }
     this.#setPhase('alone');
     this.emit('secondary-lost', reason);
     const waiting = next ?? this.#waitingJoin;
@@ -873,11 +995,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
 
   async #dismiss(phase: 'disabled' | 'suspended', why: string): Promise<void> {
     if (this.#phase === 'halted' || this.#phase === 'ended') throw new FtError('ERR_LOCKSTEP_FT_STATE', `the VM is ${this.describe()}`);
-    const ch = this.#session?.channel;
-    if (ch) {
-      ch.send({ type: 'bye', reason: why });
-      await this.#recover(why);
-    }
+    if (this.#session) await this.#recover(why); // its close tells the secondary why (BYE): it does not go live
     if (this.#phase === 'alone') this.#setPhase(phase);
   }
 
@@ -904,9 +1022,11 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     const pause = this.#pause;
     this.#pause = undefined;
     pause?.reject(new FtError('ERR_LOCKSTEP_FT_STATE', `the primary halted: ${reason}`));
-    const ch = this.#session?.channel;
+    const s = this.#session;
     this.#dropSecondary();
-    ch?.close(reason);
+    void s?.close(reason);
+    // A vCPU waiting for log ring space that no link will free must be able to stop.
+    if (this.#nativeRing !== undefined && !s?.link) this.#port.abandonLog();
     this.machine.stop();
     this.#resumeRun();
     void this.#server?.close();

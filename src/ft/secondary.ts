@@ -6,9 +6,10 @@ import { closeSync, createWriteStream, fstatSync, fsyncSync, mkdirSync, openSync
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Machine } from '../machine/machine.js';
-import { PAGE_SIZE, replicationPort, type ReplicationPort } from '../machine/replication-port.js';
+import { PAGE_SIZE, replicationPort, type LinkEnd, type ReplicationLink, type ReplicationPort } from '../machine/replication-port.js';
 import type { RunResult } from '../machine/types.js';
-import { connectChannel, type Channel, type Message } from '../protocol/channel.js';
+import { CLOSE_LINGER_MS, connectChannel, type Channel, type Message } from '../protocol/channel.js';
+import { decodeMessage, encodeMessage } from '../protocol/messages.js';
 import { publishSecondary } from './diagnostics.js';
 import { ReplicationError } from '../errors.js';
 import { formatHostPort } from '../config/address.js';
@@ -46,6 +47,12 @@ export interface FtSecondaryOptions extends FtCommonOptions {
    * control — a secondary on a slower or loaded host.
    */
   replayThrottle?: number;
+  /**
+   * Where the log arrives after the clone (default `native`): a native thread owns the connection,
+   * verifies LOG frames into the replayer's ring and acknowledges them without JavaScript. `js` (and
+   * always with TLS or a `logDir`) keeps everything on the event loop.
+   */
+  dataPath?: 'native' | 'js';
 }
 
 /** What a go-live did. */
@@ -111,6 +118,8 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
   readonly #timeoutMs: number;
   #phase: Phase = 'connecting';
   #channel: Channel | undefined;
+  /** The native data path, once {@link #channel} was handed over to it. */
+  #link: ReplicationLink | undefined;
   #machine: Machine | undefined;
   /** The replication port of {@link #machine}. */
   #port: ReplicationPort | undefined;
@@ -194,6 +203,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     this.#released = -1n;
     this.#acked = false;
     this.#pages = 0;
+    this.#link = undefined;
     this.#detector = new FailureDetector(this.#timeoutMs, performance.now());
     ch.on('message', (m: Message) => this.#onMessage(ch, m));
     ch.on('close', (reason: string) => {
@@ -208,6 +218,12 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
 
   #violation(ch: Channel, why: string): void {
     this.emit('warning', `protocol violation by the primary: ${why}`);
+    if (this.#link && ch === this.#channel) {
+      // Through the link: the primary is treated as lost, as a channel that closed on a bad frame is.
+      this.#link.stop();
+      this.#lose(`protocol violation by the primary: ${why}`);
+      return;
+    }
     ch.close(why);
   }
 
@@ -352,6 +368,65 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     void this.#run.then((r) => this.#onRunEnd(r), (err: unknown) => this.#halt(`the machine failed: ${(err as Error).message}`));
     ch.send({ type: 'control', op: 'cloned' }); // the primary counts the VM protected from here
     this.emit('cloned', { pages: this.#pages, ms: performance.now() - this.#cloneStart });
+    if (this.#o.dataPath !== 'js' && !this.#o.logDir && ch.canHandOver) void this.#handOver(ch, port);
+  }
+
+  /** The connection moves to a native link: the log goes to the replayer and is acknowledged there. */
+  async #handOver(ch: Channel, port: ReplicationPort): Promise<void> {
+    try {
+      await ch.handOver((connection) => {
+        if (ch !== this.#channel || port !== this.#port) throw new FtError('ERR_LOCKSTEP_FT_STATE', 'the channel was replaced meanwhile');
+        this.#link = port.startLink('receiver', connection, {
+          message: (type, payload) => this.#onLinkMessage(ch, type, payload),
+          end: (e) => this.#onLinkEnd(ch, e),
+        });
+      });
+    } catch (err) {
+      // The channel closed with the error: its 'close' handler decides what follows.
+      this.emit('warning', `the native data path did not start: ${(err as Error).message}`);
+    }
+  }
+
+  #onLinkMessage(ch: Channel, type: number, payload: Uint8Array): void {
+    let m: Message;
+    try {
+      m = decodeMessage(type, payload);
+    } catch (err) {
+      return this.#violation(ch, `malformed message: ${(err as Error).message}`);
+    }
+    this.#onMessage(ch, m);
+  }
+
+  #onLinkEnd(ch: Channel, e: LinkEnd): void {
+    const link = this.#link;
+    link?.stop();
+    if (ch !== this.#channel) return;
+    if (e.bye) return this.#halt(`dismissed by the primary: ${e.byeReason}`, 'left');
+    this.#lose(`the logging channel closed: ${e.message}`);
+  }
+
+  /** Sends through the link once there is one, else the channel. */
+  #send(m: Message): void {
+    const link = this.#link;
+    if (!link) {
+      this.#channel?.send(m);
+      return;
+    }
+    const { code, payload } = encodeMessage(m);
+    link.send(code, payload);
+  }
+
+  /** Closes the connection with a BYE saying `reason` (through the link: flushed, then stopped). */
+  #closeChannel(ch: Channel | undefined, reason: string): void {
+    const link = this.#link;
+    this.#link = undefined;
+    if (link && !link.stopped) {
+      const { code, payload } = encodeMessage({ type: 'bye', reason: reason.length > 1000 ? `${reason.slice(0, 999)}…` : reason });
+      link.send(code, payload);
+      link.finish();
+      setTimeout(() => link.stop(), CLOSE_LINGER_MS).unref();
+    }
+    ch?.close(reason); // nothing more once handed over
   }
 
   #onRunEnd(r: RunResult): void {
@@ -361,18 +436,16 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     if (guestEnded(r)) {
       this.#phase = 'ended';
       this.#stopTimer();
-      this.#channel?.close('the guest ended');
+      this.#closeChannel(this.#channel, 'the guest ended');
       this.emit('ended', r);
       return;
     }
     if (r.kind === 'divergence') {
-      this.#channel?.send({ type: 'bye', reason: `the secondary diverged: ${r.message}` });
-      this.#halt(`diverged from the primary: ${r.message}`);
+      this.#halt(`diverged from the primary: ${r.message}`, 'halted', undefined, `the secondary diverged: ${r.message}`);
       return;
     }
     if (r.kind === 'stopped') return;
-    this.#channel?.send({ type: 'bye', reason: `the secondary's replay ended: ${r.kind}` });
-    this.#halt(`the replay ended unexpectedly (${r.kind})`);
+    this.#halt(`the replay ended unexpectedly (${r.kind})`, 'halted', undefined, `the secondary's replay ended: ${r.kind}`);
   }
 
   #scheduleAck(): void {
@@ -387,6 +460,10 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
 
   #sendAck(): void {
     const ch = this.#channel;
+    if (this.#link) {
+      this.#link.report();
+      return;
+    }
     if (!ch || ch.closed || this.#expectLsn === 0n || !this.#port || this.#port.machine.closed) return;
     const instret = this.#port.progress();
     ch.send({ type: 'ack', lsn: this.#expectLsn - 1n, instret, bytes: BigInt(this.#receivedBytes) });
@@ -398,11 +475,26 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
 
   #tick(): void {
     const ch = this.#channel;
-    if (!ch || ch.closed) return;
+    const link = this.#link;
+    if (!ch || (ch.closed && !link) || link?.stopped) return;
     if (this.#machine?.closed) return this.#machineClosed();
     const now = performance.now();
     const instret = this.#port ? this.#port.progress() : 0n;
-    ch.send({ type: 'heartbeat', sentAtMs: now, instret, releasedLsn: 0n });
+    if (link) {
+      link.poll();
+      const f = link.figures();
+      if (f) {
+        if (f.heardAgoMs >= 0) this.#detector?.heard(now - f.heardAgoMs);
+        if (f.releasedLsn1 > 0n && f.releasedLsn1 - 1n > this.#released) this.#released = f.releasedLsn1 - 1n;
+        this.#receivedBytes = f.logBytes;
+        if (!this.#acked && f.acks > 0) {
+          this.#acked = true;
+          this.emit('lockstep');
+        }
+      }
+      if (link.stopped || this.#link !== link) return; // the poll ended it
+    }
+    this.#send({ type: 'heartbeat', sentAtMs: now, instret, releasedLsn: 0n });
     if (this.#phase === 'replaying') this.#sendAck(); // also reports replay progress for lag control
     if (this.#detector?.expired(now)) this.#lose(`no word from the primary for ${Math.round(this.#detector.silence(now))} ms (timeout ${this.#timeoutMs} ms)`);
   }
@@ -438,6 +530,14 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     this.#phase = 'going-live';
     this.#stopTimer();
     const ch = this.#channel;
+    const link = this.#link;
+    if (link) {
+      // Everything verified is in the replay ring once the link stopped; what it said was released counts.
+      link.stop();
+      const f = link.figures();
+      if (f && f.releasedLsn1 > 0n && f.releasedLsn1 - 1n > this.#released) this.#released = f.releasedLsn1 - 1n;
+      this.#link = undefined;
+    }
     this.#channel = undefined;
     ch?.close(reason);
     this.#log?.end();
@@ -512,6 +612,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       ...(this.#o.listen ? { listen: this.#o.listen } : {}),
       ...(this.#o.tls ? { tls: this.#o.tls } : {}),
       ...(this.#o.separateDisk ? { separateDisk: this.#o.separateDisk } : {}),
+      ...(this.#o.dataPath ? { dataPath: this.#o.dataPath } : {}),
     });
     this.#primary = primary;
     await primary.start();
@@ -524,8 +625,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     this.#channel = undefined;
     this.#stopTimer();
     this.#phase = 'left';
-    ch?.send({ type: 'bye', reason: 'restarting (test restart secondary)' });
-    ch?.close('restart');
+    this.#closeChannel(ch, 'restarting (test restart secondary)');
     const m = this.#machine;
     this.#machine = undefined;
     this.#port = undefined;
@@ -555,14 +655,14 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     this.#halt(error.message, 'halted', error);
   }
 
-  #halt(reason: string, phase: 'halted' | 'left' = 'halted', error?: FtError): void {
+  #halt(reason: string, phase: 'halted' | 'left' = 'halted', error?: FtError, bye = reason): void {
     if (this.#phase === 'halted' || this.#phase === 'left' || this.#phase === 'live') return;
     this.#phase = phase;
     this.#claimAbort.abort(new Error(reason));
     this.#stopTimer();
     const ch = this.#channel;
+    this.#closeChannel(ch, bye);
     this.#channel = undefined;
-    ch?.close(reason);
     this.#log?.end();
     this.#machine?.stop();
     if (phase === 'left') this.emit('left', reason);

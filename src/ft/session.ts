@@ -1,7 +1,9 @@
 // The primary's state of one secondary: its channel, failure detector, log stream and clone. Made when a
 // secondary joins and dropped when it is lost, so nothing of one secondary leaks into the next.
 import { performance } from 'node:perf_hooks';
-import type { Channel } from '../protocol/channel.js';
+import type { ReplicationLink } from '../machine/replication-port.js';
+import { CLOSE_LINGER_MS, type Channel } from '../protocol/channel.js';
+import { encodeMessage, type Message } from '../protocol/messages.js';
 import { FailureDetector } from './control.js';
 
 /** What a finished clone sent (the primary's `cloned` event adds the total time). */
@@ -19,9 +21,19 @@ export interface CloneFigures {
  * ```
  *  join ──▶ clone (queued batches wait) ──clone-final──▶ stream: sent ─ack─▶ acked ─release─▶ released
  * ```
+ *
+ * After the clone the connection usually moves to a native link (`link`): the log and its ACKs then
+ * never pass through JavaScript, and {@link send} / {@link close} go through the link.
  */
 export class SecondarySession {
   readonly channel: Channel;
+  /** The native data path, once the channel was handed over to it. */
+  link: ReplicationLink | undefined;
+  /** The log goes through a native link (decided when recording starts). */
+  native = false;
+  #linkEnded = false;
+  #closing: Promise<void> | undefined;
+  #closed: (() => void) | undefined;
   readonly detector: FailureDetector;
   /** When it joined (performance.now()): the clone's total time counts from here. */
   readonly joinedAt: number;
@@ -54,6 +66,62 @@ export class SecondarySession {
     this.channel = channel;
     this.joinedAt = performance.now();
     this.detector = new FailureDetector(timeoutMs, this.joinedAt);
+  }
+
+  /** True once the connection is closed or closing (by either side); sending then does nothing. */
+  get closed(): boolean {
+    return this.link ? this.#linkEnded || this.#closing !== undefined || this.link.stopped : this.channel.closed;
+  }
+
+  /** Sends one message through the channel or the link; a BYE closes, as {@link close} does. */
+  send(m: Message): boolean {
+    if (!this.link) return this.channel.send(m);
+    if (this.closed) return false;
+    if (m.type === 'bye') {
+      void this.close(m.reason);
+      return false;
+    }
+    const { code, payload } = encodeMessage(m);
+    return this.link.send(code, payload);
+  }
+
+  /**
+   * Closes with a BYE saying `reason`. Through a link: the BYE and the log before it are flushed, and the
+   * link stops once the peer closed (or after the channel's linger); resolves then.
+   */
+  close(reason: string): Promise<void> {
+    const link = this.link;
+    if (!link) {
+      this.channel.close(reason);
+      return Promise.resolve();
+    }
+    if (this.#closing) return this.#closing;
+    if (this.#linkEnded || link.stopped) {
+      link.stop();
+      this.#closing = Promise.resolve();
+      return this.#closing;
+    }
+    const { code, payload } = encodeMessage({ type: 'bye', reason: reason.length > 1000 ? `${reason.slice(0, 999)}…` : reason });
+    link.send(code, payload);
+    link.finish();
+    this.#closing = new Promise<void>((resolve) => {
+      const timer = setTimeout(() => this.#closed?.(), CLOSE_LINGER_MS);
+      timer.unref();
+      this.#closed = () => {
+        clearTimeout(timer);
+        this.#closed = undefined;
+        link.stop();
+        resolve();
+      };
+    });
+    return this.#closing;
+  }
+
+  /** The link ended (its end event): a close in progress completes now. */
+  linkEnded(): void {
+    this.#linkEnded = true;
+    if (this.#closed) this.#closed();
+    else this.link?.stop();
   }
 
   /** Log sent and not yet acknowledged, bytes. */

@@ -90,8 +90,7 @@ export class Recorder extends EventEmitter<RecorderEvents> {
     if (this.#finished) return;
     this.#paused = false;
     this.#read();
-    const reason: EndReason = result && result.kind in END_REASONS ? (result.kind as EndReason) : 'stopped';
-    const code = result?.kind === 'exit' ? result.code : 0;
+    const { reason, code } = endReasonOf(result);
     const ok = this.#port.finishRecording(reason, code);
     this.#read();
     this.#finished = true;
@@ -118,6 +117,12 @@ export class Recorder extends EventEmitter<RecorderEvents> {
     this.#pending = at === buf.length ? new Uint8Array(0) : buf.slice(at);
     buf = this.#pending;
   }
+}
+
+/** The end record's reason and code for how a run ended ("stopped" without a result). */
+export function endReasonOf(result?: RunResult): { reason: EndReason; code: number } {
+  const reason: EndReason = result && result.kind in END_REASONS ? (result.kind as EndReason) : 'stopped';
+  return { reason, code: result?.kind === 'exit' ? result.code : 0 };
 }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {

@@ -2,7 +2,7 @@
 // (src/log, src/ft). Output gate, release, shadow outputs, go-live, pre-copy, throttle, replay feed and
 // the native page-record format live here; nothing outside src/machine/ touches the raw addon.
 import { ReplicationError } from '../errors.js';
-import { type NativeMachine, type NativeOutputs } from '../native/addon.js';
+import { type NativeLinkFigures, type NativeMachine, type NativeOutputs } from '../native/addon.js';
 import { internal, type Machine } from './machine.js';
 
 /** Bytes of a guest RAM page (the unit of dirty tracking and of the clone). */
@@ -211,6 +211,34 @@ export class ReplicationPort {
     return this.#native.diskInFlight();
   }
 
+  // ---- the native data path ------------------------------------------------------------------------------
+
+  /**
+   * Hands `connection` to a native link. Sender: the machine records (startRecording first); the link
+   * reads the log ring from its first batch. Receiver: the machine replays and is idle (startReplay
+   * first); batches arrive through a ring of `replayRingBytes` (default 8 MiB).
+   * @throws ReplicationError `ERR_LOCKSTEP_REPLICATION_LINK`
+   */
+  startLink(role: 'sender' | 'receiver', connection: LinkConnection, handlers: LinkHandlers, replayRingBytes?: number): ReplicationLink {
+    return new ReplicationLink(this, this.#native, role, connection, handlers, replayRingBytes);
+  }
+  /** The output rule's added latencies (ms), each release's oldest output, since the last call. */
+  releaseDelays(): Float64Array {
+    return this.machine.closed ? new Float64Array(0) : this.#native.releaseDelays();
+  }
+  /** Bytes the log ring could take now (a native link frees them as it sends). */
+  logFree(): number {
+    return this.machine.closed ? 0 : this.#native.logFree();
+  }
+  /** Nobody reads the recording's log any more (a native link that stopped or never started): it is discarded as it is made. */
+  abandonLog(): void {
+    if (!this.machine.closed) this.#native.abandonLog();
+  }
+  /** @internal Emits outputs a native link released. */
+  emitReleased(o: NativeOutputs): void {
+    this.#emit(o);
+  }
+
   #emit(o: NativeOutputs): ReleasedOutputs {
     this.#m.emitOutputs(o);
     return o;
@@ -218,6 +246,113 @@ export class ReplicationPort {
 }
 
 const U64_MAX = (1n << 64n) - 1n;
+
+/**
+ * An authenticated logging connection a native data path can take over (what
+ * `Channel.handOver` in src/protocol gives): the socket, both keys, the next sequence each way, and the
+ * bytes already read past the last frame JavaScript decoded.
+ */
+export interface LinkConnection {
+  fd: number;
+  sendKey: Uint8Array;
+  recvKey: Uint8Array;
+  sendSequence: bigint;
+  recvSequence: bigint;
+  maxPayload: number;
+  leftover: Uint8Array;
+}
+
+/** How a native link ended. */
+export interface LinkEnd {
+  /** "none" for an orderly end (a BYE, a finish, a stop); else the channel error (malformed, auth, closed…). */
+  error: string;
+  message: string;
+  /** The peer said BYE (with `byeReason`). */
+  bye: boolean;
+  byeReason: string;
+}
+
+export interface LinkHandlers {
+  /** A message the native data path leaves to the host (CONTROL, GO_LIVE, CLONE_DONE…): its type code and payload. */
+  message(type: number, payload: Uint8Array): void;
+  /** The channel ended (once). */
+  end(end: LinkEnd): void;
+}
+
+export type LinkFigures = NativeLinkFigures;
+
+/**
+ * The log's data path on a native thread (native/runner/replication_link.h): after the handshake the
+ * connection belongs to it. As sender (the primary) it frames the recording's batches straight from the
+ * log ring and every ACK releases the output gate without JavaScript; as receiver (the secondary) it
+ * verifies LOG frames into the replayer's ring and acknowledges them. JavaScript sees messages, released
+ * console bytes and host frames (emitted as machine events, as {@link ReplicationPort.release} does),
+ * and the end — at the doorbell's pace, never per batch.
+ */
+export class ReplicationLink {
+  readonly role: 'sender' | 'receiver';
+  readonly #native: NativeMachine;
+  readonly #port: ReplicationPort;
+  readonly #handlers: LinkHandlers;
+  #stopped = false;
+  #ended = false;
+  readonly #poll = () => this.poll();
+
+  /** @internal Use {@link ReplicationPort.startLink}. */
+  constructor(port: ReplicationPort, native: NativeMachine, role: 'sender' | 'receiver', connection: LinkConnection, handlers: LinkHandlers, replayRingBytes?: number) {
+    this.role = role;
+    this.#port = port;
+    this.#native = native;
+    this.#handlers = handlers;
+    native.linkStart({ role, ...connection, ...(replayRingBytes ? { replayRingBytes } : {}) });
+    port.onDoorbell(this.#poll);
+  }
+
+  /** Queues a message after the log published so far. False once the link ended or stopped. */
+  send(type: number, payload: Uint8Array): boolean {
+    if (this.#stopped || this.#port.machine.closed) return false;
+    return this.#native.linkSend(type, payload);
+  }
+  /** Receiver: an ACK with the replay's progress now (lag control), even without new log. */
+  report(): void {
+    if (!this.#stopped && !this.#port.machine.closed) this.#native.linkReport();
+  }
+  /** Sends what is queued and all log published so far, then ends once the peer closes its side. */
+  finish(): void {
+    if (!this.#stopped && !this.#port.machine.closed) this.#native.linkFinish();
+  }
+  /** Stops the thread and closes the connection (no BYE); the log ring has no reader any more. Idempotent. */
+  stop(): void {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#port.offDoorbell(this.#poll);
+    if (!this.#port.machine.closed) this.#native.linkStop();
+  }
+  get stopped(): boolean {
+    return this.#stopped;
+  }
+  /** Counters; undefined once the machine is closed. */
+  figures(): LinkFigures | undefined {
+    return this.#port.machine.closed ? undefined : this.#native.linkFigures();
+  }
+  /** Takes what the link has for the host (also called on every doorbell). */
+  poll(): void {
+    if (this.#stopped || this.#port.machine.closed) return;
+    for (;;) {
+      const ev = this.#native.linkTake();
+      if (!ev) return;
+      if (ev.console.length > 0 || ev.frames.length > 0) this.#port.emitReleased(ev);
+      for (const m of ev.messages) {
+        if (this.#stopped) return;
+        this.#handlers.message(m.type, m.payload);
+      }
+      if (ev.ended && !this.#ended) {
+        this.#ended = true;
+        this.#handlers.end(ev.ended);
+      }
+    }
+  }
+}
 
 /** The replication port of `machine`. */
 export function replicationPort(machine: Machine): ReplicationPort {

@@ -95,6 +95,59 @@ export interface NativeMachine {
   announce(): void;
   takeDiskDirty(first: boolean): Uint32Array;
   diskInFlight(): number;
+  // The replication link (native/runner/replication_link.h).
+  /** Throws ERR_LOCKSTEP_REPLICATION_LINK. */
+  linkStart(options: NativeLinkOptions): void;
+  linkSend(type: number, payload: Uint8Array): boolean;
+  linkReport(): void;
+  linkFinish(): void;
+  linkStop(): void;
+  linkTake(): NativeLinkEvents | undefined;
+  linkFigures(): NativeLinkFigures | undefined;
+  /** The output rule's added latencies (ms) since the last call. */
+  releaseDelays(): Float64Array;
+  logFree(): number;
+  abandonLog(): void;
+}
+
+export interface NativeLinkOptions {
+  role: 'sender' | 'receiver';
+  /** The connected socket's descriptor; the link duplicates it. */
+  fd: number;
+  sendKey: Uint8Array;
+  recvKey: Uint8Array;
+  sendSequence: bigint;
+  recvSequence: bigint;
+  maxPayload: number;
+  /** Bytes read past the last frame the handshake or JavaScript decoded. */
+  leftover: Uint8Array;
+  replayRingBytes?: number;
+}
+
+export interface NativeLinkEvents extends NativeOutputs {
+  messages: { type: number; payload: Uint8Array }[];
+  /** The channel ended: `error` is its ChannelError name ("none" for an orderly end). */
+  ended?: { error: string; message: string; bye: boolean; byeReason: string };
+}
+
+export interface NativeLinkFigures {
+  ackedLsn1: bigint;
+  logLsn1: bigint;
+  releasedLsn1: bigint;
+  ackInstret: bigint;
+  /** Milliseconds since the peer was last heard from (-1: never). */
+  heardAgoMs: number;
+  ackRttMs: number;
+  bytesSent: number;
+  bytesReceived: number;
+  logBytes: number;
+  logBatches: number;
+  logFrames: number;
+  acks: number;
+  /** Sender: the log bytes the last ACK said were received. */
+  ackBytes: number;
+  wakeups: number;
+  ended: boolean;
 }
 
 export interface NativeMachineConstructor {

@@ -316,6 +316,21 @@ function runHandshake(socket: net.Socket, o: ResolvedOptions, side: HandshakeSid
 }
 
 /**
+ * What a native data path needs to take an established channel over (see {@link Channel.handOver}):
+ * the connection, both direction keys, the next sequence number each way, and the bytes already read
+ * past the last frame delivered.
+ */
+export interface ChannelHandOver {
+  fd: number;
+  sendKey: Uint8Array;
+  recvKey: Uint8Array;
+  sendSequence: bigint;
+  recvSequence: bigint;
+  maxPayload: number;
+  leftover: Uint8Array;
+}
+
+/**
  * Internal state handed to a {@link Channel} when its handshake completes.
  * @internal
  */
@@ -353,6 +368,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
   #pendingClose: [string, Error | undefined] | undefined;
   #linger: NodeJS.Timeout | undefined;
   #side: 'server' | 'client';
+  #handingOver = false;
   #onViolation: ((reason: string, error: ProtocolError) => void) | undefined;
 
   /** @internal */
@@ -429,6 +445,78 @@ export class Channel extends EventEmitter<ChannelEvents> {
     return this.#write(MessageType.LOG, batches);
   }
 
+  /**
+   * Whether the connection can be handed to native code: an open channel over plain TCP (TLS keeps the
+   * JavaScript path) on a platform that exposes the socket's descriptor.
+   */
+  get canHandOver(): boolean {
+    return !this.#closed && !(this.#socket instanceof tls.TLSSocket) && typeof socketFd(this.#socket) === 'number' &&
+      this.#decoder.trailer.kind === 'hmac' && this.#encoder.trailer.kind === 'hmac';
+  }
+
+  /**
+   * Hands the connection over to native code once everything sent so far has left (the socket's write
+   * buffer is empty): `take` gets the state and must duplicate the descriptor before it returns. The
+   * channel is then closed without a BYE and without a 'close' event; the connection lives on in the
+   * duplicate. Resolves false (nothing handed over) when {@link canHandOver} is false or the channel
+   * closed meanwhile. If `take` throws, the channel closes with that error and the promise rejects.
+   */
+  async handOver(take: (state: ChannelHandOver) => void): Promise<boolean> {
+    // Also before delivery started (#start): frames the handshake's decoder already holds go along.
+    if (!this.canHandOver || this.#handingOver) return false;
+    const dec = this.#decoder.trailer;
+    const enc = this.#encoder.trailer;
+    if (dec.kind !== 'hmac' || enc.kind !== 'hmac') return false;
+    const s = this.#socket;
+    // JavaScript reads no further frame from here on (a 'message' listener calling this may be inside
+    // #pump): what the decoder holds in part goes over, and so does whatever the socket reads meanwhile.
+    this.#handingOver = true;
+    s.pause();
+    s.removeAllListeners('data');
+    const parts: Uint8Array[] = [this.#decoder.takeUnread()];
+    while (s.writableLength > 0 && !this.#closed) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          s.off('drain', done);
+          s.off('close', done);
+          resolve();
+        };
+        s.on('drain', done);
+        s.on('close', done);
+      });
+    }
+    if (this.#closed || s.destroyed) return false;
+    // read() emits 'data' too; nobody listens any more.
+    for (let chunk = s.read() as Buffer | null; chunk !== null; chunk = s.read() as Buffer | null) {
+      this.#bytesReceived += chunk.length;
+      parts.push(chunk);
+    }
+    const state: ChannelHandOver = {
+      fd: socketFd(s)!,
+      sendKey: enc.key.export(),
+      recvKey: dec.key.export(),
+      sendSequence: BigInt(this.#encoder.nextSequence),
+      recvSequence: BigInt(this.#decoder.expectedSequence),
+      maxPayload: this.#decoder.maxPayloadBytes,
+      leftover: Buffer.concat(parts),
+    };
+    try {
+      take(state);
+    } catch (err) {
+      this.#terminate(`the hand-over to native code failed: ${(err as Error).message}`, err as Error);
+      throw err;
+    } finally {
+      state.sendKey.fill(0);
+      state.recvKey.fill(0);
+    }
+    // The connection lives on in take's duplicate: closing this descriptor sends nothing to the peer.
+    this.#closed = true;
+    for (const ev of ['error', 'end', 'close', 'drain'] as const) s.removeAllListeners(ev);
+    s.on('error', () => {});
+    s.destroy();
+    return true;
+  }
+
   /** Closes the channel: sends a BYE with `reason`, ends the connection, and emits 'close' (reason). Idempotent. */
   close(reason: string): void {
     if (this.#closed) return;
@@ -468,7 +556,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
   }
 
   #pump(): void {
-    while (!this.#closed) {
+    while (!this.#closed && !this.#handingOver) {
       let message: Message;
       try {
         const frame = this.#decoder.next();
@@ -538,6 +626,12 @@ export class Channel extends EventEmitter<ChannelEvents> {
     // Deferred: close() is often called from inside a 'message' listener.
     process.nextTick(() => this.emit('close', reason, error));
   }
+}
+
+/** The descriptor under a plain TCP socket (undefined where the platform does not expose it). */
+function socketFd(s: net.Socket): number | undefined {
+  const fd = (s as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
 }
 
 /**

@@ -145,6 +145,11 @@ export class FrameEncoder {
     this.#trailer = trailer;
   }
 
+  /** The current trailer mode. */
+  get trailer(): FrameTrailer {
+    return this.#trailer;
+  }
+
   /** Largest payload {@link encode} accepts. */
   setMaxPayloadBytes(max: number): void {
     this.#maxPayloadBytes = max;
@@ -246,9 +251,43 @@ export class FrameDecoder {
     this.#trailer = trailer;
   }
 
+  /** The current trailer mode. */
+  get trailer(): FrameTrailer {
+    return this.#trailer;
+  }
+
+  /**
+   * Everything pushed that is not part of a frame returned yet (a header or payload already read in
+   * part included), as one buffer, and forgets it: another decoder takes over the stream from
+   * {@link expectedSequence} on.
+   */
+  takeUnread(): Uint8Array {
+    const parts: Uint8Array[] = [];
+    if (this.#bodyNeed >= 0) {
+      parts.push(this.#header);
+      if (this.#body && this.#bodyFill > 0) parts.push(this.#body.subarray(0, this.#bodyFill));
+    } else if (this.#headerFill > 0) {
+      parts.push(this.#header.subarray(0, this.#headerFill));
+    }
+    for (let i = this.#head; i < this.#chunks.length; i++) parts.push(i === this.#head ? this.#chunks[i]!.subarray(this.#offset) : this.#chunks[i]!);
+    const out = Buffer.concat(parts);
+    this.#chunks = [];
+    this.#head = this.#offset = this.#buffered = 0;
+    this.#headerFill = 0;
+    this.#bodyNeed = -1;
+    this.#body = null;
+    this.#bodyFill = 0;
+    return out;
+  }
+
   /** Payload limit for frames whose header has not been read yet. */
   setMaxPayloadBytes(max: number): void {
     this.#maxPayloadBytes = max;
+  }
+
+  /** The payload limit. */
+  get maxPayloadBytes(): number {
+    return this.#maxPayloadBytes;
   }
 
   /** Type judge for frames whose header has not been read yet. */

@@ -96,7 +96,8 @@ describe('lag control', () => {
     const cmdline = 'kvserver.storage=memory';
     const machine = new Machine({ clock: 'real', devices: spec, cmdline });
     machine.load(elf('kvserver'));
-    const primary = new FtPrimary({ machine, vmId: 'stall', key, arbiter: new FileArbiter({ dir }), maxUnackedBytes: 16 * 1024, ringBytes: 64 * 1024, heartbeatMs: 50, timeoutMs: 20_000 });
+    // The JavaScript data path, whose limit on unacknowledged log is small enough to reach quickly.
+    const primary = new FtPrimary({ machine, vmId: 'stall', key, arbiter: new FileArbiter({ dir }), maxUnackedBytes: 16 * 1024, ringBytes: 64 * 1024, heartbeatMs: 50, timeoutMs: 20_000, dataPath: 'js' });
     cleanups.push(() => machine.close(), () => primary.stop());
     const addr = await primary.start();
     const proxy = await TcpProxy.start('127.0.0.1', addr.port);

@@ -29,7 +29,9 @@ describe('FtPrimary / FtSecondary in one process', () => {
     const key = randomBytes(32);
     const machine = new Machine({ clock: 'real' });
     machine.load(echo);
-    const primary = new FtPrimary({ machine, vmId: 'echo', key, arbiter: new FileArbiter({ dir: tmp }), timeoutMs: SLOW_HOST_TIMEOUT_MS });
+    // Powered on protected: the echo guest runs for 200 ms of guest time, which must not pass before
+    // the test's input arrives on a loaded machine.
+    const primary = new FtPrimary({ machine, vmId: 'echo', key, arbiter: new FileArbiter({ dir: tmp }), timeoutMs: SLOW_HOST_TIMEOUT_MS, awaitSecondary: true });
     const statuses: string[] = [];
     primary.on('status', (s) => statuses.push(describeStatus(s)));
     const cloned = new Promise((r) => primary.once('cloned', r));
