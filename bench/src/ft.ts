@@ -3,6 +3,7 @@
 // budget, output-rule delay and secondary lag percentiles, failover outage over repeated SIGKILLs of the
 // primary process, and the clone pause for 64 and 256 MiB guests.
 import { randomBytes } from 'node:crypto';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,19 +24,21 @@ const pct = (xs: number[], p: number) => {
 };
 let pairs = 0;
 
+type DataPath = 'native' | 'js';
+
 /** An in-process pair around `spec` (the secondary in this process too: two vCPU threads). */
-async function pair(spec: VmSpec, onPrimary: (p: FtPrimary) => void = () => {}, prepare: (m: Machine) => void = () => {}) {
+async function pair(spec: VmSpec, onPrimary: (p: FtPrimary) => void = () => {}, prepare: (m: Machine) => void = () => {}, dataPath: DataPath = 'native') {
   const dir = join(tmp, `arb-${pairs++}`);
   mkdirSync(dir);
   const machine = createVmMachine(spec);
   machine.load(readFileSync(spec.guest!));
   prepare(machine);
   const arbiter = new FileArbiter({ dir });
-  const primary = new FtPrimary({ machine, vmId: 'bench', key, arbiter, hashInterval: 2 ** 26 });
+  const primary = new FtPrimary({ machine, vmId: 'bench', key, arbiter, hashInterval: 2 ** 26, dataPath });
   onPrimary(primary);
   const cloned = new Promise<void>((r) => primary.once('cloned', () => r()));
   const addr = await primary.start();
-  const secondary = new FtSecondary({ vmId: 'bench', key, arbiter: new FileArbiter({ dir }), join: addr, createMachine: () => createVmMachine(spec) });
+  const secondary = new FtSecondary({ vmId: 'bench', key, arbiter: new FileArbiter({ dir }), join: addr, dataPath, createMachine: () => createVmMachine(spec) });
   await secondary.start();
   await cloned;
   return { primary, secondary, machine };
@@ -64,7 +67,7 @@ async function cpu(name: string) {
   return { name, instret, plainMips: instret / plainMs / 1000, ftMips: instret / ftMs / 1000, ratio: plainMs / ftMs, logBytesPerSecond: (bytes / ftMs) * 1000 };
 }
 
-async function kv(ft: boolean, seconds: number, clients: number) {
+async function kv(ft: DataPath | false, seconds: number, clients: number, valueSize = 32, setRatio = 0.5) {
   // No disk: kvserver serves from memory only when told so.
   const spec: VmSpec = { id: 'bench', guest: guest('kvserver'), memory: 16 << 20, clock: 'real', append: 'kvserver.storage=memory', net: { backend: 'udp', hostPort: 0, guestPort: 11211 } };
   const releases: number[] = [];
@@ -77,7 +80,7 @@ async function kv(ft: boolean, seconds: number, clients: number) {
     const { primary, secondary, machine } = await pair(spec, (p) => {
       p.on('release', (ms) => releases.push(ms));
       p.on('ack', (ms) => acks.push(ms));
-    });
+    }, undefined, ft);
     const net = await attachVmNetwork(machine, spec);
     port = net.port!;
     const timer = setInterval(() => lags.push(primary.stats().lagSeconds * 1000), 50);
@@ -103,12 +106,18 @@ async function kv(ft: boolean, seconds: number, clients: number) {
       machine.close();
     };
   }
-  const load = new LoadGenerator({ endpoints: [{ host: '127.0.0.1', port }], clients, setRatio: 0.5, keys: 100, durationMs: seconds * 1000, timeoutMs: 500, retries: 5 });
+  const load = new LoadGenerator({ endpoints: [{ host: '127.0.0.1', port }], clients, setRatio, keys: 100, keyPrefix: 'k', valueSize, durationMs: seconds * 1000, timeoutMs: 500, retries: 5 });
   const before = stats().logBytes;
   const res = await load.run();
+  // Read once the last batches are in (the stats count what was framed).
+  await new Promise((r) => setTimeout(r, 300));
   const logBytes = stats().logBytes - before;
   await close();
-  return { rate: res.acknowledged / (res.elapsedMs / 1000), p50: res.latency.p50Ms, p99: res.latency.p99Ms, logBytesPerSecond: logBytes / (res.elapsedMs / 1000), releases, acks, lags };
+  // What the guest received: one Ethernet frame per request datagram (14 + 20 + 8 bytes of headers).
+  const frameBytes = (key: string, op: 'set' | 'get') => 42 + 8 + (op === 'set' ? Buffer.byteLength(`set ${key} 0 0 ${valueSize}\r\n\r\n`) + valueSize : Buffer.byteLength(`get ${key}\r\n`));
+  const avgKey = 'k' + '0'.repeat(2);
+  const inputBytes = res.clientCounters.datagramsSent * (setRatio * frameBytes(avgKey, 'set') + (1 - setRatio) * frameBytes(avgKey, 'get'));
+  return { rate: res.acknowledged / (res.elapsedMs / 1000), p50: res.latency.p50Ms, p99: res.latency.p99Ms, logBytesPerSecond: logBytes / (res.elapsedMs / 1000), logBytes, inputBytes, releases, acks, lags };
 }
 
 /** A kvserver VM config (disk image, free UDP port, file arbiter) in a fresh directory. */
@@ -123,28 +132,60 @@ async function kvConfig(name: string, disk = true): Promise<{ cfg: string; image
   return { cfg, image, port };
 }
 
-/** kvserver throughput with each side in its own process (as on separate hosts), the load in this one. */
-async function kvProcesses(ft: boolean, seconds: number, clients: number, disk: boolean) {
-  const { cfg, image, port } = await kvConfig(`kvp-${ft}-${clients}-${disk}`, disk);
-  const procs = [];
-  if (ft) {
-    const a = launch('a', ['primary', cfg]);
-    procs.push(a);
+/** Clock ticks per second of /proc/<pid>/stat's CPU times. */
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+/** CPU time of process `pid` so far (user + system, all its threads, exited ones included), µs. */
+function cpuMicros(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(f[11]) + Number(f[12])) * 1e6) / CLK_TCK; // fields 14 (utime) and 15 (stime)
+}
+const hasTaskset = spawnSync('taskset', ['-c', '0', 'true']).status === 0;
+const pin = (core: number) => (hasTaskset ? ['taskset', '-c', String(core)] : []);
+
+type Mode = 'plain' | DataPath;
+/**
+ * kvserver with each side in its own process (as on separate hosts), the load in this one: throughput
+ * and the CPU each process spends per acknowledged request, from /proc/<pid>/stat over the measured
+ * window. The primary (or the plain VM) runs pinned to core 0; the secondary and this load generator to
+ * core 1, so the primary's figures are its own.
+ */
+async function kvProcesses(mode: Mode, seconds: number, clients: number, disk: boolean) {
+  const { cfg, image, port } = await kvConfig(`kvp-${mode}-${clients}-${disk}-${pairs++}`, disk);
+  if (mode !== 'plain') {
+    const json = JSON.parse(readFileSync(cfg, 'utf8')) as { ft: Record<string, unknown> };
+    json.ft.dataPath = mode;
+    writeFileSync(cfg, JSON.stringify(json));
+  }
+  const procs: { name: string; child: import('node:child_process').ChildProcess }[] = [];
+  if (mode !== 'plain') {
+    const a = launch('primary', ['primary', cfg], () => {}, { prefix: pin(0) });
+    procs.push({ name: 'primary', child: a.child });
     const l = await a.wait('listening');
-    procs.push(launch('b', ['secondary', cfg, '--join', `127.0.0.1:${String(l.port)}`]));
+    const b = launch('secondary', ['secondary', cfg, '--join', `127.0.0.1:${String(l.port)}`], () => {}, { prefix: pin(1) });
+    procs.push({ name: 'secondary', child: b.child });
     await a.wait('status', (e) => e.protected === true);
   } else {
-    const { spawn } = await import('node:child_process');
-    const child = spawn(process.execPath, [join(root, 'dist', 'cli', 'main.js'), 'run', guest('kvserver'), '--clock', 'real', ...(disk ? ['--disk', image] : ['--append', 'kvserver.storage=memory']), '--net', `udp:${port}:11211`], { stdio: 'ignore' });
-    procs.push({ child });
+    const args = [join(root, 'dist', 'cli', 'main.js'), 'run', guest('kvserver'), '--clock', 'real', ...(disk ? ['--disk', image] : ['--append', 'kvserver.storage=memory']), '--net', `udp:${port}:11211`];
+    const pre = pin(0);
+    const child = spawn(pre[0] ?? process.execPath, [...pre.slice(1), ...(pre.length > 0 ? [process.execPath] : []), ...args], { stdio: 'ignore' });
+    procs.push({ name: 'plain', child });
     const c = new KvClient({ endpoints: [{ host: '127.0.0.1', port }], timeoutMs: 100, retries: 100 });
     await c.version();
     await c.close();
   }
-  const load = new LoadGenerator({ endpoints: [{ host: '127.0.0.1', port }], clients, setRatio: 0.5, keys: 100, durationMs: seconds * 1000, timeoutMs: 500, retries: 5 });
-  const res = await load.run();
+  const options = { endpoints: [{ host: '127.0.0.1', port }], clients, setRatio: 0.5, keys: 100, timeoutMs: 500, retries: 5 };
+  await new LoadGenerator({ ...options, durationMs: 500 }).run(); // warm up (JIT, caches, the first acks)
+  const before = procs.map((p) => cpuMicros(p.child.pid!));
+  const self0 = process.cpuUsage();
+  const res = await new LoadGenerator({ ...options, durationMs: seconds * 1000 }).run();
+  const after = procs.map((p) => cpuMicros(p.child.pid!));
+  const self = process.cpuUsage(self0);
   for (const p of procs) p.child.kill('SIGKILL');
-  return { rate: res.acknowledged / (res.elapsedMs / 1000), p50: res.latency.p50Ms, p99: res.latency.p99Ms };
+  const cpuPerRequest: Record<string, number> = {};
+  procs.forEach((p, i) => (cpuPerRequest[p.name] = (after[i]! - before[i]!) / res.acknowledged));
+  cpuPerRequest.load = (self.user + self.system) / res.acknowledged;
+  return { rate: res.acknowledged / (res.elapsedMs / 1000), p50: res.latency.p50Ms, p99: res.latency.p99Ms, failed: res.failed, cpuPerRequest };
 }
 
 /**
@@ -281,7 +322,7 @@ async function clonePause(mib: number, workload: string) {
 
 const results: Record<string, unknown> = { date: new Date().toISOString() };
 // LOCKSTEP_BENCH_SECTIONS=cpu,kv,kvp,failover,clone runs a subset (results.json then holds only those).
-const ALL_SECTIONS = ['cpu', 'kv', 'kvp', 'lag', 'failover', 'hostloss', 'clone'];
+const ALL_SECTIONS = ['cpu', 'kv', 'input', 'kvp', 'lag', 'failover', 'hostloss', 'clone'];
 const sections = new Set((process.env.LOCKSTEP_BENCH_SECTIONS ?? ALL_SECTIONS.join(',')).split(','));
 if (sections.has('cpu')) {
 console.log('FT overhead, CPU-bound (primary and secondary on this 2-core machine)');
@@ -301,42 +342,86 @@ for (const w of ['hash', 'sort', 'crc32', 'mixed']) {
 }
 results.cpu = cpuRows;
 }
+const median = (xs: number[]) => pct(xs, 50);
 if (sections.has('kv')) {
 const kvRuns: Record<string, unknown>[] = [];
+const TRIALS = Number(process.env.LOCKSTEP_BENCH_TRIALS ?? 3);
 for (const clients of [4, 32]) {
-console.log(`kvserver under load (${clients} closed-loop clients, 50 % sets, 3 s)`);
-const plainKv = await kv(false, 3, clients);
-const ftKv = await kv(true, 3, clients);
-kvRuns.push({
-  clients,
-  plainRate: plainKv.rate,
-  ftRate: ftKv.rate,
-  ratio: ftKv.rate / plainKv.rate,
-  plainP50Ms: plainKv.p50,
-  ftP50Ms: ftKv.p50,
-  ftP99Ms: ftKv.p99,
-  logBytesPerSecond: ftKv.logBytesPerSecond,
-  outputRuleDelayMs: { p50: pct(ftKv.releases, 50), p99: pct(ftKv.releases, 99), n: ftKv.releases.length },
-  ackLatencyMs: { p50: pct(ftKv.acks, 50), p99: pct(ftKv.acks, 99) },
-  lagMs: { p50: pct(ftKv.lags, 50), p99: pct(ftKv.lags, 99) },
-});
-console.log(
-  `  plain ${plainKv.rate.toFixed(0)} req/s  FT ${ftKv.rate.toFixed(0)} req/s  ratio ${(ftKv.rate / plainKv.rate).toFixed(3)}  log ${(ftKv.logBytesPerSecond / 1e6).toFixed(2)} MB/s = ${((100 * ftKv.logBytesPerSecond) / BUDGET).toFixed(2)} % of budget`,
-);
-console.log(`  latency p50 plain ${plainKv.p50.toFixed(3)} ms, FT ${ftKv.p50.toFixed(3)} ms; output-rule delay p50 ${pct(ftKv.releases, 50).toFixed(3)} ms p99 ${pct(ftKv.releases, 99).toFixed(3)} ms; secondary lag p50 ${pct(ftKv.lags, 50).toFixed(2)} ms p99 ${pct(ftKv.lags, 99).toFixed(2)} ms`);
+  console.log(`kvserver under load, both halves in this process (${clients} closed-loop clients, 50 % sets, 3 s; median of ${TRIALS} interleaved trials)`);
+  const by: Record<Mode, Awaited<ReturnType<typeof kv>>[]> = { plain: [], js: [], native: [] };
+  for (let t = 0; t < TRIALS; t++) {
+    for (const mode of ['plain', 'js', 'native'] as const) {
+      by[mode].push(await kv(mode === 'plain' ? false : mode, 3, clients));
+      process.stderr.write(`\r  trial ${t + 1}/${TRIALS} ${mode}    `);
+    }
+  }
+  process.stderr.write('\n');
+  const rate = (m: Mode) => median(by[m].map((r) => r.rate));
+  const all = (m: Mode, f: (r: Awaited<ReturnType<typeof kv>>) => number[]) => by[m].flatMap(f);
+  const row: Record<string, unknown> = { clients, plainRate: rate('plain') };
+  for (const m of ['js', 'native'] as const) {
+    const rel = all(m, (r) => r.releases);
+    row[m] = {
+      rate: rate(m),
+      ratio: median(by[m].map((r, i) => r.rate / by.plain[i]!.rate)),
+      p50Ms: median(by[m].map((r) => r.p50)),
+      p99Ms: median(by[m].map((r) => r.p99)),
+      logBytesPerSecond: median(by[m].map((r) => r.logBytesPerSecond)),
+      outputRuleDelayMs: { p50: pct(rel, 50), p99: pct(rel, 99), n: rel.length },
+      ackLatencyMs: { p50: pct(all(m, (r) => r.acks), 50), p99: pct(all(m, (r) => r.acks), 99) },
+      lagMs: { p50: pct(all(m, (r) => r.lags), 50), p99: pct(all(m, (r) => r.lags), 99) },
+    };
+    const r = row[m] as { rate: number; ratio: number; p50Ms: number; logBytesPerSecond: number; outputRuleDelayMs: { p50: number; p99: number } };
+    console.log(
+      `  ${m.padEnd(6)} data path: ${r.rate.toFixed(0)} req/s (plain ${rate('plain').toFixed(0)}), ratio ${r.ratio.toFixed(3)}; p50 ${r.p50Ms.toFixed(3)} ms (plain ${median(by.plain.map((x) => x.p50)).toFixed(3)}); output-rule delay p50 ${(r.outputRuleDelayMs.p50 * 1000).toFixed(0)} µs p99 ${(r.outputRuleDelayMs.p99 * 1000).toFixed(0)} µs; log ${(r.logBytesPerSecond / 1e6).toFixed(2)} MB/s = ${((100 * r.logBytesPerSecond) / BUDGET).toFixed(2)} % of budget`,
+    );
+  }
+  kvRuns.push(row);
 }
 results.kvserver = kvRuns;
 }
+if (sections.has('input')) {
+  // Large requests: how much log a byte of guest network input costs (VMware FT: about 1.2).
+  console.log('log per guest input: 1400-byte sets, 4 clients, native data path');
+  const r = await kv('native', 3, 4, 1400, 1);
+  results.input = { valueSize: 1400, logBytes: r.logBytes, inputBytes: r.inputBytes, ratio: r.logBytes / r.inputBytes, rate: r.rate };
+  console.log(`  log ${(r.logBytes / 1e6).toFixed(2)} MB for ${(r.inputBytes / 1e6).toFixed(2)} MB of frames received: ${(r.logBytes / r.inputBytes).toFixed(3)} × the guest's input`);
+}
 if (sections.has('kvp')) {
 const procRuns: Record<string, unknown>[] = [];
-for (const [clients, disk] of [[4, true], [32, true], [4, false], [32, false]] as const) {
-  const plain = await kvProcesses(false, 3, clients, disk);
-  const withFt = await kvProcesses(true, 3, clients, disk);
-  procRuns.push({ clients, disk, plainRate: plain.rate, ftRate: withFt.rate, ratio: withFt.rate / plain.rate, plainP50Ms: plain.p50, ftP50Ms: withFt.p50, ftP99Ms: withFt.p99 });
-  console.log(
-    `kvserver ${disk ? 'with its WAL on disk (sync writes)' : 'in memory'}, each side its own process, ${clients} clients: plain ${plain.rate.toFixed(0)} req/s, FT ${withFt.rate.toFixed(0)} req/s, ratio ${(withFt.rate / plain.rate).toFixed(3)}; p50 ${plain.p50.toFixed(3)} → ${withFt.p50.toFixed(3)} ms`,
-  );
+const TRIALS = Number(process.env.LOCKSTEP_BENCH_TRIALS ?? 3);
+if (!hasTaskset) console.log('  (taskset not found: processes are not pinned)');
+// The load generator shares core 1 with the secondary; the primary (or the plain VM) has core 0.
+if (hasTaskset) spawnSync('taskset', ['-pc', '1', String(process.pid)], { stdio: 'ignore' });
+for (const [clients, disk] of [[4, false], [32, false], [32, true]] as const) {
+  const by: Record<Mode, Awaited<ReturnType<typeof kvProcesses>>[]> = { plain: [], js: [], native: [] };
+  for (let t = 0; t < TRIALS; t++) {
+    for (const mode of ['plain', 'js', 'native'] as const) {
+      by[mode].push(await kvProcesses(mode, 4, clients, disk));
+      process.stderr.write(`\r  ${clients} clients ${disk ? 'disk' : 'memory'}: trial ${t + 1}/${TRIALS} ${mode}    `);
+    }
+  }
+  process.stderr.write('\n');
+  const cpu = (m: Mode, who: string) => median(by[m].map((r) => r.cpuPerRequest[who] ?? NaN));
+  const plainCpu = cpu('plain', 'plain');
+  const row: Record<string, unknown> = { clients, disk, plain: { rate: median(by.plain.map((r) => r.rate)), cpuUsPerRequest: plainCpu, loadCpuUsPerRequest: cpu('plain', 'load') } };
+  console.log(`kvserver ${disk ? 'with its WAL on disk (sync writes)' : 'in memory'}, each side its own process (primary on core 0, secondary + load on core 1), ${clients} clients; median of ${TRIALS}:`);
+  console.log(`  plain          ${median(by.plain.map((r) => r.rate)).toFixed(0).padStart(6)} req/s   CPU/request: VM ${plainCpu.toFixed(1)} µs`);
+  for (const m of ['js', 'native'] as const) {
+    const rate = median(by[m].map((r) => r.rate));
+    const ratio = median(by[m].map((r, i) => r.rate / by.plain[i]!.rate));
+    const p = cpu(m, 'primary');
+    const sec = cpu(m, 'secondary');
+    const primaryRatio = median(by[m].map((r, i) => (r.cpuPerRequest.primary ?? NaN) / (by.plain[i]!.cpuPerRequest.plain ?? NaN)));
+    const secondaryRatio = median(by[m].map((r, i) => (r.cpuPerRequest.secondary ?? NaN) / (by.plain[i]!.cpuPerRequest.plain ?? NaN)));
+    row[m] = { rate, ratio, p50Ms: median(by[m].map((r) => r.p50)), primaryCpuUsPerRequest: p, secondaryCpuUsPerRequest: sec, primaryCpuRatio: primaryRatio, secondaryCpuRatio: secondaryRatio };
+    console.log(
+      `  FT, ${m.padEnd(6)} path ${rate.toFixed(0).padStart(6)} req/s (×${ratio.toFixed(3)})   CPU/request: primary ${p.toFixed(1)} µs (×${primaryRatio.toFixed(2)} plain), secondary ${sec.toFixed(1)} µs (×${secondaryRatio.toFixed(2)} plain)`,
+    );
+  }
+  procRuns.push(row);
 }
+if (hasTaskset) spawnSync('taskset', ['-pc', '0-1023', String(process.pid)], { stdio: 'ignore' });
 results.kvserverProcesses = procRuns;
 }
 if (sections.has('lag')) {

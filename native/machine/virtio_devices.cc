@@ -124,7 +124,7 @@ void VirtioBlk::notify(uint32_t q) {
       case kIn:
       case kOut: {
         const uint32_t bytes = type == kIn ? in_bytes : out_bytes;
-        if (bytes % 512 != 0 || bytes > kSizeMax || sector > sectors_ || bytes / 512 > sectors_ - sector) {
+        if (bytes % 512 != 0 || bytes > kMaxRequest || sector > sectors_ || bytes / 512 > sectors_ - sector) {
           finish_now(kIoErr, 0);
           break;
         }
@@ -241,12 +241,12 @@ bool VirtioBlk::restore(const uint8_t** p, const uint8_t* end) {
       return false;
     }
     // Only a request notify() accepts is ever pending: a read or write of whole sectors inside the disk,
-    // at most kSizeMax bytes, or a flush.
+    // at most kMaxRequest bytes, or a flush.
     const uint32_t bytes = q.type == kIn ? q.in_bytes : q.out_bytes;
     switch (q.type) {
       case kIn:
       case kOut:
-        if (bytes % 512 != 0 || bytes > kSizeMax || q.sector > sectors_ || bytes / 512 > sectors_ - q.sector) return false;
+        if (bytes % 512 != 0 || bytes > kMaxRequest || q.sector > sectors_ || bytes / 512 > sectors_ - q.sector) return false;
         if (q.type == kIn && q.out_bytes != 0) return false;
         break;
       case kFlush:

@@ -32,8 +32,11 @@ class VirtioRng final : public VirtioDevice {
 
 class VirtioBlk final : public VirtioDevice {
  public:
-  static constexpr uint32_t kSizeMax = 64 * 1024;  // advertised: no request carries more data
+  // Advertised (virtio 1.2 §5.2.4): size_max bounds each data segment and seg_max their number, so a
+  // request carries at most kMaxRequest bytes (Linux merges up to seg_max pages into one).
+  static constexpr uint32_t kSizeMax = 64 * 1024;
   static constexpr uint32_t kSegMax = 64;
+  static constexpr uint32_t kMaxRequest = kSizeMax * kSegMax;
   VirtioBlk(Machine* m, VirtioMmio* t, uint64_t capacity_bytes) : m_(m), t_(t), sectors_(capacity_bytes / 512) {}
   uint32_t device_id() const override { return 2; }
   uint64_t device_features() const override;

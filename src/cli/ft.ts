@@ -318,6 +318,7 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
     listen,
     heartbeatMs: ft.heartbeatMs,
     timeoutMs: ft.timeoutMs,
+    dataPath: ft.dataPath,
     createMachine: () => (machine = createVmMachine(spec)),
     beforeLive: async (m) => {
       // Never fails: a port still held (the old primary frozen on this host) is retried until free,

@@ -137,6 +137,11 @@ export interface FtCommonConfig {
   readonly outputRule: boolean;
   /** Instructions between state hashes in the log; 0 for none. */
   readonly hashIntervalInstructions: number;
+  /**
+   * Where the log and its acknowledgements travel after the clone: `native` (a thread of the addon owns
+   * the connection; no JavaScript per batch or per ack) or `js` (the event loop; always so over TLS).
+   */
+  readonly dataPath: 'native' | 'js';
 }
 
 /** `ft.enabled: true` (the default): the key and the arbiter are required. */
@@ -234,6 +239,7 @@ export const CONFIG_DEFAULTS = {
     etcdPrefix: 'lockstep/',
     etcdTimeoutMs: 2000,
     hashIntervalInstructions: 2 ** 26,
+    dataPath: 'native',
   },
   metrics: {
     /** The port Prometheus exporters customarily use. */

@@ -66,7 +66,7 @@ const UDP_FIELDS = ['backend', 'host', 'hostPort', 'guestPort', 'mac'] as const;
 const TAP_FIELDS = ['backend', 'name', 'mac'] as const;
 const FT_FIELDS = [
   'enabled', 'listen', 'keyFile', 'keyHex', 'keyEnv', 'tls', 'heartbeatMs', 'timeoutMs', 'lagTargetMs', 'maxLagMs',
-  'maxUnackedBytes', 'outputRule', 'arbiter', 'hashIntervalInstructions',
+  'maxUnackedBytes', 'outputRule', 'arbiter', 'hashIntervalInstructions', 'dataPath',
 ] as const;
 const TLS_FIELDS = ['cert', 'key', 'ca'] as const;
 const FILE_ARBITER_FIELDS = ['backend', 'dir'] as const;
@@ -418,6 +418,7 @@ function checkFt(c: Checker, raw: unknown): FtConfig | undefined {
   const outputRule = c.bool(s, 'outputRule', D.ft.outputRule);
   const arbiter = checkArbiter(c, s, on);
   const hashIntervalInstructions = c.int(s, 'hashIntervalInstructions', L.hashIntervalInstructions, D.ft.hashIntervalInstructions, ' (0: no hashes)');
+  const dataPath = c.choice(s, 'dataPath', ['native', 'js'] as const, D.ft.dataPath);
   const common = {
     listen: listen ?? { host: '', port: 0 },
     tls,
@@ -428,6 +429,7 @@ function checkFt(c: Checker, raw: unknown): FtConfig | undefined {
     maxUnackedBytes: maxUnackedBytes ?? 0,
     outputRule: outputRule ?? true,
     hashIntervalInstructions: hashIntervalInstructions ?? 0,
+    dataPath: dataPath ?? D.ft.dataPath,
   };
   if (on) {
     if (key === undefined || arbiter === undefined) return undefined;

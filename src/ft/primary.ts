@@ -122,6 +122,8 @@ export interface FtPrimaryStats {
   lastClonePauseMs: number | undefined;
   /** Connections the logging channel refused (failed handshakes, hostile peers). */
   rejectedConnections: number;
+  /** Where the current secondary's log travels (see {@link FtPrimaryOptions.dataPath}); undefined without one. */
+  dataPath: 'native' | 'js' | undefined;
 }
 
 export interface CloneReport extends CloneFigures {
@@ -358,6 +360,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       heldOutputs: this.#phase === 'halted' ? 0 : this.#port.held(),
       lastClonePauseMs: this.#lastPause,
       rejectedConnections: this.#refusals.total,
+      dataPath: this.#session ? (this.#session.native ? 'native' : 'js') : undefined,
     };
   }
 

@@ -67,6 +67,7 @@ export function primaryOptions(s: FtSettings): Omit<FtPrimaryOptions, 'machine' 
     maxUnackedBytes: ft.maxUnackedBytes,
     outputRule: ft.outputRule,
     hashInterval: ft.hashIntervalInstructions,
+    dataPath: ft.dataPath,
     disabled: !ft.enabled,
     meta: { vm: spec.id },
     ...(spec.disk?.mode === 'separate' ? { separateDisk: spec.disk.path } : {}),
