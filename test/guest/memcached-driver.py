@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 # Drives one memcached-compatible server with command sequences for test/guest/memcached-fidelity.test.ts
 # (run inside the test's network namespace): reads {host, port, sequences} as JSON on stdin, prints the
-# raw replies as JSON. Waits for replies by content (a trailing `mn`), never by time; a 30 s bound per
-# sequence turns a lost reply into an error entry instead of a hang.
+# raw replies as JSON. Waits for replies by content (the answer to a trailing sentinel command that no
+# sequence sends), never by time; a 30 s bound per sequence turns a lost reply into an error entry.
 import json
 import re
 import socket
@@ -13,17 +13,21 @@ import time
 BOUND = 30.0
 
 
+SENTINEL = b'mg --sentinel-- O--sentinel--\r\n'
+SENTINEL_REPLY = b'EN O--sentinel--\r\n'
+
+
 def read_to_mn(s, out):
-    """Reads until the reply so far ends with the sentinel's MN; returns it without the MN."""
+    """Reads until the reply so far ends with the sentinel's answer; returns it without that."""
     deadline = time.monotonic() + BOUND
-    while not out.endswith(b'MN\r\n'):
+    while not out.endswith(SENTINEL_REPLY):
         if time.monotonic() > deadline:
             raise OSError('no sentinel reply within %ds; got %r' % (BOUND, out[-200:]))
         d = s.recv(1 << 20)
         if not d:
             raise OSError('connection closed early; got %r' % out[-200:])
         out += d
-    return out[:-4]
+    return out[:-len(SENTINEL_REPLY)]
 
 
 # The CAS of the last item the replies named: `gets`/`gats` lines, or a meta reply's c flag.
@@ -39,21 +43,21 @@ def tcp_sequence(host, port, seq):
         for chunk in seq['chunks']:
             if '{CAS}' in chunk:
                 # A step that needs the CAS just handed out: collect the replies so far first.
-                s.sendall(b'mn\r\n')
+                s.sendall(SENTINEL)
                 out = read_to_mn(s, out)
                 found = CAS.findall(out)
                 cas = (found[-1][0] or found[-1][1]).decode() if found else '0'
                 chunk = chunk.replace('{CAS}', cas)
             s.sendall(chunk.encode('latin1'))
         if not closes:
-            s.sendall(b'mn\r\n')
+            s.sendall(SENTINEL)
     except OSError as e:
         if not closes:
             return {'error': str(e), 'reply': out.decode('latin1')}
     deadline = time.monotonic() + BOUND
     while True:
-        if not closes and out.endswith(b'MN\r\n'):
-            out = out[:-4]
+        if not closes and out.endswith(SENTINEL_REPLY):
+            out = out[:-len(SENTINEL_REPLY)]
             break
         if time.monotonic() > deadline:
             return {'error': 'no complete reply within %ds; got %r' % (BOUND, out[-200:])}

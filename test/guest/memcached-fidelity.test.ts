@@ -3,6 +3,7 @@
 // the guest under `lockstep run --linux` on a TAP device there), identical replies required once the
 // version string, stats values and CAS numbers are set aside; then stock clients (pymemcache,
 // libmemcached's memccapable), the write-ahead log across a kill -9, and hostile clients.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,7 +18,7 @@ if (reason) console.log(`test/guest/memcached-fidelity.test.ts skipped: ${reason
 
 const MC_PORT = 11311; // inside the test's own namespace, so it is free
 let guest: KvdGuest | undefined;
-let memcached: number | undefined;
+let memcached: ChildProcess | undefined;
 let dir = '';
 
 interface Result {
@@ -33,7 +34,8 @@ function drive(host: string, port: number, seqs: Sequence[]): Result[] {
 }
 
 /** One comparable text per sequence: the normalised reply, or for UDP each datagram's header fields
-    (request id as "ours"/"other") and the normalised payload of each run of datagrams. */
+    (request id as "ours"/"other", sequence, total, normalised length) and the normalised payload of
+    each run of datagrams. */
 function comparable(seq: Sequence, r: Result): string {
   if (r.error) return `ERROR ${r.error}`;
   if (seq.transport === 'tcp') return normalise(r.reply ?? '', seq.stats);
@@ -42,7 +44,7 @@ function comparable(seq: Sequence, r: Result): string {
     if (d.seq === 0) runs.push('');
     runs[runs.length - 1] += d.payload;
   }
-  const headers = (r.datagrams ?? []).map((d) => `[${d.id >= 100 && d.id < 100 + seq.chunks.length ? d.id - 100 : 'other'} ${d.seq}/${d.total} ${d.reserved} ${d.payload.length}]`);
+  const headers = (r.datagrams ?? []).map((d) => `[${d.id >= 100 && d.id < 100 + seq.chunks.length ? d.id - 100 : 'other'} ${d.seq}/${d.total} ${d.reserved} ${normalise(d.payload, seq.stats).length}]`);
   return headers.join('') + '\n' + runs.map((p) => normalise(p, seq.stats)).join('\n--\n');
 }
 
@@ -53,15 +55,17 @@ beforeAll(async () => {
   writeFileSync(disk, Buffer.alloc(16 << 20));
   guest = await startKvdGuest(String(process.pid % 100000), { disk });
   // memcached as Debian ships it, one worker thread so that UDP datagrams are answered in order.
-  const started = guest.inNs('sh', ['-c', `memcached -u root -l 127.0.0.1 -p ${MC_PORT} -U ${MC_PORT} -t 1 -d -P ${dir}/mc.pid && cat ${dir}/mc.pid`]);
-  if (started.status !== 0) throw new Error(`memcached did not start: ${started.stderr}`);
-  memcached = Number(started.stdout.trim());
+  memcached = spawn('ip', ['netns', 'exec', guest.ns, 'memcached', '-u', 'root', '-l', '127.0.0.1', '-p', String(MC_PORT), '-U', String(MC_PORT), '-t', '1'], { stdio: 'ignore' });
   const probe = guest.inNs(PYTHON, [DRIVER], JSON.stringify({ host: '127.0.0.1', port: MC_PORT, probe: 60 }));
   if (!probe.stdout.includes('"ready": true')) throw new Error(`memcached does not answer: ${probe.stdout}`);
 });
 
 afterAll(async () => {
-  if (memcached) sh('kill', [String(memcached)]);
+  if (memcached && memcached.exitCode === null) {
+    const gone = new Promise((r) => memcached!.once('exit', r));
+    memcached.kill('SIGKILL');
+    await gone;
+  }
   await guest?.remove();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
@@ -78,6 +82,7 @@ describe.skipIf(reason !== undefined)('kvd in the Linux guest against memcached 
       const b = comparable(s, got[i]!);
       if (a !== b) diffs.push(`#${i} ${s.transport} ${s.name}\n  memcached: ${JSON.stringify(a.slice(0, 600))}\n  kvd:       ${JSON.stringify(b.slice(0, 600))}`);
     });
+    if (diffs.length) console.log(`guest console tail:\n${guest!.console().slice(-3000)}`);
     console.log(`memcached fidelity: ${seqs.length} sequences (${seqs.filter((s) => s.transport === 'tcp').length} TCP, ${seqs.filter((s) => s.transport === 'udp').length} UDP), ${diffs.length} differ`);
     expect(diffs.join('\n')).toBe('');
   });

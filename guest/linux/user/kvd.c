@@ -856,7 +856,24 @@ static void replay_record(const char *b, uint32_t n) {
   }
 }
 
+/* lockstep's virtio-blk (native/machine/virtio_devices.cc) refuses any request carrying more than its
+   size_max (64 KiB), which the virtio spec defines as the largest *segment*: Linux merges page-cache
+   writeback into requests of up to seg_max segments, and those fail with an I/O error. Capping the
+   request size at 64 KiB keeps every request within what the device takes (a no-op on QEMU). */
+static void cap_request_size(const char *dev) {
+  const char *name = strrchr(dev, '/');
+  char path[96];
+  strlcpy(path, "/sys/block/", sizeof path);
+  strlcat(path, name ? name + 1 : dev, sizeof path);
+  strlcat(path, "/queue/max_sectors_kb", sizeof path);
+  const int fd = open(path, O_WRONLY, 0);
+  if (fd < 0) return;
+  if (write(fd, "64", 2) != 2) say("kvd: could not cap the disk's request size at 64 KiB\n");
+  close(fd);
+}
+
 static void wal_open(const char *dev) {
+  cap_request_size(dev);
   const int fd = open(dev, O_RDWR, 0);
   if (fd < 0) {
     say("kvd: no disk (");
@@ -1043,7 +1060,7 @@ static void add_item_value(conn *c, item *it) {
 
 /* memcached's out_string: a line, unless the command said noreply (then the response is skipped). */
 static void skip_resp(conn *c) {
-  if (c->nresps) skip_resp(c);
+  if (c->nresps) c->resps[c->nresps - 1].skip = 1;
 }
 
 static int resp_skipped(const conn *c) { return c->nresps && c->resps[c->nresps - 1].skip; }
@@ -1944,8 +1961,6 @@ static void process_get(conn *c, token *tokens, size_t ntokens, int return_cas, 
     key_token++;
     exptime = realtime(exptime_positive(e));
   }
-  /* Replies stacked for this command (so a failure can take them back). */
-  const uint32_t first_resp = c->nresps - 1;
   do {
     while (key_token->length != 0) {
       const char *key = key_token->value;
@@ -2003,12 +2018,13 @@ static void process_get(conn *c, token *tokens, size_t ntokens, int return_cas, 
   } while (key_token->value != 0);
 stop:
   if (key_token->value != 0) {
-    /* Take back what this command stacked (and the references it took), then the error alone. */
-    const uint32_t seg0 = c->resps[first_resp].first_seg;
-    for (uint32_t i = seg0; i < c->nsegs; i++)
+    /* memcached culls every response not yet sent (not just this command's), then sends the error
+       alone; a segment already partly on the wire stays, or the stream would be torn. */
+    const uint32_t keep = c->sent_off ? c->sent_seg + 1 : c->sent_seg;
+    for (uint32_t i = keep; i < c->nsegs; i++)
       if (c->segs[i].it) item_release(c->segs[i].it);
-    c->nsegs = seg0;
-    c->nresps = first_resp;
+    c->nsegs = keep;
+    c->nresps = 0;
     resp_start(c);
     if (fail_length) out_string(c, "CLIENT_ERROR bad command line format");
   } else {
