@@ -2255,6 +2255,7 @@ static void stat_str(conn *c, const char *name, const char *v) {
 }
 
 static uint32_t ports_tcp = PORT, ports_udp = PORT;
+static uint32_t max_conns = 4096; /* -c: beyond it, a new connection is told so and closed, as memcached does */
 
 static void stats_general(conn *c) {
   const int64_t now = clock_sec(CLOCK_REALTIME);
@@ -2266,7 +2267,7 @@ static void stats_general(conn *c) {
   stat_u64(c, "", "pointer_size", 32);
   stat_str(c, "rusage_user", "0.000000");
   stat_str(c, "rusage_system", "0.000000");
-  stat_u64(c, "", "max_connections", conns_cap);
+  stat_u64(c, "", "max_connections", max_conns);
   stat_u64(c, "", "curr_connections", st.curr_conns);
   stat_u64(c, "", "total_connections", st.total_conns);
   stat_u64(c, "", "rejected_connections", st.rejected_conns);
@@ -2304,7 +2305,7 @@ static void stats_general(conn *c) {
 static void stats_settings(conn *c) {
   char num[6][24];
   u64_dec(mem_limit, num[0]);
-  u64_dec(conns_cap, num[1]);
+  u64_dec(max_conns, num[1]);
   u64_dec(ports_tcp, num[2]);
   u64_dec(ports_udp, num[3]);
   u64_dec((uint64_t)verbosity, num[4]);
@@ -2793,6 +2794,13 @@ static void tcp_accept(void) {
       if (fd == -EMFILE || fd == -ENFILE || fd == -ENOMEM) st.rejected_conns++;
       return;
     }
+    if (st.curr_conns >= max_conns) {
+      static const char full[] = "ERROR Too many open connections\r\n";
+      my_syscall6(__NR_sendto, fd, full, sizeof full - 1, LS_MSG_DONTWAIT | LS_MSG_NOSIGNAL, 0, 0);
+      close(fd);
+      st.rejected_conns++;
+      continue;
+    }
     conn *c = conn_new(fd, 0);
     if (!c) {
       st.rejected_conns++;
@@ -2859,7 +2867,7 @@ struct ls_sysinfo {
 };
 
 static void usage(void) {
-  say("usage: kvd [-p port] [-U udp-port] [-m megabytes] [-d device | -n]\n");
+  say("usage: kvd [-p port] [-U udp-port] [-m megabytes] [-c max-connections] [-d device | -n]\n");
   exit(2);
 }
 
@@ -2870,9 +2878,10 @@ int main(int argc, char **argv) {
     const char *a = argv[i];
     if (!strcmp(a, "-n")) {
       dev = 0;
-    } else if (i + 1 < argc && (!strcmp(a, "-p") || !strcmp(a, "-U") || !strcmp(a, "-m") || !strcmp(a, "-d"))) {
+    } else if (i + 1 < argc && (!strcmp(a, "-p") || !strcmp(a, "-U") || !strcmp(a, "-m") || !strcmp(a, "-d") || !strcmp(a, "-c"))) {
       const char *v = argv[++i];
       if (a[1] == 'd') dev = v;
+      else if (a[1] == 'c') max_conns = (uint32_t)atol(v);
       else if (a[1] == 'm') mb = (uint32_t)atol(v);
       else if (a[1] == 'p') ports_tcp = (uint32_t)atol(v);
       else ports_udp = (uint32_t)atol(v);
@@ -2889,6 +2898,9 @@ int main(int argc, char **argv) {
     if (mb < 8) mb = 8;
   }
   mem_limit = (uint64_t)mb << 20;
+  /* A peer that resets its connection must cost a failed write, not the process (SIGPIPE). */
+  const struct { unsigned long handler, flags; uint32_t mask[2]; } ignore = {1 /* SIG_IGN */, 0, {0, 0}};
+  my_syscall4(__NR_rt_sigaction, 13 /* SIGPIPE */, &ignore, 0, 8);
   /* Room for many connections: raise the descriptor limit as far as the kernel lets us. */
   const uint64_t lim[2] = {65536, 65536};
   my_syscall4(__NR_prlimit64, 0, LS_RLIMIT_NOFILE, lim, 0);
