@@ -43,7 +43,7 @@ export interface KvdGuest {
 }
 
 /** Creates the namespace and boots the guest with kvd; `disk` is a raw image for the write-ahead log. */
-export async function startKvdGuest(tag: string, options: { disk?: string; append?: string } = {}): Promise<KvdGuest> {
+export async function startKvdGuest(tag: string, options: { disk?: string; append?: string; memory?: string } = {}): Promise<KvdGuest> {
   const ns = `lskv${tag}`;
   sh('ip', ['netns', 'del', ns]);
   const made = sh('ip', ['netns', 'add', ns]);
@@ -59,6 +59,7 @@ export async function startKvdGuest(tag: string, options: { disk?: string; appen
     const append = `console=ttyS0 quiet lockstep.service=kvd lockstep.time=${now}${options.append ? ' ' + options.append : ''}`;
     const args = ['netns', 'exec', ns, process.execPath, CLI, 'run', '--linux', '--clock', 'real', '--net', 'tap:tap0', '--append', append];
     if (options.disk) args.push('--disk', options.disk);
+    if (options.memory) args.push('--memory', options.memory);
     const c = spawn('ip', args, { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
     child = c;
     c.stdout!.on('data', (d: Buffer) => (out += d.toString('latin1')));

@@ -1090,10 +1090,9 @@ static void out_reset(conn *c) {
   for (uint32_t i = 0; i < c->nsegs; i++)
     if (c->segs[i].it) item_release(c->segs[i].it);
   c->nsegs = c->nresps = c->wlen = c->sent_seg = c->sent_off = 0;
-  if (c->wbuf && hsize(c->wbuf) > 65536) {
-    hfree(c->wbuf);
-    c->wbuf = 0;
-  }
+  /* An idle connection holds no buffers: thousands of them must not cost megabytes. */
+  hfree(c->wbuf);
+  c->wbuf = 0;
 }
 
 static conn *conn_new(int fd, int udp) {
@@ -2255,7 +2254,7 @@ static void stat_str(conn *c, const char *name, const char *v) {
 }
 
 static uint32_t ports_tcp = PORT, ports_udp = PORT;
-static uint32_t max_conns = 4096; /* -c: beyond it, a new connection is told so and closed, as memcached does */
+static uint32_t max_conns = 1024; /* -c (memcached's default): beyond it, a new connection is told so and closed */
 
 static void stats_general(conn *c) {
   const int64_t now = clock_sec(CLOCK_REALTIME);
@@ -2612,6 +2611,7 @@ static void process_input(conn *c) {
   while (c->state != ST_CLOSING && !c->close_after_write && !c->oom) {
     const uint32_t avail = c->rlen - c->rpos;
     if (c->state == ST_NREAD) {
+      if (avail == 0) return;
       const uint32_t n = avail < c->nleft ? avail : c->nleft;
       memcpy(ITEM_data(c->nitem) + (c->nitem->nbytes - c->nleft), c->rbuf + c->rpos, n);
       c->rpos += n;
@@ -2635,7 +2635,7 @@ static void process_input(conn *c) {
     if (!el) {
       if (avail > LINE_JUNK) {
         const char *p = start;
-        while (*p == ' ' && p < start + avail) p++;
+        while (p < start + avail && *p == ' ') p++;
         if (p - start > 100 || (strncmp(p, "get ", 4) && strncmp(p, "gets ", 5)) || avail > LINE_MAX_GET)
           c->state = ST_CLOSING;
       }
@@ -2815,6 +2815,14 @@ static void tcp_accept(void) {
   }
 }
 
+static void rbuf_release_if_empty(conn *c) {
+  if (c->rpos == c->rlen && c->rbuf) {
+    hfree(c->rbuf);
+    c->rbuf = 0;
+    c->rpos = c->rlen = 0;
+  }
+}
+
 /* Reads what is there; returns 0, or -1 when the connection is over. */
 static int conn_read(conn *c) {
   for (;;) {
@@ -2838,7 +2846,10 @@ static int conn_read(conn *c) {
       room = (uint32_t)hsize(c->rbuf) - c->rlen - 1;
     }
     const long n = my_syscall6(__NR_recvfrom, c->fd, dst, room, LS_MSG_DONTWAIT, 0, 0);
-    if (n == -EAGAIN) return 0;
+    if (n == -EAGAIN) {
+      rbuf_release_if_empty(c);
+      return 0;
+    }
     if (n == -EINTR) continue;
     if (n <= 0) return -1;
     st.bytes_read += (uint64_t)n;
@@ -2852,7 +2863,10 @@ static int conn_read(conn *c) {
     process_input(c);
     if (c->state == ST_CLOSING || c->oom) return -1;
     if (c->close_after_write || pending_out(c) > OUT_BACKLOG) return 0;
-    if ((uint32_t)n < room) return 0;
+    if ((uint32_t)n < room) {
+      rbuf_release_if_empty(c);
+      return 0;
+    }
   }
 }
 
@@ -2889,12 +2903,12 @@ int main(int argc, char **argv) {
       usage();
     }
   }
-  if (mb == 0) { /* half the RAM */
+  if (mb == 0) { /* a quarter of the RAM: the kernel needs room for thousands of sockets too */
     struct ls_sysinfo si;
     memset(&si, 0, sizeof si);
     my_syscall1(__NR_sysinfo, &si);
     const uint64_t ram = (uint64_t)si.totalram * (si.mem_unit ? si.mem_unit : 1);
-    mb = (uint32_t)(ram >> 21);
+    mb = (uint32_t)(ram >> 22);
     if (mb < 8) mb = 8;
   }
   mem_limit = (uint64_t)mb << 20;
