@@ -8,7 +8,7 @@ import { closeSync, mkdtempSync, openSync, rmSync, ftruncateSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DRIVER, PYTHON, kvdUnavailable, sh, startKvdGuest, type KvdGuest } from '../helpers/kvd-guest.js';
+import { DRIVER, PYTHON, ROOT, kvdUnavailable, sh, startKvdGuest, type KvdGuest } from '../helpers/kvd-guest.js';
 import { until } from '../helpers/wait.js';
 import { normalise, sequences, type Sequence } from './memcached-sequences.js';
 
@@ -272,5 +272,31 @@ print(after.decode().replace('\\r\\n', '|'))
     console.log(`hostile clients: ${lines[0]}`);
     expect(lines[1]).toBe('STORED|VALUE after 0 2|ok|END|');
     expect(guest!.console()).not.toMatch(/kvd (exited|killed)|Kernel panic|Oops/);
+  });
+});
+
+describe.skipIf(reason !== undefined)('kvd under lockstep record', () => {
+  it('serves the same sequences while recorded, and the replay reproduces the console and state hash', async () => {
+    const rdir = mkdtempSync(join(tmpdir(), 'lockstep-kvd-rec-'));
+    const disk = join(rdir, 'wal.img');
+    const log = join(rdir, 'kvd.log');
+    const fd = openSync(disk, 'w');
+    ftruncateSync(fd, 16 << 20);
+    closeSync(fd);
+    const rec = await startKvdGuest(`r${process.pid % 100000}`, { disk, record: log });
+    try {
+      const seqs = sequences(Math.floor(Date.now() / 1000)).filter((q) => q.transport === 'tcp' && !q.stats);
+      const r = rec.inNs(PYTHON, [DRIVER], JSON.stringify({ host: '10.0.2.15', port: 11211, sequences: seqs }), 600_000);
+      const replies = JSON.parse(r.stdout) as Result[];
+      expect(replies.filter((x) => x.error)).toEqual([]);
+      expect(await rec.interrupt()).toBe(130);
+      const replay = sh(process.execPath, [join(ROOT, 'dist', 'cli', 'main.js'), 'replay', log, '--linux', '--disk', disk, '--net'], undefined, 600_000);
+      expect(replay.status, replay.stderr).toBe(0);
+      expect(replay.stdout).toBe(rec.console());
+      console.log(`record/replay: ${seqs.length} sequences served while recorded; ${replay.stderr.trim().split('\n').pop()}`);
+    } finally {
+      await rec.remove();
+      rmSync(rdir, { recursive: true, force: true });
+    }
   });
 });

@@ -37,13 +37,18 @@ export interface KvdGuest {
   inNs(cmd: string, args: string[], input?: string, timeout?: number): SpawnSyncReturns<string>;
   /** Kills lockstep (SIGKILL) and waits for it to be gone; the namespace stays. */
   kill(): Promise<void>;
+  /** Stops lockstep with SIGINT (a recording then ends cleanly); resolves with its exit status. */
+  interrupt(): Promise<number | null>;
   /** Boots the guest again in the same namespace (same disk): for durability checks. */
   restart(): Promise<void>;
   remove(): Promise<void>;
 }
 
 /** Creates the namespace and boots the guest with kvd; `disk` is a raw image for the write-ahead log. */
-export async function startKvdGuest(tag: string, options: { disk?: string; append?: string; memory?: string } = {}): Promise<KvdGuest> {
+export async function startKvdGuest(
+  tag: string,
+  options: { disk?: string; append?: string; memory?: string; /** `lockstep record -o <file>` instead of `run` */ record?: string } = {},
+): Promise<KvdGuest> {
   const ns = `lskv${tag}`;
   sh('ip', ['netns', 'del', ns]);
   const made = sh('ip', ['netns', 'add', ns]);
@@ -57,7 +62,8 @@ export async function startKvdGuest(tag: string, options: { disk?: string; appen
     err = '';
     const now = Math.floor(Date.now() / 1000);
     const append = `console=ttyS0 quiet lockstep.service=kvd lockstep.time=${now}${options.append ? ' ' + options.append : ''}`;
-    const args = ['netns', 'exec', ns, process.execPath, CLI, 'run', '--linux', '--clock', 'real', '--net', 'tap:tap0', '--append', append];
+    const verb = options.record ? ['record', '-o', options.record] : ['run'];
+    const args = ['netns', 'exec', ns, process.execPath, CLI, ...verb, '--linux', '--clock', 'real', '--net', 'tap:tap0', '--append', append];
     if (options.disk) args.push('--disk', options.disk);
     if (options.memory) args.push('--memory', options.memory);
     const c = spawn('ip', args, { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
@@ -84,6 +90,13 @@ export async function startKvdGuest(tag: string, options: { disk?: string; appen
   await boot();
   return {
     ns,
+    interrupt: async () => {
+      const c = child!;
+      if (c.exitCode !== null) return c.exitCode;
+      const gone = new Promise<number | null>((r) => c.once('exit', (code) => r(code)));
+      c.kill('SIGINT');
+      return gone;
+    },
     console: () => out,
     inNs: (cmd, args, input, timeout) => sh('ip', ['netns', 'exec', ns, cmd, ...args], input, timeout),
     kill,
