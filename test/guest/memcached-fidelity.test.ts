@@ -225,6 +225,10 @@ while len(out) < 7000:
     out += d
 s.close()
 assert out == b'ERROR\\r\\n' * 1000, out[-100:]
+# A multi-get asking for 600 000 values in one 1.8 MB line: refused as memcached refuses a get it has no
+# memory to answer, instead of queueing 600 000 replies.
+assert talk(b'set hk 0 0 1\\r\\nv\\r\\n') == b'STORED\\r\\n'
+assert talk(b'get ' + b'hk ' * 600000 + b'\\r\\n') == b'SERVER_ERROR out of memory writing get response\\r\\n'
 # N connections at once: kvd serves its -c limit (1024, memcached's default) and tells the rest so;
 # every one gets an answer, then all close and the service goes on.
 conns = []

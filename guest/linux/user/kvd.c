@@ -20,6 +20,7 @@
 #define UDP_HDR 8
 #define UDP_DATA (UDP_MAX_PAYLOAD - UDP_HDR)
 #define OUT_BACKLOG (4 << 20)   /* stop reading a connection while this much output is queued */
+#define GET_MAX_SEGS (256 * 1024) /* one multi-get may queue no more (a 2 MiB line could ask for 2M) */
 #define PORT 11211
 #define VERSION "1.6.18-kvd"
 
@@ -1968,6 +1969,8 @@ static void process_get(conn *c, token *tokens, size_t ntokens, int return_cas, 
         fail_length = 1;
         goto stop;
       }
+      /* Where memcached would run out of response objects: its out-of-memory answer, not ours. */
+      if (c->nsegs > GET_MAX_SEGS || c->oom) goto stop;
       item *it = item_get(key, nkey, 1);
       if (it && should_touch) {
         it->exptime = exptime;
@@ -2025,7 +2028,9 @@ stop:
     c->nsegs = keep;
     c->nresps = 0;
     resp_start(c);
+    c->oom = 0;
     if (fail_length) out_string(c, "CLIENT_ERROR bad command line format");
+    else out_string(c, "SERVER_ERROR out of memory writing get response");
   } else {
     add_bytes(c, "END\r\n", 5);
   }
