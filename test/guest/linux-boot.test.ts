@@ -79,7 +79,7 @@ describe.skipIf(noQemu)('Linux guest under QEMU', () => {
       };
       await command('echo hello lockstep', /^hello lockstep\n$/);
       await command('cat /proc/cmdline', /^console=ttyS0\n$/);
-      await command('ls /bin', /^crc32\ndisk\nhash\nlsystest\nmixed\nrecurse\nsort\nudpecho\n$/);
+      await command('ls /bin', /^crc32\ndisk\nhash\nkvd\nlsystest\nmixed\nrecurse\nsort\nudpecho\n$/);
       await command('mounts', /proc \/proc proc[\s\S]*sysfs \/sys sysfs[\s\S]*devtmpfs \/dev devtmpfs/);
       await command('ps', /^ {2}PID {2}PPID S COMMAND\n {4}1 {5}0 [RS] init\n/);
       await command('net', /^lo: up inet 127\.0\.0\.1\neth0: up inet 10\.0\.2\.15\n$/);

@@ -1,8 +1,9 @@
 /* /init of lockstep's Linux guest: mounts /proc, /sys and /dev, brings up lo and eth0 (10.0.2.15/24
-   via 10.0.2.2, QEMU's user network, as the bare-metal SDK does), prints the user-space marker, then
+   via 10.0.2.2, QEMU's user network, as the bare-metal SDK does), prints the user-space marker, sets the
+   wall clock from `lockstep.time=`, starts the services of `lockstep.service=` in the background, then
    either runs the programs named by `lockstep.run=` on the kernel command line (`name:arg:arg`, comma
-   separated) and powers off, or
-   runs a small shell on the console. Prints nothing that depends on the clock unless asked (`time`). */
+   separated) and powers off, or runs a small shell on the console. Prints nothing that depends on the
+   clock unless asked (`time`). */
 #include "lsys.h"
 
 #define MARKER "lockstep-linux: init ready"
@@ -523,19 +524,89 @@ static void mount_or_say(const char *src, const char *dst, const char *type) {
   if (mount(src, dst, type, 0, 0) < 0) out_err(dst);
 }
 
-/* The value of `lockstep.run=` in /proc/cmdline (a comma-separated list of programs), or NULL.
-   Read from /proc because the kernel keeps dotted parameters from init's argv and environment. */
-static char *run_list(void) {
-  static char cmdline[1024];
-  if (read_file("/proc/cmdline", cmdline, sizeof cmdline) <= 0) return 0;
+/* The value of `<name>=` (e.g. "lockstep.run=") in /proc/cmdline, or NULL; each call reads a fresh
+   copy into its own buffer. Read from /proc because the kernel keeps dotted parameters from init's argv
+   and environment. */
+static char *cmdline_param(const char *name, char *cmdline, int cap) {
+  if (read_file("/proc/cmdline", cmdline, cap) <= 0) return 0;
+  const size_t n = strlen(name);
   for (char *p = cmdline; *p;) {
     while (*p == ' ' || *p == '\n') p++;
     char *word = p;
     while (*p && *p != ' ' && *p != '\n') p++;
     if (*p) *p++ = 0;
-    if (!strncmp(word, "lockstep.run=", 13)) return word + 13;
+    if (!strncmp(word, name, n)) return word + n;
   }
   return 0;
+}
+
+/* Splits "name:arg1:arg2" in place into args (at most 7 and a null); returns the count. */
+static int split_args(char *name, char **args) {
+  int nargs = 1;
+  args[0] = name;
+  for (char *q = name; *q; q++) {
+    if (*q != ':') continue;
+    *q = 0;
+    if (nargs < 7) args[nargs++] = q + 1;
+  }
+  args[nargs] = 0;
+  return nargs;
+}
+
+/* `lockstep.time=<unix seconds>`: the guest has no RTC, so whoever boots it may say what time it is
+   (memcached's absolute expiry times need it). A value, not the host's clock: the same command line
+   gives the same guest. */
+static void set_clock(void) {
+  static char cmdline[1024];
+  const char *v = cmdline_param("lockstep.time=", cmdline, sizeof cmdline);
+  if (!v) return;
+  struct __kernel_timespec ts = {0, 0};
+  for (; *v >= '0' && *v <= '9'; v++) ts.tv_sec = ts.tv_sec * 10 + (*v - '0');
+  const int r = my_syscall2(__NR_clock_settime64, CLOCK_REALTIME, &ts);
+  if (r < 0) {
+    out("lockstep-linux: lockstep.time: error ");
+    out_num(-r);
+    out("\n");
+  }
+}
+
+/* `lockstep.service=a,b:arg,...`: each program started in the background (not waited for), after a
+   line naming it; its output goes to the console. */
+static void start_services(void) {
+  static char cmdline[1024];
+  char *list = cmdline_param("lockstep.service=", cmdline, sizeof cmdline);
+  if (!list) return;
+  for (char *p = list; *p;) {
+    char *name = p;
+    while (*p && *p != ',') p++;
+    if (*p) *p++ = 0;
+    if (!*name) continue;
+    char *args[8];
+    const int nargs = split_args(name, args);
+    char path[96];
+    strlcpy(path, "/bin/", sizeof path);
+    strlcat(path, name, sizeof path);
+    struct stat st;
+    if (stat(path, &st) < 0) {
+      out("lockstep-linux: service ");
+      out(name);
+      out(": not found\n");
+      continue;
+    }
+    out("lockstep-linux: service");
+    for (int i = 0; i < nargs; i++) {
+      out(" ");
+      out(args[i]);
+    }
+    out("\n");
+    const pid_t pid = fork();
+    if (pid == 0) {
+      execve(path, args, env);
+      out_err(path);
+      exit(127);
+    }
+    if (pid < 0) out_err("lockstep-linux: fork");
+  }
 }
 
 int main(int argc, char **argv, char **envp) {
@@ -547,8 +618,11 @@ int main(int argc, char **argv, char **envp) {
   mount_or_say("devtmpfs", "/dev", "devtmpfs");
   net_setup();
   out(MARKER "\n");
+  set_clock();
+  start_services();
 
-  char *list = run_list();
+  static char cmdline[1024];
+  char *list = cmdline_param("lockstep.run=", cmdline, sizeof cmdline);
   if (!list) {
     shell();
     return 0;
@@ -559,14 +633,8 @@ int main(int argc, char **argv, char **envp) {
     if (*p) *p++ = 0;
     if (!*name) continue;
     /* name:arg1:arg2… passes arguments (the command line has no other way to quote them). */
-    char *args[8] = {name, 0};
-    int nargs = 1;
-    for (char *q = name; *q; q++) {
-      if (*q != ':') continue;
-      *q = 0;
-      if (nargs < 7) args[nargs++] = q + 1;
-    }
-    args[nargs] = 0;
+    char *args[8];
+    const int nargs = split_args(name, args);
     int status = 0;
     out("lockstep-linux: run ");
     for (int i = 0; i < nargs; i++) {
