@@ -3,6 +3,8 @@
 //                                        wall seconds from its 'run' line to its 'exited' line
 //   node linux-trial.js idle <seconds>   boot to the shell while recording (real clock), then idle:
 //                                        log bytes and timer ticks (clock samples) over the idle window
+//   node linux-trial.js count [workload] boot (virtual clock: the same instructions every time), run the
+//                                        workload (none: power off at the marker): instructions retired
 // Prints one JSON line on stdout.
 import { COMMITTED_LINUX_APPEND, EventKind, Machine, Recorder, committedLinux, decodeRecords, parseBatch } from 'lockstep';
 
@@ -21,6 +23,12 @@ export interface LinuxIdleTrial {
   /** Timer interrupts in the window: the recorder's clock samples (each makes the timer due). */
   ticks: number;
   clockReads: number;
+  instret: string;
+}
+
+export interface LinuxCountTrial {
+  workload: string;
+  /** Instructions retired by the whole run, boot and power-off included. */
   instret: string;
 }
 
@@ -92,7 +100,20 @@ if (mode === 'cpu' && arg !== undefined) {
   m.close();
   const result: LinuxIdleTrial = { seconds: Number(t1 - t0) / 1e9, ...acc, instret: r.instret.toString() };
   process.stdout.write(`${JSON.stringify(result)}\n`);
+} else if (mode === 'count') {
+  // Under callgrind (bench/src/linux.ts, section callgrind): a virtual clock keeps the kernel's timer
+  // ticks per instruction as they are at full speed, however slow the host runs.
+  const workload = arg ?? '';
+  const m = new Machine({ memory: 64 << 20, clock: 'virtual' });
+  m.loadLinux({ ...committedLinux(), append: `${COMMITTED_LINUX_APPEND} quiet lockstep.run=${workload}` });
+  const c = consoleWatch(m);
+  const r = await m.run();
+  m.close();
+  const done = workload === '' ? MARKER : `lockstep-linux: ${workload} exited 0\n`;
+  if (r.kind !== 'exit' || r.code !== 0 || !c.text.includes(done)) throw new Error(`linux count ${workload}: ${r.kind}; console: ${c.text.slice(-500)}`);
+  const result: LinuxCountTrial = { workload, instret: r.instret.toString() };
+  process.stdout.write(`${JSON.stringify(result)}\n`);
 } else {
-  process.stderr.write('usage: linux-trial.js cpu <workload> | idle <seconds>\n');
+  process.stderr.write('usage: linux-trial.js cpu <workload> | idle <seconds> | count [workload]\n');
   process.exit(2);
 }

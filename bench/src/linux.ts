@@ -1,8 +1,10 @@
 // `npm run bench -- linux`: the committed Linux guest. Boot time to the user-space marker, lockstep
 // against QEMU TCG in the same run (each boot its own process, interleaved); the CPU workloads as Linux
 // processes against the same programs on bare metal (interleaved trials, one process each); idle Linux's
-// log bytes per timer tick; the clone pause of a running 64 MiB and 256 MiB Linux guest. Writes
-// bench/results/linux.json and README-linux-table.md.
+// log bytes per timer tick; the clone pause of a running 64 MiB and 256 MiB Linux guest; and, with
+// `--sections …,callgrind` (valgrind, about 20 minutes), the CPU workloads' host instructions as Linux
+// processes against bare metal, which no load on the machine changes. Writes bench/results/linux.json
+// and README-linux-table.md.
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -10,7 +12,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { COMMITTED_LINUX_APPEND, FileArbiter, FtPrimary, FtSecondary, committedLinux, createVmMachine, type Machine, type VmSpec } from 'lockstep';
-import type { LinuxCpuTrial, LinuxIdleTrial } from './linux-trial.js';
+import type { LinuxCountTrial, LinuxCpuTrial, LinuxIdleTrial } from './linux-trial.js';
 import { BUILD_DIR, GUEST_BIN, RESULTS_DIR, ROOT } from './paths.js';
 import { Progress } from './progress.js';
 import { QEMU, qemuVersion } from './qemu.js';
@@ -34,7 +36,9 @@ const trials = opts.quick ? 1 : Number(opts.trials);
 if (!Number.isInteger(trials) || trials < 1) throw new Error(`--trials must be a positive integer, got ${opts.trials}`);
 const sections = new Set((opts.sections ?? 'boot,cpu,idle,clone').split(','));
 const tmp = mkdtempSync(join(tmpdir(), 'lockstep-bench-linux-'));
-const progress = new Progress((sections.has('boot') ? 2 * trials : 0) + (sections.has('cpu') ? 2 * trials * WORKLOADS.length : 0) + (sections.has('idle') ? 1 : 0) + (sections.has('clone') ? 4 * trials : 0));
+const progress = new Progress(
+  (sections.has('boot') ? 2 * trials : 0) + (sections.has('cpu') ? 2 * trials * WORKLOADS.length : 0) + (sections.has('idle') ? 1 : 0) + (sections.has('clone') ? 4 * trials : 0) + (sections.has('callgrind') ? 1 + 2 * WORKLOADS.length : 0),
+);
 
 /** Spawns `cmd`, returns the wall seconds from spawn to the first console line containing the marker, and the exit code. */
 function timeToMarker(cmd: string, args: string[]): Promise<{ seconds: number; exitCode: number | null }> {
@@ -55,6 +59,21 @@ function timeToMarker(cmd: string, args: string[]): Promise<{ seconds: number; e
       resolve({ seconds, exitCode: code });
     });
   });
+}
+
+let callgrindRuns = 0;
+/**
+ * Runs a trial script under `valgrind --tool=callgrind`: its JSON line, and the host instructions of
+ * `Cpu::run` (inclusive: the interpreter, the MMU, devices; not node's startup or the JS side).
+ */
+function callgrindJson<T>(script: string, ...args: string[]): { result: T; hostInstructions: number } {
+  const out = join(tmp, `callgrind-${callgrindRuns++}.out`);
+  const r = spawnSync('valgrind', ['--tool=callgrind', `--callgrind-out-file=${out}`, process.execPath, join(BUILD_DIR, script), ...args], { cwd: ROOT, encoding: 'utf8', timeout: 3_600_000 });
+  if (r.status !== 0) throw new Error(`valgrind ${script} ${args.join(' ')} exited ${r.status}: ${r.stderr.slice(-2000)}`);
+  const a = spawnSync('callgrind_annotate', ['--inclusive=yes', out], { encoding: 'utf8', maxBuffer: 256 << 20 });
+  const line = a.stdout.split('\n').find((l) => l.includes('lockstep::Cpu::run(unsigned long)'));
+  if (a.status !== 0 || line === undefined) throw new Error(`callgrind_annotate ${out}: no Cpu::run in the profile: ${a.stderr}`);
+  return { result: JSON.parse(r.stdout.trim().split('\n').pop()!) as T, hostInstructions: Number(line.trim().split(/\s+/)[0]!.replaceAll(',', '')) };
 }
 
 function trialJson<T>(script: string, ...args: string[]): T {
@@ -141,6 +160,36 @@ try {
         .map((c) => `${(c.pauseMs as number).toFixed(1)} ms (max ${(c.maxPauseMs as number).toFixed(1)}) ${c.busy ? 'running sort' : 'idle'}`)
         .join(', ');
     rows.push(`| Clone pause of a running Linux guest (goal < 100 ms) | 64 MiB: ${cell(64)} | 256 MiB: ${cell(256)} | |`);
+  }
+  if (sections.has('callgrind')) {
+    // The whole program as a process (exec, page faults, timer ticks, exit: the Linux run less a boot
+    // that powers off at the marker) against the whole program on bare metal, both with the virtual
+    // clock, so the kernel sees the tick rate of a full-speed run however slowly valgrind goes.
+    progress.step('callgrind: Linux boot alone');
+    const boot = callgrindJson<LinuxCountTrial>('linux-trial.js', 'count');
+    const cgRows: { workload: string; bareGuestInstructions: number; bareHostInstructions: number; linuxGuestInstructions: number; linuxHostInstructions: number; ratio: number }[] = [];
+    for (const w of WORKLOADS) {
+      progress.step(`callgrind: ${w} on bare metal`);
+      const bare = callgrindJson<TrialResult>('trial.js', join(GUEST_BIN, `${w}.elf`));
+      progress.step(`callgrind: ${w} as a Linux process`);
+      const linux = callgrindJson<LinuxCountTrial>('linux-trial.js', 'count', w);
+      const linuxHost = linux.hostInstructions - boot.hostInstructions;
+      const linuxGuest = Number(BigInt(linux.result.instret) - BigInt(boot.result.instret));
+      const row = {
+        workload: w,
+        bareGuestInstructions: Number(bare.result.instret),
+        bareHostInstructions: bare.hostInstructions,
+        linuxGuestInstructions: linuxGuest,
+        linuxHostInstructions: linuxHost,
+        ratio: bare.hostInstructions / linuxHost,
+      };
+      cgRows.push(row);
+      progress.log(`  ${w.padEnd(8)} bare ${(row.bareHostInstructions / row.bareGuestInstructions).toFixed(2)}, as a Linux process ${(linuxHost / linuxGuest).toFixed(2)} host instructions per guest instruction (${linuxGuest} guest instructions, bare ${row.bareGuestInstructions}): ${row.ratio.toFixed(2)}× the speed`);
+    }
+    results.callgrind = { boot: { guestInstructions: Number(boot.result.instret), hostInstructions: boot.hostInstructions }, workloads: cgRows };
+    const ratios = cgRows.map((r) => r.ratio);
+    rows.push(`| CPU workloads as Linux processes vs bare metal (host instructions of the whole program, callgrind; goal ≥ 0.8×) | ${cgRows.map((r) => `${r.workload} ${r.ratio.toFixed(2)}×`).join(', ')} | median ${median(ratios).toFixed(2)}× | |`);
+    rows.push(`| Linux boot to \`${MARKER}\` and power-off (virtual clock, callgrind) | ${(boot.hostInstructions / Number(boot.result.instret)).toFixed(1)} host instructions per guest instruction | ${boot.result.instret} guest instructions | |`);
   }
   progress.end();
   results.loadavg = loadavg();

@@ -44,6 +44,7 @@ Cpu::Cpu(uint8_t* ram, uint32_t ram_size, Platform* platform)
   tlb_writable_.assign(npages + 1, 0);
   tlb_.reset(new TlbEntry[(kBanks + 1) * kTlbSize]);
   std::memset(static_cast<void*>(tlb_.get()), 0xff, sizeof(TlbEntry) * (kBanks + 1) * kTlbSize);
+  tlb_filled_.reserve(kTlbFillsTracked + 1);
   update_mode();
   step_ = std::make_unique<DecodedPage>();
   step_->to_end[0] = 1;  // every other slot: 0 (a PAGE_END sentinel, filled in by run_inner)
@@ -95,11 +96,12 @@ void Cpu::decode_slot(DecodedPage* p, uint32_t pi, uint32_t s) {
   p->op[s] = d.op;
 }
 
-void Cpu::fix_to_end(DecodedPage* p, uint32_t from) {
+bool Cpu::fix_to_end(DecodedPage* p, uint32_t from, uint32_t budget) {
   // Walk down from `from`; below it, stop once two consecutive slots keep their value (a slot's
   // count depends only on the slot one or two halfwords above it).
   int unchanged = 0;
   for (int64_t s = from; s >= 0; s--) {
+    if (budget-- == 0) return false;
     const Op op = static_cast<Op>(p->op[s]);
     const uint16_t v = ends_block(op) ? 1 : static_cast<uint16_t>(1 + p->to_end[s + p->e[s].len]);
     if (p->to_end[s] == v && s < static_cast<int64_t>(from) - 1) {
@@ -109,12 +111,27 @@ void Cpu::fix_to_end(DecodedPage* p, uint32_t from) {
     }
     p->to_end[s] = v;
   }
+  return true;
+}
+
+void Cpu::count_blocks(DecodedPage* p) {
+  for (int64_t s = kSlotsPerPage - 1; s >= 0; s--) {
+    p->to_end[s] = ends_block(static_cast<Op>(p->op[s])) ? 1 : static_cast<uint16_t>(1 + p->to_end[s + p->e[s].len]);
+  }
 }
 
 DecodedPage* Cpu::page_for(uint32_t pi) {
   if (!pages_[pi]) pages_[pi] = std::make_unique<DecodedPage>();
   DecodedPage* p = pages_[pi].get();
+  if ((flags_[pi] & kPageDecoded) && p->stale) {
+    // Stores kept its slots exact; only the block counts were left behind (see redecode).
+    count_blocks(p);
+    p->stale = false;
+    live_[pi] = p;
+    return p;
+  }
   p->translated = data_limit_ == 0;
+  p->stale = false;
   p->data_stores = 0;
   for (uint32_t s = 0; s < kSlotsPerPage; s++) decode_slot(p, pi, s);
   for (uint32_t s = kSlotsPerPage; s < kSlotsPerPage + 2; s++) {
@@ -122,12 +139,25 @@ DecodedPage* Cpu::page_for(uint32_t pi) {
     p->op[s] = kOpPAGE_END;
     p->to_end[s] = 0;
   }
-  for (int64_t s = kSlotsPerPage - 1; s >= 0; s--) {
-    p->to_end[s] = ends_block(static_cast<Op>(p->op[s])) ? 1 : static_cast<uint16_t>(1 + p->to_end[s + p->e[s].len]);
-  }
+  count_blocks(p);
   set_page_flag(pi, kPageDecoded);
   live_[pi] = p;
   return p;
+}
+
+void Cpu::fix_blocks(DecodedPage* p, uint32_t pi, uint32_t from, uint32_t cur_page) {
+  if (p->stale) return;  // counted afresh when it runs again
+  if (pi == cur_page) {
+    fix_to_end(p, from, UINT32_MAX);  // the running block's page: its counts are in use right now
+    return;
+  }
+  // A page not running is entered only through dispatch, which looks at live_: when a store's change
+  // ripples through more slots than a recount of the whole page costs (data written over code: an OS
+  // reusing a page, a decompressor), stop here and recount on entry instead.
+  if (!fix_to_end(p, from, kFixBudget)) {
+    p->stale = true;
+    live_[pi] = nullptr;
+  }
 }
 
 bool Cpu::redecode(uint32_t off, uint32_t len, uint32_t cur_page) {
@@ -140,10 +170,10 @@ bool Cpu::redecode(uint32_t off, uint32_t len, uint32_t cur_page) {
   for (uint32_t g = first; g <= last; g++) {
     const uint32_t pi = g / kSlotsPerPage, s = g % kSlotsPerPage;
     if (pi >= live_.size()) break;
-    DecodedPage* p = live_[pi];
-    if (!p) continue;
+    if (!(flags_[pi] & kPageDecoded)) continue;
+    DecodedPage* p = pages_[pi].get();  // live, or stale (its slots still kept exact)
     if (pi != pi_done) {
-      if (pending) fix_to_end(pending, hi_slot);
+      if (pending) fix_blocks(pending, pi_done, hi_slot, cur_page);
       pending = p;
       pi_done = pi;
     }
@@ -151,14 +181,14 @@ bool Cpu::redecode(uint32_t off, uint32_t len, uint32_t cur_page) {
     hi_slot = s;
     if (pi == cur_page) hit_current = true;
   }
-  if (pending) fix_to_end(pending, hi_slot);
+  if (pending) fix_blocks(pending, pi_done, hi_slot, cur_page);
   return hit_current;
 }
 
 bool Cpu::code_store(uint32_t off, uint32_t len, uint32_t cur_page, bool changed) {
   for (uint32_t pi = off >> kPageShift; pi <= (off + len - 1) >> kPageShift; pi++) {
-    DecodedPage* p = live_[pi];
-    if (p && pi != cur_page && ++p->data_stores >= kDataStoresBeforeDrop) drop_page(pi);
+    if (pi == cur_page || !(flags_[pi] & kPageDecoded)) continue;
+    if (++pages_[pi]->data_stores >= kDataStoresBeforeDrop) drop_page(pi);
   }
   return changed && redecode(off, len, cur_page);
 }

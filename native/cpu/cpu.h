@@ -121,6 +121,7 @@ struct DecodedPage {
   uint16_t to_end[kSlotsPerPage + 2];    // sentinels: 0 (they are not instructions)
   uint8_t op[kSlotsPerPage + 2];         // the Op of each slot, for re-decoding after a store
   bool translated;                       // memory operations use the translation-first handlers
+  bool stale;                            // to_end must be recounted before it runs (live_ is null)
   uint32_t data_stores;                  // stores while other pages ran, since it was decoded
 };
 
@@ -129,6 +130,10 @@ struct DecodedPage {
 /// is decoded afresh if it runs again. (A page that is both run and written costs at most one decode
 /// per this many stores.)
 constexpr uint32_t kDataStoresBeforeDrop = 1024;
+
+/// Slots a store's re-decode may recount on a page that is not running before the page is left stale
+/// and recounted as a whole on entry (a sixteenth of what that recount walks).
+constexpr uint32_t kFixBudget = 128;
 
 /// Flags per RAM page that route stores to the slow path.
 enum PageFlag : uint8_t {
@@ -287,7 +292,14 @@ class Cpu {
   void decode_slot(DecodedPage* p, uint32_t page_index, uint32_t slot);
   /// A decoded slot for the dispatch loop (handler label of the current run_inner).
   Decoded slot_of(const DecodedOp& d, bool translated) const;
-  void fix_to_end(DecodedPage* p, uint32_t from_slot);
+  /// Recounts to_end from `from_slot` down as far as a change reaches, at most `budget` slots; false
+  /// if the budget ran out (the counts below are then partly stale).
+  bool fix_to_end(DecodedPage* p, uint32_t from_slot, uint32_t budget);
+  /// Counts to_end for the whole page.
+  void count_blocks(DecodedPage* p);
+  /// After slots up to `from_slot` of page `pi` were re-decoded: fixes its counts now (the running
+  /// page, or a short ripple) or marks it stale for a recount when it is next entered.
+  void fix_blocks(DecodedPage* p, uint32_t pi, uint32_t from_slot, uint32_t cur_page);
   void drop_page(uint32_t page_index);
   Mmio slow_load(uint32_t addr, unsigned size, uint32_t* value);
   /// Enter a trap; false if the handler address is not executable or the trap is a loop (fatal).
@@ -339,7 +351,7 @@ class Cpu {
   uint32_t fetch_offset(uint32_t va, uint32_t* ram_offset);
   /// A store the page walker makes (A/D bits): dirty tracking and decoder cache, as for a guest store.
   void walker_store(uint32_t off, uint32_t value);
-  /// The TLB bank of a context, cleared first if a flush left it stale.
+  /// The TLB bank of a context.
   TlbEntry* bank(Context c);
 
   uint8_t* ram_;
@@ -362,7 +374,8 @@ class Cpu {
   // architectural state and is neither hashed nor saved.
   static constexpr uint32_t kBanks = 7;
   std::unique_ptr<TlbEntry[]> tlb_;       // (kBanks + 1) * kTlbSize; the last bank stays empty
-  uint32_t bank_stale_ = 0;               // banks to clear before their next use
+  std::vector<TlbEntry*> tlb_filled_;     // entries filled since the last flush (capacity reserved)
+  static constexpr uint32_t kTlbFillsTracked = 256;
   std::vector<uint8_t> tlb_writable_;     // per RAM page: some entry may let stores through to it
   std::vector<uint32_t> tlb_writable_list_;
   std::vector<uint32_t> page_table_list_;  // pages flagged kPagePageTable
@@ -372,6 +385,14 @@ class Cpu {
   TlbEntry* dtlb_ = nullptr;
   TlbEntry* itlb_ = nullptr;
   bool pmp_locked_ = false;               // some locked entry: M-mode accesses are checked too
+  // The PMP entries that match anything (A != OFF), in priority order, as byte ranges [lo, hi): set by
+  // pmp_changed() on every pmpcfg/pmpaddr write and restore, read by every PMP check.
+  struct PmpRange {
+    uint64_t lo, hi;
+    uint8_t cfg;
+  };
+  PmpRange pmp_active_[kPmpEntries] = {};
+  uint32_t pmp_active_count_ = 0;
   bool leave_block_ = false;              // a walker store re-decoded the running block
   uint32_t cur_page_ = UINT32_MAX;        // RAM page the running block was decoded from
 };

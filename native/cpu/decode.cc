@@ -219,17 +219,6 @@ DecodedOp decode(uint16_t lo, uint16_t hi) {
   return decode32(lo | (static_cast<uint32_t>(hi) << 16));
 }
 
-bool ends_block(Op op) {
-  switch (op) {
-    case kOpJAL: case kOpJ: case kOpJALR: case kOpBEQ: case kOpBNE: case kOpBLT: case kOpBGE: case kOpBLTU:
-    case kOpBGEU: case kOpECALL: case kOpEBREAK: case kOpMRET: case kOpSRET: case kOpWFI: case kOpFENCE_I:
-    case kOpILLEGAL: case kOpSTRADDLE: case kOpPAGE_END:
-      return true;
-    default:
-      return false;
-  }
-}
-
 const char* op_name(Op op) {
   static const char* const kNames[] = {
 #define LOCKSTEP_OP_NAME(name) #name,

@@ -57,8 +57,17 @@ struct DecodedOp {
 DecodedOp decode(uint16_t lo, uint16_t hi);
 
 /// True for operations that end a block: control flow and traps-by-design. Every other operation
-/// falls through to the next slot.
-bool ends_block(Op op);
+/// falls through to the next slot. Inline: re-decoding after a store asks it for every slot it recounts.
+inline bool ends_block(Op op) {
+  switch (op) {
+    case kOpJAL: case kOpJ: case kOpJALR: case kOpBEQ: case kOpBNE: case kOpBLT: case kOpBGE: case kOpBLTU:
+    case kOpBGEU: case kOpECALL: case kOpEBREAK: case kOpMRET: case kOpSRET: case kOpWFI: case kOpFENCE_I:
+    case kOpILLEGAL: case kOpSTRADDLE: case kOpPAGE_END:
+      return true;
+    default:
+      return false;
+  }
+}
 
 /// Mnemonic for diagnostics and tests.
 const char* op_name(Op op);

@@ -59,12 +59,7 @@ TlbEntry* Cpu::bank(Context c) {
   uint32_t b = 6;  // M-mode with locked PMP entries: identity translation, checked
   if (c.priv == Priv::kUser) b = c.mxr ? 1 : 0;
   else if (c.priv == Priv::kSupervisor) b = 2 + (c.mxr ? 1 : 0) + (c.sum ? 2 : 0);
-  TlbEntry* t = tlb_.get() + b * kTlbSize;
-  if (bank_stale_ & (1u << b)) {
-    std::memset(static_cast<void*>(t), 0xff, sizeof(TlbEntry) * kTlbSize);  // every tag kTlbInvalid
-    bank_stale_ &= ~(1u << b);
-  }
-  return t;
+  return tlb_.get() + b * kTlbSize;
 }
 
 void Cpu::update_mode() {
@@ -81,8 +76,25 @@ void Cpu::update_mode() {
 
 void Cpu::pmp_changed() {
   pmp_locked_ = false;
+  pmp_active_count_ = 0;
   for (uint32_t i = 0; i < kPmpEntries; i++) {
-    if ((pmpcfg[i] & kPmpL) && (pmpcfg[i] & 0x18)) pmp_locked_ = true;
+    const uint8_t cfg = pmpcfg[i];
+    if ((cfg & kPmpL) && (cfg & 0x18)) pmp_locked_ = true;
+    const uint32_t a = (cfg >> 3) & 3;
+    if (a == 0) continue;
+    PmpRange& r = pmp_active_[pmp_active_count_++];
+    if (a == kPmpTor) {
+      r.lo = i == 0 ? 0 : static_cast<uint64_t>(pmpaddr[i - 1]) << 2;
+      r.hi = static_cast<uint64_t>(pmpaddr[i]) << 2;
+    } else if (a == kPmpNa4) {
+      r.lo = static_cast<uint64_t>(pmpaddr[i]) << 2;
+      r.hi = r.lo + 4;
+    } else {
+      const uint64_t size = 1ull << (std::countr_one(pmpaddr[i]) + 3);
+      r.lo = (static_cast<uint64_t>(pmpaddr[i]) << 2) & ~(size - 1);
+      r.hi = r.lo + size;
+    }
+    r.cfg = cfg;
   }
   flush_tlb();
 }
@@ -92,14 +104,14 @@ void Cpu::flush_tlb() {
   tlb_writable_list_.clear();
   for (uint32_t p : page_table_list_) flags_[p] &= static_cast<uint8_t>(~kPagePageTable);
   page_table_list_.clear();
-  bank_stale_ = (1u << kBanks) - 1;
-  // The hot loop holds pointers to the active banks: those are cleared now, the others on first use.
-  TlbEntry* const empty = tlb_.get() + kBanks * kTlbSize;
-  for (TlbEntry* t : {dtlb_, itlb_}) {
-    if (t == empty || t == nullptr) continue;
-    std::memset(static_cast<void*>(t), 0xff, sizeof(TlbEntry) * kTlbSize);
-    bank_stale_ &= ~(1u << static_cast<uint32_t>((t - tlb_.get()) / kTlbSize));
+  // Only the entries filled since the last flush hold anything: an OS flushes far more often (every
+  // page-table store, sfence.vma, satp write) than it fills the whole cache, so clear just those.
+  if (tlb_filled_.size() <= kTlbFillsTracked) {
+    for (TlbEntry* t : tlb_filled_) t->r = t->w = t->x = kTlbInvalid;
+  } else {
+    std::memset(static_cast<void*>(tlb_.get()), 0xff, sizeof(TlbEntry) * kBanks * kTlbSize);
   }
+  tlb_filled_.clear();
 }
 
 void Cpu::set_page_flag(uint32_t page, uint8_t flag) {
@@ -109,27 +121,14 @@ void Cpu::set_page_flag(uint32_t page, uint8_t flag) {
 }
 
 bool Cpu::pmp_allows(uint64_t pa, uint32_t len, Priv p, Access access) const {
-  for (uint32_t i = 0; i < kPmpEntries; i++) {
-    const uint8_t cfg = pmpcfg[i];
-    const uint32_t a = (cfg >> 3) & 3;
-    if (a == 0) continue;
-    uint64_t lo, hi;
-    if (a == kPmpTor) {
-      lo = i == 0 ? 0 : static_cast<uint64_t>(pmpaddr[i - 1]) << 2;
-      hi = static_cast<uint64_t>(pmpaddr[i]) << 2;
-    } else if (a == kPmpNa4) {
-      lo = static_cast<uint64_t>(pmpaddr[i]) << 2;
-      hi = lo + 4;
-    } else {
-      const uint64_t size = 1ull << (std::countr_one(pmpaddr[i]) + 3);
-      lo = (static_cast<uint64_t>(pmpaddr[i]) << 2) & ~(size - 1);
-      hi = lo + size;
-    }
-    if (pa + len <= lo || pa >= hi) continue;  // no byte of the access matches
+  // The entries with A != OFF, in priority order, bounds worked out when they were written.
+  for (uint32_t i = 0; i < pmp_active_count_; i++) {
+    const PmpRange& r = pmp_active_[i];
+    if (pa + len <= r.lo || pa >= r.hi) continue;  // no byte of the access matches
     // The lowest-numbered entry matching any byte decides, and it must match all of them (3.7.1).
-    if (pa < lo || pa + len > hi) return false;
-    if (p == Priv::kMachine && !(cfg & kPmpL)) return true;
-    return (cfg & pmp_bit(access)) != 0;
+    if (pa < r.lo || pa + len > r.hi) return false;
+    if (p == Priv::kMachine && !(r.cfg & kPmpL)) return true;
+    return (r.cfg & pmp_bit(access)) != 0;
   }
   // No match: M-mode may, S and U may not (16 entries are implemented).
   return p == Priv::kMachine;
@@ -211,6 +210,8 @@ uint32_t Cpu::translate(uint32_t va, Access access, Context c, uint64_t* pa) {
     page_table_list_.push_back(p);
   }
   TlbEntry& t = bank(c)[(va >> kPageShift) & (kTlbSize - 1)];
+  // Past kTlbFillsTracked the list stops growing and the next flush clears every bank.
+  if (t.r == kTlbInvalid && t.w == kTlbInvalid && t.x == kTlbInvalid && tlb_filled_.size() <= kTlbFillsTracked) tlb_filled_.push_back(&t);
   const uint32_t vpage = va & kPageMask;
   t.r = (perms & kPmpR) && leaf_allows(pte, Access::kLoad, c.priv, c.sum, c.mxr) ? vpage : kTlbInvalid;
   t.x = (perms & kPmpX) && leaf_allows(pte, Access::kFetch, c.priv, c.sum, c.mxr) ? vpage : kTlbInvalid;

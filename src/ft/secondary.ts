@@ -349,11 +349,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     } catch (err) {
       return this.#violation(ch, `clone state: ${(err as Error).message}`);
     }
-    // TODO(#12): continue the primary's console numbering here (position). Setting it through
-    // Machine.consolePosition stalled the clone past a 400 ms detection timeout (failover.test.ts's
-    // partition test); until that is understood a secondary numbers from 0, which matches the primary
-    // only when the guest was powered on protected (--await-secondary).
-    void position;
+    if (position !== undefined) machine.consolePosition = BigInt(position);
     if (this.#o.logDir) writeFileSync(join(this.#o.logDir, 'clone.snap'), machine.snapshot());
     const port = this.#port!;
     port.setShadow(true);

@@ -421,6 +421,28 @@ describe('satp and sfence.vma', () => {
     expectRegs(x.m, { 12: 111, 13: 222 });
   });
 
+  it('a store to a PTE takes effect after more translations were cached than a flush tracks one by one', async () => {
+    // 300 virtual pages (one TLB fill each, past the 256 a flush clears entry by entry), all aliases of
+    // DATA; then VA page 5 is remapped to DATA + 0x1000 by a store to its PTE through a window.
+    const PAGES = 300;
+    const x = await run((a) => {
+      a.li(10, VA).li(11, PAGES).li(13, 4096);
+      a.label('touch').lw(12, 0, 10).add(10, 10, 13).addi(11, 11, -1).bne(11, 0, 'touch');
+      a.li(14, 0x60000000 + 5 * 4).li(15, pte(DATA + 0x1000, P.RW)).sw(15, 0, 14);
+      a.li(10, VA + 5 * 4096).lw(16, 0, 10);
+      a.li(10, VA + 7 * 4096).lw(17, 0, 10);
+    }, {
+      map: (pt) => {
+        for (let i = 0; i < PAGES; i++) pt.map(VA + i * 4096, DATA, P.RW);
+        pt.map(0x60000000, pt.leafAddr(VA), P.RW);
+        pt.m.writeMemory(DATA, le32(111));
+        pt.m.writeMemory(DATA + 0x1000, le32(222));
+      },
+    });
+    completed(x);
+    expectRegs(x.m, { 12: 111, 16: 222, 17: 111 });
+  });
+
   it('switching satp between two roots switches the address space', async () => {
     const ROOT2 = RAM + 0xe0000;
     const x = await run((a) => {

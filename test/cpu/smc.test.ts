@@ -93,6 +93,38 @@ describe('self-modifying code', () => {
     expectRegs(m, { 4: 1, 5: 1 });
   });
 
+  it('stores that change the blocks of a whole page of code not running take effect, with exact counts', async () => {
+    // `far` fills most of a page with one straight-line block (N addi, then ret). After a first call the
+    // code patches that ret into an addi (so every slot's block count changes: far more than a store's
+    // fix-up walks on a page that is not running), then patches the next instruction too, and calls again
+    // at the start and in the middle.
+    const N = 900;
+    const a = new Asm();
+    a.li(5, 0).jal(1, 'far'); //                          x5 = N
+    a.li(8, rv.addi(5, 5, 1000)).la(7, 'ret1').sw(8, 0, 7); // ret1: addi x5, x5, 1000
+    a.li(8, rv.addi(5, 5, 200)).la(7, 'after').sw(8, 0, 7); // after: addi x5, x5, 200
+    a.jal(1, 'far'); //                                    x5 += N + 1000 + 200
+    a.jal(1, 'mid'); //                                    x5 += N / 2 + 1000 + 200
+    a.j('done');
+    a.align(4096).label('far');
+    for (let i = 0; i < N; i++) {
+      if (i === N / 2) a.label('mid');
+      a.addi(5, 5, 1);
+    }
+    a.label('ret1').jalr(0, 1, 0);
+    a.label('after').addi(5, 5, 100);
+    a.jalr(0, 1, 0);
+    a.label('done');
+    const { m, r } = await runToEbreak(a, {}, 100_000);
+    expectRegs(m, { 5: N + (N + 1200) + (N / 2 + 1200) });
+    // Retired: li (1) + jal + N + ret; two patches of li (2) + la (2) + sw each; jal + N + 3; jal +
+    // N / 2 + 3; j. instret counts every one of them, branches the jal, jalr and j.
+    const li = (v: number) => (((v & 0xfff) ^ 0x800) - 0x800 === (v | 0) ? 1 : 2);
+    const patches = li(rv.addi(5, 5, 1000)) + li(rv.addi(5, 5, 200)) + 2 * (2 + 1);
+    expect(r.instret).toBe(BigInt(1 + 1 + N + 1 + patches + 1 + N + 3 + 1 + N / 2 + 3 + 1));
+    expect(r.branches).toBe(7n);
+  });
+
   it('memory written by the host between runs replaces code that already ran', async () => {
     const a = new Asm();
     a.label('loop').addi(5, 5, 1).j('loop'); //      loop: addi x5, x5, 1; j loop

@@ -4,7 +4,8 @@
 // during network I/O (/bin/udpecho): the secondary goes live and finishes the run, and the console
 // (the primary's up to the go-live's console position, then the survivor's) has no gap and no
 // duplicate: it has a plain run's lines, each as often (for udpecho, whose input a plain run lacks:
-// each number once, in order).
+// each number once, in order). And a secondary that joins a guest already running (no
+// --await-secondary): the clone carries the primary's console position, so the same holds.
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createSocket } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
@@ -87,20 +88,35 @@ async function plainConsole(s: Scenario, drive?: (c: MachineConsole) => Promise<
   }
 }
 
-/** A primary (its console piped) and a secondary (console once live), the guest started once protected. */
-async function pair(s: Scenario) {
-  const start = (name: string, args: string[]): { proc: Proc; out: Buffer[] } => {
-    const proc = launch(name, args, () => {}, { stdout: true });
-    procs.push(proc);
-    const out: Buffer[] = [];
-    proc.child.stdout!.on('data', (b: Buffer) => out.push(b));
-    return { proc, out };
-  };
-  const primary = start('primary', ['primary', s.config, '--console', '--await-secondary']);
+type Half = { proc: Proc; out: Buffer[] };
+
+/** A half of the pair as a CLI process, its stdout (the console) collected. */
+function startHalf(name: string, args: string[]): Half {
+  const proc = launch(name, args, () => {}, { stdout: true });
+  procs.push(proc);
+  const out: Buffer[] = [];
+  proc.child.stdout!.on('data', (b: Buffer) => out.push(b));
+  return { proc, out };
+}
+
+/** A primary with its console piped; `awaitSecondary`: the guest starts only once protected. */
+async function startPrimary(s: Scenario, awaitSecondary: boolean): Promise<{ primary: Half; port: number }> {
+  const primary = startHalf('primary', ['primary', s.config, '--console', ...(awaitSecondary ? ['--await-secondary'] : [])]);
   const l = await primary.proc.wait('listening', undefined, STEP_MS);
-  const secondary = start('secondary', ['secondary', s.config, '--join', `127.0.0.1:${String(l.port)}`, '--console']);
+  return { primary, port: Number(l.port) };
+}
+
+/** A secondary (console once live) joining the primary at `port`; resolves once the pair is protected. */
+async function joinSecondary(s: Scenario, primary: Half, port: number): Promise<Half> {
+  const secondary = startHalf('secondary', ['secondary', s.config, '--join', `127.0.0.1:${String(port)}`, '--console']);
   await primary.proc.wait('status', (e) => e.protected === true, STEP_MS);
-  return { primary, secondary };
+  return secondary;
+}
+
+/** A primary (its console piped) and a secondary (console once live), the guest started once protected. */
+async function pair(s: Scenario): Promise<{ primary: Half; secondary: Half }> {
+  const { primary, port } = await startPrimary(s, true);
+  return { primary, secondary: await joinSecondary(s, primary, port) };
 }
 
 /**
@@ -109,8 +125,13 @@ async function pair(s: Scenario) {
  * console as a sink that keeps positions has it: the primary's bytes before the go-live's console
  * position, then the survivor's. The overlap (bytes both printed) must be the same bytes.
  */
-async function killDuring(s: Scenario, pattern: string, afterKill?: () => Promise<void>): Promise<{ console: string; primaryAtKill: string }> {
-  const { primary, secondary } = await pair(s);
+async function killDuring(
+  s: Scenario,
+  pattern: string,
+  afterKill?: () => Promise<void>,
+  halves?: { primary: Half; secondary: Half },
+): Promise<{ console: string; primaryAtKill: string }> {
+  const { primary, secondary } = halves ?? (await pair(s));
   let primaryAtKill = '';
   await new Promise<void>((resolve, reject) => {
     const check = (): void => {
@@ -139,6 +160,48 @@ async function killDuring(s: Scenario, pattern: string, afterKill?: () => Promis
   console.log(`linux-failover: killed at ${JSON.stringify(pattern)}; go-live at console position ${position}, the primary had printed ${before.length} bytes (${overlap} printed twice, dropped by position)`);
   expect(after.subarray(0, overlap).equals(before.subarray(Number(position))), 'the bytes both printed are the same bytes').toBe(true);
   return { console: lines(Buffer.concat([before.subarray(0, Number(position)), after])), primaryAtKill };
+}
+
+/** The numbers a udpecho client sends: the last one is "quit N" (udpecho exits, the guest powers off). */
+const LAST = 16;
+
+/**
+ * A client of /bin/udpecho: `send(from, to)` sends "seq N" for each N in turn, each until answered
+ * (retries are answered again, printed once), "quit N" for N = LAST.
+ */
+async function udpechoClient(udpPort: number): Promise<{ send(from: number, to: number): Promise<void>; close(): void }> {
+  const socket = createSocket('udp4');
+  const acked = new Set<number>();
+  let closed = false;
+  socket.on('message', (m) => {
+    const match = /^(ack|bye) (\d+)$/.exec(m.toString());
+    if (match) acked.add(Number(match[2]));
+  });
+  await new Promise<void>((r) => socket.bind(0, '127.0.0.1', r));
+  return {
+    async send(from, to) {
+      for (let n = from; n <= to && !closed; n++) {
+        const msg = n === LAST ? `quit ${n}` : `seq ${n}`;
+        await until(`an answer to ${msg}`, () => {
+          if (!acked.has(n) && !closed) socket.send(msg, udpPort, '127.0.0.1');
+          return acked.has(n) || closed;
+        }, { timeoutMs: 2 * STEP_MS, everyMs: 50 });
+      }
+    },
+    close() {
+      closed = true;
+      socket.close();
+    },
+  };
+}
+
+/** A console of udpecho's run to LAST: each number once and in order, the run's milestones once. */
+function expectUdpechoConsole(console: string): void {
+  const printed = [...console.matchAll(/^udpecho: (\d+)$/gm)].map((m) => Number(m[1]));
+  expect(printed).toEqual(Array.from({ length: LAST - 1 }, (_, i) => i + 1));
+  expect(console).toContain(`lockstep-linux: run udpecho ${UDPECHO_PORT}\n`);
+  expect(console).toContain('lockstep-linux: udpecho exited 0\n');
+  for (const once of [MARKER, 'lockstep-linux: run udpecho', 'lockstep-linux: powering off']) expect(console.split(once), once).toHaveLength(2);
 }
 
 describe('fault-tolerant pair running Linux', () => {
@@ -172,38 +235,36 @@ describe('fault-tolerant pair running Linux', () => {
     'SIGKILL of the primary during network I/O: /bin/udpecho answers on the secondary, every number printed once',
     async () => {
       const s = await scenario('net', `udpecho:${UDPECHO_PORT}`);
-      const LAST = 16;
-      const client = createSocket('udp4');
-      const acked = new Set<number>();
-      client.on('message', (m) => {
-        const match = /^(ack|bye) (\d+)$/.exec(m.toString());
-        if (match) acked.add(Number(match[2]));
-      });
-      await new Promise<void>((r) => client.bind(0, '127.0.0.1', r));
-      let n = 0;
-      let stopped = false;
-      // Sends "seq 1", "seq 2", … each until answered (retries are answered again, printed once), then
-      // "quit LAST": udpecho exits and the guest powers off.
-      const sending = (async () => {
-        for (n = 1; n <= LAST && !stopped; n++) {
-          const msg = n === LAST ? `quit ${n}` : `seq ${n}`;
-          await until(`an answer to ${msg}`, () => {
-            if (!acked.has(n)) client.send(msg, s.udpPort, '127.0.0.1');
-            return acked.has(n);
-          }, { timeoutMs: 2 * STEP_MS, everyMs: 50 });
-        }
-      })();
+      const client = await udpechoClient(s.udpPort);
       try {
-        const { console } = await killDuring(s, 'udpecho: 5\n', async () => {
-          await sending;
-        });
-        const printed = [...console.matchAll(/^udpecho: (\d+)$/gm)].map((m) => Number(m[1]));
-        expect(printed).toEqual(Array.from({ length: LAST - 1 }, (_, i) => i + 1));
-        expect(console).toContain(`lockstep-linux: run udpecho ${UDPECHO_PORT}\n`);
-        expect(console).toContain('lockstep-linux: udpecho exited 0\n');
-        for (const once of [MARKER, 'lockstep-linux: run udpecho', 'lockstep-linux: powering off']) expect(console.split(once), once).toHaveLength(2);
+        const sending = client.send(1, LAST);
+        const { console } = await killDuring(s, 'udpecho: 5\n', () => sending);
+        expectUdpechoConsole(console);
       } finally {
-        stopped = true;
+        client.close();
+      }
+    },
+    6 * STEP_MS,
+  );
+
+  it(
+    'a secondary that joins a running Linux guest continues its console numbering: SIGKILL of the primary, the console has no gap and no duplicate',
+    async () => {
+      const s = await scenario('join', `udpecho:${UDPECHO_PORT}`);
+      const client = await udpechoClient(s.udpPort);
+      try {
+        const { primary, port } = await startPrimary(s, false);
+        // The whole boot and the first numbers happen on the primary alone: its console is well past 0
+        // when the secondary is cloned.
+        await client.send(1, 3);
+        const secondary = await joinSecondary(s, primary, port);
+        const cloned = Buffer.concat(primary.out).length;
+        const sending = client.send(4, LAST);
+        const { console } = await killDuring(s, 'udpecho: 6\n', () => sending, { primary, secondary });
+        expectUdpechoConsole(console);
+        expect(console.split('Linux version'), 'the boot banner').toHaveLength(2);
+        expect(console.length, `more than the ${cloned} bytes printed before the clone`).toBeGreaterThan(cloned);
+      } finally {
         client.close();
       }
     },
