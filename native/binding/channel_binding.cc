@@ -360,24 +360,27 @@ ChannelConfig Config(int fd, const std::vector<uint8_t>& send_key, const std::ve
 
 const std::vector<uint8_t> kKeyP2S(32, 0x11), kKeyS2P(32, 0x22);
 
-// loopback({ batches, minRecords, maxRecords, tcp, impl, maxLogFrame, sinkBytes, seed, timeoutMs, releaseEvery })
+// loopback({ batches, minRecords, maxRecords, tcp, impl, maxLogFrame, sinkBytes, seed, timeoutMs, releaseEvery, splitEvery })
 // A native sender and a native receiver on one connection; a producer thread fills the log ring with
 // synthetic batches, a consumer thread checks every byte that comes out of the replay ring. When all
 // are acknowledged the sender says BYE and both ends close. With releaseEvery k, a RELEASE message
-// (send()) follows every k-th batch. Returns counts, ends, time and CPU.
+// (send()) follows every k-th batch. With splitEvery k, every k-th batch is published in two pushes with
+// a RELEASE of the batch before it sent in between (a message fenced in the middle of a batch, as a vCPU
+// that fills the ring leaves it). Returns counts, ends, time and CPU.
 Napi::Value Loopback(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) return Fail(env, "loopback(options)"), env.Undefined();
   Napi::Object o = info[0].As<Napi::Object>();
-  double batches, minr, maxr, maxframe, sinkbytes, seed, timeout, implv, every_d;
+  double batches, minr, maxr, maxframe, sinkbytes, seed, timeout, implv, every_d, split_d;
   if (!Opt(o, "batches", 0, 1e12, 1000, &batches) || !Opt(o, "minRecords", 0, BatchLayout::kMaxLength, 0, &minr) ||
       !Opt(o, "maxRecords", 0, BatchLayout::kMaxLength, 4096, &maxr) || !Opt(o, "maxLogFrame", 1, 16 << 20, 1 << 20, &maxframe) ||
       !Opt(o, "sinkBytes", 64, 1 << 30, 4 << 20, &sinkbytes) || !Opt(o, "seed", 0, 4294967295.0, 1, &seed) ||
       !Opt(o, "timeoutMs", 1, 1e9, 120000, &timeout) || !Opt(o, "impl", 0, 1, static_cast<int>(sha256_default()), &implv) ||
-      !Opt(o, "releaseEvery", 0, 1e12, 0, &every_d)) {
+      !Opt(o, "releaseEvery", 0, 1e12, 0, &every_d) || !Opt(o, "splitEvery", 0, 1e12, 0, &split_d)) {
     return env.Undefined();
   }
   const uint64_t every = static_cast<uint64_t>(every_d);
+  const uint64_t split = static_cast<uint64_t>(split_d);
   if (minr > maxr) return Fail(env, "minRecords must be at most maxRecords"), env.Undefined();
   const Sha256Impl impl = static_cast<Sha256Impl>(static_cast<int>(implv));
   if (!sha256_available(impl)) return Fail(env, "impl is not available on this CPU"), env.Undefined();
@@ -440,7 +443,17 @@ Napi::Value Loopback(const Napi::CallbackInfo& info) {
         if (sender.ended() || give_up.load()) return;
         if (!space.wait(seen, deadline)) return give_up.store(true);
       }
-      log_producer.push(b.data(), b.size());
+      if (split && lsn > 0 && lsn % split == 0) {
+        const size_t half = b.size() / 2;
+        log_producer.push(b.data(), half);
+        sender.notify();
+        std::vector<uint8_t> release(8);
+        store_be64(release.data(), lsn - 1);
+        sender.send(msg::kRelease, std::move(release));
+        log_producer.push(b.data() + half, b.size() - half);
+      } else {
+        log_producer.push(b.data(), b.size());
+      }
       sender.notify();
       if (every && (lsn + 1) % every == 0) {
         std::vector<uint8_t> release(8);

@@ -478,7 +478,10 @@ bool LogChannel::fill_out() {
 
 bool LogChannel::frame_log(uint32_t limit) {
   log_head_seen_ = ring_head(ring_.mem);
-  const size_t avail = std::min<size_t>(log_->available() - log_framed_, limit);
+  // `limit` is where a queued message's fence lies: frame whole batches until it is reached. A fence may
+  // fall inside a batch (the producer publishes a batch in pieces when the ring is nearly full): that
+  // batch goes whole, before the message. Capping the bytes at the fence would strand both.
+  const size_t avail = log_->available() - log_framed_;
   // The first of a pair of frames takes about half of what there is, so that the two MACs can be
   // computed together (seal_pending); the second takes the rest.
   const size_t cap = unsealed_ % 2 == 0 && avail < 2 * size_t{max_log_frame_} ? avail / 2 : max_log_frame_;
@@ -499,7 +502,7 @@ bool LogChannel::frame_log(uint32_t limit) {
     if (len > 0 && len + size > max_log_frame_) break;
     len += size;
     lsn++;
-    if (len >= cap) break;
+    if (len >= cap || len >= limit) break;
   }
   if (len == 0) return false;
   if (len > max_payload_) {

@@ -208,6 +208,11 @@ describe('native sender to native receiver over a socket', () => {
     expect(r).toMatchObject({ batches: 2000, ackedLsn1: 2000, timedOut: false, releases: Math.floor(2000 / 7), releaseFaults: 0 });
   });
 
+  it('a message queued while a batch is published in part goes after that whole batch (a fence inside a batch never blocks the log)', () => {
+    const r = native.loopback({ batches: 400, maxRecords: 3000, splitEvery: 3, maxLogFrame: 32 << 10, sinkBytes: 128 << 10, timeoutMs: 20_000 });
+    expect(r).toMatchObject({ batches: 400, ackedLsn1: 400, timedOut: false, releases: Math.floor(399 / 3), releaseFaults: 0 });
+  });
+
   it('batches as large as a batch may be (1 MiB of records) go one to a frame', () => {
     const r = native.loopback({ batches: 12, minRecords: (1 << 20) - 5, maxRecords: 1 << 20, sinkBytes: 4 << 20 });
     expect(r).toMatchObject({ batches: 12, ackedLsn1: 12, timedOut: false });

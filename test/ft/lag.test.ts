@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { FileArbiter, FtPrimary, FtSecondary, LagController, LoadGenerator, Machine, attachVmNetwork, type GoLiveReport } from '../../src/index.js';
 import { replicationPort } from '../../src/machine/replication-port.js';
+import { Asm } from '../helpers/asm.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { until } from '../helpers/wait.js';
 
@@ -140,5 +141,55 @@ describe('lag control', () => {
     await primary.testFailover();
     const report = await live;
     expect(report.stateHash).toBe(machine.stateHash());
+  });
+
+  it('native data path: a logging channel that stops moving stalls the guest once the socket and the ring are full; nothing is dropped', async () => {
+    // A guest that reads the real clock in a loop: every read is logged, so megabytes of log a second.
+    const a = new Asm();
+    a.label('loop');
+    a.csrrs(10, 0xc01, 0); // rdtime a0
+    a.addi(11, 11, 1);
+    a.j('loop');
+    const key = randomBytes(32);
+    const dir = arbiterDir();
+    const make = () => {
+      const m = new Machine({ clock: 'real' });
+      return m;
+    };
+    const machine = make();
+    machine.writeMemory(0x80000000, a.bytes());
+    const primary = new FtPrimary({ machine, vmId: 'nstall', key, arbiter: new FileArbiter({ dir }), heartbeatMs: 50, timeoutMs: 60_000, dataPath: 'native' });
+    cleanups.push(() => machine.close(), () => primary.stop());
+    const addr = await primary.start();
+    const proxy = await TcpProxy.start('127.0.0.1', addr.port);
+    cleanups.push(() => proxy.close());
+    const secondary = new FtSecondary({ vmId: 'nstall', key, arbiter: new FileArbiter({ dir }), join: { host: '127.0.0.1', port: proxy.port }, heartbeatMs: 50, timeoutMs: 60_000, dataPath: 'native', createMachine: make });
+    cleanups.push(() => secondary.machine?.close(), () => secondary.stop(), () => secondary.primary?.stop());
+    const cloned = new Promise((r) => primary.once('cloned', r));
+    await secondary.start();
+    await cloned;
+    expect(primary.stats().dataPath).toBe('native');
+    const progress = () => replicationPort(machine).progress();
+    await until('the secondary to acknowledge log', () => primary.stats().logBytes > 1 << 20);
+    proxy.stall();
+    // The socket buffers, the link's own 4 MiB and the 2 MiB ring fill; then the vCPU waits for space.
+    let still = 0;
+    let last = progress();
+    for (let i = 0; i < 600 && still < 5; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      const now = progress();
+      still = now === last ? still + 1 : 0;
+      last = now;
+    }
+    expect(still).toBe(5);
+    const stalledAt = progress();
+    proxy.flow();
+    await until('the guest to run again once the channel moves', () => progress() > stalledAt + 1_000_000n);
+    // Hand over: the secondary goes live exactly where the primary stopped, with the same state.
+    const live = new Promise<GoLiveReport>((r) => secondary.once('go-live', r));
+    await primary.testFailover();
+    const report = await live;
+    expect(report.stateHash).toBe(machine.stateHash());
+    expect(report.instret).toBe(machine.counters.instret);
   });
 });

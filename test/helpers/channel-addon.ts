@@ -33,7 +33,7 @@ export interface ChannelTestAddon {
   decodeFrames(key: Uint8Array, firstSequence: number, maxPayload: number, bytes: Uint8Array):
     { frames: { type: number; sequence: number; payload: Buffer }[]; consumed: number; need?: number; error?: ChannelEnd };
   loopback(options: { batches?: number; minRecords?: number; maxRecords?: number; tcp?: boolean; impl?: number;
-    maxLogFrame?: number; sinkBytes?: number; seed?: number; timeoutMs?: number; releaseEvery?: number }): LoopbackResult;
+    maxLogFrame?: number; sinkBytes?: number; seed?: number; timeoutMs?: number; releaseEvery?: number; splitEvery?: number }): LoopbackResult;
   rawLoopback(options: { bytes?: number; tcp?: boolean; chunk?: number }): { bytes: number; ns: number; cpuSeconds: number };
   receiverFeed(options: { wire: Uint8Array; close?: boolean; impl?: number; firstLsn?: number; timeoutMs?: number }):
     { ended: boolean; end: ChannelEnd; sink: Buffer; reply: Buffer; logLsn1: number; stats: ChannelStats };
