@@ -79,6 +79,7 @@ describe('validateConfig: defaults', () => {
       outputRule: true,
       arbiter: { backend: 'file', dir: '/etc/lockstep/arbiter' },
       hashIntervalInstructions: 67108864,
+      dataPath: 'native',
     });
     expect(config.metrics).toBeUndefined();
   });
@@ -269,6 +270,7 @@ const BAD: [string, (c: Record<string, any>) => void, string, string | RegExp][]
   ['etcd timeout too small', (c) => (c['ft'].arbiter = { backend: 'etcd', endpoints: ['http://e:1'], timeoutMs: 10 }), 'ft.arbiter.timeoutMs', 'got 10'],
   ['file arbiter with an etcd field', (c) => (c['ft'].arbiter = { backend: 'file', dir: 'd', endpoints: [] }), 'ft.arbiter.endpoints', 'unknown field ft.arbiter.endpoints'],
   ['hash interval negative', (c) => (c['ft'].hashIntervalInstructions = -1), 'ft.hashIntervalInstructions', 'got -1'],
+  ['data path unknown', (c) => (c['ft'].dataPath = 'fast'), 'ft.dataPath', 'must be "native" or "js", got "fast"'],
   ['metrics not an object', (c) => (c['metrics'] = 9464), 'metrics', 'got 9464'],
   ['metrics.listen malformed', (c) => (c['metrics'] = { listen: 'http://x:1' }), 'metrics.listen', 'got "http://x:1"'],
   ['metrics.listen host 256.0.0.1', (c) => (c['metrics'] = { listen: '256.0.0.1:9464' }), 'metrics.listen', 'is not an IPv4 address'],
@@ -314,7 +316,7 @@ describe('validateConfig: bad fields', () => {
     const c = base();
     c['ft'].quorum = 3;
     const err = expectConfigError(() => validateConfig(c, 'vm.json', '/'));
-    expect(err.message).toMatch(/^vm\.json: unknown field ft\.quorum \(ft accepts enabled, listen, keyFile, .*hashIntervalInstructions\)$/);
+    expect(err.message).toMatch(/^vm\.json: unknown field ft\.quorum \(ft accepts enabled, listen, keyFile, .*hashIntervalInstructions, dataPath\)$/);
   });
 
   it('reports every problem at once', () => {
