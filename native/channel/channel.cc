@@ -93,6 +93,7 @@ bool LogChannel::start() {
   wake_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wake_ < 0) return refuse(errno_text("eventfd"));
   thread_ = std::thread([this] { run(); });
+  thread_started_.store(true, std::memory_order_release);
   return true;
 }
 
@@ -141,9 +142,26 @@ void LogChannel::stop() {
   }
   if (thread_.joinable()) thread_.join();
   end(ChannelError::kNone, "stopped by its owner");
+  std::lock_guard<std::mutex> send_lock(send_mu_);  // a send_now() in progress finishes first
   if (fd_ >= 0) close(fd_);
   if (wake_ >= 0) close(wake_);
   fd_ = wake_ = -1;
+}
+
+void LogChannel::send_now() {
+  // try_lock: the producer never waits for the channel thread; when that thread is busy sending, it
+  // will see the new batch anyway (notify() below).
+  if (role_ == Role::kSender && send_mu_.try_lock()) {
+    bool flushed = false;
+    if (!ended() && fd_ >= 0 && thread_started_.load(std::memory_order_acquire) && !finishing_.load(std::memory_order_acquire)) {
+      fill_out();
+      pump_send();
+      flushed = out_.empty();
+    }
+    send_mu_.unlock();
+    if (flushed) return;  // all of it is in the kernel: nothing for the thread to do until an ACK comes
+  }
+  notify();
 }
 
 void LogChannel::report() {
@@ -213,44 +231,53 @@ void LogChannel::run() {
     if (sink_active_) moved |= push_sink();
     if (!sink_active_) moved |= process_frames();
     if (!sink_active_ && ahead_ == ahead_count_ && !eof_ && peer_bye_.empty() && !ended()) moved |= pump_receive();
-    if (role_ == Role::kReceiver && !ended()) {
-      const uint64_t lsn1 = log_lsn1_.load(std::memory_order_relaxed);
-      const bool asked = report_.exchange(false, std::memory_order_relaxed);
-      if (lsn1 > acked_sent_ || (lsn1 > 0 && asked)) {
-        std::vector<uint8_t> ack(msg::kAckBytes);
-        store_be64(ack.data(), lsn1 - 1);
-        store_be64(ack.data() + 8, hooks_.progress ? hooks_.progress() : 0);
-        store_be64(ack.data() + 16, c_.log_bytes.load(std::memory_order_relaxed));
-        frame_owned(msg::kAck, std::move(ack));
-        acked_sent_ = lsn1;
-        c_.acks.fetch_add(1, std::memory_order_relaxed);
+    bool over = false;
+    {
+      // The sending side, which send_now() may also run on the producer's thread.
+      std::lock_guard<std::mutex> send_lock(send_mu_);
+      if (role_ == Role::kReceiver && !ended()) {
+        const uint64_t lsn1 = log_lsn1_.load(std::memory_order_relaxed);
+        const bool asked = report_.exchange(false, std::memory_order_relaxed);
+        if (lsn1 > acked_sent_ || (lsn1 > 0 && asked)) {
+          std::vector<uint8_t> ack(msg::kAckBytes);
+          store_be64(ack.data(), lsn1 - 1);
+          store_be64(ack.data() + 8, hooks_.progress ? hooks_.progress() : 0);
+          store_be64(ack.data() + 16, c_.log_bytes.load(std::memory_order_relaxed));
+          frame_owned(msg::kAck, std::move(ack));
+          acked_sent_ = lsn1;
+          c_.acks.fetch_add(1, std::memory_order_relaxed);
+        }
+      }
+      if (!ended()) moved |= fill_out();
+      if (!ended()) moved |= pump_send();
+      if (ended()) {
+        over = true;
+      } else if (!peer_bye_.empty() && out_.empty()) {
+        end(ChannelError::kNone, peer_bye_);
+        over = true;
+      } else if (finishing_.load(std::memory_order_acquire) && !shut_wr_ && out_.empty()) {
+        bool flushed;
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          flushed = pending_.empty() && (role_ == Role::kReceiver || static_cast<int32_t>(finish_fence_ - log_->tail_index()) <= 0);
+        }
+        if (flushed) {
+          shutdown(fd_, SHUT_WR);
+          shut_wr_ = true;
+          moved = true;
+        }
       }
     }
-    if (!ended()) moved |= fill_out();
-    if (!ended()) moved |= pump_send();
-    if (ended()) break;
-    if (!peer_bye_.empty() && out_.empty()) {
-      end(ChannelError::kNone, peer_bye_);
-      break;
-    }
-    if (finishing_.load(std::memory_order_acquire) && !shut_wr_ && out_.empty()) {
-      bool flushed;
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        flushed = pending_.empty() && (role_ == Role::kReceiver || static_cast<int32_t>(finish_fence_ - log_->tail_index()) <= 0);
-      }
-      if (flushed) {
-        shutdown(fd_, SHUT_WR);
-        shut_wr_ = true;
-        moved = true;
-      }
-    }
+    if (over) break;
     if (eof_ && !sink_active_ && !ended()) {
       if (rend_ > rstart_) {
         end(ChannelError::kTruncated, "the stream ended inside frame " + std::to_string(reader_.expected_sequence()) + " (" +
                                           std::to_string(rend_ - rstart_) + " of " + std::to_string(need_) + " bytes)");
       } else if (shut_wr_) {
         end(ChannelError::kNone, "closed after finish()");
+      } else if (bye_sent_.load(std::memory_order_relaxed)) {
+        // Our BYE went out before finish() was called: the peer closing after it is the orderly end.
+        end(ChannelError::kNone, "closed after this side's BYE");
       } else {
         end(ChannelError::kClosed, "the peer closed the connection without BYE");
       }
@@ -526,6 +553,7 @@ bool LogChannel::frame_log(uint32_t limit) {
 }
 
 void LogChannel::frame_owned(uint8_t type, std::vector<uint8_t> payload) {
+  if (type == msg::kBye) bye_sent_.store(true, std::memory_order_relaxed);
   out_.emplace_back();
   OutFrame& f = out_.back();
   f.owned = std::move(payload);
@@ -669,10 +697,16 @@ void LogChannel::sleep() {
   sleeping_.store(true, std::memory_order_relaxed);
   // seq_cst: pairs with the fence in notify() (see there).
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (!has_work()) {
-    pollfd fds[2] = {{fd_, 0, 0}, {wake_, POLLIN, 0}};
+  bool work;
+  short events = 0;
+  {
+    std::lock_guard<std::mutex> send_lock(send_mu_);
+    work = has_work();
+    if (!out_.empty()) events |= POLLOUT;
+  }
+  if (!work) {
+    pollfd fds[2] = {{fd_, events, 0}, {wake_, POLLIN, 0}};
     if (!sink_active_ && !eof_ && peer_bye_.empty()) fds[0].events |= POLLIN;
-    if (!out_.empty()) fds[0].events |= POLLOUT;
     c_.wakeups.fetch_add(1, std::memory_order_relaxed);
     poll(fds, 2, -1);
     if (fds[1].revents & POLLIN) {

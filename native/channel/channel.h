@@ -103,6 +103,10 @@ class LogChannel {
   /// The ring's other end moved (kSender: batches published; kReceiver: bytes consumed). Any thread;
   /// cheap when the channel is busy (a system call only when its thread sleeps).
   void notify();
+  /// kSender: batches were published. When the channel's sending side is free, frames and writes them
+  /// on the calling thread (the producer) instead of waking the channel's thread, which then only reads
+  /// ACKs; otherwise (or when the socket does not take it all) the same as notify(). Any thread.
+  void send_now();
   /// Queues one message (payload already encoded) after the log published so far. Any thread. False
   /// when the channel has ended (the message is dropped).
   bool send(uint8_t type, std::vector<uint8_t> payload);
@@ -175,7 +179,10 @@ class LogChannel {
   std::unique_ptr<ByteRingProducer> sink_;   // kReceiver
   std::thread thread_;
 
-  std::atomic<bool> sleeping_{false}, quit_{false}, finishing_{false}, ended_{false}, report_{false};
+  std::atomic<bool> sleeping_{false}, quit_{false}, finishing_{false}, ended_{false}, report_{false}, thread_started_{false};
+  /// The sending side (out_, framing, sealing, writing, and what has_work() reads of them): the channel
+  /// thread, and send_now() on a producer's thread, take turns. Taken before mu_, never after.
+  std::mutex send_mu_;
   std::atomic<uint64_t> acked_lsn1_{0}, log_lsn1_{0};
   struct Counters {
     std::atomic<uint64_t> bytes_sent{0}, bytes_received{0}, frames_sent{0}, frames_received{0};
@@ -191,7 +198,8 @@ class LogChannel {
   bool stopped_ = false;
   uint32_t finish_fence_ = 0;  // the log ring's head when finish() was called
 
-  // Channel thread only.
+  // Channel thread only; the sending side (send_seq_, out_, out_bytes_, unsealed_, log_framed_, next_lsn_,
+  // log_head_seen_, shut_wr_) also by send_now(), both under send_mu_.
   uint64_t send_seq_;
   FrameReader reader_;
   std::vector<uint8_t> rbuf_;
@@ -199,6 +207,7 @@ class LogChannel {
   FrameView verified_[2];               // frames whose MACs were checked together (FrameReader::next2)
   size_t ahead_ = 0, ahead_count_ = 0;  // verified_[ahead_, ahead_count_) are not dispatched yet
   bool eof_ = false, shut_wr_ = false;
+  std::atomic<bool> bye_sent_{false};  // a BYE of ours was framed (under send_mu_; read by the thread)
   std::string peer_bye_;  // the peer's BYE, once it came (nothing after it is read)
   uint32_t log_head_seen_ = 0;  // kSender: the ring head frame_log() looked at last
   std::deque<OutFrame> out_;

@@ -22,7 +22,7 @@ class ReplicationLink::Consumer final : public LogConsumer {
     Slot& s = slots_[lsn % kSlots];
     s.at.store(now_ns(), std::memory_order_relaxed);
     s.lsn.store(lsn, std::memory_order_release);  // pairs with the acquire in published_at()
-    if (auto c = channel_.lock()) c->notify();
+    if (auto c = channel_.lock()) c->send_now();  // written from this thread when the channel is idle
   }
   bool gone() const override { return gone_.load(std::memory_order_acquire); }
   /// release: the channel thread's last reads of the ring happen before the vCPU takes them over.
