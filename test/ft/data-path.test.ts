@@ -32,7 +32,7 @@ describe('the log data paths', () => {
       const addr = await primary.start();
       const secondary = new FtSecondary({ vmId: 'dp', key, arbiter: new FileArbiter({ dir }), join: addr, timeoutMs: 20_000, dataPath: s, createMachine: () => new Machine({ clock: 'real', devices: spec, cmdline }) });
       cleanups.push(() => secondary.machine?.close(), () => secondary.stop(), () => secondary.primary?.stop());
-      const lockstep = new Promise((r) => secondary.once('lockstep', r));
+      const lockstep = new Promise<void>((r) => secondary.once('lockstep', () => r()));
       const cloned = new Promise((r) => primary.once('cloned', r));
       await secondary.start();
       await cloned;
