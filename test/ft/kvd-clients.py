@@ -79,7 +79,8 @@ class Worker:
             batch = keys[i:i + 100]
             got = self.call('get_many', lambda: self.client.get_many(batch))
             lost += [k for k in batch if got.get(k) != self.writes[k]]
-        final = int(self.call('get counter', lambda: self.client.get(self.counter())))
+        raw = self.call('get counter', lambda: self.client.get(self.counter()))
+        final = int(raw) if raw is not None else -1  # -1: the counter itself was lost
         expected = list(range(1, len(self.incrs) + 1))
         seq_ok = [int(n) for n in self.incrs] == expected
         repeats = len(self.incrs) - len(set(self.incrs))
@@ -144,7 +145,7 @@ def main():
         try:
             results.append(w.verify())
         except Exception as e:
-            results.append({'client': w.cid, 'verifyError': '%s: %s' % (type(e).__name__, e), 'errors': w.errors[:20]})
+            results.append({'client': w.cid, 'verifyError': '%s: %s' % (type(e).__name__, e), 'errors': w.errors[:20], 'errorCount': len(w.errors), 'reconnects': max(0, w.connects - 1)})
     print(json.dumps({'result': results, 'outagesMs': outages(workers, kills)}), flush=True)
 
 
