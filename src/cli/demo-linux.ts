@@ -75,6 +75,16 @@ export async function linuxDemo(o: LinuxDemoOptions, io: CommandIo, say: (line: 
     const label = { [ns.a]: 'host A', [ns.b]: 'host B' };
     say(`lockstep demo --linux: Linux with kvd (memcached, TCP 10.0.2.15:11211) as a fault-tolerant pair on TAP devices; network namespaces ${ns.a} (host A), ${ns.b} (host B), ${ns.c} (clients); files in ${tmp}`);
 
+    /** `p.wait(…)`, failing at once (with what the other half said) if `other` exits meanwhile. */
+    const waitWhile = (p: CliProcess, event: string, pred: (e: Record<string, unknown>) => boolean, other: CliProcess) =>
+      Promise.race([
+        p.wait(event, pred, STEP_MS),
+        new Promise<never>((_r, reject) => {
+          const gone = () => reject(new Error(`${other.name} exited while ${p.name} awaited '${event}': ${JSON.stringify(other.events.filter((e) => e.event !== 'stats').slice(-4))} ${other.log.slice(-3).join(' / ')}`));
+          if (other.child.exitCode !== null || other.child.signalCode !== null) gone();
+          else other.child.once('exit', gone);
+        }),
+      ]);
     const secondary = (n: string, joinAt: string): CliProcess => {
       const p = launch(label[n]!, ['secondary', cfgPath, '--join', joinAt, '--listen', `${address[n]}:0`, '--disk', disk()], undefined, { prefix: ['ip', 'netns', 'exec', n] });
       procs.push(p);
@@ -150,8 +160,8 @@ export async function linuxDemo(o: LinuxDemoOptions, io: CommandIo, say: (line: 
       say(`  every client's connection is answered again`);
       const listening = await primary.wait('listening', (e) => Number(e.t) >= since, STEP_MS);
       standby = secondary(killedNs, `${address[primaryNs]}:${String(listening.port)}`);
-      const cloned = await primary.wait('cloned', (e) => Number(e.t) >= since && e.pauseMs !== undefined, STEP_MS);
-      await primary.wait('status', (e) => e.protected === true && Number(e.t) >= since, STEP_MS);
+      const cloned = await waitWhile(primary, 'cloned', (e) => Number(e.t) >= since && e.pauseMs !== undefined, standby);
+      await waitWhile(primary, 'status', (e) => e.protected === true && Number(e.t) >= since, standby);
       say(`  ${label[killedNs]}: new secondary cloned from the running primary (pause ${Number(cloned.pauseMs).toFixed(1)} ms) — Protected again`);
       await sleep((k === o.kills ? o.after : o.killAfter) * 1000);
     }
