@@ -67,7 +67,7 @@ export async function linuxDemo(o: LinuxDemoOptions, io: CommandIo, say: (line: 
         clock: 'real',
         devices: { disk: { path: disk(), mode: 'separate' }, net: { backend: 'tap', name: 'tap0', mac: '52:54:00:12:34:56' } },
       },
-      ft: { listen: '127.0.0.1:0', keyHex: randomBytes(32).toString('hex'), arbiter: { backend: 'file', dir: join(tmp, 'arbiter') }, timeoutMs: o.timeoutMs, heartbeatMs: Math.max(10, Math.floor(o.timeoutMs / 6)) },
+      ft: { listen: '127.0.0.1:0', keyHex: randomBytes(32).toString('hex'), arbiter: { backend: 'file', dir: join(tmp, 'arbiter') }, timeoutMs: o.timeoutMs, heartbeatMs: Math.max(10, Math.min(100, Math.floor(o.timeoutMs / 6))) },
     };
     const cfgPath = join(tmp, 'vm.json');
     writeFileSync(cfgPath, JSON.stringify(config, null, 2));
