@@ -43,7 +43,7 @@ class Worker:
         self.requests += 1
         try:
             r = fn()
-        except (OSError, Exception) as e:  # noqa: B014 - pymemcache raises its own errors and socket errors
+        except Exception as e:  # pymemcache's own errors and socket errors alike
             self.errors.append('%s: %s: %s' % (what, type(e).__name__, e))
             self.note_socket()
             raise
