@@ -34,38 +34,49 @@ export const monotonicMs = (): number => Number(process.hrtime.bigint()) / 1e6;
 
 /** One persistent connection, one request at a time. */
 class Connection {
-  private buf = Buffer.alloc(0);
-  private pending: { parse: (b: Buffer) => number | undefined; resolve: () => void; reject: (e: Error) => void; timer: NodeJS.Timeout } | undefined;
+  #buf = Buffer.alloc(0);
+  #pending: { parse: (b: Buffer) => number | undefined; resolve: () => void; reject: (e: Error) => void; timer: NodeJS.Timeout } | undefined;
   failure: string | undefined;
-  private readonly socket: Socket;
+  readonly #socket: Socket;
 
-  constructor(host: string, port: number, private readonly timeoutMs: number) {
-    this.socket = connect({ host, port, noDelay: true });
-    this.socket.on('data', (d: Buffer) => {
-      this.buf = Buffer.concat([this.buf, d]);
-      this.drain();
+  readonly #timeoutMs: number;
+
+  constructor(host: string, port: number, timeoutMs: number) {
+    this.#timeoutMs = timeoutMs;
+    this.#socket = connect({ host, port, noDelay: true });
+    this.#socket.on('data', (d: Buffer) => {
+      this.#buf = Buffer.concat([this.#buf, d]);
+      this.#drain();
     });
-    this.socket.on('error', (e) => this.fail(`connection error: ${e.message}`));
-    this.socket.on('close', () => this.fail('connection closed'));
+    this.#socket.on('error', (e) => this.#fail(`connection error: ${e.message}`));
+    this.#socket.on('close', () => this.#fail('connection closed'));
   }
 
-  private fail(why: string): void {
+  #fail(why: string): void {
     this.failure ??= why;
-    const p = this.pending;
-    this.pending = undefined;
+    const p = this.#pending;
+    this.#pending = undefined;
     if (p) {
       clearTimeout(p.timer);
       p.reject(new Error(why));
     }
   }
 
-  private drain(): void {
-    const p = this.pending;
+  #drain(): void {
+    const p = this.#pending;
     if (!p) return;
-    const used = p.parse(this.buf);
+    let used: number | undefined;
+    try {
+      used = p.parse(this.#buf);
+    } catch (e) {
+      // A reply that is not memcached's ends this connection, counted like a reset.
+      this.#fail(`bad reply: ${(e as Error).message}`);
+      this.#socket.destroy();
+      return;
+    }
     if (used === undefined) return;
-    this.buf = this.buf.subarray(used);
-    this.pending = undefined;
+    this.#buf = this.#buf.subarray(used);
+    this.#pending = undefined;
     clearTimeout(p.timer);
     p.resolve();
   }
@@ -75,12 +86,12 @@ class Connection {
     if (this.failure) return Promise.reject(new Error(this.failure));
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
-        this.fail(`no reply within ${this.timeoutMs} ms`);
-        this.socket.destroy();
-      }, this.timeoutMs);
-      this.pending = { parse, resolve, reject, timer };
-      this.socket.write(request);
-      this.drain();
+        this.#fail(`no reply within ${this.#timeoutMs} ms`);
+        this.#socket.destroy();
+      }, this.#timeoutMs);
+      this.#pending = { parse, resolve, reject, timer };
+      this.#socket.write(request);
+      this.#drain();
     });
   }
 
@@ -121,9 +132,9 @@ class Connection {
   }
 
   close(): void {
-    this.socket.removeAllListeners('close');
-    this.socket.on('error', () => {});
-    this.socket.destroy();
+    this.#socket.removeAllListeners('close');
+    this.#socket.on('error', () => {});
+    this.#socket.destroy();
   }
 }
 
@@ -139,13 +150,13 @@ interface ClientState {
 
 /** The load: started by the constructor, stopped and verified by {@link finish}. */
 export class TcpLoad {
-  private stopping = false;
-  private readonly clients: ClientState[];
-  private readonly loops: Promise<void>[];
+  #stopping = false;
+  readonly #clients: ClientState[];
+  readonly #loops: Promise<void>[];
 
   constructor(options: TcpLoadOptions) {
     const timeout = options.replyTimeoutMs ?? 120_000;
-    this.clients = Array.from({ length: options.clients }, (_, id) => ({
+    this.#clients = Array.from({ length: options.clients }, (_, id) => ({
       id,
       conn: new Connection(options.host, options.port, timeout),
       writes: new Map(),
@@ -154,20 +165,20 @@ export class TcpLoad {
       requests: 0,
       errors: [],
     }));
-    this.loops = this.clients.map((c) => this.loop(c));
+    this.#loops = this.#clients.map((c) => this.#loop(c));
   }
 
   /** Acknowledged requests per client so far. */
   progress(): number[] {
-    return this.clients.map((c) => c.acks.length);
+    return this.#clients.map((c) => c.acks.length);
   }
 
   /** Connections lost so far. */
   resets(): number {
-    return this.clients.filter((c) => c.conn.failure !== undefined).length;
+    return this.#clients.filter((c) => c.conn.failure !== undefined).length;
   }
 
-  private async call<T>(c: ClientState, what: string, fn: () => Promise<T>): Promise<T> {
+  async #call<T>(c: ClientState, what: string, fn: () => Promise<T>): Promise<T> {
     c.requests++;
     try {
       const r = await fn();
@@ -179,17 +190,17 @@ export class TcpLoad {
     }
   }
 
-  private async loop(c: ClientState): Promise<void> {
+  async #loop(c: ClientState): Promise<void> {
     const counter = `c:${c.id}`;
     try {
-      const set = await this.call(c, 'set counter', () => c.conn.line(`set ${counter} 0 0 1\r\n0\r\n`));
+      const set = await this.#call(c, 'set counter', () => c.conn.line(`set ${counter} 0 0 1\r\n0\r\n`));
       if (set !== 'STORED') throw new Error(`set ${counter}: ${set}`);
-      for (let j = 0; !this.stopping; j++) {
+      for (let j = 0; !this.#stopping; j++) {
         const key = `k:${c.id}:${j}`;
         const value = Buffer.from(`v:${c.id}:${j}:${'x'.repeat(j % 64)}`);
-        const stored = await this.call(c, `set ${key}`, () => c.conn.line(`set ${key} 0 0 ${value.length}\r\n${value.toString('latin1')}\r\n`));
+        const stored = await this.#call(c, `set ${key}`, () => c.conn.line(`set ${key} 0 0 ${value.length}\r\n${value.toString('latin1')}\r\n`));
         if (stored === 'STORED') c.writes.set(key, value);
-        const n = await this.call(c, 'incr', () => c.conn.line(`incr ${counter} 1\r\n`));
+        const n = await this.#call(c, 'incr', () => c.conn.line(`incr ${counter} 1\r\n`));
         if (!/^\d+$/.test(n)) throw new Error(`incr ${counter}: ${n}`);
         c.incrs.push(Number(n));
       }
@@ -200,19 +211,19 @@ export class TcpLoad {
 
   /** Stops the load, reads every acknowledged write and counter back, and closes the connections. */
   async finish(killsAt: number[] = []): Promise<TcpLoadSummary> {
-    this.stopping = true;
-    await Promise.all(this.loops);
+    this.#stopping = true;
+    await Promise.all(this.#loops);
     let lost = 0;
     let appliedTwice = 0;
-    for (const c of this.clients) {
+    for (const c of this.#clients) {
       try {
         const keys = [...c.writes.keys()];
         for (let i = 0; i < keys.length; i += 100) {
           const batch = keys.slice(i, i + 100);
-          const got = await this.call(c, 'get', () => c.conn.get(batch));
+          const got = await this.#call(c, 'get', () => c.conn.get(batch));
           lost += batch.filter((k) => !got.get(k)?.equals(c.writes.get(k)!)).length;
         }
-        const counter = (await this.call(c, 'get counter', () => c.conn.get([`c:${c.id}`]))).get(`c:${c.id}`);
+        const counter = (await this.#call(c, 'get counter', () => c.conn.get([`c:${c.id}`]))).get(`c:${c.id}`);
         const final = counter === undefined ? 0 : Number(counter.toString('latin1').trim());
         appliedTwice += Math.max(0, final - c.incrs.length);
         if (final < c.incrs.length) lost += c.incrs.length - final;
@@ -226,12 +237,12 @@ export class TcpLoad {
       c.conn.close();
     }
     const outagesMs = killsAt.map((k) =>
-      Math.max(0, ...this.clients.map((c) => {
+      Math.max(0, ...this.#clients.map((c) => {
         const after = c.acks.findIndex((t) => t > k);
         return after > 0 ? c.acks[after]! - c.acks[after - 1]! : 0;
       })),
     );
-    const sum = (f: (c: ClientState) => number) => this.clients.reduce((s, c) => s + f(c), 0);
+    const sum = (f: (c: ClientState) => number) => this.#clients.reduce((s, c) => s + f(c), 0);
     return {
       requests: sum((c) => c.requests),
       acknowledged: sum((c) => c.acks.length),
@@ -239,9 +250,9 @@ export class TcpLoad {
       lost,
       incrs: sum((c) => c.incrs.length),
       appliedTwice,
-      reset: this.clients.filter((c) => c.conn.failure !== undefined).length,
+      reset: this.#clients.filter((c) => c.conn.failure !== undefined).length,
       outagesMs,
-      errors: this.clients.flatMap((c) => c.errors).slice(0, 20),
+      errors: this.#clients.flatMap((c) => c.errors).slice(0, 20),
     };
   }
 }

@@ -42,8 +42,8 @@ async function memcachedTcp(port: number): Promise<ChildProcess> {
 
 const progressed = (load: TcpLoad, by: number) => until(`every client acknowledges ${by} requests (${JSON.stringify(load.progress())})`, () => load.progress().every((n) => n >= by));
 
-/** A minimal memcached (set, incr, get) with one fault: forgetting a write, or applying an incr twice. */
-async function faultyServer(fault: 'forget' | 'incr-twice'): Promise<number> {
+/** A minimal memcached (set, incr, get) with one fault: forgetting a write, applying an incr twice, or answering get with garbage. */
+async function faultyServer(fault: 'forget' | 'incr-twice' | 'bad-get'): Promise<number> {
   const items = new Map<string, string>();
   let sets = 0;
   let incrs = 0;
@@ -69,6 +69,8 @@ async function faultyServer(fault: 'forget' | 'incr-twice'): Promise<number> {
           const n = Number(items.get(key!) ?? 0) + (fault === 'incr-twice' && ++incrs === 50 ? 2 : 1);
           items.set(key!, String(n));
           sock.write(`${n}\r\n`);
+        } else if (cmd === 'get' && fault === 'bad-get') {
+          sock.write('VALUE but not a header\r\n');
         } else if (cmd === 'get') {
           let out = '';
           for (const k of names) if (items.has(k)) out += `VALUE ${k} 0 ${items.get(k)!.length}\r\n${items.get(k)!}\r\n`;
@@ -125,5 +127,14 @@ describe('TcpLoad catches a faulty server', () => {
     expect(s.lost).toBe(0);
     expect(s.appliedTwice).toBe(1);
     expect(s.errors).toEqual(['client 0: incr 50 returned 51']);
+  });
+
+  it('a reply that is not memcached ends the connection as a reset, and the unverifiable writes count as lost', async () => {
+    const load = new TcpLoad({ host: '127.0.0.1', port: await faultyServer('bad-get'), clients: 1 });
+    await progressed(load, 100);
+    const s = await load.finish();
+    expect(s.reset).toBe(1);
+    expect(s.lost).toBe(s.writes);
+    expect(s.errors.join('\n')).toContain('bad reply: unexpected reply to get');
   });
 });
