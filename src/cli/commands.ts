@@ -30,7 +30,7 @@ Commands:
   agent --id <host> --store <s>   run a host's agent: starts and reports the VM halves the manager asks for
   manager --store <s>             lead the cluster: place VMs, re-protect them after failures, drain hosts
   cluster <command> --store <s>   the cluster's status, create-vm, delete-vm, maintenance, events
-  demo                            a fault-tolerant kvserver, a client load, SIGKILL of the primary
+  demo                            a fault-tolerant kvserver (--linux: Linux + kvd over TCP), a client load, SIGKILL of the primary
 
 Run 'lockstep <command> --help' for the options of a command.
 `;
