@@ -177,7 +177,7 @@ describe('the native udp back-end', () => {
     const tcp = fromGuest([10, 0, 2, 2], 9, Buffer.from('x'));
     tcp[23] = 6;
     m.emit('frame', tcp);
-    const long = fromGuest([10, 0, 2, 2], 9, Buffer.from('x'));
+    const long = Buffer.from(fromGuest([10, 0, 2, 2], 9, Buffer.from('x')));
     long.writeUInt16BE(500, 38); // UDP length past the frame
     m.emit('frame', long);
     m.emit('frame', fromGuest([10, 0, 2, 15], 9, Buffer.from('x'))); // to the guest itself
