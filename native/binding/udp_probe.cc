@@ -41,9 +41,9 @@ class UdpProbe : public Napi::ObjectWrap<UdpProbe> {
     size_t failed = 0;
     backend_ = UdpBackend::open(
         forwards, info[1].As<Napi::Uint8Array>().Data(),
-        [this](const uint8_t* f, size_t n) {
+        [this](std::vector<std::vector<uint8_t>>& batch) {
           std::lock_guard<std::mutex> lock(mu_);
-          frames_.emplace_back(f, f + n);
+          for (std::vector<uint8_t>& f : batch) frames_.push_back(std::move(f));
         },
         &err, &failed);
     if (!backend_) {

@@ -107,9 +107,9 @@ uint64_t VcpuThread::attach_udp(const std::vector<UdpForwardSpec>& forwards, con
     *failed = 0;
     return 0;
   }
-  // Datagrams enter the guest only through net_input(), which the recorder logs and a replaying
+  // Datagrams enter the guest only through net_input_batch(), which the recorder logs and a replaying
   // machine refuses, so the back-end never changes guest-visible state by itself.
-  std::shared_ptr<UdpBackend> b = UdpBackend::open(forwards, guest_mac, [this](const uint8_t* frame, size_t n) { net_input(frame, n); }, err, failed);
+  std::shared_ptr<UdpBackend> b = UdpBackend::open(forwards, guest_mac, [this](std::vector<std::vector<uint8_t>>& frames) { net_input_batch(frames); }, err, failed);
   if (!b) return 0;
   *ports = b->ports();
   std::lock_guard<std::mutex> lock(udp_mu_);
@@ -173,6 +173,21 @@ void VcpuThread::net_input(const uint8_t* frame, size_t n) {
     return;
   }
   net_in_.emplace_back(frame, frame + n);
+  new_input_ = true;
+  raise();
+  cv_.notify_all();
+}
+
+void VcpuThread::net_input_batch(std::vector<std::vector<uint8_t>>& frames) {
+  if (replaying_.load(std::memory_order_acquire)) return;  // a secondary's link is not live yet
+  std::lock_guard<std::mutex> lock(mu_);
+  for (std::vector<uint8_t>& f : frames) {
+    if (net_in_.size() + net_taken_ >= kNetQueueFrames) {
+      net_dropped_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (as in net_input)
+      continue;
+    }
+    net_in_.push_back(std::move(f));
+  }
   new_input_ = true;
   raise();
   cv_.notify_all();
@@ -779,7 +794,7 @@ bool VcpuThread::go_live(uint64_t released, Outputs* out) {
   // The log has not been replayed to its end.
   if (feed_.peek() != nullptr || !fed_.empty() || (replay_ring_ && replay_ring_->available() > 0)) return false;
   // Host input is taken from here on: a re-emitted ARP request's answer (queued by the udp back-end,
-  // delivered by its reader through net_input(), which waits for mu_) reaches the live guest.
+  // delivered by its reader through net_input_batch(), which waits for mu_) reaches the live guest.
   replaying_.store(false, std::memory_order_release);
   gate_.go_live(released, out);
   feed_.reset();

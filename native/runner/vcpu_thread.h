@@ -120,6 +120,8 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   /// receive buffer posted, oldest first; it waits on the host meanwhile, up to kNetQueueFrames frames.
   /// Beyond that, or while the guest's driver is not running, a frame is dropped and counted.
   void net_input(const uint8_t* frame, size_t n);
+  /// net_input() for several frames at once, moved in (the udp back-end's receive batches).
+  void net_input_batch(std::vector<std::vector<uint8_t>>& frames);
   static constexpr size_t kNetQueueFrames = 1024;
   /// Host-side receive counters (any thread).
   struct NetStats {

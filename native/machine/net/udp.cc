@@ -47,7 +47,7 @@ void put16(uint8_t* p, uint32_t v) {
 }  // namespace
 
 std::unique_ptr<UdpBackend> UdpBackend::open(const std::vector<UdpForwardSpec>& forwards, const uint8_t guest_mac[6],
-                                             std::function<void(const uint8_t*, size_t)> to_guest, int* err, size_t* failed) {
+                                             ToGuest to_guest, int* err, size_t* failed) {
   std::vector<Forward> bound;
   auto fail = [&](int e, size_t i) {
     for (const Forward& f : bound) ::close(f.fd);
@@ -75,7 +75,7 @@ std::unique_ptr<UdpBackend> UdpBackend::open(const std::vector<UdpForwardSpec>& 
 }
 
 UdpBackend::UdpBackend(std::vector<Forward> forwards, const int wake[2], const uint8_t guest_mac[6],
-                       std::function<void(const uint8_t*, size_t)> to_guest)
+                       ToGuest to_guest)
     : forwards_(std::move(forwards)), to_guest_(std::move(to_guest)) {
   wake_[0] = wake[0];
   wake_[1] = wake[1];
@@ -139,7 +139,7 @@ void UdpBackend::reader_main() {
         std::lock_guard<std::mutex> lock(answers_mu_);
         answers.swap(answers_);
       }
-      for (const std::vector<uint8_t>& a : answers) to_guest_(a.data(), a.size());
+      for (std::vector<uint8_t>& a : answers) out_.push_back(std::move(a));
     }
     for (size_t k = 1; k < polls.size(); k++) {
       if (!polls[k].revents) continue;
@@ -158,15 +158,19 @@ void UdpBackend::reader_main() {
         if (got <= 0) break;  // EAGAIN: drained; an ICMP error reported on the socket: nothing to read
         for (int i = 0; i < got; i++) {
           if (msgs[i].msg_hdr.msg_namelen < sizeof(sockaddr_in) || from[i].sin_family != AF_INET) continue;
-          to_guest_datagram(f.guest_port, ntohl(from[i].sin_addr.s_addr), ntohs(from[i].sin_port), bufs.data() + i * kDatagramMax, msgs[i].msg_len);
+          frame_datagram(f.guest_port, ntohl(from[i].sin_addr.s_addr), ntohs(from[i].sin_port), bufs.data() + i * kDatagramMax, msgs[i].msg_len);
         }
         if (static_cast<unsigned>(got) < kBatch) break;
       }
     }
+    if (!out_.empty()) {
+      to_guest_(out_);
+      out_.clear();
+    }
   }
 }
 
-void UdpBackend::to_guest_datagram(uint16_t guest_port, uint32_t client_ip, uint16_t client_port, const uint8_t* payload, size_t n) {
+void UdpBackend::frame_datagram(uint16_t guest_port, uint32_t client_ip, uint16_t client_port, const uint8_t* payload, size_t n) {
   uint8_t client[4] = {static_cast<uint8_t>(client_ip >> 24), static_cast<uint8_t>(client_ip >> 16), static_cast<uint8_t>(client_ip >> 8),
                        static_cast<uint8_t>(client_ip)};
   if (same_ip(client, kGuestIp)) {
@@ -186,7 +190,8 @@ void UdpBackend::to_guest_datagram(uint16_t guest_port, uint32_t client_ip, uint
   const bool truncated = n > kMaxGuestPayload;
   const size_t udp_len = 8 + n;
   const size_t carried = truncated ? kFirstFragmentPayload : n;
-  uint8_t frame[14 + 20 + 8 + kMaxGuestPayload] = {};
+  std::vector<uint8_t> out(14 + 20 + 8 + carried);
+  uint8_t* frame = out.data();
   const uint64_t mac = guest_mac_.load(std::memory_order_relaxed);
   for (int i = 0; i < 6; i++) frame[i] = static_cast<uint8_t>(mac >> (40 - 8 * i));
   std::memcpy(frame + 6, kGatewayMac, 6);
@@ -219,7 +224,7 @@ void UdpBackend::to_guest_datagram(uint16_t guest_port, uint32_t client_ip, uint
   std::memcpy(udp + 8, payload, carried);
   to_guest_n_.fetch_add(1, std::memory_order_relaxed);
   if (truncated) truncated_.fetch_add(1, std::memory_order_relaxed);
-  to_guest_(frame, 14 + 20 + 8 + carried);
+  out_.push_back(std::move(out));
 }
 
 void UdpBackend::send(const uint8_t* f, size_t n) {

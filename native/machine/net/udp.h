@@ -42,11 +42,14 @@ struct UdpStats {
 ///                           UDP ──sendto──▶ clients
 class UdpBackend {
  public:
+  /// Where frames for the guest go: every frame of one receive batch at once (moved out), so the guest's
+  /// queue is locked and its vCPU woken once per batch, not once per datagram.
+  using ToGuest = std::function<void(std::vector<std::vector<uint8_t>>&)>;
   /// Binds every forward and starts the reader thread. `to_guest` is called on the reader thread only.
   /// Null on failure: *err the errno of the bind (or EINVAL for an address that is not an IPv4 literal),
   /// *failed the index of the forward that failed.
   static std::unique_ptr<UdpBackend> open(const std::vector<UdpForwardSpec>& forwards, const uint8_t guest_mac[6],
-                                          std::function<void(const uint8_t*, size_t)> to_guest, int* err, size_t* failed);
+                                          ToGuest to_guest, int* err, size_t* failed);
   /// Stops and joins the reader thread (woken at once), then closes the sockets.
   ~UdpBackend();
   UdpBackend(const UdpBackend&) = delete;
@@ -64,16 +67,17 @@ class UdpBackend {
     int fd;
     uint16_t guest_port;
   };
-  UdpBackend(std::vector<Forward> forwards, const int wake[2], const uint8_t guest_mac[6], std::function<void(const uint8_t*, size_t)> to_guest);
+  UdpBackend(std::vector<Forward> forwards, const int wake[2], const uint8_t guest_mac[6], ToGuest to_guest);
   void reader_main();
-  void to_guest_datagram(uint16_t guest_port, uint32_t client_ip, uint16_t client_port, const uint8_t* payload, size_t n);
+  void frame_datagram(uint16_t guest_port, uint32_t client_ip, uint16_t client_port, const uint8_t* payload, size_t n);
   void set_guest_mac(const uint8_t* mac);
   void wake();
 
   std::vector<Forward> forwards_;
   std::vector<uint16_t> ports_;
   int wake_[2];  // a self-pipe: quit, or ARP answers queued (read end polled by the reader)
-  std::function<void(const uint8_t*, size_t)> to_guest_;
+  ToGuest to_guest_;
+  std::vector<std::vector<uint8_t>> out_;  // reader thread: frames of the batch being built
   // The guest's MAC, 6 bytes in the low 48 bits: learnt from its frames, read by the reader thread.
   // relaxed: a lone value, nothing else is published with it.
   std::atomic<uint64_t> guest_mac_{0};
