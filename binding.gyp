@@ -24,6 +24,7 @@
         "native/machine/virtio_devices.cc",
         "native/machine/block_file.cc",
         "native/machine/net/tap.cc",
+        "native/machine/net/udp.cc",
         "native/runner/output_gate.cc",
         "native/runner/replay_feed.cc",
         "native/runner/replication_link.cc",
@@ -55,7 +56,9 @@
       "target_name": "lockstep_test",
       "product_dir": "<(PRODUCT_DIR)/test",
       "sources": [
-        "native/binding/ring_probe.cc"
+        "native/binding/ring_probe.cc",
+        "native/binding/udp_probe.cc",
+        "native/machine/net/udp.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

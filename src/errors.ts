@@ -76,7 +76,9 @@ export class ListenError extends LockstepError {
 
   /** The error of a failed bind or listen, saying what wanted which address and what to do. */
   static from(err: unknown, what: string, host: string, port: number): ListenError {
-    const code = (err as NodeJS.ErrnoException).code;
+    // A native bind's ListenError carries the system error as its cause: said again for what wanted it.
+    const sys = err instanceof ListenError ? err.cause : err;
+    const code = (sys as NodeJS.ErrnoException | undefined)?.code;
     const address = `${host.includes(':') ? `[${host}]` : host}:${port}`;
     if (code === 'EADDRINUSE') {
       return new ListenError('ERR_LOCKSTEP_LISTEN_IN_USE', what, address, `${what}: ${address} is in use by another process: stop it, or choose another port`, { cause: err });
@@ -107,8 +109,14 @@ export class ReplicationError extends LockstepError {
  * The error a native failure arrives as: the addon builds every error it throws on purpose through this
  * (handed to it once at load), so each is an instance of the right coded class.
  */
-export function nativeError(code: string, message: string, field?: string): Error {
+export function nativeError(code: string, message: string, field?: string, cause?: string): Error {
   switch (code) {
+    case 'ERR_LOCKSTEP_LISTEN_IN_USE':
+    case 'ERR_LOCKSTEP_LISTEN_FAILED': {
+      // field: the address; cause: the errno's name, as Node names a failed bind's error code.
+      const sys = Object.assign(new Error(message), { code: cause ?? 'EIO', syscall: 'bind' });
+      return new ListenError(code, 'a udp forward', field ?? '', `a udp forward: ${message}`, { cause: sys });
+    }
     case 'ERR_LOCKSTEP_MACHINE_BUSY':
     case 'ERR_LOCKSTEP_MACHINE_CLOSED':
       return new MachineStateError(code, message);

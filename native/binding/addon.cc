@@ -28,12 +28,15 @@ struct AddonData {
 /// Throws the coded error `code` (ERR_LOCKSTEP_*), built by the JS-owned factory; `field` names the
 /// option at fault for ERR_LOCKSTEP_OPTION_INVALID. Without a factory (a bare require of the addon) a
 /// plain Error with a `code` property. Never throws over a pending exception.
-void ThrowCoded(Napi::Env env, const char* code, const std::string& message, const char* field = nullptr) {
+/// `cause`: the system error's name (EADDRINUSE) behind it, for errors that come from a system call.
+void ThrowCoded(Napi::Env env, const char* code, const std::string& message, const char* field = nullptr, const char* cause = nullptr) {
   if (env.IsExceptionPending()) return;
   AddonData* data = env.GetInstanceData<AddonData>();
   if (data && !data->make_error.IsEmpty()) {
-    Napi::Value err = field ? data->make_error.Call({Napi::String::New(env, code), Napi::String::New(env, message), Napi::String::New(env, field)})
-                            : data->make_error.Call({Napi::String::New(env, code), Napi::String::New(env, message)});
+    Napi::Value err = cause ? data->make_error.Call({Napi::String::New(env, code), Napi::String::New(env, message), Napi::String::New(env, field ? field : ""),
+                                                     Napi::String::New(env, cause)})
+                      : field ? data->make_error.Call({Napi::String::New(env, code), Napi::String::New(env, message), Napi::String::New(env, field)})
+                              : data->make_error.Call({Napi::String::New(env, code), Napi::String::New(env, message)});
     if (env.IsExceptionPending()) return;
     Napi::Error(env, err).ThrowAsJavaScriptException();
     return;
@@ -106,6 +109,9 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
                            InstanceMethod<&NativeMachine::JsReleaseDelays>("releaseDelays"),
                            InstanceMethod<&NativeMachine::JsLogFree>("logFree"),
                            InstanceMethod<&NativeMachine::JsAbandonLog>("abandonLog"),
+                           InstanceMethod<&NativeMachine::JsUdpAttach>("udpAttach"),
+                           InstanceMethod<&NativeMachine::JsUdpStats>("udpStats"),
+                           InstanceMethod<&NativeMachine::JsUdpDetach>("udpDetach"),
                        });
   }
 
@@ -662,6 +668,84 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     Napi::Array out = Napi::Array::New(env, frames.size());
     for (size_t i = 0; i < frames.size(); i++) out.Set(static_cast<uint32_t>(i), Napi::Buffer<uint8_t>::Copy(env, frames[i].data(), frames[i].size()));
     return out;
+  }
+  // udpAttach(forwards: {host, hostPort, guestPort}[], guestMac: Uint8Array(6)): {id, ports} — the udp
+  // back-end (any time, also while running). Throws ERR_LOCKSTEP_LISTEN_IN_USE/_FAILED (field: the address,
+  // cause: the errno's name), or ERR_LOCKSTEP_OPTION_INVALID when a network back-end is attached already.
+  Napi::Value JsUdpAttach(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (closed_ || !vcpu_) {
+      ThrowCoded(env, "ERR_LOCKSTEP_MACHINE_CLOSED", "the machine is closed");
+      return env.Undefined();
+    }
+    if (info.Length() < 2 || !info[0].IsArray() || !info[1].IsTypedArray() || info[1].As<Napi::Uint8Array>().ByteLength() != 6) {
+      Napi::TypeError::New(env, "udpAttach(forwards: {host, hostPort, guestPort}[], guestMac: Uint8Array(6))").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::Array list = info[0].As<Napi::Array>();
+    std::vector<UdpForwardSpec> forwards;
+    for (uint32_t i = 0; i < list.Length(); i++) {
+      Napi::Value v = list.Get(i);
+      if (!v.IsObject()) {
+        Napi::TypeError::New(env, "udpAttach: forward " + std::to_string(i) + " must be an object").ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      Napi::Object o = v.As<Napi::Object>();
+      Napi::Value host = o.Get("host"), hp = o.Get("hostPort"), gp = o.Get("guestPort");
+      if (!host.IsString() || !hp.IsNumber() || !gp.IsNumber()) {
+        Napi::TypeError::New(env, "udpAttach: forward " + std::to_string(i) + " needs host (string), hostPort and guestPort (numbers)").ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      const uint32_t host_port = hp.As<Napi::Number>().Uint32Value(), guest_port = gp.As<Napi::Number>().Uint32Value();
+      if (host_port > 65535 || guest_port > 65535) {
+        Napi::RangeError::New(env, "udpAttach: ports are 0..65535").ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      forwards.push_back({host.As<Napi::String>().Utf8Value(), static_cast<uint16_t>(host_port), static_cast<uint16_t>(guest_port)});
+    }
+    std::vector<uint16_t> ports;
+    int err = 0;
+    size_t failed = 0;
+    const uint64_t id = vcpu_->attach_udp(forwards, info[1].As<Napi::Uint8Array>().Data(), &ports, &err, &failed);
+    if (id == 0) {
+      if (err == EEXIST) {
+        ThrowCoded(env, "ERR_LOCKSTEP_OPTION_INVALID", "the machine's virtio-net already has a network back-end (tap, or udp forwards not yet closed)", "devices.net");
+        return env.Undefined();
+      }
+      const std::string address = failed < forwards.size() ? forwards[failed].host + ":" + std::to_string(forwards[failed].host_port) : "";
+      const char* name = strerrorname_np(err);
+      ThrowCoded(env, err == EADDRINUSE ? "ERR_LOCKSTEP_LISTEN_IN_USE" : "ERR_LOCKSTEP_LISTEN_FAILED",
+                 "cannot bind " + address + ": " + std::strerror(err), address.c_str(), name ? name : "EIO");
+      return env.Undefined();
+    }
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("id", Napi::Number::New(env, static_cast<double>(id)));
+    Napi::Array p = Napi::Array::New(env, ports.size());
+    for (size_t i = 0; i < ports.size(); i++) p.Set(static_cast<uint32_t>(i), Napi::Number::New(env, ports[i]));
+    out.Set("ports", p);
+    return out;
+  }
+  // udpStats(id): the counters of udp back-end `id`, or null when it is not attached (any time).
+  Napi::Value JsUdpStats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint32_t id;
+    if (!U32(info, 0, &id)) return env.Undefined();
+    UdpStats s;
+    if (closed_ || !vcpu_ || !vcpu_->udp_stats(id, &s)) return env.Null();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("toGuest", Napi::Number::New(env, static_cast<double>(s.to_guest)));
+    o.Set("truncated", Napi::Number::New(env, static_cast<double>(s.truncated)));
+    o.Set("refused", Napi::Number::New(env, static_cast<double>(s.refused)));
+    o.Set("toClients", Napi::Number::New(env, static_cast<double>(s.to_clients)));
+    o.Set("ignoredFrames", Napi::Number::New(env, static_cast<double>(s.ignored_frames)));
+    return o;
+  }
+  // udpDetach(id): closes udp back-end `id` (no-op when it is not attached).
+  Napi::Value JsUdpDetach(const Napi::CallbackInfo& info) {
+    uint32_t id;
+    if (!U32(info, 0, &id)) return info.Env().Undefined();
+    if (!closed_ && vcpu_) vcpu_->detach_udp(id);
+    return info.Env().Undefined();
   }
   Napi::Value JsNetInput(const Napi::CallbackInfo& info) {
     if (!vcpu_ || info.Length() < 1 || !info[0].IsTypedArray()) {

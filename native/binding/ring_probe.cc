@@ -600,9 +600,15 @@ class RingProbe : public Napi::ObjectWrap<RingProbe> {
 }  // namespace lockstep
 
 // A separate addon (build/Release/test/lockstep_test.node, target lockstep_test in binding.gyp): the
-// shipped addon carries no test code. Loaded only by tests and benchmarks (test/helpers/ring-probe.ts).
+// shipped addon carries no test code. Loaded only by tests and benchmarks (test/helpers/ring-probe.ts;
+// its UdpProbe by test/machine/udp-forward.test.ts).
+namespace lockstep {
+Napi::Function InitUdpProbe(Napi::Env env);  // udp_probe.cc
+}  // namespace lockstep
+
 static Napi::Object InitRingProbe(Napi::Env env, Napi::Object exports) {
   exports.Set("RingProbe", lockstep::RingProbe::Init(env));
+  exports.Set("UdpProbe", lockstep::InitUdpProbe(env));
   return exports;
 }
 

@@ -1,6 +1,7 @@
 // vCPU thread main loop: run in slices, feed host input between slices, sleep in WFI, report.
 #include "runner/vcpu_thread.h"
 
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <iterator>
@@ -26,9 +27,15 @@ VcpuThread::VcpuThread(const MachineConfig& config, uint8_t* console_mem, uint32
       doorbell_(std::move(doorbell)),
       gate_(OutputGate::Sinks{
           [this](const uint8_t* frame, size_t n) {
-            if (!tap_) return false;
-            tap_->send(frame, n);
-            return true;
+            if (tap_) {
+              tap_->send(frame, n);
+              return true;
+            }
+            if (std::shared_ptr<UdpBackend> u = udp()) {
+              u->send(frame, n);  // never calls back into this object: safe under the gate's lock
+              return true;
+            }
+            return false;
           },
           [this](BlockFile::Request&& r) {
             if (BlockFile* b = machine_->block_file()) b->submit(std::move(r));
@@ -93,10 +100,54 @@ bool VcpuThread::attach_tap(const std::string& name, std::string* error) {
   return tap_ != nullptr;
 }
 
+uint64_t VcpuThread::attach_udp(const std::vector<UdpForwardSpec>& forwards, const uint8_t guest_mac[6], std::vector<uint16_t>* ports,
+                                int* err, size_t* failed) {
+  if (tap_ || udp()) {
+    *err = EEXIST;
+    *failed = 0;
+    return 0;
+  }
+  // Datagrams enter the guest only through net_input_batch(), which the recorder logs and a replaying
+  // machine refuses, so the back-end never changes guest-visible state by itself.
+  std::shared_ptr<UdpBackend> b = UdpBackend::open(forwards, guest_mac, [this](std::vector<std::vector<uint8_t>>& frames) { net_input_batch(frames); }, err, failed);
+  if (!b) return 0;
+  *ports = b->ports();
+  std::lock_guard<std::mutex> lock(udp_mu_);
+  if (udp_) {  // another attach won the race
+    *err = EEXIST;
+    *failed = 0;
+    return 0;
+  }
+  udp_ = std::move(b);
+  return ++udp_id_;
+}
+
+void VcpuThread::detach_udp(uint64_t id) {
+  std::shared_ptr<UdpBackend> gone;
+  {
+    std::lock_guard<std::mutex> lock(udp_mu_);
+    if (!udp_ || id != udp_id_) return;
+    gone.swap(udp_);
+  }
+  // A sender that copied the pointer keeps the back-end until its send() returns; the last owner joins
+  // the reader (never the reader itself: it holds no reference).
+}
+
+bool VcpuThread::udp_stats(uint64_t id, UdpStats* out) {
+  std::lock_guard<std::mutex> lock(udp_mu_);
+  if (!udp_ || id != udp_id_) return false;
+  *out = udp_->stats();
+  return true;
+}
+
 void VcpuThread::net_transmit(const uint8_t* frame, size_t n) {
   if (gate_.engaged() && hold_output(OutputGate::Kind::kFrame, frame, n, nullptr)) return;
   if (tap_) {
     tap_->send(frame, n);  // a full or down link drops the frame, as a wire would
+    return;
+  }
+  if (std::shared_ptr<UdpBackend> u = udp()) {
+    u->send(frame, n);
     return;
   }
   {
@@ -122,6 +173,21 @@ void VcpuThread::net_input(const uint8_t* frame, size_t n) {
     return;
   }
   net_in_.emplace_back(frame, frame + n);
+  new_input_ = true;
+  raise();
+  cv_.notify_all();
+}
+
+void VcpuThread::net_input_batch(std::vector<std::vector<uint8_t>>& frames) {
+  if (replaying_.load(std::memory_order_acquire)) return;  // a secondary's link is not live yet
+  std::lock_guard<std::mutex> lock(mu_);
+  for (std::vector<uint8_t>& f : frames) {
+    if (net_in_.size() + net_taken_ >= kNetQueueFrames) {
+      net_dropped_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (as in net_input)
+      continue;
+    }
+    net_in_.push_back(std::move(f));
+  }
   new_input_ = true;
   raise();
   cv_.notify_all();
@@ -162,6 +228,10 @@ void VcpuThread::shutdown() {
   }
   if (thread_.joinable()) thread_.join();
   tap_.reset();  // joins the tap reader, which may still hand frames to net_input()
+  {
+    std::lock_guard<std::mutex> lock(udp_mu_);
+    udp_.reset();  // joins the udp reader (unless a sender still holds it: it lets go within its send())
+  }
 }
 
 void VcpuThread::write(const uint8_t* data, size_t n) {
@@ -723,11 +793,13 @@ bool VcpuThread::go_live(uint64_t released, Outputs* out) {
   if (busy_.load(std::memory_order_relaxed) || quit_ || machine_->log_mode() != LogMode::kReplay) return false;
   // The log has not been replayed to its end.
   if (feed_.peek() != nullptr || !fed_.empty() || (replay_ring_ && replay_ring_->available() > 0)) return false;
+  // Host input is taken from here on: a re-emitted ARP request's answer (queued by the udp back-end,
+  // delivered by its reader through net_input_batch(), which waits for mu_) reaches the live guest.
+  replaying_.store(false, std::memory_order_release);
   gate_.go_live(released, out);
   feed_.reset();
   replay_ring_.reset();
   machine_->go_live();  // re-issues in-flight disk requests through block_submit (gate open: at once)
-  replaying_.store(false, std::memory_order_release);
   announce();
   return true;
 }

@@ -17,6 +17,7 @@
 #include "log/ring.h"
 #include "machine/machine.h"
 #include "machine/net/tap.h"
+#include "machine/net/udp.h"
 #include "runner/output_gate.h"
 #include "runner/replay_feed.h"
 
@@ -119,6 +120,8 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   /// receive buffer posted, oldest first; it waits on the host meanwhile, up to kNetQueueFrames frames.
   /// Beyond that, or while the guest's driver is not running, a frame is dropped and counted.
   void net_input(const uint8_t* frame, size_t n);
+  /// net_input() for several frames at once, moved in (the udp back-end's receive batches).
+  void net_input_batch(std::vector<std::vector<uint8_t>>& frames);
   static constexpr size_t kNetQueueFrames = 1024;
   /// Host-side receive counters (any thread).
   struct NetStats {
@@ -130,6 +133,17 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   /// The `tap` back-end: creates (or attaches to) Linux TAP device `name`; frames then flow between it
   /// and virtio-net natively, without JavaScript. False with the reason in *error.
   bool attach_tap(const std::string& name, std::string* error);
+  /// The `udp` back-end (any time, also while running: a secondary binds at go-live, a busy port is
+  /// retried): binds the forwards, then frames flow between the sockets and virtio-net natively. The
+  /// guest's MAC until it sends a frame is `guest_mac`. Returns the back-end's id (> 0), or 0: *err is the
+  /// errno of the failed bind (EEXIST: a network back-end is attached already) and *failed its forward.
+  uint64_t attach_udp(const std::vector<UdpForwardSpec>& forwards, const uint8_t guest_mac[6], std::vector<uint16_t>* ports,
+                      int* err, size_t* failed);
+  /// Detaches and closes udp back-end `id` (no-op if it is not the one attached). Any thread but the
+  /// vCPU thread; joins its reader.
+  void detach_udp(uint64_t id);
+  /// Counters of udp back-end `id`; false if it is not attached.
+  bool udp_stats(uint64_t id, UdpStats* out);
 
   /// ConsoleSink (vCPU thread only): buffers, so a guest printing byte by byte does not ring the
   /// doorbell per byte; the buffer is flushed at every slice end, before sleeping and at the end of a run.
@@ -237,6 +251,13 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   std::vector<std::vector<uint8_t>> net_out_; // under mu_
   bool disk_done_ = false;                    // under mu_: the disk finished something
   std::unique_ptr<TapDevice> tap_;            // the tap back-end (attached while idle, before any run)
+  std::shared_ptr<UdpBackend> udp() {          // the udp back-end, or null (any thread)
+    std::lock_guard<std::mutex> lock(udp_mu_);
+    return udp_;
+  }
+  std::mutex udp_mu_;                         // guards udp_ and udp_id_ only (never held while sending)
+  std::shared_ptr<UdpBackend> udp_;           // the udp back-end: shared, so a sender keeps it alive
+  uint64_t udp_id_ = 0;                       // under udp_mu_: ids of attached back-ends (0: none yet)
   bool new_input_ = false;  // input arrived since the vCPU last looked
   bool report_ready_ = false;
   RunReport report_;

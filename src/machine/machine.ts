@@ -53,7 +53,7 @@ export interface RunOptions {
 export interface MachineEvents {
   /** Guest console output (UART TX and semihosting writes), in order. */
   console: [chunk: Uint8Array];
-  /** An Ethernet frame the guest transmitted on virtio-net (never emitted while replaying). */
+  /** An Ethernet frame the guest transmitted on virtio-net (the `js` back-end: never emitted while replaying, nor while a TAP device or a UdpForwarder takes the frames natively). */
   frame: [frame: Uint8Array];
   /** {@link Machine.close} ran: whatever drives the machine (an FT half, a recorder) must let go of it. */
   close: [];

@@ -108,6 +108,12 @@ export interface NativeMachine {
   releaseDelays(): Float64Array;
   logFree(): number;
   abandonLog(): void;
+  // The udp network back-end (native/machine/net/udp.h).
+  /** Any time. Throws ListenError (ERR_LOCKSTEP_LISTEN_IN_USE/_FAILED), or OptionError when a back-end is attached. */
+  udpAttach(forwards: { host: string; hostPort: number; guestPort: number }[], guestMac: Uint8Array): { id: number; ports: number[] };
+  /** null: back-end `id` is not attached (closed, or the machine closed). */
+  udpStats(id: number): { toGuest: number; truncated: number; refused: number; toClients: number; ignoredFrames: number } | null;
+  udpDetach(id: number): void;
 }
 
 export interface NativeLinkOptions {
@@ -157,7 +163,7 @@ export interface NativeMachineConstructor {
 export interface Addon {
   NativeMachine: NativeMachineConstructor;
   /** Hands the addon the JS-owned error factory (once, at load). */
-  setErrorFactory(makeError: (code: string, message: string, field?: string) => Error): void;
+  setErrorFactory(makeError: (code: string, message: string, field?: string, cause?: string) => Error): void;
   abiVersion: number;
 }
 
