@@ -705,8 +705,11 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     }
   }
 
-  /** Native link: what the link counted since the last look (acks, the peer heard from, release delays). */
-  #pollLink(s: SecondarySession): void {
+  /**
+   * Native link: what the link counted since the last look (acks, the peer heard from, release delays).
+   * `final`: the session is being dropped; its last acks still count, but it moves to no new phase.
+   */
+  #pollLink(s: SecondarySession, final = false): void {
     const f = s.link?.figures();
     if (!f) return;
     const now = performance.now();
@@ -724,7 +727,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     this.emit('ack', f.ackRttMs);
     this.#sampleReplayRate(s, now, f.ackInstret);
     s.releasedLsn = lsn;
-    if (this.#phase === 'cloning' && s.cloneSent) this.#inLockstep(s);
+    if (!final && this.#phase === 'cloning' && s.cloneSent) this.#inLockstep(s);
   }
 
   /** Native: the final batch and its end record, once the log ring has room (the link frees it as it sends). */
@@ -939,6 +942,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   #dropSecondary(): void {
     const s = this.#session;
     if (s?.link) {
+      this.#pollLink(s, true); // acks since the last tick (a short-lived secondary's included)
       const f = s.link.figures();
       if (f) this.#logBytesBefore += f.logBytes;
     }
