@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { Machine } from '../../src/index.js';
 import { Asm } from '../helpers/asm.js';
+import { descriptor, setUpQueue0 } from '../helpers/virtio.js';
 
 const BLK = 0x10002000; // slot 1
 const DESC = 0x80010000, AVAIL = 0x80011000, USED = 0x80012000;
@@ -23,29 +24,14 @@ afterEach(() => {
 /** Sets up queue 0 (size 8), submits the request at avail slot 0, waits for it, then the one at slot 1. */
 function driver(): Uint8Array {
   const a = new Asm();
-  const w = (off: number, value: number) => {
-    a.li(6, value);
-    a.sw(6, off, 5);
-  };
-  a.li(5, BLK);
-  w(0x70, 0);
-  w(0x70, 1 | 2);
-  w(0x24, 1);
-  w(0x20, 1); // VERSION_1
-  w(0x70, 1 | 2 | 8);
-  w(0x30, 0);
-  w(0x38, 8);
-  w(0x80, DESC);
-  w(0x90, AVAIL);
-  w(0xa0, USED);
-  w(0x44, 1);
-  w(0x70, 1 | 2 | 8 | 4);
+  setUpQueue0(a, BLK, 8, { desc: DESC, avail: AVAIL, used: USED });
   a.li(7, AVAIL);
   a.li(8, USED);
   for (const n of [1, 2]) {
     a.li(6, n);
     a.sh(6, 2, 7); // avail idx = n
-    w(0x50, 0); // notify
+    a.li(6, 0);
+    a.sw(6, 0x50, 5); // notify queue 0
     a.li(9, n);
     a.label(`wait${n}`);
     a.lhu(6, 2, 8); // used idx
@@ -55,14 +41,7 @@ function driver(): Uint8Array {
   return a.bytes();
 }
 
-function desc(i: number, addr: number, len: number, flags: number, next: number): [number, Uint8Array] {
-  const b = Buffer.alloc(16);
-  b.writeUInt32LE(addr >>> 0, 0);
-  b.writeUInt32LE(len, 8);
-  b.writeUInt16LE(flags, 12);
-  b.writeUInt16LE(next, 14);
-  return [DESC + 16 * i, b];
-}
+const desc = (i: number, addr: number, len: number, flags: number, next: number) => descriptor(DESC, i, addr, len, flags, next);
 
 function header(type: number, sector: number): Uint8Array {
   const b = Buffer.alloc(16);

@@ -3,6 +3,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Machine } from '../../src/index.js';
 import { Asm } from '../helpers/asm.js';
+import { descriptor, setUpQueue0 } from '../helpers/virtio.js';
 
 const RNG = 0x10003000; // slot 2
 const DESC = 0x80010000, AVAIL = 0x80011000, USED = 0x80012000;
@@ -14,38 +15,16 @@ afterEach(() => {
 /** Drives virtio-rng's queue 0 of size `num` through setup, notifies it, and reads Status and InterruptStatus into a0/a1. */
 function driver(num: number): Uint8Array {
   const a = new Asm();
-  const w = (off: number, value: number) => {
-    a.li(6, value);
-    a.sw(6, off, 5);
-  };
-  a.li(5, RNG);
-  w(0x70, 0); // reset
-  w(0x70, 1 | 2); // ACKNOWLEDGE | DRIVER
-  w(0x24, 1);
-  w(0x20, 1); // VERSION_1 (feature bit 32)
-  w(0x70, 1 | 2 | 8); // FEATURES_OK
-  w(0x30, 0);
-  w(0x38, num);
-  w(0x80, DESC);
-  w(0x90, AVAIL);
-  w(0xa0, USED);
-  w(0x44, 1);
-  w(0x70, 1 | 2 | 8 | 4); // DRIVER_OK
-  w(0x50, 0); // notify queue 0
+  setUpQueue0(a, RNG, num, { desc: DESC, avail: AVAIL, used: USED });
+  a.li(6, 0);
+  a.sw(6, 0x50, 5); // notify queue 0
   a.lw(10, 0x70, 5);
   a.lw(11, 0x60, 5);
   a.ebreak();
   return a.bytes();
 }
 
-function desc(i: number, addr: number, len: number, flags: number, next: number): [number, Uint8Array] {
-  const b = Buffer.alloc(16);
-  b.writeUInt32LE(addr >>> 0, 0);
-  b.writeUInt32LE(len, 8);
-  b.writeUInt16LE(flags, 12);
-  b.writeUInt16LE(next, 14);
-  return [DESC + 16 * i, b];
-}
+const desc = (i: number, addr: number, len: number, flags: number, next: number) => descriptor(DESC, i, addr, len, flags, next);
 
 function avail(heads: number[]): [number, Uint8Array] {
   const b = Buffer.alloc(4 + 2 * heads.length);
