@@ -38,6 +38,12 @@ export interface LoadOptions {
   durationMs?: number;
   /** Stop after this many requests in total (over all clients). */
   requests?: number;
+  /**
+   * Offered load, requests per second over all clients: each request waits for its slot of a shared
+   * schedule, so two systems can be compared at the same rate (CPU per request depends on it). Default:
+   * none, each client sends as soon as its previous request is answered (closed loop).
+   */
+  ratePerSecond?: number;
   /** Seed of the operation and key choices (same seed, same sequence per logical client). Default 1. */
   seed?: number;
   /** Interval of `progress` events. Default 1000. */
@@ -165,9 +171,10 @@ function zeroCounters(): KvClientCounters {
  * `progress` every `progressIntervalMs` and `violation` for every read the history rules out.
  */
 export class LoadGenerator extends EventEmitter<LoadEvents> {
-  readonly #o: Required<Omit<LoadOptions, 'durationMs' | 'requests' | 'backoff' | 'valueSize' | 'retryWindowMs'>> & {
+  readonly #o: Required<Omit<LoadOptions, 'durationMs' | 'requests' | 'backoff' | 'valueSize' | 'retryWindowMs' | 'ratePerSecond'>> & {
     durationMs: number | undefined;
     requests: number | undefined;
+    ratePerSecond: number | undefined;
     backoff: Partial<BackoffOptions> | undefined;
     retryWindowMs: number | undefined;
     valueMin: number;
@@ -207,6 +214,10 @@ export class LoadGenerator extends EventEmitter<LoadEvents> {
     const durationMs = options.durationMs === undefined ? undefined : integer('durationMs', options.durationMs, 1);
     const requests = options.requests === undefined ? undefined : integer('requests', options.requests, 1);
     if (durationMs === undefined && requests === undefined) throw new OptionError('durationMs', 'or requests must be given: a run needs an end');
+    const rate = options.ratePerSecond;
+    if (rate !== undefined && !(typeof rate === 'number' && Number.isFinite(rate) && rate > 0)) {
+      throw new OptionError('ratePerSecond', `must be a positive number of requests per second, got ${String(rate)}`);
+    }
     this.#o = {
       endpoints: options.endpoints,
       clients,
@@ -218,6 +229,7 @@ export class LoadGenerator extends EventEmitter<LoadEvents> {
       valueMax: valueMax as number,
       durationMs,
       requests,
+      ratePerSecond: rate,
       seed: integer('seed', options.seed ?? 1, 0, 0xffff_ffff),
       progressIntervalMs: integer('progressIntervalMs', options.progressIntervalMs ?? 1000, 1),
       timeoutMs: options.timeoutMs ?? 250,
@@ -319,6 +331,11 @@ export class LoadGenerator extends EventEmitter<LoadEvents> {
       // until a set to 0 was acknowledged.
       let counter: { expected: bigint; uncertain: bigint } | undefined;
       while (claim()) {
+        if (o.ratePerSecond !== undefined) {
+          // This request's slot: the schedule is shared, so a client answered late does not lower the rate.
+          const wait = start + ((r.sent - 1) * 1000) / o.ratePerSecond - performance.now();
+          if (wait >= 1) await new Promise((res) => setTimeout(res, wait));
+        }
         if (o.incrRatio > 0 && random() < o.incrRatio) {
           const t0 = performance.now();
           try {
