@@ -396,6 +396,9 @@ bool VcpuThread::finish_recording(EndReason reason, int64_t code) {
 bool VcpuThread::start_replay() {
   std::lock_guard<std::mutex> lock(mu_);
   if (busy_.load(std::memory_order_relaxed) || quit_) return false;
+  // A machine restored from a clone is at its instret before its first slice: an ACK sent before that
+  // slice ends must not report 0 (the primary would take the whole run for lag and brake).
+  progress_.store(machine_->cpu().instret, std::memory_order_relaxed);
   feed_.reset();
   fed_.clear();
   replay_ring_.reset();

@@ -653,6 +653,8 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     figures.bytes += finalPages.length * PAGE_RECORD_BYTES + state.length;
     this.#sendPages(ch, finalPages);
     const instret = port.progress();
+    // The secondary starts from here: its lag counts from this point, not from the start of the run.
+    s.instret = instret;
     ch.send({ type: 'clone-final', state, meta: { instret: String(instret), epoch: this.#epoch, consolePosition: String(consolePosition) } });
     ch.send({ type: 'clone-done' });
     s.cloneSent = true;
@@ -722,7 +724,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     if (lsn <= s.ackedLsn) return;
     s.ackedLsn = lsn;
     s.ackedBytes = f.ackBytes;
-    s.instret = f.ackInstret;
+    if (f.ackInstret > s.instret) s.instret = f.ackInstret;
     this.#lastAckLatency = f.ackRttMs;
     this.emit('ack', f.ackRttMs);
     this.#sampleReplayRate(s, now, f.ackInstret);

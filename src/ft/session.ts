@@ -141,7 +141,7 @@ export class SecondarySession {
     }
     this.ackedLsn = lsn;
     this.ackedBytes = Math.max(this.ackedBytes, bytes);
-    this.instret = instret;
+    if (instret > this.instret) this.instret = instret; // an early ACK may report less than the clone point
     return { oldest, sent };
   }
 }
