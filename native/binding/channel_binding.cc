@@ -724,6 +724,76 @@ Napi::Value SenderFeed(const Napi::CallbackInfo& info) {
   return r;
 }
 
+// senderCoalesce({ first, later, ack? }) → { framesInFlight, wire, stats }
+// Group commit on a socketpair: `first` (sealed batches) is published and its frame read off the wire;
+// then each batch of `later` is published as the vCPU does (push, then send_now()) while that frame is
+// unacknowledged, and framesInFlight is the sender's LOG frame count after the last one. Then `ack` (an
+// ACK frame of `first`), if given, goes back and everything left is read off the wire; without it, what
+// was sent so far.
+Napi::Value SenderCoalesce(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) return Fail(env, "senderCoalesce(options)"), env.Undefined();
+  Napi::Object o = info[0].As<Napi::Object>();
+  const bool has_ack = o.Has("ack") && !o.Get("ack").IsUndefined();
+  if (!o.Get("first").IsTypedArray() || (has_ack && !o.Get("ack").IsTypedArray()) || !o.Get("later").IsArray()) {
+    return Fail(env, "first and ack must be Uint8Arrays, later an array of them"), env.Undefined();
+  }
+  auto bytes_of = [](Napi::Value v) {
+    Napi::Uint8Array a = v.As<Napi::Uint8Array>();
+    return std::vector<uint8_t>(a.Data(), a.Data() + a.ByteLength());
+  };
+  const std::vector<uint8_t> first = bytes_of(o.Get("first")), ack = has_ack ? bytes_of(o.Get("ack")) : std::vector<uint8_t>();
+  std::vector<std::vector<uint8_t>> later;
+  Napi::Array l = o.Get("later").As<Napi::Array>();
+  size_t total = first.size();
+  for (uint32_t i = 0; i < l.Length(); i++) {
+    if (!l.Get(i).IsTypedArray()) return Fail(env, "later must hold Uint8Arrays"), env.Undefined();
+    later.push_back(bytes_of(l.Get(i)));
+    total += later.back().size();
+  }
+  if (total > (4u << 20) - 128) return Fail(env, "the batches must fit the 4 MiB log ring"), env.Undefined();
+  int fds[2];
+  std::string why;
+  if (!Connect(false, fds, &why)) {
+    Napi::Error::New(env, why).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  RingMem log(4u << 20);
+  ByteRingProducer producer(log.mem, log.capacity);
+  producer.init();
+  LogChannel sender(LogChannel::Role::kSender, Config(fds[0], kKeyP2S, kKeyS2P, sha256_default(), 1u << 20), {log.mem, log.capacity, 0}, {});
+  sender.start();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  std::vector<uint8_t> wire;
+  auto read_until = [&](uint64_t sent) {
+    while (wire.size() < sent && std::chrono::steady_clock::now() < deadline) {
+      std::vector<uint8_t> more = ReadAll(fds[1], 1, std::chrono::steady_clock::now() + std::chrono::milliseconds(50));
+      wire.insert(wire.end(), more.begin(), more.end());
+    }
+  };
+  producer.push(first.data(), first.size());
+  sender.send_now();
+  while (sender.stats().log_frames == 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  read_until(sender.stats().bytes_sent);
+  for (const auto& b : later) {
+    producer.push(b.data(), b.size());
+    sender.send_now();
+  }
+  const uint64_t in_flight = sender.stats().log_frames;
+  if (has_ack) WriteAll(fds[1], ack.data(), ack.size());
+  while (has_ack && sender.stats().log_bytes < total && !sender.ended() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  read_until(sender.stats().bytes_sent);
+  sender.stop();
+  close(fds[1]);
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("framesInFlight", static_cast<double>(in_flight));
+  r.Set("wire", Buf(env, wire.data(), wire.size()));
+  r.Set("stats", StatsObject(env, sender.stats()));
+  return r;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("implAvailable", Napi::Function::New(env, ImplAvailable));
   exports.Set("defaultImpl", Napi::Function::New(env, DefaultImpl));
@@ -739,6 +809,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("primaryKey", Buf(env, kKeyP2S.data(), kKeyP2S.size()));
   exports.Set("secondaryKey", Buf(env, kKeyS2P.data(), kKeyS2P.size()));
   exports.Set("senderFeed", Napi::Function::New(env, SenderFeed));
+  exports.Set("senderCoalesce", Napi::Function::New(env, SenderCoalesce));
   return exports;
 }
 

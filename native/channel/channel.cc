@@ -28,6 +28,8 @@ constexpr size_t kMaxOut = 4u << 20;
 /// The receive buffer's size when frames are small; it grows to the largest frame seen.
 constexpr size_t kReadBuffer = 4u << 20;
 constexpr size_t kMaxIov = 64;
+/// Unframed log bytes that leave at once even while a log frame waits for its ACK (see coalescing()).
+constexpr size_t kCoalesceBytes = 16u << 10;
 
 uint32_t le32(const uint8_t* p) {
   uint32_t v;
@@ -230,7 +232,11 @@ void LogChannel::run() {
     bool moved = false;
     if (sink_active_) moved |= push_sink();
     if (!sink_active_) moved |= process_frames();
-    if (!sink_active_ && ahead_ == ahead_count_ && !eof_ && peer_bye_.empty() && !ended()) moved |= pump_receive();
+    if (rx_drained_) {
+      rx_drained_ = false;
+    } else if (!sink_active_ && ahead_ == ahead_count_ && !eof_ && peer_bye_.empty() && !ended()) {
+      moved |= pump_receive();
+    }
     bool over = false;
     {
       // The sending side, which send_now() may also run on the producer's thread.
@@ -308,6 +314,7 @@ bool LogChannel::pump_receive() {
     n = recv(fd_, rbuf_.data() + rend_, rbuf_.size() - rend_, 0);
   } while (n < 0 && errno == EINTR);
   if (n > 0) {
+    rx_drained_ = static_cast<size_t>(n) < rbuf_.size() - rend_;
     rend_ += static_cast<size_t>(n);
     c_.bytes_received.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
     process_frames();
@@ -466,6 +473,8 @@ bool LogChannel::push_sink() {
 
 bool LogChannel::fill_out() {
   bool any = false;
+  // Decided once per round: the frames of one round (a pair, sealed together) all go.
+  const bool hold = role_ == Role::kSender && coalescing();
   while (out_bytes_ < kMaxOut && !ended()) {
     bool have = false;
     Pending p;
@@ -493,7 +502,8 @@ bool LogChannel::fill_out() {
       any = true;
       continue;
     }
-    if (role_ == Role::kSender && frame_log(limit)) {
+    // A queued message waits for the log before it: that log is not held back.
+    if (role_ == Role::kSender && (!hold || limit != UINT32_MAX) && frame_log(limit)) {
       any = true;
       continue;
     }
@@ -501,6 +511,15 @@ bool LogChannel::fill_out() {
   }
   seal_pending();
   return any;
+}
+
+bool LogChannel::coalescing() const {
+  // Group commit clocked by ACKs, as Nagle's algorithm is: while a log frame is unacknowledged, batches
+  // published meanwhile wait for its ACK and then leave together, in one frame and one system call,
+  // unless they are already large. An output waits at most one more round trip; the primary pays a
+  // write, and the secondary a wake-up and an ACK, per round trip instead of per batch.
+  return acked_lsn1_.load(std::memory_order_acquire) < log_lsn1_.load(std::memory_order_relaxed) &&
+         !finishing_.load(std::memory_order_acquire) && log_->available() - log_framed_ < kCoalesceBytes;
 }
 
 bool LogChannel::frame_log(uint32_t limit) {
@@ -689,7 +708,7 @@ bool LogChannel::has_work() {
     std::lock_guard<std::mutex> lock(mu_);
     if (!pending_.empty()) return true;
   }
-  if (role_ == Role::kSender) return out_bytes_ < kMaxOut && ring_head(ring_.mem) != log_head_seen_;
+  if (role_ == Role::kSender) return out_bytes_ < kMaxOut && ring_head(ring_.mem) != log_head_seen_ && !coalescing();
   return sink_active_ && sink_->free_space() > 0;
 }
 

@@ -158,6 +158,8 @@ class LogChannel {
   bool accept_log(const FrameView& f);
   bool push_sink();
   bool fill_out();
+  /// kSender: hold published log back until the frame in flight is acknowledged (group commit).
+  bool coalescing() const;
   bool frame_log(uint32_t limit);
   void frame_owned(uint8_t type, std::vector<uint8_t> payload);
   /// Numbers a frame just added to out_; its MAC follows in seal_pending(), before it is written.
@@ -207,6 +209,9 @@ class LogChannel {
   FrameView verified_[2];               // frames whose MACs were checked together (FrameReader::next2)
   size_t ahead_ = 0, ahead_count_ = 0;  // verified_[ahead_, ahead_count_) are not dispatched yet
   bool eof_ = false, shut_wr_ = false;
+  // A receive came back short of its buffer: the socket was empty then, so the next round does not ask
+  // again (a recv that would only say EAGAIN) but goes on to sleep in poll() if nothing else moved.
+  bool rx_drained_ = false;
   std::atomic<bool> bye_sent_{false};  // a BYE of ours was framed (under send_mu_; read by the thread)
   std::string peer_bye_;  // the peer's BYE, once it came (nothing after it is read)
   uint32_t log_head_seen_ = 0;  // kSender: the ring head frame_log() looked at last

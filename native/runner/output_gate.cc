@@ -33,12 +33,13 @@ bool OutputGate::hold(Kind kind, bool replay, uint64_t tag, const uint8_t* data,
   return true;
 }
 
-void OutputGate::frame_out(std::vector<uint8_t>&& frame, Outputs* out) {
-  if (sinks_.frame_to_device && sinks_.frame_to_device(frame.data(), frame.size())) return;
-  out->frames.push_back(std::move(frame));
+void OutputGate::emit(std::vector<std::vector<uint8_t>>& frames, Outputs* out) {
+  if (frames.empty()) return;
+  if (sinks_.frames_to_device && sinks_.frames_to_device(frames)) return;
+  for (auto& f : frames) out->frames.push_back(std::move(f));
 }
 
-void OutputGate::release_locked(uint64_t lsn, Outputs* out) {
+void OutputGate::release_locked(uint64_t lsn, Outputs* out, std::vector<std::vector<uint8_t>>* frames) {
   if (!held_.empty() && held_.front().lsn <= lsn && delays_.size() < kDelaySamples) {
     delays_.push_back(static_cast<uint64_t>(std::max<int64_t>(0, now_ns() - held_.front().at_ns)));
   }
@@ -49,7 +50,7 @@ void OutputGate::release_locked(uint64_t lsn, Outputs* out) {
         out->console.insert(out->console.end(), h.bytes.begin(), h.bytes.end());
         break;
       case Kind::kFrame:
-        frame_out(std::move(h.bytes), out);
+        frames->push_back(std::move(h.bytes));
         break;
       case Kind::kBlock:
         held_blocks_--;
@@ -63,19 +64,28 @@ void OutputGate::release_locked(uint64_t lsn, Outputs* out) {
 
 OutputGate::Outputs OutputGate::set_gate(bool closed) {
   Outputs out;
+  std::vector<std::vector<uint8_t>> frames;
+  std::lock_guard<std::mutex> order(emit_mu_);
   std::lock_guard<std::mutex> lock(mu_);
   gate_ = closed;
   shadow_ = false;
   // release: the hint is seen after gate_ changed; pairs with the acquire load in engaged().
   hint_.store(closed, std::memory_order_release);
-  if (!closed) release_locked(UINT64_MAX, &out);
+  if (!closed) release_locked(UINT64_MAX, &out, &frames);
+  // Under mu_ still: once the gate is open the vCPU sends directly, and must not overtake these.
+  emit(frames, &out);
   return out;
 }
 
 OutputGate::Outputs OutputGate::release(uint64_t lsn) {
   Outputs out;
-  std::lock_guard<std::mutex> lock(mu_);
-  if (gate_) release_locked(lsn, &out);
+  std::vector<std::vector<uint8_t>> frames;
+  std::lock_guard<std::mutex> order(emit_mu_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (gate_) release_locked(lsn, &out, &frames);
+  }
+  emit(frames, &out);
   return out;
 }
 
@@ -97,15 +107,18 @@ void OutputGate::shadow_release(uint64_t lsn) {
 }
 
 void OutputGate::go_live(uint64_t released, Outputs* out) {
+  std::vector<std::vector<uint8_t>> frames;
+  std::lock_guard<std::mutex> order(emit_mu_);
   std::lock_guard<std::mutex> lock(mu_);
   for (Held& h : held_) {
     if (h.lsn <= released && released != UINT64_MAX) continue;
     if (h.kind == Kind::kConsole) {
       out->console.insert(out->console.end(), h.bytes.begin(), h.bytes.end());
     } else if (h.kind == Kind::kFrame) {
-      frame_out(std::move(h.bytes), out);
+      frames.push_back(std::move(h.bytes));
     }
   }
+  emit(frames, out);
   held_.clear();
   held_blocks_ = 0;
   shadow_ = false;

@@ -32,10 +32,10 @@ class OutputGate {
     std::vector<std::vector<uint8_t>> frames;  // for the host (js/udp back-ends); a device's frames are sent there
     uint32_t blocks = 0;                       // disk requests handed to the disk
   };
-  /// Where released outputs that do not go to the host leave: a frame to a network device (true: sent
-  /// there; false: none, the host takes it), a disk request to the disk.
+  /// Where released outputs that do not go to the host leave: frames to a network device, in order
+  /// (true: sent there; false: there is none, the host takes them), a disk request to the disk.
   struct Sinks {
-    std::function<bool(const uint8_t*, size_t)> frame_to_device;
+    std::function<bool(std::vector<std::vector<uint8_t>>&)> frames_to_device;
     std::function<void(BlockFile::Request&&)> block;
   };
 
@@ -48,7 +48,9 @@ class OutputGate {
   bool hold(Kind kind, bool replay, uint64_t tag, const uint8_t* data, size_t n, BlockFile::Request* block);
   /// Closes (true) or opens (false) the gate; opening releases everything held. Leaves shadow mode.
   Outputs set_gate(bool closed);
-  /// Releases held outputs whose lsn <= `lsn` (any thread), in order.
+  /// Releases held outputs whose lsn <= `lsn` (any thread), in order. Frames leave after the queue's
+  /// lock is dropped (the vCPU holding new outputs never waits for their system calls), yet in order:
+  /// releases, and an opening of the gate, emit one at a time.
   Outputs release(uint64_t lsn);
   /// Secondary: keep suppressed outputs for go-live (true) or drop them (false). Empties the queue.
   void set_shadow(bool on);
@@ -73,10 +75,13 @@ class OutputGate {
     BlockFile::Request block;
     int64_t at_ns;  // steady clock when held
   };
-  void release_locked(uint64_t lsn, Outputs* out);  // caller holds mu_
-  void frame_out(std::vector<uint8_t>&& frame, Outputs* out);
+  // Caller holds mu_: console bytes and disk requests into *out, frames into *frames (for emit()).
+  void release_locked(uint64_t lsn, Outputs* out, std::vector<std::vector<uint8_t>>* frames);
+  // Frames to the device, or to the host (*out) when there is none.
+  void emit(std::vector<std::vector<uint8_t>>& frames, Outputs* out);
 
   const Sinks sinks_;
+  std::mutex emit_mu_;           // taken before mu_ by whoever lets frames out: they leave in order
   std::mutex mu_;                // everything below but hint_
   std::deque<Held> held_;
   bool gate_ = false;

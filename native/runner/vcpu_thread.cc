@@ -26,13 +26,13 @@ VcpuThread::VcpuThread(const MachineConfig& config, uint8_t* console_mem, uint32
       console_(console_mem, console_capacity),
       doorbell_(std::move(doorbell)),
       gate_(OutputGate::Sinks{
-          [this](const uint8_t* frame, size_t n) {
+          [this](std::vector<std::vector<uint8_t>>& frames) {
             if (tap_) {
-              tap_->send(frame, n);
+              for (const auto& f : frames) tap_->send(f.data(), f.size());
               return true;
             }
             if (std::shared_ptr<UdpBackend> u = udp()) {
-              u->send(frame, n);  // never calls back into this object: safe under the gate's lock
+              u->send_many(frames);  // never calls back into this object: safe under the gate's lock
               return true;
             }
             return false;
@@ -180,16 +180,19 @@ void VcpuThread::net_input(const uint8_t* frame, size_t n) {
 
 void VcpuThread::net_input_batch(std::vector<std::vector<uint8_t>>& frames) {
   if (replaying_.load(std::memory_order_acquire)) return;  // a secondary's link is not live yet
-  std::lock_guard<std::mutex> lock(mu_);
-  for (std::vector<uint8_t>& f : frames) {
-    if (net_in_.size() + net_taken_ >= kNetQueueFrames) {
-      net_dropped_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (as in net_input)
-      continue;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (std::vector<uint8_t>& f : frames) {
+      if (net_in_.size() + net_taken_ >= kNetQueueFrames) {
+        net_dropped_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic (as in net_input)
+        continue;
+      }
+      net_in_.push_back(std::move(f));
     }
-    net_in_.push_back(std::move(f));
+    new_input_ = true;
+    raise();
   }
-  new_input_ = true;
-  raise();
+  // After the unlock: a vCPU woken while this thread still held mu_ would only block on it again.
   cv_.notify_all();
 }
 

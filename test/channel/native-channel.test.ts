@@ -361,6 +361,25 @@ describe('the native sender with a TypeScript receiver', () => {
     });
   }
 
+  it('group commit: batches published while a LOG frame is unacknowledged wait for its ACK, then leave together; a large backlog does not wait', () => {
+    const rnd2 = prng(12);
+    const [first, ...later] = batches(rnd2, 6, 500);
+    const r = native.senderCoalesce({ first: first!, later, ack: ack(FIRST, 0) });
+    expect(r.framesInFlight).toBe(1);
+    const frames = tsDecode(toSecondary, r.wire);
+    // The five that waited go as one pair of frames (sealed together), not one frame each.
+    expect(frames.map((f) => f.type)).toEqual([MessageType.LOG, MessageType.LOG, MessageType.LOG]);
+    expect(Buffer.concat(frames.map((f) => f.payload)).equals(Buffer.concat([first!, ...later]))).toBe(true);
+    expect(r.stats).toMatchObject({ logFrames: 3, logBatches: 6 });
+    // 24 batches of 1 000 record bytes and no ACK: past 16 KiB of backlog they go without waiting for it.
+    const big = Array.from({ length: 24 }, (_, i) => batch(i + 1, bytes(rnd2, 1000)));
+    const b = native.senderCoalesce({ first: first!, later: big });
+    expect(b.framesInFlight).toBeGreaterThan(1);
+    const sent = Buffer.concat(tsDecode(toSecondary, b.wire).map((f) => f.payload));
+    expect(sent.length).toBeGreaterThan(first!.length + (16 << 10));
+    expect(sent.equals(Buffer.concat([first!, ...big]).subarray(0, sent.length))).toBe(true);
+  });
+
   it("the peer's BYE ends it orderly", () => {
     const r = native.senderFeed({ batches: all, reply: bye(FIRST, 'going away', toPrimary) });
     expect(r.end).toMatchObject({ name: 'NONE', message: 'the peer said BYE: going away' });

@@ -39,6 +39,7 @@ export interface ChannelTestAddon {
     { ended: boolean; end: ChannelEnd; sink: Buffer; reply: Buffer; logLsn1: number; stats: ChannelStats };
   senderFeed(options: { batches: Uint8Array; reply: Uint8Array; close?: boolean; impl?: number; maxLogFrame?: number;
     expectAcked?: number; timeoutMs?: number }): { ended: boolean; end: ChannelEnd; wire: Buffer; ackedLsn1: number; stats: ChannelStats };
+  senderCoalesce(options: { first: Uint8Array; later: Uint8Array[]; ack?: Uint8Array }): { framesInFlight: number; wire: Buffer; stats: ChannelStats };
   /** The key the primary seals with (and the secondary checks with), and the other direction's. */
   primaryKey: Buffer;
   secondaryKey: Buffer;

@@ -227,8 +227,11 @@ void UdpBackend::frame_datagram(uint16_t guest_port, uint32_t client_ip, uint16_
   out_.push_back(std::move(out));
 }
 
-void UdpBackend::send(const uint8_t* f, size_t n) {
-  auto ignored = [this] { ignored_.fetch_add(1, std::memory_order_relaxed); };
+bool UdpBackend::route(const uint8_t* f, size_t n, Datagram* d) {
+  auto ignored = [this] {
+    ignored_.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  };
   if (n < 14) return ignored();
   const uint32_t type = static_cast<uint32_t>(f[12] << 8 | f[13]);
   if (type == 0x0806 && n >= 42) {
@@ -251,7 +254,7 @@ void UdpBackend::send(const uint8_t* f, size_t n) {
         answers_.push_back(std::move(r));
       }
       wake();
-      return;
+      return false;
     }
   }
   if (type != 0x0800 || n < 42 || f[23] != 17) return ignored();
@@ -273,16 +276,61 @@ void UdpBackend::send(const uint8_t* f, size_t n) {
     }
   }
   to_clients_.fetch_add(1, std::memory_order_relaxed);
-  sockaddr_in to{};
-  to.sin_family = AF_INET;
-  to.sin_port = htons(dst_port);
+  d->fd = from->fd;
+  d->to = sockaddr_in{};
+  d->to.sin_family = AF_INET;
+  d->to.sin_port = htons(dst_port);
   if (same_ip(dst, kGatewayIp)) {
-    to.sin_addr.s_addr = htonl(kLoopback);
+    d->to.sin_addr.s_addr = htonl(kLoopback);
   } else {
-    std::memcpy(&to.sin_addr.s_addr, dst, 4);
+    std::memcpy(&d->to.sin_addr.s_addr, dst, 4);
   }
+  d->payload = f + udp + 8;
+  d->len = len - 8;
+  return true;
+}
+
+void UdpBackend::send(const uint8_t* f, size_t n) {
+  Datagram d;
+  if (!route(f, n, &d)) return;
   // An unreachable client or a full socket buffer loses the datagram, as a network would.
-  (void)::sendto(from->fd, f + udp + 8, len - 8, MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&to), sizeof to);
+  (void)::sendto(d.fd, d.payload, d.len, MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&d.to), sizeof d.to);
+}
+
+void UdpBackend::send_many(const std::vector<std::vector<uint8_t>>& frames) {
+  // One sendmmsg per run of datagrams that leave from the same socket (usually all of them): the output
+  // gate releases a batch's replies at once, and a system call each is most of their cost.
+  constexpr size_t kMax = 64;
+  Datagram d[kMax];
+  mmsghdr msgs[kMax];
+  iovec iov[kMax];
+  size_t k = 0;
+  auto flush = [&] {
+    for (size_t i = 0; i < k; i++) {
+      iov[i] = {const_cast<uint8_t*>(d[i].payload), d[i].len};
+      msgs[i] = mmsghdr{};
+      msgs[i].msg_hdr.msg_name = &d[i].to;
+      msgs[i].msg_hdr.msg_namelen = sizeof d[i].to;
+      msgs[i].msg_hdr.msg_iov = &iov[i];
+      msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    // A datagram the kernel refuses (unreachable, buffer full) is lost, as on a network; the rest go on.
+    for (size_t done = 0; done < k;) {
+      const int sent = ::sendmmsg(d[0].fd, msgs + done, static_cast<unsigned>(k - done), MSG_DONTWAIT);
+      done += sent > 0 ? static_cast<size_t>(sent) : 1;
+    }
+    k = 0;
+  };
+  for (const std::vector<uint8_t>& f : frames) {
+    if (!route(f.data(), f.size(), &d[k])) continue;
+    if (k > 0 && d[k].fd != d[0].fd) {
+      const Datagram next = d[k];
+      flush();
+      d[0] = next;
+    }
+    if (++k == kMax) flush();
+  }
+  flush();
 }
 
 }  // namespace lockstep

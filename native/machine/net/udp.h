@@ -2,6 +2,8 @@
 // guest 10.0.2.15, gateway 10.0.2.2), natively: no JavaScript per datagram. No napi, no machine state.
 #pragma once
 
+#include <netinet/in.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -60,6 +62,9 @@ class UdpBackend {
   /// A frame the guest transmitted (any thread; never calls to_guest itself, so a caller may hold locks
   /// that to_guest takes).
   void send(const uint8_t* frame, size_t n);
+  /// Frames the guest transmitted, in order, with one sendmmsg per run of datagrams from one socket
+  /// (same rules as send()).
+  void send_many(const std::vector<std::vector<uint8_t>>& frames);
   UdpStats stats() const;
 
  private:
@@ -67,6 +72,16 @@ class UdpBackend {
     int fd;
     uint16_t guest_port;
   };
+  /// A guest datagram bound for a client: the socket it leaves from, where to, and its payload.
+  struct Datagram {
+    int fd = -1;
+    sockaddr_in to{};
+    const uint8_t* payload = nullptr;
+    size_t len = 0;
+  };
+  /// Parses a guest frame: true with *d for a datagram to send; false for anything else (an ARP request is
+  /// answered here, the rest counted as ignored).
+  bool route(const uint8_t* frame, size_t n, Datagram* d);
   UdpBackend(std::vector<Forward> forwards, const int wake[2], const uint8_t guest_mac[6], ToGuest to_guest);
   void reader_main();
   void frame_datagram(uint16_t guest_port, uint32_t client_ip, uint16_t client_port, const uint8_t* payload, size_t n);
