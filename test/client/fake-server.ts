@@ -11,6 +11,8 @@ export interface ReceivedRequest {
   command: string;
   dropped: boolean;
   replayed: boolean;
+  /** performance.now() when it arrived. */
+  at: number;
 }
 
 export interface FakeServerOptions {
@@ -99,7 +101,7 @@ export class FakeMemcached {
     const body = msg.subarray(UDP_HEADER_SIZE);
     const command = body.toString('latin1', 0, Math.max(0, body.indexOf('\r\n')));
     const from = `${rinfo.address}:${rinfo.port}`;
-    const record: ReceivedRequest = { from, requestId: header.requestId, command, dropped: false, replayed: false };
+    const record: ReceivedRequest = { from, requestId: header.requestId, command, dropped: false, replayed: false, at: performance.now() };
     const n = this.received.push(record) - 1;
     if (this.#dropRequests > 0 || this.#options.dropRequest?.(n) === true) {
       if (this.#dropRequests > 0) this.#dropRequests--;

@@ -174,6 +174,20 @@ describe('LoadGenerator', () => {
     expect(again.history).toBe(stopped.history);
   });
 
+  it('ratePerSecond paces the run: request n is never sent before its slot, n / rate seconds in', async () => {
+    const s = await fake();
+    const t0 = performance.now();
+    const r = await new LoadGenerator({ endpoints: [s.endpoint], clients: 4, requests: 40, ratePerSecond: 400, ...fast }).run();
+    expect(r.acknowledged).toBe(40);
+    // A lower bound only (a loaded machine may send late, never early): slot n is at n × 2.5 ms.
+    // The first arrival of each request (a retry on a loaded machine repeats its id).
+    const first = new Map<string, number>();
+    for (const x of s.received) if (!first.has(`${x.from}/${x.requestId}`)) first.set(`${x.from}/${x.requestId}`, x.at - t0);
+    const sentAt = [...first.values()].sort((a, b) => a - b);
+    expect(sentAt.length).toBe(40);
+    sentAt.forEach((at, n) => expect(at, `request ${n}`).toBeGreaterThanOrEqual(n * 2.5 - 1));
+  });
+
   it('refuses options that cannot work, naming the field', () => {
     const e = [{ host: '127.0.0.1', port: 1 }];
     const bad: [LoadOptions, string][] = [
@@ -183,6 +197,8 @@ describe('LoadGenerator', () => {
       [{ endpoints: e, requests: 1, setRatio: 2 }, 'setRatio'],
       [{ endpoints: e, requests: 1, keyPrefix: 'a b' }, 'keyPrefix'],
       [{ endpoints: [], requests: 1 }, 'endpoints'],
+      [{ endpoints: e, requests: 1, ratePerSecond: 0 }, 'ratePerSecond'],
+      [{ endpoints: e, requests: 1, ratePerSecond: Number.NaN }, 'ratePerSecond'],
     ];
     for (const [options, field] of bad) {
       let err: unknown;
