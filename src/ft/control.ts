@@ -24,28 +24,85 @@ export const FT_DEFAULTS = {
   epochCheckMs: 1000,
 } as const;
 
+/** Options of a {@link FailureDetector}. */
+export interface FailureDetectorOptions {
+  /**
+   * How often the owner checks (its heartbeat tick), ms. A check that comes much later than this means
+   * the owner itself was not running (a loaded host, a GC pause): that time is not the peer's silence.
+   * Default: none (no compensation).
+   */
+  checkEveryMs?: number;
+  /** The longest the adaptive timeout may grow to, ms. Default 3 × timeoutMs. */
+  maxTimeoutMs?: number;
+}
+
 /**
- * Declares the peer dead after `timeoutMs` without hearing from it. Anything counts as hearing: a
+ * Declares the peer dead after a silence longer than its timeout. Anything counts as hearing: a
  * heartbeat, a log batch, an ack.
+ *
+ * The timeout adapts to the gaps it has seen, so that a loaded host's stalls do not look like a death:
+ * it is `timeoutMs`, or twice the longest gap between two hearings among the last
+ * {@link FailureDetector.WINDOW}, whichever is longer, never more than `maxTimeoutMs`. A quiet link
+ * keeps the configured timeout (detection time unchanged); one whose heartbeats have arrived 400 ms late
+ * waits 800 ms. And the owner's own pauses do not count: a check that comes more than two check periods
+ * late moves the last hearing forward by the excess (the owner could not have heard anything then, and
+ * its peer's messages wait unread in a socket), so a detector never fires on the first check after its
+ * own process was stopped.
  */
 export class FailureDetector {
+  /** Gaps remembered for the adaptive timeout. */
+  static readonly WINDOW = 256;
   readonly timeoutMs: number;
+  readonly maxTimeoutMs: number;
+  readonly #checkEveryMs: number | undefined;
   #last: number;
+  #lastCheck: number;
+  readonly #gaps: number[] = [];
+  #next = 0;
+  #longest = 0;
 
-  constructor(timeoutMs: number, now: number) {
+  constructor(timeoutMs: number, now: number, options: FailureDetectorOptions = {}) {
     if (!(timeoutMs > 0)) throw new RangeError(`timeoutMs must be positive, got ${timeoutMs}`);
+    const max = options.maxTimeoutMs ?? 3 * timeoutMs;
+    if (!(max >= timeoutMs)) throw new RangeError(`maxTimeoutMs must be at least timeoutMs (${timeoutMs}), got ${max}`);
+    if (options.checkEveryMs !== undefined && !(options.checkEveryMs > 0)) throw new RangeError(`checkEveryMs must be positive, got ${options.checkEveryMs}`);
     this.timeoutMs = timeoutMs;
+    this.maxTimeoutMs = max;
+    this.#checkEveryMs = options.checkEveryMs;
     this.#last = now;
+    this.#lastCheck = now;
   }
   heard(now: number): void {
-    if (now > this.#last) this.#last = now;
+    if (now <= this.#last) return;
+    this.#remember(now - this.#last);
+    this.#last = now;
   }
   /** Milliseconds since the peer was last heard. */
   silence(now: number): number {
     return Math.max(0, now - this.#last);
   }
+  /** The silence that declares the peer dead now (see the class). */
+  get currentTimeoutMs(): number {
+    return Math.min(this.maxTimeoutMs, Math.max(this.timeoutMs, 2 * this.#longest));
+  }
+  /** The owner's periodic check (call it every `checkEveryMs`): is the peer dead? */
   expired(now: number): boolean {
-    return this.silence(now) > this.timeoutMs;
+    if (this.#checkEveryMs !== undefined) {
+      const late = now - this.#lastCheck - 2 * this.#checkEveryMs;
+      if (late > 0 && this.#last < now) this.#last = Math.min(now, this.#last + late);
+    }
+    this.#lastCheck = Math.max(this.#lastCheck, now);
+    return this.silence(now) > this.currentTimeoutMs;
+  }
+
+  #remember(gap: number): void {
+    // A ring of the last WINDOW gaps; the longest is recomputed only when it leaves the window.
+    const old = this.#gaps.length < FailureDetector.WINDOW ? undefined : this.#gaps[this.#next];
+    if (old === undefined) this.#gaps.push(gap);
+    else this.#gaps[this.#next] = gap;
+    this.#next = (this.#next + 1) % FailureDetector.WINDOW;
+    if (gap >= this.#longest) this.#longest = gap;
+    else if (old === this.#longest) this.#longest = Math.max(...this.#gaps);
   }
 }
 

@@ -526,7 +526,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     }
     if (this.#phase === 'disabled' || this.#phase === 'suspended') return refuse(`FT is ${this.#phase} for VM ${this.vmId}`);
     if (this.#phase !== 'alone') return refuse(`VM ${this.vmId} already has a secondary (or is ${this.#phase})`);
-    void this.#clone(new SecondarySession(ch, this.#o.timeoutMs)).catch((err: unknown) => {
+    void this.#clone(new SecondarySession(ch, this.#o.timeoutMs, this.#o.heartbeatMs)).catch((err: unknown) => {
       this.emit('warning', `clone failed: ${(err as Error).message}`);
       ch.close('clone failed');
     });
@@ -918,7 +918,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     s.send({ type: 'heartbeat', sentAtMs: now, instret, releasedLsn: s.releasedLsn < 0n ? 0n : s.releasedLsn });
     this.#sendRelease(s);
     if (s.detector.expired(now)) {
-      void this.#recover(`no word from the secondary for ${Math.round(s.detector.silence(now))} ms (timeout ${this.#o.timeoutMs} ms)`);
+      void this.#recover(`no word from the secondary for ${Math.round(s.detector.silence(now))} ms (timeout ${Math.round(s.detector.currentTimeoutMs)} ms)`);
       return;
     }
     if (this.#phase === 'protected') {

@@ -204,7 +204,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     this.#acked = false;
     this.#pages = 0;
     this.#link = undefined;
-    this.#detector = new FailureDetector(this.#timeoutMs, performance.now());
+    this.#detector = new FailureDetector(this.#timeoutMs, performance.now(), { checkEveryMs: this.#heartbeatMs });
     ch.on('message', (m: Message) => this.#onMessage(ch, m));
     ch.on('close', (reason: string) => {
       if (ch === this.#channel) this.#lose(`the logging channel closed: ${reason}`);
@@ -492,7 +492,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     }
     this.#send({ type: 'heartbeat', sentAtMs: now, instret, releasedLsn: 0n });
     if (this.#phase === 'replaying') this.#sendAck(); // also reports replay progress for lag control
-    if (this.#detector?.expired(now)) this.#lose(`no word from the primary for ${Math.round(this.#detector.silence(now))} ms (timeout ${this.#timeoutMs} ms)`);
+    if (this.#detector?.expired(now)) this.#lose(`no word from the primary for ${Math.round(this.#detector.silence(now))} ms (timeout ${Math.round(this.#detector.currentTimeoutMs)} ms)`);
   }
 
   #stopTimer(): void {

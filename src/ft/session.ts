@@ -62,10 +62,10 @@ export class SecondarySession {
   replayRate = 0;
   rateSample = { at: 0, instret: 0n, busy: false };
 
-  constructor(channel: Channel, timeoutMs: number) {
+  constructor(channel: Channel, timeoutMs: number, heartbeatMs: number) {
     this.channel = channel;
     this.joinedAt = performance.now();
-    this.detector = new FailureDetector(timeoutMs, this.joinedAt);
+    this.detector = new FailureDetector(timeoutMs, this.joinedAt, { checkEveryMs: heartbeatMs });
   }
 
   /** True once the connection is closed or closing (by either side); sending then does nothing. */
