@@ -21,9 +21,10 @@ compile(join('bench', 'tsconfig.json'));
 // `npm run bench -- record [...]` runs the record/replay benchmark instead of the interpreter one,
 // `npm run bench -- io [...]` the I/O one (kvserver, network receive, block), `npm run bench -- linux` the
 // Linux guest's (boot vs QEMU, processes vs bare metal, idle log, clone pause); `npm run chaos` is
-// `npm run bench -- chaos [...]`, `npm run bench -- channel [...]` the native logging channel's data path.
+// `npm run bench -- chaos [...]`, `npm run bench -- channel [...]` the native logging channel's data path,
+// `npm run bench -- startup` the CLI's start beside QEMU's and `node -e 0`'s.
 const [first, ...rest] = process.argv.slice(2);
-const entries = { record: 'record.js', io: 'io.js', ft: 'ft.js', linux: 'linux.js', placement: 'placement.js', cluster: 'cluster.js', chaos: 'chaos.js', channel: 'native-channel.js' };
+const entries = { record: 'record.js', io: 'io.js', ft: 'ft.js', linux: 'linux.js', placement: 'placement.js', cluster: 'cluster.js', chaos: 'chaos.js', channel: 'native-channel.js', startup: 'startup.js' };
 const entry = entries[first] ?? 'main.js';
 const args = first in entries ? rest : process.argv.slice(2);
 const r = spawnSync(process.execPath, [join(root, 'bench', 'build', 'bench', 'src', entry), ...args], {

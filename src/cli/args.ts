@@ -1,5 +1,5 @@
 // Shared argument parsing for the CLI verbs: sizes, counts, addresses and the usage error they throw.
-import { parseHostPort } from '../config/index.js';
+import { parseHostPort } from '../config/address.js';
 
 /** A command-line usage error: printed with the verb's help hint, exit status 64 (EX_USAGE). */
 export class UsageError extends Error {}

@@ -2,7 +2,7 @@
 // QEMU's flags (--kernel, --initrd, --append, --bios, --dtb) or the committed guest (--linux).
 // Parses the flags and reads the files (readLinuxBoot for Linux); Machine.load / Machine.loadLinux load them.
 import { readFileSync } from 'node:fs';
-import { readLinuxBoot, type LinuxBootOptions } from '../index.js';
+import { readLinuxBoot, type LinuxBootOptions } from '../machine/linux.js';
 import { UsageError } from './args.js';
 
 export const BOOT_OPTIONS = {

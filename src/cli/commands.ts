@@ -1,16 +1,9 @@
 // The `lockstep` verbs: dispatches to one file per verb and maps errors to exit statuses. Loaded by
 // main.ts once the user signals are guarded.
 import { readFileSync } from 'node:fs';
-import { AddonLoadError, BootError, ElfError, ListenError, LockstepError } from '../index.js';
+import { AddonLoadError, BootError, ElfError, ListenError, LockstepError } from '../errors.js';
 import { UsageError } from './args.js';
 import { EXIT, type CommandIo } from './io.js';
-import { AGENT_HELP, agentCommand } from './agent.js';
-import { CLUSTER_HELP, clusterCommand } from './cluster.js';
-import { DEMO_HELP, demoCommand } from './demo.js';
-import { MANAGER_HELP, managerCommand } from './manager.js';
-import { FT_HELP, PRIMARY_HELP, SECONDARY_HELP, ftCommand, primaryCommand, secondaryCommand } from './ft.js';
-import { RECORD_HELP, REPLAY_HELP, recordCommand, replayCommand } from './record.js';
-import { RUN_HELP, runCommand } from './run.js';
 import { setUserSignalTarget } from './signals.js';
 
 const HELP = `Usage: lockstep <command> [options]
@@ -35,17 +28,20 @@ Commands:
 Run 'lockstep <command> --help' for the options of a command.
 `;
 
-const commands: Record<string, { run: (argv: string[], io: CommandIo) => Promise<number>; help: string }> = {
-  run: { run: runCommand, help: RUN_HELP },
-  record: { run: recordCommand, help: RECORD_HELP },
-  replay: { run: replayCommand, help: REPLAY_HELP },
-  primary: { run: primaryCommand, help: PRIMARY_HELP },
-  secondary: { run: secondaryCommand, help: SECONDARY_HELP },
-  ft: { run: ftCommand, help: FT_HELP },
-  agent: { run: agentCommand, help: AGENT_HELP },
-  manager: { run: managerCommand, help: MANAGER_HELP },
-  cluster: { run: clusterCommand, help: CLUSTER_HELP },
-  demo: { run: demoCommand, help: DEMO_HELP },
+type Command = (argv: string[], io: CommandIo) => Promise<number>;
+// Each verb's module is imported when that verb runs: `lockstep run` loads neither the FT pair nor the
+// cluster (nor their etcd and gRPC clients).
+const commands: Record<string, () => Promise<Command>> = {
+  run: async () => (await import('./run.js')).runCommand,
+  record: async () => (await import('./record.js')).recordCommand,
+  replay: async () => (await import('./record.js')).replayCommand,
+  primary: async () => (await import('./ft.js')).primaryCommand,
+  secondary: async () => (await import('./ft.js')).secondaryCommand,
+  ft: async () => (await import('./ft.js')).ftCommand,
+  agent: async () => (await import('./agent.js')).agentCommand,
+  manager: async () => (await import('./manager.js')).managerCommand,
+  cluster: async () => (await import('./cluster.js')).clusterCommand,
+  demo: async () => (await import('./demo.js')).demoCommand,
 };
 
 function version(): string {
@@ -64,15 +60,15 @@ export async function dispatch(argv: string[], io: CommandIo): Promise<number> {
     io.stdout.write(`${version()}\n`);
     return EXIT.ok;
   }
-  const cmd = commands[verb];
-  if (!cmd) {
+  const load = Object.hasOwn(commands, verb) ? commands[verb] : undefined;
+  if (!load) {
     io.stderr.write(`lockstep: unknown command '${verb}'\n\n${HELP}`);
     return EXIT.usage;
   }
   // Until the verb says otherwise (a primary does), SIGUSR1 and SIGUSR2 are ignored and logged.
   setUserSignalTarget({ role: `lockstep ${verb}` });
   try {
-    return await cmd.run(rest, io);
+    return await (await load())(rest, io);
   } catch (err) {
     const code = (err as { code?: string }).code;
     if (err instanceof UsageError || code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {

@@ -1,6 +1,6 @@
 // The guest's UART input from this process's stdin: `--input -`, or a terminal when Linux boots (as
 // QEMU's -nographic: raw mode, every key to the guest, Ctrl-A x to quit, Ctrl-A Ctrl-A for a Ctrl-A).
-import type { Machine } from '../index.js';
+import type { Machine } from '../machine/machine.js';
 
 const CTRL_A = 0x01;
 

@@ -1,5 +1,7 @@
 // Device options shared by `run` and `record`: --disk, --net udp:HOSTPORT:GUESTPORT, --rng.
-import { ListenError, type Machine, type MachineOptions } from '../index.js';
+import { ListenError } from '../errors.js';
+import type { Machine } from '../machine/machine.js';
+import type { MachineOptions } from '../machine/types.js';
 import { UdpForwarder, type UdpForward } from '../machine/net/udp-forward.js';
 import { UsageError } from './args.js';
 

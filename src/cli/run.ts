@@ -1,7 +1,9 @@
 // `lockstep run`: run a guest ELF with its console on stdout; the exit status is the guest's.
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { Machine, type LinuxIdentity, type RunResult } from '../index.js';
+import { Machine } from '../machine/machine.js';
+import type { LinuxIdentity } from '../machine/linux.js';
+import type { RunResult } from '../machine/types.js';
 import { EXIT, type CommandIo } from './io.js';
 import { UsageError, parseCount, parseSize } from './args.js';
 import { DEVICE_HELP, DEVICE_OPTIONS, parseDevices, startForwards } from './devices.js';

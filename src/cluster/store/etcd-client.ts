@@ -1,15 +1,18 @@
 // Connecting to etcd with the etcd3 client, shared by the etcd store and the etcd arbiter: option
 // checks, auth/TLS pass-through, and sorting the client's errors into "denied" and "unavailable".
-import {
-  Etcd3,
-  EtcdAuthenticationFailedError,
-  EtcdInvalidAuthTokenError,
-  EtcdPermissionDeniedError,
-  EtcdRoleNotGrantedError,
-  GRPCUnauthenticatedError,
-  type IOptions,
-} from 'etcd3';
+// etcd3 (and its gRPC stack, most of a CLI start's import time) is loaded on first use, so a command or
+// a program that never talks to etcd does not pay for it.
+import { createRequire } from 'node:module';
+import type { Etcd3, IOptions } from 'etcd3';
 import { OptionError } from '../../errors.js';
+
+type Etcd3Module = typeof import('etcd3');
+let etcd3: Etcd3Module | undefined;
+/** The etcd3 module, loaded now if it was not yet (a CommonJS package: a synchronous require). */
+function loadEtcd3(): Etcd3Module {
+  etcd3 ??= createRequire(import.meta.url)('etcd3') as Etcd3Module;
+  return etcd3;
+}
 
 /** How to reach an etcd cluster. */
 export interface EtcdConnectionOptions {
@@ -66,7 +69,7 @@ export function createEtcdClient(options: EtcdConnectionOptions): Etcd3 {
   // No circuit breaker per host (etcd3's default opens for 5 s after three failures): callers here
   // carry their own deadlines, and an arbiter or store must use etcd the moment it is back.
   o.faultHandling = { host: () => PASS_THROUGH };
-  return new Etcd3({ ...o, ...options.etcd3 });
+  return new (loadEtcd3().Etcd3)({ ...o, ...options.etcd3 });
 }
 
 type HostPolicy = ReturnType<NonNullable<NonNullable<IOptions['faultHandling']>['host']>>;
@@ -79,12 +82,15 @@ const PASS_THROUGH = {
 
 /** Whether an etcd3 error means "not allowed" (auth or permissions) rather than "not reachable". */
 export function isEtcdDenied(err: unknown): boolean {
+  // Before etcd3 is loaded no error can come from it.
+  if (etcd3 === undefined) return false;
+  const e = etcd3;
   return (
-    err instanceof EtcdPermissionDeniedError ||
-    err instanceof EtcdAuthenticationFailedError ||
-    err instanceof EtcdInvalidAuthTokenError ||
-    err instanceof EtcdRoleNotGrantedError ||
-    err instanceof GRPCUnauthenticatedError
+    err instanceof e.EtcdPermissionDeniedError ||
+    err instanceof e.EtcdAuthenticationFailedError ||
+    err instanceof e.EtcdInvalidAuthTokenError ||
+    err instanceof e.EtcdRoleNotGrantedError ||
+    err instanceof e.GRPCUnauthenticatedError
   );
 }
 
