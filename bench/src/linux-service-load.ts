@@ -12,6 +12,7 @@ export interface ServiceLoadSpec {
   proto: 'tcp' | 'udp';
   host: string;
   port: number;
+  /** 0: no requests, the window measures the servers idle. */
   clients: number;
   setRatio: number;
   valueSize: number;
@@ -44,6 +45,8 @@ export interface ServiceLoadResult {
   guestOutputBytes?: number;
   guestInputFrames?: number;
   logFileBytes?: number;
+  /** Where the window's log starts in the recording (file offset). */
+  logFileStart?: number;
 }
 
 /** Clock ticks per second of /proc/<pid>/stat's CPU times. */
@@ -201,7 +204,10 @@ const udpOptions = (durationMs: number) => ({
   ...(spec.ratePerSecond === undefined ? {} : { ratePerSecond: spec.ratePerSecond }),
 });
 let conns: Connection[] = [];
-if (spec.proto === 'tcp') {
+if (spec.clients === 0) {
+  // No load: what the server costs idle over the same window.
+  await new Promise((r) => setTimeout(r, spec.warmupMs));
+} else if (spec.proto === 'tcp') {
   conns = Array.from({ length: spec.clients }, () => new Connection(spec.host, spec.port));
   await Promise.all(conns.map((c) => c.ready()));
   await tcpLoad(spec, spec.warmupMs, conns);
@@ -210,7 +216,11 @@ if (spec.proto === 'tcp') {
 }
 const s0 = sample(spec);
 let r: { acknowledged: number; failed: number; elapsedMs: number; p50Ms: number; p99Ms: number };
-if (spec.proto === 'tcp') {
+if (spec.clients === 0) {
+  const t0 = performance.now();
+  await new Promise((res) => setTimeout(res, spec.windowMs));
+  r = { acknowledged: 0, failed: 0, elapsedMs: performance.now() - t0, p50Ms: NaN, p99Ms: NaN };
+} else if (spec.proto === 'tcp') {
   r = await tcpLoad(spec, spec.windowMs, conns);
 } else {
   const u = await new LoadGenerator(udpOptions(spec.windowMs)).run();
@@ -226,7 +236,7 @@ const result: ServiceLoadResult = {
   endMs: s1.at,
   cpuUs,
   ...(s0.tap && s1.tap ? { guestInputBytes: s1.tap.txBytes - s0.tap.txBytes, guestOutputBytes: s1.tap.rxBytes - s0.tap.rxBytes, guestInputFrames: s1.tap.txFrames - s0.tap.txFrames } : {}),
-  ...(s0.log !== undefined && s1.log !== undefined ? { logFileBytes: s1.log - s0.log } : {}),
+  ...(s0.log !== undefined && s1.log !== undefined ? { logFileBytes: s1.log - s0.log, logFileStart: s0.log } : {}),
 };
 process.stdout.write(`${JSON.stringify(result)}\n`);
 process.exit(0);

@@ -5,9 +5,10 @@
 // request and log per byte of guest input. Root needed (namespaces, TAP devices).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { EventKind, LogReader, decodeRecords } from 'lockstep';
 import type { ServiceLoadResult, ServiceLoadSpec } from './linux-service-load.js';
 import { BUILD_DIR, ROOT } from './paths.js';
 import type { Progress } from './progress.js';
@@ -39,6 +40,8 @@ interface LoadKind {
   rate?: number;
   /** Only where there is a log (recorded, FT). */
   logOnly?: boolean;
+  /** No requests: the window measures each process idle. */
+  idle?: boolean;
 }
 
 /**
@@ -46,6 +49,7 @@ interface LoadKind {
  * 8-byte frame header, `set k42 0 0 1360\r\n`, the value, CRLF), 1 380-byte TCP sets 1 400-byte requests.
  */
 export const LOADS: LoadKind[] = [
+  { name: 'idle', proto: 'tcp', setRatio: 0, valueSize: 32, idle: true },
   { name: 'tcp', proto: 'tcp', setRatio: 0.5, valueSize: 32 },
   { name: 'udp', proto: 'udp', setRatio: 0.5, valueSize: 32 },
   { name: 'tcp-rate', proto: 'tcp', setRatio: 0.5, valueSize: 32, rate: 1000 },
@@ -60,6 +64,54 @@ export interface ServiceTrial extends ServiceLoadResult {
   trial: number;
   /** FT: the primary's log bytes per second between its stats reports inside the window. */
   logBytesPerSecond?: number;
+  /** Recorded: what the window's log is made of (whole batches that start inside the window). */
+  logContent?: LogContent;
+}
+
+/** The bytes of a stretch of log by what they carry. */
+export interface LogContent {
+  bytes: number;
+  batches: number;
+  /** Payloads: frames into virtio-net, data read from the disk. */
+  netRxFrames: number;
+  netRxDataBytes: number;
+  blockDone: number;
+  blockReadBytes: number;
+  clockReads: number;
+  clockSamples: number;
+  /** Everything else: batch headers, record kinds, positions, lengths, clock values, marks, hashes. */
+  otherBytes: number;
+}
+
+/** Sums the batches of the recording at `path` that start in [start, end) (a file still being written: its torn tail is ignored). */
+function logContent(path: string, start: number, end: number): LogContent {
+  const c: LogContent = { bytes: 0, batches: 0, netRxFrames: 0, netRxDataBytes: 0, blockDone: 0, blockReadBytes: 0, clockReads: 0, clockSamples: 0, otherBytes: 0 };
+  const reader = LogReader.open(path);
+  try {
+    for (const b of reader.batches()) {
+      if (b.offset < start) continue;
+      if (b.offset >= end) break;
+      c.batches++;
+      c.bytes += b.bytes.length;
+      for (const e of decodeRecords(b)) {
+        if (e.kind === EventKind.NetRx) {
+          c.netRxFrames++;
+          c.netRxDataBytes += e.data!.length;
+        } else if (e.kind === EventKind.BlockDone) {
+          c.blockDone++;
+          c.blockReadBytes += e.data!.length;
+        } else if (e.kind === EventKind.ClockRead) c.clockReads++;
+        else if (e.kind === EventKind.ClockSample) c.clockSamples++;
+      }
+    }
+  } catch (err) {
+    // The recording was killed mid-batch; everything before the torn batch was read.
+    if ((err as { code?: string }).code !== 'ERR_LOCKSTEP_LOG_TRUNCATED') throw err;
+  } finally {
+    reader.close();
+  }
+  c.otherBytes = c.bytes - c.netRxDataBytes - c.blockReadBytes;
+  return c;
 }
 
 /** Steps (progress) of `trials` rounds. */
@@ -192,7 +244,8 @@ export async function serviceBench(o: { trials: number; quick: boolean; tmp: str
       });
 
     for (let t = 1; t <= trials; t++) {
-      for (const system of SYSTEMS) {
+      // Each round starts with the next system, so none is always the first after the namespaces' set-up.
+      for (const system of [...SYSTEMS.slice((t - 1) % SYSTEMS.length), ...SYSTEMS.slice(0, (t - 1) % SYSTEMS.length)]) {
         progress.step(`service ${t}/${trials}: ${system}: starting`);
         const logFile = system === 'recorded' ? join(tmp, `svc-${t}.log`) : undefined;
         const s =
@@ -205,7 +258,7 @@ export async function serviceBench(o: { trials: number; quick: boolean; tmp: str
               proto: load.proto,
               host: system === 'memcached' ? MEMCACHED_IP : GUEST_IP,
               port: 11211,
-              clients: CLIENTS,
+              clients: load.idle ? 0 : CLIENTS,
               setRatio: load.setRatio,
               valueSize: load.valueSize,
               warmupMs,
@@ -227,6 +280,13 @@ export async function serviceBench(o: { trials: number; quick: boolean; tmp: str
           }
         } finally {
           s.stop();
+        }
+        if (logFile !== undefined) {
+          await sleep(200); // the recorder is gone (SIGKILL): the file no longer grows
+          for (const r of trialsOut.filter((x) => x.system === 'recorded' && x.trial === t && x.logFileStart !== undefined)) {
+            r.logContent = logContent(logFile, r.logFileStart!, r.logFileStart! + r.logFileBytes!);
+          }
+          rmSync(logFile, { force: true });
         }
       }
     }
@@ -262,8 +322,8 @@ function summarize(all: ServiceTrial[], meta: { trials: number; windowMs: number
     '|---|---:|---:|---:|---:|---:|---:|',
   ];
   const cpu: string[] = [
-    '| CPU µs per request (user + system, `/proc/<pid>/stat`) | TCP closed loop | UDP closed loop | TCP at 1 000/s | UDP at 1 000/s |',
-    '|---|---|---|---|---|',
+    '| CPU µs per request (user + system, `/proc/<pid>/stat`) | TCP closed loop | UDP closed loop | TCP at 1 000/s | UDP at 1 000/s | idle (no requests): CPU of a core |',
+    '|---|---|---|---|---|---|',
   ];
   for (const system of SYSTEMS) {
     const row: Record<string, unknown> = { system };
@@ -290,11 +350,16 @@ function summarize(all: ServiceTrial[], meta: { trials: number; windowMs: number
       const ratio = system === 'plain' || system === 'memcached' ? '' : ` (×${f(cpuRatio, 2)} plain)`;
       cpuCells.push(`${procs[system].map((who) => `${who} ${f(per[who], 1)}`).join(', ')}${ratio}; load ${f(per.load, 1)}${load.endsWith('rate') ? ` [${f(achieved)}/s]` : ''}`);
     }
+    const idle = of(system, 'idle');
+    const idlePerSecond: Record<string, number> = {};
+    for (const who of procs[system]) idlePerSecond[who] = median(idle.map((r) => ((r.cpuUs[who] ?? NaN) / (r.endMs - r.startMs)) * 1000));
+    row.idleCpuUsPerSecond = idlePerSecond;
+    cpuCells.push(procs[system].map((who) => `${who} ${f(idlePerSecond[who]! / 1e4, 1)} %`).join(', '));
     cpu.push(`| ${label[system]} | ${cpuCells.join(' | ')} |`);
     summary.push(row);
   }
   const log: string[] = [
-    '| Log | 50 % sets, 32 B: TCP B/request | UDP B/request | TCP Mbit/s | UDP Mbit/s | 1 400-byte sets: UDP log ÷ guest input | TCP log ÷ guest input |',
+    '| Log | 50 % sets, 32 B: TCP B/request | UDP B/request | TCP Mbit/s | UDP Mbit/s | 1 400-byte UDP sets: requests/s, log ÷ guest input | 1 400-byte TCP sets: requests/s, log ÷ guest input |',
     '|---|---:|---:|---:|---:|---:|---:|',
   ];
   const logSummary: Record<string, unknown> = {};
@@ -302,9 +367,33 @@ function summarize(all: ServiceTrial[], meta: { trials: number; windowMs: number
     const perReq = (load: string) => median(of(system, load).map((r) => logRate(r) / rate(r)));
     const mbit = (load: string) => median(of(system, load).map((r) => (logRate(r) * 8) / 1e6));
     const perInput = (load: string) => median(of(system, load).map((r) => logRate(r) / inputRate(r)));
+    const rateOf = (load: string) => median(of(system, load).map(rate));
     const input = (load: string) => of(system, load).map((r) => ({ logBytesPerSecond: logRate(r), guestInputBytesPerSecond: inputRate(r), guestInputFrames: r.guestInputFrames, requests: r.acknowledged }));
     logSummary[system] = { tcpBytesPerRequest: perReq('tcp'), udpBytesPerRequest: perReq('udp'), tcpMbitPerSecond: mbit('tcp'), udpMbitPerSecond: mbit('udp'), udp1400LogPerInput: perInput('udp-1400'), tcp1400LogPerInput: perInput('tcp-1400'), udp1400: input('udp-1400'), tcp1400: input('tcp-1400') };
-    log.push(`| ${label[system]} | ${f(perReq('tcp'))} | ${f(perReq('udp'))} | ${f(mbit('tcp'), 2)} | ${f(mbit('udp'), 2)} | ${f(perInput('udp-1400'), 3)}× | ${f(perInput('tcp-1400'), 3)}× |`);
+    log.push(`| ${label[system]} | ${f(perReq('tcp'))} | ${f(perReq('udp'))} | ${f(mbit('tcp'), 2)} | ${f(mbit('udp'), 2)} | ${f(rateOf('udp-1400'))}/s, ${f(perInput('udp-1400'), 3)}× | ${f(rateOf('tcp-1400'))}/s, ${f(perInput('tcp-1400'), 3)}× |`);
   }
-  return { meta, trials: all, summary, log: logSummary, tables: [perf.join('\n'), cpu.join('\n'), log.join('\n')] };
+  // The recording's content in each window, per request (whole batches starting in the window).
+  const content: string[] = [
+    '| What the recorded log carries, per request (median) | bytes | frames in: count, data bytes | disk reads: completions, data bytes | clock reads, timer samples | the rest (headers, positions, lengths, clock values) |',
+    '|---|---:|---:|---:|---:|---:|',
+  ];
+  const contentSummary: Record<string, unknown> = {};
+  for (const load of ['tcp', 'udp', 'udp-1400', 'tcp-1400']) {
+    const rs = of('recorded', load).filter((r) => r.logContent !== undefined);
+    const per = (g: (c: LogContent) => number) => median(rs.map((r) => g(r.logContent!) / r.acknowledged));
+    const m = {
+      bytes: per((c) => c.bytes),
+      netRxFrames: per((c) => c.netRxFrames),
+      netRxDataBytes: per((c) => c.netRxDataBytes),
+      blockDone: per((c) => c.blockDone),
+      blockReadBytes: per((c) => c.blockReadBytes),
+      clockReads: per((c) => c.clockReads),
+      clockSamples: per((c) => c.clockSamples),
+      otherBytes: per((c) => c.otherBytes),
+    };
+    contentSummary[load] = m;
+    const desc = load === 'tcp' || load === 'udp' ? `${load.toUpperCase()}, 50 % sets, 32 B` : `${load.slice(0, 3).toUpperCase()}, 1 400-byte sets`;
+    content.push(`| ${desc} | ${f(m.bytes)} | ${f(m.netRxFrames, 2)}, ${f(m.netRxDataBytes)} | ${f(m.blockDone, 2)}, ${f(m.blockReadBytes)} | ${f(m.clockReads, 1)}, ${f(m.clockSamples, 2)} | ${f(m.otherBytes)} |`);
+  }
+  return { meta, trials: all, summary, log: logSummary, logContent: contentSummary, tables: [perf.join('\n'), cpu.join('\n'), log.join('\n'), content.join('\n')] };
 }
