@@ -18,7 +18,7 @@ const { launch } = (await import(pathToFileURL(join(ROOT, 'dist', 'cluster', 'ag
 const { setUpL2Hosts } = (await import(pathToFileURL(join(ROOT, 'dist', 'cluster', 'agent', 'l2-hosts.js')).href)) as typeof import('../../src/cluster/agent/l2-hosts.js');
 
 export const SERVICE_SECTION_TITLE = '# npm run bench -- linux --sections service: kvd in the Linux guest on a TAP device (plain, recorded, FT) and Debian memcached';
-export const SYSTEMS = ['plain', 'recorded', 'ft', 'memcached'] as const;
+export const SYSTEMS = ['plain', 'recorded', 'ft', 'memcached', 'nodisk'] as const;
 export type System = (typeof SYSTEMS)[number];
 /** kvd's readiness line on the console (guest/linux/user/kvd.c). */
 const KVD_READY = 'kvd: listening on tcp 11211';
@@ -30,6 +30,8 @@ const DISK_BYTES = 32 << 20;
 const STEP_MS = 180_000;
 /** Clients of every load: persistent TCP connections, or UDP sockets, one request outstanding each. */
 export const CLIENTS = 8;
+/** The offered load at which every system's CPU per request is compared: below what each one serves on a loaded 2-core machine. */
+export const EQUAL_RATE = 500;
 
 interface LoadKind {
   name: string;
@@ -52,8 +54,8 @@ export const LOADS: LoadKind[] = [
   { name: 'idle', proto: 'tcp', setRatio: 0, valueSize: 32, idle: true },
   { name: 'tcp', proto: 'tcp', setRatio: 0.5, valueSize: 32 },
   { name: 'udp', proto: 'udp', setRatio: 0.5, valueSize: 32 },
-  { name: 'tcp-rate', proto: 'tcp', setRatio: 0.5, valueSize: 32, rate: 1000 },
-  { name: 'udp-rate', proto: 'udp', setRatio: 0.5, valueSize: 32, rate: 1000 },
+  { name: 'tcp-rate', proto: 'tcp', setRatio: 0.5, valueSize: 32, rate: EQUAL_RATE },
+  { name: 'udp-rate', proto: 'udp', setRatio: 0.5, valueSize: 32, rate: EQUAL_RATE },
   { name: 'udp-1400', proto: 'udp', setRatio: 1, valueSize: 1360, logOnly: true },
   { name: 'tcp-1400', proto: 'tcp', setRatio: 1, valueSize: 1380, logOnly: true },
 ];
@@ -64,6 +66,8 @@ export interface ServiceTrial extends ServiceLoadResult {
   trial: number;
   /** FT: the primary's log bytes per second between its stats reports inside the window. */
   logBytesPerSecond?: number;
+  /** FT: the primary's guest MIPS (its moving average), median of its reports inside the window. */
+  mips?: number;
   /** Recorded: what the window's log is made of (whole batches that start inside the window). */
   logContent?: LogContent;
 }
@@ -165,8 +169,10 @@ export async function serviceBench(o: { trials: number; quick: boolean; tmp: str
     if (add.status !== 0) throw new Error(`ip addr add ${MEMCACHED_IP}: ${add.stderr}`);
 
     /** Starts `lockstep run|record` of the guest in namespace A on tap0; resolves with its pid once kvd listens. */
-    const startVm = async (verb: string[]) => {
-      const c = spawn('ip', ['netns', 'exec', ns.a, ...pin(0), process.execPath, CLI, ...verb, '--linux', '--clock', 'real', '--net', 'tap:tap0', '--disk', disk(), '--append', append()], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const startVm = async (verb: string[], withDisk = true) => {
+      const devices = withDisk ? ['--disk', disk()] : [];
+      const cmdline = withDisk ? append() : append().replace('kvd:-m:16', 'kvd:-m:16:-n');
+      const c = spawn('ip', ['netns', 'exec', ns.a, ...pin(0), process.execPath, CLI, ...verb, '--linux', '--clock', 'real', '--net', 'tap:tap0', ...devices, '--append', cmdline], { stdio: ['ignore', 'pipe', 'pipe'] });
       children.push(c);
       let out = '';
       let err = '';
@@ -194,9 +200,12 @@ export async function serviceBench(o: { trials: number; quick: boolean; tmp: str
       };
       const cfg = join(dir, 'vm.json');
       writeFileSync(cfg, JSON.stringify(config));
-      const stats: { t: number; logBytes: number }[] = [];
+      const stats: { t: number; logBytes: number; mips: number }[] = [];
       const primary = launch('primary', ['primary', cfg, '--listen', '192.168.77.1:0', '--await-secondary', '--console'], (_p, e) => {
-        if (e.event === 'stats') stats.push({ t: Number(e.t), logBytes: Number((e as unknown as { logBytes: number }).logBytes) });
+        if (e.event === 'stats') {
+          const st = e as unknown as { logBytes: number; mips: number };
+          stats.push({ t: Number(e.t), logBytes: Number(st.logBytes), mips: Number(st.mips) });
+        }
       }, { prefix: ['ip', 'netns', 'exec', ns.a, ...pin(0)], stdout: true });
       children.push(primary.child);
       let out = '';
@@ -249,7 +258,7 @@ export async function serviceBench(o: { trials: number; quick: boolean; tmp: str
         progress.step(`service ${t}/${trials}: ${system}: starting`);
         const logFile = system === 'recorded' ? join(tmp, `svc-${t}.log`) : undefined;
         const s =
-          system === 'memcached' ? await startMemcached() : system === 'ft' ? await startFt() : await startVm(logFile === undefined ? ['run'] : ['record', '-o', logFile]);
+          system === 'memcached' ? await startMemcached() : system === 'ft' ? await startFt() : await startVm(logFile === undefined ? ['run'] : ['record', '-o', logFile], system !== 'nodisk');
         try {
           for (const load of LOADS) {
             if (load.logOnly && system !== 'recorded' && system !== 'ft') continue;
@@ -275,6 +284,7 @@ export async function serviceBench(o: { trials: number; quick: boolean; tmp: str
               // the last report inside the window.
               const inside = s.stats.filter((e) => e.t >= r.startMs && e.t <= r.endMs);
               if (inside.length >= 2) trial.logBytesPerSecond = ((inside.at(-1)!.logBytes - inside[0]!.logBytes) * 1000) / (inside.at(-1)!.t - inside[0]!.t);
+              if (inside.length >= 1) trial.mips = median(inside.map((e) => e.mips));
             }
             trialsOut.push(trial);
           }
@@ -314,15 +324,15 @@ function summarize(all: ServiceTrial[], meta: { trials: number; windowMs: number
       const p = of('plain', load).find((x) => x.trial === r.trial);
       return p === undefined ? NaN : g(r) / g(p);
     }));
-  const procs: Record<System, string[]> = { plain: ['vm'], recorded: ['vm'], ft: ['primary', 'secondary'], memcached: ['memcached'] };
-  const label: Record<System, string> = { plain: 'plain (`lockstep run`)', recorded: 'recorded (`lockstep record`)', ft: 'FT (`lockstep primary` + `secondary`)', memcached: 'Debian memcached 1.6 (host, `-t 1`)' };
+  const procs: Record<System, string[]> = { plain: ['vm'], recorded: ['vm'], ft: ['primary', 'secondary'], memcached: ['memcached'], nodisk: ['vm'] };
+  const label: Record<System, string> = { plain: 'plain (`lockstep run`)', recorded: 'recorded (`lockstep record`)', ft: 'FT (`lockstep primary` + `secondary`)', memcached: 'Debian memcached 1.6 (host, `-t 1`)', nodisk: 'plain, kvd without its disk (`kvd -n`: no write-ahead log)' };
   const summary: Record<string, unknown>[] = [];
   const perf: string[] = [
     `| ${CLIENTS} clients, 50 % sets, 32-byte values | TCP requests/s | ×plain | p50 / p99 ms | UDP requests/s | ×plain | p50 / p99 ms |`,
     '|---|---:|---:|---:|---:|---:|---:|',
   ];
   const cpu: string[] = [
-    '| CPU µs per request (user + system, `/proc/<pid>/stat`) | TCP closed loop | UDP closed loop | TCP at 1 000/s | UDP at 1 000/s | idle (no requests): CPU of a core |',
+    `| CPU µs per request (user + system, \`/proc/<pid>/stat\`) | TCP closed loop | UDP closed loop | TCP at ${EQUAL_RATE}/s | UDP at ${EQUAL_RATE}/s | idle (no requests): CPU of a core |`,
     '|---|---|---|---|---|---|',
   ];
   for (const system of SYSTEMS) {
@@ -348,7 +358,11 @@ function summarize(all: ServiceTrial[], meta: { trials: number; windowMs: number
       const cpuRatio = ratioToPlain(system, load, serverCpu);
       row[`${load}CpuRatioToPlain`] = cpuRatio;
       const ratio = system === 'plain' || system === 'memcached' ? '' : ` (×${f(cpuRatio, 2)} plain)`;
-      cpuCells.push(`${procs[system].map((who) => `${who} ${f(per[who], 1)}`).join(', ')}${ratio}; load ${f(per.load, 1)}${load.endsWith('rate') ? ` [${f(achieved)}/s]` : ''}`);
+      // FT: the guest's instructions per request, from the primary's MIPS (a moving average it reports).
+      const instructions = median(rs.map((r) => ((r.mips ?? NaN) * 1e6) / rate(r)));
+      row[`${load}GuestInstructionsPerRequest`] = instructions;
+      const guest = system === 'ft' ? `, guest ${f(instructions / 1e3)} k instructions` : '';
+      cpuCells.push(`${procs[system].map((who) => `${who} ${f(per[who], 1)}`).join(', ')}${ratio}; load ${f(per.load, 1)}${load.endsWith('rate') ? ` [${f(achieved)}/s]` : ''}${guest}`);
     }
     const idle = of(system, 'idle');
     const idlePerSecond: Record<string, number> = {};
