@@ -342,7 +342,9 @@ function summarize(all: ServiceTrial[], meta: { trials: number; windowMs: number
       const rs = of(system, load);
       const m = { rate: median(rs.map(rate)), p50Ms: median(rs.map((r) => r.p50Ms)), p99Ms: median(rs.map((r) => r.p99Ms)), ratio: ratioToPlain(system, load, rate), failed: rs.reduce((n, r) => n + r.failed, 0) };
       row[load] = m;
-      cells.push(f(m.rate), system === 'plain' ? '1' : f(m.ratio, 2), `${f(m.p50Ms, 2)} / ${f(m.p99Ms, 2)}`);
+      // Every round's figure in brackets, in round order: the spread is the noise.
+      const rounds = [...rs].sort((a, b) => a.trial - b.trial).map((r) => f(rate(r)));
+      cells.push(`${f(m.rate)} [${rounds.join(' ')}]`, system === 'plain' ? '1' : f(m.ratio, 2), `${f(m.p50Ms, 2)} / ${f(m.p99Ms, 2)}`);
     }
     perf.push(`| ${label[system]} | ${cells.join(' | ')} |`);
     const cpuCells: string[] = [];

@@ -9,7 +9,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg, tmpdir } from 'node:os';
+import { cpus, getPriority, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { COMMITTED_LINUX_APPEND, FileArbiter, FtPrimary, FtSecondary, committedLinux, createVmMachine, type Machine, type VmSpec } from 'lockstep';
@@ -198,7 +198,7 @@ try {
     const service = await serviceBench({ trials, quick: opts.quick === true, tmp, progress });
     progress.end();
     const day = new Date().toISOString().slice(0, 10);
-    const note = `Measured on ${String(results.machine)}, ${day}, ${trials} round${trials === 1 ? '' : 's'} (medians; ratios against plain from the same round), windows of ${service.meta.windowMs / 1000} s after ${service.meta.warmupMs / 1000} s of warm-up, ${service.meta.pinned ? 'the VM, the primary and memcached pinned to core 0, the secondary and the load generator to core 1 (taskset)' : 'nothing pinned (no taskset)'}; load average ${loadBefore.map((x) => x.toFixed(2)).join(' ')} before, ${loadavg().map((x) => x.toFixed(2)).join(' ')} after.`;
+    const note = `Measured on ${String(results.machine)}, ${day}, ${trials} round${trials === 1 ? '' : 's'} (medians; ratios against plain from the same round), windows of ${service.meta.windowMs / 1000} s after ${service.meta.warmupMs / 1000} s of warm-up, ${service.meta.pinned ? 'the VM, the primary and memcached pinned to core 0, the secondary and the load generator to core 1 (taskset)' : 'nothing pinned (no taskset)'}, niceness ${getPriority()}; load average ${loadBefore.map((x) => x.toFixed(2)).join(' ')} before, ${loadavg().map((x) => x.toFixed(2)).join(' ')} after.`;
     const text = `${SERVICE_SECTION_TITLE}\n\n${service.tables.join('\n\n')}\n\n${note}\n`;
     process.stdout.write(`\n${text}`);
     results.service = { ...service, loadavgBefore: loadBefore, loadavgAfter: loadavg() };
