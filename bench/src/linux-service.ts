@@ -76,7 +76,7 @@ export interface ServiceTrial extends ServiceLoadResult {
 export interface LogContent {
   bytes: number;
   batches: number;
-  /** Payloads: frames into virtio-net, data read from the disk. */
+  /** Payloads: frames into virtio-net; completed disk requests (writes and flushes too) and the data read. */
   netRxFrames: number;
   netRxDataBytes: number;
   blockDone: number;
@@ -390,7 +390,7 @@ function summarize(all: ServiceTrial[], meta: { trials: number; windowMs: number
   }
   // The recording's content in each window, per request (whole batches starting in the window).
   const content: string[] = [
-    '| What the recorded log carries, per request (median) | bytes | frames in: count, data bytes | disk reads: completions, data bytes | clock reads, timer samples | the rest (headers, positions, lengths, clock values) |',
+    '| What the recorded log carries, per request (median) | bytes | frames in: count, data bytes | disk: completions (writes, flushes, reads), data read | clock reads, timer samples | the rest (headers, positions, lengths, clock values) |',
     '|---|---:|---:|---:|---:|---:|',
   ];
   const contentSummary: Record<string, unknown> = {};
