@@ -20,7 +20,8 @@ if (!existsSync(join(root, 'dist', 'index.js'))) compile('tsconfig.build.json');
 compile(join('bench', 'tsconfig.json'));
 // `npm run bench -- record [...]` runs the record/replay benchmark instead of the interpreter one,
 // `npm run bench -- io [...]` the I/O one (kvserver, network receive, block), `npm run bench -- linux` the
-// Linux guest's (boot vs QEMU, processes vs bare metal, idle log, clone pause); `npm run chaos` is
+// Linux guest's (boot vs QEMU, processes vs bare metal, idle log, clone pause; `--sections service`: kvd
+// plain, recorded, FT and memcached); `npm run chaos` is
 // `npm run bench -- chaos [...]`, `npm run bench -- channel [...]` the native logging channel's data path,
 // `npm run bench -- startup` the CLI's start beside QEMU's and `node -e 0`'s.
 const [first, ...rest] = process.argv.slice(2);

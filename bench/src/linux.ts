@@ -3,12 +3,13 @@
 // processes against the same programs on bare metal (interleaved trials, one process each); idle Linux's
 // log bytes per timer tick; the clone pause of a running 64 MiB and 256 MiB Linux guest; and, with
 // `--sections …,callgrind` (valgrind, about 20 minutes), the CPU workloads' host instructions as Linux
-// processes against bare metal, which no load on the machine changes. Writes bench/results/linux.json
-// and README-linux-table.md.
+// processes against bare metal, which no load on the machine changes; with `--sections service` (root),
+// kvd over TCP and UDP plain, recorded, as an FT pair and against memcached (linux-service.ts). Writes
+// bench/results/linux.json and README-linux-table.md (the service: linux-service-<date>.txt and .json).
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg, tmpdir } from 'node:os';
+import { cpus, getPriority, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { COMMITTED_LINUX_APPEND, FileArbiter, FtPrimary, FtSecondary, committedLinux, createVmMachine, type Machine, type VmSpec } from 'lockstep';
@@ -16,6 +17,7 @@ import type { LinuxCountTrial, LinuxCpuTrial, LinuxIdleTrial } from './linux-tri
 import { BUILD_DIR, GUEST_BIN, RESULTS_DIR, ROOT } from './paths.js';
 import { Progress } from './progress.js';
 import { QEMU, qemuVersion } from './qemu.js';
+import { SERVICE_SECTION_TITLE, serviceBench, serviceSteps } from './linux-service.js';
 import { median } from './stats.js';
 import type { TrialResult } from './trial.js';
 
@@ -37,7 +39,7 @@ if (!Number.isInteger(trials) || trials < 1) throw new Error(`--trials must be a
 const sections = new Set((opts.sections ?? 'boot,cpu,idle,clone').split(','));
 const tmp = mkdtempSync(join(tmpdir(), 'lockstep-bench-linux-'));
 const progress = new Progress(
-  (sections.has('boot') ? 2 * trials : 0) + (sections.has('cpu') ? 2 * trials * WORKLOADS.length : 0) + (sections.has('idle') ? 1 : 0) + (sections.has('clone') ? 4 * trials : 0) + (sections.has('callgrind') ? 1 + 2 * WORKLOADS.length : 0),
+  (sections.has('boot') ? 2 * trials : 0) + (sections.has('cpu') ? 2 * trials * WORKLOADS.length : 0) + (sections.has('idle') ? 1 : 0) + (sections.has('clone') ? 4 * trials : 0) + (sections.has('callgrind') ? 1 + 2 * WORKLOADS.length : 0) + (sections.has('service') ? serviceSteps(trials) : 0),
 );
 
 /** Spawns `cmd`, returns the wall seconds from spawn to the first console line containing the marker, and the exit code. */
@@ -191,13 +193,27 @@ try {
     rows.push(`| CPU workloads as Linux processes vs bare metal (host instructions of the whole program, callgrind; goal ≥ 0.8×) | ${cgRows.map((r) => `${r.workload} ${r.ratio.toFixed(2)}×`).join(', ')} | median ${median(ratios).toFixed(2)}× | |`);
     rows.push(`| Linux boot to \`${MARKER}\` and power-off (virtual clock, callgrind) | ${(boot.hostInstructions / Number(boot.result.instret)).toFixed(1)} host instructions per guest instruction | ${boot.result.instret} guest instructions | |`);
   }
+  if (sections.has('service')) {
+    const loadBefore = loadavg();
+    const service = await serviceBench({ trials, quick: opts.quick === true, tmp, progress });
+    progress.end();
+    const day = new Date().toISOString().slice(0, 10);
+    const note = `Measured on ${String(results.machine)}, ${day}, ${trials} round${trials === 1 ? '' : 's'} (medians; ratios against plain from the same round), windows of ${service.meta.windowMs / 1000} s after ${service.meta.warmupMs / 1000} s of warm-up, ${service.meta.pinned ? 'the VM, the primary and memcached pinned to core 0, the secondary and the load generator to core 1 (taskset)' : 'nothing pinned (no taskset)'}, niceness ${getPriority()}; load average ${loadBefore.map((x) => x.toFixed(2)).join(' ')} before, ${loadavg().map((x) => x.toFixed(2)).join(' ')} after.`;
+    const text = `${SERVICE_SECTION_TITLE}\n\n${service.tables.join('\n\n')}\n\n${note}\n`;
+    process.stdout.write(`\n${text}`);
+    results.service = { ...service, loadavgBefore: loadBefore, loadavgAfter: loadavg() };
+    if (!opts.quick) {
+      writeFileSync(join(RESULTS_DIR, `linux-service-${day}.txt`), text);
+      writeFileSync(join(RESULTS_DIR, 'linux-service.json'), `${JSON.stringify(results.service, null, 2)}\n`);
+    }
+  }
   progress.end();
   results.loadavg = loadavg();
   notes.push(
     `Measured on ${String(results.machine)}, load average ${loadavg()[0]!.toFixed(2)}, ${trials} trial${trials === 1 ? '' : 's'} per figure (medians), ${new Date().toISOString().slice(0, 10)}; ${QEMU}: ${qemuVersion() ?? 'not found'}.`,
   );
   const table = ['| Linux | lockstep | against | |', '|---|---|---|---|', ...rows].join('\n');
-  process.stdout.write(`\n${table}\n\n${notes.join('\n')}\n`);
+  if (rows.length > 0) process.stdout.write(`\n${table}\n\n${notes.join('\n')}\n`);
   const partial = !['boot', 'cpu', 'idle', 'clone'].every((s) => sections.has(s)) || opts.quick;
   writeFileSync(join(RESULTS_DIR, partial ? 'linux-partial.json' : 'linux.json'), `${JSON.stringify(results, null, 2)}\n`);
   if (!partial) writeFileSync(join(RESULTS_DIR, 'README-linux-table.md'), `${table}\n\n${notes.join('\n')}\n`);
