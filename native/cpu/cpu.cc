@@ -8,6 +8,15 @@
 #define LOCKSTEP_LIKELY(x) __builtin_expect(!!(x), 1)
 #define LOCKSTEP_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
+// Two values every load, store and branch uses are pinned to callee-saved registers on x86-64 (GCC keeps
+// them there across the dispatch's computed gotos instead of spilling them); elsewhere the compiler
+// chooses, and the same code is portable.
+#if defined(__x86_64__)
+#define LOCKSTEP_PINNED(type, name, reg) register type name asm(reg)
+#else
+#define LOCKSTEP_PINNED(type, name, reg) type name
+#endif
+
 namespace lockstep {
 namespace {
 
@@ -385,13 +394,13 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   // Loads and stores: physical when (uint64) offset + size <= dlim (dlim is 0 while translating, so
   // that test costs M-mode nothing and fails at once otherwise), else the translation cache's bank,
   // kept in a register of its own (as br) because every translated load and store reads it.
-  register const TlbEntry* dtlb asm("r14") = dtlb_;
+  LOCKSTEP_PINNED(const TlbEntry*, dtlb, "r14") = dtlb_;
   uint64_t dlim = data_limit_;
   // Instructions that may still retire before `limit`, less the not-yet-retired rest of the current
   // block (counted in advance). One register instead of a counter and a bound.
   uint64_t rem = limit - instret;
 #define IC() (limit - rem)
-  register uint64_t br asm("r15") = branches;  // a register: every branch increments it
+  LOCKSTEP_PINNED(uint64_t, br, "r15") = branches;  // a register: every branch increments it
   const Decoded* e = nullptr;
   const Decoded* base = nullptr;
   uint32_t page_pc = 0;
