@@ -139,6 +139,15 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     }
     config.ram_size = static_cast<uint32_t>(ram_size);
     config.real_clock = opts.Get("realClock").ToBoolean().Value();
+    Napi::Value step = opts.Get("clockStepTicks");
+    if (step.IsNumber()) {
+      const double t = step.As<Napi::Number>().DoubleValue();
+      if (!(t >= 0 && t <= 1e7)) {
+        Napi::RangeError::New(env, "options.clockStepTicks must be from 0 to 10000000").ThrowAsJavaScriptException();
+        return;
+      }
+      config.clock_step_ticks = static_cast<uint64_t>(t);
+    }
     config.rng = opts.Get("rng").ToBoolean().Value();
     config.net = opts.Get("net").ToBoolean().Value();
     Napi::Value mac = opts.Get("mac");

@@ -1,6 +1,7 @@
-// The event log's record and batch layout, version 1: the single definition both the native codec
+// The event log's record and batch layout, version 2: the single definition both the native codec
 // (codec.h) and the TypeScript reader (src/log/format.ts) follow. Changing anything here means a new
-// kLogFormatVersion.
+// kLogFormatVersion. Version 2 is version 1's encoding, but a clock read may have no record: the
+// recorder logs a clock step, not every read (a replay takes a value where the log has one).
 #pragma once
 
 #include <cstddef>
@@ -9,7 +10,7 @@
 namespace lockstep {
 
 /// Version of the record and batch encoding below (and of the file header in src/log/format.ts).
-constexpr uint32_t kLogFormatVersion = 1;
+constexpr uint32_t kLogFormatVersion = 2;
 
 /// What an event is. Synchronous events answer a read the guest made at exactly their position;
 /// asynchronous ones were delivered by the recording side at an instruction boundary of its choice

@@ -175,18 +175,33 @@ bool Machine::consume_sync(EventKind kind, uint64_t* value) {
   return true;
 }
 
+bool Machine::take_sync_here(EventKind kind, uint64_t* value) {
+  // Sync events are logged at the instruction that made them, so one at this exact position is this
+  // read's; anything else (another kind, a later position, the end) means the recorder logged none here.
+  const Event* e = source_ ? source_->peek() : nullptr;
+  const Event here = position(kind);
+  if (!e || e->kind != kind || e->instret != here.instret || e->branches != here.branches || e->pc != here.pc) return false;
+  *value = e->value;
+  source_->pop();
+  return true;
+}
+
 uint64_t Machine::guest_time() {
   if (!config_.real_clock || log_mode_ == LogMode::kOff) return mtime();
   const uint64_t off = static_cast<uint64_t>(mtime_offset_);
   const bool was_due = timecmp_armed_ && clock_raw_ + off >= mtimecmp_;
   if (log_mode_ == LogMode::kRecord) {
-    clock_raw_ = std::max(clock_raw_, host_now_ticks());  // never backwards, whatever the host does
-    Event e = position(EventKind::kClockRead);
-    e.value = clock_raw_;
-    sink_->event(e);
+    // A new value (never backwards, whatever the host does) once the host clock has moved a step.
+    const uint64_t now = host_now_ticks();
+    if (now >= clock_raw_ + config_.clock_step_ticks) {
+      clock_raw_ = now;
+      Event e = position(EventKind::kClockRead);
+      e.value = clock_raw_;
+      sink_->event(e);
+    }
   } else {
     uint64_t v;
-    if (consume_sync(EventKind::kClockRead, &v)) clock_raw_ = v;
+    if (take_sync_here(EventKind::kClockRead, &v)) clock_raw_ = v;
   }
   // This read moved the clock past mtimecmp: the timer interrupt must be taken right after it, at the
   // same instruction in the recording and the replay (else it waits for the next slice boundary, which

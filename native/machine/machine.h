@@ -61,6 +61,13 @@ class HostIo {
 struct MachineConfig {
   uint32_t ram_size = 64u << 20;
   bool real_clock = false;
+  /// Recording with the real clock: a guest clock read is logged (with the host's time) only when the
+  /// host clock has moved this many 10 MHz ticks past the last logged value; a read before that returns
+  /// the last value again, unlogged. The guest's clock then advances in steps of at least this much
+  /// while it runs (timer interrupts still come on time), and the log carries a record per step, not per
+  /// read. 0: every read is logged (log format 1). A replay needs no setting: it takes a logged value
+  /// wherever the log has one.
+  uint64_t clock_step_ticks = 1000;
   bool rng = false;              ///< virtio-rng in slot 2 (IRQ 3)
   bool net = false;              ///< virtio-net in slot 0 (IRQ 1)
   uint8_t mac[6] = {0x52, 0x54, 0x00, 0x12, 0x34, 0x56};
@@ -227,6 +234,8 @@ class Machine final : public Platform {
   std::string halt_reason_;
   uint64_t wall_time();  // semihosting SYS_TIME, logged or replayed
   bool consume_sync(EventKind kind, uint64_t* value);
+  // Replay: the value of a `kind` event logged at exactly this position, if the log has one next.
+  bool take_sync_here(EventKind kind, uint64_t* value);
 
   LogMode log_mode_ = LogMode::kOff;
   EventSink* sink_ = nullptr;

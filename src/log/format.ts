@@ -30,8 +30,14 @@ import { ByteReader, ByteReadError, ByteWriter } from './varint.js';
 
 /** The first 8 bytes of every log file. */
 export const LOG_MAGIC = 'LKSTPLOG';
-/** Version of the file header and of the record and batch encoding (kLogFormatVersion in event.h). */
-export const LOG_FORMAT_VERSION = 1;
+/**
+ * Version of the file header and of the record and batch encoding (kLogFormatVersion in event.h) this
+ * build writes. 2: a clock read may have no record (the clock advances in steps). Version 1 logs, where
+ * every read has one, replay the same way, so both are read.
+ */
+export const LOG_FORMAT_VERSION = 2;
+/** The oldest log format version this build reads. */
+export const MIN_LOG_FORMAT_VERSION = 1;
 
 /** File header offsets. */
 export const LOG_HEADER_MAGIC = 0;
@@ -301,11 +307,11 @@ export function decodeLogHeader(bytes: Uint8Array): { meta: LogMetadata; headerL
   const dv = view(bytes);
   const version = dv.getUint32(LOG_HEADER_VERSION, true);
   const length = dv.getUint32(LOG_HEADER_METADATA_LENGTH, true);
-  if (version !== LOG_FORMAT_VERSION) {
+  if (version < MIN_LOG_FORMAT_VERSION || version > LOG_FORMAT_VERSION) {
     const recordedBy = peekRecorder(bytes, length);
     throw new LogFormatError(
       'ERR_LOCKSTEP_LOG_VERSION',
-      `log format version ${version} (at offset ${LOG_HEADER_VERSION}); this build of lockstep reads version ${LOG_FORMAT_VERSION}. ` +
+      `log format version ${version} (at offset ${LOG_HEADER_VERSION}); this build of lockstep reads versions ${MIN_LOG_FORMAT_VERSION} to ${LOG_FORMAT_VERSION}. ` +
         `Replay it with the lockstep version that recorded it${recordedBy === undefined ? '' : ` (${recordedBy})`}.`,
       { offset: LOG_HEADER_VERSION },
     );

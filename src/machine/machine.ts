@@ -14,6 +14,8 @@ export const RAM_BASE = 0x8000_0000;
 export const DEFAULT_MEMORY = 64 * 1024 * 1024;
 /** Largest guest RAM: up to the top of the 32-bit address space. */
 export const MAX_MEMORY = 0x8000_0000 - 4096;
+/** Recording with the real clock: the guest clock's step, µs ({@link MachineOptions.clockStepUs}). */
+export const DEFAULT_CLOCK_STEP_US = 100;
 /** Virtual clock: instructions per 10 MHz mtime tick (a nominal 1000 MIPS hart). */
 export const VIRTUAL_INSTRUCTIONS_PER_TICK = 100;
 const CONSOLE_RING_BYTES = 64 * 1024;
@@ -97,7 +99,9 @@ export class Machine extends EventEmitter<MachineEvents> {
     this.#ring = new ByteRingReader(ring);
     const { NativeMachine } = addon();
     const d = options.devices ?? {};
-    const native: ConstructorParameters<typeof NativeMachine>[0] = { ramSize: memory, realClock: clock === 'real' };
+    const step = options.clockStepUs ?? DEFAULT_CLOCK_STEP_US;
+    if (!Number.isInteger(step) || step < 0 || step > 1_000_000) throw new OptionError('clockStepUs', `must be a whole number of microseconds from 0 to 1000000, got ${String(step)}`);
+    const native: ConstructorParameters<typeof NativeMachine>[0] = { ramSize: memory, realClock: clock === 'real', clockStepTicks: step * 10 };
     if (d.rng) native.rng = true;
     if (d.net) {
       native.net = true;

@@ -14,6 +14,13 @@ export interface MachineOptions {
    */
   clock?: ClockMode;
   /**
+   * Recording (and so FT) with the real clock: the guest's clock advances in steps of at least this
+   * many microseconds while it runs, and only a step is logged, not every read (Linux reads the clock
+   * 20–50 times per request; each read was about 9 bytes of log). Timer interrupts still come on time.
+   * 0 logs every read. Default 100. A replay follows whatever the recording did.
+   */
+  clockStepUs?: number;
+  /**
    * virtio-mmio devices, placed as on QEMU `virt` (drivers find them by scanning the slots):
    * `net` in slot 0 (IRQ 1) with the `js` back-end (`'frame'` events and {@link Machine.sendFrame}), or
    * with `net.tap` the Linux TAP device of that name (created if absent; needs CAP_NET_ADMIN), whose

@@ -17,10 +17,14 @@ import {
   type Role,
 } from './messages.js';
 
-/** The protocol version this build speaks best. */
-export const PROTOCOL_VERSION = 1;
+/**
+ * The protocol version this build speaks best. 2: a recorded clock read may have no record (the clock
+ * advances in steps; see MachineOptions.clockStepUs), which a version-1 secondary would take for a
+ * divergence.
+ */
+export const PROTOCOL_VERSION = 2;
 /** The oldest protocol version this build still speaks. */
-export const MIN_PROTOCOL_VERSION = 1;
+export const MIN_PROTOCOL_VERSION = 2;
 /** Shortest pre-shared key accepted, in bytes. */
 export const MIN_KEY_BYTES = 16;
 

@@ -175,7 +175,8 @@ describe('lag control', () => {
   });
 
   it('native data path: a logging channel that stops moving stalls the guest once the socket and the ring are full; nothing is dropped', async () => {
-    // A guest that reads the real clock in a loop: every read is logged, so megabytes of log a second.
+    // A guest that reads the real clock in a loop, every read logged (clockStepUs 0): megabytes of log a
+    // second.
     const a = new Asm();
     a.label('loop');
     a.csrrs(10, 0xc01, 0); // rdtime a0
@@ -183,10 +184,7 @@ describe('lag control', () => {
     a.j('loop');
     const key = randomBytes(32);
     const dir = arbiterDir();
-    const make = () => {
-      const m = new Machine({ clock: 'real' });
-      return m;
-    };
+    const make = () => new Machine({ clock: 'real', clockStepUs: 0 });
     const machine = make();
     machine.writeMemory(0x80000000, a.bytes());
     const primary = new FtPrimary({ machine, vmId: 'nstall', key, arbiter: new FileArbiter({ dir }), heartbeatMs: 50, timeoutMs: 60_000, dataPath: 'native' });

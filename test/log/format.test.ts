@@ -292,15 +292,18 @@ describe('file header', () => {
     expect(e.message).toMatch(/not a lockstep log: bad magic at offset 0/);
   });
 
-  it('names the file version and the version this build reads', () => {
-    for (const version of [0, 2, 0xffffffff]) {
+  it('names the file version and the versions this build reads; reads version 1 logs', () => {
+    const v1 = encodeLogHeader(meta);
+    new DataView(v1.buffer).setUint32(8, 1, true);
+    expect(decodeLogHeader(v1).meta).toEqual(decodeLogHeader(encodeLogHeader(meta)).meta);
+    for (const version of [0, LOG_FORMAT_VERSION + 1, 0xffffffff]) {
       const h = encodeLogHeader(meta);
       new DataView(h.buffer).setUint32(8, version, true);
       const e = catchLog(() => decodeLogHeader(h));
       expect(e.code).toBe('ERR_LOCKSTEP_LOG_VERSION');
       expect(e.offset).toBe(8);
       expect(e.message).toContain(`log format version ${version}`);
-      expect(e.message).toContain(`reads version ${LOG_FORMAT_VERSION}`);
+      expect(e.message).toContain(`reads versions 1 to ${LOG_FORMAT_VERSION}`);
       expect(e.message).toContain('lockstep 0.1.0');
     }
   });

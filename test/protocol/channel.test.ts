@@ -6,7 +6,7 @@ import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { LockstepError } from '../../src/errors.js';
-import { PROTOCOL_VERSION, computeProof, importKey, transcript } from '../../src/protocol/auth.js';
+import { MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, computeProof, importKey, transcript } from '../../src/protocol/auth.js';
 import { ChannelServer, connectChannel, type ClosedDiagnostic, type RejectedDiagnostic } from '../../src/protocol/channel.js';
 import { ProtocolError } from '../../src/protocol/errors.js';
 import { CRC32C_TRAILER, FrameDecoder, HEADER_BYTES, OFF_LENGTH, encodeFrame } from '../../src/protocol/frame.js';
@@ -283,7 +283,7 @@ describe('hostile peers', () => {
     const port = await fakeServer((s) => {
       const dec = new FrameDecoder({ trailer: CRC32C_TRAILER });
       let helloI: Uint8Array | undefined;
-      const helloR = encodeHello({ role: 'primary', vmId: VM, minVersion: 1, maxVersion: 1, epoch: 0, nonce: randomBytes(32) });
+      const helloR = encodeHello({ role: 'primary', vmId: VM, minVersion: PROTOCOL_VERSION, maxVersion: PROTOCOL_VERSION, epoch: 0, nonce: randomBytes(32) });
       s.on('data', (d: Buffer) => {
         dec.push(d);
         for (let f = dec.next(); f; f = dec.next()) {
@@ -430,24 +430,24 @@ describe('hostile peers', () => {
   it('no common version: the server answers with its HELLO and closes, naming both ranges', async () => {
     const t = await startServer();
     const raw = await rawConnect(t.port);
-    const hello = encodeHello({ role: 'secondary', vmId: VM, minVersion: 2, maxVersion: 3, epoch: 0, nonce: randomBytes(32) });
+    const hello = encodeHello({ role: 'secondary', vmId: VM, minVersion: PROTOCOL_VERSION + 1, maxVersion: PROTOCOL_VERSION + 2, epoch: 0, nonce: randomBytes(32) });
     raw.write(encodeFrame(MessageType.HELLO, 0, hello, CRC32C_TRAILER));
     const r = await t.nextRejection();
     expect(r.error.code).toBe('ERR_LOCKSTEP_PROTOCOL_VERSION');
-    expect(r.reason).toMatch(/speaks 2\.\.3, this side speaks 1\.\.1/);
+    expect(r.reason).toContain(`speaks ${PROTOCOL_VERSION + 1}..${PROTOCOL_VERSION + 2}, this side speaks ${MIN_PROTOCOL_VERSION}..${PROTOCOL_VERSION}`);
     await within(raw.closed, 30_000, 'close');
     const dec = new FrameDecoder();
     dec.push(Buffer.concat(raw.received));
     const answer = dec.next()!;
     expect(answer.type).toBe(MessageType.HELLO);
-    expect(decodeHello(answer.payload)).toMatchObject({ minVersion: 1, maxVersion: PROTOCOL_VERSION, role: 'primary' });
+    expect(decodeHello(answer.payload)).toMatchObject({ minVersion: MIN_PROTOCOL_VERSION, maxVersion: PROTOCOL_VERSION, role: 'primary' });
     // And a client facing a newer-only server says the same from its side.
     const port = await fakeServer((s) => s.once('data', () => {
-      const h = encodeHello({ role: 'primary', vmId: VM, minVersion: 4, maxVersion: 9, epoch: 0, nonce: randomBytes(32) });
+      const h = encodeHello({ role: 'primary', vmId: VM, minVersion: PROTOCOL_VERSION + 2, maxVersion: 9, epoch: 0, nonce: randomBytes(32) });
       s.end(encodeFrame(MessageType.HELLO, 0, h, CRC32C_TRAILER));
     }));
     const err = await rejectsWith(connect(port), 'ERR_LOCKSTEP_PROTOCOL_VERSION');
-    expect(err.message).toMatch(/speaks 4\.\.9, this side speaks 1\.\.1/);
+    expect(err.message).toContain(`speaks ${PROTOCOL_VERSION + 2}..9, this side speaks ${MIN_PROTOCOL_VERSION}..${PROTOCOL_VERSION}`);
     await expectServerHealthy(t);
   });
 
@@ -455,7 +455,7 @@ describe('hostile peers', () => {
     const t = await startServer({ handshakeTimeoutMs: 300 });
     const silent = await rawConnect(t.port);
     const stalled = await rawConnect(t.port);
-    stalled.write(encodeFrame(MessageType.HELLO, 0, encodeHello({ role: 'secondary', vmId: VM, minVersion: 1, maxVersion: 1, epoch: 0, nonce: randomBytes(32) }), CRC32C_TRAILER));
+    stalled.write(encodeFrame(MessageType.HELLO, 0, encodeHello({ role: 'secondary', vmId: VM, minVersion: PROTOCOL_VERSION, maxVersion: PROTOCOL_VERSION, epoch: 0, nonce: randomBytes(32) }), CRC32C_TRAILER));
     const codes = [(await t.nextRejection()).error.code, (await t.nextRejection()).error.code];
     expect(codes).toEqual(['ERR_LOCKSTEP_PROTOCOL_TIMEOUT', 'ERR_LOCKSTEP_PROTOCOL_TIMEOUT']);
     expect(t.rejected[0]!.reason).toMatch(/handshake not complete after 300 ms/);
