@@ -13,7 +13,7 @@ import { until } from '../helpers/wait.js';
 import { normalise, sequences, type Sequence } from './memcached-sequences.js';
 
 const reason =
-  kvdUnavailable(['memcached', 'memccapable']) ??
+  kvdUnavailable(['memcached', 'memccapable', 'memcslap']) ??
   (sh(PYTHON, ['-c', 'import pymemcache']).status !== 0 ? 'python3-pymemcache is not installed' : undefined);
 if (reason) console.log(`test/guest/memcached-fidelity.test.ts skipped: ${reason}`);
 
@@ -177,9 +177,30 @@ print(stats['evictions'], stats['curr_items'], stats['limit_maxbytes'])
     expect(read(['lru-0', 'lru-1'])).toBe('END\r\n');
     const newest = read(['lru-999']);
     expect(newest.startsWith('VALUE lru-999 0 100000\r\n' + 'L'.repeat(100))).toBe(true);
+    // Memory is full of one size class; a value of another size still gets its class's first page, as
+    // memcached grants it beyond -m (memcached here was filled the same way).
+    const mc = guest!.inNs(PYTHON, ['-c', script.replace("'10.0.2.15', 11211", `'127.0.0.1', ${MC_PORT}`)], undefined, 600_000);
+    expect(mc.stderr).toBe('');
+    const other = [{ name: 'other class', transport: 'tcp' as const, chunks: [`set lru-other 0 0 3000\r\n${'o'.repeat(3000)}\r\nget lru-other\r\n`] }];
+    const kvdOther = drive('10.0.2.15', 11211, other)[0]!.reply;
+    expect(kvdOther).toMatch(/^STORED\r\nVALUE lru-other 0 3000\r\n/);
+    expect(kvdOther).toBe(drive('127.0.0.1', MC_PORT, other)[0]!.reply);
     await guest!.restart();
     expect(read(['lru-999'])).toBe(newest);
     expect(read(['lru-0'])).toBe('END\r\n');
+  });
+
+  it("carries libmemcached's memcslap load with memory full of other sizes: 2000 sets, then 2000 gets, from 4 threads", () => {
+    // After the test above, every page belongs to the 100 KB class; memcslap's values (50-5000 bytes)
+    // need about 17 other classes. memcslap exits 0 whatever happens: a failed request shows on stderr
+    // ("Fatal error for key …") and in fewer keys done (a failed set ends its thread).
+    for (const test of ['set', 'get']) {
+      const r = guest!.inNs('memcslap', ['--servers=10.0.2.15:11211', '--concurrency=4', '--execute-number=500', `--test=${test}`], undefined, 600_000);
+      expect(r.status).toBe(0);
+      expect(r.stderr).toBe('');
+      if (test === 'get') expect(r.stdout).toMatch(/Time to set +500 keys:/);
+      expect(r.stdout).toMatch(new RegExp(`Time to ${test} +2000 keys by +4 threads`));
+    }
   });
 
   it('survives hostile clients: a 2 GiB set, endless garbage, thousands of connections', () => {

@@ -313,6 +313,7 @@ static struct slabclass classes[MAX_CLASSES];
 static int largest_class; /* memcached's power_largest: the 512 KiB class */
 static uint64_t mem_limit = 0, mem_malloced;
 static void *free_pages; /* pages returned by large items, reusable by any class */
+static uint32_t large_pages; /* pages held by large items (they belong to the largest class) */
 
 static void slabs_init(void) {
   uint32_t size = MC_ITEM_HDR + 48;
@@ -342,13 +343,17 @@ static int slabs_clsid(uint32_t ntotal) {
   return i;
 }
 
-static void *page_get(void) {
+/* A slab page: a returned one, or a new one within -m. A class that holds no page yet gets its first
+   one even beyond -m, as memcached's do_slabs_newslab grants it: otherwise, once the classes in use
+   have taken all the memory, a value of any other size could never be stored (memcslap's 50-5000 byte
+   values span 20 classes, and 14 MiB for items is 14 pages). The excess is one page per class. */
+static void *page_get(int first_of_class) {
   if (free_pages) {
     void *p = free_pages;
     free_pages = *(void **)p;
     return p;
   }
-  if (mem_malloced + PAGE_SIZE_SLAB > mem_limit) return 0;
+  if (mem_malloced + PAGE_SIZE_SLAB > mem_limit && !first_of_class) return 0;
   void *p = map_pages(PAGE_SIZE_SLAB);
   if (p) mem_malloced += PAGE_SIZE_SLAB;
   return p;
@@ -429,6 +434,7 @@ static void lru_link(item *it) {
 static void item_free(item *it) {
   struct slabclass *sc = &classes[it->clsid];
   if (it->iflags & IT_LARGE) {
+    large_pages--;
     *(void **)it = free_pages;
     free_pages = it;
     return;
@@ -511,8 +517,11 @@ static item *slab_alloc(int clsid, int large) {
   }
   for (int round = 0; round < 2; round++) {
     if (large) {
-      void *p = page_get();
-      if (p) return p;
+      void *p = page_get(sc->pages == 0 && large_pages == 0);
+      if (p) {
+        large_pages++;
+        return p;
+      }
     } else {
       if (sc->free_chunks) {
         item *it = sc->free_chunks;
@@ -521,7 +530,7 @@ static item *slab_alloc(int clsid, int large) {
         return it;
       }
       if (sc->end_left < sc->size) {
-        char *p = page_get();
+        char *p = page_get(sc->pages == 0 && !(clsid == largest_class && large_pages));
         if (p) {
           sc->end_page = p;
           sc->end_left = sc->perslab * sc->size;
