@@ -866,24 +866,7 @@ static void replay_record(const char *b, uint32_t n) {
   }
 }
 
-/* lockstep's virtio-blk (native/machine/virtio_devices.cc) refuses any request carrying more than its
-   size_max (64 KiB), which the virtio spec defines as the largest *segment*: Linux merges page-cache
-   writeback into requests of up to seg_max segments, and those fail with an I/O error. Capping the
-   request size at 64 KiB keeps every request within what the device takes (a no-op on QEMU). */
-static void cap_request_size(const char *dev) {
-  const char *name = strrchr(dev, '/');
-  char path[96];
-  strlcpy(path, "/sys/block/", sizeof path);
-  strlcat(path, name ? name + 1 : dev, sizeof path);
-  strlcat(path, "/queue/max_sectors_kb", sizeof path);
-  const int fd = open(path, O_WRONLY, 0);
-  if (fd < 0) return;
-  if (write(fd, "64", 2) != 2) say("kvd: could not cap the disk's request size at 64 KiB\n");
-  close(fd);
-}
-
 static void wal_open(const char *dev) {
-  cap_request_size(dev);
   const int fd = open(dev, O_RDWR, 0);
   if (fd < 0) {
     say("kvd: no disk (");
