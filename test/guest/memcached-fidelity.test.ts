@@ -2,7 +2,7 @@
 // the same command sequences over TCP and UDP to both (memcached in the test's network namespace,
 // the guest under `lockstep run --linux` on a TAP device there), identical replies required once the
 // version string, stats values and CAS numbers are set aside; then stock clients (pymemcache,
-// libmemcached's memccapable), the write-ahead log across a kill -9, and hostile clients.
+// libmemcached's memccapable and memcslap), the write-ahead log across a kill -9, and hostile clients.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, rmSync, ftruncateSync } from 'node:fs';
 import { tmpdir } from 'node:os';
