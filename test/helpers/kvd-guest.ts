@@ -47,7 +47,15 @@ export interface KvdGuest {
 /** Creates the namespace and boots the guest with kvd; `disk` is a raw image for the write-ahead log. */
 export async function startKvdGuest(
   tag: string,
-  options: { disk?: string; append?: string; memory?: string; /** `lockstep record -o <file>` instead of `run` */ record?: string } = {},
+  options: {
+    disk?: string;
+    append?: string;
+    memory?: string;
+    /** `lockstep record -o <file>` instead of `run` */
+    record?: string;
+    /** 'real' by default; under 'virtual' guest time (and so kvd's CPU time) counts instructions */
+    clock?: 'real' | 'virtual';
+  } = {},
 ): Promise<KvdGuest> {
   const ns = `lskv${tag}`;
   sh('ip', ['netns', 'del', ns]);
@@ -63,7 +71,7 @@ export async function startKvdGuest(
     const now = Math.floor(Date.now() / 1000);
     const append = `console=ttyS0 quiet lockstep.service=kvd lockstep.time=${now}${options.append ? ' ' + options.append : ''}`;
     const verb = options.record ? ['record', '-o', options.record] : ['run'];
-    const args = ['netns', 'exec', ns, process.execPath, CLI, ...verb, '--linux', '--clock', 'real', '--net', 'tap:tap0', '--append', append];
+    const args = ['netns', 'exec', ns, process.execPath, CLI, ...verb, '--linux', '--clock', options.clock ?? 'real', '--net', 'tap:tap0', '--append', append];
     if (options.disk) args.push('--disk', options.disk);
     if (options.memory) args.push('--memory', options.memory);
     const c = spawn('ip', args, { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
