@@ -1,9 +1,14 @@
 // The pre-copy engine (native/runner/precopy.cc). Alone, over a plain memory whose guest is the test or a
 // native stand-in for the vCPU (PrecopyProbe of the test-only addon): which pages a round sends, the page
-// records' form, the end of a round however fast pages are dirtied, a stop mid-round.
+// records' form, the end of a round however fast pages are dirtied, a stop mid-round. Then through a
+// Machine (the replication port): rounds while the guest runs plus a final copy rebuild its state, a round
+// finishes on a guest idle in WFI, and a run that stops, ends or is closed mid-round settles the round.
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { afterEach, describe, expect, it } from 'vitest';
-import { PAGE_RECORD_BYTES, PAGE_SIZE } from '../../src/machine/replication-port.js';
+import { Machine } from '../../src/index.js';
+import { parseElf } from '../../src/machine/elf.js';
+import { PAGE_RECORD_BYTES, PAGE_SIZE, replicationPort, type PageRecord } from '../../src/machine/replication-port.js';
 import { TEST_ADDON_PATH } from '../helpers/ring-probe.js';
 import { until } from '../helpers/wait.js';
 
@@ -63,8 +68,10 @@ function probe(pages: number): PrecopyProbe {
   probes.push(p);
   return p;
 }
+const machines: Machine[] = [];
 afterEach(() => {
   for (const p of probes.splice(0)) p.stop();
+  for (const m of machines.splice(0)) m.close();
 });
 
 describe('pre-copy engine', () => {
@@ -263,5 +270,116 @@ describe('pre-copy engine', () => {
       [9, 9],
       [11, 11],
     ]);
+  });
+});
+
+const MEMTOUCH = readFileSync(new URL('../../guest/bin/memtouch.elf', import.meta.url));
+const ECHO = readFileSync(new URL('../../guest/bin/echo.elf', import.meta.url));
+const RAM = 64 << 20;
+const RAM_PAGES = RAM / PAGE_SIZE;
+/** memtouch's first pass over its 48 MiB takes ~0.1 M instructions: this many have written every page. */
+const WARM = 2_000_000;
+/**
+ * Fewer instructions than a first round over memtouch's 12 288 pages takes: 24 chunks of 512 pages, one
+ * per slice boundary, slices of 2^18 instructions while a round goes.
+ */
+const SHORTER_THAN_A_ROUND = 3_000_000;
+
+/** A machine running memtouch (rewriting a word of every page of 48 MiB, over and over; until stopped). */
+async function memtouch(): Promise<Machine> {
+  const m = new Machine({ memory: RAM, clock: 'real' });
+  machines.push(m);
+  m.load(MEMTOUCH);
+  const sym = parseElf(MEMTOUCH, { base: 0x8000_0000, size: RAM }).symbols.get('memtouch_rounds');
+  m.writeMemory(sym!, Uint8Array.of(0xff, 0xff, 0xff, 0x7f));
+  expect((await m.run({ maxInstructions: WARM })).kind).toBe('budget');
+  return m;
+}
+/** Resolves `p`, or fails naming `what` if it does not settle (a round that never ends). */
+async function settles<T>(what: string, p: Promise<T>): Promise<T> {
+  let settled = false;
+  const r = p.finally(() => (settled = true));
+  await until(what, () => settled);
+  return r;
+}
+/** A machine rebuilt from page records and a clone state has the state hash of `a`. */
+function expectRebuilt(a: Machine, pages: PageRecord[], state: Uint8Array): void {
+  expect(pages.filter((r) => r.index >= RAM_PAGES).map((r) => r.index), 'pages of the RAM').toEqual([]);
+  const b = new Machine({ memory: RAM, clock: 'real' });
+  machines.push(b);
+  replicationPort(b).writePages(pages);
+  b.restore(state);
+  expect(b.stateHash()).toBe(a.stateHash());
+}
+
+describe('pre-copy through the replication port', () => {
+  it('rounds while memtouch runs, each ending though it dirties pages faster than they are copied, plus a final copy rebuild the same state', async () => {
+    const a = await memtouch();
+    const port = replicationPort(a);
+    const run = a.run();
+    const sent: PageRecord[] = [];
+    const perRound: number[] = [];
+    // The caller's policy bounds the rounds (FtPrimary: at most 8); here 4.
+    for (let round = 0; round < 4; round++) {
+      let received = 0;
+      const n = await settles(
+        `round ${round}`,
+        port.precopyRound(round === 0, (pages) => {
+          sent.push(...pages);
+          received += pages.length;
+        }, () => false),
+      );
+      expect(n).toBe(received);
+      perRound.push(n);
+    }
+    expect(a.running, 'the guest ran through every round').toBe(true);
+    expect(perRound[0], 'the first round: at least the 12 288 pages memtouch writes').toBeGreaterThanOrEqual(12_288);
+    a.stop();
+    expect((await run).kind).toBe('stopped');
+    sent.push(...port.copyPages(false));
+    expectRebuilt(a, sent, port.cloneState());
+  });
+
+  it('a round finishes on a guest idle in WFI, and the next one, with nothing written, is small', async () => {
+    const m = new Machine({ clock: 'real' });
+    machines.push(m);
+    m.load(ECHO);
+    const port = replicationPort(m);
+    const run = m.run();
+    const first = await settles('the first round', port.precopyRound(true, () => {}, () => false));
+    expect(first).toBeGreaterThan(0);
+    const second = await settles('the second round', port.precopyRound(false, () => {}, () => false));
+    expect(second).toBeLessThan(first);
+    expect(m.running).toBe(true);
+    m.stop();
+    await run;
+  });
+
+  for (const how of ['stopped', 'budget'] as const) {
+    it(`a run that ends mid-round (${how}) settles the round with the rest copied directly`, async () => {
+      const a = await memtouch();
+      const port = replicationPort(a);
+      const run = how === 'stopped' ? a.run() : a.run({ maxInstructions: SHORTER_THAN_A_ROUND });
+      const sent: PageRecord[] = [];
+      const round = port.precopyRound(true, (pages) => sent.push(...pages), () => false);
+      if (how === 'stopped') a.stop();
+      const n = await settles('the round', round);
+      expect((await run).kind).toBe(how);
+      expect(n).toBe(sent.length);
+      expect(n, 'every page written').toBeGreaterThanOrEqual(12_288);
+      // Whatever the guest wrote meanwhile, the round plus a final copy rebuild it.
+      sent.push(...port.copyPages(false));
+      expectRebuilt(a, sent, port.cloneState());
+    });
+  }
+
+  it('closing the machine mid-round settles the round', async () => {
+    const a = await memtouch();
+    const port = replicationPort(a);
+    const run = a.run().catch((e: unknown) => e);
+    const round = port.precopyRound(true, () => {}, () => false);
+    a.close();
+    await settles('the round', round);
+    expect(await run).toMatchObject({ code: 'ERR_LOCKSTEP_MACHINE_CLOSED' });
   });
 });
