@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Machine } from '../../src/index.js';
 import { parseElf } from '../../src/machine/elf.js';
 import { PAGE_RECORD_BYTES, PAGE_SIZE, replicationPort, type PageRecord } from '../../src/machine/replication-port.js';
+import { prng } from '../cpu/prng.js';
 import { TEST_ADDON_PATH } from '../helpers/ring-probe.js';
 import { until } from '../helpers/wait.js';
 
@@ -126,11 +127,8 @@ describe('pre-copy engine', () => {
     const N = 300;
     const p = probe(N);
     const mirror = new Uint8Array(N * PAGE_SIZE);
-    let seed = 12345;
-    const rnd = (n: number) => {
-      seed = (seed * 1103515245 + 12345) >>> 0;
-      return (seed >>> 8) % n;
-    };
+    const random = prng(12345);
+    const rnd = (n: number) => Math.floor(random() * n);
     // A timeline of stores and copies (a take after every chunk dates each copy).
     let time = 0;
     let value = 0;
