@@ -26,6 +26,7 @@
         "native/machine/net/tap.cc",
         "native/machine/net/udp.cc",
         "native/runner/output_gate.cc",
+        "native/runner/precopy.cc",
         "native/runner/replay_feed.cc",
         "native/runner/replication_link.cc",
         "native/runner/vcpu_thread.cc"
@@ -58,7 +59,9 @@
       "sources": [
         "native/binding/ring_probe.cc",
         "native/binding/udp_probe.cc",
-        "native/machine/net/udp.cc"
+        "native/binding/precopy_probe.cc",
+        "native/machine/net/udp.cc",
+        "native/runner/precopy.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -601,14 +601,16 @@ class RingProbe : public Napi::ObjectWrap<RingProbe> {
 
 // A separate addon (build/Release/test/lockstep_test.node, target lockstep_test in binding.gyp): the
 // shipped addon carries no test code. Loaded only by tests and benchmarks (test/helpers/ring-probe.ts;
-// its UdpProbe by test/machine/udp-forward.test.ts).
+// its UdpProbe by test/machine/udp-forward.test.ts, its PrecopyProbe by test/machine/precopy.test.ts).
 namespace lockstep {
-Napi::Function InitUdpProbe(Napi::Env env);  // udp_probe.cc
+Napi::Function InitUdpProbe(Napi::Env env);      // udp_probe.cc
+Napi::Function InitPrecopyProbe(Napi::Env env);  // precopy_probe.cc
 }  // namespace lockstep
 
 static Napi::Object InitRingProbe(Napi::Env env, Napi::Object exports) {
   exports.Set("RingProbe", lockstep::RingProbe::Init(env));
   exports.Set("UdpProbe", lockstep::InitUdpProbe(env));
+  exports.Set("PrecopyProbe", lockstep::InitPrecopyProbe(env));
   return exports;
 }
 

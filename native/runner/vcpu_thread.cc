@@ -11,13 +11,22 @@ namespace {
 // Between slices the thread looks at host input; a slice is ~4 ms at 1000 MIPS.
 constexpr uint64_t kSlice = 1u << 22;
 constexpr size_t kConsoleFlushBytes = 16 * 1024;
-// A pre-copy round copies at most this many pages between two slices (2 MiB: well under a millisecond).
-constexpr uint32_t kPrecopyChunkPages = 512;
-constexpr uint64_t kPrecopySlice = 1u << 18;
 // The output rule's coalescing window: a held output's batch is sealed at most this many instructions
 // later (about 30 µs at 1000 MIPS), or when the guest waits.
 constexpr uint64_t kOutputWindow = 1u << 15;
-constexpr size_t kPage = 4096;
+
+// The pre-copy engine's view of the machine: RAM, and the copy consumer's bit of the dirty-page bitmap.
+class MachinePages final : public PrecopyMemory {
+ public:
+  explicit MachinePages(Machine& m) : m_(m) {}
+  uint32_t pages() const override { return static_cast<uint32_t>(m_.cpu().dirty().size()); }
+  const uint8_t* dirty() const override { return m_.cpu().dirty().data(); }
+  const uint8_t* page(uint32_t p) const override { return m_.ram() + static_cast<size_t>(p) * PrecopyEngine::kPageBytes; }
+  void clean(uint32_t p) override { m_.cpu().clean(p, kDirtyCopy); }
+
+ private:
+  Machine& m_;
+};
 }  // namespace
 
 VcpuThread::VcpuThread(const MachineConfig& config, uint8_t* console_mem, uint32_t console_capacity,
@@ -540,10 +549,10 @@ RunReport VcpuThread::run_to(uint64_t target) {
       net_taken_ = frames.size();
       disk_done_ = false;
       new_input_ = false;
-      do_copy = precopy_active_;
+      do_copy = precopy_.active();  // lock order: mu_, then the engine's
       raise();
     }
-    if (do_copy) copy_dirty(kPrecopyChunkPages);
+    if (do_copy) precopy_chunk();
     if (!uart.empty()) {
       const size_t took = m.uart_input(uart.data(), uart.size());  // the FIFO takes what fits; the rest waits
       std::lock_guard<std::mutex> lock(mu_);
@@ -572,7 +581,7 @@ RunReport VcpuThread::run_to(uint64_t target) {
     if (recording && hash_interval_) slice_end = std::min(slice_end, (cpu.instret / hash_interval_ + 1) * hash_interval_);
     // A pre-copy round copies a chunk per slice boundary: shorter slices while it lasts, so a round over
     // a large memory takes milliseconds of guest time, not seconds.
-    if (do_copy) slice_end = std::min(slice_end, cpu.instret + kPrecopySlice);
+    if (do_copy) slice_end = std::min(slice_end, cpu.instret + PrecopyEngine::kSlice);
     const auto slice_began = std::chrono::steady_clock::now();
     const RunStop stop = m.run(slice_end);
     progress_.store(cpu.instret, std::memory_order_relaxed);
@@ -601,7 +610,7 @@ RunReport VcpuThread::run_to(uint64_t target) {
         const int64_t ns = m.config().real_clock ? m.ns_until_timer() : -1;
         // Frames waiting on the host and a receive buffer posted since: deliver them instead of sleeping.
         auto ready = [&] {
-          return quit_ || stop_requested_ || new_input_ || disk_done_ || precopy_active_ ||
+          return quit_ || stop_requested_ || new_input_ || disk_done_ || precopy_.active() ||
                  (!net_in_.empty() && m.net_rx_state() == VirtioNet::Rx::kReady);
         };
         if (ns < 0) cv_.wait(lock, ready);
@@ -832,78 +841,24 @@ void VcpuThread::pace(std::chrono::steady_clock::time_point slice_began) {
 }
 
 bool VcpuThread::precopy_start(bool first) {
+  // Under mu_: a vCPU asleep in WFI checks precopy_.active() under it, so the round cannot start between
+  // its check and its wait.
   std::lock_guard<std::mutex> lock(mu_);
-  if (precopy_active_ || quit_) return false;
-  precopy_active_ = true;
-  precopy_first_ = first;
-  precopy_cursor_ = 0;
-  {
-    std::lock_guard<std::mutex> p(precopy_mu_);
-    precopy_done_ = false;
-  }
+  if (quit_ || !precopy_.start(first)) return false;
   cv_.notify_all();
   return true;
 }
 
-void VcpuThread::copy_dirty(uint32_t max_pages) {
-  Cpu& cpu = machine_->cpu();
-  const std::vector<uint8_t>& dirty = cpu.dirty();
-  const uint32_t npages = static_cast<uint32_t>(dirty.size());
-  bool first;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    first = precopy_first_;
-  }
-  const uint8_t want = first ? kDirtyEver : kDirtyCopy;
-  // Count first, then copy once into place: a stop-and-copy of tens of MiB must not reallocate as it goes.
-  uint32_t p = precopy_cursor_;
-  uint32_t count = 0;
-  for (uint32_t q = p; q < npages && count < max_pages; q++) count += (dirty[q] & want) ? 1 : 0;
-  std::unique_lock<std::mutex> out_lock(precopy_mu_);
-  const size_t base = precopy_out_.size();
-  precopy_out_.resize(base + static_cast<size_t>(count) * (4 + kPage));
-  uint8_t* dst = precopy_out_.data() + base;
-  uint32_t copied = 0;
-  for (; p < npages && copied < count; p++) {
-    if (!(dirty[p] & want)) continue;
-    std::memcpy(dst, &p, 4);
-    std::memcpy(dst + 4, machine_->ram() + static_cast<size_t>(p) * kPage, kPage);
-    dst += 4 + kPage;
-    cpu.clean(p, kDirtyCopy);
-    copied++;
-  }
-  // Past the last copied page, skip clean pages up to the next dirty one (or the end).
-  while (p < npages && !(dirty[p] & want)) p++;
-  precopy_cursor_ = p;
-  const bool done = p >= npages;
-  if (done) precopy_done_ = true;
-  out_lock.unlock();
-  if (done) {
-    std::lock_guard<std::mutex> lock(mu_);
-    precopy_active_ = false;
-  }
-  if (copied || done) doorbell_();
-}
-
-std::vector<uint8_t> VcpuThread::take_precopy(bool* done) {
-  std::lock_guard<std::mutex> lock(precopy_mu_);
-  std::vector<uint8_t> out;
-  out.swap(precopy_out_);
-  *done = precopy_done_;
-  if (precopy_done_) precopy_done_ = false;
-  return out;
+void VcpuThread::precopy_chunk() {
+  MachinePages pages(*machine_);
+  if (precopy_.copy(pages, PrecopyEngine::kChunkPages)) doorbell_();
 }
 
 std::vector<uint8_t> VcpuThread::copy_pages(bool first) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    precopy_first_ = first;
-    precopy_active_ = true;
-  }
-  precopy_cursor_ = 0;
-  copy_dirty(UINT32_MAX);
-  bool done;
-  return take_precopy(&done);
+  MachinePages pages(*machine_);
+  std::vector<uint8_t> out = precopy_.copy_all(pages, first);
+  doorbell_();  // the round ended, as a running round's end is announced
+  return out;
 }
 
 void VcpuThread::thread_main() {

@@ -19,6 +19,7 @@
 #include "machine/net/tap.h"
 #include "machine/net/udp.h"
 #include "runner/output_gate.h"
+#include "runner/precopy.h"
 #include "runner/replay_feed.h"
 
 namespace lockstep {
@@ -176,12 +177,13 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   /// Lag control: the vCPU sleeps `ratio` of each slice's duration (0 = full speed, at most 0.95). Also
   /// applies to a replay (a secondary made slow on purpose, as on a loaded host).
   void set_throttle(double ratio);
-  /// Pre-copy (clone of a running machine): starts a round that copies every page written since the
-  /// last round (the first round: every page ever written). The vCPU thread copies a bounded chunk per
-  /// slice; take_precopy() collects them. Only one round at a time.
+  /// Pre-copy (clone of a running machine; the rounds live in precopy_, runner/precopy.h): starts a round
+  /// that copies every page written since the last round (the first round: every page ever written). The
+  /// vCPU thread copies a bounded chunk at each slice boundary, also while the guest idles in WFI;
+  /// take_precopy() collects them. Only one round at a time.
   bool precopy_start(bool first);
   /// Pages copied so far ([u32 index][4096 bytes]…), and whether the round finished.
-  std::vector<uint8_t> take_precopy(bool* done);
+  std::vector<uint8_t> take_precopy(bool* done) { return precopy_.take(done); }
   /// Idle: copies the pages of a round at once (the final stop-and-copy, or a machine not running).
   std::vector<uint8_t> copy_pages(bool first);
   /// Sends a RARP broadcast from the guest's MAC on the tap device so switches learn its new port.
@@ -205,7 +207,7 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   /// vCPU thread: holds an output in the gate (bytes, or *block, moved in only when held). False: emit
   /// it now (the gate or shadow is open, or a disk read/flush that no held write must precede).
   bool hold_output(OutputGate::Kind kind, const uint8_t* data, size_t n, BlockFile::Request* block);
-  void copy_dirty(uint32_t max_pages);  // vCPU thread or idle host: one chunk of a pre-copy round
+  void precopy_chunk();  // vCPU thread, at a slice boundary: the next chunk of the pre-copy round
   void pace(std::chrono::steady_clock::time_point slice_began);  // lag control
 
   std::unique_ptr<Machine> machine_;
@@ -268,13 +270,8 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   std::atomic<uint64_t> progress_{0};
   std::atomic<uint32_t> throttle_ppm_{0};  // sleep per slice, parts per million of the slice's run time
   std::atomic<bool> replaying_{false};  // host input is dropped while replaying (tap reader thread)
-  // Pre-copy.
-  bool precopy_active_ = false;         // under mu_
-  bool precopy_first_ = false;          // under mu_
-  uint32_t precopy_cursor_ = 0;         // vCPU thread while active
-  std::mutex precopy_mu_;
-  std::vector<uint8_t> precopy_out_;    // under precopy_mu_
-  bool precopy_done_ = false;           // under precopy_mu_
+  // Pre-copy rounds (their own lock; taken after mu_ where both are held).
+  PrecopyEngine precopy_;
   std::atomic<bool> attention_{false};  // the Cpu's host flag: stop requested or input queued
   std::thread thread_;
 };

@@ -151,8 +151,9 @@ export class ReplicationPort {
   /**
    * One pre-copy round: every page written since the previous round (the first round: every page ever
    * written). On a running machine the vCPU thread copies a bounded chunk per slice and `send` gets them
-   * as they come; on an idle one the whole round at once. Ends early when `cancelled()` turns true.
-   * Resolves with the number of pages sent.
+   * as they come; on an idle one the whole round at once. Ends early when `cancelled()` turns true. A run
+   * that ends mid-round (stopped, budget, exit) has the rest copied directly; a machine closed mid-round
+   * ends the round with what was sent. Resolves with the number of pages sent.
    */
   precopyRound(first: boolean, send: (pages: PageRecord[]) => void, cancelled: () => boolean): Promise<number> {
     if (!this.machine.running) {
@@ -162,29 +163,38 @@ export class ReplicationPort {
     }
     return new Promise<number>((resolve) => {
       let n = 0;
+      let over = false;
+      const end = () => {
+        over = true;
+        this.offDoorbell(take);
+        this.machine.off('close', end);
+        resolve(n);
+      };
       const take = () => {
+        if (over) return;
         const { pages, done } = this.#native.takePrecopy();
         if (pages.length > 0) {
           const records = parsePageRecords(pages);
           send(records);
           n += records.length;
         }
-        if (done || cancelled() || !this.machine.running) {
-          this.offDoorbell(take);
-          if (!done && !this.machine.running && !this.machine.closed) {
-            // The guest stopped mid-round (it ended or was paused): copy the rest directly.
-            const rest = this.copyPages(first);
-            send(rest);
-            n += rest.length;
-          }
-          resolve(n);
+        if (done || cancelled()) return end();
+        if (!this.machine.running) {
+          // The guest stopped mid-round (it ended or was paused): copy the rest directly.
+          const rest = this.copyPages(first);
+          send(rest);
+          n += rest.length;
+          return end();
         }
+        // The doorbell of a run that ended rings before the run settles (see MachineInternals.addDrain), and
+        // no other follows: look again once it has settled, or the round would wait for ever.
+        queueMicrotask(() => {
+          if (!over && !this.machine.running && !this.machine.closed) take();
+        });
       };
       this.onDoorbell(take);
-      if (!this.#native.precopyStart(first)) {
-        this.offDoorbell(take);
-        resolve(0);
-      }
+      this.machine.once('close', end);
+      if (!this.#native.precopyStart(first)) end();
     });
   }
   /** Idle: a whole pre-copy round at once (the final stop-and-copy). */
