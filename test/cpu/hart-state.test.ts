@@ -124,7 +124,8 @@ describe('time CSR reads are clock events', () => {
       return a;
     };
     const a = build();
-    const rec = new Machine({ memory: 1 << 20, clock: 'real' });
+    // Every read logged (clockStepUs 0): the count below is the number of reads.
+    const rec = new Machine({ memory: 1 << 20, clock: 'real', clockStepUs: 0 });
     const batches: Uint8Array[] = [];
     let recorded;
     let recordedHash: bigint;
