@@ -33,7 +33,8 @@ Options:
   --append <text>            the guest's command line (as QEMU's -append; kept in the log for replay)
   --max-instructions <n>     stop after exactly n instructions
   --hash-interval <n>        log a state hash every n instructions (default ${DEFAULT_HASH_INTERVAL}; 0: only at the end)
-  --stats                    print counters, seconds, MIPS and log bandwidth (vs the 1 Gbit/s budget) to stderr
+  --stats                    print counters, the final state hash (what a replay prints), seconds, MIPS and log
+                             bandwidth (vs the 1 Gbit/s budget) to stderr
 ${DEVICE_HELP}${BOOT_HELP}  -h, --help                 this help
 
 Exit status: as 'lockstep run' (the guest's exit code, 75 budget, 77 trap, ...).
@@ -132,8 +133,8 @@ export async function recordCommand(argv: string[], io: CommandIo): Promise<numb
     if (values.stats) {
       const bps = recorder.bytes / seconds;
       io.stderr.write(
-        `lockstep: ${result.instret} instructions, ${result.branches} branches, ${seconds.toFixed(3)} s, ` +
-          `${(Number(result.instret) / seconds / 1e6).toFixed(1)} MIPS\n` +
+        `lockstep: ${result.instret} instructions, ${result.branches} branches, state hash 0x${machine.stateHash().toString(16).padStart(16, '0')}, ` +
+          `${seconds.toFixed(3)} s, ${(Number(result.instret) / seconds / 1e6).toFixed(1)} MIPS\n` +
           `lockstep: log ${recorder.bytes} bytes in ${recorder.batches} batches, ${(bps / 1e3).toFixed(1)} kB/s = ` +
           `${((bps * 8) / 1e6).toFixed(3)} Mbit/s (${((bps / BUDGET_BYTES_PER_SECOND) * 100).toFixed(4)} % of the 1 Gbit/s budget)\n`,
       );

@@ -34,6 +34,8 @@ describe('lockstep record / replay', () => {
     expect(rep.stdout).toBe(rec.stdout);
     const m = /state hash (0x[0-9a-f]{16})/.exec(rep.stderr);
     expect(m).not.toBeNull();
+    // record --stats prints the hash a replay must reach.
+    expect(/state hash (0x[0-9a-f]{16})/.exec(rec.stderr)?.[1]).toBe(m![1]);
     const again = lockstep('replay', log, 'guest/bin/echo.elf');
     expect(again.stderr).toContain(m![1]);
   });
