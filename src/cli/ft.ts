@@ -63,6 +63,11 @@ Options:
 Signals: SIGUSR1 and SIGUSR2 are ignored (logged) until this side is the primary; then they are the
 primary's (test failover, test restart secondary). A survivor whose UDP port is still held (the old
 primary frozen on this host) goes live all the same and keeps retrying the port, reporting it.
+
+Exit status: 0 left the pair (dismissed by its primary) or the guest ended; 64 usage or configuration
+error; 69 an address is taken (--listen, --control, metrics.listen); 76 halted: it could not go live
+(the primary lost before the clone finished, the epoch already taken, the arbiter unreachable) or its
+replay diverged from the primary's log; 130 interrupted.
 `;
 
 
@@ -416,8 +421,9 @@ Operations:
   migrate-secondary   the next secondary to join replaces the current one
 
 Exit status: 0 done (the answer on stdout); 64 usage or configuration error; 69 nothing answers at
---control, or the process there is not a primary (yet); 70 the API failed; 76 the operation was refused
-in the VM's present state; 77 the request was refused (another pair key, or clocks more than 30 s apart).
+--control, or the process there is not a primary (yet); 70 the API failed; 75 the operation was refused
+in the VM's present state (e.g. a test failover with no secondary in lockstep: try again); 77 the request
+was refused (another pair key, or clocks more than 30 s apart).
 `;
 
 export async function ftCommand(argv: string[], io: CommandIo): Promise<number> {
@@ -449,7 +455,7 @@ export async function ftCommand(argv: string[], io: CommandIo): Promise<number> 
   const why = typeof answer.body.error === 'string' ? answer.body.error : answer.text.trim() || `HTTP ${answer.status}`;
   io.stderr.write(`lockstep ft: ${op}: ${why}\n`);
   if (answer.status === 401) return EXIT.denied;
-  if (answer.status === 409) return EXIT.halted;
+  if (answer.status === 409) return EXIT.refused;
   if (answer.status === 503) return EXIT.unavailable;
   return EXIT.software;
 }

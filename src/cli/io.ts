@@ -19,6 +19,8 @@ export const EXIT = {
   unavailable: 69,
   software: 70,
   budget: 75,
+  /** `lockstep ft`: the operation was refused in the VM's present state (not protected yet…): try again (EX_TEMPFAIL). */
+  refused: 75,
   halted: 76,
   trap: 77,
   /** `lockstep ft`: the operations API refused the request's signature (EX_NOPERM; `run` uses 77 for a trap). */

@@ -100,7 +100,7 @@ describe('taken and dead addresses', () => {
     expect(said(p)).toContain(`the operations API (--control): 127.0.0.1:${port} is in use`);
   });
 
-  it('ft against a port where nothing answers: exit 69 naming the address; a wrong key: 77; the right one: 0', async () => {
+  it('ft against a port where nothing answers: exit 69 naming the address; a wrong key: 77; the right one: 0; an operation refused in the present state: 75', async () => {
     const dir = join(tmp, 'ft-client');
     mkdirSync(dir);
     const cfg = await kvConfig(dir);
@@ -124,6 +124,10 @@ describe('taken and dead addresses', () => {
     const right = await ft(['status', cfg.path, '--control', control]);
     expect(right.status).toBe(0);
     expect(JSON.parse(right.stdout)).toMatchObject({ vm: 'kv-test', epoch: 1 });
+    // Refused in the present state (no secondary to hand over to): 75, try again; not 76 (halted).
+    const refused = await ft(['test-failover', cfg.path, '--control', control]);
+    expect(refused.status, refused.stderr).toBe(75);
+    expect(refused.stderr).toMatch(/lockstep ft: test-failover: /);
   });
 
   it('a survivor that cannot bind its UDP port (the frozen old primary holds it) goes live, retries, reports it, and binds once the port is free', async () => {
