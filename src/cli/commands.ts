@@ -83,6 +83,15 @@ export async function dispatch(argv: string[], io: CommandIo): Promise<number> {
       io.stderr.write(`lockstep ${verb}: ${(err as Error).message}\n`);
       return EXIT.dataErr;
     }
+    // The logging channel's handshake: the peer refused our key (or we its), or nothing usable answered.
+    if (code === 'ERR_LOCKSTEP_PROTOCOL_AUTH') {
+      io.stderr.write(`lockstep ${verb}: ${(err as Error).message}\n`);
+      return EXIT.denied;
+    }
+    if (code?.startsWith('ERR_LOCKSTEP_PROTOCOL_')) {
+      io.stderr.write(`lockstep ${verb}: ${(err as Error).message}\n`);
+      return EXIT.unavailable;
+    }
     if (err instanceof ListenError || code === 'ERR_LOCKSTEP_METRICS_LISTEN') {
       io.stderr.write(`lockstep ${verb}: ${(err as Error).message}\n`);
       return EXIT.unavailable;

@@ -65,7 +65,9 @@ primary's (test failover, test restart secondary). A survivor whose UDP port is 
 primary frozen on this host) goes live all the same and keeps retrying the port, reporting it.
 
 Exit status: 0 left the pair (dismissed by its primary) or the guest ended; 64 usage or configuration
-error; 69 an address is taken (--listen, --control, metrics.listen); 76 halted: it could not go live
+error; 69 an address is taken (--listen, --control, metrics.listen), or nothing usable answers at --join
+(connection refused, timed out, another protocol version); 77 the handshake failed on the key (not the
+pair's key on one side); 76 halted: it could not go live
 (the primary lost before the clone finished, the epoch already taken, the arbiter unreachable) or its
 replay diverged from the primary's log; 130 interrupted.
 `;

@@ -23,7 +23,7 @@ export const EXIT = {
   refused: 75,
   halted: 76,
   trap: 77,
-  /** `lockstep ft`: the operations API refused the request's signature (EX_NOPERM; `run` uses 77 for a trap). */
+  /** `lockstep ft` and `secondary`: the peer refused our key, or we its (EX_NOPERM; `run` uses 77 for a trap). */
   denied: 77,
   interrupted: 130,
 } as const;

@@ -130,6 +130,25 @@ describe('taken and dead addresses', () => {
     expect(refused.stderr).toMatch(/lockstep ft: test-failover: /);
   });
 
+  it('a secondary that finds nothing at --join exits 69; one whose key is not the pair\'s exits 77 (not 64, usage)', async () => {
+    const dir = join(tmp, 'join-errors');
+    mkdirSync(dir);
+    const cfg = await kvConfig(dir);
+    const closed = await tcpBlocker();
+    await closed.close(); // free a moment ago: nothing listens there
+    const none = start('secondary', ['secondary', cfg.path, '--join', `127.0.0.1:${closed.port}`]);
+    expect(await exited(none)).toBe(69);
+    expect(said(none)).toMatch(/ECONNREFUSED/);
+    const primary = start('primary', ['primary', cfg.path]);
+    const l = await primary.wait('listening');
+    const other = JSON.parse(readFileSync(cfg.path, 'utf8')) as { ft: { keyHex: string } };
+    other.ft.keyHex = 'cd'.repeat(32);
+    const otherPath = join(dir, 'other-key.json');
+    writeFileSync(otherPath, JSON.stringify(other));
+    const wrong = start('secondary', ['secondary', otherPath, '--join', `127.0.0.1:${String(l.port)}`]);
+    expect(await exited(wrong)).toBe(77);
+  });
+
   it('a survivor that cannot bind its UDP port (the frozen old primary holds it) goes live, retries, reports it, and binds once the port is free', async () => {
     const dir = join(tmp, 'survivor');
     mkdirSync(dir);
