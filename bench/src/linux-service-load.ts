@@ -6,7 +6,10 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { LatencyHistogram, LoadGenerator } from 'lockstep';
+import { ROOT } from './paths.js';
 
 export interface ServiceLoadSpec {
   proto: 'tcp' | 'udp';
@@ -79,17 +82,8 @@ function sample(spec: ServiceLoadSpec) {
   };
 }
 
-/** Seeded PRNG (mulberry32), as the LoadGenerator's: the same choices on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// The LoadGenerator's seeded PRNG, from the built package: the same choices on every run.
+const { prng } = (await import(pathToFileURL(join(ROOT, 'dist', 'client', 'prng.js')).href)) as typeof import('../../src/client/prng.js');
 
 const CRLF = Buffer.from('\r\n');
 const END = Buffer.from('END\r\n');

@@ -265,6 +265,14 @@ bool Connect(bool tcp, int fds[2], std::string* why) {
   return ok;
 }
 
+/// A socketpair for a harness; false with a pending JavaScript exception when none can be made.
+bool SocketPair(Napi::Env env, int fds[2]) {
+  std::string why;
+  if (Connect(false, fds, &why)) return true;
+  Napi::Error::New(env, why).ThrowAsJavaScriptException();
+  return false;
+}
+
 /// Synthetic sealed batches: header as native/log/event.h lays it out, records taken from a random
 /// pool at an lsn-dependent offset, so the consumer can check every byte without keeping a copy.
 struct BatchMaker {
@@ -623,11 +631,7 @@ Napi::Value ReceiverFeed(const Napi::CallbackInfo& info) {
   std::vector<uint8_t> wire(w.Data(), w.Data() + w.ByteLength());
   const bool close_after = o.Has("close") && o.Get("close").ToBoolean().Value();
   int fds[2];
-  std::string why;
-  if (!Connect(false, fds, &why)) {
-    Napi::Error::New(env, why).ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
+  if (!SocketPair(env, fds)) return env.Undefined();
   RingMem sink(16u << 20);
   LogChannel receiver(LogChannel::Role::kReceiver, Config(fds[1], kKeyS2P, kKeyP2S, static_cast<Sha256Impl>(static_cast<int>(implv)), 1 << 20),
                       {sink.mem, sink.capacity, static_cast<uint64_t>(first)}, {});
@@ -676,11 +680,7 @@ Napi::Value SenderFeed(const Napi::CallbackInfo& info) {
   if (batches.size() > (4u << 20) - 128) return Fail(env, "batches must fit the 4 MiB log ring"), env.Undefined();
   const bool close_after = o.Has("close") && o.Get("close").ToBoolean().Value();
   int fds[2];
-  std::string why;
-  if (!Connect(false, fds, &why)) {
-    Napi::Error::New(env, why).ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
+  if (!SocketPair(env, fds)) return env.Undefined();
   RingMem log(4u << 20);
   ByteRingProducer producer(log.mem, log.capacity);
   producer.init();
@@ -753,11 +753,7 @@ Napi::Value SenderCoalesce(const Napi::CallbackInfo& info) {
   }
   if (total > (4u << 20) - 128) return Fail(env, "the batches must fit the 4 MiB log ring"), env.Undefined();
   int fds[2];
-  std::string why;
-  if (!Connect(false, fds, &why)) {
-    Napi::Error::New(env, why).ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
+  if (!SocketPair(env, fds)) return env.Undefined();
   RingMem log(4u << 20);
   ByteRingProducer producer(log.mem, log.capacity);
   producer.init();

@@ -10,6 +10,7 @@ import { LatencyHistogram, type LatencySummary } from './histogram.js';
 import { RegisterHistory, type ReadViolation } from './history.js';
 import { KvClient, type BackoffOptions, type Endpoint, type KvClientCounters } from './memcached-udp.js';
 import { MAX_DATAGRAM_SIZE, UDP_HEADER_SIZE, keyProblem } from './protocol.js';
+import { prng } from './prng.js';
 
 /** Options of {@link LoadGenerator}. */
 export interface LoadOptions {
@@ -139,18 +140,6 @@ export interface LoadEvents {
 }
 
 const MIN_VALUE_SIZE = 24;
-
-/** mulberry32: small, fast, seedable; the same seed gives the same operation sequence. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function integer(field: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {

@@ -1,7 +1,7 @@
 // Record then replay, rr's way: for many guests and random schedules of asynchronous inputs, the
 // replay reproduces console output, counters and the final state hash; altered logs are caught.
 import { describe, expect, it } from 'vitest';
-import { Machine, Recorder, Replayer, decodeRecords, encodeBatch, parseBatch, EventKind, type LogEvent } from '../../src/index.js';
+import { Machine, Recorder, Replayer, decodeRecords, encodeBatch, parseBatch, EventKind, type LogEvent, type MachineOptions } from '../../src/index.js';
 import { prng } from '../cpu/prng.js';
 import { Asm } from '../helpers/asm.js';
 import { guestElf, record, replay, type Schedule } from '../helpers/replay.js';
@@ -26,6 +26,30 @@ function randomSchedule(seed: number, n: number, spanMs: number): Schedule {
 /** The lsn a batch claims (parseBatch checks it against the expected one). */
 function lsnOf(b: Uint8Array): bigint {
   return new DataView(b.buffer, b.byteOffset, b.byteLength).getBigUint64(8, true);
+}
+
+/**
+ * Runs `program` (loaded at the start of RAM) on a new machine: recorded, or replaying `batches` when
+ * given. The result, the final state hash, the batches recorded and x12 (the programs' counter).
+ */
+async function runProgram(program: Uint8Array, options: MachineOptions, batches?: Uint8Array[]) {
+  const m = new Machine(options);
+  try {
+    m.writeMemory(0x8000_0000, program);
+    const out: Uint8Array[] = [];
+    const recorder = batches ? undefined : new Recorder(m, {});
+    recorder?.on('batch', (b) => out.push(b.slice()));
+    if (batches) {
+      const rep = new Replayer(m);
+      for (const b of batches) rep.feed(b);
+      rep.end();
+    }
+    const result = await m.run();
+    recorder?.finish(result);
+    return { result, hash: m.stateHash(), batches: out, x12: m.getRegister(12) };
+  } finally {
+    m.close();
+  }
 }
 
 function events(batches: Uint8Array[]): LogEvent[] {
@@ -106,23 +130,8 @@ describe('record and replay', () => {
       a.sw(29, 0, 28);
       const program = a.bytes();
       const run = async (batches?: Uint8Array[]) => {
-        const m = new Machine(REAL);
-        try {
-          m.writeMemory(0x8000_0000, program);
-          const out: Uint8Array[] = [];
-          const recorder = batches ? undefined : new Recorder(m, {});
-          recorder?.on('batch', (b) => out.push(b.slice()));
-          if (batches) {
-            const rep = new Replayer(m);
-            for (const b of batches) rep.feed(b);
-            rep.end();
-          }
-          const result = await m.run();
-          recorder?.finish(result);
-          return { result, polls: m.getRegister(12), hash: m.stateHash(), batches: out };
-        } finally {
-          m.close();
-        }
+        const r = await runProgram(program, REAL, batches);
+        return { ...r, polls: r.x12 };
       };
       const rec = await run();
       expect(rec.result).toMatchObject({ kind: 'exit', code: 0 });
@@ -157,25 +166,7 @@ describe('record and replay', () => {
     a.li(29, 0x13333);
     a.sw(29, 0, 28);
     const program = a.bytes();
-    const run = async (options: { clockStepUs: number }, batches?: Uint8Array[]) => {
-      const m = new Machine({ ...REAL, ...options });
-      try {
-        m.writeMemory(0x8000_0000, program);
-        const out: Uint8Array[] = [];
-        const recorder = batches ? undefined : new Recorder(m, {});
-        recorder?.on('batch', (b) => out.push(b.slice()));
-        if (batches) {
-          const rep = new Replayer(m);
-          for (const b of batches) rep.feed(b);
-          rep.end();
-        }
-        const result = await m.run();
-        recorder?.finish(result);
-        return { result, hash: m.stateHash(), batches: out };
-      } finally {
-        m.close();
-      }
-    };
+    const run = (options: { clockStepUs: number }, batches?: Uint8Array[]) => runProgram(program, { ...REAL, ...options }, batches);
     const stepped = await run({ clockStepUs: 100 });
     const every = await run({ clockStepUs: 0 });
     for (const r of [stepped, every]) expect(r.result).toMatchObject({ kind: 'exit', code: 0 });
