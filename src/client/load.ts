@@ -322,8 +322,12 @@ export class LoadGenerator extends EventEmitter<LoadEvents> {
       while (claim()) {
         if (o.ratePerSecond !== undefined) {
           // This request's slot: the schedule is shared, so a client answered late does not lower the rate.
-          const wait = start + ((r.sent - 1) * 1000) / o.ratePerSecond - performance.now();
-          if (wait >= 1) await new Promise((res) => setTimeout(res, wait));
+          // Timers have whole-millisecond resolution and may fire up to a millisecond early against
+          // performance.now(), so wait again until the slot has really come.
+          const slot = start + ((r.sent - 1) * 1000) / o.ratePerSecond;
+          for (let wait = slot - performance.now(); wait > 0; wait = slot - performance.now()) {
+            await new Promise((res) => setTimeout(res, Math.ceil(wait)));
+          }
         }
         if (o.incrRatio > 0 && random() < o.incrRatio) {
           const t0 = performance.now();
