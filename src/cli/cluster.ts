@@ -53,8 +53,10 @@ Commands:
                                            longer live removes its row
   events [--limit <n>] [--json]            the cluster's recent events (default 20)
 
-Every command takes --store. Exit status 65 for a refused order (unknown host, a VM that exists or
-runs, too many vCPUs), 75 when --wait runs out of time.
+Every command takes --store. Exit status: 0 done; 64 usage or configuration error (a dir: store
+that does not exist); 65 a refused order (unknown host, a VM that exists or runs, too many vCPUs) or
+damaged records in the store; 69 the store does not answer; 75 --wait ran out of time; 77 the store
+refused the credentials.
 `;
 
 function pct(x: number): string {
