@@ -33,6 +33,8 @@ export type HostInfo = Pick<HostRecord, 'id' | 'api' | 'ftHost' | 'capacity' | '
   running: number;
   /** The highest fencing token the agent has accepted, and from whom. */
   fence: { token: number; manager: string | null };
+  /** The store renews the host's record (false: this host is cut off from it, or the store is down). */
+  storeReachable: boolean;
 };
 
 /** Error codes of {@link AgentApiError} (`apiCode`), as the API sends them. */
@@ -47,6 +49,7 @@ export type AgentApiCode =
   | 'not-ready'
   | 'unsupported'
   | 'shutting-down'
+  | 'isolated'
   | 'internal'
   | 'unreachable';
 
