@@ -9,7 +9,7 @@ export type { LinuxBootOptions, LinuxBootFiles, LinuxBootInfo, LinuxIdentity } f
 export { buildDeviceTree, decodeDeviceTree, encodeDeviceTree, virtBootLayout } from './machine/device-tree.js';
 export type { DeviceTreeConfig, DeviceTree, DeviceTreeNode, BootLayout } from './machine/device-tree.js';
 export type { ElfImage, ElfSegment, ElfBounds } from './machine/elf.js';
-export { LockstepError, AddonLoadError, ElfError, OptionError, MachineStateError, SnapshotError, ListenError, BootError } from './errors.js';
+export { LockstepError, AddonLoadError, ElfError, OptionError, MachineStateError, SnapshotError, ListenError, BootError, MissingPackageError } from './errors.js';
 export type { SnapshotErrorCode, BootErrorCode } from './errors.js';
 export { Recorder, DEFAULT_HASH_INTERVAL } from './log/recorder.js';
 export type { RecorderOptions, RecorderEvents } from './log/recorder.js';
@@ -65,7 +65,7 @@ export { createVmMachine, loadVm, attachVmNetwork } from './ft/vm.js';
 export type { VmSpec } from './ft/vm.js';
 export { loadConfig, parseConfig, validateConfig, ConfigError } from './config/index.js';
 export { bindFtMetrics } from './ft/metrics.js';
-export { Registry, createFtMetrics, startMetricsServer, RefusalLog, createLimitedServer, HTTP_LIMITS } from './observability/index.js';
+export { createFtMetrics, startMetricsServer, RefusalLog, createLimitedServer, HTTP_LIMITS } from './observability/index.js';
 export type { FtMetrics, FtVmMetrics, MetricsServer, RefusalLogOptions, HttpLimits } from './observability/index.js';
 // Cluster placement (DESIGN §4): pure and deterministic.
 export { Placement, PlacementInputError, explain as explainPlacement, applyAnswer, applyMoves, describeMove, DEFAULT_BALANCE_OPTIONS, DEFAULT_MAX_FT_VMS, DEFAULT_MAX_FT_VCPUS } from './cluster/placement/index.js';

@@ -15,7 +15,8 @@ import { ftSettings, primaryOptions } from '../ft/settings.js';
 import { attachVmNetwork, createVmMachine, keepAttachingVmNetwork, loadVm, type VmNetwork } from '../ft/vm.js';
 import type { Machine } from '../machine/machine.js';
 import type { RunResult } from '../machine/types.js';
-import { Registry, createFtMetrics, type FtVmMetrics } from '../observability/index.js';
+import type { Registry } from 'prom-client';
+import { createFtMetrics, promClient, type FtVmMetrics } from '../observability/index.js';
 import { UsageError, hostPortOption } from './args.js';
 import { EXIT, type CommandIo } from './io.js';
 import { setUserSignalTarget, type UserSignal } from './signals.js';
@@ -198,11 +199,14 @@ function primarySignals(p: FtPrimary, r: Reporter): void {
   });
 }
 
-/** The metric set of the VM, when the configuration asks for metrics (its registry and address). */
+/**
+ * The metric set of the VM, when the configuration asks for metrics: on a registry of its own (nothing
+ * else of the process is in it), and its address. Throws ERR_LOCKSTEP_PACKAGE_MISSING without prom-client.
+ */
 function metricsOf(loaded: LoadedConfig, vmId: string): { registry: Registry; vm: FtVmMetrics; listen: HostPort } | undefined {
   const m = loaded.config.metrics;
   if (!m) return undefined;
-  const registry = new Registry();
+  const registry = new (promClient().Registry)();
   return { registry, vm: createFtMetrics(registry).forVm(vmId), listen: m.listen };
 }
 
@@ -239,6 +243,8 @@ export async function primaryCommand(argv: string[], io: CommandIo): Promise<num
   const control = values.control !== undefined ? hostPortOption('--control', values.control) : undefined;
   const loaded = await loadConfig(positionals[0]!);
   for (const w of loaded.warnings) r.event('warning', { message: w }, `WARNING: ${w}`);
+  // Before anything is opened: metrics without prom-client fail here, with nothing to undo.
+  const vmMetrics = metricsOf(loaded, loaded.config.vm.id);
   const settings = ftSettings(loaded);
   const { spec, ft, arbiter, key, tls } = settings;
   const listen = values.listen !== undefined ? hostPortOption('--listen', values.listen) : ft.listen;
@@ -259,7 +265,6 @@ export async function primaryCommand(argv: string[], io: CommandIo): Promise<num
   const done = supervisePrimary(primary, r, io, values.console === true);
   let services: PrimaryServices | undefined;
   try {
-    const vmMetrics = metricsOf(loaded, spec.id);
     vmMetrics?.vm.setNetworkAttached(true);
     services = await startPrimaryServices(primary, { key, ...(vmMetrics ? { metrics: vmMetrics } : {}), ...(control ? { control } : {}), onEvent: (e) => reportService(r, e) });
     await checkListenable(listen, 'the logging channel (ft.listen, --listen)');
@@ -306,14 +311,15 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
   const listen = hostPortOption('--listen', values.listen ?? '127.0.0.1:0');
   const control = values.control !== undefined ? hostPortOption('--control', values.control) : undefined;
   const loaded = await loadConfig(positionals[0]!);
+  // The figures exist from the start (the network's state is one of them); they are served once live.
+  // Made before anything is opened: metrics without prom-client fail here, with nothing to undo.
+  const metrics = metricsOf(loaded, loaded.config.vm.id);
   const settings = ftSettings(loaded);
   const { spec, ft, arbiter, key, tls } = settings;
   if (values.disk !== undefined) {
     if (!spec.disk) throw new UsageError('--disk: the configuration has no disk');
     spec.disk = { ...spec.disk, path: values.disk };
   }
-  // The figures exist from the start (the network's state is one of them); they are served once live.
-  const metrics = metricsOf(loaded, spec.id);
   const vmMetrics = metrics?.vm;
   let net: VmNetwork | undefined;
   let machine: Machine | undefined;
