@@ -155,5 +155,8 @@ export function exitStatus(r: RunResult, io: CommandIo): number {
     case 'end-of-log':
       io.stderr.write(`lockstep: end of log at pc ${hex(r.pc)} after ${r.instret} instructions\n`);
       return EXIT.ok;
+    case 'debug':
+      io.stderr.write(`lockstep: stopped for the debugger at pc ${hex(r.pc)} (${r.stop})\n`);
+      return EXIT.interrupted;
   }
 }
