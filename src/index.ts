@@ -82,3 +82,9 @@ export type { ControlAnswer } from './ft/control-client.js';
 // The cluster (DESIGN §4): host agents, the manager, the cluster store.
 export { Agent, Manager, AgentClient, AgentApiError, DirStore, EtcdStore, StoreError, openStore, parseStoreSpec, readInventory, pairView, pairViews, buildSnapshot, desiredVm, configToJson, parseHostRule, defaultCompatId, readEvents, KEYS, MANAGER_ELECTION, CLUSTER_CHANNELS } from './cluster/index.js';
 export type { AgentOptions, AgentClientOptions, StartRequest, HostInfo, InstanceView, ManagerOptions, ManagerEvents, ManagerMode, Automation, ClusterStore, StoreEntry, HostRecord, InstanceRecord, DesiredVm, ClusterEvent, MaintenanceState, PairView, PairStatus, Inventory } from './cluster/index.js';
+export { GdbServer, serveGdb } from './debug/server.js';
+export type { GdbServerEvents } from './debug/server.js';
+export { GdbSession } from './debug/session.js';
+export type { SessionEnd } from './debug/session.js';
+export { LiveTarget } from './debug/live-target.js';
+export type { DebugTarget, DebugPoints, ResumeAction, TargetStop } from './debug/target.js';

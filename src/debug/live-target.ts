@@ -1,0 +1,123 @@
+// A live machine as a DebugTarget (`lockstep run --gdb`): forward execution only, memory and registers
+// writable. With no breakpoint, watchpoint or step in force a continue runs the interpreter at full
+// speed; otherwise the hart runs under Machine.setDebug. Stopping in the debugger feeds nothing into
+// the guest: with the virtual clock its time is a function of instret, so the run stays deterministic.
+import { Machine, RAM_BASE } from '../machine/machine.js';
+import type { RunResult } from '../machine/types.js';
+import { CSRS, PC_REGNUM } from './target-description.js';
+import type { DebugPoints, DebugTarget, ResumeAction, TargetStop } from './target.js';
+
+const SIGINT = 2;
+const SIGTRAP = 5;
+const SIGSEGV = 11;
+
+/** The stop reply for how a machine's run ended. */
+export function stopOf(r: RunResult): TargetStop {
+  switch (r.kind) {
+    case 'exit':
+      return { kind: 'exited', code: r.code };
+    case 'debug':
+      if (r.stop === 'watch' || r.stop === 'rwatch' || r.stop === 'awatch') return { kind: 'signal', signal: SIGTRAP, watch: { kind: r.stop, address: r.address } };
+      return r.stop === 'breakpoint' ? { kind: 'signal', signal: SIGTRAP, breakpoint: true } : { kind: 'signal', signal: SIGTRAP };
+    case 'stopped':
+      return { kind: 'signal', signal: SIGINT };
+    case 'budget':
+      return { kind: 'signal', signal: SIGTRAP };
+    case 'end-of-log':
+      return { kind: 'signal', signal: SIGTRAP, replaylog: 'end' };
+    default:
+      // A trap the guest cannot handle, a halt, a divergence: the machine cannot go on.
+      return { kind: 'signal', signal: SIGSEGV };
+  }
+}
+
+/** Machine register access shared by the live and the replayed target. */
+export abstract class MachineTargetBase {
+  protected abstract get machine(): Machine;
+
+  registers(): Uint32Array {
+    const m = this.machine;
+    const out = new Uint32Array(PC_REGNUM + 1);
+    out.set(m.registers());
+    out[PC_REGNUM] = m.pc;
+    return out;
+  }
+  readCsr(csr: number): number | undefined {
+    return CSRS.has(csr) ? this.machine.getCsr(csr) : undefined;
+  }
+  privilege(): number {
+    const p = this.machine.privilege;
+    return p === 'M' ? 3 : p === 'S' ? 1 : 0;
+  }
+  readMemory(address: number, length: number): Uint8Array | undefined {
+    const m = this.machine;
+    if (address < RAM_BASE || address + length > RAM_BASE + m.memory) return undefined;
+    return m.readMemory(address, length);
+  }
+  monitor(command: string): string | undefined {
+    const m = this.machine;
+    if (command === 'instret') return `instret=${m.counters.instret}\n`;
+    if (command === 'hash') return `hash=0x${m.stateHash().toString(16).padStart(16, '0')}\n`;
+    if (command === 'help' || command === '') return 'monitor instret: instructions retired\nmonitor hash: the state hash (as lockstep record --stats prints it)\n';
+    return undefined;
+  }
+}
+
+export class LiveTarget extends MachineTargetBase implements DebugTarget {
+  readonly reversible = false;
+  readonly #machine: Machine;
+  #ended: TargetStop | undefined;
+  #last: RunResult | undefined;
+
+  constructor(machine: Machine) {
+    super();
+    this.#machine = machine;
+  }
+  protected get machine(): Machine {
+    return this.#machine;
+  }
+
+  setRegister(index: number, value: number): boolean {
+    if (this.#ended) return false;
+    if (index === PC_REGNUM) this.#machine.pc = value;
+    else this.#machine.setRegister(index, value);
+    return true;
+  }
+  writeCsr(csr: number, value: number): boolean {
+    return !this.#ended && CSRS.has(csr) && this.#machine.setCsr(csr, value);
+  }
+  writeMemory(address: number, data: Uint8Array): boolean {
+    if (this.readMemory(address, data.length) === undefined) return false;
+    this.#machine.writeMemory(address, data);
+    return true;
+  }
+
+  async resume(action: ResumeAction, points: DebugPoints): Promise<TargetStop> {
+    if (action === 'reverse-continue' || action === 'reverse-step') throw new Error('a live machine cannot run backwards');
+    if (this.#ended) return this.#ended;
+    const step = action === 'step';
+    if (step || points.breakpoints.length > 0 || points.watchpoints.length > 0) {
+      this.#machine.setDebug({ breakpoints: points.breakpoints, watchpoints: points.watchpoints, step });
+    } else {
+      this.#machine.setDebug(undefined);
+    }
+    const r = await this.#machine.run();
+    this.#last = r;
+    const stop = stopOf(r);
+    if (r.kind !== 'debug' && r.kind !== 'stopped' && r.kind !== 'budget') this.#ended = stop;
+    return stop;
+  }
+
+  interrupt(): void {
+    this.#machine.stop();
+  }
+
+  /** The last run's end, if the guest can run no more (exited, trapped, halted). */
+  get ended(): TargetStop | undefined {
+    return this.#ended;
+  }
+  /** How the last run ended (undefined before the first). */
+  get lastResult(): RunResult | undefined {
+    return this.#last;
+  }
+}
