@@ -87,4 +87,6 @@ export type { GdbServerEvents } from './debug/server.js';
 export { GdbSession } from './debug/session.js';
 export type { SessionEnd } from './debug/session.js';
 export { LiveTarget } from './debug/live-target.js';
+export { ReplayTarget, CHECKPOINT_INTERVAL, MAX_CHECKPOINTS } from './debug/replay-target.js';
+export type { ReplayTargetOptions } from './debug/replay-target.js';
 export type { DebugTarget, DebugPoints, ResumeAction, TargetStop } from './debug/target.js';

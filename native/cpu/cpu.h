@@ -87,9 +87,10 @@ struct DebugState {
     uint8_t on;
   };
   std::vector<uint32_t> breakpoints;  ///< virtual pcs: stop before the instruction there executes
-  std::vector<Watch> watches;         ///< stop after an instruction that loaded or stored in a range
+  std::vector<Watch> watches;         ///< stop before an instruction that would load or store in a range
   bool step = false;                  ///< stop after one instruction (or one trap taken)
-  /// A resumed run does not stop again at the breakpoint it stopped at: not at this pc at this instret.
+  /// A resumed run does not stop again at the breakpoint or watchpoint it stopped at: not at this pc at
+  /// this instret.
   uint64_t resume_instret = UINT64_MAX;
   uint32_t resume_pc = 0;
   // Why the last run stopped with Stop::kDebug, and where (the pc, or the accessed address).

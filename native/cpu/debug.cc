@@ -49,6 +49,7 @@ bool Cpu::pending_access(uint32_t* addr, uint32_t* size, uint8_t* on) {
 
 bool Cpu::debug_step(Stop* out) {
   DebugState& d = *debug;
+  // The position a run resumed from is stepped over: its breakpoint or watchpoint was reported.
   if (!(instret == d.resume_instret && pc == d.resume_pc)) {
     for (const uint32_t b : d.breakpoints) {
       if (b == pc) {
@@ -58,28 +59,26 @@ bool Cpu::debug_step(Stop* out) {
         return true;
       }
     }
-  }
-  update_mode();
-  uint32_t addr = 0, size = 0;
-  uint8_t on = 0;
-  const bool access = !d.watches.empty() && pending_access(&addr, &size, &on);
-  const uint64_t before = instret;
-  update_mode();  // a translated fetch above may have refilled the caches run_inner reads
-  const Inner r = run_inner(instret + 1);
-  // A trap leaves run_inner before the instruction retires (see `trap:`): then nothing was accessed.
-  if (access && instret == before + 1) {
-    for (const DebugState::Watch& w : d.watches) {
-      if ((w.on & on) == 0) continue;
-      const uint64_t lo = addr, hi = static_cast<uint64_t>(addr) + size;
-      const uint64_t wlo = w.addr, whi = static_cast<uint64_t>(w.addr) + w.len;
-      if (hi <= wlo || whi <= lo) continue;
-      d.hit = w.on == 3 ? DebugState::kWatchAccess : w.on == 2 ? DebugState::kWatchWrite : DebugState::kWatchRead;
-      d.hit_addr = static_cast<uint32_t>(lo > wlo ? lo : wlo);
-      *out = r == Inner::kExit ? Stop::kExit : r == Inner::kFatal ? Stop::kFatalTrap : Stop::kDebug;
-      return true;
+    // Watchpoints fire before the accessing instruction executes, as RISC-V debug triggers do (gdb
+    // steps the instruction itself and then compares the watched value).
+    update_mode();
+    uint32_t addr = 0, size = 0;
+    uint8_t on = 0;
+    if (!d.watches.empty() && pending_access(&addr, &size, &on)) {
+      for (const DebugState::Watch& w : d.watches) {
+        if ((w.on & on) == 0) continue;
+        const uint64_t lo = addr, hi = static_cast<uint64_t>(addr) + size;
+        const uint64_t wlo = w.addr, whi = static_cast<uint64_t>(w.addr) + w.len;
+        if (hi <= wlo || whi <= lo) continue;
+        d.hit = w.on == 3 ? DebugState::kWatchAccess : w.on == 2 ? DebugState::kWatchWrite : DebugState::kWatchRead;
+        d.hit_addr = static_cast<uint32_t>(lo > wlo ? lo : wlo);
+        *out = Stop::kDebug;
+        return true;
+      }
     }
   }
-  switch (r) {
+  update_mode();  // a translated fetch above may have refilled the caches run_inner reads
+  switch (run_inner(instret + 1)) {
     case Inner::kExit: *out = Stop::kExit; return true;
     case Inner::kFatal: *out = Stop::kFatalTrap; return true;
     default: break;

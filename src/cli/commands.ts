@@ -17,6 +17,8 @@ Commands:
                                   run --linux boots the committed guest
   record <guest.elf> -o <log>     run a guest and log every non-deterministic input (or --kernel …)
   replay <log> <guest.elf>        replay a log to the bit-identical final state (exit 1 on divergence)
+  debug <log> <guest.elf> --gdb H:P
+                                  serve a recorded run to gdb, with reverse execution
   primary <vm.json>               run a VM as the primary of a fault-tolerant pair
   secondary <vm.json> --join H:P  join a primary as its secondary; go live if it is lost
   ft <operation> <vm.json>        status, test-failover, restart-secondary, disable, enable, suspend…
@@ -35,6 +37,7 @@ const commands: Record<string, () => Promise<Command>> = {
   run: async () => (await import('./run.js')).runCommand,
   record: async () => (await import('./record.js')).recordCommand,
   replay: async () => (await import('./record.js')).replayCommand,
+  debug: async () => (await import('./debug.js')).debugCommand,
   primary: async () => (await import('./ft.js')).primaryCommand,
   secondary: async () => (await import('./ft.js')).secondaryCommand,
   ft: async () => (await import('./ft.js')).ftCommand,

@@ -286,8 +286,9 @@ export class Machine extends EventEmitter<MachineEvents> {
   /**
    * Attaches a debugger's breakpoints, watchpoints and single step to the next runs, or detaches it
    * (`undefined`). While attached the hart runs one instruction at a time (a few MIPS); detached, the
-   * interpreter runs exactly as without this call. A run started next does not stop at a breakpoint at
-   * the current pc before it has moved (resuming from a breakpoint steps over it). What the guest
+   * interpreter runs exactly as without this call. A run started next does not stop at a breakpoint or
+   * watchpoint at the current pc before it has moved (resuming from such a stop steps over it) unless
+   * `resumeOverBreakpoint` is false. What the guest
    * computes never depends on it: the same instructions retire with the same inputs.
    */
   setDebug(options: DebugOptions | undefined): void {
@@ -306,7 +307,9 @@ export class Machine extends EventEmitter<MachineEvents> {
       triples[i * 3 + 2] = w.kind === 'rwatch' ? 1 : w.kind === 'watch' ? 2 : 3;
     });
     const [instret] = this.#native.getCounters();
-    this.#native.setDebug(bps, triples, options.step === true, this.#native.getPc(), instret);
+    // No pc is odd, so an odd resume pc never matches: nothing is stepped over.
+    const resumePc = options.resumeOverBreakpoint === false ? 1 : this.#native.getPc();
+    this.#native.setDebug(bps, triples, options.step === true, resumePc, instret);
   }
 
   /** Asks a run in progress to stop soon (within about a millisecond); it resolves with `kind: 'stopped'`. */

@@ -1,5 +1,5 @@
 // The machine's debugger support (Machine.setDebug): breakpoints stop before an instruction, watchpoints
-// after the access, single steps stop at trap handlers, and none of it changes what the guest computes;
+// before the accessing instruction, single steps stop at trap handlers, and none of it changes what the guest computes;
 // a replay restored from a mid-run snapshot (Replayer resumeAt) ends in the recording's final state.
 import { afterEach, describe, expect, it } from 'vitest';
 import { Machine, Replayer, parseElf, type RunResult } from '../../src/index.js';
@@ -75,7 +75,7 @@ describe('Machine.setDebug', () => {
     expect(second.instret).toBeGreaterThan(first.instret);
   });
 
-  it('stops after a store to a watched word, in the state a plain run has after that store', async () => {
+  it('stops before a store to a watched word, and a step then makes the store', async () => {
     const m = make();
     m.load(recurse);
     m.setDebug({ watchpoints: [{ kind: 'watch', address: CALLS, length: 4 }] });
@@ -83,16 +83,28 @@ describe('Machine.setDebug', () => {
     expect(r.stop).toBe('watch');
     expect(r.address).toBe(CALLS);
     expect(m.stateHash()).toBe(await plainHashAt(recurse, r.instret));
+    m.setDebug({ watchpoints: [{ kind: 'watch', address: CALLS, length: 4 }], step: true });
+    const stepped = debugStop(await m.run());
+    expect(stepped.stop).toBe('step');
+    expect(stepped.instret).toBe(r.instret + 1n);
+    expect(m.stateHash()).toBe(await plainHashAt(recurse, stepped.instret));
+    // Resumed again, it stops before the next store there, not at once.
+    m.setDebug({ watchpoints: [{ kind: 'watch', address: CALLS, length: 4 }] });
+    const next = debugStop(await m.run());
+    expect(next.instret).toBeGreaterThan(stepped.instret);
   });
 
-  it('stops after a load of a watched word (rwatch) and not at a store (watch) elsewhere', async () => {
+  it('stops before a load of a watched word (rwatch) and not at a store (watch) elsewhere', async () => {
     const m = make();
     m.load(recurse);
     m.setDebug({ watchpoints: [{ kind: 'rwatch', address: CALLS, length: 4 }, { kind: 'watch', address: CALLS + 64, length: 4 }] });
     const r = debugStop(await m.run());
     expect(r.stop).toBe('rwatch');
-    // The instruction before the stop loaded `calls`: nothing was stored there yet on the first load.
     expect(r.address).toBe(CALLS);
+    // The instruction at pc is a load (opcode 0x03, or c.lw / c.lwsp) through the watched address.
+    const insn = new DataView(m.readMemory(r.pc, 4).buffer).getUint32(0, true);
+    const compressed = (insn & 3) !== 3;
+    expect(compressed ? [0x4000, 0x4002].includes(insn & 0xe003) : (insn & 0x7f) === 0x03).toBe(true);
   });
 
   it('single-steps one instruction at a time, and into a trap handler before it runs', async () => {
