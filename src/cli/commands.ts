@@ -13,6 +13,7 @@ interpreted CPU whose every non-deterministic input can be logged and replayed.
 
 Commands:
   run <guest.elf>                 run a guest; its console on stdout, its exit code as the exit status
+                                  (--gdb H:P: under gdb-multiarch)
   run --kernel <Image> …          boot Linux as QEMU -M virt does (--initrd, --append, --bios);
                                   run --linux boots the committed guest
   record <guest.elf> -o <log>     run a guest and log every non-deterministic input (or --kernel …)

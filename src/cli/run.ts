@@ -36,10 +36,10 @@ Options:
 ${DEVICE_HELP}${BOOT_HELP}  -h, --help                 this help
 
 Exit status: the guest's exit code (finisher, semihosting or HTIF); 64 usage error;
-65 invalid ELF or boot image; 66 file not found; 69 a --net host port is taken; 70 internal error;
-75 instruction budget reached; 76 guest halted (WFI with nothing to wake it); 77 unhandled guest
-trap; 130 interrupted, or gdb killed the guest or went away before it ended (after gdb detaches
-the guest runs on to its own end). SIGUSR1 and SIGUSR2 are ignored (with a line on stderr).
+65 invalid ELF or boot image; 66 file not found; 69 a --net host port or the --gdb address is
+taken; 70 internal error; 75 instruction budget reached; 76 guest halted (WFI with nothing to wake
+it); 77 unhandled guest trap; 130 interrupted, or gdb killed the guest or went away before it
+ended (after gdb detaches the guest runs on to its own end). SIGUSR1 and SIGUSR2 are ignored (with a line on stderr).
 `;
 
 export async function runCommand(argv: string[], io: CommandIo): Promise<number> {
