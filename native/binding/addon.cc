@@ -73,6 +73,7 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
                            InstanceMethod<&NativeMachine::JsFinishRecording>("finishRecording"),
                            InstanceMethod<&NativeMachine::JsStartReplay>("startReplay"),
                            InstanceMethod<&NativeMachine::JsSetDebug>("setDebug"),
+                           InstanceMethod<&NativeMachine::JsTranslate>("translate"),
                            InstanceMethod<&NativeMachine::JsFeed>("feed"),
                            InstanceMethod<&NativeMachine::JsEndOfLog>("endOfLog"),
                            InstanceMethod<&NativeMachine::JsStateHash>("stateHash"),
@@ -491,6 +492,13 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     d.hit = DebugState::kNone;
     m.set_debugging(true);
     return env.Undefined();
+  }
+  // translate(va: number): the physical address a load or store at va would reach now, or null.
+  Napi::Value JsTranslate(const Napi::CallbackInfo& info) {
+    uint32_t va, pa;
+    if (!Usable(info) || !U32(info, 0, &va)) return info.Env().Undefined();
+    if (!vcpu_->machine().cpu().debug_translate(va, &pa)) return info.Env().Null();
+    return Napi::Number::New(info.Env(), pa);
   }
   Napi::Value JsFeed(const Napi::CallbackInfo& info) {
     if (!vcpu_ || info.Length() < 1 || !info[0].IsTypedArray()) {

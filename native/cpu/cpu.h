@@ -309,6 +309,14 @@ class Cpu {
   bool debug_step(Stop* out);
   /// The memory access the instruction at pc would make: false when it makes none (or cannot be fetched).
   bool pending_access(uint32_t* addr, uint32_t* size, uint8_t* on);
+
+ public:
+  /// A debugger's view of a virtual address: the physical address loads and stores of the current
+  /// privilege (MPRV applied) reach through Sv32, walked without side effects (no A/D updates, no
+  /// translation cache fill, no permission checks). False when nothing is mapped there.
+  bool debug_translate(uint32_t va, uint32_t* pa) const;
+
+ private:
   DecodedPage* page_for(uint32_t page_index);
   void set_page_flag(uint32_t page, uint8_t flag);
   /// Slow store to a physical address: device, watched page or self-modifying code. `cur_page` is the

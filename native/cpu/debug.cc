@@ -92,4 +92,40 @@ bool Cpu::debug_step(Stop* out) {
   return false;
 }
 
+bool Cpu::debug_translate(uint32_t va, uint32_t* pa) const {
+  if (data_context().priv == Priv::kMachine || (satp >> 31) == 0) {
+    *pa = va;
+    return true;
+  }
+  constexpr uint32_t kV = 1, kR = 2, kW = 4, kX = 8;
+  auto read_pte = [this](uint64_t addr, uint32_t* pte) {
+    const uint64_t off = addr - kRamBase;
+    if (addr < kRamBase || off + 4 > ram_size_) return false;
+    std::memcpy(pte, ram_ + off, 4);
+    return true;
+  };
+  uint64_t table = static_cast<uint64_t>(satp & 0x3fffffu) << kPageShift;
+  for (int level = 1; level >= 0; level--) {
+    const uint32_t vpn = level == 1 ? va >> 22 : (va >> 12) & 0x3ffu;
+    uint32_t pte = 0;
+    if (!read_pte(table + vpn * 4u, &pte)) return false;
+    if (!(pte & kV) || (!(pte & kR) && (pte & kW))) return false;
+    const uint64_t ppn = pte >> 10;
+    if (pte & (kR | kX)) {
+      uint64_t phys;
+      if (level == 1) {
+        if (ppn & 0x3ffu) return false;  // a misaligned superpage
+        phys = (ppn << kPageShift) | (va & 0x3fffffu);
+      } else {
+        phys = (ppn << kPageShift) | (va & (kPageSize - 1));
+      }
+      if (phys > UINT32_MAX) return false;
+      *pa = static_cast<uint32_t>(phys);
+      return true;
+    }
+    table = ppn << kPageShift;
+  }
+  return false;
+}
+
 }  // namespace lockstep

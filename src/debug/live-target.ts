@@ -7,6 +7,7 @@ import type { RunResult } from '../machine/types.js';
 import { CSRS, PC_REGNUM } from './target-description.js';
 import type { DebugPoints, DebugTarget, ResumeAction, TargetStop } from './target.js';
 
+const PAGE = 4096;
 const SIGINT = 2;
 const SIGTRAP = 5;
 const SIGSEGV = 11;
@@ -49,10 +50,35 @@ export abstract class MachineTargetBase {
     const p = this.machine.privilege;
     return p === 'M' ? 3 : p === 'S' ? 1 : 0;
   }
+  /**
+   * Guest memory as the hart sees it now: virtual addresses through its page tables when paging is on
+   * (a Linux guest), page by page; undefined when any byte is unmapped or not RAM.
+   */
   readMemory(address: number, length: number): Uint8Array | undefined {
+    const ranges = this.physical(address, length);
+    if (!ranges) return undefined;
+    const out = new Uint8Array(length);
+    let at = 0;
+    for (const r of ranges) {
+      out.set(this.machine.readMemory(r.address, r.length), at);
+      at += r.length;
+    }
+    return out;
+  }
+
+  /** The RAM ranges [address, address + length) maps to, in order; undefined if any byte is not RAM. */
+  protected physical(address: number, length: number): { address: number; length: number }[] | undefined {
     const m = this.machine;
-    if (address < RAM_BASE || address + length > RAM_BASE + m.memory) return undefined;
-    return m.readMemory(address, length);
+    const ranges: { address: number; length: number }[] = [];
+    for (let done = 0; done < length; ) {
+      const va = (address + done) >>> 0;
+      const n = Math.min(PAGE - (va % PAGE), length - done);
+      const pa = m.translate(va);
+      if (pa === undefined || pa < RAM_BASE || pa + n > RAM_BASE + m.memory) return undefined;
+      ranges.push({ address: pa, length: n });
+      done += n;
+    }
+    return ranges;
   }
   monitor(command: string): string | undefined {
     const m = this.machine;
@@ -87,8 +113,13 @@ export class LiveTarget extends MachineTargetBase implements DebugTarget {
     return !this.#ended && CSRS.has(csr) && this.#machine.setCsr(csr, value);
   }
   writeMemory(address: number, data: Uint8Array): boolean {
-    if (this.readMemory(address, data.length) === undefined) return false;
-    this.#machine.writeMemory(address, data);
+    const ranges = this.physical(address, data.length);
+    if (!ranges) return false;
+    let at = 0;
+    for (const r of ranges) {
+      this.#machine.writeMemory(r.address, data.subarray(at, at + r.length));
+      at += r.length;
+    }
     return true;
   }
 

@@ -194,6 +194,16 @@ export class Machine extends EventEmitter<MachineEvents> {
     return this.#native.readMemory(addr >>> 0, length);
   }
 
+  /**
+   * The physical address a load or store of the hart would reach at virtual address `va` now (its
+   * privilege, MPRV, and Sv32 when `satp` turns paging on), found without side effects: no accessed or
+   * dirty bits set, no permission checked. `va` itself without paging; undefined where nothing is mapped.
+   */
+  translate(va: number): number | undefined {
+    this.#idle('translate');
+    return this.#native.translate(va >>> 0) ?? undefined;
+  }
+
   /** The program counter. */
   get pc(): number {
     this.#idle('pc');

@@ -65,6 +65,8 @@ export interface NativeMachine {
   /** resumeAt: the instret of the snapshot (taken while replaying the same log) the machine was restored from. */
   startReplay(resumeAt?: bigint): void;
   /** null detaches the debugger; watches are (address, length, on: 1 loads, 2 stores, 3 both) triples. */
+  /** null: nothing is mapped at va (see Cpu::debug_translate). */
+  translate(va: number): number | null;
   setDebug(breakpoints: Uint32Array | null, watches?: Uint32Array, step?: boolean, resumePc?: number, resumeInstret?: bigint): void;
   feed(batch: Uint8Array): void;
   endOfLog(): void;

@@ -108,4 +108,28 @@ describe('lockstep run --gdb', () => {
     expect(stdout).toMatch(/\$1 = 3|\$1 = prv:3 \[Machine\]/);
     await l.exited;
   });
+
+  it('reads and writes memory by virtual address through the page tables when paging is on', async () => {
+    // paging.elf's S-mode kernel maps a 4 MiB superpage at 0xc0000000 onto RAM, and nothing at 0x40000000
+    // when probe_load first runs.
+    const l = await startLockstep(['run', 'guest/bin/paging.elf', '--gdb', '127.0.0.1:0']);
+    running.push(l);
+    const { stdout, stderr } = await gdbBatch(l.port, 'guest/bin/paging.elf', [
+      'break probe_load',
+      'continue',
+      'printf "PRIV=%d\\n", $priv',
+      'printf "SUPER=%x\\n", *(unsigned int *)0xc0000000',
+      'set {unsigned int}0xc0000ffc = 0x1234abcd',
+      'printf "PHYS=%x\\n", *(unsigned int *)0x80000ffc',
+      // Last: gdb prints the address on stdout and the error on stderr, without a newline between.
+      'x/wx 0x40000000',
+      'kill',
+    ]);
+    expect(printed(stdout, 'PRIV')).toEqual(['1']);
+    // The first word of RAM: `csrr t0, mhartid` at _start.
+    expect(printed(stdout, 'SUPER')).toEqual(['f14022f3']);
+    expect(`${stdout}${stderr}`).toMatch(/Cannot access memory at address 0x40000000/);
+    expect(printed(stdout, 'PHYS')).toEqual(['1234abcd']);
+    await l.exited;
+  });
 });
