@@ -32,7 +32,7 @@ export function stopOf(r: RunResult): TargetStop {
   }
 }
 
-/** Machine register access shared by the live and the replayed target. */
+/** What the live and the replayed target share: registers, CSRs, memory by virtual address, monitor commands. */
 export abstract class MachineTargetBase {
   protected abstract get machine(): Machine;
 
@@ -89,6 +89,15 @@ export abstract class MachineTargetBase {
   }
 }
 
+/**
+ * A live machine for the GDB server: forward execution, writable memory and registers.
+ *
+ * ```ts
+ * const m = new Machine();
+ * m.load(elf);
+ * await serveGdb(new LiveTarget(m), '127.0.0.1', 1234, (port) => console.error(`gdb: target remote :${port}`));
+ * ```
+ */
 export class LiveTarget extends MachineTargetBase implements DebugTarget {
   readonly reversible = false;
   readonly #machine: Machine;

@@ -40,6 +40,15 @@ interface Hit {
   result: Extract<RunResult, { kind: 'debug' }>;
 }
 
+/**
+ * A recorded run for the GDB server: the log replayed on `machine`, forwards and backwards.
+ *
+ * ```ts
+ * const m = new Machine({ memory: meta.memory, clock: meta.clock });
+ * m.load(elf);                                   // the state the recording started from
+ * await serveGdb(new ReplayTarget(m, batches), '127.0.0.1', 1234, () => {});
+ * ```
+ */
 export class ReplayTarget extends MachineTargetBase implements DebugTarget {
   readonly reversible = true;
   readonly #machine: Machine;

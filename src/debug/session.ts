@@ -26,6 +26,10 @@ export type SessionEnd = 'kill' | 'detach';
 
 const WATCH_KINDS: Record<string, Watchpoint['kind']> = { '2': 'watch', '3': 'rwatch', '4': 'awatch' };
 
+/**
+ * The protocol state of one debugger connection over a {@link DebugTarget}: breakpoints and watchpoints
+ * set, the last stop, ack mode. {@link GdbServer} (server.ts) frames packets around it.
+ */
 export class GdbSession {
   readonly #target: DebugTarget;
   readonly #breakpoints = new Set<number>();
