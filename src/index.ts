@@ -1,7 +1,7 @@
 // Public API of lockstep: re-exports only.
 export { Machine, RAM_BASE, DEFAULT_MEMORY, MAX_MEMORY, VIRTUAL_INSTRUCTIONS_PER_TICK } from './machine/machine.js';
 export type { LoadInfo, RunOptions, MachineEvents } from './machine/machine.js';
-export type { ClockMode, Counters, ExitReason, MachineOptions, NetStats, ReplayCheck, RunResult } from './machine/types.js';
+export type { ClockMode, Counters, DebugOptions, DebugStop, ExitReason, MachineOptions, NetStats, ReplayCheck, RunResult, Watchpoint } from './machine/types.js';
 export { MAX_CMDLINE_BYTES } from './machine/types.js';
 export { parseElf } from './machine/elf.js';
 export { committedLinux, checkLinuxIdentity, readLinuxBoot, COMMITTED_LINUX, COMMITTED_LINUX_APPEND, MAX_BOOTARGS_BYTES } from './machine/linux.js';
@@ -82,3 +82,11 @@ export type { ControlAnswer } from './ft/control-client.js';
 // The cluster (DESIGN §4): host agents, the manager, the cluster store.
 export { Agent, Manager, AgentClient, AgentApiError, DirStore, EtcdStore, StoreError, openStore, parseStoreSpec, readInventory, pairView, pairViews, buildSnapshot, desiredVm, configToJson, parseHostRule, defaultCompatId, readEvents, KEYS, MANAGER_ELECTION, CLUSTER_CHANNELS } from './cluster/index.js';
 export type { AgentOptions, AgentClientOptions, StartRequest, HostInfo, InstanceView, ManagerOptions, ManagerEvents, ManagerMode, Automation, ClusterStore, StoreEntry, HostRecord, InstanceRecord, DesiredVm, ClusterEvent, MaintenanceState, PairView, PairStatus, Inventory } from './cluster/index.js';
+export { GdbServer, serveGdb } from './debug/server.js';
+export type { GdbServerEvents } from './debug/server.js';
+export { GdbSession } from './debug/session.js';
+export type { SessionEnd } from './debug/session.js';
+export { LiveTarget } from './debug/live-target.js';
+export { ReplayTarget, CHECKPOINT_INTERVAL, MAX_CHECKPOINTS } from './debug/replay-target.js';
+export type { ReplayTargetOptions } from './debug/replay-target.js';
+export type { DebugTarget, DebugPoints, ResumeAction, TargetStop } from './debug/target.js';
