@@ -27,6 +27,8 @@ export interface FtEventFields {
   moved: MoveReport;
   /** A move of the secondary was called off; the old one protects the VM still. */
   'move-failed': { reason: string };
+  /** Live migration done: the target is the primary; this side halts (after 'handed-over'). */
+  migrated: { totalMs: number; handOverMs: number };
   'handed-over': { epoch: number; listen?: string };
   halted: { reason: string; code?: string };
   ended: { result: string; code?: number };

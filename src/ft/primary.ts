@@ -148,8 +148,10 @@ export interface FtPrimaryEvents {
   cloned: [report: CloneReport];
   /** A move of the secondary finished: the new one protects the VM, the old one was dismissed. */
   moved: [report: MoveReport];
-  /** A move of the secondary was called off; the secondary the VM had protects it still (unless `secondary-lost` follows). */
+  /** A move of the secondary (or a live migration) was called off; the secondary the VM had protects it still (unless `secondary-lost` follows). */
   'move-failed': [reason: string];
+  /** Live migration: GO_LIVE went to the target (`handed-over` and `halted` follow at once). */
+  migrated: [report: { totalMs: number; handOverMs: number }];
   /** The secondary was lost (and this side won the arbiter and goes on alone). */
   'secondary-lost': [reason: string];
   /** The guest ended (exit, trap, halt); the secondary replays to the same end. */
@@ -395,6 +397,33 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     const s = this.#session;
     if (this.#phase !== 'protected' || !s) throw new FtError('ERR_LOCKSTEP_FT_STATE', `test failover needs a protected VM; it is ${this.describe()}`);
     this.#refuseWhileMoving('test failover');
+    await this.#handOverTo(s, 'test failover');
+  }
+
+  /**
+   * Live migration: the next secondary to join (started on the target host) becomes the primary. It is
+   * cloned — as a gap-free move of the secondary when the VM is protected, as an ordinary clone
+   * otherwise (also with FT off: the clone's log then guards only the migration) — and once it is in
+   * lockstep, a hand-over as in {@link testFailover} makes it the primary and this side halts (exit 0,
+   * `handed-over`). No output is lost (all log is acknowledged and every output released before
+   * `GO_LIVE`) and none is repeated (the target is told everything was released). Resolves once armed;
+   * `migrated` / `move-failed` / `warning` tell the rest.
+   */
+  migrate(): void {
+    if (this.#phase !== 'protected' && this.#phase !== 'alone' && this.#phase !== 'disabled') {
+      throw new FtError('ERR_LOCKSTEP_FT_STATE', `live migration needs a running VM that is protected, alone or with FT off; it is ${this.describe()}`);
+    }
+    this.#refuseWhileMoving('live migration');
+    this.#migrateNext = true;
+    this.#moveNext = this.#phase === 'protected';
+  }
+  /** The next secondary to join is a live migration's target (see {@link migrate}). */
+  #migrateNext = false;
+  /** FT was off before a migration's clone (the target then runs with FT off too). */
+  #migratingFromDisabled = false;
+
+  /** Hands the VM over to `s` (in lockstep): guest stopped, all log acknowledged, everything released, GO_LIVE. */
+  async #handOverTo(s: SecondarySession, reason: string, done?: () => void): Promise<void> {
     this.#hold = true;
     await this.#pauseFor(() => {});
     this.#recorder?.resume();
@@ -412,13 +441,27 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     if (s.closed) {
       this.#hold = false;
       this.#resumeRun();
-      throw new FtError('ERR_LOCKSTEP_FT_STATE', 'test failover: the secondary went away before it acknowledged the whole log');
+      throw new FtError('ERR_LOCKSTEP_FT_STATE', `${reason}: the secondary went away before it acknowledged the whole log`);
     }
     this.#sendRelease(s, true);
-    s.send({ type: 'go-live', epoch: BigInt(this.#epoch + 1), reason: 'test failover' });
+    s.send({ type: 'go-live', epoch: BigInt(this.#epoch + 1), reason });
     const listen = s.listen;
+    done?.();
     this.emit('handed-over', listen === undefined ? { epoch: this.#epoch + 1 } : { epoch: this.#epoch + 1, listen });
-    this.#halt('handed over to the secondary (test failover)');
+    this.#halt(`handed over to the secondary (${reason})`);
+  }
+
+  /** A migration's target is in lockstep (cloned, or moved in): hand the VM over to it. */
+  #migrateTo(s: SecondarySession): void {
+    s.target = false;
+    const t0 = performance.now();
+    this.#handOverTo(s, 'live migration', () => this.emit('migrated', { totalMs: performance.now() - s.joinedAt, handOverMs: performance.now() - t0 })).then(
+      () => undefined,
+      (err: unknown) => {
+        this.emit('warning', `live migration failed: ${(err as Error).message}`);
+        this.emit('move-failed', `live migration: ${(err as Error).message}`);
+      },
+    );
   }
 
   /**
@@ -544,7 +587,21 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     };
     if (this.#phase === 'protected' && this.#moveNext && this.#session && !this.#incoming) {
       this.#moveNext = false;
-      void this.#beginMove(new SecondarySession(ch, this.#o.timeoutMs, this.#o.heartbeatMs));
+      const s = new SecondarySession(ch, this.#o.timeoutMs, this.#o.heartbeatMs);
+      s.target = this.#migrateNext;
+      this.#migrateNext = false;
+      void this.#beginMove(s);
+      return;
+    }
+    if (this.#migrateNext && (this.#phase === 'alone' || this.#phase === 'disabled')) {
+      this.#migrateNext = false;
+      this.#migratingFromDisabled = this.#phase === 'disabled';
+      const s = new SecondarySession(ch, this.#o.timeoutMs, this.#o.heartbeatMs);
+      s.target = true;
+      void this.#clone(s).catch((err: unknown) => {
+        this.emit('warning', `clone failed: ${(err as Error).message}`);
+        ch.close('clone failed');
+      });
       return;
     }
     if (this.#phase === 'recovering') {
@@ -737,6 +794,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     if (this.#phase !== 'protected') this.#setPhase('protected');
     this.emit('moved', { ...s.clone, totalMs: performance.now() - s.joinedAt, epoch: this.#epoch });
     if (s.native) await this.#handOver(s);
+    if (s.target && this.#session === s) this.#migrateTo(s);
     return 'done';
   }
 
@@ -1142,6 +1200,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     }
     const report: CloneReport = { ...(s.clone ?? { rounds: 0, pages: 0, bytes: 0, pauseMs: 0 }), totalMs: performance.now() - s.joinedAt };
     this.emit('cloned', report);
+    if (s.target) this.#migrateTo(s);
   }
 
   #sendRelease(s: SecondarySession, force = false): void {
@@ -1276,7 +1335,9 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       this.emit('secondary-lost', reason);
       return;
     }
-    this.#setPhase('alone');
+    // A live migration of a VM with FT off that failed: FT stays off.
+    this.#setPhase(this.#migratingFromDisabled ? 'disabled' : 'alone');
+    this.#migratingFromDisabled = false;
     this.emit('secondary-lost', reason);
     const waiting = next ?? this.#waitingJoin;
     this.#waitingJoin = undefined;

@@ -62,6 +62,8 @@ export class SecondarySession {
   restored = false;
   /** A move brings it in: the arbiter record the primary claims to call the move off, and the epoch to claim there. */
   move: { key: string; epoch: number } | undefined;
+  /** A live migration's target: once in lockstep the VM is handed over to it. */
+  target = false;
   /** Where its replay stood at its last ack. */
   instret = 0n;
   /** Its replay speed while it had a backlog (instructions/s), from its acks. */
