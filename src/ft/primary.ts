@@ -134,6 +134,11 @@ export interface MoveReport extends CloneFigures {
   totalMs: number;
   /** The epoch the primary holds after the move (its fence against the old secondary). */
   epoch: number;
+  /**
+   * Where the switch-over's pause went, ms: stopping the guest, the old secondary's last
+   * acknowledgement, the final copy, the new one's confirmation, dismissing the old one, the fence claim.
+   */
+  steps: { stopMs: number; drainMs: number; copyMs: number; confirmMs: number; dismissMs: number; fenceMs: number };
 }
 
 export interface CloneReport extends CloneFigures {
@@ -688,6 +693,11 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       return 'done';
     }
     const port = this.#port;
+    // The pre-copy's pages may still be queued at the new secondary: let it catch up before the guest is
+    // held (a round trip; a secondary that does not answer only makes the pause longer).
+    s.send({ type: 'control', op: 'sync' });
+    await this.#until(() => s.synced || this.#incoming !== s, this.#o.timeoutMs).catch(() => undefined);
+    if (this.#incoming !== s) return 'done';
     this.#switching = true;
     this.#hold = true;
     const resume = () => {
@@ -703,6 +713,13 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       return 'done'; // halted meanwhile
     }
     this.#recorder?.resume();
+    const steps = { stopMs: performance.now() - t0, drainMs: 0, copyMs: 0, confirmMs: 0, dismissMs: 0, fenceMs: 0 };
+    let mark = performance.now();
+    const step = (k: keyof typeof steps) => {
+      const now = performance.now();
+      steps[k] = now - mark;
+      mark = now;
+    };
     const oldGone = () => old.lost !== undefined || old.closed || this.#session !== old;
     // 1. The old secondary holds the log up to P.
     const drainedOld = await this.#until(() => oldGone() || this.#incoming !== s || this.#fullyAcked(old), this.#o.timeoutMs).then(() => true, () => false);
@@ -721,6 +738,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       resume();
       return 'done';
     }
+    step('drainMs');
     // 2. S(P) to the new secondary.
     const fence = { epoch: this.#epoch + 1, owner: newOwnerId('move') };
     const finalPages = port.copyPages(first);
@@ -738,12 +756,14 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       meta: { instret: String(instret), epoch: this.#epoch, consolePosition: String(consolePosition), move: { key: move.key, epoch: move.epoch, fenceEpoch: fence.epoch, fenceOwner: fence.owner } },
     });
     s.channel.send({ type: 'clone-done' });
+    step('copyMs');
     // 3. It restored S(P).
     await this.#until(() => s.restored || this.#incoming !== s, this.#o.timeoutMs).catch(() => undefined);
     if (this.#incoming !== s || !s.restored) {
       this.#moveFailed(s, `the new secondary did not confirm the clone within ${this.#o.timeoutMs} ms`);
       return this.#callOff(s, old, resume);
     }
+    step('confirmMs');
     // 4. The old secondary goes; its recording ends at P.
     this.#dropSecondary();
     const closing = old.close('moved: a new secondary protects the VM');
@@ -756,6 +776,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       this.#nativeRing = undefined;
       port.finishRecording('stopped', 0);
     }
+    step('dismissMs');
     // 5. The fence.
     let won: boolean;
     try {
@@ -773,6 +794,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       this.#switching = false;
       return 'done';
     }
+    step('fenceMs');
     this.#epoch = fence.epoch;
     this.#session = s;
     if (this.#incoming !== s) {
@@ -792,7 +814,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     s.clone = { ...figures, rounds: figures.rounds + 1 };
     resume();
     if (this.#phase !== 'protected') this.#setPhase('protected');
-    this.emit('moved', { ...s.clone, totalMs: performance.now() - s.joinedAt, epoch: this.#epoch });
+    this.emit('moved', { ...s.clone, totalMs: performance.now() - s.joinedAt, epoch: this.#epoch, steps });
     if (s.native) await this.#handOver(s);
     if (s.target && this.#session === s) this.#migrateTo(s);
     return 'done';
@@ -1133,6 +1155,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       case 'control':
         if (m.op === 'hello' && typeof m.listen === 'string') s.listen = m.listen;
         if (m.op === 'cloned') s.restored = true;
+        if (m.op === 'synced') s.synced = true;
         if (m.op === 'cloned' && this.#phase === 'cloning' && s.cloneSent && s === this.#session) this.#inLockstep(s);
         break;
       case 'bye':

@@ -300,6 +300,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
         return this.#lose(`the primary handed over: ${m.reason}`);
       case 'control':
         if (m.op === 'restart') return void this.#restart();
+        if (m.op === 'sync') return void this.#send({ type: 'control', op: 'synced' }); // everything before it is processed
         if (m.op === 'moved') {
           // The primary won its fence: the move is over, this side is an ordinary secondary of that epoch.
           const e = m.epoch;

@@ -58,6 +58,8 @@ export class SecondarySession {
   releaseScheduled = false;
   /** Why it was lost (set once, by the first loss noticed). */
   lost: string | undefined;
+  /** It processed everything sent before a CONTROL `sync` (its `synced`). */
+  synced = false;
   /** It restored the clone's final state (its CONTROL `cloned`). */
   restored = false;
   /** A move brings it in: the arbiter record the primary claims to call the move off, and the epoch to claim there. */
