@@ -349,7 +349,12 @@ async function migration(kind: MigrationKind, i: number) {
   const done = a.events.find((e) => e.event === (kind === 'move-secondary' ? 'moved' : 'migrated'));
   const moved = a.events.find((e) => e.event === 'moved');
   for (const p of procs) p.child.kill('SIGKILL');
-  if (moved && process.env.LOCKSTEP_BENCH_VERBOSE) process.stderr.write(`\n  steps ${JSON.stringify(moved.steps)} pages ${String(moved.pages)}\n`);
+  const live = target?.events.find((e) => e.event === 'go-live');
+  const handed = a.events.find((e) => e.event === 'migrated');
+  if (process.env.LOCKSTEP_BENCH_VERBOSE) {
+    if (moved) process.stderr.write(`\n  steps ${JSON.stringify(moved.steps)} pages ${String(moved.pages)}\n`);
+    if (live) process.stderr.write(`\n  hand-over ${String(handed?.handOverMs)} ms at the source; target go-live ${String(live.ms)} ms\n`);
+  }
   return { outageMs: outage, totalMs: Number(done?.totalMs ?? NaN), heldMs: moved ? Number(moved.pauseMs) : undefined };
 }
 

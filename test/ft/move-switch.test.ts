@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { FileArbiter, FtPrimary, FtSecondary, Machine } from '../../src/index.js';
 import type { Arbiter, ArbiterCallOptions, ClaimResult, EpochHolder } from '../../src/ft/arbiter.js';
+import { ChannelServer, type Channel } from '../../src/protocol/channel.js';
+import { replicationPort } from '../../src/machine/replication-port.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { until } from '../helpers/wait.js';
 
@@ -132,5 +134,57 @@ describe('a move’s switch-over and the arbiter', () => {
     expect(newer.outcome.halted).toBeUndefined();
     expect(newer.outcome.live).toBe(3);
     expect(old.outcome.live).toBeUndefined();
+  });
+});
+
+describe('a hostile primary’s move', () => {
+  /** A fake primary that sends a clone whose final state carries `move`, then `after` (if any). */
+  async function fakeMove(move: unknown, after?: (ch: Channel) => void) {
+    const key = randomBytes(32);
+    const dir = mkdtempSync(join(tmp, 'hostile-'));
+    const source = new Machine({ clock: 'real' });
+    source.load(kv);
+    const state = replicationPort(source).cloneState();
+    const memory = source.memory;
+    source.close();
+    const server = new ChannelServer({ key, vmId: 'hostile', role: 'primary', epoch: 1 });
+    server.on('channel', (ch: Channel) => {
+      ch.send({ type: 'clone-begin', meta: { vmId: 'hostile', memory, clock: 'real', epoch: 1, disk: 'shared' } });
+      ch.send({ type: 'clone-final', state, meta: { instret: '0', epoch: 1, consolePosition: '0', move } });
+      ch.send({ type: 'clone-done' });
+      after?.(ch);
+    });
+    const addr = await server.listen(0, '127.0.0.1');
+    const arbiter = new FileArbiter({ dir });
+    const s = new FtSecondary({ vmId: 'hostile', key, arbiter, join: addr, timeoutMs: 30_000, dataPath: 'js', createMachine: () => new Machine({ clock: 'real' }) });
+    const warnings: string[] = [];
+    s.on('warning', (w) => warnings.push(w));
+    const outcome = { halted: undefined as string | undefined, live: false };
+    s.on('halted', (why) => (outcome.halted = why));
+    s.on('go-live', () => (outcome.live = true));
+    cleanup.push(async () => {
+      await s.stop();
+      s.machine?.close();
+      await server.close();
+    });
+    await s.start();
+    return { s, warnings, outcome, arbiter };
+  }
+
+  it('a move whose fence is not the next epoch is a protocol violation: the clone is refused and nothing is claimed', async () => {
+    const { warnings, outcome, arbiter } = await fakeMove({ key: 'hostile.move', epoch: 1, fenceEpoch: 7, fenceOwner: 'move@x' });
+    await until('the secondary to refuse the clone', () => outcome.halted !== undefined);
+    expect(warnings.join('\n')).toMatch(/protocol violation by the primary: clone-final with a bad move/);
+    expect(outcome.live).toBe(false);
+    expect(await arbiter.current('hostile')).toBeNull();
+    expect(await arbiter.current('hostile.move')).toBeNull();
+  });
+
+  it('the end of a move it was not told of is a protocol violation', async () => {
+    const { warnings, outcome } = await fakeMove(undefined, (ch) => ch.send({ type: 'control', op: 'moved', epoch: 2 }));
+    await until('the secondary to give up the primary', () => warnings.some((w) => /protocol violation/.test(w)));
+    expect(warnings.join('\n')).toMatch(/a move's end for epoch 2 that this side was not told of/);
+    // After the clone a violation counts as losing the primary (as a malformed frame does): not ignored.
+    await until('the secondary to act on the loss', () => outcome.live || outcome.halted !== undefined);
   });
 });
