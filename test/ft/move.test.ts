@@ -148,9 +148,9 @@ describe('moving the secondary (processes)', () => {
       const l = loads(cfg.udpPort);
       await until('the load to run', () => l.progress() >= 10);
       const newer = await move();
-      // A random point: during the pre-copy, right after the new secondary restored the final state (the
-      // switch-over), or after the move; each a random amount of load later.
-      const stage = Math.floor(rnd() * 3);
+      // A point in each stage in turn — during the pre-copy, right after the new secondary restored the
+      // final state (the switch-over), after the move — a random amount of load later.
+      const stage = i % 3;
       const more = Math.floor(rnd() * 30);
       if (stage === 0) await newer.wait('joined');
       else if (stage === 1) await newer.wait('cloned');

@@ -754,6 +754,9 @@ export class Manager extends EventEmitter<ManagerEvents> {
       const armed = await this.#call(inv, primary.host, (c) => c.migrateSecondary(vm));
       if (armed !== undefined) {
         await this.#call(inv, to, (c) => c.start({ vmId: vm, role: 'secondary', config: v.desired!.config, join, waitMs: this.#o.startTimeoutMs }));
+        // Joined: the move goes on by itself; while it does, the VM shows the new secondary among its
+        // other records, which keeps balancing and drains off it.
+        this.#cooldown.set(vm, Date.now() + 5_000);
         return;
       }
     }
@@ -823,6 +826,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
     const secondariesHere = views.filter((v) => v.secondary?.host === h);
     for (const v of secondariesHere) {
       if (busy.has(v.vm) || cooling(v.vm)) continue;
+      if (v.others.some((o) => o.role === 'secondary' && o.host !== h)) continue; // being moved off already
       const blockedHalf = plan.blocked.some((b) => b.vm === v.vm && b.role === 'secondary');
       if (blockedHalf && v.protected) continue; // nowhere to go: keep the VM protected where it is
       const planned = plan.steps.find((s) => s.move.vm === v.vm && s.move.kind === 'move-secondary' && s.move.from === h)?.move;
