@@ -139,6 +139,9 @@ function supervisePrimary(p: FtPrimary, r: Reporter, io: CommandIo, console: boo
     p.on('status', (s) => r.event('status', { protected: s.protected, text: describeStatus(s) }, describeStatus(s)));
     p.on('warning', (w) => r.event('warning', { message: w }, `warning: ${w}`));
     p.on('cloned', (c) => r.event('cloned', { ...c }, `secondary cloned: ${c.pages} pages in ${c.rounds} rounds, pause ${c.pauseMs.toFixed(1)} ms, ${c.totalMs.toFixed(0)} ms in all`));
+    p.on('moved', (m) => r.event('moved', { ...m }, `secondary moved without a protection gap: ${m.pages} pages in ${m.rounds} rounds, guest stopped ${m.pauseMs.toFixed(1)} ms, ${m.totalMs.toFixed(0)} ms in all; epoch ${m.epoch}`));
+    p.on('move-failed', (why) => r.event('move-failed', { reason: why }, `moving the secondary failed (${why}); the current secondary protects the VM`));
+    p.on('migrated', (m) => r.event('migrated', { ...m }, `live migration done in ${m.totalMs.toFixed(0)} ms (hand-over ${m.handOverMs.toFixed(1)} ms)`));
     p.on('secondary-lost', (why) => r.event('secondary-lost', { reason: why, epoch: p.epoch }, `secondary lost (${why}); running alone at epoch ${p.epoch}`));
     p.on('handed-over', (h) => {
       r.event('handed-over', { ...h }, `handed over to the secondary (epoch ${h.epoch})`);
@@ -427,7 +430,15 @@ Operations:
   restart-secondary   the secondary discards its VM and is cloned again
   disable | enable    turn FT off (the secondary is dismissed) or back on
   suspend             suspend FT (as disable, shown as suspended)
-  migrate-secondary   the next secondary to join replaces the current one
+  migrate-secondary   the next secondary to join replaces the current one without a protection gap:
+                      it is cloned while the current one protects the VM, and the current one is
+                      dismissed only once the new one can take over (start it on the target host
+                      with lockstep secondary --join after this)
+  migrate             live migration: the next secondary to join (on the target host) is cloned
+                      (moved in without a protection gap when the VM is protected) and, once in
+                      lockstep, made the primary by a hand-over; this primary then exits 0. With
+                      FT off (ft.enabled: false, but a key and an arbiter configured) the target
+                      runs with FT off too
 
 Exit status: 0 done (the answer on stdout); 64 usage or configuration error; 69 nothing answers at
 --control, or the process there is not a primary (yet); 70 the API failed; 75 the operation was refused

@@ -397,7 +397,7 @@ export class Agent extends EventEmitter<AgentEvents> {
    * that is a primary — started as one or promoted — takes SIGUSR1 as test failover and SIGUSR2 as
    * test restart secondary (src/cli/signals.ts).
    */
-  async #operate(p: VmProcess, op: 'test-failover' | 'restart-secondary'): Promise<'test-failover' | 'restart-secondary'> {
+  async #operate<Op extends 'test-failover' | 'restart-secondary' | 'migrate-secondary'>(p: VmProcess, op: Op): Promise<Op> {
     const key = this.#pairKeys.get(p);
     if (p.controlUrl !== null && key !== undefined) {
       let answer: Awaited<ReturnType<typeof callControl>>;
@@ -415,6 +415,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       }
       return op;
     }
+    // No signal moves a secondary: without the operations API the move is refused (the caller stops it instead).
+    if (op === 'migrate-secondary') throw new Refusal(409, 'not-ready', `the primary of ${p.vmId} serves no operations API: its secondary cannot be moved without a gap`);
     p.signal(op === 'test-failover' ? 'SIGUSR1' : 'SIGUSR2');
     return op;
   }
@@ -570,6 +572,12 @@ export class Agent extends EventEmitter<AgentEvents> {
         // Answer once the record is gone too, so the caller's next look at the store agrees.
         await this.#gone.get(p);
         return send(200, p.view());
+      }
+      if (parts.length === 3 && a === 'vms' && method === 'POST' && c === 'migrate-secondary') {
+        const p = this.#find(b!);
+        if (p.role !== 'primary') throw new Refusal(409, 'wrong-role', `VM ${b} runs here as the ${p.role}; ${c} is an operation of the primary`);
+        if (!p.protected) throw new Refusal(409, 'not-ready', `the primary of ${b} is not protected (${p.status}): there is no secondary to move`);
+        return send(200, { ...p.view(), operation: await this.#operate(p, 'migrate-secondary') });
       }
       if (parts.length === 3 && a === 'vms' && method === 'POST' && (c === 'failover' || c === 'restart-secondary')) {
         const p = this.#find(b!);

@@ -129,6 +129,15 @@ export class AgentClient {
     return this.#call('POST', `/vms/${encodeURIComponent(vmId)}/failover`, {}, this.#timeoutMs + 15_000);
   }
 
+  /**
+   * Migrate the secondary of a protected primary without a protection gap: the next secondary to join
+   * (start it on the target host) is cloned while the current one protects the VM, then replaces it.
+   * Resolves once the primary is armed.
+   */
+  migrateSecondary(vmId: string): Promise<InstanceView & { operation: 'migrate-secondary' }> {
+    return this.#call('POST', `/vms/${encodeURIComponent(vmId)}/migrate-secondary`, {}, this.#timeoutMs + 15_000);
+  }
+
   /** Test restart secondary: the primary's secondary is cloned again. */
   restartSecondary(vmId: string): Promise<InstanceView & { operation: 'restart-secondary' }> {
     return this.#call('POST', `/vms/${encodeURIComponent(vmId)}/restart-secondary`, {}, this.#timeoutMs + 15_000);
