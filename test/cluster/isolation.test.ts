@@ -3,7 +3,7 @@
 // VM's record expire and restarts it on another host from the same disk; the isolated copy must be
 // dead before that, or two copies of the VM serve and write at once. Real etcd, two in-process agents
 // (one reaching etcd through a fault-injecting proxy), an in-process manager.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,10 +12,11 @@ import { desiredVm } from '../../src/cluster/manager/desired.js';
 import { pairView, readInventory } from '../../src/cluster/manager/inventory.js';
 import { KEYS, type ClusterEvent } from '../../src/cluster/manager/layout.js';
 import { Manager } from '../../src/cluster/manager/manager.js';
+import { DirStore } from '../../src/cluster/store/dir-store.js';
 import { EtcdStore } from '../../src/cluster/store/etcd-store.js';
 import type { JsonValue } from '../../src/cluster/store/store.js';
 import { loadConfig } from '../../src/config/index.js';
-import { KVSERVER, freeUdpPort, until } from '../helpers/cluster.js';
+import { KVSERVER, freeUdpPort, killGroups, startAgent, tokenFile, until, type GroupProc } from '../helpers/cluster.js';
 import { etcdAvailability, startEtcd, type EtcdServer } from '../helpers/etcd.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 
@@ -126,5 +127,65 @@ describe.skipIf(!available.ok)('a host cut off from the store', () => {
       return v.status === 'running' && v.primary?.host === 'h2' ? true : undefined;
     });
     expect(running()).toBe(1);
+  });
+});
+
+describe('an agent that stops (SIGSTOP) while its VM without FT runs on', () => {
+  let tmp: string;
+  let store: DirStore;
+  let manager: Manager;
+  const agents: GroupProc[] = [];
+  const events: { at: number; e: ClusterEvent }[] = [];
+
+  beforeAll(async () => {
+    tmp = mkdtempSync(join(tmpdir(), 'lockstep-fence-'));
+    store = await DirStore.open({ dir: join(tmp, 'store') });
+    const token = tokenFile(tmp);
+    agents.push(await startAgent({ id: 'a1', store: `dir:${join(tmp, 'store')}`, tokenFile: token.path, dir: join(tmp, 'a1') }));
+    manager = await Manager.start({ store, id: 'm1', token: token.token });
+    manager.on('event', (e) => events.push({ at: performance.now(), e }));
+  });
+
+  afterAll(async () => {
+    for (const a of agents) if (a.alive()) a.killGroup('SIGCONT');
+    await manager?.stop();
+    await killGroups(agents);
+    await store?.close();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('the VM ends itself when its lease from the agent runs out, before the manager restarts it elsewhere', async () => {
+    const path = join(tmp, 'solo.json');
+    const image = join(tmp, 'solo.img');
+    writeFileSync(image, Buffer.alloc(4 << 20));
+    writeFileSync(path, JSON.stringify({ vm: { id: 'solo', guest: KVSERVER, ramMiB: 16, clock: 'real', devices: { disk: { path: image }, net: { backend: 'udp', hostPort: await freeUdpPort(), guestPort: 11211 } } }, ft: { enabled: false } }));
+    await store.put(KEYS.desired('solo'), desiredVm((await loadConfig(path)).config) as unknown as JsonValue);
+    const first = await until('solo running on a1', 120_000, async () => {
+      const v = pairView('solo', await readInventory(store));
+      return v.status === 'running' && v.primary !== undefined ? v.primary : undefined;
+    });
+    expect(first.host).toBe('a1');
+    agents.push(await startAgent({ id: 'a2', store: `dir:${join(tmp, 'store')}`, tokenFile: join(tmp, 'agent.token'), dir: join(tmp, 'a2') }));
+
+    // Only the agent stops; its VM process (another pid in its group) runs on, and nothing can kill it
+    // from outside: the agent does not answer, and its records expire.
+    process.kill(agents[0]!.child.pid!, 'SIGSTOP');
+    const dead = (pid: number) => {
+      try {
+        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z'); // a zombie: the stopped agent cannot reap it
+      } catch {
+        return true;
+      }
+    };
+    const deadAt = await until('the VM process on a1 ended', 120_000, async () => (dead(first.pid) ? performance.now() : undefined), 20);
+    const restartAt = await until('solo restarted on a2', 120_000, async () => {
+      const v = pairView('solo', await readInventory(store));
+      if (v.status !== 'running' || v.primary?.host !== 'a2') return undefined;
+      return events.find((x) => x.e.kind === 'start-primary' && x.e.vm === 'solo' && x.e.host === 'a2')?.at;
+    });
+    expect(restartAt).toBeGreaterThan(deadAt);
+    const failed = events.filter((x) => x.e.kind === 'start-failed' && x.e.vm === 'solo' && x.e.message.includes('on a2'));
+    expect(failed.map((x) => x.e.message)).toEqual([]);
   });
 });

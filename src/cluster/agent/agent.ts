@@ -471,12 +471,21 @@ export class Agent extends EventEmitter<AgentEvents> {
     // A record never published counts as held for one TTL from here: a VM started just as the link to the
     // store went down is fenced like one that ran for hours. The other hosts are asked first (before the
     // margin, so the answer comes in time): a store down for everyone restarts nothing anywhere.
+    // The VM process holds a lease of its own, to the record's deadline: should this agent stop (SIGSTOP)
+    // with the VM running on, the VM ends itself when its record may expire, 2 s before any restart.
     let isolated = false;
     let probing = false;
     let storeDownSaid = false;
+    let keepUntil = 0; // the store is down for everyone: the VM may outlive its record meanwhile
     const tracked = performance.now();
+    const renewLease = () => {
+      const until = Math.max(pub.deadline, tracked + this.#o.instanceTtlMs, keepUntil);
+      p.lease(process.hrtime.bigint() + BigInt(Math.round((until - performance.now()) * 1e6)));
+    };
+    if (p.solo) renewLease();
     const isolation = p.solo
       ? setInterval(() => {
+          if (!isolated) renewLease();
           const deadline = Math.max(pub.deadline, tracked + this.#o.instanceTtlMs);
           if (isolated || probing || !p.running || performance.now() < deadline - ISOLATION_MARGIN_MS - PEER_PROBE_MS) return;
           probing = true;
@@ -485,6 +494,8 @@ export class Agent extends EventEmitter<AgentEvents> {
             this.emit('cut-off', p.vmId, why);
             if (isolated || !p.running || performance.now() < Math.max(pub.deadline, tracked + this.#o.instanceTtlMs) - ISOLATION_MARGIN_MS - PEER_PROBE_MS) return;
             if (why !== 'isolated') {
+              keepUntil = performance.now() + 2 * ISOLATION_MARGIN_MS + PEER_PROBE_MS;
+              renewLease();
               if (!storeDownSaid) this.#warn(`${p.vmId}: the store does not renew its record, and ${why === 'alone' ? 'no other host is known' : 'no other host reaches the store either'}: left running (nobody can restart it elsewhere)`);
               storeDownSaid = true;
               return;

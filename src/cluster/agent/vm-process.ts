@@ -97,12 +97,13 @@ export class VmProcess extends EventEmitter {
     const control = ['--control', '127.0.0.1:0', '--exit-with-parent'];
     const listen = formatHostPort({ host: o.ftHost, port: 0 });
     const args = this.solo
-      ? ['agent', 'run-vm', o.configPath, '--exit-with-parent', '--events']
+      ? ['agent', 'run-vm', o.configPath, '--exit-with-parent', '--lease-stdin', '--events']
       : o.role === 'primary'
         ? ['primary', o.configPath, '--listen', listen, ...control, '--events']
         : ['secondary', o.configPath, '--join', o.join!, '--listen', listen, ...control, ...(o.disk !== undefined ? ['--disk', o.disk] : []), '--events'];
     // Not detached: the child shares the agent's process group (see the file comment).
-    this.child = spawn(cmd!, [...pre, ...args], { cwd: o.cwd, stdio: ['ignore', 'ignore', 'pipe'] });
+    this.child = spawn(cmd!, [...pre, ...args], { cwd: o.cwd, stdio: [this.solo ? 'pipe' : 'ignore', 'ignore', 'pipe'] });
+    this.child.stdin?.on('error', () => undefined); // a lease written as it exits: its exit says the rest
     this.#exited = new Promise((resolve) => {
       this.child.once('exit', (code, signal) => {
         this.exit = { code, signal, at: Date.now() };
@@ -190,6 +191,14 @@ export class VmProcess extends EventEmitter {
       this.on('change', onChange);
       this.on('exit', onExit);
     });
+  }
+
+  /**
+   * A VM without FT: it may run until `untilNs` (CLOCK_MONOTONIC, `process.hrtime.bigint()`, one clock
+   * for every process on the host) and kills itself then unless a later lease came (`--lease-stdin`).
+   */
+  lease(untilNs: bigint): void {
+    if (this.running && this.child.stdin?.writable) this.child.stdin.write(`lease ${untilNs}\n`);
   }
 
   /** Send a signal, if the process still runs; whether it was sent. */
