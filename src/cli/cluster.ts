@@ -8,6 +8,7 @@ import {
   MANAGER_ELECTION,
   Placement,
   buildSnapshot,
+  clusterAdmission,
   desiredVm,
   hostLoads,
   maintenanceOf,
@@ -18,11 +19,12 @@ import {
   readInventory,
   type ClusterEvent,
   type ClusterStore,
+  type HaSettings,
   type JsonValue,
   type MaintenanceRequest,
 } from '../cluster/index.js';
 import { loadConfig } from '../config/index.js';
-import { positive } from './agent.js';
+import { nonNegative, positive } from './agent.js';
 import { UsageError } from './args.js';
 import { EXIT, type CommandIo } from './io.js';
 
@@ -43,7 +45,8 @@ Commands:
       --replace                  replace an existing VM of the same id that runs nowhere (refused
                                    while any instance of it runs: delete-vm it and wait first)
                                  An FT VM with more --vcpus than every live host's FT vCPU cap
-                                 (agent --max-ft-vcpus, default 8) is refused.
+                                 (agent --max-ft-vcpus, default 8) is refused, and so is a VM HA
+                                 admission control refuses (see ha).
   delete-vm <vm>                           remove a VM from the desired state; the manager stops it
   maintenance <host> on|off [--wait] [--timeout <s>]
                                            ask the manager to drain the host (secondaries moved off, then
@@ -52,9 +55,15 @@ Commands:
                                            the cluster does not know is refused; off for a host that is no
                                            longer live removes its row
   events [--limit <n>] [--json]            the cluster's recent events (default 20)
+  ha [--host-failures <n>] [--json]        the HA settings and the failover capacity; with options,
+                                           change them. --host-failures: HA admission control, host
+                                           failures the cluster tolerates (default 0: off). A VM is not
+                                           powered on (create-vm refuses it; the manager does not start
+                                           it) unless every VM that runs, and it, could be restarted and
+                                           every FT VM re-protected after the loss of that many hosts
 
 Every command takes --store. Exit status 65 for a refused order (unknown host, a VM that exists or
-runs, too many vCPUs), 75 when --wait runs out of time.
+runs, too many vCPUs, not enough failover capacity), 75 when --wait runs out of time.
 `;
 
 function pct(x: number): string {
@@ -125,8 +134,29 @@ export async function clusterStatus(store: ClusterStore, eventLimit = 10) {
   } catch (err) {
     audit = { hard: [`cannot audit: ${(err as Error).message}`], soft: [] };
   }
+  let ha: { hostFailures: number; ok: boolean; reason: string; slotsAfterFailure: number; halvesNeeded: number; lost: string[] } | { hostFailures: number; error: string };
+  try {
+    const a = clusterAdmission(inv);
+    ha = { hostFailures: a.hostFailures, ok: a.ok, reason: a.reason, slotsAfterFailure: a.slotsAfterFailure, halvesNeeded: a.halvesNeeded, lost: a.lost };
+  } catch (err) {
+    ha = { hostFailures: inv.ha.hostFailures, error: (err as Error).message };
+  }
+  // A VM that runs nowhere and has not failed to start: say so when admission control is what holds it.
+  if (inv.ha.hostFailures > 0) {
+    for (const v of vms) {
+      const d = inv.desired.get(v.id);
+      if (v.status !== 'down' || d === undefined || inv.failures.has(v.id) || (inv.instances.get(v.id) ?? []).length > 0) continue;
+      try {
+        const a = clusterAdmission(inv, d);
+        if (!a.ok) v.text = `Down: not powered on — ${a.reason}`;
+      } catch {
+        // an invalid snapshot is reported by the audit below
+      }
+    }
+  }
   return {
     leader: leader === null ? null : { manager: leader.candidateId, token: leader.token },
+    ha,
     fencedBy: inv.epoch?.value ?? null,
     hosts,
     vms,
@@ -176,6 +206,7 @@ async function status(store: ClusterStore, json: boolean, io: CommandIo): Promis
       ]),
     ]),
   );
+  io.stdout.write(`\n${haLine(s.ha)}\n`);
   if (s.rules.length > 0) {
     io.stdout.write('\nrules:\n');
     for (const r of s.rules) io.stdout.write(`  ${r.id}: ${r.kind === 'vm-host' ? `${r.vms.join(',')} ${r.type} ${r.hostGroup}` : `${r.vms.join(',')} ${r.type}${r.hard ? ' (hard)' : ''}`}\n`);
@@ -189,6 +220,13 @@ async function status(store: ClusterStore, json: boolean, io: CommandIo): Promis
     for (const e of s.events) io.stdout.write(`  ${eventLine(e)}\n`);
   }
   return EXIT.ok;
+}
+
+/** The status line of HA admission control. */
+function haLine(ha: Awaited<ReturnType<typeof clusterStatus>>['ha']): string {
+  if ('error' in ha) return `HA admission control: cannot compute (${ha.error})`;
+  if (ha.hostFailures === 0) return 'HA admission control: off (lockstep cluster ha --host-failures <n> turns it on)';
+  return `HA admission control: ${ha.ok ? 'ok' : 'NOT MET'} — ${ha.reason.replace(/^HA admission control /, '')}`;
 }
 
 async function createVm(store: ClusterStore, args: string[], io: CommandIo): Promise<number> {
@@ -227,6 +265,13 @@ async function createVm(store: ClusterStore, args: string[], io: CommandIo): Pro
       io.stderr.write(
         `lockstep cluster create-vm: VM ${d.id} is an FT VM with ${d.vcpus} vCPUs, more than the FT vCPU cap of ${caps.length === 0 ? `a host (default ${DEFAULT_MAX_FT_VCPUS}; no host is live)` : `every live host (the largest is ${largest})`}: no host could run either half. Use --vcpus ${largest} or fewer, or raise the cap (lockstep agent --max-ft-vcpus)\n`,
       );
+      return EXIT.dataErr;
+    }
+  }
+  if (inv.ha.hostFailures > 0) {
+    const a = clusterAdmission(inv, d);
+    if (!a.ok) {
+      io.stderr.write(`lockstep cluster create-vm: VM ${d.id} refused: ${a.reason}. Add hosts, lower the VM's demand, or change the policy (lockstep cluster ha --host-failures <n>)\n`);
       return EXIT.dataErr;
     }
   }
@@ -320,6 +365,28 @@ async function events(store: ClusterStore, args: string[], io: CommandIo): Promi
   return EXIT.ok;
 }
 
+async function haCommand(store: ClusterStore, args: string[], io: CommandIo): Promise<number> {
+  const { values } = parseArgs({ args, options: { 'host-failures': { type: 'string' }, json: { type: 'boolean' } } });
+  let inv = await readInventory(store);
+  if (values['host-failures'] !== undefined) {
+    const next: HaSettings = { ...inv.ha, hostFailures: nonNegative('host-failures', values['host-failures'], 0), updatedAt: Date.now(), by: 'cli' };
+    await store.put(KEYS.haSettings, next as unknown as JsonValue);
+    await new EventWriter(store, 'cli').write({ kind: 'ha-settings', message: `HA settings changed: host failures tolerated ${inv.ha.hostFailures} → ${next.hostFailures}` });
+    inv = await readInventory(store);
+  }
+  const a = clusterAdmission(inv);
+  if (values.json) {
+    io.stdout.write(`${JSON.stringify({ settings: inv.ha, admission: a }, null, 2)}\n`);
+    return EXIT.ok;
+  }
+  io.stdout.write(`host failures tolerated: ${inv.ha.hostFailures}${inv.ha.hostFailures === 0 ? ' (admission control off)' : ''}\n`);
+  if (a.hostFailures > 0) {
+    io.stdout.write(`${haLine({ hostFailures: a.hostFailures, ok: a.ok, reason: a.reason, slotsAfterFailure: a.slotsAfterFailure, halvesNeeded: a.halvesNeeded, lost: a.lost })}\n`);
+    io.stdout.write(`slots per host: ${a.hosts.map((h) => `${h.host} ${h.slots}${h.ftSlots !== h.slots ? ` (FT ${h.ftSlots})` : ''}`).join(', ') || 'no host in service'}\n`);
+  }
+  return EXIT.ok;
+}
+
 export async function clusterCommand(argv: string[], io: CommandIo): Promise<number> {
   const [sub, ...rest] = argv;
   if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
@@ -335,7 +402,7 @@ export async function clusterCommand(argv: string[], io: CommandIo): Promise<num
     const a = rest[i]!;
     if (a === '--store') i++;
     else if (a.startsWith('--store=')) continue;
-    else if (a === '--json' && sub !== 'events' && sub !== 'status') continue;
+    else if (a === '--json' && sub !== 'events' && sub !== 'status' && sub !== 'ha') continue;
     else own.push(a);
   }
   const store = await openStore(storeSpec, { create: sub === 'init' });
@@ -358,8 +425,10 @@ export async function clusterCommand(argv: string[], io: CommandIo): Promise<num
         return await maintenance(store, own, io);
       case 'events':
         return await events(store, own, io);
+      case 'ha':
+        return await haCommand(store, own, io);
       default:
-        throw new UsageError(`unknown cluster command '${sub}' (init, status, create-vm, delete-vm, maintenance, events)`);
+        throw new UsageError(`unknown cluster command '${sub}' (init, status, create-vm, delete-vm, maintenance, events, ha)`);
     }
   } finally {
     await store.close();

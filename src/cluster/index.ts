@@ -49,7 +49,10 @@ export type {
   ManagerEpoch,
   ClusterEvent,
   StartFailure,
+  HaSettings,
 } from './manager/layout.js';
+export { DEFAULT_HA_SETTINGS, haSettingsOf } from './manager/layout.js';
+export { admitVm, clusterAdmission } from './manager/ha.js';
 export { readInventory, parseInventory, pairView, pairViews, buildSnapshot, closeHosts, hostLoads, maintenanceOf, channelOf } from './manager/inventory.js';
 export type { Inventory, PairView, PairStatus, SnapshotOptions, BuiltSnapshot } from './manager/inventory.js';
 export { CLUSTER_CHANNELS } from './manager/diagnostics.js';

@@ -9,8 +9,10 @@ import {
   KEYS,
   asRecord,
   asRule,
+  haSettingsOf,
   type ClusterEvent,
   type DesiredVm,
+  type HaSettings,
   type HostRecord,
   type InstanceRecord,
   type MaintenanceRequest,
@@ -31,6 +33,8 @@ export interface Inventory {
   maintenance: Map<string, { state: MaintenanceState; revision: number }>;
   /** VMs whose starts keep failing, by VM. */
   failures: Map<string, StartFailure>;
+  /** The cluster's HA settings (the defaults when none are stored). */
+  ha: HaSettings;
   epoch: { value: ManagerEpoch; revision: number } | null;
   events: ClusterEvent[];
   /** Wall-clock ms of the read. */
@@ -47,7 +51,7 @@ export async function readInventory(store: ClusterStore): Promise<Inventory> {
 
 /** The inventory held by a list of entries (see {@link readInventory}). */
 export function parseInventory(entries: StoreEntry[]): Inventory {
-  const inv: Inventory = { hosts: new Map(), desired: new Map(), instances: new Map(), rules: [], requests: new Map(), maintenance: new Map(), failures: new Map(), epoch: null, events: [], at: Date.now() };
+  const inv: Inventory = { hosts: new Map(), desired: new Map(), instances: new Map(), rules: [], requests: new Map(), maintenance: new Map(), failures: new Map(), ha: haSettingsOf(null), epoch: null, events: [], at: Date.now() };
   for (const e of entries) {
     const k = e.key;
     if (k.startsWith(KEYS.hostsPrefix)) {
@@ -74,6 +78,8 @@ export function parseInventory(entries: StoreEntry[]): Inventory {
     } else if (k.startsWith(KEYS.failuresPrefix)) {
       const f = asRecord<StartFailure>(e.value);
       if (f !== undefined && typeof f.vm === 'string') inv.failures.set(f.vm, f);
+    } else if (k === KEYS.haSettings) {
+      inv.ha = haSettingsOf(e.value);
     } else if (k === KEYS.managerEpoch) {
       const v = asRecord<ManagerEpoch>(e.value);
       if (v !== undefined) inv.epoch = { value: v, revision: e.revision };

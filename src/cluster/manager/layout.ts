@@ -8,6 +8,7 @@
 //   requests/maintenance/<host>          MaintenanceRequest  `lockstep cluster maintenance`
 //   maintenance/<host>                   MaintenanceState  the leading manager (fenced)
 //   failures/<vm>                        StartFailure      the leading manager: a VM whose starts fail
+//   settings/ha                          HaSettings        `lockstep cluster ha` (admission control, monitoring)
 //   manager/epoch                        ManagerEpoch      the leading manager (compare-and-set, fenced)
 //   events/<ms>-<seq>-<writer>           ClusterEvent      managers and the CLI; bounded
 //
@@ -35,6 +36,7 @@ export const KEYS = {
   maintenance: (host: string) => `maintenance/${host}`,
   failuresPrefix: 'failures/',
   failure: (vm: string) => `failures/${vm}`,
+  haSettings: 'settings/ha',
   managerEpoch: 'manager/epoch',
   eventsPrefix: 'events/',
 } as const;
@@ -176,6 +178,36 @@ export interface StartFailure {
   retryAt: number;
   manager: string;
   token: number;
+}
+
+/**
+ * `settings/ha`: the cluster's HA settings, as `lockstep cluster ha` writes them. Absent: the defaults
+ * ({@link DEFAULT_HA_SETTINGS}).
+ */
+export interface HaSettings {
+  /**
+   * HA admission control: host failures the cluster tolerates (vSphere's "host failures cluster
+   * tolerates"). A VM is not powered on if the VMs that run and it could not all be restarted, and every
+   * FT VM re-protected, after the loss of this many hosts. 0: admission control off.
+   */
+  hostFailures: number;
+  /** Wall-clock ms of the last change, and who made it. */
+  updatedAt: number;
+  by: string;
+}
+
+/** HA settings of a cluster that has none stored: admission control off (see docs/cluster.md). */
+export const DEFAULT_HA_SETTINGS: HaSettings = { hostFailures: 0, updatedAt: 0, by: 'default' };
+
+/** The HA settings in a stored value, any missing or malformed field taken from the defaults. */
+export function haSettingsOf(value: JsonValue | null | undefined): HaSettings {
+  const r = asRecord<Partial<HaSettings>>(value) ?? {};
+  const n = r.hostFailures;
+  return {
+    hostFailures: typeof n === 'number' && Number.isSafeInteger(n) && n >= 0 ? n : DEFAULT_HA_SETTINGS.hostFailures,
+    updatedAt: typeof r.updatedAt === 'number' ? r.updatedAt : DEFAULT_HA_SETTINGS.updatedAt,
+    by: typeof r.by === 'string' ? r.by : DEFAULT_HA_SETTINGS.by,
+  };
 }
 
 /** `manager/epoch`: the leading manager and its fencing token. */

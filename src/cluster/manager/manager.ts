@@ -12,6 +12,7 @@ import { arbiterOfConfigJson } from '../../ft/arbiter-config.js';
 import type { Arbiter } from '../../ft/arbiter.js';
 import { FT_DEFAULTS } from '../../ft/control.js';
 import { CLUSTER_CHANNELS } from './diagnostics.js';
+import { admitVm } from './ha.js';
 import { DEFAULT_EVENT_LIMIT, EventWriter, trimEvents } from './events.js';
 import {
   buildSnapshot,
@@ -535,6 +536,13 @@ export class Manager extends EventEmitter<ManagerEvents> {
         // Starts that keep failing are retried with backoff, never in a tight loop.
         const failed = inv.failures.get(v.vm);
         if (failed !== undefined && now < failed.retryAt) return undefined;
+        const restart = this.#seenRunning.has(v.vm);
+        // HA admission control binds powering a VM on, never the restart of one that ran (vSphere's too).
+        const admission = restart ? undefined : admitVm(snap(), inv.ha.hostFailures, v.vm);
+        if (admission !== undefined && !admission.ok) {
+          await this.#say(`unplaceable:${v.vm}`, { kind: 'admission-refused', vm: v.vm, message: `${v.vm} is not powered on: ${admission.reason}` });
+          return undefined;
+        }
         const p = new Placement(snap());
         const r = p.place(v.vm);
         if (r.kind === 'unplaceable') {
@@ -542,7 +550,6 @@ export class Manager extends EventEmitter<ManagerEvents> {
           return undefined;
         }
         this.#said.delete(`unplaceable:${v.vm}`);
-        const restart = this.#seenRunning.has(v.vm);
         if (r.kind === 'placed-pair') {
           setHalves(v.vm, r.primary.host, r.secondary.host);
           return this.#action(v.vm, () => this.#startPair(inv, v, r.primary.host, r.secondary.host, restart, explain(r, { maxHosts: 0 })));
