@@ -7,6 +7,7 @@ import {
   KEYS,
   MANAGER_ELECTION,
   Placement,
+  RESTART_PRIORITIES,
   buildSnapshot,
   clusterAdmission,
   desiredVm,
@@ -17,11 +18,13 @@ import {
   parseHostRule,
   readEvents,
   readInventory,
+  restartPriorityOf,
   type ClusterEvent,
   type ClusterStore,
   type HaSettings,
   type JsonValue,
   type MaintenanceRequest,
+  type RestartPriority,
 } from '../cluster/index.js';
 import { loadConfig } from '../config/index.js';
 import { nonNegative, positive } from './agent.js';
@@ -42,6 +45,10 @@ Commands:
       --vcpus <n>                virtual CPUs (default 1)
       --rule <type>:<group>      VM-host rule (must, must-not, should, should-not); repeatable
       --registered-host <host>   legacy mode: the host its primary powers on on
+      --restart-priority <p>     HA restart priority: high, medium (default), low, disabled. After
+                                   a host loss, VMs are restarted and re-protected highest first (a
+                                   VM waits while one of a higher priority is being started); a
+                                   disabled VM is not restarted (it is still re-protected, last)
       --replace                  replace an existing VM of the same id that runs nowhere (refused
                                    while any instance of it runs: delete-vm it and wait first)
                                  An FT VM with more --vcpus than every live host's FT vCPU cap
@@ -125,6 +132,7 @@ export async function clusterStatus(store: ClusterStore, eventLimit = 10) {
     others: v.others.map((r) => ({ host: r.host, role: r.role, state: r.state, epoch: r.epoch, hostLive: inv.hosts.has(r.host) })),
     demand: v.desired?.demand ?? null,
     rules: v.desired?.rules ?? [],
+    restartPriority: v.desired !== undefined ? restartPriorityOf(v.desired.restartPriority) : null,
   }));
   let audit: { hard: string[]; soft: string[] } | null = null;
   try {
@@ -195,12 +203,13 @@ async function status(store: ClusterStore, json: boolean, io: CommandIo): Promis
   io.stdout.write('\n');
   io.stdout.write(
     table([
-      ['VM', 'PRIMARY', 'SECONDARY', 'EPOCH', 'RULES', 'STATUS'],
+      ['VM', 'PRIMARY', 'SECONDARY', 'EPOCH', 'RESTART', 'RULES', 'STATUS'],
       ...s.vms.map((v) => [
         v.id,
         v.primary?.host ?? '-',
         v.secondary?.host ?? '-',
         v.epoch === null ? '-' : String(v.epoch),
+        v.restartPriority ?? '-',
         v.rules.map((r) => `${r.type}:${r.hostGroup}`).join(',') || '-',
         `${v.text}${v.others.length > 0 ? ` (also: ${v.others.map((o) => `${o.role}@${o.host}${o.hostLive ? '' : ' (dead host)'}`).join(', ')})` : ''}`,
       ]),
@@ -229,6 +238,11 @@ function haLine(ha: Awaited<ReturnType<typeof clusterStatus>>['ha']): string {
   return `HA admission control: ${ha.ok ? 'ok' : 'NOT MET'} — ${ha.reason.replace(/^HA admission control /, '')}`;
 }
 
+function restartPriorityArg(text: string): RestartPriority {
+  if (!RESTART_PRIORITIES.includes(text as RestartPriority)) throw new UsageError(`--restart-priority: must be one of ${RESTART_PRIORITIES.join(', ')}, got '${text}'`);
+  return text as RestartPriority;
+}
+
 async function createVm(store: ClusterStore, args: string[], io: CommandIo): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
@@ -240,6 +254,7 @@ async function createVm(store: ClusterStore, args: string[], io: CommandIo): Pro
       vcpus: { type: 'string' },
       rule: { type: 'string', multiple: true },
       'registered-host': { type: 'string' },
+      'restart-priority': { type: 'string' },
       replace: { type: 'boolean' },
     },
   });
@@ -253,6 +268,7 @@ async function createVm(store: ClusterStore, args: string[], io: CommandIo): Pro
     ...(values.vcpus !== undefined ? { vcpus: positive('vcpus', values.vcpus, 1) } : {}),
     rules: (values.rule ?? []).map(parseHostRule),
     ...(values['registered-host'] !== undefined ? { registeredHost: values['registered-host'] } : {}),
+    ...(values['restart-priority'] !== undefined ? { restartPriority: restartPriorityArg(values['restart-priority']) } : {}),
   });
   const key = KEYS.desired(d.id);
   const inv = await readInventory(store);

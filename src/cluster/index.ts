@@ -53,6 +53,8 @@ export type {
 } from './manager/layout.js';
 export { DEFAULT_HA_SETTINGS, haSettingsOf } from './manager/layout.js';
 export { admitVm, clusterAdmission } from './manager/ha.js';
+export { RESTART_PRIORITIES, DEFAULT_RESTART_PRIORITY, priorityRank, restartPriorityOf, restartOrder, waitsFor } from './manager/priority.js';
+export type { RestartPriority } from './manager/priority.js';
 export { readInventory, parseInventory, pairView, pairViews, buildSnapshot, closeHosts, hostLoads, maintenanceOf, channelOf } from './manager/inventory.js';
 export type { Inventory, PairView, PairStatus, SnapshotOptions, BuiltSnapshot } from './manager/inventory.js';
 export { CLUSTER_CHANNELS } from './manager/diagnostics.js';

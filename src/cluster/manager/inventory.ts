@@ -196,7 +196,9 @@ export function pairView(vm: string, inv: Inventory): PairView {
         ? 'Down (its last instances are on their way out)'
         : f !== undefined
           ? `Down: failed to start ${f.attempts} time(s), last on ${f.host}: ${f.reason}; next attempt at ${new Date(f.retryAt).toISOString()}`
-          : 'Down (not running)';
+          : desired.restartPriority === 'disabled'
+            ? 'Down (not running; restart priority disabled: HA does not restart it)'
+            : 'Down (not running)';
   }
   return { vm, desired, primary, secondary, others, lost, protected: isProtected, status, text, epoch: primary?.epoch ?? null };
 }

@@ -19,6 +19,7 @@ import { LOG_FORMAT_VERSION } from '../../log/format.js';
 import { PROTOCOL_VERSION } from '../../protocol/auth.js';
 import type { JsonValue } from '../store/store.js';
 import type { HostCapacity, PlacementRule, VmHostRuleType } from '../placement/index.js';
+import type { RestartPriority } from './priority.js';
 
 /** Store keys of the cluster (relative to the store's own prefix). */
 export const KEYS = {
@@ -141,6 +142,8 @@ export interface DesiredVm {
   rules: VmHostRuleSpec[];
   /** Legacy mode: the host the primary powers on on. */
   registeredHost?: string;
+  /** HA restart priority (absent: medium, as in vSphere); `disabled`: not restarted after a failure. */
+  restartPriority?: RestartPriority;
   createdAt: number;
 }
 

@@ -13,6 +13,7 @@ import type { Arbiter } from '../../ft/arbiter.js';
 import { FT_DEFAULTS } from '../../ft/control.js';
 import { CLUSTER_CHANNELS } from './diagnostics.js';
 import { admitVm } from './ha.js';
+import { restartOrder, restartPriorityOf, waitsFor, type RestartPriority } from './priority.js';
 import { DEFAULT_EVENT_LIMIT, EventWriter, trimEvents } from './events.js';
 import {
   buildSnapshot,
@@ -134,6 +135,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
   readonly #epochSeen = new Map<string, number>();
   /** VMs a maintenance or balancing operation was just issued for: not again until then (wall-clock ms). */
   readonly #cooldown = new Map<string, number>();
+  /** Restarts and re-protections under way (their actions in flight), by VM, with the VM's priority. */
+  readonly #restarting = new Map<string, RestartPriority>();
   #lastBalance = 0;
   #passes = 0;
   /** Actions under way, by VM, with the halves they start (as decided) for later passes' snapshots. */
@@ -410,9 +413,24 @@ export class Manager extends EventEmitter<ManagerEvents> {
       actions.push(a);
     };
 
-    for (const v of views) {
+    // Highest restart priority first: those VMs get the capacity first, and a VM waits while a restart
+    // or re-protection of a higher priority is under way (vSphere HA's restart priority).
+    const underWay = new Map(this.#restarting);
+    const ordered = restartOrder(views.map((view) => ({ vm: view.vm, priority: restartPriorityOf(view.desired?.restartPriority), view })));
+    for (const { view: v, priority } of ordered) {
       if (busy.has(v.vm)) continue;
-      add(await this.#decideVm(v, inv, () => snap, setHalves, built.blocked, now));
+      const ha = this.#haNeed(v);
+      if (ha !== undefined) {
+        const ahead = waitsFor(priority, underWay);
+        if (ahead.length > 0) {
+          await this.#say(`priority:${v.vm}`, { kind: 'restart-waiting', vm: v.vm, message: `${v.vm} (restart priority ${priority}) waits for the ${ha} of higher-priority ${ahead.join(', ')}` });
+          continue;
+        }
+        this.#said.delete(`priority:${v.vm}`);
+      }
+      const a = await this.#decideVm(v, inv, () => snap, setHalves, built.blocked, now);
+      if (a !== undefined && ha !== undefined) underWay.set(v.vm, priority);
+      add(a);
     }
     const draining = [...inv.hosts.keys(), ...inv.maintenance.keys()].filter((h, i, a) => a.indexOf(h) === i && maintenanceOf(inv, h) === 'entering');
     for (const h of draining) {
@@ -425,7 +443,10 @@ export class Manager extends EventEmitter<ManagerEvents> {
       // Carried out in the background: a slow start (a process booting, a clone) never holds up the
       // decisions for other VMs. Each VM has at most one action in flight.
       for (const a of actions) {
+        const priority = underWay.get(a.vm);
+        if (priority !== undefined) this.#restarting.set(a.vm, priority);
         const done = a.run().catch((err: unknown) => this.#warn(`${a.vm}: ${(err as Error).message}`)).finally(() => {
+          this.#restarting.delete(a.vm);
           this.#inflight.delete(a.vm);
           this.#kick(0);
         });
@@ -472,6 +493,14 @@ export class Manager extends EventEmitter<ManagerEvents> {
 
   // ---- per VM ---------------------------------------------------------------------------------------
 
+  /** What HA owes `v` now, if anything: a restart (it ran and both halves are gone) or a re-protection. */
+  #haNeed(v: PairView): 'restart' | 're-protection' | undefined {
+    if (v.desired === undefined) return undefined;
+    if (v.status === 'down' && this.#seenRunning.has(v.vm)) return 'restart';
+    if (v.status === 'not-protected' && v.desired.ft && v.secondary === undefined && v.primary?.protected === false) return 're-protection';
+    return undefined;
+  }
+
   async #decideVm(
     v: PairView,
     inv: Inventory,
@@ -485,6 +514,11 @@ export class Manager extends EventEmitter<ManagerEvents> {
     if (v.desired === undefined) {
       if (inv.failures.has(v.vm)) await this.#forgetFailures(v.vm);
       this.#epochSeen.delete(v.vm); // created again, it may come with a fresh arbiter
+      // Created again, it is a new VM: powered on (admission control), not restarted.
+      if (liveRecords.length === 0) {
+        this.#seenRunning.delete(v.vm);
+        this.#downSince.delete(v.vm);
+      }
       const a = this.#arbiters.get(v.vm);
       this.#arbiters.delete(v.vm);
       if (a !== undefined) await a.arbiter.close().catch(() => undefined);
@@ -537,6 +571,10 @@ export class Manager extends EventEmitter<ManagerEvents> {
         const failed = inv.failures.get(v.vm);
         if (failed !== undefined && now < failed.retryAt) return undefined;
         const restart = this.#seenRunning.has(v.vm);
+        if (restart && restartPriorityOf(v.desired.restartPriority) === 'disabled') {
+          await this.#say(`unplaceable:${v.vm}`, { kind: 'restart-disabled', vm: v.vm, message: `${v.vm} is down and its restart priority is disabled: HA does not restart it` });
+          return undefined;
+        }
         // HA admission control binds powering a VM on, never the restart of one that ran (vSphere's too).
         const admission = restart ? undefined : admitVm(snap(), inv.ha.hostFailures, v.vm);
         if (admission !== undefined && !admission.ok) {
