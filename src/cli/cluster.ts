@@ -7,7 +7,9 @@ import {
   KEYS,
   MANAGER_ELECTION,
   Placement,
+  MIN_FAILURE_INTERVAL_MS,
   RESTART_PRIORITIES,
+  VM_MONITORING_MODES,
   buildSnapshot,
   clusterAdmission,
   desiredVm,
@@ -25,6 +27,7 @@ import {
   type JsonValue,
   type MaintenanceRequest,
   type RestartPriority,
+  type VmMonitoringMode,
 } from '../cluster/index.js';
 import { loadConfig } from '../config/index.js';
 import { nonNegative, positive } from './agent.js';
@@ -68,6 +71,15 @@ Commands:
                                            powered on (create-vm refuses it; the manager does not start
                                            it) unless every VM that runs, and it, could be restarted and
                                            every FT VM re-protected after the loss of that many hosts
+      --vm-monitoring off|heartbeat|progress
+                                 VM monitoring (default off): reset — stop and restart from its disk —
+                                   a VM whose heartbeat (its process's report, every second) stops,
+                                   or with progress also one whose instructions retired stop
+                                   advancing (for guests that always run, e.g. with a timer tick)
+      --failure-interval <s>     without a heartbeat (or progress) this long: reset (default 30, min 10)
+      --min-uptime <s>           not judged before it has run this long (default 120)
+      --max-resets <n>           at most n resets of a VM (default 3) …
+      --reset-window <s>         … within this window (default 3600)
 
 Every command takes --store. Exit status 65 for a refused order (unknown host, a VM that exists or
 runs, too many vCPUs, not enough failover capacity), 75 when --wait runs out of time.
@@ -133,6 +145,7 @@ export async function clusterStatus(store: ClusterStore, eventLimit = 10) {
     demand: v.desired?.demand ?? null,
     rules: v.desired?.rules ?? [],
     restartPriority: v.desired !== undefined ? restartPriorityOf(v.desired.restartPriority) : null,
+    monitoring: inv.monitoring.get(v.vm) ?? null,
   }));
   let audit: { hard: string[]; soft: string[] } | null = null;
   try {
@@ -165,6 +178,7 @@ export async function clusterStatus(store: ClusterStore, eventLimit = 10) {
   return {
     leader: leader === null ? null : { manager: leader.candidateId, token: leader.token },
     ha,
+    vmMonitoring: inv.ha.vmMonitoring,
     fencedBy: inv.epoch?.value ?? null,
     hosts,
     vms,
@@ -211,11 +225,11 @@ async function status(store: ClusterStore, json: boolean, io: CommandIo): Promis
         v.epoch === null ? '-' : String(v.epoch),
         v.restartPriority ?? '-',
         v.rules.map((r) => `${r.type}:${r.hostGroup}`).join(',') || '-',
-        `${v.text}${v.others.length > 0 ? ` (also: ${v.others.map((o) => `${o.role}@${o.host}${o.hostLive ? '' : ' (dead host)'}`).join(', ')})` : ''}`,
+        `${v.text}${v.monitoring !== null ? `; reset ${v.monitoring.resets.length} time(s) by VM monitoring, last ${time(v.monitoring.resets[v.monitoring.resets.length - 1] ?? 0)}: ${v.monitoring.reason}` : ''}${v.others.length > 0 ? ` (also: ${v.others.map((o) => `${o.role}@${o.host}${o.hostLive ? '' : ' (dead host)'}`).join(', ')})` : ''}`,
       ]),
     ]),
   );
-  io.stdout.write(`\n${haLine(s.ha)}\n`);
+  io.stdout.write(`\n${haLine(s.ha)}\n${monitoringLine(s.vmMonitoring)}\n`);
   if (s.rules.length > 0) {
     io.stdout.write('\nrules:\n');
     for (const r of s.rules) io.stdout.write(`  ${r.id}: ${r.kind === 'vm-host' ? `${r.vms.join(',')} ${r.type} ${r.hostGroup}` : `${r.vms.join(',')} ${r.type}${r.hard ? ' (hard)' : ''}`}\n`);
@@ -381,13 +395,57 @@ async function events(store: ClusterStore, args: string[], io: CommandIo): Promi
   return EXIT.ok;
 }
 
+/** `30 s`, `1 h`. */
+function seconds(ms: number): string {
+  return ms > 0 && ms % 3_600_000 === 0 ? `${ms / 3_600_000} h` : `${ms / 1000} s`;
+}
+
+function monitoringLine(m: HaSettings['vmMonitoring']): string {
+  if (m.mode === 'off') return 'VM monitoring: off (lockstep cluster ha --vm-monitoring heartbeat|progress turns it on)';
+  return `VM monitoring: ${m.mode} — reset after ${seconds(m.failureIntervalMs)} without ${m.mode === 'heartbeat' ? 'a heartbeat' : 'a heartbeat or progress'}, once up ${seconds(m.minUptimeMs)}; at most ${m.maxResets} reset(s) per ${seconds(m.resetWindowMs)}`;
+}
+
 async function haCommand(store: ClusterStore, args: string[], io: CommandIo): Promise<number> {
-  const { values } = parseArgs({ args, options: { 'host-failures': { type: 'string' }, json: { type: 'boolean' } } });
+  const { values } = parseArgs({
+    args,
+    options: {
+      'host-failures': { type: 'string' },
+      'vm-monitoring': { type: 'string' },
+      'failure-interval': { type: 'string' },
+      'min-uptime': { type: 'string' },
+      'max-resets': { type: 'string' },
+      'reset-window': { type: 'string' },
+      json: { type: 'boolean' },
+    },
+  });
   let inv = await readInventory(store);
-  if (values['host-failures'] !== undefined) {
-    const next: HaSettings = { ...inv.ha, hostFailures: nonNegative('host-failures', values['host-failures'], 0), updatedAt: Date.now(), by: 'cli' };
+  const mode = values['vm-monitoring'];
+  if (mode !== undefined && !VM_MONITORING_MODES.includes(mode as VmMonitoringMode)) throw new UsageError(`--vm-monitoring: must be one of ${VM_MONITORING_MODES.join(', ')}, got '${mode}'`);
+  const m = inv.ha.vmMonitoring;
+  const failureIntervalMs = values['failure-interval'] !== undefined ? positive('failure-interval', values['failure-interval'], 30, false) * 1000 : m.failureIntervalMs;
+  if (failureIntervalMs < MIN_FAILURE_INTERVAL_MS) throw new UsageError(`--failure-interval: at least ${MIN_FAILURE_INTERVAL_MS / 1000} s (agents publish a VM's heartbeat every 5 s), got ${failureIntervalMs / 1000}`);
+  const monitoring = {
+    mode: (mode as VmMonitoringMode | undefined) ?? m.mode,
+    failureIntervalMs: Math.round(failureIntervalMs),
+    minUptimeMs: values['min-uptime'] !== undefined ? Math.round(Number(values['min-uptime']) * 1000) : m.minUptimeMs,
+    maxResets: values['max-resets'] !== undefined ? nonNegative('max-resets', values['max-resets'], 3) : m.maxResets,
+    resetWindowMs: values['reset-window'] !== undefined ? Math.round(positive('reset-window', values['reset-window'], 3600, false) * 1000) : m.resetWindowMs,
+  };
+  if (!Number.isSafeInteger(monitoring.minUptimeMs) || monitoring.minUptimeMs < 0) throw new UsageError(`--min-uptime: must be a non-negative number of seconds, got '${values['min-uptime']}'`);
+  const changes = ['host-failures', 'vm-monitoring', 'failure-interval', 'min-uptime', 'max-resets', 'reset-window'].filter((k) => values[k as keyof typeof values] !== undefined);
+  if (changes.length > 0) {
+    const next: HaSettings = {
+      ...inv.ha,
+      hostFailures: values['host-failures'] !== undefined ? nonNegative('host-failures', values['host-failures'], 0) : inv.ha.hostFailures,
+      vmMonitoring: monitoring,
+      updatedAt: Date.now(),
+      by: 'cli',
+    };
     await store.put(KEYS.haSettings, next as unknown as JsonValue);
-    await new EventWriter(store, 'cli').write({ kind: 'ha-settings', message: `HA settings changed: host failures tolerated ${inv.ha.hostFailures} → ${next.hostFailures}` });
+    await new EventWriter(store, 'cli').write({
+      kind: 'ha-settings',
+      message: `HA settings changed: host failures tolerated ${inv.ha.hostFailures} → ${next.hostFailures}; ${monitoringLine(next.vmMonitoring)}`,
+    });
     inv = await readInventory(store);
   }
   const a = clusterAdmission(inv);
@@ -396,6 +454,7 @@ async function haCommand(store: ClusterStore, args: string[], io: CommandIo): Pr
     return EXIT.ok;
   }
   io.stdout.write(`host failures tolerated: ${inv.ha.hostFailures}${inv.ha.hostFailures === 0 ? ' (admission control off)' : ''}\n`);
+  io.stdout.write(`${monitoringLine(inv.ha.vmMonitoring)}\n`);
   if (a.hostFailures > 0) {
     io.stdout.write(`${haLine({ hostFailures: a.hostFailures, ok: a.ok, reason: a.reason, slotsAfterFailure: a.slotsAfterFailure, halvesNeeded: a.halvesNeeded, lost: a.lost })}\n`);
     io.stdout.write(`slots per host: ${a.hosts.map((h) => `${h.host} ${h.slots}${h.ftSlots !== h.slots ? ` (FT ${h.ftSlots})` : ''}`).join(', ') || 'no host in service'}\n`);

@@ -50,11 +50,14 @@ export type {
   ClusterEvent,
   StartFailure,
   HaSettings,
+  MonitorRecord,
 } from './manager/layout.js';
 export { DEFAULT_HA_SETTINGS, haSettingsOf } from './manager/layout.js';
 export { admitVm, clusterAdmission } from './manager/ha.js';
 export { RESTART_PRIORITIES, DEFAULT_RESTART_PRIORITY, priorityRank, restartPriorityOf, restartOrder, waitsFor } from './manager/priority.js';
 export type { RestartPriority } from './manager/priority.js';
+export { ProgressTracker, resetAllowed, vmMonitoringOf, DEFAULT_VM_MONITORING, MIN_FAILURE_INTERVAL_MS, VM_MONITORING_MODES } from './manager/monitor.js';
+export type { VmMonitoringMode, VmMonitoringSettings, ProgressReport, Stall } from './manager/monitor.js';
 export { readInventory, parseInventory, pairView, pairViews, buildSnapshot, closeHosts, hostLoads, maintenanceOf, channelOf } from './manager/inventory.js';
 export type { Inventory, PairView, PairStatus, SnapshotOptions, BuiltSnapshot } from './manager/inventory.js';
 export { CLUSTER_CHANNELS } from './manager/diagnostics.js';

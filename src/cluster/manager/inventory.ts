@@ -18,6 +18,7 @@ import {
   type MaintenanceRequest,
   type MaintenanceState,
   type ManagerEpoch,
+  type MonitorRecord,
   type StartFailure,
 } from './layout.js';
 
@@ -33,6 +34,8 @@ export interface Inventory {
   maintenance: Map<string, { state: MaintenanceState; revision: number }>;
   /** VMs whose starts keep failing, by VM. */
   failures: Map<string, StartFailure>;
+  /** VM monitoring's resets, by VM. */
+  monitoring: Map<string, MonitorRecord>;
   /** The cluster's HA settings (the defaults when none are stored). */
   ha: HaSettings;
   epoch: { value: ManagerEpoch; revision: number } | null;
@@ -51,7 +54,7 @@ export async function readInventory(store: ClusterStore): Promise<Inventory> {
 
 /** The inventory held by a list of entries (see {@link readInventory}). */
 export function parseInventory(entries: StoreEntry[]): Inventory {
-  const inv: Inventory = { hosts: new Map(), desired: new Map(), instances: new Map(), rules: [], requests: new Map(), maintenance: new Map(), failures: new Map(), ha: haSettingsOf(null), epoch: null, events: [], at: Date.now() };
+  const inv: Inventory = { hosts: new Map(), desired: new Map(), instances: new Map(), rules: [], requests: new Map(), maintenance: new Map(), failures: new Map(), monitoring: new Map(), ha: haSettingsOf(null), epoch: null, events: [], at: Date.now() };
   for (const e of entries) {
     const k = e.key;
     if (k.startsWith(KEYS.hostsPrefix)) {
@@ -78,6 +81,9 @@ export function parseInventory(entries: StoreEntry[]): Inventory {
     } else if (k.startsWith(KEYS.failuresPrefix)) {
       const f = asRecord<StartFailure>(e.value);
       if (f !== undefined && typeof f.vm === 'string') inv.failures.set(f.vm, f);
+    } else if (k.startsWith(KEYS.monitoringPrefix)) {
+      const m = asRecord<MonitorRecord>(e.value);
+      if (m !== undefined && typeof m.vm === 'string' && Array.isArray(m.resets)) inv.monitoring.set(m.vm, m);
     } else if (k === KEYS.haSettings) {
       inv.ha = haSettingsOf(e.value);
     } else if (k === KEYS.managerEpoch) {

@@ -9,6 +9,7 @@
 //   maintenance/<host>                   MaintenanceState  the leading manager (fenced)
 //   failures/<vm>                        StartFailure      the leading manager: a VM whose starts fail
 //   settings/ha                          HaSettings        `lockstep cluster ha` (admission control, monitoring)
+//   monitoring/<vm>                      MonitorRecord     the leading manager: VM monitoring's resets of a VM
 //   manager/epoch                        ManagerEpoch      the leading manager (compare-and-set, fenced)
 //   events/<ms>-<seq>-<writer>           ClusterEvent      managers and the CLI; bounded
 //
@@ -20,6 +21,7 @@ import { PROTOCOL_VERSION } from '../../protocol/auth.js';
 import type { JsonValue } from '../store/store.js';
 import type { HostCapacity, PlacementRule, VmHostRuleType } from '../placement/index.js';
 import type { RestartPriority } from './priority.js';
+import { DEFAULT_VM_MONITORING, vmMonitoringOf, type VmMonitoringSettings } from './monitor.js';
 
 /** Store keys of the cluster (relative to the store's own prefix). */
 export const KEYS = {
@@ -38,6 +40,8 @@ export const KEYS = {
   failuresPrefix: 'failures/',
   failure: (vm: string) => `failures/${vm}`,
   haSettings: 'settings/ha',
+  monitoringPrefix: 'monitoring/',
+  monitoring: (vm: string) => `monitoring/${vm}`,
   managerEpoch: 'manager/epoch',
   eventsPrefix: 'events/',
 } as const;
@@ -123,6 +127,11 @@ export interface InstanceRecord {
   updatedAt: number;
   /** The latest periodic figures of a primary (MIPS, lag, log bandwidth), if any. */
   stats: { mips: number; lagMs: number; logBandwidth: number; failovers: number } | null;
+  /**
+   * The VM process's heartbeat: its last report of instructions retired (decimal) and how many reports
+   * the agent received (VM monitoring). Null until the first; absent in records of older agents.
+   */
+  progress?: { instret: string; beats: number } | null;
 }
 
 /** A VM-host rule on one VM, as `create-vm --rule must:group` writes it. */
@@ -194,13 +203,15 @@ export interface HaSettings {
    * FT VM re-protected, after the loss of this many hosts. 0: admission control off.
    */
   hostFailures: number;
+  /** VM monitoring: reset a VM whose heartbeat (or progress) stops (src/cluster/manager/monitor.ts). */
+  vmMonitoring: VmMonitoringSettings;
   /** Wall-clock ms of the last change, and who made it. */
   updatedAt: number;
   by: string;
 }
 
 /** HA settings of a cluster that has none stored: admission control off (see docs/cluster.md). */
-export const DEFAULT_HA_SETTINGS: HaSettings = { hostFailures: 0, updatedAt: 0, by: 'default' };
+export const DEFAULT_HA_SETTINGS: HaSettings = { hostFailures: 0, vmMonitoring: DEFAULT_VM_MONITORING, updatedAt: 0, by: 'default' };
 
 /** The HA settings in a stored value, any missing or malformed field taken from the defaults. */
 export function haSettingsOf(value: JsonValue | null | undefined): HaSettings {
@@ -208,9 +219,22 @@ export function haSettingsOf(value: JsonValue | null | undefined): HaSettings {
   const n = r.hostFailures;
   return {
     hostFailures: typeof n === 'number' && Number.isSafeInteger(n) && n >= 0 ? n : DEFAULT_HA_SETTINGS.hostFailures,
+    vmMonitoring: vmMonitoringOf(r.vmMonitoring),
     updatedAt: typeof r.updatedAt === 'number' ? r.updatedAt : DEFAULT_HA_SETTINGS.updatedAt,
     by: typeof r.by === 'string' ? r.by : DEFAULT_HA_SETTINGS.by,
   };
+}
+
+/** `monitoring/<vm>`: VM monitoring's resets of a VM (for the reset limit, and `cluster status`). */
+export interface MonitorRecord {
+  vm: string;
+  /** Wall-clock ms of each reset, oldest first (the last few only). */
+  resets: number[];
+  /** Why the last reset was made, and where the VM ran. */
+  reason: string;
+  host: string;
+  manager: string;
+  token: number;
 }
 
 /** `manager/epoch`: the leading manager and its fencing token. */

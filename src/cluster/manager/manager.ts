@@ -14,6 +14,7 @@ import { FT_DEFAULTS } from '../../ft/control.js';
 import { CLUSTER_CHANNELS } from './diagnostics.js';
 import { admitVm } from './ha.js';
 import { restartOrder, restartPriorityOf, waitsFor, type RestartPriority } from './priority.js';
+import { ProgressTracker, resetAllowed } from './monitor.js';
 import { DEFAULT_EVENT_LIMIT, EventWriter, trimEvents } from './events.js';
 import {
   buildSnapshot,
@@ -25,7 +26,7 @@ import {
   type Inventory,
   type PairView,
 } from './inventory.js';
-import { HOST_TTL_MS, INSTANCE_TTL_MS, KEYS, MANAGER_ELECTION, asRecord, defaultCompatId, type ClusterEvent, type InstanceRecord, type ManagerEpoch, type MaintenanceState, type StartFailure } from './layout.js';
+import { HOST_TTL_MS, INSTANCE_TTL_MS, KEYS, MANAGER_ELECTION, asRecord, defaultCompatId, type ClusterEvent, type InstanceRecord, type ManagerEpoch, type MaintenanceState, type MonitorRecord, type StartFailure } from './layout.js';
 
 /** The first wait after a failed start of a VM, ms; it doubles per failure in a row, up to {@link START_BACKOFF_MAX_MS}. */
 export const START_BACKOFF_FIRST_MS = 2_000;
@@ -135,6 +136,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
   readonly #epochSeen = new Map<string, number>();
   /** VMs a maintenance or balancing operation was just issued for: not again until then (wall-clock ms). */
   readonly #cooldown = new Map<string, number>();
+  /** VM monitoring: when each running VM's heartbeat and instret last changed (by this manager's clock). */
+  readonly #progress = new ProgressTracker();
   /** Restarts and re-protections under way (their actions in flight), by VM, with the VM's priority. */
   readonly #restarting = new Map<string, RestartPriority>();
   #lastBalance = 0;
@@ -432,6 +435,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
       if (a !== undefined && ha !== undefined) underWay.set(v.vm, priority);
       add(a);
     }
+    for (const a of await this.#monitor(inv, views, busy, now)) add(a);
     const draining = [...inv.hosts.keys(), ...inv.maintenance.keys()].filter((h, i, a) => a.indexOf(h) === i && maintenanceOf(inv, h) === 'entering');
     for (const h of draining) {
       for (const a of await this.#drain(h, inv, views, snap, busy, cooling)) add(a);
@@ -513,6 +517,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
     const liveRecords = all.filter((r) => inv.hosts.has(r.host));
     if (v.desired === undefined) {
       if (inv.failures.has(v.vm)) await this.#forgetFailures(v.vm);
+      if (inv.monitoring.has(v.vm)) await this.#store.delete(KEYS.monitoring(v.vm)).catch((err: unknown) => this.#warn(`forgetting the resets of ${v.vm}: ${(err as Error).message}`));
       this.#epochSeen.delete(v.vm); // created again, it may come with a fresh arbiter
       // Created again, it is a new VM: powered on (admission control), not restarted.
       if (liveRecords.length === 0) {
@@ -805,6 +810,67 @@ export class Manager extends EventEmitter<ManagerEvents> {
         message: `the primary of ${vm} on ${from} went live from a secondary and has no test-failover operation; it was killed and its secondary goes live by itself (nothing acknowledged is lost)`,
       });
     }
+  }
+
+  // ---- VM monitoring --------------------------------------------------------------------------------
+
+  /**
+   * VM monitoring: a running VM whose heartbeat (or, in `progress` mode, instret) has not moved for the
+   * failure interval is reset — stopped, then restarted from its disk as HA restarts a VM — unless the
+   * reset limit is reached.
+   */
+  async #monitor(inv: Inventory, views: PairView[], busy: Set<string>, now: number): Promise<Action[]> {
+    const settings = inv.ha.vmMonitoring;
+    const out: Action[] = [];
+    const watched = new Set<string>();
+    if (settings.mode !== 'off') {
+      for (const v of views) {
+        const p = v.primary;
+        if (v.desired === undefined || p === undefined || p.state !== 'running') continue;
+        watched.add(v.vm);
+        this.#progress.observe(v.vm, p.incarnation, p.progress, now);
+        const stall = busy.has(v.vm) ? undefined : this.#progress.stall(v.vm, settings, now);
+        if (stall === undefined) continue;
+        const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+        const what =
+          stall.what === 'heartbeat'
+            ? `no heartbeat from its VM process for ${secs(stall.forMs)}`
+            : `its instructions retired have not advanced for ${secs(stall.forMs)} (stuck at ${stall.instret ?? '?'})`;
+        const { allowed, recent } = resetAllowed(inv.monitoring.get(v.vm)?.resets ?? [], settings, now);
+        if (!allowed) {
+          await this.#say(`monitor:${v.vm}`, {
+            kind: 'monitor-limit',
+            vm: v.vm,
+            host: p.host,
+            message: `${v.vm} on ${p.host} makes no progress (${what}), but VM monitoring reset it ${recent.length} time(s) in the last ${secs(settings.resetWindowMs)}: not reset again`,
+          });
+          continue;
+        }
+        this.#said.delete(`monitor:${v.vm}`);
+        out.push(this.#action(v.vm, () => this.#reset(inv, v, what, recent)));
+      }
+    }
+    this.#progress.retain(watched);
+    return out;
+  }
+
+  /** Reset a VM for VM monitoring: record it, stop its halves (secondary first); the VM pass restarts it. */
+  async #reset(inv: Inventory, v: PairView, what: string, recent: number[]): Promise<void> {
+    const token = this.#acting;
+    if (token === null || v.primary === undefined) return;
+    const p = v.primary;
+    const max = inv.ha.vmMonitoring.maxResets;
+    const rec: MonitorRecord = { vm: v.vm, resets: [...recent, Date.now()].slice(-Math.max(1, max)), reason: what, host: p.host, manager: this.id, token };
+    try {
+      await this.#store.put(KEYS.monitoring(v.vm), rec as unknown as JsonValue);
+    } catch (err) {
+      this.#warn(`recording the reset of ${v.vm}: ${(err as Error).message}`);
+    }
+    await this.#event({ kind: 'monitor-reset', action: true, vm: v.vm, host: p.host, message: `VM monitoring resets ${v.vm} on ${p.host} (${recent.length + 1} of at most ${max} in the window): ${what}; it is stopped and restarted from its disk` });
+    this.#progress.forget(v.vm);
+    // The secondary first: it replays the same guest, and must not go live in its place.
+    if (v.secondary !== undefined) await this.#call(inv, v.secondary.host, (c) => c.stop(v.vm));
+    await this.#call(inv, p.host, (c) => c.stop(v.vm));
   }
 
   // ---- maintenance ----------------------------------------------------------------------------------
