@@ -24,6 +24,7 @@ import {
   type ClusterEvent,
   type ClusterStore,
   type HaSettings,
+  type Inventory,
   type JsonValue,
   type MaintenanceRequest,
   type RestartPriority,
@@ -39,8 +40,11 @@ export const CLUSTER_HELP = `Usage: lockstep cluster <command> --store dir:<path
 Commands:
   init                                     create the store (dir: only; every other command refuses a
                                            dir: path that is not a lockstep store yet)
-  status [--json]                          hosts (live, maintenance, load, VM halves), VMs and their pairs
-                                           (primary, secondary, epoch, protection), rules, recent events
+  status [--json]                          hosts (live, maintenance, load, FT halves and vCPUs against
+                                           the caps, VM halves), VMs and their pairs (primary, secondary,
+                                           epoch, vLockstep interval, log bandwidth, restart priority,
+                                           protection, why a VM is down), HA, hosts lost and why, rules,
+                                           hard and soft rules broken, recent events
   create-vm <vm.json|vm.yaml> [options]    add a VM to the desired state; the manager places and starts it
       --mips <n>                 CPU demand, MIPS (default 100)
       --memory-mib <n>           memory demand, MiB (default: the guest's RAM)
@@ -61,10 +65,12 @@ Commands:
   maintenance <host> on|off [--wait] [--timeout <s>]
                                            ask the manager to drain the host (secondaries moved off, then
                                            primaries switched to their secondaries) or to take it back;
-                                           --wait returns once it is done (default timeout 120 s). A host
+                                           --wait prints its progress (halves left, the blocking reason)
+                                           and returns once it is done (default timeout 120 s). A host
                                            the cluster does not know is refused; off for a host that is no
-                                           longer live removes its row
-  events [--limit <n>] [--json]            the cluster's recent events (default 20)
+                                           longer live (lost) removes its row
+  events [--limit <n>] [--json]            the cluster's recent events (default 20), one line each;
+                                           --json for every event whole
   ha [--host-failures <n>] [--json]        the HA settings and the failover capacity; with options,
                                            change them. --host-failures: HA admission control, host
                                            failures the cluster tolerates (default 0: off). A VM is not
@@ -98,8 +104,19 @@ function time(t: number): string {
   return new Date(t).toISOString().replace('T', ' ').replace('Z', '');
 }
 
+/** Longest message shown on an event's line; `--json` gives the whole. */
+const EVENT_TEXT = 200;
+
+/** One line per event: its first line (an unplaceable's host-by-host detail is in `--json`), cut short. */
 function eventLine(e: ClusterEvent): string {
-  return `${time(e.t)}  ${e.by}${e.token !== undefined ? `@${e.token}` : ''}  ${e.kind}${e.vm !== undefined ? ` ${e.vm}` : ''}${e.host !== undefined ? ` [${e.host}]` : ''}: ${e.message.replace(/\n/g, ' | ')}`;
+  const first = e.message.split('\n', 1)[0]!;
+  const more = first.length > EVENT_TEXT || first.length < e.message.length;
+  return `${time(e.t)}  ${e.by}${e.token !== undefined ? `@${e.token}` : ''}  ${e.kind}${e.vm !== undefined ? ` ${e.vm}` : ''}${e.host !== undefined ? ` [${e.host}]` : ''}: ${first.slice(0, EVENT_TEXT)}${more ? ' …' : ''}`;
+}
+
+/** `2/4`; a cap of 0 is no limit. */
+function ofCap(n: number, cap: number): string {
+  return `${n}/${cap === 0 ? '∞' : cap}`;
 }
 
 /** Everything `status` shows, as plain data. */
@@ -110,8 +127,8 @@ export async function clusterStatus(store: ClusterStore, eventLimit = 10) {
   const loads = hostLoads(inv, views);
   // A host that is not live is listed while it is (or is asked to be) in maintenance mode; a record of
   // maintenance `off` for a host that is gone is history, not a host.
-  const hostIds = [...new Set([...inv.hosts.keys(), ...inv.maintenance.keys(), ...inv.requests.keys()])]
-    .filter((id) => inv.hosts.has(id) || maintenanceOf(inv, id) !== 'off' || inv.requests.get(id)?.on === true)
+  const hostIds = [...new Set([...inv.hosts.keys(), ...inv.lostHosts.keys(), ...inv.maintenance.keys(), ...inv.requests.keys()])]
+    .filter((id) => inv.hosts.has(id) || inv.lostHosts.has(id) || maintenanceOf(inv, id) !== 'off' || inv.requests.get(id)?.on === true)
     .sort();
   const hosts = hostIds.map((id) => {
     const h = inv.hosts.get(id);
@@ -127,10 +144,12 @@ export async function clusterStatus(store: ClusterStore, eventLimit = 10) {
       groups: h?.groups ?? [],
       load: l !== undefined ? { cpu: l.cpu, memory: l.memory } : null,
       halves: l?.halves ?? [],
+      lost: h === undefined ? (inv.lostHosts.get(id) ?? null) : null,
+      ft: h === undefined ? null : { vms: l?.ftVms ?? 0, maxVms: h.maxFtVms, vcpus: l?.ftVcpus ?? 0, maxVcpus: typeof h.maxFtVcpus === 'number' ? h.maxFtVcpus : DEFAULT_MAX_FT_VCPUS },
     };
   });
   const half = (r: (typeof views)[number]['primary']) =>
-    r === undefined ? null : { host: r.host, epoch: r.epoch, state: r.state, protected: r.protected, status: r.status, pid: r.pid, listen: r.listen };
+    r === undefined ? null : { host: r.host, epoch: r.epoch, state: r.state, protected: r.protected, status: r.status, pid: r.pid, listen: r.listen, stats: r.stats };
   const vms = views.map((v) => ({
     id: v.vm,
     desired: v.desired !== undefined,
@@ -151,7 +170,7 @@ export async function clusterStatus(store: ClusterStore, eventLimit = 10) {
   try {
     const built = buildSnapshot(inv, new Map(views.map((v) => [v.vm, v])));
     const a = new Placement(built.snapshot).audit();
-    audit = { hard: a.hard.map((x) => `${x.role} of ${x.vm} on ${x.host}: ${x.rejection.message}`), soft: a.soft.map((x) => `${x.role} of ${x.vm}: ${x.violation.message}`) };
+    audit = { hard: a.hard.map((x) => `${x.role} of ${x.vm} on ${x.host}: ${x.rejection.message}`), soft: a.soft.map((x) => `${x.role} of ${x.vm} on ${x.violation.host}: ${x.violation.message}`) };
   } catch (err) {
     audit = { hard: [`cannot audit: ${(err as Error).message}`], soft: [] };
   }
@@ -162,11 +181,19 @@ export async function clusterStatus(store: ClusterStore, eventLimit = 10) {
   } catch (err) {
     ha = { hostFailures: inv.ha.hostFailures, error: (err as Error).message };
   }
+  // A VM that went down with a host: say which, when, and why the host is gone.
+  for (const v of vms) {
+    if (v.status !== 'down' || (inv.instances.get(v.id) ?? []).length > 0) continue;
+    const lost = [...inv.lostHosts.values()].sort((a, b) => b.since - a.since).find((l) => l.halves.some((x) => x.startsWith(`${v.id}(`)));
+    if (lost === undefined) continue;
+    const next = inv.failures.has(v.id) ? v.text.replace(/^Down: /, 'then ') : v.restartPriority === 'disabled' ? 'restart priority disabled: HA does not restart it' : 'HA restarts it';
+    v.text = `Down: lost with host ${lost.host} at ${time(lost.since)} (${lost.reason}); ${next}`;
+  }
   // A VM that runs nowhere and has not failed to start: say so when admission control is what holds it.
   if (inv.ha.hostFailures > 0) {
     for (const v of vms) {
       const d = inv.desired.get(v.id);
-      if (v.status !== 'down' || d === undefined || inv.failures.has(v.id) || (inv.instances.get(v.id) ?? []).length > 0) continue;
+      if (v.status !== 'down' || d === undefined || inv.failures.has(v.id) || (inv.instances.get(v.id) ?? []).length > 0 || v.text.startsWith('Down: lost with host')) continue;
       try {
         const a = clusterAdmission(inv, d);
         if (!a.ok) v.text = `Down: not powered on — ${a.reason}`;
@@ -195,19 +222,23 @@ async function status(store: ClusterStore, json: boolean, io: CommandIo): Promis
     return EXIT.ok;
   }
   const live = s.hosts.filter((h) => h.live).length;
-  const prot = s.vms.filter((v) => v.protected).length;
+  // "Protected" is an FT word: count it against the FT VMs only.
+  const ft = s.vms.filter((v) => v.ft === true);
+  const prot = ft.filter((v) => v.protected).length;
   io.stdout.write(
-    `cluster: ${live} of ${s.hosts.length} hosts live, ${s.vms.length} VMs (${prot} protected); leader ${s.leader === null ? 'none' : `${s.leader.manager} (token ${s.leader.token})`}\n\n`,
+    `cluster: ${live} of ${s.hosts.length} hosts live, ${s.vms.length} VMs (${ft.length} FT, ${prot} of them protected); leader ${s.leader === null ? 'none' : `${s.leader.manager} (token ${s.leader.token})`}\n\n`,
   );
   io.stdout.write(
     table([
-      ['HOST', 'LIVE', 'MAINTENANCE', 'CPU', 'MEM', 'GROUPS', 'COMPAT', 'HALVES'],
+      ['HOST', 'LIVE', 'MAINTENANCE', 'CPU', 'MEM', 'FT VMS', 'FT VCPUS', 'GROUPS', 'COMPAT', 'HALVES'],
       ...s.hosts.map((h) => [
         h.id,
         h.live ? 'yes' : 'no',
         h.maintenance === 'off' && h.maintenanceRequested ? 'requested' : h.maintenance,
         h.load !== null ? pct(h.load.cpu) : '-',
         h.load !== null ? pct(h.load.memory) : '-',
+        h.ft !== null ? ofCap(h.ft.vms, h.ft.maxVms) : '-',
+        h.ft !== null ? ofCap(h.ft.vcpus, h.ft.maxVcpus) : '-',
         h.groups.join(',') || '-',
         h.compatId ?? '-',
         h.halves.join(' ') || '-',
@@ -217,12 +248,15 @@ async function status(store: ClusterStore, json: boolean, io: CommandIo): Promis
   io.stdout.write('\n');
   io.stdout.write(
     table([
-      ['VM', 'PRIMARY', 'SECONDARY', 'EPOCH', 'RESTART', 'RULES', 'STATUS'],
+      ['VM', 'PRIMARY', 'SECONDARY', 'EPOCH', 'INTERVAL', 'LOG', 'RESTART', 'RULES', 'STATUS'],
       ...s.vms.map((v) => [
         v.id,
         v.primary?.host ?? '-',
         v.secondary?.host ?? '-',
         v.epoch === null ? '-' : String(v.epoch),
+        // The vLockstep interval (the secondary's lag) and the log bandwidth, from the primary's figures.
+        v.ft === true && v.primary?.stats != null ? `${v.primary.stats.lagMs.toFixed(1)} ms` : '-',
+        v.ft === true && v.primary?.stats != null ? `${(v.primary.stats.logBandwidth / 1e6).toFixed(2)} MB/s` : '-',
         v.restartPriority ?? '-',
         v.rules.map((r) => `${r.type}:${r.hostGroup}`).join(',') || '-',
         `${v.text}${v.monitoring !== null ? `; reset ${v.monitoring.resets.length} time(s) by VM monitoring, last ${time(v.monitoring.resets[v.monitoring.resets.length - 1] ?? 0)}: ${v.monitoring.reason}` : ''}${v.others.length > 0 ? ` (also: ${v.others.map((o) => `${o.role}@${o.host}${o.hostLive ? '' : ' (dead host)'}`).join(', ')})` : ''}`,
@@ -230,6 +264,11 @@ async function status(store: ClusterStore, json: boolean, io: CommandIo): Promis
     ]),
   );
   io.stdout.write(`\n${haLine(s.ha)}\n${monitoringLine(s.vmMonitoring)}\n`);
+  const lost = s.hosts.filter((h) => h.lost !== null);
+  if (lost.length > 0) {
+    io.stdout.write('\nhosts lost:\n');
+    for (const h of lost) io.stdout.write(`  ${h.id}: gone since ${time(h.lost!.since)}: ${h.lost!.reason}${h.lost!.halves.length > 0 ? `; it ran ${h.lost!.halves.join(' ')}` : ''} (lockstep cluster maintenance ${h.id} off forgets it)\n`);
+  }
   if (s.rules.length > 0) {
     io.stdout.write('\nrules:\n');
     for (const r of s.rules) io.stdout.write(`  ${r.id}: ${r.kind === 'vm-host' ? `${r.vms.join(',')} ${r.type} ${r.hostGroup}` : `${r.vms.join(',')} ${r.type}${r.hard ? ' (hard)' : ''}`}\n`);
@@ -237,6 +276,10 @@ async function status(store: ClusterStore, json: boolean, io: CommandIo): Promis
   if (s.audit !== null && s.audit.hard.length > 0) {
     io.stdout.write('\nhard rules broken:\n');
     for (const m of s.audit.hard) io.stdout.write(`  ${m}\n`);
+  }
+  if (s.audit !== null && s.audit.soft.length > 0) {
+    io.stdout.write('\nsoft rules broken (preferences; balancing repairs them when it can):\n');
+    for (const m of s.audit.soft) io.stdout.write(`  ${m}\n`);
   }
   if (s.events.length > 0) {
     io.stdout.write('\nrecent events:\n');
@@ -349,7 +392,7 @@ async function maintenance(store: ClusterStore, args: string[], io: CommandIo): 
   const on = state === 'on';
   const inv = await readInventory(store);
   const live = inv.hosts.has(host);
-  const known = live || inv.maintenance.has(host) || inv.requests.has(host);
+  const known = live || inv.maintenance.has(host) || inv.requests.has(host) || inv.lostHosts.has(host);
   if (!known) {
     // A typo must not become a host: nothing is recorded.
     const hosts = [...inv.hosts.keys()].sort();
@@ -360,6 +403,7 @@ async function maintenance(store: ClusterStore, args: string[], io: CommandIo): 
     // A host that is gone: taking it out of maintenance forgets it (its request goes; the manager
     // records off and the row disappears from status).
     await store.delete(KEYS.maintenanceRequest(host));
+    await store.delete(KEYS.lostHost(host));
     await new EventWriter(store, 'cli').write({ kind: 'maintenance-requested', host, message: `maintenance mode off requested for ${host}, which is not live: forgotten` });
     io.stdout.write(`maintenance mode off requested for ${host}; it is not live, so it is no longer listed\n`);
     return EXIT.ok;
@@ -371,20 +415,36 @@ async function maintenance(store: ClusterStore, args: string[], io: CommandIo): 
   if (!values.wait) return EXIT.ok;
   const timeoutMs = positive('timeout', values.timeout, 120, false) * 1000;
   const deadline = performance.now() + timeoutMs;
+  let last = '';
   // Bounded: one look every 200 ms until the deadline.
   while (performance.now() < deadline) {
     const inv = await readInventory(store);
     const m = maintenanceOf(inv, host);
     const vms = pairViews(inv).filter((v) => v.desired !== undefined);
     const settled = vms.every((v) => v.status === 'protected' || !v.desired!.ft);
+    // Progress, printed when it changes: what is left on the host, and why it cannot leave.
+    const line = maintenanceProgress(inv, host, on, req.at);
+    if (line !== last) io.stdout.write(`${line}\n`);
+    last = line;
     if (on ? m === 'in' && settled : m === 'off') {
       io.stdout.write(on ? `${host} is in maintenance mode; ${vms.length} VM(s) ${settled ? 'protected elsewhere' : ''}\n` : `${host} is back in service\n`);
       return EXIT.ok;
     }
     await new Promise((r) => setTimeout(r, 200));
   }
-  io.stderr.write(`lockstep cluster maintenance: ${host} did not ${on ? 'enter' : 'leave'} maintenance mode within ${timeoutMs / 1000} s (is a manager running? see lockstep cluster status)\n`);
+  io.stderr.write(`lockstep cluster maintenance: ${host} did not ${on ? 'enter' : 'leave'} maintenance mode within ${timeoutMs / 1000} s (last: ${last}; is a manager running? see lockstep cluster status)\n`);
   return EXIT.budget;
+}
+
+/** One line of `maintenance --wait`: the host's state, the halves left on it, and the latest blocking reason. */
+function maintenanceProgress(inv: Inventory, host: string, on: boolean, since: number): string {
+  const m = maintenanceOf(inv, host);
+  if (!on) return `${host}: maintenance ${m}`;
+  const views = pairViews(inv);
+  const left = hostLoads(inv, views).get(host)?.halves ?? [];
+  const unprotected = views.filter((v) => v.desired?.ft === true && v.status !== 'protected').map((v) => v.vm);
+  const blocked = [...inv.events].reverse().find((e) => e.host === host && e.kind === 'maintenance-blocked' && e.t >= since);
+  return `${host}: maintenance ${m === 'off' ? 'requested' : m}; ${left.length} half(s) left${left.length > 0 ? ` (${left.join(' ')})` : ''}; ${unprotected.length === 0 ? 'every FT VM protected' : `not protected: ${unprotected.join(', ')}`}${blocked !== undefined ? `; blocked: ${blocked.message.split('\n', 1)[0]}` : ''}`;
 }
 
 async function events(store: ClusterStore, args: string[], io: CommandIo): Promise<number> {

@@ -18,6 +18,7 @@ import {
   type MaintenanceRequest,
   type MaintenanceState,
   type ManagerEpoch,
+  type LostHost,
   type MonitorRecord,
   type StartFailure,
 } from './layout.js';
@@ -34,6 +35,8 @@ export interface Inventory {
   maintenance: Map<string, { state: MaintenanceState; revision: number }>;
   /** VMs whose starts keep failing, by VM. */
   failures: Map<string, StartFailure>;
+  /** Hosts the manager saw leave, by host (see {@link LostHost}). */
+  lostHosts: Map<string, LostHost>;
   /** VM monitoring's resets, by VM. */
   monitoring: Map<string, MonitorRecord>;
   /** The cluster's HA settings (the defaults when none are stored). */
@@ -54,7 +57,7 @@ export async function readInventory(store: ClusterStore): Promise<Inventory> {
 
 /** The inventory held by a list of entries (see {@link readInventory}). */
 export function parseInventory(entries: StoreEntry[]): Inventory {
-  const inv: Inventory = { hosts: new Map(), desired: new Map(), instances: new Map(), rules: [], requests: new Map(), maintenance: new Map(), failures: new Map(), monitoring: new Map(), ha: haSettingsOf(null), epoch: null, events: [], at: Date.now() };
+  const inv: Inventory = { hosts: new Map(), desired: new Map(), instances: new Map(), rules: [], requests: new Map(), maintenance: new Map(), failures: new Map(), lostHosts: new Map(), monitoring: new Map(), ha: haSettingsOf(null), epoch: null, events: [], at: Date.now() };
   for (const e of entries) {
     const k = e.key;
     if (k.startsWith(KEYS.hostsPrefix)) {
@@ -81,6 +84,9 @@ export function parseInventory(entries: StoreEntry[]): Inventory {
     } else if (k.startsWith(KEYS.failuresPrefix)) {
       const f = asRecord<StartFailure>(e.value);
       if (f !== undefined && typeof f.vm === 'string') inv.failures.set(f.vm, f);
+    } else if (k.startsWith(KEYS.lostHostsPrefix)) {
+      const l = asRecord<LostHost>(e.value);
+      if (l !== undefined && typeof l.host === 'string') inv.lostHosts.set(l.host, l);
     } else if (k.startsWith(KEYS.monitoringPrefix)) {
       const m = asRecord<MonitorRecord>(e.value);
       if (m !== undefined && typeof m.vm === 'string' && Array.isArray(m.resets)) inv.monitoring.set(m.vm, m);
@@ -329,10 +335,19 @@ export function closeHosts(snapshot: ClusterSnapshot, hosts: ReadonlySet<string>
   return { ...snapshot, hosts: snapshot.hosts.map((h) => (hosts.has(h.id) && h.maintenance !== true && h.unavailable === undefined ? { ...h, unavailable: closedReason(hosts, h.id) } : h)) };
 }
 
+/** Declared load of a host, its halves, and its FT halves and their vCPUs (what the FT caps limit). */
+export interface HostLoad {
+  cpu: number;
+  memory: number;
+  halves: string[];
+  ftVms: number;
+  ftVcpus: number;
+}
+
 /** Declared load of each host: the demand of the halves on it over its capacity. */
-export function hostLoads(inv: Inventory, views: readonly PairView[]): Map<string, { cpu: number; memory: number; halves: string[] }> {
-  const out = new Map<string, { cpu: number; memory: number; halves: string[] }>();
-  for (const h of inv.hosts.values()) out.set(h.id, { cpu: 0, memory: 0, halves: [] });
+export function hostLoads(inv: Inventory, views: readonly PairView[]): Map<string, HostLoad> {
+  const out = new Map<string, HostLoad>();
+  for (const h of inv.hosts.values()) out.set(h.id, { cpu: 0, memory: 0, halves: [], ftVms: 0, ftVcpus: 0 });
   for (const v of views) {
     for (const r of inv.instances.get(v.vm) ?? []) {
       const l = out.get(r.host);
@@ -343,6 +358,10 @@ export function hostLoads(inv: Inventory, views: readonly PairView[]): Map<strin
       if (v.desired !== undefined) {
         l.cpu += v.desired.demand.mips / h.capacity.mips;
         l.memory += v.desired.demand.memoryBytes / h.capacity.memoryBytes;
+        if (v.desired.ft && (r === v.primary || r === v.secondary)) {
+          l.ftVms += 1;
+          l.ftVcpus += v.desired.vcpus;
+        }
       }
     }
   }

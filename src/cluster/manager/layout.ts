@@ -10,6 +10,7 @@
 //   failures/<vm>                        StartFailure      the leading manager: a VM whose starts fail
 //   settings/ha                          HaSettings        `lockstep cluster ha` (admission control, monitoring)
 //   monitoring/<vm>                      MonitorRecord     the leading manager: VM monitoring's resets of a VM
+//   lost-hosts/<host>                    LostHost          the leading manager: a host that left, and why
 //   manager/epoch                        ManagerEpoch      the leading manager (compare-and-set, fenced)
 //   events/<ms>-<seq>-<writer>           ClusterEvent      managers and the CLI; bounded
 //
@@ -40,6 +41,8 @@ export const KEYS = {
   failuresPrefix: 'failures/',
   failure: (vm: string) => `failures/${vm}`,
   haSettings: 'settings/ha',
+  lostHostsPrefix: 'lost-hosts/',
+  lostHost: (host: string) => `lost-hosts/${host}`,
   monitoringPrefix: 'monitoring/',
   monitoring: (vm: string) => `monitoring/${vm}`,
   managerEpoch: 'manager/epoch',
@@ -233,6 +236,18 @@ export interface MonitorRecord {
   /** Why the last reset was made, and where the VM ran. */
   reason: string;
   host: string;
+  manager: string;
+  token: number;
+}
+
+/** `lost-hosts/<host>`: a host the leading manager saw live and then gone; deleted when it is back. */
+export interface LostHost {
+  host: string;
+  /** Wall-clock ms the manager noticed. */
+  since: number;
+  reason: string;
+  /** The VM halves it ran when last seen: `kv1(P)`, `kv2(S)`. */
+  halves: string[];
   manager: string;
   token: number;
 }

@@ -26,7 +26,7 @@ import {
   type Inventory,
   type PairView,
 } from './inventory.js';
-import { HOST_TTL_MS, INSTANCE_TTL_MS, KEYS, MANAGER_ELECTION, asRecord, defaultCompatId, type ClusterEvent, type InstanceRecord, type ManagerEpoch, type MaintenanceState, type MonitorRecord, type StartFailure } from './layout.js';
+import { HOST_TTL_MS, INSTANCE_TTL_MS, KEYS, MANAGER_ELECTION, asRecord, defaultCompatId, type ClusterEvent, type InstanceRecord, type LostHost, type ManagerEpoch, type MaintenanceState, type MonitorRecord, type StartFailure } from './layout.js';
 
 /** The first wait after a failed start of a VM, ms; it doubles per failure in a row, up to {@link START_BACKOFF_MAX_MS}. */
 export const START_BACKOFF_FIRST_MS = 2_000;
@@ -136,6 +136,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
   readonly #epochSeen = new Map<string, number>();
   /** VMs a maintenance or balancing operation was just issued for: not again until then (wall-clock ms). */
   readonly #cooldown = new Map<string, number>();
+  /** Live hosts as of the last pass: when their agent started, and when each VM half was last seen there. */
+  #lastLive = new Map<string, { startedAt: number; halves: Map<string, number> }>();
   /** VM monitoring: when each running VM's heartbeat and instret last changed (by this manager's clock). */
   readonly #progress = new ProgressTracker();
   /** Restarts and re-protections under way (their actions in flight), by VM, with the VM's priority. */
@@ -358,6 +360,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
     const cooling = (vm: string) => this.#cooldown.has(vm);
 
     await this.#syncMaintenance(inv, token);
+    await this.#noteLostHosts(inv, token, now);
     const views = pairViews(inv);
     this.#dropLostSecondaries(inv, views);
     // Halves believed dead on hosts the store still lists: those hosts have probably failed (their records
@@ -810,6 +813,50 @@ export class Manager extends EventEmitter<ManagerEvents> {
         message: `the primary of ${vm} on ${from} went live from a secondary and has no test-failover operation; it was killed and its secondary goes live by itself (nothing acknowledged is lost)`,
       });
     }
+  }
+
+  // ---- lost hosts -----------------------------------------------------------------------------------
+
+  /**
+   * A host live at the last pass and gone now is recorded (`lost-hosts/<host>`: why, and what it ran),
+   * for `cluster status`; the record goes when the host is back. Its agent says when it leaves on purpose
+   * (a `host-leaving` event); otherwise its record expired.
+   */
+  async #noteLostHosts(inv: Inventory, token: number, now: number): Promise<void> {
+    // A dead agent's instance records expire before its host record: what it ran is what was seen
+    // there within a host TTL before it went.
+    const recent = HOST_TTL_MS + 2_000;
+    const live = new Map<string, { startedAt: number; halves: Map<string, number> }>();
+    for (const h of inv.hosts.values()) {
+      const before = this.#lastLive.get(h.id);
+      const halves = new Map(before !== undefined && before.startedAt === h.startedAt ? [...before.halves].filter(([, t]) => now - t <= recent) : []);
+      live.set(h.id, { startedAt: h.startedAt, halves });
+    }
+    for (const [vm, rs] of inv.instances) for (const r of rs) live.get(r.host)?.halves.set(`${vm}(${r.role === 'primary' ? 'P' : 'S'})`, now);
+    for (const [h, last] of this.#lastLive) {
+      if (live.has(h)) continue;
+      const was = { startedAt: last.startedAt, halves: [...last.halves.keys()].sort() };
+      const left = inv.events.some((e) => e.kind === 'host-leaving' && e.host === h && e.t >= was.startedAt);
+      const suspect = this.#suspect.get(h)?.why;
+      const reason = left
+        ? 'its agent stopped and left the cluster'
+        : `its record expired: the agent stopped renewing it (the host or its agent died, or it is cut off from the store)${suspect !== undefined ? `; before that it was closed: ${suspect}` : ''}`;
+      const rec: LostHost = { host: h, since: now, reason, halves: was.halves, manager: this.id, token };
+      try {
+        await this.#store.put(KEYS.lostHost(h), rec as unknown as JsonValue);
+      } catch (err) {
+        this.#warn(`recording the loss of ${h}: ${(err as Error).message}`);
+      }
+      inv.lostHosts.set(h, rec);
+      await this.#event({ kind: 'host-lost', host: h, message: `host ${h} is gone: ${reason}${was.halves.length > 0 ? `; it ran ${was.halves.join(' ')}` : ''}` });
+    }
+    for (const h of live.keys()) {
+      if (!inv.lostHosts.has(h)) continue;
+      inv.lostHosts.delete(h);
+      await this.#store.delete(KEYS.lostHost(h)).catch((err: unknown) => this.#warn(`forgetting the loss of ${h}: ${(err as Error).message}`));
+      await this.#event({ kind: 'host-back', host: h, message: `host ${h} is live again` });
+    }
+    this.#lastLive = live;
   }
 
   // ---- VM monitoring --------------------------------------------------------------------------------
