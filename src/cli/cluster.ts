@@ -13,6 +13,7 @@ import {
   buildSnapshot,
   clusterAdmission,
   desiredVm,
+  hostGroupsOf,
   hostLoads,
   maintenanceOf,
   openStore,
@@ -32,6 +33,7 @@ import {
 } from '../cluster/index.js';
 import { loadConfig } from '../config/index.js';
 import { nonNegative, positive } from './agent.js';
+import { applyCommand, describeRule, groupCommand, ruleCommand } from './cluster-drs.js';
 import { UsageError } from './args.js';
 import { EXIT, type CommandIo } from './io.js';
 
@@ -69,6 +71,17 @@ Commands:
                                            and returns once it is done (default timeout 120 s). A host
                                            the cluster does not know is refused; off for a host that is no
                                            longer live (lost) removes its row
+  rule add <id> --type <t> --vms <a,b,...> [--group <g>] [--hard] [--replace]
+                                           a placement rule: VM-VM (--type affinity|anti-affinity; soft
+                                           unless --hard; binds FT primaries) or VM-host (--type must,
+                                           must-not, should, should-not --group <g>; binds both halves).
+                                           Unknown VMs or groups are refused
+  rule list [--json] | rule rm <id>
+  group add <g> <host>... | group rm <g> [<host>...] | group list [--json]
+                                           host groups in the store (besides an agent's --groups): a
+                                           host is in every group that lists it
+  apply [--moves <n>]                      manual automation: the leading manager applies the next n
+                                           (default 1) load-balancing recommendations once settled
   events [--limit <n>] [--json]            the cluster's recent events (default 20), one line each;
                                            --json for every event whole
   ha [--host-failures <n>] [--json]        the HA settings and the failover capacity; with options,
@@ -141,7 +154,7 @@ export async function clusterStatus(store: ClusterStore, eventLimit = 10) {
       compatId: h?.compatId ?? null,
       api: h?.api ?? null,
       capacity: h?.capacity ?? null,
-      groups: h?.groups ?? [],
+      groups: hostGroupsOf(inv, id),
       load: l !== undefined ? { cpu: l.cpu, memory: l.memory } : null,
       halves: l?.halves ?? [],
       lost: h === undefined ? (inv.lostHosts.get(id) ?? null) : null,
@@ -271,7 +284,7 @@ async function status(store: ClusterStore, json: boolean, io: CommandIo): Promis
   }
   if (s.rules.length > 0) {
     io.stdout.write('\nrules:\n');
-    for (const r of s.rules) io.stdout.write(`  ${r.id}: ${r.kind === 'vm-host' ? `${r.vms.join(',')} ${r.type} ${r.hostGroup}` : `${r.vms.join(',')} ${r.type}${r.hard ? ' (hard)' : ''}`}\n`);
+    for (const r of s.rules) io.stdout.write(`  ${describeRule(r)}\n`);
   }
   if (s.audit !== null && s.audit.hard.length > 0) {
     io.stdout.write('\nhard rules broken:\n');
@@ -537,7 +550,7 @@ export async function clusterCommand(argv: string[], io: CommandIo): Promise<num
     const a = rest[i]!;
     if (a === '--store') i++;
     else if (a.startsWith('--store=')) continue;
-    else if (a === '--json' && sub !== 'events' && sub !== 'status' && sub !== 'ha') continue;
+    else if (a === '--json' && !['events', 'status', 'ha', 'rule', 'group'].includes(sub)) continue;
     else own.push(a);
   }
   const store = await openStore(storeSpec, { create: sub === 'init' });
@@ -562,8 +575,14 @@ export async function clusterCommand(argv: string[], io: CommandIo): Promise<num
         return await events(store, own, io);
       case 'ha':
         return await haCommand(store, own, io);
+      case 'rule':
+        return await ruleCommand(store, own, io);
+      case 'group':
+        return await groupCommand(store, own, io);
+      case 'apply':
+        return await applyCommand(store, own, io);
       default:
-        throw new UsageError(`unknown cluster command '${sub}' (init, status, create-vm, delete-vm, maintenance, events, ha)`);
+        throw new UsageError(`unknown cluster command '${sub}' (init, status, create-vm, delete-vm, maintenance, events, ha, rule, group, apply)`);
     }
   } finally {
     await store.close();

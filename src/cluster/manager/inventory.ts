@@ -18,6 +18,8 @@ import {
   type MaintenanceRequest,
   type MaintenanceState,
   type ManagerEpoch,
+  type ApplyRequest,
+  type HostGroup,
   type LostHost,
   type MonitorRecord,
   type StartFailure,
@@ -35,6 +37,10 @@ export interface Inventory {
   maintenance: Map<string, { state: MaintenanceState; revision: number }>;
   /** VMs whose starts keep failing, by VM. */
   failures: Map<string, StartFailure>;
+  /** Host groups defined in the store, by name. */
+  groups: Map<string, HostGroup>;
+  /** A pending `cluster apply`, if any. */
+  applyRequest: ApplyRequest | null;
   /** Hosts the manager saw leave, by host (see {@link LostHost}). */
   lostHosts: Map<string, LostHost>;
   /** VM monitoring's resets, by VM. */
@@ -57,7 +63,7 @@ export async function readInventory(store: ClusterStore): Promise<Inventory> {
 
 /** The inventory held by a list of entries (see {@link readInventory}). */
 export function parseInventory(entries: StoreEntry[]): Inventory {
-  const inv: Inventory = { hosts: new Map(), desired: new Map(), instances: new Map(), rules: [], requests: new Map(), maintenance: new Map(), failures: new Map(), lostHosts: new Map(), monitoring: new Map(), ha: haSettingsOf(null), epoch: null, events: [], at: Date.now() };
+  const inv: Inventory = { hosts: new Map(), desired: new Map(), instances: new Map(), rules: [], requests: new Map(), maintenance: new Map(), failures: new Map(), groups: new Map(), applyRequest: null, lostHosts: new Map(), monitoring: new Map(), ha: haSettingsOf(null), epoch: null, events: [], at: Date.now() };
   for (const e of entries) {
     const k = e.key;
     if (k.startsWith(KEYS.hostsPrefix)) {
@@ -75,6 +81,12 @@ export function parseInventory(entries: StoreEntry[]): Inventory {
     } else if (k.startsWith(KEYS.rulesPrefix)) {
       const r = asRule(e.value);
       if (r !== undefined) inv.rules.push(r);
+    } else if (k === KEYS.applyRequest) {
+      const r = asRecord<ApplyRequest>(e.value);
+      if (r !== undefined && typeof r.moves === 'number') inv.applyRequest = r;
+    } else if (k.startsWith(KEYS.groupsPrefix)) {
+      const g = asRecord<HostGroup>(e.value);
+      if (g !== undefined && typeof g.name === 'string' && Array.isArray(g.hosts)) inv.groups.set(g.name, g);
     } else if (k.startsWith(KEYS.requestsPrefix)) {
       const r = asRecord<MaintenanceRequest>(e.value);
       if (r !== undefined) inv.requests.set(k.slice(KEYS.requestsPrefix.length), r);
@@ -103,7 +115,13 @@ export function parseInventory(entries: StoreEntry[]): Inventory {
   return inv;
 }
 
-/** Protection of a VM as `cluster status` reports it. */
+/** The groups of a host: its agent's `--groups` and the store's groups that list it, sorted. */
+export function hostGroupsOf(inv: Inventory, host: string): string[] {
+  const out = new Set(inv.hosts.get(host)?.groups ?? []);
+  for (const g of inv.groups.values()) if (g.hosts.includes(host)) out.add(g.name);
+  return [...out].sort();
+}
+
 /**
  * Protection of a VM as `cluster status` reports it. `running`: a VM without FT (`ft.enabled: false`)
  * runs — there is nothing to protect.
@@ -259,7 +277,7 @@ export function buildSnapshot(inv: Inventory, views: ReadonlyMap<string, PairVie
   const hosts: HostSpec[] = [...inv.hosts.values()].map((h) => ({
     id: h.id,
     capacity: { ...h.capacity },
-    groups: [...h.groups],
+    groups: hostGroupsOf(inv, h.id),
     ftCompatId: h.compatId,
     maintenance: maintenanceOf(inv, h.id) !== 'off' || inv.requests.get(h.id)?.on === true,
     ...(o.closed?.has(h.id) === true ? { unavailable: closedReason(o.closed, h.id) } : {}),

@@ -4,7 +4,9 @@
 //   hosts/<host>                         HostRecord        agent; liveness key (gone ~8 s after it dies)
 //   vms/<vm>/instances/<host>            InstanceRecord    agent; liveness key (gone ~5 s after it dies)
 //   desired/<vm>                         DesiredVm         `lockstep cluster create-vm`
-//   rules/<id>                           PlacementRule     operator (VM-VM and VM-host rules)
+//   rules/<id>                           PlacementRule     `lockstep cluster rule` (VM-VM and VM-host rules)
+//   groups/<name>                        HostGroup         `lockstep cluster group` (host groups besides agents' --groups)
+//   requests/apply                       ApplyRequest      `lockstep cluster apply` (balancing moves to apply)
 //   requests/maintenance/<host>          MaintenanceRequest  `lockstep cluster maintenance`
 //   maintenance/<host>                   MaintenanceState  the leading manager (fenced)
 //   failures/<vm>                        StartFailure      the leading manager: a VM whose starts fail
@@ -41,6 +43,10 @@ export const KEYS = {
   failuresPrefix: 'failures/',
   failure: (vm: string) => `failures/${vm}`,
   haSettings: 'settings/ha',
+  rule: (id: string) => `rules/${id}`,
+  groupsPrefix: 'groups/',
+  group: (name: string) => `groups/${name}`,
+  applyRequest: 'requests/apply',
   lostHostsPrefix: 'lost-hosts/',
   lostHost: (host: string) => `lost-hosts/${host}`,
   monitoringPrefix: 'monitoring/',
@@ -238,6 +244,19 @@ export interface MonitorRecord {
   host: string;
   manager: string;
   token: number;
+}
+
+/** `groups/<name>`: a host group defined in the store; a host is in it as well as in its agent's `--groups`. */
+export interface HostGroup {
+  name: string;
+  hosts: string[];
+}
+
+/** `requests/apply`: apply this many of the balancer's recommendations (manual automation). */
+export interface ApplyRequest {
+  moves: number;
+  at: number;
+  by: string;
 }
 
 /** `lost-hosts/<host>`: a host the leading manager saw live and then gone; deleted when it is back. */

@@ -999,7 +999,9 @@ export class Manager extends EventEmitter<ManagerEvents> {
 
   /** Load-balancing recommendations: recorded; in integrated mode with automatic automation, the first applied. */
   async #balance(inv: Inventory, views: PairView[], snap: ClusterSnapshot, now: number): Promise<Action | undefined> {
-    if (now - this.#lastBalance < this.#o.balanceIntervalMs) return undefined;
+    // `lockstep cluster apply`: apply the next recommendations whatever the automation, without waiting.
+    const req = inv.applyRequest !== null && inv.applyRequest.moves > 0 ? inv.applyRequest : undefined;
+    if (req === undefined && now - this.#lastBalance < this.#o.balanceIntervalMs) return undefined;
     // Only a settled cluster is balanced: every desired FT VM protected, every other VM running.
     if (views.some((v) => v.desired !== undefined && (v.desired.ft ? v.status !== 'protected' : v.primary?.state !== 'running'))) return undefined;
     if (views.some((v) => v.others.length > 0)) return undefined;
@@ -1014,25 +1016,41 @@ export class Manager extends EventEmitter<ManagerEvents> {
     const first = r.recommendations[0];
     if (first === undefined) {
       this.#said.delete('balance');
+      if (req !== undefined) await this.#applied(0, 'apply requested: the balancer has no recommendation, nothing to apply');
       return undefined;
     }
-    const apply = this.mode === 'integrated' && this.automation === 'automatic';
+    const apply = (this.mode === 'integrated' && this.automation === 'automatic') || req !== undefined;
     await this.#say('balance', {
       kind: 'recommendation',
-      message: `${r.recommendations.length} load-balancing recommendation(s)${apply ? '; applying the first' : ' (automation manual: not applied)'}: ${r.recommendations.map((x) => x.message).join(' | ')}`,
+      message: `${r.recommendations.length} load-balancing recommendation(s)${apply ? `; applying the first${req !== undefined ? ' (cluster apply)' : ''}` : ' (automation manual: not applied; lockstep cluster apply applies it)'}: ${r.recommendations.map((x) => x.message).join(' | ')}`,
     });
     if (!apply) return undefined;
     const mv = first.move;
     const v = views.find((x) => x.vm === mv.vm);
     if (v === undefined) return undefined;
     this.#said.delete('balance');
+    const why = req !== undefined ? 'applied on request (cluster apply)' : 'balancing';
     if (mv.kind === 'move-secondary' && v.secondary?.host === mv.from) {
-      return this.#action(v.vm, () => this.#moveSecondary(inv, v.vm, mv.from, mv.to, `balancing: ${first.message}`));
+      if (req !== undefined) await this.#applied(req.moves - 1, `apply requested: applying ${first.message}`);
+      return this.#action(v.vm, () => this.#moveSecondary(inv, v.vm, mv.from, mv.to, `${why}: ${first.message}`));
     }
     if (mv.kind === 'switch-primary' && v.primary?.host === mv.from && v.secondary?.host === mv.newPrimaryHost) {
-      return this.#action(v.vm, () => this.#switch(inv, v.vm, mv.from, mv.newSecondaryHost, `balancing: ${first.message}`));
+      if (req !== undefined) await this.#applied(req.moves - 1, `apply requested: applying ${first.message}`);
+      return this.#action(v.vm, () => this.#switch(inv, v.vm, mv.from, mv.newSecondaryHost, `${why}: ${first.message}`));
     }
     await this.#say(`balance-skip:${mv.vm}`, { kind: 'recommendation-skipped', vm: mv.vm, message: `not applied: ${first.message} (a ${mv.kind} of a VM without a secondary needs a live migration, which lockstep does not do)` });
+    if (req !== undefined) await this.#applied(0, `apply requested: the next recommendation cannot be applied (${mv.kind} of ${mv.vm} needs a live migration); request dropped`);
     return undefined;
+  }
+
+  /** A `cluster apply` request was served once: `left` more to go (0: the request is deleted). */
+  async #applied(left: number, message: string): Promise<void> {
+    try {
+      if (left > 0) await this.#store.put(KEYS.applyRequest, { moves: left, at: Date.now(), by: this.id } as unknown as JsonValue);
+      else await this.#store.delete(KEYS.applyRequest);
+    } catch (err) {
+      this.#warn(`apply request: ${(err as Error).message}`);
+    }
+    await this.#event({ kind: 'apply', message: `${message}${left > 0 ? `; ${left} more to apply` : ''}` });
   }
 }
