@@ -38,7 +38,9 @@ function knownGroups(inv: Inventory): Set<string> {
 
 /** `rule-1: kv1,kv2 anti-affinity (hard)`, `r2: kv1 must rack-1`. */
 export function describeRule(r: PlacementRule): string {
-  return r.kind === 'vm-host' ? `${r.id}: ${r.vms.join(',')} ${r.type} ${r.hostGroup}` : `${r.id}: ${r.vms.join(',')} ${r.type}${r.hard ? ' (hard)' : ' (soft)'}`;
+  if (r.kind === 'vm-host') return `${r.id}: ${r.vms.join(',')} ${r.type} ${r.hostGroup}`;
+  if (r.kind === 'ft-split') return `${r.id}: ${r.vms.join(',')} ft-split ${r.hostGroups.join('|')}`;
+  return `${r.id}: ${r.vms.join(',')} ${r.type}${r.hard ? ' (hard)' : ' (soft)'}`;
 }
 
 /** `rule add|list|rm`. */
@@ -46,7 +48,7 @@ export async function ruleCommand(store: ClusterStore, args: string[], io: Comma
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { type: { type: 'string' }, vms: { type: 'string' }, group: { type: 'string' }, hard: { type: 'boolean' }, replace: { type: 'boolean' }, json: { type: 'boolean' } },
+    options: { type: { type: 'string' }, vms: { type: 'string' }, group: { type: 'string', multiple: true }, hard: { type: 'boolean' }, replace: { type: 'boolean' }, json: { type: 'boolean' } },
   });
   const [verb, idText] = positionals;
   const inv = await readInventory(store);
@@ -72,15 +74,21 @@ export async function ruleCommand(store: ClusterStore, args: string[], io: Comma
   if (vms.length === 0) throw new UsageError('rule add: --vms <vm,vm,...> is required');
   if (new Set(vms).size !== vms.length) throw new UsageError(`rule add: --vms lists a VM twice (${vms.join(',')})`);
   let rule: PlacementRule;
+  const groups = values.group ?? [];
   if (type === 'affinity' || type === 'anti-affinity') {
-    if (values.group !== undefined) throw new UsageError('rule add: --group is for VM-host rules (must, must-not, should, should-not)');
+    if (groups.length > 0) throw new UsageError('rule add: --group is for VM-host and ft-split rules');
     if (vms.length < 2) throw new UsageError(`rule add: a VM-VM rule needs at least two VMs, got ${vms.join(',')}`);
     rule = { kind: 'vm-vm', id, type, hard: values.hard === true, vms };
   } else if (VM_HOST_TYPES.includes(type as VmHostRuleType)) {
     if (values.hard) throw new UsageError(`rule add: --hard is for VM-VM rules; ${type} is ${type === 'must' || type === 'must-not' ? 'hard' : 'soft'} by its type`);
-    rule = { kind: 'vm-host', id, type: type as VmHostRuleType, vms, hostGroup: name('--group', values.group) };
+    if (groups.length !== 1) throw new UsageError(`rule add: a VM-host rule takes one --group, got ${groups.length}`);
+    rule = { kind: 'vm-host', id, type: type as VmHostRuleType, vms, hostGroup: name('--group', groups[0]) };
+  } else if (type === 'ft-split') {
+    if (values.hard) throw new UsageError('rule add: --hard is for VM-VM rules; ft-split is hard by its type');
+    if (groups.length < 2 || new Set(groups).size !== groups.length) throw new UsageError(`rule add: ft-split takes two or more different --group (the sites), got ${groups.join(', ') || 'none'}`);
+    rule = { kind: 'ft-split', id, vms, hostGroups: groups.map((g) => name('--group', g)) };
   } else {
-    throw new UsageError(`rule add: --type must be affinity, anti-affinity, ${VM_HOST_TYPES.join(', ')}; got '${type ?? ''}'`);
+    throw new UsageError(`rule add: --type must be affinity, anti-affinity, ${VM_HOST_TYPES.join(', ')}, ft-split; got '${type ?? ''}'`);
   }
   // Refused, with nothing written, when it names what the cluster does not know: a typo is not a rule.
   const unknown = vms.filter((vm) => !inv.desired.has(vm));
@@ -88,8 +96,9 @@ export async function ruleCommand(store: ClusterStore, args: string[], io: Comma
     io.stderr.write(`lockstep cluster rule add: no VM ${unknown.join(', ')} in the cluster (VMs: ${[...inv.desired.keys()].sort().join(', ') || 'none'}); nothing written\n`);
     return EXIT.dataErr;
   }
-  if (rule.kind === 'vm-host' && !knownGroups(inv).has(rule.hostGroup)) {
-    io.stderr.write(`lockstep cluster rule add: no host group ${rule.hostGroup} (groups: ${[...knownGroups(inv)].sort().join(', ') || 'none'}; lockstep cluster group add defines one); nothing written\n`);
+  const missing = (rule.kind === 'vm-host' ? [rule.hostGroup] : rule.kind === 'ft-split' ? rule.hostGroups : []).filter((g) => !knownGroups(inv).has(g));
+  if (missing.length > 0) {
+    io.stderr.write(`lockstep cluster rule add: no host group ${missing.join(', ')} (groups: ${[...knownGroups(inv)].sort().join(', ') || 'none'}; lockstep cluster group add defines one); nothing written\n`);
     return EXIT.dataErr;
   }
   const key = KEYS.rule(id);

@@ -71,11 +71,13 @@ Commands:
                                            and returns once it is done (default timeout 120 s). A host
                                            the cluster does not know is refused; off for a host that is no
                                            longer live (lost) removes its row
-  rule add <id> --type <t> --vms <a,b,...> [--group <g>] [--hard] [--replace]
+  rule add <id> --type <t> --vms <a,b,...> [--group <g>]... [--hard] [--replace]
                                            a placement rule: VM-VM (--type affinity|anti-affinity; soft
-                                           unless --hard; binds FT primaries) or VM-host (--type must,
-                                           must-not, should, should-not --group <g>; binds both halves).
-                                           Unknown VMs or groups are refused
+                                           unless --hard; binds FT primaries), VM-host (--type must,
+                                           must-not, should, should-not --group <g>; binds both halves) or
+                                           FT Metro (--type ft-split --group <site> --group <site>: each
+                                           half in one of the sites, never both in one). Unknown VMs or
+                                           groups are refused
   rule list [--json] | rule rm <id>
   group add <g> <host>... | group rm <g> [<host>...] | group list [--json]
                                            host groups in the store (besides an agent's --groups): a

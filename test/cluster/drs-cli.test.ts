@@ -103,6 +103,14 @@ describe('lockstep cluster rule and group', () => {
     inv = await readInventory(store);
     snap = buildSnapshot(inv, new Map(pairViews(inv).map((v) => [v.vm, v]))).snapshot;
     expect(snap.hosts.map((h) => h.groups)).toEqual([['rack-1'], []]);
+    // FT Metro: the halves of kv1 in rack-1 and site-b, never both in one.
+    expect((await cli('group', 'add', 'site-b', 'h2')).code).toBe(0);
+    const split = await cli('rule', 'add', 'metro', '--type', 'ft-split', '--vms', 'kv1', '--group', 'rack-1', '--group', 'site-b');
+    expect([split.code, split.stdout]).toEqual([0, 'rule metro: kv1 ft-split rack-1|site-b added\n']);
+    expect((await store.get(KEYS.rule('metro')))?.value).toEqual({ kind: 'ft-split', id: 'metro', vms: ['kv1'], hostGroups: ['rack-1', 'site-b'] });
+    expect((await cli('rule', 'add', 'm2', '--type', 'ft-split', '--vms', 'kv1', '--group', 'rack-1')).stderr).toMatch(/ft-split takes two or more different --group/);
+    inv = await readInventory(store);
+    expect(buildSnapshot(inv, new Map(pairViews(inv).map((v) => [v.vm, v]))).snapshot.rules?.find((r) => r.id === 'metro')).toEqual({ kind: 'ft-split', id: 'metro', vms: ['kv1'], hostGroups: ['rack-1', 'site-b'] });
     const agentGroup = await cli('group', 'rm', 'rack-1');
     expect([agentGroup.code, agentGroup.stderr]).toEqual([65, 'lockstep cluster group rm: no group rack-1 in the store (it is declared by agents: lockstep agent --groups)\n']);
   });

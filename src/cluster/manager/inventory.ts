@@ -321,7 +321,17 @@ export function buildSnapshot(inv: Inventory, views: ReadonlyMap<string, PairVie
     }
     ids.add(r.id);
     const members = r.vms.filter((vm) => known.has(vm));
-    if (r.kind === 'vm-host') {
+    if (r.kind === 'ft-split') {
+      if (members.length === 0) continue;
+      // A site with no live host is left out: its members run on the others (an FT VM unprotected when
+      // one site is left — never both halves in one site).
+      const sites = r.hostGroups.filter((g) => groups.has(g));
+      if (sites.length === 0) {
+        for (const vm of members) blocked.set(vm, `rule ${r.id}: runs only in host groups ${r.hostGroups.join(', ')}, and no live host is in any of them`);
+        continue;
+      }
+      rules.push({ ...r, vms: members, hostGroups: sites });
+    } else if (r.kind === 'vm-host') {
       if (members.length === 0) continue;
       if (!groups.has(r.hostGroup)) {
         if (r.type === 'must') for (const vm of members) blocked.set(vm, `rule ${r.id}: must run in host group ${r.hostGroup}, and no live host is in it`);

@@ -321,6 +321,6 @@ export function asRecord<T>(value: JsonValue | null | undefined): T | undefined 
 /** A rule from `rules/<id>`, minimally checked (the placement engine validates the rest). */
 export function asRule(value: JsonValue): PlacementRule | undefined {
   const r = asRecord<PlacementRule>(value);
-  if (r === undefined || (r.kind !== 'vm-host' && r.kind !== 'vm-vm') || typeof r.id !== 'string' || !Array.isArray(r.vms)) return undefined;
+  if (r === undefined || (r.kind !== 'vm-host' && r.kind !== 'vm-vm' && r.kind !== 'ft-split') || typeof r.id !== 'string' || !Array.isArray(r.vms)) return undefined;
   return r;
 }

@@ -105,6 +105,7 @@ export type {
   VmHostRule,
   VmHostRuleType,
   VmVmRule,
+  FtSplitRule,
   PlacementOptions,
   PlacementMode,
   Role,
