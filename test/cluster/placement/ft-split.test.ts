@@ -2,7 +2,7 @@
 // groups (sites), never both in one — through placement, re-protection, evacuation, balancing and audit.
 import { describe, expect, it } from 'vitest';
 import { type ClusterSnapshot, Placement, PlacementInputError, applyAnswer } from '../../../src/cluster/placement/index.js';
-import { ftVm, host, vm } from './helpers.js';
+import { ftVm, hardProblems, host, vm } from './helpers.js';
 
 const BASE = 'rv32imac-v1';
 const SPLIT = { kind: 'ft-split' as const, id: 'metro', vms: ['f'], hostGroups: ['site-a', 'site-b'] };
@@ -57,6 +57,8 @@ describe('FT split (Metro) rules', () => {
     const b = new Placement(snap).balance();
     const after = applyAnswer(snap, b);
     expect(new Placement(after).audit().hard).toEqual([]);
+    expect(hardProblems(after)).toEqual([]);
+    expect(hardProblems(metro({ vms: [ftVm('f', { host: 'a1', secondaryHost: 'a2' })] }))).toEqual(['f: rule metro (ft-split) broken: both halves in site-a']);
     const f = after.vms.find((v) => v.id === 'f')!;
     const site = (h: string | undefined) => (h?.startsWith('a') ? 'a' : h?.startsWith('b') ? 'b' : 'none');
     expect([site(f.host), site(f.secondaryHost)].sort()).toEqual(['a', 'b']);
