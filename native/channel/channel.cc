@@ -109,6 +109,13 @@ void LogChannel::notify() {
   }
 }
 
+void LogChannel::notify_space() {
+  // seq_cst: the consumer's ring update before the loads below; the thread stores want_space_ and
+  // sleeping_ before its fence in sleep() and then checks for space (has_work): one of us sees the other.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (want_space_.load(std::memory_order_relaxed)) notify();
+}
+
 bool LogChannel::send(uint8_t type, std::vector<uint8_t> payload) {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -467,6 +474,7 @@ bool LogChannel::push_sink() {
     // release: the ring bytes are published (push() above) before the position; pairs with log_lsn1().
     log_lsn1_.store(sink_lsn1_, std::memory_order_release);
   }
+  want_space_.store(sink_active_, std::memory_order_relaxed);
   if (pushed && hooks_.on_ring) hooks_.on_ring();
   return pushed > 0;
 }

@@ -103,6 +103,10 @@ class LogChannel {
   /// The ring's other end moved (kSender: batches published; kReceiver: bytes consumed). Any thread;
   /// cheap when the channel is busy (a system call only when its thread sleeps).
   void notify();
+  /// kReceiver: the replayer took bytes out of the ring. Wakes the thread only when it waits for ring
+  /// space: a wake-up per consumed batch would cost the secondary a system call and a context switch
+  /// on both threads for nothing. Any thread.
+  void notify_space();
   /// kSender: batches were published. When the channel's sending side is free, frames and writes them
   /// on the calling thread (the producer) instead of waking the channel's thread, which then only reads
   /// ACKs; otherwise (or when the socket does not take it all) the same as notify(). Any thread.
@@ -181,7 +185,7 @@ class LogChannel {
   std::unique_ptr<ByteRingProducer> sink_;   // kReceiver
   std::thread thread_;
 
-  std::atomic<bool> sleeping_{false}, quit_{false}, finishing_{false}, ended_{false}, report_{false}, thread_started_{false};
+  std::atomic<bool> sleeping_{false}, want_space_{false}, quit_{false}, finishing_{false}, ended_{false}, report_{false}, thread_started_{false};
   /// The sending side (out_, framing, sealing, writing, and what has_work() reads of them): the channel
   /// thread, and send_now() on a producer's thread, take turns. Taken before mu_, never after.
   std::mutex send_mu_;

@@ -60,7 +60,7 @@ std::unique_ptr<ReplicationLink> ReplicationLink::start(Role role, VcpuThread& v
     // space). A weak reference: the callback may outlive the link.
     auto weak = std::make_shared<std::weak_ptr<LogChannel>>();
     uint8_t* mem = vcpu.attach_replay_ring(replay_capacity, [weak] {
-      if (auto c = weak->lock()) c->notify();
+      if (auto c = weak->lock()) c->notify_space();
     });
     if (!mem) {
       if (config.fd >= 0) close(config.fd);

@@ -33,6 +33,10 @@ Options:
   --events               messages as JSON lines on stderr
   -h, --help
 
+Exit status: 0 stopped by SIGTERM or SIGINT; 64 usage or configuration error (a dir: store that does
+not exist); 65 the store holds damaged records; 69 --listen is taken, or the store does not answer;
+77 the store refused the credentials; 70 internal error.
+
 run-vm is how an agent runs a VM whose configuration says ft.enabled: false: the guest with its
 devices and network, alone (no arbiter, no secondary). Its events (--events): net, running,
 progress (every second: instructions retired), ended, halted. Exit status: the guest's exit code; 64 configuration error; 69 the VM's UDP port is taken.

@@ -102,8 +102,10 @@ Commands:
       --max-resets <n>           at most n resets of a VM (default 3) …
       --reset-window <s>         … within this window (default 3600)
 
-Every command takes --store. Exit status 65 for a refused order (unknown host, a VM that exists or
-runs, too many vCPUs, not enough failover capacity), 75 when --wait runs out of time.
+Every command takes --store. Exit status: 0 done; 64 usage or configuration error (a dir: store
+that does not exist); 65 a refused order (unknown host, VM, rule or group, a VM that exists or runs,
+too many vCPUs, not enough failover capacity) or damaged records in the store; 69 the store does not
+answer; 75 --wait ran out of time; 77 the store refused the credentials.
 `;
 
 function pct(x: number): string {

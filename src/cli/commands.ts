@@ -92,6 +92,19 @@ export async function dispatch(argv: string[], io: CommandIo): Promise<number> {
       io.stderr.write(`lockstep ${verb}: ${(err as Error).message}\n`);
       return EXIT.unavailable;
     }
+    // The arbiter or the cluster store: unreachable is not a usage error, refused credentials not either.
+    if (code === 'ERR_LOCKSTEP_ARBITER_UNAVAILABLE' || code === 'ERR_LOCKSTEP_STORE_UNAVAILABLE') {
+      io.stderr.write(`lockstep ${verb}: ${(err as Error).message}\n`);
+      return EXIT.unavailable;
+    }
+    if (code === 'ERR_LOCKSTEP_ARBITER_DENIED' || code === 'ERR_LOCKSTEP_STORE_DENIED') {
+      io.stderr.write(`lockstep ${verb}: ${(err as Error).message}\n`);
+      return EXIT.denied;
+    }
+    if (code === 'ERR_LOCKSTEP_ARBITER_CORRUPT' || code === 'ERR_LOCKSTEP_STORE_CORRUPT') {
+      io.stderr.write(`lockstep ${verb}: ${(err as Error).message}\n`);
+      return EXIT.dataErr;
+    }
     if (err instanceof ListenError || code === 'ERR_LOCKSTEP_METRICS_LISTEN') {
       io.stderr.write(`lockstep ${verb}: ${(err as Error).message}\n`);
       return EXIT.unavailable;

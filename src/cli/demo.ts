@@ -17,14 +17,18 @@ export const DEMO_HELP = `Usage: lockstep demo [options]
 
 Runs the kvserver guest as a fault-tolerant pair on this machine (two processes), puts a verifying
 memcached-UDP load on it, kills the primary with SIGKILL, and shows the secondary going live and a new
-secondary being cloned. Ends with a summary; exit status 0 only if no acknowledged write was lost.
+secondary being cloned. Ends with a summary.
 
 With --linux: the Linux guest running kvd (a memcached-compatible service) on TAP devices in two
 network namespaces (host A and host B) and TCP clients in a third, each with ONE persistent connection;
 the primary is killed --kills times (the survivor goes on as primary and a new secondary joins in the
-other namespace each time). The summary adds increments applied twice and connections reset; exit
-status 0 only if all three are 0. Needs root on Linux (namespaces, TAP devices): without it, it says
-so and exits 77.
+other namespace each time). The summary adds increments applied twice and connections reset. Needs
+root on Linux (namespaces, TAP devices).
+
+Exit status: 0 no acknowledged write lost (--linux: none lost, no increment applied twice, no
+connection reset); 70 one of them was not 0, or the run failed; 64 usage error; 66 (--linux) the
+Linux guest image is missing; 69 (--linux) the network namespaces could not be made; 77 (--linux)
+not root.
 
 Options:
   --linux              the Linux guest with kvd over TCP, on TAP devices (root)

@@ -41,7 +41,8 @@ stop the primary (its secondary is dismissed, it does not go live).
 
 Exit status: 0 handed over (or the guest's exit code); 64 usage or configuration error; 69 an address
 is taken (the guest's UDP port, --listen, --control, metrics.listen), checked before any epoch is
-claimed; 76 halted (lost the arbiter); 130 interrupted.
+claimed, or the arbiter does not answer at start; 77 the arbiter refused the credentials; 76 halted
+(lost the arbiter); 130 interrupted.
 `;
 
 export const SECONDARY_HELP = `Usage: lockstep secondary <vm.json|vm.yaml> --join <host:port> [options]

@@ -28,6 +28,10 @@ Options:
   --balance-interval-ms <n>  at most one balancing move this often (default 10000)
   --events                   messages as JSON lines on stderr
   -h, --help
+
+Exit status: 0 stopped by SIGTERM or SIGINT (it resigned first); 64 usage or configuration error (a
+dir: store that does not exist: 'lockstep cluster init' makes one); 65 the store holds damaged
+records; 69 the store does not answer; 77 the store refused the credentials; 70 internal error.
 `;
 
 export async function managerCommand(argv: string[], io: CommandIo): Promise<number> {

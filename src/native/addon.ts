@@ -194,10 +194,11 @@ export function addon(): Addon {
       // takes whichever .node file it lists first there. Prebuilds still go through node-gyp-build.
       const local = join(root, 'build', 'Release', 'lockstep.node');
       const load = require('node-gyp-build') as (dir: string) => unknown;
-      cached = (existsSync(local) ? require(local) : load(root)) as Addon;
+      // Then the package's prebuilds (native/prebuilds/<platform>-<arch>/, see native/prebuild.mjs).
+      cached = (existsSync(local) ? require(local) : load(join(root, 'native'))) as Addon;
     }
   } catch (err) {
-    const where = override ? override : join(root, 'build', 'Release', 'lockstep.node');
+    const where = override ? override : `${join(root, 'build', 'Release', 'lockstep.node')} or native/prebuilds/${process.platform}-${process.arch}`;
     throw new AddonLoadError(
       `the lockstep native addon could not be loaded from ${where}: ${(err as Error).message}. ` +
         'Build it with `npm install` (or `npx node-gyp rebuild`) in the package folder; it needs python3, make and a C++20 compiler.',

@@ -25,6 +25,28 @@ describe('lockstep CLI', () => {
     expect(r.stdout).toMatch(/run <guest\.elf>/);
   });
 
+  it("every command's --help lists its exit statuses", () => {
+    for (const verb of ['run', 'record', 'replay', 'primary', 'secondary', 'ft', 'agent', 'manager', 'cluster', 'demo']) {
+      const r = lockstep(verb, '--help');
+      expect(r.status, verb).toBe(0);
+      expect(r.stdout, verb).toMatch(/Exit status/);
+    }
+  });
+
+  it('a cluster store that does not answer is 69 (unavailable), one that does not exist 64 (configuration)', () => {
+    const token = join(tmp, 'token');
+    writeFileSync(token, 'a-token-of-twenty-four-ch');
+    // Port 1 on loopback: nothing listens there, so the etcd client's connection is refused at once.
+    for (const verb of ['manager', 'agent']) {
+      const dead = lockstep(verb, '--store', 'etcd:http://127.0.0.1:1', '--token-file', token, ...(verb === 'agent' ? ['--id', 'h1'] : []));
+      expect(dead.status, `${verb}: ${dead.stderr}`).toBe(69);
+      expect(dead.stderr).toContain('etcd is up');
+    }
+    const missing = lockstep('cluster', 'status', '--store', `dir:${join(tmp, 'no-such-store')}`);
+    expect(missing.status).toBe(64);
+    expect(missing.stderr).toContain('lockstep cluster init');
+  });
+
   it('prints per-command help', () => {
     const r = lockstep('run', '--help');
     expect(r.status).toBe(0);

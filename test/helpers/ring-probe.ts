@@ -1,11 +1,11 @@
 // The RingProbe: a test-and-benchmark-only driver of a byte ring from native threads, in its own addon
-// (native/binding/ring_probe.cc, build target lockstep_test) so that the shipped addon carries no test code.
+// (test/native/ring_probe.cc, build target lockstep_test) so that the shipped addon carries no test code.
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** What a {@link RingProbe} run measured (native/binding/ring_probe.cc). */
+/** What a {@link RingProbe} run measured (test/native/ring_probe.cc). */
 export interface RingProbeResult {
   /** Bytes the native end moved: produced (produce) or consumed (consume, pipe). */
   bytes: number;

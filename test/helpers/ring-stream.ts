@@ -1,4 +1,4 @@
-// The RingProbe's deterministic test stream and lane hash (mirrors native/binding/ring_probe.cc), and
+// The RingProbe's deterministic test stream and lane hash (mirrors test/native/ring_probe.cc), and
 // the JS halves of a probe run: reading what a native producer sends, writing what a native consumer
 // verifies. Shared by test/log/ring.test.ts and bench/src/ring.ts. Every loop is bounded in count.
 import type { ByteRingReader, ByteRingWriter } from '../../src/native/ring.js';

@@ -54,10 +54,16 @@ describe('layering', () => {
     expect(offending('bench', /src\/cli\/|dist', 'cli', 'demo/, () => false)).toEqual([]);
   });
 
-  it('the shipped addon carries no test-only native code', () => {
-    const gyp = JSON.parse(readFileSync(join(ROOT, 'binding.gyp'), 'utf8')) as { targets: { target_name: string; sources: string[] }[] };
-    const main = gyp.targets.find((t) => t.target_name === 'lockstep');
-    expect(main?.sources).not.toContain('native/binding/ring_probe.cc');
-    expect(gyp.targets.find((t) => t.target_name === 'lockstep_test')?.sources).toContain('native/binding/ring_probe.cc');
+  it('the shipped addon carries no test-only native code, and a package without test/ builds without it', () => {
+    type Target = { target_name: string; sources: string[] };
+    const gyp = JSON.parse(readFileSync(join(ROOT, 'binding.gyp'), 'utf8')) as { variables: Record<string, string>; targets: Target[]; conditions: [string, { targets: Target[] }][] };
+    expect(gyp.targets.map((t) => t.target_name)).toEqual(['lockstep']);
+    expect(gyp.targets[0]!.sources.filter((s) => !s.startsWith('native/'))).toEqual([]);
+    // The test targets exist only where their sources do (test/native is not in the package).
+    expect(gyp.variables['lockstep_tests%']).toContain("existsSync('test/native')");
+    const [condition, { targets }] = gyp.conditions.find(([c]) => c.startsWith('lockstep_tests'))!;
+    expect(condition).toBe('lockstep_tests==1');
+    expect(targets.find((t) => t.target_name === 'lockstep_test')?.sources).toContain('test/native/ring_probe.cc');
+    expect(readdirSync(join(ROOT, 'native', 'binding'))).toEqual(['addon.cc']);
   });
 });

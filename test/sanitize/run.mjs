@@ -20,6 +20,7 @@ rmSync(work, { recursive: true, force: true });
 mkdirSync(work, { recursive: true });
 cpSync(join(root, 'binding.gyp'), join(work, 'binding.gyp'));
 cpSync(join(root, 'native'), join(work, 'native'), { recursive: true });
+cpSync(join(root, 'test', 'native'), join(work, 'test', 'native'), { recursive: true }); // the test addons' own sources
 cpSync(join(root, 'node_modules', 'node-addon-api'), join(work, 'node_modules', 'node-addon-api'), { recursive: true });
 console.log('test:sanitize: building the addon with -fsanitize=address,undefined ...');
 run(process.execPath, [join(root, 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'), 'rebuild', '-j', '2'], {

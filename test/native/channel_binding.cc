@@ -491,7 +491,7 @@ Napi::Value Loopback(const Napi::CallbackInfo& info) {
       }
       b.resize(size);
       ring.pop(b.data(), size);
-      receiver.notify();
+      receiver.notify_space();  // as the replaying vCPU does: a wake-up only when the channel waits for space
       if (!maker.check(got, b.data(), size)) {
         consumer_error = "batch " + std::to_string(got) + " arrived different from what was sent";
         give_up = true;
