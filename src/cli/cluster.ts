@@ -90,8 +90,9 @@ Commands:
                                            change them. --host-failures: HA admission control, host
                                            failures the cluster tolerates (default 0: off). A VM is not
                                            powered on (create-vm refuses it; the manager does not start
-                                           it) unless every VM that runs, and it, could be restarted and
-                                           every FT VM re-protected after the loss of that many hosts
+                                           it) unless every VM of the desired state, it included, could be
+                                           restarted and every FT VM re-protected after the loss of that
+                                           many hosts
       --vm-monitoring off|heartbeat|progress
                                  VM monitoring (default off): reset — stop and restart from its disk —
                                    a VM whose heartbeat (its process's report, every second) stops,

@@ -129,7 +129,9 @@ describe('a host that dies, and a drain that cannot finish', () => {
     expect(status).toMatch(/\nh1 +no +off /);
     expect(status).toMatch(/\nsolo +- +- +- +- +- +medium +- +Down: lost with host h1 at \S+ \S+ \(its record expired: .*\); (HA restarts it|then failed to start \d+ time\(s\), last on h1: .*)$/m);
 
-    // Events: one line each; the detail (an unplaceable's host-by-host reasons, say) in --json.
+    // Events: one line each; the detail (an unplaceable's host-by-host reasons, say) in --json. The
+    // manager stops first, so that the two reads see the same log.
+    await manager.stop();
     const text = (await runCli(['cluster', 'events', '--limit', '50', '--store', spec])).stdout.trimEnd().split('\n');
     const full = JSON.parse((await runCli(['cluster', 'events', '--limit', '50', '--json', '--store', spec])).stdout) as ClusterEvent[];
     expect(text).toHaveLength(full.length);

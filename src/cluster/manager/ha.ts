@@ -15,8 +15,8 @@ export function admitVm(snapshot: ClusterSnapshot, hostFailures: number, vm: str
 }
 
 /**
- * The cluster's failover capacity as the store shows it, and — when `candidate` is given — as if that
- * VM were added and ran. Without the manager's compatibility baseline, every host counts for FT halves
+ * The cluster's failover capacity for its desired VMs, and — when `candidate` is given — with that VM
+ * added to them. Without the manager's compatibility baseline, every host counts for FT halves
  * (the manager checks again with its own before it starts anything). Throws PlacementInputError when
  * the inventory is not a valid snapshot.
  */

@@ -2,7 +2,6 @@
 // capacity to restart every VM, and re-protect every FT VM, after the loss of any N hosts? Pure.
 import { formatBytes, formatMips } from './format.js';
 import type { Cluster } from './model.js';
-import { State } from './state.js';
 
 /** One host's failover capacity in slots. */
 export interface AdmissionHost {
@@ -25,7 +24,7 @@ export interface AdmissionResult {
   code?: AdmissionCode;
   /** The policy: host failures the cluster tolerates (0: admission control off, always ok). */
   hostFailures: number;
-  /** The VM being admitted, counted as if it ran, if one was asked about. */
+  /** The VM being admitted, if one was asked about (counted like every VM of the snapshot). */
   vm?: string;
   /** The slot: the largest CPU and memory demand of the VMs counted (0 when none is counted). */
   slot: { mips: number; memoryBytes: number };
@@ -55,23 +54,17 @@ function slotsOf(capacity: number, slot: number): number {
 }
 
 /**
- * Failover capacity under the "host failures cluster tolerates" policy. The VMs counted are those with
- * a running half, and `vm` (as if it ran) when given. The slot is the largest MIPS and memory demand
- * among them; a host holds min(CPU limit / slot MIPS, memory limit / slot memory) slots, and an FT half
+ * Failover capacity under the "host failures cluster tolerates" policy. Every VM of the snapshot is
+ * counted, placed or not: the snapshot holds the VMs the cluster is to run (a VM down now is one HA is
+ * to restart, and a record missing for a moment must not free its slot). `vm` names the VM being
+ * admitted, for the reason. The slot is the largest MIPS and memory demand among them; a host holds min(CPU limit / slot MIPS, memory limit / slot memory) slots, and an FT half
  * also needs a host of the baseline's compat id under its FT VM and FT vCPU caps. The worst case loses
  * the `hostFailures` hosts with the most slots. Admitted when the rest hold every half: one per VM
  * without FT, two per FT VM (its restart and its new secondary, never on one host).
  */
 export function admission(c: Cluster, hostFailures: number, vm = -1): AdmissionResult {
-  const s = State.initial(c);
-  if (vm >= 0) {
-    s.remove(vm, false);
-    s.remove(vm, true);
-  }
   const counted: number[] = [];
-  for (let v = 0; v < c.vmIds.length; v++) {
-    if (v === vm || s.running(v, false) || (c.ft[v] === 1 && s.running(v, true))) counted.push(v);
-  }
+  for (let v = 0; v < c.vmIds.length; v++) counted.push(v);
   let slotMips = 0;
   let slotMem = 0;
   let maxFtVcpus = 0;
@@ -126,7 +119,7 @@ export function admission(c: Cluster, hostFailures: number, vm = -1): AdmissionR
   const withVm = vm >= 0 ? ` with ${c.vmIds[vm]!}` : '';
   const policy = `HA admission control (${n} host failure${n === 1 ? '' : 's'} tolerated)`;
   if (n === 0) return { ...base, ok: true, reason: `${policy}: off` };
-  if (counted.length === 0) return { ...base, ok: true, reason: `${policy}: no VM runs` };
+  if (counted.length === 0) return { ...base, ok: true, reason: `${policy}: no VM` };
   const lostText = lost.length > 0 ? `losing ${lost.join(', ')}` : 'the loss';
   if (hosts.length <= n) {
     return { ...base, ok: false, code: 'too-few-hosts', reason: `${policy}: the cluster has ${hosts.length} host(s) in service; after losing ${n} none would be left to restart VMs on` };

@@ -73,9 +73,9 @@ export class Placement {
   }
 
   /**
-   * HA admission control ("host failures cluster tolerates"): whether the VMs that run — and `vm`, as
-   * if it ran — could all be restarted, and every FT VM re-protected, after the loss of any
-   * `hostFailures` hosts. `hostFailures` 0 turns the check off (always admitted).
+   * HA admission control ("host failures cluster tolerates"): whether every VM of the snapshot — the
+   * VMs the cluster is to run, `vm` among them — could be restarted, and every FT VM re-protected, after
+   * the loss of any `hostFailures` hosts. `hostFailures` 0 turns the check off (always admitted).
    */
   admission(options: { hostFailures: number; vm?: string }): AdmissionResult {
     const n = options.hostFailures;

@@ -90,13 +90,15 @@ describe('HA admission control', () => {
     expect([closed.ok, closed.hosts.length]).toEqual([true, 2]);
   });
 
-  it('counts only VMs that run, and the one asked about', () => {
-    const snap: ClusterSnapshot = { hosts: [host('h1'), host('h2')], vms: [vm('on', { host: 'h1' }), vm('off', { memGiB: 60 }), vm('new')] };
+  it('counts every VM of the snapshot, placed or not: each is one the cluster is to run', () => {
+    // `down` runs nowhere now (its host was lost, or its record is missing for a moment): its slot stays.
+    const snap: ClusterSnapshot = { hosts: [host('h1'), host('h2')], vms: [vm('on', { host: 'h1' }), vm('down', { memGiB: 30 }), vm('new')] };
     const r = new Placement(snap).admission({ hostFailures: 1, vm: 'new' });
-    expect([r.ok, r.halvesNeeded, r.slot.memoryBytes]).toEqual([true, 2, 4 * 1024 ** 3]);
-    // Without a VM: the cluster as it runs.
+    expect([r.ok, r.halvesNeeded, r.slot.memoryBytes, r.slotsAfterFailure]).toEqual([false, 3, 30 * 1024 ** 3, 2]);
+    // Without a VM named: the same count, the reason naming none.
     const now = new Placement(snap).admission({ hostFailures: 1 });
-    expect([now.ok, now.halvesNeeded, now.vm]).toEqual([true, 1, undefined]);
+    expect([now.ok, now.halvesNeeded, now.vm]).toEqual([false, 3, undefined]);
+    expect(now.reason).toMatch(/2 slot\(s\) would remain for the 3 VM half\(s\) that must run \(slot/);
   });
 
   it('gives the same answer whatever order hosts and VMs are listed in', () => {
