@@ -9,6 +9,7 @@
       "sources": [
         "native/binding/addon.cc",
         "native/cpu/cpu.cc",
+        "native/cpu/debug.cc",
         "native/cpu/csr.cc",
         "native/cpu/mmu.cc",
         "native/cpu/decode.cc",

@@ -89,6 +89,19 @@ export class ListenError extends LockstepError {
   }
 }
 
+/**
+ * An optional peer dependency that a feature needs is not installed (prom-client for metrics). Code
+ * `ERR_LOCKSTEP_PACKAGE_MISSING`; the message names the package, the feature and how to get it.
+ */
+export class MissingPackageError extends LockstepError {
+  /** The npm package to install, e.g. `prom-client`. */
+  readonly packageName: string;
+  constructor(packageName: string, feature: string, options?: { cause?: unknown }) {
+    super('ERR_LOCKSTEP_PACKAGE_MISSING', `${feature} need the npm package ${packageName}, which is not installed: run \`npm install ${packageName}\` beside lockstep`, options);
+    this.packageName = packageName;
+  }
+}
+
 /** Stable codes a {@link ReplicationError} carries. */
 export type ReplicationErrorCode =
   /** Clone page records that are not whole `[u32 index][4096 bytes]` records or name a page outside RAM. */

@@ -1,7 +1,7 @@
 // Public API of lockstep: re-exports only.
 export { Machine, RAM_BASE, DEFAULT_MEMORY, MAX_MEMORY, VIRTUAL_INSTRUCTIONS_PER_TICK } from './machine/machine.js';
 export type { LoadInfo, RunOptions, MachineEvents } from './machine/machine.js';
-export type { ClockMode, Counters, ExitReason, MachineOptions, NetStats, ReplayCheck, RunResult } from './machine/types.js';
+export type { ClockMode, Counters, DebugOptions, DebugStop, ExitReason, MachineOptions, NetStats, ReplayCheck, RunResult, Watchpoint } from './machine/types.js';
 export { MAX_CMDLINE_BYTES } from './machine/types.js';
 export { parseElf } from './machine/elf.js';
 export { committedLinux, checkLinuxIdentity, readLinuxBoot, COMMITTED_LINUX, COMMITTED_LINUX_APPEND, MAX_BOOTARGS_BYTES } from './machine/linux.js';
@@ -9,7 +9,7 @@ export type { LinuxBootOptions, LinuxBootFiles, LinuxBootInfo, LinuxIdentity } f
 export { buildDeviceTree, decodeDeviceTree, encodeDeviceTree, virtBootLayout } from './machine/device-tree.js';
 export type { DeviceTreeConfig, DeviceTree, DeviceTreeNode, BootLayout } from './machine/device-tree.js';
 export type { ElfImage, ElfSegment, ElfBounds } from './machine/elf.js';
-export { LockstepError, AddonLoadError, ElfError, OptionError, MachineStateError, SnapshotError, ListenError, BootError } from './errors.js';
+export { LockstepError, AddonLoadError, ElfError, OptionError, MachineStateError, SnapshotError, ListenError, BootError, MissingPackageError } from './errors.js';
 export type { SnapshotErrorCode, BootErrorCode } from './errors.js';
 export { Recorder, DEFAULT_HASH_INTERVAL } from './log/recorder.js';
 export type { RecorderOptions, RecorderEvents } from './log/recorder.js';
@@ -65,7 +65,7 @@ export { createVmMachine, loadVm, attachVmNetwork } from './ft/vm.js';
 export type { VmSpec } from './ft/vm.js';
 export { loadConfig, parseConfig, validateConfig, ConfigError } from './config/index.js';
 export { bindFtMetrics } from './ft/metrics.js';
-export { Registry, createFtMetrics, startMetricsServer, RefusalLog, createLimitedServer, HTTP_LIMITS } from './observability/index.js';
+export { createFtMetrics, startMetricsServer, RefusalLog, createLimitedServer, HTTP_LIMITS } from './observability/index.js';
 export type { FtMetrics, FtVmMetrics, MetricsServer, RefusalLogOptions, HttpLimits } from './observability/index.js';
 // Cluster placement (DESIGN §4): pure and deterministic.
 export { Placement, PlacementInputError, explain as explainPlacement, applyAnswer, applyMoves, describeMove, DEFAULT_BALANCE_OPTIONS, DEFAULT_MAX_FT_VMS, DEFAULT_MAX_FT_VCPUS } from './cluster/placement/index.js';
@@ -82,3 +82,11 @@ export type { ControlAnswer } from './ft/control-client.js';
 // The cluster (DESIGN §4): host agents, the manager, the cluster store.
 export { Agent, Manager, AgentClient, AgentApiError, DirStore, EtcdStore, StoreError, openStore, parseStoreSpec, readInventory, pairView, pairViews, buildSnapshot, desiredVm, configToJson, parseHostRule, defaultCompatId, readEvents, KEYS, MANAGER_ELECTION, CLUSTER_CHANNELS } from './cluster/index.js';
 export type { AgentOptions, AgentClientOptions, StartRequest, HostInfo, InstanceView, ManagerOptions, ManagerEvents, ManagerMode, Automation, ClusterStore, StoreEntry, HostRecord, InstanceRecord, DesiredVm, ClusterEvent, MaintenanceState, PairView, PairStatus, Inventory } from './cluster/index.js';
+export { GdbServer, serveGdb } from './debug/server.js';
+export type { GdbServerEvents } from './debug/server.js';
+export { GdbSession } from './debug/session.js';
+export type { SessionEnd } from './debug/session.js';
+export { LiveTarget } from './debug/live-target.js';
+export { ReplayTarget, CHECKPOINT_INTERVAL, MAX_CHECKPOINTS } from './debug/replay-target.js';
+export type { ReplayTargetOptions } from './debug/replay-target.js';
+export type { DebugTarget, DebugPoints, ResumeAction, TargetStop } from './debug/target.js';

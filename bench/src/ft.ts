@@ -13,6 +13,7 @@ import { ROOT as root } from './paths.js';
 
 // The CLI's process launcher, from the built package (the benchmark drives real `lockstep` processes).
 const { launch, freeUdpPort } = (await import(pathToFileURL(join(root, 'dist', 'cluster', 'agent', 'cli-process.js')).href)) as typeof import('../../src/cluster/agent/cli-process.js');
+const { callControl } = (await import(pathToFileURL(join(root, 'dist', 'ft', 'control-client.js')).href)) as typeof import('../../src/ft/control-client.js');
 const guest = (n: string) => join(root, 'guest', 'bin', `${n}.elf`);
 const BUDGET = 125e6;
 const tmp = mkdtempSync(join(tmpdir(), 'lockstep-bench-ft-'));
@@ -302,6 +303,65 @@ async function slowSecondaryLag() {
   return { lagMs: { p50: pct(lags, 50), p90: pct(lags, 90), p99: pct(lags, 99) }, throttle: { p50: pct(throttles, 50), max: Math.max(...throttles) }, samples: lags.length };
 }
 
+type MigrationKind = 'ft-off' | 'move-secondary' | 'ft-primary';
+/**
+ * One live migration (or move of the secondary) of kvserver with 64 MiB of RAM, under a client that sets
+ * one key in a loop with both hosts' UDP ports as endpoints (each side serves its own, as two hosts
+ * would): the client-visible outage (longest silence between answers), the whole operation's time from
+ * the target's join, and how long the guest was held for a move's switch-over.
+ */
+async function migration(kind: MigrationKind, i: number) {
+  const { cfg, port: sourcePort } = await kvConfig(`migrate-${kind}-${i}`);
+  const json = JSON.parse(readFileSync(cfg, 'utf8')) as { vm: { ramMiB: number; devices: { net: { hostPort: number } } }; ft: Record<string, unknown> };
+  json.vm.ramMiB = 64;
+  if (kind === 'ft-off') json.ft.enabled = false;
+  writeFileSync(cfg, JSON.stringify(json));
+  const targetPort = await freeUdpPort();
+  json.vm.devices.net.hostPort = targetPort;
+  const cfgB = cfg.replace(/vm\.json$/, 'vm-b.json');
+  writeFileSync(cfgB, JSON.stringify(json));
+  const a = launch('source', ['primary', cfg, '--control', '127.0.0.1:0']);
+  const l = await a.wait('listening');
+  const control = String((await a.wait('control')).url);
+  const joinArgs = ['--join', `127.0.0.1:${String(l.port)}`];
+  const procs = [a];
+  if (kind !== 'ft-off') {
+    procs.push(launch('secondary', ['secondary', cfgB, ...joinArgs]));
+    await a.wait('status', (e) => e.protected === true);
+  }
+  const c = new KvClient({ endpoints: [{ host: '127.0.0.1', port: sourcePort }, { host: '127.0.0.1', port: targetPort }], timeoutMs: 20, retries: 1000, backoff: { initialMs: 0, maxMs: 0 } });
+  let target: ReturnType<typeof launch> | undefined;
+  const op = kind === 'move-secondary' ? 'migrate-secondary' : 'migrate';
+  const outage = await measureOutage(
+    c,
+    () => {
+      void callControl(control, key, 'POST', `/ft/${op}`).then(() => {
+        target = launch('target', ['secondary', cfgB, ...joinArgs]);
+        procs.push(target);
+      });
+    },
+    async () => {
+      await until(() => target !== undefined);
+      if (kind === 'move-secondary') await a.wait('moved', undefined, 120_000);
+      else await target!.wait('listening', undefined, 120_000);
+    },
+  );
+  const done = a.events.find((e) => e.event === (kind === 'move-secondary' ? 'moved' : 'migrated'));
+  const moved = a.events.find((e) => e.event === 'moved');
+  for (const p of procs) p.child.kill('SIGKILL');
+  const live = target?.events.find((e) => e.event === 'go-live');
+  const handed = a.events.find((e) => e.event === 'migrated');
+  if (process.env.LOCKSTEP_BENCH_VERBOSE) {
+    if (moved) process.stderr.write(`\n  steps ${JSON.stringify(moved.steps)} pages ${String(moved.pages)}\n`);
+    if (live) process.stderr.write(`\n  hand-over ${String(handed?.handOverMs)} ms at the source; target go-live ${String(live.ms)} ms\n`);
+  }
+  return { outageMs: outage, totalMs: Number(done?.totalMs ?? NaN), heldMs: moved ? Number(moved.pauseMs) : undefined };
+}
+
+async function until(cond: () => boolean): Promise<void> {
+  while (!cond()) await new Promise((r) => setTimeout(r, 5));
+}
+
 async function clonePause(mib: number, workload: string) {
   // A guest that keeps writing memory while the clone runs: the pause covers its last dirty pages.
   // `mixed` dirties a few pages; `memtouch` a word of every page of 48 MiB, over and over (the worst case).
@@ -322,7 +382,7 @@ async function clonePause(mib: number, workload: string) {
 
 const results: Record<string, unknown> = { date: new Date().toISOString() };
 // LOCKSTEP_BENCH_SECTIONS=cpu,kv,kvp,failover,clone runs a subset (results.json then holds only those).
-const ALL_SECTIONS = ['cpu', 'kv', 'input', 'kvp', 'lag', 'failover', 'hostloss', 'clone'];
+const ALL_SECTIONS = ['cpu', 'kv', 'input', 'kvp', 'lag', 'failover', 'hostloss', 'clone', 'migrate'];
 const sections = new Set((process.env.LOCKSTEP_BENCH_SECTIONS ?? ALL_SECTIONS.join(',')).split(','));
 if (sections.has('cpu')) {
 console.log('FT overhead, CPU-bound (primary and secondary on this 2-core machine)');
@@ -467,6 +527,28 @@ for (const workload of ['mixed', 'memtouch']) {
   }
 }
 results.clone = clones;
+}
+if (sections.has('migrate')) {
+  const n = Number(process.env.LOCKSTEP_BENCH_MIGRATIONS ?? 5);
+  console.log(`live migration and moves of the secondary, kvserver with 64 MiB, ${n} each (client-visible outage: the longest silence between answers of a client using both hosts' ports)`);
+  const rows: Record<string, unknown>[] = [];
+  for (const kind of ['ft-off', 'move-secondary', 'ft-primary'] as const) {
+    const o: number[] = [];
+    const total: number[] = [];
+    const held: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const r = await migration(kind, i);
+      o.push(r.outageMs);
+      total.push(r.totalMs);
+      if (r.heldMs !== undefined) held.push(r.heldMs);
+      process.stderr.write(`\r  ${kind} ${i + 1}/${n}: outage ${r.outageMs.toFixed(1)} ms, total ${r.totalMs.toFixed(0)} ms   `);
+    }
+    process.stderr.write('\n');
+    const row = { kind, n, outageMs: { p50: pct(o, 50), max: Math.max(...o) }, totalMs: { p50: pct(total, 50), max: Math.max(...total) }, ...(held.length ? { heldMs: { p50: pct(held, 50), max: Math.max(...held) } } : {}), samples: { outage: o, total, held } };
+    rows.push(row);
+    console.log(`  ${kind.padEnd(15)} outage p50 ${row.outageMs.p50.toFixed(1)} ms, max ${row.outageMs.max.toFixed(1)} ms; total p50 ${row.totalMs.p50.toFixed(0)} ms${held.length ? `; guest held p50 ${pct(held, 50).toFixed(1)} ms` : ''}`);
+  }
+  results.migrate = rows;
 }
 writeFileSync(join(root, 'bench', 'results', ALL_SECTIONS.every((x) => sections.has(x)) ? 'ft.json' : 'ft-partial.json'), `${JSON.stringify(results, null, 2)}\n`);
 rmSync(tmp, { recursive: true, force: true });

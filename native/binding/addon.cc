@@ -72,6 +72,8 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
                            InstanceMethod<&NativeMachine::JsStartRecording>("startRecording"),
                            InstanceMethod<&NativeMachine::JsFinishRecording>("finishRecording"),
                            InstanceMethod<&NativeMachine::JsStartReplay>("startReplay"),
+                           InstanceMethod<&NativeMachine::JsSetDebug>("setDebug"),
+                           InstanceMethod<&NativeMachine::JsTranslate>("translate"),
                            InstanceMethod<&NativeMachine::JsFeed>("feed"),
                            InstanceMethod<&NativeMachine::JsEndOfLog>("endOfLog"),
                            InstanceMethod<&NativeMachine::JsStateHash>("stateHash"),
@@ -381,7 +383,7 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     if (!vcpu_ || !vcpu_->take_report(&r)) return env.Null();
     doorbell_.Unref(env);
     Napi::Object o = Napi::Object::New(env);
-    static const char* const kKinds[] = {"budget", "exit", "trap", "halted", "stopped", "divergence", "end-of-log"};
+    static const char* const kKinds[] = {"budget", "exit", "trap", "halted", "stopped", "divergence", "end-of-log", "debug"};
     static const char* const kVia[] = {"none", "finisher", "semihosting", "htif"};
     o.Set("kind", kKinds[static_cast<int>(r.kind)]);
     o.Set("code", Napi::Number::New(env, r.exit_code));
@@ -440,10 +442,63 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     const int64_t code = info[1].As<Napi::Number>().Int64Value();
     return Napi::Boolean::New(info.Env(), vcpu_->finish_recording(static_cast<EndReason>(reason), code));
   }
+  // startReplay(resumeAt?: bigint): resumeAt is the instret of the snapshot this machine was restored
+  // from, taken while replaying the same log (events up to it are skipped).
   Napi::Value JsStartReplay(const Napi::CallbackInfo& info) {
     if (!Usable(info)) return info.Env().Undefined();
-    if (!vcpu_->start_replay()) ThrowCoded(info.Env(), "ERR_LOCKSTEP_MACHINE_BUSY", "cannot start replaying: the machine is running");
+    uint64_t resume_at = UINT64_MAX;
+    if (info.Length() > 0 && info[0].IsBigInt()) {
+      bool lossless;
+      resume_at = info[0].As<Napi::BigInt>().Uint64Value(&lossless);
+      if (!lossless || resume_at == UINT64_MAX) {
+        Napi::RangeError::New(info.Env(), "resumeAt must be below 2^64 - 1").ThrowAsJavaScriptException();
+        return info.Env().Undefined();
+      }
+    }
+    if (!vcpu_->start_replay(resume_at)) ThrowCoded(info.Env(), "ERR_LOCKSTEP_MACHINE_BUSY", "cannot start replaying: the machine is running");
     return info.Env().Undefined();
+  }
+  // setDebug(null) detaches the debugger; setDebug(breakpoints: Uint32Array, watches: Uint32Array of
+  // (addr, len, on) triples, step: boolean, resumePc: number, resumeInstret: bigint) attaches it.
+  Napi::Value JsSetDebug(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Usable(info)) return env.Undefined();
+    Machine& m = vcpu_->machine();
+    if (info.Length() < 1 || info[0].IsNull()) {
+      m.set_debugging(false);
+      return env.Undefined();
+    }
+    if (info.Length() < 5 || !info[0].IsTypedArray() || !info[1].IsTypedArray() || !info[2].IsBoolean() || !info[3].IsNumber() || !info[4].IsBigInt()) {
+      Napi::TypeError::New(env, "setDebug(breakpoints: Uint32Array, watches: Uint32Array, step: boolean, resumePc: number, resumeInstret: bigint)")
+          .ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::TypedArray bt = info[0].As<Napi::TypedArray>(), wt = info[1].As<Napi::TypedArray>();
+    if (bt.TypedArrayType() != napi_uint32_array || wt.TypedArrayType() != napi_uint32_array || wt.ElementLength() % 3 != 0) {
+      Napi::TypeError::New(env, "breakpoints and watches must be Uint32Arrays (watches in triples)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::Uint32Array b = bt.As<Napi::Uint32Array>(), w = wt.As<Napi::Uint32Array>();
+    DebugState& d = m.debug_state();
+    d.breakpoints.assign(b.Data(), b.Data() + b.ElementLength());
+    d.watches.clear();
+    for (size_t i = 0; i + 2 < w.ElementLength(); i += 3) {
+      d.watches.push_back(DebugState::Watch{w[i], w[i + 1], static_cast<uint8_t>(w[i + 2] & 3)});
+    }
+    d.step = info[2].As<Napi::Boolean>().Value();
+    d.resume_pc = info[3].As<Napi::Number>().Uint32Value();
+    bool lossless;
+    d.resume_instret = info[4].As<Napi::BigInt>().Uint64Value(&lossless);
+    d.hit = DebugState::kNone;
+    m.set_debugging(true);
+    return env.Undefined();
+  }
+  // translate(va: number): the physical address a load or store at va would reach now, or null.
+  Napi::Value JsTranslate(const Napi::CallbackInfo& info) {
+    uint32_t va, pa;
+    if (!Usable(info) || !U32(info, 0, &va)) return info.Env().Undefined();
+    if (!vcpu_->machine().cpu().debug_translate(va, &pa)) return info.Env().Null();
+    return Napi::Number::New(info.Env(), pa);
   }
   Napi::Value JsFeed(const Napi::CallbackInfo& info) {
     if (!vcpu_ || info.Length() < 1 || !info[0].IsTypedArray()) {

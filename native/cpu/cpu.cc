@@ -348,6 +348,11 @@ Stop Cpu::run(uint64_t target) {
       if (mip() & mie) wfi = false;  // wakes even with interrupts globally disabled
       else return Stop::kWfi;
     }
+    if (LOCKSTEP_UNLIKELY(debug != nullptr)) {
+      Stop stop;
+      if (debug_step(&stop)) return stop;
+      continue;
+    }
     uint64_t limit = std::min({target, instret + slice, soft_target});
     if (timer_deadline > instret) limit = std::min(limit, timer_deadline);
     update_mode();
@@ -1131,6 +1136,11 @@ trap:
   // mval = cause, maddr = tval, pc = the trapping instruction; rem excludes it.
   instret = IC();
   if (!take_trap(mval, maddr, pc)) goto fatal;
+  // A debugger sees the trap's handler before any of it runs (a step ends here).
+  if (LOCKSTEP_UNLIKELY(debug != nullptr)) {
+    result = Inner::kRecheck;
+    goto out;
+  }
   update_mode();  // the privilege changed: other banks of the translation cache, or none
   dtlb = dtlb_;
   dlim = data_limit_;

@@ -73,6 +73,29 @@ enum class Stop : uint8_t {
   kHalted,     ///< WFI with no interrupt enabled that could ever wake the hart, or a halt request
   kWfi,        ///< WFI waiting for the host (real time, or host input); resume with run() again
   kHost,       ///< the host raised the pending-event flag (stop request or new input)
+  kDebug,      ///< a debugger's breakpoint, watchpoint or single step; see DebugState::hit
+};
+
+/// What a debugger attached to the hart asks of run() (native/cpu/debug.cc). While Cpu::debug points
+/// at one, run() executes one instruction per inner run and checks these around it; with no debugger
+/// the pointer is null and the hot loop is exactly the plain one (one test per slice in run()).
+struct DebugState {
+  enum Hit : uint8_t { kNone = 0, kBreakpoint = 1, kStep = 2, kWatchWrite = 3, kWatchRead = 4, kWatchAccess = 5 };
+  /// A watched virtual address range and what triggers it (bit 0: loads, bit 1: stores).
+  struct Watch {
+    uint32_t addr, len;
+    uint8_t on;
+  };
+  std::vector<uint32_t> breakpoints;  ///< virtual pcs: stop before the instruction there executes
+  std::vector<Watch> watches;         ///< stop before an instruction that would load or store in a range
+  bool step = false;                  ///< stop after one instruction (or one trap taken)
+  /// A resumed run does not stop again at the breakpoint or watchpoint it stopped at: not at this pc at
+  /// this instret.
+  uint64_t resume_instret = UINT64_MAX;
+  uint32_t resume_pc = 0;
+  // Why the last run stopped with Stop::kDebug, and where (the pc, or the accessed address).
+  Hit hit = kNone;
+  uint32_t hit_addr = 0;
 };
 
 /// Result of a platform (non-RAM) memory access.
@@ -217,6 +240,9 @@ class Cpu {
   /// after an output, so outputs produced close together share one batch and one acknowledgement.
   uint64_t soft_target = UINT64_MAX;
 
+  /// A debugger's requests (see DebugState); null when none is attached. Set only between runs.
+  DebugState* debug = nullptr;
+
   /// Set by the host thread to make run() return Stop::kHost at the next slice boundary.
   const std::atomic<bool>* host_flag = nullptr;
 
@@ -278,6 +304,19 @@ class Cpu {
  private:
   enum class Inner : uint8_t { kLimit, kExit, kFatal, kWfi, kRecheck };
   Inner run_inner(uint64_t limit);
+  /// Debugger attached: one instruction under its breakpoints and watchpoints (debug.cc). True when
+  /// run() must return *out.
+  bool debug_step(Stop* out);
+  /// The memory access the instruction at pc would make: false when it makes none (or cannot be fetched).
+  bool pending_access(uint32_t* addr, uint32_t* size, uint8_t* on);
+
+ public:
+  /// A debugger's view of a virtual address: the physical address loads and stores of the current
+  /// privilege (MPRV applied) reach through Sv32, walked without side effects (no A/D updates, no
+  /// translation cache fill, no permission checks). False when nothing is mapped there.
+  bool debug_translate(uint32_t va, uint32_t* pa) const;
+
+ private:
   DecodedPage* page_for(uint32_t page_index);
   void set_page_flag(uint32_t page, uint8_t flag);
   /// Slow store to a physical address: device, watched page or self-modifying code. `cur_page` is the

@@ -374,6 +374,7 @@ RunStop Machine::run(uint64_t target) {
         halt_reason_ = trap_loop_reason(cpu_.fatal_pc, cpu_.fatal_cause);
         return RunStop::kHalted;
       case Stop::kHost: return RunStop::kHost;
+      case Stop::kDebug: return RunStop::kDebug;
       case Stop::kHalted: return RunStop::kHalted;
       case Stop::kWfi: break;
     }

@@ -89,7 +89,7 @@ enum class SnapshotProblem : uint8_t {
 };
 
 /// Why Machine::run() returned.
-enum class RunStop : uint8_t { kLimit, kExit, kFatalTrap, kHalted, kWaitWfi, kHost, kDivergence };
+enum class RunStop : uint8_t { kLimit, kExit, kFatalTrap, kHalted, kWaitWfi, kHost, kDivergence, kDebug };
 
 enum class ExitVia : uint8_t { kNone, kFinisher, kSemihosting, kHtif };
 
@@ -112,6 +112,9 @@ class Machine final : public Platform {
   RunStop run(uint64_t target);
 
   Cpu& cpu() { return cpu_; }
+  /// A debugger's breakpoints and watchpoints (between runs); debugging(true) makes the hart obey them.
+  DebugState& debug_state() { return debug_; }
+  void set_debugging(bool on) { cpu_.debug = on ? &debug_ : nullptr; }
   uint8_t* ram() { return ram_; }
   uint32_t ram_size() const { return config_.ram_size; }
   const MachineConfig& config() const { return config_; }
@@ -240,6 +243,7 @@ class Machine final : public Platform {
   LogMode log_mode_ = LogMode::kOff;
   EventSink* sink_ = nullptr;
   ReplaySource* source_ = nullptr;
+  DebugState debug_;              // consulted by the hart only while set_debugging(true)
   uint64_t clock_raw_ = 0;        // record/replay with the real clock: the last logged host clock
   std::string divergence_;
   std::vector<uint64_t> page_hash_;

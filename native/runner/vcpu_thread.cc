@@ -405,7 +405,7 @@ bool VcpuThread::finish_recording(EndReason reason, int64_t code) {
   return pushed == batch.size();
 }
 
-bool VcpuThread::start_replay() {
+bool VcpuThread::start_replay(uint64_t resume_at) {
   std::lock_guard<std::mutex> lock(mu_);
   if (busy_.load(std::memory_order_relaxed) || quit_) return false;
   // A machine restored from a clone is at its instret before its first slice: an ACK sent before that
@@ -416,7 +416,11 @@ bool VcpuThread::start_replay() {
   replay_ring_.reset();
   ring_pending_ = false;
   log_complete_ = false;
-  replay_began_ = false;
+  // Resuming from a snapshot taken during a replay at instret R: the run that stopped there had applied
+  // every asynchronous event at R (they come before a stop's target check), so those and everything
+  // before R are skipped; the snapshot holds the clock the first batch would have set.
+  resume_at_ = resume_at;
+  replay_began_ = resume_at != UINT64_MAX;
   hash_here_ = false;
   machine_->set_log_mode(LogMode::kReplay, nullptr, &feed_);
   replaying_.store(true, std::memory_order_release);
@@ -516,6 +520,15 @@ RunReport VcpuThread::final_report(RunStop stop) {
   return r;
 }
 
+RunReport VcpuThread::debug_report() {
+  const DebugState& d = machine_->debug_state();
+  RunReport r;
+  r.kind = RunReport::Kind::kDebug;
+  r.cause = d.hit;
+  r.tval = d.hit_addr;
+  return r;
+}
+
 RunReport VcpuThread::run_to(uint64_t target) {
   if (machine_->log_mode() == LogMode::kReplay) return replay_to(target);
   Machine& m = *machine_;
@@ -599,6 +612,8 @@ RunReport VcpuThread::run_to(uint64_t target) {
         break;
       case RunStop::kHost:
         break;  // the top of the loop handles stop and input
+      case RunStop::kDebug:
+        return debug_report();
       case RunStop::kExit:
       case RunStop::kFatalTrap:
       case RunStop::kHalted:
@@ -658,8 +673,12 @@ RunReport VcpuThread::replay_to(uint64_t target) {
       m.set_clock_raw(s.clock);  // the recorder's clock when it began
       replay_began_ = true;
     }
-    // Apply every asynchronous event due at this boundary, before the interrupt check.
     const Event* e;
+    while (resume_at_ != UINT64_MAX && (e = feed_.peek()) != nullptr) {
+      if (e->instret < resume_at_ || (e->instret == resume_at_ && is_async(e->kind) && e->kind != EventKind::kEnd)) feed_.pop();
+      else resume_at_ = UINT64_MAX;
+    }
+    // Apply every asynchronous event due at this boundary, before the interrupt check.
     bool chain = false;
     while ((e = feed_.peek()) != nullptr && e->instret == cpu.instret && is_async(e->kind)) {
       if (e->pc != cpu.pc && e->branches == cpu.branches && !ended && chain_at != cpu.instret) {
@@ -732,6 +751,13 @@ RunReport VcpuThread::replay_to(uint64_t target) {
         break;
       case RunStop::kDivergence:
         return diverged(m.divergence());
+      case RunStop::kDebug:
+        if (!ended) {
+          RunReport d = debug_report();
+          d.replayed = true;
+          return d;
+        }
+        break;
       case RunStop::kExit:
       case RunStop::kFatalTrap:
       case RunStop::kHalted:

@@ -26,7 +26,7 @@ namespace lockstep {
 
 /// What a finished run reports to the host.
 struct RunReport {
-  enum class Kind : uint8_t { kBudget, kExit, kTrap, kHalted, kStopped, kDivergence, kEndOfLog } kind = Kind::kBudget;
+  enum class Kind : uint8_t { kBudget, kExit, kTrap, kHalted, kStopped, kDivergence, kEndOfLog, kDebug } kind = Kind::kBudget;
   /// kDivergence: what differed. end_reason and end_code: the recorded end reason and code, once the
   /// end record was applied (reason -1: the log stopped without an end record).
   int32_t exit_code = 0;
@@ -87,7 +87,7 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   /// Ends a recording: a final state hash and an end record at the current position, then a flush.
   bool finish_recording(EndReason reason, int64_t code);
   /// Replays from here on: inputs come only from batches given to feed().
-  bool start_replay();
+  bool start_replay(uint64_t resume_at = UINT64_MAX);
   /// Hands a batch to the replayer (any thread, any time; copied).
   void feed(const uint8_t* data, size_t n);
   /// No more batches will come: running past the last one ends the replay.
@@ -197,7 +197,8 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   void push_blocking(ByteRingProducer& ring, const uint8_t* data, size_t n);
   void flush_log();      // vCPU thread (or idle host): seal the open batch with a mark and ship it
   RunReport replay_to(uint64_t target);
-  RunReport final_report(RunStop stop);  // the report of a run that ended (exit, trap, halt, divergence)
+  RunReport final_report(RunStop stop);
+  RunReport debug_report();  // a debugger's breakpoint, watchpoint or step stopped the run  // the report of a run that ended (exit, trap, halt, divergence)
   bool take_fed(std::unique_lock<std::mutex>& lock);  // move fed batches into the feed; caller holds mu_
   bool has_fed() const;  // fed_ or the replay ring has something for the feed; caller holds mu_
   void push_log(const uint8_t* data, size_t n);  // the log ring, to its consumer (host or LogConsumer)
@@ -229,6 +230,7 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   // Replay.
   ReplayFeed feed_;                        // vCPU thread
   bool replay_began_ = false;              // vCPU thread: the first batch's start was checked
+  uint64_t resume_at_ = UINT64_MAX;        // vCPU thread: replay resumes from a snapshot taken here (see start_replay)
   bool hash_here_ = false;                 // vCPU thread: the last event applied was a matching state
                                            // hash, and the machine has not run since (across runs)
   std::deque<std::vector<uint8_t>> fed_;   // under mu_: batches not yet taken by the vCPU thread

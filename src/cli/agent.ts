@@ -30,6 +30,10 @@ Options:
   --max-ft-vcpus <n>     vCPUs of the FT halves this host runs at most (default 8; 0: no limit)
   --groups <a,b>         host groups, for VM-host rules
   --compat <id>          FT compatibility id (default ${defaultCompatId()})
+  --isolation-response power-off|leave-powered-on
+                         a VM without FT whose record the store stops renewing (this host cut off):
+                         killed before the record can expire, so a restart elsewhere never runs beside
+                         it (power-off, default), or left running (FT halves: their arbiter decides)
   --events               messages as JSON lines on stderr
   -h, --help
 
@@ -136,6 +140,7 @@ export async function agentCommand(argv: string[], io: CommandIo): Promise<numbe
       'max-ft-vcpus': { type: 'string' },
       groups: { type: 'string' },
       compat: { type: 'string' },
+      'isolation-response': { type: 'string' },
       events: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -155,6 +160,8 @@ export async function agentCommand(argv: string[], io: CommandIo): Promise<numbe
   };
   const maxFtVms = nonNegative('max-ft-vms', values['max-ft-vms'], DEFAULT_MAX_FT_VMS);
   const maxFtVcpus = nonNegative('max-ft-vcpus', values['max-ft-vcpus'], DEFAULT_MAX_FT_VCPUS);
+  const isolationResponse = values['isolation-response'] ?? 'power-off';
+  if (isolationResponse !== 'power-off' && isolationResponse !== 'leave-powered-on') throw new UsageError(`--isolation-response: must be power-off or leave-powered-on, got '${isolationResponse}'`);
   const groups = values.groups === undefined ? [] : values.groups.split(',').map((g) => g.trim()).filter((g) => g !== '');
   const say = reporter(io, values.events === true, 'agent');
   const store = await openStore(values.store);
@@ -170,6 +177,7 @@ export async function agentCommand(argv: string[], io: CommandIo): Promise<numbe
       maxFtVms,
       maxFtVcpus,
       groups,
+      isolationResponse,
       ...(values['ft-host'] !== undefined ? { ftHost: values['ft-host'] } : {}),
       ...(values.compat !== undefined ? { compatId: values.compat } : {}),
     });
@@ -178,6 +186,7 @@ export async function agentCommand(argv: string[], io: CommandIo): Promise<numbe
     throw err;
   }
   agent.on('warning', (m) => say('warning', { message: m }, `warning: ${m}`));
+  agent.on('isolated', (vm, response) => say('isolated', { vm, response }, `isolation response for ${vm}: ${response}`));
   agent.on('vm-started', (v) => say('vm-started', { vm: v.vmId, role: v.role, pid: v.pid }, `started the ${v.role} of ${v.vmId} (pid ${v.pid})`));
   agent.on('vm-exited', (v) => say('vm-exited', { vm: v.vmId, role: v.role, exit: v.exit }, `the ${v.role} of ${v.vmId} exited (${v.exit?.signal ?? v.exit?.code}): ${v.status}`));
   const rec = agent.hostRecord();

@@ -13,10 +13,13 @@ interpreted CPU whose every non-deterministic input can be logged and replayed.
 
 Commands:
   run <guest.elf>                 run a guest; its console on stdout, its exit code as the exit status
+                                  (--gdb H:P: under gdb-multiarch)
   run --kernel <Image> …          boot Linux as QEMU -M virt does (--initrd, --append, --bios);
                                   run --linux boots the committed guest
   record <guest.elf> -o <log>     run a guest and log every non-deterministic input (or --kernel …)
   replay <log> <guest.elf>        replay a log to the bit-identical final state (exit 1 on divergence)
+  debug <log> <guest.elf> --gdb H:P
+                                  serve a recorded run to gdb, with reverse execution
   primary <vm.json>               run a VM as the primary of a fault-tolerant pair
   secondary <vm.json> --join H:P  join a primary as its secondary; go live if it is lost
   ft <operation> <vm.json>        status, test-failover, restart-secondary, disable, enable, suspend…
@@ -35,6 +38,7 @@ const commands: Record<string, () => Promise<Command>> = {
   run: async () => (await import('./run.js')).runCommand,
   record: async () => (await import('./record.js')).recordCommand,
   replay: async () => (await import('./record.js')).replayCommand,
+  debug: async () => (await import('./debug.js')).debugCommand,
   primary: async () => (await import('./ft.js')).primaryCommand,
   secondary: async () => (await import('./ft.js')).secondaryCommand,
   ft: async () => (await import('./ft.js')).ftCommand,

@@ -15,7 +15,8 @@ import { ftSettings, primaryOptions } from '../ft/settings.js';
 import { attachVmNetwork, createVmMachine, keepAttachingVmNetwork, loadVm, type VmNetwork } from '../ft/vm.js';
 import type { Machine } from '../machine/machine.js';
 import type { RunResult } from '../machine/types.js';
-import { Registry, createFtMetrics, type FtVmMetrics } from '../observability/index.js';
+import type { Registry } from 'prom-client';
+import { createFtMetrics, promClient, type FtVmMetrics } from '../observability/index.js';
 import { UsageError, hostPortOption } from './args.js';
 import { EXIT, type CommandIo } from './io.js';
 import { setUserSignalTarget, type UserSignal } from './signals.js';
@@ -138,6 +139,9 @@ function supervisePrimary(p: FtPrimary, r: Reporter, io: CommandIo, console: boo
     p.on('status', (s) => r.event('status', { protected: s.protected, text: describeStatus(s) }, describeStatus(s)));
     p.on('warning', (w) => r.event('warning', { message: w }, `warning: ${w}`));
     p.on('cloned', (c) => r.event('cloned', { ...c }, `secondary cloned: ${c.pages} pages in ${c.rounds} rounds, pause ${c.pauseMs.toFixed(1)} ms, ${c.totalMs.toFixed(0)} ms in all`));
+    p.on('moved', (m) => r.event('moved', { ...m }, `secondary moved without a protection gap: ${m.pages} pages in ${m.rounds} rounds, guest stopped ${m.pauseMs.toFixed(1)} ms, ${m.totalMs.toFixed(0)} ms in all; epoch ${m.epoch}`));
+    p.on('move-failed', (why) => r.event('move-failed', { reason: why }, `moving the secondary failed (${why}); the current secondary protects the VM`));
+    p.on('migrated', (m) => r.event('migrated', { ...m }, `live migration done in ${m.totalMs.toFixed(0)} ms (hand-over ${m.handOverMs.toFixed(1)} ms)`));
     p.on('secondary-lost', (why) => r.event('secondary-lost', { reason: why, epoch: p.epoch }, `secondary lost (${why}); running alone at epoch ${p.epoch}`));
     p.on('handed-over', (h) => {
       r.event('handed-over', { ...h }, `handed over to the secondary (epoch ${h.epoch})`);
@@ -201,11 +205,14 @@ function primarySignals(p: FtPrimary, r: Reporter): void {
   });
 }
 
-/** The metric set of the VM, when the configuration asks for metrics (its registry and address). */
+/**
+ * The metric set of the VM, when the configuration asks for metrics: on a registry of its own (nothing
+ * else of the process is in it), and its address. Throws ERR_LOCKSTEP_PACKAGE_MISSING without prom-client.
+ */
 function metricsOf(loaded: LoadedConfig, vmId: string): { registry: Registry; vm: FtVmMetrics; listen: HostPort } | undefined {
   const m = loaded.config.metrics;
   if (!m) return undefined;
-  const registry = new Registry();
+  const registry = new (promClient().Registry)();
   return { registry, vm: createFtMetrics(registry).forVm(vmId), listen: m.listen };
 }
 
@@ -242,6 +249,8 @@ export async function primaryCommand(argv: string[], io: CommandIo): Promise<num
   const control = values.control !== undefined ? hostPortOption('--control', values.control) : undefined;
   const loaded = await loadConfig(positionals[0]!);
   for (const w of loaded.warnings) r.event('warning', { message: w }, `WARNING: ${w}`);
+  // Before anything is opened: metrics without prom-client fail here, with nothing to undo.
+  const vmMetrics = metricsOf(loaded, loaded.config.vm.id);
   const settings = ftSettings(loaded);
   const { spec, ft, arbiter, key, tls } = settings;
   const listen = values.listen !== undefined ? hostPortOption('--listen', values.listen) : ft.listen;
@@ -262,7 +271,6 @@ export async function primaryCommand(argv: string[], io: CommandIo): Promise<num
   const done = supervisePrimary(primary, r, io, values.console === true);
   let services: PrimaryServices | undefined;
   try {
-    const vmMetrics = metricsOf(loaded, spec.id);
     vmMetrics?.vm.setNetworkAttached(true);
     services = await startPrimaryServices(primary, { key, ...(vmMetrics ? { metrics: vmMetrics } : {}), ...(control ? { control } : {}), onEvent: (e) => reportService(r, e) });
     await checkListenable(listen, 'the logging channel (ft.listen, --listen)');
@@ -309,14 +317,15 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
   const listen = hostPortOption('--listen', values.listen ?? '127.0.0.1:0');
   const control = values.control !== undefined ? hostPortOption('--control', values.control) : undefined;
   const loaded = await loadConfig(positionals[0]!);
+  // The figures exist from the start (the network's state is one of them); they are served once live.
+  // Made before anything is opened: metrics without prom-client fail here, with nothing to undo.
+  const metrics = metricsOf(loaded, loaded.config.vm.id);
   const settings = ftSettings(loaded);
   const { spec, ft, arbiter, key, tls } = settings;
   if (values.disk !== undefined) {
     if (!spec.disk) throw new UsageError('--disk: the configuration has no disk');
     spec.disk = { ...spec.disk, path: values.disk };
   }
-  // The figures exist from the start (the network's state is one of them); they are served once live.
-  const metrics = metricsOf(loaded, spec.id);
   const vmMetrics = metrics?.vm;
   let net: VmNetwork | undefined;
   let machine: Machine | undefined;
@@ -424,7 +433,15 @@ Operations:
   restart-secondary   the secondary discards its VM and is cloned again
   disable | enable    turn FT off (the secondary is dismissed) or back on
   suspend             suspend FT (as disable, shown as suspended)
-  migrate-secondary   the next secondary to join replaces the current one
+  migrate-secondary   the next secondary to join replaces the current one without a protection gap:
+                      it is cloned while the current one protects the VM, and the current one is
+                      dismissed only once the new one can take over (start it on the target host
+                      with lockstep secondary --join after this)
+  migrate             live migration: the next secondary to join (on the target host) is cloned
+                      (moved in without a protection gap when the VM is protected) and, once in
+                      lockstep, made the primary by a hand-over; this primary then exits 0. With
+                      FT off (ft.enabled: false, but a key and an arbiter configured) the target
+                      runs with FT off too
 
 Exit status: 0 done (the answer on stdout); 64 usage or configuration error; 69 nothing answers at
 --control, or the process there is not a primary (yet); 70 the API failed; 75 the operation was refused

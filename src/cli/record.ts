@@ -166,39 +166,10 @@ export async function replayCommand(argv: string[], io: CommandIo): Promise<numb
     io.stdout.write(REPLAY_HELP);
     return EXIT.ok;
   }
-  const [logPath, ...rest] = positionals;
-  if (logPath === undefined) throw new UsageError('expected <run.log> and the guest (<guest.elf>, --kernel or --linux)');
-  const reader = LogReader.open(logPath);
-  let batches: BatchView[];
-  let summary: LogSummary;
+  const opened = openRecording(positionals, values, io, 'replay');
+  if (typeof opened === 'number') return opened;
+  const { machine, batches, summary } = opened;
   try {
-    // Validate the whole log first: replay never applies a damaged batch, and a damaged log is
-    // reported before anything runs.
-    batches = [...reader.batches()];
-    summary = checkLog(reader.meta, batches);
-  } finally {
-    reader.close();
-  }
-  const meta = reader.meta;
-  // A Linux recording's command line is in its log: it is the default, not --linux's.
-  const boot = parseBoot({ ...values, append: values.append ?? meta.linux?.append ?? '' }, rest, '<guest.elf>');
-  if (meta.linux && boot.kind === 'elf') {
-    throw new UsageError(`${logPath} is a recording of Linux: replay it with the same --kernel/--initrd/--bios (or --linux), not an ELF`);
-  }
-  if (!meta.linux && boot.kind === 'linux') throw new UsageError(`${logPath} is a recording of an ELF guest: give that <guest.elf>, not a kernel`);
-  if (boot.kind === 'elf' && meta.elfSha256 !== sha256(boot.elf)) {
-    io.stderr.write(`lockstep replay: ${boot.path} is not the program ${logPath} was recorded from (SHA-256 differs)\n`);
-    return EXIT.dataErr;
-  }
-  const devices = {
-    ...(values.disk === undefined ? {} : { disk: { path: values.disk } }),
-    ...(values.net ? { net: true } : {}),
-    ...(values.rng ? { rng: true } : {}),
-  };
-  const machine = new Machine({ memory: meta.memory, clock: meta.clock, devices, ...(meta.cmdline === undefined ? {} : { cmdline: meta.cmdline }) });
-  try {
-    const linux = loadBoot(machine, boot);
-    if (meta.linux && linux) checkLinuxIdentity(meta.linux, linux, logPath);
     machine.on('console', (chunk) => io.stdout.write(chunk));
     const replayer = new Replayer(machine);
     for (const b of batches) replayer.feed(b.bytes);
@@ -235,4 +206,63 @@ export async function replayCommand(argv: string[], io: CommandIo): Promise<numb
   } finally {
     machine.close();
   }
+}
+
+/** What `replay` and `debug` take: a log and the guest it was recorded from, checked against each other. */
+export interface RecordingArgs {
+  disk?: string | undefined;
+  net?: boolean | undefined;
+  rng?: boolean | undefined;
+  append?: string | undefined;
+}
+
+/**
+ * Opens `<run.log>` and its guest (the rest of `positionals` and the boot options in `values`): the whole
+ * log validated first, then a machine made as the recording's was and loaded with the same guest, not yet
+ * replaying. Returns an exit status when the guest is not the one recorded.
+ */
+export function openRecording(
+  positionals: string[],
+  values: RecordingArgs & Parameters<typeof parseBoot>[0],
+  io: CommandIo,
+  verb: string,
+): { machine: Machine; batches: BatchView[]; summary: LogSummary; logPath: string } | number {
+  const [logPath, ...rest] = positionals;
+  if (logPath === undefined) throw new UsageError('expected <run.log> and the guest (<guest.elf>, --kernel or --linux)');
+  const reader = LogReader.open(logPath);
+  let batches: BatchView[];
+  let summary: LogSummary;
+  try {
+    // Validate the whole log first: replay never applies a damaged batch, and a damaged log is
+    // reported before anything runs.
+    batches = [...reader.batches()];
+    summary = checkLog(reader.meta, batches);
+  } finally {
+    reader.close();
+  }
+  const meta = reader.meta;
+  // A Linux recording's command line is in its log: it is the default, not --linux's.
+  const boot = parseBoot({ ...values, append: values.append ?? meta.linux?.append ?? '' }, rest, '<guest.elf>');
+  if (meta.linux && boot.kind === 'elf') {
+    throw new UsageError(`${logPath} is a recording of Linux: replay it with the same --kernel/--initrd/--bios (or --linux), not an ELF`);
+  }
+  if (!meta.linux && boot.kind === 'linux') throw new UsageError(`${logPath} is a recording of an ELF guest: give that <guest.elf>, not a kernel`);
+  if (boot.kind === 'elf' && meta.elfSha256 !== sha256(boot.elf)) {
+    io.stderr.write(`lockstep ${verb}: ${boot.path} is not the program ${logPath} was recorded from (SHA-256 differs)\n`);
+    return EXIT.dataErr;
+  }
+  const devices = {
+    ...(values.disk === undefined ? {} : { disk: { path: values.disk } }),
+    ...(values.net ? { net: true } : {}),
+    ...(values.rng ? { rng: true } : {}),
+  };
+  const machine = new Machine({ memory: meta.memory, clock: meta.clock, devices, ...(meta.cmdline === undefined ? {} : { cmdline: meta.cmdline }) });
+  try {
+    const linux = loadBoot(machine, boot);
+    if (meta.linux && linux) checkLinuxIdentity(meta.linux, linux, logPath);
+  } catch (err) {
+    machine.close();
+    throw err;
+  }
+  return { machine, batches, summary, logPath };
 }

@@ -5,7 +5,7 @@ import { Machine } from '../machine/machine.js';
 import type { LinuxIdentity } from '../machine/linux.js';
 import type { RunResult } from '../machine/types.js';
 import { EXIT, type CommandIo } from './io.js';
-import { UsageError, parseCount, parseSize } from './args.js';
+import { UsageError, hostPortOption, parseCount, parseSize } from './args.js';
 import { DEVICE_HELP, DEVICE_OPTIONS, parseDevices, startForwards } from './devices.js';
 import { BOOT_HELP, BOOT_OPTIONS, parseBoot, type Boot } from './boot.js';
 import { forwardStdin } from './console-input.js';
@@ -29,12 +29,17 @@ Options:
                              through semihosting)
   --stats                    print instructions, branches, seconds and MIPS to stderr (and the
                              virtio-net frames delivered to the guest and dropped on the host)
+  --gdb <host:port>          wait for gdb (gdb-multiarch: target remote <host:port>) before the
+                             first instruction and let it drive the machine: registers, memory,
+                             breakpoints, watchpoints, steps (see docs/debugging.md); port 0 picks a
+                             free port, printed on stderr
 ${DEVICE_HELP}${BOOT_HELP}  -h, --help                 this help
 
 Exit status: the guest's exit code (finisher, semihosting or HTIF); 64 usage error;
-65 invalid ELF or boot image; 66 file not found; 69 a --net host port is taken; 70 internal error;
-75 instruction budget reached; 76 guest halted (WFI with nothing to wake it); 77 unhandled guest
-trap; 130 interrupted. SIGUSR1 and SIGUSR2 are ignored (with a line on stderr).
+65 invalid ELF or boot image; 66 file not found; 69 a --net host port or the --gdb address is
+taken; 70 internal error; 75 instruction budget reached; 76 guest halted (WFI with nothing to wake
+it); 77 unhandled guest trap; 130 interrupted, or gdb killed the guest or went away before it
+ended (after gdb detaches the guest runs on to its own end). SIGUSR1 and SIGUSR2 are ignored (with a line on stderr).
 `;
 
 export async function runCommand(argv: string[], io: CommandIo): Promise<number> {
@@ -48,6 +53,7 @@ export async function runCommand(argv: string[], io: CommandIo): Promise<number>
       input: { type: 'string' },
       append: { type: 'string' },
       stats: { type: 'boolean' },
+      gdb: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       ...DEVICE_OPTIONS,
       ...BOOT_OPTIONS,
@@ -63,6 +69,7 @@ export async function runCommand(argv: string[], io: CommandIo): Promise<number>
   const memory = values.memory === undefined ? undefined : parseSize('memory', values.memory);
   const max = values['max-instructions'] === undefined ? undefined : parseCount('max-instructions', values['max-instructions']);
   const input = values.input === undefined || values.input === '-' ? undefined : readFileSync(values.input);
+  const gdb = values.gdb === undefined ? undefined : hostPortOption('--gdb', values.gdb);
 
   const { devices, forwards } = parseDevices(values);
   const machine = new Machine({ ...(memory === undefined ? {} : { memory }), clock, devices, ...bootCmdline(boot) });
@@ -74,6 +81,7 @@ export async function runCommand(argv: string[], io: CommandIo): Promise<number>
     stopForwards = await startForwards(machine, forwards, (l) => io.stderr.write(l));
     if (input) machine.input(input);
     if (stdinIsInput(boot, values.input)) stopStdin = forwardStdin(machine, process.stdin, () => machine.stop());
+    if (gdb) return await debugLive(machine, gdb, io);
     const { result, seconds } = await runTimed(machine, max);
     stopStdin();
     if (values.stats) {
@@ -89,6 +97,29 @@ export async function runCommand(argv: string[], io: CommandIo): Promise<number>
     stopForwards();
     machine.close();
   }
+}
+
+/** `run --gdb`: serves the machine to gdb; after a detach the guest runs on to its end. */
+async function debugLive(machine: Machine, at: { host: string; port: number }, io: CommandIo): Promise<number> {
+  // Loaded only for --gdb: a plain run does not pay for the debugger's modules.
+  const [{ LiveTarget }, { serveGdb }] = await Promise.all([import('../debug/live-target.js'), import('../debug/server.js')]);
+  const target = new LiveTarget(machine);
+  const how = await serveGdb(target, at.host, at.port, (port) => {
+    io.stderr.write(`lockstep: gdb server listening on ${formatAddress(at.host, port)}; connect with: gdb-multiarch -ex 'target remote ${formatAddress(at.host, port)}'\n`);
+  });
+  if (how === 'detach' && !target.ended) {
+    machine.setDebug(undefined);
+    const { result } = await runTimed(machine, undefined);
+    return exitStatus(result, io);
+  }
+  const last = target.lastResult;
+  if (target.ended && last) return exitStatus(last, io);
+  io.stderr.write(`lockstep: the debugger ${how === 'kill' ? 'killed the guest' : 'went away'} at pc ${hex(machine.pc)} after ${machine.counters.instret} instructions\n`);
+  return EXIT.interrupted;
+}
+
+function formatAddress(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 /** The Machine option an ELF guest's --append becomes (Linux's goes into the device tree instead). */
@@ -155,5 +186,8 @@ export function exitStatus(r: RunResult, io: CommandIo): number {
     case 'end-of-log':
       io.stderr.write(`lockstep: end of log at pc ${hex(r.pc)} after ${r.instret} instructions\n`);
       return EXIT.ok;
+    case 'debug':
+      io.stderr.write(`lockstep: stopped for the debugger at pc ${hex(r.pc)} (${r.stop})\n`);
+      return EXIT.interrupted;
   }
 }

@@ -1,6 +1,6 @@
-// The configuration's schema, checked by hand: every problem is collected with the field's dotted path,
-// defaults are filled in, relative paths resolved, and the result frozen. Reads no files and no
-// environment (load.ts checks what the paths and variables point at).
+// The configuration's checks: every problem collected with the field's dotted path, defaults filled in,
+// relative paths resolved, the result frozen. lockstep.schema.json describes the same for editors
+// (test/config/schema.test.ts keeps the two agreeing). Reads no files and no environment (see load.ts).
 import { isIPv4, isIPv6 } from 'node:net';
 import { isAbsolute, resolve } from 'node:path';
 import { parseHostPort } from './address.js';
@@ -59,6 +59,8 @@ function hostProblem(host: string, v6: boolean): string | undefined {
 }
 
 const TOP_FIELDS = ['vm', 'ft', 'metrics'] as const;
+/** The top-level field through which a JSON file names its schema for editors (`"$schema": "…/lockstep.schema.json"`). */
+const SCHEMA_FIELD = '$schema';
 const VM_FIELDS = ['id', 'guest', 'kernel', 'initrd', 'bios', 'dtb', 'ramMiB', 'clock', 'append', 'devices'] as const;
 const DEVICE_FIELDS = ['rng', 'disk', 'net'] as const;
 const DISK_FIELDS = ['path', 'mode'] as const;
@@ -130,7 +132,8 @@ class Checker {
   section(value: unknown, path: FieldPath, known: readonly string[]): Section | undefined {
     if (!isPlainObject(value)) return this.fail(path, `must be an object with the fields ${known.join(', ')}, got ${show(value)}`);
     for (const key of Object.keys(value)) {
-      if (known.includes(key)) continue;
+      // `$schema` at the top names lockstep.schema.json for editors; it means nothing here.
+      if (known.includes(key) || (path.length === 0 && key === SCHEMA_FIELD)) continue;
       const childPath = [...path, key];
       const s = suggest(key, known);
       const where = path.length === 0 ? 'the top level' : fieldName(path);
@@ -477,6 +480,8 @@ export function validateWithPositions(obj: unknown, sourceName: string, baseDir:
   } else {
     const top = c.section(obj, [], TOP_FIELDS);
     if (top) {
+      const schemaRef = get(top, SCHEMA_FIELD);
+      if (schemaRef !== undefined && typeof schemaRef !== 'string') c.fail([SCHEMA_FIELD], `must be a string (where editors find lockstep.schema.json), got ${show(schemaRef)}`);
       const rawVm = get(top, 'vm');
       if (rawVm === undefined || rawVm === null) c.fail(['vm'], 'is required (the VM: at least id and guest)');
       else vm = checkVm(c, rawVm);

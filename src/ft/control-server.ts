@@ -9,7 +9,7 @@ import { describeStatus } from './control.js';
 import type { FtPrimary } from './primary.js';
 
 /** Operations the API accepts (`POST /ft/<operation>`). */
-export const FT_OPERATIONS = ['test-failover', 'restart-secondary', 'disable', 'enable', 'suspend', 'migrate-secondary'] as const;
+export const FT_OPERATIONS = ['test-failover', 'restart-secondary', 'disable', 'enable', 'suspend', 'migrate-secondary', 'migrate'] as const;
 export type FtOperation = (typeof FT_OPERATIONS)[number];
 
 /** Largest request body read (the API takes none; a body is signed and checked all the same). */
@@ -88,6 +88,7 @@ export async function startControlServer(primary: () => FtPrimary | undefined, k
         case 'suspend': return p.suspend();
         case 'enable': return p.enable();
         case 'migrate-secondary': return p.migrateSecondary();
+        case 'migrate': return p.migrate();
       }
     };
     run().then(

@@ -2,7 +2,7 @@
 // them with {@link formatEventLine}, the cluster agent, the demo and the tests read them with
 // {@link parseEventLine}. Bigints travel as decimal strings.
 import type { GoLiveReport } from './secondary.js';
-import type { CloneReport, FtPrimaryStats } from './primary.js';
+import type { CloneReport, FtPrimaryStats, MoveReport } from './primary.js';
 
 /** JSON form of a value: bigints become decimal strings. */
 type Json<T> = T extends bigint ? string : T extends object ? { [K in keyof T]: Json<T[K]> } : T;
@@ -23,6 +23,12 @@ export interface FtEventFields {
   cloned: Partial<CloneReport> & { pages: number; ms?: number };
   status: { protected: boolean; text: string };
   'secondary-lost': { reason: string; epoch: number };
+  /** A move of the secondary finished: the new one protects the VM (MoveReport). */
+  moved: MoveReport;
+  /** A move of the secondary was called off; the old one protects the VM still. */
+  'move-failed': { reason: string };
+  /** Live migration done: the target is the primary; this side halts (after 'handed-over'). */
+  migrated: { totalMs: number; handOverMs: number };
   'handed-over': { epoch: number; listen?: string };
   halted: { reason: string; code?: string };
   ended: { result: string; code?: number };

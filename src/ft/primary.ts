@@ -124,6 +124,21 @@ export interface FtPrimaryStats {
   rejectedConnections: number;
   /** Where the current secondary's log travels (see {@link FtPrimaryOptions.dataPath}); undefined without one. */
   dataPath: 'native' | 'js' | undefined;
+  /** A secondary is being moved (see {@link FtPrimary.migrateSecondary}); the current one protects the VM meanwhile. */
+  moving: boolean;
+}
+
+/** What a move of the secondary did ({@link FtPrimary.migrateSecondary}). */
+export interface MoveReport extends CloneFigures {
+  /** From the new secondary's join to the end of the switch-over, ms. */
+  totalMs: number;
+  /** The epoch the primary holds after the move (its fence against the old secondary). */
+  epoch: number;
+  /**
+   * Where the switch-over's pause went, ms: stopping the guest, the old secondary's last
+   * acknowledgement, the final copy, the new one's confirmation, dismissing the old one, the fence claim.
+   */
+  steps: { stopMs: number; drainMs: number; copyMs: number; confirmMs: number; dismissMs: number; fenceMs: number };
 }
 
 export interface CloneReport extends CloneFigures {
@@ -136,6 +151,12 @@ export interface FtPrimaryEvents {
   status: [status: ProtectionStatus];
   /** A new secondary is in lockstep. */
   cloned: [report: CloneReport];
+  /** A move of the secondary finished: the new one protects the VM, the old one was dismissed. */
+  moved: [report: MoveReport];
+  /** A move of the secondary (or a live migration) was called off; the secondary the VM had protects it still (unless `secondary-lost` follows). */
+  'move-failed': [reason: string];
+  /** Live migration: GO_LIVE went to the target (`handed-over` and `halted` follow at once). */
+  migrated: [report: { totalMs: number; handOverMs: number }];
   /** The secondary was lost (and this side won the arbiter and goes on alone). */
   'secondary-lost': [reason: string];
   /** The guest ended (exit, trap, halt); the secondary replays to the same end. */
@@ -328,12 +349,13 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
    * halt, whatever is held stays held. An unreachable arbiter proves nothing and changes nothing.
    */
   async #checkEpoch(): Promise<void> {
-    if (this.#epochChecking || this.#phase === 'recovering' || this.#phase === 'halted' || this.#phase === 'ended') return;
+    // A switch-over claims the next epoch itself (its fence) before it takes it as its own.
+    if (this.#epochChecking || this.#switching || this.#phase === 'recovering' || this.#phase === 'halted' || this.#phase === 'ended') return;
     this.#epochChecking = true;
     try {
       const mine = this.#epoch;
       const cur = await this.#o.arbiter.current(this.vmId);
-      if (cur && cur.epoch > mine && this.#epoch === mine && (this.#phase as Phase) !== 'recovering') {
+      if (cur && cur.epoch > mine && this.#epoch === mine && (this.#phase as Phase) !== 'recovering' && !this.#switching) {
         this.#halt(`epoch ${cur.epoch} of VM ${this.vmId} was claimed by ${cur.owner ?? 'another side'}; this primary holds ${mine}`);
       }
     } catch {
@@ -361,6 +383,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       lastClonePauseMs: this.#lastPause,
       rejectedConnections: this.#refusals.total,
       dataPath: this.#session ? (this.#session.native ? 'native' : 'js') : undefined,
+      moving: this.#incoming !== undefined,
     };
   }
 
@@ -378,6 +401,34 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   async testFailover(): Promise<void> {
     const s = this.#session;
     if (this.#phase !== 'protected' || !s) throw new FtError('ERR_LOCKSTEP_FT_STATE', `test failover needs a protected VM; it is ${this.describe()}`);
+    this.#refuseWhileMoving('test failover');
+    await this.#handOverTo(s, 'test failover');
+  }
+
+  /**
+   * Live migration: the next secondary to join (started on the target host) becomes the primary. It is
+   * cloned — as a gap-free move of the secondary when the VM is protected, as an ordinary clone
+   * otherwise (also with FT off: the clone's log then guards only the migration) — and once it is in
+   * lockstep, a hand-over as in {@link testFailover} makes it the primary and this side halts (exit 0,
+   * `handed-over`). No output is lost (all log is acknowledged and every output released before
+   * `GO_LIVE`) and none is repeated (the target is told everything was released). Resolves once armed;
+   * `migrated` / `move-failed` / `warning` tell the rest.
+   */
+  migrate(): void {
+    if (this.#phase !== 'protected' && this.#phase !== 'alone' && this.#phase !== 'disabled') {
+      throw new FtError('ERR_LOCKSTEP_FT_STATE', `live migration needs a running VM that is protected, alone or with FT off; it is ${this.describe()}`);
+    }
+    this.#refuseWhileMoving('live migration');
+    this.#migrateNext = true;
+    this.#moveNext = this.#phase === 'protected';
+  }
+  /** The next secondary to join is a live migration's target (see {@link migrate}). */
+  #migrateNext = false;
+  /** FT was off before a migration's clone (the target then runs with FT off too). */
+  #migratingFromDisabled = false;
+
+  /** Hands the VM over to `s` (in lockstep): guest stopped, all log acknowledged, everything released, GO_LIVE. */
+  async #handOverTo(s: SecondarySession, reason: string, done?: () => void): Promise<void> {
     this.#hold = true;
     await this.#pauseFor(() => {});
     this.#recorder?.resume();
@@ -395,13 +446,27 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     if (s.closed) {
       this.#hold = false;
       this.#resumeRun();
-      throw new FtError('ERR_LOCKSTEP_FT_STATE', 'test failover: the secondary went away before it acknowledged the whole log');
+      throw new FtError('ERR_LOCKSTEP_FT_STATE', `${reason}: the secondary went away before it acknowledged the whole log`);
     }
     this.#sendRelease(s, true);
-    s.send({ type: 'go-live', epoch: BigInt(this.#epoch + 1), reason: 'test failover' });
+    s.send({ type: 'go-live', epoch: BigInt(this.#epoch + 1), reason });
     const listen = s.listen;
+    done?.();
     this.emit('handed-over', listen === undefined ? { epoch: this.#epoch + 1 } : { epoch: this.#epoch + 1, listen });
-    this.#halt('handed over to the secondary (test failover)');
+    this.#halt(`handed over to the secondary (${reason})`);
+  }
+
+  /** A migration's target is in lockstep (cloned, or moved in): hand the VM over to it. */
+  #migrateTo(s: SecondarySession): void {
+    s.target = false;
+    const t0 = performance.now();
+    this.#handOverTo(s, 'live migration', () => this.emit('migrated', { totalMs: performance.now() - s.joinedAt, handOverMs: performance.now() - t0 })).then(
+      () => undefined,
+      (err: unknown) => {
+        this.emit('warning', `live migration failed: ${(err as Error).message}`);
+        this.emit('move-failed', `live migration: ${(err as Error).message}`);
+      },
+    );
   }
 
   /**
@@ -409,6 +474,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
    * runs alone meanwhile; nothing is lost.
    */
   restartSecondary(): void {
+    this.#refuseWhileMoving('restart secondary');
     if (!this.#session || (this.#phase !== 'protected' && this.#phase !== 'cloning')) {
       throw new FtError('ERR_LOCKSTEP_FT_STATE', `restart secondary needs a secondary; the VM is ${this.describe()}`);
     }
@@ -428,15 +494,28 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     if (this.#phase === 'disabled' || this.#phase === 'suspended') this.#setPhase('alone');
   }
   /**
-   * Migrate the secondary: the next secondary that joins replaces the current one (which is dismissed
-   * when the newcomer has authenticated), then is cloned. Protection lapses for the clone's duration.
+   * Migrate the secondary without a protection gap: the next secondary that joins is cloned while the
+   * current one goes on protecting the VM; at a short switch-over both hold the same state, and the right
+   * to go live passes from the old one to the new one in one arbiter claim; only then is the old one
+   * dismissed for good (docs/fault-tolerance.md, "Moving the secondary"). `moved` reports the move,
+   * `move-failed` a move called off (the current secondary still protects the VM).
    */
   migrateSecondary(): void {
     if (this.#phase !== 'protected') throw new FtError('ERR_LOCKSTEP_FT_STATE', `migrate secondary needs a protected VM; it is ${this.describe()}`);
-    this.#replaceNext = true;
+    if (this.#incoming) throw new FtError('ERR_LOCKSTEP_FT_STATE', 'a secondary is being moved already');
+    this.#moveNext = true;
   }
-  #replaceNext = false;
+  /** The next secondary to join is a move's (see {@link migrateSecondary}). */
+  #moveNext = false;
+  /** The secondary a move brings in, from its join to the switch-over (or the move's failure). */
+  #incoming: SecondarySession | undefined;
+  /** A move's switch-over decides what a loss of either secondary means (see {@link #switchOver}). */
+  #switching = false;
   #waitingJoin: Channel | undefined;
+
+  #refuseWhileMoving(what: string): void {
+    if (this.#incoming) throw new FtError('ERR_LOCKSTEP_FT_STATE', `${what}: a secondary is being moved; try again when the move is over`);
+  }
 
   /** Stops everything: the guest, the channel, the listener. The secondary is dismissed (it will not go live). */
   async stop(): Promise<void> {
@@ -478,6 +557,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
         continue;
       }
       // The guest ended: the log says so, the secondary replays to the same end.
+      if (this.#incoming) this.#moveFailed(this.#incoming, 'the guest ended');
       if (this.#recorder) {
         this.#recorder.finish(r);
         this.#recorder = undefined;
@@ -510,12 +590,23 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       ch.send({ type: 'bye', reason: why });
       ch.close(why);
     };
-    if (this.#phase === 'protected' && this.#replaceNext && this.#session) {
-      this.#replaceNext = false;
-      const old = this.#session;
-      this.#dropSecondary();
-      void old.close('replaced by a migrated secondary');
-      void this.#recover('secondary migrated', ch);
+    if (this.#phase === 'protected' && this.#moveNext && this.#session && !this.#incoming) {
+      this.#moveNext = false;
+      const s = new SecondarySession(ch, this.#o.timeoutMs, this.#o.heartbeatMs);
+      s.target = this.#migrateNext;
+      this.#migrateNext = false;
+      void this.#beginMove(s);
+      return;
+    }
+    if (this.#migrateNext && (this.#phase === 'alone' || this.#phase === 'disabled')) {
+      this.#migrateNext = false;
+      this.#migratingFromDisabled = this.#phase === 'disabled';
+      const s = new SecondarySession(ch, this.#o.timeoutMs, this.#o.heartbeatMs);
+      s.target = true;
+      void this.#clone(s).catch((err: unknown) => {
+        this.emit('warning', `clone failed: ${(err as Error).message}`);
+        ch.close('clone failed');
+      });
       return;
     }
     if (this.#phase === 'recovering') {
@@ -532,14 +623,265 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     });
   }
 
+  // ---- moving the secondary (docs/fault-tolerance.md, "Moving the secondary") ---------------------------
+
+  /** The arbiter record a move of `vmId`'s secondary is called off by (beside the VM's epoch, never it). */
+  static moveKey(vmId: string): string {
+    return `${vmId}.move`;
+  }
+
+  /** A move's new secondary joined: it is cloned while the current one goes on protecting the VM. */
+  async #beginMove(s: SecondarySession): Promise<void> {
+    this.#incoming = s;
+    this.#listenTo(s);
+    const key = FtPrimary.moveKey(this.vmId);
+    try {
+      const cur = await this.#o.arbiter.current(key);
+      s.move = { key, epoch: (cur?.epoch ?? 0) + 1 };
+    } catch (err) {
+      this.#moveFailed(s, `the arbiter cannot be read (${(err as Error).message})`);
+      return;
+    }
+    if (this.#incoming !== s) return;
+    try {
+      await this.#transfer(s);
+    } catch (err) {
+      this.#moveFailed(s, `the clone failed: ${(err as Error).message}`);
+    }
+  }
+
+  /** The move is off: the incoming secondary is dismissed (before the switch-over it can never go live). */
+  #moveFailed(s: SecondarySession, reason: string): void {
+    if (this.#incoming !== s) return;
+    this.#incoming = undefined;
+    s.lost ??= reason;
+    void s.close(`the move was called off: ${reason}`);
+    this.emit('warning', `moving the secondary failed: ${reason}`);
+    this.emit('move-failed', reason);
+  }
+
+  /** `s` acknowledged every batch the guest made (the guest is stopped): every output it made may leave. */
+  #fullyAcked(s: SecondarySession): boolean {
+    if (!s.native) return s.ackedLsn >= s.sentLsn && this.#port.held() === 0;
+    this.#pollLink(s);
+    const f = s.link?.figures();
+    return f !== undefined && this.#port.logFree() === (this.#nativeRing ?? 0) && f.ackedLsn1 === f.logLsn1;
+  }
+
+  /**
+   * A move's switch-over, with the guest held at one point P:
+   *  1. the old secondary acknowledges all log up to P (every output up to P leaves);
+   *  2. the new one gets the final state S(P) and the move's rule for going live;
+   *  3. it confirms it restored S(P): from here either secondary may go live (both hold S(P), and
+   *     nothing after P has left), and the arbiter lets only one of them;
+   *  4. the old secondary is dismissed and its recording ends at P;
+   *  5. the primary claims the next epoch under the move's fence token: the old secondary can no longer
+   *     win, the new one can (its rule: the next epoch but one when the fence holds the next);
+   *  6. the log starts at P for the new secondary and the guest runs on.
+   * A loss before 2 makes the move an ordinary clone ('fallback'); a loss of the new secondary before 5
+   * calls the move off (its arbiter record, so it can never go live) and the old one protects on.
+   */
+  async #switchOver(s: SecondarySession, figures: CloneFigures, first: boolean, readChunksPaused: (chunks: Uint32Array) => void): Promise<'done' | 'fallback'> {
+    // The old secondary was lost and the next epoch is being won: then the new one is cloned as usual.
+    await this.#until(() => this.#phase !== 'recovering', 60_000).catch(() => undefined);
+    if (this.#session === s) return 'fallback';
+    if (this.#incoming !== s) return 'done';
+    const old = this.#session;
+    const move = s.move;
+    if (!old || !move) {
+      this.#moveFailed(s, 'nothing to move from');
+      return 'done';
+    }
+    const port = this.#port;
+    // The pre-copy's pages may still be queued at the new secondary: let it catch up before the guest is
+    // held (a round trip; a secondary that does not answer only makes the pause longer).
+    s.send({ type: 'control', op: 'sync' });
+    await this.#until(() => s.synced || this.#incoming !== s, this.#o.timeoutMs).catch(() => undefined);
+    if (this.#incoming !== s) return 'done';
+    this.#switching = true;
+    this.#hold = true;
+    const resume = () => {
+      this.#switching = false;
+      this.#hold = false;
+      if (this.#phase !== 'halted') this.#resumeRun();
+    };
+    const t0 = performance.now();
+    try {
+      await this.#pauseFor(() => {});
+    } catch {
+      this.#switching = false;
+      return 'done'; // halted meanwhile
+    }
+    this.#recorder?.resume();
+    const steps = { stopMs: performance.now() - t0, drainMs: 0, copyMs: 0, confirmMs: 0, dismissMs: 0, fenceMs: 0 };
+    let mark = performance.now();
+    const step = (k: keyof typeof steps) => {
+      const now = performance.now();
+      steps[k] = now - mark;
+      mark = now;
+    };
+    const oldGone = () => old.lost !== undefined || old.closed || this.#session !== old;
+    // 1. The old secondary holds the log up to P.
+    const drainedOld = await this.#until(() => oldGone() || this.#incoming !== s || this.#fullyAcked(old), this.#o.timeoutMs).then(() => true, () => false);
+    if (this.#incoming !== s) {
+      resume();
+      return 'done';
+    }
+    if (oldGone()) {
+      this.#switching = false;
+      await this.#recover(old.lost ?? 'the old secondary went away during a move');
+      resume();
+      return this.#session === s ? 'fallback' : 'done';
+    }
+    if (!drainedOld) {
+      this.#moveFailed(s, `the old secondary did not acknowledge the whole log within ${this.#o.timeoutMs} ms`);
+      resume();
+      return 'done';
+    }
+    step('drainMs');
+    // 2. S(P) to the new secondary.
+    const fence = { epoch: this.#epoch + 1, owner: newOwnerId('move') };
+    const finalPages = port.copyPages(first);
+    readChunksPaused(port.takeDiskDirty(false));
+    const state = port.cloneState();
+    const consolePosition = this.machine.consolePosition;
+    figures.pages += finalPages.length;
+    figures.bytes += finalPages.length * PAGE_RECORD_BYTES + state.length;
+    this.#sendPages(s.channel, finalPages);
+    const instret = port.progress();
+    s.instret = instret;
+    s.channel.send({
+      type: 'clone-final',
+      state,
+      meta: { instret: String(instret), epoch: this.#epoch, consolePosition: String(consolePosition), move: { key: move.key, epoch: move.epoch, fenceEpoch: fence.epoch, fenceOwner: fence.owner } },
+    });
+    s.channel.send({ type: 'clone-done' });
+    step('copyMs');
+    // 3. It restored S(P).
+    await this.#until(() => s.restored || this.#incoming !== s, this.#o.timeoutMs).catch(() => undefined);
+    if (this.#incoming !== s || !s.restored) {
+      this.#moveFailed(s, `the new secondary did not confirm the clone within ${this.#o.timeoutMs} ms`);
+      return this.#callOff(s, old, resume);
+    }
+    step('confirmMs');
+    // 4. The old secondary goes; its recording ends at P.
+    this.#dropSecondary();
+    const closing = old.close('moved: a new secondary protects the VM');
+    const rec = this.#recorder;
+    this.#recorder = undefined;
+    rec?.finish();
+    if (this.#nativeRing !== undefined) {
+      await closing;
+      port.abandonLog();
+      this.#nativeRing = undefined;
+      port.finishRecording('stopped', 0);
+    }
+    step('dismissMs');
+    // 5. The fence.
+    let won: boolean;
+    try {
+      const r = await claimEpoch(this.#o.arbiter, this.vmId, fence.epoch, fence.owner, {
+        signal: this.#claimAbort.signal,
+        onRetry: (err) => this.emit('warning', `arbiter unreachable (${err.message}); the guest stays stopped, retrying`),
+      });
+      won = r.won;
+      if (!won) this.#halt(`the old secondary went live during the move: epoch ${fence.epoch} belongs to ${r.holder.owner ?? 'another side'}`);
+    } catch (err) {
+      if (!(err instanceof ArbiterError && err.code === 'ERR_LOCKSTEP_ARBITER_ABORTED')) this.#halt(`cannot claim epoch ${fence.epoch}: ${(err as Error).message}`);
+      won = false;
+    }
+    if (!won || (this.#phase as Phase) === 'halted') {
+      this.#switching = false;
+      return 'done';
+    }
+    step('fenceMs');
+    this.#epoch = fence.epoch;
+    this.#session = s;
+    if (this.#incoming !== s) {
+      // Lost after its state arrived: it may still go live (it holds S(P)), so win the epoch after the fence.
+      this.#switching = false;
+      await this.#recover(s.lost ?? 'the new secondary went away during the switch-over');
+      resume();
+      return 'done';
+    }
+    // 6. The log for the new secondary starts at P.
+    this.#incoming = undefined;
+    s.cloneSent = true;
+    this.#startRecording(s);
+    s.send({ type: 'control', op: 'moved', epoch: fence.epoch });
+    figures.pauseMs = performance.now() - t0;
+    this.#lastPause = figures.pauseMs;
+    s.clone = { ...figures, rounds: figures.rounds + 1 };
+    resume();
+    if (this.#phase !== 'protected') this.#setPhase('protected');
+    this.emit('moved', { ...s.clone, totalMs: performance.now() - s.joinedAt, epoch: this.#epoch, steps });
+    if (s.native) await this.#handOver(s);
+    if (s.target && this.#session === s) this.#migrateTo(s);
+    return 'done';
+  }
+
+  /**
+   * The new secondary of a move failed after it got S(P): before the guest moves past P, the move's record
+   * is won, so that it can never go live (its rule claims that record first). Lost means it did go
+   * live: this side halts, nothing after P having left.
+   */
+  async #callOff(s: SecondarySession, old: SecondarySession, resume: () => void): Promise<'done'> {
+    const move = s.move!;
+    try {
+      const r = await claimEpoch(this.#o.arbiter, move.key, move.epoch, this.owner, {
+        signal: this.#claimAbort.signal,
+        onRetry: (err) => this.emit('warning', `arbiter unreachable (${err.message}); the guest stays stopped, retrying`),
+      });
+      if (!r.won) {
+        this.#halt('the new secondary went live during the move');
+        this.#switching = false;
+        return 'done';
+      }
+    } catch (err) {
+      if (!(err instanceof ArbiterError && err.code === 'ERR_LOCKSTEP_ARBITER_ABORTED')) this.#halt(`cannot call the move off: ${(err as Error).message}`);
+      this.#switching = false;
+      return 'done';
+    }
+    if (old.lost !== undefined || old.closed || this.#session !== old) {
+      this.#switching = false;
+      await this.#recover(old.lost ?? 'the old secondary went away during a move');
+    }
+    resume();
+    return 'done';
+  }
+
   async #clone(s: SecondarySession): Promise<void> {
-    const ch = s.channel;
     this.#session = s;
     this.#setPhase('cloning');
-    ch.on('message', (m: Message) => this.#onMessage(s, m));
-    ch.on('close', (reason: string) => {
-      if (this.#session === s) void this.#recover(`the logging channel closed: ${reason}`);
-    });
+    this.#listenTo(s);
+    await this.#transfer(s);
+  }
+
+  #listenTo(s: SecondarySession): void {
+    s.channel.on('message', (m: Message) => this.#onMessage(s, m));
+    s.channel.on('close', (reason: string) => this.#sessionLost(s, `the logging channel closed: ${reason}`));
+  }
+
+  /** True while `s` is the secondary, or the one a move brings in. */
+  #owns(s: SecondarySession): boolean {
+    return this.#session === s || this.#incoming === s;
+  }
+
+  /**
+   * A secondary's connection failed, it left, or it went silent. The current one is recovered from (the
+   * next epoch, then alone) unless a move's switch-over is deciding (it looks at `s.lost` itself); the
+   * incoming one of a move only fails the move.
+   */
+  #sessionLost(s: SecondarySession, reason: string): void {
+    s.lost ??= reason;
+    if (s === this.#incoming) return this.#moveFailed(s, reason);
+    if (s !== this.#session || this.#switching) return;
+    void this.#recover(reason);
+  }
+
+  /** Copies the VM to `s` (clone-begin, disk and memory pre-copy, the stop-and-copy or a move's switch-over). */
+  async #transfer(s: SecondarySession): Promise<void> {
+    const ch = s.channel;
     const diskPath = this.#o.separateDisk;
     ch.send({
       type: 'clone-begin',
@@ -559,7 +901,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
           if (len <= 0 || !disk) continue;
           const buf = Buffer.allocUnsafe(len);
           await disk.read(buf, 0, len, c * DISK_CHUNK);
-          if (this.#session !== s) return;
+          if (!this.#owns(s)) return;
           figures.bytes += len;
           ch.send({ type: 'clone-disk', offset: BigInt(c * DISK_CHUNK), data: buf });
           await drained(ch);
@@ -585,7 +927,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
         for (let r = 0, firstDisk = true; r < PRECOPY_MAX_ROUNDS; r++, firstDisk = false) {
           const chunks = this.#port.takeDiskDirty(firstDisk);
           await readChunks(chunks);
-          if (this.#session !== s) return;
+          if (!this.#owns(s)) return;
           if (!firstDisk && chunks.length <= DISK_CONVERGED_CHUNKS) break;
         }
       }
@@ -603,8 +945,8 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     // Iterative pre-copy while the guest runs; each round waits for the channel to drain before the next.
     let previous = Infinity;
     for (;;) {
-      const n = await port.precopyRound(first, (pages) => this.#sendPages(ch, pages), () => this.#session !== s);
-      if (this.#session !== s) return;
+      const n = await port.precopyRound(first, (pages) => this.#sendPages(ch, pages), () => !this.#owns(s));
+      if (!this.#owns(s)) return;
       figures.rounds++;
       figures.pages += n;
       figures.bytes += n * PAGE_RECORD_BYTES;
@@ -617,11 +959,13 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       if (figures.rounds >= 2 && n > previous / 2) port.setThrottle(Math.min(0.95, 0.3 * (figures.rounds - 1)));
       previous = n;
       await drained(ch);
-      if (this.#session !== s) return;
+      if (!this.#owns(s)) return;
     }
+    if ((this.#phase as Phase) === 'ended' || (this.#phase as Phase) === 'halted') return this.#abandonClone(s);
+    if (this.#incoming === s && (await this.#switchOver(s, figures, first, readChunksPaused)) === 'done') return;
+    if (!this.#owns(s)) return;
     // Stop-and-copy: the pause covers copying the last dirty pages and the hart and devices, and starting
     // the log; sending happens after the guest runs again.
-    if ((this.#phase as Phase) === 'ended' || (this.#phase as Phase) === 'halted') return this.#abandonClone(s);
     let finalPages: PageRecord[] = [];
     let state: Uint8Array = new Uint8Array(0);
     let consolePosition = 0n;
@@ -646,9 +990,9 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
         break;
       }
       await sleep(1);
-      if (this.#session !== s) return;
+      if (!this.#owns(s)) return;
     }
-    if (this.#session !== s) return;
+    if (!this.#owns(s)) return;
     figures.pages += finalPages.length;
     figures.bytes += finalPages.length * PAGE_RECORD_BYTES + state.length;
     this.#sendPages(ch, finalPages);
@@ -682,7 +1026,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       this.emit('warning', `the native data path did not start: ${(err as Error).message}`);
     }
     // Closed meanwhile: its 'close' handler recovers. Otherwise nothing reads the log: recover too.
-    if (!ok && this.#session === s && !s.channel.closed) void this.#recover('the logging channel could not be handed to the native data path');
+    if (!ok && this.#session === s && !s.channel.closed) this.#sessionLost(s, 'the logging channel could not be handed to the native data path');
   }
 
   #onLinkMessage(s: SecondarySession, type: number, payload: Uint8Array): void {
@@ -698,12 +1042,12 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
 
   #onLinkEnd(s: SecondarySession, e: LinkEnd): void {
     s.linkEnded();
-    if (this.#session !== s) return;
+    if (!this.#owns(s)) return;
     if (e.bye) {
       this.emit('warning', `the secondary left: ${e.byeReason}`);
-      void this.#recover(`the secondary left: ${e.byeReason}`);
+      this.#sessionLost(s, `the secondary left: ${e.byeReason}`);
     } else {
-      void this.#recover(`the logging channel closed: ${e.message}`);
+      this.#sessionLost(s, `the logging channel closed: ${e.message}`);
     }
   }
 
@@ -745,6 +1089,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     this.#port.setThrottle(0);
     s.channel.send({ type: 'bye', reason: 'the guest ended during the clone' });
     if (this.#session === s) this.#dropSecondary();
+    if (this.#incoming === s) this.#incoming = undefined;
     s.channel.close('the guest ended during the clone');
   }
 
@@ -798,21 +1143,24 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   // ---- messages from the secondary -------------------------------------------------------------------
 
   #onMessage(s: SecondarySession, m: Message): void {
-    if (s !== this.#session) return;
+    if (!this.#owns(s)) return;
     s.detector.heard(performance.now());
     switch (m.type) {
       case 'ack':
+        if (s !== this.#session) return; // a moving secondary's progress report before it has any log
         this.#onAck(s, m.lsn, m.instret, Number(m.bytes));
         break;
       case 'heartbeat':
         break;
       case 'control':
         if (m.op === 'hello' && typeof m.listen === 'string') s.listen = m.listen;
-        if (m.op === 'cloned' && this.#phase === 'cloning' && s.cloneSent) this.#inLockstep(s);
+        if (m.op === 'cloned') s.restored = true;
+        if (m.op === 'synced') s.synced = true;
+        if (m.op === 'cloned' && this.#phase === 'cloning' && s.cloneSent && s === this.#session) this.#inLockstep(s);
         break;
       case 'bye':
         this.emit('warning', `the secondary left: ${m.reason}`);
-        void this.#recover(`the secondary left: ${m.reason}`);
+        this.#sessionLost(s, `the secondary left: ${m.reason}`);
         break;
       default:
         // Anything else from a secondary is a protocol violation.
@@ -875,6 +1223,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     }
     const report: CloneReport = { ...(s.clone ?? { rounds: 0, pages: 0, bytes: 0, pauseMs: 0 }), totalMs: performance.now() - s.joinedAt };
     this.emit('cloned', report);
+    if (s.target) this.#migrateTo(s);
   }
 
   #sendRelease(s: SecondarySession, force = false): void {
@@ -907,6 +1256,11 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     }
     const s = this.#session;
     if (s?.link) this.#pollLink(s);
+    const inc = this.#incoming;
+    if (inc && !inc.closed) {
+      inc.send({ type: 'heartbeat', sentAtMs: now, instret, releasedLsn: 0n });
+      if (inc.detector.expired(now)) this.#sessionLost(inc, `no word from the incoming secondary for ${Math.round(inc.detector.silence(now))} ms`);
+    }
     if (!s || s.closed || (this.#phase !== 'protected' && this.#phase !== 'cloning')) {
       if (this.#lag.ratio > 0 || this.#lagSec > 0) {
         this.#lagSec = 0;
@@ -918,7 +1272,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     s.send({ type: 'heartbeat', sentAtMs: now, instret, releasedLsn: s.releasedLsn < 0n ? 0n : s.releasedLsn });
     this.#sendRelease(s);
     if (s.detector.expired(now)) {
-      void this.#recover(`no word from the secondary for ${Math.round(s.detector.silence(now))} ms (timeout ${Math.round(s.detector.currentTimeoutMs)} ms)`);
+      this.#sessionLost(s, `no word from the secondary for ${Math.round(s.detector.silence(now))} ms (timeout ${Math.round(s.detector.currentTimeoutMs)} ms)`);
       return;
     }
     if (this.#phase === 'protected') {
@@ -995,7 +1349,18 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       this.#nativeRing = undefined;
       await this.#pauseFor(() => this.#port.finishRecording('stopped', 0));
     }
-    this.#setPhase('alone');
+    const inc = this.#incoming;
+    if (inc && !inc.closed && inc.lost === undefined) {
+      // The old secondary of a move was lost before the switch-over: the new one is cloned as usual.
+      this.#incoming = undefined;
+      this.#session = inc;
+      this.#setPhase('cloning');
+      this.emit('secondary-lost', reason);
+      return;
+    }
+    // A live migration of a VM with FT off that failed: FT stays off.
+    this.#setPhase(this.#migratingFromDisabled ? 'disabled' : 'alone');
+    this.#migratingFromDisabled = false;
     this.emit('secondary-lost', reason);
     const waiting = next ?? this.#waitingJoin;
     this.#waitingJoin = undefined;
@@ -1004,6 +1369,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
 
   async #dismiss(phase: 'disabled' | 'suspended', why: string): Promise<void> {
     if (this.#phase === 'halted' || this.#phase === 'ended') throw new FtError('ERR_LOCKSTEP_FT_STATE', `the VM is ${this.describe()}`);
+    this.#refuseWhileMoving(why);
     if (this.#session) await this.#recover(why); // its close tells the secondary why (BYE): it does not go live
     if (this.#phase === 'alone') this.#setPhase(phase);
   }
@@ -1034,6 +1400,9 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     const s = this.#session;
     this.#dropSecondary();
     void s?.close(reason);
+    const inc = this.#incoming;
+    this.#incoming = undefined;
+    void inc?.close(reason);
     // A vCPU waiting for log ring space that no link will free must be able to stop.
     if (this.#nativeRing !== undefined && !s?.link) this.#port.abandonLog();
     this.machine.stop();

@@ -14,7 +14,7 @@ import { publishSecondary } from './diagnostics.js';
 import { ReplicationError } from '../errors.js';
 import { formatHostPort } from '../config/address.js';
 import { BATCH_MAX_LENGTH, BATCH_HEADER, batchLsn, batchSizeAt } from '../log/format.js';
-import { ArbiterError, validateOwnerId } from './arbiter.js';
+import { ArbiterError, validateOwnerId, validateVmId } from './arbiter.js';
 import { claimEpoch, newOwnerId } from './claim.js';
 import { FT_DEFAULTS, FailureDetector } from './control.js';
 import { FtError, FtPrimary, type FtCommonOptions, type FtPrimaryOptions } from './primary.js';
@@ -141,6 +141,12 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
   /** Aborted by {@link #halt}: a side that stopped must not go on claiming (and then fence the primary). */
   readonly #claimAbort = new AbortController();
   #goingLive: Promise<void> | undefined;
+  /**
+   * This side was brought in by a move (primary.ts #switchOver) that is not over yet: going live first
+   * needs the move's own arbiter record (the primary claims it to call the move off), and the epoch after
+   * the fence when the primary's fence holds the next one.
+   */
+  #move: { key: string; epoch: number; fenceEpoch: number; fenceOwner: string } | undefined;
 
   /** @throws OptionError when `owner` is given but not a valid owner id. */
   constructor(options: FtSecondaryOptions) {
@@ -294,6 +300,14 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
         return this.#lose(`the primary handed over: ${m.reason}`);
       case 'control':
         if (m.op === 'restart') return void this.#restart();
+        if (m.op === 'sync') return void this.#send({ type: 'control', op: 'synced' }); // everything before it is processed
+        if (m.op === 'moved') {
+          // The primary won its fence: the move is over, this side is an ordinary secondary of that epoch.
+          const e = m.epoch;
+          if (!this.#move || typeof e !== 'number' || e !== this.#move.fenceEpoch) return this.#violation(ch, `a move's end for epoch ${String(e)} that this side was not told of`);
+          this.#epoch = e;
+          this.#move = undefined;
+        }
         return;
       case 'bye':
         return this.#halt(`dismissed by the primary: ${m.reason}`, 'left');
@@ -344,12 +358,21 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     if (position !== undefined && (typeof position !== 'string' || !/^\d{1,20}$/.test(position) || BigInt(position) >= 1n << 64n)) {
       return this.#violation(ch, `clone-final with a bad consolePosition (${JSON.stringify(position)})`);
     }
+    // The primary's epoch may have moved on since clone-begin (it lost the secondary a move replaces).
+    const epoch = meta.epoch;
+    if (epoch !== undefined && (typeof epoch !== 'number' || !Number.isSafeInteger(epoch) || epoch < this.#epoch)) {
+      return this.#violation(ch, `clone-final with a bad epoch (${JSON.stringify(epoch)}; clone-begin said ${this.#epoch})`);
+    }
+    const move = parseMove(meta.move, typeof epoch === 'number' ? epoch : this.#epoch);
+    if (move === null) return this.#violation(ch, `clone-final with a bad move (${JSON.stringify(meta.move)?.slice(0, 200)})`);
     try {
       machine.restore(state);
     } catch (err) {
       return this.#violation(ch, `clone state: ${(err as Error).message}`);
     }
     if (position !== undefined) machine.consolePosition = BigInt(position);
+    if (typeof epoch === 'number') this.#epoch = epoch;
+    this.#move = move;
     if (this.#o.logDir) writeFileSync(join(this.#o.logDir, 'clone.snap'), machine.snapshot());
     const port = this.#port!;
     port.setShadow(true);
@@ -540,7 +563,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     const machine = this.#machine!;
     const port = this.#port!;
     port.endOfLog();
-    const want = this.#epoch + 1;
+    let want = this.#epoch + 1;
     // A claim made before the drain has shown the replay sound could win for a side that then halts
     // (diverged): it would fence out a live primary and leave nothing live.
     const r = await this.#run!;
@@ -552,12 +575,25 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     }
     if (r.kind !== 'end-of-log') return this.#halt(`the replay ended with ${r.kind} while draining the log`);
     if (this.#phase !== 'going-live') return; // stopped meanwhile
-    let c;
-    try {
-      c = await claimEpoch(this.#o.arbiter, this.vmId, want, this.owner, {
+    const claim = (vm: string, epoch: number) =>
+      claimEpoch(this.#o.arbiter, vm, epoch, this.owner, {
         signal: this.#claimAbort.signal,
         onRetry: (err) => this.emit('warning', `arbiter unreachable (${err.message}); retrying`),
       });
+    const move = this.#move;
+    let c;
+    try {
+      if (move) {
+        // Mid-move: the move's record first (the primary holds it when it called the move off).
+        const m = await claim(move.key, move.epoch);
+        if (!m.won) return this.#halt(`the move that brought this secondary in was called off (${move.key} ${move.epoch} belongs to ${m.holder.owner ?? 'the primary'})`);
+      }
+      c = await claim(this.vmId, want);
+      if (!c.won && move && c.reason === 'taken' && c.holder.epoch === move.fenceEpoch && c.holder.owner === move.fenceOwner) {
+        // The primary's fence: the old secondary can no longer go live, this one can, one epoch later.
+        want = move.fenceEpoch + 1;
+        c = await claim(this.vmId, want);
+      }
     } catch (err) {
       if (err instanceof ArbiterError && err.code === 'ERR_LOCKSTEP_ARBITER_ABORTED') return; // halted meanwhile
       return this.#halt(`cannot claim epoch ${want}: ${(err as Error).message}`);
@@ -667,3 +703,33 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
   }
 }
 
+
+/**
+ * The move a clone-final carries (primary.ts #switchOver): undefined for none, null when malformed. Its
+ * fence must be the epoch after the one the clone is of.
+ */
+function parseMove(v: unknown, epoch: number): { key: string; epoch: number; fenceEpoch: number; fenceOwner: string } | null | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'object' || v === null) return null;
+  const m = v as Record<string, unknown>;
+  const ok =
+    typeof m.key === 'string' &&
+    isVmId(m.key) &&
+    typeof m.epoch === 'number' &&
+    Number.isSafeInteger(m.epoch) &&
+    m.epoch >= 1 &&
+    m.fenceEpoch === epoch + 1 &&
+    typeof m.fenceOwner === 'string' &&
+    m.fenceOwner.length > 0 &&
+    m.fenceOwner.length <= 256;
+  return ok ? { key: m.key as string, epoch: m.epoch as number, fenceEpoch: m.fenceEpoch as number, fenceOwner: m.fenceOwner as string } : null;
+}
+
+function isVmId(v: string): boolean {
+  try {
+    validateVmId(v);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -2,7 +2,8 @@
 // for a primary started as one and for a secondary promoted at go-live (which retries an address its
 // frozen old primary may still hold, instead of failing).
 import type { HostPort } from '../config/index.js';
-import { RefusalLog, startMetricsServer, type FtVmMetrics, type MetricsServer, type Registry } from '../observability/index.js';
+import type { Registry } from 'prom-client';
+import { RefusalLog, startMetricsServer, type FtVmMetrics, type MetricsServer } from '../observability/index.js';
 import { startControlServer, type ControlServer } from './control-server.js';
 import { bindFtMetrics } from './metrics.js';
 import type { FtPrimary } from './primary.js';
@@ -18,7 +19,7 @@ export type PrimaryServiceEvent =
 export interface PrimaryServicesOptions {
   /** The pair's key (the operations API derives its request key from it). */
   key: Uint8Array;
-  /** Serve the registry's metrics at `listen`, feeding the VM's metric set from the primary. */
+  /** Serve the registry (prom-client) at `listen`, feeding the VM's metric set from the primary. */
   metrics?: { registry: Registry; vm: FtVmMetrics; listen: HostPort };
   /** Serve the operations API here. */
   control?: HostPort;

@@ -56,6 +56,16 @@ export class SecondarySession {
   releasedLsn = -1n;
   releaseSent = -1n;
   releaseScheduled = false;
+  /** Why it was lost (set once, by the first loss noticed). */
+  lost: string | undefined;
+  /** It processed everything sent before a CONTROL `sync` (its `synced`). */
+  synced = false;
+  /** It restored the clone's final state (its CONTROL `cloned`). */
+  restored = false;
+  /** A move brings it in: the arbiter record the primary claims to call the move off, and the epoch to claim there. */
+  move: { key: string; epoch: number } | undefined;
+  /** A live migration's target: once in lockstep the VM is handed over to it. */
+  target = false;
   /** Where its replay stood at its last ack. */
   instret = 0n;
   /** Its replay speed while it had a backlog (instructions/s), from its acks. */

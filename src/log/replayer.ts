@@ -20,10 +20,14 @@ export class Replayer {
   readonly #port: ReplicationPort;
   #ended = false;
 
-  /** @throws MachineStateError when `machine` is running or closed. */
-  constructor(machine: Machine) {
+  /**
+   * `resumeAt`: the machine was restored from a snapshot taken at this instret while replaying the same
+   * log (a debugger's checkpoint); feed the whole log as usual, and what came before is skipped.
+   * @throws MachineStateError when `machine` is running or closed.
+   */
+  constructor(machine: Machine, options: { resumeAt?: bigint } = {}) {
     this.#port = replicationPort(machine);
-    this.#port.startReplay();
+    this.#port.startReplay(options.resumeAt);
   }
 
   /** Hands over one batch (copied). Batches may arrive while the machine runs (live replay). */

@@ -6,7 +6,7 @@ import { addon, type NativeMachine, type NativeReport } from '../native/addon.js
 import { ByteRingReader, allocateRing } from '../native/ring.js';
 import { parseElf, type ElfImage } from './elf.js';
 import { planLinuxBoot, type LinuxBootInfo, type LinuxBootOptions } from './linux.js';
-import { MAX_CMDLINE_BYTES, type ClockMode, type Counters, type MachineOptions, type NetStats, type RunResult } from './types.js';
+import { MAX_CMDLINE_BYTES, type ClockMode, type Counters, type DebugOptions, type DebugStop, type MachineOptions, type NetStats, type RunResult } from './types.js';
 
 /** Guest RAM starts here (QEMU virt). */
 export const RAM_BASE = 0x8000_0000;
@@ -35,6 +35,8 @@ export interface MachineInternals {
   emitOutputs(o: { console: Uint8Array; frames: Uint8Array[] }): void;
 }
 const U64_MAX = (1n << 64n) - 1n;
+/** DebugState::Hit (native/cpu/cpu.h) by value. */
+const DEBUG_STOPS: readonly DebugStop[] = ['step', 'breakpoint', 'step', 'watch', 'rwatch', 'awatch'];
 
 /** What {@link Machine.load} put where. */
 export interface LoadInfo {
@@ -192,6 +194,16 @@ export class Machine extends EventEmitter<MachineEvents> {
     return this.#native.readMemory(addr >>> 0, length);
   }
 
+  /**
+   * The physical address a load or store of the hart would reach at virtual address `va` now (its
+   * privilege, MPRV, and Sv32 when `satp` turns paging on), found without side effects: no accessed or
+   * dirty bits set, no permission checked. `va` itself without paging; undefined where nothing is mapped.
+   */
+  translate(va: number): number | undefined {
+    this.#idle('translate');
+    return this.#native.translate(va >>> 0) ?? undefined;
+  }
+
   /** The program counter. */
   get pc(): number {
     this.#idle('pc');
@@ -288,6 +300,35 @@ export class Machine extends EventEmitter<MachineEvents> {
         reject(err);
       }
     });
+  }
+
+  /**
+   * Attaches a debugger's breakpoints, watchpoints and single step to the next runs, or detaches it
+   * (`undefined`). While attached the hart runs one instruction at a time (a few MIPS); detached, the
+   * interpreter runs exactly as without this call. A run started next does not stop at a breakpoint or
+   * watchpoint at the current pc before it has moved (resuming from such a stop steps over it) unless
+   * `resumeOverBreakpoint` is false. What the guest
+   * computes never depends on it: the same instructions retire with the same inputs.
+   */
+  setDebug(options: DebugOptions | undefined): void {
+    this.#idle('setDebug');
+    if (options === undefined) {
+      this.#native.setDebug(null);
+      return;
+    }
+    const bps = Uint32Array.from(options.breakpoints ?? [], (a) => a >>> 0);
+    const ws = options.watchpoints ?? [];
+    const triples = new Uint32Array(ws.length * 3);
+    ws.forEach((w, i) => {
+      if (!Number.isInteger(w.length) || w.length < 1 || w.length > 0x1_0000) throw new OptionError('watchpoints.length', `must be 1..65536 bytes, got ${String(w.length)}`);
+      triples[i * 3] = w.address >>> 0;
+      triples[i * 3 + 1] = w.length;
+      triples[i * 3 + 2] = w.kind === 'rwatch' ? 1 : w.kind === 'watch' ? 2 : 3;
+    });
+    const [instret] = this.#native.getCounters();
+    // No pc is odd, so an odd resume pc never matches: nothing is stepped over.
+    const resumePc = options.resumeOverBreakpoint === false ? 1 : this.#native.getPc();
+    this.#native.setDebug(bps, triples, options.step === true, resumePc, instret);
   }
 
   /** Asks a run in progress to stop soon (within about a millisecond); it resolves with `kind: 'stopped'`. */
@@ -461,6 +502,8 @@ export class Machine extends EventEmitter<MachineEvents> {
         const reasons = ['exit', 'trap', 'halted', 'budget', 'stopped'] as const;
         return { kind: 'end-of-log', recorded: reasons[r.endReason], code: r.endCode, ...base };
       }
+      case 'debug':
+        return { kind: 'debug', stop: DEBUG_STOPS[r.cause] ?? 'step', address: r.tval >>> 0, ...base };
       default:
         return { kind: 'budget', ...base };
     }

@@ -84,8 +84,9 @@ export class ReplicationPort {
    * Replays from here on: inputs come only from batches given to {@link feed}.
    * @throws MachineStateError (`ERR_LOCKSTEP_MACHINE_BUSY` / `_CLOSED`)
    */
-  startReplay(): void {
-    this.#native.startReplay();
+  startReplay(resumeAt?: bigint): void {
+    if (resumeAt === undefined) this.#native.startReplay();
+    else this.#native.startReplay(resumeAt);
   }
   /** Hands one batch to the replayer (copied; any time, also while the machine runs). */
   feed(batch: Uint8Array): void {

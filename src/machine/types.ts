@@ -77,7 +77,38 @@ export type ExitReason =
    * Replay only: the log ended. `recorded` is how the recording ended (its end record), or `undefined`
    * when the log stops without one (a recording still in progress, or cut short).
    */
-  | { kind: 'end-of-log'; recorded: 'exit' | 'trap' | 'halted' | 'budget' | 'stopped' | undefined; code: number };
+  | { kind: 'end-of-log'; recorded: 'exit' | 'trap' | 'halted' | 'budget' | 'stopped' | undefined; code: number }
+  /**
+   * A debugger's request stopped the run ({@link Machine.setDebug}): a breakpoint (before the instruction
+   * at `address` ran), a single step, or a watchpoint (before the instruction at `pc`, which is about to
+   * access `address`, runs: as RISC-V debug triggers fire, and as gdb expects of RISC-V targets).
+   */
+  | { kind: 'debug'; stop: DebugStop; address: number };
+
+/** Why a run stopped for a debugger: see {@link ExitReason}. */
+export type DebugStop = 'breakpoint' | 'step' | 'watch' | 'rwatch' | 'awatch';
+
+/** A watched range of virtual addresses: `watch` stops before stores to it, `rwatch` before loads, `awatch` before either. */
+export interface Watchpoint {
+  kind: 'watch' | 'rwatch' | 'awatch';
+  address: number;
+  length: number;
+}
+
+/** What a debugger asks of a machine's next runs ({@link Machine.setDebug}). */
+export interface DebugOptions {
+  /** Stop before the instruction at any of these (virtual) pcs executes. */
+  breakpoints?: readonly number[];
+  watchpoints?: readonly Watchpoint[];
+  /** Stop after one instruction (or at a trap handler's first instruction, if it trapped). */
+  step?: boolean;
+  /**
+   * The next run does not stop at a breakpoint or watchpoint at the current pc before it has moved
+   * (default true: a resume from a breakpoint or watchpoint stop steps over it). false: one here is hit
+   * at once.
+   */
+  resumeOverBreakpoint?: boolean;
+}
 
 /**
  * What a replay run verified of its log. A replay reproduced its recording only when both hold: every

@@ -8,11 +8,12 @@ import { AddonLoadError, nativeError } from '../errors.js';
 
 /** A finished run as the vCPU thread reports it. */
 export interface NativeReport {
-  kind: 'budget' | 'exit' | 'trap' | 'halted' | 'stopped' | 'divergence' | 'end-of-log';
+  kind: 'budget' | 'exit' | 'trap' | 'halted' | 'stopped' | 'divergence' | 'end-of-log' | 'debug';
   code: number;
   via: 'none' | 'finisher' | 'semihosting' | 'htif';
   cause: number;
   pc: number;
+  /** kind 'exit'/'trap': as named; kind 'debug': cause is the hit (DebugState::Hit), tval its address. */
   tval: number;
   reason: string;
   /** kind 'divergence': what differed. */
@@ -61,7 +62,12 @@ export interface NativeMachine {
   /** Throws ERR_LOCKSTEP_MACHINE_BUSY/_CLOSED. */
   startRecording(logRing: Uint8Array, hashInterval: number): void;
   finishRecording(reason: number, code: number): boolean;
-  startReplay(): void;
+  /** resumeAt: the instret of the snapshot (taken while replaying the same log) the machine was restored from. */
+  startReplay(resumeAt?: bigint): void;
+  /** null detaches the debugger; watches are (address, length, on: 1 loads, 2 stores, 3 both) triples. */
+  /** null: nothing is mapped at va (see Cpu::debug_translate). */
+  translate(va: number): number | null;
+  setDebug(breakpoints: Uint32Array | null, watches?: Uint32Array, step?: boolean, resumePc?: number, resumeInstret?: bigint): void;
   feed(batch: Uint8Array): void;
   endOfLog(): void;
   stateHash(): bigint;

@@ -1,6 +1,6 @@
-// The observability module's public surface: diagnostics channels, the Logger interface, an opt-in
-// Prometheus registry and endpoint, the FT metric set, a sliding-window rate, refusal counting and the
-// limits every HTTP endpoint gets. Re-exports only.
+// The observability module's public surface: diagnostics channels, the Logger interface, the FT metric
+// set on a prom-client registry and an opt-in endpoint serving one, a sliding-window rate, refusal
+// counting and the limits every HTTP endpoint gets. Re-exports only.
 export {
   CHANNEL_NAMES,
   ftChannels,
@@ -21,23 +21,13 @@ export {
   LOG_BUDGET_BYTES_PER_SECOND,
   PAUSE_BUCKETS_SECONDS,
   createFtMetrics,
+  type CounterChild,
   type FtMetrics,
   type FtVmMetrics,
-} from './ft-metrics.js';
-export {
-  Counter,
-  Gauge,
-  Histogram,
-  PROMETHEUS_CONTENT_TYPE,
-  Registry,
-  formatValue,
-  type CounterChild,
   type GaugeChild,
   type HistogramChild,
-  type HistogramOptions,
-  type Labels,
-  type MetricOptions,
-} from './metrics.js';
+} from './ft-metrics.js';
+export { promClient } from './prom-client.js';
 export { startMetricsServer, type MetricsServer, type MetricsServerOptions } from './metrics-server.js';
 export { Rate } from './rate.js';
 export { RefusalLog, type RefusalLogOptions } from './refusals.js';

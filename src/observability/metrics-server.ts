@@ -1,10 +1,11 @@
-// An HTTP endpoint for Prometheus to scrape: GET /metrics renders a registry, anything else is 404.
-// Opt-in (nothing starts it implicitly) and bound to 127.0.0.1 unless told otherwise.
+// An HTTP endpoint for Prometheus to scrape: GET /metrics renders a prom-client registry, anything else
+// is 404. For when lockstep serves its metrics itself (the CLI's metrics.listen); an application with
+// its own /metrics registers lockstep's metrics there instead. Opt-in, bound to 127.0.0.1 by default.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Registry } from 'prom-client';
 import { LockstepError } from '../errors.js';
 import { createLimitedServer, type HttpLimits } from './http-server.js';
-import { PROMETHEUS_CONTENT_TYPE, type Registry } from './metrics.js';
 
 /** Where {@link startMetricsServer} listens. */
 export interface MetricsServerOptions {
@@ -26,7 +27,7 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-function handle(registry: Registry, req: IncomingMessage, res: ServerResponse): void {
+async function handle(registry: Registry, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const path = (req.url ?? '/').split('?')[0];
   if (path !== '/metrics') {
     res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('not found: metrics are at /metrics\n');
@@ -38,18 +39,21 @@ function handle(registry: Registry, req: IncomingMessage, res: ServerResponse): 
   }
   let body: string;
   try {
-    body = registry.metrics();
+    body = await registry.metrics();
   } catch (err) {
     // A failing collector must not take the process down; the scrape fails visibly instead.
-    res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' }).end(`collecting metrics failed: ${(err as Error).message}\n`);
+    if (!res.destroyed) res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' }).end(`collecting metrics failed: ${(err as Error).message}\n`);
     return;
   }
-  res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE, 'content-length': Buffer.byteLength(body) });
+  // The scraper may have gone (or the server closed) while the collectors ran.
+  if (res.destroyed) return;
+  res.writeHead(200, { 'content-type': registry.contentType, 'content-length': Buffer.byteLength(body) });
   res.end(req.method === 'HEAD' ? undefined : body);
 }
 
 /**
- * Serves `registry` at `GET /metrics` in the text exposition format 0.0.4.
+ * Serves `registry` (a prom-client `Registry`) at `GET /metrics` in its exposition format (the text
+ * format 0.0.4 unless the registry was made for OpenMetrics).
  *
  * ```ts
  * const server = await startMetricsServer(registry, { port: 0 });
@@ -62,7 +66,7 @@ function handle(registry: Registry, req: IncomingMessage, res: ServerResponse): 
 export async function startMetricsServer(registry: Registry, options: MetricsServerOptions = {}): Promise<MetricsServer> {
   const host = options.host ?? '127.0.0.1';
   const port = options.port ?? 9464;
-  const server = createLimitedServer((req, res) => handle(registry, req, res), options.limits);
+  const server = createLimitedServer((req, res) => void handle(registry, req, res).catch(() => res.destroy()), options.limits);
   await new Promise<void>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException) => {
       reject(

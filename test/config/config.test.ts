@@ -17,20 +17,13 @@ import {
 import { LockstepError } from '../../src/errors.js';
 import { configToJson } from '../../src/cluster/manager/desired.js';
 import { makeCerts, opensslMissing } from '../protocol/helpers.js';
+import { BAD, KEY_HEX, base } from './bad-configs.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'lockstep-config-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 /** A minimal ELF header is all loadConfig looks at. */
 const ELF = Uint8Array.from([0x7f, 0x45, 0x4c, 0x46, 1, 1, 1, 0]);
-const KEY_HEX = '00112233445566778899aabbccddeeff';
-
-function base(): Record<string, any> {
-  return {
-    vm: { id: 'kv1', guest: 'guest.elf' },
-    ft: { keyHex: KEY_HEX, arbiter: { backend: 'file', dir: 'arbiter' } },
-  };
-}
 
 function expectConfigError(fn: () => unknown): ConfigError {
   try {
@@ -191,92 +184,17 @@ describe('validateConfig: defaults', () => {
   });
 });
 
-/** [what the test says, the mutation, the field named, a fragment of the message after the field]. */
-const BAD: [string, (c: Record<string, any>) => void, string, string | RegExp][] = [
-  ['vm missing', (c) => delete c['vm'], 'vm', 'is required'],
-  ['vm not an object', (c) => (c['vm'] = 'kv1'), 'vm', 'must be an object with the fields id, guest, kernel, initrd, bios, dtb, ramMiB, clock, append, devices, got "kv1"'],
-  ['vm.id missing', (c) => delete c['vm'].id, 'vm.id', 'is required'],
-  ['vm.id with capitals', (c) => (c['vm'].id = 'KV1'), 'vm.id', 'got "KV1"'],
-  ['vm.id too long', (c) => (c['vm'].id = 'a'.repeat(64)), 'vm.id', '1 to 63 lowercase'],
-  ['vm.id starting with a dash', (c) => (c['vm'].id = '-kv'), 'vm.id', 'starting with a letter or digit'],
-  ['vm.guest missing', (c) => delete c['vm'].guest, 'vm.guest', 'is required (the path of the guest ELF file, or vm.kernel to boot Linux)'],
-  ['vm.guest and vm.kernel', (c) => (c['vm'].kernel = 'Image'), 'vm.guest', 'and vm.kernel are exclusive'],
-  ['vm.initrd without vm.kernel', (c) => (c['vm'].initrd = 'rootfs.cpio'), 'vm.initrd', 'needs vm.kernel'],
-  ['vm.bios without vm.kernel', (c) => (c['vm'].bios = 'fw.elf'), 'vm.bios', 'needs vm.kernel'],
-  ['vm.kernel a number', (c) => ((c['vm'].kernel = 7), delete c['vm'].guest), 'vm.kernel', 'got 7'],
-  ['vm.guest a number', (c) => (c['vm'].guest = 42), 'vm.guest', 'got 42'],
-  ['vm.ramMiB zero', (c) => (c['vm'].ramMiB = 0), 'vm.ramMiB', 'must be an integer between 1 and 2047, got 0'],
-  ['vm.ramMiB 2 GiB', (c) => (c['vm'].ramMiB = 2048), 'vm.ramMiB', 'got 2048'],
-  ['vm.ramMiB fractional', (c) => (c['vm'].ramMiB = 1.5), 'vm.ramMiB', 'got 1.5'],
-  ['vm.ramMiB a string', (c) => (c['vm'].ramMiB = '64'), 'vm.ramMiB', 'got "64"'],
-  ['vm.clock unknown', (c) => (c['vm'].clock = 'wall'), 'vm.clock', 'must be "real" or "virtual", got "wall"'],
-  ['devices a list', (c) => (c['vm'].devices = []), 'vm.devices', 'got a list'],
-  ['rng a string', (c) => (c['vm'].devices = { rng: 'yes' }), 'vm.devices.rng', 'must be true or false, got "yes"'],
-  ['disk without path', (c) => (c['vm'].devices = { disk: { mode: 'shared' } }), 'vm.devices.disk.path', 'is required'],
-  ['disk mode unknown', (c) => (c['vm'].devices = { disk: { path: 'd', mode: 'mirrored' } }), 'vm.devices.disk.mode', 'must be "shared" or "separate", got "mirrored"'],
-  ['net backend unknown', (c) => (c['vm'].devices = { net: { backend: 'vde' } }), 'vm.devices.net.backend', 'must be "udp" or "tap", got "vde"'],
-  ['net backend missing', (c) => (c['vm'].devices = { net: { hostPort: 1 } }), 'vm.devices.net.backend', 'is required'],
-  ['udp hostPort missing', (c) => (c['vm'].devices = { net: { backend: 'udp' } }), 'vm.devices.net.hostPort', 'is required'],
-  ['udp hostPort too big', (c) => (c['vm'].devices = { net: { backend: 'udp', hostPort: 70000 } }), 'vm.devices.net.hostPort', 'between 0 and 65535, got 70000'],
-  ['udp guestPort zero', (c) => (c['vm'].devices = { net: { backend: 'udp', hostPort: 1, guestPort: 0 } }), 'vm.devices.net.guestPort', 'between 1 and 65535, got 0'],
-  ['udp host empty', (c) => (c['vm'].devices = { net: { backend: 'udp', hostPort: 1, host: '' } }), 'vm.devices.net.host', 'got ""'],
-  ['mac malformed', (c) => (c['vm'].devices = { net: { backend: 'udp', hostPort: 1, mac: '52:54:00:12:34' } }), 'vm.devices.net.mac', 'xx:xx:xx:xx:xx:xx'],
-  ['mac multicast', (c) => (c['vm'].devices = { net: { backend: 'tap', name: 't', mac: '01:00:5e:00:00:01' } }), 'vm.devices.net.mac', 'must be a unicast address'],
-  ['mac broadcast', (c) => (c['vm'].devices = { net: { backend: 'tap', name: 't', mac: 'ff:ff:ff:ff:ff:ff' } }), 'vm.devices.net.mac', 'must be a unicast address'],
-  ['mac all zeros', (c) => (c['vm'].devices = { net: { backend: 'udp', hostPort: 1, mac: '00:00:00:00:00:00' } }), 'vm.devices.net.mac', 'must not be 00:00:00:00:00:00'],
-  ['udp host 999.1.1.1', (c) => (c['vm'].devices = { net: { backend: 'udp', hostPort: 1, host: '999.1.1.1' } }), 'vm.devices.net.host', '"999.1.1.1" is not an IPv4 address'],
-  ['udp host IPv6', (c) => (c['vm'].devices = { net: { backend: 'udp', hostPort: 1, host: '::1' } }), 'vm.devices.net.host', 'binds IPv4 only'],
-  ['udp host not a name', (c) => (c['vm'].devices = { net: { backend: 'udp', hostPort: 1, host: 'a..b' } }), 'vm.devices.net.host', 'is not a host name'],
-  ['tap name missing', (c) => (c['vm'].devices = { net: { backend: 'tap' } }), 'vm.devices.net.name', 'is required'],
-  ['tap name too long', (c) => (c['vm'].devices = { net: { backend: 'tap', name: 'a-long-interface-name' } }), 'vm.devices.net.name', '1 to 15'],
-  ['tap with a udp field', (c) => (c['vm'].devices = { net: { backend: 'tap', name: 't', guestPort: 1 } }), 'vm.devices.net.guestPort', /unknown field vm\.devices\.net\.guestPort \(vm\.devices\.net accepts backend, name, mac\)/],
-  ['ft not an object', (c) => (c['ft'] = 'on'), 'ft', 'must be an object'],
-  ['ft.enabled a string', (c) => (c['ft'].enabled = 'true'), 'ft.enabled', 'must be true or false, got "true"'],
-  ['ft.listen without a port', (c) => (c['ft'].listen = 'localhost'), 'ft.listen', 'must be an address as host:port'],
-  ['ft.listen port too big', (c) => (c['ft'].listen = '127.0.0.1:99999'), 'ft.listen', 'got "127.0.0.1:99999"'],
-  ['ft.listen a number', (c) => (c['ft'].listen = 7400), 'ft.listen', 'got 7400'],
-  ['ft.listen host 999.1.1.1', (c) => (c['ft'].listen = '999.1.1.1:7400'), 'ft.listen', '"999.1.1.1" is not an IPv4 address (four numbers 0..255, as 10.0.0.1), in "999.1.1.1:7400"'],
-  ['ft.listen host of three numbers', (c) => (c['ft'].listen = '10.1.1:7400'), 'ft.listen', 'is not an IPv4 address'],
-  ['ft.listen a bad IPv6 address', (c) => (c['ft'].listen = '[1::2::3]:7400'), 'ft.listen', 'is not an IPv6 address'],
-  ['ft.listen a host label too long', (c) => (c['ft'].listen = `${'a'.repeat(64)}.example:7400`), 'ft.listen', 'is not a host name'],
-  ['no key', (c) => delete c['ft'].keyHex, 'ft', 'needs one of keyFile, keyHex or keyEnv'],
-  ['two keys', (c) => (c['ft'].keyFile = 'key'), 'ft.keyFile', 'only one of keyFile, keyHex or keyEnv may be given'],
-  ['keyHex too short', (c) => (c['ft'].keyHex = 'abcd'), 'ft.keyHex', 'at least 32 (16 bytes), got 4 characters'],
-  ['keyHex not hex', (c) => (c['ft'].keyHex = 'zz'.repeat(16)), 'ft.keyHex', 'not all hex digits'],
-  ['keyHex odd length', (c) => (c['ft'].keyHex = KEY_HEX + 'a'), 'ft.keyHex', 'even number of hex digits'],
-  ['keyEnv malformed', (c) => ((c['ft'].keyEnv = '1KEY'), delete c['ft'].keyHex), 'ft.keyEnv', 'the name of an environment variable'],
-  ['keyFile empty', (c) => ((c['ft'].keyFile = ''), delete c['ft'].keyHex), 'ft.keyFile', 'got ""'],
-  ['tls without ca', (c) => (c['ft'].tls = { cert: 'c', key: 'k' }), 'ft.tls.ca', 'is required'],
-  ['tls.cert a number', (c) => (c['ft'].tls = { cert: 5, key: 'k', ca: 'a' }), 'ft.tls.cert', 'got 5'],
-  ['heartbeatMs too small', (c) => (c['ft'].heartbeatMs = 5), 'ft.heartbeatMs', 'between 10 and 10000, got 5'],
-  ['timeoutMs not a number', (c) => (c['ft'].timeoutMs = 'abc'), 'ft.timeoutMs', 'must be an integer between 50 and 60000, got "abc"'],
-  ['timeoutMs under 3 heartbeats', (c) => (c['ft'].timeoutMs = 200), 'ft.timeoutMs', 'must be at least 3 × ft.heartbeatMs = 300, got 200'],
-  ['default timeout under 3 heartbeats', (c) => (c['ft'].heartbeatMs = 250), 'ft.timeoutMs', 'got 600 (the default)'],
-  ['lagTargetMs zero', (c) => (c['ft'].lagTargetMs = 0), 'ft.lagTargetMs', 'got 0'],
-  ['maxLagMs under lagTargetMs', (c) => (c['ft'].maxLagMs = 50), 'ft.maxLagMs', 'must be greater than ft.lagTargetMs = 100, got 50'],
-  ['maxLagMs equal to lagTargetMs', (c) => (c['ft'].maxLagMs = 100), 'ft.maxLagMs', 'must be greater than ft.lagTargetMs = 100, got 100'],
-  ['default maxLagMs under lagTargetMs', (c) => (c['ft'].lagTargetMs = 2000), 'ft.maxLagMs', 'got 1000 (the default)'],
-  ['maxUnackedBytes too small', (c) => (c['ft'].maxUnackedBytes = 1000), 'ft.maxUnackedBytes', 'got 1000'],
-  ['outputRule a number', (c) => (c['ft'].outputRule = 0), 'ft.outputRule', 'must be true or false, got 0'],
-  ['arbiter missing', (c) => delete c['ft'].arbiter, 'ft.arbiter', 'is required when ft.enabled is true'],
-  ['arbiter backend unknown', (c) => (c['ft'].arbiter = { backend: 'zookeeper' }), 'ft.arbiter.backend', 'must be "file" or "etcd", got "zookeeper"'],
-  ['file arbiter without dir', (c) => (c['ft'].arbiter = { backend: 'file' }), 'ft.arbiter.dir', 'is required'],
-  ['etcd endpoints empty', (c) => (c['ft'].arbiter = { backend: 'etcd', endpoints: [] }), 'ft.arbiter.endpoints', 'got an empty list'],
-  ['etcd endpoints a string', (c) => (c['ft'].arbiter = { backend: 'etcd', endpoints: 'http://e:2379' }), 'ft.arbiter.endpoints', 'must be a non-empty list'],
-  ['etcd endpoint without scheme', (c) => (c['ft'].arbiter = { backend: 'etcd', endpoints: ['http://e:2379', 'e:2379'] }), 'ft.arbiter.endpoints[1]', 'got "e:2379"'],
-  ['etcd endpoint without port', (c) => (c['ft'].arbiter = { backend: 'etcd', endpoints: ['http://e'] }), 'ft.arbiter.endpoints[0]', 'http(s)://host:port'],
-  ['etcd endpoint host 999.1.1.1', (c) => (c['ft'].arbiter = { backend: 'etcd', endpoints: ['http://999.1.1.1:2379'] }), 'ft.arbiter.endpoints[0]', '"999.1.1.1" is not an IPv4 address'],
-  ['etcd prefix with a space', (c) => (c['ft'].arbiter = { backend: 'etcd', endpoints: ['http://e:1'], prefix: 'a b' }), 'ft.arbiter.prefix', 'got "a b"'],
-  ['etcd timeout too small', (c) => (c['ft'].arbiter = { backend: 'etcd', endpoints: ['http://e:1'], timeoutMs: 10 }), 'ft.arbiter.timeoutMs', 'got 10'],
-  ['file arbiter with an etcd field', (c) => (c['ft'].arbiter = { backend: 'file', dir: 'd', endpoints: [] }), 'ft.arbiter.endpoints', 'unknown field ft.arbiter.endpoints'],
-  ['hash interval negative', (c) => (c['ft'].hashIntervalInstructions = -1), 'ft.hashIntervalInstructions', 'got -1'],
-  ['data path unknown', (c) => (c['ft'].dataPath = 'fast'), 'ft.dataPath', 'must be "native" or "js", got "fast"'],
-  ['metrics not an object', (c) => (c['metrics'] = 9464), 'metrics', 'got 9464'],
-  ['metrics.listen malformed', (c) => (c['metrics'] = { listen: 'http://x:1' }), 'metrics.listen', 'got "http://x:1"'],
-  ['metrics.listen host 256.0.0.1', (c) => (c['metrics'] = { listen: '256.0.0.1:9464' }), 'metrics.listen', 'is not an IPv4 address'],
-  ['unknown top-level field', (c) => (c['vms'] = {}), 'vms', 'unknown field vms — did you mean vm?'],
-  ['prototype key', (c) => (c['vm'] = Object.assign(Object.create(null), c['vm'], { ['__proto__']: {} })), 'vm.__proto__', 'unknown field vm.__proto__'],
-];
+describe('validateConfig: $schema', () => {
+  it('takes a top-level $schema (where editors find lockstep.schema.json) and ignores it, but only a string', () => {
+    const c = { $schema: './node_modules/lockstep/src/config/lockstep.schema.json', ...base() };
+    expect(validateConfig(c, 'vm.json', '/').config).toEqual(validateConfig(base(), 'vm.json', '/').config);
+    const bad = expectConfigError(() => validateConfig({ ...c, $schema: 1 }, 'vm.json', '/'));
+    expect(bad.message).toBe('vm.json: $schema: must be a string (where editors find lockstep.schema.json), got 1');
+    const nested = base();
+    nested['vm'].$schema = 'x';
+    expect(expectConfigError(() => validateConfig(nested, 'vm.json', '/')).field).toBe('vm.$schema');
+  });
+});
 
 describe('validateConfig: bad fields', () => {
   it.each(BAD)('%s names the field', (_name, mutate, field, fragment) => {

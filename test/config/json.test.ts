@@ -1,6 +1,7 @@
 // The position-keeping JSON parser against JSON.parse: same values for valid text, an error (with an
 // offset) for everything JSON.parse refuses.
 import { describe, expect, it } from 'vitest';
+import { LineCounter, isMap, isScalar, isSeq, parseDocument } from 'yaml';
 import { JsonSyntaxError, lineColumn, parseJson, pathKey } from '../../src/config/json.js';
 import { editDistance, suggest } from '../../src/config/suggest.js';
 
@@ -82,5 +83,59 @@ describe('suggest', () => {
     expect(suggest('arbitre', ft)).toBe('arbiter');
     expect(suggest('quorum', ft)).toBeUndefined();
     expect(suggest('x', ft)).toBeUndefined();
+  });
+});
+
+// Why the hand-written parser stays (issue 15, item 5: replace it only where the yaml package gives the
+// same): for valid JSON, yaml finds every field at the same line and column, but it also takes text
+// that is not JSON, and it accepts some of it silently, so a .json file would stop being strict JSON.
+describe('the yaml package on JSON input', () => {
+  const positionsByYaml = (text: string): Map<string, { line: number; column: number }> => {
+    const lineCounter = new LineCounter();
+    const doc = parseDocument(text, { lineCounter, uniqueKeys: true, schema: 'core' });
+    expect(doc.errors).toEqual([]);
+    const out = new Map<string, { line: number; column: number }>();
+    const walk = (node: unknown, path: (string | number)[]): void => {
+      if (isMap(node)) {
+        for (const pair of node.items) {
+          const key = isScalar(pair.key) ? String(pair.key.value) : String(pair.key);
+          const { line, col } = lineCounter.linePos((pair.key as { range: [number, number, number] }).range[0]);
+          out.set(pathKey([...path, key]), { line, column: col });
+          walk(pair.value, [...path, key]);
+        }
+      } else if (isSeq(node)) {
+        node.items.forEach((item, i) => {
+          const { line, col } = lineCounter.linePos((item as { range: [number, number, number] }).range[0]);
+          out.set(pathKey([...path, i]), { line, column: col });
+          walk(item, [...path, i]);
+        });
+      }
+    };
+    walk(doc.contents, []);
+    return out;
+  };
+
+  it('finds every field of valid JSON where parseJson does', () => {
+    const text = [
+      '{',
+      '  "vm": { "id": "kv1", "guest": "guest/bin/kvserver.elf", "ramMiB": 64,',
+      '          "devices": { "rng": true, "net": { "backend": "udp", "hostPort": 11211 } } },',
+      '\t"ft": {"listen": "10.0.0.1:7400", "keyFile": "/etc/lockstep/kv1.key",',
+      '    "arbiter": { "backend": "etcd", "endpoints": ["http://10.0.0.5:2379", "http://[::1]:2379"] } },',
+      '  "metrics": { "listen": "127.0.0.1:9464" }, "é": [1, [2, {"x": null}]]',
+      '}',
+    ].join('\r\n');
+    const { positions } = parseJson(text);
+    const byYaml = positionsByYaml(text);
+    expect([...byYaml.keys()].sort()).toEqual([...positions.keys()].sort());
+    for (const [key, offset] of positions) expect(byYaml.get(key), key).toEqual(lineColumn(text, offset));
+  });
+
+  it('accepts text JSON refuses, which parseJson reports by line and column', () => {
+    for (const notJson of ['{"a":1,}', "{'a':1}", '{a: 1}', '{"a": 1} # comment', '[1,]', '{"a": .5}']) {
+      expect(() => JSON.parse(notJson), notJson).toThrow();
+      expect(() => parseJson(notJson), notJson).toThrow(JsonSyntaxError);
+      expect(parseDocument(notJson, { uniqueKeys: true, schema: 'core' }).errors, notJson).toEqual([]);
+    }
   });
 });

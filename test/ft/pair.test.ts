@@ -103,14 +103,18 @@ describe('FtPrimary / FtSecondary in one process', () => {
     cloned = protectedAgain();
     await a.s.start();
     await cloned;
-    // Migrate: the next secondary replaces this one, which is dismissed; the newcomer is cloned.
+    // Migrate: the newcomer is cloned while this one protects the VM, then this one is dismissed; the
+    // status never leaves Protected.
+    const during: string[] = [];
+    primary.on('status', (st) => during.push(describeStatus(st)));
     expect((await call('migrate-secondary')).code).toBe(200);
     const b = joinAs('b');
-    cloned = protectedAgain();
+    const moved = new Promise((r) => primary.once('moved', r));
     await b.s.start();
-    expect(await a.left).toMatch(/replaced/);
-    await cloned;
+    expect(await a.left).toMatch(/moved/);
+    await moved;
     expect(primary.status).toEqual({ protected: true });
+    expect(during).toEqual([]);
     // Suspend: like off, shown as suspended. An operation that does not fit the state is a 409.
     expect((await call('suspend')).body.status).toBe('Not Protected (FT suspended)');
     expect((await call('test-failover')).code).toBe(409);

@@ -1,12 +1,13 @@
 // A fault-injecting TCP proxy for tests: forwards 127.0.0.1:<port> to a target and can partition the
 // link (stop forwarding in both directions without closing anything, as a cut cable or a dead switch
-// would), heal it, or reset every connection.
+// would), isolate it (not even a close gets through), heal it, or reset every connection.
 import { createServer, connect, type Server, type Socket } from 'node:net';
 
 export class TcpProxy {
   readonly #server: Server;
   readonly #pairs = new Set<{ a: Socket; b: Socket }>();
   #partitioned = false;
+  #isolated = false;
   port = 0;
   /** Bytes that the partition swallowed. */
   dropped = 0;
@@ -29,6 +30,8 @@ export class TcpProxy {
       pipe(a, b);
       pipe(b, a);
       const end = () => {
+        // Isolated: a close is not passed on either (the far side hears nothing, as across a cut cable).
+        if (proxy.#isolated) return;
         proxy.#pairs.delete(pair);
         a.destroy();
         b.destroy();
@@ -45,6 +48,11 @@ export class TcpProxy {
   /** Silently drops everything in both directions from now on (connections stay open). */
   partition(): void {
     this.#partitioned = true;
+  }
+  /** As {@link partition}, and a close of either side is not passed on: the other side hears nothing at all. */
+  isolate(): void {
+    this.#partitioned = true;
+    this.#isolated = true;
   }
   heal(): void {
     this.#partitioned = false;
@@ -64,6 +72,7 @@ export class TcpProxy {
   }
   /** Resets every proxied connection. */
   reset(): void {
+    this.#isolated = false;
     for (const { a, b } of this.#pairs) {
       a.destroy();
       b.destroy();

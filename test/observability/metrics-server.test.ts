@@ -4,7 +4,8 @@ import { request } from 'node:http';
 import { connect, createServer } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { LockstepError } from '../../src/errors.js';
-import { PROMETHEUS_CONTENT_TYPE, Registry, startMetricsServer } from '../../src/observability/index.js';
+import { Counter, Gauge, Registry } from 'prom-client';
+import { createFtMetrics, startMetricsServer } from '../../src/observability/index.js';
 
 function get(url: string, method = 'GET', agent?: import('node:http').Agent): Promise<{ status: number; type: string | undefined; body: string; headers: Record<string, unknown> }> {
   return new Promise((resolve, reject) => {
@@ -23,7 +24,7 @@ function get(url: string, method = 'GET', agent?: import('node:http').Agent): Pr
 describe('startMetricsServer', () => {
   it('serves the registry at GET /metrics and 404 elsewhere, then closes', async () => {
     const r = new Registry();
-    r.counter({ name: 'scrapes_total', help: 'S.' }).inc(7);
+    new Counter({ name: 'scrapes_total', help: 'S.', registers: [r] }).inc(7);
     const server = await startMetricsServer(r, { port: 0 });
     try {
       expect(server.host).toBe('127.0.0.1');
@@ -31,8 +32,8 @@ describe('startMetricsServer', () => {
       expect(server.url).toBe(`http://127.0.0.1:${server.port}/metrics`);
       const ok = await get(server.url);
       expect(ok.status).toBe(200);
-      expect(ok.type).toBe(PROMETHEUS_CONTENT_TYPE);
-      expect(ok.body).toBe(r.metrics());
+      expect(ok.type).toBe('text/plain; version=0.0.4; charset=utf-8');
+      expect(ok.body).toBe(await r.metrics());
       expect(ok.body).toContain('scrapes_total 7\n');
       expect((await get(`${server.url}?name[]=x`)).status).toBe(200);
       const head = await get(server.url, 'HEAD');
@@ -86,8 +87,13 @@ describe('startMetricsServer', () => {
   it('answers 500 when a collector throws, and keeps serving', async () => {
     const r = new Registry();
     let fail = true;
-    r.addCollector(() => {
-      if (fail) throw new Error('machine gone');
+    new Gauge({
+      name: 'pulled',
+      help: 'Read on scrape.',
+      registers: [r],
+      collect() {
+        if (fail) throw new Error('machine gone');
+      },
     });
     const server = await startMetricsServer(r, { port: 0 });
     try {
@@ -95,6 +101,21 @@ describe('startMetricsServer', () => {
       expect([bad.status, bad.body]).toEqual([500, 'collecting metrics failed: machine gone\n']);
       fail = false;
       expect((await get(server.url)).status).toBe(200);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it("serves an application's registry with lockstep's FT metrics in it", async () => {
+    const app = new Registry();
+    new Counter({ name: 'app_requests_total', help: 'Requests.', registers: [app] }).inc(2);
+    createFtMetrics(app).forVm('kv1').setProtected(true);
+    const server = await startMetricsServer(app, { port: 0 });
+    try {
+      const { status, body } = await get(server.url);
+      expect(status).toBe(200);
+      expect(body).toContain('\napp_requests_total 2\n');
+      expect(body).toContain('\nlockstep_protected{vm="kv1"} 1\n');
     } finally {
       await server.close();
     }

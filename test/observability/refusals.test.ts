@@ -6,7 +6,8 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { FileArbiter, FtPrimary, Machine, Registry, bindFtMetrics, createFtMetrics } from '../../src/index.js';
+import { Registry } from 'prom-client';
+import { FileArbiter, FtPrimary, Machine, bindFtMetrics, createFtMetrics } from '../../src/index.js';
 import { RefusalLog } from '../../src/observability/refusals.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'lockstep-refusals-'));
@@ -64,7 +65,7 @@ describe('a primary under a connection flood', () => {
       for (let i = 0; i < 1000 && primary.stats().rejectedConnections < FLOOD; i++) await new Promise((r) => setTimeout(r, 10));
       expect(primary.stats().rejectedConnections).toBe(FLOOD);
       expect(rejected).toBe(FLOOD);
-      expect(registry.metrics()).toContain(`lockstep_rejected_connections_total{vm="flood",endpoint="channel"} ${FLOOD}`);
+      expect(await registry.metrics()).toContain(`lockstep_rejected_connections_total{vm="flood",endpoint="channel"} ${FLOOD}`);
       // Before: one warning per connection. Now: the first five of each 10-s interval and one summary
       // line per interval (a loaded machine may spread the flood over more than one).
       const intervals = Math.ceil((performance.now() - t0) / 10_000) + 1;

@@ -22,7 +22,7 @@ import {
   packageVersion,
   type HostRecord,
 } from '../manager/layout.js';
-import { API_PREFIX, FENCE_HEADER, MANAGER_HEADER, type AgentApiCode, type HostInfo, type StartRequest } from './client.js';
+import { API_PREFIX, AgentClient, FENCE_HEADER, MANAGER_HEADER, type AgentApiCode, type HostInfo, type StartRequest } from './client.js';
 import { CLUSTER_CHANNELS } from '../manager/diagnostics.js';
 import { EventWriter } from '../manager/events.js';
 import { RecordPublisher } from './publisher.js';
@@ -60,7 +60,26 @@ export interface AgentOptions {
   instanceTtlMs?: number;
   /** How long a stopped half gets between SIGTERM and SIGKILL, ms (default 5000). */
   stopGraceMs?: number;
+  /**
+   * What happens to a VM without FT when this host is cut off from the store (vSphere HA's host
+   * isolation response). `power-off` (default): it is killed before its record can expire, so the
+   * manager's restart elsewhere never runs beside it. `leave-powered-on`: it keeps running, and a restart
+   * elsewhere runs a second copy on the same disk — only for VMs that can bear that. FT halves are left
+   * alone either way: their arbiter decides which one serves.
+   */
+  isolationResponse?: IsolationResponse;
 }
+
+/** See {@link AgentOptions.isolationResponse}. */
+export type IsolationResponse = 'power-off' | 'leave-powered-on';
+/**
+ * A VM without FT is powered off this long before its record's lease could run out unrenewed, ms: the
+ * manager restarts it only after the record is gone and its restart grace (2 s) passed, so the copy here
+ * is dead at least 3 s before another starts, even with this process late by as much.
+ */
+export const ISOLATION_MARGIN_MS = 1_000;
+/** How long the other hosts get to answer whether they reach the store, ms. */
+const PEER_PROBE_MS = 700;
 
 /** The agent's events (for `lockstep agent --events` and embedders). */
 export interface AgentEvents {
@@ -69,6 +88,10 @@ export interface AgentEvents {
   'vm-exited': [view: InstanceView];
   /** Something went wrong that the agent survives (a store write failed, say). */
   warning: [message: string];
+  /** The store stopped renewing this VM's record: the isolation response was applied (see the option). */
+  isolated: [vmId: string, response: IsolationResponse, message: string];
+  /** The store stopped renewing a VM without FT's record, and the other hosts said why (each time asked). */
+  'cut-off': [vmId: string, why: 'isolated' | 'store-down' | 'alone'];
 }
 
 /** Built CLI, from src/cluster/agent (tests) and dist/cluster/agent alike. */
@@ -135,6 +158,9 @@ export class Agent extends EventEmitter<AgentEvents> {
   #address!: AddressInfo;
   #ftHost = '127.0.0.1';
   #fence = { token: 0, manager: null as string | null };
+  /** The other hosts' APIs by id (see #refreshPeers). */
+  readonly #peers = new Map<string, string>();
+  #peerTimer: NodeJS.Timeout | undefined;
   #closing = false;
   readonly #startedAt = Date.now();
   /** Starts in flight, by VM (a second start of the same VM is refused until the first settles). */
@@ -162,7 +188,11 @@ export class Agent extends EventEmitter<AgentEvents> {
       hostTtlMs,
       instanceTtlMs,
       stopGraceMs: o.stopGraceMs ?? 5_000,
+      isolationResponse: o.isolationResponse ?? 'power-off',
     };
+    if (this.#o.isolationResponse !== 'power-off' && this.#o.isolationResponse !== 'leave-powered-on') {
+      throw new OptionError('isolationResponse', `must be power-off or leave-powered-on, got ${JSON.stringify(o.isolationResponse)}`);
+    }
     // Managers and `lockstep cluster` are few; a cap and deadlines keep parked connections from piling up.
     this.#server = createLimitedServer((req, res) => void this.#handle(req, res), { maxConnections: 256, requestTimeoutMs: 60_000 });
   }
@@ -193,6 +223,9 @@ export class Agent extends EventEmitter<AgentEvents> {
       await a.close();
       throw new OptionError('store', `could not register host ${a.id} in the store`);
     }
+    await a.#refreshPeers();
+    a.#peerTimer = setInterval(() => void a.#refreshPeers(), 2_000);
+    a.#peerTimer.unref();
     return a;
   }
 
@@ -202,6 +235,11 @@ export class Agent extends EventEmitter<AgentEvents> {
     const host = wildcard ? this.#ftHost : this.#address.address;
     const h = host.includes(':') ? `[${host}]` : host;
     return `http://${h}:${this.#address.port}`;
+  }
+
+  /** The other hosts this agent knows from the store (asked when it is cut off from the store). */
+  get peers(): string[] {
+    return [...this.#peers.keys()];
   }
 
   /** The API's address. */
@@ -235,6 +273,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   async close(): Promise<void> {
     if (this.#closing) return;
     this.#closing = true;
+    clearInterval(this.#peerTimer);
     // Said first, so that the manager can tell a host that left from one that died.
     await new EventWriter(this.#o.store, `agent-${this.id}`)
       .write({ kind: 'host-leaving', host: this.id, message: `the agent of ${this.id} is stopping: its VM halves are stopped and the host leaves the cluster` })
@@ -244,6 +283,42 @@ export class Agent extends EventEmitter<AgentEvents> {
     await this.#host?.close();
     this.#server.closeAllConnections();
     await new Promise<void>((r) => this.#server.close(() => r()));
+  }
+
+  /**
+   * Why the store stopped renewing this host's records: `isolated` when another host reaches it (so the
+   * manager can restart our VMs there) or when no other host answers at all (this host is cut off from
+   * the network, as vSphere HA's isolation address tells); `store-down` when hosts answer and none
+   * reaches it either (nobody can restart anything: the VM stays); `alone` when no other host is known.
+   */
+  async #whyCutOff(): Promise<'isolated' | 'store-down' | 'alone'> {
+    const peers = [...this.#peers.values()];
+    if (peers.length === 0) return 'alone';
+    const answers = await Promise.all(
+      peers.map((url) =>
+        new AgentClient({ url, token: this.#o.token, timeoutMs: PEER_PROBE_MS })
+          .host()
+          .then((h) => h.storeReachable)
+          .catch(() => undefined),
+      ),
+    );
+    if (answers.some((a) => a === true)) return 'isolated';
+    return answers.every((a) => a === undefined) ? 'isolated' : 'store-down';
+  }
+
+  /**
+   * The other hosts' APIs, from the store's host records. A host whose record went is kept: it may be
+   * cut off from the store just like this one, and its answer still tells a dead store from isolation.
+   */
+  async #refreshPeers(): Promise<void> {
+    try {
+      for (const e of await this.#o.store.list(KEYS.hostsPrefix)) {
+        const r = e.value as unknown as Partial<HostRecord>;
+        if (typeof r.id === 'string' && r.id !== this.id && typeof r.api === 'string') this.#peers.set(r.id, r.api);
+      }
+    } catch {
+      // cut off from the store: the last list is what there is
+    }
   }
 
   #warn(message: string): void {
@@ -279,6 +354,9 @@ export class Agent extends EventEmitter<AgentEvents> {
       throw err;
     }
     if (this.#vms.has(vmId) || this.#starting.has(vmId)) throw new Refusal(409, 'already-running', `VM ${vmId} already runs on host ${this.id} (as ${this.#vms.get(vmId)?.role ?? 'a half being started'})`);
+    // Cut off from the store, this host could not publish the VM's record: nobody would see it run. Its
+    // record is renewed about every third of its TTL, so half a TTL without a renewal means cut off.
+    if (this.#host.deadline - performance.now() < this.#o.hostTtlMs / 2) throw new Refusal(503, 'isolated', `host ${this.id} cannot reach the store (its record is not being renewed): it starts nothing until it can`);
     this.#starting.add(vmId);
     let p: VmProcess;
     try {
@@ -324,7 +402,7 @@ export class Agent extends EventEmitter<AgentEvents> {
    * that is a primary — started as one or promoted — takes SIGUSR1 as test failover and SIGUSR2 as
    * test restart secondary (src/cli/signals.ts).
    */
-  async #operate(p: VmProcess, op: 'test-failover' | 'restart-secondary'): Promise<'test-failover' | 'restart-secondary'> {
+  async #operate<Op extends 'test-failover' | 'restart-secondary' | 'migrate-secondary'>(p: VmProcess, op: Op): Promise<Op> {
     const key = this.#pairKeys.get(p);
     if (p.controlUrl !== null && key !== undefined) {
       let answer: Awaited<ReturnType<typeof callControl>>;
@@ -342,6 +420,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       }
       return op;
     }
+    // No signal moves a secondary: without the operations API the move is refused (the caller stops it instead).
+    if (op === 'migrate-secondary') throw new Refusal(409, 'not-ready', `the primary of ${p.vmId} serves no operations API: its secondary cannot be moved without a gap`);
     p.signal(op === 'test-failover' ? 'SIGUSR1' : 'SIGUSR2');
     return op;
   }
@@ -391,8 +471,49 @@ export class Agent extends EventEmitter<AgentEvents> {
         statsTimer.unref();
       }
     });
+    // Isolation: the store no longer renews this VM's record. A VM without FT has nothing else that keeps
+    // a restarted copy from running beside it (an FT half has its arbiter), so it goes before the record.
+    // A record never published counts as held for one TTL from here: a VM started just as the link to the
+    // store went down is fenced like one that ran for hours. The other hosts are asked first (before the
+    // margin, so the answer comes in time): a store down for everyone restarts nothing anywhere.
+    let isolated = false;
+    let probing = false;
+    let storeDownSaid = false;
+    const tracked = performance.now();
+    const isolation = p.solo
+      ? setInterval(() => {
+          const deadline = Math.max(pub.deadline, tracked + this.#o.instanceTtlMs);
+          if (isolated || probing || !p.running || performance.now() < deadline - ISOLATION_MARGIN_MS - PEER_PROBE_MS) return;
+          probing = true;
+          void this.#whyCutOff().then((why) => {
+            probing = false;
+            this.emit('cut-off', p.vmId, why);
+            if (isolated || !p.running || performance.now() < Math.max(pub.deadline, tracked + this.#o.instanceTtlMs) - ISOLATION_MARGIN_MS - PEER_PROBE_MS) return;
+            if (why !== 'isolated') {
+              if (!storeDownSaid) this.#warn(`${p.vmId}: the store does not renew its record, and ${why === 'alone' ? 'no other host is known' : 'no other host reaches the store either'}: left running (nobody can restart it elsewhere)`);
+              storeDownSaid = true;
+              return;
+            }
+            applyIsolation();
+          });
+        }, 200)
+      : undefined;
+    const applyIsolation = () => {
+      isolated = true;
+      const ms = Math.round(performance.now() - Math.max(pub.publishedAt, tracked));
+      const response = this.#o.isolationResponse;
+      const message =
+        response === 'power-off'
+          ? `${p.vmId}: the store has not renewed its record for ${ms} ms (this host is cut off from it, and other hosts reach it or none answers): powered off, so that a restart elsewhere does not run beside it`
+          : `${p.vmId}: the store has not renewed its record for ${ms} ms: left running (isolation response leave-powered-on); a restart elsewhere will run a second copy`;
+      this.#warn(message);
+      this.emit('isolated', p.vmId, response, message);
+      if (response === 'power-off') p.signal('SIGKILL');
+    };
+    isolation?.unref();
     p.once('exit', () => {
       clearTimeout(statsTimer);
+      clearInterval(isolation);
       if (this.#vms.get(p.vmId) === p) this.#vms.delete(p.vmId);
       this.#exited.push(p);
       if (this.#exited.length > KEEP_EXITED) this.#exited.shift();
@@ -457,6 +578,12 @@ export class Agent extends EventEmitter<AgentEvents> {
         await this.#gone.get(p);
         return send(200, p.view());
       }
+      if (parts.length === 3 && a === 'vms' && method === 'POST' && c === 'migrate-secondary') {
+        const p = this.#find(b!);
+        if (p.role !== 'primary') throw new Refusal(409, 'wrong-role', `VM ${b} runs here as the ${p.role}; ${c} is an operation of the primary`);
+        if (!p.protected) throw new Refusal(409, 'not-ready', `the primary of ${b} is not protected (${p.status}): there is no secondary to move`);
+        return send(200, { ...p.view(), operation: await this.#operate(p, 'migrate-secondary') });
+      }
       if (parts.length === 3 && a === 'vms' && method === 'POST' && (c === 'failover' || c === 'restart-secondary')) {
         const p = this.#find(b!);
         if (p.role !== 'primary') throw new Refusal(409, 'wrong-role', `VM ${b} runs here as the ${p.role}; ${c} is an operation of the primary`);
@@ -488,7 +615,7 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   #hostInfo(): HostInfo {
     const r = this.hostRecord();
-    return { id: r.id, api: r.api, ftHost: r.ftHost, capacity: r.capacity, groups: r.groups, compatId: r.compatId, maxFtVms: r.maxFtVms, maxFtVcpus: r.maxFtVcpus ?? DEFAULT_MAX_FT_VCPUS, pid: r.pid, running: this.#vms.size, fence: { ...this.#fence } };
+    return { id: r.id, api: r.api, ftHost: r.ftHost, capacity: r.capacity, groups: r.groups, compatId: r.compatId, maxFtVms: r.maxFtVms, maxFtVcpus: r.maxFtVcpus ?? DEFAULT_MAX_FT_VCPUS, pid: r.pid, running: this.#vms.size, fence: { ...this.#fence }, storeReachable: performance.now() < this.#host.deadline };
   }
 }
 

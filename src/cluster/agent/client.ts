@@ -33,6 +33,8 @@ export type HostInfo = Pick<HostRecord, 'id' | 'api' | 'ftHost' | 'capacity' | '
   running: number;
   /** The highest fencing token the agent has accepted, and from whom. */
   fence: { token: number; manager: string | null };
+  /** The store renews the host's record (false: this host is cut off from it, or the store is down). */
+  storeReachable: boolean;
 };
 
 /** Error codes of {@link AgentApiError} (`apiCode`), as the API sends them. */
@@ -47,6 +49,7 @@ export type AgentApiCode =
   | 'not-ready'
   | 'unsupported'
   | 'shutting-down'
+  | 'isolated'
   | 'internal'
   | 'unreachable';
 
@@ -124,6 +127,15 @@ export class AgentClient {
   failover(vmId: string): Promise<InstanceView & { operation: 'test-failover' | 'kill' }> {
     // The agent answers once the handover is done (the primary waits up to 10 s for the last acks).
     return this.#call('POST', `/vms/${encodeURIComponent(vmId)}/failover`, {}, this.#timeoutMs + 15_000);
+  }
+
+  /**
+   * Migrate the secondary of a protected primary without a protection gap: the next secondary to join
+   * (start it on the target host) is cloned while the current one protects the VM, then replaces it.
+   * Resolves once the primary is armed.
+   */
+  migrateSecondary(vmId: string): Promise<InstanceView & { operation: 'migrate-secondary' }> {
+    return this.#call('POST', `/vms/${encodeURIComponent(vmId)}/migrate-secondary`, {}, this.#timeoutMs + 15_000);
   }
 
   /** Test restart secondary: the primary's secondary is cloned again. */

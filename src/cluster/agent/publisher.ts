@@ -16,6 +16,7 @@ export class RecordPublisher {
   #handle: LivenessHandle | undefined;
   #closed = false;
   #published = 0;
+  #lostDeadline = 0;
 
   constructor(store: ClusterStore, key: string, ttlMs: number, onError: (err: Error) => void) {
     this.#store = store;
@@ -27,6 +28,14 @@ export class RecordPublisher {
   /** `performance.now()` of the last successful publication (0: never). */
   get publishedAt(): number {
     return this.#published;
+  }
+
+  /**
+   * Until when (`performance.now()` ms) the key is surely held by the store: renewals move it on; it
+   * stays in the past while the store cannot be reached. 0 before the first publication.
+   */
+  get deadline(): number {
+    return this.#handle?.deadline ?? this.#lostDeadline;
   }
 
   /** Publish `value` (soon; a later update supersedes one not yet written). */
@@ -68,6 +77,7 @@ export class RecordPublisher {
         // Lost (not renewed in time, e.g. the store was unreachable): write it again while we live.
         h.once('lost', () => {
           if (this.#handle === h) {
+            this.#lostDeadline = h.deadline;
             this.#handle = undefined;
             if (this.#latest !== undefined) this.update(this.#latest);
           }

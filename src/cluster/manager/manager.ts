@@ -789,12 +789,31 @@ export class Manager extends EventEmitter<ManagerEvents> {
   }
 
   /**
-   * Stop the secondary of `vm` on `from`; the VM pass then places a new one (on `to` if that is still a
-   * valid host then).
+   * Move the secondary of `vm` off `from`. A protected pair with a planned target `to` moves it without a
+   * protection gap: its primary takes the next secondary as a move, one is started on `to`, and the old
+   * one leaves by itself once the new one can take over (docs/fault-tolerance.md, "Moving the
+   * secondary"). Otherwise, or when the primary refuses, the secondary is stopped and the VM pass places
+   * a new one (on `to` if that is still a valid host then).
    */
-  async #moveSecondary(inv: Inventory, vm: string, from: string, to: string | undefined, message: string): Promise<void> {
+  async #moveSecondary(inv: Inventory, vm: string, from: string, to: string | undefined, message: string, v?: PairView): Promise<void> {
     this.#cooldown.set(vm, Date.now() + 5_000);
     if (to !== undefined) this.#hints.set(vm, { host: to, until: Date.now() + 30_000 });
+    const primary = v?.primary;
+    const join = primary !== undefined ? channelOf(primary) : null;
+    if (to !== undefined && v?.protected === true && v.desired !== undefined && primary !== undefined && join !== null) {
+      // The clone runs while the old secondary protects: no new action for this VM until it is over.
+      this.#cooldown.set(vm, Date.now() + 60_000);
+      await this.#event({ kind: 'move-secondary', action: true, vm, host: from, message: `${message} (without a protection gap: a new secondary on ${to} is cloned first)` });
+      const armed = await this.#call(inv, primary.host, (c) => c.migrateSecondary(vm));
+      if (armed !== undefined) {
+        await this.#call(inv, to, (c) => c.start({ vmId: vm, role: 'secondary', config: v.desired!.config, join, waitMs: this.#o.startTimeoutMs }));
+        // Joined: the move goes on by itself; while it does, the VM shows the new secondary among its
+        // other records, which keeps balancing and drains off it.
+        this.#cooldown.set(vm, Date.now() + 5_000);
+        return;
+      }
+    }
+    this.#cooldown.set(vm, Date.now() + 5_000);
     await this.#event({ kind: 'move-secondary', action: true, vm, host: from, message });
     await this.#call(inv, from, (c) => c.stop(vm));
   }
@@ -965,10 +984,15 @@ export class Manager extends EventEmitter<ManagerEvents> {
     const secondariesHere = views.filter((v) => v.secondary?.host === h);
     for (const v of secondariesHere) {
       if (busy.has(v.vm) || cooling(v.vm)) continue;
+      if (v.others.some((o) => o.role === 'secondary' && o.host !== h)) continue; // being moved off already
       const blockedHalf = plan.blocked.some((b) => b.vm === v.vm && b.role === 'secondary');
       if (blockedHalf && v.protected) continue; // nowhere to go: keep the VM protected where it is
+      const planned = plan.steps.find((s) => s.move.vm === v.vm && s.move.kind === 'move-secondary' && s.move.from === h)?.move;
+      const to = planned?.kind === 'move-secondary' ? planned.to : undefined;
       out.push(
-        this.#action(v.vm, () => this.#moveSecondary(inv, v.vm, h, undefined, `maintenance of ${h}: stopping the secondary of ${v.vm} there; a new one is placed elsewhere`)),
+        this.#action(v.vm, () =>
+          this.#moveSecondary(inv, v.vm, h, to, to !== undefined ? `maintenance of ${h}: moving the secondary of ${v.vm} to ${to}` : `maintenance of ${h}: stopping the secondary of ${v.vm} there; a new one is placed elsewhere`, v),
+        ),
       );
     }
     if (secondariesHere.length > 0) return out;
@@ -987,7 +1011,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
         // A relay: the secondary's host cannot take the primary role; move the secondary first.
         out.push(
           this.#action(v.vm, () =>
-            this.#moveSecondary(inv, v.vm, mv.from, mv.to, `maintenance of ${h}: moving the secondary of ${v.vm} from ${mv.from} to ${mv.to} first, so that the primary can switch there: ${step.message}`),
+            this.#moveSecondary(inv, v.vm, mv.from, mv.to, `maintenance of ${h}: moving the secondary of ${v.vm} from ${mv.from} to ${mv.to} first, so that the primary can switch there: ${step.message}`, v),
           ),
         );
       }
@@ -1032,7 +1056,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
     const why = req !== undefined ? 'applied on request (cluster apply)' : 'balancing';
     if (mv.kind === 'move-secondary' && v.secondary?.host === mv.from) {
       if (req !== undefined) await this.#applied(req.moves - 1, `apply requested: applying ${first.message}`);
-      return this.#action(v.vm, () => this.#moveSecondary(inv, v.vm, mv.from, mv.to, `${why}: ${first.message}`));
+      return this.#action(v.vm, () => this.#moveSecondary(inv, v.vm, mv.from, mv.to, `${why}: ${first.message}`, v));
     }
     if (mv.kind === 'switch-primary' && v.primary?.host === mv.from && v.secondary?.host === mv.newPrimaryHost) {
       if (req !== undefined) await this.#applied(req.moves - 1, `apply requested: applying ${first.message}`);
