@@ -21,7 +21,8 @@ Options:
                              legacy: FT pairs placed once (primary on its registered host), never balanced
   --baseline <compat id>     FT compatibility baseline in integrated mode (default ${defaultCompatId()})
   --automation manual|automatic
-                             apply load-balancing moves (automatic) or only record them (manual, default)
+                             apply load-balancing moves (automatic) or only record them (manual, default;
+                             lockstep cluster apply has the next ones applied)
   --token-file <file>        the agents' API token (default: $LOCKSTEP_TOKEN)
   --interval-ms <n>          a reconcile pass at least this often (default 500; store changes trigger one sooner)
   --balance-interval-ms <n>  at most one balancing move this often (default 10000)

@@ -49,9 +49,20 @@ export type {
   ManagerEpoch,
   ClusterEvent,
   StartFailure,
+  HaSettings,
+  MonitorRecord,
+  HostGroup,
+  ApplyRequest,
+  LostHost,
 } from './manager/layout.js';
-export { readInventory, parseInventory, pairView, pairViews, buildSnapshot, closeHosts, hostLoads, maintenanceOf, channelOf } from './manager/inventory.js';
-export type { Inventory, PairView, PairStatus, SnapshotOptions, BuiltSnapshot } from './manager/inventory.js';
+export { DEFAULT_HA_SETTINGS, haSettingsOf } from './manager/layout.js';
+export { admitVm, clusterAdmission } from './manager/ha.js';
+export { RESTART_PRIORITIES, DEFAULT_RESTART_PRIORITY, priorityRank, restartPriorityOf, restartOrder, waitsFor } from './manager/priority.js';
+export type { RestartPriority } from './manager/priority.js';
+export { ProgressTracker, resetAllowed, vmMonitoringOf, DEFAULT_VM_MONITORING, MIN_FAILURE_INTERVAL_MS, VM_MONITORING_MODES } from './manager/monitor.js';
+export type { VmMonitoringMode, VmMonitoringSettings, ProgressReport, Stall } from './manager/monitor.js';
+export { readInventory, parseInventory, pairView, pairViews, buildSnapshot, closeHosts, hostLoads, hostGroupsOf, maintenanceOf, channelOf } from './manager/inventory.js';
+export type { Inventory, PairView, PairStatus, SnapshotOptions, BuiltSnapshot, HostLoad } from './manager/inventory.js';
 export { CLUSTER_CHANNELS } from './manager/diagnostics.js';
 export { EventWriter, readEvents, trimEvents, DEFAULT_EVENT_LIMIT } from './manager/events.js';
 export { desiredVm, configToJson, parseHostRule, DEFAULT_VM_MIPS, DEFAULT_VM_LOG_BANDWIDTH } from './manager/desired.js';

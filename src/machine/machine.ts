@@ -254,6 +254,15 @@ export class Machine extends EventEmitter<MachineEvents> {
     return { instret, branches };
   }
 
+  /**
+   * Instructions retired so far, readable while a run is in progress (then as of the vCPU's last slice
+   * end, so it may trail by a slice); exact when idle. What VM monitoring watches advance.
+   */
+  get progress(): bigint {
+    if (this.#closed) throw new MachineStateError('ERR_LOCKSTEP_MACHINE_CLOSED', 'the machine is closed');
+    return this.#native.progress();
+  }
+
   /** True once {@link close} ran: nothing can be done with the machine any more. */
   get closed(): boolean {
     return this.#closed;

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { minimalElf } from '../helpers/tiny-elf.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const bin = join(root, 'dist', 'cli', 'main.js');
@@ -106,29 +107,3 @@ describe('lockstep CLI', () => {
     expect(tooSmall.stderr).toMatch(/outside guest RAM/);
   });
 });
-
-/** A minimal RV32 ELF executable with `words` at 0x80000000 (one PT_LOAD, no sections). */
-function minimalElf(words: number[]): Buffer {
-  const code = Buffer.alloc(words.length * 4);
-  words.forEach((w, i) => code.writeUInt32LE(w >>> 0, i * 4));
-  const eh = Buffer.alloc(52);
-  eh.set([0x7f, 0x45, 0x4c, 0x46, 1, 1, 1]);
-  eh.writeUInt16LE(2, 16); // ET_EXEC
-  eh.writeUInt16LE(243, 18); // EM_RISCV
-  eh.writeUInt32LE(1, 20);
-  eh.writeUInt32LE(0x80000000, 24); // entry
-  eh.writeUInt32LE(52, 28); // phoff
-  eh.writeUInt16LE(52, 40);
-  eh.writeUInt16LE(32, 42);
-  eh.writeUInt16LE(1, 44);
-  eh.writeUInt16LE(40, 46);
-  const ph = Buffer.alloc(32);
-  ph.writeUInt32LE(1, 0); // PT_LOAD
-  ph.writeUInt32LE(84, 4); // offset
-  ph.writeUInt32LE(0x80000000, 8);
-  ph.writeUInt32LE(0x80000000, 12);
-  ph.writeUInt32LE(code.length, 16);
-  ph.writeUInt32LE(code.length, 20);
-  ph.writeUInt32LE(5, 24); // R+X
-  return Buffer.concat([eh, ph, code]);
-}

@@ -183,16 +183,20 @@ describe.skipIf(!etcdOk.ok)('cluster: agents and a manager as processes on a rea
 
       // What the operator sees.
       const status = JSON.parse((await runCli(['cluster', 'status', '--json', '--store', spec])).stdout) as {
-        hosts: Array<{ id: string; live: boolean; maintenance: string }>;
+        hosts: Array<{ id: string; live: boolean; maintenance: string; lost: { reason: string; halves: string[] } | null }>;
         vms: Array<{ id: string; protected: boolean; primary: { host: string } | null; secondary: { host: string } | null }>;
         events: Array<{ kind: string }>;
       };
       expect(status.hosts.find((h) => h.id === 'h1')?.maintenance).toBe('off');
       expect(status.hosts.find((h) => h.id === second)?.maintenance).toBe('in');
-      expect(status.hosts.find((h) => h.id === victim)).toBeUndefined();
+      // The killed host is listed as lost, with the reason, until an operator forgets it.
+      const dead = status.hosts.find((h) => h.id === victim);
+      expect(dead?.live).toBe(false);
+      expect(dead?.lost?.reason).toMatch(/^its record expired: the agent stopped renewing it/);
       expect(status.vms.map((v) => v.protected)).toEqual([true, true]);
       const text = await runCli(['cluster', 'status', '--store', spec]);
-      expect(text.stdout).toMatch(/kv1 +h\d +h\d +\d+ +- +Protected/);
+      expect(text.stdout).toMatch(/kv1 +h\d +h\d +\d+ +(\d+\.\d ms|-) +(\d+\.\d\d MB\/s|-) +medium +- +Protected/);
+      expect(text.stdout).toMatch(new RegExp(`\\nhosts lost:\\n  ${victim}: gone since `));
       const events = await runCli(['cluster', 'events', '--limit', '200', '--json', '--store', spec]);
       const kinds = (JSON.parse(events.stdout) as Array<{ kind: string }>).map((e) => e.kind);
       if (process.env.LOCKSTEP_DEBUG) console.log((JSON.parse(events.stdout) as Array<{ kind: string; message: string; vm?: string; host?: string }>).map((e) => `${e.kind} ${e.vm ?? ""} ${e.host ?? ""} ${e.message.slice(0, 150)}`).join("\n"));

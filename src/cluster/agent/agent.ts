@@ -24,6 +24,7 @@ import {
 } from '../manager/layout.js';
 import { API_PREFIX, AgentClient, FENCE_HEADER, MANAGER_HEADER, type AgentApiCode, type HostInfo, type StartRequest } from './client.js';
 import { CLUSTER_CHANNELS } from '../manager/diagnostics.js';
+import { EventWriter } from '../manager/events.js';
 import { RecordPublisher } from './publisher.js';
 import { VmProcess, type InstanceView } from './vm-process.js';
 import { cliEntry } from './cli-process.js';
@@ -273,6 +274,10 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (this.#closing) return;
     this.#closing = true;
     clearInterval(this.#peerTimer);
+    // Said first, so that the manager can tell a host that left from one that died.
+    await new EventWriter(this.#o.store, `agent-${this.id}`)
+      .write({ kind: 'host-leaving', host: this.id, message: `the agent of ${this.id} is stopping: its VM halves are stopped and the host leaves the cluster` })
+      .catch((err: unknown) => this.#warn(`event log: ${(err as Error).message}`));
     await Promise.all([...this.#vms.values()].map((p) => p.stop(this.#o.stopGraceMs)));
     await Promise.all([...this.#publishers.values()].map((p) => p.close()));
     await this.#host?.close();

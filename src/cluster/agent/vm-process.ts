@@ -77,6 +77,7 @@ export class VmProcess extends EventEmitter {
   lastEvent = 'spawned';
   updatedAt = Date.now();
   stats: InstanceRecord['stats'] = null;
+  progress: { instret: string; beats: number } | null = null;
   /** The process's operations API (`lockstep ft`), once it serves one (a primary, or a promoted secondary). */
   controlUrl: string | null = null;
   exit: VmExit | null = null;
@@ -160,6 +161,7 @@ export class VmProcess extends EventEmitter {
       startedAt: this.startedAt,
       updatedAt: this.updatedAt,
       stats: this.stats,
+      progress: this.progress,
     };
   }
 
@@ -238,7 +240,7 @@ export class VmProcess extends EventEmitter {
       if (line.trim() !== '') this.#keepLog(line);
       return;
     }
-    if (e.event !== 'stats') {
+    if (e.event !== 'stats' && e.event !== 'progress') {
       this.events.push(e);
       if (this.events.length > KEEP_EVENTS) this.events.shift();
     }
@@ -250,6 +252,10 @@ export class VmProcess extends EventEmitter {
     const num = (x: unknown) => (typeof x === 'number' && Number.isFinite(x) ? x : null);
     if (e.event === 'stats') {
       this.stats = { mips: num(e.mips) ?? 0, lagMs: (num(e.lagSeconds) ?? 0) * 1000, logBandwidth: num(e.logBandwidth) ?? 0, failovers: num(e.failovers) ?? 0 };
+      return this.#changed(false);
+    }
+    if (e.event === 'progress') {
+      if (typeof e.instret === 'string') this.progress = { instret: e.instret, beats: (this.progress?.beats ?? 0) + 1 };
       return this.#changed(false);
     }
     this.lastEvent = e.event;

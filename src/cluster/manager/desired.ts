@@ -6,6 +6,7 @@ import { OptionError } from '../../errors.js';
 import type { VmHostRuleType } from '../placement/index.js';
 import type { JsonValue } from '../store/store.js';
 import type { DesiredVm, VmHostRuleSpec } from './layout.js';
+import { RESTART_PRIORITIES, type RestartPriority } from './priority.js';
 
 /** Default CPU demand of a VM, MIPS. */
 export const DEFAULT_VM_MIPS = 100;
@@ -87,6 +88,8 @@ export interface DesiredVmOptions {
   vcpus?: number;
   rules?: VmHostRuleSpec[];
   registeredHost?: string;
+  /** HA restart priority (default medium). */
+  restartPriority?: RestartPriority;
 }
 
 /** The desired-state record of a VM with configuration `c`. */
@@ -110,5 +113,9 @@ export function desiredVm(c: LockstepConfig, o: DesiredVmOptions = {}): DesiredV
     createdAt: Date.now(),
   };
   if (o.registeredHost !== undefined) d.registeredHost = o.registeredHost;
+  if (o.restartPriority !== undefined) {
+    if (!RESTART_PRIORITIES.includes(o.restartPriority)) throw new OptionError('restartPriority', `must be one of ${RESTART_PRIORITIES.join(', ')}, got ${JSON.stringify(o.restartPriority)}`);
+    d.restartPriority = o.restartPriority;
+  }
   return d;
 }

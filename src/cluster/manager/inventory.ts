@@ -9,13 +9,19 @@ import {
   KEYS,
   asRecord,
   asRule,
+  haSettingsOf,
   type ClusterEvent,
   type DesiredVm,
+  type HaSettings,
   type HostRecord,
   type InstanceRecord,
   type MaintenanceRequest,
   type MaintenanceState,
   type ManagerEpoch,
+  type ApplyRequest,
+  type HostGroup,
+  type LostHost,
+  type MonitorRecord,
   type StartFailure,
 } from './layout.js';
 
@@ -31,6 +37,16 @@ export interface Inventory {
   maintenance: Map<string, { state: MaintenanceState; revision: number }>;
   /** VMs whose starts keep failing, by VM. */
   failures: Map<string, StartFailure>;
+  /** Host groups defined in the store, by name. */
+  groups: Map<string, HostGroup>;
+  /** A pending `cluster apply`, if any. */
+  applyRequest: ApplyRequest | null;
+  /** Hosts the manager saw leave, by host (see {@link LostHost}). */
+  lostHosts: Map<string, LostHost>;
+  /** VM monitoring's resets, by VM. */
+  monitoring: Map<string, MonitorRecord>;
+  /** The cluster's HA settings (the defaults when none are stored). */
+  ha: HaSettings;
   epoch: { value: ManagerEpoch; revision: number } | null;
   events: ClusterEvent[];
   /** Wall-clock ms of the read. */
@@ -47,7 +63,7 @@ export async function readInventory(store: ClusterStore): Promise<Inventory> {
 
 /** The inventory held by a list of entries (see {@link readInventory}). */
 export function parseInventory(entries: StoreEntry[]): Inventory {
-  const inv: Inventory = { hosts: new Map(), desired: new Map(), instances: new Map(), rules: [], requests: new Map(), maintenance: new Map(), failures: new Map(), epoch: null, events: [], at: Date.now() };
+  const inv: Inventory = { hosts: new Map(), desired: new Map(), instances: new Map(), rules: [], requests: new Map(), maintenance: new Map(), failures: new Map(), groups: new Map(), applyRequest: null, lostHosts: new Map(), monitoring: new Map(), ha: haSettingsOf(null), epoch: null, events: [], at: Date.now() };
   for (const e of entries) {
     const k = e.key;
     if (k.startsWith(KEYS.hostsPrefix)) {
@@ -65,6 +81,12 @@ export function parseInventory(entries: StoreEntry[]): Inventory {
     } else if (k.startsWith(KEYS.rulesPrefix)) {
       const r = asRule(e.value);
       if (r !== undefined) inv.rules.push(r);
+    } else if (k === KEYS.applyRequest) {
+      const r = asRecord<ApplyRequest>(e.value);
+      if (r !== undefined && typeof r.moves === 'number') inv.applyRequest = r;
+    } else if (k.startsWith(KEYS.groupsPrefix)) {
+      const g = asRecord<HostGroup>(e.value);
+      if (g !== undefined && typeof g.name === 'string' && Array.isArray(g.hosts)) inv.groups.set(g.name, g);
     } else if (k.startsWith(KEYS.requestsPrefix)) {
       const r = asRecord<MaintenanceRequest>(e.value);
       if (r !== undefined) inv.requests.set(k.slice(KEYS.requestsPrefix.length), r);
@@ -74,6 +96,14 @@ export function parseInventory(entries: StoreEntry[]): Inventory {
     } else if (k.startsWith(KEYS.failuresPrefix)) {
       const f = asRecord<StartFailure>(e.value);
       if (f !== undefined && typeof f.vm === 'string') inv.failures.set(f.vm, f);
+    } else if (k.startsWith(KEYS.lostHostsPrefix)) {
+      const l = asRecord<LostHost>(e.value);
+      if (l !== undefined && typeof l.host === 'string') inv.lostHosts.set(l.host, l);
+    } else if (k.startsWith(KEYS.monitoringPrefix)) {
+      const m = asRecord<MonitorRecord>(e.value);
+      if (m !== undefined && typeof m.vm === 'string' && Array.isArray(m.resets)) inv.monitoring.set(m.vm, m);
+    } else if (k === KEYS.haSettings) {
+      inv.ha = haSettingsOf(e.value);
     } else if (k === KEYS.managerEpoch) {
       const v = asRecord<ManagerEpoch>(e.value);
       if (v !== undefined) inv.epoch = { value: v, revision: e.revision };
@@ -85,7 +115,13 @@ export function parseInventory(entries: StoreEntry[]): Inventory {
   return inv;
 }
 
-/** Protection of a VM as `cluster status` reports it. */
+/** The groups of a host: its agent's `--groups` and the store's groups that list it, sorted. */
+export function hostGroupsOf(inv: Inventory, host: string): string[] {
+  const out = new Set(inv.hosts.get(host)?.groups ?? []);
+  for (const g of inv.groups.values()) if (g.hosts.includes(host)) out.add(g.name);
+  return [...out].sort();
+}
+
 /**
  * Protection of a VM as `cluster status` reports it. `running`: a VM without FT (`ft.enabled: false`)
  * runs — there is nothing to protect.
@@ -190,7 +226,9 @@ export function pairView(vm: string, inv: Inventory): PairView {
         ? 'Down (its last instances are on their way out)'
         : f !== undefined
           ? `Down: failed to start ${f.attempts} time(s), last on ${f.host}: ${f.reason}; next attempt at ${new Date(f.retryAt).toISOString()}`
-          : 'Down (not running)';
+          : desired.restartPriority === 'disabled'
+            ? 'Down (not running; restart priority disabled: HA does not restart it)'
+            : 'Down (not running)';
   }
   return { vm, desired, primary, secondary, others, lost, protected: isProtected, status, text, epoch: primary?.epoch ?? null };
 }
@@ -239,7 +277,7 @@ export function buildSnapshot(inv: Inventory, views: ReadonlyMap<string, PairVie
   const hosts: HostSpec[] = [...inv.hosts.values()].map((h) => ({
     id: h.id,
     capacity: { ...h.capacity },
-    groups: [...h.groups],
+    groups: hostGroupsOf(inv, h.id),
     ftCompatId: h.compatId,
     maintenance: maintenanceOf(inv, h.id) !== 'off' || inv.requests.get(h.id)?.on === true,
     ...(o.closed?.has(h.id) === true ? { unavailable: closedReason(o.closed, h.id) } : {}),
@@ -283,7 +321,17 @@ export function buildSnapshot(inv: Inventory, views: ReadonlyMap<string, PairVie
     }
     ids.add(r.id);
     const members = r.vms.filter((vm) => known.has(vm));
-    if (r.kind === 'vm-host') {
+    if (r.kind === 'ft-split') {
+      if (members.length === 0) continue;
+      // A site with no live host is left out: its members run on the others (an FT VM unprotected when
+      // one site is left — never both halves in one site).
+      const sites = r.hostGroups.filter((g) => groups.has(g));
+      if (sites.length === 0) {
+        for (const vm of members) blocked.set(vm, `rule ${r.id}: runs only in host groups ${r.hostGroups.join(', ')}, and no live host is in any of them`);
+        continue;
+      }
+      rules.push({ ...r, vms: members, hostGroups: sites });
+    } else if (r.kind === 'vm-host') {
       if (members.length === 0) continue;
       if (!groups.has(r.hostGroup)) {
         if (r.type === 'must') for (const vm of members) blocked.set(vm, `rule ${r.id}: must run in host group ${r.hostGroup}, and no live host is in it`);
@@ -315,10 +363,19 @@ export function closeHosts(snapshot: ClusterSnapshot, hosts: ReadonlySet<string>
   return { ...snapshot, hosts: snapshot.hosts.map((h) => (hosts.has(h.id) && h.maintenance !== true && h.unavailable === undefined ? { ...h, unavailable: closedReason(hosts, h.id) } : h)) };
 }
 
+/** Declared load of a host, its halves, and its FT halves and their vCPUs (what the FT caps limit). */
+export interface HostLoad {
+  cpu: number;
+  memory: number;
+  halves: string[];
+  ftVms: number;
+  ftVcpus: number;
+}
+
 /** Declared load of each host: the demand of the halves on it over its capacity. */
-export function hostLoads(inv: Inventory, views: readonly PairView[]): Map<string, { cpu: number; memory: number; halves: string[] }> {
-  const out = new Map<string, { cpu: number; memory: number; halves: string[] }>();
-  for (const h of inv.hosts.values()) out.set(h.id, { cpu: 0, memory: 0, halves: [] });
+export function hostLoads(inv: Inventory, views: readonly PairView[]): Map<string, HostLoad> {
+  const out = new Map<string, HostLoad>();
+  for (const h of inv.hosts.values()) out.set(h.id, { cpu: 0, memory: 0, halves: [], ftVms: 0, ftVcpus: 0 });
   for (const v of views) {
     for (const r of inv.instances.get(v.vm) ?? []) {
       const l = out.get(r.host);
@@ -329,6 +386,10 @@ export function hostLoads(inv: Inventory, views: readonly PairView[]): Map<strin
       if (v.desired !== undefined) {
         l.cpu += v.desired.demand.mips / h.capacity.mips;
         l.memory += v.desired.demand.memoryBytes / h.capacity.memoryBytes;
+        if (v.desired.ft && (r === v.primary || r === v.secondary)) {
+          l.ftVms += 1;
+          l.ftVcpus += v.desired.vcpus;
+        }
       }
     }
   }

@@ -4,10 +4,15 @@
 //   hosts/<host>                         HostRecord        agent; liveness key (gone ~8 s after it dies)
 //   vms/<vm>/instances/<host>            InstanceRecord    agent; liveness key (gone ~5 s after it dies)
 //   desired/<vm>                         DesiredVm         `lockstep cluster create-vm`
-//   rules/<id>                           PlacementRule     operator (VM-VM and VM-host rules)
+//   rules/<id>                           PlacementRule     `lockstep cluster rule` (VM-VM and VM-host rules)
+//   groups/<name>                        HostGroup         `lockstep cluster group` (host groups besides agents' --groups)
+//   requests/apply                       ApplyRequest      `lockstep cluster apply` (balancing moves to apply)
 //   requests/maintenance/<host>          MaintenanceRequest  `lockstep cluster maintenance`
 //   maintenance/<host>                   MaintenanceState  the leading manager (fenced)
 //   failures/<vm>                        StartFailure      the leading manager: a VM whose starts fail
+//   settings/ha                          HaSettings        `lockstep cluster ha` (admission control, monitoring)
+//   monitoring/<vm>                      MonitorRecord     the leading manager: VM monitoring's resets of a VM
+//   lost-hosts/<host>                    LostHost          the leading manager: a host that left, and why
 //   manager/epoch                        ManagerEpoch      the leading manager (compare-and-set, fenced)
 //   events/<ms>-<seq>-<writer>           ClusterEvent      managers and the CLI; bounded
 //
@@ -18,6 +23,8 @@ import { LOG_FORMAT_VERSION } from '../../log/format.js';
 import { PROTOCOL_VERSION } from '../../protocol/auth.js';
 import type { JsonValue } from '../store/store.js';
 import type { HostCapacity, PlacementRule, VmHostRuleType } from '../placement/index.js';
+import type { RestartPriority } from './priority.js';
+import { DEFAULT_VM_MONITORING, vmMonitoringOf, type VmMonitoringSettings } from './monitor.js';
 
 /** Store keys of the cluster (relative to the store's own prefix). */
 export const KEYS = {
@@ -35,6 +42,15 @@ export const KEYS = {
   maintenance: (host: string) => `maintenance/${host}`,
   failuresPrefix: 'failures/',
   failure: (vm: string) => `failures/${vm}`,
+  haSettings: 'settings/ha',
+  rule: (id: string) => `rules/${id}`,
+  groupsPrefix: 'groups/',
+  group: (name: string) => `groups/${name}`,
+  applyRequest: 'requests/apply',
+  lostHostsPrefix: 'lost-hosts/',
+  lostHost: (host: string) => `lost-hosts/${host}`,
+  monitoringPrefix: 'monitoring/',
+  monitoring: (vm: string) => `monitoring/${vm}`,
   managerEpoch: 'manager/epoch',
   eventsPrefix: 'events/',
 } as const;
@@ -120,6 +136,11 @@ export interface InstanceRecord {
   updatedAt: number;
   /** The latest periodic figures of a primary (MIPS, lag, log bandwidth), if any. */
   stats: { mips: number; lagMs: number; logBandwidth: number; failovers: number } | null;
+  /**
+   * The VM process's heartbeat: its last report of instructions retired (decimal) and how many reports
+   * the agent received (VM monitoring). Null until the first; absent in records of older agents.
+   */
+  progress?: { instret: string; beats: number } | null;
 }
 
 /** A VM-host rule on one VM, as `create-vm --rule must:group` writes it. */
@@ -139,6 +160,8 @@ export interface DesiredVm {
   rules: VmHostRuleSpec[];
   /** Legacy mode: the host the primary powers on on. */
   registeredHost?: string;
+  /** HA restart priority (absent: medium, as in vSphere); `disabled`: not restarted after a failure. */
+  restartPriority?: RestartPriority;
   createdAt: number;
 }
 
@@ -174,6 +197,76 @@ export interface StartFailure {
   /** Wall-clock ms of the last failure, and of the next attempt. */
   at: number;
   retryAt: number;
+  manager: string;
+  token: number;
+}
+
+/**
+ * `settings/ha`: the cluster's HA settings, as `lockstep cluster ha` writes them. Absent: the defaults
+ * ({@link DEFAULT_HA_SETTINGS}).
+ */
+export interface HaSettings {
+  /**
+   * HA admission control: host failures the cluster tolerates (vSphere's "host failures cluster
+   * tolerates"). A VM is not powered on if the VMs that run and it could not all be restarted, and every
+   * FT VM re-protected, after the loss of this many hosts. 0: admission control off.
+   */
+  hostFailures: number;
+  /** VM monitoring: reset a VM whose heartbeat (or progress) stops (src/cluster/manager/monitor.ts). */
+  vmMonitoring: VmMonitoringSettings;
+  /** Wall-clock ms of the last change, and who made it. */
+  updatedAt: number;
+  by: string;
+}
+
+/** HA settings of a cluster that has none stored: admission control off (see docs/cluster.md). */
+export const DEFAULT_HA_SETTINGS: HaSettings = { hostFailures: 0, vmMonitoring: DEFAULT_VM_MONITORING, updatedAt: 0, by: 'default' };
+
+/** The HA settings in a stored value, any missing or malformed field taken from the defaults. */
+export function haSettingsOf(value: JsonValue | null | undefined): HaSettings {
+  const r = asRecord<Partial<HaSettings>>(value) ?? {};
+  const n = r.hostFailures;
+  return {
+    hostFailures: typeof n === 'number' && Number.isSafeInteger(n) && n >= 0 ? n : DEFAULT_HA_SETTINGS.hostFailures,
+    vmMonitoring: vmMonitoringOf(r.vmMonitoring),
+    updatedAt: typeof r.updatedAt === 'number' ? r.updatedAt : DEFAULT_HA_SETTINGS.updatedAt,
+    by: typeof r.by === 'string' ? r.by : DEFAULT_HA_SETTINGS.by,
+  };
+}
+
+/** `monitoring/<vm>`: VM monitoring's resets of a VM (for the reset limit, and `cluster status`). */
+export interface MonitorRecord {
+  vm: string;
+  /** Wall-clock ms of each reset, oldest first (the last few only). */
+  resets: number[];
+  /** Why the last reset was made, and where the VM ran. */
+  reason: string;
+  host: string;
+  manager: string;
+  token: number;
+}
+
+/** `groups/<name>`: a host group defined in the store; a host is in it as well as in its agent's `--groups`. */
+export interface HostGroup {
+  name: string;
+  hosts: string[];
+}
+
+/** `requests/apply`: apply this many of the balancer's recommendations (manual automation). */
+export interface ApplyRequest {
+  moves: number;
+  at: number;
+  by: string;
+}
+
+/** `lost-hosts/<host>`: a host the leading manager saw live and then gone; deleted when it is back. */
+export interface LostHost {
+  host: string;
+  /** Wall-clock ms the manager noticed. */
+  since: number;
+  reason: string;
+  /** The VM halves it ran when last seen: `kv1(P)`, `kv2(S)`. */
+  halves: string[];
   manager: string;
   token: number;
 }
@@ -228,6 +321,6 @@ export function asRecord<T>(value: JsonValue | null | undefined): T | undefined 
 /** A rule from `rules/<id>`, minimally checked (the placement engine validates the rest). */
 export function asRule(value: JsonValue): PlacementRule | undefined {
   const r = asRecord<PlacementRule>(value);
-  if (r === undefined || (r.kind !== 'vm-host' && r.kind !== 'vm-vm') || typeof r.id !== 'string' || !Array.isArray(r.vms)) return undefined;
+  if (r === undefined || (r.kind !== 'vm-host' && r.kind !== 'vm-vm' && r.kind !== 'ft-split') || typeof r.id !== 'string' || !Array.isArray(r.vms)) return undefined;
   return r;
 }

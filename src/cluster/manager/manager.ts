@@ -12,6 +12,9 @@ import { arbiterOfConfigJson } from '../../ft/arbiter-config.js';
 import type { Arbiter } from '../../ft/arbiter.js';
 import { FT_DEFAULTS } from '../../ft/control.js';
 import { CLUSTER_CHANNELS } from './diagnostics.js';
+import { admitVm } from './ha.js';
+import { restartOrder, restartPriorityOf, waitsFor, type RestartPriority } from './priority.js';
+import { ProgressTracker, resetAllowed } from './monitor.js';
 import { DEFAULT_EVENT_LIMIT, EventWriter, trimEvents } from './events.js';
 import {
   buildSnapshot,
@@ -23,7 +26,7 @@ import {
   type Inventory,
   type PairView,
 } from './inventory.js';
-import { HOST_TTL_MS, INSTANCE_TTL_MS, KEYS, MANAGER_ELECTION, asRecord, defaultCompatId, type ClusterEvent, type InstanceRecord, type ManagerEpoch, type MaintenanceState, type StartFailure } from './layout.js';
+import { HOST_TTL_MS, INSTANCE_TTL_MS, KEYS, MANAGER_ELECTION, asRecord, defaultCompatId, type ClusterEvent, type InstanceRecord, type LostHost, type ManagerEpoch, type MaintenanceState, type MonitorRecord, type StartFailure } from './layout.js';
 
 /** The first wait after a failed start of a VM, ms; it doubles per failure in a row, up to {@link START_BACKOFF_MAX_MS}. */
 export const START_BACKOFF_FIRST_MS = 2_000;
@@ -133,6 +136,12 @@ export class Manager extends EventEmitter<ManagerEvents> {
   readonly #epochSeen = new Map<string, number>();
   /** VMs a maintenance or balancing operation was just issued for: not again until then (wall-clock ms). */
   readonly #cooldown = new Map<string, number>();
+  /** Live hosts as of the last pass: when their agent started, and when each VM half was last seen there. */
+  #lastLive = new Map<string, { startedAt: number; halves: Map<string, number> }>();
+  /** VM monitoring: when each running VM's heartbeat and instret last changed (by this manager's clock). */
+  readonly #progress = new ProgressTracker();
+  /** Restarts and re-protections under way (their actions in flight), by VM, with the VM's priority. */
+  readonly #restarting = new Map<string, RestartPriority>();
   #lastBalance = 0;
   #passes = 0;
   /** Actions under way, by VM, with the halves they start (as decided) for later passes' snapshots. */
@@ -351,6 +360,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
     const cooling = (vm: string) => this.#cooldown.has(vm);
 
     await this.#syncMaintenance(inv, token);
+    await this.#noteLostHosts(inv, token, now);
     const views = pairViews(inv);
     this.#dropLostSecondaries(inv, views);
     // Halves believed dead on hosts the store still lists: those hosts have probably failed (their records
@@ -409,10 +419,26 @@ export class Manager extends EventEmitter<ManagerEvents> {
       actions.push(a);
     };
 
-    for (const v of views) {
+    // Highest restart priority first: those VMs get the capacity first, and a VM waits while a restart
+    // or re-protection of a higher priority is under way (vSphere HA's restart priority).
+    const underWay = new Map(this.#restarting);
+    const ordered = restartOrder(views.map((view) => ({ vm: view.vm, priority: restartPriorityOf(view.desired?.restartPriority), view })));
+    for (const { view: v, priority } of ordered) {
       if (busy.has(v.vm)) continue;
-      add(await this.#decideVm(v, inv, () => snap, setHalves, built.blocked, now));
+      const ha = this.#haNeed(v);
+      if (ha !== undefined) {
+        const ahead = waitsFor(priority, underWay);
+        if (ahead.length > 0) {
+          await this.#say(`priority:${v.vm}`, { kind: 'restart-waiting', vm: v.vm, message: `${v.vm} (restart priority ${priority}) waits for the ${ha} of higher-priority ${ahead.join(', ')}` });
+          continue;
+        }
+        this.#said.delete(`priority:${v.vm}`);
+      }
+      const a = await this.#decideVm(v, inv, () => snap, setHalves, built.blocked, now);
+      if (a !== undefined && ha !== undefined) underWay.set(v.vm, priority);
+      add(a);
     }
+    for (const a of await this.#monitor(inv, views, busy, now)) add(a);
     const draining = [...inv.hosts.keys(), ...inv.maintenance.keys()].filter((h, i, a) => a.indexOf(h) === i && maintenanceOf(inv, h) === 'entering');
     for (const h of draining) {
       for (const a of await this.#drain(h, inv, views, snap, busy, cooling)) add(a);
@@ -424,7 +450,10 @@ export class Manager extends EventEmitter<ManagerEvents> {
       // Carried out in the background: a slow start (a process booting, a clone) never holds up the
       // decisions for other VMs. Each VM has at most one action in flight.
       for (const a of actions) {
+        const priority = underWay.get(a.vm);
+        if (priority !== undefined) this.#restarting.set(a.vm, priority);
         const done = a.run().catch((err: unknown) => this.#warn(`${a.vm}: ${(err as Error).message}`)).finally(() => {
+          this.#restarting.delete(a.vm);
           this.#inflight.delete(a.vm);
           this.#kick(0);
         });
@@ -471,6 +500,14 @@ export class Manager extends EventEmitter<ManagerEvents> {
 
   // ---- per VM ---------------------------------------------------------------------------------------
 
+  /** What HA owes `v` now, if anything: a restart (it ran and both halves are gone) or a re-protection. */
+  #haNeed(v: PairView): 'restart' | 're-protection' | undefined {
+    if (v.desired === undefined) return undefined;
+    if (v.status === 'down' && this.#seenRunning.has(v.vm)) return 'restart';
+    if (v.status === 'not-protected' && v.desired.ft && v.secondary === undefined && v.primary?.protected === false) return 're-protection';
+    return undefined;
+  }
+
   async #decideVm(
     v: PairView,
     inv: Inventory,
@@ -483,7 +520,13 @@ export class Manager extends EventEmitter<ManagerEvents> {
     const liveRecords = all.filter((r) => inv.hosts.has(r.host));
     if (v.desired === undefined) {
       if (inv.failures.has(v.vm)) await this.#forgetFailures(v.vm);
+      if (inv.monitoring.has(v.vm)) await this.#store.delete(KEYS.monitoring(v.vm)).catch((err: unknown) => this.#warn(`forgetting the resets of ${v.vm}: ${(err as Error).message}`));
       this.#epochSeen.delete(v.vm); // created again, it may come with a fresh arbiter
+      // Created again, it is a new VM: powered on (admission control), not restarted.
+      if (liveRecords.length === 0) {
+        this.#seenRunning.delete(v.vm);
+        this.#downSince.delete(v.vm);
+      }
       const a = this.#arbiters.get(v.vm);
       this.#arbiters.delete(v.vm);
       if (a !== undefined) await a.arbiter.close().catch(() => undefined);
@@ -535,6 +578,17 @@ export class Manager extends EventEmitter<ManagerEvents> {
         // Starts that keep failing are retried with backoff, never in a tight loop.
         const failed = inv.failures.get(v.vm);
         if (failed !== undefined && now < failed.retryAt) return undefined;
+        const restart = this.#seenRunning.has(v.vm);
+        if (restart && restartPriorityOf(v.desired.restartPriority) === 'disabled') {
+          await this.#say(`unplaceable:${v.vm}`, { kind: 'restart-disabled', vm: v.vm, message: `${v.vm} is down and its restart priority is disabled: HA does not restart it` });
+          return undefined;
+        }
+        // HA admission control binds powering a VM on, never the restart of one that ran (vSphere's too).
+        const admission = restart ? undefined : admitVm(snap(), inv.ha.hostFailures, v.vm);
+        if (admission !== undefined && !admission.ok) {
+          await this.#say(`unplaceable:${v.vm}`, { kind: 'admission-refused', vm: v.vm, message: `${v.vm} is not powered on: ${admission.reason}` });
+          return undefined;
+        }
         const p = new Placement(snap());
         const r = p.place(v.vm);
         if (r.kind === 'unplaceable') {
@@ -542,7 +596,6 @@ export class Manager extends EventEmitter<ManagerEvents> {
           return undefined;
         }
         this.#said.delete(`unplaceable:${v.vm}`);
-        const restart = this.#seenRunning.has(v.vm);
         if (r.kind === 'placed-pair') {
           setHalves(v.vm, r.primary.host, r.secondary.host);
           return this.#action(v.vm, () => this.#startPair(inv, v, r.primary.host, r.secondary.host, restart, explain(r, { maxHosts: 0 })));
@@ -781,6 +834,111 @@ export class Manager extends EventEmitter<ManagerEvents> {
     }
   }
 
+  // ---- lost hosts -----------------------------------------------------------------------------------
+
+  /**
+   * A host live at the last pass and gone now is recorded (`lost-hosts/<host>`: why, and what it ran),
+   * for `cluster status`; the record goes when the host is back. Its agent says when it leaves on purpose
+   * (a `host-leaving` event); otherwise its record expired.
+   */
+  async #noteLostHosts(inv: Inventory, token: number, now: number): Promise<void> {
+    // A dead agent's instance records expire before its host record: what it ran is what was seen
+    // there within a host TTL before it went.
+    const recent = HOST_TTL_MS + 2_000;
+    const live = new Map<string, { startedAt: number; halves: Map<string, number> }>();
+    for (const h of inv.hosts.values()) {
+      const before = this.#lastLive.get(h.id);
+      const halves = new Map(before !== undefined && before.startedAt === h.startedAt ? [...before.halves].filter(([, t]) => now - t <= recent) : []);
+      live.set(h.id, { startedAt: h.startedAt, halves });
+    }
+    for (const [vm, rs] of inv.instances) for (const r of rs) live.get(r.host)?.halves.set(`${vm}(${r.role === 'primary' ? 'P' : 'S'})`, now);
+    for (const [h, last] of this.#lastLive) {
+      if (live.has(h)) continue;
+      const was = { startedAt: last.startedAt, halves: [...last.halves.keys()].sort() };
+      const left = inv.events.some((e) => e.kind === 'host-leaving' && e.host === h && e.t >= was.startedAt);
+      const suspect = this.#suspect.get(h)?.why;
+      const reason = left
+        ? 'its agent stopped and left the cluster'
+        : `its record expired: the agent stopped renewing it (the host or its agent died, or it is cut off from the store)${suspect !== undefined ? `; before that it was closed: ${suspect}` : ''}`;
+      const rec: LostHost = { host: h, since: now, reason, halves: was.halves, manager: this.id, token };
+      try {
+        await this.#store.put(KEYS.lostHost(h), rec as unknown as JsonValue);
+      } catch (err) {
+        this.#warn(`recording the loss of ${h}: ${(err as Error).message}`);
+      }
+      inv.lostHosts.set(h, rec);
+      await this.#event({ kind: 'host-lost', host: h, message: `host ${h} is gone: ${reason}${was.halves.length > 0 ? `; it ran ${was.halves.join(' ')}` : ''}` });
+    }
+    for (const h of live.keys()) {
+      if (!inv.lostHosts.has(h)) continue;
+      inv.lostHosts.delete(h);
+      await this.#store.delete(KEYS.lostHost(h)).catch((err: unknown) => this.#warn(`forgetting the loss of ${h}: ${(err as Error).message}`));
+      await this.#event({ kind: 'host-back', host: h, message: `host ${h} is live again` });
+    }
+    this.#lastLive = live;
+  }
+
+  // ---- VM monitoring --------------------------------------------------------------------------------
+
+  /**
+   * VM monitoring: a running VM whose heartbeat (or, in `progress` mode, instret) has not moved for the
+   * failure interval is reset — stopped, then restarted from its disk as HA restarts a VM — unless the
+   * reset limit is reached.
+   */
+  async #monitor(inv: Inventory, views: PairView[], busy: Set<string>, now: number): Promise<Action[]> {
+    const settings = inv.ha.vmMonitoring;
+    const out: Action[] = [];
+    const watched = new Set<string>();
+    if (settings.mode !== 'off') {
+      for (const v of views) {
+        const p = v.primary;
+        if (v.desired === undefined || p === undefined || p.state !== 'running') continue;
+        watched.add(v.vm);
+        this.#progress.observe(v.vm, p.incarnation, p.progress, now);
+        const stall = busy.has(v.vm) ? undefined : this.#progress.stall(v.vm, settings, now);
+        if (stall === undefined) continue;
+        const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+        const what =
+          stall.what === 'heartbeat'
+            ? `no heartbeat from its VM process for ${secs(stall.forMs)}`
+            : `its instructions retired have not advanced for ${secs(stall.forMs)} (stuck at ${stall.instret ?? '?'})`;
+        const { allowed, recent } = resetAllowed(inv.monitoring.get(v.vm)?.resets ?? [], settings, now);
+        if (!allowed) {
+          await this.#say(`monitor:${v.vm}`, {
+            kind: 'monitor-limit',
+            vm: v.vm,
+            host: p.host,
+            message: `${v.vm} on ${p.host} makes no progress (${what}), but VM monitoring reset it ${recent.length} time(s) in the last ${secs(settings.resetWindowMs)}: not reset again`,
+          });
+          continue;
+        }
+        this.#said.delete(`monitor:${v.vm}`);
+        out.push(this.#action(v.vm, () => this.#reset(inv, v, what, recent)));
+      }
+    }
+    this.#progress.retain(watched);
+    return out;
+  }
+
+  /** Reset a VM for VM monitoring: record it, stop its halves (secondary first); the VM pass restarts it. */
+  async #reset(inv: Inventory, v: PairView, what: string, recent: number[]): Promise<void> {
+    const token = this.#acting;
+    if (token === null || v.primary === undefined) return;
+    const p = v.primary;
+    const max = inv.ha.vmMonitoring.maxResets;
+    const rec: MonitorRecord = { vm: v.vm, resets: [...recent, Date.now()].slice(-Math.max(1, max)), reason: what, host: p.host, manager: this.id, token };
+    try {
+      await this.#store.put(KEYS.monitoring(v.vm), rec as unknown as JsonValue);
+    } catch (err) {
+      this.#warn(`recording the reset of ${v.vm}: ${(err as Error).message}`);
+    }
+    await this.#event({ kind: 'monitor-reset', action: true, vm: v.vm, host: p.host, message: `VM monitoring resets ${v.vm} on ${p.host} (${recent.length + 1} of at most ${max} in the window): ${what}; it is stopped and restarted from its disk` });
+    this.#progress.forget(v.vm);
+    // The secondary first: it replays the same guest, and must not go live in its place.
+    if (v.secondary !== undefined) await this.#call(inv, v.secondary.host, (c) => c.stop(v.vm));
+    await this.#call(inv, p.host, (c) => c.stop(v.vm));
+  }
+
   // ---- maintenance ----------------------------------------------------------------------------------
 
   /** Turn maintenance requests into the manager's records (fenced), and `entering` into `in` once drained. */
@@ -865,7 +1023,9 @@ export class Manager extends EventEmitter<ManagerEvents> {
 
   /** Load-balancing recommendations: recorded; in integrated mode with automatic automation, the first applied. */
   async #balance(inv: Inventory, views: PairView[], snap: ClusterSnapshot, now: number): Promise<Action | undefined> {
-    if (now - this.#lastBalance < this.#o.balanceIntervalMs) return undefined;
+    // `lockstep cluster apply`: apply the next recommendations whatever the automation, without waiting.
+    const req = inv.applyRequest !== null && inv.applyRequest.moves > 0 ? inv.applyRequest : undefined;
+    if (req === undefined && now - this.#lastBalance < this.#o.balanceIntervalMs) return undefined;
     // Only a settled cluster is balanced: every desired FT VM protected, every other VM running.
     if (views.some((v) => v.desired !== undefined && (v.desired.ft ? v.status !== 'protected' : v.primary?.state !== 'running'))) return undefined;
     if (views.some((v) => v.others.length > 0)) return undefined;
@@ -880,25 +1040,41 @@ export class Manager extends EventEmitter<ManagerEvents> {
     const first = r.recommendations[0];
     if (first === undefined) {
       this.#said.delete('balance');
+      if (req !== undefined) await this.#applied(0, 'apply requested: the balancer has no recommendation, nothing to apply');
       return undefined;
     }
-    const apply = this.mode === 'integrated' && this.automation === 'automatic';
+    const apply = (this.mode === 'integrated' && this.automation === 'automatic') || req !== undefined;
     await this.#say('balance', {
       kind: 'recommendation',
-      message: `${r.recommendations.length} load-balancing recommendation(s)${apply ? '; applying the first' : ' (automation manual: not applied)'}: ${r.recommendations.map((x) => x.message).join(' | ')}`,
+      message: `${r.recommendations.length} load-balancing recommendation(s)${apply ? `; applying the first${req !== undefined ? ' (cluster apply)' : ''}` : ' (automation manual: not applied; lockstep cluster apply applies it)'}: ${r.recommendations.map((x) => x.message).join(' | ')}`,
     });
     if (!apply) return undefined;
     const mv = first.move;
     const v = views.find((x) => x.vm === mv.vm);
     if (v === undefined) return undefined;
     this.#said.delete('balance');
+    const why = req !== undefined ? 'applied on request (cluster apply)' : 'balancing';
     if (mv.kind === 'move-secondary' && v.secondary?.host === mv.from) {
-      return this.#action(v.vm, () => this.#moveSecondary(inv, v.vm, mv.from, mv.to, `balancing: ${first.message}`, v));
+      if (req !== undefined) await this.#applied(req.moves - 1, `apply requested: applying ${first.message}`);
+      return this.#action(v.vm, () => this.#moveSecondary(inv, v.vm, mv.from, mv.to, `${why}: ${first.message}`, v));
     }
     if (mv.kind === 'switch-primary' && v.primary?.host === mv.from && v.secondary?.host === mv.newPrimaryHost) {
-      return this.#action(v.vm, () => this.#switch(inv, v.vm, mv.from, mv.newSecondaryHost, `balancing: ${first.message}`));
+      if (req !== undefined) await this.#applied(req.moves - 1, `apply requested: applying ${first.message}`);
+      return this.#action(v.vm, () => this.#switch(inv, v.vm, mv.from, mv.newSecondaryHost, `${why}: ${first.message}`));
     }
     await this.#say(`balance-skip:${mv.vm}`, { kind: 'recommendation-skipped', vm: mv.vm, message: `not applied: ${first.message} (a ${mv.kind} of a VM without a secondary needs a live migration, which lockstep does not do)` });
+    if (req !== undefined) await this.#applied(0, `apply requested: the next recommendation cannot be applied (${mv.kind} of ${mv.vm} needs a live migration); request dropped`);
     return undefined;
+  }
+
+  /** A `cluster apply` request was served once: `left` more to go (0: the request is deleted). */
+  async #applied(left: number, message: string): Promise<void> {
+    try {
+      if (left > 0) await this.#store.put(KEYS.applyRequest, { moves: left, at: Date.now(), by: this.id } as unknown as JsonValue);
+      else await this.#store.delete(KEYS.applyRequest);
+    } catch (err) {
+      this.#warn(`apply request: ${(err as Error).message}`);
+    }
+    await this.#event({ kind: 'apply', message: `${message}${left > 0 ? `; ${left} more to apply` : ''}` });
   }
 }

@@ -1,10 +1,12 @@
 // Public surface of the placement engine: the Placement class over one validated snapshot, and the
 // types of its answers. Re-exports and thin wrappers only; no logic of its own.
+import { type AdmissionResult, admission } from './admission.js';
 import { type AuditResult, audit } from './audit.js';
 import { type BalanceOptions, type BalanceResult, balance } from './balance.js';
 import { type EvacuationPlan, evacuate } from './evacuate.js';
 import { type ExplainOptions, type PlacementAnswer, explain } from './explain.js';
-import { type Cluster, type ClusterSnapshot, type PlacementMode, buildCluster } from './model.js';
+import { type Cluster, type ClusterSnapshot, type PlacementMode, buildCluster, vmArg } from './model.js';
+import { PlacementInputError } from './errors.js';
 import {
   type PlaceAllOptions,
   type PlaceResult,
@@ -70,6 +72,17 @@ export class Placement {
     return audit(this.#c);
   }
 
+  /**
+   * HA admission control ("host failures cluster tolerates"): whether every VM of the snapshot — the
+   * VMs the cluster is to run, `vm` among them — could be restarted, and every FT VM re-protected, after
+   * the loss of any `hostFailures` hosts. `hostFailures` 0 turns the check off (always admitted).
+   */
+  admission(options: { hostFailures: number; vm?: string }): AdmissionResult {
+    const n = options.hostFailures;
+    if (!Number.isSafeInteger(n) || n < 0) throw new PlacementInputError('hostFailures', `must be a non-negative integer, got ${String(n)}`);
+    return admission(this.#c, n, options.vm === undefined ? -1 : vmArg(this.#c, options.vm));
+  }
+
   /** Same as the module function {@link explain}. */
   explain(answer: PlacementAnswer, options?: ExplainOptions): string {
     return explain(answer, options);
@@ -92,6 +105,7 @@ export type {
   VmHostRule,
   VmHostRuleType,
   VmVmRule,
+  FtSplitRule,
   PlacementOptions,
   PlacementMode,
   Role,
@@ -129,4 +143,5 @@ export type {
 } from './balance.js';
 export type { EvacuationPlan, EvacuationStep, BlockedHalf } from './evacuate.js';
 export type { AuditResult } from './audit.js';
+export type { AdmissionResult, AdmissionHost, AdmissionCode } from './admission.js';
 export type { Spread } from './state.js';

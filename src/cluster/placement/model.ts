@@ -89,8 +89,21 @@ export interface VmVmRule {
   vms: readonly string[];
 }
 
+/**
+ * FT Metro-style placement (hard): each half of a member FT VM runs on a host of one of `hostGroups`
+ * (the sites), and the primary and the secondary never share one — losing a site leaves one half. A
+ * member without FT only has to run in one of the groups.
+ */
+export interface FtSplitRule {
+  kind: 'ft-split';
+  id: string;
+  vms: readonly string[];
+  /** Distinct groups, each one a host lists in its `groups`. */
+  hostGroups: readonly string[];
+}
+
 /** A placement rule. */
-export type PlacementRule = VmHostRule | VmVmRule;
+export type PlacementRule = VmHostRule | VmVmRule | FtSplitRule;
 
 /** Cluster-wide limits. */
 export interface PlacementOptions {
@@ -159,6 +172,14 @@ export interface VmRuleIndex {
   readonly vms: readonly number[];
 }
 
+/** An FT split rule resolved to host bit masks: bit i set when the host is in `groups[i]`. */
+export interface SplitRuleIndex {
+  readonly id: string;
+  readonly groups: readonly string[];
+  /** Per host: the rule's groups it is in, as bits (at most 31 groups). */
+  readonly sites: Uint32Array;
+}
+
 /**
  * The validated snapshot in canonical order: hosts and VMs sorted by id (plain string order), so
  * that every loop, sum and tie-break is the same whatever order the caller listed them in.
@@ -204,6 +225,8 @@ export interface Cluster {
   /** Per VM: indices into hostRules / vmRules, ascending. */
   readonly hostRulesOf: readonly (readonly number[])[];
   readonly vmRulesOf: readonly (readonly number[])[];
+  readonly splitRules: readonly SplitRuleIndex[];
+  readonly splitRulesOf: readonly (readonly number[])[];
 }
 
 /** Plain code-unit string order: locale-independent, so ties break the same everywhere. */
@@ -412,8 +435,17 @@ export function buildCluster(snapshot: ClusterSnapshot): Cluster {
         fail(`${f}.type`, `must be affinity or anti-affinity, got ${JSON.stringify(r.type)}`);
       if (typeof r.hard !== 'boolean') fail(`${f}.hard`, `must be true or false, got ${JSON.stringify(r.hard)}`);
       if (members.size < 2) fail(`${f}.vms`, 'a VM-VM rule needs at least two VMs');
+    } else if (r.kind === 'ft-split') {
+      if (!Array.isArray(r.hostGroups) || r.hostGroups.length === 0 || r.hostGroups.length > 31) fail(`${f}.hostGroups`, 'must be an array of 1 to 31 host group names');
+      const seenGroups = new Set<string>();
+      (r.hostGroups as unknown[]).forEach((x, j) => {
+        const g = checkId(x, `${f}.hostGroups[${j}]`);
+        if (!groupHosts.has(g)) fail(`${f}.hostGroups[${j}]`, `no host is in group "${g}"`);
+        if (seenGroups.has(g)) fail(`${f}.hostGroups[${j}]`, `group "${g}" is listed twice`);
+        seenGroups.add(g);
+      });
     } else {
-      fail(`${f}.kind`, `must be "vm-host" or "vm-vm", got ${JSON.stringify(r.kind)}`);
+      fail(`${f}.kind`, `must be "vm-host", "vm-vm" or "ft-split", got ${JSON.stringify(r.kind)}`);
     }
   });
   const rules = [...(rulesIn as readonly PlacementRule[])].sort((a, b) => compareIds(a.id, b.id));
@@ -421,9 +453,20 @@ export function buildCluster(snapshot: ClusterSnapshot): Cluster {
   const vmRules: VmRuleIndex[] = [];
   const hostRulesOf: number[][] = Array.from({ length: V }, () => []);
   const vmRulesOf: number[][] = Array.from({ length: V }, () => []);
+  const splitRules: SplitRuleIndex[] = [];
+  const splitRulesOf: number[][] = Array.from({ length: V }, () => []);
   for (const r of rules) {
     const members = r.vms.map((id) => vmIndex.get(id)!).sort((a, b) => a - b);
-    if (r.kind === 'vm-host') {
+    if (r.kind === 'ft-split') {
+      const sites = new Uint32Array(H);
+      r.hostGroups.forEach((g, i) => {
+        const m = groupHosts.get(g)!;
+        for (let h = 0; h < H; h++) if (m[h]) sites[h]! |= 1 << i;
+      });
+      const k = splitRules.length;
+      splitRules.push({ id: r.id, groups: [...r.hostGroups], sites });
+      for (const m of members) splitRulesOf[m]!.push(k);
+    } else if (r.kind === 'vm-host') {
       const k = hostRules.length;
       hostRules.push({ id: r.id, type: r.type, group: r.hostGroup, inGroup: groupHosts.get(r.hostGroup)!, hard: r.type === 'must' || r.type === 'must-not' });
       for (const m of members) hostRulesOf[m]!.push(k);
@@ -466,6 +509,8 @@ export function buildCluster(snapshot: ClusterSnapshot): Cluster {
     vmRules,
     hostRulesOf,
     vmRulesOf,
+    splitRules,
+    splitRulesOf,
   };
 }
 

@@ -311,6 +311,13 @@ function secondaryFilter(c: Cluster, s: State, vm: number, hosts?: readonly numb
     capable.add(h);
     perCompat.set(c.compat[h]!, (perCompat.get(c.compat[h]!) ?? 0) + 1);
   }
+  // An FT split (Metro) rule makes the secondary's validity depend on the primary's groups too: check
+  // the capable hosts against each primary host (O(hosts) per candidate, for these VMs only).
+  const splits = c.splitRulesOf[vm]!;
+  if (splits.length > 0) {
+    const list = [...capable];
+    return (h) => list.some((x) => x !== h && c.compat[x] === c.compat[h] && splits.every((r) => (c.splitRules[r]!.sites[x]! & c.splitRules[r]!.sites[h]!) === 0));
+  }
   return (h) => (perCompat.get(c.compat[h]!) ?? 0) - (capable.has(h) ? 1 : 0) > 0;
 }
 

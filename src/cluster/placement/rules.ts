@@ -39,7 +39,9 @@ export type Rejection =
       vms: string[];
       message: string;
     }
-  | { code: 'legacy-registered-host'; host: string; registeredHost: string | undefined; message: string };
+  | { code: 'legacy-registered-host'; host: string; registeredHost: string | undefined; message: string }
+  /** An FT split (Metro) rule: the host is in none of its groups, or shares one with the other half's host. */
+  | { code: 'ft-split'; host: string; rule: string; groups: string[]; otherHost?: string; message: string };
 
 /** A soft rule (should / should-not, or a soft VM-VM rule) a half would break on a host. */
 export interface SoftViolation {
@@ -237,6 +239,27 @@ export function checkRules(
         rule.type === 'must'
           ? `rule ${rule.id}: ${c.vmIds[vm]!} must run in host group ${rule.group}, ${host} is not in it`
           : `rule ${rule.id}: ${c.vmIds[vm]!} must not run in host group ${rule.group}, ${host} is in it`,
+    });
+  }
+  for (const r of c.splitRulesOf[vm]!) {
+    const rule = c.splitRules[r]!;
+    const here = rule.sites[h]!;
+    const shared = ft && partner >= 0 && partner !== h ? here & rule.sites[partner]! : 0;
+    if (here !== 0 && shared === 0) continue;
+    if (!out) return false;
+    ok = false;
+    const otherRole = secondary ? 'primary' : 'secondary';
+    const named = (bits: number) => rule.groups.filter((_, i) => (bits >>> i) & 1);
+    out.push({
+      code: 'ft-split',
+      host,
+      rule: rule.id,
+      groups: [...rule.groups],
+      ...(here !== 0 ? { otherHost: c.hostIds[partner]! } : {}),
+      message:
+        here === 0
+          ? `rule ${rule.id}: ${c.vmIds[vm]!} runs only in host groups ${rule.groups.join(', ')}, ${host} is in none of them`
+          : `rule ${rule.id}: the ${otherRole} of ${c.vmIds[vm]!} is on ${c.hostIds[partner]!} in ${named(shared).join(', ')}, and the two halves must be in different groups of ${rule.groups.join(', ')}`,
     });
   }
   if (!secondary) {

@@ -204,6 +204,15 @@ export function hardProblems(s: ClusterSnapshot): string[] {
           if (inside !== (r.type === 'must')) problems.push(`${id}: rule ${r.id} (${r.type} ${r.hostGroup}) broken on ${h.id}`);
         }
       }
+    } else if (r.kind === 'ft-split') {
+      for (const id of r.vms) {
+        const v = vms.get(id)!;
+        const sites = (h: HostSpec | undefined) => (h === undefined ? undefined : r.hostGroups.filter((g) => (h.groups ?? []).includes(g)));
+        const a = sites(runningOn(v.host));
+        const b = v.ft ? sites(runningOn(v.secondaryHost)) : undefined;
+        if (a?.length === 0 || b?.length === 0) problems.push(`${id}: rule ${r.id} (ft-split) broken: a half outside ${r.hostGroups.join(', ')}`);
+        if (a !== undefined && b !== undefined && a.some((g) => b.includes(g))) problems.push(`${id}: rule ${r.id} (ft-split) broken: both halves in ${a.filter((g) => b.includes(g)).join(', ')}`);
+      }
     } else if (r.hard) {
       const where = r.vms.map((id) => runningOn(vms.get(id)!.host)?.id).filter((x): x is string => x !== undefined);
       if (r.type === 'affinity' && new Set(where).size > 1) problems.push(`rule ${r.id}: affinity broken (${where.join(', ')})`);

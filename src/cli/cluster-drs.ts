@@ -1,0 +1,178 @@
+// `lockstep cluster rule|group|apply`: the DRS side of the cluster from the command line — VM-VM and
+// VM-host rules, host groups, and applying the balancer's recommendations in manual mode. Parses, checks
+// against the store and writes it; the leading manager carries the rules and requests out.
+import { parseArgs } from 'node:util';
+import {
+  EventWriter,
+  KEYS,
+  hostGroupsOf,
+  readInventory,
+  type ApplyRequest,
+  type ClusterStore,
+  type HostGroup,
+  type Inventory,
+  type JsonValue,
+  type PlacementRule,
+  type VmHostRuleType,
+} from '../cluster/index.js';
+import { positive } from './agent.js';
+import { UsageError } from './args.js';
+import { EXIT, type CommandIo } from './io.js';
+
+/** Rule and group names: what a store key segment may hold. */
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+const VM_HOST_TYPES: readonly VmHostRuleType[] = ['must', 'must-not', 'should', 'should-not'];
+
+function name(what: string, text: string | undefined): string {
+  if (text === undefined || !NAME.test(text)) throw new UsageError(`${what}: expected a name of 1-64 characters [A-Za-z0-9._-], got '${text ?? ''}'`);
+  return text;
+}
+
+/** Every group a host is in, by the agents' --groups or the store's groups. */
+function knownGroups(inv: Inventory): Set<string> {
+  const out = new Set<string>(inv.groups.keys());
+  for (const h of inv.hosts.keys()) for (const g of hostGroupsOf(inv, h)) out.add(g);
+  return out;
+}
+
+/** `rule-1: kv1,kv2 anti-affinity (hard)`, `r2: kv1 must rack-1`. */
+export function describeRule(r: PlacementRule): string {
+  if (r.kind === 'vm-host') return `${r.id}: ${r.vms.join(',')} ${r.type} ${r.hostGroup}`;
+  if (r.kind === 'ft-split') return `${r.id}: ${r.vms.join(',')} ft-split ${r.hostGroups.join('|')}`;
+  return `${r.id}: ${r.vms.join(',')} ${r.type}${r.hard ? ' (hard)' : ' (soft)'}`;
+}
+
+/** `rule add|list|rm`. */
+export async function ruleCommand(store: ClusterStore, args: string[], io: CommandIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { type: { type: 'string' }, vms: { type: 'string' }, group: { type: 'string', multiple: true }, hard: { type: 'boolean' }, replace: { type: 'boolean' }, json: { type: 'boolean' } },
+  });
+  const [verb, idText] = positionals;
+  const inv = await readInventory(store);
+  if (verb === 'list') {
+    if (values.json) io.stdout.write(`${JSON.stringify(inv.rules, null, 2)}\n`);
+    else for (const r of [...inv.rules].sort((a, b) => (a.id < b.id ? -1 : 1))) io.stdout.write(`${describeRule(r)}\n`);
+    return EXIT.ok;
+  }
+  if (verb === 'rm') {
+    const id = name('rule rm', idText);
+    if (!(await store.delete(KEYS.rule(id)))) {
+      io.stderr.write(`lockstep cluster rule rm: no rule ${id}${inv.rules.length > 0 ? ` (rules: ${inv.rules.map((r) => r.id).sort().join(', ')})` : ''}\n`);
+      return EXIT.dataErr;
+    }
+    await new EventWriter(store, 'cli').write({ kind: 'rule-removed', message: `rule ${id} removed` });
+    io.stdout.write(`rule ${id} removed\n`);
+    return EXIT.ok;
+  }
+  if (verb !== 'add' || positionals.length !== 2) throw new UsageError('rule: expected add <id> --type <t> --vms <a,b> [--group <g>] [--hard], list, or rm <id>');
+  const id = name('rule add', idText);
+  const type = values.type;
+  const vms = (values.vms ?? '').split(',').map((x) => x.trim()).filter((x) => x !== '');
+  if (vms.length === 0) throw new UsageError('rule add: --vms <vm,vm,...> is required');
+  if (new Set(vms).size !== vms.length) throw new UsageError(`rule add: --vms lists a VM twice (${vms.join(',')})`);
+  let rule: PlacementRule;
+  const groups = values.group ?? [];
+  if (type === 'affinity' || type === 'anti-affinity') {
+    if (groups.length > 0) throw new UsageError('rule add: --group is for VM-host and ft-split rules');
+    if (vms.length < 2) throw new UsageError(`rule add: a VM-VM rule needs at least two VMs, got ${vms.join(',')}`);
+    rule = { kind: 'vm-vm', id, type, hard: values.hard === true, vms };
+  } else if (VM_HOST_TYPES.includes(type as VmHostRuleType)) {
+    if (values.hard) throw new UsageError(`rule add: --hard is for VM-VM rules; ${type} is ${type === 'must' || type === 'must-not' ? 'hard' : 'soft'} by its type`);
+    if (groups.length !== 1) throw new UsageError(`rule add: a VM-host rule takes one --group, got ${groups.length}`);
+    rule = { kind: 'vm-host', id, type: type as VmHostRuleType, vms, hostGroup: name('--group', groups[0]) };
+  } else if (type === 'ft-split') {
+    if (values.hard) throw new UsageError('rule add: --hard is for VM-VM rules; ft-split is hard by its type');
+    if (groups.length < 2 || new Set(groups).size !== groups.length) throw new UsageError(`rule add: ft-split takes two or more different --group (the sites), got ${groups.join(', ') || 'none'}`);
+    rule = { kind: 'ft-split', id, vms, hostGroups: groups.map((g) => name('--group', g)) };
+  } else {
+    throw new UsageError(`rule add: --type must be affinity, anti-affinity, ${VM_HOST_TYPES.join(', ')}, ft-split; got '${type ?? ''}'`);
+  }
+  // Refused, with nothing written, when it names what the cluster does not know: a typo is not a rule.
+  const unknown = vms.filter((vm) => !inv.desired.has(vm));
+  if (unknown.length > 0) {
+    io.stderr.write(`lockstep cluster rule add: no VM ${unknown.join(', ')} in the cluster (VMs: ${[...inv.desired.keys()].sort().join(', ') || 'none'}); nothing written\n`);
+    return EXIT.dataErr;
+  }
+  const missing = (rule.kind === 'vm-host' ? [rule.hostGroup] : rule.kind === 'ft-split' ? rule.hostGroups : []).filter((g) => !knownGroups(inv).has(g));
+  if (missing.length > 0) {
+    io.stderr.write(`lockstep cluster rule add: no host group ${missing.join(', ')} (groups: ${[...knownGroups(inv)].sort().join(', ') || 'none'}; lockstep cluster group add defines one); nothing written\n`);
+    return EXIT.dataErr;
+  }
+  const key = KEYS.rule(id);
+  const cur = await store.get(key);
+  if (cur !== null && !values.replace) {
+    io.stderr.write(`lockstep cluster rule add: rule ${id} exists; use --replace to replace it\n`);
+    return EXIT.dataErr;
+  }
+  if (!(await store.compareAndSet(key, cur?.revision ?? null, rule as unknown as JsonValue))) {
+    io.stderr.write(`lockstep cluster rule add: rule ${id} changed meanwhile; try again\n`);
+    return EXIT.dataErr;
+  }
+  await new EventWriter(store, 'cli').write({ kind: 'rule-added', message: `rule ${describeRule(rule)} ${cur !== null ? 'replaced' : 'added'}` });
+  io.stdout.write(`rule ${describeRule(rule)} ${cur !== null ? 'replaced' : 'added'}\n`);
+  return EXIT.ok;
+}
+
+/** `group add|rm|list`. */
+export async function groupCommand(store: ClusterStore, args: string[], io: CommandIo): Promise<number> {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { json: { type: 'boolean' } } });
+  const [verb, groupText, ...hosts] = positionals;
+  const inv = await readInventory(store);
+  if (verb === 'list') {
+    // Every group: the store's, and those agents declare (--groups), with the hosts in each.
+    const all = new Map<string, Set<string>>();
+    for (const g of inv.groups.values()) all.set(g.name, new Set(g.hosts));
+    for (const h of inv.hosts.values()) for (const g of h.groups) (all.get(g) ?? all.set(g, new Set()).get(g)!).add(h.id);
+    const list = [...all].sort((a, b) => (a[0] < b[0] ? -1 : 1)).map(([g, hs]) => ({ name: g, hosts: [...hs].sort(), stored: inv.groups.has(g) }));
+    if (values.json) io.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
+    else for (const g of list) io.stdout.write(`${g.name}: ${g.hosts.join(' ') || '-'}${g.stored ? '' : ' (declared by agents)'}\n`);
+    return EXIT.ok;
+  }
+  if (verb !== 'add' && verb !== 'rm') throw new UsageError('group: expected add <group> <host>..., rm <group> [<host>...], or list');
+  const group = name(`group ${verb}`, groupText);
+  for (const h of hosts) name(`group ${verb}`, h);
+  const key = KEYS.group(group);
+  const cur = await store.get(key);
+  const members = new Set((cur?.value as unknown as HostGroup | undefined)?.hosts ?? []);
+  if (verb === 'add') {
+    if (hosts.length === 0) throw new UsageError('group add: expected <group> <host>...');
+    const known = new Set([...inv.hosts.keys(), ...inv.maintenance.keys(), ...inv.lostHosts.keys()]);
+    const unknown = hosts.filter((h) => !known.has(h));
+    if (unknown.length > 0) {
+      io.stderr.write(`lockstep cluster group add: no host ${unknown.join(', ')} in the cluster (live hosts: ${[...inv.hosts.keys()].sort().join(', ') || 'none'}); nothing written\n`);
+      return EXIT.dataErr;
+    }
+    for (const h of hosts) members.add(h);
+  } else if (hosts.length === 0) {
+    if (cur === null) {
+      io.stderr.write(`lockstep cluster group rm: no group ${group} in the store${[...inv.hosts.values()].some((h) => h.groups.includes(group)) ? ' (it is declared by agents: lockstep agent --groups)' : ''}\n`);
+      return EXIT.dataErr;
+    }
+    members.clear();
+  } else {
+    for (const h of hosts) members.delete(h);
+  }
+  const next: HostGroup = { name: group, hosts: [...members].sort() };
+  const ok = next.hosts.length === 0 ? cur === null || (await store.delete(key)) : await store.compareAndSet(key, cur?.revision ?? null, next as unknown as JsonValue);
+  if (!ok) {
+    io.stderr.write(`lockstep cluster group ${verb}: group ${group} changed meanwhile; try again\n`);
+    return EXIT.dataErr;
+  }
+  const text = next.hosts.length === 0 ? `group ${group} removed` : `group ${group}: ${next.hosts.join(' ')}`;
+  await new EventWriter(store, 'cli').write({ kind: 'group-changed', message: text });
+  io.stdout.write(`${text}\n`);
+  return EXIT.ok;
+}
+
+/** `apply [--moves <n>]`: the leading manager applies the balancer's next recommendations. */
+export async function applyCommand(store: ClusterStore, args: string[], io: CommandIo): Promise<number> {
+  const { values } = parseArgs({ args, options: { moves: { type: 'string' } } });
+  const req: ApplyRequest = { moves: positive('moves', values.moves, 1), at: Date.now(), by: 'cli' };
+  await store.put(KEYS.applyRequest, req as unknown as JsonValue);
+  await new EventWriter(store, 'cli').write({ kind: 'apply-requested', message: `apply the next ${req.moves} load-balancing recommendation(s)` });
+  io.stdout.write(`the leading manager applies the next ${req.moves} load-balancing recommendation(s) once the cluster is settled (lockstep cluster events shows them)\n`);
+  return EXIT.ok;
+}
