@@ -483,14 +483,16 @@ export class Agent extends EventEmitter<AgentEvents> {
     let storeDownSaid = false;
     let keepUntil = 0; // the store is down for everyone: the VM may outlive its record meanwhile
     const tracked = performance.now();
+    // leave-powered-on: the lease only ends a VM whose agent is gone for an hour.
+    const leave = this.#o.isolationResponse === 'leave-powered-on';
     const renewLease = () => {
-      const until = Math.max(pub.deadline, tracked + this.#o.instanceTtlMs, keepUntil);
+      const until = leave ? performance.now() + 3_600_000 : Math.max(pub.deadline, tracked + this.#o.instanceTtlMs, keepUntil);
       p.lease(process.hrtime.bigint() + BigInt(Math.round((until - performance.now()) * 1e6)));
     };
     if (p.solo) renewLease();
     const isolation = p.solo
       ? setInterval(() => {
-          if (!isolated) renewLease();
+          if (!isolated || leave) renewLease();
           const deadline = Math.max(pub.deadline, tracked + this.#o.instanceTtlMs);
           if (isolated || probing || !p.running || performance.now() < deadline - ISOLATION_MARGIN_MS - PEER_PROBE_MS) return;
           probing = true;
