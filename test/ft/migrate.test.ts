@@ -6,11 +6,11 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { KvClient, LoadGenerator, verifyStore } from '../../src/index.js';
 import { callControl } from '../../src/ft/control-client.js';
 import { loadConfig } from '../../src/config/index.js';
 import { exited, killAll, kvConfig, launch, type Proc } from '../helpers/ft-pair.js';
 import { until } from '../helpers/wait.js';
+import { verifyingLoads } from '../helpers/verifying-load.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'lockstep-migrate-'));
 const procs: Proc[] = [];
@@ -21,49 +21,6 @@ function start(name: string, args: string[]): Proc {
   const p = launch(name, args);
   procs.push(p);
   return p;
-}
-
-/** A verifying request/response load and an `incr` counter against `udpPort`; `verify` stops and checks both. */
-function loads(udpPort: number) {
-  const load = new LoadGenerator({ durationMs: 600_000, endpoints: [{ host: '127.0.0.1', port: udpPort }], clients: 2, setRatio: 0.6, keys: 50, timeoutMs: 150, retries: 80, progressIntervalMs: 20 });
-  const seen = { acknowledged: 0 };
-  load.on('progress', (p) => (seen.acknowledged = p.acknowledged));
-  const running = load.run();
-  const counter = { done: false, acked: 0, sent: 0 };
-  const c = new KvClient({ endpoints: [{ host: '127.0.0.1', port: udpPort }], timeoutMs: 150, retries: 80 });
-  const counting = (async () => {
-    await c.set('counter', '0');
-    while (!counter.done) {
-      counter.sent++;
-      try {
-        await c.incr('counter', 1);
-        counter.acked++;
-      } catch {
-        // unanswered: applied once or not at all
-      }
-    }
-  })();
-  return {
-    progress: () => Math.min(counter.acked, seen.acknowledged),
-    async verify() {
-      load.stop();
-      counter.done = true;
-      const result = await running;
-      await counting;
-      await c.close();
-      expect(result.acknowledged).toBeGreaterThan(0);
-      expect(result.violationCount).toBe(0);
-      const check = new KvClient({ endpoints: [{ host: '127.0.0.1', port: udpPort }], timeoutMs: 200, retries: 20 });
-      try {
-        expect((await verifyStore(check, result.history)).violations).toEqual([]);
-        const value = Number((await check.get('counter'))?.value.toString());
-        expect(value).toBeGreaterThanOrEqual(counter.acked); // nothing acknowledged lost
-        expect(value).toBeLessThanOrEqual(counter.sent); // nothing applied twice
-      } finally {
-        await check.close();
-      }
-    },
-  };
 }
 
 describe('live migration (processes)', () => {
@@ -79,7 +36,7 @@ describe('live migration (processes)', () => {
     const port = Number((await source.wait('listening')).port);
     const control = String((await source.wait('control')).url);
     expect(String((await callControl(control, key!, 'GET', '/ft/status')).body.status)).toBe('Not Protected (disabled)');
-    const l = loads(cfg.udpPort);
+    const l = verifyingLoads(cfg.udpPort, 80);
     await until('the load to run', () => l.progress() >= 20);
     expect((await callControl(control, key!, 'POST', '/ft/migrate')).status).toBe(200);
     const target = start('target', ['secondary', cfg.path, '--join', `127.0.0.1:${port}`]);
@@ -106,7 +63,7 @@ describe('live migration (processes)', () => {
     const joinArgs = ['--join', `127.0.0.1:${port}`];
     const secondary = start('secondary', ['secondary', cfg.path, ...joinArgs]);
     await source.wait('status', (e) => e.protected === true);
-    const l = loads(cfg.udpPort);
+    const l = verifyingLoads(cfg.udpPort, 80);
     await until('the load to run', () => l.progress() >= 20);
     const before = source.events.length;
     expect((await callControl(control, key!, 'POST', '/ft/migrate')).status).toBe(200);

@@ -6,11 +6,11 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { KvClient, LoadGenerator, verifyStore } from '../../src/index.js';
 import { callControl } from '../../src/ft/control-client.js';
 import { loadConfig } from '../../src/config/index.js';
 import { exited, killAll, kvConfig, launch, replayReceived, type Proc } from '../helpers/ft-pair.js';
 import { until } from '../helpers/wait.js';
+import { verifyingLoads } from '../helpers/verifying-load.js';
 import type { EventLine } from '../../src/ft/event-lines.js';
 
 const KILLS = Number(process.env.LOCKSTEP_MOVE_KILLS ?? 6);
@@ -45,48 +45,6 @@ async function pair(dir: string, secondaryArgs: (name: string) => string[]) {
   return { cfg, primary, old, move, call };
 }
 
-/** Request/response load plus a counter only `incr` moves (a duplicate or a loss shows in its value). */
-function loads(udpPort: number) {
-  const load = new LoadGenerator({ durationMs: 600_000, endpoints: [{ host: '127.0.0.1', port: udpPort }], clients: 2, setRatio: 0.6, keys: 50, timeoutMs: 150, retries: 60, progressIntervalMs: 20 });
-  const seen = { acknowledged: 0 };
-  load.on('progress', (p) => (seen.acknowledged = p.acknowledged));
-  const running = load.run();
-  const counter = { done: false, acked: 0, sent: 0 };
-  const c = new KvClient({ endpoints: [{ host: '127.0.0.1', port: udpPort }], timeoutMs: 150, retries: 60 });
-  const counting = (async () => {
-    await c.set('counter', '0');
-    while (!counter.done) {
-      counter.sent++;
-      try {
-        await c.incr('counter', 1);
-        counter.acked++;
-      } catch {
-        // unanswered: applied once or not at all
-      }
-    }
-  })();
-  const progress = () => Math.min(counter.acked, seen.acknowledged);
-  /** Stops both loads and checks every acknowledged write against the store, and the counter. */
-  const verify = async () => {
-    load.stop();
-    counter.done = true;
-    const result = await running;
-    await counting;
-    await c.close();
-    expect(result.acknowledged).toBeGreaterThan(0);
-    expect(result.violationCount).toBe(0);
-    const check = new KvClient({ endpoints: [{ host: '127.0.0.1', port: udpPort }], timeoutMs: 200, retries: 20 });
-    try {
-      expect((await verifyStore(check, result.history)).violations).toEqual([]);
-      const value = Number((await check.get('counter'))?.value.toString());
-      expect(value).toBeGreaterThanOrEqual(counter.acked); // nothing acknowledged lost
-      expect(value).toBeLessThanOrEqual(counter.sent); // nothing applied twice
-    } finally {
-      await check.close();
-    }
-  };
-  return { progress, verify };
-}
 
 /** The first of `procs` to print `event` (another's exit without it is not a failure). */
 function first(event: string, ps: Proc[], timeoutMs = 60_000): Promise<{ p: Proc; e: EventLine }> {
@@ -109,7 +67,7 @@ describe('moving the secondary (processes)', () => {
     mkdirSync(dir);
     // Native data path on every side (no --log-dir).
     const { cfg, primary, old, move, call } = await pair(dir, () => []);
-    const l = loads(cfg.udpPort);
+    const l = verifyingLoads(cfg.udpPort, 60);
     await until('the load to run', () => l.progress() >= 20);
     const samples: Array<{ protected: boolean; moving: boolean }> = [];
     let sampling = true;
@@ -145,7 +103,7 @@ describe('moving the secondary (processes)', () => {
       const dir = join(tmp, `kill-${i}`);
       mkdirSync(dir);
       const { cfg, primary, old, move } = await pair(dir, (name) => ['--log-dir', join(dir, name)]);
-      const l = loads(cfg.udpPort);
+      const l = verifyingLoads(cfg.udpPort, 60);
       await until('the load to run', () => l.progress() >= 10);
       const newer = await move();
       // A point in each stage in turn — during the pre-copy, right after the new secondary restored the
@@ -187,7 +145,7 @@ describe('moving the secondary (processes)', () => {
     const dir = join(tmp, 'old-lost');
     mkdirSync(dir);
     const { cfg, primary, old, move } = await pair(dir, () => []);
-    const l = loads(cfg.udpPort);
+    const l = verifyingLoads(cfg.udpPort, 60);
     await until('the load to run', () => l.progress() >= 10);
     const newer = await move();
     await newer.wait('joined');
@@ -211,7 +169,7 @@ describe('moving the secondary (processes)', () => {
     const dir = join(tmp, 'new-lost');
     mkdirSync(dir);
     const { cfg, primary, old, move } = await pair(dir, () => []);
-    const l = loads(cfg.udpPort);
+    const l = verifyingLoads(cfg.udpPort, 60);
     await until('the load to run', () => l.progress() >= 10);
     const statusBefore = primary.events.length;
     const newer = await move();
