@@ -1,10 +1,9 @@
 // `lockstep debug`: a recorded run served to gdb, forwards and backwards (reverse-stepi, reverse-step,
 // reverse-continue), replaying the log exactly; nothing the debugger does changes what is replayed.
 import { parseArgs } from 'node:util';
-import { BOOT_OPTIONS } from './boot.js';
 import { EXIT, type CommandIo } from './io.js';
 import { UsageError, hostPortOption, parseCount } from './args.js';
-import { openRecording } from './record.js';
+import { REPLAY_MACHINE_OPTIONS, openRecording } from './record.js';
 
 export const DEBUG_HELP = `Usage: lockstep debug <run.log> <guest.elf> --gdb <host:port> [options]
        lockstep debug <run.log> --kernel <Image> [--initrd <file>] [--bios <fw.elf>] --gdb <host:port>
@@ -36,11 +35,7 @@ export async function debugCommand(argv: string[], io: CommandIo): Promise<numbe
       gdb: { type: 'string' },
       'checkpoint-interval': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
-      disk: { type: 'string' },
-      net: { type: 'boolean' },
-      rng: { type: 'boolean' },
-      append: { type: 'string' },
-      ...BOOT_OPTIONS,
+      ...REPLAY_MACHINE_OPTIONS,
     },
   });
   if (values.help) {

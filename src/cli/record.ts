@@ -148,6 +148,15 @@ export async function recordCommand(argv: string[], io: CommandIo): Promise<numb
   }
 }
 
+/** How a replay (and `lockstep debug`) is told the recorded machine's devices and boot: as the recording had them. */
+export const REPLAY_MACHINE_OPTIONS = {
+  disk: { type: 'string' },
+  net: { type: 'boolean' },
+  rng: { type: 'boolean' },
+  append: { type: 'string' },
+  ...BOOT_OPTIONS,
+} as const;
+
 export async function replayCommand(argv: string[], io: CommandIo): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -155,11 +164,7 @@ export async function replayCommand(argv: string[], io: CommandIo): Promise<numb
     options: {
       stats: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
-      disk: { type: 'string' },
-      net: { type: 'boolean' },
-      rng: { type: 'boolean' },
-      append: { type: 'string' },
-      ...BOOT_OPTIONS,
+      ...REPLAY_MACHINE_OPTIONS,
     },
   });
   if (values.help) {
