@@ -88,15 +88,19 @@ async function plainConsole(s: Scenario, drive?: (c: MachineConsole) => Promise<
   }
 }
 
-type Half = { proc: Proc; out: Buffer[] };
+type Half = { proc: Proc; out: Buffer[]; ended: Promise<void> };
 
-/** A half of the pair as a CLI process, its stdout (the console) collected. */
+/**
+ * A half of the pair as a CLI process, its stdout (the console) collected. `ended` settles once the
+ * pipe is read to its end: a process's 'exit' can come before the last bytes it wrote have been read.
+ */
 function startHalf(name: string, args: string[]): Half {
   const proc = launch(name, args, () => {}, { stdout: true });
   procs.push(proc);
   const out: Buffer[] = [];
   proc.child.stdout!.on('data', (b: Buffer) => out.push(b));
-  return { proc, out };
+  const ended = new Promise<void>((r) => proc.child.stdout!.once('close', () => r()));
+  return { proc, out, ended };
 }
 
 /** A primary with its console piped; `awaitSecondary`: the guest starts only once protected. */
@@ -146,11 +150,13 @@ async function killDuring(
     primary.proc.child.once('exit', () => reject(new Error(`the primary exited before its console showed ${JSON.stringify(pattern)}: ${lines(Buffer.concat(primary.out)).slice(-500)}`)));
   });
   await exited(primary.proc);
+  await primary.ended;
   const live = await secondary.proc.wait('go-live', undefined, STEP_MS);
   expect(Number(live.epoch)).toBe(2);
   await afterKill?.();
   await secondary.proc.wait('ended', undefined, STEP_MS);
   await exited(secondary.proc);
+  await secondary.ended;
   const before = Buffer.concat(primary.out);
   const after = Buffer.concat(secondary.out);
   const position = BigInt(String(live.consolePosition));
