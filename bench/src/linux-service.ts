@@ -20,6 +20,10 @@ const { setUpL2Hosts } = (await import(pathToFileURL(join(ROOT, 'dist', 'cluster
 export const SERVICE_SECTION_TITLE = '# npm run bench -- linux --sections service: kvd in the Linux guest on a TAP device (plain, recorded, FT) and Debian memcached';
 export const SYSTEMS = ['plain', 'recorded', 'ft', 'memcached', 'nodisk'] as const;
 export type System = (typeof SYSTEMS)[number];
+/** LOCKSTEP_BENCH_SYSTEMS / LOCKSTEP_BENCH_LOADS (comma-separated names) run a subset; the tables then show n/a for the rest. */
+const only = (env: string | undefined) => (env === undefined || env === '' ? undefined : new Set(env.split(',')));
+const ONLY_SYSTEMS = only(process.env.LOCKSTEP_BENCH_SYSTEMS);
+const ONLY_LOADS = only(process.env.LOCKSTEP_BENCH_LOADS);
 /** kvd's readiness line on the console (guest/linux/user/kvd.c). */
 const KVD_READY = 'kvd: listening on tcp 11211';
 const CLI = join(ROOT, 'dist', 'cli', 'main.js');
@@ -66,6 +70,9 @@ export interface ServiceTrial extends ServiceLoadResult {
   trial: number;
   /** FT: the primary's log bytes per second between its stats reports inside the window. */
   logBytesPerSecond?: number;
+  /** FT: log batches and LOG frames per second, from the same reports (each frame costs 52 more bytes on the wire). */
+  logBatchesPerSecond?: number;
+  logFramesPerSecond?: number;
   /** FT: the primary's guest MIPS (its moving average), median of its reports inside the window. */
   mips?: number;
   /** Recorded: what the window's log is made of (whole batches that start inside the window). */
@@ -120,7 +127,7 @@ function logContent(path: string, start: number, end: number): LogContent {
 
 /** Steps (progress) of `trials` rounds. */
 export function serviceSteps(trials: number): number {
-  return trials * SYSTEMS.reduce((n, s) => n + 1 + LOADS.filter((l) => !l.logOnly || s === 'recorded' || s === 'ft').length, 0);
+  return trials * SYSTEMS.filter((s) => ONLY_SYSTEMS?.has(s) ?? true).reduce((n, s) => n + 1 + LOADS.filter((l) => (ONLY_LOADS?.has(l.name) ?? true) && (!l.logOnly || s === 'recorded' || s === 'ft')).length, 0);
 }
 
 const sh = (cmd: string, args: string[]) => spawnSync(cmd, args, { encoding: 'utf8', timeout: 20_000 });
@@ -200,11 +207,11 @@ export async function serviceBench(o: { trials: number; quick: boolean; tmp: str
       };
       const cfg = join(dir, 'vm.json');
       writeFileSync(cfg, JSON.stringify(config));
-      const stats: { t: number; logBytes: number; mips: number }[] = [];
+      const stats: { t: number; logBytes: number; logBatches: number; logFrames: number; mips: number }[] = [];
       const primary = launch('primary', ['primary', cfg, '--listen', '192.168.77.1:0', '--await-secondary', '--console'], (_p, e) => {
         if (e.event === 'stats') {
-          const st = e as unknown as { logBytes: number; mips: number };
-          stats.push({ t: Number(e.t), logBytes: Number(st.logBytes), mips: Number(st.mips) });
+          const st = e as unknown as { logBytes: number; logBatches: number; logFrames: number; mips: number };
+          stats.push({ t: Number(e.t), logBytes: Number(st.logBytes), logBatches: Number(st.logBatches), logFrames: Number(st.logFrames), mips: Number(st.mips) });
         }
       }, { prefix: ['ip', 'netns', 'exec', ns.a, ...pin(0)], stdout: true });
       children.push(primary.child);
@@ -255,6 +262,7 @@ export async function serviceBench(o: { trials: number; quick: boolean; tmp: str
     for (let t = 1; t <= trials; t++) {
       // Each round starts with the next system, so none is always the first after the namespaces' set-up.
       for (const system of [...SYSTEMS.slice((t - 1) % SYSTEMS.length), ...SYSTEMS.slice(0, (t - 1) % SYSTEMS.length)]) {
+        if (ONLY_SYSTEMS && !ONLY_SYSTEMS.has(system)) continue;
         progress.step(`service ${t}/${trials}: ${system}: starting`);
         const logFile = system === 'recorded' ? join(tmp, `svc-${t}.log`) : undefined;
         const s =
@@ -262,6 +270,7 @@ export async function serviceBench(o: { trials: number; quick: boolean; tmp: str
         try {
           for (const load of LOADS) {
             if (load.logOnly && system !== 'recorded' && system !== 'ft') continue;
+            if (ONLY_LOADS && !ONLY_LOADS.has(load.name)) continue;
             progress.step(`service ${t}/${trials}: ${system}: ${load.name}`);
             const spec: ServiceLoadSpec = {
               proto: load.proto,
@@ -283,7 +292,12 @@ export async function serviceBench(o: { trials: number; quick: boolean; tmp: str
               // The primary reports its log's size about once a second: the rate between the first and
               // the last report inside the window.
               const inside = s.stats.filter((e) => e.t >= r.startMs && e.t <= r.endMs);
-              if (inside.length >= 2) trial.logBytesPerSecond = ((inside.at(-1)!.logBytes - inside[0]!.logBytes) * 1000) / (inside.at(-1)!.t - inside[0]!.t);
+              if (inside.length >= 2) {
+                const per = (k: 'logBytes' | 'logBatches' | 'logFrames') => ((inside.at(-1)![k] - inside[0]![k]) * 1000) / (inside.at(-1)!.t - inside[0]!.t);
+                trial.logBytesPerSecond = per('logBytes');
+                trial.logBatchesPerSecond = per('logBatches');
+                trial.logFramesPerSecond = per('logFrames');
+              }
               if (inside.length >= 1) trial.mips = median(inside.map((e) => e.mips));
             }
             trialsOut.push(trial);
@@ -411,5 +425,24 @@ function summarize(all: ServiceTrial[], meta: { trials: number; windowMs: number
     const desc = load === 'tcp' || load === 'udp' ? `${load.toUpperCase()}, 50 % sets, 32 B` : `${load.slice(0, 3).toUpperCase()}, 1 400-byte sets`;
     content.push(`| ${desc} | ${f(m.bytes)} | ${f(m.netRxFrames, 2)}, ${f(m.netRxDataBytes)} | ${f(m.blockDone, 2)}, ${f(m.blockReadBytes)} | ${f(m.clockReads, 1)}, ${f(m.clockSamples, 2)} | ${f(m.otherBytes)} |`);
   }
-  return { meta, trials: all, summary, log: logSummary, logContent: contentSummary, tables: [perf.join('\n'), cpu.join('\n'), log.join('\n'), content.join('\n')] };
+  // The FT primary's logging channel, per request: batches sealed, LOG frames sent (one HMAC and one
+  // header each), and the log as it goes on the wire (frames included) per byte of guest input.
+  const channel: string[] = [
+    '| FT logging channel, per request (median) | log bytes | batches | LOG frames | on the wire ÷ guest input (52 bytes a frame added) |',
+    '|---|---:|---:|---:|---:|',
+  ];
+  const channelSummary: Record<string, unknown> = {};
+  for (const load of ['tcp', 'udp', 'udp-1400', 'tcp-1400']) {
+    const rs = of('ft', load).filter((r) => r.logBatchesPerSecond !== undefined);
+    const m = {
+      bytes: median(rs.map((r) => logRate(r) / rate(r))),
+      batches: median(rs.map((r) => r.logBatchesPerSecond! / rate(r))),
+      frames: median(rs.map((r) => r.logFramesPerSecond! / rate(r))),
+      wirePerInput: median(rs.map((r) => (logRate(r) + 52 * r.logFramesPerSecond!) / inputRate(r))),
+    };
+    channelSummary[load] = m;
+    const desc = load === 'tcp' || load === 'udp' ? `${load.toUpperCase()}, 50 % sets, 32 B` : `${load.slice(0, 3).toUpperCase()}, 1 400-byte sets`;
+    channel.push(`| ${desc} | ${f(m.bytes)} | ${f(m.batches, 2)} | ${f(m.frames, 2)} | ${f(m.wirePerInput, 3)}× |`);
+  }
+  return { meta, trials: all, summary, log: logSummary, logContent: contentSummary, channel: channelSummary, tables: [perf.join('\n'), cpu.join('\n'), log.join('\n'), content.join('\n'), channel.join('\n')] };
 }

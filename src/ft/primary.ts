@@ -107,6 +107,9 @@ export interface FtPrimaryStats {
   status: ProtectionStatus;
   /** Log bytes sent to the current secondary, and in all. */
   logBytes: number;
+  /** Log batches and logging-channel LOG frames sent, counted as {@link logBytes} is (each frame adds a 20-byte header and a 32-byte MAC on the wire). */
+  logBatches: number;
+  logFrames: number;
   /** Bytes per second over the last second. */
   logBandwidth: number;
   /** The secondary's execution lag (the "lockstep interval"), seconds. */
@@ -218,6 +221,8 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   #nativeRing: number | undefined;
   /** Log bytes sent to earlier secondaries (native links count their own). */
   #logBytesBefore = 0;
+  #logBatchesBefore = 0;
+  #logFramesBefore = 0;
   #runLoop: Promise<void> | undefined;
   #pause: { fn: () => void; resolve: () => void; reject: (e: unknown) => void } | undefined;
   #hold = false; // the run loop must not restart the guest (hand-over, halt)
@@ -225,6 +230,8 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   readonly #lag: LagController;
   #timer: NodeJS.Timeout | undefined;
   #totalLogBytes = 0;
+  #totalLogBatches = 0;
+  #totalLogFrames = 0;
   // Figures.
   #failovers = 0;
   #lastAckLatency = 0;
@@ -371,6 +378,8 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       epoch: this.#epoch,
       status: this.status,
       logBytes: this.#totalLogBytes,
+      logBatches: this.#totalLogBatches,
+      logFrames: this.#totalLogFrames,
       logBandwidth: this.#bw.rate,
       lagSeconds: this.#lagSec,
       lagInstructions: this.#lagInstr,
@@ -1063,6 +1072,8 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     s.sentLsn = f.logLsn1 - 1n;
     s.sentBytes = f.logBytes;
     this.#totalLogBytes = this.#logBytesBefore + f.logBytes;
+    this.#totalLogBatches = this.#logBatchesBefore + f.logBatches;
+    this.#totalLogFrames = this.#logFramesBefore + f.logFrames;
     for (const d of this.#port.releaseDelays()) this.emit('release', d);
     const lsn = f.ackedLsn1 - 1n;
     if (lsn <= s.ackedLsn) return;
@@ -1127,6 +1138,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     s.sentAt.set(lsn, performance.now());
     s.sentBytes += b.length;
     this.#totalLogBytes += b.length;
+    this.#totalLogBatches++;
     // Batches read in one go (one doorbell) leave in one LOG frame: one HMAC and one write for all.
     s.outbox.push(b);
     if (s.outbox.length === 1) {
@@ -1134,6 +1146,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
         const group = s.outbox;
         s.outbox = [];
         if (s.closed || group.length === 0) return;
+        this.#totalLogFrames++;
         s.channel.sendLog(group.length === 1 ? group[0]! : Buffer.concat(group));
       });
     }
@@ -1300,7 +1313,11 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     if (s?.link) {
       this.#pollLink(s, true); // acks since the last tick (a short-lived secondary's included)
       const f = s.link.figures();
-      if (f) this.#logBytesBefore += f.logBytes;
+      if (f) {
+        this.#logBytesBefore += f.logBytes;
+        this.#logBatchesBefore += f.logBatches;
+        this.#logFramesBefore += f.logFrames;
+      }
     }
     this.#session = undefined;
   }
