@@ -26,6 +26,7 @@ export {
   batchLsn,
   decodeRecords,
   encodeBatch,
+  positionCheck,
 } from './log/format.js';
 export type { LogMetadata, BatchView, LogEvent, BatchBase, LogWriterOptions, LogReaderOptions } from './log/format.js';
 export { checkLog } from './log/check.js';

@@ -427,18 +427,20 @@ bool LogChannel::accept_log(const FrameView& f) {
   const std::string at = "LOG frame " + std::to_string(f.sequence);
   uint64_t lsn = next_lsn_, batches = 0;
   for (size_t off = 0; off < f.length;) {
-    if (f.length - off < BatchLayout::kHeader) {
+    if (f.length - off < BatchLayout::kFixed) {
       end(ChannelError::kMalformed, at + " ends inside the header of batch " + std::to_string(lsn));
       return false;
     }
     const uint8_t* b = f.payload + off;
-    const uint32_t len = le32(b + BatchLayout::kLength);
-    if (len > BatchLayout::kMaxLength) {
+    const uint32_t word0 = le32(b + BatchLayout::kLength);
+    const uint32_t len = BatchLayout::declared_length(word0);
+    if (len > BatchLayout::kMaxLength + BatchLayout::kMaxCompactHeader) {
       end(ChannelError::kMalformed, at + ": batch " + std::to_string(lsn) + " claims " + std::to_string(len) + " record bytes, over " +
                                         std::to_string(BatchLayout::kMaxLength));
       return false;
     }
-    if (f.length - off - BatchLayout::kHeader < len) {
+    const size_t total = BatchLayout::total_size(word0);
+    if (f.length - off < total) {
       end(ChannelError::kMalformed, at + ": batch " + std::to_string(lsn) + " runs past the end of the frame");
       return false;
     }
@@ -447,7 +449,7 @@ bool LogChannel::accept_log(const FrameView& f) {
       end(ChannelError::kMalformed, at + " carries batch lsn " + std::to_string(got) + " where " + std::to_string(lsn) + " was expected");
       return false;
     }
-    off += BatchLayout::kHeader + len;
+    off += total;
     lsn++;
     batches++;
   }
@@ -541,17 +543,18 @@ bool LogChannel::frame_log(uint32_t limit) {
   const size_t cap = unsealed_ % 2 == 0 && avail < 2 * size_t{max_log_frame_} ? avail / 2 : max_log_frame_;
   size_t len = 0;
   uint64_t lsn = next_lsn_;
-  uint8_t hdr[BatchLayout::kHeader];
-  while (avail - len >= BatchLayout::kHeader) {
+  uint8_t hdr[BatchLayout::kFixed];
+  while (avail - len >= BatchLayout::kFixed) {
     log_->copy_at(log_framed_ + len, hdr, sizeof hdr);
-    const uint32_t records = le32(hdr + BatchLayout::kLength);
+    const uint32_t word0 = le32(hdr + BatchLayout::kLength);
+    const uint32_t records = BatchLayout::declared_length(word0);
     const uint64_t got = le64(hdr + BatchLayout::kLsn);
-    if (records > BatchLayout::kMaxLength || got != lsn) {
+    if (records > BatchLayout::kMaxLength + BatchLayout::kMaxCompactHeader || got != lsn) {
       end(ChannelError::kLocal, "the log ring holds a damaged batch (lsn " + std::to_string(got) + " where " + std::to_string(lsn) + " was expected, " +
                                     std::to_string(records) + " record bytes)");
       return false;
     }
-    const size_t size = BatchLayout::kHeader + records;
+    const size_t size = BatchLayout::total_size(word0);
     if (avail - len < size) break;  // published in part so far
     if (len > 0 && len + size > max_log_frame_) break;
     len += size;

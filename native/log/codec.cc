@@ -2,6 +2,7 @@
 // use, varints are bounded, and errors name the byte offset inside the batch.
 #include "log/codec.h"
 
+#include <cstdio>
 #include <cstring>
 
 namespace lockstep {
@@ -68,16 +69,32 @@ const char* event_kind_name(EventKind k) {
   return "unknown";
 }
 
+std::string describe_position(const Event& e, bool with_check) {
+  char b[96];
+  if (e.check_only) {
+    std::snprintf(b, sizeof b, "instret %llu (position check 0x%02x)", static_cast<unsigned long long>(e.instret), e.check);
+  } else if (with_check) {
+    std::snprintf(b, sizeof b, "instret %llu (branches %llu, pc 0x%08x, position check 0x%02x)", static_cast<unsigned long long>(e.instret),
+                  static_cast<unsigned long long>(e.branches), e.pc, position_check(e.pc, e.branches));
+  } else {
+    std::snprintf(b, sizeof b, "instret %llu (branches %llu, pc 0x%08x)", static_cast<unsigned long long>(e.instret), static_cast<unsigned long long>(e.branches), e.pc);
+  }
+  return b;
+}
+
 void BatchEncoder::reset(uint64_t lsn, const LogCursor& base) {
   lsn_ = lsn;
   cur_ = base;
   open_ = false;
+  full_next_ = true;
   count_ = 0;
   buf_.clear();
 }
 
+// Records are written after room for the largest compact header; finish() puts the header right before
+// them and drops the unused room.
 void BatchEncoder::begin() {
-  buf_.assign(BatchLayout::kHeader, 0);
+  buf_.assign(BatchLayout::kMaxCompactHeader, 0);
   base_ = cur_;
   count_ = 0;
   open_ = true;
@@ -87,8 +104,7 @@ void BatchEncoder::add(const Event& e) {
   if (!open_) begin();
   buf_.push_back(static_cast<uint8_t>(e.kind));
   put_varint(buf_, e.instret - cur_.instret);
-  put_varint(buf_, e.branches - cur_.branches);
-  put_varint(buf_, zigzag(static_cast<int64_t>(static_cast<int32_t>(e.pc - cur_.pc))));
+  buf_.push_back(position_check(e.pc, e.branches));
   switch (e.kind) {
     case EventKind::kClockRead:
     case EventKind::kClockSample:
@@ -134,24 +150,47 @@ void BatchEncoder::add(const Event& e) {
 
 const std::vector<uint8_t>& BatchEncoder::finish() {
   if (!open_) begin();
+  std::vector<uint8_t> fields;
+  fields.reserve(BatchLayout::kMaxCompactHeader - BatchLayout::kFixed);
+  put_varint(fields, (static_cast<uint64_t>(count_) << 1) | (full_next_ ? 1u : 0u));
+  put_varint(fields, base_.instret);
+  put_varint(fields, base_.clock);
+  if (full_next_) {
+    put_varint(fields, base_.branches);
+    put_varint(fields, base_.pc);
+  }
+  const size_t start = BatchLayout::kMaxCompactHeader - BatchLayout::kFixed - fields.size();
+  std::memcpy(buf_.data() + start + BatchLayout::kFixed, fields.data(), fields.size());
+  buf_.erase(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(start));
   uint8_t* h = buf_.data();
-  put_u32(h + BatchLayout::kLength, static_cast<uint32_t>(buf_.size() - BatchLayout::kHeader));
+  put_u32(h + BatchLayout::kLength, static_cast<uint32_t>(buf_.size() - BatchLayout::kFixed) | BatchLayout::kCompactFlag);
   put_u64(h + BatchLayout::kLsn, lsn_);
-  put_u64(h + BatchLayout::kBaseInstret, base_.instret);
-  put_u64(h + BatchLayout::kBaseBranches, base_.branches);
-  put_u32(h + BatchLayout::kBasePc, base_.pc);
-  put_u32(h + BatchLayout::kCount, count_);
-  put_u64(h + BatchLayout::kBaseClock, base_.clock);
   put_u32(h + BatchLayout::kCrc, crc32c(h + BatchLayout::kLsn, buf_.size() - BatchLayout::kLsn));
   lsn_++;
   open_ = false;
+  full_next_ = false;
   return buf_;
 }
 
 bool BatchDecoder::batch_size(const uint8_t* data, size_t n, size_t* size) {
-  if (n < BatchLayout::kHeader) return false;
-  *size = BatchLayout::kHeader + get_u32(data + BatchLayout::kLength);
+  if (n < BatchLayout::kFixed) return false;
+  *size = BatchLayout::total_size(get_u32(data + BatchLayout::kLength));
   return true;
+}
+
+bool BatchDecoder::varint(uint64_t* out) {
+  uint64_t v = 0;
+  for (int shift = 0; shift < 70; shift += 7) {
+    if (pos_ >= size_) return fail(pos_, "record runs past the end of the batch");
+    const uint8_t b = data_[pos_++];
+    if (shift == 63 && (b & 0x7e)) return fail(pos_ - 1, "varint overflows 64 bits");
+    v |= static_cast<uint64_t>(b & 0x7f) << shift;
+    if (!(b & 0x80)) {
+      *out = v;
+      return true;
+    }
+  }
+  return fail(pos_, "varint longer than 10 bytes");
 }
 
 bool BatchDecoder::fail(size_t offset, const std::string& what) {
@@ -162,15 +201,20 @@ bool BatchDecoder::fail(size_t offset, const std::string& what) {
 bool BatchDecoder::open(const uint8_t* data, size_t n, uint64_t expected_lsn) {
   data_ = data;
   size_ = n;
-  pos_ = BatchLayout::kHeader;
   seen_ = 0;
   lsn_ = expected_lsn;
   error_.clear();
-  if (n < BatchLayout::kHeader) return fail(0, "truncated header (" + std::to_string(n) + " of 48 bytes)");
-  const uint32_t len = get_u32(data + BatchLayout::kLength);
-  if (len > BatchLayout::kMaxLength) return fail(0, "record length " + std::to_string(len) + " exceeds the 1 MiB limit");
-  if (n != BatchLayout::kHeader + len) {
-    return fail(0, "size " + std::to_string(n) + " does not match its header (" + std::to_string(BatchLayout::kHeader + len) + ")");
+  if (n < BatchLayout::kFixed) return fail(0, "truncated header (" + std::to_string(n) + " of at least 16 bytes)");
+  const uint32_t word0 = get_u32(data + BatchLayout::kLength);
+  compact_ = (word0 & BatchLayout::kCompactFlag) != 0;
+  const uint32_t len = BatchLayout::declared_length(word0);
+  const size_t header = compact_ ? BatchLayout::kFixed : BatchLayout::kHeader;
+  if (!compact_ && n < BatchLayout::kHeader) return fail(0, "truncated header (" + std::to_string(n) + " of 48 bytes)");
+  // A compact body also holds the varint header fields.
+  const uint32_t limit = compact_ ? BatchLayout::kMaxLength + static_cast<uint32_t>(BatchLayout::kMaxCompactHeader - BatchLayout::kFixed) : BatchLayout::kMaxLength;
+  if (len > limit) return fail(0, "record length " + std::to_string(len) + " exceeds the 1 MiB limit");
+  if (n != header + len) {
+    return fail(0, "size " + std::to_string(n) + " does not match its header (" + std::to_string(header + len) + ")");
   }
   const uint32_t stored = get_u32(data + BatchLayout::kCrc);
   const uint32_t computed = crc32c(data + BatchLayout::kLsn, n - BatchLayout::kLsn);
@@ -179,31 +223,36 @@ bool BatchDecoder::open(const uint8_t* data, size_t n, uint64_t expected_lsn) {
   if (lsn != expected_lsn) {
     return fail(BatchLayout::kLsn, "sequence number " + std::to_string(lsn) + ", expected " + std::to_string(expected_lsn));
   }
-  count_ = get_u32(data + BatchLayout::kCount);
-  base_.instret = get_u64(data + BatchLayout::kBaseInstret);
-  base_.branches = get_u64(data + BatchLayout::kBaseBranches);
-  base_.pc = get_u32(data + BatchLayout::kBasePc);
-  base_.clock = get_u64(data + BatchLayout::kBaseClock);
-  if (base_.pc & 1u) return fail(BatchLayout::kBasePc, "odd base pc");
+  base_ = LogCursor{};
+  if (!compact_) {
+    pos_ = BatchLayout::kHeader;
+    base_full_ = true;
+    count_ = get_u32(data + BatchLayout::kCount);
+    base_.instret = get_u64(data + BatchLayout::kBaseInstret);
+    base_.branches = get_u64(data + BatchLayout::kBaseBranches);
+    base_.pc = get_u32(data + BatchLayout::kBasePc);
+    base_.clock = get_u64(data + BatchLayout::kBaseClock);
+    if (base_.pc & 1u) return fail(BatchLayout::kBasePc, "odd base pc");
+  } else {
+    pos_ = BatchLayout::kFixed;
+    uint64_t count, pc = 0;
+    if (!varint(&count) || !varint(&base_.instret) || !varint(&base_.clock)) return false;
+    if ((count >> 1) > UINT32_MAX) return fail(BatchLayout::kFixed, "record count out of range");
+    count_ = static_cast<uint32_t>(count >> 1);
+    base_full_ = (count & 1) != 0;
+    if (base_full_) {
+      const size_t at = pos_;
+      if (!varint(&base_.branches) || !varint(&pc)) return false;
+      if (pc > UINT32_MAX || (pc & 1u)) return fail(at, "base pc out of range or odd");
+      if (base_.branches > base_.instret) return fail(at, "more base branches than instructions");
+      base_.pc = static_cast<uint32_t>(pc);
+    }
+  }
   cur_ = base_;
   return true;
 }
 
 int BatchDecoder::next(Event* e) {
-  auto varint = [&](uint64_t* out) -> bool {
-    uint64_t v = 0;
-    for (int shift = 0; shift < 70; shift += 7) {
-      if (pos_ >= size_) return fail(pos_, "record runs past the end of the batch");
-      const uint8_t b = data_[pos_++];
-      if (shift == 63 && (b & 0x7e)) return fail(pos_ - 1, "varint overflows 64 bits");
-      v |= static_cast<uint64_t>(b & 0x7f) << shift;
-      if (!(b & 0x80)) {
-        *out = v;
-        return true;
-      }
-    }
-    return fail(pos_, "varint longer than 10 bytes");
-  };
   if (pos_ == size_) {
     if (seen_ != count_) {
       fail(pos_, "header says " + std::to_string(count_) + " records, found " + std::to_string(seen_));
@@ -217,28 +266,43 @@ int BatchDecoder::next(Event* e) {
     fail(at, "unknown event kind " + std::to_string(kind));
     return -1;
   }
-  uint64_t di, db, dpc;
-  if (!varint(&di) || !varint(&db) || !varint(&dpc)) return -1;
-  if (cur_.instret + di < cur_.instret || cur_.branches + db < cur_.branches) {
+  *e = Event{};
+  e->kind = static_cast<EventKind>(kind);
+  uint64_t di;
+  if (!varint(&di)) return -1;
+  if (cur_.instret + di < cur_.instret) {
     fail(at, "position overflows 64 bits");
     return -1;
   }
-  if (dpc >= (1ull << 32)) {  // the encoder writes 32-bit pc deltas only
-    fail(at, "pc delta out of range");
-    return -1;
-  }
-  *e = Event{};
-  e->kind = static_cast<EventKind>(kind);
   e->instret = cur_.instret + di;
-  e->branches = cur_.branches + db;
-  e->pc = cur_.pc + static_cast<uint32_t>(unzigzag(dpc));
-  if (e->pc & 1u) {
-    fail(at, "odd pc");
-    return -1;
-  }
-  if (e->branches > e->instret) {
-    fail(at, "more branches than instructions");
-    return -1;
+  if (compact_) {
+    if (pos_ >= size_) {
+      fail(pos_, "record runs past the end of the batch");
+      return -1;
+    }
+    e->check_only = true;
+    e->check = data_[pos_++];
+  } else {
+    uint64_t db, dpc;
+    if (!varint(&db) || !varint(&dpc)) return -1;
+    if (cur_.branches + db < cur_.branches) {
+      fail(at, "position overflows 64 bits");
+      return -1;
+    }
+    if (dpc >= (1ull << 32)) {  // the encoder writes 32-bit pc deltas only
+      fail(at, "pc delta out of range");
+      return -1;
+    }
+    e->branches = cur_.branches + db;
+    e->pc = cur_.pc + static_cast<uint32_t>(unzigzag(dpc));
+    if (e->pc & 1u) {
+      fail(at, "odd pc");
+      return -1;
+    }
+    if (e->branches > e->instret) {
+      fail(at, "more branches than instructions");
+      return -1;
+    }
   }
   uint64_t v;
   switch (e->kind) {

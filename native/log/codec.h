@@ -34,7 +34,8 @@ class BatchEncoder {
   const LogCursor& cursor() const { return cur_; }
   /// Seals the batch (header, CRC) and returns it; the buffer stays valid until the next add().
   const std::vector<uint8_t>& finish();
-  /// Starts numbering and deltas from here (a recording that begins mid-run, e.g. after a restore).
+  /// Starts numbering and deltas from here (a recording that begins mid-run, e.g. after a restore). The
+  /// next batch carries the whole base (branch count and pc too), so a replay can check where it starts.
   void reset(uint64_t lsn, const LogCursor& base);
 
  private:
@@ -44,6 +45,7 @@ class BatchEncoder {
   uint32_t count_ = 0;
   LogCursor base_{}, cur_{};
   bool open_ = false;
+  bool full_next_ = true;
 };
 
 /// Parses one batch and iterates over its records.
@@ -55,17 +57,24 @@ class BatchDecoder {
   int next(Event* e);
   const std::string& error() const { return error_; }
   uint64_t lsn() const { return lsn_; }
+  /// Where the batch's deltas start. For a compact batch not marked full, only instret and clock are known.
   const LogCursor& base() const { return base_; }
-  /// Bytes of the whole batch (header + records) as the header says.
+  /// The base includes the branch count and pc (a full-header batch, or a compact one marked full).
+  bool base_full() const { return base_full_; }
+  /// The compact (version 3) layout.
+  bool compact() const { return compact_; }
+  /// Bytes of the whole batch (header + records) as the header says (needs the first 16 bytes).
   static bool batch_size(const uint8_t* data, size_t n, size_t* size);
 
  private:
   bool fail(size_t offset, const std::string& what);
+  bool varint(uint64_t* out);
   const uint8_t* data_ = nullptr;
   size_t size_ = 0, pos_ = 0;
   uint32_t count_ = 0, seen_ = 0;
   uint64_t lsn_ = 0;
   LogCursor base_{}, cur_{};
+  bool compact_ = false, base_full_ = true;
   std::string error_;
 };
 
@@ -75,5 +84,9 @@ inline bool is_async(EventKind k) {
 }
 
 const char* event_kind_name(EventKind k);
+
+/// "instret N (branches B, pc 0x…)", or for a compact record "instret N (position check 0x…)";
+/// `with_check` adds the check to an exact position (to set it beside a compact record's).
+std::string describe_position(const Event& e, bool with_check = false);
 
 }  // namespace lockstep

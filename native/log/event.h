@@ -1,7 +1,9 @@
-// The event log's record and batch layout, version 2: the single definition both the native codec
+// The event log's record and batch layout, version 3: the single definition both the native codec
 // (codec.h) and the TypeScript reader (src/log/format.ts) follow. Changing anything here means a new
 // kLogFormatVersion. Version 2 is version 1's encoding, but a clock read may have no record: the
-// recorder logs a clock step, not every read (a replay takes a value where the log has one).
+// recorder logs a clock step, not every read (a replay takes a value where the log has one). Version 3
+// writes the compact layout below (a varint header, a one-byte position check instead of the branch
+// count and pc in each record); version 1 and 2 batches are still read.
 #pragma once
 
 #include <cstddef>
@@ -10,7 +12,7 @@
 namespace lockstep {
 
 /// Version of the record and batch encoding below (and of the file header in src/log/format.ts).
-constexpr uint32_t kLogFormatVersion = 2;
+constexpr uint32_t kLogFormatVersion = 3;
 
 /// What an event is. Synchronous events answer a read the guest made at exactly their position;
 /// asynchronous ones were delivered by the recording side at an instruction boundary of its choice
@@ -40,13 +42,38 @@ enum class EndReason : uint8_t { kExit = 0, kTrap = 1, kHalted = 2, kBudget = 3,
 struct Event {
   EventKind kind;
   uint64_t instret;   ///< position: instructions retired before the event takes effect
-  uint64_t branches;  ///< cross-check: branches retired at that position
-  uint32_t pc;        ///< cross-check: pc at that position
+  uint64_t branches;  ///< cross-check: branches retired at that position (recording side; decoded from version 1-2 records only)
+  uint32_t pc;        ///< cross-check: pc at that position (as branches)
   uint64_t value;     ///< clock value, seconds, hash, (kEnd) reason, (kBlockDone) head | status << 16
   int64_t code;       ///< kEnd: exit code
   const uint8_t* data;
   uint32_t size;
+  /// Decoded from a compact (version 3) record: `branches` and `pc` are unknown, `check` stands for them.
+  bool check_only;
+  uint8_t check;  ///< position_check(pc, branches) of a compact record
 };
+
+/// A one-byte digest of the branch count and pc at a position: what a compact record keeps of them. A
+/// replay that took another path shows a different digest 255 times in 256 at the next record, and the
+/// periodic state hashes catch the rest. (Same mix in src/log/format.ts positionCheck.)
+inline uint8_t position_check(uint32_t pc, uint64_t branches) {
+  uint32_t h = (pc ^ 0x9E3779B9u) * 0x85EBCA6Bu;
+  h ^= static_cast<uint32_t>(branches);
+  h *= 0xC2B2AE35u;
+  h ^= static_cast<uint32_t>(branches >> 32);
+  h ^= h >> 16;
+  h *= 0x85EBCA6Bu;
+  h ^= h >> 13;
+  return static_cast<uint8_t>(h >> 24);
+}
+
+/// True if `logged` (decoded) was recorded where `here` (the machine's position) is: the same instret and
+/// the same branch count and pc, or, for a compact record, the same position check.
+inline bool same_position(const Event& logged, const Event& here) {
+  if (logged.instret != here.instret) return false;
+  if (logged.check_only) return logged.check == position_check(here.pc, here.branches);
+  return logged.branches == here.branches && logged.pc == here.pc;
+}
 
 // Record encoding. Varints are unsigned LEB128 (7 bits per byte, low first, at most 10 bytes); zigzag
 // maps signed to unsigned ((v << 1) ^ (v >> 63)). Deltas are from the previous record of the same batch,
@@ -68,6 +95,15 @@ struct Event {
 //             kBlockDone                varint head, u8 status, varint n (0..65536), n bytes
 //
 // A timer interrupt or a clock read therefore costs about 4-8 bytes.
+//
+// Compact records (version 3) keep the kind, d_instret and payload, and replace d_branches and d_pc
+// with one byte, position_check(pc, branches) at the record's position:
+//
+//   +------+------------------+----------+------------------------+
+//   | kind | varint d_instret | u8 check | payload (by kind)      |
+//   +------+------------------+----------+------------------------+
+//
+// A clock read then costs about 6 bytes, a mark 4.
 
 /// Batch: a header and whole records. The CRC covers everything after the CRC field.
 ///
@@ -79,6 +115,19 @@ struct Event {
 ///   +--------+--------+--------+--------------+---------------+--------+-------------+--------+-----------+
 ///
 /// length counts the record bytes after the 48-byte header. lsn numbers batches from 0 without gaps.
+///
+/// Compact batch (version 3): bit 31 of the first word marks it (a full-header length is at most 1 MiB,
+/// so that bit is 0 there). The same 16 fixed bytes, then varints, then compact records:
+///
+///   0                 4        8        16
+///   +-----------------+--------+--------+------------------------+---------------+-------------+-------------------+---------+
+///   | body length     | crc32c | lsn    | varint count << 1      | varint base   | varint base | (full only) varint| records |
+///   | | 0x80000000 u32| u32    | u64    |   | full               | instret       | clock       | branches, pc      |         |
+///   +-----------------+--------+--------+------------------------+---------------+-------------+-------------------+---------+
+///
+/// body length counts the bytes after byte 16. The base branches and pc are written only in a batch
+/// marked full: the first batch after the encoder's reset (a replay compares them with the machine it
+/// starts on). Every batch still decodes on its own: positions and clock values are absolute from its base.
 struct BatchLayout {
   static constexpr size_t kLength = 0;
   static constexpr size_t kCrc = 4;
@@ -91,6 +140,17 @@ struct BatchLayout {
   static constexpr size_t kHeader = 48;
   /// Largest record payload a batch may carry; larger lengths are corruption.
   static constexpr uint32_t kMaxLength = 1u << 20;
+  /// Compact batches: the fixed bytes (length word, CRC, lsn) every layout starts with, the flag in the
+  /// length word, and the most bytes the varint header fields can take.
+  static constexpr size_t kFixed = 16;
+  static constexpr uint32_t kCompactFlag = 0x80000000u;
+  static constexpr size_t kMaxCompactHeader = kFixed + 5 * 10;
+  /// Whole size of a batch from its first word (either layout); a caller still checks the length's limit.
+  static constexpr size_t total_size(uint32_t word0) {
+    return (word0 & kCompactFlag) ? kFixed + (word0 & ~kCompactFlag) : kHeader + word0;
+  }
+  /// The length a batch's first word declares (record bytes, or for a compact batch the body after byte 16).
+  static constexpr uint32_t declared_length(uint32_t word0) { return word0 & ~kCompactFlag; }
 };
 static_assert(BatchLayout::kHeader == BatchLayout::kBaseClock + 8, "batch header is 48 bytes");
 

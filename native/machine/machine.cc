@@ -154,19 +154,12 @@ void Machine::diverge(const std::string& what) {
 bool Machine::consume_sync(EventKind kind, uint64_t* value) {
   const Event* e = source_ ? source_->peek() : nullptr;
   const Event here = position(kind);
-  auto where = [](const Event& x) {
-    return std::string(event_kind_name(x.kind)) + " at instret " + std::to_string(x.instret) + " (branches " +
-           std::to_string(x.branches) + ", pc 0x" + [&] {
-             char b[9];
-             std::snprintf(b, sizeof b, "%08x", x.pc);
-             return std::string(b);
-           }() + ")";
-  };
+  auto where = [&](const Event& x) { return std::string(event_kind_name(x.kind)) + " at " + describe_position(x, e && e->check_only); };
   if (!e) {
     diverge("the guest made a " + where(here) + " but the log has no more events");
     return false;
   }
-  if (e->kind != kind || e->instret != here.instret || e->branches != here.branches || e->pc != here.pc) {
+  if (e->kind != kind || !same_position(*e, here)) {
     diverge("the log has " + where(*e) + " but the guest made a " + where(here));
     return false;
   }
@@ -180,7 +173,7 @@ bool Machine::take_sync_here(EventKind kind, uint64_t* value) {
   // read's; anything else (another kind, a later position, the end) means the recorder logged none here.
   const Event* e = source_ ? source_->peek() : nullptr;
   const Event here = position(kind);
-  if (!e || e->kind != kind || e->instret != here.instret || e->branches != here.branches || e->pc != here.pc) return false;
+  if (!e || e->kind != kind || !same_position(*e, here)) return false;
   *value = e->value;
   source_->pop();
   return true;
@@ -243,12 +236,8 @@ void Machine::boundary() {
 
 bool Machine::apply(const Event& e) {
   const Event here = position(e.kind);
-  if (e.instret != here.instret || e.branches != here.branches || e.pc != here.pc) {
-    char b[200];
-    std::snprintf(b, sizeof b, "the log has %s at instret %llu (branches %llu, pc 0x%08x) but the machine is at instret %llu (branches %llu, pc 0x%08x)",
-                  event_kind_name(e.kind), static_cast<unsigned long long>(e.instret), static_cast<unsigned long long>(e.branches), e.pc,
-                  static_cast<unsigned long long>(here.instret), static_cast<unsigned long long>(here.branches), here.pc);
-    diverge(b);
+  if (!same_position(e, here)) {
+    diverge(std::string("the log has ") + event_kind_name(e.kind) + " at " + describe_position(e) + " but the machine is at " + describe_position(here, e.check_only));
     return false;
   }
   switch (e.kind) {
@@ -463,7 +452,7 @@ bool Machine::entropy(uint8_t* out, uint32_t n) {
   if (log_mode_ == LogMode::kReplay) {
     const Event* e = source_ ? source_->peek() : nullptr;
     const Event here = position(EventKind::kEntropy);
-    if (!e || e->kind != EventKind::kEntropy || e->instret != here.instret || e->branches != here.branches || e->pc != here.pc || e->size != n) {
+    if (!e || e->kind != EventKind::kEntropy || !same_position(*e, here) || e->size != n) {
       diverge("the guest asked virtio-rng for " + std::to_string(n) + " bytes at instret " + std::to_string(here.instret) +
               (e ? std::string(" but the log has ") + event_kind_name(e->kind) + " at instret " + std::to_string(e->instret)
                  : std::string(" but the log has no more events")));

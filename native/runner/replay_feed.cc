@@ -21,6 +21,11 @@ bool ReplayFeed::add(std::vector<uint8_t>&& batch) {
     error_ = d.error();
     return false;
   }
+  if (!started_ && !d.base_full()) {
+    // Only the first batch of a recording carries the branch count and pc the replay starts from.
+    error_ = "batch " + std::to_string(next_lsn_) + ": the first batch lacks the full base a recording starts with (branch count and pc)";
+    return false;
+  }
   // Decode into a scratch list first: a batch with a bad record contributes nothing.
   std::vector<Event> decoded;
   Event e;

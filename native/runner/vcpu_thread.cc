@@ -471,12 +471,12 @@ bool VcpuThread::take_fed(std::unique_lock<std::mutex>&) {
     // Whole batches only; the producer checked each batch's length against BatchLayout::kMaxLength.
     for (;;) {
       const size_t avail = replay_ring_->available();
-      if (avail < BatchLayout::kHeader) break;
+      if (avail < BatchLayout::kFixed) break;
       uint8_t len_bytes[4];
       replay_ring_->copy_at(BatchLayout::kLength, len_bytes, 4);
-      uint32_t len;
-      std::memcpy(&len, len_bytes, 4);
-      const size_t total = BatchLayout::kHeader + static_cast<size_t>(len);
+      uint32_t word0;
+      std::memcpy(&word0, len_bytes, 4);
+      const size_t total = BatchLayout::total_size(word0);
       if (avail < total) break;
       std::vector<uint8_t> b(total);
       replay_ring_->copy_at(0, b.data(), total);
@@ -681,14 +681,15 @@ RunReport VcpuThread::replay_to(uint64_t target) {
     // Apply every asynchronous event due at this boundary, before the interrupt check.
     bool chain = false;
     while ((e = feed_.peek()) != nullptr && e->instret == cpu.instret && is_async(e->kind)) {
-      if (e->pc != cpu.pc && e->branches == cpu.branches && !ended && chain_at != cpu.instret) {
+      const bool other_pc = e->check_only ? e->check != position_check(cpu.pc, cpu.branches) : e->pc != cpu.pc && e->branches == cpu.branches;
+      if (other_pc && !ended && chain_at != cpu.instret) {
         // Same position but another pc: the recording stopped after traps that retired nothing (a trap
         // loop is detected in the middle of an instruction). Take those traps here too, then compare.
         chain = true;
         break;
       }
       if (e->kind == EventKind::kEnd) {
-        if (e->branches != cpu.branches || e->pc != cpu.pc) {
+        if (!same_position(*e, m.position(EventKind::kEnd))) {
           m.apply(*e);  // reports the position mismatch
           return diverged(m.divergence());
         }
@@ -707,8 +708,8 @@ RunReport VcpuThread::replay_to(uint64_t target) {
       feed_.pop();
     }
     if (e && e->instret < cpu.instret) {
-      return diverged(std::string("the log has ") + event_kind_name(e->kind) + " at instret " + std::to_string(e->instret) +
-                      " but the machine already passed it (instret " + std::to_string(cpu.instret) + ")");
+      return diverged(std::string("the log has ") + event_kind_name(e->kind) + " at " + describe_position(*e) + " but the machine already passed it (instret " +
+                      std::to_string(cpu.instret) + ")");
     }
     if (ended) {
       if (e) return diverged("the guest ended at instret " + std::to_string(cpu.instret) + " but the log goes on to instret " + std::to_string(e->instret));

@@ -48,7 +48,7 @@ export function checkLog(meta: LogMetadata, batches: readonly BatchView[]): LogS
       if (due !== undefined && e.kind === EventKind.StateHash && e.instret === due) due += interval;
       if (e.kind === EventKind.End) {
         end = e;
-        finalHash = previous?.kind === EventKind.StateHash && previous.instret === e.instret && previous.pc === e.pc;
+        finalHash = previous?.kind === EventKind.StateHash && previous.instret === e.instret && previous.pc === e.pc && previous.check === e.check;
       }
       previous = e;
       last = e.instret;

@@ -11,7 +11,7 @@
 //   +----------+------------+--------------+---------------+---------+---------+-----
 //                                             M <= 64 KiB
 //
-// Batch (event.h BatchLayout; the CRC32C covers bytes [8, 48 + length)):
+// Batch, full header (versions 1 and 2; event.h BatchLayout; the CRC32C covers bytes [8, 48 + length)):
 //
 //   0        4        8        16             24              32       36       40          48
 //   +--------+--------+--------+--------------+---------------+--------+--------+-----------+-----------+
@@ -21,6 +21,16 @@
 //
 // Record: kind u8, varint d_instret, varint d_branches, zigzag d_pc, payload by kind (see EventKind).
 // Deltas are from the previous record of the batch, or from the header's bases for the first one.
+//
+// Compact batch (version 3, what this build writes; bit 31 of the first word set; the CRC covers [8, end)):
+//
+//   0                      4        8        16
+//   +----------------------+--------+--------+----------------------+--------------+------------+-----------------------+---------+
+//   | body length | 1<<31  | crc32c | lsn    | varint count<<1|full | varint base  | varint base| full only: varint base | records |
+//   | u32                  | u32    | u64    |                      | instret      | clock      | branches, varint pc    |         |
+//   +----------------------+--------+--------+----------------------+--------------+------------+-----------------------+---------+
+//
+// Compact record: kind u8, varint d_instret, u8 position check (positionCheck(pc, branches)), payload.
 import { closeSync, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
 import { LockstepError } from '../errors.js';
 import type { LinuxIdentity } from '../machine/linux.js';
@@ -32,10 +42,11 @@ import { ByteReader, ByteReadError, ByteWriter } from './varint.js';
 export const LOG_MAGIC = 'LKSTPLOG';
 /**
  * Version of the file header and of the record and batch encoding (kLogFormatVersion in event.h) this
- * build writes. 2: a clock read may have no record (the clock advances in steps). Version 1 logs, where
- * every read has one, replay the same way, so both are read.
+ * build writes. 2: a clock read may have no record (the clock advances in steps). 3: compact batches
+ * (varint header, a one-byte position check per record instead of the branch count and pc). Version 1
+ * and 2 logs replay the same way, so all three are read.
  */
-export const LOG_FORMAT_VERSION = 2;
+export const LOG_FORMAT_VERSION = 3;
 /** The oldest log format version this build reads. */
 export const MIN_LOG_FORMAT_VERSION = 1;
 
@@ -59,6 +70,12 @@ export const BATCH_BASE_CLOCK = 40;
 export const BATCH_HEADER = 48;
 /** Largest record payload of one batch (BatchLayout::kMaxLength). */
 export const BATCH_MAX_LENGTH = 1 << 20;
+/** The bytes every batch layout starts with (length word, CRC, lsn): enough to delimit a batch. */
+export const BATCH_FIXED = 16;
+/** Bit 31 of a batch's first word: the compact (version 3) layout. */
+export const BATCH_COMPACT_FLAG = 0x80000000;
+/** Most bytes a compact header's varint fields take (count, instret, clock, branches, pc). */
+const COMPACT_FIELDS_MAX = 50;
 /** The CRC covers from here to the end of the records: the length and the CRC itself are outside. */
 export const BATCH_CRC_START = BATCH_LSN;
 /** Bounds of a kUartRx payload. */
@@ -165,12 +182,17 @@ export interface BatchView {
   readonly lsn: bigint;
   /** Offset of the batch's first byte in the file (or in the bytes parsed). */
   readonly offset: number;
-  /** Record bytes after the 48-byte header. */
+  /** Record bytes (after the header). */
   readonly length: number;
   readonly crc: number;
+  /** The compact layout (version 3): records carry a position check instead of the branch count and pc. */
+  readonly compact: boolean;
+  /** Offset of the first record in {@link bytes} (48 for a full header). */
+  readonly recordsAt: number;
   readonly baseInstret: bigint;
-  readonly baseBranches: bigint;
-  readonly basePc: number;
+  /** The branch count and pc the deltas start from; a compact batch has them only when it starts a recording. */
+  readonly baseBranches: bigint | undefined;
+  readonly basePc: number | undefined;
   /** Number of records the header declares. */
   readonly count: number;
   readonly baseClock: bigint;
@@ -186,10 +208,12 @@ export interface LogEvent {
   kind: EventKind;
   /** Position: instructions retired before the event takes effect. */
   instret: bigint;
-  /** Cross-check: branches retired at that position. */
-  branches: bigint;
-  /** Cross-check: pc at that position. */
-  pc: number;
+  /** Cross-check: branches retired at that position (decoded from version 1-2 records; needed to encode). */
+  branches?: bigint;
+  /** Cross-check: pc at that position (as `branches`). */
+  pc?: number;
+  /** Decoded from a compact record: {@link positionCheck} of the pc and branch count there. */
+  check?: number;
   value?: bigint;
   /** UartRx bytes; when decoded, a view into the batch. */
   data?: Uint8Array;
@@ -201,16 +225,36 @@ export interface LogEvent {
   status?: number;
 }
 
-/** The starting point a batch's deltas are taken from. */
+/** The starting point a batch's deltas are taken from (without `branches` and `pc`: a compact batch that continues a recording). */
 export interface BatchBase {
   instret: bigint;
-  branches: bigint;
-  pc: number;
+  branches?: bigint;
+  pc?: number;
   /** The clock value the first ClockRead/ClockSample delta is from. */
   clock: bigint;
 }
 
 const hex32 = (v: number): string => `0x${(v >>> 0).toString(16).padStart(8, '0')}`;
+
+/**
+ * The one-byte digest of a pc and branch count that a compact record keeps of its position (event.h
+ * position_check): a replay that took another path shows a different one 255 times in 256.
+ */
+export function positionCheck(pc: number, branches: bigint): number {
+  let h = Math.imul((pc ^ 0x9e3779b9) >>> 0, 0x85ebca6b) >>> 0;
+  h = (h ^ Number(branches & 0xffffffffn)) >>> 0;
+  h = Math.imul(h, 0xc2b2ae35) >>> 0;
+  h = (h ^ Number((branches >> 32n) & 0xffffffffn)) >>> 0;
+  h = (h ^ (h >>> 16)) >>> 0;
+  h = Math.imul(h, 0x85ebca6b) >>> 0;
+  h = (h ^ (h >>> 13)) >>> 0;
+  return h >>> 24;
+}
+
+/** Whole size of a batch from its first word, either layout. */
+function totalSize(word0: number): number {
+  return word0 & BATCH_COMPACT_FLAG ? BATCH_FIXED + (word0 & ~BATCH_COMPACT_FLAG) : BATCH_HEADER + word0;
+}
 
 function view(bytes: Uint8Array): DataView {
   return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -368,23 +412,26 @@ function peekRecorder(bytes: Uint8Array, length: number): string | undefined {
 function parseBatchAt(bytes: Uint8Array, at: number, expectedLsn: bigint, origin: number, checkCrc: boolean): { batch: BatchView; next: number } {
   const offset = origin + at;
   const have = bytes.length - at;
-  if (have < BATCH_HEADER) {
+  const truncatedHeader = (needs: number): never => {
     throw new LogFormatError(
       'ERR_LOCKSTEP_LOG_TRUNCATED',
-      `truncated batch header at offset ${offset} (batch ${expectedLsn}): needs ${BATCH_HEADER} bytes, file has ${have}`,
+      `truncated batch header at offset ${offset} (batch ${expectedLsn}): needs ${needs} bytes, file has ${have}`,
       { batch: expectedLsn, offset },
     );
-  }
-  const dv = new DataView(bytes.buffer, bytes.byteOffset + at, BATCH_HEADER);
-  const length = dv.getUint32(BATCH_LENGTH, true);
-  if (length > BATCH_MAX_LENGTH) {
+  };
+  if (have < BATCH_FIXED) truncatedHeader(BATCH_FIXED);
+  const word0 = new DataView(bytes.buffer, bytes.byteOffset + at, BATCH_FIXED).getUint32(BATCH_LENGTH, true);
+  const compact = (word0 & BATCH_COMPACT_FLAG) !== 0;
+  if (!compact && have < BATCH_HEADER) truncatedHeader(BATCH_HEADER);
+  const length = (word0 & ~BATCH_COMPACT_FLAG) >>> 0;
+  if (length > BATCH_MAX_LENGTH + (compact ? COMPACT_FIELDS_MAX : 0)) {
     throw new LogFormatError(
       'ERR_LOCKSTEP_LOG_CORRUPT',
       `batch ${expectedLsn} at offset ${offset}: length ${length} exceeds the ${BATCH_MAX_LENGTH}-byte limit; the length field is damaged`,
       { batch: expectedLsn, offset },
     );
   }
-  const total = BATCH_HEADER + length;
+  const total = totalSize(word0);
   if (have < total) {
     throw new LogFormatError('ERR_LOCKSTEP_LOG_TRUNCATED', `truncated batch ${expectedLsn} at offset ${offset}: needs ${total} bytes, file has ${have}`, {
       batch: expectedLsn,
@@ -392,6 +439,7 @@ function parseBatchAt(bytes: Uint8Array, at: number, expectedLsn: bigint, origin
     });
   }
   const whole = bytes.subarray(at, at + total);
+  const dv = new DataView(whole.buffer, whole.byteOffset, total);
   const stored = dv.getUint32(BATCH_CRC, true);
   if (checkCrc) {
     const computed = crc32c(whole.subarray(BATCH_CRC_START));
@@ -410,18 +458,56 @@ function parseBatchAt(bytes: Uint8Array, at: number, expectedLsn: bigint, origin
       offset,
     });
   }
-  const batch: BatchView = {
-    lsn,
-    offset,
-    length,
-    crc: stored,
-    baseInstret: dv.getBigUint64(BATCH_BASE_INSTRET, true),
-    baseBranches: dv.getBigUint64(BATCH_BASE_BRANCHES, true),
-    basePc: dv.getUint32(BATCH_BASE_PC, true),
-    count: dv.getUint32(BATCH_COUNT, true),
-    baseClock: dv.getBigUint64(BATCH_BASE_CLOCK, true),
-    bytes: whole,
-  };
+  let batch: BatchView;
+  if (!compact) {
+    batch = {
+      lsn,
+      offset,
+      length,
+      crc: stored,
+      compact,
+      recordsAt: BATCH_HEADER,
+      baseInstret: dv.getBigUint64(BATCH_BASE_INSTRET, true),
+      baseBranches: dv.getBigUint64(BATCH_BASE_BRANCHES, true),
+      basePc: dv.getUint32(BATCH_BASE_PC, true),
+      count: dv.getUint32(BATCH_COUNT, true),
+      baseClock: dv.getBigUint64(BATCH_BASE_CLOCK, true),
+      bytes: whole,
+    };
+  } else {
+    const r = new ByteReader(whole, BATCH_FIXED, total);
+    let field = 'record count';
+    const corrupt = (problem: string, byte: number): never => {
+      throw new LogFormatError('ERR_LOCKSTEP_LOG_CORRUPT', `batch ${expectedLsn} at offset ${offset}: header ${field}: ${problem} (byte at offset ${offset + byte})`, {
+        batch: expectedLsn,
+        offset: offset + byte,
+      });
+    };
+    try {
+      const countFull = r.varint();
+      if (countFull >> 1n > 0xffffffffn) corrupt(`${countFull >> 1n} is out of range`, BATCH_FIXED);
+      field = 'base instret';
+      const baseInstret = r.varint();
+      field = 'base clock';
+      const baseClock = r.varint();
+      let baseBranches: bigint | undefined;
+      let basePc: number | undefined;
+      if (countFull & 1n) {
+        field = 'base branches';
+        baseBranches = r.varint();
+        field = 'base pc';
+        const pcAt = r.pos;
+        const pc = r.varint();
+        if (pc > 0xffffffffn || pc & 1n) corrupt(`${pc} is out of range or odd, which no RISC-V pc can be`, pcAt);
+        if (baseBranches > baseInstret) corrupt(`more base branches (${baseBranches}) than instructions (${baseInstret})`, pcAt);
+        basePc = Number(pc);
+      }
+      batch = { lsn, offset, length: total - r.pos, crc: stored, compact, recordsAt: r.pos, baseInstret, baseBranches, basePc, count: Number(countFull >> 1n), baseClock, bytes: whole };
+    } catch (e) {
+      if (!(e instanceof ByteReadError)) throw e;
+      return corrupt(e.message, e.at);
+    }
+  }
   return { batch, next: at + total };
 }
 
@@ -442,13 +528,13 @@ export function parseBatch(bytes: Uint8Array, offset: number, expectedLsn: bigin
  * header is there (undefined before). It only delimits: parseBatch, or the native replayer, validates.
  */
 export function batchSizeAt(bytes: Uint8Array, offset: number): number | undefined {
-  if (bytes.length - offset < BATCH_HEADER) return undefined;
-  return BATCH_HEADER + new DataView(bytes.buffer, bytes.byteOffset + offset, BATCH_HEADER).getUint32(BATCH_LENGTH, true);
+  if (bytes.length - offset < BATCH_FIXED) return undefined;
+  return totalSize(new DataView(bytes.buffer, bytes.byteOffset + offset, BATCH_FIXED).getUint32(BATCH_LENGTH, true));
 }
 
 /** The lsn in a batch's header. */
 export function batchLsn(batch: Uint8Array): bigint {
-  return new DataView(batch.buffer, batch.byteOffset, BATCH_HEADER).getBigUint64(BATCH_LSN, true);
+  return new DataView(batch.buffer, batch.byteOffset, BATCH_FIXED).getBigUint64(BATCH_LSN, true);
 }
 
 /** Recomputes and stores the CRC of a whole batch in place, e.g. after deliberately altering records. */
@@ -466,10 +552,10 @@ export function sealBatch(batch: Uint8Array): Uint8Array {
  */
 export function decodeRecords(batch: BatchView): LogEvent[] {
   const bytes = batch.bytes;
-  const r = new ByteReader(bytes, BATCH_HEADER, BATCH_HEADER + batch.length);
+  const r = new ByteReader(bytes, batch.recordsAt, batch.recordsAt + batch.length);
   const events: LogEvent[] = [];
   let index = 0;
-  let recordStart = BATCH_HEADER;
+  let recordStart = batch.recordsAt;
   const fail = (problem: string, at: number): never => {
     const where = at === recordStart ? '' : ` (byte at offset ${batch.offset + at})`;
     throw new LogFormatError('ERR_LOCKSTEP_LOG_CORRUPT', `batch ${batch.lsn} at offset ${batch.offset}: record ${index} at offset ${batch.offset + recordStart}: ${problem}${where}`, {
@@ -477,10 +563,10 @@ export function decodeRecords(batch: BatchView): LogEvent[] {
       offset: batch.offset + at,
     });
   };
-  if (batch.basePc & 1) fail(`header base pc ${hex32(batch.basePc)} is odd, which no RISC-V pc can be`, BATCH_BASE_PC);
+  if (!batch.compact && (batch.basePc ?? 0) & 1) fail(`header base pc ${hex32(batch.basePc ?? 0)} is odd, which no RISC-V pc can be`, BATCH_BASE_PC);
   let instret = batch.baseInstret;
-  let branches = batch.baseBranches;
-  let pc = batch.basePc;
+  let branches = batch.baseBranches ?? 0n;
+  let pc = batch.basePc ?? 0;
   let clock = batch.baseClock;
   try {
     while (r.remaining > 0) {
@@ -492,18 +578,23 @@ export function decodeRecords(batch: BatchView): LogEvent[] {
       const dInstret = r.varint();
       instret += dInstret;
       if (instret > U64_MAX) fail(`instret overflows 64 bits (delta ${dInstret})`, at);
-      at = r.pos;
-      const dBranches = r.varint();
-      branches += dBranches;
-      if (branches > U64_MAX) fail(`branches overflows 64 bits (delta ${dBranches})`, at);
-      at = r.pos;
-      const dPc = r.zigzag();
-      if (dPc <= -PC_SPAN || dPc >= PC_SPAN) fail(`pc delta ${dPc} is larger than the 32-bit address space`, at);
-      pc = (pc + Number(dPc)) >>> 0;
-      if (pc & 1) fail(`pc ${hex32(pc)} is odd, which no RISC-V pc can be`, at);
-      // Every branch is an instruction, so this is an impossible position (native rejects it too).
-      if (branches > instret) fail(`more branches (${branches}) than instructions (${instret})`, recordStart);
-      const event: LogEvent = { kind: kind as EventKind, instret, branches, pc };
+      let event: LogEvent;
+      if (batch.compact) {
+        event = { kind: kind as EventKind, instret, check: r.u8() };
+      } else {
+        at = r.pos;
+        const dBranches = r.varint();
+        branches += dBranches;
+        if (branches > U64_MAX) fail(`branches overflows 64 bits (delta ${dBranches})`, at);
+        at = r.pos;
+        const dPc = r.zigzag();
+        if (dPc <= -PC_SPAN || dPc >= PC_SPAN) fail(`pc delta ${dPc} is larger than the 32-bit address space`, at);
+        pc = (pc + Number(dPc)) >>> 0;
+        if (pc & 1) fail(`pc ${hex32(pc)} is odd, which no RISC-V pc can be`, at);
+        // Every branch is an instruction, so this is an impossible position (native rejects it too).
+        if (branches > instret) fail(`more branches (${branches}) than instructions (${instret})`, recordStart);
+        event = { kind: kind as EventKind, instret, branches, pc };
+      }
       switch (kind) {
         case EventKind.ClockRead:
         case EventKind.ClockSample:
@@ -558,7 +649,7 @@ export function decodeRecords(batch: BatchView): LogEvent[] {
     if (e instanceof ByteReadError) fail(e.message, e.at);
     throw e;
   }
-  if (index !== batch.count) fail(`the header declares ${batch.count} records but the payload ends after ${index}`, BATCH_HEADER + batch.length);
+  if (index !== batch.count) fail(`the header declares ${batch.count} records but the payload ends after ${index}`, batch.recordsAt + batch.length);
   return events;
 }
 
@@ -567,37 +658,56 @@ function checkU64(name: string, v: bigint): void {
 }
 
 /**
- * Encodes events into one whole batch (header, records, CRC): the inverse of {@link decodeRecords},
- * byte for byte what the native recorder writes for the same events. Positions must not go backwards
- * (deltas are unsigned). For tests and for crafting logs; recording itself happens in native code.
+ * Encodes events into one whole compact batch (header, records, CRC): byte for byte what the native
+ * recorder writes for the same events, and the inverse of {@link decodeRecords} (a decoded compact event
+ * keeps its `check`). The header is marked full, carrying the branch count and pc, when `base` has them,
+ * as the first batch of a recording does. Positions must not go backwards (deltas are unsigned). For
+ * tests and for crafting logs; recording itself happens in native code.
  * @throws RangeError / TypeError for events that cannot be encoded.
  */
 export function encodeBatch(lsn: bigint, base: BatchBase, events: readonly LogEvent[]): Uint8Array {
   checkU64('lsn', lsn);
   checkU64('base.instret', base.instret);
-  checkU64('base.branches', base.branches);
   checkU64('base.clock', base.clock);
-  if (!Number.isInteger(base.pc) || base.pc < 0 || base.pc > 0xffffffff) throw new RangeError(`base.pc must be a u32, got ${base.pc}`);
-  const w = new ByteWriter(BATCH_HEADER + events.length * 8);
-  for (let i = 0; i < BATCH_HEADER; i++) w.u8(0);
-  let { instret, branches, pc, clock } = base;
+  const full = base.branches !== undefined || base.pc !== undefined;
+  if (full) {
+    checkU64('base.branches', base.branches!);
+    if (!Number.isInteger(base.pc) || base.pc! < 0 || base.pc! > 0xffffffff) throw new RangeError(`base.pc must be a u32, got ${base.pc}`);
+  }
+  const w = new ByteWriter(BATCH_FIXED + 32 + events.length * 8);
+  for (let i = 0; i < BATCH_FIXED; i++) w.u8(0);
+  w.varint((BigInt(events.length) << 1n) | (full ? 1n : 0n));
+  w.varint(base.instret);
+  w.varint(base.clock);
+  if (full) {
+    w.varint(base.branches!);
+    w.varint(BigInt(base.pc!));
+  }
+  const headerLength = w.length;
+  let { instret, clock } = base;
+  let branches = base.branches;
   events.forEach((e, i) => {
     const what = `event ${i}`;
     if (!KIND_NAMES.has(e.kind)) throw new RangeError(`${what}: unknown kind ${String(e.kind)}`);
     checkU64(`${what}: instret`, e.instret);
-    checkU64(`${what}: branches`, e.branches);
     if (e.instret < instret) throw new RangeError(`${what}: instret ${e.instret} is before the previous position ${instret}`);
-    if (e.branches < branches) throw new RangeError(`${what}: branches ${e.branches} is before the previous count ${branches}`);
-    if (e.branches > e.instret) throw new RangeError(`${what}: branches ${e.branches} exceeds instret ${e.instret}`);
-    if (!Number.isInteger(e.pc) || e.pc < 0 || e.pc > 0xffffffff) throw new RangeError(`${what}: pc must be a u32, got ${e.pc}`);
+    let check: number;
+    if (e.branches !== undefined || e.pc !== undefined || e.check === undefined) {
+      if (e.branches === undefined) throw new TypeError(`${what}: needs branches and pc (or a decoded check)`);
+      checkU64(`${what}: branches`, e.branches);
+      if (branches !== undefined && e.branches < branches) throw new RangeError(`${what}: branches ${e.branches} is before the previous count ${branches}`);
+      if (e.branches > e.instret) throw new RangeError(`${what}: branches ${e.branches} exceeds instret ${e.instret}`);
+      if (!Number.isInteger(e.pc) || e.pc! < 0 || e.pc! > 0xffffffff) throw new RangeError(`${what}: pc must be a u32, got ${e.pc}`);
+      branches = e.branches;
+      check = positionCheck(e.pc!, e.branches);
+    } else {
+      if (!Number.isInteger(e.check) || e.check < 0 || e.check > 255) throw new RangeError(`${what}: check must be a u8, got ${e.check}`);
+      check = e.check;
+    }
     w.u8(e.kind);
     w.varint(e.instret - instret);
-    w.varint(e.branches - branches);
-    // The 32-bit wrapped difference: never more than 5 bytes, and the decoder resolves it mod 2^32.
-    w.zigzag(BigInt((e.pc - pc) | 0));
+    w.u8(check);
     instret = e.instret;
-    branches = e.branches;
-    pc = e.pc;
     const value = (): bigint => {
       if (e.value === undefined) throw new TypeError(`${what}: ${KIND_NAMES.get(e.kind)} needs a value`);
       checkU64(`${what}: value`, e.value);
@@ -659,16 +769,11 @@ export function encodeBatch(lsn: bigint, base: BatchBase, events: readonly LogEv
     }
   });
   const out = w.finish();
-  const length = out.length - BATCH_HEADER;
+  const length = out.length - headerLength;
   if (length > BATCH_MAX_LENGTH) throw new RangeError(`batch records take ${length} bytes; a batch holds at most ${BATCH_MAX_LENGTH}`);
   const dv = view(out);
-  dv.setUint32(BATCH_LENGTH, length, true);
+  dv.setUint32(BATCH_LENGTH, ((out.length - BATCH_FIXED) | BATCH_COMPACT_FLAG) >>> 0, true);
   dv.setBigUint64(BATCH_LSN, lsn, true);
-  dv.setBigUint64(BATCH_BASE_INSTRET, base.instret, true);
-  dv.setBigUint64(BATCH_BASE_BRANCHES, base.branches, true);
-  dv.setUint32(BATCH_BASE_PC, base.pc, true);
-  dv.setUint32(BATCH_COUNT, events.length, true);
-  dv.setBigUint64(BATCH_BASE_CLOCK, base.clock, true);
   return sealBatch(out);
 }
 
@@ -860,12 +965,15 @@ export class LogReader implements Iterable<BatchView> {
       const got = readFully(fd, head, offset);
       if (got === 0) return;
       let buf = head.subarray(0, got);
-      if (got === BATCH_HEADER) {
-        const length = view(head).getUint32(BATCH_LENGTH, true);
-        if (length <= BATCH_MAX_LENGTH) {
-          buf = new Uint8Array(BATCH_HEADER + length);
-          buf.set(head);
-          buf = buf.subarray(0, BATCH_HEADER + readFully(fd, buf.subarray(BATCH_HEADER), offset + BATCH_HEADER));
+      if (got >= BATCH_FIXED) {
+        const word0 = view(head).getUint32(BATCH_LENGTH, true);
+        const total = totalSize(word0);
+        if ((word0 & ~BATCH_COMPACT_FLAG) >>> 0 <= BATCH_MAX_LENGTH + COMPACT_FIELDS_MAX && total > got) {
+          buf = new Uint8Array(total);
+          buf.set(head.subarray(0, got));
+          buf = buf.subarray(0, got + readFully(fd, buf.subarray(got), offset + got));
+        } else if (total <= got) {
+          buf = head.slice(0, total); // a copy: head is read into again for the next batch
         }
       }
       const { batch } = withFile(source.path, () => parseBatchAt(buf, 0, lsn, offset, true));

@@ -20,11 +20,11 @@ import {
 /**
  * The protocol version this build speaks best. 2: a recorded clock read may have no record (the clock
  * advances in steps; see MachineOptions.clockStepUs), which a version-1 secondary would take for a
- * divergence.
+ * divergence. 3: LOG frames carry compact (log format 3) batches, which a version-2 secondary cannot read.
  */
-export const PROTOCOL_VERSION = 2;
-/** The oldest protocol version this build still speaks. */
-export const MIN_PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
+/** The oldest protocol version this build still speaks (the recorder writes only compact batches). */
+export const MIN_PROTOCOL_VERSION = 3;
 /** Shortest pre-shared key accepted, in bytes. */
 export const MIN_KEY_BYTES = 16;
 

@@ -5,7 +5,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { encodeBatchV2, type FullBase } from '../helpers/log-v2.js';
 import {
+  positionCheck,
   BATCH_BASE_PC,
   BATCH_COUNT,
   BATCH_CRC,
@@ -67,7 +69,9 @@ type Rng = ReturnType<typeof prng>;
 
 /** Random events of every kind, positions moving forward by small and occasionally huge steps. */
 function randomEvents(rng: Rng, start: BatchBase, n: number): { events: LogEvent[]; end: BatchBase } {
-  let { instret, branches, pc, clock } = start;
+  let { instret, clock } = start;
+  let branches = start.branches ?? 0n;
+  let pc = start.pc ?? 0;
   const events: LogEvent[] = [];
   for (let i = 0; i < n; i++) {
     const big = rng.int(50) === 0;
@@ -156,6 +160,12 @@ function plain(events: LogEvent[]): unknown[] {
   return events.map((e) => ({ ...e, data: e.data === undefined ? undefined : Array.from(e.data) }));
 }
 
+/** What a compact record keeps of an event: its position check instead of its branch count and pc. */
+function logged(e: LogEvent): LogEvent {
+  const { branches, pc, ...rest } = e;
+  return { ...rest, check: positionCheck(pc!, branches!) };
+}
+
 /** Runs `fn`, expecting a LogFormatError; returns it. */
 function catchLog(fn: () => unknown): LogFormatError {
   try {
@@ -190,7 +200,7 @@ describe('record codec', () => {
     for (const batch of reader) {
       expect(batch.lsn).toBe(BigInt(i));
       expect(batch.offset).toBe(log.offsets[i]);
-      expect(plain(decodeRecords(batch))).toEqual(plain(log.events[i]!));
+      expect(plain(decodeRecords(batch))).toEqual(plain(log.events[i]!.map(logged)));
       i++;
     }
     expect(i).toBe(200);
@@ -219,7 +229,7 @@ describe('record codec', () => {
     const bytes = encodeBatch(U64_MAX, base, events);
     const { batch, next } = parseBatch(bytes, 0, U64_MAX);
     expect(next).toBe(bytes.length);
-    expect(plain(decodeRecords(batch))).toEqual(plain(events));
+    expect(plain(decodeRecords(batch))).toEqual(plain(events.map(logged)));
   });
 
   it('reads from a view that does not start at the beginning of its buffer', () => {
@@ -228,13 +238,20 @@ describe('record codec', () => {
     const holder = new Uint8Array(log.file.length + 3);
     holder.set(log.file, 3);
     const batches = [...LogReader.fromBytes(holder.subarray(3))];
-    expect(plain(batches.flatMap(decodeRecords))).toEqual(plain(log.events.flat()));
+    expect(plain(batches.flatMap((b) => decodeRecords(b)))).toEqual(plain(log.events.flat().map(logged)));
   });
 
   it('decodes an empty batch to no events', () => {
     const bytes = encodeBatch(0n, { instret: 5n, branches: 1n, pc: 0x80000000, clock: 9n }, []);
-    expect(bytes.length).toBe(BATCH_HEADER);
-    expect(decodeRecords(parseBatch(bytes, 0, 0n).batch)).toEqual([]);
+    // 16 fixed bytes, then count<<1|full, instret, clock, branches (a byte each) and the pc (5 bytes).
+    expect(bytes.length).toBe(25);
+    const { batch } = parseBatch(bytes, 0, 0n);
+    expect(batch).toMatchObject({ compact: true, recordsAt: 25, length: 0, count: 0, baseInstret: 5n, baseBranches: 1n, basePc: 0x80000000, baseClock: 9n });
+    expect(decodeRecords(batch)).toEqual([]);
+    // A batch that continues a recording carries no branch count or pc: 19 bytes.
+    const next = encodeBatch(1n, { instret: 5n, clock: 9n }, []);
+    expect(next.length).toBe(19);
+    expect(parseBatch(next, 0, 1n).batch).toMatchObject({ compact: true, baseBranches: undefined, basePc: undefined });
   });
 
   it('refuses to encode what it could not decode', () => {
@@ -254,21 +271,22 @@ describe('record codec', () => {
 
 describe('record sizes', () => {
   const base: BatchBase = { instret: 1_000_000n, branches: 200_000n, pc: 0x80001000, clock: 50_000_000n };
-  const recordSize = (e: LogEvent): number => encodeBatch(0n, base, [e]).length - BATCH_HEADER;
+  const recordSize = (e: LogEvent): number => encodeBatch(0n, base, [e]).length - encodeBatch(0n, base, []).length;
 
-  it('a clock read a few thousand instructions after the previous event takes at most 8 bytes', () => {
+  it('a clock read a few thousand instructions after the previous event takes 6 bytes', () => {
     const e: LogEvent = { kind: EventKind.ClockRead, instret: 1_005_000n, branches: 200_700n, pc: 0x80000fc0, value: 50_001_000n };
-    expect(recordSize(e)).toBeLessThanOrEqual(8);
+    expect(recordSize(e)).toBe(6); // kind, 2-byte d_instret, check, 2-byte clock delta
   });
 
-  it('a timer interrupt (clock sample) with small deltas takes at most 8 bytes', () => {
+  it('a timer interrupt (clock sample) with small deltas takes 6 bytes', () => {
     const e: LogEvent = { kind: EventKind.ClockSample, instret: 1_003_000n, branches: 200_500n, pc: 0x80001008, value: 50_001_000n };
-    expect(recordSize(e)).toBeLessThanOrEqual(8);
+    expect(recordSize(e)).toBe(6);
   });
 
-  it('one UART byte takes at most 8 bytes', () => {
+  it('one UART byte takes 6 bytes, and a mark a few hundred instructions on 4', () => {
     const e: LogEvent = { kind: EventKind.UartRx, instret: 1_005_000n, branches: 200_700n, pc: 0x80001010, data: Uint8Array.of(0x41) };
-    expect(recordSize(e)).toBeLessThanOrEqual(8);
+    expect(recordSize(e)).toBe(6);
+    expect(recordSize({ kind: EventKind.Mark, instret: 1_000_300n, branches: 200_050n, pc: 0x80001010 })).toBe(4);
   });
 });
 
@@ -393,7 +411,8 @@ describe('batch validation', () => {
 
   it('detects damage to every CRC-covered header field and to the CRC itself', () => {
     const log = buildLog(4, 3);
-    for (let field = BATCH_CRC; field < BATCH_HEADER; field++) {
+    const recordsAt = parseBatch(log.batches[1]!, 0, 1n).batch.recordsAt;
+    for (let field = BATCH_CRC; field < recordsAt; field++) {
       const bad = log.file.slice();
       bad[log.offsets[1]! + field]! ^= 0x01;
       const { got, error } = drain(LogReader.fromBytes(bad));
@@ -429,8 +448,8 @@ describe('batch validation', () => {
       expect([error?.code, error?.batch, error?.offset]).toEqual(['ERR_LOCKSTEP_LOG_TRUNCATED', whole, offset]);
       const have = cut - offset;
       expect(error?.message).toBe(
-        have < BATCH_HEADER
-          ? `truncated batch header at offset ${offset} (batch ${whole}): needs 48 bytes, file has ${have}`
+        have < 16
+          ? `truncated batch header at offset ${offset} (batch ${whole}): needs 16 bytes, file has ${have}`
           : `truncated batch ${whole} at offset ${offset}: needs ${log.batches[whole]!.length} bytes, file has ${have}`,
       );
     }
@@ -451,7 +470,7 @@ describe('batch validation', () => {
     const buf = concat([new Uint8Array(5), a, b]);
     const first = parseBatch(buf, 5, 7n);
     expect(first.next).toBe(5 + a.length);
-    expect(first.batch).toMatchObject({ lsn: 7n, offset: 5, baseInstret: 1n, baseBranches: 0n, basePc: 2, count: 1, baseClock: 3n, length: a.length - 48 });
+    expect(first.batch).toMatchObject({ lsn: 7n, offset: 5, baseInstret: 1n, baseBranches: 0n, basePc: 2, count: 1, baseClock: 3n, compact: true, length: a.length - first.batch.recordsAt });
     expect(first.batch.bytes).toEqual(a);
     expect(parseBatch(buf, first.next, 8n).next).toBe(buf.length);
   });
@@ -464,13 +483,13 @@ describe('batch validation', () => {
   });
 });
 
-describe('impossible records in a batch with a valid CRC', () => {
+describe('impossible records in a full-header (version 2) batch with a valid CRC', () => {
   const base = { instret: 1000n, branches: 100n, pc: 0x80000000, clock: 0n };
   const batchOffset = 300;
 
   /** A sealed batch around raw record bytes, placed at `batchOffset` of a log file, decoded. */
   function decodeRaw(records: number[], count: number, b: Partial<BatchBase> = {}): LogFormatError {
-    const bytes = encodeBatch(3n, { ...base, ...b }, []);
+    const bytes = encodeBatchV2(3n, { ...base, ...b } as FullBase, []);
     const full = new Uint8Array(BATCH_HEADER + records.length);
     full.set(bytes);
     full.set(records, BATCH_HEADER);
@@ -543,7 +562,7 @@ describe('LogWriter and LogReader on files', () => {
       const batches = [...r];
       expect(batches.map((b) => b.offset)).toEqual(log.offsets);
       expect(batches.map((b) => b.bytes)).toEqual(log.batches);
-      expect(plain([...r.events()])).toEqual(plain(log.events.flat()));
+      expect(plain([...r.events()])).toEqual(plain(log.events.flat().map(logged)));
     } finally {
       r.close();
     }
@@ -596,7 +615,7 @@ describe('LogWriter and LogReader on files', () => {
     const size = w.size;
     const e1 = catchLog(() => w.write(log.batches[2]!));
     expect(e1.message).toContain('expected 1, found 2');
-    const e2 = catchLog(() => w.write(concat([log.batches[1]!, log.batches[2]!.subarray(0, 50)])));
+    const e2 = catchLog(() => w.write(concat([log.batches[1]!, log.batches[2]!.subarray(0, log.batches[2]!.length - 1)])));
     expect([e2.code, e2.batch, e2.offset]).toEqual(['ERR_LOCKSTEP_LOG_TRUNCATED', 2, log.offsets[2]]);
     expect(w.size).toBe(size);
     expect(w.nextLsn).toBe(1n);

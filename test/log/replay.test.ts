@@ -1,7 +1,8 @@
 // Record then replay, rr's way: for many guests and random schedules of asynchronous inputs, the
 // replay reproduces console output, counters and the final state hash; altered logs are caught.
 import { describe, expect, it } from 'vitest';
-import { Machine, Recorder, Replayer, decodeRecords, encodeBatch, parseBatch, EventKind, type LogEvent, type MachineOptions } from '../../src/index.js';
+import { readFileSync } from 'node:fs';
+import { Machine, Recorder, Replayer, LogReader, decodeRecords, encodeBatch, parseBatch, positionCheck, EventKind, type LogEvent, type MachineOptions } from '../../src/index.js';
 import { prng } from '../cpu/prng.js';
 import { Asm } from '../helpers/asm.js';
 import { guestElf, record, replay, type Schedule } from '../helpers/replay.js';
@@ -312,6 +313,56 @@ describe('divergence detection', () => {
     }
   });
 
+  it('a record whose position check differs is not taken: the replay stops at the next instruction, naming the record', async () => {
+    // A compact record keeps a one-byte digest of the branch count and pc instead of the two. A replay
+    // that reaches the record's instret by another path (here: a changed digest) does not take it; a
+    // clock read may have no record, so the read goes on without and the machine passes the record.
+    const elf = guestElf('echo');
+    const a = await record(elf, { ...REAL, clockStepUs: 0 }, { input: [{ atMs: 10, bytes: 'xyz\n' }] });
+    const all = events(a.batches);
+    const target = all.findIndex((e) => e.kind === EventKind.ClockRead && e.instret > 100n);
+    expect(target).toBeGreaterThan(0);
+    const check = all[target]!.check!;
+    const altered = rewrite(a.batches, (e, i) => (i === target ? { ...e, check: check ^ 0x5a } : e));
+    const b = await replay(elf, REAL, altered);
+    expect(b.result).toMatchObject({ kind: 'divergence', instret: all[target]!.instret + 1n });
+    if (b.result.kind === 'divergence') {
+      const hex = (v: number) => `0x${v.toString(16).padStart(2, '0')}`;
+      expect(b.result.message).toContain(`clock-read at instret ${all[target]!.instret} (position check ${hex(check ^ 0x5a)})`);
+      expect(b.result.message).toContain('already passed it');
+    }
+  });
+
+  it('the recorder writes compact batches: the first with the whole base, every record with positionCheck of its position', async () => {
+    const elf = guestElf('echo');
+    const a = await record(elf, REAL, { input: [{ atMs: 5, bytes: 'hello\nq' }] });
+    const views = a.batches.map((b) => parseBatch(b, 0, lsnOf(b)).batch);
+    expect(views.length).toBeGreaterThan(1);
+    expect(views.every((v) => v.compact)).toBe(true);
+    expect(views[0]).toMatchObject({ baseInstret: 0n, baseBranches: 0n });
+    expect(views.slice(1).every((v) => v.baseBranches === undefined && v.basePc === undefined)).toBe(true);
+    const all = events(a.batches);
+    const end = all.at(-1)!;
+    expect(end.kind).toBe(EventKind.End);
+    // The end record sits where the run stopped: the native digest of that position is format.ts's.
+    expect(end.check).toBe(positionCheck(a.result.pc, a.result.branches));
+    expect(end.branches).toBeUndefined();
+  });
+
+  it('a version-1 log (full headers, exact branch counts and pcs) still replays and verifies its final state', async () => {
+    // Written by the recorder before compact batches (test/fuzz/corpus/log, with the state it ends in).
+    const corpus = new URL('../fuzz/corpus/log/', import.meta.url);
+    const seed = (JSON.parse(readFileSync(new URL('manifest.json', corpus), 'utf8')) as { file: string; guest: string; finalHash: string }[]).find((x) => x.guest === 'echo')!;
+    const reader = LogReader.fromBytes(Uint8Array.from(readFileSync(new URL(seed.file, corpus))));
+    expect(reader.meta.lockstep).toBeDefined();
+    const views = [...reader.batches()];
+    expect(views.some((v) => v.compact)).toBe(false);
+    const b = await replay(guestElf('echo'), { memory: reader.meta.memory, clock: reader.meta.clock }, views.map((v) => v.bytes));
+    expect(b.result.replay).toMatchObject({ ended: true, finalHash: true });
+    expect(b.result.kind).not.toBe('divergence');
+    expect(`0x${b.hash.toString(16).padStart(16, '0')}`).toBe(seed.finalHash);
+  });
+
   it('a damaged batch is refused whole, with its sequence number', async () => {
     const elf = guestElf('echo');
     const a = await record(elf, REAL, {});
@@ -331,7 +382,7 @@ describe('divergence detection', () => {
     const all = events(a.batches);
     const rx = all.findIndex((e) => e.kind === EventKind.UartRx);
     expect(rx).toBeGreaterThanOrEqual(0);
-    const altered = rewrite(a.batches, (e, i) => (i === rx ? { kind: EventKind.ClockRead, instret: e.instret, branches: e.branches, pc: e.pc, value: 1n } : e));
+    const altered = rewrite(a.batches, (e, i) => (i === rx ? { kind: EventKind.ClockRead, instret: e.instret, branches: e.branches, pc: e.pc, check: e.check, value: 1n } : e));
     const b = await replay(elf, REAL, altered);
     expect(b.result).toMatchObject({ kind: 'divergence', instret: all[rx]!.instret });
     if (b.result.kind === 'divergence') expect(b.result.message).toMatch(/waits for an interrupt at instret \d+ but the log has clock-read there/);

@@ -61,10 +61,13 @@ function mutateEvents(events: LogEvent[], rnd: Rnd): LogEvent[] {
       break;
     }
     case 3:
-      e.branches = e.branches > 0n && rnd() < 0.5 ? e.branches - 1n : e.branches + 1n <= e.instret ? e.branches + 1n : e.branches;
+      // A compact record keeps only a check of its branch count and pc: change that.
+      if (e.check !== undefined) e.check = (e.check ^ (1 + int(rnd, 255))) & 0xff;
+      else if (e.branches !== undefined) e.branches = e.branches > 0n && rnd() < 0.5 ? e.branches - 1n : e.branches + 1n <= e.instret ? e.branches + 1n : e.branches;
       break;
     case 4:
-      e.pc = (e.pc + pick(rnd, [2, 4, -4, 0x1000])) >>> 0 & ~1;
+      if (e.check !== undefined) e.check ^= 1 << int(rnd, 8);
+      else if (e.pc !== undefined) e.pc = (e.pc + pick(rnd, [2, 4, -4, 0x1000])) >>> 0 & ~1;
       break;
     case 5:
       if (e.value !== undefined) e.value = BigInt(interesting32(rnd));
@@ -82,6 +85,7 @@ function mutateEvents(events: LogEvent[], rnd: Rnd): LogEvent[] {
         instret: e.instret,
         branches: e.branches,
         pc: e.pc,
+        check: e.check,
         value: BigInt(interesting32(rnd)),
         data: Uint8Array.from({ length: 1 + int(rnd, 16) }, () => int(rnd, 256)),
         reason: pick(rnd, [0, 1, 2, 3, 4] as const),
