@@ -442,7 +442,7 @@ results.kvserver = kvRuns;
 }
 if (sections.has('input')) {
   // Large requests: how much log a byte of guest network input costs (VMware FT: about 1.2). Each batch
-  // has a 48-byte header, so the ratio falls as more requests share a batch.
+  // has a header (about 19 bytes in log format 3, 48 before), so the ratio falls as more requests share a batch.
   const rows: Record<string, unknown>[] = [];
   for (const clients of [4, 32]) {
     const r = await kv('native', 3, clients, 1360, 1);
