@@ -817,6 +817,10 @@ void VcpuThread::net_suppressed(const uint8_t* frame, size_t n) {
 }
 
 bool VcpuThread::hold_block(BlockFile::Request& r) {
+  // A separate disk is part of this half's own state, as its RAM is (VMware FT's non-shared disks): the
+  // other half performs the same writes on its own image at the logged completions, so a write here
+  // need not wait for the log. A shared image is the outside world: its writes are outputs.
+  if (machine_->config().disk_separate) return false;
   return gate_.engaged() && hold_output(OutputGate::Kind::kBlock, nullptr, 0, &r);
 }
 

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Machine, Recorder, Replayer } from '../../src/index.js';
+import { replicationPort } from '../../src/machine/replication-port.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'lockstep-sepdisk-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -78,5 +79,31 @@ describe('separate disks', () => {
     expect(r.kind).toBe('divergence');
     expect(r.kind === 'divergence' && r.message).toMatch(/carries read data/);
     s.close();
+  });
+
+  it('writes to a separate image are not outputs: with the output gate closed and nothing acknowledged, they reach the image and the guest finishes', async () => {
+    // VMware FT's non-shared disks: each half's image is part of its own state, and the other half
+    // performs the same writes at the logged completions. (Held, as a shared image's writes are, the
+    // guest would wait for its writes forever here.)
+    const image = join(tmp, 'gated.img');
+    const seed = Buffer.alloc(1 << 20, 0x5a);
+    writeFileSync(image, seed);
+    const m = new Machine({ clock: 'real', devices: { disk: { path: image, mode: 'separate' } } });
+    try {
+      m.load(guest);
+      const rec = new Recorder(m);
+      const port = replicationPort(m);
+      port.closeGate();
+      const shown: Uint8Array[] = [];
+      m.on('console', (c) => shown.push(c));
+      const r = await m.run();
+      expect(r.kind).toBe('exit');
+      expect(readFileSync(image).equals(seed)).toBe(false); // the guest's sectors are on the image
+      expect(shown).toEqual([]); // its console output is an output: still held
+      expect(port.held()).toBeGreaterThan(0);
+      rec.finish(r);
+    } finally {
+      m.close();
+    }
   });
 });
