@@ -14,6 +14,11 @@ constexpr size_t kConsoleFlushBytes = 16 * 1024;
 // The output rule's coalescing window: a held output's batch is sealed at most this many instructions
 // later (about 30 µs at 1000 MIPS), or when the guest waits.
 constexpr uint64_t kOutputWindow = 1u << 15;
+// With no output waiting for it, a logged position is sent at most this long after the last batch (or
+// when the slice's log is large): a batch header and an acknowledgement per slice or per WFI were most of
+// the log of an I/O-bound guest (a Linux service waits for its disk and network several times a request),
+// and the secondary stays this close behind an idle guest.
+constexpr auto kMarkInterval = std::chrono::milliseconds(2);
 
 // The pre-copy engine's view of the machine: RAM, and the copy consumer's bit of the dirty-page bitmap.
 class MachinePages final : public PrecopyMemory {
@@ -291,7 +296,12 @@ void VcpuThread::flush_log() {
   tagged_since_flush_ = false;
   m.cpu().soft_target = UINT64_MAX;
   const std::vector<uint8_t>& batch = encoder_.finish();
+  last_flush_ = std::chrono::steady_clock::now();
   push_log(batch.data(), batch.size());
+}
+
+bool VcpuThread::log_pending() const {
+  return log_ && (!encoder_.empty() || encoder_.cursor().instret != machine_->cpu().instret || tagged_since_flush_);
 }
 
 void VcpuThread::push_log(const uint8_t* data, size_t n) {
@@ -367,6 +377,7 @@ bool VcpuThread::start_recording(uint8_t* log_mem, uint32_t log_capacity, uint64
   m.set_log_mode(LogMode::kRecord, this, nullptr);
   const Cpu& c = m.cpu();
   encoder_.reset(0, LogCursor{c.instret, c.branches, c.pc, m.clock_raw()});
+  last_flush_ = std::chrono::steady_clock::now();
   hash_interval_ = hash_interval;
   last_hash_at_ = UINT64_MAX;
   return true;
@@ -600,7 +611,8 @@ RunReport VcpuThread::run_to(uint64_t target) {
     progress_.store(cpu.instret, std::memory_order_relaxed);
     flush_console();
     if (recording) {
-      flush_log();
+      // An output waits for its batch; anything else may wait for the next one (kMarkInterval).
+      if (tagged_since_flush_ || std::chrono::steady_clock::now() - last_flush_ >= kMarkInterval) flush_log();
       pace(slice_began);
     }
     switch (stop) {
@@ -628,8 +640,18 @@ RunReport VcpuThread::run_to(uint64_t target) {
           return quit_ || stop_requested_ || new_input_ || disk_done_ || precopy_.active() ||
                  (!net_in_.empty() && m.net_rx_state() == VirtioNet::Rx::kReady);
         };
+        if (ns == 0) break;
+        const auto now = std::chrono::steady_clock::now();
+        if (recording && log_pending() && (ns < 0 || last_flush_ + kMarkInterval < now + std::chrono::nanoseconds(ns))) {
+          // A guest that stays idle until the log is due sends it (unlocked: a flush may wait for ring
+          // space); a short wait (a disk completion, the next frame) leaves the batch open.
+          if (cv_.wait_until(lock, std::max(now, last_flush_ + kMarkInterval), ready)) break;
+          lock.unlock();
+          flush_log();
+          lock.lock();
+        }
         if (ns < 0) cv_.wait(lock, ready);
-        else if (ns > 0) cv_.wait_for(lock, std::chrono::nanoseconds(ns), ready);
+        else cv_.wait_until(lock, now + std::chrono::nanoseconds(ns), ready);
         break;
       }
     }

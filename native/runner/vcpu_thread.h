@@ -225,6 +225,8 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   std::mutex consumer_mu_;
   std::shared_ptr<LogConsumer> consumer_;  // under consumer_mu_
   BatchEncoder encoder_;
+  std::chrono::steady_clock::time_point last_flush_{};  // vCPU thread: when a batch was last sealed
+  bool log_pending() const;                             // vCPU thread: a flush would seal a batch
   uint64_t hash_interval_ = 0;
   uint64_t last_hash_at_ = UINT64_MAX;
   // Replay.

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { Machine, Recorder, Replayer, LogReader, decodeRecords, encodeBatch, parseBatch, positionCheck, EventKind, type LogEvent, type MachineOptions } from '../../src/index.js';
 import { prng } from '../cpu/prng.js';
 import { Asm } from '../helpers/asm.js';
+import { replicationPort } from '../../src/machine/replication-port.js';
 import { guestElf, record, replay, type Schedule } from '../helpers/replay.js';
 
 const REAL = { memory: 1 << 20, clock: 'real' as const };
@@ -265,6 +266,59 @@ describe('record and replay', () => {
       expect(r.kind).toBe('exit');
       expect(Buffer.concat(out).toString('latin1')).toBe(a.console);
       expect(m.stateHash()).toBe(a.hash);
+    } finally {
+      m.close();
+    }
+  });
+});
+
+describe('when the recorder seals batches', () => {
+  it('a guest that goes idle with nothing held has its position sent: the log reaches where it waits without an output or a stop', async () => {
+    // Batches are sealed for an output, when large, or once the guest stays idle a moment: not at every
+    // WFI (a header and an acknowledgement per wait were most of an I/O-bound guest's log), yet a live
+    // secondary must still be able to run up to an idle primary. This guest prints a byte (held: the
+    // gate is closed, so its batch is sealed within the output window, about 131 k instructions), counts
+    // to 150 k instructions and sleeps in WFI for an external interrupt that never comes, a fraction of a
+    // millisecond after that batch: only the idle flush sends the position where it sleeps.
+    const a = new Asm();
+    a.li(5, 0x800);
+    a.csrrs(0, 0x304, 5); // mie.MEIE: a device could wake it (none will)
+    a.li(6, 0x1000_0000);
+    a.li(7, 0x78);
+    a.sb(7, 0, 6); // 'x' to the UART: an output
+    a.li(12, 0);
+    a.li(13, 75_000); // 2 instructions a round
+    a.label('count');
+    a.addi(12, 12, 1);
+    a.blt(12, 13, 'count');
+    a.label('idle');
+    a.wfi();
+    a.j('idle');
+    const m = new Machine(REAL);
+    try {
+      m.writeMemory(0x8000_0000, a.bytes());
+      const rec = new Recorder(m, {});
+      replicationPort(m).closeGate();
+      const marks: bigint[] = [];
+      let idleAt: bigint | undefined;
+      let reached: () => void = () => {};
+      const sent = new Promise<void>((resolve) => (reached = resolve));
+      rec.on('batch', (b) => {
+        for (const e of decodeRecords(parseBatch(b, 0, lsnOf(b)).batch)) if (e.kind === EventKind.Mark) marks.push(e.instret);
+        if (marks.length > 0 && marks.at(-1)! >= 150_000n) {
+          idleAt = marks.at(-1)!;
+          reached();
+        }
+      });
+      const running = m.run();
+      await sent;
+      m.stop();
+      const r = await running;
+      expect(r.kind).toBe('stopped');
+      expect(m.getRegister(12)).toBe(75_000);
+      // The last mark is where the guest sleeps: it made no progress after it.
+      expect(idleAt).toBe(r.instret);
+      rec.finish(r);
     } finally {
       m.close();
     }
