@@ -45,8 +45,10 @@ const check = schemaCheck as unknown as ((data: unknown) => boolean) & { errors?
 
 /** What a field wants, as messages say it; keyed by the field's path with list indices as `[]`. */
 interface FieldText {
-  /** Follows "must be" (and "is required" in parentheses when `required` is not given). */
-  readonly want: string;
+  /** Follows "must be" (and "is required" in parentheses when `required` is not given); integers, booleans, enums and objects say it from the schema. */
+  readonly want?: string;
+  /** Follows an integer's range. */
+  readonly unit?: string;
   /** Follows "is required" when the field is missing. */
   readonly required?: string;
   /** A path: "must be" adds that relative paths are taken from the configuration's directory. */
@@ -58,8 +60,8 @@ const NET_BACKENDS = ' (udp: host port forwarding; tap: a Linux TAP device)';
 const ARBITER_BACKENDS = ' (file: a directory both halves share; etcd: an etcd cluster)';
 const FIELD_TEXT: Readonly<Record<string, FieldText>> = {
   $schema: { want: 'a string (where editors find lockstep.schema.json)' },
-  vm: { want: '', required: ' (the VM: at least id and guest)' },
-  ft: { want: '', required: ' (the fault-tolerant pair: a key and an arbiter, or enabled: false)' },
+  vm: { required: ' (the VM: at least id and guest)' },
+  ft: { required: ' (the fault-tolerant pair: a key and an arbiter, or enabled: false)' },
   'vm.id': { want: 'a VM name: 1 to 63 lowercase letters, digits, ".", "_" or "-", starting with a letter or digit' },
   'vm.guest': { want: 'the path of the guest ELF file, or vm.kernel to boot Linux', path: true },
   'vm.kernel': { want: 'the path of a Linux kernel Image (raw or gzip)', path: true },
@@ -70,7 +72,7 @@ const FIELD_TEXT: Readonly<Record<string, FieldText>> = {
   'vm.devices.disk.path': { want: 'the path of a raw disk image (a multiple of 512 bytes)', path: true },
   'vm.devices.net.backend': { want: '"udp" or "tap"', required: `: "udp" or "tap"${NET_BACKENDS}` },
   'vm.devices.net.host': { want: 'an IPv4 address or a host name (e.g. 127.0.0.1)' },
-  'vm.devices.net.hostPort': { want: '', required: ' (the host UDP port forwarded to the guest; 0 for any free port)' },
+  'vm.devices.net.hostPort': { required: ' (the host UDP port forwarded to the guest; 0 for any free port)' },
   'vm.devices.net.name': { want: 'a network interface name of 1 to 15 letters, digits, ".", "-" or "_"' },
   'ft.listen': { want: ADDRESS },
   'ft.keyFile': { want: `the path of a file holding the pre-shared key (at least ${L.keyBytes} bytes)`, path: true },
@@ -78,7 +80,7 @@ const FIELD_TEXT: Readonly<Record<string, FieldText>> = {
   'ft.tls.cert': { want: "the path of this side's certificate (PEM)", path: true },
   'ft.tls.key': { want: "the path of this side's private key (PEM)", path: true },
   'ft.tls.ca': { want: 'the path of the CA certificate both sides are signed by (PEM)', path: true },
-  'ft.hashIntervalInstructions': { want: ' (0: no hashes)' },
+  'ft.hashIntervalInstructions': { unit: ' (0: no hashes)' },
   'ft.arbiter.backend': { want: '"file" or "etcd"', required: `: "file" or "etcd"${ARBITER_BACKENDS}` },
   'ft.arbiter.dir': { want: 'the path of a directory both halves share (e.g. on NFS)', path: true },
   'ft.arbiter.endpoints': { want: 'a non-empty list of etcd URLs such as http://127.0.0.1:2379', required: ' (a list of etcd URLs such as http://127.0.0.1:2379)' },
@@ -233,18 +235,18 @@ function wrongValue(p: Problems, path: FieldPath, value: unknown, e: SchemaError
   }
   if (key === 'vm.devices.net.mac') return p.fail(path, `must be a MAC address as xx:xx:xx:xx:xx:xx (e.g. 52:54:00:12:34:56), got ${show(value)}`);
   if (key === 'vm.devices.net.host' && typeof value === 'string' && isIPv6(value)) return p.fail(path, `${show(value)} is an IPv6 address; the udp back-end binds IPv4 only`);
-  if (key === 'ft.arbiter.endpoints' && Array.isArray(value)) return p.fail(path, `must be ${text!.want}, got an empty list`);
+  if (key === 'ft.arbiter.endpoints' && Array.isArray(value)) return p.fail(path, `must be ${text!.want!}, got an empty list`);
   let want: string;
   const type = node['type'];
   if (type === 'integer') {
-    want = `an integer between ${String(node['minimum'])} and ${String(node['maximum'])}${text?.want ?? ''}`;
+    want = `an integer between ${String(node['minimum'])} and ${String(node['maximum'])}${text?.unit ?? ''}`;
   } else if (type === 'boolean') {
     want = 'true or false';
   } else if (Array.isArray(node['enum'])) {
     want = oneOf(node['enum']);
   } else if (type === 'object' || (Array.isArray(type) && type.includes('object'))) {
     want = `an object with the fields ${fieldsOf(node).join(', ')}`;
-  } else if (text !== undefined && text.want !== '') {
+  } else if (text?.want !== undefined) {
     want = text.path ? `${text.want}${PATH_NOTE}` : text.want;
   } else {
     // A keyword no message above covers: Ajv's own words (they never repeat the value).
@@ -322,7 +324,7 @@ function schemaProblems(root: unknown, errors: readonly SchemaError[], p: Proble
       case 'required': {
         const field = [...path, String(e.params['missingProperty'])];
         const text = FIELD_TEXT[textKey(field)];
-        p.fail(field, `is required${text?.required ?? (text ? ` (${text.want})` : '')}`);
+        p.fail(field, `is required${text?.required ?? (text?.want !== undefined ? ` (${text.want})` : '')}`);
         break;
       }
       case 'dependencies':
