@@ -2,7 +2,7 @@
 import { ListenError } from '../errors.js';
 import type { Machine } from '../machine/machine.js';
 import type { MachineOptions } from '../machine/types.js';
-import { UdpForwarder, type UdpForward } from '../machine/net/udp-forward.js';
+import type { UdpForward, UdpForwarder } from '../machine/net/udp-forward.js';
 import { UsageError } from './args.js';
 
 export const DEVICE_OPTIONS = {
@@ -53,6 +53,8 @@ export async function startForwards(machine: Machine, forwards: UdpForward[], lo
   if (forwards.length === 0) return () => {};
   let created: Awaited<ReturnType<typeof UdpForwarder.create>>;
   try {
+    // Loaded only with --net udp: node:net and node:dns are a few ms of every start otherwise.
+    const { UdpForwarder } = await import('../machine/net/udp-forward.js');
     created = await UdpForwarder.create(machine, forwards);
   } catch (err) {
     // Which forward failed is not said; name them all (usually one).

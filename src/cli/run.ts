@@ -35,6 +35,11 @@ Options:
                              free port, printed on stderr
 ${DEVICE_HELP}${BOOT_HELP}  -h, --help                 this help
 
+Environment:
+  LOCKSTEP_STARTUP_TIMING=1  when the guest starts, print on stderr how long after this process
+                             started that was: "lockstep: guest starts at <ms> ms after process
+                             start (time origin <epoch ms>)" (npm run bench -- startup reads it)
+
 Exit status: the guest's exit code (finisher, semihosting or HTIF); 64 usage error;
 65 invalid ELF or boot image; 66 file not found; 69 a --net host port or the --gdb address is
 taken; 70 internal error; 75 instruction budget reached; 76 guest halted (WFI with nothing to wake
@@ -82,6 +87,7 @@ export async function runCommand(argv: string[], io: CommandIo): Promise<number>
     if (input) machine.input(input);
     if (stdinIsInput(boot, values.input)) stopStdin = forwardStdin(machine, process.stdin, () => machine.stop());
     if (gdb) return await debugLive(machine, gdb, io);
+    if (process.env['LOCKSTEP_STARTUP_TIMING'] === '1') io.stderr.write(guestStartLine());
     const { result, seconds } = await runTimed(machine, max);
     stopStdin();
     if (values.stats) {
@@ -97,6 +103,15 @@ export async function runCommand(argv: string[], io: CommandIo): Promise<number>
     stopForwards();
     machine.close();
   }
+}
+
+/**
+ * How long after this process started (performance.timeOrigin, which Node sets at process start) the
+ * guest is handed its first instruction; the origin as epoch ms lets a parent measure from its spawn().
+ */
+function guestStartLine(): string {
+  const now = performance.now();
+  return `lockstep: guest starts at ${now.toFixed(2)} ms after process start (time origin ${performance.timeOrigin.toFixed(3)})\n`;
 }
 
 /** `run --gdb`: serves the machine to gdb; after a detach the guest runs on to its end. */

@@ -1,10 +1,20 @@
 // Configuration text to a validated configuration: JSON or YAML parsed with positions, so syntax errors
 // and bad fields are reported by line and column. No file system access here.
-import { LineCounter, isMap, isScalar, isSeq, parseDocument, type Document, type Node as YamlNode } from 'yaml';
+import { createRequire } from 'node:module';
+import type * as Yaml from 'yaml';
+import type { Document, LineCounter, Node as YamlNode } from 'yaml';
 import { ConfigError, type ConfigIssue } from './errors.js';
 import { JsonSyntaxError, lineColumn, parseJson, pathKey } from './json.js';
 import type { ValidatedConfig } from './types.js';
 import { fieldName, validateWithPositions, type FieldPath, type Locate } from './validate.js';
+
+// The yaml package (some 70 modules) is required on the first YAML text, not when lockstep is imported:
+// a program that never reads a YAML configuration does not load it. Its CommonJS build keeps this sync.
+let yamlModule: typeof Yaml | undefined;
+function yaml(): typeof Yaml {
+  yamlModule ??= createRequire(import.meta.url)('yaml') as typeof Yaml;
+  return yamlModule;
+}
 
 /** The two formats a configuration can be written in. */
 export type ConfigFormat = 'json' | 'yaml';
@@ -55,6 +65,7 @@ const YAML11_OCTAL = /^[-+]?0[0-9_]+$/;
  * one thing to every reader (and to its author, who may think in YAML 1.1, as PyYAML does).
  */
 function ambiguousScalars(doc: Document, lineCounter: LineCounter): ConfigIssue[] {
+  const { isMap, isScalar, isSeq } = yaml();
   const issues: ConfigIssue[] = [];
   const walk = (node: unknown, path: (string | number)[]): void => {
     if (isMap(node)) {
@@ -83,6 +94,7 @@ function ambiguousScalars(doc: Document, lineCounter: LineCounter): ConfigIssue[
 }
 
 function parseYamlText(text: string, sourceName: string): { value: unknown; locate: Locate } {
+  const { LineCounter, isMap, isScalar, isSeq, parseDocument } = yaml();
   const lineCounter = new LineCounter();
   // The core schema whatever the file says: a %YAML 1.1 directive must not make yes/on/y true.
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true, schema: 'core' });

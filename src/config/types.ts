@@ -1,5 +1,5 @@
-// Types of a validated configuration and its defaults. Values only: validation lives in validate.ts,
-// files are read in load.ts. Every object of a validated configuration is frozen.
+// Types of a validated configuration and its defaults. Values only: validation lives in validate.ts (with
+// lockstep.schema.json), files are read in load.ts. Every object of a validated configuration is frozen.
 
 /** An address as `host:port` in a file, split here (`[::1]:7400` gives host `::1`). */
 export interface HostPort {

@@ -1,24 +1,20 @@
-// The configuration's checks: every problem collected with the field's dotted path, defaults filled in,
-// relative paths resolved, the result frozen. lockstep.schema.json describes the same for editors
-// (test/config/schema.test.ts keeps the two agreeing). Reads no files and no environment (see load.ts).
+// The configuration's checks: lockstep.schema.json, compiled by Ajv at build time, checks the structure;
+// this file turns its errors into messages that name the field and say what it wants, adds the checks a
+// schema cannot state, fills defaults, resolves paths and freezes the result. No files, no environment.
 import { isIPv4, isIPv6 } from 'node:net';
 import { isAbsolute, resolve } from 'node:path';
 import { parseHostPort } from './address.js';
 import { ConfigError, type ConfigIssue } from './errors.js';
+import schemaCheck from './schema-check.generated.js';
 import { suggest } from './suggest.js';
 import {
   CONFIG_DEFAULTS as D,
   CONFIG_LIMITS as L,
   type ArbiterConfig,
-  type DevicesConfig,
-  type DiskConfig,
-  type FtConfig,
   type FtKeyConfig,
   type HostPort,
   type LockstepConfig,
-  type MetricsConfig,
   type NetConfig,
-  type TlsConfig,
   type ValidatedConfig,
   type VmConfig,
 } from './types.js';
@@ -35,45 +31,83 @@ export function fieldName(path: FieldPath): string {
   return out;
 }
 
-const VM_ID = /^[a-z0-9][a-z0-9._-]{0,62}$/;
-const MAC = /^[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}$/;
-const TAP_NAME = /^[\w.-]{1,15}$/;
-const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-const HEX = /^[0-9a-fA-F]+$/;
-const HOST = /^(?:\[([0-9a-fA-F:.]+(?:%[\w.-]+)?)\]|([A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?))$/;
-const ETCD_ENDPOINT = /^https?:\/\/(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})\/?$/;
-const HOST_LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+/** One error of the compiled schema (Ajv's ErrorObject, `verbose`: with the schema node and the value). */
+interface SchemaError {
+  readonly instancePath: string;
+  readonly schemaPath: string;
+  readonly keyword: string;
+  readonly params: Record<string, unknown>;
+  readonly message?: string;
+  readonly parentSchema?: Record<string, unknown>;
+  readonly data?: unknown;
+}
+const check = schemaCheck as unknown as ((data: unknown) => boolean) & { errors?: readonly SchemaError[] | null };
 
-/**
- * Why `host` (as the HOST pattern split it: an IPv6 address without brackets, or anything else) is not
- * an address or a host name; undefined when it is one. Dotted numbers must be an IPv4 address (no
- * `999.1.1.1`, no `10.1`), names follow RFC 1123 (labels of 1..63, 253 in all).
- */
-function hostProblem(host: string, v6: boolean): string | undefined {
-  if (v6) return isIPv6(host.replace(/%.*$/, '')) ? undefined : 'not an IPv6 address';
-  if (/^[\d.]+$/.test(host)) return isIPv4(host) ? undefined : 'not an IPv4 address (four numbers 0..255, as 10.0.0.1)';
-  if (host.length > 253 || !host.split('.').every((l) => HOST_LABEL.test(l))) {
-    return 'not a host name (labels of 1 to 63 letters, digits and "-", separated by dots)';
-  }
-  return undefined;
+/** What a field wants, as messages say it; keyed by the field's path with list indices as `[]`. */
+interface FieldText {
+  /** Follows "must be" (and "is required" in parentheses when `required` is not given); integers, booleans, enums and objects say it from the schema. */
+  readonly want?: string;
+  /** Follows an integer's range. */
+  readonly unit?: string;
+  /** Follows "is required" when the field is missing. */
+  readonly required?: string;
+  /** A path: "must be" adds that relative paths are taken from the configuration's directory. */
+  readonly path?: true;
 }
 
-const TOP_FIELDS = ['vm', 'ft', 'metrics'] as const;
-/** The top-level field through which a JSON file names its schema for editors (`"$schema": "…/lockstep.schema.json"`). */
-const SCHEMA_FIELD = '$schema';
-const VM_FIELDS = ['id', 'guest', 'kernel', 'initrd', 'bios', 'dtb', 'ramMiB', 'clock', 'append', 'devices'] as const;
-const DEVICE_FIELDS = ['rng', 'disk', 'net'] as const;
-const DISK_FIELDS = ['path', 'mode'] as const;
-const UDP_FIELDS = ['backend', 'host', 'hostPort', 'guestPort', 'mac'] as const;
-const TAP_FIELDS = ['backend', 'name', 'mac'] as const;
-const FT_FIELDS = [
-  'enabled', 'listen', 'keyFile', 'keyHex', 'keyEnv', 'tls', 'heartbeatMs', 'timeoutMs', 'lagTargetMs', 'maxLagMs',
-  'maxUnackedBytes', 'outputRule', 'arbiter', 'hashIntervalInstructions', 'dataPath',
-] as const;
-const TLS_FIELDS = ['cert', 'key', 'ca'] as const;
-const FILE_ARBITER_FIELDS = ['backend', 'dir'] as const;
-const ETCD_ARBITER_FIELDS = ['backend', 'endpoints', 'prefix', 'timeoutMs'] as const;
-const METRICS_FIELDS = ['listen'] as const;
+const ADDRESS = 'an address as host:port (e.g. 127.0.0.1:7400, [::1]:7400), port 0..65535';
+const NET_BACKENDS = ' (udp: host port forwarding; tap: a Linux TAP device)';
+const ARBITER_BACKENDS = ' (file: a directory both halves share; etcd: an etcd cluster)';
+const FIELD_TEXT: Readonly<Record<string, FieldText>> = {
+  $schema: { want: 'a string (where editors find lockstep.schema.json)' },
+  vm: { required: ' (the VM: at least id and guest)' },
+  ft: { required: ' (the fault-tolerant pair: a key and an arbiter, or enabled: false)' },
+  'vm.id': { want: 'a VM name: 1 to 63 lowercase letters, digits, ".", "_" or "-", starting with a letter or digit' },
+  'vm.guest': { want: 'the path of the guest ELF file, or vm.kernel to boot Linux', path: true },
+  'vm.kernel': { want: 'the path of a Linux kernel Image (raw or gzip)', path: true },
+  'vm.initrd': { want: 'the path of an initrd (a cpio archive, raw or gzip)', path: true },
+  'vm.bios': { want: 'the path of an M-mode firmware ELF', path: true },
+  'vm.dtb': { want: 'the path of a flattened device tree (.dtb)', path: true },
+  'vm.append': { want: 'the guest command line: at most 4096 characters, no NUL' },
+  'vm.devices.disk.path': { want: 'the path of a raw disk image (a multiple of 512 bytes)', path: true },
+  'vm.devices.net.backend': { want: '"udp" or "tap"', required: `: "udp" or "tap"${NET_BACKENDS}` },
+  'vm.devices.net.host': { want: 'an IPv4 address or a host name (e.g. 127.0.0.1)' },
+  'vm.devices.net.hostPort': { required: ' (the host UDP port forwarded to the guest; 0 for any free port)' },
+  'vm.devices.net.name': { want: 'a network interface name of 1 to 15 letters, digits, ".", "-" or "_"' },
+  'ft.listen': { want: ADDRESS },
+  'ft.keyFile': { want: `the path of a file holding the pre-shared key (at least ${L.keyBytes} bytes)`, path: true },
+  'ft.keyEnv': { want: 'the name of an environment variable (letters, digits and "_", not starting with a digit)' },
+  'ft.tls.cert': { want: "the path of this side's certificate (PEM)", path: true },
+  'ft.tls.key': { want: "the path of this side's private key (PEM)", path: true },
+  'ft.tls.ca': { want: 'the path of the CA certificate both sides are signed by (PEM)', path: true },
+  'ft.hashIntervalInstructions': { unit: ' (0: no hashes)' },
+  'ft.arbiter.backend': { want: '"file" or "etcd"', required: `: "file" or "etcd"${ARBITER_BACKENDS}` },
+  'ft.arbiter.dir': { want: 'the path of a directory both halves share (e.g. on NFS)', path: true },
+  'ft.arbiter.endpoints': { want: 'a non-empty list of etcd URLs such as http://127.0.0.1:2379', required: ' (a list of etcd URLs such as http://127.0.0.1:2379)' },
+  'ft.arbiter.endpoints[]': { want: 'an etcd URL as http(s)://host:port (e.g. http://127.0.0.1:2379)' },
+  'ft.arbiter.prefix': { want: 'a key prefix of 1 to 256 printable characters without spaces' },
+  'metrics.listen': { want: ADDRESS },
+};
+const PATH_NOTE = " (relative paths are taken from the configuration file's directory)";
+
+/** The two sections whose shape depends on `backend`: the schema's oneOf branches, by backend. */
+const BRANCHES: Readonly<Record<string, { readonly schemaPath: string; readonly byBackend: Readonly<Record<string, string>>; readonly union: readonly string[] }>> = {
+  'vm.devices.net': {
+    schemaPath: '#/properties/vm/properties/devices/properties/net/oneOf',
+    byBackend: { udp: '#/definitions/udpNet/', tap: '#/definitions/tapNet/' },
+    union: ['backend', 'host', 'hostPort', 'guestPort', 'mac', 'name'],
+  },
+  'ft.arbiter': {
+    schemaPath: '#/properties/ft/properties/arbiter/oneOf',
+    byBackend: { file: '#/definitions/fileArbiter/', etcd: '#/definitions/etcdArbiter/' },
+    union: ['backend', 'dir', 'endpoints', 'prefix', 'timeoutMs'],
+  },
+};
+const KEY_FIELDS = ['keyFile', 'keyHex', 'keyEnv'] as const;
+const NEEDS_ARBITER = 'is required when ft.enabled is true: { backend: file, dir } or { backend: etcd, endpoints }';
+const HOST_LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+const MAC = /^[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}$/;
+const HEX = /^[0-9a-fA-F]+$/;
 
 /** The value as a message shows it: strings quoted and cut short, containers by kind. */
 function show(v: unknown): string {
@@ -86,368 +120,297 @@ function show(v: unknown): string {
   return `a ${typeof v}`;
 }
 
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
-  const proto = Object.getPrototypeOf(v) as unknown;
-  return proto === Object.prototype || proto === null;
-}
-
-function oneOf(values: readonly string[]): string {
+function oneOf(values: readonly unknown[]): string {
   const q = values.map((v) => JSON.stringify(v));
   return q.length === 1 ? q[0]! : `${q.slice(0, -1).join(', ')} or ${q[q.length - 1]}`;
 }
 
-/** A section that passed the object check: its fields and where it is. */
-interface Section {
-  readonly path: FieldPath;
-  readonly fields: Record<string, unknown>;
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-class Checker {
-  readonly issues: ConfigIssue[] = [];
-  constructor(
-    readonly baseDir: string,
-    readonly locate: Locate | undefined,
-  ) {}
-
-  /** Records a problem with the field at `path`; `text` follows the field's name. */
-  fail(path: FieldPath, text: string): undefined {
-    this.#add(path, `${fieldName(path)}: ${text}`);
-    return undefined;
+/** The value at `path` in `root`, own properties only; undefined when absent. */
+function at(root: unknown, path: FieldPath): unknown {
+  let v = root;
+  for (const seg of path) {
+    if (typeof v !== 'object' || v === null || !Object.prototype.hasOwnProperty.call(v, seg)) return undefined;
+    v = (v as Record<string | number, unknown>)[seg];
   }
-
-  #add(path: FieldPath, message: string): void {
-    const pos = this.locate?.(path);
-    this.issues.push(
-      pos
-        ? { field: fieldName(path), message: `${message} (line ${pos.line}, column ${pos.column})`, line: pos.line, column: pos.column }
-        : { field: fieldName(path), message },
-    );
-  }
-
-  /**
-   * The object at `path` with its field names checked against `known`; undefined (with an issue) when it
-   * is not an object. Unknown fields are reported with the closest known name.
-   */
-  section(value: unknown, path: FieldPath, known: readonly string[]): Section | undefined {
-    if (!isPlainObject(value)) return this.fail(path, `must be an object with the fields ${known.join(', ')}, got ${show(value)}`);
-    for (const key of Object.keys(value)) {
-      // `$schema` at the top names lockstep.schema.json for editors; it means nothing here.
-      if (known.includes(key) || (path.length === 0 && key === SCHEMA_FIELD)) continue;
-      const childPath = [...path, key];
-      const s = suggest(key, known);
-      const where = path.length === 0 ? 'the top level' : fieldName(path);
-      this.#add(
-        childPath,
-        s !== undefined
-          ? `unknown field ${fieldName(childPath)} — did you mean ${fieldName([...path, s])}?`
-          : `unknown field ${fieldName(childPath)} (${where} accepts ${known.join(', ')})`,
-      );
-    }
-    return { path, fields: value };
-  }
-
-  /** An optional sub-section: undefined when absent or null. */
-  optionalSection(s: Section, key: string, known: readonly string[]): Section | null | undefined {
-    const v = get(s, key);
-    if (v === undefined || v === null) return null;
-    return this.section(v, [...s.path, key], known);
-  }
-
-  required(s: Section, key: string, what: string): unknown {
-    const v = get(s, key);
-    if (v === undefined) this.fail([...s.path, key], `is required (${what})`);
-    return v;
-  }
-
-  int(s: Section, key: string, range: { min: number; max: number }, fallback: number, unit = ''): number | undefined {
-    const v = get(s, key);
-    if (v === undefined) return fallback;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < range.min || v > range.max) {
-      return this.fail([...s.path, key], `must be an integer between ${range.min} and ${range.max}${unit}, got ${show(v)}`);
-    }
-    return v;
-  }
-
-  bool(s: Section, key: string, fallback: boolean): boolean | undefined {
-    const v = get(s, key);
-    if (v === undefined) return fallback;
-    if (typeof v !== 'boolean') return this.fail([...s.path, key], `must be true or false, got ${show(v)}`);
-    return v;
-  }
-
-  choice<T extends string>(s: Section, key: string, values: readonly T[], fallback: T | undefined, what = ''): T | undefined {
-    const v = get(s, key);
-    if (v === undefined) {
-      if (fallback === undefined) this.fail([...s.path, key], `is required: ${oneOf(values)}${what}`);
-      return fallback;
-    }
-    if (typeof v !== 'string' || !(values as readonly string[]).includes(v)) {
-      return this.fail([...s.path, key], `must be ${oneOf(values)}, got ${show(v)}`);
-    }
-    return v as T;
-  }
-
-  /** A non-empty string matching `pattern`; `expected` says what it should look like. */
-  string(s: Section, key: string, pattern: RegExp, expected: string, fallback?: string): string | undefined {
-    const v = get(s, key);
-    if (v === undefined) {
-      if (fallback === undefined) this.fail([...s.path, key], `is required (${expected})`);
-      return fallback;
-    }
-    if (typeof v !== 'string' || !pattern.test(v)) return this.fail([...s.path, key], `must be ${expected}, got ${show(v)}`);
-    return v;
-  }
-
-  /** A file or directory path, resolved against the configuration's directory. */
-  path(s: Section, key: string, what: string, required: boolean): string | undefined {
-    const v = get(s, key);
-    if (v === undefined) {
-      if (required) this.fail([...s.path, key], `is required (${what})`);
-      return undefined;
-    }
-    if (typeof v !== 'string' || v === '' || v.includes('\0')) {
-      return this.fail([...s.path, key], `must be ${what} (relative paths are taken from the configuration file's directory), got ${show(v)}`);
-    }
-    return isAbsolute(v) ? resolve(v) : resolve(this.baseDir, v);
-  }
-
-  /** A `host:port` address (`[::1]:7400` for IPv6). */
-  hostPort(s: Section, key: string, fallback: string): HostPort | undefined {
-    const v = get(s, key) ?? fallback;
-    const bad = () =>
-      this.fail([...s.path, key], `must be an address as host:port (e.g. 127.0.0.1:7400, [::1]:7400), port 0..65535, got ${show(v)}`);
-    if (typeof v !== 'string') return bad();
-    const a = parseHostPort(v);
-    if (!a || a.port > L.port.max) return bad();
-    const colon = v.lastIndexOf(':');
-    const host = HOST.exec(v.slice(0, colon));
-    if (!host) return bad();
-    const why = hostProblem(a.host, host[1] !== undefined);
-    if (why !== undefined) return this.fail([...s.path, key], `${JSON.stringify(v.slice(0, colon))} is ${why}, in ${show(v)}`);
-    return a;
-  }
+  return v;
 }
 
-function get(s: Section, key: string): unknown {
-  return Object.prototype.hasOwnProperty.call(s.fields, key) ? s.fields[key] : undefined;
-}
-
-function checkMac(c: Checker, s: Section): string | undefined {
-  const v = get(s, 'mac');
-  if (v === undefined) return undefined;
-  if (typeof v !== 'string' || !MAC.test(v)) return c.fail([...s.path, 'mac'], `must be a MAC address as xx:xx:xx:xx:xx:xx (e.g. 52:54:00:12:34:56), got ${show(v)}`);
-  if (parseInt(v.slice(0, 2), 16) & 1) return c.fail([...s.path, 'mac'], `must be a unicast address (the first byte even; odd is multicast or broadcast), got ${show(v)}`);
-  if (/^0{2}(?::0{2}){5}$/.test(v)) return c.fail([...s.path, 'mac'], 'must not be 00:00:00:00:00:00 (no station has it; e.g. 52:54:00:12:34:56)');
-  return v.toLowerCase();
-}
-
-function checkNet(c: Checker, devices: Section): NetConfig | undefined {
-  const raw = get(devices, 'net');
-  if (raw === undefined || raw === null) return undefined;
-  const path = [...devices.path, 'net'];
-  const backendValue = isPlainObject(raw) ? raw['backend'] : undefined;
-  const known = backendValue === 'udp' ? UDP_FIELDS : backendValue === 'tap' ? TAP_FIELDS : [...new Set([...UDP_FIELDS, ...TAP_FIELDS])];
-  const s = c.section(raw, path, known);
-  if (!s) return undefined;
-  const backend = c.choice(s, 'backend', ['udp', 'tap'] as const, undefined, ' (udp: host port forwarding; tap: a Linux TAP device)');
-  const mac = checkMac(c, s);
-  if (backend === 'udp') {
-    const hostPort =
-      get(s, 'hostPort') === undefined
-        ? c.fail([...path, 'hostPort'], 'is required (the host UDP port forwarded to the guest; 0 for any free port)')
-        : c.int(s, 'hostPort', L.port, 0);
-    const guestPort = c.int(s, 'guestPort', L.guestPort, D.vm.devices.guestPort);
-    let host = c.string(s, 'host', /^\S+$/, 'an IPv4 address or a host name (e.g. 127.0.0.1)', D.vm.devices.udpHost);
-    if (host !== undefined) {
-      // The forwarder's sockets are IPv4 (udp4).
-      const why = isIPv6(host) ? 'an IPv6 address; the udp back-end binds IPv4 only' : hostProblem(host, false);
-      if (why !== undefined) host = c.fail([...path, 'host'], `${show(host)} is ${why}`);
-    }
-    return { backend, host: host ?? '', hostPort: hostPort ?? 0, guestPort: guestPort ?? 0, mac };
+/** `/ft/arbiter/endpoints/0` as a field path (indices as numbers where the value is a list). */
+function pointerPath(root: unknown, pointer: string): (string | number)[] {
+  const out: (string | number)[] = [];
+  if (pointer === '') return out;
+  for (const raw of pointer.slice(1).split('/')) {
+    const seg = raw.replace(/~1/g, '/').replace(/~0/g, '~');
+    out.push(Array.isArray(at(root, out)) ? Number(seg) : seg);
   }
-  if (backend === 'tap') {
-    const name = c.string(s, 'name', TAP_NAME, 'a network interface name of 1 to 15 letters, digits, ".", "-" or "_"');
-    return { backend, name: name ?? '', mac };
+  return out;
+}
+
+/** `ft.arbiter.endpoints[]`: the FIELD_TEXT key of a path. */
+function textKey(path: FieldPath): string {
+  return path.map((s) => (typeof s === 'number' ? '[]' : s)).join('.').replace(/\.\[\]/g, '[]');
+}
+
+/**
+ * Why `host` is not an address or a host name (`v6`: it was in brackets); undefined when it is one.
+ * Dotted numbers must be an IPv4 address (no `999.1.1.1`, no `10.1`), names follow RFC 1123 (labels of
+ * 1..63, 253 in all). The schema's patterns cannot count.
+ */
+function hostProblem(host: string, v6: boolean): string | undefined {
+  if (v6) return isIPv6(host.replace(/%.*$/, '')) ? undefined : 'not an IPv6 address';
+  if (/^[\d.]+$/.test(host)) return isIPv4(host) ? undefined : 'not an IPv4 address (four numbers 0..255, as 10.0.0.1)';
+  if (host.length > 253 || !host.split('.').every((l) => HOST_LABEL.test(l))) {
+    return 'not a host name (labels of 1 to 63 letters, digits and "-", separated by dots)';
   }
   return undefined;
 }
 
-function checkVm(c: Checker, raw: unknown): VmConfig | undefined {
-  const s = c.section(raw, ['vm'], VM_FIELDS);
-  if (!s) return undefined;
-  const id = c.string(s, 'id', VM_ID, 'a VM name: 1 to 63 lowercase letters, digits, ".", "_" or "-", starting with a letter or digit');
-  // A bare-metal ELF (`guest`) or Linux (`kernel`, with QEMU's companions), never both.
-  const hasKernel = get(s, 'kernel') !== undefined;
-  const guest = c.path(s, 'guest', 'the path of the guest ELF file, or vm.kernel to boot Linux', !hasKernel);
-  const kernel = c.path(s, 'kernel', 'the path of a Linux kernel Image (raw or gzip)', false);
-  const initrd = c.path(s, 'initrd', 'the path of an initrd (a cpio archive, raw or gzip)', false);
-  const bios = c.path(s, 'bios', 'the path of an M-mode firmware ELF', false);
-  const dtb = c.path(s, 'dtb', 'the path of a flattened device tree (.dtb)', false);
-  if (hasKernel && get(s, 'guest') !== undefined) c.fail([...s.path, 'guest'], 'and vm.kernel are exclusive: a VM boots either a bare-metal ELF (guest) or Linux (kernel)');
-  for (const [key, value] of [['initrd', initrd], ['bios', bios], ['dtb', dtb]] as const) {
-    if (value !== undefined && !hasKernel) c.fail([...s.path, key], 'needs vm.kernel (it is part of a Linux boot)');
-  }
-  const linux = kernel === undefined ? undefined : { kernel, initrd, bios, dtb };
-  const ramMiB = c.int(s, 'ramMiB', L.ramMiB, D.vm.ramMiB);
-  const clock = c.choice(s, 'clock', ['real', 'virtual'] as const, D.vm.clock);
-  const append = c.string(s, 'append', /^[^\0]{0,4096}$/, 'the guest command line: at most 4096 characters, no NUL', '');
-  let devices: DevicesConfig = { rng: D.vm.devices.rng, disk: undefined, net: undefined };
-  const rawDevices = get(s, 'devices');
-  if (rawDevices !== undefined && rawDevices !== null) {
-    const ds = c.section(rawDevices, ['vm', 'devices'], DEVICE_FIELDS);
-    if (ds) {
-      const rng = c.bool(ds, 'rng', D.vm.devices.rng);
-      let disk: DiskConfig | undefined;
-      const dk = c.optionalSection(ds, 'disk', DISK_FIELDS);
-      if (dk) {
-        const path = c.path(dk, 'path', 'the path of a raw disk image (a multiple of 512 bytes)', true);
-        const mode = c.choice(dk, 'mode', ['shared', 'separate'] as const, D.vm.devices.diskMode);
-        disk = { path: path ?? '', mode: mode ?? 'shared' };
-      }
-      devices = { rng: rng ?? false, disk, net: checkNet(c, ds) };
-    }
-  }
-  return { id: id ?? '', guest, linux, ramMiB: ramMiB ?? 0, clock: clock ?? 'real', append: append ?? '', devices };
+/** A problem found, before it is placed in the text: the field and the message (which names it). */
+interface Problem {
+  readonly path: FieldPath;
+  readonly message: string;
 }
 
-function checkKey(c: Checker, s: Section, enabled: boolean): FtKeyConfig | undefined {
-  // In the order the file gives them, so that the second one is the one reported.
-  const given = Object.keys(s.fields).filter((k): k is 'keyFile' | 'keyHex' | 'keyEnv' => ['keyFile', 'keyHex', 'keyEnv'].includes(k));
-  if (given.length === 0) {
-    if (enabled) c.fail(s.path, 'needs one of keyFile, keyHex or keyEnv (the logging channel\'s pre-shared key) when ft.enabled is true');
-    return undefined;
+class Problems {
+  readonly list: Problem[] = [];
+  readonly #seen = new Set<string>();
+
+  /** `<field>: <text>`, once per field (the schema can fail one value on several keywords). */
+  fail(path: FieldPath, text: string): void {
+    this.add(path, `${fieldName(path)}: ${text}`);
   }
-  if (given.length > 1) {
-    return c.fail([...s.path, given[1]!], `only one of keyFile, keyHex or keyEnv may be given, but ${given.join(' and ')} are`);
+
+  add(path: FieldPath, message: string): void {
+    const key = fieldName(path);
+    if (this.#seen.has(key)) return;
+    this.#seen.add(key);
+    this.list.push({ path, message });
   }
-  const which = given[0]!;
-  if (which === 'keyFile') {
-    const path = c.path(s, 'keyFile', `the path of a file holding the pre-shared key (at least ${L.keyBytes} bytes)`, true);
-    return path === undefined ? undefined : { source: 'file', path };
+
+  /** Whether a problem was reported at `path` itself (its value is then not checked further). */
+  has(path: FieldPath): boolean {
+    return this.#seen.has(fieldName(path));
   }
-  if (which === 'keyHex') {
-    const v = get(s, 'keyHex');
+
+  unknownField(path: FieldPath, key: string, known: readonly string[]): void {
+    const child = [...path, key];
+    const s = suggest(key, known);
+    const where = path.length === 0 ? 'the top level' : fieldName(path);
+    this.add(
+      child,
+      s !== undefined
+        ? `unknown field ${fieldName(child)} — did you mean ${fieldName([...path, s])}?`
+        : `unknown field ${fieldName(child)} (${where} accepts ${known.join(', ')})`,
+    );
+  }
+}
+
+/** The fields a schema node lists (without `$schema`, which only the top level takes, for editors). */
+function fieldsOf(node: Record<string, unknown> | undefined): string[] {
+  const props = node?.['properties'];
+  return isObject(props) ? Object.keys(props).filter((k) => k !== '$schema') : [];
+}
+
+/** "must be …" for a value the schema refused at `path` (type, pattern, range, enum, …). */
+function wrongValue(p: Problems, path: FieldPath, value: unknown, e: SchemaError): void {
+  const key = textKey(path);
+  const node = e.parentSchema ?? {};
+  const text = FIELD_TEXT[key];
+  if (key === 'ft.keyHex') {
     // The value is a secret: messages describe it, never repeat it.
-    if (typeof v !== 'string') return c.fail([...s.path, 'keyHex'], `must be a string of hex digits, got ${typeof v === 'object' ? show(v) : `a ${typeof v}`}`);
-    if (!HEX.test(v) || v.length % 2 !== 0 || v.length < 2 * L.keyBytes) {
-      return c.fail(
-        [...s.path, 'keyHex'],
-        `must be an even number of hex digits, at least ${2 * L.keyBytes} (${L.keyBytes} bytes), got ${v.length} characters${HEX.test(v) || v === '' ? '' : ' that are not all hex digits'}`,
-      );
-    }
-    return { source: 'hex', hex: v.toLowerCase() };
+    if (typeof value !== 'string') return p.fail(path, `must be a string of hex digits, got ${isObject(value) || Array.isArray(value) || value === null ? show(value) : `a ${typeof value}`}`);
+    return p.fail(
+      path,
+      `must be an even number of hex digits, at least ${2 * L.keyBytes} (${L.keyBytes} bytes), got ${value.length} characters${HEX.test(value) || value === '' ? '' : ' that are not all hex digits'}`,
+    );
   }
-  const name = c.string(s, 'keyEnv', ENV_NAME, 'the name of an environment variable (letters, digits and "_", not starting with a digit)');
-  return name === undefined ? undefined : { source: 'env', name };
-}
-
-function checkTls(c: Checker, s: Section): TlsConfig | undefined {
-  const t = c.optionalSection(s, 'tls', TLS_FIELDS);
-  if (!t) return undefined;
-  const cert = c.path(t, 'cert', "the path of this side's certificate (PEM)", true);
-  const key = c.path(t, 'key', "the path of this side's private key (PEM)", true);
-  const ca = c.path(t, 'ca', 'the path of the CA certificate both sides are signed by (PEM)', true);
-  return { cert: cert ?? '', key: key ?? '', ca: ca ?? '' };
-}
-
-function checkArbiter(c: Checker, s: Section, enabled: boolean): ArbiterConfig | undefined {
-  const raw = get(s, 'arbiter');
-  const path = [...s.path, 'arbiter'];
-  if (raw === undefined || raw === null) {
-    if (enabled) c.fail(path, 'is required when ft.enabled is true: { backend: file, dir } or { backend: etcd, endpoints }');
-    return undefined;
+  if (key === 'vm.devices.net.mac' && typeof value === 'string') {
+    if (!MAC.test(value)) return p.fail(path, `must be a MAC address as xx:xx:xx:xx:xx:xx (e.g. 52:54:00:12:34:56), got ${show(value)}`);
+    if (parseInt(value.slice(0, 2), 16) & 1) return p.fail(path, `must be a unicast address (the first byte even; odd is multicast or broadcast), got ${show(value)}`);
+    return p.fail(path, 'must not be 00:00:00:00:00:00 (no station has it; e.g. 52:54:00:12:34:56)');
   }
-  const backendValue = isPlainObject(raw) ? raw['backend'] : undefined;
-  const known =
-    backendValue === 'file' ? FILE_ARBITER_FIELDS : backendValue === 'etcd' ? ETCD_ARBITER_FIELDS : [...new Set([...FILE_ARBITER_FIELDS, ...ETCD_ARBITER_FIELDS])];
-  const a = c.section(raw, path, known);
-  if (!a) return undefined;
-  const backend = c.choice(a, 'backend', ['file', 'etcd'] as const, undefined, ' (file: a directory both halves share; etcd: an etcd cluster)');
-  if (backend === 'file') {
-    const dir = c.path(a, 'dir', 'the path of a directory both halves share (e.g. on NFS)', true);
-    return { backend, dir: dir ?? '' };
-  }
-  if (backend !== 'etcd') return undefined;
-  const endpoints: string[] = [];
-  const rawEndpoints = get(a, 'endpoints');
-  const epPath = [...path, 'endpoints'];
-  if (rawEndpoints === undefined) c.fail(epPath, 'is required (a list of etcd URLs such as http://127.0.0.1:2379)');
-  else if (!Array.isArray(rawEndpoints) || rawEndpoints.length === 0) {
-    c.fail(epPath, `must be a non-empty list of etcd URLs such as http://127.0.0.1:2379, got ${Array.isArray(rawEndpoints) ? 'an empty list' : show(rawEndpoints)}`);
+  if (key === 'vm.devices.net.mac') return p.fail(path, `must be a MAC address as xx:xx:xx:xx:xx:xx (e.g. 52:54:00:12:34:56), got ${show(value)}`);
+  if (key === 'vm.devices.net.host' && typeof value === 'string' && isIPv6(value)) return p.fail(path, `${show(value)} is an IPv6 address; the udp back-end binds IPv4 only`);
+  if (key === 'ft.arbiter.endpoints' && Array.isArray(value)) return p.fail(path, `must be ${text!.want!}, got an empty list`);
+  let want: string;
+  const type = node['type'];
+  if (type === 'integer') {
+    want = `an integer between ${String(node['minimum'])} and ${String(node['maximum'])}${text?.unit ?? ''}`;
+  } else if (type === 'boolean') {
+    want = 'true or false';
+  } else if (Array.isArray(node['enum'])) {
+    want = oneOf(node['enum']);
+  } else if (type === 'object' || (Array.isArray(type) && type.includes('object'))) {
+    want = `an object with the fields ${fieldsOf(node).join(', ')}`;
+  } else if (text?.want !== undefined) {
+    want = text.path ? `${text.want}${PATH_NOTE}` : text.want;
   } else {
-    rawEndpoints.forEach((e: unknown, i) => {
-      const m = typeof e === 'string' ? ETCD_ENDPOINT.exec(e) : null;
-      if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) c.fail([...epPath, i], `must be an etcd URL as http(s)://host:port (e.g. http://127.0.0.1:2379), got ${show(e)}`);
-      else {
-        const h = m[1]!;
-        const why = h.startsWith('[') ? hostProblem(h.slice(1, -1), true) : hostProblem(h, false);
-        if (why !== undefined) c.fail([...epPath, i], `${JSON.stringify(h)} is ${why}, in ${show(e)}`);
-        else endpoints.push(e as string);
+    // A keyword no message above covers: Ajv's own words (they never repeat the value).
+    return p.fail(path, `${e.message ?? `fails the schema's ${e.keyword}`}`);
+  }
+  p.fail(path, `must be ${want}, got ${show(value)}`);
+}
+
+/** The shape of a `backend`-chosen section whose value matched none of the schema's branches. */
+function wrongBranch(p: Problems, path: FieldPath, value: unknown, branch: (typeof BRANCHES)[string]): void {
+  if (!isObject(value)) return p.fail(path, `must be an object with the fields ${branch.union.join(', ')}, got ${show(value)}`);
+  for (const k of Object.keys(value)) if (!branch.union.includes(k)) p.unknownField(path, k, branch.union);
+  const backends = Object.keys(branch.byBackend);
+  const key = textKey([...path, 'backend']);
+  if (value['backend'] === undefined) p.fail([...path, 'backend'], `is required${FIELD_TEXT[key]!.required!}`);
+  else p.fail([...path, 'backend'], `must be ${oneOf(backends)}, got ${show(value['backend'])}`);
+}
+
+/** The schema's errors as problems, one per field, in words. */
+function schemaProblems(root: unknown, errors: readonly SchemaError[], p: Problems): void {
+  // The oneOf branches a section's `backend` did not choose say nothing about it.
+  const chosen = new Map<string, string | undefined>();
+  for (const [name, branch] of Object.entries(BRANCHES)) {
+    const value = at(root, name.split('.'));
+    const backend = isObject(value) ? value['backend'] : undefined;
+    chosen.set(name, typeof backend === 'string' ? branch.byBackend[backend] : undefined);
+  }
+  const branchOf = (e: SchemaError): string | undefined =>
+    Object.keys(BRANCHES).find((name) => e.instancePath === `/${name.replace(/\./g, '/')}` || e.instancePath.startsWith(`/${name.replace(/\./g, '/')}/`));
+  for (const e of errors) {
+    const path = pointerPath(root, e.instancePath);
+    const value = at(root, path);
+    const s = e.schemaPath;
+    if (s.startsWith('#/definitions/')) {
+      const name = branchOf(e);
+      if (name === undefined || !s.startsWith(chosen.get(name) ?? '\0')) continue;
+    } else if (Object.values(BRANCHES).some((b) => s.startsWith(`${b.schemaPath}/`))) {
+      continue; // the null branch
+    }
+    const branch = Object.entries(BRANCHES).find(([, b]) => s === b.schemaPath);
+    if (branch) {
+      if (chosen.get(branch[0]) === undefined) wrongBranch(p, path, value, branch[1]);
+      continue;
+    }
+    // `required` passes on a value that is not an object, so `not` and `oneOf` over it fail there:
+    // the type error at the same place is the one to report.
+    if ((s === '#/properties/vm/oneOf' || s === '#/properties/ft/not') && !isObject(value)) continue;
+    switch (s) {
+      case '#/properties/vm/oneOf': {
+        const vm = value as Record<string, unknown>;
+        if (vm['guest'] !== undefined && vm['kernel'] !== undefined) p.fail([...path, 'guest'], 'and vm.kernel are exclusive: a VM boots either a bare-metal ELF (guest) or Linux (kernel)');
+        else p.fail([...path, 'guest'], `is required (${FIELD_TEXT['vm.guest']!.want})`);
+        continue;
       }
+      case '#/properties/ft/not': {
+        const given = Object.keys(value as object).filter((k) => (KEY_FIELDS as readonly string[]).includes(k));
+        p.fail([...path, given[1]!], `only one of keyFile, keyHex or keyEnv may be given, but ${given.join(' and ')} are`);
+        continue;
+      }
+      case '#/properties/ft/else/anyOf':
+        p.fail(path, "needs one of keyFile, keyHex or keyEnv (the logging channel's pre-shared key) when ft.enabled is true");
+        continue;
+      case '#/properties/ft/else/required':
+      case '#/properties/ft/else/properties/arbiter/type':
+        p.fail(['ft', 'arbiter'], NEEDS_ARBITER);
+        continue;
+      case '#/properties/ft/if':
+        continue;
+    }
+    if (s.startsWith('#/properties/vm/oneOf/') || s.startsWith('#/properties/ft/else/anyOf/')) continue;
+    switch (e.keyword) {
+      case 'additionalProperties':
+        p.unknownField(path, String(e.params['additionalProperty']), fieldsOf(e.parentSchema));
+        break;
+      case 'required': {
+        const field = [...path, String(e.params['missingProperty'])];
+        const text = FIELD_TEXT[textKey(field)];
+        p.fail(field, `is required${text?.required ?? (text?.want !== undefined ? ` (${text.want})` : '')}`);
+        break;
+      }
+      case 'dependencies':
+        p.fail([...path, String(e.params['property'])], 'needs vm.kernel (it is part of a Linux boot)');
+        break;
+      default:
+        // `ft: null` counts as absent, as for the other sections.
+        if (path.length === 1 && path[0] === 'ft' && value === null) p.fail(path, `is required${FIELD_TEXT['ft']!.required!}`);
+        else wrongValue(p, path, value, e);
+    }
+  }
+}
+
+/** The checks no JSON Schema can state, on the values the schema passed: addresses and relations. */
+function semanticProblems(root: unknown, p: Problems): void {
+  const address = (path: FieldPath) => {
+    const v = at(root, path);
+    if (typeof v !== 'string' || p.has(path)) return;
+    const colon = v.lastIndexOf(':');
+    const host = v.slice(0, colon);
+    const v6 = host.startsWith('[');
+    const why = hostProblem(v6 ? parseHostPort(v)?.host ?? '' : host, v6);
+    if (why !== undefined) p.fail(path, `${JSON.stringify(host)} is ${why}, in ${show(v)}`);
+  };
+  address(['ft', 'listen']);
+  address(['metrics', 'listen']);
+  const net = at(root, ['vm', 'devices', 'net']);
+  const udpHost = ['vm', 'devices', 'net', 'host'];
+  if (isObject(net) && net['backend'] === 'udp' && typeof net['host'] === 'string' && !p.has(udpHost)) {
+    const why = hostProblem(net['host'], false);
+    if (why !== undefined) p.fail(udpHost, `${show(net['host'])} is ${why}`);
+  }
+  const endpoints = at(root, ['ft', 'arbiter', 'endpoints']);
+  if (Array.isArray(endpoints) && at(root, ['ft', 'arbiter', 'backend']) === 'etcd') {
+    endpoints.forEach((e: unknown, i) => {
+      const m = typeof e === 'string' ? /^https?:\/\/(\[[^\]]*\]|[^:/]+):/.exec(e) : null;
+      if (!m || p.has(['ft', 'arbiter', 'endpoints', i])) return;
+      const h = m[1]!;
+      const why = h.startsWith('[') ? hostProblem(h.slice(1, -1), true) : hostProblem(h, false);
+      if (why !== undefined) p.fail(['ft', 'arbiter', 'endpoints', i], `${JSON.stringify(h)} is ${why}, in ${show(e)}`);
     });
   }
-  const prefix = c.string(a, 'prefix', /^[\x21-\x7e]{1,256}$/, 'a key prefix of 1 to 256 printable characters without spaces', D.ft.etcdPrefix);
-  const timeoutMs = c.int(a, 'timeoutMs', L.etcdTimeoutMs, D.ft.etcdTimeoutMs);
-  return { backend, endpoints, prefix: prefix ?? '', timeoutMs: timeoutMs ?? 0 };
-}
-
-function checkFt(c: Checker, raw: unknown): FtConfig | undefined {
-  const s = raw === undefined || raw === null ? { path: ['ft'], fields: {} } : c.section(raw, ['ft'], FT_FIELDS);
-  if (!s) return undefined;
-  const enabled = c.bool(s, 'enabled', D.ft.enabled);
-  const on = enabled ?? true;
-  const listen = c.hostPort(s, 'listen', D.ft.listen);
-  const key = checkKey(c, s, on);
-  const tls = checkTls(c, s);
-  const heartbeatMs = c.int(s, 'heartbeatMs', L.heartbeatMs, D.ft.heartbeatMs);
-  const timeoutMs = c.int(s, 'timeoutMs', L.timeoutMs, D.ft.timeoutMs);
+  // Relations between fields, with the defaults standing in for absent ones.
+  const int = (key: string, fallback: number): number | undefined => {
+    const v = at(root, ['ft', key]);
+    if (p.has(['ft', key])) return undefined;
+    return v === undefined ? fallback : typeof v === 'number' ? v : undefined;
+  };
+  const given = (key: string) => (at(root, ['ft', key]) !== undefined ? '' : ' (the default)');
+  const heartbeatMs = int('heartbeatMs', D.ft.heartbeatMs);
+  const timeoutMs = int('timeoutMs', D.ft.timeoutMs);
   if (heartbeatMs !== undefined && timeoutMs !== undefined && timeoutMs < L.timeoutHeartbeats * heartbeatMs) {
-    const given = get(s, 'timeoutMs') !== undefined ? '' : ' (the default)';
-    c.fail(
+    p.fail(
       ['ft', 'timeoutMs'],
-      `must be at least ${L.timeoutHeartbeats} × ft.heartbeatMs = ${L.timeoutHeartbeats * heartbeatMs}, got ${timeoutMs}${given}: ` +
+      `must be at least ${L.timeoutHeartbeats} × ft.heartbeatMs = ${L.timeoutHeartbeats * heartbeatMs}, got ${timeoutMs}${given('timeoutMs')}: ` +
         'with fewer than three heartbeats per timeout, one late heartbeat is a false failover; raise ft.timeoutMs or lower ft.heartbeatMs',
     );
   }
-  const lagTargetMs = c.int(s, 'lagTargetMs', L.lagTargetMs, D.ft.lagTargetMs);
-  const maxLagMs = c.int(s, 'maxLagMs', L.maxLagMs, D.ft.maxLagMs);
+  const lagTargetMs = int('lagTargetMs', D.ft.lagTargetMs);
+  const maxLagMs = int('maxLagMs', D.ft.maxLagMs);
+  // The throttle rises from 0 at the target to its maximum at maxLagMs, so the two cannot meet.
   if (lagTargetMs !== undefined && maxLagMs !== undefined && maxLagMs <= lagTargetMs) {
-    const given = get(s, 'maxLagMs') !== undefined ? '' : ' (the default)';
-    // The throttle rises from 0 at the target to its maximum at maxLagMs, so the two cannot meet.
-    c.fail(['ft', 'maxLagMs'], `must be greater than ft.lagTargetMs = ${lagTargetMs}, got ${maxLagMs}${given}`);
+    p.fail(['ft', 'maxLagMs'], `must be greater than ft.lagTargetMs = ${lagTargetMs}, got ${maxLagMs}${given('maxLagMs')}`);
   }
-  const maxUnackedBytes = c.int(s, 'maxUnackedBytes', L.maxUnackedBytes, D.ft.maxUnackedBytes);
-  const outputRule = c.bool(s, 'outputRule', D.ft.outputRule);
-  const arbiter = checkArbiter(c, s, on);
-  const hashIntervalInstructions = c.int(s, 'hashIntervalInstructions', L.hashIntervalInstructions, D.ft.hashIntervalInstructions, ' (0: no hashes)');
-  const dataPath = c.choice(s, 'dataPath', ['native', 'js'] as const, D.ft.dataPath);
-  const common = {
-    listen: listen ?? { host: '', port: 0 },
-    tls,
-    heartbeatMs: heartbeatMs ?? 0,
-    timeoutMs: timeoutMs ?? 0,
-    lagTargetMs: lagTargetMs ?? 0,
-    maxLagMs: maxLagMs ?? 0,
-    maxUnackedBytes: maxUnackedBytes ?? 0,
-    outputRule: outputRule ?? true,
-    hashIntervalInstructions: hashIntervalInstructions ?? 0,
-    dataPath: dataPath ?? D.ft.dataPath,
-  };
-  if (on) {
-    if (key === undefined || arbiter === undefined) return undefined;
-    return { enabled: true, ...common, key, arbiter };
-  }
-  return { enabled: false, ...common, key, arbiter };
 }
 
-function checkMetrics(c: Checker, raw: unknown): MetricsConfig | undefined {
-  if (raw === undefined || raw === null) return undefined;
-  const s = c.section(raw, ['metrics'], METRICS_FIELDS);
-  if (!s) return undefined;
-  const listen = c.hostPort(s, 'listen', D.metrics.listen);
-  return { listen: listen ?? { host: '', port: 0 } };
+/** Where a field stands in the document (keys in the order written, absent ones after): the issues' order. */
+function documentOrder(root: unknown, a: FieldPath, b: FieldPath): number {
+  let v = root;
+  for (let i = 0; i < Math.min(a.length, b.length); i++) {
+    if (a[i] !== b[i]) {
+      const rank = (seg: string | number) => {
+        if (typeof seg === 'number') return seg;
+        const keys = isObject(v) ? Object.keys(v) : [];
+        const k = keys.indexOf(seg);
+        return k < 0 ? keys.length : k;
+      };
+      return rank(a[i]!) - rank(b[i]!);
+    }
+    v = at(v, [a[i]!]);
+  }
+  return a.length - b.length;
 }
+
+// After the schema passed: values of the types the schema states, defaults for what is absent.
+type Raw = Record<string, any>;
 
 function deepFreeze<T>(v: T): T {
   if (typeof v === 'object' && v !== null && !Object.isFrozen(v)) {
@@ -455,6 +418,64 @@ function deepFreeze<T>(v: T): T {
     Object.freeze(v);
   }
   return v;
+}
+
+function build(root: Raw, baseDir: string): LockstepConfig {
+  const path = (v: string | undefined) => (v === undefined ? undefined : isAbsolute(v) ? resolve(v) : resolve(baseDir, v));
+  const hostPort = (v: string | undefined, fallback: string): HostPort => parseHostPort(v ?? fallback)!;
+  const vm: Raw = root['vm'];
+  const devices: Raw = vm['devices'] ?? {};
+  const rawNet: Raw | null | undefined = devices['net'];
+  const mac = (n: Raw) => (n['mac'] === undefined ? undefined : String(n['mac']).toLowerCase());
+  let net: NetConfig | undefined;
+  if (rawNet?.['backend'] === 'udp') {
+    net = { backend: 'udp', host: rawNet['host'] ?? D.vm.devices.udpHost, hostPort: rawNet['hostPort'], guestPort: rawNet['guestPort'] ?? D.vm.devices.guestPort, mac: mac(rawNet) };
+  } else if (rawNet?.['backend'] === 'tap') {
+    net = { backend: 'tap', name: rawNet['name'], mac: mac(rawNet) };
+  }
+  const disk: Raw | null | undefined = devices['disk'];
+  const kernel = path(vm['kernel']);
+  const vmConfig: VmConfig = {
+    id: vm['id'],
+    guest: path(vm['guest']),
+    linux: kernel === undefined ? undefined : { kernel, initrd: path(vm['initrd']), bios: path(vm['bios']), dtb: path(vm['dtb']) },
+    ramMiB: vm['ramMiB'] ?? D.vm.ramMiB,
+    clock: vm['clock'] ?? D.vm.clock,
+    append: vm['append'] ?? '',
+    devices: {
+      rng: devices['rng'] ?? D.vm.devices.rng,
+      disk: disk ? { path: path(disk['path'])!, mode: disk['mode'] ?? D.vm.devices.diskMode } : undefined,
+      net,
+    },
+  };
+  const ft: Raw = root['ft'];
+  const key: FtKeyConfig | undefined =
+    ft['keyFile'] !== undefined ? { source: 'file', path: path(ft['keyFile'])! }
+    : ft['keyHex'] !== undefined ? { source: 'hex', hex: String(ft['keyHex']).toLowerCase() }
+    : ft['keyEnv'] !== undefined ? { source: 'env', name: ft['keyEnv'] }
+    : undefined;
+  const a: Raw | null | undefined = ft['arbiter'];
+  const arbiter: ArbiterConfig | undefined =
+    a?.['backend'] === 'file' ? { backend: 'file', dir: path(a['dir'])! }
+    : a?.['backend'] === 'etcd' ? { backend: 'etcd', endpoints: [...(a['endpoints'] as string[])], prefix: a['prefix'] ?? D.ft.etcdPrefix, timeoutMs: a['timeoutMs'] ?? D.ft.etcdTimeoutMs }
+    : undefined;
+  const tls: Raw | null | undefined = ft['tls'];
+  const common = {
+    listen: hostPort(ft['listen'], D.ft.listen),
+    tls: tls ? { cert: path(tls['cert'])!, key: path(tls['key'])!, ca: path(tls['ca'])! } : undefined,
+    heartbeatMs: ft['heartbeatMs'] ?? D.ft.heartbeatMs,
+    timeoutMs: ft['timeoutMs'] ?? D.ft.timeoutMs,
+    lagTargetMs: ft['lagTargetMs'] ?? D.ft.lagTargetMs,
+    maxLagMs: ft['maxLagMs'] ?? D.ft.maxLagMs,
+    maxUnackedBytes: ft['maxUnackedBytes'] ?? D.ft.maxUnackedBytes,
+    outputRule: ft['outputRule'] ?? D.ft.outputRule,
+    hashIntervalInstructions: ft['hashIntervalInstructions'] ?? D.ft.hashIntervalInstructions,
+    dataPath: ft['dataPath'] ?? D.ft.dataPath,
+  };
+  // The schema requires the key and the arbiter unless enabled is false.
+  const ftConfig = (ft['enabled'] ?? D.ft.enabled) ? { enabled: true as const, ...common, key: key!, arbiter: arbiter! } : { enabled: false as const, ...common, key, arbiter };
+  const metrics: Raw | null | undefined = root['metrics'];
+  return { vm: vmConfig, ft: ftConfig, metrics: metrics ? { listen: hostPort(metrics['listen'], D.metrics.listen) } : undefined };
 }
 
 /** The warnings a valid configuration carries (each names the source and the field). */
@@ -471,36 +492,32 @@ function warningsOf(config: LockstepConfig, source: string): string[] {
 
 /** Shared by {@link validateConfig} and `parseConfig`, which also passes where each field is in the text. */
 export function validateWithPositions(obj: unknown, sourceName: string, baseDir: string, locate: Locate | undefined): ValidatedConfig {
-  const c = new Checker(resolve(baseDir), locate);
-  let vm: VmConfig | undefined;
-  let ft: FtConfig | undefined;
-  let metrics: MetricsConfig | undefined;
   if (obj === undefined || obj === null) {
-    c.issues.push({ field: '', message: 'the configuration is empty; it needs at least vm.id and vm.guest or vm.kernel (and ft.arbiter and a key unless ft.enabled is false)' });
-  } else {
-    const top = c.section(obj, [], TOP_FIELDS);
-    if (top) {
-      const schemaRef = get(top, SCHEMA_FIELD);
-      if (schemaRef !== undefined && typeof schemaRef !== 'string') c.fail([SCHEMA_FIELD], `must be a string (where editors find lockstep.schema.json), got ${show(schemaRef)}`);
-      const rawVm = get(top, 'vm');
-      if (rawVm === undefined || rawVm === null) c.fail(['vm'], 'is required (the VM: at least id and guest)');
-      else vm = checkVm(c, rawVm);
-      ft = checkFt(c, get(top, 'ft'));
-      metrics = checkMetrics(c, get(top, 'metrics'));
-    }
+    throw new ConfigError(sourceName, [
+      { field: '', message: 'the configuration is empty; it needs at least vm.id and vm.guest or vm.kernel (and ft.arbiter and a key unless ft.enabled is false)' },
+    ]);
   }
-  if (c.issues.length > 0 || vm === undefined || ft === undefined) {
-    // The checks return undefined only after recording an issue; the guard is for the type checker.
-    throw new ConfigError(sourceName, c.issues.length > 0 ? c.issues : [{ field: '', message: 'invalid configuration' }]);
+  const p = new Problems();
+  if (!check(obj)) schemaProblems(obj, check.errors ?? [], p);
+  semanticProblems(obj, p);
+  if (p.list.length > 0) {
+    const issues = [...p.list]
+      .sort((a, b) => documentOrder(obj, a.path, b.path))
+      .map(({ path, message }): ConfigIssue => {
+        const pos = locate?.(path);
+        return pos ? { field: fieldName(path), message: `${message} (line ${pos.line}, column ${pos.column})`, line: pos.line, column: pos.column } : { field: fieldName(path), message };
+      });
+    throw new ConfigError(sourceName, issues);
   }
-  const config = deepFreeze<LockstepConfig>({ vm, ft, metrics });
+  const config = deepFreeze(build(obj as Raw, resolve(baseDir)));
   return Object.freeze({ config, warnings: Object.freeze(warningsOf(config, sourceName)) });
 }
 
 /**
- * Checks a configuration already parsed into plain values (e.g. from JSON.parse) and returns it
- * frozen, with every default filled in and every path made absolute against `baseDir`. Files and
- * environment variables are not looked at (see `loadConfig`).
+ * Checks a configuration already parsed into plain values (e.g. from JSON.parse) against
+ * lockstep.schema.json and the rules between fields, and returns it frozen, with every default filled
+ * in and every path made absolute against `baseDir`. Files and environment variables are not looked at
+ * (see `loadConfig`).
  *
  * @param sourceName how messages name the configuration (a file name, `--config`, …)
  * @throws {ConfigError} listing every problem, each as `<sourceName>: <field.path>: <what is wrong>`

@@ -1,9 +1,7 @@
 // Booting Linux as QEMU 7.2 does for `-M virt -bios <fw> -kernel <Image> -initrd <f> -append <s> [-dtb <f>]`:
 // where each image goes, the device tree, the entry registers. Planning is pure (bytes in, a plan out);
 // Machine.loadLinux applies a plan. Also the committed guest (guest/linux/bin, guest/firmware/bin).
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { gunzipSync } from 'node:zlib';
 import { BootError, ElfError } from '../errors.js';
 import {
   QEMU_FDT_BUFFER,
@@ -98,8 +96,12 @@ export interface LinuxBootPlan {
   pc: number;
 }
 
+// node:crypto and node:zlib are loaded on first use: every Machine imports this module, and a bare-metal
+// run (`lockstep run hello.elf`) needs neither; the two cost several ms of a CLI's start.
+const gunzipSync: typeof import('node:zlib').gunzipSync = (...args) => process.getBuiltinModule('node:zlib').gunzipSync(...args);
+
 export function sha256(bytes: Uint8Array): string {
-  return createHash('sha256').update(bytes).digest('hex');
+  return process.getBuiltinModule('node:crypto').createHash('sha256').update(bytes).digest('hex');
 }
 
 const hex = (v: number): string => `0x${v.toString(16)}`;

@@ -199,9 +199,9 @@ export function addon(): Addon {
       // By name: build/Release also holds the test-only addon (lockstep_test.node), and node-gyp-build
       // takes whichever .node file it lists first there. Prebuilds still go through node-gyp-build.
       const local = join(root, 'build', 'Release', 'lockstep.node');
-      const load = require('node-gyp-build') as (dir: string) => unknown;
-      // Then the package's prebuilds (native/prebuilds/<platform>-<arch>/, see native/prebuild.mjs).
-      cached = (existsSync(local) ? require(local) : load(join(root, 'native'))) as Addon;
+      // Then the package's prebuilds (native/prebuilds/<platform>-<arch>/, see native/prebuild.mjs);
+      // node-gyp-build is required only then (it loads node:os and reads directories).
+      cached = (existsSync(local) ? require(local) : (require('node-gyp-build') as (dir: string) => unknown)(join(root, 'native'))) as Addon;
     }
   } catch (err) {
     const where = override ? override : `${join(root, 'build', 'Release', 'lockstep.node')} or native/prebuilds/${process.platform}-${process.arch}`;

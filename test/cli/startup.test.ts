@@ -1,6 +1,7 @@
-// What a command loads: `lockstep run` and `import 'lockstep'` leave the FT pair, the cluster and their
-// etcd/gRPC clients unloaded until something uses them (the CLI's start time is mostly module loading).
-// Traced with a module-resolution hook in a child process, on the built package.
+// What a command loads: `lockstep run` and `import 'lockstep'` leave the FT pair, the cluster, their
+// etcd/gRPC clients, prom-client, yaml and Ajv unloaded until something uses them (the CLI's start time is
+// mostly module loading); Ajv is never loaded at run time (the schema is compiled at build time). Traced
+// in a child process on the built package: a module-resolution hook, require.cache and moduleLoadList.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,28 +16,53 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 let n = 0;
 
 /** The modules `args` (a node command line) loads: ES module URLs and CommonJS paths. */
-function loaded(args: string[]): string[] {
+function loaded(args: string[], status = 0): string[] {
   const trace = join(tmp, `trace-${n++}.txt`);
   const r = spawnSync(process.execPath, ['--import', register, ...args], { env: { ...process.env, LOCKSTEP_TRACE_MODULES: trace }, encoding: 'utf8', timeout: 120_000 });
-  expect(r.status, r.stderr).toBe(0);
+  expect(r.status, r.stderr).toBe(status);
   return readFileSync(trace, 'utf8').trim().split('\n');
 }
-const heavy = (mods: string[]) => mods.filter((m) => /\/dist\/(ft|cluster\/(manager|agent|store\/etcd-store))|node_modules\/(etcd3|@grpc)\//.test(m));
+/** Packages a plain run or import must not load: the etcd client and its gRPC stack, metrics, YAML, Ajv. */
+const PACKAGES = /node_modules\/(etcd3|@grpc|prom-client|yaml|ajv)\//;
+const heavy = (mods: string[]) => mods.filter((m) => /\/dist\/(ft|cluster\/(manager|agent|store\/etcd-store))/.test(m) || PACKAGES.test(m));
+const packages = (mods: string[]) => mods.filter((m) => PACKAGES.test(m));
 
 describe('startup loads only what the command needs', () => {
-  it('lockstep run hello.elf: the guest runs, and neither the FT pair, the cluster nor etcd3/gRPC is loaded', () => {
+  it('lockstep run hello.elf: the guest runs; neither the FT pair, the cluster, etcd3/gRPC, prom-client, yaml, Ajv nor zlib/crypto/dgram is loaded', () => {
     const mods = loaded([join(root, 'dist', 'cli', 'main.js'), 'run', join(root, 'guest', 'bin', 'hello.elf')]);
     expect(mods.some((m) => m.endsWith('/dist/cli/run.js'))).toBe(true);
     expect(heavy(mods)).toEqual([]);
+    // Built-ins only a Linux boot (gzip, sha256) or --net udp (sockets, DNS) needs.
+    expect(mods.filter((m) => /^builtin:(crypto|zlib|dns\/promises|dgram)$/.test(m))).toEqual([]);
   });
 
-  it("import 'lockstep' does not load etcd3 or gRPC until an etcd store or arbiter is made", () => {
+  it('lockstep run --linux loads zlib and crypto when it needs them', () => {
+    // The counterpart of the lazy built-ins: the committed guest's gzip'd kernel is unpacked and its
+    // sha256 checked (the run then stops on its budget, exit status 75, as booted Linux would not end).
+    const mods = loaded([join(root, 'dist', 'cli', 'main.js'), 'run', '--linux', '--max-instructions', '1000'], 75);
+    expect(mods).toContain('builtin:zlib');
+    expect(mods).toContain('builtin:crypto');
+  });
+
+  it("import 'lockstep' loads neither etcd3/gRPC, prom-client, yaml nor Ajv; etcd3 only once an etcd arbiter is made", () => {
     const lib = join(root, 'dist', 'index.js');
     const mods = loaded(['--input-type=module', '-e', `await import(${JSON.stringify(lib)});`]);
     expect(mods.some((m) => m.endsWith('/dist/index.js'))).toBe(true);
-    expect(mods.filter((m) => /node_modules\/(etcd3|@grpc)\//.test(m))).toEqual([]);
+    expect(packages(mods)).toEqual([]);
     // …and it is loaded when one is made.
     const made = loaded(['--input-type=module', '-e', `const l = await import(${JSON.stringify(lib)}); await new l.EtcdArbiter({ endpoints: ['http://127.0.0.1:1'] }).close();`]);
     expect(made.some((m) => /node_modules\/etcd3\//.test(m))).toBe(true);
+  });
+
+  it('checking a YAML configuration loads yaml, and never Ajv (the schema is compiled at build time)', () => {
+    const lib = join(root, 'dist', 'index.js');
+    const yamlText = 'vm: {id: a, guest: g.elf}\nft: {enabled: false, heartbeatMs: 50, timeoutMs: 150}\n';
+    const mods = loaded([
+      '--input-type=module',
+      '-e',
+      `const l = await import(${JSON.stringify(lib)}); const { config } = l.parseConfig(${JSON.stringify(yamlText)}, 'yaml', 'vm.yaml', '/'); if (config.ft.timeoutMs !== 150) process.exit(3); try { l.validateConfig({ vm: {} }, 'x', '/'); process.exit(4); } catch {}`,
+    ]);
+    expect(mods.some((m) => /node_modules\/yaml\//.test(m))).toBe(true);
+    expect(mods.filter((m) => /node_modules\/ajv\//.test(m))).toEqual([]);
   });
 });

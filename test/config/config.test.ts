@@ -247,6 +247,23 @@ describe('validateConfig: bad fields', () => {
     expect(err.message.split('\n')).toHaveLength(3);
   });
 
+  it("reports the schema's problems and the checks beyond it together, in the file's order", () => {
+    const c = base();
+    c['ft'] = { listen: '999.1.1.1:7400', heartbeatMs: 250, ...c['ft'], outputRule: 'no' };
+    c['vm'].clock = 'wall';
+    const err = expectConfigError(() => validateConfig(c, 'vm.json', '/'));
+    expect(err.issues.map((i) => i.field)).toEqual(['vm.clock', 'ft.listen', 'ft.outputRule', 'ft.timeoutMs']);
+    expect(err.issues[3]!.message).toContain('got 600 (the default)');
+  });
+
+  it('takes ft: null as an absent ft section', () => {
+    const err = expectConfigError(() => validateConfig({ vm: { id: 'a', guest: 'g' }, ft: null }, 'vm.json', '/'));
+    expect(err.message).toBe('vm.json: ft: is required (the fault-tolerant pair: a key and an arbiter, or enabled: false)');
+    expect(expectConfigError(() => validateConfig({ vm: { id: 'a', guest: 'g' } }, 'vm.json', '/')).message).toBe(err.message);
+    // A section of the wrong type is one problem, not also every rule about its fields.
+    expect(expectConfigError(() => validateConfig({ vm: 'kv1', ft: 'on' }, 'vm.json', '/')).issues.map((i) => i.field)).toEqual(['vm', 'ft']);
+  });
+
   it('never repeats a key in a message', () => {
     const c = base();
     c['ft'].keyHex = 'secret-secret-secret-secret-secret';

@@ -1,7 +1,8 @@
-// lockstep.schema.json, the JSON Schema editors use to complete and check configuration files, agrees
-// with the validator: it is a valid draft-07 schema (Ajv, strict), accepts what the validator accepts,
-// refuses what it refuses (but for the checks it cannot state, listed here), and its field lists,
-// defaults and ranges are the validator's.
+// lockstep.schema.json, the JSON Schema editors use to complete and check configuration files and the one
+// lockstep checks against (compiled at build time): it is a valid draft-07 schema (Ajv, strict), the
+// generated check is its current compilation, it accepts what validateConfig accepts and refuses what
+// it refuses (but for the checks it cannot state, listed here), and its defaults are the types' defaults.
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { Ajv, type ValidateFunction } from 'ajv';
 import { parse as parseYaml } from 'yaml';
@@ -95,6 +96,16 @@ describe('lockstep.schema.json', () => {
   it('is a valid draft-07 schema that Ajv compiles in strict mode', () => {
     expect(schema['$schema']).toBe('http://json-schema.org/draft-07/schema#');
     expect(() => compile()).not.toThrow();
+  });
+
+  it('is compiled into schema-check.generated.ts as it is now (else: npm run build:schema)', () => {
+    const generator = new URL('../../src/config/generate-schema-check.mjs', import.meta.url);
+    const fresh = spawnSync(process.execPath, [generator.pathname, '--print'], { encoding: 'utf8' });
+    expect(fresh.status, fresh.stderr).toBe(0);
+    const committed = readFileSync(new URL('../../src/config/schema-check.generated.ts', import.meta.url), 'utf8');
+    expect(committed === fresh.stdout, 'src/config/schema-check.generated.ts is stale: run npm run build:schema').toBe(true);
+    // Standalone: nothing of Ajv is imported when a configuration is checked.
+    expect(committed).not.toMatch(/\bimport\b|require\(/);
   });
 
   it.each(validConfigs())('accepts %s, as the validator does', (_name, config) => {
