@@ -3,19 +3,30 @@
 #include "cpu/cpu.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
+#if defined(__GNUC__)
 #define LOCKSTEP_LIKELY(x) __builtin_expect(!!(x), 1)
 #define LOCKSTEP_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define LOCKSTEP_UNREACHABLE() __builtin_unreachable()
+#else
+#define LOCKSTEP_LIKELY(x) (x)
+#define LOCKSTEP_UNLIKELY(x) (x)
+#define LOCKSTEP_UNREACHABLE() std::abort()
+#endif
 
 // Two values every load, store and branch uses are pinned to callee-saved registers on x86-64 (GCC keeps
-// them there across the dispatch's computed gotos instead of spilling them); elsewhere the compiler
-// chooses, and the same code is portable.
-#if defined(__x86_64__)
+// them there across the dispatch's computed gotos instead of spilling them); elsewhere, and in the
+// portable switch build, the compiler chooses.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(LOCKSTEP_DISPATCH_SWITCH)
 #define LOCKSTEP_PINNED(type, name, reg) register type name asm(reg)
 #else
 #define LOCKSTEP_PINNED(type, name, reg) type name
 #endif
+
+// The memory operations that also have a translation-first handler (see DecodedPage).
+#define LOCKSTEP_MEM_OPS(X) X(LB) X(LH) X(LW) X(LBU) X(LHU) X(SB) X(SH) X(SW)
 
 namespace lockstep {
 namespace {
@@ -37,6 +48,17 @@ constexpr uint32_t kSemihostPost = 0x40705013;  // srai x0, x0, 7
 
 // run_inner returns to run() after this many traps that retired nothing in between (see `trap:`).
 constexpr uint32_t kTrapBurst = 64;
+
+// Every handler of the dispatch loop: two per operation, for 16-bit (_1) and 32-bit (_2) encodings, so
+// that op * 2 + len - 1 names the plain one; then the translation-first memory handlers.
+enum HandlerId : uint32_t {
+#define LOCKSTEP_HANDLER_ID(name) kH_##name##_1, kH_##name##_2,
+#define LOCKSTEP_HANDLER_ID_T(name) kH_##name##_T_1, kH_##name##_T_2,
+  LOCKSTEP_OPS(LOCKSTEP_HANDLER_ID) LOCKSTEP_MEM_OPS(LOCKSTEP_HANDLER_ID_T)
+#undef LOCKSTEP_HANDLER_ID
+#undef LOCKSTEP_HANDLER_ID_T
+  kHandlerCount
+};
 
 }  // namespace
 
@@ -90,7 +112,7 @@ Decoded Cpu::slot_of(const DecodedOp& d, bool translated) const {
   // pc-relative jumps keep their offset in slot bytes (code offset * 8 = slots * sizeof(Decoded)), so
   // a taken branch finds its target slot with one add; the code offset is imm >> 3 again.
   const bool rel = d.op == kOpJAL || d.op == kOpJ || (d.op >= kOpBEQ && d.op <= kOpBGEU);
-  const void* const* labels = translated ? labels_translated_ : labels_;
+  const Handler* labels = translated ? labels_translated_ : labels_;
   return Decoded{labels[d.op * 2 + d.len - 1], rel ? d.imm * 8 : d.imm, d.rd, d.rs1, d.rs2, d.len};
 }
 
@@ -370,21 +392,29 @@ Stop Cpu::run(uint64_t target) {
 }
 
 Cpu::Inner Cpu::run_inner(uint64_t limit) {
-  // Two handlers per operation, for 16-bit (L = 1 halfword) and 32-bit (L = 2) encodings: the
-  // successor slot is then a constant offset, so the dispatch chain never waits on a load of len.
-  static const void* const kLabels[kOpCount * 2] = {
-#define LOCKSTEP_OP_LABEL(name) &&op_##name##_1, &&op_##name##_2,
-      LOCKSTEP_OPS(LOCKSTEP_OP_LABEL)
-#undef LOCKSTEP_OP_LABEL
-  };
+  // The successor of a 16-bit and a 32-bit instruction is a constant offset in its own handler, so the
+  // dispatch chain never waits on a load of len. Computed goto: each slot holds its handler's label and
+  // every handler ends in its own indirect jump. Switch: each slot holds the handler's number and every
+  // handler goes back to one switch over it (`run_slot`), which jumps to the same labels.
+#if defined(LOCKSTEP_DISPATCH_SWITCH)
+#define LOCKSTEP_HANDLER(name) kH_##name##_1, kH_##name##_2,
+#define LOCKSTEP_HANDLER_T(name) kH_##name##_T_1, kH_##name##_T_2,
+#define GO() goto run_slot
+#else
+#define LOCKSTEP_HANDLER(name) &&op_##name##_1, &&op_##name##_2,
+#define LOCKSTEP_HANDLER_T(name) &&op_##name##_T_1, &&op_##name##_T_2,
+#define GO() goto* e->h
+#endif
+  static const Handler kLabels[kHandlerCount] = {LOCKSTEP_OPS(LOCKSTEP_HANDLER) LOCKSTEP_MEM_OPS(LOCKSTEP_HANDLER_T)};
+#undef LOCKSTEP_HANDLER
+#undef LOCKSTEP_HANDLER_T
   if (labels_ != kLabels) {
     labels_ = kLabels;
     std::copy(kLabels, kLabels + kOpCount * 2, labels_translated_);
-#define LOCKSTEP_TRANSLATED(name)                    \
-  labels_translated_[kOp##name * 2] = &&op_##name##_T_1; \
-  labels_translated_[kOp##name * 2 + 1] = &&op_##name##_T_2;
-    LOCKSTEP_TRANSLATED(LB) LOCKSTEP_TRANSLATED(LH) LOCKSTEP_TRANSLATED(LW) LOCKSTEP_TRANSLATED(LBU)
-    LOCKSTEP_TRANSLATED(LHU) LOCKSTEP_TRANSLATED(SB) LOCKSTEP_TRANSLATED(SH) LOCKSTEP_TRANSLATED(SW)
+#define LOCKSTEP_TRANSLATED(name)                                      \
+  labels_translated_[kOp##name * 2] = kLabels[kH_##name##_T_1];        \
+  labels_translated_[kOp##name * 2 + 1] = kLabels[kH_##name##_T_2];
+    LOCKSTEP_MEM_OPS(LOCKSTEP_TRANSLATED)
 #undef LOCKSTEP_TRANSLATED
     // The single-step page (see dispatch and STRADDLE) runs one instruction in slot 0; every other slot
     // is a PAGE_END sentinel counting 0, so falling through or jumping anywhere else on that page leads
@@ -428,13 +458,13 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
 #define NEXT()     \
   do {             \
     e += L;        \
-    goto* e->h;    \
+    GO();          \
   } while (0)
 // The shared slow paths serve both lengths, so they read it from the slot.
 #define NEXT_DYN()   \
   do {               \
     e += e->len;     \
-    goto* e->h;      \
+    GO();            \
   } while (0)
 // Every handler exists twice (see kLabels); L is the instruction length in halfwords.
 #define DEFINE(name, ...)                 \
@@ -457,7 +487,7 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
       if (LOCKSTEP_LIKELY(n_ <= rem)) {          \
         rem -= n_;                               \
         e = base + s_;                           \
-        goto* e->h;                              \
+        GO();                                    \
       }                                          \
     }                                            \
     goto dispatch;                               \
@@ -472,7 +502,7 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
       if (LOCKSTEP_LIKELY(n_ <= rem)) {                                                         \
         rem -= n_;                                                                              \
         e = reinterpret_cast<const Decoded*>(t_);                                               \
-        goto* e->h;                                                                             \
+        GO();                                                                                   \
       }                                                                                         \
     }                                                                                           \
     target = PC_OF(e) + static_cast<uint32_t>(e->imm >> 3);                                    \
@@ -485,7 +515,7 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
     const uint64_t n_ = TE(SLOT(e));             \
     if (LOCKSTEP_LIKELY(n_ <= rem)) {            \
       rem -= n_;                                 \
-      goto* e->h;                                \
+      GO();                                      \
     }                                            \
     target = PC_OF(e);                           \
     goto dispatch;                               \
@@ -665,14 +695,35 @@ dispatch: {
     page_pc = target;
     rem -= 1;
     e = base;
-    goto* e->h;
+    GO();
   }
   base = p->e;
   page_pc = target & ~(kPageSize - 1);
   rem -= n;
   e = base + s;
-  goto* e->h;
+  GO();
 }
+
+#if defined(LOCKSTEP_DISPATCH_SWITCH)
+run_slot:
+  switch (e->h) {
+#define LOCKSTEP_CASE(name)         \
+  case kH_##name##_1:               \
+    goto op_##name##_1;             \
+  case kH_##name##_2:               \
+    goto op_##name##_2;
+#define LOCKSTEP_CASE_T(name)       \
+  case kH_##name##_T_1:             \
+    goto op_##name##_T_1;           \
+  case kH_##name##_T_2:             \
+    goto op_##name##_T_2;
+    LOCKSTEP_OPS(LOCKSTEP_CASE) LOCKSTEP_MEM_OPS(LOCKSTEP_CASE_T)
+#undef LOCKSTEP_CASE
+#undef LOCKSTEP_CASE_T
+    default:
+      LOCKSTEP_UNREACHABLE();  // every slot is filled from kLabels
+  }
+#endif
 
 DEFINE(PAGE_END,
   target = PC_OF(e);
@@ -691,7 +742,7 @@ DEFINE(STRADDLE,
   base = step_->e;
   page_pc = here;
   e = base;
-  goto* e->h;
+  GO();
 }
 )
 DEFINE(ILLEGAL,
@@ -1172,6 +1223,7 @@ out_synced:
 #undef IC
 #undef NEXT
 #undef NEXT_DYN
+#undef GO
 #undef DEFINE
 #undef JUMP
 #undef JUMP_REL

@@ -400,8 +400,8 @@ class Cpu {
   std::vector<DecodedPage*> live_;                    // pages_[i].get() when valid, else nullptr
   std::vector<uint8_t> flags_;
   std::vector<uint8_t> dirty_;
-  const void* const* labels_ = nullptr;
-  const void* labels_translated_[kOpCount * 2] = {};  // labels_ with the translation-first memory handlers
+  const Handler* labels_ = nullptr;                  // the handler of each op and length (run_inner's table)
+  Handler labels_translated_[kOpCount * 2] = {};     // labels_ with the translation-first memory handlers
   // Single-stepping (near a stop, and every STRADDLE): slot 0 holds the instruction and counts 1; every
   // other slot is a PAGE_END sentinel counting 0, so wherever a fall-through or a jump within the
   // "page" lands, it goes back to dispatch with the right target.

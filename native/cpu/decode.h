@@ -27,6 +27,15 @@ enum Op : uint8_t {
   kOpCount
 };
 
+/// What a slot names its handler by: the address of a label in the dispatch loop (GNU computed goto,
+/// the default), or with -DLOCKSTEP_DISPATCH_SWITCH a handler number that one `switch` maps to the same
+/// labels (portable C++: no labels as values). Either way the handler bodies are the same code.
+#if defined(LOCKSTEP_DISPATCH_SWITCH)
+using Handler = uintptr_t;
+#else
+using Handler = const void*;
+#endif
+
 /// One pre-decoded instruction slot (16 bytes: four fit a cache line).
 ///
 ///   0        8        12   13    14    15
@@ -34,13 +43,13 @@ enum Op : uint8_t {
 ///   | h      | imm    | rd | rs1 | rs2 | len |
 ///   +--------+--------+----+-----+-----+-----+
 ///
-/// h: handler label of the dispatch loop (computed goto). rd is 32 (the sink) when the instruction
+/// h: handler of the dispatch loop (see Handler). rd is 32 (the sink) when the instruction
 /// names x0 as destination, so handlers write without a check. len is in halfwords (1 or 2).
 /// ILLEGAL keeps the raw bits in imm (for mtval); CSR ops keep the CSR number in imm and, for the
 /// immediate forms, the 5-bit zimm in rs1. AMOs keep aq/rl nowhere (one hart: no effect). STRADDLE (a
 /// 32-bit instruction in a page's last halfword) keeps its low halfword in imm; SFENCE_VMA its raw bits.
 struct Decoded {
-  const void* h;
+  Handler h;
   int32_t imm;
   uint8_t rd, rs1, rs2, len;
 };
