@@ -46,6 +46,9 @@ inline uint32_t rd32(const uint8_t* p) {
 constexpr uint32_t kSemihostPre = 0x01f01013;   // slli x0, x0, 0x1f
 constexpr uint32_t kSemihostPost = 0x40705013;  // srai x0, x0, 7
 
+// Operations whose slot keeps a jump target (see Cpu::slot_of).
+inline bool relative(Op op) { return op == kOpJAL || op == kOpJ || (op >= kOpBEQ && op <= kOpBGEU); }
+
 // run_inner returns to run() after this many traps that retired nothing in between (see `trap:`).
 constexpr uint32_t kTrapBurst = 64;
 
@@ -108,12 +111,13 @@ void Cpu::invalidate_all() {
   pmp_changed();  // a restore may have brought other PMP entries; this also drops cached translations
 }
 
-Decoded Cpu::slot_of(const DecodedOp& d, bool translated) const {
-  // pc-relative jumps keep their offset in slot bytes (code offset * 8 = slots * sizeof(Decoded)), so
-  // a taken branch finds its target slot with one add; the code offset is imm >> 3 again.
-  const bool rel = d.op == kOpJAL || d.op == kOpJ || (d.op >= kOpBEQ && d.op <= kOpBGEU);
+Decoded Cpu::slot_of(const DecodedOp& d, bool translated, uint32_t slot) const {
+  // pc-relative jumps keep their target as a byte offset from the page's first slot (the target's
+  // offset from the page's pc * 8 = its slot * sizeof(Decoded)), so a taken branch checks and finds its
+  // target slot without computing it from its own; the offset from the page's pc is imm >> 3 again.
   const Handler* labels = translated ? labels_translated_ : labels_;
-  return Decoded{labels[d.op * 2 + d.len - 1], rel ? d.imm * 8 : d.imm, d.rd, d.rs1, d.rs2, d.len};
+  const int32_t imm = relative(d.op) ? d.imm * 8 + static_cast<int32_t>(slot * sizeof(Decoded)) : d.imm;
+  return Decoded{labels[d.op * 2 + d.len - 1], imm, d.rd, d.rs1, d.rs2, d.len};
 }
 
 void Cpu::decode_slot(DecodedPage* p, uint32_t pi, uint32_t s) {
@@ -123,7 +127,7 @@ void Cpu::decode_slot(DecodedPage* p, uint32_t pi, uint32_t s) {
   DecodedOp d = decode(lo, last ? 0 : rd16(src + 2));
   // The second half of a 32-bit instruction in the last slot is on whatever page follows virtually.
   if (last && d.len == 2) d = DecodedOp{kOpSTRADDLE, lo, 32, 0, 0, 2};
-  p->e[s] = slot_of(d, p->translated);
+  p->e[s] = slot_of(d, p->translated, s);
   p->op[s] = d.op;
 }
 
@@ -492,20 +496,19 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
     }                                            \
     goto dispatch;                               \
   } while (0)
-// pc-relative control transfer (branches, jal): the target slot is one add away when on this page.
+// pc-relative control transfer (branches, jal): the slot holds the target's offset from base.
 #define JUMP_REL()                                                                              \
   do {                                                                                          \
-    const uintptr_t t_ = reinterpret_cast<uintptr_t>(e) + static_cast<intptr_t>(e->imm);       \
-    const uintptr_t o_ = t_ - reinterpret_cast<uintptr_t>(base);                                \
+    const uint32_t o_ = static_cast<uint32_t>(e->imm);                                          \
     if (o_ < kSlotsPerPage * sizeof(Decoded)) {                                                 \
       const uint64_t n_ = TE(o_ / sizeof(Decoded));                                            \
       if (LOCKSTEP_LIKELY(n_ <= rem)) {                                                         \
         rem -= n_;                                                                              \
-        e = reinterpret_cast<const Decoded*>(t_);                                               \
+        e = reinterpret_cast<const Decoded*>(reinterpret_cast<const char*>(base) + o_);         \
         GO();                                                                                   \
       }                                                                                         \
     }                                                                                           \
-    target = PC_OF(e) + static_cast<uint32_t>(e->imm >> 3);                                    \
+    target = page_pc + static_cast<uint32_t>(e->imm >> 3);                                     \
     goto dispatch;                                                                              \
   } while (0)
 // A block-ending instruction that did not transfer control: the successor starts a new block.
@@ -691,6 +694,7 @@ dispatch: {
     // Near the limit: run the one instruction from a private copy followed by sentinels, so the
     // same handlers execute it and control comes straight back here.
     step_->e[0] = p->e[s];
+    if (relative(static_cast<Op>(p->op[s]))) step_->e[0].imm -= static_cast<int32_t>(s * sizeof(Decoded));
     base = step_->e;
     page_pc = target;
     rem -= 1;
@@ -738,7 +742,7 @@ DEFINE(STRADDLE,
   const uint32_t cause = fetch_offset(here + 2, &hi_off);
   leave_block_ = false;
   if (cause) TRAP(cause, here + 2);
-  step_->e[0] = slot_of(decode(static_cast<uint16_t>(e->imm), rd16(ram + hi_off)), dlim == 0);
+  step_->e[0] = slot_of(decode(static_cast<uint16_t>(e->imm), rd16(ram + hi_off)), dlim == 0, 0);
   base = step_->e;
   page_pc = here;
   e = base;

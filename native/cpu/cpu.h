@@ -329,8 +329,8 @@ class Cpu {
   /// pages not running (kDataStoresBeforeDrop) and re-decodes what `changed`; true if `cur_page` changed.
   bool code_store(uint32_t off, uint32_t len, uint32_t cur_page, bool changed);
   void decode_slot(DecodedPage* p, uint32_t page_index, uint32_t slot);
-  /// A decoded slot for the dispatch loop (handler label of the current run_inner).
-  Decoded slot_of(const DecodedOp& d, bool translated) const;
+  /// A decoded slot for the dispatch loop (handler of the current run_inner), to sit at index `slot`.
+  Decoded slot_of(const DecodedOp& d, bool translated, uint32_t slot) const;
   /// Recounts to_end from `from_slot` down as far as a change reaches, at most `budget` slots; false
   /// if the budget ran out (the counts below are then partly stale).
   bool fix_to_end(DecodedPage* p, uint32_t from_slot, uint32_t budget);

@@ -48,6 +48,7 @@ using Handler = const void*;
 /// ILLEGAL keeps the raw bits in imm (for mtval); CSR ops keep the CSR number in imm and, for the
 /// immediate forms, the 5-bit zimm in rs1. AMOs keep aq/rl nowhere (one hart: no effect). STRADDLE (a
 /// 32-bit instruction in a page's last halfword) keeps its low halfword in imm; SFENCE_VMA its raw bits.
+/// Branches and jal keep their target in the slot's page, as a byte offset from its first slot (Cpu::slot_of).
 struct Decoded {
   Handler h;
   int32_t imm;
