@@ -47,7 +47,8 @@ constexpr uint32_t kSemihostPre = 0x01f01013;   // slli x0, x0, 0x1f
 constexpr uint32_t kSemihostPost = 0x40705013;  // srai x0, x0, 7
 
 // Operations whose slot keeps a jump target (see Cpu::slot_of).
-inline bool relative(Op op) { return op == kOpJAL || op == kOpJ || (op >= kOpBEQ && op <= kOpBGEU); }
+static_assert(kOpBLEZ - kOpBEQ == 11, "the conditional branches are one run of ops, BEQ through BLEZ");
+inline bool relative(Op op) { return op == kOpJAL || op == kOpJ || (op >= kOpBEQ && op <= kOpBLEZ); }
 
 // run_inner returns to run() after this many traps that retired nothing in between (see `trap:`).
 constexpr uint32_t kTrapBurst = 64;
@@ -811,6 +812,24 @@ BRANCH(RS1 < x[e->rd]);
 )
 DEFINE(BGEU,
 BRANCH(RS1 >= x[e->rd]);
+)
+DEFINE(BEQZ,
+BRANCH(RS1 == 0);
+)
+DEFINE(BNEZ,
+BRANCH(RS1 != 0);
+)
+DEFINE(BLTZ,
+BRANCH(static_cast<int32_t>(RS1) < 0);
+)
+DEFINE(BGEZ,
+BRANCH(static_cast<int32_t>(RS1) >= 0);
+)
+DEFINE(BGTZ,
+BRANCH(static_cast<int32_t>(RS1) > 0);
+)
+DEFINE(BLEZ,
+BRANCH(static_cast<int32_t>(RS1) <= 0);
 )
 DEFINE(LB,
 LOAD(int8_t, 0, 1);

@@ -9,6 +9,7 @@ namespace lockstep {
 // X-macro: every operation the dispatch loop implements, in one place (labels, names, block ends).
 #define LOCKSTEP_OPS(X)                                                                         \
   X(ILLEGAL) X(LUI) X(AUIPC) X(JAL) X(JALR) X(BEQ) X(BNE) X(BLT) X(BGE) X(BLTU) X(BGEU)         \
+  X(BEQZ) X(BNEZ) X(BLTZ) X(BGEZ) X(BGTZ) X(BLEZ)                                             \
   X(LB) X(LH) X(LW) X(LBU) X(LHU) X(SB) X(SH) X(SW)                                            \
   X(ADDI) X(SLTI) X(SLTIU) X(XORI) X(ORI) X(ANDI) X(SLLI) X(SRLI) X(SRAI)                     \
   X(ADD) X(SUB) X(SLL) X(SLT) X(SLTU) X(XOR) X(SRL) X(SRA) X(OR) X(AND)                       \
@@ -48,6 +49,7 @@ using Handler = const void*;
 /// ILLEGAL keeps the raw bits in imm (for mtval); CSR ops keep the CSR number in imm and, for the
 /// immediate forms, the 5-bit zimm in rs1. AMOs keep aq/rl nowhere (one hart: no effect). STRADDLE (a
 /// 32-bit instruction in a page's last halfword) keeps its low halfword in imm; SFENCE_VMA its raw bits.
+/// A branch that compares with x0 decodes to its compare-with-zero form (BEQZ … BLEZ: one register, in rs1).
 /// Branches and jal keep their target in the slot's page, as a byte offset from its first slot (Cpu::slot_of).
 struct Decoded {
   Handler h;
@@ -71,7 +73,8 @@ DecodedOp decode(uint16_t lo, uint16_t hi);
 inline bool ends_block(Op op) {
   switch (op) {
     case kOpJAL: case kOpJ: case kOpJALR: case kOpBEQ: case kOpBNE: case kOpBLT: case kOpBGE: case kOpBLTU:
-    case kOpBGEU: case kOpECALL: case kOpEBREAK: case kOpMRET: case kOpSRET: case kOpWFI: case kOpFENCE_I:
+    case kOpBGEU: case kOpBEQZ: case kOpBNEZ: case kOpBLTZ: case kOpBGEZ: case kOpBGTZ: case kOpBLEZ:
+    case kOpECALL: case kOpEBREAK: case kOpMRET: case kOpSRET: case kOpWFI: case kOpFENCE_I:
     case kOpILLEGAL: case kOpSTRADDLE: case kOpPAGE_END:
       return true;
     default:
