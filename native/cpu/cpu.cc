@@ -428,7 +428,9 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   }
 
   uint32_t* const x = this->x;
-  uint8_t* const ram = ram_;
+  // RAM's host address, in a register of its own: every physical load and store adds it (the running
+  // page's pc, which only jumps and auipc read, lives in the DecodedPage to leave it a register).
+  LOCKSTEP_PINNED(uint8_t* const, ram, "r13") = ram_;
   const uint8_t* const flags = flags_.data();
   const uint32_t ram_size = ram_size_;
   // Loads and stores: physical when (uint64) offset + size <= dlim (dlim is 0 while translating, so
@@ -443,7 +445,6 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   LOCKSTEP_PINNED(uint64_t, br, "r15") = branches;  // a register: every branch increments it
   const Decoded* e = nullptr;
   const Decoded* base = nullptr;
-  uint32_t page_pc = 0;
   uint32_t target = pc;
   uint32_t maddr = 0;     // slow-path memory operand
   uint32_t mval = 0;
@@ -457,7 +458,9 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
 #define SLOT(p) static_cast<uint32_t>((p) - base)
 // The block counts sit at a fixed offset from the slots (DecodedPage layout), so they need no register.
 #define TE(i) (reinterpret_cast<const DecodedPage*>(base)->to_end[i])
-#define PC_OF(p) (page_pc + (SLOT(p) << 1))
+// So is the virtual pc of the running page's first slot: memory, not a register (see `ram`).
+#define PAGE_PC (reinterpret_cast<DecodedPage*>(const_cast<Decoded*>(base))->page_pc)
+#define PC_OF(p) (PAGE_PC + (SLOT(p) << 1))
 #define NEXT_PC(p) (PC_OF(p) + (static_cast<uint32_t>((p)->len) << 1))
 // Straight-line successor inside the current block: already counted.
 #define NEXT()     \
@@ -485,7 +488,7 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
 #define JUMP(t)                                  \
   do {                                           \
     target = (t);                                \
-    const uint32_t d_ = target - page_pc;        \
+    const uint32_t d_ = target - PAGE_PC;        \
     if (d_ < kPageSize) {                        \
       const uint32_t s_ = d_ >> 1;               \
       const uint64_t n_ = TE(s_);                \
@@ -509,7 +512,7 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
         GO();                                                                                   \
       }                                                                                         \
     }                                                                                           \
-    target = page_pc + static_cast<uint32_t>(e->imm >> 3);                                     \
+    target = PAGE_PC + static_cast<uint32_t>(e->imm >> 3);                                     \
     goto dispatch;                                                                              \
   } while (0)
 // A block-ending instruction that did not transfer control: the successor starts a new block.
@@ -697,13 +700,13 @@ dispatch: {
     step_->e[0] = p->e[s];
     if (relative(static_cast<Op>(p->op[s]))) step_->e[0].imm -= static_cast<int32_t>(s * sizeof(Decoded));
     base = step_->e;
-    page_pc = target;
+    PAGE_PC = target;
     rem -= 1;
     e = base;
     GO();
   }
   base = p->e;
-  page_pc = target & ~(kPageSize - 1);
+  PAGE_PC = target & ~(kPageSize - 1);
   rem -= n;
   e = base + s;
   GO();
@@ -745,7 +748,7 @@ DEFINE(STRADDLE,
   if (cause) TRAP(cause, here + 2);
   step_->e[0] = slot_of(decode(static_cast<uint16_t>(e->imm), rd16(ram + hi_off)), dlim == 0, 0);
   base = step_->e;
-  page_pc = here;
+  PAGE_PC = here;
   e = base;
   GO();
 }
@@ -1241,6 +1244,7 @@ out_synced:
 
 #undef SLOT
 #undef TE
+#undef PAGE_PC
 #undef PC_OF
 #undef NEXT_PC
 #undef IC

@@ -146,6 +146,7 @@ struct DecodedPage {
   bool translated;                       // memory operations use the translation-first handlers
   bool stale;                            // to_end must be recounted before it runs (live_ is null)
   uint32_t data_stores;                  // stores while other pages ran, since it was decoded
+  uint32_t page_pc;                      // while its code runs: the virtual pc of slot 0 (set on entry)
 };
 
 /// A decoded page that takes this many stores while code elsewhere runs is treated as data that once
