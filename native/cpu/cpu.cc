@@ -16,7 +16,7 @@
 #define LOCKSTEP_UNREACHABLE() std::abort()
 #endif
 
-// Two values every load, store and branch uses are pinned to callee-saved registers on x86-64 (GCC keeps
+// Three values every load, store and branch uses are pinned to callee-saved registers on x86-64 (GCC keeps
 // them there across the dispatch's computed gotos instead of spilling them); elsewhere, and in the
 // portable switch build, the compiler chooses.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(LOCKSTEP_DISPATCH_SWITCH)
