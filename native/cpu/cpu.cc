@@ -798,6 +798,10 @@ DEFINE(JALR,
   JUMP(t);
 }
 )
+DEFINE(JR,
+  br++;
+  JUMP((RS1 + IMM) & ~1u);
+)
 DEFINE(BEQ,
 BRANCH(RS1 == x[e->rd]);
 )

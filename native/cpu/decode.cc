@@ -67,7 +67,7 @@ DecodedOp decode32(uint32_t w) {
     case 0x37: return alu(kOpLUI, imm_u, rd, 0, 0, 2);
     case 0x17: return alu(kOpAUIPC, imm_u, rd, 0, 0, 2);
     case 0x6f: return make(rd == 0 ? kOpJ : kOpJAL, imm_j, rd, 0, 0, 2);
-    case 0x67: return f3 == 0 ? make(kOpJALR, imm_i, rd, rs1, 0, 2) : illegal(w, 2);
+    case 0x67: return f3 == 0 ? make(rd == 0 ? kOpJR : kOpJALR, imm_i, rd, rs1, 0, 2) : illegal(w, 2);
     case 0x63: {
       static constexpr Op kBr[8] = {kOpBEQ, kOpBNE, kOpILLEGAL, kOpILLEGAL, kOpBLT, kOpBGE, kOpBLTU, kOpBGEU};
       return kBr[f3] == kOpILLEGAL ? illegal(w, 2) : branch(kBr[f3], imm_b, rs1, rs2, 2);
@@ -216,7 +216,7 @@ DecodedOp decode16(uint32_t c) {
       }
       case 4:
         if (!bit(c, 12)) {
-          if (rs2 == 0) return rd == 0 ? illegal(c, 1) : make(kOpJALR, 0, 0, rd, 0, 1);
+          if (rs2 == 0) return rd == 0 ? illegal(c, 1) : make(kOpJR, 0, 0, rd, 0, 1);
           return alu(kOpADD, 0, rd, 0, rs2, 1);
         }
         if (rs2 == 0) {

@@ -18,7 +18,7 @@ namespace lockstep {
   X(MUL) X(MULH) X(MULHSU) X(MULHU) X(DIV) X(DIVU) X(REM) X(REMU)                              \
   X(LR_W) X(SC_W) X(AMOSWAP) X(AMOADD) X(AMOXOR) X(AMOAND) X(AMOOR)                            \
   X(AMOMIN) X(AMOMAX) X(AMOMINU) X(AMOMAXU)                                                    \
-  X(LI) X(MV) X(NOP) X(J)                                                                       \
+  X(LI) X(MV) X(NOP) X(J) X(JR)                                                                \
   X(STRADDLE) X(PAGE_END)
 
 enum Op : uint8_t {
@@ -49,6 +49,7 @@ using Handler = const void*;
 /// ILLEGAL keeps the raw bits in imm (for mtval); CSR ops keep the CSR number in imm and, for the
 /// immediate forms, the 5-bit zimm in rs1. AMOs keep aq/rl nowhere (one hart: no effect). STRADDLE (a
 /// 32-bit instruction in a page's last halfword) keeps its low halfword in imm; SFENCE_VMA its raw bits.
+/// jalr with rd = x0 (ret, jr, c.jr) decodes to JR, which links nothing.
 /// A branch that compares with x0 decodes to its compare-with-zero form (BEQZ … BLEZ: one register, in rs1).
 /// Branches and jal keep their target in the slot's page, as a byte offset from its first slot (Cpu::slot_of).
 struct Decoded {
@@ -72,7 +73,7 @@ DecodedOp decode(uint16_t lo, uint16_t hi);
 /// falls through to the next slot. Inline: re-decoding after a store asks it for every slot it recounts.
 inline bool ends_block(Op op) {
   switch (op) {
-    case kOpJAL: case kOpJ: case kOpJALR: case kOpBEQ: case kOpBNE: case kOpBLT: case kOpBGE: case kOpBLTU:
+    case kOpJAL: case kOpJ: case kOpJALR: case kOpJR: case kOpBEQ: case kOpBNE: case kOpBLT: case kOpBGE: case kOpBLTU:
     case kOpBGEU: case kOpBEQZ: case kOpBNEZ: case kOpBLTZ: case kOpBGEZ: case kOpBGTZ: case kOpBLEZ:
     case kOpECALL: case kOpEBREAK: case kOpMRET: case kOpSRET: case kOpWFI: case kOpFENCE_I:
     case kOpILLEGAL: case kOpSTRADDLE: case kOpPAGE_END:

@@ -143,6 +143,21 @@ describe('jal and jalr', () => {
     expect(m.counters).toEqual({ instret: 2n, branches: 1n });
   });
 
+  it('jalr x0 (ret, jr) jumps to rs1 + offset with bit 0 cleared and links nothing', async () => {
+    const code = [
+      rv.jalr(0, 2, -3), //   jalr x0, -3(x2)     with x2 = RAM + 16 -> (RAM + 13) & ~1 = RAM + 12
+      rv.addi(5, 0, 1), //    addi x5, x0, 1      (skipped)
+      rv.ebreak(), //         ebreak
+      rv.add(7, 0, 0), //     add x7, x0, x0      (RAM+12: x0 still reads 0)
+      rv.ebreak(), //         ebreak              (RAM+16)
+    ];
+    const m = load(code, { regs: { 1: 0x1234, 2: RAM + 16, 7: 99 } });
+    const r = await m.run({ maxInstructions: 100 });
+    expect(r).toMatchObject({ kind: 'trap', cause: 3, pc: RAM + 16 });
+    expectRegs(m, { 0: 0, 1: 0x1234, 2: RAM + 16, 5: 0, 7: 0 });
+    expect(m.counters).toEqual({ instret: 2n, branches: 1n });
+  });
+
   it('jalr clears bit 0 of the computed target', async () => {
     const code = [
       rv.jalr(1, 2, 1), //    jalr x1, 1(x2)      with x2 = RAM + 12 -> (RAM + 13) & ~1 = RAM + 12
