@@ -1,6 +1,7 @@
 {
   "variables": {
     "lockstep_sanitize%": "<!(node -p \"process.env.LOCKSTEP_SANITIZE ? 1 : 0\")",
+    "lockstep_dispatch%": "<!(node -p \"process.env.LOCKSTEP_DISPATCH === 'switch' ? 'switch' : 'goto'\")",
     "lockstep_tests%": "<!(node -p \"require('fs').existsSync('test/native') ? 1 : 0\")"
   },
   "targets": [
@@ -45,6 +46,9 @@
         ["lockstep_sanitize==1", {
           "cflags_cc": ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"],
           "ldflags": ["-fsanitize=address,undefined"]
+        }],
+        ["lockstep_dispatch=='switch'", {
+          "defines": ["LOCKSTEP_DISPATCH_SWITCH"]
         }],
         ["OS=='mac'", {
           "xcode_settings": {

@@ -3,19 +3,30 @@
 #include "cpu/cpu.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
+#if defined(__GNUC__)
 #define LOCKSTEP_LIKELY(x) __builtin_expect(!!(x), 1)
 #define LOCKSTEP_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define LOCKSTEP_UNREACHABLE() __builtin_unreachable()
+#else
+#define LOCKSTEP_LIKELY(x) (x)
+#define LOCKSTEP_UNLIKELY(x) (x)
+#define LOCKSTEP_UNREACHABLE() std::abort()
+#endif
 
-// Two values every load, store and branch uses are pinned to callee-saved registers on x86-64 (GCC keeps
-// them there across the dispatch's computed gotos instead of spilling them); elsewhere the compiler
-// chooses, and the same code is portable.
-#if defined(__x86_64__)
+// Three values every load, store and branch uses are pinned to callee-saved registers on x86-64 (GCC keeps
+// them there across the dispatch's computed gotos instead of spilling them); elsewhere, and in the
+// portable switch build, the compiler chooses.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(LOCKSTEP_DISPATCH_SWITCH)
 #define LOCKSTEP_PINNED(type, name, reg) register type name asm(reg)
 #else
 #define LOCKSTEP_PINNED(type, name, reg) type name
 #endif
+
+// The memory operations that also have a translation-first handler (see DecodedPage).
+#define LOCKSTEP_MEM_OPS(X) X(LB) X(LH) X(LW) X(LBU) X(LHU) X(SB) X(SH) X(SW)
 
 namespace lockstep {
 namespace {
@@ -35,8 +46,23 @@ inline uint32_t rd32(const uint8_t* p) {
 constexpr uint32_t kSemihostPre = 0x01f01013;   // slli x0, x0, 0x1f
 constexpr uint32_t kSemihostPost = 0x40705013;  // srai x0, x0, 7
 
+// Operations whose slot keeps a jump target (see Cpu::slot_of).
+static_assert(kOpBLEZ - kOpBEQ == 11, "the conditional branches are one run of ops, BEQ through BLEZ");
+inline bool relative(Op op) { return op == kOpJAL || op == kOpJ || (op >= kOpBEQ && op <= kOpBLEZ); }
+
 // run_inner returns to run() after this many traps that retired nothing in between (see `trap:`).
 constexpr uint32_t kTrapBurst = 64;
+
+// Every handler of the dispatch loop: two per operation, for 16-bit (_1) and 32-bit (_2) encodings, so
+// that op * 2 + len - 1 names the plain one; then the translation-first memory handlers.
+enum HandlerId : uint32_t {
+#define LOCKSTEP_HANDLER_ID(name) kH_##name##_1, kH_##name##_2,
+#define LOCKSTEP_HANDLER_ID_T(name) kH_##name##_T_1, kH_##name##_T_2,
+  LOCKSTEP_OPS(LOCKSTEP_HANDLER_ID) LOCKSTEP_MEM_OPS(LOCKSTEP_HANDLER_ID_T)
+#undef LOCKSTEP_HANDLER_ID
+#undef LOCKSTEP_HANDLER_ID_T
+  kHandlerCount
+};
 
 }  // namespace
 
@@ -86,12 +112,13 @@ void Cpu::invalidate_all() {
   pmp_changed();  // a restore may have brought other PMP entries; this also drops cached translations
 }
 
-Decoded Cpu::slot_of(const DecodedOp& d, bool translated) const {
-  // pc-relative jumps keep their offset in slot bytes (code offset * 8 = slots * sizeof(Decoded)), so
-  // a taken branch finds its target slot with one add; the code offset is imm >> 3 again.
-  const bool rel = d.op == kOpJAL || d.op == kOpJ || (d.op >= kOpBEQ && d.op <= kOpBGEU);
-  const void* const* labels = translated ? labels_translated_ : labels_;
-  return Decoded{labels[d.op * 2 + d.len - 1], rel ? d.imm * 8 : d.imm, d.rd, d.rs1, d.rs2, d.len};
+Decoded Cpu::slot_of(const DecodedOp& d, bool translated, uint32_t slot) const {
+  // pc-relative jumps keep their target as a byte offset from the page's first slot (the target's
+  // offset from the page's pc * 8 = its slot * sizeof(Decoded)), so a taken branch checks and finds its
+  // target slot without computing it from its own; the offset from the page's pc is imm >> 3 again.
+  const Handler* labels = translated ? labels_translated_ : labels_;
+  const int32_t imm = relative(d.op) ? d.imm * 8 + static_cast<int32_t>(slot * sizeof(Decoded)) : d.imm;
+  return Decoded{labels[d.op * 2 + d.len - 1], imm, d.rd, d.rs1, d.rs2, d.len};
 }
 
 void Cpu::decode_slot(DecodedPage* p, uint32_t pi, uint32_t s) {
@@ -101,7 +128,7 @@ void Cpu::decode_slot(DecodedPage* p, uint32_t pi, uint32_t s) {
   DecodedOp d = decode(lo, last ? 0 : rd16(src + 2));
   // The second half of a 32-bit instruction in the last slot is on whatever page follows virtually.
   if (last && d.len == 2) d = DecodedOp{kOpSTRADDLE, lo, 32, 0, 0, 2};
-  p->e[s] = slot_of(d, p->translated);
+  p->e[s] = slot_of(d, p->translated, s);
   p->op[s] = d.op;
 }
 
@@ -370,21 +397,29 @@ Stop Cpu::run(uint64_t target) {
 }
 
 Cpu::Inner Cpu::run_inner(uint64_t limit) {
-  // Two handlers per operation, for 16-bit (L = 1 halfword) and 32-bit (L = 2) encodings: the
-  // successor slot is then a constant offset, so the dispatch chain never waits on a load of len.
-  static const void* const kLabels[kOpCount * 2] = {
-#define LOCKSTEP_OP_LABEL(name) &&op_##name##_1, &&op_##name##_2,
-      LOCKSTEP_OPS(LOCKSTEP_OP_LABEL)
-#undef LOCKSTEP_OP_LABEL
-  };
+  // The successor of a 16-bit and a 32-bit instruction is a constant offset in its own handler, so the
+  // dispatch chain never waits on a load of len. Computed goto: each slot holds its handler's label and
+  // every handler ends in its own indirect jump. Switch: each slot holds the handler's number and every
+  // handler goes back to one switch over it (`run_slot`), which jumps to the same labels.
+#if defined(LOCKSTEP_DISPATCH_SWITCH)
+#define LOCKSTEP_HANDLER(name) kH_##name##_1, kH_##name##_2,
+#define LOCKSTEP_HANDLER_T(name) kH_##name##_T_1, kH_##name##_T_2,
+#define GO() goto run_slot
+#else
+#define LOCKSTEP_HANDLER(name) &&op_##name##_1, &&op_##name##_2,
+#define LOCKSTEP_HANDLER_T(name) &&op_##name##_T_1, &&op_##name##_T_2,
+#define GO() goto* e->h
+#endif
+  static const Handler kLabels[kHandlerCount] = {LOCKSTEP_OPS(LOCKSTEP_HANDLER) LOCKSTEP_MEM_OPS(LOCKSTEP_HANDLER_T)};
+#undef LOCKSTEP_HANDLER
+#undef LOCKSTEP_HANDLER_T
   if (labels_ != kLabels) {
     labels_ = kLabels;
     std::copy(kLabels, kLabels + kOpCount * 2, labels_translated_);
-#define LOCKSTEP_TRANSLATED(name)                    \
-  labels_translated_[kOp##name * 2] = &&op_##name##_T_1; \
-  labels_translated_[kOp##name * 2 + 1] = &&op_##name##_T_2;
-    LOCKSTEP_TRANSLATED(LB) LOCKSTEP_TRANSLATED(LH) LOCKSTEP_TRANSLATED(LW) LOCKSTEP_TRANSLATED(LBU)
-    LOCKSTEP_TRANSLATED(LHU) LOCKSTEP_TRANSLATED(SB) LOCKSTEP_TRANSLATED(SH) LOCKSTEP_TRANSLATED(SW)
+#define LOCKSTEP_TRANSLATED(name)                                      \
+  labels_translated_[kOp##name * 2] = kLabels[kH_##name##_T_1];        \
+  labels_translated_[kOp##name * 2 + 1] = kLabels[kH_##name##_T_2];
+    LOCKSTEP_MEM_OPS(LOCKSTEP_TRANSLATED)
 #undef LOCKSTEP_TRANSLATED
     // The single-step page (see dispatch and STRADDLE) runs one instruction in slot 0; every other slot
     // is a PAGE_END sentinel counting 0, so falling through or jumping anywhere else on that page leads
@@ -393,7 +428,9 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   }
 
   uint32_t* const x = this->x;
-  uint8_t* const ram = ram_;
+  // RAM's host address, in a register of its own: every physical load and store adds it (the running
+  // page's pc, which only jumps and auipc read, lives in the DecodedPage to leave it a register).
+  LOCKSTEP_PINNED(uint8_t* const, ram, "r13") = ram_;
   const uint8_t* const flags = flags_.data();
   const uint32_t ram_size = ram_size_;
   // Loads and stores: physical when (uint64) offset + size <= dlim (dlim is 0 while translating, so
@@ -408,7 +445,6 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   LOCKSTEP_PINNED(uint64_t, br, "r15") = branches;  // a register: every branch increments it
   const Decoded* e = nullptr;
   const Decoded* base = nullptr;
-  uint32_t page_pc = 0;
   uint32_t target = pc;
   uint32_t maddr = 0;     // slow-path memory operand
   uint32_t mval = 0;
@@ -422,19 +458,21 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
 #define SLOT(p) static_cast<uint32_t>((p) - base)
 // The block counts sit at a fixed offset from the slots (DecodedPage layout), so they need no register.
 #define TE(i) (reinterpret_cast<const DecodedPage*>(base)->to_end[i])
-#define PC_OF(p) (page_pc + (SLOT(p) << 1))
+// So is the virtual pc of the running page's first slot: memory, not a register (see `ram`).
+#define PAGE_PC (reinterpret_cast<DecodedPage*>(const_cast<Decoded*>(base))->page_pc)
+#define PC_OF(p) (PAGE_PC + (SLOT(p) << 1))
 #define NEXT_PC(p) (PC_OF(p) + (static_cast<uint32_t>((p)->len) << 1))
 // Straight-line successor inside the current block: already counted.
 #define NEXT()     \
   do {             \
     e += L;        \
-    goto* e->h;    \
+    GO();          \
   } while (0)
 // The shared slow paths serve both lengths, so they read it from the slot.
 #define NEXT_DYN()   \
   do {               \
     e += e->len;     \
-    goto* e->h;      \
+    GO();            \
   } while (0)
 // Every handler exists twice (see kLabels); L is the instruction length in halfwords.
 #define DEFINE(name, ...)                 \
@@ -450,32 +488,31 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
 #define JUMP(t)                                  \
   do {                                           \
     target = (t);                                \
-    const uint32_t d_ = target - page_pc;        \
+    const uint32_t d_ = target - PAGE_PC;        \
     if (d_ < kPageSize) {                        \
       const uint32_t s_ = d_ >> 1;               \
       const uint64_t n_ = TE(s_);                \
       if (LOCKSTEP_LIKELY(n_ <= rem)) {          \
         rem -= n_;                               \
         e = base + s_;                           \
-        goto* e->h;                              \
+        GO();                                    \
       }                                          \
     }                                            \
     goto dispatch;                               \
   } while (0)
-// pc-relative control transfer (branches, jal): the target slot is one add away when on this page.
+// pc-relative control transfer (branches, jal): the slot holds the target's offset from base.
 #define JUMP_REL()                                                                              \
   do {                                                                                          \
-    const uintptr_t t_ = reinterpret_cast<uintptr_t>(e) + static_cast<intptr_t>(e->imm);       \
-    const uintptr_t o_ = t_ - reinterpret_cast<uintptr_t>(base);                                \
+    const uint32_t o_ = static_cast<uint32_t>(e->imm);                                          \
     if (o_ < kSlotsPerPage * sizeof(Decoded)) {                                                 \
       const uint64_t n_ = TE(o_ / sizeof(Decoded));                                            \
       if (LOCKSTEP_LIKELY(n_ <= rem)) {                                                         \
         rem -= n_;                                                                              \
-        e = reinterpret_cast<const Decoded*>(t_);                                               \
-        goto* e->h;                                                                             \
+        e = reinterpret_cast<const Decoded*>(reinterpret_cast<const char*>(base) + o_);         \
+        GO();                                                                                   \
       }                                                                                         \
     }                                                                                           \
-    target = PC_OF(e) + static_cast<uint32_t>(e->imm >> 3);                                    \
+    target = PAGE_PC + static_cast<uint32_t>(e->imm >> 3);                                     \
     goto dispatch;                                                                              \
   } while (0)
 // A block-ending instruction that did not transfer control: the successor starts a new block.
@@ -485,7 +522,7 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
     const uint64_t n_ = TE(SLOT(e));             \
     if (LOCKSTEP_LIKELY(n_ <= rem)) {            \
       rem -= n_;                                 \
-      goto* e->h;                                \
+      GO();                                      \
     }                                            \
     target = PC_OF(e);                           \
     goto dispatch;                               \
@@ -661,18 +698,40 @@ dispatch: {
     // Near the limit: run the one instruction from a private copy followed by sentinels, so the
     // same handlers execute it and control comes straight back here.
     step_->e[0] = p->e[s];
+    if (relative(static_cast<Op>(p->op[s]))) step_->e[0].imm -= static_cast<int32_t>(s * sizeof(Decoded));
     base = step_->e;
-    page_pc = target;
+    PAGE_PC = target;
     rem -= 1;
     e = base;
-    goto* e->h;
+    GO();
   }
   base = p->e;
-  page_pc = target & ~(kPageSize - 1);
+  PAGE_PC = target & ~(kPageSize - 1);
   rem -= n;
   e = base + s;
-  goto* e->h;
+  GO();
 }
+
+#if defined(LOCKSTEP_DISPATCH_SWITCH)
+run_slot:
+  switch (e->h) {
+#define LOCKSTEP_CASE(name)         \
+  case kH_##name##_1:               \
+    goto op_##name##_1;             \
+  case kH_##name##_2:               \
+    goto op_##name##_2;
+#define LOCKSTEP_CASE_T(name)       \
+  case kH_##name##_T_1:             \
+    goto op_##name##_T_1;           \
+  case kH_##name##_T_2:             \
+    goto op_##name##_T_2;
+    LOCKSTEP_OPS(LOCKSTEP_CASE) LOCKSTEP_MEM_OPS(LOCKSTEP_CASE_T)
+#undef LOCKSTEP_CASE
+#undef LOCKSTEP_CASE_T
+    default:
+      LOCKSTEP_UNREACHABLE();  // every slot is filled from kLabels
+  }
+#endif
 
 DEFINE(PAGE_END,
   target = PC_OF(e);
@@ -687,11 +746,11 @@ DEFINE(STRADDLE,
   const uint32_t cause = fetch_offset(here + 2, &hi_off);
   leave_block_ = false;
   if (cause) TRAP(cause, here + 2);
-  step_->e[0] = slot_of(decode(static_cast<uint16_t>(e->imm), rd16(ram + hi_off)), dlim == 0);
+  step_->e[0] = slot_of(decode(static_cast<uint16_t>(e->imm), rd16(ram + hi_off)), dlim == 0, 0);
   base = step_->e;
-  page_pc = here;
+  PAGE_PC = here;
   e = base;
-  goto* e->h;
+  GO();
 }
 )
 DEFINE(ILLEGAL,
@@ -739,6 +798,10 @@ DEFINE(JALR,
   JUMP(t);
 }
 )
+DEFINE(JR,
+  br++;
+  JUMP((RS1 + IMM) & ~1u);
+)
 DEFINE(BEQ,
 BRANCH(RS1 == x[e->rd]);
 )
@@ -756,6 +819,24 @@ BRANCH(RS1 < x[e->rd]);
 )
 DEFINE(BGEU,
 BRANCH(RS1 >= x[e->rd]);
+)
+DEFINE(BEQZ,
+BRANCH(RS1 == 0);
+)
+DEFINE(BNEZ,
+BRANCH(RS1 != 0);
+)
+DEFINE(BLTZ,
+BRANCH(static_cast<int32_t>(RS1) < 0);
+)
+DEFINE(BGEZ,
+BRANCH(static_cast<int32_t>(RS1) >= 0);
+)
+DEFINE(BGTZ,
+BRANCH(static_cast<int32_t>(RS1) > 0);
+)
+DEFINE(BLEZ,
+BRANCH(static_cast<int32_t>(RS1) <= 0);
 )
 DEFINE(LB,
 LOAD(int8_t, 0, 1);
@@ -1167,11 +1248,13 @@ out_synced:
 
 #undef SLOT
 #undef TE
+#undef PAGE_PC
 #undef PC_OF
 #undef NEXT_PC
 #undef IC
 #undef NEXT
 #undef NEXT_DYN
+#undef GO
 #undef DEFINE
 #undef JUMP
 #undef JUMP_REL

@@ -146,6 +146,7 @@ struct DecodedPage {
   bool translated;                       // memory operations use the translation-first handlers
   bool stale;                            // to_end must be recounted before it runs (live_ is null)
   uint32_t data_stores;                  // stores while other pages ran, since it was decoded
+  uint32_t page_pc;                      // while its code runs: the virtual pc of slot 0 (set on entry)
 };
 
 /// A decoded page that takes this many stores while code elsewhere runs is treated as data that once
@@ -329,8 +330,8 @@ class Cpu {
   /// pages not running (kDataStoresBeforeDrop) and re-decodes what `changed`; true if `cur_page` changed.
   bool code_store(uint32_t off, uint32_t len, uint32_t cur_page, bool changed);
   void decode_slot(DecodedPage* p, uint32_t page_index, uint32_t slot);
-  /// A decoded slot for the dispatch loop (handler label of the current run_inner).
-  Decoded slot_of(const DecodedOp& d, bool translated) const;
+  /// A decoded slot for the dispatch loop (handler of the current run_inner), to sit at index `slot`.
+  Decoded slot_of(const DecodedOp& d, bool translated, uint32_t slot) const;
   /// Recounts to_end from `from_slot` down as far as a change reaches, at most `budget` slots; false
   /// if the budget ran out (the counts below are then partly stale).
   bool fix_to_end(DecodedPage* p, uint32_t from_slot, uint32_t budget);
@@ -400,8 +401,8 @@ class Cpu {
   std::vector<DecodedPage*> live_;                    // pages_[i].get() when valid, else nullptr
   std::vector<uint8_t> flags_;
   std::vector<uint8_t> dirty_;
-  const void* const* labels_ = nullptr;
-  const void* labels_translated_[kOpCount * 2] = {};  // labels_ with the translation-first memory handlers
+  const Handler* labels_ = nullptr;                  // the handler of each op and length (run_inner's table)
+  Handler labels_translated_[kOpCount * 2] = {};     // labels_ with the translation-first memory handlers
   // Single-stepping (near a stop, and every STRADDLE): slot 0 holds the instruction and counts 1; every
   // other slot is a PAGE_END sentinel counting 0, so wherever a fall-through or a jump within the
   // "page" lands, it goes back to dispatch with the right target.

@@ -24,6 +24,29 @@ DecodedOp make_s(Op op, int32_t imm, uint32_t rs1, uint32_t rs2, uint8_t len) {
   return DecodedOp{op, imm, static_cast<uint8_t>(rs2), static_cast<uint8_t>(rs1), static_cast<uint8_t>(rs2), len};
 }
 
+// A branch against x0 compares one register with zero (bgtz and blez are blt and bge with rs1 = x0):
+// one register read fewer, and the same outcome.
+DecodedOp branch(Op op, int32_t imm, uint32_t rs1, uint32_t rs2, uint8_t len) {
+  if (rs2 == 0) {
+    switch (op) {
+      case kOpBEQ: return make_s(kOpBEQZ, imm, rs1, 0, len);
+      case kOpBNE: return make_s(kOpBNEZ, imm, rs1, 0, len);
+      case kOpBLT: return make_s(kOpBLTZ, imm, rs1, 0, len);
+      case kOpBGE: return make_s(kOpBGEZ, imm, rs1, 0, len);
+      default: break;
+    }
+  } else if (rs1 == 0) {
+    switch (op) {
+      case kOpBEQ: return make_s(kOpBEQZ, imm, rs2, 0, len);
+      case kOpBNE: return make_s(kOpBNEZ, imm, rs2, 0, len);
+      case kOpBLT: return make_s(kOpBGTZ, imm, rs2, 0, len);  // 0 < rs2
+      case kOpBGE: return make_s(kOpBLEZ, imm, rs2, 0, len);  // 0 >= rs2
+      default: break;
+    }
+  }
+  return make_s(op, imm, rs1, rs2, len);
+}
+
 // Register-register and register-immediate ALU ops with rd = x0 have no effect at all.
 DecodedOp alu(Op op, int32_t imm, uint32_t rd, uint32_t rs1, uint32_t rs2, uint8_t len) {
   if (rd == 0) return DecodedOp{kOpNOP, 0, kSink, 0, 0, len};
@@ -44,10 +67,10 @@ DecodedOp decode32(uint32_t w) {
     case 0x37: return alu(kOpLUI, imm_u, rd, 0, 0, 2);
     case 0x17: return alu(kOpAUIPC, imm_u, rd, 0, 0, 2);
     case 0x6f: return make(rd == 0 ? kOpJ : kOpJAL, imm_j, rd, 0, 0, 2);
-    case 0x67: return f3 == 0 ? make(kOpJALR, imm_i, rd, rs1, 0, 2) : illegal(w, 2);
+    case 0x67: return f3 == 0 ? make(rd == 0 ? kOpJR : kOpJALR, imm_i, rd, rs1, 0, 2) : illegal(w, 2);
     case 0x63: {
       static constexpr Op kBr[8] = {kOpBEQ, kOpBNE, kOpILLEGAL, kOpILLEGAL, kOpBLT, kOpBGE, kOpBLTU, kOpBGEU};
-      return kBr[f3] == kOpILLEGAL ? illegal(w, 2) : make_s(kBr[f3], imm_b, rs1, rs2, 2);
+      return kBr[f3] == kOpILLEGAL ? illegal(w, 2) : branch(kBr[f3], imm_b, rs1, rs2, 2);
     }
     case 0x03: {
       static constexpr Op kLd[8] = {kOpLB, kOpLH, kOpLW, kOpILLEGAL, kOpLBU, kOpLHU, kOpILLEGAL, kOpILLEGAL};
@@ -177,8 +200,8 @@ DecodedOp decode16(uint32_t c) {
         return make(kArith[bits(c, 6, 5)], 0, rs1p, rs1p, rdp, 1);
       }
       case 5: return make(kOpJ, imm_j, 0, 0, 0, 1);
-      case 6: return make_s(kOpBEQ, imm_b, rs1p, 0, 1);
-      case 7: return make_s(kOpBNE, imm_b, rs1p, 0, 1);
+      case 6: return make_s(kOpBEQZ, imm_b, rs1p, 0, 1);
+      case 7: return make_s(kOpBNEZ, imm_b, rs1p, 0, 1);
     }
   }
   if (q == 2) {
@@ -193,7 +216,7 @@ DecodedOp decode16(uint32_t c) {
       }
       case 4:
         if (!bit(c, 12)) {
-          if (rs2 == 0) return rd == 0 ? illegal(c, 1) : make(kOpJALR, 0, 0, rd, 0, 1);
+          if (rs2 == 0) return rd == 0 ? illegal(c, 1) : make(kOpJR, 0, 0, rd, 0, 1);
           return alu(kOpADD, 0, rd, 0, rs2, 1);
         }
         if (rs2 == 0) {

@@ -9,6 +9,7 @@ namespace lockstep {
 // X-macro: every operation the dispatch loop implements, in one place (labels, names, block ends).
 #define LOCKSTEP_OPS(X)                                                                         \
   X(ILLEGAL) X(LUI) X(AUIPC) X(JAL) X(JALR) X(BEQ) X(BNE) X(BLT) X(BGE) X(BLTU) X(BGEU)         \
+  X(BEQZ) X(BNEZ) X(BLTZ) X(BGEZ) X(BGTZ) X(BLEZ)                                             \
   X(LB) X(LH) X(LW) X(LBU) X(LHU) X(SB) X(SH) X(SW)                                            \
   X(ADDI) X(SLTI) X(SLTIU) X(XORI) X(ORI) X(ANDI) X(SLLI) X(SRLI) X(SRAI)                     \
   X(ADD) X(SUB) X(SLL) X(SLT) X(SLTU) X(XOR) X(SRL) X(SRA) X(OR) X(AND)                       \
@@ -17,7 +18,7 @@ namespace lockstep {
   X(MUL) X(MULH) X(MULHSU) X(MULHU) X(DIV) X(DIVU) X(REM) X(REMU)                              \
   X(LR_W) X(SC_W) X(AMOSWAP) X(AMOADD) X(AMOXOR) X(AMOAND) X(AMOOR)                            \
   X(AMOMIN) X(AMOMAX) X(AMOMINU) X(AMOMAXU)                                                    \
-  X(LI) X(MV) X(NOP) X(J)                                                                       \
+  X(LI) X(MV) X(NOP) X(J) X(JR)                                                                \
   X(STRADDLE) X(PAGE_END)
 
 enum Op : uint8_t {
@@ -27,6 +28,15 @@ enum Op : uint8_t {
   kOpCount
 };
 
+/// What a slot names its handler by: the address of a label in the dispatch loop (GNU computed goto,
+/// the default), or with -DLOCKSTEP_DISPATCH_SWITCH a handler number that one `switch` maps to the same
+/// labels (portable C++: no labels as values). Either way the handler bodies are the same code.
+#if defined(LOCKSTEP_DISPATCH_SWITCH)
+using Handler = uintptr_t;
+#else
+using Handler = const void*;
+#endif
+
 /// One pre-decoded instruction slot (16 bytes: four fit a cache line).
 ///
 ///   0        8        12   13    14    15
@@ -34,13 +44,16 @@ enum Op : uint8_t {
 ///   | h      | imm    | rd | rs1 | rs2 | len |
 ///   +--------+--------+----+-----+-----+-----+
 ///
-/// h: handler label of the dispatch loop (computed goto). rd is 32 (the sink) when the instruction
+/// h: handler of the dispatch loop (see Handler). rd is 32 (the sink) when the instruction
 /// names x0 as destination, so handlers write without a check. len is in halfwords (1 or 2).
 /// ILLEGAL keeps the raw bits in imm (for mtval); CSR ops keep the CSR number in imm and, for the
 /// immediate forms, the 5-bit zimm in rs1. AMOs keep aq/rl nowhere (one hart: no effect). STRADDLE (a
 /// 32-bit instruction in a page's last halfword) keeps its low halfword in imm; SFENCE_VMA its raw bits.
+/// jalr with rd = x0 (ret, jr, c.jr) decodes to JR, which links nothing.
+/// A branch that compares with x0 decodes to its compare-with-zero form (BEQZ … BLEZ: one register, in rs1).
+/// Branches and jal keep their target in the slot's page, as a byte offset from its first slot (Cpu::slot_of).
 struct Decoded {
-  const void* h;
+  Handler h;
   int32_t imm;
   uint8_t rd, rs1, rs2, len;
 };
@@ -60,8 +73,9 @@ DecodedOp decode(uint16_t lo, uint16_t hi);
 /// falls through to the next slot. Inline: re-decoding after a store asks it for every slot it recounts.
 inline bool ends_block(Op op) {
   switch (op) {
-    case kOpJAL: case kOpJ: case kOpJALR: case kOpBEQ: case kOpBNE: case kOpBLT: case kOpBGE: case kOpBLTU:
-    case kOpBGEU: case kOpECALL: case kOpEBREAK: case kOpMRET: case kOpSRET: case kOpWFI: case kOpFENCE_I:
+    case kOpJAL: case kOpJ: case kOpJALR: case kOpJR: case kOpBEQ: case kOpBNE: case kOpBLT: case kOpBGE: case kOpBLTU:
+    case kOpBGEU: case kOpBEQZ: case kOpBNEZ: case kOpBLTZ: case kOpBGEZ: case kOpBGTZ: case kOpBLEZ:
+    case kOpECALL: case kOpEBREAK: case kOpMRET: case kOpSRET: case kOpWFI: case kOpFENCE_I:
     case kOpILLEGAL: case kOpSTRADDLE: case kOpPAGE_END:
       return true;
     default:

@@ -40,6 +40,33 @@ describe('conditional branches', () => {
     expect(m.counters).toEqual({ instret: 2n, branches: 1n }); // a branch counts whether taken or not
   });
 
+  // A branch with x0 as either operand decodes to a compare-with-zero form (beqz, bnez, bltz, bgez, and
+  // bgtz/blez for blt/bge with rs1 = x0): both positions, with a negative, zero and positive register.
+  const zeroCases: Array<[Br, 'rs1' | 'rs2', number, boolean]> = [];
+  const cmp: Record<Br, (a: number, b: number) => boolean> = {
+    beq: (a, b) => a === b, bne: (a, b) => a !== b, blt: (a, b) => (a | 0) < (b | 0), bge: (a, b) => (a | 0) >= (b | 0),
+    bltu: (a, b) => a >>> 0 < b >>> 0, bgeu: (a, b) => a >>> 0 >= b >>> 0,
+  };
+  for (const op of Object.keys(cmp) as Br[]) {
+    for (const v of [INT_MIN, 0xffffffff, 0, 1, INT_MAX]) {
+      zeroCases.push([op, 'rs2', v, cmp[op](v, 0)], [op, 'rs1', v, cmp[op](0, v)]);
+    }
+  }
+  it.each(zeroCases)('%s with x0 as %s and the other register %d: taken=%s', async (op, zeroAt, v, taken) => {
+    const code = [
+      zeroAt === 'rs2' ? rv[op](1, 0, 12) : rv[op](0, 1, 12), // <op> x1, x0, .+12 or <op> x0, x1, .+12
+      rv.addi(3, 0, 1), //    addi x3, x0, 1      (fall-through marker)
+      rv.ebreak(), //         ebreak              (RAM+8)
+      rv.addi(3, 0, 2), //    addi x3, x0, 2      (taken marker)
+      rv.ebreak(), //         ebreak              (RAM+16)
+    ];
+    const m = load(code, { regs: { 1: v } });
+    const r = await m.run({ maxInstructions: 100 });
+    expect(r).toMatchObject({ kind: 'trap', cause: 3, pc: taken ? RAM + 16 : RAM + 8 });
+    expectRegs(m, { 3: taken ? 2 : 1 });
+    expect(m.counters).toEqual({ instret: 2n, branches: 1n });
+  });
+
   it('a backward branch loops the expected number of times', async () => {
     const a = new Asm();
     a.li(1, 10).li(2, 0);
@@ -113,6 +140,21 @@ describe('jal and jalr', () => {
     const r = await m.run({ maxInstructions: 100 });
     expect(r).toMatchObject({ kind: 'trap', cause: 3, pc: RAM + 16 });
     expectRegs(m, { 1: RAM + 4, 5: 0, 6: 2 });
+    expect(m.counters).toEqual({ instret: 2n, branches: 1n });
+  });
+
+  it('jalr x0 (ret, jr) jumps to rs1 + offset with bit 0 cleared and links nothing', async () => {
+    const code = [
+      rv.jalr(0, 2, -3), //   jalr x0, -3(x2)     with x2 = RAM + 16 -> (RAM + 13) & ~1 = RAM + 12
+      rv.addi(5, 0, 1), //    addi x5, x0, 1      (skipped)
+      rv.ebreak(), //         ebreak
+      rv.add(7, 0, 0), //     add x7, x0, x0      (RAM+12: x0 still reads 0)
+      rv.ebreak(), //         ebreak              (RAM+16)
+    ];
+    const m = load(code, { regs: { 1: 0x1234, 2: RAM + 16, 7: 99 } });
+    const r = await m.run({ maxInstructions: 100 });
+    expect(r).toMatchObject({ kind: 'trap', cause: 3, pc: RAM + 16 });
+    expectRegs(m, { 0: 0, 1: 0x1234, 2: RAM + 16, 5: 0, 7: 0 });
     expect(m.counters).toEqual({ instret: 2n, branches: 1n });
   });
 
