@@ -73,6 +73,8 @@ export interface ServiceTrial extends ServiceLoadResult {
   /** FT: log batches and LOG frames per second, from the same reports (each frame costs 52 more bytes on the wire). */
   logBatchesPerSecond?: number;
   logFramesPerSecond?: number;
+  /** FT: log bytes ÷ guest input bytes between the same two stats reports (the TAP's counter read as each arrives). */
+  logPerInput?: number;
   /** FT: the primary's guest MIPS (its moving average), median of its reports inside the window. */
   mips?: number;
   /** Recorded: what the window's log is made of (whole batches that start inside the window). */
@@ -123,6 +125,16 @@ function logContent(path: string, start: number, end: number): LogContent {
   }
   c.otherBytes = c.bytes - c.netRxDataBytes - c.blockReadBytes;
   return c;
+}
+
+/** Bytes the TAP device has sent toward the guest (its tx counter), from the namespace of process `pid`. */
+function tapTxBytes(pid: number, dev = 'tap0'): number | undefined {
+  try {
+    const line = readFileSync(`/proc/${pid}/net/dev`, 'utf8').split('\n').find((l) => l.trim().startsWith(`${dev}:`));
+    return line === undefined ? undefined : Number(line.slice(line.indexOf(':') + 1).trim().split(/\s+/)[8]);
+  } catch {
+    return undefined; // the process is gone
+  }
 }
 
 /** Steps (progress) of `trials` rounds. */
@@ -207,14 +219,17 @@ export async function serviceBench(o: { trials: number; quick: boolean; tmp: str
       };
       const cfg = join(dir, 'vm.json');
       writeFileSync(cfg, JSON.stringify(config));
-      const stats: { t: number; logBytes: number; logBatches: number; logFrames: number; mips: number }[] = [];
+      const stats: { t: number; logBytes: number; logBatches: number; logFrames: number; mips: number; guestInputBytes: number | undefined }[] = [];
+      let primaryPid = 0;
       const primary = launch('primary', ['primary', cfg, '--listen', '192.168.77.1:0', '--await-secondary', '--console'], (_p, e) => {
         if (e.event === 'stats') {
           const st = e as unknown as { logBytes: number; logBatches: number; logFrames: number; mips: number };
-          stats.push({ t: Number(e.t), logBytes: Number(st.logBytes), logBatches: Number(st.logBatches), logFrames: Number(st.logFrames), mips: Number(st.mips) });
+          // The guest's input so far, read as the report arrives: log ÷ input over exactly the same interval.
+          stats.push({ t: Number(e.t), logBytes: Number(st.logBytes), logBatches: Number(st.logBatches), logFrames: Number(st.logFrames), mips: Number(st.mips), guestInputBytes: tapTxBytes(primaryPid) });
         }
       }, { prefix: ['ip', 'netns', 'exec', ns.a, ...pin(0)], stdout: true });
       children.push(primary.child);
+      primaryPid = primary.child.pid!;
       let out = '';
       primary.child.stdout!.on('data', (d: Buffer) => (out += d.toString('latin1')));
       const l = await primary.wait('listening', undefined, STEP_MS);
@@ -297,6 +312,9 @@ export async function serviceBench(o: { trials: number; quick: boolean; tmp: str
                 trial.logBytesPerSecond = per('logBytes');
                 trial.logBatchesPerSecond = per('logBatches');
                 trial.logFramesPerSecond = per('logFrames');
+                const first = inside[0]!.guestInputBytes;
+                const last = inside.at(-1)!.guestInputBytes;
+                if (first !== undefined && last !== undefined && last > first) trial.logPerInput = (inside.at(-1)!.logBytes - inside[0]!.logBytes) / (last - first);
               }
               if (inside.length >= 1) trial.mips = median(inside.map((e) => e.mips));
             }
@@ -396,7 +414,7 @@ function summarize(all: ServiceTrial[], meta: { trials: number; windowMs: number
   for (const system of ['recorded', 'ft'] as const) {
     const perReq = (load: string) => median(of(system, load).map((r) => logRate(r) / rate(r)));
     const mbit = (load: string) => median(of(system, load).map((r) => (logRate(r) * 8) / 1e6));
-    const perInput = (load: string) => median(of(system, load).map((r) => logRate(r) / inputRate(r)));
+    const perInput = (load: string) => median(of(system, load).map((r) => r.logPerInput ?? logRate(r) / inputRate(r)));
     const rateOf = (load: string) => median(of(system, load).map(rate));
     const input = (load: string) => of(system, load).map((r) => ({ logBytesPerSecond: logRate(r), guestInputBytesPerSecond: inputRate(r), guestInputFrames: r.guestInputFrames, requests: r.acknowledged }));
     logSummary[system] = { tcpBytesPerRequest: perReq('tcp'), udpBytesPerRequest: perReq('udp'), tcpMbitPerSecond: mbit('tcp'), udpMbitPerSecond: mbit('udp'), udp1400LogPerInput: perInput('udp-1400'), tcp1400LogPerInput: perInput('tcp-1400'), udp1400: input('udp-1400'), tcp1400: input('tcp-1400') };
@@ -438,7 +456,7 @@ function summarize(all: ServiceTrial[], meta: { trials: number; windowMs: number
       bytes: median(rs.map((r) => logRate(r) / rate(r))),
       batches: median(rs.map((r) => r.logBatchesPerSecond! / rate(r))),
       frames: median(rs.map((r) => r.logFramesPerSecond! / rate(r))),
-      wirePerInput: median(rs.map((r) => (logRate(r) + 52 * r.logFramesPerSecond!) / inputRate(r))),
+      wirePerInput: median(rs.map((r) => (r.logPerInput ?? logRate(r) / inputRate(r)) * (1 + (52 * r.logFramesPerSecond!) / logRate(r)))),
     };
     channelSummary[load] = m;
     const desc = load === 'tcp' || load === 'udp' ? `${load.toUpperCase()}, 50 % sets, 32 B` : `${load.slice(0, 3).toUpperCase()}, 1 400-byte sets`;
