@@ -112,4 +112,53 @@ describe('live migration (processes)', () => {
     await until('the secondary, now primary, to serve', () => l.progress() > atLive + 5);
     await l.verify();
   }, 300_000);
+  it('SIGKILL at points of a protected primary\'s migration under load (the source during the pre-copy, after the target restored the final state, after GO_LIVE; the target right after its go-live): exactly one copy is live, nothing acknowledged lost, nothing applied twice', async () => {
+    let seed = 141414;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    const outcomes: string[] = [];
+    for (let stage = 0; stage < 4; stage++) {
+      const dir = join(tmp, `kill-${stage}`);
+      mkdirSync(dir);
+      const cfg = await kvConfig(dir, { ramMiB: 64 });
+      const { key } = await loadConfig(cfg.path);
+      const source = start('source', ['primary', cfg.path, '--control', '127.0.0.1:0']);
+      const port = Number((await source.wait('listening')).port);
+      const control = String((await source.wait('control')).url);
+      const joinArgs = ['--join', `127.0.0.1:${port}`];
+      const secondary = start('secondary', ['secondary', cfg.path, ...joinArgs]);
+      await source.wait('status', (e) => e.protected === true);
+      const l = verifyingLoads(cfg.udpPort, 80);
+      await until('the load to run', () => l.progress() >= 10);
+      expect((await callControl(control, key!, 'POST', '/ft/migrate')).status).toBe(200);
+      const target = start('target', ['secondary', cfg.path, ...joinArgs]);
+      if (stage === 0) await target.wait('joined');
+      else if (stage === 1) await target.wait('cloned');
+      else if (stage === 2) await source.wait('migrated');
+      else await target.wait('go-live');
+      await new Promise((res) => setTimeout(res, Math.floor(rnd() * 20)));
+      (stage === 3 ? target : source).child.kill('SIGKILL');
+      // Whoever serves the VM now: wait until it answers, then until every other process settled.
+      const halves = [secondary, target];
+      await until('a live copy to serve', async () => {
+        const at = l.progress();
+        return halves.some((p) => p.events.some((e) => e.event === 'listening')) && (await new Promise((res) => setTimeout(() => res(l.progress() > at), 300)));
+      }, { timeoutMs: 60_000 });
+      const atLive = l.progress();
+      await until('the live copy to serve the load', () => l.progress() > atLive + 10, { timeoutMs: 60_000 });
+      const live = halves.filter((p) => p.child.exitCode === null && p.child.signalCode === null && p.events.some((e) => e.event === 'go-live'));
+      expect(live.length, JSON.stringify(halves.map((p) => [p.name, p.events.filter((e) => ['go-live', 'halted', 'following', 'rejoined', 'left'].includes(e.event))]))).toBe(1);
+      const winner = live[0]!;
+      const loser = halves.find((p) => p !== winner)!;
+      // The other one never served: it halted, was killed, or follows the winner as its secondary.
+      if (loser.child.exitCode === null && loser.child.signalCode === null) expect(loser.events.some((e) => e.event === 'rejoined')).toBe(true);
+      if (stage === 0) expect(winner).toBe(secondary); // the target's clone was incomplete
+      if (stage === 2) expect(winner).toBe(target); // GO_LIVE was sent: the secondary had been told to follow
+      if (stage === 3) expect(Number(winner.events.find((e) => e.event === 'go-live')!.epoch)).toBe(3); // the target held 2
+      outcomes.push(`${stage}:${winner.name}`);
+      await l.verify();
+      killAll([source, secondary, target]);
+      await Promise.all([exited(source), exited(secondary), exited(target)]);
+    }
+    expect(outcomes.length).toBe(4);
+  }, 600_000);
 });
