@@ -408,6 +408,8 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
       services = startPrimaryServices(p, { key, ...(metrics ? { metrics } : {}), ...(control ? { control } : {}), retry: true, onEvent: (e) => reportService(r, e) });
       const a = p.address;
       r.event('listening', { ...(a ? { host: a.host, port: a.port } : {}), epoch: p.epoch }, `now the primary at epoch ${p.epoch}; a new secondary joins at ${a ? formatHostPort(a) : '?'}`);
+      // Its status from the start (a migration's target is protected at once: the secondary follows it).
+      r.event('status', { protected: p.status.protected, text: describeStatus(p.status) }, describeStatus(p.status));
       void supervisePrimary(p, r, io, false).then(resolve);
     });
     secondary.start().then(
@@ -441,10 +443,10 @@ Operations:
                       dismissed only once the new one can take over (start it on the target host
                       with lockstep secondary --join after this)
   migrate             live migration: the next secondary to join (on the target host) is cloned
-                      (moved in without a protection gap when the VM is protected) and, once in
-                      lockstep, made the primary by a hand-over; this primary then exits 0. With
-                      FT off (ft.enabled: false, but a key and an arbiter configured) the target
-                      runs with FT off too
+                      and, once in lockstep, made the primary by a hand-over; this primary then
+                      exits 0. A protected VM's secondary follows the target without a new clone
+                      (the VM is never unprotected). With FT off (ft.enabled: false, but a key and
+                      an arbiter configured) the target runs with FT off too
 
 Exit status: 0 done (the answer on stdout); 64 usage or configuration error; 69 nothing answers at
 --control, or the process there is not a primary (yet); 70 the API failed; 75 the operation was refused

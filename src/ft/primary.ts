@@ -446,10 +446,11 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
 
   /**
    * Live migration: the next secondary to join (started on the target host) becomes the primary. It is
-   * cloned — as a gap-free move of the secondary when the VM is protected, as an ordinary clone
-   * otherwise (also with FT off: the clone's log then guards only the migration) — and once it is in
-   * lockstep, a hand-over as in {@link testFailover} makes it the primary and this side halts (exit 0,
-   * `handed-over`). No output is lost (all log is acknowledged and every output released before
+   * cloned — while the VM's secondary protects it when the VM is protected, as an ordinary clone
+   * otherwise (also with FT off: the clone's log then guards only the migration) — and a hand-over as in
+   * {@link testFailover} makes it the primary and this side halts (exit 0, `handed-over`). A protected
+   * VM's secondary is told to follow the target and resumes there without a clone, so the VM is never
+   * unprotected (docs/fault-tolerance.md, "Live migration"). No output is lost (all log is acknowledged and every output released before
    * `GO_LIVE`) and none is repeated (the target is told everything was released). Resolves once armed;
    * `migrated` / `move-failed` / `warning` tell the rest.
    */

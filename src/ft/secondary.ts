@@ -74,6 +74,10 @@ export interface GoLiveReport {
    * bytes, so it has no gap and no duplicate.
    */
   consolePosition: bigint;
+  /** Where this side listens as the primary (when known before it listens: a configured or held port). */
+  listen?: string;
+  /** A live migration's target: the VM's secondary follows it from this very state (no clone). */
+  followed: boolean;
 }
 
 export interface FtSecondaryEvents {
@@ -714,6 +718,8 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       instret,
       stateHash,
       consolePosition,
+      ...(this.#listenAt ? { listen: formatHostPort(this.#listenAt) } : {}),
+      followed: this.#targetOnly,
     };
     this.emit('go-live', report);
     const primary = new FtPrimary({
