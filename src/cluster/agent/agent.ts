@@ -137,6 +137,9 @@ class Refusal extends Error {
  * console.log(agent.url); // http://127.0.0.1:41234
  * ```
  */
+/** How long a migrated primary's record waits for its target's (see Agent #handedOn), ms. */
+const HAND_ON_MAX_MS = 10_000;
+
 export class Agent extends EventEmitter<AgentEvents> {
   readonly id: string;
   readonly #o: Required<Omit<AgentOptions, 'listen' | 'ftHost' | 'groups' | 'compatId' | 'command' | 'maxFtVms' | 'maxFtVcpus'>> & {
@@ -533,11 +536,37 @@ export class Agent extends EventEmitter<AgentEvents> {
       if (this.#exited.length > KEEP_EXITED) this.#exited.shift();
       this.#gone.set(
         p,
-        pub.close().finally(() => this.#publishers.delete(p)),
+        this.#handedOn(p)
+          .then(() => pub.close())
+          .finally(() => this.#publishers.delete(p)),
       );
       if (CLUSTER_CHANNELS.vm.hasSubscribers) CLUSTER_CHANNELS.vm.publish({ host: this.id, vm: p.vmId, role: p.role, what: 'exited', view: p.view() });
       this.emit('vm-exited', p.view());
     });
+  }
+
+  /**
+   * A primary that migrated with its secondary following the target keeps its record until the store
+   * shows the target as the VM's primary (a higher epoch; at most {@link HAND_ON_MAX_MS}): dropping it at
+   * once would leave a moment with no primary on record, which reads as unprotected although the
+   * secondary holds the hand-over state throughout.
+   */
+  async #handedOn(p: VmProcess): Promise<void> {
+    if (!p.migratedWithFollower) return;
+    const end = performance.now() + HAND_ON_MAX_MS;
+    const prefix = KEYS.instance(p.vmId, '');
+    while (performance.now() < end) {
+      try {
+        const rs = await this.#o.store.list(prefix);
+        if (rs.some((r) => {
+          const v = r.value as { role?: unknown; epoch?: unknown };
+          return v.role === 'primary' && typeof v.epoch === 'number' && v.epoch > (p.epoch ?? 0);
+        })) return;
+      } catch {
+        return; // the store is not there: nothing to keep a record in either
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
   }
 
   #find(vmId: string): VmProcess {

@@ -261,6 +261,9 @@ export class VmProcess extends EventEmitter {
       if (typeof e.instret === 'string') this.progress = { instret: e.instret, beats: (this.progress?.beats ?? 0) + 1 };
       return this.#changed(false);
     }
+    // A primary whose secondary follows its migration's target: its record stays as it was at the
+    // hand-over (the agent drops it once the target's is there), see Agent #handedOn.
+    if (this.migratedWithFollower) return;
     this.lastEvent = e.event;
     switch (e.event) {
       case 'listening': {
@@ -327,8 +330,6 @@ export class VmProcess extends EventEmitter {
         this.epoch = num(e.epoch) ?? this.epoch;
         break;
       case 'handed-over':
-        if (this.migratedWithFollower) return;
-      // falls through
       case 'halted':
       case 'left':
       case 'ended':
