@@ -942,9 +942,10 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
    * A protected VM's live migration, with the guest held at one position P:
    *  1. the secondary acknowledges all log up to P (every output up to P leaves);
    *  2. the target gets the final state S(P), marked as a migration's (it goes live only on GO_LIVE);
-   *  3. it confirms it restored S(P);
-   *  4. the secondary is told to follow the target (its address and owner token, P and the state hash)
-   *     and answers;
+   *  3. at the same time the secondary is told to follow the target (its address and owner token, P,
+   *     the state hash and S(P)'s hart and devices);
+   *  4. the target confirms it restored S(P) and the secondary answers (the migration called off here
+   *     takes the follow notice back);
    *  5. GO_LIVE to the target, which claims the next epoch and records from P on; this side halts, and
    *     the secondary, once its connection ends, drains to P and resumes at the target without a clone.
    * Until 5 the target can never go live, so calling the migration off needs no arbiter claim. A loss of
@@ -1016,11 +1017,24 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     this.#sendPages(s.channel, finalPages);
     s.channel.send({ type: 'clone-final', state, meta: { instret: String(instret), epoch: this.#epoch, consolePosition: String(consolePosition), migration: true } });
     s.channel.send({ type: 'clone-done' });
+    // 3. At the same time the secondary is told to follow the target (its address and owner token, P,
+    // the state hash, and S(P)'s hart and devices: its RAM it has, the state hash says so, and from P on it
+    // replays the log of a target restored from exactly this state). It acts on it only once this side's
+    // connection ends, so a migration called off below takes it back (UNFOLLOW, before any log after P).
+    const encoded = Buffer.from(state).toString('base64');
+    const follow = encoded.length <= FOLLOW_STATE_MAX;
+    if (follow) {
+      old.send({ type: 'control', op: 'follow', listen: s.listen!, owner: s.owner!, epoch: this.#epoch + 1, instret: String(instret), stateHash: String(stateHash), consolePosition: String(consolePosition), state: encoded });
+    } else {
+      this.emit('warning', `live migration: the machine state (${state.length} bytes) does not fit a follow notice; the secondary is dismissed and the target runs alone after the hand-over`);
+    }
     step('copyMs');
-    // 3. It restored S(P).
+    // 4. The target restored S(P); the secondary answered (not answering, or lost, does not stop the
+    // hand-over: the target then waits for it up to the timeout and runs alone after).
     await this.#until(() => s.restored || this.#incoming !== s, this.#o.timeoutMs).catch(() => undefined);
     if (this.#incoming !== s || !s.restored) {
       this.#moveFailed(s, `the target did not confirm the clone within ${this.#o.timeoutMs} ms`);
+      if (follow && !oldGone()) old.send({ type: 'control', op: 'unfollow' });
       if (oldGone()) {
         this.#switching = false;
         await this.#recover(old.lost ?? 'the secondary went away during a live migration');
@@ -1029,18 +1043,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       return 'done';
     }
     step('confirmMs');
-    // 4. The secondary follows the target. Not answering (or lost) does not stop the hand-over: the
-    // target then waits for it up to the timeout and runs alone after.
-    // It gets S(P)'s hart and devices too (RAM it has, the state hash says so): what a replay leaves in
-    // the devices need not be bit for bit what the live primary had, and from P on it replays the log
-    // of a target restored from exactly this state.
-    const encoded = Buffer.from(state).toString('base64');
-    if (encoded.length <= FOLLOW_STATE_MAX) {
-      old.send({ type: 'control', op: 'follow', listen: s.listen!, owner: s.owner!, epoch: this.#epoch + 1, instret: String(instret), stateHash: String(stateHash), consolePosition: String(consolePosition), state: encoded });
-      await this.#until(() => old.following || oldGone(), this.#o.timeoutMs).catch(() => undefined);
-    } else {
-      this.emit('warning', `live migration: the machine state (${state.length} bytes) does not fit a follow notice; the secondary is dismissed and the target runs alone after the hand-over`);
-    }
+    if (follow) await this.#until(() => old.following || oldGone(), this.#o.timeoutMs).catch(() => undefined);
     step('followMs');
     // 5. The hand-over.
     this.#incoming = undefined;
