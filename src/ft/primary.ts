@@ -152,13 +152,12 @@ export interface MoveReport extends CloneFigures {
 
 /**
  * Where a protected VM's migration held the guest, ms: stopping it, the secondary's last acknowledgement,
- * the final copy to the target, its confirmation, the secondary's answer to the follow notice.
+ * the final copy and GO_LIVE to the target, the secondary's answer to the follow notice.
  */
 export interface MigrateSteps {
   stopMs: number;
   drainMs: number;
   copyMs: number;
-  confirmMs: number;
   followMs: number;
 }
 
@@ -941,14 +940,13 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   /**
    * A protected VM's live migration, with the guest held at one position P:
    *  1. the secondary acknowledges all log up to P (every output up to P leaves);
-   *  2. the target gets the final state S(P), marked as a migration's (it goes live only on GO_LIVE);
-   *  3. at the same time the secondary is told to follow the target (its address and owner token, P,
-   *     the state hash and S(P)'s hart and devices);
-   *  4. the target confirms it restored S(P) and the secondary answers (the migration called off here
-   *     takes the follow notice back);
-   *  5. GO_LIVE to the target, which claims the next epoch and records from P on; this side halts, and
-   *     the secondary, once its connection ends, drains to P and resumes at the target without a clone.
-   * Until 5 the target can never go live, so calling the migration off needs no arbiter claim. A loss of
+   *  2. the secondary is told to follow the target (its address and owner token, P, the state hash and
+   *     S(P)'s hart and devices);
+   *  3. the target gets the final state S(P), marked as a migration's (it goes live only on GO_LIVE), and
+   *     GO_LIVE right behind it: it restores, claims the next epoch and records from P on;
+   *  4. once the secondary has answered, this side halts; the secondary, once its connection ends,
+   *     drains to P and resumes at the target without a clone.
+   * Before 3 the target can never go live, so calling the migration off needs no arbiter claim. A loss of
    * the secondary before 2 makes the target an ordinary clone that is handed over to ('fallback').
    */
   async #migrateOver(s: SecondarySession, figures: CloneFigures, first: boolean, readChunksPaused: (chunks: Uint32Array) => void): Promise<'done' | 'fallback'> {
@@ -979,7 +977,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       return 'done'; // halted meanwhile
     }
     this.#recorder?.resume();
-    const steps: MigrateSteps = { stopMs: performance.now() - t0, drainMs: 0, copyMs: 0, confirmMs: 0, followMs: 0 };
+    const steps: MigrateSteps = { stopMs: performance.now() - t0, drainMs: 0, copyMs: 0, followMs: 0 };
     let mark = performance.now();
     const step = (k: keyof MigrateSteps) => {
       const now = performance.now();
@@ -1015,12 +1013,9 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     figures.pages += finalPages.length;
     figures.bytes += finalPages.length * PAGE_RECORD_BYTES + state.length;
     this.#sendPages(s.channel, finalPages);
-    s.channel.send({ type: 'clone-final', state, meta: { instret: String(instret), epoch: this.#epoch, consolePosition: String(consolePosition), migration: true } });
-    s.channel.send({ type: 'clone-done' });
-    // 3. At the same time the secondary is told to follow the target (its address and owner token, P,
-    // the state hash, and S(P)'s hart and devices: its RAM it has, the state hash says so, and from P on it
-    // replays the log of a target restored from exactly this state). It acts on it only once this side's
-    // connection ends, so a migration called off below takes it back (UNFOLLOW, before any log after P).
+    // 3. The secondary is told to follow the target (its address and owner token, P, the state hash, and
+    // S(P)'s hart and devices: its RAM it has, the state hash says so, and from P on it replays the log of
+    // a target restored from exactly this state). It acts on it only once this side's connection ends.
     const encoded = Buffer.from(state).toString('base64');
     const follow = encoded.length <= FOLLOW_STATE_MAX;
     if (follow) {
@@ -1028,27 +1023,19 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     } else {
       this.emit('warning', `live migration: the machine state (${state.length} bytes) does not fit a follow notice; the secondary is dismissed and the target runs alone after the hand-over`);
     }
+    // 4. GO_LIVE right behind the final state, without waiting for the target to confirm it: it restores,
+    // then drains and claims, in that order. A target that fails to restore never goes live; the
+    // secondary, unable to reach it, then goes live itself (its rule) — nothing after P has left.
+    this.#incoming = undefined;
+    s.channel.send({ type: 'clone-final', state, meta: { instret: String(instret), epoch: this.#epoch, consolePosition: String(consolePosition), migration: true } });
+    s.channel.send({ type: 'clone-done' });
+    s.send({ type: 'go-live', epoch: BigInt(this.#epoch + 1), reason: 'live migration' });
     step('copyMs');
-    // 4. The target restored S(P); the secondary answered (not answering, or lost, does not stop the
-    // hand-over: the target then waits for it up to the timeout and runs alone after).
-    await this.#until(() => s.restored || this.#incoming !== s, this.#o.timeoutMs).catch(() => undefined);
-    if (this.#incoming !== s || !s.restored) {
-      this.#moveFailed(s, `the target did not confirm the clone within ${this.#o.timeoutMs} ms`);
-      if (follow && !oldGone()) old.send({ type: 'control', op: 'unfollow' });
-      if (oldGone()) {
-        this.#switching = false;
-        await this.#recover(old.lost ?? 'the secondary went away during a live migration');
-      }
-      resume();
-      return 'done';
-    }
-    step('confirmMs');
+    // 5. This side halts once the secondary has the notice (its connection ending then means "follow").
+    // Not answering, or lost, does not change the hand-over: the target waits for it up to the timeout.
     if (follow) await this.#until(() => old.following || oldGone(), this.#o.timeoutMs).catch(() => undefined);
     step('followMs');
-    // 5. The hand-over.
-    this.#incoming = undefined;
     this.#sendRelease(old, true);
-    s.send({ type: 'go-live', epoch: BigInt(this.#epoch + 1), reason: 'live migration' });
     figures.pauseMs = performance.now() - t0;
     this.#lastPause = figures.pauseMs;
     this.emit('migrated', { totalMs: performance.now() - s.joinedAt, handOverMs: figures.pauseMs, follower: old.following, steps });
@@ -1173,6 +1160,9 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     }
     if ((this.#phase as Phase) === 'ended' || (this.#phase as Phase) === 'halted') return this.#abandonClone(s);
     if (this.#incoming === s) {
+      if (s.target && (s.listen === undefined || s.owner === undefined)) {
+        this.emit('warning', `live migration: the target said no ${s.listen === undefined ? 'listening address' : 'owner token'}; its secondary cannot follow it: the secondary is moved out of the way first, and the VM needs a new one after the hand-over`);
+      }
       const how = s.target && s.listen !== undefined && s.owner !== undefined ? await this.#migrateOver(s, figures, first, readChunksPaused) : await this.#switchOver(s, figures, first, readChunksPaused);
       if (how === 'done') return;
     }

@@ -378,12 +378,6 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
         if (m.op === 'restart') return void this.#restart();
         if (m.op === 'sync') return void this.#send({ type: 'control', op: 'synced' }); // everything before it is processed
         if (m.op === 'follow') return this.#onFollow(ch, m);
-        if (m.op === 'unfollow') {
-          // The migration was called off before its hand-over: an ordinary secondary of this primary again.
-          if (this.#follow) this.#move = undefined;
-          this.#follow = undefined;
-          return;
-        }
         if (m.op === 'resumed') return this.#onResumed(ch, m);
         if (m.op === 'moved') {
           // The primary won its fence: the move is over, this side is an ordinary secondary of that epoch.
@@ -883,7 +877,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       } catch (err) {
         lastError = (err as Error).message;
         // The target binds its port once it is live: a few milliseconds after the hand-over.
-        await new Promise((res) => setTimeout(res, 5));
+        await new Promise((res) => setTimeout(res, 2));
       }
     }
   }
