@@ -379,7 +379,7 @@ async function migration(kind: MigrationKind, i: number) {
       process.stderr.write(`\n  retries in it: ${inSilence.join(' ')}`);
       process.stderr.write(`\n  longest silence from ${rel(lastSilence.from)} to ${rel(lastSilence.to)} ms around GO_LIVE (0); target live at ${live ? rel(Number(live.t)) : '?'}, listening at ${rel(Number(target?.events.find((e) => e.event === 'listening')?.t))}, secondary resumed at ${rel(resumed)}`);
     }
-    if (live) process.stderr.write(`\n  hand-over ${String(handed?.handOverMs)} ms at the source ${JSON.stringify(handed?.steps ?? {})}; target go-live ${String(live.ms)} ms${followed ? `; the secondary resumed ${String(followed.waitedMs)} ms after it` : ''}\n`);
+    if (live) process.stderr.write(`\n  hand-over ${String(handed?.handOverMs)} ms at the source ${JSON.stringify(handed?.steps ?? {})}; target go-live ${String(live.ms)} ms ${JSON.stringify(live.steps ?? {})}${followed ? `; the secondary resumed ${String(followed.waitedMs)} ms after it` : ''}\n`);
   }
   return { outageMs: outage, totalMs: Number(done?.totalMs ?? NaN), heldMs: moved ? Number(moved.pauseMs) : undefined };
 }

@@ -78,6 +78,11 @@ export interface GoLiveReport {
   listen?: string;
   /** A live migration's target: the VM's secondary follows it from this very state (no clone). */
   followed: boolean;
+  /**
+   * Where {@link ms} went: replaying the rest of the log, winning the epoch at the arbiter, `beforeLive`
+   * (binding the VM's network), switching the devices live and re-emitting.
+   */
+  steps: { drainMs: number; claimMs: number; beforeLiveMs: number; goLiveMs: number };
 }
 
 export interface FtSecondaryEvents {
@@ -652,9 +657,19 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     const port = this.#port!;
     port.endOfLog();
     let want = this.#epoch + 1;
+    const claim = (vm: string, epoch: number) =>
+      claimEpoch(this.#o.arbiter, vm, epoch, this.owner, {
+        signal: this.#claimAbort.signal,
+        onRetry: (err) => this.emit('warning', `arbiter unreachable (${err.message}); retrying`),
+      });
     // A claim made before the drain has shown the replay sound could win for a side that then halts
-    // (diverged): it would fence out a live primary and leave nothing live.
+    // (diverged): it would fence out a live primary and leave nothing live. A migration's target handed
+    // the VM over has no log to replay (it restored the hand-over state itself) and a secondary that
+    // follows it and goes live when it cannot reach it: it claims while its replay run stops.
+    const early = this.#targetOnly && this.#handedOver && !this.#move ? claim(this.vmId, want) : undefined;
+    early?.catch(() => undefined); // awaited below unless this side halts first
     const r = await this.#run!;
+    const drainedAt = performance.now();
     if (r.kind === 'divergence') return this.#halt(`diverged from the primary while draining the log: ${r.message}`);
     if (guestEnded(r)) {
       this.#phase = 'ended';
@@ -663,11 +678,6 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     }
     if (r.kind !== 'end-of-log') return this.#halt(`the replay ended with ${r.kind} while draining the log`);
     if (this.#phase !== 'going-live') return; // stopped meanwhile
-    const claim = (vm: string, epoch: number) =>
-      claimEpoch(this.#o.arbiter, vm, epoch, this.owner, {
-        signal: this.#claimAbort.signal,
-        onRetry: (err) => this.emit('warning', `arbiter unreachable (${err.message}); retrying`),
-      });
     const move = this.#move;
     let c;
     try {
@@ -676,7 +686,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
         const m = await claim(move.key, move.epoch);
         if (!m.won) return this.#halt(`the move that brought this secondary in was called off (${move.key} ${move.epoch} belongs to ${m.holder.owner ?? 'the primary'})`);
       }
-      c = await claim(this.vmId, want);
+      c = await (early ?? claim(this.vmId, want));
       if (!c.won && move && c.reason === 'taken' && c.holder.epoch === move.fenceEpoch && c.holder.owner === move.fenceOwner) {
         // The primary's fence (or the migration's target that this side follows, live and holding the
         // next epoch): this side takes over one epoch later.
@@ -688,6 +698,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       return this.#halt(`cannot claim epoch ${want}: ${(err as Error).message}`);
     }
     if (!c.won) return this.#halt(`the primary is still live: epoch ${want} belongs to ${c.holder.owner ?? 'another side'}`);
+    const claimedAt = performance.now();
     const stateHash = machine.stateHash();
     const { instret } = machine.counters;
     if (this.#o.logDir) writeFileSync(join(this.#o.logDir, 'golive.json'), JSON.stringify({ stateHash: stateHash.toString(), instret: instret.toString(), epoch: want }));
@@ -698,6 +709,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       this.emit('warning', `beforeLive failed (${(err as Error).message}); going live regardless`);
     }
     if ((this.#phase as Phase) !== 'going-live') return; // stopped meanwhile: the epoch is won, but nothing goes live
+    const boundAt = performance.now();
     port.setThrottle(0);
     let out;
     try {
@@ -720,6 +732,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       consolePosition,
       ...(this.#listenAt ? { listen: formatHostPort(this.#listenAt) } : {}),
       followed: this.#targetOnly,
+      steps: { drainMs: drainedAt - t0, claimMs: claimedAt - drainedAt, beforeLiveMs: boundAt - claimedAt, goLiveMs: performance.now() - boundAt },
     };
     this.emit('go-live', report);
     const primary = new FtPrimary({
