@@ -152,7 +152,8 @@ export interface MoveReport extends CloneFigures {
 
 /**
  * Where a protected VM's migration held the guest, ms: stopping it, the secondary's last acknowledgement,
- * the final copy and GO_LIVE to the target, the secondary's answer to the follow notice.
+ * the final copy and GO_LIVE to the target, the secondary's answer to the follow notice and the target
+ * taking GO_LIVE.
  */
 export interface MigrateSteps {
   stopMs: number;
@@ -1031,9 +1032,13 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     s.channel.send({ type: 'clone-done' });
     s.send({ type: 'go-live', epoch: BigInt(this.#epoch + 1), reason: 'live migration' });
     step('copyMs');
-    // 5. This side halts once the secondary has the notice (its connection ending then means "follow").
-    // Not answering, or lost, does not change the hand-over: the target waits for it up to the timeout.
-    if (follow) await this.#until(() => old.following || oldGone(), this.#o.timeoutMs).catch(() => undefined);
+    // 5. This side halts once the secondary has the notice (its connection ending then means "follow")
+    // and the target took GO_LIVE (it closes the channel then). Halting earlier could cut the target's
+    // connection while GO_LIVE still waits in its socket: a reset, or its own write failing on the closed
+    // connection, ends the channel before it reads GO_LIVE, and it halts. Neither wait changes the
+    // hand-over: a silent secondary is waited for by the target, a silent target is replaced by the
+    // secondary's go-live.
+    await this.#until(() => (!follow || old.following || oldGone()) && s.channel.closed, this.#o.timeoutMs).catch(() => undefined);
     step('followMs');
     this.#sendRelease(old, true);
     figures.pauseMs = performance.now() - t0;
@@ -1042,8 +1047,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     this.emit('handed-over', { epoch: this.#epoch + 1, listen: s.listen! });
     // The secondary's connection ends with this BYE; after a follow notice that means "join the target".
     this.#halt(`handed over to the migration's target at ${s.listen!} (live migration)`);
-    // The target's channel: its GO_LIVE is written; close it once flushed rather than cut it.
-    s.channel.close('handed over');
+    s.channel.close('handed over'); // closed by the target already, unless it stayed silent
     return 'done';
   }
 
