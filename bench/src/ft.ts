@@ -2,6 +2,7 @@
 // in the same run — CPU workloads and kvserver under load — plus log bandwidth against the 1 Gbit/s
 // budget, output-rule delay and secondary lag percentiles, failover outage over repeated SIGKILLs of the
 // primary process, and the clone pause for 64 and 256 MiB guests.
+import diagnostics from 'node:diagnostics_channel';
 import { randomBytes } from 'node:crypto';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -195,16 +196,31 @@ async function kvProcesses(mode: Mode, seconds: number, clients: number, disk: b
  * between two answers after the injection (a request in flight then may still be answered by the old
  * primary). Closes the client.
  */
+/** Where the last measureOutage's longest silence lay, wall clock ms (to place it among event lines' `t`). */
+let lastSilence = { from: 0, to: 0 };
+/** Verbose: every retry of the measured client (wall clock ms, attempt, endpoint port). */
+const retries: Array<{ t: number; attempt: number; port: number }> = [];
+if (process.env.LOCKSTEP_BENCH_VERBOSE) {
+  diagnostics.subscribe('lockstep:client:retry', (m) => {
+    const r = m as { attempt: number; endpoint: { port: number } };
+    retries.push({ t: Date.now(), attempt: r.attempt, port: r.endpoint.port });
+  });
+}
+
 async function measureOutage(c: KvClient, inject: () => void, recovered: () => Promise<unknown>): Promise<number> {
   let stop = false;
   let at = 0;
   let outage = 0;
   let last = performance.now();
+  const wallOffset = Date.now() - performance.now();
   const loop = (async () => {
     while (!stop) {
       await c.set('k', 'v');
       const now = performance.now();
-      if (at > 0 && now > at && now - last > outage) outage = now - last;
+      if (at > 0 && now > at && now - last > outage) {
+        outage = now - last;
+        lastSilence = { from: last + wallOffset, to: now + wallOffset };
+      }
       last = now;
     }
   })();
@@ -352,8 +368,18 @@ async function migration(kind: MigrationKind, i: number) {
   const live = target?.events.find((e) => e.event === 'go-live');
   const handed = a.events.find((e) => e.event === 'migrated');
   if (process.env.LOCKSTEP_BENCH_VERBOSE) {
+    for (const w of a.events.filter((e) => e.event === 'warning')) process.stderr.write(`\n  warning: ${String(w.message)}`);
     if (moved) process.stderr.write(`\n  steps ${JSON.stringify(moved.steps)} pages ${String(moved.pages)}\n`);
-    if (live) process.stderr.write(`\n  hand-over ${String(handed?.handOverMs)} ms at the source; target go-live ${String(live.ms)} ms\n`);
+    const followed = target?.events.find((e) => e.event === 'followed');
+    if (handed) {
+      const t0 = Number(handed.t);
+      const rel = (x: number) => `${(x - t0).toFixed(0)}`;
+      const resumed = followed ? Number(followed.t) : NaN;
+      const inSilence = retries.filter((r) => r.t >= lastSilence.from && r.t <= lastSilence.to).map((r) => `${rel(r.t)}:${r.port === targetPort ? 'T' : 'S'}${r.attempt}`);
+      process.stderr.write(`\n  retries in it: ${inSilence.join(' ')}`);
+      process.stderr.write(`\n  longest silence from ${rel(lastSilence.from)} to ${rel(lastSilence.to)} ms around GO_LIVE (0); target live at ${live ? rel(Number(live.t)) : '?'}, listening at ${rel(Number(target?.events.find((e) => e.event === 'listening')?.t))}, secondary resumed at ${rel(resumed)}`);
+    }
+    if (live) process.stderr.write(`\n  hand-over ${String(handed?.handOverMs)} ms at the source ${JSON.stringify(handed?.steps ?? {})}; target go-live ${String(live.ms)} ms ${JSON.stringify(live.steps ?? {})}${followed ? `; the secondary resumed ${String(followed.waitedMs)} ms after it` : ''}\n`);
   }
   return { outageMs: outage, totalMs: Number(done?.totalMs ?? NaN), heldMs: moved ? Number(moved.pauseMs) : undefined };
 }
@@ -532,7 +558,8 @@ if (sections.has('migrate')) {
   const n = Number(process.env.LOCKSTEP_BENCH_MIGRATIONS ?? 5);
   console.log(`live migration and moves of the secondary, kvserver with 64 MiB, ${n} each (client-visible outage: the longest silence between answers of a client using both hosts' ports)`);
   const rows: Record<string, unknown>[] = [];
-  for (const kind of ['ft-off', 'move-secondary', 'ft-primary'] as const) {
+  const kinds = (process.env.LOCKSTEP_BENCH_MIGRATE_KINDS ?? 'ft-off,move-secondary,ft-primary').split(',') as MigrationKind[];
+  for (const kind of kinds) {
     const o: number[] = [];
     const total: number[] = [];
     const held: number[] = [];
@@ -544,9 +571,9 @@ if (sections.has('migrate')) {
       process.stderr.write(`\r  ${kind} ${i + 1}/${n}: outage ${r.outageMs.toFixed(1)} ms, total ${r.totalMs.toFixed(0)} ms   `);
     }
     process.stderr.write('\n');
-    const row = { kind, n, outageMs: { p50: pct(o, 50), max: Math.max(...o) }, totalMs: { p50: pct(total, 50), max: Math.max(...total) }, ...(held.length ? { heldMs: { p50: pct(held, 50), max: Math.max(...held) } } : {}), samples: { outage: o, total, held } };
+    const row = { kind, n, outageMs: { p50: pct(o, 50), p99: pct(o, 99), max: Math.max(...o) }, totalMs: { p50: pct(total, 50), max: Math.max(...total) }, ...(held.length ? { heldMs: { p50: pct(held, 50), max: Math.max(...held) } } : {}), samples: { outage: o, total, held } };
     rows.push(row);
-    console.log(`  ${kind.padEnd(15)} outage p50 ${row.outageMs.p50.toFixed(1)} ms, max ${row.outageMs.max.toFixed(1)} ms; total p50 ${row.totalMs.p50.toFixed(0)} ms${held.length ? `; guest held p50 ${pct(held, 50).toFixed(1)} ms` : ''}`);
+    console.log(`  ${kind.padEnd(15)} outage p50 ${row.outageMs.p50.toFixed(1)} ms, p99 ${row.outageMs.p99.toFixed(1)} ms, max ${row.outageMs.max.toFixed(1)} ms; total p50 ${row.totalMs.p50.toFixed(0)} ms${held.length ? `; guest held p50 ${pct(held, 50).toFixed(1)} ms` : ''}`);
   }
   results.migrate = rows;
 }

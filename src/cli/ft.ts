@@ -141,7 +141,8 @@ function supervisePrimary(p: FtPrimary, r: Reporter, io: CommandIo, console: boo
     p.on('cloned', (c) => r.event('cloned', { ...c }, `secondary cloned: ${c.pages} pages in ${c.rounds} rounds, pause ${c.pauseMs.toFixed(1)} ms, ${c.totalMs.toFixed(0)} ms in all`));
     p.on('moved', (m) => r.event('moved', { ...m }, `secondary moved without a protection gap: ${m.pages} pages in ${m.rounds} rounds, guest stopped ${m.pauseMs.toFixed(1)} ms, ${m.totalMs.toFixed(0)} ms in all; epoch ${m.epoch}`));
     p.on('move-failed', (why) => r.event('move-failed', { reason: why }, `moving the secondary failed (${why}); the current secondary protects the VM`));
-    p.on('migrated', (m) => r.event('migrated', { ...m }, `live migration done in ${m.totalMs.toFixed(0)} ms (hand-over ${m.handOverMs.toFixed(1)} ms)`));
+    p.on('migrated', (m) => r.event('migrated', { ...m }, `live migration done in ${m.totalMs.toFixed(0)} ms (hand-over ${m.handOverMs.toFixed(1)} ms)${m.follower ? '; the secondary follows the target' : ''}`));
+    p.on('followed', (f) => r.event('followed', { ...f }, `the secondary resumed here without a clone, ${f.waitedMs.toFixed(1)} ms after go-live`));
     p.on('secondary-lost', (why) => r.event('secondary-lost', { reason: why, epoch: p.epoch }, `secondary lost (${why}); running alone at epoch ${p.epoch}`));
     p.on('handed-over', (h) => {
       r.event('handed-over', { ...h }, `handed over to the secondary (epoch ${h.epoch})`);
@@ -397,6 +398,8 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
       r.event('ended', { result: res.kind }, 'the guest ended');
       resolve(EXIT.ok);
     });
+    secondary.on('following', (f) => r.event('following', { ...f }, `the primary migrated: following the target at ${f.primary} from instret ${f.instret}`));
+    secondary.on('rejoined', (j) => r.event('rejoined', { ...j }, `the target at ${j.primary} took this side on (epoch ${j.epoch})`));
     secondary.on('restart', () => r.event('restart', {}, 'restarting (asked by the primary); a fresh clone follows'));
     secondary.on('go-live', (g) => r.event('go-live', { ...g }, `LIVE at epoch ${g.epoch} after ${g.ms.toFixed(1)} ms (${g.reason}); re-emitted ${g.reemittedFrames} frames and ${g.reemittedConsole} console bytes (from console position ${g.consolePosition})`));
     secondary.on('promoted', (p) => {
@@ -405,6 +408,8 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
       services = startPrimaryServices(p, { key, ...(metrics ? { metrics } : {}), ...(control ? { control } : {}), retry: true, onEvent: (e) => reportService(r, e) });
       const a = p.address;
       r.event('listening', { ...(a ? { host: a.host, port: a.port } : {}), epoch: p.epoch }, `now the primary at epoch ${p.epoch}; a new secondary joins at ${a ? formatHostPort(a) : '?'}`);
+      // Its status from the start (a migration's target is protected at once: the secondary follows it).
+      r.event('status', { protected: p.status.protected, text: describeStatus(p.status) }, describeStatus(p.status));
       void supervisePrimary(p, r, io, false).then(resolve);
     });
     secondary.start().then(
@@ -438,10 +443,10 @@ Operations:
                       dismissed only once the new one can take over (start it on the target host
                       with lockstep secondary --join after this)
   migrate             live migration: the next secondary to join (on the target host) is cloned
-                      (moved in without a protection gap when the VM is protected) and, once in
-                      lockstep, made the primary by a hand-over; this primary then exits 0. With
-                      FT off (ft.enabled: false, but a key and an arbiter configured) the target
-                      runs with FT off too
+                      and, once in lockstep, made the primary by a hand-over; this primary then
+                      exits 0. A protected VM's secondary follows the target without a new clone
+                      (the VM is never unprotected). With FT off (ft.enabled: false, but a key and
+                      an arbiter configured) the target runs with FT off too
 
 Exit status: 0 done (the answer on stdout); 64 usage or configuration error; 69 nothing answers at
 --control, or the process there is not a primary (yet); 70 the API failed; 75 the operation was refused

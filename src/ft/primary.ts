@@ -26,6 +26,8 @@ const PRECOPY_CONVERGED_PAGES = 256;
 const PRECOPY_MAX_ROUNDS = 8;
 /** The smallest log ring a native link reads: a batch (at most 1 MiB of records) must fit it whole. */
 const NATIVE_MIN_RING_BYTES = 2 * 1024 * 1024;
+/** The largest machine state (base64) a follow notice carries: CONTROL messages are at most 64 KiB. */
+const FOLLOW_STATE_MAX = 60_000;
 /** Pages per CLONE_PAGES message (1 MiB). */
 const PAGES_PER_MESSAGE = 256;
 /** Disk pre-copy: chunks are 64 KiB (the addon's tracking unit); a round with this few ends it. */
@@ -99,6 +101,13 @@ export interface FtPrimaryOptions extends FtCommonOptions {
    * `maxUnackedBytes` applies to `js` only; natively the log ring itself holds the guest back.
    */
   dataPath?: 'native' | 'js';
+  /**
+   * A live migration's target that just went live: the VM's secondary follows it from exactly this
+   * state (no clone). The log is recorded and outputs held from the first instruction; the pair counts
+   * as protected meanwhile (the secondary holds this state and can go live, nothing after it has left).
+   * If no secondary resumes here within `timeoutMs`, this side claims the next epoch and runs alone.
+   */
+  follower?: { instret: bigint; stateHash: bigint };
 }
 
 /** Figures of a running pair. */
@@ -144,6 +153,18 @@ export interface MoveReport extends CloneFigures {
   steps: { stopMs: number; drainMs: number; copyMs: number; confirmMs: number; dismissMs: number; fenceMs: number };
 }
 
+/**
+ * Where a protected VM's migration held the guest, ms: stopping it, the secondary's last acknowledgement,
+ * the final copy and GO_LIVE to the target, the secondary's answer to the follow notice and the target
+ * taking GO_LIVE.
+ */
+export interface MigrateSteps {
+  stopMs: number;
+  drainMs: number;
+  copyMs: number;
+  followMs: number;
+}
+
 export interface CloneReport extends CloneFigures {
   /** Whole clone, from join to the first acknowledged batch, ms. */
   totalMs: number;
@@ -158,8 +179,13 @@ export interface FtPrimaryEvents {
   moved: [report: MoveReport];
   /** A move of the secondary (or a live migration) was called off; the secondary the VM had protects it still (unless `secondary-lost` follows). */
   'move-failed': [reason: string];
-  /** Live migration: GO_LIVE went to the target (`handed-over` and `halted` follow at once). */
-  migrated: [report: { totalMs: number; handOverMs: number }];
+  /**
+   * Live migration: GO_LIVE went to the target (`handed-over` and `halted` follow at once). `follower`:
+   * the VM's secondary was told to follow the target (it stays protected without a new clone).
+   */
+  migrated: [report: { totalMs: number; handOverMs: number; follower: boolean; steps?: MigrateSteps }];
+  /** A migration's target: the VM's secondary resumed here without a clone, `waitedMs` after go-live. */
+  followed: [info: { waitedMs: number }];
   /** The secondary was lost (and this side won the arbiter and goes on alone). */
   'secondary-lost': [reason: string];
   /** The guest ended (exit, trap, halt); the secondary replays to the same end. */
@@ -191,7 +217,7 @@ export class FtError extends LockstepError {
   }
 }
 
-type Phase = 'idle' | 'alone' | 'cloning' | 'protected' | 'recovering' | 'disabled' | 'suspended' | 'ended' | 'halted';
+type Phase = 'idle' | 'alone' | 'cloning' | 'protected' | 'rejoining' | 'recovering' | 'disabled' | 'suspended' | 'ended' | 'halted';
 
 /**
  * The primary VM of a fault-tolerant pair.
@@ -206,7 +232,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   readonly machine: Machine;
   readonly vmId: string;
   readonly #port: ReplicationPort;
-  readonly #o: Required<Omit<FtPrimaryOptions, 'tls' | 'epoch' | 'meta' | 'listen' | 'disabled' | 'awaitSecondary' | 'owner' | 'separateDisk' | 'ringBytes' | 'epochCheckMs' | 'dataPath'>> & FtPrimaryOptions;
+  readonly #o: Required<Omit<FtPrimaryOptions, 'tls' | 'epoch' | 'meta' | 'listen' | 'disabled' | 'awaitSecondary' | 'owner' | 'separateDisk' | 'ringBytes' | 'epochCheckMs' | 'dataPath' | 'follower'>> & FtPrimaryOptions;
   /** This incarnation's owner token at the arbiter (a promoted secondary's own). */
   readonly owner: string;
   /** Aborted by {@link #halt}: a halted side makes no further claim. */
@@ -280,6 +306,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   get status(): ProtectionStatus {
     switch (this.#phase) {
       case 'protected':
+      case 'rejoining': // a migration's target: the secondary holds the hand-over state, nothing after it has left
         return { protected: true };
       case 'cloning':
       case 'idle':
@@ -336,6 +363,12 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     this.machine.once('close', this.#onMachineClose);
     this.#setPhase(this.#o.disabled ? 'disabled' : 'alone');
     this.#awaitSecondary = this.#o.awaitSecondary === true && !this.#o.disabled;
+    if (this.#o.follower && !this.#o.disabled) {
+      // Recording (and holding outputs) before the first instruction: the follower replays from here.
+      this.#beginRecording(this.#o.dataPath !== 'js' && !this.#o.tls);
+      this.#followerSince = performance.now();
+      this.#setPhase('rejoining');
+    }
     this.#runLoop = this.#run();
     this.#timer = setInterval(() => this.#tick(), this.#o.heartbeatMs);
     this.#timer.unref();
@@ -349,6 +382,12 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
 
   #epochTimer: NodeJS.Timeout | undefined;
   #epochChecking = false;
+  /** A migration's target: when it went live (its follower has `timeoutMs` from here to resume). */
+  #followerSince = 0;
+  /** The follower's connection, from its join to its RESUME. */
+  #followerJoining: Channel | undefined;
+  /** JS recorder: batches recorded before the follower resumed. */
+  #rejoinQueue: Uint8Array[] = [];
 
   /**
    * Fencing from outside: a newer epoch than this primary's means someone else owns the VM now (a
@@ -416,10 +455,11 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
 
   /**
    * Live migration: the next secondary to join (started on the target host) becomes the primary. It is
-   * cloned — as a gap-free move of the secondary when the VM is protected, as an ordinary clone
-   * otherwise (also with FT off: the clone's log then guards only the migration) — and once it is in
-   * lockstep, a hand-over as in {@link testFailover} makes it the primary and this side halts (exit 0,
-   * `handed-over`). No output is lost (all log is acknowledged and every output released before
+   * cloned — while the VM's secondary protects it when the VM is protected, as an ordinary clone
+   * otherwise (also with FT off: the clone's log then guards only the migration) — and a hand-over as in
+   * {@link testFailover} makes it the primary and this side halts (exit 0, `handed-over`). A protected
+   * VM's secondary is told to follow the target and resumes there without a clone, so the VM is never
+   * unprotected (docs/fault-tolerance.md, "Live migration"). No output is lost (all log is acknowledged and every output released before
    * `GO_LIVE`) and none is repeated (the target is told everything was released). Resolves once armed;
    * `migrated` / `move-failed` / `warning` tell the rest.
    */
@@ -469,7 +509,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   #migrateTo(s: SecondarySession): void {
     s.target = false;
     const t0 = performance.now();
-    this.#handOverTo(s, 'live migration', () => this.emit('migrated', { totalMs: performance.now() - s.joinedAt, handOverMs: performance.now() - t0 })).then(
+    this.#handOverTo(s, 'live migration', () => this.emit('migrated', { totalMs: performance.now() - s.joinedAt, handOverMs: performance.now() - t0, follower: false })).then(
       () => undefined,
       (err: unknown) => {
         this.emit('warning', `live migration failed: ${(err as Error).message}`);
@@ -618,6 +658,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       });
       return;
     }
+    if (this.#phase === 'rejoining' && !this.#session) return this.#awaitFollower(ch);
     if (this.#phase === 'recovering') {
       // Still winning the next epoch after losing the previous secondary: take this one right after.
       this.#waitingJoin?.close('superseded by a newer secondary');
@@ -630,6 +671,53 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       this.emit('warning', `clone failed: ${(err as Error).message}`);
       ch.close('clone failed');
     });
+  }
+
+  // ---- a migration's target: the VM's secondary follows it (docs/fault-tolerance.md, "Live migration") ---
+
+  /** A secondary joined a target that went live: its first message must be RESUME at this very state. */
+  #awaitFollower(ch: Channel): void {
+    const refuse = (why: string) => {
+      ch.send({ type: 'bye', reason: why });
+      ch.close(why);
+    };
+    if (this.#followerJoining && !this.#followerJoining.closed) return refuse('another secondary is resuming here');
+    this.#followerJoining = ch;
+    const first = (m: Message) => {
+      ch.off('message', first);
+      if (this.#followerJoining === ch) this.#followerJoining = undefined;
+      if (this.#phase !== 'rejoining' || this.#session) return refuse(`VM ${this.vmId} is ${this.describe()}: it takes no resuming secondary now`);
+      const f = this.#o.follower!;
+      if (m.type !== 'control' || m.op !== 'resume') return refuse('this primary waits for the secondary that follows its live migration');
+      if (m.instret !== String(f.instret) || m.stateHash !== String(f.stateHash) || m.epoch !== this.#epoch) {
+        return refuse(`resume at instret ${String(m.instret)} (state hash ${String(m.stateHash)}, epoch ${String(m.epoch)}): this primary took over at ${f.instret} (${f.stateHash}, epoch ${this.#epoch})`);
+      }
+      void this.#resumeFollower(ch);
+    };
+    ch.on('message', first);
+  }
+
+  /** The follower resumed: it replays this side's log from its first batch, as a cloned secondary would. */
+  async #resumeFollower(ch: Channel): Promise<void> {
+    const s = new SecondarySession(ch, this.#o.timeoutMs, this.#o.heartbeatMs);
+    s.native = this.#nativeRing !== undefined;
+    if (s.native && !ch.canHandOver) {
+      ch.send({ type: 'bye', reason: 'this primary records for a native link; the connection cannot take one' });
+      ch.close('no native link');
+      return;
+    }
+    this.#session = s;
+    this.#listenTo(s);
+    s.cloneSent = true;
+    s.instret = this.#o.follower!.instret;
+    s.clone = { rounds: 0, pages: 0, bytes: 0, pauseMs: 0 };
+    ch.send({ type: 'control', op: 'resumed', epoch: this.#epoch });
+    const queued = this.#rejoinQueue;
+    this.#rejoinQueue = [];
+    for (const b of queued) this.#sendBatch(s, b);
+    this.#setPhase('protected');
+    this.emit('followed', { waitedMs: performance.now() - this.#followerSince });
+    if (s.native) await this.#handOver(s);
   }
 
   // ---- moving the secondary (docs/fault-tolerance.md, "Moving the secondary") ---------------------------
@@ -859,6 +947,119 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     return 'done';
   }
 
+  /**
+   * A protected VM's live migration, with the guest held at one position P:
+   *  1. the secondary acknowledges all log up to P (every output up to P leaves);
+   *  2. the secondary is told to follow the target (its address and owner token, P, the state hash and
+   *     S(P)'s hart and devices);
+   *  3. the target gets the final state S(P), marked as a migration's (it goes live only on GO_LIVE), and
+   *     GO_LIVE right behind it: it restores, claims the next epoch and records from P on;
+   *  4. once the secondary has answered, this side halts; the secondary, once its connection ends,
+   *     drains to P and resumes at the target without a clone.
+   * Before 3 the target can never go live, so calling the migration off needs no arbiter claim. A loss of
+   * the secondary before 2 makes the target an ordinary clone that is handed over to ('fallback').
+   */
+  async #migrateOver(s: SecondarySession, figures: CloneFigures, first: boolean, readChunksPaused: (chunks: Uint32Array) => void): Promise<'done' | 'fallback'> {
+    await this.#until(() => this.#phase !== 'recovering', 60_000).catch(() => undefined);
+    if (this.#session === s) return 'fallback';
+    if (this.#incoming !== s) return 'done';
+    const old = this.#session;
+    if (!old) {
+      this.#moveFailed(s, 'the VM has no secondary to follow the target');
+      return 'done';
+    }
+    const port = this.#port;
+    s.send({ type: 'control', op: 'sync' });
+    await this.#until(() => s.synced || this.#incoming !== s, this.#o.timeoutMs).catch(() => undefined);
+    if (this.#incoming !== s) return 'done';
+    this.#switching = true;
+    this.#hold = true;
+    const resume = () => {
+      this.#switching = false;
+      this.#hold = false;
+      if (this.#phase !== 'halted') this.#resumeRun();
+    };
+    const t0 = performance.now();
+    try {
+      await this.#pauseFor(() => {});
+    } catch {
+      this.#switching = false;
+      return 'done'; // halted meanwhile
+    }
+    this.#recorder?.resume();
+    const steps: MigrateSteps = { stopMs: performance.now() - t0, drainMs: 0, copyMs: 0, followMs: 0 };
+    let mark = performance.now();
+    const step = (k: keyof MigrateSteps) => {
+      const now = performance.now();
+      steps[k] = now - mark;
+      mark = now;
+    };
+    const oldGone = () => old.lost !== undefined || old.closed || this.#session !== old;
+    // 1. The secondary holds the log up to P.
+    const drainedOld = await this.#until(() => oldGone() || this.#incoming !== s || this.#fullyAcked(old), this.#o.timeoutMs).then(() => true, () => false);
+    if (this.#incoming !== s) {
+      resume();
+      return 'done';
+    }
+    if (oldGone()) {
+      this.#switching = false;
+      await this.#recover(old.lost ?? 'the secondary went away during a live migration');
+      resume();
+      return this.#session === s ? 'fallback' : 'done';
+    }
+    if (!drainedOld) {
+      this.#moveFailed(s, `the secondary did not acknowledge the whole log within ${this.#o.timeoutMs} ms`);
+      resume();
+      return 'done';
+    }
+    step('drainMs');
+    // 2. S(P) to the target.
+    const finalPages = port.copyPages(first);
+    readChunksPaused(port.takeDiskDirty(false));
+    const state = port.cloneState();
+    const consolePosition = this.machine.consolePosition;
+    const instret = port.progress();
+    const stateHash = this.machine.stateHash();
+    figures.pages += finalPages.length;
+    figures.bytes += finalPages.length * PAGE_RECORD_BYTES + state.length;
+    this.#sendPages(s.channel, finalPages);
+    // 3. The secondary is told to follow the target (its address and owner token, P, the state hash, and
+    // S(P)'s hart and devices: its RAM it has, the state hash says so, and from P on it replays the log of
+    // a target restored from exactly this state). It acts on it only once this side's connection ends.
+    const encoded = Buffer.from(state).toString('base64');
+    const follow = encoded.length <= FOLLOW_STATE_MAX;
+    if (follow) {
+      old.send({ type: 'control', op: 'follow', listen: s.listen!, owner: s.owner!, epoch: this.#epoch + 1, instret: String(instret), stateHash: String(stateHash), consolePosition: String(consolePosition), state: encoded });
+    } else {
+      this.emit('warning', `live migration: the machine state (${state.length} bytes) does not fit a follow notice; the secondary is dismissed and the target runs alone after the hand-over`);
+    }
+    // 4. GO_LIVE right behind the final state, without waiting for the target to confirm it: it restores,
+    // then drains and claims, in that order. A target that fails to restore never goes live; the
+    // secondary, unable to reach it, then goes live itself (its rule) — nothing after P has left.
+    this.#incoming = undefined;
+    s.channel.send({ type: 'clone-final', state, meta: { instret: String(instret), epoch: this.#epoch, consolePosition: String(consolePosition), migration: true } });
+    s.channel.send({ type: 'clone-done' });
+    s.send({ type: 'go-live', epoch: BigInt(this.#epoch + 1), reason: 'live migration' });
+    step('copyMs');
+    // 5. This side halts once the secondary has the notice (its connection ending then means "follow")
+    // and the target took GO_LIVE (it closes the channel then). Halting earlier could cut the target's
+    // connection while GO_LIVE still waits in its socket: a reset, or its own write failing on the closed
+    // connection, ends the channel before it reads GO_LIVE, and it halts. Neither wait changes the
+    // hand-over: a silent secondary is waited for by the target, a silent target is replaced by the
+    // secondary's go-live.
+    await this.#until(() => (!follow || old.following || oldGone()) && s.channel.closed, this.#o.timeoutMs).catch(() => undefined);
+    step('followMs');
+    this.#sendRelease(old, true);
+    figures.pauseMs = performance.now() - t0;
+    this.#lastPause = figures.pauseMs;
+    this.emit('migrated', { totalMs: performance.now() - s.joinedAt, handOverMs: figures.pauseMs, follower: old.following, steps });
+    this.emit('handed-over', { epoch: this.#epoch + 1, listen: s.listen! });
+    // The secondary's connection ends with this BYE; after a follow notice that means "join the target".
+    this.#halt(`handed over to the migration's target at ${s.listen!} (live migration)`);
+    s.channel.close('handed over'); // closed by the target already, unless it stayed silent
+    return 'done';
+  }
+
   async #clone(s: SecondarySession): Promise<void> {
     this.#session = s;
     this.#setPhase('cloning');
@@ -971,7 +1172,13 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       if (!this.#owns(s)) return;
     }
     if ((this.#phase as Phase) === 'ended' || (this.#phase as Phase) === 'halted') return this.#abandonClone(s);
-    if (this.#incoming === s && (await this.#switchOver(s, figures, first, readChunksPaused)) === 'done') return;
+    if (this.#incoming === s) {
+      if (s.target && (s.listen === undefined || s.owner === undefined)) {
+        this.emit('warning', `live migration: the target said no ${s.listen === undefined ? 'listening address' : 'owner token'}; its secondary cannot follow it: the secondary is moved out of the way first, and the VM needs a new one after the hand-over`);
+      }
+      const how = s.target && s.listen !== undefined && s.owner !== undefined ? await this.#migrateOver(s, figures, first, readChunksPaused) : await this.#switchOver(s, figures, first, readChunksPaused);
+      if (how === 'done') return;
+    }
     if (!this.#owns(s)) return;
     // Stop-and-copy: the pause covers copying the last dirty pages and the hart and devices, and starting
     // the log; sending happens after the guest runs again.
@@ -1110,7 +1317,11 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
 
   #startRecording(s: SecondarySession): void {
     s.native = this.#o.dataPath !== 'js' && s.channel.canHandOver;
-    if (s.native) {
+    this.#beginRecording(s.native);
+  }
+
+  #beginRecording(native: boolean): void {
+    if (native) {
       // The link frames whole batches from the ring, so the largest batch must fit it.
       const ringBytes = Math.max(this.#o.ringBytes ?? 4 * 1024 * 1024, NATIVE_MIN_RING_BYTES);
       this.#port.startRecording(new Uint8Array(allocateRing(ringBytes)), this.#o.hashInterval);
@@ -1124,6 +1335,10 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
 
   #onBatch(b: Uint8Array): void {
     const s = this.#session;
+    if (this.#phase === 'rejoining' && !s) {
+      this.#rejoinQueue.push(b.slice()); // for the follower, once it resumes
+      return;
+    }
     if (!s || s.closed) return; // alone, or claiming the arbiter: the log goes nowhere
     if (!s.cloneSent) {
       s.queued.push(b.slice());
@@ -1167,6 +1382,8 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
         break;
       case 'control':
         if (m.op === 'hello' && typeof m.listen === 'string') s.listen = m.listen;
+        if (m.op === 'hello' && typeof m.owner === 'string' && m.owner.length > 0 && m.owner.length <= 256) s.owner = m.owner;
+        if (m.op === 'following') s.following = true;
         if (m.op === 'cloned') s.restored = true;
         if (m.op === 'synced') s.synced = true;
         if (m.op === 'cloned' && this.#phase === 'cloning' && s.cloneSent && s === this.#session) this.#inLockstep(s);
@@ -1268,6 +1485,10 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       this.#bw.bytes = this.#totalLogBytes;
     }
     const s = this.#session;
+    if (this.#phase === 'rejoining' && !s && now - this.#followerSince > this.#o.timeoutMs) {
+      void this.#recover(`the secondary did not follow the migration within ${this.#o.timeoutMs} ms`);
+      return;
+    }
     if (s?.link) this.#pollLink(s);
     const inc = this.#incoming;
     if (inc && !inc.closed) {

@@ -3,6 +3,7 @@
 // replaying all it holds and winning the arbiter). Mirrors primary.ts.
 import { EventEmitter } from 'node:events';
 import { closeSync, createWriteStream, fstatSync, fsyncSync, mkdirSync, openSync, writeFileSync, writeSync, type WriteStream } from 'node:fs';
+import { createServer, type AddressInfo, type Server } from 'node:net';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Machine } from '../machine/machine.js';
@@ -12,7 +13,7 @@ import { CLOSE_LINGER_MS, connectChannel, type Channel, type Message } from '../
 import { decodeMessage, encodeMessage } from '../protocol/messages.js';
 import { publishSecondary } from './diagnostics.js';
 import { ReplicationError } from '../errors.js';
-import { formatHostPort } from '../config/address.js';
+import { formatHostPort, parseHostPort } from '../config/address.js';
 import { BATCH_MAX_LENGTH, BATCH_HEADER, batchLsn, batchSizeAt } from '../log/format.js';
 import { ArbiterError, validateOwnerId, validateVmId } from './arbiter.js';
 import { claimEpoch, newOwnerId } from './claim.js';
@@ -73,6 +74,15 @@ export interface GoLiveReport {
    * bytes, so it has no gap and no duplicate.
    */
   consolePosition: bigint;
+  /** Where this side listens as the primary (when known before it listens: a configured or held port). */
+  listen?: string;
+  /** A live migration's target: the VM's secondary follows it from this very state (no clone). */
+  followed: boolean;
+  /**
+   * Where {@link ms} went: replaying the rest of the log, winning the epoch at the arbiter, `beforeLive`
+   * (binding the VM's network), switching the devices live and re-emitting.
+   */
+  steps: { drainMs: number; claimMs: number; beforeLiveMs: number; goLiveMs: number };
 }
 
 export interface FtSecondaryEvents {
@@ -95,10 +105,30 @@ export interface FtSecondaryEvents {
   halted: [reason: string, error?: FtError];
   /** The primary asked for a restart (test restart secondary); a fresh clone follows. */
   restart: [];
+  /**
+   * A live migration of the primary: this side drained the old primary's log to the hand-over point and
+   * follows the migration's target from there (no clone), at `primary`.
+   */
+  following: [info: { primary: string; instret: bigint }];
+  /** The target took this side on as its secondary (epoch `epoch`): the pair is whole again. */
+  rejoined: [info: { primary: string; epoch: number }];
   warning: [message: string];
 }
 
-type Phase = 'connecting' | 'cloning' | 'replaying' | 'going-live' | 'live' | 'left' | 'ended' | 'halted';
+/** A live migration's follow notice (see FtSecondary #onFollow). */
+interface Follow {
+  host: string;
+  port: number;
+  epoch: number;
+  owner: string;
+  instret: bigint;
+  stateHash: bigint;
+  /** The hart and devices at the hand-over point (the target's clone state) and the console position there. */
+  state: Uint8Array;
+  consolePosition: bigint;
+}
+
+type Phase = 'connecting' | 'cloning' | 'replaying' | 'rebasing' | 'going-live' | 'live' | 'left' | 'ended' | 'halted';
 
 /**
  * The secondary VM of a fault-tolerant pair.
@@ -146,7 +176,18 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
    * needs the move's own arbiter record (the primary claims it to call the move off), and the epoch after
    * the fence when the primary's fence holds the next one.
    */
-  #move: { key: string; epoch: number; fenceEpoch: number; fenceOwner: string } | undefined;
+  #move: { key?: string; epoch?: number; fenceEpoch: number; fenceOwner: string } | undefined;
+  /**
+   * A live migration's hand-over told this side to follow the target (CONTROL `follow`): when the old
+   * primary's connection ends, drain to `instret` and join the target at `host:port` without a clone.
+   */
+  #follow: Follow | undefined;
+  /** The target this side joined after a follow notice, until it answered RESUMED. */
+  #rejoining: string | undefined;
+  /** This side is a live migration's target (clone-final `migration`): it goes live only on GO_LIVE. */
+  #targetOnly = false;
+  /** GO_LIVE arrived (a hand-over, not a loss). */
+  #handedOver = false;
 
   /** @throws OptionError when `owner` is given but not a valid owner id. */
   constructor(options: FtSecondaryOptions) {
@@ -176,8 +217,48 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     return this.#primary;
   }
 
+  /**
+   * Where this side will listen once it is the primary. A configured port 0 is turned into a real one
+   * by holding it ({@link #reserved}) from the start: a live migration's source must tell the VM's
+   * secondary where to follow the target before the target listens.
+   */
+  #listenAt: { host: string; port: number } | undefined;
+  #reserved: Server | undefined;
+
+  async #reserve(): Promise<void> {
+    const l = this.#o.listen;
+    if (!l || l.port === undefined || this.#listenAt) return;
+    const host = l.host ?? '127.0.0.1';
+    if (l.port !== 0) {
+      this.#listenAt = { host, port: l.port };
+      return;
+    }
+    // Nothing is served here: a follower that comes too early is cut off and tries again.
+    const server = createServer((socket) => socket.destroy());
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(0, host, () => resolve());
+    });
+    server.unref();
+    this.#reserved = server;
+    this.#listenAt = { host, port: (server.address() as AddressInfo).port };
+  }
+
+  /** Frees the held port (close() releases it at once) for the primary this side became, which binds it next. */
+  #unreserve(): void {
+    const server = this.#reserved;
+    this.#reserved = undefined;
+    server?.close();
+  }
+
+  #sendHello(ch: Channel): void {
+    const at = this.#listenAt;
+    if (at) ch.send({ type: 'control', op: 'hello', listen: formatHostPort(at), owner: this.owner });
+  }
+
   /** Connects to the primary and starts the clone. Resolves once connected and authenticated. */
   async start(): Promise<void> {
+    await this.#reserve();
     const ch = await connectChannel({
       host: this.#o.join.host,
       port: this.#o.join.port,
@@ -195,6 +276,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
    */
   async stop(): Promise<void> {
     this.#halt('stopped', 'left');
+    this.#unreserve();
     if (this.#run) await this.#run.catch(() => undefined);
     if (this.#goingLive) await this.#goingLive.catch(() => undefined);
     this.#machine?.close();
@@ -215,9 +297,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     ch.on('close', (reason: string) => {
       if (ch === this.#channel) this.#lose(`the logging channel closed: ${reason}`);
     });
-    if (this.#o.listen?.port !== undefined) {
-      ch.send({ type: 'control', op: 'hello', listen: formatHostPort({ host: this.#o.listen.host ?? '127.0.0.1', port: this.#o.listen.port }) });
-    }
+    this.#sendHello(ch);
     this.#timer = setInterval(() => this.#tick(), this.#heartbeatMs);
     this.#timer.unref();
   }
@@ -297,10 +377,13 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       case 'heartbeat':
         return;
       case 'go-live':
+        this.#handedOver = true;
         return this.#lose(`the primary handed over: ${m.reason}`);
       case 'control':
         if (m.op === 'restart') return void this.#restart();
         if (m.op === 'sync') return void this.#send({ type: 'control', op: 'synced' }); // everything before it is processed
+        if (m.op === 'follow') return this.#onFollow(ch, m);
+        if (m.op === 'resumed') return this.#onResumed(ch, m);
         if (m.op === 'moved') {
           // The primary won its fence: the move is over, this side is an ordinary secondary of that epoch.
           const e = m.epoch;
@@ -310,6 +393,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
         }
         return;
       case 'bye':
+        if (this.#follow) return this.#lose(`the primary handed over to the migration's target: ${m.reason}`);
         return this.#halt(`dismissed by the primary: ${m.reason}`, 'left');
       default:
         return this.#violation(ch, `unexpected ${m.type} message from the primary`);
@@ -373,6 +457,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     if (position !== undefined) machine.consolePosition = BigInt(position);
     if (typeof epoch === 'number') this.#epoch = epoch;
     this.#move = move;
+    this.#targetOnly = meta.migration === true;
     if (this.#o.logDir) writeFileSync(join(this.#o.logDir, 'clone.snap'), machine.snapshot());
     const port = this.#port!;
     port.setShadow(true);
@@ -387,7 +472,8 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     void this.#run.then((r) => this.#onRunEnd(r), (err: unknown) => this.#halt(`the machine failed: ${(err as Error).message}`));
     ch.send({ type: 'control', op: 'cloned' }); // the primary counts the VM protected from here
     this.emit('cloned', { pages: this.#pages, ms: performance.now() - this.#cloneStart });
-    if (this.#o.dataPath !== 'js' && !this.#o.logDir && ch.canHandOver) void this.#handOver(ch, port);
+    // A migration's target gets no log before its GO_LIVE: the channel stays with JavaScript.
+    if (this.#o.dataPath !== 'js' && !this.#o.logDir && ch.canHandOver && !this.#targetOnly) void this.#handOver(ch, port);
   }
 
   /** The connection moves to a native link: the log goes to the replayer and is acknowledged there. */
@@ -420,6 +506,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     const link = this.#link;
     link?.stop();
     if (ch !== this.#channel) return;
+    if (e.bye && this.#follow) return this.#lose(`the primary handed over to the migration's target: ${e.byeReason}`);
     if (e.bye) return this.#halt(`dismissed by the primary: ${e.byeReason}`, 'left');
     this.#lose(`the logging channel closed: ${e.message}`);
   }
@@ -449,7 +536,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
   }
 
   #onRunEnd(r: RunResult): void {
-    if (this.#phase === 'going-live' || this.#phase === 'left' || this.#phase === 'halted') return; // handled there
+    if (this.#phase === 'going-live' || this.#phase === 'rebasing' || this.#phase === 'left' || this.#phase === 'halted') return; // handled there
     // The guest ended as the log says it did (a replay reports the guest's own exit, trap or halt, or the
     // recorded end): the pair is over.
     if (guestEnded(r)) {
@@ -539,6 +626,12 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
    * serve as the new primary.
    */
   #lost(reason: string): Promise<void> {
+    if (this.#goingLive === undefined && this.#phase === 'replaying' && this.#follow) return this.#rebase(reason);
+    if (this.#goingLive === undefined && this.#phase === 'replaying' && this.#targetOnly && !this.#handedOver) {
+      // Before GO_LIVE the source still owns the VM and its secondary holds the log: that one takes over.
+      this.#halt(`the source was lost before it handed the VM over (${reason}); the VM's secondary takes over`);
+      return Promise.resolve();
+    }
     if (this.#goingLive === undefined && this.#phase === 'replaying') this.#goingLive = this.#goLive(reason);
     else if (this.#phase === 'cloning') this.#halt(`the primary was lost before the clone finished (${reason}): nothing to go live with`);
     return this.#goingLive ?? Promise.resolve();
@@ -564,9 +657,19 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     const port = this.#port!;
     port.endOfLog();
     let want = this.#epoch + 1;
+    const claim = (vm: string, epoch: number) =>
+      claimEpoch(this.#o.arbiter, vm, epoch, this.owner, {
+        signal: this.#claimAbort.signal,
+        onRetry: (err) => this.emit('warning', `arbiter unreachable (${err.message}); retrying`),
+      });
     // A claim made before the drain has shown the replay sound could win for a side that then halts
-    // (diverged): it would fence out a live primary and leave nothing live.
+    // (diverged): it would fence out a live primary and leave nothing live. A migration's target handed
+    // the VM over has no log to replay (it restored the hand-over state itself) and a secondary that
+    // follows it and goes live when it cannot reach it: it claims while its replay run stops.
+    const early = this.#targetOnly && this.#handedOver && !this.#move ? claim(this.vmId, want) : undefined;
+    early?.catch(() => undefined); // awaited below unless this side halts first
     const r = await this.#run!;
+    const drainedAt = performance.now();
     if (r.kind === 'divergence') return this.#halt(`diverged from the primary while draining the log: ${r.message}`);
     if (guestEnded(r)) {
       this.#phase = 'ended';
@@ -575,22 +678,18 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     }
     if (r.kind !== 'end-of-log') return this.#halt(`the replay ended with ${r.kind} while draining the log`);
     if (this.#phase !== 'going-live') return; // stopped meanwhile
-    const claim = (vm: string, epoch: number) =>
-      claimEpoch(this.#o.arbiter, vm, epoch, this.owner, {
-        signal: this.#claimAbort.signal,
-        onRetry: (err) => this.emit('warning', `arbiter unreachable (${err.message}); retrying`),
-      });
     const move = this.#move;
     let c;
     try {
-      if (move) {
+      if (move?.key !== undefined && move.epoch !== undefined) {
         // Mid-move: the move's record first (the primary holds it when it called the move off).
         const m = await claim(move.key, move.epoch);
         if (!m.won) return this.#halt(`the move that brought this secondary in was called off (${move.key} ${move.epoch} belongs to ${m.holder.owner ?? 'the primary'})`);
       }
-      c = await claim(this.vmId, want);
+      c = await (early ?? claim(this.vmId, want));
       if (!c.won && move && c.reason === 'taken' && c.holder.epoch === move.fenceEpoch && c.holder.owner === move.fenceOwner) {
-        // The primary's fence: the old secondary can no longer go live, this one can, one epoch later.
+        // The primary's fence (or the migration's target that this side follows, live and holding the
+        // next epoch): this side takes over one epoch later.
         want = move.fenceEpoch + 1;
         c = await claim(this.vmId, want);
       }
@@ -599,6 +698,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       return this.#halt(`cannot claim epoch ${want}: ${(err as Error).message}`);
     }
     if (!c.won) return this.#halt(`the primary is still live: epoch ${want} belongs to ${c.holder.owner ?? 'another side'}`);
+    const claimedAt = performance.now();
     const stateHash = machine.stateHash();
     const { instret } = machine.counters;
     if (this.#o.logDir) writeFileSync(join(this.#o.logDir, 'golive.json'), JSON.stringify({ stateHash: stateHash.toString(), instret: instret.toString(), epoch: want }));
@@ -609,6 +709,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       this.emit('warning', `beforeLive failed (${(err as Error).message}); going live regardless`);
     }
     if ((this.#phase as Phase) !== 'going-live') return; // stopped meanwhile: the epoch is won, but nothing goes live
+    const boundAt = performance.now();
     port.setThrottle(0);
     let out;
     try {
@@ -629,6 +730,9 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       instret,
       stateHash,
       consolePosition,
+      ...(this.#listenAt ? { listen: formatHostPort(this.#listenAt) } : {}),
+      followed: this.#targetOnly,
+      steps: { drainMs: drainedAt - t0, claimMs: claimedAt - drainedAt, beforeLiveMs: boundAt - claimedAt, goLiveMs: performance.now() - boundAt },
     };
     this.emit('go-live', report);
     const primary = new FtPrimary({
@@ -641,12 +745,15 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       owner: this.owner,
       ...(this.#o.heartbeatMs !== undefined ? { heartbeatMs: this.#o.heartbeatMs } : {}),
       ...(this.#o.timeoutMs !== undefined ? { timeoutMs: this.#o.timeoutMs } : {}),
-      ...(this.#o.listen ? { listen: this.#o.listen } : {}),
+      ...(this.#listenAt ? { listen: this.#listenAt } : this.#o.listen ? { listen: this.#o.listen } : {}),
       ...(this.#o.tls ? { tls: this.#o.tls } : {}),
       ...(this.#o.separateDisk ? { separateDisk: this.#o.separateDisk } : {}),
       ...(this.#o.dataPath ? { dataPath: this.#o.dataPath } : {}),
+      // A migration's target: the VM's secondary follows from exactly this state.
+      ...(this.#targetOnly ? { follower: { instret, stateHash } } : {}),
     });
     this.#primary = primary;
+    this.#unreserve();
     await primary.start();
     this.emit('promoted', primary);
   }
@@ -681,6 +788,144 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     }
   }
 
+  // ---- following a live migration of the primary (docs/fault-tolerance.md, "Live migration") ------------
+
+  /**
+   * The primary hands the VM over to a migration's target and tells this side to follow it. Everything up
+   * to the hand-over point is acknowledged and released by now. Until the target takes this side on, going
+   * live claims the next epoch, or the one after it when the target holds the next.
+   */
+  #onFollow(ch: Channel, m: Message & { type: 'control' }): void {
+    const at = typeof m.listen === 'string' ? parseHostPort(m.listen) : undefined;
+    const ok =
+      at !== undefined &&
+      m.epoch === this.#epoch + 1 &&
+      typeof m.owner === 'string' &&
+      m.owner.length > 0 &&
+      m.owner.length <= 256 &&
+      typeof m.instret === 'string' &&
+      /^\d{1,20}$/.test(m.instret) &&
+      typeof m.stateHash === 'string' &&
+      /^\d{1,20}$/.test(m.stateHash) &&
+      typeof m.consolePosition === 'string' &&
+      /^\d{1,20}$/.test(m.consolePosition) &&
+      typeof m.state === 'string' &&
+      m.state.length > 0;
+    if (!ok) return this.#violation(ch, `a follow notice with bad fields (${JSON.stringify(m).slice(0, 200)})`);
+    if (this.#phase !== 'replaying' || this.#move) return; // not answered: the primary hands over without a follower
+    this.#follow = { host: at.host, port: at.port, epoch: m.epoch as number, owner: m.owner as string, instret: BigInt(m.instret as string), stateHash: BigInt(m.stateHash as string), consolePosition: BigInt(m.consolePosition as string), state: Buffer.from(m.state as string, 'base64') };
+    this.#move = { fenceEpoch: this.#follow.epoch, fenceOwner: this.#follow.owner };
+    this.#send({ type: 'control', op: 'following' });
+  }
+
+  /**
+   * The old primary's connection ended after a follow notice: replay to the hand-over point, check that
+   * this side stands exactly where the target took over, and join the target without a clone. If the
+   * target cannot be reached within the timeout, this side goes live itself (its rule, see #onFollow).
+   */
+  async #rebase(reason: string): Promise<void> {
+    const f = this.#follow!;
+    this.#follow = undefined;
+    this.#phase = 'rebasing';
+    this.#stopTimer();
+    const ch = this.#channel;
+    const link = this.#link;
+    if (link) {
+      link.stop();
+      this.#link = undefined;
+    }
+    this.#channel = undefined;
+    ch?.close(reason);
+    this.#log?.end();
+    this.#log = undefined;
+    const machine = this.#machine!;
+    const port = this.#port!;
+    port.endOfLog();
+    const r = await this.#run!;
+    if ((this.#phase as Phase) !== 'rebasing') return; // stopped meanwhile
+    if (r.kind === 'divergence') return this.#halt(`diverged from the primary while draining the log: ${r.message}`);
+    if (guestEnded(r)) {
+      this.#phase = 'ended';
+      this.emit('ended', r);
+      return;
+    }
+    if (r.kind !== 'end-of-log') return this.#halt(`the replay ended with ${r.kind} while draining the log`);
+    const { instret } = machine.counters;
+    const hash = machine.stateHash();
+    if (instret !== f.instret || hash !== f.stateHash) {
+      return this.#halt(`cannot follow the migration: this side drained to instret ${instret} (state hash ${hash.toString(16)}), the primary handed over at ${f.instret} (${f.stateHash.toString(16)})`);
+    }
+    // The primary released every output up to here before it told this side to follow: nothing kept is
+    // re-emitted by a later go-live, and the target's log numbers its batches from 0 again.
+    port.setShadow(true);
+    try {
+      // The target's very state (hart and devices; the RAM is the same, as the hash showed).
+      machine.restore(f.state);
+    } catch (err) {
+      return this.#halt(`cannot follow the migration: the hand-over state: ${(err as Error).message}`);
+    }
+    machine.consolePosition = f.consolePosition;
+    if (machine.stateHash() !== f.stateHash) return this.#halt('cannot follow the migration: the hand-over state does not match this side\'s memory');
+    port.startReplay();
+    if (this.#o.logDir) {
+      writeFileSync(join(this.#o.logDir, 'clone.snap'), machine.snapshot());
+      this.#log = createWriteStream(join(this.#o.logDir, 'log.bin'));
+    }
+    this.#phase = 'replaying';
+    this.#run = machine.run();
+    void this.#run.then((x) => this.#onRunEnd(x), (err: unknown) => this.#halt(`the machine failed: ${(err as Error).message}`));
+    const primary = formatHostPort({ host: f.host, port: f.port });
+    this.emit('following', { primary, instret });
+    const deadline = performance.now() + this.#timeoutMs;
+    let lastError = '';
+    while ((this.#phase as Phase) === 'replaying' && this.#channel === undefined) {
+      if (performance.now() > deadline) return this.#lose(`the migration's target at ${primary} did not take this side on within ${this.#timeoutMs} ms (${lastError})`);
+      try {
+        const next = await connectChannel({ host: f.host, port: f.port, key: this.#o.key, vmId: this.vmId, role: 'secondary', ...(this.#o.tls ? { tls: this.#o.tls } : {}) });
+        if ((this.#phase as Phase) !== 'replaying') {
+          next.close('this side stopped');
+          return;
+        }
+        this.#attachFollower(next, f);
+      } catch (err) {
+        lastError = (err as Error).message;
+        // The target binds its port once it is live: a few milliseconds after the hand-over.
+        await new Promise((res) => setTimeout(res, 2));
+      }
+    }
+  }
+
+  /** Joins the target as its secondary at the hand-over point: RESUME instead of a clone. */
+  #attachFollower(ch: Channel, f: Follow): void {
+    this.#channel = ch;
+    this.#rejoining = formatHostPort({ host: f.host, port: f.port });
+    this.#expectLsn = 0n;
+    this.#receivedBytes = 0;
+    this.#released = -1n;
+    this.#acked = false;
+    this.#detector = new FailureDetector(this.#timeoutMs, performance.now(), { checkEveryMs: this.#heartbeatMs });
+    ch.on('message', (m: Message) => this.#onMessage(ch, m));
+    ch.on('close', (reason: string) => {
+      if (ch === this.#channel) this.#lose(`the logging channel closed: ${reason}`);
+    });
+    ch.send({ type: 'control', op: 'resume', instret: String(f.instret), stateHash: String(f.stateHash), epoch: f.epoch });
+    this.#sendHello(ch);
+    this.#timer = setInterval(() => this.#tick(), this.#heartbeatMs);
+    this.#timer.unref();
+  }
+
+  /** The target took this side on: an ordinary secondary of its epoch from here. */
+  #onResumed(ch: Channel, m: Message & { type: 'control' }): void {
+    const e = m.epoch;
+    if (!this.#move || typeof e !== 'number' || e !== this.#move.fenceEpoch || this.#phase !== 'replaying') return this.#violation(ch, `a resume for epoch ${String(e)} that this side did not ask for`);
+    this.#epoch = e;
+    this.#move = undefined;
+    this.emit('rejoined', { primary: this.#rejoining ?? '?', epoch: e });
+    this.#rejoining = undefined;
+    // Synchronously, as after a clone: the log frames behind RESUMED go to the native link, not to JavaScript.
+    if (this.#o.dataPath !== 'js' && !this.#o.logDir && ch.canHandOver && this.#port) void this.#handOver(ch, this.#port);
+  }
+
   /** Its machine was closed under this secondary (by whoever holds {@link machine}): halt, with a coded error. */
   #machineClosed(): void {
     const error = new FtError('ERR_LOCKSTEP_FT_MACHINE_CLOSED', `the machine of VM ${this.vmId} was closed while its secondary ran (call FtSecondary.stop() before closing it)`);
@@ -697,6 +942,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     this.#channel = undefined;
     this.#log?.end();
     this.#machine?.stop();
+    this.#unreserve();
     if (phase === 'left') this.emit('left', reason);
     else if (error) this.emit('halted', reason, error);
     else this.emit('halted', reason);

@@ -39,6 +39,10 @@ export class SecondarySession {
   readonly joinedAt: number;
   /** Where it listens once it is the primary (its hello), for a test failover's report. */
   listen: string | undefined;
+  /** Its owner token at the arbiter (its hello): a migration's target claims the next epoch under it. */
+  owner: string | undefined;
+  /** It answered a live migration's follow notice: it will join the target at the hand-over point. */
+  following = false;
   // The clone.
   /** Batches recorded before the clone's final state went out; sent right after it. */
   queued: Uint8Array[] = [];

@@ -107,8 +107,8 @@ describe.skipIf(!etcdOk.ok)('cluster: agents and a manager as processes on a rea
       // h1 is four times the others: placement put both primaries there.
       expect(first.views.map((v) => v.primary?.host)).toEqual(['h1', 'h1']);
 
-      // Maintenance of h1: both primaries switch to their secondaries (controlled: test failover), each
-      // VM gets a new secondary elsewhere, nothing is left on h1.
+      // Maintenance of h1: both primaries are live-migrated to another host, their secondaries follow
+      // them (no gap, no new clone), nothing is left on h1.
       const acks0 = writers.map((w) => w.acks);
       const drainedAt = performance.now();
       const m = await runCli(['cluster', 'maintenance', 'h1', 'on', '--wait', '--timeout', '60', '--store', spec], 70_000);
@@ -118,8 +118,8 @@ describe.skipIf(!etcdOk.ok)('cluster: agents and a manager as processes on a rea
       console.log(`${where(first.views)}: h1 drained in ${(performance.now() - drainedAt).toFixed(0)} ms; now ${where(drained.views)}`);
       for (const records of drained.inv.instances.values()) expect(records.filter((x) => x.host === 'h1')).toEqual([]);
       expect(allProtected(drained.inv, drained.views, new Set(['h1']))).toBe(true);
-      const switches = drained.inv.events.filter((e) => e.kind === 'switch-primary' || e.kind === 'switch-by-kill');
-      expect(switches.map((e) => `${e.kind} ${e.vm}`).sort()).toEqual(['switch-primary kv1', 'switch-primary kv2']);
+      const switches = drained.inv.events.filter((e) => e.kind === 'migrate-primary' || e.kind === 'switch-primary' || e.kind === 'switch-by-kill');
+      expect(switches.map((e) => `${e.kind} ${e.vm}`).sort()).toEqual(['migrate-primary kv1', 'migrate-primary kv2']);
       writers.forEach((w, i) => expect(w.acks).toBeGreaterThan(acks0[i]!));
 
       // The host with the most halves (a primary among them, if there is one) dies with all it runs.
@@ -150,8 +150,8 @@ describe.skipIf(!etcdOk.ok)('cluster: agents and a manager as processes on a rea
       const off = await runCli(['cluster', 'maintenance', 'h1', 'off', '--wait', '--timeout', '30', '--store', spec], 40_000);
       expect(off.code).toBe(0);
 
-      // Every primary now is a secondary that went live; draining the host of one switches it through
-      // its operations API too (a handover, not a kill).
+      // Every primary now is a secondary that went live; draining the host of one migrates it through
+      // its operations API too (a hand-over, not a kill).
       const promoted = after.views.find((v) => v.primary?.startedAs === 'secondary')!;
       const second = promoted.primary!.host;
       const beforeDrain2 = await look(store);
@@ -160,10 +160,10 @@ describe.skipIf(!etcdOk.ok)('cluster: agents and a manager as processes on a rea
       const drained2 = await look(store);
       console.log(`${where(after.views)}: ${second} drained; now ${where(drained2.views)}`);
       expect(allProtected(drained2.inv, drained2.views, new Set([victim, second]))).toBe(true);
-      const switched = drained2.inv.events.filter((e) => (e.kind === 'switch-primary' || e.kind === 'switch-by-kill') && e.host === second);
-      // Both primaries may have gone live on the same host: the drain switches every primary it finds there.
-      const onSecond = beforeDrain2.views.filter((v) => v.primary?.host === second).map((v) => `switch-primary ${v.vm}`);
-      expect(onSecond).toContain(`switch-primary ${promoted.vm}`);
+      const switched = drained2.inv.events.filter((e) => (e.kind === 'migrate-primary' || e.kind === 'switch-primary' || e.kind === 'switch-by-kill') && e.host === second);
+      // Both primaries may have gone live on the same host: the drain migrates every primary it finds there.
+      const onSecond = beforeDrain2.views.filter((v) => v.primary?.host === second).map((v) => `migrate-primary ${v.vm}`);
+      expect(onSecond).toContain(`migrate-primary ${promoted.vm}`);
       expect(switched.map((e) => `${e.kind} ${e.vm}`).sort()).toEqual(onSecond.sort());
       expect(drained2.inv.events.filter((e) => e.kind === 'switch-by-kill')).toEqual([]);
 
@@ -200,7 +200,7 @@ describe.skipIf(!etcdOk.ok)('cluster: agents and a manager as processes on a rea
       const events = await runCli(['cluster', 'events', '--limit', '200', '--json', '--store', spec]);
       const kinds = (JSON.parse(events.stdout) as Array<{ kind: string }>).map((e) => e.kind);
       if (process.env.LOCKSTEP_DEBUG) console.log((JSON.parse(events.stdout) as Array<{ kind: string; message: string; vm?: string; host?: string }>).map((e) => `${e.kind} ${e.vm ?? ""} ${e.host ?? ""} ${e.message.slice(0, 150)}`).join("\n"));
-      expect(kinds).toEqual(expect.arrayContaining(['leader', 'vm-created', 'start-primary', 'start-secondary', 'maintenance-entering', 'maintenance-in', 'switch-primary', 'maintenance-off']));
+      expect(kinds).toEqual(expect.arrayContaining(['leader', 'vm-created', 'start-primary', 'start-secondary', 'maintenance-entering', 'maintenance-in', 'migrate-primary', 'maintenance-off']));
 
       checker.stop();
       console.log(`checker: ${checker.samples} samples, ${checker.errors} failed reads`);

@@ -137,6 +137,9 @@ class Refusal extends Error {
  * console.log(agent.url); // http://127.0.0.1:41234
  * ```
  */
+/** How long a migrated primary's record waits for its target's (see Agent #handedOn), ms. */
+const HAND_ON_MAX_MS = 10_000;
+
 export class Agent extends EventEmitter<AgentEvents> {
   readonly id: string;
   readonly #o: Required<Omit<AgentOptions, 'listen' | 'ftHost' | 'groups' | 'compatId' | 'command' | 'maxFtVms' | 'maxFtVcpus'>> & {
@@ -402,7 +405,7 @@ export class Agent extends EventEmitter<AgentEvents> {
    * that is a primary — started as one or promoted — takes SIGUSR1 as test failover and SIGUSR2 as
    * test restart secondary (src/cli/signals.ts).
    */
-  async #operate<Op extends 'test-failover' | 'restart-secondary' | 'migrate-secondary'>(p: VmProcess, op: Op): Promise<Op> {
+  async #operate<Op extends 'test-failover' | 'restart-secondary' | 'migrate-secondary' | 'migrate'>(p: VmProcess, op: Op): Promise<Op> {
     const key = this.#pairKeys.get(p);
     if (p.controlUrl !== null && key !== undefined) {
       let answer: Awaited<ReturnType<typeof callControl>>;
@@ -422,6 +425,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
     // No signal moves a secondary: without the operations API the move is refused (the caller stops it instead).
     if (op === 'migrate-secondary') throw new Refusal(409, 'not-ready', `the primary of ${p.vmId} serves no operations API: its secondary cannot be moved without a gap`);
+    if (op === 'migrate') throw new Refusal(409, 'not-ready', `the primary of ${p.vmId} serves no operations API: it cannot be migrated`);
     p.signal(op === 'test-failover' ? 'SIGUSR1' : 'SIGUSR2');
     return op;
   }
@@ -532,11 +536,37 @@ export class Agent extends EventEmitter<AgentEvents> {
       if (this.#exited.length > KEEP_EXITED) this.#exited.shift();
       this.#gone.set(
         p,
-        pub.close().finally(() => this.#publishers.delete(p)),
+        this.#handedOn(p)
+          .then(() => pub.close())
+          .finally(() => this.#publishers.delete(p)),
       );
       if (CLUSTER_CHANNELS.vm.hasSubscribers) CLUSTER_CHANNELS.vm.publish({ host: this.id, vm: p.vmId, role: p.role, what: 'exited', view: p.view() });
       this.emit('vm-exited', p.view());
     });
+  }
+
+  /**
+   * A primary that migrated with its secondary following the target keeps its record until the store
+   * shows the target as the VM's primary (a higher epoch; at most {@link HAND_ON_MAX_MS}): dropping it at
+   * once would leave a moment with no primary on record, which reads as unprotected although the
+   * secondary holds the hand-over state throughout.
+   */
+  async #handedOn(p: VmProcess): Promise<void> {
+    if (!p.migratedWithFollower) return;
+    const end = performance.now() + HAND_ON_MAX_MS;
+    const prefix = KEYS.instance(p.vmId, '');
+    while (performance.now() < end) {
+      try {
+        const rs = await this.#o.store.list(prefix);
+        if (rs.some((r) => {
+          const v = r.value as { role?: unknown; epoch?: unknown };
+          return v.role === 'primary' && typeof v.epoch === 'number' && v.epoch > (p.epoch ?? 0);
+        })) return;
+      } catch {
+        return; // the store is not there: nothing to keep a record in either
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
   }
 
   #find(vmId: string): VmProcess {
@@ -596,6 +626,12 @@ export class Agent extends EventEmitter<AgentEvents> {
         if (p.role !== 'primary') throw new Refusal(409, 'wrong-role', `VM ${b} runs here as the ${p.role}; ${c} is an operation of the primary`);
         if (!p.protected) throw new Refusal(409, 'not-ready', `the primary of ${b} is not protected (${p.status}): there is no secondary to move`);
         return send(200, { ...p.view(), operation: await this.#operate(p, 'migrate-secondary') });
+      }
+      if (parts.length === 3 && a === 'vms' && method === 'POST' && c === 'migrate') {
+        const p = this.#find(b!);
+        if (p.role !== 'primary') throw new Refusal(409, 'wrong-role', `VM ${b} runs here as the ${p.role}; ${c} is an operation of the primary`);
+        if (p.state !== 'running') throw new Refusal(409, 'not-ready', `the primary of ${b} is ${p.state} (${p.status})`);
+        return send(200, { ...p.view(), operation: await this.#operate(p, 'migrate') });
       }
       if (parts.length === 3 && a === 'vms' && method === 'POST' && (c === 'failover' || c === 'restart-secondary')) {
         const p = this.#find(b!);

@@ -138,6 +138,15 @@ export class AgentClient {
     return this.#call('POST', `/vms/${encodeURIComponent(vmId)}/migrate-secondary`, {}, this.#timeoutMs + 15_000);
   }
 
+  /**
+   * Live migration of the primary of `vmId` running here: the next secondary to join it (start one on
+   * the target host with {@link start}, role `secondary`) becomes the primary; a protected VM's
+   * secondary follows the target without a clone. Resolves once the primary is armed.
+   */
+  migrate(vmId: string): Promise<InstanceView & { operation: 'migrate' }> {
+    return this.#call('POST', `/vms/${encodeURIComponent(vmId)}/migrate`, {}, this.#timeoutMs + 15_000);
+  }
+
   /** Test restart secondary: the primary's secondary is cloned again. */
   restartSecondary(vmId: string): Promise<InstanceView & { operation: 'restart-secondary' }> {
     return this.#call('POST', `/vms/${encodeURIComponent(vmId)}/restart-secondary`, {}, this.#timeoutMs + 15_000);

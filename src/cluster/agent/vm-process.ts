@@ -5,7 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { formatHostPort } from '../../config/index.js';
+import { formatHostPort, parseHostPort } from '../../config/index.js';
 import { parseEventLine, type FtEventLine } from '../../ft/event-lines.js';
 import type { InstanceRecord, InstanceRole, InstanceState } from '../manager/layout.js';
 import { SOLO_STATUS } from './solo.js';
@@ -71,7 +71,10 @@ export class VmProcess extends EventEmitter {
   state: InstanceState = 'starting';
   epoch: number | null = null;
   listen: { host: string; port: number } | null = null;
-  readonly join: string | null;
+  /** The primary's logging channel it follows (a live migration's target, once it follows one). */
+  join: string | null;
+  /** This primary migrated and its secondary follows the target (its record stays until it exits). */
+  migratedWithFollower = false;
   protected = false;
   status = 'starting';
   lastEvent = 'spawned';
@@ -258,6 +261,9 @@ export class VmProcess extends EventEmitter {
       if (typeof e.instret === 'string') this.progress = { instret: e.instret, beats: (this.progress?.beats ?? 0) + 1 };
       return this.#changed(false);
     }
+    // A primary whose secondary follows its migration's target: its record stays as it was at the
+    // hand-over (the agent drops it once the target's is there), see Agent #handedOn.
+    if (this.migratedWithFollower) return;
     this.lastEvent = e.event;
     switch (e.event) {
       case 'listening': {
@@ -288,17 +294,36 @@ export class VmProcess extends EventEmitter {
         this.protected = e.protected === true;
         if (typeof e.text === 'string') this.status = this.role === 'secondary' && this.protected ? 'Protected (in lockstep with the primary)' : e.text;
         break;
+      case 'following':
+        // The primary migrated: this secondary follows the target, at the address the target listens on.
+        if (typeof e.primary === 'string') this.join = e.primary;
+        break;
       case 'restart':
         this.protected = false;
         this.status = 'restarting (asked by the primary)';
         break;
-      case 'go-live':
+      case 'go-live': {
         this.role = 'primary';
+        this.epoch = num(e.epoch) ?? this.epoch;
+        const at = typeof e.listen === 'string' ? parseHostPort(e.listen) : undefined;
+        if (e.followed === true && at !== undefined) {
+          // A live migration's target: the VM's secondary follows it from this state, so the pair is
+          // protected from here on, at the address it is about to listen on.
+          this.state = 'running';
+          this.listen = at;
+          this.protected = true;
+          this.status = 'Protected (the secondary follows this migrated primary)';
+          break;
+        }
         this.state = 'starting';
         this.listen = null;
         this.protected = false;
-        this.epoch = num(e.epoch) ?? this.epoch;
         this.status = 'went live; Not Protected (need secondary VM)';
+        break;
+      }
+      case 'migrated':
+        // The secondary follows the target: this record stays as it was until the process exits.
+        if (e.follower === true) this.migratedWithFollower = true;
         break;
       case 'secondary-lost':
         this.protected = false;

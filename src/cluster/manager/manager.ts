@@ -818,6 +818,23 @@ export class Manager extends EventEmitter<ManagerEvents> {
     await this.#call(inv, from, (c) => c.stop(vm));
   }
 
+  /**
+   * Live migration of a protected VM's primary from `from` to `to` (docs/fault-tolerance.md, "Live
+   * migration"): the primary is armed, a secondary-role instance started on `to` joins it as the target,
+   * and at the hand-over the VM's secondary follows the target without a clone. `otherwise` runs when
+   * the primary cannot be armed (no operations API, not running).
+   */
+  async #migratePrimary(inv: Inventory, vm: string, from: string, to: string, v: PairView, message: string, otherwise: () => Promise<void>): Promise<void> {
+    const join = v.primary !== undefined ? channelOf(v.primary) : null;
+    if (v.desired === undefined || join === null) return otherwise();
+    this.#cooldown.set(vm, Date.now() + 60_000);
+    const armed = await this.#call(inv, from, (c) => c.migrate(vm));
+    if (armed === undefined) return otherwise();
+    await this.#event({ kind: 'migrate-primary', action: true, vm, host: from, message });
+    await this.#call(inv, to, (c) => c.start({ vmId: vm, role: 'secondary', config: v.desired!.config, join, waitMs: this.#o.startTimeoutMs }));
+    this.#cooldown.set(vm, Date.now() + 10_000);
+  }
+
   /** Controlled switch: the primary of `vm` on `from` hands over to its secondary; a new secondary follows. */
   async #switch(inv: Inventory, vm: string, from: string, newSecondaryHost: string, message: string): Promise<void> {
     this.#cooldown.set(vm, Date.now() + 10_000);
@@ -1002,9 +1019,14 @@ export class Manager extends EventEmitter<ManagerEvents> {
       if (step === undefined) continue;
       const mv = step.move;
       if (mv.kind === 'switch-primary' && mv.from === h && mv.newPrimaryHost === v.secondary!.host) {
+        // Live migration to the host planned for the new secondary: the secondary stays where it is and
+        // follows the migrated primary, so the VM is never unprotected. A controlled switch (a gap until
+        // a new secondary is cloned) only when the primary cannot be armed for it.
         out.push(
           this.#action(v.vm, () =>
-            this.#switch(inv, v.vm, h, mv.newSecondaryHost, `maintenance of ${h}: controlled switch of ${v.vm} — the secondary on ${mv.newPrimaryHost} goes live, a new secondary follows (planned on ${mv.newSecondaryHost}): ${step.message}`),
+            this.#migratePrimary(inv, v.vm, h, mv.newSecondaryHost, v, `maintenance of ${h}: live migration of the primary of ${v.vm} to ${mv.newSecondaryHost}; its secondary on ${v.secondary!.host} follows without a protection gap`, () =>
+              this.#switch(inv, v.vm, h, mv.newSecondaryHost, `maintenance of ${h}: controlled switch of ${v.vm} — the secondary on ${mv.newPrimaryHost} goes live, a new secondary follows (planned on ${mv.newSecondaryHost}): ${step.message}`),
+            ),
           ),
         );
       } else if (mv.kind === 'move-secondary' && mv.from === v.secondary!.host) {
