@@ -1,6 +1,8 @@
-// `lockstep run --linux --gdb` driven by gdb-multiarch --batch with the committed kernel's symbols
-// (guest/linux/bin/vmlinux.sym.gz): breakpoints on kernel functions by name at their virtual addresses,
-// and kernel variables and arguments read by name through the kernel's page tables.
+// `lockstep run --linux --gdb` and `lockstep debug <run.log> --linux --gdb` driven by gdb-multiarch
+// --batch with the committed kernel's symbols (guest/linux/bin/vmlinux.sym.gz): breakpoints on kernel
+// functions by name at their virtual addresses, kernel variables and arguments read by name through the
+// kernel's page tables, and reverse-continue across the boot of a recorded run.
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,10 +18,20 @@ afterEach(() => {
 
 let dir: string;
 let symbols: string;
+let log: string;
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'lockstep-gdb-linux-'));
   symbols = join(dir, 'vmlinux.sym');
   writeFileSync(symbols, gunzipSync(readFileSync(join(root, 'guest', 'linux', 'bin', 'vmlinux.sym.gz'))));
+  // 25 M instructions on the virtual clock: past the kernel's exec of /init (at about 20.3 M).
+  log = join(dir, 'linux.log');
+  const r = spawnSync(process.execPath, [join(root, 'dist', 'cli', 'main.js'), 'record', '--linux', '--clock', 'virtual', '--max-instructions', '25000000', '-o', log], {
+    cwd: root,
+    encoding: 'utf8',
+    timeout: 240_000,
+  });
+  // 75: the instruction budget ended the recording, as asked.
+  expect(r.status, r.stderr).toBe(75);
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -86,5 +98,37 @@ describe('lockstep run --linux --gdb with the kernel symbols', () => {
     expect(printed(stdout, 'EXEC')).toEqual(['/init']);
     const { status } = await l.exited;
     expect(status).toBe(130);
+  });
+
+  it('in a recorded boot, reverse-continues from kernel_execve back to start_kernel and forwards again to the same instret', async () => {
+    const l = await startLockstep(['debug', log, '--linux', '--gdb', '127.0.0.1:0']);
+    running.push(l);
+    const { stdout, stderr } = await gdbBatch(l.port, symbols, [
+      'break *kernel_execve',
+      'continue',
+      'printf "EXEC=%s\\n", (char *)$a0',
+      'monitor instret',
+      'break *start_kernel',
+      'reverse-continue',
+      'printf "PC=%x\\n", $pc',
+      'printf "SYM=%x\\n", &start_kernel',
+      'printf "JIFFIES=%u\\n", *(unsigned int *)&jiffies',
+      'monitor instret',
+      'continue',
+      'info symbol $pc',
+      'monitor instret',
+      'kill',
+    ]);
+    const out = `${stdout}\n${stderr}`;
+    expect(printed(stdout, 'EXEC'), out).toEqual(['/init']);
+    expect(printed(stdout, 'PC')).toEqual(printed(stdout, 'SYM'));
+    expect(printed(stdout, 'JIFFIES')).toEqual([INITIAL_JIFFIES]);
+    expect(stdout).toMatch(/^kernel_execve in section \.text/m);
+    // gdb prints what a monitor command answers on stderr.
+    const [atExec, atStart, again] = printed(stderr, 'instret').map((t) => BigInt(t));
+    expect(atStart! < atExec!, out).toBe(true);
+    expect(again).toBe(atExec);
+    const { status, stderr: said } = await l.exited;
+    expect(status, said).toBe(0);
   });
 });
