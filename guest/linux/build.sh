@@ -5,7 +5,8 @@
 #
 #   guest/linux/build.sh [kernel|user|initramfs|all|install|install-user|check|check-user]
 #
-#   kernel     unpack the source (once) into $LOCKSTEP_LINUX_BUILD, tinyconfig + lockstep.config, Image
+#   kernel     unpack the source (once) into $LOCKSTEP_LINUX_BUILD, tinyconfig + lockstep.config, Image,
+#              and vmlinux.sym (vmlinux's symbol table without the code, for gdb: docs/debugging.md)
 #   user       headers_install, then init and the workloads against nolibc
 #   initramfs  pack rootfs.cpio (sorted, mtime 0, uid/gid 0, fixed inode numbers)
 #   all        the three above (default)
@@ -74,6 +75,9 @@ kernel() {
   kmake -j"$jobs" Image
   mkdir -p "$out"
   cp "$tree/arch/riscv/boot/Image" "$out/Image"
+  # --only-keep-debug keeps the symbol table and the section headers (contents become NOBITS): gdb
+  # resolves names from it and reads the code and data from the target. The config has no DWARF.
+  riscv64-linux-gnu-objcopy --only-keep-debug "$tree/vmlinux" "$out/vmlinux.sym"
 }
 
 user() {
@@ -98,14 +102,15 @@ install_bin() {
   mkdir -p "$here/bin"
   gzip -n -9 -c "$out/Image" > "$here/bin/Image.gz"
   gzip -n -9 -c "$out/rootfs.cpio" > "$here/bin/rootfs.cpio.gz"
+  gzip -n -9 -c "$out/vmlinux.sym" > "$here/bin/vmlinux.sym.gz"
   {
-    (cd "$out" && sha256sum Image rootfs.cpio)
-    (cd "$here/bin" && sha256sum Image.gz rootfs.cpio.gz)
+    (cd "$out" && sha256sum Image rootfs.cpio vmlinux.sym)
+    (cd "$here/bin" && sha256sum Image.gz rootfs.cpio.gz vmlinux.sym.gz)
     (cd "$here/../firmware/bin" && sha256sum firmware.elf)
   } > "$here/bin/SHA256SUMS"
 }
 
-# The initramfs alone: the other lines of SHA256SUMS (the kernel's, the firmware's) are kept as they are.
+# The initramfs alone: the other lines of SHA256SUMS (the kernel's, its symbols', the firmware's) are kept as they are.
 install_user_bin() {
   gzip -n -9 -c "$out/rootfs.cpio" > "$here/bin/rootfs.cpio.gz"
   cpio_sum=$(cd "$out" && sha256sum rootfs.cpio)
@@ -132,7 +137,7 @@ case "${1:-all}" in
   all) kernel; user; initramfs ;;
   install) kernel; user; initramfs; install_bin ;;
   install-user) user; initramfs; install_user_bin ;;
-  check) kernel; user; initramfs; check_bin Image rootfs.cpio ;;
+  check) kernel; user; initramfs; check_bin Image rootfs.cpio vmlinux.sym ;;
   check-user) user; initramfs; check_bin rootfs.cpio ;;
   *) echo "usage: $0 [kernel|user|initramfs|all|install|install-user|check|check-user]" >&2; exit 2 ;;
 esac

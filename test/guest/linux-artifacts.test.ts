@@ -14,11 +14,11 @@ describe('committed Linux guest', () => {
   const sums = manifest();
 
   it('lists exactly the committed files, the unpacked images and the firmware', () => {
-    expect([...sums.keys()].sort()).toEqual(['Image', 'Image.gz', 'firmware.elf', 'rootfs.cpio', 'rootfs.cpio.gz']);
-    expect(readdirSync(LINUX_BIN).sort()).toEqual(['Image.gz', 'SHA256SUMS', 'rootfs.cpio.gz']);
+    expect([...sums.keys()].sort()).toEqual(['Image', 'Image.gz', 'firmware.elf', 'rootfs.cpio', 'rootfs.cpio.gz', 'vmlinux.sym', 'vmlinux.sym.gz']);
+    expect(readdirSync(LINUX_BIN).sort()).toEqual(['Image.gz', 'SHA256SUMS', 'rootfs.cpio.gz', 'vmlinux.sym.gz']);
   });
 
-  for (const name of ['Image', 'rootfs.cpio']) {
+  for (const name of ['Image', 'rootfs.cpio', 'vmlinux.sym']) {
     it(`${name}.gz matches its digest and unpacks to the recorded ${name}`, () => {
       const packed = readFileSync(join(LINUX_BIN, `${name}.gz`));
       expect(sha256(packed)).toBe(sums.get(`${name}.gz`));
@@ -39,6 +39,15 @@ describe('committed Linux guest', () => {
     expect(cpio.toString('latin1', 0, 6)).toBe('070701');
     expect(cpio.includes(Buffer.from('init\0'))).toBe(true);
     expect(cpio.includes(Buffer.from('TRAILER!!!\0'))).toBe(true);
+  });
+
+  it('holds the kernel symbols as an ELF32 RISC-V file that names the kernel functions and variables', () => {
+    const sym = gunzipSync(readFileSync(join(LINUX_BIN, 'vmlinux.sym.gz')));
+    expect(sym.toString('latin1', 0, 4)).toBe('\x7fELF');
+    expect(sym[4]).toBe(1); // ELFCLASS32
+    expect(sym.readUInt16LE(18)).toBe(243); // EM_RISCV
+    // The string table merges suffixes ("start_kernel" ends "_start_kernel"): look for the names' ends.
+    for (const name of ['start_kernel', 'kernel_execve', 'linux_banner', 'jiffies']) expect(sym.includes(Buffer.from(`${name}\0`)), name).toBe(true);
   });
 });
 
