@@ -778,6 +778,34 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
    * A loss before 2 makes the move an ordinary clone ('fallback'); a loss of the new secondary before 5
    * calls the move off (its arbiter record, so it can never go live) and the old one protects on.
    */
+  /**
+   * The start of a switch-over to `s` (a secondary move or a migration): the pre-copy's pages may still be
+   * queued at `s`, so it catches up first (a round trip; one that does not answer only makes the pause
+   * longer), then the guest is held. The function that resumes it and when stopping began (the pause is
+   * counted from there); undefined when `s` went away meanwhile or the pair halted.
+   */
+  async #holdForSwitch(s: SecondarySession): Promise<{ resume: () => void; t0: number } | undefined> {
+    s.send({ type: 'control', op: 'sync' });
+    await this.#until(() => s.synced || this.#incoming !== s, this.#o.timeoutMs).catch(() => undefined);
+    if (this.#incoming !== s) return undefined;
+    this.#switching = true;
+    this.#hold = true;
+    const t0 = performance.now();
+    try {
+      await this.#pauseFor(() => {});
+    } catch {
+      this.#switching = false;
+      return undefined; // halted meanwhile
+    }
+    this.#recorder?.resume();
+    const resume = () => {
+      this.#switching = false;
+      this.#hold = false;
+      if (this.#phase !== 'halted') this.#resumeRun();
+    };
+    return { resume, t0 };
+  }
+
   async #switchOver(s: SecondarySession, figures: CloneFigures, first: boolean, readChunksPaused: (chunks: Uint32Array) => void): Promise<'done' | 'fallback'> {
     // The old secondary was lost and the next epoch is being won: then the new one is cloned as usual.
     await this.#until(() => this.#phase !== 'recovering', 60_000).catch(() => undefined);
@@ -790,26 +818,9 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       return 'done';
     }
     const port = this.#port;
-    // The pre-copy's pages may still be queued at the new secondary: let it catch up before the guest is
-    // held (a round trip; a secondary that does not answer only makes the pause longer).
-    s.send({ type: 'control', op: 'sync' });
-    await this.#until(() => s.synced || this.#incoming !== s, this.#o.timeoutMs).catch(() => undefined);
-    if (this.#incoming !== s) return 'done';
-    this.#switching = true;
-    this.#hold = true;
-    const resume = () => {
-      this.#switching = false;
-      this.#hold = false;
-      if (this.#phase !== 'halted') this.#resumeRun();
-    };
-    const t0 = performance.now();
-    try {
-      await this.#pauseFor(() => {});
-    } catch {
-      this.#switching = false;
-      return 'done'; // halted meanwhile
-    }
-    this.#recorder?.resume();
+    const held = await this.#holdForSwitch(s);
+    if (!held) return 'done';
+    const { resume, t0 } = held;
     const steps = { stopMs: performance.now() - t0, drainMs: 0, copyMs: 0, confirmMs: 0, dismissMs: 0, fenceMs: 0 };
     let mark = performance.now();
     const step = (k: keyof typeof steps) => {
@@ -969,24 +980,9 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       return 'done';
     }
     const port = this.#port;
-    s.send({ type: 'control', op: 'sync' });
-    await this.#until(() => s.synced || this.#incoming !== s, this.#o.timeoutMs).catch(() => undefined);
-    if (this.#incoming !== s) return 'done';
-    this.#switching = true;
-    this.#hold = true;
-    const resume = () => {
-      this.#switching = false;
-      this.#hold = false;
-      if (this.#phase !== 'halted') this.#resumeRun();
-    };
-    const t0 = performance.now();
-    try {
-      await this.#pauseFor(() => {});
-    } catch {
-      this.#switching = false;
-      return 'done'; // halted meanwhile
-    }
-    this.#recorder?.resume();
+    const held = await this.#holdForSwitch(s);
+    if (!held) return 'done';
+    const { resume, t0 } = held;
     const steps: MigrateSteps = { stopMs: performance.now() - t0, drainMs: 0, copyMs: 0, followMs: 0 };
     let mark = performance.now();
     const step = (k: keyof MigrateSteps) => {

@@ -658,6 +658,74 @@ function checkU64(name: string, v: bigint): void {
 }
 
 /**
+ * Writes an event's payload (the bytes after its position, the same in every format version) and returns
+ * the clock value later deltas are taken from. `what` names the event in errors.
+ * @throws RangeError / TypeError for a payload that cannot be encoded.
+ */
+export function encodePayload(w: ByteWriter, e: LogEvent, what: string, clock: bigint): bigint {
+  const value = (): bigint => {
+    if (e.value === undefined) throw new TypeError(`${what}: ${KIND_NAMES.get(e.kind)} needs a value`);
+    checkU64(`${what}: value`, e.value);
+    return e.value;
+  };
+  switch (e.kind) {
+    case EventKind.ClockRead:
+    case EventKind.ClockSample: {
+      const v = value();
+      w.zigzag(BigInt.asIntN(64, v - clock));
+      clock = v;
+      break;
+    }
+    case EventKind.UartRx: {
+      const data = e.data;
+      if (!(data instanceof Uint8Array) || data.length < 1 || data.length > UART_RX_MAX) {
+        throw new RangeError(`${what}: UartRx needs 1..${UART_RX_MAX} data bytes, got ${data instanceof Uint8Array ? data.length : String(data)}`);
+      }
+      w.varint(BigInt(data.length));
+      w.bytes(data);
+      break;
+    }
+    case EventKind.WallTime:
+      w.varint(value());
+      break;
+    case EventKind.StateHash:
+      w.u64le(value());
+      break;
+    case EventKind.End: {
+      if (e.reason === undefined || !END_REASONS.has(e.reason)) throw new RangeError(`${what}: End needs a known reason, got ${String(e.reason)}`);
+      const code = e.code ?? 0n;
+      if (typeof code !== 'bigint' || code < I64_MIN || code > I64_MAX) throw new RangeError(`${what}: code must be a signed 64-bit bigint, got ${String(code)}`);
+      w.varint(BigInt(e.reason));
+      w.zigzag(code);
+      break;
+    }
+    case EventKind.Mark:
+      break;
+    case EventKind.Entropy:
+    case EventKind.NetRx:
+    case EventKind.BlockDone: {
+      const data = e.data ?? new Uint8Array(0);
+      const min = e.kind === EventKind.BlockDone ? 0 : 1;
+      if (!(data instanceof Uint8Array) || data.length < min || data.length > EVENT_DATA_MAX) {
+        throw new RangeError(`${what}: ${KIND_NAMES.get(e.kind)} needs ${min}..${EVENT_DATA_MAX} data bytes`);
+      }
+      if (e.kind === EventKind.BlockDone) {
+        const head = e.head ?? -1;
+        const status = e.status ?? -1;
+        if (!Number.isInteger(head) || head < 0 || head > 0xffff) throw new RangeError(`${what}: BlockDone head must be a u16, got ${head}`);
+        if (!Number.isInteger(status) || status < 0 || status > 255) throw new RangeError(`${what}: BlockDone status must be a u8, got ${status}`);
+        w.varint(BigInt(head));
+        w.u8(status);
+      }
+      w.varint(BigInt(data.length));
+      w.bytes(data);
+      break;
+    }
+  }
+  return clock;
+}
+
+/**
  * Encodes events into one whole compact batch (header, records, CRC): byte for byte what the native
  * recorder writes for the same events, and the inverse of {@link decodeRecords} (a decoded compact event
  * keeps its `check`). The header is marked full, carrying the branch count and pc, when `base` has them,
@@ -708,65 +776,7 @@ export function encodeBatch(lsn: bigint, base: BatchBase, events: readonly LogEv
     w.varint(e.instret - instret);
     w.u8(check);
     instret = e.instret;
-    const value = (): bigint => {
-      if (e.value === undefined) throw new TypeError(`${what}: ${KIND_NAMES.get(e.kind)} needs a value`);
-      checkU64(`${what}: value`, e.value);
-      return e.value;
-    };
-    switch (e.kind) {
-      case EventKind.ClockRead:
-      case EventKind.ClockSample: {
-        const v = value();
-        w.zigzag(BigInt.asIntN(64, v - clock));
-        clock = v;
-        break;
-      }
-      case EventKind.UartRx: {
-        const data = e.data;
-        if (!(data instanceof Uint8Array) || data.length < 1 || data.length > UART_RX_MAX) {
-          throw new RangeError(`${what}: UartRx needs 1..${UART_RX_MAX} data bytes, got ${data instanceof Uint8Array ? data.length : String(data)}`);
-        }
-        w.varint(BigInt(data.length));
-        w.bytes(data);
-        break;
-      }
-      case EventKind.WallTime:
-        w.varint(value());
-        break;
-      case EventKind.StateHash:
-        w.u64le(value());
-        break;
-      case EventKind.End: {
-        if (e.reason === undefined || !END_REASONS.has(e.reason)) throw new RangeError(`${what}: End needs a known reason, got ${String(e.reason)}`);
-        const code = e.code ?? 0n;
-        if (typeof code !== 'bigint' || code < I64_MIN || code > I64_MAX) throw new RangeError(`${what}: code must be a signed 64-bit bigint, got ${String(code)}`);
-        w.varint(BigInt(e.reason));
-        w.zigzag(code);
-        break;
-      }
-      case EventKind.Mark:
-        break;
-      case EventKind.Entropy:
-      case EventKind.NetRx:
-      case EventKind.BlockDone: {
-        const data = e.data ?? new Uint8Array(0);
-        const min = e.kind === EventKind.BlockDone ? 0 : 1;
-        if (!(data instanceof Uint8Array) || data.length < min || data.length > EVENT_DATA_MAX) {
-          throw new RangeError(`${what}: ${KIND_NAMES.get(e.kind)} needs ${min}..${EVENT_DATA_MAX} data bytes`);
-        }
-        if (e.kind === EventKind.BlockDone) {
-          const head = e.head ?? -1;
-          const status = e.status ?? -1;
-          if (!Number.isInteger(head) || head < 0 || head > 0xffff) throw new RangeError(`${what}: BlockDone head must be a u16, got ${head}`);
-          if (!Number.isInteger(status) || status < 0 || status > 255) throw new RangeError(`${what}: BlockDone status must be a u8, got ${status}`);
-          w.varint(BigInt(head));
-          w.u8(status);
-        }
-        w.varint(BigInt(data.length));
-        w.bytes(data);
-        break;
-      }
-    }
+    clock = encodePayload(w, e, what, clock);
   });
   const out = w.finish();
   const length = out.length - headerLength;

@@ -10,20 +10,15 @@ import {
   BATCH_LENGTH,
   BATCH_LSN,
   BATCH_MAX_LENGTH,
-  EVENT_DATA_MAX,
-  EndReason,
   EventKind,
-  UART_RX_MAX,
+  encodePayload,
   sealBatch,
   type LogEvent,
 } from '../../src/log/format.js';
 import { ByteWriter } from '../../src/log/varint.js';
 
 const KIND_NAMES = new Map<number, string>(Object.entries(EventKind).map(([k, v]) => [v, k]));
-const END_REASONS = new Set<number>(Object.values(EndReason));
 const U64_MAX = (1n << 64n) - 1n;
-const I64_MIN = -(1n << 63n);
-const I64_MAX = (1n << 63n) - 1n;
 
 /** The base of a full-header batch: all four fields. */
 export interface FullBase {
@@ -68,65 +63,7 @@ export function encodeBatchV2(lsn: bigint, base: FullBase, events: readonly LogE
     instret = e.instret;
     branches = e.branches;
     pc = e.pc;
-    const value = (): bigint => {
-      if (e.value === undefined) throw new TypeError(`${what}: ${KIND_NAMES.get(e.kind)} needs a value`);
-      checkU64(`${what}: value`, e.value);
-      return e.value;
-    };
-    switch (e.kind) {
-      case EventKind.ClockRead:
-      case EventKind.ClockSample: {
-        const v = value();
-        w.zigzag(BigInt.asIntN(64, v - clock));
-        clock = v;
-        break;
-      }
-      case EventKind.UartRx: {
-        const data = e.data;
-        if (!(data instanceof Uint8Array) || data.length < 1 || data.length > UART_RX_MAX) {
-          throw new RangeError(`${what}: UartRx needs 1..${UART_RX_MAX} data bytes, got ${data instanceof Uint8Array ? data.length : String(data)}`);
-        }
-        w.varint(BigInt(data.length));
-        w.bytes(data);
-        break;
-      }
-      case EventKind.WallTime:
-        w.varint(value());
-        break;
-      case EventKind.StateHash:
-        w.u64le(value());
-        break;
-      case EventKind.End: {
-        if (e.reason === undefined || !END_REASONS.has(e.reason)) throw new RangeError(`${what}: End needs a known reason, got ${String(e.reason)}`);
-        const code = e.code ?? 0n;
-        if (typeof code !== 'bigint' || code < I64_MIN || code > I64_MAX) throw new RangeError(`${what}: code must be a signed 64-bit bigint, got ${String(code)}`);
-        w.varint(BigInt(e.reason));
-        w.zigzag(code);
-        break;
-      }
-      case EventKind.Mark:
-        break;
-      case EventKind.Entropy:
-      case EventKind.NetRx:
-      case EventKind.BlockDone: {
-        const data = e.data ?? new Uint8Array(0);
-        const min = e.kind === EventKind.BlockDone ? 0 : 1;
-        if (!(data instanceof Uint8Array) || data.length < min || data.length > EVENT_DATA_MAX) {
-          throw new RangeError(`${what}: ${KIND_NAMES.get(e.kind)} needs ${min}..${EVENT_DATA_MAX} data bytes`);
-        }
-        if (e.kind === EventKind.BlockDone) {
-          const head = e.head ?? -1;
-          const status = e.status ?? -1;
-          if (!Number.isInteger(head) || head < 0 || head > 0xffff) throw new RangeError(`${what}: BlockDone head must be a u16, got ${head}`);
-          if (!Number.isInteger(status) || status < 0 || status > 255) throw new RangeError(`${what}: BlockDone status must be a u8, got ${status}`);
-          w.varint(BigInt(head));
-          w.u8(status);
-        }
-        w.varint(BigInt(data.length));
-        w.bytes(data);
-        break;
-      }
-    }
+    clock = encodePayload(w, e, what, clock);
   });
   const out = w.finish();
   const length = out.length - BATCH_HEADER;
