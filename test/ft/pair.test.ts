@@ -35,6 +35,9 @@ describe('FtPrimary / FtSecondary in one process', () => {
     const statuses: string[] = [];
     primary.on('status', (s) => statuses.push(describeStatus(s)));
     const cloned = new Promise((r) => primary.once('cloned', r));
+    // Listened for from the start: on a loaded host the guest's 200 ms may run out while the test still
+    // waits for the secondary's loss (the event would then be missed and the test wait forever).
+    const ended = new Promise<RunResult>((r) => primary.once('ended', r));
     const addr = await primary.start();
     expect(primary.epoch).toBe(1);
     const secondary = new FtSecondary({ vmId: 'echo', key, arbiter: new FileArbiter({ dir: tmp }), join: addr, timeoutMs: SLOW_HOST_TIMEOUT_MS, createMachine: () => new Machine({ clock: 'real' }) });
@@ -51,8 +54,7 @@ describe('FtPrimary / FtSecondary in one process', () => {
     await lost;
     expect(primary.epoch).toBe(2);
     expect(primary.status).toEqual({ protected: false, reason: 'needs-secondary' });
-    const ended = await new Promise<RunResult>((r) => primary.once('ended', r));
-    expect(ended.kind).toBe('exit');
+    expect((await ended).kind).toBe('exit');
     expect(out.join('')).toMatch(/echo: 3 bytes, 1 lines/);
     expect(statuses).toContain('Protected');
     expect(statuses).toContain('Not Protected (need secondary VM)');
