@@ -228,6 +228,16 @@ type Phase = 'idle' | 'alone' | 'cloning' | 'protected' | 'rejoining' | 'recover
  * p.on('status', (s) => console.log(describeStatus(s)));
  * ```
  */
+/** Records in `steps[k]` the time since the previous call (or since it was made). */
+function stepTimer<K extends string>(steps: Record<K, number>): (k: K) => void {
+  let mark = performance.now();
+  return (k) => {
+    const now = performance.now();
+    steps[k] = now - mark;
+    mark = now;
+  };
+}
+
 export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   readonly machine: Machine;
   readonly vmId: string;
@@ -765,6 +775,60 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     return f !== undefined && this.#port.logFree() === (this.#nativeRing ?? 0) && f.ackedLsn1 === f.logLsn1;
   }
 
+  /** `x` is no longer this VM's secondary (lost, closed or replaced). */
+  #gone(x: SecondarySession): boolean {
+    return x.lost !== undefined || x.closed || this.#session !== x;
+  }
+
+  /**
+   * The start of a switch-over from `old` to `s` (a secondary move or a migration), up to the guest held
+   * at P with all of P's log acknowledged by `old`. The pre-copy's pages may still be queued at `s`, so it
+   * catches up first (a round trip; one that does not answer only makes the pause longer). Then the guest
+   * is held and `old` acknowledges the log up to P. The function that resumes the guest and how long
+   * stopping and draining took; or the switch-over's verdict when `s` or `old` went away meanwhile, the
+   * pair halted, or `old` did not acknowledge in time (`what` names the operation in that case).
+   */
+  async #holdForSwitch(s: SecondarySession, old: SecondarySession, what: 'a move' | 'a live migration'): Promise<{ resume: () => void; t0: number; stopMs: number; drainMs: number } | 'done' | 'fallback'> {
+    s.send({ type: 'control', op: 'sync' });
+    await this.#until(() => s.synced || this.#incoming !== s, this.#o.timeoutMs).catch(() => undefined);
+    if (this.#incoming !== s) return 'done';
+    this.#switching = true;
+    this.#hold = true;
+    const t0 = performance.now();
+    try {
+      await this.#pauseFor(() => {});
+    } catch {
+      this.#switching = false;
+      return 'done'; // halted meanwhile
+    }
+    this.#recorder?.resume();
+    const resume = () => {
+      this.#switching = false;
+      this.#hold = false;
+      if (this.#phase !== 'halted') this.#resumeRun();
+    };
+    const stopped = performance.now();
+    const drained = await this.#until(() => this.#gone(old) || this.#incoming !== s || this.#fullyAcked(old), this.#o.timeoutMs).then(() => true, () => false);
+    if (this.#incoming !== s) {
+      resume();
+      return 'done';
+    }
+    const who = what === 'a move' ? 'the old secondary' : 'the secondary';
+    if (this.#gone(old)) {
+      this.#switching = false;
+      await this.#recover(old.lost ?? `${who} went away during ${what}`);
+      resume();
+      return this.#session === s ? 'fallback' : 'done';
+    }
+    if (!drained) {
+      this.#moveFailed(s, `${who} did not acknowledge the whole log within ${this.#o.timeoutMs} ms`);
+      resume();
+      return 'done';
+    }
+    const now = performance.now();
+    return { resume, t0, stopMs: stopped - t0, drainMs: now - stopped };
+  }
+
   /**
    * A move's switch-over, with the guest held at one point P:
    *  1. the old secondary acknowledges all log up to P (every output up to P leaves);
@@ -778,34 +842,6 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
    * A loss before 2 makes the move an ordinary clone ('fallback'); a loss of the new secondary before 5
    * calls the move off (its arbiter record, so it can never go live) and the old one protects on.
    */
-  /**
-   * The start of a switch-over to `s` (a secondary move or a migration): the pre-copy's pages may still be
-   * queued at `s`, so it catches up first (a round trip; one that does not answer only makes the pause
-   * longer), then the guest is held. The function that resumes it and when stopping began (the pause is
-   * counted from there); undefined when `s` went away meanwhile or the pair halted.
-   */
-  async #holdForSwitch(s: SecondarySession): Promise<{ resume: () => void; t0: number } | undefined> {
-    s.send({ type: 'control', op: 'sync' });
-    await this.#until(() => s.synced || this.#incoming !== s, this.#o.timeoutMs).catch(() => undefined);
-    if (this.#incoming !== s) return undefined;
-    this.#switching = true;
-    this.#hold = true;
-    const t0 = performance.now();
-    try {
-      await this.#pauseFor(() => {});
-    } catch {
-      this.#switching = false;
-      return undefined; // halted meanwhile
-    }
-    this.#recorder?.resume();
-    const resume = () => {
-      this.#switching = false;
-      this.#hold = false;
-      if (this.#phase !== 'halted') this.#resumeRun();
-    };
-    return { resume, t0 };
-  }
-
   async #switchOver(s: SecondarySession, figures: CloneFigures, first: boolean, readChunksPaused: (chunks: Uint32Array) => void): Promise<'done' | 'fallback'> {
     // The old secondary was lost and the next epoch is being won: then the new one is cloned as usual.
     await this.#until(() => this.#phase !== 'recovering', 60_000).catch(() => undefined);
@@ -818,35 +854,11 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       return 'done';
     }
     const port = this.#port;
-    const held = await this.#holdForSwitch(s);
-    if (!held) return 'done';
+    const held = await this.#holdForSwitch(s, old, 'a move');
+    if (typeof held === 'string') return held;
     const { resume, t0 } = held;
-    const steps = { stopMs: performance.now() - t0, drainMs: 0, copyMs: 0, confirmMs: 0, dismissMs: 0, fenceMs: 0 };
-    let mark = performance.now();
-    const step = (k: keyof typeof steps) => {
-      const now = performance.now();
-      steps[k] = now - mark;
-      mark = now;
-    };
-    const oldGone = () => old.lost !== undefined || old.closed || this.#session !== old;
-    // 1. The old secondary holds the log up to P.
-    const drainedOld = await this.#until(() => oldGone() || this.#incoming !== s || this.#fullyAcked(old), this.#o.timeoutMs).then(() => true, () => false);
-    if (this.#incoming !== s) {
-      resume();
-      return 'done';
-    }
-    if (oldGone()) {
-      this.#switching = false;
-      await this.#recover(old.lost ?? 'the old secondary went away during a move');
-      resume();
-      return this.#session === s ? 'fallback' : 'done';
-    }
-    if (!drainedOld) {
-      this.#moveFailed(s, `the old secondary did not acknowledge the whole log within ${this.#o.timeoutMs} ms`);
-      resume();
-      return 'done';
-    }
-    step('drainMs');
+    const steps = { stopMs: held.stopMs, drainMs: held.drainMs, copyMs: 0, confirmMs: 0, dismissMs: 0, fenceMs: 0 };
+    const step = stepTimer(steps);
     // 2. S(P) to the new secondary.
     const fence = { epoch: this.#epoch + 1, owner: newOwnerId('move') };
     const finalPages = port.copyPages(first);
@@ -950,7 +962,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       this.#switching = false;
       return 'done';
     }
-    if (old.lost !== undefined || old.closed || this.#session !== old) {
+    if (this.#gone(old)) {
       this.#switching = false;
       await this.#recover(old.lost ?? 'the old secondary went away during a move');
     }
@@ -980,35 +992,11 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       return 'done';
     }
     const port = this.#port;
-    const held = await this.#holdForSwitch(s);
-    if (!held) return 'done';
+    const held = await this.#holdForSwitch(s, old, 'a live migration');
+    if (typeof held === 'string') return held;
     const { resume, t0 } = held;
-    const steps: MigrateSteps = { stopMs: performance.now() - t0, drainMs: 0, copyMs: 0, followMs: 0 };
-    let mark = performance.now();
-    const step = (k: keyof MigrateSteps) => {
-      const now = performance.now();
-      steps[k] = now - mark;
-      mark = now;
-    };
-    const oldGone = () => old.lost !== undefined || old.closed || this.#session !== old;
-    // 1. The secondary holds the log up to P.
-    const drainedOld = await this.#until(() => oldGone() || this.#incoming !== s || this.#fullyAcked(old), this.#o.timeoutMs).then(() => true, () => false);
-    if (this.#incoming !== s) {
-      resume();
-      return 'done';
-    }
-    if (oldGone()) {
-      this.#switching = false;
-      await this.#recover(old.lost ?? 'the secondary went away during a live migration');
-      resume();
-      return this.#session === s ? 'fallback' : 'done';
-    }
-    if (!drainedOld) {
-      this.#moveFailed(s, `the secondary did not acknowledge the whole log within ${this.#o.timeoutMs} ms`);
-      resume();
-      return 'done';
-    }
-    step('drainMs');
+    const steps: MigrateSteps = { stopMs: held.stopMs, drainMs: held.drainMs, copyMs: 0, followMs: 0 };
+    const step = stepTimer(steps);
     // 2. S(P) to the target.
     const finalPages = port.copyPages(first);
     readChunksPaused(port.takeDiskDirty(false));
@@ -1043,7 +1031,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     // connection, ends the channel before it reads GO_LIVE, and it halts. Neither wait changes the
     // hand-over: a silent secondary is waited for by the target, a silent target is replaced by the
     // secondary's go-live.
-    await this.#until(() => (!follow || old.following || oldGone()) && s.channel.closed, this.#o.timeoutMs).catch(() => undefined);
+    await this.#until(() => (!follow || old.following || this.#gone(old)) && s.channel.closed, this.#o.timeoutMs).catch(() => undefined);
     step('followMs');
     this.#sendRelease(old, true);
     figures.pauseMs = performance.now() - t0;
