@@ -2,10 +2,9 @@
 // real sockets, kvserver under a verifying client load. SIGKILL of the primary at random moments (every
 // acknowledged write readable, none applied twice, the survivor equals a replay of its log), SIGKILL of
 // the secondary, a partition of the logging channel, test failover and test restart secondary.
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { FileArbiter, KvClient, LoadGenerator, verifyStore } from '../../src/index.js';
 import { spawn as spawnProcess } from 'node:child_process';
 import { connect } from 'node:net';
@@ -13,20 +12,11 @@ import { connectChannel } from '../../src/protocol/channel.js';
 import { FRAME_MAGIC } from '../../src/protocol/frame.js';
 import { makeCerts, opensslMissing } from '../protocol/helpers.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
-import { exited, killAll, kvConfig, launch, replayReceived, root, type Proc } from '../helpers/ft-pair.js';
+import { exited, killAll, kvConfig, replayReceived, root, processScope } from '../helpers/ft-pair.js';
 import { until } from '../helpers/wait.js';
 
 const KILLS = Number(process.env.LOCKSTEP_FT_KILLS ?? 20);
-const tmp = mkdtempSync(join(tmpdir(), 'lockstep-ft-'));
-const procs: Proc[] = [];
-afterEach(() => killAll(procs.splice(0)));
-afterAll(() => rmSync(tmp, { recursive: true, force: true }));
-
-function start(name: string, args: string[]): Proc {
-  const p = launch(name, args);
-  procs.push(p);
-  return p;
-}
+const { tmp, start } = processScope('ft');
 
 /** A primary and a secondary in lockstep; resolves once the primary reports Protected. */
 async function pair(dir: string, options: Parameters<typeof kvConfig>[1] = {}, secondaryArgs: string[] = []) {

@@ -2,26 +2,16 @@
 // off moves to a target that joins, catches up in lockstep and takes over by a hand-over; an FT VM's
 // primary moves the same way after its secondary was moved in without a gap. No acknowledged write is
 // lost, none applied twice.
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { callControl } from '../../src/ft/control-client.js';
 import { loadConfig } from '../../src/config/index.js';
-import { exited, killAll, kvConfig, launch, type Proc } from '../helpers/ft-pair.js';
+import { exited, killAll, kvConfig, processScope } from '../helpers/ft-pair.js';
 import { until } from '../helpers/wait.js';
 import { verifyingLoads } from '../helpers/verifying-load.js';
 
-const tmp = mkdtempSync(join(tmpdir(), 'lockstep-migrate-'));
-const procs: Proc[] = [];
-afterEach(() => killAll(procs.splice(0)));
-afterAll(() => rmSync(tmp, { recursive: true, force: true }));
-
-function start(name: string, args: string[]): Proc {
-  const p = launch(name, args);
-  procs.push(p);
-  return p;
-}
+const { tmp, start } = processScope('migrate');
 
 describe('live migration (processes)', () => {
   it('a VM with FT off moves to a target under a verifying load: the target takes over with FT off, nothing acknowledged lost, nothing applied twice', async () => {

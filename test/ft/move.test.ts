@@ -2,28 +2,18 @@
 // built CLI under a verifying load. The status never leaves Protected during a move; a SIGKILL of the
 // primary at any point of a move loses no acknowledged write and applies none twice (exactly one of
 // the two secondaries goes live); losing the old or the new secondary mid-move is survived.
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { callControl } from '../../src/ft/control-client.js';
 import { loadConfig } from '../../src/config/index.js';
-import { exited, killAll, kvConfig, launch, replayReceived, type Proc } from '../helpers/ft-pair.js';
+import { exited, killAll, kvConfig, replayReceived, type Proc, processScope } from '../helpers/ft-pair.js';
 import { until } from '../helpers/wait.js';
 import { verifyingLoads } from '../helpers/verifying-load.js';
 import type { EventLine } from '../../src/ft/event-lines.js';
 
 const KILLS = Number(process.env.LOCKSTEP_MOVE_KILLS ?? 6);
-const tmp = mkdtempSync(join(tmpdir(), 'lockstep-move-'));
-const procs: Proc[] = [];
-afterEach(() => killAll(procs.splice(0)));
-afterAll(() => rmSync(tmp, { recursive: true, force: true }));
-
-function start(name: string, args: string[]): Proc {
-  const p = launch(name, args);
-  procs.push(p);
-  return p;
-}
+const { tmp, start } = processScope('move');
 
 /** A protected pair whose primary has an operations API; `call` runs an FT operation on it. */
 async function pair(dir: string, secondaryArgs: (name: string) => string[]) {

@@ -1,9 +1,11 @@
 // Fixtures for fault-tolerance tests: a kvserver VM config in a temp dir, primary/secondary processes
 // of the built CLI, and the offline check that a survivor's state equals a replay of the log it got.
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { afterAll, afterEach } from 'vitest';
 import { Machine, Replayer } from '../../src/index.js';
 import { batchSizeAt } from '../../src/log/format.js';
 import { freeUdpPort, launch, type CliProcess as Proc } from '../../src/cluster/agent/cli-process.js';
@@ -44,6 +46,23 @@ export async function kvConfig(dir: string, options: { timeoutMs?: number; heart
   const path = join(dir, options.name ?? 'vm.json');
   writeFileSync(path, JSON.stringify(config, null, 2));
   return { path, udpPort, image, ramMiB };
+}
+
+/**
+ * A test file's scratch folder and process launcher (call at the top of the file): every process started
+ * is killed after each test, and the folder is removed after the file.
+ */
+export function processScope(prefix: string): { tmp: string; start: (name: string, args: string[]) => Proc } {
+  const tmp = mkdtempSync(join(tmpdir(), `lockstep-${prefix}-`));
+  const procs: Proc[] = [];
+  afterEach(() => killAll(procs.splice(0)));
+  afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+  const start = (name: string, args: string[]): Proc => {
+    const p = launch(name, args);
+    procs.push(p);
+    return p;
+  };
+  return { tmp, start };
 }
 
 /** Stops every process of a test. */
