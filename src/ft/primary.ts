@@ -775,6 +775,13 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     return f !== undefined && this.#port.logFree() === (this.#nativeRing ?? 0) && f.ackedLsn1 === f.logLsn1;
   }
 
+  /** A round trip with the incoming secondary `s`: it answers once it has taken everything sent before. */
+  async #syncWith(s: SecondarySession): Promise<void> {
+    s.synced = false;
+    s.send({ type: 'control', op: 'sync' });
+    await this.#until(() => s.synced || this.#incoming !== s, this.#o.timeoutMs).catch(() => undefined);
+  }
+
   /** `x` is no longer this VM's secondary (lost, closed or replaced). */
   #gone(x: SecondarySession): boolean {
     return x.lost !== undefined || x.closed || this.#session !== x;
@@ -789,8 +796,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
    * pair halted, or `old` did not acknowledge in time (`what` names the operation in that case).
    */
   async #holdForSwitch(s: SecondarySession, old: SecondarySession, what: 'a move' | 'a live migration'): Promise<{ resume: () => void; t0: number; stopMs: number; drainMs: number } | 'done' | 'fallback'> {
-    s.send({ type: 'control', op: 'sync' });
-    await this.#until(() => s.synced || this.#incoming !== s, this.#o.timeoutMs).catch(() => undefined);
+    await this.#syncWith(s);
     if (this.#incoming !== s) return 'done';
     this.#switching = true;
     this.#hold = true;
@@ -1156,6 +1162,9 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       if (!this.#owns(s)) return;
     }
     if ((this.#phase as Phase) === 'ended' || (this.#phase as Phase) === 'halted') return this.#abandonClone(s);
+    // A target's first message names where it will listen, but a busy clone may not have read it yet: a
+    // round trip (answered after it) settles what the target said.
+    if (this.#incoming === s && s.target && (s.listen === undefined || s.owner === undefined)) await this.#syncWith(s);
     if (this.#incoming === s) {
       if (s.target && (s.listen === undefined || s.owner === undefined)) {
         this.emit('warning', `live migration: the target said no ${s.listen === undefined ? 'listening address' : 'owner token'}; its secondary cannot follow it: the secondary is moved out of the way first, and the VM needs a new one after the hand-over`);
