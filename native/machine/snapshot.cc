@@ -134,13 +134,17 @@ std::vector<uint8_t> Machine::save(bool include_ram) const {
     w.put<uint32_t>(crc32c(out.data(), out.size()));
     return out;
   }
+  // A page never written (no kDirtyEver) still holds its initial zeros: it is not read at all. Reading
+  // it would fault in host memory the guest never touched (most of a large, mostly idle RAM).
   const uint32_t npages = config_.ram_size / kPageSize;
+  const std::vector<uint8_t>& dirty = cpu_.dirty();
+  auto written = [&](uint32_t p) { return (dirty[p] & kDirtyEver) != 0 && !zero_page(ram_ + static_cast<size_t>(p) * kPageSize); };
   uint32_t nonzero = 0;
-  for (uint32_t p = 0; p < npages; p++) nonzero += zero_page(ram_ + static_cast<size_t>(p) * kPageSize) ? 0 : 1;
+  for (uint32_t p = 0; p < npages; p++) nonzero += written(p) ? 1 : 0;
   w.put<uint32_t>(nonzero);
   for (uint32_t p = 0; p < npages; p++) {
     const uint8_t* page = ram_ + static_cast<size_t>(p) * kPageSize;
-    if (zero_page(page)) continue;
+    if (!written(p)) continue;
     w.put<uint32_t>(p);
     w.bytes(page, kPageSize);
   }
@@ -338,14 +342,21 @@ bool Machine::restore(const uint8_t* data, size_t n, std::string* error, Snapsho
     blk_->restore(&p, tmp.data() + tmp.size());
   }
   if (with_ram) {
-    std::memset(ram_, 0, config_.ram_size);
+    // Only pages ever written can hold anything but zeros: the rest are left untouched (not faulted in).
+    const uint32_t npages = config_.ram_size / kPageSize;
+    const std::vector<uint8_t>& dirty = cpu_.dirty();
+    for (uint32_t p = 0; p < npages; p++) {
+      if ((dirty[p] & kDirtyEver) == 0) continue;
+      std::memset(ram_ + static_cast<size_t>(p) * kPageSize, 0, kPageSize);
+      cpu_.host_wrote(kRamBase + p * kPageSize, kPageSize);
+    }
     Reader pr(data + ram_at, n - ram_at);
     for (uint32_t i = 0; i < pages; i++) {
       uint32_t index = 0;
       pr.get(&index);
       std::memcpy(ram_ + static_cast<size_t>(index) * kPageSize, pr.take(kPageSize), kPageSize);
+      cpu_.host_wrote(kRamBase + index * kPageSize, kPageSize);
     }
-    cpu_.host_wrote(kRamBase, config_.ram_size);
   }
   cpu_.invalidate_all();  // the hart's registers changed under any decoded block it was in
   exit_code_ = 0;

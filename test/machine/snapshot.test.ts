@@ -76,6 +76,23 @@ describe('snapshot and restore', () => {
     expect(m.snapshot().length).toBeLessThan(64 * 1024);
   });
 
+  it('restoring clears the pages the snapshot does not hold, and a written-then-zeroed page is omitted again', () => {
+    // save() skips pages never written and restore() zeroes only pages ever written: both lean on the
+    // dirty map's "ever written" bit, so a page written before a restore must still come back as zeros.
+    const a = make({ memory: 8 << 20 });
+    const empty = a.snapshot();
+    const b = make({ memory: 8 << 20 });
+    const page = 0x80000000 + 7 * 4096;
+    b.writeMemory(page + 100, new Uint8Array([1, 2, 3]));
+    b.writeMemory(0x80000000 + 9 * 4096, new Uint8Array([9]));
+    b.writeMemory(0x80000000 + 9 * 4096, new Uint8Array([0])); // written, but all zeros again
+    expect(b.snapshot().length).toBe(empty.length + 4 + 4096); // page 7 only: its index and bytes
+    b.restore(empty);
+    expect([...b.readMemory(page + 100, 3)]).toEqual([0, 0, 0]);
+    expect(b.stateHash()).toBe(a.stateHash());
+    expect(Buffer.from(b.snapshot()).equals(Buffer.from(empty))).toBe(true);
+  });
+
   // Edits behind a valid checksum (resealed) reach the field checks; the others are caught by the checksum.
   const damage: [string, (s: Uint8Array) => Uint8Array, RegExp, string][] = [
     ['a wrong magic number', (s) => { const c = s.slice(); c[0] = 0x58; return c; }, /bad magic/, 'ERR_LOCKSTEP_SNAPSHOT_CORRUPT'],
