@@ -217,6 +217,7 @@ VcpuThread::NetStats VcpuThread::net_stats() {
     s.queued = net_in_.size() + net_taken_;
   }
   s.delivered = net_delivered_.load(std::memory_order_relaxed);
+  s.delivered_bytes = net_delivered_bytes_.load(std::memory_order_relaxed);
   s.dropped = net_dropped_.load(std::memory_order_relaxed);
   return s;
 }
@@ -592,8 +593,12 @@ RunReport VcpuThread::run_to(uint64_t target) {
       if (rx == VirtioNet::Rx::kFull) break;
       const std::vector<uint8_t>& f = frames[taken];
       // relaxed: statistics; readers need no ordering with the frames.
-      if (rx == VirtioNet::Rx::kReady && m.net_receive(f.data(), static_cast<uint32_t>(f.size()))) net_delivered_.fetch_add(1, std::memory_order_relaxed);
-      else net_dropped_.fetch_add(1, std::memory_order_relaxed);
+      if (rx == VirtioNet::Rx::kReady && m.net_receive(f.data(), static_cast<uint32_t>(f.size()))) {
+        net_delivered_.fetch_add(1, std::memory_order_relaxed);
+        net_delivered_bytes_.fetch_add(f.size(), std::memory_order_relaxed);
+      } else {
+        net_dropped_.fetch_add(1, std::memory_order_relaxed);
+      }
     }
     if (!frames.empty()) {
       std::lock_guard<std::mutex> lock(mu_);
