@@ -204,7 +204,7 @@ uint64_t Machine::guest_time() {
       const bool ahead = p >= now + step;
       e.value = ahead ? clock_raw_ : on_step_grid(now);
       const uint32_t r = measured_rate(now, ahead);
-      if (r != clock_rate_ && (clock_rate_ == 0 || (r > clock_rate_ ? r - clock_rate_ : clock_rate_ - r) > clock_rate_ / 8)) {
+      if (r != clock_rate_) {
         clock_rate_ = r;
         e.has_rate = true;
         e.rate = r;
@@ -264,17 +264,19 @@ uint64_t Machine::predicted_clock() const {
 
 uint32_t Machine::measured_rate(uint64_t now, bool ahead) const {
   // Host ticks per 2^16 instructions since the last logged read. A clock that ran ahead takes the lower
-  // rate at once; one that fell behind moves a quarter of the way to it, and not at all when the rate
-  // seen is over four times the last (the host stopped this thread). Unchanged over a span too short to
-  // measure or one in which the hart slept.
+  // rate at once. One that fell behind takes the higher rate only when it is at most twice the last:
+  // more is the host having stopped this thread, not the guest's pace (a rate chasing those stops went
+  // up and down and was logged with half the reads). Changes under an eighth are not worth a record.
+  // Unchanged over a span too short to measure or one in which the hart slept.
   constexpr uint64_t kMinSpan = 1024;
   if (!rate_from_valid_ || cpu_.instret < rate_from_instret_ + kMinSpan || now < rate_from_clock_) return ahead ? 0 : clock_rate_;
   const unsigned __int128 obs128 = (static_cast<unsigned __int128>(now - rate_from_clock_) << 16) / (cpu_.instret - rate_from_instret_);
   const uint64_t obs = obs128 > UINT32_MAX ? UINT32_MAX : static_cast<uint64_t>(obs128);
+  if (clock_rate_ == 0) return static_cast<uint32_t>(obs);
   if (ahead) return static_cast<uint32_t>(std::min<uint64_t>(obs, clock_rate_));
-  if (clock_rate_ != 0 && obs > 4 * static_cast<uint64_t>(clock_rate_)) return clock_rate_;
-  const uint64_t r = clock_rate_ == 0 ? obs : (3 * static_cast<uint64_t>(clock_rate_) + obs) / 4;
-  return static_cast<uint32_t>(r);
+  const uint64_t r = clock_rate_;
+  if (obs > 2 * r || (obs > r ? obs - r : r - obs) <= r / 8) return clock_rate_;
+  return static_cast<uint32_t>(obs);
 }
 
 uint64_t Machine::on_step_grid(uint64_t now) const {

@@ -146,7 +146,7 @@ describe('record and replay', () => {
     });
   }
 
-  it('with the real clock the recorded clock moves in steps: a record per step, not per read, the values a replay sees the same', async () => {
+  it('with the real clock a read is logged only when the clock drifts a step from the host: far fewer records than reads, the values a replay sees the same', async () => {
     // Read the time CSR 200 000 times, storing each value's low word over the last: a tight loop that
     // takes milliseconds, so a step of 100 µs gives far fewer records than reads.
     const a = new Asm();
@@ -175,9 +175,9 @@ describe('record and replay', () => {
     const reads = (r: typeof stepped) => events(r.batches).filter((e) => e.kind === EventKind.ClockRead);
     expect(reads(every).length).toBe(200_000);
     expect(reads(stepped).length).toBeLessThan(reads(every).length / 10);
-    // Each logged value is a step (1 000 ticks of 10 MHz) or more past the one before it.
+    // Logged values never go back (the guest's clock between them moves with its instructions).
     const values = reads(stepped).map((e) => e.value!);
-    values.slice(1).forEach((v, i) => expect(v - values[i]!, `record ${i + 1}`).toBeGreaterThanOrEqual(1000n));
+    values.slice(1).forEach((v, i) => expect(v, `record ${i + 1}`).toBeGreaterThanOrEqual(values[i]!));
     // Both replay to the recording's state (the stored time included), from the log alone.
     for (const [r, o] of [[stepped, { clockStepUs: 100 }], [every, { clockStepUs: 0 }]] as const) {
       const rep = await run(o, r.batches);
