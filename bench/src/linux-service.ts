@@ -24,6 +24,8 @@ export type System = (typeof SYSTEMS)[number];
 const only = (env: string | undefined) => (env === undefined || env === '' ? undefined : new Set(env.split(',')));
 const ONLY_SYSTEMS = only(process.env.LOCKSTEP_BENCH_SYSTEMS);
 const ONLY_LOADS = only(process.env.LOCKSTEP_BENCH_LOADS);
+/** LOCKSTEP_BENCH_SECONDARY_LOG_DIR keeps the FT secondary's log there (`--log-dir`, which moves its log path to JavaScript): to study what the log carries. */
+const SECONDARY_LOG_DIR = process.env.LOCKSTEP_BENCH_SECONDARY_LOG_DIR;
 /** kvd's readiness line on the console (guest/linux/user/kvd.c). */
 const KVD_READY = 'kvd: listening on tcp 11211';
 const CLI = join(ROOT, 'dist', 'cli', 'main.js');
@@ -73,7 +75,7 @@ export interface ServiceTrial extends ServiceLoadResult {
   /** FT: log batches and LOG frames per second, from the same reports (each frame costs 52 more bytes on the wire). */
   logBatchesPerSecond?: number;
   logFramesPerSecond?: number;
-  /** FT: log bytes ÷ guest input bytes between the same two stats reports (the TAP's counter read as each arrives). */
+  /** FT: log bytes ÷ guest input bytes between the same two stats reports (both counted by the primary as it reports). */
   logPerInput?: number;
   /** FT: the primary's guest MIPS (its moving average), median of its reports inside the window. */
   mips?: number;
@@ -223,9 +225,11 @@ export async function serviceBench(o: { trials: number; quick: boolean; tmp: str
       let primaryPid = 0;
       const primary = launch('primary', ['primary', cfg, '--listen', '192.168.77.1:0', '--await-secondary', '--console'], (_p, e) => {
         if (e.event === 'stats') {
-          const st = e as unknown as { logBytes: number; logBatches: number; logFrames: number; mips: number };
-          // The guest's input so far, read as the report arrives: log ÷ input over exactly the same interval.
-          stats.push({ t: Number(e.t), logBytes: Number(st.logBytes), logBatches: Number(st.logBatches), logFrames: Number(st.logFrames), mips: Number(st.mips), guestInputBytes: tapTxBytes(primaryPid) });
+          const st = e as unknown as { logBytes: number; logBatches: number; logFrames: number; mips: number; guestInputBytes?: number };
+          // The guest's input so far, counted by the primary as it reads its log's size: log ÷ input over
+          // exactly the same interval (the TAP's counter, read as the report arrives, if it has none).
+          const input = st.guestInputBytes ?? tapTxBytes(primaryPid);
+          stats.push({ t: Number(e.t), logBytes: Number(st.logBytes), logBatches: Number(st.logBatches), logFrames: Number(st.logFrames), mips: Number(st.mips), guestInputBytes: input });
         }
       }, { prefix: ['ip', 'netns', 'exec', ns.a, ...pin(0)], stdout: true });
       children.push(primary.child);
@@ -233,7 +237,7 @@ export async function serviceBench(o: { trials: number; quick: boolean; tmp: str
       let out = '';
       primary.child.stdout!.on('data', (d: Buffer) => (out += d.toString('latin1')));
       const l = await primary.wait('listening', undefined, STEP_MS);
-      const secondary = launch('secondary', ['secondary', cfg, '--join', `192.168.77.1:${String(l.port)}`, '--listen', '192.168.77.2:0', '--disk', disk()], undefined, { prefix: ['ip', 'netns', 'exec', ns.b, ...pin(1)] });
+      const secondary = launch('secondary', ['secondary', cfg, '--join', `192.168.77.1:${String(l.port)}`, '--listen', '192.168.77.2:0', '--disk', disk(), ...(SECONDARY_LOG_DIR ? ['--log-dir', SECONDARY_LOG_DIR] : [])], undefined, { prefix: ['ip', 'netns', 'exec', ns.b, ...pin(1)] });
       children.push(secondary.child);
       await primary.wait('status', (e) => e.protected === true, STEP_MS);
       await until(`kvd under the FT primary (console ${JSON.stringify(out.slice(-400))})`, () => out.includes(KVD_READY) || primary.child.exitCode !== null);

@@ -837,6 +837,7 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     Napi::Object o = Napi::Object::New(info.Env());
     o.Set("queued", Napi::Number::New(info.Env(), static_cast<double>(s.queued)));
     o.Set("delivered", Napi::Number::New(info.Env(), static_cast<double>(s.delivered)));
+    o.Set("deliveredBytes", Napi::Number::New(info.Env(), static_cast<double>(s.delivered_bytes)));
     o.Set("dropped", Napi::Number::New(info.Env(), static_cast<double>(s.dropped)));
     return o;
   }

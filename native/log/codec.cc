@@ -100,15 +100,38 @@ void BatchEncoder::begin() {
   open_ = true;
 }
 
+namespace {
+// A clock delta and whether it is in kClockUnit ticks (kKindClockUnits).
+struct ClockDelta {
+  uint64_t coded;
+  bool units;
+};
+ClockDelta clock_delta(uint64_t value, uint64_t from) {
+  const int64_t d = static_cast<int64_t>(value - from);
+  if (d % static_cast<int64_t>(kClockUnit) == 0) return {zigzag(d / static_cast<int64_t>(kClockUnit)), true};
+  return {zigzag(d), false};
+}
+}  // namespace
+
 void BatchEncoder::add(const Event& e) {
   if (!open_) begin();
-  buf_.push_back(static_cast<uint8_t>(e.kind));
+  const bool clocked = e.kind == EventKind::kClockRead || e.kind == EventKind::kClockSample || (e.has_clock && may_carry_clock(e.kind));
+  const ClockDelta cd = clocked ? clock_delta(e.kind == EventKind::kClockRead || e.kind == EventKind::kClockSample ? e.value : e.clock, cur_.clock) : ClockDelta{0, false};
+  const bool rate = e.has_rate && e.kind == EventKind::kClockRead;
+  const bool block_ok = e.kind == EventKind::kBlockDone && (e.value >> 16) == 0 && e.size == 0;
+  buf_.push_back(static_cast<uint8_t>(static_cast<uint8_t>(e.kind) | (cd.units ? kKindClockUnits : 0) | (e.has_clock && may_carry_clock(e.kind) ? kKindClock : 0) |
+                                      (rate ? kKindClockRate : 0) | (block_ok ? kKindBlockOk : 0)));
   put_varint(buf_, e.instret - cur_.instret);
   buf_.push_back(position_check(e.pc, e.branches));
+  if (e.has_clock && may_carry_clock(e.kind)) {
+    put_varint(buf_, cd.coded);
+    cur_.clock = e.clock;
+  }
   switch (e.kind) {
     case EventKind::kClockRead:
     case EventKind::kClockSample:
-      put_varint(buf_, zigzag(static_cast<int64_t>(e.value - cur_.clock)));
+      put_varint(buf_, cd.coded);
+      if (rate) put_varint(buf_, e.rate);
       cur_.clock = e.value;
       break;
     case EventKind::kUartRx:
@@ -137,6 +160,7 @@ void BatchEncoder::add(const Event& e) {
       break;
     case EventKind::kBlockDone:
       put_varint(buf_, e.value & 0xffff);
+      if (block_ok) break;
       buf_.push_back(static_cast<uint8_t>(e.value >> 16));
       put_varint(buf_, e.size);
       buf_.insert(buf_.end(), e.data, e.data + e.size);
@@ -261,13 +285,26 @@ int BatchDecoder::next(Event* e) {
     return 0;
   }
   const size_t at = pos_;
-  const uint8_t kind = data_[pos_++];
+  const uint8_t byte = data_[pos_++];
+  const uint8_t kind = compact_ ? (byte & kKindMask) : byte;
+  const uint8_t flags = compact_ ? (byte & ~kKindMask) : 0;
   if (kind < 1 || kind > 10) {
     fail(at, "unknown event kind " + std::to_string(kind));
     return -1;
   }
   *e = Event{};
   e->kind = static_cast<EventKind>(kind);
+  const bool sync_clock = e->kind == EventKind::kClockRead || e->kind == EventKind::kClockSample;
+  if ((flags & ~(kKindClock | kKindClockUnits | kKindClockRate | kKindBlockOk)) || ((flags & kKindClock) && !may_carry_clock(e->kind)) ||
+      ((flags & kKindClockRate) && e->kind != EventKind::kClockRead) || ((flags & kKindBlockOk) && e->kind != EventKind::kBlockDone) ||
+      ((flags & kKindClockUnits) && !sync_clock && !(flags & kKindClock))) {
+    fail(at, "kind byte 0x" + [&] { char b[8]; std::snprintf(b, sizeof b, "%02x", byte); return std::string(b); }() + " has flags " + event_kind_name(e->kind) + " cannot have");
+    return -1;
+  }
+  const auto clock_after = [&](uint64_t coded) {
+    const int64_t d = unzigzag(coded);
+    return cur_.clock + ((flags & kKindClockUnits) ? static_cast<uint64_t>(d) * kClockUnit : static_cast<uint64_t>(d));
+  };
   uint64_t di;
   if (!varint(&di)) return -1;
   if (cur_.instret + di < cur_.instret) {
@@ -282,6 +319,13 @@ int BatchDecoder::next(Event* e) {
     }
     e->check_only = true;
     e->check = data_[pos_++];
+    if (flags & kKindClock) {
+      uint64_t c;
+      if (!varint(&c)) return -1;
+      e->has_clock = true;
+      e->clock = clock_after(c);
+      cur_.clock = e->clock;
+    }
   } else {
     uint64_t db, dpc;
     if (!varint(&db) || !varint(&dpc)) return -1;
@@ -309,8 +353,17 @@ int BatchDecoder::next(Event* e) {
     case EventKind::kClockRead:
     case EventKind::kClockSample:
       if (!varint(&v)) return -1;
-      e->value = cur_.clock + static_cast<uint64_t>(unzigzag(v));
+      e->value = clock_after(v);
       cur_.clock = e->value;
+      if (flags & kKindClockRate) {
+        if (!varint(&v)) return -1;
+        if (v > UINT32_MAX) {
+          fail(at, "clock rate " + std::to_string(v) + " out of range");
+          return -1;
+        }
+        e->has_rate = true;
+        e->rate = static_cast<uint32_t>(v);
+      }
       break;
     case EventKind::kUartRx:
       if (!varint(&v)) return -1;
@@ -353,8 +406,16 @@ int BatchDecoder::next(Event* e) {
       if (e->kind == EventKind::kBlockDone) {
         uint64_t head;
         if (!varint(&head)) return -1;
-        if (head > 0xffff || pos_ >= size_) {
-          fail(at, "block-done head out of range or record truncated");
+        if (head > 0xffff) {
+          fail(at, "block-done head out of range");
+          return -1;
+        }
+        if (flags & kKindBlockOk) {
+          e->value = head;  // status 0, no data
+          break;
+        }
+        if (pos_ >= size_) {
+          fail(at, "block-done record truncated");
           return -1;
         }
         e->value = head | (static_cast<uint64_t>(data_[pos_++]) << 16);

@@ -1,9 +1,12 @@
-// The event log's record and batch layout, version 3: the single definition both the native codec
+// The event log's record and batch layout, version 4: the single definition both the native codec
 // (codec.h) and the TypeScript reader (src/log/format.ts) follow. Changing anything here means a new
 // kLogFormatVersion. Version 2 is version 1's encoding, but a clock read may have no record: the
 // recorder logs a clock step, not every read (a replay takes a value where the log has one). Version 3
 // writes the compact layout below (a varint header, a one-byte position check instead of the branch
-// count and pc in each record); version 1 and 2 batches are still read.
+// count and pc in each record). Version 4 adds two flags to a compact record's kind byte: an
+// asynchronous event may carry the clock (the recorder advances it as it delivers the event, so the
+// guest's reads right after the interrupt need no records), and a clock delta may be in units of
+// kClockUnit ticks. Version 1-3 batches are still read (they never set those bits).
 #pragma once
 
 #include <cstddef>
@@ -12,7 +15,7 @@
 namespace lockstep {
 
 /// Version of the record and batch encoding below (and of the file header in src/log/format.ts).
-constexpr uint32_t kLogFormatVersion = 3;
+constexpr uint32_t kLogFormatVersion = 4;
 
 /// What an event is. Synchronous events answer a read the guest made at exactly their position;
 /// asynchronous ones were delivered by the recording side at an instruction boundary of its choice
@@ -51,7 +54,33 @@ struct Event {
   /// Decoded from a compact (version 3) record: `branches` and `pc` are unknown, `check` stands for them.
   bool check_only;
   uint8_t check;  ///< position_check(pc, branches) of a compact record
+  /// An asynchronous event (kUartRx, kNetRx, kBlockDone) that also moves the guest clock to `clock`
+  /// when it takes effect (version 4).
+  bool has_clock;
+  uint64_t clock;
+  /// kClockRead (version 4): the clock's rate from here, ticks per 2^16 instructions (kKindClockRate).
+  bool has_rate;
+  uint32_t rate;
 };
+
+/// Version 4 compact records: the kind byte's low four bits are the kind; kKindClock marks an
+/// asynchronous event carrying a clock value (a zigzag varint delta right after the check byte),
+/// kKindClockUnits a clock delta (of a clock read or sample, or the carried one) counted in kClockUnit
+/// ticks. The recorder keeps the clock on a grid of its step (100 µs by default, kClockUnit ticks at
+/// 10 MHz), so a delta of a few steps takes one byte.
+constexpr uint8_t kKindMask = 0x0f;
+constexpr uint8_t kKindClockUnits = 0x10;
+/// A clock read that also sets the guest clock's rate between logged values (varint ticks per 2^16
+/// instructions, after the clock delta): see Machine::guest_time.
+constexpr uint8_t kKindClockRate = 0x20;
+/// A kBlockDone that succeeded with no data (a write or flush, or any request on a separate disk): its
+/// status byte and data length are left out.
+constexpr uint8_t kKindBlockOk = 0x40;
+constexpr uint8_t kKindClock = 0x80;
+constexpr uint64_t kClockUnit = 1000;
+
+/// True for the kinds that may carry the clock (kKindClock).
+inline bool may_carry_clock(EventKind k) { return k == EventKind::kUartRx || k == EventKind::kNetRx || k == EventKind::kBlockDone; }
 
 /// A one-byte digest of the branch count and pc at a position: what a compact record keeps of them. A
 /// replay that took another path shows a different digest 255 times in 256 at the next record, and the
@@ -99,11 +128,13 @@ inline bool same_position(const Event& logged, const Event& here) {
 // Compact records (version 3) keep the kind, d_instret and payload, and replace d_branches and d_pc
 // with one byte, position_check(pc, branches) at the record's position:
 //
-//   +------+------------------+----------+------------------------+
-//   | kind | varint d_instret | u8 check | payload (by kind)      |
-//   +------+------------------+----------+------------------------+
+//   +------+------------------+----------+---------------------------------+------------------------+
+//   | kind | varint d_instret | u8 check | (kKindClock) zigzag varint clock | payload (by kind)      |
+//   +------+------------------+----------+---------------------------------+------------------------+
 //
-// A clock read then costs about 6 bytes, a mark 4.
+// In version 4 the kind byte also carries kKindClock and kKindClockUnits (see above); a clock delta
+// with kKindClockUnits set is in kClockUnit ticks. A clock read then costs about 5 bytes, a mark 4, and
+// the first reads after an interrupt usually none.
 
 /// Batch: a header and whole records. The CRC covers everything after the CRC field.
 ///

@@ -109,6 +109,7 @@ size_t Machine::uart_input(const uint8_t* data, size_t n) {
     Event e = position(EventKind::kUartRx);
     e.data = data;
     e.size = static_cast<uint32_t>(took);
+    carry_clock(&e);
     sink_->event(e);
   }
   update_irqs();
@@ -143,7 +144,12 @@ void Machine::set_log_mode(LogMode mode, EventSink* sink, ReplaySource* source) 
   source_ = source;
   divergence_.clear();
   cpu_.stop_now = false;
-  if (mode == LogMode::kRecord && config_.real_clock) clock_raw_ = std::max(clock_raw_, host_now_ticks());
+  if (mode == LogMode::kRecord && config_.real_clock) {
+    clock_raw_ = std::max(clock_raw_, host_now_ticks());
+    clock_rate_ = 0;  // a replay starts with none either (set_clock_raw)
+    set_clock_base(clock_raw_);
+    rate_from_valid_ = false;
+  }
 }
 
 void Machine::diverge(const std::string& what) {
@@ -184,17 +190,41 @@ uint64_t Machine::guest_time() {
   const uint64_t off = static_cast<uint64_t>(mtime_offset_);
   const bool was_due = timecmp_armed_ && clock_raw_ + off >= mtimecmp_;
   if (log_mode_ == LogMode::kRecord) {
-    // A new value (never backwards, whatever the host does) once the host clock has moved a step.
+    // The value instret predicts, unless it is a step or more from the host's clock: then the host's
+    // (never backwards), logged, with a new rate when the guest's pace has changed.
+    const uint64_t p = std::max(predicted_clock(), clock_raw_);
     const uint64_t now = host_now_ticks();
-    if (now >= clock_raw_ + config_.clock_step_ticks) {
-      clock_raw_ = now;
+    const uint64_t step = config_.clock_step_ticks;
+    if (step > 0 && now < p + step && p < now + step) {
+      clock_raw_ = p;
+    } else {
       Event e = position(EventKind::kClockRead);
-      e.value = clock_raw_;
+      // Behind the host: the host's value on the step grid (a one-byte delta). Ahead of it: the clock
+      // stays where the guest last saw it (never backwards) and takes a lower rate, or none.
+      const bool ahead = p >= now + step;
+      e.value = ahead ? clock_raw_ : on_step_grid(now);
+      const uint32_t r = measured_rate(now, ahead);
+      if (r != clock_rate_) {
+        clock_rate_ = r;
+        e.has_rate = true;
+        e.rate = r;
+      }
+      rate_from_clock_ = now;
+      rate_from_instret_ = cpu_.instret;
+      rate_from_valid_ = true;
+      set_clock_base(e.value);
       sink_->event(e);
     }
   } else {
-    uint64_t v;
-    if (take_sync_here(EventKind::kClockRead, &v)) clock_raw_ = v;
+    const Event* e = source_ ? source_->peek() : nullptr;
+    if (e && e->kind == EventKind::kClockRead && same_position(*e, position(EventKind::kClockRead))) {
+      if (e->has_rate) clock_rate_ = e->rate;
+      const uint64_t v = e->value;
+      source_->pop();
+      set_clock_base(v);
+    } else {
+      clock_raw_ = std::max(predicted_clock(), clock_raw_);
+    }
   }
   // This read moved the clock past mtimecmp: the timer interrupt must be taken right after it, at the
   // same instruction in the recording and the replay (else it waits for the next slice boundary, which
@@ -220,6 +250,57 @@ uint64_t Machine::wall_time() {
   return v;
 }
 
+void Machine::set_clock_base(uint64_t value) {
+  clock_raw_ = value;
+  clock_base_ = value;
+  clock_base_instret_ = cpu_.instret;
+}
+
+uint64_t Machine::predicted_clock() const {
+  // At most 2^48 ticks (nine months) past the base: the same bound on both sides, and no overflow.
+  const unsigned __int128 d = (static_cast<unsigned __int128>(cpu_.instret - clock_base_instret_) * clock_rate_) >> 16;
+  return clock_base_ + (d > (1ull << 48) ? (1ull << 48) : static_cast<uint64_t>(d));
+}
+
+uint32_t Machine::measured_rate(uint64_t now, bool ahead) const {
+  // Host ticks per 2^16 instructions since the last logged read. A clock that ran ahead takes the lower
+  // rate at once. One that fell behind takes the higher rate only when it is at most twice the last:
+  // more is the host having stopped this thread, not the guest's pace (a rate chasing those stops went
+  // up and down and was logged with half the reads). Changes under an eighth are not worth a record.
+  // Unchanged over a span too short to measure or one in which the hart slept.
+  constexpr uint64_t kMinSpan = 1024;
+  if (!rate_from_valid_ || cpu_.instret < rate_from_instret_ + kMinSpan || now < rate_from_clock_) return ahead ? 0 : clock_rate_;
+  const unsigned __int128 obs128 = (static_cast<unsigned __int128>(now - rate_from_clock_) << 16) / (cpu_.instret - rate_from_instret_);
+  const uint64_t obs = obs128 > UINT32_MAX ? UINT32_MAX : static_cast<uint64_t>(obs128);
+  if (clock_rate_ == 0) return static_cast<uint32_t>(obs);
+  if (ahead) return static_cast<uint32_t>(std::min<uint64_t>(obs, clock_rate_));
+  const uint64_t r = clock_rate_;
+  if (obs > 2 * r || (obs > r ? obs - r : r - obs) <= r / 8) return clock_rate_;
+  return static_cast<uint32_t>(obs);
+}
+
+uint64_t Machine::on_step_grid(uint64_t now) const {
+  // Values a whole number of steps apart encode in one byte (kKindClockUnits). Rounding down keeps the
+  // clock behind the host's by less than a step, as before, and still moving: now >= clock_raw_ + step.
+  const uint64_t step = config_.clock_step_ticks;
+  return step ? now - now % step : now;
+}
+
+void Machine::carry_clock(Event* e) {
+  // An interrupting event brings the clock along when it has moved a step: the guest's first reads in
+  // its interrupt handler (entropy, timekeeping, the scheduler) then find it current, with no records
+  // of their own. The replayer sets the same value as it applies the event.
+  if (log_mode_ != LogMode::kRecord || !config_.real_clock) return;
+  const uint64_t now = host_now_ticks();
+  if (now <= clock_raw_ || now < clock_raw_ + config_.clock_step_ticks) return;
+  set_clock_base(on_step_grid(now));
+  e->has_clock = true;
+  e->clock = clock_raw_;
+  rate_from_clock_ = now;  // the guest is awake from here: a rate may be measured again
+  rate_from_instret_ = cpu_.instret;
+  rate_from_valid_ = true;
+}
+
 void Machine::boundary() {
   // Recording with the real clock: if the host clock has reached mtimecmp, log the sample here, at a
   // boundary before the interrupt check, so the replayer makes the timer due at the same instruction.
@@ -228,7 +309,10 @@ void Machine::boundary() {
   if (clock_raw_ + off >= mtimecmp_) return;
   const uint64_t raw = host_now_ticks();
   if (raw + off < mtimecmp_ || raw <= clock_raw_) return;
-  clock_raw_ = raw;
+  set_clock_base(raw);
+  rate_from_clock_ = raw;
+  rate_from_instret_ = cpu_.instret;
+  rate_from_valid_ = true;
   Event e = position(EventKind::kClockSample);
   e.value = raw;
   sink_->event(e);
@@ -240,9 +324,16 @@ bool Machine::apply(const Event& e) {
     diverge(std::string("the log has ") + event_kind_name(e.kind) + " at " + describe_position(e) + " but the machine is at " + describe_position(here, e.check_only));
     return false;
   }
+  if (e.has_clock) {
+    if (!config_.real_clock || e.clock < clock_raw_) {
+      diverge(std::string(event_kind_name(e.kind)) + " at instret " + std::to_string(e.instret) + (config_.real_clock ? " moves the clock backwards" : " carries a clock value, but this machine has the virtual clock"));
+      return false;
+    }
+    set_clock_base(e.clock);
+  }
   switch (e.kind) {
     case EventKind::kClockSample:
-      clock_raw_ = e.value;
+      set_clock_base(e.value);
       return true;
     case EventKind::kUartRx:
       if (uart_.receive(e.data, e.size) != e.size) {
@@ -382,6 +473,7 @@ RunStop Machine::run(uint64_t target) {
                                       : "wfi with no timer or external interrupt enabled";
       return RunStop::kHalted;
     }
+    rate_from_valid_ = false;  // the host's time passes while the hart sleeps: not the guest's pace
     return RunStop::kWaitWfi;
   }
 }
@@ -513,6 +605,7 @@ void Machine::block_poll() {
       e.value = r.head | (static_cast<uint64_t>(r.status) << 16);
       e.data = r.data.data();
       e.size = config_.disk_separate ? 0 : n;  // separate disks: the secondary reads its own
+      carry_clock(&e);
       sink_->event(e);
     }
   }
@@ -540,6 +633,7 @@ bool Machine::net_receive(const uint8_t* frame, uint32_t n) {
     Event e = position(EventKind::kNetRx);
     e.data = frame;
     e.size = n;
+    carry_clock(&e);
     sink_->event(e);
   }
   update_irqs();

@@ -140,7 +140,10 @@ class Machine final : public Platform {
   void diverge(const std::string& what);
   const std::string& divergence() const { return divergence_; }
   /// Sets the raw clock (a replay's starting value from its first batch).
-  void set_clock_raw(uint64_t raw) { clock_raw_ = raw; }
+  void set_clock_raw(uint64_t raw) {  // a replay's start: the recorder's clock when it began
+    clock_rate_ = 0;
+    set_clock_base(raw);
+  }
   uint64_t clock_raw() const { return clock_raw_; }
   /// Hash of the whole machine state: registers, CSRs, counters, devices and RAM. Pages unchanged
   /// since the last call are not read again (dirty-page tracking).
@@ -206,6 +209,8 @@ class Machine final : public Platform {
   bool guest_write(uint32_t addr, const void* data, uint32_t len);
   int32_t semihost_open(uint32_t name_addr, uint32_t mode, uint32_t len);
   uint64_t host_now_ticks() const;
+  uint64_t on_step_grid(uint64_t now) const;  // record: a host clock reading rounded down to the clock step
+  void carry_clock(Event* e);                 // record: an asynchronous event moves the clock if a step passed
 
   MachineConfig config_;
   ConsoleSink* console_;
@@ -244,7 +249,21 @@ class Machine final : public Platform {
   EventSink* sink_ = nullptr;
   ReplaySource* source_ = nullptr;
   DebugState debug_;              // consulted by the hart only while set_debugging(true)
-  uint64_t clock_raw_ = 0;        // record/replay with the real clock: the last logged host clock
+  uint64_t clock_raw_ = 0;        // record/replay with the real clock: the last value the guest read
+  // Record/replay with the real clock: between logged values the clock moves with instret, from its base
+  // (the last logged, carried or sampled value, and the instret there) at clock_rate_ ticks per 2^16
+  // instructions (0: it holds). The recorder logs a read only when that drifts a step from the host's.
+  uint64_t clock_base_ = 0;
+  uint64_t clock_base_instret_ = 0;
+  uint32_t clock_rate_ = 0;
+  // Recorder only (not state): the host clock and instret the next rate is measured from, and whether the
+  // hart has not slept since (a sleep's time has no instructions: no rate from it).
+  uint64_t rate_from_clock_ = 0;
+  uint64_t rate_from_instret_ = 0;
+  bool rate_from_valid_ = false;
+  void set_clock_base(uint64_t value);
+  uint64_t predicted_clock() const;
+  uint32_t measured_rate(uint64_t now, bool ahead) const;
   std::string divergence_;
   std::vector<uint64_t> page_hash_;
   int32_t semihost_errno_ = 0;

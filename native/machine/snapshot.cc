@@ -8,8 +8,8 @@
 namespace lockstep {
 namespace {
 
-// Layout (version 4; version 3 lacked the supervisor section, version 2 also the checksum, version 1
-// also the write segments of pending disk requests):
+// Layout (version 5; version 4 lacked the clock section, version 3 also the supervisor section,
+// version 2 also the checksum, version 1 also the write segments of pending disk requests):
 //   "LKSTSNAP" | u32 version | u32 ram size | u32 flags (bit 0: real clock, bit 1: RAM omitted) | u32 reserved
 //   cpu      : 31 x u32 (x1..x31), pc, priv u8, wfi u8, reservation_valid u8, pad u8, instret u64,
 //              branches u64, mstatus, mtvec, mepc, mcause, mtval, mscratch, mie, mcounteren, reservation
@@ -22,6 +22,7 @@ namespace {
 //   uart     : ier lcr mcr scr fcr dll dlm thre_ip (u8 each), rx count u32, rx bytes
 //   plic     : sizeof(Plic::State) bytes
 //   virtio   : 8 transports (VirtioMmio::save), has-disk u8, then the disk's pending requests
+//   clock    : base u64, base instret u64, rate u32 (Machine::guest_time's prediction between logged values)
 //   ram      : page count u32, then per non-zero page: index u32, 4096 bytes (absent when RAM is
 //              omitted: a clone's final state, whose RAM travelled page by page beforehand)
 //   trailer  : "SNAPEND!"
@@ -29,7 +30,9 @@ namespace {
 //              any field of it is believed.
 constexpr char kMagic[8] = {'L', 'K', 'S', 'T', 'S', 'N', 'A', 'P'};
 constexpr char kTrailer[8] = {'S', 'N', 'A', 'P', 'E', 'N', 'D', '!'};
-constexpr uint32_t kVersion = 4;
+constexpr uint32_t kVersion = 5;
+// Version 4 is still read: its clock section is absent (the prediction starts at clock_raw with no rate).
+constexpr uint32_t kOldestVersion = 4;
 constexpr size_t kChecksumBytes = 4;
 constexpr uint32_t kFlagRealClock = 1, kFlagNoRam = 2;
 
@@ -129,6 +132,9 @@ std::vector<uint8_t> Machine::save(bool include_ram) const {
   for (const VirtioMmio& t : virtio_) t.save(&out);
   w.put<uint8_t>(blk_ ? 1 : 0);
   if (blk_) blk_->save(&out);
+  w.put<uint64_t>(clock_base_);
+  w.put<uint64_t>(clock_base_instret_);
+  w.put<uint32_t>(clock_rate_);
   if (!include_ram) {
     w.bytes(kTrailer, 8);
     w.put<uint32_t>(crc32c(out.data(), out.size()));
@@ -165,10 +171,10 @@ bool Machine::restore(const uint8_t* data, size_t n, std::string* error, Snapsho
   if (!magic || std::memcmp(magic, kMagic, 8) != 0) return fail("not a lockstep snapshot (bad magic)");
   uint32_t version, ram_size, flags, reserved;
   if (!r.get(&version) || !r.get(&ram_size) || !r.get(&flags) || !r.get(&reserved)) return fail("truncated header");
-  if (version >= 1 && version < kVersion) {
+  if (version >= 1 && version < kOldestVersion) {
     kind = SnapshotProblem::kVersion;
-    return fail("snapshot version " + std::to_string(version) + " was written by an older lockstep; this build reads version " + std::to_string(kVersion) +
-                " (which carries a checksum): take the snapshot again with this version");
+    return fail("snapshot version " + std::to_string(version) + " was written by an older lockstep; this build reads versions " + std::to_string(kOldestVersion) +
+                " to " + std::to_string(kVersion) + " (which carry a checksum): take the snapshot again with this version");
   }
   // The checksum before anything else is believed: a damaged field must not pass for a strange but valid one.
   if (n < r.pos() + kChecksumBytes) return fail("truncated snapshot (no room for its checksum)");
@@ -184,9 +190,10 @@ bool Machine::restore(const uint8_t* data, size_t n, std::string* error, Snapsho
   n -= kChecksumBytes;
   r = Reader(data, n);
   r.take(8 + 16);
-  if (version != kVersion) {
+  if (version > kVersion || version < kOldestVersion) {
     kind = SnapshotProblem::kVersion;
-    return fail("snapshot version " + std::to_string(version) + "; this build reads version " + std::to_string(kVersion) + " (a newer lockstep wrote it?)");
+    return fail("snapshot version " + std::to_string(version) + "; this build reads versions " + std::to_string(kOldestVersion) + " to " + std::to_string(kVersion) +
+                " (a newer lockstep wrote it?)");
   }
   if ((flags & ~(kFlagRealClock | kFlagNoRam)) != 0) return fail("unknown flags " + std::to_string(flags));
   kind = SnapshotProblem::kMismatch;
@@ -263,6 +270,11 @@ bool Machine::restore(const uint8_t* data, size_t n, std::string* error, Snapsho
     if (!blk_tmp.restore(&p, data + n)) return fail("damaged virtio-blk state");
     r.take(static_cast<size_t>(p - (data + r.pos())));
   }
+  uint64_t clock_base = 0, clock_base_instret = 0;
+  uint32_t clock_rate = 0;
+  const bool has_clock_section = version >= 5;
+  if (has_clock_section && (!r.get(&clock_base) || !r.get(&clock_base_instret) || !r.get(&clock_rate))) return fail("truncated clock section");
+  if (has_clock_section && (clock_base_instret > cf.instret || clock_base > clock_raw)) return fail("clock base after the machine's instret or clock");
   uint32_t pages = 0;
   if (with_ram && !r.get(&pages)) return fail("truncated RAM section");
   const uint32_t npages = config_.ram_size / kPageSize;
@@ -324,6 +336,9 @@ bool Machine::restore(const uint8_t* data, size_t n, std::string* error, Snapsho
   mtime_offset_ = mtime_offset;
   wfi_skipped_ = wfi_skipped;
   clock_raw_ = clock_raw;
+  clock_base_ = has_clock_section ? clock_base : clock_raw;
+  clock_base_instret_ = has_clock_section ? clock_base_instret : cf.instret;
+  clock_rate_ = clock_rate;
   // The real clock continues from the snapshot's time rather than jumping to this host's uptime.
   start_ = std::chrono::steady_clock::now() - std::chrono::nanoseconds(clock_raw * (1'000'000'000 / kTimebaseHz));
   set_tohost(tohost);

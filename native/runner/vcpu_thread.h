@@ -128,6 +128,7 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   struct NetStats {
     uint64_t queued = 0;     // frames waiting for a guest receive buffer now
     uint64_t delivered = 0;  // frames put into guest receive buffers
+    uint64_t delivered_bytes = 0;  // their bytes: the guest's network input, which the log carries
     uint64_t dropped = 0;    // frames dropped: the queue was full, the driver not running, or the frame too large for the buffer
   };
   NetStats net_stats();
@@ -253,6 +254,7 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   std::deque<std::vector<uint8_t>> net_in_;   // under mu_: frames for the guest, oldest first
   size_t net_taken_ = 0;                      // under mu_: frames the vCPU took out of net_in_ to deliver
   std::atomic<uint64_t> net_delivered_{0};
+  std::atomic<uint64_t> net_delivered_bytes_{0};
   std::atomic<uint64_t> net_dropped_{0};
   std::vector<std::vector<uint8_t>> net_out_; // under mu_
   bool disk_done_ = false;                    // under mu_: the disk finished something

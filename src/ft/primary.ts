@@ -119,6 +119,8 @@ export interface FtPrimaryStats {
   /** Log batches and logging-channel LOG frames sent, counted as {@link logBytes} is (each frame adds a 20-byte header and a 32-byte MAC on the wire). */
   logBatches: number;
   logFrames: number;
+  /** The guest's network input so far (bytes of the frames delivered to it), read with {@link logBytes}: log ÷ input over an interval. */
+  guestInputBytes: number;
   /** Bytes per second over the last second. */
   logBandwidth: number;
   /** The secondary's execution lag (the "lockstep interval"), seconds. */
@@ -423,12 +425,17 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
 
   /** Live figures (log bandwidth, lag, throttle…). */
   stats(): FtPrimaryStats {
+    // The log's count and the guest's input read together, so their ratio over an interval is exact.
+    const s = this.#session;
+    if (s?.link && !s.closed) this.#pollLink(s);
+    const input = this.#port.machine.netStats.deliveredBytes;
     return {
       epoch: this.#epoch,
       status: this.status,
       logBytes: this.#totalLogBytes,
       logBatches: this.#totalLogBatches,
       logFrames: this.#totalLogFrames,
+      guestInputBytes: input,
       logBandwidth: this.#bw.rate,
       lagSeconds: this.#lagSec,
       lagInstructions: this.#lagInstr,

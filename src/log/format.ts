@@ -46,7 +46,7 @@ export const LOG_MAGIC = 'LKSTPLOG';
  * (varint header, a one-byte position check per record instead of the branch count and pc). Version 1
  * and 2 logs replay the same way, so all three are read.
  */
-export const LOG_FORMAT_VERSION = 3;
+export const LOG_FORMAT_VERSION = 4;
 /** The oldest log format version this build reads. */
 export const MIN_LOG_FORMAT_VERSION = 1;
 
@@ -74,6 +74,16 @@ export const BATCH_MAX_LENGTH = 1 << 20;
 export const BATCH_FIXED = 16;
 /** Bit 31 of a batch's first word: the compact (version 3) layout. */
 export const BATCH_COMPACT_FLAG = 0x80000000;
+/** Version 4 compact records: flags in the kind byte's high bits (event.h kKindClock, kKindClockUnits). */
+const KIND_MASK = 0x0f;
+const KIND_CLOCK_UNITS = 0x10;
+const KIND_CLOCK = 0x80;
+const KIND_CLOCK_RATE = 0x20;
+const KIND_BLOCK_OK = 0x40;
+/** Ticks in one clock unit (100 µs at 10 MHz, the default clock step): event.h kClockUnit. */
+export const CLOCK_UNIT = 1000n;
+/** The kinds that may carry the clock (an asynchronous event that moves it as it takes effect). */
+const CARRIES_CLOCK = new Set<number>([3, 9, 10]);
 /** Most bytes a compact header's varint fields take (count, instret, clock, branches, pc). */
 const COMPACT_FIELDS_MAX = 50;
 /** The CRC covers from here to the end of the records: the length and the CRC itself are outside. */
@@ -223,6 +233,10 @@ export interface LogEvent {
   /** BlockDone: the virtqueue chain head and the virtio-blk status byte. */
   head?: number;
   status?: number;
+  /** UartRx, NetRx, BlockDone (version 4): the guest clock moves to this value as the event takes effect. */
+  clock?: bigint;
+  /** ClockRead (version 4): the clock's rate from here on between logged values, ticks per 2^16 instructions. */
+  rate?: number;
 }
 
 /** The starting point a batch's deltas are taken from (without `branches` and `pc`: a compact batch that continues a recording). */
@@ -572,8 +586,21 @@ export function decodeRecords(batch: BatchView): LogEvent[] {
     while (r.remaining > 0) {
       recordStart = r.pos;
       if (index >= batch.count) fail(`${r.remaining} bytes follow the last of the ${batch.count} records the header declares`, recordStart);
-      const kind = r.u8();
+      const byte = r.u8();
+      const kind = batch.compact ? byte & KIND_MASK : byte;
+      const flags = batch.compact ? byte & ~KIND_MASK : 0;
       if (!KIND_NAMES.has(kind)) fail(`unknown event kind ${kind}`, recordStart);
+      const syncClock = kind === EventKind.ClockRead || kind === EventKind.ClockSample;
+      if (
+        flags & ~(KIND_CLOCK | KIND_CLOCK_UNITS | KIND_CLOCK_RATE | KIND_BLOCK_OK) ||
+        (flags & KIND_BLOCK_OK && kind !== EventKind.BlockDone) ||
+        (flags & KIND_CLOCK && !CARRIES_CLOCK.has(kind)) ||
+        (flags & KIND_CLOCK_RATE && kind !== EventKind.ClockRead) ||
+        (flags & KIND_CLOCK_UNITS && !syncClock && !(flags & KIND_CLOCK))
+      ) {
+        fail(`kind byte 0x${byte.toString(16).padStart(2, '0')} has flags ${KIND_NAMES.get(kind)} cannot have`, recordStart);
+      }
+      const clockAfter = (): bigint => BigInt.asUintN(64, clock + (flags & KIND_CLOCK_UNITS ? r.zigzag() * CLOCK_UNIT : r.zigzag()));
       let at = r.pos;
       const dInstret = r.varint();
       instret += dInstret;
@@ -581,6 +608,10 @@ export function decodeRecords(batch: BatchView): LogEvent[] {
       let event: LogEvent;
       if (batch.compact) {
         event = { kind: kind as EventKind, instret, check: r.u8() };
+        if (flags & KIND_CLOCK) {
+          clock = clockAfter();
+          event.clock = clock;
+        }
       } else {
         at = r.pos;
         const dBranches = r.varint();
@@ -598,8 +629,14 @@ export function decodeRecords(batch: BatchView): LogEvent[] {
       switch (kind) {
         case EventKind.ClockRead:
         case EventKind.ClockSample:
-          clock = BigInt.asUintN(64, clock + r.zigzag());
+          clock = clockAfter();
           event.value = clock;
+          if (flags & KIND_CLOCK_RATE) {
+            at = r.pos;
+            const rate = r.varint();
+            if (rate > 0xffffffffn) fail(`clock rate ${rate} is out of range`, at);
+            event.rate = Number(rate);
+          }
           break;
         case EventKind.UartRx: {
           at = r.pos;
@@ -624,6 +661,11 @@ export function decodeRecords(batch: BatchView): LogEvent[] {
             const head = r.varint();
             if (head > 0xffffn) fail(`block-done head ${head} is out of range`, at);
             event.head = Number(head);
+            if (flags & KIND_BLOCK_OK) {
+              event.status = 0;
+              event.data = new Uint8Array(0);
+              break;
+            }
             event.status = r.u8();
           }
           at = r.pos;
@@ -657,12 +699,19 @@ function checkU64(name: string, v: bigint): void {
   if (typeof v !== 'bigint' || v < 0n || v > U64_MAX) throw new RangeError(`${name} must be a bigint in [0, 2^64), got ${String(v)}`);
 }
 
+/** A clock delta as a compact (version 4) record writes it: in {@link CLOCK_UNIT}s when it is a whole number of them. */
+function clockDelta(value: bigint, from: bigint): { delta: bigint; units: boolean } {
+  const d = BigInt.asIntN(64, value - from);
+  return d % CLOCK_UNIT === 0n ? { delta: d / CLOCK_UNIT, units: true } : { delta: d, units: false };
+}
+
 /**
- * Writes an event's payload (the bytes after its position, the same in every format version) and returns
- * the clock value later deltas are taken from. `what` names the event in errors.
+ * Writes an event's payload (the bytes after its position; a clock delta in {@link CLOCK_UNIT}s when
+ * `units`, as version 4 marks in the kind byte) and returns the clock value later deltas are taken from.
+ * `what` names the event in errors.
  * @throws RangeError / TypeError for a payload that cannot be encoded.
  */
-export function encodePayload(w: ByteWriter, e: LogEvent, what: string, clock: bigint): bigint {
+export function encodePayload(w: ByteWriter, e: LogEvent, what: string, clock: bigint, units = false, blockOk = false): bigint {
   const value = (): bigint => {
     if (e.value === undefined) throw new TypeError(`${what}: ${KIND_NAMES.get(e.kind)} needs a value`);
     checkU64(`${what}: value`, e.value);
@@ -672,7 +721,8 @@ export function encodePayload(w: ByteWriter, e: LogEvent, what: string, clock: b
     case EventKind.ClockRead:
     case EventKind.ClockSample: {
       const v = value();
-      w.zigzag(BigInt.asIntN(64, v - clock));
+      w.zigzag(units ? clockDelta(v, clock).delta : BigInt.asIntN(64, v - clock));
+      if (e.rate !== undefined && e.kind === EventKind.ClockRead) w.varint(BigInt(e.rate));
       clock = v;
       break;
     }
@@ -715,6 +765,7 @@ export function encodePayload(w: ByteWriter, e: LogEvent, what: string, clock: b
         if (!Number.isInteger(head) || head < 0 || head > 0xffff) throw new RangeError(`${what}: BlockDone head must be a u16, got ${head}`);
         if (!Number.isInteger(status) || status < 0 || status > 255) throw new RangeError(`${what}: BlockDone status must be a u8, got ${status}`);
         w.varint(BigInt(head));
+        if (blockOk) break;
         w.u8(status);
       }
       w.varint(BigInt(data.length));
@@ -772,11 +823,26 @@ export function encodeBatch(lsn: bigint, base: BatchBase, events: readonly LogEv
       if (!Number.isInteger(e.check) || e.check < 0 || e.check > 255) throw new RangeError(`${what}: check must be a u8, got ${e.check}`);
       check = e.check;
     }
-    w.u8(e.kind);
+    if (e.clock !== undefined) {
+      if (!CARRIES_CLOCK.has(e.kind)) throw new TypeError(`${what}: ${KIND_NAMES.get(e.kind)} cannot carry a clock`);
+      checkU64(`${what}: clock`, e.clock);
+    }
+    const syncClock = e.kind === EventKind.ClockRead || e.kind === EventKind.ClockSample;
+    if (syncClock && e.value !== undefined) checkU64(`${what}: value`, e.value);
+    const cd = e.clock !== undefined ? clockDelta(e.clock, clock) : syncClock && e.value !== undefined ? clockDelta(e.value, clock) : undefined;
+    if (e.rate !== undefined && (e.kind !== EventKind.ClockRead || !Number.isInteger(e.rate) || e.rate < 0 || e.rate > 0xffffffff)) {
+      throw new RangeError(`${what}: only a ClockRead has a rate, a u32; got ${String(e.rate)} on ${KIND_NAMES.get(e.kind)}`);
+    }
+    const blockOk = e.kind === EventKind.BlockDone && e.status === 0 && (e.data === undefined || e.data.length === 0);
+    w.u8(e.kind | (cd?.units ? KIND_CLOCK_UNITS : 0) | (e.clock !== undefined ? KIND_CLOCK : 0) | (e.rate !== undefined ? KIND_CLOCK_RATE : 0) | (blockOk ? KIND_BLOCK_OK : 0));
     w.varint(e.instret - instret);
     w.u8(check);
     instret = e.instret;
-    clock = encodePayload(w, e, what, clock);
+    if (e.clock !== undefined) {
+      w.zigzag(cd!.delta);
+      clock = e.clock;
+    }
+    clock = encodePayload(w, e, what, clock, cd?.units === true, blockOk);
   });
   const out = w.finish();
   const length = out.length - headerLength;

@@ -47,6 +47,8 @@ export interface NetStats {
   queued: number;
   /** Frames put into guest receive buffers. */
   delivered: number;
+  /** Their bytes (whole Ethernet frames): the guest's network input, which a recording logs. */
+  deliveredBytes: number;
   /** Frames dropped: the host queue was full, the guest's driver was not running, or its buffer too small. */
   dropped: number;
 }

@@ -79,7 +79,7 @@ export interface NativeMachine {
   netInput(frame: Uint8Array): void;
   suppressedOutputs(): number;
   /** Host-side virtio-net receive counters; callable while a run is in progress. */
-  netStats(): { queued: number; delivered: number; dropped: number };
+  netStats(): { queued: number; delivered: number; deliveredBytes: number; dropped: number };
   // Fault tolerance (native/runner/vcpu_thread.h).
   setGate(closed: boolean): NativeOutputs;
   release(lsn: bigint): NativeOutputs;

@@ -21,10 +21,11 @@ import {
  * The protocol version this build speaks best. 2: a recorded clock read may have no record (the clock
  * advances in steps; see MachineOptions.clockStepUs), which a version-1 secondary would take for a
  * divergence. 3: LOG frames carry compact (log format 3) batches, which a version-2 secondary cannot read.
+ * 4: records may carry the clock and count it in steps (log format 4), which a version-3 secondary refuses.
  */
-export const PROTOCOL_VERSION = 3;
-/** The oldest protocol version this build still speaks (the recorder writes only compact batches). */
-export const MIN_PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
+/** The oldest protocol version this build still speaks (the recorder writes only log format 4). */
+export const MIN_PROTOCOL_VERSION = 4;
 /** Shortest pre-shared key accepted, in bytes. */
 export const MIN_KEY_BYTES = 16;
 

@@ -110,5 +110,7 @@ describe('kvserver reply cache and receive path', () => {
     await until(() => (answered() === 200 ? undefined : `${answered()} of 200 burst datagrams answered (net ${JSON.stringify(k.machine.netStats)})`));
     expect(k.machine.netStats).toMatchObject({ queued: 0, dropped: 0 });
     expect(k.machine.netStats.delivered).toBeGreaterThanOrEqual(200);
+    // Whole frames: Ethernet, IPv4 and UDP headers, memcached's frame header, the command.
+    expect(k.machine.netStats.deliveredBytes).toBeGreaterThanOrEqual(200 * (14 + 20 + 8 + 8 + 'set b0-0 0 0 1\r\nx\r\n'.length));
   });
 });

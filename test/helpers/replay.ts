@@ -13,8 +13,12 @@ export interface RecordedRun {
 }
 
 export interface Schedule {
-  /** UART input: bytes and the delay (ms of host time after the run starts) at which they are queued. */
-  input?: { atMs: number; bytes: string }[];
+  /**
+   * UART input: bytes and the delay (ms of host time after the run starts) at which they are queued;
+   * with `running`, the delay counts from the guest's first retired instructions (on a loaded machine the
+   * run may not have begun after a few milliseconds).
+   */
+  input?: { atMs: number; bytes: string; running?: true }[];
   /** Stop the run after this many instructions (the recording ends with a budget record). */
   maxInstructions?: number;
 }
@@ -33,7 +37,19 @@ export async function record(elf: Uint8Array, options: MachineOptions, schedule:
     const recorder = new Recorder(m, rec);
     const batches: Uint8Array[] = [];
     recorder.on('batch', (b) => batches.push(b.slice()));
-    const timers = (schedule.input ?? []).map((i) => setTimeout(() => m.input(i.bytes), i.atMs));
+    const timers = new Set<NodeJS.Timeout>();
+    const later = (fn: () => void, ms: number) => {
+      const t = setTimeout(() => {
+        timers.delete(t);
+        fn();
+      }, ms);
+      timers.add(t);
+    };
+    const whenRunning = (fn: () => void) => (m.progress > 0n ? fn() : later(() => whenRunning(fn), 1));
+    for (const i of schedule.input ?? []) {
+      if (i.running) whenRunning(() => later(() => m.input(i.bytes), i.atMs));
+      else later(() => m.input(i.bytes), i.atMs);
+    }
     const result = await m.run(schedule.maxInstructions === undefined ? {} : { maxInstructions: schedule.maxInstructions });
     for (const t of timers) clearTimeout(t);
     recorder.finish(result);

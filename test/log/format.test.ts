@@ -273,14 +273,59 @@ describe('record sizes', () => {
   const base: BatchBase = { instret: 1_000_000n, branches: 200_000n, pc: 0x80001000, clock: 50_000_000n };
   const recordSize = (e: LogEvent): number => encodeBatch(0n, base, [e]).length - encodeBatch(0n, base, []).length;
 
-  it('a clock read a few thousand instructions after the previous event takes 6 bytes', () => {
-    const e: LogEvent = { kind: EventKind.ClockRead, instret: 1_005_000n, branches: 200_700n, pc: 0x80000fc0, value: 50_001_000n };
-    expect(recordSize(e)).toBe(6); // kind, 2-byte d_instret, check, 2-byte clock delta
+  it('a clock read a few thousand instructions after the previous event takes 5 bytes on the step grid, 6 off it', () => {
+    const e: LogEvent = { kind: EventKind.ClockRead, instret: 1_005_000n, branches: 200_700n, pc: 0x80000fc0, value: 50_003_000n };
+    expect(recordSize(e)).toBe(5); // kind, 2-byte d_instret, check, 1-byte delta of 3 clock units
+    expect(recordSize({ ...e, value: 50_003_001n })).toBe(6); // 2-byte delta in ticks
+    const bytes = encodeBatch(0n, base, [e]);
+    expect(bytes[parseBatch(bytes, 0, 0n).batch.recordsAt]).toBe(EventKind.ClockRead | 0x10); // the kind byte says "in units"
   });
 
   it('a timer interrupt (clock sample) with small deltas takes 6 bytes', () => {
-    const e: LogEvent = { kind: EventKind.ClockSample, instret: 1_003_000n, branches: 200_500n, pc: 0x80001008, value: 50_001_000n };
+    const e: LogEvent = { kind: EventKind.ClockSample, instret: 1_003_000n, branches: 200_500n, pc: 0x80001008, value: 50_001_234n };
     expect(recordSize(e)).toBe(6);
+  });
+
+  it('an interrupting event carries the clock in one more byte, and later deltas start from it', () => {
+    const frame = new Uint8Array(60).fill(7);
+    const rx: LogEvent = { kind: EventKind.NetRx, instret: 1_000_200n, branches: 200_030n, pc: 0x80001010, data: frame };
+    expect(recordSize({ ...rx, clock: 50_002_000n }) - recordSize(rx)).toBe(1);
+    const read: LogEvent = { kind: EventKind.ClockRead, instret: 1_000_900n, branches: 200_100n, pc: 0x80001020, value: 50_003_000n };
+    const bytes = encodeBatch(0n, base, [{ ...rx, clock: 50_002_000n }, read]);
+    const decoded = decodeRecords(parseBatch(bytes, 0, 0n).batch);
+    expect(decoded.map((e) => [e.kind, e.clock, e.value])).toEqual([
+      [EventKind.NetRx, 50_002_000n, undefined],
+      [EventKind.ClockRead, undefined, 50_003_000n],
+    ]);
+    expect(() => encodeBatch(0n, base, [{ ...read, clock: 1n }])).toThrow(/cannot carry a clock/);
+  });
+
+  it('a clock read may set the rate the clock keeps between logged values, in one to five more bytes', () => {
+    const read: LogEvent = { kind: EventKind.ClockRead, instret: 1_005_000n, branches: 200_700n, pc: 0x80000fc0, value: 50_003_000n };
+    expect(recordSize({ ...read, rate: 4369 }) - recordSize(read)).toBe(2);
+    const bytes = encodeBatch(0n, base, [{ ...read, rate: 4369 }, { ...read, instret: 1_006_000n, value: 50_004_000n }]);
+    expect(decodeRecords(parseBatch(bytes, 0, 0n).batch).map((e) => [e.value, e.rate])).toEqual([
+      [50_003_000n, 4369],
+      [50_004_000n, undefined],
+    ]);
+    expect(() => encodeBatch(0n, base, [{ kind: EventKind.Mark, instret: 1_000_300n, branches: 200_050n, pc: 0x80001010, rate: 1 }])).toThrow(/only a ClockRead has a rate/);
+  });
+
+  it('a disk completion without data or error takes its head only: no status byte, no length', () => {
+    const done: LogEvent = { kind: EventKind.BlockDone, instret: 1_000_200n, branches: 200_030n, pc: 0x80001010, head: 3, status: 0 };
+    expect(recordSize(done)).toBe(5); // kind, 2-byte d_instret, check, head
+    expect(recordSize({ ...done, status: 1 })).toBe(7);
+    const bytes = encodeBatch(0n, base, [done]);
+    expect(decodeRecords(parseBatch(bytes, 0, 0n).batch)).toMatchObject([{ kind: EventKind.BlockDone, head: 3, status: 0 }]);
+  });
+
+  it('refuses a kind byte with a flag its kind cannot have, naming the record', () => {
+    const mark = encodeBatch(0n, base, [{ kind: EventKind.Mark, instret: 1_000_300n, branches: 200_050n, pc: 0x80001010 }]);
+    for (const flag of [0x80, 0x10, 0x20, 0x40]) {
+      const c = mark.slice();
+      c[parseBatch(mark, 0, 0n).batch.recordsAt] = EventKind.Mark | flag;
+      expect(() => decodeRecords(parseBatch(sealBatch(c), 0, 0n).batch)).toThrow(/record 0 at offset \d+: kind byte 0x[0-9a-f]{2} has flags Mark cannot have/);
+    }
   });
 
   it('one UART byte takes 6 bytes, and a mark a few hundred instructions on 4', () => {

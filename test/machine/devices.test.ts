@@ -124,12 +124,12 @@ describe('virtio devices', () => {
     const { m, out } = machine({ memory: 16 << 20, clock: 'real', devices: { net: true } });
     const f = new Uint8Array(60).fill(0xff, 0, 6);
     for (let i = 0; i < 1100; i++) m.sendFrame(f);
-    expect(m.netStats).toEqual({ queued: 1024, delivered: 0, dropped: 76 });
+    expect(m.netStats).toEqual({ queued: 1024, delivered: 0, deliveredBytes: 0, dropped: 76 });
     m.load(elf('kvserver'));
     const running = m.run();
     await until(() => out().includes('listening'), 10_000);
     // The first boundary met them before the guest's driver was up: dropped, as a NIC would.
-    expect(m.netStats).toEqual({ queued: 0, delivered: 0, dropped: 1100 });
+    expect(m.netStats).toEqual({ queued: 0, delivered: 0, deliveredBytes: 0, dropped: 1100 });
     m.stop();
     await running;
   });

@@ -298,7 +298,7 @@ describe('UdpForwarder (the udp back-end of a Machine)', () => {
     const client = await socket();
     for (let i = 0; i < 5; i++) client.s.send(Buffer.from('version\r\n'), ports[0]!, '127.0.0.1');
     await until(() => f.stats.toGuest === 5, 'the datagrams never reached the back-end');
-    expect(m.netStats).toEqual({ queued: 0, delivered: 0, dropped: 0 });
+    expect(m.netStats).toEqual({ queued: 0, delivered: 0, deliveredBytes: 0, dropped: 0 });
   });
 
   it('closing the machine closes its back-end: the port is free again and the counts stay readable', async () => {
