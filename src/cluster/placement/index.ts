@@ -5,8 +5,9 @@ import { type AuditResult, audit } from './audit.js';
 import { type BalanceOptions, type BalanceResult, balance } from './balance.js';
 import { type EvacuationPlan, evacuate } from './evacuate.js';
 import { type ExplainOptions, type PlacementAnswer, explain } from './explain.js';
-import { type Cluster, type ClusterSnapshot, type PlacementMode, buildCluster, vmArg } from './model.js';
+import { type Cluster, type ClusterSnapshot, type PlacementMode, type Role, buildCluster, vmArg } from './model.js';
 import { PlacementInputError } from './errors.js';
+import { type MigrationResult, migrateHalf } from './migrate.js';
 import {
   type PlaceAllOptions,
   type PlaceResult,
@@ -60,6 +61,14 @@ export class Placement {
   /** Load-balancing and rule-repair recommendations, in the order to apply them. */
   balance(options?: BalanceOptions): BalanceResult {
     return balance(this.#c, options);
+  }
+
+  /**
+   * A live migration of one half checked against every hard rule, capacity and FT cap: to `to`, or to
+   * the best other valid host when `to` is absent. The other half of an FT pair stays where it is.
+   */
+  migrate(vm: string, role: Role, to?: string): MigrationResult {
+    return migrateHalf(this.#c, vm, role, to);
   }
 
   /** Plan to empty a host for maintenance mode, with the halves that cannot leave and why. */
@@ -142,6 +151,7 @@ export type {
   FrozenVm,
 } from './balance.js';
 export type { EvacuationPlan, EvacuationStep, BlockedHalf } from './evacuate.js';
+export type { HalfMigration, MigrationResult } from './migrate.js';
 export type { AuditResult } from './audit.js';
 export type { AdmissionResult, AdmissionHost, AdmissionCode } from './admission.js';
 export type { Spread } from './state.js';

@@ -407,7 +407,7 @@ const WHY_HOSTS = 4;
  * The real causes of a rejection list, in one line: each rejected host (the partner's own host left out)
  * with the first reason it was rejected for (the FT VM cap, a compat id, maintenance, …).
  */
-function whyRejected(list: readonly Candidate[], partnerHost: string): string {
+export function whyRejected(list: readonly Candidate[], partnerHost: string): string {
   const rejected = list.filter((k): k is Extract<Candidate, { ok: false }> => !k.ok && k.host !== partnerHost);
   if (rejected.length === 0) return 'there is no other host';
   const named = rejected.slice(0, WHY_HOSTS).map((k) => {
