@@ -16,6 +16,7 @@ import { admitVm } from './ha.js';
 import { restartOrder, restartPriorityOf, waitsFor, type RestartPriority } from './priority.js';
 import { ProgressTracker, resetAllowed } from './monitor.js';
 import { DEFAULT_EVENT_LIMIT, EventWriter, trimEvents } from './events.js';
+import { checkMigration } from './migration.js';
 import {
   buildSnapshot,
   channelOf,
@@ -35,7 +36,10 @@ export const START_BACKOFF_MAX_MS = 60_000;
 
 /** `integrated`: FT-aware placement and balancing of both halves; `legacy`: FT pairs placed once, never balanced. */
 export type ManagerMode = 'integrated' | 'legacy';
-/** `manual`: balancing moves are only recorded; `automatic`: the leader applies them. */
+/**
+ * `automatic` (default, vSphere's "fully automated"): the leader applies balancing moves and the repairs
+ * of broken rules itself; `manual`: they are only recorded, and `lockstep cluster apply` applies them.
+ */
 export type Automation = 'manual' | 'automatic';
 
 /** Options of {@link Manager.start}. */
@@ -49,7 +53,7 @@ export interface ManagerOptions {
   mode?: ManagerMode;
   /** FT compatibility baseline in integrated mode (default: this build's {@link defaultCompatId}). */
   baseline?: string;
-  /** Default `manual`. */
+  /** Default `automatic`. */
   automation?: Automation;
   /** A reconcile pass at least this often, ms (default 500); store changes trigger one sooner. */
   intervalMs?: number;
@@ -153,7 +157,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
     if (typeof o.token !== 'string' || o.token.length < 16) throw new OptionError('token', 'the agents\' API token must be at least 16 characters');
     const mode = o.mode ?? 'integrated';
     if (mode !== 'integrated' && mode !== 'legacy') throw new OptionError('mode', `must be integrated or legacy, got ${JSON.stringify(mode)}`);
-    const automation = o.automation ?? 'manual';
+    const automation = o.automation ?? 'automatic';
     if (automation !== 'manual' && automation !== 'automatic') throw new OptionError('automation', `must be manual or automatic, got ${JSON.stringify(automation)}`);
     if (mode === 'legacy' && o.baseline !== undefined) throw new OptionError('baseline', 'legacy mode has no compatibility baseline (a baseline is what integrates FT with placement)');
     this.id = o.id;
@@ -443,6 +447,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
     for (const h of draining) {
       for (const a of await this.#drain(h, inv, views, snap, busy, cooling)) add(a);
     }
+    for (const a of await this.#migrations(inv, views, snap, busy, cooling)) add(a);
     if (actions.length === 0 && draining.length === 0 && this.#cooldown.size === 0 && inflight.size === 0 && this.#inflight.size === 0) add(await this.#balance(inv, views, snap, now));
 
     if (actions.length > 0) {
@@ -1041,6 +1046,48 @@ export class Manager extends EventEmitter<ManagerEvents> {
     return out;
   }
 
+  // ---- operator migrations (`lockstep cluster migrate`) ----------------------------------------------
+
+  /**
+   * Carry out or refuse each `requests/migrate/<vm>`: checked on this pass's snapshot (checkMigration),
+   * then a primary is live-migrated with its secondary following, a secondary moved by a gap-free move;
+   * refused with a `migrate-refused` event naming the reason. The request is deleted either way. A VM
+   * with an operation under way waits for it to end.
+   */
+  async #migrations(inv: Inventory, views: PairView[], snap: ClusterSnapshot, busy: Set<string>, cooling: (vm: string) => boolean): Promise<Action[]> {
+    const out: Action[] = [];
+    for (const req of inv.migrateRequests.values()) {
+      if (busy.has(req.vm) || cooling(req.vm)) continue;
+      const v = views.find((x) => x.vm === req.vm);
+      if (v !== undefined && v.others.length > 0) continue; // a move or hand-over still ending
+      const check = checkMigration(views, snap, req);
+      try {
+        await this.#store.delete(KEYS.migrateRequest(req.vm));
+      } catch (err) {
+        this.#warn(`migrate request of ${req.vm}: ${(err as Error).message}`);
+        continue;
+      }
+      const asked = `cluster migrate${req.role === 'secondary' ? ' --secondary' : ''} ${req.vm}${req.to !== undefined ? ` --to ${req.to}` : ''}`;
+      if (!check.ok) {
+        await this.#event({ kind: 'migrate-refused', vm: req.vm, ...(req.to !== undefined ? { host: req.to } : {}), message: `${asked} refused (${check.code}): ${check.reason}` });
+        continue;
+      }
+      const message = `requested (${asked}): ${check.message}`;
+      if (check.role === 'secondary') {
+        out.push(this.#action(req.vm, () => this.#moveSecondary(inv, req.vm, check.from, check.to, message, v)));
+      } else {
+        out.push(
+          this.#action(req.vm, () =>
+            this.#migratePrimary(inv, req.vm, check.from, check.to, v!, `${message}; its secondary follows without a protection gap`, () =>
+              this.#event({ kind: 'migrate-refused', vm: req.vm, host: check.from, message: `${asked} failed: the primary of ${req.vm} on ${check.from} cannot be armed for a live migration (no operations API, or not running); nothing was changed` }),
+            ),
+          ),
+        );
+      }
+    }
+    return out;
+  }
+
   // ---- balancing ------------------------------------------------------------------------------------
 
   /** Load-balancing recommendations: recorded; in integrated mode with automatic automation, the first applied. */
@@ -1081,12 +1128,45 @@ export class Manager extends EventEmitter<ManagerEvents> {
       return this.#action(v.vm, () => this.#moveSecondary(inv, v.vm, mv.from, mv.to, `${why}: ${first.message}`, v));
     }
     if (mv.kind === 'switch-primary' && v.primary?.host === mv.from && v.secondary?.host === mv.newPrimaryHost) {
-      if (req !== undefined) await this.#applied(req.moves - 1, `apply requested: applying ${first.message}`);
-      return this.#action(v.vm, () => this.#switch(inv, v.vm, mv.from, mv.newSecondaryHost, `${why}: ${first.message}`));
+      // The balancer models a primary's move as a switch (the secondary goes live, a new one is cloned):
+      // a protection gap. It is carried out as a live migration instead, with the secondary following.
+      const target = this.#primaryTarget(snap, v.vm, mv.newSecondaryHost, first.reason.code === 'fix-hard-rule');
+      if (target.ok) {
+        if (req !== undefined) await this.#applied(req.moves - 1, `apply requested: applying ${first.message}`);
+        const message = `${why}: ${first.message}; carried out as a live migration of the primary to ${target.to} (its secondary on ${mv.newPrimaryHost} follows without a protection gap)${target.to !== mv.newSecondaryHost ? `: ${target.note}` : ''}`;
+        return this.#action(v.vm, () =>
+          this.#migratePrimary(inv, v.vm, mv.from, target.to, v, message, () =>
+            this.#event({ kind: 'recommendation-skipped', vm: v.vm, host: mv.from, message: `not applied: ${first.message} (the primary of ${v.vm} on ${mv.from} cannot be armed for a live migration, and a switch would leave it unprotected)` }),
+          ),
+        );
+      }
+      await this.#say(`balance-skip:${mv.vm}`, { kind: 'recommendation-skipped', vm: mv.vm, message: `not applied: ${first.message} (${target.why}; a switch would leave it unprotected)` });
+      if (req !== undefined) await this.#applied(0, `apply requested: the next recommendation cannot be applied without a protection gap (${target.why}); request dropped`);
+      return undefined;
     }
-    await this.#say(`balance-skip:${mv.vm}`, { kind: 'recommendation-skipped', vm: mv.vm, message: `not applied: ${first.message} (a ${mv.kind} of a VM without a secondary needs a live migration, which lockstep does not do)` });
-    if (req !== undefined) await this.#applied(0, `apply requested: the next recommendation cannot be applied (${mv.kind} of ${mv.vm} needs a live migration); request dropped`);
+    const nonFt = v.desired !== undefined && !v.desired.ft;
+    const cannot = nonFt
+      ? `a live migration of a VM without FT, which the cluster cannot do yet: its agent runs it alone, with no logging channel to migrate it over`
+      : `a ${mv.kind} of a VM without a secondary, which would leave it unprotected`;
+    await this.#say(`balance-skip:${mv.vm}`, { kind: 'recommendation-skipped', vm: mv.vm, message: `not applied: ${first.message} (${cannot})` });
+    if (req !== undefined) await this.#applied(0, `apply requested: the next recommendation cannot be applied (${mv.kind} of ${mv.vm}: ${cannot}); request dropped`);
     return undefined;
+  }
+
+  /**
+   * Where the primary of `vm` live-migrates to carry out a balancing switch whose new secondary was
+   * planned on `planned`: there when the primary may run there (VM-VM rules bind primaries, so a host
+   * valid for the secondary need not be), else — for a repair of a broken hard rule, where any valid
+   * host repairs it — the best other valid host. Checked by the placement engine on the current snapshot.
+   */
+  #primaryTarget(snap: ClusterSnapshot, vm: string, planned: string, repair: boolean): { ok: true; to: string; note: string } | { ok: false; why: string } {
+    const p = new Placement(snap);
+    const there = p.migrate(vm, 'primary', planned);
+    if (there.kind === 'half-migration') return { ok: true, to: there.to, note: '' };
+    if (!repair) return { ok: false, why: there.reason };
+    const any = p.migrate(vm, 'primary');
+    if (any.kind === 'half-migration') return { ok: true, to: any.to, note: `${there.reason}; ${any.to} is valid` };
+    return { ok: false, why: `${there.reason}; ${any.reason}` };
   }
 
   /** A `cluster apply` request was served once: `left` more to go (0: the request is deleted). */
