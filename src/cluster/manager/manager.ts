@@ -557,6 +557,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
       await this.#sayOnceHeld(`unplaceable:${v.vm}`, { kind: 'unplaceable', vm: v.vm, message: `${v.vm} cannot be placed: ${why}` });
       return undefined;
     }
+    if (v.status !== 'going-live') this.#said.delete(`going-live:${v.vm}`);
     switch (v.status) {
       case 'starting': {
         // A primary started as one that never gets ready (its agent answered the start with not-ready
@@ -570,8 +571,21 @@ export class Manager extends EventEmitter<ManagerEvents> {
           await this.#startFailed(inv, v.vm, p.host, reason);
         });
       }
-      case 'going-live':
-        return undefined; // the FT pair is mid-way (a secondary going live, a primary claiming its epoch)
+      case 'going-live': {
+        // The FT pair is mid-way (a secondary going live, a primary claiming its epoch). For longer than a
+        // record can flap, no primary on record means the primary's host died and its secondary has not
+        // gone live yet, or a migration's target never published its record (its old primary's agent
+        // dropped the hand-over record, see Agent #handedOn): said, so that the operator looks. The
+        // secondary goes live by itself if the primary is really gone; nothing here can do better.
+        const s = v.others.find((r) => r.role === 'secondary') ?? (inv.instances.get(v.vm) ?? []).find((r) => r.role === 'secondary');
+        await this.#sayOnceHeld(`going-live:${v.vm}`, {
+          kind: 'primary-missing',
+          vm: v.vm,
+          ...(s !== undefined ? { host: s.host } : {}),
+          message: `${v.vm} has no primary on record${s !== undefined ? ` (its secondary on ${s.host} follows ${s.join ?? '?'}: ${s.status})` : ''}: its primary's host died or a migration's target never appeared; its secondary goes live by itself if the primary is gone, and the VM is re-protected then`,
+        });
+        return undefined;
+      }
       case 'down': {
         // Left-overs (records of a dead host, a half on its way out) go first.
         if (all.length > 0) return undefined;
