@@ -144,6 +144,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
   #lastLive = new Map<string, { startedAt: number; halves: Map<string, number> }>();
   /** VM monitoring: when each running VM's heartbeat and instret last changed (by this manager's clock). */
   readonly #progress = new ProgressTracker();
+  /** VMs this manager stopped itself (VM monitoring's resets, a start that never got ready): when. */
+  readonly #stoppedHere = new Map<string, number>();
   /** Restarts and re-protections under way (their actions in flight), by VM, with the VM's priority. */
   readonly #restarting = new Map<string, RestartPriority>();
   #lastBalance = 0;
@@ -376,6 +378,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
         this.#suspect.set(r.host, { until: now + this.#o.suspectMs, why: `it recently failed (${what} is still listed there)` });
       }
     }
+    this.#closeHostsOfVanished(inv, views, now);
     const byVm = new Map(views.map((v) => [v.vm, v]));
     const built = buildSnapshot(inv, byVm, {
       ...(this.baseline !== undefined ? { baseline: this.baseline } : {}),
@@ -466,6 +469,31 @@ export class Manager extends EventEmitter<ManagerEvents> {
       }
     }
     if (inv.events.length > this.#o.eventLimit + 50) await trimEvents(this.#store, this.#o.eventLimit).catch((err: unknown) => this.#warn(`trimming events: ${(err as Error).message}`));
+  }
+
+  /**
+   * A VM that ran and is now gone without this manager stopping it (no record of it anywhere) lost its
+   * host, or its process died: a host it was seen on within the last host TTL that the store still lists
+   * has probably failed — a dead agent's instance records expire 3 s before its host record, so when the
+   * VM is restarted (records gone, then the restart grace) the dead host still looks live, and, having
+   * just lost its VMs, the least loaded. It takes no new half until its record must have expired had it
+   * died; a live one is back in service then. Without this the restart went to the dead host, failed,
+   * and backed off.
+   */
+  #closeHostsOfVanished(inv: Inventory, views: PairView[], now: number): void {
+    const recent = HOST_TTL_MS + 2_000;
+    for (const [vm, t] of this.#stoppedHere) if (now - t > recent) this.#stoppedHere.delete(vm);
+    for (const v of views) {
+      if (v.desired === undefined || v.status !== 'down' || !this.#seenRunning.has(v.vm) || this.#stoppedHere.has(v.vm)) continue;
+      if ((inv.instances.get(v.vm) ?? []).length > 0) continue;
+      for (const [h, live] of this.#lastLive) {
+        if (!inv.hosts.has(h)) continue;
+        const seen = Math.max(live.halves.get(`${v.vm}(P)`) ?? 0, live.halves.get(`${v.vm}(S)`) ?? 0);
+        const until = seen + HOST_TTL_MS + 1_000;
+        if (seen === 0 || until <= now || (this.#suspect.get(h)?.until ?? 0) >= until) continue;
+        this.#suspect.set(h, { until, why: `it probably failed: ${v.vm} ran there until ${((now - seen) / 1000).toFixed(1)} s ago and vanished without being stopped (a dead agent's host record outlives its instance records by ${(HOST_TTL_MS - INSTANCE_TTL_MS) / 1000} s)` });
+      }
+    }
   }
 
   /**
@@ -567,6 +595,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
         return this.#action(v.vm, async () => {
           const reason = `not ready ${2 * this.#o.startTimeoutMs} ms after it was started (${p.status}; last event ${p.lastEvent})`;
           await this.#event({ kind: 'stop', action: true, vm: v.vm, host: p.host, message: `stopping the primary of ${v.vm} on ${p.host}: ${reason}` });
+          this.#stoppedHere.set(v.vm, Date.now());
           await this.#call(inv, p.host, (c) => c.stop(v.vm));
           await this.#startFailed(inv, v.vm, p.host, reason);
         });
@@ -687,8 +716,10 @@ export class Manager extends EventEmitter<ManagerEvents> {
     const d = v.desired!;
     if (restart && !(await this.#fence(v.vm, d.config))) return;
     await this.#event({ kind: 'start-primary', action: true, vm: v.vm, host: primaryHost, message: `${restart ? 'restarting' : 'starting'} ${v.vm}: primary on ${primaryHost}${secondaryHost !== undefined ? `, secondary on ${secondaryHost}` : ''}: ${reason}` });
+    // An agent that cannot be reached is the host's failure, not the VM's: the host is closed for a while
+    // (#call) and the next pass places the VM elsewhere, with no backoff.
     const started = await this.#call(inv, primaryHost, (c) => c.start({ vmId: v.vm, role: 'primary', config: d.config, waitMs: this.#o.startTimeoutMs }), (err) =>
-      err instanceof AgentApiError && err.apiCode === 'stale-fence' ? undefined : this.#startFailed(inv, v.vm, primaryHost, err.message),
+      err instanceof AgentApiError && (err.apiCode === 'stale-fence' || err.status === 0) ? undefined : this.#startFailed(inv, v.vm, primaryHost, err.message),
     );
     if (started === undefined || secondaryHost === undefined || started.listen === null) return;
     const join = channelOf(started)!;
@@ -970,6 +1001,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
     }
     await this.#event({ kind: 'monitor-reset', action: true, vm: v.vm, host: p.host, message: `VM monitoring resets ${v.vm} on ${p.host} (${recent.length + 1} of at most ${max} in the window): ${what}; it is stopped and restarted from its disk` });
     this.#progress.forget(v.vm);
+    this.#stoppedHere.set(v.vm, Date.now());
     // The secondary first: it replays the same guest, and must not go live in its place.
     if (v.secondary !== undefined) await this.#call(inv, v.secondary.host, (c) => c.stop(v.vm));
     await this.#call(inv, p.host, (c) => c.stop(v.vm));
