@@ -8,6 +8,7 @@ import { type ExplainOptions, type PlacementAnswer, explain } from './explain.js
 import { type Cluster, type ClusterSnapshot, type PlacementMode, type Role, buildCluster, vmArg } from './model.js';
 import { PlacementInputError } from './errors.js';
 import { type MigrationResult, migrateHalf } from './migrate.js';
+import { type DefragOptions, type DefragResult, defragment } from './defrag.js';
 import {
   type PlaceAllOptions,
   type PlaceResult,
@@ -69,6 +70,14 @@ export class Placement {
    */
   migrate(vm: string, role: Role, to?: string): MigrationResult {
     return migrateHalf(this.#c, vm, role, to);
+  }
+
+  /**
+   * Defragmentation: for a VM that runs nowhere and that no host can take only for want of room, the
+   * moves of other VMs' halves (live migrations, secondary moves) that make room for it.
+   */
+  defragment(vm: string, options?: DefragOptions): DefragResult {
+    return defragment(this.#c, vm, options);
   }
 
   /** Plan to empty a host for maintenance mode, with the halves that cannot leave and why. */
@@ -152,6 +161,7 @@ export type {
 } from './balance.js';
 export type { EvacuationPlan, EvacuationStep, BlockedHalf } from './evacuate.js';
 export type { HalfMigration, MigrationResult } from './migrate.js';
+export type { DefragMove, DefragOptions, DefragResult } from './defrag.js';
 export type { AuditResult } from './audit.js';
 export type { AdmissionResult, AdmissionHost, AdmissionCode } from './admission.js';
 export type { Spread } from './state.js';

@@ -289,7 +289,7 @@ function legacyPrimaryCheck(c: Cluster, vm: number): (h: number, out: Rejection[
 }
 
 /** Spec of the primary (or non-FT VM) half for a fresh placement. */
-function freshSpec(c: Cluster, vm: number): HalfSpec {
+export function freshSpec(c: Cluster, vm: number): HalfSpec {
   const spec: HalfSpec = { vm, secondary: false, freed: -1, partner: -1, ignore: -1 };
   if (c.ft[vm] && c.mode === 'legacy') spec.extra = legacyPrimaryCheck(c, vm);
   return spec;
