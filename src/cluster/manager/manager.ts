@@ -144,6 +144,10 @@ export class Manager extends EventEmitter<ManagerEvents> {
   #lastLive = new Map<string, { startedAt: number; halves: Map<string, number> }>();
   /** VM monitoring: when each running VM's heartbeat and instret last changed (by this manager's clock). */
   readonly #progress = new ProgressTracker();
+  /** VMs this pass found unplaceable: defragmentation may make room for one (#defragment). */
+  readonly #roomless = new Set<string>();
+  /** The VM the last defragmentation move was issued for. */
+  #defragging: string | undefined;
   /** VMs this manager stopped itself (VM monitoring's resets, a start that never got ready): when. */
   readonly #stoppedHere = new Map<string, number>();
   /** Restarts and re-protections under way (their actions in flight), by VM, with the VM's priority. */
@@ -379,10 +383,21 @@ export class Manager extends EventEmitter<ManagerEvents> {
       }
     }
     this.#closeHostsOfVanished(inv, views, now);
+    // A half the snapshot cannot show — one an operation under way is moving (a migration's follower
+    // whose target is not on record as primary yet, a secondary being replaced), still running on a live
+    // host — takes room there all the same: that host takes no new half until the operation has ended.
+    // (Seen: a VM placed beside a migration's follower whose host was at its FT VM cap.)
+    const moving = new Map<string, string>();
+    for (const v of views) {
+      for (const r of v.others) {
+        if (!inv.hosts.has(r.host) || r.state === 'stopping' || v.lost.includes(r) || this.#suspect.has(r.host)) continue;
+        moving.set(r.host, `it runs a ${r.role} of ${v.vm} that an operation under way moves (not in the placement snapshot until it ends)`);
+      }
+    }
     const byVm = new Map(views.map((v) => [v.vm, v]));
     const built = buildSnapshot(inv, byVm, {
       ...(this.baseline !== undefined ? { baseline: this.baseline } : {}),
-      closed: new Map([...this.#suspect].map(([h, s]) => [h, s.why])),
+      closed: new Map([...moving, ...[...this.#suspect].map(([h, s]): [string, string] => [h, s.why])]),
       ...(this.#o.placementOptions !== undefined ? { placementOptions: this.#o.placementOptions } : {}),
     });
     for (const d of built.dropped) await this.#say(`dropped:${d}`, { kind: 'rule-ignored', message: d });
@@ -426,6 +441,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
       actions.push(a);
     };
 
+    this.#roomless.clear();
     // Highest restart priority first: those VMs get the capacity first, and a VM waits while a restart
     // or re-protection of a higher priority is under way (vSphere HA's restart priority).
     const underWay = new Map(this.#restarting);
@@ -451,6 +467,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
       for (const a of await this.#drain(h, inv, views, snap, busy, cooling)) add(a);
     }
     for (const a of await this.#migrations(inv, views, snap, busy, cooling)) add(a);
+    if (draining.length === 0) add(await this.#defragment(inv, views, snap, busy, cooling));
     if (actions.length === 0 && draining.length === 0 && this.#cooldown.size === 0 && inflight.size === 0 && this.#inflight.size === 0) add(await this.#balance(inv, views, snap, now));
 
     if (actions.length > 0) {
@@ -641,6 +658,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
         const r = p.place(v.vm);
         if (r.kind === 'unplaceable') {
           await this.#sayOnceHeld(`unplaceable:${v.vm}`, { kind: 'unplaceable', vm: v.vm, message: `${v.vm} cannot be placed: ${r.reason}\n${explain(r)}` });
+          this.#roomless.add(v.vm);
           return undefined;
         }
         this.#said.delete(`unplaceable:${v.vm}`);
@@ -1132,6 +1150,60 @@ export class Manager extends EventEmitter<ManagerEvents> {
       }
     }
     return out;
+  }
+
+  // ---- defragmentation ------------------------------------------------------------------------------
+
+  /**
+   * A VM found unplaceable this pass only for want of room: `Placement.defragment()` plans moves of
+   * other VMs' halves that make room; in integrated mode with automatic automation the first is applied
+   * (one at a time: the next pass plans again, and places the VM once it fits), as a gap-free move — an
+   * FT primary live-migrated with its secondary following, an FT secondary moved. A plan that would move
+   * a VM without FT (no live migration of those in the cluster) or an unprotected one is only reported;
+   * so is any plan under manual automation.
+   */
+  async #defragment(inv: Inventory, views: PairView[], snap: ClusterSnapshot, busy: Set<string>, cooling: (vm: string) => boolean): Promise<Action | undefined> {
+    // One operation of the kind at a time, cluster-wide: each move changes what the next one should be.
+    const last = this.#defragging;
+    if (last !== undefined && (this.#inflight.has(last) || this.#cooldown.has(last))) return undefined;
+    for (const vm of [...this.#roomless].sort()) {
+      let d;
+      try {
+        d = new Placement(snap).defragment(vm);
+      } catch (err) {
+        this.#warn(`defragment ${vm}: ${(err as Error).message}`);
+        continue;
+      }
+      if (d.kind !== 'defrag') continue; // the unplaceable event says why
+      const blocker = d.moves.map((m) => views.find((x) => x.vm === m.vm)).find((w) => w === undefined || w.desired?.ft !== true || !w.protected);
+      if (blocker !== undefined || this.mode !== 'integrated') {
+        const why =
+          this.mode !== 'integrated'
+            ? 'legacy mode moves no FT VM'
+            : blocker?.desired?.ft !== true
+              ? `${blocker?.vm ?? '?'} runs without FT, and the cluster cannot live-migrate such a VM yet`
+              : `${blocker.vm} is not protected, and would be left unprotected by the move`;
+        await this.#say(`defrag:${vm}`, { kind: 'defrag-skipped', vm, message: `${vm} cannot be placed for want of room; defragmentation: ${d.message}, but not applied: ${why}` });
+        continue;
+      }
+      if (this.automation !== 'automatic') {
+        await this.#say(`defrag:${vm}`, { kind: 'recommendation', vm, message: `${vm} cannot be placed for want of room; defragmentation: ${d.message} (automation manual: not applied)` });
+        continue;
+      }
+      const m = d.moves[0]!;
+      const w = views.find((x) => x.vm === m.vm)!;
+      if (busy.has(m.vm) || cooling(m.vm) || w.others.length > 0) return undefined;
+      const message = `defragmentation for ${vm}, which no host can take for want of room: ${d.message}; move 1 of ${d.moves.length}: ${m.kind === 'migrate' ? `live migration of the primary of ${m.vm} ${m.from} → ${m.to} (its secondary follows without a protection gap)` : `the secondary of ${m.vm} ${m.from} → ${m.to}`}`;
+      this.#said.delete(`defrag:${vm}`);
+      this.#defragging = m.vm;
+      if (m.kind === 'move-secondary') return this.#action(m.vm, () => this.#moveSecondary(inv, m.vm, m.from, m.to, message, w));
+      return this.#action(m.vm, () =>
+        this.#migratePrimary(inv, m.vm, m.from, m.to, w, message, () =>
+          this.#event({ kind: 'defrag-skipped', vm, message: `${message}: not applied, the primary of ${m.vm} on ${m.from} cannot be armed for a live migration` }),
+        ),
+      );
+    }
+    return undefined;
   }
 
   // ---- balancing ------------------------------------------------------------------------------------
