@@ -224,7 +224,8 @@ export async function migrateCommand(store: ClusterStore, args: string[], io: Co
     const line = `${vm}: ${half} on ${at ?? 'none'}; ${v?.text ?? 'no record'}${now.migrateRequests.has(vm) ? '; request pending' : ''}`;
     if (line !== last) io.stdout.write(`${line}\n`);
     last = line;
-    if (moved && v?.protected === true && !now.migrateRequests.has(vm)) {
+    // Over when the VM is protected there and nothing of the operation is left (the old half's record).
+    if (moved && v?.protected === true && v.others.length === 0 && !now.migrateRequests.has(vm)) {
       io.stdout.write(`the ${half} of ${vm} runs on ${at}; ${vm} is protected\n`);
       return EXIT.ok;
     }

@@ -193,8 +193,10 @@ export function pairView(vm: string, inv: Inventory): PairView {
       if (secondary === undefined || (r.protected && !secondary.protected) || (r.protected === secondary.protected && r.startedAt > secondary.startedAt)) secondary = r;
     }
   }
-  // A primary superseded by a higher epoch lost the arbiter, or its host is gone.
-  for (const r of live) if (r.role === 'primary' && r !== primary && (r.epoch ?? -1) < (primary?.epoch ?? -1)) lost.push(r);
+  // A primary superseded by a higher epoch lost the arbiter, or its host is gone — unless it handed over
+  // on purpose: a live migration's source keeps its record, as at the hand-over, until the target's is
+  // there (Agent #handedOn); its host is fine.
+  for (const r of live) if (r.role === 'primary' && r !== primary && (r.epoch ?? -1) < (primary?.epoch ?? -1) && r.lastEvent !== 'migrated') lost.push(r);
   const others = all.filter((r) => r !== primary && r !== secondary);
   const isProtected = primary !== undefined && primary.protected && secondary !== undefined;
   let status: PairStatus;
