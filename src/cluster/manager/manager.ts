@@ -446,6 +446,15 @@ export class Manager extends EventEmitter<ManagerEvents> {
     // or re-protection of a higher priority is under way (vSphere HA's restart priority).
     const underWay = new Map(this.#restarting);
     const ordered = restartOrder(views.map((view) => ({ vm: view.vm, priority: restartPriorityOf(view.desired?.restartPriority), view })));
+    // VMs lost together do not vanish from the store together (their processes end one by one, their
+    // records expire one by one): a restart that is due is also held back by a higher-priority VM that
+    // went down with it and is still in its restart grace or leaving records — bounded by the grace and
+    // the records' TTL; one that cannot be placed holds nothing up.
+    for (const { view: v, priority } of ordered) {
+      if (v.desired === undefined || v.status !== 'down' || !this.#seenRunning.has(v.vm) || priority === 'disabled') continue;
+      const since = this.#downSince.get(v.vm);
+      if ((inv.instances.get(v.vm) ?? []).length > 0 || since === undefined || now - since < this.#o.restartGraceMs) underWay.set(v.vm, priority);
+    }
     for (const { view: v, priority } of ordered) {
       if (busy.has(v.vm)) continue;
       const ha = this.#haNeed(v);
