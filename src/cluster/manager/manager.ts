@@ -1054,7 +1054,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
       inv.maintenance.set(h, { state: value, revision: -1 });
       const message =
         next === 'entering'
-          ? `host ${h} is entering maintenance mode: moving its secondaries off, then switching its primaries`
+          ? `host ${h} is entering maintenance mode: moving its secondaries off, then live-migrating its primaries`
           : next === 'in'
             ? `host ${h} is in maintenance mode: no VM instance is left on it`
             : `host ${h} left maintenance mode`;
