@@ -1,5 +1,6 @@
 // `lockstep cluster`: the operator's view of and orders to the cluster, through the store only (the
-// manager carries the orders out): init, status, create-vm, delete-vm, maintenance, events.
+// manager carries the orders out): init, status, create-vm, delete-vm, maintenance, events, ha; rule,
+// group, apply and migrate are in cluster-drs.ts.
 import { parseArgs } from 'node:util';
 import {
   DEFAULT_MAX_FT_VCPUS,
