@@ -1,13 +1,18 @@
-// `lockstep cluster rule|group|apply`: the DRS side of the cluster from the command line — VM-VM and
-// VM-host rules, host groups, and applying the balancer's recommendations in manual mode. Parses, checks
-// against the store and writes it; the leading manager carries the rules and requests out.
+// `lockstep cluster rule|group|apply|migrate`: the DRS side of the cluster from the command line — VM-VM
+// and VM-host rules, host groups, applying the balancer's recommendations in manual mode, and the
+// operator's live migrations. Parses, checks against the store and writes it; the leading manager
+// carries the rules and requests out.
 import { parseArgs } from 'node:util';
 import {
   EventWriter,
   KEYS,
+  buildSnapshot,
+  checkMigration,
   hostGroupsOf,
+  pairViews,
   readInventory,
   type ApplyRequest,
+  type MigrateRequest,
   type ClusterStore,
   type HostGroup,
   type Inventory,
@@ -175,4 +180,57 @@ export async function applyCommand(store: ClusterStore, args: string[], io: Comm
   await new EventWriter(store, 'cli').write({ kind: 'apply-requested', message: `apply the next ${req.moves} load-balancing recommendation(s)` });
   io.stdout.write(`the leading manager applies the next ${req.moves} load-balancing recommendation(s) once the cluster is settled (lockstep cluster events shows them)\n`);
   return EXIT.ok;
+}
+
+/**
+ * `migrate <vm> [--to <host>] [--secondary] [--wait] [--timeout <s>]`: checked here against the
+ * placement rules (refused with the broken rule or cap, nothing written), then written as
+ * `requests/migrate/<vm>` for the leading manager, which checks again and carries it out without a
+ * protection gap. `--wait` returns once the half runs protected on its new host (or the manager refused).
+ */
+export async function migrateCommand(store: ClusterStore, args: string[], io: CommandIo): Promise<number> {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { to: { type: 'string' }, secondary: { type: 'boolean' }, wait: { type: 'boolean' }, timeout: { type: 'string' } } });
+  if (positionals.length !== 1) throw new UsageError('migrate: expected <vm> [--to <host>] [--secondary]');
+  const vm = positionals[0]!;
+  if (values.to !== undefined) name('migrate --to', values.to);
+  const role = values.secondary ? 'secondary' : 'primary';
+  const half = values.secondary ? 'secondary' : 'primary';
+  const inv = await readInventory(store);
+  const views = pairViews(inv);
+  const check = checkMigration(views, buildSnapshot(inv, new Map(views.map((v) => [v.vm, v]))).snapshot, { vm, role, ...(values.to !== undefined ? { to: values.to } : {}) });
+  if (!check.ok) {
+    io.stderr.write(`lockstep cluster migrate: ${check.reason} (${check.code}); nothing written\n`);
+    return EXIT.dataErr;
+  }
+  const req: MigrateRequest = { vm, role, ...(values.to !== undefined ? { to: values.to } : {}), at: Date.now(), by: 'cli' };
+  await store.put(KEYS.migrateRequest(vm), req as unknown as JsonValue);
+  await new EventWriter(store, 'cli').write({ kind: 'migrate-requested', vm, message: `live migration of the ${half} of ${vm} from ${check.from}${values.to !== undefined ? ` to ${values.to}` : ''} requested (planned: ${check.message})` });
+  io.stdout.write(`live migration of the ${half} of ${vm} requested: ${check.message}; the leading manager carries it out without a protection gap\n`);
+  if (!values.wait) return EXIT.ok;
+  const timeoutMs = positive('timeout', values.timeout, 120, false) * 1000;
+  const deadline = performance.now() + timeoutMs;
+  let last = '';
+  // Bounded: one look every 200 ms until the deadline.
+  while (performance.now() < deadline) {
+    const now = await readInventory(store);
+    const refused = [...now.events].reverse().find((e) => e.kind === 'migrate-refused' && e.vm === vm && e.t >= req.at);
+    if (refused !== undefined) {
+      io.stderr.write(`lockstep cluster migrate: ${refused.message}\n`);
+      return EXIT.dataErr;
+    }
+    const v = pairViews(now).find((x) => x.vm === vm);
+    const at = values.secondary ? v?.secondary?.host : v?.primary?.host;
+    const moved = at !== undefined && (values.to !== undefined ? at === values.to : at !== check.from);
+    const line = `${vm}: ${half} on ${at ?? 'none'}; ${v?.text ?? 'no record'}${now.migrateRequests.has(vm) ? '; request pending' : ''}`;
+    if (line !== last) io.stdout.write(`${line}\n`);
+    last = line;
+    // Over when the VM is protected there and nothing of the operation is left (the old half's record).
+    if (moved && v?.protected === true && v.others.length === 0 && !now.migrateRequests.has(vm)) {
+      io.stdout.write(`the ${half} of ${vm} runs on ${at}; ${vm} is protected\n`);
+      return EXIT.ok;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  io.stderr.write(`lockstep cluster migrate: the ${half} of ${vm} did not move within ${timeoutMs / 1000} s (last: ${last}; is a manager running? see lockstep cluster events)\n`);
+  return EXIT.budget;
 }

@@ -1,5 +1,6 @@
 // `lockstep cluster`: the operator's view of and orders to the cluster, through the store only (the
-// manager carries the orders out): init, status, create-vm, delete-vm, maintenance, events.
+// manager carries the orders out): init, status, create-vm, delete-vm, maintenance, events, ha; rule,
+// group, apply and migrate are in cluster-drs.ts.
 import { parseArgs } from 'node:util';
 import {
   DEFAULT_MAX_FT_VCPUS,
@@ -33,7 +34,7 @@ import {
 } from '../cluster/index.js';
 import { loadConfig } from '../config/index.js';
 import { nonNegative, positive } from './agent.js';
-import { applyCommand, describeRule, groupCommand, ruleCommand } from './cluster-drs.js';
+import { applyCommand, describeRule, groupCommand, migrateCommand, ruleCommand } from './cluster-drs.js';
 import { UsageError } from './args.js';
 import { EXIT, type CommandIo } from './io.js';
 
@@ -66,7 +67,8 @@ Commands:
   delete-vm <vm>                           remove a VM from the desired state; the manager stops it
   maintenance <host> on|off [--wait] [--timeout <s>]
                                            ask the manager to drain the host (secondaries moved off, then
-                                           primaries switched to their secondaries) or to take it back;
+                                           primaries live-migrated, both without a protection gap) or to
+                                           take it back;
                                            --wait prints its progress (halves left, the blocking reason)
                                            and returns once it is done (default timeout 120 s). A host
                                            the cluster does not know is refused; off for a host that is no
@@ -83,7 +85,17 @@ Commands:
                                            host groups in the store (besides an agent's --groups): a
                                            host is in every group that lists it
   apply [--moves <n>]                      manual automation: the leading manager applies the next n
-                                           (default 1) load-balancing recommendations once settled
+                                           (default 1) load-balancing recommendations once settled (with
+                                           automatic automation, the default, it applies them itself)
+  migrate <vm> [--to <host>] [--secondary] [--wait] [--timeout <s>]
+                                           live-migrate the VM's primary (--secondary: its secondary) to
+                                           the host, or to the best valid one without --to, with no
+                                           protection gap: the secondary follows a migrated primary, a
+                                           new secondary is in lockstep before the old one leaves. A
+                                           target that breaks a rule or cap is refused with the reason,
+                                           and so is a VM that is not protected or runs without FT (no
+                                           live migration of such VMs in the cluster yet). --wait returns
+                                           once it runs protected there (default timeout 120 s)
   events [--limit <n>] [--json]            the cluster's recent events (default 20), one line each;
                                            --json for every event whole
   ha [--host-failures <n>] [--json]        the HA settings and the failover capacity; with options,
@@ -105,8 +117,8 @@ Commands:
 
 Every command takes --store. Exit status: 0 done; 64 usage or configuration error (a dir: store
 that does not exist); 65 a refused order (unknown host, VM, rule or group, a VM that exists or runs,
-too many vCPUs, not enough failover capacity) or damaged records in the store; 69 the store does not
-answer; 75 --wait ran out of time; 77 the store refused the credentials.
+too many vCPUs, not enough failover capacity, a migration the rules refuse) or damaged records in the
+store; 69 the store does not answer; 75 --wait ran out of time; 77 the store refused the credentials.
 `;
 
 function pct(x: number): string {
@@ -586,8 +598,10 @@ export async function clusterCommand(argv: string[], io: CommandIo): Promise<num
         return await groupCommand(store, own, io);
       case 'apply':
         return await applyCommand(store, own, io);
+      case 'migrate':
+        return await migrateCommand(store, own, io);
       default:
-        throw new UsageError(`unknown cluster command '${sub}' (init, status, create-vm, delete-vm, maintenance, events, ha, rule, group, apply)`);
+        throw new UsageError(`unknown cluster command '${sub}' (init, status, create-vm, delete-vm, maintenance, events, ha, rule, group, apply, migrate)`);
     }
   } finally {
     await store.close();

@@ -21,7 +21,9 @@ Options:
                              legacy: FT pairs placed once (primary on its registered host), never balanced
   --baseline <compat id>     FT compatibility baseline in integrated mode (default ${defaultCompatId()})
   --automation manual|automatic
-                             apply load-balancing moves (automatic) or only record them (manual, default;
+                             apply load-balancing moves and repairs of broken rules (automatic, default:
+                             vSphere's fully automated DRS; a primary moves by live migration, never by
+                             a switch that would leave it unprotected) or only record them (manual;
                              lockstep cluster apply has the next ones applied)
   --token-file <file>        the agents' API token (default: $LOCKSTEP_TOKEN)
   --interval-ms <n>          a reconcile pass at least this often (default 500; store changes trigger one sooner)
@@ -57,7 +59,7 @@ export async function managerCommand(argv: string[], io: CommandIo): Promise<num
   if (values.store === undefined) throw new UsageError('--store dir:<path> or --store etcd:<url> is required');
   const mode = (values.mode ?? 'integrated') as ManagerMode;
   if (mode !== 'integrated' && mode !== 'legacy') throw new UsageError(`--mode: must be integrated or legacy, got '${values.mode}'`);
-  const automation = (values.automation ?? 'manual') as Automation;
+  const automation = (values.automation ?? 'automatic') as Automation;
   if (automation !== 'manual' && automation !== 'automatic') throw new UsageError(`--automation: must be manual or automatic, got '${values.automation}'`);
   if (mode === 'legacy' && values.baseline !== undefined) throw new UsageError('--baseline: legacy mode has no compatibility baseline');
   const id = values.id ?? `${hostname().replace(/[^A-Za-z0-9._-]/g, '-')}-${process.pid}`;

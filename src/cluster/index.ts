@@ -53,10 +53,13 @@ export type {
   MonitorRecord,
   HostGroup,
   ApplyRequest,
+  MigrateRequest,
   LostHost,
 } from './manager/layout.js';
 export { DEFAULT_HA_SETTINGS, haSettingsOf } from './manager/layout.js';
 export { admitVm, clusterAdmission } from './manager/ha.js';
+export { checkMigration } from './manager/migration.js';
+export type { MigrationCheck, MigrationRefusal } from './manager/migration.js';
 export { RESTART_PRIORITIES, DEFAULT_RESTART_PRIORITY, priorityRank, restartPriorityOf, restartOrder, waitsFor } from './manager/priority.js';
 export type { RestartPriority } from './manager/priority.js';
 export { ProgressTracker, resetAllowed, vmMonitoringOf, DEFAULT_VM_MONITORING, MIN_FAILURE_INTERVAL_MS, VM_MONITORING_MODES } from './manager/monitor.js';

@@ -1,8 +1,9 @@
 // Issue 14, bug 3: after an old primary resumes (SIGCONT) its record comes back, under its old epoch,
 // before it notices it lost and halts — and under load the current primary's record may be missing for a
 // moment. The manager must never start a secondary that joins such a superseded primary: the join
-// target is the holder of the VM's current epoch (by the arbiter, and by the highest epoch seen). A real
-// manager on a directory store; the agents are stand-ins that record every request.
+// target is the holder of the VM's current epoch (by the arbiter, and by the highest epoch seen). And a
+// VM left with no primary on record at all (a migration target never recorded) is reported, not acted
+// on. A real manager on a directory store; the agents are stand-ins that record every request.
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -155,5 +156,22 @@ describe('the join target of a new secondary', () => {
     await manager.reconcile();
     expect(events.find((e) => e.kind === 'join-superseded')?.message).toMatch(/primary on h1 runs under epoch 1, but epoch 2 was seen/);
     expect(secondaryStarts()).toEqual([]);
+  });
+
+  it('says a VM left with no primary on record — a migration target never recorded — is missing its primary, once that has held, and starts nothing', async () => {
+    await store.put(KEYS.desired('v'), desired({} as JsonValue) as unknown as JsonValue);
+    // The old primary's record went (Agent #handedOn) and the target's never came: only the secondary,
+    // following the target's address, is on record.
+    await store.put(KEYS.instance('v', 'h2'), { ...primaryRecord('v', 'h2', 1, 0), role: 'secondary', startedAs: 'secondary', state: 'joined', epoch: null, listen: null, join: '127.0.0.1:7009', protected: true, status: 'Protected (in lockstep with the primary)' } as unknown as JsonValue);
+    manager = await Manager.start({ store, id: 'm1', token: TOKEN, intervalMs: 100, flapGraceMs: 300 });
+    manager.on('event', (e) => events.push(e));
+    const said = await until('the missing primary reported', 60_000, async () => events.find((e) => e.kind === 'primary-missing' && e.vm === 'v'));
+    expect([said.host, said.message]).toEqual([
+      'h2',
+      'v has no primary on record (its secondary on h2 follows 127.0.0.1:7009: Protected (in lockstep with the primary)): its primary\'s host died or a migration\'s target never appeared; its secondary goes live by itself if the primary is gone, and the VM is re-protected then',
+    ]);
+    await manager.reconcile();
+    expect(requests.filter((r) => r.method !== 'GET')).toEqual([]);
+    expect(events.filter((e) => e.kind === 'primary-missing')).toHaveLength(1);
   });
 });

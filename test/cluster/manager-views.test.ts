@@ -51,6 +51,22 @@ const P1 = { host: '127.0.0.1', port: 7001 };
 const P2 = { host: '127.0.0.1', port: 7002 };
 
 describe('pair views', () => {
+  it('a live migration’s source, kept as at the hand-over beside its target, is a left-over, not lost: its host is fine', () => {
+    const inv = inventory([host('h1'), host('h2'), host('h3')], [desired('v')], [
+      inst('v', 'h1', { listen: P1, protected: true, status: 'Protected', lastEvent: 'migrated' }),
+      inst('v', 'h3', { listen: P2, protected: true, epoch: 2, startedAs: 'secondary', status: 'Protected (the secondary follows this migrated primary)', lastEvent: 'go-live' }),
+      inst('v', 'h2', { role: 'secondary', state: 'joined', join: '127.0.0.1:7002', protected: true, status: 'Protected (in lockstep)' }),
+    ]);
+    const v = pairView('v', inv);
+    expect([v.primary?.host, v.secondary?.host, v.status, v.others.map((r) => r.host), v.lost]).toEqual(['h3', 'h2', 'protected', ['h1'], []]);
+    // A superseded primary that did not migrate is lost (its host probably failed).
+    const failed = inventory([host('h1'), host('h2'), host('h3')], [desired('v')], [
+      inst('v', 'h1', { listen: P1, protected: true, status: 'Protected' }),
+      inst('v', 'h3', { listen: P2, protected: false, epoch: 2 }),
+    ]);
+    expect(pairView('v', failed).lost.map((r) => r.host)).toEqual(['h1']);
+  });
+
   it('a primary and the secondary joined to its channel on another live host make a protected pair', () => {
     const inv = inventory([host('h1'), host('h2')], [desired('v')], [
       inst('v', 'h1', { listen: P1, protected: true, status: 'Protected' }),

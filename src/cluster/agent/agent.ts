@@ -137,8 +137,13 @@ class Refusal extends Error {
  * console.log(agent.url); // http://127.0.0.1:41234
  * ```
  */
-/** How long a migrated primary's record waits for its target's (see Agent #handedOn), ms. */
-const HAND_ON_MAX_MS = 10_000;
+/**
+ * How long a migrated primary's record waits, after its process ended, for its target's record (see
+ * Agent #handedOn), ms. The target publishes its record as it goes live, tens of milliseconds after the
+ * hand-over; two seconds cover an agent stalled on a loaded machine without letting a record that says
+ * Protected outlive a target that never came by more than that.
+ */
+export const HAND_ON_MAX_MS = 2_000;
 
 export class Agent extends EventEmitter<AgentEvents> {
   readonly id: string;
@@ -536,7 +541,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       if (this.#exited.length > KEEP_EXITED) this.#exited.shift();
       this.#gone.set(
         p,
-        this.#handedOn(p)
+        this.#handedOn(p, pub)
           .then(() => pub.close())
           .finally(() => this.#publishers.delete(p)),
       );
@@ -546,27 +551,48 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   /**
-   * A primary that migrated with its secondary following the target keeps its record until the store
-   * shows the target as the VM's primary (a higher epoch; at most {@link HAND_ON_MAX_MS}): dropping it at
-   * once would leave a moment with no primary on record, which reads as unprotected although the
-   * secondary holds the hand-over state throughout.
+   * A primary that migrated with its secondary following the target keeps its record, as it was at the
+   * hand-over, until the store shows the target as the VM's primary (a primary record of a higher epoch):
+   * dropping it at once would leave a moment with no primary on record, which reads as unprotected
+   * although the secondary holds the hand-over state throughout. It goes the moment the target's record
+   * is written (a watch, not a poll), and at most {@link HAND_ON_MAX_MS} after the process ended: a
+   * target whose record does not come by then is dead or cut off from the store, and a record that still
+   * said Protected would hide that. It is then rewritten to say what is known — handed over, on its way
+   * out — before it goes, and a `migration-unconfirmed` event tells the operator; the manager then sees a
+   * VM with no primary on record (`going-live`: its secondary goes live by itself if the target is dead)
+   * and reports it if that lasts.
    */
-  async #handedOn(p: VmProcess): Promise<void> {
+  async #handedOn(p: VmProcess, pub: RecordPublisher): Promise<void> {
     if (!p.migratedWithFollower) return;
-    const end = performance.now() + HAND_ON_MAX_MS;
     const prefix = KEYS.instance(p.vmId, '');
-    while (performance.now() < end) {
-      try {
-        const rs = await this.#o.store.list(prefix);
-        if (rs.some((r) => {
-          const v = r.value as { role?: unknown; epoch?: unknown };
-          return v.role === 'primary' && typeof v.epoch === 'number' && v.epoch > (p.epoch ?? 0);
-        })) return;
-      } catch {
-        return; // the store is not there: nothing to keep a record in either
-      }
-      await new Promise((r) => setTimeout(r, 20));
+    const isTarget = (v: JsonValue | null) => {
+      const r = v as { role?: unknown; epoch?: unknown; host?: unknown } | null;
+      return r !== null && r.host !== this.id && r.role === 'primary' && typeof r.epoch === 'number' && r.epoch > (p.epoch ?? 0);
+    };
+    let settle!: (appeared: boolean) => void;
+    const appeared = new Promise<boolean>((r) => (settle = r));
+    const timer = setTimeout(() => settle(false), HAND_ON_MAX_MS);
+    let unwatch: (() => Promise<void>) | undefined;
+    try {
+      unwatch = await this.#o.store.watch(prefix, (e) => {
+        if (e.type === 'put' && isTarget(e.value)) settle(true);
+      }, { onError: () => settle(false) });
+      // Written before the watch began: the list sees it.
+      if ((await this.#o.store.list(prefix)).some((e) => isTarget(e.value))) settle(true);
+    } catch {
+      settle(false); // the store is not there: nothing to keep a record in either
     }
+    const ok = await appeared;
+    clearTimeout(timer);
+    await unwatch?.().catch(() => undefined);
+    if (ok) return;
+    const message = `the primary of ${p.vmId} on ${this.id} handed over to its migration's target, but no record of the target as primary appeared within ${HAND_ON_MAX_MS} ms: the target died or is cut off from the store. The old primary's record is dropped; its secondary goes live by itself if the target is gone`;
+    this.#warn(message);
+    pub.update({ ...p.record(), state: 'stopping', protected: false, status: `handed over to its migration's target; no record of the target within ${HAND_ON_MAX_MS} ms` } as unknown as JsonValue);
+    await pub.flush().catch(() => undefined);
+    await new EventWriter(this.#o.store, `agent-${this.id}`)
+      .write({ kind: 'migration-unconfirmed', vm: p.vmId, host: this.id, message })
+      .catch((err: unknown) => this.#warn(`event log: ${(err as Error).message}`));
   }
 
   #find(vmId: string): VmProcess {

@@ -19,6 +19,7 @@ import {
   type MaintenanceState,
   type ManagerEpoch,
   type ApplyRequest,
+  type MigrateRequest,
   type HostGroup,
   type LostHost,
   type MonitorRecord,
@@ -41,6 +42,8 @@ export interface Inventory {
   groups: Map<string, HostGroup>;
   /** A pending `cluster apply`, if any. */
   applyRequest: ApplyRequest | null;
+  /** `cluster migrate` requests, by VM. */
+  migrateRequests: Map<string, MigrateRequest>;
   /** Hosts the manager saw leave, by host (see {@link LostHost}). */
   lostHosts: Map<string, LostHost>;
   /** VM monitoring's resets, by VM. */
@@ -63,7 +66,7 @@ export async function readInventory(store: ClusterStore): Promise<Inventory> {
 
 /** The inventory held by a list of entries (see {@link readInventory}). */
 export function parseInventory(entries: StoreEntry[]): Inventory {
-  const inv: Inventory = { hosts: new Map(), desired: new Map(), instances: new Map(), rules: [], requests: new Map(), maintenance: new Map(), failures: new Map(), groups: new Map(), applyRequest: null, lostHosts: new Map(), monitoring: new Map(), ha: haSettingsOf(null), epoch: null, events: [], at: Date.now() };
+  const inv: Inventory = { hosts: new Map(), desired: new Map(), instances: new Map(), rules: [], requests: new Map(), maintenance: new Map(), failures: new Map(), groups: new Map(), applyRequest: null, migrateRequests: new Map(), lostHosts: new Map(), monitoring: new Map(), ha: haSettingsOf(null), epoch: null, events: [], at: Date.now() };
   for (const e of entries) {
     const k = e.key;
     if (k.startsWith(KEYS.hostsPrefix)) {
@@ -84,6 +87,9 @@ export function parseInventory(entries: StoreEntry[]): Inventory {
     } else if (k === KEYS.applyRequest) {
       const r = asRecord<ApplyRequest>(e.value);
       if (r !== undefined && typeof r.moves === 'number') inv.applyRequest = r;
+    } else if (k.startsWith(KEYS.migrateRequestsPrefix)) {
+      const r = asRecord<MigrateRequest>(e.value);
+      if (r !== undefined && typeof r.vm === 'string' && (r.role === 'primary' || r.role === 'secondary')) inv.migrateRequests.set(r.vm, r);
     } else if (k.startsWith(KEYS.groupsPrefix)) {
       const g = asRecord<HostGroup>(e.value);
       if (g !== undefined && typeof g.name === 'string' && Array.isArray(g.hosts)) inv.groups.set(g.name, g);
@@ -187,8 +193,10 @@ export function pairView(vm: string, inv: Inventory): PairView {
       if (secondary === undefined || (r.protected && !secondary.protected) || (r.protected === secondary.protected && r.startedAt > secondary.startedAt)) secondary = r;
     }
   }
-  // A primary superseded by a higher epoch lost the arbiter, or its host is gone.
-  for (const r of live) if (r.role === 'primary' && r !== primary && (r.epoch ?? -1) < (primary?.epoch ?? -1)) lost.push(r);
+  // A primary superseded by a higher epoch lost the arbiter, or its host is gone — unless it handed over
+  // on purpose: a live migration's source keeps its record, as at the hand-over, until the target's is
+  // there (Agent #handedOn); its host is fine.
+  for (const r of live) if (r.role === 'primary' && r !== primary && (r.epoch ?? -1) < (primary?.epoch ?? -1) && r.lastEvent !== 'migrated') lost.push(r);
   const others = all.filter((r) => r !== primary && r !== secondary);
   const isProtected = primary !== undefined && primary.protected && secondary !== undefined;
   let status: PairStatus;

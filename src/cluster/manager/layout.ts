@@ -8,6 +8,7 @@
 //   groups/<name>                        HostGroup         `lockstep cluster group` (host groups besides agents' --groups)
 //   requests/apply                       ApplyRequest      `lockstep cluster apply` (balancing moves to apply)
 //   requests/maintenance/<host>          MaintenanceRequest  `lockstep cluster maintenance`
+//   requests/migrate/<vm>                MigrateRequest    `lockstep cluster migrate` (a live migration to carry out)
 //   maintenance/<host>                   MaintenanceState  the leading manager (fenced)
 //   failures/<vm>                        StartFailure      the leading manager: a VM whose starts fail
 //   settings/ha                          HaSettings        `lockstep cluster ha` (admission control, monitoring)
@@ -47,6 +48,8 @@ export const KEYS = {
   groupsPrefix: 'groups/',
   group: (name: string) => `groups/${name}`,
   applyRequest: 'requests/apply',
+  migrateRequestsPrefix: 'requests/migrate/',
+  migrateRequest: (vm: string) => `requests/migrate/${vm}`,
   lostHostsPrefix: 'lost-hosts/',
   lostHost: (host: string) => `lost-hosts/${host}`,
   monitoringPrefix: 'monitoring/',
@@ -255,6 +258,21 @@ export interface HostGroup {
 /** `requests/apply`: apply this many of the balancer's recommendations (manual automation). */
 export interface ApplyRequest {
   moves: number;
+  at: number;
+  by: string;
+}
+
+/**
+ * `requests/migrate/<vm>`: live-migrate a half of the VM (`lockstep cluster migrate`). The leading
+ * manager checks it against the placement rules, carries it out without a protection gap or refuses it
+ * (a `migrate-refused` event), and deletes the request either way.
+ */
+export interface MigrateRequest {
+  vm: string;
+  /** Which half moves: the primary (the VM itself without FT) or the FT secondary. */
+  role: 'primary' | 'secondary';
+  /** The target host; absent: the manager chooses the best valid one. */
+  to?: string;
   at: number;
   by: string;
 }

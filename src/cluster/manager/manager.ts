@@ -16,6 +16,7 @@ import { admitVm } from './ha.js';
 import { restartOrder, restartPriorityOf, waitsFor, type RestartPriority } from './priority.js';
 import { ProgressTracker, resetAllowed } from './monitor.js';
 import { DEFAULT_EVENT_LIMIT, EventWriter, trimEvents } from './events.js';
+import { checkMigration } from './migration.js';
 import {
   buildSnapshot,
   channelOf,
@@ -35,7 +36,10 @@ export const START_BACKOFF_MAX_MS = 60_000;
 
 /** `integrated`: FT-aware placement and balancing of both halves; `legacy`: FT pairs placed once, never balanced. */
 export type ManagerMode = 'integrated' | 'legacy';
-/** `manual`: balancing moves are only recorded; `automatic`: the leader applies them. */
+/**
+ * `automatic` (default, vSphere's "fully automated"): the leader applies balancing moves and the repairs
+ * of broken rules itself; `manual`: they are only recorded, and `lockstep cluster apply` applies them.
+ */
 export type Automation = 'manual' | 'automatic';
 
 /** Options of {@link Manager.start}. */
@@ -49,7 +53,7 @@ export interface ManagerOptions {
   mode?: ManagerMode;
   /** FT compatibility baseline in integrated mode (default: this build's {@link defaultCompatId}). */
   baseline?: string;
-  /** Default `manual`. */
+  /** Default `automatic`. */
   automation?: Automation;
   /** A reconcile pass at least this often, ms (default 500); store changes trigger one sooner. */
   intervalMs?: number;
@@ -140,6 +144,12 @@ export class Manager extends EventEmitter<ManagerEvents> {
   #lastLive = new Map<string, { startedAt: number; halves: Map<string, number> }>();
   /** VM monitoring: when each running VM's heartbeat and instret last changed (by this manager's clock). */
   readonly #progress = new ProgressTracker();
+  /** VMs this pass found unplaceable: defragmentation may make room for one (#defragment). */
+  readonly #roomless = new Set<string>();
+  /** The VM the last defragmentation move was issued for. */
+  #defragging: string | undefined;
+  /** VMs this manager stopped itself (VM monitoring's resets, a start that never got ready): when. */
+  readonly #stoppedHere = new Map<string, number>();
   /** Restarts and re-protections under way (their actions in flight), by VM, with the VM's priority. */
   readonly #restarting = new Map<string, RestartPriority>();
   #lastBalance = 0;
@@ -153,7 +163,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
     if (typeof o.token !== 'string' || o.token.length < 16) throw new OptionError('token', 'the agents\' API token must be at least 16 characters');
     const mode = o.mode ?? 'integrated';
     if (mode !== 'integrated' && mode !== 'legacy') throw new OptionError('mode', `must be integrated or legacy, got ${JSON.stringify(mode)}`);
-    const automation = o.automation ?? 'manual';
+    const automation = o.automation ?? 'automatic';
     if (automation !== 'manual' && automation !== 'automatic') throw new OptionError('automation', `must be manual or automatic, got ${JSON.stringify(automation)}`);
     if (mode === 'legacy' && o.baseline !== undefined) throw new OptionError('baseline', 'legacy mode has no compatibility baseline (a baseline is what integrates FT with placement)');
     this.id = o.id;
@@ -372,10 +382,22 @@ export class Manager extends EventEmitter<ManagerEvents> {
         this.#suspect.set(r.host, { until: now + this.#o.suspectMs, why: `it recently failed (${what} is still listed there)` });
       }
     }
+    this.#closeHostsOfVanished(inv, views, now);
+    // A half the snapshot cannot show — one an operation under way is moving (a migration's follower
+    // whose target is not on record as primary yet, a secondary being replaced), still running on a live
+    // host — takes room there all the same: that host takes no new half until the operation has ended.
+    // (Seen: a VM placed beside a migration's follower whose host was at its FT VM cap.)
+    const moving = new Map<string, string>();
+    for (const v of views) {
+      for (const r of v.others) {
+        if (!inv.hosts.has(r.host) || r.state === 'stopping' || v.lost.includes(r) || this.#suspect.has(r.host)) continue;
+        moving.set(r.host, `it runs a ${r.role} of ${v.vm} that an operation under way moves (not in the placement snapshot until it ends)`);
+      }
+    }
     const byVm = new Map(views.map((v) => [v.vm, v]));
     const built = buildSnapshot(inv, byVm, {
       ...(this.baseline !== undefined ? { baseline: this.baseline } : {}),
-      closed: new Map([...this.#suspect].map(([h, s]) => [h, s.why])),
+      closed: new Map([...moving, ...[...this.#suspect].map(([h, s]): [string, string] => [h, s.why])]),
       ...(this.#o.placementOptions !== undefined ? { placementOptions: this.#o.placementOptions } : {}),
     });
     for (const d of built.dropped) await this.#say(`dropped:${d}`, { kind: 'rule-ignored', message: d });
@@ -419,10 +441,20 @@ export class Manager extends EventEmitter<ManagerEvents> {
       actions.push(a);
     };
 
+    this.#roomless.clear();
     // Highest restart priority first: those VMs get the capacity first, and a VM waits while a restart
     // or re-protection of a higher priority is under way (vSphere HA's restart priority).
     const underWay = new Map(this.#restarting);
     const ordered = restartOrder(views.map((view) => ({ vm: view.vm, priority: restartPriorityOf(view.desired?.restartPriority), view })));
+    // VMs lost together do not vanish from the store together (their processes end one by one, their
+    // records expire one by one): a restart that is due is also held back by a higher-priority VM that
+    // went down with it and is still in its restart grace or leaving records — bounded by the grace and
+    // the records' TTL; one that cannot be placed holds nothing up.
+    for (const { view: v, priority } of ordered) {
+      if (v.desired === undefined || v.status !== 'down' || !this.#seenRunning.has(v.vm) || priority === 'disabled') continue;
+      const since = this.#downSince.get(v.vm);
+      if ((inv.instances.get(v.vm) ?? []).length > 0 || since === undefined || now - since < this.#o.restartGraceMs) underWay.set(v.vm, priority);
+    }
     for (const { view: v, priority } of ordered) {
       if (busy.has(v.vm)) continue;
       const ha = this.#haNeed(v);
@@ -443,6 +475,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
     for (const h of draining) {
       for (const a of await this.#drain(h, inv, views, snap, busy, cooling)) add(a);
     }
+    for (const a of await this.#migrations(inv, views, snap, busy, cooling)) add(a);
+    if (draining.length === 0) add(await this.#defragment(inv, views, snap, busy, cooling));
     if (actions.length === 0 && draining.length === 0 && this.#cooldown.size === 0 && inflight.size === 0 && this.#inflight.size === 0) add(await this.#balance(inv, views, snap, now));
 
     if (actions.length > 0) {
@@ -461,6 +495,31 @@ export class Manager extends EventEmitter<ManagerEvents> {
       }
     }
     if (inv.events.length > this.#o.eventLimit + 50) await trimEvents(this.#store, this.#o.eventLimit).catch((err: unknown) => this.#warn(`trimming events: ${(err as Error).message}`));
+  }
+
+  /**
+   * A VM that ran and is now gone without this manager stopping it (no record of it anywhere) lost its
+   * host, or its process died: a host it was seen on within the last host TTL that the store still lists
+   * has probably failed — a dead agent's instance records expire 3 s before its host record, so when the
+   * VM is restarted (records gone, then the restart grace) the dead host still looks live, and, having
+   * just lost its VMs, the least loaded. It takes no new half until its record must have expired had it
+   * died; a live one is back in service then. Without this the restart went to the dead host, failed,
+   * and backed off.
+   */
+  #closeHostsOfVanished(inv: Inventory, views: PairView[], now: number): void {
+    const recent = HOST_TTL_MS + 2_000;
+    for (const [vm, t] of this.#stoppedHere) if (now - t > recent) this.#stoppedHere.delete(vm);
+    for (const v of views) {
+      if (v.desired === undefined || v.status !== 'down' || !this.#seenRunning.has(v.vm) || this.#stoppedHere.has(v.vm)) continue;
+      if ((inv.instances.get(v.vm) ?? []).length > 0) continue;
+      for (const [h, live] of this.#lastLive) {
+        if (!inv.hosts.has(h)) continue;
+        const seen = Math.max(live.halves.get(`${v.vm}(P)`) ?? 0, live.halves.get(`${v.vm}(S)`) ?? 0);
+        const until = seen + HOST_TTL_MS + 1_000;
+        if (seen === 0 || until <= now || (this.#suspect.get(h)?.until ?? 0) >= until) continue;
+        this.#suspect.set(h, { until, why: `it probably failed: ${v.vm} ran there until ${((now - seen) / 1000).toFixed(1)} s ago and vanished without being stopped (a dead agent's host record outlives its instance records by ${(HOST_TTL_MS - INSTANCE_TTL_MS) / 1000} s)` });
+      }
+    }
   }
 
   /**
@@ -552,6 +611,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
       await this.#sayOnceHeld(`unplaceable:${v.vm}`, { kind: 'unplaceable', vm: v.vm, message: `${v.vm} cannot be placed: ${why}` });
       return undefined;
     }
+    if (v.status !== 'going-live') this.#said.delete(`going-live:${v.vm}`);
     switch (v.status) {
       case 'starting': {
         // A primary started as one that never gets ready (its agent answered the start with not-ready
@@ -561,12 +621,26 @@ export class Manager extends EventEmitter<ManagerEvents> {
         return this.#action(v.vm, async () => {
           const reason = `not ready ${2 * this.#o.startTimeoutMs} ms after it was started (${p.status}; last event ${p.lastEvent})`;
           await this.#event({ kind: 'stop', action: true, vm: v.vm, host: p.host, message: `stopping the primary of ${v.vm} on ${p.host}: ${reason}` });
+          this.#stoppedHere.set(v.vm, Date.now());
           await this.#call(inv, p.host, (c) => c.stop(v.vm));
           await this.#startFailed(inv, v.vm, p.host, reason);
         });
       }
-      case 'going-live':
-        return undefined; // the FT pair is mid-way (a secondary going live, a primary claiming its epoch)
+      case 'going-live': {
+        // The FT pair is mid-way (a secondary going live, a primary claiming its epoch). For longer than a
+        // record can flap, no primary on record means the primary's host died and its secondary has not
+        // gone live yet, or a migration's target never published its record (its old primary's agent
+        // dropped the hand-over record, see Agent #handedOn): said, so that the operator looks. The
+        // secondary goes live by itself if the primary is really gone; nothing here can do better.
+        const s = v.others.find((r) => r.role === 'secondary') ?? (inv.instances.get(v.vm) ?? []).find((r) => r.role === 'secondary');
+        await this.#sayOnceHeld(`going-live:${v.vm}`, {
+          kind: 'primary-missing',
+          vm: v.vm,
+          ...(s !== undefined ? { host: s.host } : {}),
+          message: `${v.vm} has no primary on record${s !== undefined ? ` (its secondary on ${s.host} follows ${s.join ?? '?'}: ${s.status})` : ''}: its primary's host died or a migration's target never appeared; its secondary goes live by itself if the primary is gone, and the VM is re-protected then`,
+        });
+        return undefined;
+      }
       case 'down': {
         // Left-overs (records of a dead host, a half on its way out) go first.
         if (all.length > 0) return undefined;
@@ -593,6 +667,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
         const r = p.place(v.vm);
         if (r.kind === 'unplaceable') {
           await this.#sayOnceHeld(`unplaceable:${v.vm}`, { kind: 'unplaceable', vm: v.vm, message: `${v.vm} cannot be placed: ${r.reason}\n${explain(r)}` });
+          this.#roomless.add(v.vm);
           return undefined;
         }
         this.#said.delete(`unplaceable:${v.vm}`);
@@ -668,8 +743,10 @@ export class Manager extends EventEmitter<ManagerEvents> {
     const d = v.desired!;
     if (restart && !(await this.#fence(v.vm, d.config))) return;
     await this.#event({ kind: 'start-primary', action: true, vm: v.vm, host: primaryHost, message: `${restart ? 'restarting' : 'starting'} ${v.vm}: primary on ${primaryHost}${secondaryHost !== undefined ? `, secondary on ${secondaryHost}` : ''}: ${reason}` });
+    // An agent that cannot be reached is the host's failure, not the VM's: the host is closed for a while
+    // (#call) and the next pass places the VM elsewhere, with no backoff.
     const started = await this.#call(inv, primaryHost, (c) => c.start({ vmId: v.vm, role: 'primary', config: d.config, waitMs: this.#o.startTimeoutMs }), (err) =>
-      err instanceof AgentApiError && err.apiCode === 'stale-fence' ? undefined : this.#startFailed(inv, v.vm, primaryHost, err.message),
+      err instanceof AgentApiError && (err.apiCode === 'stale-fence' || err.status === 0) ? undefined : this.#startFailed(inv, v.vm, primaryHost, err.message),
     );
     if (started === undefined || secondaryHost === undefined || started.listen === null) return;
     const join = channelOf(started)!;
@@ -951,6 +1028,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
     }
     await this.#event({ kind: 'monitor-reset', action: true, vm: v.vm, host: p.host, message: `VM monitoring resets ${v.vm} on ${p.host} (${recent.length + 1} of at most ${max} in the window): ${what}; it is stopped and restarted from its disk` });
     this.#progress.forget(v.vm);
+    this.#stoppedHere.set(v.vm, Date.now());
     // The secondary first: it replays the same guest, and must not go live in its place.
     if (v.secondary !== undefined) await this.#call(inv, v.secondary.host, (c) => c.stop(v.vm));
     await this.#call(inv, p.host, (c) => c.stop(v.vm));
@@ -976,7 +1054,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
       inv.maintenance.set(h, { state: value, revision: -1 });
       const message =
         next === 'entering'
-          ? `host ${h} is entering maintenance mode: moving its secondaries off, then switching its primaries`
+          ? `host ${h} is entering maintenance mode: moving its secondaries off, then live-migrating its primaries`
           : next === 'in'
             ? `host ${h} is in maintenance mode: no VM instance is left on it`
             : `host ${h} left maintenance mode`;
@@ -1041,6 +1119,102 @@ export class Manager extends EventEmitter<ManagerEvents> {
     return out;
   }
 
+  // ---- operator migrations (`lockstep cluster migrate`) ----------------------------------------------
+
+  /**
+   * Carry out or refuse each `requests/migrate/<vm>`: checked on this pass's snapshot (checkMigration),
+   * then a primary is live-migrated with its secondary following, a secondary moved by a gap-free move;
+   * refused with a `migrate-refused` event naming the reason. The request is deleted either way. A VM
+   * with an operation under way waits for it to end.
+   */
+  async #migrations(inv: Inventory, views: PairView[], snap: ClusterSnapshot, busy: Set<string>, cooling: (vm: string) => boolean): Promise<Action[]> {
+    const out: Action[] = [];
+    for (const req of inv.migrateRequests.values()) {
+      if (busy.has(req.vm) || cooling(req.vm)) continue;
+      const v = views.find((x) => x.vm === req.vm);
+      if (v !== undefined && v.others.length > 0) continue; // a move or hand-over still ending
+      const check = checkMigration(views, snap, req);
+      try {
+        await this.#store.delete(KEYS.migrateRequest(req.vm));
+      } catch (err) {
+        this.#warn(`migrate request of ${req.vm}: ${(err as Error).message}`);
+        continue;
+      }
+      const asked = `cluster migrate${req.role === 'secondary' ? ' --secondary' : ''} ${req.vm}${req.to !== undefined ? ` --to ${req.to}` : ''}`;
+      if (!check.ok) {
+        await this.#event({ kind: 'migrate-refused', vm: req.vm, ...(req.to !== undefined ? { host: req.to } : {}), message: `${asked} refused (${check.code}): ${check.reason}` });
+        continue;
+      }
+      const message = `requested (${asked}): ${check.message}`;
+      if (check.role === 'secondary') {
+        out.push(this.#action(req.vm, () => this.#moveSecondary(inv, req.vm, check.from, check.to, message, v)));
+      } else {
+        out.push(
+          this.#action(req.vm, () =>
+            this.#migratePrimary(inv, req.vm, check.from, check.to, v!, `${message}; its secondary follows without a protection gap`, () =>
+              this.#event({ kind: 'migrate-refused', vm: req.vm, host: check.from, message: `${asked} failed: the primary of ${req.vm} on ${check.from} cannot be armed for a live migration (no operations API, or not running); nothing was changed` }),
+            ),
+          ),
+        );
+      }
+    }
+    return out;
+  }
+
+  // ---- defragmentation ------------------------------------------------------------------------------
+
+  /**
+   * A VM found unplaceable this pass only for want of room: `Placement.defragment()` plans moves of
+   * other VMs' halves that make room; in integrated mode with automatic automation the first is applied
+   * (one at a time: the next pass plans again, and places the VM once it fits), as a gap-free move — an
+   * FT primary live-migrated with its secondary following, an FT secondary moved. A plan that would move
+   * a VM without FT (no live migration of those in the cluster) or an unprotected one is only reported;
+   * so is any plan under manual automation.
+   */
+  async #defragment(inv: Inventory, views: PairView[], snap: ClusterSnapshot, busy: Set<string>, cooling: (vm: string) => boolean): Promise<Action | undefined> {
+    // One operation of the kind at a time, cluster-wide: each move changes what the next one should be.
+    const last = this.#defragging;
+    if (last !== undefined && (this.#inflight.has(last) || this.#cooldown.has(last))) return undefined;
+    for (const vm of [...this.#roomless].sort()) {
+      let d;
+      try {
+        d = new Placement(snap).defragment(vm);
+      } catch (err) {
+        this.#warn(`defragment ${vm}: ${(err as Error).message}`);
+        continue;
+      }
+      if (d.kind !== 'defrag') continue; // the unplaceable event says why
+      const blocker = d.moves.map((m) => views.find((x) => x.vm === m.vm)).find((w) => w === undefined || w.desired?.ft !== true || !w.protected);
+      if (blocker !== undefined || this.mode !== 'integrated') {
+        const why =
+          this.mode !== 'integrated'
+            ? 'legacy mode moves no FT VM'
+            : blocker?.desired?.ft !== true
+              ? `${blocker?.vm ?? '?'} runs without FT, and the cluster cannot live-migrate such a VM yet`
+              : `${blocker.vm} is not protected, and would be left unprotected by the move`;
+        await this.#say(`defrag:${vm}`, { kind: 'defrag-skipped', vm, message: `${vm} cannot be placed for want of room; defragmentation: ${d.message}, but not applied: ${why}` });
+        continue;
+      }
+      if (this.automation !== 'automatic') {
+        await this.#say(`defrag:${vm}`, { kind: 'recommendation', vm, message: `${vm} cannot be placed for want of room; defragmentation: ${d.message} (automation manual: not applied)` });
+        continue;
+      }
+      const m = d.moves[0]!;
+      const w = views.find((x) => x.vm === m.vm)!;
+      if (busy.has(m.vm) || cooling(m.vm) || w.others.length > 0) return undefined;
+      const message = `defragmentation for ${vm}, which no host can take for want of room: ${d.message}; move 1 of ${d.moves.length}: ${m.kind === 'migrate' ? `live migration of the primary of ${m.vm} ${m.from} → ${m.to} (its secondary follows without a protection gap)` : `the secondary of ${m.vm} ${m.from} → ${m.to}`}`;
+      this.#said.delete(`defrag:${vm}`);
+      this.#defragging = m.vm;
+      if (m.kind === 'move-secondary') return this.#action(m.vm, () => this.#moveSecondary(inv, m.vm, m.from, m.to, message, w));
+      return this.#action(m.vm, () =>
+        this.#migratePrimary(inv, m.vm, m.from, m.to, w, message, () =>
+          this.#event({ kind: 'defrag-skipped', vm, message: `${message}: not applied, the primary of ${m.vm} on ${m.from} cannot be armed for a live migration` }),
+        ),
+      );
+    }
+    return undefined;
+  }
+
   // ---- balancing ------------------------------------------------------------------------------------
 
   /** Load-balancing recommendations: recorded; in integrated mode with automatic automation, the first applied. */
@@ -1081,12 +1255,45 @@ export class Manager extends EventEmitter<ManagerEvents> {
       return this.#action(v.vm, () => this.#moveSecondary(inv, v.vm, mv.from, mv.to, `${why}: ${first.message}`, v));
     }
     if (mv.kind === 'switch-primary' && v.primary?.host === mv.from && v.secondary?.host === mv.newPrimaryHost) {
-      if (req !== undefined) await this.#applied(req.moves - 1, `apply requested: applying ${first.message}`);
-      return this.#action(v.vm, () => this.#switch(inv, v.vm, mv.from, mv.newSecondaryHost, `${why}: ${first.message}`));
+      // The balancer models a primary's move as a switch (the secondary goes live, a new one is cloned):
+      // a protection gap. It is carried out as a live migration instead, with the secondary following.
+      const target = this.#primaryTarget(snap, v.vm, mv.newSecondaryHost, first.reason.code === 'fix-hard-rule');
+      if (target.ok) {
+        if (req !== undefined) await this.#applied(req.moves - 1, `apply requested: applying ${first.message}`);
+        const message = `${why}: ${first.message}; carried out as a live migration of the primary to ${target.to} (its secondary on ${mv.newPrimaryHost} follows without a protection gap)${target.to !== mv.newSecondaryHost ? `: ${target.note}` : ''}`;
+        return this.#action(v.vm, () =>
+          this.#migratePrimary(inv, v.vm, mv.from, target.to, v, message, () =>
+            this.#event({ kind: 'recommendation-skipped', vm: v.vm, host: mv.from, message: `not applied: ${first.message} (the primary of ${v.vm} on ${mv.from} cannot be armed for a live migration, and a switch would leave it unprotected)` }),
+          ),
+        );
+      }
+      await this.#say(`balance-skip:${mv.vm}`, { kind: 'recommendation-skipped', vm: mv.vm, message: `not applied: ${first.message} (${target.why}; a switch would leave it unprotected)` });
+      if (req !== undefined) await this.#applied(0, `apply requested: the next recommendation cannot be applied without a protection gap (${target.why}); request dropped`);
+      return undefined;
     }
-    await this.#say(`balance-skip:${mv.vm}`, { kind: 'recommendation-skipped', vm: mv.vm, message: `not applied: ${first.message} (a ${mv.kind} of a VM without a secondary needs a live migration, which lockstep does not do)` });
-    if (req !== undefined) await this.#applied(0, `apply requested: the next recommendation cannot be applied (${mv.kind} of ${mv.vm} needs a live migration); request dropped`);
+    const nonFt = v.desired !== undefined && !v.desired.ft;
+    const cannot = nonFt
+      ? `a live migration of a VM without FT, which the cluster cannot do yet: its agent runs it alone, with no logging channel to migrate it over`
+      : `a ${mv.kind} of a VM without a secondary, which would leave it unprotected`;
+    await this.#say(`balance-skip:${mv.vm}`, { kind: 'recommendation-skipped', vm: mv.vm, message: `not applied: ${first.message} (${cannot})` });
+    if (req !== undefined) await this.#applied(0, `apply requested: the next recommendation cannot be applied (${mv.kind} of ${mv.vm}: ${cannot}); request dropped`);
     return undefined;
+  }
+
+  /**
+   * Where the primary of `vm` live-migrates to carry out a balancing switch whose new secondary was
+   * planned on `planned`: there when the primary may run there (VM-VM rules bind primaries, so a host
+   * valid for the secondary need not be), else — for a repair of a broken hard rule, where any valid
+   * host repairs it — the best other valid host. Checked by the placement engine on the current snapshot.
+   */
+  #primaryTarget(snap: ClusterSnapshot, vm: string, planned: string, repair: boolean): { ok: true; to: string; note: string } | { ok: false; why: string } {
+    const p = new Placement(snap);
+    const there = p.migrate(vm, 'primary', planned);
+    if (there.kind === 'half-migration') return { ok: true, to: there.to, note: '' };
+    if (!repair) return { ok: false, why: there.reason };
+    const any = p.migrate(vm, 'primary');
+    if (any.kind === 'half-migration') return { ok: true, to: any.to, note: `${there.reason}; ${any.to} is valid` };
+    return { ok: false, why: `${there.reason}; ${any.reason}` };
   }
 
   /** A `cluster apply` request was served once: `left` more to go (0: the request is deleted). */

@@ -5,8 +5,10 @@ import { type AuditResult, audit } from './audit.js';
 import { type BalanceOptions, type BalanceResult, balance } from './balance.js';
 import { type EvacuationPlan, evacuate } from './evacuate.js';
 import { type ExplainOptions, type PlacementAnswer, explain } from './explain.js';
-import { type Cluster, type ClusterSnapshot, type PlacementMode, buildCluster, vmArg } from './model.js';
+import { type Cluster, type ClusterSnapshot, type PlacementMode, type Role, buildCluster, vmArg } from './model.js';
 import { PlacementInputError } from './errors.js';
+import { type MigrationResult, migrateHalf } from './migrate.js';
+import { type DefragOptions, type DefragResult, defragment } from './defrag.js';
 import {
   type PlaceAllOptions,
   type PlaceResult,
@@ -60,6 +62,22 @@ export class Placement {
   /** Load-balancing and rule-repair recommendations, in the order to apply them. */
   balance(options?: BalanceOptions): BalanceResult {
     return balance(this.#c, options);
+  }
+
+  /**
+   * A live migration of one half checked against every hard rule, capacity and FT cap: to `to`, or to
+   * the best other valid host when `to` is absent. The other half of an FT pair stays where it is.
+   */
+  migrate(vm: string, role: Role, to?: string): MigrationResult {
+    return migrateHalf(this.#c, vm, role, to);
+  }
+
+  /**
+   * Defragmentation: for a VM that runs nowhere and that no host can take only for want of room, the
+   * moves of other VMs' halves (live migrations, secondary moves) that make room for it.
+   */
+  defragment(vm: string, options?: DefragOptions): DefragResult {
+    return defragment(this.#c, vm, options);
   }
 
   /** Plan to empty a host for maintenance mode, with the halves that cannot leave and why. */
@@ -142,6 +160,8 @@ export type {
   FrozenVm,
 } from './balance.js';
 export type { EvacuationPlan, EvacuationStep, BlockedHalf } from './evacuate.js';
+export type { HalfMigration, MigrationResult } from './migrate.js';
+export type { DefragMove, DefragOptions, DefragResult } from './defrag.js';
 export type { AuditResult } from './audit.js';
 export type { AdmissionResult, AdmissionHost, AdmissionCode } from './admission.js';
 export type { Spread } from './state.js';

@@ -289,7 +289,7 @@ function legacyPrimaryCheck(c: Cluster, vm: number): (h: number, out: Rejection[
 }
 
 /** Spec of the primary (or non-FT VM) half for a fresh placement. */
-function freshSpec(c: Cluster, vm: number): HalfSpec {
+export function freshSpec(c: Cluster, vm: number): HalfSpec {
   const spec: HalfSpec = { vm, secondary: false, freed: -1, partner: -1, ignore: -1 };
   if (c.ft[vm] && c.mode === 'legacy') spec.extra = legacyPrimaryCheck(c, vm);
   return spec;
@@ -407,7 +407,7 @@ const WHY_HOSTS = 4;
  * The real causes of a rejection list, in one line: each rejected host (the partner's own host left out)
  * with the first reason it was rejected for (the FT VM cap, a compat id, maintenance, …).
  */
-function whyRejected(list: readonly Candidate[], partnerHost: string): string {
+export function whyRejected(list: readonly Candidate[], partnerHost: string): string {
   const rejected = list.filter((k): k is Extract<Candidate, { ok: false }> => !k.ok && k.host !== partnerHost);
   if (rejected.length === 0) return 'there is no other host';
   const named = rejected.slice(0, WHY_HOSTS).map((k) => {
