@@ -259,6 +259,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   #nativeRing: number | undefined;
   /** Log bytes sent to earlier secondaries (native links count their own). */
   #logBytesBefore = 0;
+  #guestInputBytes = 0;
   #logBatchesBefore = 0;
   #logFramesBefore = 0;
   #runLoop: Promise<void> | undefined;
@@ -428,7 +429,9 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     // The log's count and the guest's input read together, so their ratio over an interval is exact.
     const s = this.#session;
     if (s?.link && !s.closed) this.#pollLink(s);
-    const input = this.#port.machine.netStats.deliveredBytes;
+    // A closed machine keeps the count it had (stats() is also read after a halt).
+    if (!this.#port.machine.closed) this.#guestInputBytes = this.#port.machine.netStats.deliveredBytes;
+    const input = this.#guestInputBytes;
     return {
       epoch: this.#epoch,
       status: this.status,
