@@ -5,7 +5,7 @@ import { EventEmitter } from 'node:events';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
-import { LockstepError } from '../errors.js';
+import { LockstepError, OptionError } from '../errors.js';
 import { Recorder, endReasonOf } from '../log/recorder.js';
 import type { Machine } from '../machine/machine.js';
 import { PAGE_RECORD_BYTES, PAGE_SIZE, replicationPort, type LinkEnd, type PageRecord, type ReplicationPort } from '../machine/replication-port.js';
@@ -296,6 +296,9 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       hashInterval: 2 ** 26,
       ...stripUndefined(options),
     };
+    if (options.arbiter.kind === 'local' && !options.disabled) {
+      throw new OptionError('arbiter', `VM ${options.vmId}: a primary without shared arbiter storage (a local arbiter) runs with FT off only (disabled: true)`);
+    }
     this.owner = options.owner ?? newOwnerId('primary');
     this.#lag = new LagController(this.#o.lagTargetMs, this.#o.maxLagMs);
     publishPrimary(this);
@@ -483,6 +486,8 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   }
   /** The next secondary to join is a live migration's target (see {@link migrate}). */
   #migrateNext = false;
+  /** A hand-over sent GO_LIVE: the guest never runs here again, and a lost secondary is not recovered from. */
+  #goLiveSent = false;
   /** FT was off before a migration's clone (the target then runs with FT off too). */
   #migratingFromDisabled = false;
 
@@ -509,6 +514,15 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     }
     this.#sendRelease(s, true);
     s.send({ type: 'go-live', epoch: BigInt(this.#epoch + 1), reason });
+    // From here this side never runs the guest again, whatever happens: the secondary may hold GO_LIVE.
+    // It closes its connection as it takes GO_LIVE; until then this process stays, so that an exit
+    // right after (a process that ends at `handed-over`) cannot cut GO_LIVE off before it left.
+    this.#goLiveSent = true;
+    const confirmed = await this.#until(() => s.closed, this.#o.timeoutMs).then(
+      () => true,
+      () => false,
+    );
+    if (!confirmed) this.emit('warning', `${reason}: the secondary did not take GO_LIVE within ${this.#o.timeoutMs} ms; this side does not resume (the secondary is live, or the VM is down)`);
     const listen = s.listen;
     done?.();
     this.emit('handed-over', listen === undefined ? { epoch: this.#epoch + 1 } : { epoch: this.#epoch + 1, listen });
@@ -548,8 +562,13 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   async suspend(): Promise<void> {
     await this.#dismiss('suspended', 'FT suspended');
   }
-  /** Turns FT (back) on: a secondary may join. */
+  /**
+   * Turns FT (back) on: a secondary may join.
+   * @throws FtError (`ERR_LOCKSTEP_FT_STATE`) over a local arbiter (arbiter-local.ts): with nothing shared to fence a
+   *   side, a secondary that went live on a silence could run beside this primary
+   */
   enable(): void {
+    if (this.#o.arbiter.kind === 'local') throw new FtError('ERR_LOCKSTEP_FT_STATE', `FT cannot be turned on for VM ${this.vmId}: it runs without an arbiter (configure ft.arbiter and restart it to protect it)`);
     if (this.#phase === 'disabled' || this.#phase === 'suspended') this.#setPhase('alone');
   }
   /**
@@ -1074,6 +1093,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
    */
   #sessionLost(s: SecondarySession, reason: string): void {
     s.lost ??= reason;
+    if (this.#goLiveSent) return; // the hand-over is over: this side halts, it never recovers
     if (s === this.#incoming) return this.#moveFailed(s, reason);
     if (s !== this.#session || this.#switching) return;
     void this.#recover(reason);

@@ -632,6 +632,12 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       this.#halt(`the source was lost before it handed the VM over (${reason}); the VM's secondary takes over`);
       return Promise.resolve();
     }
+    if (this.#goingLive === undefined && this.#phase === 'replaying' && this.#o.arbiter.kind === 'local' && !this.#handedOver) {
+      // No shared arbiter (a VM without FT): a silence proves nothing, the source may run on. Only its
+      // GO_LIVE makes this side the VM; without it the source's own fate decides (docs/fault-tolerance.md).
+      this.#halt(`the source was lost before it handed the VM over (${reason}): a migration's target without an arbiter goes live only on the source's GO_LIVE, so it does not; the VM runs on at the source, or is down if the source died`);
+      return Promise.resolve();
+    }
     if (this.#goingLive === undefined && this.#phase === 'replaying') this.#goingLive = this.#goLive(reason);
     else if (this.#phase === 'cloning') this.#halt(`the primary was lost before the clone finished (${reason}): nothing to go live with`);
     return this.#goingLive ?? Promise.resolve();
