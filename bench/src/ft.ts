@@ -319,7 +319,7 @@ async function slowSecondaryLag() {
   return { lagMs: { p50: pct(lags, 50), p90: pct(lags, 90), p99: pct(lags, 99) }, throttle: { p50: pct(throttles, 50), max: Math.max(...throttles) }, samples: lags.length };
 }
 
-type MigrationKind = 'ft-off' | 'move-secondary' | 'ft-primary';
+type MigrationKind = 'ft-off' | 'no-arbiter' | 'move-secondary' | 'ft-primary';
 /**
  * One live migration (or move of the secondary) of kvserver with 64 MiB of RAM, under a client that sets
  * one key in a loop with both hosts' UDP ports as endpoints (each side serves its own, as two hosts
@@ -330,18 +330,27 @@ async function migration(kind: MigrationKind, i: number) {
   const { cfg, port: sourcePort } = await kvConfig(`migrate-${kind}-${i}`);
   const json = JSON.parse(readFileSync(cfg, 'utf8')) as { vm: { ramMiB: number; devices: { net: { hostPort: number } } }; ft: Record<string, unknown> };
   json.vm.ramMiB = 64;
-  if (kind === 'ft-off') json.ft.enabled = false;
+  if (kind === 'ft-off' || kind === 'no-arbiter') json.ft.enabled = false;
+  // FT off without an arbiter or a key in the configuration: the key comes from --key-file on each side.
+  const keyArgs: string[] = [];
+  if (kind === 'no-arbiter') {
+    delete json.ft.arbiter;
+    delete json.ft.keyHex;
+    const keyFile = cfg.replace(/vm\.json$/, 'migration.key');
+    writeFileSync(keyFile, Buffer.concat([key, Buffer.from('\n')])); // one trailing newline is dropped: a key ending in 0x0a stays whole
+    keyArgs.push('--key-file', keyFile);
+  }
   writeFileSync(cfg, JSON.stringify(json));
   const targetPort = await freeUdpPort();
   json.vm.devices.net.hostPort = targetPort;
   const cfgB = cfg.replace(/vm\.json$/, 'vm-b.json');
   writeFileSync(cfgB, JSON.stringify(json));
-  const a = launch('source', ['primary', cfg, '--control', '127.0.0.1:0']);
+  const a = launch('source', ['primary', cfg, '--control', '127.0.0.1:0', ...keyArgs]);
   const l = await a.wait('listening');
   const control = String((await a.wait('control')).url);
-  const joinArgs = ['--join', `127.0.0.1:${String(l.port)}`];
+  const joinArgs = ['--join', `127.0.0.1:${String(l.port)}`, ...keyArgs];
   const procs = [a];
-  if (kind !== 'ft-off') {
+  if (kind !== 'ft-off' && kind !== 'no-arbiter') {
     procs.push(launch('secondary', ['secondary', cfgB, ...joinArgs]));
     await a.wait('status', (e) => e.protected === true);
   }
@@ -558,7 +567,7 @@ if (sections.has('migrate')) {
   const n = Number(process.env.LOCKSTEP_BENCH_MIGRATIONS ?? 5);
   console.log(`live migration and moves of the secondary, kvserver with 64 MiB, ${n} each (client-visible outage: the longest silence between answers of a client using both hosts' ports)`);
   const rows: Record<string, unknown>[] = [];
-  const kinds = (process.env.LOCKSTEP_BENCH_MIGRATE_KINDS ?? 'ft-off,move-secondary,ft-primary').split(',') as MigrationKind[];
+  const kinds = (process.env.LOCKSTEP_BENCH_MIGRATE_KINDS ?? 'ft-off,no-arbiter,move-secondary,ft-primary').split(',') as MigrationKind[];
   for (const kind of kinds) {
     const o: number[] = [];
     const total: number[] = [];

@@ -1069,6 +1069,82 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     return 'done';
   }
 
+  /**
+   * A VM with FT off moves as vMotion moves one, in one pause: with the guest held at P, the last dirty
+   * pages and S(P) go to the target marked as a migration's (it goes live only on GO_LIVE), GO_LIVE right
+   * behind them, and this side never runs the guest again. No log, no lockstep: every output up to P
+   * has left already (FT off: the gate is open), none after P is made here. A target lost before GO_LIVE
+   * calls the migration off (the guest runs on here); after it, this side halts whatever happens, once
+   * the target took GO_LIVE (it closes the channel) or the timeout passed (docs/fault-tolerance.md, "Live
+   * migration without FT").
+   */
+  async #migrateDirect(s: SecondarySession, figures: CloneFigures, first: boolean, readChunksPaused: (chunks: Uint32Array) => void): Promise<void> {
+    const port = this.#port;
+    const ch = s.channel;
+    const steps: MigrateSteps = { stopMs: 0, drainMs: 0, copyMs: 0, followMs: 0 };
+    let finalPages: PageRecord[] = [];
+    let state: Uint8Array = new Uint8Array(0);
+    let consolePosition = 0n;
+    let t0 = performance.now();
+    const resume = () => {
+      port.setThrottle(0);
+      this.#hold = false;
+      this.#resumeRun();
+    };
+    this.#hold = true;
+    for (let attempt = 0; ; attempt++) {
+      let done = false;
+      t0 = performance.now();
+      try {
+        await this.#pauseFor(() => {
+          // Stop where no disk request is in flight, shared disks too: the target would re-issue it at
+          // its go-live, and with one pending at P the kill test (test/ft/migrate-solo.test.ts, the
+          // source killed once the target restored S(P)) saw an increment applied twice, 2 runs in 3.
+          // Bounded: after 200 tries it goes ahead (TODO(#14): find why a re-issued write doubles it).
+          if (attempt < 200 && port.diskInFlight() > 0) return;
+          steps.stopMs = performance.now() - t0;
+          finalPages = port.copyPages(first);
+          readChunksPaused(port.takeDiskDirty(false));
+          state = port.cloneState();
+          consolePosition = this.machine.consolePosition;
+          done = true;
+        });
+      } catch {
+        return; // halted meanwhile
+      }
+      if (!this.#owns(s) || s.closed) return resume(); // the target was lost: the migration is off, the guest runs on
+      if (done) break;
+      resume();
+      await sleep(1);
+      if (!this.#owns(s)) return;
+      this.#hold = true;
+    }
+    const step = stepTimer(steps);
+    const instret = port.progress();
+    figures.pages += finalPages.length;
+    figures.bytes += finalPages.length * PAGE_RECORD_BYTES + state.length;
+    figures.rounds++;
+    this.#sendPages(ch, finalPages);
+    ch.send({ type: 'clone-final', state, meta: { instret: String(instret), epoch: this.#epoch, consolePosition: String(consolePosition), migration: true } });
+    ch.send({ type: 'clone-done' });
+    if (s.closed) return resume();
+    s.send({ type: 'go-live', epoch: BigInt(this.#epoch + 1), reason: 'live migration' });
+    this.#goLiveSent = true;
+    step('copyMs');
+    figures.pauseMs = performance.now() - t0;
+    this.#lastPause = figures.pauseMs;
+    // Halting at once could reset the connection before the target read GO_LIVE: wait for its close.
+    const confirmed = await this.#until(() => s.closed, this.#o.timeoutMs).then(
+      () => true,
+      () => false,
+    );
+    step('followMs');
+    if (!confirmed) this.emit('warning', `live migration: the target did not take GO_LIVE within ${this.#o.timeoutMs} ms; this side does not resume (the target is live, or the VM is down)`);
+    this.emit('migrated', { totalMs: performance.now() - s.joinedAt, handOverMs: figures.pauseMs, follower: false, steps });
+    this.emit('handed-over', s.listen === undefined ? { epoch: this.#epoch + 1 } : { epoch: this.#epoch + 1, listen: s.listen });
+    this.#halt(`handed over to the migration's target${s.listen === undefined ? '' : ` at ${s.listen}`} (live migration)`);
+  }
+
   async #clone(s: SecondarySession): Promise<void> {
     this.#session = s;
     this.#setPhase('cloning');
@@ -1182,6 +1258,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       if (!this.#owns(s)) return;
     }
     if ((this.#phase as Phase) === 'ended' || (this.#phase as Phase) === 'halted') return this.#abandonClone(s);
+    if (s.target && this.#migratingFromDisabled && this.#session === s) return this.#migrateDirect(s, figures, first, readChunksPaused);
     // A target's first message names where it will listen, but a busy clone may not have read it yet: a
     // round trip (answered after it) settles what the target said.
     if (this.#incoming === s && s.target && (s.listen === undefined || s.owner === undefined)) await this.#syncWith(s);

@@ -627,15 +627,15 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
    */
   #lost(reason: string): Promise<void> {
     if (this.#goingLive === undefined && this.#phase === 'replaying' && this.#follow) return this.#rebase(reason);
-    if (this.#goingLive === undefined && this.#phase === 'replaying' && this.#targetOnly && !this.#handedOver) {
-      // Before GO_LIVE the source still owns the VM and its secondary holds the log: that one takes over.
-      this.#halt(`the source was lost before it handed the VM over (${reason}); the VM's secondary takes over`);
-      return Promise.resolve();
-    }
     if (this.#goingLive === undefined && this.#phase === 'replaying' && this.#o.arbiter.kind === 'local' && !this.#handedOver) {
       // No shared arbiter (a VM without FT): a silence proves nothing, the source may run on. Only its
       // GO_LIVE makes this side the VM; without it the source's own fate decides (docs/fault-tolerance.md).
       this.#halt(`the source was lost before it handed the VM over (${reason}): a migration's target without an arbiter goes live only on the source's GO_LIVE, so it does not; the VM runs on at the source, or is down if the source died`);
+      return Promise.resolve();
+    }
+    if (this.#goingLive === undefined && this.#phase === 'replaying' && this.#targetOnly && !this.#handedOver) {
+      // Before GO_LIVE the source still owns the VM and its secondary holds the log: that one takes over.
+      this.#halt(`the source was lost before it handed the VM over (${reason}); the VM's secondary takes over`);
       return Promise.resolve();
     }
     if (this.#goingLive === undefined && this.#phase === 'replaying') this.#goingLive = this.#goLive(reason);
@@ -757,6 +757,8 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       ...(this.#o.dataPath ? { dataPath: this.#o.dataPath } : {}),
       // A migration's target: the VM's secondary follows from exactly this state.
       ...(this.#targetOnly ? { follower: { instret, stateHash } } : {}),
+      // Without shared arbiter storage the VM runs with FT off, whatever the promote options say.
+      ...(this.#o.arbiter.kind === 'local' ? { disabled: true } : {}),
     });
     this.#primary = primary;
     this.#unreserve();
