@@ -13,7 +13,7 @@ import { FileArbiter, FtPrimary, FtSecondary, KvClient, LoadGenerator, Machine, 
 import { ROOT as root } from './paths.js';
 
 // The CLI's process launcher, from the built package (the benchmark drives real `lockstep` processes).
-const { launch, freeUdpPort } = (await import(pathToFileURL(join(root, 'dist', 'cluster', 'agent', 'cli-process.js')).href)) as typeof import('../../src/cluster/agent/cli-process.js');
+const { launch, launch: launchCli, freeUdpPort } = (await import(pathToFileURL(join(root, 'dist', 'cluster', 'agent', 'cli-process.js')).href)) as typeof import('../../src/cluster/agent/cli-process.js');
 const { callControl } = (await import(pathToFileURL(join(root, 'dist', 'ft', 'control-client.js')).href)) as typeof import('../../src/ft/control-client.js');
 const guest = (n: string) => join(root, 'guest', 'bin', `${n}.elf`);
 const BUDGET = 125e6;
@@ -326,8 +326,11 @@ type MigrationKind = 'ft-off' | 'no-arbiter' | 'move-secondary' | 'ft-primary';
  * would): the client-visible outage (longest silence between answers), the whole operation's time from
  * the target's join, and how long the guest was held for a move's switch-over.
  */
-async function migration(kind: MigrationKind, i: number) {
-  const { cfg, port: sourcePort } = await kvConfig(`migrate-${kind}-${i}`);
+async function migration(kind: MigrationKind, i: number, before?: string) {
+  // Another checkout's CLI (LOCKSTEP_BENCH_BEFORE: its root, built), for a before/after in one run.
+  const viaBefore = before === undefined ? {} : { prefix: ['sh', '-c', 'shift; exec "$0" "$LOCKSTEP_BENCH_CLI" "$@"'], env: { LOCKSTEP_BENCH_CLI: join(before, 'dist', 'cli', 'main.js') } };
+  const launch = (name: string, args: string[]) => launchCli(name, args, () => {}, viaBefore);
+  const { cfg, port: sourcePort } = await kvConfig(`migrate-${kind}-${i}${before === undefined ? '' : '-before'}`);
   const json = JSON.parse(readFileSync(cfg, 'utf8')) as { vm: { ramMiB: number; devices: { net: { hostPort: number } } }; ft: Record<string, unknown> };
   json.vm.ramMiB = 64;
   if (kind === 'ft-off' || kind === 'no-arbiter') json.ft.enabled = false;
@@ -568,21 +571,27 @@ if (sections.has('migrate')) {
   console.log(`live migration and moves of the secondary, kvserver with 64 MiB, ${n} each (client-visible outage: the longest silence between answers of a client using both hosts' ports)`);
   const rows: Record<string, unknown>[] = [];
   const kinds = (process.env.LOCKSTEP_BENCH_MIGRATE_KINDS ?? 'ft-off,no-arbiter,move-secondary,ft-primary').split(',') as MigrationKind[];
-  for (const kind of kinds) {
-    const o: number[] = [];
-    const total: number[] = [];
-    const held: number[] = [];
-    for (let i = 0; i < n; i++) {
-      const r = await migration(kind, i);
-      o.push(r.outageMs);
-      total.push(r.totalMs);
-      if (r.heldMs !== undefined) held.push(r.heldMs);
-      process.stderr.write(`\r  ${kind} ${i + 1}/${n}: outage ${r.outageMs.toFixed(1)} ms, total ${r.totalMs.toFixed(0)} ms   `);
+  // LOCKSTEP_BENCH_BEFORE=<another checkout, built>: each kind also runs with that checkout's CLI
+  // (`<kind>@before`), trials interleaved with this one's so both see the same load.
+  const before = process.env.LOCKSTEP_BENCH_BEFORE;
+  const variants = kinds.flatMap((kind) => [{ kind, label: kind as string, before: undefined as string | undefined }, ...(before ? [{ kind, label: `${kind}@before`, before }] : [])]);
+  const samples = new Map(variants.map((v) => [v.label, { o: [] as number[], total: [] as number[], held: [] as number[] }]));
+  for (let i = 0; i < n; i++) {
+    for (const v of variants) {
+      const r = await migration(v.kind, i, v.before);
+      const x = samples.get(v.label)!;
+      x.o.push(r.outageMs);
+      x.total.push(r.totalMs);
+      if (r.heldMs !== undefined) x.held.push(r.heldMs);
+      process.stderr.write(`\r  ${v.label} ${i + 1}/${n}: outage ${r.outageMs.toFixed(1)} ms, total ${r.totalMs.toFixed(0)} ms   `);
     }
-    process.stderr.write('\n');
+  }
+  process.stderr.write('\n');
+  for (const { label: kind } of variants) {
+    const { o, total, held } = samples.get(kind)!;
     const row = { kind, n, outageMs: { p50: pct(o, 50), p99: pct(o, 99), max: Math.max(...o) }, totalMs: { p50: pct(total, 50), max: Math.max(...total) }, ...(held.length ? { heldMs: { p50: pct(held, 50), max: Math.max(...held) } } : {}), samples: { outage: o, total, held } };
     rows.push(row);
-    console.log(`  ${kind.padEnd(15)} outage p50 ${row.outageMs.p50.toFixed(1)} ms, p99 ${row.outageMs.p99.toFixed(1)} ms, max ${row.outageMs.max.toFixed(1)} ms; total p50 ${row.totalMs.p50.toFixed(0)} ms${held.length ? `; guest held p50 ${pct(held, 50).toFixed(1)} ms` : ''}`);
+    console.log(`  ${kind.padEnd(22)} outage p50 ${row.outageMs.p50.toFixed(1)} ms, p99 ${row.outageMs.p99.toFixed(1)} ms, max ${row.outageMs.max.toFixed(1)} ms; total p50 ${row.totalMs.p50.toFixed(0)} ms${held.length ? `; guest held p50 ${pct(held, 50).toFixed(1)} ms` : ''}`);
   }
   results.migrate = rows;
 }
