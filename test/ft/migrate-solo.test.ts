@@ -2,11 +2,13 @@
 // from --key-file): processes of the built CLI, kvserver under a verifying load, and a guest that counts
 // on its console. The target goes live only on the source's GO_LIVE; a SIGKILL at any point leaves at
 // most one live copy, and a VM that is down is reported by the side that is left.
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { cliEntry } from '../../src/cluster/agent/cli-process.js';
 import { callControl } from '../../src/ft/control-client.js';
 import { FtPrimary, FtSecondary, LocalArbiter, Machine } from '../../src/index.js';
 import { CRC_TRAILER_BYTES, HEADER_BYTES, HMAC_TRAILER_BYTES, OFF_LENGTH, OFF_TYPE } from '../../src/protocol/frame.js';
@@ -72,6 +74,18 @@ function stdoutOf(p: Proc): { bytes: () => Buffer } {
 const alive = (p: Proc) => p.child.exitCode === null && p.child.signalCode === null;
 
 describe('live migration without FT and without an arbiter (processes)', () => {
+  it('a VM with FT off and neither an arbiter nor a key is refused by lockstep primary with exit 64, naming the key it needs; a --key-file too short is refused the same way', async () => {
+    const cfg = await soloConfig(join(tmp, 'nokey'));
+    const noKey = spawnSync(process.execPath, [cliEntry(), 'primary', cfg.path], { encoding: 'utf8', timeout: 60_000 });
+    expect(noKey.status).toBe(64);
+    expect(noKey.stderr).toMatch(/a VM with FT off needs a key \(ft\.keyFile, or --key-file\)/);
+    const short = join(tmp, 'nokey', 'short.key');
+    writeFileSync(short, randomBytes(8));
+    const tooShort = spawnSync(process.execPath, [cliEntry(), 'primary', cfg.path, '--key-file', short], { encoding: 'utf8', timeout: 60_000 });
+    expect(tooShort.status).toBe(64);
+    expect(tooShort.stderr).toMatch(/--key-file: .*at least 16 are needed/);
+  }, 120_000);
+
   it('kvserver with FT off and no ft.arbiter moves to a target under a verifying load: nothing acknowledged lost, nothing applied twice, FT stays off and cannot be turned on', async () => {
     const cfg = await soloConfig(join(tmp, 'kv'));
     const source = start('source', ['primary', cfg.path, '--key-file', cfg.keyFile, '--control', '127.0.0.1:0']);
