@@ -58,8 +58,9 @@ export { FT_DEFAULTS, FailureDetector, LagController, describeStatus } from './f
 export type { ProtectionStatus, NotProtectedReason } from './ft/control.js';
 export { FileArbiter } from './ft/arbiter-file.js';
 export { EtcdArbiter } from './ft/arbiter-etcd.js';
+export { LocalArbiter } from './ft/arbiter-local.js';
 export { ArbiterError, INITIAL_EPOCH } from './ft/arbiter.js';
-export type { Arbiter, ArbiterCallOptions, ClaimResult, EpochHolder } from './ft/arbiter.js';
+export type { Arbiter, ArbiterCallOptions, ArbiterKind, ClaimResult, EpochHolder } from './ft/arbiter.js';
 export { claimEpoch, newOwnerId } from './ft/claim.js';
 export type { ClaimEpochOptions } from './ft/claim.js';
 export { createVmMachine, loadVm, attachVmNetwork } from './ft/vm.js';

@@ -13,7 +13,7 @@ import { FileArbiter, FtPrimary, FtSecondary, KvClient, LoadGenerator, Machine, 
 import { ROOT as root } from './paths.js';
 
 // The CLI's process launcher, from the built package (the benchmark drives real `lockstep` processes).
-const { launch, freeUdpPort } = (await import(pathToFileURL(join(root, 'dist', 'cluster', 'agent', 'cli-process.js')).href)) as typeof import('../../src/cluster/agent/cli-process.js');
+const { launch, launch: launchCli, freeUdpPort } = (await import(pathToFileURL(join(root, 'dist', 'cluster', 'agent', 'cli-process.js')).href)) as typeof import('../../src/cluster/agent/cli-process.js');
 const { callControl } = (await import(pathToFileURL(join(root, 'dist', 'ft', 'control-client.js')).href)) as typeof import('../../src/ft/control-client.js');
 const guest = (n: string) => join(root, 'guest', 'bin', `${n}.elf`);
 const BUDGET = 125e6;
@@ -319,29 +319,44 @@ async function slowSecondaryLag() {
   return { lagMs: { p50: pct(lags, 50), p90: pct(lags, 90), p99: pct(lags, 99) }, throttle: { p50: pct(throttles, 50), max: Math.max(...throttles) }, samples: lags.length };
 }
 
-type MigrationKind = 'ft-off' | 'move-secondary' | 'ft-primary';
+type MigrationKind = 'ft-off' | 'no-arbiter' | 'move-secondary' | 'ft-primary';
 /**
  * One live migration (or move of the secondary) of kvserver with 64 MiB of RAM, under a client that sets
  * one key in a loop with both hosts' UDP ports as endpoints (each side serves its own, as two hosts
  * would): the client-visible outage (longest silence between answers), the whole operation's time from
  * the target's join, and how long the guest was held for a move's switch-over.
  */
-async function migration(kind: MigrationKind, i: number) {
-  const { cfg, port: sourcePort } = await kvConfig(`migrate-${kind}-${i}`);
+async function migration(kind: MigrationKind, i: number, before?: string) {
+  // Another checkout's CLI (LOCKSTEP_BENCH_BEFORE: its root, built), for a before/after in one run.
+  const viaBefore = before === undefined ? {} : { prefix: ['sh', '-c', 'shift; exec "$0" "$LOCKSTEP_BENCH_CLI" "$@"'], env: { LOCKSTEP_BENCH_CLI: join(before, 'dist', 'cli', 'main.js') } };
+  const launch = (name: string, args: string[]) => launchCli(name, args, () => {}, viaBefore);
+  const { cfg, port: sourcePort } = await kvConfig(`migrate-${kind}-${i}${before === undefined ? '' : '-before'}`);
   const json = JSON.parse(readFileSync(cfg, 'utf8')) as { vm: { ramMiB: number; devices: { net: { hostPort: number } } }; ft: Record<string, unknown> };
   json.vm.ramMiB = 64;
-  if (kind === 'ft-off') json.ft.enabled = false;
+  // A planned migration's outage does not depend on the failure timeout; the 600 ms default only made
+  // a trial on a machine at load 10 end in a false failure (a pre-copy stalled the source that long).
+  json.ft.timeoutMs = 3000;
+  if (kind === 'ft-off' || kind === 'no-arbiter') json.ft.enabled = false;
+  // FT off without an arbiter or a key in the configuration: the key comes from --key-file on each side.
+  const keyArgs: string[] = [];
+  if (kind === 'no-arbiter') {
+    delete json.ft.arbiter;
+    delete json.ft.keyHex;
+    const keyFile = cfg.replace(/vm\.json$/, 'migration.key');
+    writeFileSync(keyFile, Buffer.concat([key, Buffer.from('\n')])); // one trailing newline is dropped: a key ending in 0x0a stays whole
+    keyArgs.push('--key-file', keyFile);
+  }
   writeFileSync(cfg, JSON.stringify(json));
   const targetPort = await freeUdpPort();
   json.vm.devices.net.hostPort = targetPort;
   const cfgB = cfg.replace(/vm\.json$/, 'vm-b.json');
   writeFileSync(cfgB, JSON.stringify(json));
-  const a = launch('source', ['primary', cfg, '--control', '127.0.0.1:0']);
+  const a = launch('source', ['primary', cfg, '--control', '127.0.0.1:0', ...keyArgs]);
   const l = await a.wait('listening');
   const control = String((await a.wait('control')).url);
-  const joinArgs = ['--join', `127.0.0.1:${String(l.port)}`];
+  const joinArgs = ['--join', `127.0.0.1:${String(l.port)}`, ...keyArgs];
   const procs = [a];
-  if (kind !== 'ft-off') {
+  if (kind !== 'ft-off' && kind !== 'no-arbiter') {
     procs.push(launch('secondary', ['secondary', cfgB, ...joinArgs]));
     await a.wait('status', (e) => e.protected === true);
   }
@@ -558,22 +573,28 @@ if (sections.has('migrate')) {
   const n = Number(process.env.LOCKSTEP_BENCH_MIGRATIONS ?? 5);
   console.log(`live migration and moves of the secondary, kvserver with 64 MiB, ${n} each (client-visible outage: the longest silence between answers of a client using both hosts' ports)`);
   const rows: Record<string, unknown>[] = [];
-  const kinds = (process.env.LOCKSTEP_BENCH_MIGRATE_KINDS ?? 'ft-off,move-secondary,ft-primary').split(',') as MigrationKind[];
-  for (const kind of kinds) {
-    const o: number[] = [];
-    const total: number[] = [];
-    const held: number[] = [];
-    for (let i = 0; i < n; i++) {
-      const r = await migration(kind, i);
-      o.push(r.outageMs);
-      total.push(r.totalMs);
-      if (r.heldMs !== undefined) held.push(r.heldMs);
-      process.stderr.write(`\r  ${kind} ${i + 1}/${n}: outage ${r.outageMs.toFixed(1)} ms, total ${r.totalMs.toFixed(0)} ms   `);
+  const kinds = (process.env.LOCKSTEP_BENCH_MIGRATE_KINDS ?? 'ft-off,no-arbiter,move-secondary,ft-primary').split(',') as MigrationKind[];
+  // LOCKSTEP_BENCH_BEFORE=<another checkout, built>: each kind also runs with that checkout's CLI
+  // (`<kind>@before`), trials interleaved with this one's so both see the same load.
+  const before = process.env.LOCKSTEP_BENCH_BEFORE;
+  const variants = kinds.flatMap((kind) => [{ kind, label: kind as string, before: undefined as string | undefined }, ...(before ? [{ kind, label: `${kind}@before`, before }] : [])]);
+  const samples = new Map(variants.map((v) => [v.label, { o: [] as number[], total: [] as number[], held: [] as number[] }]));
+  for (let i = 0; i < n; i++) {
+    for (const v of variants) {
+      const r = await migration(v.kind, i, v.before);
+      const x = samples.get(v.label)!;
+      x.o.push(r.outageMs);
+      x.total.push(r.totalMs);
+      if (r.heldMs !== undefined) x.held.push(r.heldMs);
+      process.stderr.write(`\r  ${v.label} ${i + 1}/${n}: outage ${r.outageMs.toFixed(1)} ms, total ${r.totalMs.toFixed(0)} ms   `);
     }
-    process.stderr.write('\n');
+  }
+  process.stderr.write('\n');
+  for (const { label: kind } of variants) {
+    const { o, total, held } = samples.get(kind)!;
     const row = { kind, n, outageMs: { p50: pct(o, 50), p99: pct(o, 99), max: Math.max(...o) }, totalMs: { p50: pct(total, 50), max: Math.max(...total) }, ...(held.length ? { heldMs: { p50: pct(held, 50), max: Math.max(...held) } } : {}), samples: { outage: o, total, held } };
     rows.push(row);
-    console.log(`  ${kind.padEnd(15)} outage p50 ${row.outageMs.p50.toFixed(1)} ms, p99 ${row.outageMs.p99.toFixed(1)} ms, max ${row.outageMs.max.toFixed(1)} ms; total p50 ${row.totalMs.p50.toFixed(0)} ms${held.length ? `; guest held p50 ${pct(held, 50).toFixed(1)} ms` : ''}`);
+    console.log(`  ${kind.padEnd(22)} outage p50 ${row.outageMs.p50.toFixed(1)} ms, p99 ${row.outageMs.p99.toFixed(1)} ms, max ${row.outageMs.max.toFixed(1)} ms; total p50 ${row.totalMs.p50.toFixed(0)} ms${held.length ? `; guest held p50 ${pct(held, 50).toFixed(1)} ms` : ''}`);
   }
   results.migrate = rows;
 }

@@ -2,7 +2,7 @@
 // configuration file. Status on stderr (a live line on a TTY, or JSON lines with --events).
 import { createServer } from 'node:net';
 import { parseArgs } from 'node:util';
-import { formatHostPort, loadConfig, type HostPort, type LoadedConfig } from '../config/index.js';
+import { formatHostPort, loadConfig, readFtKey, type HostPort, type LoadedConfig } from '../config/index.js';
 import { ListenError } from '../errors.js';
 import { ControlUnreachableError, callControl } from '../ft/control-client.js';
 import { describeStatus } from '../ft/control.js';
@@ -27,10 +27,15 @@ export const PRIMARY_HELP = `Usage: lockstep primary <vm.json|vm.yaml> [options]
 
 Runs the VM of the configuration as the primary of a fault-tolerant pair: claims the next epoch from
 the arbiter, starts the guest, and waits for a secondary (lockstep secondary --join) to clone itself.
+A VM with FT off (ft.enabled: false) needs no ft.arbiter: it runs alone, and can be live-migrated
+(lockstep ft migrate, then lockstep secondary --join on the target host) but not protected.
 
 Options:
   --listen <host:port>   logging-channel address (default: ft.listen of the config)
   --control <host:port>  serve the operations API (lockstep ft <operation>) there
+  --key-file <file>      the key of the logging channel and the operations API (at least 16 bytes),
+                         instead of the config's ft.keyFile/keyHex/keyEnv: e.g. one made per VM start
+                         by a host agent and given to a migration's target too
   --exit-with-parent     die with the process that started this one (a host agent): as the host would
   --console              copy the guest's console to stdout
   --await-secondary      start the guest only once the first secondary is in lockstep (its boot protected too)
@@ -49,13 +54,16 @@ claimed, or the arbiter does not answer at start; 77 the arbiter refused the cre
 export const SECONDARY_HELP = `Usage: lockstep secondary <vm.json|vm.yaml> --join <host:port> [options]
 
 Joins the primary at <host:port>: is cloned, replays its log with every output suppressed, and goes
-live if the primary is lost (then waits for a new secondary at --listen).
+live if the primary is lost (then waits for a new secondary at --listen). With a configuration without
+ft.arbiter (a VM with FT off) this side is a live migration's target: it goes live only on the
+source's GO_LIVE, never because the source went silent (it halts then: exit 76).
 
 Options:
   --join <host:port>     the primary's logging channel (required)
   --listen <host:port>   where to listen for a new secondary once live (default 127.0.0.1:0)
   --log-dir <dir>        keep the clone state and the log received (to verify a failover offline)
   --control <host:port>  serve the operations API there once this side is the primary
+  --key-file <file>      the key (as lockstep primary --key-file): the source's
   --exit-with-parent     die with the process that started this one (a host agent): as the host would
   --disk <image>         this side's own disk image (disk.mode "separate": brought up to date by the clone)
   --console              copy the guest's console to stdout once live
@@ -86,6 +94,11 @@ async function checkListenable(address: { host: string; port: number }, what: st
     probe.once('error', (err) => reject(ListenError.from(err, what, address.host, address.port)));
     probe.listen(address.port, address.host, () => probe.close(() => resolve()));
   });
+}
+
+/** `--key-file <file>`: the key read as ft.keyFile is (at least 16 bytes; one trailing newline dropped). */
+async function keyOption(path: string | undefined): Promise<{ key?: Uint8Array }> {
+  return path === undefined ? {} : { key: await readFtKey({ source: 'file', path }, '--key-file') };
 }
 
 /** Prints FT events: JSON lines, or text (with a live status line on a TTY). */
@@ -237,7 +250,7 @@ export async function primaryCommand(argv: string[], io: CommandIo): Promise<num
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { listen: { type: 'string' }, control: { type: 'string' }, 'exit-with-parent': { type: 'boolean' }, console: { type: 'boolean' }, 'await-secondary': { type: 'boolean' }, events: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    options: { listen: { type: 'string' }, control: { type: 'string' }, 'key-file': { type: 'string' }, 'exit-with-parent': { type: 'boolean' }, console: { type: 'boolean' }, 'await-secondary': { type: 'boolean' }, events: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help) {
     io.stdout.write(PRIMARY_HELP);
@@ -252,7 +265,7 @@ export async function primaryCommand(argv: string[], io: CommandIo): Promise<num
   for (const w of loaded.warnings) r.event('warning', { message: w }, `WARNING: ${w}`);
   // Before anything is opened: metrics without prom-client fail here, with nothing to undo.
   const vmMetrics = metricsOf(loaded, loaded.config.vm.id);
-  const settings = ftSettings(loaded);
+  const settings = ftSettings(loaded, await keyOption(values['key-file']));
   const { spec, ft, arbiter, key, tls } = settings;
   const listen = values.listen !== undefined ? hostPortOption('--listen', values.listen) : ft.listen;
   const machine = loadVm(spec);
@@ -299,6 +312,7 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
       'log-dir': { type: 'string' },
       disk: { type: 'string' },
       control: { type: 'string' },
+      'key-file': { type: 'string' },
       'exit-with-parent': { type: 'boolean' },
       console: { type: 'boolean' },
       events: { type: 'boolean' },
@@ -321,7 +335,7 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
   // The figures exist from the start (the network's state is one of them); they are served once live.
   // Made before anything is opened: metrics without prom-client fail here, with nothing to undo.
   const metrics = metricsOf(loaded, loaded.config.vm.id);
-  const settings = ftSettings(loaded);
+  const settings = ftSettings(loaded, await keyOption(values['key-file']));
   const { spec, ft, arbiter, key, tls } = settings;
   if (values.disk !== undefined) {
     if (!spec.disk) throw new UsageError('--disk: the configuration has no disk');
@@ -426,17 +440,18 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
   }
 }
 
-export const FT_HELP = `Usage: lockstep ft <operation> <vm.json|vm.yaml> --control <host:port>
+export const FT_HELP = `Usage: lockstep ft <operation> <vm.json|vm.yaml> --control <host:port> [--key-file <file>]
 
 Runs an operation on the primary of a fault-tolerant pair through its operations API (started with
 lockstep primary --control). Each request is signed with a key derived from the pair's key in the
-config, with a timestamp and a nonce: it is good once, and only within 30 s of the primary's clock.
+config (or --key-file: the one the primary was started with), with a timestamp and a nonce: it is
+good once, and only within 30 s of the primary's clock.
 
 Operations:
   status              protection status, lockstep interval, log bandwidth, epoch (JSON)
   test-failover       hand over to the secondary without losing anything
   restart-secondary   the secondary discards its VM and is cloned again
-  disable | enable    turn FT off (the secondary is dismissed) or back on
+  disable | enable    turn FT off (the secondary is dismissed) or back on (refused without ft.arbiter)
   suspend             suspend FT (as disable, shown as suspended)
   migrate-secondary   the next secondary to join replaces the current one without a protection gap:
                       it is cloned while the current one protects the VM, and the current one is
@@ -445,8 +460,9 @@ Operations:
   migrate             live migration: the next secondary to join (on the target host) is cloned
                       and, once in lockstep, made the primary by a hand-over; this primary then
                       exits 0. A protected VM's secondary follows the target without a new clone
-                      (the VM is never unprotected). With FT off (ft.enabled: false, but a key and
-                      an arbiter configured) the target runs with FT off too
+                      (the VM is never unprotected). With FT off (ft.enabled: false) the target
+                      runs with FT off too; without ft.arbiter it goes live only on this side's
+                      GO_LIVE (docs/fault-tolerance.md, "Live migration without FT")
 
 Exit status: 0 done (the answer on stdout); 64 usage or configuration error; 69 nothing answers at
 --control, or the process there is not a primary (yet); 70 the API failed; 75 the operation was refused
@@ -455,7 +471,7 @@ was refused (another pair key, or clocks more than 30 s apart).
 `;
 
 export async function ftCommand(argv: string[], io: CommandIo): Promise<number> {
-  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { control: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { control: { type: 'string' }, 'key-file': { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
   if (values.help) {
     io.stdout.write(FT_HELP);
     return EXIT.ok;
@@ -466,10 +482,11 @@ export async function ftCommand(argv: string[], io: CommandIo): Promise<number> 
   if (values.control === undefined) throw new UsageError('--control <host:port> is required');
   const addr = hostPortOption('--control', values.control);
   const loaded = await loadConfig(file);
-  if (!loaded.key) throw new UsageError(`${loaded.source}: no key configured`);
+  const key = (await keyOption(values['key-file'])).key ?? loaded.key;
+  if (!key) throw new UsageError(`${loaded.source}: no key configured (ft.keyFile, ft.keyHex, ft.keyEnv, or --key-file)`);
   let answer: Awaited<ReturnType<typeof callControl>>;
   try {
-    answer = await callControl(`http://${formatHostPort(addr)}`, loaded.key, op === 'status' ? 'GET' : 'POST', `/ft/${op}`);
+    answer = await callControl(`http://${formatHostPort(addr)}`, key, op === 'status' ? 'GET' : 'POST', `/ft/${op}`);
   } catch (err) {
     if (!(err instanceof ControlUnreachableError)) throw err;
     io.stderr.write(`lockstep ft: ${err.message}; is a primary running with --control ${formatHostPort(addr)}?\n`);

@@ -5,7 +5,7 @@ import { LockstepError, OptionError } from '../errors.js';
 
 /** Message of {@link claimChannel}: one finished claim, won, lost or failed. */
 export interface ClaimDiagnostic {
-  kind: 'file' | 'etcd';
+  kind: ArbiterKind;
   vmId: string;
   epoch: number;
   ownerId: string;
@@ -14,6 +14,12 @@ export interface ClaimDiagnostic {
   /** The failure, when it did not. */
   error?: ArbiterError;
 }
+
+/**
+ * The back-ends: shared storage (`file`, `etcd`), or `local` — no shared storage at all, for a VM
+ * without FT whose only other copy is a live migration's target (arbiter-local.ts).
+ */
+export type ArbiterKind = 'file' | 'etcd' | 'local';
 
 /** `lockstep:arbiter:claim`: every claim's outcome ({@link ClaimDiagnostic}), for logs and metrics. */
 export const claimChannel = channel('lockstep:arbiter:claim');
@@ -152,8 +158,8 @@ export interface ArbiterCallOptions {
  * boot id and 128 random bits.
  */
 export interface Arbiter {
-  /** The back-end: `'file'` or `'etcd'`. */
-  readonly kind: 'file' | 'etcd';
+  /** The back-end: `'file'` or `'etcd'` (shared storage), or `'local'` (none: arbiter-local.ts). */
+  readonly kind: ArbiterKind;
   /**
    * Try to take `epoch` for `vmId`. Resolves with the outcome (won or lost); rejects with an
    * {@link ArbiterError} only when the storage could not be consulted — which the caller treats

@@ -5,7 +5,7 @@ import { EventEmitter } from 'node:events';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
-import { LockstepError } from '../errors.js';
+import { LockstepError, OptionError } from '../errors.js';
 import { Recorder, endReasonOf } from '../log/recorder.js';
 import type { Machine } from '../machine/machine.js';
 import { PAGE_RECORD_BYTES, PAGE_SIZE, replicationPort, type LinkEnd, type PageRecord, type ReplicationPort } from '../machine/replication-port.js';
@@ -299,6 +299,9 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       hashInterval: 2 ** 26,
       ...stripUndefined(options),
     };
+    if (options.arbiter.kind === 'local' && !options.disabled) {
+      throw new OptionError('arbiter', `VM ${options.vmId}: a primary without shared arbiter storage (a local arbiter) runs with FT off only (disabled: true)`);
+    }
     this.owner = options.owner ?? newOwnerId('primary');
     this.#lag = new LagController(this.#o.lagTargetMs, this.#o.maxLagMs);
     publishPrimary(this);
@@ -493,6 +496,8 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   }
   /** The next secondary to join is a live migration's target (see {@link migrate}). */
   #migrateNext = false;
+  /** A hand-over sent GO_LIVE: the guest never runs here again, and a lost secondary is not recovered from. */
+  #goLiveSent = false;
   /** FT was off before a migration's clone (the target then runs with FT off too). */
   #migratingFromDisabled = false;
 
@@ -519,6 +524,15 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     }
     this.#sendRelease(s, true);
     s.send({ type: 'go-live', epoch: BigInt(this.#epoch + 1), reason });
+    // From here this side never runs the guest again, whatever happens: the secondary may hold GO_LIVE.
+    // It closes its connection as it takes GO_LIVE; until then this process stays, so that an exit
+    // right after (a process that ends at `handed-over`) cannot cut GO_LIVE off before it left.
+    this.#goLiveSent = true;
+    const confirmed = await this.#until(() => s.closed, this.#o.timeoutMs).then(
+      () => true,
+      () => false,
+    );
+    if (!confirmed) this.emit('warning', `${reason}: the secondary did not take GO_LIVE within ${this.#o.timeoutMs} ms; this side does not resume (the secondary is live, or the VM is down)`);
     const listen = s.listen;
     done?.();
     this.emit('handed-over', listen === undefined ? { epoch: this.#epoch + 1 } : { epoch: this.#epoch + 1, listen });
@@ -558,8 +572,13 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   async suspend(): Promise<void> {
     await this.#dismiss('suspended', 'FT suspended');
   }
-  /** Turns FT (back) on: a secondary may join. */
+  /**
+   * Turns FT (back) on: a secondary may join.
+   * @throws FtError (`ERR_LOCKSTEP_FT_STATE`) over a local arbiter (arbiter-local.ts): with nothing shared to fence a
+   *   side, a secondary that went live on a silence could run beside this primary
+   */
   enable(): void {
+    if (this.#o.arbiter.kind === 'local') throw new FtError('ERR_LOCKSTEP_FT_STATE', `FT cannot be turned on for VM ${this.vmId}: it runs without an arbiter (configure ft.arbiter and restart it to protect it)`);
     if (this.#phase === 'disabled' || this.#phase === 'suspended') this.#setPhase('alone');
   }
   /**
@@ -1060,6 +1079,100 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     return 'done';
   }
 
+  /**
+   * A VM with FT off moves as vMotion moves one, in one pause: with the guest held at P, the last dirty
+   * pages and S(P) go to the target marked as a migration's (it goes live only on GO_LIVE), GO_LIVE right
+   * behind them, and this side never runs the guest again. No log, no lockstep: every output up to P
+   * has left already (FT off: the gate is open), none after P is made here. A target lost before GO_LIVE
+   * calls the migration off (the guest runs on here); after it, this side halts whatever happens, once
+   * the target took GO_LIVE (it closes the channel) or the timeout passed (docs/fault-tolerance.md, "Live
+   * migration without FT").
+   */
+  async #migrateDirect(s: SecondarySession, figures: CloneFigures, first: boolean, readChunksPaused: (chunks: Uint32Array) => void): Promise<void> {
+    const port = this.#port;
+    const ch = s.channel;
+    const steps: MigrateSteps = { stopMs: 0, drainMs: 0, copyMs: 0, followMs: 0 };
+    let finalPages: PageRecord[] = [];
+    let state: Uint8Array = new Uint8Array(0);
+    let consolePosition = 0n;
+    let t0 = performance.now();
+    const resume = () => {
+      port.setThrottle(0);
+      this.#hold = false;
+      this.#resumeRun();
+    };
+    // Catch up before the pause: the target applies every page sent so far (a round trip through
+    // CONTROL sync), then the pages dirtied meanwhile go out and are applied too. Otherwise the pause
+    // would carry the backlog of the pre-copy still in the pipe: GO_LIVE waits behind it (100 ms and
+    // more for 64 MiB under load).
+    port.setThrottle(0);
+    for (let i = 0; i < 2; i++) {
+      if (i > 0) {
+        const n = await port.precopyRound(false, (pages) => this.#sendPages(ch, pages), () => !this.#owns(s));
+        figures.rounds++;
+        figures.pages += n;
+        figures.bytes += n * PAGE_RECORD_BYTES;
+      }
+      s.synced = false;
+      s.send({ type: 'control', op: 'sync' });
+      await this.#until(() => s.synced || !this.#owns(s) || s.closed, this.#o.timeoutMs).catch(() => undefined);
+      if (!this.#owns(s) || s.closed) return;
+    }
+    this.#hold = true;
+    for (let attempt = 0; ; attempt++) {
+      let done = false;
+      t0 = performance.now();
+      try {
+        await this.#pauseFor(() => {
+          // Stop where no disk request is in flight, shared disks too: the target would re-issue it at
+          // its go-live, and with one pending at P the kill test (test/ft/migrate-solo.test.ts, the
+          // source killed once the target restored S(P)) saw an increment applied twice, 2 runs in 3
+          // (0 in 8 since).
+          // Bounded: after 200 tries it goes ahead (TODO(#14): find why a re-issued write doubles it).
+          if (attempt < 200 && port.diskInFlight() > 0) return;
+          steps.stopMs = performance.now() - t0;
+          finalPages = port.copyPages(first);
+          readChunksPaused(port.takeDiskDirty(false));
+          state = port.cloneState();
+          consolePosition = this.machine.consolePosition;
+          done = true;
+        });
+      } catch {
+        return; // halted meanwhile
+      }
+      if (!this.#owns(s) || s.closed) return resume(); // the target was lost: the migration is off, the guest runs on
+      if (done) break;
+      resume();
+      await sleep(1);
+      if (!this.#owns(s)) return;
+      this.#hold = true;
+    }
+    const step = stepTimer(steps);
+    const instret = port.progress();
+    figures.pages += finalPages.length;
+    figures.bytes += finalPages.length * PAGE_RECORD_BYTES + state.length;
+    figures.rounds++;
+    this.#sendPages(ch, finalPages);
+    ch.send({ type: 'clone-final', state, meta: { instret: String(instret), epoch: this.#epoch, consolePosition: String(consolePosition), migration: true } });
+    ch.send({ type: 'clone-done' });
+    if (s.closed) return resume();
+    s.send({ type: 'go-live', epoch: BigInt(this.#epoch + 1), reason: 'live migration' });
+    this.#goLiveSent = true;
+    step('copyMs');
+    figures.pauseMs = performance.now() - t0;
+    this.#lastPause = figures.pauseMs;
+    // Halting at once could reset the connection before the target read GO_LIVE: wait for its close.
+    const confirmed = await this.#until(() => s.closed, this.#o.timeoutMs).then(
+      () => true,
+      () => false,
+    );
+    step('followMs');
+    if (!confirmed) this.emit('warning', `live migration: the target did not take GO_LIVE within ${this.#o.timeoutMs} ms; this side does not resume (the target is live, or the VM is down)`);
+    this.emit('migrated', { totalMs: performance.now() - s.joinedAt, handOverMs: figures.pauseMs, follower: false, steps });
+    this.emit('handed-over', s.listen === undefined ? { epoch: this.#epoch + 1 } : { epoch: this.#epoch + 1, listen: s.listen });
+    this.#halt(`handed over to the migration's target${s.listen === undefined ? '' : ` at ${s.listen}`} (live migration)`);
+  }
+
   async #clone(s: SecondarySession): Promise<void> {
     this.#session = s;
     this.#setPhase('cloning');
@@ -1084,6 +1197,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
    */
   #sessionLost(s: SecondarySession, reason: string): void {
     s.lost ??= reason;
+    if (this.#goLiveSent) return; // the hand-over is over: this side halts, it never recovers
     if (s === this.#incoming) return this.#moveFailed(s, reason);
     if (s !== this.#session || this.#switching) return;
     void this.#recover(reason);
@@ -1166,12 +1280,15 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       // Not converging (the guest dirties pages about as fast as they are sent): slow the guest down,
       // more each round, so the last dirty set — what the pause copies — shrinks (VMware's "stun during
       // page send"). Lifted after the stop-and-copy.
-      if (figures.rounds >= 2 && n > previous / 2) port.setThrottle(Math.min(0.95, 0.3 * (figures.rounds - 1)));
+      // Not for a VM with FT off moving away: its pause carries only what one round trip dirtied
+      // (#migrateDirect catches up first), and a throttled guest answers late, an outage of its own.
+      if (figures.rounds >= 2 && n > previous / 2 && !(s.target && this.#migratingFromDisabled)) port.setThrottle(Math.min(0.95, 0.3 * (figures.rounds - 1)));
       previous = n;
       await drained(ch);
       if (!this.#owns(s)) return;
     }
     if ((this.#phase as Phase) === 'ended' || (this.#phase as Phase) === 'halted') return this.#abandonClone(s);
+    if (s.target && this.#migratingFromDisabled && this.#session === s) return this.#migrateDirect(s, figures, first, readChunksPaused);
     // A target's first message names where it will listen, but a busy clone may not have read it yet: a
     // round trip (answered after it) settles what the target said.
     if (this.#incoming === s && s.target && (s.listen === undefined || s.owner === undefined)) await this.#syncWith(s);

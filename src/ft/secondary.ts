@@ -468,8 +468,12 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       return this.#violation(ch, `cannot start replaying: ${(err as Error).message}`);
     }
     this.#phase = 'replaying';
-    this.#run = machine.run();
-    void this.#run.then((r) => this.#onRunEnd(r), (err: unknown) => this.#halt(`the machine failed: ${(err as Error).message}`));
+    // A migration's target gets no log: nothing to replay, it waits at S(P) for GO_LIVE (a replay run
+    // would only have to be stopped again then, on the hand-over's critical path).
+    if (!this.#targetOnly) {
+      this.#run = machine.run();
+      void this.#run.then((r) => this.#onRunEnd(r), (err: unknown) => this.#halt(`the machine failed: ${(err as Error).message}`));
+    }
     ch.send({ type: 'control', op: 'cloned' }); // the primary counts the VM protected from here
     this.emit('cloned', { pages: this.#pages, ms: performance.now() - this.#cloneStart });
     // A migration's target gets no log before its GO_LIVE: the channel stays with JavaScript.
@@ -627,6 +631,12 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
    */
   #lost(reason: string): Promise<void> {
     if (this.#goingLive === undefined && this.#phase === 'replaying' && this.#follow) return this.#rebase(reason);
+    if (this.#goingLive === undefined && this.#phase === 'replaying' && this.#o.arbiter.kind === 'local' && !this.#handedOver) {
+      // No shared arbiter (a VM without FT): a silence proves nothing, the source may run on. Only its
+      // GO_LIVE makes this side the VM; without it the source's own fate decides (docs/fault-tolerance.md).
+      this.#halt(`the source was lost before it handed the VM over (${reason}): a migration's target without an arbiter goes live only on the source's GO_LIVE, so it does not; the VM runs on at the source, or is down if the source died`);
+      return Promise.resolve();
+    }
     if (this.#goingLive === undefined && this.#phase === 'replaying' && this.#targetOnly && !this.#handedOver) {
       // Before GO_LIVE the source still owns the VM and its secondary holds the log: that one takes over.
       this.#halt(`the source was lost before it handed the VM over (${reason}); the VM's secondary takes over`);
@@ -668,7 +678,8 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     // follows it and goes live when it cannot reach it: it claims while its replay run stops.
     const early = this.#targetOnly && this.#handedOver && !this.#move ? claim(this.vmId, want) : undefined;
     early?.catch(() => undefined); // awaited below unless this side halts first
-    const r = await this.#run!;
+    // No run: a migration's target still at S(P), where the log (there is none) ends.
+    const r: RunResult = this.#run ? await this.#run : { kind: 'end-of-log', recorded: undefined, code: 0, ...machine.counters, pc: machine.pc };
     const drainedAt = performance.now();
     if (r.kind === 'divergence') return this.#halt(`diverged from the primary while draining the log: ${r.message}`);
     if (guestEnded(r)) {
@@ -751,6 +762,8 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       ...(this.#o.dataPath ? { dataPath: this.#o.dataPath } : {}),
       // A migration's target: the VM's secondary follows from exactly this state.
       ...(this.#targetOnly ? { follower: { instret, stateHash } } : {}),
+      // Without shared arbiter storage the VM runs with FT off, whatever the promote options say.
+      ...(this.#o.arbiter.kind === 'local' ? { disabled: true } : {}),
     });
     this.#primary = primary;
     this.#unreserve();

@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import type { FtConfig, LoadedConfig } from '../config/index.js';
 import { OptionError } from '../errors.js';
 import { arbiterFor } from './arbiter-config.js';
+import { LocalArbiter } from './arbiter-local.js';
 import type { Arbiter } from './arbiter.js';
 import type { FtPrimaryOptions } from './primary.js';
 import type { VmSpec } from './vm.js';
@@ -40,17 +41,26 @@ export function vmSpecOf(loaded: LoadedConfig): VmSpec {
 }
 
 /**
- * The VM and FT settings of a loaded configuration.
- * @throws OptionError (`ft.arbiter`) when it has no arbiter or no key: no pair can run without them
+ * The VM and FT settings of a loaded configuration. `key` (a `--key-file`) stands in for the
+ * configuration's key. A VM with FT off (`ft.enabled: false`) needs no arbiter: without one it runs over
+ * a {@link LocalArbiter} — it can be live-migrated (the target goes live only on the source's GO_LIVE)
+ * but FT cannot be turned on for it.
+ * @throws OptionError (`ft.arbiter`) when FT is on and there is no arbiter, or there is no key at all
  */
-export function ftSettings(loaded: LoadedConfig): FtSettings {
+export function ftSettings(loaded: LoadedConfig, options: { key?: Uint8Array } = {}): FtSettings {
   const { ft } = loaded.config;
   const spec = vmSpecOf(loaded);
   const a = ft.arbiter;
-  const key = loaded.key;
-  if (!a || !key) throw new OptionError('ft.arbiter', `${loaded.source}: ft.arbiter and a key are needed to run a fault-tolerant pair`);
+  const key = options.key ?? loaded.key;
+  if (!a && ft.enabled) throw new OptionError('ft.arbiter', `${loaded.source}: ft.arbiter and a key are needed to run a fault-tolerant pair`);
+  if (!key) {
+    throw new OptionError(
+      a ? 'ft.arbiter' : 'ft.keyFile',
+      a ? `${loaded.source}: ft.arbiter and a key are needed to run a fault-tolerant pair` : `${loaded.source}: a VM with FT off needs a key (ft.keyFile, or --key-file) for its operations API and its live migrations`,
+    );
+  }
   const tls = ft.tls ? { cert: readFileSync(ft.tls.cert), key: readFileSync(ft.tls.key), ca: readFileSync(ft.tls.ca) } : undefined;
-  return { spec, ft, arbiter: arbiterFor(a), key, tls };
+  return { spec, ft, arbiter: a ? arbiterFor(a) : new LocalArbiter(), key, tls };
 }
 
 /**
