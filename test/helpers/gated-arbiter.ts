@@ -1,6 +1,6 @@
 // An arbiter in front of a real one whose claims a test can let through, fail as unreachable, hold (a
 // request already on the wire), or let land and then lose the answer of; it records every claim call.
-import { ArbiterError, type Arbiter, type ArbiterCallOptions, type ClaimResult, type EpochHolder } from '../../src/ft/arbiter.js';
+import { ArbiterError, type Arbiter, type ArbiterKind, type ArbiterCallOptions, type ClaimResult, type EpochHolder } from '../../src/ft/arbiter.js';
 
 export type GateMode =
   /** Straight through to the real arbiter. */
@@ -21,7 +21,7 @@ export interface ClaimCall {
 }
 
 export class GatedArbiter implements Arbiter {
-  readonly kind: 'file' | 'etcd';
+  readonly kind: ArbiterKind;
   readonly calls: ClaimCall[] = [];
   mode: GateMode = 'pass';
   readonly #inner: Arbiter;
