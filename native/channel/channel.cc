@@ -19,6 +19,7 @@
 #include <ctime>
 
 #include "log/event.h"
+#include "machine/thread_name.h"
 
 namespace lockstep {
 namespace {
@@ -94,7 +95,10 @@ bool LogChannel::start() {
   setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // fails harmlessly on a socketpair
   wake_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wake_ < 0) return refuse(errno_text("eventfd"));
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    name_this_thread(role_ == Role::kSender ? "lockstep-logtx" : "lockstep-logrx");
+    run();
+  });
   thread_started_.store(true, std::memory_order_release);
   return true;
 }

@@ -6,6 +6,8 @@
 #include <cstring>
 #include <iterator>
 
+#include "machine/thread_name.h"
+
 namespace lockstep {
 namespace {
 // Between slices the thread looks at host input; a slice is ~4 ms at 1000 MIPS.
@@ -65,7 +67,10 @@ VcpuThread::VcpuThread(const MachineConfig& config, uint8_t* console_mem, uint32
       cv_.notify_all();
     });
   }
-  thread_ = std::thread([this] { thread_main(); });
+  thread_ = std::thread([this] {
+    name_this_thread("lockstep-vcpu");
+    thread_main();
+  });
 }
 
 VcpuThread::~VcpuThread() { shutdown(); }
