@@ -120,6 +120,13 @@ void LogChannel::notify_space() {
   if (want_space_.load(std::memory_order_relaxed)) notify();
 }
 
+void LogChannel::ride(uint8_t type, std::vector<uint8_t> payload) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (ended_.load(std::memory_order_relaxed) || stopped_) return;
+  rider_ = {type, std::move(payload), 0};
+  has_rider_ = true;
+}
+
 bool LogChannel::send(uint8_t type, std::vector<uint8_t> payload) {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -284,6 +291,13 @@ void LogChannel::run() {
           moved = true;
         }
       }
+    }
+    if (ring_moved_) {
+      // kReceiver: the replayer is woken after the ACK went out, not before. On a shared core the
+      // woken vCPU preempts this thread, and the ACK (which the primary's held outputs wait for) would
+      // leave only after the replayer's turn.
+      ring_moved_ = false;
+      if (hooks_.on_ring) hooks_.on_ring();
     }
     if (over) break;
     if (eof_ && !sink_active_ && !ended()) {
@@ -481,7 +495,8 @@ bool LogChannel::push_sink() {
     log_lsn1_.store(sink_lsn1_, std::memory_order_release);
   }
   want_space_.store(sink_active_, std::memory_order_relaxed);
-  if (pushed && hooks_.on_ring) hooks_.on_ring();
+  // The replayer is woken once this round's ACK is on its way (see run()).
+  if (pushed) ring_moved_ = true;
   return pushed > 0;
 }
 
@@ -522,6 +537,20 @@ bool LogChannel::fill_out() {
       continue;
     }
     break;
+  }
+  if (any && !ended()) {
+    // A rider leaves with the frames of this round, in the same write: never a write of its own.
+    bool have = false;
+    Pending r;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (has_rider_) {
+        r = std::move(rider_);
+        has_rider_ = false;
+        have = true;
+      }
+    }
+    if (have && r.payload.size() <= max_payload_) frame_owned(r.type, std::move(r.payload));
   }
   seal_pending();
   return any;

@@ -120,13 +120,14 @@ void ReplicationLink::on_ack(uint64_t lsn1) {
   OutputGate::Outputs out = vcpu_.release(lsn1 - 1);
   // Tell the secondary what left, at most every kReleaseNoticeNs: what it knows was released it need
   // not re-emit at a go-live. Less often costs duplicates after a failover, never losses (the host's
-  // heartbeat tick announces the last position too).
+  // heartbeat tick announces the last position too). The notice rides with the next log frame: a
+  // frame, a write and a wake-up of the secondary of its own each time cost more than its freshness.
   const int64_t now = now_ns();
   if (now - last_notice_ns_ >= kReleaseNoticeNs) {
     last_notice_ns_ = now;
     std::vector<uint8_t> notice(8);
     store_be64(notice.data(), lsn1 - 1);
-    channel_->send(msg::kRelease, std::move(notice));
+    channel_->ride(msg::kRelease, std::move(notice));
   }
   if (out.console.empty() && out.frames.empty()) return;  // frames to a device and disk requests already left
   {
