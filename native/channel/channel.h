@@ -133,6 +133,8 @@ class LogChannel {
   /// lsn + 1 of the last batch framed (kSender) or published to the ring (kReceiver).
   uint64_t log_lsn1() const { return log_lsn1_.load(std::memory_order_acquire); }
   bool ended() const { return ended_.load(std::memory_order_acquire); }
+  /// kReceiver: a verified LOG frame waits for space in the ring (the consumer should take some soon).
+  bool waiting_for_space() const { return want_space_.load(std::memory_order_relaxed); }
   /// Waits up to timeout_ms for the end; true if it ended.
   bool wait_end(int timeout_ms);
   /// Valid once ended().

@@ -71,7 +71,8 @@ std::unique_ptr<ReplicationLink> ReplicationLink::start(Role role, VcpuThread& v
     LogChannel::Hooks hooks;
     hooks.on_ring = [&vcpu, self] {
       self->heard();
-      vcpu.replay_arrived();
+      // A channel waiting for ring space wakes the replayer now rather than at the end of its nap.
+      vcpu.replay_arrived(self->channel_->waiting_for_space());
     };
     hooks.progress = [&vcpu] { return vcpu.progress(); };
     hooks.on_message = [self](uint8_t type, const uint8_t* p, size_t n) { self->on_message(type, p, n); };

@@ -21,6 +21,13 @@ constexpr uint64_t kOutputWindow = 1u << 15;
 // the log of an I/O-bound guest (a Linux service waits for its disk and network several times a request),
 // and the secondary stays this close behind an idle guest.
 constexpr auto kMarkInterval = std::chrono::milliseconds(2);
+// A replayer that ran out of log less than kReplayBusy after it last took some naps for kReplayNap and
+// then looks at the replay ring itself, instead of having the ring's producer wake it per batch (a
+// futex wake on the link thread and a context switch for a few microseconds of replay each time). The
+// ACK does not wait for the replay, so this costs no output latency; the replay trails by at most a nap,
+// which lag control (its target is 100 ms by default) and a go-live (it replays what is left) absorb.
+constexpr auto kReplayNap = std::chrono::milliseconds(2);
+constexpr auto kReplayBusy = std::chrono::milliseconds(20);
 
 // The pre-copy engine's view of the machine: RAM, and the copy consumer's bit of the dirty-page bitmap.
 class MachinePages final : public PrecopyMemory {
@@ -461,13 +468,41 @@ uint8_t* VcpuThread::attach_replay_ring(uint32_t capacity, std::function<void()>
   return replay_mem_.get();
 }
 
-void VcpuThread::replay_arrived() {
+void VcpuThread::replay_arrived(bool urgent) {
+  // seq_cst: the producer's publish (before this call) is ordered before the load of replay_deep_wait_;
+  // pairs with the fence in replay_wait(), so either the replayer sees the batch or we see it asleep.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (!urgent && !replay_deep_wait_.load(std::memory_order_relaxed)) return;  // running or napping: it looks itself
   std::lock_guard<std::mutex> lock(mu_);
   ring_pending_ = true;
   cv_.notify_all();
 }
 
-bool VcpuThread::has_fed() const { return !fed_.empty() || ring_pending_; }
+bool VcpuThread::ring_has_batch() const {
+  if (!replay_ring_) return false;
+  const size_t avail = replay_ring_->available();
+  if (avail < BatchLayout::kFixed) return false;
+  uint8_t len_bytes[4];
+  replay_ring_->copy_at(BatchLayout::kLength, len_bytes, 4);
+  uint32_t word0;
+  std::memcpy(&word0, len_bytes, 4);
+  return avail >= BatchLayout::total_size(word0);
+}
+
+bool VcpuThread::has_fed() const { return !fed_.empty() || ring_pending_ || ring_has_batch(); }
+
+void VcpuThread::replay_wait(std::unique_lock<std::mutex>& lock) {
+  auto ready = [&] { return quit_ || stop_requested_ || has_fed() || log_complete_; };
+  if (replay_ring_ && std::chrono::steady_clock::now() - replay_took_at_ < kReplayBusy) {
+    cv_.wait_for(lock, kReplayNap, ready);
+    return;
+  }
+  replay_deep_wait_.store(true, std::memory_order_relaxed);
+  // seq_cst: the store above before ready()'s look at the ring; pairs with the fence in replay_arrived().
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  cv_.wait(lock, ready);
+  replay_deep_wait_.store(false, std::memory_order_relaxed);
+}
 
 void VcpuThread::end_of_log() {
   std::lock_guard<std::mutex> lock(mu_);
@@ -483,7 +518,9 @@ bool VcpuThread::take_fed(std::unique_lock<std::mutex>&) {
     if (!feed_.add(std::move(b))) return false;
     any = true;
   }
-  if (replay_ring_ && ring_pending_) {
+  // The ring is looked at every time, not only after a wake-up from its producer: a napping replayer
+  // (replay_wait) is not woken per batch.
+  if (replay_ring_) {
     // Whole batches only; the producer checked each batch's length against BatchLayout::kMaxLength.
     for (;;) {
       const size_t avail = replay_ring_->available();
@@ -500,8 +537,9 @@ bool VcpuThread::take_fed(std::unique_lock<std::mutex>&) {
       any = true;
       if (!feed_.add(std::move(b))) return false;
     }
-    // Cleared under mu_: a publish after the reads above calls replay_arrived(), which waits for mu_.
+    // Cleared under mu_: a publish after the reads above is seen by has_fed() (ring_has_batch) anyway.
     ring_pending_ = false;
+    if (any) replay_took_at_ = std::chrono::steady_clock::now();
     if (any && replay_consumed_) replay_consumed_();
   }
   return true;
@@ -755,7 +793,7 @@ RunReport VcpuThread::replay_to(uint64_t target) {
     } else if (!complete) {
       if (cpu.instret >= feed_.covered() || !feed_.started()) {
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return quit_ || stop_requested_ || has_fed() || log_complete_; });
+        replay_wait(lock);
         continue;
       }
       stop_at = std::min(stop_at, feed_.covered());
@@ -808,7 +846,7 @@ RunReport VcpuThread::replay_to(uint64_t target) {
             r.kind = RunReport::Kind::kEndOfLog;
             return r;
           }
-          cv_.wait(lock, [&] { return quit_ || stop_requested_ || has_fed() || log_complete_; });
+          replay_wait(lock);
           break;
         }
         return diverged("the guest waits for an interrupt at instret " + std::to_string(cpu.instret) + " but the log's next event (" +
