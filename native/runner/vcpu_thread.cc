@@ -234,8 +234,26 @@ VcpuThread::NetStats VcpuThread::net_stats() {
 }
 
 void VcpuThread::console_drained() {
+  // The link's thread calls this after every LOG frame it wrote: it takes mu_ only when a producer
+  // waits for space. Taking it each time made the link thread, woken on the vCPU's core while the vCPU
+  // held mu_, block on it and cost both a futex round.
+  // seq_cst: the consumer's ring update (before this call) before the load of space_waiters_; pairs
+  // with the fence in wait_space(), so either the producer sees the space or we see it waiting.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (space_waiters_.load(std::memory_order_relaxed) == 0) return;
   std::lock_guard<std::mutex> lock(mu_);
   space_cv_.notify_all();
+}
+
+bool VcpuThread::wait_space(std::unique_lock<std::mutex>& lock, const ByteRingProducer& ring) {
+  space_waiters_.fetch_add(1, std::memory_order_relaxed);
+  // seq_cst: the count before the look at the ring below; pairs with the fence in console_drained().
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  const bool full = ring.free_space() == 0;
+  // The timeout only bounds a wake-up missed for another reason (teardown wakes it too).
+  if (full) space_cv_.wait_for(lock, std::chrono::milliseconds(50));
+  space_waiters_.fetch_sub(1, std::memory_order_relaxed);
+  return full;
 }
 
 bool VcpuThread::take_report(RunReport* out) {
@@ -279,10 +297,10 @@ void VcpuThread::push_blocking(ByteRingProducer& ring, const uint8_t* data, size
     if (m) doorbell_();
     if (n == 0) return;
     // Ring full: wait for the host to drain it (it calls console_drained()). Nothing is ever dropped,
-    // except on teardown; the timeout only bounds a missed wake-up.
+    // except on teardown.
     std::unique_lock<std::mutex> lock(mu_);
     if (quit_) return;
-    space_cv_.wait_for(lock, std::chrono::milliseconds(50));
+    wait_space(lock, ring);
   }
 }
 
@@ -335,12 +353,11 @@ void VcpuThread::push_log(const uint8_t* data, size_t n) {
       else doorbell_();
     }
     if (n == 0) return;
-    // Ring full: the consumer frees space and then calls console_drained(), under mu_; checking the
-    // space under mu_ too means that call cannot slip between the check and the wait.
+    // Ring full: the consumer frees space and then calls console_drained(); wait_space() counts itself
+    // as a waiter before it looks at the space, so that call cannot slip between the look and the wait.
     std::unique_lock<std::mutex> lock(mu_);
     if (quit_) return;
-    if (log_->free_space() > 0) continue;
-    space_cv_.wait_for(lock, std::chrono::milliseconds(50));
+    wait_space(lock, *log_);
   }
 }
 

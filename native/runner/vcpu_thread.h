@@ -197,6 +197,9 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   void raise();  // recompute the attention flag; caller holds mu_
   void flush_console();  // vCPU thread: push buffered output into the ring, waiting for space if needed
   void push_blocking(ByteRingProducer& ring, const uint8_t* data, size_t n);
+  /// vCPU thread, out of ring space (caller holds mu_ in `lock`): waits for console_drained() unless
+  /// the ring has space by now. True if it waited.
+  bool wait_space(std::unique_lock<std::mutex>& lock, const ByteRingProducer& ring);
   void flush_log();      // vCPU thread (or idle host): seal the open batch with a mark and ship it
   RunReport replay_to(uint64_t target);
   RunReport final_report(RunStop stop);
@@ -253,6 +256,7 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   std::mutex mu_;
   std::condition_variable cv_;       // commands, input, stop: wakes the vCPU thread
   std::condition_variable space_cv_; // console ring space: wakes a producer waiting in write()
+  std::atomic<uint32_t> space_waiters_{0};  // producers in wait_space() (console_drained looks first)
   bool run_requested_ = false;
   bool quit_ = false;
   bool stop_requested_ = false;
