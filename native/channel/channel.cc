@@ -19,6 +19,7 @@
 #include <ctime>
 
 #include "log/event.h"
+#include "machine/thread_name.h"
 
 namespace lockstep {
 namespace {
@@ -94,7 +95,10 @@ bool LogChannel::start() {
   setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // fails harmlessly on a socketpair
   wake_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wake_ < 0) return refuse(errno_text("eventfd"));
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    name_this_thread(role_ == Role::kSender ? "lockstep-logtx" : "lockstep-logrx");
+    run();
+  });
   thread_started_.store(true, std::memory_order_release);
   return true;
 }
@@ -114,6 +118,13 @@ void LogChannel::notify_space() {
   // sleeping_ before its fence in sleep() and then checks for space (has_work): one of us sees the other.
   std::atomic_thread_fence(std::memory_order_seq_cst);
   if (want_space_.load(std::memory_order_relaxed)) notify();
+}
+
+void LogChannel::ride(uint8_t type, std::vector<uint8_t> payload) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (ended_.load(std::memory_order_relaxed) || stopped_) return;
+  rider_ = {type, std::move(payload), 0};
+  has_rider_ = true;
 }
 
 bool LogChannel::send(uint8_t type, std::vector<uint8_t> payload) {
@@ -280,6 +291,13 @@ void LogChannel::run() {
           moved = true;
         }
       }
+    }
+    if (ring_moved_) {
+      // kReceiver: the replayer is woken after the ACK went out, not before. On a shared core the
+      // woken vCPU preempts this thread, and the ACK (which the primary's held outputs wait for) would
+      // leave only after the replayer's turn.
+      ring_moved_ = false;
+      if (hooks_.on_ring) hooks_.on_ring();
     }
     if (over) break;
     if (eof_ && !sink_active_ && !ended()) {
@@ -477,7 +495,8 @@ bool LogChannel::push_sink() {
     log_lsn1_.store(sink_lsn1_, std::memory_order_release);
   }
   want_space_.store(sink_active_, std::memory_order_relaxed);
-  if (pushed && hooks_.on_ring) hooks_.on_ring();
+  // The replayer is woken once this round's ACK is on its way (see run()).
+  if (pushed) ring_moved_ = true;
   return pushed > 0;
 }
 
@@ -518,6 +537,20 @@ bool LogChannel::fill_out() {
       continue;
     }
     break;
+  }
+  if (any && !ended()) {
+    // A rider leaves with the frames of this round, in the same write: never a write of its own.
+    bool have = false;
+    Pending r;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (has_rider_) {
+        r = std::move(rider_);
+        has_rider_ = false;
+        have = true;
+      }
+    }
+    if (have && r.payload.size() <= max_payload_) frame_owned(r.type, std::move(r.payload));
   }
   seal_pending();
   return any;

@@ -114,6 +114,10 @@ class LogChannel {
   /// Queues one message (payload already encoded) after the log published so far. Any thread. False
   /// when the channel has ended (the message is dropped).
   bool send(uint8_t type, std::vector<uint8_t> payload);
+  /// Sets the rider: a message (payload already encoded) that leaves only together with other frames,
+  /// never on a write of its own, and that a later rider replaces (a newer figure supersedes an older
+  /// one). For notices whose loss costs nothing but freshness (RELEASE). Any thread.
+  void ride(uint8_t type, std::vector<uint8_t> payload);
   /// Sends what is queued and the log published so far, then half-closes the socket and ends
   /// (kNone) once the peer closes its side. Any thread.
   void finish();
@@ -129,6 +133,8 @@ class LogChannel {
   /// lsn + 1 of the last batch framed (kSender) or published to the ring (kReceiver).
   uint64_t log_lsn1() const { return log_lsn1_.load(std::memory_order_acquire); }
   bool ended() const { return ended_.load(std::memory_order_acquire); }
+  /// kReceiver: a verified LOG frame waits for space in the ring (the consumer should take some soon).
+  bool waiting_for_space() const { return want_space_.load(std::memory_order_relaxed); }
   /// Waits up to timeout_ms for the end; true if it ended.
   bool wait_end(int timeout_ms);
   /// Valid once ended().
@@ -197,6 +203,8 @@ class LogChannel {
   mutable std::mutex mu_;  // pending_, error_, message_, the end
   std::condition_variable end_cv_;
   std::deque<Pending> pending_;
+  Pending rider_{};  // see ride(); under mu_
+  bool has_rider_ = false;
   ChannelError error_ = ChannelError::kNone;
   std::string message_;
   bool bye_ = false;
@@ -229,6 +237,7 @@ class LogChannel {
   size_t sink_at_ = 0, sink_len_ = 0, sink_done_ = 0, sink_frame_total_ = 0;
   uint64_t sink_lsn1_ = 0;      // lsn1 once it is all published
   bool sink_active_ = false;
+  bool ring_moved_ = false;     // kReceiver: bytes were published to the ring this round (on_ring is due)
 };
 
 }  // namespace lockstep

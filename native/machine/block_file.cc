@@ -9,6 +9,8 @@
 #include <cstring>
 #include <memory>
 
+#include "machine/thread_name.h"
+
 namespace lockstep {
 
 std::unique_ptr<BlockFile> BlockFile::open(const std::string& path, std::string* error) {
@@ -31,7 +33,10 @@ std::unique_ptr<BlockFile> BlockFile::open(const std::string& path, std::string*
   return std::unique_ptr<BlockFile>(new BlockFile(fd, static_cast<uint64_t>(st.st_size)));
 }
 
-BlockFile::BlockFile(int fd, uint64_t size) : fd_(fd), size_(size) { thread_ = std::thread([this] { loop(); }); }
+BlockFile::BlockFile(int fd, uint64_t size) : fd_(fd), size_(size) { thread_ = std::thread([this] {
+    name_this_thread("lockstep-disk");
+    loop();
+  }); }
 
 BlockFile::~BlockFile() {
   {

@@ -71,7 +71,8 @@ std::unique_ptr<ReplicationLink> ReplicationLink::start(Role role, VcpuThread& v
     LogChannel::Hooks hooks;
     hooks.on_ring = [&vcpu, self] {
       self->heard();
-      vcpu.replay_arrived();
+      // A channel waiting for ring space wakes the replayer now rather than at the end of its nap.
+      vcpu.replay_arrived(self->channel_->waiting_for_space());
     };
     hooks.progress = [&vcpu] { return vcpu.progress(); };
     hooks.on_message = [self](uint8_t type, const uint8_t* p, size_t n) { self->on_message(type, p, n); };
@@ -120,13 +121,14 @@ void ReplicationLink::on_ack(uint64_t lsn1) {
   OutputGate::Outputs out = vcpu_.release(lsn1 - 1);
   // Tell the secondary what left, at most every kReleaseNoticeNs: what it knows was released it need
   // not re-emit at a go-live. Less often costs duplicates after a failover, never losses (the host's
-  // heartbeat tick announces the last position too).
+  // heartbeat tick announces the last position too). The notice rides with the next log frame: a
+  // frame, a write and a wake-up of the secondary of its own each time cost more than its freshness.
   const int64_t now = now_ns();
   if (now - last_notice_ns_ >= kReleaseNoticeNs) {
     last_notice_ns_ = now;
     std::vector<uint8_t> notice(8);
     store_be64(notice.data(), lsn1 - 1);
-    channel_->send(msg::kRelease, std::move(notice));
+    channel_->ride(msg::kRelease, std::move(notice));
   }
   if (out.console.empty() && out.frames.empty()) return;  // frames to a device and disk requests already left
   {

@@ -6,6 +6,8 @@
 #include <cstring>
 #include <iterator>
 
+#include "machine/thread_name.h"
+
 namespace lockstep {
 namespace {
 // Between slices the thread looks at host input; a slice is ~4 ms at 1000 MIPS.
@@ -22,6 +24,13 @@ constexpr uint64_t kOutputWindow = 1u << 15;
 // the interval bounds only how far behind an idle guest the secondary is. At 2 ms, half the batches of
 // kvd under 1 400-byte TCP sets were these idle ones (the guest waiting between requests).
 constexpr auto kMarkInterval = std::chrono::milliseconds(10);
+// A replayer that ran out of log less than kReplayBusy after it last took some naps for kReplayNap and
+// then looks at the replay ring itself, instead of having the ring's producer wake it per batch (a
+// futex wake on the link thread and a context switch for a few microseconds of replay each time). The
+// ACK does not wait for the replay, so this costs no output latency; the replay trails by at most a nap,
+// which lag control (its target is 100 ms by default) and a go-live (it replays what is left) absorb.
+constexpr auto kReplayNap = std::chrono::milliseconds(2);
+constexpr auto kReplayBusy = std::chrono::milliseconds(20);
 
 // The pre-copy engine's view of the machine: RAM, and the copy consumer's bit of the dirty-page bitmap.
 class MachinePages final : public PrecopyMemory {
@@ -68,7 +77,10 @@ VcpuThread::VcpuThread(const MachineConfig& config, uint8_t* console_mem, uint32
       cv_.notify_all();
     });
   }
-  thread_ = std::thread([this] { thread_main(); });
+  thread_ = std::thread([this] {
+    name_this_thread("lockstep-vcpu");
+    thread_main();
+  });
 }
 
 VcpuThread::~VcpuThread() { shutdown(); }
@@ -226,8 +238,26 @@ VcpuThread::NetStats VcpuThread::net_stats() {
 }
 
 void VcpuThread::console_drained() {
+  // The link's thread calls this after every LOG frame it wrote: it takes mu_ only when a producer
+  // waits for space. Taking it each time made the link thread, woken on the vCPU's core while the vCPU
+  // held mu_, block on it and cost both a futex round.
+  // seq_cst: the consumer's ring update (before this call) before the load of space_waiters_; pairs
+  // with the fence in wait_space(), so either the producer sees the space or we see it waiting.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (space_waiters_.load(std::memory_order_relaxed) == 0) return;
   std::lock_guard<std::mutex> lock(mu_);
   space_cv_.notify_all();
+}
+
+bool VcpuThread::wait_space(std::unique_lock<std::mutex>& lock, const ByteRingProducer& ring) {
+  space_waiters_.fetch_add(1, std::memory_order_relaxed);
+  // seq_cst: the count before the look at the ring below; pairs with the fence in console_drained().
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  const bool full = ring.free_space() == 0;
+  // The timeout only bounds a wake-up missed for another reason (teardown wakes it too).
+  if (full) space_cv_.wait_for(lock, std::chrono::milliseconds(50));
+  space_waiters_.fetch_sub(1, std::memory_order_relaxed);
+  return full;
 }
 
 bool VcpuThread::take_report(RunReport* out) {
@@ -271,10 +301,10 @@ void VcpuThread::push_blocking(ByteRingProducer& ring, const uint8_t* data, size
     if (m) doorbell_();
     if (n == 0) return;
     // Ring full: wait for the host to drain it (it calls console_drained()). Nothing is ever dropped,
-    // except on teardown; the timeout only bounds a missed wake-up.
+    // except on teardown.
     std::unique_lock<std::mutex> lock(mu_);
     if (quit_) return;
-    space_cv_.wait_for(lock, std::chrono::milliseconds(50));
+    wait_space(lock, ring);
   }
 }
 
@@ -327,12 +357,11 @@ void VcpuThread::push_log(const uint8_t* data, size_t n) {
       else doorbell_();
     }
     if (n == 0) return;
-    // Ring full: the consumer frees space and then calls console_drained(), under mu_; checking the
-    // space under mu_ too means that call cannot slip between the check and the wait.
+    // Ring full: the consumer frees space and then calls console_drained(); wait_space() counts itself
+    // as a waiter before it looks at the space, so that call cannot slip between the look and the wait.
     std::unique_lock<std::mutex> lock(mu_);
     if (quit_) return;
-    if (log_->free_space() > 0) continue;
-    space_cv_.wait_for(lock, std::chrono::milliseconds(50));
+    wait_space(lock, *log_);
   }
 }
 
@@ -460,13 +489,41 @@ uint8_t* VcpuThread::attach_replay_ring(uint32_t capacity, std::function<void()>
   return replay_mem_.get();
 }
 
-void VcpuThread::replay_arrived() {
+void VcpuThread::replay_arrived(bool urgent) {
+  // seq_cst: the producer's publish (before this call) is ordered before the load of replay_deep_wait_;
+  // pairs with the fence in replay_wait(), so either the replayer sees the batch or we see it asleep.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (!urgent && !replay_deep_wait_.load(std::memory_order_relaxed)) return;  // running or napping: it looks itself
   std::lock_guard<std::mutex> lock(mu_);
   ring_pending_ = true;
   cv_.notify_all();
 }
 
-bool VcpuThread::has_fed() const { return !fed_.empty() || ring_pending_; }
+bool VcpuThread::ring_has_batch() const {
+  if (!replay_ring_) return false;
+  const size_t avail = replay_ring_->available();
+  if (avail < BatchLayout::kFixed) return false;
+  uint8_t len_bytes[4];
+  replay_ring_->copy_at(BatchLayout::kLength, len_bytes, 4);
+  uint32_t word0;
+  std::memcpy(&word0, len_bytes, 4);
+  return avail >= BatchLayout::total_size(word0);
+}
+
+bool VcpuThread::has_fed() const { return !fed_.empty() || ring_pending_ || ring_has_batch(); }
+
+void VcpuThread::replay_wait(std::unique_lock<std::mutex>& lock) {
+  auto ready = [&] { return quit_ || stop_requested_ || has_fed() || log_complete_; };
+  if (replay_ring_ && std::chrono::steady_clock::now() - replay_took_at_ < kReplayBusy) {
+    cv_.wait_for(lock, kReplayNap, ready);
+    return;
+  }
+  replay_deep_wait_.store(true, std::memory_order_relaxed);
+  // seq_cst: the store above before ready()'s look at the ring; pairs with the fence in replay_arrived().
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  cv_.wait(lock, ready);
+  replay_deep_wait_.store(false, std::memory_order_relaxed);
+}
 
 void VcpuThread::end_of_log() {
   std::lock_guard<std::mutex> lock(mu_);
@@ -482,7 +539,9 @@ bool VcpuThread::take_fed(std::unique_lock<std::mutex>&) {
     if (!feed_.add(std::move(b))) return false;
     any = true;
   }
-  if (replay_ring_ && ring_pending_) {
+  // The ring is looked at every time, not only after a wake-up from its producer: a napping replayer
+  // (replay_wait) is not woken per batch.
+  if (replay_ring_) {
     // Whole batches only; the producer checked each batch's length against BatchLayout::kMaxLength.
     for (;;) {
       const size_t avail = replay_ring_->available();
@@ -499,8 +558,9 @@ bool VcpuThread::take_fed(std::unique_lock<std::mutex>&) {
       any = true;
       if (!feed_.add(std::move(b))) return false;
     }
-    // Cleared under mu_: a publish after the reads above calls replay_arrived(), which waits for mu_.
+    // Cleared under mu_: a publish after the reads above is seen by has_fed() (ring_has_batch) anyway.
     ring_pending_ = false;
+    if (any) replay_took_at_ = std::chrono::steady_clock::now();
     if (any && replay_consumed_) replay_consumed_();
   }
   return true;
@@ -758,7 +818,7 @@ RunReport VcpuThread::replay_to(uint64_t target) {
     } else if (!complete) {
       if (cpu.instret >= feed_.covered() || !feed_.started()) {
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return quit_ || stop_requested_ || has_fed() || log_complete_; });
+        replay_wait(lock);
         continue;
       }
       stop_at = std::min(stop_at, feed_.covered());
@@ -811,7 +871,7 @@ RunReport VcpuThread::replay_to(uint64_t target) {
             r.kind = RunReport::Kind::kEndOfLog;
             return r;
           }
-          cv_.wait(lock, [&] { return quit_ || stop_requested_ || has_fed() || log_complete_; });
+          replay_wait(lock);
           break;
         }
         return diverged("the guest waits for an interrupt at instret " + std::to_string(cpu.instret) + " but the log's next event (" +

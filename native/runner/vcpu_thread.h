@@ -104,8 +104,10 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   /// possibly in pieces. Replaying (running or not), else null. The memory stays valid until the next attach or
   /// the end of this object; `consumed` is called (vCPU thread) after bytes were taken out.
   uint8_t* attach_replay_ring(uint32_t capacity, std::function<void()> consumed);
-  /// The replay ring's producer published bytes (any thread).
-  void replay_arrived();
+  /// The replay ring's producer published bytes (any thread). Wakes the replayer only when it waits
+  /// without a deadline (it had no log for a while) or when `urgent` (the producer waits for space);
+  /// otherwise the replayer, running or napping, finds the bytes itself.
+  void replay_arrived(bool urgent = false);
   /// The output rule's added latency samples (see OutputGate::take_delays).
   std::vector<uint64_t> take_release_delays() { return gate_.take_delays(); }
 
@@ -196,12 +198,19 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   void raise();  // recompute the attention flag; caller holds mu_
   void flush_console();  // vCPU thread: push buffered output into the ring, waiting for space if needed
   void push_blocking(ByteRingProducer& ring, const uint8_t* data, size_t n);
+  /// vCPU thread, out of ring space (caller holds mu_ in `lock`): waits for console_drained() unless
+  /// the ring has space by now. True if it waited.
+  bool wait_space(std::unique_lock<std::mutex>& lock, const ByteRingProducer& ring);
   void flush_log();      // vCPU thread (or idle host): seal the open batch with a mark and ship it
   RunReport replay_to(uint64_t target);
   RunReport final_report(RunStop stop);
   RunReport debug_report();  // a debugger's breakpoint, watchpoint or step stopped the run  // the report of a run that ended (exit, trap, halt, divergence)
   bool take_fed(std::unique_lock<std::mutex>& lock);  // move fed batches into the feed; caller holds mu_
   bool has_fed() const;  // fed_ or the replay ring has something for the feed; caller holds mu_
+  bool ring_has_batch() const;  // the replay ring holds a whole batch (vCPU thread, or caller holds mu_)
+  /// Replay, out of log: waits for more (caller holds mu_ in `lock`). A nap when log came recently, else
+  /// a wait the ring's producer ends (replay_arrived).
+  void replay_wait(std::unique_lock<std::mutex>& lock);
   void push_log(const uint8_t* data, size_t n);  // the log ring, to its consumer (host or LogConsumer)
   void discard_log();  // the consumer is gone: empty the ring (the producer takes the consumer's part)
 
@@ -241,11 +250,14 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   std::unique_ptr<ByteRingConsumer> replay_ring_;  // vCPU thread (set while idle)
   std::unique_ptr<uint8_t[]> replay_mem_;          // its memory (kept past a reset: a producer may still write)
   bool ring_pending_ = false;              // under mu_: the replay ring may hold a whole batch
+  std::atomic<bool> replay_deep_wait_{false};  // the replayer waits without a deadline (replay_wait)
+  std::chrono::steady_clock::time_point replay_took_at_{};  // vCPU thread: when it last took batches from the ring
   std::function<void()> replay_consumed_;  // set while idle with replay_ring_
 
   std::mutex mu_;
   std::condition_variable cv_;       // commands, input, stop: wakes the vCPU thread
   std::condition_variable space_cv_; // console ring space: wakes a producer waiting in write()
+  std::atomic<uint32_t> space_waiters_{0};  // producers in wait_space() (console_drained looks first)
   bool run_requested_ = false;
   bool quit_ = false;
   bool stop_requested_ = false;

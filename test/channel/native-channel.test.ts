@@ -237,6 +237,20 @@ describe('the native receiver with a TypeScript sender', () => {
     expect(acks.at(-1)).toEqual({ type: 'ack', lsn: 46n, instret: 0n, bytes: BigInt(Buffer.concat(bs).length) });
   });
 
+  it('acknowledges a LOG frame before it wakes the replayer: its ACK is written by the time the ring\'s consumer is woken for it', () => {
+    const bs = batches(prng(6), 12, 2000, 3);
+    const frames = [bs.slice(0, 5), bs.slice(5, 12)].map((g, i) => tsFrame(MessageType.LOG, FIRST + i, Buffer.concat(g)));
+    const r = native.receiverFeed({ wire: Buffer.concat([...frames, bye(FIRST + 2)]), firstLsn: 3 });
+    expect(r.end.name, r.end.message).toBe('NONE');
+    expect(r.sink.equals(Buffer.concat(bs))).toBe(true);
+    // Every wake-up that followed a whole frame found the ACK of that frame (at least) already written.
+    const afterFrames = r.woke.filter((w) => w.logLsn1 > 3);
+    expect(afterFrames.length).toBeGreaterThan(0);
+    for (const w of afterFrames) expect(w.bytesSent, JSON.stringify(r.woke)).toBeGreaterThan(0);
+    const acks = tsDecode(toPrimary, r.reply).map((f) => decodeMessage(f.type, f.payload));
+    expect(acks.at(-1)).toMatchObject({ type: 'ack', lsn: 14n });
+  });
+
   type Case = { what: string; wire: (f: Buffer[]) => Buffer; close?: boolean; code: keyof typeof ChannelCode; published: number };
   const bs = batches(prng(9), 6, 500);
   const good = bs.map((b, i) => tsFrame(MessageType.LOG, FIRST + i, b));
@@ -378,6 +392,19 @@ describe('the native sender with a TypeScript receiver', () => {
     const sent = Buffer.concat(tsDecode(toSecondary, b.wire).map((f) => f.payload));
     expect(sent.length).toBeGreaterThan(first!.length + (16 << 10));
     expect(sent.equals(Buffer.concat([first!, ...big]).subarray(0, sent.length))).toBe(true);
+  });
+
+  it('a RELEASE notice set with ride() costs no write of its own: it leaves once, in the round of the next LOG frames', () => {
+    const [first, ...later] = batches(prng(13), 4, 300);
+    const release = encodeMessage({ type: 'release', lsn: 0n });
+    const r = native.senderCoalesce({ first: first!, later, ack: ack(FIRST, 0), rider: release.payload });
+    // After a whole round of the sender's thread, only the first LOG frame had been written.
+    expect(r.framesAfterRide).toBe(1);
+    const frames = tsDecode(toSecondary, r.wire);
+    expect(frames.map((f) => f.type)).toEqual([MessageType.LOG, MessageType.LOG, MessageType.LOG, MessageType.RELEASE]);
+    expect(decodeMessage(frames[3]!.type, frames[3]!.payload)).toEqual({ type: 'release', lsn: 0n });
+    expect(Buffer.concat(frames.slice(0, 3).map((f) => f.payload)).equals(Buffer.concat([first!, ...later]))).toBe(true);
+    expect(r.stats).toMatchObject({ framesSent: 4, logFrames: 3 });
   });
 
   it("the peer's BYE ends it orderly", () => {

@@ -36,10 +36,13 @@ export interface ChannelTestAddon {
     maxLogFrame?: number; sinkBytes?: number; seed?: number; timeoutMs?: number; releaseEvery?: number; splitEvery?: number }): LoopbackResult;
   rawLoopback(options: { bytes?: number; tcp?: boolean; chunk?: number }): { bytes: number; ns: number; cpuSeconds: number };
   receiverFeed(options: { wire: Uint8Array; close?: boolean; impl?: number; firstLsn?: number; timeoutMs?: number }):
-    { ended: boolean; end: ChannelEnd; sink: Buffer; reply: Buffer; logLsn1: number; stats: ChannelStats };
+    { ended: boolean; end: ChannelEnd; sink: Buffer; reply: Buffer; logLsn1: number; stats: ChannelStats;
+      /** Each time the receiver woke its ring's consumer: the position published then, and the bytes it had written back by then. */
+      woke: { logLsn1: number; bytesSent: number }[] };
   senderFeed(options: { batches: Uint8Array; reply: Uint8Array; close?: boolean; impl?: number; maxLogFrame?: number;
     expectAcked?: number; timeoutMs?: number }): { ended: boolean; end: ChannelEnd; wire: Buffer; ackedLsn1: number; stats: ChannelStats };
-  senderCoalesce(options: { first: Uint8Array; later: Uint8Array[]; ack?: Uint8Array }): { framesInFlight: number; wire: Buffer; stats: ChannelStats };
+  senderCoalesce(options: { first: Uint8Array; later: Uint8Array[]; ack?: Uint8Array; rider?: Uint8Array }):
+    { framesInFlight: number; framesAfterRide: number; wire: Buffer; stats: ChannelStats };
   /** The key the primary seals with (and the secondary checks with), and the other direction's. */
   primaryKey: Buffer;
   secondaryKey: Buffer;

@@ -613,10 +613,11 @@ Napi::Value RawLoopback(const Napi::CallbackInfo& info) {
   return r;
 }
 
-// receiverFeed({ wire, close, impl, firstLsn, timeoutMs }) → { end, sink, reply, stats }
+// receiverFeed({ wire, close, impl, firstLsn, timeoutMs }) → { end, sink, reply, stats, woke }
 // A native receiver on one end of a socketpair; `wire` (frames made by the test, e.g. with
 // src/protocol/frame.ts) goes in at the other end, which then closes if `close`. Returns what the
-// receiver published to its ring, what it wrote back (ACK frames), and how it ended.
+// receiver published to its ring, what it wrote back (ACK frames), how it ended, and, for each time it
+// woke the ring's consumer, the position published then and the bytes it had written back by then.
 Napi::Value ReceiverFeed(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) return Fail(env, "receiverFeed(options)"), env.Undefined();
@@ -633,8 +634,14 @@ Napi::Value ReceiverFeed(const Napi::CallbackInfo& info) {
   int fds[2];
   if (!SocketPair(env, fds)) return env.Undefined();
   RingMem sink(16u << 20);
+  // What the receiver had written back (its ACKs) each time it woke the ring's consumer.
+  LogChannel* self = nullptr;
+  std::vector<std::pair<uint64_t, uint64_t>> woke;  // (log_lsn1, bytes_sent) at each on_ring
+  LogChannel::Hooks hooks;
+  hooks.on_ring = [&] { woke.emplace_back(self->log_lsn1(), self->stats().bytes_sent); };
   LogChannel receiver(LogChannel::Role::kReceiver, Config(fds[1], kKeyS2P, kKeyP2S, static_cast<Sha256Impl>(static_cast<int>(implv)), 1 << 20),
-                      {sink.mem, sink.capacity, static_cast<uint64_t>(first)}, {});
+                      {sink.mem, sink.capacity, static_cast<uint64_t>(first)}, std::move(hooks));
+  self = &receiver;
   receiver.start();
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(timeout));
   std::thread writer([&] {
@@ -657,6 +664,15 @@ Napi::Value ReceiverFeed(const Napi::CallbackInfo& info) {
   r.Set("reply", Buf(env, reply.data(), reply.size()));
   r.Set("logLsn1", static_cast<double>(receiver.log_lsn1()));
   r.Set("stats", StatsObject(env, receiver.stats()));
+  receiver.stop();  // joined: `woke` is complete
+  Napi::Array wakes = Napi::Array::New(env, woke.size());
+  for (size_t i = 0; i < woke.size(); i++) {
+    Napi::Object e = Napi::Object::New(env);
+    e.Set("logLsn1", static_cast<double>(woke[i].first));
+    e.Set("bytesSent", static_cast<double>(woke[i].second));
+    wakes.Set(static_cast<uint32_t>(i), e);
+  }
+  r.Set("woke", wakes);
   return r;
 }
 
@@ -724,19 +740,22 @@ Napi::Value SenderFeed(const Napi::CallbackInfo& info) {
   return r;
 }
 
-// senderCoalesce({ first, later, ack? }) → { framesInFlight, wire, stats }
+// senderCoalesce({ first, later, ack?, rider? }) → { framesInFlight, framesAfterRide, wire, stats }
 // Group commit on a socketpair: `first` (sealed batches) is published and its frame read off the wire;
 // then each batch of `later` is published as the vCPU does (push, then send_now()) while that frame is
 // unacknowledged, and framesInFlight is the sender's LOG frame count after the last one. Then `ack` (an
 // ACK frame of `first`), if given, goes back and everything left is read off the wire; without it, what
-// was sent so far.
+// was sent so far. `rider` (a RELEASE payload), if given, is set with ride() once `first` is on the wire,
+// and framesAfterRide is the sender's frame count after a whole round of its thread that followed.
 Napi::Value SenderCoalesce(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) return Fail(env, "senderCoalesce(options)"), env.Undefined();
   Napi::Object o = info[0].As<Napi::Object>();
   const bool has_ack = o.Has("ack") && !o.Get("ack").IsUndefined();
-  if (!o.Get("first").IsTypedArray() || (has_ack && !o.Get("ack").IsTypedArray()) || !o.Get("later").IsArray()) {
-    return Fail(env, "first and ack must be Uint8Arrays, later an array of them"), env.Undefined();
+  const bool has_rider = o.Has("rider") && !o.Get("rider").IsUndefined();
+  if (!o.Get("first").IsTypedArray() || (has_ack && !o.Get("ack").IsTypedArray()) || (has_rider && !o.Get("rider").IsTypedArray()) ||
+      !o.Get("later").IsArray()) {
+    return Fail(env, "first, ack and rider must be Uint8Arrays, later an array of them"), env.Undefined();
   }
   auto bytes_of = [](Napi::Value v) {
     Napi::Uint8Array a = v.As<Napi::Uint8Array>();
@@ -771,6 +790,17 @@ Napi::Value SenderCoalesce(const Napi::CallbackInfo& info) {
   sender.send_now();
   while (sender.stats().log_frames == 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   read_until(sender.stats().bytes_sent);
+  uint64_t frames_after_ride = 0;
+  if (has_rider) {
+    sender.ride(msg::kRelease, bytes_of(o.Get("rider")));
+    // A whole round of the channel's thread (woken, then asleep again) passes before the count.
+    const uint64_t slept = sender.stats().wakeups;
+    sender.notify();
+    while (sender.stats().wakeups == slept && !sender.ended() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    frames_after_ride = sender.stats().frames_sent;
+  }
   for (const auto& b : later) {
     producer.push(b.data(), b.size());
     sender.send_now();
@@ -785,6 +815,7 @@ Napi::Value SenderCoalesce(const Napi::CallbackInfo& info) {
   close(fds[1]);
   Napi::Object r = Napi::Object::New(env);
   r.Set("framesInFlight", static_cast<double>(in_flight));
+  r.Set("framesAfterRide", static_cast<double>(frames_after_ride));
   r.Set("wire", Buf(env, wire.data(), wire.size()));
   r.Set("stats", StatsObject(env, sender.stats()));
   return r;

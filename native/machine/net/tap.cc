@@ -1,5 +1,6 @@
 // The `tap` network back-end (see tap.h): TUNSETIFF, a reader thread polling the device, RARP frames.
 #include "machine/net/tap.h"
+#include "machine/thread_name.h"
 
 #include <cerrno>
 #include <cstring>
@@ -48,6 +49,7 @@ std::unique_ptr<TapDevice> TapDevice::open(const std::string& name, std::functio
 TapDevice::TapDevice(int fd, std::function<void(const uint8_t*, size_t)> on_frame) : fd_(fd), on_frame_(std::move(on_frame)) {
 #ifdef __linux__
   reader_ = std::thread([this] {
+    name_this_thread("lockstep-tap");
     uint8_t buf[2048];
     // acquire: pairs with the release store in the destructor.
     while (!quit_.load(std::memory_order_acquire)) {

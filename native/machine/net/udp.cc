@@ -12,6 +12,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "machine/thread_name.h"
+
 namespace lockstep {
 namespace {
 
@@ -86,7 +88,10 @@ UdpBackend::UdpBackend(std::vector<Forward> forwards, const int wake[2], const u
     ::getsockname(f.fd, reinterpret_cast<sockaddr*>(&a), &len);
     ports_.push_back(ntohs(a.sin_port));
   }
-  reader_ = std::thread([this] { reader_main(); });
+  reader_ = std::thread([this] {
+    name_this_thread("lockstep-udp");
+    reader_main();
+  });
 }
 
 UdpBackend::~UdpBackend() {
