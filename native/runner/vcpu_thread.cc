@@ -325,9 +325,10 @@ void VcpuThread::flush_log() {
   const LogCursor& cur = encoder_.cursor();
   // The mark tells a live replayer it may run up to here: nothing else was logged before this point.
   // A held output names the batch being built: seal it even if nothing else was logged since the last.
-  if (encoder_.empty() && cur.instret == m.cpu().instret && !tagged_since_flush_) return;
+  if (encoder_.empty() && cur.instret == m.cpu().instret && !tagged_since_flush_ && !first_batch_due_) return;
   if (cur.instret != m.cpu().instret || encoder_.empty()) encoder_.add(m.position(EventKind::kMark));
   tagged_since_flush_ = false;
+  first_batch_due_ = false;
   m.cpu().soft_target = UINT64_MAX;
   const std::vector<uint8_t>& batch = encoder_.finish();
   last_flush_ = std::chrono::steady_clock::now();
@@ -335,7 +336,7 @@ void VcpuThread::flush_log() {
 }
 
 bool VcpuThread::log_pending() const {
-  return log_ && (!encoder_.empty() || encoder_.cursor().instret != machine_->cpu().instret || tagged_since_flush_);
+  return log_ && (!encoder_.empty() || encoder_.cursor().instret != machine_->cpu().instret || tagged_since_flush_ || first_batch_due_);
 }
 
 void VcpuThread::push_log(const uint8_t* data, size_t n) {
@@ -410,6 +411,10 @@ bool VcpuThread::start_recording(uint8_t* log_mem, uint32_t log_capacity, uint64
   m.set_log_mode(LogMode::kRecord, this, nullptr);
   const Cpu& c = m.cpu();
   encoder_.reset(0, LogCursor{c.instret, c.branches, c.pc, m.clock_raw()});
+  // The first batch carries where the recording starts (and the clock there): a replay needs it even if
+  // the guest never moves again. An idle guest's first batch was never sealed, so a secondary cloned
+  // from it kept the clone's clock, and a live migration found its state hash different at the same instret.
+  first_batch_due_ = true;
   last_flush_ = std::chrono::steady_clock::now();
   hash_interval_ = hash_interval;
   last_hash_at_ = UINT64_MAX;
@@ -680,7 +685,7 @@ RunReport VcpuThread::run_to(uint64_t target) {
     flush_console();
     if (recording) {
       // An output waits for its batch; anything else may wait for the next one (kMarkInterval).
-      if (tagged_since_flush_ || std::chrono::steady_clock::now() - last_flush_ >= kMarkInterval) flush_log();
+      if (tagged_since_flush_ || first_batch_due_ || std::chrono::steady_clock::now() - last_flush_ >= kMarkInterval) flush_log();
       pace(slice_began);
     }
     switch (stop) {

@@ -285,6 +285,7 @@ class VcpuThread final : public ConsoleSink, public EventSink, public HostIo {
   // Output rule and shadow outputs (its own lock; released frames go to tap_, disk requests to the disk).
   OutputGate gate_;
   bool tagged_since_flush_ = false;     // vCPU thread: seal a batch even if nothing else was logged
+  bool first_batch_due_ = false;        // vCPU thread: the recording's first batch (the base a replay starts from) is not sent yet
   std::atomic<uint64_t> progress_{0};
   std::atomic<uint32_t> throttle_ppm_{0};  // sleep per slice, parts per million of the slice's run time
   std::atomic<bool> replaying_{false};  // host input is dropped while replaying (tap reader thread)
