@@ -11,7 +11,7 @@ import { KEYS, type MigrateRequest } from '../../src/cluster/manager/layout.js';
 import type { JsonValue } from '../../src/cluster/store/store.js';
 import { etcdAvailability } from '../helpers/etcd.js';
 import { etcdCluster } from '../helpers/etcd-cluster.js';
-import { KVSERVER, freeUdpPort, kvVmConfig, look, runCli, startAgent, startManager, tokenFile, until } from '../helpers/cluster.js';
+import { KVSERVER, freeUdpPort, kvVmConfig, look, lostWrites, runCli, startAgent, startManager, tokenFile, until } from '../helpers/cluster.js';
 
 const etcdOk = etcdAvailability();
 if (!etcdOk.ok) console.warn(`skipping the cluster migrate test: ${etcdOk.why}`);
@@ -116,12 +116,7 @@ describe.skipIf(!etcdOk.ok)('lockstep cluster migrate', () => {
     expect(inv.events.filter((e) => e.kind === 'migration-unconfirmed')).toEqual([]);
     expect(samples.length).toBeGreaterThan(10);
     expect(samples.filter((x) => !x.ok).map((x) => x.why), told).toEqual([]);
-    const wrong: string[] = [];
-    for (const [key, n] of acked) {
-      const got = await client.get(key);
-      const m = got === null ? -1 : Number(got.value.toString().slice(1));
-      if (!(m >= n && m <= sent.get(key)!)) wrong.push(`${key}: read ${got === null ? 'nothing' : got.value.toString()}, acknowledged v${n}`);
-    }
+    const wrong = await lostWrites(client, acked, sent);
     await client.close();
     expect(wrong).toEqual([]);
     console.log(`cluster migrate: primary ${p} → ${third}, secondary ${s} → ${p}; ${samples.length} samples, none unprotected; ${acked.size} keys acknowledged`);

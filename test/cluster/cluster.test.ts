@@ -7,7 +7,7 @@ import { KvClient } from '../../src/index.js';
 import { Placement } from '../../src/cluster/placement/index.js';
 import { buildSnapshot } from '../../src/cluster/manager/inventory.js';
 import { etcdAvailability } from '../helpers/etcd.js';
-import { StoreChecker, allProtected, kvVmConfig, look, runCli, startAgent, startManager, tokenFile, until, type GroupProc } from '../helpers/cluster.js';
+import { StoreChecker, allProtected, kvVmConfig, look, lostWrites, runCli, startAgent, startManager, tokenFile, until, type GroupProc } from '../helpers/cluster.js';
 import { etcdCluster } from '../helpers/etcd-cluster.js';
 
 const etcdOk = etcdAvailability();
@@ -55,15 +55,7 @@ function writer(port: number, prefix: string) {
       await done;
     },
     /** Every key reads back its last acknowledged value or a later one that was sent: nothing acknowledged is lost. */
-    async verify(): Promise<string[]> {
-      const wrong: string[] = [];
-      for (const [key, acked] of lastAcked) {
-        const got = await client.get(key);
-        const m = got === null ? -1 : Number(got.value.toString().slice(1));
-        if (!(m >= acked && m <= lastSent.get(key)!)) wrong.push(`${key}: read ${got === null ? 'nothing' : got.value.toString()}, acknowledged v${acked}`);
-      }
-      return wrong;
-    },
+    verify: (): Promise<string[]> => lostWrites(client, lastAcked, lastSent),
     close: () => client.close(),
   };
 }

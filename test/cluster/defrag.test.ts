@@ -11,7 +11,7 @@ import { buildSnapshot, channelOf } from '../../src/cluster/manager/inventory.js
 import { Placement } from '../../src/cluster/placement/index.js';
 import { etcdAvailability } from '../helpers/etcd.js';
 import { etcdCluster } from '../helpers/etcd-cluster.js';
-import { kvVmConfig, look, runCli, startAgent, startManager, tokenFile, until } from '../helpers/cluster.js';
+import { kvVmConfig, look, lostWrites, runCli, startAgent, startManager, tokenFile, until } from '../helpers/cluster.js';
 
 const etcdOk = etcdAvailability();
 if (!etcdOk.ok) console.warn(`skipping the defragmentation test: ${etcdOk.why}`);
@@ -99,12 +99,7 @@ describe.skipIf(!etcdOk.ok)('manager defragmentation', () => {
     // No rule or cap broken at the end: f2's secondary did not land beside f1's follower on h2 (at its cap).
     expect(new Placement(buildSnapshot(done.inv, new Map(done.views.map((v) => [v.vm, v]))).snapshot).audit().hard, told).toEqual([]);
     expect(samples.length).toBeGreaterThan(10);
-    const wrong: string[] = [];
-    for (const [key, n] of acked) {
-      const got = await client.get(key);
-      const m = got === null ? -1 : Number(got.value.toString().slice(1));
-      if (!(m >= n && m <= sent.get(key)!)) wrong.push(`${key}: read ${got === null ? 'nothing' : got.value.toString()}, acknowledged v${n}`);
-    }
+    const wrong = await lostWrites(client, acked, sent);
     await client.close();
     expect(wrong).toEqual([]);
     const f2 = done.views.find((v) => v.vm === 'f2')!;

@@ -11,7 +11,7 @@ import { buildSnapshot, channelOf } from '../../src/cluster/manager/inventory.js
 import { Placement } from '../../src/cluster/placement/index.js';
 import { etcdAvailability } from '../helpers/etcd.js';
 import { etcdCluster } from '../helpers/etcd-cluster.js';
-import { StoreChecker, allProtected, kvVmConfig, look, runCli, startAgent, startManager, tokenFile, until } from '../helpers/cluster.js';
+import { StoreChecker, allProtected, kvVmConfig, look, lostWrites, runCli, startAgent, startManager, tokenFile, until } from '../helpers/cluster.js';
 
 const etcdOk = etcdAvailability();
 if (!etcdOk.ok) console.warn(`skipping the DRS repair test: ${etcdOk.why}`);
@@ -111,12 +111,7 @@ describe.skipIf(!etcdOk.ok)('DRS repairs a hard rule broken by a failover', () =
       writing = false;
       await writer;
     }
-    const wrong: string[] = [];
-    for (const [key, n] of acked) {
-      const got = await client.get(key);
-      const m = got === null ? -1 : Number(got.value.toString().slice(1));
-      if (!(m >= n && m <= sent.get(key)!)) wrong.push(`${key}: read ${got === null ? 'nothing' : got.value.toString()}, acknowledged v${n}`);
-    }
+    const wrong = await lostWrites(client, acked, sent);
     await client.close();
     expect(acked.size).toBeGreaterThan(0);
     expect(wrong).toEqual([]);

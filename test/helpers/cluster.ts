@@ -257,3 +257,18 @@ export class StoreChecker {
     }
   }
 }
+
+/**
+ * Writes of `v<n>` values that a client no longer sees: every key must read back its last acknowledged
+ * value or a later one that was sent (nothing acknowledged lost, nothing made up). One line per key that fails.
+ */
+export async function lostWrites(client: { get(key: string): Promise<{ value: Uint8Array } | null> }, acked: ReadonlyMap<string, number>, sent: ReadonlyMap<string, number>): Promise<string[]> {
+  const wrong: string[] = [];
+  for (const [key, n] of acked) {
+    const got = await client.get(key);
+    const text = got === null ? undefined : Buffer.from(got.value).toString();
+    const m = text === undefined ? -1 : Number(text.slice(1));
+    if (!(m >= n && m <= sent.get(key)!)) wrong.push(`${key}: read ${text ?? 'nothing'}, acknowledged v${n}`);
+  }
+  return wrong;
+}

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { expect } from 'vitest';
 import { KvClient } from '../../src/index.js';
 import type { PairView } from '../../src/cluster/manager/inventory.js';
-import { kvVmConfig, look, runCli, startAgent, startManager, tokenFile, until } from './cluster.js';
+import { kvVmConfig, look, lostWrites, runCli, startAgent, startManager, tokenFile, until } from './cluster.js';
 import type { EtcdClusterFixture } from './etcd-cluster.js';
 
 /** What the drain left: the pair before and after, the samples taken through it, and the store's events. */
@@ -89,12 +89,7 @@ export async function drainUnderLoad(fixture: EtcdClusterFixture, host: (first: 
     stop = true;
     await writing;
   }
-  const wrong: string[] = [];
-  for (const [key, n] of acked) {
-    const got = await client.get(key);
-    const m = got === null ? -1 : Number(got.value.toString().slice(1));
-    if (!(m >= n && m <= sent.get(key)!)) wrong.push(`${key}: read ${got === null ? 'nothing' : got.value.toString()}, acknowledged v${n}`);
-  }
+  const wrong = await lostWrites(client, acked, sent);
   await client.close();
   expect(wrong).toEqual([]);
   let unprotectedMs = 0;
