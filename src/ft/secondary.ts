@@ -681,13 +681,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     // No run: a migration's target still at S(P), where the log (there is none) ends.
     const r: RunResult = this.#run ? await this.#run : { kind: 'end-of-log', recorded: undefined, code: 0, ...machine.counters, pc: machine.pc };
     const drainedAt = performance.now();
-    if (r.kind === 'divergence') return this.#halt(`diverged from the primary while draining the log: ${r.message}`);
-    if (guestEnded(r)) {
-      this.#phase = 'ended';
-      this.emit('ended', r);
-      return;
-    }
-    if (r.kind !== 'end-of-log') return this.#halt(`the replay ended with ${r.kind} while draining the log`);
+    if (!this.#drained(r)) return;
     if (this.#phase !== 'going-live') return; // stopped meanwhile
     const move = this.#move;
     let c;
@@ -836,6 +830,24 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
    * this side stands exactly where the target took over, and join the target without a clone. If the
    * target cannot be reached within the timeout, this side goes live itself (its rule, see #onFollow).
    */
+  /** The replay's end once the log is drained: a divergence or another end halts, a guest that ended ends this side; true to go on. */
+  #drained(r: RunResult): boolean {
+    if (r.kind === 'divergence') {
+      this.#halt(`diverged from the primary while draining the log: ${r.message}`);
+      return false;
+    }
+    if (guestEnded(r)) {
+      this.#phase = 'ended';
+      this.emit('ended', r);
+      return false;
+    }
+    if (r.kind !== 'end-of-log') {
+      this.#halt(`the replay ended with ${r.kind} while draining the log`);
+      return false;
+    }
+    return true;
+  }
+
   async #rebase(reason: string): Promise<void> {
     const f = this.#follow!;
     this.#follow = undefined;
@@ -856,13 +868,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     port.endOfLog();
     const r = await this.#run!;
     if ((this.#phase as Phase) !== 'rebasing') return; // stopped meanwhile
-    if (r.kind === 'divergence') return this.#halt(`diverged from the primary while draining the log: ${r.message}`);
-    if (guestEnded(r)) {
-      this.#phase = 'ended';
-      this.emit('ended', r);
-      return;
-    }
-    if (r.kind !== 'end-of-log') return this.#halt(`the replay ended with ${r.kind} while draining the log`);
+    if (!this.#drained(r)) return;
     const { instret } = machine.counters;
     const hash = machine.stateHash();
     if (instret !== f.instret || hash !== f.stateHash) {
