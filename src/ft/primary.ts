@@ -429,11 +429,8 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
 
   /** Live figures (log bandwidth, lag, throttle…). */
   stats(): FtPrimaryStats {
-    // The log's count and the guest's input read together, so their ratio over an interval is exact.
-    const s = this.#session;
-    if (s?.link && !s.closed) this.#pollLink(s);
-    // A closed machine keeps the count it had (stats() is also read after a halt).
-    if (!this.#port.machine.closed) this.#guestInputBytes = this.#port.machine.netStats.deliveredBytes;
+    // The native link's poll reads the guest's input with the log's count; without one, read it here.
+    if (!this.#session?.link) this.#sampleInput();
     const input = this.#guestInputBytes;
     return {
       epoch: this.#epoch,
@@ -1401,6 +1398,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     this.#totalLogBytes = this.#logBytesBefore + f.logBytes;
     this.#totalLogBatches = this.#logBatchesBefore + f.logBatches;
     this.#totalLogFrames = this.#logFramesBefore + f.logFrames;
+    this.#sampleInput(); // with the log's count: their ratio over an interval is exact
     for (const d of this.#port.releaseDelays()) this.emit('release', d);
     const lsn = f.ackedLsn1 - 1n;
     if (lsn <= s.ackedLsn) return;
@@ -1412,6 +1410,11 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     this.#sampleReplayRate(s, now, f.ackInstret);
     s.releasedLsn = lsn;
     if (!final && this.#phase === 'cloning' && s.cloneSent) this.#inLockstep(s);
+  }
+
+  /** The guest's network input so far; a closed machine keeps the count it had (stats are read after a halt too). */
+  #sampleInput(): void {
+    if (!this.#port.machine.closed) this.#guestInputBytes = this.#port.machine.netStats.deliveredBytes;
   }
 
   /** Native: the final batch and its end record, once the log ring has room (the link frees it as it sends). */

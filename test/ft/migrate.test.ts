@@ -1,7 +1,7 @@
 // Live migration end to end (processes of the built CLI, kvserver under a verifying load): a VM with FT
 // off moves to a target that joins, catches up in lockstep and takes over by a hand-over; an FT VM's
 // primary moves the same way after its secondary was moved in without a gap. No acknowledged write is
-// lost, none applied twice.
+// lost, none applied twice. An idle FT VM moves too: its secondary follows the target as under load.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -12,6 +12,21 @@ import { until } from '../helpers/wait.js';
 import { verifyingLoads } from '../helpers/verifying-load.js';
 
 const { tmp, start } = processScope('migrate');
+
+/** A kvserver FT pair with 64 MiB in its own folder: the primary (with its operations API) and a secondary, protected. */
+async function protectedPair(name: string) {
+  const dir = join(tmp, name);
+  mkdirSync(dir);
+  const cfg = await kvConfig(dir, { ramMiB: 64 });
+  const { key } = await loadConfig(cfg.path);
+  const source = start('source', ['primary', cfg.path, '--control', '127.0.0.1:0']);
+  const port = Number((await source.wait('listening')).port);
+  const control = String((await source.wait('control')).url);
+  const joinArgs = ['--join', `127.0.0.1:${port}`];
+  const secondary = start('secondary', ['secondary', cfg.path, ...joinArgs]);
+  await source.wait('status', (e) => e.protected === true);
+  return { cfg, key: key!, source, control, joinArgs, secondary };
+}
 
 describe('live migration (processes)', () => {
   it('a VM with FT off moves to a target under a verifying load: the target takes over with FT off, nothing acknowledged lost, nothing applied twice', async () => {
@@ -43,17 +58,8 @@ describe('live migration (processes)', () => {
   }, 300_000);
 
   it("an FT VM's primary moves to a target and its secondary follows the target without a clone: Protected at every sample, nothing acknowledged lost, nothing applied twice", async () => {
-    const dir = join(tmp, 'ft');
-    mkdirSync(dir);
-    const cfg = await kvConfig(dir, { ramMiB: 64 });
-    const { key } = await loadConfig(cfg.path);
-    const source = start('source', ['primary', cfg.path, '--control', '127.0.0.1:0']);
-    const port = Number((await source.wait('listening')).port);
-    const control = String((await source.wait('control')).url);
-    const joinArgs = ['--join', `127.0.0.1:${port}`];
     // The target serves the operations API once live, so the status can be sampled across the hand-over.
-    const secondary = start('secondary', ['secondary', cfg.path, ...joinArgs]);
-    await source.wait('status', (e) => e.protected === true);
+    const { cfg, key, source, control, joinArgs, secondary } = await protectedPair('ft');
     const l = verifyingLoads(cfg.udpPort, 80);
     await until('the load to run', () => l.progress() >= 20);
     const samples: Array<{ at: string; protected: boolean }> = [];
@@ -61,7 +67,7 @@ describe('live migration (processes)', () => {
     let url = control;
     const sampler = (async () => {
       while (sampling) {
-        const r = await callControl(url, key!, 'GET', '/ft/status').catch(() => undefined);
+        const r = await callControl(url, key, 'GET', '/ft/status').catch(() => undefined);
         // Between the source's exit and the target's API there is no one to ask: the pair's state then is
         // told by the processes' own events (checked below), not by a sample.
         if (r) samples.push({ at: url, protected: r.body.protected === true });
@@ -69,7 +75,7 @@ describe('live migration (processes)', () => {
       }
     })();
     const before = source.events.length;
-    expect((await callControl(control, key!, 'POST', '/ft/migrate')).status).toBe(200);
+    expect((await callControl(control, key, 'POST', '/ft/migrate')).status).toBe(200);
     const target = start('target', ['secondary', cfg.path, ...joinArgs, '--control', '127.0.0.1:0']);
     const migrated = await source.wait('migrated');
     expect(migrated.follower, JSON.stringify(source.events.filter((e) => e.event === 'warning'))).toBe(true);
@@ -107,19 +113,10 @@ describe('live migration (processes)', () => {
     const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
     const outcomes: string[] = [];
     for (let stage = 0; stage < 4; stage++) {
-      const dir = join(tmp, `kill-${stage}`);
-      mkdirSync(dir);
-      const cfg = await kvConfig(dir, { ramMiB: 64 });
-      const { key } = await loadConfig(cfg.path);
-      const source = start('source', ['primary', cfg.path, '--control', '127.0.0.1:0']);
-      const port = Number((await source.wait('listening')).port);
-      const control = String((await source.wait('control')).url);
-      const joinArgs = ['--join', `127.0.0.1:${port}`];
-      const secondary = start('secondary', ['secondary', cfg.path, ...joinArgs]);
-      await source.wait('status', (e) => e.protected === true);
+      const { cfg, key, source, control, joinArgs, secondary } = await protectedPair(`kill-${stage}`);
       const l = verifyingLoads(cfg.udpPort, 80);
       await until('the load to run', () => l.progress() >= 10);
-      expect((await callControl(control, key!, 'POST', '/ft/migrate')).status).toBe(200);
+      expect((await callControl(control, key, 'POST', '/ft/migrate')).status).toBe(200);
       const target = start('target', ['secondary', cfg.path, ...joinArgs]);
       if (stage === 0) await target.wait('joined');
       else if (stage === 1) await target.wait('cloned');
@@ -151,4 +148,24 @@ describe('live migration (processes)', () => {
     }
     expect(outcomes.length).toBe(4);
   }, 600_000);
+
+  it("an idle FT VM's primary moves to a target and its secondary follows it: no halt, the pair protected again at the target", async () => {
+    // No requests: the guest sleeps in WFI at the hand-over point, as it has since its clone.
+    const { cfg, key, source, control, joinArgs, secondary } = await protectedPair('idle');
+    expect((await callControl(control, key, 'POST', '/ft/migrate')).status).toBe(200);
+    const target = start('target', ['secondary', cfg.path, ...joinArgs, '--control', '127.0.0.1:0']);
+    const migrated = await source.wait('migrated');
+    expect(migrated.follower).toBe(true);
+    expect(await exited(source)).toBe(0);
+    const live = await target.wait('go-live');
+    // Before the fix the secondary halted here: an idle guest's recording never sealed its first batch,
+    // so the secondary kept the clone's clock and its state hash differed at the same instret.
+    const following = await secondary.wait('following').catch((e: Error) => {
+      throw new Error(`${e.message}; the secondary said ${JSON.stringify(secondary.events.filter((x) => x.event === 'halted'))}`);
+    });
+    expect(String(following.instret)).toBe(String(live.instret));
+    const rejoined = await Promise.race([secondary.wait('rejoined'), secondary.wait('halted').then((h) => ({ halted: h }))]);
+    expect(rejoined).not.toHaveProperty('halted');
+    await target.wait('followed');
+  }, 300_000);
 });
