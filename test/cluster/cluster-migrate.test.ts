@@ -6,12 +6,11 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { KvClient } from '../../src/index.js';
 import { KEYS, type MigrateRequest } from '../../src/cluster/manager/layout.js';
 import type { JsonValue } from '../../src/cluster/store/store.js';
 import { etcdAvailability } from '../helpers/etcd.js';
 import { etcdCluster } from '../helpers/etcd-cluster.js';
-import { KVSERVER, freeUdpPort, kvVmConfig, look, lostWrites, runCli, startAgent, startManager, tokenFile, until } from '../helpers/cluster.js';
+import { KVSERVER, freeUdpPort, kvVmConfig, look, runCli, sampleStore, startAgent, startManager, tokenFile, until, vmProtected, writeLoad } from '../helpers/cluster.js';
 
 const etcdOk = etcdAvailability();
 if (!etcdOk.ok) console.warn(`skipping the cluster migrate test: ${etcdOk.why}`);
@@ -61,45 +60,18 @@ describe.skipIf(!etcdOk.ok)('lockstep cluster migrate', () => {
     expect(await store.get(KEYS.migrateRequest('kv1'))).toBeNull();
 
     // Under a write load, sampled: the primary to the third host, then the secondary wherever is best.
-    const client = new KvClient({ endpoints: [{ host: '127.0.0.1', port: kv.udpPort }], timeoutMs: 150, retries: 80 });
-    const acked = new Map<string, number>();
-    const sent = new Map<string, number>();
-    let writing = true;
-    const writer = (async () => {
-      for (let n = 0; writing && n < 100_000; n++) {
-        const key = `k${n % 50}`;
-        sent.set(key, n);
-        try {
-          if ((await client.set(key, `v${n}`)) === 'stored') acked.set(key, n);
-        } catch {
-          // unanswered: the read-back check allows it either way
-        }
-      }
-    })();
-    const samples: Array<{ ok: boolean; why: string }> = [];
-    let sampling = true;
-    const sampler = (async () => {
-      while (sampling) {
-        try {
-          const v = (await look(store)).views.find((x) => x.vm === 'kv1');
-          samples.push({ ok: v?.protected === true, why: v === undefined ? 'no view' : `${v.status}: ${v.text}` });
-        } catch (err) {
-          samples.push({ ok: false, why: `read failed: ${(err as Error).message}` });
-        }
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    })();
+    const load = writeLoad(kv.udpPort);
+    const sampler = sampleStore(store, vmProtected('kv1'));
+    const { samples } = sampler;
     let primaryRun;
     let secondaryRun;
     try {
-      await until('writes acknowledged', 60_000, async () => (acked.size > 0 ? true : undefined));
+      await until('writes acknowledged', 60_000, async () => (load.acked.size > 0 ? true : undefined));
       primaryRun = await cli('migrate', 'kv1', '--to', third, '--wait', '--timeout', '120');
       secondaryRun = await cli('migrate', 'kv1', '--secondary', '--wait', '--timeout', '120');
     } finally {
-      sampling = false;
-      await sampler;
-      writing = false;
-      await writer;
+      await sampler.stop();
+      await load.stop();
     }
     const { inv, views } = await look(store);
     const told = inv.events.filter((e) => e.vm === 'kv1').map((e) => `${e.kind}: ${e.message}`).join('\n');
@@ -116,9 +88,8 @@ describe.skipIf(!etcdOk.ok)('lockstep cluster migrate', () => {
     expect(inv.events.filter((e) => e.kind === 'migration-unconfirmed')).toEqual([]);
     expect(samples.length).toBeGreaterThan(10);
     expect(samples.filter((x) => !x.ok).map((x) => x.why), told).toEqual([]);
-    const wrong = await lostWrites(client, acked, sent);
-    await client.close();
+    const wrong = await load.lost();
     expect(wrong).toEqual([]);
-    console.log(`cluster migrate: primary ${p} → ${third}, secondary ${s} → ${p}; ${samples.length} samples, none unprotected; ${acked.size} keys acknowledged`);
+    console.log(`cluster migrate: primary ${p} → ${third}, secondary ${s} → ${p}; ${samples.length} samples, none unprotected; ${load.acked.size} keys acknowledged`);
   }, 600_000);
 });

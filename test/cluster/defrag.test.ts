@@ -5,13 +5,12 @@
 // the agents before the manager runs; a write load on the VM that is moved.
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { KvClient } from '../../src/index.js';
 import { AgentClient } from '../../src/cluster/agent/client.js';
 import { buildSnapshot, channelOf } from '../../src/cluster/manager/inventory.js';
 import { Placement } from '../../src/cluster/placement/index.js';
 import { etcdAvailability } from '../helpers/etcd.js';
 import { etcdCluster } from '../helpers/etcd-cluster.js';
-import { kvVmConfig, look, lostWrites, runCli, startAgent, startManager, tokenFile, until } from '../helpers/cluster.js';
+import { kvVmConfig, look, runCli, sampleStore, startAgent, startManager, tokenFile, until, vmProtected, writeLoad } from '../helpers/cluster.js';
 
 const etcdOk = etcdAvailability();
 if (!etcdOk.ok) console.warn(`skipping the defragmentation test: ${etcdOk.why}`);
@@ -47,47 +46,20 @@ describe.skipIf(!etcdOk.ok)('manager defragmentation', () => {
     });
 
     // A write load on f1, the VM the plan moves (a live migration's follower needs a guest that runs).
-    const client = new KvClient({ endpoints: [{ host: '127.0.0.1', port: ports.get('f1')! }], timeoutMs: 150, retries: 80 });
-    const acked = new Map<string, number>();
-    const sent = new Map<string, number>();
-    let writing = true;
-    const writer = (async () => {
-      for (let n = 0; writing && n < 100_000; n++) {
-        const key = `k${n % 50}`;
-        sent.set(key, n);
-        try {
-          if ((await client.set(key, `v${n}`)) === 'stored') acked.set(key, n);
-        } catch {
-          // unanswered: the read-back check allows it either way
-        }
-      }
-    })();
-    const samples: Array<{ ok: boolean; why: string }> = [];
-    let sampling = true;
-    const sampler = (async () => {
-      while (sampling) {
-        try {
-          const v = (await look(store)).views.find((x) => x.vm === 'f1');
-          samples.push({ ok: v?.protected === true, why: v === undefined ? 'no view' : `${v.status}: ${v.text}` });
-        } catch (err) {
-          samples.push({ ok: false, why: `read failed: ${(err as Error).message}` });
-        }
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    })();
+    const load = writeLoad(ports.get('f1')!);
+    const sampler = sampleStore(store, vmProtected('f1'));
+    const { samples } = sampler;
     let done;
     try {
-      await until('writes acknowledged', 60_000, async () => (acked.size > 0 ? true : undefined));
+      await until('writes acknowledged', 60_000, async () => (load.acked.size > 0 ? true : undefined));
       procs.push(await startManager('m1', spec, tok.path));
       done = await until('f2 placed and protected, f1 and g1 protected', 180_000, async () => {
         const l = await look(store);
         return ['f1', 'g1', 'f2'].every((vm) => l.views.find((v) => v.vm === vm)?.protected === true) && l.views.every((v) => v.others.length === 0) ? l : undefined;
       }, 200);
     } finally {
-      sampling = false;
-      await sampler;
-      writing = false;
-      await writer;
+      await sampler.stop();
+      await load.stop();
     }
     const told = done.inv.events.map((e) => `${e.kind} ${e.vm ?? ''}: ${e.message}`).join('\n');
     const f1 = done.views.find((v) => v.vm === 'f1')!;
@@ -99,8 +71,7 @@ describe.skipIf(!etcdOk.ok)('manager defragmentation', () => {
     // No rule or cap broken at the end: f2's secondary did not land beside f1's follower on h2 (at its cap).
     expect(new Placement(buildSnapshot(done.inv, new Map(done.views.map((v) => [v.vm, v]))).snapshot).audit().hard, told).toEqual([]);
     expect(samples.length).toBeGreaterThan(10);
-    const wrong = await lostWrites(client, acked, sent);
-    await client.close();
+    const wrong = await load.lost();
     expect(wrong).toEqual([]);
     const f2 = done.views.find((v) => v.vm === 'f2')!;
     console.log(`defragmentation: f1 h1 → h4, f2 placed ${f2.primary!.host}/${f2.secondary!.host}; ${samples.length} samples of f1, none unprotected`);

@@ -5,13 +5,12 @@
 // beside the other's.
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { KvClient } from '../../src/index.js';
 import { AgentClient } from '../../src/cluster/agent/client.js';
 import { buildSnapshot, channelOf } from '../../src/cluster/manager/inventory.js';
 import { Placement } from '../../src/cluster/placement/index.js';
 import { etcdAvailability } from '../helpers/etcd.js';
 import { etcdCluster } from '../helpers/etcd-cluster.js';
-import { StoreChecker, allProtected, kvVmConfig, look, lostWrites, runCli, startAgent, startManager, tokenFile, until } from '../helpers/cluster.js';
+import { StoreChecker, allProtected, kvVmConfig, look, runCli, sampleStore, startAgent, startManager, tokenFile, until, writeLoad } from '../helpers/cluster.js';
 
 const etcdOk = etcdAvailability();
 if (!etcdOk.ok) console.warn(`skipping the DRS repair test: ${etcdOk.why}`);
@@ -55,39 +54,15 @@ describe.skipIf(!etcdOk.ok)('DRS repairs a hard rule broken by a failover', () =
 
     // A write load on a, whose primary the repair moves (as in the drain tests): every acknowledged
     // write must read back afterwards.
-    const client = new KvClient({ endpoints: [{ host: '127.0.0.1', port: ports.get('a')! }], timeoutMs: 150, retries: 80 });
-    const acked = new Map<string, number>();
-    const sent = new Map<string, number>();
-    let writing = true;
-    const writer = (async () => {
-      for (let n = 0; writing && n < 100_000; n++) {
-        const key = `k${n % 50}`;
-        sent.set(key, n);
-        try {
-          if ((await client.set(key, `v${n}`)) === 'stored') acked.set(key, n);
-        } catch {
-          // unanswered: the read-back check allows it either way
-        }
-      }
-    })();
+    const load = writeLoad(ports.get('a')!);
     const checker = new StoreChecker(store);
-    const samples: Array<{ at: number; ok: boolean; why: string }> = [];
-    let sampling = true;
-    const sampler = (async () => {
-      while (sampling) {
-        try {
-          const l = await look(store);
-          // What the store holds for a VM not protected: its status and every record.
-          const bad = l.views
-            .filter((v) => !v.protected)
-            .map((v) => `${v.vm}: ${v.status}: ${v.text} [${(l.inv.instances.get(v.vm) ?? []).map((r) => `${r.host} ${r.role} ${r.state} e${r.epoch ?? '-'}${r.protected ? ' protected' : ''} ${r.listen !== null ? `listen ${r.listen.port}` : `join ${r.join ?? '-'}`}`).join('; ')}]`);
-          samples.push({ at: performance.now(), ok: bad.length === 0, why: bad.join(' | ') });
-        } catch (err) {
-          samples.push({ at: performance.now(), ok: false, why: `read failed: ${(err as Error).message}` });
-        }
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    })();
+    // What the store holds for a VM not protected: its status and every record.
+    const sampler = sampleStore(store, (l) =>
+      l.views
+        .filter((v) => !v.protected)
+        .map((v) => `${v.vm}: ${v.status}: ${v.text} [${(l.inv.instances.get(v.vm) ?? []).map((r) => `${r.host} ${r.role} ${r.state} e${r.epoch ?? '-'}${r.protected ? ' protected' : ''} ${r.listen !== null ? `listen ${r.listen.port}` : `join ${r.join ?? '-'}`}`).join('; ')}]`),
+    );
+    const { samples } = sampler;
     let repaired;
     try {
       // The failover: b's secondary on h2 goes live beside a's primary.
@@ -105,15 +80,12 @@ describe.skipIf(!etcdOk.ok)('DRS repairs a hard rule broken by a failover', () =
         return new Placement(snap).audit().hard.length === 0 ? l : undefined;
       }, 200);
     } finally {
-      sampling = false;
-      await sampler;
+      await sampler.stop();
       checker.stop();
-      writing = false;
-      await writer;
+      await load.stop();
     }
-    const wrong = await lostWrites(client, acked, sent);
-    await client.close();
-    expect(acked.size).toBeGreaterThan(0);
+    const wrong = await load.lost();
+    expect(load.acked.size).toBeGreaterThan(0);
     expect(wrong).toEqual([]);
     const [a, b] = ['a', 'b'].map((vm) => repaired.views.find((v) => v.vm === vm)!);
     expect(a!.primary!.host).not.toBe(b!.primary!.host);

@@ -11,6 +11,7 @@ import { freeUdpPort, launch, type Proc } from './ft-pair.js';
 import type { ClusterStore } from '../../src/cluster/store/store.js';
 import { pairViews, parseInventory, type Inventory, type PairView } from '../../src/cluster/manager/inventory.js';
 import { HOST_TTL_MS, INSTANCE_TTL_MS } from '../../src/cluster/manager/layout.js';
+import { KvClient } from '../../src/index.js';
 
 /** The repository root: the directory of the package named lockstep above this file (tests run it from test/helpers, the benchmark from bench/build/test/helpers). */
 export const ROOT = ((): string => {
@@ -272,3 +273,78 @@ export async function lostWrites(client: { get(key: string): Promise<{ value: Ui
   }
   return wrong;
 }
+
+/**
+ * A write load on one kvserver VM: `v<n>` values over 50 keys until stopped. `lost()` (after `stop()`)
+ * reads every acknowledged key back (see {@link lostWrites}) and closes the client.
+ */
+export function writeLoad(udpPort: number) {
+  const client = new KvClient({ endpoints: [{ host: '127.0.0.1', port: udpPort }], timeoutMs: 150, retries: 80 });
+  const acked = new Map<string, number>();
+  const sent = new Map<string, number>();
+  let writing = true;
+  const writer = (async () => {
+    for (let n = 0; writing && n < 100_000; n++) {
+      const key = `k${n % 50}`;
+      sent.set(key, n);
+      try {
+        if ((await client.set(key, `v${n}`)) === 'stored') acked.set(key, n);
+      } catch {
+        // unanswered: the read-back check allows it either way
+      }
+    }
+  })();
+  return {
+    acked,
+    stop: async (): Promise<void> => {
+      writing = false;
+      await writer;
+    },
+    lost: async (): Promise<string[]> => {
+      try {
+        return await lostWrites(client, acked, sent);
+      } finally {
+        await client.close();
+      }
+    },
+  };
+}
+
+/** One look at the store: fine (no problems) or what is wrong. */
+export interface Sample {
+  at: number;
+  ok: boolean;
+  why: string;
+}
+
+/** Looks at the store every 50 ms until stopped; `problems` says what is wrong in a look (none: fine). */
+export function sampleStore(store: ClusterStore, problems: (l: Awaited<ReturnType<typeof look>>) => string[]) {
+  const samples: Sample[] = [];
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      try {
+        const bad = problems(await look(store));
+        samples.push({ at: performance.now(), ok: bad.length === 0, why: bad.join(' | ') });
+      } catch (err) {
+        samples.push({ at: performance.now(), ok: false, why: `read failed: ${(err as Error).message}` });
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  })();
+  return {
+    samples,
+    stop: async (): Promise<void> => {
+      sampling = false;
+      await sampler;
+    },
+  };
+}
+
+/** A {@link sampleStore} judge: `vm` is protected, or its view's status and text (or that it has none). */
+export const vmProtected =
+  (vm: string) =>
+  ({ views }: { views: PairView[] }): string[] => {
+    const v = views.find((x) => x.vm === vm);
+    return v?.protected === true ? [] : [v === undefined ? 'no view' : `${v.status}: ${v.text}`];
+  };

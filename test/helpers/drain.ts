@@ -3,16 +3,15 @@
 // sampler of the VM's protection as the store shows it, every 50 ms from before the drain to after it.
 import { join } from 'node:path';
 import { expect } from 'vitest';
-import { KvClient } from '../../src/index.js';
 import type { PairView } from '../../src/cluster/manager/inventory.js';
-import { kvVmConfig, look, lostWrites, runCli, startAgent, startManager, tokenFile, until } from './cluster.js';
+import { kvVmConfig, look, runCli, sampleStore, startAgent, startManager, tokenFile, until, vmProtected, writeLoad, type Sample } from './cluster.js';
 import type { EtcdClusterFixture } from './etcd-cluster.js';
 
 /** What the drain left: the pair before and after, the samples taken through it, and the store's events. */
 export interface DrainOutcome {
   first: PairView;
   after: PairView;
-  samples: Array<{ at: number; ok: boolean; why: string }>;
+  samples: Sample[];
   /** Time the samples show the VM unprotected. */
   unprotectedMs: number;
   events: Awaited<ReturnType<typeof look>>['inv']['events'];
@@ -44,38 +43,12 @@ export async function drainUnderLoad(fixture: EtcdClusterFixture, host: (first: 
   expect(first.primary!.host).toBe('h1');
   const drained = host(first);
 
-  const client = new KvClient({ endpoints: [{ host: '127.0.0.1', port: vm.udpPort }], timeoutMs: 150, retries: 80 });
-  const acked = new Map<string, number>();
-  const sent = new Map<string, number>();
-  let stop = false;
-  const writing = (async () => {
-    for (let n = 0; !stop && n < 100_000; n++) {
-      const key = `k${n % 50}`;
-      sent.set(key, n);
-      try {
-        if ((await client.set(key, `v${n}`)) === 'stored') acked.set(key, n);
-      } catch {
-        // unanswered: the read-back check allows it either way
-      }
-    }
-  })();
-  const samples: DrainOutcome['samples'] = [];
-  let sampling = true;
-  const sampler = (async () => {
-    while (sampling) {
-      try {
-        const { views } = await look(store);
-        const v = views.find((x) => x.vm === 'kv1');
-        samples.push({ at: performance.now(), ok: v?.protected === true, why: v === undefined ? 'no view' : `${v.status}: ${v.text}` });
-      } catch (err) {
-        samples.push({ at: performance.now(), ok: false, why: `read failed: ${(err as Error).message}` });
-      }
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  })();
+  const load = writeLoad(vm.udpPort);
+  const sampler = sampleStore(store, vmProtected('kv1'));
+  const { samples } = sampler;
   let after: PairView;
   try {
-    await until('writes acknowledged', 60_000, async () => (acked.size > 0 ? true : undefined));
+    await until('writes acknowledged', 60_000, async () => (load.acked.size > 0 ? true : undefined));
     const m = await runCli(['cluster', 'maintenance', drained, 'on', '--wait', '--timeout', '90', '--store', spec], 100_000);
     expect(m.stderr).toBe('');
     expect(m.code).toBe(0);
@@ -84,13 +57,10 @@ export async function drainUnderLoad(fixture: EtcdClusterFixture, host: (first: 
       return v !== undefined && moved(v, first) ? v : undefined;
     });
   } finally {
-    sampling = false;
-    await sampler;
-    stop = true;
-    await writing;
+    await sampler.stop();
+    await load.stop();
   }
-  const wrong = await lostWrites(client, acked, sent);
-  await client.close();
+  const wrong = await load.lost();
   expect(wrong).toEqual([]);
   let unprotectedMs = 0;
   for (let i = 1; i < samples.length; i++) if (!samples[i - 1]!.ok) unprotectedMs += samples[i]!.at - samples[i - 1]!.at;
