@@ -1121,11 +1121,9 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       t0 = performance.now();
       try {
         await this.#pauseFor(() => {
-          // Stop where no disk request is in flight, shared disks too: the target would re-issue it at
-          // its go-live, and with one pending at P the kill test (test/ft/migrate-solo.test.ts, the
-          // source killed once the target restored S(P)) saw an increment applied twice, 2 runs in 3
-          // (0 in 8 since).
-          // Bounded: after 200 tries it goes ahead (TODO(#14): find why a re-issued write doubles it).
+          // Prefer a point where no disk request is in flight (the target would re-issue it at its
+          // go-live); bounded: after 200 tries it goes ahead. (An increment the kill test saw applied
+          // twice was the target's clock going back to 0, fixed in Machine::save, not the re-issue.)
           if (attempt < 200 && port.diskInFlight() > 0) return;
           steps.stopMs = performance.now() - t0;
           finalPages = port.copyPages(first);
