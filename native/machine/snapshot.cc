@@ -88,12 +88,6 @@ bool zero_page(const uint8_t* p) {
 }  // namespace
 
 std::vector<uint8_t> Machine::save(bool include_ram) const {
-  // The guest clock now. Recording or replaying, that is the last logged value; with the real clock and
-  // no log it is the host's (clock_raw_ then still holds whatever a past recording left, often 0): a
-  // machine restored from it must go on from here, never back. A live migration's target went back to 0,
-  // so a reply cache's entries looked ages old, were dropped, and a retried increment applied twice.
-  const uint64_t clock = config_.real_clock && log_mode_ == LogMode::kOff ? std::max(clock_raw_, host_now_ticks()) : clock_raw_;
-  const bool clock_live = clock != clock_raw_;
   std::vector<uint8_t> out;
   Writer w(out);
   w.bytes(kMagic, 8);
@@ -125,7 +119,7 @@ std::vector<uint8_t> Machine::save(bool include_ram) const {
   w.put<uint64_t>(mtimecmp_);
   w.put<int64_t>(mtime_offset_);
   w.put<uint64_t>(wfi_skipped_);
-  w.put<uint64_t>(clock);
+  w.put<uint64_t>(clock_raw_);
   w.put<uint32_t>(tohost_);
   w.put<int32_t>(semihost_errno_);
   w.put<uint32_t>(semihost_feature_pos_);
@@ -138,8 +132,8 @@ std::vector<uint8_t> Machine::save(bool include_ram) const {
   for (const VirtioMmio& t : virtio_) t.save(&out);
   w.put<uint8_t>(blk_ ? 1 : 0);
   if (blk_) blk_->save(&out);
-  w.put<uint64_t>(clock_live ? clock : clock_base_);
-  w.put<uint64_t>(clock_live ? cpu_.instret : clock_base_instret_);
+  w.put<uint64_t>(clock_base_);
+  w.put<uint64_t>(clock_base_instret_);
   w.put<uint32_t>(clock_rate_);
   if (!include_ram) {
     w.bytes(kTrailer, 8);
