@@ -517,6 +517,7 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
   Napi::Value JsSnapshot(const Napi::CallbackInfo& info) {
     if (!Usable(info)) return info.Env().Undefined();
     const bool ram = info.Length() < 1 || !info[0].IsBoolean() || info[0].As<Napi::Boolean>().Value();
+    if (!ram) vcpu_->machine().settle_clock();  // a clone's or a migration's final state: the clock now
     const std::vector<uint8_t> bytes = vcpu_->machine().save(ram);
     return Napi::Buffer<uint8_t>::Copy(info.Env(), bytes.data(), bytes.size());
   }

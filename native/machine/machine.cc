@@ -250,6 +250,10 @@ uint64_t Machine::wall_time() {
   return v;
 }
 
+void Machine::settle_clock() {
+  if (config_.real_clock && log_mode_ == LogMode::kOff) set_clock_base(std::max(clock_raw_, host_now_ticks()));
+}
+
 void Machine::set_clock_base(uint64_t value) {
   clock_raw_ = value;
   clock_base_ = value;

@@ -209,6 +209,14 @@ class Machine final : public Platform {
   bool guest_write(uint32_t addr, const void* data, uint32_t len);
   int32_t semihost_open(uint32_t name_addr, uint32_t mode, uint32_t len);
   uint64_t host_now_ticks() const;
+
+ public:
+  /// With the real clock and no log, brings the logged clock up to the host's, so that the hart-and-device
+  /// state a clone or a migration's target goes on from carries the guest's clock now (it otherwise holds
+  /// what a past recording left, often 0, and the target's clock went back there).
+  void settle_clock();
+
+ private:
   uint64_t on_step_grid(uint64_t now) const;  // record: a host clock reading rounded down to the clock step
   void carry_clock(Event* e);                 // record: an asynchronous event moves the clock if a step passed
 

@@ -6,6 +6,7 @@ import { Machine, SnapshotError } from '../../src/index.js';
 import { prng } from '../cpu/prng.js';
 import { Asm } from '../helpers/asm.js';
 import { SNAP, SNAPSHOT_CHECKSUM, resealSnapshot, virtioQueueOffset } from '../helpers/snapshot.js';
+import { replicationPort } from '../../src/machine/replication-port.js';
 
 const elf = (name: string) => readFileSync(new URL(`../../guest/bin/${name}.elf`, import.meta.url));
 const live: Machine[] = [];
@@ -74,6 +75,30 @@ describe('snapshot and restore', () => {
     const m = make({ memory: 64 << 20 });
     m.load(elf('hello'));
     expect(m.snapshot().length).toBeLessThan(64 * 1024);
+  });
+
+  it("with the real clock and no log, a clone's final state carries the clock now: the target's clock goes on, never back", async () => {
+    // A loop storing each read of the time CSR over the last. A machine that never recorded kept 0 as
+    // its logged clock, and a live migration's target restored from its state read times from 0 again
+    // (kvserver's reply cache then took its entries for expired and applied a retried increment twice).
+    const a = new Asm();
+    a.lui(5, 0x80010);
+    a.label('loop');
+    a.csrrs(11, 0xc01, 0); // rdtime a1
+    a.sw(11, 0, 5);
+    a.j('loop');
+    const program = a.bytes();
+    const src = make({ clock: 'real' });
+    src.writeMemory(0x80000000, program);
+    await src.run({ maxInstructions: 2_000_000 });
+    const before = new DataView(src.readMemory(0x80010000, 4).slice().buffer).getUint32(0, true);
+    expect(before).toBeGreaterThan(0);
+    const dst = make({ clock: 'real' });
+    dst.writeMemory(0x80000000, program); // the RAM a clone's pages bring
+    dst.restore(replicationPort(src).cloneState());
+    await dst.run({ maxInstructions: 1000 });
+    const after = new DataView(dst.readMemory(0x80010000, 4).slice().buffer).getUint32(0, true);
+    expect(after).toBeGreaterThanOrEqual(before);
   });
 
   it('restoring clears the pages the snapshot does not hold, and a written-then-zeroed page is omitted again', () => {
