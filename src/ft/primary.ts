@@ -1123,7 +1123,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
         await this.#pauseFor(() => {
           // Prefer a point where no disk request is in flight (the target would re-issue it at its
           // go-live); bounded: after 200 tries it goes ahead. (An increment the kill test saw applied
-          // twice was the target's clock going back to 0, fixed in Machine::save, not the re-issue.)
+          // twice was the target's clock going back to 0, fixed in Machine::settle_clock, not the re-issue.)
           if (attempt < 200 && port.diskInFlight() > 0) return;
           steps.stopMs = performance.now() - t0;
           finalPages = port.copyPages(first);
