@@ -2,7 +2,8 @@
 // logging channel) against lockstep processes in separate PID namespaces under a verifying load, a new
 // secondary after every loss. Nothing acknowledged lost, nothing applied twice, never two sides live.
 import { describe, expect, it } from 'vitest';
-import { ChaosRun, FAULT_KINDS, pidNamespacesAvailable, planChaos, type FaultKind } from '../helpers/chaos.js';
+import { ChaosRun, FAULT_KINDS, pidNamespacesAvailable, planChaos, SOAK, type FaultKind } from '../helpers/chaos.js';
+import { until } from '../helpers/wait.js';
 
 // A failover first, so the later races for an epoch are between two secondaries (promoted or not) whose
 // processes are pid 1 of their namespaces alike.
@@ -23,7 +24,57 @@ describe('chaos (processes, faults from a fixed schedule)', () => {
       if (p.fault.startsWith('kill')) expect(p.faultMs).toBe(0);
     }
     expect(planChaos({ cycles: 7, seed: 1, schedule: SCHEDULE }).map((p) => p.fault)).toEqual([...SCHEDULE, ...SCHEDULE.slice(0, 2)]);
+    // A soak is never picked unless named, and lasts soakMs.
+    expect(a.some((p) => p.fault === SOAK)).toBe(false);
+    expect(planChaos({ cycles: 3, seed: 5, faults: [SOAK], soakMs: 1234 }).map((p) => [p.fault, p.faultMs])).toEqual([
+      [SOAK, 1234],
+      [SOAK, 1234],
+      [SOAK, 1234],
+    ]);
   });
+
+  it('counts a failover nobody caused (the primary stalled past the timeout in a soak cycle) as false, and not those of an injected fault', async () => {
+    const log: string[] = [];
+    const run = new ChaosRun({
+      cycles: 2,
+      seed: 20261205,
+      schedule: ['kill-primary', SOAK],
+      soakMs: 15_000,
+      timeoutMs: 1000,
+      heartbeatMs: 100,
+      counterClients: 2,
+      registerClients: 1,
+      pidNamespaces: pidns.ok,
+      onLog: (line) => log.push(line),
+    });
+    const done = run.run().finally(() => run.kill());
+    try {
+      // Outside the harness's faults: the soak's primary stops (a host stall), until its secondary goes live.
+      await until('the soak cycle', () => run.status().phase.startsWith('soak'), { timeoutMs: 240_000, everyMs: 20 });
+      const p = run.halves().find((h) => h.live && !h.exited && h.role === 'primary');
+      expect(p, JSON.stringify(run.halves())).toBeDefined();
+      process.kill(p!.pid, 'SIGSTOP');
+      try {
+        await until('the secondary going live', () => run.halves().some((h) => h.name !== p!.name && h.live && h.role === 'primary'), { timeoutMs: 60_000, everyMs: 20 });
+      } finally {
+        process.kill(p!.pid, 'SIGCONT');
+      }
+    } catch (err) {
+      run.kill();
+      await done.catch(() => undefined);
+      throw err;
+    }
+    const r = await done;
+    const detail = JSON.stringify({ log, perCycle: r.perCycle, falseFailovers: r.falseFailovers }, null, 1);
+    expect(r.aborted, detail).toBeUndefined();
+    expect([r.faults['kill-primary'], r.faults[SOAK]]).toEqual([1, 1]);
+    // The kill's failover is the harness's; the stall's is false. The stalled primary's late report of
+    // its lost secondary (at an epoch already superseded) is the same incident, not a second one.
+    expect({ promotions: r.falseFailovers.promotions, secondaryLosses: r.falseFailovers.secondaryLosses }, detail).toEqual({ promotions: 1, secondaryLosses: 0 });
+    expect(r.falseFailovers.events[0], detail).toMatch(/^cycle 2: \S+ went live at epoch \d+ with no fault injected$/);
+    expect(r.falseFailovers.quietMs).toBeGreaterThan(0);
+    expect({ lost: r.lost, appliedTwice: r.appliedTwice, splitBrainCycles: r.splitBrain }, detail).toEqual({ lost: 0, appliedTwice: 0, splitBrainCycles: 0 });
+  }, 300_000);
 
   it('kill -9, SIGSTOP of each side and a partition, halves in separate PID namespaces: nothing acknowledged lost, nothing applied twice, never two sides live', async () => {
     const log: string[] = [];

@@ -28,7 +28,17 @@ import { TcpProxy } from './tcp-proxy.js';
 
 /** The faults a cycle can inject. */
 export const FAULT_KINDS = ['kill-primary', 'kill-secondary', 'stop-primary', 'stop-secondary', 'partition'] as const;
-export type FaultKind = (typeof FAULT_KINDS)[number];
+/**
+ * A cycle that injects nothing: the pair serves its load for `soakMs`. Any failover then is a false one
+ * (a loaded host's stall taken for a death), counted in {@link ChaosResult.falseFailovers}. Never picked
+ * by the seeded schedule unless `faults` names it.
+ */
+export const SOAK = 'none';
+export type FaultKind = (typeof FAULT_KINDS)[number] | typeof SOAK;
+/** Every kind a schedule may name. */
+export const CYCLE_KINDS: readonly FaultKind[] = [...FAULT_KINDS, SOAK];
+/** How long a soak cycle serves load with nothing injected unless told otherwise, ms. */
+const DEFAULT_SOAK_MS = 60_000;
 /** The pair's failure-detection timeout unless told otherwise (the FT default). */
 const DEFAULT_TIMEOUT_MS = 600;
 
@@ -52,6 +62,8 @@ export interface ChaosOptions {
   timeoutMs?: number;
   /** Heartbeat interval, ms (default timeoutMs / 6). */
   heartbeatMs?: number;
+  /** How long a soak cycle (`none`) serves load with nothing injected, ms (default 60 000). */
+  soakMs?: number;
   /** Each half in its own PID namespace, as in containers (default: when running as root). */
   pidNamespaces?: boolean;
   /** Keep the working directory (configs, arbiter, disk image) instead of removing it. */
@@ -108,7 +120,7 @@ export interface PlannedFault {
   fault: FaultKind;
   /** Load before the fault, ms. */
   waitMs: number;
-  /** How long a stop or a cut lasts, ms (0 for a kill). */
+  /** How long a stop or a cut lasts, or a soak serves load, ms (0 for a kill). */
   faultMs: number;
 }
 
@@ -116,7 +128,7 @@ export interface PlannedFault {
  * The schedule of a run: a function of the seed (and the options it names) alone, so `--seed`
  * repeats it. Every cycle draws the same three numbers whatever it picks.
  */
-export function planChaos(o: Pick<ChaosOptions, 'cycles' | 'seed' | 'schedule' | 'faults' | 'timeoutMs'>): PlannedFault[] {
+export function planChaos(o: Pick<ChaosOptions, 'cycles' | 'seed' | 'schedule' | 'faults' | 'timeoutMs' | 'soakMs'>): PlannedFault[] {
   const random = prng(o.seed);
   const kinds = o.faults ?? FAULT_KINDS;
   const timeoutMs = o.timeoutMs ?? DEFAULT_TIMEOUT_MS;
@@ -127,7 +139,8 @@ export function planChaos(o: Pick<ChaosOptions, 'cycles' | 'seed' | 'schedule' |
     const waitMs = Math.round(300 + random() * 900);
     const share = random();
     // A stop outlasts the detection timeout (a hung host); a cut may be shorter (it still garbles the stream).
-    const faultMs = fault.startsWith('kill') ? 0 : Math.round(timeoutMs * (fault === 'partition' ? 0.3 + 2.7 * share : 1.2 + 1.8 * share));
+    const faultMs =
+      fault === SOAK ? (o.soakMs ?? DEFAULT_SOAK_MS) : fault.startsWith('kill') ? 0 : Math.round(timeoutMs * (fault === 'partition' ? 0.3 + 2.7 * share : 1.2 + 1.8 * share));
     plan.push({ cycle, fault, waitMs, faultMs });
   }
   return plan;
@@ -151,6 +164,11 @@ export interface ChaosResult {
   appliedTwice: number;
   /** Cycles with evidence of two live sides. */
   splitBrain: number;
+  /**
+   * Failovers nobody caused: a secondary that went live, or a rightful primary that dropped its
+   * secondary, while no fault was being injected or settled (`quietMs` of such time in the run).
+   */
+  falseFailovers: { promotions: number; secondaryLosses: number; events: string[]; quietMs: number; perHour: number };
   outageMs: { p50: number; p99: number; max: number; samples: number[] };
   cycleMs: { mean: number; max: number };
   /** Whether the final reads could be made (false when the run ended with no live side). */
@@ -312,13 +330,19 @@ export class ChaosRun {
   #counters: CounterLoad | undefined;
   #registerProgress = { sent: 0, acknowledged: 0 };
   #killed = false;
+  /** A fault (or the harness's own kill of a half) is in progress: failovers now are expected. */
+  #faultOpen = true;
+  #quietSince = 0;
+  #quietMs = 0;
+  readonly #false = { promotions: 0, secondaryLosses: 0, events: [] as string[] };
 
   constructor(options: ChaosOptions) {
     if (!Number.isInteger(options.cycles) || options.cycles < 0) throw new RangeError(`cycles must be a non-negative integer, got ${options.cycles}`);
     if (!Number.isInteger(options.seed) || options.seed < 0 || options.seed > 0xffff_ffff) throw new RangeError(`seed must be an unsigned 32-bit integer, got ${options.seed}`);
     for (const k of [...(options.schedule ?? []), ...(options.faults ?? [])]) {
-      if (!(FAULT_KINDS as readonly string[]).includes(k)) throw new RangeError(`unknown fault '${k}' (known: ${FAULT_KINDS.join(', ')})`);
+      if (!(CYCLE_KINDS as readonly string[]).includes(k)) throw new RangeError(`unknown fault '${k}' (known: ${CYCLE_KINDS.join(', ')})`);
     }
+    if (options.soakMs !== undefined && !(options.soakMs >= 0)) throw new RangeError(`soakMs must be a non-negative number, got ${options.soakMs}`);
     if (options.faults !== undefined && options.faults.length === 0) throw new RangeError('faults must name at least one fault kind');
     // Every half starts under setpriv (util-linux) for its parent-death signal.
     const setpriv = spawnSync('setpriv', ['--version'], { stdio: 'ignore', timeout: 10_000 });
@@ -343,6 +367,11 @@ export class ChaosRun {
       splitBrainCycles: this.#perCycle.filter((r) => r.splitBrain.length > 0).length + (this.#report && this.#report.splitBrain.length > 0 ? 1 : 0),
       live: live.join(' ') || 'none',
     };
+  }
+
+  /** The run's processes now (name, pid to signal, role, live), e.g. for a test that stalls one. */
+  halves(): Array<{ name: string; pid: number; role: 'primary' | 'secondary'; live: boolean; exited: boolean }> {
+    return this.#halves.map((h) => ({ name: h.name, pid: h.pid, role: h.role, live: h.live, exited: h.exited }));
   }
 
   /**
@@ -417,6 +446,7 @@ export class ChaosRun {
       counters.start();
       regRun = registers.run();
       prober.start();
+      this.#quiet(true);
       for (const plan of planChaos({ ...this.#o, timeoutMs: this.#timeoutMs })) {
         this.#cycle = plan.cycle;
         const report = await this.#runCycle(plan);
@@ -436,6 +466,7 @@ export class ChaosRun {
       this.#report = undefined;
     }
 
+    this.#quiet(false);
     // Final reads, from whichever side is live.
     this.#phase = 'verifying';
     await counters.stop();
@@ -475,7 +506,7 @@ export class ChaosRun {
     const done = this.#perCycle.filter((r) => r.ms > 0);
     const outages = done.map((r) => r.outageMs);
     const cycleTimes = done.map((r) => r.ms);
-    const faults = Object.fromEntries(FAULT_KINDS.map((k) => [k, this.#perCycle.filter((r) => r.fault === k).length])) as Record<FaultKind, number>;
+    const faults = Object.fromEntries(CYCLE_KINDS.map((k) => [k, this.#perCycle.filter((r) => r.fault === k).length])) as Record<FaultKind, number>;
     return {
       seed: this.#o.seed,
       cyclesRequested: this.#o.cycles,
@@ -487,6 +518,11 @@ export class ChaosRun {
       lost: counterLost + registerViolations,
       appliedTwice,
       splitBrain: this.#perCycle.filter((r) => r.splitBrain.length > 0).length,
+      falseFailovers: {
+        ...this.#false,
+        quietMs: this.#quietMs,
+        perHour: this.#quietMs > 0 ? ((this.#false.promotions + this.#false.secondaryLosses) * 3_600_000) / this.#quietMs : NaN,
+      },
       outageMs: { p50: pct(outages, 50), p99: pct(outages, 99), max: outages.length > 0 ? Math.max(...outages) : NaN, samples: outages },
       cycleMs: { mean: cycleTimes.length > 0 ? cycleTimes.reduce((a, b) => a + b, 0) / cycleTimes.length : NaN, max: cycleTimes.length > 0 ? Math.max(...cycleTimes) : NaN },
       verified,
@@ -596,12 +632,17 @@ export class ChaosRun {
         h.role = 'primary';
         h.protected = false;
         h.inLockstep = false;
+        if (!this.#faultOpen && !this.#killed) this.#falseFailover('promotions', `${h.name} went live at epoch ${String(e.epoch)} with no fault injected`);
         this.#holds(h, Number(e.epoch));
         return;
-      case 'secondary-lost':
+      case 'secondary-lost': {
         h.protected = false;
+        // A superseded primary reporting the loss of its promoted secondary is the same incident.
+        const newest = Math.max(0, ...this.#holders.keys());
+        if (!this.#faultOpen && !this.#killed && Number(e.epoch) >= newest) this.#falseFailover('secondaryLosses', `${h.name} lost its secondary at epoch ${String(e.epoch)} with no fault injected`);
         this.#holds(h, Number(e.epoch));
         return;
+      }
       case 'cloned':
         // A secondary's clone is restored and replaying (its 'status' comes only with the first log
         // batch, which an idle guest may never send); the primary says Protected in the same breath.
@@ -631,6 +672,20 @@ export class ChaosRun {
     if (!holders.includes(h)) holders.push(h);
     this.#holders.set(epoch, holders);
     if (holders.length > 1) this.#splitBrain(`epoch ${epoch} held by ${holders.map((x) => x.name).join(' and ')} at once`);
+  }
+
+  #falseFailover(kind: 'promotions' | 'secondaryLosses', what: string): void {
+    this.#false[kind]++;
+    this.#false.events.push(`${this.#cycle > 0 ? `cycle ${this.#cycle}: ` : ''}${what}`);
+    this.#log(`false failover: ${what}`);
+  }
+
+  /** Quiet time (no fault, no harness kill) starts (true) or ends (false). */
+  #quiet(on: boolean): void {
+    const now = performance.now();
+    if (on && this.#faultOpen) this.#quietSince = now;
+    if (!on && !this.#faultOpen) this.#quietMs += now - this.#quietSince;
+    this.#faultOpen = !on;
   }
 
   #bothAnswered(slots: number[]): void {
@@ -792,6 +847,8 @@ export class ChaosRun {
       }
       if (s.inLockstep && p.protected && !s.exited && s.ended === undefined && p.live) return s.name;
       this.#anomaly(`new secondary ${s.name} did not reach lockstep with ${p.name}: ${this.#state(s)}; ${p.name}: ${this.#state(p)}`);
+      // The harness's own kill: the primary's loss of this secondary is no false failover.
+      this.#quiet(false);
       this.#signal(s, 'SIGKILL');
       await this.#until(() => s.exited, 10_000, `${s.name} did not exit after SIGKILL`);
       if (attempt === 3) throw new ChaosAbort(`no secondary could join ${p.name} in ${attempt} attempts`);
@@ -832,10 +889,14 @@ export class ChaosRun {
     report.primary = p.name;
     report.secondary = s.name;
     report.epochBefore = p.epoch;
-    this.#phase = `${fault} (${fault.endsWith('primary') ? p.name : fault.endsWith('secondary') ? s.name : `${p.name}-${s.name}`})`;
+    this.#phase = fault === SOAK ? `soak (${p.name}-${s.name})` : `${fault} (${fault.endsWith('primary') ? p.name : fault.endsWith('secondary') ? s.name : `${p.name}-${s.name}`})`;
     const faultAt = performance.now();
     this.#clock.open();
+    if (fault !== SOAK) this.#quiet(false);
     switch (fault) {
+      case SOAK:
+        await sleep(faultMs);
+        break;
       case 'kill-primary':
         this.#signal(p, 'SIGKILL');
         break;
@@ -865,6 +926,7 @@ export class ChaosRun {
     if (!after.s) report.joined = await this.#join(report);
     report.outageMs = this.#clock.close();
     report.ms = performance.now() - t0;
+    this.#quiet(true);
     return report;
   }
 
