@@ -1,5 +1,5 @@
 // Public API of lockstep: re-exports only.
-export { Machine, RAM_BASE, DEFAULT_MEMORY, MAX_MEMORY, VIRTUAL_INSTRUCTIONS_PER_TICK } from './machine/machine.js';
+export { Machine, RAM_BASE, WATCHDOG_BASE, DEFAULT_MEMORY, MAX_MEMORY, VIRTUAL_INSTRUCTIONS_PER_TICK } from './machine/machine.js';
 export type { LoadInfo, RunOptions, MachineEvents } from './machine/machine.js';
 export type { ClockMode, Counters, DebugOptions, DebugStop, ExitReason, MachineOptions, NetStats, ReplayCheck, RunResult, Watchpoint } from './machine/types.js';
 export { MAX_CMDLINE_BYTES } from './machine/types.js';

@@ -11,6 +11,7 @@
 
 /* ---- Memory map of the virt board ---- */
 #define LS_TEST_BASE   0x00100000u /* SiFive test finisher */
+#define LS_WATCHDOG_BASE 0x00102000u /* lockstep only (not in QEMU): a 32-bit store is a pet */
 #define LS_CLINT_BASE  0x02000000u
 #define LS_PLIC_BASE   0x0c000000u
 #define LS_UART_BASE   0x10000000u /* NS16550A, IRQ 10 */
@@ -54,6 +55,11 @@ void ls_putdec64(uint64_t v);
 
 /* ---- Exit through the test finisher: 0 passes, anything else is QEMU's exit status ---- */
 __attribute__((noreturn)) void ls_exit(int code);
+
+/* ---- Guest watchdog (lockstep only: QEMU's virt has nothing there and the store faults) ----
+   Each call is a pet; HA VM monitoring in watchdog mode resets a VM whose guest pet it once and then
+   stopped for the failure interval. It is no input to the guest: reads there return 0. */
+static inline void ls_watchdog_pet(void) { *(volatile uint32_t *)LS_WATCHDOG_BASE = 0; }
 
 /* ---- CLINT timer ---- */
 uint64_t ls_mtime(void);

@@ -93,6 +93,7 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
                            InstanceMethod<&NativeMachine::JsConsolePosition>("consolePosition"),
                            InstanceMethod<&NativeMachine::JsSetConsolePosition>("setConsolePosition"),
                            InstanceMethod<&NativeMachine::JsProgress>("progress"),
+                           InstanceMethod<&NativeMachine::JsWatchdogPets>("watchdogPets"),
                            InstanceMethod<&NativeMachine::JsSetThrottle>("setThrottle"),
                            InstanceMethod<&NativeMachine::JsPrecopyStart>("precopyStart"),
                            InstanceMethod<&NativeMachine::JsTakePrecopy>("takePrecopy"),
@@ -638,6 +639,11 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     if (!Open(info)) return info.Env().Undefined();
     const uint64_t v = vcpu_->busy() ? vcpu_->progress() : vcpu_->machine().cpu().instret;
     return Napi::BigInt::New(info.Env(), v);
+  }
+  // watchdogPets(): bigint, the guest watchdog's pets so far (readable while running).
+  Napi::Value JsWatchdogPets(const Napi::CallbackInfo& info) {
+    if (!Open(info)) return info.Env().Undefined();
+    return Napi::BigInt::New(info.Env(), vcpu_->machine().watchdog_pets());
   }
   Napi::Value JsSetThrottle(const Napi::CallbackInfo& info) {
     if (!Open(info)) return info.Env().Undefined();

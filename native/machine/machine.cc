@@ -494,7 +494,7 @@ Mmio Machine::load(uint32_t addr, unsigned size, uint32_t* v) {
     const Mmio r = uart_.load(addr - Uart::kBase, v);
     return r == Mmio::kOk && uart_.irq() != irq ? (update_irqs(), Mmio::kOkRecheck) : r;
   }
-  if (addr - kFinisherBase < kFinisherSize) {
+  if (addr - kFinisherBase < kFinisherSize || addr - kWatchdogBase < kWatchdogSize) {
     *v = 0;
     return Mmio::kOk;
   }
@@ -525,6 +525,10 @@ Mmio Machine::store(uint32_t addr, unsigned size, uint32_t v) {
     return r == Mmio::kOk && uart_.irq() != irq ? (update_irqs(), Mmio::kOkRecheck) : r;
   }
   if (addr - kFinisherBase < kFinisherSize) return addr == kFinisherBase && size == 4 ? finisher_store(v) : Mmio::kOk;
+  if (addr - kWatchdogBase < kWatchdogSize) {
+    if (addr == kWatchdogBase && size == 4) watchdog_pets_.fetch_add(1, std::memory_order_relaxed);
+    return Mmio::kOk;
+  }
   if (addr - kVirtioBase < kVirtioSlots * kVirtioStride) {
     const uint32_t off = addr - kVirtioBase;
     const Mmio r = virtio_[off / kVirtioStride].store(off % kVirtioStride, size, v);

@@ -2,6 +2,7 @@
 // slots, RISC-V semihosting and HTIF. Runs on the vCPU thread only; the host talks to it between runs.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -97,6 +98,10 @@ class Machine final : public Platform {
  public:
   static constexpr uint32_t kClintBase = 0x02000000, kClintSize = 0x10000;
   static constexpr uint32_t kFinisherBase = 0x00100000, kFinisherSize = 0x1000;
+  /// The guest watchdog (lockstep's own; free in QEMU's virt map): a 32-bit store at its base is a pet,
+  /// every other access reads 0 and is ignored. It keeps no guest-visible state, so nothing of it is in
+  /// a snapshot, the state hash or the log; the host only counts pets (HA VM monitoring's guest heartbeat).
+  static constexpr uint32_t kWatchdogBase = 0x00102000, kWatchdogSize = 0x1000;
   static constexpr uint32_t kVirtioBase = 0x10001000, kVirtioSlots = 8, kVirtioStride = 0x1000;
   static constexpr uint64_t kTimebaseHz = 10'000'000;
 
@@ -185,6 +190,8 @@ class Machine final : public Platform {
   int32_t exit_code() const { return exit_code_; }
   ExitVia exit_via() const { return exit_via_; }
   const std::string& halt_reason() const { return halt_reason_; }
+  /// Pets of the guest watchdog since this machine was made (any thread).
+  uint64_t watchdog_pets() const { return watchdog_pets_.load(std::memory_order_relaxed); }
 
   // Platform
   Mmio load(uint32_t addr, unsigned size, uint32_t* value) override;
@@ -247,6 +254,7 @@ class Machine final : public Platform {
   uint32_t tohost_ = 0;
   int32_t exit_code_ = 0;
   ExitVia exit_via_ = ExitVia::kNone;
+  std::atomic<uint64_t> watchdog_pets_{0};
   std::string halt_reason_;
   uint64_t wall_time();  // semihosting SYS_TIME, logged or replayed
   bool consume_sync(EventKind kind, uint64_t* value);

@@ -44,8 +44,8 @@ not exist); 65 the store holds damaged records; 69 --listen is taken, or the sto
 run-vm is how an agent runs a VM whose configuration says ft.enabled: false: the guest with its
 devices and network, alone (no arbiter, no secondary). With --lease-stdin it runs only as long as the
 agent's last 'lease <CLOCK_MONOTONIC ns>' line on stdin allows, then kills itself (a 'fenced' event).
-Its events (--events): net, running, progress (every second: instructions retired), ended, halted,
-fenced. Exit status: the guest's exit code; 64 configuration error; 69 the VM's UDP port is taken;
+Its events (--events): net, running, progress (every second: instructions retired and guest
+watchdog pets), ended, halted, fenced. Exit status: the guest's exit code; 64 configuration error; 69 the VM's UDP port is taken;
 killed by SIGKILL when fenced or orphaned.
 `;
 
@@ -143,7 +143,7 @@ async function runVmCommand(argv: string[], io: CommandIo): Promise<number> {
   }
   // The heartbeat VM monitoring watches: instret every second (only for the agent, which reads events).
   const beat = values.events === true ? setInterval(() => {
-    if (!vm.machine.closed) say('progress', { instret: String(vm.machine.progress) }, '');
+    if (!vm.machine.closed) say('progress', { instret: String(vm.machine.progress), watchdog: String(vm.machine.watchdogPets) }, '');
   }, 1_000) : undefined;
   beat?.unref();
   const stop = () => vm.stop();

@@ -105,12 +105,15 @@ Commands:
                                            it) unless every VM of the desired state, it included, could be
                                            restarted and every FT VM re-protected after the loss of that
                                            many hosts
-      --vm-monitoring off|heartbeat|progress
+      --vm-monitoring off|heartbeat|progress|watchdog
                                  VM monitoring (default off): reset — stop and restart from its disk —
                                    a VM whose heartbeat (its process's report, every second) stops,
                                    or with progress also one whose instructions retired stop
-                                   advancing (for guests that always run, e.g. with a timer tick)
-      --failure-interval <s>     without a heartbeat (or progress) this long: reset (default 30, min 10)
+                                   advancing (for guests that always run, e.g. with a timer tick),
+                                   or with watchdog also one whose guest pets its watchdog (a
+                                   32-bit store at 0x00102000) and then stops (guests that never
+                                   pet it are judged by the heartbeat alone)
+      --failure-interval <s>     without a heartbeat (progress, pets) this long: reset (default 30, min 10)
       --min-uptime <s>           not judged before it has run this long (default 120)
       --max-resets <n>           at most n resets of a VM (default 3) …
       --reset-window <s>         … within this window (default 3600)
@@ -491,8 +494,9 @@ function seconds(ms: number): string {
 }
 
 function monitoringLine(m: HaSettings['vmMonitoring']): string {
-  if (m.mode === 'off') return 'VM monitoring: off (lockstep cluster ha --vm-monitoring heartbeat|progress turns it on)';
-  return `VM monitoring: ${m.mode} — reset after ${seconds(m.failureIntervalMs)} without ${m.mode === 'heartbeat' ? 'a heartbeat' : 'a heartbeat or progress'}, once up ${seconds(m.minUptimeMs)}; at most ${m.maxResets} reset(s) per ${seconds(m.resetWindowMs)}`;
+  if (m.mode === 'off') return 'VM monitoring: off (lockstep cluster ha --vm-monitoring heartbeat|progress|watchdog turns it on)';
+  const without = { heartbeat: 'a heartbeat', progress: 'a heartbeat or progress', watchdog: "a heartbeat or the guest watchdog's pets (once it pets it)" }[m.mode];
+  return `VM monitoring: ${m.mode} — reset after ${seconds(m.failureIntervalMs)} without ${without}, once up ${seconds(m.minUptimeMs)}; at most ${m.maxResets} reset(s) per ${seconds(m.resetWindowMs)}`;
 }
 
 async function haCommand(store: ClusterStore, args: string[], io: CommandIo): Promise<number> {

@@ -174,7 +174,7 @@ function supervisePrimary(p: FtPrimary, r: Reporter, io: CommandIo, console: boo
       const s = p.stats();
       if (++ticks % 2 === 0) {
         r.data('stats', { ...s, status: describeStatus(s.status) });
-        if (!p.machine.closed) r.data('progress', { instret: p.machine.progress });
+        if (!p.machine.closed) r.data('progress', { instret: p.machine.progress, watchdog: p.machine.watchdogPets });
       }
       r.status(
         `${describeStatus(s.status)} · epoch ${s.epoch} · lag ${(s.lagSeconds * 1000).toFixed(1)} ms · log ${mb(s.logBandwidth)} (${((100 * s.logBandwidth) / BUDGET_BYTES_PER_SECOND).toFixed(2)} % of 1 Gbit/s) · ${s.mips.toFixed(0)} MIPS${s.throttle > 0 ? ` · throttle ${(s.throttle * 100).toFixed(0)} %` : ''}`,

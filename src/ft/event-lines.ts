@@ -50,8 +50,8 @@ export interface FtEventFields {
   signal: { signal: string; action: string };
   recovered: { what: string; attempts: number };
   retrying: { what: string; attempts: number; message: string };
-  /** Every second: the guest's instructions retired (what VM monitoring watches advance). */
-  progress: { instret: string };
+  /** Every second: the guest's instructions retired and its watchdog pets (what VM monitoring watches advance). */
+  progress: { instret: string; watchdog: string };
   /** A VM without FT (`lockstep agent run-vm`) runs. */
   running: { vm: string; ft: boolean };
 }

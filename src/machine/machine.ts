@@ -10,6 +10,8 @@ import { MAX_CMDLINE_BYTES, type ClockMode, type Counters, type DebugOptions, ty
 
 /** Guest RAM starts here (QEMU virt). */
 export const RAM_BASE = 0x8000_0000;
+/** The guest watchdog's register: a 32-bit store there is a pet (lockstep's own device; see {@link Machine.watchdogPets}). */
+export const WATCHDOG_BASE = 0x0010_2000;
 /** Default guest RAM size: 64 MiB. */
 export const DEFAULT_MEMORY = 64 * 1024 * 1024;
 /** Largest guest RAM: up to the top of the 32-bit address space. */
@@ -261,6 +263,16 @@ export class Machine extends EventEmitter<MachineEvents> {
   get progress(): bigint {
     if (this.#closed) throw new MachineStateError('ERR_LOCKSTEP_MACHINE_CLOSED', 'the machine is closed');
     return this.#native.progress();
+  }
+
+  /**
+   * Pets of the guest watchdog so far: 32-bit stores the guest made at {@link WATCHDOG_BASE} (the guest's
+   * own heartbeat, watched by HA VM monitoring's `watchdog` mode). Readable while a run is in progress.
+   * Not guest-visible state: a clone or a restored snapshot starts counting from 0.
+   */
+  get watchdogPets(): bigint {
+    if (this.#closed) throw new MachineStateError('ERR_LOCKSTEP_MACHINE_CLOSED', 'the machine is closed');
+    return this.#native.watchdogPets();
   }
 
   /** True once {@link close} ran: nothing can be done with the machine any more. */

@@ -92,6 +92,7 @@ export interface NativeMachine {
   consolePosition(): bigint;
   setConsolePosition(position: bigint): void;
   progress(): bigint;
+  watchdogPets(): bigint;
   setThrottle(ratio: number): void;
   precopyStart(first: boolean): boolean;
   takePrecopy(): { pages: Uint8Array; done: boolean };

@@ -15,10 +15,33 @@ describe('VM monitoring', () => {
     t.observe('b', 'i1', { instret: '5', beats: 1 }, 12_000);
     expect(t.stall('a', S, 12_000)).toBeUndefined();
     expect(t.stall('b', S, 9_999)).toBeUndefined();
-    expect(t.stall('b', S, 12_000)).toEqual({ what: 'heartbeat', forMs: 12_000, instret: '5' });
+    expect(t.stall('b', S, 12_000)).toEqual({ what: 'heartbeat', forMs: 12_000, instret: '5', watchdog: null });
     // In progress mode the idle one stopped too: its instret has not moved.
-    expect(t.stall('a', { ...S, mode: 'progress' }, 12_000)).toEqual({ what: 'progress', forMs: 12_000, instret: '100' });
+    expect(t.stall('a', { ...S, mode: 'progress' }, 12_000)).toEqual({ what: 'progress', forMs: 12_000, instret: '100', watchdog: null });
+    // In watchdog mode it did not: its guest never pet a watchdog, so only the heartbeat judges it.
+    expect(t.stall('a', { ...S, mode: 'watchdog' }, 12_000)).toBeUndefined();
+    expect(t.stall('b', { ...S, mode: 'watchdog' }, 12_000)?.what).toBe('heartbeat');
     expect(t.stall('a', { ...S, mode: 'off' }, 12_000)).toBeUndefined();
+  });
+
+  it('in watchdog mode, finds a guest that pet its watchdog and stopped, while it runs and reports, not one still petting', () => {
+    const W: VmMonitoringSettings = { ...S, mode: 'watchdog' };
+    const t = new ProgressTracker();
+    for (let now = 0; now <= 12_000; now += 1_000) {
+      const beats = 1 + now / 1_000;
+      // Both run (instret advances) and report; 'quiet' pet 3 times early on and then no more.
+      t.observe('quiet', 'i1', { instret: String(1000 * beats), beats, watchdog: now === 0 ? '1' : '3' }, now);
+      t.observe('petting', 'i1', { instret: String(1000 * beats), beats, watchdog: String(beats) }, now);
+    }
+    expect(t.stall('petting', W, 12_000)).toBeUndefined();
+    expect(t.stall('quiet', W, 10_999)).toBeUndefined();
+    expect(t.stall('quiet', W, 12_000)).toEqual({ what: 'watchdog', forMs: 11_000, instret: '13000', watchdog: '3' });
+    // Progress mode does not see it: its instructions advance.
+    expect(t.stall('quiet', { ...W, mode: 'progress' }, 12_000)).toBeUndefined();
+    // A count back at 0 (a new machine under the same incarnation) is not armed; older agents report none.
+    t.observe('zero', 'i1', { instret: '1', beats: 1, watchdog: '0' }, 0);
+    t.observe('zero', 'i1', { instret: '1', beats: 2, watchdog: '0' }, 12_000);
+    expect(t.stall('zero', W, 12_000)).toBeUndefined();
   });
 
   it('judges nothing before the minimum uptime, and starts afresh for a new incarnation', () => {

@@ -2,8 +2,9 @@
 // (SIGSTOP) stops reporting; it is reset — an event, a `monitoring/<vm>` record — and runs again as a new
 // process, while an idle healthy VM beside it is never reset; once the reset limit is reached, it is
 // only reported. Progress mode: a guest that waits in WFI for an interrupt that never comes (its process
-// alive and reporting) is reset, and a guest woken by its timer every millisecond is not. In-process
-// agents and manager on a directory store, the built CLI; VMs without FT.
+// alive and reporting) is reset, and a guest woken by its timer every millisecond is not. Watchdog mode:
+// a guest that pets its watchdog three times and then runs on (its timer ticking) is reset; one that
+// never pets it is not. In-process agents and manager on a directory store, the built CLI; VMs without FT.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -49,6 +50,15 @@ const TICKING = [
   rv.sw(R.a2, 0, R.t2), //        sw    a2, 0(t2)
   rv.wfi(), //                    wfi
   rv.jal(R.zero, -36), //         j     loop
+];
+
+/** Pets the guest watchdog (0x0010_2000) three times, then runs on as TICKING does: alive, but no more pets. */
+const PETS_THEN_TICKS = [
+  rv.lui(R.t3, 0x102), //         lui   t3, 0x102       (the watchdog)
+  rv.sw(R.zero, 0, R.t3), //      sw    zero, 0(t3)     pet
+  rv.sw(R.zero, 0, R.t3), //      sw    zero, 0(t3)     pet
+  rv.sw(R.zero, 0, R.t3), //      sw    zero, 0(t3)     pet
+  ...TICKING,
 ];
 
 describe('HA VM monitoring', () => {
@@ -163,5 +173,29 @@ describe('HA VM monitoring', () => {
     expect(now.primary?.incarnation).toBe(ticking.primary!.incarnation);
     expect(BigInt(now.primary!.progress!.instret)).toBeGreaterThan(BigInt(ticking.primary!.progress!.instret));
     expect(events.filter((e) => e.vm === 'ticking' && e.kind.startsWith('monitor-'))).toEqual([]);
+  });
+
+  it('in watchdog mode, resets a running guest that stopped petting its watchdog, not one that never pet it', async () => {
+    const set = await runCli(['cluster', 'ha', '--vm-monitoring', 'watchdog', '--max-resets', '3', '--store', spec]);
+    expect(set.code, set.stderr).toBe(0);
+    expect(set.stdout).toMatch(/VM monitoring: watchdog — reset after 10 s without a heartbeat or the guest watchdog's pets \(once it pets it\)/);
+    await createVm('quiet', PETS_THEN_TICKS);
+    await createVm('unarmed', TICKING);
+    const quiet = await beating('quiet');
+    const unarmed = await beating('unarmed');
+    const reset = await until('the guest that stopped petting reset', 120_000, async () => events.find((e) => e.kind === 'monitor-reset' && e.vm === 'quiet'));
+    const stuck = /its guest has not pet its watchdog for \d+\.\d s \(3 pets, instret (\d+)\)/.exec(reset.message);
+    expect(stuck, reset.message).not.toBeNull();
+    // It ran on after its last pet: its instructions advanced, so progress mode would not have caught it.
+    expect(BigInt(stuck![1]!)).toBeGreaterThan(BigInt(quiet.primary!.progress!.instret));
+    const again = await until('the quiet guest running again as a new process', 120_000, async () => {
+      const v = pairView('quiet', await readInventory(store));
+      return v.status === 'running' && v.primary!.incarnation !== quiet.primary!.incarnation ? v : undefined;
+    });
+    expect(again.primary!.pid).not.toBe(quiet.primary!.pid);
+    const now = pairView('unarmed', await readInventory(store));
+    expect(now.primary?.incarnation).toBe(unarmed.primary!.incarnation);
+    expect(now.primary!.progress!.watchdog).toBe('0');
+    expect(events.filter((e) => e.vm === 'unarmed' && e.kind.startsWith('monitor-'))).toEqual([]);
   });
 });

@@ -80,7 +80,7 @@ export class VmProcess extends EventEmitter {
   lastEvent = 'spawned';
   updatedAt = Date.now();
   stats: InstanceRecord['stats'] = null;
-  progress: { instret: string; beats: number } | null = null;
+  progress: { instret: string; beats: number; watchdog?: string } | null = null;
   /** The process's operations API (`lockstep ft`), once it serves one (a primary, or a promoted secondary). */
   controlUrl: string | null = null;
   exit: VmExit | null = null;
@@ -258,7 +258,9 @@ export class VmProcess extends EventEmitter {
       return this.#changed(false);
     }
     if (e.event === 'progress') {
-      if (typeof e.instret === 'string') this.progress = { instret: e.instret, beats: (this.progress?.beats ?? 0) + 1 };
+      if (typeof e.instret === 'string') {
+        this.progress = { instret: e.instret, beats: (this.progress?.beats ?? 0) + 1, ...(typeof e.watchdog === 'string' ? { watchdog: e.watchdog } : {}) };
+      }
       return this.#changed(false);
     }
     // A primary whose secondary follows its migration's target: its record stays as it was at the

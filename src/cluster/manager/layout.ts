@@ -140,10 +140,11 @@ export interface InstanceRecord {
   /** The latest periodic figures of a primary (MIPS, lag, log bandwidth), if any. */
   stats: { mips: number; lagMs: number; logBandwidth: number; failovers: number } | null;
   /**
-   * The VM process's heartbeat: its last report of instructions retired (decimal) and how many reports
-   * the agent received (VM monitoring). Null until the first; absent in records of older agents.
+   * The VM process's heartbeat: its last report of instructions retired (decimal), of the guest
+   * watchdog's pets (decimal; absent from older agents) and how many reports the agent received (VM
+   * monitoring). Null until the first; absent in records of older agents.
    */
-  progress?: { instret: string; beats: number } | null;
+  progress?: { instret: string; beats: number; watchdog?: string } | null;
 }
 
 /** A VM-host rule on one VM, as `create-vm --rule must:group` writes it. */

@@ -975,7 +975,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
   // ---- VM monitoring --------------------------------------------------------------------------------
 
   /**
-   * VM monitoring: a running VM whose heartbeat (or, in `progress` mode, instret) has not moved for the
+   * VM monitoring: a running VM whose heartbeat (or, in `progress` mode, instret; in `watchdog` mode, its guest's watchdog pets) has not moved for the
    * failure interval is reset — stopped, then restarted from its disk as HA restarts a VM — unless the
    * reset limit is reached.
    */
@@ -995,7 +995,9 @@ export class Manager extends EventEmitter<ManagerEvents> {
         const what =
           stall.what === 'heartbeat'
             ? `no heartbeat from its VM process for ${secs(stall.forMs)}`
-            : `its instructions retired have not advanced for ${secs(stall.forMs)} (stuck at ${stall.instret ?? '?'})`;
+            : stall.what === 'progress'
+              ? `its instructions retired have not advanced for ${secs(stall.forMs)} (stuck at ${stall.instret ?? '?'})`
+              : `its guest has not pet its watchdog for ${secs(stall.forMs)} (${stall.watchdog ?? '?'} pets, instret ${stall.instret ?? '?'})`;
         const { allowed, recent } = resetAllowed(inv.monitoring.get(v.vm)?.resets ?? [], settings, now);
         if (!allowed) {
           await this.#say(`monitor:${v.vm}`, {

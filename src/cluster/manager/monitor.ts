@@ -1,12 +1,17 @@
 // HA VM monitoring (vSphere's "VM monitoring"): which running VMs stopped making progress — their
 // heartbeat (the VM process's report, every second, carried by its agent) stopped, or, in `progress`
-// mode, their instructions retired stopped advancing — and whether the reset limit allows another
-// reset. Pure: the caller passes the time; no I/O.
+// mode, their instructions retired stopped advancing, or, in `watchdog` mode, their guest stopped
+// petting its watchdog (the guest's own heartbeat, as VMware Tools' is to vSphere) — and whether the
+// reset limit allows another reset. Pure: the caller passes the time; no I/O.
 
-/** `off`; `heartbeat`: the VM process stops reporting; `progress`: that, or the guest's instret stops advancing. */
-export type VmMonitoringMode = 'off' | 'heartbeat' | 'progress';
+/**
+ * `off`; `heartbeat`: the VM process stops reporting; `progress`: that, or the guest's instret stops
+ * advancing; `watchdog`: the heartbeat, or a guest that has pet its watchdog stops petting it (a guest
+ * that never pets it is judged by the heartbeat alone).
+ */
+export type VmMonitoringMode = 'off' | 'heartbeat' | 'progress' | 'watchdog';
 
-export const VM_MONITORING_MODES: readonly VmMonitoringMode[] = ['off', 'heartbeat', 'progress'];
+export const VM_MONITORING_MODES: readonly VmMonitoringMode[] = ['off', 'heartbeat', 'progress', 'watchdog'];
 
 /** VM monitoring settings (part of the cluster's HA settings). */
 export interface VmMonitoringSettings {
@@ -39,16 +44,23 @@ export interface ProgressReport {
   instret: string;
   /** Reports the agent received from the VM process so far. */
   beats: number;
+  /** The guest watchdog's pets so far, decimal (absent: an agent that does not report them). */
+  watchdog?: string;
 }
 
 /** A VM that stopped making progress. */
 export interface Stall {
-  /** `heartbeat`: no report from the VM process; `progress`: reports, but instret does not advance. */
-  what: 'heartbeat' | 'progress';
+  /**
+   * `heartbeat`: no report from the VM process; `progress`: reports, but instret does not advance;
+   * `watchdog`: reports, but the guest's watchdog pets (it did pet it) do not advance.
+   */
+  what: 'heartbeat' | 'progress' | 'watchdog';
   /** How long, ms. */
   forMs: number;
   /** The instret it is stuck at (`progress`), or the last one reported. */
   instret: string | null;
+  /** The watchdog pets it is stuck at (`watchdog`), or the last count reported. */
+  watchdog: string | null;
 }
 
 interface Seen {
@@ -59,6 +71,8 @@ interface Seen {
   beatAt: number;
   instret: string | null;
   instretAt: number;
+  watchdog: string | null;
+  watchdogAt: number;
 }
 
 /**
@@ -74,8 +88,9 @@ export class ProgressTracker {
     const s = this.#seen.get(vm);
     const beats = report?.beats ?? 0;
     const instret = report?.instret ?? null;
+    const watchdog = report?.watchdog ?? null;
     if (s === undefined || s.incarnation !== incarnation) {
-      this.#seen.set(vm, { incarnation, since: now, beats, beatAt: now, instret, instretAt: now });
+      this.#seen.set(vm, { incarnation, since: now, beats, beatAt: now, instret, instretAt: now, watchdog, watchdogAt: now });
       return;
     }
     if (beats !== s.beats) {
@@ -85,6 +100,10 @@ export class ProgressTracker {
     if (instret !== s.instret) {
       s.instret = instret;
       s.instretAt = now;
+    }
+    if (watchdog !== s.watchdog) {
+      s.watchdog = watchdog;
+      s.watchdogAt = now;
     }
   }
 
@@ -109,8 +128,12 @@ export class ProgressTracker {
     if (s === undefined || settings.mode === 'off') return undefined;
     // Judged only once it has run for the minimum uptime, and for a whole failure interval after that.
     if (now - s.since < Math.max(settings.minUptimeMs, settings.failureIntervalMs)) return undefined;
-    if (now - s.beatAt >= settings.failureIntervalMs) return { what: 'heartbeat', forMs: now - s.beatAt, instret: s.instret };
-    if (settings.mode === 'progress' && now - s.instretAt >= settings.failureIntervalMs) return { what: 'progress', forMs: now - s.instretAt, instret: s.instret };
+    const at = { instret: s.instret, watchdog: s.watchdog };
+    if (now - s.beatAt >= settings.failureIntervalMs) return { what: 'heartbeat', forMs: now - s.beatAt, ...at };
+    if (settings.mode === 'progress' && now - s.instretAt >= settings.failureIntervalMs) return { what: 'progress', forMs: now - s.instretAt, ...at };
+    // Armed once the guest has pet it at all: a guest that never does is not judged by it.
+    const armed = s.watchdog !== null && s.watchdog !== '0';
+    if (settings.mode === 'watchdog' && armed && now - s.watchdogAt >= settings.failureIntervalMs) return { what: 'watchdog', forMs: now - s.watchdogAt, ...at };
     return undefined;
   }
 }
