@@ -35,6 +35,7 @@ import {
 import { loadConfig } from '../config/index.js';
 import { nonNegative, positive } from './agent.js';
 import { applyCommand, describeRule, groupCommand, migrateCommand, ruleCommand } from './cluster-drs.js';
+import { ftCommand } from './cluster-ft.js';
 import { UsageError } from './args.js';
 import { EXIT, type CommandIo } from './io.js';
 
@@ -96,6 +97,14 @@ Commands:
                                            and so is a VM that is not protected or runs without FT (no
                                            live migration of such VMs in the cluster yet). --wait returns
                                            once it runs protected there (default timeout 120 s)
+  ft <vm> test-failover|restart-secondary|suspend|resume [--wait] [--timeout <s>]
+                                           vSphere's FT operations on the VM's primary, through its
+                                           agent: hand over to the secondary (a new one is started),
+                                           clone the secondary again, suspend FT (the secondary is
+                                           dismissed and none is started; status says FT suspended) or
+                                           resume it. Refused, nothing written, when the VM's state does
+                                           not allow it (not protected, no secondary, not suspended);
+                                           --wait returns once done (default timeout 120 s)
   events [--limit <n>] [--json]            the cluster's recent events (default 20), one line each;
                                            --json for every event whole
   ha [--host-failures <n>] [--json]        the HA settings and the failover capacity; with options,
@@ -604,8 +613,10 @@ export async function clusterCommand(argv: string[], io: CommandIo): Promise<num
         return await applyCommand(store, own, io);
       case 'migrate':
         return await migrateCommand(store, own, io);
+      case 'ft':
+        return await ftCommand(store, own, io);
       default:
-        throw new UsageError(`unknown cluster command '${sub}' (init, status, create-vm, delete-vm, maintenance, events, ha, rule, group, apply, migrate)`);
+        throw new UsageError(`unknown cluster command '${sub}' (init, status, create-vm, delete-vm, maintenance, events, ha, rule, group, apply, migrate, ft)`);
     }
   } finally {
     await store.close();

@@ -54,9 +54,12 @@ export type {
   HostGroup,
   ApplyRequest,
   MigrateRequest,
+  FtOperationRequest,
+  ClusterFtOperation,
   LostHost,
 } from './manager/layout.js';
-export { DEFAULT_HA_SETTINGS, haSettingsOf } from './manager/layout.js';
+export { DEFAULT_HA_SETTINGS, haSettingsOf, CLUSTER_FT_OPERATIONS } from './manager/layout.js';
+export { FT_SUSPENDED, ftOperationRefusal } from './manager/ft-operations.js';
 export { admitVm, clusterAdmission } from './manager/ha.js';
 export { checkMigration } from './manager/migration.js';
 export type { MigrationCheck, MigrationRefusal } from './manager/migration.js';

@@ -410,7 +410,7 @@ export class Agent extends EventEmitter<AgentEvents> {
    * that is a primary — started as one or promoted — takes SIGUSR1 as test failover and SIGUSR2 as
    * test restart secondary (src/cli/signals.ts).
    */
-  async #operate<Op extends 'test-failover' | 'restart-secondary' | 'migrate-secondary' | 'migrate'>(p: VmProcess, op: Op): Promise<Op> {
+  async #operate<Op extends 'test-failover' | 'restart-secondary' | 'migrate-secondary' | 'migrate' | 'suspend' | 'enable'>(p: VmProcess, op: Op): Promise<Op> {
     const key = this.#pairKeys.get(p);
     if (p.controlUrl !== null && key !== undefined) {
       let answer: Awaited<ReturnType<typeof callControl>>;
@@ -431,6 +431,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     // No signal moves a secondary: without the operations API the move is refused (the caller stops it instead).
     if (op === 'migrate-secondary') throw new Refusal(409, 'not-ready', `the primary of ${p.vmId} serves no operations API: its secondary cannot be moved without a gap`);
     if (op === 'migrate') throw new Refusal(409, 'not-ready', `the primary of ${p.vmId} serves no operations API: it cannot be migrated`);
+    if (op === 'suspend' || op === 'enable') throw new Refusal(409, 'not-ready', `the primary of ${p.vmId} serves no operations API: FT cannot be ${op === 'suspend' ? 'suspended' : 'resumed'}`);
     p.signal(op === 'test-failover' ? 'SIGUSR1' : 'SIGUSR2');
     return op;
   }
@@ -666,6 +667,12 @@ export class Agent extends EventEmitter<AgentEvents> {
         // Only a protected primary can hand over: nobody would take over from one that runs alone.
         if (c === 'failover' && !p.protected) throw new Refusal(409, 'not-ready', `the primary of ${b} is not protected (${p.status}): a failover needs a secondary in lockstep`);
         return send(200, { ...p.view(), operation: await this.#operate(p, c === 'failover' ? 'test-failover' : 'restart-secondary') });
+      }
+      if (parts.length === 3 && a === 'vms' && method === 'POST' && (c === 'suspend-ft' || c === 'resume-ft')) {
+        const p = this.#find(b!);
+        if (p.role !== 'primary') throw new Refusal(409, 'wrong-role', `VM ${b} runs here as the ${p.role}; ${c} is an operation of the primary`);
+        if (p.state !== 'running') throw new Refusal(409, 'not-ready', `the primary of ${b} is ${p.state} (${p.status})`);
+        return send(200, { ...p.view(), operation: await this.#operate(p, c === 'suspend-ft' ? 'suspend' : 'enable') });
       }
       throw new Refusal(404, 'not-found', `no such operation: ${method} ${url.pathname}`);
     } catch (err) {

@@ -152,6 +152,16 @@ export class AgentClient {
     return this.#call('POST', `/vms/${encodeURIComponent(vmId)}/restart-secondary`, {}, this.#timeoutMs + 15_000);
   }
 
+  /** Suspend FT (vSphere's "Suspend Fault Tolerance"): the primary dismisses its secondary and runs on unprotected, saying so. */
+  suspendFt(vmId: string): Promise<InstanceView & { operation: 'suspend' }> {
+    return this.#call('POST', `/vms/${encodeURIComponent(vmId)}/suspend-ft`, {}, this.#timeoutMs + 15_000);
+  }
+
+  /** Resume FT: a suspended primary takes a secondary again (the manager starts one). */
+  resumeFt(vmId: string): Promise<InstanceView & { operation: 'enable' }> {
+    return this.#call('POST', `/vms/${encodeURIComponent(vmId)}/resume-ft`, {}, this.#timeoutMs + 15_000);
+  }
+
   async #call<T>(method: string, path: string, body?: unknown, timeoutMs = this.#timeoutMs): Promise<T> {
     const headers: Record<string, string> = { authorization: `Bearer ${this.#token}` };
     if (body !== undefined) headers['content-type'] = 'application/json';

@@ -6,6 +6,7 @@ import { formatHostPort } from '../../config/index.js';
 import type { ClusterSnapshot, HostSpec, PlacementRule, VmSpec } from '../placement/index.js';
 import type { ClusterStore, StoreEntry } from '../store/store.js';
 import {
+  CLUSTER_FT_OPERATIONS,
   KEYS,
   asRecord,
   asRule,
@@ -20,6 +21,7 @@ import {
   type ManagerEpoch,
   type ApplyRequest,
   type MigrateRequest,
+  type FtOperationRequest,
   type HostGroup,
   type LostHost,
   type MonitorRecord,
@@ -44,6 +46,8 @@ export interface Inventory {
   applyRequest: ApplyRequest | null;
   /** `cluster migrate` requests, by VM. */
   migrateRequests: Map<string, MigrateRequest>;
+  /** `cluster ft` requests, by VM. */
+  ftRequests: Map<string, FtOperationRequest>;
   /** Hosts the manager saw leave, by host (see {@link LostHost}). */
   lostHosts: Map<string, LostHost>;
   /** VM monitoring's resets, by VM. */
@@ -66,7 +70,7 @@ export async function readInventory(store: ClusterStore): Promise<Inventory> {
 
 /** The inventory held by a list of entries (see {@link readInventory}). */
 export function parseInventory(entries: StoreEntry[]): Inventory {
-  const inv: Inventory = { hosts: new Map(), desired: new Map(), instances: new Map(), rules: [], requests: new Map(), maintenance: new Map(), failures: new Map(), groups: new Map(), applyRequest: null, migrateRequests: new Map(), lostHosts: new Map(), monitoring: new Map(), ha: haSettingsOf(null), epoch: null, events: [], at: Date.now() };
+  const inv: Inventory = { hosts: new Map(), desired: new Map(), instances: new Map(), rules: [], requests: new Map(), maintenance: new Map(), failures: new Map(), groups: new Map(), applyRequest: null, migrateRequests: new Map(), ftRequests: new Map(), lostHosts: new Map(), monitoring: new Map(), ha: haSettingsOf(null), epoch: null, events: [], at: Date.now() };
   for (const e of entries) {
     const k = e.key;
     if (k.startsWith(KEYS.hostsPrefix)) {
@@ -90,6 +94,9 @@ export function parseInventory(entries: StoreEntry[]): Inventory {
     } else if (k.startsWith(KEYS.migrateRequestsPrefix)) {
       const r = asRecord<MigrateRequest>(e.value);
       if (r !== undefined && typeof r.vm === 'string' && (r.role === 'primary' || r.role === 'secondary')) inv.migrateRequests.set(r.vm, r);
+    } else if (k.startsWith(KEYS.ftRequestsPrefix)) {
+      const r = asRecord<FtOperationRequest>(e.value);
+      if (r !== undefined && typeof r.vm === 'string' && (CLUSTER_FT_OPERATIONS as readonly string[]).includes(r.operation)) inv.ftRequests.set(r.vm, r);
     } else if (k.startsWith(KEYS.groupsPrefix)) {
       const g = asRecord<HostGroup>(e.value);
       if (g !== undefined && typeof g.name === 'string' && Array.isArray(g.hosts)) inv.groups.set(g.name, g);

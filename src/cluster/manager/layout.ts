@@ -9,6 +9,7 @@
 //   requests/apply                       ApplyRequest      `lockstep cluster apply` (balancing moves to apply)
 //   requests/maintenance/<host>          MaintenanceRequest  `lockstep cluster maintenance`
 //   requests/migrate/<vm>                MigrateRequest    `lockstep cluster migrate` (a live migration to carry out)
+//   requests/ft/<vm>                     FtOperationRequest  `lockstep cluster ft` (an FT operation on the VM's primary)
 //   maintenance/<host>                   MaintenanceState  the leading manager (fenced)
 //   failures/<vm>                        StartFailure      the leading manager: a VM whose starts fail
 //   settings/ha                          HaSettings        `lockstep cluster ha` (admission control, monitoring)
@@ -50,6 +51,8 @@ export const KEYS = {
   applyRequest: 'requests/apply',
   migrateRequestsPrefix: 'requests/migrate/',
   migrateRequest: (vm: string) => `requests/migrate/${vm}`,
+  ftRequestsPrefix: 'requests/ft/',
+  ftRequest: (vm: string) => `requests/ft/${vm}`,
   lostHostsPrefix: 'lost-hosts/',
   lostHost: (host: string) => `lost-hosts/${host}`,
   monitoringPrefix: 'monitoring/',
@@ -274,6 +277,22 @@ export interface MigrateRequest {
   role: 'primary' | 'secondary';
   /** The target host; absent: the manager chooses the best valid one. */
   to?: string;
+  at: number;
+  by: string;
+}
+
+/** FT operations `lockstep cluster ft` asks the leading manager for, as vSphere's Fault Tolerance menu has them. */
+export const CLUSTER_FT_OPERATIONS = ['test-failover', 'restart-secondary', 'suspend', 'resume'] as const;
+export type ClusterFtOperation = (typeof CLUSTER_FT_OPERATIONS)[number];
+
+/**
+ * `requests/ft/<vm>`: an FT operation on the VM's primary. The leading manager carries it out through
+ * the primary's agent (a `ft-operation` event) or refuses it (`ft-operation-refused`, with the reason),
+ * and deletes the request either way.
+ */
+export interface FtOperationRequest {
+  vm: string;
+  operation: ClusterFtOperation;
   at: number;
   by: string;
 }

@@ -27,7 +27,8 @@ import {
   type Inventory,
   type PairView,
 } from './inventory.js';
-import { HOST_TTL_MS, INSTANCE_TTL_MS, KEYS, MANAGER_ELECTION, asRecord, defaultCompatId, type ClusterEvent, type InstanceRecord, type LostHost, type ManagerEpoch, type MaintenanceState, type MonitorRecord, type StartFailure } from './layout.js';
+import { FT_SUSPENDED, ftOperationRefusal } from './ft-operations.js';
+import { HOST_TTL_MS, INSTANCE_TTL_MS, KEYS, MANAGER_ELECTION, asRecord, defaultCompatId, type ClusterEvent, type ClusterFtOperation, type InstanceRecord, type LostHost, type ManagerEpoch, type MaintenanceState, type MonitorRecord, type StartFailure } from './layout.js';
 
 /** The first wait after a failed start of a VM, ms; it doubles per failure in a row, up to {@link START_BACKOFF_MAX_MS}. */
 export const START_BACKOFF_FIRST_MS = 2_000;
@@ -476,6 +477,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
       for (const a of await this.#drain(h, inv, views, snap, busy, cooling)) add(a);
     }
     for (const a of await this.#migrations(inv, views, snap, busy, cooling)) add(a);
+    for (const a of await this.#ftOperations(inv, views, busy)) add(a);
     if (draining.length === 0) add(await this.#defragment(inv, views, snap, busy, cooling));
     if (actions.length === 0 && draining.length === 0 && this.#cooldown.size === 0 && inflight.size === 0 && this.#inflight.size === 0) add(await this.#balance(inv, views, snap, now));
 
@@ -693,6 +695,13 @@ export class Manager extends EventEmitter<ManagerEvents> {
             await this.#call(inv, s.host, (c) => c.stop(v.vm));
           });
         }
+        // FT suspended by the operator (`cluster ft <vm> suspend`): the primary runs on unprotected by
+        // choice and would refuse a secondary until `resume`.
+        if (FT_SUSPENDED.test(primary.status)) {
+          await this.#say(`suspended:${v.vm}`, { kind: 'ft-suspended', vm: v.vm, host: primary.host, message: `${v.vm}: FT is suspended on its primary on ${primary.host}; no secondary is started until lockstep cluster ft ${v.vm} resume` });
+          return undefined;
+        }
+        this.#said.delete(`suspended:${v.vm}`);
         // The primary says it is protected, but no record of its secondary is visible (that agent is cut
         // off from the store, or the record is being rewritten): the primary knows best; a second
         // secondary would only be refused.
@@ -1159,6 +1168,60 @@ export class Manager extends EventEmitter<ManagerEvents> {
           ),
         );
       }
+    }
+    return out;
+  }
+
+  // ---- FT operations (`lockstep cluster ft`) -----------------------------------------------------------
+
+  /**
+   * Carry out or refuse each `requests/ft/<vm>` on the VM's primary through its agent: test failover
+   * (only when protected), restart secondary, suspend or resume FT. The request is deleted either way; a
+   * VM with an operation under way waits for it to end. What follows is the manager's usual work: after
+   * a test failover the new primary runs alone and gets a new secondary; a suspended one gets none.
+   */
+  async #ftOperations(inv: Inventory, views: PairView[], busy: Set<string>): Promise<Action[]> {
+    const out: Action[] = [];
+    for (const req of inv.ftRequests.values()) {
+      if (busy.has(req.vm)) continue;
+      const v = views.find((x) => x.vm === req.vm);
+      if (v !== undefined && v.others.length > 0) continue; // a move or hand-over still ending
+      try {
+        await this.#store.delete(KEYS.ftRequest(req.vm));
+      } catch (err) {
+        this.#warn(`ft request of ${req.vm}: ${(err as Error).message}`);
+        continue;
+      }
+      const asked = `cluster ft ${req.vm} ${req.operation}`;
+      const why = ftOperationRefusal(req.operation, v);
+      if (why !== undefined) {
+        await this.#event({ kind: 'ft-operation-refused', vm: req.vm, ...(v?.primary ? { host: v.primary.host } : {}), message: `${asked} refused: ${why}` });
+        continue;
+      }
+      const p = v!.primary!;
+      out.push(
+        this.#action(req.vm, async () => {
+          await this.#event({ kind: 'ft-operation', action: true, vm: req.vm, host: p.host, message: `${asked}: asking the primary on ${p.host}` });
+          const done = await this.#call(
+            inv,
+            p.host,
+            (c): Promise<unknown> => {
+              switch (req.operation) {
+                case 'test-failover':
+                  return c.failover(req.vm);
+                case 'restart-secondary':
+                  return c.restartSecondary(req.vm);
+                case 'suspend':
+                  return c.suspendFt(req.vm);
+                case 'resume':
+                  return c.resumeFt(req.vm);
+              }
+            },
+            (err) => this.#event({ kind: 'ft-operation-refused', vm: req.vm, host: p.host, message: `${asked} failed: ${err.message}` }),
+          );
+          if (done !== undefined) await this.#event({ kind: 'ft-operation-done', vm: req.vm, host: p.host, message: `${asked}: done by the primary on ${p.host}` });
+        }),
+      );
     }
     return out;
   }
