@@ -11,11 +11,20 @@ import type { MicroResult } from './micro.js';
 import { BUILD_DIR, GUEST_BIN, RESULTS_DIR, ROOT } from './paths.js';
 import { Progress } from './progress.js';
 import { qemuArgs, qemuVersion, timeQemu, type QemuTiming } from './qemu.js';
-import { consoleReport, markdownTable, svgChart, ANCHORS, type Context, type Overall, type WorkloadSummary } from './report.js';
-import { max, median, min } from './stats.js';
+import { consoleReport, markdownTable, svgChart, ANCHORS, LIBRISCV_CITATION, type Context, type Overall, type WorkloadSummary } from './report.js';
+import { geomean, max, median, min } from './stats.js';
 import type { TrialResult } from './trial.js';
 
-const WORKLOADS = ['hash', 'sort', 'crc32', 'recurse', 'mixed'];
+/**
+ * The CPU workloads: the five first ones, three written here to stress what CoreMark and Embench stress
+ * and the first five do not (load/store-heavy matrix loops, table-driven state machines, soft-float), and
+ * five around library code nobody here wrote (the Linux kernel's lib/, see guest/Makefile's KLIB_EXAMPLES).
+ */
+const WORKLOADS = [
+  'hash', 'sort', 'crc32', 'recurse', 'mixed',
+  'matmult', 'fsm', 'softfloat',
+  'klib-lz4', 'klib-zlib', 'klib-sha256', 'klib-aes', 'klib-xxhash',
+];
 const QUICK_BUDGET = 100_000_000;
 /** QEMU startup samples (hello.elf) per trial round: it is subtracted from every QEMU time, so it gets more samples. */
 const HELLO_PER_TRIAL = 3;
@@ -153,13 +162,13 @@ for (let t = 1; t <= trials; t++) {
       throw new Error(`${w}: lockstep ended with ${JSON.stringify(r)}`);
     }
     lock.get(w)!.push(r);
-    progress.log(`  ${w.padEnd(8)} lockstep trial ${t}: ${r.mips.toFixed(0)} MIPS (${(Number(r.instret) / 1e6).toFixed(1)} M instructions in ${r.seconds.toFixed(3)} s)`);
+    progress.log(`  ${w.padEnd(11)} lockstep trial ${t}: ${r.mips.toFixed(0)} MIPS (${(Number(r.instret) / 1e6).toFixed(1)} M instructions in ${r.seconds.toFixed(3)} s)`);
     if (qemu) {
       progress.step(`trial ${t}/${trials}: ${w} under QEMU`);
       const q = await timeQemu(elfPath(w));
       if (q.exitCode !== 0) throw new Error(`${w}: QEMU exited ${q.exitCode} (${qemuArgs(elfPath(w)).join(' ')})`);
       qemuRuns.get(w)!.push(q);
-      progress.log(`  ${w.padEnd(8)} QEMU     trial ${t}: ${q.seconds.toFixed(3)} s whole process`);
+      progress.log(`  ${w.padEnd(11)} QEMU     trial ${t}: ${q.seconds.toFixed(3)} s whole process`);
     }
   }
 }
@@ -211,6 +220,9 @@ const overall: Overall = {
   lockstepMedian: median(summaries.map((s) => s.lockstep.median)),
   qemuMedian: qemuMedians.length === summaries.length ? median(qemuMedians) : undefined,
   ratioMedian: ratios.length === summaries.length ? median(ratios) : undefined,
+  lockstepGeomean: geomean(summaries.map((s) => s.lockstep.median)),
+  qemuGeomean: qemuMedians.length === summaries.length ? geomean(qemuMedians) : undefined,
+  ratioGeomean: ratios.length === summaries.length ? geomean(ratios) : undefined,
 };
 
 const cpus = os.cpus();
@@ -248,7 +260,7 @@ const json = {
     loadavgEnd,
   },
   git: { commit: git('rev-parse', 'HEAD'), uncommittedChangesInNativeOrSrc: dirty === undefined ? undefined : dirty.length > 0 },
-  anchors: { ...ANCHORS, source: '/work/shared/ANCHORS.md (Interpreters) and issue 2' },
+  anchors: { ...ANCHORS, libriscvCitation: LIBRISCV_CITATION, source: '/work/shared/ANCHORS.md (Interpreters), issues 2 and 16' },
   method: {
     lockstep: 'one node process per trial; MIPS = instret / wall seconds of the awaited Machine.run() call (counters on), 64 MiB RAM, virtual clock',
     qemu: `${qemu ?? 'qemu-system-riscv32'} ${qemuArgs('<elf>').join(' ')}; whole-process wall time minus the median wall time of hello.elf (QEMU startup); MIPS = lockstep instret / that`,

@@ -7,6 +7,12 @@ export function median(xs: readonly number[]): number {
   return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
+/** Geometric mean of positive samples (NaN when there are none). */
+export function geomean(xs: readonly number[]): number {
+  if (xs.length === 0) return NaN;
+  return Math.exp(xs.reduce((a, x) => a + Math.log(x), 0) / xs.length);
+}
+
 export function min(xs: readonly number[]): number {
   return xs.length === 0 ? NaN : Math.min(...xs);
 }

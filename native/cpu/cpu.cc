@@ -113,11 +113,12 @@ void Cpu::invalidate_all() {
 }
 
 Decoded Cpu::slot_of(const DecodedOp& d, bool translated, uint32_t slot) const {
-  // pc-relative jumps keep their target as a byte offset from the page's first slot (the target's
-  // offset from the page's pc * 8 = its slot * sizeof(Decoded)), so a taken branch checks and finds its
-  // target slot without computing it from its own; the offset from the page's pc is imm >> 3 again.
+  // pc-relative jumps keep their target as its offset from the page's pc (= 2 * its slot), so a taken
+  // branch checks and finds its target without computing it from its own slot: that offset scaled by 1
+  // indexes to_end (2 bytes a slot) and scaled by 8 the slots (16 bytes), both x86 addressing modes.
+  static_assert(sizeof(Decoded) == 8 * sizeof(uint16_t), "JUMP_REL scales a byte offset by 8 for the slot");
   const Handler* labels = translated ? labels_translated_ : labels_;
-  const int32_t imm = relative(d.op) ? d.imm * 8 + static_cast<int32_t>(slot * sizeof(Decoded)) : d.imm;
+  const int32_t imm = relative(d.op) ? d.imm + static_cast<int32_t>(slot * 2) : d.imm;
   return Decoded{labels[d.op * 2 + d.len - 1], imm, d.rd, d.rs1, d.rs2, d.len};
 }
 
@@ -433,11 +434,19 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   LOCKSTEP_PINNED(uint8_t* const, ram, "r13") = ram_;
   const uint8_t* const flags = flags_.data();
   const uint32_t ram_size = ram_size_;
-  // Loads and stores: physical when (uint64) offset + size <= dlim (dlim is 0 while translating, so
-  // that test costs M-mode nothing and fails at once otherwise), else the translation cache's bank,
+  // Loads and stores: physical when (uint64) offset + size <= dlim (stores: see STORE_FAST; dlim is 0 while
+  // translating, so that test costs M-mode nothing and fails at once otherwise), else the translation cache's bank,
   // kept in a register of its own (as br) because every translated load and store reads it.
   LOCKSTEP_PINNED(const TlbEntry*, dtlb, "r14") = dtlb_;
   uint64_t dlim = data_limit_;
+  // The same limit in halfwords and words, for stores (see STORE_FAST): 0 while translating, like dlim.
+  uint32_t dlim_h, dlim_w;
+#define SET_LIMITS()                                                \
+  do {                                                              \
+    dlim_h = static_cast<uint32_t>(dlim >> 1);                      \
+    dlim_w = static_cast<uint32_t>(dlim >> 2);                      \
+  } while (0)
+  SET_LIMITS();
   // Instructions that may still retire before `limit`, less the not-yet-retired rest of the current
   // block (counted in advance). One register instead of a counter and a bound.
   uint64_t rem = limit - instret;
@@ -500,19 +509,22 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
     }                                            \
     goto dispatch;                               \
   } while (0)
-// pc-relative control transfer (branches, jal): the slot holds the target's offset from base.
+// pc-relative control transfer (branches, jal): the slot holds the target's offset from the page's pc,
+// an even number of bytes: as is, it indexes to_end (2 bytes a slot); times 8, the slots (16 bytes).
 #define JUMP_REL()                                                                              \
   do {                                                                                          \
     const uint32_t o_ = static_cast<uint32_t>(e->imm);                                          \
-    if (o_ < kSlotsPerPage * sizeof(Decoded)) {                                                 \
-      const uint64_t n_ = TE(o_ / sizeof(Decoded));                                            \
+    if (o_ < kPageSize) {                                                                       \
+      const uint64_t n_ = *reinterpret_cast<const uint16_t*>(                                   \
+          reinterpret_cast<const char*>(&TE(0)) + o_);                                          \
       if (LOCKSTEP_LIKELY(n_ <= rem)) {                                                         \
         rem -= n_;                                                                              \
-        e = reinterpret_cast<const Decoded*>(reinterpret_cast<const char*>(base) + o_);         \
+        e = reinterpret_cast<const Decoded*>(reinterpret_cast<const char*>(base) +             \
+                                             static_cast<uintptr_t>(o_) * 8);                  \
         GO();                                                                                   \
       }                                                                                         \
     }                                                                                           \
-    target = PAGE_PC + static_cast<uint32_t>(e->imm >> 3);                                     \
+    target = PAGE_PC + o_;                                                                      \
     goto dispatch;                                                                              \
   } while (0)
 // A block-ending instruction that did not transfer control: the successor starts a new block.
@@ -572,13 +584,20 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
     x[e->rd] = static_cast<uint32_t>(static_cast<int32_t>(v_));          \
     NEXT();                                                              \
   } while (0)
+// A physical store is fast when it is aligned and in RAM, one test: the offset rotated right by log2(size)
+// keeps an aligned offset's value / size and puts a misaligned one's low bits on top, above any limit
+// (dlim_h, dlim_w: dlim in halfwords and words). An aligned store stays on one page, so one flags byte
+// tells whether the page must hear of it. A misaligned store takes store_slow, which does everything.
+#define STORE_FAST(o_, sz)                                                                            \
+  ((sz) == 1 ? static_cast<uint64_t>(o_) < dlim                                                      \
+   : (sz) == 2 ? ((o_) >> 1 | (o_) << 31) < dlim_h                                                   \
+               : ((o_) >> 2 | (o_) << 30) < dlim_w)
 #define STORE(type, sz)                                                              \
   do {                                                                               \
     const uint32_t a_ = x[e->rs1] + static_cast<uint32_t>(e->imm);                   \
     const uint32_t o_ = a_ - kRamBase;                                               \
     const type v_ = static_cast<type>(x[e->rd]);                                     \
-    if (LOCKSTEP_LIKELY(static_cast<uint64_t>(o_) + (sz) <= dlim) &&                 \
-        LOCKSTEP_LIKELY((flags[o_ >> kPageShift] | flags[(o_ + (sz)-1) >> kPageShift]) == 0)) { \
+    if (LOCKSTEP_LIKELY(STORE_FAST(o_, sz)) && LOCKSTEP_LIKELY(flags[o_ >> kPageShift] == 0)) { \
       std::memcpy(ram + o_, &v_, sz);                                                \
       NEXT();                                                                        \
     }                                                                                \
@@ -625,8 +644,7 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
       NEXT();                                                                        \
     }                                                                                \
     const uint32_t o_ = a_ - kRamBase;                                               \
-    if (static_cast<uint64_t>(o_) + (sz) <= dlim &&                                  \
-        (flags[o_ >> kPageShift] | flags[(o_ + (sz)-1) >> kPageShift]) == 0) {       \
+    if (STORE_FAST(o_, sz) && flags[o_ >> kPageShift] == 0) {                        \
       std::memcpy(ram + o_, &v_, sz);                                                \
       NEXT();                                                                        \
     }                                                                                \
@@ -698,7 +716,7 @@ dispatch: {
     // Near the limit: run the one instruction from a private copy followed by sentinels, so the
     // same handlers execute it and control comes straight back here.
     step_->e[0] = p->e[s];
-    if (relative(static_cast<Op>(p->op[s]))) step_->e[0].imm -= static_cast<int32_t>(s * sizeof(Decoded));
+    if (relative(static_cast<Op>(p->op[s]))) step_->e[0].imm -= static_cast<int32_t>(s * 2);
     base = step_->e;
     PAGE_PC = target;
     rem -= 1;
@@ -1225,6 +1243,7 @@ trap:
   update_mode();  // the privilege changed: other banks of the translation cache, or none
   dtlb = dtlb_;
   dlim = data_limit_;
+  SET_LIMITS();
   target = pc;
   // A guest must not keep the loop from returning to run(), where the host's stop flag is looked at,
   // however its handlers misbehave: after a burst of traps that retired nothing, go back out.
@@ -1266,6 +1285,8 @@ out_synced:
 #undef STORE
 #undef LOAD_T
 #undef STORE_T
+#undef STORE_FAST
+#undef SET_LIMITS
 #undef DEFINE_T
 #undef TLB_AT
 #undef TLB_TAG

@@ -93,6 +93,26 @@ describe('self-modifying code', () => {
     expectRegs(m, { 4: 1, 5: 1 });
   });
 
+  it('a misaligned store that starts on a data page and ends over code already run changes that code', async () => {
+    // Only the store's last two bytes are on the code page, so the page's decode is found through the
+    // page of its last byte (the fast store path looks up one page and leaves misaligned stores to the
+    // slow path). `target: addi x5, x0, 1` runs once; sw x8, -2(x7) then makes its low half the low half
+    // of addi x9, x0, 1 (the destination register), and the second call must run that.
+    const a = new Asm();
+    a.jal(1, 'target'); //                                         x5 = 1
+    a.li(5, 0).la(7, 'target');
+    a.li(8, ((rv.addi(9, 0, 1) & 0xffff) << 16) | 0x1234); //     high half: the new low half of target
+    a.sw(8, -2, 7); //                                             misaligned, across the page boundary
+    a.jal(1, 'target'); //                                         x9 = 1, x5 stays 0
+    a.j('done');
+    a.align(4096).label('data').word(0);
+    a.align(4096).label('target').addi(5, 0, 1);
+    a.jalr(0, 1, 0);
+    a.label('done');
+    const { m } = await runToEbreak(a);
+    expectRegs(m, { 5: 0, 9: 1 });
+  });
+
   it('stores that change the blocks of a whole page of code not running take effect, with exact counts', async () => {
     // `far` fills most of a page with one straight-line block (N addi, then ret). After a first call the
     // code patches that ret into an addi (so every slot's block count changes: far more than a store's
