@@ -209,6 +209,8 @@ if (process.env.LOCKSTEP_BENCH_VERBOSE) {
 
 /** Every answer the last measureOutage's client got: wall clock ms and the endpoint (index) that answered. */
 let lastAnswers: Array<{ t: number; endpoint: number }> = [];
+/** The last measureOutage's longest silence before the injection (the machine's own, for comparison), ms. */
+let lastIdleSilence = 0;
 
 async function measureOutage(c: KvClient, inject: () => void, recovered: () => Promise<unknown>): Promise<number> {
   let stop = false;
@@ -217,11 +219,14 @@ async function measureOutage(c: KvClient, inject: () => void, recovered: () => P
   let last = performance.now();
   const wallOffset = Date.now() - performance.now();
   lastAnswers = [];
+  lastIdleSilence = 0;
+  const begun = performance.now();
   const loop = (async () => {
     while (!stop) {
       await c.set('k', 'v');
       const now = performance.now();
       lastAnswers.push({ t: now + wallOffset, endpoint: c.preferredEndpoint });
+      if (at === 0 && now - begun > 100 && now - last > lastIdleSilence) lastIdleSilence = now - last;
       if (at > 0 && now > at && now - last > outage) {
         outage = now - last;
         lastSilence = { from: last + wallOffset, to: now + wallOffset };
@@ -229,7 +234,8 @@ async function measureOutage(c: KvClient, inject: () => void, recovered: () => P
       last = now;
     }
   })();
-  await new Promise((r) => setTimeout(r, 300 + Math.random() * 300));
+  // Long enough before the injection to see the machine's own silences (lastIdleSilence).
+  await new Promise((r) => setTimeout(r, 800 + Math.random() * 300));
   at = performance.now();
   inject();
   await recovered();
@@ -396,9 +402,21 @@ async function migration(kind: MigrationKind, i: number, before?: string) {
     const h = Number(handed.heldAt);
     const steps = (handed.steps ?? {}) as Record<string, number>;
     const rel = (x: unknown) => (x === undefined ? undefined : Number(x) - h);
-    const before = lastAnswers.filter((x) => x.t <= h).at(-1);
-    const after = lastAnswers.find((x) => x.t > h);
     const liveAt = rel(live?.t);
+    // The switch-over's silence: the longest gap between two answers that ends after the hold and begins
+    // before the target was live (an answer can still come from the source just after the hold: a
+    // request it finished before it stopped).
+    const liveWall = liveAt === undefined ? h : h + liveAt;
+    let before: { t: number } | undefined;
+    let after: { t: number } | undefined;
+    for (let k = 1; k < lastAnswers.length; k++) {
+      const a = lastAnswers[k - 1]!;
+      const b = lastAnswers[k]!;
+      if (b.t > h && a.t < liveWall && (before === undefined || b.t - a.t > after!.t - before.t)) {
+        before = a;
+        after = b;
+      }
+    }
     const goLiveMs = live === undefined ? undefined : Number(live.ms);
     // Before the target joined, its process was starting on this same 2-core machine (on two hosts it
     // would not take the source's CPU): a silence then is the bench's, not the migration's.
@@ -432,7 +450,7 @@ async function migration(kind: MigrationKind, i: number, before?: string) {
     }
     if (live) process.stderr.write(`\n  hand-over ${String(handed?.handOverMs)} ms at the source ${JSON.stringify(handed?.steps ?? {})}; target go-live ${String(live.ms)} ms ${JSON.stringify(live.steps ?? {})}${followed ? `; the secondary resumed ${String(followed.waitedMs)} ms after it` : ''}\n`);
   }
-  return { outageMs: outage, totalMs: Number(done?.totalMs ?? NaN), heldMs: moved ? Number(moved.pauseMs) : undefined, breakdown };
+  return { outageMs: outage, idleSilenceMs: lastIdleSilence, totalMs: Number(done?.totalMs ?? NaN), heldMs: moved ? Number(moved.pauseMs) : undefined, breakdown };
 }
 
 /** One migration's switch-over, ms from the guest held at the source (see {@link migration}). */
@@ -640,12 +658,13 @@ if (sections.has('migrate')) {
   // (`<kind>@before`), trials interleaved with this one's so both see the same load.
   const before = process.env.LOCKSTEP_BENCH_BEFORE;
   const variants = kinds.flatMap((kind) => [{ kind, label: kind as string, before: undefined as string | undefined }, ...(before ? [{ kind, label: `${kind}@before`, before }] : [])]);
-  const samples = new Map(variants.map((v) => [v.label, { o: [] as number[], sw: [] as number[], total: [] as number[], held: [] as number[], b: [] as Breakdown[] }]));
+  const samples = new Map(variants.map((v) => [v.label, { o: [] as number[], idle: [] as number[], sw: [] as number[], total: [] as number[], held: [] as number[], b: [] as Breakdown[] }]));
   for (let i = 0; i < n; i++) {
     for (const v of variants) {
       const r = await migration(v.kind, i, v.before);
       const x = samples.get(v.label)!;
       x.o.push(r.outageMs);
+      x.idle.push(r.idleSilenceMs);
       x.total.push(r.totalMs);
       if (r.heldMs !== undefined) x.held.push(r.heldMs);
       if (r.breakdown) {
@@ -662,7 +681,7 @@ if (sections.has('migrate')) {
     return xs.length ? Math.round(pct(xs, 50) * 10) / 10 : undefined;
   };
   for (const { label: kind } of variants) {
-    const { o, sw, total, held, b } = samples.get(kind)!;
+    const { o, idle, sw, total, held, b } = samples.get(kind)!;
     const where = { 'target-start': 0, 'pre-copy': 0, 'switch-over': 0, after: 0 };
     for (const x of b) where[x.longestSilenceAt]++;
     const breakdownP50 = b.length
@@ -686,14 +705,16 @@ if (sections.has('migrate')) {
       n,
       ...(sw.length ? { outageMs: { p50: pct(sw, 50), p99: pct(sw, 99), max: Math.max(...sw) } } : {}),
       longestSilenceMs: { p50: pct(o, 50), p99: pct(o, 99), max: Math.max(...o), where },
+      // The same client's longest silence in the ~1 s before the migration was asked for: the machine's own.
+      idleSilenceMs: { p50: pct(idle, 50), p99: pct(idle, 99) },
       totalMs: { p50: pct(total, 50), max: Math.max(...total) },
       ...(held.length ? { heldMs: { p50: pct(held, 50), max: Math.max(...held) } } : {}),
       ...(breakdownP50 ? { breakdownP50 } : {}),
-      samples: { outage: sw, longestSilence: o, total, held, breakdown: b },
+      samples: { outage: sw, longestSilence: o, idleSilence: idle, total, held, breakdown: b },
     };
     rows.push(row);
     console.log(
-      `  ${kind.padEnd(22)} ${sw.length ? `outage p50 ${pct(sw, 50).toFixed(1)} ms, p99 ${pct(sw, 99).toFixed(1)} ms; ` : ''}longest silence p50 ${pct(o, 50).toFixed(1)} ms, p99 ${pct(o, 99).toFixed(1)} ms (target start ${where['target-start']}, pre-copy ${where['pre-copy']}, switch-over ${where['switch-over']}, after ${where.after}); total p50 ${pct(total, 50).toFixed(0)} ms${held.length ? `; guest held p50 ${pct(held, 50).toFixed(1)} ms` : ''}`,
+      `  ${kind.padEnd(22)} ${sw.length ? `outage p50 ${pct(sw, 50).toFixed(1)} ms, p99 ${pct(sw, 99).toFixed(1)} ms; ` : ''}longest silence p50 ${pct(o, 50).toFixed(1)} ms, p99 ${pct(o, 99).toFixed(1)} ms (target start ${where['target-start']}, pre-copy ${where['pre-copy']}, switch-over ${where['switch-over']}, after ${where.after}); before the request p50 ${pct(idle, 50).toFixed(1)} ms, p99 ${pct(idle, 99).toFixed(1)} ms; total p50 ${pct(total, 50).toFixed(0)} ms${held.length ? `; guest held p50 ${pct(held, 50).toFixed(1)} ms` : ''}`,
     );
     if (breakdownP50) console.log(`    p50 from the hold, ms: ${JSON.stringify(breakdownP50)}`);
   }

@@ -185,4 +185,55 @@ describe('an FT-off live migration claims the target\'s epoch before the pause (
       target.machine?.close();
     }
   }, 120_000);
+  it("the target makes its host side ready (beforeLive) while its go-live claim is out: the guest does not run there and nothing leaves until the claim is won", async () => {
+    const { dir, key, make, machine, primary, timing } = setup();
+    const addr = await primary.start();
+    const targetArbiter = new GatedArbiter(new FileArbiter({ dir }));
+    targetArbiter.mode = 'hold'; // the target claims only at its go-live
+    let prepared: { holding: number; progress: bigint } | undefined;
+    let consoleBytes = 0;
+    let sourceHalted = false;
+    primary.on('halted', () => (sourceHalted = true));
+    const target = new FtSecondary({
+      vmId: 'vm',
+      key,
+      arbiter: targetArbiter,
+      join: addr,
+      listen: { host: '127.0.0.1', port: 0 },
+      createMachine: (meta) => {
+        const m = make();
+        m.on('console', (b) => (consoleBytes += b.length));
+        void meta;
+        return m;
+      },
+      beforeLive: (m) => {
+        prepared = { holding: targetArbiter.holding, progress: m.progress };
+      },
+      ...timing,
+    });
+    try {
+      primary.migrate();
+      await target.start();
+      await until('the target to prepare while its claim is held', () => prepared !== undefined && targetArbiter.holding === 1, { timeoutMs: 60_000 });
+      expect(prepared!.holding).toBe(1);
+      const m = target.machine!;
+      const at = m.progress;
+      expect(at).toBe(prepared!.progress);
+      // The source is gone by now (it handed over); the target stands still until its claim lands.
+      await until('the source to hand over', () => sourceHalted, { timeoutMs: 60_000 });
+      expect(m.progress).toBe(at);
+      expect(consoleBytes).toBe(0);
+      expect(target.primary).toBeUndefined();
+      const live = new Promise<number>((r) => target.once('go-live', (g) => r(g.epoch)));
+      targetArbiter.release();
+      expect(await live).toBe(2);
+      await until('the guest to run at the target', () => m.progress > at, { timeoutMs: 60_000 });
+    } finally {
+      await target.primary?.stop();
+      await target.stop();
+      await primary.stop();
+      machine.close();
+      target.machine?.close();
+    }
+  }, 120_000);
 });
