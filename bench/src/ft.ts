@@ -398,8 +398,10 @@ async function migration(kind: MigrationKind, i: number, before?: string) {
   // target given GO_LIVE (its go-live began), live (claimed, port bound), the follower resumed, and the
   // client's answers around it — the last one before the hold and the first one after.
   let breakdown: Breakdown | undefined;
-  if (handed?.heldAt !== undefined) {
-    const h = Number(handed.heldAt);
+  // An older CLI (LOCKSTEP_BENCH_BEFORE) says no heldAt: its event's time less the hand-over and the wait after it.
+  const heldAt = handed === undefined ? undefined : handed.heldAt !== undefined ? Number(handed.heldAt) : handed.steps !== undefined ? Number(handed.t) - Number(handed.handOverMs) - Number((handed.steps as Record<string, number>).followMs ?? 0) : undefined;
+  if (handed !== undefined && heldAt !== undefined) {
+    const h = heldAt;
     const steps = (handed.steps ?? {}) as Record<string, number>;
     const rel = (x: unknown) => (x === undefined ? undefined : Number(x) - h);
     const liveAt = rel(live?.t);
@@ -440,8 +442,8 @@ async function migration(kind: MigrationKind, i: number, before?: string) {
   if (process.env.LOCKSTEP_BENCH_VERBOSE) {
     for (const w of a.events.filter((e) => e.event === 'warning')) process.stderr.write(`\n  warning: ${String(w.message)}`);
     if (moved) process.stderr.write(`\n  steps ${JSON.stringify(moved.steps)} pages ${String(moved.pages)}\n`);
-    if (handed?.heldAt !== undefined) {
-      const t0 = Number(handed.heldAt);
+    if (heldAt !== undefined) {
+      const t0 = heldAt;
       const rel = (x: number) => `${(x - t0).toFixed(0)}`;
       const inSilence = retries.filter((r) => r.t >= lastSilence.from && r.t <= lastSilence.to).map((r) => `${rel(r.t)}:${r.port === targetPort ? 'T' : 'S'}${r.attempt}`);
       process.stderr.write(`\n  retries in the longest silence: ${inSilence.join(' ')}`);
