@@ -436,6 +436,7 @@ async function migration(kind: MigrationKind, i: number, before?: string) {
       switchOverOutageMs: before !== undefined && after !== undefined ? after.t - before.t : NaN,
       longestSilenceAt: silenceAt,
       targetJoinedMs: joinedAt - h,
+      claimWaitMs: handed.claimWaitMs === undefined ? undefined : Number(handed.claimWaitMs),
       precopy: { rounds: Number(handed.rounds), pages: Number(handed.pages), bytes: Number(handed.bytes), finalPages: Number(handed.finalPages), ms: Number(handed.totalMs) - Number(handed.handOverMs) - (steps.followMs ?? 0) },
     };
   }
@@ -464,6 +465,8 @@ interface Breakdown {
   netBoundMs: number | undefined;
   followerResumedMs: number | undefined;
   targetJoinedMs: number;
+  /** FT off: the pre-copy's wait, after its catch-up, for the claim made in the target's name. */
+  claimWaitMs: number | undefined;
   lastAnswerMs: number | undefined;
   firstAnswerMs: number | undefined;
   /** From the client's last answer before the hold to its first after it: the migration's own outage. */
@@ -697,6 +700,7 @@ if (sections.has('migrate')) {
           lastAnswerMs: med(b, (x) => x.lastAnswerMs),
           firstAnswerMs: med(b, (x) => x.firstAnswerMs),
           precopyMs: med(b, (x) => x.precopy.ms),
+          claimWaitMs: med(b, (x) => x.claimWaitMs),
           precopyPages: med(b, (x) => x.precopy.pages),
           precopyRounds: med(b, (x) => x.precopy.rounds),
           finalPages: med(b, (x) => x.precopy.finalPages),

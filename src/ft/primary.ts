@@ -178,6 +178,8 @@ export interface MigrateReport {
   steps?: MigrateSteps;
   /** Wall-clock time (ms since the epoch) at which the guest was held: where the switch-over begins. */
   heldAt?: number;
+  /** FT off with a shared arbiter: how long the guest ran on after the catch-up, waiting for the claim made in the target's name, ms. */
+  claimWaitMs?: number;
   /** Pre-copy rounds, pages and bytes sent in all (the final copy included), and the pages of the final copy. */
   rounds?: number;
   pages?: number;
@@ -1156,7 +1158,9 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       await this.#until(() => s.synced || !this.#owns(s) || s.closed, this.#o.timeoutMs).catch(() => undefined);
       if (!this.#owns(s) || s.closed) return;
     }
+    const waitFrom = performance.now();
     if ((await preclaim) === 'fenced' || !this.#owns(s) || s.closed) return;
+    const claimWaitMs = performance.now() - waitFrom;
     this.#hold = true;
     for (let attempt = 0; ; attempt++) {
       let done = false;
@@ -1205,7 +1209,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     );
     step('followMs');
     if (!confirmed) this.emit('warning', `live migration: the target did not take GO_LIVE within ${this.#o.timeoutMs} ms; this side does not resume (the target is live, or the VM is down)`);
-    this.emit('migrated', { totalMs: performance.now() - s.joinedAt, handOverMs: figures.pauseMs, follower: false, steps, ...migrateFigures(figures, finalPages.length, t0) });
+    this.emit('migrated', { totalMs: performance.now() - s.joinedAt, handOverMs: figures.pauseMs, follower: false, steps, ...migrateFigures(figures, finalPages.length, t0), claimWaitMs });
     this.emit('handed-over', s.listen === undefined ? { epoch: this.#epoch + 1 } : { epoch: this.#epoch + 1, listen: s.listen });
     this.#halt(`handed over to the migration's target${s.listen === undefined ? '' : ` at ${s.listen}`} (live migration)`);
   }
