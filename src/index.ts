@@ -51,7 +51,7 @@ export type {
 } from './client/index.js';
 // Fault tolerance (DESIGN §3).
 export { FtPrimary, FtError } from './ft/primary.js';
-export type { FtPrimaryOptions, FtPrimaryStats, FtPrimaryEvents, FtCommonOptions, CloneReport, MigrateSteps } from './ft/primary.js';
+export type { FtPrimaryOptions, FtPrimaryStats, FtPrimaryEvents, FtCommonOptions, CloneReport, MigrateReport, MigrateSteps } from './ft/primary.js';
 export { FtSecondary } from './ft/secondary.js';
 export type { FtSecondaryOptions, FtSecondaryEvents, GoLiveReport } from './ft/secondary.js';
 export { FT_DEFAULTS, FailureDetector, LagController, describeStatus } from './ft/control.js';

@@ -6,7 +6,7 @@ import diagnostics from 'node:diagnostics_channel';
 import { randomBytes } from 'node:crypto';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { FileArbiter, FtPrimary, FtSecondary, KvClient, LoadGenerator, Machine, attachVmNetwork, createVmMachine, parseElf, type VmSpec } from 'lockstep';
@@ -207,16 +207,26 @@ if (process.env.LOCKSTEP_BENCH_VERBOSE) {
   });
 }
 
+/** Every answer the last measureOutage's client got: wall clock ms and the endpoint (index) that answered. */
+let lastAnswers: Array<{ t: number; endpoint: number }> = [];
+/** The last measureOutage's longest silence before the injection (the machine's own, for comparison), ms. */
+let lastIdleSilence = 0;
+
 async function measureOutage(c: KvClient, inject: () => void, recovered: () => Promise<unknown>): Promise<number> {
   let stop = false;
   let at = 0;
   let outage = 0;
   let last = performance.now();
   const wallOffset = Date.now() - performance.now();
+  lastAnswers = [];
+  lastIdleSilence = 0;
+  const begun = performance.now();
   const loop = (async () => {
     while (!stop) {
       await c.set('k', 'v');
       const now = performance.now();
+      lastAnswers.push({ t: now + wallOffset, endpoint: c.preferredEndpoint });
+      if (at === 0 && now - begun > 100 && now - last > lastIdleSilence) lastIdleSilence = now - last;
       if (at > 0 && now > at && now - last > outage) {
         outage = now - last;
         lastSilence = { from: last + wallOffset, to: now + wallOffset };
@@ -224,7 +234,8 @@ async function measureOutage(c: KvClient, inject: () => void, recovered: () => P
       last = now;
     }
   })();
-  await new Promise((r) => setTimeout(r, 300 + Math.random() * 300));
+  // Long enough before the injection to see the machine's own silences (lastIdleSilence).
+  await new Promise((r) => setTimeout(r, 800 + Math.random() * 300));
   at = performance.now();
   inject();
   await recovered();
@@ -382,21 +393,90 @@ async function migration(kind: MigrationKind, i: number, before?: string) {
   for (const p of procs) p.child.kill('SIGKILL');
   const live = target?.events.find((e) => e.event === 'go-live');
   const handed = a.events.find((e) => e.event === 'migrated');
+  const followed = target?.events.find((e) => e.event === 'followed');
+  // The switch-over, on both ends (wall clock ms from the guest held at the source): GO_LIVE sent, the
+  // target given GO_LIVE (its go-live began), live (claimed, port bound), the follower resumed, and the
+  // client's answers around it — the last one before the hold and the first one after.
+  let breakdown: Breakdown | undefined;
+  // An older CLI (LOCKSTEP_BENCH_BEFORE) says no heldAt: its event's time less the hand-over and the wait after it.
+  const heldAt = handed === undefined ? undefined : handed.heldAt !== undefined ? Number(handed.heldAt) : handed.steps !== undefined ? Number(handed.t) - Number(handed.handOverMs) - Number((handed.steps as Record<string, number>).followMs ?? 0) : undefined;
+  if (handed !== undefined && heldAt !== undefined) {
+    const h = heldAt;
+    const steps = (handed.steps ?? {}) as Record<string, number>;
+    const rel = (x: unknown) => (x === undefined ? undefined : Number(x) - h);
+    const liveAt = rel(live?.t);
+    // The switch-over's silence: the longest gap between two answers that ends after the hold and begins
+    // before the target was live (an answer can still come from the source just after the hold: a
+    // request it finished before it stopped).
+    const liveWall = liveAt === undefined ? h : h + liveAt;
+    let before: { t: number } | undefined;
+    let after: { t: number } | undefined;
+    for (let k = 1; k < lastAnswers.length; k++) {
+      const a = lastAnswers[k - 1]!;
+      const b = lastAnswers[k]!;
+      if (b.t > h && a.t < liveWall && (before === undefined || b.t - a.t > after!.t - before.t)) {
+        before = a;
+        after = b;
+      }
+    }
+    const goLiveMs = live === undefined ? undefined : Number(live.ms);
+    // Before the target joined, its process was starting on this same 2-core machine (on two hosts it
+    // would not take the source's CPU): a silence then is the bench's, not the migration's.
+    const joinedAt = Number(target?.events.find((e) => e.event === 'joined')?.t ?? NaN);
+    const silenceAt = lastSilence.to <= h ? (lastSilence.to <= joinedAt ? 'target-start' : 'pre-copy') : lastSilence.from >= h + 1 ? 'after' : 'switch-over';
+    breakdown = {
+      goLiveSentMs: (steps.stopMs ?? 0) + (steps.drainMs ?? 0) + (steps.copyMs ?? 0),
+      targetGotGoLiveMs: liveAt !== undefined && goLiveMs !== undefined ? liveAt - goLiveMs : undefined,
+      targetLiveMs: liveAt,
+      targetSteps: live?.steps as Record<string, number> | undefined,
+      netBoundMs: rel(target?.events.find((e) => e.event === 'net')?.t),
+      followerResumedMs: rel(followed?.t),
+      lastAnswerMs: before === undefined ? undefined : before.t - h,
+      firstAnswerMs: after === undefined ? undefined : after.t - h,
+      switchOverOutageMs: before !== undefined && after !== undefined ? after.t - before.t : NaN,
+      longestSilenceAt: silenceAt,
+      targetJoinedMs: joinedAt - h,
+      claimWaitMs: handed.claimWaitMs === undefined ? undefined : Number(handed.claimWaitMs),
+      precopy: { rounds: Number(handed.rounds), pages: Number(handed.pages), bytes: Number(handed.bytes), finalPages: Number(handed.finalPages), ms: Number(handed.totalMs) - Number(handed.handOverMs) - (steps.followMs ?? 0) },
+    };
+  }
   if (process.env.LOCKSTEP_BENCH_VERBOSE) {
     for (const w of a.events.filter((e) => e.event === 'warning')) process.stderr.write(`\n  warning: ${String(w.message)}`);
     if (moved) process.stderr.write(`\n  steps ${JSON.stringify(moved.steps)} pages ${String(moved.pages)}\n`);
-    const followed = target?.events.find((e) => e.event === 'followed');
-    if (handed) {
-      const t0 = Number(handed.t);
+    if (heldAt !== undefined) {
+      const t0 = heldAt;
       const rel = (x: number) => `${(x - t0).toFixed(0)}`;
-      const resumed = followed ? Number(followed.t) : NaN;
       const inSilence = retries.filter((r) => r.t >= lastSilence.from && r.t <= lastSilence.to).map((r) => `${rel(r.t)}:${r.port === targetPort ? 'T' : 'S'}${r.attempt}`);
-      process.stderr.write(`\n  retries in it: ${inSilence.join(' ')}`);
-      process.stderr.write(`\n  longest silence from ${rel(lastSilence.from)} to ${rel(lastSilence.to)} ms around GO_LIVE (0); target live at ${live ? rel(Number(live.t)) : '?'}, listening at ${rel(Number(target?.events.find((e) => e.event === 'listening')?.t))}, secondary resumed at ${rel(resumed)}`);
+      process.stderr.write(`\n  retries in the longest silence: ${inSilence.join(' ')}`);
+      process.stderr.write(`\n  longest silence from ${rel(lastSilence.from)} to ${rel(lastSilence.to)} ms (${breakdown?.longestSilenceAt ?? '?'}) around the hold (0)`);
+      process.stderr.write(`\n  ${JSON.stringify(breakdown, (_k, v: unknown) => (typeof v === 'number' ? Math.round(v * 10) / 10 : v))}`);
     }
     if (live) process.stderr.write(`\n  hand-over ${String(handed?.handOverMs)} ms at the source ${JSON.stringify(handed?.steps ?? {})}; target go-live ${String(live.ms)} ms ${JSON.stringify(live.steps ?? {})}${followed ? `; the secondary resumed ${String(followed.waitedMs)} ms after it` : ''}\n`);
   }
-  return { outageMs: outage, totalMs: Number(done?.totalMs ?? NaN), heldMs: moved ? Number(moved.pauseMs) : undefined };
+  return { outageMs: outage, idleSilenceMs: lastIdleSilence, totalMs: Number(done?.totalMs ?? NaN), heldMs: moved ? Number(moved.pauseMs) : undefined, breakdown };
+}
+
+/** One migration's switch-over, ms from the guest held at the source (see {@link migration}). */
+interface Breakdown {
+  goLiveSentMs: number;
+  targetGotGoLiveMs: number | undefined;
+  targetLiveMs: number | undefined;
+  targetSteps: Record<string, number> | undefined;
+  netBoundMs: number | undefined;
+  followerResumedMs: number | undefined;
+  targetJoinedMs: number;
+  /** FT off: the pre-copy's wait, after its catch-up, for the claim made in the target's name. */
+  claimWaitMs: number | undefined;
+  lastAnswerMs: number | undefined;
+  firstAnswerMs: number | undefined;
+  /** From the client's last answer before the hold to its first after it: the migration's own outage. */
+  switchOverOutageMs: number;
+  /**
+   * Where the trial's longest silence lay: ending before the target joined (its process starting on this
+   * machine), in the pre-copy, across the hold, or after it.
+   */
+  longestSilenceAt: 'target-start' | 'pre-copy' | 'switch-over' | 'after';
+  precopy: { rounds: number; pages: number; bytes: number; finalPages: number; ms: number };
 }
 
 async function until(cond: () => boolean): Promise<void> {
@@ -571,33 +651,83 @@ results.clone = clones;
 }
 if (sections.has('migrate')) {
   const n = Number(process.env.LOCKSTEP_BENCH_MIGRATIONS ?? 5);
-  console.log(`live migration and moves of the secondary, kvserver with 64 MiB, ${n} each (client-visible outage: the longest silence between answers of a client using both hosts' ports)`);
+  // LOCKSTEP_BENCH_STRESS_CPU=<n>: the section runs beside `stress-ng --cpu <n>` (the load the figures
+  // are also stated under).
+  const stressCpus = Number(process.env.LOCKSTEP_BENCH_STRESS_CPU ?? 0);
+  const stress = stressCpus > 0 ? spawn('stress-ng', ['--cpu', String(stressCpus), '--quiet'], { stdio: 'ignore' }) : undefined;
+  const load0 = loadavg()[0]!;
+  console.log(`live migration and moves of the secondary, kvserver with 64 MiB, ${n} each${stress ? `, beside stress-ng --cpu ${stressCpus}` : ''} (load average ${load0.toFixed(1)}). Outage: the client's silence across the switch-over (its last answer before the guest was held at the source to its first after), for a client using both hosts' ports with a 20 ms time-out; longest silence: the longest anywhere after the request (pre-copy stalls included)`);
   const rows: Record<string, unknown>[] = [];
   const kinds = (process.env.LOCKSTEP_BENCH_MIGRATE_KINDS ?? 'ft-off,no-arbiter,move-secondary,ft-primary').split(',') as MigrationKind[];
   // LOCKSTEP_BENCH_BEFORE=<another checkout, built>: each kind also runs with that checkout's CLI
   // (`<kind>@before`), trials interleaved with this one's so both see the same load.
   const before = process.env.LOCKSTEP_BENCH_BEFORE;
   const variants = kinds.flatMap((kind) => [{ kind, label: kind as string, before: undefined as string | undefined }, ...(before ? [{ kind, label: `${kind}@before`, before }] : [])]);
-  const samples = new Map(variants.map((v) => [v.label, { o: [] as number[], total: [] as number[], held: [] as number[] }]));
+  const samples = new Map(variants.map((v) => [v.label, { o: [] as number[], idle: [] as number[], sw: [] as number[], total: [] as number[], held: [] as number[], b: [] as Breakdown[] }]));
   for (let i = 0; i < n; i++) {
     for (const v of variants) {
       const r = await migration(v.kind, i, v.before);
       const x = samples.get(v.label)!;
       x.o.push(r.outageMs);
+      x.idle.push(r.idleSilenceMs);
       x.total.push(r.totalMs);
       if (r.heldMs !== undefined) x.held.push(r.heldMs);
-      process.stderr.write(`\r  ${v.label} ${i + 1}/${n}: outage ${r.outageMs.toFixed(1)} ms, total ${r.totalMs.toFixed(0)} ms   `);
+      if (r.breakdown) {
+        x.b.push(r.breakdown);
+        x.sw.push(r.breakdown.switchOverOutageMs);
+      }
+      process.stderr.write(`\r  ${v.label} ${i + 1}/${n}: outage ${r.breakdown?.switchOverOutageMs.toFixed(1) ?? '?'} ms, longest silence ${r.outageMs.toFixed(1)} ms (${r.breakdown?.longestSilenceAt ?? '?'}), total ${r.totalMs.toFixed(0)} ms   `);
     }
   }
+  stress?.kill('SIGTERM');
   process.stderr.write('\n');
+  const med = (b: Breakdown[], f: (x: Breakdown) => number | undefined) => {
+    const xs = b.map(f).filter((x): x is number => x !== undefined && Number.isFinite(x));
+    return xs.length ? Math.round(pct(xs, 50) * 10) / 10 : undefined;
+  };
   for (const { label: kind } of variants) {
-    const { o, total, held } = samples.get(kind)!;
-    const row = { kind, n, outageMs: { p50: pct(o, 50), p99: pct(o, 99), max: Math.max(...o) }, totalMs: { p50: pct(total, 50), max: Math.max(...total) }, ...(held.length ? { heldMs: { p50: pct(held, 50), max: Math.max(...held) } } : {}), samples: { outage: o, total, held } };
+    const { o, idle, sw, total, held, b } = samples.get(kind)!;
+    const where = { 'target-start': 0, 'pre-copy': 0, 'switch-over': 0, after: 0 };
+    for (const x of b) where[x.longestSilenceAt]++;
+    const breakdownP50 = b.length
+      ? {
+          goLiveSentMs: med(b, (x) => x.goLiveSentMs),
+          targetGotGoLiveMs: med(b, (x) => x.targetGotGoLiveMs),
+          targetLiveMs: med(b, (x) => x.targetLiveMs),
+          claimMs: med(b, (x) => x.targetSteps?.claimMs),
+          bindMs: med(b, (x) => x.targetSteps?.beforeLiveMs),
+          followerResumedMs: med(b, (x) => x.followerResumedMs),
+          lastAnswerMs: med(b, (x) => x.lastAnswerMs),
+          firstAnswerMs: med(b, (x) => x.firstAnswerMs),
+          precopyMs: med(b, (x) => x.precopy.ms),
+          claimWaitMs: med(b, (x) => x.claimWaitMs),
+          precopyPages: med(b, (x) => x.precopy.pages),
+          precopyRounds: med(b, (x) => x.precopy.rounds),
+          finalPages: med(b, (x) => x.precopy.finalPages),
+        }
+      : undefined;
+    const row = {
+      kind,
+      n,
+      ...(sw.length ? { outageMs: { p50: pct(sw, 50), p99: pct(sw, 99), max: Math.max(...sw) } } : {}),
+      longestSilenceMs: { p50: pct(o, 50), p99: pct(o, 99), max: Math.max(...o), where },
+      // The same client's longest silence in the ~1 s before the migration was asked for: the machine's own.
+      idleSilenceMs: { p50: pct(idle, 50), p99: pct(idle, 99) },
+      totalMs: { p50: pct(total, 50), max: Math.max(...total) },
+      ...(held.length ? { heldMs: { p50: pct(held, 50), max: Math.max(...held) } } : {}),
+      ...(breakdownP50 ? { breakdownP50 } : {}),
+      samples: { outage: sw, longestSilence: o, idleSilence: idle, total, held, breakdown: b },
+    };
     rows.push(row);
-    console.log(`  ${kind.padEnd(22)} outage p50 ${row.outageMs.p50.toFixed(1)} ms, p99 ${row.outageMs.p99.toFixed(1)} ms, max ${row.outageMs.max.toFixed(1)} ms; total p50 ${row.totalMs.p50.toFixed(0)} ms${held.length ? `; guest held p50 ${pct(held, 50).toFixed(1)} ms` : ''}`);
+    console.log(
+      `  ${kind.padEnd(22)} ${sw.length ? `outage p50 ${pct(sw, 50).toFixed(1)} ms, p99 ${pct(sw, 99).toFixed(1)} ms; ` : ''}longest silence p50 ${pct(o, 50).toFixed(1)} ms, p99 ${pct(o, 99).toFixed(1)} ms (target start ${where['target-start']}, pre-copy ${where['pre-copy']}, switch-over ${where['switch-over']}, after ${where.after}); before the request p50 ${pct(idle, 50).toFixed(1)} ms, p99 ${pct(idle, 99).toFixed(1)} ms; total p50 ${pct(total, 50).toFixed(0)} ms${held.length ? `; guest held p50 ${pct(held, 50).toFixed(1)} ms` : ''}`,
+    );
+    if (breakdownP50) console.log(`    p50 from the hold, ms: ${JSON.stringify(breakdownP50)}`);
   }
   results.migrate = rows;
+  results.migrateLoad = { stressCpus, loadAverageAtStart: load0, loadAverageAtEnd: loadavg()[0] };
 }
-writeFileSync(join(root, 'bench', 'results', ALL_SECTIONS.every((x) => sections.has(x)) ? 'ft.json' : 'ft-partial.json'), `${JSON.stringify(results, null, 2)}\n`);
+// LOCKSTEP_BENCH_RESULTS=<file name> writes to bench/results/<file name> instead (a kept run of a section).
+writeFileSync(join(root, 'bench', 'results', process.env.LOCKSTEP_BENCH_RESULTS ?? (ALL_SECTIONS.every((x) => sections.has(x)) ? 'ft.json' : 'ft-partial.json')), `${JSON.stringify(results, null, 2)}\n`);
 rmSync(tmp, { recursive: true, force: true });
 process.exit(0);

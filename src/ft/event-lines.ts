@@ -2,7 +2,7 @@
 // them with {@link formatEventLine}, the cluster agent, the demo and the tests read them with
 // {@link parseEventLine}. Bigints travel as decimal strings.
 import type { GoLiveReport } from './secondary.js';
-import type { CloneReport, FtPrimaryStats, MigrateSteps, MoveReport } from './primary.js';
+import type { CloneReport, FtPrimaryStats, MigrateReport, MoveReport } from './primary.js';
 
 /** JSON form of a value: bigints become decimal strings. */
 type Json<T> = T extends bigint ? string : T extends object ? { [K in keyof T]: Json<T[K]> } : T;
@@ -28,7 +28,7 @@ export interface FtEventFields {
   /** A move of the secondary was called off; the old one protects the VM still. */
   'move-failed': { reason: string };
   /** Live migration done: the target is the primary; this side halts (after 'handed-over'). */
-  migrated: { totalMs: number; handOverMs: number; follower: boolean; steps?: MigrateSteps };
+  migrated: MigrateReport;
   /** A migration's target: the VM's secondary resumed here without a clone. */
   followed: { waitedMs: number };
   /** Secondary: the primary migrated; this side follows the target from the hand-over point. */

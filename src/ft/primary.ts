@@ -167,6 +167,26 @@ export interface MigrateSteps {
   followMs: number;
 }
 
+/** What a live migration did ({@link FtPrimary.migrate}): `migrated`. */
+export interface MigrateReport {
+  /** From the target's join to GO_LIVE's confirmation, ms. */
+  totalMs: number;
+  /** The guest held at the source for the switch-over, ms (stop to GO_LIVE sent). */
+  handOverMs: number;
+  /** The VM's secondary was told to follow the target (it stays protected without a new clone). */
+  follower: boolean;
+  steps?: MigrateSteps;
+  /** Wall-clock time (ms since the epoch) at which the guest was held: where the switch-over begins. */
+  heldAt?: number;
+  /** FT off with a shared arbiter: how long the guest ran on after the catch-up, waiting for the claim made in the target's name, ms. */
+  claimWaitMs?: number;
+  /** Pre-copy rounds, pages and bytes sent in all (the final copy included), and the pages of the final copy. */
+  rounds?: number;
+  pages?: number;
+  bytes?: number;
+  finalPages?: number;
+}
+
 export interface CloneReport extends CloneFigures {
   /** Whole clone, from join to the first acknowledged batch, ms. */
   totalMs: number;
@@ -185,7 +205,7 @@ export interface FtPrimaryEvents {
    * Live migration: GO_LIVE went to the target (`handed-over` and `halted` follow at once). `follower`:
    * the VM's secondary was told to follow the target (it stays protected without a new clone).
    */
-  migrated: [report: { totalMs: number; handOverMs: number; follower: boolean; steps?: MigrateSteps }];
+  migrated: [report: MigrateReport];
   /** A migration's target: the VM's secondary resumed here without a clone, `waitedMs` after go-live. */
   followed: [info: { waitedMs: number }];
   /** The secondary was lost (and this side won the arbiter and goes on alone). */
@@ -231,6 +251,11 @@ type Phase = 'idle' | 'alone' | 'cloning' | 'protected' | 'rejoining' | 'recover
  * ```
  */
 /** Records in `steps[k]` the time since the previous call (or since it was made). */
+/** A migration's pre-copy figures and the wall-clock moment its guest was held (`t0`, performance.now()). */
+function migrateFigures(figures: CloneFigures, finalPages: number, t0: number): Pick<MigrateReport, 'heldAt' | 'rounds' | 'pages' | 'bytes' | 'finalPages'> {
+  return { heldAt: Date.now() - (performance.now() - t0), rounds: figures.rounds, pages: figures.pages, bytes: figures.bytes, finalPages };
+}
+
 function stepTimer<K extends string>(steps: Record<K, number>): (k: K) => void {
   let mark = performance.now();
   return (k) => {
@@ -417,7 +442,11 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     try {
       const mine = this.#epoch;
       const cur = await this.#o.arbiter.current(this.vmId);
-      if (cur && cur.epoch > mine && this.#epoch === mine && (this.#phase as Phase) !== 'recovering' && !this.#switching) {
+      // The epoch an FT-off migration claimed in its target's name: that target goes live only on this
+      // side's GO_LIVE, so it fences nothing here.
+      const pre = this.#preclaimed;
+      const migrating = pre !== undefined && cur?.epoch === pre.epoch && cur.owner === pre.owner;
+      if (cur && cur.epoch > mine && this.#epoch === mine && (this.#phase as Phase) !== 'recovering' && !this.#switching && !migrating) {
         this.#halt(`epoch ${cur.epoch} of VM ${this.vmId} was claimed by ${cur.owner ?? 'another side'}; this primary holds ${mine}`);
       }
     } catch {
@@ -497,6 +526,11 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   #goLiveSent = false;
   /** FT was off before a migration's clone (the target then runs with FT off too). */
   #migratingFromDisabled = false;
+  /**
+   * An FT-off migration claimed (or may have claimed) this epoch in its target's name before the pause
+   * (#migrateDirect): the epoch check lets it be, and a migration called off re-claims above it.
+   */
+  #preclaimed: { epoch: number; owner: string } | undefined;
 
   /** Hands the VM over to `s` (in lockstep): guest stopped, all log acknowledged, everything released, GO_LIVE. */
   async #handOverTo(s: SecondarySession, reason: string, done?: () => void): Promise<void> {
@@ -1068,7 +1102,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     this.#sendRelease(old, true);
     figures.pauseMs = performance.now() - t0;
     this.#lastPause = figures.pauseMs;
-    this.emit('migrated', { totalMs: performance.now() - s.joinedAt, handOverMs: figures.pauseMs, follower: old.following, steps });
+    this.emit('migrated', { totalMs: performance.now() - s.joinedAt, handOverMs: figures.pauseMs, follower: old.following, steps, ...migrateFigures(figures, finalPages.length, t0) });
     this.emit('handed-over', { epoch: this.#epoch + 1, listen: s.listen! });
     // The secondary's connection ends with this BYE; after a follow notice that means "join the target".
     this.#halt(`handed over to the migration's target at ${s.listen!} (live migration)`);
@@ -1103,8 +1137,17 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     // would carry the backlog of the pre-copy still in the pipe: GO_LIVE waits behind it (100 ms and
     // more for 64 MiB under load).
     port.setThrottle(0);
+    // The target's claim of the next epoch, made here in its name (its owner token) while the catch-up
+    // runs, instead of after GO_LIVE on the switch-over's critical path (an fsynced create with the file
+    // arbiter: 5–120 ms on a loaded host). Safe: the target goes live only on GO_LIVE, which only this
+    // side sends and only after this; so the epoch it holds meanwhile fences nothing, and its own claim
+    // at its go-live is a reclaim (same token: won, nothing written), still checked against any later
+    // epoch. A migration called off from here re-claims above it (#recover). It starts after the first
+    // round trip, which settles the owner token the target said in its first message.
+    let preclaim: Promise<'claimed' | 'fenced' | 'not-claimed'> = Promise.resolve('not-claimed');
     for (let i = 0; i < 2; i++) {
       if (i > 0) {
+        preclaim = this.#preclaim(s);
         const n = await port.precopyRound(false, (pages) => this.#sendPages(ch, pages), () => !this.#owns(s));
         figures.rounds++;
         figures.pages += n;
@@ -1115,6 +1158,9 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       await this.#until(() => s.synced || !this.#owns(s) || s.closed, this.#o.timeoutMs).catch(() => undefined);
       if (!this.#owns(s) || s.closed) return;
     }
+    const waitFrom = performance.now();
+    if ((await preclaim) === 'fenced' || !this.#owns(s) || s.closed) return;
+    const claimWaitMs = performance.now() - waitFrom;
     this.#hold = true;
     for (let attempt = 0; ; attempt++) {
       let done = false;
@@ -1163,9 +1209,34 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     );
     step('followMs');
     if (!confirmed) this.emit('warning', `live migration: the target did not take GO_LIVE within ${this.#o.timeoutMs} ms; this side does not resume (the target is live, or the VM is down)`);
-    this.emit('migrated', { totalMs: performance.now() - s.joinedAt, handOverMs: figures.pauseMs, follower: false, steps });
+    this.emit('migrated', { totalMs: performance.now() - s.joinedAt, handOverMs: figures.pauseMs, follower: false, steps, ...migrateFigures(figures, finalPages.length, t0), claimWaitMs });
     this.emit('handed-over', s.listen === undefined ? { epoch: this.#epoch + 1 } : { epoch: this.#epoch + 1, listen: s.listen });
     this.#halt(`handed over to the migration's target${s.listen === undefined ? '' : ` at ${s.listen}`} (live migration)`);
+  }
+
+  /**
+   * An FT-off migration's claim of the next epoch in the name of its target `s` (see #migrateDirect).
+   * 'fenced' when another side holds that epoch or a later one: this side halts (as its epoch check
+   * would). Otherwise the target claims at its go-live as ever, which is a reclaim if this landed.
+   */
+  async #preclaim(s: SecondarySession): Promise<'claimed' | 'fenced' | 'not-claimed'> {
+    if (this.#o.arbiter.kind === 'local' || s.owner === undefined) return 'not-claimed';
+    const epoch = this.#epoch + 1;
+    // Set before the call: an attempt may land even when its answer is lost.
+    this.#preclaimed = { epoch, owner: s.owner };
+    try {
+      const r = await claimEpoch(this.#o.arbiter, this.vmId, epoch, s.owner, { signal: this.#claimAbort.signal, maxAttempts: 2 });
+      if (r.won) return 'claimed';
+      // The migration is off meanwhile (the target lost): #recover claims above both epochs, and its own
+      // claim may be what made this one stale.
+      if (!this.#owns(s)) return 'not-claimed';
+      this.#halt(`epoch ${epoch} of VM ${this.vmId} was claimed by ${r.holder.owner ?? 'another side'} before the migration could claim it for its target; this primary holds ${this.#epoch}`);
+      return 'fenced';
+    } catch (err) {
+      if (err instanceof ArbiterError && err.code === 'ERR_LOCKSTEP_ARBITER_ABORTED') return 'fenced'; // halted meanwhile
+      this.emit('warning', `live migration: the arbiter did not take the target's claim ahead (${(err as Error).message}); the target claims at its go-live`);
+      return 'not-claimed';
+    }
   }
 
   async #clone(s: SecondarySession): Promise<void> {
@@ -1677,7 +1748,9 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     const closing = s?.close(reason);
     this.#setPhase('recovering');
     this.emit('warning', `secondary lost: ${reason}`);
-    const want = this.#epoch + 1;
+    // A migration's target lost before GO_LIVE never goes live, but it may hold the next epoch (claimed
+    // in its name before the pause): this side takes the one after it.
+    const want = Math.max(this.#epoch, this.#preclaimed?.epoch ?? 0) + 1;
     try {
       const r = await claimEpoch(this.#o.arbiter, this.vmId, want, this.owner, {
         signal: this.#claimAbort.signal,
@@ -1694,6 +1767,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     }
     if ((this.#phase as Phase) === 'halted') return; // stopped meanwhile
     this.#epoch = want;
+    this.#preclaimed = undefined;
     if (wasProtected) this.#failovers++;
     // This side owns the VM: everything held may leave, and the log goes nowhere until a new secondary.
     this.#port.openGate();

@@ -37,7 +37,10 @@ export interface FtSecondaryOptions extends FtCommonOptions {
   listen?: { host?: string; port?: number };
   /** Options of the primary this side becomes at go-live. */
   promote?: Partial<Omit<FtPrimaryOptions, 'machine' | 'vmId' | 'key' | 'arbiter' | 'epoch' | 'listen' | 'tls'>>;
-  /** Called after the arbiter was won and before any output leaves (e.g. bind the UDP forwarder). */
+  /**
+   * Called before any output leaves (e.g. bind the UDP forwarder): after the arbiter was won, or, for a
+   * live migration's target that has the source's GO_LIVE, while it claims (the guest runs only once won).
+   */
   beforeLive?: (machine: Machine) => Promise<void> | void;
   /** Keeps the clone's state and every batch received here (offline verification of a failover). */
   logDir?: string;
@@ -678,6 +681,19 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     // follows it and goes live when it cannot reach it: it claims while its replay run stops.
     const early = this.#targetOnly && this.#handedOver && !this.#move ? claim(this.vmId, want) : undefined;
     early?.catch(() => undefined); // awaited below unless this side halts first
+    // The same target makes the host side of its devices ready (beforeLive: binding its UDP port) while
+    // it claims, not after: the source stopped for good before it sent GO_LIVE, and the guest neither
+    // runs nor emits anything here before the claim is won (a frame that arrives meanwhile waits on the
+    // host, as at any go-live). Any other go-live binds only once it won, as the old primary may be live.
+    const beforeLive = async (): Promise<void> => {
+      try {
+        await this.#o.beforeLive?.(machine);
+      } catch (err) {
+        // The epoch is ours (or being won) and the old primary fenced: not going live would leave nothing live.
+        this.emit('warning', `beforeLive failed (${(err as Error).message}); going live regardless`);
+      }
+    };
+    const preparing = early ? beforeLive() : undefined;
     // No run: a migration's target still at S(P), where the log (there is none) ends.
     const r: RunResult = this.#run ? await this.#run : { kind: 'end-of-log', recorded: undefined, code: 0, ...machine.counters, pc: machine.pc };
     const drainedAt = performance.now();
@@ -707,12 +723,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     const stateHash = machine.stateHash();
     const { instret } = machine.counters;
     if (this.#o.logDir) writeFileSync(join(this.#o.logDir, 'golive.json'), JSON.stringify({ stateHash: stateHash.toString(), instret: instret.toString(), epoch: want }));
-    try {
-      await this.#o.beforeLive?.(machine);
-    } catch (err) {
-      // The epoch is ours and the old primary fenced: not going live now would leave nothing live.
-      this.emit('warning', `beforeLive failed (${(err as Error).message}); going live regardless`);
-    }
+    await (preparing ?? beforeLive());
     if ((this.#phase as Phase) !== 'going-live') return; // stopped meanwhile: the epoch is won, but nothing goes live
     const boundAt = performance.now();
     port.setThrottle(0);

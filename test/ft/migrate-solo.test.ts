@@ -14,8 +14,7 @@ import { FtPrimary, FtSecondary, LocalArbiter, Machine } from '../../src/index.j
 import { CRC_TRAILER_BYTES, HEADER_BYTES, HMAC_TRAILER_BYTES, OFF_LENGTH, OFF_TYPE } from '../../src/protocol/frame.js';
 import { MessageType } from '../../src/protocol/messages.js';
 import { exited, killAll, kvConfig, launch, processScope, type Proc } from '../helpers/ft-pair.js';
-import { Asm } from '../helpers/asm.js';
-import { minimalElf } from '../helpers/tiny-elf.js';
+import { countingGuest } from '../helpers/counting-guest.js';
 import { until } from '../helpers/wait.js';
 import { verifyingLoads } from '../helpers/verifying-load.js';
 
@@ -40,29 +39,6 @@ async function soloConfig(dir: string, guest?: string): Promise<{ path: string; 
   const keyFile = join(dir, 'migration.key');
   writeFileSync(keyFile, Buffer.concat([key, Buffer.from('\n')])); // the newline is dropped: a key ending in 0x0a stays whole
   return { path: cfg.path, udpPort: cfg.udpPort, keyFile, key };
-}
-
-/** A guest that writes bytes 0, 1, …, 250, 0, 1, … to the UART, one every ~20 000 instructions, forever. */
-function countingGuest(): Buffer {
-  const a = new Asm();
-  a.lui(5, 0x10000); //        t0 = the UART
-  a.li(6, 0); //               t1 = the next byte
-  a.li(7, 251);
-  a.label('loop');
-  a.sb(6, 0, 5);
-  a.addi(6, 6, 1);
-  a.bne(6, 7, 'wait');
-  a.li(6, 0);
-  a.label('wait');
-  a.li(28, 10_000);
-  a.label('spin');
-  a.addi(28, 28, -1);
-  a.bne(28, 0, 'spin');
-  a.j('loop');
-  const b = a.bytes();
-  const words: number[] = [];
-  for (let i = 0; i < b.length; i += 4) words.push(b[i]! | (b[i + 1]! << 8) | (b[i + 2]! << 16) | (b[i + 3]! << 24));
-  return minimalElf(words);
 }
 
 function stdoutOf(p: Proc): { bytes: () => Buffer } {
