@@ -93,9 +93,9 @@ Commands:
                                            protection gap: the secondary follows a migrated primary, a
                                            new secondary is in lockstep before the old one leaves. A
                                            target that breaks a rule or cap is refused with the reason,
-                                           and so is a VM that is not protected or runs without FT (no
-                                           live migration of such VMs in the cluster yet). --wait returns
-                                           once it runs protected there (default timeout 120 s)
+                                           and so is an FT VM that is not protected. A VM without FT is
+                                           live-migrated itself (no restart; no --secondary). --wait
+                                           returns once it runs (protected) there (default 120 s)
   events [--limit <n>] [--json]            the cluster's recent events (default 20), one line each;
                                            --json for every event whole
   ha [--host-failures <n>] [--json]        the HA settings and the failover capacity; with options,
