@@ -905,36 +905,43 @@ export class Manager extends EventEmitter<ManagerEvents> {
    * migration goes to both agents, the target goes live on the source's GO_LIVE (no restart, the guest's
    * console and network state carried over), and the event is `migrate-vm`.
    */
-  async #migratePrimary(inv: Inventory, vm: string, from: string, to: string, v: PairView, message: string, otherwise: () => Promise<void>): Promise<void> {
+  async #migratePrimary(inv: Inventory, vm: string, from: string, to: string, v: PairView, message: string, otherwise: (why: string) => Promise<void>): Promise<void> {
     const join = v.primary !== undefined ? channelOf(v.primary) : null;
-    if (v.desired === undefined || join === null) return otherwise();
+    if (v.desired === undefined || join === null) return otherwise(v.desired === undefined ? `${vm} is no longer desired` : `its primary on ${from} does not listen for a target (${v.primary?.status ?? 'no record'})`);
     this.#cooldown.set(vm, Date.now() + 60_000);
     // A VM without FT: its one instance is live-migrated over a channel keyed for this migration alone.
     // The key is made here and handed to both agents in their (authenticated) requests; it is never
     // written to the store or an event, and each agent passes it to its VM process in a private file.
     const solo = !v.desired.ft;
     const migrationKey = solo ? randomBytes(32).toString('hex') : undefined;
-    const armed = await this.#call(inv, from, (c) => c.migrate(vm, migrationKey !== undefined ? { migrationKey } : {}));
-    if (armed === undefined) return otherwise();
+    let refusal = 'its agent did not answer';
+    const armed = await this.#call(
+      inv,
+      from,
+      (c) => c.migrate(vm, migrationKey !== undefined ? { migrationKey } : {}),
+      (err) => {
+        refusal = err.message;
+        return undefined;
+      },
+    );
+    if (armed === undefined) return otherwise(refusal);
     await this.#event({ kind: solo ? 'migrate-vm' : 'migrate-primary', action: true, vm, host: from, message });
     await this.#call(inv, to, (c) => c.start({ vmId: vm, role: 'secondary', config: v.desired!.config, join, ...(migrationKey !== undefined ? { migrationKey } : {}), waitMs: this.#o.startTimeoutMs }));
     this.#cooldown.set(vm, Date.now() + 10_000);
   }
 
-  /** Controlled switch: the primary of `vm` on `from` hands over to its secondary; a new secondary follows. */
-  async #switch(inv: Inventory, vm: string, from: string, newSecondaryHost: string, message: string): Promise<void> {
-    this.#cooldown.set(vm, Date.now() + 10_000);
-    this.#hints.set(vm, { host: newSecondaryHost, until: Date.now() + 30_000 });
-    await this.#event({ kind: 'switch-primary', action: true, vm, host: from, message });
-    const r = await this.#call(inv, from, (c) => c.failover(vm));
-    if (r?.operation === 'kill') {
-      await this.#event({
-        kind: 'switch-by-kill',
-        vm,
-        host: from,
-        message: `the primary of ${vm} on ${from} went live from a secondary and has no test-failover operation; it was killed and its secondary goes live by itself (nothing acknowledged is lost)`,
-      });
-    }
+  /**
+   * The primary of `vm` cannot be armed for its drain's live migration: the drain of `h` waits (the VM
+   * stays protected where it is) and says why; tried again after a few seconds. Never a switch.
+   */
+  async #drainWaits(h: string, vm: string, why: string): Promise<void> {
+    this.#cooldown.set(vm, Date.now() + 5_000);
+    await this.#say(`drain-waits:${h}:${vm}`, {
+      kind: 'maintenance-blocked',
+      host: h,
+      vm,
+      message: `the primary of ${vm} cannot leave ${h}: it cannot be armed for a live migration (${why}). It is not switched to its secondary, which would leave ${vm} unprotected until a new secondary is in lockstep: the drain waits and tries again every 5 s. To go on: make the primary migratable again, or take ${h} out of maintenance (lockstep cluster maintenance ${h} off)`,
+    });
   }
 
   // ---- lost hosts -----------------------------------------------------------------------------------
@@ -1121,12 +1128,14 @@ export class Manager extends EventEmitter<ManagerEvents> {
       const mv = step.move;
       if (mv.kind === 'switch-primary' && mv.from === h && mv.newPrimaryHost === v.secondary!.host) {
         // Live migration to the host planned for the new secondary: the secondary stays where it is and
-        // follows the migrated primary, so the VM is never unprotected. A controlled switch (a gap until
-        // a new secondary is cloned) only when the primary cannot be armed for it.
+        // follows the migrated primary, so the VM is never unprotected. A primary that cannot be armed
+        // for it is NOT switched to its secondary (that would leave the VM unprotected until a new
+        // secondary is cloned — vSphere's maintenance mode never drops FT protection on its own): the
+        // drain waits, says why, and tries again; the operator decides (docs/cluster.md).
         out.push(
           this.#action(v.vm, () =>
-            this.#migratePrimary(inv, v.vm, h, mv.newSecondaryHost, v, `maintenance of ${h}: live migration of the primary of ${v.vm} to ${mv.newSecondaryHost}; its secondary on ${v.secondary!.host} follows without a protection gap`, () =>
-              this.#switch(inv, v.vm, h, mv.newSecondaryHost, `maintenance of ${h}: controlled switch of ${v.vm} — the secondary on ${mv.newPrimaryHost} goes live, a new secondary follows (planned on ${mv.newSecondaryHost}): ${step.message}`),
+            this.#migratePrimary(inv, v.vm, h, mv.newSecondaryHost, v, `maintenance of ${h}: live migration of the primary of ${v.vm} to ${mv.newSecondaryHost}; its secondary on ${v.secondary!.host} follows without a protection gap`, (why) =>
+              this.#drainWaits(h, v.vm, why),
             ),
           ),
         );
