@@ -42,8 +42,9 @@ Exit status: 0 stopped by SIGTERM or SIGINT; 64 usage or configuration error (a 
 not exist); 65 the store holds damaged records; 69 --listen is taken, or the store does not answer;
 77 the store refused the credentials; 70 internal error.
 
-run-vm is how an agent runs a VM whose configuration says ft.enabled: false: the guest with its
-devices and network, alone (no arbiter, no secondary). With --lease-stdin it runs only as long as the
+run-vm runs a VM whose configuration says ft.enabled: false alone: the guest with its devices and
+network (no arbiter, no secondary, no logging channel, so it cannot be live-migrated). The agent itself
+runs such a VM as 'lockstep primary --key-file <K> --lease-stdin' (FT off, no arbiter: live-migratable). With --lease-stdin it runs only as long as the
 agent's last 'lease <CLOCK_MONOTONIC ns>' line on stdin allows, then kills itself (a 'fenced' event).
 Its events (--events): net, running, progress (every second: instructions retired), ended, halted,
 fenced. Exit status: the guest's exit code; 64 configuration error; 69 the VM's UDP port is taken;

@@ -717,6 +717,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
         const r = p.placeSecondary(v.vm);
         if (r.kind === 'unplaceable') {
           await this.#sayOnceHeld(`unplaceable:${v.vm}`, { kind: 'unplaceable', vm: v.vm, message: `no host for a new secondary of ${v.vm}: ${r.reason}\n${explain(r)}` });
+          // Defragmentation may make room for it (#defragment), as for a VM that runs nowhere.
+          this.#roomless.add(v.vm);
           return undefined;
         }
         if (r.kind !== 'secondary-placed') return undefined;
@@ -1234,11 +1236,11 @@ export class Manager extends EventEmitter<ManagerEvents> {
             : blocker?.desired?.ft === false
               ? `${blocker.vm} (FT off) is not running now (${blocker.text})`
               : `${blocker?.vm ?? '?'} is not protected, and would be left unprotected by the move`;
-        await this.#say(`defrag:${vm}`, { kind: 'defrag-skipped', vm, message: `${vm} cannot be placed for want of room; defragmentation: ${d.message}, but not applied: ${why}` });
+        await this.#say(`defrag:${vm}`, { kind: 'defrag-skipped', vm, message: `${vm} (or its new secondary) cannot be placed for want of room; defragmentation: ${d.message}, but not applied: ${why}` });
         continue;
       }
       if (this.automation !== 'automatic') {
-        await this.#say(`defrag:${vm}`, { kind: 'recommendation', vm, message: `${vm} cannot be placed for want of room; defragmentation: ${d.message} (automation manual: not applied)` });
+        await this.#say(`defrag:${vm}`, { kind: 'recommendation', vm, message: `${vm} (or its new secondary) cannot be placed for want of room; defragmentation: ${d.message} (automation manual: not applied)` });
         continue;
       }
       const m = d.moves[0]!;
@@ -1250,7 +1252,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
           : w.desired?.ft === false
             ? `live migration of ${m.vm} (FT off) ${m.from} → ${m.to}, without a restart`
             : `live migration of the primary of ${m.vm} ${m.from} → ${m.to} (its secondary follows without a protection gap)`;
-      const message = `defragmentation for ${vm}, which no host can take for want of room: ${d.message}; move 1 of ${d.moves.length}: ${how}`;
+      const message = `defragmentation for ${vm}, ${d.placement.secondaryHost !== undefined && views.find((x) => x.vm === vm)?.primary !== undefined ? 'whose new secondary' : 'which'} no host can take for want of room: ${d.message}; move 1 of ${d.moves.length}: ${how}`;
       this.#said.delete(`defrag:${vm}`);
       this.#defragging = m.vm;
       if (m.kind === 'move-secondary') return this.#action(m.vm, () => this.#moveSecondary(inv, m.vm, m.from, m.to, message, w));
