@@ -198,7 +198,7 @@ export async function migrateCommand(store: ClusterStore, args: string[], io: Co
   const inv = await readInventory(store);
   const views = pairViews(inv);
   const ft = views.find((v) => v.vm === vm)?.desired?.ft !== false;
-  const half = values.secondary ? 'secondary' : ft ? 'primary' : 'VM (FT off)';
+  const half = values.secondary ? 'secondary' : ft ? 'primary' : 'VM';
   const check = checkMigration(views, buildSnapshot(inv, new Map(views.map((v) => [v.vm, v]))).snapshot, { vm, role, ...(values.to !== undefined ? { to: values.to } : {}) });
   if (!check.ok) {
     io.stderr.write(`lockstep cluster migrate: ${check.reason} (${check.code}); nothing written\n`);
@@ -221,6 +221,12 @@ export async function migrateCommand(store: ClusterStore, args: string[], io: Co
       return EXIT.dataErr;
     }
     const v = pairViews(now).find((x) => x.vm === vm);
+    // A target that could not be started: over once nothing of it is left running.
+    const failed = [...now.events].reverse().find((e) => e.kind === 'migrate-failed' && e.vm === vm && e.t >= req.at);
+    if (failed !== undefined && v !== undefined && v.others.length === 0 && v.primary?.host === check.from) {
+      io.stderr.write(`lockstep cluster migrate: ${failed.message}\n`);
+      return EXIT.dataErr;
+    }
     const at = values.secondary ? v?.secondary?.host : v?.primary?.host;
     const moved = at !== undefined && (values.to !== undefined ? at === values.to : at !== check.from);
     const line = `${vm}: ${half} on ${at ?? 'none'}; ${v?.text ?? 'no record'}${now.migrateRequests.has(vm) ? '; request pending' : ''}`;

@@ -174,7 +174,8 @@ export class VmProcess extends EventEmitter {
       state: this.state,
       pid: this.child.pid ?? -1,
       incarnation: this.incarnation,
-      epoch: this.epoch,
+      // A VM without FT has no arbiter: its process-local epochs mean nothing to anyone else.
+      epoch: this.solo ? null : this.epoch,
       listen: this.listen,
       join: this.join,
       protected: this.protected,

@@ -928,7 +928,15 @@ export class Manager extends EventEmitter<ManagerEvents> {
     );
     if (armed === undefined) return otherwise(refusal);
     await this.#event({ kind: solo ? 'migrate-vm' : 'migrate-primary', action: true, vm, host: from, message });
-    await this.#call(inv, to, (c) => c.start({ vmId: vm, role: 'secondary', config: v.desired!.config, join, ...(migrationKey !== undefined ? { migrationKey } : {}), waitMs: this.#o.startTimeoutMs }));
+    await this.#call(
+      inv,
+      to,
+      (c) => c.start({ vmId: vm, role: 'secondary', config: v.desired!.config, join, ...(migrationKey !== undefined ? { migrationKey } : {}), waitMs: this.#o.startTimeoutMs }),
+      (err) =>
+        // Said with the VM, for `cluster migrate --wait` and the operator: the source stays armed and
+        // runs on; a target left running (not ready in time) may still take over.
+        this.#event({ kind: 'migrate-failed', vm, host: to, message: `the live migration of ${vm} from ${from} to ${to} did not start: ${err.message}; ${vm} runs on ${from} unless a target still running takes over` }),
+    );
     this.#cooldown.set(vm, Date.now() + 10_000);
   }
 
