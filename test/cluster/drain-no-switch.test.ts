@@ -78,16 +78,19 @@ describe('a maintenance drain whose primary cannot be armed', () => {
     await until('the manager leads', 60_000, async () => (manager.isLeader ? true : undefined));
     const req: MaintenanceRequest = { on: true, at: Date.now(), by: 'test' };
     await store.put(KEYS.maintenanceRequest('h1'), req as unknown as JsonValue);
-    const blocked = await until('the drain to say it waits', 60_000, async () => events.find((e) => e.kind === 'maintenance-blocked' && e.vm === 'v'));
+    // The drain's decision: it waits (blocked), or it switches the VM (the fallback this replaces).
+    await until('the drain to decide', 60_000, async () => (events.some((e) => e.vm === 'v' && (e.kind === 'maintenance-blocked' || e.kind === 'switch-primary')) ? true : undefined));
     await manager.reconcile();
     const told = events.map((e) => `${e.kind}: ${e.message}`).join('\n');
+    const blocked = events.find((e) => e.kind === 'maintenance-blocked' && e.vm === 'v');
+    expect(blocked, told).toBeDefined();
     // It was asked to arm the primary for a live migration, and nothing else: no failover, no stop.
     expect(requests.filter((r) => r.method !== 'GET').map((r) => `${r.method} ${r.url}`), told).toEqual(requests.filter((r) => r.method !== 'GET').map(() => 'POST /v1/vms/v/migrate'));
     expect(requests.some((r) => r.url === '/v1/vms/v/migrate'), told).toBe(true);
     expect(events.filter((e) => e.kind === 'switch-primary' || e.kind === 'stop' || e.kind === 'stop-secondary'), told).toEqual([]);
-    expect(blocked.host).toBe('h1');
-    expect(blocked.message).toMatch(/^the primary of v cannot leave h1: it cannot be armed for a live migration \(.*serves no operations API.*\)\. It is not switched to its secondary, which would leave v unprotected/);
-    expect(blocked.message).toMatch(/lockstep cluster maintenance h1 off/);
+    expect(blocked!.host).toBe('h1');
+    expect(blocked!.message).toMatch(/^the primary of v cannot leave h1: it cannot be armed for a live migration \(.*serves no operations API.*\)\. It is not switched to its secondary, which would leave v unprotected/);
+    expect(blocked!.message).toMatch(/lockstep cluster maintenance h1 off/);
     expect((await store.get(KEYS.maintenance('h1')))?.value).toMatchObject({ on: true, state: 'entering' });
   });
 });
