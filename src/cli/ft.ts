@@ -456,7 +456,9 @@ Operations:
                       exits 0. A protected VM's secondary follows the target without a new clone
                       (the VM is never unprotected). With FT off (ft.enabled: false) the target
                       runs with FT off too; without ft.arbiter it goes live only on this side's
-                      GO_LIVE (docs/fault-tolerance.md, "Live migration without FT")
+                      GO_LIVE (docs/fault-tolerance.md, "Live migration without FT"). Such a VM's
+                      API also takes POST /ft/migrate {"keyHex": …}: a key for this one migration
+                      (what a cluster agent sends; the target is started with the same key)
 
 Exit status: 0 done (the answer on stdout); 64 usage or configuration error; 69 nothing answers at
 --control, or the process there is not a primary (yet); 70 the API failed; 75 the operation was refused
