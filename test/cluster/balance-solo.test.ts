@@ -47,7 +47,7 @@ describe('balancing a VM without FT', () => {
     const port = await freeUdpPort();
     const path = join(tmp, `${id}.json`);
     writeFileSync(join(tmp, `${id}.img`), Buffer.alloc(4 << 20));
-    writeFileSync(path, JSON.stringify({ vm: { id, guest: KVSERVER, ramMiB: 16, clock: 'real', devices: { disk: { path: join(tmp, `${id}.img`) }, net: { backend: 'udp', hostPort: port, guestPort: 11211 } } }, ft: { enabled: false } }));
+    writeFileSync(path, JSON.stringify({ vm: { id, guest: KVSERVER, ramMiB: 16, clock: 'real', devices: { disk: { path: join(tmp, `${id}.img`) }, net: { backend: 'udp', hostPort: port, guestPort: 11211 } } }, ft: { enabled: false, timeoutMs: 5_000, heartbeatMs: 100 } }));
     const d = { ...desiredVm((await loadConfig(path)).config), demand: { mips: 300, memoryBytes: 16 * 2 ** 20, logBandwidth: 0 } };
     await store.put(KEYS.desired(id), d as unknown as JsonValue);
     return port;

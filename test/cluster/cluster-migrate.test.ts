@@ -30,7 +30,7 @@ describe.skipIf(!etcdOk.ok)('lockstep cluster migrate', () => {
     expect((await cli('create-vm', kv.path)).code).toBe(0);
     const solo = join(tmp, 'solo1.json');
     writeFileSync(join(tmp, 'solo1.img'), Buffer.alloc(4 << 20));
-    writeFileSync(solo, JSON.stringify({ vm: { id: 'solo1', guest: KVSERVER, ramMiB: 16, clock: 'real', devices: { disk: { path: join(tmp, 'solo1.img') }, net: { backend: 'udp', hostPort: await freeUdpPort(), guestPort: 11211 } } }, ft: { enabled: false } }));
+    writeFileSync(solo, JSON.stringify({ vm: { id: 'solo1', guest: KVSERVER, ramMiB: 16, clock: 'real', devices: { disk: { path: join(tmp, 'solo1.img') }, net: { backend: 'udp', hostPort: await freeUdpPort(), guestPort: 11211 } } }, ft: { enabled: false, timeoutMs: 5_000, heartbeatMs: 100 } }));
     expect((await cli('create-vm', solo)).code).toBe(0);
     const first = await until('kv1 protected, solo1 running', 120_000, async () => {
       const { views } = await look(store);
