@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util';
 import { Agent, DEFAULT_MAX_FT_VCPUS, DEFAULT_MAX_FT_VMS, defaultCompatId, openStore, startSoloVm, type SoloVm } from '../cluster/index.js';
 import { UsageError, hostPortOption } from './args.js';
 import { EXIT, type CommandIo } from './io.js';
+import { FENCED_TEXT, exitWithParent, leaseFromStdin } from './lease.js';
 
 export const AGENT_HELP = `Usage: lockstep agent --id <host> --store dir:<path>|etcd:<url>[,<url>...] [options]
        lockstep agent run-vm <vm.json> [--events] [--exit-with-parent] [--lease-stdin]
@@ -41,8 +42,9 @@ Exit status: 0 stopped by SIGTERM or SIGINT; 64 usage or configuration error (a 
 not exist); 65 the store holds damaged records; 69 --listen is taken, or the store does not answer;
 77 the store refused the credentials; 70 internal error.
 
-run-vm is how an agent runs a VM whose configuration says ft.enabled: false: the guest with its
-devices and network, alone (no arbiter, no secondary). With --lease-stdin it runs only as long as the
+run-vm runs a VM whose configuration says ft.enabled: false alone: the guest with its devices and
+network (no arbiter, no secondary, no logging channel, so it cannot be live-migrated). The agent itself
+runs such a VM as 'lockstep primary --key-file <K> --lease-stdin' (FT off, no arbiter: live-migratable). With --lease-stdin it runs only as long as the
 agent's last 'lease <CLOCK_MONOTONIC ns>' line on stdin allows, then kills itself (a 'fenced' event).
 Its events (--events): net, running, progress (every second: instructions retired and guest
 watchdog pets), ended, halted, fenced. Exit status: the guest's exit code; 64 configuration error; 69 the VM's UDP port is taken;
@@ -81,47 +83,6 @@ export function reporter(io: CommandIo, json: boolean, verb: string) {
   };
 }
 
-/**
- * `--exit-with-parent`: a VM run by an agent ends when the agent does (SIGKILL included), as it would
- * with its host. Linux re-parents an orphan, so a changed parent pid is the sign; checked every 100 ms.
- */
-function exitWithParent(): void {
-  const parent = process.ppid;
-  const t = setInterval(() => {
-    if (process.ppid !== parent) process.kill(process.pid, 'SIGKILL');
-  }, 100);
-  t.unref();
-}
-
-/**
- * `--lease-stdin`: the agent writes `lease <ns>` lines (a CLOCK_MONOTONIC time, `process.hrtime.bigint()`)
- * and the VM runs only until the last one: an agent that stops (SIGSTOP) while its store record expires
- * cannot leave a copy running beside the one the manager restarts. Checked every 50 ms; no lease yet
- * means none is due (the agent sends one as it starts the process).
- */
-function leaseFromStdin(say: ReturnType<typeof reporter>): void {
-  let until: bigint | undefined;
-  let buf = '';
-  process.stdin.setEncoding('utf8');
-  process.stdin.on('data', (d: string) => {
-    buf += d;
-    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-      const m = /^lease (\d{1,20})$/.exec(buf.slice(0, nl));
-      buf = buf.slice(nl + 1);
-      if (m) until = BigInt(m[1]!);
-    }
-    if (buf.length > 256) buf = '';
-  });
-  // Reading stdin must not keep the process alive once the VM has ended (or never started).
-  (process.stdin as unknown as { unref?: () => void }).unref?.();
-  const t = setInterval(() => {
-    if (until === undefined || process.hrtime.bigint() <= until) return;
-    say('fenced', {}, 'the lease from the agent ran out (the agent stopped renewing it): ending the VM before a copy can be restarted elsewhere');
-    process.kill(process.pid, 'SIGKILL');
-  }, 50);
-  t.unref();
-}
-
 /** `lockstep agent run-vm`: a VM without FT, run alone (src/cluster/agent/solo.ts). */
 async function runVmCommand(argv: string[], io: CommandIo): Promise<number> {
   const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { events: { type: 'boolean' }, 'exit-with-parent': { type: 'boolean' }, 'lease-stdin': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
@@ -132,7 +93,7 @@ async function runVmCommand(argv: string[], io: CommandIo): Promise<number> {
   if (positionals.length !== 1) throw new UsageError('run-vm: expected one configuration file');
   if (values['exit-with-parent']) exitWithParent();
   const say = reporter(io, values.events === true, 'agent run-vm');
-  if (values['lease-stdin']) leaseFromStdin(say);
+  if (values['lease-stdin']) leaseFromStdin(() => say('fenced', {}, FENCED_TEXT));
   let vm: SoloVm;
   try {
     vm = await startSoloVm(positionals[0]!, say);

@@ -186,7 +186,8 @@ export async function applyCommand(store: ClusterStore, args: string[], io: Comm
  * `migrate <vm> [--to <host>] [--secondary] [--wait] [--timeout <s>]`: checked here against the
  * placement rules (refused with the broken rule or cap, nothing written), then written as
  * `requests/migrate/<vm>` for the leading manager, which checks again and carries it out without a
- * protection gap. `--wait` returns once the half runs protected on its new host (or the manager refused).
+ * protection gap (a VM without FT: without a restart). `--wait` returns once the half runs protected on
+ * its new host — a VM without FT: runs there — or the manager refused.
  */
 export async function migrateCommand(store: ClusterStore, args: string[], io: CommandIo): Promise<number> {
   const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { to: { type: 'string' }, secondary: { type: 'boolean' }, wait: { type: 'boolean' }, timeout: { type: 'string' } } });
@@ -194,9 +195,10 @@ export async function migrateCommand(store: ClusterStore, args: string[], io: Co
   const vm = positionals[0]!;
   if (values.to !== undefined) name('migrate --to', values.to);
   const role = values.secondary ? 'secondary' : 'primary';
-  const half = values.secondary ? 'secondary' : 'primary';
   const inv = await readInventory(store);
   const views = pairViews(inv);
+  const ft = views.find((v) => v.vm === vm)?.desired?.ft !== false;
+  const half = values.secondary ? 'secondary' : ft ? 'primary' : 'VM';
   const check = checkMigration(views, buildSnapshot(inv, new Map(views.map((v) => [v.vm, v]))).snapshot, { vm, role, ...(values.to !== undefined ? { to: values.to } : {}) });
   if (!check.ok) {
     io.stderr.write(`lockstep cluster migrate: ${check.reason} (${check.code}); nothing written\n`);
@@ -205,7 +207,7 @@ export async function migrateCommand(store: ClusterStore, args: string[], io: Co
   const req: MigrateRequest = { vm, role, ...(values.to !== undefined ? { to: values.to } : {}), at: Date.now(), by: 'cli' };
   await store.put(KEYS.migrateRequest(vm), req as unknown as JsonValue);
   await new EventWriter(store, 'cli').write({ kind: 'migrate-requested', vm, message: `live migration of the ${half} of ${vm} from ${check.from}${values.to !== undefined ? ` to ${values.to}` : ''} requested (planned: ${check.message})` });
-  io.stdout.write(`live migration of the ${half} of ${vm} requested: ${check.message}; the leading manager carries it out without a protection gap\n`);
+  io.stdout.write(`live migration of the ${half} of ${vm} requested: ${check.message}; the leading manager carries it out ${ft ? 'without a protection gap' : 'without a restart'}\n`);
   if (!values.wait) return EXIT.ok;
   const timeoutMs = positive('timeout', values.timeout, 120, false) * 1000;
   const deadline = performance.now() + timeoutMs;
@@ -219,14 +221,20 @@ export async function migrateCommand(store: ClusterStore, args: string[], io: Co
       return EXIT.dataErr;
     }
     const v = pairViews(now).find((x) => x.vm === vm);
+    // A target that could not be started: over once nothing of it is left running.
+    const failed = [...now.events].reverse().find((e) => e.kind === 'migrate-failed' && e.vm === vm && e.t >= req.at);
+    if (failed !== undefined && v !== undefined && v.others.length === 0 && v.primary?.host === check.from) {
+      io.stderr.write(`lockstep cluster migrate: ${failed.message}\n`);
+      return EXIT.dataErr;
+    }
     const at = values.secondary ? v?.secondary?.host : v?.primary?.host;
     const moved = at !== undefined && (values.to !== undefined ? at === values.to : at !== check.from);
     const line = `${vm}: ${half} on ${at ?? 'none'}; ${v?.text ?? 'no record'}${now.migrateRequests.has(vm) ? '; request pending' : ''}`;
     if (line !== last) io.stdout.write(`${line}\n`);
     last = line;
     // Over when the VM is protected there and nothing of the operation is left (the old half's record).
-    if (moved && v?.protected === true && v.others.length === 0 && !now.migrateRequests.has(vm)) {
-      io.stdout.write(`the ${half} of ${vm} runs on ${at}; ${vm} is protected\n`);
+    if (moved && (ft ? v?.protected === true : v?.status === 'running') && v!.others.length === 0 && !now.migrateRequests.has(vm)) {
+      io.stdout.write(`the ${half} of ${vm} runs on ${at}${ft ? `; ${vm} is protected` : ''}\n`);
       return EXIT.ok;
     }
     await new Promise((r) => setTimeout(r, 200));

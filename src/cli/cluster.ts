@@ -94,9 +94,9 @@ Commands:
                                            protection gap: the secondary follows a migrated primary, a
                                            new secondary is in lockstep before the old one leaves. A
                                            target that breaks a rule or cap is refused with the reason,
-                                           and so is a VM that is not protected or runs without FT (no
-                                           live migration of such VMs in the cluster yet). --wait returns
-                                           once it runs protected there (default timeout 120 s)
+                                           and so is an FT VM that is not protected. A VM without FT is
+                                           live-migrated itself (no restart; no --secondary). --wait
+                                           returns once it runs (protected) there (default 120 s)
   ft <vm> test-failover|restart-secondary|suspend|resume [--wait] [--timeout <s>]
                                            vSphere's FT operations on the VM's primary, through its
                                            agent: hand over to the secondary (a new one is started),

@@ -20,6 +20,7 @@ import { createFtMetrics, promClient, type FtVmMetrics } from '../observability/
 import { UsageError, hostPortOption } from './args.js';
 import { EXIT, type CommandIo } from './io.js';
 import { setUserSignalTarget, type UserSignal } from './signals.js';
+import { FENCED_TEXT, exitWithParent, leaseFromStdin } from './lease.js';
 
 const BUDGET_BYTES_PER_SECOND = 125_000_000;
 
@@ -37,6 +38,8 @@ Options:
                          instead of the config's ft.keyFile/keyHex/keyEnv: e.g. one made per VM start
                          by a host agent and given to a migration's target too
   --exit-with-parent     die with the process that started this one (a host agent): as the host would
+  --lease-stdin          run only as long as the last 'lease <CLOCK_MONOTONIC ns>' line on stdin allows
+                         (a host agent's fence of a VM with FT off; a 'fenced' event, then SIGKILL)
   --console              copy the guest's console to stdout
   --await-secondary      start the guest only once the first secondary is in lockstep (its boot protected too)
   --events               status as JSON lines on stderr (for programs), instead of text
@@ -65,6 +68,7 @@ Options:
   --control <host:port>  serve the operations API there once this side is the primary
   --key-file <file>      the key (as lockstep primary --key-file): the source's
   --exit-with-parent     die with the process that started this one (a host agent): as the host would
+  --lease-stdin          as lockstep primary --lease-stdin (a migration's target of a VM with FT off)
   --disk <image>         this side's own disk image (disk.mode "separate": brought up to date by the clone)
   --console              copy the guest's console to stdout once live
   --events               status as JSON lines on stderr, instead of text
@@ -184,19 +188,6 @@ function supervisePrimary(p: FtPrimary, r: Reporter, io: CommandIo, console: boo
   });
 }
 
-/**
- * `--exit-with-parent`: a VM half started by a host agent goes when the agent goes (SIGKILL included),
- * as it would with its host, instead of running on unseen. Linux re-parents an orphan, so a changed
- * parent pid is the sign; checked every 100 ms.
- */
-function exitWithParent(): void {
-  const parent = process.ppid;
-  const t = setInterval(() => {
-    if (process.ppid !== parent) process.kill(process.pid, 'SIGKILL');
-  }, 100);
-  t.unref();
-}
-
 function onSignals(stop: () => Promise<void>): void {
   const handler = () => void stop().finally(() => process.exit(EXIT.interrupted));
   process.once('SIGINT', handler);
@@ -250,7 +241,7 @@ export async function primaryCommand(argv: string[], io: CommandIo): Promise<num
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { listen: { type: 'string' }, control: { type: 'string' }, 'key-file': { type: 'string' }, 'exit-with-parent': { type: 'boolean' }, console: { type: 'boolean' }, 'await-secondary': { type: 'boolean' }, events: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    options: { listen: { type: 'string' }, control: { type: 'string' }, 'key-file': { type: 'string' }, 'exit-with-parent': { type: 'boolean' }, 'lease-stdin': { type: 'boolean' }, console: { type: 'boolean' }, 'await-secondary': { type: 'boolean' }, events: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help) {
     io.stdout.write(PRIMARY_HELP);
@@ -259,6 +250,7 @@ export async function primaryCommand(argv: string[], io: CommandIo): Promise<num
   if (positionals.length !== 1) throw new UsageError('expected one configuration file');
   if (values['exit-with-parent']) exitWithParent();
   const r = new Reporter(io, values.events === true);
+  if (values['lease-stdin']) leaseFromStdin(() => r.event('fenced', {}, FENCED_TEXT));
   setUserSignalTarget({ role: 'a primary that is still starting', log: r.signal });
   const control = values.control !== undefined ? hostPortOption('--control', values.control) : undefined;
   const loaded = await loadConfig(positionals[0]!);
@@ -314,6 +306,7 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
       control: { type: 'string' },
       'key-file': { type: 'string' },
       'exit-with-parent': { type: 'boolean' },
+      'lease-stdin': { type: 'boolean' },
       console: { type: 'boolean' },
       events: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
@@ -327,6 +320,7 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
   if (values.join === undefined) throw new UsageError('--join <host:port> is required');
   if (values['exit-with-parent']) exitWithParent();
   const r = new Reporter(io, values.events === true);
+  if (values['lease-stdin']) leaseFromStdin(() => r.event('fenced', {}, FENCED_TEXT));
   setUserSignalTarget({ role: 'a secondary (operations go to the primary)', log: r.signal });
   const join = hostPortOption('--join', values.join);
   const listen = hostPortOption('--listen', values.listen ?? '127.0.0.1:0');
@@ -462,7 +456,9 @@ Operations:
                       exits 0. A protected VM's secondary follows the target without a new clone
                       (the VM is never unprotected). With FT off (ft.enabled: false) the target
                       runs with FT off too; without ft.arbiter it goes live only on this side's
-                      GO_LIVE (docs/fault-tolerance.md, "Live migration without FT")
+                      GO_LIVE (docs/fault-tolerance.md, "Live migration without FT"). Such a VM's
+                      API also takes POST /ft/migrate {"keyHex": …}: a key for this one migration
+                      (what a cluster agent sends; the target is started with the same key)
 
 Exit status: 0 done (the answer on stdout); 64 usage or configuration error; 69 nothing answers at
 --control, or the process there is not a primary (yet); 70 the API failed; 75 the operation was refused

@@ -22,7 +22,7 @@ export type {
 export { Agent } from './agent/agent.js';
 export type { AgentOptions, AgentEvents } from './agent/agent.js';
 export { AgentClient, AgentApiError, API_PREFIX, FENCE_HEADER, MANAGER_HEADER } from './agent/client.js';
-export type { AgentClientOptions, AgentApiCode, StartRequest, HostInfo } from './agent/client.js';
+export type { AgentClientOptions, AgentApiCode, StartRequest, ArmMigrationRequest, HostInfo } from './agent/client.js';
 export type { InstanceView, VmEvent, VmExit } from './agent/vm-process.js';
 export { startSoloVm, SOLO_STATUS } from './agent/solo.js';
 export { vmSpecOf } from '../ft/settings.js';

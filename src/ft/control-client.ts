@@ -33,7 +33,8 @@ function describeFetchError(err: unknown): string {
 }
 
 /**
- * Sends one signed request to the operations API at `baseUrl` (`http://127.0.0.1:7401`).
+ * Sends one signed request to the operations API at `baseUrl` (`http://127.0.0.1:7401`); `body` is sent as
+ * JSON, signed with the rest.
  *
  * @throws {ControlUnreachableError} when nothing answers (the message names the address)
  */
@@ -42,14 +43,20 @@ export async function callControl(
   pairKey: Uint8Array,
   method: 'GET' | 'POST',
   path: string,
-  options: { timeoutMs?: number } = {},
+  options: { timeoutMs?: number; body?: unknown } = {},
 ): Promise<ControlAnswer> {
   const url = new URL(path, baseUrl);
-  const authorization = signControlRequest(pairKey, { method, host: url.host, path: `${url.pathname}${url.search}` });
+  const payload = options.body === undefined ? undefined : Buffer.from(JSON.stringify(options.body));
+  const authorization = signControlRequest(pairKey, { method, host: url.host, path: `${url.pathname}${url.search}`, ...(payload !== undefined ? { body: payload } : {}) });
   let res: Response;
   let text: string;
   try {
-    res = await fetch(url, { method, headers: { authorization }, signal: AbortSignal.timeout(options.timeoutMs ?? 15_000) });
+    res = await fetch(url, {
+      method,
+      headers: { authorization, ...(payload !== undefined ? { 'content-type': 'application/json' } : {}) },
+      ...(payload !== undefined ? { body: payload } : {}),
+      signal: AbortSignal.timeout(options.timeoutMs ?? 15_000),
+    });
     text = await res.text();
   } catch (err) {
     throw new ControlUnreachableError(baseUrl, `the operations API at ${url.host} did not answer: ${describeFetchError(err)}`, { cause: err });

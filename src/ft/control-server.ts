@@ -6,13 +6,13 @@ import { ListenError } from '../errors.js';
 import { createLimitedServer, type HttpLimits } from '../observability/http-server.js';
 import { ControlAuthError, ControlAuthenticator } from './control-auth.js';
 import { describeStatus } from './control.js';
-import type { FtPrimary } from './primary.js';
+import { FtError, type FtPrimary } from './primary.js';
 
 /** Operations the API accepts (`POST /ft/<operation>`). */
 export const FT_OPERATIONS = ['test-failover', 'restart-secondary', 'disable', 'enable', 'suspend', 'migrate-secondary', 'migrate'] as const;
 export type FtOperation = (typeof FT_OPERATIONS)[number];
 
-/** Largest request body read (the API takes none; a body is signed and checked all the same). */
+/** Largest request body read (only migrate takes one; any body is signed and checked all the same). */
 const MAX_BODY = 64 * 1024;
 
 /** Options of {@link startControlServer}. */
@@ -37,6 +37,25 @@ export interface ControlServer {
 function remoteOf(req: IncomingMessage): string {
   const a = req.socket.remoteAddress ?? '?';
   return `${a.includes(':') ? `[${a}]` : a}:${req.socket.remotePort ?? '?'}`;
+}
+
+/**
+ * The body of `POST /ft/migrate`: empty, or `{"keyHex": "<at least 16 bytes, hex>"}` — a key made for
+ * this one migration (FtPrimary.migrate). The body is signed with the request, so only a holder of the
+ * pair key can set it.
+ */
+function migrationKey(body: Buffer): { key?: Uint8Array } {
+  if (body.length === 0) return {};
+  let v: unknown;
+  try {
+    v = JSON.parse(body.toString('utf8'));
+  } catch {
+    throw new FtError('ERR_LOCKSTEP_FT_STATE', 'migrate: the body is not JSON (expected {"keyHex": "…"} or nothing)');
+  }
+  const hex = (v as { keyHex?: unknown } | null)?.keyHex;
+  if (hex === undefined) return {};
+  if (typeof hex !== 'string' || !/^(?:[0-9a-f]{2}){16,}$/i.test(hex)) throw new FtError('ERR_LOCKSTEP_FT_STATE', 'migrate: keyHex must be at least 16 bytes as hex');
+  return { key: Buffer.from(hex, 'hex') };
 }
 
 /**
@@ -88,7 +107,7 @@ export async function startControlServer(primary: () => FtPrimary | undefined, k
         case 'suspend': return p.suspend();
         case 'enable': return p.enable();
         case 'migrate-secondary': return p.migrateSecondary();
-        case 'migrate': return p.migrate();
+        case 'migrate': return p.migrate(migrationKey(body));
       }
     };
     run().then(

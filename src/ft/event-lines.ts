@@ -52,6 +52,8 @@ export interface FtEventFields {
   retrying: { what: string; attempts: number; message: string };
   /** Every second: the guest's instructions retired and its watchdog pets (what VM monitoring watches advance). */
   progress: { instret: string; watchdog: string };
+  /** The lease from the host agent ran out (`--lease-stdin`): the process kills itself now. */
+  fenced: Record<string, never>;
   /** A VM without FT (`lockstep agent run-vm`) runs. */
   running: { vm: string; ft: boolean };
 }

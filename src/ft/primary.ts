@@ -510,13 +510,23 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
    * VM's secondary is told to follow the target and resumes there without a clone, so the VM is never
    * unprotected (docs/fault-tolerance.md, "Live migration"). No output is lost (all log is acknowledged and every output released before
    * `GO_LIVE`) and none is repeated (the target is told everything was released). Resolves once armed;
-   * `migrated` / `move-failed` / `warning` tell the rest.
+   * `migrated` / `move-failed` / `warning` tell the rest. `key`: the logging channel takes joins with this
+   * key from now on (a key made for this one migration, handed to the target too) — only with FT off and
+   * no arbiter, where the channel serves nothing but migrations.
    */
-  migrate(): void {
+  migrate(options: { key?: Uint8Array } = {}): void {
     if (this.#phase !== 'protected' && this.#phase !== 'alone' && this.#phase !== 'disabled') {
       throw new FtError('ERR_LOCKSTEP_FT_STATE', `live migration needs a running VM that is protected, alone or with FT off; it is ${this.describe()}`);
     }
     this.#refuseWhileMoving('live migration');
+    if (options.key !== undefined) {
+      // Only where the logging channel serves nothing but migrations: a VM with FT off that can never
+      // have a secondary (no arbiter). A protected VM's secondary follows the target with the pair key.
+      if (this.#phase !== 'disabled' || this.#o.arbiter.kind !== 'local') {
+        throw new FtError('ERR_LOCKSTEP_FT_STATE', `a key for one migration is only for a VM with FT off and no arbiter; ${this.vmId} is ${this.describe()} with a ${this.#o.arbiter.kind} arbiter`);
+      }
+      this.#server?.rekey(options.key);
+    }
     this.#migrateNext = true;
     this.#moveNext = this.#phase === 'protected';
   }

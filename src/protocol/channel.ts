@@ -810,6 +810,15 @@ export class ChannelServer extends EventEmitter<ChannelServerEvents> {
     });
   }
 
+  /**
+   * Authenticates connections that begin their handshake from now on with `key` (at least 16 bytes;
+   * copied) instead of the key this server was made with; established channels keep theirs. A primary
+   * with FT off takes a key made for one live migration this way (FtPrimary.migrate).
+   */
+  rekey(key: Uint8Array): void {
+    this.#o = { ...this.#o, key: importKey(key) };
+  }
+
   /** The established channels that are still open. */
   get channels(): ReadonlySet<Channel> {
     return this.#channels;

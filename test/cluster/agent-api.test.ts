@@ -96,6 +96,13 @@ describe('agent control API', () => {
     expect(await refused(m5.start({ vmId: 'other-vm', role: 'primary', config }))).toBe('400 bad-request'); // vm.id differs
     expect(await refused(m5.start({ vmId: 'kv-test', role: 'secondary', config }))).toBe('400 bad-request'); // no join
     expect(await refused(m5.start({ vmId: 'kv-test', role: 'primary', config: { vm: { id: 'kv-test' } } }))).toBe('400 bad-request');
+    // A migration key is only for a VM without FT (kv-test has FT on), and must be a key.
+    expect(await refused(m5.start({ vmId: 'kv-test', role: 'secondary', config, join: '127.0.0.1:1', migrationKey: 'ab'.repeat(32) }))).toBe('400 bad-request');
+    expect(await refused(m5.start({ vmId: 'kv-test', role: 'primary', config, migrationKey: 'not hex' }))).toBe('400 bad-request');
+    // A VM without FT has no secondary: only a migration's target, which needs the migration's key.
+    const noFt = { ...(config as Record<string, unknown>), ft: { enabled: false } } as JsonValue;
+    const noKey = await m5.start({ vmId: 'kv-test', role: 'secondary', config: noFt, join: '127.0.0.1:1' }).catch((e: AgentApiError) => e);
+    expect([(noKey as AgentApiError).status, (noKey as AgentApiError).message]).toEqual([400, expect.stringMatching(/has no secondary \(only a live migration's target, which needs migrationKey\)/)]);
     expect(agent.list()).toEqual([]);
 
     const v = await m5.start({ vmId: 'kv-test', role: 'primary', config, waitMs: 20_000 });

@@ -1,8 +1,8 @@
 // `lockstep cluster migrate`: the operator moves a VM's primary (or its secondary) through the manager,
 // without a protection gap, to a host the placement rules allow — and is refused, with the broken rule
-// named and nothing written, for one they do not, for an unknown host, and for a VM without FT (no live
-// migration of those in the cluster yet). Agents and a manager as processes on a real etcd, an FT
-// kvserver under a write load sampled every 50 ms.
+// named and nothing written, for one they do not, for an unknown host, and for the secondary of a VM
+// without FT (it has none); such a VM itself is live-migrated, without a restart. Agents and a manager as
+// processes on a real etcd, an FT kvserver under a write load sampled every 50 ms.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -18,7 +18,7 @@ if (!etcdOk.ok) console.warn(`skipping the cluster migrate test: ${etcdOk.why}`)
 describe.skipIf(!etcdOk.ok)('lockstep cluster migrate', () => {
   const fixture = etcdCluster('lockstep-cluster-migrate-');
 
-  it('moves the primary to the host asked for and the secondary to the best valid one, protected at every sample; refuses invalid targets and VMs without FT with the reason, writing nothing', async () => {
+  it('moves the primary to the host asked for and the secondary to the best valid one, protected at every sample; refuses invalid targets and the secondary of a VM without FT with the reason, writing nothing; live-migrates the VM without FT', async () => {
     const { etcd, store, tmp, procs } = fixture;
     const spec = `etcd:${etcd.endpoint}`;
     const tok = tokenFile(tmp);
@@ -30,7 +30,7 @@ describe.skipIf(!etcdOk.ok)('lockstep cluster migrate', () => {
     expect((await cli('create-vm', kv.path)).code).toBe(0);
     const solo = join(tmp, 'solo1.json');
     writeFileSync(join(tmp, 'solo1.img'), Buffer.alloc(4 << 20));
-    writeFileSync(solo, JSON.stringify({ vm: { id: 'solo1', guest: KVSERVER, ramMiB: 16, clock: 'real', devices: { disk: { path: join(tmp, 'solo1.img') }, net: { backend: 'udp', hostPort: await freeUdpPort(), guestPort: 11211 } } }, ft: { enabled: false } }));
+    writeFileSync(solo, JSON.stringify({ vm: { id: 'solo1', guest: KVSERVER, ramMiB: 16, clock: 'real', devices: { disk: { path: join(tmp, 'solo1.img') }, net: { backend: 'udp', hostPort: await freeUdpPort(), guestPort: 11211 } } }, ft: { enabled: false, timeoutMs: 5_000, heartbeatMs: 100 } }));
     expect((await cli('create-vm', solo)).code).toBe(0);
     const first = await until('kv1 protected, solo1 running', 120_000, async () => {
       const { views } = await look(store);
@@ -46,9 +46,8 @@ describe.skipIf(!etcdOk.ok)('lockstep cluster migrate', () => {
     expect([ontoSecondary.code, ontoSecondary.stderr]).toEqual([65, `lockstep cluster migrate: ${s} cannot take the primary of kv1: anti-affinity with secondary kv1 on ${s} (invalid-target); nothing written\n`]);
     const unknown = await cli('migrate', 'kv1', '--to', 'h9');
     expect([unknown.code, unknown.stderr]).toEqual([65, 'lockstep cluster migrate: no host h9 in the cluster (live hosts: h1, h2, h3) (unknown-host); nothing written\n']);
-    const nonFt = await cli('migrate', 'solo1');
-    expect(nonFt.code).toBe(65);
-    expect(nonFt.stderr).toMatch(/^lockstep cluster migrate: solo1 runs without FT, and live migration of a VM without FT is not available in the cluster yet: .*\(no-ft-migration\); nothing written\n$/);
+    const nonFt = await cli('migrate', 'solo1', '--secondary');
+    expect([nonFt.code, nonFt.stderr]).toEqual([65, 'lockstep cluster migrate: solo1 runs without FT: it has no secondary to migrate (migrate the VM itself, without --secondary) (no-ft-migration); nothing written\n']);
     expect((await cli('migrate', 'kv9')).stderr).toMatch(/no VM kv9 in the cluster \(VMs: kv1, solo1\)/);
     expect((await store.list('')).filter((e) => !e.key.startsWith(KEYS.eventsPrefix)).map((e) => e.key)).toEqual(before);
 
@@ -91,5 +90,17 @@ describe.skipIf(!etcdOk.ok)('lockstep cluster migrate', () => {
     const wrong = await load.lost();
     expect(wrong).toEqual([]);
     console.log(`cluster migrate: primary ${p} → ${third}, secondary ${s} → ${p}; ${samples.length} samples, none unprotected; ${load.acked.size} keys acknowledged`);
+
+    // The VM without FT: live-migrated by the manager (a migration target, not a restart).
+    const soloFrom = views.find((x) => x.vm === 'solo1')!.primary!;
+    const soloTo = ['h1', 'h2', 'h3'].find((h) => h !== soloFrom.host)!;
+    const soloRun = await cli('migrate', 'solo1', '--to', soloTo, '--wait', '--timeout', '120');
+    const soloTold = (await look(store)).inv.events.filter((e) => e.vm === 'solo1' || e.kind === 'action-failed').map((e) => `${e.kind}: ${e.message}`).join('\n');
+    expect([soloRun.code, soloRun.stderr], soloTold).toEqual([0, '']);
+    expect(soloRun.stdout).toMatch(new RegExp(`the VM of solo1 runs on ${soloTo}\\n$`));
+    const moved = (await look(store)).views.find((x) => x.vm === 'solo1')!;
+    expect([moved.status, moved.primary!.host, moved.primary!.startedAs], soloTold).toEqual(['running', soloTo, 'secondary']);
+    expect(soloTold).toMatch(/migrate-vm: requested \(cluster migrate solo1 --to/);
+    expect(soloTold.match(/^start-primary/gm)?.length ?? 0).toBe(1); // started once, never restarted
   }, 600_000);
 });

@@ -61,7 +61,7 @@ describe('a VM without FT under the cluster', () => {
       return pv.status === 'running' ? pv : undefined;
     });
     expect([v.primary?.host, v.secondary, v.text]).toEqual(['a1', undefined, 'Running (FT off)']);
-    expect(agent.list().find((x) => x.vmId === 'plain')?.events.some((e) => e.event === 'running')).toBe(true);
+    expect(agent.list().find((x) => x.vmId === 'plain')?.events.some((e) => e.event === 'listening')).toBe(true);
     const kv = new KvClient({ endpoints: [{ host: '127.0.0.1', port }], timeoutMs: 500, retries: 20 });
     try {
       expect(await kv.set('k', 'v1')).toBe('stored');

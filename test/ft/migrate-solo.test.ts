@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cliEntry } from '../../src/cluster/agent/cli-process.js';
 import { callControl } from '../../src/ft/control-client.js';
-import { FtPrimary, FtSecondary, LocalArbiter, Machine } from '../../src/index.js';
+import { FileArbiter, FtPrimary, FtSecondary, LocalArbiter, Machine } from '../../src/index.js';
 import { CRC_TRAILER_BYTES, HEADER_BYTES, HMAC_TRAILER_BYTES, OFF_LENGTH, OFF_TYPE } from '../../src/protocol/frame.js';
 import { MessageType } from '../../src/protocol/messages.js';
 import { exited, killAll, kvConfig, launch, processScope, type Proc } from '../helpers/ft-pair.js';
@@ -266,4 +266,54 @@ describe('live migration without an arbiter: GO_LIVE lost in a partition (in pro
       secondary.machine?.close();
     }
   }, 120_000);
+});
+
+describe('live migration without FT: a key made for the migration (in process)', () => {
+  it('a source armed with a fresh key takes a target with that key and refuses one with the key it was started with', async () => {
+    const startKey = randomBytes(32);
+    const migrationKey = randomBytes(32);
+    const make = () => new Machine({ memory: 16 << 20, clock: 'real' });
+    const machine = make();
+    machine.load(countingGuest());
+    const timing = { heartbeatMs: 50, timeoutMs: 2_000 };
+    const primary = new FtPrimary({ machine, vmId: 'solo', key: startKey, arbiter: new LocalArbiter(), disabled: true, ...timing });
+    const addr = await primary.start();
+    const rejected: string[] = [];
+    primary.on('rejected', (reason: string) => rejected.push(reason));
+    const target = (key: Uint8Array) => new FtSecondary({ vmId: 'solo', key, arbiter: new LocalArbiter(), join: addr, createMachine: make, ...timing });
+    const stale = target(startKey);
+    const fresh = target(migrationKey);
+    try {
+      primary.migrate({ key: migrationKey });
+      // The start key no longer opens the channel: the handshake fails, nothing is cloned.
+      await expect(stale.start()).rejects.toThrow();
+      await until('the source to refuse the stale key', () => rejected.length > 0);
+      expect(stale.machine).toBeUndefined();
+      await fresh.start();
+      await until('the target to go live', () => fresh.primary !== undefined, { timeoutMs: 60_000 });
+      await until('the target to run the guest', () => (fresh.machine?.progress ?? 0n) > 0n);
+    } finally {
+      await stale.stop().catch(() => undefined);
+      await fresh.primary?.stop().catch(() => undefined);
+      await fresh.stop().catch(() => undefined);
+      await primary.stop().catch(() => undefined);
+      machine.close();
+      fresh.machine?.close();
+    }
+  }, 120_000);
+
+  it('refuses a key for one migration from a primary that has an arbiter (its secondaries join with the pair key)', async () => {
+    const machine = new Machine({ memory: 16 << 20, clock: 'real' });
+    machine.load(countingGuest());
+    const dir = join(tmp, 'arbiter-key');
+    mkdirSync(dir, { recursive: true });
+    const primary = new FtPrimary({ machine, vmId: 'ftvm', key: randomBytes(32), arbiter: new FileArbiter({ dir }), heartbeatMs: 50, timeoutMs: 2_000 });
+    try {
+      await primary.start();
+      expect(() => primary.migrate({ key: randomBytes(32) })).toThrow(/a key for one migration is only for a VM with FT off and no arbiter/);
+    } finally {
+      await primary.stop().catch(() => undefined);
+      machine.close();
+    }
+  }, 60_000);
 });

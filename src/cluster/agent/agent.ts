@@ -1,7 +1,7 @@
 // The host agent (`lockstep agent`): registers its host in the cluster store, runs VM halves as child
 // processes of the CLI, publishes each one's state, and serves the authenticated control API. It makes
 // no placement decision of its own: it does what the (fenced) manager asks.
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { mkdir, open, stat, writeFile } from 'node:fs/promises';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
@@ -341,6 +341,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (typeof req.vmId !== 'string' || !/^[a-z0-9][a-z0-9._-]{0,62}$/.test(req.vmId)) throw new Refusal(400, 'bad-request', 'vmId: must be a VM id ([a-z0-9][a-z0-9._-]{0,62})');
     if (req.role !== 'primary' && req.role !== 'secondary') throw new Refusal(400, 'bad-request', `role: must be "primary" or "secondary", got ${JSON.stringify(req.role)}`);
     if (req.role === 'secondary' && (typeof req.join !== 'string' || parseHostPort(req.join) === undefined)) throw new Refusal(400, 'bad-request', 'join: a secondary needs the primary\'s logging channel as "host:port"');
+    const migrationKey = req.migrationKey === undefined ? undefined : hexKey(req.migrationKey, 'migrationKey');
     const waitMs = req.waitMs ?? 0;
     if (typeof waitMs !== 'number' || !Number.isFinite(waitMs) || waitMs < 0 || waitMs > 120_000) throw new Refusal(400, 'bad-request', 'waitMs: must be a number of milliseconds from 0 to 120000');
     const vmId = req.vmId;
@@ -351,12 +352,16 @@ export class Agent extends EventEmitter<AgentEvents> {
     try {
       const cfg = validateConfig(req.config, `${vmId}.json`, dir);
       if (cfg.config.vm.id !== vmId) throw new Refusal(400, 'bad-request', `config: vm.id is "${cfg.config.vm.id}", not "${vmId}"`);
-      // A VM without FT runs alone, as a primary with no secondary (lockstep agent run-vm).
+      // A VM without FT runs alone, as a primary with FT off and no arbiter; its only other instance is
+      // a live migration's target, started as a secondary with the key made for that migration.
       solo = !cfg.config.ft.enabled;
-      if (solo && req.role === 'secondary') throw new Refusal(400, 'bad-request', `config: ft.enabled is false: VM ${vmId} has no secondary`);
+      if (solo && req.role === 'secondary' && migrationKey === undefined) throw new Refusal(400, 'bad-request', `config: ft.enabled is false: VM ${vmId} has no secondary (only a live migration's target, which needs migrationKey)`);
+      if (!solo && migrationKey !== undefined) throw new Refusal(400, 'bad-request', `migrationKey: only for a VM without FT (${vmId} has FT on: its halves use the pair key of its configuration)`);
       disk = cfg.config.vm.devices.disk;
-      // The half's operations API takes requests signed with the pair key (src/ft/control-auth.ts).
-      if (cfg.config.ft.key !== undefined) pairKey = await readFtKey(cfg.config.ft.key, `${vmId}.json`);
+      // The half's operations API takes requests signed with the pair key (src/ft/control-auth.ts). A VM
+      // without FT gets a key of its own: made here for each start, or the migration's for a target.
+      if (solo) pairKey = migrationKey ?? randomBytes(32);
+      else if (cfg.config.ft.key !== undefined) pairKey = await readFtKey(cfg.config.ft.key, `${vmId}.json`);
     } catch (err) {
       if (err instanceof ConfigError) throw new Refusal(400, 'bad-request', `config: ${err.message}`);
       throw err;
@@ -371,6 +376,13 @@ export class Agent extends EventEmitter<AgentEvents> {
       await mkdir(dir, { recursive: true });
       const configPath = join(dir, 'vm.json');
       await writeFile(configPath, `${JSON.stringify(req.config, null, 2)}\n`, { mode: 0o600 });
+      // The key of a VM without FT: in a file only this user reads, named on the command line (never the
+      // key itself), deleted once the process has read it (VmProcess).
+      let keyFile: string | undefined;
+      if (solo) {
+        keyFile = join(dir, `key-${randomBytes(6).toString('hex')}`);
+        await writeFile(keyFile, pairKey!, { mode: 0o600, flag: 'wx' });
+      }
       // Separate disks: a secondary gets an image of its own in this host's directory (the clone fills it).
       const ownDisk = req.role === 'secondary' && disk?.mode === 'separate' ? await this.#ownImage(dir, disk.path) : undefined;
       p = new VmProcess({
@@ -382,6 +394,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         command: this.#o.command,
         cwd: dir,
         solo,
+        ...(keyFile !== undefined ? { keyFile } : {}),
         ...(req.join !== undefined ? { join: req.join } : {}),
         ...(ownDisk !== undefined ? { disk: ownDisk } : {}),
       });
@@ -410,12 +423,14 @@ export class Agent extends EventEmitter<AgentEvents> {
    * that is a primary — started as one or promoted — takes SIGUSR1 as test failover and SIGUSR2 as
    * test restart secondary (src/cli/signals.ts).
    */
-  async #operate<Op extends 'test-failover' | 'restart-secondary' | 'migrate-secondary' | 'migrate' | 'suspend' | 'enable'>(p: VmProcess, op: Op): Promise<Op> {
+  async #operate<Op extends 'test-failover' | 'restart-secondary' | 'migrate-secondary' | 'migrate' | 'suspend' | 'enable'>(p: VmProcess, op: Op, migrationKey?: Uint8Array): Promise<Op> {
     const key = this.#pairKeys.get(p);
     if (p.controlUrl !== null && key !== undefined) {
       let answer: Awaited<ReturnType<typeof callControl>>;
       try {
-        answer = await callControl(p.controlUrl, key, 'POST', `/ft/${op}`, { timeoutMs: 15_000 });
+        // A migration key rides in the signed body, over loopback to this host's own VM process.
+        const body = migrationKey !== undefined ? { body: { keyHex: Buffer.from(migrationKey).toString('hex') } } : {};
+        answer = await callControl(p.controlUrl, key, 'POST', `/ft/${op}`, { timeoutMs: 15_000, ...body });
       } catch (err) {
         // A handover ends the process, which may close the connection before the answer: look at what it said.
         if (op === 'test-failover' && p.events.some((e) => e.event === 'handed-over')) return op;
@@ -658,7 +673,11 @@ export class Agent extends EventEmitter<AgentEvents> {
         const p = this.#find(b!);
         if (p.role !== 'primary') throw new Refusal(409, 'wrong-role', `VM ${b} runs here as the ${p.role}; ${c} is an operation of the primary`);
         if (p.state !== 'running') throw new Refusal(409, 'not-ready', `the primary of ${b} is ${p.state} (${p.status})`);
-        return send(200, { ...p.view(), operation: await this.#operate(p, 'migrate') });
+        const raw = (body as { migrationKey?: unknown } | null)?.migrationKey;
+        const key = raw === undefined ? undefined : hexKey(raw, 'migrationKey');
+        if (p.solo && key === undefined) throw new Refusal(400, 'bad-request', `migrationKey: ${b} runs without FT; its live migration needs a key made for it (the target's start gets the same)`);
+        if (!p.solo && key !== undefined) throw new Refusal(400, 'bad-request', `migrationKey: only for a VM without FT (${b} has FT on: its target joins with the pair key)`);
+        return send(200, { ...p.view(), operation: await this.#operate(p, 'migrate', key) });
       }
       if (parts.length === 3 && a === 'vms' && method === 'POST' && (c === 'failover' || c === 'restart-secondary')) {
         const p = this.#find(b!);
@@ -699,6 +718,12 @@ export class Agent extends EventEmitter<AgentEvents> {
     const r = this.hostRecord();
     return { id: r.id, api: r.api, ftHost: r.ftHost, capacity: r.capacity, groups: r.groups, compatId: r.compatId, maxFtVms: r.maxFtVms, maxFtVcpus: r.maxFtVcpus ?? DEFAULT_MAX_FT_VCPUS, pid: r.pid, running: this.#vms.size, fence: { ...this.#fence }, storeReachable: performance.now() < this.#host.deadline };
   }
+}
+
+/** A key sent as hex (a migration's): at least 16 bytes. */
+function hexKey(v: unknown, field: string): Uint8Array {
+  if (typeof v !== 'string' || !/^(?:[0-9a-f]{2}){16,64}$/i.test(v)) throw new Refusal(400, 'bad-request', `${field}: must be a key of 16 to 64 bytes as hex`);
+  return Buffer.from(v, 'hex');
 }
 
 async function readJson(req: IncomingMessage): Promise<unknown> {

@@ -23,6 +23,19 @@ export interface StartRequest {
   join?: string;
   /** Answer only once the half is ready (a primary listening, a secondary joined), waiting at most this long. Default 0: at once. */
   waitMs?: number;
+  /**
+   * A VM without FT, role `secondary`: the instance is a live migration's target, and this is the key
+   * made for that one migration (hex, at least 16 bytes) — the same one given to the source's agent with
+   * {@link AgentClient.migrate}. It reaches the process in a file only it can read, never its argv, and
+   * is never stored.
+   */
+  migrationKey?: string;
+}
+
+/** Body of `POST /v1/vms/<vm>/migrate`. */
+export interface ArmMigrationRequest {
+  /** A VM without FT: the key made for this one migration (hex, at least 16 bytes); required for such a VM, refused for an FT VM. */
+  migrationKey?: string;
 }
 
 /** `GET /v1/host`: the host's registration (as in `hosts/<id>`), what runs on it, and its fence. */
@@ -141,10 +154,11 @@ export class AgentClient {
   /**
    * Live migration of the primary of `vmId` running here: the next secondary to join it (start one on
    * the target host with {@link start}, role `secondary`) becomes the primary; a protected VM's
-   * secondary follows the target without a clone. Resolves once the primary is armed.
+   * secondary follows the target without a clone. A VM without FT needs `migrationKey` (the target's
+   * start gets the same). Resolves once the primary is armed.
    */
-  migrate(vmId: string): Promise<InstanceView & { operation: 'migrate' }> {
-    return this.#call('POST', `/vms/${encodeURIComponent(vmId)}/migrate`, {}, this.#timeoutMs + 15_000);
+  migrate(vmId: string, req: ArmMigrationRequest = {}): Promise<InstanceView & { operation: 'migrate' }> {
+    return this.#call('POST', `/vms/${encodeURIComponent(vmId)}/migrate`, req, this.#timeoutMs + 15_000);
   }
 
   /** Test restart secondary: the primary's secondary is cloned again. */

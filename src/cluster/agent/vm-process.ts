@@ -1,10 +1,11 @@
-// One half of an FT pair run by an agent — or a VM without FT — as a child process of the built CLI
-// (`lockstep primary|secondary|agent run-vm … --events`), its JSON event lines folded into the instance
-// record the agent publishes. Never detaches
-// the child: it stays in the agent's process group, so killing the group kills it too.
+// One half of an FT pair run by an agent — or a VM without FT, or its live migration's target — as a
+// child process of the built CLI (`lockstep primary|secondary … --events`), its JSON event lines folded
+// into the instance record the agent publishes. Never detaches the child: it stays in the agent's
+// process group, so killing the group kills it too.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { rm } from 'node:fs/promises';
 import { formatHostPort, parseHostPort } from '../../config/index.js';
 import { parseEventLine, type FtEventLine } from '../../ft/event-lines.js';
 import type { InstanceRecord, InstanceRole, InstanceState } from '../manager/layout.js';
@@ -16,8 +17,18 @@ export interface VmProcessOptions {
   /** The agent's host id. */
   host: string;
   role: InstanceRole;
-  /** A VM without FT (`ft.enabled: false`): run alone (`lockstep agent run-vm`), published as a primary. */
+  /**
+   * A VM without FT (`ft.enabled: false`): run alone as a primary with FT off and no arbiter (`lockstep
+   * primary --key-file`), live-migratable, never protected; with role `secondary`, a live migration's
+   * target (it goes live only on the source's GO_LIVE). Needs {@link keyFile}.
+   */
   solo?: boolean;
+  /**
+   * The key file of a VM without FT (`--key-file`): made by the agent for this process (a primary) or
+   * for this migration (a target). Deleted once the process has read it (it reads it before it binds
+   * anything, so at its first `net`, `listening`, `joined` or `halted` event, or its exit).
+   */
+  keyFile?: string;
   /** The configuration file written for it. */
   configPath: string;
   /** Secondary: the primary's logging channel, `host:port`. */
@@ -87,6 +98,7 @@ export class VmProcess extends EventEmitter {
   readonly events: VmEvent[] = [];
   readonly log: string[] = [];
   readonly #exited: Promise<VmExit>;
+  #keyFile: string | undefined;
 
   constructor(o: VmProcessOptions) {
     super();
@@ -100,8 +112,14 @@ export class VmProcess extends EventEmitter {
     // The operations API (test failover, restart secondary) on loopback: only this agent talks to it.
     const control = ['--control', '127.0.0.1:0', '--exit-with-parent'];
     const listen = formatHostPort({ host: o.ftHost, port: 0 });
+    if (this.solo && o.keyFile === undefined) throw new Error(`VmProcess: the VM without FT ${o.vmId} needs a key file`);
+    this.#keyFile = o.keyFile;
+    // A VM without FT holds a lease from the agent (--lease-stdin): see Agent #track.
+    const solo = ['--key-file', o.keyFile!, '--listen', listen, ...control, '--lease-stdin', '--events'];
     const args = this.solo
-      ? ['agent', 'run-vm', o.configPath, '--exit-with-parent', '--lease-stdin', '--events']
+      ? o.role === 'primary'
+        ? ['primary', o.configPath, ...solo]
+        : ['secondary', o.configPath, '--join', o.join!, ...solo]
       : o.role === 'primary'
         ? ['primary', o.configPath, '--listen', listen, ...control, '--events']
         : ['secondary', o.configPath, '--join', o.join!, '--listen', listen, ...control, ...(o.disk !== undefined ? ['--disk', o.disk] : []), '--events'];
@@ -110,6 +128,7 @@ export class VmProcess extends EventEmitter {
     this.child.stdin?.on('error', () => undefined); // a lease written as it exits: its exit says the rest
     this.#exited = new Promise((resolve) => {
       this.child.once('exit', (code, signal) => {
+        this.#forgetKey();
         this.exit = { code, signal, at: Date.now() };
         this.state = 'stopping';
         this.protected = false;
@@ -155,7 +174,8 @@ export class VmProcess extends EventEmitter {
       state: this.state,
       pid: this.child.pid ?? -1,
       incarnation: this.incarnation,
-      epoch: this.epoch,
+      // A VM without FT has no arbiter: its process-local epochs mean nothing to anyone else.
+      epoch: this.solo ? null : this.epoch,
       listen: this.listen,
       join: this.join,
       protected: this.protected,
@@ -178,7 +198,9 @@ export class VmProcess extends EventEmitter {
    * and rejects if it exits first or `timeoutMs` passes.
    */
   ready(timeoutMs: number): Promise<void> {
-    const isReady = () => (this.solo ? this.state === 'running' : this.role === 'primary' ? this.state === 'running' && this.listen !== null : this.state === 'joined' || this.protected);
+    // A live migration's target (started as a secondary) is ready once it joined, or once it is the VM.
+    const isReady = () =>
+      this.role === 'primary' ? this.state === 'running' && (this.solo || this.listen !== null) : this.state === 'joined' || this.protected;
     if (isReady()) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const done = (err?: Error) => {
@@ -226,6 +248,14 @@ export class VmProcess extends EventEmitter {
     return this.exit!;
   }
 
+  /** The key file has been read (or never will be): it goes. */
+  #forgetKey(): void {
+    const f = this.#keyFile;
+    if (f === undefined) return;
+    this.#keyFile = undefined;
+    void rm(f, { force: true }).catch(() => undefined);
+  }
+
   #lastWords(): string {
     const why = [...this.events].reverse().find((e) => e.event === 'halted' || e.event === 'warning');
     const text = why !== undefined ? String(why.reason ?? why.message) : this.log[this.log.length - 1];
@@ -263,6 +293,7 @@ export class VmProcess extends EventEmitter {
       }
       return this.#changed(false);
     }
+    if (e.event === 'net' || e.event === 'listening' || e.event === 'joined' || e.event === 'halted') this.#forgetKey();
     // A primary whose secondary follows its migration's target: its record stays as it was at the
     // hand-over (the agent drops it once the target's is there), see Agent #handedOn.
     if (this.migratedWithFollower) return;
@@ -275,6 +306,7 @@ export class VmProcess extends EventEmitter {
         // A secondary that went live listens as the new primary.
         this.role = 'primary';
         this.state = 'running';
+        if (this.solo) this.status = SOLO_STATUS;
         break;
       }
       case 'running':
@@ -287,12 +319,17 @@ export class VmProcess extends EventEmitter {
         return; // not part of the record
       case 'joined':
         this.state = 'joined';
-        this.status = 'joined the primary; being cloned';
+        this.status = this.solo ? 'a live migration\'s target: being copied from the source' : 'joined the primary; being cloned';
         break;
       case 'cloned':
         if (this.role === 'secondary') this.status = 'cloned; replaying';
         break;
       case 'status':
+        // A VM without FT: FT is off for good (no arbiter), there is nothing to protect.
+        if (this.solo) {
+          if (this.role === 'primary' && this.state === 'running') this.status = SOLO_STATUS;
+          break;
+        }
         this.protected = e.protected === true;
         if (typeof e.text === 'string') this.status = this.role === 'secondary' && this.protected ? 'Protected (in lockstep with the primary)' : e.text;
         break;
@@ -308,6 +345,12 @@ export class VmProcess extends EventEmitter {
         this.role = 'primary';
         this.epoch = num(e.epoch) ?? this.epoch;
         const at = typeof e.listen === 'string' ? parseHostPort(e.listen) : undefined;
+        if (this.solo) {
+          // A VM without FT live-migrated here: it is this process now (running once it listens).
+          this.state = 'starting';
+          this.status = 'live migration: the VM runs here now (FT off)';
+          break;
+        }
         if (e.followed === true && at !== undefined) {
           // A live migration's target: the VM's secondary follows it from this state, so the pair is
           // protected from here on, at the address it is about to listen on.

@@ -190,7 +190,9 @@ export function pairView(vm: string, inv: Inventory): PairView {
   // with it is one it lost — dead, or about to notice. A new secondary claims lockstep only after the
   // primary has left that state (its clone starts first).
   const alone = primary !== undefined && primary.state === 'running' && !primary.protected && /need secondary/i.test(primary.status);
-  if (channel !== null) {
+  // A VM without FT has no secondary: a secondary-role instance of it is a live migration's target,
+  // one of the others until it goes live as the primary.
+  if (channel !== null && desired?.ft !== false) {
     for (const r of live) {
       if (r.role !== 'secondary' || r.join !== channel || r.host === primary!.host) continue;
       if (alone && r.protected) {

@@ -2,6 +2,7 @@
 // store's desired VMs with what the agents run — places pairs, gives every FT VM that lost a half a new
 // secondary, drains hosts entering maintenance, applies or records load-balancing moves. Every start goes
 // through a placement answer computed on the current state, so no hard rule is broken by what it starts.
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { OptionError } from '../../errors.js';
 import { Placement, explain, type ClusterSnapshot, type PlacementOptions } from '../placement/index.js';
@@ -725,6 +726,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
         const r = p.placeSecondary(v.vm);
         if (r.kind === 'unplaceable') {
           await this.#sayOnceHeld(`unplaceable:${v.vm}`, { kind: 'unplaceable', vm: v.vm, message: `no host for a new secondary of ${v.vm}: ${r.reason}\n${explain(r)}` });
+          // Defragmentation may make room for it (#defragment), as for a VM that runs nowhere.
+          this.#roomless.add(v.vm);
           return undefined;
         }
         if (r.kind !== 'secondary-placed') return undefined;
@@ -908,33 +911,56 @@ export class Manager extends EventEmitter<ManagerEvents> {
    * Live migration of a protected VM's primary from `from` to `to` (docs/fault-tolerance.md, "Live
    * migration"): the primary is armed, a secondary-role instance started on `to` joins it as the target,
    * and at the hand-over the VM's secondary follows the target without a clone. `otherwise` runs when
-   * the primary cannot be armed (no operations API, not running).
+   * the primary cannot be armed (no operations API, not running). A VM without FT (`v.desired.ft`
+   * false) is live-migrated the same way, its one instance being the primary: a key made for this
+   * migration goes to both agents, the target goes live on the source's GO_LIVE (no restart, the guest's
+   * console and network state carried over), and the event is `migrate-vm`.
    */
-  async #migratePrimary(inv: Inventory, vm: string, from: string, to: string, v: PairView, message: string, otherwise: () => Promise<void>): Promise<void> {
+  async #migratePrimary(inv: Inventory, vm: string, from: string, to: string, v: PairView, message: string, otherwise: (why: string) => Promise<void>): Promise<void> {
     const join = v.primary !== undefined ? channelOf(v.primary) : null;
-    if (v.desired === undefined || join === null) return otherwise();
+    if (v.desired === undefined || join === null) return otherwise(v.desired === undefined ? `${vm} is no longer desired` : `its primary on ${from} does not listen for a target (${v.primary?.status ?? 'no record'})`);
     this.#cooldown.set(vm, Date.now() + 60_000);
-    const armed = await this.#call(inv, from, (c) => c.migrate(vm));
-    if (armed === undefined) return otherwise();
-    await this.#event({ kind: 'migrate-primary', action: true, vm, host: from, message });
-    await this.#call(inv, to, (c) => c.start({ vmId: vm, role: 'secondary', config: v.desired!.config, join, waitMs: this.#o.startTimeoutMs }));
+    // A VM without FT: its one instance is live-migrated over a channel keyed for this migration alone.
+    // The key is made here and handed to both agents in their (authenticated) requests; it is never
+    // written to the store or an event, and each agent passes it to its VM process in a private file.
+    const solo = !v.desired.ft;
+    const migrationKey = solo ? randomBytes(32).toString('hex') : undefined;
+    let refusal = 'its agent did not answer';
+    const armed = await this.#call(
+      inv,
+      from,
+      (c) => c.migrate(vm, migrationKey !== undefined ? { migrationKey } : {}),
+      (err) => {
+        refusal = err.message;
+        return undefined;
+      },
+    );
+    if (armed === undefined) return otherwise(refusal);
+    await this.#event({ kind: solo ? 'migrate-vm' : 'migrate-primary', action: true, vm, host: from, message });
+    await this.#call(
+      inv,
+      to,
+      (c) => c.start({ vmId: vm, role: 'secondary', config: v.desired!.config, join, ...(migrationKey !== undefined ? { migrationKey } : {}), waitMs: this.#o.startTimeoutMs }),
+      (err) =>
+        // Said with the VM, for `cluster migrate --wait` and the operator: the source stays armed and
+        // runs on; a target left running (not ready in time) may still take over.
+        this.#event({ kind: 'migrate-failed', vm, host: to, message: `the live migration of ${vm} from ${from} to ${to} did not start: ${err.message}; ${vm} runs on ${from} unless a target still running takes over` }),
+    );
     this.#cooldown.set(vm, Date.now() + 10_000);
   }
 
-  /** Controlled switch: the primary of `vm` on `from` hands over to its secondary; a new secondary follows. */
-  async #switch(inv: Inventory, vm: string, from: string, newSecondaryHost: string, message: string): Promise<void> {
-    this.#cooldown.set(vm, Date.now() + 10_000);
-    this.#hints.set(vm, { host: newSecondaryHost, until: Date.now() + 30_000 });
-    await this.#event({ kind: 'switch-primary', action: true, vm, host: from, message });
-    const r = await this.#call(inv, from, (c) => c.failover(vm));
-    if (r?.operation === 'kill') {
-      await this.#event({
-        kind: 'switch-by-kill',
-        vm,
-        host: from,
-        message: `the primary of ${vm} on ${from} went live from a secondary and has no test-failover operation; it was killed and its secondary goes live by itself (nothing acknowledged is lost)`,
-      });
-    }
+  /**
+   * The primary of `vm` cannot be armed for its drain's live migration: the drain of `h` waits (the VM
+   * stays protected where it is) and says why; tried again after a few seconds. Never a switch.
+   */
+  async #drainWaits(h: string, vm: string, why: string): Promise<void> {
+    this.#cooldown.set(vm, Date.now() + 5_000);
+    await this.#say(`drain-waits:${h}:${vm}`, {
+      kind: 'maintenance-blocked',
+      host: h,
+      vm,
+      message: `the primary of ${vm} cannot leave ${h}: it cannot be armed for a live migration (${why}). It is not switched to its secondary, which would leave ${vm} unprotected until a new secondary is in lockstep: the drain waits and tries again every 5 s. To go on: make the primary migratable again, or take ${h} out of maintenance (lockstep cluster maintenance ${h} off)`,
+    });
   }
 
   // ---- lost hosts -----------------------------------------------------------------------------------
@@ -1085,6 +1111,20 @@ export class Manager extends EventEmitter<ManagerEvents> {
       return out;
     }
     for (const b of plan.blocked) await this.#sayOnceHeld(`blocked:${h}:${b.vm}:${b.role}`, { kind: 'maintenance-blocked', host: h, vm: b.vm, message: `the ${b.role} of ${b.vm} cannot leave ${h}: ${b.reason}` });
+    // VMs without FT are live-migrated where the plan says, beside everything else (they depend on
+    // nothing else on the host); one that is not running yet (starting, migrating) waits.
+    for (const v of views) {
+      if (v.desired?.ft !== false || v.primary?.host !== h || busy.has(v.vm) || cooling(v.vm) || v.status !== 'running' || v.others.length > 0) continue;
+      const mv = plan.steps.find((s) => s.move.vm === v.vm)?.move;
+      if (mv?.kind !== 'migrate' || mv.from !== h) continue;
+      out.push(
+        this.#action(v.vm, () =>
+          this.#migratePrimary(inv, v.vm, h, mv.to, v, `maintenance of ${h}: live migration of ${v.vm} (FT off) to ${mv.to}, without a restart`, () =>
+            this.#event({ kind: 'maintenance-blocked', vm: v.vm, host: h, message: `the VM ${v.vm} (FT off) cannot leave ${h}: it cannot be armed for a live migration (no operations API, or not running); tried again` }),
+          ),
+        ),
+      );
+    }
     // Secondaries first: stopping one leaves its primary alone, and the VM pass places a new one elsewhere
     // (this host takes nothing new while in maintenance).
     const secondariesHere = views.filter((v) => v.secondary?.host === h);
@@ -1109,12 +1149,14 @@ export class Manager extends EventEmitter<ManagerEvents> {
       const mv = step.move;
       if (mv.kind === 'switch-primary' && mv.from === h && mv.newPrimaryHost === v.secondary!.host) {
         // Live migration to the host planned for the new secondary: the secondary stays where it is and
-        // follows the migrated primary, so the VM is never unprotected. A controlled switch (a gap until
-        // a new secondary is cloned) only when the primary cannot be armed for it.
+        // follows the migrated primary, so the VM is never unprotected. A primary that cannot be armed
+        // for it is NOT switched to its secondary (that would leave the VM unprotected until a new
+        // secondary is cloned — vSphere's maintenance mode never drops FT protection on its own): the
+        // drain waits, says why, and tries again; the operator decides (docs/cluster.md).
         out.push(
           this.#action(v.vm, () =>
-            this.#migratePrimary(inv, v.vm, h, mv.newSecondaryHost, v, `maintenance of ${h}: live migration of the primary of ${v.vm} to ${mv.newSecondaryHost}; its secondary on ${v.secondary!.host} follows without a protection gap`, () =>
-              this.#switch(inv, v.vm, h, mv.newSecondaryHost, `maintenance of ${h}: controlled switch of ${v.vm} — the secondary on ${mv.newPrimaryHost} goes live, a new secondary follows (planned on ${mv.newSecondaryHost}): ${step.message}`),
+            this.#migratePrimary(inv, v.vm, h, mv.newSecondaryHost, v, `maintenance of ${h}: live migration of the primary of ${v.vm} to ${mv.newSecondaryHost}; its secondary on ${v.secondary!.host} follows without a protection gap`, (why) =>
+              this.#drainWaits(h, v.vm, why),
             ),
           ),
         );
@@ -1157,7 +1199,15 @@ export class Manager extends EventEmitter<ManagerEvents> {
         continue;
       }
       const message = `requested (${asked}): ${check.message}`;
-      if (check.role === 'secondary') {
+      if (v?.desired?.ft === false) {
+        out.push(
+          this.#action(req.vm, () =>
+            this.#migratePrimary(inv, req.vm, check.from, check.to, v, `${message}; live migration without a restart (FT off)`, () =>
+              this.#event({ kind: 'migrate-refused', vm: req.vm, host: check.from, message: `${asked} failed: ${req.vm} on ${check.from} cannot be armed for a live migration (no operations API, or not running); nothing was changed` }),
+            ),
+          ),
+        );
+      } else if (check.role === 'secondary') {
         out.push(this.#action(req.vm, () => this.#moveSecondary(inv, req.vm, check.from, check.to, message, v)));
       } else {
         out.push(
@@ -1249,25 +1299,33 @@ export class Manager extends EventEmitter<ManagerEvents> {
         continue;
       }
       if (d.kind !== 'defrag') continue; // the unplaceable event says why
-      const blocker = d.moves.map((m) => views.find((x) => x.vm === m.vm)).find((w) => w === undefined || w.desired?.ft !== true || !w.protected);
+      // Every VM moved must be movable without a gap: an FT VM protected, a VM without FT running.
+      const movable = (w: PairView | undefined) => w?.desired !== undefined && (w.desired.ft ? w.protected : w.status === 'running' && w.others.length === 0);
+      const blocker = d.moves.map((m) => views.find((x) => x.vm === m.vm)).find((w) => !movable(w));
       if (blocker !== undefined || this.mode !== 'integrated') {
         const why =
           this.mode !== 'integrated'
             ? 'legacy mode moves no FT VM'
-            : blocker?.desired?.ft !== true
-              ? `${blocker?.vm ?? '?'} runs without FT, and the cluster cannot live-migrate such a VM yet`
-              : `${blocker.vm} is not protected, and would be left unprotected by the move`;
-        await this.#say(`defrag:${vm}`, { kind: 'defrag-skipped', vm, message: `${vm} cannot be placed for want of room; defragmentation: ${d.message}, but not applied: ${why}` });
+            : blocker?.desired?.ft === false
+              ? `${blocker.vm} (FT off) is not running now (${blocker.text})`
+              : `${blocker?.vm ?? '?'} is not protected, and would be left unprotected by the move`;
+        await this.#say(`defrag:${vm}`, { kind: 'defrag-skipped', vm, message: `${vm} (or its new secondary) cannot be placed for want of room; defragmentation: ${d.message}, but not applied: ${why}` });
         continue;
       }
       if (this.automation !== 'automatic') {
-        await this.#say(`defrag:${vm}`, { kind: 'recommendation', vm, message: `${vm} cannot be placed for want of room; defragmentation: ${d.message} (automation manual: not applied)` });
+        await this.#say(`defrag:${vm}`, { kind: 'recommendation', vm, message: `${vm} (or its new secondary) cannot be placed for want of room; defragmentation: ${d.message} (automation manual: not applied)` });
         continue;
       }
       const m = d.moves[0]!;
       const w = views.find((x) => x.vm === m.vm)!;
       if (busy.has(m.vm) || cooling(m.vm) || w.others.length > 0) return undefined;
-      const message = `defragmentation for ${vm}, which no host can take for want of room: ${d.message}; move 1 of ${d.moves.length}: ${m.kind === 'migrate' ? `live migration of the primary of ${m.vm} ${m.from} → ${m.to} (its secondary follows without a protection gap)` : `the secondary of ${m.vm} ${m.from} → ${m.to}`}`;
+      const how =
+        m.kind !== 'migrate'
+          ? `the secondary of ${m.vm} ${m.from} → ${m.to}`
+          : w.desired?.ft === false
+            ? `live migration of ${m.vm} (FT off) ${m.from} → ${m.to}, without a restart`
+            : `live migration of the primary of ${m.vm} ${m.from} → ${m.to} (its secondary follows without a protection gap)`;
+      const message = `defragmentation for ${vm}, ${d.placement.secondaryHost !== undefined && views.find((x) => x.vm === vm)?.primary !== undefined ? 'whose new secondary' : 'which'} no host can take for want of room: ${d.message}; move 1 of ${d.moves.length}: ${how}`;
       this.#said.delete(`defrag:${vm}`);
       this.#defragging = m.vm;
       if (m.kind === 'move-secondary') return this.#action(m.vm, () => this.#moveSecondary(inv, m.vm, m.from, m.to, message, w));
@@ -1337,9 +1395,16 @@ export class Manager extends EventEmitter<ManagerEvents> {
       return undefined;
     }
     const nonFt = v.desired !== undefined && !v.desired.ft;
-    const cannot = nonFt
-      ? `a live migration of a VM without FT, which the cluster cannot do yet: its agent runs it alone, with no logging channel to migrate it over`
-      : `a ${mv.kind} of a VM without a secondary, which would leave it unprotected`;
+    if (nonFt && mv.kind === 'migrate' && v.primary?.host === mv.from && v.status === 'running') {
+      // A VM without FT: live-migrated, no restart.
+      if (req !== undefined) await this.#applied(req.moves - 1, `apply requested: applying ${first.message}`);
+      return this.#action(v.vm, () =>
+        this.#migratePrimary(inv, v.vm, mv.from, mv.to, v, `${why}: ${first.message}; live migration without a restart (FT off)`, () =>
+          this.#event({ kind: 'recommendation-skipped', vm: v.vm, host: mv.from, message: `not applied: ${first.message} (${v.vm} on ${mv.from} cannot be armed for a live migration)` }),
+        ),
+      );
+    }
+    const cannot = nonFt ? `a ${mv.kind} of a VM without FT that is not running now (${v.text})` : `a ${mv.kind} of a VM without a secondary, which would leave it unprotected`;
     await this.#say(`balance-skip:${mv.vm}`, { kind: 'recommendation-skipped', vm: mv.vm, message: `not applied: ${first.message} (${cannot})` });
     if (req !== undefined) await this.#applied(0, `apply requested: the next recommendation cannot be applied (${mv.kind} of ${mv.vm}: ${cannot}); request dropped`);
     return undefined;

@@ -11,8 +11,10 @@ export type MigrationRefusal =
   | 'unknown-vm'
   /** The target host is not one the cluster knows. */
   | 'unknown-host'
-  /** A VM without FT: the agents run it alone, with no logging channel to migrate it over (not yet). */
+  /** `--secondary` of a VM without FT: it has none. */
   | 'no-ft-migration'
+  /** A VM without FT that is not running now (starting, down, a migration of it under way). */
+  | 'not-running'
   /** An FT VM whose secondary is not in lockstep: a migration would leave it unprotected. */
   | 'not-protected'
   /** The target (or every host, without one) breaks a hard rule, a capacity or an FT cap. */
@@ -26,24 +28,18 @@ export type MigrationCheck =
 /**
  * Checks a migration request against the VM's pair and the placement rules. A primary of an FT VM
  * moves by live migration with its secondary following (no protection gap), a secondary by a gap-free
- * move (a new one cloned before the old one leaves); both need the VM protected. A VM without FT is
- * refused: the agents run it alone (`lockstep agent run-vm`), without the logging channel a live
- * migration goes over.
+ * move (a new one cloned before the old one leaves); both need the VM protected. A VM without FT moves
+ * by live migration of its one instance (a key made for the migration, no restart); it needs to be
+ * running, and has no secondary to move.
  */
 export function checkMigration(views: readonly PairView[], snapshot: ClusterSnapshot, req: Pick<MigrateRequest, 'vm' | 'role' | 'to'>): MigrationCheck {
   const { vm, role } = req;
   const no = (code: MigrationRefusal, reason: string): MigrationCheck => ({ ok: false, vm, code, reason });
   const v = views.find((x) => x.vm === vm);
   if (v?.desired === undefined) return no('unknown-vm', `no VM ${vm} in the cluster (VMs: ${views.filter((x) => x.desired !== undefined).map((x) => x.vm).join(', ') || 'none'})`);
-  if (!v.desired.ft) {
-    return no(
-      'no-ft-migration',
-      role === 'secondary'
-        ? `${vm} runs without FT: it has no secondary to migrate`
-        : `${vm} runs without FT, and live migration of a VM without FT is not available in the cluster yet: its agent runs it alone (lockstep agent run-vm), with no logging channel to migrate it over`,
-    );
-  }
-  if (!v.protected) return no('not-protected', `${vm} is not protected (${v.text}): a live migration needs its secondary in lockstep, or it would leave the VM unprotected; try again once it is Protected`);
+  if (!v.desired.ft && role === 'secondary') return no('no-ft-migration', `${vm} runs without FT: it has no secondary to migrate (migrate the VM itself, without --secondary)`);
+  if (!v.desired.ft && (v.status !== 'running' || v.others.length > 0)) return no('not-running', `${vm} (FT off) is not running now (${v.text}${v.others.length > 0 ? '; an operation on it is still ending' : ''}): try again once it runs`);
+  if (v.desired.ft && !v.protected) return no('not-protected', `${vm} is not protected (${v.text}): a live migration needs its secondary in lockstep, or it would leave the VM unprotected; try again once it is Protected`);
   if (req.to !== undefined && !snapshot.hosts.some((h) => h.id === req.to)) {
     return no('unknown-host', `no host ${req.to} in the cluster (live hosts: ${snapshot.hosts.filter((h) => h.connected !== false).map((h) => h.id).sort().join(', ') || 'none'})`);
   }

@@ -1,6 +1,8 @@
-// Defragmentation (`Placement.defragment`): a VM that no host can take only for want of room gets the
-// moves of other VMs' halves that make room; after them it places where the plan says, breaking no rule.
-// A VM refused for a rule, one that fits already, and one no moves can make room for are told apart.
+// Defragmentation (`Placement.defragment`): a VM that no host can take only for want of room — or the new
+// secondary of an FT primary running alone — gets the moves of other VMs' halves that make room; after
+// them it places where the plan says, breaking no rule. The plan takes the fewest moves, then the least
+// memory copied. A VM refused for a rule, one that fits already, and one no moves can make room for are
+// told apart.
 import { describe, expect, it } from 'vitest';
 import { type ClusterSnapshot, Placement, PlacementInputError, applyAnswer, applyMoves } from '../../../src/cluster/placement/index.js';
 import { Rng, ftVm, hardProblems, host, randomCluster, vm } from './helpers.js';
@@ -73,6 +75,62 @@ describe('Placement.defragment', () => {
     expect(plan.moves.map((m) => m.vm)).toEqual(['s1', 's2', 's3', 's4', 's5']);
     expect(plan.placement).toEqual({ host: 'h1' });
     expect(() => new Placement(snap).defragment('s1')).toThrow(PlacementInputError);
+  });
+
+  it('moves the smallest half that is enough, not the largest: the least memory copied', () => {
+    const snap: ClusterSnapshot = {
+      hosts: [host('h1'), host('h2')],
+      vms: [vm('big', { host: 'h1', mips: 3000, memGiB: 8 }), vm('small', { host: 'h1', mips: 3000, memGiB: 1 }), vm('fill', { host: 'h1', mips: 3000 }), vm('w', { host: 'h2', mips: 7000 }), vm('x', { mips: 4000 })],
+    };
+    // h1 must free 3 000 MIPS: big or small alone does it, and h2 takes either; w cannot leave h2.
+    const { plan, placed, final } = carryOut(snap, 'x');
+    expect(plan.moves).toEqual([{ kind: 'migrate', vm: 'small', from: 'h1', to: 'h2' }]);
+    expect(placed).toEqual({ host: 'h1' });
+    expect(hardProblems(final)).toEqual([]);
+  });
+
+  it('empties the host that needs the fewest moves, not the first in id order', () => {
+    const snap: ClusterSnapshot = {
+      hosts: [host('h1'), host('h2'), host('h3', { mips: 30_000, groups: ['g3'] })],
+      vms: [
+        ...[1, 2, 3, 4, 5].map((i) => vm(`s${i}`, { host: 'h1', mips: 1800 })),
+        vm('t', { host: 'h2', mips: 5000 }),
+        vm('u', { host: 'h2', mips: 4000 }),
+        vm('big', { host: 'h3', mips: 16_000 }),
+        vm('x', { mips: 5000 }),
+      ],
+      rules: [{ kind: 'vm-host', id: 'not-h3', type: 'must-not', hostGroup: 'g3', vms: ['x'] }],
+    };
+    // h1 needs three of its 1 800-MIPS VMs to leave; h2 only u (4 000).
+    const { plan, placed } = carryOut(snap, 'x');
+    expect(plan.moves).toEqual([{ kind: 'migrate', vm: 'u', from: 'h2', to: 'h3' }]);
+    expect(placed).toEqual({ host: 'h2' });
+  });
+
+  it('makes room for the new secondary of an FT primary that runs alone, by moving another VM’s secondary when its primary could not move', () => {
+    const snap: ClusterSnapshot = {
+      hosts: [host('h1', { maxFtVms: 1 }), host('h2', { maxFtVms: 1 }), host('h3', { maxFtVms: 1 }), host('h4', { maxFtVms: 1, groups: ['g4'] })],
+      vms: [ftVm('f1', { host: 'h1', secondaryHost: 'h2' }), ftVm('g', { host: 'h3' }), vm('z', { host: 'h4' })],
+      rules: [
+        // f1's primary may not join z (VM-VM rules bind primaries): only its secondary can go to h4.
+        { kind: 'vm-vm', id: 'apart', type: 'anti-affinity', hard: true, vms: ['f1', 'z'] },
+        { kind: 'vm-host', id: 'g-not-h4', type: 'must-not', hostGroup: 'g4', vms: ['g'] },
+      ],
+      compatBaseline: BASE,
+    };
+    expect(new Placement(snap).placeSecondary('g').kind).toBe('unplaceable');
+    const p = new Placement(snap).defragment('g');
+    if (p.kind !== 'defrag') throw new Error(`no plan: ${p.reason}`);
+    expect(p.moves).toEqual([{ kind: 'move-secondary', vm: 'f1', from: 'h2', to: 'h4', primaryHost: 'h1' }]);
+    expect(p.placement).toEqual({ host: 'h3', secondaryHost: 'h2' });
+    expect(p.message).toBe('move the secondary of f1 h2 → h4 makes room for a secondary of g on h2 (its primary runs on h3)');
+    const after = applyMoves(snap, p.moves);
+    expect(hardProblems(after)).toEqual([]);
+    const r = new Placement(after).placeSecondary('g');
+    expect(r.kind === 'secondary-placed' && r.host).toBe('h2');
+    // A VM that runs protected, or without FT, is refused: there is nothing to make room for.
+    expect(() => new Placement(snap).defragment('f1')).toThrow(/runs already/);
+    expect(() => new Placement(snap).defragment('z')).toThrow(/runs already/);
   });
 
   it('on random clusters powered on by placeAll: every plan leaves the rules whole and the VM placeable', () => {
