@@ -11,8 +11,9 @@ import { EXIT, type CommandIo } from './io.js';
 const SETTLED: Record<ClusterFtOperation, (v: PairView, before: PairView) => boolean> = {
   // The other side is the primary now, and protected again by a new secondary.
   'test-failover': (v, before) => v.primary !== undefined && v.primary.host !== before.primary!.host && v.protected && v.others.length === 0,
-  // A new secondary (another process) in lockstep.
-  'restart-secondary': (v, before) => v.protected && v.secondary !== undefined && v.secondary.incarnation !== before.secondary?.incarnation,
+  // The secondary cloned again (or replaced by another process), in lockstep.
+  'restart-secondary': (v, before) =>
+    v.protected && v.secondary !== undefined && (v.secondary.incarnation !== before.secondary?.incarnation || (v.secondary.clones ?? 0) > (before.secondary?.clones ?? 0)),
   suspend: (v) => v.primary !== undefined && FT_SUSPENDED.test(v.primary.status) && v.secondary === undefined,
   resume: (v) => v.protected,
 };

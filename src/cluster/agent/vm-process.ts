@@ -89,6 +89,8 @@ export class VmProcess extends EventEmitter {
   protected = false;
   status = 'starting';
   lastEvent = 'spawned';
+  /** Times a secondary was cloned into lockstep (see InstanceRecord.clones). */
+  clones = 0;
   updatedAt = Date.now();
   stats: InstanceRecord['stats'] = null;
   progress: { instret: string; beats: number; watchdog?: string } | null = null;
@@ -181,6 +183,7 @@ export class VmProcess extends EventEmitter {
       protected: this.protected,
       status: this.status,
       lastEvent: this.lastEvent,
+      clones: this.clones,
       startedAt: this.startedAt,
       updatedAt: this.updatedAt,
       stats: this.stats,
@@ -322,7 +325,10 @@ export class VmProcess extends EventEmitter {
         this.status = this.solo ? 'a live migration\'s target: being copied from the source' : 'joined the primary; being cloned';
         break;
       case 'cloned':
-        if (this.role === 'secondary') this.status = 'cloned; replaying';
+        if (this.role === 'secondary') {
+          this.status = 'cloned; replaying';
+          this.clones++;
+        }
         break;
       case 'status':
         // A VM without FT: FT is off for good (no arbiter), there is nothing to protect.

@@ -137,6 +137,8 @@ export interface InstanceRecord {
   status: string;
   /** The last event the process reported. */
   lastEvent: string;
+  /** Secondary: times this process was cloned into lockstep (a restart secondary clones it again); absent from older agents. */
+  clones?: number;
   /** Wall-clock ms. */
   startedAt: number;
   updatedAt: number;
