@@ -133,7 +133,8 @@ describe('live migration without FT and without an arbiter (processes)', () => {
       const control = String((await source.wait('control')).url);
       const l = verifyingLoads(cfg.udpPort, 80);
       await until('the load to run', () => l.progress() >= 10);
-      expect((await callControl(control, cfg.key, 'POST', '/ft/migrate')).status).toBe(200);
+      const armed = await callControl(control, cfg.key, 'POST', '/ft/migrate');
+      expect(armed.status, `${point.name}: ${JSON.stringify(armed.body)}`).toBe(200);
       const target = start('target', ['secondary', cfg.path, '--key-file', cfg.keyFile, '--join', `127.0.0.1:${port}`]);
       if (point.at === 'target-joined') await target.wait('joined');
       else if (point.at === 'target-cloned') await target.wait('cloned');
