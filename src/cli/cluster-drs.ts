@@ -22,6 +22,7 @@ import {
 } from '../cluster/index.js';
 import { positive } from './agent.js';
 import { UsageError } from './args.js';
+import { waitOnStore } from './cluster-wait.js';
 import { EXIT, type CommandIo } from './io.js';
 
 /** Rule and group names: what a store key segment may hold. */
@@ -210,35 +211,27 @@ export async function migrateCommand(store: ClusterStore, args: string[], io: Co
   io.stdout.write(`live migration of the ${half} of ${vm} requested: ${check.message}; the leading manager carries it out ${ft ? 'without a protection gap' : 'without a restart'}\n`);
   if (!values.wait) return EXIT.ok;
   const timeoutMs = positive('timeout', values.timeout, 120, false) * 1000;
-  const deadline = performance.now() + timeoutMs;
-  let last = '';
-  // Bounded: one look every 200 ms until the deadline.
-  while (performance.now() < deadline) {
-    const now = await readInventory(store);
-    const refused = [...now.events].reverse().find((e) => e.kind === 'migrate-refused' && e.vm === vm && e.t >= req.at);
-    if (refused !== undefined) {
-      io.stderr.write(`lockstep cluster migrate: ${refused.message}\n`);
-      return EXIT.dataErr;
-    }
-    const v = pairViews(now).find((x) => x.vm === vm);
-    // A target that could not be started: over once nothing of it is left running.
-    const failed = [...now.events].reverse().find((e) => e.kind === 'migrate-failed' && e.vm === vm && e.t >= req.at);
-    if (failed !== undefined && v !== undefined && v.others.length === 0 && v.primary?.host === check.from) {
-      io.stderr.write(`lockstep cluster migrate: ${failed.message}\n`);
-      return EXIT.dataErr;
-    }
-    const at = values.secondary ? v?.secondary?.host : v?.primary?.host;
-    const moved = at !== undefined && (values.to !== undefined ? at === values.to : at !== check.from);
-    const line = `${vm}: ${half} on ${at ?? 'none'}; ${v?.text ?? 'no record'}${now.migrateRequests.has(vm) ? '; request pending' : ''}`;
-    if (line !== last) io.stdout.write(`${line}\n`);
-    last = line;
-    // Over when the VM is protected there and nothing of the operation is left (the old half's record).
-    if (moved && (ft ? v?.protected === true : v?.status === 'running') && v!.others.length === 0 && !now.migrateRequests.has(vm)) {
-      io.stdout.write(`the ${half} of ${vm} runs on ${at}${ft ? `; ${vm} is protected` : ''}\n`);
-      return EXIT.ok;
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  io.stderr.write(`lockstep cluster migrate: the ${half} of ${vm} did not move within ${timeoutMs / 1000} s (last: ${last}; is a manager running? see lockstep cluster events)\n`);
-  return EXIT.budget;
+  return waitOnStore(
+    store,
+    io,
+    timeoutMs,
+    (now) => {
+      const since = (kind: string) => [...now.events].reverse().find((e) => e.kind === kind && e.vm === vm && e.t >= req.at);
+      const refused = since('migrate-refused');
+      const v = pairViews(now).find((x) => x.vm === vm);
+      const at = values.secondary ? v?.secondary?.host : v?.primary?.host;
+      const line = `${vm}: ${half} on ${at ?? 'none'}; ${v?.text ?? 'no record'}${now.migrateRequests.has(vm) ? '; request pending' : ''}`;
+      if (refused !== undefined) return { line, failed: `lockstep cluster migrate: ${refused.message}` };
+      // A target that could not be started: over once nothing of it is left running.
+      const failed = since('migrate-failed');
+      if (failed !== undefined && v !== undefined && v.others.length === 0 && v.primary?.host === check.from) return { line, failed: `lockstep cluster migrate: ${failed.message}` };
+      const moved = at !== undefined && (values.to !== undefined ? at === values.to : at !== check.from);
+      // Over when the VM is protected there and nothing of the operation is left (the old half's record).
+      if (moved && (ft ? v?.protected === true : v?.status === 'running') && v!.others.length === 0 && !now.migrateRequests.has(vm)) {
+        return { line, exit: EXIT.ok, done: `the ${half} of ${vm} runs on ${at}${ft ? `; ${vm} is protected` : ''}` };
+      }
+      return { line };
+    },
+    (last) => `lockstep cluster migrate: the ${half} of ${vm} did not move within ${timeoutMs / 1000} s (last: ${last}; is a manager running? see lockstep cluster events)`,
+  );
 }

@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import { CLUSTER_FT_OPERATIONS, EventWriter, FT_SUSPENDED, KEYS, ftOperationRefusal, pairViews, readInventory, type ClusterFtOperation, type ClusterStore, type FtOperationRequest, type JsonValue, type PairView } from '../cluster/index.js';
 import { positive } from './agent.js';
 import { UsageError } from './args.js';
+import { waitOnStore } from './cluster-wait.js';
 import { EXIT, type CommandIo } from './io.js';
 
 /** What `--wait` waits for after each operation: the VM's state once it is carried out. */
@@ -36,27 +37,18 @@ export async function ftCommand(store: ClusterStore, args: string[], io: Command
   await new EventWriter(store, 'cli').write({ kind: 'ft-operation-requested', vm, message: `${operation} of ${vm} requested (its primary on ${before!.primary!.host})` });
   io.stdout.write(`${operation} of ${vm} requested; the leading manager asks its primary on ${before!.primary!.host}\n`);
   if (!values.wait) return EXIT.ok;
-  const deadline = performance.now() + timeoutMs;
-  let last = '';
-  // Bounded: one look every 200 ms until the deadline.
-  while (performance.now() < deadline) {
-    const inv = await readInventory(store);
-    const failed = [...inv.events].reverse().find((e) => e.kind === 'ft-operation-refused' && e.vm === vm && e.t >= req.at);
-    if (failed !== undefined) {
-      io.stderr.write(`lockstep cluster ft: ${failed.message}\n`);
-      return EXIT.dataErr;
-    }
-    const v = pairViews(inv).find((x) => x.vm === vm);
-    const line = `${vm}: ${v?.text ?? 'no record'}${inv.ftRequests.has(vm) ? '; request pending' : ''}`;
-    if (line !== last) io.stdout.write(`${line}\n`);
-    last = line;
-    const done = inv.events.some((e) => e.kind === 'ft-operation-done' && e.vm === vm && e.t >= req.at);
-    if (done && v !== undefined && SETTLED[operation](v, before!)) {
-      io.stdout.write(`${operation} of ${vm}: done\n`);
-      return EXIT.ok;
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  io.stderr.write(`lockstep cluster ft: ${operation} of ${vm} not done within ${timeoutMs / 1000} s (last: ${last}; is a manager running? see lockstep cluster events)\n`);
-  return EXIT.budget;
+  return waitOnStore(
+    store,
+    io,
+    timeoutMs,
+    (inv) => {
+      const v = pairViews(inv).find((x) => x.vm === vm);
+      const line = `${vm}: ${v?.text ?? 'no record'}${inv.ftRequests.has(vm) ? '; request pending' : ''}`;
+      const failed = [...inv.events].reverse().find((e) => e.kind === 'ft-operation-refused' && e.vm === vm && e.t >= req.at);
+      if (failed !== undefined) return { line, failed: `lockstep cluster ft: ${failed.message}` };
+      const done = inv.events.some((e) => e.kind === 'ft-operation-done' && e.vm === vm && e.t >= req.at);
+      return done && v !== undefined && SETTLED[operation](v, before!) ? { line, exit: EXIT.ok, done: `${operation} of ${vm}: done` } : { line };
+    },
+    (last) => `lockstep cluster ft: ${operation} of ${vm} not done within ${timeoutMs / 1000} s (last: ${last}; is a manager running? see lockstep cluster events)`,
+  );
 }
