@@ -22,6 +22,10 @@ Options:
   --ft-host <address>    this host's address for the VMs' logging channels, and for the API when
                          --listen is a wildcard (0.0.0.0); default: the --listen host
   --token-file <file>    the API's bearer token (at least 16 characters; default: $LOCKSTEP_TOKEN)
+  --tls-cert <file>      serve the API over HTTPS with this certificate chain (PEM); it must name the
+                         address the API is reached at (--listen's host, or --ft-host) as DNS or IP
+  --tls-key <file>       the certificate's private key (PEM)
+  --tls-ca <file>        CAs (PEM) that sign the other agents' certificates (their isolation probes)
   --dir <path>           working directory for VM configurations (default ./lockstep-agent-<id>)
   --mips <n>             CPU capacity offered to VMs, MIPS (default 1000)
   --memory-mib <n>       memory offered to VMs, MiB (default 3/4 of this machine's)
@@ -65,6 +69,19 @@ export function nonNegative(name: string, text: string | undefined, dflt: number
   const n = Number(text);
   if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(n)) throw new UsageError(`--${name}: must be a non-negative integer (0: no limit), got '${text}'`);
   return n;
+}
+
+/** A PEM file given to `--<option>`, read whole; a usage error naming the option and file otherwise. */
+export function readPem(option: string, file: string | undefined): Buffer | undefined {
+  if (file === undefined) return undefined;
+  let pem: Buffer;
+  try {
+    pem = readFileSync(file);
+  } catch (err) {
+    throw new UsageError(`--${option}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  if (!pem.includes('-----BEGIN ')) throw new UsageError(`--${option}: ${file} is not PEM (no '-----BEGIN' line)`);
+  return pem;
 }
 
 /** The control API's token: from a file (one trailing newline removed) or $LOCKSTEP_TOKEN. */
@@ -126,6 +143,9 @@ export async function agentCommand(argv: string[], io: CommandIo): Promise<numbe
       listen: { type: 'string' },
       'ft-host': { type: 'string' },
       'token-file': { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
+      'tls-ca': { type: 'string' },
       dir: { type: 'string' },
       mips: { type: 'string' },
       'memory-mib': { type: 'string' },
@@ -156,6 +176,10 @@ export async function agentCommand(argv: string[], io: CommandIo): Promise<numbe
   const maxFtVcpus = nonNegative('max-ft-vcpus', values['max-ft-vcpus'], DEFAULT_MAX_FT_VCPUS);
   const isolationResponse = values['isolation-response'] ?? 'power-off';
   if (isolationResponse !== 'power-off' && isolationResponse !== 'leave-powered-on') throw new UsageError(`--isolation-response: must be power-off or leave-powered-on, got '${isolationResponse}'`);
+  const cert = readPem('tls-cert', values['tls-cert']);
+  const key = readPem('tls-key', values['tls-key']);
+  if ((cert === undefined) !== (key === undefined)) throw new UsageError('--tls-cert and --tls-key go together (HTTPS needs the certificate and its key)');
+  const tlsCa = readPem('tls-ca', values['tls-ca']);
   const groups = values.groups === undefined ? [] : values.groups.split(',').map((g) => g.trim()).filter((g) => g !== '');
   const say = reporter(io, values.events === true, 'agent');
   const store = await openStore(values.store);
@@ -172,6 +196,8 @@ export async function agentCommand(argv: string[], io: CommandIo): Promise<numbe
       maxFtVcpus,
       groups,
       isolationResponse,
+      ...(cert !== undefined && key !== undefined ? { tls: { cert, key } } : {}),
+      ...(tlsCa !== undefined ? { tlsCa } : {}),
       ...(values['ft-host'] !== undefined ? { ftHost: values['ft-host'] } : {}),
       ...(values.compat !== undefined ? { compatId: values.compat } : {}),
     });

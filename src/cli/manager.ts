@@ -3,7 +3,7 @@
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Manager, defaultCompatId, openStore, type Automation, type ManagerMode } from '../cluster/index.js';
-import { positive, readToken, reporter } from './agent.js';
+import { positive, readPem, readToken, reporter } from './agent.js';
 import { UsageError } from './args.js';
 import { EXIT, type CommandIo } from './io.js';
 
@@ -26,6 +26,8 @@ Options:
                              a switch that would leave it unprotected) or only record them (manual;
                              lockstep cluster apply has the next ones applied)
   --token-file <file>        the agents' API token (default: $LOCKSTEP_TOKEN)
+  --tls-ca <file>            CAs (PEM) that sign the agents' certificates: the manager then talks to
+                             agents over HTTPS only (an agent serving plain HTTP is refused)
   --interval-ms <n>          a reconcile pass at least this often (default 500; store changes trigger one sooner)
   --balance-interval-ms <n>  at most one balancing move this often (default 10000)
   --events                   messages as JSON lines on stderr
@@ -46,6 +48,7 @@ export async function managerCommand(argv: string[], io: CommandIo): Promise<num
       baseline: { type: 'string' },
       automation: { type: 'string' },
       'token-file': { type: 'string' },
+      'tls-ca': { type: 'string' },
       'interval-ms': { type: 'string' },
       'balance-interval-ms': { type: 'string' },
       events: { type: 'boolean' },
@@ -64,6 +67,7 @@ export async function managerCommand(argv: string[], io: CommandIo): Promise<num
   if (mode === 'legacy' && values.baseline !== undefined) throw new UsageError('--baseline: legacy mode has no compatibility baseline');
   const id = values.id ?? `${hostname().replace(/[^A-Za-z0-9._-]/g, '-')}-${process.pid}`;
   const token = readToken(values['token-file']);
+  const tlsCa = readPem('tls-ca', values['tls-ca']);
   const say = reporter(io, values.events === true, 'manager');
   const store = await openStore(values.store);
   let m: Manager;
@@ -74,6 +78,7 @@ export async function managerCommand(argv: string[], io: CommandIo): Promise<num
       token,
       mode,
       automation,
+      ...(tlsCa !== undefined ? { tlsCa } : {}),
       ...(values.baseline !== undefined ? { baseline: values.baseline } : {}),
       ...(values['interval-ms'] !== undefined ? { intervalMs: positive('interval-ms', values['interval-ms'], 500) } : {}),
       ...(values['balance-interval-ms'] !== undefined ? { balanceIntervalMs: positive('balance-interval-ms', values['balance-interval-ms'], 10_000) } : {}),

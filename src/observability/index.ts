@@ -31,4 +31,4 @@ export { promClient } from './prom-client.js';
 export { startMetricsServer, type MetricsServer, type MetricsServerOptions } from './metrics-server.js';
 export { Rate } from './rate.js';
 export { RefusalLog, type RefusalLogOptions } from './refusals.js';
-export { HTTP_LIMITS, createLimitedServer, type HttpLimits } from './http-server.js';
+export { HTTP_LIMITS, createLimitedServer, type HttpLimits, type TlsIdentity } from './http-server.js';

@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import { ConfigError, parseHostPort, readFtKey, validateConfig } from '../../config/index.js';
 import { ControlUnreachableError, callControl } from '../../ft/control-client.js';
-import { createLimitedServer } from '../../observability/http-server.js';
+import { createLimitedServer, type TlsIdentity } from '../../observability/http-server.js';
 import { OptionError } from '../../errors.js';
 import type { ClusterStore, JsonValue } from '../store/store.js';
 import { DEFAULT_MAX_FT_VCPUS, DEFAULT_MAX_FT_VMS, type HostCapacity } from '../placement/index.js';
@@ -68,6 +68,14 @@ export interface AgentOptions {
    * alone either way: their arbiter decides which one serves.
    */
   isolationResponse?: IsolationResponse;
+  /**
+   * Serve the API over HTTPS with this certificate and key (PEM) — it then carries the token and the
+   * keys made for live migrations encrypted. The certificate must name the address the API is reached
+   * at (`url`: the listen host, or `ftHost` for a wildcard) as a DNS name or IP address.
+   */
+  tls?: TlsIdentity;
+  /** Certificate authorities (PEM) that sign the other agents' certificates, for the isolation probes (default: the system's). */
+  tlsCa?: string | Buffer;
 }
 
 /** See {@link AgentOptions.isolationResponse}. */
@@ -147,7 +155,9 @@ export const HAND_ON_MAX_MS = 2_000;
 
 export class Agent extends EventEmitter<AgentEvents> {
   readonly id: string;
-  readonly #o: Required<Omit<AgentOptions, 'listen' | 'ftHost' | 'groups' | 'compatId' | 'command' | 'maxFtVms' | 'maxFtVcpus'>> & {
+  readonly #o: Required<Omit<AgentOptions, 'listen' | 'ftHost' | 'groups' | 'compatId' | 'command' | 'maxFtVms' | 'maxFtVcpus' | 'tls' | 'tlsCa'>> & {
+    tls: TlsIdentity | undefined;
+    tlsCa: string | Buffer | undefined;
     groups: string[];
     compatId: string;
     command: string[];
@@ -197,12 +207,19 @@ export class Agent extends EventEmitter<AgentEvents> {
       instanceTtlMs,
       stopGraceMs: o.stopGraceMs ?? 5_000,
       isolationResponse: o.isolationResponse ?? 'power-off',
+      tls: o.tls,
+      tlsCa: o.tlsCa,
     };
     if (this.#o.isolationResponse !== 'power-off' && this.#o.isolationResponse !== 'leave-powered-on') {
       throw new OptionError('isolationResponse', `must be power-off or leave-powered-on, got ${JSON.stringify(o.isolationResponse)}`);
     }
     // Managers and `lockstep cluster` are few; a cap and deadlines keep parked connections from piling up.
-    this.#server = createLimitedServer((req, res) => void this.#handle(req, res), { maxConnections: 256, requestTimeoutMs: 60_000 });
+    try {
+      this.#server = createLimitedServer((req, res) => void this.#handle(req, res), { maxConnections: 256, requestTimeoutMs: 60_000 }, undefined, o.tls);
+    } catch (err) {
+      // OpenSSL's reason: a key that does not match the certificate, a damaged PEM, a key too weak.
+      throw new OptionError('tls', `the certificate and key cannot serve HTTPS: ${(err as Error).message}`);
+    }
   }
 
   /** Listen, register the host, and serve. */
@@ -237,12 +254,12 @@ export class Agent extends EventEmitter<AgentEvents> {
     return a;
   }
 
-  /** The API's URL, `http://host:port`. */
+  /** The API's URL, `http://host:port` (`https://` with {@link AgentOptions.tls}). */
   get url(): string {
     const wildcard = this.#address.address === '0.0.0.0' || this.#address.address === '::';
     const host = wildcard ? this.#ftHost : this.#address.address;
     const h = host.includes(':') ? `[${host}]` : host;
-    return `http://${h}:${this.#address.port}`;
+    return `${this.#o.tls !== undefined ? 'https' : 'http'}://${h}:${this.#address.port}`;
   }
 
   /** The other hosts this agent knows from the store (asked when it is cut off from the store). */
@@ -304,7 +321,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (peers.length === 0) return 'alone';
     const answers = await Promise.all(
       peers.map((url) =>
-        new AgentClient({ url, token: this.#o.token, timeoutMs: PEER_PROBE_MS })
+        new AgentClient({ url, token: this.#o.token, timeoutMs: PEER_PROBE_MS, ...(this.#o.tlsCa !== undefined ? { ca: this.#o.tlsCa } : {}) })
           .host()
           .then((h) => h.storeReachable)
           .catch(() => undefined),

@@ -1,6 +1,8 @@
-// Client of an agent's control API (HTTP + JSON, bearer token): what the manager and `lockstep cluster`
-// use to start, stop and signal VM halves. The wire shapes are defined here, once, for both ends.
-import { LockstepError } from '../../errors.js';
+// Client of an agent's control API (HTTP or HTTPS + JSON, bearer token): what the manager and `lockstep
+// cluster` use to start, stop and signal VM halves. The wire shapes are defined here, once, for both ends.
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { LockstepError, OptionError } from '../../errors.js';
 import type { JsonValue } from '../store/store.js';
 import type { HostRecord, InstanceRole } from '../manager/layout.js';
 import type { InstanceView } from './vm-process.js';
@@ -83,8 +85,13 @@ export class AgentApiError extends LockstepError {
 
 /** Options of {@link AgentClient}. */
 export interface AgentClientOptions {
-  /** The agent's API, `http://host:port`. */
+  /** The agent's API, `http://host:port` or `https://host:port`. */
   url: string;
+  /**
+   * HTTPS: the certificate authorities (PEM) that may sign an agent's certificate, instead of the
+   * system's. The agent's certificate must name the host of `url` (DNS name or IP address).
+   */
+  ca?: string | Buffer;
   /** The bearer token. */
   token: string;
   /** The fencing token and manager id to send with every request (a manager's). */
@@ -99,12 +106,15 @@ export class AgentClient {
   readonly #token: string;
   readonly #fence: AgentClientOptions['fence'];
   readonly #timeoutMs: number;
+  readonly #ca: string | Buffer | undefined;
 
   constructor(o: AgentClientOptions) {
     this.url = o.url.replace(/\/+$/, '');
+    if (!/^https?:\/\//.test(this.url)) throw new OptionError('url', `${JSON.stringify(o.url)} is not an http:// or https:// URL`);
     this.#token = o.token;
     this.#fence = o.fence;
     this.#timeoutMs = o.timeoutMs ?? 10_000;
+    this.#ca = o.ca;
   }
 
   /** The host: capacity, groups, compat id, VMs running, the fence. */
@@ -184,34 +194,65 @@ export class AgentClient {
       headers[FENCE_HEADER] = String(fence.token);
       headers[MANAGER_HEADER] = fence.manager;
     }
-    let res: Response;
+    const payload = body !== undefined ? Buffer.from(JSON.stringify(body)) : undefined;
+    if (payload !== undefined) headers['content-length'] = String(payload.length);
+    let res: { status: number; text: string };
     try {
-      res = await fetch(`${this.url}${API_PREFIX}${path}`, {
-        method,
-        headers,
-        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-        signal: AbortSignal.timeout(timeoutMs),
-      });
+      res = await this.#send(method, `${this.url}${API_PREFIX}${path}`, headers, payload, timeoutMs);
     } catch (err) {
-      const why = (err as Error).name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : describeFetchError(err);
-      throw new AgentApiError(this.url, 0, 'unreachable', `${method} ${path}: ${why}`, { cause: err });
+      throw new AgentApiError(this.url, 0, 'unreachable', `${method} ${path}: ${describeRequestError(err, timeoutMs)}`, { cause: err });
     }
-    const text = await res.text();
+    const text = res.text;
     let json: unknown;
     try {
       json = text === '' ? {} : JSON.parse(text);
     } catch {
       throw new AgentApiError(this.url, res.status, 'internal', `${method} ${path}: the answer is not JSON (HTTP ${res.status})`);
     }
-    if (!res.ok) {
+    if (res.status < 200 || res.status > 299) {
       const e = (json as { error?: { code?: AgentApiCode; message?: string } }).error;
       throw new AgentApiError(this.url, res.status, e?.code ?? 'internal', `${method} ${path}: ${e?.message ?? `HTTP ${res.status}`}`);
     }
     return json as T;
   }
+
+  /** One request and its whole answer, within `timeoutMs` (connecting, the TLS handshake and the body included). */
+  #send(method: string, url: string, headers: Record<string, string>, payload: Buffer | undefined, timeoutMs: number): Promise<{ status: number; text: string }> {
+    const tls = url.startsWith('https:');
+    return new Promise((resolve, reject) => {
+      const options = { method, headers, signal: AbortSignal.timeout(timeoutMs), ...(tls && this.#ca !== undefined ? { ca: this.#ca } : {}) };
+      const req = (tls ? httpsRequest : httpRequest)(url, options, (res: IncomingMessage) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+        res.on('error', reject);
+        res.on('close', () => {
+          if (!res.complete) reject(new Error('the connection closed before the answer was complete'));
+        });
+      });
+      req.on('error', reject);
+      req.end(payload);
+    });
+  }
 }
 
-function describeFetchError(err: unknown): string {
-  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-  return cause?.code ?? cause?.message ?? (err as Error).message;
+/** TLS verification failures, by OpenSSL's code, in words an operator can act on. */
+const TLS_TRUST_CODES = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_UNTRUSTED',
+]);
+
+function describeRequestError(err: unknown, timeoutMs: number): string {
+  const e = err as { name?: string; code?: string; message?: string; cause?: { name?: string } };
+  if (e.name === 'TimeoutError' || e.cause?.name === 'TimeoutError' || (e.name === 'AbortError' && e.code === 'ABORT_ERR')) return `no answer within ${timeoutMs} ms`;
+  if (e.code !== undefined && TLS_TRUST_CODES.has(e.code)) return `its TLS certificate is not signed by a trusted authority (${e.code}): give the CA that signed it (--tls-ca)`;
+  if (e.code === 'CERT_HAS_EXPIRED' || e.code === 'CERT_NOT_YET_VALID') return `its TLS certificate is not valid now (${e.code})`;
+  if (e.code === 'ERR_TLS_CERT_ALTNAME_INVALID') return `its TLS certificate does not name the host it was reached at (${e.message ?? e.code})`;
+  if (e.code === 'EPROTO' || e.code === 'ECONNRESET') return `${e.code}${/wrong version number|packet length too long|http request/i.test(e.message ?? '') ? ' (TLS against a plain HTTP endpoint, or the reverse?)' : ''}`;
+  return e.code ?? e.message ?? String(err);
 }

@@ -51,6 +51,12 @@ export interface ManagerOptions {
   id: string;
   /** The agents' API token. */
   token: string;
+  /**
+   * Certificate authorities (PEM) that sign the agents' certificates. Given, the manager talks to agents
+   * over HTTPS only: an agent whose API is plain `http://` is refused (it is not sent the token, nor a
+   * live migration's key). Not given: `http://` and `https://` agents (verified against the system's CAs).
+   */
+  tlsCa?: string | Buffer;
   /** Default `integrated`. */
   mode?: ManagerMode;
   /** FT compatibility baseline in integrated mode (default: this build's {@link defaultCompatId}). */
@@ -115,7 +121,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
   readonly automation: Automation;
   readonly baseline: string | undefined;
   readonly #store: ClusterStore;
-  readonly #o: Required<Omit<ManagerOptions, 'baseline' | 'placementOptions' | 'mode' | 'automation'>> & { placementOptions: PlacementOptions | undefined };
+  readonly #o: Required<Omit<ManagerOptions, 'baseline' | 'placementOptions' | 'mode' | 'automation' | 'tlsCa'>> & { placementOptions: PlacementOptions | undefined; tlsCa: string | Buffer | undefined };
   readonly #log: EventWriter;
   #leadership!: Leadership;
   #unwatch: Unsubscribe | undefined;
@@ -187,6 +193,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
       suspectMs: o.suspectMs ?? HOST_TTL_MS + 1_000,
       flapGraceMs: o.flapGraceMs ?? INSTANCE_TTL_MS,
       placementOptions: o.placementOptions,
+      tlsCa: o.tlsCa,
     };
     this.#log = new EventWriter(o.store, o.id);
   }
@@ -345,8 +352,11 @@ export class Manager extends EventEmitter<ManagerEvents> {
   #agent(inv: Inventory, host: string): AgentClient {
     const h = inv.hosts.get(host);
     if (h === undefined) throw new AgentApiError(host, 0, 'unreachable', `host ${host} is not live`);
+    if (this.#o.tlsCa !== undefined && !h.api.startsWith('https://')) {
+      throw new AgentApiError(h.api, 0, 'unreachable', `host ${host}'s API is not HTTPS, and this manager talks to agents over TLS only (it has a CA, --tls-ca): start the agent with --tls-cert and --tls-key`);
+    }
     const token = this.#acting;
-    return new AgentClient({ url: h.api, token: this.#o.token, fence: () => (token === null ? undefined : { token, manager: this.id }) });
+    return new AgentClient({ url: h.api, token: this.#o.token, fence: () => (token === null ? undefined : { token, manager: this.id }), ...(this.#o.tlsCa !== undefined ? { ca: this.#o.tlsCa } : {}) });
   }
 
   /** One reconcile pass: read everything, decide per VM and per host, carry the actions out. */
