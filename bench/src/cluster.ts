@@ -12,6 +12,7 @@ import { KvClient } from '../../src/index.js';
 import type { EtcdStore } from '../../src/cluster/store/etcd-store.js';
 import { etcdAvailability, startEtcd } from '../../test/helpers/etcd.js';
 import { allProtected, killGroups, kvVmConfig, look, openEtcd, runCli, startAgent, startManager, tokenFile, until, type GroupProc } from '../../test/helpers/cluster.js';
+import { HOST_TTL_MS, INSTANCE_TTL_MS } from '../../src/cluster/manager/layout.js';
 import { RESULTS_DIR } from './paths.js';
 import { fmt, max, median, min } from './stats.js';
 
@@ -19,11 +20,12 @@ const { values: opts } = parseArgs({
   options: {
     reps: { type: 'string', default: '8' },
     vms: { type: 'string', default: '2' },
+    results: { type: 'string', default: 'cluster.json' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
 if (opts.help) {
-  process.stdout.write('Usage: node bench/build/bench/src/cluster.js [--reps 8] [--vms 2]\n');
+  process.stdout.write('Usage: node bench/build/bench/src/cluster.js [--reps 8] [--vms 2] [--results cluster.json]\n');
   process.exit(0);
 }
 const REPS = Number(opts.reps);
@@ -87,6 +89,15 @@ interface Rep {
   clientGapMs: Record<string, number>;
   /** SIGKILL to the manager's start-secondary event for each affected VM (detection and decision). */
   decisionMs: Record<string, number>;
+  /** The machine's 1-minute load average at the kill. */
+  load: number;
+}
+
+/** Nearest-rank percentile (`q` in 0..1) of `xs`. */
+function percentile(xs: readonly number[], q: number): number {
+  if (xs.length === 0) return NaN;
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
 }
 
 const tmp = mkdtempSync(join(tmpdir(), 'lockstep-bench-cluster-'));
@@ -137,6 +148,7 @@ try {
     const victim = (fitting.length > 0 ? fitting : hosts).sort((a, b) => halves(b) - halves(a) || (a < b ? -1 : 1))[0]!;
     const lost = before.views.filter((v) => v.primary?.host === victim || v.secondary?.host === victim).map((v) => v.vm);
     const primaryLost = primaries(victim) > 0;
+    const load = loadavg()[0]!;
     const t0 = performance.now();
     const wall0 = Date.now();
     agents.get(victim)!.killGroup('SIGKILL');
@@ -161,9 +173,9 @@ try {
       const e = events.find((x) => x.kind === 'start-secondary' && x.vm === vm && x.t >= wall0);
       if (e !== undefined) decisionMs[vm] = e.t - wall0;
     }
-    reps.push({ victim, lost, primaryLost, reprotectMs, perVmMs, clientGapMs, decisionMs });
+    reps.push({ victim, lost, primaryLost, reprotectMs, perVmMs, clientGapMs, decisionMs, load });
     process.stdout.write(
-      `rep ${rep + 1}/${REPS}: SIGKILL ${victim} (${before.views.filter((v) => lost.includes(v.vm)).map((v) => `${v.vm} ${v.primary?.host === victim ? 'primary' : 'secondary'}`).join(', ')}): all protected after ${fmt(reprotectMs)} ms (new secondaries ordered after ${Object.values(decisionMs).map((x) => fmt(x)).join('/')} ms); longest client gap ${fmt(max(Object.values(clientGapMs)))} ms\n`,
+      `rep ${rep + 1}/${REPS}: SIGKILL ${victim} (${before.views.filter((v) => lost.includes(v.vm)).map((v) => `${v.vm} ${v.primary?.host === victim ? 'primary' : 'secondary'}`).join(', ')}): all protected after ${fmt(reprotectMs)} ms at load ${load.toFixed(1)} (new secondaries ordered after ${Object.values(decisionMs).map((x) => fmt(x)).join('/')} ms); longest client gap ${fmt(max(Object.values(clientGapMs)))} ms\n`,
     );
     // The host comes back (after its old records expired) for the next repetition.
     await until(`${victim}'s host record expires`, 15_000, async () => ((await look(store!)).inv.hosts.has(victim) ? undefined : true));
@@ -183,20 +195,21 @@ const secondaryOnly = reps.filter((r) => !r.primaryLost).map((r) => r.reprotectM
 const gaps = reps.flatMap((r) => Object.values(r.clientGapMs));
 const summary = {
   reps: reps.length,
-  reprotectMs: { p50: median(all), min: min(all), max: max(all) },
+  reprotectMs: { p50: median(all), p90: percentile(all, 0.9), p99: percentile(all, 0.99), min: min(all), max: max(all) },
+  load: { min: min(reps.map((r) => r.load)), p50: median(reps.map((r) => r.load)), max: max(reps.map((r) => r.load)) },
   reprotectMsPrimaryLost: { n: withPrimary.length, p50: median(withPrimary) },
   reprotectMsSecondaryOnly: { n: secondaryOnly.length, p50: median(secondaryOnly) },
   clientGapMs: { p50: median(gaps), max: max(gaps) },
   decisionMs: { p50: median(reps.flatMap((r) => Object.values(r.decisionMs))) },
 };
 process.stdout.write(
-  `\nhost death → all affected VMs protected again: p50 ${fmt(summary.reprotectMs.p50)} ms (min ${fmt(summary.reprotectMs.min)}, max ${fmt(summary.reprotectMs.max)}) over ${reps.length} repetitions; ` +
+  `\nhost death → all affected VMs protected again: p50 ${fmt(summary.reprotectMs.p50)} ms, p90 ${fmt(summary.reprotectMs.p90)} ms, p99 ${fmt(summary.reprotectMs.p99)} ms (min ${fmt(summary.reprotectMs.min)}, max ${fmt(summary.reprotectMs.max)}) over ${reps.length} repetitions at load ${summary.load.min.toFixed(1)}–${summary.load.max.toFixed(1)}; ` +
     `with a primary lost p50 ${fmt(summary.reprotectMsPrimaryLost.p50)} ms (${withPrimary.length}), secondaries only p50 ${fmt(summary.reprotectMsSecondaryOnly.p50)} ms (${secondaryOnly.length}); ` +
     `new secondary ordered p50 ${fmt(summary.decisionMs.p50)} ms after the kill; longest client gap p50 ${fmt(summary.clientGapMs.p50)} ms, max ${fmt(summary.clientGapMs.max)} ms\n`,
 );
 mkdirSync(RESULTS_DIR, { recursive: true });
 writeFileSync(
-  join(RESULTS_DIR, 'cluster.json'),
+  join(RESULTS_DIR, opts.results),
   `${JSON.stringify(
     {
       benchmark: 'cluster: host death to all affected FT VMs protected again',
@@ -204,9 +217,9 @@ writeFileSync(
       machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version, loadavg: loadavg() },
       setup: {
         hosts: 'four agent processes on one machine (h1 4000 MIPS / 4 GiB, the others 1000 / 1 GiB), real etcd on loopback, one manager (integrated, manual)',
-        vms: `${VMS} FT kvserver VMs (16 MiB), a write load each; FT timeout 600 ms, heartbeat 100 ms`,
+        vms: `${VMS} FT kvserver VMs (16 MiB), a write load each; FT timeout 5000 ms (host deaths close sockets), heartbeat 100 ms`,
         failure: 'SIGKILL of the process group of an agent (alternately the busiest with a primary, the busiest with only secondaries); the host comes back after its record expired',
-        ttls: 'instance records 1 s, host records 3 s, election 2 s',
+        ttls: `instance records ${INSTANCE_TTL_MS / 1000} s, host records ${HOST_TTL_MS / 1000} s, election 2 s`,
       },
       summary,
       reps,
@@ -215,4 +228,4 @@ writeFileSync(
     2,
   )}\n`,
 );
-process.stdout.write(`wrote ${join(RESULTS_DIR, 'cluster.json')}\n`);
+process.stdout.write(`wrote ${join(RESULTS_DIR, opts.results)}\n`);
