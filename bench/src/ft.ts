@@ -448,6 +448,11 @@ async function migration(kind: MigrationKind, i: number, before?: string) {
       const rel = (x: number) => `${(x - t0).toFixed(0)}`;
       const inSilence = retries.filter((r) => r.t >= lastSilence.from && r.t <= lastSilence.to).map((r) => `${rel(r.t)}:${r.port === targetPort ? 'T' : 'S'}${r.attempt}`);
       process.stderr.write(`\n  retries in the longest silence: ${inSilence.join(' ')}`);
+      // The secondary that follows a migrated primary: when it had drained and restored the hand-over
+      // state (following) and when the target took it on (rejoined), from the hold.
+      const sec = procs.find((p) => p !== a && p !== target);
+      const at = (ev: string) => sec?.events.find((e) => e.event === ev)?.t;
+      if (sec !== undefined) process.stderr.write(`\n  follower: following ${at('following') === undefined ? '-' : rel(Number(at('following')))} ms, rejoined ${at('rejoined') === undefined ? '-' : rel(Number(at('rejoined')))} ms; target listening ${target?.events.find((e) => e.event === 'listening')?.t === undefined ? '-' : rel(Number(target!.events.find((e) => e.event === 'listening')!.t))} ms`);
       process.stderr.write(`\n  longest silence from ${rel(lastSilence.from)} to ${rel(lastSilence.to)} ms (${breakdown?.longestSilenceAt ?? '?'}) around the hold (0)`);
       process.stderr.write(`\n  ${JSON.stringify(breakdown, (_k, v: unknown) => (typeof v === 'number' ? Math.round(v * 10) / 10 : v))}`);
     }
