@@ -21,16 +21,19 @@ const { values: opts } = parseArgs({
     reps: { type: 'string', default: '8' },
     vms: { type: 'string', default: '2' },
     results: { type: 'string', default: 'cluster.json' },
+    standby: { type: 'string', default: 'on' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
 if (opts.help) {
-  process.stdout.write('Usage: node bench/build/bench/src/cluster.js [--reps 8] [--vms 2] [--results cluster.json]\n');
+  process.stdout.write('Usage: node bench/build/bench/src/cluster.js [--reps 8] [--vms 2] [--results cluster.json] [--standby on|off|mixed]\n');
   process.exit(0);
 }
 const REPS = Number(opts.reps);
 const VMS = Number(opts.vms);
 if (!Number.isInteger(REPS) || REPS < 1 || REPS > 50) throw new Error('--reps: 1..50');
+const STANDBY = opts.standby;
+if (STANDBY !== 'on' && STANDBY !== 'off' && STANDBY !== 'mixed') throw new Error('--standby: on, off or mixed');
 if (!Number.isInteger(VMS) || VMS < 1 || VMS > 4) throw new Error('--vms: 1..4 (four hosts, at most four FT halves each)');
 
 const avail = etcdAvailability();
@@ -85,6 +88,8 @@ interface Rep {
   reprotectMs: number;
   /** SIGKILL to each affected VM protected again. */
   perVmMs: Record<string, number>;
+  /** Where each affected VM's new secondary runs, and whether that agent kept a standby process. */
+  newSecondary: Record<string, { host: string; standby: boolean }>;
   /** Longest time without an acknowledged write, per affected VM, around the failure. */
   clientGapMs: Record<string, number>;
   /** SIGKILL to the manager's start-secondary event for each affected VM (detection and decision). */
@@ -111,10 +116,14 @@ try {
   const spec = `etcd:${etcd.endpoint}`;
   const tok = tokenFile(tmp);
   const agents = new Map<string, GroupProc>();
+  /** Whether each agent (as last started) keeps a standby process: --standby mixed alternates per start. */
+  const standbyOf = new Map<string, boolean>();
   let generation = 0;
   const startHost = async (id: string) => {
     const size = id === 'h1' ? 4 : 1;
-    const p = await startAgent({ id, store: spec, tokenFile: tok.path, dir: join(tmp, `${id}-${generation++}`), mips: 1000 * size, memoryMiB: 1024 * size });
+    const standby = STANDBY === 'mixed' ? generation % 2 === 0 : STANDBY === 'on';
+    standbyOf.set(id, standby);
+    const p = await startAgent({ id, store: spec, tokenFile: tok.path, dir: join(tmp, `${id}-${generation++}`), mips: 1000 * size, memoryMiB: 1024 * size, ...(standby ? {} : { extra: ['--no-standby'] }) });
     procs.push(p);
     agents.set(id, p);
   };
@@ -153,12 +162,17 @@ try {
     const wall0 = Date.now();
     agents.get(victim)!.killGroup('SIGKILL');
     const perVmMs: Record<string, number> = {};
+    const newSecondary: Rep['newSecondary'] = {};
     const dead = new Set([victim]);
     // Bounded: 60 s at 20 ms.
     await until('every VM protected again', 60_000, async () => {
       const { inv, views } = await look(store!);
       for (const v of views) {
-        if (perVmMs[v.vm] === undefined && lost.includes(v.vm) && allProtected(inv, [v], dead) && inv.desired.size > 0) perVmMs[v.vm] = performance.now() - t0;
+        const ok = v.protected && v.primary !== undefined && v.secondary !== undefined && v.primary.host !== v.secondary.host && !dead.has(v.primary.host) && !dead.has(v.secondary.host);
+        if (perVmMs[v.vm] === undefined && lost.includes(v.vm) && ok) {
+          perVmMs[v.vm] = performance.now() - t0;
+          newSecondary[v.vm] = { host: v.secondary!.host, standby: standbyOf.get(v.secondary!.host) === true };
+        }
       }
       return allProtected(inv, views, dead) ? true : undefined;
     }, 20);
@@ -173,9 +187,9 @@ try {
       const e = events.find((x) => x.kind === 'start-secondary' && x.vm === vm && x.t >= wall0);
       if (e !== undefined) decisionMs[vm] = e.t - wall0;
     }
-    reps.push({ victim, lost, primaryLost, reprotectMs, perVmMs, clientGapMs, decisionMs, load });
+    reps.push({ victim, lost, primaryLost, reprotectMs, perVmMs, newSecondary, clientGapMs, decisionMs, load });
     process.stdout.write(
-      `rep ${rep + 1}/${REPS}: SIGKILL ${victim} (${before.views.filter((v) => lost.includes(v.vm)).map((v) => `${v.vm} ${v.primary?.host === victim ? 'primary' : 'secondary'}`).join(', ')}): all protected after ${fmt(reprotectMs)} ms at load ${load.toFixed(1)} (new secondaries ordered after ${Object.values(decisionMs).map((x) => fmt(x)).join('/')} ms); longest client gap ${fmt(max(Object.values(clientGapMs)))} ms\n`,
+      `rep ${rep + 1}/${REPS}: SIGKILL ${victim} (${before.views.filter((v) => lost.includes(v.vm)).map((v) => `${v.vm} ${v.primary?.host === victim ? 'primary' : 'secondary'}`).join(', ')}): all protected after ${fmt(reprotectMs)} ms at load ${load.toFixed(1)}; per VM ${lost.map((vm) => `${vm} ${fmt(perVmMs[vm])} ms on ${newSecondary[vm]?.host ?? '?'}${newSecondary[vm]?.standby ? ' (standby)' : ''}`).join(', ')} (new secondaries ordered after ${Object.values(decisionMs).map((x) => fmt(x)).join('/')} ms); longest client gap ${fmt(max(Object.values(clientGapMs)))} ms\n`,
     );
     // The host comes back (after its old records expired) for the next repetition.
     await until(`${victim}'s host record expires`, 15_000, async () => ((await look(store!)).inv.hosts.has(victim) ? undefined : true));
@@ -193,9 +207,16 @@ const all = reps.map((r) => r.reprotectMs);
 const withPrimary = reps.filter((r) => r.primaryLost).map((r) => r.reprotectMs);
 const secondaryOnly = reps.filter((r) => !r.primaryLost).map((r) => r.reprotectMs);
 const gaps = reps.flatMap((r) => Object.values(r.clientGapMs));
+/** Kill → one VM protected again, over the VMs whose new secondary's agent had (or had not) a standby. */
+function perVm(standby: boolean) {
+  const xs = reps.flatMap((r) => Object.entries(r.perVmMs).filter(([vm]) => r.newSecondary[vm]?.standby === standby).map(([, ms]) => ms));
+  return { n: xs.length, p50: median(xs), p90: percentile(xs, 0.9), max: max(xs) };
+}
 const summary = {
   reps: reps.length,
   reprotectMs: { p50: median(all), p90: percentile(all, 0.9), p99: percentile(all, 0.99), min: min(all), max: max(all) },
+  perVmMsWithStandby: perVm(true),
+  perVmMsWithoutStandby: perVm(false),
   load: { min: min(reps.map((r) => r.load)), p50: median(reps.map((r) => r.load)), max: max(reps.map((r) => r.load)) },
   reprotectMsPrimaryLost: { n: withPrimary.length, p50: median(withPrimary) },
   reprotectMsSecondaryOnly: { n: secondaryOnly.length, p50: median(secondaryOnly) },
@@ -205,6 +226,7 @@ const summary = {
 process.stdout.write(
   `\nhost death → all affected VMs protected again: p50 ${fmt(summary.reprotectMs.p50)} ms, p90 ${fmt(summary.reprotectMs.p90)} ms, p99 ${fmt(summary.reprotectMs.p99)} ms (min ${fmt(summary.reprotectMs.min)}, max ${fmt(summary.reprotectMs.max)}) over ${reps.length} repetitions at load ${summary.load.min.toFixed(1)}–${summary.load.max.toFixed(1)}; ` +
     `with a primary lost p50 ${fmt(summary.reprotectMsPrimaryLost.p50)} ms (${withPrimary.length}), secondaries only p50 ${fmt(summary.reprotectMsSecondaryOnly.p50)} ms (${secondaryOnly.length}); ` +
+    `per VM, new secondary on an agent with a standby p50 ${fmt(summary.perVmMsWithStandby.p50)} ms (${summary.perVmMsWithStandby.n}), without p50 ${fmt(summary.perVmMsWithoutStandby.p50)} ms (${summary.perVmMsWithoutStandby.n}); ` +
     `new secondary ordered p50 ${fmt(summary.decisionMs.p50)} ms after the kill; longest client gap p50 ${fmt(summary.clientGapMs.p50)} ms, max ${fmt(summary.clientGapMs.max)} ms\n`,
 );
 mkdirSync(RESULTS_DIR, { recursive: true });
@@ -217,6 +239,7 @@ writeFileSync(
       machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version, loadavg: loadavg() },
       setup: {
         hosts: 'four agent processes on one machine (h1 4000 MIPS / 4 GiB, the others 1000 / 1 GiB), real etcd on loopback, one manager (integrated, manual)',
+        standby: STANDBY === 'mixed' ? 'mixed: each agent start alternates between a standby process and none' : STANDBY,
         vms: `${VMS} FT kvserver VMs (16 MiB), a write load each; FT timeout 5000 ms (host deaths close sockets), heartbeat 100 ms`,
         failure: 'SIGKILL of the process group of an agent (alternately the busiest with a primary, the busiest with only secondaries); the host comes back after its record expired',
         ttls: `instance records ${INSTANCE_TTL_MS / 1000} s, host records ${HOST_TTL_MS / 1000} s, election 2 s`,

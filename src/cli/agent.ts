@@ -39,6 +39,8 @@ Options:
                          a VM without FT whose record the store stops renewing (this host cut off):
                          killed before the record can expire, so a restart elsewhere never runs beside
                          it (power-off, default), or left running (FT halves: their arbiter decides)
+  --no-standby           start each VM half as a new process when it is needed, instead of keeping
+                         one 'lockstep standby' process ready (Node and lockstep loaded) for it
   --events               messages as JSON lines on stderr
   -h, --help
 
@@ -155,6 +157,7 @@ export async function agentCommand(argv: string[], io: CommandIo): Promise<numbe
       groups: { type: 'string' },
       compat: { type: 'string' },
       'isolation-response': { type: 'string' },
+      'no-standby': { type: 'boolean' },
       events: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -196,6 +199,7 @@ export async function agentCommand(argv: string[], io: CommandIo): Promise<numbe
       maxFtVcpus,
       groups,
       isolationResponse,
+      standby: values['no-standby'] !== true,
       ...(cert !== undefined && key !== undefined ? { tls: { cert, key } } : {}),
       ...(tlsCa !== undefined ? { tlsCa } : {}),
       ...(values['ft-host'] !== undefined ? { ftHost: values['ft-host'] } : {}),

@@ -26,6 +26,7 @@ Commands:
   agent --id <host> --store <s>   run a host's agent: starts and reports the VM halves the manager asks for
   manager --store <s>             lead the cluster: place VMs, re-protect them after failures, drain hosts
   cluster <command> --store <s>   the cluster's status, create-vm, delete-vm, maintenance, events
+  standby                         (started by an agent) a process ready to become a VM half
   demo                            a fault-tolerant kvserver (--linux: Linux + kvd over TCP), a client load, SIGKILL of the primary
 
 Run 'lockstep <command> --help' for the options of a command.
@@ -46,6 +47,7 @@ const commands: Record<string, () => Promise<Command>> = {
   manager: async () => (await import('./manager.js')).managerCommand,
   cluster: async () => (await import('./cluster.js')).clusterCommand,
   demo: async () => (await import('./demo.js')).demoCommand,
+  standby: async () => (await import('./standby.js')).standbyCommand,
 };
 
 function version(): string {

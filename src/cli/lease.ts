@@ -37,6 +37,8 @@ export function leaseFromStdin(fenced: () => void): void {
   });
   // Reading stdin must not keep the process alive once the VM has ended (or never started).
   (process.stdin as unknown as { unref?: () => void }).unref?.();
+  // A standby process (src/cli/standby.ts) paused stdin after the line that made it this command.
+  process.stdin.resume();
   const t = setInterval(() => {
     if (until === undefined || process.hrtime.bigint() <= until) return;
     fenced();

@@ -2,6 +2,7 @@
 // processes of the CLI, publishes each one's state, and serves the authenticated control API. It makes
 // no placement decision of its own: it does what the (fenced) manager asks.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { mkdir, open, stat, writeFile } from 'node:fs/promises';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
@@ -26,7 +27,7 @@ import { API_PREFIX, AgentClient, FENCE_HEADER, MANAGER_HEADER, type AgentApiCod
 import { CLUSTER_CHANNELS } from '../manager/diagnostics.js';
 import { EventWriter } from '../manager/events.js';
 import { RecordPublisher } from './publisher.js';
-import { VmProcess, type InstanceView } from './vm-process.js';
+import { VmProcess, spawnStandby, type InstanceView } from './vm-process.js';
 import { cliEntry } from './cli-process.js';
 
 /** Options of {@link Agent.start}. */
@@ -76,6 +77,12 @@ export interface AgentOptions {
   tls?: TlsIdentity;
   /** Certificate authorities (PEM) that sign the other agents' certificates, for the isolation probes (default: the system's). */
   tlsCa?: string | Buffer;
+  /**
+   * Keep one `lockstep standby` process ready (Node, lockstep and the addon loaded), which the next VM
+   * half started here becomes instead of a process started then (default true): a re-protection, an HA
+   * restart or a migration's target does not wait for a process to start on a loaded host.
+   */
+  standby?: boolean;
 }
 
 /** See {@link AgentOptions.isolationResponse}. */
@@ -86,6 +93,10 @@ export type IsolationResponse = 'power-off' | 'leave-powered-on';
  * is dead at least 3 s before another starts, even with this process late by as much.
  */
 export const ISOLATION_MARGIN_MS = 1_000;
+/** A standby process that exited unused is replaced after this long, ms. */
+const STANDBY_RETRY_MS = 5_000;
+/** How long a started half may take to be ready before the next standby starts anyway, ms. */
+const START_READY_MS = 60_000;
 /** How long the other hosts get to answer whether they reach the store, ms. */
 const PEER_PROBE_MS = 700;
 
@@ -100,6 +111,8 @@ export interface AgentEvents {
   isolated: [vmId: string, response: IsolationResponse, message: string];
   /** The store stopped renewing a VM without FT's record, and the other hosts said why (each time asked). */
   'cut-off': [vmId: string, why: 'isolated' | 'store-down' | 'alone'];
+  /** A standby process was started (see {@link AgentOptions.standby}). */
+  standby: [pid: number];
 }
 
 /** Built CLI, from src/cluster/agent (tests) and dist/cluster/agent alike. */
@@ -155,7 +168,8 @@ export const HAND_ON_MAX_MS = 2_000;
 
 export class Agent extends EventEmitter<AgentEvents> {
   readonly id: string;
-  readonly #o: Required<Omit<AgentOptions, 'listen' | 'ftHost' | 'groups' | 'compatId' | 'command' | 'maxFtVms' | 'maxFtVcpus' | 'tls' | 'tlsCa'>> & {
+  readonly #o: Required<Omit<AgentOptions, 'listen' | 'ftHost' | 'groups' | 'compatId' | 'command' | 'maxFtVms' | 'maxFtVcpus' | 'tls' | 'tlsCa' | 'standby'>> & {
+    standby: boolean;
     tls: TlsIdentity | undefined;
     tlsCa: string | Buffer | undefined;
     groups: string[];
@@ -179,6 +193,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** The other hosts' APIs by id (see #refreshPeers). */
   readonly #peers = new Map<string, string>();
   #peerTimer: NodeJS.Timeout | undefined;
+  /** The standby process, ready to become the next VM half (see {@link AgentOptions.standby}). */
+  #standby: ChildProcess | undefined;
   #closing = false;
   readonly #startedAt = Date.now();
   /** Starts in flight, by VM (a second start of the same VM is refused until the first settles). */
@@ -209,6 +225,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       isolationResponse: o.isolationResponse ?? 'power-off',
       tls: o.tls,
       tlsCa: o.tlsCa,
+      standby: o.standby ?? true,
     };
     if (this.#o.isolationResponse !== 'power-off' && this.#o.isolationResponse !== 'leave-powered-on') {
       throw new OptionError('isolationResponse', `must be power-off or leave-powered-on, got ${JSON.stringify(o.isolationResponse)}`);
@@ -251,7 +268,38 @@ export class Agent extends EventEmitter<AgentEvents> {
     await a.#refreshPeers();
     a.#peerTimer = setInterval(() => void a.#refreshPeers(), 2_000);
     a.#peerTimer.unref();
+    a.#refillStandby();
     return a;
+  }
+
+  // ---- the standby process (src/cli/standby.ts) ------------------------------------------------------
+
+  /** Starts a standby process unless one is ready (or the agent is closing, or standbys are off). */
+  #refillStandby(): void {
+    if (!this.#o.standby || this.#closing || this.#standby !== undefined) return;
+    const child = spawnStandby(this.#o.command, this.#o.dir);
+    this.#standby = child;
+    if (child.pid !== undefined) this.emit('standby', child.pid);
+    let said = '';
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (d: string) => (said = (said + d).slice(-500)));
+    child.once('exit', (code, signal) => {
+      if (this.#standby !== child) return; // it became a VM half: VmProcess reports its exit
+      this.#standby = undefined;
+      if (this.#closing) return;
+      this.#warn(`the standby process exited (${signal ?? code})${said.trim() !== '' ? `: ${said.trim()}` : ''}; VM halves start as new processes until another is ready`);
+      // Not at once: a standby that cannot start (a broken install) must not spin.
+      setTimeout(() => this.#refillStandby(), STANDBY_RETRY_MS).unref();
+    });
+  }
+
+  /** The standby process, handed to a VM half that starts now; another is started once that one is ready. */
+  #takeStandby(): ChildProcess | undefined {
+    const child = this.#standby;
+    this.#standby = undefined;
+    if (child === undefined) return undefined;
+    child.stderr!.removeAllListeners('data');
+    return child;
   }
 
   /** The API's URL, `http://host:port` (`https://` with {@link AgentOptions.tls}). */
@@ -260,6 +308,11 @@ export class Agent extends EventEmitter<AgentEvents> {
     const host = wildcard ? this.#ftHost : this.#address.address;
     const h = host.includes(':') ? `[${host}]` : host;
     return `${this.#o.tls !== undefined ? 'https' : 'http'}://${h}:${this.#address.port}`;
+  }
+
+  /** The pid of the standby process ready now, if there is one (see {@link AgentOptions.standby}). */
+  get standbyPid(): number | undefined {
+    return this.#standby?.pid;
   }
 
   /** The other hosts this agent knows from the store (asked when it is cut off from the store). */
@@ -299,6 +352,13 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (this.#closing) return;
     this.#closing = true;
     clearInterval(this.#peerTimer);
+    const standby = this.#standby;
+    this.#standby = undefined;
+    if (standby !== undefined && standby.exitCode === null && standby.signalCode === null) {
+      const gone = new Promise((r) => standby.once('exit', r));
+      standby.kill('SIGKILL');
+      await gone;
+    }
     // Said first, so that the manager can tell a host that left from one that died.
     await new EventWriter(this.#o.store, `agent-${this.id}`)
       .write({ kind: 'host-leaving', host: this.id, message: `the agent of ${this.id} is stopping: its VM halves are stopped and the host leaves the cluster` })
@@ -402,6 +462,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       }
       // Separate disks: a secondary gets an image of its own in this host's directory (the clone fills it).
       const ownDisk = req.role === 'secondary' && disk?.mode === 'separate' ? await this.#ownImage(dir, disk.path) : undefined;
+      const standby = this.#takeStandby();
       p = new VmProcess({
         vmId,
         host: this.id,
@@ -411,12 +472,16 @@ export class Agent extends EventEmitter<AgentEvents> {
         command: this.#o.command,
         cwd: dir,
         solo,
+        ...(standby !== undefined ? { standby } : {}),
         ...(keyFile !== undefined ? { keyFile } : {}),
         ...(req.join !== undefined ? { join: req.join } : {}),
         ...(ownDisk !== undefined ? { disk: ownDisk } : {}),
       });
       this.#track(p);
       if (pairKey !== undefined) this.#pairKeys.set(p, pairKey);
+      // The next standby starts once this half is up (or gone), not beside its start.
+      const started = p;
+      void started.ready(START_READY_MS).catch(() => undefined).finally(() => this.#refillStandby());
     } finally {
       this.#starting.delete(vmId);
     }

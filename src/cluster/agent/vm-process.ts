@@ -40,6 +40,28 @@ export interface VmProcessOptions {
   /** The lockstep CLI: `[node, dist/cli/main.js]`. */
   command: readonly string[];
   cwd: string;
+  /**
+   * A `lockstep standby` process started ahead of need ({@link spawnStandby}): it becomes this instance
+   * (told its command on stdin) instead of a process spawned now. Ignored unless it still runs.
+   */
+  standby?: ChildProcess;
+}
+
+/**
+ * A `lockstep standby` process (src/cli/standby.ts): Node, lockstep and the addon loaded, waiting for the
+ * command a {@link VmProcess} gives it. In the agent's process group, ended with the agent.
+ */
+export function spawnStandby(command: readonly string[], cwd: string): ChildProcess {
+  const [cmd, ...pre] = command;
+  const child = spawn(cmd!, [...pre, 'standby', '--exit-with-parent'], { cwd, stdio: ['pipe', 'ignore', 'pipe'] });
+  child.stdin!.on('error', () => undefined);
+  child.once('error', () => undefined); // no such executable: it is not used (see usable)
+  return child;
+}
+
+/** Whether a standby process can still be given a command. */
+function usable(p: ChildProcess | undefined): p is ChildProcess {
+  return p !== undefined && p.exitCode === null && p.signalCode === null && p.pid !== undefined && p.stdin !== null && p.stdin.writable;
 }
 
 /** One event line of the child, as printed (`{event, t, …}`; src/ft/event-lines.ts). */
@@ -91,6 +113,8 @@ export class VmProcess extends EventEmitter {
   lastEvent = 'spawned';
   /** Times a secondary was cloned into lockstep (see InstanceRecord.clones). */
   clones = 0;
+  /** A standby process became this instance (see {@link VmProcessOptions.standby}). */
+  fromStandby = false;
   updatedAt = Date.now();
   stats: InstanceRecord['stats'] = null;
   progress: { instret: string; beats: number; watchdog?: string } | null = null;
@@ -126,7 +150,13 @@ export class VmProcess extends EventEmitter {
         ? ['primary', o.configPath, '--listen', listen, ...control, '--events']
         : ['secondary', o.configPath, '--join', o.join!, '--listen', listen, ...control, ...(o.disk !== undefined ? ['--disk', o.disk] : []), '--events'];
     // Not detached: the child shares the agent's process group (see the file comment).
-    this.child = spawn(cmd!, [...pre, ...args], { cwd: o.cwd, stdio: [this.solo ? 'pipe' : 'ignore', 'ignore', 'pipe'] });
+    if (usable(o.standby)) {
+      this.child = o.standby;
+      this.child.stdin!.write(`${JSON.stringify({ argv: args, cwd: o.cwd })}\n`);
+      this.fromStandby = true;
+    } else {
+      this.child = spawn(cmd!, [...pre, ...args], { cwd: o.cwd, stdio: [this.solo ? 'pipe' : 'ignore', 'ignore', 'pipe'] });
+    }
     this.child.stdin?.on('error', () => undefined); // a lease written as it exits: its exit says the rest
     this.#exited = new Promise((resolve) => {
       this.child.once('exit', (code, signal) => {
