@@ -74,6 +74,8 @@ export interface AgentProcOptions {
   maxFtVms?: number;
   maxFtVcpus?: number;
   groups?: string[];
+  /** More arguments (`--datastore <dir>`, say). */
+  extra?: string[];
 }
 
 /** An agent process; resolves once it listens. */
@@ -82,6 +84,7 @@ export async function startAgent(o: AgentProcOptions): Promise<GroupProc> {
   if (o.maxFtVms !== undefined) args.push('--max-ft-vms', String(o.maxFtVms));
   if (o.maxFtVcpus !== undefined) args.push('--max-ft-vcpus', String(o.maxFtVcpus));
   if (o.groups !== undefined && o.groups.length > 0) args.push('--groups', o.groups.join(','));
+  if (o.extra !== undefined) args.push(...o.extra);
   const p = launchGroup(`agent ${o.id}`, args);
   await p.wait('listening', undefined, 20_000);
   return p;
