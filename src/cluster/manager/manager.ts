@@ -497,7 +497,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
       const since = this.#downSince.get(v.vm);
       // Running unseen on a host cut off from the store (its datastore heartbeat lists it): not going to restart.
       if (this.#heldBy(v.vm, beats) !== undefined) continue;
-      if ((inv.instances.get(v.vm) ?? []).length > 0 || since === undefined || (now - since < this.#o.restartGraceMs && !this.#knownStopped(v.vm, beats))) underWay.set(v.vm, priority);
+      if ((inv.instances.get(v.vm) ?? []).length > 0 || since === undefined || (now - since < this.#o.restartGraceMs && !this.#knownStopped(v.vm, beats, inv))) underWay.set(v.vm, priority);
     }
     for (const { view: v, priority } of ordered) {
       if (busy.has(v.vm)) continue;
@@ -699,7 +699,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
           this.#downSince.set(v.vm, since);
           // The restart grace covers not knowing whether the VM is really gone; a live heartbeat of every
           // host it was last seen on that no longer lists it says it is: no wait.
-          if (now - since < this.#o.restartGraceMs && (held !== undefined || !this.#knownStopped(v.vm, beats))) return undefined;
+          if (now - since < this.#o.restartGraceMs && (held !== undefined || !this.#knownStopped(v.vm, beats, inv))) return undefined;
         }
         if (held !== undefined) {
           const b = held.verdict.beat!;
@@ -1072,13 +1072,18 @@ export class Manager extends EventEmitter<ManagerEvents> {
     return undefined;
   }
 
-  /** Every host `vm` was last seen on has a live heartbeat that does not list it: it runs on none of them. */
-  #knownStopped(vm: string, beats: Map<string, HeartbeatVerdict>): boolean {
+  /**
+   * Every host `vm` was last seen on is cut off from the store (its record gone, or its heartbeat says it
+   * powered the VM off) and has a live heartbeat that does not list it: it runs on none of them. Only
+   * for such hosts: a VM that ended on a host the store sees keeps the restart grace as before.
+   */
+  #knownStopped(vm: string, beats: Map<string, HeartbeatVerdict>, inv: Inventory): boolean {
     const hosts = this.#lastSeenOn.get(vm);
     if (hosts === undefined || hosts.size === 0) return false;
     return [...hosts].every((h) => {
       const v = beats.get(h);
-      return v?.state === 'alive' && !v.beat!.halves.some((x) => x.vm === vm);
+      if (v?.state !== 'alive' || v.beat!.halves.some((x) => x.vm === vm)) return false;
+      return !inv.hosts.has(h) || v.beat!.poweredOff.some((x) => x.vm === vm);
     });
   }
 
