@@ -82,8 +82,8 @@ export type { ControlRequest, ControlAuthProblem } from './ft/control-auth.js';
 export { callControl, ControlUnreachableError } from './ft/control-client.js';
 export type { ControlAnswer } from './ft/control-client.js';
 // The cluster (DESIGN §4): host agents, the manager, the cluster store.
-export { Agent, Manager, AgentClient, AgentApiError, DirStore, EtcdStore, StoreError, openStore, parseStoreSpec, readInventory, pairView, pairViews, buildSnapshot, desiredVm, configToJson, parseHostRule, defaultCompatId, readEvents, checkMigration, KEYS, MANAGER_ELECTION, CLUSTER_CHANNELS } from './cluster/index.js';
-export type { AgentOptions, AgentClientOptions, StartRequest, HostInfo, InstanceView, ManagerOptions, ManagerEvents, ManagerMode, Automation, ClusterStore, StoreEntry, HostRecord, InstanceRecord, DesiredVm, ClusterEvent, MaintenanceState, PairView, PairStatus, Inventory, MigrateRequest, MigrationCheck, MigrationRefusal } from './cluster/index.js';
+export { Agent, Manager, AgentClient, AgentApiError, DirStore, EtcdStore, StoreError, openStore, parseStoreSpec, readInventory, pairView, pairViews, buildSnapshot, desiredVm, configToJson, parseHostRule, defaultCompatId, readEvents, checkMigration, KEYS, MANAGER_ELECTION, CLUSTER_CHANNELS, HeartbeatJudge, parseHeartbeat, readHeartbeats, heartbeatPath } from './cluster/index.js';
+export type { AgentOptions, AgentClientOptions, StartRequest, HostInfo, InstanceView, ManagerOptions, ManagerEvents, ManagerMode, Automation, ClusterStore, StoreEntry, HostRecord, InstanceRecord, DesiredVm, ClusterEvent, MaintenanceState, PairView, PairStatus, Inventory, MigrateRequest, MigrationCheck, MigrationRefusal, DatastoreHeartbeat, HeartbeatVerdict } from './cluster/index.js';
 export { GdbServer, serveGdb } from './debug/server.js';
 export type { GdbServerEvents } from './debug/server.js';
 export { GdbSession } from './debug/session.js';

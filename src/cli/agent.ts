@@ -41,6 +41,13 @@ Options:
                          it (power-off, default), or left running (FT halves: their arbiter decides)
   --no-standby           start each VM half as a new process when it is needed, instead of keeping
                          one 'lockstep standby' process ready (Node and lockstep loaded) for it
+  --datastore <dir>      a directory every host reaches (where the VMs' disks live): the agent rewrites
+                         <dir>/lockstep-heartbeats/<id>.json every second with the halves it runs, also
+                         while cut off from the store, so that a manager given the same directory tells
+                         a host cut off from the store from a dead one (datastore heartbeats)
+  --datastore-heartbeat-ms <n>
+                         how often that file is rewritten (default 1000; under a third of the manager's
+                         --datastore-window-ms)
   --events               messages as JSON lines on stderr
   -h, --help
 
@@ -158,6 +165,8 @@ export async function agentCommand(argv: string[], io: CommandIo): Promise<numbe
       compat: { type: 'string' },
       'isolation-response': { type: 'string' },
       'no-standby': { type: 'boolean' },
+      datastore: { type: 'string' },
+      'datastore-heartbeat-ms': { type: 'string' },
       events: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -202,6 +211,8 @@ export async function agentCommand(argv: string[], io: CommandIo): Promise<numbe
       standby: values['no-standby'] !== true,
       ...(cert !== undefined && key !== undefined ? { tls: { cert, key } } : {}),
       ...(tlsCa !== undefined ? { tlsCa } : {}),
+      ...(values.datastore !== undefined ? { datastore: values.datastore } : {}),
+      ...(values['datastore-heartbeat-ms'] !== undefined ? { datastoreHeartbeatMs: positive('datastore-heartbeat-ms', values['datastore-heartbeat-ms'], 1000) } : {}),
       ...(values['ft-host'] !== undefined ? { ftHost: values['ft-host'] } : {}),
       ...(values.compat !== undefined ? { compatId: values.compat } : {}),
     });
@@ -214,7 +225,8 @@ export async function agentCommand(argv: string[], io: CommandIo): Promise<numbe
   agent.on('vm-started', (v) => say('vm-started', { vm: v.vmId, role: v.role, pid: v.pid }, `started the ${v.role} of ${v.vmId} (pid ${v.pid})`));
   agent.on('vm-exited', (v) => say('vm-exited', { vm: v.vmId, role: v.role, exit: v.exit }, `the ${v.role} of ${v.vmId} exited (${v.exit?.signal ?? v.exit?.code}): ${v.status}`));
   const rec = agent.hostRecord();
-  say('listening', { id, url: agent.url, host: agent.address.host, port: agent.address.port, compatId: rec.compatId }, `host ${id}: control API at ${agent.url}, FT compat id ${rec.compatId}`);
+  const beat = agent.heartbeatFile;
+  say('listening', { id, url: agent.url, host: agent.address.host, port: agent.address.port, compatId: rec.compatId, ...(beat !== undefined ? { heartbeat: beat } : {}) }, `host ${id}: control API at ${agent.url}, FT compat id ${rec.compatId}${beat !== undefined ? `, datastore heartbeat ${beat}` : ''}`);
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGTERM', () => resolve('SIGTERM'));
     process.once('SIGINT', () => resolve('SIGINT'));

@@ -223,9 +223,15 @@ export async function clusterStatus(store: ClusterStore, eventLimit = 10) {
   } catch (err) {
     ha = { hostFailures: inv.ha.hostFailures, error: (err as Error).message };
   }
-  // A VM that went down with a host: say which, when, and why the host is gone.
+  // A VM that went down with a host: say which, when, and why the host is gone. One that runs on a host
+  // cut off from the store (its datastore heartbeat lists it) is not down: say where it runs unseen.
   for (const v of vms) {
     if (v.status !== 'down' || (inv.instances.get(v.id) ?? []).length > 0) continue;
+    const unseen = [...inv.lostHosts.values()].find((l) => l.partitioned?.halves.some((x) => x.startsWith(`${v.id}(`)));
+    if (unseen !== undefined) {
+      v.text = `Running unseen on ${unseen.host}: that host is cut off from the store since ${time(unseen.partitioned!.since)}, and its datastore heartbeat lists ${v.id}; HA does not restart it while that goes on`;
+      continue;
+    }
     const lost = [...inv.lostHosts.values()].sort((a, b) => b.since - a.since).find((l) => l.halves.some((x) => x.startsWith(`${v.id}(`)));
     if (lost === undefined) continue;
     const next = inv.failures.has(v.id) ? v.text.replace(/^Down: /, 'then ') : v.restartPriority === 'disabled' ? 'restart priority disabled: HA does not restart it' : 'HA restarts it';
@@ -275,7 +281,7 @@ async function status(store: ClusterStore, json: boolean, io: CommandIo): Promis
       ['HOST', 'LIVE', 'MAINTENANCE', 'CPU', 'MEM', 'FT VMS', 'FT VCPUS', 'GROUPS', 'COMPAT', 'HALVES'],
       ...s.hosts.map((h) => [
         h.id,
-        h.live ? 'yes' : 'no',
+        h.live ? 'yes' : h.lost?.partitioned ? 'partitioned' : 'no',
         h.maintenance === 'off' && h.maintenanceRequested ? 'requested' : h.maintenance,
         h.load !== null ? pct(h.load.cpu) : '-',
         h.load !== null ? pct(h.load.memory) : '-',
@@ -309,7 +315,11 @@ async function status(store: ClusterStore, json: boolean, io: CommandIo): Promis
   const lost = s.hosts.filter((h) => h.lost !== null);
   if (lost.length > 0) {
     io.stdout.write('\nhosts lost:\n');
-    for (const h of lost) io.stdout.write(`  ${h.id}: gone since ${time(h.lost!.since)}: ${h.lost!.reason}${h.lost!.halves.length > 0 ? `; it ran ${h.lost!.halves.join(' ')}` : ''} (lockstep cluster maintenance ${h.id} off forgets it)\n`);
+    for (const h of lost) {
+      const p = h.lost!.partitioned;
+      if (p) io.stdout.write(`  ${h.id}: partitioned since ${time(p.since)} (cut off from the store, not dead): ${h.lost!.reason}; its datastore heartbeat lists ${p.halves.length > 0 ? p.halves.join(' ') : 'no VM half'}, not restarted elsewhere\n`);
+      else io.stdout.write(`  ${h.id}: gone since ${time(h.lost!.since)}: ${h.lost!.reason}${h.lost!.halves.length > 0 ? `; it ran ${h.lost!.halves.join(' ')}` : ''} (lockstep cluster maintenance ${h.id} off forgets it)\n`);
+    }
   }
   if (s.rules.length > 0) {
     io.stdout.write('\nrules:\n');

@@ -30,6 +30,11 @@ Options:
                              agents over HTTPS only (an agent serving plain HTTP is refused)
   --interval-ms <n>          a reconcile pass at least this often (default 500; store changes trigger one sooner)
   --balance-interval-ms <n>  at most one balancing move this often (default 10000)
+  --datastore <dir>          the directory the agents write their datastore heartbeats in (their
+                             --datastore): a host whose store records expired while its heartbeat still
+                             changes is cut off from the store, not dead — the VM halves it lists are
+                             neither restarted elsewhere nor fenced (default: none, the store alone)
+  --datastore-window-ms <n>  a heartbeat is alive while it changed within this window (default 3000)
   --events                   messages as JSON lines on stderr
   -h, --help
 
@@ -51,6 +56,8 @@ export async function managerCommand(argv: string[], io: CommandIo): Promise<num
       'tls-ca': { type: 'string' },
       'interval-ms': { type: 'string' },
       'balance-interval-ms': { type: 'string' },
+      datastore: { type: 'string' },
+      'datastore-window-ms': { type: 'string' },
       events: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -82,6 +89,8 @@ export async function managerCommand(argv: string[], io: CommandIo): Promise<num
       ...(values.baseline !== undefined ? { baseline: values.baseline } : {}),
       ...(values['interval-ms'] !== undefined ? { intervalMs: positive('interval-ms', values['interval-ms'], 500) } : {}),
       ...(values['balance-interval-ms'] !== undefined ? { balanceIntervalMs: positive('balance-interval-ms', values['balance-interval-ms'], 10_000) } : {}),
+      ...(values.datastore !== undefined ? { datastore: values.datastore } : {}),
+      ...(values['datastore-window-ms'] !== undefined ? { datastoreWindowMs: positive('datastore-window-ms', values['datastore-window-ms'], 3000) } : {}),
     });
   } catch (err) {
     await store.close();

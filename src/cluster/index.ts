@@ -27,6 +27,17 @@ export type { InstanceView, VmEvent, VmExit } from './agent/vm-process.js';
 export { startSoloVm, SOLO_STATUS } from './agent/solo.js';
 export { vmSpecOf } from '../ft/settings.js';
 export type { SoloVm, SoloReport } from './agent/solo.js';
+export {
+  HeartbeatJudge,
+  HeartbeatWriter,
+  parseHeartbeat,
+  readHeartbeats,
+  heartbeatPath,
+  HEARTBEAT_DIR,
+  DEFAULT_HEARTBEAT_MS,
+  DEFAULT_HEARTBEAT_WINDOW_MS,
+} from './datastore/heartbeat.js';
+export type { DatastoreHeartbeat, HeartbeatHalf, PoweredOffHalf, HeartbeatState, HeartbeatVerdict, HeartbeatObservation, ParsedHeartbeat } from './datastore/heartbeat.js';
 export { Manager, START_BACKOFF_FIRST_MS, START_BACKOFF_MAX_MS } from './manager/manager.js';
 export type { ManagerOptions, ManagerEvents, ManagerMode, Automation } from './manager/manager.js';
 export {

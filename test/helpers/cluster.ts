@@ -74,7 +74,7 @@ export interface AgentProcOptions {
   maxFtVms?: number;
   maxFtVcpus?: number;
   groups?: string[];
-  /** More `lockstep agent` options. */
+  /** More `lockstep agent` options (`--datastore <dir>`, say). */
   extra?: string[];
 }
 

@@ -29,6 +29,7 @@ import { EventWriter } from '../manager/events.js';
 import { RecordPublisher } from './publisher.js';
 import { VmProcess, spawnStandby, type InstanceView } from './vm-process.js';
 import { cliEntry } from './cli-process.js';
+import { DEFAULT_HEARTBEAT_MS, HeartbeatWriter, type PoweredOffHalf } from '../datastore/heartbeat.js';
 
 /** Options of {@link Agent.start}. */
 export interface AgentOptions {
@@ -83,6 +84,16 @@ export interface AgentOptions {
    * restart or a migration's target does not wait for a process to start on a loaded host.
    */
   standby?: boolean;
+  /**
+   * A directory every host reaches (where the VMs' disks live): the agent rewrites
+   * `<datastore>/lockstep-heartbeats/<id>.json` every `datastoreHeartbeatMs` with a rising sequence
+   * number and the VM halves it runs, also while it is cut off from the store, so that a manager given
+   * the same directory tells a host cut off from the store from a dead one (vSphere HA's datastore
+   * heartbeats). Default: none.
+   */
+  datastore?: string;
+  /** How often the datastore heartbeat is rewritten, ms (default 1000; keep it under a third of the manager's window). */
+  datastoreHeartbeatMs?: number;
 }
 
 /** See {@link AgentOptions.isolationResponse}. */
@@ -168,10 +179,11 @@ export const HAND_ON_MAX_MS = 2_000;
 
 export class Agent extends EventEmitter<AgentEvents> {
   readonly id: string;
-  readonly #o: Required<Omit<AgentOptions, 'listen' | 'ftHost' | 'groups' | 'compatId' | 'command' | 'maxFtVms' | 'maxFtVcpus' | 'tls' | 'tlsCa' | 'standby'>> & {
+  readonly #o: Required<Omit<AgentOptions, 'listen' | 'ftHost' | 'groups' | 'compatId' | 'command' | 'maxFtVms' | 'maxFtVcpus' | 'tls' | 'tlsCa' | 'standby' | 'datastore'>> & {
     standby: boolean;
     tls: TlsIdentity | undefined;
     tlsCa: string | Buffer | undefined;
+    datastore: string | undefined;
     groups: string[];
     compatId: string;
     command: string[];
@@ -199,6 +211,10 @@ export class Agent extends EventEmitter<AgentEvents> {
   readonly #startedAt = Date.now();
   /** Starts in flight, by VM (a second start of the same VM is refused until the first settles). */
   readonly #starting = new Set<string>();
+  /** The datastore heartbeat (when a datastore is configured). */
+  #heartbeat: HeartbeatWriter | undefined;
+  /** Halves killed by the isolation response, by VM, until the VM is started here again (in the heartbeat). */
+  readonly #poweredOff = new Map<string, PoweredOffHalf>();
 
   private constructor(o: AgentOptions) {
     super();
@@ -226,7 +242,13 @@ export class Agent extends EventEmitter<AgentEvents> {
       tls: o.tls,
       tlsCa: o.tlsCa,
       standby: o.standby ?? true,
+      datastore: o.datastore === undefined ? undefined : resolve(o.datastore),
+      datastoreHeartbeatMs: o.datastoreHeartbeatMs ?? DEFAULT_HEARTBEAT_MS,
     };
+    if (o.datastore !== undefined && (typeof o.datastore !== 'string' || o.datastore === '')) throw new OptionError('datastore', 'must be a directory path');
+    if (!(Number.isFinite(this.#o.datastoreHeartbeatMs) && this.#o.datastoreHeartbeatMs >= 10 && this.#o.datastoreHeartbeatMs <= 60_000)) {
+      throw new OptionError('datastoreHeartbeatMs', `must be a number of milliseconds from 10 to 60000, got ${String(o.datastoreHeartbeatMs)}`);
+    }
     if (this.#o.isolationResponse !== 'power-off' && this.#o.isolationResponse !== 'leave-powered-on') {
       throw new OptionError('isolationResponse', `must be power-off or leave-powered-on, got ${JSON.stringify(o.isolationResponse)}`);
     }
@@ -264,6 +286,19 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (a.#host.publishedAt === 0) {
       await a.close();
       throw new OptionError('store', `could not register host ${a.id} in the store`);
+    }
+    if (a.#o.datastore !== undefined) {
+      a.#heartbeat = new HeartbeatWriter({
+        datastore: a.#o.datastore,
+        host: a.id,
+        periodMs: a.#o.datastoreHeartbeatMs,
+        contents: () => ({
+          halves: [...a.#vms.values()].filter((p) => p.running).map((p) => ({ vm: p.vmId, role: p.role })),
+          poweredOff: [...a.#poweredOff.values()],
+        }),
+        onTrouble: (message) => a.#warn(message),
+      });
+      await a.#heartbeat.start();
     }
     await a.#refreshPeers();
     a.#peerTimer = setInterval(() => void a.#refreshPeers(), 2_000);
@@ -320,6 +355,11 @@ export class Agent extends EventEmitter<AgentEvents> {
     return [...this.#peers.keys()];
   }
 
+  /** The datastore heartbeat file this agent writes (undefined without a datastore). */
+  get heartbeatFile(): string | undefined {
+    return this.#heartbeat?.path;
+  }
+
   /** The API's address. */
   get address(): { host: string; port: number } {
     return { host: this.#address.address, port: this.#address.port };
@@ -364,6 +404,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       .write({ kind: 'host-leaving', host: this.id, message: `the agent of ${this.id} is stopping: its VM halves are stopped and the host leaves the cluster` })
       .catch((err: unknown) => this.#warn(`event log: ${(err as Error).message}`));
     await Promise.all([...this.#vms.values()].map((p) => p.stop(this.#o.stopGraceMs)));
+    // Removed: a host that left on purpose is neither partitioned nor dead.
+    await this.#heartbeat?.stop();
     await Promise.all([...this.#publishers.values()].map((p) => p.close()));
     await this.#host?.close();
     this.#server.closeAllConnections();
@@ -559,12 +601,19 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   #track(p: VmProcess): void {
     this.#vms.set(p.vmId, p);
+    this.#poweredOff.delete(p.vmId);
+    this.#heartbeat?.changed();
+    let listedAs = p.role;
     const pub = new RecordPublisher(this.#o.store, KEYS.instance(p.vmId, this.id), this.#o.instanceTtlMs, (err) => this.#warn(`record of ${p.vmId}: ${err.message}`));
     this.#publishers.set(p, pub);
     pub.update(p.record() as unknown as JsonValue);
     let statsTimer: NodeJS.Timeout | undefined;
     p.on('change', (significant: boolean) => {
       if (!p.running) return;
+      if (p.role !== listedAs) {
+        listedAs = p.role; // a secondary went live: the heartbeat lists it as the primary now
+        this.#heartbeat?.changed();
+      }
       if (significant) {
         clearTimeout(statsTimer);
         statsTimer = undefined;
@@ -618,6 +667,7 @@ export class Agent extends EventEmitter<AgentEvents> {
           });
         }, 200)
       : undefined;
+    let poweredOff = false;
     const applyIsolation = () => {
       isolated = true;
       const ms = Math.round(performance.now() - Math.max(pub.publishedAt, tracked));
@@ -625,16 +675,22 @@ export class Agent extends EventEmitter<AgentEvents> {
       const message =
         response === 'power-off'
           ? `${p.vmId}: the store has not renewed its record for ${ms} ms (this host is cut off from it, and other hosts reach it or none answers): powered off, so that a restart elsewhere does not run beside it`
-          : `${p.vmId}: the store has not renewed its record for ${ms} ms: left running (isolation response leave-powered-on); a restart elsewhere will run a second copy`;
+          : `${p.vmId}: the store has not renewed its record for ${ms} ms: left running (isolation response leave-powered-on); ${this.#heartbeat !== undefined ? `this host's datastore heartbeat (${this.#heartbeat.path}) lists it, so a manager given the same datastore does not restart it elsewhere while that heartbeat goes on` : 'a restart elsewhere will run a second copy'}`;
       this.#warn(message);
       this.emit('isolated', p.vmId, response, message);
-      if (response === 'power-off') p.signal('SIGKILL');
+      if (response === 'power-off') {
+        poweredOff = true;
+        p.signal('SIGKILL');
+      }
     };
     isolation?.unref();
     p.once('exit', () => {
       clearTimeout(statsTimer);
       clearInterval(isolation);
       if (this.#vms.get(p.vmId) === p) this.#vms.delete(p.vmId);
+      // Said on the datastore: its record (which the store may keep a while yet) is a left-over.
+      if (poweredOff) this.#poweredOff.set(p.vmId, { vm: p.vmId, role: p.role, incarnation: p.incarnation });
+      this.#heartbeat?.changed();
       this.#exited.push(p);
       if (this.#exited.length > KEEP_EXITED) this.#exited.shift();
       this.#gone.set(

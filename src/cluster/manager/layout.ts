@@ -307,6 +307,11 @@ export interface LostHost {
   reason: string;
   /** The VM halves it ran when last seen: `kv1(P)`, `kv2(S)`. */
   halves: string[];
+  /**
+   * Set while its datastore heartbeat is alive (the manager has a datastore): it is cut off from the
+   * store, not dead. `halves`: what the heartbeat lists; `heartbeat`: the file.
+   */
+  partitioned?: { since: number; halves: string[]; heartbeat: string } | null;
   manager: string;
   token: number;
 }

@@ -29,6 +29,7 @@ import {
   type PairView,
 } from './inventory.js';
 import { FT_SUSPENDED, ftOperationRefusal } from './ft-operations.js';
+import { DEFAULT_HEARTBEAT_WINDOW_MS, HeartbeatJudge, heartbeatPath, readHeartbeats, type HeartbeatVerdict } from '../datastore/heartbeat.js';
 import { HOST_TTL_MS, INSTANCE_TTL_MS, KEYS, MANAGER_ELECTION, asRecord, defaultCompatId, type ClusterEvent, type ClusterFtOperation, type InstanceRecord, type LostHost, type ManagerEpoch, type MaintenanceState, type MonitorRecord, type StartFailure } from './layout.js';
 
 /** The first wait after a failed start of a VM, ms; it doubles per failure in a row, up to {@link START_BACKOFF_MAX_MS}. */
@@ -89,6 +90,15 @@ export interface ManagerOptions {
    * over consecutive passes, ms (default: the instance record's TTL).
    */
   flapGraceMs?: number;
+  /**
+   * The directory the agents write their datastore heartbeats in (their `datastore` option): a host
+   * whose store records expired but whose heartbeat still changes is cut off from the store, not dead,
+   * and the VM halves its heartbeat lists are not restarted elsewhere (nor fenced). Default: none (the
+   * store's leases alone).
+   */
+  datastore?: string;
+  /** A datastore heartbeat is alive while it changed within this window, ms (default 3000: three agent periods). */
+  datastoreWindowMs?: number;
   placementOptions?: PlacementOptions;
 }
 
@@ -121,7 +131,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
   readonly automation: Automation;
   readonly baseline: string | undefined;
   readonly #store: ClusterStore;
-  readonly #o: Required<Omit<ManagerOptions, 'baseline' | 'placementOptions' | 'mode' | 'automation' | 'tlsCa'>> & { placementOptions: PlacementOptions | undefined; tlsCa: string | Buffer | undefined };
+  readonly #o: Required<Omit<ManagerOptions, 'baseline' | 'placementOptions' | 'mode' | 'automation' | 'tlsCa' | 'datastore'>> & { placementOptions: PlacementOptions | undefined; tlsCa: string | Buffer | undefined; datastore: string | undefined };
   readonly #log: EventWriter;
   #leadership!: Leadership;
   #unwatch: Unsubscribe | undefined;
@@ -164,6 +174,13 @@ export class Manager extends EventEmitter<ManagerEvents> {
   #passes = 0;
   /** Actions under way, by VM, with the halves they start (as decided) for later passes' snapshots. */
   readonly #inflight = new Map<string, { halves: { primary: string | undefined; secondary: string | undefined } | undefined; done: Promise<void> }>();
+  /** Datastore heartbeats (with a datastore): the freshness judge, its poll, and problems already warned of. */
+  readonly #judge: HeartbeatJudge | undefined;
+  #beatTimer: NodeJS.Timeout | undefined;
+  #beatPoll: Promise<void> | undefined;
+  readonly #beatProblems = new Map<string, string>();
+  /** The hosts each VM's records were last seen on (kept while it has none), for the datastore heartbeats. */
+  readonly #lastSeenOn = new Map<string, Set<string>>();
 
   private constructor(o: ManagerOptions) {
     super();
@@ -192,9 +209,14 @@ export class Manager extends EventEmitter<ManagerEvents> {
       balanceIntervalMs: o.balanceIntervalMs ?? 10_000,
       suspectMs: o.suspectMs ?? HOST_TTL_MS + 1_000,
       flapGraceMs: o.flapGraceMs ?? INSTANCE_TTL_MS,
+      datastore: o.datastore,
+      datastoreWindowMs: o.datastoreWindowMs ?? DEFAULT_HEARTBEAT_WINDOW_MS,
       placementOptions: o.placementOptions,
       tlsCa: o.tlsCa,
     };
+    if (o.datastore !== undefined && (typeof o.datastore !== 'string' || o.datastore === '')) throw new OptionError('datastore', 'must be a directory path');
+    if (!(Number.isFinite(this.#o.datastoreWindowMs) && this.#o.datastoreWindowMs >= 30)) throw new OptionError('datastoreWindowMs', `must be a number of milliseconds of at least 30, got ${String(o.datastoreWindowMs)}`);
+    this.#judge = o.datastore !== undefined ? new HeartbeatJudge(this.#o.datastoreWindowMs) : undefined;
     this.#log = new EventWriter(o.store, o.id);
   }
 
@@ -215,6 +237,11 @@ export class Manager extends EventEmitter<ManagerEvents> {
     m.#leadership.on('error', (err: Error) => m.#warn(`campaign: ${err.message}`));
     if (m.#leadership.isLeader) void m.#assume(m.#leadership.token!);
     m.#timer = setInterval(() => m.#kick(0), m.#o.intervalMs);
+    if (m.#judge !== undefined) {
+      // Followers read the heartbeats too: a new leader judges them at once, with history.
+      await m.#pollHeartbeats();
+      m.#beatTimer = setInterval(() => void m.#pollHeartbeats(), Math.max(10, Math.floor(m.#o.datastoreWindowMs / 6)));
+    }
     return m;
   }
 
@@ -246,8 +273,10 @@ export class Manager extends EventEmitter<ManagerEvents> {
     if (this.#stopped) return;
     this.#stopped = true;
     clearInterval(this.#timer);
+    clearInterval(this.#beatTimer);
     clearTimeout(this.#kickTimer);
     this.#acting = null;
+    await this.#beatPoll;
     while (this.#passing !== undefined) await this.#passing;
     await Promise.all([...this.#inflight.values()].map((f) => f.done));
     await this.#unwatch?.();
@@ -381,8 +410,19 @@ export class Manager extends EventEmitter<ManagerEvents> {
     // stop takes effect through the store a little later); re-protection never waits for that.
     const cooling = (vm: string) => this.#cooldown.has(vm);
 
+    // Datastore heartbeats: read now; records of halves an agent says it powered off go from this pass's
+    // inventory (see #dropPoweredOff) before anything is decided on it.
+    const beats = await this.#heartbeatVerdicts();
+    if (this.#judge !== undefined) {
+      for (const [k, m] of this.#beatProblems) await this.#say(`heartbeat-invalid:${k}`, { kind: 'heartbeat-invalid', ...(k !== '' ? { host: k } : {}), message: m });
+      await this.#dropPoweredOff(inv, beats, now);
+    }
+    for (const [vm, rs] of inv.instances) if (rs.length > 0) this.#lastSeenOn.set(vm, new Set(rs.map((r) => r.host)));
+    for (const vm of this.#lastSeenOn.keys()) if (!inv.instances.has(vm) && !inv.desired.has(vm)) this.#lastSeenOn.delete(vm);
+
     await this.#syncMaintenance(inv, token);
     await this.#noteLostHosts(inv, token, now);
+    if (this.#judge !== undefined) await this.#syncPartitions(inv, beats, token, now);
     const views = pairViews(inv);
     this.#dropLostSecondaries(inv, views);
     // Halves believed dead on hosts the store still lists: those hosts have probably failed (their records
@@ -465,7 +505,9 @@ export class Manager extends EventEmitter<ManagerEvents> {
     for (const { view: v, priority } of ordered) {
       if (v.desired === undefined || v.status !== 'down' || !this.#seenRunning.has(v.vm) || priority === 'disabled') continue;
       const since = this.#downSince.get(v.vm);
-      if ((inv.instances.get(v.vm) ?? []).length > 0 || since === undefined || now - since < this.#o.restartGraceMs) underWay.set(v.vm, priority);
+      // Running unseen on a host cut off from the store (its datastore heartbeat lists it): not going to restart.
+      if (this.#heldBy(v.vm, beats) !== undefined) continue;
+      if ((inv.instances.get(v.vm) ?? []).length > 0 || since === undefined || (now - since < this.#o.restartGraceMs && !this.#knownStopped(v.vm, beats, inv))) underWay.set(v.vm, priority);
     }
     for (const { view: v, priority } of ordered) {
       if (busy.has(v.vm)) continue;
@@ -478,7 +520,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
         }
         this.#said.delete(`priority:${v.vm}`);
       }
-      const a = await this.#decideVm(v, inv, () => snap, setHalves, built.blocked, now);
+      const a = await this.#decideVm(v, inv, () => snap, setHalves, built.blocked, now, beats);
       if (a !== undefined && ha !== undefined) underWay.set(v.vm, priority);
       add(a);
     }
@@ -587,6 +629,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
     setHalves: (vm: string, primary: string | undefined, secondary: string | undefined) => void,
     blocked: Map<string, string>,
     now: number,
+    beats: Map<string, HeartbeatVerdict>,
   ): Promise<Action | undefined> {
     const all = inv.instances.get(v.vm) ?? [];
     const liveRecords = all.filter((r) => inv.hosts.has(r.host));
@@ -657,11 +700,29 @@ export class Manager extends EventEmitter<ManagerEvents> {
       case 'down': {
         // Left-overs (records of a dead host, a half on its way out) go first.
         if (all.length > 0) return undefined;
+        // A host's datastore heartbeat that lists the VM (alive, or not judged yet): it runs there, unseen
+        // by the store (that host is cut off from it). No restart, and no fence either: the fence would
+        // halt a primary that serves, and nothing would replace it.
+        const held = this.#heldBy(v.vm, beats);
         if (this.#seenRunning.has(v.vm)) {
           const since = this.#downSince.get(v.vm) ?? now;
           this.#downSince.set(v.vm, since);
-          if (now - since < this.#o.restartGraceMs) return undefined;
+          // The restart grace covers not knowing whether the VM is really gone; a live heartbeat of every
+          // host it was last seen on that no longer lists it says it is: no wait.
+          if (now - since < this.#o.restartGraceMs && (held !== undefined || !this.#knownStopped(v.vm, beats, inv))) return undefined;
         }
+        if (held !== undefined) {
+          const b = held.verdict.beat!;
+          const role = b.halves.filter((x) => x.vm === v.vm).map((x) => x.role).join(' and ');
+          await this.#say(`held:${v.vm}`, {
+            kind: 'restart-held',
+            vm: v.vm,
+            host: held.host,
+            message: `${v.vm} has no record in the store, but runs on ${held.host} (its ${role}): the datastore heartbeat of ${held.host} lists it and ${held.verdict.state === 'alive' ? `changed ${Math.round(held.verdict.sinceChangeMs ?? 0)} ms ago (seq ${b.seq})` : 'is being judged'}. ${held.host} is cut off from the store, not dead: ${v.vm} is not restarted elsewhere (nor fenced) while that heartbeat goes on and lists it`,
+          });
+          return undefined;
+        }
+        this.#said.delete(`held:${v.vm}`);
         // Starts that keep failing are retried with backoff, never in a tight loop.
         const failed = inv.failures.get(v.vm);
         if (failed !== undefined && now < failed.retryAt) return undefined;
@@ -971,6 +1032,139 @@ export class Manager extends EventEmitter<ManagerEvents> {
       vm,
       message: `the primary of ${vm} cannot leave ${h}: it cannot be armed for a live migration (${why}). It is not switched to its secondary, which would leave ${vm} unprotected until a new secondary is in lockstep: the drain waits and tries again every 5 s. To go on: make the primary migratable again, or take ${h} out of maintenance (lockstep cluster maintenance ${h} off)`,
     });
+  }
+
+  // ---- datastore heartbeats -------------------------------------------------------------------------
+
+  /** Read every heartbeat file (or join the read in flight) and feed the judge. Never throws. */
+  async #pollHeartbeats(): Promise<void> {
+    const judge = this.#judge;
+    const datastore = this.#o.datastore;
+    if (judge === undefined || datastore === undefined) return;
+    this.#beatPoll ??= (async () => {
+      const { beats, problems } = await readHeartbeats(datastore);
+      const t = performance.now();
+      const listed = !problems.has('');
+      for (const [h, b] of beats) judge.observe(h, b, t);
+      for (const h of problems.keys()) if (h !== '') judge.observe(h, 'unreadable', t);
+      for (const h of judge.hosts()) if (!beats.has(h) && !problems.has(h)) judge.observe(h, listed ? 'missing' : 'unreadable', t);
+      for (const [k, m] of problems) {
+        if (this.#beatProblems.get(k) === m) continue;
+        this.#beatProblems.set(k, m);
+        this.#warn(m);
+      }
+      for (const k of [...this.#beatProblems.keys()]) {
+        if (problems.has(k)) continue;
+        this.#beatProblems.delete(k);
+        this.#said.delete(`heartbeat-invalid:${k}`);
+      }
+    })()
+      .catch((err: unknown) => this.#warn(`datastore heartbeats: ${(err as Error).message}`))
+      .finally(() => (this.#beatPoll = undefined));
+    await this.#beatPoll;
+  }
+
+  /** Every host's heartbeat as judged now (empty without a datastore). */
+  async #heartbeatVerdicts(): Promise<Map<string, HeartbeatVerdict>> {
+    const out = new Map<string, HeartbeatVerdict>();
+    if (this.#judge === undefined) return out;
+    await this.#pollHeartbeats();
+    const t = performance.now();
+    for (const h of this.#judge.hosts()) out.set(h, this.#judge.verdict(h, t));
+    return out;
+  }
+
+  /** The host whose heartbeat lists `vm` and is alive or not judged yet, if any: the VM runs there. */
+  #heldBy(vm: string, beats: Map<string, HeartbeatVerdict>): { host: string; verdict: HeartbeatVerdict } | undefined {
+    for (const [host, verdict] of beats) {
+      if ((verdict.state === 'alive' || verdict.state === 'unknown') && verdict.beat?.halves.some((x) => x.vm === vm)) return { host, verdict };
+    }
+    return undefined;
+  }
+
+  /**
+   * Every host `vm` was last seen on is cut off from the store (its record gone, or its heartbeat says it
+   * powered the VM off) and has a live heartbeat that does not list it: it runs on none of them. Only
+   * for such hosts: a VM that ended on a host the store sees keeps the restart grace as before.
+   */
+  #knownStopped(vm: string, beats: Map<string, HeartbeatVerdict>, inv: Inventory): boolean {
+    const hosts = this.#lastSeenOn.get(vm);
+    if (hosts === undefined || hosts.size === 0) return false;
+    return [...hosts].every((h) => {
+      const v = beats.get(h);
+      if (v?.state !== 'alive' || v.beat!.halves.some((x) => x.vm === vm)) return false;
+      return !inv.hosts.has(h) || v.beat!.poweredOff.some((x) => x.vm === vm);
+    });
+  }
+
+  /**
+   * Records of halves an agent says on the datastore it killed by its isolation response (the record's
+   * incarnation among its heartbeat's `poweredOff`, the VM not among its halves) are left-overs the store
+   * keeps until their lease runs out: they go from this pass's inventory, so that the VM is restarted
+   * now rather than seconds later. The process of that incarnation has ended whatever the heartbeat's
+   * age, so any valid heartbeat says so. The host, cut off from the store (its agent refuses starts),
+   * takes no new half meanwhile.
+   */
+  async #dropPoweredOff(inv: Inventory, beats: Map<string, HeartbeatVerdict>, now: number): Promise<void> {
+    for (const [vm, rs] of [...inv.instances]) {
+      const keep: InstanceRecord[] = [];
+      for (const r of rs) {
+        const b = beats.get(r.host)?.beat;
+        if (b === undefined || !b.poweredOff.some((x) => x.vm === vm && x.incarnation === r.incarnation) || b.halves.some((x) => x.vm === vm)) {
+          keep.push(r);
+          continue;
+        }
+        this.#suspect.set(r.host, { until: now + this.#o.suspectMs, why: `it is cut off from the store: its datastore heartbeat says it powered ${vm} off (isolation response)` });
+        await this.#say(`powered-off:${vm}:${r.incarnation}`, {
+          kind: 'isolation-powered-off',
+          vm,
+          host: r.host,
+          message: `${vm} was powered off on ${r.host} by its isolation response: the datastore heartbeat ${heartbeatPath(this.#o.datastore!, r.host)} (seq ${b.seq}) says so, so its record there is a left-over; ${vm} is restarted without waiting for that record to expire`,
+        });
+      }
+      if (keep.length === rs.length) continue;
+      if (keep.length === 0) inv.instances.delete(vm);
+      else inv.instances.set(vm, keep);
+    }
+  }
+
+  /**
+   * A lost host (its records expired) whose datastore heartbeat is alive is cut off from the store, not
+   * dead: its `lost-hosts/` record says so, with what its heartbeat lists (for `cluster status`), and a
+   * `host-partitioned` event is written once. Should the heartbeat stop too, it is dead after all (a
+   * `host-heartbeat-lost` event): what it listed is restarted as after any host death.
+   */
+  async #syncPartitions(inv: Inventory, beats: Map<string, HeartbeatVerdict>, token: number, now: number): Promise<void> {
+    for (const [h, rec] of [...inv.lostHosts]) {
+      if (inv.hosts.has(h)) continue;
+      const v = beats.get(h);
+      if (v?.state === 'unknown') continue; // not judged yet: no change either way
+      const file = heartbeatPath(this.#o.datastore!, h);
+      const alive = v?.state === 'alive';
+      const want = alive ? { since: rec.partitioned?.since ?? now, halves: v.beat!.halves.map((x) => `${x.vm}(${x.role === 'primary' ? 'P' : 'S'})`).sort(), heartbeat: file } : null;
+      if (JSON.stringify(want) === JSON.stringify(rec.partitioned ?? null)) continue;
+      const reason = alive
+        ? `its record expired, but its datastore heartbeat (${file}) still changes: it is cut off from the store (partitioned or isolated), not dead`
+        : rec.partitioned
+          ? `its record expired and then its datastore heartbeat (${file}) stopped too (${v?.state ?? 'missing'}): the host or its agent died, or it lost the datastore as well`
+          : rec.reason;
+      const next: LostHost = { ...rec, reason, partitioned: want, manager: this.id, token };
+      try {
+        await this.#store.put(KEYS.lostHost(h), next as unknown as JsonValue);
+      } catch (err) {
+        this.#warn(`recording the partition of ${h}: ${(err as Error).message}`);
+      }
+      inv.lostHosts.set(h, next);
+      if (alive && !rec.partitioned) {
+        await this.#event({
+          kind: 'host-partitioned',
+          host: h,
+          message: `host ${h} is cut off from the store, not dead: its records expired, but its datastore heartbeat ${file} still changes (seq ${v.beat!.seq}, ${Math.round(v.sinceChangeMs ?? 0)} ms ago by this manager's clock)${want!.halves.length > 0 ? `; it runs ${want!.halves.join(' ')}, which are not restarted elsewhere (nor fenced) while it does` : '; it runs no VM half'}`,
+        });
+      } else if (!alive && rec.partitioned) {
+        await this.#event({ kind: 'host-heartbeat-lost', host: h, message: `host ${h} was cut off from the store; now its datastore heartbeat ${file} has stopped too (${v?.state ?? 'missing'}): it is treated as dead, and what it ran is restarted` });
+      }
+    }
   }
 
   // ---- lost hosts -----------------------------------------------------------------------------------
