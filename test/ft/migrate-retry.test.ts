@@ -148,7 +148,7 @@ describe('live migration without an arbiter: the hand-over is asked again (in pr
       try {
         t.primary.migrate();
         await t.secondary.start();
-        await until('the target to go live and the source to halt', () => t.secondary.primary !== undefined && t.seen.some((x) => x.startsWith('source halted')), { timeoutMs: 120_000 });
+        await until('the target to go live (or halt) and the source to halt', () => (t.secondary.primary !== undefined || t.secondary.phase === 'halted') && t.seen.some((x) => x.startsWith('source halted')), { timeoutMs: 120_000 });
         const story = t.seen.join(' | ');
         expect(t.proxy.cut(), story).toBe(true);
         expect(t.proxy.connections(), story).toBeGreaterThanOrEqual(2); // it asked again
@@ -228,6 +228,7 @@ describe('live migration without an arbiter: the hand-over is asked again (proce
       expect((await callControl(control, cfg.key, 'POST', '/ft/migrate')).status).toBe(200);
       const target = start('target', ['secondary', cfg.path, '--key-file', cfg.keyFile, '--join', `127.0.0.1:${proxy.port}`]);
       procs.push(target);
+      await until('the target to go live or to end', () => target.events.some((e) => e.event === 'go-live') || target.child.exitCode !== null, { timeoutMs: 120_000 });
       const live = await target.wait('go-live');
       const story = () => JSON.stringify([...source.events, ...target.events].filter((e) => ['go-live', 'halted', 'warning', 'migrated', 'handed-over', 'secondary-lost'].includes(e.event)));
       expect(proxy.cut(), story()).toBe(true);
