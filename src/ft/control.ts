@@ -24,6 +24,20 @@ export const FT_DEFAULTS = {
   epochCheckMs: 1000,
 } as const;
 
+/**
+ * A live migration without an arbiter (a VM with FT off): how many `timeoutMs` the source stays
+ * reachable after it sent GO_LIVE without the target's confirmation, and a target that lost the source
+ * before GO_LIVE keeps asking it how the hand-over stands (docs/fault-tolerance.md, "Live migration
+ * without FT"). Above the failure detector's longest adaptive timeout (3 × timeoutMs), so that a target
+ * whose detector stretched still finds the source listening.
+ */
+export const HANDOVER_RETRY_TIMEOUTS = 5;
+
+/** The hand-over's retry window for a pair with this `timeoutMs`, ms (see {@link HANDOVER_RETRY_TIMEOUTS}). */
+export function handOverRetryMs(timeoutMs: number): number {
+  return HANDOVER_RETRY_TIMEOUTS * timeoutMs;
+}
+
 /** Options of a {@link FailureDetector}. */
 export interface FailureDetectorOptions {
   /**

@@ -1,6 +1,7 @@
 // The primary half of a fault-tolerant pair: runs the guest, records its inputs, streams the log to the
 // secondary, releases outputs only behind acknowledged log (the output rule), slows down when the
 // secondary lags, and clones a new secondary by pre-copy. Mirrors secondary.ts.
+import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { open } from 'node:fs/promises';
@@ -18,7 +19,7 @@ import { ArbiterError, validateOwnerId, type Arbiter } from './arbiter.js';
 import { claimEpoch, newOwnerId } from './claim.js';
 import { publishPrimary } from './diagnostics.js';
 import { batchLsn } from '../log/format.js';
-import { FT_DEFAULTS, LagController, describeStatus, type ProtectionStatus } from './control.js';
+import { FT_DEFAULTS, LagController, describeStatus, handOverRetryMs, type ProtectionStatus } from './control.js';
 import { SecondarySession, type CloneFigures } from './session.js';
 
 /** A pre-copy round with fewer dirty pages than this ends the pre-copy: the rest goes in the pause. */
@@ -38,6 +39,35 @@ const DISK_CONVERGED_CHUNKS = 16;
  * writes. Outputs released in the last few milliseconds before a failover may then be emitted twice.
  */
 const RELEASE_NOTICE_MS = 5;
+
+/**
+ * Reads the separate disk's chunks `chunks` with the guest stopped and sends them to the clone; `kept`
+ * collects the messages too (a hand-over without an arbiter sends them again to a target that asks).
+ */
+type ReadChunksPaused = (chunks: Uint32Array, kept?: Message[]) => void;
+
+/**
+ * A live migration without an arbiter that sent GO_LIVE (#migrateDirect): what a target that lost its
+ * connection and asks again is answered, until it confirms or the retry window ends.
+ */
+interface PendingHandOver {
+  /** The hand-over point P (the guest's position when it was held). */
+  instret: bigint;
+  /** The final state S(P) as sent in clone-final: its SHA-256 (hex) is what the target must hold. */
+  state: Uint8Array;
+  digest: string | undefined;
+  goLive: Message;
+  /**
+   * Everything sent after the target confirmed the last catch-up (the last pages, disk chunks, S(P)):
+   * sent again to a target that lost it. Undefined when that confirmation never came (the target may
+   * lack earlier pages too: it cannot be completed from here).
+   */
+  final: Message[] | undefined;
+  /** The target said it took GO_LIVE (CONTROL `took-go-live`, on its connection or on a new one). */
+  confirmed: boolean;
+  /** Times a target asked again. */
+  asked: number;
+}
 
 /** Options shared by both halves of a pair. */
 export interface FtCommonOptions {
@@ -534,6 +564,8 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   #migrateNext = false;
   /** A hand-over sent GO_LIVE: the guest never runs here again, and a lost secondary is not recovered from. */
   #goLiveSent = false;
+  /** A migration without an arbiter sent GO_LIVE and waits for its target's confirmation (#migrateDirect). */
+  #handover: PendingHandOver | undefined;
   /** FT was off before a migration's clone (the target then runs with FT off too). */
   #migratingFromDisabled = false;
   /**
@@ -727,6 +759,9 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       void this.#beginMove(s);
       return;
     }
+    if (this.#o.arbiter.kind === 'local' && (this.#handover !== undefined || (this.#session?.target === true && this.#migratingFromDisabled))) {
+      return this.#answerTarget(ch);
+    }
     if (this.#migrateNext && (this.#phase === 'alone' || this.#phase === 'disabled')) {
       this.#migrateNext = false;
       this.#migratingFromDisabled = this.#phase === 'disabled';
@@ -751,6 +786,55 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
       this.emit('warning', `clone failed: ${(err as Error).message}`);
       ch.close('clone failed');
     });
+  }
+
+  /**
+   * A connection while a migration without an arbiter is under way, or its GO_LIVE is out: a target
+   * that lost its connection (or heard nothing) before it read GO_LIVE asks how the hand-over stands
+   * (CONTROL `handover?`, with the instret and state digest of S(P) if it holds it). The answer is final:
+   *  - GO_LIVE not sent: it never will be now (the migration is called off here, before this returns to
+   *    the event loop, so #migrateDirect cannot send it after): `handover` `called-off`, the guest runs on;
+   *  - GO_LIVE sent: `handover` `handed-over` (P and the digest of S(P)), the rest of the migration
+   *    again when the target has no S(P) (it applied everything before it: it answered the last sync),
+   *    and the same GO_LIVE. The target confirms with `took-go-live`, which ends the retry window.
+   */
+  #answerTarget(ch: Channel): void {
+    const timer = setTimeout(() => ch.close(`VM ${this.vmId} is being migrated; this connection asked nothing within ${this.#o.timeoutMs} ms`), this.#o.timeoutMs);
+    timer.unref();
+    const first = (m: Message) => {
+      ch.off('message', first);
+      clearTimeout(timer);
+      if (m.type !== 'control' || m.op !== 'handover?') return ch.close(`VM ${this.vmId} is being migrated to another target; it takes no secondary now`);
+      const h = this.#handover;
+      if (!h) {
+        const s = this.#session;
+        const why = 'the target lost its connection and asked again before GO_LIVE was sent: the migration is called off, the VM runs on at the source';
+        if (s && s.target && !s.closed) {
+          s.lost ??= why;
+          void s.close(why);
+        }
+        ch.send({ type: 'control', op: 'handover', state: 'called-off', reason: why });
+        return ch.close(why);
+      }
+      h.asked++;
+      h.digest ??= createHash('sha256').update(h.state).digest('hex');
+      const answer: Message = { type: 'control', op: 'handover', state: 'handed-over', instret: String(h.instret), digest: h.digest };
+      const holds = m.instret === String(h.instret) && m.digest === h.digest;
+      if (!holds && (m.instret !== undefined || h.final === undefined)) {
+        const why = `handed over at instret ${h.instret}, but the target holds ${m.instret === undefined ? 'no final state' : `the state of instret ${String(m.instret)}`} and this side cannot send it again`;
+        this.emit('warning', `live migration: the target asked again; ${why}`);
+        ch.send({ ...answer, resend: false });
+        return ch.close(why);
+      }
+      this.emit('warning', `live migration: the target asked again how the hand-over stands; it is sent ${holds ? 'GO_LIVE' : 'the final state and GO_LIVE'} again (instret ${h.instret})`);
+      ch.send(answer);
+      if (!holds) for (const f of h.final!) ch.send(f);
+      ch.send(h.goLive);
+      ch.on('message', (c: Message) => {
+        if (c.type === 'control' && c.op === 'took-go-live') h.confirmed = true;
+      });
+    };
+    ch.on('message', first);
   }
 
   // ---- a migration's target: the VM's secondary follows it (docs/fault-tolerance.md, "Live migration") ---
@@ -918,7 +1002,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
    * A loss before 2 makes the move an ordinary clone ('fallback'); a loss of the new secondary before 5
    * calls the move off (its arbiter record, so it can never go live) and the old one protects on.
    */
-  async #switchOver(s: SecondarySession, figures: CloneFigures, first: boolean, readChunksPaused: (chunks: Uint32Array) => void): Promise<'done' | 'fallback'> {
+  async #switchOver(s: SecondarySession, figures: CloneFigures, first: boolean, readChunksPaused: ReadChunksPaused): Promise<'done' | 'fallback'> {
     // The old secondary was lost and the next epoch is being won: then the new one is cloned as usual.
     await this.#until(() => this.#phase !== 'recovering', 60_000).catch(() => undefined);
     if (this.#session === s) return 'fallback';
@@ -1058,7 +1142,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
    * Before 3 the target can never go live, so calling the migration off needs no arbiter claim. A loss of
    * the secondary before 2 makes the target an ordinary clone that is handed over to ('fallback').
    */
-  async #migrateOver(s: SecondarySession, figures: CloneFigures, first: boolean, readChunksPaused: (chunks: Uint32Array) => void): Promise<'done' | 'fallback'> {
+  async #migrateOver(s: SecondarySession, figures: CloneFigures, first: boolean, readChunksPaused: ReadChunksPaused): Promise<'done' | 'fallback'> {
     await this.#until(() => this.#phase !== 'recovering', 60_000).catch(() => undefined);
     if (this.#session === s) return 'fallback';
     if (this.#incoming !== s) return 'done';
@@ -1126,14 +1210,17 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
    * behind them, and this side never runs the guest again. No log, no lockstep: every output up to P
    * has left already (FT off: the gate is open), none after P is made here. A target lost before GO_LIVE
    * calls the migration off (the guest runs on here); after it, this side halts whatever happens, once
-   * the target took GO_LIVE (it closes the channel) or the timeout passed (docs/fault-tolerance.md, "Live
-   * migration without FT").
+   * the target took GO_LIVE or the wait ran out: with a shared arbiter, the target's close or the
+   * timeout; without one, the target's confirmation (CONTROL `took-go-live`) or the retry window
+   * (handOverRetryMs), during which a target that lost its connection can ask again and is answered
+   * with the same GO_LIVE (#answerTarget; docs/fault-tolerance.md, "Live migration without FT").
    */
-  async #migrateDirect(s: SecondarySession, figures: CloneFigures, first: boolean, readChunksPaused: (chunks: Uint32Array) => void): Promise<void> {
+  async #migrateDirect(s: SecondarySession, figures: CloneFigures, first: boolean, readChunksPaused: ReadChunksPaused): Promise<void> {
     const port = this.#port;
     const ch = s.channel;
     const steps: MigrateSteps = { stopMs: 0, drainMs: 0, copyMs: 0, followMs: 0 };
     let finalPages: PageRecord[] = [];
+    let finalDisk: Message[] = [];
     let state: Uint8Array = new Uint8Array(0);
     let consolePosition = 0n;
     let t0 = performance.now();
@@ -1183,7 +1270,8 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
           if (attempt < 200 && port.diskInFlight() > 0) return;
           steps.stopMs = performance.now() - t0;
           finalPages = port.copyPages(first);
-          readChunksPaused(port.takeDiskDirty(false));
+          finalDisk = [];
+          readChunksPaused(port.takeDiskDirty(false), finalDisk);
           state = port.cloneState();
           consolePosition = this.machine.consolePosition;
           done = true;
@@ -1203,22 +1291,54 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     figures.pages += finalPages.length;
     figures.bytes += finalPages.length * PAGE_RECORD_BYTES + state.length;
     figures.rounds++;
-    this.#sendPages(ch, finalPages);
-    ch.send({ type: 'clone-final', state, meta: { instret: String(instret), epoch: this.#epoch, consolePosition: String(consolePosition), migration: true } });
-    ch.send({ type: 'clone-done' });
+    // The target applied everything before the last catch-up's sync (it answered it): what follows is
+    // the whole rest of the migration, and can be sent again to a target that lost it.
+    const caughtUp = s.synced;
+    const final: Message[] = [
+      ...pageMessages(finalPages),
+      ...finalDisk,
+      { type: 'clone-final', state, meta: { instret: String(instret), epoch: this.#epoch, consolePosition: String(consolePosition), migration: true } },
+      { type: 'clone-done' },
+    ];
+    for (const m of final) ch.send(m);
     if (s.closed) return resume();
-    s.send({ type: 'go-live', epoch: BigInt(this.#epoch + 1), reason: 'live migration' });
+    const goLive: Message = { type: 'go-live', epoch: BigInt(this.#epoch + 1), reason: 'live migration' };
+    s.send(goLive);
     this.#goLiveSent = true;
     step('copyMs');
     figures.pauseMs = performance.now() - t0;
     this.#lastPause = figures.pauseMs;
-    // Halting at once could reset the connection before the target read GO_LIVE: wait for its close.
-    const confirmed = await this.#until(() => s.closed, this.#o.timeoutMs).then(
-      () => true,
-      () => false,
-    );
-    step('followMs');
-    if (!confirmed) this.emit('warning', `live migration: the target did not take GO_LIVE within ${this.#o.timeoutMs} ms; this side does not resume (the target is live, or the VM is down)`);
+    let confirmed: boolean;
+    if (this.#o.arbiter.kind === 'local') {
+      // No arbiter: this side stays reachable for the retry window, so that a target that lost its
+      // connection (or heard nothing) before it read GO_LIVE can ask again and get the same GO_LIVE
+      // (#answerTarget), rather than halting and leaving the VM down. Only its confirmation ends the wait
+      // early: a closed connection no longer counts as one, since a target that asks again closed it too.
+      const windowMs = handOverRetryMs(this.#o.timeoutMs);
+      const h: PendingHandOver = { instret, state, digest: undefined, goLive, final: caughtUp ? final : undefined, confirmed: false, asked: 0 };
+      this.#handover = h;
+      let noted = false;
+      confirmed = await this.#until(() => {
+        if (s.closed && !h.confirmed && !noted) {
+          noted = true;
+          this.emit('warning', `live migration: the target's connection ended before it confirmed GO_LIVE (${s.lost ?? 'closed'}); this side never resumes, and stays reachable for up to ${windowMs} ms for the target to ask again`);
+        }
+        return h.confirmed || this.#phase === 'halted';
+      }, windowMs).then(
+        () => h.confirmed,
+        () => false,
+      );
+      step('followMs');
+      if (!confirmed) this.emit('warning', `live migration: the target did not take GO_LIVE within ${windowMs} ms (neither on its connection nor by asking again${h.asked > 0 ? `; it asked ${h.asked} times` : ''}); this side does not resume (the target is live, or the VM is down)`);
+    } else {
+      // Halting at once could reset the connection before the target read GO_LIVE: wait for its close.
+      confirmed = await this.#until(() => s.closed, this.#o.timeoutMs).then(
+        () => true,
+        () => false,
+      );
+      step('followMs');
+      if (!confirmed) this.emit('warning', `live migration: the target did not take GO_LIVE within ${this.#o.timeoutMs} ms; this side does not resume (the target is live, or the VM is down)`);
+    }
     this.emit('migrated', { totalMs: performance.now() - s.joinedAt, handOverMs: figures.pauseMs, follower: false, steps, ...migrateFigures(figures, finalPages.length, t0), claimWaitMs });
     this.emit('handed-over', s.listen === undefined ? { epoch: this.#epoch + 1 } : { epoch: this.#epoch + 1, listen: s.listen });
     this.#halt(`handed over to the migration's target${s.listen === undefined ? '' : ` at ${s.listen}`} (live migration)`);
@@ -1307,7 +1427,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
           await drained(ch);
         }
       };
-      const readChunksPaused = (chunks: Uint32Array): void => {
+      const readChunksPaused: ReadChunksPaused = (chunks, kept) => {
         if (!diskPath) return;
         const fd = openSync(diskPath, 'r');
         try {
@@ -1317,7 +1437,9 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
             const buf = Buffer.allocUnsafe(len);
             readSync(fd, buf, 0, len, c * DISK_CHUNK);
             figures.bytes += len;
-            ch.send({ type: 'clone-disk', offset: BigInt(c * DISK_CHUNK), data: buf });
+            const m: Message = { type: 'clone-disk', offset: BigInt(c * DISK_CHUNK), data: buf };
+            ch.send(m);
+            kept?.push(m);
           }
         } finally {
           closeSync(fd);
@@ -1337,7 +1459,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     }
   }
 
-  async #cloneMemory(s: SecondarySession, figures: CloneFigures, readChunksPaused: (chunks: Uint32Array) => void): Promise<void> {
+  async #cloneMemory(s: SecondarySession, figures: CloneFigures, readChunksPaused: ReadChunksPaused): Promise<void> {
     const ch = s.channel;
     const port = this.#port;
     const separate = this.#o.separateDisk !== undefined;
@@ -1514,7 +1636,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   }
 
   #sendPages(ch: Channel, pages: PageRecord[]): void {
-    for (let i = 0; i < pages.length; i += PAGES_PER_MESSAGE) ch.send({ type: 'clone-pages', pageSize: PAGE_SIZE, pages: pages.slice(i, i + PAGES_PER_MESSAGE) });
+    for (const m of pageMessages(pages)) ch.send(m);
   }
 
   #startRecording(s: SecondarySession): void {
@@ -1588,6 +1710,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
         if (m.op === 'following') s.following = true;
         if (m.op === 'cloned') s.restored = true;
         if (m.op === 'synced') s.synced = true;
+        if (m.op === 'took-go-live' && this.#handover) this.#handover.confirmed = true;
         if (m.op === 'cloned' && this.#phase === 'cloning' && s.cloneSent && s === this.#session) this.#inLockstep(s);
         break;
       case 'bye':
@@ -1883,6 +2006,13 @@ function drained(ch: Channel): Promise<void> {
     ch.on('drain', done);
     ch.on('close', done);
   });
+}
+
+/** `pages` as CLONE_PAGES messages of at most {@link PAGES_PER_MESSAGE} pages. */
+function pageMessages(pages: PageRecord[]): Message[] {
+  const out: Message[] = [];
+  for (let i = 0; i < pages.length; i += PAGES_PER_MESSAGE) out.push({ type: 'clone-pages', pageSize: PAGE_SIZE, pages: pages.slice(i, i + PAGES_PER_MESSAGE) });
+  return out;
 }
 
 function sleep(ms: number): Promise<void> {

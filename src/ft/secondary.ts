@@ -1,6 +1,7 @@
 // The secondary half of a fault-tolerant pair: is cloned from the primary, replays its log with every
 // output suppressed, acknowledges as it receives, and goes live when the primary is lost (after
 // replaying all it holds and winning the arbiter). Mirrors primary.ts.
+import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { closeSync, createWriteStream, fstatSync, fsyncSync, mkdirSync, openSync, writeFileSync, writeSync, type WriteStream } from 'node:fs';
 import { createServer, type AddressInfo, type Server } from 'node:net';
@@ -17,7 +18,7 @@ import { formatHostPort, parseHostPort } from '../config/address.js';
 import { BATCH_MAX_LENGTH, BATCH_HEADER, batchLsn, batchSizeAt } from '../log/format.js';
 import { ArbiterError, validateOwnerId, validateVmId } from './arbiter.js';
 import { claimEpoch, newOwnerId } from './claim.js';
-import { FT_DEFAULTS, FailureDetector } from './control.js';
+import { FT_DEFAULTS, FailureDetector, handOverRetryMs } from './control.js';
 import { FtError, FtPrimary, type FtCommonOptions, type FtPrimaryOptions } from './primary.js';
 
 /**
@@ -191,6 +192,8 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
   #targetOnly = false;
   /** GO_LIVE arrived (a hand-over, not a loss). */
   #handedOver = false;
+  /** A migration's target: the SHA-256 (hex) of the final state S(P) it restored, what the source checks when it asks again. */
+  #finalDigest: string | undefined;
 
   /** @throws OptionError when `owner` is given but not a valid owner id. */
   constructor(options: FtSecondaryOptions) {
@@ -461,6 +464,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     if (typeof epoch === 'number') this.#epoch = epoch;
     this.#move = move;
     this.#targetOnly = meta.migration === true;
+    if (this.#targetOnly) this.#finalDigest = createHash('sha256').update(state).digest('hex');
     if (this.#o.logDir) writeFileSync(join(this.#o.logDir, 'clone.snap'), machine.snapshot());
     const port = this.#port!;
     port.setShadow(true);
@@ -634,11 +638,12 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
    */
   #lost(reason: string): Promise<void> {
     if (this.#goingLive === undefined && this.#phase === 'replaying' && this.#follow) return this.#rebase(reason);
-    if (this.#goingLive === undefined && this.#phase === 'replaying' && this.#o.arbiter.kind === 'local' && !this.#handedOver) {
+    if (this.#goingLive === undefined && this.#o.arbiter.kind === 'local' && !this.#handedOver && (this.#phase === 'replaying' || (this.#phase === 'cloning' && this.#machine !== undefined))) {
       // No shared arbiter (a VM without FT): a silence proves nothing, the source may run on. Only its
-      // GO_LIVE makes this side the VM; without it the source's own fate decides (docs/fault-tolerance.md).
-      this.#halt(`the source was lost before it handed the VM over (${reason}): a migration's target without an arbiter goes live only on the source's GO_LIVE, so it does not; the VM runs on at the source, or is down if the source died`);
-      return Promise.resolve();
+      // GO_LIVE makes this side the VM, so it asks the source again how the hand-over stands
+      // (docs/fault-tolerance.md, "Live migration without FT").
+      this.#goingLive = this.#askSource(reason);
+      return this.#goingLive;
     }
     if (this.#goingLive === undefined && this.#phase === 'replaying' && this.#targetOnly && !this.#handedOver) {
       // Before GO_LIVE the source still owns the VM and its secondary holds the log: that one takes over.
@@ -664,6 +669,8 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       this.#link = undefined;
     }
     this.#channel = undefined;
+    // A migration without an arbiter: the source waits for this (its retry window) before it exits.
+    if (this.#targetOnly && this.#handedOver && this.#o.arbiter.kind === 'local') ch?.send({ type: 'control', op: 'took-go-live' });
     ch?.close(reason);
     this.#log?.end();
     const machine = this.#machine!;
@@ -774,6 +781,129 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     this.#unreserve();
     await primary.start();
     this.emit('promoted', primary);
+  }
+
+  /**
+   * A migration's target without an arbiter lost the source before GO_LIVE (its connection closed, or
+   * a silence): it asks the source, on new connections with the same key, for up to the retry window
+   * (handOverRetryMs) how the hand-over stands. `handed-over` (with the rest of the migration again if
+   * this side lacks S(P), and GO_LIVE): it goes live as if GO_LIVE had come, once it checked that it
+   * stands at exactly the hand-over point. `called-off`, or any other answer of the source: it halts, the
+   * VM runs on at the source. No answer within the window: it halts (the source died or is cut off).
+   * It never goes live on a silence.
+   */
+  async #askSource(reason: string): Promise<void> {
+    const windowMs = handOverRetryMs(this.#timeoutMs);
+    const t0 = performance.now();
+    this.#stopTimer();
+    const old = this.#channel;
+    this.#channel = undefined;
+    // Closing tells a source that has not sent GO_LIVE to call the migration off; one that has waits.
+    old?.close(reason);
+    this.emit('warning', `the source was lost before GO_LIVE reached this side (${reason}); asking it how the hand-over stands, for up to ${windowMs} ms`);
+    const asking = () => this.#phase === 'cloning' || this.#phase === 'replaying';
+    let last = reason;
+    for (let attempt = 1; asking(); attempt++) {
+      const left = windowMs - (performance.now() - t0);
+      if (left <= 0) break;
+      let ch: Channel;
+      try {
+        ch = await connectChannel({
+          host: this.#o.join.host,
+          port: this.#o.join.port,
+          key: this.#o.key,
+          vmId: this.vmId,
+          role: 'secondary',
+          handshakeTimeoutMs: Math.max(1, Math.min(left, 5_000)),
+          signal: this.#claimAbort.signal, // a halt (stop()) ends the attempt at once
+          ...(this.#o.tls ? { tls: this.#o.tls } : {}),
+        });
+      } catch (err) {
+        last = `attempt ${attempt}: ${(err as Error).message}`;
+        await new Promise((r) => setTimeout(r, Math.min(this.#heartbeatMs, Math.max(1, left))));
+        continue;
+      }
+      if (!asking()) {
+        ch.close('this side stopped');
+        return;
+      }
+      const a = await this.#ask(ch, windowMs - (performance.now() - t0));
+      if (a.kind === 'go-live') {
+        this.#handedOver = true;
+        return this.#goLive(`the primary handed over: live migration (GO_LIVE taken on asking the source again, ${Math.round(performance.now() - t0)} ms after ${reason})`);
+      }
+      if (a.kind === 'halt') return this.#halt(a.why);
+      last = `attempt ${attempt}: ${a.why}`;
+    }
+    if (!asking()) return;
+    this.#halt(`the source was lost before it handed the VM over (${reason}), and asking it again for ${windowMs} ms brought no answer (${last}): a migration's target without an arbiter goes live only on the source's GO_LIVE, so it does not; the VM runs on at the source, or is down if the source died`);
+  }
+
+  /**
+   * One question to the source on `ch` (see #askSource): resolves with `go-live` once GO_LIVE came and
+   * this side stands at the hand-over point, `halt` for a final answer that it must not go live, `lost`
+   * when the connection ended (or `leftMs` passed) before an answer.
+   */
+  #ask(ch: Channel, leftMs: number): Promise<{ kind: 'go-live' } | { kind: 'halt' | 'lost'; why: string }> {
+    return new Promise((resolve) => {
+      let point: { instret: bigint; digest: string } | undefined;
+      let settled = false;
+      const settle = (a: { kind: 'go-live' } | { kind: 'halt' | 'lost'; why: string }) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        if (a.kind !== 'go-live') {
+          if (this.#channel === ch) this.#channel = undefined;
+          ch.close(a.kind === 'halt' ? a.why : 'no answer');
+        }
+        resolve(a);
+      };
+      const timer = setTimeout(() => settle({ kind: 'lost', why: `no answer within ${Math.round(leftMs)} ms` }), Math.max(1, leftMs));
+      timer.unref();
+      this.#channel = ch; // the rest of the migration, if it comes again, goes through #onMessage
+      ch.on('close', (why: string) => settle(point ? { kind: 'lost', why: `the source handed over at instret ${point.instret}, then the connection ended: ${why}` } : { kind: 'lost', why }));
+      ch.on('message', (m: Message) => {
+        if (settled) return;
+        switch (m.type) {
+          case 'control':
+            if (m.op !== 'handover') return settle({ kind: 'halt', why: `asked how the hand-over stands, the source answered CONTROL ${m.op}: it did not hand the VM over; the VM runs on at the source` });
+            if (m.state === 'handed-over' && typeof m.instret === 'string' && /^\d{1,20}$/.test(m.instret) && typeof m.digest === 'string') {
+              point = { instret: BigInt(m.instret), digest: m.digest };
+              if (m.resend === false) {
+                return settle({ kind: 'halt', why: `the source handed the VM over at instret ${m.instret}, but this side does not hold that final state and the source cannot send it again: the VM is down (restart it from its disk)` });
+              }
+              return;
+            }
+            return settle({ kind: 'halt', why: `the source did not hand the VM over (${typeof m.reason === 'string' ? m.reason : String(m.state)}); it runs on there, and a migration's target without an arbiter goes live only on the source's GO_LIVE` });
+          case 'clone-pages':
+          case 'clone-disk':
+          case 'clone-final':
+          case 'clone-done':
+            if (!point) return settle({ kind: 'halt', why: `asked how the hand-over stands, the source answered with ${m.type}: it did not hand the VM over` });
+            return this.#onMessage(ch, m);
+          case 'heartbeat':
+            return;
+          case 'go-live': {
+            if (!point) return settle({ kind: 'halt', why: 'the source sent GO_LIVE again without the hand-over point: not taken' });
+            const here = this.#machine?.counters.instret;
+            if (this.#phase !== 'replaying' || !this.#targetOnly || here !== point.instret || this.#finalDigest !== point.digest) {
+              return settle({ kind: 'halt', why: `the source handed the VM over at instret ${point.instret} (final state ${point.digest.slice(0, 16)}), but this side stands at ${this.#phase === 'replaying' ? `instret ${String(here)} (final state ${this.#finalDigest?.slice(0, 16) ?? 'none'})` : 'no final state'}: it cannot go live; the VM is down (restart it from its disk)` });
+            }
+            return settle({ kind: 'go-live' });
+          }
+          case 'bye':
+            return settle(
+              point
+                ? { kind: 'lost', why: `the source handed over at instret ${point.instret}, then said: ${m.reason}` }
+                : { kind: 'halt', why: `asked how the hand-over stands, the source refused (${m.reason}): it did not hand the VM over; the VM runs on at the source` },
+            );
+          default:
+            return settle({ kind: 'halt', why: `asked how the hand-over stands, the source answered with ${m.type}: it did not hand the VM over` });
+        }
+      });
+      const restored = this.#phase === 'replaying' && this.#targetOnly ? { instret: String(this.#machine!.counters.instret), digest: this.#finalDigest } : {};
+      ch.send({ type: 'control', op: 'handover?', owner: this.owner, ...restored });
+    });
   }
 
   async #restart(): Promise<void> {

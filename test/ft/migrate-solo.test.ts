@@ -230,7 +230,7 @@ async function goLiveEater(target: { host: string; port: number }): Promise<{ po
 }
 
 describe('live migration without an arbiter: GO_LIVE lost in a partition (in process)', () => {
-  it('a target that holds the final state but never got GO_LIVE does not go live on the silence (it halts and says why); the source, which sent GO_LIVE, never resumes: no copy is live, and both say so', async () => {
+  it('a target that holds the final state but never got GO_LIVE does not go live on the silence: it asks the source again through the partition for the retry window and halts, saying why; the source, which sent GO_LIVE, never resumes: no copy is live, and both say so', async () => {
     const key = randomBytes(32);
     const make = () => new Machine({ memory: 16 << 20, clock: 'real' });
     const machine = make();
@@ -253,8 +253,10 @@ describe('live migration without an arbiter: GO_LIVE lost in a partition (in pro
       expect(seen.some((x) => x.startsWith('target cloned')), story).toBe(true); // it held the final state
       expect(secondary.primary, story).toBeUndefined();
       expect(seen.some((x) => x.startsWith('target go-live')), story).toBe(false);
-      expect(seen.find((x) => x.startsWith('target halted')), story).toMatch(/goes live only on the source's GO_LIVE/);
-      expect(seen.find((x) => x.startsWith('source warning')), story).toMatch(/did not take GO_LIVE/);
+      // It asked the source again for the retry window, through the partition, and got no answer.
+      expect(seen.some((x) => x.startsWith('target warning') && /asking it how the hand-over stands/.test(x)), story).toBe(true);
+      expect(seen.find((x) => x.startsWith('target halted')), story).toMatch(/asking it again for \d+ ms brought no answer.*goes live only on the source's GO_LIVE/);
+      expect(seen.some((x) => x.startsWith('source warning') && /did not take GO_LIVE within \d+ ms \(neither on its connection nor by asking again/.test(x)), story).toBe(true);
       expect(seen.some((x) => x.startsWith('source handed-over')), story).toBe(true);
       const at = machine.progress;
       await new Promise((r) => setTimeout(r, 50));
