@@ -7,7 +7,7 @@ import { mkdir, open, stat, writeFile } from 'node:fs/promises';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
-import { ConfigError, parseHostPort, readFtKey, validateConfig } from '../../config/index.js';
+import { ConfigError, ftKeyFileBytes, parseHostPort, readFtKey, validateConfig } from '../../config/index.js';
 import { ControlUnreachableError, callControl } from '../../ft/control-client.js';
 import { createLimitedServer } from '../../observability/http-server.js';
 import { OptionError } from '../../errors.js';
@@ -381,7 +381,10 @@ export class Agent extends EventEmitter<AgentEvents> {
       let keyFile: string | undefined;
       if (solo) {
         keyFile = join(dir, `key-${randomBytes(6).toString('hex')}`);
-        await writeFile(keyFile, pairKey!, { mode: 0o600, flag: 'wx' });
+        // With its newline: the process reads the file as ft.keyFile, which drops one trailing newline,
+        // and a key that ends in 0x0a written raw would be read one byte short (1 start in 256: the
+        // agent's signed requests to that VM refused, a migration's target refused by its source).
+        await writeFile(keyFile, ftKeyFileBytes(pairKey!), { mode: 0o600, flag: 'wx' });
       }
       // Separate disks: a secondary gets an image of its own in this host's directory (the clone fills it).
       const ownDisk = req.role === 'secondary' && disk?.mode === 'separate' ? await this.#ownImage(dir, disk.path) : undefined;
