@@ -78,8 +78,14 @@ export type IsolationResponse = 'power-off' | 'leave-powered-on';
  * is dead at least 3 s before another starts, even with this process late by as much.
  */
 export const ISOLATION_MARGIN_MS = 1_000;
-/** How long the other hosts get to answer whether they reach the store, ms. */
-const PEER_PROBE_MS = 700;
+/**
+ * How long the other hosts get to answer whether they reach the store, ms: an HTTP round trip and a
+ * read of the store on their side (GET /v1/host). 700 ms was often not enough beside stress-ng (peers
+ * took 930 and 1 720 ms to say the store was down), and a peer that does not answer counts as none
+ * answering. The probe starts this long plus the margin before the record could expire: with a 5 s TTL
+ * renewed every 1.7 s, once a renewal is 0.3 s late (a probe that finds the store itself ends at once).
+ */
+const PEER_PROBE_MS = 2_000;
 
 /** The agent's events (for `lockstep agent --events` and embedders). */
 export interface AgentEvents {
@@ -91,7 +97,7 @@ export interface AgentEvents {
   /** The store stopped renewing this VM's record: the isolation response was applied (see the option). */
   isolated: [vmId: string, response: IsolationResponse, message: string];
   /** The store stopped renewing a VM without FT's record, and the other hosts said why (each time asked). */
-  'cut-off': [vmId: string, why: 'isolated' | 'store-down' | 'alone'];
+  'cut-off': [vmId: string, why: 'isolated' | 'store-down' | 'alone' | 'store-back'];
 }
 
 /** Built CLI, from src/cluster/agent (tests) and dist/cluster/agent alike. */
@@ -162,6 +168,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   readonly #gone = new WeakMap<VmProcess, Promise<void>>();
   /** Pair keys of the halves, to sign requests to their operations APIs with (never published). */
   readonly #pairKeys = new WeakMap<VmProcess, Uint8Array>();
+  /** The read of the store that GET /v1/host is waiting for, if one is (#reachesStore). */
+  #storeProbe: Promise<boolean> | undefined;
   #host!: RecordPublisher;
   #address!: AddressInfo;
   #ftHost = '127.0.0.1';
@@ -297,21 +305,46 @@ export class Agent extends EventEmitter<AgentEvents> {
    * Why the store stopped renewing this host's records: `isolated` when another host reaches it (so the
    * manager can restart our VMs there) or when no other host answers at all (this host is cut off from
    * the network, as vSphere HA's isolation address tells); `store-down` when hosts answer and none
-   * reaches it either (nobody can restart anything: the VM stays); `alone` when no other host is known.
+   * reaches it either (nobody can restart anything: the VM stays); `alone` when no other host is known;
+   * `store-back` when this host reads the store itself again (it came back, and reached another host
+   * first: the records are being written again, the VM stays).
    */
-  async #whyCutOff(): Promise<'isolated' | 'store-down' | 'alone'> {
+  async #whyCutOff(): Promise<'isolated' | 'store-down' | 'alone' | 'store-back'> {
     const peers = [...this.#peers.values()];
     if (peers.length === 0) return 'alone';
-    const answers = await Promise.all(
+    const end = performance.now() + PEER_PROBE_MS;
+    let answered: (boolean | undefined)[] | undefined;
+    const asking = Promise.all(
       peers.map((url) =>
         new AgentClient({ url, token: this.#o.token, timeoutMs: PEER_PROBE_MS })
           .host()
           .then((h) => h.storeReachable)
           .catch(() => undefined),
       ),
-    );
+    ).then((a) => (answered = a));
+    // This host reads the store as well, again while the answers may still say that it is up: a store
+    // that comes back after a while down for everyone is read by a peer a moment before this host reads
+    // it, and that is no isolation. Bounded as the answers are, so that the VM is off before the margin.
+    let here = false;
+    while (!here && performance.now() < end && (answered === undefined || answered.some((a) => a === true))) {
+      here = await this.#reachesStoreBy(end);
+      if (!here) await new Promise((r) => setTimeout(r, Math.max(0, Math.min(100, end - performance.now()))));
+    }
+    if (here) return 'store-back'; // the answers still on their way are not needed
+    const answers = await asking;
     if (answers.some((a) => a === true)) return 'isolated';
     return answers.every((a) => a === undefined) ? 'isolated' : 'store-down';
+  }
+
+  /** {@link Agent.#reachesStore}, false if not answered by `end` (performance.now() ms). */
+  #reachesStoreBy(end: number): Promise<boolean> {
+    return new Promise<boolean>((resolve) => {
+      const t = setTimeout(() => resolve(false), Math.max(0, end - performance.now()));
+      void this.#reachesStore().then((ok) => {
+        clearTimeout(t);
+        resolve(ok);
+      });
+    });
   }
 
   /**
@@ -531,6 +564,7 @@ export class Agent extends EventEmitter<AgentEvents> {
             if (why !== 'isolated') {
               keepUntil = performance.now() + 2 * ISOLATION_MARGIN_MS + PEER_PROBE_MS;
               renewLease();
+              if (why === 'store-back') return; // the record is written again shortly: nothing to say
               if (!storeDownSaid) this.#warn(`${p.vmId}: the store does not renew its record, and ${why === 'alone' ? 'no other host is known' : 'no other host reaches the store either'}: left running (nobody can restart it elsewhere)`);
               storeDownSaid = true;
               return;
@@ -651,7 +685,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       if (mutating && this.#closing) throw new Refusal(503, 'shutting-down', `agent ${this.id} is shutting down`);
       const body = mutating ? await readJson(req) : undefined;
       const [a, b, c] = parts;
-      if (parts.length === 1 && a === 'host' && method === 'GET') return send(200, this.#hostInfo());
+      if (parts.length === 1 && a === 'host' && method === 'GET') return send(200, await this.#hostInfo());
       if (parts.length === 1 && a === 'vms' && method === 'GET') return send(200, { vms: this.list() });
       if (parts.length === 1 && a === 'vms' && method === 'POST') return send(201, await this.#start(body));
       if (parts.length === 2 && a === 'vms' && method === 'GET') {
@@ -717,9 +751,26 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.#fence = { token, manager: typeof manager === 'string' ? manager : null };
   }
 
-  #hostInfo(): HostInfo {
+  async #hostInfo(): Promise<HostInfo> {
+    const storeReachable = await this.#reachesStore();
     const r = this.hostRecord();
-    return { id: r.id, api: r.api, ftHost: r.ftHost, capacity: r.capacity, groups: r.groups, compatId: r.compatId, maxFtVms: r.maxFtVms, maxFtVcpus: r.maxFtVcpus ?? DEFAULT_MAX_FT_VCPUS, pid: r.pid, running: this.#vms.size, fence: { ...this.#fence }, storeReachable: performance.now() < this.#host.deadline };
+    return { id: r.id, api: r.api, ftHost: r.ftHost, capacity: r.capacity, groups: r.groups, compatId: r.compatId, maxFtVms: r.maxFtVms, maxFtVcpus: r.maxFtVcpus ?? DEFAULT_MAX_FT_VCPUS, pid: r.pid, running: this.#vms.size, fence: { ...this.#fence }, storeReachable };
+  }
+
+  /**
+   * Whether this agent reaches the store now: a read of its own host record, one at a time (peers that
+   * ask together share it). Not the record's deadline: a lease renewed just before the store went down
+   * stays valid for up to a host TTL (8 s), and a peer that answered from it would tell an agent whose
+   * VM record expires sooner that the store is up, and so that it is the one cut off — powering its VM
+   * off with the store down for everyone. A store that does not answer leaves the caller without an
+   * answer (its own timeout), which it counts as no answer at all.
+   */
+  #reachesStore(): Promise<boolean> {
+    this.#storeProbe ??= this.#o.store.get(KEYS.host(this.id)).then(
+      () => true,
+      () => false,
+    ).finally(() => (this.#storeProbe = undefined));
+    return this.#storeProbe;
   }
 }
 
