@@ -399,10 +399,14 @@ export class Agent extends EventEmitter<AgentEvents> {
       if (err instanceof ConfigError) throw new Refusal(400, 'bad-request', `config: ${err.message}`);
       throw err;
     }
-    if (this.#vms.has(vmId) || this.#starting.has(vmId)) throw new Refusal(409, 'already-running', `VM ${vmId} already runs on host ${this.id} (as ${this.#vms.get(vmId)?.role ?? 'a half being started'})`);
     // Cut off from the store, this host could not publish the VM's record: nobody would see it run. Its
-    // record is renewed about every third of its TTL, so half a TTL without a renewal means cut off.
-    if (this.#host.deadline - performance.now() < this.#o.hostTtlMs / 2) throw new Refusal(503, 'isolated', `host ${this.id} cannot reach the store (its record is not being renewed): it starts nothing until it can`);
+    // record is renewed about every third of its TTL, so half a TTL without a renewal may mean cut off —
+    // or a renewal late on a loaded host (the store a local directory, the timer 1.3 s late): the store
+    // is asked before the start is refused (refusals back the VM's starts off, up to a minute each).
+    if (this.#host.deadline - performance.now() < this.#o.hostTtlMs / 2 && !(await this.#reachesStore())) {
+      throw new Refusal(503, 'isolated', `host ${this.id} cannot reach the store (its record is not being renewed, and a read failed): it starts nothing until it can`);
+    }
+    if (this.#vms.has(vmId) || this.#starting.has(vmId)) throw new Refusal(409, 'already-running', `VM ${vmId} already runs on host ${this.id} (as ${this.#vms.get(vmId)?.role ?? 'a half being started'})`);
     this.#starting.add(vmId);
     let p: VmProcess;
     try {
