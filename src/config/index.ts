@@ -2,7 +2,7 @@
 // validated with messages that name the bad field. Re-exports only.
 export { formatHostPort, parseHostPort } from './address.js';
 export { ConfigError, type ConfigIssue } from './errors.js';
-export { checkConfigFiles, loadConfig, readFtKey } from './load.js';
+export { checkConfigFiles, ftKeyFileBytes, loadConfig, readFtKey } from './load.js';
 export { formatFromPath, parseConfig, type ConfigFormat } from './parse.js';
 export { validateConfig } from './validate.js';
 export {

@@ -147,10 +147,11 @@ async function keyBytes(key: FtKeyConfig, env: NodeJS.ProcessEnv): Promise<{ fie
       } catch (err) {
         return { field: 'ft.keyFile', result: `cannot read ${key.path}: ${describeFsError(err)}` };
       }
-      // One trailing newline (as editors and `echo` leave) is not part of the key.
+      // One trailing newline byte (0x0a, as editors and `echo` leave) is not part of the key; nothing
+      // else is dropped, so that the key plus one 0x0a ({@link ftKeyFileBytes}) reads back whole, whatever
+      // its last byte (dropping a CR before it too cut a random key ending in 0x0d short).
       let end = bytes.length;
       if (end > 0 && bytes[end - 1] === 0x0a) end--;
-      if (end > 0 && bytes[end - 1] === 0x0d && end < bytes.length) end--;
       if (end < L.keyBytes) {
         return { field: 'ft.keyFile', result: `${key.path} holds ${end} bytes of key; at least ${L.keyBytes} are needed (e.g. head -c 32 /dev/urandom > key)` };
       }
@@ -160,8 +161,17 @@ async function keyBytes(key: FtKeyConfig, env: NodeJS.ProcessEnv): Promise<{ fie
 }
 
 /**
+ * The bytes of a key file that {@link readFtKey} reads back as exactly `key`: the key and one newline.
+ * Whoever writes a key it also holds (a host agent, a test) writes it so: the key written raw would lose
+ * its last byte when that is a newline.
+ */
+export function ftKeyFileBytes(key: Uint8Array): Buffer {
+  return Buffer.concat([key, Buffer.from('\n')]);
+}
+
+/**
  * Reads the logging channel's pre-shared key from where the configuration says: the file's bytes
- * (one trailing newline removed), the hex in the configuration, or the hex in an environment variable.
+ * (one trailing newline, 0x0a, removed), the hex in the configuration, or the hex in an environment variable.
  *
  * @param sourceName how the message of an error names the configuration
  * @throws {ConfigError} naming the key's field when the key is missing, unreadable or shorter than 16 bytes

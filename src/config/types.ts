@@ -84,7 +84,7 @@ export interface VmConfig {
  * {@link readFtKey} (and by `loadConfig`, which checks it).
  */
 export type FtKeyConfig =
-  /** The bytes of a file (one trailing newline removed), at least 16. */
+  /** The bytes of a file (one trailing newline byte, 0x0a, removed), at least 16. */
   | { readonly source: 'file'; readonly path: string }
   /** Hex digits in the configuration itself, at least 32 (16 bytes). */
   | { readonly source: 'hex'; readonly hex: string }

@@ -70,6 +70,10 @@ describe('HA restart priority', () => {
       await until(`${vm} running on a1`, 120_000, async () => {
         const v = pairView(vm, await readInventory(store));
         return v.status === 'running' && v.primary?.host === 'a1' ? true : undefined;
+      }).catch(async (err: Error) => {
+        // What the cluster saw of it: its record and the manager's events about it (refused starts back off).
+        const said = events.filter((e) => e.vm === vm).map((e) => `${e.kind}: ${e.message}`);
+        throw new Error(`${err.message}; ${pairView(vm, await readInventory(store)).text}; events: ${said.join(' | ')}`);
       });
     }
     // The manager has seen them run (a pass after they did): what goes down now is restarted.

@@ -8,6 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import {
   CONFIG_DEFAULTS,
   ConfigError,
+  ftKeyFileBytes,
   loadConfig,
   parseConfig,
   readFtKey,
@@ -431,7 +432,7 @@ describe('loadConfig: files', () => {
   writeFileSync(join(dir, 'key'), 'sixteen-byte-key\n');
   writeFileSync(join(dir, 'short-key'), 'fifteen-bytes!!\n');
 
-  const write = (name: string, text: string) => {
+  const write = (name: string, text: string | Uint8Array) => {
     writeFileSync(join(dir, name), text);
     return join(dir, name);
   };
@@ -546,6 +547,18 @@ describe('loadConfig: files', () => {
     const ok = await loadConfig(env, { env: { LOCKSTEP_TEST_KEY: KEY_HEX.toUpperCase() + '\n' } });
     expect(Buffer.from(ok.key!).toString('hex')).toBe(KEY_HEX);
     expect(Buffer.from(await readFtKey({ source: 'env', name: 'K' }, 'x', { K: KEY_HEX })).toString('hex')).toBe(KEY_HEX);
+  });
+
+  it('a key file written as ftKeyFileBytes writes it reads back as the same key whatever its last bytes (a newline, a CR, both); one trailing newline of a file is dropped, nothing more', async () => {
+    const key = Buffer.from('0123456789abcdef0123456789abcdef');
+    for (const tail of ['\n', '\r', '\r\n', '\n\n', 'x']) {
+      const k = Buffer.concat([key, Buffer.from(tail)]);
+      const path = write(`key-${k.toString('hex').slice(-6)}`, ftKeyFileBytes(k));
+      expect(Buffer.from(await readFtKey({ source: 'file', path }, 'x')).toString('hex'), JSON.stringify(tail)).toBe(k.toString('hex'));
+    }
+    // A file as `echo` or an editor leaves it: the newline is not part of the key, a CR before it is.
+    expect(Buffer.from(await readFtKey({ source: 'file', path: write('echoed', `${key}\n`) }, 'x')).toString()).toBe(`${key}`);
+    expect(Buffer.from(await readFtKey({ source: 'file', path: write('crlf', `${key}\r\n`) }, 'x')).toString()).toBe(`${key}\r`);
   });
 
   it('refuses an unknown extension, a missing file, and a syntax error with line and column', async () => {

@@ -50,7 +50,11 @@ describe('lag control', () => {
     const dir = arbiterDir();
     const machine = new Machine({ clock: 'real' });
     machine.load(elf('mixed'));
-    const primary = new FtPrimary({ machine, vmId: 'lag', key, arbiter: new FileArbiter({ dir }), lagTargetMs: 50, maxLagMs: 300, heartbeatMs: 20, timeoutMs: 30_000 });
+    // The guest starts once the secondary is cloned (awaitSecondary): all of its run is under lag
+    // control. Started at once, it ran alone for as long as the join and clone took, which on a loaded
+    // machine was most of it, and what was left after the clone was too short for the start-up backlog
+    // to shrink below half of it (1 run in 3 beside stress-ng, with as little as 14 of ~90 slices left).
+    const primary = new FtPrimary({ machine, vmId: 'lag', key, arbiter: new FileArbiter({ dir }), lagTargetMs: 50, maxLagMs: 300, heartbeatMs: 20, timeoutMs: 30_000, awaitSecondary: true });
     cleanups.push(() => machine.close(), () => primary.stop());
     const addr = await primary.start();
     // The secondary replays at a fifth of full speed, as on a host with four times the load.
@@ -60,7 +64,7 @@ describe('lag control', () => {
     await secondary.start();
     await cloned;
     const native = replicationPort(machine);
-    const clonedAt = native.progress();
+    const clonedAt = 0n; // the guest's first instruction came after the clone
     // What the primary itself decides on, sampled on its heartbeat: lag (ms and instructions), throttle.
     const samples: { lagMs: number; lagInstr: number; throttle: number; since: number }[] = [];
     const sample = () => {
@@ -85,8 +89,8 @@ describe('lag control', () => {
     // runs (lag 80 % of the instructions since the clone, whatever the host's load). Controlled, over the
     // second half of the run it is never more than half behind.
     const late = samples.filter((x) => x.since >= samples.at(-1)!.since / 2);
-    const worst = Math.max(...late.map((x) => x.lagInstr / x.since));
-    expect(worst).toBeLessThan(0.5);
+    const worst = late.reduce((a, x) => (x.lagInstr / x.since > a.lagInstr / a.since ? x : a));
+    expect(worst.lagInstr / worst.since, `${worst.lagInstr} instructions behind at ${worst.since} (of ${samples.at(-1)!.since}) since the clone`).toBeLessThan(0.5);
   });
 
   it('a secondary that joins a primary that ran alone for a while adds no lag: lag counts from the clone, and the primary never brakes', async () => {

@@ -37,7 +37,7 @@ async function soloConfig(dir: string, guest?: string): Promise<{ path: string; 
   writeFileSync(cfg.path, JSON.stringify(json));
   const key = randomBytes(32);
   const keyFile = join(dir, 'migration.key');
-  writeFileSync(keyFile, Buffer.concat([key, Buffer.from('\n')])); // the newline is dropped: a key ending in 0x0a stays whole
+  writeFileSync(keyFile, Buffer.concat([key, Buffer.from('\n')])); // the newline is dropped, nothing else: a key ending in 0x0a or 0x0d stays whole
   return { path: cfg.path, udpPort: cfg.udpPort, keyFile, key };
 }
 

@@ -8,7 +8,7 @@ import { mkdir, open, stat, writeFile } from 'node:fs/promises';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
-import { ConfigError, parseHostPort, readFtKey, validateConfig } from '../../config/index.js';
+import { ConfigError, ftKeyFileBytes, parseHostPort, readFtKey, validateConfig } from '../../config/index.js';
 import { ControlUnreachableError, callControl } from '../../ft/control-client.js';
 import { createLimitedServer, type TlsIdentity } from '../../observability/http-server.js';
 import { OptionError } from '../../errors.js';
@@ -108,8 +108,14 @@ export const ISOLATION_MARGIN_MS = 1_000;
 const STANDBY_RETRY_MS = 5_000;
 /** How long a started half may take to be ready before the next standby starts anyway, ms. */
 const START_READY_MS = 60_000;
-/** How long the other hosts get to answer whether they reach the store, ms. */
-const PEER_PROBE_MS = 700;
+/**
+ * How long the other hosts get to answer whether they reach the store, ms: an HTTP round trip and a
+ * read of the store on their side (GET /v1/host). 700 ms was often not enough beside stress-ng (peers
+ * took 930 and 1 720 ms to say the store was down), and a peer that does not answer counts as none
+ * answering. The probe starts this long plus the margin before the record could expire: with a 5 s TTL
+ * renewed every 1.7 s, once a renewal is 0.3 s late (a probe that finds the store itself ends at once).
+ */
+const PEER_PROBE_MS = 2_000;
 
 /** The agent's events (for `lockstep agent --events` and embedders). */
 export interface AgentEvents {
@@ -121,7 +127,7 @@ export interface AgentEvents {
   /** The store stopped renewing this VM's record: the isolation response was applied (see the option). */
   isolated: [vmId: string, response: IsolationResponse, message: string];
   /** The store stopped renewing a VM without FT's record, and the other hosts said why (each time asked). */
-  'cut-off': [vmId: string, why: 'isolated' | 'store-down' | 'alone'];
+  'cut-off': [vmId: string, why: 'isolated' | 'store-down' | 'alone' | 'store-back'];
   /** A standby process was started (see {@link AgentOptions.standby}). */
   standby: [pid: number];
 }
@@ -198,6 +204,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   readonly #gone = new WeakMap<VmProcess, Promise<void>>();
   /** Pair keys of the halves, to sign requests to their operations APIs with (never published). */
   readonly #pairKeys = new WeakMap<VmProcess, Uint8Array>();
+  /** The read of the store that GET /v1/host is waiting for, if one is (#reachesStore). */
+  #storeProbe: Promise<boolean> | undefined;
   #host!: RecordPublisher;
   #address!: AddressInfo;
   #ftHost = '127.0.0.1';
@@ -416,21 +424,46 @@ export class Agent extends EventEmitter<AgentEvents> {
    * Why the store stopped renewing this host's records: `isolated` when another host reaches it (so the
    * manager can restart our VMs there) or when no other host answers at all (this host is cut off from
    * the network, as vSphere HA's isolation address tells); `store-down` when hosts answer and none
-   * reaches it either (nobody can restart anything: the VM stays); `alone` when no other host is known.
+   * reaches it either (nobody can restart anything: the VM stays); `alone` when no other host is known;
+   * `store-back` when this host reads the store itself again (it came back, and reached another host
+   * first: the records are being written again, the VM stays).
    */
-  async #whyCutOff(): Promise<'isolated' | 'store-down' | 'alone'> {
+  async #whyCutOff(): Promise<'isolated' | 'store-down' | 'alone' | 'store-back'> {
     const peers = [...this.#peers.values()];
     if (peers.length === 0) return 'alone';
-    const answers = await Promise.all(
+    const end = performance.now() + PEER_PROBE_MS;
+    let answered: (boolean | undefined)[] | undefined;
+    const asking = Promise.all(
       peers.map((url) =>
         new AgentClient({ url, token: this.#o.token, timeoutMs: PEER_PROBE_MS, ...(this.#o.tlsCa !== undefined ? { ca: this.#o.tlsCa } : {}) })
           .host()
           .then((h) => h.storeReachable)
           .catch(() => undefined),
       ),
-    );
+    ).then((a) => (answered = a));
+    // This host reads the store as well, again while the answers may still say that it is up: a store
+    // that comes back after a while down for everyone is read by a peer a moment before this host reads
+    // it, and that is no isolation. Bounded as the answers are, so that the VM is off before the margin.
+    let here = false;
+    while (!here && performance.now() < end && (answered === undefined || answered.some((a) => a === true))) {
+      here = await this.#reachesStoreBy(end);
+      if (!here) await new Promise((r) => setTimeout(r, Math.max(0, Math.min(100, end - performance.now()))));
+    }
+    if (here) return 'store-back'; // the answers still on their way are not needed
+    const answers = await asking;
     if (answers.some((a) => a === true)) return 'isolated';
     return answers.every((a) => a === undefined) ? 'isolated' : 'store-down';
+  }
+
+  /** {@link Agent.#reachesStore}, false if not answered by `end` (performance.now() ms). */
+  #reachesStoreBy(end: number): Promise<boolean> {
+    return new Promise<boolean>((resolve) => {
+      const t = setTimeout(() => resolve(false), Math.max(0, end - performance.now()));
+      void this.#reachesStore().then((ok) => {
+        clearTimeout(t);
+        resolve(ok);
+      });
+    });
   }
 
   /**
@@ -485,10 +518,14 @@ export class Agent extends EventEmitter<AgentEvents> {
       if (err instanceof ConfigError) throw new Refusal(400, 'bad-request', `config: ${err.message}`);
       throw err;
     }
-    if (this.#vms.has(vmId) || this.#starting.has(vmId)) throw new Refusal(409, 'already-running', `VM ${vmId} already runs on host ${this.id} (as ${this.#vms.get(vmId)?.role ?? 'a half being started'})`);
     // Cut off from the store, this host could not publish the VM's record: nobody would see it run. Its
-    // record is renewed about every third of its TTL, so half a TTL without a renewal means cut off.
-    if (this.#host.deadline - performance.now() < this.#o.hostTtlMs / 2) throw new Refusal(503, 'isolated', `host ${this.id} cannot reach the store (its record is not being renewed): it starts nothing until it can`);
+    // record is renewed about every third of its TTL, so half a TTL without a renewal may mean cut off —
+    // or a renewal late on a loaded host (the store a local directory, the timer 1.3 s late): the store
+    // is asked before the start is refused (refusals back the VM's starts off, up to a minute each).
+    if (this.#host.deadline - performance.now() < this.#o.hostTtlMs / 2 && !(await this.#reachesStore())) {
+      throw new Refusal(503, 'isolated', `host ${this.id} cannot reach the store (its record is not being renewed, and a read failed): it starts nothing until it can`);
+    }
+    if (this.#vms.has(vmId) || this.#starting.has(vmId)) throw new Refusal(409, 'already-running', `VM ${vmId} already runs on host ${this.id} (as ${this.#vms.get(vmId)?.role ?? 'a half being started'})`);
     this.#starting.add(vmId);
     let p: VmProcess;
     try {
@@ -500,7 +537,10 @@ export class Agent extends EventEmitter<AgentEvents> {
       let keyFile: string | undefined;
       if (solo) {
         keyFile = join(dir, `key-${randomBytes(6).toString('hex')}`);
-        await writeFile(keyFile, pairKey!, { mode: 0o600, flag: 'wx' });
+        // With its newline: the process reads the file as ft.keyFile, which drops one trailing newline,
+        // and a key that ends in 0x0a written raw would be read one byte short (1 start in 256: the
+        // agent's signed requests to that VM refused, a migration's target refused by its source).
+        await writeFile(keyFile, ftKeyFileBytes(pairKey!), { mode: 0o600, flag: 'wx' });
       }
       // Separate disks: a secondary gets an image of its own in this host's directory (the clone fills it).
       const ownDisk = req.role === 'secondary' && disk?.mode === 'separate' ? await this.#ownImage(dir, disk.path) : undefined;
@@ -659,6 +699,7 @@ export class Agent extends EventEmitter<AgentEvents> {
             if (why !== 'isolated') {
               keepUntil = performance.now() + 2 * ISOLATION_MARGIN_MS + PEER_PROBE_MS;
               renewLease();
+              if (why === 'store-back') return; // the record is written again shortly: nothing to say
               if (!storeDownSaid) this.#warn(`${p.vmId}: the store does not renew its record, and ${why === 'alone' ? 'no other host is known' : 'no other host reaches the store either'}: left running (nobody can restart it elsewhere)`);
               storeDownSaid = true;
               return;
@@ -786,7 +827,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       if (mutating && this.#closing) throw new Refusal(503, 'shutting-down', `agent ${this.id} is shutting down`);
       const body = mutating ? await readJson(req) : undefined;
       const [a, b, c] = parts;
-      if (parts.length === 1 && a === 'host' && method === 'GET') return send(200, this.#hostInfo());
+      if (parts.length === 1 && a === 'host' && method === 'GET') return send(200, await this.#hostInfo());
       if (parts.length === 1 && a === 'vms' && method === 'GET') return send(200, { vms: this.list() });
       if (parts.length === 1 && a === 'vms' && method === 'POST') return send(201, await this.#start(body));
       if (parts.length === 2 && a === 'vms' && method === 'GET') {
@@ -852,9 +893,26 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.#fence = { token, manager: typeof manager === 'string' ? manager : null };
   }
 
-  #hostInfo(): HostInfo {
+  async #hostInfo(): Promise<HostInfo> {
+    const storeReachable = await this.#reachesStore();
     const r = this.hostRecord();
-    return { id: r.id, api: r.api, ftHost: r.ftHost, capacity: r.capacity, groups: r.groups, compatId: r.compatId, maxFtVms: r.maxFtVms, maxFtVcpus: r.maxFtVcpus ?? DEFAULT_MAX_FT_VCPUS, pid: r.pid, running: this.#vms.size, fence: { ...this.#fence }, storeReachable: performance.now() < this.#host.deadline };
+    return { id: r.id, api: r.api, ftHost: r.ftHost, capacity: r.capacity, groups: r.groups, compatId: r.compatId, maxFtVms: r.maxFtVms, maxFtVcpus: r.maxFtVcpus ?? DEFAULT_MAX_FT_VCPUS, pid: r.pid, running: this.#vms.size, fence: { ...this.#fence }, storeReachable };
+  }
+
+  /**
+   * Whether this agent reaches the store now: a read of its own host record, one at a time (peers that
+   * ask together share it). Not the record's deadline: a lease renewed just before the store went down
+   * stays valid for up to a host TTL (8 s), and a peer that answered from it would tell an agent whose
+   * VM record expires sooner that the store is up, and so that it is the one cut off — powering its VM
+   * off with the store down for everyone. A store that does not answer leaves the caller without an
+   * answer (its own timeout), which it counts as no answer at all.
+   */
+  #reachesStore(): Promise<boolean> {
+    this.#storeProbe ??= this.#o.store.get(KEYS.host(this.id)).then(
+      () => true,
+      () => false,
+    ).finally(() => (this.#storeProbe = undefined));
+    return this.#storeProbe;
   }
 }
 

@@ -48,7 +48,7 @@ export type HostInfo = Pick<HostRecord, 'id' | 'api' | 'ftHost' | 'capacity' | '
   running: number;
   /** The highest fencing token the agent has accepted, and from whom. */
   fence: { token: number; manager: string | null };
-  /** The store renews the host's record (false: this host is cut off from it, or the store is down). */
+  /** The agent read the store just now, while answering (false: this host is cut off from it, or the store is down). */
   storeReachable: boolean;
 };
 
