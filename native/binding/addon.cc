@@ -108,6 +108,7 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
                            InstanceMethod<&NativeMachine::JsLinkFinish>("linkFinish"),
                            InstanceMethod<&NativeMachine::JsLinkStop>("linkStop"),
                            InstanceMethod<&NativeMachine::JsLinkTake>("linkTake"),
+                           InstanceMethod<&NativeMachine::JsLinkEmitted>("linkEmitted"),
                            InstanceMethod<&NativeMachine::JsLinkFigures>("linkFigures"),
                            InstanceMethod<&NativeMachine::JsReleaseDelays>("releaseDelays"),
                            InstanceMethod<&NativeMachine::JsLogFree>("logFree"),
@@ -959,6 +960,11 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     }
     return r;
   }
+  // linkEmitted(): the host emitted the outputs of every linkTake() so far (ReplicationLink::emitted).
+  Napi::Value JsLinkEmitted(const Napi::CallbackInfo& info) {
+    if (link_) link_->emitted();
+    return info.Env().Undefined();
+  }
   // linkFigures(): counters of the link, or undefined without one.
   Napi::Value JsLinkFigures(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -968,6 +974,7 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     o.Set("ackedLsn1", Napi::BigInt::New(env, f.acked_lsn1));
     o.Set("logLsn1", Napi::BigInt::New(env, f.log_lsn1));
     o.Set("releasedLsn1", Napi::BigInt::New(env, f.released_lsn1));
+    o.Set("emittedLsn1", Napi::BigInt::New(env, f.emitted_lsn1));
     o.Set("ackInstret", Napi::BigInt::New(env, f.channel.ack_instret));
     const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
     o.Set("heardAgoMs", Napi::Number::New(env, f.heard_ns == 0 ? -1 : static_cast<double>(now - f.heard_ns) / 1e6));

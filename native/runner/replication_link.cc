@@ -119,26 +119,34 @@ void ReplicationLink::on_ack(uint64_t lsn1) {
   const int64_t at = consumer_ ? consumer_->published_at(lsn1 - 1) : 0;
   if (at > 0) ack_rtt_ns_.store(static_cast<uint64_t>(std::max<int64_t>(0, now_ns() - at)), std::memory_order_relaxed);
   OutputGate::Outputs out = vcpu_.release(lsn1 - 1);
-  // Tell the secondary what left, at most every kReleaseNoticeNs: what it knows was released it need
-  // not re-emit at a go-live. Less often costs duplicates after a failover, never losses (the host's
-  // heartbeat tick announces the last position too). The notice rides with the next log frame: a
-  // frame, a write and a wake-up of the secondary of its own each time cost more than its freshness.
-  const int64_t now = now_ns();
-  if (now - last_notice_ns_ >= kReleaseNoticeNs) {
-    last_notice_ns_ = now;
-    std::vector<uint8_t> notice(8);
-    store_be64(notice.data(), lsn1 - 1);
-    channel_->ride(msg::kRelease, std::move(notice));
-  }
-  if (out.console.empty() && out.frames.empty()) return;  // frames to a device and disk requests already left
+  const bool to_host = !out.console.empty() || !out.frames.empty();  // frames to a device and disk requests already left
   {
     std::lock_guard<std::mutex> lock(mu_);
-    OutputGate::Outputs& r = host_.released;
-    r.console.insert(r.console.end(), out.console.begin(), out.console.end());
-    for (auto& f : out.frames) r.frames.push_back(std::move(f));
-    r.blocks += out.blocks;
+    if (to_host) {
+      OutputGate::Outputs& r = host_.released;
+      r.console.insert(r.console.end(), out.console.begin(), out.console.end());
+      for (auto& f : out.frames) r.frames.push_back(std::move(f));
+      r.blocks += out.blocks;
+      pending_ = true;
+    }
+    if (pending_) pending_upto_ = lsn1;
+    else emitted_lsn1_.store(lsn1, std::memory_order_relaxed);
   }
-  ring_host();
+  // Tell the secondary what left, at most every kReleaseNoticeNs: what it knows was released it need
+  // not re-emit at a go-live. Less often costs duplicates after a failover, never losses (the host's
+  // heartbeat tick announces the last position too). Only what has left: outputs handed to the host
+  // count once it said it emitted them (emitted()). The notice rides with the next log frame: a frame,
+  // a write and a wake-up of the secondary of its own each time cost more than its freshness.
+  const int64_t now = now_ns();
+  const uint64_t left = emitted_lsn1_.load(std::memory_order_relaxed);
+  if (left > noticed_lsn1_ && now - last_notice_ns_ >= kReleaseNoticeNs) {
+    last_notice_ns_ = now;
+    noticed_lsn1_ = left;
+    std::vector<uint8_t> notice(8);
+    store_be64(notice.data(), left - 1);
+    channel_->ride(msg::kRelease, std::move(notice));
+  }
+  if (to_host) ring_host();
 }
 
 void ReplicationLink::on_message(uint8_t type, const uint8_t* payload, size_t n) {
@@ -182,6 +190,7 @@ bool ReplicationLink::take(HostEvents* out) {
   host_.messages.clear();
   out->released = std::move(host_.released);
   host_.released = {};
+  taken_upto_ = pending_upto_;
   out->ended = end;
   if (end) {
     end_reported_ = true;
@@ -193,12 +202,22 @@ bool ReplicationLink::take(HostEvents* out) {
   return true;
 }
 
+void ReplicationLink::emitted() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!pending_) return;
+  const bool more = !host_.released.console.empty() || !host_.released.frames.empty();
+  // Everything taken has left; what came since waits for the next take.
+  emitted_lsn1_.store(more ? taken_upto_ : pending_upto_, std::memory_order_relaxed);
+  pending_ = more;
+}
+
 ReplicationLink::Figures ReplicationLink::figures() const {
   Figures f;
   f.channel = channel_->stats();
   f.acked_lsn1 = role_ == Role::kSender ? channel_->acked_lsn1() : channel_->log_lsn1();
   f.log_lsn1 = channel_->log_lsn1();
   f.released_lsn1 = released_lsn1_.load(std::memory_order_relaxed);
+  f.emitted_lsn1 = emitted_lsn1_.load(std::memory_order_relaxed);
   f.heard_ns = heard_ns_.load(std::memory_order_relaxed);
   f.ack_rtt_ns = ack_rtt_ns_.load(std::memory_order_relaxed);
   return f;

@@ -50,6 +50,7 @@ class ReplicationLink {
     uint64_t acked_lsn1 = 0;     ///< primary: lsn + 1 of the highest acknowledged batch; secondary: of the last published
     uint64_t log_lsn1 = 0;       ///< primary: lsn + 1 of the last batch framed
     uint64_t released_lsn1 = 0;  ///< secondary: lsn + 1 of the highest RELEASE notice (0: none)
+    uint64_t emitted_lsn1 = 0;   ///< primary: lsn + 1 up to which every released output has left (see emitted())
     int64_t heard_ns = 0;        ///< steady clock (ns) when the peer was last heard from (0: never)
     uint64_t ack_rtt_ns = 0;     ///< primary: the last ACK's round trip (batch published → ACK), 0 unknown
   };
@@ -76,6 +77,11 @@ class ReplicationLink {
   bool ended() const { return channel_->ended(); }
   /// Moves everything pending into *out. False when there was nothing.
   bool take(HostEvents* out);
+  /// kSender: the host has emitted the outputs of every take() so far. Until it says so, a position
+  /// whose outputs went to the host is not announced to the secondary (the RELEASE notice, and the
+  /// emitted_lsn1 figure the host's heartbeat announces): a crash in between would lose them, since the
+  /// secondary does not re-emit what it was told was released.
+  void emitted();
   Figures figures() const;
 
  private:
@@ -96,9 +102,15 @@ class ReplicationLink {
   std::atomic<uint64_t> released_lsn1_{0};
   std::atomic<uint64_t> ack_rtt_ns_{0};
   int64_t last_notice_ns_ = 0;  // channel thread: the last RELEASE notice
-  std::mutex mu_;  // host_ and end_reported_
+  std::mutex mu_;  // host_, end_reported_ and the emitted bookkeeping below
   HostEvents host_;
   bool end_reported_ = false;
+  // kSender: outputs handed to the host and not yet confirmed emitted (queued or taken), and the lsn + 1
+  // of the last ACK processed meanwhile (pending_upto_) and at the last take (taken_upto_).
+  bool pending_ = false;
+  uint64_t pending_upto_ = 0, taken_upto_ = 0;
+  std::atomic<uint64_t> emitted_lsn1_{0};
+  uint64_t noticed_lsn1_ = 0;  // channel thread: the last position a RELEASE notice announced
 };
 
 }  // namespace lockstep

@@ -583,9 +583,10 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     if (s.native) {
       const ring = this.#nativeRing ?? 0;
       await this.#until(() => {
+        s.link?.poll(); // released outputs out now: the release sent below then covers all of the log
         this.#pollLink(s);
         const f = s.link?.figures();
-        return s.closed || (f !== undefined && this.#port.logFree() === ring && f.ackedLsn1 === f.logLsn1);
+        return s.closed || (f !== undefined && this.#port.logFree() === ring && f.ackedLsn1 === f.logLsn1 && f.emittedLsn1 === f.ackedLsn1);
       }, 10_000);
     } else {
       await this.#until(() => s.ackedLsn >= s.sentLsn || s.closed, 10_000);
@@ -924,9 +925,10 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   /** `s` acknowledged every batch the guest made (the guest is stopped): every output it made may leave. */
   #fullyAcked(s: SecondarySession): boolean {
     if (!s.native) return s.ackedLsn >= s.sentLsn && this.#port.held() === 0;
+    s.link?.poll(); // released outputs out now (see emittedLsn1)
     this.#pollLink(s);
     const f = s.link?.figures();
-    return f !== undefined && this.#port.logFree() === (this.#nativeRing ?? 0) && f.ackedLsn1 === f.logLsn1;
+    return f !== undefined && this.#port.logFree() === (this.#nativeRing ?? 0) && f.ackedLsn1 === f.logLsn1 && f.emittedLsn1 === f.ackedLsn1;
   }
 
   /** A round trip with the incoming secondary `s`: it answers once it has taken everything sent before. */
@@ -1602,6 +1604,10 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     this.#sampleInput(); // with the log's count: their ratio over an interval is exact
     for (const d of this.#port.releaseDelays()) this.emit('release', d);
     const lsn = f.ackedLsn1 - 1n;
+    // Announced (heartbeats, release notices) only as far as the released outputs have left this process:
+    // the secondary does not re-emit what it was told was released.
+    const emitted = f.emittedLsn1 - 1n < lsn ? f.emittedLsn1 - 1n : lsn;
+    if (emitted > s.releasedLsn) s.releasedLsn = emitted;
     if (lsn <= s.ackedLsn) return;
     s.ackedLsn = lsn;
     s.ackedBytes = f.ackBytes;
@@ -1609,7 +1615,6 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     this.#lastAckLatency = f.ackRttMs;
     this.emit('ack', f.ackRttMs);
     this.#sampleReplayRate(s, now, f.ackInstret);
-    s.releasedLsn = lsn;
     if (!final && this.#phase === 'cloning' && s.cloneSent) this.#inLockstep(s);
   }
 

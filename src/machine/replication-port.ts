@@ -352,7 +352,11 @@ export class ReplicationLink {
     for (;;) {
       const ev = this.#native.linkTake();
       if (!ev) return;
-      if (ev.console.length > 0 || ev.frames.length > 0) this.#port.emitReleased(ev);
+      if (ev.console.length > 0 || ev.frames.length > 0) {
+        this.#port.emitReleased(ev);
+        // Emitted (the events' handlers ran): only now may their positions be announced as released.
+        this.#native.linkEmitted();
+      }
       for (const m of ev.messages) {
         if (this.#stopped) return;
         this.#handlers.message(m.type, m.payload);

@@ -110,6 +110,8 @@ export interface NativeMachine {
   linkFinish(): void;
   linkStop(): void;
   linkTake(): NativeLinkEvents | undefined;
+  /** The outputs of every linkTake() so far were emitted: their positions may be announced as released. */
+  linkEmitted(): void;
   linkFigures(): NativeLinkFigures | undefined;
   /** The output rule's added latencies (ms) since the last call. */
   releaseDelays(): Float64Array;
@@ -147,6 +149,8 @@ export interface NativeLinkFigures {
   ackedLsn1: bigint;
   logLsn1: bigint;
   releasedLsn1: bigint;
+  /** Primary: lsn + 1 up to which every released output has left this process (what may be announced). */
+  emittedLsn1: bigint;
   ackInstret: bigint;
   /** Milliseconds since the peer was last heard from (-1: never). */
   heardAgoMs: number;
