@@ -1,10 +1,8 @@
-// The `lockstep` verbs: dispatches to one file per verb and maps errors to exit statuses. Loaded by
-// main.ts once the user signals are guarded.
+// The `lockstep` verbs: dispatches to one file per verb, each loaded when it runs (verb.ts maps what a
+// verb throws to an exit status). Loaded by main.ts once the user signals are guarded.
 import { readFileSync } from 'node:fs';
-import { AddonLoadError, BootError, ElfError, ListenError, LockstepError } from '../errors.js';
-import { UsageError } from './args.js';
 import { EXIT, type CommandIo } from './io.js';
-import { setUserSignalTarget } from './signals.js';
+import { runVerb, type Command } from './verb.js';
 
 const HELP = `Usage: lockstep <command> [options]
 
@@ -32,7 +30,6 @@ Commands:
 Run 'lockstep <command> --help' for the options of a command.
 `;
 
-type Command = (argv: string[], io: CommandIo) => Promise<number>;
 // Each verb's module is imported when that verb runs: `lockstep run` loads neither the FT pair nor the
 // cluster (nor their etcd and gRPC clients).
 const commands: Record<string, () => Promise<Command>> = {
@@ -71,64 +68,5 @@ export async function dispatch(argv: string[], io: CommandIo): Promise<number> {
     io.stderr.write(`lockstep: unknown command '${verb}'\n\n${HELP}`);
     return EXIT.usage;
   }
-  // Until the verb says otherwise (a primary does), SIGUSR1 and SIGUSR2 are ignored and logged.
-  setUserSignalTarget({ role: `lockstep ${verb}` });
-  try {
-    return await (await load())(rest, io);
-  } catch (err) {
-    const code = (err as { code?: string }).code;
-    if (err instanceof UsageError || code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
-      io.stderr.write(`lockstep ${verb}: ${(err as Error).message}\nRun 'lockstep ${verb} --help' for usage.\n`);
-      return EXIT.usage;
-    }
-    if (code === 'ENOENT' || code === 'EISDIR' || code === 'EACCES') {
-      io.stderr.write(`lockstep ${verb}: ${(err as Error).message}\n`);
-      return EXIT.noInput;
-    }
-    if (code?.startsWith('ERR_LOCKSTEP_LOG_') || code?.startsWith('ERR_LOCKSTEP_SNAPSHOT_')) {
-      io.stderr.write(`lockstep ${verb}: ${(err as Error).message}\n`);
-      return EXIT.dataErr;
-    }
-    // The logging channel's handshake: the peer refused our key (or we its), or nothing usable answered.
-    if (code === 'ERR_LOCKSTEP_PROTOCOL_AUTH') {
-      io.stderr.write(`lockstep ${verb}: ${(err as Error).message}\n`);
-      return EXIT.denied;
-    }
-    if (code?.startsWith('ERR_LOCKSTEP_PROTOCOL_')) {
-      io.stderr.write(`lockstep ${verb}: ${(err as Error).message}\n`);
-      return EXIT.unavailable;
-    }
-    // The arbiter or the cluster store: unreachable is not a usage error, refused credentials not either.
-    if (code === 'ERR_LOCKSTEP_ARBITER_UNAVAILABLE' || code === 'ERR_LOCKSTEP_STORE_UNAVAILABLE') {
-      io.stderr.write(`lockstep ${verb}: ${(err as Error).message}\n`);
-      return EXIT.unavailable;
-    }
-    if (code === 'ERR_LOCKSTEP_ARBITER_DENIED' || code === 'ERR_LOCKSTEP_STORE_DENIED') {
-      io.stderr.write(`lockstep ${verb}: ${(err as Error).message}\n`);
-      return EXIT.denied;
-    }
-    if (code === 'ERR_LOCKSTEP_ARBITER_CORRUPT' || code === 'ERR_LOCKSTEP_STORE_CORRUPT') {
-      io.stderr.write(`lockstep ${verb}: ${(err as Error).message}\n`);
-      return EXIT.dataErr;
-    }
-    if (err instanceof ListenError || code === 'ERR_LOCKSTEP_METRICS_LISTEN') {
-      io.stderr.write(`lockstep ${verb}: ${(err as Error).message}\n`);
-      return EXIT.unavailable;
-    }
-    if (err instanceof BootError) {
-      // Images missing from the package are like a missing file; a bad command line is a usage error.
-      io.stderr.write(`lockstep ${verb}: ${err.message}\n`);
-      return err.code === 'ERR_LOCKSTEP_BOOT_IMAGES_MISSING' ? EXIT.noInput : err.code === 'ERR_LOCKSTEP_BOOT_APPEND_INVALID' ? EXIT.usage : EXIT.dataErr;
-    }
-    if (err instanceof ElfError) {
-      io.stderr.write(`lockstep ${verb}: invalid ELF: ${err.message}\n`);
-      return EXIT.dataErr;
-    }
-    if (err instanceof AddonLoadError || err instanceof LockstepError) {
-      io.stderr.write(`lockstep ${verb}: ${err.message}\n`);
-      return err instanceof AddonLoadError ? EXIT.software : EXIT.usage;
-    }
-    io.stderr.write(`lockstep ${verb}: internal error: ${(err as Error).stack ?? String(err)}\n`);
-    return EXIT.software;
-  }
+  return runVerb(verb, load, rest, io);
 }

@@ -1,12 +1,13 @@
 #!/usr/bin/env node
-// The `lockstep` executable. Its first statement takes SIGUSR1/SIGUSR2 away from Node's inspector; only
-// then is the rest of the program loaded (commands.ts), so no signal finds the process unguarded.
+// The CLI as ES modules: main() for tests, and `node dist/cli/main.js` (the `lockstep` executable,
+// bin.ts, hands every verb but `run` to main()). Run directly, its first statement takes SIGUSR1/SIGUSR2
+// away from Node's inspector; only then is the rest of the program loaded (commands.ts).
 import { guardUserSignals } from './signals.js';
+import { runAsExecutable } from './executable.js';
 import type { CommandIo } from './io.js';
 
-// Run only as the executable, not when imported (tests import main()).
-const invokedAs = process.argv[1] ?? '';
-const isExecutable = /[\\/](main\.(js|ts)|lockstep)$/.test(invokedAs);
+// Run only as `node …/main.js`, not when imported (tests and bin.ts import main()).
+const isExecutable = /[\\/]main\.(js|ts)$/.test(process.argv[1] ?? '');
 if (isExecutable) guardUserSignals();
 
 /** Runs the CLI with `argv` (without node and script) and returns the exit status. */
@@ -15,21 +16,4 @@ export async function main(argv: string[], io: CommandIo = { stdout: process.std
   return dispatch(argv, io);
 }
 
-if (isExecutable) {
-  // A reader that went away (`lockstep cluster status | head`) ends the output, not the process with a stack.
-  for (const stream of [process.stdout, process.stderr]) {
-    stream.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
-      throw err;
-    });
-  }
-  main(process.argv.slice(2)).then(
-    (status) => {
-      process.exitCode = status;
-    },
-    (err: unknown) => {
-      process.stderr.write(`lockstep: ${String(err)}\n`);
-      process.exitCode = 70; // EX_SOFTWARE, as EXIT.software (io.ts is not loaded yet when this can happen)
-    },
-  );
-}
+if (isExecutable) runAsExecutable(() => main(process.argv.slice(2)));

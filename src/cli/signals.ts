@@ -1,5 +1,7 @@
 // SIGUSR1 and SIGUSR2 for every lockstep process, from its first statement on: Node opens its inspector
 // (remote code execution on 127.0.0.1:9229) on a SIGUSR1 nobody listens for. Imports nothing of lockstep.
+// Its state is the process's, not the module's: the `lockstep` executable (one bundled file, see
+// build-bin.mjs) guards before it hands other verbs to the ES modules, whose own copy must see that guard.
 
 /** What a command does with the user signals; without one, they are ignored (and said so). */
 export interface UserSignalTarget {
@@ -16,17 +18,28 @@ export type UserSignal = 'SIGUSR1' | 'SIGUSR2';
 
 const SIGNALS: readonly UserSignal[] = ['SIGUSR1', 'SIGUSR2'];
 
-let installed = false;
-let target: UserSignalTarget = { role: 'lockstep (starting)' };
-let writeLine: (line: string) => void = (line) => process.stderr.write(line);
-let json = false;
+interface GuardState {
+  installed: boolean;
+  target: UserSignalTarget;
+  writeLine: (line: string) => void;
+  json: boolean;
+}
+
+/** One per process, under a registered symbol: every copy of this module (bundled or not) shares it. */
+const STATE = Symbol.for('lockstep.userSignals');
+const state: GuardState = ((globalThis as { [STATE]?: GuardState })[STATE] ??= {
+  installed: false,
+  target: { role: 'lockstep (starting)' },
+  writeLine: (line) => process.stderr.write(line),
+  json: false,
+});
 
 function defaultLog(signal: UserSignal, action: string, text: string): void {
-  writeLine(json ? `${JSON.stringify({ event: 'signal', t: Date.now(), signal, action, message: text })}\n` : `lockstep: ${text}\n`);
+  state.writeLine(state.json ? `${JSON.stringify({ event: 'signal', t: Date.now(), signal, action, message: text })}\n` : `lockstep: ${text}\n`);
 }
 
 function onSignal(signal: UserSignal): void {
-  const t = target;
+  const t = state.target;
   const op = signal === 'SIGUSR1' ? t.usr1 : t.usr2;
   const log = t.log ?? defaultLog;
   if (op === undefined) {
@@ -42,10 +55,10 @@ function onSignal(signal: UserSignal): void {
  * are ignored with a line on stderr (a JSON `signal` event when `--events` is on the command line).
  */
 export function guardUserSignals(argv: readonly string[] = process.argv, write?: (line: string) => void): void {
-  if (installed) return;
-  installed = true;
-  json = argv.includes('--events');
-  if (write) writeLine = write;
+  if (state.installed) return;
+  state.installed = true;
+  state.json = argv.includes('--events');
+  if (write) state.writeLine = write;
   for (const s of SIGNALS) process.on(s, () => onSignal(s));
 }
 
@@ -54,14 +67,14 @@ export function guardUserSignals(argv: readonly string[] = process.argv, write?:
  * Returns a function that puts the previous target back.
  */
 export function setUserSignalTarget(t: UserSignalTarget): () => void {
-  const before = target;
-  target = t;
+  const before = state.target;
+  state.target = t;
   return () => {
-    if (target === t) target = before;
+    if (state.target === t) state.target = before;
   };
 }
 
 /** Whether {@link guardUserSignals} ran in this process. */
 export function userSignalsGuarded(): boolean {
-  return installed;
+  return state.installed;
 }

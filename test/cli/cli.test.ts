@@ -1,6 +1,6 @@
 // The `lockstep` executable as a user meets it: help, exit statuses, stats, and clear usage errors.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -8,7 +8,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { minimalElf } from '../helpers/tiny-elf.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
-const bin = join(root, 'dist', 'cli', 'main.js');
+// package.json's bin (dist/cli/lockstep.cjs: `run` bundled into it, the other verbs handed to the ES modules).
+const bin = join(root, (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { bin: { lockstep: string } }).bin.lockstep);
 const tmp = mkdtempSync(join(tmpdir(), 'lockstep-cli-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 

@@ -17,8 +17,14 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 const INSPECTOR = /Debugger listening/;
 
 describe('user signals', () => {
-  it('lockstep run ignores SIGUSR1 and SIGUSR2 with a line on stderr, and never opens the inspector', async () => {
-    const child = spawn(process.execPath, [join(root, 'dist', 'cli', 'main.js'), 'run', 'guest/bin/kvserver.elf', '--clock', 'real', '--net', 'udp:0:11211'], {
+  // The `lockstep` executable (dist/cli/lockstep.cjs) runs `run` from its own bundled copy of signals.ts
+  // and hands `record` to the ES modules, whose copy must name the verb in the guard the executable set.
+  it.each([
+    ['dist/cli/main.js', 'run', []],
+    ['dist/cli/lockstep.cjs', 'run', []],
+    ['dist/cli/lockstep.cjs', 'record', ['-o', join(tmp, 'record.log')]],
+  ])('%s %s ignores SIGUSR1 and SIGUSR2 with a line on stderr, and never opens the inspector', async (entry, verb, extra) => {
+    const child = spawn(process.execPath, [join(root, entry), verb, 'guest/bin/kvserver.elf', ...extra, '--clock', 'real', '--net', 'udp:0:11211'], {
       cwd: root,
       stdio: ['ignore', 'ignore', 'pipe'],
     });
@@ -39,9 +45,9 @@ describe('user signals', () => {
         });
       await waitFor(/udp 127\.0\.0\.1:\d+ -> guest/);
       child.kill('SIGUSR1');
-      await waitFor(/SIGUSR1 ignored: lockstep run has no operation for it/);
+      await waitFor(new RegExp(`SIGUSR1 ignored: lockstep ${verb} has no operation for it`));
       child.kill('SIGUSR2');
-      await waitFor(/SIGUSR2 ignored: lockstep run has no operation for it/);
+      await waitFor(new RegExp(`SIGUSR2 ignored: lockstep ${verb} has no operation for it`));
       expect(err).not.toMatch(INSPECTOR);
       expect(child.exitCode).toBeNull();
       child.kill('SIGINT');

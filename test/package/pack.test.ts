@@ -1,7 +1,7 @@
 // What `npm pack` ships, and an install from it on a machine without a compiler: the prebuilt addon
 // is picked up (native/install.cjs) and the CLI runs a guest with it.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,7 +20,7 @@ describe('the npm package', () => {
     const files = (JSON.parse(r.stdout) as { files: { path: string }[] }[])[0]!.files.map((f) => f.path);
     const top = new Set(files.map((f) => f.split('/')[0]));
     expect([...top].sort()).toEqual(['README.md', 'binding.gyp', 'dist', 'guest', 'native', 'package.json', 'src']);
-    for (const needed of ['dist/index.js', 'dist/index.d.ts', 'dist/cli/main.js', 'native/install.cjs', 'native/prebuild.mjs', 'native/binding/addon.cc', 'guest/bin/hello.elf', 'guest/linux/bin/Image.gz', 'guest/linux/bin/rootfs.cpio.gz']) {
+    for (const needed of ['dist/index.js', 'dist/index.d.ts', 'dist/cli/main.js', 'dist/cli/lockstep.cjs', 'dist/cli/lockstep.cjs.map', 'native/install.cjs', 'native/prebuild.mjs', 'native/binding/addon.cc', 'guest/bin/hello.elf', 'guest/linux/bin/Image.gz', 'guest/linux/bin/rootfs.cpio.gz']) {
       expect(files, needed).toContain(needed);
     }
     // No test-only native code (test/native stays in the repository), no build products or logs.
@@ -53,9 +53,13 @@ describe('the npm package', () => {
     expect(install.stdout).toContain(`using the prebuilt addon ${join(pkg, 'native', 'prebuilds', 'linux-x64', 'lockstep.napi.glibc.node')}`);
     expect(existsSync(join(pkg, 'build'))).toBe(false); // nothing was compiled
 
-    const hello = run(process.execPath, [join(pkg, 'dist', 'cli', 'main.js'), 'run', join(pkg, 'guest', 'bin', 'hello.elf')], pkg, env);
-    expect(hello.status, hello.stderr).toBe(0);
-    expect(hello.stdout).toContain('Hello');
+    // The executable (package.json's bin, one bundled file) and the CLI's ES modules alike.
+    const binFile = (JSON.parse(readFileSync(join(pkg, 'package.json'), 'utf8')) as { bin: { lockstep: string } }).bin.lockstep;
+    for (const entry of [binFile, 'dist/cli/main.js']) {
+      const hello = run(process.execPath, [join(pkg, entry), 'run', join(pkg, 'guest', 'bin', 'hello.elf')], pkg, env);
+      expect(hello.status, `${entry}: ${hello.stderr}`).toBe(0);
+      expect(hello.stdout).toContain('Hello');
+    }
   });
 
   it('builds from source when no prebuilt addon fits, and says what building needs when it cannot', () => {
