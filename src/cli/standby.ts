@@ -4,7 +4,7 @@
 // a process spawned with that argv would. Re-protection after a host loss, an HA restart and a live
 // migration's target then do not wait for Node and lockstep to start on a loaded host
 // (docs/cluster.md, "Standby processes"). Process plumbing only; no VM logic.
-import { addon } from '../native/addon.js';
+import { preloadMachineAddon } from '../machine/machine.js';
 import { UsageError } from './args.js';
 import { EXIT, type CommandIo } from './io.js';
 import { exitWithParent } from './lease.js';
@@ -85,7 +85,7 @@ export async function standbyCommand(argv: string[], io: CommandIo): Promise<num
   // What a VM half loads before it does anything: the FT commands (and through them the machine, the
   // log and the channel) and the addon.
   const [{ dispatch }] = await Promise.all([import('./commands.js'), import('./ft.js')]);
-  addon();
+  preloadMachineAddon();
   const line = await firstLine();
   if (line === undefined) return EXIT.ok;
   const req = parseStandbyRequest(line);

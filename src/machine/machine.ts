@@ -37,6 +37,14 @@ export interface MachineInternals {
   emitOutputs(o: { console: Uint8Array; frames: Uint8Array[] }): void;
 }
 const U64_MAX = (1n << 64n) - 1n;
+
+/**
+ * Loads the native addon now rather than at the first {@link Machine} (a process started ahead of need,
+ * `lockstep standby`, pays for it before it is needed). Throws the addon's load error.
+ */
+export function preloadMachineAddon(): void {
+  addon();
+}
 /** DebugState::Hit (native/cpu/cpu.h) by value. */
 const DEBUG_STOPS: readonly DebugStop[] = ['step', 'breakpoint', 'step', 'watch', 'rwatch', 'awatch'];
 

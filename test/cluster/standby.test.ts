@@ -13,7 +13,6 @@ import { Agent } from '../../src/cluster/agent/agent.js';
 import { AgentClient } from '../../src/cluster/agent/client.js';
 import { DirStore } from '../../src/cluster/store/dir-store.js';
 import type { JsonValue } from '../../src/cluster/store/store.js';
-import { parseStandbyRequest } from '../../src/cli/standby.js';
 import { kvConfig } from '../helpers/ft-pair.js';
 import { CLI } from '../helpers/cluster.js';
 
@@ -122,11 +121,14 @@ describe('lockstep standby', () => {
     expect((await standby('')).code).toBe(0);
   }, 120_000);
 
-  it('parses a request and names what is wrong with a bad one', () => {
-    expect(parseStandbyRequest('{"argv":["primary","/x/vm.json","--events"],"cwd":"/x"}')).toEqual({ argv: ['primary', '/x/vm.json', '--events'], cwd: '/x' });
-    expect(() => parseStandbyRequest('{"argv":[]}')).toThrow(/the first line must be/);
-    expect(() => parseStandbyRequest('{"argv":["primary",3]}')).toThrow(/the first line must be/);
-    expect(() => parseStandbyRequest('{"argv":["primary"],"cwd":5}')).toThrow(/cwd must be a string/);
-    expect(() => parseStandbyRequest('[1]')).toThrow(/the first line must be/);
-  });
+  it('names what is wrong with a request that is JSON but not a command line', async () => {
+    for (const [line, why] of [
+      ['{"argv":[]}', 'the first line must be {"argv": ["primary"|"secondary", ...], "cwd"?: "<dir>"}'],
+      ['{"argv":["primary",3]}', 'the first line must be {"argv": ["primary"|"secondary", ...], "cwd"?: "<dir>"}'],
+      ['{"argv":["primary"],"cwd":5}', 'cwd must be a string'],
+    ] as const) {
+      const r = await standby(`${line}\n`);
+      expect([r.code, r.stderr], line).toEqual([64, `lockstep standby: ${why}\nRun 'lockstep standby --help' for usage.\n`]);
+    }
+  }, 120_000);
 });
