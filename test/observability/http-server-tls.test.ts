@@ -20,7 +20,7 @@ describe('createLimitedServer with TLS', () => {
   let released = new Promise<void>((r) => (release = r));
 
   beforeAll(async () => {
-    server = createLimitedServer((req, res) => void (req.url === '/slow' ? released : Promise.resolve()).then(() => res.end('ok\n')), { headersTimeoutMs: 300, idleTimeoutMs: 300, keepAliveTimeoutMs: 300 }, undefined, { cert: pem('agent.pem'), key: pem('agent-key.pem') });
+    server = createLimitedServer((req, res) => void (req.url === '/slow' ? released : Promise.resolve()).then(() => res.end('ok\n')), { headersTimeoutMs: 5_000, idleTimeoutMs: 1_000, keepAliveTimeoutMs: 1_000 }, undefined, { cert: pem('agent.pem'), key: pem('agent-key.pem') });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
     port = (server.address() as AddressInfo).port;
   });
@@ -51,8 +51,9 @@ describe('createLimitedServer with TLS', () => {
     s.on('data', (d: Buffer) => (answer += d.toString()));
     const closed = new Promise<void>((r) => s.once('close', () => r()));
     await new Promise<void>((r) => s.once('secureConnect', () => r()));
-    // A connection opened after the request's is closed by the idle deadline: the deadline has passed
-    // for the request's connection too.
+    // A connection opened after the request's is closed by the handshake deadline, which is longer than
+    // the idle one: the idle deadline has passed for the request's connection too. (Deadlines of seconds,
+    // not milliseconds: a handshake on a loaded machine must not run into them.)
     const parked = tcpConnect(port, '127.0.0.1');
     parked.on('error', () => undefined);
     await new Promise<void>((r) => parked.once('close', () => r()));
