@@ -5,14 +5,13 @@
 // console must be one unbroken count) and with processes of the built CLI (kvserver under a verifying load).
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { callControl } from '../../src/ft/control-client.js';
 import { FtPrimary, FtSecondary, LocalArbiter, Machine, type GoLiveReport } from '../../src/index.js';
-import { CRC_TRAILER_BYTES, HEADER_BYTES, HMAC_TRAILER_BYTES, OFF_LENGTH, OFF_TYPE } from '../../src/protocol/frame.js';
 import { decodeMessage, MessageType } from '../../src/protocol/messages.js';
 import { countingGuest } from '../helpers/counting-guest.js';
+import { cuttingProxy } from '../helpers/cutting-proxy.js';
 import { exited, killAll, kvConfig, processScope, type Proc } from '../helpers/ft-pair.js';
 import { verifyingLoads } from '../helpers/verifying-load.js';
 import { until } from '../helpers/wait.js';
@@ -24,74 +23,18 @@ afterEach(() => killAll(procs.splice(0)));
 /** Which frame of the source's ends the target's first connection (before the target gets it). */
 type CutAt = 'go-live' | 'clone-final' | 'sync';
 
-/**
- * A proxy in front of the source. The target's first connection is forwarded frame by frame until the
- * source sends the frame `cutAt` names; that frame and everything after it are dropped, and both sides
- * of the connection are destroyed (`reset`: a connection reset at the worst moment) or left open with
- * nothing forwarded either way (`stall`: a cut cable, the target hears silence). Later connections pass whole.
- */
-async function cuttingProxy(source: { host: string; port: number }, cutAt: CutAt, how: 'reset' | 'stall' = 'reset'): Promise<{ port: number; cut: () => boolean; connections: () => number; close: () => void }> {
-  const sockets = new Set<Socket>();
-  let cut = false;
-  let connections = 0;
-  const hits = (type: number, payload: Buffer): boolean => {
+/** The source's frame `cutAt` names (see test/helpers/cutting-proxy.ts). */
+function hits(cutAt: CutAt) {
+  return (type: number, payload: Buffer): boolean => {
     if (cutAt === 'go-live') return type === MessageType.GO_LIVE;
     if (cutAt === 'clone-final') return type === MessageType.CLONE_FINAL;
     if (type !== MessageType.CONTROL) return false;
     const m = decodeMessage(type, payload);
     return m.type === 'control' && m.op === 'sync';
   };
-  const server = createServer((fromTarget) => {
-    const first = ++connections === 1;
-    const toSource = connect(source.port, source.host);
-    sockets.add(fromTarget).add(toSource);
-    for (const s of [fromTarget, toSource]) s.on('error', () => undefined);
-    fromTarget.on('data', (d: Buffer) => {
-      if (!(first && cut)) toSource.write(d);
-    });
-    fromTarget.on('close', () => toSource.destroy());
-    toSource.on('close', () => fromTarget.destroy());
-    if (!first) {
-      toSource.on('data', (d: Buffer) => fromTarget.write(d));
-      return;
-    }
-    let pending = Buffer.alloc(0);
-    toSource.on('data', (d: Buffer) => {
-      if (cut) return;
-      pending = Buffer.concat([pending, d]);
-      // Frame by frame (src/protocol/frame.ts): a 20-byte header, the payload, a CRC (HELLO, AUTH) or HMAC trailer.
-      while (pending.length >= HEADER_BYTES) {
-        const type = pending[OFF_TYPE]!;
-        const length = pending.readUInt32BE(OFF_LENGTH);
-        const trailer = type === MessageType.HELLO || type === MessageType.AUTH ? CRC_TRAILER_BYTES : HMAC_TRAILER_BYTES;
-        const size = HEADER_BYTES + length + trailer;
-        if (pending.length < size) return;
-        if (hits(type, pending.subarray(HEADER_BYTES, HEADER_BYTES + length))) {
-          cut = true;
-          if (how === 'reset') {
-            fromTarget.destroy();
-            toSource.destroy();
-          }
-          return;
-        }
-        fromTarget.write(pending.subarray(0, size));
-        pending = pending.subarray(size);
-      }
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  return {
-    port: (server.address() as AddressInfo).port,
-    cut: () => cut,
-    connections: () => connections,
-    close: () => {
-      for (const s of sockets) s.destroy();
-      server.close();
-    },
-  };
 }
 
-/** A source and a target in this process over `cuttingProxy(cutAt)`, each machine's console kept. */
+/** A source and a target in this process over a proxy cutting at `cutAt`, each machine's console kept. */
 async function inProcess(cutAt: CutAt, how: 'reset' | 'stall' = 'reset') {
   const key = randomBytes(32);
   const consoles = { source: [] as Buffer[], target: [] as Buffer[] };
@@ -107,7 +50,7 @@ async function inProcess(cutAt: CutAt, how: 'reset' | 'stall' = 'reset') {
   const timing = { heartbeatMs: 50, timeoutMs: 5_000 };
   const primary = new FtPrimary({ machine, vmId: 'solo', key, arbiter: new LocalArbiter(), disabled: true, ...timing });
   const addr = await primary.start();
-  const proxy = await cuttingProxy(addr, cutAt, how);
+  const proxy = await cuttingProxy(addr, { hits: hits(cutAt), how });
   const secondary = new FtSecondary({ vmId: 'solo', key, arbiter: new LocalArbiter(), join: { host: '127.0.0.1', port: proxy.port }, createMachine: make('target'), ...timing });
   const seen: string[] = [];
   for (const [side, e] of [['source', primary], ['target', secondary]] as const) {
@@ -221,7 +164,7 @@ describe('live migration without an arbiter: the hand-over is asked again (proce
     procs.push(source);
     const port = Number((await source.wait('listening')).port);
     const control = String((await source.wait('control')).url);
-    const proxy = await cuttingProxy({ host: '127.0.0.1', port }, 'go-live');
+    const proxy = await cuttingProxy({ host: '127.0.0.1', port }, { hits: hits('go-live') });
     try {
       const l = verifyingLoads(cfg.udpPort, 80);
       await until('the load to run', () => l.progress() >= 20);

@@ -4,14 +4,13 @@
 // most one live copy, and a VM that is down is reported by the side that is left.
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cliEntry } from '../../src/cluster/agent/cli-process.js';
 import { callControl } from '../../src/ft/control-client.js';
 import { FileArbiter, FtPrimary, FtSecondary, LocalArbiter, Machine } from '../../src/index.js';
-import { CRC_TRAILER_BYTES, HEADER_BYTES, HMAC_TRAILER_BYTES, OFF_LENGTH, OFF_TYPE } from '../../src/protocol/frame.js';
+import { cuttingProxy } from '../helpers/cutting-proxy.js';
 import { MessageType } from '../../src/protocol/messages.js';
 import { exited, killAll, kvConfig, launch, processScope, type Proc } from '../helpers/ft-pair.js';
 import { countingGuest } from '../helpers/counting-guest.js';
@@ -185,50 +184,6 @@ describe('live migration without FT and without an arbiter (processes)', () => {
   }, 900_000);
 });
 
-/**
- * A proxy that loses GO_LIVE in a partition: it forwards the source's frames one by one and, at the
- * first GO_LIVE frame, stops forwarding in both directions without closing anything (a cut cable).
- */
-async function goLiveEater(target: { host: string; port: number }): Promise<{ port: number; cut: () => boolean; close: () => void }> {
-  const sockets = new Set<Socket>();
-  let cut = false;
-  const server = createServer((fromTarget) => {
-    const toSource = connect(target.port, target.host);
-    sockets.add(fromTarget).add(toSource);
-    let pending = Buffer.alloc(0);
-    toSource.on('data', (d: Buffer) => {
-      if (cut) return;
-      pending = Buffer.concat([pending, d]);
-      // Frame by frame (src/protocol/frame.ts): a 20-byte header, the payload, a CRC (HELLO, AUTH) or HMAC trailer.
-      while (pending.length >= HEADER_BYTES) {
-        const type = pending[OFF_TYPE]!;
-        if (type === MessageType.GO_LIVE) {
-          cut = true;
-          return;
-        }
-        const trailer = type === MessageType.HELLO || type === MessageType.AUTH ? CRC_TRAILER_BYTES : HMAC_TRAILER_BYTES;
-        const size = HEADER_BYTES + pending.readUInt32BE(OFF_LENGTH) + trailer;
-        if (pending.length < size) return;
-        fromTarget.write(pending.subarray(0, size));
-        pending = pending.subarray(size);
-      }
-    });
-    fromTarget.on('data', (d: Buffer) => {
-      if (!cut) toSource.write(d);
-    });
-    for (const s of [fromTarget, toSource]) s.on('error', () => undefined);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  return {
-    port: (server.address() as AddressInfo).port,
-    cut: () => cut,
-    close: () => {
-      for (const s of sockets) s.destroy();
-      server.close();
-    },
-  };
-}
-
 describe('live migration without an arbiter: GO_LIVE lost in a partition (in process)', () => {
   it('a target that holds the final state but never got GO_LIVE does not go live on the silence: it asks the source again through the partition for the retry window and halts, saying why; the source, which sent GO_LIVE, never resumes: no copy is live, and both say so', async () => {
     const key = randomBytes(32);
@@ -238,7 +193,9 @@ describe('live migration without an arbiter: GO_LIVE lost in a partition (in pro
     const timing = { heartbeatMs: 50, timeoutMs: 1_000 };
     const primary = new FtPrimary({ machine, vmId: 'solo', key, arbiter: new LocalArbiter(), disabled: true, ...timing });
     const addr = await primary.start();
-    const proxy = await goLiveEater(addr);
+    // GO_LIVE lost in a partition: the source's frames pass one by one until GO_LIVE, then nothing crosses
+    // any connection (a cut cable that stays cut).
+    const proxy = await cuttingProxy(addr, { hits: (type) => type === MessageType.GO_LIVE, how: 'stall', later: 'blocked' });
     const secondary = new FtSecondary({ vmId: 'solo', key, arbiter: new LocalArbiter(), join: { host: '127.0.0.1', port: proxy.port }, createMachine: make, ...timing });
     const seen: string[] = [];
     for (const [side, e] of [['source', primary], ['target', secondary]] as const) {
