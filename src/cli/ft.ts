@@ -347,6 +347,7 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
     listen,
     heartbeatMs: ft.heartbeatMs,
     timeoutMs: ft.timeoutMs,
+    cloneTimeoutMs: ft.cloneTimeoutMs,
     dataPath: ft.dataPath,
     createMachine: () => (machine = createVmMachine(spec)),
     beforeLive: async (m) => {

@@ -127,6 +127,8 @@ export interface FtCommonConfig {
   readonly heartbeatMs: number;
   /** Silence after which the peer is declared dead, ms (at least 3 × heartbeatMs). */
   readonly timeoutMs: number;
+  /** Silence tolerated while a secondary is cloned, until it restored the final state, ms (timeoutMs if longer). */
+  readonly cloneTimeoutMs: number;
   /** Execution lag (the "lockstep interval") the primary keeps under by slowing down, ms. */
   readonly lagTargetMs: number;
   /** Lag at which the primary runs at its slowest, ms (greater than lagTargetMs). */
@@ -202,6 +204,7 @@ export const CONFIG_LIMITS = {
   guestPort: { min: 1, max: 65535 },
   heartbeatMs: { min: 10, max: 10_000 },
   timeoutMs: { min: 50, max: 60_000 },
+  cloneTimeoutMs: { min: 0, max: 600_000 },
   lagTargetMs: { min: 1, max: 60_000 },
   maxLagMs: { min: 1, max: 600_000 },
   maxUnackedBytes: { min: 64 * 1024, max: 4 * 1024 * 1024 * 1024 },
@@ -231,6 +234,7 @@ export const CONFIG_DEFAULTS = {
     listen: '127.0.0.1:7400',
     heartbeatMs: 100,
     timeoutMs: 600,
+    cloneTimeoutMs: 10_000,
     lagTargetMs: 100,
     maxLagMs: 1000,
     maxUnackedBytes: 64 * 1024 * 1024,

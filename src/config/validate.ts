@@ -465,6 +465,7 @@ function build(root: Raw, baseDir: string): LockstepConfig {
     tls: tls ? { cert: path(tls['cert'])!, key: path(tls['key'])!, ca: path(tls['ca'])! } : undefined,
     heartbeatMs: ft['heartbeatMs'] ?? D.ft.heartbeatMs,
     timeoutMs: ft['timeoutMs'] ?? D.ft.timeoutMs,
+    cloneTimeoutMs: ft['cloneTimeoutMs'] ?? D.ft.cloneTimeoutMs,
     lagTargetMs: ft['lagTargetMs'] ?? D.ft.lagTargetMs,
     maxLagMs: ft['maxLagMs'] ?? D.ft.maxLagMs,
     maxUnackedBytes: ft['maxUnackedBytes'] ?? D.ft.maxUnackedBytes,

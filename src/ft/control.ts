@@ -1,5 +1,6 @@
 // Pure pieces of the fault-tolerant pair: failure detection, lag control and protection status. No
 // timers, sockets or machines here: callers pass the time in, so every decision is testable.
+import { OptionError } from '../errors.js';
 
 /** Defaults of the pair's timing (see docs/fault-tolerance.md for the trade-offs). */
 export const FT_DEFAULTS = {
@@ -22,6 +23,13 @@ export const FT_DEFAULTS = {
    * (claimed by a secondary that went live, or by a manager fencing a VM it is about to restart) halts.
    */
   epochCheckMs: 1000,
+  /**
+   * While a secondary is being cloned, the silence either side tolerates: at least this, or `timeoutMs`
+   * if longer. Copying a large guest stalls both event loops on a loaded host (600 ms of it ended
+   * pairs before they were ever protected), and nothing depends on detecting a death quickly then: a
+   * secondary never goes live from a clone, and the primary holds no output for it before the final state.
+   */
+  cloneTimeoutMs: 10_000,
 } as const;
 
 /**
@@ -32,6 +40,11 @@ export const FT_DEFAULTS = {
  * whose detector stretched still finds the source listening.
  */
 export const HANDOVER_RETRY_TIMEOUTS = 5;
+
+/** @throws OptionError (`cloneTimeoutMs`) unless undefined or a finite number of ms, 0 or more. */
+export function checkCloneTimeout(ms: number | undefined): void {
+  if (ms !== undefined && !(Number.isFinite(ms) && ms >= 0)) throw new OptionError('cloneTimeoutMs', `cloneTimeoutMs must be a number of milliseconds, 0 or more; got ${String(ms)}`);
+}
 
 /** The hand-over's retry window for a pair with this `timeoutMs`, ms (see {@link HANDOVER_RETRY_TIMEOUTS}). */
 export function handOverRetryMs(timeoutMs: number): number {
@@ -48,6 +61,8 @@ export interface FailureDetectorOptions {
   checkEveryMs?: number;
   /** The longest the adaptive timeout may grow to, ms. Default 3 × timeoutMs. */
   maxTimeoutMs?: number;
+  /** A silence shorter than this never declares the peer dead until {@link FailureDetector.endGrace}, ms. Default 0. */
+  graceMs?: number;
 }
 
 /**
@@ -61,7 +76,8 @@ export interface FailureDetectorOptions {
  * waits 800 ms. And the owner's own pauses do not count: a check that comes more than two check periods
  * late moves the last hearing forward by the excess (the owner could not have heard anything then, and
  * its peer's messages wait unread in a socket), so a detector never fires on the first check after its
- * own process was stopped.
+ * own process was stopped. During a grace period (`graceMs`, while a secondary is cloned) a silence up
+ * to `graceMs` is tolerated as well.
  */
 export class FailureDetector {
   /** Gaps remembered for the adaptive timeout. */
@@ -74,12 +90,15 @@ export class FailureDetector {
   readonly #gaps: number[] = [];
   #next = 0;
   #longest = 0;
+  #graceMs: number;
 
   constructor(timeoutMs: number, now: number, options: FailureDetectorOptions = {}) {
     if (!(timeoutMs > 0)) throw new RangeError(`timeoutMs must be positive, got ${timeoutMs}`);
     const max = options.maxTimeoutMs ?? 3 * timeoutMs;
     if (!(max >= timeoutMs)) throw new RangeError(`maxTimeoutMs must be at least timeoutMs (${timeoutMs}), got ${max}`);
     if (options.checkEveryMs !== undefined && !(options.checkEveryMs > 0)) throw new RangeError(`checkEveryMs must be positive, got ${options.checkEveryMs}`);
+    if (options.graceMs !== undefined && !(options.graceMs >= 0)) throw new RangeError(`graceMs must be 0 or more, got ${options.graceMs}`);
+    this.#graceMs = options.graceMs ?? 0;
     this.timeoutMs = timeoutMs;
     this.maxTimeoutMs = max;
     this.#checkEveryMs = options.checkEveryMs;
@@ -97,7 +116,22 @@ export class FailureDetector {
   }
   /** The silence that declares the peer dead now (see the class). */
   get currentTimeoutMs(): number {
-    return Math.min(this.maxTimeoutMs, Math.max(this.timeoutMs, 2 * this.#longest));
+    return Math.max(this.#graceMs, Math.min(this.maxTimeoutMs, Math.max(this.timeoutMs, 2 * this.#longest)));
+  }
+  /** True until {@link endGrace}: a silence up to `graceMs` is tolerated. */
+  get inGrace(): boolean {
+    return this.#graceMs > 0;
+  }
+  /**
+   * The end of the grace period (a clone finished): from here the configured timeout applies, and the
+   * gaps heard during the grace are forgotten, so the stalls of a clone do not stretch the timeout after it.
+   */
+  endGrace(): void {
+    if (this.#graceMs === 0) return;
+    this.#graceMs = 0;
+    this.#gaps.length = 0;
+    this.#next = 0;
+    this.#longest = 0;
   }
   /** The owner's periodic check (call it every `checkEveryMs`): is the peer dead? */
   expired(now: number): boolean {

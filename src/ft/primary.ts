@@ -19,7 +19,7 @@ import { ArbiterError, validateOwnerId, type Arbiter } from './arbiter.js';
 import { claimEpoch, newOwnerId } from './claim.js';
 import { publishPrimary } from './diagnostics.js';
 import { batchLsn } from '../log/format.js';
-import { FT_DEFAULTS, LagController, describeStatus, handOverRetryMs, type ProtectionStatus } from './control.js';
+import { FT_DEFAULTS, LagController, checkCloneTimeout, describeStatus, handOverRetryMs, type ProtectionStatus } from './control.js';
 import { SecondarySession, type CloneFigures } from './session.js';
 
 /** A pre-copy round with fewer dirty pages than this ends the pre-copy: the rest goes in the pause. */
@@ -87,6 +87,14 @@ export interface FtCommonOptions {
   owner?: string;
   heartbeatMs?: number;
   timeoutMs?: number;
+  /**
+   * The silence tolerated while a secondary is cloned, until it restored the final state, ms: at least
+   * this, or `timeoutMs` if longer (default {@link FT_DEFAULTS}.cloneTimeoutMs, 10 s). A clone stalls
+   * both sides on a loaded host, and nothing waits on a quick verdict then (a cloning secondary cannot go
+   * live; the primary holds no output for it before the final state). A peer that dies still closes the
+   * connection at once.
+   */
+  cloneTimeoutMs?: number;
 }
 
 export interface FtPrimaryOptions extends FtCommonOptions {
@@ -341,12 +349,14 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
   constructor(options: FtPrimaryOptions) {
     super();
     if (options.owner !== undefined) validateOwnerId(options.owner);
+    checkCloneTimeout(options.cloneTimeoutMs);
     this.machine = options.machine;
     this.#port = replicationPort(options.machine);
     this.vmId = options.vmId;
     this.#o = {
       heartbeatMs: FT_DEFAULTS.heartbeatMs,
       timeoutMs: FT_DEFAULTS.timeoutMs,
+      cloneTimeoutMs: FT_DEFAULTS.cloneTimeoutMs,
       lagTargetMs: FT_DEFAULTS.lagTargetMs,
       maxLagMs: FT_DEFAULTS.maxLagMs,
       maxUnackedBytes: FT_DEFAULTS.maxUnackedBytes,
@@ -754,7 +764,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     };
     if (this.#phase === 'protected' && this.#moveNext && this.#session && !this.#incoming) {
       this.#moveNext = false;
-      const s = new SecondarySession(ch, this.#o.timeoutMs, this.#o.heartbeatMs);
+      const s = new SecondarySession(ch, this.#o.timeoutMs, this.#o.heartbeatMs, this.#o.cloneTimeoutMs);
       s.target = this.#migrateNext;
       this.#migrateNext = false;
       void this.#beginMove(s);
@@ -766,7 +776,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     if (this.#migrateNext && (this.#phase === 'alone' || this.#phase === 'disabled')) {
       this.#migrateNext = false;
       this.#migratingFromDisabled = this.#phase === 'disabled';
-      const s = new SecondarySession(ch, this.#o.timeoutMs, this.#o.heartbeatMs);
+      const s = new SecondarySession(ch, this.#o.timeoutMs, this.#o.heartbeatMs, this.#o.cloneTimeoutMs);
       s.target = true;
       void this.#clone(s).catch((err: unknown) => {
         this.emit('warning', `clone failed: ${(err as Error).message}`);
@@ -783,7 +793,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
     }
     if (this.#phase === 'disabled' || this.#phase === 'suspended') return refuse(`FT is ${this.#phase} for VM ${this.vmId}`);
     if (this.#phase !== 'alone') return refuse(`VM ${this.vmId} already has a secondary (or is ${this.#phase})`);
-    void this.#clone(new SecondarySession(ch, this.#o.timeoutMs, this.#o.heartbeatMs)).catch((err: unknown) => {
+    void this.#clone(new SecondarySession(ch, this.#o.timeoutMs, this.#o.heartbeatMs, this.#o.cloneTimeoutMs)).catch((err: unknown) => {
       this.emit('warning', `clone failed: ${(err as Error).message}`);
       ch.close('clone failed');
     });
@@ -864,7 +874,7 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
 
   /** The follower resumed: it replays this side's log from its first batch, as a cloned secondary would. */
   async #resumeFollower(ch: Channel): Promise<void> {
-    const s = new SecondarySession(ch, this.#o.timeoutMs, this.#o.heartbeatMs);
+    const s = new SecondarySession(ch, this.#o.timeoutMs, this.#o.heartbeatMs, 0);
     s.native = this.#nativeRing !== undefined;
     if (s.native && !ch.canHandOver) {
       ch.send({ type: 'bye', reason: 'this primary records for a native link; the connection cannot take one' });
@@ -1713,7 +1723,10 @@ export class FtPrimary extends EventEmitter<FtPrimaryEvents> {
         if (m.op === 'hello' && typeof m.listen === 'string') s.listen = m.listen;
         if (m.op === 'hello' && typeof m.owner === 'string' && m.owner.length > 0 && m.owner.length <= 256) s.owner = m.owner;
         if (m.op === 'following') s.following = true;
-        if (m.op === 'cloned') s.restored = true;
+        if (m.op === 'cloned') {
+          s.restored = true;
+          s.detector.endGrace();
+        }
         if (m.op === 'synced') s.synced = true;
         if (m.op === 'took-go-live' && this.#handover) this.#handover.confirmed = true;
         if (m.op === 'cloned' && this.#phase === 'cloning' && s.cloneSent && s === this.#session) this.#inLockstep(s);

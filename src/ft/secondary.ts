@@ -18,7 +18,7 @@ import { formatHostPort, parseHostPort } from '../config/address.js';
 import { BATCH_MAX_LENGTH, BATCH_HEADER, batchLsn, batchSizeAt } from '../log/format.js';
 import { ArbiterError, validateOwnerId, validateVmId } from './arbiter.js';
 import { claimEpoch, newOwnerId } from './claim.js';
-import { FT_DEFAULTS, FailureDetector, handOverRetryMs } from './control.js';
+import { FT_DEFAULTS, FailureDetector, checkCloneTimeout, handOverRetryMs } from './control.js';
 import { FtError, FtPrimary, type FtCommonOptions, type FtPrimaryOptions } from './primary.js';
 
 /**
@@ -199,6 +199,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
   constructor(options: FtSecondaryOptions) {
     super();
     if (options.owner !== undefined) validateOwnerId(options.owner);
+    checkCloneTimeout(options.cloneTimeoutMs);
     this.vmId = options.vmId;
     this.owner = options.owner ?? newOwnerId('secondary');
     this.#o = options;
@@ -298,7 +299,8 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     this.#acked = false;
     this.#pages = 0;
     this.#link = undefined;
-    this.#detector = new FailureDetector(this.#timeoutMs, performance.now(), { checkEveryMs: this.#heartbeatMs });
+    // Until the clone's final state is restored a long silence is tolerated (FtCommonOptions.cloneTimeoutMs).
+    this.#detector = new FailureDetector(this.#timeoutMs, performance.now(), { checkEveryMs: this.#heartbeatMs, graceMs: this.#o.cloneTimeoutMs ?? FT_DEFAULTS.cloneTimeoutMs });
     ch.on('message', (m: Message) => this.#onMessage(ch, m));
     ch.on('close', (reason: string) => {
       if (ch === this.#channel) this.#lose(`the logging channel closed: ${reason}`);
@@ -481,6 +483,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       this.#run = machine.run();
       void this.#run.then((r) => this.#onRunEnd(r), (err: unknown) => this.#halt(`the machine failed: ${(err as Error).message}`));
     }
+    this.#detector?.endGrace();
     ch.send({ type: 'control', op: 'cloned' }); // the primary counts the VM protected from here
     this.emit('cloned', { pages: this.#pages, ms: performance.now() - this.#cloneStart });
     // A migration's target gets no log before its GO_LIVE: the channel stays with JavaScript.
@@ -768,6 +771,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       owner: this.owner,
       ...(this.#o.heartbeatMs !== undefined ? { heartbeatMs: this.#o.heartbeatMs } : {}),
       ...(this.#o.timeoutMs !== undefined ? { timeoutMs: this.#o.timeoutMs } : {}),
+      ...(this.#o.cloneTimeoutMs !== undefined ? { cloneTimeoutMs: this.#o.cloneTimeoutMs } : {}),
       ...(this.#listenAt ? { listen: this.#listenAt } : this.#o.listen ? { listen: this.#o.listen } : {}),
       ...(this.#o.tls ? { tls: this.#o.tls } : {}),
       ...(this.#o.separateDisk ? { separateDisk: this.#o.separateDisk } : {}),

@@ -76,10 +76,11 @@ export class SecondarySession {
   replayRate = 0;
   rateSample = { at: 0, instret: 0n, busy: false };
 
-  constructor(channel: Channel, timeoutMs: number, heartbeatMs: number) {
+  /** `cloneTimeoutMs`: the silence tolerated until it restored the clone's final state (0: no clone, none). */
+  constructor(channel: Channel, timeoutMs: number, heartbeatMs: number, cloneTimeoutMs: number) {
     this.channel = channel;
     this.joinedAt = performance.now();
-    this.detector = new FailureDetector(timeoutMs, this.joinedAt, { checkEveryMs: heartbeatMs });
+    this.detector = new FailureDetector(timeoutMs, this.joinedAt, { checkEveryMs: heartbeatMs, graceMs: cloneTimeoutMs });
   }
 
   /** True once the connection is closed or closing (by either side); sending then does nothing. */

@@ -72,6 +72,7 @@ export function primaryOptions(s: FtSettings): Omit<FtPrimaryOptions, 'machine' 
   return {
     heartbeatMs: ft.heartbeatMs,
     timeoutMs: ft.timeoutMs,
+    cloneTimeoutMs: ft.cloneTimeoutMs,
     lagTargetMs: ft.lagTargetMs,
     maxLagMs: ft.maxLagMs,
     maxUnackedBytes: ft.maxUnackedBytes,

@@ -67,6 +67,7 @@ describe('validateConfig: defaults', () => {
       tls: undefined,
       heartbeatMs: 100,
       timeoutMs: 600,
+      cloneTimeoutMs: 10_000,
       lagTargetMs: 100,
       maxLagMs: 1000,
       maxUnackedBytes: 64 * 1024 * 1024,
@@ -114,6 +115,7 @@ describe('validateConfig: defaults', () => {
         tls: { cert: 'c.pem', key: 'k.pem', ca: '/pki/ca.pem' },
         heartbeatMs: 50,
         timeoutMs: 150,
+        cloneTimeoutMs: 0,
         lagTargetMs: 20,
         maxLagMs: 40,
         maxUnackedBytes: 65536,
@@ -133,6 +135,7 @@ describe('validateConfig: defaults', () => {
     expect(config.ft.tls).toEqual({ cert: '/cfg/c.pem', key: '/cfg/k.pem', ca: '/pki/ca.pem' });
     expect([config.ft.heartbeatMs, config.ft.timeoutMs, config.ft.lagTargetMs, config.ft.maxLagMs]).toEqual([50, 150, 20, 40]);
     expect(config.ft.hashIntervalInstructions).toBe(0);
+    expect(config.ft.cloneTimeoutMs).toBe(0);
     expect(config.ft.arbiter).toEqual({ backend: 'etcd', endpoints: ['http://etcd-1:2379'], prefix: '/ft/', timeoutMs: 500 });
     expect(config.metrics?.listen).toEqual({ host: '0.0.0.0', port: 9100 });
   });

@@ -83,4 +83,37 @@ describe('FailureDetector', () => {
     beats(plain, 0, 10);
     expect(plain.expired(resumed)).toBe(true);
   });
+  it('during a grace (a clone) tolerates a silence up to graceMs; after endGrace the configured timeout, the clone\'s gaps forgotten', () => {
+    const d = new FailureDetector(600, 0, { checkEveryMs: 100, graceMs: 10_000 });
+    expect(d.inGrace).toBe(true);
+    let t = beats(d, 0, 5);
+    // The peer copies a large guest: 4 s of silence while the owner keeps checking.
+    for (let at = t + 100; at <= t + 4000; at += 100) expect(d.expired(at), `${at - t} ms of silence in the grace`).toBe(false);
+    t += 4000;
+    d.heard(t);
+    // ...and the grace holds to its end, not longer.
+    for (let at = t + 100; at <= t + 10_000; at += 100) expect(d.expired(at)).toBe(false);
+    expect(d.expired(t + 10_100)).toBe(true);
+
+    const e = new FailureDetector(600, 0, { checkEveryMs: 100, graceMs: 10_000 });
+    t = beats(e, 0, 5);
+    t += 3000;
+    for (let at = t - 2900; at <= t; at += 100) e.expired(at);
+    e.heard(t); // a 3 s gap in the grace: without forgetting it the timeout would be 1.8 s after it
+    e.endGrace();
+    expect(e.inGrace).toBe(false);
+    expect(e.currentTimeoutMs).toBe(600);
+    t = beats(e, t, 3);
+    for (let at = t + 100; at <= t + 600; at += 100) expect(e.expired(at)).toBe(false);
+    expect(e.expired(t + 700)).toBe(true);
+  });
+
+  it('a grace shorter than the timeout changes nothing; a negative one is refused', () => {
+    const d = new FailureDetector(600, 0, { checkEveryMs: 100, graceMs: 300 });
+    const t = beats(d, 0, 5);
+    expect(d.currentTimeoutMs).toBe(600);
+    for (let at = t + 100; at <= t + 600; at += 100) expect(d.expired(at)).toBe(false);
+    expect(d.expired(t + 700)).toBe(true);
+    expect(() => new FailureDetector(600, 0, { graceMs: -1 })).toThrow(/graceMs/);
+  });
 });

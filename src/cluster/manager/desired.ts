@@ -42,6 +42,7 @@ export function configToJson(c: LockstepConfig): JsonValue {
     listen: formatHostPort(f.listen),
     heartbeatMs: f.heartbeatMs,
     timeoutMs: f.timeoutMs,
+    cloneTimeoutMs: f.cloneTimeoutMs,
     lagTargetMs: f.lagTargetMs,
     maxLagMs: f.maxLagMs,
     maxUnackedBytes: f.maxUnackedBytes,
