@@ -85,13 +85,22 @@ async function pausingProxy(source: { host: string; port: number }): Promise<Pau
   };
 }
 
+/** `p`, or a failure naming what did not happen within a generous bound (a loaded machine is slow). */
+function within<T>(p: Promise<T>, what: string, ms = 120_000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`not within ${ms} ms: ${what}`)), ms)));
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
 interface Pair {
   primary: FtPrimary;
   secondary: FtSecondary;
   proxy: PausingProxy;
   machine: Machine;
-  /** The clone ended without a pair: why, from either side. */
+  /** The clone ended without a pair: why, from the side that noticed first. */
   gaveUp: Promise<string>;
+  /** Why each side gave up (both do, once one has: the other sees the connection close). */
+  reasons: Promise<string[]>;
   cloned: Promise<unknown>;
 }
 
@@ -106,18 +115,20 @@ async function pair(name: string, cloneTimeoutMs: number | undefined): Promise<P
   const addr = await primary.start();
   const proxy = await pausingProxy(addr);
   const secondary = new FtSecondary({ vmId: name, key, arbiter: new FileArbiter({ dir }), join: { host: '127.0.0.1', port: proxy.port }, ...timing, createMachine: () => new Machine({ clock: 'real', devices: { net: true } }) });
-  const gaveUp = Promise.race([
-    new Promise<string>((r) => primary.once('secondary-lost', (why: string) => r(`primary: ${why}`))),
+  const sides = [
+    new Promise<string>((r) => primary.on('warning', (w: string) => w.startsWith('secondary lost: ') && r(`primary: ${w}`))),
     new Promise<string>((r) => secondary.once('halted', (why: string) => r(`secondary: ${why}`))),
-  ]);
+  ];
+  const gaveUp = Promise.race(sides);
+  const reasons = Promise.all(sides);
   await secondary.start();
-  return { primary, secondary, proxy, machine, gaveUp, cloned };
+  return { primary, secondary, proxy, machine, gaveUp, reasons, cloned };
 }
 
-async function close(p: Pair): Promise<void> {
+async function close(p: Pair, name: string): Promise<void> {
   p.proxy.close();
-  await p.secondary.stop();
-  await p.primary.stop();
+  await within(p.secondary.stop(), `the ${name} pair's secondary to stop`);
+  await within(p.primary.stop(), `the ${name} pair's primary to stop`);
   p.machine.close();
   p.secondary.machine?.close();
 }
@@ -125,19 +136,20 @@ async function close(p: Pair): Promise<void> {
 describe('a silence during the clone', () => {
   it('one that ends a pair without the grace is tolerated within ft.cloneTimeoutMs: the pair forms and is protected', async () => {
     const graced = await pair('graced', undefined);
-    await graced.proxy.paused;
+    await within(graced.proxy.paused, "the first pair's clone to send pages");
     // The same silence without the grace, started after the first one's: once this pair has given up,
     // the first one has been silent longer than that.
     const bare = await pair('bare', 0);
-    await bare.proxy.paused;
-    const why = await bare.gaveUp;
-    expect(why).toMatch(/no word from the (primary|secondary)/);
+    await within(bare.proxy.paused, "the second pair's clone to send pages");
+    // One side declared the other dead on the silence; the other then saw the connection close.
+    const why = await within(bare.reasons, 'both halves of the pair without the grace to give up');
+    expect(why.some((w) => /no word from the (primary|secondary)/.test(w)), why.join('; ')).toBe(true);
     graced.proxy.resume();
-    const first = await Promise.race([graced.cloned.then(() => 'cloned'), graced.gaveUp]);
+    const first = await within(Promise.race([graced.cloned.then(() => 'cloned'), graced.gaveUp]), 'the pair with the grace to finish its clone or give up');
     expect(first).toBe('cloned');
     expect(graced.primary.status).toEqual({ protected: true });
-    await close(bare);
-    await close(graced);
+    await close(bare, 'bare');
+    await close(graced, 'graced');
   });
 
   it('a cloneTimeoutMs that is not a number of ms is refused by both halves', () => {
