@@ -102,6 +102,7 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
                            InstanceMethod<&NativeMachine::JsAnnounce>("announce"),
                            InstanceMethod<&NativeMachine::JsTakeDiskDirty>("takeDiskDirty"),
                            InstanceMethod<&NativeMachine::JsDiskInFlight>("diskInFlight"),
+                           InstanceMethod<&NativeMachine::JsDiskSyncs>("diskSyncs"),
                            InstanceMethod<&NativeMachine::JsLinkStart>("linkStart"),
                            InstanceMethod<&NativeMachine::JsLinkSend>("linkSend"),
                            InstanceMethod<&NativeMachine::JsLinkReport>("linkReport"),
@@ -726,6 +727,11 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
   Napi::Value JsDiskInFlight(const Napi::CallbackInfo& info) {
     if (!Usable(info)) return info.Env().Undefined();
     return Napi::Number::New(info.Env(), static_cast<double>(vcpu_->machine().disk_in_flight()));
+  }
+  // diskSyncs(): number — syncs the disk image has had (0 without a disk). Any time while open.
+  Napi::Value JsDiskSyncs(const Napi::CallbackInfo& info) {
+    if (!Open(info)) return info.Env().Undefined();
+    return Napi::Number::New(info.Env(), static_cast<double>(vcpu_->machine().disk_syncs()));
   }
   Napi::Value JsAnnounce(const Napi::CallbackInfo& info) {
     if (!Open(info)) return info.Env().Undefined();

@@ -94,6 +94,9 @@ void BlockFile::perform(Request& r) {
     }
     case Op::kFlush:
       ok = fdatasync(fd_) == 0;
+      syncs_.fetch_add(1, std::memory_order_relaxed);
+      // A sync owed from a replay failed at go-live: what the guest flushed then may be lost; say so here.
+      if (sync_failed_.exchange(false, std::memory_order_relaxed)) ok = false;
       break;
   }
   r.status = ok ? 0 : 1;
@@ -104,6 +107,15 @@ void BlockFile::perform(Request& r) {
       for (uint64_t c = r.offset / kChunk; span > 0 && c <= (r.offset + span - 1) / kChunk && c < dirty_.size(); c++) dirty_[c] = 1;
     }
   }
+}
+
+bool BlockFile::settle_deferred_sync() {
+  if (!sync_owed_) return true;
+  sync_owed_ = false;
+  const bool ok = fdatasync(fd_) == 0;
+  syncs_.fetch_add(1, std::memory_order_relaxed);
+  if (!ok) sync_failed_.store(true, std::memory_order_relaxed);
+  return ok;
 }
 
 std::vector<uint32_t> BlockFile::take_dirty(bool first) {

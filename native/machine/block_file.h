@@ -2,6 +2,7 @@
 // never waiting on the disk. Reads are plain preads (no read-ahead of our own), flush is fdatasync.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -37,6 +38,17 @@ class BlockFile {
   /// Performs `r` on the caller's thread (a replaying secondary with a disk of its own); sets r.status.
   /// Never while requests are in flight on the I/O thread.
   void perform(Request& r);
+  /// A replaying secondary's flush on its own image (vCPU thread): owed, not done. Until this side goes
+  /// live its image serves only its own replay (a write is visible to later reads without a sync) and a
+  /// lost secondary is cloned anew, so one sync at go-live (settle_deferred_sync) covers every flush the
+  /// replay took. A sync per flush cost the replay a disk wait per set of a write-ahead log, and on one
+  /// machine it doubled the disk's syncs.
+  void defer_flush() { sync_owed_ = true; }
+  /// Go-live (vCPU thread, nothing in flight): the owed sync. False if it failed; the guest's next flush
+  /// then fails too (its data may not be on the disk), once.
+  bool settle_deferred_sync();
+  /// Syncs performed (flushes, and settled deferred ones), for tests and figures. Any thread.
+  uint64_t syncs() const { return syncs_.load(std::memory_order_relaxed); }
   /// Disk pre-copy: chunks of kChunk bytes written since the last call (the first call turns tracking on
   /// and returns every chunk). Any thread.
   static constexpr uint64_t kChunk = 64 * 1024;
@@ -58,6 +70,9 @@ class BlockFile {
   uint32_t busy_ = 0;
   bool tracking_ = false;            // under mu_
   std::vector<uint8_t> dirty_;       // under mu_: one byte per chunk
+  bool sync_owed_ = false;           // vCPU thread (replay, go-live)
+  std::atomic<bool> sync_failed_{false};  // a settled sync failed: the next flush reports it
+  std::atomic<uint64_t> syncs_{0};
   std::thread thread_;
 };
 

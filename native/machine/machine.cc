@@ -382,7 +382,9 @@ bool Machine::apply(const Event& e) {
           diverge("block-done at instret " + std::to_string(e.instret) + ": no such request is in flight");
           return false;
         }
-        if (status == 0) {
+        if (status == 0 && r.op == BlockFile::Op::kFlush) {
+          block_->defer_flush();  // one sync at go-live stands for it (BlockFile::defer_flush)
+        } else if (status == 0) {
           block_->perform(r);
           if (r.status != 0) {
             diverge("block-done at instret " + std::to_string(e.instret) + ": the primary's disk succeeded, this machine's own disk failed");
@@ -598,7 +600,12 @@ void Machine::go_live() {
   set_log_mode(LogMode::kOff, nullptr, nullptr);
   // The real clock goes on from the last value the log gave the guest, not from this host's uptime.
   if (config_.real_clock) start_ = std::chrono::steady_clock::now() - std::chrono::nanoseconds(clock_raw_ * (1'000'000'000 / kTimebaseHz));
-  if (blk_ && block_) blk_->reissue();
+  if (blk_ && block_) {
+    // The flushes the replay owed its own image, before the guest goes on (a failure is reported to the
+    // guest by its next flush).
+    if (config_.disk_separate) block_->settle_deferred_sync();
+    blk_->reissue();
+  }
 }
 
 void Machine::block_poll() {

@@ -171,6 +171,8 @@ class Machine final : public Platform {
   uint64_t suppressed_outputs() const { return suppressed_; }
   /// virtio-blk requests submitted and not yet completed (the guest's view).
   size_t disk_in_flight() const { return blk_ ? blk_->pending().size() : 0; }
+  /// Syncs the disk image has had (BlockFile::syncs); 0 without a disk. Any thread.
+  uint64_t disk_syncs() const { return block_ ? block_->syncs() : 0; }
   /// Go-live of a secondary (only between runs, in replay mode): inputs come from the host from here
   /// on, the real clock continues from the last logged value, and every disk request still in flight
   /// is handed to the disk again.

@@ -221,6 +221,13 @@ export class ReplicationPort {
   diskInFlight(): number {
     return this.#native.diskInFlight();
   }
+  /**
+   * Syncs (fdatasync) the disk image has had, any time while the machine is open. A replaying secondary
+   * with a separate disk owes its flushes and syncs once at go-live (native/machine/block_file.h).
+   */
+  diskSyncs(): number {
+    return this.#native.diskSyncs();
+  }
 
   // ---- the native data path ------------------------------------------------------------------------------
 

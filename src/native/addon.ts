@@ -102,6 +102,7 @@ export interface NativeMachine {
   announce(): void;
   takeDiskDirty(first: boolean): Uint32Array;
   diskInFlight(): number;
+  diskSyncs(): number;
   // The replication link (native/runner/replication_link.h).
   /** Throws ERR_LOCKSTEP_REPLICATION_LINK. */
   linkStart(options: NativeLinkOptions): void;

@@ -1,11 +1,12 @@
 // Separate disks (DESIGN §3): each half of a pair has its own identical image. The log then carries no
 // read data; the replaying side reads and writes its own image at the logged completion points, ends in
 // the same state, and leaves its image identical to the primary's.
+import { randomBytes } from 'node:crypto';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Machine, Recorder, Replayer } from '../../src/index.js';
+import { FileArbiter, FtPrimary, FtSecondary, LoadGenerator, Machine, Recorder, Replayer, attachVmNetwork, type GoLiveReport } from '../../src/index.js';
 import { replicationPort } from '../../src/machine/replication-port.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'lockstep-sepdisk-'));
@@ -104,6 +105,60 @@ describe('separate disks', () => {
       rec.finish(r);
     } finally {
       m.close();
+    }
+  });
+  it("a replaying secondary owes its flushes and syncs its own image once, at go-live (not once per flush of the guest)", async () => {
+    // kvserver's write-ahead log: every set is a write and a flush. The primary syncs per flush; the
+    // secondary's image serves only its replay until it goes live (a lost secondary is cloned anew).
+    const key = randomBytes(32);
+    const dir = mkdtempSync(join(tmp, 'owed-'));
+    const a = join(dir, 'a.img');
+    const b = join(dir, 'b.img');
+    writeFileSync(a, Buffer.alloc(4 << 20));
+    writeFileSync(b, Buffer.alloc(4 << 20)); // blank: the clone fills it
+    const kvserver = readFileSync(new URL('../../guest/bin/kvserver.elf', import.meta.url));
+    const machine = new Machine({ clock: 'real', devices: { net: true, disk: { path: a, mode: 'separate' } } });
+    machine.load(kvserver);
+    const primary = new FtPrimary({ machine, vmId: 'owed', key, arbiter: new FileArbiter({ dir }), timeoutMs: 20_000, separateDisk: a });
+    const addr = await primary.start();
+    const secondary = new FtSecondary({
+      vmId: 'owed',
+      key,
+      arbiter: new FileArbiter({ dir }),
+      join: addr,
+      timeoutMs: 20_000,
+      separateDisk: b,
+      createMachine: () => new Machine({ clock: 'real', devices: { net: true, disk: { path: b, mode: 'separate' } } }),
+    });
+    const net = await attachVmNetwork(machine, { id: 'owed', guest: '', memory: machine.memory, clock: 'real', net: { backend: 'udp', hostPort: 0, guestPort: 11211 } });
+    try {
+      const cloned = new Promise((r) => primary.once('cloned', r));
+      await secondary.start();
+      await cloned;
+      const before = replicationPort(machine).diskSyncs();
+      const result = await new LoadGenerator({ endpoints: [{ host: '127.0.0.1', port: net.port! }], clients: 4, setRatio: 1, keys: 20, requests: 200, timeoutMs: 2000, retries: 20 }).run();
+      expect(result.acknowledged).toBe(200);
+      expect(result.violationCount).toBe(0);
+      const primarySyncs = replicationPort(machine).diskSyncs() - before;
+      expect(primarySyncs).toBeGreaterThanOrEqual(200); // a flush per set, each a sync
+      // Every set's reply left behind an acknowledgement, so the secondary holds their log; the replay
+      // has performed their writes (the go-live below replays what is left) and synced nothing.
+      const replica = secondary.machine!;
+      expect(replicationPort(replica).diskSyncs()).toBe(0);
+      const live = new Promise<GoLiveReport>((r) => secondary.once('go-live', r));
+      await primary.testFailover();
+      const report = await live;
+      expect(report.stateHash).toBe(machine.stateHash());
+      // One sync at go-live stands for every flush the replay took.
+      expect(replicationPort(replica).diskSyncs()).toBe(1);
+      expect(readFileSync(b).equals(readFileSync(a))).toBe(true);
+    } finally {
+      net.close();
+      await secondary.primary?.stop();
+      await secondary.stop();
+      await primary.stop();
+      machine.close();
+      secondary.machine?.close();
     }
   });
 });
