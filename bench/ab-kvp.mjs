@@ -6,7 +6,9 @@
 // process, raw_syscalls:sys_enter and context-switches), and the clients' p50. Medians of the trials.
 //
 // --rate 0: closed-loop clients (each variant at its own rate).
-//   node bench/ab-kvp.mjs --other /tmp/main-checkout [--rate 3000] [--clients 32] [--trials 5] [--seconds 4] [--disk]
+//   node bench/ab-kvp.mjs --other /tmp/main-checkout [--rate 3000] [--clients 32] [--trials 5] [--seconds 4] [--disk [--disk-mode separate]]
+// --disk-mode separate: each half has its own copy of the image (vm.devices.disk.mode separate; the
+// secondary's copy is filled by the clone), so the primary's writes are not outputs.
 //
 // Needs `npm run build:ts` in both checkouts, taskset, and perf (without it the system call columns are empty).
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
@@ -26,6 +28,7 @@ const { values: opt } = parseArgs({
     trials: { type: 'string', default: '5' },
     seconds: { type: 'string', default: '4' },
     disk: { type: 'boolean', default: false },
+    'disk-mode': { type: 'string', default: 'shared' },
     variants: { type: 'string', default: 'other,this,plain' },
     trace: { type: 'boolean', default: false },
     record: { type: 'boolean', default: false },
@@ -40,6 +43,8 @@ const clients = Number(opt.clients);
 const trials = Number(opt.trials);
 const seconds = Number(opt.seconds);
 const disk = opt.disk;
+const diskMode = opt['disk-mode'];
+if (diskMode !== 'shared' && diskMode !== 'separate') throw new Error(`--disk-mode: shared or separate, got ${diskMode}`);
 const variants = opt.variants.split(',').filter((v) => v !== 'other' || opt.other);
 const tmp = mkdtempSync(join(tmpdir(), 'lockstep-ab-'));
 const key = randomBytes(32);
@@ -113,7 +118,7 @@ async function trial(variant) {
   writeFileSync(image, Buffer.alloc(4 << 20));
   const port = await freeUdpPort();
   const cfg = join(dir, 'vm.json');
-  const devices = { ...(disk ? { disk: { path: image } } : {}), net: { backend: 'udp', hostPort: port, guestPort: 11211 } };
+  const devices = { ...(disk ? { disk: { path: image, mode: diskMode } } : {}), net: { backend: 'udp', hostPort: port, guestPort: 11211 } };
   writeFileSync(cfg, JSON.stringify({ vm: { id: 'kv', guest, ramMiB: 16, clock: 'real', ...(disk ? {} : { append: 'kvserver.storage=memory' }), devices }, ft: { listen: '127.0.0.1:0', keyHex: key.toString('hex'), arbiter: { backend: 'file', dir: join(dir, 'arbiter') }, dataPath: 'native' } }));
   const procs = [];
   if (variant === 'plain') {
@@ -131,7 +136,10 @@ async function trial(variant) {
     const a = launch('primary', ['primary', cfg], () => {}, via(0));
     procs.push({ name: 'primary', child: a.child });
     const l = await a.wait('listening');
-    const b = launch('secondary', ['secondary', cfg, '--join', `127.0.0.1:${String(l.port)}`], () => {}, via(1));
+    // A separate disk: the secondary's own image (blank; the clone copies the primary's into it).
+    const own = join(dir, 'kv-secondary.img');
+    if (disk && diskMode === 'separate') writeFileSync(own, Buffer.alloc(4 << 20));
+    const b = launch('secondary', ['secondary', cfg, '--join', `127.0.0.1:${String(l.port)}`, ...(disk && diskMode === 'separate' ? ['--disk', own] : [])], () => {}, via(1));
     procs.push({ name: 'secondary', child: b.child });
     await a.wait('status', (e) => e.protected === true);
   }
@@ -174,7 +182,7 @@ for (let t = 0; t < trials; t++) {
 }
 process.stderr.write('\n');
 const load = execFileSync('cat', ['/proc/loadavg'], { encoding: 'utf8' }).trim();
-console.log(`kvserver ${disk ? 'WAL on disk' : 'in memory'}, ${clients} clients ${rate > 0 ? `all offered ${rate} req/s` : 'closed loop'}, ${seconds} s windows, median of ${trials} interleaved trials (load average now ${load})`);
+console.log(`kvserver ${disk ? `WAL on disk (${diskMode})` : 'in memory'}, ${clients} clients ${rate > 0 ? `all offered ${rate} req/s` : 'closed loop'}, ${seconds} s windows, median of ${trials} interleaved trials (load average now ${load})`);
 const plainCpu = variants.includes('plain') ? median(rows.plain.map((r) => r.procs.plain.cpu)) : NaN;
 const summary = {};
 for (const v of variants) {
@@ -194,7 +202,7 @@ for (const v of variants) {
   }
   console.log(line.join('\n'));
 }
-writeFileSync(join(tmp, '..', `lockstep-ab-${process.pid}.json`), JSON.stringify({ rate, clients, disk, trials, summary, rows }, null, 2));
+writeFileSync(join(tmp, '..', `lockstep-ab-${process.pid}.json`), JSON.stringify({ rate, clients, disk, diskMode, trials, summary, rows }, null, 2));
 console.log(`(all trials: ${join(tmp, '..', `lockstep-ab-${process.pid}.json`)})`);
 rmSync(tmp, { recursive: true, force: true });
 process.exit(0);
