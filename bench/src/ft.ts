@@ -123,14 +123,14 @@ async function kv(ft: DataPath | false, seconds: number, clients: number, valueS
 }
 
 /** A kvserver VM config (disk image, free UDP port, file arbiter) in a fresh directory. */
-async function kvConfig(name: string, disk = true): Promise<{ cfg: string; image: string; port: number }> {
+async function kvConfig(name: string, disk = true, diskMode: DiskMode = 'shared'): Promise<{ cfg: string; image: string; port: number }> {
   const dir = join(tmp, name);
   mkdirSync(join(dir, 'arbiter'), { recursive: true });
   const image = join(dir, 'kv.img');
   writeFileSync(image, Buffer.alloc(4 << 20));
   const port = await freeUdpPort();
   const cfg = join(dir, 'vm.json');
-  writeFileSync(cfg, JSON.stringify({ vm: { id: 'kv', guest: guest('kvserver'), ramMiB: 16, clock: 'real', ...(disk ? {} : { append: 'kvserver.storage=memory' }), devices: { ...(disk ? { disk: { path: image } } : {}), net: { backend: 'udp', hostPort: port, guestPort: 11211 } } }, ft: { listen: '127.0.0.1:0', keyHex: key.toString('hex'), arbiter: { backend: 'file', dir: join(dir, 'arbiter') } } }));
+  writeFileSync(cfg, JSON.stringify({ vm: { id: 'kv', guest: guest('kvserver'), ramMiB: 16, clock: 'real', ...(disk ? {} : { append: 'kvserver.storage=memory' }), devices: { ...(disk ? { disk: { path: image, mode: diskMode } } : {}), net: { backend: 'udp', hostPort: port, guestPort: 11211 } } }, ft: { listen: '127.0.0.1:0', keyHex: key.toString('hex'), arbiter: { backend: 'file', dir: join(dir, 'arbiter') } } }));
   return { cfg, image, port };
 }
 
@@ -146,14 +146,16 @@ const hasTaskset = spawnSync('taskset', ['-c', '0', 'true']).status === 0;
 const pin = (core: number) => (hasTaskset ? ['taskset', '-c', String(core)] : []);
 
 type Mode = 'plain' | DataPath;
+/** shared: one image, the primary's writes are outputs; separate: each half its own image (the secondary's filled by the clone). */
+type DiskMode = 'shared' | 'separate';
 /**
  * kvserver with each side in its own process (as on separate hosts), the load in this one: throughput
  * and the CPU each process spends per acknowledged request, from /proc/<pid>/stat over the measured
  * window. The primary (or the plain VM) runs pinned to core 0; the secondary and this load generator to
  * core 1, so the primary's figures are its own.
  */
-async function kvProcesses(mode: Mode, seconds: number, clients: number, disk: boolean, ratePerSecond?: number) {
-  const { cfg, image, port } = await kvConfig(`kvp-${mode}-${clients}-${disk}-${pairs++}`, disk);
+async function kvProcesses(mode: Mode, seconds: number, clients: number, disk: boolean, ratePerSecond?: number, diskMode: DiskMode = 'shared') {
+  const { cfg, image, port } = await kvConfig(`kvp-${mode}-${clients}-${disk}-${pairs++}`, disk, diskMode);
   if (mode !== 'plain') {
     const json = JSON.parse(readFileSync(cfg, 'utf8')) as { ft: Record<string, unknown> };
     json.ft.dataPath = mode;
@@ -164,7 +166,9 @@ async function kvProcesses(mode: Mode, seconds: number, clients: number, disk: b
     const a = launch('primary', ['primary', cfg], () => {}, { prefix: pin(0) });
     procs.push({ name: 'primary', child: a.child });
     const l = await a.wait('listening');
-    const b = launch('secondary', ['secondary', cfg, '--join', `127.0.0.1:${String(l.port)}`], () => {}, { prefix: pin(1) });
+    const own = `${image}.secondary`;
+    if (disk && diskMode === 'separate') writeFileSync(own, Buffer.alloc(4 << 20)); // blank: the clone fills it
+    const b = launch('secondary', ['secondary', cfg, '--join', `127.0.0.1:${String(l.port)}`, ...(disk && diskMode === 'separate' ? ['--disk', own] : [])], () => {}, { prefix: pin(1) });
     procs.push({ name: 'secondary', child: b.child });
     await a.wait('status', (e) => e.protected === true);
   } else {
@@ -587,21 +591,21 @@ if (hasTaskset) spawnSync('taskset', ['-pc', '1', String(process.pid)], { stdio:
 // takes several per wake-up), and a closed loop runs FT and plain at different rates. The last row
 // therefore offers all three the same rate: 60 % of the slower closed-loop rate of the 32-client run.
 let equalRate = 0;
-for (const [clients, disk, paced] of [[4, false, false], [32, false, false], [32, true, false], [32, false, true]] as const) {
+for (const [clients, disk, paced, diskMode] of [[4, false, false, 'shared'], [32, false, false, 'shared'], [32, true, false, 'shared'], [32, true, false, 'separate'], [32, false, true, 'shared']] as const) {
   const rate = paced ? equalRate : undefined;
   const by: Record<Mode, Awaited<ReturnType<typeof kvProcesses>>[]> = { plain: [], js: [], native: [] };
   for (let t = 0; t < TRIALS; t++) {
     for (const mode of ['plain', 'js', 'native'] as const) {
-      by[mode].push(await kvProcesses(mode, 4, clients, disk, rate));
-      process.stderr.write(`\r  ${clients} clients ${disk ? 'disk' : 'memory'}${paced ? ` at ${equalRate} req/s` : ''}: trial ${t + 1}/${TRIALS} ${mode}    `);
+      by[mode].push(await kvProcesses(mode, 4, clients, disk, rate, diskMode));
+      process.stderr.write(`\r  ${clients} clients ${disk ? `disk (${diskMode})` : 'memory'}${paced ? ` at ${equalRate} req/s` : ''}: trial ${t + 1}/${TRIALS} ${mode}    `);
     }
   }
   process.stderr.write('\n');
   const cpu = (m: Mode, who: string) => median(by[m].map((r) => r.cpuPerRequest[who] ?? NaN));
   const plainCpu = cpu('plain', 'plain');
   if (clients === 32 && !disk && !paced) equalRate = Math.round((0.6 * Math.min(...(['plain', 'js', 'native'] as const).map((m) => median(by[m].map((r) => r.rate))))) / 100) * 100;
-  const row: Record<string, unknown> = { clients, disk, offeredRate: rate, plain: { rate: median(by.plain.map((r) => r.rate)), cpuUsPerRequest: plainCpu, loadCpuUsPerRequest: cpu('plain', 'load') } };
-  console.log(`kvserver ${disk ? 'with its WAL on disk (sync writes)' : 'in memory'}, each side its own process (primary on core 0, secondary + load on core 1), ${clients} clients${paced ? `, all offered ${rate} req/s` : ''}; median of ${TRIALS}:`);
+  const row: Record<string, unknown> = { clients, disk, ...(disk ? { diskMode } : {}), offeredRate: rate, plain: { rate: median(by.plain.map((r) => r.rate)), cpuUsPerRequest: plainCpu, loadCpuUsPerRequest: cpu('plain', 'load') } };
+  console.log(`kvserver ${disk ? `with its WAL on disk (sync writes, ${diskMode === 'shared' ? 'one shared image' : 'an image per half'})` : 'in memory'}, each side its own process (primary on core 0, secondary + load on core 1), ${clients} clients${paced ? `, all offered ${rate} req/s` : ''}; median of ${TRIALS}:`);
   console.log(`  plain          ${median(by.plain.map((r) => r.rate)).toFixed(0).padStart(6)} req/s   CPU/request: VM ${plainCpu.toFixed(1)} µs`);
   for (const m of ['js', 'native'] as const) {
     const rate = median(by[m].map((r) => r.rate));
