@@ -171,6 +171,8 @@ export class LoadGenerator extends EventEmitter<LoadEvents> {
   };
   #stopped = false;
   #running = false;
+  /** The clients of the run in progress (for abort()). */
+  #clients: KvClient[] = [];
   /** Kept across runs: a later run of the same generator continues verifying the same keys. */
   readonly #history = new RegisterHistory();
   #writeNumber = 0;
@@ -249,6 +251,18 @@ export class LoadGenerator extends EventEmitter<LoadEvents> {
   }
 
   /**
+   * Ends a run at once, for a server known to be gone: unlike {@link stop}, the requests in flight are
+   * not waited for (against a server that never answers, each would retry for `timeoutMs` × `retries`):
+   * the run's clients are closed, so those requests fail with `ERR_LOCKSTEP_CLIENT_CLOSED` (counted in
+   * `failed`, their writes kept as possibly applied) and the counters left unverified; then `run()`
+   * resolves.
+   */
+  abort(): void {
+    this.#stopped = true;
+    for (const c of this.#clients) void c.close();
+  }
+
+  /**
    * Runs the load to its end (duration, request count or `stop()`). One run per generator at a time;
    * a later run continues the same write history (counters and acknowledged writes are per run).
    */
@@ -264,6 +278,7 @@ export class LoadGenerator extends EventEmitter<LoadEvents> {
     const errors: Record<string, number> = {};
     const r = { sent: 0, acknowledged: 0, failed: 0, sets: 0, gets: 0, hits: 0, misses: 0, violationCount: 0 };
     const clients = Array.from({ length: o.clients }, () => new KvClient(this.#clientOptions()));
+    this.#clients = clients;
     const start = performance.now();
     const deadline = o.durationMs === undefined ? Infinity : start + o.durationMs;
     const retriesNow = (): number => clients.reduce((n, c) => n + c.counters.retries, 0);
@@ -416,6 +431,7 @@ export class LoadGenerator extends EventEmitter<LoadEvents> {
     } finally {
       clearInterval(ticker);
       this.#running = false;
+      this.#clients = [];
     }
     const last = progress();
     this.emit('progress', last);

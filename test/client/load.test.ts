@@ -174,6 +174,19 @@ describe('LoadGenerator', () => {
     expect(again.history).toBe(stopped.history);
   });
 
+  it('abort() ends a run whose server stopped answering without waiting out the retries: the requests in flight fail as closed', async () => {
+    const s = await fake({ dropRequest: (n) => n >= 10 });
+    // Against a silent server each request would retry for an hour: only abort() can end this run.
+    const gen = new LoadGenerator({ endpoints: [s.endpoint], clients: 2, keys: 2, durationMs: 600_000, setRatio: 1, timeoutMs: 60_000, retries: 60, progressIntervalMs: 5 });
+    gen.on('progress', (p) => {
+      if (p.acknowledged >= 10) gen.abort();
+    });
+    const result = await gen.run();
+    expect(result.acknowledged).toBe(10);
+    expect(result.failed).toBe(2);
+    expect(result.errors).toEqual({ ERR_LOCKSTEP_CLIENT_CLOSED: 2 });
+  });
+
   it('ratePerSecond paces the run: request n is never sent before its slot, n / rate seconds in', async () => {
     const s = await fake();
     const t0 = performance.now();

@@ -48,7 +48,9 @@ describe.skipIf(!etcdOk.ok)('DRS repairs a hard rule broken by a failover', () =
       const l = await look(store);
       return l.views.length === 2 && allProtected(l.inv, l.views) ? true : undefined;
     });
-    const m = await startManager('m1', spec, tok.path);
+    // Automation left at its default (automatic); balancing passes every 2 s instead of every 10 s, so
+    // that the repair does not wait out most of an interval after the re-protection.
+    const m = await startManager('m1', spec, tok.path, ['--balance-interval-ms', '2000']);
     procs.push(m);
     await until('the manager leads with automatic automation', 30_000, async () => (await look(store)).inv.events.find((e) => e.kind === 'leader' && /automation automatic/.test(e.message)));
 

@@ -8,7 +8,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Agent } from '../../src/cluster/agent/agent.js';
 import { desiredVm } from '../../src/cluster/manager/desired.js';
 import { pairView, readInventory, type PairView } from '../../src/cluster/manager/inventory.js';
@@ -61,38 +61,24 @@ const PETS_THEN_TICKS = [
   ...TICKING,
 ];
 
-describe('HA VM monitoring', () => {
-  let tmp: string;
-  let spec: string;
-  let store: DirStore;
+/**
+ * A cluster of its own: a directory store, two in-process agents, an in-process manager whose events are
+ * collected. Each scenario below has one, so that they run at the same time (each spends most of its
+ * time waiting out a failure interval) without one's HA settings or VMs touching another's.
+ */
+async function cluster(name: string) {
+  const tmp = mkdtempSync(join(tmpdir(), `lockstep-vm-monitoring-${name}-`));
+  const spec = `dir:${join(tmp, 'store')}`;
+  expect((await runCli(['cluster', 'init', '--store', spec])).code).toBe(0);
+  const store = await DirStore.open({ dir: join(tmp, 'store') });
   const agents: Agent[] = [];
-  let manager: Manager;
+  // A reset stops the VM's process: SIGTERM, then SIGKILL after the grace. A SIGSTOPped process never
+  // acts on the SIGTERM, so the grace is always waited out; 1 s instead of the agent's default 5 s.
+  for (const id of ['a1', 'a2']) agents.push(await Agent.start({ id, store, token: TOKEN, dir: join(tmp, id), capacity: { mips: 1000, memoryBytes: 512 * MiB, logBandwidth: 125e6 }, stopGraceMs: 1_000 }));
+  const manager = await Manager.start({ store, id: 'm1', token: TOKEN });
   const events: ClusterEvent[] = [];
+  manager.on('event', (e) => events.push(e));
   const stopped: number[] = [];
-
-  beforeAll(async () => {
-    tmp = mkdtempSync(join(tmpdir(), 'lockstep-vm-monitoring-'));
-    spec = `dir:${join(tmp, 'store')}`;
-    expect((await runCli(['cluster', 'init', '--store', spec])).code).toBe(0);
-    store = await DirStore.open({ dir: join(tmp, 'store') });
-    for (const id of ['a1', 'a2']) agents.push(await Agent.start({ id, store, token: TOKEN, dir: join(tmp, id), capacity: { mips: 1000, memoryBytes: 512 * MiB, logBandwidth: 125e6 } }));
-    manager = await Manager.start({ store, id: 'm1', token: TOKEN });
-    manager.on('event', (e) => events.push(e));
-  });
-
-  afterAll(async () => {
-    for (const pid of stopped) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-    await manager?.stop();
-    for (const a of agents) await a.close();
-    await store?.close();
-    rmSync(tmp, { recursive: true, force: true });
-  });
 
   async function createVm(id: string, guest: string | number[]): Promise<void> {
     const path = join(tmp, `${id}.json`);
@@ -118,7 +104,36 @@ describe('HA VM monitoring', () => {
     });
   }
 
-  it('resets a VM whose process stops reporting, never an idle healthy one, and stops at the reset limit', async () => {
+  async function close(): Promise<void> {
+    for (const pid of stopped) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    await manager.stop();
+    for (const a of agents) await a.close();
+    await store.close();
+    rmSync(tmp, { recursive: true, force: true });
+  }
+
+  return { spec, store, events, stopped, createVm, beating, close };
+}
+
+/** Runs `body` on a cluster of its own, closed afterwards whatever happens. */
+async function withCluster(name: string, body: (c: Awaited<ReturnType<typeof cluster>>) => Promise<void>): Promise<void> {
+  const c = await cluster(name);
+  try {
+    await body(c);
+  } finally {
+    await c.close();
+  }
+}
+
+// Concurrent: the three scenarios wait out their failure intervals side by side, each on its own cluster.
+describe.concurrent('HA VM monitoring', () => {
+  it('resets a VM whose process stops reporting, never an idle healthy one, and stops at the reset limit', () => withCluster('heartbeat', async ({ spec, store, events, stopped, createVm, beating }) => {
     const set = await runCli(['cluster', 'ha', '--vm-monitoring', 'heartbeat', '--failure-interval', '10', '--min-uptime', '0', '--max-resets', '1', '--store', spec]);
     expect(set.code, set.stderr).toBe(0);
     expect(set.stdout).toMatch(/VM monitoring: heartbeat — reset after 10 s without a heartbeat, once up 0 s; at most 1 reset\(s\) per 1 h/);
@@ -154,10 +169,10 @@ describe('HA VM monitoring', () => {
     expect(pairView('healthy', await readInventory(store)).primary?.pid).toBeDefined();
     await runCli(['cluster', 'delete-vm', 'frozen', '--store', spec]);
     await runCli(['cluster', 'delete-vm', 'healthy', '--store', spec]);
-  });
+  }));
 
-  it('in progress mode, resets a guest whose instret stops while it reports, not one its timer keeps running', async () => {
-    const set = await runCli(['cluster', 'ha', '--vm-monitoring', 'progress', '--max-resets', '3', '--store', spec]);
+  it('in progress mode, resets a guest whose instret stops while it reports, not one its timer keeps running', () => withCluster('progress', async ({ spec, store, events, createVm, beating }) => {
+    const set = await runCli(['cluster', 'ha', '--vm-monitoring', 'progress', '--failure-interval', '10', '--min-uptime', '0', '--max-resets', '3', '--store', spec]);
     expect(set.code, set.stderr).toBe(0);
     await createVm('wedged', WEDGED);
     await createVm('ticking', TICKING);
@@ -173,10 +188,10 @@ describe('HA VM monitoring', () => {
     expect(now.primary?.incarnation).toBe(ticking.primary!.incarnation);
     expect(BigInt(now.primary!.progress!.instret)).toBeGreaterThan(BigInt(ticking.primary!.progress!.instret));
     expect(events.filter((e) => e.vm === 'ticking' && e.kind.startsWith('monitor-'))).toEqual([]);
-  });
+  }));
 
-  it('in watchdog mode, resets a running guest that stopped petting its watchdog, not one that never pet it', async () => {
-    const set = await runCli(['cluster', 'ha', '--vm-monitoring', 'watchdog', '--max-resets', '3', '--store', spec]);
+  it('in watchdog mode, resets a running guest that stopped petting its watchdog, not one that never pet it', () => withCluster('watchdog', async ({ spec, store, events, createVm, beating }) => {
+    const set = await runCli(['cluster', 'ha', '--vm-monitoring', 'watchdog', '--failure-interval', '10', '--min-uptime', '0', '--max-resets', '3', '--store', spec]);
     expect(set.code, set.stderr).toBe(0);
     expect(set.stdout).toMatch(/VM monitoring: watchdog — reset after 10 s without a heartbeat or the guest watchdog's pets \(once it pets it\)/);
     await createVm('quiet', PETS_THEN_TICKS);
@@ -197,5 +212,5 @@ describe('HA VM monitoring', () => {
     expect(now.primary?.incarnation).toBe(unarmed.primary!.incarnation);
     expect(now.primary!.progress!.watchdog).toBe('0');
     expect(events.filter((e) => e.vm === 'unarmed' && e.kind.startsWith('monitor-'))).toEqual([]);
-  });
+  }));
 });

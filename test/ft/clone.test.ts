@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { FileArbiter, FtPrimary, FtSecondary, Machine, type GoLiveReport } from '../../src/index.js';
 import { parseElf } from '../../src/machine/elf.js';
+import { until } from '../helpers/wait.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'lockstep-clone-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -31,6 +32,10 @@ describe('clone of a running primary', () => {
     const primary = new FtPrimary({ machine, vmId: 'memtouch', key, arbiter: new FileArbiter({ dir }), timeoutMs: 30_000 });
     cleanups.push(() => machine.close(), () => primary.stop());
     const addr = await primary.start();
+    // The guest must have rewritten its pages before the clone begins: a loaded machine may not have run
+    // the vCPU yet, and a first round over untouched (zero) pages would converge at once. One round of
+    // memtouch is ~100 000 instructions; wait for three.
+    await until('memtouch to have rewritten its pages', () => machine.progress > 300_000n, { everyMs: 10 });
     const secondary = new FtSecondary({ vmId: 'memtouch', key, arbiter: new FileArbiter({ dir }), join: addr, timeoutMs: 30_000, createMachine: () => new Machine({ memory: RAM, clock: 'real' }) });
     cleanups.push(() => secondary.machine?.close(), () => secondary.stop(), () => secondary.primary?.stop());
     const cloned = new Promise<{ rounds: number; pages: number }>((r) => primary.once('cloned', r));

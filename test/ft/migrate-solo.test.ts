@@ -21,10 +21,15 @@ const { tmp, start } = processScope('migrate-solo');
 const withStdout: Proc[] = [];
 afterEach(() => killAll(withStdout.splice(0)));
 
-/** A config of `dir` with FT off and neither arbiter nor key (kvserver unless `guest`), and a key file. */
-async function soloConfig(dir: string, guest?: string): Promise<{ path: string; udpPort: number; keyFile: string; key: Uint8Array }> {
+/**
+ * A config of `dir` with FT off and neither arbiter nor key (kvserver unless `guest`), and a key file.
+ * `timeoutMs` is the failure detector's (kvConfig's default: 5 s); the hand-over's retry window, which a
+ * target that lost its source before GO_LIVE and a source whose GO_LIVE was not confirmed wait out, is
+ * five of them.
+ */
+async function soloConfig(dir: string, guest?: string, timeoutMs?: number): Promise<{ path: string; udpPort: number; keyFile: string; key: Uint8Array }> {
   mkdirSync(dir, { recursive: true });
-  const cfg = await kvConfig(dir, { ramMiB: 64 });
+  const cfg = await kvConfig(dir, { ramMiB: 64, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
   const json = JSON.parse(readFileSync(cfg.path, 'utf8')) as { vm: Record<string, unknown>; ft: Record<string, unknown> };
   json.ft.enabled = false;
   delete json.ft.arbiter;
@@ -126,7 +131,9 @@ describe('live migration without FT and without an arbiter (processes)', () => {
   it(`SIGKILL at points of the hand-over under a verifying load (${points.map((p) => p.name).join('; ')}): never two live copies, and a VM left without one is reported`, async () => {
     const outcomes: string[] = [];
     for (const [i, point] of points.entries()) {
-      const cfg = await soloConfig(join(tmp, `kill-${i}`));
+      // A 2 s failure detector: the survivors that wait out the retry window (a target that lost its
+      // source before GO_LIVE, a source whose GO_LIVE the target never confirmed) wait 10 s, not 25 s.
+      const cfg = await soloConfig(join(tmp, `kill-${i}`), undefined, 2_000);
       const source = start('source', ['primary', cfg.path, '--key-file', cfg.keyFile, '--control', '127.0.0.1:0']);
       const port = Number((await source.wait('listening')).port);
       const control = String((await source.wait('control')).url);

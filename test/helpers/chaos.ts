@@ -330,6 +330,8 @@ export class ChaosRun {
   #counters: CounterLoad | undefined;
   #registerProgress = { sent: 0, acknowledged: 0 };
   #killed = false;
+  /** Ends the soak cycle in progress (see endSoak()). */
+  #endSoak: (() => void) | undefined;
   /** A fault (or the harness's own kill of a half) is in progress: failovers now are expected. */
   #faultOpen = true;
   #quietSince = 0;
@@ -372,6 +374,15 @@ export class ChaosRun {
   /** The run's processes now (name, pid to signal, role, live), e.g. for a test that stalls one. */
   halves(): Array<{ name: string; pid: number; role: 'primary' | 'secondary'; live: boolean; exited: boolean }> {
     return this.#halves.map((h) => ({ name: h.name, pid: h.pid, role: h.role, live: h.live, exited: h.exited }));
+  }
+
+  /**
+   * Ends the soak cycle in progress now rather than after its `soakMs`: for a test that has seen what it
+   * waited for in the soak (the failover it caused). The cycle then settles as after any soak. No effect
+   * outside a soak.
+   */
+  endSoak(): void {
+    this.#endSoak?.();
   }
 
   /**
@@ -895,7 +906,8 @@ export class ChaosRun {
     if (fault !== SOAK) this.#quiet(false);
     switch (fault) {
       case SOAK:
-        await sleep(faultMs);
+        await Promise.race([sleep(faultMs), new Promise<void>((r) => (this.#endSoak = r))]);
+        this.#endSoak = undefined;
         break;
       case 'kill-primary':
         this.#signal(p, 'SIGKILL');

@@ -51,6 +51,8 @@ export async function startKvdGuest(
     disk?: string;
     append?: string;
     memory?: string;
+    /** kvd's own arguments (`['-m', '16']`: 16 MiB for items instead of a quarter of the RAM) */
+    kvdArgs?: string[];
     /** `lockstep record -o <file>` instead of `run` */
     record?: string;
     /** 'real' by default; under 'virtual' guest time (and so kvd's CPU time) counts instructions */
@@ -69,7 +71,7 @@ export async function startKvdGuest(
     out = '';
     err = '';
     const now = Math.floor(Date.now() / 1000);
-    const append = `console=ttyS0 quiet lockstep.service=kvd lockstep.time=${now}${options.append ? ' ' + options.append : ''}`;
+    const append = `console=ttyS0 quiet lockstep.service=${['kvd', ...(options.kvdArgs ?? [])].join(':')} lockstep.time=${now}${options.append ? ' ' + options.append : ''}`;
     const verb = options.record ? ['record', '-o', options.record] : ['run'];
     const args = ['netns', 'exec', ns, process.execPath, CLI, ...verb, '--linux', '--clock', options.clock ?? 'real', '--net', 'tap:tap0', '--append', append];
     if (options.disk) args.push('--disk', options.disk);

@@ -44,13 +44,16 @@ export function verifyingLoads(udpPort: number, retries: number) {
       await check.close();
     }
   };
-  /** Stops both loads without checking (the VM is down: nothing serves to check against). */
+  /**
+   * Stops both loads without checking (the VM is down: nothing serves to check against), at once: the
+   * requests in flight are abandoned rather than retried against nobody.
+   */
   const stop = async () => {
-    load.stop();
+    load.abort();
     counter.done = true;
+    await c.close();
     await running;
     await counting;
-    await c.close();
   };
   return { progress, verify, stop };
 }

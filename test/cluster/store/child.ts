@@ -1,7 +1,5 @@
 // A store client in its own process, for the liveness and election tests: it registers a liveness
 // key or campaigns, reports over IPC, and is killed with SIGKILL by the test.
-import { DirStore } from '../../../src/cluster/store/dir-store.js';
-import { EtcdStore } from '../../../src/cluster/store/etcd-store.js';
 import type { ClusterStore } from '../../../src/cluster/store/store.js';
 
 /** What the parent asks the child to do (argv[2], JSON). */
@@ -21,8 +19,11 @@ const send = (m: Record<string, unknown>) => process.send?.(m);
 
 async function main(): Promise<void> {
   const cfg = JSON.parse(process.argv[2]!) as ChildConfig;
+  // Only the store asked for is loaded: a directory store's child has no use for the etcd client and gRPC.
   const store: ClusterStore =
-    cfg.store.kind === 'dir' ? await DirStore.open({ dir: cfg.store.dir, pollIntervalMs: 50 }) : await EtcdStore.open({ endpoints: [cfg.store.endpoint] });
+    cfg.store.kind === 'dir'
+      ? await (await import('../../../src/cluster/store/dir-store.js')).DirStore.open({ dir: cfg.store.dir, pollIntervalMs: 50 })
+      : await (await import('../../../src/cluster/store/etcd-store.js')).EtcdStore.open({ endpoints: [cfg.store.endpoint] });
   process.on('message', (m: { cmd?: string }) => {
     if (m.cmd === 'exit') void store.close().finally(() => process.exit(0));
   });

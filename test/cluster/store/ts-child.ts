@@ -1,7 +1,10 @@
 // Runs TypeScript sources of this repo in a child Node process without a build: a module hook
 // transpiles `.ts` with the project's TypeScript (types erased, nothing checked) and maps `.js` imports to `.ts`.
+// Transpiled modules are kept in a cache keyed by their source (and the TypeScript version), so that a
+// child whose modules are all cached never loads TypeScript: loading it and transpiling the store's
+// sources cost each child more than a second of CPU, and the store and arbiter tests start dozens.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -9,10 +12,16 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 /** The repository root. */
 export const REPO = resolve(fileURLToPath(new URL('../../..', import.meta.url)));
 
-const HOOKS = `
-import { readFile } from 'node:fs/promises';
+/** Where transpiled modules are kept, by content: a stale entry is never found, only left over. */
+const CACHE = join(tmpdir(), 'lockstep-ts-child-cache');
+
+const hooks = (tsVersion: string) => `
+import { createHash } from 'node:crypto';
+import { readFile, rename, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-const ts = createRequire(${JSON.stringify(pathToFileURL(join(REPO, 'package.json')).href)})('typescript');
+import { join } from 'node:path';
+let ts;
+const typescript = () => (ts ??= createRequire(${JSON.stringify(pathToFileURL(join(REPO, 'package.json')).href)})('typescript'));
 export async function resolve(specifier, context, next) {
   try {
     return await next(specifier, context);
@@ -26,11 +35,22 @@ export async function resolve(specifier, context, next) {
 export async function load(url, context, next) {
   if (url.startsWith('file:') && url.endsWith('.ts')) {
     const source = await readFile(new URL(url), 'utf8');
-    const out = ts.transpileModule(source, {
-      fileName: url,
-      compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022, sourceMap: false },
-    });
-    return { format: 'module', source: out.outputText, shortCircuit: true };
+    const key = createHash('sha256').update(${JSON.stringify(tsVersion)}).update('\0').update(url).update('\0').update(source).digest('hex');
+    const cached = join(${JSON.stringify(CACHE)}, key + '.js');
+    let out;
+    try {
+      out = await readFile(cached, 'utf8');
+    } catch {
+      out = typescript().transpileModule(source, {
+        fileName: url,
+        compilerOptions: { module: typescript().ModuleKind.ESNext, target: typescript().ScriptTarget.ES2022, sourceMap: false },
+      }).outputText;
+      // Written whole, then renamed: a child reading the cache never sees half a module.
+      const tmp = cached + '.' + process.pid + '.tmp';
+      await writeFile(tmp, out);
+      await rename(tmp, cached);
+    }
+    return { format: 'module', source: out, shortCircuit: true };
   }
   return next(url, context);
 }
@@ -43,10 +63,12 @@ let hookDir: string | undefined;
 export function tsNodeArgs(): string[] {
   if (registerUrl === undefined) {
     hookDir = mkdtempSync(join(tmpdir(), 'lockstep-ts-child-'));
-    const hooks = join(hookDir, 'hooks.mjs');
-    writeFileSync(hooks, HOOKS);
+    mkdirSync(CACHE, { recursive: true });
+    const tsVersion = (JSON.parse(readFileSync(join(REPO, 'node_modules', 'typescript', 'package.json'), 'utf8')) as { version: string }).version;
+    const hooksFile = join(hookDir, 'hooks.mjs');
+    writeFileSync(hooksFile, hooks(tsVersion));
     const register = join(hookDir, 'register.mjs');
-    writeFileSync(register, `import { register } from 'node:module';\nregister(${JSON.stringify(pathToFileURL(hooks).href)});\n`);
+    writeFileSync(register, `import { register } from 'node:module';\nregister(${JSON.stringify(pathToFileURL(hooksFile).href)});\n`);
     registerUrl = pathToFileURL(register).href;
     process.once('exit', () => rmSync(hookDir!, { recursive: true, force: true }));
   }
