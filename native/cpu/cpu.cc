@@ -132,6 +132,9 @@ Decoded Cpu::slot_of(const DecodedOp& d, bool translated, uint32_t slot) const {
   static_assert(sizeof(Decoded) == 8 * sizeof(uint16_t), "JUMP_REL scales a byte offset by 8 for the slot");
   const Handler* labels = translated ? labels_translated_ : labels_;
   int32_t imm = d.imm;
+  // The physical-first loads and stores add their offset to the register and get the RAM offset of the
+  // address (see LOAD), the translation-first ones the virtual address.
+  if (!translated && d.op >= kOpLB && d.op <= kOpSW) imm = static_cast<int32_t>(static_cast<uint32_t>(imm) - kRamBase);
   uint8_t rd = d.rd;
   if (relative(d.op)) {
     imm += static_cast<int32_t>(slot * 2);
@@ -485,17 +488,18 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   LOCKSTEP_PINNED(uint8_t* const, ram, "r13") = ram_;
   const uint8_t* const flags = flags_.data();
   const uint32_t ram_size = ram_size_;
-  // Loads and stores: physical when (uint64) offset + size <= dlim (stores: see STORE_FAST; dlim is 0 while
-  // translating, so that test costs M-mode nothing and fails at once otherwise), else the translation cache's bank,
-  // kept in a register of its own (as br) because every translated load and store reads it.
+  // Loads and stores: physical when the RAM offset is within the limits set from dlim (see LOAD and
+  // STORE_FAST; dlim is 0 while translating, so that test costs M-mode nothing and fails at once
+  // otherwise), else the translation cache's bank, kept in a register of its own (as br) because every
+  // translated load and store reads it.
   LOCKSTEP_PINNED(const TlbEntry*, dtlb, "r14") = dtlb_;
   uint64_t dlim = data_limit_;
-  // The same limit in halfwords and words, for stores (see STORE_FAST): 0 while translating, like dlim.
-  uint32_t dlim_h, dlim_w;
-#define SET_LIMITS()                                                \
-  do {                                                              \
-    dlim_h = static_cast<uint32_t>(dlim >> 1);                      \
-    dlim_w = static_cast<uint32_t>(dlim >> 2);                      \
+#define SET_LIMITS()                                                        \
+  do {                                                                      \
+    load_limit_ = dlim >= 4 ? static_cast<uint32_t>(dlim - 3) : 0;          \
+    store_limit_[0] = static_cast<uint32_t>(dlim);                          \
+    store_limit_[1] = static_cast<uint32_t>(dlim >> 1);                     \
+    store_limit_[2] = static_cast<uint32_t>(dlim >> 2);                     \
   } while (0)
   SET_LIMITS();
   // Instructions that may still retire before `limit`, less the not-yet-retired rest of the current
@@ -626,12 +630,12 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
 #define TLB_TAG(a_, sz) (((a_) + (sz)-1) & ~(kPageSize - 1))
 #define LOAD(type, kind, sz)                                             \
   do {                                                                   \
-    const uint32_t a_ = x[e->rs1] + static_cast<uint32_t>(e->imm);       \
-    const uint32_t o_ = a_ - kRamBase;                                   \
+    const uint32_t o_ = x[e->rs1] + static_cast<uint32_t>(e->imm);       \
     type v_;                                                             \
-    if (LOCKSTEP_LIKELY(static_cast<uint64_t>(o_) + (sz) <= dlim)) {     \
+    if (LOCKSTEP_LIKELY(o_ < load_limit_)) {                             \
       std::memcpy(&v_, ram + o_, sz);                                    \
     } else {                                                             \
+      const uint32_t a_ = o_ + kRamBase;                                 \
       const TlbEntry* t_ = TLB_AT(a_);                                   \
       if (LOCKSTEP_UNLIKELY(t_->r != TLB_TAG(a_, sz))) {                 \
         maddr = a_;                                                      \
@@ -647,21 +651,21 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   } while (0)
 // A physical store is fast when it is aligned and in RAM, one test: the offset rotated right by log2(size)
 // keeps an aligned offset's value / size and puts a misaligned one's low bits on top, above any limit
-// (dlim_h, dlim_w: dlim in halfwords and words). An aligned store stays on one page, so one flags byte
-// tells whether the page must hear of it. A misaligned store takes store_slow, which does everything.
+// (store_limit_: dlim in bytes, halfwords and words). An aligned store stays on one page, so one flags
+// byte tells whether the page must hear of it. A misaligned store takes store_slow, which does everything.
 #define STORE_FAST(o_, sz)                                                                            \
-  ((sz) == 1 ? static_cast<uint64_t>(o_) < dlim                                                      \
-   : (sz) == 2 ? ((o_) >> 1 | (o_) << 31) < dlim_h                                                   \
-               : ((o_) >> 2 | (o_) << 30) < dlim_w)
+  ((sz) == 1 ? (o_) < store_limit_[0]                                                                \
+   : (sz) == 2 ? ((o_) >> 1 | (o_) << 31) < store_limit_[1]                                          \
+               : ((o_) >> 2 | (o_) << 30) < store_limit_[2])
 #define STORE(type, sz)                                                              \
   do {                                                                               \
-    const uint32_t a_ = x[e->rs1] + static_cast<uint32_t>(e->imm);                   \
-    const uint32_t o_ = a_ - kRamBase;                                               \
+    const uint32_t o_ = x[e->rs1] + static_cast<uint32_t>(e->imm);                   \
     const type v_ = static_cast<type>(x[e->rd]);                                     \
     if (LOCKSTEP_LIKELY(STORE_FAST(o_, sz)) && LOCKSTEP_LIKELY(flags[o_ >> kPageShift] == 0)) { \
       std::memcpy(ram + o_, &v_, sz);                                                \
       NEXT();                                                                        \
     }                                                                                \
+    const uint32_t a_ = o_ + kRamBase;                                               \
     {                                                                                \
       const TlbEntry* t_ = TLB_AT(a_);                                               \
       if (LOCKSTEP_LIKELY(t_->w == TLB_TAG(a_, sz))) {                               \

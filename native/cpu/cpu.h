@@ -181,6 +181,17 @@ class Cpu {
 
   // --- architectural state (read by the host at any stop) ---
   uint32_t x[33] = {};   ///< x[32] is the sink that decoded rd=0 writes go to; x[0] stays 0
+ private:
+  // The run loop's limits for physical loads and stores, next to the registers: the loop reaches them
+  // from the register file's address, which it keeps in a register anyway, and compares with them in
+  // memory instead of holding each in a register of its own (or a stack slot it reloads first).
+  // load_limit_: a RAM offset below it may be loaded with any size (RAM size - 3; a byte or halfword in
+  // the last three bytes takes the slow path). store_limit_: RAM size in bytes, halfwords and words
+  // (see STORE_FAST in cpu.cc). All 0 while loads and stores are translated.
+  uint32_t load_limit_ = 0;
+  uint32_t store_limit_[3] = {};
+
+ public:
   uint32_t pc = kRamBase;
   Priv priv = Priv::kMachine;
   uint64_t instret = 0;   ///< host position counter: never written by the guest
