@@ -27,6 +27,10 @@
 
 // The memory operations that also have a translation-first handler (see DecodedPage).
 #define LOCKSTEP_MEM_OPS(X) X(LB) X(LH) X(LW) X(LBU) X(LHU) X(SB) X(SH) X(SW)
+// The ALU operations that also have a handler for rd = rs1, which updates the register in place (see
+// Cpu::slot_of; compressed code is full of them: c.add, c.addi, c.slli, c.and …).
+#define LOCKSTEP_SAME_OPS(X) \
+  X(ADDI) X(XORI) X(ORI) X(ANDI) X(SLLI) X(SRLI) X(SRAI) X(ADD) X(SUB) X(XOR) X(OR) X(AND)
 // The pc-relative jumps, which also have a far handler (see Cpu::slot_of).
 #define LOCKSTEP_REL_OPS(X) \
   X(JAL) X(J) X(BEQ) X(BNE) X(BLT) X(BGE) X(BLTU) X(BGEU) X(BEQZ) X(BNEZ) X(BLTZ) X(BGEZ) X(BGTZ) X(BLEZ)
@@ -58,15 +62,19 @@ constexpr uint32_t kTrapBurst = 64;
 
 // Every handler of the dispatch loop: two per operation, for 16-bit (_1) and 32-bit (_2) encodings, so
 // that op * 2 + len - 1 names the plain one; then the translation-first memory handlers and the far
-// forms of the pc-relative jumps (target off the slot's page: straight to dispatch).
+// forms of the pc-relative jumps (target off the slot's page: straight to dispatch) and the in-place
+// forms of ALU operations (rd = rs1).
 enum HandlerId : uint32_t {
 #define LOCKSTEP_HANDLER_ID(name) kH_##name##_1, kH_##name##_2,
 #define LOCKSTEP_HANDLER_ID_T(name) kH_##name##_T_1, kH_##name##_T_2,
 #define LOCKSTEP_HANDLER_ID_F(name) kH_##name##_F_1, kH_##name##_F_2,
+#define LOCKSTEP_HANDLER_ID_S(name) kH_##name##_S_1, kH_##name##_S_2,
   LOCKSTEP_OPS(LOCKSTEP_HANDLER_ID) LOCKSTEP_MEM_OPS(LOCKSTEP_HANDLER_ID_T) LOCKSTEP_REL_OPS(LOCKSTEP_HANDLER_ID_F)
+  LOCKSTEP_SAME_OPS(LOCKSTEP_HANDLER_ID_S)
 #undef LOCKSTEP_HANDLER_ID
 #undef LOCKSTEP_HANDLER_ID_T
 #undef LOCKSTEP_HANDLER_ID_F
+#undef LOCKSTEP_HANDLER_ID_S
   kHandlerCount
 };
 
@@ -141,7 +149,9 @@ Decoded Cpu::slot_of(const DecodedOp& d, bool translated, uint32_t slot) const {
     if (static_cast<uint32_t>(imm) >= kPageSize) labels = labels_far_;
   } else if (rs2_in_imm(d.op)) {
     imm = d.rs2;
-  } else if (d.op >= kOpCSRRW && d.op <= kOpCSRRCI) {
+  }
+  if (d.rd == d.rs1 && labels_same_[d.op * 2] != nullptr) labels = labels_same_;  // (rd = x0 is the sink, 32)
+  if (d.op >= kOpCSRRW && d.op <= kOpCSRRCI) {
     imm = d.imm | (static_cast<int32_t>(d.rs2) << 16);
   }
   return Decoded{labels[d.op * 2 + d.len - 1], imm, rd, d.rs1, 0};
@@ -446,18 +456,22 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
 #define LOCKSTEP_HANDLER(name) kH_##name##_1, kH_##name##_2,
 #define LOCKSTEP_HANDLER_T(name) kH_##name##_T_1, kH_##name##_T_2,
 #define LOCKSTEP_HANDLER_F(name) kH_##name##_F_1, kH_##name##_F_2,
+#define LOCKSTEP_HANDLER_S(name) kH_##name##_S_1, kH_##name##_S_2,
 #define GO() goto run_slot
 #else
 #define LOCKSTEP_HANDLER(name) &&op_##name##_1, &&op_##name##_2,
 #define LOCKSTEP_HANDLER_T(name) &&op_##name##_T_1, &&op_##name##_T_2,
 #define LOCKSTEP_HANDLER_F(name) &&op_##name##_F_1, &&op_##name##_F_2,
+#define LOCKSTEP_HANDLER_S(name) &&op_##name##_S_1, &&op_##name##_S_2,
 #define GO() goto* e->h
 #endif
   static const Handler kLabels[kHandlerCount] = {LOCKSTEP_OPS(LOCKSTEP_HANDLER) LOCKSTEP_MEM_OPS(LOCKSTEP_HANDLER_T)
-                                                     LOCKSTEP_REL_OPS(LOCKSTEP_HANDLER_F)};
+                                                     LOCKSTEP_REL_OPS(LOCKSTEP_HANDLER_F)
+                                                         LOCKSTEP_SAME_OPS(LOCKSTEP_HANDLER_S)};
 #undef LOCKSTEP_HANDLER
 #undef LOCKSTEP_HANDLER_T
 #undef LOCKSTEP_HANDLER_F
+#undef LOCKSTEP_HANDLER_S
   if (labels_ != kLabels) {
     labels_ = kLabels;
     std::copy(kLabels, kLabels + kOpCount * 2, labels_translated_);
@@ -472,6 +486,12 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   labels_far_[kOp##name * 2 + 1] = kLabels[kH_##name##_F_2];
     LOCKSTEP_REL_OPS(LOCKSTEP_FAR)
 #undef LOCKSTEP_FAR
+    std::fill(labels_same_, labels_same_ + kOpCount * 2, Handler{});
+#define LOCKSTEP_SAME(name)                                            \
+  labels_same_[kOp##name * 2] = kLabels[kH_##name##_S_1];              \
+  labels_same_[kOp##name * 2 + 1] = kLabels[kH_##name##_S_2];
+    LOCKSTEP_SAME_OPS(LOCKSTEP_SAME)
+#undef LOCKSTEP_SAME
     // The single-step page (see dispatch and STRADDLE) runs one instruction in slot 0; every other slot
     // is a PAGE_END sentinel counting 0, so falling through or jumping anywhere else on that page leads
     // back to dispatch at the right pc, whatever the budget left.
@@ -483,6 +503,8 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   }
 
   uint32_t* const x = this->x;
+  // RS1 reads rd in the in-place ALU handlers (DEFINE_SAME), which shadow this.
+  [[maybe_unused]] constexpr bool SAME = false;
   // RAM's host address, in a register of its own: every physical load and store adds it (the running
   // page's pc, which only jumps and auipc read, lives in the DecodedPage to leave it a register).
   LOCKSTEP_PINNED(uint8_t* const, ram, "r13") = ram_;
@@ -561,6 +583,19 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   op_##name##_2 : {                       \
     [[maybe_unused]] constexpr uint32_t L = 2;  \
     __VA_ARGS__                           \
+  }
+// An ALU operation with its in-place form (LOCKSTEP_SAME_OPS): there SAME is true and RS1 reads rd.
+#define DEFINE_SAME(name, ...)                        \
+  DEFINE(name, __VA_ARGS__)                           \
+  op_##name##_S_1 : {                                 \
+    [[maybe_unused]] constexpr uint32_t L = 1;        \
+    [[maybe_unused]] constexpr bool SAME = true;      \
+    __VA_ARGS__                                       \
+  }                                                   \
+  op_##name##_S_2 : {                                 \
+    [[maybe_unused]] constexpr uint32_t L = 2;        \
+    [[maybe_unused]] constexpr bool SAME = true;      \
+    __VA_ARGS__                                       \
   }
 // Control transfer: a new block starts, so count it (fast when it stays on the current page).
 #define JUMP(t)                                  \
@@ -768,7 +803,7 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
     x[e->rd] = (expr);     \
     NEXT();                \
   } while (0)
-#define RS1 x[e->rs1]
+#define RS1 x[SAME ? e->rd : e->rs1]  // the in-place forms (DEFINE_SAME) read rd, which is rs1
 #define RS2 x[e->imm]  // rs2 of a register-register operation (see Decoded)
 #define IMM static_cast<uint32_t>(e->imm)
 
@@ -842,10 +877,17 @@ run_slot:
     goto op_##name##_F_1;           \
   case kH_##name##_F_2:             \
     goto op_##name##_F_2;
+#define LOCKSTEP_CASE_S(name)       \
+  case kH_##name##_S_1:             \
+    goto op_##name##_S_1;           \
+  case kH_##name##_S_2:             \
+    goto op_##name##_S_2;
     LOCKSTEP_OPS(LOCKSTEP_CASE) LOCKSTEP_MEM_OPS(LOCKSTEP_CASE_T) LOCKSTEP_REL_OPS(LOCKSTEP_CASE_F)
+    LOCKSTEP_SAME_OPS(LOCKSTEP_CASE_S)
 #undef LOCKSTEP_CASE
 #undef LOCKSTEP_CASE_T
 #undef LOCKSTEP_CASE_F
+#undef LOCKSTEP_CASE_S
     default:
       LOCKSTEP_UNREACHABLE();  // every slot is filled from kLabels
   }
@@ -994,7 +1036,7 @@ DEFINE_T(LHU, LOAD_T(uint16_t, 4, 2);)
 DEFINE_T(SB, STORE_T(uint8_t, 1);)
 DEFINE_T(SH, STORE_T(uint16_t, 2);)
 DEFINE_T(SW, STORE_T(uint32_t, 4);)
-DEFINE(ADDI,
+DEFINE_SAME(ADDI,
 ALU(RS1 + IMM);
 )
 DEFINE(SLTI,
@@ -1003,28 +1045,28 @@ ALU(static_cast<int32_t>(RS1) < e->imm ? 1u : 0u);
 DEFINE(SLTIU,
 ALU(RS1 < IMM ? 1u : 0u);
 )
-DEFINE(XORI,
+DEFINE_SAME(XORI,
 ALU(RS1 ^ IMM);
 )
-DEFINE(ORI,
+DEFINE_SAME(ORI,
 ALU(RS1 | IMM);
 )
-DEFINE(ANDI,
+DEFINE_SAME(ANDI,
 ALU(RS1 & IMM);
 )
-DEFINE(SLLI,
+DEFINE_SAME(SLLI,
 ALU(RS1 << e->imm);
 )
-DEFINE(SRLI,
+DEFINE_SAME(SRLI,
 ALU(RS1 >> e->imm);
 )
-DEFINE(SRAI,
+DEFINE_SAME(SRAI,
 ALU(static_cast<uint32_t>(static_cast<int32_t>(RS1) >> e->imm));
 )
-DEFINE(ADD,
+DEFINE_SAME(ADD,
 ALU(RS1 + RS2);
 )
-DEFINE(SUB,
+DEFINE_SAME(SUB,
 ALU(RS1 - RS2);
 )
 DEFINE(SLL,
@@ -1036,7 +1078,7 @@ ALU(static_cast<int32_t>(RS1) < static_cast<int32_t>(RS2) ? 1u : 0u);
 DEFINE(SLTU,
 ALU(RS1 < RS2 ? 1u : 0u);
 )
-DEFINE(XOR,
+DEFINE_SAME(XOR,
 ALU(RS1 ^ RS2);
 )
 DEFINE(SRL,
@@ -1045,10 +1087,10 @@ ALU(RS1 >> (RS2 & 31));
 DEFINE(SRA,
 ALU(static_cast<uint32_t>(static_cast<int32_t>(RS1) >> (RS2 & 31)));
 )
-DEFINE(OR,
+DEFINE_SAME(OR,
 ALU(RS1 | RS2);
 )
-DEFINE(AND,
+DEFINE_SAME(AND,
 ALU(RS1 & RS2);
 )
 DEFINE(MUL,
@@ -1382,6 +1424,7 @@ out_synced:
 #undef NEXT_DYN
 #undef GO
 #undef DEFINE
+#undef DEFINE_SAME
 #undef JUMP
 #undef JUMP_REL
 #undef JUMP_FAR
