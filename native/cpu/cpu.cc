@@ -687,16 +687,19 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
 // A physical store is fast when it is aligned and in RAM, one test: the offset rotated right by log2(size)
 // keeps an aligned offset's value / size and puts a misaligned one's low bits on top, above any limit
 // (store_limit_: dlim in bytes, halfwords and words). An aligned store stays on one page, so one flags
-// byte tells whether the page must hear of it. A misaligned store takes store_slow, which does everything.
+// byte tells whether the page must hear of it; the rotated offset that passed the test shifted right by
+// the rest of kPageShift is its page. A misaligned store takes store_slow, which does everything.
 #define STORE_FAST(o_, sz)                                                                            \
-  ((sz) == 1 ? (o_) < store_limit_[0]                                                                \
-   : (sz) == 2 ? ((o_) >> 1 | (o_) << 31) < store_limit_[1]                                          \
-               : ((o_) >> 2 | (o_) << 30) < store_limit_[2])
+  ([&]() {                                                                                            \
+    constexpr uint32_t k_ = (sz) == 1 ? 0 : (sz) == 2 ? 1 : 2;                                        \
+    const uint32_t r_ = k_ == 0 ? (o_) : ((o_) >> k_ | (o_) << (32 - k_));                           \
+    return LOCKSTEP_LIKELY(r_ < store_limit_[k_]) && LOCKSTEP_LIKELY(flags[r_ >> (kPageShift - k_)] == 0); \
+  }())
 #define STORE(type, sz)                                                              \
   do {                                                                               \
     const uint32_t o_ = x[e->rs1] + static_cast<uint32_t>(e->imm);                   \
     const type v_ = static_cast<type>(x[e->rd]);                                     \
-    if (LOCKSTEP_LIKELY(STORE_FAST(o_, sz)) && LOCKSTEP_LIKELY(flags[o_ >> kPageShift] == 0)) { \
+    if (STORE_FAST(o_, sz)) {                                                        \
       std::memcpy(ram + o_, &v_, sz);                                                \
       NEXT();                                                                        \
     }                                                                                \
@@ -746,7 +749,7 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
       NEXT();                                                                        \
     }                                                                                \
     const uint32_t o_ = a_ - kRamBase;                                               \
-    if (STORE_FAST(o_, sz) && flags[o_ >> kPageShift] == 0) {                        \
+    if (STORE_FAST(o_, sz)) {                                                        \
       std::memcpy(ram + o_, &v_, sz);                                                \
       NEXT();                                                                        \
     }                                                                                \
