@@ -78,6 +78,18 @@ enum HandlerId : uint32_t {
   kHandlerCount
 };
 
+// Operations with an in-place handler (LOCKSTEP_SAME_OPS).
+inline bool in_place(Op op) {
+  switch (op) {
+#define LOCKSTEP_IN_PLACE(name) case kOp##name:
+    LOCKSTEP_SAME_OPS(LOCKSTEP_IN_PLACE)
+#undef LOCKSTEP_IN_PLACE
+      return true;
+    default:
+      return false;
+  }
+}
+
 // Operations whose slot keeps rs2 in imm (see Decoded).
 inline bool rs2_in_imm(Op op) {
   return (op >= kOpADD && op <= kOpAND) || (op >= kOpMUL && op <= kOpREMU) || (op >= kOpLR_W && op <= kOpAMOMAXU);
@@ -150,7 +162,7 @@ Decoded Cpu::slot_of(const DecodedOp& d, bool translated, uint32_t slot) const {
   } else if (rs2_in_imm(d.op)) {
     imm = d.rs2;
   }
-  if (d.rd == d.rs1 && labels_same_[d.op * 2] != nullptr) labels = labels_same_;  // (rd = x0 is the sink, 32)
+  if (d.rd == d.rs1 && in_place(d.op)) labels = labels_same_;  // (rd = x0 is the sink, 32: never rs1)
   if (d.op >= kOpCSRRW && d.op <= kOpCSRRCI) {
     imm = d.imm | (static_cast<int32_t>(d.rs2) << 16);
   }
@@ -486,7 +498,7 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   labels_far_[kOp##name * 2 + 1] = kLabels[kH_##name##_F_2];
     LOCKSTEP_REL_OPS(LOCKSTEP_FAR)
 #undef LOCKSTEP_FAR
-    std::fill(labels_same_, labels_same_ + kOpCount * 2, Handler{});
+    std::copy(kLabels, kLabels + kOpCount * 2, labels_same_);
 #define LOCKSTEP_SAME(name)                                            \
   labels_same_[kOp##name * 2] = kLabels[kH_##name##_S_1];              \
   labels_same_[kOp##name * 2 + 1] = kLabels[kH_##name##_S_2];

@@ -416,7 +416,7 @@ class Cpu {
   const Handler* labels_ = nullptr;                  // the handler of each op and length (run_inner's table)
   Handler labels_translated_[kOpCount * 2] = {};     // labels_ with the translation-first memory handlers
   Handler labels_far_[kOpCount * 2] = {};            // labels_ with the branches and jal whose target is off the page
-  Handler labels_same_[kOpCount * 2] = {};           // the in-place ALU handlers (rd = rs1), else null
+  Handler labels_same_[kOpCount * 2] = {};           // labels_ with the in-place ALU handlers (rd = rs1)
   /// The slot of a pc-relative jump copied to the single-step page: its target rebased to slot 0, and
   /// the far handler (every transfer from that page goes through dispatch).
   Decoded step_slot(const DecodedPage* p, uint32_t slot) const;
