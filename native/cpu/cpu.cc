@@ -675,6 +675,9 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   reinterpret_cast<const TlbEntry*>(reinterpret_cast<const char*>(dtlb) + \
                                     (((a_) >> (kPageShift - 5)) & ((kTlbSize - 1) << 5)))
 #define TLB_TAG(a_, sz) (((a_) + (sz)-1) & ~(kPageSize - 1))
+// A physical-first load's slot keeps imm - kRamBase (see slot_of): register + imm is the RAM offset, which
+// one compare with load_limit_ (in memory beside x[]) clears for every size; the address comes back only
+// on the slow path.
 #define LOAD(type, kind, sz)                                             \
   do {                                                                   \
     const uint32_t o_ = x[e->rs1] + static_cast<uint32_t>(e->imm);       \
