@@ -27,6 +27,13 @@
 
 // The memory operations that also have a translation-first handler (see DecodedPage).
 #define LOCKSTEP_MEM_OPS(X) X(LB) X(LH) X(LW) X(LBU) X(LHU) X(SB) X(SH) X(SW)
+// The ALU operations that also have a handler for rd = rs1, which updates the register in place (see
+// Cpu::slot_of; compressed code is full of them: c.add, c.addi, c.slli, c.and …).
+#define LOCKSTEP_SAME_OPS(X) \
+  X(ADDI) X(XORI) X(ORI) X(ANDI) X(SLLI) X(SRLI) X(SRAI) X(ADD) X(SUB) X(XOR) X(OR) X(AND)
+// The pc-relative jumps, which also have a far handler (see Cpu::slot_of).
+#define LOCKSTEP_REL_OPS(X) \
+  X(JAL) X(J) X(BEQ) X(BNE) X(BLT) X(BGE) X(BLTU) X(BGEU) X(BEQZ) X(BNEZ) X(BLTZ) X(BGEZ) X(BGTZ) X(BLEZ)
 
 namespace lockstep {
 namespace {
@@ -54,15 +61,41 @@ inline bool relative(Op op) { return op == kOpJAL || op == kOpJ || (op >= kOpBEQ
 constexpr uint32_t kTrapBurst = 64;
 
 // Every handler of the dispatch loop: two per operation, for 16-bit (_1) and 32-bit (_2) encodings, so
-// that op * 2 + len - 1 names the plain one; then the translation-first memory handlers.
+// that op * 2 + len - 1 names the plain one; then the translation-first memory handlers and the far
+// forms of the pc-relative jumps (target off the slot's page: straight to dispatch) and the in-place
+// forms of ALU operations (rd = rs1).
 enum HandlerId : uint32_t {
 #define LOCKSTEP_HANDLER_ID(name) kH_##name##_1, kH_##name##_2,
 #define LOCKSTEP_HANDLER_ID_T(name) kH_##name##_T_1, kH_##name##_T_2,
-  LOCKSTEP_OPS(LOCKSTEP_HANDLER_ID) LOCKSTEP_MEM_OPS(LOCKSTEP_HANDLER_ID_T)
+#define LOCKSTEP_HANDLER_ID_F(name) kH_##name##_F_1, kH_##name##_F_2,
+#define LOCKSTEP_HANDLER_ID_S(name) kH_##name##_S_1, kH_##name##_S_2,
+  LOCKSTEP_OPS(LOCKSTEP_HANDLER_ID) LOCKSTEP_MEM_OPS(LOCKSTEP_HANDLER_ID_T) LOCKSTEP_REL_OPS(LOCKSTEP_HANDLER_ID_F)
+  LOCKSTEP_SAME_OPS(LOCKSTEP_HANDLER_ID_S)
 #undef LOCKSTEP_HANDLER_ID
 #undef LOCKSTEP_HANDLER_ID_T
+#undef LOCKSTEP_HANDLER_ID_F
+#undef LOCKSTEP_HANDLER_ID_S
   kHandlerCount
 };
+
+// Operations with an in-place handler (LOCKSTEP_SAME_OPS).
+inline bool in_place(Op op) {
+  switch (op) {
+#define LOCKSTEP_IN_PLACE(name) case kOp##name:
+    LOCKSTEP_SAME_OPS(LOCKSTEP_IN_PLACE)
+#undef LOCKSTEP_IN_PLACE
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Operations whose slot keeps rs2 in imm (see Decoded).
+inline bool rs2_in_imm(Op op) {
+  return (op >= kOpADD && op <= kOpAND) || (op >= kOpMUL && op <= kOpREMU) || (op >= kOpLR_W && op <= kOpAMOMAXU);
+}
+static_assert(kOpAND - kOpADD == 9 && kOpREMU - kOpMUL == 7 && kOpAMOMAXU - kOpLR_W == 10,
+              "rs2_in_imm's runs of ops");
 
 }  // namespace
 
@@ -81,8 +114,7 @@ Cpu::Cpu(uint8_t* ram, uint32_t ram_size, Platform* platform)
   std::memset(static_cast<void*>(tlb_.get()), 0xff, sizeof(TlbEntry) * (kBanks + 1) * kTlbSize);
   tlb_filled_.reserve(kTlbFillsTracked + 1);
   update_mode();
-  step_ = std::make_unique<DecodedPage>();
-  step_->to_end[0] = 1;  // every other slot: 0 (a PAGE_END sentinel, filled in by run_inner)
+  step_ = std::make_unique<DecodedPage>();  // slots filled in by run_inner
 }
 
 void Cpu::drop_page(uint32_t pi) {
@@ -114,12 +146,38 @@ void Cpu::invalidate_all() {
 
 Decoded Cpu::slot_of(const DecodedOp& d, bool translated, uint32_t slot) const {
   // pc-relative jumps keep their target as its offset from the page's pc (= 2 * its slot), so a taken
-  // branch checks and finds its target without computing it from its own slot: that offset scaled by 1
-  // indexes to_end (2 bytes a slot) and scaled by 8 the slots (16 bytes), both x86 addressing modes.
+  // branch finds its target slot without computing it from its own: that offset scaled by 8 is the
+  // slot's (16 bytes), an x86 addressing mode. A target off the page gets the far handler, so the near
+  // one needs no range check.
   static_assert(sizeof(Decoded) == 8 * sizeof(uint16_t), "JUMP_REL scales a byte offset by 8 for the slot");
   const Handler* labels = translated ? labels_translated_ : labels_;
-  const int32_t imm = relative(d.op) ? d.imm + static_cast<int32_t>(slot * 2) : d.imm;
-  return Decoded{labels[d.op * 2 + d.len - 1], imm, d.rd, d.rs1, d.rs2, d.len};
+  int32_t imm = d.imm;
+  // The physical-first loads and stores add their offset to the register and get the RAM offset of the
+  // address (see LOAD), the translation-first ones the virtual address.
+  if (!translated && d.op >= kOpLB && d.op <= kOpSW) imm = static_cast<int32_t>(static_cast<uint32_t>(imm) - kRamBase);
+  uint8_t rd = d.rd;
+  if (relative(d.op)) {
+    imm += static_cast<int32_t>(slot * 2);
+    if (static_cast<uint32_t>(imm) >= kPageSize) labels = labels_far_;
+  } else if (rs2_in_imm(d.op)) {
+    imm = d.rs2;
+  }
+  if (d.rd == d.rs1 && in_place(d.op)) labels = labels_same_;  // (rd = x0 is the sink, 32: never rs1)
+  if (d.op >= kOpCSRRW && d.op <= kOpCSRRCI) {
+    imm = d.imm | (static_cast<int32_t>(d.rs2) << 16);
+  }
+  return Decoded{labels[d.op * 2 + d.len - 1], imm, rd, d.rs1, 0};
+}
+
+Decoded Cpu::step_slot(const DecodedPage* p, uint32_t s) const {
+  Decoded d = p->e[s];
+  d.n = 1;
+  const Op op = static_cast<Op>(p->op[s]);
+  if (relative(op)) {
+    d.imm -= static_cast<int32_t>(s * 2);
+    d.h = labels_far_[op * 2 + p->len[s] - 1];
+  }
+  return d;
 }
 
 void Cpu::decode_slot(DecodedPage* p, uint32_t pi, uint32_t s) {
@@ -129,8 +187,11 @@ void Cpu::decode_slot(DecodedPage* p, uint32_t pi, uint32_t s) {
   DecodedOp d = decode(lo, last ? 0 : rd16(src + 2));
   // The second half of a 32-bit instruction in the last slot is on whatever page follows virtually.
   if (last && d.len == 2) d = DecodedOp{kOpSTRADDLE, lo, 32, 0, 0, 2};
+  const uint16_t n = p->e[s].n;  // kept until the counts are fixed (see fix_blocks)
   p->e[s] = slot_of(d, p->translated, s);
+  p->e[s].n = n;
   p->op[s] = d.op;
+  p->len[s] = d.len;
 }
 
 bool Cpu::fix_to_end(DecodedPage* p, uint32_t from, uint32_t budget) {
@@ -140,20 +201,20 @@ bool Cpu::fix_to_end(DecodedPage* p, uint32_t from, uint32_t budget) {
   for (int64_t s = from; s >= 0; s--) {
     if (budget-- == 0) return false;
     const Op op = static_cast<Op>(p->op[s]);
-    const uint16_t v = ends_block(op) ? 1 : static_cast<uint16_t>(1 + p->to_end[s + p->e[s].len]);
-    if (p->to_end[s] == v && s < static_cast<int64_t>(from) - 1) {
+    const uint16_t v = ends_block(op) ? 1 : static_cast<uint16_t>(1 + p->e[s + p->len[s]].n);
+    if (p->e[s].n == v && s < static_cast<int64_t>(from) - 1) {
       if (++unchanged >= 2) break;
     } else {
       unchanged = 0;
     }
-    p->to_end[s] = v;
+    p->e[s].n = v;
   }
   return true;
 }
 
 void Cpu::count_blocks(DecodedPage* p) {
   for (int64_t s = kSlotsPerPage - 1; s >= 0; s--) {
-    p->to_end[s] = ends_block(static_cast<Op>(p->op[s])) ? 1 : static_cast<uint16_t>(1 + p->to_end[s + p->e[s].len]);
+    p->e[s].n = ends_block(static_cast<Op>(p->op[s])) ? 1 : static_cast<uint16_t>(1 + p->e[s + p->len[s]].n);
   }
 }
 
@@ -172,9 +233,9 @@ DecodedPage* Cpu::page_for(uint32_t pi) {
   p->data_stores = 0;
   for (uint32_t s = 0; s < kSlotsPerPage; s++) decode_slot(p, pi, s);
   for (uint32_t s = kSlotsPerPage; s < kSlotsPerPage + 2; s++) {
-    p->e[s] = Decoded{labels_[kOpPAGE_END * 2], 0, 32, 0, 0, 1};
+    p->e[s] = Decoded{labels_[kOpPAGE_END * 2], 0, 32, 0, 0};
     p->op[s] = kOpPAGE_END;
-    p->to_end[s] = 0;
+    p->len[s] = 1;
   }
   count_blocks(p);
   set_page_flag(pi, kPageDecoded);
@@ -381,7 +442,8 @@ Stop Cpu::run(uint64_t target) {
       if (debug_step(&stop)) return stop;
       continue;
     }
-    uint64_t limit = std::min({target, instret + slice, soft_target});
+    // The inner loop's budget stays below 2^62 (its count of what is left is tested by sign).
+    uint64_t limit = std::min({target, instret + std::min<uint64_t>(slice, uint64_t{1} << 62), soft_target});
     if (timer_deadline > instret) limit = std::min(limit, timer_deadline);
     update_mode();
     switch (run_inner(limit)) {
@@ -405,46 +467,73 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
 #if defined(LOCKSTEP_DISPATCH_SWITCH)
 #define LOCKSTEP_HANDLER(name) kH_##name##_1, kH_##name##_2,
 #define LOCKSTEP_HANDLER_T(name) kH_##name##_T_1, kH_##name##_T_2,
+#define LOCKSTEP_HANDLER_F(name) kH_##name##_F_1, kH_##name##_F_2,
+#define LOCKSTEP_HANDLER_S(name) kH_##name##_S_1, kH_##name##_S_2,
 #define GO() goto run_slot
 #else
 #define LOCKSTEP_HANDLER(name) &&op_##name##_1, &&op_##name##_2,
 #define LOCKSTEP_HANDLER_T(name) &&op_##name##_T_1, &&op_##name##_T_2,
+#define LOCKSTEP_HANDLER_F(name) &&op_##name##_F_1, &&op_##name##_F_2,
+#define LOCKSTEP_HANDLER_S(name) &&op_##name##_S_1, &&op_##name##_S_2,
 #define GO() goto* e->h
 #endif
-  static const Handler kLabels[kHandlerCount] = {LOCKSTEP_OPS(LOCKSTEP_HANDLER) LOCKSTEP_MEM_OPS(LOCKSTEP_HANDLER_T)};
+  static const Handler kLabels[kHandlerCount] = {LOCKSTEP_OPS(LOCKSTEP_HANDLER) LOCKSTEP_MEM_OPS(LOCKSTEP_HANDLER_T)
+                                                     LOCKSTEP_REL_OPS(LOCKSTEP_HANDLER_F)
+                                                         LOCKSTEP_SAME_OPS(LOCKSTEP_HANDLER_S)};
 #undef LOCKSTEP_HANDLER
 #undef LOCKSTEP_HANDLER_T
+#undef LOCKSTEP_HANDLER_F
+#undef LOCKSTEP_HANDLER_S
   if (labels_ != kLabels) {
     labels_ = kLabels;
     std::copy(kLabels, kLabels + kOpCount * 2, labels_translated_);
+    std::copy(kLabels, kLabels + kOpCount * 2, labels_far_);
 #define LOCKSTEP_TRANSLATED(name)                                      \
   labels_translated_[kOp##name * 2] = kLabels[kH_##name##_T_1];        \
   labels_translated_[kOp##name * 2 + 1] = kLabels[kH_##name##_T_2];
     LOCKSTEP_MEM_OPS(LOCKSTEP_TRANSLATED)
 #undef LOCKSTEP_TRANSLATED
+#define LOCKSTEP_FAR(name)                                             \
+  labels_far_[kOp##name * 2] = kLabels[kH_##name##_F_1];               \
+  labels_far_[kOp##name * 2 + 1] = kLabels[kH_##name##_F_2];
+    LOCKSTEP_REL_OPS(LOCKSTEP_FAR)
+#undef LOCKSTEP_FAR
+    std::copy(kLabels, kLabels + kOpCount * 2, labels_same_);
+#define LOCKSTEP_SAME(name)                                            \
+  labels_same_[kOp##name * 2] = kLabels[kH_##name##_S_1];              \
+  labels_same_[kOp##name * 2 + 1] = kLabels[kH_##name##_S_2];
+    LOCKSTEP_SAME_OPS(LOCKSTEP_SAME)
+#undef LOCKSTEP_SAME
     // The single-step page (see dispatch and STRADDLE) runs one instruction in slot 0; every other slot
     // is a PAGE_END sentinel counting 0, so falling through or jumping anywhere else on that page leads
     // back to dispatch at the right pc, whatever the budget left.
-    for (uint32_t i = 1; i < kSlotsPerPage + 2; i++) step_->e[i] = Decoded{kLabels[kOpPAGE_END * 2], 0, 32, 0, 0, 1};
+    for (uint32_t i = 1; i < kSlotsPerPage + 2; i++) {
+      step_->e[i] = Decoded{kLabels[kOpPAGE_END * 2], 0, 32, 0, 0};
+      step_->op[i] = kOpPAGE_END;
+      step_->len[i] = 1;
+    }
   }
 
   uint32_t* const x = this->x;
+  // RS1 reads rd in the in-place ALU handlers (DEFINE_SAME), which shadow this.
+  [[maybe_unused]] constexpr bool SAME = false;
   // RAM's host address, in a register of its own: every physical load and store adds it (the running
   // page's pc, which only jumps and auipc read, lives in the DecodedPage to leave it a register).
   LOCKSTEP_PINNED(uint8_t* const, ram, "r13") = ram_;
   const uint8_t* const flags = flags_.data();
   const uint32_t ram_size = ram_size_;
-  // Loads and stores: physical when (uint64) offset + size <= dlim (stores: see STORE_FAST; dlim is 0 while
-  // translating, so that test costs M-mode nothing and fails at once otherwise), else the translation cache's bank,
-  // kept in a register of its own (as br) because every translated load and store reads it.
+  // Loads and stores: physical when the RAM offset is within the limits set from dlim (see LOAD and
+  // STORE_FAST; dlim is 0 while translating, so that test costs M-mode nothing and fails at once
+  // otherwise), else the translation cache's bank, kept in a register of its own (as br) because every
+  // translated load and store reads it.
   LOCKSTEP_PINNED(const TlbEntry*, dtlb, "r14") = dtlb_;
   uint64_t dlim = data_limit_;
-  // The same limit in halfwords and words, for stores (see STORE_FAST): 0 while translating, like dlim.
-  uint32_t dlim_h, dlim_w;
-#define SET_LIMITS()                                                \
-  do {                                                              \
-    dlim_h = static_cast<uint32_t>(dlim >> 1);                      \
-    dlim_w = static_cast<uint32_t>(dlim >> 2);                      \
+#define SET_LIMITS()                                                        \
+  do {                                                                      \
+    load_limit_ = dlim >= 4 ? static_cast<uint32_t>(dlim - 3) : 0;          \
+    store_limit_[0] = static_cast<uint32_t>(dlim);                          \
+    store_limit_[1] = static_cast<uint32_t>(dlim >> 1);                     \
+    store_limit_[2] = static_cast<uint32_t>(dlim >> 2);                     \
   } while (0)
   SET_LIMITS();
   // Instructions that may still retire before `limit`, less the not-yet-retired rest of the current
@@ -459,28 +548,42 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   uint32_t mval = 0;
   uint8_t msize = 0;
   uint8_t mkind = 0;      // slow loads: 0 signed byte, 1 signed half, 2 word, 3 byte, 4 half
+  uint8_t mlen = 0;       // the shared slow paths: length of the instruction, in halfwords
   // Traps taken in a row without an instruction retiring between them (see `trap:`).
   uint64_t trap_at = UINT64_MAX;
   uint32_t traps_here = 0;
   Inner result;
 
 #define SLOT(p) static_cast<uint32_t>((p) - base)
-// The block counts sit at a fixed offset from the slots (DecodedPage layout), so they need no register.
-#define TE(i) (reinterpret_cast<const DecodedPage*>(base)->to_end[i])
-// So is the virtual pc of the running page's first slot: memory, not a register (see `ram`).
+// The virtual pc of the running page's first slot sits at a fixed offset from the slots (DecodedPage
+// layout): memory, not a register (see `ram`).
 #define PAGE_PC (reinterpret_cast<DecodedPage*>(const_cast<Decoded*>(base))->page_pc)
 #define PC_OF(p) (PAGE_PC + (SLOT(p) << 1))
-#define NEXT_PC(p) (PC_OF(p) + (static_cast<uint32_t>((p)->len) << 1))
+#define NEXT_PC(p, len) (PC_OF(p) + (static_cast<uint32_t>(len) << 1))
+// rem -= n, true when that left rem >= 0 (the block fits the budget; rem is below 2^63, see run()).
+// Where it did not, the caller adds n back. One subtraction and a jump on its sign.
+#define TAKE(n) (rem -= (n), LOCKSTEP_LIKELY(static_cast<int64_t>(rem) >= 0))
+// Undoes a TAKE that failed. The empty asm hides that rem + n is the old rem, which the compiler would
+// otherwise keep in a register of its own across every TAKE.
+#if defined(__GNUC__)
+#define UNTAKE(n)                     \
+  do {                                \
+    __asm__("" : "+r"(rem));          \
+    rem += (n);                       \
+  } while (0)
+#else
+#define UNTAKE(n) (rem += (n))
+#endif
 // Straight-line successor inside the current block: already counted.
 #define NEXT()     \
   do {             \
     e += L;        \
     GO();          \
   } while (0)
-// The shared slow paths serve both lengths, so they read it from the slot.
+// The shared slow paths serve both lengths: the handler that jumped there left its own in mlen.
 #define NEXT_DYN()   \
   do {               \
-    e += e->len;     \
+    e += mlen;       \
     GO();            \
   } while (0)
 // Every handler exists twice (see kLabels); L is the instruction length in halfwords.
@@ -493,62 +596,70 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
     [[maybe_unused]] constexpr uint32_t L = 2;  \
     __VA_ARGS__                           \
   }
+// An ALU operation with its in-place form (LOCKSTEP_SAME_OPS): there SAME is true and RS1 reads rd.
+#define DEFINE_SAME(name, ...)                        \
+  DEFINE(name, __VA_ARGS__)                           \
+  op_##name##_S_1 : {                                 \
+    [[maybe_unused]] constexpr uint32_t L = 1;        \
+    [[maybe_unused]] constexpr bool SAME = true;      \
+    __VA_ARGS__                                       \
+  }                                                   \
+  op_##name##_S_2 : {                                 \
+    [[maybe_unused]] constexpr uint32_t L = 2;        \
+    [[maybe_unused]] constexpr bool SAME = true;      \
+    __VA_ARGS__                                       \
+  }
 // Control transfer: a new block starts, so count it (fast when it stays on the current page).
 #define JUMP(t)                                  \
   do {                                           \
     target = (t);                                \
     const uint32_t d_ = target - PAGE_PC;        \
     if (d_ < kPageSize) {                        \
-      const uint32_t s_ = d_ >> 1;               \
-      const uint64_t n_ = TE(s_);                \
-      if (LOCKSTEP_LIKELY(n_ <= rem)) {          \
-        rem -= n_;                               \
-        e = base + s_;                           \
-        GO();                                    \
-      }                                          \
+      e = base + (d_ >> 1);                      \
+      const uint64_t n_ = e->n;                  \
+      if (TAKE(n_)) GO();                        \
+      UNTAKE(n_);                                \
     }                                            \
     goto dispatch;                               \
   } while (0)
-// pc-relative control transfer (branches, jal): the slot holds the target's offset from the page's pc,
-// an even number of bytes: as is, it indexes to_end (2 bytes a slot); times 8, the slots (16 bytes).
+// pc-relative control transfer (branches, jal) to a slot on this page (the far handlers take the
+// others): the slot holds the target's offset from the page's pc, an even number of bytes below
+// kPageSize; times 8, the target slot's (16 bytes).
 #define JUMP_REL()                                                                              \
   do {                                                                                          \
-    const uint32_t o_ = static_cast<uint32_t>(e->imm);                                          \
-    if (o_ < kPageSize) {                                                                       \
-      const uint64_t n_ = *reinterpret_cast<const uint16_t*>(                                   \
-          reinterpret_cast<const char*>(&TE(0)) + o_);                                          \
-      if (LOCKSTEP_LIKELY(n_ <= rem)) {                                                         \
-        rem -= n_;                                                                              \
-        e = reinterpret_cast<const Decoded*>(reinterpret_cast<const char*>(base) +             \
-                                             static_cast<uintptr_t>(o_) * 8);                  \
-        GO();                                                                                   \
-      }                                                                                         \
-    }                                                                                           \
-    target = PAGE_PC + o_;                                                                      \
+    e = reinterpret_cast<const Decoded*>(reinterpret_cast<const char*>(base) +                  \
+                                         static_cast<uintptr_t>(static_cast<uint32_t>(e->imm)) * 8); \
+    const uint64_t n_ = e->n;                                                                   \
+    if (TAKE(n_)) GO();                                                                         \
+    UNTAKE(n_);                                                                                 \
+    target = PC_OF(e);                                                                          \
+    goto dispatch;                                                                              \
+  } while (0)
+#define JUMP_FAR()                                                                              \
+  do {                                                                                          \
+    target = PAGE_PC + static_cast<uint32_t>(e->imm);                                           \
     goto dispatch;                                                                              \
   } while (0)
 // A block-ending instruction that did not transfer control: the successor starts a new block.
 #define FALLTHROUGH()                            \
   do {                                           \
     e += L;                                      \
-    const uint64_t n_ = TE(SLOT(e));             \
-    if (LOCKSTEP_LIKELY(n_ <= rem)) {            \
-      rem -= n_;                                 \
-      GO();                                      \
-    }                                            \
+    const uint64_t n_ = e->n;                    \
+    if (TAKE(n_)) GO();                          \
+    UNTAKE(n_);                                   \
     target = PC_OF(e);                           \
     goto dispatch;                               \
   } while (0)
-// Leave before `e` retires / after `e` retired; instret and pc become exact.
+// Leave before `e` retires / after `e` (of length len) retired; instret and pc become exact.
 #define SYNC_BEFORE()               \
   do {                              \
-    rem += TE(SLOT(e));             \
+    rem += e->n;                    \
     pc = PC_OF(e);                  \
   } while (0)
-#define SYNC_AFTER()                \
+#define SYNC_AFTER(len)             \
   do {                              \
-    rem += TE(SLOT(e)) - 1u;        \
-    pc = NEXT_PC(e);                \
+    rem += e->n - 1u;               \
+    pc = NEXT_PC(e, len);           \
   } while (0)
 #define TRAP(cause, tval)                                  \
   do {                                                     \
@@ -564,19 +675,23 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   reinterpret_cast<const TlbEntry*>(reinterpret_cast<const char*>(dtlb) + \
                                     (((a_) >> (kPageShift - 5)) & ((kTlbSize - 1) << 5)))
 #define TLB_TAG(a_, sz) (((a_) + (sz)-1) & ~(kPageSize - 1))
+// A physical-first load's slot keeps imm - kRamBase (see slot_of): register + imm is the RAM offset, which
+// one compare with load_limit_ (in memory beside x[]) clears for every size; the address comes back only
+// on the slow path.
 #define LOAD(type, kind, sz)                                             \
   do {                                                                   \
-    const uint32_t a_ = x[e->rs1] + static_cast<uint32_t>(e->imm);       \
-    const uint32_t o_ = a_ - kRamBase;                                   \
+    const uint32_t o_ = x[e->rs1] + static_cast<uint32_t>(e->imm);       \
     type v_;                                                             \
-    if (LOCKSTEP_LIKELY(static_cast<uint64_t>(o_) + (sz) <= dlim)) {     \
+    if (LOCKSTEP_LIKELY(o_ < load_limit_)) {                             \
       std::memcpy(&v_, ram + o_, sz);                                    \
     } else {                                                             \
+      const uint32_t a_ = o_ + kRamBase;                                 \
       const TlbEntry* t_ = TLB_AT(a_);                                   \
       if (LOCKSTEP_UNLIKELY(t_->r != TLB_TAG(a_, sz))) {                 \
         maddr = a_;                                                      \
         msize = sz;                                                      \
         mkind = kind;                                                    \
+        mlen = L;                                                        \
         goto load_slow;                                                  \
       }                                                                  \
       std::memcpy(&v_, reinterpret_cast<const uint8_t*>(t_->addend + a_), sz); \
@@ -586,21 +701,24 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   } while (0)
 // A physical store is fast when it is aligned and in RAM, one test: the offset rotated right by log2(size)
 // keeps an aligned offset's value / size and puts a misaligned one's low bits on top, above any limit
-// (dlim_h, dlim_w: dlim in halfwords and words). An aligned store stays on one page, so one flags byte
-// tells whether the page must hear of it. A misaligned store takes store_slow, which does everything.
+// (store_limit_: dlim in bytes, halfwords and words). An aligned store stays on one page, so one flags
+// byte tells whether the page must hear of it; the rotated offset that passed the test shifted right by
+// the rest of kPageShift is its page. A misaligned store takes store_slow, which does everything.
 #define STORE_FAST(o_, sz)                                                                            \
-  ((sz) == 1 ? static_cast<uint64_t>(o_) < dlim                                                      \
-   : (sz) == 2 ? ((o_) >> 1 | (o_) << 31) < dlim_h                                                   \
-               : ((o_) >> 2 | (o_) << 30) < dlim_w)
+  ([&]() {                                                                                            \
+    constexpr uint32_t k_ = (sz) == 1 ? 0 : (sz) == 2 ? 1 : 2;                                        \
+    const uint32_t r_ = k_ == 0 ? (o_) : ((o_) >> k_ | (o_) << (32 - k_));                           \
+    return LOCKSTEP_LIKELY(r_ < store_limit_[k_]) && LOCKSTEP_LIKELY(flags[r_ >> (kPageShift - k_)] == 0); \
+  }())
 #define STORE(type, sz)                                                              \
   do {                                                                               \
-    const uint32_t a_ = x[e->rs1] + static_cast<uint32_t>(e->imm);                   \
-    const uint32_t o_ = a_ - kRamBase;                                               \
+    const uint32_t o_ = x[e->rs1] + static_cast<uint32_t>(e->imm);                   \
     const type v_ = static_cast<type>(x[e->rd]);                                     \
-    if (LOCKSTEP_LIKELY(STORE_FAST(o_, sz)) && LOCKSTEP_LIKELY(flags[o_ >> kPageShift] == 0)) { \
+    if (STORE_FAST(o_, sz)) {                                                        \
       std::memcpy(ram + o_, &v_, sz);                                                \
       NEXT();                                                                        \
     }                                                                                \
+    const uint32_t a_ = o_ + kRamBase;                                               \
     {                                                                                \
       const TlbEntry* t_ = TLB_AT(a_);                                               \
       if (LOCKSTEP_LIKELY(t_->w == TLB_TAG(a_, sz))) {                               \
@@ -611,6 +729,7 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
     maddr = a_;                                                                      \
     msize = sz;                                                                      \
     mval = v_;                                                                       \
+    mlen = L;                                                                        \
     goto store_slow;                                                                 \
   } while (0)
 // The translation-first forms, for pages decoded while translating (see DecodedPage).
@@ -627,6 +746,7 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
         maddr = a_;                                                      \
         msize = sz;                                                      \
         mkind = kind;                                                    \
+        mlen = L;                                                        \
         goto load_slow;                                                  \
       }                                                                  \
       std::memcpy(&v_, ram + o_, sz);                                    \
@@ -644,13 +764,14 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
       NEXT();                                                                        \
     }                                                                                \
     const uint32_t o_ = a_ - kRamBase;                                               \
-    if (STORE_FAST(o_, sz) && flags[o_ >> kPageShift] == 0) {                        \
+    if (STORE_FAST(o_, sz)) {                                                        \
       std::memcpy(ram + o_, &v_, sz);                                                \
       NEXT();                                                                        \
     }                                                                                \
     maddr = a_;                                                                      \
     msize = sz;                                                                      \
     mval = v_;                                                                       \
+    mlen = L;                                                                        \
     goto store_slow;                                                                 \
   } while (0)
 #define DEFINE_T(name, ...)               \
@@ -662,19 +783,46 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
     [[maybe_unused]] constexpr uint32_t L = 2;  \
     __VA_ARGS__                           \
   }
+// pc-relative jumps exist in a near and a far form (DEFINE_REL; FAR is constexpr in each).
+#define JUMP_REL_OR_FAR() \
+  do {                    \
+    if (FAR) JUMP_FAR();  \
+    JUMP_REL();           \
+  } while (0)
 #define BRANCH(cond)                         \
   do {                                       \
     br++;                                    \
-    if (cond) JUMP_REL();                    \
+    if (cond) JUMP_REL_OR_FAR();             \
     FALLTHROUGH();                           \
   } while (0)
+#define DEFINE_REL(name, ...)                      \
+  op_##name##_1 : {                                \
+    [[maybe_unused]] constexpr uint32_t L = 1;     \
+    [[maybe_unused]] constexpr bool FAR = false;   \
+    __VA_ARGS__                                    \
+  }                                                \
+  op_##name##_2 : {                                \
+    [[maybe_unused]] constexpr uint32_t L = 2;     \
+    [[maybe_unused]] constexpr bool FAR = false;   \
+    __VA_ARGS__                                    \
+  }                                                \
+  op_##name##_F_1 : {                              \
+    [[maybe_unused]] constexpr uint32_t L = 1;     \
+    [[maybe_unused]] constexpr bool FAR = true;    \
+    __VA_ARGS__                                    \
+  }                                                \
+  op_##name##_F_2 : {                              \
+    [[maybe_unused]] constexpr uint32_t L = 2;     \
+    [[maybe_unused]] constexpr bool FAR = true;    \
+    __VA_ARGS__                                    \
+  }
 #define ALU(expr)          \
   do {                     \
     x[e->rd] = (expr);     \
     NEXT();                \
   } while (0)
-#define RS1 x[e->rs1]
-#define RS2 x[e->rs2]
+#define RS1 x[SAME ? e->rd : e->rs1]  // the in-place forms (DEFINE_SAME) read rd, which is rs1
+#define RS2 x[e->imm]  // rs2 of a register-register operation (see Decoded)
 #define IMM static_cast<uint32_t>(e->imm)
 
 dispatch: {
@@ -706,7 +854,7 @@ dispatch: {
   DecodedPage* p = live_[pi];
   if (LOCKSTEP_UNLIKELY(!p)) p = page_for(pi);
   const uint32_t s = (off & (kPageSize - 1)) >> 1;
-  const uint64_t n = p->to_end[s];
+  const uint64_t n = p->e[s].n;
   if (LOCKSTEP_UNLIKELY(n > rem)) {
     if (rem == 0) {
       pc = target;
@@ -715,8 +863,7 @@ dispatch: {
     }
     // Near the limit: run the one instruction from a private copy followed by sentinels, so the
     // same handlers execute it and control comes straight back here.
-    step_->e[0] = p->e[s];
-    if (relative(static_cast<Op>(p->op[s]))) step_->e[0].imm -= static_cast<int32_t>(s * 2);
+    step_->e[0] = step_slot(p, s);
     base = step_->e;
     PAGE_PC = target;
     rem -= 1;
@@ -743,9 +890,22 @@ run_slot:
     goto op_##name##_T_1;           \
   case kH_##name##_T_2:             \
     goto op_##name##_T_2;
-    LOCKSTEP_OPS(LOCKSTEP_CASE) LOCKSTEP_MEM_OPS(LOCKSTEP_CASE_T)
+#define LOCKSTEP_CASE_F(name)       \
+  case kH_##name##_F_1:             \
+    goto op_##name##_F_1;           \
+  case kH_##name##_F_2:             \
+    goto op_##name##_F_2;
+#define LOCKSTEP_CASE_S(name)       \
+  case kH_##name##_S_1:             \
+    goto op_##name##_S_1;           \
+  case kH_##name##_S_2:             \
+    goto op_##name##_S_2;
+    LOCKSTEP_OPS(LOCKSTEP_CASE) LOCKSTEP_MEM_OPS(LOCKSTEP_CASE_T) LOCKSTEP_REL_OPS(LOCKSTEP_CASE_F)
+    LOCKSTEP_SAME_OPS(LOCKSTEP_CASE_S)
 #undef LOCKSTEP_CASE
 #undef LOCKSTEP_CASE_T
+#undef LOCKSTEP_CASE_F
+#undef LOCKSTEP_CASE_S
     default:
       LOCKSTEP_UNREACHABLE();  // every slot is filled from kLabels
   }
@@ -764,7 +924,13 @@ DEFINE(STRADDLE,
   const uint32_t cause = fetch_offset(here + 2, &hi_off);
   leave_block_ = false;
   if (cause) TRAP(cause, here + 2);
-  step_->e[0] = slot_of(decode(static_cast<uint16_t>(e->imm), rd16(ram + hi_off)), dlim == 0, 0);
+  {
+    const DecodedOp d = decode(static_cast<uint16_t>(e->imm), rd16(ram + hi_off));
+    step_->e[0] = slot_of(d, dlim == 0, 0);
+    step_->op[0] = d.op;
+    step_->len[0] = d.len;
+    step_->e[0] = step_slot(step_.get(), 0);
+  }
   base = step_->e;
   PAGE_PC = here;
   e = base;
@@ -796,17 +962,17 @@ ALU(IMM);
 DEFINE(AUIPC,
 ALU(PC_OF(e) + IMM);
 )
-DEFINE(JAL,
+DEFINE_REL(JAL,
 {
   const uint32_t here = PC_OF(e);
   x[e->rd] = here + (L << 1);
   br++;
-  JUMP_REL();
+  JUMP_REL_OR_FAR();
 }
 )
-DEFINE(J,
+DEFINE_REL(J,
   br++;
-  JUMP_REL();
+  JUMP_REL_OR_FAR();
 )
 DEFINE(JALR,
 {
@@ -820,40 +986,40 @@ DEFINE(JR,
   br++;
   JUMP((RS1 + IMM) & ~1u);
 )
-DEFINE(BEQ,
+DEFINE_REL(BEQ,
 BRANCH(RS1 == x[e->rd]);
 )
-DEFINE(BNE,
+DEFINE_REL(BNE,
 BRANCH(RS1 != x[e->rd]);
 )
-DEFINE(BLT,
+DEFINE_REL(BLT,
 BRANCH(static_cast<int32_t>(RS1) < static_cast<int32_t>(x[e->rd]));
 )
-DEFINE(BGE,
+DEFINE_REL(BGE,
 BRANCH(static_cast<int32_t>(RS1) >= static_cast<int32_t>(x[e->rd]));
 )
-DEFINE(BLTU,
+DEFINE_REL(BLTU,
 BRANCH(RS1 < x[e->rd]);
 )
-DEFINE(BGEU,
+DEFINE_REL(BGEU,
 BRANCH(RS1 >= x[e->rd]);
 )
-DEFINE(BEQZ,
+DEFINE_REL(BEQZ,
 BRANCH(RS1 == 0);
 )
-DEFINE(BNEZ,
+DEFINE_REL(BNEZ,
 BRANCH(RS1 != 0);
 )
-DEFINE(BLTZ,
+DEFINE_REL(BLTZ,
 BRANCH(static_cast<int32_t>(RS1) < 0);
 )
-DEFINE(BGEZ,
+DEFINE_REL(BGEZ,
 BRANCH(static_cast<int32_t>(RS1) >= 0);
 )
-DEFINE(BGTZ,
+DEFINE_REL(BGTZ,
 BRANCH(static_cast<int32_t>(RS1) > 0);
 )
-DEFINE(BLEZ,
+DEFINE_REL(BLEZ,
 BRANCH(static_cast<int32_t>(RS1) <= 0);
 )
 DEFINE(LB,
@@ -888,7 +1054,7 @@ DEFINE_T(LHU, LOAD_T(uint16_t, 4, 2);)
 DEFINE_T(SB, STORE_T(uint8_t, 1);)
 DEFINE_T(SH, STORE_T(uint16_t, 2);)
 DEFINE_T(SW, STORE_T(uint32_t, 4);)
-DEFINE(ADDI,
+DEFINE_SAME(ADDI,
 ALU(RS1 + IMM);
 )
 DEFINE(SLTI,
@@ -897,28 +1063,28 @@ ALU(static_cast<int32_t>(RS1) < e->imm ? 1u : 0u);
 DEFINE(SLTIU,
 ALU(RS1 < IMM ? 1u : 0u);
 )
-DEFINE(XORI,
+DEFINE_SAME(XORI,
 ALU(RS1 ^ IMM);
 )
-DEFINE(ORI,
+DEFINE_SAME(ORI,
 ALU(RS1 | IMM);
 )
-DEFINE(ANDI,
+DEFINE_SAME(ANDI,
 ALU(RS1 & IMM);
 )
-DEFINE(SLLI,
+DEFINE_SAME(SLLI,
 ALU(RS1 << e->imm);
 )
-DEFINE(SRLI,
+DEFINE_SAME(SRLI,
 ALU(RS1 >> e->imm);
 )
-DEFINE(SRAI,
+DEFINE_SAME(SRAI,
 ALU(static_cast<uint32_t>(static_cast<int32_t>(RS1) >> e->imm));
 )
-DEFINE(ADD,
+DEFINE_SAME(ADD,
 ALU(RS1 + RS2);
 )
-DEFINE(SUB,
+DEFINE_SAME(SUB,
 ALU(RS1 - RS2);
 )
 DEFINE(SLL,
@@ -930,7 +1096,7 @@ ALU(static_cast<int32_t>(RS1) < static_cast<int32_t>(RS2) ? 1u : 0u);
 DEFINE(SLTU,
 ALU(RS1 < RS2 ? 1u : 0u);
 )
-DEFINE(XOR,
+DEFINE_SAME(XOR,
 ALU(RS1 ^ RS2);
 )
 DEFINE(SRL,
@@ -939,10 +1105,10 @@ ALU(RS1 >> (RS2 & 31));
 DEFINE(SRA,
 ALU(static_cast<uint32_t>(static_cast<int32_t>(RS1) >> (RS2 & 31)));
 )
-DEFINE(OR,
+DEFINE_SAME(OR,
 ALU(RS1 | RS2);
 )
-DEFINE(AND,
+DEFINE_SAME(AND,
 ALU(RS1 & RS2);
 )
 DEFINE(MUL,
@@ -1021,6 +1187,7 @@ DEFINE(SC_W,
     std::memcpy(h, &mval, 4);
     NEXT();
   }
+  mlen = L;
   goto store_slow;
 }
 )
@@ -1042,6 +1209,7 @@ DEFINE(SC_W,
     maddr = a;                                                     \
     msize = 4;                                                     \
     mval = val;                                                    \
+    mlen = L;                                                      \
     goto store_slow;                                               \
   } while (0)
 DEFINE(AMOSWAP,
@@ -1072,12 +1240,12 @@ DEFINE(AMOMAXU,
 AMO(old > src ? old : src);
 )
 // funct3 of each CSR instruction, carried to the shared body in mval.
-DEFINE(CSRRW, mval = 1; goto csr;)
-DEFINE(CSRRS, mval = 2; goto csr;)
-DEFINE(CSRRC, mval = 3; goto csr;)
-DEFINE(CSRRWI, mval = 5; goto csr;)
-DEFINE(CSRRSI, mval = 6; goto csr;)
-DEFINE(CSRRCI, mval = 7; goto csr;)
+DEFINE(CSRRW, mval = 1; mlen = L; goto csr;)
+DEFINE(CSRRS, mval = 2; mlen = L; goto csr;)
+DEFINE(CSRRC, mval = 3; mlen = L; goto csr;)
+DEFINE(CSRRWI, mval = 5; mlen = L; goto csr;)
+DEFINE(CSRRSI, mval = 6; mlen = L; goto csr;)
+DEFINE(CSRRCI, mval = 7; mlen = L; goto csr;)
 DEFINE(ECALL,
   TRAP(kEcallFromU + static_cast<uint32_t>(priv), 0);  // 8, 9 or 11 for U, S or M
 )
@@ -1087,7 +1255,7 @@ DEFINE(EBREAK,
   const uint32_t here = PC_OF(e), o = here - kRamBase;
   if (L == 2 && priv == Priv::kMachine && o >= 4 && o <= ram_size - 8 && rd32(ram + o - 4) == kSemihostPre &&
       rd32(ram + o + 4) == kSemihostPost) {
-    SYNC_AFTER();
+    SYNC_AFTER(L);
     instret = IC();
     branches = br;
     if (platform_->semihost() == Mmio::kExit) {
@@ -1103,7 +1271,7 @@ DEFINE(EBREAK,
 DEFINE(MRET,
 {
   if (priv != Priv::kMachine) TRAP(kIllegalInstr, 0x30200073u);
-  SYNC_AFTER();
+  SYNC_AFTER(L);
   uint32_t s = mstatus;
   const Priv to = static_cast<Priv>((s & kMstatusMPP) >> 11);  // 0, 1 or 3: MPP never holds 2
   s = (s & kMstatusMPIE) ? (s | kMstatusMIE) : (s & ~kMstatusMIE);
@@ -1120,7 +1288,7 @@ DEFINE(MRET,
 DEFINE(SRET,
 {
   if (priv == Priv::kUser || (priv == Priv::kSupervisor && (mstatus & kMstatusTSR))) TRAP(kIllegalInstr, 0x10200073u);
-  SYNC_AFTER();
+  SYNC_AFTER(L);
   uint32_t s = mstatus;
   const Priv to = (s & kMstatusSPP) ? Priv::kSupervisor : Priv::kUser;
   s = (s & kMstatusSPIE) ? (s | kMstatusSIE) : (s & ~kMstatusSIE);
@@ -1145,7 +1313,7 @@ DEFINE(SFENCE_VMA,
 DEFINE(WFI,
   // With S-mode present, U-mode may never wait (as QEMU does); S-mode may not when mstatus.TW is set.
   if (priv == Priv::kUser || (priv == Priv::kSupervisor && (mstatus & kMstatusTW))) TRAP(kIllegalInstr, 0x10500073u);
-  SYNC_AFTER();
+  SYNC_AFTER(L);
   wfi = true;
   result = Inner::kWfi;
   goto out;
@@ -1155,22 +1323,22 @@ DEFINE(WFI,
 csr:
 {
   // Which of the six: funct3 in mval. The raw instruction (mtval of an illegal access) is rebuilt from
-  // the slot: rs2 keeps the instruction's rd field (see decode.cc).
+  // the slot: imm keeps the CSR number and the instruction's rd field (see Decoded).
   const uint32_t here = PC_OF(e);
   const uint32_t f3 = mval;
-  const uint32_t raw = (static_cast<uint32_t>(e->imm) << 20) | (static_cast<uint32_t>(e->rs1) << 15) | (f3 << 12) |
-                       (static_cast<uint32_t>(e->rs2) << 7) | 0x73u;
+  const uint32_t csr = static_cast<uint32_t>(e->imm) & 0xfffu, rd_field = static_cast<uint32_t>(e->imm) >> 16;
+  const uint32_t raw = (csr << 20) | (static_cast<uint32_t>(e->rs1) << 15) | (f3 << 12) | (rd_field << 7) | 0x73u;
   const uint32_t src = (f3 & 4) ? e->rs1 : x[e->rs1];
   const bool write = (f3 & 3) == 1 || e->rs1 != 0;
-  instret = IC() - TE(SLOT(e));
+  instret = IC() - e->n;
   branches = br;  // a time read is logged with its position
   pc = here;
   uint32_t old = 0;
-  const CsrResult r = csr_op(static_cast<uint32_t>(e->imm), f3 & 3, src, write, &old);
+  const CsrResult r = csr_op(csr, f3 & 3, src, write, &old);
   if (r == CsrResult::kIllegal) TRAP(kIllegalInstr, raw);
   x[e->rd] = old;
   if (r == CsrResult::kOkRecheck) {
-    SYNC_AFTER();
+    SYNC_AFTER(mlen);
     result = Inner::kRecheck;
     goto out;
   }
@@ -1189,8 +1357,8 @@ csr:
     goto trap;                   \
   } while (0)
 load_slow: {
-  const uint64_t retired = IC() - TE(SLOT(e)) + 1u;
-  const uint32_t here = PC_OF(e), next = NEXT_PC(e);
+  const uint64_t retired = IC() - e->n + 1u;
+  const uint32_t here = PC_OF(e), next = NEXT_PC(e, mlen);
   const uint8_t rd = e->rd;
   instret = retired - 1;
   branches = br;  // a device read may be logged with its position
@@ -1214,8 +1382,8 @@ load_slow: {
   goto out;
 }
 store_slow: {
-  const uint64_t retired = IC() - TE(SLOT(e)) + 1u;
-  const uint32_t here = PC_OF(e), next = NEXT_PC(e);
+  const uint64_t retired = IC() - e->n + 1u;
+  const uint32_t here = PC_OF(e), next = NEXT_PC(e, mlen);
   instret = retired - 1;
   pc = here;
   StoreOutcome so = StoreOutcome::kOk;
@@ -1266,7 +1434,6 @@ out_synced:
   return result;
 
 #undef SLOT
-#undef TE
 #undef PAGE_PC
 #undef PC_OF
 #undef NEXT_PC
@@ -1275,8 +1442,14 @@ out_synced:
 #undef NEXT_DYN
 #undef GO
 #undef DEFINE
+#undef DEFINE_SAME
 #undef JUMP
 #undef JUMP_REL
+#undef JUMP_FAR
+#undef JUMP_REL_OR_FAR
+#undef DEFINE_REL
+#undef TAKE
+#undef UNTAKE
 #undef FALLTHROUGH
 #undef SYNC_BEFORE
 #undef SYNC_AFTER

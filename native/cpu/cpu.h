@@ -131,7 +131,7 @@ class Platform {
 /// A 32-bit instruction in the last slot continues on another page (which, under paging, need not be
 /// the next physical one): it decodes as STRADDLE, which fetches its second half at each execution.
 ///
-/// Block accounting: entering slot s adds to_end[s] (instructions from s through the end of its
+/// Block accounting: entering slot s adds e[s].n (instructions from s through the end of its
 /// block: the next control-flow instruction, or the page end) to instret at once; leaving a block
 /// early (trap, device access, self-modifying store) subtracts what did not retire. So the hot
 /// loop touches the counter once per block, and instret is still exact at every stop.
@@ -141,10 +141,11 @@ class Platform {
 /// mode it is first decoded in (`translated`), so M-mode code and user code each run their fast one.
 struct DecodedPage {
   Decoded e[kSlotsPerPage + 2];          // +2 PAGE_END sentinels reached by straight-line flow off the page
-  uint16_t to_end[kSlotsPerPage + 2];    // sentinels: 0 (they are not instructions)
+                                         // (their count n is 0: they are not instructions)
   uint8_t op[kSlotsPerPage + 2];         // the Op of each slot, for re-decoding after a store
+  uint8_t len[kSlotsPerPage + 2];        // its length in halfwords (1 or 2), for the block counts
   bool translated;                       // memory operations use the translation-first handlers
-  bool stale;                            // to_end must be recounted before it runs (live_ is null)
+  bool stale;                            // the counts n must be recounted before it runs (live_ is null)
   uint32_t data_stores;                  // stores while other pages ran, since it was decoded
   uint32_t page_pc;                      // while its code runs: the virtual pc of slot 0 (set on entry)
 };
@@ -180,6 +181,17 @@ class Cpu {
 
   // --- architectural state (read by the host at any stop) ---
   uint32_t x[33] = {};   ///< x[32] is the sink that decoded rd=0 writes go to; x[0] stays 0
+ private:
+  // The run loop's limits for physical loads and stores, next to the registers: the loop reaches them
+  // from the register file's address, which it keeps in a register anyway, and compares with them in
+  // memory instead of holding each in a register of its own (or a stack slot it reloads first).
+  // load_limit_: a RAM offset below it may be loaded with any size (RAM size - 3; a byte or halfword in
+  // the last three bytes takes the slow path). store_limit_: RAM size in bytes, halfwords and words
+  // (see STORE_FAST in cpu.cc). All 0 while loads and stores are translated.
+  uint32_t load_limit_ = 0;
+  uint32_t store_limit_[3] = {};
+
+ public:
   uint32_t pc = kRamBase;
   Priv priv = Priv::kMachine;
   uint64_t instret = 0;   ///< host position counter: never written by the guest
@@ -332,10 +344,10 @@ class Cpu {
   void decode_slot(DecodedPage* p, uint32_t page_index, uint32_t slot);
   /// A decoded slot for the dispatch loop (handler of the current run_inner), to sit at index `slot`.
   Decoded slot_of(const DecodedOp& d, bool translated, uint32_t slot) const;
-  /// Recounts to_end from `from_slot` down as far as a change reaches, at most `budget` slots; false
+  /// Recounts the slots' n from `from_slot` down as far as a change reaches, at most `budget` slots; false
   /// if the budget ran out (the counts below are then partly stale).
   bool fix_to_end(DecodedPage* p, uint32_t from_slot, uint32_t budget);
-  /// Counts to_end for the whole page.
+  /// Counts n for the whole page.
   void count_blocks(DecodedPage* p);
   /// After slots up to `from_slot` of page `pi` were re-decoded: fixes its counts now (the running
   /// page, or a short ripple) or marks it stale for a recount when it is next entered.
@@ -403,6 +415,11 @@ class Cpu {
   std::vector<uint8_t> dirty_;
   const Handler* labels_ = nullptr;                  // the handler of each op and length (run_inner's table)
   Handler labels_translated_[kOpCount * 2] = {};     // labels_ with the translation-first memory handlers
+  Handler labels_far_[kOpCount * 2] = {};            // labels_ with the branches and jal whose target is off the page
+  Handler labels_same_[kOpCount * 2] = {};           // labels_ with the in-place ALU handlers (rd = rs1)
+  /// The slot of a pc-relative jump copied to the single-step page: its target rebased to slot 0, and
+  /// the far handler (every transfer from that page goes through dispatch).
+  Decoded step_slot(const DecodedPage* p, uint32_t slot) const;
   // Single-stepping (near a stop, and every STRADDLE): slot 0 holds the instruction and counts 1; every
   // other slot is a PAGE_END sentinel counting 0, so wherever a fall-through or a jump within the
   // "page" lands, it goes back to dispatch with the right target.

@@ -39,14 +39,18 @@ using Handler = const void*;
 
 /// One pre-decoded instruction slot (16 bytes: four fit a cache line).
 ///
-///   0        8        12   13    14    15
-///   +--------+--------+----+-----+-----+-----+
-///   | h      | imm    | rd | rs1 | rs2 | len |
-///   +--------+--------+----+-----+-----+-----+
+///   0        8        12   13    14
+///   +--------+--------+----+-----+--------+
+///   | h      | imm    | rd | rs1 | n      |
+///   +--------+--------+----+-----+--------+
 ///
 /// h: handler of the dispatch loop (see Handler). rd is 32 (the sink) when the instruction
-/// names x0 as destination, so handlers write without a check. len is in halfwords (1 or 2).
-/// ILLEGAL keeps the raw bits in imm (for mtval); CSR ops keep the CSR number in imm and, for the
+/// names x0 as destination, so handlers write without a check. n: the instructions from this slot
+/// through the end of its block (Cpu's block accounting: a jump to the slot reads the count it
+/// lands on). The length (16- or 32-bit) is in the handler, not the slot.
+/// Register-register operations (ALU, M, LR/SC, AMOs) keep rs2 in imm; stores and branches, which
+/// have no destination, keep rs2 in rd. ILLEGAL keeps the raw bits in imm (for mtval); CSR ops keep
+/// the CSR number in imm bits 0-11 and the instruction's rd field in bits 16-20, and, for the
 /// immediate forms, the 5-bit zimm in rs1. AMOs keep aq/rl nowhere (one hart: no effect). STRADDLE (a
 /// 32-bit instruction in a page's last halfword) keeps its low halfword in imm; SFENCE_VMA its raw bits.
 /// jalr with rd = x0 (ret, jr, c.jr) decodes to JR, which links nothing.
@@ -55,7 +59,8 @@ using Handler = const void*;
 struct Decoded {
   Handler h;
   int32_t imm;
-  uint8_t rd, rs1, rs2, len;
+  uint8_t rd, rs1;
+  uint16_t n;
 };
 static_assert(sizeof(Decoded) == 16, "a decoded slot is 16 bytes");
 

@@ -114,6 +114,24 @@ const mulDiv: Row[] = [
   ['div x1, x1, x1', rv.div(1, 1, 1), { 1: -5 }, { 1: 1 }],
 ];
 
+// rd = rs1: the interpreter runs these with in-place handlers (the register is read and written once).
+const inPlace: Row[] = [
+  ['add x1, x1, x2', rv.add(1, 1, 2), { 1: 5, 2: 7 }, { 1: 12, 2: 7 }],
+  ['sub x1, x1, x2', rv.sub(1, 1, 2), { 1: 5, 2: 7 }, { 1: -2, 2: 7 }],
+  ['xor x1, x1, x2', rv.xor(1, 1, 2), { 1: 0xff00ff00, 2: 0x0ff00ff0 }, { 1: 0xf0f0f0f0 }],
+  ['or x1, x1, x2', rv.or(1, 1, 2), { 1: 0xff00ff00, 2: 0x0ff00ff0 }, { 1: 0xfff0fff0 }],
+  ['and x1, x1, x2', rv.and(1, 1, 2), { 1: 0xff00ff00, 2: 0x0ff00ff0 }, { 1: 0x0f000f00 }],
+  ['sub x2, x2, x2', rv.sub(2, 2, 2), { 2: 0x1234 }, { 2: 0 }],
+  ['addi x1, x1, -2048', rv.addi(1, 1, -2048), { 1: 2048 }, { 1: 0 }],
+  ['xori x1, x1, -1', rv.xori(1, 1, -1), { 1: 0x12345678 }, { 1: 0xedcba987 }],
+  ['ori x1, x1, 0x7ff', rv.ori(1, 1, 0x7ff), { 1: INT_MIN }, { 1: 0x800007ff }],
+  ['andi x1, x1, 0xf0', rv.andi(1, 1, 0xf0), { 1: 0xffffffff }, { 1: 0xf0 }],
+  ['slli x1, x1, 4', rv.slli(1, 1, 4), { 1: 0x87654321 }, { 1: 0x76543210 }],
+  ['srli x1, x1, 4', rv.srli(1, 1, 4), { 1: 0x87654321 }, { 1: 0x08765432 }],
+  ['srai x1, x1, 4', rv.srai(1, 1, 4), { 1: 0x87654321 }, { 1: 0xf8765432 }],
+  ['addi x31, x31, 1', rv.addi(31, 31, 1), { 31: 0xffffffff }, { 31: 0, 0: 0 }],
+];
+
 const writesToX0: Row[] = [
   ['addi x0, x0, 5', rv.addi(0, 0, 5), {}, { 0: 0 }],
   ['lui x0, 0x12345', rv.lui(0, 0x12345), {}, { 0: 0 }],
@@ -126,6 +144,15 @@ const writesToX0: Row[] = [
 
 describe('RV32I register-register operations', () => {
   for (const [asm, code, regs, want] of registerOps) {
+    it(`${asm} with ${fmtRegs(regs)} gives ${fmtRegs(want)}`, async () => {
+      const { m } = await runToEbreak([code], { regs });
+      expectRegs(m, want);
+    });
+  }
+});
+
+describe('ALU operations whose destination is their first source', () => {
+  for (const [asm, code, regs, want] of inPlace) {
     it(`${asm} with ${fmtRegs(regs)} gives ${fmtRegs(want)}`, async () => {
       const { m } = await runToEbreak([code], { regs });
       expectRegs(m, want);
