@@ -885,21 +885,10 @@ run_slot:
     goto op_##name##_1;             \
   case kH_##name##_2:               \
     goto op_##name##_2;
-#define LOCKSTEP_CASE_T(name)       \
-  case kH_##name##_T_1:             \
-    goto op_##name##_T_1;           \
-  case kH_##name##_T_2:             \
-    goto op_##name##_T_2;
-#define LOCKSTEP_CASE_F(name)       \
-  case kH_##name##_F_1:             \
-    goto op_##name##_F_1;           \
-  case kH_##name##_F_2:             \
-    goto op_##name##_F_2;
-#define LOCKSTEP_CASE_S(name)       \
-  case kH_##name##_S_1:             \
-    goto op_##name##_S_1;           \
-  case kH_##name##_S_2:             \
-    goto op_##name##_S_2;
+// The variants' handlers are named as an op of their own (name_T, name_F, name_S).
+#define LOCKSTEP_CASE_T(name) LOCKSTEP_CASE(name##_T)
+#define LOCKSTEP_CASE_F(name) LOCKSTEP_CASE(name##_F)
+#define LOCKSTEP_CASE_S(name) LOCKSTEP_CASE(name##_S)
     LOCKSTEP_OPS(LOCKSTEP_CASE) LOCKSTEP_MEM_OPS(LOCKSTEP_CASE_T) LOCKSTEP_REL_OPS(LOCKSTEP_CASE_F)
     LOCKSTEP_SAME_OPS(LOCKSTEP_CASE_S)
 #undef LOCKSTEP_CASE
