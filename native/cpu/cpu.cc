@@ -586,29 +586,24 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
     e += mlen;       \
     GO();            \
   } while (0)
-// Every handler exists twice (see kLabels); L is the instruction length in halfwords.
-#define DEFINE(name, ...)                 \
-  op_##name##_1 : {                       \
-    [[maybe_unused]] constexpr uint32_t L = 1;  \
-    __VA_ARGS__                           \
-  }                                       \
-  op_##name##_2 : {                       \
-    [[maybe_unused]] constexpr uint32_t L = 2;  \
-    __VA_ARGS__                           \
+// Every handler exists twice (see kLabels): `label`_1 and `label`_2, L the instruction length in
+// halfwords; `decl` declares what else is constant in that variant (SAME, FAR), or nothing.
+#define DEFINE_VARIANT(label, decl, ...)         \
+  label##_1 : {                                  \
+    [[maybe_unused]] constexpr uint32_t L = 1;   \
+    decl;                                        \
+    __VA_ARGS__                                  \
+  }                                              \
+  label##_2 : {                                  \
+    [[maybe_unused]] constexpr uint32_t L = 2;   \
+    decl;                                        \
+    __VA_ARGS__                                  \
   }
+#define DEFINE(name, ...) DEFINE_VARIANT(op_##name, , __VA_ARGS__)
 // An ALU operation with its in-place form (LOCKSTEP_SAME_OPS): there SAME is true and RS1 reads rd.
-#define DEFINE_SAME(name, ...)                        \
-  DEFINE(name, __VA_ARGS__)                           \
-  op_##name##_S_1 : {                                 \
-    [[maybe_unused]] constexpr uint32_t L = 1;        \
-    [[maybe_unused]] constexpr bool SAME = true;      \
-    __VA_ARGS__                                       \
-  }                                                   \
-  op_##name##_S_2 : {                                 \
-    [[maybe_unused]] constexpr uint32_t L = 2;        \
-    [[maybe_unused]] constexpr bool SAME = true;      \
-    __VA_ARGS__                                       \
-  }
+#define DEFINE_SAME(name, ...) \
+  DEFINE(name, __VA_ARGS__)    \
+  DEFINE_VARIANT(op_##name##_S, [[maybe_unused]] constexpr bool SAME = true, __VA_ARGS__)
 // Control transfer: a new block starts, so count it (fast when it stays on the current page).
 #define JUMP(t)                                  \
   do {                                           \
@@ -774,15 +769,7 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
     mlen = L;                                                                        \
     goto store_slow;                                                                 \
   } while (0)
-#define DEFINE_T(name, ...)               \
-  op_##name##_T_1 : {                     \
-    [[maybe_unused]] constexpr uint32_t L = 1;  \
-    __VA_ARGS__                           \
-  }                                       \
-  op_##name##_T_2 : {                     \
-    [[maybe_unused]] constexpr uint32_t L = 2;  \
-    __VA_ARGS__                           \
-  }
+#define DEFINE_T(name, ...) DEFINE_VARIANT(op_##name##_T, , __VA_ARGS__)
 // pc-relative jumps exist in a near and a far form (DEFINE_REL; FAR is constexpr in each).
 #define JUMP_REL_OR_FAR() \
   do {                    \
@@ -795,27 +782,9 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
     if (cond) JUMP_REL_OR_FAR();             \
     FALLTHROUGH();                           \
   } while (0)
-#define DEFINE_REL(name, ...)                      \
-  op_##name##_1 : {                                \
-    [[maybe_unused]] constexpr uint32_t L = 1;     \
-    [[maybe_unused]] constexpr bool FAR = false;   \
-    __VA_ARGS__                                    \
-  }                                                \
-  op_##name##_2 : {                                \
-    [[maybe_unused]] constexpr uint32_t L = 2;     \
-    [[maybe_unused]] constexpr bool FAR = false;   \
-    __VA_ARGS__                                    \
-  }                                                \
-  op_##name##_F_1 : {                              \
-    [[maybe_unused]] constexpr uint32_t L = 1;     \
-    [[maybe_unused]] constexpr bool FAR = true;    \
-    __VA_ARGS__                                    \
-  }                                                \
-  op_##name##_F_2 : {                              \
-    [[maybe_unused]] constexpr uint32_t L = 2;     \
-    [[maybe_unused]] constexpr bool FAR = true;    \
-    __VA_ARGS__                                    \
-  }
+#define DEFINE_REL(name, ...)                                                                   \
+  DEFINE_VARIANT(op_##name, [[maybe_unused]] constexpr bool FAR = false, __VA_ARGS__) \
+  DEFINE_VARIANT(op_##name##_F, [[maybe_unused]] constexpr bool FAR = true, __VA_ARGS__)
 #define ALU(expr)          \
   do {                     \
     x[e->rd] = (expr);     \
