@@ -308,9 +308,9 @@ Cpu::StoreOutcome Cpu::slow_store(uint32_t addr, unsigned size, uint32_t value, 
     const uint8_t f = flags_[off >> kPageShift] | flags_[(off + size - 1) >> kPageShift];
     if ((f & kPageDecoded) && code_store(off, size, cur_page, changed)) out = StoreOutcome::kOkLeaveBlock;
     if (changed && (f & kPagePageTable)) {
-      // A cached translation came through this page table: drop them all, and leave the block in case
-      // the running code's own mapping changed.
-      flush_tlb();
+      // A cached translation may have come through this entry: drop those that did, and leave the
+      // block in case the running code's own mapping changed.
+      tlb_pte_stored(off, size);
       out = StoreOutcome::kOkLeaveBlock;
     }
     if (flags_[off >> kPageShift] & kPagePlatform) {
@@ -1263,9 +1263,13 @@ DEFINE(SFENCE_VMA,
   if (priv == Priv::kUser || (priv == Priv::kSupervisor && (mstatus & kMstatusTVM))) {
     TRAP(kIllegalInstr, static_cast<uint32_t>(e->imm));
   }
-  // The translation cache already follows every page-table store; dropping it here (whatever the
-  // address and ASID operands) only makes sure of that. The running block's mapping is unchanged.
-  flush_tlb();
+  // The translation cache already follows every page-table store (it never holds a stale entry, so
+  // what it holds is invisible to the guest); dropping the named page's entries, or all of them for
+  // rs1 = x0, only makes sure of that. An OS fences after each PTE it changes: a whole flush there
+  // would refill the cache hundreds of thousands of times in a Linux boot. The ASID operand is
+  // ignored (the cache is not tagged by ASID). The running block's mapping is unchanged.
+  if (e->rs1 == 0) flush_tlb();
+  else flush_tlb_page(RS1);
   NEXT();
 )
 DEFINE(WFI,

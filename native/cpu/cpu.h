@@ -59,7 +59,9 @@ struct TlbEntry {
   uint32_t r, w, x;   ///< tags for loads, stores, fetches
   uint32_t page;      ///< RAM page index of the physical page
   uintptr_t addend;
-  uintptr_t pad;
+  /// RAM offsets of the page-table entries the walk read (leaf level first; kTlbInvalid: none), so
+  /// that a store to one drops just the translations that came through it.
+  uint32_t pte[2];
 };
 static_assert(sizeof(TlbEntry) == 32, "a TLB entry is 32 bytes (index by shift)");
 constexpr uint32_t kTlbInvalid = 0xffffffffu;
@@ -381,17 +383,31 @@ class Cpu {
   void update_mode();
   /// Drops every cached translation (satp or PMP written, a page table stored to, a restore).
   void flush_tlb();
+  /// Drops the cached translations of the page holding virtual address `va`, in every context.
+  void flush_tlb_page(uint32_t va);
+  /// RAM bytes [off, off + len) of a page-table page changed: drops the translations whose walk read
+  /// an entry there (all of them when the cache lost track of what it holds).
+  void tlb_pte_stored(uint32_t off, uint32_t len);
+  /// RAM page `page` became a page-table page: no cached translation may store to it directly any more.
+  void tlb_drop_writable(uint32_t page);
   /// PMP entries changed: whether M-mode is bound by a locked entry, and a flush.
   void pmp_changed();
   /// Translates `va` for an access in context `c` (page walk with A/D updates, PMP), caching the
   /// page when it can. Returns 0 and the physical address, or the exception cause.
   uint32_t translate(uint32_t va, Access access, Context c, uint64_t* pa);
-  uint32_t walk(uint32_t va, Access access, Context c, uint64_t* pa, uint32_t* pte, uint32_t pt_pages[2]);
+  uint32_t walk(uint32_t va, Access access, Context c, uint64_t* pa, uint32_t* pte, uint32_t pte_offs[2]);
   /// PMP: whether [pa, pa+len) may be accessed this way at privilege p.
   bool pmp_allows(uint64_t pa, uint32_t len, Priv p, Access access) const;
   /// PMP permissions (bit 0 R, 1 W, 2 X) that hold for the whole 4 KiB page at `base` (a type allowed
   /// only for part of the page is left out: such accesses are never cached and always checked exactly).
-  uint32_t pmp_page(uint64_t base, Priv p) const;
+  uint32_t pmp_page(uint64_t base, Priv p) const {
+    const uint64_t page = base >> kPageShift;
+    const PmpMemo& m = pmp_memo_[static_cast<uint8_t>(p) & 3][page & (kPmpMemo - 1)];
+    return m.key == page + 1 ? m.perms : pmp_page_slow(base, p);
+  }
+  uint32_t pmp_page_slow(uint64_t base, Priv p) const;
+  /// pmp_allows(), answered from pmp_page() when the access lies in one page allowed as a whole.
+  bool pmp_allows_fast(uint64_t pa, uint32_t len, Priv p, Access access) const;
   /// Data access slow paths through translation: the hot loop's misses land here.
   /// Each returns 0 or the exception cause; *tval is then the faulting address when it is not `va`
   /// (the second page of an access that crosses pages).
@@ -432,6 +448,15 @@ class Cpu {
   static constexpr uint32_t kBanks = 7;
   std::unique_ptr<TlbEntry[]> tlb_;       // (kBanks + 1) * kTlbSize; the last bank stays empty
   std::vector<TlbEntry*> tlb_filled_;     // entries filled since the last flush (capacity reserved)
+  // Filters over the page-table entries the cached translations came through (TlbEntry::pte; [0] the
+  // level the walk ended at, [1] the root level above a 4 KiB leaf), hashed by word, emptied by
+  // flush_tlb(): a store to a page-table word whose bit is clear drops nothing. A leaf entry's word
+  // gives the virtual page number's low bits, hence the one slot per bank it can be cached in; a
+  // root entry's covers 1024 pages, and a store there searches tlb_filled_.
+  static constexpr uint32_t kPteFilterBits = 16384;
+  uint64_t pte_filter_[2][kPteFilterBits / 64] = {};
+  static uint32_t pte_filter_bit(uint32_t off) { return ((off >> 2) ^ (off >> 16)) & (kPteFilterBits - 1); }
+  bool pte_filtered(int level, uint32_t off) const { return (pte_filter_[level][pte_filter_bit(off) >> 6] >> (pte_filter_bit(off) & 63)) & 1; }
   static constexpr uint32_t kTlbFillsTracked = 256;
   std::vector<uint8_t> tlb_writable_;     // per RAM page: some entry may let stores through to it
   std::vector<uint32_t> tlb_writable_list_;
@@ -450,6 +475,15 @@ class Cpu {
   };
   PmpRange pmp_active_[kPmpEntries] = {};
   uint32_t pmp_active_count_ = 0;
+  // pmp_page()'s answers by privilege and page, direct-mapped, emptied by pmp_changed(): the entries
+  // change at boot and seldom after, while every fill of the translation cache asks (one walk in a few
+  // hundred instructions while an OS boots). `key` is the page number + 1 (0: empty).
+  static constexpr uint32_t kPmpMemo = 256;
+  struct PmpMemo {
+    uint32_t key;
+    uint32_t perms;
+  };
+  mutable PmpMemo pmp_memo_[4][kPmpMemo] = {};
   bool leave_block_ = false;              // a walker store re-decoded the running block
   uint32_t cur_page_ = UINT32_MAX;        // RAM page the running block was decoded from
 };

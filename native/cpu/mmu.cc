@@ -75,6 +75,7 @@ void Cpu::update_mode() {
 }
 
 void Cpu::pmp_changed() {
+  std::memset(static_cast<void*>(pmp_memo_), 0, sizeof(pmp_memo_));
   pmp_locked_ = false;
   pmp_active_count_ = 0;
   for (uint32_t i = 0; i < kPmpEntries; i++) {
@@ -105,18 +106,56 @@ void Cpu::flush_tlb() {
   for (uint32_t p : page_table_list_) flags_[p] &= static_cast<uint8_t>(~kPagePageTable);
   page_table_list_.clear();
   // Only the entries filled since the last flush hold anything: an OS flushes far more often (every
-  // page-table store, sfence.vma, satp write) than it fills the whole cache, so clear just those.
+  // satp write, a whole-cache sfence.vma) than it fills the whole cache, so clear just those.
   if (tlb_filled_.size() <= kTlbFillsTracked) {
     for (TlbEntry* t : tlb_filled_) t->r = t->w = t->x = kTlbInvalid;
   } else {
     std::memset(static_cast<void*>(tlb_.get()), 0xff, sizeof(TlbEntry) * kBanks * kTlbSize);
   }
   tlb_filled_.clear();
+  std::memset(pte_filter_, 0, sizeof(pte_filter_));
+}
+
+void Cpu::flush_tlb_page(uint32_t va) {
+  const uint32_t vpage = va & kPageMask;
+  for (uint32_t b = 0; b < kBanks; b++) {
+    TlbEntry& t = tlb_[b * kTlbSize + ((va >> kPageShift) & (kTlbSize - 1))];
+    if (t.r == vpage || t.w == vpage || t.x == vpage) t.r = t.w = t.x = kTlbInvalid;
+  }
+}
+
+void Cpu::tlb_pte_stored(uint32_t off, uint32_t len) {
+  for (uint32_t w = off & ~3u; w <= ((off + len - 1) & ~3u); w += 4) {
+    if (pte_filtered(0, w)) {
+      // A 4 KiB leaf's entry is at the index of the virtual page number's low 10 bits in its table:
+      // the translation can only be in that slot of each bank.
+      const uint32_t slot = ((w & (kPageSize - 1)) >> 2) & (kTlbSize - 1);
+      for (uint32_t b = 0; b < kBanks; b++) {
+        TlbEntry& t = tlb_[b * kTlbSize + slot];
+        if (t.pte[0] == w) t.r = t.w = t.x = kTlbInvalid;
+      }
+    }
+    if (pte_filtered(1, w)) {
+      // A root entry covers 1024 pages, cached in any slot: search what was filled.
+      if (tlb_filled_.size() > kTlbFillsTracked) return flush_tlb();  // lost track: drop everything
+      for (TlbEntry* t : tlb_filled_) {
+        if (t->pte[1] == w) t->r = t->w = t->x = kTlbInvalid;
+      }
+    }
+  }
+}
+
+void Cpu::tlb_drop_writable(uint32_t page) {
+  if (tlb_filled_.size() > kTlbFillsTracked) return flush_tlb();
+  for (TlbEntry* t : tlb_filled_) {
+    if (t->page == page) t->w = kTlbInvalid;
+  }
+  tlb_writable_[page] = 0;
 }
 
 void Cpu::set_page_flag(uint32_t page, uint8_t flag) {
   // Cached translations may let stores reach this page without a look at its flags: drop them first.
-  if (tlb_writable_[page]) flush_tlb();
+  if (tlb_writable_[page]) tlb_drop_writable(page);
   flags_[page] |= flag;
 }
 
@@ -134,14 +173,26 @@ bool Cpu::pmp_allows(uint64_t pa, uint32_t len, Priv p, Access access) const {
   return p == Priv::kMachine;
 }
 
-uint32_t Cpu::pmp_page(uint64_t base, Priv p) const {
+uint32_t Cpu::pmp_page_slow(uint64_t base, Priv p) const {
   // An access type allowed for the page as a whole is allowed for every access inside it: the first
   // entry that matches the page contains all of it, and no lower entry touches any part of it.
   uint32_t perms = 0;
   for (Access a : {Access::kLoad, Access::kStore, Access::kFetch}) {
     if (pmp_allows(base, kPageSize, p, a)) perms |= pmp_bit(a);
   }
+  const uint64_t page = base >> kPageShift;  // Sv32 physical addresses have 34 bits: 22 of page number
+  PmpMemo& m = pmp_memo_[static_cast<uint8_t>(p) & 3][page & (kPmpMemo - 1)];
+  m.key = static_cast<uint32_t>(page + 1);
+  m.perms = perms;
   return perms;
+}
+
+bool Cpu::pmp_allows_fast(uint64_t pa, uint32_t len, Priv p, Access access) const {
+  // Allowed for the whole page: allowed here. Otherwise an entry may still allow these bytes (a range
+  // smaller than the page), or the access may cross into another page: the exact check decides.
+  const uint64_t last = pa + len - 1;
+  if ((pa >> kPageShift) == (last >> kPageShift) && (pmp_page(pa & ~static_cast<uint64_t>(kPageSize - 1), p) & pmp_bit(access)) != 0) return true;
+  return pmp_allows(pa, len, p, access);
 }
 
 void Cpu::walker_store(uint32_t off, uint32_t value) {
@@ -154,14 +205,14 @@ void Cpu::walker_store(uint32_t off, uint32_t value) {
   if ((flags_[page] & kPageDecoded) && code_store(off, 4, cur_page_, true)) leave_block_ = true;
 }
 
-uint32_t Cpu::walk(uint32_t va, Access access, Context c, uint64_t* pa, uint32_t* pte_out, uint32_t pt_pages[2]) {
+uint32_t Cpu::walk(uint32_t va, Access access, Context c, uint64_t* pa, uint32_t* pte_out, uint32_t pte_offs[2]) {
   uint64_t table = static_cast<uint64_t>(satp & 0x3fffffu) << kPageShift;
   for (int level = 1; level >= 0; level--) {
     const uint64_t pte_pa = table + (((va >> (kPageShift + 10 * level)) & 0x3ffu) << 2);
     const uint64_t off = pte_pa - kRamBase;  // wraps to a huge value below RAM
     // The walk's own reads are S-mode accesses for PMP; a PTE outside RAM is an access fault.
-    if (off >= ram_size_ || !pmp_allows(pte_pa, 4, Priv::kSupervisor, Access::kLoad)) return fault(access, false);
-    pt_pages[level] = static_cast<uint32_t>(off >> kPageShift);
+    if (off >= ram_size_ || !pmp_allows_fast(pte_pa, 4, Priv::kSupervisor, Access::kLoad)) return fault(access, false);
+    pte_offs[level] = static_cast<uint32_t>(off);
     uint32_t pte = rd32(ram_ + off);
     if (!(pte & kPteV) || (!(pte & kPteR) && (pte & kPteW))) return fault(access, true);
     if (!(pte & (kPteR | kPteX))) {  // a pointer to the next level
@@ -174,7 +225,7 @@ uint32_t Cpu::walk(uint32_t va, Access access, Context c, uint64_t* pa, uint32_t
     // Svadu: the walker sets A (and D for a store) in the PTE itself; one hart, so the update is atomic.
     const uint32_t need = kPteA | (access == Access::kStore ? kPteD : 0);
     if ((pte & need) != need) {
-      if (!pmp_allows(pte_pa, 4, Priv::kSupervisor, Access::kStore)) return fault(access, false);
+      if (!pmp_allows_fast(pte_pa, 4, Priv::kSupervisor, Access::kStore)) return fault(access, false);
       pte |= need;
       walker_store(static_cast<uint32_t>(off), pte);
     }
@@ -188,10 +239,10 @@ uint32_t Cpu::walk(uint32_t va, Access access, Context c, uint64_t* pa, uint32_t
 
 uint32_t Cpu::translate(uint32_t va, Access access, Context c, uint64_t* pa) {
   uint32_t pte = kPteR | kPteW | kPteX | kPteA | kPteD;  // what a bare (untranslated) access may do
-  uint32_t pt_pages[2] = {UINT32_MAX, UINT32_MAX};
+  uint32_t pte_offs[2] = {kTlbInvalid, kTlbInvalid};
   const bool paged = c.priv != Priv::kMachine && (satp >> 31) != 0;
   if (paged) {
-    if (const uint32_t cause = walk(va, access, c, pa, &pte, pt_pages)) return cause;
+    if (const uint32_t cause = walk(va, access, c, pa, &pte, pte_offs)) return cause;
   } else {
     *pa = va;
   }
@@ -201,11 +252,11 @@ uint32_t Cpu::translate(uint32_t va, Access access, Context c, uint64_t* pa) {
   // this walk; stores only once D is set and the page has no flags that route stores elsewhere).
   const uint32_t page = static_cast<uint32_t>(off >> kPageShift);
   const uint32_t perms = pmp_page(*pa & kPageMask, c.priv);
-  for (uint32_t p : pt_pages) {
-    if (p != UINT32_MAX && tlb_writable_[p]) flush_tlb();
-  }
-  for (uint32_t p : pt_pages) {
-    if (p == UINT32_MAX || (flags_[p] & kPagePageTable)) continue;
+  for (uint32_t o : pte_offs) {
+    if (o == kTlbInvalid) continue;
+    const uint32_t p = o >> kPageShift;
+    if (tlb_writable_[p]) tlb_drop_writable(p);
+    if (flags_[p] & kPagePageTable) continue;
     flags_[p] |= kPagePageTable;
     page_table_list_.push_back(p);
   }
@@ -219,6 +270,12 @@ uint32_t Cpu::translate(uint32_t va, Access access, Context c, uint64_t* pa) {
             ? vpage : kTlbInvalid;
   t.page = page;
   t.addend = reinterpret_cast<uintptr_t>(ram_ + (static_cast<size_t>(page) << kPageShift)) - vpage;
+  t.pte[0] = pte_offs[0];  // the 4 KiB leaf's entry (none for a superpage)
+  t.pte[1] = pte_offs[1];  // the root table's entry: a pointer, or a superpage's leaf
+  for (int level = 0; level < 2; level++) {
+    const uint32_t o = pte_offs[level];
+    if (o != kTlbInvalid) pte_filter_[level][pte_filter_bit(o) >> 6] |= 1ull << (pte_filter_bit(o) & 63);
+  }
   if (t.w != kTlbInvalid && !tlb_writable_[page]) {
     tlb_writable_[page] = 1;
     tlb_writable_list_.push_back(page);
@@ -241,7 +298,7 @@ uint32_t Cpu::fetch_offset(uint32_t va, uint32_t* ram_offset) {
   uint64_t pa;
   if (const uint32_t cause = translate(va, Access::kFetch, fetch_context(), &pa)) return cause;
   const uint64_t off = pa - kRamBase;
-  if (off >= ram_size_ || !pmp_allows(pa, 2, priv, Access::kFetch)) return kInstrAccessFault;
+  if (off >= ram_size_ || !pmp_allows_fast(pa, 2, priv, Access::kFetch)) return kInstrAccessFault;
   *ram_offset = static_cast<uint32_t>(off);
   return 0;
 }
@@ -265,7 +322,7 @@ uint32_t Cpu::load_virtual(uint32_t va, unsigned size, uint32_t* value, Mmio* re
         return cause;
       }
       const uint64_t off = pa - kRamBase;
-      if (off >= ram_size_ || !pmp_allows(pa, 1, c.priv, Access::kLoad)) {
+      if (off >= ram_size_ || !pmp_allows_fast(pa, 1, c.priv, Access::kLoad)) {
         *tval = va + i;
         return kLoadAccessFault;
       }
@@ -276,7 +333,7 @@ uint32_t Cpu::load_virtual(uint32_t va, unsigned size, uint32_t* value, Mmio* re
   }
   uint64_t pa;
   if (const uint32_t cause = translate(va, Access::kLoad, c, &pa)) return cause;
-  if (pa >> 32 || !pmp_allows(pa, size, c.priv, Access::kLoad)) return kLoadAccessFault;
+  if (pa >> 32 || !pmp_allows_fast(pa, size, c.priv, Access::kLoad)) return kLoadAccessFault;
   const Mmio r = slow_load(static_cast<uint32_t>(pa), size, value);
   if (r == Mmio::kFault) return kLoadAccessFault;
   *result = r;
@@ -297,7 +354,7 @@ uint32_t Cpu::store_virtual(uint32_t va, unsigned size, uint32_t value, StoreOut
         *tval = va + i;
         return cause;
       }
-      if (pas[i] - kRamBase >= ram_size_ || !pmp_allows(pas[i], 1, c.priv, Access::kStore)) {
+      if (pas[i] - kRamBase >= ram_size_ || !pmp_allows_fast(pas[i], 1, c.priv, Access::kStore)) {
         *tval = va + i;
         return kStoreAccessFault;
       }
@@ -310,7 +367,7 @@ uint32_t Cpu::store_virtual(uint32_t va, unsigned size, uint32_t value, StoreOut
   } else {
     uint64_t pa;
     if (const uint32_t cause = translate(va, Access::kStore, c, &pa)) return cause;
-    if (pa >> 32 || !pmp_allows(pa, size, c.priv, Access::kStore)) return kStoreAccessFault;
+    if (pa >> 32 || !pmp_allows_fast(pa, size, c.priv, Access::kStore)) return kStoreAccessFault;
     *out = slow_store(static_cast<uint32_t>(pa), size, value, cur_page_);
     if (*out == StoreOutcome::kFault) return kStoreAccessFault;
   }
@@ -330,7 +387,7 @@ uint32_t Cpu::amo_pointer(uint32_t va, Access access, uint8_t** host, uint32_t* 
       return 0;
     }
     if (const uint32_t cause = translate(va, access, data_context(), &pa)) return cause;
-    if (!pmp_allows(pa, 4, data_context().priv, access)) return fault(access, false);
+    if (!pmp_allows_fast(pa, 4, data_context().priv, access)) return fault(access, false);
   }
   const uint64_t off = pa - kRamBase;
   if (off > ram_size_ - 4u) return fault(access, false);  // atomics work on RAM only

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { rv, rvc, type Asm } from '../helpers/asm.js';
 import { CAUSE, CSR, DATA, RAM, csrOf, expectRegs, hex, le32, load, readU32, type Machine, type RunResult } from './harness.js';
-import { MST, P, PTE, PageTables, SCSR, XCAUSE, asm, enter, pte, satpOf } from './sv32.js';
+import { MST, P, PTE, PT_BASE, PageTables, SCSR, XCAUSE, asm, enter, pte, satpOf } from './sv32.js';
 
 /** The virtual page most tests map (to DATA unless they say otherwise). */
 const VA = 0x40000000;
@@ -441,6 +441,67 @@ describe('satp and sfence.vma', () => {
     });
     completed(x);
     expectRegs(x.m, { 12: 111, 16: 222, 17: 111 });
+  });
+
+  // The translation cache drops just what a page-table store invalidates: a 4 KiB leaf's translation
+  // (in the one slot per bank its entry's index names), everything under a root entry, and the direct
+  // stores of a page that has just become a page table. The code runs from slot 0 (0x80000000 of the
+  // identity superpage over RAM, which the stores below also go through); the translations under test
+  // sit in other slots, where nothing evicts them.
+  it('a store to a 4 KiB leaf entry takes effect at once, with the entry stored through another cache slot', async () => {
+    const V = VA + 0x7000; //                                                    slot 7
+    const LT = DATA + 0x3000; //                                                 V's leaf table
+    const x = await run((a) => {
+      a.li(10, V).lw(12, 0, 10);
+      a.li(14, LT + 7 * 4).li(15, pte(DATA + 0x1000, P.RW)).sw(15, 0, 14); //  through slot 0x83
+      a.lw(13, 0, 10);
+      a.sw(0, 0, 14); //                                                      unmap V
+      a.label('probe').lw(16, 0, 10);
+    }, {
+      map: (pt) => {
+        pt.setRoot(V, pte(LT, PTE.V));
+        pt.m.writeMemory(LT + 7 * 4, le32(pte(DATA, P.RW)));
+        pt.m.writeMemory(DATA, le32(111));
+        pt.m.writeMemory(DATA + 0x1000, le32(222));
+      },
+    });
+    trapped(x.r, XCAUSE.loadPage, x.a.addr('probe'), V);
+    expectRegs(x.m, { 12: 111, 13: 222 });
+  });
+
+  it('a store to a root entry takes effect at once for every page under it', async () => {
+    const x = await run((a) => {
+      a.li(10, VA + 0x1000).lw(12, 0, 10).li(11, VA + 0x5000).lw(13, 0, 11); // slots 1 and 5
+      a.li(14, PT_BASE + (VA >>> 22) * 4).sw(0, 0, 14); //                    the whole 4 MiB unmapped
+      a.label('probe').lw(16, 0, 11);
+    }, {
+      map: (pt) => {
+        pt.map(VA + 0x1000, DATA, P.RW).map(VA + 0x5000, DATA + 0x1000, P.RW);
+        pt.m.writeMemory(DATA, le32(111));
+        pt.m.writeMemory(DATA + 0x1000, le32(222));
+      },
+    });
+    trapped(x.r, XCAUSE.loadPage, x.a.addr('probe'), VA + 0x5000);
+    expectRegs(x.m, { 12: 111, 13: 222 });
+  });
+
+  it('a page stored to through a cached mapping that then becomes a page table: later stores there still take effect', async () => {
+    const T = DATA + 0x2000; //                                                  a data page, then a leaf table
+    const W = 0x70009000; //                                                     slot 9; its entry is T + 9 * 4
+    const x = await run((a) => {
+      a.li(14, T + 9 * 4).li(15, pte(DATA, P.RW)).sw(15, 0, 14).sw(15, 0, 14); // T cached writable (slot 0x82)
+      a.li(16, PT_BASE + (W >>> 22) * 4).li(17, pte(T, PTE.V)).sw(17, 0, 16); // root entry → T
+      a.li(10, W).lw(12, 0, 10); //                                           the walk reads T
+      a.li(15, pte(DATA + 0x1000, P.RW)).sw(15, 0, 14); //                    through the same mapping of T
+      a.lw(13, 0, 10);
+    }, {
+      map: (pt) => {
+        pt.m.writeMemory(DATA, le32(111));
+        pt.m.writeMemory(DATA + 0x1000, le32(222));
+      },
+    });
+    completed(x);
+    expectRegs(x.m, { 12: 111, 13: 222 });
   });
 
   it('switching satp between two roots switches the address space', async () => {
