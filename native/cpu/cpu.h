@@ -413,6 +413,9 @@ class Cpu {
   /// (the second page of an access that crosses pages).
   uint32_t load_virtual(uint32_t va, unsigned size, uint32_t* value, Mmio* result, uint32_t* tval);
   uint32_t store_virtual(uint32_t va, unsigned size, uint32_t value, StoreOutcome* out, uint32_t* tval);
+  /// A store within one page whose translation is cached for loads and allows it (D set, PMP W over the
+  /// page): its physical address without a walk. False: translate.
+  bool cached_store(uint32_t va, Context c, uint64_t* pa);
   /// LR/SC/AMO: host pointer to the aligned word at `va` (0 and the cause on a fault).
   uint32_t amo_pointer(uint32_t va, Access access, uint8_t** host, uint32_t* page);
   /// Instruction fetch translation: RAM offset of `va`, or the exception cause.

@@ -340,6 +340,24 @@ uint32_t Cpu::load_virtual(uint32_t va, unsigned size, uint32_t* value, Mmio* re
   return 0;
 }
 
+bool Cpu::cached_store(uint32_t va, Context c, uint64_t* pa) {
+  // A page that takes its stores through this slow path (it holds code, page tables, or is watched)
+  // has no store tag, but its load tag names the same translation. The cache never holds a stale one,
+  // so the leaf entry in RAM is the one it was filled from: if that lets this store through with D
+  // already set, and PMP allows stores to the whole page, no walk is needed.
+  // (A page whose flags have been cleared since, as a dirty-page consumer's is by its first store, is
+  // left to translate(), which gives the entry its store tag.)
+  const TlbEntry& t = dtlb_[(va >> kPageShift) & (kTlbSize - 1)];
+  if (t.r != (va & kPageMask) || flags_[t.page] == 0) return false;
+  const uint32_t leaf = t.pte[0] != kTlbInvalid ? t.pte[0] : t.pte[1];
+  if (leaf != kTlbInvalid) {
+    const uint32_t pte = rd32(ram_ + leaf);
+    if (!(pte & kPteD) || !leaf_allows(pte, Access::kStore, c.priv, c.sum, c.mxr)) return false;
+  }
+  *pa = kRamBase + (static_cast<uint64_t>(t.page) << kPageShift) + (va & (kPageSize - 1));
+  return (pmp_page(*pa & kPageMask, c.priv) & kPmpW) != 0;
+}
+
 uint32_t Cpu::store_virtual(uint32_t va, unsigned size, uint32_t value, StoreOutcome* out, uint32_t* tval) {
   if (data_limit_ != 0) {
     *out = slow_store(va, size, value, cur_page_);
@@ -366,8 +384,10 @@ uint32_t Cpu::store_virtual(uint32_t va, unsigned size, uint32_t value, StoreOut
     }
   } else {
     uint64_t pa;
-    if (const uint32_t cause = translate(va, Access::kStore, c, &pa)) return cause;
-    if (pa >> 32 || !pmp_allows_fast(pa, size, c.priv, Access::kStore)) return kStoreAccessFault;
+    if (!cached_store(va, c, &pa)) {
+      if (const uint32_t cause = translate(va, Access::kStore, c, &pa)) return cause;
+      if (pa >> 32 || !pmp_allows_fast(pa, size, c.priv, Access::kStore)) return kStoreAccessFault;
+    }
     *out = slow_store(static_cast<uint32_t>(pa), size, value, cur_page_);
     if (*out == StoreOutcome::kFault) return kStoreAccessFault;
   }

@@ -504,6 +504,39 @@ describe('satp and sfence.vma', () => {
     expectRegs(x.m, { 12: 111, 13: 222 });
   });
 
+  // A page that holds code takes its stores through the slow path, which skips the walk when the load
+  // translation is cached and its leaf entry allows the store: D must already be set, W granted.
+  const RET = 0x00008067; // jalr x0, 0(ra)
+  it('a store to a code page whose entry lacks D, after a fetch and a load through it: the walker sets D', async () => {
+    const x = await run((a) => {
+      a.li(10, VA).jalr(1, 10, 0).lw(12, 0, 10); //                         decoded, then cached for loads
+      a.li(11, 0x1234).sw(11, 0x400, 10);
+    }, {
+      map: (pt) => {
+        pt.map(VA, DATA, P.RWX);
+        pt.m.writeMemory(DATA, le32(RET));
+      },
+    });
+    completed(x);
+    expectRegs(x.m, { 12: RET });
+    expect(readU32(x.m, DATA + 0x400)).toBe(0x1234);
+    expect(x.pt.leaf(VA) & (PTE.A | PTE.D)).toBe(PTE.A | PTE.D);
+  });
+
+  it('a store to a read-only code page after a fetch and a load through it: a store page fault, nothing written', async () => {
+    const x = await run((a) => {
+      a.li(10, VA).jalr(1, 10, 0).lw(12, 0, 10);
+      a.li(11, 0x1234).label('probe').sw(11, 0x400, 10);
+    }, {
+      map: (pt) => {
+        pt.map(VA, DATA, P.RX | PTE.A | PTE.D);
+        pt.m.writeMemory(DATA, le32(RET));
+      },
+    });
+    trapped(x.r, XCAUSE.storePage, x.a.addr('probe'), VA + 0x400);
+    expect(readU32(x.m, DATA + 0x400)).toBe(0);
+  });
+
   it('switching satp between two roots switches the address space', async () => {
     const ROOT2 = RAM + 0xe0000;
     const x = await run((a) => {
