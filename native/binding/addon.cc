@@ -168,6 +168,8 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     if (disk.IsString()) config.disk = disk.As<Napi::String>().Utf8Value();
     Napi::Value separate = opts.Get("diskSeparate");
     if (separate.IsBoolean()) config.disk_separate = separate.As<Napi::Boolean>().Value();
+    Napi::Value lock = opts.Get("diskLock");
+    if (lock.IsBoolean()) config.disk_lock = lock.As<Napi::Boolean>().Value();
     Napi::Value cmdline = opts.Get("cmdline");
     if (cmdline.IsString()) config.cmdline = cmdline.As<Napi::String>().Utf8Value();
 

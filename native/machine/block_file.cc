@@ -1,6 +1,8 @@
 // BlockFile: one I/O thread per image; requests complete in submission order.
 #include "machine/block_file.h"
 
+#include <sys/file.h>
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,10 +15,16 @@
 
 namespace lockstep {
 
-std::unique_ptr<BlockFile> BlockFile::open(const std::string& path, std::string* error) {
+std::unique_ptr<BlockFile> BlockFile::open(const std::string& path, bool exclusive, std::string* error) {
   const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) {
     *error = "cannot open disk image " + path + ": " + std::strerror(errno);
+    return nullptr;
+  }
+  if (exclusive && ::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    *error = errno == EWOULDBLOCK ? "disk image " + path + " is in use by another writer (locked); a second machine writing it would corrupt it"
+                                  : "cannot lock disk image " + path + ": " + std::strerror(errno);
+    ::close(fd);
     return nullptr;
   }
   struct stat st;

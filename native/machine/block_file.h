@@ -27,8 +27,10 @@ class BlockFile {
     uint8_t status = 0;  // VIRTIO_BLK_S_OK 0, IOERR 1
   };
 
-  /// Opens `path` read-write. On failure returns nullptr with the reason in *error.
-  static std::unique_ptr<BlockFile> open(const std::string& path, std::string* error);
+  /// Opens `path` read-write; with `exclusive`, also takes an exclusive lock on it (flock) for as long as
+  /// it is open, so that a second writer is refused instead of interleaving its writes with ours. On
+  /// failure returns nullptr with the reason in *error.
+  static std::unique_ptr<BlockFile> open(const std::string& path, bool exclusive, std::string* error);
   ~BlockFile();
 
   uint64_t size_bytes() const { return size_; }

@@ -59,7 +59,7 @@ Machine::Machine(const MachineConfig& config, ConsoleSink* console)
     virtio_[0].attach(net_.get());
   }
   if (!config_.disk.empty()) {
-    block_ = BlockFile::open(config_.disk, &error_);
+    block_ = BlockFile::open(config_.disk, config_.disk_lock, &error_);
     if (block_) {
       blk_ = std::make_unique<VirtioBlk>(this, &virtio_[1], block_->size_bytes());
       virtio_[1].attach(blk_.get());

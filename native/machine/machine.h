@@ -76,6 +76,8 @@ struct MachineConfig {
   /// `separate` disk mode: each half of a pair has its own identical image. The log then carries no read
   /// data, and a replaying machine performs reads and writes on its own image at the logged completions.
   bool disk_separate = false;
+  /// Lock the image exclusively while the machine is open (see BlockFile::open).
+  bool disk_lock = false;
   uint64_t entropy_seed = 0x6c6f636b;  ///< virtual clock: entropy is this seeded PRNG's, so runs repeat
   /// The guest's command line (semihosting SYS_GET_CMDLINE): configuration, the same on both halves of
   /// a pair, so nothing is logged.

@@ -11,7 +11,8 @@ export const DEVICE_OPTIONS = {
   rng: { type: 'boolean' },
 } as const;
 
-export const DEVICE_HELP = `  --disk <image>             a raw disk image for virtio-blk (a multiple of 512 bytes)
+export const DEVICE_HELP = `  --disk <image>             a raw disk image for virtio-blk (a multiple of 512 bytes), locked while it
+                             runs: a second machine writing it is refused (exit 64)
   --net udp:<host-port>:<guest-port>
                              virtio-net with host UDP port forwarding (guest 10.0.2.15, as QEMU's user
                              network); repeatable; host port 0 picks a free one (printed on stderr)
@@ -29,7 +30,7 @@ export interface DeviceValues {
 export function parseDevices(v: DeviceValues): { devices: NonNullable<MachineOptions['devices']>; forwards: UdpForward[] } {
   const devices: NonNullable<MachineOptions['devices']> = {};
   const forwards: UdpForward[] = [];
-  if (v.disk !== undefined) devices.disk = { path: v.disk };
+  if (v.disk !== undefined) devices.disk = { path: v.disk, lock: true }; // this machine writes it: a second writer is refused
   if (v.rng) devices.rng = true;
   for (const spec of v.net ?? []) {
     const tap = /^tap:([\w.-]{1,15})$/.exec(spec);

@@ -3,7 +3,7 @@
 import { createServer } from 'node:net';
 import { parseArgs } from 'node:util';
 import { formatHostPort, loadConfig, readFtKey, type HostPort, type LoadedConfig } from '../config/index.js';
-import { ListenError } from '../errors.js';
+import { ListenError, OptionError } from '../errors.js';
 import { ControlUnreachableError, callControl } from '../ft/control-client.js';
 import { describeStatus } from '../ft/control.js';
 import { FT_OPERATIONS } from '../ft/control-server.js';
@@ -79,7 +79,8 @@ primary's (test failover, test restart secondary). A survivor whose UDP port is 
 primary frozen on this host) goes live all the same and keeps retrying the port, reporting it.
 
 Exit status: 0 left the pair (dismissed by its primary) or the guest ended; 64 usage or configuration
-error; 69 an address is taken (--listen, --control, metrics.listen), or nothing usable answers at --join
+error (also when this side's machine cannot be made for the clone: its disk image locked by another
+writer, a TAP device it cannot attach); 69 an address is taken (--listen, --control, metrics.listen), or nothing usable answers at --join
 (connection refused, timed out, another protocol version); 77 the handshake failed on the key (not the
 pair's key on one side); 76 halted: it could not go live
 (the primary lost before the clone finished, the epoch already taken, the arbiter unreachable) or its
@@ -401,7 +402,8 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
     });
     secondary.on('halted', (why, error) => {
       r.event('halted', { reason: why, ...(error ? { code: error.code } : {}) }, `halted: ${why}`);
-      resolve(EXIT.halted);
+      // This side's machine could not be made from its configuration: a configuration error.
+      resolve(error instanceof OptionError ? EXIT.usage : EXIT.halted);
     });
     secondary.on('ended', (res) => {
       r.event('ended', { result: res.kind }, 'the guest ended');

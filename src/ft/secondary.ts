@@ -13,7 +13,7 @@ import type { RunResult } from '../machine/types.js';
 import { CLOSE_LINGER_MS, connectChannel, type Channel, type Message } from '../protocol/channel.js';
 import { decodeMessage, encodeMessage } from '../protocol/messages.js';
 import { publishSecondary } from './diagnostics.js';
-import { ReplicationError } from '../errors.js';
+import { OptionError, ReplicationError } from '../errors.js';
 import { formatHostPort, parseHostPort } from '../config/address.js';
 import { BATCH_MAX_LENGTH, BATCH_HEADER, batchLsn, batchSizeAt } from '../log/format.js';
 import { ArbiterError, validateOwnerId, validateVmId } from './arbiter.js';
@@ -106,7 +106,8 @@ export interface FtSecondaryEvents {
    * This side stopped for good: lost the arbiter, diverged, or had nothing to go live with. `error` is
    * set for a failure rather than a decision: `ERR_LOCKSTEP_FT_MACHINE_CLOSED` (its machine was closed).
    */
-  halted: [reason: string, error?: FtError];
+  /** `error`: an FtError, or the OptionError of a machine this side could not make (its configuration). */
+  halted: [reason: string, error?: FtError | OptionError];
   /** The primary asked for a restart (test restart secondary); a fresh clone follows. */
   restart: [];
   /**
@@ -415,7 +416,10 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     try {
       this.#machine = this.#o.createMachine(meta);
     } catch (err) {
-      return this.#violation(ch, `cannot make the machine for this clone: ${(err as Error).message}`);
+      // This side's own configuration (its disk image locked by another writer, a TAP device it cannot
+      // attach…), not the primary's doing: halt and say so to both.
+      const why = `cannot make the machine for this clone: ${(err as Error).message}`;
+      return this.#halt(why, 'halted', err instanceof OptionError ? err : undefined, `the secondary ${why}`);
     }
     if (meta.memory !== this.#machine.memory || meta.clock !== this.#machine.clock) {
       const m = this.#machine;
@@ -1096,7 +1100,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
     this.#halt(error.message, 'halted', error);
   }
 
-  #halt(reason: string, phase: 'halted' | 'left' = 'halted', error?: FtError, bye = reason): void {
+  #halt(reason: string, phase: 'halted' | 'left' = 'halted', error?: FtError | OptionError, bye = reason): void {
     if (this.#phase === 'halted' || this.#phase === 'left' || this.#phase === 'live') return;
     this.#phase = phase;
     this.#claimAbort.abort(new Error(reason));

@@ -25,7 +25,11 @@ export interface VmSpec {
   net?: { backend: 'udp'; host?: string; hostPort: number; guestPort: number; mac?: string } | { backend: 'tap'; name: string; mac?: string };
 }
 
-/** A fresh machine for `spec` (nothing loaded: a secondary's clone fills it). */
+/**
+ * A fresh machine for `spec` (nothing loaded: a secondary's clone fills it). A separate disk image is
+ * locked (each half's own); a shared one is not: the arbiter decides which half writes it, and a lock
+ * held by a frozen old primary must not keep the VM from going live or being restarted elsewhere.
+ */
 export function createVmMachine(spec: VmSpec): Machine {
   const devices: NonNullable<MachineOptions['devices']> = {};
   if (spec.rng) devices.rng = true;

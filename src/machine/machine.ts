@@ -133,6 +133,10 @@ export class Machine extends EventEmitter<MachineEvents> {
       native.disk = d.disk.path;
       if (d.disk.mode !== undefined && d.disk.mode !== 'shared' && d.disk.mode !== 'separate') throw new OptionError('devices.disk.mode', `must be 'shared' or 'separate', got ${String(d.disk.mode)}`);
       if (d.disk.mode === 'separate') native.diskSeparate = true;
+      const lock: unknown = d.disk.lock;
+      if (lock !== undefined && typeof lock !== 'boolean') throw new OptionError('devices.disk.lock', `must be true or false, got ${String(lock)}`);
+      // A separate image is this machine's own, whatever its role: always lock it.
+      if (lock ?? d.disk.mode === 'separate') native.diskLock = true;
     }
     if (d.net) this.#virtioSlots.push(0);
     if (d.disk) this.#virtioSlots.push(1);

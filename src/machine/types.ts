@@ -26,10 +26,13 @@ export interface MachineOptions {
    * with `net.tap` the Linux TAP device of that name (created if absent; needs CAP_NET_ADMIN), whose
    * frames flow natively;
    * `disk` (a raw image file, `disk.path`; `mode: 'separate'` when each half of a pair has its own identical
-   * image, so the log carries no read data and a replaying machine uses its own image) in slot 1 (IRQ 2); `rng` in slot 2 (IRQ 3). With the virtual
+   * image, so the log carries no read data and a replaying machine uses its own image; `lock`: hold an
+   * exclusive lock on the image while the machine is open, so that a second machine opening it with a
+   * lock is refused — default true for a separate image, false for a shared one, whose pair's secondary
+   * opens the image the primary writes) in slot 1 (IRQ 2); `rng` in slot 2 (IRQ 3). With the virtual
    * clock, entropy is a seeded stream so runs stay reproducible; with the real clock it is the host's.
    */
-  devices?: { net?: boolean | { mac?: string; tap?: string }; disk?: { path: string; mode?: 'shared' | 'separate' }; rng?: boolean };
+  devices?: { net?: boolean | { mac?: string; tap?: string }; disk?: { path: string; mode?: 'shared' | 'separate'; lock?: boolean }; rng?: boolean };
   /**
    * The guest's command line, as QEMU's `-append` (at most {@link MAX_CMDLINE_BYTES} bytes, no NUL):
    * a guest reads it through semihosting `SYS_GET_CMDLINE` (the SDK's `ls_cmdline()`). It is

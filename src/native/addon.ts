@@ -169,7 +169,7 @@ export interface NativeLinkFigures {
 }
 
 export interface NativeMachineConstructor {
-  new (options: { ramSize: number; realClock: boolean; clockStepTicks?: number; rng?: boolean; net?: boolean; mac?: Uint8Array; disk?: string; diskSeparate?: boolean; tap?: string; cmdline?: string }, consoleRing: Uint8Array, doorbell: () => void): NativeMachine;
+  new (options: { ramSize: number; realClock: boolean; clockStepTicks?: number; rng?: boolean; net?: boolean; mac?: Uint8Array; disk?: string; diskSeparate?: boolean; diskLock?: boolean; tap?: string; cmdline?: string }, consoleRing: Uint8Array, doorbell: () => void): NativeMachine;
 }
 
 export interface Addon {

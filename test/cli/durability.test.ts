@@ -69,8 +69,10 @@ describe('durability', () => {
     // Kill mid-load: once some writes are acknowledged, with more in flight.
     const deadline = Date.now() + 120_000;
     while (acked.size < 40 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+    const firstGone = new Promise((resolve) => first.child.once('exit', resolve));
     first.child.kill('SIGKILL');
     await Promise.all(writers);
+    await firstGone; // its lock on the image goes with the process
     await client.close();
     expect(acked.size).toBeGreaterThanOrEqual(40);
 
@@ -86,6 +88,20 @@ describe('durability', () => {
     }
   });
 
+  it('a second lockstep run on the image another one serves is refused before it runs (exit 64, the image named)', async () => {
+    const image = join(tmp, 'busy.img');
+    writeFileSync(image, Buffer.alloc(4 << 20));
+    const first = await serve(image);
+    const second = spawn(process.execPath, [bin, 'run', 'guest/bin/kvserver.elf', '--clock', 'real', '--disk', image], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(second);
+    let err = '';
+    second.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    const code = await new Promise<number | null>((resolve) => second.once('exit', resolve));
+    expect(code).toBe(64);
+    expect(err).toContain(`devices.disk.path: disk image ${image} is in use by another writer`);
+    expect(first.child.exitCode).toBeNull();
+  });
+
   it('a disk too small for a log refuses writes; --append kvserver.storage=memory is the operator asking for memory only', async () => {
     const image = join(tmp, 'tiny.img');
     writeFileSync(image, Buffer.alloc(4096));
@@ -94,7 +110,9 @@ describe('durability', () => {
     const c1 = new KvClient({ endpoints: [{ host: '127.0.0.1', port: refusing.port }], timeoutMs: 500, retries: 4 });
     await expect(c1.set('k', 'v')).rejects.toMatchObject({ code: 'ERR_LOCKSTEP_CLIENT_SERVER', serverReply: 'SERVER_ERROR writes refused: no usable disk' });
     await c1.close();
+    const refusingGone = new Promise((resolve) => refusing.child.once('exit', resolve));
     refusing.child.kill('SIGKILL');
+    await refusingGone; // its lock on the image goes with the process
     const memory = await serve(image, ['--append', 'kvserver.storage=memory']);
     expect(memory.out()).toMatch(/^kvserver: memory-only \(kvserver.storage=memory\)/);
     const c2 = new KvClient({ endpoints: [{ host: '127.0.0.1', port: memory.port }], timeoutMs: 500, retries: 4 });

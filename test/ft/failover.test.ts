@@ -227,6 +227,26 @@ describe('fault-tolerant pair (processes)', () => {
     await c.close();
   }, 600_000);
 
+  it('separate disks: a secondary on the same host given the primary\'s own image is refused (exit 64, the image named), and the primary goes on', async () => {
+    const dir = join(tmp, 'separate-same');
+    mkdirSync(dir);
+    const cfg = await kvConfig(dir);
+    const json = JSON.parse(readFileSync(cfg.path, 'utf8')) as { vm: { devices: { disk: Record<string, unknown> } } };
+    json.vm.devices.disk.mode = 'separate';
+    writeFileSync(cfg.path, JSON.stringify(json));
+    const primary = start('primary', ['primary', cfg.path]);
+    const l = await primary.wait('listening');
+    // No --disk: the secondary would write the very image the primary writes.
+    const secondary = start('secondary', ['secondary', cfg.path, '--join', `127.0.0.1:${String(l.port)}`]);
+    const halted = await secondary.wait('halted');
+    expect(String(halted.reason)).toMatch(/cannot make the machine for this clone: devices\.disk\.path: disk image .* is in use by another writer/);
+    expect(await exited(secondary)).toBe(64);
+    const c = new KvClient({ endpoints: [{ host: '127.0.0.1', port: cfg.udpPort }], timeoutMs: 100, retries: 100 });
+    expect(await c.set('still', 'here')).toBe('stored');
+    expect((await c.get('still'))?.value.toString()).toBe('here');
+    await c.close();
+  }, 600_000);
+
   it('separate disks: the secondary is cloned onto an empty image of its own, takes over with it, and a new secondary gets a copy', async () => {
     const dir = join(tmp, 'separate');
     mkdirSync(dir);

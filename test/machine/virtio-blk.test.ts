@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { Machine } from '../../src/index.js';
+import { Machine, OptionError } from '../../src/index.js';
 import { Asm } from '../helpers/asm.js';
 import { descriptor, setUpQueue0 } from '../helpers/virtio.js';
 
@@ -86,5 +86,47 @@ describe('virtio-blk requests', () => {
     expect(Buffer.from(m.readMemory(READ_BUF, 2 * SEG)).equals(data)).toBe(true);
     m.close();
     expect(readFileSync(image).subarray(8 * 512, 8 * 512 + 2 * SEG).equals(data)).toBe(true);
+  });
+});
+
+describe('disk image lock', () => {
+  const image = (name: string): string => {
+    const p = join(tmp, name);
+    writeFileSync(p, Buffer.alloc(64 * 1024));
+    return p;
+  };
+  const refused = (open: () => Machine): OptionError => {
+    let caught: unknown;
+    try {
+      live.push(open());
+    } catch (err) {
+      caught = err;
+    }
+    expect(caught).toBeInstanceOf(OptionError);
+    return caught as OptionError;
+  };
+
+  it('a second machine locking an image another one holds is refused, naming the image; once the first closes it opens', () => {
+    const p = image('locked.img');
+    const first = new Machine({ devices: { disk: { path: p, lock: true } } });
+    const err = refused(() => new Machine({ devices: { disk: { path: p, lock: true } } }));
+    expect(err.field).toBe('devices.disk.path');
+    expect(err.message).toContain(`disk image ${p} is in use by another writer`);
+    first.close();
+    live.push(new Machine({ devices: { disk: { path: p, lock: true } } }));
+  });
+
+  it('a separate image is locked by default; a shared one is not, so a pair on one host can share it', () => {
+    const s = image('separate.img');
+    live.push(new Machine({ devices: { disk: { path: s, mode: 'separate' } } }));
+    refused(() => new Machine({ devices: { disk: { path: s, mode: 'separate' } } }));
+    const shared = image('shared.img');
+    live.push(new Machine({ devices: { disk: { path: shared, lock: true } } })); //     the primary
+    live.push(new Machine({ devices: { disk: { path: shared, mode: 'shared' } } })); // its secondary
+  });
+
+  it('rejects a lock that is not a boolean', () => {
+    const err = refused(() => new Machine({ devices: { disk: { path: image('x.img'), lock: 'yes' as unknown as boolean } } }));
+    expect(err.field).toBe('devices.disk.lock');
   });
 });
