@@ -35,9 +35,11 @@ describe.skipIf(!etcdOk.ok)('manager in legacy mode', () => {
         ['kv1', 'h2', 'h1'],
         ['kv2', 'h2', 'h1'],
       ]);
-      // Empty hosts join; an automatic manager in integrated mode would spread the halves now.
+      // Empty hosts join; an automatic manager in integrated mode would spread the halves now. This one
+      // says, on a balance pass that saw all four hosts, that it leaves both FT VMs where they are.
       await Promise.all(['h3', 'h4'].map(agent));
-      await new Promise((r) => setTimeout(r, 3_000));
+      const pass = await until('a balance pass over the four hosts', 30_000, async () => (await look(store)).inv.events.find((e) => e.kind === 'balance-disabled' && e.message.startsWith('load balancing over 4 host(s)')));
+      expect(pass.message).toMatch(/leaves 2 FT VM\(s\) where they are: kv1: FT VM disabled for load balancing \(legacy mode: no compatibility baseline\) \| kv2: /);
       const l = await look(store);
       expect(l.inv.events.filter((e) => e.action === true && (e.kind === 'move-secondary' || e.kind === 'switch-primary'))).toEqual([]);
       expect(l.views.map((v) => [v.vm, v.primary?.host, v.secondary?.host])).toEqual([

@@ -1560,6 +1560,17 @@ export class Manager extends EventEmitter<ManagerEvents> {
       this.#warn(`balance: ${(err as Error).message}`);
       return undefined;
     }
+    // FT VMs the balancer may not move in legacy mode (vSphere: "disabled" for DRS without EVC): said
+    // whenever the set or the hosts considered change, so an operator sees why they stay put.
+    const disabled = r.frozen.filter((f) => f.reason === 'legacy-disabled');
+    if (disabled.length > 0) {
+      await this.#say('balance-disabled', {
+        kind: 'balance-disabled',
+        message: `load balancing over ${snap.hosts.length} host(s) leaves ${disabled.length} FT VM(s) where they are: ${disabled.map((f) => f.message).join(' | ')}`,
+      });
+    } else {
+      this.#said.delete('balance-disabled');
+    }
     const first = r.recommendations[0];
     if (first === undefined) {
       this.#said.delete('balance');
