@@ -120,6 +120,19 @@ Cpu::Cpu(uint8_t* ram, uint32_t ram_size, Platform* platform)
 void Cpu::drop_page(uint32_t pi) {
   live_[pi] = nullptr;
   flags_[pi] &= static_cast<uint8_t>(~kPageDecoded);
+  if (jit_) jit_->drop_page(pi);
+}
+
+bool Cpu::set_jit(bool on) {
+  jit_.reset();
+  if (on && Jit::available()) {
+    jit_ = std::make_unique<Jit>(ram_, ram_size_, x);
+    if (!jit_->ok()) jit_.reset();
+    else jit_->io.flags = flags_.data();
+  }
+  // Pages decode afresh: their jumps take the far handlers (through dispatch) while the compiler is on.
+  for (uint32_t pi = 0; pi < live_.size(); pi++) drop_page(pi);
+  return jit_ != nullptr;
 }
 
 void Cpu::host_wrote(uint32_t addr, uint32_t len) {
@@ -158,7 +171,9 @@ Decoded Cpu::slot_of(const DecodedOp& d, bool translated, uint32_t slot) const {
   uint8_t rd = d.rd;
   if (relative(d.op)) {
     imm += static_cast<int32_t>(slot * 2);
-    if (static_cast<uint32_t>(imm) >= kPageSize) labels = labels_far_;
+    // With the block compiler on, every jump goes through dispatch, where compiled blocks are entered.
+    // (Pages decoded while translating never run compiled: they keep the near handlers.)
+    if (static_cast<uint32_t>(imm) >= kPageSize || (jit_ && !translated)) labels = labels_far_;
   } else if (rs2_in_imm(d.op)) {
     imm = d.rs2;
   }
@@ -284,6 +299,7 @@ bool Cpu::redecode(uint32_t off, uint32_t len, uint32_t cur_page) {
 }
 
 bool Cpu::code_store(uint32_t off, uint32_t len, uint32_t cur_page, bool changed) {
+  if (changed && jit_) jit_->invalidate(off, len);  // compiled blocks over the bytes written
   for (uint32_t pi = off >> kPageShift; pi <= (off + len - 1) >> kPageShift; pi++) {
     if (pi == cur_page || !(flags_[pi] & kPageDecoded)) continue;
     if (++pages_[pi]->data_stores >= kDataStoresBeforeDrop) drop_page(pi);
@@ -553,6 +569,13 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   uint64_t trap_at = UINT64_MAX;
   uint32_t traps_here = 0;
   Inner result;
+  // The block compiler (see jit.h): on for this run, and whether the next dispatch must leave the block
+  // to the interpreter (compiled code handed it an instruction, or a block that did not fit the budget).
+  // jit_on: compiled code may run in the current mode (physical code and data: M-mode without locked
+  // PMP entries or MPRV), never under a debugger; recomputed where a trap changes the mode.
+  Jit* const jit = jit_.get();
+  bool jit_on = jit != nullptr && fetch_bare_ && dlim != 0 && debug == nullptr;
+  bool jit_skip = false;
 
 #define SLOT(p) static_cast<uint32_t>((p) - base)
 // The virtual pc of the running page's first slot sits at a fixed offset from the slots (DecodedPage
@@ -609,7 +632,7 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   do {                                           \
     target = (t);                                \
     const uint32_t d_ = target - PAGE_PC;        \
-    if (d_ < kPageSize) {                        \
+    if (d_ < kPageSize && !jit_on) {             \
       e = base + (d_ >> 1);                      \
       const uint64_t n_ = e->n;                  \
       if (TAKE(n_)) GO();                        \
@@ -780,6 +803,10 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   do {                                       \
     br++;                                    \
     if (cond) JUMP_REL_OR_FAR();             \
+    if (FAR && jit_on) {                     \
+      target = NEXT_PC(e, L);                \
+      goto dispatch;                         \
+    }                                        \
     FALLTHROUGH();                           \
   } while (0)
 #define DEFINE_REL(name, ...)                                                                   \
@@ -838,6 +865,23 @@ dispatch: {
     rem -= 1;
     e = base;
     GO();
+  }
+  if (jit_on) {
+    if (jit_skip) {
+      jit_skip = false;
+    } else {
+      if (void* code = jit->lookup(off)) {
+        JitIo& io = jit->io;
+        io.rem = rem;
+        io.branches = br;
+        const Jit::Exit why = jit->enter(code);
+        rem = io.rem;
+        br = io.branches;
+        target = io.pc;
+        jit_skip = why == Jit::kExitInterp;
+        goto dispatch;
+      }
+    }
   }
   base = p->e;
   PAGE_PC = target & ~(kPageSize - 1);
@@ -1370,6 +1414,7 @@ trap:
   dtlb = dtlb_;
   dlim = data_limit_;
   SET_LIMITS();
+  jit_on = jit != nullptr && fetch_bare_ && dlim != 0 && debug == nullptr;
   target = pc;
   // A guest must not keep the loop from returning to run(), where the host's stop flag is looked at,
   // however its handlers misbehave: after a burst of traps that retired nothing, go back out.

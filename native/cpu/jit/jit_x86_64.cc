@@ -1,0 +1,538 @@
+// The x86-64 block compiler: decodes guest blocks from RAM (decode.h, not the interpreter's slots) and
+// emits host code for them into an mmap'd buffer that is never writable and executable at once.
+// No napi; no allocation while compiled code runs; compiled code never calls out.
+#include "cpu/jit/jit.h"
+
+#if LOCKSTEP_HAVE_JIT
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstring>
+
+#include "cpu/cpu.h"
+#include "cpu/decode.h"
+#include "cpu/jit/x86_64_emitter.h"
+
+namespace lockstep {
+namespace {
+
+using namespace x64;
+
+// Host registers of compiled code (all callee-saved, so the trampoline saves them once):
+//   rbx  &x[0]: guest registers live in memory, [rbx + 4 * r]
+//   r12  guest RAM base (RAM offset 0)
+//   rbp  the page flags (Cpu::flags_)
+//   r13  rem: instructions that may still retire (JitIo::rem)
+//   r14  branches retired (JitIo::branches)
+//   r15  &JitIo
+// rax, rcx, rdx, rsi are scratch within one guest instruction.
+constexpr Reg kX = RBX, kRam = R12, kFlags = RBP, kRem = R13, kBr = R14, kIo = R15;
+
+constexpr size_t kBufferSize = 16u << 20;
+/// Room a block may take at most (it is discarded and the buffer flushed if it would not fit).
+constexpr size_t kMaxBlockBytes = 64u << 10;
+/// Guest instructions per block at most (a longer straight line becomes chained blocks).
+constexpr int kMaxInsns = 128;
+
+inline Mem xreg(uint32_t r) { return Mem{kX, static_cast<int32_t>(4 * r)}; }
+inline Mem io_field(size_t off) { return Mem{kIo, static_cast<int32_t>(off)}; }
+
+inline uint16_t rd16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+
+bool compilable(Op op) {
+  switch (op) {
+    case kOpILLEGAL: case kOpFENCE_I: case kOpECALL: case kOpEBREAK: case kOpMRET: case kOpSRET: case kOpWFI:
+    case kOpSFENCE_VMA: case kOpCSRRW: case kOpCSRRS: case kOpCSRRC: case kOpCSRRWI: case kOpCSRRSI:
+    case kOpCSRRCI: case kOpLR_W: case kOpSC_W: case kOpAMOSWAP: case kOpAMOADD: case kOpAMOXOR:
+    case kOpAMOAND: case kOpAMOOR: case kOpAMOMIN: case kOpAMOMAX: case kOpAMOMINU: case kOpAMOMAXU:
+    case kOpSTRADDLE: case kOpPAGE_END:
+      return false;
+    default:
+      return true;
+  }
+}
+
+bool control(Op op) {
+  switch (op) {
+    case kOpJAL: case kOpJ: case kOpJALR: case kOpJR: case kOpBEQ: case kOpBNE: case kOpBLT: case kOpBGE:
+    case kOpBLTU: case kOpBGEU: case kOpBEQZ: case kOpBNEZ: case kOpBLTZ: case kOpBGEZ: case kOpBGTZ: case kOpBLEZ:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+Jit::Jit(uint8_t* ram, uint32_t ram_size, uint32_t* x) : ram_(ram), ram_size_(ram_size) {
+  pages_.resize(ram_size / kPageSize);
+  page_ptrs_.assign(ram_size / kPageSize, nullptr);
+  io.x = x;
+  io.ram = ram;
+  void* p = mmap(nullptr, kBufferSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return;
+  buf_ = static_cast<uint8_t*>(p);
+  buf_size_ = kBufferSize;
+  emit_trampoline();
+  if (mprotect(buf_, buf_size_, PROT_READ | PROT_EXEC) != 0) {
+    munmap(buf_, buf_size_);
+    buf_ = nullptr;
+  }
+}
+
+Jit::~Jit() {
+  if (buf_) munmap(buf_, buf_size_);
+}
+
+void Jit::emit_trampoline() {
+  // uint32_t enter(JitIo* io /* rdi */, void* code /* rsi */): saves the callee-saved registers, loads
+  // the fixed ones from io and jumps to the code; every exit jumps to the epilogue with the exit kind in
+  // eax (and io->pc already stored), which writes rem and branches back.
+  Emitter em(buf_, 256);
+  em.push(RBX);
+  em.push(RBP);
+  em.push(R12);
+  em.push(R13);
+  em.push(R14);
+  em.push(R15);
+  em.alu_ri(Emitter::kSub, RSP, 8, true);  // 16-byte alignment (nothing is called; kept for unwinders)
+  em.mov_rr64(kIo, RDI);
+  em.mov_load64(kX, io_field(offsetof(JitIo, x)));
+  em.mov_load64(kRam, io_field(offsetof(JitIo, ram)));
+  em.mov_load64(kFlags, io_field(offsetof(JitIo, flags)));
+  em.mov_load64(kRem, io_field(offsetof(JitIo, rem)));
+  em.mov_load64(kBr, io_field(offsetof(JitIo, branches)));
+  em.jmp_reg(RSI);
+  epilogue_ = em.here();
+  em.mov_store64(io_field(offsetof(JitIo, rem)), kRem);
+  em.mov_store64(io_field(offsetof(JitIo, branches)), kBr);
+  em.alu_ri(Emitter::kAdd, RSP, 8, true);
+  em.pop(R15);
+  em.pop(R14);
+  em.pop(R13);
+  em.pop(R12);
+  em.pop(RBP);
+  em.pop(RBX);
+  em.ret();
+  enter_ = reinterpret_cast<uint32_t (*)(JitIo*, void*)>(buf_);
+  code_start_ = (em.size() + 63) & ~size_t{63};
+  used_ = code_start_;
+}
+
+Jit::JitPage* Jit::page(uint32_t pi) {
+  if (!pages_[pi]) {
+    pages_[pi] = std::make_unique<JitPage>();
+    std::memset(pages_[pi]->entry, 0, sizeof(pages_[pi]->entry));
+    std::memset(pages_[pi]->hits, 0, sizeof(pages_[pi]->hits));
+    page_ptrs_[pi] = pages_[pi].get();
+  }
+  return pages_[pi].get();
+}
+
+void* Jit::lookup(uint32_t off) {
+  JitPage* p = page(off >> kPageShift);
+  const uint32_t s = (off & (kPageSize - 1)) >> 1;
+  if (void* code = p->entry[s]) return code;
+  uint8_t& h = p->hits[s];
+  if (h == kNever || ++h < kHotThreshold) return nullptr;
+  void* code = compile(off);
+  if (!code) h = kNever;
+  return code;
+}
+
+void Jit::drop_page(uint32_t pi) {
+  JitPage* p = pages_[pi].get();
+  if (!p) return;
+  stats_.invalidated += p->blocks.size();
+  p->blocks.clear();
+  std::memset(p->entry, 0, sizeof(p->entry));
+  std::memset(p->hits, 0, sizeof(p->hits));
+}
+
+void Jit::drop_all() {
+  for (uint32_t pi = 0; pi < pages_.size(); pi++) drop_page(pi);
+  used_ = code_start_;
+}
+
+void Jit::invalidate(uint32_t off, uint32_t len) {
+  if (len == 0) return;
+  const uint32_t end = off + len;
+  for (uint32_t pi = off >> kPageShift; pi <= (end - 1) >> kPageShift && pi < pages_.size(); pi++) {
+    JitPage* p = pages_[pi].get();
+    if (!p) continue;
+    const uint32_t base = pi << kPageShift;
+    const uint32_t lo = off > base ? off - base : 0, hi = end - base < kPageSize ? end - base : kPageSize;
+    // Blocks overlapping [lo, hi): their entries go, so nothing (dispatch or a chain) reaches them.
+    auto& b = p->blocks;
+    for (size_t i = 0; i < b.size();) {
+      if (b[i].start < hi && b[i].end > lo) {
+        p->entry[b[i].start >> 1] = nullptr;
+        p->hits[b[i].start >> 1] = 0;
+        stats_.invalidated++;
+        b[i] = b.back();
+        b.pop_back();
+      } else {
+        i++;
+      }
+    }
+    // Slots whose first instruction overlaps the range may have become compilable.
+    for (uint32_t s = (lo >= 2 ? lo - 2 : 0) >> 1; s < (hi + 1) >> 1 && s < 2048; s++) {
+      if (p->hits[s] == kNever) p->hits[s] = 0;
+    }
+  }
+}
+
+void Jit::write_begin(uint8_t* from) {
+  uint8_t* lo = reinterpret_cast<uint8_t*>(reinterpret_cast<uintptr_t>(from) & ~uintptr_t{4095});
+  uint8_t* hi = buf_ + buf_size_;
+  if (from + kMaxBlockBytes < hi) hi = from + kMaxBlockBytes;
+  hi = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(hi) + 4095) & ~uintptr_t{4095});
+  mprotect(lo, static_cast<size_t>(hi - lo), PROT_READ | PROT_WRITE);
+}
+
+void Jit::write_end(uint8_t* from) {
+  uint8_t* lo = reinterpret_cast<uint8_t*>(reinterpret_cast<uintptr_t>(from) & ~uintptr_t{4095});
+  uint8_t* hi = buf_ + buf_size_;
+  if (from + kMaxBlockBytes < hi) hi = from + kMaxBlockBytes;
+  hi = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(hi) + 4095) & ~uintptr_t{4095});
+  mprotect(lo, static_cast<size_t>(hi - lo), PROT_READ | PROT_EXEC);
+}
+
+void* Jit::compile(uint32_t off) {
+  // 1. Decode the block: straight-line code from `off`, through the first control transfer, stopping
+  //    before anything compiled code does not do and at the page end (a block lies on one page).
+  struct Insn {
+    DecodedOp d;
+    uint32_t off;
+  };
+  Insn insns[kMaxInsns];
+  int n = 0;
+  const uint32_t page_end = (off & ~(kPageSize - 1)) + kPageSize;
+  uint32_t o = off;
+  bool ended = false;
+  while (n < kMaxInsns && o + 2 <= page_end) {
+    const uint16_t lo = rd16(ram_ + o);
+    const bool wide = (lo & 3) == 3;
+    if (wide && o + 4 > page_end) break;  // straddles the page end: the interpreter's
+    const DecodedOp d = decode(lo, wide ? rd16(ram_ + o + 2) : 0);
+    if (!compilable(d.op)) break;
+    insns[n++] = Insn{d, o};
+    o += d.len * 2u;
+    if (control(d.op)) {
+      ended = true;
+      break;
+    }
+  }
+  if (n == 0) return nullptr;
+  const uint32_t end_off = o;
+
+  if (used_ + kMaxBlockBytes > buf_size_) {
+    // Full: everything goes (no compiled code is running: compile is called from dispatch only).
+    drop_all();
+    stats_.flushes++;
+  }
+  uint8_t* const start = buf_ + used_;
+  write_begin(start);
+  Emitter em(start, kMaxBlockBytes);
+  const uint32_t N = static_cast<uint32_t>(n);
+
+  // Exits to the interpreter before instruction i: a list of jumps to patch per instruction.
+  struct Pending {
+    uint8_t* at;
+    int i;
+  };
+  Pending pend[kMaxInsns * 4];
+  int npend = 0;
+  auto exit_before = [&](int i, uint8_t* at) {
+    if (npend < kMaxInsns * 4) pend[npend++] = Pending{at, i};
+  };
+
+  // Block entry: take the whole block from the budget, or leave for the interpreter.
+  uint8_t* const entry = em.here();
+  em.alu_ri(Emitter::kSub, kRem, static_cast<int32_t>(N), true);
+  exit_before(0, em.jcc_fwd(kS));
+
+  // A transfer to a static target: the target's compiled entry if there is one (read at run time from
+  // its JitPage, so dropping a block is one store), else back to dispatch.
+  auto chain = [&](uint32_t target) {
+    const uint32_t toff = target - kRamBase;
+    if (toff == off) {
+      em.jmp(entry);  // a loop onto this block: straight to its own budget check
+      return;
+    }
+    if (toff < ram_size_) {
+      JitPage* tp = page(toff >> kPageShift);
+      em.mov_rax_abs(&tp->entry[(toff & (kPageSize - 1)) >> 1]);
+      em.test_rr64(RAX, RAX);
+      uint8_t* miss = em.jcc_fwd(kE);
+      em.jmp_reg(RAX);
+      em.bind(miss);
+    }
+    em.mov_store_imm32(io_field(offsetof(JitIo, pc)), target);
+    em.mov_imm32(RAX, kExitDispatch);
+    em.jmp(epilogue_);
+  };
+
+  for (int i = 0; i < n; i++) {
+    const DecodedOp& d = insns[i].d;
+    const uint32_t pc = kRamBase + insns[i].off;
+    const uint32_t next = pc + d.len * 2u;
+    const uint32_t imm = static_cast<uint32_t>(d.imm);
+    const uint32_t rd = d.rd, rs1 = d.rs1, rs2 = d.rs2;
+    switch (d.op) {
+      case kOpNOP:
+      case kOpFENCE:
+        break;
+      case kOpLUI:
+      case kOpLI:
+        em.mov_store_imm32(xreg(rd), imm);
+        break;
+      case kOpAUIPC:
+        em.mov_store_imm32(xreg(rd), pc + imm);
+        break;
+      case kOpMV:
+        em.mov_load32(RAX, xreg(rs1));
+        em.mov_store32(xreg(rd), RAX);
+        break;
+      case kOpADDI: case kOpXORI: case kOpORI: case kOpANDI: {
+        const Emitter::AluExt ext = d.op == kOpADDI ? Emitter::kAdd : d.op == kOpXORI ? Emitter::kXor
+                                    : d.op == kOpORI ? Emitter::kOr : Emitter::kAnd;
+        if (rd == rs1) {
+          em.alu_mi(ext, xreg(rd), d.imm);
+        } else {
+          em.mov_load32(RAX, xreg(rs1));
+          em.alu_ri(ext, RAX, d.imm);
+          em.mov_store32(xreg(rd), RAX);
+        }
+        break;
+      }
+      case kOpSLTI: case kOpSLTIU:
+        em.alu_rr(Emitter::kXor, RCX, RCX);
+        em.alu_mi(Emitter::kCmp, xreg(rs1), d.imm);
+        em.setcc(d.op == kOpSLTI ? kL : kB, RCX);
+        em.mov_store32(xreg(rd), RCX);
+        break;
+      case kOpSLLI: case kOpSRLI: case kOpSRAI: {
+        const Emitter::ShiftExt ext = d.op == kOpSLLI ? Emitter::kShl : d.op == kOpSRLI ? Emitter::kShr : Emitter::kSar;
+        if (rd == rs1) {
+          em.shift_mi(ext, xreg(rd), static_cast<uint8_t>(imm & 31));
+        } else {
+          em.mov_load32(RAX, xreg(rs1));
+          em.shift_ri(ext, RAX, static_cast<uint8_t>(imm & 31));
+          em.mov_store32(xreg(rd), RAX);
+        }
+        break;
+      }
+      case kOpADD: case kOpSUB: case kOpXOR: case kOpOR: case kOpAND: {
+        const Emitter::AluExt ext = d.op == kOpADD ? Emitter::kAdd : d.op == kOpSUB ? Emitter::kSub
+                                    : d.op == kOpXOR ? Emitter::kXor : d.op == kOpOR ? Emitter::kOr : Emitter::kAnd;
+        em.mov_load32(RAX, xreg(rs1));
+        em.alu_rm(ext, RAX, xreg(rs2));
+        em.mov_store32(xreg(rd), RAX);
+        break;
+      }
+      case kOpSLL: case kOpSRL: case kOpSRA: {
+        const Emitter::ShiftExt ext = d.op == kOpSLL ? Emitter::kShl : d.op == kOpSRL ? Emitter::kShr : Emitter::kSar;
+        em.mov_load32(RCX, xreg(rs2));  // x86 masks the count to 5 bits, as RISC-V does
+        em.mov_load32(RAX, xreg(rs1));
+        em.shift_rcl(ext, RAX);
+        em.mov_store32(xreg(rd), RAX);
+        break;
+      }
+      case kOpSLT: case kOpSLTU:
+        em.mov_load32(RAX, xreg(rs1));
+        em.alu_rr(Emitter::kXor, RCX, RCX);
+        em.alu_rm(Emitter::kCmp, RAX, xreg(rs2));
+        em.setcc(d.op == kOpSLT ? kL : kB, RCX);
+        em.mov_store32(xreg(rd), RCX);
+        break;
+      case kOpMUL:
+        em.mov_load32(RAX, xreg(rs1));
+        em.imul_rm32(RAX, xreg(rs2));
+        em.mov_store32(xreg(rd), RAX);
+        break;
+      case kOpMULH: case kOpMULHSU: case kOpMULHU:
+        // The 64-bit product of the (sign- or zero-) extended operands; its high half.
+        if (d.op == kOpMULHU) em.mov_load32(RAX, xreg(rs1));
+        else em.movsxd(RAX, xreg(rs1));
+        if (d.op == kOpMULH) em.movsxd(RCX, xreg(rs2));
+        else em.mov_load32(RCX, xreg(rs2));
+        em.imul_rr64(RAX, RCX);
+        em.shift_ri(Emitter::kShr, RAX, 32, true);
+        em.mov_store32(xreg(rd), RAX);
+        break;
+      case kOpDIV: case kOpREM: case kOpDIVU: case kOpREMU: {
+        // RISC-V defines x/0 and INT_MIN/-1; x86 faults on both, so they never reach (i)div.
+        const bool rem = d.op == kOpREM || d.op == kOpREMU, sign = d.op == kOpDIV || d.op == kOpREM;
+        em.mov_load32(RAX, xreg(rs1));
+        em.mov_load32(RCX, xreg(rs2));
+        em.test_rr32(RCX, RCX);
+        uint8_t* zero = em.jcc_fwd(kE);
+        uint8_t* ovf = nullptr;
+        if (sign) {
+          em.alu_ri(Emitter::kCmp, RCX, -1);
+          uint8_t* go = em.jcc_fwd(kNE);
+          em.alu_ri(Emitter::kCmp, RAX, static_cast<int32_t>(0x80000000u));
+          ovf = em.jcc_fwd(kE);
+          em.bind(go);
+          em.cdq();
+          em.idiv_r32(RCX);
+        } else {
+          em.alu_rr(Emitter::kXor, RDX, RDX);
+          em.div_r32(RCX);
+        }
+        if (rem) em.mov_rr32(RAX, RDX);
+        uint8_t* done = em.jmp_fwd();
+        em.bind(zero);  // divide by zero: quotient all ones, remainder the dividend (already in eax)
+        if (!rem) em.mov_imm32(RAX, 0xffffffffu);
+        uint8_t* done2 = nullptr;
+        if (sign) {
+          done2 = em.jmp_fwd();
+          em.bind(ovf);  // INT_MIN / -1: quotient INT_MIN (in eax), remainder 0
+          if (rem) em.alu_rr(Emitter::kXor, RAX, RAX);
+        }
+        em.bind(done);
+        if (done2) em.bind(done2);
+        em.mov_store32(xreg(rd), RAX);
+        break;
+      }
+      case kOpLB: case kOpLH: case kOpLW: case kOpLBU: case kOpLHU: {
+        // The interpreter's physical fast path: RAM offset below RAM size - 3 (any size), else the
+        // interpreter does it (device, end of RAM, fault).
+        em.mov_load32(RAX, xreg(rs1));
+        em.alu_ri(Emitter::kAdd, RAX, static_cast<int32_t>(imm - kRamBase));
+        em.alu_ri(Emitter::kCmp, RAX, static_cast<int32_t>(ram_size_ - 3));
+        exit_before(i, em.jcc_fwd(kAE));
+        const Mem m{kRam, 0, RAX, 1};
+        switch (d.op) {
+          case kOpLB: em.movsx8(RCX, m); break;
+          case kOpLBU: em.movzx8(RCX, m); break;
+          case kOpLH: em.movsx16(RCX, m); break;
+          case kOpLHU: em.movzx16(RCX, m); break;
+          default: em.mov_load32(RCX, m); break;
+        }
+        em.mov_store32(xreg(rd), RCX);
+        break;
+      }
+      case kOpSB: case kOpSH: case kOpSW: {
+        // Aligned, in RAM, and on a page whose flags are clear (no decoded code, no dirty tracking armed,
+        // not watched); anything else is the interpreter's.
+        const uint32_t size = d.op == kOpSB ? 1 : d.op == kOpSH ? 2 : 4;
+        em.mov_load32(RAX, xreg(rs1));
+        em.alu_ri(Emitter::kAdd, RAX, static_cast<int32_t>(imm - kRamBase));
+        if (size > 1) {
+          em.test_ri32(RAX, size - 1);
+          exit_before(i, em.jcc_fwd(kNE));
+        }
+        em.alu_ri(Emitter::kCmp, RAX, static_cast<int32_t>(ram_size_));
+        exit_before(i, em.jcc_fwd(kAE));
+        em.mov_rr32(RCX, RAX);
+        em.shift_ri(Emitter::kShr, RCX, kPageShift);
+        em.cmp_mem8_imm(Mem{kFlags, 0, RCX, 1}, 0);
+        exit_before(i, em.jcc_fwd(kNE));
+        em.mov_load32(RDX, xreg(rs2));
+        const Mem m{kRam, 0, RAX, 1};
+        if (size == 1) em.mov_store8(m, RDX);
+        else if (size == 2) em.mov_store16(m, RDX);
+        else em.mov_store32(m, RDX);
+        break;
+      }
+      case kOpJAL: case kOpJ:
+        if (d.op == kOpJAL) em.mov_store_imm32(xreg(rd), next);
+        em.inc64(kBr);
+        chain(pc + imm);
+        break;
+      case kOpJALR: case kOpJR: {
+        em.mov_load32(RSI, xreg(rs1));
+        em.alu_ri(Emitter::kAdd, RSI, d.imm);
+        em.alu_ri(Emitter::kAnd, RSI, -2);
+        if (d.op == kOpJALR) em.mov_store_imm32(xreg(rd), next);
+        em.inc64(kBr);
+        // Look the target up: RAM offset, its JitPage, its entry.
+        em.lea32(RAX, Mem{RSI, static_cast<int32_t>(0u - kRamBase)});
+        em.alu_ri(Emitter::kCmp, RAX, static_cast<int32_t>(ram_size_));
+        uint8_t* miss1 = em.jcc_fwd(kAE);
+        em.mov_rr32(RCX, RAX);
+        em.shift_ri(Emitter::kShr, RCX, kPageShift);
+        em.mov_imm64(RDX, reinterpret_cast<uintptr_t>(page_ptrs_.data()));
+        em.mov_load64(RDX, Mem{RDX, 0, RCX, 8});
+        em.test_rr64(RDX, RDX);
+        uint8_t* miss2 = em.jcc_fwd(kE);
+        em.alu_ri(Emitter::kAnd, RAX, static_cast<int32_t>(kPageSize - 2));
+        em.mov_load64(RAX, Mem{RDX, 0, RAX, 4});  // entry[(off & 0xfff) / 2]: entry is JitPage's first member
+        em.test_rr64(RAX, RAX);
+        uint8_t* miss3 = em.jcc_fwd(kE);
+        em.jmp_reg(RAX);
+        em.bind(miss1);
+        em.bind(miss2);
+        em.bind(miss3);
+        em.mov_store32(io_field(offsetof(JitIo, pc)), RSI);
+        em.mov_imm32(RAX, kExitDispatch);
+        em.jmp(epilogue_);
+        break;
+      }
+      case kOpBEQ: case kOpBNE: case kOpBLT: case kOpBGE: case kOpBLTU: case kOpBGEU:
+      case kOpBEQZ: case kOpBNEZ: case kOpBLTZ: case kOpBGEZ: case kOpBGTZ: case kOpBLEZ: {
+        em.inc64(kBr);
+        Cond c;
+        if (d.op <= kOpBGEU) {
+          em.mov_load32(RAX, xreg(rs1));
+          em.alu_rm(Emitter::kCmp, RAX, xreg(rs2));
+          static constexpr Cond kC[6] = {kE, kNE, kL, kGE, kB, kAE};
+          c = kC[d.op - kOpBEQ];
+        } else {
+          em.alu_mi(Emitter::kCmp, xreg(rs1), 0);
+          static constexpr Cond kC[6] = {kE, kNE, kL, kGE, kG, kLE};
+          c = kC[d.op - kOpBEQZ];
+        }
+        uint8_t* taken = em.jcc_fwd(c);
+        chain(next);
+        em.bind(taken);
+        chain(pc + imm);
+        break;
+      }
+      default:
+        // compilable() let through something the switch does not know: give up on the block.
+        write_end(start);
+        return nullptr;
+    }
+  }
+  if (!ended) chain(kRamBase + end_off);  // straight-line code continues in another block
+
+  // Cold exits: give back what did not retire (instructions i..N-1), name the pc, leave.
+  for (int i = 0; i < n; i++) {
+    bool any = false;
+    for (int k = 0; k < npend; k++) {
+      if (pend[k].i != i) continue;
+      em.bind(pend[k].at);
+      any = true;
+    }
+    if (!any) continue;
+    em.alu_ri(Emitter::kAdd, kRem, static_cast<int32_t>(N - i), true);
+    em.mov_store_imm32(io_field(offsetof(JitIo, pc)), kRamBase + insns[i].off);
+    em.mov_imm32(RAX, kExitInterp);
+    em.jmp(epilogue_);
+  }
+  if (!em.ok()) {
+    write_end(start);
+    return nullptr;
+  }
+  write_end(start);
+  used_ += (em.size() + 15) & ~size_t{15};
+  JitPage* p = page(off >> kPageShift);
+  p->entry[(off & (kPageSize - 1)) >> 1] = entry;
+  p->blocks.push_back(Block{static_cast<uint16_t>(off & (kPageSize - 1)),
+                            static_cast<uint16_t>(end_off - (off & ~(kPageSize - 1)))});
+  stats_.blocks++;
+  return entry;
+}
+
+}  // namespace lockstep
+
+#endif  // LOCKSTEP_HAVE_JIT
