@@ -114,6 +114,8 @@ describe.skipIf(!HAS_JIT)('block compiler (engine: jit) against the interpreter'
   const hostile: Array<[string, (a: Asm) => void]> = [
     ['a jalr into the UART (MMIO is not executable)', (a) => a.li(9, 0x10000000).jalr(0, 9, 0)],
     ['a jump to unmapped memory', (a) => a.li(9, UNMAPPED).jalr(1, 9, 0)],
+    ['a jump just past the end of RAM', (a) => a.li(9, RAM_END).jalr(1, 9, 0)],
+    ['a jump just below RAM', (a) => a.li(9, RAM - 2).jalr(1, 9, 0)],
     ['a jump to the last halfword of RAM (a 32-bit fetch off the end)', (a) => {
       a.li(9, RAM_END - 2).li(10, 0x0003).sh(10, 0, 9).jalr(0, 9, 0);
     }],
@@ -130,22 +132,26 @@ describe.skipIf(!HAS_JIT)('block compiler (engine: jit) against the interpreter'
     ['an illegal instruction', (a) => a.word(0xffffffff)],
     ['a store over the loop itself', (a) => a.la(9, 'loop').lw(10, 0, 9).sw(10, 0, 9)],
   ];
-  it.each(hostile)('%s, after the loop is compiled, ends as on the interpreter', async (_what, tail) => {
-    // The loop runs 200 times, then the tail; three rounds (or fewer, if the tail ends the run).
+  it.each(hostile)('%s, compiled, ends as on the interpreter', async (_what, tail) => {
+    // The loop runs 200 times, then the tail, 40 rounds: the tail too is compiled. A trap in the tail
+    // goes to a handler that starts the next round; the last round ends on an ebreak with mtvec = 0.
     const a = new Asm();
+    a.la(9, 'handler').csrrw(0, 0x305, 9);
     a.li(20, 0);
     a.label('round').li(5, 0).li(6, 200);
     a.label('loop').addi(5, 5, 1).xori(7, 5, 0x55).add(8, 7, 5);
     a.bne(5, 6, 'loop');
     tail(a);
-    a.addi(20, 20, 1).li(21, 3).bne(20, 21, 'round');
-    a.ebreak();
+    a.label('next').addi(20, 20, 1).li(21, 40).bne(20, 21, 'round');
+    a.csrrw(0, 0x305, 0).ebreak();
+    a.label('handler').j('next');
     const program = a.bytes();
     const r = await inStep({ memory: RAM_SIZE }, (m) => {
       m.writeMemory(RAM, program);
       m.pc = RAM;
     }, budgets(program.length, 50, 1_000_003));
-    expect(r.jit!.blocks).toBeGreaterThan(0);
+    expect(r.last).toMatchObject({ kind: 'trap', cause: CAUSE.breakpoint });
+    expect(r.jit!.blocks).toBeGreaterThan(2);
   });
 
   it('a budget ends a one-instruction loop exactly, and stop() ends it when no budget would', async () => {

@@ -96,7 +96,11 @@ class Jit {
   uint8_t* ram_;
   uint32_t ram_size_;
   std::vector<std::unique_ptr<JitPage>> pages_;
-  std::vector<JitPage*> page_ptrs_;  // the same pointers, read by emitted code (never resized)
+  // The same pointers, read by emitted code (jalr lookups): mmap'd so that the array ends right at an
+  // inaccessible guard page, and an index past the end faults at once instead of reading a neighbour.
+  JitPage** page_ptrs_ = nullptr;
+  void* page_ptrs_map_ = nullptr;
+  size_t page_ptrs_map_size_ = 0;
   uint8_t* buf_ = nullptr;
   size_t buf_size_ = 0;
   size_t used_ = 0;         // bump allocation; past the trampoline

@@ -72,9 +72,16 @@ bool control(Op op) {
 
 Jit::Jit(uint8_t* ram, uint32_t ram_size, uint32_t* x) : ram_(ram), ram_size_(ram_size) {
   pages_.resize(ram_size / kPageSize);
-  page_ptrs_.assign(ram_size / kPageSize, nullptr);
   io.x = x;
   io.ram = ram;
+  const size_t table = (ram_size / kPageSize) * sizeof(JitPage*);
+  const size_t table_pages = (table + 4095) & ~size_t{4095};
+  page_ptrs_map_size_ = table_pages + 4096;
+  void* t = mmap(nullptr, page_ptrs_map_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (t == MAP_FAILED) return;
+  page_ptrs_map_ = t;
+  mprotect(static_cast<uint8_t*>(t) + table_pages, 4096, PROT_NONE);
+  page_ptrs_ = reinterpret_cast<JitPage**>(static_cast<uint8_t*>(t) + table_pages - table);  // zeroed by mmap
   void* p = mmap(nullptr, kBufferSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return;
   buf_ = static_cast<uint8_t*>(p);
@@ -88,6 +95,7 @@ Jit::Jit(uint8_t* ram, uint32_t ram_size, uint32_t* x) : ram_(ram), ram_size_(ra
 
 Jit::~Jit() {
   if (buf_) munmap(buf_, buf_size_);
+  if (page_ptrs_map_) munmap(page_ptrs_map_, page_ptrs_map_size_);
 }
 
 void Jit::emit_trampoline() {
@@ -460,7 +468,7 @@ void* Jit::compile(uint32_t off) {
         uint8_t* miss1 = em.jcc_fwd(kAE);
         em.mov_rr32(RCX, RAX);
         em.shift_ri(Emitter::kShr, RCX, kPageShift);
-        em.mov_imm64(RDX, reinterpret_cast<uintptr_t>(page_ptrs_.data()));
+        em.mov_imm64(RDX, reinterpret_cast<uintptr_t>(page_ptrs_));
         em.mov_load64(RDX, Mem{RDX, 0, RCX, 8});
         em.test_rr64(RDX, RDX);
         uint8_t* miss2 = em.jcc_fwd(kE);
