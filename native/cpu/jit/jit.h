@@ -81,10 +81,18 @@ class Jit {
   };
   /// Per RAM page: the compiled entry of each halfword slot (read by emitted chains at a fixed address,
   /// so a JitPage, once made, lives as long as the Jit), dispatch counts, and the blocks' extents.
+  /// A direct jump (jmp rel32 at `site`) from compiled code to the entry of slot `slot` of a page:
+  /// pointed at that entry while it is compiled, else at site + 5, where the same transfer looks the
+  /// entry up at run time (so an unlinked site is only slower, never wrong).
+  struct Link {
+    uint16_t slot;
+    uint8_t* site;
+  };
   struct JitPage {
     void* entry[2048];  // first: the emitted jalr lookup indexes it from the JitPage's address
     uint8_t hits[2048];
     std::vector<Block> blocks;
+    std::vector<Link> links;  // sites jumping to this page's slots (kept until a flush)
   };
   static constexpr uint8_t kNever = 0xff;  // hits[]: the slot's first instruction cannot be compiled
   JitPage* page(uint32_t pi);
@@ -92,6 +100,10 @@ class Jit {
   void emit_trampoline();
   void write_begin(uint8_t* from);
   void write_end(uint8_t* from);
+  /// Points the jmp rel32 at `site` to `target` (the code pages around it writable for the moment).
+  void patch(uint8_t* site, const void* target);
+  /// Points every link to slot `slot` of `p` at `target` (null: back to its own lookup).
+  void relink(JitPage* p, uint32_t slot, const void* target);
 
   uint8_t* ram_;
   uint32_t ram_size_;

@@ -158,14 +158,39 @@ void Jit::drop_page(uint32_t pi) {
   JitPage* p = pages_[pi].get();
   if (!p) return;
   stats_.invalidated += p->blocks.size();
+  for (const Block& b : p->blocks) relink(p, b.start >> 1, nullptr);
   p->blocks.clear();
   std::memset(p->entry, 0, sizeof(p->entry));
   std::memset(p->hits, 0, sizeof(p->hits));
 }
 
 void Jit::drop_all() {
-  for (uint32_t pi = 0; pi < pages_.size(); pi++) drop_page(pi);
+  // Everything goes, the code with it: no link is patched back, they are forgotten.
+  for (uint32_t pi = 0; pi < pages_.size(); pi++) {
+    JitPage* p = pages_[pi].get();
+    if (!p) continue;
+    stats_.invalidated += p->blocks.size();
+    p->blocks.clear();
+    p->links.clear();
+    std::memset(p->entry, 0, sizeof(p->entry));
+    std::memset(p->hits, 0, sizeof(p->hits));
+  }
   used_ = code_start_;
+}
+
+void Jit::patch(uint8_t* site, const void* target) {
+  uint8_t* lo = reinterpret_cast<uint8_t*>(reinterpret_cast<uintptr_t>(site + 1) & ~uintptr_t{4095});
+  uint8_t* hi = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(site + 5) + 4095) & ~uintptr_t{4095});
+  mprotect(lo, static_cast<size_t>(hi - lo), PROT_READ | PROT_WRITE);
+  const int32_t d = static_cast<int32_t>(static_cast<const uint8_t*>(target) - (site + 5));
+  std::memcpy(site + 1, &d, 4);
+  mprotect(lo, static_cast<size_t>(hi - lo), PROT_READ | PROT_EXEC);
+}
+
+void Jit::relink(JitPage* p, uint32_t slot, const void* target) {
+  for (const Link& l : p->links) {
+    if (l.slot == slot) patch(l.site, target ? target : l.site + 5);
+  }
 }
 
 void Jit::invalidate(uint32_t off, uint32_t len) {
@@ -180,6 +205,7 @@ void Jit::invalidate(uint32_t off, uint32_t len) {
     auto& b = p->blocks;
     for (size_t i = 0; i < b.size();) {
       if (b[i].start < hi && b[i].end > lo) {
+        relink(p, b[i].start >> 1, nullptr);
         p->entry[b[i].start >> 1] = nullptr;
         p->hits[b[i].start >> 1] = 0;
         stats_.invalidated++;
@@ -266,8 +292,19 @@ void* Jit::compile(uint32_t off) {
   em.alu_ri(Emitter::kSub, kRem, static_cast<int32_t>(N), true);
   exit_before(0, em.jcc_fwd(kS));
 
-  // A transfer to a static target: the target's compiled entry if there is one (read at run time from
-  // its JitPage, so dropping a block is one store), else back to dispatch.
+  // Links this block makes, registered with their target pages once the block is committed.
+  struct NewLink {
+    JitPage* page;
+    uint32_t slot;
+    uint8_t* site;
+  };
+  constexpr int kMaxLinks = 4;
+  NewLink links[kMaxLinks];
+  int nlinks = 0;
+
+  // A transfer to a static target: the target's compiled entry if there is one (a direct jump, patched
+  // as the target is compiled or dropped, and behind it the entry read at run time from its JitPage),
+  // else back to dispatch.
   auto chain = [&](uint32_t target) {
     const uint32_t toff = target - kRamBase;
     if (toff == off) {
@@ -276,7 +313,15 @@ void* Jit::compile(uint32_t off) {
     }
     if (toff < ram_size_) {
       JitPage* tp = page(toff >> kPageShift);
-      em.mov_rax_abs(&tp->entry[(toff & (kPageSize - 1)) >> 1]);
+      const uint32_t ts = (toff & (kPageSize - 1)) >> 1;
+      // A direct jump, to the target's entry if it is compiled (else to the lookup right after it),
+      // then the lookup: the entry read at run time.
+      // (A site that cannot be registered is never pointed at an entry: nothing could unlink it.)
+      uint8_t* site = em.here();
+      const bool linkable = nlinks < kMaxLinks;
+      em.jmp(linkable && tp->entry[ts] ? static_cast<const uint8_t*>(tp->entry[ts]) : site + 5);
+      if (linkable) links[nlinks++] = NewLink{tp, ts, site};
+      em.mov_rax_abs(&tp->entry[ts]);
       em.test_rr64(RAX, RAX);
       uint8_t* miss = em.jcc_fwd(kE);
       em.jmp_reg(RAX);
@@ -533,8 +578,10 @@ void* Jit::compile(uint32_t off) {
   }
   write_end(start);
   used_ += (em.size() + 15) & ~size_t{15};
+  for (int k = 0; k < nlinks; k++) links[k].page->links.push_back(Link{static_cast<uint16_t>(links[k].slot), links[k].site});
   JitPage* p = page(off >> kPageShift);
   p->entry[(off & (kPageSize - 1)) >> 1] = entry;
+  relink(p, (off & (kPageSize - 1)) >> 1, entry);  // sites already waiting for this block jump straight in
   p->blocks.push_back(Block{static_cast<uint16_t>(off & (kPageSize - 1)),
                             static_cast<uint16_t>(end_off - (off & ~(kPageSize - 1)))});
   stats_.blocks++;
