@@ -32,8 +32,10 @@
 #define LOCKSTEP_SAME_OPS(X) \
   X(ADDI) X(XORI) X(ORI) X(ANDI) X(SLLI) X(SRLI) X(SRAI) X(ADD) X(SUB) X(XOR) X(OR) X(AND)
 // The pc-relative jumps, which also have a far handler (see Cpu::slot_of).
+// JALR and JR have one too, which always goes through dispatch (pages run beside the block compiler).
 #define LOCKSTEP_REL_OPS(X) \
-  X(JAL) X(J) X(BEQ) X(BNE) X(BLT) X(BGE) X(BLTU) X(BGEU) X(BEQZ) X(BNEZ) X(BLTZ) X(BGEZ) X(BGTZ) X(BLEZ)
+  X(JAL) X(J) X(BEQ) X(BNE) X(BLT) X(BGE) X(BLTU) X(BGEU) X(BEQZ) X(BNEZ) X(BLTZ) X(BGEZ) X(BGTZ) X(BLEZ) \
+  X(JALR) X(JR)
 
 namespace lockstep {
 namespace {
@@ -177,6 +179,7 @@ Decoded Cpu::slot_of(const DecodedOp& d, bool translated, uint32_t slot) const {
   } else if (rs2_in_imm(d.op)) {
     imm = d.rs2;
   }
+  if ((d.op == kOpJALR || d.op == kOpJR) && jit_ && !translated) labels = labels_far_;
   if (d.rd == d.rs1 && in_place(d.op)) labels = labels_same_;  // (rd = x0 is the sink, 32: never rs1)
   if (d.op >= kOpCSRRW && d.op <= kOpCSRRCI) {
     imm = d.imm | (static_cast<int32_t>(d.rs2) << 16);
@@ -571,11 +574,7 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   Inner result;
   // The block compiler (see jit.h): on for this run, and whether the next dispatch must leave the block
   // to the interpreter (compiled code handed it an instruction, or a block that did not fit the budget).
-  // jit_on: compiled code may run in the current mode (physical code and data: M-mode without locked
-  // PMP entries or MPRV), never under a debugger; recomputed where a trap changes the mode.
-  Jit* const jit = jit_.get();
-  bool jit_on = jit != nullptr && fetch_bare_ && dlim != 0 && debug == nullptr;
-  bool jit_skip = false;
+  jit_skip_ = false;
 
 #define SLOT(p) static_cast<uint32_t>((p) - base)
 // The virtual pc of the running page's first slot sits at a fixed offset from the slots (DecodedPage
@@ -632,7 +631,7 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   do {                                           \
     target = (t);                                \
     const uint32_t d_ = target - PAGE_PC;        \
-    if (d_ < kPageSize && !jit_on) {             \
+    if (!FAR && d_ < kPageSize) {                \
       e = base + (d_ >> 1);                      \
       const uint64_t n_ = e->n;                  \
       if (TAKE(n_)) GO();                        \
@@ -803,7 +802,7 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   do {                                       \
     br++;                                    \
     if (cond) JUMP_REL_OR_FAR();             \
-    if (FAR && jit_on) {                     \
+    if (FAR && jit_) {                       \
       target = NEXT_PC(e, L);                \
       goto dispatch;                         \
     }                                        \
@@ -866,10 +865,13 @@ dispatch: {
     e = base;
     GO();
   }
-  if (jit_on) {
-    if (jit_skip) {
-      jit_skip = false;
+  // Compiled code runs only physical code and data (M-mode without locked PMP entries or MPRV), never
+  // under a debugger. (Only dispatch reads these members: nothing of the JIT is live in the handlers.)
+  if (jit_ && fetch_bare_ && dlim != 0 && debug == nullptr) {
+    if (jit_skip_) {
+      jit_skip_ = false;
     } else {
+      Jit* const jit = jit_.get();
       if (void* code = jit->lookup(off)) {
         JitIo& io = jit->io;
         io.rem = rem;
@@ -878,7 +880,7 @@ dispatch: {
         rem = io.rem;
         br = io.branches;
         target = io.pc;
-        jit_skip = why == Jit::kExitInterp;
+        jit_skip_ = why == Jit::kExitInterp;
         goto dispatch;
       }
     }
@@ -976,7 +978,7 @@ DEFINE_REL(J,
   br++;
   JUMP_REL_OR_FAR();
 )
-DEFINE(JALR,
+DEFINE_REL(JALR,
 {
   const uint32_t t = (RS1 + IMM) & ~1u;
   x[e->rd] = (PC_OF(e) + (L << 1));
@@ -984,7 +986,7 @@ DEFINE(JALR,
   JUMP(t);
 }
 )
-DEFINE(JR,
+DEFINE_REL(JR,
   br++;
   JUMP((RS1 + IMM) & ~1u);
 )
@@ -1414,7 +1416,6 @@ trap:
   dtlb = dtlb_;
   dlim = data_limit_;
   SET_LIMITS();
-  jit_on = jit != nullptr && fetch_bare_ && dlim != 0 && debug == nullptr;
   target = pc;
   // A guest must not keep the loop from returning to run(), where the host's stop flag is looked at,
   // however its handlers misbehave: after a burst of traps that retired nothing, go back out.

@@ -463,6 +463,7 @@ class Cpu {
   // The block compiler, when selected (set_jit). While it is, every block entry of the interpreter goes
   // through dispatch (no direct chaining within a page), where compiled code is looked up and entered.
   std::unique_ptr<Jit> jit_;
+  bool jit_skip_ = false;  // the next dispatch leaves its block to the interpreter (see run_inner)
 };
 
 }  // namespace lockstep
