@@ -798,11 +798,13 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
     if (FAR) JUMP_FAR();  \
     JUMP_REL();           \
   } while (0)
+// A far branch falls through by dispatch too: with the block compiler on, every branch of a physical
+// page is far, so that each block entry is looked up there (without it, far branches are rare).
 #define BRANCH(cond)                         \
   do {                                       \
     br++;                                    \
     if (cond) JUMP_REL_OR_FAR();             \
-    if (FAR && jit_) {                       \
+    if (FAR) {                               \
       target = NEXT_PC(e, L);                \
       goto dispatch;                         \
     }                                        \
@@ -867,7 +869,7 @@ dispatch: {
   }
   // Compiled code runs only physical code and data (M-mode without locked PMP entries or MPRV), never
   // under a debugger. (Only dispatch reads these members: nothing of the JIT is live in the handlers.)
-  if (jit_ && fetch_bare_ && dlim != 0 && debug == nullptr) {
+  if (LOCKSTEP_UNLIKELY(jit_ != nullptr) && fetch_bare_ && dlim != 0 && debug == nullptr) {
     if (jit_skip_) {
       jit_skip_ = false;
     } else {
