@@ -71,6 +71,21 @@ function* budgets(seed: number, small: number, big: number): Generator<number> {
   for (;;) yield big;
 }
 
+describe('engine option', () => {
+  it('names the bad field and value, and reports the engine in use', () => {
+    expect(() => new Machine({ memory: 4096, engine: 'tcg' as Engine })).toThrow(/engine.*'interp' or 'jit', got tcg/);
+    const m = new Machine({ memory: 4096, engine: 'interp' });
+    try {
+      expect(m.engine).toBe('interp');
+      expect(m.jitStats()).toBeNull();
+    } finally {
+      m.close();
+    }
+    // 'jit' runs the compiler exactly where this build has one (x86-64 Linux).
+    expect(HAS_JIT).toBe(process.arch === 'x64' && process.platform === 'linux');
+  });
+});
+
 describe.skipIf(!HAS_JIT)('block compiler (engine: jit) against the interpreter', () => {
   // Guests that wait for host input (echo, kvserver) or need a disk image run elsewhere.
   const dir = new URL('../../guest/bin/', import.meta.url);
