@@ -4,7 +4,7 @@
 // problem. Skipped where the host has no block compiler.
 import { readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { Machine, type Engine, type MachineOptions, type RunResult } from '../../src/index.js';
+import { COMMITTED_LINUX_APPEND, Machine, committedLinux, type Engine, type MachineOptions, type RunResult } from '../../src/index.js';
 import { Recorder } from '../../src/log/recorder.js';
 import { Replayer } from '../../src/log/replayer.js';
 import { Asm, rv } from '../helpers/asm.js';
@@ -104,6 +104,23 @@ describe.skipIf(!HAS_JIT)('block compiler (engine: jit) against the interpreter'
     // Every guest runs some M-mode code often enough to be compiled.
     expect(jit!.blocks, `${name}: blocks compiled`).toBeGreaterThan(0);
   }, 120_000);
+
+  it('a Linux boot (firmware in M-mode compiled, the kernel interpreted) agrees at every stop for 40 M instructions', async () => {
+    const limited = function* () {
+      const b = budgets(11, 150, 999_983);
+      let total = 0;
+      for (const n of b) {
+        if (total > 40_000_000) return;
+        total += n;
+        yield n;
+      }
+    };
+    const r = await inStep({ memory: 64 << 20, clock: 'virtual', devices: { net: true } },
+      (m) => m.loadLinux({ ...committedLinux(), append: COMMITTED_LINUX_APPEND }), limited());
+    expect(r.last.kind).toBe('budget');
+    expect(r.stops).toBeGreaterThan(150);
+    expect(r.jit!.blocks).toBeGreaterThan(0);
+  }, 300_000);
 
   it('random straight-line and branching code, repeated until compiled, agrees at every stop', async () => {
     let compiled = 0;
