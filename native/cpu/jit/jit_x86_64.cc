@@ -276,15 +276,105 @@ void* Jit::compile(uint32_t off) {
   Emitter em(start, kMaxBlockBytes);
   const uint32_t N = static_cast<uint32_t>(n);
 
-  // Exits to the interpreter before instruction i: a list of jumps to patch per instruction.
+  // Guest registers live in memory (x[]) between blocks; within a block the ones it uses are cached in
+  // host registers (kPool), loaded at first use and written back when evicted, before every exit to the
+  // interpreter (each exit stub writes back what was dirty at that point) and before the block's end.
+  static constexpr Reg kPool[] = {RSI, RDI, R8, R9, R10, R11};
+  constexpr int kPoolSize = sizeof(kPool) / sizeof(kPool[0]);
+  struct Cache {
+    int8_t guest[kPoolSize];  // guest register held by each pool register, or -1
+    bool dirty[kPoolSize];
+    uint32_t used[kPoolSize];  // last use, for eviction
+    bool pinned[kPoolSize];    // operands of the instruction being emitted: not evicted
+  };
+  Cache cache;
+  for (int k = 0; k < kPoolSize; k++) {
+    cache.guest[k] = -1;
+    cache.dirty[k] = false;
+    cache.used[k] = 0;
+    cache.pinned[k] = false;
+  }
+  uint32_t clock = 0;
+  auto slot_of = [&](uint32_t g) {
+    for (int k = 0; k < kPoolSize; k++) {
+      if (cache.guest[k] == static_cast<int8_t>(g)) return k;
+    }
+    return -1;
+  };
+  auto writeback = [&](int k) {
+    if (cache.guest[k] >= 0 && cache.dirty[k]) em.mov_store32(xreg(static_cast<uint32_t>(cache.guest[k])), kPool[k]);
+    cache.dirty[k] = false;
+  };
+  auto take = [&]() {  // a free pool register, evicting the least recently used unpinned one
+    int best = -1;
+    for (int k = 0; k < kPoolSize; k++) {
+      if (cache.pinned[k]) continue;
+      if (cache.guest[k] < 0) return k;
+      if (best < 0 || cache.used[k] < cache.used[best]) best = k;
+    }
+    writeback(best);
+    cache.guest[best] = -1;
+    return best;
+  };
+  // Host register holding guest register g (loaded if need be), pinned for this instruction.
+  auto use = [&](uint32_t g) {
+    int k = slot_of(g);
+    if (k < 0) {
+      k = take();
+      em.mov_load32(kPool[k], xreg(g));
+      cache.guest[k] = static_cast<int8_t>(g);
+      cache.dirty[k] = false;
+    }
+    cache.used[k] = ++clock;
+    cache.pinned[k] = true;
+    return kPool[k];
+  };
+  // Host register that will hold guest register g's new value (marked dirty).
+  auto def = [&](uint32_t g) {
+    int k = slot_of(g);
+    if (k < 0) {
+      k = take();
+      cache.guest[k] = static_cast<int8_t>(g);
+    }
+    cache.dirty[k] = true;
+    cache.used[k] = ++clock;
+    cache.pinned[k] = true;
+    return kPool[k];
+  };
+  auto writeback_all = [&]() {
+    for (int k = 0; k < kPoolSize; k++) writeback(k);
+  };
+  auto forget_all = [&]() {
+    for (int k = 0; k < kPoolSize; k++) cache.guest[k] = -1, cache.dirty[k] = false;
+  };
+
+  // Exits to the interpreter before instruction i: the jump to patch and what was dirty there.
   struct Pending {
     uint8_t* at;
     int i;
+    uint8_t n;
+    uint8_t guest[kPoolSize];
+    uint8_t host[kPoolSize];
   };
   Pending pend[kMaxInsns * 4];
   int npend = 0;
+  bool overflow = false;
   auto exit_before = [&](int i, uint8_t* at) {
-    if (npend < kMaxInsns * 4) pend[npend++] = Pending{at, i};
+    if (npend >= kMaxInsns * 4) {
+      overflow = true;
+      return;
+    }
+    Pending& q = pend[npend++];
+    q.at = at;
+    q.i = i;
+    q.n = 0;
+    for (int k = 0; k < kPoolSize; k++) {
+      if (cache.guest[k] >= 0 && cache.dirty[k]) {
+        q.guest[q.n] = static_cast<uint8_t>(cache.guest[k]);
+        q.host[q.n] = static_cast<uint8_t>(kPool[k]);
+        q.n++;
+      }
+    }
   };
 
   // Block entry: take the whole block from the budget, or leave for the interpreter.
@@ -304,7 +394,7 @@ void* Jit::compile(uint32_t off) {
 
   // A transfer to a static target: the target's compiled entry if there is one (a direct jump, patched
   // as the target is compiled or dropped, and behind it the entry read at run time from its JitPage),
-  // else back to dispatch.
+  // else back to dispatch. The cache is written back before it.
   auto chain = [&](uint32_t target) {
     const uint32_t toff = target - kRamBase;
     if (toff == off) {
@@ -338,93 +428,117 @@ void* Jit::compile(uint32_t off) {
     const uint32_t next = pc + d.len * 2u;
     const uint32_t imm = static_cast<uint32_t>(d.imm);
     const uint32_t rd = d.rd, rs1 = d.rs1, rs2 = d.rs2;
+    for (int k = 0; k < kPoolSize; k++) cache.pinned[k] = false;
     switch (d.op) {
       case kOpNOP:
       case kOpFENCE:
         break;
       case kOpLUI:
       case kOpLI:
-        em.mov_store_imm32(xreg(rd), imm);
+        em.mov_imm32(def(rd), imm);
         break;
       case kOpAUIPC:
-        em.mov_store_imm32(xreg(rd), pc + imm);
+        em.mov_imm32(def(rd), pc + imm);
         break;
-      case kOpMV:
-        em.mov_load32(RAX, xreg(rs1));
-        em.mov_store32(xreg(rd), RAX);
+      case kOpMV: {
+        const Reg a = use(rs1);
+        const Reg r = def(rd);
+        if (r != a) em.mov_rr32(r, a);
         break;
+      }
       case kOpADDI: case kOpXORI: case kOpORI: case kOpANDI: {
         const Emitter::AluExt ext = d.op == kOpADDI ? Emitter::kAdd : d.op == kOpXORI ? Emitter::kXor
                                     : d.op == kOpORI ? Emitter::kOr : Emitter::kAnd;
-        if (rd == rs1) {
-          em.alu_mi(ext, xreg(rd), d.imm);
-        } else {
-          em.mov_load32(RAX, xreg(rs1));
-          em.alu_ri(ext, RAX, d.imm);
-          em.mov_store32(xreg(rd), RAX);
-        }
+        const Reg a = use(rs1);
+        const Reg r = def(rd);
+        if (r != a) em.mov_rr32(r, a);
+        em.alu_ri(ext, r, d.imm);
         break;
       }
-      case kOpSLTI: case kOpSLTIU:
+      case kOpSLTI: case kOpSLTIU: {
+        const Reg a = use(rs1);
+        const Reg r = def(rd);
         em.alu_rr(Emitter::kXor, RCX, RCX);
-        em.alu_mi(Emitter::kCmp, xreg(rs1), d.imm);
+        em.alu_ri(Emitter::kCmp, a, d.imm);
         em.setcc(d.op == kOpSLTI ? kL : kB, RCX);
-        em.mov_store32(xreg(rd), RCX);
+        em.mov_rr32(r, RCX);
         break;
+      }
       case kOpSLLI: case kOpSRLI: case kOpSRAI: {
         const Emitter::ShiftExt ext = d.op == kOpSLLI ? Emitter::kShl : d.op == kOpSRLI ? Emitter::kShr : Emitter::kSar;
-        if (rd == rs1) {
-          em.shift_mi(ext, xreg(rd), static_cast<uint8_t>(imm & 31));
-        } else {
-          em.mov_load32(RAX, xreg(rs1));
-          em.shift_ri(ext, RAX, static_cast<uint8_t>(imm & 31));
-          em.mov_store32(xreg(rd), RAX);
-        }
+        const Reg a = use(rs1);
+        const Reg r = def(rd);
+        if (r != a) em.mov_rr32(r, a);
+        em.shift_ri(ext, r, static_cast<uint8_t>(imm & 31));
         break;
       }
       case kOpADD: case kOpSUB: case kOpXOR: case kOpOR: case kOpAND: {
         const Emitter::AluExt ext = d.op == kOpADD ? Emitter::kAdd : d.op == kOpSUB ? Emitter::kSub
                                     : d.op == kOpXOR ? Emitter::kXor : d.op == kOpOR ? Emitter::kOr : Emitter::kAnd;
-        em.mov_load32(RAX, xreg(rs1));
-        em.alu_rm(ext, RAX, xreg(rs2));
-        em.mov_store32(xreg(rd), RAX);
+        const Reg a = use(rs1);
+        const Reg b = use(rs2);
+        const Reg r = def(rd);
+        if (r == a) {
+          em.alu_rr(ext, r, b);
+        } else {
+          em.mov_rr32(RAX, a);
+          em.alu_rr(ext, RAX, b);
+          em.mov_rr32(r, RAX);
+        }
         break;
       }
       case kOpSLL: case kOpSRL: case kOpSRA: {
         const Emitter::ShiftExt ext = d.op == kOpSLL ? Emitter::kShl : d.op == kOpSRL ? Emitter::kShr : Emitter::kSar;
-        em.mov_load32(RCX, xreg(rs2));  // x86 masks the count to 5 bits, as RISC-V does
-        em.mov_load32(RAX, xreg(rs1));
+        const Reg a = use(rs1);
+        const Reg b = use(rs2);
+        const Reg r = def(rd);
+        em.mov_rr32(RCX, b);  // x86 masks the count to 5 bits, as RISC-V does
+        em.mov_rr32(RAX, a);
         em.shift_rcl(ext, RAX);
-        em.mov_store32(xreg(rd), RAX);
+        em.mov_rr32(r, RAX);
         break;
       }
-      case kOpSLT: case kOpSLTU:
-        em.mov_load32(RAX, xreg(rs1));
+      case kOpSLT: case kOpSLTU: {
+        const Reg a = use(rs1);
+        const Reg b = use(rs2);
+        const Reg r = def(rd);
         em.alu_rr(Emitter::kXor, RCX, RCX);
-        em.alu_rm(Emitter::kCmp, RAX, xreg(rs2));
+        em.alu_rr(Emitter::kCmp, a, b);
         em.setcc(d.op == kOpSLT ? kL : kB, RCX);
-        em.mov_store32(xreg(rd), RCX);
+        em.mov_rr32(r, RCX);
         break;
-      case kOpMUL:
-        em.mov_load32(RAX, xreg(rs1));
-        em.imul_rm32(RAX, xreg(rs2));
-        em.mov_store32(xreg(rd), RAX);
+      }
+      case kOpMUL: {
+        const Reg a = use(rs1);
+        const Reg b = use(rs2);
+        const Reg r = def(rd);
+        em.mov_rr32(RAX, a);
+        em.imul_rr32(RAX, b);
+        em.mov_rr32(r, RAX);
         break;
-      case kOpMULH: case kOpMULHSU: case kOpMULHU:
+      }
+      case kOpMULH: case kOpMULHSU: case kOpMULHU: {
         // The 64-bit product of the (sign- or zero-) extended operands; its high half.
-        if (d.op == kOpMULHU) em.mov_load32(RAX, xreg(rs1));
-        else em.movsxd(RAX, xreg(rs1));
-        if (d.op == kOpMULH) em.movsxd(RCX, xreg(rs2));
-        else em.mov_load32(RCX, xreg(rs2));
+        const Reg a = use(rs1);
+        const Reg b = use(rs2);
+        const Reg r = def(rd);
+        if (d.op == kOpMULHU) em.mov_rr32(RAX, a);
+        else em.movsxd_rr(RAX, a);
+        if (d.op == kOpMULH) em.movsxd_rr(RCX, b);
+        else em.mov_rr32(RCX, b);
         em.imul_rr64(RAX, RCX);
         em.shift_ri(Emitter::kShr, RAX, 32, true);
-        em.mov_store32(xreg(rd), RAX);
+        em.mov_rr32(r, RAX);
         break;
+      }
       case kOpDIV: case kOpREM: case kOpDIVU: case kOpREMU: {
         // RISC-V defines x/0 and INT_MIN/-1; x86 faults on both, so they never reach (i)div.
         const bool rem = d.op == kOpREM || d.op == kOpREMU, sign = d.op == kOpDIV || d.op == kOpREM;
-        em.mov_load32(RAX, xreg(rs1));
-        em.mov_load32(RCX, xreg(rs2));
+        const Reg a = use(rs1);
+        const Reg b = use(rs2);
+        const Reg r = def(rd);
+        em.mov_rr32(RAX, a);
+        em.mov_rr32(RCX, b);
         em.test_rr32(RCX, RCX);
         uint8_t* zero = em.jcc_fwd(kE);
         uint8_t* ovf = nullptr;
@@ -452,14 +566,15 @@ void* Jit::compile(uint32_t off) {
         }
         em.bind(done);
         if (done2) em.bind(done2);
-        em.mov_store32(xreg(rd), RAX);
+        em.mov_rr32(r, RAX);
         break;
       }
       case kOpLB: case kOpLH: case kOpLW: case kOpLBU: case kOpLHU: {
         // The interpreter's physical fast path: RAM offset below RAM size - 3 (any size), else the
-        // interpreter does it (device, end of RAM, fault).
-        em.mov_load32(RAX, xreg(rs1));
-        em.alu_ri(Emitter::kAdd, RAX, static_cast<int32_t>(imm - kRamBase));
+        // interpreter does it (device, end of RAM, fault). The destination is taken after the check, so
+        // what an exit writes back is the state before this instruction.
+        const Reg a = use(rs1);
+        em.lea32(RAX, Mem{a, static_cast<int32_t>(imm - kRamBase)});
         em.alu_ri(Emitter::kCmp, RAX, static_cast<int32_t>(ram_size_ - 3));
         exit_before(i, em.jcc_fwd(kAE));
         const Mem m{kRam, 0, RAX, 1};
@@ -470,15 +585,16 @@ void* Jit::compile(uint32_t off) {
           case kOpLHU: em.movzx16(RCX, m); break;
           default: em.mov_load32(RCX, m); break;
         }
-        em.mov_store32(xreg(rd), RCX);
+        em.mov_rr32(def(rd), RCX);
         break;
       }
       case kOpSB: case kOpSH: case kOpSW: {
         // Aligned, in RAM, and on a page whose flags are clear (no decoded code, no dirty tracking armed,
         // not watched); anything else is the interpreter's.
         const uint32_t size = d.op == kOpSB ? 1 : d.op == kOpSH ? 2 : 4;
-        em.mov_load32(RAX, xreg(rs1));
-        em.alu_ri(Emitter::kAdd, RAX, static_cast<int32_t>(imm - kRamBase));
+        const Reg a = use(rs1);
+        const Reg v = use(rs2);
+        em.lea32(RAX, Mem{a, static_cast<int32_t>(imm - kRamBase)});
         if (size > 1) {
           em.test_ri32(RAX, size - 1);
           exit_before(i, em.jcc_fwd(kNE));
@@ -489,25 +605,33 @@ void* Jit::compile(uint32_t off) {
         em.shift_ri(Emitter::kShr, RCX, kPageShift);
         em.cmp_mem8_imm(Mem{kFlags, 0, RCX, 1}, 0);
         exit_before(i, em.jcc_fwd(kNE));
-        em.mov_load32(RDX, xreg(rs2));
         const Mem m{kRam, 0, RAX, 1};
-        if (size == 1) em.mov_store8(m, RDX);
-        else if (size == 2) em.mov_store16(m, RDX);
-        else em.mov_store32(m, RDX);
+        if (size == 4) {
+          em.mov_store32(m, v);
+        } else {
+          em.mov_rr32(RDX, v);  // a byte or halfword of dl: no REX-dependent byte registers
+          if (size == 1) em.mov_store8(m, RDX);
+          else em.mov_store16(m, RDX);
+        }
         break;
       }
       case kOpJAL: case kOpJ:
+        writeback_all();
+        forget_all();
         if (d.op == kOpJAL) em.mov_store_imm32(xreg(rd), next);
         em.inc64(kBr);
         chain(pc + imm);
         break;
       case kOpJALR: case kOpJR: {
-        em.mov_load32(RSI, xreg(rs1));
-        em.alu_ri(Emitter::kAdd, RSI, d.imm);
-        em.alu_ri(Emitter::kAnd, RSI, -2);
+        const Reg a = use(rs1);
+        em.lea32(RDX, Mem{a, d.imm});
+        em.alu_ri(Emitter::kAnd, RDX, -2);
+        writeback_all();
+        forget_all();
         if (d.op == kOpJALR) em.mov_store_imm32(xreg(rd), next);
         em.inc64(kBr);
-        // Look the target up: RAM offset, its JitPage, its entry.
+        // Look the target up: RAM offset, its JitPage, its entry. (The pool is free from here.)
+        em.mov_rr32(RSI, RDX);
         em.lea32(RAX, Mem{RSI, static_cast<int32_t>(0u - kRamBase)});
         em.alu_ri(Emitter::kCmp, RAX, static_cast<int32_t>(ram_size_));
         uint8_t* miss1 = em.jcc_fwd(kAE);
@@ -532,18 +656,23 @@ void* Jit::compile(uint32_t off) {
       }
       case kOpBEQ: case kOpBNE: case kOpBLT: case kOpBGE: case kOpBLTU: case kOpBGEU:
       case kOpBEQZ: case kOpBNEZ: case kOpBLTZ: case kOpBGEZ: case kOpBGTZ: case kOpBLEZ: {
-        em.inc64(kBr);
         Cond c;
+        const Reg a = use(rs1);
         if (d.op <= kOpBGEU) {
-          em.mov_load32(RAX, xreg(rs1));
-          em.alu_rm(Emitter::kCmp, RAX, xreg(rs2));
+          const Reg b = use(rs2);
+          writeback_all();  // stores only: the flags below are the compare's
+          em.inc64(kBr);
+          em.alu_rr(Emitter::kCmp, a, b);
           static constexpr Cond kC[6] = {kE, kNE, kL, kGE, kB, kAE};
           c = kC[d.op - kOpBEQ];
         } else {
-          em.alu_mi(Emitter::kCmp, xreg(rs1), 0);
-          static constexpr Cond kC[6] = {kE, kNE, kL, kGE, kG, kLE};
+          writeback_all();
+          em.inc64(kBr);
+          em.test_rr32(a, a);
+          static constexpr Cond kC[6] = {kE, kNE, kS, kNS, kG, kLE};
           c = kC[d.op - kOpBEQZ];
         }
+        forget_all();
         uint8_t* taken = em.jcc_fwd(c);
         chain(next);
         em.bind(taken);
@@ -556,21 +685,25 @@ void* Jit::compile(uint32_t off) {
         return nullptr;
     }
   }
-  if (!ended) chain(kRamBase + end_off);  // straight-line code continues in another block
+  if (!ended) {
+    writeback_all();
+    chain(kRamBase + end_off);  // straight-line code continues in another block
+  }
 
-  // Cold exits: give back what did not retire (instructions i..N-1), name the pc, leave.
-  for (int i = 0; i < n; i++) {
-    bool any = false;
-    for (int k = 0; k < npend; k++) {
-      if (pend[k].i != i) continue;
-      em.bind(pend[k].at);
-      any = true;
-    }
-    if (!any) continue;
-    em.alu_ri(Emitter::kAdd, kRem, static_cast<int32_t>(N - i), true);
-    em.mov_store_imm32(io_field(offsetof(JitIo, pc)), kRamBase + insns[i].off);
+  // Cold exits: write back what was dirty there, give back what did not retire (instructions i..N-1),
+  // name the pc, leave.
+  for (int k = 0; k < npend; k++) {
+    const Pending& q = pend[k];
+    em.bind(q.at);
+    for (int j = 0; j < q.n; j++) em.mov_store32(xreg(q.guest[j]), static_cast<Reg>(q.host[j]));
+    em.alu_ri(Emitter::kAdd, kRem, static_cast<int32_t>(N - q.i), true);
+    em.mov_store_imm32(io_field(offsetof(JitIo, pc)), kRamBase + insns[q.i].off);
     em.mov_imm32(RAX, kExitInterp);
     em.jmp(epilogue_);
+  }
+  if (overflow) {
+    write_end(start);
+    return nullptr;
   }
   if (!em.ok()) {
     write_end(start);

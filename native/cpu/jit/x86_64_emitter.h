@@ -141,6 +141,8 @@ class Emitter {
   void shift_rcl(ShiftExt ext, Reg r) { op_reg({0xd3}, ext, r); }
   void imul_rm32(Reg r, const Mem& m) { op_mem({0x0f, 0xaf}, r, m); }
   void imul_rr64(Reg dst, Reg src) { op_reg({0x0f, 0xaf}, dst, src, true); }
+  void imul_rr32(Reg dst, Reg src) { op_reg({0x0f, 0xaf}, dst, src); }
+  void movsxd_rr(Reg dst, Reg src) { op_reg({0x63}, dst, src, true); }
   void cdq() { byte(0x99); }
   void div_r32(Reg r) { op_reg({0xf7}, 6, r); }
   void idiv_r32(Reg r) { op_reg({0xf7}, 7, r); }
