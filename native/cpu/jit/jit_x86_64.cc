@@ -316,19 +316,6 @@ void* Jit::compile(uint32_t off) {
     cache.guest[best] = -1;
     return best;
   };
-  // Host register holding guest register g (loaded if need be), pinned for this instruction.
-  auto use = [&](uint32_t g) {
-    int k = slot_of(g);
-    if (k < 0) {
-      k = take();
-      em.mov_load32(kPool[k], xreg(g));
-      cache.guest[k] = static_cast<int8_t>(g);
-      cache.dirty[k] = false;
-    }
-    cache.used[k] = ++clock;
-    cache.pinned[k] = true;
-    return kPool[k];
-  };
   // Host register that will hold guest register g's new value (marked dirty).
   auto def = [&](uint32_t g) {
     int k = slot_of(g);
@@ -346,6 +333,40 @@ void* Jit::compile(uint32_t off) {
   };
   auto forget_all = [&]() {
     for (int k = 0; k < kPoolSize; k++) cache.guest[k] = -1, cache.dirty[k] = false;
+  };
+  // A source operand: the host register caching guest register g (pinned), or else its memory slot
+  // (not loaded into the cache: a value only read costs no more than it did in memory).
+  struct Opnd {
+    bool reg;
+    Reg r;
+    Mem m;
+  };
+  auto src = [&](uint32_t g) {
+    const int k = slot_of(g);
+    if (k < 0) return Opnd{false, RAX, xreg(g)};
+    cache.used[k] = ++clock;
+    cache.pinned[k] = true;
+    return Opnd{true, kPool[k], xreg(g)};
+  };
+  auto cached = [&](uint32_t g) { return slot_of(g) >= 0; };
+  // g's value in a register: its cache register, or loaded into `scratch`.
+  auto in_reg = [&](uint32_t g, Reg scratch) {
+    const Opnd o = src(g);
+    if (o.reg) return o.r;
+    em.mov_load32(scratch, o.m);
+    return scratch;
+  };
+  auto mov_to = [&](Reg dst, const Opnd& o) {
+    if (!o.reg) em.mov_load32(dst, o.m);
+    else if (o.r != dst) em.mov_rr32(dst, o.r);
+  };
+  auto alu_to = [&](Emitter::AluExt ext, Reg dst, const Opnd& o) {
+    if (o.reg) em.alu_rr(ext, dst, o.r);
+    else em.alu_rm(ext, dst, o.m);
+  };
+  auto imul_to = [&](Reg dst, const Opnd& o) {
+    if (o.reg) em.imul_rr32(dst, o.r);
+    else em.imul_rm32(dst, o.m);
   };
 
   // Exits to the interpreter before instruction i: the jump to patch and what was dirty there.
@@ -435,28 +456,32 @@ void* Jit::compile(uint32_t off) {
         break;
       case kOpLUI:
       case kOpLI:
-        em.mov_imm32(def(rd), imm);
+      case kOpAUIPC: {
+        const uint32_t v = d.op == kOpAUIPC ? pc + imm : imm;
+        if (cached(rd)) em.mov_imm32(def(rd), v);
+        else em.mov_store_imm32(xreg(rd), v);
         break;
-      case kOpAUIPC:
-        em.mov_imm32(def(rd), pc + imm);
-        break;
+      }
       case kOpMV: {
-        const Reg a = use(rs1);
-        const Reg r = def(rd);
-        if (r != a) em.mov_rr32(r, a);
+        const Opnd a = src(rs1);
+        mov_to(def(rd), a);
         break;
       }
       case kOpADDI: case kOpXORI: case kOpORI: case kOpANDI: {
         const Emitter::AluExt ext = d.op == kOpADDI ? Emitter::kAdd : d.op == kOpXORI ? Emitter::kXor
                                     : d.op == kOpORI ? Emitter::kOr : Emitter::kAnd;
-        const Reg a = use(rs1);
+        if (rd == rs1 && !cached(rd)) {
+          em.alu_mi(ext, xreg(rd), d.imm);  // in place, in memory
+          break;
+        }
+        const Opnd a = src(rs1);
         const Reg r = def(rd);
-        if (r != a) em.mov_rr32(r, a);
+        mov_to(r, a);
         em.alu_ri(ext, r, d.imm);
         break;
       }
       case kOpSLTI: case kOpSLTIU: {
-        const Reg a = use(rs1);
+        const Reg a = in_reg(rs1, RAX);
         const Reg r = def(rd);
         em.alu_rr(Emitter::kXor, RCX, RCX);
         em.alu_ri(Emitter::kCmp, a, d.imm);
@@ -466,79 +491,83 @@ void* Jit::compile(uint32_t off) {
       }
       case kOpSLLI: case kOpSRLI: case kOpSRAI: {
         const Emitter::ShiftExt ext = d.op == kOpSLLI ? Emitter::kShl : d.op == kOpSRLI ? Emitter::kShr : Emitter::kSar;
-        const Reg a = use(rs1);
+        if (rd == rs1 && !cached(rd)) {
+          em.shift_mi(ext, xreg(rd), static_cast<uint8_t>(imm & 31));
+          break;
+        }
+        const Opnd a = src(rs1);
         const Reg r = def(rd);
-        if (r != a) em.mov_rr32(r, a);
+        mov_to(r, a);
         em.shift_ri(ext, r, static_cast<uint8_t>(imm & 31));
         break;
       }
-      case kOpADD: case kOpSUB: case kOpXOR: case kOpOR: case kOpAND: {
+      case kOpADD: case kOpSUB: case kOpXOR: case kOpOR: case kOpAND: case kOpMUL: {
         const Emitter::AluExt ext = d.op == kOpADD ? Emitter::kAdd : d.op == kOpSUB ? Emitter::kSub
                                     : d.op == kOpXOR ? Emitter::kXor : d.op == kOpOR ? Emitter::kOr : Emitter::kAnd;
-        const Reg a = use(rs1);
-        const Reg b = use(rs2);
+        const bool mul = d.op == kOpMUL;
+        auto op = [&](Reg dst, const Opnd& o) {
+          if (mul) imul_to(dst, o);
+          else alu_to(ext, dst, o);
+        };
+        const Opnd a = src(rs1);
+        const Opnd b = src(rs2);
         const Reg r = def(rd);
-        if (r == a) {
-          em.alu_rr(ext, r, b);
+        if (a.reg && a.r == r) {
+          op(r, b);
+        } else if (b.reg && b.r == r) {
+          if (d.op != kOpSUB) {
+            op(r, a);  // commutative
+          } else {
+            mov_to(RAX, a);
+            em.alu_rr(Emitter::kSub, RAX, r);
+            em.mov_rr32(r, RAX);
+          }
         } else {
-          em.mov_rr32(RAX, a);
-          em.alu_rr(ext, RAX, b);
-          em.mov_rr32(r, RAX);
+          mov_to(r, a);
+          op(r, b);
         }
         break;
       }
       case kOpSLL: case kOpSRL: case kOpSRA: {
         const Emitter::ShiftExt ext = d.op == kOpSLL ? Emitter::kShl : d.op == kOpSRL ? Emitter::kShr : Emitter::kSar;
-        const Reg a = use(rs1);
-        const Reg b = use(rs2);
+        const Opnd a = src(rs1);
+        const Opnd b = src(rs2);
+        mov_to(RCX, b);  // x86 masks the count to 5 bits, as RISC-V does
         const Reg r = def(rd);
-        em.mov_rr32(RCX, b);  // x86 masks the count to 5 bits, as RISC-V does
-        em.mov_rr32(RAX, a);
-        em.shift_rcl(ext, RAX);
-        em.mov_rr32(r, RAX);
+        mov_to(r, a);
+        em.shift_rcl(ext, r);
         break;
       }
       case kOpSLT: case kOpSLTU: {
-        const Reg a = use(rs1);
-        const Reg b = use(rs2);
+        const Reg a = in_reg(rs1, RAX);
+        const Opnd b = src(rs2);
         const Reg r = def(rd);
         em.alu_rr(Emitter::kXor, RCX, RCX);
-        em.alu_rr(Emitter::kCmp, a, b);
+        alu_to(Emitter::kCmp, a, b);
         em.setcc(d.op == kOpSLT ? kL : kB, RCX);
         em.mov_rr32(r, RCX);
         break;
       }
-      case kOpMUL: {
-        const Reg a = use(rs1);
-        const Reg b = use(rs2);
-        const Reg r = def(rd);
-        em.mov_rr32(RAX, a);
-        em.imul_rr32(RAX, b);
-        em.mov_rr32(r, RAX);
-        break;
-      }
       case kOpMULH: case kOpMULHSU: case kOpMULHU: {
         // The 64-bit product of the (sign- or zero-) extended operands; its high half.
-        const Reg a = use(rs1);
-        const Reg b = use(rs2);
-        const Reg r = def(rd);
-        if (d.op == kOpMULHU) em.mov_rr32(RAX, a);
-        else em.movsxd_rr(RAX, a);
-        if (d.op == kOpMULH) em.movsxd_rr(RCX, b);
-        else em.mov_rr32(RCX, b);
+        const Opnd a = src(rs1);
+        const Opnd b = src(rs2);
+        if (d.op == kOpMULHU) mov_to(RAX, a);
+        else if (a.reg) em.movsxd_rr(RAX, a.r);
+        else em.movsxd(RAX, a.m);
+        if (d.op != kOpMULH) mov_to(RCX, b);
+        else if (b.reg) em.movsxd_rr(RCX, b.r);
+        else em.movsxd(RCX, b.m);
         em.imul_rr64(RAX, RCX);
         em.shift_ri(Emitter::kShr, RAX, 32, true);
-        em.mov_rr32(r, RAX);
+        em.mov_rr32(def(rd), RAX);
         break;
       }
       case kOpDIV: case kOpREM: case kOpDIVU: case kOpREMU: {
         // RISC-V defines x/0 and INT_MIN/-1; x86 faults on both, so they never reach (i)div.
         const bool rem = d.op == kOpREM || d.op == kOpREMU, sign = d.op == kOpDIV || d.op == kOpREM;
-        const Reg a = use(rs1);
-        const Reg b = use(rs2);
-        const Reg r = def(rd);
-        em.mov_rr32(RAX, a);
-        em.mov_rr32(RCX, b);
+        mov_to(RAX, src(rs1));
+        mov_to(RCX, src(rs2));
         em.test_rr32(RCX, RCX);
         uint8_t* zero = em.jcc_fwd(kE);
         uint8_t* ovf = nullptr;
@@ -566,34 +595,34 @@ void* Jit::compile(uint32_t off) {
         }
         em.bind(done);
         if (done2) em.bind(done2);
-        em.mov_rr32(r, RAX);
+        em.mov_rr32(def(rd), RAX);
         break;
       }
       case kOpLB: case kOpLH: case kOpLW: case kOpLBU: case kOpLHU: {
         // The interpreter's physical fast path: RAM offset below RAM size - 3 (any size), else the
         // interpreter does it (device, end of RAM, fault). The destination is taken after the check, so
         // what an exit writes back is the state before this instruction.
-        const Reg a = use(rs1);
+        const Reg a = in_reg(rs1, RAX);
         em.lea32(RAX, Mem{a, static_cast<int32_t>(imm - kRamBase)});
         em.alu_ri(Emitter::kCmp, RAX, static_cast<int32_t>(ram_size_ - 3));
         exit_before(i, em.jcc_fwd(kAE));
         const Mem m{kRam, 0, RAX, 1};
+        const Reg r = def(rd);
         switch (d.op) {
-          case kOpLB: em.movsx8(RCX, m); break;
-          case kOpLBU: em.movzx8(RCX, m); break;
-          case kOpLH: em.movsx16(RCX, m); break;
-          case kOpLHU: em.movzx16(RCX, m); break;
-          default: em.mov_load32(RCX, m); break;
+          case kOpLB: em.movsx8(r, m); break;
+          case kOpLBU: em.movzx8(r, m); break;
+          case kOpLH: em.movsx16(r, m); break;
+          case kOpLHU: em.movzx16(r, m); break;
+          default: em.mov_load32(r, m); break;
         }
-        em.mov_rr32(def(rd), RCX);
         break;
       }
       case kOpSB: case kOpSH: case kOpSW: {
         // Aligned, in RAM, and on a page whose flags are clear (no decoded code, no dirty tracking armed,
         // not watched); anything else is the interpreter's.
         const uint32_t size = d.op == kOpSB ? 1 : d.op == kOpSH ? 2 : 4;
-        const Reg a = use(rs1);
-        const Reg v = use(rs2);
+        const Reg a = in_reg(rs1, RAX);
+        const Opnd v = src(rs2);
         em.lea32(RAX, Mem{a, static_cast<int32_t>(imm - kRamBase)});
         if (size > 1) {
           em.test_ri32(RAX, size - 1);
@@ -606,12 +635,13 @@ void* Jit::compile(uint32_t off) {
         em.cmp_mem8_imm(Mem{kFlags, 0, RCX, 1}, 0);
         exit_before(i, em.jcc_fwd(kNE));
         const Mem m{kRam, 0, RAX, 1};
-        if (size == 4) {
-          em.mov_store32(m, v);
+        if (size == 4 && v.reg) {
+          em.mov_store32(m, v.r);
         } else {
-          em.mov_rr32(RDX, v);  // a byte or halfword of dl: no REX-dependent byte registers
+          mov_to(RDX, v);  // a byte or halfword of dl: no REX-dependent byte registers
           if (size == 1) em.mov_store8(m, RDX);
-          else em.mov_store16(m, RDX);
+          else if (size == 2) em.mov_store16(m, RDX);
+          else em.mov_store32(m, RDX);
         }
         break;
       }
@@ -623,7 +653,7 @@ void* Jit::compile(uint32_t off) {
         chain(pc + imm);
         break;
       case kOpJALR: case kOpJR: {
-        const Reg a = use(rs1);
+        const Reg a = in_reg(rs1, RDX);
         em.lea32(RDX, Mem{a, d.imm});
         em.alu_ri(Emitter::kAnd, RDX, -2);
         writeback_all();
@@ -657,12 +687,12 @@ void* Jit::compile(uint32_t off) {
       case kOpBEQ: case kOpBNE: case kOpBLT: case kOpBGE: case kOpBLTU: case kOpBGEU:
       case kOpBEQZ: case kOpBNEZ: case kOpBLTZ: case kOpBGEZ: case kOpBGTZ: case kOpBLEZ: {
         Cond c;
-        const Reg a = use(rs1);
+        const Reg a = in_reg(rs1, RAX);
         if (d.op <= kOpBGEU) {
-          const Reg b = use(rs2);
+          const Opnd b = src(rs2);
           writeback_all();  // stores only: the flags below are the compare's
           em.inc64(kBr);
-          em.alu_rr(Emitter::kCmp, a, b);
+          alu_to(Emitter::kCmp, a, b);
           static constexpr Cond kC[6] = {kE, kNE, kL, kGE, kB, kAE};
           c = kC[d.op - kOpBEQ];
         } else {
