@@ -21,13 +21,14 @@ namespace {
 using namespace x64;
 
 // Host registers of compiled code (all callee-saved, so the trampoline saves them once):
-//   rbx  &x[0]: guest registers live in memory, [rbx + 4 * r]
+//   rbx  &x[0]: guest registers' home between blocks, [rbx + 4 * r] (within a block, values it writes
+//        are cached in rsi, rdi, r8-r11: see `Cache` in compile())
 //   r12  guest RAM base (RAM offset 0)
 //   rbp  the page flags (Cpu::flags_)
 //   r13  rem: instructions that may still retire (JitIo::rem)
 //   r14  branches retired (JitIo::branches)
 //   r15  &JitIo
-// rax, rcx, rdx, rsi are scratch within one guest instruction.
+// rax, rcx and rdx are scratch within one guest instruction.
 constexpr Reg kX = RBX, kRam = R12, kFlags = RBP, kRem = R13, kBr = R14, kIo = R15;
 
 constexpr size_t kBufferSize = 16u << 20;
