@@ -14,6 +14,7 @@
         "native/cpu/csr.cc",
         "native/cpu/mmu.cc",
         "native/cpu/decode.cc",
+        "native/cpu/jit/jit_x86_64.cc",
         "native/channel/channel.cc",
         "native/channel/frame.cc",
         "native/channel/sha256.cc",

@@ -1,7 +1,7 @@
 // Public API of lockstep: re-exports only.
 export { Machine, RAM_BASE, WATCHDOG_BASE, DEFAULT_MEMORY, MAX_MEMORY, VIRTUAL_INSTRUCTIONS_PER_TICK } from './machine/machine.js';
 export type { LoadInfo, RunOptions, MachineEvents } from './machine/machine.js';
-export type { ClockMode, Counters, DebugOptions, DebugStop, ExitReason, MachineOptions, NetStats, ReplayCheck, RunResult, Watchpoint } from './machine/types.js';
+export type { ClockMode, Counters, DebugOptions, DebugStop, Engine, ExitReason, JitStats, MachineOptions, NetStats, ReplayCheck, RunResult, Watchpoint } from './machine/types.js';
 export { MAX_CMDLINE_BYTES } from './machine/types.js';
 export { parseElf } from './machine/elf.js';
 export { committedLinux, checkLinuxIdentity, readLinuxBoot, COMMITTED_LINUX, COMMITTED_LINUX_APPEND, MAX_BOOTARGS_BYTES } from './machine/linux.js';

@@ -94,6 +94,7 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
                            InstanceMethod<&NativeMachine::JsSetConsolePosition>("setConsolePosition"),
                            InstanceMethod<&NativeMachine::JsProgress>("progress"),
                            InstanceMethod<&NativeMachine::JsWatchdogPets>("watchdogPets"),
+                           InstanceMethod<&NativeMachine::JsJitStats>("jitStats"),
                            InstanceMethod<&NativeMachine::JsSetThrottle>("setThrottle"),
                            InstanceMethod<&NativeMachine::JsPrecopyStart>("precopyStart"),
                            InstanceMethod<&NativeMachine::JsTakePrecopy>("takePrecopy"),
@@ -154,6 +155,7 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
       config.clock_step_ticks = static_cast<uint64_t>(t);
     }
     config.rng = opts.Get("rng").ToBoolean().Value();
+    config.jit = opts.Get("jit").ToBoolean().Value();
     config.net = opts.Get("net").ToBoolean().Value();
     Napi::Value mac = opts.Get("mac");
     if (mac.IsTypedArray()) {
@@ -648,6 +650,20 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
   Napi::Value JsWatchdogPets(const Napi::CallbackInfo& info) {
     if (!Open(info)) return info.Env().Undefined();
     return Napi::BigInt::New(info.Env(), vcpu_->machine().watchdog_pets());
+  }
+  // jitStats(): null with the interpreter alone, else { blocks, invalidated, flushes, entries }. Idle only
+  // (the JS side checks): the counters belong to the vCPU thread.
+  Napi::Value JsJitStats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Open(info)) return env.Undefined();
+    const JitStats* s = vcpu_->machine().cpu().jit_stats();
+    if (!s) return env.Null();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("blocks", Napi::Number::New(env, static_cast<double>(s->blocks)));
+    o.Set("invalidated", Napi::Number::New(env, static_cast<double>(s->invalidated)));
+    o.Set("flushes", Napi::Number::New(env, static_cast<double>(s->flushes)));
+    o.Set("entries", Napi::Number::New(env, static_cast<double>(s->entries)));
+    return o;
   }
   Napi::Value JsSetThrottle(const Napi::CallbackInfo& info) {
     if (!Open(info)) return info.Env().Undefined();

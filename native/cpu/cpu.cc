@@ -32,8 +32,10 @@
 #define LOCKSTEP_SAME_OPS(X) \
   X(ADDI) X(XORI) X(ORI) X(ANDI) X(SLLI) X(SRLI) X(SRAI) X(ADD) X(SUB) X(XOR) X(OR) X(AND)
 // The pc-relative jumps, which also have a far handler (see Cpu::slot_of).
+// JALR and JR have one too, which always goes through dispatch (pages run beside the block compiler).
 #define LOCKSTEP_REL_OPS(X) \
-  X(JAL) X(J) X(BEQ) X(BNE) X(BLT) X(BGE) X(BLTU) X(BGEU) X(BEQZ) X(BNEZ) X(BLTZ) X(BGEZ) X(BGTZ) X(BLEZ)
+  X(JAL) X(J) X(BEQ) X(BNE) X(BLT) X(BGE) X(BLTU) X(BGEU) X(BEQZ) X(BNEZ) X(BLTZ) X(BGEZ) X(BGTZ) X(BLEZ) \
+  X(JALR) X(JR)
 
 namespace lockstep {
 namespace {
@@ -120,6 +122,19 @@ Cpu::Cpu(uint8_t* ram, uint32_t ram_size, Platform* platform)
 void Cpu::drop_page(uint32_t pi) {
   live_[pi] = nullptr;
   flags_[pi] &= static_cast<uint8_t>(~kPageDecoded);
+  if (jit_) jit_->drop_page(pi);
+}
+
+bool Cpu::set_jit(bool on) {
+  jit_.reset();
+  if (on && Jit::available()) {
+    jit_ = std::make_unique<Jit>(ram_, ram_size_, x);
+    if (!jit_->ok()) jit_.reset();
+    else jit_->io.flags = flags_.data();
+  }
+  // Pages decode afresh: their jumps take the far handlers (through dispatch) while the compiler is on.
+  for (uint32_t pi = 0; pi < live_.size(); pi++) drop_page(pi);
+  return jit_ != nullptr;
 }
 
 void Cpu::host_wrote(uint32_t addr, uint32_t len) {
@@ -158,10 +173,13 @@ Decoded Cpu::slot_of(const DecodedOp& d, bool translated, uint32_t slot) const {
   uint8_t rd = d.rd;
   if (relative(d.op)) {
     imm += static_cast<int32_t>(slot * 2);
-    if (static_cast<uint32_t>(imm) >= kPageSize) labels = labels_far_;
+    // With the block compiler on, every jump goes through dispatch, where compiled blocks are entered.
+    // (Pages decoded while translating never run compiled: they keep the near handlers.)
+    if (static_cast<uint32_t>(imm) >= kPageSize || (jit_ && !translated)) labels = labels_far_;
   } else if (rs2_in_imm(d.op)) {
     imm = d.rs2;
   }
+  if ((d.op == kOpJALR || d.op == kOpJR) && jit_ && !translated) labels = labels_far_;
   if (d.rd == d.rs1 && in_place(d.op)) labels = labels_same_;  // (rd = x0 is the sink, 32: never rs1)
   if (d.op >= kOpCSRRW && d.op <= kOpCSRRCI) {
     imm = d.imm | (static_cast<int32_t>(d.rs2) << 16);
@@ -284,6 +302,7 @@ bool Cpu::redecode(uint32_t off, uint32_t len, uint32_t cur_page) {
 }
 
 bool Cpu::code_store(uint32_t off, uint32_t len, uint32_t cur_page, bool changed) {
+  if (changed && jit_) jit_->invalidate(off, len);  // compiled blocks over the bytes written
   for (uint32_t pi = off >> kPageShift; pi <= (off + len - 1) >> kPageShift; pi++) {
     if (pi == cur_page || !(flags_[pi] & kPageDecoded)) continue;
     if (++pages_[pi]->data_stores >= kDataStoresBeforeDrop) drop_page(pi);
@@ -553,6 +572,9 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   uint64_t trap_at = UINT64_MAX;
   uint32_t traps_here = 0;
   Inner result;
+  // The block compiler (see jit.h): on for this run, and whether the next dispatch must leave the block
+  // to the interpreter (compiled code handed it an instruction, or a block that did not fit the budget).
+  jit_skip_ = false;
 
 #define SLOT(p) static_cast<uint32_t>((p) - base)
 // The virtual pc of the running page's first slot sits at a fixed offset from the slots (DecodedPage
@@ -609,7 +631,7 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   do {                                           \
     target = (t);                                \
     const uint32_t d_ = target - PAGE_PC;        \
-    if (d_ < kPageSize) {                        \
+    if (!FAR && d_ < kPageSize) {                \
       e = base + (d_ >> 1);                      \
       const uint64_t n_ = e->n;                  \
       if (TAKE(n_)) GO();                        \
@@ -776,10 +798,16 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
     if (FAR) JUMP_FAR();  \
     JUMP_REL();           \
   } while (0)
+// A far branch falls through by dispatch too: with the block compiler on, every branch of a physical
+// page is far, so that each block entry is looked up there (without it, far branches are rare).
 #define BRANCH(cond)                         \
   do {                                       \
     br++;                                    \
     if (cond) JUMP_REL_OR_FAR();             \
+    if (FAR) {                               \
+      target = NEXT_PC(e, L);                \
+      goto dispatch;                         \
+    }                                        \
     FALLTHROUGH();                           \
   } while (0)
 #define DEFINE_REL(name, ...)                                                                   \
@@ -838,6 +866,26 @@ dispatch: {
     rem -= 1;
     e = base;
     GO();
+  }
+  // Compiled code runs only physical code and data (M-mode without locked PMP entries or MPRV), never
+  // under a debugger. (Only dispatch reads these members: nothing of the JIT is live in the handlers.)
+  if (LOCKSTEP_UNLIKELY(jit_ != nullptr) && fetch_bare_ && dlim != 0 && debug == nullptr) {
+    if (jit_skip_) {
+      jit_skip_ = false;
+    } else {
+      Jit* const jit = jit_.get();
+      if (void* code = jit->lookup(off)) {
+        JitIo& io = jit->io;
+        io.rem = rem;
+        io.branches = br;
+        const Jit::Exit why = jit->enter(code);
+        rem = io.rem;
+        br = io.branches;
+        target = io.pc;
+        jit_skip_ = why == Jit::kExitInterp;
+        goto dispatch;
+      }
+    }
   }
   base = p->e;
   PAGE_PC = target & ~(kPageSize - 1);
@@ -932,7 +980,7 @@ DEFINE_REL(J,
   br++;
   JUMP_REL_OR_FAR();
 )
-DEFINE(JALR,
+DEFINE_REL(JALR,
 {
   const uint32_t t = (RS1 + IMM) & ~1u;
   x[e->rd] = (PC_OF(e) + (L << 1));
@@ -940,7 +988,7 @@ DEFINE(JALR,
   JUMP(t);
 }
 )
-DEFINE(JR,
+DEFINE_REL(JR,
   br++;
   JUMP((RS1 + IMM) & ~1u);
 )

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cpu/decode.h"
+#include "cpu/jit/jit.h"
 
 namespace lockstep {
 
@@ -270,6 +271,13 @@ class Cpu {
     dirty_[page] &= static_cast<uint8_t>(~consumer);
     set_page_flag(page, kPageClean);
   }
+  /// Selects the execution engine: the interpreter alone (false), or the block compiler for hot physical
+  /// (M-mode, untranslated) code with the interpreter for everything else (true). Drops all decoded
+  /// code. Returns whether the compiler is now in use (false on hosts without one). Set between runs.
+  bool set_jit(bool on);
+  bool jit_active() const { return jit_ != nullptr; }
+  /// The block compiler's counters (null with the interpreter alone).
+  const JitStats* jit_stats() const { return jit_ ? &jit_->stats() : nullptr; }
   /// Set by the platform to end run() at the next instruction boundary (e.g. a replay divergence).
   bool stop_now = false;
   /// Set by the platform while a CSR read is performed (a logged clock read that made the timer due):
@@ -489,6 +497,10 @@ class Cpu {
   mutable PmpMemo pmp_memo_[4][kPmpMemo] = {};
   bool leave_block_ = false;              // a walker store re-decoded the running block
   uint32_t cur_page_ = UINT32_MAX;        // RAM page the running block was decoded from
+  // The block compiler, when selected (set_jit). While it is, every block entry of the interpreter goes
+  // through dispatch (no direct chaining within a page), where compiled code is looked up and entered.
+  std::unique_ptr<Jit> jit_;
+  bool jit_skip_ = false;  // the next dispatch leaves its block to the interpreter (see run_inner)
 };
 
 }  // namespace lockstep

@@ -51,7 +51,8 @@ Machine::Machine(const MachineConfig& config, ConsoleSink* console)
       uart_([this](uint8_t b) { this->console(&b, 1); }),
       start_(std::chrono::steady_clock::now()) {
   prng_ = config.entropy_seed | 1;  // xorshift must not start at 0
-  if (config_.real_clock) cpu_.slice = 1u << 17;  // the timer is polled: keep its latency ~0.1 ms
+  if (config_.real_clock) cpu_.slice = 1u << 17;
+  if (config_.jit) cpu_.set_jit(true);  // the timer is polled: keep its latency ~0.1 ms
   virtio_.reserve(kVirtioSlots);
   for (uint32_t i = 0; i < kVirtioSlots; i++) virtio_.emplace_back(this, 1 + i);
   if (config_.net) {

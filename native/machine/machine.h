@@ -82,6 +82,9 @@ struct MachineConfig {
   /// The guest's command line (semihosting SYS_GET_CMDLINE): configuration, the same on both halves of
   /// a pair, so nothing is logged.
   std::string cmdline;
+  /// Execution engine: the block compiler for hot M-mode code beside the interpreter (x86-64 Linux
+  /// hosts; elsewhere the interpreter alone), or the interpreter alone. Not guest-visible, not logged.
+  bool jit = false;
 };
 
 /// Why Machine::restore() refused a snapshot.

@@ -24,6 +24,8 @@ Options:
   --max-instructions <n>     stop after exactly n instructions (exit status 75)
   --clock <virtual|real>     virtual: time derived from instructions, fully deterministic (default)
                              real: the host's monotonic clock
+  --engine <interp|jit>      interp: the interpreter alone (default; or LOCKSTEP_ENGINE);
+                             jit: the block compiler for hot M-mode code (x86-64 Linux hosts)
   --input <file>             bytes fed to the guest's UART receiver ('-': this process's stdin)
   --append <text>            the guest's command line (as QEMU's -append; an ELF guest reads it
                              through semihosting)
@@ -56,6 +58,7 @@ export async function runCommand(argv: string[], io: CommandIo): Promise<number>
       memory: { type: 'string' },
       'max-instructions': { type: 'string' },
       clock: { type: 'string' },
+      engine: { type: 'string' },
       input: { type: 'string' },
       append: { type: 'string' },
       stats: { type: 'boolean' },
@@ -72,13 +75,15 @@ export async function runCommand(argv: string[], io: CommandIo): Promise<number>
   const boot = parseBoot(values, positionals, '<guest.elf>');
   const clock = values.clock ?? 'virtual';
   if (clock !== 'virtual' && clock !== 'real') throw new UsageError(`--clock: '${clock}' must be 'virtual' or 'real'`);
+  const engine = values.engine;
+  if (engine !== undefined && engine !== 'interp' && engine !== 'jit') throw new UsageError(`--engine: '${engine}' must be 'interp' or 'jit'`);
   const memory = values.memory === undefined ? undefined : parseSize('memory', values.memory);
   const max = values['max-instructions'] === undefined ? undefined : parseCount('max-instructions', values['max-instructions']);
   const input = values.input === undefined || values.input === '-' ? undefined : readFileSync(values.input);
   const gdb = values.gdb === undefined ? undefined : hostPortOption('--gdb', values.gdb);
 
   const { devices, forwards } = parseDevices(values);
-  const machine = new Machine({ ...(memory === undefined ? {} : { memory }), clock, devices, ...bootCmdline(boot) });
+  const machine = new Machine({ ...(memory === undefined ? {} : { memory }), clock, devices, ...(engine ? { engine } : {}), ...bootCmdline(boot) });
   let stopForwards = () => {};
   let stopStdin = () => {};
   try {

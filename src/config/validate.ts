@@ -441,6 +441,7 @@ function build(root: Raw, baseDir: string): LockstepConfig {
     linux: kernel === undefined ? undefined : { kernel, initrd: path(vm['initrd']), bios: path(vm['bios']), dtb: path(vm['dtb']) },
     ramMiB: vm['ramMiB'] ?? D.vm.ramMiB,
     clock: vm['clock'] ?? D.vm.clock,
+    engine: vm['engine'] ?? D.vm.engine,
     append: vm['append'] ?? '',
     devices: {
       rng: devices['rng'] ?? D.vm.devices.rng,

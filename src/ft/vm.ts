@@ -6,7 +6,7 @@ import { ListenError, OptionError } from '../errors.js';
 import { Machine } from '../machine/machine.js';
 import { readLinuxBoot } from '../machine/linux.js';
 import { UdpForwarder } from '../machine/net/udp-forward.js';
-import type { MachineOptions } from '../machine/types.js';
+import type { Engine, MachineOptions } from '../machine/types.js';
 
 /** What a VM is made of (the `vm` section of a config file, resolved). */
 export interface VmSpec {
@@ -18,6 +18,8 @@ export interface VmSpec {
   /** Bytes of RAM. */
   memory: number;
   clock: 'real' | 'virtual';
+  /** The execution engine (default: the Machine's, `interp` unless LOCKSTEP_ENGINE says otherwise). Not guest-visible. */
+  engine?: Engine;
   /** The guest's command line: Linux's bootargs, or an ELF guest's semihosting `cmdline`. */
   append?: string;
   rng?: boolean;
@@ -40,7 +42,7 @@ export function createVmMachine(spec: VmSpec): Machine {
     if (spec.net.backend === 'tap') net.tap = spec.net.name;
     devices.net = Object.keys(net).length > 0 ? net : true;
   }
-  return new Machine({ memory: spec.memory, clock: spec.clock, devices, ...(spec.append && !spec.linux ? { cmdline: spec.append } : {}) });
+  return new Machine({ memory: spec.memory, clock: spec.clock, devices, ...(spec.engine ? { engine: spec.engine } : {}), ...(spec.append && !spec.linux ? { cmdline: spec.append } : {}) });
 }
 
 /** A machine for `spec` with its guest loaded (a primary's first start). */

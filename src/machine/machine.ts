@@ -6,7 +6,7 @@ import { addon, type NativeMachine, type NativeReport } from '../native/addon.js
 import { ByteRingReader, allocateRing } from '../native/ring.js';
 import { parseElf, type ElfImage } from './elf.js';
 import { planLinuxBoot, type LinuxBootInfo, type LinuxBootOptions } from './linux.js';
-import { MAX_CMDLINE_BYTES, type ClockMode, type Counters, type DebugOptions, type DebugStop, type MachineOptions, type NetStats, type RunResult } from './types.js';
+import { MAX_CMDLINE_BYTES, type ClockMode, type Counters, type DebugOptions, type DebugStop, type Engine, type JitStats, type MachineOptions, type NetStats, type RunResult } from './types.js';
 
 /** Guest RAM starts here (QEMU virt). */
 export const RAM_BASE = 0x8000_0000;
@@ -89,6 +89,8 @@ export class Machine extends EventEmitter<MachineEvents> {
   readonly memory: number;
   /** Clock mode fixed at creation. */
   readonly clock: ClockMode;
+  /** The engine in use: `jit` only when it was asked for and this host has the block compiler. */
+  readonly engine: Engine;
   readonly #native: NativeMachine;
   readonly #ring: ByteRingReader;
   #pending: { resolve: (r: RunResult) => void; reject: (e: unknown) => void } | undefined;
@@ -114,6 +116,12 @@ export class Machine extends EventEmitter<MachineEvents> {
     const step = options.clockStepUs ?? DEFAULT_CLOCK_STEP_US;
     if (!Number.isInteger(step) || step < 0 || step > 1_000_000) throw new OptionError('clockStepUs', `must be a whole number of microseconds from 0 to 1000000, got ${String(step)}`);
     const native: ConstructorParameters<typeof NativeMachine>[0] = { ramSize: memory, realClock: clock === 'real', clockStepTicks: step * 10 };
+    const engine: unknown = options.engine ?? (process.env.LOCKSTEP_ENGINE || 'interp');
+    if (engine !== 'interp' && engine !== 'jit') {
+      const from = options.engine === undefined ? 'LOCKSTEP_ENGINE' : 'engine';
+      throw new OptionError(from, `must be 'interp' or 'jit', got ${String(engine)}`);
+    }
+    if (engine === 'jit') native.jit = true;
     if (d.rng) native.rng = true;
     if (d.net) {
       native.net = true;
@@ -151,6 +159,7 @@ export class Machine extends EventEmitter<MachineEvents> {
     // A disk image that cannot be opened or a TAP device that cannot be attached throws an OptionError
     // naming its own field (built natively through the JS-owned error factory, src/errors.ts nativeError).
     this.#native = new NativeMachine(native, new Uint8Array(ring), () => this.#onDoorbell());
+    this.engine = this.#native.jitStats() === null ? 'interp' : 'jit';
   }
 
   /** Validates an ELF executable and loads it: segments into RAM, pc at its entry, HTIF if it has `tohost`. */
@@ -285,6 +294,12 @@ export class Machine extends EventEmitter<MachineEvents> {
   get watchdogPets(): bigint {
     if (this.#closed) throw new MachineStateError('ERR_LOCKSTEP_MACHINE_CLOSED', 'the machine is closed');
     return this.#native.watchdogPets();
+  }
+
+  /** The block compiler's counters, or `null` with the interpreter alone. Read between runs. */
+  jitStats(): JitStats | null {
+    this.#idle('jitStats');
+    return this.#native.jitStats();
   }
 
   /** True once {@link close} ran: nothing can be done with the machine any more. */

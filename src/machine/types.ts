@@ -3,6 +3,25 @@
 /** How the guest's `mtime`/`time` advances. */
 export type ClockMode = 'virtual' | 'real';
 
+/**
+ * How the hart executes: `interp`, the interpreter alone (portable, the reference); `jit`, a block
+ * compiler for hot M-mode code (x86-64 Linux hosts) with the interpreter for everything else. Both give
+ * the same state at every stop, so a recording made on one replays on the other.
+ */
+export type Engine = 'interp' | 'jit';
+
+/** Counters of the block compiler (see {@link Machine.jitStats}). */
+export interface JitStats {
+  /** Blocks compiled. */
+  blocks: number;
+  /** Blocks dropped because their code was written, or their page dropped. */
+  invalidated: number;
+  /** Times the code buffer filled and everything compiled was dropped. */
+  flushes: number;
+  /** Entries from the interpreter into compiled code. */
+  entries: number;
+}
+
 /** Options for {@link Machine}. */
 export interface MachineOptions {
   /** Guest RAM in bytes at 0x8000_0000 (default 64 MiB; a whole number of 4 KiB pages, at most 2 GiB - 4 KiB). */
@@ -39,6 +58,12 @@ export interface MachineOptions {
    * configuration, not input: both halves of a pair and a replay must be given the same.
    */
   cmdline?: string;
+  /**
+   * The execution engine (default `interp`, or the `LOCKSTEP_ENGINE` environment variable when set).
+   * `jit` on a host without the block compiler (anything but x86-64 Linux) runs the interpreter: see
+   * {@link Machine.engine} for the engine in use. Not guest-visible and not part of a recording.
+   */
+  engine?: Engine;
 }
 
 /** Longest {@link MachineOptions.cmdline}, in UTF-8 bytes. */

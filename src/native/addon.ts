@@ -93,6 +93,7 @@ export interface NativeMachine {
   setConsolePosition(position: bigint): void;
   progress(): bigint;
   watchdogPets(): bigint;
+  jitStats(): { blocks: number; invalidated: number; flushes: number; entries: number } | null;
   setThrottle(ratio: number): void;
   precopyStart(first: boolean): boolean;
   takePrecopy(): { pages: Uint8Array; done: boolean };
@@ -169,7 +170,7 @@ export interface NativeLinkFigures {
 }
 
 export interface NativeMachineConstructor {
-  new (options: { ramSize: number; realClock: boolean; clockStepTicks?: number; rng?: boolean; net?: boolean; mac?: Uint8Array; disk?: string; diskSeparate?: boolean; diskLock?: boolean; tap?: string; cmdline?: string }, consoleRing: Uint8Array, doorbell: () => void): NativeMachine;
+  new (options: { ramSize: number; realClock: boolean; clockStepTicks?: number; rng?: boolean; net?: boolean; mac?: Uint8Array; disk?: string; diskSeparate?: boolean; diskLock?: boolean; tap?: string; cmdline?: string; jit?: boolean }, consoleRing: Uint8Array, doorbell: () => void): NativeMachine;
 }
 
 export interface Addon {

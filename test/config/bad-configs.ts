@@ -14,7 +14,7 @@ export function base(): Record<string, any> {
 /** [what the test says, the mutation, the field named, a fragment of the message after the field]. */
 export const BAD: [string, (c: Record<string, any>) => void, string, string | RegExp][] = [
   ['vm missing', (c) => delete c['vm'], 'vm', 'is required'],
-  ['vm not an object', (c) => (c['vm'] = 'kv1'), 'vm', 'must be an object with the fields id, guest, kernel, initrd, bios, dtb, ramMiB, clock, append, devices, got "kv1"'],
+  ['vm not an object', (c) => (c['vm'] = 'kv1'), 'vm', 'must be an object with the fields id, guest, kernel, initrd, bios, dtb, ramMiB, clock, engine, append, devices, got "kv1"'],
   ['vm.id missing', (c) => delete c['vm'].id, 'vm.id', 'is required'],
   ['vm.id with capitals', (c) => (c['vm'].id = 'KV1'), 'vm.id', 'got "KV1"'],
   ['vm.id too long', (c) => (c['vm'].id = 'a'.repeat(64)), 'vm.id', '1 to 63 lowercase'],
@@ -30,6 +30,7 @@ export const BAD: [string, (c: Record<string, any>) => void, string, string | Re
   ['vm.ramMiB fractional', (c) => (c['vm'].ramMiB = 1.5), 'vm.ramMiB', 'got 1.5'],
   ['vm.ramMiB a string', (c) => (c['vm'].ramMiB = '64'), 'vm.ramMiB', 'got "64"'],
   ['vm.clock unknown', (c) => (c['vm'].clock = 'wall'), 'vm.clock', 'must be "real" or "virtual", got "wall"'],
+  ['vm.engine unknown', (c) => (c['vm'].engine = 'tcg'), 'vm.engine', 'must be "interp" or "jit", got "tcg"'],
   ['devices a list', (c) => (c['vm'].devices = []), 'vm.devices', 'got a list'],
   ['rng a string', (c) => (c['vm'].devices = { rng: 'yes' }), 'vm.devices.rng', 'must be true or false, got "yes"'],
   ['disk without path', (c) => (c['vm'].devices = { disk: { mode: 'shared' } }), 'vm.devices.disk.path', 'is required'],

@@ -57,6 +57,7 @@ describe('validateConfig: defaults', () => {
       guest: '/etc/lockstep/guest.elf',
       ramMiB: 64,
       clock: 'real',
+      engine: 'interp',
       append: '',
       devices: { rng: false, disk: undefined, net: undefined },
     });
@@ -106,6 +107,7 @@ describe('validateConfig: defaults', () => {
         guest: '/abs/guest.elf',
         ramMiB: 2047,
         clock: 'virtual',
+        engine: 'jit',
         devices: { rng: true, disk: { path: 'd.img', mode: 'separate' }, net: { backend: 'tap', name: 'tap-lockstep0', mac: '52:54:00:AA:BB:CC' } },
       },
       ft: {
@@ -128,6 +130,7 @@ describe('validateConfig: defaults', () => {
     const { config } = validateConfig(c, 'vm.json', '/cfg');
     expect(config.vm.ramMiB).toBe(2047);
     expect(config.vm.clock).toBe('virtual');
+    expect(config.vm.engine).toBe('jit');
     expect(config.vm.devices.net).toEqual({ backend: 'tap', name: 'tap-lockstep0', mac: '52:54:00:aa:bb:cc' });
     expect(config.vm.devices.disk).toEqual({ path: '/cfg/d.img', mode: 'separate' });
     expect(config.ft.listen).toEqual({ host: '::1', port: 7401 });

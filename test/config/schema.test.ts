@@ -161,7 +161,7 @@ describe('lockstep.schema.json', () => {
     const range = (node: Record<string, any>) => ({ min: node['minimum'] as number, max: node['maximum'] as number });
     const vm = p.vm.properties;
     const ft = p.ft.properties;
-    expect([vm.ramMiB.default, vm.clock.default, vm.append.default]).toEqual([D.vm.ramMiB, D.vm.clock, '']);
+    expect([vm.ramMiB.default, vm.clock.default, vm.engine.default, vm.append.default]).toEqual([D.vm.ramMiB, D.vm.clock, D.vm.engine, '']);
     expect(range(vm.ramMiB)).toEqual(L.ramMiB);
     expect([vm.devices.properties.rng.default, vm.devices.properties.disk.properties.mode.default]).toEqual([D.vm.devices.rng, D.vm.devices.diskMode]);
     expect([d.udpNet.properties.host.default, d.udpNet.properties.guestPort.default]).toEqual([D.vm.devices.udpHost, D.vm.devices.guestPort]);

@@ -2,7 +2,7 @@
 // closing ebreak and closes every machine after each test. Holds the CSR, CLINT and cause numbers used.
 import { afterEach, expect } from 'vitest';
 import { Machine } from '../../src/index.js';
-import type { RunResult } from '../../src/machine/types.js';
+import type { Engine, RunResult } from '../../src/machine/types.js';
 import { Asm, rv } from '../helpers/asm.js';
 
 export { Machine };
@@ -47,9 +47,15 @@ afterEach(() => {
   while (live.length > 0) live.pop()!.close();
 });
 
+let engine: Engine | undefined;
+/** The engine machine() builds with from now on (undefined: the Machine's default). */
+export function useEngine(e: Engine | undefined): void {
+  engine = e;
+}
+
 /** A fresh machine with 1 MiB of RAM and the virtual clock, closed automatically after the test. */
 export function machine(): Machine {
-  const m = new Machine({ memory: RAM_SIZE, clock: 'virtual' });
+  const m = new Machine({ memory: RAM_SIZE, clock: 'virtual', ...(engine ? { engine } : {}) });
   live.push(m);
   return m;
 }

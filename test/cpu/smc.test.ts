@@ -1,8 +1,8 @@
 // Self-modifying code: a store over an instruction that already ran (so may sit in the decoded cache) takes
 // effect after fence.i, and also, on this machine, without fence.i once control reaches it in a later block.
-import { describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Asm, rv, rvc } from '../helpers/asm.js';
-import { CAUSE, RAM, expectRegs, le32, load, runToEbreak } from './harness.js';
+import { CAUSE, RAM, expectRegs, le32, load, runToEbreak, useEngine } from './harness.js';
 
 /**
  * Runs `target: addi x5, x0, 1` once, then overwrites it with `addi x5, x0, 2` (sw from x8), optionally
@@ -22,7 +22,10 @@ function patchAndRerun(withFence: boolean, store: (a: Asm) => void = (a) => a.sw
   return a;
 }
 
-describe('self-modifying code', () => {
+// Every test on both engines: with the block compiler, jumps go through dispatch and hot code is compiled.
+describe.each(['interp', 'jit'] as const)('self-modifying code (engine: %s)', (engine) => {
+  beforeEach(() => useEngine(engine));
+  afterEach(() => useEngine(undefined));
   it('a store over an executed instruction followed by fence.i runs the new instruction', async () => {
     const { m } = await runToEbreak(patchAndRerun(true));
     expectRegs(m, { 5: 2, 6: 1 });
@@ -66,6 +69,20 @@ describe('self-modifying code', () => {
     a.label('done');
     const { m } = await runToEbreak(a, {}, 10_000);
     expectRegs(m, { 5: 100 + 2 * 100 });
+  });
+
+  it('a loop compiled, patched and compiled again ten times runs each version in turn', async () => {
+    // Ten passes of 50 iterations; after pass k the body becomes addi x5, x5, k + 1 (no fence.i).
+    const a = new Asm();
+    a.li(6, 1).li(5, 0).li(10, 11).la(7, 'body').li(11, rv.addi(5, 5, 0));
+    a.label('pass').li(1, 50);
+    a.label('loop').label('body').addi(5, 5, 1).addi(1, 1, -1).bne(1, 0, 'loop');
+    a.addi(6, 6, 1).beq(6, 10, 'done');
+    a.slli(12, 6, 20).or(12, 12, 11).sw(12, 0, 7); // body := addi x5, x5, x6
+    a.j('pass');
+    a.label('done');
+    const { m } = await runToEbreak(a);
+    expectRegs(m, { 5: 50 * (1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10) });
   });
 
   it('a halfword store replaces a compressed instruction', async () => {

@@ -1,0 +1,757 @@
+// The x86-64 block compiler: decodes guest blocks from RAM (decode.h, not the interpreter's slots) and
+// emits host code for them into an mmap'd buffer that is never writable and executable at once.
+// No napi; no allocation while compiled code runs; compiled code never calls out.
+#include "cpu/jit/jit.h"
+
+#if LOCKSTEP_HAVE_JIT
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstring>
+
+#include "cpu/cpu.h"
+#include "cpu/decode.h"
+#include "cpu/jit/x86_64_emitter.h"
+
+namespace lockstep {
+namespace {
+
+using namespace x64;
+
+// Host registers of compiled code (all callee-saved, so the trampoline saves them once):
+//   rbx  &x[0]: guest registers' home between blocks, [rbx + 4 * r] (within a block, values it writes
+//        are cached in rsi, rdi, r8-r11: see `Cache` in compile())
+//   r12  guest RAM base (RAM offset 0)
+//   rbp  the page flags (Cpu::flags_)
+//   r13  rem: instructions that may still retire (JitIo::rem)
+//   r14  branches retired (JitIo::branches)
+//   r15  &JitIo
+// rax, rcx and rdx are scratch within one guest instruction.
+constexpr Reg kX = RBX, kRam = R12, kFlags = RBP, kRem = R13, kBr = R14, kIo = R15;
+
+constexpr size_t kBufferSize = 16u << 20;
+/// Room a block may take at most (it is discarded and the buffer flushed if it would not fit).
+constexpr size_t kMaxBlockBytes = 64u << 10;
+/// Guest instructions per block at most (a longer straight line becomes chained blocks).
+constexpr int kMaxInsns = 128;
+
+inline Mem xreg(uint32_t r) { return Mem{kX, static_cast<int32_t>(4 * r)}; }
+inline Mem io_field(size_t off) { return Mem{kIo, static_cast<int32_t>(off)}; }
+
+inline uint16_t rd16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+
+bool compilable(Op op) {
+  switch (op) {
+    case kOpILLEGAL: case kOpFENCE_I: case kOpECALL: case kOpEBREAK: case kOpMRET: case kOpSRET: case kOpWFI:
+    case kOpSFENCE_VMA: case kOpCSRRW: case kOpCSRRS: case kOpCSRRC: case kOpCSRRWI: case kOpCSRRSI:
+    case kOpCSRRCI: case kOpLR_W: case kOpSC_W: case kOpAMOSWAP: case kOpAMOADD: case kOpAMOXOR:
+    case kOpAMOAND: case kOpAMOOR: case kOpAMOMIN: case kOpAMOMAX: case kOpAMOMINU: case kOpAMOMAXU:
+    case kOpSTRADDLE: case kOpPAGE_END:
+      return false;
+    default:
+      return true;
+  }
+}
+
+bool control(Op op) {
+  switch (op) {
+    case kOpJAL: case kOpJ: case kOpJALR: case kOpJR: case kOpBEQ: case kOpBNE: case kOpBLT: case kOpBGE:
+    case kOpBLTU: case kOpBGEU: case kOpBEQZ: case kOpBNEZ: case kOpBLTZ: case kOpBGEZ: case kOpBGTZ: case kOpBLEZ:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+Jit::Jit(uint8_t* ram, uint32_t ram_size, uint32_t* x) : ram_(ram), ram_size_(ram_size) {
+  pages_.resize(ram_size / kPageSize);
+  io.x = x;
+  io.ram = ram;
+  const size_t table = (ram_size / kPageSize) * sizeof(JitPage*);
+  const size_t table_pages = (table + 4095) & ~size_t{4095};
+  page_ptrs_map_size_ = table_pages + 4096;
+  void* t = mmap(nullptr, page_ptrs_map_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (t == MAP_FAILED) return;
+  page_ptrs_map_ = t;
+  mprotect(static_cast<uint8_t*>(t) + table_pages, 4096, PROT_NONE);
+  page_ptrs_ = reinterpret_cast<JitPage**>(static_cast<uint8_t*>(t) + table_pages - table);  // zeroed by mmap
+  void* p = mmap(nullptr, kBufferSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return;
+  buf_ = static_cast<uint8_t*>(p);
+  buf_size_ = kBufferSize;
+  emit_trampoline();
+  if (mprotect(buf_, buf_size_, PROT_READ | PROT_EXEC) != 0) {
+    munmap(buf_, buf_size_);
+    buf_ = nullptr;
+  }
+}
+
+Jit::~Jit() {
+  if (buf_) munmap(buf_, buf_size_);
+  if (page_ptrs_map_) munmap(page_ptrs_map_, page_ptrs_map_size_);
+}
+
+void Jit::emit_trampoline() {
+  // uint32_t enter(JitIo* io /* rdi */, void* code /* rsi */): saves the callee-saved registers, loads
+  // the fixed ones from io and jumps to the code; every exit jumps to the epilogue with the exit kind in
+  // eax (and io->pc already stored), which writes rem and branches back.
+  Emitter em(buf_, 256);
+  em.push(RBX);
+  em.push(RBP);
+  em.push(R12);
+  em.push(R13);
+  em.push(R14);
+  em.push(R15);
+  em.alu_ri(Emitter::kSub, RSP, 8, true);  // 16-byte alignment (nothing is called; kept for unwinders)
+  em.mov_rr64(kIo, RDI);
+  em.mov_load64(kX, io_field(offsetof(JitIo, x)));
+  em.mov_load64(kRam, io_field(offsetof(JitIo, ram)));
+  em.mov_load64(kFlags, io_field(offsetof(JitIo, flags)));
+  em.mov_load64(kRem, io_field(offsetof(JitIo, rem)));
+  em.mov_load64(kBr, io_field(offsetof(JitIo, branches)));
+  em.jmp_reg(RSI);
+  epilogue_ = em.here();
+  em.mov_store64(io_field(offsetof(JitIo, rem)), kRem);
+  em.mov_store64(io_field(offsetof(JitIo, branches)), kBr);
+  em.alu_ri(Emitter::kAdd, RSP, 8, true);
+  em.pop(R15);
+  em.pop(R14);
+  em.pop(R13);
+  em.pop(R12);
+  em.pop(RBP);
+  em.pop(RBX);
+  em.ret();
+  enter_ = reinterpret_cast<uint32_t (*)(JitIo*, void*)>(buf_);
+  code_start_ = (em.size() + 63) & ~size_t{63};
+  used_ = code_start_;
+}
+
+Jit::JitPage* Jit::page(uint32_t pi) {
+  if (!pages_[pi]) {
+    pages_[pi] = std::make_unique<JitPage>();
+    std::memset(pages_[pi]->entry, 0, sizeof(pages_[pi]->entry));
+    std::memset(pages_[pi]->hits, 0, sizeof(pages_[pi]->hits));
+    page_ptrs_[pi] = pages_[pi].get();
+  }
+  return pages_[pi].get();
+}
+
+void* Jit::lookup(uint32_t off) {
+  JitPage* p = page(off >> kPageShift);
+  const uint32_t s = (off & (kPageSize - 1)) >> 1;
+  if (void* code = p->entry[s]) return code;
+  uint8_t& h = p->hits[s];
+  if (h == kNever || ++h < kHotThreshold) return nullptr;
+  void* code = compile(off);
+  if (!code) h = kNever;
+  return code;
+}
+
+void Jit::drop_page(uint32_t pi) {
+  JitPage* p = pages_[pi].get();
+  if (!p) return;
+  stats_.invalidated += p->blocks.size();
+  for (const Block& b : p->blocks) relink(p, b.start >> 1, nullptr);
+  p->blocks.clear();
+  std::memset(p->entry, 0, sizeof(p->entry));
+  std::memset(p->hits, 0, sizeof(p->hits));
+}
+
+void Jit::drop_all() {
+  // Everything goes, the code with it: no link is patched back, they are forgotten.
+  for (uint32_t pi = 0; pi < pages_.size(); pi++) {
+    JitPage* p = pages_[pi].get();
+    if (!p) continue;
+    stats_.invalidated += p->blocks.size();
+    p->blocks.clear();
+    p->links.clear();
+    std::memset(p->entry, 0, sizeof(p->entry));
+    std::memset(p->hits, 0, sizeof(p->hits));
+  }
+  used_ = code_start_;
+}
+
+void Jit::patch(uint8_t* site, const void* target) {
+  uint8_t* lo = reinterpret_cast<uint8_t*>(reinterpret_cast<uintptr_t>(site + 1) & ~uintptr_t{4095});
+  uint8_t* hi = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(site + 5) + 4095) & ~uintptr_t{4095});
+  mprotect(lo, static_cast<size_t>(hi - lo), PROT_READ | PROT_WRITE);
+  const int32_t d = static_cast<int32_t>(static_cast<const uint8_t*>(target) - (site + 5));
+  std::memcpy(site + 1, &d, 4);
+  mprotect(lo, static_cast<size_t>(hi - lo), PROT_READ | PROT_EXEC);
+}
+
+void Jit::relink(JitPage* p, uint32_t slot, const void* target) {
+  for (const Link& l : p->links) {
+    if (l.slot == slot) patch(l.site, target ? target : l.site + 5);
+  }
+}
+
+void Jit::invalidate(uint32_t off, uint32_t len) {
+  if (len == 0) return;
+  const uint32_t end = off + len;
+  for (uint32_t pi = off >> kPageShift; pi <= (end - 1) >> kPageShift && pi < pages_.size(); pi++) {
+    JitPage* p = pages_[pi].get();
+    if (!p) continue;
+    const uint32_t base = pi << kPageShift;
+    const uint32_t lo = off > base ? off - base : 0, hi = end - base < kPageSize ? end - base : kPageSize;
+    // Blocks overlapping [lo, hi): their entries go, so nothing (dispatch or a chain) reaches them.
+    auto& b = p->blocks;
+    for (size_t i = 0; i < b.size();) {
+      if (b[i].start < hi && b[i].end > lo) {
+        relink(p, b[i].start >> 1, nullptr);
+        p->entry[b[i].start >> 1] = nullptr;
+        p->hits[b[i].start >> 1] = 0;
+        stats_.invalidated++;
+        b[i] = b.back();
+        b.pop_back();
+      } else {
+        i++;
+      }
+    }
+    // Slots whose first instruction overlaps the range may have become compilable.
+    for (uint32_t s = (lo >= 2 ? lo - 2 : 0) >> 1; s < (hi + 1) >> 1 && s < 2048; s++) {
+      if (p->hits[s] == kNever) p->hits[s] = 0;
+    }
+  }
+}
+
+void Jit::write_begin(uint8_t* from) {
+  uint8_t* lo = reinterpret_cast<uint8_t*>(reinterpret_cast<uintptr_t>(from) & ~uintptr_t{4095});
+  uint8_t* hi = buf_ + buf_size_;
+  if (from + kMaxBlockBytes < hi) hi = from + kMaxBlockBytes;
+  hi = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(hi) + 4095) & ~uintptr_t{4095});
+  mprotect(lo, static_cast<size_t>(hi - lo), PROT_READ | PROT_WRITE);
+}
+
+void Jit::write_end(uint8_t* from) {
+  uint8_t* lo = reinterpret_cast<uint8_t*>(reinterpret_cast<uintptr_t>(from) & ~uintptr_t{4095});
+  uint8_t* hi = buf_ + buf_size_;
+  if (from + kMaxBlockBytes < hi) hi = from + kMaxBlockBytes;
+  hi = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(hi) + 4095) & ~uintptr_t{4095});
+  mprotect(lo, static_cast<size_t>(hi - lo), PROT_READ | PROT_EXEC);
+}
+
+void* Jit::compile(uint32_t off) {
+  // 1. Decode the block: straight-line code from `off`, through the first control transfer, stopping
+  //    before anything compiled code does not do and at the page end (a block lies on one page).
+  struct Insn {
+    DecodedOp d;
+    uint32_t off;
+  };
+  Insn insns[kMaxInsns];
+  int n = 0;
+  const uint32_t page_end = (off & ~(kPageSize - 1)) + kPageSize;
+  uint32_t o = off;
+  bool ended = false;
+  while (n < kMaxInsns && o + 2 <= page_end) {
+    const uint16_t lo = rd16(ram_ + o);
+    const bool wide = (lo & 3) == 3;
+    if (wide && o + 4 > page_end) break;  // straddles the page end: the interpreter's
+    const DecodedOp d = decode(lo, wide ? rd16(ram_ + o + 2) : 0);
+    if (!compilable(d.op)) break;
+    insns[n++] = Insn{d, o};
+    o += d.len * 2u;
+    if (control(d.op)) {
+      ended = true;
+      break;
+    }
+  }
+  if (n == 0) return nullptr;
+  const uint32_t end_off = o;
+
+  if (used_ + kMaxBlockBytes > buf_size_) {
+    // Full: everything goes (no compiled code is running: compile is called from dispatch only).
+    drop_all();
+    stats_.flushes++;
+  }
+  uint8_t* const start = buf_ + used_;
+  write_begin(start);
+  Emitter em(start, kMaxBlockBytes);
+  const uint32_t N = static_cast<uint32_t>(n);
+
+  // Guest registers live in memory (x[]) between blocks; within a block the ones it uses are cached in
+  // host registers (kPool), loaded at first use and written back when evicted, before every exit to the
+  // interpreter (each exit stub writes back what was dirty at that point) and before the block's end.
+  static constexpr Reg kPool[] = {RSI, RDI, R8, R9, R10, R11};
+  constexpr int kPoolSize = sizeof(kPool) / sizeof(kPool[0]);
+  struct Cache {
+    int8_t guest[kPoolSize];  // guest register held by each pool register, or -1
+    bool dirty[kPoolSize];
+    uint32_t used[kPoolSize];  // last use, for eviction
+    bool pinned[kPoolSize];    // operands of the instruction being emitted: not evicted
+  };
+  Cache cache;
+  for (int k = 0; k < kPoolSize; k++) {
+    cache.guest[k] = -1;
+    cache.dirty[k] = false;
+    cache.used[k] = 0;
+    cache.pinned[k] = false;
+  }
+  uint32_t clock = 0;
+  auto slot_of = [&](uint32_t g) {
+    for (int k = 0; k < kPoolSize; k++) {
+      if (cache.guest[k] == static_cast<int8_t>(g)) return k;
+    }
+    return -1;
+  };
+  auto writeback = [&](int k) {
+    if (cache.guest[k] >= 0 && cache.dirty[k]) em.mov_store32(xreg(static_cast<uint32_t>(cache.guest[k])), kPool[k]);
+    cache.dirty[k] = false;
+  };
+  auto take = [&]() {  // a free pool register, evicting the least recently used unpinned one
+    int best = -1;
+    for (int k = 0; k < kPoolSize; k++) {
+      if (cache.pinned[k]) continue;
+      if (cache.guest[k] < 0) return k;
+      if (best < 0 || cache.used[k] < cache.used[best]) best = k;
+    }
+    writeback(best);
+    cache.guest[best] = -1;
+    return best;
+  };
+  // Host register that will hold guest register g's new value (marked dirty).
+  auto def = [&](uint32_t g) {
+    int k = slot_of(g);
+    if (k < 0) {
+      k = take();
+      cache.guest[k] = static_cast<int8_t>(g);
+    }
+    cache.dirty[k] = true;
+    cache.used[k] = ++clock;
+    cache.pinned[k] = true;
+    return kPool[k];
+  };
+  auto writeback_all = [&]() {
+    for (int k = 0; k < kPoolSize; k++) writeback(k);
+  };
+  auto forget_all = [&]() {
+    for (int k = 0; k < kPoolSize; k++) cache.guest[k] = -1, cache.dirty[k] = false;
+  };
+  // A source operand: the host register caching guest register g (pinned), or else its memory slot
+  // (not loaded into the cache: a value only read costs no more than it did in memory).
+  struct Opnd {
+    bool reg;
+    Reg r;
+    Mem m;
+  };
+  auto src = [&](uint32_t g) {
+    const int k = slot_of(g);
+    if (k < 0) return Opnd{false, RAX, xreg(g)};
+    cache.used[k] = ++clock;
+    cache.pinned[k] = true;
+    return Opnd{true, kPool[k], xreg(g)};
+  };
+  auto cached = [&](uint32_t g) { return slot_of(g) >= 0; };
+  // g's value in a register: its cache register, or loaded into `scratch`.
+  auto in_reg = [&](uint32_t g, Reg scratch) {
+    const Opnd o = src(g);
+    if (o.reg) return o.r;
+    em.mov_load32(scratch, o.m);
+    return scratch;
+  };
+  auto mov_to = [&](Reg dst, const Opnd& o) {
+    if (!o.reg) em.mov_load32(dst, o.m);
+    else if (o.r != dst) em.mov_rr32(dst, o.r);
+  };
+  auto alu_to = [&](Emitter::AluExt ext, Reg dst, const Opnd& o) {
+    if (o.reg) em.alu_rr(ext, dst, o.r);
+    else em.alu_rm(ext, dst, o.m);
+  };
+  auto imul_to = [&](Reg dst, const Opnd& o) {
+    if (o.reg) em.imul_rr32(dst, o.r);
+    else em.imul_rm32(dst, o.m);
+  };
+
+  // Exits to the interpreter before instruction i: the jump to patch and what was dirty there.
+  struct Pending {
+    uint8_t* at;
+    int i;
+    uint8_t n;
+    uint8_t guest[kPoolSize];
+    uint8_t host[kPoolSize];
+  };
+  Pending pend[kMaxInsns * 4];
+  int npend = 0;
+  bool overflow = false;
+  auto exit_before = [&](int i, uint8_t* at) {
+    if (npend >= kMaxInsns * 4) {
+      overflow = true;
+      return;
+    }
+    Pending& q = pend[npend++];
+    q.at = at;
+    q.i = i;
+    q.n = 0;
+    for (int k = 0; k < kPoolSize; k++) {
+      if (cache.guest[k] >= 0 && cache.dirty[k]) {
+        q.guest[q.n] = static_cast<uint8_t>(cache.guest[k]);
+        q.host[q.n] = static_cast<uint8_t>(kPool[k]);
+        q.n++;
+      }
+    }
+  };
+
+  // Block entry: take the whole block from the budget, or leave for the interpreter.
+  uint8_t* const entry = em.here();
+  em.alu_ri(Emitter::kSub, kRem, static_cast<int32_t>(N), true);
+  exit_before(0, em.jcc_fwd(kS));
+
+  // Links this block makes, registered with their target pages once the block is committed.
+  struct NewLink {
+    JitPage* page;
+    uint32_t slot;
+    uint8_t* site;
+  };
+  constexpr int kMaxLinks = 4;
+  NewLink links[kMaxLinks];
+  int nlinks = 0;
+
+  // A transfer to a static target: the target's compiled entry if there is one (a direct jump, patched
+  // as the target is compiled or dropped, and behind it the entry read at run time from its JitPage),
+  // else back to dispatch. The cache is written back before it.
+  auto chain = [&](uint32_t target) {
+    const uint32_t toff = target - kRamBase;
+    if (toff == off) {
+      em.jmp(entry);  // a loop onto this block: straight to its own budget check
+      return;
+    }
+    if (toff < ram_size_) {
+      JitPage* tp = page(toff >> kPageShift);
+      const uint32_t ts = (toff & (kPageSize - 1)) >> 1;
+      // A direct jump, to the target's entry if it is compiled (else to the lookup right after it),
+      // then the lookup: the entry read at run time.
+      // (A site that cannot be registered is never pointed at an entry: nothing could unlink it.)
+      uint8_t* site = em.here();
+      const bool linkable = nlinks < kMaxLinks;
+      em.jmp(linkable && tp->entry[ts] ? static_cast<const uint8_t*>(tp->entry[ts]) : site + 5);
+      if (linkable) links[nlinks++] = NewLink{tp, ts, site};
+      em.mov_rax_abs(&tp->entry[ts]);
+      em.test_rr64(RAX, RAX);
+      uint8_t* miss = em.jcc_fwd(kE);
+      em.jmp_reg(RAX);
+      em.bind(miss);
+    }
+    em.mov_store_imm32(io_field(offsetof(JitIo, pc)), target);
+    em.mov_imm32(RAX, kExitDispatch);
+    em.jmp(epilogue_);
+  };
+
+  for (int i = 0; i < n; i++) {
+    const DecodedOp& d = insns[i].d;
+    const uint32_t pc = kRamBase + insns[i].off;
+    const uint32_t next = pc + d.len * 2u;
+    const uint32_t imm = static_cast<uint32_t>(d.imm);
+    const uint32_t rd = d.rd, rs1 = d.rs1, rs2 = d.rs2;
+    for (int k = 0; k < kPoolSize; k++) cache.pinned[k] = false;
+    switch (d.op) {
+      case kOpNOP:
+      case kOpFENCE:
+        break;
+      case kOpLUI:
+      case kOpLI:
+      case kOpAUIPC: {
+        const uint32_t v = d.op == kOpAUIPC ? pc + imm : imm;
+        if (cached(rd)) em.mov_imm32(def(rd), v);
+        else em.mov_store_imm32(xreg(rd), v);
+        break;
+      }
+      case kOpMV: {
+        const Opnd a = src(rs1);
+        mov_to(def(rd), a);
+        break;
+      }
+      case kOpADDI: case kOpXORI: case kOpORI: case kOpANDI: {
+        const Emitter::AluExt ext = d.op == kOpADDI ? Emitter::kAdd : d.op == kOpXORI ? Emitter::kXor
+                                    : d.op == kOpORI ? Emitter::kOr : Emitter::kAnd;
+        if (rd == rs1 && !cached(rd)) {
+          em.alu_mi(ext, xreg(rd), d.imm);  // in place, in memory
+          break;
+        }
+        const Opnd a = src(rs1);
+        const Reg r = def(rd);
+        mov_to(r, a);
+        em.alu_ri(ext, r, d.imm);
+        break;
+      }
+      case kOpSLTI: case kOpSLTIU: {
+        const Reg a = in_reg(rs1, RAX);
+        const Reg r = def(rd);
+        em.alu_rr(Emitter::kXor, RCX, RCX);
+        em.alu_ri(Emitter::kCmp, a, d.imm);
+        em.setcc(d.op == kOpSLTI ? kL : kB, RCX);
+        em.mov_rr32(r, RCX);
+        break;
+      }
+      case kOpSLLI: case kOpSRLI: case kOpSRAI: {
+        const Emitter::ShiftExt ext = d.op == kOpSLLI ? Emitter::kShl : d.op == kOpSRLI ? Emitter::kShr : Emitter::kSar;
+        if (rd == rs1 && !cached(rd)) {
+          em.shift_mi(ext, xreg(rd), static_cast<uint8_t>(imm & 31));
+          break;
+        }
+        const Opnd a = src(rs1);
+        const Reg r = def(rd);
+        mov_to(r, a);
+        em.shift_ri(ext, r, static_cast<uint8_t>(imm & 31));
+        break;
+      }
+      case kOpADD: case kOpSUB: case kOpXOR: case kOpOR: case kOpAND: case kOpMUL: {
+        const Emitter::AluExt ext = d.op == kOpADD ? Emitter::kAdd : d.op == kOpSUB ? Emitter::kSub
+                                    : d.op == kOpXOR ? Emitter::kXor : d.op == kOpOR ? Emitter::kOr : Emitter::kAnd;
+        const bool mul = d.op == kOpMUL;
+        auto op = [&](Reg dst, const Opnd& o) {
+          if (mul) imul_to(dst, o);
+          else alu_to(ext, dst, o);
+        };
+        const Opnd a = src(rs1);
+        const Opnd b = src(rs2);
+        const Reg r = def(rd);
+        if (a.reg && a.r == r) {
+          op(r, b);
+        } else if (b.reg && b.r == r) {
+          if (d.op != kOpSUB) {
+            op(r, a);  // commutative
+          } else {
+            mov_to(RAX, a);
+            em.alu_rr(Emitter::kSub, RAX, r);
+            em.mov_rr32(r, RAX);
+          }
+        } else {
+          mov_to(r, a);
+          op(r, b);
+        }
+        break;
+      }
+      case kOpSLL: case kOpSRL: case kOpSRA: {
+        const Emitter::ShiftExt ext = d.op == kOpSLL ? Emitter::kShl : d.op == kOpSRL ? Emitter::kShr : Emitter::kSar;
+        const Opnd a = src(rs1);
+        const Opnd b = src(rs2);
+        mov_to(RCX, b);  // x86 masks the count to 5 bits, as RISC-V does
+        const Reg r = def(rd);
+        mov_to(r, a);
+        em.shift_rcl(ext, r);
+        break;
+      }
+      case kOpSLT: case kOpSLTU: {
+        const Reg a = in_reg(rs1, RAX);
+        const Opnd b = src(rs2);
+        const Reg r = def(rd);
+        em.alu_rr(Emitter::kXor, RCX, RCX);
+        alu_to(Emitter::kCmp, a, b);
+        em.setcc(d.op == kOpSLT ? kL : kB, RCX);
+        em.mov_rr32(r, RCX);
+        break;
+      }
+      case kOpMULH: case kOpMULHSU: case kOpMULHU: {
+        // The 64-bit product of the (sign- or zero-) extended operands; its high half.
+        const Opnd a = src(rs1);
+        const Opnd b = src(rs2);
+        if (d.op == kOpMULHU) mov_to(RAX, a);
+        else if (a.reg) em.movsxd_rr(RAX, a.r);
+        else em.movsxd(RAX, a.m);
+        if (d.op != kOpMULH) mov_to(RCX, b);
+        else if (b.reg) em.movsxd_rr(RCX, b.r);
+        else em.movsxd(RCX, b.m);
+        em.imul_rr64(RAX, RCX);
+        em.shift_ri(Emitter::kShr, RAX, 32, true);
+        em.mov_rr32(def(rd), RAX);
+        break;
+      }
+      case kOpDIV: case kOpREM: case kOpDIVU: case kOpREMU: {
+        // RISC-V defines x/0 and INT_MIN/-1; x86 faults on both, so they never reach (i)div.
+        const bool rem = d.op == kOpREM || d.op == kOpREMU, sign = d.op == kOpDIV || d.op == kOpREM;
+        mov_to(RAX, src(rs1));
+        mov_to(RCX, src(rs2));
+        em.test_rr32(RCX, RCX);
+        uint8_t* zero = em.jcc_fwd(kE);
+        uint8_t* ovf = nullptr;
+        if (sign) {
+          em.alu_ri(Emitter::kCmp, RCX, -1);
+          uint8_t* go = em.jcc_fwd(kNE);
+          em.alu_ri(Emitter::kCmp, RAX, static_cast<int32_t>(0x80000000u));
+          ovf = em.jcc_fwd(kE);
+          em.bind(go);
+          em.cdq();
+          em.idiv_r32(RCX);
+        } else {
+          em.alu_rr(Emitter::kXor, RDX, RDX);
+          em.div_r32(RCX);
+        }
+        if (rem) em.mov_rr32(RAX, RDX);
+        uint8_t* done = em.jmp_fwd();
+        em.bind(zero);  // divide by zero: quotient all ones, remainder the dividend (already in eax)
+        if (!rem) em.mov_imm32(RAX, 0xffffffffu);
+        uint8_t* done2 = nullptr;
+        if (sign) {
+          done2 = em.jmp_fwd();
+          em.bind(ovf);  // INT_MIN / -1: quotient INT_MIN (in eax), remainder 0
+          if (rem) em.alu_rr(Emitter::kXor, RAX, RAX);
+        }
+        em.bind(done);
+        if (done2) em.bind(done2);
+        em.mov_rr32(def(rd), RAX);
+        break;
+      }
+      case kOpLB: case kOpLH: case kOpLW: case kOpLBU: case kOpLHU: {
+        // The interpreter's physical fast path: RAM offset below RAM size - 3 (any size), else the
+        // interpreter does it (device, end of RAM, fault). The destination is taken after the check, so
+        // what an exit writes back is the state before this instruction.
+        const Reg a = in_reg(rs1, RAX);
+        em.lea32(RAX, Mem{a, static_cast<int32_t>(imm - kRamBase)});
+        em.alu_ri(Emitter::kCmp, RAX, static_cast<int32_t>(ram_size_ - 3));
+        exit_before(i, em.jcc_fwd(kAE));
+        const Mem m{kRam, 0, RAX, 1};
+        const Reg r = def(rd);
+        switch (d.op) {
+          case kOpLB: em.movsx8(r, m); break;
+          case kOpLBU: em.movzx8(r, m); break;
+          case kOpLH: em.movsx16(r, m); break;
+          case kOpLHU: em.movzx16(r, m); break;
+          default: em.mov_load32(r, m); break;
+        }
+        break;
+      }
+      case kOpSB: case kOpSH: case kOpSW: {
+        // Aligned, in RAM, and on a page whose flags are clear (no decoded code, no dirty tracking armed,
+        // not watched); anything else is the interpreter's.
+        const uint32_t size = d.op == kOpSB ? 1 : d.op == kOpSH ? 2 : 4;
+        const Reg a = in_reg(rs1, RAX);
+        const Opnd v = src(rs2);
+        em.lea32(RAX, Mem{a, static_cast<int32_t>(imm - kRamBase)});
+        if (size > 1) {
+          em.test_ri32(RAX, size - 1);
+          exit_before(i, em.jcc_fwd(kNE));
+        }
+        em.alu_ri(Emitter::kCmp, RAX, static_cast<int32_t>(ram_size_));
+        exit_before(i, em.jcc_fwd(kAE));
+        em.mov_rr32(RCX, RAX);
+        em.shift_ri(Emitter::kShr, RCX, kPageShift);
+        em.cmp_mem8_imm(Mem{kFlags, 0, RCX, 1}, 0);
+        exit_before(i, em.jcc_fwd(kNE));
+        const Mem m{kRam, 0, RAX, 1};
+        if (size == 4 && v.reg) {
+          em.mov_store32(m, v.r);
+        } else {
+          mov_to(RDX, v);  // a byte or halfword of dl: no REX-dependent byte registers
+          if (size == 1) em.mov_store8(m, RDX);
+          else if (size == 2) em.mov_store16(m, RDX);
+          else em.mov_store32(m, RDX);
+        }
+        break;
+      }
+      case kOpJAL: case kOpJ:
+        writeback_all();
+        forget_all();
+        if (d.op == kOpJAL) em.mov_store_imm32(xreg(rd), next);
+        em.inc64(kBr);
+        chain(pc + imm);
+        break;
+      case kOpJALR: case kOpJR: {
+        const Reg a = in_reg(rs1, RDX);
+        em.lea32(RDX, Mem{a, d.imm});
+        em.alu_ri(Emitter::kAnd, RDX, -2);
+        writeback_all();
+        forget_all();
+        if (d.op == kOpJALR) em.mov_store_imm32(xreg(rd), next);
+        em.inc64(kBr);
+        // Look the target up: RAM offset, its JitPage, its entry. (The pool is free from here.)
+        em.mov_rr32(RSI, RDX);
+        em.lea32(RAX, Mem{RSI, static_cast<int32_t>(0u - kRamBase)});
+        em.alu_ri(Emitter::kCmp, RAX, static_cast<int32_t>(ram_size_));
+        uint8_t* miss1 = em.jcc_fwd(kAE);
+        em.mov_rr32(RCX, RAX);
+        em.shift_ri(Emitter::kShr, RCX, kPageShift);
+        em.mov_imm64(RDX, reinterpret_cast<uintptr_t>(page_ptrs_));
+        em.mov_load64(RDX, Mem{RDX, 0, RCX, 8});
+        em.test_rr64(RDX, RDX);
+        uint8_t* miss2 = em.jcc_fwd(kE);
+        em.alu_ri(Emitter::kAnd, RAX, static_cast<int32_t>(kPageSize - 2));
+        em.mov_load64(RAX, Mem{RDX, 0, RAX, 4});  // entry[(off & 0xfff) / 2]: entry is JitPage's first member
+        em.test_rr64(RAX, RAX);
+        uint8_t* miss3 = em.jcc_fwd(kE);
+        em.jmp_reg(RAX);
+        em.bind(miss1);
+        em.bind(miss2);
+        em.bind(miss3);
+        em.mov_store32(io_field(offsetof(JitIo, pc)), RSI);
+        em.mov_imm32(RAX, kExitDispatch);
+        em.jmp(epilogue_);
+        break;
+      }
+      case kOpBEQ: case kOpBNE: case kOpBLT: case kOpBGE: case kOpBLTU: case kOpBGEU:
+      case kOpBEQZ: case kOpBNEZ: case kOpBLTZ: case kOpBGEZ: case kOpBGTZ: case kOpBLEZ: {
+        Cond c;
+        const Reg a = in_reg(rs1, RAX);
+        if (d.op <= kOpBGEU) {
+          const Opnd b = src(rs2);
+          writeback_all();  // stores only: the flags below are the compare's
+          em.inc64(kBr);
+          alu_to(Emitter::kCmp, a, b);
+          static constexpr Cond kC[6] = {kE, kNE, kL, kGE, kB, kAE};
+          c = kC[d.op - kOpBEQ];
+        } else {
+          writeback_all();
+          em.inc64(kBr);
+          em.test_rr32(a, a);
+          static constexpr Cond kC[6] = {kE, kNE, kS, kNS, kG, kLE};
+          c = kC[d.op - kOpBEQZ];
+        }
+        forget_all();
+        uint8_t* taken = em.jcc_fwd(c);
+        chain(next);
+        em.bind(taken);
+        chain(pc + imm);
+        break;
+      }
+      default:
+        // compilable() let through something the switch does not know: give up on the block.
+        write_end(start);
+        return nullptr;
+    }
+  }
+  if (!ended) {
+    writeback_all();
+    chain(kRamBase + end_off);  // straight-line code continues in another block
+  }
+
+  // Cold exits: write back what was dirty there, give back what did not retire (instructions i..N-1),
+  // name the pc, leave.
+  for (int k = 0; k < npend; k++) {
+    const Pending& q = pend[k];
+    em.bind(q.at);
+    for (int j = 0; j < q.n; j++) em.mov_store32(xreg(q.guest[j]), static_cast<Reg>(q.host[j]));
+    em.alu_ri(Emitter::kAdd, kRem, static_cast<int32_t>(N - q.i), true);
+    em.mov_store_imm32(io_field(offsetof(JitIo, pc)), kRamBase + insns[q.i].off);
+    em.mov_imm32(RAX, kExitInterp);
+    em.jmp(epilogue_);
+  }
+  if (overflow) {
+    write_end(start);
+    return nullptr;
+  }
+  if (!em.ok()) {
+    write_end(start);
+    return nullptr;
+  }
+  write_end(start);
+  used_ += (em.size() + 15) & ~size_t{15};
+  for (int k = 0; k < nlinks; k++) links[k].page->links.push_back(Link{static_cast<uint16_t>(links[k].slot), links[k].site});
+  JitPage* p = page(off >> kPageShift);
+  p->entry[(off & (kPageSize - 1)) >> 1] = entry;
+  relink(p, (off & (kPageSize - 1)) >> 1, entry);  // sites already waiting for this block jump straight in
+  p->blocks.push_back(Block{static_cast<uint16_t>(off & (kPageSize - 1)),
+                            static_cast<uint16_t>(end_off - (off & ~(kPageSize - 1)))});
+  stats_.blocks++;
+  return entry;
+}
+
+}  // namespace lockstep
+
+#endif  // LOCKSTEP_HAVE_JIT

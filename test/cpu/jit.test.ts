@@ -1,0 +1,447 @@
+// The block compiler against the interpreter (the reference): the same guests run side by side on both
+// engines and must agree on the whole hart state and the state hash at every stop, with stops placed
+// inside blocks; recordings cross engines; stops and budgets end tight loops; hostile code stays a guest
+// problem. Skipped where the host has no block compiler.
+import { readdirSync, readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { COMMITTED_LINUX_APPEND, Machine, committedLinux, type Engine, type MachineOptions, type RunResult } from '../../src/index.js';
+import { Recorder } from '../../src/log/recorder.js';
+import { Replayer } from '../../src/log/replayer.js';
+import { Asm, rv } from '../helpers/asm.js';
+import { CAUSE, DATA, RAM, RAM_END, RAM_SIZE, UNMAPPED } from './harness.js';
+import { prng } from './prng.js';
+
+const HAS_JIT = (() => {
+  const m = new Machine({ memory: 4096, engine: 'jit' });
+  const e = m.engine;
+  m.close();
+  return e === 'jit';
+})();
+
+const ENGINES: readonly Engine[] = ['interp', 'jit'];
+
+// Every CSR whose value the hart state includes (M, S, counters, PMP's first entry).
+const CSRS = [0x300, 0x301, 0x302, 0x303, 0x304, 0x305, 0x306, 0x340, 0x341, 0x342, 0x343, 0x344, 0x100, 0x104, 0x105,
+  0x106, 0x140, 0x141, 0x142, 0x143, 0x144, 0x180, 0x3a0, 0x3b0, 0xb00, 0xb02, 0xb80, 0xb82];
+
+/** Everything a host can observe of the hart at a stop, and the state hash (registers + RAM). */
+function hartState(m: Machine) {
+  return {
+    pc: m.pc,
+    privilege: m.privilege,
+    counters: m.counters,
+    x: Array.from(m.registers()),
+    csrs: CSRS.map((c) => m.getCsr(c)),
+    hash: m.stateHash(),
+  };
+}
+
+/**
+ * Runs one guest on both engines in step: the same budgets, then the same stop reason and the same hart
+ * state at every stop. Returns the stops made and the JIT machine's counters.
+ */
+async function inStep(options: MachineOptions, setup: (m: Machine) => void, budgets: Iterable<number>) {
+  const ms = ENGINES.map((engine) => {
+    const m = new Machine({ ...options, engine });
+    setup(m);
+    return m;
+  });
+  try {
+    let stops = 0;
+    let last: RunResult | undefined;
+    for (const b of budgets) {
+      const [a, j] = await Promise.all(ms.map((m) => m.run({ maxInstructions: b })));
+      expect(j, `stop ${stops} (budget ${b})`).toEqual(a);
+      expect(hartState(ms[1]!), `stop ${stops} at instret ${a!.instret}`).toEqual(hartState(ms[0]!));
+      stops++;
+      last = a;
+      if (a!.kind !== 'budget') break;
+    }
+    return { stops, last: last!, jit: ms[1]!.jitStats(), engine: ms[1]!.engine };
+  } finally {
+    for (const m of ms) m.close();
+  }
+}
+
+/** Budgets: `small` odd ones from a seeded mix (stops inside blocks), then `big` forever. */
+function* budgets(seed: number, small: number, big: number): Generator<number> {
+  const rnd = prng(seed);
+  const mix = [1, 3, 5, 7, 13, 17, 31, 97, 101, 997, 1009, 4099, 65537];
+  for (let i = 0; i < small; i++) yield mix[Math.floor(rnd() * mix.length)]!;
+  for (;;) yield big;
+}
+
+describe('engine option', () => {
+  it('names the bad field and value, and reports the engine in use', () => {
+    expect(() => new Machine({ memory: 4096, engine: 'tcg' as Engine })).toThrow(/engine.*'interp' or 'jit', got tcg/);
+    const m = new Machine({ memory: 4096, engine: 'interp' });
+    try {
+      expect(m.engine).toBe('interp');
+      expect(m.jitStats()).toBeNull();
+    } finally {
+      m.close();
+    }
+    // 'jit' runs the compiler exactly where this build has one (x86-64 Linux).
+    expect(HAS_JIT).toBe(process.arch === 'x64' && process.platform === 'linux');
+  });
+});
+
+describe.skipIf(!HAS_JIT)('block compiler (engine: jit) against the interpreter', () => {
+  // Guests that wait for host input (echo, kvserver) or need a disk image run elsewhere.
+  const dir = new URL('../../guest/bin/', import.meta.url);
+  const guests = readdirSync(dir).filter((f) => f.endsWith('.elf') && !/^(echo|kvserver|disk)\.elf$/.test(f)).sort();
+
+  it('knows the example guests', () => {
+    expect(guests.length).toBeGreaterThanOrEqual(15);
+  });
+
+  it.each(guests)('%s: the same hart state and state hash at every stop, stops inside blocks', async (name) => {
+    const elf = readFileSync(new URL(name, dir));
+    const { last, jit, stops } = await inStep({ memory: 64 << 20, devices: { rng: true } }, (m) => m.load(elf),
+      budgets(name.length * 7919, 400, 9_999_991));
+    expect(last.kind, `${name} ends as on the interpreter`).not.toBe('budget');
+    expect(stops).toBeGreaterThan(0);
+    // Every guest runs some M-mode code often enough to be compiled.
+    expect(jit!.blocks, `${name}: blocks compiled`).toBeGreaterThan(0);
+  }, 120_000);
+
+  it('a Linux boot (firmware in M-mode compiled, the kernel interpreted) agrees at every stop for 40 M instructions', async () => {
+    const limited = function* () {
+      const b = budgets(11, 150, 999_983);
+      let total = 0;
+      for (const n of b) {
+        if (total > 40_000_000) return;
+        total += n;
+        yield n;
+      }
+    };
+    const r = await inStep({ memory: 64 << 20, clock: 'virtual', devices: { net: true } },
+      (m) => m.loadLinux({ ...committedLinux(), append: COMMITTED_LINUX_APPEND }), limited());
+    expect(r.last.kind).toBe('budget');
+    expect(r.stops).toBeGreaterThan(150);
+    expect(r.jit!.blocks).toBeGreaterThan(0);
+  }, 300_000);
+
+  it('random straight-line and branching code, repeated until compiled, agrees at every stop', async () => {
+    let compiled = 0;
+    for (let seed = 1; seed <= 60; seed++) {
+      const { program, data } = randomLoop(seed);
+      const rnd = prng(seed * 31);
+      const mix = [1, 3, 17, 101, 555, 2001, 40_000];
+      const b = (function* () {
+        for (;;) yield mix[Math.floor(rnd() * mix.length)]!;
+      })();
+      const r = await inStep({ memory: RAM_SIZE }, (m) => {
+        m.writeMemory(RAM, program);
+        m.writeMemory(DATA - 2048, data);
+        m.pc = RAM;
+      }, b);
+      expect(r.last.kind, `seed ${seed}`).toBe('trap');
+      compiled += r.jit!.blocks;
+    }
+    expect(compiled).toBeGreaterThan(60);
+  }, 120_000);
+
+  // Hostile code in a hot loop: each must end exactly as on the interpreter (and not take the host down).
+  const hostile: Array<[string, (a: Asm) => void]> = [
+    ['a jalr into the UART (MMIO is not executable)', (a) => a.li(9, 0x10000000).jalr(0, 9, 0)],
+    ['a jump to unmapped memory', (a) => a.li(9, UNMAPPED).jalr(1, 9, 0)],
+    ['a jump just past the end of RAM', (a) => a.li(9, RAM_END).jalr(1, 9, 0)],
+    ['a jump just below RAM', (a) => a.li(9, RAM - 2).jalr(1, 9, 0)],
+    ['a jump to the last halfword of RAM (a 32-bit fetch off the end)', (a) => {
+      a.li(9, RAM_END - 2).li(10, 0x0003).sh(10, 0, 9).jalr(0, 9, 0);
+    }],
+    ['division by zero and INT_MIN / -1', (a) => {
+      a.li(10, 0x80000000).li(11, -1).div(12, 10, 11).rem(13, 10, 11).divu(14, 10, 0).remu(15, 10, 0).div(16, 11, 0).rem(17, 11, 0);
+    }],
+    ['loads and stores at the end of RAM (some fault)', (a) => {
+      a.li(9, RAM_END - 4).lw(10, 0, 9).lbu(11, 3, 9).lhu(12, 2, 9).sw(10, 0, 9).sh(10, 2, 9).lw(13, 2, 9);
+    }],
+    ['misaligned loads and stores', (a) => a.li(9, DATA + 1).sw(5, 0, 9).lw(10, 0, 9).sh(5, 2, 9).lh(11, 2, 9)],
+    ['device loads and stores (CLINT, UART)', (a) => {
+      a.li(9, 0x0200bff8).lw(10, 0, 9).li(9, 0x02004000).sw(5, 0, 9).li(9, 0x10000000).lbu(11, 5, 9);
+    }],
+    ['an illegal instruction', (a) => a.word(0xffffffff)],
+    ['a store over the loop itself', (a) => a.la(9, 'loop').lw(10, 0, 9).sw(10, 0, 9)],
+  ];
+  it.each(hostile)('%s, compiled, ends as on the interpreter', async (_what, tail) => {
+    // The loop runs 200 times, then the tail, 40 rounds: the tail too is compiled. A trap in the tail
+    // goes to a handler that starts the next round; the last round ends on an ebreak with mtvec = 0.
+    const a = new Asm();
+    a.la(9, 'handler').csrrw(0, 0x305, 9);
+    a.li(20, 0);
+    a.label('round').li(5, 0).li(6, 200);
+    a.label('loop').addi(5, 5, 1).xori(7, 5, 0x55).add(8, 7, 5);
+    a.bne(5, 6, 'loop');
+    tail(a);
+    a.label('next').addi(20, 20, 1).li(21, 40).bne(20, 21, 'round');
+    a.csrrw(0, 0x305, 0).ebreak();
+    a.label('handler').j('next');
+    const program = a.bytes();
+    const r = await inStep({ memory: RAM_SIZE }, (m) => {
+      m.writeMemory(RAM, program);
+      m.pc = RAM;
+    }, budgets(program.length, 50, 1_000_003));
+    expect(r.last).toMatchObject({ kind: 'trap', cause: CAUSE.breakpoint });
+    expect(r.jit!.blocks).toBeGreaterThan(2);
+  });
+
+  it('a budget ends a one-instruction loop exactly, and stop() ends it when no budget would', async () => {
+    const m = new Machine({ memory: RAM_SIZE, engine: 'jit' });
+    try {
+      m.writeMemory(RAM, new Asm().li(5, 1).label('spin').j('spin').bytes()); // li; j . (one-instruction block)
+      m.pc = RAM;
+      for (const n of [1_000_003, 7, 1, 2_000_000_011]) {
+        const before = m.counters;
+        expect(await m.run({ maxInstructions: n })).toMatchObject({ kind: 'budget' });
+        expect(m.counters.instret - before.instret).toBe(BigInt(n));
+        expect(m.counters.branches - before.branches).toBe(BigInt(n) - (before.instret === 0n ? 1n : 0n));
+      }
+      expect(m.jitStats()!.blocks).toBeGreaterThan(0);
+      // No budget: only stop() ends it. Ask once the guest is seen running.
+      const run = m.run();
+      const asked = new Promise<void>((resolve) => {
+        const poll = () => (m.progress > 0n ? (m.stop(), resolve()) : setImmediate(poll));
+        poll();
+      });
+      await asked;
+      expect(await run).toMatchObject({ kind: 'stopped' });
+      const { instret, branches } = m.counters;
+      expect(instret - branches).toBe(1n); // every instruction but the li was the jump
+      expect(m.pc).toBe(RAM + 4);
+    } finally {
+      m.close();
+    }
+  });
+
+  it('a recording made on either engine replays on the other to the same counters and state hashes', async () => {
+    const program = timerProgram();
+    for (const [from, to] of [['interp', 'jit'], ['jit', 'interp']] as const) {
+      const rec = await runRecorded(program, from);
+      expect(rec.result, `recorded on ${from}`).toMatchObject({ kind: 'exit', code: 0 });
+      expect(rec.ticks, 'timer interrupts were taken').toBeGreaterThan(0);
+      const rep = await runRecorded(program, to, rec.batches);
+      expect(rep.result, `replayed on ${to}`).toMatchObject({ kind: 'exit', code: 0, instret: rec.result.instret });
+      expect(rep.ticks).toBe(rec.ticks);
+      expect(rep.hash).toBe(rec.hash);
+      expect((from === 'jit' ? rec : rep).blocks).toBeGreaterThan(0);
+    }
+  }, 60_000);
+});
+
+describe.skipIf(!HAS_JIT)('block compiler and code that changes', () => {
+  it('a compiled function rewritten from another page runs its new code on the next call (no fence.i)', async () => {
+    for (const far of [false, true]) {
+      const a = new Asm();
+      a.li(10, 0).li(6, 0).li(7, 300);
+      a.la(8, 'f').li(9, rv.addi(10, 10, 3)); //       x9 = addi a0, a0, 3
+      a.label('loop').jal(1, 'f');
+      a.addi(6, 6, 1);
+      a.li(11, 150).bne(6, 11, 'next').sw(9, 0, 8); // after 150 calls: f's addi := addi a0, a0, 3
+      a.label('next').bne(6, 7, 'loop');
+      a.ebreak();
+      if (far) while (a.offset < 8192) a.nop(); //     f on a page of its own
+      a.label('f').addi(10, 10, 1).jalr(0, 1, 0);
+      const m = new Machine({ memory: RAM_SIZE, engine: 'jit' });
+      try {
+        m.writeMemory(RAM, a.bytes());
+        m.pc = RAM;
+        expect(await m.run({ maxInstructions: 1_000_000 })).toMatchObject({ kind: 'trap', cause: CAUSE.breakpoint });
+        expect(m.getRegister(10), far ? 'f on another page' : 'f on the same page').toBe(150 * 1 + 150 * 3);
+        const s = m.jitStats()!;
+        expect(s.blocks).toBeGreaterThan(0);
+        expect(s.invalidated).toBeGreaterThan(0);
+      } finally {
+        m.close();
+      }
+    }
+  });
+
+  it('a block that rewrites an instruction further on in itself, every iteration, computes what the interpreter does', async () => {
+    const a = new Asm();
+    a.li(1, 500).li(5, 0).la(7, 'patch').li(10, rv.addi(5, 5, 0));
+    a.label('loop').andi(9, 1, 15).slli(9, 9, 20).or(9, 9, 10).sw(9, 0, 7); // patch := addi x5, x5, (x1 & 15)
+    a.label('patch').addi(5, 5, 0);
+    a.addi(1, 1, -1).bne(1, 0, 'loop');
+    a.ebreak();
+    let want = 0;
+    for (let i = 500; i >= 1; i--) want += i & 15;
+    const program = a.bytes();
+    const r = await inStep({ memory: RAM_SIZE }, (m) => {
+      m.writeMemory(RAM, program);
+      m.pc = RAM;
+    }, budgets(3, 40, 100_000));
+    expect(r.last).toMatchObject({ kind: 'trap', cause: CAUSE.breakpoint });
+    const m = new Machine({ memory: RAM_SIZE, engine: 'jit' });
+    try {
+      m.writeMemory(RAM, program);
+      m.pc = RAM;
+      await m.run({ maxInstructions: 100_000 });
+      expect(m.getRegister(5)).toBe(want);
+    } finally {
+      m.close();
+    }
+  });
+
+  it('the host writing over compiled code (writeMemory) between runs: the next iterations run the new code', async () => {
+    const a = new Asm();
+    a.li(1, 1000).li(5, 0); //                          2 instructions
+    a.label('loop').label('body').addi(5, 5, 1).addi(1, 1, -1).bne(1, 0, 'loop'); // 3 per iteration
+    a.ebreak();
+    const m = new Machine({ memory: RAM_SIZE, engine: 'jit' });
+    try {
+      m.writeMemory(RAM, a.bytes());
+      m.pc = RAM;
+      await m.run({ maxInstructions: 2 + 3 * 400 }); // at the top of iteration 401
+      expect(m.jitStats()!.blocks).toBeGreaterThan(0);
+      expect(m.getRegister(5)).toBe(400);
+      m.writeMemory(a.addr('body'), Uint8Array.from(new Asm().addi(5, 5, 5).bytes()));
+      expect(await m.run({ maxInstructions: 100_000 })).toMatchObject({ kind: 'trap', cause: CAUSE.breakpoint });
+      expect(m.getRegister(5)).toBe(400 + 600 * 5);
+    } finally {
+      m.close();
+    }
+  });
+
+  it('a snapshot restored over compiled code runs the snapshot\'s code', async () => {
+    const loop = (step: number) => {
+      const a = new Asm();
+      a.li(1, 1000).li(5, 0);
+      a.label('loop').addi(5, 5, step).addi(1, 1, -1).bne(1, 0, 'loop');
+      return a.ebreak().bytes();
+    };
+    const other = new Machine({ memory: RAM_SIZE, engine: 'interp' });
+    const m = new Machine({ memory: RAM_SIZE, engine: 'jit' });
+    try {
+      other.writeMemory(RAM, loop(7));
+      other.pc = RAM;
+      await other.run({ maxInstructions: 2 + 3 * 10 });
+      const snap = other.snapshot();
+      m.writeMemory(RAM, loop(1));
+      m.pc = RAM;
+      await m.run({ maxInstructions: 2 + 3 * 500 });
+      expect(m.jitStats()!.blocks).toBeGreaterThan(0);
+      m.restore(snap);
+      expect(await m.run({ maxInstructions: 100_000 })).toMatchObject({ kind: 'trap', cause: CAUSE.breakpoint });
+      expect(m.getRegister(5)).toBe(7 * 1000);
+    } finally {
+      other.close();
+      m.close();
+    }
+  });
+});
+
+/**
+ * A random loop body (ALU, M, loads and stores around x2, forward branches, compressed forms, a call),
+ * run 40 times, then an ebreak. Registers x3..x15 and x17..x20 are written; x1 links, x2 is the data
+ * base, x16 counts. One program in eight has its base near the end of RAM, so some accesses fault.
+ */
+function randomLoop(seed: number): { program: Uint8Array; data: Uint8Array } {
+  const rnd = prng(seed);
+  const int = (n: number) => Math.floor(rnd() * n);
+  const pickOf = <T>(xs: readonly T[]) => xs[int(xs.length)]!;
+  const dst = [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 17, 18, 19, 20];
+  const src = [0, ...dst, 2];
+  const creg = [8, 9, 10, 11, 12, 13, 14, 15];
+  const special = [0, 1, -1, 0x80000000, 0x7fffffff, 2, 31, 32, 0xffff, 0x8000];
+  const a = new Asm();
+  for (const r of dst) a.li(r, rnd() < 0.4 ? pickOf(special) : Math.floor(rnd() * 2 ** 32));
+  a.li(2, rnd() < 0.125 ? RAM_END - 256 : DATA);
+  a.li(16, 40);
+  a.label('loop');
+  let labels = 0;
+  const pending: string[] = [];
+  const n = 10 + int(50);
+  for (let i = 0; i < n; i++) {
+    const rd = pickOf(dst), r1 = pickOf(src), r2 = pickOf(src);
+    const k = int(24);
+    if (k < 6) {
+      const op = pickOf(['add', 'sub', 'xor', 'or', 'and', 'sll', 'srl', 'sra', 'slt', 'sltu'] as const);
+      a[op](rd, r1, r2);
+    } else if (k < 10) {
+      const op = pickOf(['addi', 'xori', 'ori', 'andi', 'slti', 'sltiu'] as const);
+      a[op](rd, r1, int(4096) - 2048);
+    } else if (k < 11) {
+      a[pickOf(['slli', 'srli', 'srai'] as const)](rd, r1, int(32));
+    } else if (k < 13) {
+      a[pickOf(['mul', 'mulh', 'mulhsu', 'mulhu', 'div', 'divu', 'rem', 'remu'] as const)](rd, r1, r2);
+    } else if (k < 16) {
+      const op = pickOf(['lw', 'lh', 'lhu', 'lb', 'lbu'] as const);
+      a[op](rd, int(512) - 256, 2);
+    } else if (k < 18) {
+      const op = pickOf(['sw', 'sh', 'sb'] as const);
+      a[op](r1, int(512) - 256, 2);
+    } else if (k < 20) {
+      const c = pickOf(creg), d = pickOf(creg);
+      const op = int(8);
+      if (op === 0) a.c_add(c, d);
+      else if (op === 1) a.c_addi(c, int(63) - 31 || 1);
+      else if (op === 2) a.c_mv(c, d);
+      else if (op === 3) a.c_li(c, int(63) - 31);
+      else if (op === 4) a.c_slli(c, 1 + int(31));
+      else if (op === 5) a[pickOf(['c_sub', 'c_xor', 'c_or', 'c_and'] as const)](c, d);
+      else if (op === 6) a.c_lwsp(c, 4 * int(32));
+      else a.c_swsp(c, 4 * int(32));
+    } else if (k < 22) {
+      const l = `f${labels++}`;
+      const op = pickOf(['beq', 'bne', 'blt', 'bge', 'bltu', 'bgeu'] as const);
+      a[op](r1, r2, l);
+      pending.push(l);
+    } else if (k < 23) {
+      a.lui(rd, int(1 << 20)).auipc(pickOf(dst), int(1 << 20));
+    } else {
+      a.jal(1, 'fn');
+    }
+    // Close a pending forward branch now and then (it skips what came since).
+    if (pending.length > 0 && rnd() < 0.3) a.label(pending.shift()!);
+  }
+  for (const l of pending) a.label(l);
+  a.addi(16, 16, -1).bne(16, 0, 'loop');
+  a.ebreak();
+  a.label('fn').addi(20, 20, 7).xor(19, 19, 20).jalr(0, 1, 0);
+  const data = new Uint8Array(4096);
+  for (let i = 0; i < data.length; i++) data[i] = int(256);
+  return { program: a.bytes(), data };
+}
+
+/**
+ * M-mode compute loop under a timer interrupt re-armed every 3 µs of host time (the real clock): the
+ * interrupts land wherever the host's time puts them, so a replay must stop inside blocks to deliver them.
+ * x12 counts iterations, x13 interrupts; the finisher ends it after 3 000 000 iterations.
+ */
+function timerProgram(): Uint8Array {
+  const a = new Asm();
+  a.la(5, 'handler').csrrw(0, 0x305, 5); //            mtvec
+  a.li(5, 0x0200bff8).li(6, 0x02004000); //            mtime, mtimecmp
+  a.lw(10, 0, 5).addi(10, 10, 30).sw(0, 4, 6).sw(10, 0, 6);
+  a.li(7, 0x80).csrrs(0, 0x304, 7).csrrsi(0, 0x300, 8); // mie.MTIE, mstatus.MIE
+  a.li(12, 0).li(13, 0).li(8, DATA).li(14, 3_000_000);
+  a.label('loop').addi(12, 12, 1);
+  a.lw(15, 0, 8).add(15, 15, 12).xor(15, 15, 13).sw(15, 0, 8);
+  a.andi(9, 12, 255).slli(9, 9, 2).add(9, 9, 8).lw(17, 4, 9).add(17, 17, 15).sw(17, 4, 9);
+  a.bne(12, 14, 'loop');
+  a.lui(28, 0x100).li(29, 0x5555).sw(29, 0, 28);
+  a.label('handler').addi(13, 13, 1).lw(10, 0, 5).addi(10, 10, 30).sw(10, 0, 6).mret();
+  return a.bytes();
+}
+
+async function runRecorded(program: Uint8Array, engine: Engine, batches?: Uint8Array[]) {
+  const m = new Machine({ memory: RAM_SIZE, clock: 'real', engine });
+  try {
+    m.writeMemory(RAM, program);
+    m.pc = RAM;
+    const out: Uint8Array[] = [];
+    const recorder = batches ? undefined : new Recorder(m, { hashInterval: 100_000 });
+    recorder?.on('batch', (b) => out.push(b.slice()));
+    if (batches) {
+      const rep = new Replayer(m);
+      for (const b of batches) rep.feed(b);
+      rep.end();
+    }
+    const result = await m.run();
+    recorder?.finish(result);
+    return { result, hash: m.stateHash(), batches: out, ticks: m.getRegister(13), blocks: m.jitStats()?.blocks ?? 0 };
+  } finally {
+    m.close();
+  }
+}
