@@ -5,9 +5,8 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { COMMITTED_LINUX_APPEND, Machine, committedLinux, type Engine, type MachineOptions, type RunResult } from '../../src/index.js';
-import { Recorder } from '../../src/log/recorder.js';
-import { Replayer } from '../../src/log/replayer.js';
 import { Asm, rv } from '../helpers/asm.js';
+import { runLogged } from '../helpers/replay.js';
 import { CAUSE, DATA, RAM, RAM_END, RAM_SIZE, UNMAPPED } from './harness.js';
 import { prng } from './prng.js';
 
@@ -430,16 +429,7 @@ async function runRecorded(program: Uint8Array, engine: Engine, batches?: Uint8A
   try {
     m.writeMemory(RAM, program);
     m.pc = RAM;
-    const out: Uint8Array[] = [];
-    const recorder = batches ? undefined : new Recorder(m, { hashInterval: 100_000 });
-    recorder?.on('batch', (b) => out.push(b.slice()));
-    if (batches) {
-      const rep = new Replayer(m);
-      for (const b of batches) rep.feed(b);
-      rep.end();
-    }
-    const result = await m.run();
-    recorder?.finish(result);
+    const { result, batches: out } = await runLogged(m, batches, { hashInterval: 100_000 });
     return { result, hash: m.stateHash(), batches: out, ticks: m.getRegister(13), blocks: m.jitStats()?.blocks ?? 0 };
   } finally {
     m.close();

@@ -227,13 +227,19 @@ describe('fault-tolerant pair (processes)', () => {
     await c.close();
   }, 600_000);
 
-  it('separate disks: a secondary on the same host given the primary\'s own image is refused (exit 64, the image named), and the primary goes on', async () => {
-    const dir = join(tmp, 'separate-same');
+  /** A kvserver pair's configuration in its own directory under tmp, with `devices.disk.mode: separate`. */
+  async function separateConfig(name: string) {
+    const dir = join(tmp, name);
     mkdirSync(dir);
     const cfg = await kvConfig(dir);
     const json = JSON.parse(readFileSync(cfg.path, 'utf8')) as { vm: { devices: { disk: Record<string, unknown> } } };
     json.vm.devices.disk.mode = 'separate';
     writeFileSync(cfg.path, JSON.stringify(json));
+    return { dir, cfg };
+  }
+
+  it('separate disks: a secondary on the same host given the primary\'s own image is refused (exit 64, the image named), and the primary goes on', async () => {
+    const { cfg } = await separateConfig('separate-same');
     const primary = start('primary', ['primary', cfg.path]);
     const l = await primary.wait('listening');
     // No --disk: the secondary would write the very image the primary writes.
@@ -248,12 +254,7 @@ describe('fault-tolerant pair (processes)', () => {
   }, 600_000);
 
   it('separate disks: the secondary is cloned onto an empty image of its own, takes over with it, and a new secondary gets a copy', async () => {
-    const dir = join(tmp, 'separate');
-    mkdirSync(dir);
-    const cfg = await kvConfig(dir);
-    const json = JSON.parse(readFileSync(cfg.path, 'utf8')) as { vm: { devices: { disk: Record<string, unknown> } } };
-    json.vm.devices.disk.mode = 'separate';
-    writeFileSync(cfg.path, JSON.stringify(json));
+    const { dir, cfg } = await separateConfig('separate');
     const imageB = join(dir, 'b.img');
     const imageC = join(dir, 'c.img');
     writeFileSync(imageB, Buffer.alloc(4 << 20)); // empty: the clone must fill it

@@ -23,6 +23,23 @@ export interface Schedule {
   maxInstructions?: number;
 }
 
+/**
+ * Runs `m` to its end: recorded (the batches it made are returned) or, given `batches`, replaying them.
+ */
+export async function runLogged(m: Machine, batches?: Uint8Array[], rec: RecorderOptions = {}): Promise<{ result: RunResult; batches: Uint8Array[] }> {
+  const out: Uint8Array[] = [];
+  const recorder = batches ? undefined : new Recorder(m, rec);
+  recorder?.on('batch', (b) => out.push(b.slice()));
+  if (batches) {
+    const rep = new Replayer(m);
+    for (const b of batches) rep.feed(b);
+    rep.end();
+  }
+  const result = await m.run();
+  recorder?.finish(result);
+  return { result, batches: out };
+}
+
 export function guestElf(name: string): Uint8Array {
   return readFileSync(new URL(`../../guest/bin/${name}.elf`, import.meta.url));
 }

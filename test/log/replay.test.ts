@@ -6,7 +6,7 @@ import { Machine, Recorder, Replayer, LogReader, decodeRecords, encodeBatch, par
 import { prng } from '../cpu/prng.js';
 import { Asm } from '../helpers/asm.js';
 import { replicationPort } from '../../src/machine/replication-port.js';
-import { guestElf, record, replay, type Schedule } from '../helpers/replay.js';
+import { guestElf, record, replay, runLogged, type Schedule } from '../helpers/replay.js';
 
 const REAL = { memory: 1 << 20, clock: 'real' as const };
 const VIRTUAL = { memory: 1 << 20, clock: 'virtual' as const };
@@ -38,16 +38,7 @@ async function runProgram(program: Uint8Array, options: MachineOptions, batches?
   const m = new Machine(options);
   try {
     m.writeMemory(0x8000_0000, program);
-    const out: Uint8Array[] = [];
-    const recorder = batches ? undefined : new Recorder(m, {});
-    recorder?.on('batch', (b) => out.push(b.slice()));
-    if (batches) {
-      const rep = new Replayer(m);
-      for (const b of batches) rep.feed(b);
-      rep.end();
-    }
-    const result = await m.run();
-    recorder?.finish(result);
+    const { result, batches: out } = await runLogged(m, batches);
     return { result, hash: m.stateHash(), batches: out, x12: m.getRegister(12) };
   } finally {
     m.close();
