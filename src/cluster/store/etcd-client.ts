@@ -69,6 +69,9 @@ export function createEtcdClient(options: EtcdConnectionOptions): Etcd3 {
   // No circuit breaker per host (etcd3's default opens for 5 s after three failures): callers here
   // carry their own deadlines, and an arbiter or store must use etcd the moment it is back.
   o.faultHandling = { host: () => PASS_THROUGH };
+  // Nor gRPC's reconnection backoff, which grows to 120 s while etcd is unreachable: after a long
+  // partition the client would sit out up to two minutes of a healed link. Retry at most every 2 s.
+  o.grpcOptions = { 'grpc.initial_reconnect_backoff_ms': 250, 'grpc.max_reconnect_backoff_ms': 2_000 };
   return new (loadEtcd3().Etcd3)({ ...o, ...options.etcd3 });
 }
 
