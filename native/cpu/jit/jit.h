@@ -98,7 +98,10 @@ class Jit {
   JitPage* page(uint32_t pi);
   void* compile(uint32_t off);
   void emit_trampoline();
-  void write_begin(uint8_t* from);
+  /// Sets the protection of the pages holding [from, to); false (and failed_) when the kernel refuses.
+  bool protect(uint8_t* from, uint8_t* to, int prot);
+  /// The code pages a block compiled at `from` may write made RW (false: nothing may be written), then RX.
+  bool write_begin(uint8_t* from);
   void write_end(uint8_t* from);
   /// Points the jmp rel32 at `site` to `target` (the code pages around it writable for the moment).
   void patch(uint8_t* site, const void* target);
@@ -114,6 +117,7 @@ class Jit {
   void* page_ptrs_map_ = nullptr;
   size_t page_ptrs_map_size_ = 0;
   uint8_t* buf_ = nullptr;
+  bool failed_ = false;  // a protection change was refused: compiled code is never entered again
   size_t buf_size_ = 0;
   size_t used_ = 0;         // bump allocation; past the trampoline
   size_t code_start_ = 0;   // first byte after the trampoline

@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
 
@@ -81,7 +82,8 @@ Jit::Jit(uint8_t* ram, uint32_t ram_size, uint32_t* x) : ram_(ram), ram_size_(ra
   void* t = mmap(nullptr, page_ptrs_map_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (t == MAP_FAILED) return;
   page_ptrs_map_ = t;
-  mprotect(static_cast<uint8_t*>(t) + table_pages, 4096, PROT_NONE);
+  // Without its guard page a jalr lookup past RAM would read a neighbour: no JIT then.
+  if (mprotect(static_cast<uint8_t*>(t) + table_pages, 4096, PROT_NONE) != 0) return;
   page_ptrs_ = reinterpret_cast<JitPage**>(static_cast<uint8_t*>(t) + table_pages - table);  // zeroed by mmap
   void* p = mmap(nullptr, kBufferSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return;
@@ -145,6 +147,7 @@ Jit::JitPage* Jit::page(uint32_t pi) {
 }
 
 void* Jit::lookup(uint32_t off) {
+  if (failed_) return nullptr;
   JitPage* p = page(off >> kPageShift);
   const uint32_t s = (off & (kPageSize - 1)) >> 1;
   if (void* code = p->entry[s]) return code;
@@ -180,12 +183,10 @@ void Jit::drop_all() {
 }
 
 void Jit::patch(uint8_t* site, const void* target) {
-  uint8_t* lo = reinterpret_cast<uint8_t*>(reinterpret_cast<uintptr_t>(site + 1) & ~uintptr_t{4095});
-  uint8_t* hi = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(site + 5) + 4095) & ~uintptr_t{4095});
-  mprotect(lo, static_cast<size_t>(hi - lo), PROT_READ | PROT_WRITE);
+  if (!protect(site + 1, site + 5, PROT_READ | PROT_WRITE)) return;
   const int32_t d = static_cast<int32_t>(static_cast<const uint8_t*>(target) - (site + 5));
   std::memcpy(site + 1, &d, 4);
-  mprotect(lo, static_cast<size_t>(hi - lo), PROT_READ | PROT_EXEC);
+  protect(site + 1, site + 5, PROT_READ | PROT_EXEC);
 }
 
 void Jit::relink(JitPage* p, uint32_t slot, const void* target) {
@@ -223,21 +224,19 @@ void Jit::invalidate(uint32_t off, uint32_t len) {
   }
 }
 
-void Jit::write_begin(uint8_t* from) {
+bool Jit::protect(uint8_t* from, uint8_t* to, int prot) {
   uint8_t* lo = reinterpret_cast<uint8_t*>(reinterpret_cast<uintptr_t>(from) & ~uintptr_t{4095});
-  uint8_t* hi = buf_ + buf_size_;
-  if (from + kMaxBlockBytes < hi) hi = from + kMaxBlockBytes;
-  hi = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(hi) + 4095) & ~uintptr_t{4095});
-  mprotect(lo, static_cast<size_t>(hi - lo), PROT_READ | PROT_WRITE);
+  uint8_t* hi = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(to) + 4095) & ~uintptr_t{4095});
+  if (mprotect(lo, static_cast<size_t>(hi - lo), prot) == 0) return true;
+  // The buffer may now hold pages that are not executable, or not writable where a write is due (the
+  // kernel refused, e.g. at vm.max_map_count): no compiled code runs again, the interpreter runs all.
+  failed_ = true;
+  return false;
 }
 
-void Jit::write_end(uint8_t* from) {
-  uint8_t* lo = reinterpret_cast<uint8_t*>(reinterpret_cast<uintptr_t>(from) & ~uintptr_t{4095});
-  uint8_t* hi = buf_ + buf_size_;
-  if (from + kMaxBlockBytes < hi) hi = from + kMaxBlockBytes;
-  hi = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(hi) + 4095) & ~uintptr_t{4095});
-  mprotect(lo, static_cast<size_t>(hi - lo), PROT_READ | PROT_EXEC);
-}
+bool Jit::write_begin(uint8_t* from) { return protect(from, std::min(from + kMaxBlockBytes, buf_ + buf_size_), PROT_READ | PROT_WRITE); }
+
+void Jit::write_end(uint8_t* from) { protect(from, std::min(from + kMaxBlockBytes, buf_ + buf_size_), PROT_READ | PROT_EXEC); }
 
 void* Jit::compile(uint32_t off) {
   // 1. Decode the block: straight-line code from `off`, through the first control transfer, stopping
@@ -273,7 +272,7 @@ void* Jit::compile(uint32_t off) {
     stats_.flushes++;
   }
   uint8_t* const start = buf_ + used_;
-  write_begin(start);
+  if (!write_begin(start)) return nullptr;
   Emitter em(start, kMaxBlockBytes);
   const uint32_t N = static_cast<uint32_t>(n);
 

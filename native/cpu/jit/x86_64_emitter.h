@@ -96,22 +96,18 @@ class Emitter {
   // --- ALU: `ext` is the /digit of the 0x81/0x83 group: add 0, or 1, and 4, sub 5, xor 6, cmp 7 ---
   enum AluExt : uint8_t { kAdd = 0, kOr = 1, kAnd = 4, kSub = 5, kXor = 6, kCmp = 7 };
   void alu_ri(AluExt ext, Reg r, int32_t imm, bool w = false) {
-    if (imm >= -128 && imm <= 127) {
-      op_reg({0x83}, ext, r, w);
-      byte(static_cast<uint8_t>(imm));
-    } else {
-      op_reg({0x81}, ext, r, w);
-      u32(static_cast<uint32_t>(imm));
-    }
+    op_reg({group_opcode(imm)}, ext, r, w);
+    group_imm(imm);
   }
   void alu_mi(AluExt ext, const Mem& m, int32_t imm) {
-    if (imm >= -128 && imm <= 127) {
-      op_mem({0x83}, ext, m);
-      byte(static_cast<uint8_t>(imm));
-    } else {
-      op_mem({0x81}, ext, m);
-      u32(static_cast<uint32_t>(imm));
-    }
+    op_mem({group_opcode(imm)}, ext, m);
+    group_imm(imm);
+  }
+  // The 0x81/0x83 group: 0x83 sign-extends an imm8, 0x81 takes an imm32.
+  static uint8_t group_opcode(int32_t imm) { return imm >= -128 && imm <= 127 ? 0x83 : 0x81; }
+  void group_imm(int32_t imm) {
+    if (group_opcode(imm) == 0x83) byte(static_cast<uint8_t>(imm));
+    else u32(static_cast<uint32_t>(imm));
   }
   /// reg op= [mem] (opcode 0x03/0x0b/0x23/0x2b/0x33/0x3b = ext * 8 + 3).
   void alu_rm(AluExt ext, Reg r, const Mem& m) { op_mem({static_cast<uint8_t>(ext * 8 + 3)}, r, m); }
