@@ -1,6 +1,6 @@
 /* The little of the Linux kernel's headers that the lib/ code built by guest/klib needs, for a
  * bare-metal rv32 guest with picolibc: types, export and module macros (empty), unaligned and endian
- * helpers, rotates, bit reversal, errno values. Every linux/ and asm/ header here includes only this. */
+ * helpers, rotates, bit reversal, errno values, list and tree accessors. Every linux/ and asm/ header here includes only this. */
 #ifndef KLIB_SHIM_H
 #define KLIB_SHIM_H
 
@@ -115,6 +115,33 @@ static inline u32 bitrev32(u32 x) {
   x = ((x >> 4) & 0x0f0f0f0fu) | ((x & 0x0f0f0f0fu) << 4);
   return __builtin_bswap32(x);
 }
+
+/* Linked lists and red-black trees (lib/list_sort.c, lib/rbtree.c): one hart, no RCU readers. */
+struct list_head {
+  struct list_head *next, *prev;
+};
+struct hlist_head {
+  struct hlist_node *first;
+};
+struct hlist_node {
+  struct hlist_node *next, **pprev;
+};
+typedef void (*swap_r_func_t)(void *a, void *b, int size, const void *priv);
+typedef void (*swap_func_t)(void *a, void *b, int size);
+typedef int (*cmp_r_func_t)(const void *a, const void *b, const void *priv);
+typedef int (*cmp_func_t)(const void *a, const void *b);
+#define smp_load_acquire(p) READ_ONCE(*(p))
+#define smp_store_release(p, v) WRITE_ONCE(*(p), (v))
+#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+#define READ_ONCE(x) (*(const volatile __typeof__(x) *)&(x))
+#define WRITE_ONCE(x, val) (*(volatile __typeof__(x) *)&(x) = (val))
+#define rcu_assign_pointer(p, v) WRITE_ONCE((p), (v))
+#define barrier() __asm__ __volatile__("" : : : "memory")
+#define LIST_POISON1 ((void *)0x100)
+#define LIST_POISON2 ((void *)0x122)
+#define __attribute_const__ __attribute__((__const__))
+#define __cold __attribute__((__cold__))
+#define CHECK_DATA_CORRUPTION(condition, fmt, ...) (condition)
 
 static inline void memzero_explicit(void *s, size_t n) {
   memset(s, 0, n);

@@ -1,0 +1,2 @@
+/* See klib-shim.h. */
+#include <klib-shim.h>
