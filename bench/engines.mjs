@@ -5,17 +5,46 @@
 // lockstep MIPS: instret / the run() call's wall time. QEMU MIPS: lockstep's instret / (QEMU's whole
 // process time less its startup, the median time of hello.elf in the same run).
 import { spawn, spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, writeFileSync, mkdirSync } from 'node:fs';
 import { loadavg, cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const WORKLOADS = ['hash', 'sort', 'crc32', 'recurse', 'mixed', 'matmult', 'fsm', 'softfloat', 'klib-lz4', 'klib-zlib', 'klib-sha256', 'klib-aes', 'klib-xxhash'];
-const { values } = parseArgs({ options: { rounds: { type: 'string', default: '3' }, workloads: { type: 'string' }, out: { type: 'string' } } });
+const WORKLOADS = ['hash', 'sort', 'crc32', 'recurse', 'mixed', 'matmult', 'fsm', 'softfloat', 'klib-lz4', 'klib-zlib', 'klib-sha256', 'klib-aes', 'klib-xxhash', 'klib-sort', 'klib-rbtree'];
+const HELP = `Usage: npm run bench -- engines [options]   (or node bench/engines.mjs [options])
+
+Runs each CPU workload under the interpreter, the block compiler and qemu-system-riscv32 -M virt (TCG),
+interleaved round by round, checks that both engines end at the same instruction count and state hash,
+and prints MIPS per workload and their geomean (medians over the rounds).
+
+Options:
+  --rounds N        rounds (default 3)
+  --workloads a,b   workloads from guest/bin (default: ${WORKLOADS.join(',')})
+  --out FILE        also write the figures and every trial as JSON
+  -h, --help        this help
+
+Exit status: 0 done; 1 a run failed or the engines disagreed; 64 usage error.
+`;
+function usage(message) {
+  process.stderr.write(`engines: ${message}\n\n${HELP}`);
+  process.exit(64);
+}
+let values;
+try {
+  ({ values } = parseArgs({ options: { rounds: { type: 'string', default: '3' }, workloads: { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
+} catch (e) {
+  usage(e.message);
+}
+if (values.help) {
+  process.stdout.write(HELP);
+  process.exit(0);
+}
 const rounds = Number(values.rounds);
+if (!Number.isInteger(rounds) || rounds < 1) usage(`--rounds must be a positive integer, not ${values.rounds}`);
 const workloads = values.workloads?.split(',') ?? WORKLOADS;
+for (const w of workloads) if (!existsSync(join(root, 'guest', 'bin', `${w}.elf`))) usage(`no workload ${w} (guest/bin/${w}.elf)`);
 const QEMU = process.env.LOCKSTEP_QEMU ?? 'qemu-system-riscv32';
 const elf = (w) => join(root, 'guest', 'bin', `${w}.elf`);
 

@@ -24,7 +24,13 @@ compile(join('bench', 'tsconfig.json'));
 // plain, recorded, FT and memcached); `npm run chaos` is
 // `npm run bench -- chaos [...]`, `npm run bench -- channel [...]` the native logging channel's data path,
 // `npm run bench -- startup` the CLI's start beside QEMU's and `node -e 0`'s.
+// `npm run bench -- engines [...]` the interpreter, the block compiler and QEMU TCG side by side
+// (bench/engines.mjs, plain JavaScript: nothing to compile).
 const [first, ...rest] = process.argv.slice(2);
+if (first === 'engines') {
+  const r = spawnSync(process.execPath, [join(root, 'bench', 'engines.mjs'), ...rest], { cwd: root, stdio: 'inherit' });
+  process.exit(r.status ?? 1);
+}
 const entries = { record: 'record.js', io: 'io.js', ft: 'ft.js', linux: 'linux.js', placement: 'placement.js', cluster: 'cluster.js', chaos: 'chaos.js', channel: 'native-channel.js', startup: 'startup.js' };
 const entry = entries[first] ?? 'main.js';
 const args = first in entries ? rest : process.argv.slice(2);
