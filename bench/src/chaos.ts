@@ -112,9 +112,11 @@ const { launch } = (await import(pathToFileURL(join(ROOT, 'dist', 'cluster', 'ag
 const progress = new Progress(cycles);
 const out = (line: string) => process.stdout.write(`${line}\n`);
 const soaks = faults?.includes(SOAK) === true;
-const repeat = `npm run chaos -- --cycles ${cycles} --seed ${seed}${faults ? ` --faults ${faults.join(',')}` : ''}${clients !== 8 ? ` --clients ${clients}` : ''}${timeoutMs !== 600 ? ` --timeout ${timeoutMs}` : ''}${soaks && soakMs !== 60_000 ? ` --soak ${soakMs / 1000}` : ''}${stress > 0 ? ` --stress ${stress}` : ''}${pidNamespaces ? '' : ' --no-pidns'}`;
+// The halves are lockstep processes: they take LOCKSTEP_ENGINE from this environment.
+const engine = process.env.LOCKSTEP_ENGINE || 'interp';
+const repeat = `${engine !== 'interp' ? `LOCKSTEP_ENGINE=${engine} ` : ''}npm run chaos -- --cycles ${cycles} --seed ${seed}${faults ? ` --faults ${faults.join(',')}` : ''}${clients !== 8 ? ` --clients ${clients}` : ''}${timeoutMs !== 600 ? ` --timeout ${timeoutMs}` : ''}${soaks && soakMs !== 60_000 ? ` --soak ${soakMs / 1000}` : ''}${stress > 0 ? ` --stress ${stress}` : ''}${pidNamespaces ? '' : ' --no-pidns'}`;
 out(`chaos: ${cycles} cycles, seed ${seed} (repeat: ${repeat})`);
-out(`  kvserver (udp back-end) as lockstep primary/secondary processes${pidNamespaces ? ', each in its own PID namespace' : ''}; detection timeout ${timeoutMs} ms; ${clients} incr clients + 2 set/get clients${stress > 0 ? `; stress-ng --cpu ${stress} beside it` : ''}`);
+out(`  kvserver (udp back-end) as lockstep primary/secondary processes on the ${engine === 'jit' ? 'block compiler' : 'interpreter'}${pidNamespaces ? ', each in its own PID namespace' : ''}; detection timeout ${timeoutMs} ms; ${clients} incr clients + 2 set/get clients${stress > 0 ? `; stress-ng --cpu ${stress} beside it` : ''}`);
 
 // CPU stress beside the pair for the whole run (the false-failover figure is asked for under it).
 let stressor: ChildProcess | undefined;
@@ -216,7 +218,7 @@ const json = {
   date: started.toISOString(),
   finished: new Date().toISOString(),
   repeat,
-  options: { cycles, seed, faults: faults ?? FAULT_KINDS, counterClients: clients, registerClients: 2, timeoutMs, heartbeatMs: result.heartbeatMs, soakMs, stressCpus: stress, pidNamespaces },
+  options: { cycles, seed, faults: faults ?? FAULT_KINDS, counterClients: clients, registerClients: 2, timeoutMs, heartbeatMs: result.heartbeatMs, soakMs, stressCpus: stress, pidNamespaces, engine },
   machine: { cpu: cpus()[0]?.model.trim(), cores: cpus().length, memoryBytes: totalmem(), node: process.version, loadavgStart: loadStart, loadavgEnd: loadavg() },
   git: { commit: git('rev-parse', 'HEAD'), dirty: (git('status', '--porcelain', '--', 'native', 'src', 'guest') ?? '').length > 0 },
   ok,

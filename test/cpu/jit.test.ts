@@ -121,9 +121,12 @@ describe.skipIf(!HAS_JIT)('block compiler (engine: jit) against the interpreter'
     expect(r.jit!.blocks).toBeGreaterThan(0);
   }, 300_000);
 
-  it('random straight-line and branching code, repeated until compiled, agrees at every stop', async () => {
+  // LOCKSTEP_JIT_SEEDS=first-last widens the seed range for a soak (default 1-60).
+  const [firstSeed, lastSeed] = (process.env.LOCKSTEP_JIT_SEEDS ?? '1-60').split('-').map(Number) as [number, number];
+  it(`random straight-line and branching code, repeated until compiled, agrees at every stop (seeds ${firstSeed}-${lastSeed})`, async () => {
+    expect(Number.isInteger(firstSeed) && Number.isInteger(lastSeed) && firstSeed <= lastSeed, 'LOCKSTEP_JIT_SEEDS is first-last').toBe(true);
     let compiled = 0;
-    for (let seed = 1; seed <= 60; seed++) {
+    for (let seed = firstSeed; seed <= lastSeed; seed++) {
       const { program, data } = randomLoop(seed);
       const rnd = prng(seed * 31);
       const mix = [1, 3, 17, 101, 555, 2001, 40_000];
@@ -138,8 +141,8 @@ describe.skipIf(!HAS_JIT)('block compiler (engine: jit) against the interpreter'
       expect(r.last.kind, `seed ${seed}`).toBe('trap');
       compiled += r.jit!.blocks;
     }
-    expect(compiled).toBeGreaterThan(60);
-  }, 120_000);
+    expect(compiled).toBeGreaterThan(lastSeed - firstSeed + 1);
+  }, 120_000 + (lastSeed - firstSeed) * 2_000);
 
   // Hostile code in a hot loop: each must end exactly as on the interpreter (and not take the host down).
   const hostile: Array<[string, (a: Asm) => void]> = [
