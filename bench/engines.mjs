@@ -5,13 +5,15 @@
 // lockstep MIPS: instret / the run() call's wall time. QEMU MIPS: lockstep's instret / (QEMU's whole
 // process time less its startup, the median time of hello.elf in the same run).
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, writeFileSync, mkdirSync } from 'node:fs';
-import { loadavg, cpus } from 'node:os';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+// The programs the committed Linux guest's init can run as processes (lockstep.run=<w>).
+const LINUX_WORKLOADS = ['hash', 'sort', 'crc32', 'recurse', 'mixed'];
 const WORKLOADS = ['hash', 'sort', 'crc32', 'recurse', 'mixed', 'matmult', 'fsm', 'softfloat', 'klib-lz4', 'klib-zlib', 'klib-sha256', 'klib-aes', 'klib-xxhash', 'klib-sort', 'klib-rbtree'];
 const HELP = `Usage: npm run bench -- engines [options]   (or node bench/engines.mjs [options])
 
@@ -23,6 +25,10 @@ Options:
   --rounds N        rounds (default 3)
   --workloads a,b   workloads from guest/bin (default: ${WORKLOADS.join(',')})
   --out FILE        also write the figures and every trial as JSON
+  --linux           instead: the first five workloads as processes of the committed Linux guest (paged
+                    code, S- and U-mode), timed from the console's 'run <w>' line to its '<w> exited 0'
+                    line on each engine and under QEMU TCG booting the same kernel (real clock); needs
+                    bench/build (npm run bench compiles it)
   -h, --help        this help
 
 Exit status: 0 done; 1 a run failed or the engines disagreed; 64 usage error.
@@ -33,7 +39,7 @@ function usage(message) {
 }
 let values;
 try {
-  ({ values } = parseArgs({ options: { rounds: { type: 'string', default: '3' }, workloads: { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
+  ({ values } = parseArgs({ options: { rounds: { type: 'string', default: '3' }, workloads: { type: 'string' }, out: { type: 'string' }, linux: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } }));
 } catch (e) {
   usage(e.message);
 }
@@ -43,8 +49,12 @@ if (values.help) {
 }
 const rounds = Number(values.rounds);
 if (!Number.isInteger(rounds) || rounds < 1) usage(`--rounds must be a positive integer, not ${values.rounds}`);
-const workloads = values.workloads?.split(',') ?? WORKLOADS;
-for (const w of workloads) if (!existsSync(join(root, 'guest', 'bin', `${w}.elf`))) usage(`no workload ${w} (guest/bin/${w}.elf)`);
+const workloads = values.workloads?.split(',') ?? (values.linux ? LINUX_WORKLOADS : WORKLOADS);
+for (const w of workloads) {
+  if (values.linux ? !LINUX_WORKLOADS.includes(w) : !existsSync(join(root, 'guest', 'bin', `${w}.elf`))) {
+    usage(values.linux ? `no Linux workload ${w} (the guest's init runs ${LINUX_WORKLOADS.join(', ')})` : `no workload ${w} (guest/bin/${w}.elf)`);
+  }
+}
 const QEMU = process.env.LOCKSTEP_QEMU ?? 'qemu-system-riscv32';
 const elf = (w) => join(root, 'guest', 'bin', `${w}.elf`);
 
@@ -84,6 +94,10 @@ const median = (xs) => {
 };
 const geomean = (xs) => Math.exp(xs.reduce((a, x) => a + Math.log(x), 0) / xs.length);
 
+if (values.linux) {
+  await linuxMode();
+  process.exit(0);
+}
 const load0 = loadavg();
 const runs = new Map(workloads.map((w) => [w, { interp: [], jit: [], qemu: [], instret: undefined, hash: undefined }]));
 const startup = [];
@@ -121,4 +135,72 @@ console.log(`\n${rounds} interleaved rounds (medians); QEMU startup ${(qs * 1000
 if (values.out) {
   mkdirSync(dirname(values.out), { recursive: true });
   writeFileSync(values.out, JSON.stringify({ date: new Date().toISOString(), qemu: qv, qemuStartupSeconds: qs, loadavg: { start: load0, end: load1 }, rounds, rows, geomean: g }, null, 2) + '\n');
+}
+
+// --linux: the workloads as Linux processes, on both engines and under QEMU booting the same kernel,
+// interleaved per round; seconds between the console lines that bracket the process.
+async function linuxMode() {
+  const trial = join(root, 'bench', 'build', 'bench', 'src', 'linux-trial.js');
+  if (!existsSync(trial)) usage(`${trial} is missing: run npm run bench -- engines --linux (it compiles bench/), or npx tsc -p bench/tsconfig.json`);
+  const { committedLinux, COMMITTED_LINUX_APPEND } = await import(join(root, 'dist', 'index.js'));
+  const tmp = mkdtempSync(join(tmpdir(), 'lockstep-engines-'));
+  const linux = committedLinux();
+  writeFileSync(join(tmp, 'Image'), linux.kernel);
+  writeFileSync(join(tmp, 'rootfs.cpio'), linux.initrd);
+  // QEMU's hart trimmed to lockstep's (guest/linux/README.md), so the kernel takes the same paths.
+  const cpu = 'rv32,f=off,d=off,h=off,zba=off,zbb=off,zbc=off,zbs=off,sstc=off,Zihintpause=off';
+  const qemuLinux = (w) => new Promise((resolve, reject) => {
+    const args = ['-M', 'virt', '-cpu', cpu, '-m', '64M', '-nographic', '-monitor', 'none', '-serial', 'stdio', '-bios', join(root, 'guest', 'firmware', 'bin', 'firmware.elf'),
+      '-kernel', join(tmp, 'Image'), '-initrd', join(tmp, 'rootfs.cpio'), '-append', `${COMMITTED_LINUX_APPEND} quiet lockstep.run=${w}`];
+    const c = spawn(QEMU, args, { stdio: ['ignore', 'pipe', 'ignore'] });
+    let out = '';
+    let begin, end;
+    c.stdout.on('data', (d) => {
+      const now = process.hrtime.bigint();
+      out += d.toString('latin1').replaceAll('\r', ''); // CR LF (a chunk may end between them)
+      if (begin === undefined && out.includes(`lockstep-linux: run ${w}\n`)) begin = now;
+      if (end === undefined && out.includes(`lockstep-linux: ${w} exited 0\n`)) end = now;
+    });
+    c.on('error', reject);
+    c.on('exit', () => (begin !== undefined && end !== undefined ? resolve(Number(end - begin) / 1e9) : reject(new Error(`qemu linux ${w}: no run/exit lines; console: ${out.slice(-400)}`))));
+  });
+  const ours = (w, engine) => {
+    const r = spawnSync(process.execPath, [trial, 'cpu', w], { encoding: 'utf8', env: { ...process.env, LOCKSTEP_ENGINE: engine } });
+    if (r.status !== 0) throw new Error(`linux ${w} ${engine}: ${r.stderr}`);
+    const o = JSON.parse(r.stdout);
+    if (o.engine !== engine) throw new Error(`linux ${w}: asked for ${engine}, ran ${o.engine}`);
+    return o.seconds;
+  };
+  const load0 = loadavg();
+  const t = new Map(workloads.map((w) => [w, { interp: [], jit: [], qemu: [] }]));
+  try {
+    for (let r = 1; r <= rounds; r++) {
+      for (const w of workloads) {
+        const x = t.get(w);
+        x.interp.push(ours(w, 'interp'));
+        x.jit.push(ours(w, 'jit'));
+        x.qemu.push(await qemuLinux(w));
+        process.stderr.write(`round ${r}/${rounds} ${w} as a Linux process: interp ${x.interp.at(-1).toFixed(3)} s, jit ${x.jit.at(-1).toFixed(3)} s, qemu ${x.qemu.at(-1).toFixed(3)} s\n`);
+      }
+    }
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  const load1 = loadavg();
+  const rows = workloads.map((w) => {
+    const x = t.get(w);
+    return { workload: w, interp: median(x.interp), jit: median(x.jit), qemu: median(x.qemu), trials: x };
+  });
+  const g = { jitOverInterp: geomean(rows.map((r) => r.interp / r.jit)), jitOverQemu: geomean(rows.map((r) => r.qemu / r.jit)), interpOverQemu: geomean(rows.map((r) => r.qemu / r.interp)) };
+  const line = (c) => `| ${c.join(' | ')} |`;
+  console.log(line(['Workload (Linux process)', 'interp s', 'jit s', 'QEMU TCG s', 'jit speed / interp', 'jit speed / QEMU', 'interp speed / QEMU']));
+  console.log(line(['---', '---:', '---:', '---:', '---:', '---:', '---:']));
+  for (const r of rows) console.log(line([r.workload, r.interp.toFixed(3), r.jit.toFixed(3), r.qemu.toFixed(3), (r.interp / r.jit).toFixed(2), (r.qemu / r.jit).toFixed(2), (r.qemu / r.interp).toFixed(2)]));
+  console.log(line(['**geomean**', '', '', '', g.jitOverInterp.toFixed(2), g.jitOverQemu.toFixed(2), g.interpOverQemu.toFixed(2)]));
+  const qv = spawnSync(QEMU, ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0];
+  console.log(`\n${rounds} interleaved rounds (medians); console line to console line, real clock; ${qv}; ${cpus()[0]?.model} x${cpus().length}; load average ${load0.map((l) => l.toFixed(2)).join(' ')} at start, ${load1.map((l) => l.toFixed(2)).join(' ')} at end; node ${process.version}; ${new Date().toISOString()}`);
+  if (values.out) {
+    mkdirSync(dirname(values.out), { recursive: true });
+    writeFileSync(values.out, JSON.stringify({ date: new Date().toISOString(), mode: 'linux', qemu: qv, loadavg: { start: load0, end: load1 }, rounds, rows, geomean: g }, null, 2) + '\n');
+  }
 }

@@ -14,6 +14,8 @@ export interface LinuxCpuTrial {
   seconds: number;
   /** Wall seconds from run() to the user-space marker. */
   bootSeconds: number;
+  /** The engine that ran it (LOCKSTEP_ENGINE chooses). */
+  engine: string;
 }
 
 export interface LinuxIdleTrial {
@@ -64,9 +66,10 @@ if (mode === 'cpu' && arg !== undefined) {
   const begin = await c.seen(`lockstep-linux: run ${arg}\n`);
   const end = await c.seen(`lockstep-linux: ${arg} exited 0\n`);
   const r = await running;
+  const engine = m.engine;
   m.close();
   if (r.kind !== 'exit' || r.code !== 0) throw new Error(`linux cpu ${arg}: ${r.kind}; console: ${c.text.slice(-500)}`);
-  const result: LinuxCpuTrial = { workload: arg, seconds: Number(end - begin) / 1e9, bootSeconds: Number(marker - t0) / 1e9 };
+  const result: LinuxCpuTrial = { workload: arg, seconds: Number(end - begin) / 1e9, bootSeconds: Number(marker - t0) / 1e9, engine };
   process.stdout.write(`${JSON.stringify(result)}\n`);
 } else if (mode === 'idle' && arg !== undefined) {
   const m = new Machine({ memory: 64 << 20, clock: 'real' });
