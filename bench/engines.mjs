@@ -14,7 +14,7 @@ import { parseArgs } from 'node:util';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 // The programs the committed Linux guest's init can run as processes (lockstep.run=<w>).
 const LINUX_WORKLOADS = ['hash', 'sort', 'crc32', 'recurse', 'mixed'];
-const WORKLOADS = ['hash', 'sort', 'crc32', 'recurse', 'mixed', 'matmult', 'fsm', 'softfloat', 'klib-lz4', 'klib-zlib', 'klib-sha256', 'klib-aes', 'klib-xxhash', 'klib-sort', 'klib-rbtree'];
+const WORKLOADS = ['hash', 'sort', 'crc32', 'recurse', 'mixed', 'matmult', 'fsm', 'softfloat', 'libc', 'klib-lz4', 'klib-zlib', 'klib-sha256', 'klib-aes', 'klib-xxhash', 'klib-sort', 'klib-rbtree'];
 const HELP = `Usage: npm run bench -- engines [options]   (or node bench/engines.mjs [options])
 
 Runs each CPU workload under the interpreter, the block compiler and qemu-system-riscv32 -M virt (TCG),

@@ -18,11 +18,12 @@ import type { TrialResult } from './trial.js';
 /**
  * The CPU workloads: the five first ones, three written here to stress what CoreMark and Embench stress
  * and the first five do not (load/store-heavy matrix loops, table-driven state machines, soft-float), and
- * seven around library code nobody here wrote (the Linux kernel's lib/, see guest/Makefile's KLIB_EXAMPLES).
+ * eight around library code nobody here wrote (libc: Debian's picolibc; klib-*: the Linux kernel's lib/, see
+ * guest/Makefile's KLIB_EXAMPLES).
  */
 const WORKLOADS = [
   'hash', 'sort', 'crc32', 'recurse', 'mixed',
-  'matmult', 'fsm', 'softfloat',
+  'matmult', 'fsm', 'softfloat', 'libc',
   'klib-lz4', 'klib-zlib', 'klib-sha256', 'klib-aes', 'klib-xxhash', 'klib-sort', 'klib-rbtree',
 ];
 const QUICK_BUDGET = 100_000_000;
