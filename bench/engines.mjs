@@ -27,6 +27,7 @@ Options:
   --rounds N        rounds (default 3)
   --workloads a,b   workloads from guest/bin (default: ${WORKLOADS.join(',')})
   --out FILE        also write the figures and every trial as JSON
+  --svg FILE        also draw them: MIPS per workload, the three side by side (not with --linux)
   --linux           instead: the first five workloads as processes of the committed Linux guest (paged
                     code, S- and U-mode), timed from the console's 'run <w>' line to its '<w> exited 0'
                     line on each engine and under QEMU TCG booting the same kernel (real clock); needs
@@ -41,7 +42,7 @@ function usage(message) {
 }
 let values;
 try {
-  ({ values } = parseArgs({ options: { rounds: { type: 'string', default: '3' }, workloads: { type: 'string' }, out: { type: 'string' }, linux: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } }));
+  ({ values } = parseArgs({ options: { rounds: { type: 'string', default: '3' }, workloads: { type: 'string' }, out: { type: 'string' }, svg: { type: 'string' }, linux: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } }));
 } catch (e) {
   usage(e.message);
 }
@@ -141,6 +142,10 @@ if (foreign.length > 0 && foreign.length < rows.length) {
 }
 const qv = spawnSync(QEMU, ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0];
 console.log(`\n${rounds} interleaved rounds (medians); QEMU startup ${(qs * 1000).toFixed(0)} ms subtracted; ${qv}; ${cpus()[0]?.model} x${cpus().length}; load average ${load0.map((l) => l.toFixed(2)).join(' ')} at start, ${load1.map((l) => l.toFixed(2)).join(' ')} at end; node ${process.version}; ${new Date().toISOString()}`);
+if (values.svg) {
+  mkdirSync(dirname(values.svg), { recursive: true });
+  writeFileSync(values.svg, chart(rows, g, `${cpus()[0]?.model.trim()} x${cpus().length} · load ${load0[0].toFixed(1)}–${load1[0].toFixed(1)} · ${rounds} rounds · ${new Date().toISOString().slice(0, 10)}`));
+}
 if (values.out) {
   mkdirSync(dirname(values.out), { recursive: true });
   writeFileSync(values.out, JSON.stringify({ date: new Date().toISOString(), qemu: qv, qemuStartupSeconds: qs, loadavg: { start: load0, end: load1 }, rounds, rows, geomean: g }, null, 2) + '\n');
@@ -212,4 +217,41 @@ async function linuxMode() {
     mkdirSync(dirname(values.out), { recursive: true });
     writeFileSync(values.out, JSON.stringify({ date: new Date().toISOString(), mode: 'linux', qemu: qv, loadavg: { start: load0, end: load1 }, rounds, rows, geomean: g }, null, 2) + '\n');
   }
+}
+
+// A grouped bar chart (SVG): per workload and for the geomeans, the interpreter, the block compiler and
+// QEMU TCG in MIPS; bars above the scale (set by the compiler's and QEMU's geomeans) are cut and labelled.
+function chart(rows, g, subtitle) {
+  const groups = [...rows.map((r) => ({ label: r.workload, v: [r.interp, r.jit, r.qemu] })), { label: 'geomean', v: [g.interp, g.jit, g.qemu], bold: true }];
+  if (g.foreign) groups.push({ label: 'nobody-here', v: [g.foreign.interp, g.foreign.jit, g.foreign.qemu], bold: true });
+  const colors = ['#7a9cc6', '#1f4fa8', '#a0a0a0'];
+  const names = ['interpreter', 'block compiler (jit)', 'qemu-system-riscv32 TCG'];
+  const H = 420, left = 56, right = 20, top = 60, bottom = 86;
+  const gw = 62, W = Math.max(720, left + right + groups.length * gw), plotH = H - top - bottom;
+  const peak = Math.max(g.jit, g.qemu) * 2.2;
+  const step = peak > 6000 ? 1000 : 500;
+  const yMax = Math.ceil(peak / step) * step;
+  const y = (v) => top + plotH - (Math.min(v, yMax) / yMax) * plotH;
+  const esc = (t) => String(t).replace(/&/g, '&amp;').replace(/</g, '&lt;');
+  const s = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="11">`, `<rect width="${W}" height="${H}" fill="#fff"/>`];
+  s.push(`<text x="${W / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">lockstep's engines and QEMU TCG: MIPS per workload (higher is better)</text>`);
+  s.push(`<text x="${W / 2}" y="40" text-anchor="middle" fill="#555">${esc(subtitle)}</text>`);
+  for (let v = 0; v <= yMax; v += step) {
+    s.push(`<line x1="${left}" x2="${W - right}" y1="${y(v)}" y2="${y(v)}" stroke="#e4e4e4"/><text x="${left - 6}" y="${y(v) + 4}" text-anchor="end" fill="#444">${v}</text>`);
+  }
+  const bw = 16;
+  const slot = (W - left - right) / groups.length;
+  groups.forEach((grp, i) => {
+    const cx = left + slot * i + slot / 2;
+    grp.v.forEach((v, j) => {
+      const x = cx - 1.5 * bw + j * bw;
+      s.push(`<rect x="${x}" y="${y(v).toFixed(1)}" width="${bw - 2}" height="${(y(0) - y(v)).toFixed(1)}" fill="${colors[j]}"/>`);
+      if (v > yMax) s.push(`<text x="${x + bw / 2 - 1}" y="${y(yMax) - 3}" text-anchor="middle" font-size="9">${Math.round(v)}</text>`);
+    });
+    s.push(`<text transform="translate(${cx + 4} ${y(0) + 10}) rotate(40)" fill="#222"${grp.bold ? ' font-weight="bold"' : ''}>${esc(grp.label)}</text>`);
+  });
+  s.push(`<line x1="${left}" x2="${W - right}" y1="${y(0)}" y2="${y(0)}" stroke="#333"/>`);
+  names.forEach((n, j) => s.push(`<rect x="${left + j * 190}" y="${H - 20}" width="12" height="12" fill="${colors[j]}"/><text x="${left + j * 190 + 17}" y="${H - 10}">${esc(n)}</text>`));
+  s.push('</svg>');
+  return s.join('\n') + '\n';
 }
