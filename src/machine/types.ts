@@ -20,6 +20,14 @@ export interface JitStats {
   flushes: number;
   /** Entries from the interpreter into compiled code. */
   entries: number;
+  /** Instructions retired by compiled code. */
+  instructions: number;
+  /** Of `blocks`: compiled while instruction fetch was translated (Sv32 S- or U-mode code). */
+  translatedBlocks: number;
+  /** Of `entries`: while instruction fetch was translated. */
+  translatedEntries: number;
+  /** Of `instructions`: while instruction fetch was translated. */
+  translatedInstructions: number;
 }
 
 /** Options for {@link Machine}. */

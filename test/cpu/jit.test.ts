@@ -104,7 +104,7 @@ describe.skipIf(!HAS_JIT)('block compiler (engine: jit) against the interpreter'
     expect(jit!.blocks, `${name}: blocks compiled`).toBeGreaterThan(0);
   }, 120_000);
 
-  it('a Linux boot (firmware in M-mode compiled, the kernel interpreted) agrees at every stop for 40 M instructions', async () => {
+  it('a Linux boot (firmware in M-mode, kernel and user space under Sv32, all compiled) agrees at every stop for 40 M instructions', async () => {
     const limited = function* () {
       const b = budgets(11, 150, 999_983);
       let total = 0;
@@ -119,6 +119,9 @@ describe.skipIf(!HAS_JIT)('block compiler (engine: jit) against the interpreter'
     expect(r.last.kind).toBe('budget');
     expect(r.stops).toBeGreaterThan(150);
     expect(r.jit!.blocks).toBeGreaterThan(0);
+    // The kernel's paged code ran compiled: blocks compiled and entered while fetches were translated.
+    expect(r.jit!.translatedBlocks).toBeGreaterThan(1000);
+    expect(r.jit!.translatedEntries).toBeGreaterThan(r.jit!.entries / 2);
   }, 300_000);
 
   it('random straight-line and branching code, repeated until compiled, agrees at every stop', async () => {

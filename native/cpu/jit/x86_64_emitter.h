@@ -110,7 +110,7 @@ class Emitter {
     else u32(static_cast<uint32_t>(imm));
   }
   /// reg op= [mem] (opcode 0x03/0x0b/0x23/0x2b/0x33/0x3b = ext * 8 + 3).
-  void alu_rm(AluExt ext, Reg r, const Mem& m) { op_mem({static_cast<uint8_t>(ext * 8 + 3)}, r, m); }
+  void alu_rm(AluExt ext, Reg r, const Mem& m, bool w = false) { op_mem({static_cast<uint8_t>(ext * 8 + 3)}, r, m, w); }
   /// [mem] op= reg.
   void alu_mr(AluExt ext, const Mem& m, Reg r) { op_mem({static_cast<uint8_t>(ext * 8 + 1)}, r, m); }
   void alu_rr(AluExt ext, Reg dst, Reg src, bool w = false) { op_reg({static_cast<uint8_t>(ext * 8 + 1)}, src, dst, w); }
