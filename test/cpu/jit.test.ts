@@ -634,4 +634,27 @@ describe.skipIf(!HAS_JIT)('block compiler under Sv32 translation', () => {
       m.close();
     }
   }, 120_000);
+  it('a paged run recorded on either engine (real clock: timer interrupts inside compiled S and U blocks) replays on the other', async () => {
+    const run = async (engine: Engine, batches?: Uint8Array[]) => {
+      const m = new Machine({ memory: RAM_SIZE, clock: 'real', engine });
+      try {
+        setupPaged(m, 3000);
+        const { result, batches: out } = await runLogged(m, batches, { hashInterval: 50_000 });
+        return { result, hash: m.stateHash(), batches: out, ticks: m.getRegister(27), faults: m.getRegister(20), stats: m.jitStats() };
+      } finally {
+        m.close();
+      }
+    };
+    for (const [from, to] of [['interp', 'jit'], ['jit', 'interp']] as const) {
+      const rec = await run(from);
+      expect(rec.result, `recorded on ${from}`).toMatchObject({ kind: 'exit', code: 0 });
+      expect(rec.ticks, 'timer interrupts were taken').toBeGreaterThan(0);
+      const rep = await run(to, rec.batches);
+      expect(rep.result, `replayed on ${to}`).toMatchObject({ kind: 'exit', code: 0, instret: rec.result.instret });
+      expect(rep.ticks).toBe(rec.ticks);
+      expect(rep.faults).toBe(rec.faults);
+      expect(rep.hash).toBe(rec.hash);
+      expect((from === 'jit' ? rec : rep).stats!.translatedInstructions).toBeGreaterThan(0);
+    }
+  }, 120_000);
 });
