@@ -164,7 +164,13 @@ class Jit {
   JitPage** page_ptrs_ = nullptr;
   void* page_ptrs_map_ = nullptr;
   size_t page_ptrs_map_size_ = 0;
-  uint8_t* buf_ = nullptr;
+  uint8_t* buf_ = nullptr;   // the code as it runs (never writable while it is executable)
+  // Where the code is written: a second, writable mapping of the same memory (memfd), so that compiling
+  // and linking need no protection changes (each one a system call, and on a virtualised host a costly
+  // one: a Linux boot compiles thousands of blocks). Without memfd: buf_ itself, made writable around
+  // each write by protect().
+  ptrdiff_t wdelta_ = 0;
+  bool dual_ = false;
   bool failed_ = false;  // a protection change was refused: compiled code is never entered again
   size_t buf_size_ = 0;
   size_t used_ = 0;         // bump allocation; past the trampoline

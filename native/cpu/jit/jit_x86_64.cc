@@ -92,10 +92,30 @@ Jit::Jit(uint8_t* ram, uint32_t ram_size, uint32_t* x) : ram_(ram), ram_size_(ra
   // Without its guard page a jalr lookup past RAM would read a neighbour: no JIT then.
   if (mprotect(static_cast<uint8_t*>(t) + table_pages, 4096, PROT_NONE) != 0) return;
   page_ptrs_ = reinterpret_cast<JitPage**>(static_cast<uint8_t*>(t) + table_pages - table);  // zeroed by mmap
+  buf_size_ = kBufferSize;
+  // Two views of one memfd: executable (buf_) and writable (buf_ + wdelta_).
+  const int fd = memfd_create("lockstep-jit", MFD_CLOEXEC);
+  if (fd >= 0) {
+    void* w = MAP_FAILED;
+    void* x = MAP_FAILED;
+    if (ftruncate(fd, static_cast<off_t>(kBufferSize)) == 0) {
+      w = mmap(nullptr, kBufferSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      x = mmap(nullptr, kBufferSize, PROT_READ | PROT_EXEC, MAP_SHARED, fd, 0);
+    }
+    close(fd);  // the mappings keep the memory
+    if (w != MAP_FAILED && x != MAP_FAILED) {
+      buf_ = static_cast<uint8_t*>(x);
+      wdelta_ = static_cast<uint8_t*>(w) - buf_;
+      dual_ = true;
+      emit_trampoline();
+      return;
+    }
+    if (w != MAP_FAILED) munmap(w, kBufferSize);
+    if (x != MAP_FAILED) munmap(x, kBufferSize);
+  }
   void* p = mmap(nullptr, kBufferSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return;
   buf_ = static_cast<uint8_t*>(p);
-  buf_size_ = kBufferSize;
   emit_trampoline();
   if (mprotect(buf_, buf_size_, PROT_READ | PROT_EXEC) != 0) {
     munmap(buf_, buf_size_);
@@ -105,6 +125,7 @@ Jit::Jit(uint8_t* ram, uint32_t ram_size, uint32_t* x) : ram_(ram), ram_size_(ra
 
 Jit::~Jit() {
   if (buf_) munmap(buf_, buf_size_);
+  if (dual_) munmap(buf_ + wdelta_, buf_size_);
   if (page_ptrs_map_) munmap(page_ptrs_map_, page_ptrs_map_size_);
 }
 
@@ -112,7 +133,7 @@ void Jit::emit_trampoline() {
   // uint32_t enter(JitIo* io /* rdi */, void* code /* rsi */): saves the callee-saved registers, loads
   // the fixed ones from io and jumps to the code; every exit jumps to the epilogue with the exit kind in
   // eax (and io->pc already stored), which writes rem and branches back.
-  Emitter em(buf_, 512);
+  Emitter em(buf_, 512, wdelta_);
   em.push(RBX);
   em.push(RBP);
   em.push(R12);
@@ -240,7 +261,7 @@ void Jit::drop_all() {
 void Jit::patch(uint8_t* site, const void* target) {
   if (!protect(site + 1, site + 5, PROT_READ | PROT_WRITE)) return;
   const int32_t d = static_cast<int32_t>(static_cast<const uint8_t*>(target) - (site + 5));
-  std::memcpy(site + 1, &d, 4);
+  std::memcpy(site + 1 + wdelta_, &d, 4);
   protect(site + 1, site + 5, PROT_READ | PROT_EXEC);
 }
 
@@ -280,6 +301,7 @@ void Jit::invalidate(uint32_t off, uint32_t len) {
 }
 
 bool Jit::protect(uint8_t* from, uint8_t* to, int prot) {
+  if (dual_) return true;  // written through the other view: nothing to change
   uint8_t* lo = reinterpret_cast<uint8_t*>(reinterpret_cast<uintptr_t>(from) & ~uintptr_t{4095});
   uint8_t* hi = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(to) + 4095) & ~uintptr_t{4095});
   if (mprotect(lo, static_cast<size_t>(hi - lo), prot) == 0) return true;
@@ -332,7 +354,7 @@ void* Jit::compile(uint32_t off, bool tlb_first) {
   }
   uint8_t* const start = buf_ + used_;
   if (!write_begin(start)) return nullptr;
-  Emitter em(start, kMaxBlockBytes);
+  Emitter em(start, kMaxBlockBytes, wdelta_);
   const uint32_t N = static_cast<uint32_t>(n);
 
   // Guest registers live in memory (x[]) between blocks; within a block the ones it uses are cached in
