@@ -471,6 +471,7 @@ const satpOfRoot = (root: number) => ((1 << 31) | Math.floor(root / 4096)) >>> 0
  * U bit off its code page. x27 counts M timer interrupts, s4 page faults. Ends with ebreak -> finisher.
  */
 function pagedProgram(iterations: number): Uint8Array {
+  // (First, in M-mode with MPRV, a loop whose loads and stores go through the U bank.)
   const a = new Asm(RAM);
   // M-mode: trap vector, delegation of page faults and U ecalls to S, timer, PMP, satp; mret into S.
   a.la(5, 'mtrap').csrrw(0, 0x305, 5);
@@ -480,7 +481,12 @@ function pagedProgram(iterations: number): Uint8Array {
   a.li(5, 0x80).csrrs(0, 0x304, 5); //                                          mie.MTIE
   a.li(5, 0xffffffff).csrrw(0, 0x3b0, 5).li(5, 0x1f).csrrw(0, 0x3a0, 5); //     PMP: all RWX
   a.li(5, satpOfRoot(ROOT_A)).csrrw(0, 0x180, 5);
-  a.li(5, 3 << 11).csrrc(0, 0x300, 5).li(5, 1 << 11).csrrs(0, 0x300, 5); //     MPP = S
+  // Still in M: 200 rounds of loads and stores through VA_UD with MPRV (MPP = U: as U, through Sv32),
+  // compiled M-mode code whose data is translated; the sum in s8.
+  a.li(5, 3 << 11).csrrc(0, 0x300, 5).li(5, 1 << 17).csrrs(0, 0x300, 5);
+  a.li(6, VA_UD).li(7, 200).li(24, 0);
+  a.label('mprv').lw(28, 8, 6).add(24, 24, 28).addi(28, 28, 5).sw(28, 8, 6).addi(7, 7, -1).bne(7, 0, 'mprv');
+  a.li(5, 1 << 17).csrrc(0, 0x300, 5).li(5, 1 << 11).csrrs(0, 0x300, 5); //     MPRV off, MPP = S
   a.la(5, 'smain').csrrw(0, 0x341, 5).mret();
   // M trap: timer interrupts re-arm and return; anything else ends the run through the finisher.
   a.label('mtrap').csrrs(30, 0x342, 0).bge(30, 0, 'mexc');
@@ -625,6 +631,8 @@ describe.skipIf(!HAS_JIT)('block compiler under Sv32 translation', () => {
       const faults = m.getRegister(20);
       expect(faults).toBeGreaterThanOrEqual(2 * Math.floor(iterations / 16) + Math.floor(iterations / 8) - 2);
       expect(m.getRegister(27), 'timer interrupts').toBeGreaterThan(10);
+      // MPRV: 200 rounds over the word at VA_UD + 8 (0x07070707, +5 a round).
+      expect(m.getRegister(24) >>> 0).toBe((200 * 0x07070707 + 5 * (199 * 200) / 2) >>> 0);
       // F's sums differ between its aliases only by the pc: both were called `iterations` times each.
       const s = m.jitStats()!;
       expect(s.translatedBlocks).toBeGreaterThan(10);
