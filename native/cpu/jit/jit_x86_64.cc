@@ -506,6 +506,68 @@ void* Jit::compile(uint32_t off, bool tlb_first) {
     else overflow = true;
   };
   auto exit_before = [&](int i, uint8_t* at) { exit_at(snapshot(i), at); };
+  // A load or store's other fast path, emitted after the block's code (off the straight line): entered
+  // from `from` (or the `fail` sites) with the RAM offset (physical first) or the virtual address
+  // (translation first) in eax, back to `back` when it did the access, else to the exit snapshot `q`.
+  struct ColdMem {
+    Op op;
+    Reg r;       // a load's destination
+    Opnd v;      // a store's value
+    int q;
+    uint8_t* from;
+    uint8_t* fail[3];
+    uint8_t* back;
+  };
+  ColdMem cold[kMaxInsns];
+  int ncold = 0;
+  auto cold_add = [&](const ColdMem& c) {
+    if (ncold < kMaxInsns) cold[ncold++] = c;
+    else overflow = true;
+  };
+  auto mem_size = [](Op op) -> uint32_t {
+    switch (op) {
+      case kOpLB: case kOpLBU: case kOpSB: return 1;
+      case kOpLH: case kOpLHU: case kOpSH: return 2;
+      default: return 4;
+    }
+  };
+  // The access itself at `m`: a load into c.r, or a store of c.v.
+  auto mem_op = [&](const ColdMem& c, const Mem& m) {
+    switch (c.op) {
+      case kOpLB: em.movsx8(c.r, m); break;
+      case kOpLBU: em.movzx8(c.r, m); break;
+      case kOpLH: em.movsx16(c.r, m); break;
+      case kOpLHU: em.movzx16(c.r, m); break;
+      case kOpLW: em.mov_load32(c.r, m); break;
+      default: {
+        const uint32_t size = mem_size(c.op);
+        if (size == 4 && c.v.reg) {
+          em.mov_store32(m, c.v.r);
+        } else {
+          mov_to(RDX, c.v);  // a byte or halfword of dl: no REX-dependent byte registers
+          if (size == 1) em.mov_store8(m, RDX);
+          else if (size == 2) em.mov_store16(m, RDX);
+          else em.mov_store32(m, RDX);
+        }
+      }
+    }
+  };
+  // A physical store of the RAM offset in eax, its checks' failures jumping to the sites left in `fail`.
+  auto store_physical = [&](const ColdMem& c, uint8_t** fail) {
+    int f = 0;
+    const uint32_t size = mem_size(c.op);
+    if (size > 1) {
+      em.test_ri32(RAX, size - 1);
+      fail[f++] = em.jcc_fwd(kNE);
+    }
+    em.alu_rm(Emitter::kCmp, RAX, io_field(offsetof(JitIo, store_limit)));
+    fail[f++] = em.jcc_fwd(kAE);
+    em.mov_rr32(RCX, RAX);
+    em.shift_ri(Emitter::kShr, RCX, kPageShift);
+    em.cmp_mem8_imm(Mem{kFlags, 0, RCX, 1}, 0);
+    fail[f++] = em.jcc_fwd(kNE);
+    mem_op(c, Mem{kRam, 0, RAX, 1});
+  };
 
   // Block entry: take the whole block from the budget, or leave for the interpreter.
   uint8_t* const entry = em.here();
@@ -735,110 +797,52 @@ void* Jit::compile(uint32_t off, bool tlb_first) {
         break;
       }
       case kOpLB: case kOpLH: case kOpLW: case kOpLBU: case kOpLHU: {
-        // The interpreter's fast paths, in the order of the mode the block was compiled in (both are
-        // always there): physical (RAM offset below io.load_limit, any size) and a translation cache hit
-        // (io.dtlb's entry for the first byte's page, tagged with the last byte's: r tag == page).
-        // Anything else is the interpreter's (device, end of RAM, miss, fault, crossing a page). The
-        // exit's state is taken before the destination is, so it writes back the state before this
-        // instruction.
-        const uint32_t size = d.op == kOpLB || d.op == kOpLBU ? 1 : d.op == kOpLW ? 4 : 2;
+        // The interpreter's fast paths: physical (RAM offset below io.load_limit, any size) and a
+        // translation cache hit (io.dtlb's entry for the first byte's page, tagged with the last byte's:
+        // r tag == page). The one that suits the mode the block was compiled in is inline, the other out
+        // of line (ColdMem); anything else is the interpreter's (device, end of RAM, miss, fault,
+        // crossing a page). The exit's state is taken before the destination is, so it writes back the
+        // state before this instruction.
         const Reg a = in_reg(rs1, RAX);
-        const int q = snapshot(i);
-        const Reg r = def(rd);  // (an eviction's write-back happens here, on both paths)
-        auto load = [&](const Mem& m) {
-          switch (d.op) {
-            case kOpLB: em.movsx8(r, m); break;
-            case kOpLBU: em.movzx8(r, m); break;
-            case kOpLH: em.movsx16(r, m); break;
-            case kOpLHU: em.movzx16(r, m); break;
-            default: em.mov_load32(r, m); break;
-          }
-        };
+        ColdMem c{};
+        c.op = d.op;
+        c.q = snapshot(i);
+        c.r = def(rd);  // (an eviction's write-back happens here, before the paths part)
         em.lea32(RAX, Mem{a, static_cast<int32_t>(tlb_first ? imm : imm - kRamBase)});
         if (!tlb_first) {
           em.alu_rm(Emitter::kCmp, RAX, io_field(offsetof(JitIo, load_limit)));
-          uint8_t* slow = em.jcc_fwd(kAE);
-          load(Mem{kRam, 0, RAX, 1});
-          uint8_t* done = em.jmp_fwd();
-          em.bind(slow);
-          em.alu_ri(Emitter::kAdd, RAX, static_cast<int32_t>(kRamBase));  // back to the virtual address
-          tlb_probe(offsetof(TlbEntry, r), size);
-          exit_at(q, em.jcc_fwd(kNE));
-          tlb_host();
-          load(Mem{RAX, 0});
-          em.bind(done);
+          c.from = em.jcc_fwd(kAE);
+          mem_op(c, Mem{kRam, 0, RAX, 1});
         } else {
-          tlb_probe(offsetof(TlbEntry, r), size);
-          uint8_t* miss = em.jcc_fwd(kNE);
+          tlb_probe(offsetof(TlbEntry, r), mem_size(d.op));
+          c.from = em.jcc_fwd(kNE);
           tlb_host();
-          load(Mem{RAX, 0});
-          uint8_t* done = em.jmp_fwd();
-          em.bind(miss);
-          em.alu_ri(Emitter::kAdd, RAX, static_cast<int32_t>(kRamBase));  // va - kRamBase: the RAM offset
-          em.alu_rm(Emitter::kCmp, RAX, io_field(offsetof(JitIo, load_limit)));
-          exit_at(q, em.jcc_fwd(kAE));
-          load(Mem{kRam, 0, RAX, 1});
-          em.bind(done);
+          mem_op(c, Mem{RAX, 0});
         }
+        c.back = em.here();
+        cold_add(c);
         break;
       }
       case kOpSB: case kOpSH: case kOpSW: {
         // Physical: aligned, below io.store_limit, on a page whose flags are clear (no decoded code, no
         // page table, no dirty tracking armed, not watched). Translated: a store tag hit, which exists
-        // only for pages whose flags are clear. Anything else is the interpreter's.
-        const uint32_t size = d.op == kOpSB ? 1 : d.op == kOpSH ? 2 : 4;
+        // only for pages whose flags are clear. Inline and out of line as for loads.
         const Reg a = in_reg(rs1, RAX);
-        const Opnd v = src(rs2);
-        const int q = snapshot(i);
-        auto store = [&](const Mem& m) {
-          if (size == 4 && v.reg) {
-            em.mov_store32(m, v.r);
-          } else {
-            mov_to(RDX, v);  // a byte or halfword of dl: no REX-dependent byte registers
-            if (size == 1) em.mov_store8(m, RDX);
-            else if (size == 2) em.mov_store16(m, RDX);
-            else em.mov_store32(m, RDX);
-          }
-        };
-        // The physical checks on the RAM offset in eax; failures jump to the returned sites.
-        uint8_t* fail[3] = {};
-        auto physical = [&]() {
-          int f = 0;
-          if (size > 1) {
-            em.test_ri32(RAX, size - 1);
-            fail[f++] = em.jcc_fwd(kNE);
-          }
-          em.alu_rm(Emitter::kCmp, RAX, io_field(offsetof(JitIo, store_limit)));
-          fail[f++] = em.jcc_fwd(kAE);
-          em.mov_rr32(RCX, RAX);
-          em.shift_ri(Emitter::kShr, RCX, kPageShift);
-          em.cmp_mem8_imm(Mem{kFlags, 0, RCX, 1}, 0);
-          fail[f++] = em.jcc_fwd(kNE);
-          store(Mem{kRam, 0, RAX, 1});
-        };
+        ColdMem c{};
+        c.op = d.op;
+        c.v = src(rs2);
+        c.q = snapshot(i);
         em.lea32(RAX, Mem{a, static_cast<int32_t>(tlb_first ? imm : imm - kRamBase)});
         if (!tlb_first) {
-          physical();
-          uint8_t* done = em.jmp_fwd();
-          for (uint8_t* f : fail) if (f) em.bind(f);
-          em.alu_ri(Emitter::kAdd, RAX, static_cast<int32_t>(kRamBase));
-          tlb_probe(offsetof(TlbEntry, w), size);
-          exit_at(q, em.jcc_fwd(kNE));
-          tlb_host();
-          store(Mem{RAX, 0});
-          em.bind(done);
+          store_physical(c, c.fail);
         } else {
-          tlb_probe(offsetof(TlbEntry, w), size);
-          uint8_t* miss = em.jcc_fwd(kNE);
+          tlb_probe(offsetof(TlbEntry, w), mem_size(d.op));
+          c.from = em.jcc_fwd(kNE);
           tlb_host();
-          store(Mem{RAX, 0});
-          uint8_t* done = em.jmp_fwd();
-          em.bind(miss);
-          em.alu_ri(Emitter::kAdd, RAX, static_cast<int32_t>(kRamBase));
-          physical();
-          for (uint8_t* f : fail) if (f) exit_at(q, f);
-          em.bind(done);
+          mem_op(c, Mem{RAX, 0});
         }
+        c.back = em.here();
+        cold_add(c);
         break;
       }
       case kOpJAL: case kOpJ:
@@ -894,6 +898,33 @@ void* Jit::compile(uint32_t off, bool tlb_first) {
   if (!ended) {
     writeback_all();
     chain(po(end_off));  // straight-line code continues in another block
+  }
+
+  // The other fast path of each load and store (see ColdMem).
+  for (int k = 0; k < ncold; k++) {
+    ColdMem& c = cold[k];
+    const bool store = c.op == kOpSB || c.op == kOpSH || c.op == kOpSW;
+    if (c.from) em.bind(c.from);
+    for (uint8_t* f : c.fail) if (f) em.bind(f);
+    if (!tlb_first) {
+      em.alu_ri(Emitter::kAdd, RAX, static_cast<int32_t>(kRamBase));  // back to the virtual address
+      tlb_probe(store ? offsetof(TlbEntry, w) : offsetof(TlbEntry, r), mem_size(c.op));
+      exit_at(c.q, em.jcc_fwd(kNE));
+      tlb_host();
+      mem_op(c, Mem{RAX, 0});
+    } else {
+      em.alu_ri(Emitter::kAdd, RAX, static_cast<int32_t>(kRamBase));  // va - kRamBase: the RAM offset
+      if (store) {
+        uint8_t* fail[3] = {};
+        store_physical(c, fail);
+        for (uint8_t* f : fail) if (f) exit_at(c.q, f);
+      } else {
+        em.alu_rm(Emitter::kCmp, RAX, io_field(offsetof(JitIo, load_limit)));
+        exit_at(c.q, em.jcc_fwd(kAE));
+        mem_op(c, Mem{kRam, 0, RAX, 1});
+      }
+    }
+    em.jmp(c.back);
   }
 
   // Cold exits: write back what was dirty there, give back what did not retire (instructions i..N-1),
