@@ -642,6 +642,44 @@ describe.skipIf(!HAS_JIT)('block compiler under Sv32 translation', () => {
       m.close();
     }
   }, 120_000);
+  it('code that remaps its own page after a full sfence.vma fetches from the new page at the next instruction, on both engines', async () => {
+    // P at VA_P: sfence.vma (every cached translation dropped), then a store of VA_P's leaf PTE (now to
+    // Q, whose code differs only in two immediates) and an in-page jump. The fence ends the block and
+    // the next fetch walks again, so the store to the leaf is seen and the instruction after it comes
+    // from Q in either engine: a0 = 10 + 40.
+    const VA_P = 0x40055000, P_PA = RAM + 0x20000, Q_PA = RAM + 0x21000, ROOT = RAM + 0xd0000, TABLE = RAM + 0xd1000;
+    const leaf = TABLE + ((VA_P >>> 12) & 0x3ff) * 4;
+    const page = (one: number, two: number) => {
+      const c = new Asm(VA_P);
+      c.li(10, 0).li(5, leaf).li(6, pteOf(Q_PA, PTE_V | PTE_R | PTE_X | PTE_A)).sfence_vma(0, 0).sw(6, 0, 5);
+      c.addi(10, 10, one).j('l').nop().nop();
+      c.label('l').addi(10, 10, two).ebreak();
+      return c.bytes();
+    };
+    for (const engine of ENGINES) {
+      const m = new Machine({ memory: RAM_SIZE, clock: 'virtual', engine });
+      try {
+        const a = new Asm(RAM);
+        a.li(5, 0xffffffff).csrrw(0, 0x3b0, 5).li(5, 0x1f).csrrw(0, 0x3a0, 5);
+        a.li(5, satpOfRoot(ROOT)).csrrw(0, 0x180, 5).li(5, 3 << 11).csrrc(0, 0x300, 5).li(5, 1 << 11).csrrs(0, 0x300, 5);
+        a.li(5, VA_P).csrrw(0, 0x341, 5).mret();
+        m.writeMemory(RAM, a.bytes());
+        m.writeMemory(P_PA, page(1, 2));
+        m.writeMemory(Q_PA, page(10, 40));
+        const w = (addr: number, v: number) => m.writeMemory(addr, Uint8Array.of(v, v >>> 8, v >>> 16, v >>> 24));
+        m.writeMemory(ROOT, new Uint8Array(0x2000));
+        w(ROOT + (RAM >>> 22) * 4, pteOf(RAM, PTE_V | PTE_R | PTE_W | PTE_X | PTE_A | PTE_D));
+        w(ROOT + (VA_P >>> 22) * 4, pteOf(TABLE, PTE_V));
+        w(leaf, pteOf(P_PA, PTE_V | PTE_R | PTE_X | PTE_A));
+        m.pc = RAM;
+        expect(await m.run({ maxInstructions: 1000 })).toMatchObject({ kind: 'trap', cause: CAUSE.breakpoint });
+        expect(m.getRegister(10), engine).toBe(50);
+      } finally {
+        m.close();
+      }
+    }
+  });
+
   it('a paged run recorded on either engine (real clock: timer interrupts inside compiled S and U blocks) replays on the other', async () => {
     const run = async (engine: Engine, batches?: Uint8Array[]) => {
       const m = new Machine({ memory: RAM_SIZE, clock: 'real', engine });
