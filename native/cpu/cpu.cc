@@ -132,6 +132,11 @@ bool Cpu::set_jit(bool on) {
     if (!jit_->ok()) jit_.reset();
     else jit_->io.flags = flags_.data();
   }
+  static_assert(sizeof(reservation_valid) == 1, "compiled SC writes the flag as a byte");
+  if (jit_) {
+    jit_->io.resv = &reservation;
+    jit_->io.resv_valid = reinterpret_cast<uint8_t*>(&reservation_valid);
+  }
   update_mode();  // the compiler's view of the mode
   // Pages decode afresh: their jumps take the far handlers (through dispatch) while the compiler is on.
   for (uint32_t pi = 0; pi < live_.size(); pi++) drop_page(pi);

@@ -470,6 +470,23 @@ const satpOfRoot = (root: number) => ((1 << 31) | Math.floor(root / 4096)) >>> 0
  * back), unmaps VA_UD under the U task (its load faults: scause, stval, sepc summed in s3) and takes the
  * U bit off its code page. x27 counts M timer interrupts, s4 page faults. Ends with ebreak -> finisher.
  */
+/**
+ * LR/SC and every AMO on the words at x[base] and x[base] + 4 (x[other] is set to the latter), with `k`
+ * as an operand; results summed into x[sum]. One SC succeeds, one fails (reservation gone), one fails
+ * (another address). Uses x6, x7.
+ */
+function atomics(a: Asm, base: number, other: number, k: number, sum: number): void {
+  a.addi(other, base, 4);
+  a.lr_w(6, base).addi(6, 6, 3).sc_w(7, 6, base).add(sum, sum, 7); //  sc succeeds: 0
+  a.sc_w(7, 6, base).add(sum, sum, 7); //                              no reservation: 1
+  a.lr_w(6, base).sc_w(7, 6, other).add(sum, sum, 7); //               another address: 1
+  a.amoadd_w(6, k, base).add(sum, sum, 6).amoswap_w(6, k, other).add(sum, sum, 6);
+  a.amoxor_w(6, k, base).add(sum, sum, 6).amoand_w(6, k, other).add(sum, sum, 6);
+  a.amoor_w(6, k, base).add(sum, sum, 6).amomin_w(6, k, other).add(sum, sum, 6);
+  a.amomax_w(6, k, base).add(sum, sum, 6).amominu_w(6, k, other).add(sum, sum, 6);
+  a.amomaxu_w(6, k, base).add(sum, sum, 6).lr_w(6, other).add(sum, sum, 6);
+}
+
 function pagedProgram(iterations: number): Uint8Array {
   // (First, in M-mode with MPRV, a loop whose loads and stores go through the U bank.)
   const a = new Asm(RAM);
@@ -481,11 +498,17 @@ function pagedProgram(iterations: number): Uint8Array {
   a.li(5, 0x80).csrrs(0, 0x304, 5); //                                          mie.MTIE
   a.li(5, 0xffffffff).csrrw(0, 0x3b0, 5).li(5, 0x1f).csrrw(0, 0x3a0, 5); //     PMP: all RWX
   a.li(5, satpOfRoot(ROOT_A)).csrrw(0, 0x180, 5);
+  // Still in M, physical: 100 rounds of LR/SC and AMOs on RAM + 0x15000 (sum in s9).
+  a.li(25, 0).li(23, 100).li(26, RAM + 0x15000);
+  a.label('matom');
+  atomics(a, 26, 5, 23, 25);
+  a.addi(23, 23, -1).bne(23, 0, 'matom');
   // Still in M: 200 rounds of loads and stores through VA_UD with MPRV (MPP = U: as U, through Sv32),
   // compiled M-mode code whose data is translated; the sum in s8.
   a.li(5, 3 << 11).csrrc(0, 0x300, 5).li(5, 1 << 17).csrrs(0, 0x300, 5);
   a.li(6, VA_UD).li(7, 200).li(24, 0);
   a.label('mprv').lw(28, 8, 6).add(24, 24, 28).addi(28, 28, 5).sw(28, 8, 6).addi(7, 7, -1).bne(7, 0, 'mprv');
+  a.li(6, VA_UD + 64).amoadd_w(7, 24, 6).add(24, 24, 7); //         and an AMO through the U bank
   a.li(5, 1 << 17).csrrc(0, 0x300, 5).li(5, 1 << 11).csrrs(0, 0x300, 5); //     MPRV off, MPP = S
   a.la(5, 'smain').csrrw(0, 0x341, 5).mret();
   // M trap: timer interrupts re-arm and return; anything else ends the run through the finisher.
@@ -528,6 +551,8 @@ function pagedProgram(iterations: number): Uint8Array {
   // To the U task (SPP = U), back by its ecall.
   a.li(5, 1 << 8).csrrc(0, 0x100, 5).li(5, U_ENTRY).csrrw(0, 0x141, 5).sret();
   a.label('back').add(21, 21, 11);
+  a.li(26, RAM + 0x15100);
+  atomics(a, 26, 5, 8, 25); //                                  S: through the identity superpage
   a.addi(8, 8, 1).bne(8, 22, 'loop');
   a.ebreak();
   // S trap handler: ecall from U -> back; fetch fault -> give VA1 its X, or the U page its U; load or
@@ -574,6 +599,7 @@ function uPages(): Uint8Array {
   while (u.here < U_ENTRY) u.nop();
   u.li(5, VA_UD).li(6, 0).li(7, 40).li(11, 0);
   u.label('u').lw(28, 0, 5).add(11, 11, 28).addi(28, 28, 3).sw(28, 0, 5).lw(29, 4, 5).add(11, 11, 29);
+  u.amoadd_w(29, 6, 5).add(11, 11, 29).lr_w(28, 5).addi(28, 28, 1).sc_w(29, 28, 5).add(11, 11, 29);
   u.addi(6, 6, 1).bne(6, 7, 'u');
   u.ecall();
   const b = u.bytes();
@@ -631,8 +657,8 @@ describe.skipIf(!HAS_JIT)('block compiler under Sv32 translation', () => {
       const faults = m.getRegister(20);
       expect(faults).toBeGreaterThanOrEqual(2 * Math.floor(iterations / 16) + Math.floor(iterations / 8) - 2);
       expect(m.getRegister(27), 'timer interrupts').toBeGreaterThan(10);
-      // MPRV: 200 rounds over the word at VA_UD + 8 (0x07070707, +5 a round).
-      expect(m.getRegister(24) >>> 0).toBe((200 * 0x07070707 + 5 * (199 * 200) / 2) >>> 0);
+      // MPRV: 200 rounds over the word at VA_UD + 8 (0x07070707, +5 a round), then amoadd's old value.
+      expect(m.getRegister(24) >>> 0).toBe((200 * 0x07070707 + 5 * (199 * 200) / 2 + 0x07070707) >>> 0);
       // F's sums differ between its aliases only by the pc: both were called `iterations` times each.
       const s = m.jitStats()!;
       expect(s.translatedBlocks).toBeGreaterThan(10);

@@ -28,8 +28,11 @@
 //   pages whose flags are 0 (Cpu::translate, set_page_flag), so compiled stores never reach decoded
 //   code, page tables, watched or dirty-tracked pages: the interpreter's slow path does, and calls
 //   invalidate()/drop_page() for code it overwrites, so compiled code never changes under itself.
-// - Not compiled (the interpreter's): CSR instructions (counters must be exact), LR/SC and AMOs, fences
-//   other than FENCE, ecall/ebreak/xRET/WFI/SFENCE.VMA, and 32-bit instructions straddling a page end.
+// - LR/SC and AMOs: aligned, through the same fast paths (AMOs and SC need a store tag, or a physical
+//   page whose flags are 0); the reservation is the interpreter's own (io.resv). Anything else, a
+//   misaligned address included, leaves to the interpreter before the instruction.
+// - Not compiled (the interpreter's): CSR instructions (counters must be exact), fences other than
+//   FENCE, ecall/ebreak/xRET/WFI/SFENCE.VMA, and 32-bit instructions straddling a page end.
 #pragma once
 
 #include <cstdint>
@@ -62,6 +65,9 @@ struct JitIo {
   uint32_t load_limit;   ///< RAM offsets below it are loaded physically (RAM size - 3; 0 while translated)
   uint32_t store_limit;  ///< RAM offsets below it are stored physically (RAM size; 0 while translated)
   uint8_t paged;         ///< fetches are translated: transfers to another page go through the itlb
+  uint32_t* resv;        ///< the LR/SC reservation (Cpu::reservation) and whether it is valid
+  uint8_t* resv_valid;
+  uint32_t scratch;      ///< an LR/SC's address while its access is checked
 };
 
 /// Counters for tests and benchmarks.

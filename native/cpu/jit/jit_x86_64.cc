@@ -58,12 +58,20 @@ bool compilable(Op op) {
   switch (op) {
     case kOpILLEGAL: case kOpFENCE_I: case kOpECALL: case kOpEBREAK: case kOpMRET: case kOpSRET: case kOpWFI:
     case kOpSFENCE_VMA: case kOpCSRRW: case kOpCSRRS: case kOpCSRRC: case kOpCSRRWI: case kOpCSRRSI:
-    case kOpCSRRCI: case kOpLR_W: case kOpSC_W: case kOpAMOSWAP: case kOpAMOADD: case kOpAMOXOR:
-    case kOpAMOAND: case kOpAMOOR: case kOpAMOMIN: case kOpAMOMAX: case kOpAMOMINU: case kOpAMOMAXU:
-    case kOpSTRADDLE: case kOpPAGE_END:
+    case kOpCSRRCI: case kOpSTRADDLE: case kOpPAGE_END:
       return false;
     default:
       return true;
+  }
+}
+
+bool atomic(Op op) {
+  switch (op) {
+    case kOpLR_W: case kOpSC_W: case kOpAMOSWAP: case kOpAMOADD: case kOpAMOXOR: case kOpAMOAND: case kOpAMOOR:
+    case kOpAMOMIN: case kOpAMOMAX: case kOpAMOMINU: case kOpAMOMAXU:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -568,6 +576,19 @@ void* Jit::compile(uint32_t off, bool tlb_first) {
     fail[f++] = em.jcc_fwd(kNE);
     mem_op(c, Mem{kRam, 0, RAX, 1});
   };
+  // An atomic's physical path for the aligned RAM offset in eax: rax = its host address, or an exit
+  // (beyond RAM; a page with flags for SC and AMOs, whose store the interpreter's slow path makes).
+  auto atomic_physical = [&](const ColdMem& c) {
+    em.alu_rm(Emitter::kCmp, RAX, io_field(offsetof(JitIo, load_limit)));  // aligned: offset + 4 <= RAM
+    exit_at(c.q, em.jcc_fwd(kAE));
+    if (c.op != kOpLR_W) {
+      em.mov_rr32(RCX, RAX);
+      em.shift_ri(Emitter::kShr, RCX, kPageShift);
+      em.cmp_mem8_imm(Mem{kFlags, 0, RCX, 1}, 0);
+      exit_at(c.q, em.jcc_fwd(kNE));
+    }
+    em.alu_rr(Emitter::kAdd, RAX, kRam, true);
+  };
 
   // Block entry: take the whole block from the budget, or leave for the interpreter.
   uint8_t* const entry = em.here();
@@ -845,6 +866,91 @@ void* Jit::compile(uint32_t off, bool tlb_first) {
         cold_add(c);
         break;
       }
+      case kOpLR_W: case kOpSC_W: case kOpAMOSWAP: case kOpAMOADD: case kOpAMOXOR: case kOpAMOAND:
+      case kOpAMOOR: case kOpAMOMIN: case kOpAMOMAX: case kOpAMOMINU: case kOpAMOMAXU: {
+        // The interpreter's LR_W/SC_W/AMO: a misaligned address traps (the interpreter's), then the
+        // word's host address by the fast paths (inline the mode's, out of line the other: ColdMem),
+        // then the operation. Nothing is written before both checks passed.
+        const Reg a = in_reg(rs1, RAX);
+        ColdMem c{};
+        c.op = d.op;
+        if (d.op != kOpLR_W) c.v = src(rs2);
+        c.q = snapshot(i);
+        c.r = def(rd);
+        em.lea32(RAX, Mem{a, 0});
+        em.mov_store32(io_field(offsetof(JitIo, scratch)), RAX);  // the virtual address
+        em.test_ri32(RAX, 3);
+        exit_at(c.q, em.jcc_fwd(kNE));
+        if (!tlb_first) {
+          em.alu_ri(Emitter::kAdd, RAX, static_cast<int32_t>(kRamBase));  // the RAM offset
+          em.alu_rm(Emitter::kCmp, RAX, io_field(offsetof(JitIo, load_limit)));
+          c.from = em.jcc_fwd(kAE);
+          if (d.op != kOpLR_W) {
+            em.mov_rr32(RCX, RAX);
+            em.shift_ri(Emitter::kShr, RCX, kPageShift);
+            em.cmp_mem8_imm(Mem{kFlags, 0, RCX, 1}, 0);
+            c.fail[0] = em.jcc_fwd(kNE);
+          }
+          em.alu_rr(Emitter::kAdd, RAX, kRam, true);
+        } else {
+          tlb_probe(d.op == kOpLR_W ? offsetof(TlbEntry, r) : offsetof(TlbEntry, w), 4);
+          c.from = em.jcc_fwd(kNE);
+          tlb_host();
+        }
+        c.back = em.here();
+        cold_add(c);
+        const Mem word{RAX, 0};
+        if (d.op == kOpLR_W) {
+          em.mov_load32(c.r, word);
+          em.mov_load32(RDX, io_field(offsetof(JitIo, scratch)));
+          em.mov_load64(RCX, io_field(offsetof(JitIo, resv)));
+          em.mov_store32(Mem{RCX, 0}, RDX);
+          em.mov_load64(RCX, io_field(offsetof(JitIo, resv_valid)));
+          em.mov_imm32(RDX, 1);
+          em.mov_store8(Mem{RCX, 0}, RDX);
+        } else if (d.op == kOpSC_W) {
+          // Succeeds when the reservation is valid and for this address; either way it is gone after.
+          em.mov_load32(RDX, io_field(offsetof(JitIo, scratch)));
+          em.mov_load64(RCX, io_field(offsetof(JitIo, resv)));
+          em.alu_rm(Emitter::kCmp, RDX, Mem{RCX, 0});
+          uint8_t* fail1 = em.jcc_fwd(kNE);
+          em.mov_load64(RCX, io_field(offsetof(JitIo, resv_valid)));
+          em.cmp_mem8_imm(Mem{RCX, 0}, 0);
+          uint8_t* fail2 = em.jcc_fwd(kE);
+          mov_to(RDX, c.v);
+          em.mov_store32(word, RDX);
+          em.mov_imm32(c.r, 0);
+          uint8_t* done = em.jmp_fwd();
+          em.bind(fail1);
+          em.bind(fail2);
+          em.mov_imm32(c.r, 1);
+          em.bind(done);
+          em.mov_load64(RCX, io_field(offsetof(JitIo, resv_valid)));
+          em.alu_rr(Emitter::kXor, RDX, RDX);
+          em.mov_store8(Mem{RCX, 0}, RDX);
+        } else {
+          em.mov_load32(RDX, word);  // old
+          switch (d.op) {
+            case kOpAMOSWAP: mov_to(RCX, c.v); break;
+            case kOpAMOADD: em.mov_rr32(RCX, RDX); alu_to(Emitter::kAdd, RCX, c.v); break;
+            case kOpAMOXOR: em.mov_rr32(RCX, RDX); alu_to(Emitter::kXor, RCX, c.v); break;
+            case kOpAMOAND: em.mov_rr32(RCX, RDX); alu_to(Emitter::kAnd, RCX, c.v); break;
+            case kOpAMOOR: em.mov_rr32(RCX, RDX); alu_to(Emitter::kOr, RCX, c.v); break;
+            default: {
+              // min/max: the source unless the old value is the one kept.
+              mov_to(RCX, c.v);
+              em.alu_rr(Emitter::kCmp, RDX, RCX);  // old - src
+              const Cond keep_src = d.op == kOpAMOMIN ? kGE : d.op == kOpAMOMAX ? kLE : d.op == kOpAMOMINU ? kAE : kBE;
+              uint8_t* skip = em.jcc_fwd(keep_src);
+              em.mov_rr32(RCX, RDX);
+              em.bind(skip);
+            }
+          }
+          em.mov_store32(word, RCX);
+          em.mov_rr32(c.r, RDX);
+        }
+        break;
+      }
       case kOpJAL: case kOpJ:
         writeback_all();
         forget_all();
@@ -906,6 +1012,19 @@ void* Jit::compile(uint32_t off, bool tlb_first) {
     const bool store = c.op == kOpSB || c.op == kOpSH || c.op == kOpSW;
     if (c.from) em.bind(c.from);
     for (uint8_t* f : c.fail) if (f) em.bind(f);
+    if (atomic(c.op)) {
+      // The host address of the aligned word into rax, or the interpreter's.
+      em.alu_ri(Emitter::kAdd, RAX, static_cast<int32_t>(kRamBase));  // va <-> RAM offset, either way
+      if (!tlb_first) {
+        tlb_probe(c.op == kOpLR_W ? offsetof(TlbEntry, r) : offsetof(TlbEntry, w), 4);
+        exit_at(c.q, em.jcc_fwd(kNE));
+        tlb_host();
+      } else {
+        atomic_physical(c);
+      }
+      em.jmp(c.back);
+      continue;
+    }
     if (!tlb_first) {
       em.alu_ri(Emitter::kAdd, RAX, static_cast<int32_t>(kRamBase));  // back to the virtual address
       tlb_probe(store ? offsetof(TlbEntry, w) : offsetof(TlbEntry, r), mem_size(c.op));
