@@ -5,7 +5,8 @@ export type ClockMode = 'virtual' | 'real';
 
 /**
  * How the hart executes: `interp`, the interpreter alone (portable, the reference); `jit`, a block
- * compiler for hot M-mode code (x86-64 Linux hosts) with the interpreter for everything else. Both give
+ * compiler for hot code in every mode, paged S/U code included (x86-64 Linux hosts), with the
+ * interpreter for everything else (CSRs, traps, devices, slow paths). Both give
  * the same state at every stop, so a recording made on one replays on the other.
  */
 export type Engine = 'interp' | 'jit';
