@@ -651,7 +651,8 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     if (!Open(info)) return info.Env().Undefined();
     return Napi::BigInt::New(info.Env(), vcpu_->machine().watchdog_pets());
   }
-  // jitStats(): null with the interpreter alone, else { blocks, invalidated, flushes, entries }. Idle only
+  // jitStats(): null with the interpreter alone, else { blocks, invalidated, flushes, entries,
+  // instructions, translatedBlocks, translatedEntries, translatedInstructions }. Idle only
   // (the JS side checks): the counters belong to the vCPU thread.
   Napi::Value JsJitStats(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -663,6 +664,10 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     o.Set("invalidated", Napi::Number::New(env, static_cast<double>(s->invalidated)));
     o.Set("flushes", Napi::Number::New(env, static_cast<double>(s->flushes)));
     o.Set("entries", Napi::Number::New(env, static_cast<double>(s->entries)));
+    o.Set("translatedBlocks", Napi::Number::New(env, static_cast<double>(s->translated_blocks)));
+    o.Set("translatedEntries", Napi::Number::New(env, static_cast<double>(s->translated_entries)));
+    o.Set("instructions", Napi::Number::New(env, static_cast<double>(s->instructions)));
+    o.Set("translatedInstructions", Napi::Number::New(env, static_cast<double>(s->translated_instructions)));
     return o;
   }
   Napi::Value JsSetThrottle(const Napi::CallbackInfo& info) {

@@ -132,6 +132,12 @@ bool Cpu::set_jit(bool on) {
     if (!jit_->ok()) jit_.reset();
     else jit_->io.flags = flags_.data();
   }
+  static_assert(sizeof(reservation_valid) == 1, "compiled SC writes the flag as a byte");
+  if (jit_) {
+    jit_->io.resv = &reservation;
+    jit_->io.resv_valid = reinterpret_cast<uint8_t*>(&reservation_valid);
+  }
+  update_mode();  // the compiler's view of the mode
   // Pages decode afresh: their jumps take the far handlers (through dispatch) while the compiler is on.
   for (uint32_t pi = 0; pi < live_.size(); pi++) drop_page(pi);
   return jit_ != nullptr;
@@ -174,12 +180,11 @@ Decoded Cpu::slot_of(const DecodedOp& d, bool translated, uint32_t slot) const {
   if (relative(d.op)) {
     imm += static_cast<int32_t>(slot * 2);
     // With the block compiler on, every jump goes through dispatch, where compiled blocks are entered.
-    // (Pages decoded while translating never run compiled: they keep the near handlers.)
-    if (static_cast<uint32_t>(imm) >= kPageSize || (jit_ && !translated)) labels = labels_far_;
+    if (static_cast<uint32_t>(imm) >= kPageSize || jit_) labels = labels_far_;
   } else if (rs2_in_imm(d.op)) {
     imm = d.rs2;
   }
-  if ((d.op == kOpJALR || d.op == kOpJR) && jit_ && !translated) labels = labels_far_;
+  if ((d.op == kOpJALR || d.op == kOpJR) && jit_) labels = labels_far_;
   if (d.rd == d.rs1 && in_place(d.op)) labels = labels_same_;  // (rd = x0 is the sink, 32: never rs1)
   if (d.op >= kOpCSRRW && d.op <= kOpCSRRCI) {
     imm = d.imm | (static_cast<int32_t>(d.rs2) << 16);
@@ -867,15 +872,17 @@ dispatch: {
     e = base;
     GO();
   }
-  // Compiled code runs only physical code and data (M-mode without locked PMP entries or MPRV), never
-  // under a debugger. (Only dispatch reads these members: nothing of the JIT is live in the handlers.)
-  if (LOCKSTEP_UNLIKELY(jit_ != nullptr) && fetch_bare_ && dlim != 0 && debug == nullptr) {
+  // Compiled code runs in every mode (the block at the physical page the pc translated to; its mode view
+  // is set by update_mode()), never under a debugger. (Only dispatch reads these members: nothing of
+  // the JIT is live in the handlers.)
+  if (LOCKSTEP_UNLIKELY(jit_ != nullptr) && debug == nullptr) {
     if (jit_skip_) {
       jit_skip_ = false;
     } else {
       Jit* const jit = jit_.get();
-      if (void* code = jit->lookup(off)) {
+      if (void* code = jit->lookup(off, dlim == 0)) {
         JitIo& io = jit->io;
+        io.vbase = target & ~(kPageSize - 1);
         io.rem = rem;
         io.branches = br;
         const Jit::Exit why = jit->enter(code);
@@ -1315,10 +1322,14 @@ DEFINE(SFENCE_VMA,
   // what it holds is invisible to the guest); dropping the named page's entries, or all of them for
   // rs1 = x0, only makes sure of that. An OS fences after each PTE it changes: a whole flush there
   // would refill the cache hundreds of thousands of times in a Linux boot. The ASID operand is
-  // ignored (the cache is not tagged by ASID). The running block's mapping is unchanged.
+  // ignored (the cache is not tagged by ASID). The block ends here: the next instruction is fetched
+  // through the translation as it now is (a PTE rewritten without a store the cache saw, e.g. after a
+  // flush cleared the page-table flags, takes effect here in every engine, whatever the block layout).
   if (e->rs1 == 0) flush_tlb();
   else flush_tlb_page(RS1);
-  NEXT();
+  SYNC_AFTER(L);
+  target = pc;
+  goto dispatch;
 )
 DEFINE(WFI,
   // With S-mode present, U-mode may never wait (as QEMU does); S-mode may not when mstatus.TW is set.

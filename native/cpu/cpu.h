@@ -271,9 +271,10 @@ class Cpu {
     dirty_[page] &= static_cast<uint8_t>(~consumer);
     set_page_flag(page, kPageClean);
   }
-  /// Selects the execution engine: the interpreter alone (false), or the block compiler for hot physical
-  /// (M-mode, untranslated) code with the interpreter for everything else (true). Drops all decoded
-  /// code. Returns whether the compiler is now in use (false on hosts without one). Set between runs.
+  /// Selects the execution engine: the interpreter alone (false), or the block compiler for hot code in
+  /// every mode (physical and Sv32-translated) with the interpreter for everything else (true). Drops
+  /// all decoded code. Returns whether the compiler is now in use (false on hosts without one). Set
+  /// between runs.
   bool set_jit(bool on);
   bool jit_active() const { return jit_ != nullptr; }
   /// The block compiler's counters (null with the interpreter alone).

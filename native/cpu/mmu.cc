@@ -72,6 +72,7 @@ void Cpu::update_mode() {
   const bool data_bare = d.priv == Priv::kMachine && !pmp_locked_;
   data_limit_ = data_bare ? ram_size_ : 0;
   dtlb_ = data_bare ? empty : bank(d);
+  if (jit_) jit_->set_mode(dtlb_, itlb_, !fetch_bare_, data_limit_);
 }
 
 void Cpu::pmp_changed() {

@@ -25,7 +25,7 @@ Options:
   --clock <virtual|real>     virtual: time derived from instructions, fully deterministic (default)
                              real: the host's monotonic clock
   --engine <interp|jit>      interp: the interpreter alone (default; or LOCKSTEP_ENGINE);
-                             jit: the block compiler for hot M-mode code (x86-64 Linux hosts)
+                             jit: the block compiler for hot code (x86-64 Linux hosts)
   --input <file>             bytes fed to the guest's UART receiver ('-': this process's stdin)
   --append <text>            the guest's command line (as QEMU's -append; an ELF guest reads it
                              through semihosting)

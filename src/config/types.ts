@@ -74,7 +74,7 @@ export interface VmConfig {
   readonly ramMiB: number;
   /** `real`: mtime follows the host clock and is logged. `virtual`: derived from instret, deterministic. */
   readonly clock: 'real' | 'virtual';
-  /** `interp`: the interpreter alone. `jit`: the block compiler for hot M-mode code beside it (x86-64 Linux). */
+  /** `interp`: the interpreter alone. `jit`: the block compiler for hot code in every mode beside it (x86-64 Linux). */
   readonly engine: 'interp' | 'jit';
   /** The guest's command line (as QEMU's `-append`: Linux's bootargs, or what an ELF guest reads through semihosting); '' for none. */
   readonly append: string;

@@ -5,7 +5,8 @@ export type ClockMode = 'virtual' | 'real';
 
 /**
  * How the hart executes: `interp`, the interpreter alone (portable, the reference); `jit`, a block
- * compiler for hot M-mode code (x86-64 Linux hosts) with the interpreter for everything else. Both give
+ * compiler for hot code in every mode, paged S/U code included (x86-64 Linux hosts), with the
+ * interpreter for everything else (CSRs, traps, devices, slow paths). Both give
  * the same state at every stop, so a recording made on one replays on the other.
  */
 export type Engine = 'interp' | 'jit';
@@ -20,6 +21,14 @@ export interface JitStats {
   flushes: number;
   /** Entries from the interpreter into compiled code. */
   entries: number;
+  /** Instructions retired by compiled code. */
+  instructions: number;
+  /** Of `blocks`: compiled while instruction fetch was translated (Sv32 S- or U-mode code). */
+  translatedBlocks: number;
+  /** Of `entries`: while instruction fetch was translated. */
+  translatedEntries: number;
+  /** Of `instructions`: while instruction fetch was translated. */
+  translatedInstructions: number;
 }
 
 /** Options for {@link Machine}. */

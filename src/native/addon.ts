@@ -93,7 +93,7 @@ export interface NativeMachine {
   setConsolePosition(position: bigint): void;
   progress(): bigint;
   watchdogPets(): bigint;
-  jitStats(): { blocks: number; invalidated: number; flushes: number; entries: number } | null;
+  jitStats(): { blocks: number; invalidated: number; flushes: number; entries: number; instructions: number; translatedBlocks: number; translatedEntries: number; translatedInstructions: number } | null;
   setThrottle(ratio: number): void;
   precopyStart(first: boolean): boolean;
   takePrecopy(): { pages: Uint8Array; done: boolean };

@@ -38,6 +38,13 @@ constexpr size_t kMaxBlockBytes = 64u << 10;
 /// Guest instructions per block at most (a longer straight line becomes chained blocks).
 constexpr int kMaxInsns = 128;
 
+// Compiled loads and stores read the interpreter's translation cache entries (cpu.h) directly.
+static_assert(offsetof(TlbEntry, r) == 0 && offsetof(TlbEntry, w) == 4 && offsetof(TlbEntry, x) == 8 &&
+                  offsetof(TlbEntry, page) == 12 && offsetof(TlbEntry, addend) == 16 && sizeof(TlbEntry) == 32,
+              "the emitted translation cache probe's offsets");
+static_assert(kTlbSize == 256, "the emitted probe indexes 256 entries");
+constexpr int32_t kPageMaskImm = -static_cast<int32_t>(kPageSize);  // ~0xfff as a sign-extended immediate
+
 inline Mem xreg(uint32_t r) { return Mem{kX, static_cast<int32_t>(4 * r)}; }
 inline Mem io_field(size_t off) { return Mem{kIo, static_cast<int32_t>(off)}; }
 
@@ -51,12 +58,20 @@ bool compilable(Op op) {
   switch (op) {
     case kOpILLEGAL: case kOpFENCE_I: case kOpECALL: case kOpEBREAK: case kOpMRET: case kOpSRET: case kOpWFI:
     case kOpSFENCE_VMA: case kOpCSRRW: case kOpCSRRS: case kOpCSRRC: case kOpCSRRWI: case kOpCSRRSI:
-    case kOpCSRRCI: case kOpLR_W: case kOpSC_W: case kOpAMOSWAP: case kOpAMOADD: case kOpAMOXOR:
-    case kOpAMOAND: case kOpAMOOR: case kOpAMOMIN: case kOpAMOMAX: case kOpAMOMINU: case kOpAMOMAXU:
-    case kOpSTRADDLE: case kOpPAGE_END:
+    case kOpCSRRCI: case kOpSTRADDLE: case kOpPAGE_END:
       return false;
     default:
       return true;
+  }
+}
+
+bool atomic(Op op) {
+  switch (op) {
+    case kOpLR_W: case kOpSC_W: case kOpAMOSWAP: case kOpAMOADD: case kOpAMOXOR: case kOpAMOAND: case kOpAMOOR:
+    case kOpAMOMIN: case kOpAMOMAX: case kOpAMOMINU: case kOpAMOMAXU:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -85,10 +100,30 @@ Jit::Jit(uint8_t* ram, uint32_t ram_size, uint32_t* x) : ram_(ram), ram_size_(ra
   // Without its guard page a jalr lookup past RAM would read a neighbour: no JIT then.
   if (mprotect(static_cast<uint8_t*>(t) + table_pages, 4096, PROT_NONE) != 0) return;
   page_ptrs_ = reinterpret_cast<JitPage**>(static_cast<uint8_t*>(t) + table_pages - table);  // zeroed by mmap
+  buf_size_ = kBufferSize;
+  // Two views of one memfd: executable (buf_) and writable (buf_ + wdelta_).
+  const int fd = memfd_create("lockstep-jit", MFD_CLOEXEC);
+  if (fd >= 0) {
+    void* w = MAP_FAILED;
+    void* x = MAP_FAILED;
+    if (ftruncate(fd, static_cast<off_t>(kBufferSize)) == 0) {
+      w = mmap(nullptr, kBufferSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      x = mmap(nullptr, kBufferSize, PROT_READ | PROT_EXEC, MAP_SHARED, fd, 0);
+    }
+    close(fd);  // the mappings keep the memory
+    if (w != MAP_FAILED && x != MAP_FAILED) {
+      buf_ = static_cast<uint8_t*>(x);
+      wdelta_ = static_cast<uint8_t*>(w) - buf_;
+      dual_ = true;
+      emit_trampoline();
+      return;
+    }
+    if (w != MAP_FAILED) munmap(w, kBufferSize);
+    if (x != MAP_FAILED) munmap(x, kBufferSize);
+  }
   void* p = mmap(nullptr, kBufferSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return;
   buf_ = static_cast<uint8_t*>(p);
-  buf_size_ = kBufferSize;
   emit_trampoline();
   if (mprotect(buf_, buf_size_, PROT_READ | PROT_EXEC) != 0) {
     munmap(buf_, buf_size_);
@@ -98,6 +133,7 @@ Jit::Jit(uint8_t* ram, uint32_t ram_size, uint32_t* x) : ram_(ram), ram_size_(ra
 
 Jit::~Jit() {
   if (buf_) munmap(buf_, buf_size_);
+  if (dual_) munmap(buf_ + wdelta_, buf_size_);
   if (page_ptrs_map_) munmap(page_ptrs_map_, page_ptrs_map_size_);
 }
 
@@ -105,7 +141,7 @@ void Jit::emit_trampoline() {
   // uint32_t enter(JitIo* io /* rdi */, void* code /* rsi */): saves the callee-saved registers, loads
   // the fixed ones from io and jumps to the code; every exit jumps to the epilogue with the exit kind in
   // eax (and io->pc already stored), which writes rem and branches back.
-  Emitter em(buf_, 256);
+  Emitter em(buf_, 512, wdelta_);
   em.push(RBX);
   em.push(RBP);
   em.push(R12);
@@ -131,6 +167,53 @@ void Jit::emit_trampoline() {
   em.pop(RBP);
   em.pop(RBX);
   em.ret();
+  // The lookup stub (see lookup_stub_ in jit.h): target pc in esi.
+  lookup_stub_ = em.here();
+  em.cmp_mem8_imm(io_field(offsetof(JitIo, paged)), 0);
+  uint8_t* paged = em.jcc_fwd(kNE);
+  em.lea32(RAX, Mem{RSI, static_cast<int32_t>(0u - kRamBase)});  // physical: the RAM offset
+  em.alu_ri(Emitter::kCmp, RAX, static_cast<int32_t>(ram_size_));
+  uint8_t* miss1 = em.jcc_fwd(kAE);
+  uint8_t* have = em.jmp_fwd();
+  em.bind(paged);
+  // Translated: the fetch bank's entry for the page; its x tag is the virtual page when this privilege
+  // may execute it (PTE X/U and PMP over the whole page), so a hit needs no other check.
+  em.mov_rr32(RCX, RSI);
+  em.shift_ri(Emitter::kShr, RCX, kPageShift - 5);
+  em.alu_ri(Emitter::kAnd, RCX, static_cast<int32_t>((kTlbSize - 1) << 5));
+  em.alu_rm(Emitter::kAdd, RCX, io_field(offsetof(JitIo, itlb)), true);
+  em.mov_rr32(RDX, RSI);
+  em.alu_ri(Emitter::kAnd, RDX, kPageMaskImm);
+  em.alu_rm(Emitter::kCmp, RDX, Mem{RCX, static_cast<int32_t>(offsetof(TlbEntry, x))});
+  uint8_t* miss2 = em.jcc_fwd(kNE);
+  em.mov_load32(RAX, Mem{RCX, static_cast<int32_t>(offsetof(TlbEntry, page))});
+  em.shift_ri(Emitter::kShl, RAX, kPageShift);
+  em.mov_rr32(RDX, RSI);
+  em.alu_ri(Emitter::kAnd, RDX, static_cast<int32_t>(kPageSize - 1));
+  em.alu_rr(Emitter::kOr, RAX, RDX);
+  em.bind(have);
+  // RAM offset in eax: its JitPage, the slot's entry.
+  em.mov_rr32(RCX, RAX);
+  em.shift_ri(Emitter::kShr, RCX, kPageShift);
+  em.mov_imm64(RDX, reinterpret_cast<uintptr_t>(page_ptrs_));
+  em.mov_load64(RDX, Mem{RDX, 0, RCX, 8});
+  em.test_rr64(RDX, RDX);
+  uint8_t* miss3 = em.jcc_fwd(kE);
+  em.alu_ri(Emitter::kAnd, RAX, static_cast<int32_t>(kPageSize - 2));
+  em.mov_load64(RAX, Mem{RDX, 0, RAX, 4});  // entry[(off & 0xfff) / 2]: entry is JitPage's first member
+  em.test_rr64(RAX, RAX);
+  uint8_t* miss4 = em.jcc_fwd(kE);
+  em.mov_rr32(RDX, RSI);
+  em.alu_ri(Emitter::kAnd, RDX, kPageMaskImm);
+  em.mov_store32(io_field(offsetof(JitIo, vbase)), RDX);
+  em.jmp_reg(RAX);
+  em.bind(miss1);
+  em.bind(miss2);
+  em.bind(miss3);
+  em.bind(miss4);
+  em.mov_store32(io_field(offsetof(JitIo, pc)), RSI);
+  em.mov_imm32(RAX, kExitDispatch);
+  em.jmp(epilogue_);
   enter_ = reinterpret_cast<uint32_t (*)(JitIo*, void*)>(buf_);
   code_start_ = (em.size() + 63) & ~size_t{63};
   used_ = code_start_;
@@ -146,15 +229,16 @@ Jit::JitPage* Jit::page(uint32_t pi) {
   return pages_[pi].get();
 }
 
-void* Jit::lookup(uint32_t off) {
+void* Jit::lookup(uint32_t off, bool tlb_first) {
   if (failed_) return nullptr;
   JitPage* p = page(off >> kPageShift);
   const uint32_t s = (off & (kPageSize - 1)) >> 1;
   if (void* code = p->entry[s]) return code;
   uint8_t& h = p->hits[s];
   if (h == kNever || ++h < kHotThreshold) return nullptr;
-  void* code = compile(off);
+  void* code = compile(off, tlb_first);
   if (!code) h = kNever;
+  else stats_.translated_blocks += io.paged;
   return code;
 }
 
@@ -185,7 +269,7 @@ void Jit::drop_all() {
 void Jit::patch(uint8_t* site, const void* target) {
   if (!protect(site + 1, site + 5, PROT_READ | PROT_WRITE)) return;
   const int32_t d = static_cast<int32_t>(static_cast<const uint8_t*>(target) - (site + 5));
-  std::memcpy(site + 1, &d, 4);
+  std::memcpy(site + 1 + wdelta_, &d, 4);
   protect(site + 1, site + 5, PROT_READ | PROT_EXEC);
 }
 
@@ -225,6 +309,7 @@ void Jit::invalidate(uint32_t off, uint32_t len) {
 }
 
 bool Jit::protect(uint8_t* from, uint8_t* to, int prot) {
+  if (dual_) return true;  // written through the other view: nothing to change
   uint8_t* lo = reinterpret_cast<uint8_t*>(reinterpret_cast<uintptr_t>(from) & ~uintptr_t{4095});
   uint8_t* hi = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(to) + 4095) & ~uintptr_t{4095});
   if (mprotect(lo, static_cast<size_t>(hi - lo), prot) == 0) return true;
@@ -238,7 +323,7 @@ bool Jit::write_begin(uint8_t* from) { return protect(from, std::min(from + kMax
 
 void Jit::write_end(uint8_t* from) { protect(from, std::min(from + kMaxBlockBytes, buf_ + buf_size_), PROT_READ | PROT_EXEC); }
 
-void* Jit::compile(uint32_t off) {
+void* Jit::compile(uint32_t off, bool tlb_first) {
   // 1. Decode the block: straight-line code from `off`, through the first control transfer, stopping
   //    before anything compiled code does not do and at the page end (a block lies on one page).
   struct Insn {
@@ -265,6 +350,10 @@ void* Jit::compile(uint32_t off) {
   }
   if (n == 0) return nullptr;
   const uint32_t end_off = o;
+  // pc-relative values are computed from io.vbase, the virtual address of this page in the mode that
+  // entered it: `po` is an offset from the page's start (kRamBase + page_off while fetches are physical).
+  const uint32_t page_off = off & ~(kPageSize - 1);
+  auto po = [&](uint32_t ram_off) { return static_cast<int32_t>(ram_off - page_off); };
 
   if (used_ + kMaxBlockBytes > buf_size_) {
     // Full: everything goes (no compiled code is running: compile is called from dispatch only).
@@ -273,7 +362,7 @@ void* Jit::compile(uint32_t off) {
   }
   uint8_t* const start = buf_ + used_;
   if (!write_begin(start)) return nullptr;
-  Emitter em(start, kMaxBlockBytes);
+  Emitter em(start, kMaxBlockBytes, wdelta_);
   const uint32_t N = static_cast<uint32_t>(n);
 
   // Guest registers live in memory (x[]) between blocks; within a block the ones it uses are cached in
@@ -368,10 +457,31 @@ void* Jit::compile(uint32_t off) {
     if (o.reg) em.imul_rr32(dst, o.r);
     else em.imul_rm32(dst, o.m);
   };
+  // The interpreter's translation cache probe (cpu.cc, TLB_AT and TLB_TAG) for the virtual address in
+  // eax: the entry indexed by its page, whose tag at `tag` must be the page of the access's last byte
+  // (so an access crossing a page never hits). Leaves ZF clear on a miss; on a hit, rax = host address.
+  auto tlb_probe = [&](size_t tag, uint32_t size) {
+    em.mov_rr32(RCX, RAX);
+    em.shift_ri(Emitter::kShr, RCX, kPageShift - 5);
+    em.alu_ri(Emitter::kAnd, RCX, static_cast<int32_t>((kTlbSize - 1) << 5));
+    em.alu_rm(Emitter::kAdd, RCX, io_field(offsetof(JitIo, dtlb)), true);
+    em.lea32(RDX, Mem{RAX, static_cast<int32_t>(size - 1)});
+    em.alu_ri(Emitter::kAnd, RDX, kPageMaskImm);
+    em.alu_rm(Emitter::kCmp, RDX, Mem{RCX, static_cast<int32_t>(tag)});
+  };
+  // After a hit: rax = addend + va, the host address.
+  auto tlb_host = [&]() { em.alu_rm(Emitter::kAdd, RAX, Mem{RCX, static_cast<int32_t>(offsetof(TlbEntry, addend))}, true); };
+  // x[rd] = io.vbase + t (a jump's link register; the cache is empty).
+  auto link_reg = [&](uint32_t g, int32_t t) {
+    em.mov_load32(RAX, io_field(offsetof(JitIo, vbase)));
+    em.alu_ri(Emitter::kAdd, RAX, t);
+    em.mov_store32(xreg(g), RAX);
+  };
 
-  // Exits to the interpreter before instruction i: the jump to patch and what was dirty there.
+  // Exits to the interpreter before instruction i: the jumps to patch and what was dirty there.
   struct Pending {
-    uint8_t* at;
+    uint8_t* at[3];
+    uint8_t nat;
     int i;
     uint8_t n;
     uint8_t guest[kPoolSize];
@@ -380,13 +490,14 @@ void* Jit::compile(uint32_t off) {
   Pending pend[kMaxInsns * 4];
   int npend = 0;
   bool overflow = false;
-  auto exit_before = [&](int i, uint8_t* at) {
+  // What is dirty now: an exit taken later in this instruction, before it wrote anything, writes that back.
+  auto snapshot = [&](int i) {
     if (npend >= kMaxInsns * 4) {
       overflow = true;
-      return;
+      return -1;
     }
-    Pending& q = pend[npend++];
-    q.at = at;
+    Pending& q = pend[npend];
+    q.nat = 0;
     q.i = i;
     q.n = 0;
     for (int k = 0; k < kPoolSize; k++) {
@@ -396,6 +507,87 @@ void* Jit::compile(uint32_t off) {
         q.n++;
       }
     }
+    return npend++;
+  };
+  auto exit_at = [&](int q, uint8_t* at) {
+    if (q >= 0 && pend[q].nat < 3) pend[q].at[pend[q].nat++] = at;
+    else overflow = true;
+  };
+  auto exit_before = [&](int i, uint8_t* at) { exit_at(snapshot(i), at); };
+  // A load or store's other fast path, emitted after the block's code (off the straight line): entered
+  // from `from` (or the `fail` sites) with the RAM offset (physical first) or the virtual address
+  // (translation first) in eax, back to `back` when it did the access, else to the exit snapshot `q`.
+  struct ColdMem {
+    Op op;
+    Reg r;       // a load's destination
+    Opnd v;      // a store's value
+    int q;
+    uint8_t* from;
+    uint8_t* fail[3];
+    uint8_t* back;
+  };
+  ColdMem cold[kMaxInsns];
+  int ncold = 0;
+  auto cold_add = [&](const ColdMem& c) {
+    if (ncold < kMaxInsns) cold[ncold++] = c;
+    else overflow = true;
+  };
+  auto mem_size = [](Op op) -> uint32_t {
+    switch (op) {
+      case kOpLB: case kOpLBU: case kOpSB: return 1;
+      case kOpLH: case kOpLHU: case kOpSH: return 2;
+      default: return 4;
+    }
+  };
+  // The access itself at `m`: a load into c.r, or a store of c.v.
+  auto mem_op = [&](const ColdMem& c, const Mem& m) {
+    switch (c.op) {
+      case kOpLB: em.movsx8(c.r, m); break;
+      case kOpLBU: em.movzx8(c.r, m); break;
+      case kOpLH: em.movsx16(c.r, m); break;
+      case kOpLHU: em.movzx16(c.r, m); break;
+      case kOpLW: em.mov_load32(c.r, m); break;
+      default: {
+        const uint32_t size = mem_size(c.op);
+        if (size == 4 && c.v.reg) {
+          em.mov_store32(m, c.v.r);
+        } else {
+          mov_to(RDX, c.v);  // a byte or halfword of dl: no REX-dependent byte registers
+          if (size == 1) em.mov_store8(m, RDX);
+          else if (size == 2) em.mov_store16(m, RDX);
+          else em.mov_store32(m, RDX);
+        }
+      }
+    }
+  };
+  // A physical store of the RAM offset in eax, its checks' failures jumping to the sites left in `fail`.
+  auto store_physical = [&](const ColdMem& c, uint8_t** fail) {
+    int f = 0;
+    const uint32_t size = mem_size(c.op);
+    if (size > 1) {
+      em.test_ri32(RAX, size - 1);
+      fail[f++] = em.jcc_fwd(kNE);
+    }
+    em.alu_rm(Emitter::kCmp, RAX, io_field(offsetof(JitIo, store_limit)));
+    fail[f++] = em.jcc_fwd(kAE);
+    em.mov_rr32(RCX, RAX);
+    em.shift_ri(Emitter::kShr, RCX, kPageShift);
+    em.cmp_mem8_imm(Mem{kFlags, 0, RCX, 1}, 0);
+    fail[f++] = em.jcc_fwd(kNE);
+    mem_op(c, Mem{kRam, 0, RAX, 1});
+  };
+  // An atomic's physical path for the aligned RAM offset in eax: rax = its host address, or an exit
+  // (beyond RAM; a page with flags for SC and AMOs, whose store the interpreter's slow path makes).
+  auto atomic_physical = [&](const ColdMem& c) {
+    em.alu_rm(Emitter::kCmp, RAX, io_field(offsetof(JitIo, load_limit)));  // aligned: offset + 4 <= RAM
+    exit_at(c.q, em.jcc_fwd(kAE));
+    if (c.op != kOpLR_W) {
+      em.mov_rr32(RCX, RAX);
+      em.shift_ri(Emitter::kShr, RCX, kPageShift);
+      em.cmp_mem8_imm(Mem{kFlags, 0, RCX, 1}, 0);
+      exit_at(c.q, em.jcc_fwd(kNE));
+    }
+    em.alu_rr(Emitter::kAdd, RAX, kRam, true);
   };
 
   // Block entry: take the whole block from the budget, or leave for the interpreter.
@@ -413,40 +605,64 @@ void* Jit::compile(uint32_t off) {
   NewLink links[kMaxLinks];
   int nlinks = 0;
 
-  // A transfer to a static target: the target's compiled entry if there is one (a direct jump, patched
-  // as the target is compiled or dropped, and behind it the entry read at run time from its JitPage),
-  // else back to dispatch. The cache is written back before it.
-  auto chain = [&](uint32_t target) {
-    const uint32_t toff = target - kRamBase;
+  // Leaves to dispatch at the virtual pc io.vbase + t.
+  auto exit_dispatch = [&](int32_t t) {
+    em.mov_load32(RAX, io_field(offsetof(JitIo, vbase)));
+    em.alu_ri(Emitter::kAdd, RAX, t);
+    em.mov_store32(io_field(offsetof(JitIo, pc)), RAX);
+    em.mov_imm32(RAX, kExitDispatch);
+    em.jmp(epilogue_);
+  };
+  // A direct jump to the entry of slot `ts` of RAM page `tpi` if it is compiled (patched as the target
+  // is compiled or dropped), behind it the entry read at run time from its JitPage; falls through when
+  // there is none. (A site that cannot be registered is never pointed at an entry: nothing could unlink it.)
+  auto link_to = [&](uint32_t tpi, uint32_t ts) {
+    JitPage* tp = page(tpi);
+    uint8_t* site = em.here();
+    const bool linkable = nlinks < kMaxLinks;
+    em.jmp(linkable && tp->entry[ts] ? static_cast<const uint8_t*>(tp->entry[ts]) : site + 5);
+    if (linkable) links[nlinks++] = NewLink{tp, ts, site};
+    em.mov_rax_abs(&tp->entry[ts]);
+    em.test_rr64(RAX, RAX);
+    uint8_t* miss = em.jcc_fwd(kE);
+    em.jmp_reg(RAX);
+    em.bind(miss);
+  };
+  // A transfer to a static target, `t` bytes from this page's start; the cache is written back before it.
+  // On this page: the same virtual page, hence the same physical page and permissions in any mode, so
+  // straight to the target's compiled entry (or dispatch). On another page: the same while fetches are
+  // physical (io.vbase is then the page's physical address); while they are translated, through the
+  // lookup stub, which translates the target with the interpreter's itlb.
+  auto chain = [&](int32_t t) {
+    const uint32_t toff = page_off + static_cast<uint32_t>(t);
     if (toff == off) {
       em.jmp(entry);  // a loop onto this block: straight to its own budget check
       return;
     }
-    if (toff < ram_size_) {
-      JitPage* tp = page(toff >> kPageShift);
-      const uint32_t ts = (toff & (kPageSize - 1)) >> 1;
-      // A direct jump, to the target's entry if it is compiled (else to the lookup right after it),
-      // then the lookup: the entry read at run time.
-      // (A site that cannot be registered is never pointed at an entry: nothing could unlink it.)
-      uint8_t* site = em.here();
-      const bool linkable = nlinks < kMaxLinks;
-      em.jmp(linkable && tp->entry[ts] ? static_cast<const uint8_t*>(tp->entry[ts]) : site + 5);
-      if (linkable) links[nlinks++] = NewLink{tp, ts, site};
-      em.mov_rax_abs(&tp->entry[ts]);
-      em.test_rr64(RAX, RAX);
-      uint8_t* miss = em.jcc_fwd(kE);
-      em.jmp_reg(RAX);
-      em.bind(miss);
+    if (t >= 0 && t < static_cast<int32_t>(kPageSize)) {
+      link_to(page_off >> kPageShift, static_cast<uint32_t>(t) >> 1);
+      exit_dispatch(t);
+      return;
     }
-    em.mov_store_imm32(io_field(offsetof(JitIo, pc)), target);
+    em.cmp_mem8_imm(io_field(offsetof(JitIo, paged)), 0);
+    uint8_t* translated = em.jcc_fwd(kNE);
+    if (toff < ram_size_) {
+      em.mov_store_imm32(io_field(offsetof(JitIo, vbase)), kRamBase + (toff & ~(kPageSize - 1)));
+      link_to(toff >> kPageShift, (toff & (kPageSize - 1)) >> 1);
+    }
+    em.mov_store_imm32(io_field(offsetof(JitIo, pc)), kRamBase + toff);
     em.mov_imm32(RAX, kExitDispatch);
     em.jmp(epilogue_);
+    em.bind(translated);
+    em.mov_load32(RSI, io_field(offsetof(JitIo, vbase)));
+    em.alu_ri(Emitter::kAdd, RSI, t);
+    em.jmp(lookup_stub_);
   };
 
   for (int i = 0; i < n; i++) {
     const DecodedOp& d = insns[i].d;
-    const uint32_t pc = kRamBase + insns[i].off;
-    const uint32_t next = pc + d.len * 2u;
+    const int32_t here = po(insns[i].off);  // this instruction, from the page's start
+    const int32_t next = here + static_cast<int32_t>(d.len * 2u);
     const uint32_t imm = static_cast<uint32_t>(d.imm);
     const uint32_t rd = d.rd, rs1 = d.rs1, rs2 = d.rs2;
     for (int k = 0; k < kPoolSize; k++) cache.pinned[k] = false;
@@ -456,10 +672,13 @@ void* Jit::compile(uint32_t off) {
         break;
       case kOpLUI:
       case kOpLI:
+        if (cached(rd)) em.mov_imm32(def(rd), imm);
+        else em.mov_store_imm32(xreg(rd), imm);
+        break;
       case kOpAUIPC: {
-        const uint32_t v = d.op == kOpAUIPC ? pc + imm : imm;
-        if (cached(rd)) em.mov_imm32(def(rd), v);
-        else em.mov_store_imm32(xreg(rd), v);
+        const Reg r = def(rd);
+        em.mov_load32(r, io_field(offsetof(JitIo, vbase)));
+        em.alu_ri(Emitter::kAdd, r, static_cast<int32_t>(static_cast<uint32_t>(here) + imm));
         break;
       }
       case kOpMV: {
@@ -599,58 +818,145 @@ void* Jit::compile(uint32_t off) {
         break;
       }
       case kOpLB: case kOpLH: case kOpLW: case kOpLBU: case kOpLHU: {
-        // The interpreter's physical fast path: RAM offset below RAM size - 3 (any size), else the
-        // interpreter does it (device, end of RAM, fault). The destination is taken after the check, so
-        // what an exit writes back is the state before this instruction.
+        // The interpreter's fast paths: physical (RAM offset below io.load_limit, any size) and a
+        // translation cache hit (io.dtlb's entry for the first byte's page, tagged with the last byte's:
+        // r tag == page). The one that suits the mode the block was compiled in is inline, the other out
+        // of line (ColdMem); anything else is the interpreter's (device, end of RAM, miss, fault,
+        // crossing a page). The exit's state is taken before the destination is, so it writes back the
+        // state before this instruction.
         const Reg a = in_reg(rs1, RAX);
-        em.lea32(RAX, Mem{a, static_cast<int32_t>(imm - kRamBase)});
-        em.alu_ri(Emitter::kCmp, RAX, static_cast<int32_t>(ram_size_ - 3));
-        exit_before(i, em.jcc_fwd(kAE));
-        const Mem m{kRam, 0, RAX, 1};
-        const Reg r = def(rd);
-        switch (d.op) {
-          case kOpLB: em.movsx8(r, m); break;
-          case kOpLBU: em.movzx8(r, m); break;
-          case kOpLH: em.movsx16(r, m); break;
-          case kOpLHU: em.movzx16(r, m); break;
-          default: em.mov_load32(r, m); break;
+        ColdMem c{};
+        c.op = d.op;
+        c.q = snapshot(i);
+        c.r = def(rd);  // (an eviction's write-back happens here, before the paths part)
+        em.lea32(RAX, Mem{a, static_cast<int32_t>(tlb_first ? imm : imm - kRamBase)});
+        if (!tlb_first) {
+          em.alu_rm(Emitter::kCmp, RAX, io_field(offsetof(JitIo, load_limit)));
+          c.from = em.jcc_fwd(kAE);
+          mem_op(c, Mem{kRam, 0, RAX, 1});
+        } else {
+          tlb_probe(offsetof(TlbEntry, r), mem_size(d.op));
+          c.from = em.jcc_fwd(kNE);
+          tlb_host();
+          mem_op(c, Mem{RAX, 0});
         }
+        c.back = em.here();
+        cold_add(c);
         break;
       }
       case kOpSB: case kOpSH: case kOpSW: {
-        // Aligned, in RAM, and on a page whose flags are clear (no decoded code, no dirty tracking armed,
-        // not watched); anything else is the interpreter's.
-        const uint32_t size = d.op == kOpSB ? 1 : d.op == kOpSH ? 2 : 4;
+        // Physical: aligned, below io.store_limit, on a page whose flags are clear (no decoded code, no
+        // page table, no dirty tracking armed, not watched). Translated: a store tag hit, which exists
+        // only for pages whose flags are clear. Inline and out of line as for loads.
         const Reg a = in_reg(rs1, RAX);
-        const Opnd v = src(rs2);
-        em.lea32(RAX, Mem{a, static_cast<int32_t>(imm - kRamBase)});
-        if (size > 1) {
-          em.test_ri32(RAX, size - 1);
-          exit_before(i, em.jcc_fwd(kNE));
-        }
-        em.alu_ri(Emitter::kCmp, RAX, static_cast<int32_t>(ram_size_));
-        exit_before(i, em.jcc_fwd(kAE));
-        em.mov_rr32(RCX, RAX);
-        em.shift_ri(Emitter::kShr, RCX, kPageShift);
-        em.cmp_mem8_imm(Mem{kFlags, 0, RCX, 1}, 0);
-        exit_before(i, em.jcc_fwd(kNE));
-        const Mem m{kRam, 0, RAX, 1};
-        if (size == 4 && v.reg) {
-          em.mov_store32(m, v.r);
+        ColdMem c{};
+        c.op = d.op;
+        c.v = src(rs2);
+        c.q = snapshot(i);
+        em.lea32(RAX, Mem{a, static_cast<int32_t>(tlb_first ? imm : imm - kRamBase)});
+        if (!tlb_first) {
+          store_physical(c, c.fail);
         } else {
-          mov_to(RDX, v);  // a byte or halfword of dl: no REX-dependent byte registers
-          if (size == 1) em.mov_store8(m, RDX);
-          else if (size == 2) em.mov_store16(m, RDX);
-          else em.mov_store32(m, RDX);
+          tlb_probe(offsetof(TlbEntry, w), mem_size(d.op));
+          c.from = em.jcc_fwd(kNE);
+          tlb_host();
+          mem_op(c, Mem{RAX, 0});
+        }
+        c.back = em.here();
+        cold_add(c);
+        break;
+      }
+      case kOpLR_W: case kOpSC_W: case kOpAMOSWAP: case kOpAMOADD: case kOpAMOXOR: case kOpAMOAND:
+      case kOpAMOOR: case kOpAMOMIN: case kOpAMOMAX: case kOpAMOMINU: case kOpAMOMAXU: {
+        // The interpreter's LR_W/SC_W/AMO: a misaligned address traps (the interpreter's), then the
+        // word's host address by the fast paths (inline the mode's, out of line the other: ColdMem),
+        // then the operation. Nothing is written before both checks passed.
+        const Reg a = in_reg(rs1, RAX);
+        ColdMem c{};
+        c.op = d.op;
+        if (d.op != kOpLR_W) c.v = src(rs2);
+        c.q = snapshot(i);
+        c.r = def(rd);
+        em.lea32(RAX, Mem{a, 0});
+        em.mov_store32(io_field(offsetof(JitIo, scratch)), RAX);  // the virtual address
+        em.test_ri32(RAX, 3);
+        exit_at(c.q, em.jcc_fwd(kNE));
+        if (!tlb_first) {
+          em.alu_ri(Emitter::kAdd, RAX, static_cast<int32_t>(kRamBase));  // the RAM offset
+          em.alu_rm(Emitter::kCmp, RAX, io_field(offsetof(JitIo, load_limit)));
+          c.from = em.jcc_fwd(kAE);
+          if (d.op != kOpLR_W) {
+            em.mov_rr32(RCX, RAX);
+            em.shift_ri(Emitter::kShr, RCX, kPageShift);
+            em.cmp_mem8_imm(Mem{kFlags, 0, RCX, 1}, 0);
+            c.fail[0] = em.jcc_fwd(kNE);
+          }
+          em.alu_rr(Emitter::kAdd, RAX, kRam, true);
+        } else {
+          tlb_probe(d.op == kOpLR_W ? offsetof(TlbEntry, r) : offsetof(TlbEntry, w), 4);
+          c.from = em.jcc_fwd(kNE);
+          tlb_host();
+        }
+        c.back = em.here();
+        cold_add(c);
+        const Mem word{RAX, 0};
+        if (d.op == kOpLR_W) {
+          em.mov_load32(c.r, word);
+          em.mov_load32(RDX, io_field(offsetof(JitIo, scratch)));
+          em.mov_load64(RCX, io_field(offsetof(JitIo, resv)));
+          em.mov_store32(Mem{RCX, 0}, RDX);
+          em.mov_load64(RCX, io_field(offsetof(JitIo, resv_valid)));
+          em.mov_imm32(RDX, 1);
+          em.mov_store8(Mem{RCX, 0}, RDX);
+        } else if (d.op == kOpSC_W) {
+          // Succeeds when the reservation is valid and for this address; either way it is gone after.
+          em.mov_load32(RDX, io_field(offsetof(JitIo, scratch)));
+          em.mov_load64(RCX, io_field(offsetof(JitIo, resv)));
+          em.alu_rm(Emitter::kCmp, RDX, Mem{RCX, 0});
+          uint8_t* fail1 = em.jcc_fwd(kNE);
+          em.mov_load64(RCX, io_field(offsetof(JitIo, resv_valid)));
+          em.cmp_mem8_imm(Mem{RCX, 0}, 0);
+          uint8_t* fail2 = em.jcc_fwd(kE);
+          mov_to(RDX, c.v);
+          em.mov_store32(word, RDX);
+          em.mov_imm32(c.r, 0);
+          uint8_t* done = em.jmp_fwd();
+          em.bind(fail1);
+          em.bind(fail2);
+          em.mov_imm32(c.r, 1);
+          em.bind(done);
+          em.mov_load64(RCX, io_field(offsetof(JitIo, resv_valid)));
+          em.alu_rr(Emitter::kXor, RDX, RDX);
+          em.mov_store8(Mem{RCX, 0}, RDX);
+        } else {
+          em.mov_load32(RDX, word);  // old
+          switch (d.op) {
+            case kOpAMOSWAP: mov_to(RCX, c.v); break;
+            case kOpAMOADD: em.mov_rr32(RCX, RDX); alu_to(Emitter::kAdd, RCX, c.v); break;
+            case kOpAMOXOR: em.mov_rr32(RCX, RDX); alu_to(Emitter::kXor, RCX, c.v); break;
+            case kOpAMOAND: em.mov_rr32(RCX, RDX); alu_to(Emitter::kAnd, RCX, c.v); break;
+            case kOpAMOOR: em.mov_rr32(RCX, RDX); alu_to(Emitter::kOr, RCX, c.v); break;
+            default: {
+              // min/max: the source unless the old value is the one kept.
+              mov_to(RCX, c.v);
+              em.alu_rr(Emitter::kCmp, RDX, RCX);  // old - src
+              const Cond keep_src = d.op == kOpAMOMIN ? kGE : d.op == kOpAMOMAX ? kLE : d.op == kOpAMOMINU ? kAE : kBE;
+              uint8_t* skip = em.jcc_fwd(keep_src);
+              em.mov_rr32(RCX, RDX);
+              em.bind(skip);
+            }
+          }
+          em.mov_store32(word, RCX);
+          em.mov_rr32(c.r, RDX);
         }
         break;
       }
       case kOpJAL: case kOpJ:
         writeback_all();
         forget_all();
-        if (d.op == kOpJAL) em.mov_store_imm32(xreg(rd), next);
+        if (d.op == kOpJAL) link_reg(rd, next);
         em.inc64(kBr);
-        chain(pc + imm);
+        chain(here + d.imm);
         break;
       case kOpJALR: case kOpJR: {
         const Reg a = in_reg(rs1, RDX);
@@ -658,30 +964,10 @@ void* Jit::compile(uint32_t off) {
         em.alu_ri(Emitter::kAnd, RDX, -2);
         writeback_all();
         forget_all();
-        if (d.op == kOpJALR) em.mov_store_imm32(xreg(rd), next);
+        if (d.op == kOpJALR) link_reg(rd, next);
         em.inc64(kBr);
-        // Look the target up: RAM offset, its JitPage, its entry. (The pool is free from here.)
-        em.mov_rr32(RSI, RDX);
-        em.lea32(RAX, Mem{RSI, static_cast<int32_t>(0u - kRamBase)});
-        em.alu_ri(Emitter::kCmp, RAX, static_cast<int32_t>(ram_size_));
-        uint8_t* miss1 = em.jcc_fwd(kAE);
-        em.mov_rr32(RCX, RAX);
-        em.shift_ri(Emitter::kShr, RCX, kPageShift);
-        em.mov_imm64(RDX, reinterpret_cast<uintptr_t>(page_ptrs_));
-        em.mov_load64(RDX, Mem{RDX, 0, RCX, 8});
-        em.test_rr64(RDX, RDX);
-        uint8_t* miss2 = em.jcc_fwd(kE);
-        em.alu_ri(Emitter::kAnd, RAX, static_cast<int32_t>(kPageSize - 2));
-        em.mov_load64(RAX, Mem{RDX, 0, RAX, 4});  // entry[(off & 0xfff) / 2]: entry is JitPage's first member
-        em.test_rr64(RAX, RAX);
-        uint8_t* miss3 = em.jcc_fwd(kE);
-        em.jmp_reg(RAX);
-        em.bind(miss1);
-        em.bind(miss2);
-        em.bind(miss3);
-        em.mov_store32(io_field(offsetof(JitIo, pc)), RSI);
-        em.mov_imm32(RAX, kExitDispatch);
-        em.jmp(epilogue_);
+        em.mov_rr32(RSI, RDX);  // the pool is free from here
+        em.jmp(lookup_stub_);
         break;
       }
       case kOpBEQ: case kOpBNE: case kOpBLT: case kOpBGE: case kOpBLTU: case kOpBGEU:
@@ -706,7 +992,7 @@ void* Jit::compile(uint32_t off) {
         uint8_t* taken = em.jcc_fwd(c);
         chain(next);
         em.bind(taken);
-        chain(pc + imm);
+        chain(here + d.imm);
         break;
       }
       default:
@@ -717,17 +1003,60 @@ void* Jit::compile(uint32_t off) {
   }
   if (!ended) {
     writeback_all();
-    chain(kRamBase + end_off);  // straight-line code continues in another block
+    chain(po(end_off));  // straight-line code continues in another block
+  }
+
+  // The other fast path of each load and store (see ColdMem).
+  for (int k = 0; k < ncold; k++) {
+    ColdMem& c = cold[k];
+    const bool store = c.op == kOpSB || c.op == kOpSH || c.op == kOpSW;
+    if (c.from) em.bind(c.from);
+    for (uint8_t* f : c.fail) if (f) em.bind(f);
+    if (atomic(c.op)) {
+      // The host address of the aligned word into rax, or the interpreter's.
+      em.alu_ri(Emitter::kAdd, RAX, static_cast<int32_t>(kRamBase));  // va <-> RAM offset, either way
+      if (!tlb_first) {
+        tlb_probe(c.op == kOpLR_W ? offsetof(TlbEntry, r) : offsetof(TlbEntry, w), 4);
+        exit_at(c.q, em.jcc_fwd(kNE));
+        tlb_host();
+      } else {
+        atomic_physical(c);
+      }
+      em.jmp(c.back);
+      continue;
+    }
+    if (!tlb_first) {
+      em.alu_ri(Emitter::kAdd, RAX, static_cast<int32_t>(kRamBase));  // back to the virtual address
+      tlb_probe(store ? offsetof(TlbEntry, w) : offsetof(TlbEntry, r), mem_size(c.op));
+      exit_at(c.q, em.jcc_fwd(kNE));
+      tlb_host();
+      mem_op(c, Mem{RAX, 0});
+    } else {
+      em.alu_ri(Emitter::kAdd, RAX, static_cast<int32_t>(kRamBase));  // va - kRamBase: the RAM offset
+      if (store) {
+        uint8_t* fail[3] = {};
+        store_physical(c, fail);
+        for (uint8_t* f : fail) if (f) exit_at(c.q, f);
+      } else {
+        em.alu_rm(Emitter::kCmp, RAX, io_field(offsetof(JitIo, load_limit)));
+        exit_at(c.q, em.jcc_fwd(kAE));
+        mem_op(c, Mem{kRam, 0, RAX, 1});
+      }
+    }
+    em.jmp(c.back);
   }
 
   // Cold exits: write back what was dirty there, give back what did not retire (instructions i..N-1),
   // name the pc, leave.
   for (int k = 0; k < npend; k++) {
     const Pending& q = pend[k];
-    em.bind(q.at);
+    if (q.nat == 0) continue;
+    for (int j = 0; j < q.nat; j++) em.bind(q.at[j]);
     for (int j = 0; j < q.n; j++) em.mov_store32(xreg(q.guest[j]), static_cast<Reg>(q.host[j]));
     em.alu_ri(Emitter::kAdd, kRem, static_cast<int32_t>(N - q.i), true);
-    em.mov_store_imm32(io_field(offsetof(JitIo, pc)), kRamBase + insns[q.i].off);
+    em.mov_load32(RAX, io_field(offsetof(JitIo, vbase)));
+    em.alu_ri(Emitter::kAdd, RAX, po(insns[q.i].off));
+    em.mov_store32(io_field(offsetof(JitIo, pc)), RAX);
     em.mov_imm32(RAX, kExitInterp);
     em.jmp(epilogue_);
   }

@@ -22,14 +22,16 @@ struct Mem {
 
 class Emitter {
  public:
-  Emitter(uint8_t* buf, size_t cap) : p_(buf), start_(buf), end_(buf + cap) {}
+  /// Emits at `buf` (the address the code runs at), writing each byte at that address + `write_delta`
+  /// (a writable view of the same memory; 0 when it is writable in place).
+  Emitter(uint8_t* buf, size_t cap, ptrdiff_t write_delta = 0) : p_(buf), start_(buf), end_(buf + cap), delta_(write_delta) {}
   uint8_t* here() const { return p_; }
   size_t size() const { return static_cast<size_t>(p_ - start_); }
   /// False once anything was written past the end (the caller then discards the block).
   bool ok() const { return p_ <= end_; }
 
   void byte(uint8_t b) {
-    if (p_ < end_) *p_ = b;
+    if (p_ < end_) p_[delta_] = b;
     p_++;
   }
   void u32(uint32_t v) {
@@ -110,7 +112,7 @@ class Emitter {
     else u32(static_cast<uint32_t>(imm));
   }
   /// reg op= [mem] (opcode 0x03/0x0b/0x23/0x2b/0x33/0x3b = ext * 8 + 3).
-  void alu_rm(AluExt ext, Reg r, const Mem& m) { op_mem({static_cast<uint8_t>(ext * 8 + 3)}, r, m); }
+  void alu_rm(AluExt ext, Reg r, const Mem& m, bool w = false) { op_mem({static_cast<uint8_t>(ext * 8 + 3)}, r, m, w); }
   /// [mem] op= reg.
   void alu_mr(AluExt ext, const Mem& m, Reg r) { op_mem({static_cast<uint8_t>(ext * 8 + 1)}, r, m); }
   void alu_rr(AluExt ext, Reg dst, Reg src, bool w = false) { op_reg({static_cast<uint8_t>(ext * 8 + 1)}, src, dst, w); }
@@ -186,7 +188,7 @@ class Emitter {
     if (!target) target = p_;
     if (at + 4 > end_) return;  // overflowed: the block is discarded anyway
     const int32_t d = static_cast<int32_t>(target - (at + 4));
-    std::memcpy(at, &d, 4);
+    std::memcpy(at + delta_, &d, 4);
   }
 
  private:
@@ -216,6 +218,7 @@ class Emitter {
   uint8_t* p_;
   uint8_t* start_;
   uint8_t* end_;
+  ptrdiff_t delta_;
 };
 
 }  // namespace lockstep::x64
