@@ -229,6 +229,7 @@ describe.skipIf(!HAS_JIT)('block compiler against the interpreter on hostile cod
 
   it(`S and U under Sv32 with a timer, page tables in reach of random stores, agree at every stop (${range})`, async () => {
     const modes = { S: 0, U: 0 };
+    let translated = 0;
     for (let seed = firstSeed; seed <= lastSeed; seed++) {
       const p = pagedProgram(seed);
       const r = await inStep({ memory: RAM_SIZE, clock: 'virtual' }, (m) => {
@@ -238,7 +239,10 @@ describe.skipIf(!HAS_JIT)('block compiler against the interpreter on hostile cod
       }, stops(seed, 150_000));
       expect(r.stops, `seed ${seed}`).toBeGreaterThan(0);
       modes[p.mode]++;
+      translated += r.jit!.translatedEntries;
     }
+    // Paged code was compiled and entered, in both modes.
+    expect(translated).toBeGreaterThan(10 * seeds);
     expect(modes.S).toBeGreaterThan(0);
     expect(modes.U).toBeGreaterThan(0);
   }, 600_000);

@@ -4,63 +4,12 @@
 // problem. Skipped where the host has no block compiler.
 import { readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { COMMITTED_LINUX_APPEND, Machine, committedLinux, type Engine, type MachineOptions, type RunResult } from '../../src/index.js';
+import { COMMITTED_LINUX_APPEND, Machine, committedLinux, type Engine } from '../../src/index.js';
 import { Asm, rv } from '../helpers/asm.js';
+import { ENGINES, HAS_JIT, inStep } from '../helpers/engines.js';
 import { runLogged } from '../helpers/replay.js';
 import { CAUSE, DATA, RAM, RAM_END, RAM_SIZE, UNMAPPED } from './harness.js';
 import { prng } from './prng.js';
-
-const HAS_JIT = (() => {
-  const m = new Machine({ memory: 4096, engine: 'jit' });
-  const e = m.engine;
-  m.close();
-  return e === 'jit';
-})();
-
-const ENGINES: readonly Engine[] = ['interp', 'jit'];
-
-// Every CSR whose value the hart state includes (M, S, counters, PMP's first entry).
-const CSRS = [0x300, 0x301, 0x302, 0x303, 0x304, 0x305, 0x306, 0x340, 0x341, 0x342, 0x343, 0x344, 0x100, 0x104, 0x105,
-  0x106, 0x140, 0x141, 0x142, 0x143, 0x144, 0x180, 0x3a0, 0x3b0, 0xb00, 0xb02, 0xb80, 0xb82];
-
-/** Everything a host can observe of the hart at a stop, and the state hash (registers + RAM). */
-function hartState(m: Machine) {
-  return {
-    pc: m.pc,
-    privilege: m.privilege,
-    counters: m.counters,
-    x: Array.from(m.registers()),
-    csrs: CSRS.map((c) => m.getCsr(c)),
-    hash: m.stateHash(),
-  };
-}
-
-/**
- * Runs one guest on both engines in step: the same budgets, then the same stop reason and the same hart
- * state at every stop. Returns the stops made and the JIT machine's counters.
- */
-async function inStep(options: MachineOptions, setup: (m: Machine) => void, budgets: Iterable<number>) {
-  const ms = ENGINES.map((engine) => {
-    const m = new Machine({ ...options, engine });
-    setup(m);
-    return m;
-  });
-  try {
-    let stops = 0;
-    let last: RunResult | undefined;
-    for (const b of budgets) {
-      const [a, j] = await Promise.all(ms.map((m) => m.run({ maxInstructions: b })));
-      expect(j, `stop ${stops} (budget ${b})`).toEqual(a);
-      expect(hartState(ms[1]!), `stop ${stops} at instret ${a!.instret}`).toEqual(hartState(ms[0]!));
-      stops++;
-      last = a;
-      if (a!.kind !== 'budget') break;
-    }
-    return { stops, last: last!, jit: ms[1]!.jitStats(), engine: ms[1]!.engine };
-  } finally {
-    for (const m of ms) m.close();
-  }
-}
 
 /** Budgets: `small` odd ones from a seeded mix (stops inside blocks), then `big` forever. */
 function* budgets(seed: number, small: number, big: number): Generator<number> {
