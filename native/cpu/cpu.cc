@@ -161,10 +161,11 @@ void Cpu::invalidate_all() {
 
 Decoded Cpu::slot_of(const DecodedOp& d, bool translated, uint32_t slot) const {
   // pc-relative jumps keep their target as its offset from the page's pc (= 2 * its slot), so a taken
-  // branch finds its target slot without computing it from its own: that offset scaled by 8 is the
-  // slot's (16 bytes), an x86 addressing mode. A target off the page gets the far handler, so the near
-  // one needs no range check.
-  static_assert(sizeof(Decoded) == 8 * sizeof(uint16_t), "JUMP_REL scales a byte offset by 8 for the slot");
+  // branch finds its target slot without computing it from its own: the near ones keep that offset
+  // scaled by 8, the target slot's byte offset (16 bytes a slot), which the taken branch adds to slot 0.
+  // A target off the page gets the far handler, which keeps the byte offset, so the near one needs no
+  // range check.
+  static_assert(sizeof(Decoded) == 8 * sizeof(uint16_t), "slot_of scales a byte offset by 8 for the slot");
   const Handler* labels = translated ? labels_translated_ : labels_;
   int32_t imm = d.imm;
   // The physical-first loads and stores add their offset to the register and get the RAM offset of the
@@ -176,6 +177,7 @@ Decoded Cpu::slot_of(const DecodedOp& d, bool translated, uint32_t slot) const {
     // With the block compiler on, every jump goes through dispatch, where compiled blocks are entered.
     // (Pages decoded while translating never run compiled: they keep the near handlers.)
     if (static_cast<uint32_t>(imm) >= kPageSize || (jit_ && !translated)) labels = labels_far_;
+    else imm *= 8;  // near: the target slot's byte offset from slot 0 (JUMP_REL adds it as it is)
   } else if (rs2_in_imm(d.op)) {
     imm = d.rs2;
   }
@@ -192,8 +194,10 @@ Decoded Cpu::step_slot(const DecodedPage* p, uint32_t s) const {
   d.n = 1;
   const Op op = static_cast<Op>(p->op[s]);
   if (relative(op)) {
+    const Handler far = labels_far_[op * 2 + p->len[s] - 1];
+    if (d.h != far) d.imm /= 8;  // a near slot keeps its target scaled to a slot offset (see slot_of)
     d.imm -= static_cast<int32_t>(s * 2);
-    d.h = labels_far_[op * 2 + p->len[s] - 1];
+    d.h = far;
   }
   return d;
 }
@@ -645,7 +649,7 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
 #define JUMP_REL()                                                                              \
   do {                                                                                          \
     e = reinterpret_cast<const Decoded*>(reinterpret_cast<const char*>(base) +                  \
-                                         static_cast<uintptr_t>(static_cast<uint32_t>(e->imm)) * 8); \
+                                         static_cast<uintptr_t>(static_cast<uint32_t>(e->imm))); \
     const uint64_t n_ = e->n;                                                                   \
     if (TAKE(n_)) GO();                                                                         \
     UNTAKE(n_);                                                                                 \
