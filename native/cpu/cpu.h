@@ -136,8 +136,10 @@ class Platform {
 ///
 /// Block accounting: entering slot s adds e[s].n (instructions from s through the end of its
 /// block: the next control-flow instruction, or the page end) to instret at once; leaving a block
-/// early (trap, device access, self-modifying store) subtracts what did not retire. So the hot
-/// loop touches the counter once per block, and instret is still exact at every stop.
+/// early (trap, device access, self-modifying store, a taken branch inside it) subtracts what did not
+/// retire. So the hot loop touches the counter once per block, and instret is still exact at every
+/// stop. A forward conditional branch to a slot of the same page does not end its block when what
+/// follows it is short (Cpu::block_count): not taken, it costs no accounting at all.
 ///
 /// Loads and stores have two handlers: one that tries the physical (M-mode) path first and one that
 /// tries the translation cache first. Either is right in any mode; a page gets the one that suits the
@@ -359,6 +361,9 @@ class Cpu {
   bool fix_to_end(DecodedPage* p, uint32_t from_slot, uint32_t budget);
   /// Counts n for the whole page.
   void count_blocks(DecodedPage* p);
+  /// n of slot `s` from the slot after it; a near conditional branch gets its chained handler when its
+  /// block goes on past it (what follows counts fewer than kChainMax) and its plain one otherwise.
+  uint16_t block_count(DecodedPage* p, uint32_t s);
   /// After slots up to `from_slot` of page `pi` were re-decoded: fixes its counts now (the running
   /// page, or a short ripple) or marks it stale for a recount when it is next entered.
   void fix_blocks(DecodedPage* p, uint32_t pi, uint32_t from_slot, uint32_t cur_page);
@@ -444,6 +449,7 @@ class Cpu {
   Handler labels_translated_[kOpCount * 2] = {};     // labels_ with the translation-first memory handlers
   Handler labels_far_[kOpCount * 2] = {};            // labels_ with the branches and jal whose target is off the page
   Handler labels_same_[kOpCount * 2] = {};           // labels_ with the in-place ALU handlers (rd = rs1)
+  Handler labels_chain_[kOpCount * 2] = {};          // labels_ with the chained conditional branches
   /// The slot of a pc-relative jump copied to the single-step page: its target rebased to slot 0, and
   /// the far handler (every transfer from that page goes through dispatch).
   Decoded step_slot(const DecodedPage* p, uint32_t slot) const;
