@@ -128,6 +128,8 @@ Cpu::Cpu(uint8_t* ram, uint32_t ram_size, Platform* platform)
   // for dirty tracking, so the first store to each takes the slow path once.
   flags_.assign(npages + 1, 0);
   for (uint32_t i = 0; i < npages; i++) flags_[i] = kPageClean;
+  store_ok_.reset(static_cast<uint8_t*>(std::calloc(kStoreTable, 1)));  // all 0: every page starts clean
+  if (!store_ok_) std::abort();
   dirty_.assign(npages, 0);
   tlb_writable_.assign(npages + 1, 0);
   tlb_.reset(new TlbEntry[(kBanks + 1) * kTlbSize]);
@@ -137,9 +139,21 @@ Cpu::Cpu(uint8_t* ram, uint32_t ram_size, Platform* platform)
   step_ = std::make_unique<DecodedPage>();  // slots filled in by run_inner
 }
 
+void Cpu::FreeDeleter::operator()(uint8_t* p) const { std::free(p); }
+
+const uint8_t* Cpu::no_fast_stores() {
+  static const uint8_t* const zeros = [] {
+    void* p = std::calloc(kStoreTable, 1);
+    if (!p) std::abort();
+    return static_cast<const uint8_t*>(p);
+  }();
+  return zeros;
+}
+
 void Cpu::drop_page(uint32_t pi) {
   live_[pi] = nullptr;
   flags_[pi] &= static_cast<uint8_t>(~kPageDecoded);
+  flags_changed(pi);
   if (jit_) jit_->drop_page(pi);
 }
 
@@ -164,6 +178,7 @@ void Cpu::host_wrote(uint32_t addr, uint32_t len) {
   for (uint64_t pi = off >> kPageShift; pi <= (end - 1) >> kPageShift; pi++) {
     dirty_[pi] = kDirtyAll;
     flags_[pi] &= static_cast<uint8_t>(~kPageClean);
+    flags_changed(static_cast<uint32_t>(pi));
     page_table |= (flags_[pi] & kPagePageTable) != 0;
   }
   if (page_table) flush_tlb();  // e.g. a device wrote a page table by DMA
@@ -352,6 +367,7 @@ Cpu::StoreOutcome Cpu::slow_store(uint32_t addr, unsigned size, uint32_t value, 
     for (uint32_t pi = off >> kPageShift; pi <= (off + size - 1) >> kPageShift; pi++) {
       if (flags_[pi] & kPageClean) {
         flags_[pi] &= static_cast<uint8_t>(~kPageClean);
+        flags_changed(pi);
         dirty_[pi] = kDirtyAll;
       }
     }
@@ -585,7 +601,7 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   // RAM's host address, in a register of its own: every physical load and store adds it (the running
   // page's pc, which only jumps and auipc read, lives in the DecodedPage to leave it a register).
   LOCKSTEP_PINNED(uint8_t* const, ram, "r13") = ram_;
-  LOCKSTEP_PINNED_BP(const uint8_t* const, flags) = flags_.data();
+  const uint8_t* const flags = flags_.data();
   const uint32_t ram_size = ram_size_;
   // Loads and stores: physical when the RAM offset is within the limits set from dlim (see LOAD and
   // STORE_FAST; dlim is 0 while translating, so that test costs M-mode nothing and fails at once
@@ -593,12 +609,11 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   // translated load and store reads it.
   LOCKSTEP_PINNED(const TlbEntry*, dtlb, "r14") = dtlb_;
   uint64_t dlim = data_limit_;
+  LOCKSTEP_PINNED_BP(const uint8_t*, stores) = nullptr;  // store_ok_, or all 0 while translating
 #define SET_LIMITS()                                                        \
   do {                                                                      \
     load_limit_ = dlim >= 4 ? static_cast<uint32_t>(dlim - 3) : 0;          \
-    store_limit_[0] = static_cast<uint32_t>(dlim);                          \
-    store_limit_[1] = static_cast<uint32_t>(dlim >> 1);                     \
-    store_limit_[2] = static_cast<uint32_t>(dlim >> 2);                     \
+    stores = dlim != 0 ? store_ok_.get() : no_fast_stores();                \
   } while (0)
   SET_LIMITS();
   // Instructions that may still retire before `limit`, less the not-yet-retired rest of the current
@@ -762,17 +777,16 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
     x[e->rd] = static_cast<uint32_t>(static_cast<int32_t>(v_));          \
     NEXT();                                                              \
   } while (0)
-// A physical store is fast when it is aligned and in RAM, one test: the offset rotated right by log2(size)
-// keeps an aligned offset's value / size and puts a misaligned one's low bits on top, above any limit
-// (store_limit_: dlim in bytes, halfwords and words). An aligned store stays on one page, so one flags
-// byte tells whether the page must hear of it; the rotated offset that passed the test shifted right by
-// the rest of kPageShift is its page. A misaligned store takes store_slow, which does everything.
-// (An expression, not a lambda: `flags` is pinned to a register, which a lambda cannot capture.)
+// A physical store is fast when it is aligned, in RAM and on a page without flags: one table look-up.
+// The offset rotated right by log2(size) keeps an aligned offset's value / size and puts a misaligned
+// one's low bits on top; shifted right by the rest of kPageShift it is the page of an aligned store
+// (which stays on one page), and an index past the 2^20 pages of the offset space for a misaligned one.
+// `stores` (store_ok_, or a table of zeros while translating) holds 1 only for RAM pages without flags.
+// Anything else takes the translation cache or store_slow, which does everything.
+// (An expression, not a lambda: `stores` is pinned to a register, which a lambda cannot capture.)
 #define STORE_LOG2(sz) ((sz) == 1 ? 0u : (sz) == 2 ? 1u : 2u)
 #define STORE_ROT(o_, sz) (STORE_LOG2(sz) == 0 ? (o_) : ((o_) >> STORE_LOG2(sz) | (o_) << ((32 - STORE_LOG2(sz)) & 31)))
-#define STORE_FAST(o_, sz)                                                    \
-  (LOCKSTEP_LIKELY(STORE_ROT(o_, sz) < store_limit_[STORE_LOG2(sz)]) &&       \
-   LOCKSTEP_LIKELY(flags[STORE_ROT(o_, sz) >> (kPageShift - STORE_LOG2(sz))] == 0))
+#define STORE_FAST(o_, sz) LOCKSTEP_LIKELY(stores[STORE_ROT(o_, sz) >> (kPageShift - STORE_LOG2(sz))] != 0)
 #define STORE(type, sz)                                                              \
   do {                                                                               \
     const uint32_t o_ = x[e->rs1] + static_cast<uint32_t>(e->imm);                   \

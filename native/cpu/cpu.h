@@ -191,10 +191,8 @@ class Cpu {
   // from the register file's address, which it keeps in a register anyway, and compares with them in
   // memory instead of holding each in a register of its own (or a stack slot it reloads first).
   // load_limit_: a RAM offset below it may be loaded with any size (RAM size - 3; a byte or halfword in
-  // the last three bytes takes the slow path). store_limit_: RAM size in bytes, halfwords and words
-  // (see STORE_FAST in cpu.cc). All 0 while loads and stores are translated.
+  // the last three bytes takes the slow path). 0 while loads and stores are translated.
   uint32_t load_limit_ = 0;
-  uint32_t store_limit_[3] = {};
 
  public:
   uint32_t pc = kRamBase;
@@ -444,6 +442,19 @@ class Cpu {
   std::vector<std::unique_ptr<DecodedPage>> pages_;  // owned storage, reused after invalidation
   std::vector<DecodedPage*> live_;                    // pages_[i].get() when valid, else nullptr
   std::vector<uint8_t> flags_;
+  /// Physical stores' fast path (STORE_FAST in cpu.cc): one byte per page of the 32-bit RAM-offset
+  /// space, and twice and four times that many for the misaligned halfwords and words a rotated offset
+  /// lands on, 1 where an aligned store may go straight to RAM (a RAM page whose flags_ are all clear),
+  /// else 0. 4 MiB of address space, calloc'd: only the bytes of RAM pages are ever written, so the
+  /// rest stays unbacked zero pages. Kept equal to flags_ by flags_changed().
+  struct FreeDeleter {
+    void operator()(uint8_t* p) const;
+  };
+  static constexpr uint32_t kStoreTable = 1u << 22;
+  std::unique_ptr<uint8_t, FreeDeleter> store_ok_;
+  void flags_changed(uint32_t page) { store_ok_.get()[page] = flags_[page] == 0; }
+  /// A table like store_ok_ that is all 0 (never written): the run loop's while stores are translated.
+  static const uint8_t* no_fast_stores();
   std::vector<uint8_t> dirty_;
   const Handler* labels_ = nullptr;                  // the handler of each op and length (run_inner's table)
   Handler labels_translated_[kOpCount * 2] = {};     // labels_ with the translation-first memory handlers
