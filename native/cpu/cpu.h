@@ -362,6 +362,7 @@ class Cpu {
   /// n of slot `s` from the slot after it; a near conditional branch gets its chained handler when its
   /// block goes on past it (what follows counts fewer than kChainMax) and its plain one otherwise.
   uint16_t block_count(DecodedPage* p, uint32_t s);
+  uint16_t branch_count(DecodedPage* p, uint32_t s, uint16_t rest);  ///< block_count of a conditional branch
   /// After slots up to `from_slot` of page `pi` were re-decoded: fixes its counts now (the running
   /// page, or a short ripple) or marks it stale for a recount when it is next entered.
   void fix_blocks(DecodedPage* p, uint32_t pi, uint32_t from_slot, uint32_t cur_page);
