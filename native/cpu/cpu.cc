@@ -16,13 +16,20 @@
 #define LOCKSTEP_UNREACHABLE() std::abort()
 #endif
 
-// Three values every load, store and branch uses are pinned to callee-saved registers on x86-64 (GCC keeps
-// them there across the dispatch's computed gotos instead of spilling them); elsewhere, and in the
-// portable switch build, the compiler chooses.
+// The values every load, store and branch uses are pinned to the six callee-saved registers on x86-64
+// (GCC keeps them there across the dispatch's computed gotos instead of spilling them to the stack,
+// which costs a taken branch or a store a load); elsewhere, and in the portable switch build, the
+// compiler chooses.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(LOCKSTEP_DISPATCH_SWITCH)
 #define LOCKSTEP_PINNED(type, name, reg) register type name asm(reg)
 #else
 #define LOCKSTEP_PINNED(type, name, reg) type name
+#endif
+// rbp too, unless it is the frame pointer (sanitizer and unoptimized builds keep frame pointers).
+#if defined(__SANITIZE_ADDRESS__) || !defined(__OPTIMIZE__)
+#define LOCKSTEP_PINNED_BP(type, name) type name
+#else
+#define LOCKSTEP_PINNED_BP(type, name) LOCKSTEP_PINNED(type, name, "rbp")
 #endif
 
 // The memory operations that also have a translation-first handler (see DecodedPage).
@@ -36,6 +43,9 @@
 #define LOCKSTEP_REL_OPS(X) \
   X(JAL) X(J) X(BEQ) X(BNE) X(BLT) X(BGE) X(BLTU) X(BGEU) X(BEQZ) X(BNEZ) X(BLTZ) X(BGEZ) X(BGTZ) X(BLEZ) \
   X(JALR) X(JR)
+// The conditional branches, which also have a chained handler (see Cpu::block_count).
+#define LOCKSTEP_COND_OPS(X) \
+  X(BEQ) X(BNE) X(BLT) X(BGE) X(BLTU) X(BGEU) X(BEQZ) X(BNEZ) X(BLTZ) X(BGEZ) X(BGTZ) X(BLEZ)
 
 namespace lockstep {
 namespace {
@@ -58,6 +68,12 @@ constexpr uint32_t kSemihostPost = 0x40705013;  // srai x0, x0, 7
 // Operations whose slot keeps a jump target (see Cpu::slot_of).
 static_assert(kOpBLEZ - kOpBEQ == 11, "the conditional branches are one run of ops, BEQ through BLEZ");
 inline bool relative(Op op) { return op == kOpJAL || op == kOpJ || (op >= kOpBEQ && op <= kOpBLEZ); }
+inline bool conditional(Op op) { return op >= kOpBEQ && op <= kOpBLEZ; }
+
+// A near conditional branch continues its block when what follows it counts fewer than this many
+// instructions (see Cpu::block_count): the longer a block, the more instructions a run that stops
+// inside it single-steps to reach its limit.
+constexpr uint16_t kChainMax = 32;
 
 // run_inner returns to run() after this many traps that retired nothing in between (see `trap:`).
 constexpr uint32_t kTrapBurst = 64;
@@ -71,12 +87,14 @@ enum HandlerId : uint32_t {
 #define LOCKSTEP_HANDLER_ID_T(name) kH_##name##_T_1, kH_##name##_T_2,
 #define LOCKSTEP_HANDLER_ID_F(name) kH_##name##_F_1, kH_##name##_F_2,
 #define LOCKSTEP_HANDLER_ID_S(name) kH_##name##_S_1, kH_##name##_S_2,
+#define LOCKSTEP_HANDLER_ID_C(name) kH_##name##_C_1, kH_##name##_C_2,
   LOCKSTEP_OPS(LOCKSTEP_HANDLER_ID) LOCKSTEP_MEM_OPS(LOCKSTEP_HANDLER_ID_T) LOCKSTEP_REL_OPS(LOCKSTEP_HANDLER_ID_F)
-  LOCKSTEP_SAME_OPS(LOCKSTEP_HANDLER_ID_S)
+  LOCKSTEP_SAME_OPS(LOCKSTEP_HANDLER_ID_S) LOCKSTEP_COND_OPS(LOCKSTEP_HANDLER_ID_C)
 #undef LOCKSTEP_HANDLER_ID
 #undef LOCKSTEP_HANDLER_ID_T
 #undef LOCKSTEP_HANDLER_ID_F
 #undef LOCKSTEP_HANDLER_ID_S
+#undef LOCKSTEP_HANDLER_ID_C
   kHandlerCount
 };
 
@@ -110,6 +128,8 @@ Cpu::Cpu(uint8_t* ram, uint32_t ram_size, Platform* platform)
   // for dirty tracking, so the first store to each takes the slow path once.
   flags_.assign(npages + 1, 0);
   for (uint32_t i = 0; i < npages; i++) flags_[i] = kPageClean;
+  store_ok_.reset(static_cast<uint8_t*>(std::calloc(kStoreTable, 1)));  // all 0: every page starts clean
+  if (!store_ok_) std::abort();
   dirty_.assign(npages, 0);
   tlb_writable_.assign(npages + 1, 0);
   tlb_.reset(new TlbEntry[(kBanks + 1) * kTlbSize]);
@@ -119,9 +139,21 @@ Cpu::Cpu(uint8_t* ram, uint32_t ram_size, Platform* platform)
   step_ = std::make_unique<DecodedPage>();  // slots filled in by run_inner
 }
 
+void Cpu::FreeDeleter::operator()(uint8_t* p) const { std::free(p); }
+
+const uint8_t* Cpu::no_fast_stores() {
+  static const uint8_t* const zeros = [] {
+    void* p = std::calloc(kStoreTable, 1);
+    if (!p) std::abort();
+    return static_cast<const uint8_t*>(p);
+  }();
+  return zeros;
+}
+
 void Cpu::drop_page(uint32_t pi) {
   live_[pi] = nullptr;
   flags_[pi] &= static_cast<uint8_t>(~kPageDecoded);
+  flags_changed(pi);
   if (jit_) jit_->drop_page(pi);
 }
 
@@ -152,6 +184,7 @@ void Cpu::host_wrote(uint32_t addr, uint32_t len) {
   for (uint64_t pi = off >> kPageShift; pi <= (end - 1) >> kPageShift; pi++) {
     dirty_[pi] = kDirtyAll;
     flags_[pi] &= static_cast<uint8_t>(~kPageClean);
+    flags_changed(static_cast<uint32_t>(pi));
     page_table |= (flags_[pi] & kPagePageTable) != 0;
   }
   if (page_table) flush_tlb();  // e.g. a device wrote a page table by DMA
@@ -167,10 +200,11 @@ void Cpu::invalidate_all() {
 
 Decoded Cpu::slot_of(const DecodedOp& d, bool translated, uint32_t slot) const {
   // pc-relative jumps keep their target as its offset from the page's pc (= 2 * its slot), so a taken
-  // branch finds its target slot without computing it from its own: that offset scaled by 8 is the
-  // slot's (16 bytes), an x86 addressing mode. A target off the page gets the far handler, so the near
-  // one needs no range check.
-  static_assert(sizeof(Decoded) == 8 * sizeof(uint16_t), "JUMP_REL scales a byte offset by 8 for the slot");
+  // branch finds its target slot without computing it from its own: the near ones keep that offset
+  // scaled by 8, the target slot's byte offset (16 bytes a slot), which the taken branch adds to slot 0.
+  // A target off the page gets the far handler, which keeps the byte offset, so the near one needs no
+  // range check.
+  static_assert(sizeof(Decoded) == 8 * sizeof(uint16_t), "slot_of scales a byte offset by 8 for the slot");
   const Handler* labels = translated ? labels_translated_ : labels_;
   int32_t imm = d.imm;
   // The physical-first loads and stores add their offset to the register and get the RAM offset of the
@@ -181,6 +215,7 @@ Decoded Cpu::slot_of(const DecodedOp& d, bool translated, uint32_t slot) const {
     imm += static_cast<int32_t>(slot * 2);
     // With the block compiler on, every jump goes through dispatch, where compiled blocks are entered.
     if (static_cast<uint32_t>(imm) >= kPageSize || jit_) labels = labels_far_;
+    else imm *= 8;  // near: the target slot's byte offset from slot 0 (JUMP_REL adds it as it is)
   } else if (rs2_in_imm(d.op)) {
     imm = d.rs2;
   }
@@ -197,8 +232,10 @@ Decoded Cpu::step_slot(const DecodedPage* p, uint32_t s) const {
   d.n = 1;
   const Op op = static_cast<Op>(p->op[s]);
   if (relative(op)) {
+    const Handler far = labels_far_[op * 2 + p->len[s] - 1];
+    if (d.h != far) d.imm /= 8;  // a near slot keeps its target scaled to a slot offset (see slot_of)
     d.imm -= static_cast<int32_t>(s * 2);
-    d.h = labels_far_[op * 2 + p->len[s] - 1];
+    d.h = far;
   }
   return d;
 }
@@ -217,14 +254,37 @@ void Cpu::decode_slot(DecodedPage* p, uint32_t pi, uint32_t s) {
   p->len[s] = d.len;
 }
 
+// Inline: every page decode counts all its slots (in a Linux boot that is a tenth of the decoding).
+#if defined(__GNUC__)
+[[gnu::always_inline]]
+#endif
+inline uint16_t Cpu::block_count(DecodedPage* p, uint32_t s) {
+  const Op op = static_cast<Op>(p->op[s]);
+  const uint16_t rest = p->e[s + p->len[s]].n;
+  if (!ends_block(op)) return static_cast<uint16_t>(1 + rest);
+  if (!conditional(op)) return 1;
+  return branch_count(p, s, rest);
+}
+
+uint16_t Cpu::branch_count(DecodedPage* p, uint32_t s, uint16_t rest) {
+  const Op op = static_cast<Op>(p->op[s]);
+  const uint32_t i = op * 2u + p->len[s] - 1u;
+  Handler& h = p->e[s].h;
+  if (h == labels_far_[i]) return 1;  // its successor is entered through dispatch
+  // Only forward branches: a backward one usually closes a loop and is taken, which costs a chained
+  // branch its give-back.
+  const bool chain = rest < kChainMax && static_cast<uint32_t>(p->e[s].imm) > s * sizeof(Decoded);
+  h = chain ? labels_chain_[i] : labels_[i];
+  return chain ? static_cast<uint16_t>(1 + rest) : 1;
+}
+
 bool Cpu::fix_to_end(DecodedPage* p, uint32_t from, uint32_t budget) {
   // Walk down from `from`; below it, stop once two consecutive slots keep their value (a slot's
   // count depends only on the slot one or two halfwords above it).
   int unchanged = 0;
   for (int64_t s = from; s >= 0; s--) {
     if (budget-- == 0) return false;
-    const Op op = static_cast<Op>(p->op[s]);
-    const uint16_t v = ends_block(op) ? 1 : static_cast<uint16_t>(1 + p->e[s + p->len[s]].n);
+    const uint16_t v = block_count(p, static_cast<uint32_t>(s));
     if (p->e[s].n == v && s < static_cast<int64_t>(from) - 1) {
       if (++unchanged >= 2) break;
     } else {
@@ -236,9 +296,7 @@ bool Cpu::fix_to_end(DecodedPage* p, uint32_t from, uint32_t budget) {
 }
 
 void Cpu::count_blocks(DecodedPage* p) {
-  for (int64_t s = kSlotsPerPage - 1; s >= 0; s--) {
-    p->e[s].n = ends_block(static_cast<Op>(p->op[s])) ? 1 : static_cast<uint16_t>(1 + p->e[s + p->len[s]].n);
-  }
+  for (int64_t s = kSlotsPerPage - 1; s >= 0; s--) p->e[s].n = block_count(p, static_cast<uint32_t>(s));
 }
 
 DecodedPage* Cpu::page_for(uint32_t pi) {
@@ -323,6 +381,7 @@ Cpu::StoreOutcome Cpu::slow_store(uint32_t addr, unsigned size, uint32_t value, 
     for (uint32_t pi = off >> kPageShift; pi <= (off + size - 1) >> kPageShift; pi++) {
       if (flags_[pi] & kPageClean) {
         flags_[pi] &= static_cast<uint8_t>(~kPageClean);
+        flags_changed(pi);
         dirty_[pi] = kDirtyAll;
       }
     }
@@ -493,21 +552,25 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
 #define LOCKSTEP_HANDLER_T(name) kH_##name##_T_1, kH_##name##_T_2,
 #define LOCKSTEP_HANDLER_F(name) kH_##name##_F_1, kH_##name##_F_2,
 #define LOCKSTEP_HANDLER_S(name) kH_##name##_S_1, kH_##name##_S_2,
+#define LOCKSTEP_HANDLER_C(name) kH_##name##_C_1, kH_##name##_C_2,
 #define GO() goto run_slot
 #else
 #define LOCKSTEP_HANDLER(name) &&op_##name##_1, &&op_##name##_2,
 #define LOCKSTEP_HANDLER_T(name) &&op_##name##_T_1, &&op_##name##_T_2,
 #define LOCKSTEP_HANDLER_F(name) &&op_##name##_F_1, &&op_##name##_F_2,
 #define LOCKSTEP_HANDLER_S(name) &&op_##name##_S_1, &&op_##name##_S_2,
+#define LOCKSTEP_HANDLER_C(name) &&op_##name##_C_1, &&op_##name##_C_2,
 #define GO() goto* e->h
 #endif
   static const Handler kLabels[kHandlerCount] = {LOCKSTEP_OPS(LOCKSTEP_HANDLER) LOCKSTEP_MEM_OPS(LOCKSTEP_HANDLER_T)
                                                      LOCKSTEP_REL_OPS(LOCKSTEP_HANDLER_F)
-                                                         LOCKSTEP_SAME_OPS(LOCKSTEP_HANDLER_S)};
+                                                         LOCKSTEP_SAME_OPS(LOCKSTEP_HANDLER_S)
+                                                             LOCKSTEP_COND_OPS(LOCKSTEP_HANDLER_C)};
 #undef LOCKSTEP_HANDLER
 #undef LOCKSTEP_HANDLER_T
 #undef LOCKSTEP_HANDLER_F
 #undef LOCKSTEP_HANDLER_S
+#undef LOCKSTEP_HANDLER_C
   if (labels_ != kLabels) {
     labels_ = kLabels;
     std::copy(kLabels, kLabels + kOpCount * 2, labels_translated_);
@@ -528,6 +591,12 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   labels_same_[kOp##name * 2 + 1] = kLabels[kH_##name##_S_2];
     LOCKSTEP_SAME_OPS(LOCKSTEP_SAME)
 #undef LOCKSTEP_SAME
+    std::copy(kLabels, kLabels + kOpCount * 2, labels_chain_);
+#define LOCKSTEP_CHAIN(name)                                           \
+  labels_chain_[kOp##name * 2] = kLabels[kH_##name##_C_1];             \
+  labels_chain_[kOp##name * 2 + 1] = kLabels[kH_##name##_C_2];
+    LOCKSTEP_COND_OPS(LOCKSTEP_CHAIN)
+#undef LOCKSTEP_CHAIN
     // The single-step page (see dispatch and STRADDLE) runs one instruction in slot 0; every other slot
     // is a PAGE_END sentinel counting 0, so falling through or jumping anywhere else on that page leads
     // back to dispatch at the right pc, whatever the budget left.
@@ -541,6 +610,8 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   uint32_t* const x = this->x;
   // RS1 reads rd in the in-place ALU handlers (DEFINE_SAME), which shadow this.
   [[maybe_unused]] constexpr bool SAME = false;
+  // A conditional branch's chained form (DEFINE_COND), which shadows this, continues the block when not taken.
+  [[maybe_unused]] constexpr bool CHAIN = false;
   // RAM's host address, in a register of its own: every physical load and store adds it (the running
   // page's pc, which only jumps and auipc read, lives in the DecodedPage to leave it a register).
   LOCKSTEP_PINNED(uint8_t* const, ram, "r13") = ram_;
@@ -552,21 +623,20 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   // translated load and store reads it.
   LOCKSTEP_PINNED(const TlbEntry*, dtlb, "r14") = dtlb_;
   uint64_t dlim = data_limit_;
+  LOCKSTEP_PINNED_BP(const uint8_t*, stores) = nullptr;  // store_ok_, or all 0 while translating
 #define SET_LIMITS()                                                        \
   do {                                                                      \
     load_limit_ = dlim >= 4 ? static_cast<uint32_t>(dlim - 3) : 0;          \
-    store_limit_[0] = static_cast<uint32_t>(dlim);                          \
-    store_limit_[1] = static_cast<uint32_t>(dlim >> 1);                     \
-    store_limit_[2] = static_cast<uint32_t>(dlim >> 2);                     \
+    stores = dlim != 0 ? store_ok_.get() : no_fast_stores();                \
   } while (0)
   SET_LIMITS();
   // Instructions that may still retire before `limit`, less the not-yet-retired rest of the current
   // block (counted in advance). One register instead of a counter and a bound.
-  uint64_t rem = limit - instret;
+  LOCKSTEP_PINNED(uint64_t, rem, "r12") = limit - instret;
 #define IC() (limit - rem)
   LOCKSTEP_PINNED(uint64_t, br, "r15") = branches;  // a register: every branch increments it
   const Decoded* e = nullptr;
-  const Decoded* base = nullptr;
+  LOCKSTEP_PINNED(const Decoded*, base, "rbx") = nullptr;
   uint32_t target = pc;
   uint32_t maddr = 0;     // slow-path memory operand
   uint32_t mval = 0;
@@ -650,7 +720,7 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
 #define JUMP_REL()                                                                              \
   do {                                                                                          \
     e = reinterpret_cast<const Decoded*>(reinterpret_cast<const char*>(base) +                  \
-                                         static_cast<uintptr_t>(static_cast<uint32_t>(e->imm)) * 8); \
+                                         static_cast<uintptr_t>(static_cast<uint32_t>(e->imm))); \
     const uint64_t n_ = e->n;                                                                   \
     if (TAKE(n_)) GO();                                                                         \
     UNTAKE(n_);                                                                                 \
@@ -721,17 +791,16 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
     x[e->rd] = static_cast<uint32_t>(static_cast<int32_t>(v_));          \
     NEXT();                                                              \
   } while (0)
-// A physical store is fast when it is aligned and in RAM, one test: the offset rotated right by log2(size)
-// keeps an aligned offset's value / size and puts a misaligned one's low bits on top, above any limit
-// (store_limit_: dlim in bytes, halfwords and words). An aligned store stays on one page, so one flags
-// byte tells whether the page must hear of it; the rotated offset that passed the test shifted right by
-// the rest of kPageShift is its page. A misaligned store takes store_slow, which does everything.
-#define STORE_FAST(o_, sz)                                                                            \
-  ([&]() {                                                                                            \
-    constexpr uint32_t k_ = (sz) == 1 ? 0 : (sz) == 2 ? 1 : 2;                                        \
-    const uint32_t r_ = k_ == 0 ? (o_) : ((o_) >> k_ | (o_) << (32 - k_));                           \
-    return LOCKSTEP_LIKELY(r_ < store_limit_[k_]) && LOCKSTEP_LIKELY(flags[r_ >> (kPageShift - k_)] == 0); \
-  }())
+// A physical store is fast when it is aligned, in RAM and on a page without flags: one table look-up.
+// The offset rotated right by log2(size) keeps an aligned offset's value / size and puts a misaligned
+// one's low bits on top; shifted right by the rest of kPageShift it is the page of an aligned store
+// (which stays on one page), and an index past the 2^20 pages of the offset space for a misaligned one.
+// `stores` (store_ok_, or a table of zeros while translating) holds 1 only for RAM pages without flags.
+// Anything else takes the translation cache or store_slow, which does everything.
+// (An expression, not a lambda: `stores` is pinned to a register, which a lambda cannot capture.)
+#define STORE_LOG2(sz) ((sz) == 1 ? 0u : (sz) == 2 ? 1u : 2u)
+#define STORE_ROT(o_, sz) (STORE_LOG2(sz) == 0 ? (o_) : ((o_) >> STORE_LOG2(sz) | (o_) << ((32 - STORE_LOG2(sz)) & 31)))
+#define STORE_FAST(o_, sz) LOCKSTEP_LIKELY(stores[STORE_ROT(o_, sz) >> (kPageShift - STORE_LOG2(sz))] != 0)
 #define STORE(type, sz)                                                              \
   do {                                                                               \
     const uint32_t o_ = x[e->rs1] + static_cast<uint32_t>(e->imm);                   \
@@ -805,10 +874,17 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
   } while (0)
 // A far branch falls through by dispatch too: with the block compiler on, every branch of a physical
 // page is far, so that each block entry is looked up there (without it, far branches are rare).
+// A chained branch's block goes on past it, counted in advance: not taken, it is straight-line code;
+// taken, it gives back what the rest of its block did not retire (the count of its successor's slot)
+// before it takes the target's.
 #define BRANCH(cond)                         \
   do {                                       \
     br++;                                    \
-    if (cond) JUMP_REL_OR_FAR();             \
+    if (cond) {                              \
+      if (CHAIN) rem += e[L].n;              \
+      JUMP_REL_OR_FAR();                     \
+    }                                        \
+    if (CHAIN) NEXT();                       \
     if (FAR) {                               \
       target = NEXT_PC(e, L);                \
       goto dispatch;                         \
@@ -818,6 +894,11 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
 #define DEFINE_REL(name, ...)                                                                   \
   DEFINE_VARIANT(op_##name, [[maybe_unused]] constexpr bool FAR = false, __VA_ARGS__) \
   DEFINE_VARIANT(op_##name##_F, [[maybe_unused]] constexpr bool FAR = true, __VA_ARGS__)
+// A conditional branch: near, far and chained (near, its block going on past it; see BRANCH).
+#define DEFINE_COND(name, ...)  \
+  DEFINE_REL(name, __VA_ARGS__) \
+  DEFINE_VARIANT(op_##name##_C, [[maybe_unused]] constexpr bool FAR = false; [[maybe_unused]] constexpr bool CHAIN = true, \
+                 __VA_ARGS__)
 #define ALU(expr)          \
   do {                     \
     x[e->rd] = (expr);     \
@@ -913,12 +994,14 @@ run_slot:
 #define LOCKSTEP_CASE_T(name) LOCKSTEP_CASE(name##_T)
 #define LOCKSTEP_CASE_F(name) LOCKSTEP_CASE(name##_F)
 #define LOCKSTEP_CASE_S(name) LOCKSTEP_CASE(name##_S)
+#define LOCKSTEP_CASE_C(name) LOCKSTEP_CASE(name##_C)
     LOCKSTEP_OPS(LOCKSTEP_CASE) LOCKSTEP_MEM_OPS(LOCKSTEP_CASE_T) LOCKSTEP_REL_OPS(LOCKSTEP_CASE_F)
-    LOCKSTEP_SAME_OPS(LOCKSTEP_CASE_S)
+    LOCKSTEP_SAME_OPS(LOCKSTEP_CASE_S) LOCKSTEP_COND_OPS(LOCKSTEP_CASE_C)
 #undef LOCKSTEP_CASE
 #undef LOCKSTEP_CASE_T
 #undef LOCKSTEP_CASE_F
 #undef LOCKSTEP_CASE_S
+#undef LOCKSTEP_CASE_C
     default:
       LOCKSTEP_UNREACHABLE();  // every slot is filled from kLabels
   }
@@ -999,40 +1082,40 @@ DEFINE_REL(JR,
   br++;
   JUMP((RS1 + IMM) & ~1u);
 )
-DEFINE_REL(BEQ,
+DEFINE_COND(BEQ,
 BRANCH(RS1 == x[e->rd]);
 )
-DEFINE_REL(BNE,
+DEFINE_COND(BNE,
 BRANCH(RS1 != x[e->rd]);
 )
-DEFINE_REL(BLT,
+DEFINE_COND(BLT,
 BRANCH(static_cast<int32_t>(RS1) < static_cast<int32_t>(x[e->rd]));
 )
-DEFINE_REL(BGE,
+DEFINE_COND(BGE,
 BRANCH(static_cast<int32_t>(RS1) >= static_cast<int32_t>(x[e->rd]));
 )
-DEFINE_REL(BLTU,
+DEFINE_COND(BLTU,
 BRANCH(RS1 < x[e->rd]);
 )
-DEFINE_REL(BGEU,
+DEFINE_COND(BGEU,
 BRANCH(RS1 >= x[e->rd]);
 )
-DEFINE_REL(BEQZ,
+DEFINE_COND(BEQZ,
 BRANCH(RS1 == 0);
 )
-DEFINE_REL(BNEZ,
+DEFINE_COND(BNEZ,
 BRANCH(RS1 != 0);
 )
-DEFINE_REL(BLTZ,
+DEFINE_COND(BLTZ,
 BRANCH(static_cast<int32_t>(RS1) < 0);
 )
-DEFINE_REL(BGEZ,
+DEFINE_COND(BGEZ,
 BRANCH(static_cast<int32_t>(RS1) >= 0);
 )
-DEFINE_REL(BGTZ,
+DEFINE_COND(BGTZ,
 BRANCH(static_cast<int32_t>(RS1) > 0);
 )
-DEFINE_REL(BLEZ,
+DEFINE_COND(BLEZ,
 BRANCH(static_cast<int32_t>(RS1) <= 0);
 )
 DEFINE(LB,
@@ -1469,6 +1552,7 @@ out_synced:
 #undef JUMP_FAR
 #undef JUMP_REL_OR_FAR
 #undef DEFINE_REL
+#undef DEFINE_COND
 #undef TAKE
 #undef UNTAKE
 #undef FALLTHROUGH
@@ -1480,6 +1564,8 @@ out_synced:
 #undef LOAD_T
 #undef STORE_T
 #undef STORE_FAST
+#undef STORE_LOG2
+#undef STORE_ROT
 #undef SET_LIMITS
 #undef DEFINE_T
 #undef TLB_AT

@@ -136,8 +136,10 @@ class Platform {
 ///
 /// Block accounting: entering slot s adds e[s].n (instructions from s through the end of its
 /// block: the next control-flow instruction, or the page end) to instret at once; leaving a block
-/// early (trap, device access, self-modifying store) subtracts what did not retire. So the hot
-/// loop touches the counter once per block, and instret is still exact at every stop.
+/// early (trap, device access, self-modifying store, a taken branch inside it) subtracts what did not
+/// retire. So the hot loop touches the counter once per block, and instret is still exact at every
+/// stop. A forward conditional branch to a slot of the same page does not end its block when what
+/// follows it is short (Cpu::block_count): not taken, it costs no accounting at all.
 ///
 /// Loads and stores have two handlers: one that tries the physical (M-mode) path first and one that
 /// tries the translation cache first. Either is right in any mode; a page gets the one that suits the
@@ -189,10 +191,8 @@ class Cpu {
   // from the register file's address, which it keeps in a register anyway, and compares with them in
   // memory instead of holding each in a register of its own (or a stack slot it reloads first).
   // load_limit_: a RAM offset below it may be loaded with any size (RAM size - 3; a byte or halfword in
-  // the last three bytes takes the slow path). store_limit_: RAM size in bytes, halfwords and words
-  // (see STORE_FAST in cpu.cc). All 0 while loads and stores are translated.
+  // the last three bytes takes the slow path). 0 while loads and stores are translated.
   uint32_t load_limit_ = 0;
-  uint32_t store_limit_[3] = {};
 
  public:
   uint32_t pc = kRamBase;
@@ -360,6 +360,10 @@ class Cpu {
   bool fix_to_end(DecodedPage* p, uint32_t from_slot, uint32_t budget);
   /// Counts n for the whole page.
   void count_blocks(DecodedPage* p);
+  /// n of slot `s` from the slot after it; a near conditional branch gets its chained handler when its
+  /// block goes on past it (what follows counts fewer than kChainMax) and its plain one otherwise.
+  uint16_t block_count(DecodedPage* p, uint32_t s);
+  uint16_t branch_count(DecodedPage* p, uint32_t s, uint16_t rest);  ///< block_count of a conditional branch
   /// After slots up to `from_slot` of page `pi` were re-decoded: fixes its counts now (the running
   /// page, or a short ripple) or marks it stale for a recount when it is next entered.
   void fix_blocks(DecodedPage* p, uint32_t pi, uint32_t from_slot, uint32_t cur_page);
@@ -440,11 +444,25 @@ class Cpu {
   std::vector<std::unique_ptr<DecodedPage>> pages_;  // owned storage, reused after invalidation
   std::vector<DecodedPage*> live_;                    // pages_[i].get() when valid, else nullptr
   std::vector<uint8_t> flags_;
+  /// Physical stores' fast path (STORE_FAST in cpu.cc): one byte per page of the 32-bit RAM-offset
+  /// space, and twice and four times that many for the misaligned halfwords and words a rotated offset
+  /// lands on, 1 where an aligned store may go straight to RAM (a RAM page whose flags_ are all clear),
+  /// else 0. 4 MiB of address space, calloc'd: only the bytes of RAM pages are ever written, so the
+  /// rest stays unbacked zero pages. Kept equal to flags_ by flags_changed().
+  struct FreeDeleter {
+    void operator()(uint8_t* p) const;
+  };
+  static constexpr uint32_t kStoreTable = 1u << 22;
+  std::unique_ptr<uint8_t, FreeDeleter> store_ok_;
+  void flags_changed(uint32_t page) { store_ok_.get()[page] = flags_[page] == 0; }
+  /// A table like store_ok_ that is all 0 (never written): the run loop's while stores are translated.
+  static const uint8_t* no_fast_stores();
   std::vector<uint8_t> dirty_;
   const Handler* labels_ = nullptr;                  // the handler of each op and length (run_inner's table)
   Handler labels_translated_[kOpCount * 2] = {};     // labels_ with the translation-first memory handlers
   Handler labels_far_[kOpCount * 2] = {};            // labels_ with the branches and jal whose target is off the page
   Handler labels_same_[kOpCount * 2] = {};           // labels_ with the in-place ALU handlers (rd = rs1)
+  Handler labels_chain_[kOpCount * 2] = {};          // labels_ with the chained conditional branches
   /// The slot of a pc-relative jump copied to the single-step page: its target rebased to slot 0, and
   /// the far handler (every transfer from that page goes through dispatch).
   Decoded step_slot(const DecodedPage* p, uint32_t slot) const;

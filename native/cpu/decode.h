@@ -55,7 +55,8 @@ using Handler = const void*;
 /// 32-bit instruction in a page's last halfword) keeps its low halfword in imm; SFENCE_VMA its raw bits.
 /// jalr with rd = x0 (ret, jr, c.jr) decodes to JR, which links nothing.
 /// A branch that compares with x0 decodes to its compare-with-zero form (BEQZ … BLEZ: one register, in rs1).
-/// Branches and jal keep their target as its byte offset from the pc of the slot's page (Cpu::slot_of).
+/// Branches and jal keep their target as its byte offset from the pc of the slot's page, scaled by 8 to the
+/// target slot's byte offset when it is on the page (Cpu::slot_of).
 struct Decoded {
   Handler h;
   int32_t imm;

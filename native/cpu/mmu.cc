@@ -104,7 +104,10 @@ void Cpu::pmp_changed() {
 void Cpu::flush_tlb() {
   for (uint32_t p : tlb_writable_list_) tlb_writable_[p] = 0;
   tlb_writable_list_.clear();
-  for (uint32_t p : page_table_list_) flags_[p] &= static_cast<uint8_t>(~kPagePageTable);
+  for (uint32_t p : page_table_list_) {
+    flags_[p] &= static_cast<uint8_t>(~kPagePageTable);
+    flags_changed(p);
+  }
   page_table_list_.clear();
   // Only the entries filled since the last flush hold anything: an OS flushes far more often (every
   // satp write, a whole-cache sfence.vma) than it fills the whole cache, so clear just those.
@@ -158,6 +161,7 @@ void Cpu::set_page_flag(uint32_t page, uint8_t flag) {
   // Cached translations may let stores reach this page without a look at its flags: drop them first.
   if (tlb_writable_[page]) tlb_drop_writable(page);
   flags_[page] |= flag;
+  flags_changed(page);
 }
 
 bool Cpu::pmp_allows(uint64_t pa, uint32_t len, Priv p, Access access) const {
@@ -200,6 +204,7 @@ void Cpu::walker_store(uint32_t off, uint32_t value) {
   const uint32_t page = off >> kPageShift;
   if (flags_[page] & kPageClean) {
     flags_[page] &= static_cast<uint8_t>(~kPageClean);
+    flags_changed(page);
     dirty_[page] = kDirtyAll;
   }
   std::memcpy(ram_ + off, &value, 4);
@@ -259,6 +264,7 @@ uint32_t Cpu::translate(uint32_t va, Access access, Context c, uint64_t* pa) {
     if (tlb_writable_[p]) tlb_drop_writable(p);
     if (flags_[p] & kPagePageTable) continue;
     flags_[p] |= kPagePageTable;
+    flags_changed(p);
     page_table_list_.push_back(p);
   }
   TlbEntry& t = bank(c)[(va >> kPageShift) & (kTlbSize - 1)];

@@ -204,6 +204,60 @@ describe('exact stops', () => {
     expect(r2).toMatchObject({ kind: 'budget', instret: r.instret + 10n, pc: r.pc });
   });
 
+  // A forward conditional branch with a short block after it does not end its block (the interpreter
+  // counts the block through it in advance and gives back the rest when it is taken). Stops at every
+  // position of a loop full of them, taken and not, must still be exact.
+  const forwardBranches = () => {
+    const a = new Asm();
+    a.li(1, 24).li(5, 0);
+    a.label('loop');
+    a.andi(3, 1, 1).beq(3, 0, 'even'); //          taken every other iteration
+    a.addi(5, 5, 1).c_addi(6, 3);
+    a.label('even');
+    a.andi(8, 1, 2).c_bnez(8, 'skip'); //          taken two iterations in four
+    a.addi(5, 5, 16).bltu(1, 5, 'skip'); //       taken once x5 passes x1
+    a.xori(7, 7, 0x55);
+    a.label('skip');
+    a.bge(1, 0, 'next'); //                         always taken, to the next instruction
+    a.label('next');
+    a.addi(1, 1, -1).bne(1, 0, 'loop');
+    return a.ebreak();
+  };
+
+  it('a stop at each position of a loop full of forward branches is exact', async () => {
+    // The single-step trace (each instruction run alone, outside any block) is the reference.
+    const stepped = load(forwardBranches());
+    const trace: { pc: number; branches: bigint; regs: number[] }[] = [];
+    for (;;) {
+      const r = await stepped.run({ maxInstructions: 1 });
+      if (r.kind !== 'budget') break;
+      trace.push({ pc: r.pc, branches: r.branches, regs: Array.from(stepped.registers()) });
+    }
+    expect(trace.length).toBeGreaterThan(200);
+    for (let k = 1; k <= trace.length; k++) {
+      const m = load(forwardBranches());
+      const r = await m.run({ maxInstructions: k });
+      const want = trace[k - 1]!;
+      expect({ k, kind: r.kind, instret: r.instret, pc: r.pc, branches: r.branches }).toEqual({
+        k, kind: 'budget', instret: BigInt(k), pc: want.pc, branches: want.branches,
+      });
+      expect(Array.from(m.registers())).toEqual(want.regs);
+    }
+  });
+
+  it('runs resumed at every position of a loop full of forward branches end as one straight run does', async () => {
+    const straight = load(forwardBranches());
+    const r1 = await straight.run({ maxInstructions: 100_000 });
+    expect(r1).toMatchObject({ kind: 'trap', cause: CAUSE.breakpoint });
+    for (const chunk of [2, 3, 5, 7]) {
+      const m = load(forwardBranches());
+      let r = await m.run({ maxInstructions: chunk });
+      while (r.kind === 'budget') r = await m.run({ maxInstructions: chunk });
+      expect(r).toEqual(r1);
+      expect(Array.from(m.registers())).toEqual(Array.from(straight.registers()));
+    }
+  });
+
   it('a run split into random chunks ends in the same state as one straight run', async () => {
     const build = () => {
       const a = new Asm();

@@ -421,6 +421,33 @@ describe('satp and sfence.vma', () => {
     expectRegs(x.m, { 12: 111, 13: 222 });
   });
 
+  it('an M-mode store (physical) to a PTE takes effect for the next access in S-mode, without sfence.vma', async () => {
+    // S-mode loads through V (its translation is cached), then ecalls; the M-mode handler, whose stores
+    // are physical, points V's leaf at another page and returns; the next load must see that page.
+    // M-mode stores to the table page once before (its first store since reset goes the slow way for
+    // dirty tracking), so that the handler's store may take the fast path unless the page's flags stop it.
+    // (V's cache slot is not the code's, whose fetches would evict it.)
+    const V = VA + 0x5000;
+    const a = asm();
+    a.la(5, 'trap').csrrw(0, 0x305, 5); //                     mtvec = trap
+    a.lw(16, 0, 14).sw(16, 0, 14); //                          the leaf entry, stored back as it is
+    enter(a, 'S', 'body', { satp: satpOf(PT_BASE) });
+    a.label('trap').sw(15, 0, 14); //                         x14 = V's leaf entry, x15 = the new one
+    a.csrrs(5, 0x341, 0).addi(5, 5, 4).csrrw(0, 0x341, 5).mret();
+    a.label('body').li(10, V).lw(12, 0, 10).ecall().lw(13, 0, 10);
+    a.label('spin').j('spin');
+    const m = load(a);
+    const pt = new PageTables(m);
+    pt.mapSuper(RAM, RAM, P.RWX).map(V, DATA, P.RW);
+    m.writeMemory(DATA, le32(111));
+    m.writeMemory(DATA + 0x1000, le32(222));
+    m.setRegister(14, pt.leafAddr(V));
+    m.setRegister(15, pte(DATA + 0x1000, P.RW));
+    const r = await m.run({ maxInstructions: 200 });
+    expect(r.kind).toBe('budget');
+    expectRegs(m, { 12: 111, 13: 222 });
+  });
+
   it('a store to a PTE takes effect after more translations were cached than a flush tracks one by one', async () => {
     // 300 virtual pages (one TLB fill each, past the 256 a flush clears entry by entry), all aliases of
     // DATA; then VA page 5 is remapped to DATA + 0x1000 by a store to its PTE through a window.

@@ -162,6 +162,39 @@ describe.each(['interp', 'jit'] as const)('self-modifying code (engine: %s)', (e
     expect(r.branches).toBe(7n);
   });
 
+  it.each([
+    ['on a page not running', true],
+    ['on the running page', false],
+  ])('a store that lengthens the block after a forward branch keeps the counts exact (%s)', async (_, ownPage) => {
+    // f: a forward bnez (not taken) followed by `addi; ret`: a short block, which the interpreter counts
+    // through the branch. The store turns the ret into an addi, so the block after the branch runs on
+    // through 40 more (too long to count through: the branch ends its block again), then f runs once
+    // with the branch not taken and once taken.
+    const build = () => {
+      const a = new Asm();
+      a.li(5, 0).li(10, 0).jal(1, 'f');
+      a.li(8, rv.addi(5, 5, 1)).la(7, 'patch').sw(8, 0, 7);
+      a.jal(1, 'f');
+      a.li(10, 1).jal(1, 'f');
+      a.ebreak();
+      if (ownPage) a.align(4096);
+      a.label('f').c_bnez(10, 'out');
+      a.addi(5, 5, 1);
+      a.label('patch').jalr(0, 1, 0);
+      for (let i = 0; i < 40; i++) a.addi(5, 5, 1);
+      a.label('out').jalr(0, 1, 0);
+      return a;
+    };
+    const m = load(build());
+    const r = await m.run({ maxInstructions: 10_000 });
+    expect(r).toMatchObject({ kind: 'trap', cause: CAUSE.breakpoint });
+    expectRegs(m, { 5: 1 + 42 });
+    // li, li, jal, f (3); li of the patch, la (2), sw, jal, f (44); li, jal, f (2). Branches: three jal,
+    // three bnez, three ret.
+    const li = new Asm().li(8, rv.addi(5, 5, 1)).bytes().length / 4;
+    expect({ instret: r.instret, branches: r.branches }).toEqual({ instret: BigInt(6 + li + 4 + 44 + 4), branches: 9n });
+  });
+
   it('memory written by the host between runs replaces code that already ran', async () => {
     const a = new Asm();
     a.label('loop').addi(5, 5, 1).j('loop'); //      loop: addi x5, x5, 1; j loop
