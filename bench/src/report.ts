@@ -115,7 +115,7 @@ export function markdownTable(ctx: Context, ws: WorkloadSummary[], all: Overall,
   out.push(`Counters on; each trial is its own process and times only the \`run()\` call. QEMU is \`qemu-system-riscv32 -M virt\` ` +
     `(${ctx.qemu ?? 'not found'}), timed as a whole process minus its startup (the median time of \`hello.elf\`, ` +
     `${fmt((ctx.qemuStartupSeconds ?? NaN) * 1000, 1)} ms), and credited with lockstep's instruction count. ` +
-    `\`klib-*\` workloads run library code from the Linux kernel (lib/, 6.1) that nobody here wrote. ` +
+    `\`klib-*\` workloads run library code from the Linux kernel (lib/, 6.1) and \`libc\` Debian's picolibc, code nobody here wrote. ` +
     `Reference points: libriscv's interpreter ${ANCHORS.libriscv} MIPS (${LIBRISCV_CITATION}) and QEMU's user-mode JIT ~${ANCHORS.qemuJit} MIPS on this class ` +
     `of machine; the floor for this release is ${ANCHORS.floor} MIPS median. Measured on ${ctx.cpu} (${ctx.cores} cores, shared, ` +
     `load average ${ctx.loadavg[0]?.toFixed(1) ?? '?'}), node ${ctx.node}, ${ctx.date.slice(0, 10)}.`);
