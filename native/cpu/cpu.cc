@@ -573,30 +573,22 @@ Cpu::Inner Cpu::run_inner(uint64_t limit) {
 #undef LOCKSTEP_HANDLER_C
   if (labels_ != kLabels) {
     labels_ = kLabels;
-    std::copy(kLabels, kLabels + kOpCount * 2, labels_translated_);
-    std::copy(kLabels, kLabels + kOpCount * 2, labels_far_);
-#define LOCKSTEP_TRANSLATED(name)                                      \
-  labels_translated_[kOp##name * 2] = kLabels[kH_##name##_T_1];        \
-  labels_translated_[kOp##name * 2 + 1] = kLabels[kH_##name##_T_2];
-    LOCKSTEP_MEM_OPS(LOCKSTEP_TRANSLATED)
+    // One table per handler variant: kLabels, with the variant's handlers for the ops of its list.
+    for (Handler* t : {labels_translated_, labels_far_, labels_same_, labels_chain_}) std::copy(kLabels, kLabels + kOpCount * 2, t);
+#define LOCKSTEP_VARIANT(table, name, v)                               \
+  table[kOp##name * 2] = kLabels[kH_##name##_##v##_1];                 \
+  table[kOp##name * 2 + 1] = kLabels[kH_##name##_##v##_2];
+#define LOCKSTEP_TRANSLATED(name) LOCKSTEP_VARIANT(labels_translated_, name, T)
+#define LOCKSTEP_FAR(name) LOCKSTEP_VARIANT(labels_far_, name, F)
+#define LOCKSTEP_SAME(name) LOCKSTEP_VARIANT(labels_same_, name, S)
+#define LOCKSTEP_CHAIN(name) LOCKSTEP_VARIANT(labels_chain_, name, C)
+    LOCKSTEP_MEM_OPS(LOCKSTEP_TRANSLATED) LOCKSTEP_REL_OPS(LOCKSTEP_FAR)
+    LOCKSTEP_SAME_OPS(LOCKSTEP_SAME) LOCKSTEP_COND_OPS(LOCKSTEP_CHAIN)
 #undef LOCKSTEP_TRANSLATED
-#define LOCKSTEP_FAR(name)                                             \
-  labels_far_[kOp##name * 2] = kLabels[kH_##name##_F_1];               \
-  labels_far_[kOp##name * 2 + 1] = kLabels[kH_##name##_F_2];
-    LOCKSTEP_REL_OPS(LOCKSTEP_FAR)
 #undef LOCKSTEP_FAR
-    std::copy(kLabels, kLabels + kOpCount * 2, labels_same_);
-#define LOCKSTEP_SAME(name)                                            \
-  labels_same_[kOp##name * 2] = kLabels[kH_##name##_S_1];              \
-  labels_same_[kOp##name * 2 + 1] = kLabels[kH_##name##_S_2];
-    LOCKSTEP_SAME_OPS(LOCKSTEP_SAME)
 #undef LOCKSTEP_SAME
-    std::copy(kLabels, kLabels + kOpCount * 2, labels_chain_);
-#define LOCKSTEP_CHAIN(name)                                           \
-  labels_chain_[kOp##name * 2] = kLabels[kH_##name##_C_1];             \
-  labels_chain_[kOp##name * 2 + 1] = kLabels[kH_##name##_C_2];
-    LOCKSTEP_COND_OPS(LOCKSTEP_CHAIN)
 #undef LOCKSTEP_CHAIN
+#undef LOCKSTEP_VARIANT
     // The single-step page (see dispatch and STRADDLE) runs one instruction in slot 0; every other slot
     // is a PAGE_END sentinel counting 0, so falling through or jumping anywhere else on that page leads
     // back to dispatch at the right pc, whatever the budget left.

@@ -459,8 +459,9 @@ void* Jit::compile(uint32_t off, bool tlb_first) {
   };
   // The interpreter's translation cache probe (cpu.cc, TLB_AT and TLB_TAG) for the virtual address in
   // eax: the entry indexed by its page, whose tag at `tag` must be the page of the access's last byte
-  // (so an access crossing a page never hits). Leaves ZF clear on a miss; on a hit, rax = host address.
-  auto tlb_probe = [&](size_t tag, uint32_t size) {
+  // (so an access crossing a page never hits). Returns the jump taken on a miss (to bind or to exit at);
+  // past it, on a hit, rax = the entry's addend + va, the host address.
+  auto tlb_access = [&](size_t tag, uint32_t size) {
     em.mov_rr32(RCX, RAX);
     em.shift_ri(Emitter::kShr, RCX, kPageShift - 5);
     em.alu_ri(Emitter::kAnd, RCX, static_cast<int32_t>((kTlbSize - 1) << 5));
@@ -468,9 +469,10 @@ void* Jit::compile(uint32_t off, bool tlb_first) {
     em.lea32(RDX, Mem{RAX, static_cast<int32_t>(size - 1)});
     em.alu_ri(Emitter::kAnd, RDX, kPageMaskImm);
     em.alu_rm(Emitter::kCmp, RDX, Mem{RCX, static_cast<int32_t>(tag)});
+    uint8_t* const miss = em.jcc_fwd(kNE);
+    em.alu_rm(Emitter::kAdd, RAX, Mem{RCX, static_cast<int32_t>(offsetof(TlbEntry, addend))}, true);
+    return miss;
   };
-  // After a hit: rax = addend + va, the host address.
-  auto tlb_host = [&]() { em.alu_rm(Emitter::kAdd, RAX, Mem{RCX, static_cast<int32_t>(offsetof(TlbEntry, addend))}, true); };
   // x[rd] = io.vbase + t (a jump's link register; the cache is empty).
   auto link_reg = [&](uint32_t g, int32_t t) {
     em.mov_load32(RAX, io_field(offsetof(JitIo, vbase)));
@@ -835,9 +837,7 @@ void* Jit::compile(uint32_t off, bool tlb_first) {
           c.from = em.jcc_fwd(kAE);
           mem_op(c, Mem{kRam, 0, RAX, 1});
         } else {
-          tlb_probe(offsetof(TlbEntry, r), mem_size(d.op));
-          c.from = em.jcc_fwd(kNE);
-          tlb_host();
+          c.from = tlb_access(offsetof(TlbEntry, r), mem_size(d.op));
           mem_op(c, Mem{RAX, 0});
         }
         c.back = em.here();
@@ -857,9 +857,7 @@ void* Jit::compile(uint32_t off, bool tlb_first) {
         if (!tlb_first) {
           store_physical(c, c.fail);
         } else {
-          tlb_probe(offsetof(TlbEntry, w), mem_size(d.op));
-          c.from = em.jcc_fwd(kNE);
-          tlb_host();
+          c.from = tlb_access(offsetof(TlbEntry, w), mem_size(d.op));
           mem_op(c, Mem{RAX, 0});
         }
         c.back = em.here();
@@ -893,9 +891,7 @@ void* Jit::compile(uint32_t off, bool tlb_first) {
           }
           em.alu_rr(Emitter::kAdd, RAX, kRam, true);
         } else {
-          tlb_probe(d.op == kOpLR_W ? offsetof(TlbEntry, r) : offsetof(TlbEntry, w), 4);
-          c.from = em.jcc_fwd(kNE);
-          tlb_host();
+          c.from = tlb_access(d.op == kOpLR_W ? offsetof(TlbEntry, r) : offsetof(TlbEntry, w), 4);
         }
         c.back = em.here();
         cold_add(c);
@@ -1016,9 +1012,7 @@ void* Jit::compile(uint32_t off, bool tlb_first) {
       // The host address of the aligned word into rax, or the interpreter's.
       em.alu_ri(Emitter::kAdd, RAX, static_cast<int32_t>(kRamBase));  // va <-> RAM offset, either way
       if (!tlb_first) {
-        tlb_probe(c.op == kOpLR_W ? offsetof(TlbEntry, r) : offsetof(TlbEntry, w), 4);
-        exit_at(c.q, em.jcc_fwd(kNE));
-        tlb_host();
+        exit_at(c.q, tlb_access(c.op == kOpLR_W ? offsetof(TlbEntry, r) : offsetof(TlbEntry, w), 4));
       } else {
         atomic_physical(c);
       }
@@ -1027,9 +1021,7 @@ void* Jit::compile(uint32_t off, bool tlb_first) {
     }
     if (!tlb_first) {
       em.alu_ri(Emitter::kAdd, RAX, static_cast<int32_t>(kRamBase));  // back to the virtual address
-      tlb_probe(store ? offsetof(TlbEntry, w) : offsetof(TlbEntry, r), mem_size(c.op));
-      exit_at(c.q, em.jcc_fwd(kNE));
-      tlb_host();
+      exit_at(c.q, tlb_access(store ? offsetof(TlbEntry, w) : offsetof(TlbEntry, r), mem_size(c.op)));
       mem_op(c, Mem{RAX, 0});
     } else {
       em.alu_ri(Emitter::kAdd, RAX, static_cast<int32_t>(kRamBase));  // va - kRamBase: the RAM offset
