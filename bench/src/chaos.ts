@@ -8,6 +8,7 @@ import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { Machine } from 'lockstep';
 import { ChaosRun, CYCLE_KINDS, FAULT_KINDS, pidNamespacesAvailable, planChaos, SOAK, type CycleReport, type FaultKind } from '../../test/helpers/chaos.js';
 import { RESULTS_DIR, ROOT } from './paths.js';
 import { Progress } from './progress.js';
@@ -112,9 +113,16 @@ const { launch } = (await import(pathToFileURL(join(ROOT, 'dist', 'cluster', 'ag
 const progress = new Progress(cycles);
 const out = (line: string) => process.stdout.write(`${line}\n`);
 const soaks = faults?.includes(SOAK) === true;
-// The halves are lockstep processes: they take LOCKSTEP_ENGINE from this environment.
-const engine = process.env.LOCKSTEP_ENGINE || 'interp';
-const repeat = `${engine !== 'interp' ? `LOCKSTEP_ENGINE=${engine} ` : ''}npm run chaos -- --cycles ${cycles} --seed ${seed}${faults ? ` --faults ${faults.join(',')}` : ''}${clients !== 8 ? ` --clients ${clients}` : ''}${timeoutMs !== 600 ? ` --timeout ${timeoutMs}` : ''}${soaks && soakMs !== 60_000 ? ` --soak ${soakMs / 1000}` : ''}${stress > 0 ? ` --stress ${stress}` : ''}${pidNamespaces ? '' : ' --no-pidns'}`;
+// The halves are lockstep processes: they run the default engine, or LOCKSTEP_ENGINE's from this environment.
+const engine = (() => {
+  const m = new Machine({ memory: 4096 });
+  try {
+    return m.engine;
+  } finally {
+    m.close();
+  }
+})();
+const repeat = `${process.env.LOCKSTEP_ENGINE ? `LOCKSTEP_ENGINE=${process.env.LOCKSTEP_ENGINE} ` : ''}npm run chaos -- --cycles ${cycles} --seed ${seed}${faults ? ` --faults ${faults.join(',')}` : ''}${clients !== 8 ? ` --clients ${clients}` : ''}${timeoutMs !== 600 ? ` --timeout ${timeoutMs}` : ''}${soaks && soakMs !== 60_000 ? ` --soak ${soakMs / 1000}` : ''}${stress > 0 ? ` --stress ${stress}` : ''}${pidNamespaces ? '' : ' --no-pidns'}`;
 out(`chaos: ${cycles} cycles, seed ${seed} (repeat: ${repeat})`);
 out(`  kvserver (udp back-end) as lockstep primary/secondary processes on the ${engine === 'jit' ? 'block compiler' : 'interpreter'}${pidNamespaces ? ', each in its own PID namespace' : ''}; detection timeout ${timeoutMs} ms; ${clients} incr clients + 2 set/get clients${stress > 0 ? `; stress-ng --cpu ${stress} beside it` : ''}`);
 

@@ -5,6 +5,10 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { Machine, Recorder, Replayer } from 'lockstep';
 
+// The tables this feeds are the interpreter's (the reference engine; `npm run bench -- engines` compares it
+// with the block compiler and QEMU): LOCKSTEP_ENGINE=jit runs them on the compiler instead.
+process.env.LOCKSTEP_ENGINE ||= 'interp';
+
 export interface RecordTrial {
   mode: 'plain' | 'record' | 'replay';
   kind: string;

@@ -282,7 +282,7 @@ export async function primaryCommand(argv: string[], io: CommandIo): Promise<num
     services = await startPrimaryServices(primary, { key, ...(vmMetrics ? { metrics: vmMetrics } : {}), ...(control ? { control } : {}), onEvent: (e) => reportService(r, e) });
     await checkListenable(listen, 'the logging channel (ft.listen, --listen)');
     const addr = await primary.start();
-    r.event('listening', { host: addr.host, port: addr.port, epoch: primary.epoch }, `primary of ${spec.id} at epoch ${primary.epoch}; secondaries join at ${formatHostPort(addr)}`);
+    r.event('listening', { host: addr.host, port: addr.port, epoch: primary.epoch, engine: machine.engine }, `primary of ${spec.id} at epoch ${primary.epoch} (engine ${machine.engine}); secondaries join at ${formatHostPort(addr)}`);
     onSignals(() => primary.stop());
     primarySignals(primary, r);
     const status = await done;
@@ -394,7 +394,10 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
   async function runSecondary(): Promise<number> {
   const status = await new Promise<number>((resolve, reject) => {
     secondary.on('warning', (w) => r.event('warning', { message: w }, `warning: ${w}`));
-    secondary.on('cloned', (c) => r.event('cloned', { ...c }, `cloned from the primary (${c.pages} pages, ${c.ms.toFixed(0)} ms); replaying`));
+    secondary.on('cloned', (c) => {
+      const engine = secondary.machine?.engine;
+      r.event('cloned', { ...c, ...(engine ? { engine } : {}) }, `cloned from the primary (${c.pages} pages, ${c.ms.toFixed(0)} ms); replaying${engine ? ` (engine ${engine})` : ''}`);
+    });
     secondary.on('lockstep', () => r.event('status', { protected: true, text: 'Protected' }, 'in lockstep with the primary'));
     secondary.on('left', (why) => {
       r.event('left', { reason: why }, `left the pair: ${why}`);
@@ -418,7 +421,7 @@ export async function secondaryCommand(argv: string[], io: CommandIo): Promise<n
       // Served exactly as a primary's, retrying addresses the frozen old primary may still hold.
       services = startPrimaryServices(p, { key, ...(metrics ? { metrics } : {}), ...(control ? { control } : {}), retry: true, onEvent: (e) => reportService(r, e) });
       const a = p.address;
-      r.event('listening', { ...(a ? { host: a.host, port: a.port } : {}), epoch: p.epoch }, `now the primary at epoch ${p.epoch}; a new secondary joins at ${a ? formatHostPort(a) : '?'}`);
+      r.event('listening', { ...(a ? { host: a.host, port: a.port } : {}), epoch: p.epoch, engine: p.machine.engine }, `now the primary at epoch ${p.epoch} (engine ${p.machine.engine}); a new secondary joins at ${a ? formatHostPort(a) : '?'}`);
       // Its status from the start (a migration's target is protected at once: the secondary follows it).
       r.event('status', { protected: p.status.protected, text: describeStatus(p.status) }, describeStatus(p.status));
       void supervisePrimary(p, r, io, false).then(resolve);

@@ -24,8 +24,9 @@ Options:
   --max-instructions <n>     stop after exactly n instructions (exit status 75)
   --clock <virtual|real>     virtual: time derived from instructions, fully deterministic (default)
                              real: the host's monotonic clock
-  --engine <interp|jit>      interp: the interpreter alone (default; or LOCKSTEP_ENGINE);
-                             jit: the block compiler for hot code (x86-64 Linux hosts)
+  --engine <jit|interp>      jit: the block compiler for hot code beside the interpreter (default,
+                             or LOCKSTEP_ENGINE; x86-64 Linux hosts, elsewhere the interpreter);
+                             interp: the interpreter alone
   --input <file>             bytes fed to the guest's UART receiver ('-': this process's stdin)
   --append <text>            the guest's command line (as QEMU's -append; an ELF guest reads it
                              through semihosting)

@@ -74,7 +74,7 @@ export interface VmConfig {
   readonly ramMiB: number;
   /** `real`: mtime follows the host clock and is logged. `virtual`: derived from instret, deterministic. */
   readonly clock: 'real' | 'virtual';
-  /** `interp`: the interpreter alone. `jit`: the block compiler for hot code in every mode beside it (x86-64 Linux). */
+  /** `jit` (default): the block compiler for hot code in every mode beside the interpreter (x86-64 Linux; elsewhere the interpreter). `interp`: the interpreter alone. */
   readonly engine: 'interp' | 'jit';
   /** The guest's command line (as QEMU's `-append`: Linux's bootargs, or what an ELF guest reads through semihosting); '' for none. */
   readonly append: string;
@@ -223,7 +223,7 @@ export const CONFIG_DEFAULTS = {
   vm: {
     ramMiB: 64,
     clock: 'real',
-    engine: 'interp',
+    engine: 'jit',
     devices: {
       rng: false,
       diskMode: 'shared',

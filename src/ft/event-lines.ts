@@ -3,6 +3,7 @@
 // {@link parseEventLine}. Bigints travel as decimal strings.
 import type { GoLiveReport } from './secondary.js';
 import type { CloneReport, FtPrimaryStats, MigrateReport, MoveReport } from './primary.js';
+import type { Engine } from '../machine/types.js';
 
 /** JSON form of a value: bigints become decimal strings. */
 type Json<T> = T extends bigint ? string : T extends object ? { [K in keyof T]: Json<T[K]> } : T;
@@ -11,16 +12,16 @@ export type Writable<T> = { [K in keyof T]: T[K] extends string ? T[K] | bigint 
 
 /** The fields of each event, by name. */
 export interface FtEventFields {
-  /** The logging channel listens (a primary, or a secondary once promoted). */
-  listening: { host?: string; port?: number; epoch: number };
+  /** The logging channel listens (a primary, or a secondary once promoted); `engine` runs its machine. */
+  listening: { host?: string; port?: number; epoch: number; engine?: Engine };
   /** The operations API listens. */
   control: { url: string };
   /** The Prometheus endpoint listens. */
   metrics: { url: string };
   /** The secondary joined its primary. */
   joined: { host: string; port: number };
-  /** Primary: a secondary was cloned (CloneReport). Secondary: its clone arrived ({pages, ms}). */
-  cloned: Partial<CloneReport> & { pages: number; ms?: number };
+  /** Primary: a secondary was cloned (CloneReport). Secondary: its clone arrived ({pages, ms}) and `engine` replays it. */
+  cloned: Partial<CloneReport> & { pages: number; ms?: number; engine?: Engine };
   status: { protected: boolean; text: string };
   'secondary-lost': { reason: string; epoch: number };
   /** A move of the secondary finished: the new one protects the VM (MoveReport). */

@@ -28,7 +28,8 @@ export function vmSpecOf(loaded: LoadedConfig): VmSpec {
     spec.linux = { kernel, ...(initrd ? { initrd } : {}), ...(bios ? { bios } : {}), ...(dtb ? { dtb } : {}) };
   }
   if (vm.append !== '') spec.append = vm.append;
-  if (vm.engine !== 'interp') spec.engine = vm.engine;
+  // The default (jit) is left to the Machine, so that LOCKSTEP_ENGINE can change it; interp always holds.
+  if (vm.engine !== 'jit') spec.engine = vm.engine;
   if (vm.devices.rng) spec.rng = true;
   if (vm.devices.disk) spec.disk = { path: vm.devices.disk.path, mode: vm.devices.disk.mode };
   const net = vm.devices.net;

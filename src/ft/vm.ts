@@ -18,7 +18,7 @@ export interface VmSpec {
   /** Bytes of RAM. */
   memory: number;
   clock: 'real' | 'virtual';
-  /** The execution engine (default: the Machine's, `interp` unless LOCKSTEP_ENGINE says otherwise). Not guest-visible. */
+  /** The execution engine (default: the Machine's, `jit` unless LOCKSTEP_ENGINE says otherwise). Not guest-visible. */
   engine?: Engine;
   /** The guest's command line: Linux's bootargs, or an ELF guest's semihosting `cmdline`. */
   append?: string;

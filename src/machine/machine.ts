@@ -116,7 +116,7 @@ export class Machine extends EventEmitter<MachineEvents> {
     const step = options.clockStepUs ?? DEFAULT_CLOCK_STEP_US;
     if (!Number.isInteger(step) || step < 0 || step > 1_000_000) throw new OptionError('clockStepUs', `must be a whole number of microseconds from 0 to 1000000, got ${String(step)}`);
     const native: ConstructorParameters<typeof NativeMachine>[0] = { ramSize: memory, realClock: clock === 'real', clockStepTicks: step * 10 };
-    const engine: unknown = options.engine ?? (process.env.LOCKSTEP_ENGINE || 'interp');
+    const engine: unknown = options.engine ?? (process.env.LOCKSTEP_ENGINE || 'jit');
     if (engine !== 'interp' && engine !== 'jit') {
       const from = options.engine === undefined ? 'LOCKSTEP_ENGINE' : 'engine';
       throw new OptionError(from, `must be 'interp' or 'jit', got ${String(engine)}`);

@@ -68,9 +68,11 @@ export interface MachineOptions {
    */
   cmdline?: string;
   /**
-   * The execution engine (default `interp`, or the `LOCKSTEP_ENGINE` environment variable when set).
-   * `jit` on a host without the block compiler (anything but x86-64 Linux) runs the interpreter: see
-   * {@link Machine.engine} for the engine in use. Not guest-visible and not part of a recording.
+   * The execution engine (default `jit`, or the `LOCKSTEP_ENGINE` environment variable when set):
+   * `jit` compiles hot code beside the interpreter; on a host without the block compiler (anything but
+   * x86-64 Linux), or where its code buffer cannot be mapped, the interpreter runs alone. `interp`: the
+   * interpreter alone (the reference). See {@link Machine.engine} for the engine in use. Not
+   * guest-visible and not part of a recording: the two give the same counts, stops and state hashes.
    */
   engine?: Engine;
 }

@@ -17,6 +17,7 @@ import {
 } from '../../src/config/index.js';
 import { LockstepError } from '../../src/errors.js';
 import { configToJson } from '../../src/cluster/manager/desired.js';
+import { vmSpecOf } from '../../src/ft/settings.js';
 import { makeCerts, opensslMissing } from '../protocol/helpers.js';
 import { BAD, KEY_HEX, base } from './bad-configs.js';
 
@@ -57,7 +58,7 @@ describe('validateConfig: defaults', () => {
       guest: '/etc/lockstep/guest.elf',
       ramMiB: 64,
       clock: 'real',
-      engine: 'interp',
+      engine: 'jit',
       append: '',
       devices: { rng: false, disk: undefined, net: undefined },
     });
@@ -107,7 +108,7 @@ describe('validateConfig: defaults', () => {
         guest: '/abs/guest.elf',
         ramMiB: 2047,
         clock: 'virtual',
-        engine: 'jit',
+        engine: 'interp',
         devices: { rng: true, disk: { path: 'd.img', mode: 'separate' }, net: { backend: 'tap', name: 'tap-lockstep0', mac: '52:54:00:AA:BB:CC' } },
       },
       ft: {
@@ -130,7 +131,11 @@ describe('validateConfig: defaults', () => {
     const { config } = validateConfig(c, 'vm.json', '/cfg');
     expect(config.vm.ramMiB).toBe(2047);
     expect(config.vm.clock).toBe('virtual');
-    expect(config.vm.engine).toBe('jit');
+    expect(config.vm.engine).toBe('interp');
+    // The machine's spec: interp is passed on; the default (jit) is left to the Machine and LOCKSTEP_ENGINE.
+    expect(vmSpecOf({ config, warnings: [], source: '/cfg/vm.json', key: undefined }).engine).toBe('interp');
+    const byDefault = validateConfig(base(), 'vm.json', '/cfg').config;
+    expect(vmSpecOf({ config: byDefault, warnings: [], source: '/cfg/vm.json', key: undefined }).engine).toBeUndefined();
     expect(config.vm.devices.net).toEqual({ backend: 'tap', name: 'tap-lockstep0', mac: '52:54:00:aa:bb:cc' });
     expect(config.vm.devices.disk).toEqual({ path: '/cfg/d.img', mode: 'separate' });
     expect(config.ft.listen).toEqual({ host: '::1', port: 7401 });

@@ -32,6 +32,32 @@ describe('engine option', () => {
     // 'jit' runs the compiler exactly where this build has one (x86-64 Linux).
     expect(HAS_JIT).toBe(process.arch === 'x64' && process.platform === 'linux');
   });
+
+  it('defaults to the compiler where there is one, and LOCKSTEP_ENGINE changes the default only', () => {
+    const saved = process.env.LOCKSTEP_ENGINE;
+    const engineOf = (options: { engine?: Engine } = {}) => {
+      const m = new Machine({ memory: 4096, ...options });
+      try {
+        return m.engine;
+      } finally {
+        m.close();
+      }
+    };
+    try {
+      delete process.env.LOCKSTEP_ENGINE;
+      expect(engineOf()).toBe(HAS_JIT ? 'jit' : 'interp');
+      process.env.LOCKSTEP_ENGINE = 'interp';
+      expect(engineOf()).toBe('interp');
+      expect(engineOf({ engine: 'jit' })).toBe(HAS_JIT ? 'jit' : 'interp');
+      process.env.LOCKSTEP_ENGINE = 'jit';
+      expect(engineOf({ engine: 'interp' })).toBe('interp');
+      process.env.LOCKSTEP_ENGINE = 'tcg';
+      expect(() => engineOf()).toThrow(/LOCKSTEP_ENGINE.*'interp' or 'jit', got tcg/);
+    } finally {
+      if (saved === undefined) delete process.env.LOCKSTEP_ENGINE;
+      else process.env.LOCKSTEP_ENGINE = saved;
+    }
+  });
 });
 
 describe.skipIf(!HAS_JIT)('block compiler (engine: jit) against the interpreter', () => {
@@ -138,6 +164,37 @@ describe.skipIf(!HAS_JIT)('block compiler (engine: jit) against the interpreter'
     }, budgets(program.length, 50, 1_000_003));
     expect(r.last).toMatchObject({ kind: 'trap', cause: CAUSE.breakpoint });
     expect(r.jit!.blocks).toBeGreaterThan(2);
+  });
+
+  it('more hot code than the code buffer holds: flushed, compiled again only once twice as hot, in step with the interpreter', async () => {
+    // 3 000 chunks of 40 load/add/store triples, each ended by a jump to the next (so that every chunk
+    // is a block start dispatch counts), run 100 times: ~26 MiB of compiled code against a 16 MiB buffer.
+    // The compiler fills it in round 16, drops everything and needs 32 dispatches of a start from then
+    // on, so the next wave fills it in round 48 and the one after would come in round 112: two flushes.
+    // With the threshold left at 16 every 16 rounds would compile and flush again (six flushes), each
+    // block run compiled a few times for the cost of compiling it, slower than the interpreter.
+    const a = new Asm();
+    const CHUNKS = 3000;
+    const ROUNDS = 100;
+    a.li(20, 0);
+    a.label('round').li(9, RAM + 0x300000);
+    for (let i = 0; i < CHUNKS; i++) {
+      a.label(`c${i}`);
+      for (let k = 0; k < 40; k++) a.lw(10, (k & 15) * 4, 9).addi(10, 10, (i + k) & 0x3ff).sw(10, (k & 15) * 4, 9);
+      a.j(`c${i + 1}`);
+    }
+    a.label(`c${CHUNKS}`).addi(20, 20, 1).li(21, ROUNDS).beq(20, 21, 'done').la(22, 'round').jalr(0, 22, 0);
+    a.label('done').ebreak();
+    const program = a.bytes();
+    const r = await inStep({ memory: 4 << 20 }, (m) => {
+      m.writeMemory(RAM, program);
+      m.pc = RAM;
+    }, budgets(CHUNKS, 30, 2_000_003));
+    expect(r.last).toMatchObject({ kind: 'trap', cause: CAUSE.breakpoint });
+    // li; each round a lui and the chunks (3 x 40 + j each); loop-backs (addi, li, beq, auipc, addi, jalr); addi, li, beq.
+    expect(r.last.instret).toBe(BigInt(1 + ROUNDS * (1 + CHUNKS * 121) + (ROUNDS - 1) * 6 + 3));
+    expect(r.jit!.flushes).toBe(2);
+    expect(r.jit!.blocks).toBeGreaterThan(r.jit!.invalidated); // compiled again after the last flush
   });
 
   it('a budget ends a one-instruction loop exactly, and stop() ends it when no budget would', async () => {

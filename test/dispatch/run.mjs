@@ -37,14 +37,16 @@ if (!readFileSync(join(work, 'build', 'lockstep.target.mk'), 'utf8').includes('-
   fail('the switch build was compiled without -DLOCKSTEP_DISPATCH_SWITCH');
 }
 
-const env = { ...process.env, LOCKSTEP_ADDON_PATH: addonPath };
+// The interpreter is what the switch changes: every machine here runs it (tests that name an engine still
+// run theirs), and the guest hashes below compare the two builds' interpreters.
+const env = { ...process.env, LOCKSTEP_ADDON_PATH: addonPath, LOCKSTEP_ENGINE: 'interp' };
 const suites = process.argv.slice(2);
 run(process.execPath, [join(root, 'node_modules', 'vitest', 'vitest.mjs'), 'run', ...(suites.length ? suites : ['test/cpu'])], { cwd: root, env });
 
 const hashes = (extra) => {
   const r = spawnSync(process.execPath, [join(root, 'test', 'dispatch', 'guest-hashes.mjs')], {
     cwd: root,
-    env: { ...process.env, ...extra },
+    env: { ...process.env, LOCKSTEP_ENGINE: 'interp', ...extra },
     encoding: 'utf8',
     maxBuffer: 64 << 20,
   });

@@ -5,6 +5,10 @@
 # and counting every connection error, reset and reconnect (pymemcache reconnects silently: a changed
 # socket is counted). Prints progress as JSON lines; on `stop <kill times>` on stdin it stops, reads
 # everything back over the same connections, and prints the verdict and the outage around each kill.
+# With `keys` > 0 each client cycles through that many keys, so that the live set stays bounded however
+# long the run (a soak of hundreds of failovers would otherwise fill the cache and its log, and a cache
+# evicts): each key is read back before it is overwritten and must hold the last value acknowledged for
+# it, so a lost write is caught then, not only by the read-back at the end.
 import json
 import socket
 import sys
@@ -18,8 +22,12 @@ TIMEOUT = 120.0
 
 
 class Worker:
-    def __init__(self, cid, host, port):
+    def __init__(self, cid, host, port, keys=0):
         self.cid = cid
+        self.keys = keys
+        self.lost_before_overwrite = []
+        self.checked = 0
+        self.acked_writes = 0
         self.client = Client((host, port), connect_timeout=TIMEOUT, timeout=TIMEOUT, no_delay=True, default_noreply=False)
         self.sock = None
         self.connects = 0
@@ -58,11 +66,17 @@ class Worker:
             return
         j = 0
         while not self.stop:
-            key = 'k:%d:%d' % (self.cid, j)
+            key = 'k:%d:%d' % (self.cid, j % self.keys if self.keys else j)
             value = ('v:%d:%d:' % (self.cid, j)).encode() + b'x' * (j % 64)
             try:
+                if key in self.writes:
+                    got = self.call('get ' + key, lambda: self.client.get(key))
+                    self.checked += 1
+                    if got != self.writes[key]:
+                        self.lost_before_overwrite.append(key)
                 if self.call('set ' + key, lambda: self.client.set(key, value)):
                     self.writes[key] = value
+                    self.acked_writes += 1
                 n = self.call('incr', lambda: self.client.incr(self.counter(), 1))
                 self.incrs.append(n)
             except Exception:
@@ -79,6 +93,7 @@ class Worker:
             batch = keys[i:i + 100]
             got = self.call('get_many', lambda: self.client.get_many(batch))
             lost += [k for k in batch if got.get(k) != self.writes[k]]
+        lost += self.lost_before_overwrite
         raw = self.call('get counter', lambda: self.client.get(self.counter()))
         final = int(raw) if raw is not None else -1  # -1: the counter itself was lost
         expected = list(range(1, len(self.incrs) + 1))
@@ -88,7 +103,9 @@ class Worker:
             'client': self.cid,
             'requests': self.requests,
             'acknowledged': len(self.acks),
-            'writes': len(self.writes),
+            'writes': self.acked_writes,
+            'keys': len(self.writes),
+            'keysChecked': self.checked,
             'lost': len(lost),
             'lostKeys': lost[:10],
             'incrs': len(self.incrs),
@@ -119,7 +136,7 @@ def outages(workers, kills):
 
 def main():
     cfg = json.loads(sys.argv[1])
-    workers = [Worker(i, cfg['host'], cfg['port']) for i in range(cfg['clients'])]
+    workers = [Worker(i, cfg['host'], cfg['port'], cfg.get('keys', 0)) for i in range(cfg['clients'])]
     threads = [threading.Thread(target=w.run, daemon=True) for w in workers]
     for t in threads:
         t.start()

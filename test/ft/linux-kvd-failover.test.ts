@@ -9,12 +9,18 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { DEFAULT_ENGINE } from '../helpers/engines.js';
 import { exited, killAll, launch, root, type Proc } from '../helpers/ft-pair.js';
 import { KVD_READY, PYTHON, kvdUnavailable } from '../helpers/kvd-guest.js';
 import { setUpL2Hosts } from '../helpers/l2-hosts.js';
 import { until } from '../helpers/wait.js';
 
 const KILLS = Number(process.env.LOCKSTEP_KILLS ?? 3);
+/**
+ * Keys per client (LOCKSTEP_KVD_KEYS): each client cycles through them, reading a key back before it
+ * overwrites it, so the live set stays within the cache and its log however many kills a soak runs.
+ */
+const KEYS = Number(process.env.LOCKSTEP_KVD_KEYS ?? 2048);
 const CLIENTS = 4;
 /** Bounds for a loaded two-core machine; a passing test never waits them out. */
 const STEP_MS = 180_000;
@@ -43,6 +49,10 @@ interface ClientResult {
   requests: number;
   acknowledged: number;
   writes: number;
+  /** Distinct keys written (each client cycles through KEYS). */
+  keys: number;
+  /** Writes that first read their key back (it held the last acknowledged value, or counts as lost). */
+  keysChecked: number;
   lost: number;
   incrs: number;
   counter: number;
@@ -103,13 +113,15 @@ describe.skipIf(reason !== undefined)('Linux kvd as a fault-tolerant pair: TCP c
       primary.child.stdout!.on('data', (d: Buffer) => (console_ += d.toString('latin1')));
       let primaryNs = ns.a;
       const l = await primary.wait('listening', undefined, STEP_MS);
+      // Both halves run the default engine (the block compiler where there is one; LOCKSTEP_ENGINE changes it).
+      expect(l.engine).toBe(DEFAULT_ENGINE);
       let standby = secondary(ns.b, `${hostOf[ns.a]}:${String(l.port)}`);
       await primary.wait('status', (e) => e.protected === true, STEP_MS);
       await until(`kvd is ready (console: ${JSON.stringify(console_.slice(-600))})`, () => console_.includes(KVD_READY) || primary.child.exitCode !== null, { timeoutMs: STEP_MS, everyMs: 50 });
       expect(console_).toContain(KVD_READY);
 
       // The clients, in namespace C.
-      const d = spawn('ip', ['netns', 'exec', ns.c, PYTHON, DRIVER, JSON.stringify({ host: '10.0.2.15', port: 11211, clients: CLIENTS })], { stdio: ['pipe', 'pipe', 'pipe'] });
+      const d = spawn('ip', ['netns', 'exec', ns.c, PYTHON, DRIVER, JSON.stringify({ host: '10.0.2.15', port: 11211, clients: CLIENTS, keys: KEYS })], { stdio: ['pipe', 'pipe', 'pipe'] });
       driver = d;
       let progress: number[] = [];
       let connects: number[] = [];
@@ -151,9 +163,11 @@ describe.skipIf(reason !== undefined)('Linux kvd as a fault-tolerant pair: TCP c
         primary = standby;
         primaryNs = killedNs === ns.a ? ns.b : ns.a;
         const listening = await primary.wait('listening', (e) => Number(e.t) >= since, STEP_MS);
+        expect(listening.engine).toBe(DEFAULT_ENGINE);
         standby = secondary(killedNs, `${hostOf[primaryNs]}:${String(listening.port)}`);
         await primary.wait('status', (e) => e.protected === true && Number(e.t) >= since, STEP_MS);
         await standby.wait('status', (e) => e.protected === true, STEP_MS);
+        expect((await standby.wait('cloned', undefined, STEP_MS)).engine).toBe(DEFAULT_ENGINE);
         await everyClientPast(`protected again after kill ${k}`, [...progress], 50);
         expect(errors, `client errors after kill ${k}`).toBe(0);
       }
@@ -165,8 +179,8 @@ describe.skipIf(reason !== undefined)('Linux kvd as a fault-tolerant pair: TCP c
       const sum = (f: (r: ClientResult) => number) => results.reduce((s, r) => s + f(r), 0);
       const outages = [...final!.outagesMs].sort((x, y) => x - y);
       console.log(
-        `linux-kvd-failover: ${KILLS} kills, ${CLIENTS} TCP clients; ${sum((r) => r.requests)} requests, ${sum((r) => r.acknowledged)} acknowledged, ` +
-          `${sum((r) => r.writes)} writes (${sum((r) => r.lost)} lost), ${sum((r) => r.incrs)} incrs (${sum((r) => r.appliedTwice)} applied twice), ` +
+        `linux-kvd-failover: engine ${DEFAULT_ENGINE}, ${KILLS} kills, ${CLIENTS} TCP clients; ${sum((r) => r.requests)} requests, ${sum((r) => r.acknowledged)} acknowledged, ` +
+          `${sum((r) => r.writes)} writes to ${sum((r) => r.keys)} keys (${sum((r) => r.lost)} lost; ${sum((r) => r.keysChecked)} keys read back before being overwritten), ${sum((r) => r.incrs)} incrs (${sum((r) => r.appliedTwice)} applied twice), ` +
           `${sum((r) => r.reconnects)} reconnects, ${sum((r) => r.errorCount)} errors; go-live ${goLiveMs.join('/')} ms after the kill; ` +
           `client-visible outage p50 ${percentile(outages, 50)} ms, p99 ${percentile(outages, 99)} ms (${final!.outagesMs.join(', ')})`,
       );

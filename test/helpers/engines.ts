@@ -13,6 +13,9 @@ export const HAS_JIT = (() => {
   return e === 'jit';
 })();
 
+/** The engine a Machine built without `engine` runs here: LOCKSTEP_ENGINE's, else the compiler where there is one. */
+export const DEFAULT_ENGINE: Engine = (process.env.LOCKSTEP_ENGINE || 'jit') === 'jit' && HAS_JIT ? 'jit' : 'interp';
+
 // Every CSR whose value the hart state includes (M, S, counters, PMP's first entry).
 const CSRS = [0x300, 0x301, 0x302, 0x303, 0x304, 0x305, 0x306, 0x340, 0x341, 0x342, 0x343, 0x344, 0x100, 0x104, 0x105,
   0x106, 0x140, 0x141, 0x142, 0x143, 0x144, 0x180, 0x3a0, 0x3b0, 0xb00, 0xb02, 0xb80, 0xb82];

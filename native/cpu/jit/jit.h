@@ -10,8 +10,11 @@
 //   limits, which update_mode() sets, so one block serves every virtual address and privilege its
 //   physical page is executed at.
 // - lookup(off) returns host code for the guest block at RAM offset `off` once that block has been
-//   dispatched kHotThreshold times (compiling it then), or null: the interpreter runs it. Dispatch has
-//   translated the pc (and checked execute permission) before.
+//   dispatched threshold_ times (kHotThreshold at first, compiling it then), or null: the interpreter
+//   runs it. Dispatch has translated the pc (and checked execute permission) before. Every time the code
+//   buffer fills (everything dropped) the threshold doubles, up to kMaxHotThreshold: a guest whose hot
+//   code does not fit the buffer would otherwise be compiled again and again, each block for a few
+//   runs, and go slower than interpreted; so only what stays hot longer gets compiled again.
 // - enter(code) runs compiled blocks, chained, while each next block fits the budget io.rem (every block
 //   entry subtracts its whole length first and leaves when that would go negative), and returns with
 //   io.pc, io.rem and io.branches exact: kExitDispatch when control reached a pc with no compiled block
@@ -87,6 +90,8 @@ class Jit {
   enum Exit : uint32_t { kExitDispatch = 0, kExitInterp = 1 };
   /// Dispatches of one block start before it is compiled.
   static constexpr uint8_t kHotThreshold = 16;
+  /// The most the threshold grows to after flushes (below kNever, which hits[] never counts up to).
+  static constexpr uint8_t kMaxHotThreshold = 254;
 
   /// Whether this build has a JIT at all.
   static constexpr bool available() { return LOCKSTEP_HAVE_JIT != 0; }
@@ -178,6 +183,7 @@ class Jit {
   ptrdiff_t wdelta_ = 0;
   bool dual_ = false;
   bool failed_ = false;  // a protection change was refused: compiled code is never entered again
+  uint8_t threshold_ = kHotThreshold;  // dispatches before a start is compiled (doubles at each flush)
   size_t buf_size_ = 0;
   size_t used_ = 0;         // bump allocation; past the trampoline
   size_t code_start_ = 0;   // first byte after the trampoline

@@ -235,7 +235,7 @@ void* Jit::lookup(uint32_t off, bool tlb_first) {
   const uint32_t s = (off & (kPageSize - 1)) >> 1;
   if (void* code = p->entry[s]) return code;
   uint8_t& h = p->hits[s];
-  if (h == kNever || ++h < kHotThreshold) return nullptr;
+  if (h == kNever || ++h < threshold_) return nullptr;
   void* code = compile(off, tlb_first);
   if (!code) h = kNever;
   else stats_.translated_blocks += io.paged;
@@ -356,9 +356,11 @@ void* Jit::compile(uint32_t off, bool tlb_first) {
   auto po = [&](uint32_t ram_off) { return static_cast<int32_t>(ram_off - page_off); };
 
   if (used_ + kMaxBlockBytes > buf_size_) {
-    // Full: everything goes (no compiled code is running: compile is called from dispatch only).
+    // Full: everything goes (no compiled code is running: compile is called from dispatch only), and
+    // from now on a start must be twice as hot to be compiled (see threshold_).
     drop_all();
     stats_.flushes++;
+    threshold_ = static_cast<uint8_t>(std::min<unsigned>(threshold_ * 2u, kMaxHotThreshold));
   }
   uint8_t* const start = buf_ + used_;
   if (!write_begin(start)) return nullptr;
