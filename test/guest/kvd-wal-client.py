@@ -10,6 +10,10 @@
 #                 at a time. Prints {"last": {key: value or null}, "order": [keys by last write]}.
 #   mode "check": {last, order}: gets every key, prints the summary the test asserts on, with kvd's
 #                 `stats`, `stats items` (per-class evicted) and `stats wal`.
+#   mode "burst": {bytes}: `stats reset`, then `noreply` sets of distinct keys with 200-byte values,
+#                 `bytes` of records in all, sent at once without waiting, then `mn` (its reply marks the
+#                 end). Prints kvd's pid before and after, `stats`, `stats wal`, how many of the burst's
+#                 keys are present, and the index of the oldest key present with a wrong value (or -1).
 import hashlib
 import json
 import socket
@@ -117,10 +121,47 @@ def check(host, port, last, order):
     return result
 
 
+def burst(host, port, limit):
+    s, f = connect(host, port)
+    pid = stats(s, f, b'')['pid']
+    s.sendall(b'stats reset\r\n')
+    assert f.readline() == b'RESET\r\n'
+    cmds, written, n = [], 0, 0
+    while written < limit:
+        key, v = b'b%06d' % n, (b'%d.' % n * 200)[:200]
+        cmds.append(b'set %s 0 0 %d noreply\r\n%s\r\n' % (key, len(v), v))
+        written += REC_FIXED + len(key) + len(v)
+        n += 1
+    s.sendall(b''.join(cmds) + b'mn\r\n')
+    line = f.readline()
+    if line != b'MN\r\n':
+        raise SystemExit('burst: %r instead of MN' % line)
+    present, wrong = [], -1
+    for at in range(0, n, PIPELINE):
+        s.sendall(b'get ' + b' '.join(b'b%06d' % i for i in range(at, min(n, at + PIPELINE))) + b'\r\n')
+        while True:
+            line = f.readline()
+            if line == b'END\r\n':
+                break
+            _, key, _, size = line.split()
+            data = f.read(int(size) + 2)[:-2]
+            i = int(key[1:])
+            present.append(i)
+            if data != (b'%d.' % i * 200)[:200] and wrong < 0:
+                wrong = i
+    result = {'sets': n, 'present': len(present), 'oldest_present': min(present, default=-1),
+              'newest_missing': max(set(range(n)) - set(present), default=-1), 'wrong': wrong,
+              'pid_before': pid, 'stats': stats(s, f, b''), 'wal': stats(s, f, b'wal')}
+    s.close()
+    return result
+
+
 def main():
     req = json.load(sys.stdin)
     if req['mode'] == 'load':
         out = load(req['host'], req['port'], req['bytes'])
+    elif req['mode'] == 'burst':
+        out = burst(req['host'], req['port'], req['bytes'])
     else:
         out = check(req['host'], req['port'], req['last'], req['order'])
     json.dump(out, sys.stdout)

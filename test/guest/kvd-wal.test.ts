@@ -101,4 +101,24 @@ describe.skipIf(reason !== undefined)("kvd's write-ahead log with more data than
     expect(after.digest).toBe(before.digest);
     expect(after.wal.wal_used_bytes).toBe(wal.wal_used_bytes);
   }, 1_800_000);
+
+  it('splits a pipelined burst larger than a log half into bounded rounds: kvd stays up and keeps the newest keys', () => {
+    // 1.5 halves of noreply sets sent at once: one round of it could not be logged (the old kvd exited)
+    // or, beside a snapshot, would leave room for almost nothing.
+    const half = ((DISK_BYTES - 4096) / 2) & ~4095;
+    const keep = (half / 4) * 3;
+    const b = client<{ sets: number; present: number; oldest_present: number; newest_missing: number; wrong: number; pid_before: number; stats: Record<string, number>; wal: Record<string, number> }>({ mode: 'burst', bytes: 1.5 * half });
+    console.log(`kvd wal burst: ${b.sets} noreply sets, ${b.present} kept, ${b.wal.wal_writes} rounds, ${b.wal.wal_compactions} compactions, ${b.stats.evictions} evictions`);
+    expect(b.stats.pid).toBe(b.pid_before);
+    expect(b.wrong).toBe(-1);
+    // The newest keys stay (each record is 16 + 26 + 7 + 200 bytes; a round is at most half/16 plus one
+    // command, so a snapshot holds at least keep - half/16 - 2 records of the burst's newest keys).
+    expect(b.present).toBeGreaterThanOrEqual(Math.floor((keep - half / 16) / 249) - 2);
+    expect(b.newest_missing).toBeLessThan(b.oldest_present);
+    expect(b.stats.evictions).toBeGreaterThanOrEqual(b.sets - b.present);
+    expect(b.wal.wal_writes).toBeGreaterThanOrEqual(Math.floor(b.wal.wal_bytes! / (half / 16 + 249)));
+    expect(b.wal.wal_compactions).toBeGreaterThanOrEqual(1);
+    expect(b.wal.wal_compactions).toBeLessThanOrEqual(Math.floor(b.wal.wal_bytes! / (half - keep)) + 1);
+    expect(b.wal.wal_live_bytes).toBeLessThanOrEqual(keep);
+  }, 1_800_000);
 });

@@ -646,6 +646,13 @@ static uint32_t wal_pos; /* next record's offset inside the active half */
 static char *wal_buf;    /* records of this loop iteration, not yet on disk */
 static uint32_t wal_len;
 static int wal_replaying;
+/* A round stops taking TCP commands once its records reach this (1/16 of a half; the command that
+   crosses it completes): a client pipelining sets without waiting would otherwise make one round of
+   any size, more than a half (which kvd could not log) or enough to make the snapshot beside it evict
+   most of the cache. The rest waits in the connection's buffer for the next round. */
+static uint32_t wal_round_max;
+
+static int wal_round_full(void) { return wal_fd >= 0 && wal_len >= wal_round_max; }
 
 static uint32_t crc_table[256];
 
@@ -782,7 +789,8 @@ static void wal_fail(const char *what) {
    need more than (n - 1) * H/4 bytes of records (stats wal: wal_compactions <= wal_bytes / (H/4) + 1).
    3/4 keeps three quarters of today's ceiling on the cached set for a write amplification of 4; 1/2
    would halve the cache for 2, 7/8 would cost 8. (A round whose own records exceed 3H/4 gets what fits
-   beside them: the bound holds for rounds up to that size.) */
+   beside them: the bound holds for rounds up to that size, which wal_round_max makes every round but
+   one ending in an item near 1 MiB on the smallest disks.) */
 #define WAL_KEEP_NUM 3
 #define WAL_KEEP_DEN 4
 #define WAL_RUN (64 * 1024) /* snapshot records go to the disk in runs of up to this many bytes */
@@ -955,6 +963,7 @@ static void wal_open(const char *dev) {
   wal_half_size = (((uint32_t)size - 4096) / 2) & ~4095u;
   wal_half_start[0] = 4096;
   wal_half_start[1] = 4096 + wal_half_size;
+  wal_round_max = wal_half_size / 16;
   char h[512];
   uint32_t crc = 0;
   int valid = lseek(fd, 0, SEEK_SET) == 0 && read(fd, h, sizeof h) == (ssize_t)sizeof h && !memcmp(h, "KVDWAL01", 8);
@@ -2731,7 +2740,7 @@ static void process_input(conn *c) {
       continue;
     }
     if (avail == 0) return;
-    if (!c->udp && pending_out(c) > OUT_BACKLOG) return;
+    if (!c->udp && (pending_out(c) > OUT_BACKLOG || wal_round_full())) return;
     char *start = c->rbuf + c->rpos;
     if (c->scanned > avail) c->scanned = 0;
     char *el = find_byte(start + c->scanned, '\n', avail - c->scanned);
@@ -2999,7 +3008,7 @@ static int conn_read(conn *c) {
     }
     process_input(c);
     if (c->state == ST_CLOSING || c->oom) return -1;
-    if (c->close_after_write || pending_out(c) > OUT_BACKLOG) return 0;
+    if (c->close_after_write || pending_out(c) > OUT_BACKLOG || wal_round_full()) return 0;
     if ((uint32_t)n < room) {
       rbuf_release_if_empty(c);
       return 0;
@@ -3135,11 +3144,17 @@ int main(int argc, char **argv) {
         conn_close(c);
         continue;
       }
-      /* Input left unprocessed while the output was backed up. */
-      if (c->rpos < c->rlen && pending_out(c) <= OUT_BACKLOG && c->state == ST_CMD) {
+      /* Input left unprocessed while the output was backed up or a round's records were full: as many
+         rounds as it takes (each committed before its replies go), while they make progress. */
+      while (c->rpos < c->rlen && pending_out(c) <= OUT_BACKLOG && c->state == ST_CMD) {
+        const uint32_t before = c->rpos;
         process_input(c);
         wal_commit();
-        if (conn_send(c) < 0 || c->state == ST_CLOSING || c->oom) conn_close(c);
+        if (conn_send(c) < 0 || c->state == ST_CLOSING || c->oom) {
+          conn_close(c);
+          break;
+        }
+        if (c->rpos == before) break;
       }
     }
   }
