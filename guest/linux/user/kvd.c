@@ -800,7 +800,8 @@ static uint32_t wal_live; /* bytes of the snapshot the last compaction wrote (0 
 static uint32_t wal_set_bytes(const item *it) { return WAL_REC_HDR + 26 + it->nkey + (it->nbytes - 2); }
 
 /* Of the items at two classes' LRU cursors, is a the more recently used? By the time of its last link
-   or bump (seconds), then by CAS (the later write). */
+   or bump (seconds; a bump updates it at most once a minute, as memcached's), then by CAS (the later
+   write). Within a class the LRU list's own order stands. */
 static int more_recent(const item *a, const item *b) { return a->time != b->time ? a->time > b->time : a->cas > b->cas; }
 
 static void wal_evict(item *it) {
