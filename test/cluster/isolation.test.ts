@@ -187,10 +187,15 @@ describe('an agent that stops (SIGSTOP) while its VM without FT runs on', () => 
       }
     };
     const deadAt = await until('the VM process on a1 ended', 120_000, async () => (dead(first.pid) ? performance.now() : undefined), 20);
+    let seen: unknown;
     const restartAt = await until('solo restarted on a2', 120_000, async () => {
       const v = pairView('solo', await readInventory(store));
+      seen = v;
       if (v.status !== 'running' || v.primary?.host !== 'a2') return undefined;
       return events.find((x) => x.e.kind === 'start-primary' && x.e.vm === 'solo' && x.e.host === 'a2')?.at;
+    }).catch((err: Error) => {
+      // (Seen once in a full suite at load 13.) Say what the cluster looked like.
+      throw new Error(`${err.message}; last view ${JSON.stringify(seen)}; manager events ${JSON.stringify(events.slice(-15).map((x) => x.e))}`);
     });
     expect(restartAt).toBeGreaterThan(deadAt);
     const failed = events.filter((x) => x.e.kind === 'start-failed' && x.e.vm === 'solo' && x.e.host === 'a2');
