@@ -243,7 +243,9 @@ describe('bad replies', () => {
     ];
     for (const [reply, call, problem] of cases) {
       const s = await fake({ rewrite: () => Buffer.from(reply) });
-      const c = client([s.endpoint], { retries: 1 });
+      // A bad reply fails its attempt at once; the timeout only has to outlast a loaded machine's pauses
+      // (at 150 ms, a first attempt timed out once under load and the count was 1).
+      const c = client([s.endpoint], { retries: 1, timeoutMs: 10_000 });
       const err = await rejection(call(c));
       expect(err.code).toBe('ERR_LOCKSTEP_CLIENT_PROTOCOL');
       expect(err.message).toMatch(problem);

@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Machine, Recorder, Replayer } from '../../src/index.js';
 import { replicationPort } from '../../src/machine/replication-port.js';
 import { batchLsn } from '../../src/log/format.js';
+import { until } from '../helpers/wait.js';
 
 const echo = readFileSync(new URL('../../guest/bin/echo.elf', import.meta.url));
 const machines: Machine[] = [];
@@ -72,8 +73,10 @@ describe('output rule (native gate)', () => {
   it('a shadow secondary re-emits at go-live exactly what the primary had not released', async () => {
     const { p, batches, perLsn, rec } = gatedPrimary();
     const run = p.run();
-    setTimeout(() => p.input('xy\n'), 20);
-    setTimeout(() => p.input('zw\n'), 120);
+    // The second line only once the first one's echo was released: their outputs are in two batches.
+    p.input('xy\n');
+    await until('the echo of xy released', () => [...perLsn.values()].join('').includes('XY'));
+    p.input('zw\n');
     const r = await run;
     expect(r.kind).toBe('exit');
     const live = batches.length; // the log up to the guest's exit, without the end record
@@ -103,9 +106,13 @@ describe('output rule (native gate)', () => {
   it('go-live re-emits the suppressed outputs after the released lsn, and the machine then runs live', async () => {
     const { p, batches, perLsn, rec } = gatedPrimary();
     const run = p.run();
-    setTimeout(() => p.input('ab\n'), 20);
-    setTimeout(() => p.input('cd\n'), 80);
-    setTimeout(() => p.stop(), 140); // the primary "dies" here: the log stops mid-run
+    // Each line once the one before was echoed and released (outputs in two batches); the primary
+    // "dies" after the second: the log stops mid-run.
+    p.input('ab\n');
+    await until('the echo of ab released', () => [...perLsn.values()].join('').includes('AB'));
+    p.input('cd\n');
+    await until('the echo of cd released', () => [...perLsn.values()].join('').includes('CD'));
+    p.stop();
     const r = await run;
     expect(r.kind).toBe('stopped');
     const withOutput = [...perLsn.keys()].filter((l) => perLsn.get(l) !== '');
