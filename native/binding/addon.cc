@@ -572,13 +572,14 @@ class NativeMachine : public Napi::ObjectWrap<NativeMachine> {
     }
     return true;
   }
-  // { console: Uint8Array, frames: Uint8Array[], blocks: number }
+  // { console: Uint8Array, frames: Uint8Array[], deviceFrames: number, blocks: number }
   static Napi::Object OutputsToJs(Napi::Env env, const VcpuThread::Outputs& o) {
     Napi::Object r = Napi::Object::New(env);
     r.Set("console", Napi::Buffer<uint8_t>::Copy(env, o.console.data(), o.console.size()));
     Napi::Array frames = Napi::Array::New(env, o.frames.size());
     for (size_t i = 0; i < o.frames.size(); i++) frames.Set(static_cast<uint32_t>(i), Napi::Buffer<uint8_t>::Copy(env, o.frames[i].data(), o.frames[i].size()));
     r.Set("frames", frames);
+    r.Set("deviceFrames", Napi::Number::New(env, o.device_frames));
     r.Set("blocks", Napi::Number::New(env, o.blocks));
     return r;
   }

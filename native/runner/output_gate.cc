@@ -35,7 +35,11 @@ bool OutputGate::hold(Kind kind, bool replay, uint64_t tag, const uint8_t* data,
 
 void OutputGate::emit(std::vector<std::vector<uint8_t>>& frames, Outputs* out) {
   if (frames.empty()) return;
-  if (sinks_.frames_to_device && sinks_.frames_to_device(frames)) return;
+  const auto n = static_cast<uint32_t>(frames.size());
+  if (sinks_.frames_to_device && sinks_.frames_to_device(frames)) {
+    out->device_frames += n;
+    return;
+  }
   for (auto& f : frames) out->frames.push_back(std::move(f));
 }
 

@@ -29,7 +29,8 @@ class OutputGate {
   /// Outputs let out, for the host to emit.
   struct Outputs {
     std::vector<uint8_t> console;
-    std::vector<std::vector<uint8_t>> frames;  // for the host (js/udp back-ends); a device's frames are sent there
+    std::vector<std::vector<uint8_t>> frames;  // for the host (a machine whose network the host drives)
+    uint32_t device_frames = 0;                // frames sent to the network device (tap, udp back-ends) instead
     uint32_t blocks = 0;                       // disk requests handed to the disk
   };
   /// Where released outputs that do not go to the host leave: frames to a network device, in order

@@ -16,13 +16,13 @@ constexpr size_t kConsoleFlushBytes = 16 * 1024;
 // The output rule's coalescing window: a held output's batch is sealed at most this many instructions
 // later (about 30 µs at 1000 MIPS), or when the guest waits.
 constexpr uint64_t kOutputWindow = 1u << 15;
-// With no output waiting for it, a logged position is sent at most this long after the last batch (or
-// when the slice's log is large): a batch header and an acknowledgement per slice or per WFI were most of
-// the log of an I/O-bound guest (a Linux service waits for its disk and network several times a request),
-// and the secondary stays this close behind an idle guest. Log that no output waits for costs nothing if
-// it is lost with the primary (an input the guest never answered, as if the network had dropped it), so
-// the interval bounds only how far behind an idle guest the secondary is. At 2 ms, half the batches of
-// kvd under 1 400-byte TCP sets were these idle ones (the guest waiting between requests).
+// With no output and no input from outside waiting for it, a logged position is sent at most this long
+// after the last batch (or when the slice's log is large): a batch header and an acknowledgement per
+// slice or per WFI were most of the log of an I/O-bound guest (a Linux service waits for its disk and
+// network several times a request), and the secondary stays this close behind an idle guest. At 2 ms,
+// half the batches of kvd under 1 400-byte TCP sets were these idle ones (the guest waiting between
+// requests). A frame or console bytes that reached the guest are not left waiting for it (see
+// input_since_flush_).
 constexpr auto kMarkInterval = std::chrono::milliseconds(10);
 // A replayer that ran out of log less than kReplayBusy after it last took some naps for kReplayNap and
 // then looks at the replay ring itself, instead of having the ring's producer wake it per batch (a
@@ -329,6 +329,7 @@ void VcpuThread::flush_log() {
   if (cur.instret != m.cpu().instret || encoder_.empty()) encoder_.add(m.position(EventKind::kMark));
   tagged_since_flush_ = false;
   first_batch_due_ = false;
+  input_since_flush_ = false;
   m.cpu().soft_target = UINT64_MAX;
   const std::vector<uint8_t>& batch = encoder_.finish();
   last_flush_ = std::chrono::steady_clock::now();
@@ -648,6 +649,7 @@ RunReport VcpuThread::run_to(uint64_t target) {
     if (do_copy) precopy_chunk();
     if (!uart.empty()) {
       const size_t took = m.uart_input(uart.data(), uart.size());  // the FIFO takes what fits; the rest waits
+      if (took > 0 && recording) input_since_flush_ = true;
       std::lock_guard<std::mutex> lock(mu_);
       input_.erase(input_.begin(), input_.begin() + static_cast<long>(took));
     }
@@ -663,6 +665,7 @@ RunReport VcpuThread::run_to(uint64_t target) {
       // relaxed: statistics; readers need no ordering with the frames.
       if (rx == VirtioNet::Rx::kReady && m.net_receive(f.data(), static_cast<uint32_t>(f.size()))) {
         net_delivered_.fetch_add(1, std::memory_order_relaxed);
+        if (recording) input_since_flush_ = true;
         net_delivered_bytes_.fetch_add(f.size(), std::memory_order_relaxed);
       } else {
         net_dropped_.fetch_add(1, std::memory_order_relaxed);
@@ -684,8 +687,11 @@ RunReport VcpuThread::run_to(uint64_t target) {
     progress_.store(cpu.instret, std::memory_order_relaxed);
     flush_console();
     if (recording) {
-      // An output waits for its batch; anything else may wait for the next one (kMarkInterval).
-      if (tagged_since_flush_ || first_batch_due_ || std::chrono::steady_clock::now() - last_flush_ >= kMarkInterval) flush_log();
+      // An output waits for its batch, and so does input from outside (a client's request: lost with the
+      // primary before the secondary has it, it costs the client a retransmission, at least 200 ms over
+      // TCP, where the survivor would have answered it after go-live). Anything else may wait for the
+      // next batch (kMarkInterval).
+      if (tagged_since_flush_ || first_batch_due_ || input_since_flush_ || std::chrono::steady_clock::now() - last_flush_ >= kMarkInterval) flush_log();
       pace(slice_began);
     }
     switch (stop) {

@@ -756,7 +756,7 @@ export class FtSecondary extends EventEmitter<FtSecondaryEvents> {
       reason,
       ms: performance.now() - t0,
       reemittedConsole: out.console.length,
-      reemittedFrames: out.frames.length,
+      reemittedFrames: out.frames.length + out.deviceFrames,
       instret,
       stateHash,
       consolePosition,

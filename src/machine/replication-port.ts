@@ -19,7 +19,10 @@ export interface PageRecord {
 /** Outputs the output rule released (or a go-live re-emitted); already emitted as machine events. */
 export interface ReleasedOutputs {
   console: Uint8Array;
+  /** Frames for the host to send (a machine whose network the host drives). */
   frames: Uint8Array[];
+  /** Frames the machine sent to its own network device (tap, udp back-ends) instead. */
+  deviceFrames: number;
   /** Disk requests handed to the disk. */
   blocks: number;
 }

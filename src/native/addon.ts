@@ -30,7 +30,10 @@ export interface NativeReport {
 /** Outputs released by the output rule (or re-emitted at go-live). */
 export interface NativeOutputs {
   console: Uint8Array;
+  /** Frames for the host to send (a machine whose network the host drives). */
   frames: Uint8Array[];
+  /** Frames the machine sent to its own network device (tap, udp back-ends) instead. */
+  deviceFrames: number;
   /** Disk requests handed to the disk. */
   blocks: number;
 }

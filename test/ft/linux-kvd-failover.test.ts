@@ -72,7 +72,13 @@ describe.skipIf(reason !== undefined)('Linux kvd as a fault-tolerant pair: TCP c
   it(
     `${KILLS} SIGKILLs of the primary: no acknowledged write lost, no incr applied twice, no connection reset or reopened`,
     async () => {
-      const { ns } = hosts as Exclude<typeof hosts, string>;
+      const { ns, inNs } = hosts as Exclude<typeof hosts, string>;
+      /** TCP segments the clients' namespace retransmitted so far (/proc/net/snmp, Tcp RetransSegs). */
+      const clientRetransmits = (): number => {
+        const lines = inNs(ns.c, 'cat', '/proc/net/snmp').stdout.split('\n').filter((x) => x.startsWith('Tcp:'));
+        const [names, values] = lines.map((x) => x.split(/\s+/));
+        return Number(values![names!.indexOf('RetransSegs')]);
+      };
       mkdirSync(join(tmp, 'arbiter'));
       let generation = 0;
       const disk = (): string => {
@@ -148,6 +154,8 @@ describe.skipIf(reason !== undefined)('Linux kvd as a fault-tolerant pair: TCP c
 
       const kills: number[] = [];
       const goLiveMs: number[] = [];
+      const reemitted: number[] = [];
+      const retransmitsAtStart = clientRetransmits();
       for (let k = 1; k <= KILLS; k++) {
         const marks = [...progress];
         const killedNs = primaryNs;
@@ -158,6 +166,7 @@ describe.skipIf(reason !== undefined)('Linux kvd as a fault-tolerant pair: TCP c
         await exited(primary);
         const live = await standby.wait('go-live', undefined, STEP_MS);
         goLiveMs.push(Number(live.t) - since);
+        reemitted.push(Number(live.reemittedFrames));
         await everyClientPast(`after kill ${k}`, marks, 50);
         // The survivor is the primary now; a new secondary joins in the namespace that lost its process.
         primary = standby;
@@ -178,10 +187,12 @@ describe.skipIf(reason !== undefined)('Linux kvd as a fault-tolerant pair: TCP c
       const results = final!.result;
       const sum = (f: (r: ClientResult) => number) => results.reduce((s, r) => s + f(r), 0);
       const outages = [...final!.outagesMs].sort((x, y) => x - y);
+      const retransmits = clientRetransmits() - retransmitsAtStart;
       console.log(
         `linux-kvd-failover: engine ${DEFAULT_ENGINE}, ${KILLS} kills, ${CLIENTS} TCP clients; ${sum((r) => r.requests)} requests, ${sum((r) => r.acknowledged)} acknowledged, ` +
           `${sum((r) => r.writes)} writes to ${sum((r) => r.keys)} keys (${sum((r) => r.lost)} lost; ${sum((r) => r.keysChecked)} keys read back before being overwritten), ${sum((r) => r.incrs)} incrs (${sum((r) => r.appliedTwice)} applied twice), ` +
           `${sum((r) => r.reconnects)} reconnects, ${sum((r) => r.errorCount)} errors; go-live ${goLiveMs.join('/')} ms after the kill; ` +
+          `frames re-emitted at go-live ${reemitted.join('/')}; TCP segments the clients retransmitted ${retransmits}; ` +
           `client-visible outage p50 ${percentile(outages, 50)} ms, p99 ${percentile(outages, 99)} ms (${final!.outagesMs.join(', ')})`,
       );
       for (const r of results) {
