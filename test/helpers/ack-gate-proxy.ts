@@ -8,8 +8,8 @@
 // acknowledged (to the proxy) the frame with the marker, i.e. it holds that log. A close crosses both ways
 // (the secondary hears of a SIGKILLed primary at once), after what was forwarded has been written.
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
-import { CRC_TRAILER_BYTES, HEADER_BYTES, HMAC_TRAILER_BYTES, OFF_LENGTH, OFF_TYPE } from '../../src/protocol/frame.js';
 import { MessageType } from '../../src/protocol/messages.js';
+import { frameSplitter } from './cutting-proxy.js';
 
 export interface AckGateProxy {
   port: number;
@@ -23,21 +23,6 @@ export interface AckGateProxy {
 /** Byte offset of the first batch's lsn (u64, little-endian) in a LOG payload (native/log/event.h BatchLayout::kLsn). */
 const BATCH_LSN = 8;
 
-function frames(onFrame: (type: number, payload: Buffer, whole: Buffer) => void): (d: Buffer) => void {
-  let pending = Buffer.alloc(0);
-  return (d) => {
-    pending = Buffer.concat([pending, d]);
-    while (pending.length >= HEADER_BYTES) {
-      const type = pending[OFF_TYPE]!;
-      const length = pending.readUInt32BE(OFF_LENGTH);
-      const trailer = type === MessageType.HELLO || type === MessageType.AUTH ? CRC_TRAILER_BYTES : HMAC_TRAILER_BYTES;
-      const size = HEADER_BYTES + length + trailer;
-      if (pending.length < size) return;
-      onFrame(type, pending.subarray(HEADER_BYTES, HEADER_BYTES + length), pending.subarray(0, size));
-      pending = pending.subarray(size);
-    }
-  };
-}
 
 export async function ackGateProxy(primary: { host: string; port: number }, marker: Buffer): Promise<AckGateProxy> {
   const sockets = new Set<Socket>();
@@ -49,14 +34,14 @@ export async function ackGateProxy(primary: { host: string; port: number }, mark
     for (const s of [fromSecondary, toPrimary]) s.on('error', () => undefined);
     toPrimary.on(
       'data',
-      frames((type, payload, whole) => {
+      frameSplitter((type, payload, whole) => {
         if (gatedAt === undefined && type === MessageType.LOG && payload.includes(marker)) gatedAt = payload.readBigUInt64LE(BATCH_LSN);
         fromSecondary.write(whole);
       }),
     );
     fromSecondary.on(
       'data',
-      frames((type, payload, whole) => {
+      frameSplitter((type, payload, whole) => {
         if (gatedAt === undefined) {
           toPrimary.write(whole);
           return;

@@ -9,6 +9,32 @@ import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { CRC_TRAILER_BYTES, HEADER_BYTES, HMAC_TRAILER_BYTES, OFF_LENGTH, OFF_TYPE } from '../../src/protocol/frame.js';
 import { MessageType } from '../../src/protocol/messages.js';
 
+/**
+ * Splits a logging-channel byte stream into whole frames: `onFrame` gets each frame's type, payload and
+ * bytes (header and trailer included); returning false stops the splitter for good (later bytes are
+ * dropped).
+ */
+export function frameSplitter(onFrame: (type: number, payload: Buffer, whole: Buffer) => boolean | void): (d: Buffer) => void {
+  let pending = Buffer.alloc(0);
+  let stopped = false;
+  return (d) => {
+    if (stopped) return;
+    pending = Buffer.concat([pending, d]);
+    while (pending.length >= HEADER_BYTES) {
+      const type = pending[OFF_TYPE]!;
+      const length = pending.readUInt32BE(OFF_LENGTH);
+      const trailer = type === MessageType.HELLO || type === MessageType.AUTH ? CRC_TRAILER_BYTES : HMAC_TRAILER_BYTES;
+      const size = HEADER_BYTES + length + trailer;
+      if (pending.length < size) return;
+      if (onFrame(type, pending.subarray(HEADER_BYTES, HEADER_BYTES + length), pending.subarray(0, size)) === false) {
+        stopped = true;
+        return;
+      }
+      pending = pending.subarray(size);
+    }
+  };
+}
+
 export interface CuttingProxyOptions {
   /** Whether the source's next frame (its type and payload) is the one to cut at. */
   hits: (type: number, payload: Buffer) => boolean;
@@ -55,28 +81,18 @@ export async function cuttingProxy(source: { host: string; port: number }, o: Cu
       });
       return;
     }
-    let pending = Buffer.alloc(0);
-    toSource.on('data', (d: Buffer) => {
-      if (cut) return;
-      pending = Buffer.concat([pending, d]);
-      while (pending.length >= HEADER_BYTES) {
-        const type = pending[OFF_TYPE]!;
-        const length = pending.readUInt32BE(OFF_LENGTH);
-        const trailer = type === MessageType.HELLO || type === MessageType.AUTH ? CRC_TRAILER_BYTES : HMAC_TRAILER_BYTES;
-        const size = HEADER_BYTES + length + trailer;
-        if (pending.length < size) return;
-        if (o.hits(type, pending.subarray(HEADER_BYTES, HEADER_BYTES + length))) {
-          cut = true;
-          if (how === 'reset') {
-            fromTarget.destroy();
-            toSource.destroy();
-          }
-          return;
+    toSource.on('data', frameSplitter((type, payload, whole) => {
+      if (o.hits(type, payload)) {
+        cut = true;
+        if (how === 'reset') {
+          fromTarget.destroy();
+          toSource.destroy();
         }
-        fromTarget.write(pending.subarray(0, size));
-        pending = pending.subarray(size);
+        return false;
       }
-    });
+      fromTarget.write(whole);
+      return true;
+    }));
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   return {
