@@ -12,10 +12,9 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { crc32 } from 'node:zlib';
 import { LoadGenerator, Machine, Recorder, UdpForwarder } from 'lockstep';
 import { GUEST_BIN } from './paths.js';
+import { interpreterUnlessAsked } from './engine.js';
 
-// The tables this feeds are the interpreter's (the reference engine; `npm run bench -- engines` compares it
-// with the block compiler and QEMU): LOCKSTEP_ENGINE=jit runs them on the compiler instead.
-process.env.LOCKSTEP_ENGINE ||= 'interp';
+interpreterUnlessAsked();
 
 export interface IoTrial {
   scenario: 'kv' | 'rx' | 'recover';

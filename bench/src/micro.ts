@@ -7,10 +7,9 @@ import { Bench, type Task } from 'tinybench';
 import { Machine } from 'lockstep';
 import { GUEST_BIN } from './paths.js';
 import { CODE_BASE, programs } from './programs.js';
+import { interpreterUnlessAsked } from './engine.js';
 
-// The tables this feeds are the interpreter's (the reference engine; `npm run bench -- engines` compares it
-// with the block compiler and QEMU): LOCKSTEP_ENGINE=jit runs them on the compiler instead.
-process.env.LOCKSTEP_ENGINE ||= 'interp';
+interpreterUnlessAsked();
 
 export interface MicroResult {
   name: string;

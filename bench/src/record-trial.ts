@@ -4,10 +4,9 @@
 // replays <log-file>. Prints one JSON line. Only the run() call is timed.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { Machine, Recorder, Replayer } from 'lockstep';
+import { interpreterUnlessAsked } from './engine.js';
 
-// The tables this feeds are the interpreter's (the reference engine; `npm run bench -- engines` compares it
-// with the block compiler and QEMU): LOCKSTEP_ENGINE=jit runs them on the compiler instead.
-process.env.LOCKSTEP_ENGINE ||= 'interp';
+interpreterUnlessAsked();
 
 export interface RecordTrial {
   mode: 'plain' | 'record' | 'replay';

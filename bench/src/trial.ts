@@ -4,10 +4,9 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Machine } from 'lockstep';
+import { interpreterUnlessAsked } from './engine.js';
 
-// The tables this feeds are the interpreter's (the reference engine; `npm run bench -- engines` compares it
-// with the block compiler and QEMU): LOCKSTEP_ENGINE=jit runs them on the compiler instead.
-process.env.LOCKSTEP_ENGINE ||= 'interp';
+interpreterUnlessAsked();
 
 export interface TrialResult {
   kind: string;
